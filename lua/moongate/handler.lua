@@ -1,0 +1,62 @@
+-- moongate.handler: runs a route's Lua handler for the C core and turns
+-- its answer into what the core sends (status, body bytes, header block).
+local cjson = require "cjson.safe"
+
+local type, tostring, pairs, concat = type, tostring, pairs, table.concat
+local traceback = debug.traceback
+
+local _M = {}
+
+local function header_block(headers)
+    if headers == nil then return "", nil end
+    if type(headers) ~= "table" then
+        return nil, "headers must be a table, got " .. type(headers)
+    end
+    local out, ctype = {}, nil
+    for name, value in pairs(headers) do
+        name, value = tostring(name), tostring(value)
+        if name:find("[^%w%-]") or value:find("[\r\n%z]") then
+            return nil, "invalid header " .. name
+        end
+        local lname = name:lower()
+        if lname == "content-type" then
+            ctype = value
+        elseif lname ~= "content-length" and lname ~= "connection"
+            and lname ~= "transfer-encoding" and lname ~= "x-request-id" then
+            out[#out + 1] = name .. ": " .. value .. "\r\n"
+        end
+    end
+    return concat(out), ctype
+end
+
+local function run(fn, req)
+    local status, body, headers = fn(req)
+    if status == nil then status = 200 end
+    if type(status) ~= "number" or status < 100 or status > 599
+        or status % 1 ~= 0 then
+        error("handler returned an invalid status: " .. tostring(status), 0)
+    end
+    local ctype
+    if type(body) == "table" then
+        local s, err = cjson.encode(body)
+        if not s then error("handler body is not JSON: " .. err, 0) end
+        body, ctype = s, "application/json"
+    elseif body == nil then
+        body, ctype = "", "text/plain"
+    elseif type(body) == "string" then
+        ctype = "text/plain; charset=utf-8"
+    else
+        error("handler body must be a string or a table, got " .. type(body), 0)
+    end
+    local block, hctype = header_block(headers)
+    if not block then error(hctype, 0) end
+    return status, body, block, hctype or ctype
+end
+
+-- Returns true, status, body, header_block, content_type
+-- or false, error message with traceback.
+function _M.invoke(fn, req)
+    return xpcall(run, traceback, fn, req)
+end
+
+return _M

@@ -1,0 +1,108 @@
+/* config.h: the compiled form of a moongate config file.
+ *
+ * A config is a Lua file; lua/moongate/config.lua runs it, validates it whole
+ * and hands back a normalised table, which mg_config_load() turns into these
+ * plain C structs. Everything here is immutable once loaded and owned by the
+ * mg_config_t (freed with mg_config_free). Times are milliseconds, sizes bytes.
+ */
+#ifndef MG_CONFIG_H
+#define MG_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define MG_MAX_ROUTE_HEADERS 8
+#define MG_MAX_METHODS 16
+
+typedef struct mg_target_s {
+    char *host;          /* numeric IPv4/IPv6 address or host name */
+    uint16_t port;
+    int weight;          /* >= 1 */
+    char *name;          /* "host:port", for logs */
+} mg_target_t;
+
+typedef struct mg_upstream_s {
+    char *name;
+    mg_target_t *targets;
+    size_t ntargets;
+    int keepalive;              /* max idle connections per target per worker */
+    uint64_t keepalive_timeout; /* idle pooled connection lifetime */
+    uint64_t connect_timeout;
+    uint64_t send_timeout;
+    uint64_t read_timeout;
+    uint64_t fail_timeout;      /* a refused target is skipped this long */
+} mg_upstream_t;
+
+typedef struct mg_route_header_s {
+    char *name;   /* lower case */
+    char *value;  /* exact match, case-sensitive */
+} mg_route_header_t;
+
+typedef struct mg_route_s {
+    char *name;
+    char *path;            /* pattern: "/a/b" exact, "/a/" prefix, ":p" params, "**" rest */
+    char *host;            /* NULL = any; "*.example.com" allowed */
+    char *methods[MG_MAX_METHODS]; /* upper case; nmethods == 0 means any */
+    size_t nmethods;
+    mg_route_header_t headers[MG_MAX_ROUTE_HEADERS];
+    size_t nheaders;
+    int upstream;          /* index into mg_config_t.upstreams, -1 when handled in Lua */
+    int has_handler;       /* route answered by a Lua function (route index in Lua) */
+    char *strip_prefix;    /* literal prefix removed before proxying, or NULL */
+    char *rewrite;         /* path template (":name", "**"), or NULL */
+    uint64_t max_body;
+    uint16_t listen_port;  /* only requests arriving on this port; 0 = any */
+    int index;             /* position in the config, 0-based */
+    int line;              /* where it was declared */
+} mg_route_t;
+
+typedef struct mg_listener_s {
+    char *host;
+    uint16_t port;
+} mg_listener_t;
+
+typedef struct mg_limits_s {
+    uint64_t request_line;  /* 414 beyond */
+    uint64_t header_size;   /* 431 beyond */
+    uint64_t header_count;  /* 431 beyond */
+    uint64_t body;          /* default per-route max body, 413 beyond */
+} mg_limits_t;
+
+typedef struct mg_timeouts_s {
+    uint64_t header;     /* head must complete within, else 408 */
+    uint64_t keepalive;  /* idle client connection */
+    uint64_t body;       /* between two reads of a request body */
+    uint64_t send;       /* client not reading our response */
+    uint64_t shutdown;   /* graceful shutdown deadline */
+} mg_timeouts_t;
+
+typedef struct mg_config_s {
+    char *file;
+    int workers;            /* 0 = one per CPU */
+    char *access_log;       /* "off", "stdout", "stderr" or a file path */
+    mg_limits_t limits;
+    mg_timeouts_t timeouts;
+    mg_listener_t *listeners;
+    size_t nlisteners;
+    mg_upstream_t *upstreams;
+    size_t nupstreams;
+    mg_route_t *routes;
+    size_t nroutes;
+} mg_config_t;
+
+/* Loads and validates FILE. On success returns 0 and *out (owned by caller).
+ * On failure returns -1 and *errors is a malloc'd string of one
+ * "file:line: reason" line per mistake (owned by caller). */
+int mg_config_load(const char *file, mg_config_t **out, char **errors);
+void mg_config_free(mg_config_t *cfg);
+
+/* For workers, which keep the config's Lua functions (route handlers, hooks):
+ * runs require("moongate.config").load(file) in L (made by mg_lua_open()).
+ * On success returns 0 with the normalised cfg table (docs/config-dsl.md)
+ * pushed on L's stack; on failure returns -1 with the stack unchanged and
+ * *errors set as by mg_config_load(). Route path patterns are checked by
+ * mg_config_load() only. */
+struct lua_State;
+int mg_config_run_lua(struct lua_State *L, const char *file, char **errors);
+
+#endif

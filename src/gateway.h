@@ -1,0 +1,299 @@
+/* gateway.h: the types shared by the worker, the client side (http_conn.c)
+ * and the upstream side (proxy.c, pool.c). Types only, plus the few calls
+ * these files make into each other.
+ *
+ * Threading: every struct here belongs to exactly one worker thread and is
+ * only touched from that worker's libuv loop.
+ */
+#ifndef MG_GATEWAY_H
+#define MG_GATEWAY_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <uv.h>
+#include <llhttp.h>
+#include "config.h"
+#include "router.h"
+#include "wq.h"
+
+typedef struct mg_worker_s mg_worker_t;
+typedef struct mg_conn_s mg_conn_t;
+typedef struct mg_request_s mg_request_t;
+typedef struct mg_upconn_s mg_upconn_t;
+typedef struct mg_pool_s mg_pool_t;
+typedef struct mg_accesslog_s mg_accesslog_t;
+
+/* Offsets into a connection's read buffer (the buffer may be reallocated
+ * while a head grows, so never raw pointers). */
+typedef struct mg_span_s {
+    uint32_t off;
+    uint32_t len;
+} mg_span_t;
+
+typedef struct mg_header_s {
+    mg_span_t name;
+    mg_span_t value;
+} mg_header_t;
+
+/* Intrusive doubly linked list (idle pools, worker's connection list). */
+typedef struct mg_link_s {
+    struct mg_link_s *prev, *next;
+} mg_link_t;
+
+static inline void mg_list_init(mg_link_t *h) { h->prev = h->next = h; }
+static inline int mg_list_empty(const mg_link_t *h) { return h->next == h; }
+static inline void mg_list_push(mg_link_t *h, mg_link_t *n)
+{
+    n->next = h->next;
+    n->prev = h;
+    h->next->prev = n;
+    h->next = n;
+}
+static inline void mg_list_remove(mg_link_t *n)
+{
+    n->prev->next = n->next;
+    n->next->prev = n->prev;
+    n->prev = n->next = n;
+}
+#define mg_container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
+
+/* Pooled read buffer. Held by a connection only while it has unparsed bytes
+ * or a request in progress; idle keep-alive connections hold none. */
+typedef struct mg_buf_s {
+    char *data;
+    uint32_t cap;
+    uint32_t len;    /* bytes received */
+    uint32_t parsed; /* bytes handed to llhttp */
+} mg_buf_t;
+
+#define MG_BUF_SIZE 16384
+#define MG_REQID_MAX 128
+
+/* Where a request is in its life on the client connection. */
+typedef enum {
+    MG_RS_HEAD,      /* reading the request head */
+    MG_RS_UPSTREAM,  /* head done, waiting for an upstream connection */
+    MG_RS_BODY,      /* streaming the request body upstream */
+    MG_RS_WAIT,      /* body done, waiting for the upstream response */
+    MG_RS_LOCAL,     /* answered by the gateway; discarding any body */
+    MG_RS_DONE,      /* response complete */
+} mg_req_state_t;
+
+/* Well-known request headers found while parsing (index+1 into headers, 0 =
+ * absent). */
+enum {
+    MG_H_HOST, MG_H_CONNECTION, MG_H_EXPECT, MG_H_REQUEST_ID, MG_H_XFF,
+    MG_H_UPGRADE, MG_H_CONTENT_LENGTH, MG_H_TRANSFER_ENCODING, MG_H__COUNT
+};
+
+/* One request on a client connection. Taken from the worker's free list on
+ * the first byte of a request, returned when its response is complete (or
+ * the connection dies). Owns `scratch` (per-request strings: normalised
+ * path, upstream path, request id). */
+struct mg_request_s {
+    mg_request_t *next_free;
+    mg_conn_t *c;
+    mg_req_state_t state;
+    uint64_t start_ms;
+    uint64_t upstream_start_ms;
+    uint64_t upstream_ms;
+
+    mg_span_t method, url;
+    mg_header_t *headers;      /* capacity limits.header_count */
+    uint32_t nheaders;
+    uint16_t known[MG_H__COUNT];
+    uint32_t head_bytes;       /* header names + values, for the 431 check */
+    uint32_t head_end;         /* buffer offset just past the head */
+    uint8_t last_was_value;    /* header callback state */
+    uint8_t http_minor;
+    uint8_t keep_alive;        /* client wants the connection kept */
+    uint8_t chunked;           /* request body is chunked */
+    uint8_t has_body;
+    uint8_t expect_continue;
+    uint8_t is_upgrade;
+    uint8_t head_method;       /* HEAD: response has no body */
+    uint8_t idempotent;
+    uint8_t retries;
+    uint8_t body_started;      /* a body byte went upstream: no retry */
+    uint8_t response_started;  /* response head sent to the client */
+    uint8_t response_chunked;  /* we frame the response body as chunked */
+    uint8_t response_close;    /* close the client connection after it */
+    uint64_t body_received;
+    uint64_t content_length;
+
+    char *path;                /* normalised path, NUL-terminated (scratch) */
+    size_t path_len;
+    const char *query;         /* into scratch, includes '?', or "" */
+    size_t query_len;
+    char request_id[MG_REQID_MAX + 1];
+    size_t request_id_len;
+    const mg_route_t *route;
+    mg_route_match_t match;
+    int target;                /* chosen target index, -1 none */
+    mg_upconn_t *up;
+    int status;                /* sent to the client */
+    uint64_t bytes_sent;
+    char *scratch;
+    size_t scratch_cap, scratch_used;
+};
+
+typedef enum {
+    MG_CS_OPEN,
+    MG_CS_TUNNEL,   /* upgraded: bytes copied both ways */
+    MG_CS_CLOSING,
+} mg_conn_state_t;
+
+/* A client connection. Owned by the worker (linked in worker->conns);
+ * freed in its close callback. */
+struct mg_conn_s {
+    uv_tcp_t tcp;              /* first: handle->data is not needed for casts */
+    uv_timer_t timer;
+    mg_link_t link;
+    mg_worker_t *w;
+    llhttp_t parser;
+    mg_buf_t buf;
+    mg_wq_t wq;                /* writes to the client */
+    mg_request_t *r;           /* request in progress, or NULL */
+    mg_conn_state_t state;
+    uint8_t reading;           /* uv_read_start active */
+    uint8_t throttled;         /* upstream side asked us to stop reading */
+    uint8_t in_parse;          /* inside conn_parse (no re-entry) */
+    uint8_t kick;              /* run llhttp once even with no new bytes */
+    uint8_t paused_parser;     /* llhttp paused at a request boundary */
+    uint8_t closing_after_write;
+    uint8_t timer_armed;
+    uint16_t local_port;
+    uint64_t deadline;         /* loop time (ms) when the current wait expires */
+    uint64_t timer_expiry;
+    uint32_t requests;         /* served on this connection */
+    char client_ip[46];
+    uint16_t client_port;
+    uint8_t handles_open;
+};
+
+/* An upstream connection. Owned by its pool (idle list) or by the request
+ * using it; freed in its close callback. */
+struct mg_upconn_s {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_connect_t connect_req;
+    mg_link_t link;            /* in pool->idle while idle */
+    mg_worker_t *w;
+    mg_pool_t *pool;
+    llhttp_t parser;
+    mg_buf_t buf;
+    mg_wq_t wq;
+    mg_request_t *r;           /* request in progress, NULL while idle */
+    uint8_t connected;
+    uint8_t idle;
+    uint8_t closing;
+    uint8_t timer_armed;
+    uint8_t reading;
+    uint8_t got_response_bytes;
+    uint8_t tunnel;
+    uint8_t handles_open;
+    uint32_t requests;
+    uint64_t deadline;
+    uint64_t timer_expiry;
+    /* response head being parsed */
+    mg_span_t status_text;
+    mg_header_t *headers;      /* capacity MG_UP_MAX_HEADERS */
+    uint32_t nheaders;
+    uint8_t last_was_value;
+    uint8_t resp_chunked;
+    uint8_t resp_has_length;
+    uint8_t resp_keepalive;
+};
+
+#define MG_UP_MAX_HEADERS 128
+
+/* Keep-alive pool and health of one target of one upstream, per worker. */
+struct mg_pool_s {
+    mg_worker_t *w;
+    const mg_upstream_t *u;
+    const mg_target_t *t;
+    struct sockaddr_storage addr;
+    int addr_ok;
+    mg_link_t idle;
+    int nidle;
+    uint64_t down_until;        /* loop time before which the target is skipped */
+    int current_weight;         /* smooth weighted round robin state */
+};
+
+/* Per upstream, per worker: its target pools. */
+typedef struct mg_upstream_rt_s {
+    const mg_upstream_t *u;
+    mg_pool_t *pools;           /* u->ntargets */
+} mg_upstream_rt_t;
+
+struct mg_worker_s {
+    int id;
+    uv_loop_t loop;
+    uv_thread_t thread;
+    uv_async_t wakeup;
+    const mg_config_t *cfg;
+    mg_router_t *router;
+    uv_tcp_t *listeners;
+    size_t nlisteners;
+    size_t listeners_open;
+    mg_upstream_rt_t *ups;
+    mg_link_t conns;
+    size_t nconns;
+    mg_request_t *free_requests;
+    char **free_bufs;           /* stack of MG_BUF_SIZE buffers */
+    size_t nfree_bufs, cap_free_bufs;
+    char *scratch;              /* heads are built here, then written */
+    size_t scratch_cap;
+    char reqid_prefix[13];
+    uint64_t reqid_counter;
+    mg_accesslog_t *log;
+    void *lua;                  /* lua_State of this worker */
+    uv_timer_t shutdown_timer;
+    int stopping;
+    int start_error;
+    uv_sem_t *ready;
+};
+
+/* worker.c */
+void mg_worker_buf_get(mg_worker_t *w, mg_buf_t *b);
+void mg_worker_buf_put(mg_worker_t *w, mg_buf_t *b);
+int mg_worker_buf_grow(mg_worker_t *w, mg_buf_t *b, size_t need);
+void mg_worker_conn_closed(mg_worker_t *w);
+
+/* http_conn.c */
+void mg_conn_accept(mg_worker_t *w, uv_stream_t *listener, uint16_t port);
+void mg_conn_close_if_idle(mg_conn_t *c);
+/* Sends a gateway-made answer (error or Lua handler) for request r. */
+void mg_conn_respond(mg_conn_t *c, int status, const char *ctype, const char *body,
+                     size_t body_len, const char *extra_headers, size_t extra_len);
+void mg_conn_respond_error(mg_conn_t *c, int status, const char *message);
+/* Upstream side -> client side. */
+int mg_conn_send(mg_conn_t *c, uv_buf_t *bufs, unsigned n);
+void mg_conn_throttle(mg_conn_t *c, int on);
+void mg_conn_response_done(mg_conn_t *c);
+void mg_conn_upstream_failed(mg_conn_t *c, int status, const char *message);
+void mg_conn_resume_body(mg_conn_t *c);
+void mg_conn_start_tunnel(mg_conn_t *c);
+void mg_conn_abort(mg_conn_t *c);
+const char *mg_conn_data(const mg_conn_t *c, mg_span_t s);
+
+/* proxy.c */
+void mg_proxy_start(mg_conn_t *c);
+int mg_proxy_send_body(mg_upconn_t *u, uv_buf_t *bufs, unsigned n);
+void mg_proxy_detach(mg_upconn_t *u, int reusable);
+void mg_proxy_client_drained(mg_upconn_t *u);
+int mg_proxy_tunnel_write(mg_upconn_t *u, const char *data, size_t len);
+
+/* pool.c */
+int mg_pools_init(mg_worker_t *w);
+void mg_pools_close(mg_worker_t *w);
+/* Picks the next target of upstream `ui` by smooth weighted round robin,
+ * skipping targets marked down (unless all are). `avoid` is a target index
+ * to skip when possible (-1: none). Returns the target index. */
+int mg_balancer_pick(mg_worker_t *w, int ui, int avoid);
+void mg_pool_mark_down(mg_pool_t *p);
+mg_upconn_t *mg_pool_take_idle(mg_pool_t *p);
+void mg_pool_put_idle(mg_pool_t *p, mg_upconn_t *u);
+void mg_pool_forget(mg_upconn_t *u);
+
+#endif

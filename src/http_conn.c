@@ -1,0 +1,968 @@
+/* http_conn.c: the client side of the gateway.
+ *
+ * One mg_conn_t per accepted connection. It reads into a pooled buffer,
+ * parses with llhttp in strict mode, enforces the limits, routes, and hands
+ * the request to proxy.c (or answers it itself: errors, Lua handler routes).
+ * Requests on one connection are handled strictly one after the other: the
+ * parser pauses at the end of each message, so pipelined requests wait in
+ * the buffer and their answers go out in order.
+ *
+ * Ownership: the worker owns the connection (worker->conns); the connection
+ * owns its buffer and its current request; the request borrows an upstream
+ * connection from its pool while it runs.
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "gateway.h"
+#include "accesslog.h"
+#include "lua_route.h"
+#include "uri.h"
+
+static llhttp_settings_t req_settings;
+static int settings_ready;
+
+static void conn_close(mg_conn_t *c);
+static void conn_parse(mg_conn_t *c);
+static void request_finish(mg_conn_t *c);
+static void finish_after_write(mg_conn_t *c);
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b);
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b);
+
+/* ---- small helpers ---------------------------------------------------- */
+
+const char *mg_conn_data(const mg_conn_t *c, mg_span_t s) { return c->buf.data + s.off; }
+
+static int span_ieq(const mg_conn_t *c, mg_span_t s, const char *lit, size_t n)
+{
+    return s.len == n && strncasecmp(c->buf.data + s.off, lit, n) == 0;
+}
+
+static uint64_t now_ms(mg_conn_t *c) { return uv_now(&c->w->loop); }
+
+static const char *status_text(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Unknown";
+    }
+}
+
+/* ---- deadlines ----------------------------------------------------------
+ * One timer per connection. Moving a deadline later only stores it; the
+ * timer is re-armed lazily when it fires early, so the hot path does not
+ * touch the timer heap. */
+
+static void on_timer(uv_timer_t *t);
+
+static void set_deadline(mg_conn_t *c, uint64_t ms)
+{
+    uint64_t now = now_ms(c);
+    c->deadline = ms == UINT64_MAX ? UINT64_MAX : now + ms;
+    if (c->deadline == UINT64_MAX)
+        return;
+    if (!c->timer_armed || c->deadline < c->timer_expiry) {
+        uv_timer_start(&c->timer, on_timer, ms, 0);
+        c->timer_armed = 1;
+        c->timer_expiry = c->deadline;
+    }
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    mg_conn_t *c = mg_container_of(t, mg_conn_t, timer);
+    uint64_t now = now_ms(c);
+    c->timer_armed = 0;
+    if (c->state == MG_CS_CLOSING)
+        return;
+    if (c->deadline != UINT64_MAX && now < c->deadline) {
+        uv_timer_start(&c->timer, on_timer, c->deadline - now, 0);
+        c->timer_armed = 1;
+        c->timer_expiry = c->deadline;
+        return;
+    }
+    if (c->deadline == UINT64_MAX)
+        return;
+    mg_request_t *r = c->r;
+    if (c->wq.pending > 0 || c->state == MG_CS_TUNNEL || !r) {
+        conn_close(c); /* stalled writer, idle tunnel or idle keep-alive */
+        return;
+    }
+    if (r->state == MG_RS_HEAD || r->state == MG_RS_BODY ||
+        r->state == MG_RS_UPSTREAM) {
+        if (!r->response_started) {
+            r->response_close = 1;
+            mg_conn_respond_error(c, 408, "request timeout");
+            return;
+        }
+    }
+    conn_close(c);
+}
+
+/* ---- buffers and reading ---------------------------------------------- */
+
+static void start_reading(mg_conn_t *c)
+{
+    if (!c->reading && !c->throttled && c->state != MG_CS_CLOSING) {
+        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+            c->reading = 1;
+    }
+}
+
+static void stop_reading(mg_conn_t *c)
+{
+    if (c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = 0;
+    }
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+    mg_conn_t *c = (mg_conn_t *)h;
+    if (!c->buf.data)
+        mg_worker_buf_get(c->w, &c->buf);
+    if (c->buf.data && c->buf.len == c->buf.cap && c->r && c->r->state == MG_RS_HEAD) {
+        /* a long head: grow up to what the limits allow (plus one byte so
+         * that the limit itself is detected by the parser callbacks) */
+        const mg_limits_t *l = &c->w->cfg->limits;
+        size_t max = l->request_line + l->header_size + 1024;
+        if (c->buf.cap < max)
+            mg_worker_buf_grow(c->w, &c->buf, c->buf.cap * 2 < max ? c->buf.cap * 2 : max);
+    }
+    if (!c->buf.data) {
+        *b = uv_buf_init(NULL, 0);
+        return;
+    }
+    *b = uv_buf_init(c->buf.data + c->buf.len, c->buf.cap - c->buf.len);
+}
+
+static void release_buf_if_empty(mg_conn_t *c)
+{
+    if (c->buf.data && !c->r && c->buf.len == c->buf.parsed) {
+        c->buf.len = c->buf.parsed = 0;
+        mg_worker_buf_put(c->w, &c->buf);
+    }
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    mg_conn_t *c = (mg_conn_t *)s;
+    if (nread == 0)
+        return;
+    if (nread < 0) {
+        if (nread == UV_ENOBUFS) {
+            /* buffer full (head at its limit or pipelined data waiting) */
+            stop_reading(c);
+            if (c->r && c->r->state == MG_RS_HEAD) {
+                c->r->response_close = 1;
+                mg_conn_respond_error(c, 431, "request header fields too large");
+            }
+            return;
+        }
+        conn_close(c);
+        return;
+    }
+    c->buf.len += (uint32_t)nread;
+    if (c->state == MG_CS_TUNNEL) {
+        mg_request_t *r = c->r;
+        int rc = r && r->up ? mg_proxy_tunnel_write(r->up, c->buf.data, c->buf.len) : -1;
+        c->buf.len = c->buf.parsed = 0;
+        if (rc < 0)
+            conn_close(c);
+        set_deadline(c, c->w->cfg->timeouts.keepalive);
+        return;
+    }
+    conn_parse(c);
+}
+
+/* ---- the request object ----------------------------------------------- */
+
+static mg_request_t *request_new(mg_conn_t *c)
+{
+    mg_worker_t *w = c->w;
+    mg_request_t *r = w->free_requests;
+    const mg_limits_t *l = &w->cfg->limits;
+    if (r) {
+        w->free_requests = r->next_free;
+    } else {
+        r = calloc(1, sizeof(*r));
+        if (!r)
+            return NULL;
+        r->headers = malloc(sizeof(mg_header_t) * (l->header_count + 1));
+        /* normalised path + upstream path + slack; both are bounded by the
+         * request line limit */
+        r->scratch_cap = l->request_line * 3 + 512;
+        r->scratch = malloc(r->scratch_cap);
+        if (!r->headers || !r->scratch) {
+            free(r->headers);
+            free(r->scratch);
+            free(r);
+            return NULL;
+        }
+    }
+    mg_header_t *headers = r->headers;
+    char *scratch = r->scratch;
+    size_t cap = r->scratch_cap;
+    memset(r, 0, sizeof(*r));
+    r->headers = headers;
+    r->scratch = scratch;
+    r->scratch_cap = cap;
+    r->c = c;
+    r->target = -1;
+    r->state = MG_RS_HEAD;
+    r->start_ms = now_ms(c);
+    return r;
+}
+
+static void request_free(mg_conn_t *c)
+{
+    mg_request_t *r = c->r;
+    if (!r)
+        return;
+    if (r->up) {
+        mg_proxy_detach(r->up, 0);
+        r->up = NULL;
+    }
+    c->r = NULL;
+    r->next_free = c->w->free_requests;
+    c->w->free_requests = r;
+}
+
+/* ---- llhttp callbacks --------------------------------------------------- */
+
+static int fail(llhttp_t *p, int status, const char *reason)
+{
+    mg_conn_t *c = p->data;
+    if (c->r)
+        c->r->status = status;
+    llhttp_set_error_reason(p, reason);
+    return HPE_USER;
+}
+
+static int on_message_begin(llhttp_t *p)
+{
+    mg_conn_t *c = p->data;
+    if (!c->r) {
+        c->r = request_new(c);
+        if (!c->r)
+            return fail(p, 503, "out of memory");
+    }
+    set_deadline(c, c->w->cfg->timeouts.header);
+    return 0;
+}
+
+static uint32_t off_of(mg_conn_t *c, const char *at) { return (uint32_t)(at - c->buf.data); }
+
+static int on_method(llhttp_t *p, const char *at, size_t len)
+{
+    mg_conn_t *c = p->data;
+    mg_request_t *r = c->r;
+    if (r->method.len == 0)
+        r->method.off = off_of(c, at);
+    r->method.len += (uint32_t)len;
+    return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+    mg_conn_t *c = p->data;
+    mg_request_t *r = c->r;
+    if (r->url.len == 0)
+        r->url.off = off_of(c, at);
+    r->url.len += (uint32_t)len;
+    if (r->url.len + r->method.len + 10 > c->w->cfg->limits.request_line)
+        return fail(p, 414, "request line too long");
+    return 0;
+}
+
+/* Counts header bytes (names, values and their ": " and CRLF); true once
+ * they exceed the limit. */
+static int head_grow(mg_conn_t *c, size_t len)
+{
+    mg_request_t *r = c->r;
+    r->head_bytes += (uint32_t)len;
+    return r->head_bytes > c->w->cfg->limits.header_size;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    mg_conn_t *c = p->data;
+    mg_request_t *r = c->r;
+    if (head_grow(c, len + 4))
+        return fail(p, 431, "request header fields too large");
+    if (r->nheaders == 0 || r->last_was_value) {
+        if (r->nheaders >= c->w->cfg->limits.header_count)
+            return fail(p, 431, "too many header fields");
+        mg_header_t *h = &r->headers[r->nheaders++];
+        h->name.off = off_of(c, at);
+        h->name.len = 0;
+        h->value.off = 0;
+        h->value.len = 0;
+        r->last_was_value = 0;
+    }
+    r->headers[r->nheaders - 1].name.len += (uint32_t)len;
+    return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    mg_conn_t *c = p->data;
+    mg_request_t *r = c->r;
+    if (head_grow(c, len))
+        return fail(p, 431, "request header fields too large");
+    mg_header_t *h = &r->headers[r->nheaders - 1];
+    if (!r->last_was_value) {
+        h->value.off = off_of(c, at);
+        r->last_was_value = 1;
+    }
+    h->value.len += (uint32_t)len;
+    return 0;
+}
+
+/* Remembers the headers the core itself acts on. */
+static int classify_header(mg_conn_t *c, uint32_t i)
+{
+    mg_request_t *r = c->r;
+    mg_span_t n = r->headers[i].name;
+    int k = -1;
+    switch (n.len) {
+    case 4: if (span_ieq(c, n, "host", 4)) k = MG_H_HOST; break;
+    case 6: if (span_ieq(c, n, "expect", 6)) k = MG_H_EXPECT; break;
+    case 7: if (span_ieq(c, n, "upgrade", 7)) k = MG_H_UPGRADE; break;
+    case 10: if (span_ieq(c, n, "connection", 10)) k = MG_H_CONNECTION; break;
+    case 12: if (span_ieq(c, n, "x-request-id", 12)) k = MG_H_REQUEST_ID; break;
+    case 14: if (span_ieq(c, n, "content-length", 14)) k = MG_H_CONTENT_LENGTH; break;
+    case 15: if (span_ieq(c, n, "x-forwarded-for", 15)) k = MG_H_XFF; break;
+    case 17: if (span_ieq(c, n, "transfer-encoding", 17)) k = MG_H_TRANSFER_ENCODING; break;
+    default: break;
+    }
+    if (k < 0)
+        return 0;
+    if (r->known[k] && (k == MG_H_HOST || k == MG_H_REQUEST_ID))
+        return -1; /* a second Host is ambiguous: which one routes? */
+    if (!r->known[k])
+        r->known[k] = (uint16_t)(i + 1);
+    return 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    mg_conn_t *c = p->data;
+    mg_request_t *r = c->r;
+    for (uint32_t i = 0; i < r->nheaders; i++) {
+        if (classify_header(c, i) < 0)
+            return fail(p, 400, "duplicate Host or X-Request-Id");
+    }
+    r->http_minor = p->http_minor;
+    r->keep_alive = llhttp_should_keep_alive(p) ? 1 : 0;
+    r->chunked = (p->flags & F_CHUNKED) ? 1 : 0;
+    r->has_body = r->chunked || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
+    r->content_length = (p->flags & F_CONTENT_LENGTH) ? p->content_length : 0;
+    r->is_upgrade = p->upgrade ? 1 : 0;
+    r->head_method = p->method == HTTP_HEAD;
+    switch (p->method) {
+    case HTTP_GET: case HTTP_HEAD: case HTTP_PUT: case HTTP_DELETE:
+    case HTTP_OPTIONS: case HTTP_TRACE:
+        r->idempotent = 1;
+        break;
+    default:
+        break;
+    }
+    r->state = MG_RS_UPSTREAM;
+    /* Handled in conn_parse once llhttp returns: routing may need to wait
+     * for an upstream connection before the body is read. */
+    return HPE_PAUSED;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    mg_conn_t *c = p->data;
+    mg_request_t *r = c->r;
+    r->body_received += len;
+    uint64_t max = r->route ? r->route->max_body : c->w->cfg->limits.body;
+    if (r->body_received > max)
+        return fail(p, 413, "request body too large");
+    if (r->state != MG_RS_BODY || !r->up)
+        return 0; /* answered locally: the body is read and dropped */
+    char pre[24];
+    uv_buf_t bufs[3];
+    unsigned n = 0;
+    if (r->chunked) {
+        int k = snprintf(pre, sizeof(pre), "%zx\r\n", len);
+        bufs[n++] = uv_buf_init(pre, (unsigned)k);
+    }
+    bufs[n++] = uv_buf_init((char *)at, (unsigned)len);
+    if (r->chunked)
+        bufs[n++] = uv_buf_init("\r\n", 2);
+    r->body_started = 1;
+    if (mg_proxy_send_body(r->up, bufs, n) < 0)
+        return fail(p, 502, "upstream write failed");
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    mg_conn_t *c = p->data;
+    mg_request_t *r = c->r;
+    if (r->state == MG_RS_BODY && r->up) {
+        if (r->chunked) {
+            uv_buf_t end = uv_buf_init("0\r\n\r\n", 5);
+            if (mg_proxy_send_body(r->up, &end, 1) < 0)
+                return fail(p, 502, "upstream write failed");
+        }
+        r->state = MG_RS_WAIT;
+        set_deadline(c, UINT64_MAX);
+    } else if (r->state == MG_RS_LOCAL) {
+        r->state = MG_RS_DONE;
+    }
+    c->paused_parser = 1;
+    return HPE_PAUSED;
+}
+
+static void init_settings(void)
+{
+    llhttp_settings_init(&req_settings);
+    req_settings.on_message_begin = on_message_begin;
+    req_settings.on_method = on_method;
+    req_settings.on_url = on_url;
+    req_settings.on_header_field = on_header_field;
+    req_settings.on_header_value = on_header_value;
+    req_settings.on_headers_complete = on_headers_complete;
+    req_settings.on_body = on_body;
+    req_settings.on_message_complete = on_message_complete;
+    settings_ready = 1;
+}
+
+/* ---- request processing ------------------------------------------------- */
+
+static int valid_request_id(const char *s, size_t n)
+{
+    if (n == 0 || n > MG_REQID_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (!isalnum(ch) && ch != '-' && ch != '_' && ch != '.')
+            return 0;
+    }
+    return 1;
+}
+
+static void assign_request_id(mg_conn_t *c)
+{
+    mg_request_t *r = c->r;
+    if (r->known[MG_H_REQUEST_ID]) {
+        mg_span_t v = r->headers[r->known[MG_H_REQUEST_ID] - 1].value;
+        if (valid_request_id(mg_conn_data(c, v), v.len)) {
+            memcpy(r->request_id, mg_conn_data(c, v), v.len);
+            r->request_id_len = v.len;
+            r->request_id[v.len] = 0;
+            return;
+        }
+    }
+    static const char hex[] = "0123456789abcdef";
+    mg_worker_t *w = c->w;
+    uint64_t n = ++w->reqid_counter;
+    memcpy(r->request_id, w->reqid_prefix, 12);
+    for (int i = 0; i < 16; i++)
+        r->request_id[12 + i] = hex[(n >> (60 - 4 * i)) & 15];
+    r->request_id_len = 28;
+    r->request_id[28] = 0;
+}
+
+static const char *header_get(void *ctx, const char *name, size_t name_len, size_t *value_len)
+{
+    mg_conn_t *c = ctx;
+    mg_request_t *r = c->r;
+    for (uint32_t i = 0; i < r->nheaders; i++) {
+        mg_span_t n = r->headers[i].name;
+        if (n.len == name_len && strncasecmp(mg_conn_data(c, n), name, name_len) == 0) {
+            *value_len = r->headers[i].value.len;
+            return mg_conn_data(c, r->headers[i].value);
+        }
+    }
+    return NULL;
+}
+
+/* Splits the target into normalised path and query (both in scratch).
+ * Returns 0, or -1 for a target we refuse (400). */
+static int prepare_target(mg_conn_t *c)
+{
+    mg_request_t *r = c->r;
+    const char *url = mg_conn_data(c, r->url);
+    size_t len = r->url.len;
+    if (len == 0 || url[0] != '/')
+        return -1; /* only origin-form: no absolute-form, authority or '*' */
+    const char *q = memchr(url, '?', len);
+    size_t plen = q ? (size_t)(q - url) : len;
+    char *path = r->scratch;
+    size_t out_len = 0;
+    if (mg_uri_normalize_path(url, plen, path, &out_len) < 0)
+        return -1;
+    r->path = path;
+    r->path_len = out_len;
+    r->scratch_used = out_len + 1;
+    r->query = q ? q : "";
+    r->query_len = q ? len - plen : 0;
+    return 0;
+}
+
+static void process_head(mg_conn_t *c)
+{
+    mg_request_t *r = c->r;
+    mg_worker_t *w = c->w;
+    assign_request_id(c);
+    if (r->http_minor == 1 && !r->known[MG_H_HOST]) {
+        r->response_close = 1;
+        mg_conn_respond_error(c, 400, "missing Host header");
+        return;
+    }
+    if (prepare_target(c) < 0) {
+        r->response_close = 1;
+        mg_conn_respond_error(c, 400, "bad request target");
+        return;
+    }
+    const char *host = "";
+    size_t host_len = 0;
+    if (r->known[MG_H_HOST]) {
+        mg_span_t h = r->headers[r->known[MG_H_HOST] - 1].value;
+        host = mg_conn_data(c, h);
+        host_len = h.len;
+    }
+    int rc = mg_router_match(w->router, c->local_port, mg_conn_data(c, r->method), r->method.len,
+                             host, host_len, r->path, r->path_len, header_get, c, &r->match);
+    if (rc != MG_ROUTE_OK) {
+        r->state = MG_RS_LOCAL;
+        if (rc == MG_ROUTE_BAD_METHOD)
+            mg_conn_respond_error(c, 405, "method not allowed");
+        else
+            mg_conn_respond_error(c, 404, "no route");
+        return;
+    }
+    r->route = r->match.route;
+    if (r->content_length > r->route->max_body) {
+        r->response_close = 1;
+        mg_conn_respond_error(c, 413, "request body too large");
+        return;
+    }
+    if (r->route->has_handler) {
+        r->state = MG_RS_LOCAL;
+        mg_lua_route_call(w, c);
+        return;
+    }
+    if (r->is_upgrade && r->has_body) {
+        r->response_close = 1;
+        mg_conn_respond_error(c, 400, "upgrade request with a body");
+        return;
+    }
+    if (r->known[MG_H_EXPECT] && r->has_body) {
+        mg_span_t v = r->headers[r->known[MG_H_EXPECT] - 1].value;
+        if (span_ieq(c, v, "100-continue", 12))
+            r->expect_continue = 1;
+    }
+    mg_proxy_start(c);
+}
+
+/* Called by proxy.c once the upstream connection is ready for the body. */
+void mg_conn_resume_body(mg_conn_t *c)
+{
+    mg_request_t *r = c->r;
+    if (!r || c->state == MG_CS_CLOSING)
+        return;
+    r->state = MG_RS_BODY;
+    if (r->expect_continue && !r->response_started) {
+        uv_buf_t b = uv_buf_init("HTTP/1.1 100 Continue\r\n\r\n", 25);
+        if (mg_wq_write(&c->wq, &b, 1) < 0) {
+            conn_close(c);
+            return;
+        }
+    }
+    if (r->has_body)
+        set_deadline(c, c->w->cfg->timeouts.body);
+    start_reading(c);
+    c->kick = 1;
+    conn_parse(c);
+}
+
+/* Back-pressure from the upstream side: stop reading the client while the
+ * upstream has not taken what we already sent. */
+void mg_conn_throttle(mg_conn_t *c, int on)
+{
+    c->throttled = on ? 1 : 0;
+    if (on)
+        stop_reading(c);
+    else
+        start_reading(c);
+}
+
+/* Runs llhttp over the unparsed bytes until it needs more input, waits at
+ * a request boundary or for an upstream, or fails. Not re-entered: code that
+ * runs inside it and wants parsing to go on just changes state; the loop
+ * picks that up. */
+static void conn_parse(mg_conn_t *c)
+{
+    if (c->in_parse)
+        return;
+    c->in_parse = 1;
+    while (c->state == MG_CS_OPEN && !c->paused_parser &&
+           (c->buf.parsed < c->buf.len || c->kick)) {
+        mg_request_t *r = c->r;
+        if (r && r->state == MG_RS_UPSTREAM)
+            break; /* waiting for the upstream connection */
+        /* kick: an empty run lets llhttp reach message complete for a
+         * request whose head was the last thing in the buffer */
+        c->kick = 0;
+        const char *start = c->buf.data + c->buf.parsed;
+        llhttp_errno_t e = llhttp_execute(&c->parser, start, c->buf.len - c->buf.parsed);
+        r = c->r;
+        if (e == HPE_OK) {
+            c->buf.parsed = c->buf.len;
+            /* body bytes went upstream or were dropped: reuse their space */
+            if (r && (r->state == MG_RS_BODY || r->state == MG_RS_LOCAL))
+                c->buf.len = c->buf.parsed = r->head_end;
+            break;
+        }
+        const char *pos = llhttp_get_error_pos(&c->parser);
+        if (e == HPE_PAUSED) {
+            c->buf.parsed = (uint32_t)(pos - c->buf.data);
+            llhttp_resume(&c->parser);
+            if (r && r->state == MG_RS_UPSTREAM && !r->head_end) {
+                r->head_end = c->buf.parsed;
+                process_head(c);
+                continue;
+            }
+            finish_after_write(c); /* paused at message complete */
+            continue;
+        }
+        if (e == HPE_PAUSED_UPGRADE) {
+            c->buf.parsed = (uint32_t)(pos - c->buf.data);
+            c->paused_parser = 1;
+            break;
+        }
+        /* A parse error or a limit: answer and close. */
+        int status = (e == HPE_USER && r && r->status) ? r->status : 400;
+        if (!r) {
+            c->r = r = request_new(c);
+            if (!r) {
+                conn_close(c);
+                break;
+            }
+        }
+        r->status = 0;
+        if (r->response_started) {
+            conn_close(c);
+            break;
+        }
+        if (r->up) {
+            mg_proxy_detach(r->up, 0);
+            r->up = NULL;
+        }
+        r->response_close = 1;
+        stop_reading(c);
+        mg_conn_respond_error(c, status, llhttp_get_error_reason(&c->parser));
+        break;
+    }
+    c->in_parse = 0;
+    if (c->state == MG_CS_OPEN && c->buf.data && c->buf.len == c->buf.cap && c->paused_parser)
+        stop_reading(c); /* pipelined bytes fill the buffer: wait */
+}
+
+/* ---- responses ---------------------------------------------------------- */
+
+static void on_drain(mg_wq_t *q)
+{
+    mg_conn_t *c = mg_container_of(q, mg_conn_t, wq);
+    if (c->closing_after_write) {
+        conn_close(c);
+        return;
+    }
+    mg_request_t *r = c->r;
+    if (r && r->up)
+        mg_proxy_client_drained(r->up);
+    finish_after_write(c);
+}
+
+static void on_write_error(mg_wq_t *q, int status)
+{
+    conn_close(mg_container_of(q, mg_conn_t, wq));
+}
+
+int mg_conn_send(mg_conn_t *c, uv_buf_t *bufs, unsigned n)
+{
+    if (c->state == MG_CS_CLOSING)
+        return -1;
+    for (unsigned i = 0; i < n; i++)
+        if (c->r)
+            c->r->bytes_sent += bufs[i].len;
+    int rc = mg_wq_write(&c->wq, bufs, n);
+    if (rc < 0) {
+        conn_close(c);
+        return -1;
+    }
+    if (c->wq.pending > 0)
+        set_deadline(c, c->w->cfg->timeouts.send);
+    return 0;
+}
+
+void mg_conn_respond(mg_conn_t *c, int status, const char *ctype, const char *body,
+                     size_t body_len, const char *extra, size_t extra_len)
+{
+    mg_request_t *r = c->r;
+    mg_worker_t *w = c->w;
+    if (!r || c->state == MG_CS_CLOSING)
+        return;
+    if (r->response_started) {
+        conn_close(c);
+        return;
+    }
+    if (w->stopping || !r->keep_alive || status == 400 || status == 408)
+        r->response_close = 1;
+    /* A body we stopped streaming would be taken for the next request. */
+    if (r->has_body && (r->state == MG_RS_HEAD || r->state == MG_RS_BODY ||
+                        (r->state == MG_RS_UPSTREAM && r->up)))
+        r->response_close = 1;
+    int n = snprintf(w->scratch, w->scratch_cap,
+                     "HTTP/1.%d %d %s\r\n"
+                     "Content-Type: %s\r\n"
+                     "Content-Length: %zu\r\n"
+                     "X-Request-Id: %s\r\n"
+                     "%.*s"
+                     "%s"
+                     "\r\n",
+                     r->http_minor == 0 ? 0 : 1, status, status_text(status), ctype, body_len,
+                     r->request_id, (int)extra_len, extra ? extra : "",
+                     r->response_close ? "Connection: close\r\n"
+                     : r->http_minor == 0 ? "Connection: keep-alive\r\n" : "");
+    if (n < 0 || (size_t)n >= w->scratch_cap) {
+        conn_close(c);
+        return;
+    }
+    r->status = status;
+    r->response_started = 1;
+    uv_buf_t bufs[2] = { uv_buf_init(w->scratch, (unsigned)n),
+                         uv_buf_init((char *)body, (unsigned)(r->head_method ? 0 : body_len)) };
+    if (mg_conn_send(c, bufs, 2) < 0)
+        return;
+    if (r->response_close) {
+        stop_reading(c);
+        c->closing_after_write = 1;
+        if (c->wq.pending == 0)
+            conn_close(c);
+        return;
+    }
+    if (!c->paused_parser) {
+        /* keep parsing (dropping any body); finish at message complete */
+        r->state = MG_RS_LOCAL;
+        c->kick = 1;
+        conn_parse(c);
+        return;
+    }
+    r->state = MG_RS_DONE;
+    finish_after_write(c);
+}
+
+void mg_conn_respond_error(mg_conn_t *c, int status, const char *message)
+{
+    mg_request_t *r = c->r;
+    if (!r)
+        return;
+    if (r->request_id_len == 0)
+        assign_request_id(c);
+    char body[256];
+    int n = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"status\":%d,\"request_id\":\"%s\"}\n",
+                     message, status, r->request_id);
+    mg_conn_respond(c, status, "application/json", body, (size_t)n, NULL, 0);
+}
+
+/* Called by proxy.c when the whole upstream response went to the client. */
+void mg_conn_response_done(mg_conn_t *c)
+{
+    mg_request_t *r = c->r;
+    if (!r)
+        return;
+    if (r->state != MG_RS_WAIT && r->state != MG_RS_DONE)
+        r->response_close = 1; /* answered before the body was all read */
+    r->state = MG_RS_DONE;
+    if (r->response_close) {
+        stop_reading(c);
+        c->closing_after_write = 1;
+        mg_accesslog_request(c->w, c);
+        request_free(c);
+        if (c->wq.pending == 0)
+            conn_close(c);
+        return;
+    }
+    finish_after_write(c);
+}
+
+void mg_conn_upstream_failed(mg_conn_t *c, int status, const char *message)
+{
+    mg_request_t *r = c->r;
+    if (!r)
+        return;
+    if (r->response_started) {
+        conn_close(c);
+        return;
+    }
+    mg_conn_respond_error(c, status, message);
+}
+
+/* The request is complete once its response is written out and its message
+ * fully parsed; then the next pipelined request may start. */
+static void finish_after_write(mg_conn_t *c)
+{
+    mg_request_t *r = c->r;
+    if (!r || r->state != MG_RS_DONE || c->wq.pending > 0 || !c->paused_parser)
+        return;
+    request_finish(c);
+}
+
+static void request_finish(mg_conn_t *c)
+{
+    mg_accesslog_request(c->w, c);
+    request_free(c);
+    c->requests++;
+    /* Move pipelined bytes to the front; give the buffer back if none. */
+    if (c->buf.data) {
+        uint32_t left = c->buf.len - c->buf.parsed;
+        if (left > 0 && c->buf.parsed > 0)
+            memmove(c->buf.data, c->buf.data + c->buf.parsed, left);
+        c->buf.len = left;
+        c->buf.parsed = 0;
+        release_buf_if_empty(c);
+    }
+    c->paused_parser = 0;
+    if (c->w->stopping) {
+        conn_close(c);
+        return;
+    }
+    set_deadline(c, c->w->cfg->timeouts.keepalive);
+    start_reading(c);
+    conn_parse(c); /* pipelined requests; a no-op when called from it */
+}
+
+/* ---- upgrade tunnel ----------------------------------------------------- */
+
+void mg_conn_start_tunnel(mg_conn_t *c)
+{
+    mg_request_t *r = c->r;
+    c->state = MG_CS_TUNNEL;
+    r->state = MG_RS_DONE;
+    /* bytes the client sent after its upgrade request belong to the tunnel */
+    uint32_t left = c->buf.len - c->buf.parsed;
+    if (left > 0 && r->up)
+        mg_proxy_tunnel_write(r->up, c->buf.data + c->buf.parsed, left);
+    c->buf.len = c->buf.parsed = 0;
+    set_deadline(c, c->w->cfg->timeouts.keepalive);
+    start_reading(c);
+}
+
+void mg_conn_abort(mg_conn_t *c) { conn_close(c); }
+
+/* ---- accept and close --------------------------------------------------- */
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    mg_conn_t *c = h->data;
+    if (--c->handles_open > 0)
+        return;
+    mg_worker_t *w = c->w;
+    if (c->buf.data)
+        mg_worker_buf_put(w, &c->buf);
+    mg_list_remove(&c->link);
+    w->nconns--;
+    free(c);
+    mg_worker_conn_closed(w);
+}
+
+static void conn_close(mg_conn_t *c)
+{
+    if (c->state == MG_CS_CLOSING)
+        return;
+    mg_request_t *r = c->r;
+    if (r) {
+        if (r->status == 0)
+            r->status = 499; /* client went away before the answer */
+        if (r->request_id_len > 0)
+            mg_accesslog_request(c->w, c);
+    }
+    request_free(c);
+    c->state = MG_CS_CLOSING;
+    c->wq.closed = 1;
+    stop_reading(c);
+    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+}
+
+void mg_conn_close_if_idle(mg_conn_t *c)
+{
+    if (c->state == MG_CS_CLOSING)
+        return;
+    if (!c->r || (c->r->state == MG_RS_HEAD && c->r->head_bytes == 0))
+        conn_close(c);
+}
+
+void mg_conn_accept(mg_worker_t *w, uv_stream_t *listener, uint16_t port)
+{
+    if (!settings_ready)
+        init_settings();
+    mg_conn_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        return;
+    c->w = w;
+    c->local_port = port;
+    uv_tcp_init(&w->loop, &c->tcp);
+    uv_timer_init(&w->loop, &c->timer);
+    c->tcp.data = c;
+    c->timer.data = c;
+    c->handles_open = 2;
+    mg_list_push(&w->conns, &c->link);
+    w->nconns++;
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) < 0) {
+        c->state = MG_CS_OPEN;
+        conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    struct sockaddr_storage sa;
+    int salen = sizeof(sa);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&sa, &salen) == 0) {
+        if (sa.ss_family == AF_INET) {
+            struct sockaddr_in *in = (struct sockaddr_in *)&sa;
+            uv_ip4_name(in, c->client_ip, sizeof(c->client_ip));
+            c->client_port = ntohs(in->sin_port);
+        } else if (sa.ss_family == AF_INET6) {
+            struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&sa;
+            uv_ip6_name(in6, c->client_ip, sizeof(c->client_ip));
+            c->client_port = ntohs(in6->sin6_port);
+        }
+    }
+    llhttp_init(&c->parser, HTTP_REQUEST, &req_settings);
+    c->parser.data = c;
+    mg_wq_init(&c->wq, (uv_stream_t *)&c->tcp, on_drain, on_write_error);
+    c->state = MG_CS_OPEN;
+    set_deadline(c, w->cfg->timeouts.header);
+    start_reading(c);
+}

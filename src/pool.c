@@ -1,0 +1,152 @@
+/* pool.c: per-worker keep-alive pools of upstream connections, one per
+ * target, and the balancer that picks a target.
+ *
+ * An idle connection keeps reading: anything it receives (data or EOF)
+ * means the server closed or misbehaved, and the connection is dropped
+ * before anyone reuses it. Pools never exceed the upstream's `keepalive`.
+ */
+#include <netdb.h>
+#include <stdlib.h>
+#include <string.h>
+#include "gateway.h"
+
+static int resolve(mg_pool_t *p)
+{
+    const mg_target_t *t = p->t;
+    struct sockaddr_in *in = (struct sockaddr_in *)&p->addr;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&p->addr;
+    if (uv_ip4_addr(t->host, t->port, in) == 0)
+        return 0;
+    if (uv_ip6_addr(t->host, t->port, in6) == 0)
+        return 0;
+    /* A name: resolved once when the worker starts (blocking is fine here,
+     * before any traffic). */
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *res;
+    if (getaddrinfo(t->host, NULL, &hints, &res) != 0 || !res)
+        return -1;
+    memcpy(&p->addr, res->ai_addr, res->ai_addrlen);
+    if (p->addr.ss_family == AF_INET)
+        in->sin_port = htons(t->port);
+    else
+        in6->sin6_port = htons(t->port);
+    freeaddrinfo(res);
+    return 0;
+}
+
+int mg_pools_init(mg_worker_t *w)
+{
+    const mg_config_t *cfg = w->cfg;
+    w->ups = calloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof(*w->ups));
+    if (!w->ups)
+        return -1;
+    for (size_t i = 0; i < cfg->nupstreams; i++) {
+        const mg_upstream_t *u = &cfg->upstreams[i];
+        mg_upstream_rt_t *rt = &w->ups[i];
+        rt->u = u;
+        rt->pools = calloc(u->ntargets, sizeof(*rt->pools));
+        if (!rt->pools)
+            return -1;
+        for (size_t t = 0; t < u->ntargets; t++) {
+            mg_pool_t *p = &rt->pools[t];
+            p->w = w;
+            p->u = u;
+            p->t = &u->targets[t];
+            mg_list_init(&p->idle);
+            p->addr_ok = resolve(p) == 0;
+        }
+    }
+    return 0;
+}
+
+/* Closes idle connections and frees the pools. Connections in use are
+ * closed by their requests. */
+void mg_pools_close(mg_worker_t *w)
+{
+    if (!w->ups)
+        return;
+    for (size_t i = 0; i < w->cfg->nupstreams; i++) {
+        mg_upstream_rt_t *rt = &w->ups[i];
+        for (size_t t = 0; rt->pools && t < rt->u->ntargets; t++) {
+            mg_pool_t *p = &rt->pools[t];
+            while (!mg_list_empty(&p->idle)) {
+                mg_upconn_t *u = mg_container_of(p->idle.next, mg_upconn_t, link);
+                mg_proxy_detach(u, 0); /* closes it; close forgets it */
+            }
+        }
+    }
+}
+
+void mg_pools_free(mg_worker_t *w)
+{
+    if (!w->ups)
+        return;
+    for (size_t i = 0; i < w->cfg->nupstreams; i++)
+        free(w->ups[i].pools);
+    free(w->ups);
+    w->ups = NULL;
+}
+
+mg_upconn_t *mg_pool_take_idle(mg_pool_t *p)
+{
+    if (mg_list_empty(&p->idle))
+        return NULL;
+    /* most recently used first: warm connections, and the cold ones time out */
+    mg_upconn_t *u = mg_container_of(p->idle.next, mg_upconn_t, link);
+    mg_list_remove(&u->link);
+    p->nidle--;
+    u->idle = 0;
+    return u;
+}
+
+void mg_pool_put_idle(mg_pool_t *p, mg_upconn_t *u)
+{
+    if (p->nidle >= p->u->keepalive || p->w->stopping)
+        return;
+    mg_list_push(&p->idle, &u->link);
+    p->nidle++;
+    u->idle = 1;
+}
+
+void mg_pool_forget(mg_upconn_t *u)
+{
+    if (!u->idle)
+        return;
+    mg_list_remove(&u->link);
+    u->pool->nidle--;
+    u->idle = 0;
+}
+
+void mg_pool_mark_down(mg_pool_t *p)
+{
+    p->down_until = uv_now(&p->w->loop) + p->u->fail_timeout;
+}
+
+/* Smooth weighted round robin: each pick adds every live target's weight
+ * to its current weight, takes the largest, and subtracts the total from
+ * it. Weights 5,1,1 give a a b a c a a rather than a a a a a b c. */
+int mg_balancer_pick(mg_worker_t *w, int ui, int avoid)
+{
+    mg_upstream_rt_t *rt = &w->ups[ui];
+    size_t n = rt->u->ntargets;
+    if (n == 1)
+        return 0;
+    uint64_t now = uv_now(&w->loop);
+    for (int pass = 0; pass < 2; pass++) {
+        int best = -1, total = 0;
+        for (size_t i = 0; i < n; i++) {
+            mg_pool_t *p = &rt->pools[i];
+            /* first pass: live targets only; second: any but `avoid` */
+            if ((int)i == avoid || (pass == 0 && p->down_until > now) || !p->addr_ok)
+                continue;
+            p->current_weight += p->t->weight;
+            total += p->t->weight;
+            if (best < 0 || p->current_weight > rt->pools[best].current_weight)
+                best = (int)i;
+        }
+        if (best >= 0) {
+            rt->pools[best].current_weight -= total;
+            return best;
+        }
+    }
+    return avoid >= 0 ? avoid : 0;
+}

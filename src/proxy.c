@@ -1,0 +1,770 @@
+/* proxy.c: the upstream side of a proxied request.
+ *
+ * mg_proxy_start() picks a target, takes a pooled keep-alive connection or
+ * opens one, writes the rewritten request head, and lets http_conn.c stream
+ * the body. The response is parsed with llhttp; its head is rewritten and
+ * its body forwarded to the client as it arrives, with back-pressure both
+ * ways. A finished connection goes back to its pool when it is safe to
+ * reuse, else it is closed.
+ *
+ * Ownership: an upstream connection belongs to the request using it
+ * (r->up, u->r) or to its pool while idle; it is freed in its close
+ * callback.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "gateway.h"
+
+static llhttp_settings_t resp_settings;
+static int settings_ready;
+
+static void up_close(mg_upconn_t *u);
+static void up_start_reading(mg_upconn_t *u);
+static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable);
+static void send_head(mg_upconn_t *u);
+
+/* ---- deadlines (same lazy scheme as the client side) ------------------- */
+
+static void on_up_timer(uv_timer_t *t);
+
+static void up_deadline(mg_upconn_t *u, uint64_t ms)
+{
+    uint64_t now = uv_now(&u->w->loop);
+    u->deadline = now + ms;
+    if (!u->timer_armed || u->deadline < u->timer_expiry) {
+        uv_timer_start(&u->timer, on_up_timer, ms, 0);
+        u->timer_armed = 1;
+        u->timer_expiry = u->deadline;
+    }
+}
+
+static void on_up_timer(uv_timer_t *t)
+{
+    mg_upconn_t *u = mg_container_of(t, mg_upconn_t, timer);
+    uint64_t now = uv_now(&u->w->loop);
+    u->timer_armed = 0;
+    if (u->closing)
+        return;
+    if (now < u->deadline) {
+        uv_timer_start(&u->timer, on_up_timer, u->deadline - now, 0);
+        u->timer_armed = 1;
+        u->timer_expiry = u->deadline;
+        return;
+    }
+    if (!u->r) {
+        up_close(u); /* idle too long in the pool */
+        return;
+    }
+    if (u->tunnel) {
+        mg_conn_abort(u->r->c);
+        return;
+    }
+    up_failed(u, 504, u->connected ? "upstream timed out" : "upstream connect timed out", 0);
+}
+
+/* ---- response parsing --------------------------------------------------- */
+
+static uint32_t up_off(mg_upconn_t *u, const char *at) { return (uint32_t)(at - u->buf.data); }
+static const char *up_data(mg_upconn_t *u, mg_span_t s) { return u->buf.data + s.off; }
+
+static int up_ieq(mg_upconn_t *u, mg_span_t s, const char *lit, size_t n)
+{
+    return s.len == n && strncasecmp(up_data(u, s), lit, n) == 0;
+}
+
+/* Output gathered while one read is parsed, written in one go after it. */
+#define OUT_MAX 24
+typedef struct {
+    uv_buf_t iov[OUT_MAX];
+    char pre[OUT_MAX / 3 + 1][20];
+    unsigned n, npre;
+} out_t;
+static _Thread_local out_t *cur_out;
+
+static void out_flush(mg_upconn_t *u)
+{
+    out_t *o = cur_out;
+    if (!o || o->n == 0 || !u->r)
+        return;
+    mg_conn_send(u->r->c, o->iov, o->n);
+    o->n = o->npre = 0;
+}
+
+static void out_add(mg_upconn_t *u, const char *p, size_t len)
+{
+    out_t *o = cur_out;
+    if (o->n == OUT_MAX)
+        out_flush(u);
+    o->iov[o->n++] = uv_buf_init((char *)p, (unsigned)len);
+}
+
+static int on_resp_begin(llhttp_t *p)
+{
+    mg_upconn_t *u = p->data;
+    u->nheaders = 0;
+    u->last_was_value = 0;
+    u->status_text.off = u->status_text.len = 0;
+    return 0;
+}
+
+static int on_resp_status(llhttp_t *p, const char *at, size_t len)
+{
+    mg_upconn_t *u = p->data;
+    if (u->status_text.len == 0)
+        u->status_text.off = up_off(u, at);
+    u->status_text.len += (uint32_t)len;
+    return 0;
+}
+
+static int on_resp_field(llhttp_t *p, const char *at, size_t len)
+{
+    mg_upconn_t *u = p->data;
+    if (u->nheaders == 0 || u->last_was_value) {
+        if (u->nheaders >= MG_UP_MAX_HEADERS)
+            return HPE_USER;
+        mg_header_t *h = &u->headers[u->nheaders++];
+        h->name.off = up_off(u, at);
+        h->name.len = 0;
+        h->value.off = h->value.len = 0;
+        u->last_was_value = 0;
+    }
+    u->headers[u->nheaders - 1].name.len += (uint32_t)len;
+    return 0;
+}
+
+static int on_resp_value(llhttp_t *p, const char *at, size_t len)
+{
+    mg_upconn_t *u = p->data;
+    mg_header_t *h = &u->headers[u->nheaders - 1];
+    if (!u->last_was_value) {
+        h->value.off = up_off(u, at);
+        u->last_was_value = 1;
+    }
+    h->value.len += (uint32_t)len;
+    return 0;
+}
+
+/* Is header i named in one of the Connection headers' tokens? */
+static int listed_in_connection(mg_upconn_t *u, mg_span_t name)
+{
+    for (uint32_t i = 0; i < u->nheaders; i++) {
+        if (!up_ieq(u, u->headers[i].name, "connection", 10))
+            continue;
+        const char *v = up_data(u, u->headers[i].value);
+        size_t vl = u->headers[i].value.len, at = 0;
+        while (at < vl) {
+            while (at < vl && (v[at] == ' ' || v[at] == '\t' || v[at] == ','))
+                at++;
+            size_t st = at;
+            while (at < vl && v[at] != ',' && v[at] != ' ' && v[at] != '\t')
+                at++;
+            if (at > st && at - st == name.len &&
+                strncasecmp(v + st, up_data(u, name), name.len) == 0)
+                return 1;
+        }
+    }
+    return 0;
+}
+
+static int hop_by_hop(const char *n, size_t l)
+{
+    switch (l) {
+    case 2: return strncasecmp(n, "te", 2) == 0;
+    case 7: return strncasecmp(n, "upgrade", 7) == 0 || strncasecmp(n, "trailer", 7) == 0;
+    case 10: return strncasecmp(n, "connection", 10) == 0 || strncasecmp(n, "keep-alive", 10) == 0;
+    case 16: return strncasecmp(n, "proxy-connection", 16) == 0;
+    case 17: return strncasecmp(n, "transfer-encoding", 17) == 0;
+    default: return 0;
+    }
+}
+
+static int on_resp_headers_complete(llhttp_t *p)
+{
+    mg_upconn_t *u = p->data;
+    mg_request_t *r = u->r;
+    mg_worker_t *w = u->w;
+    int status = p->status_code;
+    if (status >= 100 && status < 200 && status != 101)
+        return 0; /* interim answers (103, stray 100) are not forwarded */
+    int upgrade = status == 101;
+    if (upgrade && !r->is_upgrade)
+        return HPE_USER;
+    u->resp_keepalive = llhttp_should_keep_alive(p) ? 1 : 0;
+    int has_len = (p->flags & F_CONTENT_LENGTH) != 0;
+    int no_body = r->head_method || status == 204 || status == 304 || upgrade;
+    /* Framing towards the client. */
+    r->response_chunked = 0;
+    if (!no_body && !has_len) {
+        if (r->http_minor >= 1)
+            r->response_chunked = 1;
+        else
+            r->response_close = 1; /* HTTP/1.0: the close delimits */
+    }
+    if (!r->keep_alive || w->stopping)
+        r->response_close = 1;
+
+    char *o = w->scratch, *end = w->scratch + w->scratch_cap - 256;
+    o += snprintf(o, 64, "HTTP/1.1 %d ", status);
+    size_t sl = u->status_text.len < 128 ? u->status_text.len : 128;
+    memcpy(o, up_data(u, u->status_text), sl);
+    o += sl;
+    *o++ = '\r';
+    *o++ = '\n';
+    for (uint32_t i = 0; i < u->nheaders; i++) {
+        mg_header_t *h = &u->headers[i];
+        const char *n = up_data(u, h->name);
+        if (hop_by_hop(n, h->name.len) && !(upgrade && h->name.len == 7 &&
+                                            strncasecmp(n, "upgrade", 7) == 0))
+            continue;
+        if (h->name.len == 12 && strncasecmp(n, "x-request-id", 12) == 0)
+            continue;
+        if (listed_in_connection(u, h->name))
+            continue;
+        if (o + h->name.len + h->value.len + 4 > end)
+            return HPE_USER; /* response head larger than our scratch */
+        memcpy(o, n, h->name.len);
+        o += h->name.len;
+        *o++ = ':';
+        *o++ = ' ';
+        memcpy(o, up_data(u, h->value), h->value.len);
+        o += h->value.len;
+        *o++ = '\r';
+        *o++ = '\n';
+    }
+    o += snprintf(o, 200, "X-Request-Id: %s\r\n%s%s\r\n", r->request_id,
+                  r->response_chunked ? "Transfer-Encoding: chunked\r\n" : "",
+                  upgrade ? "Connection: upgrade\r\n"
+                  : r->response_close ? "Connection: close\r\n"
+                  : r->http_minor == 0 ? "Connection: keep-alive\r\n" : "");
+    r->status = status;
+    r->response_started = 1;
+    out_add(u, w->scratch, (size_t)(o - w->scratch));
+    if (upgrade) {
+        out_flush(u);
+        u->tunnel = 1;
+        return 2; /* no body; llhttp stops with HPE_PAUSED_UPGRADE */
+    }
+    return no_body ? 1 : 0;
+}
+
+static int on_resp_body(llhttp_t *p, const char *at, size_t len)
+{
+    mg_upconn_t *u = p->data;
+    mg_request_t *r = u->r;
+    if (r->response_chunked) {
+        out_t *o = cur_out;
+        if (o->n + 3 > OUT_MAX)
+            out_flush(u);
+        char *pre = o->pre[o->npre++];
+        int k = snprintf(pre, 20, "%zx\r\n", len);
+        out_add(u, pre, (size_t)k);
+        out_add(u, at, len);
+        out_add(u, "\r\n", 2);
+    } else {
+        out_add(u, at, len);
+    }
+    return 0;
+}
+
+static int on_resp_complete(llhttp_t *p)
+{
+    mg_upconn_t *u = p->data;
+    mg_request_t *r = u->r;
+    int status = p->status_code;
+    if (status >= 100 && status < 200 && status != 101)
+        return 0;
+    if (r->response_chunked)
+        out_add(u, "0\r\n\r\n", 5);
+    u->got_response_bytes = 2; /* 2: the whole response arrived */
+    return HPE_PAUSED;
+}
+
+static void init_settings(void)
+{
+    llhttp_settings_init(&resp_settings);
+    resp_settings.on_message_begin = on_resp_begin;
+    resp_settings.on_status = on_resp_status;
+    resp_settings.on_header_field = on_resp_field;
+    resp_settings.on_header_value = on_resp_value;
+    resp_settings.on_headers_complete = on_resp_headers_complete;
+    resp_settings.on_body = on_resp_body;
+    resp_settings.on_message_complete = on_resp_complete;
+    settings_ready = 1;
+}
+
+/* ---- the connection ----------------------------------------------------- */
+
+static void on_up_closed(uv_handle_t *h)
+{
+    mg_upconn_t *u = h->data;
+    if (--u->handles_open > 0)
+        return;
+    if (u->buf.data)
+        mg_worker_buf_put(u->w, &u->buf);
+    free(u->headers);
+    free(u);
+}
+
+static void up_close(mg_upconn_t *u)
+{
+    if (u->closing)
+        return;
+    u->closing = 1;
+    u->wq.closed = 1;
+    if (u->idle)
+        mg_pool_forget(u);
+    if (u->r) {
+        u->r->up = NULL;
+        u->r = NULL;
+    }
+    uv_close((uv_handle_t *)&u->timer, on_up_closed);
+    uv_close((uv_handle_t *)&u->tcp, on_up_closed);
+}
+
+/* Ends the request's use of u: back to the pool, or closed. */
+void mg_proxy_detach(mg_upconn_t *u, int reusable)
+{
+    if (u->r) {
+        u->r->up = NULL;
+        u->r = NULL;
+    }
+    if (!reusable || u->closing || u->wq.pending > 0 || u->tunnel) {
+        up_close(u);
+        return;
+    }
+    if (u->buf.data) {
+        u->buf.len = u->buf.parsed = 0;
+        mg_worker_buf_put(u->w, &u->buf);
+    }
+    mg_pool_put_idle(u->pool, u);
+    if (!u->idle) {
+        up_close(u); /* pool full */
+        return;
+    }
+    up_deadline(u, u->pool->u->keepalive_timeout);
+    up_start_reading(u); /* an idle read means the server closed or misbehaved */
+}
+
+static void up_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+    mg_upconn_t *u = h->data;
+    if (!u->buf.data)
+        mg_worker_buf_get(u->w, &u->buf);
+    if (!u->buf.data || u->buf.len == u->buf.cap) {
+        *b = uv_buf_init(NULL, 0);
+        return;
+    }
+    *b = uv_buf_init(u->buf.data + u->buf.len, u->buf.cap - u->buf.len);
+}
+
+static void up_finish_response(mg_upconn_t *u, int extra_bytes)
+{
+    mg_request_t *r = u->r;
+    mg_conn_t *c = r->c;
+    r->upstream_ms = uv_now(&u->w->loop) - r->upstream_start_ms;
+    int reusable = u->resp_keepalive && !extra_bytes && r->state == MG_RS_WAIT;
+    u->requests++;
+    r->up = NULL;
+    u->r = NULL;
+    mg_proxy_detach(u, reusable);
+    mg_conn_response_done(c);
+}
+
+/* Parses what arrived; forwards it; returns after a complete response, on
+ * error, or when all bytes are consumed. */
+static void up_parse(mg_upconn_t *u)
+{
+    out_t out = { .n = 0 };
+    cur_out = &out;
+    mg_request_t *r = u->r;
+    const char *start = u->buf.data + u->buf.parsed;
+    size_t len = u->buf.len - u->buf.parsed;
+    llhttp_errno_t e = llhttp_execute(&u->parser, start, len);
+    if (e == HPE_OK) {
+        out_flush(u);
+        /* body bytes were written or copied: reuse the space, but keep a
+         * head that is still incomplete */
+        if (r->response_started)
+            u->buf.len = u->buf.parsed = 0;
+        else
+            u->buf.parsed = u->buf.len;
+        cur_out = NULL;
+        if (u->r && r->c->wq.pending > 0 && u->reading) {
+            uv_read_stop((uv_stream_t *)&u->tcp);
+            u->reading = 0;
+        }
+        return;
+    }
+    const char *pos = llhttp_get_error_pos(&u->parser);
+    if (e == HPE_PAUSED && u->got_response_bytes == 2) {
+        out_flush(u);
+        cur_out = NULL;
+        int extra = pos < u->buf.data + u->buf.len;
+        up_finish_response(u, extra);
+        return;
+    }
+    if (e == HPE_PAUSED_UPGRADE && u->tunnel) {
+        out_flush(u);
+        cur_out = NULL;
+        mg_conn_t *c = r->c;
+        size_t rest = (size_t)(u->buf.data + u->buf.len - pos);
+        if (rest > 0) {
+            uv_buf_t b = uv_buf_init((char *)pos, (unsigned)rest);
+            if (mg_conn_send(c, &b, 1) < 0)
+                return;
+        }
+        u->buf.len = u->buf.parsed = 0;
+        mg_conn_start_tunnel(c);
+        return;
+    }
+    out_flush(u);
+    cur_out = NULL;
+    up_failed(u, 502, "invalid upstream response", 0);
+}
+
+static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    mg_upconn_t *u = s->data;
+    if (nread == 0)
+        return;
+    if (!u->r) {
+        up_close(u); /* idle: data or EOF from the server means it is gone */
+        return;
+    }
+    mg_request_t *r = u->r;
+    if (nread < 0) {
+        if (u->tunnel) {
+            mg_conn_abort(r->c);
+            return;
+        }
+        if (nread == UV_EOF && u->got_response_bytes) {
+            /* close-delimited response ends here */
+            out_t out = { .n = 0 };
+            cur_out = &out;
+            llhttp_errno_t e = llhttp_finish(&u->parser);
+            out_flush(u);
+            cur_out = NULL;
+            if (!u->r)
+                return;
+            if ((e == HPE_OK || e == HPE_PAUSED) && u->got_response_bytes == 2) {
+                u->resp_keepalive = 0;
+                up_finish_response(u, 0);
+                return;
+            }
+        }
+        int retry = !u->got_response_bytes && u->requests > 0;
+        up_failed(u, 502, "upstream closed the connection", retry);
+        return;
+    }
+    u->got_response_bytes = u->got_response_bytes ? u->got_response_bytes : 1;
+    u->buf.len += (uint32_t)nread;
+    if (u->tunnel) {
+        uv_buf_t out = uv_buf_init(u->buf.data, u->buf.len);
+        u->buf.len = 0;
+        if (mg_conn_send(r->c, &out, 1) < 0)
+            return;
+        if (r->c->wq.pending > 0) {
+            uv_read_stop(s);
+            u->reading = 0;
+        }
+        return;
+    }
+    up_deadline(u, u->pool->u->read_timeout);
+    up_parse(u);
+}
+
+static void up_start_reading(mg_upconn_t *u)
+{
+    if (!u->reading && !u->closing) {
+        if (uv_read_start((uv_stream_t *)&u->tcp, up_alloc, up_read) == 0)
+            u->reading = 1;
+    }
+}
+
+void mg_proxy_client_drained(mg_upconn_t *u)
+{
+    if (u->r)
+        up_start_reading(u);
+}
+
+static void up_drained(mg_wq_t *q)
+{
+    mg_upconn_t *u = mg_container_of(q, mg_upconn_t, wq);
+    if (u->r && !u->tunnel)
+        mg_conn_throttle(u->r->c, 0);
+    else if (u->r && u->tunnel)
+        mg_conn_throttle(u->r->c, 0);
+}
+
+static void up_write_error(mg_wq_t *q, int status)
+{
+    mg_upconn_t *u = mg_container_of(q, mg_upconn_t, wq);
+    if (u->r && u->tunnel) {
+        mg_conn_abort(u->r->c);
+        return;
+    }
+    up_failed(u, 502, "upstream write failed", 0);
+}
+
+int mg_proxy_send_body(mg_upconn_t *u, uv_buf_t *bufs, unsigned n)
+{
+    if (mg_wq_write(&u->wq, bufs, n) < 0)
+        return -1;
+    if (u->wq.pending > 0 && u->r)
+        mg_conn_throttle(u->r->c, 1);
+    return 0;
+}
+
+int mg_proxy_tunnel_write(mg_upconn_t *u, const char *data, size_t len)
+{
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    return mg_proxy_send_body(u, &b, 1);
+}
+
+/* ---- failures and retries ----------------------------------------------- */
+
+static void connect_target(mg_request_t *r, int ti);
+
+static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable)
+{
+    mg_request_t *r = u->r;
+    if (!r) {
+        up_close(u);
+        return;
+    }
+    mg_conn_t *c = r->c;
+    int prev = r->target;
+    up_close(u);
+    const mg_upstream_t *up = &c->w->cfg->upstreams[r->route->upstream];
+    if (retryable && r->retries < 1 && !r->body_started && !r->response_started &&
+        (r->idempotent || !u->connected)) {
+        r->retries++;
+        int ti = up->ntargets > 1 ? mg_balancer_pick(c->w, r->route->upstream, prev) : prev;
+        connect_target(r, ti);
+        return;
+    }
+    mg_conn_upstream_failed(c, status, why);
+}
+
+/* ---- connecting and sending the head ------------------------------------ */
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    mg_upconn_t *u = req->data;
+    if (u->closing)
+        return;
+    if (status < 0) {
+        mg_pool_mark_down(u->pool);
+        up_failed(u, 502, "upstream refused the connection", 1);
+        return;
+    }
+    u->connected = 1;
+    uv_tcp_nodelay(&u->tcp, 1);
+    send_head(u);
+}
+
+static mg_upconn_t *up_new(mg_pool_t *p)
+{
+    mg_worker_t *w = p->w;
+    mg_upconn_t *u = calloc(1, sizeof(*u));
+    if (!u)
+        return NULL;
+    u->headers = malloc(sizeof(mg_header_t) * MG_UP_MAX_HEADERS);
+    if (!u->headers) {
+        free(u);
+        return NULL;
+    }
+    u->w = w;
+    u->pool = p;
+    mg_list_init(&u->link);
+    uv_tcp_init(&w->loop, &u->tcp);
+    uv_timer_init(&w->loop, &u->timer);
+    u->tcp.data = u;
+    u->timer.data = u;
+    u->handles_open = 2;
+    mg_wq_init(&u->wq, (uv_stream_t *)&u->tcp, up_drained, up_write_error);
+    return u;
+}
+
+static void connect_target(mg_request_t *r, int ti)
+{
+    mg_conn_t *c = r->c;
+    mg_worker_t *w = c->w;
+    mg_pool_t *p = &w->ups[r->route->upstream].pools[ti];
+    r->target = ti;
+    mg_upconn_t *u = mg_pool_take_idle(p);
+    if (u) {
+        u->r = r;
+        r->up = u;
+        u->got_response_bytes = 0;
+        send_head(u);
+        return;
+    }
+    if (!p->addr_ok) {
+        mg_conn_upstream_failed(c, 502, "upstream address does not resolve");
+        return;
+    }
+    u = up_new(p);
+    if (!u) {
+        mg_conn_upstream_failed(c, 503, "out of memory");
+        return;
+    }
+    u->r = r;
+    r->up = u;
+    u->connect_req.data = u;
+    int rc = uv_tcp_connect(&u->connect_req, &u->tcp, (struct sockaddr *)&p->addr, on_connect);
+    if (rc < 0) {
+        mg_pool_mark_down(p);
+        up_failed(u, 502, "upstream connect failed", 1);
+        return;
+    }
+    up_deadline(u, p->u->connect_timeout);
+}
+
+static char *put(char *o, const char *s, size_t n)
+{
+    memcpy(o, s, n);
+    return o + n;
+}
+#define PUTS(o, lit) put((o), (lit), sizeof(lit) - 1)
+
+/* Skip headers the gateway owns or that are hop-by-hop (see DESIGN). */
+static int skip_request_header(mg_conn_t *c, mg_span_t name)
+{
+    const char *n = mg_conn_data(c, name);
+    size_t l = name.len;
+    if (hop_by_hop(n, l))
+        return 1;
+    switch (l) {
+    case 6: return strncasecmp(n, "expect", 6) == 0;
+    case 12: return strncasecmp(n, "x-request-id", 12) == 0;
+    case 14: return strncasecmp(n, "content-length", 14) == 0;
+    case 15: return strncasecmp(n, "x-forwarded-for", 15) == 0;
+    case 16: return strncasecmp(n, "x-forwarded-host", 16) == 0;
+    case 17: return strncasecmp(n, "x-forwarded-proto", 17) == 0;
+    default: return 0;
+    }
+}
+
+static int in_connection_tokens(mg_conn_t *c, mg_span_t name)
+{
+    mg_request_t *r = c->r;
+    if (!r->known[MG_H_CONNECTION])
+        return 0;
+    for (uint32_t i = 0; i < r->nheaders; i++) {
+        mg_span_t hn = r->headers[i].name;
+        if (!(hn.len == 10 && strncasecmp(mg_conn_data(c, hn), "connection", 10) == 0))
+            continue;
+        const char *v = mg_conn_data(c, r->headers[i].value);
+        size_t vl = r->headers[i].value.len, at = 0;
+        while (at < vl) {
+            while (at < vl && (v[at] == ' ' || v[at] == '\t' || v[at] == ','))
+                at++;
+            size_t st = at;
+            while (at < vl && v[at] != ',' && v[at] != ' ' && v[at] != '\t')
+                at++;
+            if (at - st == name.len && name.len > 0 &&
+                strncasecmp(v + st, mg_conn_data(c, name), name.len) == 0)
+                return 1;
+        }
+    }
+    return 0;
+}
+
+static void send_head(mg_upconn_t *u)
+{
+    mg_request_t *r = u->r;
+    mg_conn_t *c = r->c;
+    mg_worker_t *w = u->w;
+    char *o = w->scratch, *end = w->scratch + w->scratch_cap;
+    size_t need = r->head_bytes + r->url.len * 2 + r->request_id_len + 512 +
+                  r->nheaders * 4;
+    if (need > w->scratch_cap) {
+        up_failed(u, 502, "request head too large to forward", 0);
+        return;
+    }
+    (void)end;
+    o = put(o, mg_conn_data(c, r->method), r->method.len);
+    *o++ = ' ';
+    long pl = mg_router_upstream_path(&r->match, r->path, r->path_len, o,
+                                      (size_t)(w->scratch_cap / 2));
+    if (pl < 0) {
+        up_failed(u, 502, "rewritten path too long", 0);
+        return;
+    }
+    o += pl;
+    o = put(o, r->query, r->query_len);
+    o = PUTS(o, " HTTP/1.1\r\n");
+    mg_span_t xff = { 0, 0 }, host = { 0, 0 };
+    for (uint32_t i = 0; i < r->nheaders; i++) {
+        mg_header_t *h = &r->headers[i];
+        if (r->known[MG_H_XFF] == i + 1)
+            xff = h->value;
+        if (r->known[MG_H_HOST] == i + 1)
+            host = h->value;
+        if (skip_request_header(c, h->name))
+            continue;
+        if (r->known[MG_H_CONNECTION] && in_connection_tokens(c, h->name))
+            continue;
+        o = put(o, mg_conn_data(c, h->name), h->name.len);
+        o = PUTS(o, ": ");
+        o = put(o, mg_conn_data(c, h->value), h->value.len);
+        o = PUTS(o, "\r\n");
+    }
+    if (!r->known[MG_H_HOST]) {
+        o = PUTS(o, "Host: ");
+        o = put(o, u->pool->t->name, strlen(u->pool->t->name));
+        o = PUTS(o, "\r\n");
+    }
+    o = PUTS(o, "X-Forwarded-For: ");
+    if (xff.len) {
+        o = put(o, mg_conn_data(c, xff), xff.len);
+        o = PUTS(o, ", ");
+    }
+    o = put(o, c->client_ip, strlen(c->client_ip));
+    o = PUTS(o, "\r\nX-Forwarded-Proto: http\r\n");
+    if (host.len) {
+        o = PUTS(o, "X-Forwarded-Host: ");
+        o = put(o, mg_conn_data(c, host), host.len);
+        o = PUTS(o, "\r\n");
+    }
+    o = PUTS(o, "X-Request-Id: ");
+    o = put(o, r->request_id, r->request_id_len);
+    o = PUTS(o, "\r\n");
+    if (r->is_upgrade && r->known[MG_H_UPGRADE]) {
+        mg_span_t up = r->headers[r->known[MG_H_UPGRADE] - 1].value;
+        o = PUTS(o, "Connection: upgrade\r\nUpgrade: ");
+        o = put(o, mg_conn_data(c, up), up.len);
+        o = PUTS(o, "\r\n");
+    } else if (r->chunked) {
+        o = PUTS(o, "Transfer-Encoding: chunked\r\n");
+    } else if (r->content_length > 0) {
+        o += snprintf(o, 48, "Content-Length: %llu\r\n", (unsigned long long)r->content_length);
+    }
+    o = PUTS(o, "\r\n");
+
+    if (!settings_ready)
+        init_settings();
+    llhttp_init(&u->parser, HTTP_RESPONSE, &resp_settings);
+    u->parser.data = u;
+    u->got_response_bytes = 0;
+    u->tunnel = 0;
+    uv_buf_t b = uv_buf_init(w->scratch, (unsigned)(o - w->scratch));
+    r->upstream_start_ms = uv_now(&w->loop);
+    if (mg_wq_write(&u->wq, &b, 1) < 0) {
+        up_failed(u, 502, "upstream write failed", u->requests > 0);
+        return;
+    }
+    up_deadline(u, u->pool->u->read_timeout);
+    up_start_reading(u);
+    mg_conn_resume_body(c);
+}
+
+void mg_proxy_start(mg_conn_t *c)
+{
+    mg_request_t *r = c->r;
+    int ui = r->route->upstream;
+    int ti = mg_balancer_pick(c->w, ui, -1);
+    connect_target(r, ti);
+}

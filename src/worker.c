@@ -1,0 +1,335 @@
+/* worker.c: worker threads, their listeners, buffers and shutdown. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include "accesslog.h"
+#include "lua_route.h"
+#include "worker.h"
+
+#define MAX_FREE_BUFS 256
+
+void mg_pools_free(mg_worker_t *w);
+
+/* ---- pooled read buffers ------------------------------------------------ */
+
+void mg_worker_buf_get(mg_worker_t *w, mg_buf_t *b)
+{
+    if (w->nfree_bufs > 0) {
+        b->data = w->free_bufs[--w->nfree_bufs];
+    } else {
+        b->data = malloc(MG_BUF_SIZE);
+        if (!b->data)
+            return;
+    }
+    b->cap = MG_BUF_SIZE;
+    b->len = b->parsed = 0;
+}
+
+void mg_worker_buf_put(mg_worker_t *w, mg_buf_t *b)
+{
+    if (!b->data)
+        return;
+    if (b->cap == MG_BUF_SIZE && w->nfree_bufs < w->cap_free_bufs)
+        w->free_bufs[w->nfree_bufs++] = b->data;
+    else
+        free(b->data);
+    b->data = NULL;
+    b->cap = b->len = b->parsed = 0;
+}
+
+int mg_worker_buf_grow(mg_worker_t *w, mg_buf_t *b, size_t need)
+{
+    if (need <= b->cap)
+        return 0;
+    char *p = malloc(need);
+    if (!p)
+        return -1;
+    memcpy(p, b->data, b->len);
+    /* the old buffer may be a pooled one: give it back */
+    mg_buf_t old = *b;
+    old.len = old.parsed = 0;
+    mg_worker_buf_put(w, &old);
+    b->data = p;
+    b->cap = (uint32_t)need;
+    return 0;
+}
+
+/* ---- listening ---------------------------------------------------------- */
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    mg_worker_t *w = server->loop->data;
+    if (status < 0 || w->stopping)
+        return;
+    mg_conn_accept(w, server, (uint16_t)(uintptr_t)server->data);
+}
+
+/* A socket of our own so that SO_REUSEPORT is set before bind (libuv 1.44
+ * has no flag for it): each worker gets its own accept queue. */
+static int listen_on(mg_worker_t *w, uv_tcp_t *t, const mg_listener_t *l, char **err)
+{
+    struct sockaddr_storage sa;
+    int family = AF_INET;
+    if (uv_ip4_addr(l->host, l->port, (struct sockaddr_in *)&sa) != 0) {
+        if (uv_ip6_addr(l->host, l->port, (struct sockaddr_in6 *)&sa) != 0) {
+            asprintf(err, "listen %s:%u: not a numeric address", l->host, l->port);
+            return -1;
+        }
+        family = AF_INET6;
+    }
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+        bind(fd, (struct sockaddr *)&sa,
+             family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6)) < 0 ||
+        listen(fd, 4096) < 0) {
+        int e = errno;
+        asprintf(err, "listen %s:%u: %s", l->host, l->port, strerror(e));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    uv_tcp_init(&w->loop, t);
+    t->data = (void *)(uintptr_t)l->port;
+    w->listeners_open++;
+    if (uv_tcp_open(t, fd) < 0 || uv_listen((uv_stream_t *)t, 4096, on_connection) < 0) {
+        asprintf(err, "listen %s:%u: cannot start listening", l->host, l->port);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- shutdown ----------------------------------------------------------- */
+
+static void on_listener_closed(uv_handle_t *h)
+{
+    mg_worker_t *w = h->loop->data;
+    w->listeners_open--;
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+/* Everything left is closed; the loop then ends. */
+static void worker_finish(mg_worker_t *w)
+{
+    if (w->stopping == 2)
+        return;
+    w->stopping = 2;
+    mg_pools_close(w);
+    mg_accesslog_close(w);
+    if (!uv_is_closing((uv_handle_t *)&w->shutdown_timer))
+        uv_close((uv_handle_t *)&w->shutdown_timer, NULL);
+    if (!uv_is_closing((uv_handle_t *)&w->wakeup))
+        uv_close((uv_handle_t *)&w->wakeup, NULL);
+}
+
+void mg_worker_conn_closed(mg_worker_t *w)
+{
+    if (w->stopping == 1 && w->nconns == 0)
+        worker_finish(w);
+}
+
+static void on_shutdown_deadline(uv_timer_t *t)
+{
+    mg_worker_t *w = t->data;
+    /* in-flight requests had their time: close what is left */
+    mg_link_t *l = w->conns.next;
+    while (l != &w->conns) {
+        mg_link_t *next = l->next;
+        mg_conn_abort(mg_container_of(l, mg_conn_t, link));
+        l = next;
+    }
+    if (w->nconns == 0)
+        worker_finish(w);
+}
+
+static void begin_stop(mg_worker_t *w)
+{
+    if (w->stopping)
+        return;
+    w->stopping = 1;
+    for (size_t i = 0; i < w->nlisteners; i++)
+        if (!uv_is_closing((uv_handle_t *)&w->listeners[i]))
+            uv_close((uv_handle_t *)&w->listeners[i], on_listener_closed);
+    mg_link_t *l = w->conns.next;
+    while (l != &w->conns) {
+        mg_link_t *next = l->next;
+        mg_conn_close_if_idle(mg_container_of(l, mg_conn_t, link));
+        l = next;
+    }
+    uv_timer_start(&w->shutdown_timer, on_shutdown_deadline, w->cfg->timeouts.shutdown, 0);
+    if (w->nconns == 0)
+        worker_finish(w);
+}
+
+static void on_wakeup(uv_async_t *a)
+{
+    mg_worker_t *w = a->data;
+    begin_stop(w);
+}
+
+/* ---- the thread --------------------------------------------------------- */
+
+static void make_reqid_prefix(mg_worker_t *w)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char rnd[6] = { 0 };
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t n = read(fd, rnd, sizeof(rnd));
+        (void)n;
+        close(fd);
+    }
+    rnd[5] = (unsigned char)((rnd[5] & 0xf0) | (w->id & 0x0f));
+    for (int i = 0; i < 6; i++) {
+        w->reqid_prefix[2 * i] = hex[rnd[i] >> 4];
+        w->reqid_prefix[2 * i + 1] = hex[rnd[i] & 15];
+    }
+    w->reqid_prefix[12] = 0;
+}
+
+static char *worker_setup(mg_worker_t *w)
+{
+    char *err = NULL;
+    const mg_config_t *cfg = w->cfg;
+    w->loop.data = w;
+    mg_list_init(&w->conns);
+    make_reqid_prefix(w);
+    w->cap_free_bufs = MAX_FREE_BUFS;
+    w->free_bufs = malloc(sizeof(char *) * MAX_FREE_BUFS);
+    w->scratch_cap = cfg->limits.header_size + cfg->limits.request_line * 3 + 65536;
+    w->scratch = malloc(w->scratch_cap);
+    if (!w->free_bufs || !w->scratch || mg_pools_init(w) < 0)
+        return strdup("out of memory");
+    uv_async_init(&w->loop, &w->wakeup, on_wakeup);
+    w->wakeup.data = w;
+    uv_timer_init(&w->loop, &w->shutdown_timer);
+    w->shutdown_timer.data = w;
+    int rc = mg_accesslog_open(w);
+    if (rc < 0) {
+        asprintf(&err, "access_log %s: %s", cfg->access_log, strerror(-rc));
+        return err;
+    }
+    if (mg_lua_worker_init(w, &err) < 0)
+        return err;
+    w->listeners = calloc(cfg->nlisteners, sizeof(uv_tcp_t));
+    if (!w->listeners)
+        return strdup("out of memory");
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        if (listen_on(w, &w->listeners[i], &cfg->listeners[i], &err) < 0)
+            return err;
+        w->nlisteners++;
+    }
+    return NULL;
+}
+
+static _Atomic int start_failed;
+
+static void worker_main(void *arg)
+{
+    mg_worker_t *w = arg;
+    char *err = worker_setup(w);
+    if (err) {
+        fprintf(stderr, "moongate: worker %d: %s\n", w->id, err);
+        free(err);
+        w->start_error = 1;
+        atomic_store(&start_failed, 1);
+    }
+    uv_sem_post(w->ready);
+    if (!w->start_error)
+        uv_run(&w->loop, UV_RUN_DEFAULT);
+    /* close whatever is left (also after a failed start) */
+    uv_walk(&w->loop, close_walk, NULL);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    mg_accesslog_free(w);
+    mg_lua_worker_close(w);
+    mg_pools_free(w);
+    while (w->free_requests) {
+        mg_request_t *r = w->free_requests;
+        w->free_requests = r->next_free;
+        free(r->headers);
+        free(r->scratch);
+        free(r);
+    }
+    for (size_t i = 0; i < w->nfree_bufs; i++)
+        free(w->free_bufs[i]);
+    free(w->free_bufs);
+    free(w->scratch);
+    free(w->listeners);
+    uv_loop_close(&w->loop);
+}
+
+int mg_workers_start(mg_workers_t *ws, const mg_config_t *cfg, int n, char **err)
+{
+    const char *why = NULL;
+    memset(ws, 0, sizeof(*ws));
+    if (mg_router_build(&ws->router, cfg->routes, cfg->nroutes, &why) < 0) {
+        asprintf(err, "routes: %s", why ? why : "cannot build the router");
+        return -1;
+    }
+    ws->w = calloc((size_t)n, sizeof(mg_worker_t));
+    if (!ws->w) {
+        *err = strdup("out of memory");
+        return -1;
+    }
+    uv_sem_t ready;
+    uv_sem_init(&ready, 0);
+    for (int i = 0; i < n; i++) {
+        mg_worker_t *w = &ws->w[i];
+        w->id = i;
+        w->cfg = cfg;
+        w->router = ws->router;
+        w->ready = &ready;
+        uv_loop_init(&w->loop);
+        if (uv_thread_create(&w->thread, worker_main, w) != 0) {
+            *err = strdup("cannot create a worker thread");
+            ws->n = i;
+            mg_workers_stop(ws);
+            mg_workers_join(ws);
+            uv_sem_destroy(&ready);
+            return -1;
+        }
+        ws->n = i + 1;
+    }
+    for (int i = 0; i < n; i++)
+        uv_sem_wait(&ready);
+    uv_sem_destroy(&ready);
+    if (atomic_load(&start_failed)) {
+        *err = strdup("a worker failed to start (see above)");
+        mg_workers_stop(ws);
+        mg_workers_join(ws);
+        return -1;
+    }
+    return 0;
+}
+
+void mg_workers_stop(mg_workers_t *ws)
+{
+    for (int i = 0; i < ws->n; i++) {
+        mg_worker_t *w = &ws->w[i];
+        if (!w->start_error)
+            uv_async_send(&w->wakeup);
+    }
+}
+
+void mg_workers_join(mg_workers_t *ws)
+{
+    for (int i = 0; i < ws->n; i++)
+        uv_thread_join(&ws->w[i].thread);
+    free(ws->w);
+    ws->w = NULL;
+    ws->n = 0;
+    mg_router_free(ws->router);
+    ws->router = NULL;
+}
