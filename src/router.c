@@ -12,11 +12,12 @@
  * what each has at that position: literal 4 > ":param" 3 > end of an exact
  * pattern 2 > prefix or "**" tail 1. The first position where the ranks differ
  * decides; equal literals or params go on to the next position; two ends or
- * two tails are a tie, broken by route->index (declaration order). So for the
+ * two tails are a tie, broken by constraint_score() and then by route->index
+ * (declaration order). So for the
  * path "/a/b", "/a/b" beats "/a/:x", which beats both "/a/" and a "**" tail
  * after "/a"; for the path "/a", the exact "/a" beats a "**" tail after "/a".
- * Host, headers, methods and listen port are filters only: they never make a
- * route more specific.
+ * Host, headers, methods and listen port only break ties between equal
+ * paths (constraint_score).
  */
 #include "router.h"
 
@@ -191,6 +192,20 @@ static int rank(const entry_t *e, size_t k)
     return e->tail == TAIL_EXACT ? 2 : 1;
 }
 
+/* Among routes with equal paths, the one that asks more of the request
+ * wins: an exact host beats a wildcard host beats none, then header
+ * matches, a method list and a listener port each count. */
+static int constraint_score(const mg_route_t *r)
+{
+    int score = 0;
+    if (r->host)
+        score += r->host[0] == '*' ? 16 : 32;
+    score += (int)r->nheaders * 2;
+    score += r->nmethods > 0;
+    score += r->listen_port != 0;
+    return score;
+}
+
 static int by_specificity(const void *va, const void *vb)
 {
     const entry_t *a = va, *b = vb;
@@ -204,6 +219,9 @@ static int by_specificity(const void *va, const void *vb)
         if (ra <= 2)
             break; /* both ended */
     }
+    int ca = constraint_score(a->route), cb = constraint_score(b->route);
+    if (ca != cb)
+        return cb - ca;
     if (a->route->index != b->route->index)
         return a->route->index < b->route->index ? -1 : 1;
     return a->pos < b->pos ? -1 : a->pos > b->pos;

@@ -14,8 +14,9 @@
 // with the normalised path, so they must be in that form (see uri.h).
 // The most specific match wins: compared segment by segment, a literal segment
 // beats ":param", which beats "**"/prefix; a longer pattern beats a shorter
-// one; declaration order breaks ties. Host, headers, methods and listen port
-// filter but never add specificity. Host "*.example.com" matches one or
+// one. Between equal paths the route asking more wins (exact host > wildcard
+// host > none, then header matches, methods, listen port); declaration order
+// breaks what is left. Host "*.example.com" matches one or
 // more labels before ".example.com"; host compare is case-insensitive and
 // ignores a ":port" suffix (and a trailing '.') on the request's Host.
 #ifndef MG_ROUTER_H

@@ -653,10 +653,22 @@ describe("mg_router_match specificity", function()
                                       { name = "second", path = "/a", index = 2 } }, "/a"))
     end)
 
-    it("gives host-restricted routes no extra specificity", function()
-        assert.equal("any", pick({ { name = "any", path = "/a" },
-                                   { name = "host", path = "/a", host = "x.com" } },
-                                 "/a", { host = "x.com" }))
+    it("prefers the host-restricted route between equal paths", function()
+        assert.equal("host", pick({ { name = "any", path = "/a" },
+                                    { name = "host", path = "/a", host = "x.com" } },
+                                  "/a", { host = "x.com" }))
+    end)
+
+    it("prefers an exact host over a wildcard host between equal paths", function()
+        assert.equal("exact", pick({ { name = "wild", path = "/a", host = "*.x.com" },
+                                     { name = "exact", path = "/a", host = "api.x.com" } },
+                                   "/a", { host = "api.x.com" }))
+    end)
+
+    it("prefers a header-matching route between equal paths", function()
+        assert.equal("v2", pick({ { name = "any", path = "/a" },
+                                  { name = "v2", path = "/a", headers = { ["x-v"] = "2" } } },
+                                "/a", { headers = { ["x-v"] = "2" } }))
     end)
 
     it("falls back to a less specific route when the host differs", function()
