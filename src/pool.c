@@ -54,6 +54,10 @@ int mg_pools_init(mg_worker_t *w)
             mg_list_init(&p->idle);
             p->addr_ok = resolve(p) == 0;
         }
+        /* start each worker at a different place in the rotation, so that
+         * a few requests spread over workers still reach every target */
+        for (int k = 0; k < w->id; k++)
+            mg_balancer_pick(w, (int)i, -1);
     }
     return 0;
 }

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Runs every spec with LuaJIT's busted: unit specs, C units through FFI, and
+# the integration specs against the real binary; then the integration specs
+# again against the AddressSanitizer + UBSan build. Ends with the line
+# "N passed, M failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export LUA_PATH="./lua/?.lua;./lua/?/init.lua;./spec/?.lua;;"
+busted=(luajit /usr/bin/busted --output=plainTerminal)
+passed=0
+failed=0
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+run() { # run LABEL ENV... -- PATHS...
+    local label=$1; shift
+    local envs=()
+    while [ "$1" != "--" ]; do envs+=("$1"); shift; done
+    shift
+    echo "== $label"
+    env "${envs[@]}" "${busted[@]}" "$@" 2>&1 | tee "$log"
+    local line
+    line=$(grep -E '^[0-9]+ successes? / [0-9]+ failures? / [0-9]+ errors?' "$log" | tail -n 1)
+    if [ -z "$line" ]; then
+        echo "test.sh: $label did not finish (no busted summary)"
+        failed=$((failed + 1))
+        return
+    fi
+    local s f e
+    read -r s f e < <(echo "$line" | sed -E 's#^([0-9]+) successes? / ([0-9]+) failures? / ([0-9]+) errors?.*#\1 \2 \3#')
+    passed=$((passed + s))
+    failed=$((failed + f + e))
+}
+
+run "unit and C specs" MG_TEST_LIB=build/libmgtest.so -- spec/unit spec/c
+run "integration specs" MG_BIN=build/moongate -- spec/integration
+if [ "${MG_SKIP_ASAN:-0}" != 1 ]; then
+    # detect_leaks: every worker frees what it owns at exit
+    run "integration specs under ASan+UBSan" MG_BIN=build/moongate-asan MG_SANITIZED=1 \
+        ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
+        UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 -- spec/integration
+fi
+echo
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
