@@ -1,7 +1,7 @@
 -- moongate.handler: runs a route's Lua handler for the C core and turns
 -- its answer into what the core sends (status, body bytes, header block).
 local cjson = require "cjson.safe"
-cjson.encode_escape_forward_slash(false)
+if cjson.encode_escape_forward_slash then cjson.encode_escape_forward_slash(false) end
 
 local type, tostring, pairs, concat = type, tostring, pairs, table.concat
 local traceback = debug.traceback

@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Memory of idle keep-alive client connections.
+
+Starts moongate (one worker) in front of a tiny local upstream, opens N client
+connections, sends one request on each (so each is an idle keep-alive
+connection afterwards), and reports how much the gateway's RSS grew.
+"""
+import argparse, os, resource, signal, socket, subprocess, sys, tempfile, time
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+def free_port():
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default="build/moongate")
+    ap.add_argument("--conns", type=int, default=10000)
+    a = ap.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = a.conns * 2 + 1000
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
+    gwp, upp = free_port(), free_port()
+    cfg = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+    cfg.write(f"""local gw = require "moongate"
+gw.settings {{ workers = 1, access_log = "off", timeouts = {{ keepalive = 300 }} }}
+gw.listen {{ port = {gwp}, host = "127.0.0.1" }}
+gw.upstream("up", {{ "127.0.0.1:{upp}" }})
+gw.route {{ path = "/**", upstream = "up" }}
+""")
+    cfg.close()
+    # the upstream is a second moongate process answering from Lua, so that
+    # only the gateway's own connections count in its RSS
+    ucfg = open(cfg.name + ".up.lua", "w")
+    ucfg.write(f"""local gw = require "moongate"
+gw.settings {{ workers = 1, access_log = "off" }}
+gw.listen {{ port = {upp}, host = "127.0.0.1" }}
+gw.route {{ path = "/**", handler = function() return 200, "ok" end }}
+""")
+    ucfg.close()
+    up = subprocess.Popen([a.bin, "run", "-c", ucfg.name], stderr=subprocess.DEVNULL)
+    p = subprocess.Popen([a.bin, "run", "-c", cfg.name], stderr=open(cfg.name + ".log", "w"))
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", gwp)).close(); break
+            except OSError:
+                if p.poll() is not None:
+                    print("bench-idle: moongate did not start:\n" + open(cfg.name + ".log").read())
+                    return 1
+                time.sleep(0.05)
+        # warm up: one proxied request
+        s = socket.create_connection(("127.0.0.1", gwp))
+        s.sendall(b"GET /warm HTTP/1.1\r\nHost: x\r\n\r\n"); s.recv(4096); s.close()
+        time.sleep(0.3)
+        before = rss_kib(p.pid)
+        socks, t0 = [], time.time()
+        req = b"GET /x HTTP/1.1\r\nHost: bench\r\n\r\n"
+        answered = 0
+        for i in range(a.conns):
+            s = socket.create_connection(("127.0.0.1", gwp))
+            s.settimeout(10)
+            s.sendall(req)
+            if s.recv(4096).startswith(b"HTTP/1.1 200"):
+                answered += 1
+            socks.append(s)
+            if (i + 1) % 2000 == 0:
+                print(f"  {i + 1} connections open", flush=True)
+        time.sleep(0.5)
+        after = rss_kib(p.pid)
+        grow = (after - before) / 1024
+        print(f"idle keep-alive connections: {a.conns} open, {answered} answered 200; "
+              f"RSS {before / 1024:.1f} MiB -> {after / 1024:.1f} MiB "
+              f"(+{grow:.1f} MiB, {(after - before) * 1024 / a.conns:.0f} bytes/conn; "
+              f"goal <= 40 MiB) in {time.time() - t0:.1f}s")
+        for s in socks:
+            s.close()
+        return 0 if answered == a.conns and grow <= 40 else 1
+    finally:
+        up.kill()
+        os.unlink(ucfg.name)
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+        os.unlink(cfg.name)
+        os.unlink(cfg.name + ".log")
+
+if __name__ == "__main__":
+    sys.exit(main())
