@@ -1,0 +1,1272 @@
+-- moongate.config: runs a config file, validates it whole and returns the
+-- normalised table described in docs/config-dsl.md.
+--
+-- The public DSL (gw.settings, gw.listen, gw.upstream, gw.route, gw.on_*)
+-- lives in lua/moongate/init.lua and only forwards here. Each load() call
+-- gets a fresh collector; the DSL always writes into the collector of the
+-- load in progress, so one Lua state can load (and reload) any number of
+-- times. Every declaration is checked when it is made (that is when its line
+-- is known); cross-declaration checks (upstream names, duplicates, listeners)
+-- run once the file has finished.
+
+local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring,
+    tonumber
+local select, setmetatable, setfenv = select, setmetatable, setfenv
+local xpcall, loadfile, error = xpcall, loadfile, error
+local fmt, sub, byte, find, match, gsub, lower, upper =
+    string.format, string.sub, string.byte, string.find, string.match,
+    string.gsub, string.lower, string.upper
+local concat, sort = table.concat, table.sort
+local floor, min, huge = math.floor, math.min, math.huge
+local getinfo = debug.getinfo
+
+
+local _M = {}
+
+local MAX_METHODS = 16          -- MG_MAX_METHODS (src/config.h)
+local MAX_HEADERS = 8           -- MG_MAX_ROUTE_HEADERS (src/config.h)
+local MAX_PARAMS = 8            -- MG_ROUTER_MAX_PARAMS (src/router.h)
+local MAX_INT = 2 ^ 53          -- largest integer a double holds exactly
+local MAX_C_INT = 2 ^ 31 - 1
+
+local current                   -- collector of the load in progress, or nil
+local last                      -- collector of the last successful load
+
+
+-- Where the DSL is called from --------------------------------------------
+
+-- Sources ("@dir/") whose frames are never the user's: moongate's own Lua.
+local skip_dirs = {}
+
+--- Marks the directory of Lua source `source` (a debug.getinfo source,
+-- "@.../moongate/x.lua") as moongate's own: frames there are never blamed.
+function _M.skip_source_dir(source)
+    local dir = match(source, "^(@.*[/\\])")
+    if dir then
+        skip_dirs[dir] = true
+    end
+end
+
+_M.skip_source_dir(getinfo(1, "S").source)
+
+local function is_ours(source)
+    for dir in pairs(skip_dirs) do
+        if sub(source, 1, #dir) == dir then
+            return true
+        end
+    end
+    return false
+end
+
+-- Nearest Lua frame up the stack that is not moongate's own code: the
+-- config line that made the call (or a helper function in the user's files).
+local function where()
+    local level = 2
+    while true do
+        local info = getinfo(level, "Sl")
+        if not info then
+            return nil, 0
+        end
+        if info.what ~= "C" and info.currentline > 0
+            and not is_ours(info.source) then
+            -- "@file" as is; a chunk loaded from a string by its short name
+            local source = info.source
+            if sub(source, 1, 1) ~= "@" then
+                source = "=" .. info.short_src
+            end
+            return source, info.currentline
+        end
+        level = level + 1
+    end
+end
+
+
+-- Collector and errors -----------------------------------------------------
+
+local function new_collector(file)
+    return {
+        file = file,
+        errors = {},
+        settings = nil,         -- site of the gw.settings call
+        settings_value = nil,   -- its normalised settings
+        listeners = {},
+        nlisten = 0,            -- gw.listen calls, good or bad
+        upstreams = {},
+        upstream_by_name = {},
+        routes = {},
+        hooks = {},             -- "on_request" = function, ...
+        extra = {},             -- other fields assigned to gw
+    }
+end
+
+-- A declaration site: collector, source and line of one gw.* call.
+local function site(c)
+    local source, line = where()
+    return { c = c, source = source, line = line }
+end
+
+local function err(d, msg, ...)
+    if select("#", ...) > 0 then
+        msg = fmt(msg, ...)
+    end
+    local errors = d.c.errors
+    d.bad = true                -- keeps it out of the cross checks
+    errors[#errors + 1] = {
+        source = d.source, line = d.line, msg = msg, seq = #errors + 1,
+    }
+end
+
+local function source_name(c, source)
+    if source == nil then
+        return c.file
+    end
+    if source == "@" .. c.file then
+        return c.file
+    end
+    if sub(source, 1, 1) == "@" or sub(source, 1, 1) == "=" then
+        return sub(source, 2)
+    end
+    return source
+end
+
+-- "at line 7" or "at other.lua:7" when the other site is in another file.
+local function at(d, other)
+    if other.source == d.source then
+        return "line " .. other.line
+    end
+    return source_name(d.c, other.source) .. ":" .. other.line
+end
+
+local function format_errors(c)
+    local errors = c.errors
+    sort(errors, function(a, b)
+        local sa, sb = a.source or "", b.source or ""
+        if sa ~= sb then
+            -- the config file itself first, then the files it pulled in
+            if a.source == "@" .. c.file then return true end
+            if b.source == "@" .. c.file then return false end
+            return sa < sb
+        end
+        if a.line ~= b.line then
+            return a.line < b.line
+        end
+        return a.seq < b.seq
+    end)
+    local out = {}
+    for i, e in ipairs(errors) do
+        -- one error per line: fold multi-line messages (nested tracebacks)
+        local msg = gsub(e.msg, "%s*\n%s*", " ")
+        out[i] = fmt("%s:%d: %s", source_name(c, e.source), e.line, msg)
+    end
+    return out
+end
+
+
+-- Describing values and suggesting names ------------------------------------
+
+local function quote(s)
+    if #s > 60 then
+        s = sub(s, 1, 57) .. "..."
+    end
+    s = gsub(s, '[%c"\\]', function(ch)
+        local esc = { ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t",
+                      ['"'] = '\\"', ["\\"] = "\\\\" }
+        return esc[ch] or fmt("\\%d", byte(ch))
+    end)
+    return '"' .. s .. '"'
+end
+
+local function describe(v)
+    local tv = type(v)
+    if tv == "string" then
+        return "string " .. quote(v)
+    elseif tv == "number" or tv == "boolean" then
+        return tv .. " " .. tostring(v)
+    end
+    return tv
+end
+
+local function key_str(k)
+    if type(k) == "string" then
+        return "'" .. k .. "'"
+    end
+    return "[" .. (type(k) == "number" and tostring(k) or describe(k)) .. "]"
+end
+
+-- Optimal string alignment distance (Levenshtein plus transpositions).
+local function distance(a, b)
+    local la, lb = #a, #b
+    if la == 0 then return lb end
+    if lb == 0 then return la end
+    local d = {}
+    for i = 0, la do
+        d[i] = { [0] = i }
+    end
+    for j = 0, lb do
+        d[0][j] = j
+    end
+    for i = 1, la do
+        local ca = byte(a, i)
+        for j = 1, lb do
+            local cost = ca == byte(b, j) and 0 or 1
+            local v = min(d[i - 1][j] + 1, d[i][j - 1] + 1,
+                          d[i - 1][j - 1] + cost)
+            if i > 1 and j > 1 and ca == byte(b, j - 1)
+                and byte(a, i - 1) == byte(b, j) then
+                v = min(v, d[i - 2][j - 2] + 1)
+            end
+            d[i][j] = v
+        end
+    end
+    return d[la][lb]
+end
+
+-- The closest of `names` to `word`, if it is close enough to be a typo.
+local function suggest(word, names)
+    if type(word) ~= "string" then
+        return nil
+    end
+    local lw = lower(word)
+    local best, best_d
+    for _, name in ipairs(names) do
+        local dist = distance(lw, lower(name))
+        local limit = #name <= 4 and 1 or (#name <= 8 and 2 or 3)
+        if dist <= limit and dist < #name and (not best_d or dist < best_d) then
+            best, best_d = name, dist
+        end
+    end
+    return best
+end
+
+local function did_you_mean(word, names)
+    local s = suggest(word, names)
+    return s and fmt("did you mean '%s'? ", s) or ""
+end
+
+local function sorted_keys(t)
+    local keys = {}
+    for k in pairs(t) do
+        keys[#keys + 1] = k
+    end
+    sort(keys, function(a, b)
+        local ta, tb = type(a), type(b)
+        if ta ~= tb then
+            return ta < tb
+        end
+        if ta == "string" or ta == "number" then
+            return a < b
+        end
+        return tostring(a) < tostring(b)
+    end)
+    return keys
+end
+
+-- Reports every key of `t` that is not in the list `valid`.
+local function check_keys(d, t, valid, what)
+    local set = {}
+    for _, k in ipairs(valid) do
+        set[k] = true
+    end
+    for _, k in ipairs(sorted_keys(t)) do
+        if not set[k] then
+            err(d, "unknown key %s in %s (%svalid: %s)", key_str(k), what,
+                did_you_mean(k, valid), concat(valid, ", "))
+        end
+    end
+end
+
+
+-- Value checkers: return the normalised value, or nil and what is expected --
+
+local function is_int(v)
+    return type(v) == "number" and v % 1 == 0 and v >= -MAX_INT
+        and v <= MAX_INT
+end
+
+local function int_range(lo, hi, expected)
+    return function(v)
+        if is_int(v) and v >= lo and v <= hi then
+            return v
+        end
+        return nil, expected
+    end
+end
+
+local SIZE_EXPECTED =
+    'must be a size: bytes as an integer, or a string like "32k", "10m", "1g"'
+local SIZE_UNITS = { [""] = 1, k = 1024, m = 1024 ^ 2, g = 1024 ^ 3 }
+
+--- Parses a size: an integer number of bytes or a string "<digits>[kmg]"
+-- (case-insensitive). Returns bytes, or nil and what is expected.
+function _M.parse_size(v)
+    local n
+    if type(v) == "number" then
+        n = v
+    elseif type(v) == "string" then
+        local digits, unit = match(v, "^(%d+)([kKmMgG]?)$")
+        if digits then
+            n = tonumber(digits) * SIZE_UNITS[lower(unit)]
+        end
+    end
+    if n and is_int(n) and n >= 0 then
+        return n
+    end
+    return nil, SIZE_EXPECTED
+end
+
+local function size_min(lo)
+    return function(v)
+        local n, why = _M.parse_size(v)
+        if n and n < lo then
+            return nil, fmt("must be at least %d bytes", lo)
+        end
+        return n, why
+    end
+end
+
+local TIME_EXPECTED = "must be a positive number of seconds (fractions allowed)"
+
+--- Parses a time in seconds (a number, fractions allowed) into integer
+-- milliseconds >= 1. Returns ms, or nil and what is expected.
+function _M.parse_time(v)
+    if type(v) == "number" and v > 0 and v < huge then
+        local ms = floor(v * 1000 + 0.5)
+        if ms >= 1 and ms <= MAX_INT then
+            return ms
+        end
+    end
+    return nil, TIME_EXPECTED
+end
+
+-- Checks key `key` of `t` with `check`; reports "<prefix>.<key> <expected>,
+-- got <value>". Returns the normalised value, or nil (absent or bad).
+local function field(d, t, key, prefix, check)
+    local v = t[key]
+    if v == nil then
+        return nil
+    end
+    local out, expected = check(v)
+    if out == nil then
+        err(d, "%s.%s %s, got %s", prefix, key, expected, describe(v))
+    end
+    return out
+end
+
+local function is_ipv4(s)
+    local a, b, c, e = match(s, "^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
+    if not a then
+        return false
+    end
+    for _, o in ipairs({ a, b, c, e }) do
+        if #o > 3 or tonumber(o) > 255 then
+            return false
+        end
+    end
+    return true
+end
+
+local function is_ipv6(s)
+    if not find(s, ":", 1, true) or find(s, "[^%x:%.]") or #s > 45 then
+        return false
+    end
+    local _, ncolon = gsub(s, ":", "")
+    local _, ndouble = gsub(s, "::", "")
+    return ncolon >= 2 and ncolon <= 7 and ndouble <= 1
+        and not find(s, ":::", 1, true)
+end
+
+-- Host names: labels of letters, digits, '-' and '_' (container names),
+-- not starting or ending with '-'; a trailing '.' (fully qualified) is ok.
+local function is_hostname(s)
+    if #s == 0 or #s > 254 then
+        return false
+    end
+    if sub(s, -1) == "." then
+        s = sub(s, 1, -2)
+    end
+    for label in (s .. "."):gmatch("([^.]*)%.") do
+        if #label == 0 or #label > 63 or find(label, "[^%w%-_]")
+            or sub(label, 1, 1) == "-" or sub(label, -1) == "-" then
+            return false
+        end
+    end
+    return true
+end
+
+local function is_host(s)
+    return is_ipv4(s) or is_ipv6(s) or (not match(s, "^[%d.]+$")
+        and is_hostname(s))
+end
+
+local HOST_EXPECTED = "must be an IP address or a host name"
+
+local function check_listen_host(v)
+    if type(v) == "string" then
+        local h = match(v, "^%[(.*)%]$") or v
+        if is_ipv4(h) or is_ipv6(h) or (h == v and is_host(h)) then
+            return h
+        end
+    end
+    return nil, HOST_EXPECTED
+end
+
+local ADDR_EXPECTED = 'must be "host:port" or "[ipv6]:port"'
+
+-- Parses "host:port" / "[v6]:port" into host, port.
+local function parse_addr(v)
+    if type(v) ~= "string" then
+        return nil, ADDR_EXPECTED
+    end
+    local host, port = match(v, "^%[([^%]]*)%]:(.*)$")
+    if host then
+        if not is_ipv6(host) then
+            return nil, ADDR_EXPECTED .. " (bad IPv6 address)"
+        end
+    else
+        host, port = match(v, "^(.*):([^:]*)$")
+        if not host then
+            return nil, ADDR_EXPECTED .. ' (missing ":port")'
+        end
+        if find(host, ":", 1, true) then
+            return nil, ADDR_EXPECTED .. " (IPv6 addresses need [brackets])"
+        end
+        if host == "" then
+            return nil, ADDR_EXPECTED .. " (missing host)"
+        end
+        if not is_host(host) then
+            return nil, ADDR_EXPECTED .. " (bad host)"
+        end
+    end
+    local p = match(port, "^%d+$") and tonumber(port)
+    if not p or p < 1 or p > 65535 then
+        return nil, ADDR_EXPECTED .. " (port 1-65535)"
+    end
+    return host, p
+end
+
+-- Route host: a name, an IP, or "*.name"; normalised to lower case.
+local function check_route_host(v)
+    if type(v) == "string" then
+        local h = lower(v)
+        local rest = match(h, "^%*%.(.+)$")
+        if (rest and is_hostname(rest)) or (not rest and is_host(h)) then
+            return h
+        end
+    end
+    return nil, 'must be a host name, optionally with a leading "*." ' ..
+        '(like "api.example.com" or "*.example.com")'
+end
+
+local HTTP_METHODS = {
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE",
+    "CONNECT", "COPY", "LOCK", "MKCOL", "MOVE", "PROPFIND", "PROPPATCH",
+    "SEARCH", "UNLOCK", "BIND", "REBIND", "UNBIND", "ACL", "REPORT",
+    "MKACTIVITY", "CHECKOUT", "MERGE", "M-SEARCH", "NOTIFY", "SUBSCRIBE",
+    "UNSUBSCRIBE", "PURGE", "MKCALENDAR", "LINK", "UNLINK", "SOURCE", "QUERY",
+}
+local IS_METHOD = {}
+for _, m in ipairs(HTTP_METHODS) do
+    IS_METHOD[m] = true
+end
+
+local function is_token(s)
+    return #s > 0 and not find(s, "[^%w!#%$%%&'%*%+%-%.%^_`|~]")
+end
+
+local function is_name_start(ch)
+    return ch and (ch == 95 or (ch >= 65 and ch <= 90)
+                   or (ch >= 97 and ch <= 122))
+end
+
+-- A literal path segment that a normalised path (src/uri.h) can contain;
+-- mirrors the router's own check (src/router.c).
+local function check_literal(s)
+    if s == "." or s == ".." then
+        return "'.' and '..' segments are not allowed (paths are normalised)"
+    end
+    local i = 1
+    while i <= #s do
+        local ch = byte(s, i)
+        if ch == 37 then                                    -- '%'
+            local hex = match(s, "^%%([0-9A-F][0-9A-F])", i)
+            if not hex then
+                return "bad percent-escape (use %XX with upper-case hex digits)"
+            end
+            local c = string.char(tonumber(hex, 16))
+            if find(c, "[%w%-%._~]") then
+                return "percent-escape of an unreserved character " ..
+                    "(write it plainly)"
+            end
+            i = i + 2
+        elseif ch == 42 then                                -- '*'
+            return "'*' is only allowed as a whole '**' last segment"
+        elseif ch <= 32 or ch >= 127 or ch == 92 or ch == 63 or ch == 35 then
+            return "invalid character " .. quote(string.char(ch)) ..
+                " (space, control, '\\', '?', '#' or non-ASCII)"
+        end
+        i = i + 1
+    end
+    return nil
+end
+
+-- Parses a path pattern (or a rewrite template, which has the same shape).
+-- Returns info { params = set, names = list, star = "**" at the end,
+-- prefix = trailing '/', literal = the literal leading part }, or nil, why.
+local function parse_pattern(p)
+    if sub(p, 1, 1) ~= "/" then
+        return nil, "it must start with '/'"
+    end
+    local info = { params = {}, names = {}, star = false, prefix = false }
+    local literal = { "" }
+    local literal_done = false
+    local pos = 2
+    while pos <= #p do
+        local slash = find(p, "/", pos, true)
+        local s = sub(p, pos, (slash or #p + 1) - 1)
+        if s == "" then
+            return nil, "empty segment ('//')"
+        elseif s == "**" then
+            if slash then
+                return nil, "'**' must be the last segment"
+            end
+            info.star = true
+            literal_done = true
+        elseif sub(s, 1, 1) == ":" then
+            local name = sub(s, 2)
+            if not is_name_start(byte(name, 1)) or find(name, "[^%w_]") then
+                return nil, "bad parameter name " .. quote(s) ..
+                    " (':' then a letter or '_', then letters, digits, '_')"
+            end
+            if info.params[name] then
+                return nil, "duplicate parameter ':" .. name .. "'"
+            end
+            if #info.names == MAX_PARAMS then
+                return nil, "too many parameters (at most " .. MAX_PARAMS .. ")"
+            end
+            info.params[name] = true
+            info.names[#info.names + 1] = name
+            literal_done = true
+        else
+            local why = check_literal(s)
+            if why then
+                return nil, why
+            end
+            if not literal_done then
+                literal[#literal + 1] = s
+            end
+        end
+        if slash == #p then
+            info.prefix = true
+        end
+        if not slash then
+            break
+        end
+        pos = slash + 1
+    end
+    if p == "/" then
+        info.prefix = true
+    end
+    local lit = concat(literal, "/")
+    if literal_done or info.prefix then
+        lit = lit .. "/"
+    end
+    info.literal = lit == "" and "/" or lit
+    return info
+end
+
+
+-- Declarations -------------------------------------------------------------
+
+local SETTINGS_KEYS = { "workers", "access_log", "limits", "timeouts" }
+local LIMIT_KEYS = { "request_line", "header_size", "header_count", "body" }
+local TIMEOUT_KEYS = { "header", "keepalive", "body", "send", "shutdown" }
+local LISTEN_KEYS = { "port", "host" }
+local TARGET_KEYS = { "weight" }
+local UPSTREAM_KEYS = { "keepalive", "keepalive_timeout", "connect_timeout",
+                        "send_timeout", "read_timeout", "fail_timeout" }
+local UPSTREAM_TIMEOUTS = { "keepalive_timeout", "connect_timeout",
+                            "send_timeout", "read_timeout", "fail_timeout" }
+local ROUTE_KEYS = { "name", "path", "upstream", "handler", "methods", "host",
+                     "headers", "listen", "strip_prefix", "rewrite",
+                     "max_body" }
+
+local DEFAULT_LIMITS = { request_line = 8192, header_size = 32 * 1024,
+                         header_count = 100, body = 10 * 1024 * 1024 }
+local DEFAULT_TIMEOUTS = { header = 10000, keepalive = 60000, body = 60000,
+                           send = 60000, shutdown = 10000 }
+local DEFAULT_UPSTREAM = { keepalive = 64, keepalive_timeout = 60000,
+                           connect_timeout = 5000, send_timeout = 60000,
+                           read_timeout = 60000, fail_timeout = 10000 }
+
+local check_port = int_range(1, 65535, "must be an integer 1-65535")
+local check_time = _M.parse_time
+
+local LIMIT_CHECKS = {
+    request_line = size_min(1),
+    header_size = size_min(1),
+    header_count = int_range(1, MAX_C_INT, "must be an integer >= 1"),
+    body = _M.parse_size,
+}
+
+local function check_access_log(v)
+    if type(v) == "string" and v ~= "" and not find(v, "%z") then
+        return v
+    end
+    return nil, 'must be "off", "stdout", "stderr" or a file path'
+end
+
+local function table_arg(d, v, what, example)
+    if type(v) == "table" then
+        return true
+    end
+    err(d, "%s expects a table like %s, got %s", what, example, describe(v))
+    return false
+end
+
+local function default_settings()
+    local s = { workers = 0, access_log = "stdout", limits = {},
+                timeouts = {} }
+    for k, v in pairs(DEFAULT_LIMITS) do
+        s.limits[k] = v
+    end
+    for k, v in pairs(DEFAULT_TIMEOUTS) do
+        s.timeouts[k] = v
+    end
+    return s
+end
+
+local decl = {}
+
+function decl.settings(d, t)
+    if not table_arg(d, t, "gw.settings", "{ workers = 2 }") then
+        return
+    end
+    local c = d.c
+    if c.settings then
+        err(d, "gw.settings is called twice (first at %s); merge them",
+            at(d, c.settings))
+        return
+    end
+    c.settings = d
+    check_keys(d, t, SETTINGS_KEYS, "gw.settings")
+    local s = default_settings()
+    s.workers = field(d, t, "workers", "settings",
+        int_range(0, 1024, "must be an integer 0-1024 (0 = one per CPU)"))
+        or 0
+    s.access_log = field(d, t, "access_log", "settings", check_access_log)
+        or "stdout"
+    local limits = t.limits
+    if limits ~= nil then
+        if type(limits) ~= "table" then
+            err(d, 'settings.limits must be a table like { body = "10m" }, ' ..
+                "got %s", describe(limits))
+        else
+            check_keys(d, limits, LIMIT_KEYS, "settings.limits")
+            for _, k in ipairs(LIMIT_KEYS) do
+                s.limits[k] = field(d, limits, k, "settings.limits",
+                                    LIMIT_CHECKS[k]) or s.limits[k]
+            end
+        end
+    end
+    local timeouts = t.timeouts
+    if timeouts ~= nil then
+        if type(timeouts) ~= "table" then
+            err(d, "settings.timeouts must be a table like { header = 10 }, " ..
+                "got %s", describe(timeouts))
+        else
+            check_keys(d, timeouts, TIMEOUT_KEYS, "settings.timeouts")
+            for _, k in ipairs(TIMEOUT_KEYS) do
+                s.timeouts[k] = field(d, timeouts, k, "settings.timeouts",
+                                      check_time) or s.timeouts[k]
+            end
+        end
+    end
+    c.settings_value = s
+end
+
+function decl.listen(d, t)
+    d.c.nlisten = d.c.nlisten + 1
+    if not table_arg(d, t, "gw.listen", "{ port = 8080 }") then
+        return
+    end
+    check_keys(d, t, LISTEN_KEYS, "gw.listen")
+    local l = { host = "0.0.0.0", line = d.line,
+                source = source_name(d.c, d.source) }
+    if t.port == nil then
+        err(d, "listen.port is required (an integer 1-65535)")
+    else
+        l.port = field(d, t, "port", "listen", check_port)
+    end
+    l.host = field(d, t, "host", "listen", check_listen_host) or l.host
+    if l.port then
+        local listeners = d.c.listeners
+        listeners[#listeners + 1] = { value = l, d = d }
+    end
+end
+
+local function upstream_targets(d, u, targets)
+    if type(targets) ~= "table" or targets[1] == nil then
+        err(d, 'upstream.targets must be a non-empty list of "host:port" ' ..
+            "strings, got %s", type(targets) == "table"
+            and "a table without list entries" or describe(targets))
+        return
+    end
+    local n = #targets
+    for _, k in ipairs(sorted_keys(targets)) do
+        if not (is_int(k) and k >= 1 and k <= n) then
+            err(d, "unknown key %s in upstream.targets (targets are a list " ..
+                'of "host:port" or { "host:port", weight = N })', key_str(k))
+        end
+    end
+    local seen = {}
+    for i = 1, n do
+        local what = fmt("upstream.targets[%d]", i)
+        local t = targets[i]
+        local addr, weight = t, 1
+        if type(t) == "table" then
+            addr = t[1]
+            for _, k in ipairs(sorted_keys(t)) do
+                if k ~= 1 and k ~= "weight" then
+                    err(d, "unknown key %s in %s (%svalid: a \"host:port\" " ..
+                        "first, then weight)", key_str(k), what,
+                        did_you_mean(k, TARGET_KEYS))
+                end
+            end
+            weight = field(d, t, "weight", what,
+                int_range(1, MAX_C_INT, "must be an integer >= 1")) or 1
+        end
+        local host, port = parse_addr(addr)
+        if not host then
+            err(d, "%s %s, got %s", what, port, describe(addr))
+        else
+            local key = host .. "|" .. port
+            if seen[key] then
+                err(d, "%s %s is listed twice (use weight instead)", what,
+                    quote(addr))
+            end
+            seen[key] = true
+            u.targets[#u.targets + 1] = { host = host, port = port,
+                                          weight = weight }
+        end
+    end
+end
+
+function decl.upstream(d, name, targets, opts, ...)
+    local c = d.c
+    if select("#", ...) > 0 then
+        err(d, "gw.upstream takes (name, targets[, options]), got %d " ..
+            "arguments", 3 + select("#", ...))
+    end
+    local named = type(name) == "string" and name ~= ""
+    if not named then
+        err(d, "upstream name must be a non-empty string, got %s",
+            describe(name))
+    end
+    local u = { name = name, line = d.line,
+                source = source_name(c, d.source), targets = {} }
+    for k, v in pairs(DEFAULT_UPSTREAM) do
+        u[k] = v
+    end
+    upstream_targets(d, u, targets)
+    if opts ~= nil then
+        if type(opts) ~= "table" then
+            err(d, "upstream options must be a table like " ..
+                "{ keepalive = 64 }, got %s", describe(opts))
+        else
+            check_keys(d, opts, UPSTREAM_KEYS, "gw.upstream options")
+            u.keepalive = field(d, opts, "keepalive", "upstream",
+                int_range(0, MAX_C_INT, "must be an integer >= 0"))
+                or u.keepalive
+            for _, k in ipairs(UPSTREAM_TIMEOUTS) do
+                u[k] = field(d, opts, k, "upstream", check_time) or u[k]
+            end
+        end
+    end
+    if not named then
+        return
+    end
+    local first = c.upstream_by_name[name]
+    if first then
+        err(d, "duplicate upstream %s (already declared at %s)", quote(name),
+            at(d, first.d))
+        return
+    end
+    local entry = { value = u, d = d }
+    c.upstream_by_name[name] = entry
+    c.upstreams[#c.upstreams + 1] = entry
+end
+
+local function route_methods(d, methods)
+    if type(methods) ~= "table" then
+        err(d, 'route.methods must be a list like { "GET", "POST" }, got %s',
+            describe(methods))
+        return nil
+    end
+    local n = #methods
+    if n == 0 then
+        err(d, "route.methods must not be empty (leave it out to allow any " ..
+            "method)")
+        return nil
+    end
+    for _, k in ipairs(sorted_keys(methods)) do
+        if not (is_int(k) and k >= 1 and k <= n) then
+            err(d, 'unknown key %s in route.methods (a list like { "GET" })',
+                key_str(k))
+        end
+    end
+    local out, seen = {}, {}
+    for i = 1, n do
+        local m = methods[i]
+        if type(m) ~= "string" then
+            err(d, "route.methods[%d] must be a method name, got %s", i,
+                describe(m))
+        else
+            local um = upper(m)
+            if not IS_METHOD[um] then
+                err(d, "route.methods[%d] %s is not an HTTP method (%s" ..
+                    "e.g. GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS)", i,
+                    quote(m), did_you_mean(um, HTTP_METHODS))
+            elseif not seen[um] then
+                seen[um] = true
+                out[#out + 1] = um
+            end
+        end
+    end
+    if #out > MAX_METHODS then
+        err(d, "route.methods lists %d methods (at most %d)", #out,
+            MAX_METHODS)
+    end
+    return out
+end
+
+local function route_headers(d, headers)
+    if type(headers) ~= "table" then
+        err(d, 'route.headers must be a table like { ["X-Version"] = "2" }, ' ..
+            "got %s", describe(headers))
+        return nil
+    end
+    local out, seen = {}, {}
+    for _, k in ipairs(sorted_keys(headers)) do
+        local v = headers[k]
+        if type(k) ~= "string" or not is_token(k) then
+            err(d, "route.headers key %s must be a header name", key_str(k))
+        elseif type(v) ~= "string" or find(v, "[%z\r\n]") then
+            err(d, "route.headers[%s] must be a string (no CR, LF or NUL), " ..
+                "got %s", quote(k), describe(v))
+        else
+            local lk = lower(k)
+            if seen[lk] then
+                err(d, "route.headers names %s twice (names are " ..
+                    "case-insensitive)", quote(lk))
+            else
+                seen[lk] = true
+                out[#out + 1] = { name = lk, value = v }
+            end
+        end
+    end
+    sort(out, function(a, b) return a.name < b.name end)
+    if #out > MAX_HEADERS then
+        err(d, "route.headers has %d headers (at most %d)", #out, MAX_HEADERS)
+    end
+    return out
+end
+
+local function check_prefix(v)
+    if type(v) == "string" and sub(v, 1, 1) == "/" then
+        return v
+    end
+    return nil, "must be a path starting with '/'"
+end
+
+local function route_rewrite(d, r, t, pinfo)
+    local rw = t.rewrite
+    if type(rw) ~= "string" then
+        err(d, 'route.rewrite must be a path template like "/v1/:id/**", ' ..
+            "got %s", describe(rw))
+        return
+    end
+    local info, why = parse_pattern(rw)
+    if not info then
+        err(d, "route.rewrite %s is not a valid template: %s", quote(rw), why)
+        return
+    end
+    r.rewrite = rw
+    if not pinfo then
+        return                  -- the path is bad: already reported
+    end
+    for _, name in ipairs(info.names) do
+        if not pinfo.params[name] then
+            local defined = #pinfo.names > 0 and
+                "defines " .. concat(pinfo.names, ", ") or "defines none"
+            err(d, "route.rewrite %s uses ':%s' which route.path %s does " ..
+                "not define (it %s)", quote(rw), name, quote(r.path), defined)
+        end
+    end
+    if info.star and not (pinfo.star or pinfo.prefix) then
+        err(d, "route.rewrite %s uses '**' but route.path %s has no '**' or " ..
+            "trailing '/'", quote(rw), quote(r.path))
+    end
+end
+
+function decl.route(d, t)
+    if not table_arg(d, t, "gw.route",
+                     '{ path = "/orders/**", upstream = "orders" }') then
+        return
+    end
+    local c = d.c
+    check_keys(d, t, ROUTE_KEYS, "gw.route")
+    local r = { line = d.line, source = source_name(c, d.source),
+                listen = 0 }
+    local pinfo
+    local path = t.path
+    if path == nil then
+        err(d, 'route.path is required (a pattern like "/orders/**")')
+    elseif type(path) ~= "string" then
+        err(d, 'route.path must be a pattern like "/orders/**", got %s',
+            describe(path))
+    else
+        local why
+        pinfo, why = parse_pattern(path)
+        if not pinfo then
+            err(d, "route.path %s is not a valid pattern: %s", quote(path), why)
+        end
+        r.path = path
+    end
+    r.name = r.path
+    if t.name ~= nil then
+        if type(t.name) == "string" and t.name ~= "" then
+            r.name = t.name
+        else
+            err(d, "route.name must be a non-empty string, got %s",
+                describe(t.name))
+        end
+    end
+
+    local up, handler = t.upstream, t.handler
+    if up == nil and handler == nil then
+        err(d, "route needs one of upstream (an upstream name) or handler " ..
+            "(a function), got neither")
+    elseif up ~= nil and handler ~= nil then
+        err(d, "route needs exactly one of upstream or handler, got both")
+    elseif up ~= nil then
+        if type(up) ~= "string" then
+            err(d, "route.upstream must be an upstream name (string), got %s",
+                describe(up))
+        else
+            r.upstream_name = up          -- resolved once the file has run
+        end
+    elseif type(handler) ~= "function" then
+        err(d, "route.handler must be a function, got %s", describe(handler))
+    else
+        r.handler = handler
+    end
+
+    if t.methods ~= nil then
+        r.methods = route_methods(d, t.methods)
+    end
+    r.host = field(d, t, "host", "route", check_route_host)
+    r.headers = t.headers ~= nil and route_headers(d, t.headers) or {}
+    if t.listen ~= nil then
+        r.listen = field(d, t, "listen", "route", check_port) or 0
+    end
+    r.strip_prefix = field(d, t, "strip_prefix", "route", check_prefix)
+    if r.strip_prefix and pinfo
+        and sub(pinfo.literal, 1, #r.strip_prefix) ~= r.strip_prefix then
+        err(d, "route.strip_prefix %s is not a literal prefix of route.path %s",
+            quote(r.strip_prefix), quote(r.path))
+    end
+    if t.rewrite ~= nil then
+        route_rewrite(d, r, t, pinfo)
+    end
+    if t.strip_prefix ~= nil and t.rewrite ~= nil then
+        err(d, "route.strip_prefix and route.rewrite cannot both be set " ..
+            "(rewrite already gives the whole upstream path)")
+    end
+    r.max_body = field(d, t, "max_body", "route", _M.parse_size)
+
+    local routes = c.routes
+    routes[#routes + 1] = { value = r, d = d }
+end
+
+
+-- Checks that need the whole file ------------------------------------------
+
+local function wildcard(host)
+    return host == "0.0.0.0" or host == "::"
+end
+
+local function route_key(r)
+    local methods = {}
+    for i, m in ipairs(r.methods or {}) do
+        methods[i] = m
+    end
+    sort(methods)
+    local headers = {}
+    for i, h in ipairs(r.headers) do
+        headers[i] = h.name .. "=" .. h.value
+    end
+    return concat({ r.path or "", r.host or "", concat(methods, ","),
+                    concat(headers, "\0"), tostring(r.listen) }, "\1")
+end
+
+local function host_port(host, port)
+    if find(host, ":", 1, true) then
+        return "[" .. host .. "]:" .. port
+    end
+    return host .. ":" .. port
+end
+
+local function finish(c)
+    local cfg = { file = c.file }
+    local s = c.settings_value or default_settings()
+    cfg.workers, cfg.access_log = s.workers, s.access_log
+    cfg.limits, cfg.timeouts = s.limits, s.timeouts
+
+    -- listeners: duplicates are checked among the well-formed ones only
+    cfg.listeners = {}
+    local ports, port_list = {}, {}
+    for _, e in ipairs(c.listeners) do
+        local l, d = e.value, e.d
+        if not ports[l.port] then
+            ports[l.port] = true
+            port_list[#port_list + 1] = l.port
+        end
+        local dup
+        for _, prev in ipairs(c.listeners) do
+            if prev == e then
+                break
+            end
+            local p = prev.value
+            if not prev.d.bad and p.port == l.port
+                and (p.host == l.host or wildcard(p.host)
+                     or wildcard(l.host)) then
+                dup = prev
+                break
+            end
+        end
+        if d.bad then
+            -- already reported
+        elseif dup and dup.value.host == l.host then
+            err(d, "duplicate listener %s (already declared at %s)",
+                host_port(l.host, l.port), at(d, dup.d))
+        elseif dup then
+            err(d, "listener %s overlaps %s (declared at %s)",
+                host_port(l.host, l.port),
+                host_port(dup.value.host, dup.value.port), at(d, dup.d))
+        else
+            cfg.listeners[#cfg.listeners + 1] = l
+        end
+    end
+    if c.nlisten == 0 then
+        err({ c = c, source = "@" .. c.file, line = 1 },
+            "no gw.listen in the config: add one, e.g. " ..
+            "gw.listen { port = 8080 }")
+    end
+    sort(port_list)
+
+    -- upstreams
+    cfg.upstreams = {}
+    local index, names = {}, {}
+    for i, e in ipairs(c.upstreams) do
+        cfg.upstreams[i] = e.value
+        index[e.value.name] = i
+        names[i] = e.value.name
+    end
+
+    -- routes
+    cfg.routes = {}
+    local seen = {}
+    for i, e in ipairs(c.routes) do
+        local r, d = e.value, e.d
+        if r.upstream_name then
+            r.upstream = index[r.upstream_name]
+            if not r.upstream then
+                local declared = #names == 0 and "none declared" or
+                    "declared: " .. concat(names, ", ")
+                err(d, "route.upstream %s is not declared (%s%s)",
+                    quote(r.upstream_name),
+                    did_you_mean(r.upstream_name, names), declared)
+            end
+            r.upstream_name = nil
+        end
+        if r.listen ~= 0 and #port_list > 0 and not ports[r.listen] then
+            err(d, "route.listen %d is not a gw.listen port (listening on: %s)",
+                r.listen, concat(port_list, ", "))
+        end
+        r.max_body = r.max_body or cfg.limits.body
+        if not d.bad then
+            local key = route_key(r)
+            if seen[key] then
+                err(d, "duplicate route: same path, host, methods, headers " ..
+                    "and listen as the route at %s", at(d, seen[key]))
+            else
+                seen[key] = d
+            end
+        end
+        cfg.routes[i] = r
+    end
+    cfg.hooks = c.hooks
+    return cfg
+end
+
+
+-- The DSL entry points (called by lua/moongate/init.lua) ---------------------
+
+local function collector_for(what)
+    if not current then
+        -- level 4: past here, declare() and the gw.* function in init.lua
+        error(what .. " can only be used while a config file is loading", 4)
+    end
+    return current
+end
+
+--- Records the declaration gw.<kind>(...) into the load in progress.
+-- `kind` is "settings", "listen", "upstream" or "route".
+function _M.declare(kind, ...)
+    local c = collector_for("gw." .. kind)
+    local d = site(c)
+    decl[kind](d, ...)
+end
+
+local function is_hook_name(k)
+    return type(k) == "string" and sub(k, 1, 3) == "on_" and #k > 3
+end
+
+--- gw.<k> = v: on_* functions are hooks; anything else is kept as is.
+function _M.set_field(k, v)
+    local c = current or last
+    if not c then
+        last = new_collector("")
+        c = last
+    end
+    if is_hook_name(k) then
+        if v ~= nil and type(v) ~= "function" then
+            local msg = fmt("gw.%s must be a function, got %s", k, describe(v))
+            if not current then
+                error(msg, 3)
+            end
+            err(site(c), msg)
+            return
+        end
+        c.hooks[k] = v
+        return
+    end
+    c.extra[k] = v
+end
+
+--- gw.<k> for a key that is not a function of the module: the hook or field
+-- set by the config being loaded (or the last one loaded).
+function _M.get_field(k)
+    local c = current or last
+    if not c then
+        return nil
+    end
+    local v = c.hooks[k]
+    if v == nil then
+        v = c.extra[k]
+    end
+    return v
+end
+
+
+-- Loading -------------------------------------------------------------------
+
+-- Turns a Lua error raised while the file runs into { source, line, msg },
+-- with the full source name (Lua error positions truncate long paths).
+local function on_error(e)
+    local msg = type(e) == "string" and e or
+        "error object is a " .. type(e) .. " (" .. tostring(e) .. ")"
+    local full = {}
+    local level = 2
+    while true do
+        local info = getinfo(level, "S")
+        if not info then
+            break
+        end
+        full[info.short_src] = sub(info.source, 1, 1) == "@" and info.source
+            or "=" .. info.short_src
+        level = level + 1
+    end
+    local src, line, rest = match(msg, "^(.-):(%d+): (.*)$")
+    local source = src and full[src]
+    if source and not is_ours(source) then
+        return { source = source, line = tonumber(line), msg = rest }
+    end
+    local usrc, uline = where()
+    if source then
+        msg = "internal error in moongate: " .. msg
+    end
+    return { source = usrc, line = uline, msg = msg }
+end
+
+-- Modules first required by a config file are forgotten after the load, so
+-- that a reload runs them (and their gw.* calls) again. Moongate's own
+-- modules and C modules stay.
+local function forget_modules(before)
+    local loaded = package.loaded
+    for name in pairs(loaded) do
+        if not before[name] and type(name) == "string"
+            and sub(name, 1, 8) ~= "moongate"
+            and package.searchpath(name, package.path) then
+            loaded[name] = nil
+        end
+    end
+end
+
+-- The reason of a loadfile() failure to read `file` ("No such file ...").
+local function read_error(file, why)
+    local f, oerr = io.open(file, "r")
+    if f then
+        f:close()
+    else
+        why = oerr or why
+    end
+    return match(why, ": ([^:]*)$") or why
+end
+
+--- Runs config file `file` and validates it whole.
+-- Returns the normalised cfg (docs/config-dsl.md), or nil and a list of
+-- "file:line: reason" strings, one per mistake, in file order. Can be called
+-- any number of times in one Lua state; each call is independent.
+function _M.load(file)
+    if type(file) ~= "string" then
+        error("moongate.config.load: file must be a string, got "
+              .. type(file), 2)
+    end
+    local chunk, perr = loadfile(file)
+    if not chunk then
+        local line, reason = match(perr, "^.-:(%d+): (.*)$")
+        if line then
+            return nil, { fmt("%s:%s: %s", file, line, reason) }
+        end
+        return nil, { fmt("%s: cannot read the config file (%s)", file,
+                          read_error(file, perr)) }
+    end
+    -- the file's globals go to its own environment, not the shared _G
+    setfenv(chunk, setmetatable({}, { __index = _G }))
+
+    local c = new_collector(file)
+    local before = {}
+    for name in pairs(package.loaded) do
+        before[name] = true
+    end
+    local outer = current
+    current = c
+    local ok, e = xpcall(chunk, on_error)
+    current = outer
+    forget_modules(before)
+
+    if not ok then
+        err({ c = c, source = e.source or "@" .. file, line = e.line }, e.msg)
+        -- cross-declaration checks would only add noise to a half-run file
+        return nil, format_errors(c)
+    end
+    local cfg = finish(c)
+    if #c.errors > 0 then
+        return nil, format_errors(c)
+    end
+    last = c
+    return cfg
+end
+
+return _M

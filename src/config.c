@@ -1,0 +1,647 @@
+/* config.c: loads a config file (see config.h and docs/config-dsl.md).
+ *
+ * The Lua side, lua/moongate/config.lua, runs the file, validates it whole
+ * and returns a normalised table. mg_config_load() copies that table into
+ * the plain structs of config.h, adds the router's own pattern check, and
+ * closes the Lua state: the mg_config_t owns a copy of every string and
+ * refers to nothing in Lua. Workers that need the config's Lua functions
+ * (handlers, hooks) run the same loader in their own state through
+ * mg_config_run_lua().
+ *
+ * The copy trusts nothing it reads: a field of the wrong type or range (a bug
+ * in config.lua, never a user mistake, which config.lua reports itself)
+ * becomes an "internal error" line instead of being read.
+ *
+ * Error text: one "file:line: reason" line per mistake, each line ending in
+ * '\n', in one malloc'd string owned by the caller. Only when even that
+ * string cannot be allocated is *errors left NULL.
+ */
+#include "config.h"
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lua_state.h"
+#include "router.h"
+
+#define MAX_DOUBLE_INT 9007199254740992.0 /* 2^53: larger doubles skip integers */
+
+/* Growing buffer of error lines. */
+typedef struct errs_s {
+    char *buf;
+    size_t len, cap;
+    int oom; /* an append failed: the text is incomplete */
+} errs_t;
+
+/* Appends one line (a '\n' is added; newlines and tabs inside the message are
+ * folded into spaces so that each mistake stays on one line). */
+static void errs_add(errs_t *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void errs_add(errs_t *e, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+    size_t i;
+
+    va_start(ap, fmt);
+    n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        e->oom = 1;
+        return;
+    }
+    if (e->len + (size_t)n + 2 > e->cap) {
+        size_t cap = (e->cap ? e->cap * 2 : 256) + (size_t)n + 2;
+        char *nb = realloc(e->buf, cap);
+
+        if (nb == NULL) {
+            e->oom = 1;
+            return;
+        }
+        e->buf = nb;
+        e->cap = cap;
+    }
+    va_start(ap, fmt);
+    vsnprintf(e->buf + e->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    for (i = e->len; i < e->len + (size_t)n; i++)
+        if (e->buf[i] == '\n' || e->buf[i] == '\r' || e->buf[i] == '\t')
+            e->buf[i] = ' ';
+    e->len += (size_t)n;
+    e->buf[e->len++] = '\n';
+    e->buf[e->len] = '\0';
+}
+
+/* Hands the text over (caller frees), or NULL if it could not be built. */
+static char *errs_take(errs_t *e)
+{
+    char *s = e->buf;
+
+    if (s == NULL)
+        s = strdup("out of memory\n");
+    e->buf = NULL;
+    e->len = e->cap = 0;
+    return s;
+}
+
+/* Stack value at idx as text for an error line. */
+static const char *lua_msg(lua_State *L, int idx)
+{
+    const char *s = lua_tostring(L, idx);
+
+    return s != NULL ? s : "(error object is not a string)";
+}
+
+int mg_config_run_lua(lua_State *L, const char *file, char **errors)
+{
+    int top = lua_gettop(L);
+    errs_t e = {0};
+
+    *errors = NULL;
+    if (!lua_checkstack(L, 8)) {
+        errs_add(&e, "%s: out of memory", file);
+        *errors = errs_take(&e);
+        return -1;
+    }
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "moongate.config");
+    if (lua_pcall(L, 1, 1, 0) != 0) {
+        errs_add(&e, "%s: cannot load the config loader (Lua dir %s): %s", file, mg_lua_dir(),
+                 lua_msg(L, -1));
+        goto fail;
+    }
+    lua_getfield(L, -1, "load");
+    lua_pushstring(L, file);
+    if (lua_pcall(L, 1, 2, 0) != 0) {
+        errs_add(&e, "%s: internal error in the config loader: %s", file, lua_msg(L, -1));
+        goto fail;
+    }
+    if (lua_type(L, -2) == LUA_TTABLE) {
+        lua_pop(L, 1);    /* the nil second result */
+        lua_remove(L, -2); /* the moongate.config module */
+        return 0;
+    }
+    if (lua_type(L, -1) == LUA_TTABLE) {
+        size_t i, n = lua_objlen(L, -1);
+
+        for (i = 1; i <= n; i++) {
+            lua_rawgeti(L, -1, (int)i);
+            errs_add(&e, "%s", lua_msg(L, -1));
+            lua_pop(L, 1);
+        }
+    }
+    if (e.len == 0 && !e.oom)
+        errs_add(&e, "%s: internal error: the config loader returned no config and no errors",
+                 file);
+fail:
+    lua_settop(L, top);
+    *errors = errs_take(&e);
+    return -1;
+}
+
+/* ---- copying the normalised table (at the top of L) into C ---- */
+
+typedef struct conv_s {
+    lua_State *L;
+    errs_t *errs;
+    const char *file;
+} conv_t;
+
+/* Reports cfg<what>.<key> (or cfg<what>[i] when key is "[i]") as malformed. */
+static void internal(conv_t *cv, const char *what, const char *key, const char *expected)
+{
+    errs_add(cv->errs, "%s: internal error: cfg%s%s%s is not %s", cv->file, what,
+             key[0] == '[' ? "" : ".", key, expected);
+}
+
+static char *dup_or_oom(conv_t *cv, const char *s)
+{
+    char *d = strdup(s);
+
+    if (d == NULL)
+        cv->errs->oom = 1;
+    return d;
+}
+
+/* Reads t[key] (t an absolute index) as an integer in [lo, hi] (hi <= 2^53). */
+static int get_uint(conv_t *cv, int t, const char *what, const char *key, double lo, double hi,
+                    uint64_t *out)
+{
+    lua_State *L = cv->L;
+    double d;
+    int ok;
+
+    lua_getfield(L, t, key);
+    d = lua_tonumber(L, -1);
+    ok = lua_type(L, -1) == LUA_TNUMBER && d >= lo && d <= hi && d <= MAX_DOUBLE_INT &&
+         d == (double)(uint64_t)d;
+    lua_pop(L, 1);
+    if (!ok) {
+        internal(cv, what, key, "an integer in range");
+        return -1;
+    }
+    *out = (uint64_t)d;
+    return 0;
+}
+
+static int get_int(conv_t *cv, int t, const char *what, const char *key, int lo, int hi, int *out)
+{
+    uint64_t v;
+
+    if (get_uint(cv, t, what, key, lo, hi, &v) != 0)
+        return -1;
+    *out = (int)v;
+    return 0;
+}
+
+/* Reads t[key] as a string without NULs, copied into *out (owned by the
+ * config). A nil field gives *out = NULL when optional. */
+static int get_str(conv_t *cv, int t, const char *what, const char *key, int optional, char **out)
+{
+    lua_State *L = cv->L;
+    const char *s;
+    size_t len;
+
+    *out = NULL;
+    lua_getfield(L, t, key);
+    if (optional && lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    if (lua_type(L, -1) != LUA_TSTRING || (s = lua_tolstring(L, -1, &len)) == NULL ||
+        strlen(s) != len) {
+        lua_pop(L, 1);
+        internal(cv, what, key, optional ? "nil or a string" : "a string");
+        return -1;
+    }
+    *out = dup_or_oom(cv, s);
+    lua_pop(L, 1);
+    return *out != NULL ? 0 : -1;
+}
+
+/* Pushes t[key] and returns its absolute index if it is a table; otherwise
+ * pops it, reports, and returns 0. */
+static int push_table(conv_t *cv, int t, const char *what, const char *key)
+{
+    lua_getfield(cv->L, t, key);
+    if (lua_type(cv->L, -1) != LUA_TTABLE) {
+        lua_pop(cv->L, 1);
+        internal(cv, what, key, "a table");
+        return 0;
+    }
+    return lua_gettop(cv->L);
+}
+
+/* Pushes list[i] and returns its absolute index if it is a table; otherwise
+ * reports it (`what` names the list) and returns 0. */
+static int push_item(conv_t *cv, int list, size_t i, const char *what)
+{
+    char key[32];
+
+    lua_rawgeti(cv->L, list, (int)i);
+    if (lua_type(cv->L, -1) != LUA_TTABLE) {
+        lua_pop(cv->L, 1);
+        snprintf(key, sizeof(key), "[%zu]", i);
+        internal(cv, what, key, "a table");
+        return 0;
+    }
+    return lua_gettop(cv->L);
+}
+
+/* Length of the list at index t, 0 with an error when absurdly long. */
+static size_t list_len(conv_t *cv, int t, const char *what)
+{
+    size_t n = lua_objlen(cv->L, t);
+
+    if (n > 1000000) {
+        internal(cv, what, "length", "sane");
+        return 0;
+    }
+    return n;
+}
+
+/* Array of n zeroed elements of size sz, counted in *count at once so that
+ * mg_config_free() can release a partly filled one. */
+static void *alloc_list(conv_t *cv, size_t n, size_t sz, size_t *count)
+{
+    void *p;
+
+    *count = 0;
+    if (n == 0)
+        return NULL;
+    p = calloc(n, sz);
+    if (p == NULL) {
+        cv->errs->oom = 1;
+        return NULL;
+    }
+    *count = n;
+    return p;
+}
+
+static void conv_limits(conv_t *cv, int cfg_t, mg_config_t *cfg)
+{
+    int t = push_table(cv, cfg_t, "", "limits");
+
+    if (!t)
+        return;
+    get_uint(cv, t, ".limits", "request_line", 1, MAX_DOUBLE_INT, &cfg->limits.request_line);
+    get_uint(cv, t, ".limits", "header_size", 1, MAX_DOUBLE_INT, &cfg->limits.header_size);
+    get_uint(cv, t, ".limits", "header_count", 1, MAX_DOUBLE_INT, &cfg->limits.header_count);
+    get_uint(cv, t, ".limits", "body", 0, MAX_DOUBLE_INT, &cfg->limits.body);
+    lua_pop(cv->L, 1);
+}
+
+static void conv_timeouts(conv_t *cv, int cfg_t, mg_config_t *cfg)
+{
+    int t = push_table(cv, cfg_t, "", "timeouts");
+
+    if (!t)
+        return;
+    get_uint(cv, t, ".timeouts", "header", 1, MAX_DOUBLE_INT, &cfg->timeouts.header);
+    get_uint(cv, t, ".timeouts", "keepalive", 1, MAX_DOUBLE_INT, &cfg->timeouts.keepalive);
+    get_uint(cv, t, ".timeouts", "body", 1, MAX_DOUBLE_INT, &cfg->timeouts.body);
+    get_uint(cv, t, ".timeouts", "send", 1, MAX_DOUBLE_INT, &cfg->timeouts.send);
+    get_uint(cv, t, ".timeouts", "shutdown", 1, MAX_DOUBLE_INT, &cfg->timeouts.shutdown);
+    lua_pop(cv->L, 1);
+}
+
+static void conv_listeners(conv_t *cv, int cfg_t, mg_config_t *cfg)
+{
+    int list = push_table(cv, cfg_t, "", "listeners");
+    size_t i, n;
+    char what[48];
+
+    if (!list)
+        return;
+    n = list_len(cv, list, ".listeners");
+    cfg->listeners = alloc_list(cv, n, sizeof(mg_listener_t), &cfg->nlisteners);
+    for (i = 0; i < cfg->nlisteners; i++) {
+        mg_listener_t *l = &cfg->listeners[i];
+        uint64_t port;
+        int t;
+
+        snprintf(what, sizeof(what), ".listeners[%zu]", i + 1);
+        if (!(t = push_item(cv, list, i + 1, ".listeners")))
+            continue;
+        get_str(cv, t, what, "host", 0, &l->host);
+        if (get_uint(cv, t, what, "port", 1, 65535, &port) == 0)
+            l->port = (uint16_t)port;
+        lua_pop(cv->L, 1);
+    }
+    lua_pop(cv->L, 1);
+}
+
+/* "host:port", or "[host]:port" for an IPv6 address. */
+static char *target_name(conv_t *cv, const char *host, unsigned port)
+{
+    int v6 = strchr(host, ':') != NULL;
+    size_t cap = strlen(host) + 16;
+    char *s = malloc(cap);
+
+    if (s == NULL) {
+        cv->errs->oom = 1;
+        return NULL;
+    }
+    snprintf(s, cap, v6 ? "[%s]:%u" : "%s:%u", host, port);
+    return s;
+}
+
+static void conv_targets(conv_t *cv, int u_t, const char *uwhat, mg_upstream_t *u)
+{
+    int list = push_table(cv, u_t, uwhat, "targets");
+    size_t i, n;
+    char what[96], lwhat[64];
+
+    if (!list)
+        return;
+    snprintf(lwhat, sizeof(lwhat), "%s.targets", uwhat);
+    n = list_len(cv, list, uwhat);
+    if (n == 0)
+        internal(cv, uwhat, "targets", "a non-empty list");
+    u->targets = alloc_list(cv, n, sizeof(mg_target_t), &u->ntargets);
+    for (i = 0; i < u->ntargets; i++) {
+        mg_target_t *tg = &u->targets[i];
+        uint64_t port;
+        int t;
+
+        snprintf(what, sizeof(what), "%s.targets[%zu]", uwhat, i + 1);
+        if (!(t = push_item(cv, list, i + 1, lwhat)))
+            continue;
+        get_str(cv, t, what, "host", 0, &tg->host);
+        if (get_uint(cv, t, what, "port", 1, 65535, &port) == 0)
+            tg->port = (uint16_t)port;
+        get_int(cv, t, what, "weight", 1, INT32_MAX, &tg->weight);
+        if (tg->host != NULL)
+            tg->name = target_name(cv, tg->host, tg->port);
+        lua_pop(cv->L, 1);
+    }
+    lua_pop(cv->L, 1);
+}
+
+static void conv_upstreams(conv_t *cv, int cfg_t, mg_config_t *cfg)
+{
+    int list = push_table(cv, cfg_t, "", "upstreams");
+    size_t i, n;
+    char what[48];
+
+    if (!list)
+        return;
+    n = list_len(cv, list, ".upstreams");
+    cfg->upstreams = alloc_list(cv, n, sizeof(mg_upstream_t), &cfg->nupstreams);
+    for (i = 0; i < cfg->nupstreams; i++) {
+        mg_upstream_t *u = &cfg->upstreams[i];
+        int t;
+
+        snprintf(what, sizeof(what), ".upstreams[%zu]", i + 1);
+        if (!(t = push_item(cv, list, i + 1, ".upstreams")))
+            continue;
+        get_str(cv, t, what, "name", 0, &u->name);
+        conv_targets(cv, t, what, u);
+        get_int(cv, t, what, "keepalive", 0, INT32_MAX, &u->keepalive);
+        get_uint(cv, t, what, "keepalive_timeout", 1, MAX_DOUBLE_INT, &u->keepalive_timeout);
+        get_uint(cv, t, what, "connect_timeout", 1, MAX_DOUBLE_INT, &u->connect_timeout);
+        get_uint(cv, t, what, "send_timeout", 1, MAX_DOUBLE_INT, &u->send_timeout);
+        get_uint(cv, t, what, "read_timeout", 1, MAX_DOUBLE_INT, &u->read_timeout);
+        get_uint(cv, t, what, "fail_timeout", 1, MAX_DOUBLE_INT, &u->fail_timeout);
+        lua_pop(cv->L, 1);
+    }
+    lua_pop(cv->L, 1);
+}
+
+static void conv_methods(conv_t *cv, int r_t, const char *what, mg_route_t *r)
+{
+    lua_State *L = cv->L;
+    size_t i, n;
+    int list;
+
+    lua_getfield(L, r_t, "methods");
+    if (lua_isnil(L, -1)) { /* any method */
+        lua_pop(L, 1);
+        return;
+    }
+    if (lua_type(L, -1) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        internal(cv, what, "methods", "nil or a list");
+        return;
+    }
+    list = lua_gettop(L);
+    n = lua_objlen(L, list);
+    if (n > MG_MAX_METHODS) {
+        internal(cv, what, "methods", "a list of at most MG_MAX_METHODS");
+        n = 0;
+    }
+    for (i = 0; i < n; i++) {
+        lua_rawgeti(L, list, (int)i + 1);
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            r->methods[r->nmethods] = dup_or_oom(cv, lua_tostring(L, -1));
+            if (r->methods[r->nmethods] != NULL)
+                r->nmethods++;
+        } else {
+            internal(cv, what, "methods[]", "a string");
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+static void conv_headers(conv_t *cv, int r_t, const char *what, mg_route_t *r)
+{
+    int list = push_table(cv, r_t, what, "headers");
+    size_t i, n;
+    char hwhat[96], lwhat[64];
+
+    if (!list)
+        return;
+    snprintf(lwhat, sizeof(lwhat), "%s.headers", what);
+    n = lua_objlen(cv->L, list);
+    if (n > MG_MAX_ROUTE_HEADERS) {
+        internal(cv, what, "headers", "a list of at most MG_MAX_ROUTE_HEADERS");
+        n = 0;
+    }
+    for (i = 0; i < n; i++) {
+        mg_route_header_t *h = &r->headers[i];
+        int t;
+
+        snprintf(hwhat, sizeof(hwhat), "%s.headers[%zu]", what, i + 1);
+        if (!(t = push_item(cv, list, i + 1, lwhat)))
+            continue;
+        r->nheaders = i + 1; /* before the copies: mg_config_free() sees them */
+        get_str(cv, t, hwhat, "name", 0, &h->name);
+        get_str(cv, t, hwhat, "value", 0, &h->value);
+        lua_pop(cv->L, 1);
+    }
+    lua_pop(cv->L, 1);
+}
+
+/* The router's own pattern check, reported at the route's line. */
+static void check_patterns(conv_t *cv, int r_t, const mg_route_t *r)
+{
+    const char *src = cv->file, *why;
+
+    lua_getfield(cv->L, r_t, "source"); /* the file it was declared in */
+    if (lua_type(cv->L, -1) == LUA_TSTRING)
+        src = lua_tostring(cv->L, -1);
+    if (r->path != NULL && (why = mg_router_check_pattern(r->path)) != NULL)
+        errs_add(cv->errs, "%s:%d: route.path \"%s\" is not a valid pattern: %s", src, r->line,
+                 r->path, why);
+    if (r->rewrite != NULL && (why = mg_router_check_pattern(r->rewrite)) != NULL)
+        errs_add(cv->errs, "%s:%d: route.rewrite \"%s\" is not a valid template: %s", src,
+                 r->line, r->rewrite, why);
+    lua_pop(cv->L, 1);
+}
+
+static void conv_route(conv_t *cv, int t, const char *what, mg_config_t *cfg, mg_route_t *r)
+{
+    lua_State *L = cv->L;
+    uint64_t v;
+    int up;
+
+    get_int(cv, t, what, "line", 0, INT32_MAX, &r->line);
+    get_str(cv, t, what, "name", 0, &r->name);
+    get_str(cv, t, what, "path", 0, &r->path);
+    get_str(cv, t, what, "host", 1, &r->host);
+    get_str(cv, t, what, "strip_prefix", 1, &r->strip_prefix);
+    get_str(cv, t, what, "rewrite", 1, &r->rewrite);
+    conv_methods(cv, t, what, r);
+    conv_headers(cv, t, what, r);
+    if (get_uint(cv, t, what, "max_body", 0, MAX_DOUBLE_INT, &v) == 0)
+        r->max_body = v;
+    if (get_uint(cv, t, what, "listen", 0, 65535, &v) == 0)
+        r->listen_port = (uint16_t)v;
+
+    lua_getfield(L, t, "handler");
+    r->has_handler = lua_type(L, -1) == LUA_TFUNCTION;
+    lua_pop(L, 1);
+    r->upstream = -1;
+    lua_getfield(L, t, "upstream");
+    up = lua_isnil(L, -1);
+    lua_pop(L, 1);
+    if (!up && get_int(cv, t, what, "upstream", 1, (int)cfg->nupstreams, &up) == 0)
+        r->upstream = up - 1; /* 1-based in Lua */
+    if ((r->upstream >= 0) == (r->has_handler != 0))
+        internal(cv, what, "upstream", "set exactly when there is no handler");
+
+    check_patterns(cv, t, r);
+}
+
+static void conv_routes(conv_t *cv, int cfg_t, mg_config_t *cfg)
+{
+    int list = push_table(cv, cfg_t, "", "routes");
+    size_t i, n;
+    char what[48];
+
+    if (!list)
+        return;
+    n = list_len(cv, list, ".routes");
+    cfg->routes = alloc_list(cv, n, sizeof(mg_route_t), &cfg->nroutes);
+    for (i = 0; i < cfg->nroutes; i++) {
+        mg_route_t *r = &cfg->routes[i];
+        int t;
+
+        r->index = (int)i;
+        r->upstream = -1;
+        snprintf(what, sizeof(what), ".routes[%zu]", i + 1);
+        if (!(t = push_item(cv, list, i + 1, ".routes")))
+            continue;
+        conv_route(cv, t, what, cfg, r);
+        lua_pop(cv->L, 1);
+    }
+    lua_pop(cv->L, 1);
+}
+
+int mg_config_load(const char *file, mg_config_t **out, char **errors)
+{
+    errs_t e = {0};
+    conv_t cv;
+    mg_config_t *cfg;
+    lua_State *L;
+    int t;
+
+    *out = NULL;
+    *errors = NULL;
+    L = mg_lua_open();
+    if (L == NULL) {
+        errs_add(&e, "%s: out of memory", file);
+        *errors = errs_take(&e);
+        return -1;
+    }
+    if (mg_config_run_lua(L, file, errors) != 0) {
+        lua_close(L);
+        return -1;
+    }
+
+    t = lua_gettop(L);
+    cv.L = L;
+    cv.errs = &e;
+    cv.file = file;
+    cfg = calloc(1, sizeof(*cfg));
+    if (cfg == NULL || (cfg->file = strdup(file)) == NULL) {
+        e.oom = 1;
+    } else if (lua_checkstack(L, 16)) {
+        get_int(&cv, t, "", "workers", 0, INT32_MAX, &cfg->workers);
+        get_str(&cv, t, "", "access_log", 0, &cfg->access_log);
+        conv_limits(&cv, t, cfg);
+        conv_timeouts(&cv, t, cfg);
+        conv_listeners(&cv, t, cfg);
+        conv_upstreams(&cv, t, cfg);
+        conv_routes(&cv, t, cfg);
+    } else {
+        e.oom = 1;
+    }
+    lua_close(L);
+
+    if (e.oom)
+        errs_add(&e, "%s: out of memory", file);
+    if (e.len > 0 || e.oom) {
+        mg_config_free(cfg);
+        *errors = errs_take(&e);
+        return -1;
+    }
+    *out = cfg;
+    return 0;
+}
+
+void mg_config_free(mg_config_t *cfg)
+{
+    size_t i, j;
+
+    if (cfg == NULL)
+        return;
+    free(cfg->file);
+    free(cfg->access_log);
+    for (i = 0; i < cfg->nlisteners; i++)
+        free(cfg->listeners[i].host);
+    free(cfg->listeners);
+    for (i = 0; i < cfg->nupstreams; i++) {
+        mg_upstream_t *u = &cfg->upstreams[i];
+
+        free(u->name);
+        for (j = 0; j < u->ntargets; j++) {
+            free(u->targets[j].host);
+            free(u->targets[j].name);
+        }
+        free(u->targets);
+    }
+    free(cfg->upstreams);
+    for (i = 0; i < cfg->nroutes; i++) {
+        mg_route_t *r = &cfg->routes[i];
+
+        free(r->name);
+        free(r->path);
+        free(r->host);
+        for (j = 0; j < r->nmethods; j++)
+            free(r->methods[j]);
+        for (j = 0; j < r->nheaders; j++) {
+            free(r->headers[j].name);
+            free(r->headers[j].value);
+        }
+        free(r->strip_prefix);
+        free(r->rewrite);
+    }
+    free(cfg->routes);
+    free(cfg);
+}
