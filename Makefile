@@ -37,7 +37,11 @@ build/obj/llhttp_api.o: $(LLHTTP)/api.c | build/obj
 	$(CC) $(LLFLAGS) -c $< -o $@
 build/obj/llhttp_http.o: $(LLHTTP)/http.c | build/obj
 	$(CC) $(LLFLAGS) -c $< -o $@
-build/asan/llhttp%.o: build/obj/llhttp%.o | build/asan
+build/asan/llhttp.o: build/obj/llhttp.o | build/asan
+	cp $< $@
+build/asan/llhttp_api.o: build/obj/llhttp_api.o | build/asan
+	cp $< $@
+build/asan/llhttp_http.o: build/obj/llhttp_http.o | build/asan
 	cp $< $@
 
 build/obj build/asan:
@@ -57,7 +61,7 @@ build/libmgtest.so: $(filter-out build/obj/main.o,$(OBJS)) $(LL_OBJS)
 asan: build/moongate-asan
 
 run: deps all
-	./build/moongate run -c examples/msa/gateway.lua
+	@bash scripts/demo.sh
 
 test: deps all asan
 	@bash scripts/test.sh

@@ -232,6 +232,7 @@ static mg_request_t *request_new(mg_conn_t *c)
     r->scratch_cap = cap;
     r->c = c;
     r->target = -1;
+    r->http_minor = 1; /* until the request line says otherwise */
     r->state = MG_RS_HEAD;
     r->start_ms = now_ms(c);
     return r;
