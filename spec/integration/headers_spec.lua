@@ -1,0 +1,231 @@
+-- What the upstream receives (hop-by-hop headers removed, X-Forwarded-*,
+-- X-Request-Id, Host, re-framed bodies) and what the client gets back.
+local h = require "spec.support.helpers"
+
+local CONFIG = [[
+local gw = require "moongate"
+gw.settings { timeouts = { shutdown = 2 } }
+gw.listen { port = {{PORT}}, host = "127.0.0.1" }
+gw.upstream("up", { "{{UP}}" })
+gw.route { path = "/**", upstream = "up" }
+]]
+
+local ID_PATTERN = "^[A-Za-z0-9._-]+$"
+
+describe("proxied request", function()
+    local gw, up
+
+    setup(function()
+        up = h.start_upstream { name = "up" }
+        gw = h.start_gateway(CONFIG, { vars = { UP = up } })
+    end)
+
+    teardown(h.cleanup)
+
+    -- sends req through the gateway; returns the upstream's view, response
+    local function through(req)
+        local res = h.http(gw.port, req)
+        assert.equal("up", res.headers["x-upstream-name"])
+        return h.json(res.body), res
+    end
+
+    describe("hop-by-hop headers", function()
+        it("Connection and the headers it lists are not forwarded", function()
+            local seen = through { path = "/hop", headers = {
+                { "Connection", "X-Custom-Hop, keep-alive" },
+                { "X-Custom-Hop", "1" },
+                { "X-End-To-End", "yes" },
+            } }
+            assert.is_nil(seen.headers["x-custom-hop"])
+            assert.equal("yes", seen.headers["x-end-to-end"])
+            local conn = (seen.headers["connection"] or ""):lower()
+            assert.is_nil(conn:find("x-custom-hop", 1, true))
+        end)
+
+        it("Keep-Alive, Proxy-Connection, TE and Trailer are not forwarded", function()
+            local seen = through { path = "/hop", headers = {
+                { "Keep-Alive", "timeout=5" },
+                { "Proxy-Connection", "keep-alive" },
+                { "TE", "trailers" },
+                { "Trailer", "X-Checksum" },
+            } }
+            assert.is_nil(seen.headers["keep-alive"])
+            assert.is_nil(seen.headers["proxy-connection"])
+            assert.is_nil(seen.headers["te"])
+            assert.is_nil(seen.headers["trailer"])
+        end)
+
+        it("Upgrade is not forwarded when the request is not upgrading", function()
+            local seen = through { path = "/hop", headers = { { "Upgrade", "h2c" } } }
+            assert.is_nil(seen.headers["upgrade"])
+        end)
+
+        it("a chunked request body is re-framed, not passed with its Transfer-Encoding twice",
+        function()
+            local body = "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+            local seen = through { method = "POST", path = "/te", body = body,
+                headers = { { "Transfer-Encoding", "chunked" } } }
+            assert.equal(11, seen.body_len)
+            assert.equal(h.sh("printf 'hello world' | sha256sum"):match("^(%x+)"),
+                seen.body_sha256)
+            local te = seen.headers["transfer-encoding"]
+            assert.is_true(te == nil or te:lower() == "chunked")
+            assert.is_true(te == nil or seen.headers["content-length"] == nil)
+        end)
+
+        it("hop-by-hop response headers of the upstream are removed", function()
+            local res = h.http(gw.port, { path = "/?hop=1" })
+            assert.equal(200, res.status)
+            assert.is_nil(res.headers["x-foo"])
+            assert.is_nil(res.headers["keep-alive"])
+            assert.is_nil(res.headers["proxy-connection"])
+            local conn = (res.headers["connection"] or ""):lower()
+            assert.is_nil(conn:find("x-foo", 1, true))
+        end)
+    end)
+
+    describe("X-Forwarded-*", function()
+        it("X-Forwarded-For is the client address", function()
+            local seen = through { path = "/xff" }
+            assert.equal("127.0.0.1", seen.headers["x-forwarded-for"])
+        end)
+
+        it("X-Forwarded-For appends the client address to an existing value", function()
+            local seen = through { path = "/xff",
+                headers = { ["X-Forwarded-For"] = "10.0.0.1, 10.0.0.2" } }
+            assert.equal("10.0.0.1, 10.0.0.2, 127.0.0.1", seen.headers["x-forwarded-for"])
+        end)
+
+        it("X-Forwarded-Proto is http", function()
+            local seen = through { path = "/xfp" }
+            assert.equal("http", seen.headers["x-forwarded-proto"])
+        end)
+
+        it("a client-supplied X-Forwarded-Proto is replaced", function()
+            local seen = through { path = "/xfp",
+                headers = { ["X-Forwarded-Proto"] = "https" } }
+            assert.equal("http", seen.headers["x-forwarded-proto"])
+        end)
+
+        it("X-Forwarded-Host is the Host the client sent", function()
+            local seen = through { path = "/xfh", host = "shop.example.com:8080" }
+            assert.equal("shop.example.com:8080", seen.headers["x-forwarded-host"])
+        end)
+
+        it("a client-supplied X-Forwarded-Host is replaced", function()
+            local seen = through { path = "/xfh", host = "real.example.com",
+                headers = { ["X-Forwarded-Host"] = "evil.example.com" } }
+            assert.equal("real.example.com", seen.headers["x-forwarded-host"])
+        end)
+    end)
+
+    describe("Host", function()
+        it("the upstream gets the Host the client sent", function()
+            local seen = through { path = "/host", host = "api.example.com:8443" }
+            assert.equal("api.example.com:8443", seen.headers["host"])
+            assert.equal(1, #(function()
+                local n = {}
+                for _, kv in ipairs(seen.header_list) do
+                    if kv[1]:lower() == "host" then n[#n + 1] = kv end
+                end
+                return n
+            end)())
+        end)
+    end)
+
+    describe("X-Request-Id", function()
+        it("a valid client id is kept and returned", function()
+            local seen, res = through { path = "/rid",
+                headers = { ["X-Request-Id"] = "abc-123.X_y" } }
+            assert.equal("abc-123.X_y", seen.headers["x-request-id"])
+            assert.equal("abc-123.X_y", res.headers["x-request-id"])
+        end)
+
+        it("a 128-character id is valid", function()
+            local id = string.rep("a1", 64)
+            local seen = through { path = "/rid", headers = { ["X-Request-Id"] = id } }
+            assert.equal(id, seen.headers["x-request-id"])
+        end)
+
+        it("without a client id one is generated and returned", function()
+            local seen, res = through { path = "/rid" }
+            local id = seen.headers["x-request-id"]
+            assert.is_string(id)
+            assert.truthy(id:match(ID_PATTERN))
+            assert.equal(id, res.headers["x-request-id"])
+        end)
+
+        it("generated ids differ per request", function()
+            local ids = {}
+            for _ = 1, 5 do
+                local seen = through { path = "/rid" }
+                local id = seen.headers["x-request-id"]
+                assert.is_nil(ids[id])
+                ids[id] = true
+            end
+        end)
+
+        it("an invalid client id is replaced by a generated one", function()
+            for _, bad in ipairs { "bad id!", "a/b", string.rep("x", 129), "x\"y" } do
+                local seen, res = through { path = "/rid",
+                    headers = { ["X-Request-Id"] = bad } }
+                local id = seen.headers["x-request-id"]
+                assert.is_string(id)
+                assert.are_not.equal(bad, id)
+                assert.truthy(id:match(ID_PATTERN))
+                assert.truthy(#id <= 128)
+                assert.equal(id, res.headers["x-request-id"])
+            end
+        end)
+    end)
+
+    describe("response", function()
+        it("passes the upstream status, headers and body", function()
+            local res = h.http(gw.port, { path = "/r?status=201&hdr=X-Custom:yes" })
+            assert.equal(201, res.status)
+            assert.equal("yes", res.headers["x-custom"])
+            assert.equal("/r?status=201&hdr=X-Custom:yes", h.json(res.body).path)
+        end)
+
+        it("passes an upstream error status with the upstream's body", function()
+            local res = h.http(gw.port, { path = "/r?status=503" })
+            assert.equal(503, res.status)
+            assert.equal("up", h.json(res.body).name)
+        end)
+
+        it("answers HEAD without a body and keeps the connection usable", function()
+            local c = h.connect(gw.port)
+            local res = c:request { method = "HEAD", path = "/head" }
+            assert.equal(200, res.status)
+            assert.equal("", res.body)
+            res = c:request { path = "/after-head" }
+            assert.equal(200, res.status)
+            assert.equal("/after-head", h.json(res.body).path)
+            c:close()
+        end)
+
+        it("204 responses have no body and keep the connection usable", function()
+            local c = h.connect(gw.port)
+            local res = c:request { path = "/r?status=204" }
+            assert.equal(204, res.status)
+            res = c:request { path = "/after-204" }
+            assert.equal("/after-204", h.json(res.body).path)
+            c:close()
+        end)
+    end)
+
+    describe("request body", function()
+        it("a Content-Length body reaches the upstream intact", function()
+            local body = string.rep("0123456789", 1000)
+            local seen = through { method = "POST", path = "/body", body = body }
+            assert.equal(#body, seen.body_len)
+            assert.equal(tostring(#body), seen.headers["content-length"])
+        end)
+
+        it("the method and raw query reach the upstream", function()
+            local seen = through { method = "DELETE", path = "/q?a=1&b=%20x&c" }
+            assert.equal("DELETE", seen.method)
+            assert.equal("/q?a=1&b=%20x&c", seen.path)
+        end)
+    end)
+end)
