@@ -306,6 +306,7 @@ static void conv_timeouts(conv_t *cv, int cfg_t, mg_config_t *cfg)
     get_uint(cv, t, ".timeouts", "body", 1, MAX_DOUBLE_INT, &cfg->timeouts.body);
     get_uint(cv, t, ".timeouts", "send", 1, MAX_DOUBLE_INT, &cfg->timeouts.send);
     get_uint(cv, t, ".timeouts", "shutdown", 1, MAX_DOUBLE_INT, &cfg->timeouts.shutdown);
+    get_uint(cv, t, ".timeouts", "hook", 1, MAX_DOUBLE_INT, &cfg->timeouts.hook);
     lua_pop(cv->L, 1);
 }
 
@@ -553,6 +554,30 @@ static void conv_routes(conv_t *cv, int cfg_t, mg_config_t *cfg)
     lua_pop(cv->L, 1);
 }
 
+static void conv_shared_dicts(conv_t *cv, int cfg_t, mg_config_t *cfg)
+{
+    int list = push_table(cv, cfg_t, "", "shared_dicts");
+    size_t i, n;
+    char what[48];
+
+    if (!list)
+        return;
+    n = list_len(cv, list, ".shared_dicts");
+    cfg->shared_dicts = alloc_list(cv, n, sizeof(mg_shared_dict_decl_t), &cfg->nshared_dicts);
+    for (i = 0; i < cfg->nshared_dicts; i++) {
+        mg_shared_dict_decl_t *sd = &cfg->shared_dicts[i];
+        int t;
+
+        snprintf(what, sizeof(what), ".shared_dicts[%zu]", i + 1);
+        if (!(t = push_item(cv, list, i + 1, ".shared_dicts")))
+            continue;
+        get_str(cv, t, what, "name", 0, &sd->name);
+        get_uint(cv, t, what, "size", 1, MAX_DOUBLE_INT, &sd->size);
+        lua_pop(cv->L, 1);
+    }
+    lua_pop(cv->L, 1);
+}
+
 int mg_config_load(const char *file, mg_config_t **out, char **errors)
 {
     errs_t e = {0};
@@ -589,6 +614,7 @@ int mg_config_load(const char *file, mg_config_t **out, char **errors)
         conv_listeners(&cv, t, cfg);
         conv_upstreams(&cv, t, cfg);
         conv_routes(&cv, t, cfg);
+        conv_shared_dicts(&cv, t, cfg);
     } else {
         e.oom = 1;
     }
@@ -643,5 +669,8 @@ void mg_config_free(mg_config_t *cfg)
         free(r->rewrite);
     }
     free(cfg->routes);
+    for (i = 0; i < cfg->nshared_dicts; i++)
+        free(cfg->shared_dicts[i].name);
+    free(cfg->shared_dicts);
     free(cfg);
 }

@@ -74,7 +74,15 @@ typedef struct mg_timeouts_s {
     uint64_t body;       /* between two reads of a request body */
     uint64_t send;       /* client not reading our response */
     uint64_t shutdown;   /* graceful shutdown deadline */
+    uint64_t hook;       /* a hook running longer without waiting is stopped */
 } mg_timeouts_t;
+
+/* gw.shared_dict: the process creates the dictionary (src/shdict.h) before
+ * the workers start; one that already exists keeps its size. */
+typedef struct mg_shared_dict_decl_s {
+    char *name;
+    uint64_t size;       /* cap in bytes, >= 8192 */
+} mg_shared_dict_decl_t;
 
 typedef struct mg_config_s {
     char *file;
@@ -88,6 +96,8 @@ typedef struct mg_config_s {
     size_t nupstreams;
     mg_route_t *routes;
     size_t nroutes;
+    mg_shared_dict_decl_t *shared_dicts;
+    size_t nshared_dicts;
 } mg_config_t;
 
 /* Loads and validates FILE. On success returns 0 and *out (owned by caller).

@@ -8,6 +8,7 @@
 #ifndef MG_GATEWAY_H
 #define MG_GATEWAY_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stddef.h>
 #include <uv.h>
@@ -86,6 +87,29 @@ enum {
     MG_H_UPGRADE, MG_H_CONTENT_LENGTH, MG_H_TRANSFER_ENCODING, MG_H__COUNT
 };
 
+/* A header change asked for by a hook, applied when the head is written.
+ * Name and value live in the request's arena. */
+typedef struct mg_edit_s {
+    uint8_t op;          /* MG_EDIT_SET, MG_EDIT_ADD, MG_EDIT_REMOVE */
+    uint16_t name_len;
+    uint32_t value_len;
+    const char *name;
+    const char *value;
+} mg_edit_t;
+
+enum { MG_EDIT_SET = 1, MG_EDIT_ADD = 2, MG_EDIT_REMOVE = 3 };
+#define MG_MAX_EDITS 32
+#define MG_ARENA_INLINE 2048
+
+/* Per-request bump allocator: an inline block, then malloc'd chunks that
+ * are freed when the request ends. */
+typedef struct mg_arena_chunk_s {
+    struct mg_arena_chunk_s *next;
+    char data[];
+} mg_arena_chunk_t;
+
+typedef struct mg_hook_co_s mg_hook_co_t;
+
 /* One request on a client connection. Taken from the worker's free list on
  * the first byte of a request, returned when its response is complete (or
  * the connection dies). Owns `scratch` (per-request strings: normalised
@@ -127,7 +151,8 @@ struct mg_request_s {
     size_t query_len;
     char request_id[MG_REQID_MAX + 1];
     size_t request_id_len;
-    const mg_route_t *route;
+    const mg_route_t *route;   /* NULL: no route (a hook may still pick an upstream) */
+    int route_rc;              /* what the router said (router.h codes) */
     mg_route_match_t match;
     int target;                /* chosen target index, -1 none */
     mg_upconn_t *up;
@@ -135,6 +160,31 @@ struct mg_request_s {
     uint64_t bytes_sent;
     char *scratch;
     size_t scratch_cap, scratch_used;
+
+    /* Lua hooks (hooks.c, ffi_request.c) */
+    mg_hook_co_t *co;          /* coroutine running this request's hooks */
+    uint8_t hook_phase;        /* phase running or waiting, 0 none */
+    uint8_t hook_waiting;      /* suspended until I/O completes */
+    uint8_t nreq_edits, nres_edits;
+    const char *new_method;    /* set by a hook (arena), else NULL */
+    size_t new_method_len;
+    const char *new_query;     /* without '?'; NULL = keep */
+    size_t new_query_len;
+    uint8_t path_rewritten;    /* r->path was replaced: send it as is */
+    int upstream_override;     /* -1 none, else upstream index */
+    int target_override;       /* -1 none */
+    int res_status;            /* on_response: status to send (0 = upstream's) */
+    const char *res_body;      /* replacement body (arena), or NULL */
+    size_t res_body_len;
+    uint8_t res_body_set;
+    uint8_t res_dropping;      /* upstream body is being discarded */
+    mg_arena_chunk_t *arena_chunks;
+    size_t arena_used;
+
+    /* Not cleared between requests (request_new zeroes up to here). */
+    mg_edit_t req_edits[MG_MAX_EDITS];
+    mg_edit_t res_edits[MG_MAX_EDITS];
+    char arena[MG_ARENA_INLINE];
 };
 
 typedef enum {
@@ -203,6 +253,8 @@ struct mg_upconn_s {
     uint8_t resp_chunked;
     uint8_t resp_has_length;
     uint8_t resp_keepalive;
+    uint8_t hook_paused;       /* parser paused while on_response waits */
+    uint8_t hook_failed;       /* on_response failed: answer 500 */
 };
 
 #define MG_UP_MAX_HEADERS 128
@@ -249,6 +301,7 @@ struct mg_worker_s {
     mg_accesslog_t *log;
     void *lua;                  /* lua_State of this worker */
     uv_timer_t shutdown_timer;
+    _Atomic uint64_t hook_since; /* ms (monotonic) a hook started running, 0 = none */
     int stopping;
     int start_error;
     uv_sem_t *ready;
@@ -261,6 +314,7 @@ int mg_worker_buf_grow(mg_worker_t *w, mg_buf_t *b, size_t need);
 void mg_worker_conn_closed(mg_worker_t *w);
 
 /* http_conn.c */
+const char *mg_status_text(int status);
 void mg_conn_accept(mg_worker_t *w, uv_stream_t *listener, uint16_t port);
 void mg_conn_close_if_idle(mg_conn_t *c);
 /* Sends a gateway-made answer (error or Lua handler) for request r. */
@@ -275,6 +329,8 @@ void mg_conn_upstream_failed(mg_conn_t *c, int status, const char *message);
 void mg_conn_resume_body(mg_conn_t *c);
 void mg_conn_start_tunnel(mg_conn_t *c);
 void mg_conn_abort(mg_conn_t *c);
+/* A hook phase that waited has finished with `result` (hooks.h codes). */
+void mg_conn_hook_resumed(mg_conn_t *c, int phase, int result);
 const char *mg_conn_data(const mg_conn_t *c, mg_span_t s);
 
 /* proxy.c */
@@ -283,6 +339,14 @@ int mg_proxy_send_body(mg_upconn_t *u, uv_buf_t *bufs, unsigned n);
 void mg_proxy_detach(mg_upconn_t *u, int reusable);
 void mg_proxy_client_drained(mg_upconn_t *u);
 int mg_proxy_tunnel_write(mg_upconn_t *u, const char *data, size_t len);
+/* The on_response phase that waited has finished. */
+void mg_proxy_hook_resumed(mg_upconn_t *u, int result);
+/* The upstream index a request goes to (hook override, else its route's). */
+int mg_request_upstream(const mg_request_t *r);
+
+/* ffi_request.c: the request's arena */
+void *mg_request_alloc(mg_request_t *r, size_t n);
+void mg_request_arena_reset(mg_request_t *r);
 
 /* pool.c */
 int mg_pools_init(mg_worker_t *w);

@@ -18,6 +18,7 @@
 #include <string.h>
 #include "gateway.h"
 #include "accesslog.h"
+#include "hooks.h"
 #include "lua_route.h"
 #include "uri.h"
 
@@ -42,7 +43,7 @@ static int span_ieq(const mg_conn_t *c, mg_span_t s, const char *lit, size_t n)
 
 static uint64_t now_ms(mg_conn_t *c) { return uv_now(&c->w->loop); }
 
-static const char *status_text(int status)
+const char *mg_status_text(int status)
 {
     switch (status) {
     case 100: return "Continue";
@@ -226,12 +227,15 @@ static mg_request_t *request_new(mg_conn_t *c)
     mg_header_t *headers = r->headers;
     char *scratch = r->scratch;
     size_t cap = r->scratch_cap;
-    memset(r, 0, sizeof(*r));
+    /* the edit arrays and the inline arena after it need no clearing */
+    memset(r, 0, offsetof(mg_request_t, req_edits));
     r->headers = headers;
     r->scratch = scratch;
     r->scratch_cap = cap;
     r->c = c;
     r->target = -1;
+    r->upstream_override = -1;
+    r->target_override = -1;
     r->http_minor = 1; /* until the request line says otherwise */
     r->state = MG_RS_HEAD;
     r->start_ms = now_ms(c);
@@ -247,6 +251,8 @@ static void request_free(mg_conn_t *c)
         mg_proxy_detach(r->up, 0);
         r->up = NULL;
     }
+    mg_hooks_release(r);
+    mg_request_arena_reset(r);
     c->r = NULL;
     r->next_free = c->w->free_requests;
     c->w->free_requests = r;
@@ -530,45 +536,66 @@ static int prepare_target(mg_conn_t *c)
     return 0;
 }
 
-static void process_head(mg_conn_t *c)
+/* Runs a hook phase; returns 1 when the pipeline stops here (the hook
+ * waits, answered, or failed and was answered 500). */
+static int run_phase(mg_conn_t *c, int phase)
+{
+    int rc = mg_hooks_run(c->r, phase);
+    if (rc == MG_HOOK_DONE)
+        return 0;
+    if (rc == MG_HOOK_ERROR && c->r)
+        mg_conn_respond_error(c, 500, "hook error");
+    return 1;
+}
+
+/* The steps of a request after its head, each resumable after a hook that
+ * waited: on_request, routing, on_route, route policies, then the handler or
+ * the upstream. `done` is the last phase already finished. */
+static void continue_request(mg_conn_t *c, int done)
 {
     mg_request_t *r = c->r;
     mg_worker_t *w = c->w;
-    assign_request_id(c);
-    if (r->http_minor == 1 && !r->known[MG_H_HOST]) {
-        r->response_close = 1;
-        mg_conn_respond_error(c, 400, "missing Host header");
+    if (done < MG_PHASE_REQUEST && mg_hooks_has(w, NULL, MG_PHASE_REQUEST) &&
+        run_phase(c, MG_PHASE_REQUEST))
         return;
+    if (done < MG_PHASE_ROUTE) {
+        const char *host = "";
+        size_t host_len = 0;
+        if (r->known[MG_H_HOST]) {
+            mg_span_t h = r->headers[r->known[MG_H_HOST] - 1].value;
+            host = mg_conn_data(c, h);
+            host_len = h.len;
+        }
+        const char *method = mg_conn_data(c, r->method);
+        size_t mlen = r->method.len;
+        if (r->new_method) {
+            method = r->new_method;
+            mlen = r->new_method_len;
+        }
+        r->route_rc = mg_router_match(w->router, c->local_port, method, mlen, host, host_len,
+                                      r->path, r->path_len, header_get, c, &r->match);
+        r->route = r->route_rc == MG_ROUTE_OK ? r->match.route : NULL;
+        if (mg_hooks_has(w, NULL, MG_PHASE_ROUTE) && run_phase(c, MG_PHASE_ROUTE))
+            return;
     }
-    if (prepare_target(c) < 0) {
-        r->response_close = 1;
-        mg_conn_respond_error(c, 400, "bad request target");
-        return;
-    }
-    const char *host = "";
-    size_t host_len = 0;
-    if (r->known[MG_H_HOST]) {
-        mg_span_t h = r->headers[r->known[MG_H_HOST] - 1].value;
-        host = mg_conn_data(c, h);
-        host_len = h.len;
-    }
-    int rc = mg_router_match(w->router, c->local_port, mg_conn_data(c, r->method), r->method.len,
-                             host, host_len, r->path, r->path_len, header_get, c, &r->match);
-    if (rc != MG_ROUTE_OK) {
+    if (!r->route && r->upstream_override < 0) {
         r->state = MG_RS_LOCAL;
-        if (rc == MG_ROUTE_BAD_METHOD)
+        if (r->route_rc == MG_ROUTE_BAD_METHOD)
             mg_conn_respond_error(c, 405, "method not allowed");
         else
             mg_conn_respond_error(c, 404, "no route");
         return;
     }
-    r->route = r->match.route;
-    if (r->content_length > r->route->max_body) {
+    uint64_t max_body = r->route ? r->route->max_body : w->cfg->limits.body;
+    if (r->content_length > max_body) {
         r->response_close = 1;
         mg_conn_respond_error(c, 413, "request body too large");
         return;
     }
-    if (r->route->has_handler) {
+    if (done < MG_PHASE_ACCESS && r->route && mg_hooks_has(w, r->route, MG_PHASE_ACCESS) &&
+        run_phase(c, MG_PHASE_ACCESS))
+        return;
+    if (r->route && r->route->has_handler && r->upstream_override < 0) {
         r->state = MG_RS_LOCAL;
         mg_lua_route_call(w, c);
         return;
@@ -584,6 +611,43 @@ static void process_head(mg_conn_t *c)
             r->expect_continue = 1;
     }
     mg_proxy_start(c);
+}
+
+void mg_conn_hook_resumed(mg_conn_t *c, int phase, int result)
+{
+    mg_request_t *r = c->r;
+    if (!r || c->state == MG_CS_CLOSING)
+        return;
+    if (phase == MG_PHASE_RESPONSE) {
+        if (r->up)
+            mg_proxy_hook_resumed(r->up, result);
+        return;
+    }
+    if (phase == MG_PHASE_LOG)
+        return;
+    if (result == MG_HOOK_DONE)
+        continue_request(c, phase);
+    else if (result == MG_HOOK_ERROR)
+        mg_conn_respond_error(c, 500, "hook error");
+    if (c->r == r && c->state == MG_CS_OPEN)
+        conn_parse(c); /* an answer may have left a body to drop */
+}
+
+static void process_head(mg_conn_t *c)
+{
+    mg_request_t *r = c->r;
+    assign_request_id(c);
+    if (r->http_minor == 1 && !r->known[MG_H_HOST]) {
+        r->response_close = 1;
+        mg_conn_respond_error(c, 400, "missing Host header");
+        return;
+    }
+    if (prepare_target(c) < 0) {
+        r->response_close = 1;
+        mg_conn_respond_error(c, 400, "bad request target");
+        return;
+    }
+    continue_request(c, 0);
 }
 
 /* Called by proxy.c once the upstream connection is ready for the body. */
@@ -752,7 +816,7 @@ void mg_conn_respond(mg_conn_t *c, int status, const char *ctype, const char *bo
                      "%.*s"
                      "%s"
                      "\r\n",
-                     r->http_minor == 0 ? 0 : 1, status, status_text(status), ctype, body_len,
+                     r->http_minor == 0 ? 0 : 1, status, mg_status_text(status), ctype, body_len,
                      r->request_id, (int)extra_len, extra ? extra : "",
                      r->response_close ? "Connection: close\r\n"
                      : r->http_minor == 0 ? "Connection: keep-alive\r\n" : "");
@@ -797,6 +861,16 @@ void mg_conn_respond_error(mg_conn_t *c, int status, const char *message)
     mg_conn_respond(c, status, "application/json", body, (size_t)n, NULL, 0);
 }
 
+/* The request is over for the client: access log line, then on_log hooks
+ * (they delay no one; one that waits goes on detached from the request). */
+static void log_request(mg_conn_t *c)
+{
+    mg_request_t *r = c->r;
+    mg_accesslog_request(c->w, c);
+    if (!r->hook_waiting && mg_hooks_has(c->w, r->route, MG_PHASE_LOG))
+        mg_hooks_run(r, MG_PHASE_LOG);
+}
+
 /* Called by proxy.c when the whole upstream response went to the client. */
 void mg_conn_response_done(mg_conn_t *c)
 {
@@ -809,7 +883,7 @@ void mg_conn_response_done(mg_conn_t *c)
     if (r->response_close) {
         stop_reading(c);
         c->closing_after_write = 1;
-        mg_accesslog_request(c->w, c);
+        log_request(c);
         request_free(c);
         if (c->wq.pending == 0)
             conn_close(c);
@@ -842,7 +916,7 @@ static void finish_after_write(mg_conn_t *c)
 
 static void request_finish(mg_conn_t *c)
 {
-    mg_accesslog_request(c->w, c);
+    log_request(c);
     request_free(c);
     c->requests++;
     /* Move pipelined bytes to the front; give the buffer back if none. */
@@ -907,7 +981,7 @@ static void conn_close(mg_conn_t *c)
         if (r->status == 0)
             r->status = 499; /* client went away before the answer */
         if (r->request_id_len > 0)
-            mg_accesslog_request(c->w, c);
+            log_request(c);
     }
     request_free(c);
     c->state = MG_CS_CLOSING;

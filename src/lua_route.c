@@ -10,20 +10,15 @@
 #include <string.h>
 #include <lauxlib.h>
 #include <lualib.h>
+#include "hooks.h"
 #include "lua_route.h"
 #include "lua_state.h"
 
 int mg_config_run_lua(lua_State *L, const char *file, char **errors);
 
-typedef struct {
-    lua_State *L;
-    int cfg_ref;
-    int invoke_ref;
-} lua_worker_t;
-
 int mg_lua_worker_init(mg_worker_t *w, char **err)
 {
-    lua_worker_t *lw = calloc(1, sizeof(*lw));
+    mg_lua_worker_t *lw = calloc(1, sizeof(*lw));
     if (!lw) {
         *err = strdup("out of memory");
         return -1;
@@ -40,6 +35,13 @@ int mg_lua_worker_init(mg_worker_t *w, char **err)
         free(lw);
         return -1;
     }
+    w->lua = lw;
+    if (mg_hooks_init(w, err) != 0) {
+        w->lua = NULL;
+        lua_close(L);
+        free(lw);
+        return -1;
+    }
     lw->cfg_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_getglobal(L, "require");
     lua_pushstring(L, "moongate.handler");
@@ -52,15 +54,15 @@ int mg_lua_worker_init(mg_worker_t *w, char **err)
     lua_getfield(L, -1, "invoke");
     lw->invoke_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pop(L, 1);
-    w->lua = lw;
     return 0;
 }
 
 void mg_lua_worker_close(mg_worker_t *w)
 {
-    lua_worker_t *lw = w->lua;
+    mg_lua_worker_t *lw = w->lua;
     if (!lw)
         return;
+    mg_hooks_close(w);
     lua_close(lw->L);
     free(lw);
     w->lua = NULL;
@@ -115,7 +117,7 @@ static void push_request(lua_State *L, mg_conn_t *c)
 
 void mg_lua_route_call(mg_worker_t *w, mg_conn_t *c)
 {
-    lua_worker_t *lw = w->lua;
+    mg_lua_worker_t *lw = w->lua;
     mg_request_t *r = c->r;
     lua_State *L = lw->L;
     int top = lua_gettop(L);

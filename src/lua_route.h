@@ -5,6 +5,24 @@
 
 #include "gateway.h"
 
+struct lua_State;
+
+/* A worker's Lua state and what the core keeps of it. Owned by the worker
+ * (w->lua); only that worker's thread touches it. */
+typedef struct mg_lua_worker_s {
+    struct lua_State *L;
+    int cfg_ref;            /* the normalised config table */
+    int invoke_ref;         /* moongate.handler.invoke */
+    /* hooks.c */
+    int driver_ref;         /* moongate.runtime.driver */
+    int detach_ref;         /* moongate.runtime.detach */
+    uint8_t global_mask;    /* 1 << phase for each global hook */
+    uint8_t *route_mask;    /* per route: 1 << phase for its policies */
+    mg_hook_co_t *free_cos; /* idle coroutines */
+    size_t ncos;            /* coroutines alive */
+    mg_hook_co_t *running;  /* coroutine being resumed, or NULL */
+} mg_lua_worker_t;
+
 /* Creates worker w's Lua state and runs the config file in it, keeping the
  * handler functions. Returns 0, or -1 with *err (malloc'd) set. */
 int mg_lua_worker_init(mg_worker_t *w, char **err);

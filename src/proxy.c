@@ -15,11 +15,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include "gateway.h"
+#include "hooks.h"
 
 static llhttp_settings_t resp_settings;
 static int settings_ready;
 
 static void up_close(mg_upconn_t *u);
+static void up_parse(mg_upconn_t *u);
 static void up_start_reading(mg_upconn_t *u);
 static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable);
 static void send_head(mg_upconn_t *u);
@@ -179,23 +181,48 @@ static int hop_by_hop(const char *n, size_t l)
     }
 }
 
-static int on_resp_headers_complete(llhttp_t *p)
+/* Was a header of this name changed by an on_response hook (set or
+ * removed)? Then the upstream's copy is not sent. */
+static int res_edited(const mg_request_t *r, const char *n, size_t l)
 {
-    mg_upconn_t *u = p->data;
+    for (int i = 0; i < r->nres_edits; i++) {
+        const mg_edit_t *e = &r->res_edits[i];
+        if (e->op != MG_EDIT_ADD && e->name_len == l && strncasecmp(e->name, n, l) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static char *put_header(char *o, const char *n, size_t nl, const char *v, size_t vl)
+{
+    memcpy(o, n, nl);
+    o += nl;
+    *o++ = ':';
+    *o++ = ' ';
+    memcpy(o, v, vl);
+    o += vl;
+    *o++ = '\r';
+    *o++ = '\n';
+    return o;
+}
+
+/* Writes the client's response head (upstream head + hook changes) into
+ * the output. Returns 0, 1 (no body follows), 2 (upgrade) or -1. */
+static int emit_head(mg_upconn_t *u)
+{
+    llhttp_t *p = &u->parser;
     mg_request_t *r = u->r;
     mg_worker_t *w = u->w;
     int status = p->status_code;
-    if (status >= 100 && status < 200 && status != 101)
-        return 0; /* interim answers (103, stray 100) are not forwarded */
     int upgrade = status == 101;
-    if (upgrade && !r->is_upgrade)
-        return HPE_USER;
     u->resp_keepalive = llhttp_should_keep_alive(p) ? 1 : 0;
     int has_len = (p->flags & F_CONTENT_LENGTH) != 0;
     int no_body = r->head_method || status == 204 || status == 304 || upgrade;
+    int replaced = r->res_body_set && !upgrade;
+    int out_status = r->res_status && !upgrade ? r->res_status : status;
     /* Framing towards the client. */
     r->response_chunked = 0;
-    if (!no_body && !has_len) {
+    if (!no_body && !has_len && !replaced) {
         if (r->http_minor >= 1)
             r->response_chunked = 1;
         else
@@ -204,54 +231,96 @@ static int on_resp_headers_complete(llhttp_t *p)
     if (!r->keep_alive || w->stopping)
         r->response_close = 1;
 
-    char *o = w->scratch, *end = w->scratch + w->scratch_cap - 256;
-    o += snprintf(o, 64, "HTTP/1.1 %d ", status);
-    size_t sl = u->status_text.len < 128 ? u->status_text.len : 128;
-    memcpy(o, up_data(u, u->status_text), sl);
-    o += sl;
-    *o++ = '\r';
-    *o++ = '\n';
-    for (uint32_t i = 0; i < u->nheaders; i++) {
-        mg_header_t *h = &u->headers[i];
-        const char *n = up_data(u, h->name);
-        if (hop_by_hop(n, h->name.len) && !(upgrade && h->name.len == 7 &&
-                                            strncasecmp(n, "upgrade", 7) == 0))
-            continue;
-        if (h->name.len == 12 && strncasecmp(n, "x-request-id", 12) == 0)
-            continue;
-        if (listed_in_connection(u, h->name))
-            continue;
-        if (o + h->name.len + h->value.len + 4 > end)
-            return HPE_USER; /* response head larger than our scratch */
-        memcpy(o, n, h->name.len);
-        o += h->name.len;
-        *o++ = ':';
-        *o++ = ' ';
-        memcpy(o, up_data(u, h->value), h->value.len);
-        o += h->value.len;
+    size_t edits_len = 0;
+    for (int i = 0; i < r->nres_edits; i++)
+        edits_len += r->res_edits[i].name_len + r->res_edits[i].value_len + 4;
+    char *o = w->scratch, *end = w->scratch + w->scratch_cap - 256 - edits_len;
+    if (r->res_status && !upgrade) {
+        o += snprintf(o, 96, "HTTP/1.1 %d %s\r\n", out_status, mg_status_text(out_status));
+    } else {
+        o += snprintf(o, 64, "HTTP/1.1 %d ", status);
+        size_t sl = u->status_text.len < 128 ? u->status_text.len : 128;
+        memcpy(o, up_data(u, u->status_text), sl);
+        o += sl;
         *o++ = '\r';
         *o++ = '\n';
     }
+    for (uint32_t i = 0; i < u->nheaders; i++) {
+        mg_header_t *h = &u->headers[i];
+        const char *n = up_data(u, h->name);
+        size_t nl = h->name.len;
+        int is_upgrade_hdr = upgrade && nl == 7 && strncasecmp(n, "upgrade", 7) == 0;
+        if (!is_upgrade_hdr && (hop_by_hop(n, nl) || listed_in_connection(u, h->name)))
+            continue;
+        if (nl == 12 && strncasecmp(n, "x-request-id", 12) == 0)
+            continue;
+        if (replaced && nl == 14 && strncasecmp(n, "content-length", 14) == 0)
+            continue;
+        if (r->nres_edits && res_edited(r, n, nl))
+            continue;
+        if (o + nl + h->value.len + 4 > end)
+            return -1; /* response head larger than our scratch */
+        o = put_header(o, n, nl, up_data(u, h->value), h->value.len);
+    }
+    for (int i = 0; i < r->nres_edits; i++) {
+        const mg_edit_t *e = &r->res_edits[i];
+        if (e->op != MG_EDIT_REMOVE)
+            o = put_header(o, e->name, e->name_len, e->value, e->value_len);
+    }
+    if (replaced)
+        o += snprintf(o, 48, "Content-Length: %zu\r\n", r->res_body_len);
     o += snprintf(o, 200, "X-Request-Id: %s\r\n%s%s\r\n", r->request_id,
                   r->response_chunked ? "Transfer-Encoding: chunked\r\n" : "",
                   upgrade ? "Connection: upgrade\r\n"
                   : r->response_close ? "Connection: close\r\n"
                   : r->http_minor == 0 ? "Connection: keep-alive\r\n" : "");
-    r->status = status;
+    r->status = out_status;
     r->response_started = 1;
     out_add(u, w->scratch, (size_t)(o - w->scratch));
+    if (replaced) {
+        if (!r->head_method)
+            out_add(u, r->res_body, r->res_body_len);
+        r->res_dropping = 1; /* the upstream's own body is read and dropped */
+    }
     if (upgrade) {
         out_flush(u);
         u->tunnel = 1;
-        return 2; /* no body; llhttp stops with HPE_PAUSED_UPGRADE */
+        return 2;
     }
     return no_body ? 1 : 0;
+}
+
+static int on_resp_headers_complete(llhttp_t *p)
+{
+    mg_upconn_t *u = p->data;
+    mg_request_t *r = u->r;
+    int status = p->status_code;
+    if (status >= 100 && status < 200 && status != 101)
+        return 0; /* interim answers (103, stray 100) are not forwarded */
+    if (status == 101 && !r->is_upgrade)
+        return HPE_USER;
+    if (status != 101 && mg_hooks_has(u->w, r->route, MG_PHASE_RESPONSE)) {
+        int rc = mg_hooks_run(r, MG_PHASE_RESPONSE);
+        if (rc == MG_HOOK_WAIT) {
+            /* go on when the hook is done (mg_proxy_hook_resumed) */
+            u->hook_paused = 1;
+            return HPE_PAUSED;
+        }
+        if (rc == MG_HOOK_ERROR) {
+            u->hook_failed = 1;
+            return HPE_USER;
+        }
+    }
+    int rc = emit_head(u);
+    return rc < 0 ? HPE_USER : rc;
 }
 
 static int on_resp_body(llhttp_t *p, const char *at, size_t len)
 {
     mg_upconn_t *u = p->data;
     mg_request_t *r = u->r;
+    if (r->res_dropping)
+        return 0;
     if (r->response_chunked) {
         out_t *o = cur_out;
         if (o->n + 3 > OUT_MAX)
@@ -272,8 +341,8 @@ static int on_resp_complete(llhttp_t *p)
     mg_upconn_t *u = p->data;
     mg_request_t *r = u->r;
     int status = p->status_code;
-    if (status >= 100 && status < 200 && status != 101)
-        return 0;
+    if ((status >= 100 && status < 200 && status != 101) || u->tunnel)
+        return 0; /* an upgrade ends with HPE_PAUSED_UPGRADE instead */
     if (r->response_chunked)
         out_add(u, "0\r\n\r\n", 5);
     u->got_response_bytes = 2; /* 2: the whole response arrived */
@@ -375,6 +444,8 @@ static void up_finish_response(mg_upconn_t *u, int extra_bytes)
  * error, or when all bytes are consumed. */
 static void up_parse(mg_upconn_t *u)
 {
+    if (u->hook_paused)
+        return;
     out_t out = { .n = 0 };
     cur_out = &out;
     mg_request_t *r = u->r;
@@ -397,6 +468,17 @@ static void up_parse(mg_upconn_t *u)
         return;
     }
     const char *pos = llhttp_get_error_pos(&u->parser);
+    if (e == HPE_PAUSED && u->hook_paused) {
+        /* an on_response hook waits: hold the rest until it is done */
+        out_flush(u);
+        cur_out = NULL;
+        u->buf.parsed = (uint32_t)(pos - u->buf.data);
+        if (u->reading) {
+            uv_read_stop((uv_stream_t *)&u->tcp);
+            u->reading = 0;
+        }
+        return;
+    }
     if (e == HPE_PAUSED && u->got_response_bytes == 2) {
         out_flush(u);
         cur_out = NULL;
@@ -420,7 +502,40 @@ static void up_parse(mg_upconn_t *u)
     }
     out_flush(u);
     cur_out = NULL;
-    up_failed(u, 502, "invalid upstream response", 0);
+    if (u->hook_failed)
+        up_failed(u, 500, "hook error", 0);
+    else
+        up_failed(u, 502, "invalid upstream response", 0);
+}
+
+void mg_proxy_hook_resumed(mg_upconn_t *u, int result)
+{
+    u->hook_paused = 0;
+    if (result == MG_HOOK_ERROR) {
+        up_failed(u, 500, "hook error", 0);
+        return;
+    }
+    out_t out = { .n = 0 };
+    cur_out = &out;
+    int rc = emit_head(u);
+    if (rc < 0) {
+        cur_out = NULL;
+        up_failed(u, 502, "invalid upstream response", 0);
+        return;
+    }
+    if (rc == 1)
+        u->parser.flags |= F_SKIPBODY; /* what returning 1 would have said */
+    out_flush(u);
+    cur_out = NULL;
+    llhttp_resume(&u->parser);
+    if (u->r && u->buf.parsed < u->buf.len)
+        up_parse(u);
+    else if (u->r && u->buf.parsed == u->buf.len) {
+        /* let llhttp finish a message that had no more bytes to read */
+        up_parse(u);
+    }
+    if (u->r)
+        up_start_reading(u);
 }
 
 static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
@@ -522,6 +637,13 @@ int mg_proxy_tunnel_write(mg_upconn_t *u, const char *data, size_t len)
     return mg_proxy_send_body(u, &b, 1);
 }
 
+int mg_request_upstream(const mg_request_t *r)
+{
+    if (r->upstream_override >= 0)
+        return r->upstream_override;
+    return r->route ? r->route->upstream : -1;
+}
+
 /* ---- failures and retries ----------------------------------------------- */
 
 static void connect_target(mg_request_t *r, int ti);
@@ -536,11 +658,12 @@ static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable
     mg_conn_t *c = r->c;
     int prev = r->target;
     up_close(u);
-    const mg_upstream_t *up = &c->w->cfg->upstreams[r->route->upstream];
+    int ui = mg_request_upstream(r);
+    const mg_upstream_t *up = &c->w->cfg->upstreams[ui];
     if (retryable && r->retries < 1 && !r->body_started && !r->response_started &&
-        (r->idempotent || !u->connected)) {
+        r->target_override < 0 && (r->idempotent || !u->connected)) {
         r->retries++;
-        int ti = up->ntargets > 1 ? mg_balancer_pick(c->w, r->route->upstream, prev) : prev;
+        int ti = up->ntargets > 1 ? mg_balancer_pick(c->w, ui, prev) : prev;
         connect_target(r, ti);
         return;
     }
@@ -591,7 +714,7 @@ static void connect_target(mg_request_t *r, int ti)
 {
     mg_conn_t *c = r->c;
     mg_worker_t *w = c->w;
-    mg_pool_t *p = &w->ups[r->route->upstream].pools[ti];
+    mg_pool_t *p = &w->ups[mg_request_upstream(r)].pools[ti];
     r->target = ti;
     mg_upconn_t *u = mg_pool_take_idle(p);
     if (u) {
@@ -672,29 +795,58 @@ static int in_connection_tokens(mg_conn_t *c, mg_span_t name)
     return 0;
 }
 
+/* Did a hook set or remove this request header? Then the client's copy
+ * (and the gateway's own value for it) is not sent. */
+static int req_edited(const mg_request_t *r, const char *n, size_t l)
+{
+    for (int i = 0; i < r->nreq_edits; i++) {
+        const mg_edit_t *e = &r->req_edits[i];
+        if (e->op != MG_EDIT_ADD && e->name_len == l && strncasecmp(e->name, n, l) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+#define EDITED(r, lit) ((r)->nreq_edits && req_edited((r), (lit), sizeof(lit) - 1))
+
 static void send_head(mg_upconn_t *u)
 {
     mg_request_t *r = u->r;
     mg_conn_t *c = r->c;
     mg_worker_t *w = u->w;
-    char *o = w->scratch, *end = w->scratch + w->scratch_cap;
-    size_t need = r->head_bytes + r->url.len * 2 + r->request_id_len + 512 +
-                  r->nheaders * 4;
-    if (need > w->scratch_cap) {
+    char *o = w->scratch;
+    size_t need = r->head_bytes + r->path_len + r->url.len * 2 + r->request_id_len + 512 +
+                  r->nheaders * 4 + r->new_query_len + r->new_method_len;
+    for (int i = 0; i < r->nreq_edits; i++)
+        need += r->req_edits[i].name_len + r->req_edits[i].value_len + 4;
+    if (need > w->scratch_cap / 2) {
         up_failed(u, 502, "request head too large to forward", 0);
         return;
     }
-    (void)end;
-    o = put(o, mg_conn_data(c, r->method), r->method.len);
+    if (r->new_method)
+        o = put(o, r->new_method, r->new_method_len);
+    else
+        o = put(o, mg_conn_data(c, r->method), r->method.len);
     *o++ = ' ';
-    long pl = mg_router_upstream_path(&r->match, r->path, r->path_len, o,
-                                      (size_t)(w->scratch_cap / 2));
-    if (pl < 0) {
-        up_failed(u, 502, "rewritten path too long", 0);
-        return;
+    if (r->path_rewritten || !r->route) {
+        o = put(o, r->path, r->path_len);
+    } else {
+        long pl = mg_router_upstream_path(&r->match, r->path, r->path_len, o,
+                                          (size_t)(w->scratch_cap / 2));
+        if (pl < 0) {
+            up_failed(u, 502, "rewritten path too long", 0);
+            return;
+        }
+        o += pl;
     }
-    o += pl;
-    o = put(o, r->query, r->query_len);
+    if (r->new_query) {
+        if (r->new_query_len) {
+            *o++ = '?';
+            o = put(o, r->new_query, r->new_query_len);
+        }
+    } else {
+        o = put(o, r->query, r->query_len);
+    }
     o = PUTS(o, " HTTP/1.1\r\n");
     mg_span_t xff = { 0, 0 }, host = { 0, 0 };
     for (uint32_t i = 0; i < r->nheaders; i++) {
@@ -707,31 +859,48 @@ static void send_head(mg_upconn_t *u)
             continue;
         if (r->known[MG_H_CONNECTION] && in_connection_tokens(c, h->name))
             continue;
+        if (r->nreq_edits && req_edited(r, mg_conn_data(c, h->name), h->name.len))
+            continue;
         o = put(o, mg_conn_data(c, h->name), h->name.len);
         o = PUTS(o, ": ");
         o = put(o, mg_conn_data(c, h->value), h->value.len);
         o = PUTS(o, "\r\n");
     }
-    if (!r->known[MG_H_HOST]) {
+    if (!r->known[MG_H_HOST] && !EDITED(r, "host")) {
         o = PUTS(o, "Host: ");
         o = put(o, u->pool->t->name, strlen(u->pool->t->name));
         o = PUTS(o, "\r\n");
     }
-    o = PUTS(o, "X-Forwarded-For: ");
-    if (xff.len) {
-        o = put(o, mg_conn_data(c, xff), xff.len);
-        o = PUTS(o, ", ");
+    if (!EDITED(r, "x-forwarded-for")) {
+        o = PUTS(o, "X-Forwarded-For: ");
+        if (xff.len) {
+            o = put(o, mg_conn_data(c, xff), xff.len);
+            o = PUTS(o, ", ");
+        }
+        o = put(o, c->client_ip, strlen(c->client_ip));
+        o = PUTS(o, "\r\n");
     }
-    o = put(o, c->client_ip, strlen(c->client_ip));
-    o = PUTS(o, "\r\nX-Forwarded-Proto: http\r\n");
-    if (host.len) {
+    if (!EDITED(r, "x-forwarded-proto"))
+        o = PUTS(o, "X-Forwarded-Proto: http\r\n");
+    if (host.len && !EDITED(r, "x-forwarded-host")) {
         o = PUTS(o, "X-Forwarded-Host: ");
         o = put(o, mg_conn_data(c, host), host.len);
         o = PUTS(o, "\r\n");
     }
-    o = PUTS(o, "X-Request-Id: ");
-    o = put(o, r->request_id, r->request_id_len);
-    o = PUTS(o, "\r\n");
+    if (!EDITED(r, "x-request-id")) {
+        o = PUTS(o, "X-Request-Id: ");
+        o = put(o, r->request_id, r->request_id_len);
+        o = PUTS(o, "\r\n");
+    }
+    for (int i = 0; i < r->nreq_edits; i++) {
+        const mg_edit_t *e = &r->req_edits[i];
+        if (e->op == MG_EDIT_REMOVE)
+            continue;
+        o = put(o, e->name, e->name_len);
+        o = PUTS(o, ": ");
+        o = put(o, e->value, e->value_len);
+        o = PUTS(o, "\r\n");
+    }
     if (r->is_upgrade && r->known[MG_H_UPGRADE]) {
         mg_span_t up = r->headers[r->known[MG_H_UPGRADE] - 1].value;
         o = PUTS(o, "Connection: upgrade\r\nUpgrade: ");
@@ -764,7 +933,7 @@ static void send_head(mg_upconn_t *u)
 void mg_proxy_start(mg_conn_t *c)
 {
     mg_request_t *r = c->r;
-    int ui = r->route->upstream;
-    int ti = mg_balancer_pick(c->w, ui, -1);
+    int ui = mg_request_upstream(r);
+    int ti = r->target_override >= 0 ? r->target_override : mg_balancer_pick(c->w, ui, -1);
     connect_target(r, ti);
 }

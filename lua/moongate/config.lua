@@ -1,7 +1,8 @@
 -- moongate.config: runs a config file, validates it whole and returns the
 -- normalised table described in docs/config-dsl.md.
 --
--- The public DSL (gw.settings, gw.listen, gw.upstream, gw.route, gw.on_*)
+-- The public DSL (gw.settings, gw.listen, gw.upstream, gw.route,
+-- gw.shared_dict, gw.on_*)
 -- lives in lua/moongate/init.lua and only forwards here. Each load() call
 -- gets a fresh collector; the DSL always writes into the collector of the
 -- load in progress, so one Lua state can load (and reload) any number of
@@ -94,6 +95,8 @@ local function new_collector(file)
         upstreams = {},
         upstream_by_name = {},
         routes = {},
+        shared_dicts = {},
+        shared_dict_by_name = {},
         hooks = {},             -- "on_request" = function, ...
         extra = {},             -- other fields assigned to gw
     }
@@ -579,7 +582,8 @@ end
 
 local SETTINGS_KEYS = { "workers", "access_log", "limits", "timeouts" }
 local LIMIT_KEYS = { "request_line", "header_size", "header_count", "body" }
-local TIMEOUT_KEYS = { "header", "keepalive", "body", "send", "shutdown" }
+local TIMEOUT_KEYS = { "header", "keepalive", "body", "send", "shutdown",
+                       "hook" }
 local LISTEN_KEYS = { "port", "host" }
 local TARGET_KEYS = { "weight" }
 local UPSTREAM_KEYS = { "keepalive", "keepalive_timeout", "connect_timeout",
@@ -588,12 +592,14 @@ local UPSTREAM_TIMEOUTS = { "keepalive_timeout", "connect_timeout",
                             "send_timeout", "read_timeout", "fail_timeout" }
 local ROUTE_KEYS = { "name", "path", "upstream", "handler", "methods", "host",
                      "headers", "listen", "strip_prefix", "rewrite",
-                     "max_body" }
+                     "max_body", "policies" }
+local SHARED_DICT_KEYS = { "size" }
+local SHARED_DICT_MIN = 8192    -- smaller dictionaries hold next to nothing
 
 local DEFAULT_LIMITS = { request_line = 8192, header_size = 32 * 1024,
                          header_count = 100, body = 10 * 1024 * 1024 }
 local DEFAULT_TIMEOUTS = { header = 10000, keepalive = 60000, body = 60000,
-                           send = 60000, shutdown = 10000 }
+                           send = 60000, shutdown = 10000, hook = 100 }
 local DEFAULT_UPSTREAM = { keepalive = 64, keepalive_timeout = 60000,
                            connect_timeout = 5000, send_timeout = 60000,
                            read_timeout = 60000, fail_timeout = 10000 }
@@ -796,6 +802,52 @@ function decl.upstream(d, name, targets, opts, ...)
     c.upstreams[#c.upstreams + 1] = entry
 end
 
+-- Shared dictionary names end up in C strings and error messages.
+local function is_dict_name(v)
+    return type(v) == "string" and #v >= 1 and #v <= 64
+        and not find(v, "[^%w_%-%.]")
+end
+
+function decl.shared_dict(d, name, opts, ...)
+    local c = d.c
+    if select("#", ...) > 0 then
+        err(d, "gw.shared_dict takes (name, options), got %d arguments",
+            2 + select("#", ...))
+    end
+    local named = is_dict_name(name)
+    if not named then
+        err(d, "shared_dict name must be 1-64 letters, digits, '_', '-' " ..
+            "or '.', got %s", describe(name))
+    end
+    local sd = { name = name, line = d.line,
+                 source = source_name(c, d.source) }
+    if type(opts) ~= "table" then
+        err(d, 'gw.shared_dict options must be a table like { size = "10m" }' ..
+            ", got %s", describe(opts))
+    else
+        check_keys(d, opts, SHARED_DICT_KEYS, "gw.shared_dict options")
+        if opts.size == nil then
+            err(d, 'shared_dict.size is required (bytes, or a string like ' ..
+                '"10m")')
+        else
+            sd.size = field(d, opts, "size", "shared_dict",
+                            size_min(SHARED_DICT_MIN))
+        end
+    end
+    if not named then
+        return
+    end
+    local first = c.shared_dict_by_name[name]
+    if first then
+        err(d, "duplicate shared dict %s (already declared at %s)",
+            quote(name), at(d, first.d))
+        return
+    end
+    local entry = { value = sd, d = d }
+    c.shared_dict_by_name[name] = entry
+    c.shared_dicts[#c.shared_dicts + 1] = entry
+end
+
 local function route_methods(d, methods)
     if type(methods) ~= "table" then
         err(d, 'route.methods must be a list like { "GET", "POST" }, got %s',
@@ -908,6 +960,54 @@ local function route_rewrite(d, r, t, pinfo)
     end
 end
 
+-- route.policies: a list run in the order written; each is a function
+-- (its on_request) or a table with on_request / on_response / on_log.
+local POLICY_HOOKS = { on_request = true, on_response = true, on_log = true }
+
+local function route_policies(d, r, ps)
+    if ps == nil then
+        return
+    end
+    if type(ps) ~= "table" then
+        err(d, "route.policies must be a list of policies, got %s", describe(ps))
+        return
+    end
+    local n = #ps
+    for k in pairs(ps) do
+        if type(k) ~= "number" or k < 1 or k > n or k % 1 ~= 0 then
+            err(d, "route.policies must be a list (keys 1..n), found key %s",
+                describe(k))
+            return
+        end
+    end
+    local out = {}
+    for i, p in ipairs(ps) do
+        if type(p) == "function" then
+            out[i] = { on_request = p }
+        elseif type(p) == "table" then
+            local any = false
+            for k, v in pairs(p) do
+                if POLICY_HOOKS[k] then
+                    if type(v) ~= "function" then
+                        err(d, "route.policies[%d].%s must be a function, got %s",
+                            i, k, describe(v))
+                    end
+                    any = true
+                end
+            end
+            if not any then
+                err(d, "route.policies[%d] has no on_request, on_response or " ..
+                    "on_log function", i)
+            end
+            out[i] = p
+        else
+            err(d, "route.policies[%d] must be a function or a policy table, " ..
+                "got %s", i, describe(p))
+        end
+    end
+    r.policies = out
+end
+
 function decl.route(d, t)
     if not table_arg(d, t, "gw.route",
                      '{ path = "/orders/**", upstream = "orders" }') then
@@ -960,6 +1060,7 @@ function decl.route(d, t)
     else
         r.handler = handler
     end
+    route_policies(d, r, t.policies)
 
     if t.methods ~= nil then
         r.methods = route_methods(d, t.methods)
@@ -1105,6 +1206,10 @@ local function finish(c)
         end
         cfg.routes[i] = r
     end
+    cfg.shared_dicts = {}
+    for i, e in ipairs(c.shared_dicts) do
+        cfg.shared_dicts[i] = e.value
+    end
     cfg.hooks = c.hooks
     return cfg
 end
@@ -1121,7 +1226,7 @@ local function collector_for(what)
 end
 
 --- Records the declaration gw.<kind>(...) into the load in progress.
--- `kind` is "settings", "listen", "upstream" or "route".
+-- `kind` is "settings", "listen", "upstream", "route" or "shared_dict".
 function _M.declare(kind, ...)
     local c = collector_for("gw." .. kind)
     local d = site(c)

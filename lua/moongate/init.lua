@@ -1,13 +1,15 @@
 -- moongate: the public module, `local gw = require "moongate"`.
 --
 -- At config time it offers the DSL of docs/config-dsl.md: gw.settings,
--- gw.listen, gw.upstream and gw.route record declarations, and
--- `gw.on_<event> = function ... end` sets a hook. All of it is forwarded to
--- moongate.config, which owns the collector of the load in progress, so this
--- module stays a thin surface that can be required once per Lua state and
--- still serve any number of (re)loads.
+-- gw.listen, gw.upstream, gw.route and gw.shared_dict record declarations,
+-- and `gw.on_<event> = function ... end` sets a hook. All of it is forwarded
+-- to moongate.config, which owns the collector of the load in progress, so
+-- this module stays a thin surface that can be required once per Lua state
+-- and still serve any number of (re)loads. At run time gw.shared(name) hands
+-- out the shared dictionaries (moongate.shared).
 
-local getinfo, setmetatable = debug.getinfo, setmetatable
+local getinfo, setmetatable, type, error, require =
+    debug.getinfo, setmetatable, type, error, require
 
 local config = require "moongate.config"
 
@@ -36,6 +38,38 @@ end
 function _M.route(t, ...)
     config.declare("route", t, ...)
 end
+
+--- gw.shared_dict(name, { size = "10m" }): a dictionary shared by every
+-- worker, kept across reloads (use it with gw.shared).
+function _M.shared_dict(name, opts, ...)
+    config.declare("shared_dict", name, opts, ...)
+end
+
+local shared_get                -- moongate.shared's get, loaded on first use
+
+--- gw.shared(name) -> the shared dictionary `name` (lua/moongate/shared.lua),
+-- or nil and a reason when none was declared. For hooks and handlers: the
+-- dictionaries are created once the config has been validated.
+function _M.shared(name)
+    if type(name) ~= "string" then
+        error("gw.shared: name must be a string, got " .. type(name), 2)
+    end
+    if not shared_get then
+        shared_get = require("moongate.shared").get
+    end
+    local dict, err = shared_get(name)
+    return dict, err
+end
+
+
+-- Request-time API (inside hooks): see moongate.runtime.
+local runtime = require "moongate.runtime"
+_M.respond = runtime.respond
+_M.redirect = runtime.redirect
+_M.sleep = runtime.sleep
+_M.now = runtime.now
+_M.log = runtime.log
+_M.worker_id = runtime.worker_id
 
 
 -- Fields that are not functions of this module: `gw.on_<event> = f` sets a

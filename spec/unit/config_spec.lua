@@ -39,7 +39,7 @@ local function without_functions(t)
 end
 
 local ROUTE_KEYS = "(valid: name, path, upstream, handler, methods, host, " ..
-    "headers, listen, strip_prefix, rewrite, max_body)"
+    "headers, listen, strip_prefix, rewrite, max_body, policies)"
 
 
 describe("config normalisation", function()
@@ -53,7 +53,7 @@ describe("config normalisation", function()
             limits = { request_line = 8192, header_size = 32768,
                        header_count = 100, body = 10485760 },
             timeouts = { header = 10000, keepalive = 60000, body = 60000,
-                         send = 60000, shutdown = 10000 },
+                         send = 60000, shutdown = 10000, hook = 100 },
             listeners = { { host = "0.0.0.0", port = 8080, line = 2,
                             source = file } },
             upstreams = {},
@@ -70,7 +70,7 @@ describe("config normalisation", function()
         assert.same({ request_line = 4096, header_size = 16384,
                       header_count = 50, body = 2097152 }, cfg.limits)
         assert.same({ header = 2500, keepalive = 30000, body = 250,
-                      send = 45000, shutdown = 3000 }, cfg.timeouts)
+                      send = 45000, shutdown = 3000, hook = 100 }, cfg.timeouts)
     end)
 
     it("normalises listeners", function()
@@ -222,7 +222,7 @@ describe("config errors", function()
             ":2: unknown key 'bdy' in settings.limits (did you mean 'body'? " ..
                 "valid: request_line, header_size, header_count, body)",
             ":2: unknown key 'sned' in settings.timeouts (did you mean " ..
-                "'send'? valid: header, keepalive, body, send, shutdown)",
+                "'send'? valid: header, keepalive, body, send, shutdown, hook)",
             ":3: unknown key 'hots' in gw.listen (did you mean 'host'? " ..
                 "valid: port, host)",
             ":4: unknown key 'wieght' in upstream.targets[1] (did you mean " ..

@@ -1,0 +1,69 @@
+-- moongate.cdefs: the FFI declarations of src/mg_ffi.h that the runtime
+-- uses (spec/unit/cdefs_spec.lua checks they match the header), and the C
+-- namespace that holds them: the running binary (ffi.C, linked with -Wl,-E)
+-- or, outside it, the test library.
+local ffi = require "ffi"
+
+ffi.cdef [[
+typedef struct mg_request_s mg_request_t;
+int mg_ffi_req_str(mg_request_t *r, int what, const char **p, size_t *len);
+int mg_ffi_req_client_port(mg_request_t *r);
+int mg_ffi_req_http_version(mg_request_t *r);
+int mg_ffi_req_header(mg_request_t *r, const char *name, size_t nlen, int nth,
+                      const char **p, size_t *len);
+int mg_ffi_req_header_count(mg_request_t *r);
+int mg_ffi_req_header_at(mg_request_t *r, int i, const char **name, size_t *nlen,
+                         const char **value, size_t *vlen);
+int mg_ffi_req_param(mg_request_t *r, int i, const char **name, size_t *nlen,
+                     const char **value, size_t *vlen);
+int mg_ffi_req_edit_header(mg_request_t *r, int op, const char *name, size_t nlen,
+                           const char *value, size_t vlen);
+int mg_ffi_req_set_str(mg_request_t *r, int what, const char *s, size_t len);
+int mg_ffi_req_set_upstream(mg_request_t *r, const char *name, size_t len);
+int mg_ffi_req_set_target(mg_request_t *r, const char *name, size_t len);
+int mg_ffi_res_status(mg_request_t *r);
+int mg_ffi_res_set_status(mg_request_t *r, int status);
+int mg_ffi_res_header(mg_request_t *r, const char *name, size_t nlen, int nth,
+                      const char **p, size_t *len);
+int mg_ffi_res_header_count(mg_request_t *r);
+int mg_ffi_res_header_at(mg_request_t *r, int i, const char **name, size_t *nlen,
+                         const char **value, size_t *vlen);
+int mg_ffi_res_edit_header(mg_request_t *r, int op, const char *name, size_t nlen,
+                           const char *value, size_t vlen);
+int mg_ffi_res_set_body(mg_request_t *r, const char *body, size_t len);
+double mg_ffi_now(void);
+double mg_ffi_monotonic(void);
+int mg_ffi_worker_id(void);
+int mg_ffi_sleep(double seconds);
+void mg_ffi_log(int level, const char *msg, size_t len);
+void mg_ffi_hook_error_count(void);
+]]
+
+local _M = {}
+
+-- The namespace holding the mg_ffi_* symbols, or nil outside the binary
+-- when no test library can be loaded.
+local function find_lib()
+    local ok = pcall(function() return ffi.C.mg_ffi_now end)
+    if ok then
+        return ffi.C
+    end
+    local path = os.getenv("MG_TEST_LIB") or "build/libmgtest.so"
+    local ok2, lib = pcall(ffi.load, path)
+    if ok2 then
+        return lib
+    end
+    return nil
+end
+
+_M.C = find_lib()
+
+-- Constants shared with src/mg_ffi.h.
+_M.PHASE_REQUEST, _M.PHASE_ROUTE, _M.PHASE_ACCESS = 1, 2, 3
+_M.PHASE_RESPONSE, _M.PHASE_LOG = 4, 5
+_M.METHOD, _M.PATH, _M.RAW_PATH, _M.QUERY, _M.ID = 1, 2, 3, 4, 5
+_M.CLIENT, _M.ROUTE, _M.UPSTREAM, _M.TARGET, _M.SCHEME = 6, 7, 8, 9, 10
+_M.EDIT_SET, _M.EDIT_ADD, _M.EDIT_REMOVE = 1, 2, 3
+_M.EINVAL, _M.EPHASE, _M.ELIMIT, _M.ENOMEM, _M.ENOTFOUND = -1, -2, -3, -4, -5
+
+return _M

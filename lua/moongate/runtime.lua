@@ -1,0 +1,677 @@
+-- moongate.runtime: what runs inside a worker at request time.
+--
+-- * `driver`: the body of the coroutines src/hooks.c keeps in a pool. It
+--   runs one phase of one request per resume and yields its result, so one
+--   coroutine serves request after request.
+-- * the request and response objects hooks receive, backed by C through
+--   the FFI: reads return slices of the connection buffer turned into Lua
+--   strings only when asked for; writes are copied into the request.
+-- * the hook-time API that moongate (init.lua) re-exports: respond,
+--   redirect, sleep, now, log, worker_id.
+local ffi = require "ffi"
+local cjson = require "cjson.safe"
+local cdefs = require "moongate.cdefs"
+
+local C = cdefs.C
+local ffi_string = ffi.string
+local type, tostring, pairs, ipairs, select = type, tostring, pairs, ipairs, select
+local error, xpcall, setmetatable, rawget, rawset = error, xpcall, setmetatable, rawget, rawset
+local yield, running = coroutine.yield, coroutine.running
+local traceback, concat, floor = debug.traceback, table.concat, math.floor
+local byte, find, lower, sub, gsub, fmt = string.byte, string.find, string.lower,
+    string.sub, string.gsub, string.format
+
+local ok_new, new_tab = pcall(require, "table.new")
+if not ok_new then new_tab = function() return {} end end
+local ok_clear, clear_tab = pcall(require, "table.clear")
+if not ok_clear then
+    clear_tab = function(t) for k in pairs(t) do t[k] = nil end end
+end
+
+if cjson.encode_escape_forward_slash then cjson.encode_escape_forward_slash(false) end
+
+local DONE, RESPONDED, WAIT, ERROR = 0, 1, 2, 3
+local P_REQUEST, P_ROUTE, P_ACCESS = cdefs.PHASE_REQUEST, cdefs.PHASE_ROUTE,
+    cdefs.PHASE_ACCESS
+local P_RESPONSE, P_LOG = cdefs.PHASE_RESPONSE, cdefs.PHASE_LOG
+local EDIT_SET, EDIT_ADD, EDIT_REMOVE = cdefs.EDIT_SET, cdefs.EDIT_ADD,
+    cdefs.EDIT_REMOVE
+
+local _M = {}
+
+-- One scratch set of out-parameters: calls never overlap in a thread.
+local out_p = ffi.new("const char *[1]")
+local out_n = ffi.new("size_t[1]")
+local out_p2 = ffi.new("const char *[1]")
+local out_n2 = ffi.new("size_t[1]")
+
+-- The request each coroutine is running (hooks find it through gw.*).
+local co_req = setmetatable({}, { __mode = "k" })
+_M.co_req = co_req
+
+local function current(fname)
+    local req = co_req[running()]
+    if not req then
+        error(fname .. " can only be called inside a hook", 3)
+    end
+    return req
+end
+_M.current = current
+
+local function errcheck(rc, what)
+    if rc == 0 then return end
+    if rc == cdefs.EPHASE then
+        error(what .. ": not possible in this phase (the response has started)", 3)
+    elseif rc == cdefs.ELIMIT then
+        error(what .. ": too many header changes in one request", 3)
+    elseif rc == cdefs.ENOTFOUND then
+        error(what .. ": no such name", 3)
+    elseif rc == cdefs.ENOMEM then
+        error(what .. ": out of memory", 3)
+    end
+    error(what .. ": invalid name or value", 3)
+end
+
+-- Request ---------------------------------------------------------------------
+
+local Request = {}
+local getters = {}
+
+local function rptr(self)
+    local r = self._r
+    if r == nil then error("this request is over", 3) end
+    return r
+end
+
+local function str_getter(what)
+    return function(self)
+        if C.mg_ffi_req_str(rptr(self), what, out_p, out_n) == 0 then
+            return ffi_string(out_p[0], out_n[0])
+        end
+        return nil
+    end
+end
+
+getters.method = str_getter(cdefs.METHOD)
+getters.path = str_getter(cdefs.PATH)
+getters.raw_path = str_getter(cdefs.RAW_PATH)
+getters.query = str_getter(cdefs.QUERY)
+getters.id = str_getter(cdefs.ID)
+getters.client = str_getter(cdefs.CLIENT)
+getters.route = str_getter(cdefs.ROUTE)
+getters.upstream = str_getter(cdefs.UPSTREAM)
+getters.target = str_getter(cdefs.TARGET)
+getters.scheme = str_getter(cdefs.SCHEME)
+
+function getters.client_port(self)
+    return C.mg_ffi_req_client_port(rptr(self))
+end
+
+function getters.http_version(self)
+    return C.mg_ffi_req_http_version(rptr(self)) / 10
+end
+
+function getters.ctx(self)
+    local t = rawget(self, "_ctx_spare")
+    if t then
+        rawset(self, "_ctx_spare", nil)
+    else
+        t = new_tab(0, 4)
+    end
+    rawset(self, "ctx", t)
+    return t
+end
+
+function getters.params(self)
+    local r = rptr(self)
+    local t = new_tab(0, 2)
+    local i = 0
+    while C.mg_ffi_req_param(r, i, out_p, out_n, out_p2, out_n2) == 0 do
+        t[ffi_string(out_p[0], out_n[0])] = ffi_string(out_p2[0], out_n2[0])
+        i = i + 1
+    end
+    rawset(self, "params", t)
+    return t
+end
+
+-- tls: plain HTTP listeners have none (TLS termination comes later)
+function getters.tls(self) return nil end
+
+--- req:header(name [, nth]) -> value of the first (or nth, 1-based) header
+-- of that name (case-insensitive), seeing earlier changes; nil if absent.
+function Request.header(self, name, nth)
+    local r = rptr(self)
+    if C.mg_ffi_req_header(r, name, #name, (nth or 1) - 1, out_p, out_n) == 1 then
+        return ffi_string(out_p[0], out_n[0])
+    end
+    return nil
+end
+
+--- req:header_all(name) -> list of every value of that header (maybe empty).
+function Request.header_all(self, name)
+    local r = rptr(self)
+    local t, i = {}, 0
+    while C.mg_ffi_req_header(r, name, #name, i, out_p, out_n) == 1 do
+        i = i + 1
+        t[i] = ffi_string(out_p[0], out_n[0])
+    end
+    return t
+end
+
+--- req:headers() -> { lower-case name = value } as received; a repeated
+-- header gives a list of its values.
+function Request.headers(self)
+    local r = rptr(self)
+    local n = C.mg_ffi_req_header_count(r)
+    local t = new_tab(0, n)
+    for i = 0, n - 1 do
+        C.mg_ffi_req_header_at(r, i, out_p, out_n, out_p2, out_n2)
+        local k = lower(ffi_string(out_p[0], out_n[0]))
+        local v = ffi_string(out_p2[0], out_n2[0])
+        local old = t[k]
+        if old == nil then
+            t[k] = v
+        elseif type(old) == "table" then
+            old[#old + 1] = v
+        else
+            t[k] = { old, v }
+        end
+    end
+    return t
+end
+
+--- req:bearer() -> the token of "Authorization: Bearer <token>", or nil.
+function Request.bearer(self)
+    local v = self:header("authorization")
+    if not v then return nil end
+    local s, e = find(v, "^[Bb][Ee][Aa][Rr][Ee][Rr] +")
+    if not s then return nil end
+    local token = sub(v, e + 1)
+    if token == "" or find(token, "[ \t]") then return nil end
+    return token
+end
+
+local function unescape(s)
+    s = gsub(s, "+", " ")
+    return (gsub(s, "%%(%x%x)", function(h)
+        return string.char(tonumber(h, 16))
+    end))
+end
+
+--- req:args() -> { name = value } from the query string (decoded; a
+-- repeated name gives a list; a name without "=" gives true).
+function Request.args(self)
+    local q = self.query or ""
+    local t = {}
+    for pair in string.gmatch(q, "[^&]+") do
+        local k, v = string.match(pair, "^([^=]*)=(.*)$")
+        if k then
+            k, v = unescape(k), unescape(v)
+        else
+            k, v = unescape(pair), true
+        end
+        local old = t[k]
+        if old == nil then
+            t[k] = v
+        elseif type(old) == "table" then
+            old[#old + 1] = v
+        else
+            t[k] = { old, v }
+        end
+    end
+    return t
+end
+
+--- req:arg(name) -> the first value of a query argument, or nil.
+function Request.arg(self, name)
+    local v = self:args()[name]
+    if type(v) == "table" then return v[1] end
+    return v
+end
+
+function Request.set_header(self, name, value)
+    value = tostring(value)
+    errcheck(C.mg_ffi_req_edit_header(rptr(self), EDIT_SET, name, #name,
+                                      value, #value), "req:set_header")
+end
+
+function Request.add_header(self, name, value)
+    value = tostring(value)
+    errcheck(C.mg_ffi_req_edit_header(rptr(self), EDIT_ADD, name, #name,
+                                      value, #value), "req:add_header")
+end
+
+function Request.remove_header(self, name)
+    errcheck(C.mg_ffi_req_edit_header(rptr(self), EDIT_REMOVE, name, #name,
+                                      "", 0), "req:remove_header")
+end
+
+function Request.set_path(self, path)
+    errcheck(C.mg_ffi_req_set_str(rptr(self), cdefs.PATH, path, #path),
+             "req:set_path")
+end
+
+local function encode_query(t)
+    local parts = {}
+    for k, v in pairs(t) do
+        local function esc(s)
+            return (gsub(tostring(s), "[^%w%-%._~]", function(ch)
+                return fmt("%%%02X", byte(ch))
+            end))
+        end
+        if type(v) == "table" then
+            for _, x in ipairs(v) do parts[#parts + 1] = esc(k) .. "=" .. esc(x) end
+        elseif v == true then
+            parts[#parts + 1] = esc(k)
+        else
+            parts[#parts + 1] = esc(k) .. "=" .. esc(v)
+        end
+    end
+    table.sort(parts)
+    return concat(parts, "&")
+end
+
+--- req:set_query(q): q is the raw query string (without '?') or a table.
+function Request.set_query(self, q)
+    if type(q) == "table" then q = encode_query(q) end
+    errcheck(C.mg_ffi_req_set_str(rptr(self), cdefs.QUERY, q, #q), "req:set_query")
+end
+
+function Request.set_method(self, m)
+    errcheck(C.mg_ffi_req_set_str(rptr(self), cdefs.METHOD, m, #m), "req:set_method")
+end
+
+function Request.set_upstream(self, name)
+    errcheck(C.mg_ffi_req_set_upstream(rptr(self), name, #name), "req:set_upstream")
+end
+
+function Request.set_target(self, name)
+    errcheck(C.mg_ffi_req_set_target(rptr(self), name, #name), "req:set_target")
+end
+
+local req_mt = {
+    __index = function(self, k)
+        local g = getters[k]
+        if g then return g(self) end
+        return Request[k]
+    end,
+    __newindex = function(self, k, v)
+        if k == "ctx" then
+            rawset(self, k, v)
+            return
+        end
+        error("req." .. tostring(k) .. " cannot be assigned (use req.ctx " ..
+              "for per-request data, req:set_* to change the request)", 2)
+    end,
+}
+
+-- Response ----------------------------------------------------------------
+
+local Response = {}
+local res_getters = {}
+
+function res_getters.status(self)
+    return C.mg_ffi_res_status(rptr(self._req))
+end
+
+function Response.header(self, name, nth)
+    local r = rptr(self._req)
+    if C.mg_ffi_res_header(r, name, #name, (nth or 1) - 1, out_p, out_n) == 1 then
+        return ffi_string(out_p[0], out_n[0])
+    end
+    return nil
+end
+
+function Response.headers(self)
+    local r = rptr(self._req)
+    local n = C.mg_ffi_res_header_count(r)
+    local t = new_tab(0, n)
+    for i = 0, n - 1 do
+        C.mg_ffi_res_header_at(r, i, out_p, out_n, out_p2, out_n2)
+        local k = lower(ffi_string(out_p[0], out_n[0]))
+        local v = ffi_string(out_p2[0], out_n2[0])
+        local old = t[k]
+        if old == nil then t[k] = v
+        elseif type(old) == "table" then old[#old + 1] = v
+        else t[k] = { old, v } end
+    end
+    return t
+end
+
+function Response.set_status(self, status)
+    errcheck(C.mg_ffi_res_set_status(rptr(self._req), status), "res:set_status")
+end
+
+function Response.set_header(self, name, value)
+    value = tostring(value)
+    errcheck(C.mg_ffi_res_edit_header(rptr(self._req), EDIT_SET, name, #name,
+                                      value, #value), "res:set_header")
+end
+
+function Response.add_header(self, name, value)
+    value = tostring(value)
+    errcheck(C.mg_ffi_res_edit_header(rptr(self._req), EDIT_ADD, name, #name,
+                                      value, #value), "res:add_header")
+end
+
+function Response.remove_header(self, name)
+    errcheck(C.mg_ffi_res_edit_header(rptr(self._req), EDIT_REMOVE, name, #name,
+                                      "", 0), "res:remove_header")
+end
+
+--- res:set_body(s): replaces the upstream's body (a table is sent as JSON).
+function Response.set_body(self, body)
+    if type(body) == "table" then
+        body = cjson.encode(body)
+        self:set_header("content-type", "application/json")
+    end
+    body = tostring(body)
+    errcheck(C.mg_ffi_res_set_body(rptr(self._req), body, #body), "res:set_body")
+end
+
+local res_mt = {
+    __index = function(self, k)
+        local g = res_getters[k]
+        if g then return g(self) end
+        return Response[k]
+    end,
+}
+
+-- Answers ---------------------------------------------------------------------
+
+-- The value `return gw.respond(...)` hands back: any other non-nil return
+-- value of a hook is a mistake.
+local RESPONDED_MARK = setmetatable({}, { __tostring = function()
+    return "gw.respond result"
+end })
+_M.RESPONDED_MARK = RESPONDED_MARK
+
+local function header_block(headers)
+    if headers == nil then return "", nil end
+    if type(headers) ~= "table" then
+        error("gw.respond: headers must be a table, got " .. type(headers), 3)
+    end
+    local out, ctype = {}, nil
+    for name, value in pairs(headers) do
+        name, value = tostring(name), tostring(value)
+        if find(name, "[^%w%-]") or find(value, "[%c]") then
+            error("gw.respond: invalid header " .. name, 3)
+        end
+        local l = lower(name)
+        if l == "content-type" then
+            ctype = value
+        elseif l ~= "content-length" and l ~= "connection"
+            and l ~= "transfer-encoding" and l ~= "x-request-id" then
+            out[#out + 1] = name .. ": " .. value .. "\r\n"
+        end
+    end
+    return concat(out), ctype
+end
+
+local function encode_body(body)
+    if type(body) == "table" then
+        local s, err = cjson.encode(body)
+        if not s then error("gw.respond: body is not JSON: " .. err, 3) end
+        return s, "application/json"
+    elseif body == nil then
+        return "", "text/plain; charset=utf-8"
+    end
+    return tostring(body), "text/plain; charset=utf-8"
+end
+
+-- Request:_respond / Response side of gw.respond for the real runtime.
+function Request._respond(self, status, body, headers)
+    if type(status) ~= "number" or status < 100 or status > 599 or status % 1 ~= 0 then
+        error("gw.respond: status must be an integer 100-599, got " .. tostring(status), 3)
+    end
+    local b, ctype = encode_body(body)
+    if rawget(self, "_phase") == P_RESPONSE then
+        -- the upstream's answer is replaced as a whole
+        local res = rawget(self, "_res")
+        res:set_status(status)
+        C.mg_ffi_res_set_body(rptr(self), b, #b)
+        if headers then
+            for k, v in pairs(headers) do res:set_header(k, v) end
+        end
+        if not (headers and (headers["content-type"] or headers["Content-Type"])) then
+            res:set_header("content-type", ctype)
+        end
+        return RESPONDED_MARK
+    end
+    local block, hctype = header_block(headers)
+    rawset(self, "_resp_status", status)
+    rawset(self, "_resp_body", b)
+    rawset(self, "_resp_headers", block)
+    rawset(self, "_resp_ctype", hctype or ctype)
+    rawset(self, "_responded", true)
+    return RESPONDED_MARK
+end
+
+--- gw.respond(status, body, headers): answer the request from the hook;
+-- body is a string or a table (sent as JSON). Use as `return gw.respond(...)`.
+function _M.respond(status, body, headers)
+    return current("gw.respond"):_respond(status, body, headers)
+end
+
+--- gw.redirect(url, status): answers with a redirect (302 by default).
+function _M.redirect(url, status)
+    status = status or 302
+    if status < 300 or status > 399 then
+        error("gw.redirect: status must be 3xx, got " .. tostring(status), 2)
+    end
+    if type(url) ~= "string" or find(url, "[%c ]") then
+        error("gw.redirect: invalid url", 2)
+    end
+    return current("gw.redirect"):_respond(status, "", { Location = url })
+end
+
+-- Waiting and misc ----------------------------------------------------------
+
+--- gw.sleep(seconds): waits without blocking the worker.
+function _M.sleep(seconds)
+    local req = current("gw.sleep")
+    if req._sleep then return req:_sleep(seconds) end
+    if type(seconds) ~= "number" then
+        error("gw.sleep: seconds must be a number", 2)
+    end
+    if C.mg_ffi_sleep(seconds) ~= 0 then
+        error("gw.sleep: invalid duration " .. tostring(seconds), 2)
+    end
+    yield(WAIT)
+end
+
+function _M.now()
+    return C.mg_ffi_now()
+end
+
+function _M.worker_id()
+    return C.mg_ffi_worker_id()
+end
+
+local LEVELS = { debug = 0, info = 1, notice = 2, warn = 3, error = 4, crit = 5 }
+
+--- gw.log(level, ...): one line to the error log ("debug" .. "crit").
+function _M.log(level, ...)
+    local n = LEVELS[level]
+    if not n then
+        error("gw.log: level must be one of debug, info, notice, warn, error, crit", 2)
+    end
+    local parts = {}
+    for i = 1, select("#", ...) do parts[i] = tostring((select(i, ...))) end
+    local s = concat(parts, " ")
+    C.mg_ffi_log(n, s, #s)
+end
+
+-- Hook errors: logged once per distinct message per minute --------------------
+
+local last_logged, nlogged = {}, 0
+
+local function on_hook_error(e)
+    local msg = tostring(e)
+    return traceback(msg, 2)
+end
+
+local function log_hook_error(req_id, phase, tb)
+    local first = string.match(tb, "^[^\n]*") or tb
+    local now = C.mg_ffi_monotonic()
+    local t = last_logged[first]
+    if t and now - t < 60 then return end
+    if nlogged > 1000 then
+        last_logged, nlogged = {}, 0
+    end
+    if not t then nlogged = nlogged + 1 end
+    last_logged[first] = now
+    local s = fmt("hook error in %s phase (request %s): %s", phase, req_id or "?", tb)
+    C.mg_ffi_log(4, s, #s)
+end
+
+-- Phases ----------------------------------------------------------------------
+
+local PHASE_NAMES = { "on_request", "on_route", "route policy on_request",
+                      "on_response", "on_log" }
+_M.PHASE_NAMES = PHASE_NAMES
+
+-- Built by init(): the config's hooks, in the form the driver runs them.
+local global = {}          -- on_request, on_route, on_response, on_log
+local route_access = {}    -- [route index] = { policy, ... } with on_request
+local route_response = {}  -- [route index] = { policy, ... } with on_response
+local route_log = {}       -- [route index] = { policy, ... } with on_log
+local route_info = {}      -- [route index] = { name=, path=, upstream= }
+
+local function bad_return(fname, v)
+    error(fmt("%s returned %s: a hook returns nothing or gw.respond(...)",
+              fname, type(v) == "string" and fmt("%q", v) or type(v)), 0)
+end
+
+local function call(req, fname, fn, a, b, c)
+    local v = fn(a, b, c)
+    if v ~= nil and v ~= RESPONDED_MARK then bad_return(fname, v) end
+    return rawget(req, "_responded")
+end
+
+-- Runs one phase's hooks for req (res: the response object). Returns true
+-- when a hook answered.
+local function run_phase(req, res, phase, ri)
+    if phase == P_REQUEST then
+        local fn = global.on_request
+        return fn and call(req, "on_request", fn, req)
+    elseif phase == P_ROUTE then
+        local fn = global.on_route
+        return fn and call(req, "on_route", fn, req, ri and route_info[ri] or nil)
+    elseif phase == P_ACCESS then
+        local list = ri and route_access[ri]
+        if list then
+            for i = 1, #list do
+                local p = list[i]
+                if call(req, "policy on_request", p.on_request, req, p) then return true end
+            end
+        end
+        return false
+    elseif phase == P_RESPONSE or phase == P_LOG then
+        local key = phase == P_RESPONSE and "on_response" or "on_log"
+        local list = ri and (phase == P_RESPONSE and route_response or route_log)[ri]
+        if list then
+            for i = 1, #list do
+                local p = list[i]
+                call(req, "policy " .. key, p[key], req, res, p)
+            end
+        end
+        local fn = global[key]
+        if fn then call(req, key, fn, req, res) end
+        return false
+    end
+    error("unknown phase " .. tostring(phase))
+end
+_M.run_phase = run_phase
+
+local function reset(req)
+    local ctx = rawget(req, "ctx")
+    if ctx then
+        clear_tab(ctx)
+        rawset(req, "_ctx_spare", ctx)
+        rawset(req, "ctx", nil)
+    end
+    rawset(req, "params", nil)
+    rawset(req, "_responded", nil)
+    rawset(req, "_resp_body", nil)
+    rawset(req, "_resp_headers", nil)
+end
+
+--- The coroutine body (see src/hooks.c). Resumed with (request, phase,
+-- first, route index) it runs that phase and yields its result.
+function _M.driver()
+    local req = setmetatable({}, req_mt)
+    local res = setmetatable({ _req = req }, res_mt)
+    rawset(req, "_res", res)
+    co_req[running()] = req
+    local code, a, b, c, d = DONE, nil, nil, nil, nil
+    while true do
+        local r, phase, first, ri = yield(code, a, b, c, d)
+        a, b, c, d = nil, nil, nil, nil
+        if first then reset(req) end
+        rawset(req, "_r", r)
+        rawset(req, "_phase", phase)
+        local ok, answered = xpcall(run_phase, on_hook_error, req, res, phase, ri)
+        if not ok then
+            code, a = ERROR, answered
+            C.mg_ffi_hook_error_count()
+            local id
+            if rawget(req, "_r") ~= nil then id = req.id end
+            log_hook_error(id, PHASE_NAMES[phase] or "?", answered)
+        elseif answered and phase < P_RESPONSE then
+            code = RESPONDED
+            a, b = rawget(req, "_resp_status"), rawget(req, "_resp_body")
+            c, d = rawget(req, "_resp_headers"), rawget(req, "_resp_ctype")
+        else
+            code = DONE
+        end
+    end
+end
+
+--- Called when a request ends while its coroutine still waits: the hook
+-- may go on (on_log) but must not touch the request.
+function _M.detach(co)
+    local req = co_req[co]
+    if req then rawset(req, "_r", nil) end
+end
+
+local function bit(phase) return 2 ^ phase end
+
+--- Takes the worker's config table; returns the global phase mask and the
+-- list of per-route masks (bit `phase` set when a hook runs in it).
+function _M.init(cfg, worker_id)
+    global = {}
+    route_access, route_response, route_log, route_info = {}, {}, {}, {}
+    local gmask = 0
+    local hooks = cfg.hooks or {}
+    local phases = { on_request = P_REQUEST, on_route = P_ROUTE,
+                     on_response = P_RESPONSE, on_log = P_LOG }
+    for name, phase in pairs(phases) do
+        if type(hooks[name]) == "function" then
+            global[name] = hooks[name]
+            gmask = gmask + bit(phase)
+        end
+    end
+    local masks = {}
+    for i, r in ipairs(cfg.routes or {}) do
+        local ri = i - 1
+        local up = r.upstream and cfg.upstreams[r.upstream]
+        route_info[ri] = { name = r.name, path = r.path,
+                           upstream = up and up.name or nil }
+        local m = 0
+        local acc, resp, log = {}, {}, {}
+        for _, p in ipairs(r.policies or {}) do
+            if type(p) == "function" then p = { on_request = p } end
+            if type(p.on_request) == "function" then acc[#acc + 1] = p end
+            if type(p.on_response) == "function" then resp[#resp + 1] = p end
+            if type(p.on_log) == "function" then log[#log + 1] = p end
+        end
+        if #acc > 0 then route_access[ri] = acc; m = m + bit(P_ACCESS) end
+        if #resp > 0 then route_response[ri] = resp; m = m + bit(P_RESPONSE) end
+        if #log > 0 then route_log[ri] = log; m = m + bit(P_LOG) end
+        masks[i] = m
+    end
+    return gmask, masks
+end
+
+return _M

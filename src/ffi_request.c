@@ -1,0 +1,458 @@
+/* ffi_request.c: the request and response API that Lua hooks reach through
+ * the FFI (declared in mg_ffi.h, wrapped by lua/moongate/runtime.lua).
+ *
+ * Reads hand back (pointer, length) into the connection's buffers: Lua makes
+ * a string only when a script reads a value. Writes copy into the request's
+ * arena, so Lua strings need not outlive the call. Every function returns
+ * an error (-1) instead of touching a request that is not in a phase where
+ * the data exists.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "gateway.h"
+#include "mg_ffi.h"
+
+/* ---- arena -------------------------------------------------------------- */
+
+void *mg_request_alloc(mg_request_t *r, size_t n)
+{
+    n = (n + 7) & ~(size_t)7;
+    if (r->arena_used + n <= MG_ARENA_INLINE) {
+        void *p = r->arena + r->arena_used;
+        r->arena_used += n;
+        return p;
+    }
+    mg_arena_chunk_t *ch = malloc(sizeof(*ch) + n);
+    if (!ch)
+        return NULL;
+    ch->next = r->arena_chunks;
+    r->arena_chunks = ch;
+    return ch->data;
+}
+
+void mg_request_arena_reset(mg_request_t *r)
+{
+    while (r->arena_chunks) {
+        mg_arena_chunk_t *ch = r->arena_chunks;
+        r->arena_chunks = ch->next;
+        free(ch);
+    }
+    r->arena_used = 0;
+}
+
+static const char *arena_copy(mg_request_t *r, const char *p, size_t len)
+{
+    char *d = mg_request_alloc(r, len + 1);
+    if (!d)
+        return NULL;
+    memcpy(d, p, len);
+    d[len] = 0;
+    return d;
+}
+
+/* ---- reading the request ------------------------------------------------ */
+
+static int give(const char *s, size_t n, const char **p, size_t *len)
+{
+    *p = s;
+    *len = n;
+    return 0;
+}
+
+int mg_ffi_req_str(mg_request_t *r, int what, const char **p, size_t *len)
+{
+    mg_conn_t *c = r->c;
+    const mg_config_t *cfg = c->w->cfg;
+    switch (what) {
+    case MG_FFI_METHOD:
+        if (r->new_method)
+            return give(r->new_method, r->new_method_len, p, len);
+        return give(mg_conn_data(c, r->method), r->method.len, p, len);
+    case MG_FFI_PATH:
+        return r->path ? give(r->path, r->path_len, p, len) : -1;
+    case MG_FFI_RAW_PATH: {
+        const char *u = mg_conn_data(c, r->url);
+        const char *q = memchr(u, '?', r->url.len);
+        return give(u, q ? (size_t)(q - u) : r->url.len, p, len);
+    }
+    case MG_FFI_QUERY:
+        if (r->new_query)
+            return give(r->new_query, r->new_query_len, p, len);
+        return r->query_len ? give(r->query + 1, r->query_len - 1, p, len) : give("", 0, p, len);
+    case MG_FFI_ID:
+        return give(r->request_id, r->request_id_len, p, len);
+    case MG_FFI_CLIENT:
+        return give(c->client_ip, strlen(c->client_ip), p, len);
+    case MG_FFI_ROUTE:
+        return r->route ? give(r->route->name, strlen(r->route->name), p, len) : -1;
+    case MG_FFI_UPSTREAM: {
+        int ui = r->upstream_override >= 0 ? r->upstream_override
+                 : r->route ? r->route->upstream : -1;
+        if (ui < 0)
+            return -1;
+        return give(cfg->upstreams[ui].name, strlen(cfg->upstreams[ui].name), p, len);
+    }
+    case MG_FFI_TARGET: {
+        int ui = r->upstream_override >= 0 ? r->upstream_override
+                 : r->route ? r->route->upstream : -1;
+        if (ui < 0 || r->target < 0)
+            return -1;
+        const char *n = cfg->upstreams[ui].targets[r->target].name;
+        return give(n, strlen(n), p, len);
+    }
+    case MG_FFI_SCHEME:
+        return give("http", 4, p, len);
+    default:
+        return -1;
+    }
+}
+
+int mg_ffi_req_client_port(mg_request_t *r) { return r->c->client_port; }
+
+int mg_ffi_req_http_version(mg_request_t *r) { return 10 + r->http_minor; }
+
+/* A header's value by name (case-insensitive); nth counts repeats from 0.
+ * Returns 1 and fills p/len when found, 0 when not. Edits made by hooks
+ * are seen: a removed header is absent, a set one has its new value. */
+int mg_ffi_req_header(mg_request_t *r, const char *name, size_t nlen, int nth,
+                      const char **p, size_t *len)
+{
+    mg_conn_t *c = r->c;
+    for (int e = r->nreq_edits - 1; e >= 0; e--) {
+        mg_edit_t *ed = &r->req_edits[e];
+        if (ed->name_len != nlen || strncasecmp(ed->name, name, nlen) != 0)
+            continue;
+        if (ed->op == MG_EDIT_REMOVE)
+            return 0;
+        if (ed->op == MG_EDIT_SET) {
+            if (nth > 0)
+                return 0;
+            *p = ed->value;
+            *len = ed->value_len;
+            return 1;
+        }
+        break; /* ADD: originals first, then the added values */
+    }
+    for (uint32_t i = 0; i < r->nheaders; i++) {
+        mg_span_t n = r->headers[i].name;
+        if (n.len == nlen && strncasecmp(mg_conn_data(c, n), name, nlen) == 0 && nth-- == 0) {
+            *p = mg_conn_data(c, r->headers[i].value);
+            *len = r->headers[i].value.len;
+            return 1;
+        }
+    }
+    for (int e = 0; e < r->nreq_edits; e++) {
+        mg_edit_t *ed = &r->req_edits[e];
+        if (ed->op == MG_EDIT_ADD && ed->name_len == nlen &&
+            strncasecmp(ed->name, name, nlen) == 0 && nth-- == 0) {
+            *p = ed->value;
+            *len = ed->value_len;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int mg_ffi_req_header_count(mg_request_t *r) { return (int)r->nheaders; }
+
+/* The i-th header as received (edits are not applied here). */
+int mg_ffi_req_header_at(mg_request_t *r, int i, const char **name, size_t *nlen,
+                         const char **value, size_t *vlen)
+{
+    if (i < 0 || (uint32_t)i >= r->nheaders)
+        return -1;
+    mg_conn_t *c = r->c;
+    *name = mg_conn_data(c, r->headers[i].name);
+    *nlen = r->headers[i].name.len;
+    *value = mg_conn_data(c, r->headers[i].value);
+    *vlen = r->headers[i].value.len;
+    return 0;
+}
+
+int mg_ffi_req_param(mg_request_t *r, int i, const char **name, size_t *nlen,
+                     const char **value, size_t *vlen)
+{
+    if (!r->route || i < 0 || (size_t)i >= r->match.nparams)
+        return -1;
+    *name = r->match.params[i].name;
+    *nlen = r->match.params[i].name_len;
+    *value = r->match.params[i].value;
+    *vlen = r->match.params[i].value_len;
+    return 0;
+}
+
+/* ---- changing the request ----------------------------------------------- */
+
+static int valid_token(const char *s, size_t n)
+{
+    if (n == 0 || n > 256)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch <= 32 || ch >= 127 || strchr("\"(),/:;<=>?@[\\]{}", ch))
+            return 0;
+    }
+    return 1;
+}
+
+static int valid_value(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if ((ch < 32 && ch != '\t') || ch == 127)
+            return 0;
+    }
+    return 1;
+}
+
+static int add_edit(mg_request_t *r, mg_edit_t *edits, uint8_t *n, int op, const char *name,
+                    size_t nlen, const char *value, size_t vlen)
+{
+    if (!valid_token(name, nlen) || (op != MG_EDIT_REMOVE && !valid_value(value, vlen)))
+        return MG_FFI_EINVAL;
+    /* a SET or REMOVE replaces every earlier edit of the same name */
+    if (op != MG_EDIT_ADD) {
+        uint8_t k = 0;
+        for (uint8_t i = 0; i < *n; i++) {
+            if (edits[i].name_len == nlen && strncasecmp(edits[i].name, name, nlen) == 0)
+                continue;
+            edits[k++] = edits[i];
+        }
+        *n = k;
+    }
+    if (*n >= MG_MAX_EDITS)
+        return MG_FFI_ELIMIT;
+    mg_edit_t *e = &edits[(*n)];
+    e->name = arena_copy(r, name, nlen);
+    e->value = op == MG_EDIT_REMOVE ? "" : arena_copy(r, value, vlen);
+    if (!e->name || !e->value)
+        return MG_FFI_ENOMEM;
+    e->op = (uint8_t)op;
+    e->name_len = (uint16_t)nlen;
+    e->value_len = op == MG_EDIT_REMOVE ? 0 : (uint32_t)vlen;
+    (*n)++;
+    return 0;
+}
+
+/* Framing and hop-by-hop headers belong to the core: a hook that could set
+ * them could desynchronise the connections (request smuggling). */
+static int core_owned(const char *n, size_t l)
+{
+    static const char *names[] = { "content-length", "transfer-encoding", "connection",
+                                   "keep-alive", "proxy-connection", "te", "trailer",
+                                   "upgrade", NULL };
+    for (int i = 0; names[i]; i++)
+        if (strlen(names[i]) == l && strncasecmp(names[i], n, l) == 0)
+            return 1;
+    return 0;
+}
+
+int mg_ffi_req_edit_header(mg_request_t *r, int op, const char *name, size_t nlen,
+                           const char *value, size_t vlen)
+{
+    if (r->response_started || r->hook_phase >= MG_PHASE_RESPONSE)
+        return MG_FFI_EPHASE;
+    if (core_owned(name, nlen))
+        return MG_FFI_EINVAL;
+    return add_edit(r, r->req_edits, &r->nreq_edits, op, name, nlen, value, vlen);
+}
+
+int mg_ffi_req_set_str(mg_request_t *r, int what, const char *s, size_t len)
+{
+    if (r->response_started || r->hook_phase >= MG_PHASE_RESPONSE)
+        return MG_FFI_EPHASE;
+    const char *copy;
+    switch (what) {
+    case MG_FFI_METHOD:
+        if (!valid_token(s, len))
+            return MG_FFI_EINVAL;
+        if (!(copy = arena_copy(r, s, len)))
+            return MG_FFI_ENOMEM;
+        r->new_method = copy;
+        r->new_method_len = len;
+        return 0;
+    case MG_FFI_QUERY:
+        for (size_t i = 0; i < len; i++)
+            if ((unsigned char)s[i] <= 32 || s[i] == '#' || (unsigned char)s[i] >= 127)
+                return MG_FFI_EINVAL;
+        if (!(copy = arena_copy(r, s, len)))
+            return MG_FFI_ENOMEM;
+        r->new_query = copy;
+        r->new_query_len = len;
+        return 0;
+    case MG_FFI_PATH:
+        if (len == 0 || s[0] != '/')
+            return MG_FFI_EINVAL;
+        for (size_t i = 0; i < len; i++)
+            if ((unsigned char)s[i] <= 32 || s[i] == '?' || s[i] == '#' ||
+                (unsigned char)s[i] >= 127)
+                return MG_FFI_EINVAL;
+        if (!(copy = arena_copy(r, s, len)))
+            return MG_FFI_ENOMEM;
+        r->path = (char *)copy;
+        r->path_len = len;
+        /* before routing the new path is routed; after, it is sent as is */
+        r->path_rewritten = r->route != NULL;
+        return 0;
+    default:
+        return MG_FFI_EINVAL;
+    }
+}
+
+int mg_ffi_req_set_upstream(mg_request_t *r, const char *name, size_t len)
+{
+    if (r->response_started || r->hook_phase >= MG_PHASE_RESPONSE || r->up)
+        return MG_FFI_EPHASE;
+    const mg_config_t *cfg = r->c->w->cfg;
+    for (size_t i = 0; i < cfg->nupstreams; i++) {
+        if (strlen(cfg->upstreams[i].name) == len && memcmp(cfg->upstreams[i].name, name, len) == 0) {
+            r->upstream_override = (int)i;
+            r->target_override = -1;
+            return 0;
+        }
+    }
+    return MG_FFI_ENOTFOUND;
+}
+
+/* Pins the target ("host:port", one of the chosen upstream's targets). */
+int mg_ffi_req_set_target(mg_request_t *r, const char *name, size_t len)
+{
+    if (r->response_started || r->hook_phase >= MG_PHASE_RESPONSE || r->up)
+        return MG_FFI_EPHASE;
+    const mg_config_t *cfg = r->c->w->cfg;
+    int ui = r->upstream_override >= 0 ? r->upstream_override
+             : r->route ? r->route->upstream : -1;
+    if (ui < 0)
+        return MG_FFI_ENOTFOUND;
+    const mg_upstream_t *u = &cfg->upstreams[ui];
+    for (size_t i = 0; i < u->ntargets; i++) {
+        if (strlen(u->targets[i].name) == len && memcmp(u->targets[i].name, name, len) == 0) {
+            r->target_override = (int)i;
+            return 0;
+        }
+    }
+    return MG_FFI_ENOTFOUND;
+}
+
+/* ---- the response (on_response, on_log) --------------------------------- */
+
+int mg_ffi_res_status(mg_request_t *r)
+{
+    if (r->res_status)
+        return r->res_status;
+    if (r->status)
+        return r->status;
+    if (r->up && r->hook_phase == MG_PHASE_RESPONSE)
+        return r->up->parser.status_code;
+    return 0;
+}
+
+int mg_ffi_res_set_status(mg_request_t *r, int status)
+{
+    if (r->response_started)
+        return MG_FFI_EPHASE;
+    if (status < 100 || status > 599)
+        return MG_FFI_EINVAL;
+    r->res_status = status;
+    return 0;
+}
+
+int mg_ffi_res_header(mg_request_t *r, const char *name, size_t nlen, int nth, const char **p,
+                      size_t *len)
+{
+    for (int e = r->nres_edits - 1; e >= 0; e--) {
+        mg_edit_t *ed = &r->res_edits[e];
+        if (ed->name_len != nlen || strncasecmp(ed->name, name, nlen) != 0)
+            continue;
+        if (ed->op == MG_EDIT_REMOVE)
+            return 0;
+        if (ed->op == MG_EDIT_SET) {
+            if (nth > 0)
+                return 0;
+            *p = ed->value;
+            *len = ed->value_len;
+            return 1;
+        }
+        break;
+    }
+    mg_upconn_t *u = r->up;
+    if (u && r->hook_phase == MG_PHASE_RESPONSE) {
+        for (uint32_t i = 0; i < u->nheaders; i++) {
+            mg_span_t n = u->headers[i].name;
+            if (n.len == nlen && strncasecmp(u->buf.data + n.off, name, nlen) == 0 &&
+                nth-- == 0) {
+                *p = u->buf.data + u->headers[i].value.off;
+                *len = u->headers[i].value.len;
+                return 1;
+            }
+        }
+    }
+    for (int e = 0; e < r->nres_edits; e++) {
+        mg_edit_t *ed = &r->res_edits[e];
+        if (ed->op == MG_EDIT_ADD && ed->name_len == nlen &&
+            strncasecmp(ed->name, name, nlen) == 0 && nth-- == 0) {
+            *p = ed->value;
+            *len = ed->value_len;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int mg_ffi_res_header_count(mg_request_t *r)
+{
+    return r->up && r->hook_phase == MG_PHASE_RESPONSE ? (int)r->up->nheaders : 0;
+}
+
+int mg_ffi_res_header_at(mg_request_t *r, int i, const char **name, size_t *nlen,
+                         const char **value, size_t *vlen)
+{
+    mg_upconn_t *u = r->up;
+    if (!u || r->hook_phase != MG_PHASE_RESPONSE || i < 0 || (uint32_t)i >= u->nheaders)
+        return -1;
+    *name = u->buf.data + u->headers[i].name.off;
+    *nlen = u->headers[i].name.len;
+    *value = u->buf.data + u->headers[i].value.off;
+    *vlen = u->headers[i].value.len;
+    return 0;
+}
+
+int mg_ffi_res_edit_header(mg_request_t *r, int op, const char *name, size_t nlen,
+                           const char *value, size_t vlen)
+{
+    if (r->response_started)
+        return MG_FFI_EPHASE;
+    if (core_owned(name, nlen))
+        return MG_FFI_EINVAL;
+    return add_edit(r, r->res_edits, &r->nres_edits, op, name, nlen, value, vlen);
+}
+
+int mg_ffi_res_set_body(mg_request_t *r, const char *body, size_t len)
+{
+    if (r->response_started)
+        return MG_FFI_EPHASE;
+    const char *copy = arena_copy(r, body, len);
+    if (!copy)
+        return MG_FFI_ENOMEM;
+    r->res_body = copy;
+    r->res_body_len = len;
+    r->res_body_set = 1;
+    return 0;
+}
+
+/* ---- misc --------------------------------------------------------------- */
+
+double mg_ffi_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)(ts.tv_nsec / 1000000) / 1000.0;
+}
+
+double mg_ffi_monotonic(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}

@@ -1,0 +1,363 @@
+/* hooks.c: coroutines that run a request's Lua hooks (see hooks.h).
+ *
+ * The Lua side (lua/moongate/runtime.lua, `driver`) is a loop that yields
+ * between phases, so one coroutine serves many requests in turn. It yields
+ *   (DONE) | (RESPONDED, status, body, header block, content type)
+ *   | (WAIT) | (ERROR, message)
+ * and C resumes it with (request, phase, first) to run a phase, or with the
+ * results of a wait.
+ *
+ * Ownership: the worker's mg_lua_worker_t owns every mg_hook_co_t (pool or
+ * lent to a request through r->co). A coroutine whose request died while it
+ * waited is dropped (its registry ref released, its timer closed).
+ */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include "hooks.h"
+#include "lua_route.h"
+
+struct mg_hook_co_s {
+    mg_hook_co_t *next_free;
+    mg_worker_t *w;
+    lua_State *co;
+    int ref;
+    mg_request_t *r;        /* request it serves, NULL when idle or detached */
+    uv_timer_t timer;       /* gw.sleep */
+    uint8_t waiting;
+    uint8_t dropped;        /* no request will resume it again */
+};
+
+static _Thread_local mg_worker_t *current_worker;
+static atomic_ullong hook_errors;
+
+static mg_lua_worker_t *lw_of(const mg_worker_t *w) { return w->lua; }
+
+/* ---- init --------------------------------------------------------------- */
+
+int mg_hooks_init(mg_worker_t *w, char **err)
+{
+    mg_lua_worker_t *lw = lw_of(w);
+    lua_State *L = lw->L;
+    current_worker = w;
+    /* runtime.init(cfg) -> global mask, { route masks } */
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "moongate.runtime");
+    if (lua_pcall(L, 1, 1, 0) != 0) {
+        *err = strdup(lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return -1;
+    }
+    lua_getfield(L, -1, "driver");
+    lw->driver_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "detach");
+    lw->detach_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "init");
+    lua_pushvalue(L, -3); /* cfg */
+    lua_pushinteger(L, w->id);
+    if (lua_pcall(L, 2, 2, 0) != 0) {
+        *err = strdup(lua_tostring(L, -1));
+        lua_pop(L, 2);
+        return -1;
+    }
+    lw->global_mask = (uint8_t)lua_tointeger(L, -2);
+    size_t n = w->cfg->nroutes;
+    lw->route_mask = calloc(n ? n : 1, 1);
+    if (!lw->route_mask) {
+        *err = strdup("out of memory");
+        lua_pop(L, 3);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        lua_rawgeti(L, -1, (int)i + 1);
+        lw->route_mask[i] = (uint8_t)lua_tointeger(L, -1);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 3); /* masks, global mask, runtime */
+    return 0;
+}
+
+static void co_free_cb(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void co_destroy(mg_hook_co_t *hc)
+{
+    mg_lua_worker_t *lw = lw_of(hc->w);
+    luaL_unref(lw->L, LUA_REGISTRYINDEX, hc->ref);
+    lw->ncos--;
+    uv_close((uv_handle_t *)&hc->timer, co_free_cb);
+}
+
+void mg_hooks_close(mg_worker_t *w)
+{
+    mg_lua_worker_t *lw = lw_of(w);
+    while (lw->free_cos) {
+        mg_hook_co_t *hc = lw->free_cos;
+        lw->free_cos = hc->next_free;
+        /* the loop is gone: the timer was closed by the final walk */
+        luaL_unref(lw->L, LUA_REGISTRYINDEX, hc->ref);
+        free(hc);
+    }
+    free(lw->route_mask);
+    lw->route_mask = NULL;
+}
+
+int mg_hooks_has(const mg_worker_t *w, const mg_route_t *route, int phase)
+{
+    const mg_lua_worker_t *lw = w->lua;
+    unsigned mask = lw->global_mask;
+    if (route)
+        mask |= lw->route_mask[route->index];
+    return (mask >> phase) & 1;
+}
+
+/* ---- the coroutine pool ------------------------------------------------- */
+
+static mg_hook_co_t *co_get(mg_worker_t *w)
+{
+    mg_lua_worker_t *lw = lw_of(w);
+    mg_hook_co_t *hc = lw->free_cos;
+    if (hc) {
+        lw->free_cos = hc->next_free;
+        return hc;
+    }
+    hc = calloc(1, sizeof(*hc));
+    if (!hc)
+        return NULL;
+    lua_State *L = lw->L;
+    hc->w = w;
+    hc->co = lua_newthread(L);
+    hc->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    uv_timer_init(&w->loop, &hc->timer);
+    hc->timer.data = hc;
+    lw->ncos++;
+    /* start the driver: it yields once, ready for its first request */
+    lua_rawgeti(hc->co, LUA_REGISTRYINDEX, lw->driver_ref);
+    if (lua_resume(hc->co, 0) != LUA_YIELD) {
+        fprintf(stderr, "moongate: worker %d: hook driver failed to start: %s\n", w->id,
+                lua_tostring(hc->co, -1));
+        co_destroy(hc);
+        return NULL;
+    }
+    lua_settop(hc->co, 0);
+    return hc;
+}
+
+static void co_put(mg_hook_co_t *hc)
+{
+    mg_lua_worker_t *lw = lw_of(hc->w);
+    hc->r = NULL;
+    hc->waiting = 0;
+    lua_settop(hc->co, 0);
+    hc->next_free = lw->free_cos;
+    lw->free_cos = hc;
+}
+
+/* ---- running ------------------------------------------------------------ */
+
+/* Resumes hc with nargs values already pushed; returns what it yielded.
+ * For RESPONDED the answer stays on hc->co's stack (indices 2..5) until the
+ * caller clears it. */
+static int co_resume(mg_hook_co_t *hc, int nargs)
+{
+    mg_worker_t *w = hc->w;
+    mg_lua_worker_t *lw = lw_of(w);
+    mg_hook_co_t *outer = lw->running;
+    lw->running = hc;
+    current_worker = w;
+    atomic_store(&w->hook_since, uv_hrtime() / 1000000);
+    int st = lua_resume(hc->co, nargs);
+    atomic_store(&w->hook_since, 0);
+    lw->running = outer;
+    if (st != LUA_YIELD) {
+        /* the driver never returns; an error here escaped its xpcall */
+        fprintf(stderr, "moongate: worker %d: hook coroutine died: %s\n", w->id,
+                lua_isstring(hc->co, -1) ? lua_tostring(hc->co, -1) : "?");
+        atomic_fetch_add(&hook_errors, 1);
+        hc->dropped = 1;
+        return MG_HOOK_ERROR;
+    }
+    int code = (int)lua_tointeger(hc->co, 1);
+    hc->waiting = code == MG_HOOK_WAIT;
+    return code;
+}
+
+/* Sends the answer a hook gave (on hc's stack) as the request's response. */
+static void send_hook_answer(mg_request_t *r, lua_State *co)
+{
+    int status = (int)lua_tointeger(co, 2);
+    size_t blen = 0, hlen = 0;
+    const char *body = lua_tolstring(co, 3, &blen);
+    const char *hdrs = lua_tolstring(co, 4, &hlen);
+    const char *ctype = lua_tostring(co, 5);
+    mg_conn_respond(r->c, status, ctype ? ctype : "text/plain", body ? body : "", blen, hdrs,
+                    hlen);
+}
+
+/* After a run or a resume of a request's coroutine: act on the result. */
+static int settle(mg_request_t *r, mg_hook_co_t *hc, int code)
+{
+    lua_State *co = hc->co;
+    if (hc->dropped) {
+        r->co = NULL;
+        hc->r = NULL;
+        co_destroy(hc);
+        return MG_HOOK_ERROR;
+    }
+    if (code == MG_HOOK_WAIT) {
+        r->hook_waiting = 1;
+        lua_settop(co, 0);
+        return code;
+    }
+    r->hook_waiting = 0;
+    if (code == MG_HOOK_RESPONDED && r->hook_phase < MG_PHASE_RESPONSE) {
+        /* the strings stay on co's stack while they are written */
+        send_hook_answer(r, co);
+        lua_settop(co, 0);
+        return code;
+    }
+    if (code == MG_HOOK_ERROR)
+        atomic_fetch_add(&hook_errors, 1);
+    lua_settop(co, 0);
+    return code;
+}
+
+int mg_hooks_run(mg_request_t *r, int phase)
+{
+    mg_worker_t *w = r->c->w;
+    int first = 0;
+    if (!r->co) {
+        r->co = co_get(w);
+        if (!r->co)
+            return MG_HOOK_ERROR;
+        r->co->r = r;
+        first = 1;
+    }
+    mg_hook_co_t *hc = r->co;
+    r->hook_phase = (uint8_t)phase;
+    lua_pushlightuserdata(hc->co, r);
+    lua_pushinteger(hc->co, phase);
+    lua_pushboolean(hc->co, first);
+    lua_pushinteger(hc->co, r->route ? r->route->index : -1);
+    return settle(r, hc, co_resume(hc, 4));
+}
+
+/* A wait ended (timer, I/O): resume the coroutine with nargs pushed values
+ * and continue its request where the phase left off. */
+static void wake(mg_hook_co_t *hc, int nargs)
+{
+    mg_request_t *r = hc->r;
+    int code = co_resume(hc, nargs);
+    if (!r) {
+        /* detached: an on_log hook still running after its request */
+        if (hc->dropped) {
+            co_destroy(hc);
+        } else if (code != MG_HOOK_WAIT) {
+            if (code == MG_HOOK_ERROR)
+                atomic_fetch_add(&hook_errors, 1);
+            co_put(hc);
+        }
+        return;
+    }
+    int phase = r->hook_phase;
+    code = settle(r, hc, code);
+    if (code == MG_HOOK_WAIT)
+        return;
+    mg_conn_hook_resumed(r->c, phase, code);
+}
+
+static void on_sleep_done(uv_timer_t *t)
+{
+    wake(t->data, 0);
+}
+
+void mg_hooks_release(mg_request_t *r)
+{
+    mg_hook_co_t *hc = r->co;
+    if (!hc)
+        return;
+    r->co = NULL;
+    if (!hc->waiting) {
+        co_put(hc);
+        return;
+    }
+    mg_lua_worker_t *lw = lw_of(hc->w);
+    hc->r = NULL;
+    /* the Lua side must not touch the request any more */
+    lua_State *L = lw->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lw->detach_ref);
+    lua_pushthread(hc->co);
+    lua_xmove(hc->co, L, 1);
+    if (lua_pcall(L, 1, 0, 0) != 0)
+        lua_pop(L, 1);
+    if (r->hook_phase == MG_PHASE_LOG)
+        return; /* let on_log finish: it delays no client */
+    /* the client is gone: cancel the wait and drop the coroutine */
+    uv_timer_stop(&hc->timer);
+    co_destroy(hc);
+}
+
+/* ---- FFI: waiting, logging ---------------------------------------------- */
+
+int mg_ffi_worker_id(void)
+{
+    return current_worker ? current_worker->id : -1;
+}
+
+int mg_ffi_sleep(double seconds)
+{
+    mg_worker_t *w = current_worker;
+    mg_hook_co_t *hc = w ? lw_of(w)->running : NULL;
+    if (!hc)
+        return MG_FFI_EPHASE;
+    if (!(seconds >= 0) || seconds > 86400 * 365)
+        return MG_FFI_EINVAL;
+    uv_timer_start(&hc->timer, on_sleep_done, (uint64_t)(seconds * 1000.0 + 0.5), 0);
+    return 0;
+}
+
+void mg_ffi_log(int level, const char *msg, size_t len)
+{
+    static const char *names[] = { "debug", "info", "notice", "warn", "error", "crit" };
+    const char *name = level >= 0 && level < 6 ? names[level] : "info";
+    fprintf(stderr, "moongate: [%s] worker %d: %.*s\n", name, mg_ffi_worker_id(), (int)len, msg);
+}
+
+void mg_ffi_hook_error_count(void)
+{
+    atomic_fetch_add(&hook_errors, 1);
+}
+
+unsigned long long mg_hooks_error_total(void)
+{
+    return atomic_load(&hook_errors);
+}
+
+/* ---- time budget -------------------------------------------------------- */
+
+static void budget_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    mg_worker_t *w = current_worker;
+    lua_sethook(L, NULL, 0, 0);
+    uint64_t since = w ? atomic_load(&w->hook_since) : 0;
+    uint64_t now = uv_hrtime() / 1000000;
+    if (!since || now - since < w->cfg->timeouts.hook)
+        return; /* the slow hook ended before we got here */
+    luaL_error(L, "hook exceeded its time budget of %d ms", (int)w->cfg->timeouts.hook);
+}
+
+void mg_hooks_watchdog(mg_worker_t *w, uint64_t now_ms)
+{
+    uint64_t since = atomic_load(&w->hook_since);
+    if (!since || now_ms - since < w->cfg->timeouts.hook || !w->lua)
+        return;
+    /* lua_sethook is safe to call asynchronously; the hook fires at the next
+     * instruction the interpreter runs (not inside a compiled loop) */
+    lua_sethook(lw_of(w)->L, budget_hook, LUA_MASKCOUNT, 1);
+}
