@@ -73,6 +73,7 @@ typedef struct mg_buf_s {
 /* Where a request is in its life on the client connection. */
 typedef enum {
     MG_RS_HEAD,      /* reading the request head */
+    MG_RS_PEEK,      /* chunked body: waiting for its first chunk line */
     MG_RS_UPSTREAM,  /* head done, waiting for an upstream connection */
     MG_RS_BODY,      /* streaming the request body upstream */
     MG_RS_WAIT,      /* body done, waiting for the upstream response */

@@ -193,7 +193,6 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         c->buf.len = c->buf.parsed = 0;
         if (rc < 0)
             conn_close(c);
-        set_deadline(c, c->w->cfg->timeouts.keepalive);
         return;
     }
     conn_parse(c);
@@ -340,10 +339,18 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     mg_request_t *r = c->r;
     if (head_grow(c, len))
         return fail(p, 431, "request header fields too large");
+    /* llhttp folds obs-fold lines into the value and lets a lone CR through:
+     * both are ambiguous between servers (RFC 9112 5.2), so refuse them */
+    if (memchr(at, '\n', len) || memchr(at, '\r', len))
+        return fail(p, 400, "obs-fold or bare CR in a header value");
     mg_header_t *h = &r->headers[r->nheaders - 1];
     if (!r->last_was_value) {
         h->value.off = off_of(c, at);
         r->last_was_value = 1;
+    } else if (off_of(c, at) != h->value.off + h->value.len) {
+        /* a second piece that does not follow the first: llhttp joined an
+         * obs-fold continuation line */
+        return fail(p, 400, "obs-fold header continuation");
     }
     h->value.len += (uint32_t)len;
     return 0;
@@ -368,7 +375,7 @@ static int classify_header(mg_conn_t *c, uint32_t i)
     }
     if (k < 0)
         return 0;
-    if (r->known[k] && (k == MG_H_HOST || k == MG_H_REQUEST_ID))
+    if (r->known[k] && (k == MG_H_HOST || k == MG_H_REQUEST_ID || k == MG_H_TRANSFER_ENCODING))
         return -1; /* a second Host is ambiguous: which one routes? */
     if (!r->known[k])
         r->known[k] = (uint16_t)(i + 1);
@@ -381,7 +388,21 @@ static int on_headers_complete(llhttp_t *p)
     mg_request_t *r = c->r;
     for (uint32_t i = 0; i < r->nheaders; i++) {
         if (classify_header(c, i) < 0)
-            return fail(p, 400, "duplicate Host or X-Request-Id");
+            return fail(p, 400, "duplicate Host, Transfer-Encoding or X-Request-Id");
+    }
+    /* llhttp checks this only after on_headers_complete, which pauses before
+     * the head goes upstream: check it here. The only coding a request may
+     * carry is a final "chunked" (anything else is 400, never forwarded). */
+    if (r->known[MG_H_TRANSFER_ENCODING]) {
+        mg_span_t v = r->headers[r->known[MG_H_TRANSFER_ENCODING] - 1].value;
+        const char *s = mg_conn_data(c, v);
+        size_t a = 0, b = v.len;
+        while (a < b && (s[a] == ' ' || s[a] == '\t'))
+            a++;
+        while (b > a && (s[b - 1] == ' ' || s[b - 1] == '\t'))
+            b--;
+        if (b - a != 7 || strncasecmp(s + a, "chunked", 7) != 0 || !(p->flags & F_CHUNKED))
+            return fail(p, 400, "unsupported Transfer-Encoding");
     }
     r->http_minor = p->http_minor;
     r->keep_alive = llhttp_should_keep_alive(p) ? 1 : 0;
@@ -536,6 +557,34 @@ static int prepare_target(mg_conn_t *c)
     return 0;
 }
 
+/* Looks at the first chunk-size line of a chunked body, if it has arrived:
+ * 1 valid, 0 not complete yet, -1 invalid (hex digits, at most 16, then an
+ * optional ";extension", then CRLF). */
+static int peek_first_chunk(mg_conn_t *c)
+{
+    const char *s = c->buf.data + c->buf.parsed;
+    size_t n = c->buf.len - c->buf.parsed, i = 0;
+    while (i < n && isxdigit((unsigned char)s[i]))
+        i++;
+    if (i > 16)
+        return -1;
+    if (i == n)
+        return 0;
+    if (i == 0)
+        return -1;
+    if (s[i] == ';') {
+        while (i < n && s[i] != '\r' && s[i] != '\n')
+            i++;
+        if (i == n)
+            return 0;
+    }
+    if (s[i] != '\r')
+        return -1;
+    if (i + 1 == n)
+        return 0;
+    return s[i + 1] == '\n' ? 1 : -1;
+}
+
 /* Runs a hook phase; returns 1 when the pipeline stops here (the hook
  * waits, answered, or failed and was answered 500). */
 static int run_phase(mg_conn_t *c, int phase)
@@ -609,6 +658,19 @@ static void continue_request(mg_conn_t *c, int done)
         mg_span_t v = r->headers[r->known[MG_H_EXPECT] - 1].value;
         if (span_ieq(c, v, "100-continue", 12))
             r->expect_continue = 1;
+    }
+    if (r->chunked) {
+        /* nothing goes upstream before the first chunk line is known good */
+        int ok = peek_first_chunk(c);
+        if (ok < 0) {
+            r->response_close = 1;
+            mg_conn_respond_error(c, 400, "invalid chunk size");
+            return;
+        }
+        if (ok == 0) {
+            r->state = MG_RS_PEEK;
+            return; /* conn_parse comes back here when more bytes arrive */
+        }
     }
     mg_proxy_start(c);
 }
@@ -694,6 +756,19 @@ static void conn_parse(mg_conn_t *c)
     while (c->state == MG_CS_OPEN && !c->paused_parser &&
            (c->buf.parsed < c->buf.len || c->kick)) {
         mg_request_t *r = c->r;
+        if (r && r->state == MG_RS_PEEK) {
+            int ok = peek_first_chunk(c);
+            if (ok == 0)
+                break;
+            r->state = MG_RS_UPSTREAM;
+            if (ok < 0) {
+                r->response_close = 1;
+                mg_conn_respond_error(c, 400, "invalid chunk size");
+                break;
+            }
+            mg_proxy_start(c);
+            continue;
+        }
         if (r && r->state == MG_RS_UPSTREAM)
             break; /* waiting for the upstream connection */
         /* kick: an empty run lets llhttp reach message complete for a
@@ -950,7 +1025,8 @@ void mg_conn_start_tunnel(mg_conn_t *c)
     if (left > 0 && r->up)
         mg_proxy_tunnel_write(r->up, c->buf.data + c->buf.parsed, left);
     c->buf.len = c->buf.parsed = 0;
-    set_deadline(c, c->w->cfg->timeouts.keepalive);
+    /* an idle tunnel is timed by the upstream's read_timeout (proxy.c) */
+    set_deadline(c, UINT64_MAX);
     start_reading(c);
 }
 

@@ -575,6 +575,7 @@ static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     u->got_response_bytes = u->got_response_bytes ? u->got_response_bytes : 1;
     u->buf.len += (uint32_t)nread;
     if (u->tunnel) {
+        up_deadline(u, u->pool->u->read_timeout);
         uv_buf_t out = uv_buf_init(u->buf.data, u->buf.len);
         u->buf.len = 0;
         if (mg_conn_send(r->c, &out, 1) < 0)
@@ -633,6 +634,7 @@ int mg_proxy_send_body(mg_upconn_t *u, uv_buf_t *bufs, unsigned n)
 
 int mg_proxy_tunnel_write(mg_upconn_t *u, const char *data, size_t len)
 {
+    up_deadline(u, u->pool->u->read_timeout);
     uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
     return mg_proxy_send_body(u, &b, 1);
 }

@@ -49,29 +49,32 @@ typedef struct link_s {
 typedef struct entry_s {
     struct entry_s *hnext; /* hash chain; free-list link once freed */
     link_t lru;
-    uint64_t expires;      /* monotonic ms, 0 = never */
-    double num;            /* number, or boolean as 0/1 */
-    uint32_t hash;         /* low half of the key's hash */
-    uint32_t size;         /* bytes charged */
-    uint32_t vlen;         /* string length */
+    uint64_t expires; /* monotonic ms, 0 = never */
+    double num;       /* number, or boolean as 0/1 */
+    uint32_t hash;    /* low half of the key's hash */
+    uint32_t size;    /* bytes charged */
+    uint32_t vlen;    /* string length */
     uint16_t klen;
-    uint8_t type;          /* MG_SHDICT_* */
-    int8_t cls;            /* size class, -1 for a block freed at once */
-    char data[];           /* key, then the string value */
+    uint8_t type; /* MG_SHDICT_* */
+    int8_t cls;   /* size class, -1 for a block freed at once */
+    char data[];  /* key, then the string value */
 } entry_t;
 
-#define ENTRY_OF(l) ((entry_t *)((char *)(l) - offsetof(entry_t, lru)))
+static entry_t *entry_of(link_t *l)
+{
+    return (entry_t *)((char *)l - offsetof(entry_t, lru));
+}
 
 typedef struct stripe_s {
     _Alignas(64) pthread_mutex_t lock; /* one cache line apart from the next */
     entry_t **buckets;
-    size_t nbuckets;          /* power of two */
-    size_t count;             /* entries in the table */
-    link_t lru;               /* next: most recently used, prev: least */
-    size_t cap;               /* budget in bytes */
-    size_t used;              /* bytes of the blocks of entries */
-    size_t held;              /* used + bytes of the cached free blocks */
-    entry_t *free[NCLASSES];  /* cached free blocks by class */
+    size_t nbuckets;         /* power of two */
+    size_t count;            /* entries in the table */
+    link_t lru;              /* next: most recently used, prev: least */
+    size_t cap;              /* budget in bytes */
+    size_t used;             /* bytes of the blocks of entries */
+    size_t held;             /* used + bytes of the cached free blocks */
+    entry_t *free[NCLASSES]; /* cached free blocks by class */
 } stripe_t;
 
 struct mg_shdict_s {
@@ -103,22 +106,22 @@ static int expired(const entry_t *e, uint64_t now)
 }
 
 #define ROTL(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
-#define SIPROUND                                                                                 \
-    do {                                                                                         \
-        v0 += v1;                                                                                \
-        v1 = ROTL(v1, 13);                                                                       \
-        v1 ^= v0;                                                                                \
-        v0 = ROTL(v0, 32);                                                                       \
-        v2 += v3;                                                                                \
-        v3 = ROTL(v3, 16);                                                                       \
-        v3 ^= v2;                                                                                \
-        v0 += v3;                                                                                \
-        v3 = ROTL(v3, 21);                                                                       \
-        v3 ^= v0;                                                                                \
-        v2 += v1;                                                                                \
-        v1 = ROTL(v1, 17);                                                                       \
-        v1 ^= v2;                                                                                \
-        v2 = ROTL(v2, 32);                                                                       \
+#define SIPROUND                                                                                   \
+    do {                                                                                           \
+        v0 += v1;                                                                                  \
+        v1 = ROTL(v1, 13);                                                                         \
+        v1 ^= v0;                                                                                  \
+        v0 = ROTL(v0, 32);                                                                         \
+        v2 += v3;                                                                                  \
+        v3 = ROTL(v3, 16);                                                                         \
+        v3 ^= v2;                                                                                  \
+        v0 += v3;                                                                                  \
+        v3 = ROTL(v3, 21);                                                                         \
+        v3 ^= v0;                                                                                  \
+        v2 += v1;                                                                                  \
+        v1 = ROTL(v1, 17);                                                                         \
+        v1 ^= v2;                                                                                  \
+        v2 = ROTL(v2, 32);                                                                         \
     } while (0)
 
 /* SipHash-1-3 (words read in host order: the hash never leaves the process). */
@@ -269,7 +272,7 @@ static void entry_remove(stripe_t *s, entry_t *e)
 static void expire_tail(stripe_t *s, uint64_t now, int n)
 {
     while (n-- > 0 && s->lru.prev != &s->lru) {
-        entry_t *e = ENTRY_OF(s->lru.prev);
+        entry_t *e = entry_of(s->lru.prev);
 
         if (!expired(e, now))
             return;
@@ -304,7 +307,7 @@ static entry_t *block_get(stripe_t *s, size_t need)
             continue;
         if (s->lru.prev == &s->lru)
             return NULL; /* cannot happen: csize <= cap */
-        entry_remove(s, ENTRY_OF(s->lru.prev));
+        entry_remove(s, entry_of(s->lru.prev));
     }
     blk->size = (uint32_t)csize;
     blk->cls = (int8_t)cls;
@@ -370,7 +373,7 @@ static int fits(const entry_t *e, size_t vlen)
 static void stripe_clear(stripe_t *s)
 {
     while (s->lru.next != &s->lru)
-        entry_remove(s, ENTRY_OF(s->lru.next));
+        entry_remove(s, entry_of(s->lru.next));
     while (free_one_cached(s))
         ;
 }
@@ -545,8 +548,7 @@ int mg_ffi_shdict_get(mg_shdict_t *d, const char *key, size_t key_len, double *n
 }
 
 int mg_ffi_shdict_set(mg_shdict_t *d, const char *key, size_t key_len, int type, double num,
-                      const char *str, size_t str_len, uint64_t ttl_ms, int mode,
-                      const char **err)
+                      const char *str, size_t str_len, uint64_t ttl_ms, int mode, const char **err)
 {
     uint64_t now = now_ms();
     const char *why;
@@ -694,7 +696,7 @@ int mg_ffi_shdict_keys(mg_shdict_t *d, int max, char *buf, size_t *len)
 
         pthread_mutex_lock(&s->lock);
         for (l = s->lru.next; l != &s->lru && !(max > 0 && n >= max); l = l->next) {
-            entry_t *e = ENTRY_OF(l);
+            entry_t *e = entry_of(l);
 
             if (expired(e, now))
                 continue;
