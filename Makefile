@@ -55,8 +55,9 @@ build/moongate-asan: $(ASAN_OBJS) $(LL_ASAN)
 	$(CC) -g $(SAN) -Wl,-E -o $@ $^ $(LIBS)
 
 # C units reached from busted through FFI (spec/c)
-build/libmgtest.so: $(filter-out build/obj/main.o,$(OBJS)) $(LL_OBJS)
-	$(CC) -shared -o $@ $^ $(LIBS)
+# (plus the test-only helpers in spec/c/*.c, compiled here with the same flags)
+build/libmgtest.so: $(filter-out build/obj/main.o,$(OBJS)) $(LL_OBJS) $(wildcard spec/c/*.c)
+	$(CC) $(CFLAGS) -fPIC $(WARN) $(INCS) -shared -o $@ $^ $(LIBS)
 
 asan: build/moongate-asan
 

@@ -15,6 +15,7 @@
 #include <llhttp.h>
 #include "config.h"
 #include "lua_state.h"
+#include "shdict.h"
 #include "worker.h"
 
 #define MG_VERSION "0.1.0"
@@ -71,6 +72,18 @@ static int cmd_run(const char *file, int nworkers)
     if (n < 1)
         n = 1;
     signal(SIGPIPE, SIG_IGN);
+    /* shared dictionaries live in the process, not in a config: a reload
+     * finds the same ones (a new name is created, an old one kept) */
+    for (size_t i = 0; i < cfg->nshared_dicts; i++) {
+        const mg_shared_dict_decl_t *sd = &cfg->shared_dicts[i];
+        mg_shdict_t *d = mg_shdict_open(sd->name, (size_t)sd->size);
+        if (d == NULL) {
+            fprintf(stderr, "moongate: shared dict %s: out of memory\n", sd->name);
+            mg_shdict_close_all();
+            mg_config_free(cfg);
+            return 1;
+        }
+    }
     uv_loop_t *loop = uv_default_loop();
     uv_signal_t sigterm, sigint;
     uv_signal_init(loop, &sigterm);
@@ -81,6 +94,7 @@ static int cmd_run(const char *file, int nworkers)
     if (mg_workers_start(&workers, cfg, n, &err) != 0) {
         fprintf(stderr, "moongate: %s\n", err ? err : "cannot start");
         free(err);
+        mg_shdict_close_all();
         mg_config_free(cfg);
         return 1;
     }
@@ -89,6 +103,7 @@ static int cmd_run(const char *file, int nworkers)
                 cfg->listeners[i].port, n);
     uv_run(loop, UV_RUN_DEFAULT);
     mg_workers_join(&workers);
+    mg_shdict_close_all(); /* no worker is left to use them */
     uv_close((uv_handle_t *)&sigterm, NULL);
     uv_close((uv_handle_t *)&sigint, NULL);
     uv_run(loop, UV_RUN_DEFAULT);

@@ -83,9 +83,10 @@ void mg_ffi_hook_error_count(void);
  * MG_SHDICT_* of shdict.h: 0 nil, 1 boolean (as 0 or 1 in a double),
  * 3 number, 4 string. Times to live are milliseconds, 0 = forever. Failures
  * return a negative errno code and, where there is ERR, a static reason:
- * -EINVAL "empty key", "key too long", "not a number"; -ENOMEM "no memory"
- * (the value is bigger than a stripe of the dictionary); -EEXIST "exists";
- * -ENOENT "not found". Any thread may call these at any time. */
+ * -EINVAL "empty key", "key too long", "bad value type", "not a number";
+ * -ENOMEM "no memory" (the value is bigger than a stripe of the
+ * dictionary); -EEXIST "exists"; -ENOENT "not found". Any thread may call
+ * these at any time. */
 typedef struct mg_shdict_s mg_shdict_t;
 
 /* The dictionary called NAME, or NULL when none was declared. */

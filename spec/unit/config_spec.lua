@@ -59,6 +59,7 @@ describe("config normalisation", function()
             upstreams = {},
             routes = { { name = "/", path = "/", headers = {}, listen = 0,
                          max_body = 10485760, line = 3, source = file } },
+            shared_dicts = {},
             hooks = {},
         }, without_functions(cfg))
     end)
@@ -388,6 +389,88 @@ describe("config errors", function()
         os.remove(syntax)
         os.remove(runtime)
         os.remove(dir)
+    end)
+end)
+
+
+-- Loads config `text` from a temporary file; returns cfg, or nil and the
+-- errors without the file name (kept as ":line:").
+local function load_text(text)
+    local file = os.tmpname()
+    local f = assert(io.open(file, "w"))
+    f:write(text)
+    f:close()
+    local cfg, errs = config.load(file)
+    os.remove(file)
+    if cfg then
+        return cfg, file
+    end
+    for i, e in ipairs(errs) do
+        assert.equal(file, e:sub(1, #file))
+        errs[i] = e:sub(#file + 1)
+    end
+    return nil, errs
+end
+
+describe("config shared dicts", function()
+    it("normalises gw.shared_dict declarations", function()
+        local cfg, file = load_text([[
+local gw = require "moongate"
+gw.listen { port = 8080 }
+gw.shared_dict("limits", { size = "10m" })
+gw.shared_dict("cache.v2", { size = 65536 })
+]])
+        assert.is_table(cfg)
+        assert.same({
+            { name = "limits", size = 10485760, line = 3, source = file },
+            { name = "cache.v2", size = 65536, line = 4, source = file },
+        }, cfg.shared_dicts)
+    end)
+
+    it("reports each mistake at its line", function()
+        local _, errs = load_text([[
+local gw = require "moongate"
+gw.listen { port = 8080 }
+gw.shared_dict("", { size = "1m" })
+gw.shared_dict(5, { size = "1m" })
+gw.shared_dict("a b", { size = "1m" })
+gw.shared_dict("nosize", {})
+gw.shared_dict("badsize", { size = "10mb" })
+gw.shared_dict("small", { size = 100 })
+gw.shared_dict("typo", { size = "1m", sise = 1 })
+gw.shared_dict("noopts")
+gw.shared_dict("dup", { size = "1m" })
+gw.shared_dict("dup", { size = "2m" })
+gw.shared_dict("extra", { size = "1m" }, 3)
+]])
+        local name = "shared_dict name must be 1-64 letters, digits, '_', " ..
+            "'-' or '.', got "
+        assert.same({
+            ":3: " .. name .. 'string ""',
+            ":4: " .. name .. "number 5",
+            ":5: " .. name .. 'string "a b"',
+            ':6: shared_dict.size is required (bytes, or a string like "10m")',
+            ":7: shared_dict.size must be a size: bytes as an integer, or " ..
+                'a string like "32k", "10m", "1g", got string "10mb"',
+            ":8: shared_dict.size must be at least 8192 bytes, got number 100",
+            ":9: unknown key 'sise' in gw.shared_dict options (did you mean " ..
+                "'size'? valid: size)",
+            ':10: gw.shared_dict options must be a table like { size = "10m" ' ..
+                "}, got nil",
+            ':12: duplicate shared dict "dup" (already declared at line 11)',
+            ":13: gw.shared_dict takes (name, options), got 3 arguments",
+        }, errs)
+    end)
+
+    it("refuses gw.shared_dict outside a load, blaming the caller",
+       function()
+        local gw = require "moongate"
+        local ok, err = pcall(function()
+            gw.shared_dict("x", { size = "1m" })
+        end)
+        assert.is_false(ok)
+        assert.matches("config_spec.lua:%d+: gw.shared_dict can only be " ..
+                       "used while a config file is loading", err)
     end)
 end)
 
