@@ -27,6 +27,8 @@ struct mg_hook_co_s {
     int ref;
     mg_request_t *r;        /* request it serves, NULL when idle or detached */
     uv_timer_t timer;       /* gw.sleep */
+    mg_hook_cancel_fn cancel; /* the operation it waits for, if not a sleep */
+    void *cancel_arg;
     uint8_t waiting;
     uint8_t dropped;        /* no request will resume it again */
 };
@@ -276,6 +278,30 @@ static void on_sleep_done(uv_timer_t *t)
     wake(t->data, 0);
 }
 
+mg_hook_co_t *mg_hook_wait_begin(mg_hook_cancel_fn cancel, void *arg)
+{
+    mg_worker_t *w = current_worker;
+    mg_hook_co_t *hc = w && w->lua ? lw_of(w)->running : NULL;
+    if (!hc)
+        return NULL;
+    hc->cancel = cancel;
+    hc->cancel_arg = arg;
+    return hc;
+}
+
+void mg_hook_wait_end(mg_hook_co_t *hc, mg_hook_push_fn push, void *arg)
+{
+    hc->cancel = NULL;
+    hc->cancel_arg = NULL;
+    int n = push ? push(hc->co, arg) : 0;
+    wake(hc, n);
+}
+
+mg_worker_t *mg_hook_worker(void)
+{
+    return current_worker;
+}
+
 void mg_hooks_release(mg_request_t *r)
 {
     mg_hook_co_t *hc = r->co;
@@ -299,6 +325,11 @@ void mg_hooks_release(mg_request_t *r)
         return; /* let on_log finish: it delays no client */
     /* the client is gone: cancel the wait and drop the coroutine */
     uv_timer_stop(&hc->timer);
+    if (hc->cancel) {
+        mg_hook_cancel_fn cancel = hc->cancel;
+        hc->cancel = NULL;
+        cancel(hc->cancel_arg);
+    }
     co_destroy(hc);
 }
 

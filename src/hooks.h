@@ -33,6 +33,25 @@ int mg_hooks_run(mg_request_t *r, int phase);
  * finish on its own (on_log). */
 void mg_hooks_release(mg_request_t *r);
 
+/* ---- waiting on C operations (gw.sleep, gw.http, Redis, ...) ----------
+ * An FFI function that starts an asynchronous operation for the running
+ * hook calls mg_hook_wait_begin(); the Lua side then yields (WAIT). When
+ * the operation completes it calls mg_hook_wait_end() exactly once, with a
+ * function that pushes the results the Lua side's yield returns. If the
+ * request dies first, `cancel(arg)` is called instead (then the operation
+ * must not call mg_hook_wait_end, and must release its own resources).
+ * `arg` is the operation's own pointer; the hooks code never frees it. */
+struct lua_State;
+typedef int (*mg_hook_push_fn)(struct lua_State *co, void *arg);
+typedef void (*mg_hook_cancel_fn)(void *arg);
+
+/* Returns the running coroutine, or NULL when no hook is running (then
+ * nothing was registered). */
+mg_hook_co_t *mg_hook_wait_begin(mg_hook_cancel_fn cancel, void *arg);
+void mg_hook_wait_end(mg_hook_co_t *hc, mg_hook_push_fn push, void *arg);
+/* The worker whose hook is running on this thread (NULL outside hooks). */
+mg_worker_t *mg_hook_worker(void);
+
 /* Called from the control thread: interrupts hooks running past their
  * budget where LuaJIT allows (see README, "Time budget"). */
 void mg_hooks_watchdog(mg_worker_t *w, uint64_t now_ms);
