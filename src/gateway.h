@@ -74,6 +74,7 @@ typedef struct mg_buf_s {
 typedef enum {
     MG_RS_HEAD,      /* reading the request head */
     MG_RS_PEEK,      /* chunked body: waiting for its first chunk line */
+    MG_RS_BUFFER,    /* a hook reads the whole body (req:body()) */
     MG_RS_UPSTREAM,  /* head done, waiting for an upstream connection */
     MG_RS_BODY,      /* streaming the request body upstream */
     MG_RS_WAIT,      /* body done, waiting for the upstream response */
@@ -117,6 +118,8 @@ typedef struct mg_hook_co_s mg_hook_co_t;
  * path, upstream path, request id). */
 struct mg_request_s {
     mg_request_t *next_free;
+    uint32_t slot;             /* per-worker number of this struct, fixed for
+                                  its life (Lua caches a cdata pointer by it) */
     mg_conn_t *c;
     mg_req_state_t state;
     uint64_t start_ms;
@@ -181,6 +184,10 @@ struct mg_request_s {
     uint8_t res_dropping;      /* upstream body is being discarded */
     mg_arena_chunk_t *arena_chunks;
     size_t arena_used;
+    char *body_buf;            /* req:body(): the whole body (malloc'd) */
+    size_t body_len, body_cap;
+    uint8_t body_buffered;     /* body_buf holds the complete body */
+    mg_hook_co_t *body_hc;     /* hook waiting for it */
 
     /* Not cleared between requests (request_new zeroes up to here). */
     mg_edit_t req_edits[MG_MAX_EDITS];
@@ -254,6 +261,7 @@ struct mg_upconn_s {
     uint8_t resp_chunked;
     uint8_t resp_has_length;
     uint8_t resp_keepalive;
+    void *client;              /* gw.http operation using it (http_client.c) */
     uint8_t hook_paused;       /* parser paused while on_response waits */
     uint8_t hook_failed;       /* on_response failed: answer 500 */
 };
@@ -287,12 +295,14 @@ struct mg_worker_s {
     const mg_config_t *cfg;
     mg_router_t *router;
     uv_tcp_t *listeners;
+    int *listen_fds;            /* their sockets, for mg_worker_quarantine */
     size_t nlisteners;
     size_t listeners_open;
     mg_upstream_rt_t *ups;
     mg_link_t conns;
     size_t nconns;
     mg_request_t *free_requests;
+    uint32_t nrequests;         /* request structs ever made (slots) */
     char **free_bufs;           /* stack of MG_BUF_SIZE buffers */
     size_t nfree_bufs, cap_free_bufs;
     char *scratch;              /* heads are built here, then written */
@@ -303,6 +313,7 @@ struct mg_worker_s {
     void *lua;                  /* lua_State of this worker */
     uv_timer_t shutdown_timer;
     _Atomic uint64_t hook_since; /* ms (monotonic) a hook started running, 0 = none */
+    _Atomic int quarantined;     /* stuck in a hook: no longer accepting */
     int stopping;
     int start_error;
     uv_sem_t *ready;
@@ -340,6 +351,10 @@ int mg_proxy_send_body(mg_upconn_t *u, uv_buf_t *bufs, unsigned n);
 void mg_proxy_detach(mg_upconn_t *u, int reusable);
 void mg_proxy_client_drained(mg_upconn_t *u);
 int mg_proxy_tunnel_write(mg_upconn_t *u, const char *data, size_t len);
+/* A new, unconnected upstream connection of pool p (owned by the caller
+ * until it is closed or detached into the pool). */
+mg_upconn_t *mg_upconn_new(mg_pool_t *p);
+void mg_upconn_close(mg_upconn_t *u);
 /* The on_response phase that waited has finished. */
 void mg_proxy_hook_resumed(mg_upconn_t *u, int result);
 /* The upstream index a request goes to (hook override, else its route's). */
@@ -357,6 +372,12 @@ void mg_pools_close(mg_worker_t *w);
  * to skip when possible (-1: none). Returns the target index. */
 int mg_balancer_pick(mg_worker_t *w, int ui, int avoid);
 void mg_pool_mark_down(mg_pool_t *p);
+int mg_pool_resolve(mg_pool_t *p);
+
+/* http_client.c */
+void mg_http_client_conn_lost(void *client);
+void mg_http_client_close(mg_worker_t *w);
+void mg_http_client_free(mg_worker_t *w);
 mg_upconn_t *mg_pool_take_idle(mg_pool_t *p);
 void mg_pool_put_idle(mg_pool_t *p, mg_upconn_t *u);
 void mg_pool_forget(mg_upconn_t *u);

@@ -19,6 +19,7 @@
 #include <lua.h>
 #include "hooks.h"
 #include "lua_route.h"
+#include "worker.h"
 
 struct mg_hook_co_s {
     mg_hook_co_t *next_free;
@@ -29,11 +30,14 @@ struct mg_hook_co_s {
     uv_timer_t timer;       /* gw.sleep */
     mg_hook_cancel_fn cancel; /* the operation it waits for, if not a sleep */
     void *cancel_arg;
+    mg_hook_push_fn later_push; /* mg_hook_wake_later */
+    void *later_arg;
     uint8_t waiting;
     uint8_t dropped;        /* no request will resume it again */
 };
 
 static _Thread_local mg_worker_t *current_worker;
+static void free_user_timers(void);
 static atomic_ullong hook_errors;
 
 static mg_lua_worker_t *lw_of(const mg_worker_t *w) { return w->lua; }
@@ -57,6 +61,8 @@ int mg_hooks_init(mg_worker_t *w, char **err)
     lw->driver_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_getfield(L, -1, "detach");
     lw->detach_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "report_error");
+    lw->report_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_getfield(L, -1, "init");
     lua_pushvalue(L, -3); /* cfg */
     lua_pushinteger(L, w->id);
@@ -107,6 +113,7 @@ void mg_hooks_close(mg_worker_t *w)
     }
     free(lw->route_mask);
     lw->route_mask = NULL;
+    free_user_timers();
 }
 
 int mg_hooks_has(const mg_worker_t *w, const mg_route_t *route, int phase)
@@ -162,6 +169,28 @@ static void co_put(mg_hook_co_t *hc)
 
 /* ---- running ------------------------------------------------------------ */
 
+static void report_error(mg_hook_co_t *hc, int st)
+{
+    mg_lua_worker_t *lw = lw_of(hc->w);
+    lua_State *L = lw->L;
+    const char *msg = lua_isstring(hc->co, -1) ? lua_tostring(hc->co, -1) : "error object is not a string";
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lw->report_ref);
+    if (st == LUA_ERRRUN)
+        luaL_traceback(L, hc->co, msg, 0);
+    else
+        lua_pushstring(L, msg);
+    mg_request_t *r = hc->r;
+    if (r)
+        lua_pushlstring(L, r->request_id, r->request_id_len);
+    else
+        lua_pushnil(L);
+    lua_pushinteger(L, r ? r->hook_phase : MG_PHASE_TIMER);
+    if (lua_pcall(L, 3, 0, 0) != 0) {
+        fprintf(stderr, "moongate: worker %d: hook error: %s\n", hc->w->id, msg);
+        lua_pop(L, 1);
+    }
+}
+
 /* Resumes hc with nargs values already pushed; returns what it yielded.
  * For RESPONDED the answer stays on hc->co's stack (indices 2..5) until the
  * caller clears it. */
@@ -172,14 +201,16 @@ static int co_resume(mg_hook_co_t *hc, int nargs)
     mg_hook_co_t *outer = lw->running;
     lw->running = hc;
     current_worker = w;
-    atomic_store(&w->hook_since, uv_hrtime() / 1000000);
+    /* the loop's cached time: no clock read per hook (watchdog resolution
+     * is 10 ms anyway) */
+    atomic_store(&w->hook_since, uv_now(&w->loop) ? uv_now(&w->loop) : 1);
     int st = lua_resume(hc->co, nargs);
     atomic_store(&w->hook_since, 0);
     lw->running = outer;
     if (st != LUA_YIELD) {
-        /* the driver never returns; an error here escaped its xpcall */
-        fprintf(stderr, "moongate: worker %d: hook coroutine died: %s\n", w->id,
-                lua_isstring(hc->co, -1) ? lua_tostring(hc->co, -1) : "?");
+        /* a hook raised an error: the driver ends with it (it runs no pcall
+         * of its own); log it with the traceback, then drop the coroutine */
+        report_error(hc, st);
         atomic_fetch_add(&hook_errors, 1);
         hc->dropped = 1;
         return MG_HOOK_ERROR;
@@ -246,7 +277,8 @@ int mg_hooks_run(mg_request_t *r, int phase)
     lua_pushinteger(hc->co, phase);
     lua_pushboolean(hc->co, first);
     lua_pushinteger(hc->co, r->route ? r->route->index : -1);
-    return settle(r, hc, co_resume(hc, 4));
+    lua_pushinteger(hc->co, r->slot);
+    return settle(r, hc, co_resume(hc, 5));
 }
 
 /* A wait ended (timer, I/O): resume the coroutine with nargs pushed values
@@ -295,6 +327,22 @@ void mg_hook_wait_end(mg_hook_co_t *hc, mg_hook_push_fn push, void *arg)
     hc->cancel_arg = NULL;
     int n = push ? push(hc->co, arg) : 0;
     wake(hc, n);
+}
+
+static void on_wake_later(uv_timer_t *t)
+{
+    mg_hook_co_t *hc = t->data;
+    mg_hook_push_fn push = hc->later_push;
+    hc->later_push = NULL;
+    mg_hook_wait_end(hc, push, hc->later_arg);
+}
+
+void mg_hook_wake_later(mg_hook_co_t *hc, mg_hook_push_fn push, void *arg)
+{
+    hc->cancel = NULL;
+    hc->later_push = push;
+    hc->later_arg = arg;
+    uv_timer_start(&hc->timer, on_wake_later, 0, 0);
 }
 
 mg_worker_t *mg_hook_worker(void)
@@ -369,6 +417,72 @@ unsigned long long mg_hooks_error_total(void)
     return atomic_load(&hook_errors);
 }
 
+/* ---- gw.timer ------------------------------------------------------------- */
+
+typedef struct user_timer_s {
+    struct user_timer_s *next;
+    uv_timer_t t;
+    mg_worker_t *w;
+    int id;
+} user_timer_t;
+
+static _Thread_local user_timer_t *user_timers;
+
+/* A timer's callback runs in a pooled coroutine that serves no request;
+ * if it waits, it finishes on its own like a detached on_log hook. */
+static void on_user_timer(uv_timer_t *t)
+{
+    user_timer_t *ut = t->data;
+    mg_worker_t *w = ut->w;
+    if (w->stopping)
+        return;
+    mg_hook_co_t *hc = co_get(w);
+    if (!hc)
+        return;
+    hc->r = NULL;
+    lua_pushnil(hc->co);
+    lua_pushinteger(hc->co, MG_PHASE_TIMER);
+    lua_pushboolean(hc->co, 1);
+    lua_pushinteger(hc->co, ut->id);
+    lua_pushinteger(hc->co, 0);
+    int code = co_resume(hc, 5);
+    if (hc->dropped)
+        co_destroy(hc);
+    else if (code != MG_HOOK_WAIT)
+        co_put(hc);
+}
+
+int mg_ffi_timer_start(int id, double after, double every)
+{
+    mg_worker_t *w = current_worker;
+    if (!w || !w->lua || !(after >= 0) || !(every >= 0))
+        return MG_FFI_EPHASE;
+    user_timer_t *ut = calloc(1, sizeof(*ut));
+    if (!ut)
+        return MG_FFI_ENOMEM;
+    ut->w = w;
+    ut->id = id;
+    uv_timer_init(&w->loop, &ut->t);
+    ut->t.data = ut;
+    uv_timer_start(&ut->t, on_user_timer, (uint64_t)(after * 1000.0 + 0.5),
+                   (uint64_t)(every * 1000.0 + 0.5));
+    /* timers alone do not keep a stopping worker alive */
+    uv_unref((uv_handle_t *)&ut->t);
+    ut->next = user_timers;
+    user_timers = ut;
+    return 0;
+}
+
+/* After the loop ended (every handle is closed): frees the timers. */
+static void free_user_timers(void)
+{
+    while (user_timers) {
+        user_timer_t *ut = user_timers;
+        user_timers = ut->next;
+        free(ut);
+    }
+}
+
 /* ---- time budget -------------------------------------------------------- */
 
 static void budget_hook(lua_State *L, lua_Debug *ar)
@@ -383,11 +497,23 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
     luaL_error(L, "hook exceeded its time budget of %d ms", (int)w->cfg->timeouts.hook);
 }
 
-void mg_hooks_watchdog(mg_worker_t *w, uint64_t now_ms)
+void mg_hooks_watchdog(mg_worker_t *w)
 {
+    /* hook_since is loop time: libuv's monotonic clock in ms, like this */
+    uint64_t now_ms = uv_hrtime() / 1000000;
     uint64_t since = atomic_load(&w->hook_since);
     if (!since || now_ms - since < w->cfg->timeouts.hook || !w->lua)
         return;
+    if (now_ms - since > w->cfg->timeouts.hook + 1000 && !atomic_load(&w->quarantined)) {
+        /* the interrupt did not take: a loop compiled to machine code */
+        fprintf(stderr,
+                "moongate: worker %d: a hook has run %llu ms and cannot be interrupted "
+                "(a loop LuaJIT compiled); the worker stops accepting connections, "
+                "the others go on serving\n",
+                w->id, (unsigned long long)(now_ms - since));
+        mg_worker_quarantine(w);
+        return;
+    }
     /* lua_sethook is safe to call asynchronously; the hook fires at the next
      * instruction the interpreter runs (not inside a compiled loop) */
     lua_sethook(lw_of(w)->L, budget_hook, LUA_MASKCOUNT, 1);

@@ -49,11 +49,14 @@ typedef void (*mg_hook_cancel_fn)(void *arg);
  * nothing was registered). */
 mg_hook_co_t *mg_hook_wait_begin(mg_hook_cancel_fn cancel, void *arg);
 void mg_hook_wait_end(mg_hook_co_t *hc, mg_hook_push_fn push, void *arg);
+/* Like mg_hook_wait_end, but on the next turn of the loop: for results that
+ * arrive while the waiting hook may still be on the C stack. */
+void mg_hook_wake_later(mg_hook_co_t *hc, mg_hook_push_fn push, void *arg);
 /* The worker whose hook is running on this thread (NULL outside hooks). */
 mg_worker_t *mg_hook_worker(void);
 
 /* Called from the control thread: interrupts hooks running past their
  * budget where LuaJIT allows (see README, "Time budget"). */
-void mg_hooks_watchdog(mg_worker_t *w, uint64_t now_ms);
+void mg_hooks_watchdog(mg_worker_t *w);
 
 #endif

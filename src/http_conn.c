@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "gateway.h"
+#include <lua.h>
 #include "accesslog.h"
 #include "hooks.h"
 #include "lua_route.h"
@@ -211,6 +212,7 @@ static mg_request_t *request_new(mg_conn_t *c)
         r = calloc(1, sizeof(*r));
         if (!r)
             return NULL;
+        r->slot = ++w->nrequests;
         r->headers = malloc(sizeof(mg_header_t) * (l->header_count + 1));
         /* normalised path + upstream path + slack; both are bounded by the
          * request line limit */
@@ -226,11 +228,13 @@ static mg_request_t *request_new(mg_conn_t *c)
     mg_header_t *headers = r->headers;
     char *scratch = r->scratch;
     size_t cap = r->scratch_cap;
+    uint32_t slot = r->slot;
     /* the edit arrays and the inline arena after it need no clearing */
     memset(r, 0, offsetof(mg_request_t, req_edits));
     r->headers = headers;
     r->scratch = scratch;
     r->scratch_cap = cap;
+    r->slot = slot;
     r->c = c;
     r->target = -1;
     r->upstream_override = -1;
@@ -252,6 +256,8 @@ static void request_free(mg_conn_t *c)
     }
     mg_hooks_release(r);
     mg_request_arena_reset(r);
+    free(r->body_buf);
+    r->body_buf = NULL;
     c->r = NULL;
     r->next_free = c->w->free_requests;
     c->w->free_requests = r;
@@ -433,6 +439,22 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     uint64_t max = r->route ? r->route->max_body : c->w->cfg->limits.body;
     if (r->body_received > max)
         return fail(p, 413, "request body too large");
+    if (r->state == MG_RS_BUFFER) {
+        /* req:body(): keep it all (bounded by max above) */
+        if (r->body_len + len > r->body_cap) {
+            size_t cap = r->body_cap ? r->body_cap : 16384;
+            while (cap < r->body_len + len)
+                cap *= 2;
+            char *nb = realloc(r->body_buf, cap);
+            if (!nb)
+                return fail(p, 503, "out of memory");
+            r->body_buf = nb;
+            r->body_cap = cap;
+        }
+        memcpy(r->body_buf + r->body_len, at, len);
+        r->body_len += len;
+        return 0;
+    }
     if (r->state != MG_RS_BODY || !r->up)
         return 0; /* answered locally: the body is read and dropped */
     char pre[24];
@@ -451,6 +473,8 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
+static int push_body(struct lua_State *co, void *arg);
+
 static int on_message_complete(llhttp_t *p)
 {
     mg_conn_t *c = p->data;
@@ -465,6 +489,14 @@ static int on_message_complete(llhttp_t *p)
         set_deadline(c, UINT64_MAX);
     } else if (r->state == MG_RS_LOCAL) {
         r->state = MG_RS_DONE;
+    } else if (r->state == MG_RS_BUFFER) {
+        r->body_buffered = 1;
+        r->state = MG_RS_UPSTREAM;
+        set_deadline(c, UINT64_MAX);
+        if (r->body_hc) {
+            mg_hook_wake_later(r->body_hc, push_body, r);
+            r->body_hc = NULL;
+        }
     }
     c->paused_parser = 1;
     return HPE_PAUSED;
@@ -659,7 +691,7 @@ static void continue_request(mg_conn_t *c, int done)
         if (span_ieq(c, v, "100-continue", 12))
             r->expect_continue = 1;
     }
-    if (r->chunked) {
+    if (r->chunked && !r->body_buffered) {
         /* nothing goes upstream before the first chunk line is known good */
         int ok = peek_first_chunk(c);
         if (ok < 0) {
@@ -718,6 +750,21 @@ void mg_conn_resume_body(mg_conn_t *c)
     mg_request_t *r = c->r;
     if (!r || c->state == MG_CS_CLOSING)
         return;
+    if (r->body_buffered || c->paused_parser) {
+        /* the body was read by a hook (send it as one piece), or this is a
+         * retry of a request whose message was already complete */
+        if (r->body_buffered && r->body_len > 0) {
+            uv_buf_t b = uv_buf_init(r->body_buf, (unsigned)r->body_len);
+            r->body_started = 1;
+            if (mg_proxy_send_body(r->up, &b, 1) < 0) {
+                mg_conn_upstream_failed(c, 502, "upstream write failed");
+                return;
+            }
+        }
+        r->state = MG_RS_WAIT;
+        set_deadline(c, UINT64_MAX);
+        return;
+    }
     r->state = MG_RS_BODY;
     if (r->expect_continue && !r->response_started) {
         uv_buf_t b = uv_buf_init("HTTP/1.1 100 Continue\r\n\r\n", 25);
@@ -731,6 +778,50 @@ void mg_conn_resume_body(mg_conn_t *c)
     start_reading(c);
     c->kick = 1;
     conn_parse(c);
+}
+
+static int push_body(struct lua_State *co, void *arg)
+{
+    mg_request_t *r = arg;
+    lua_pushlstring(co, r->body_buf ? r->body_buf : "", r->body_len);
+    return 1;
+}
+
+static void cancel_body(void *arg)
+{
+    mg_request_t *r = arg;
+    r->body_hc = NULL;
+}
+
+/* req:body(): 1 with the body when it is all here, 0 when the hook must
+ * wait for it (it is resumed with the body), or an MG_FFI_* error. */
+int mg_ffi_req_read_body(mg_request_t *r, const char **p, size_t *len)
+{
+    mg_conn_t *c = r->c;
+    if (r->body_buffered || !r->has_body) {
+        *p = r->body_buf ? r->body_buf : "";
+        *len = r->body_len;
+        return 1;
+    }
+    if (r->up || r->response_started || r->state != MG_RS_UPSTREAM || r->body_hc)
+        return MG_FFI_EPHASE;
+    r->body_hc = mg_hook_wait_begin(cancel_body, r);
+    if (!r->body_hc)
+        return MG_FFI_EPHASE;
+    r->state = MG_RS_BUFFER;
+    if (r->known[MG_H_EXPECT]) {
+        mg_span_t v = r->headers[r->known[MG_H_EXPECT] - 1].value;
+        if (span_ieq(c, v, "100-continue", 12)) {
+            uv_buf_t b = uv_buf_init("HTTP/1.1 100 Continue\r\n\r\n", 25);
+            if (mg_wq_write(&c->wq, &b, 1) < 0)
+                return MG_FFI_EPHASE;
+        }
+    }
+    set_deadline(c, c->w->cfg->timeouts.body);
+    start_reading(c);
+    c->kick = 1;
+    conn_parse(c);
+    return 0;
 }
 
 /* Back-pressure from the upstream side: stop reading the client while the
@@ -780,7 +871,8 @@ static void conn_parse(mg_conn_t *c)
         if (e == HPE_OK) {
             c->buf.parsed = c->buf.len;
             /* body bytes went upstream or were dropped: reuse their space */
-            if (r && (r->state == MG_RS_BODY || r->state == MG_RS_LOCAL))
+            if (r && (r->state == MG_RS_BODY || r->state == MG_RS_LOCAL ||
+                      r->state == MG_RS_BUFFER))
                 c->buf.len = c->buf.parsed = r->head_end;
             break;
         }

@@ -16,6 +16,7 @@ typedef struct mg_lua_worker_s {
     /* hooks.c */
     int driver_ref;         /* moongate.runtime.driver */
     int detach_ref;         /* moongate.runtime.detach */
+    int report_ref;         /* moongate.runtime.report_error */
     uint8_t global_mask;    /* 1 << phase for each global hook */
     uint8_t *route_mask;    /* per route: 1 << phase for its policies */
     mg_hook_co_t *free_cos; /* idle coroutines */

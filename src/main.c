@@ -14,6 +14,7 @@
 #include <uv.h>
 #include <llhttp.h>
 #include "config.h"
+#include "hooks.h"
 #include "lua_state.h"
 #include "shdict.h"
 #include "worker.h"
@@ -46,6 +47,14 @@ static const char *default_config(void)
 
 static mg_workers_t workers;
 static int stop_requested;
+
+/* Every 10 ms: stop hooks that run past their budget (hooks.c). */
+static void on_watchdog(uv_timer_t *t)
+{
+    for (int i = 0; i < workers.n; i++)
+        if (!workers.w[i].start_error)
+            mg_hooks_watchdog(&workers.w[i]);
+}
 
 static void on_signal(uv_signal_t *s, int signum)
 {
@@ -98,12 +107,20 @@ static int cmd_run(const char *file, int nworkers)
         mg_config_free(cfg);
         return 1;
     }
+    uv_timer_t watchdog;
+    uv_timer_init(loop, &watchdog);
+    uv_timer_start(&watchdog, on_watchdog, 10, 10);
     for (size_t i = 0; i < cfg->nlisteners; i++)
         fprintf(stderr, "moongate: listening on %s:%u (%d workers)\n", cfg->listeners[i].host,
                 cfg->listeners[i].port, n);
     uv_run(loop, UV_RUN_DEFAULT);
-    mg_workers_join(&workers);
+    /* a worker stuck in a hook would never end: do not wait for it forever */
+    if (mg_workers_join_within(&workers, cfg->timeouts.shutdown + 2000) < 0) {
+        fprintf(stderr, "moongate: a worker did not stop (stuck in a hook); exiting anyway\n");
+        _exit(1);
+    }
     mg_shdict_close_all(); /* no worker is left to use them */
+    uv_close((uv_handle_t *)&watchdog, NULL);
     uv_close((uv_handle_t *)&sigterm, NULL);
     uv_close((uv_handle_t *)&sigint, NULL);
     uv_run(loop, UV_RUN_DEFAULT);

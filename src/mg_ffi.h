@@ -21,6 +21,7 @@ enum {
     MG_PHASE_ACCESS = 3,    /* the route's policies: on_request */
     MG_PHASE_RESPONSE = 4,  /* route policies then global: on_response */
     MG_PHASE_LOG = 5,       /* route policies then global: on_log */
+    MG_PHASE_TIMER = 6,     /* a gw.timer callback (no request) */
 };
 
 /* What mg_ffi_req_str / mg_ffi_req_set_str address. */
@@ -55,6 +56,7 @@ int mg_ffi_req_edit_header(mg_request_t *r, int op, const char *name, size_t nle
 int mg_ffi_req_set_str(mg_request_t *r, int what, const char *s, size_t len);
 int mg_ffi_req_set_upstream(mg_request_t *r, const char *name, size_t len);
 int mg_ffi_req_set_target(mg_request_t *r, const char *name, size_t len);
+int mg_ffi_req_read_body(mg_request_t *r, const char **p, size_t *len);
 int mg_ffi_res_status(mg_request_t *r);
 int mg_ffi_res_set_status(mg_request_t *r, int status);
 int mg_ffi_res_header(mg_request_t *r, const char *name, size_t nlen, int nth,
@@ -74,6 +76,14 @@ int mg_ffi_worker_id(void);
 int mg_ffi_sleep(double seconds);
 void mg_ffi_log(int level, const char *msg, size_t len);
 void mg_ffi_hook_error_count(void);
+/* Runs timer `id` of moongate.runtime after `after` s, then every `every` s
+ * (0: once). For the current worker; returns 0 or MG_FFI_EPHASE. */
+int mg_ffi_timer_start(int id, double after, double every);
+
+/* ==== gw.http (http_client.c) ==== */
+int mg_ffi_http_request(const char *method, size_t mlen, const char *url, size_t ulen,
+                        const char *headers, size_t hlen, const char *body, size_t blen,
+                        double timeout, double max_body, const char **err);
 
 /* ==== shared dictionaries (shdict.c) ==== */
 /* (section owned by shdict.c)
@@ -133,6 +143,93 @@ size_t mg_ffi_shdict_capacity(mg_shdict_t *d);
 
 /* Bytes not used by entries (expired ones not yet reclaimed count as used). */
 size_t mg_ffi_shdict_free_space(mg_shdict_t *d);
+
+/* ==== crypto (crypto.c) ==== */
+/* (section owned by crypto.c; lua/moongate/jwk.lua declares the same)
+ *
+ * Keys that verify JWS signatures (RFC 7515, 7518, 8037) for
+ * lua/moongate/jwt.lua. A key is made once, while a config loads, from an
+ * HMAC secret, a PEM public key or certificate, or the members of a JWK,
+ * and does not change once it is handed to verification, so any thread may
+ * verify with it at any time. The caller owns it and frees it with
+ * mg_ffi_crypto_key_free() (Lua: ffi.gc). Constructors return NULL and a
+ * static reason in *ERR: short secrets (< 32 bytes), RSA keys under 2048
+ * bits, private keys, unknown curves and malformed keys are refused.
+ *
+ * Each key pins the algorithms it may verify, as bits (1 << MG_JWS_*):
+ * a secret HS256 (HS384 from 48 bytes, HS512 from 64: RFC 7518 §3.2); an
+ * RSA key RS* and PS* (an RSA-PSS key PS* only); an EC key the one ES* of
+ * its curve; an Ed25519/Ed448 key EdDSA and its own fully specified name.
+ * Verification refuses any other algorithm (MG_JWS_EALG): a token cannot
+ * turn an RSA public key into an HMAC secret. */
+typedef struct mg_crypto_key_s mg_crypto_key_t;
+
+/* JWS algorithms ("alg"). */
+enum {
+    MG_JWS_HS256 = 1, MG_JWS_HS384 = 2, MG_JWS_HS512 = 3,
+    MG_JWS_RS256 = 4, MG_JWS_RS384 = 5, MG_JWS_RS512 = 6,
+    MG_JWS_PS256 = 7, MG_JWS_PS384 = 8, MG_JWS_PS512 = 9,
+    MG_JWS_ES256 = 10, MG_JWS_ES384 = 11, MG_JWS_ES512 = 12,
+    MG_JWS_EDDSA = 13, MG_JWS_ED25519 = 14, MG_JWS_ED448 = 15,
+};
+
+/* Failures of the verify and base64url functions (besides MG_FFI_EINVAL). */
+enum {
+    MG_JWS_EALG = -20,      /* the key may not verify this algorithm */
+    MG_JWS_ESIG64 = -21,    /* the signature is not canonical base64url */
+    MG_JWS_EPAYLOAD64 = -22, /* the payload is not canonical base64url */
+    MG_JWS_ESPACE = -23,    /* the output does not fit the buffer */
+    MG_JWS_ESHAPE = -24,    /* the dot offsets do not fit the token */
+    MG_JWS_EINTERNAL = -25, /* OpenSSL failed (out of memory) */
+};
+
+/* The secret's bytes (any bytes). */
+mg_crypto_key_t *mg_ffi_crypto_key_secret(const unsigned char *secret, size_t len,
+                                          const char **err);
+/* A PEM "PUBLIC KEY", "RSA PUBLIC KEY" or "CERTIFICATE" (its public key;
+ * the first certificate of a chain). */
+mg_crypto_key_t *mg_ffi_crypto_key_pem(const char *pem, size_t len, const char **err);
+/* JWK members, base64url-decoded: RSA n and e; EC crv ("P-256", "P-384",
+ * "P-521"), x and y; OKP crv ("Ed25519", "Ed448") and x. */
+mg_crypto_key_t *mg_ffi_crypto_key_rsa(const unsigned char *n, size_t nlen,
+                                       const unsigned char *e, size_t elen,
+                                       const char **err);
+mg_crypto_key_t *mg_ffi_crypto_key_ec(const char *crv, const unsigned char *x, size_t xlen,
+                                      const unsigned char *y, size_t ylen, const char **err);
+mg_crypto_key_t *mg_ffi_crypto_key_okp(const char *crv, const unsigned char *x, size_t xlen,
+                                       const char **err);
+void mg_ffi_crypto_key_free(mg_crypto_key_t *k);
+/* The algorithm bits the key may verify. */
+unsigned mg_ffi_crypto_key_algs(const mg_crypto_key_t *k);
+/* Narrows them to ALGS (a JWK's "alg", a config's list) before first use;
+ * returns what is left. */
+unsigned mg_ffi_crypto_key_restrict(mg_crypto_key_t *k, unsigned algs);
+/* "oct", "RSA", "RSA-PSS", "EC" or "OKP" (static); the size in *BITS. */
+const char *mg_ffi_crypto_key_type(const mg_crypto_key_t *k, int *bits);
+
+/* Checks signature SIG (raw bytes; ECDSA as r || s) of IN under ALG.
+ * Returns 1 valid, 0 not valid, MG_JWS_EALG, MG_JWS_EINTERNAL. HMAC is
+ * compared in constant time and allocates nothing. */
+int mg_ffi_crypto_verify(const mg_crypto_key_t *k, int alg, const unsigned char *in,
+                         size_t len, const unsigned char *sig, size_t slen);
+/* The same for a compact JWS: TOKEN (LEN bytes) has its two dots at the
+ * 0-based offsets DOT1 < DOT2; the signature after DOT2 is decoded here.
+ * When valid and PAYLOAD is not NULL, the payload segment is decoded into
+ * PAYLOAD (room for *PLEN bytes on entry, the length on return). Returns 1
+ * valid, 0 not valid (also a signature of the wrong size), or MG_JWS_E*. */
+int mg_ffi_jws_verify(const mg_crypto_key_t *k, int alg, const char *token, size_t len,
+                      size_t dot1, size_t dot2, unsigned char *payload, size_t *plen);
+/* HMAC of IN with a secret key (signing HS* tokens): MAC needs room for
+ * 64 bytes, *MACLEN gets the length. Returns 0 or MG_JWS_EALG/ESPACE. */
+int mg_ffi_crypto_hmac(const mg_crypto_key_t *k, int alg, const unsigned char *in, size_t len,
+                       unsigned char *mac, size_t *maclen);
+/* Strict base64url (no padding, no other characters, canonical last
+ * character) into OUT (room for *OUTLEN bytes, the length on return).
+ * Returns 0, MG_FFI_EINVAL or MG_JWS_ESPACE. */
+int mg_ffi_b64url_decode(const char *in, size_t len, unsigned char *out, size_t *outlen);
+/* Unpadded base64url of IN into OUT (room for (LEN + 2) / 3 * 4); returns
+ * the characters written. */
+size_t mg_ffi_b64url_encode(const unsigned char *in, size_t len, char *out);
 
 /* ==== end ==== */
 

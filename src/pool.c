@@ -10,7 +10,7 @@
 #include <string.h>
 #include "gateway.h"
 
-static int resolve(mg_pool_t *p)
+int mg_pool_resolve(mg_pool_t *p)
 {
     const mg_target_t *t = p->t;
     struct sockaddr_in *in = (struct sockaddr_in *)&p->addr;
@@ -52,7 +52,7 @@ int mg_pools_init(mg_worker_t *w)
             p->u = u;
             p->t = &u->targets[t];
             mg_list_init(&p->idle);
-            p->addr_ok = resolve(p) == 0;
+            p->addr_ok = mg_pool_resolve(p) == 0;
         }
         /* start each worker at a different place in the rotation, so that
          * a few requests spread over workers still reach every target */
@@ -99,6 +99,9 @@ mg_upconn_t *mg_pool_take_idle(mg_pool_t *p)
     mg_list_remove(&u->link);
     p->nidle--;
     u->idle = 0;
+    /* its idle deadline no longer applies; the new user sets its own */
+    uv_timer_stop(&u->timer);
+    u->timer_armed = 0;
     return u;
 }
 

@@ -375,6 +375,8 @@ static void on_up_closed(uv_handle_t *h)
     free(u);
 }
 
+void mg_upconn_close(mg_upconn_t *u) { up_close(u); }
+
 static void up_close(mg_upconn_t *u)
 {
     if (u->closing)
@@ -383,6 +385,11 @@ static void up_close(mg_upconn_t *u)
     u->wq.closed = 1;
     if (u->idle)
         mg_pool_forget(u);
+    if (u->client) {
+        void *client = u->client;
+        u->client = NULL;
+        mg_http_client_conn_lost(client);
+    }
     if (u->r) {
         u->r->up = NULL;
         u->r = NULL;
@@ -689,7 +696,7 @@ static void on_connect(uv_connect_t *req, int status)
     send_head(u);
 }
 
-static mg_upconn_t *up_new(mg_pool_t *p)
+mg_upconn_t *mg_upconn_new(mg_pool_t *p)
 {
     mg_worker_t *w = p->w;
     mg_upconn_t *u = calloc(1, sizeof(*u));
@@ -730,7 +737,7 @@ static void connect_target(mg_request_t *r, int ti)
         mg_conn_upstream_failed(c, 502, "upstream address does not resolve");
         return;
     }
-    u = up_new(p);
+    u = mg_upconn_new(p);
     if (!u) {
         mg_conn_upstream_failed(c, 503, "out of memory");
         return;
@@ -908,6 +915,9 @@ static void send_head(mg_upconn_t *u)
         o = PUTS(o, "Connection: upgrade\r\nUpgrade: ");
         o = put(o, mg_conn_data(c, up), up.len);
         o = PUTS(o, "\r\n");
+    } else if (r->body_buffered) {
+        if (r->body_len > 0 || r->has_body)
+            o += snprintf(o, 48, "Content-Length: %zu\r\n", r->body_len);
     } else if (r->chunked) {
         o = PUTS(o, "Transfer-Encoding: chunked\r\n");
     } else if (r->content_length > 0) {

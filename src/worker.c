@@ -1,5 +1,7 @@
 /* worker.c: worker threads, their listeners, buffers and shutdown. */
 #include <errno.h>
+#include <pthread.h>
+#include <time.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
@@ -99,6 +101,7 @@ static int listen_on(mg_worker_t *w, uv_tcp_t *t, const mg_listener_t *l, char *
     uv_tcp_init(&w->loop, t);
     t->data = (void *)(uintptr_t)l->port;
     w->listeners_open++;
+    w->listen_fds[w->nlisteners] = fd;
     if (uv_tcp_open(t, fd) < 0 || uv_listen((uv_stream_t *)t, 4096, on_connection) < 0) {
         asprintf(err, "listen %s:%u: cannot start listening", l->host, l->port);
         return -1;
@@ -127,6 +130,7 @@ static void worker_finish(mg_worker_t *w)
         return;
     w->stopping = 2;
     mg_pools_close(w);
+    mg_http_client_close(w);
     mg_accesslog_close(w);
     if (!uv_is_closing((uv_handle_t *)&w->shutdown_timer))
         uv_close((uv_handle_t *)&w->shutdown_timer, NULL);
@@ -224,7 +228,8 @@ static char *worker_setup(mg_worker_t *w)
     if (mg_lua_worker_init(w, &err) < 0)
         return err;
     w->listeners = calloc(cfg->nlisteners, sizeof(uv_tcp_t));
-    if (!w->listeners)
+    w->listen_fds = calloc(cfg->nlisteners, sizeof(int));
+    if (!w->listeners || !w->listen_fds)
         return strdup("out of memory");
     for (size_t i = 0; i < cfg->nlisteners; i++) {
         if (listen_on(w, &w->listeners[i], &cfg->listeners[i], &err) < 0)
@@ -255,6 +260,7 @@ static void worker_main(void *arg)
     mg_accesslog_free(w);
     mg_lua_worker_close(w);
     mg_pools_free(w);
+    mg_http_client_free(w);
     while (w->free_requests) {
         mg_request_t *r = w->free_requests;
         w->free_requests = r->next_free;
@@ -267,6 +273,7 @@ static void worker_main(void *arg)
     free(w->free_bufs);
     free(w->scratch);
     free(w->listeners);
+    free(w->listen_fds);
     uv_loop_close(&w->loop);
 }
 
@@ -321,6 +328,38 @@ void mg_workers_stop(mg_workers_t *ws)
         if (!w->start_error)
             uv_async_send(&w->wakeup);
     }
+}
+
+/* A worker stuck in a hook LuaJIT cannot interrupt stops accepting: its
+ * listening sockets are shut down from this (the control) thread, and the
+ * kernel sends new connections to the other workers. */
+void mg_worker_quarantine(mg_worker_t *w)
+{
+    if (atomic_exchange(&w->quarantined, 1))
+        return;
+    for (size_t i = 0; i < w->nlisteners; i++)
+        shutdown(w->listen_fds[i], SHUT_RDWR);
+}
+
+int mg_workers_join_within(mg_workers_t *ws, uint64_t ms)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += (time_t)(ms / 1000);
+    deadline.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    for (int i = 0; i < ws->n; i++)
+        if (pthread_timedjoin_np(ws->w[i].thread, NULL, &deadline) != 0)
+            return -1;
+    free(ws->w);
+    ws->w = NULL;
+    ws->n = 0;
+    mg_router_free(ws->router);
+    ws->router = NULL;
+    return 0;
 }
 
 void mg_workers_join(mg_workers_t *ws)

@@ -20,5 +20,10 @@ int mg_workers_start(mg_workers_t *ws, const mg_config_t *cfg, int n, char **err
 void mg_workers_stop(mg_workers_t *ws);
 /* Waits for all workers, frees them. */
 void mg_workers_join(mg_workers_t *ws);
+/* The same, giving up after ms (-1: some worker is still running, e.g.
+ * stuck in a hook; nothing is freed then). */
+int mg_workers_join_within(mg_workers_t *ws, uint64_t ms);
+/* Takes a stuck worker out of rotation (from the control thread). */
+void mg_worker_quarantine(mg_worker_t *w);
 
 #endif

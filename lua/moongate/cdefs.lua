@@ -21,6 +21,7 @@ int mg_ffi_req_edit_header(mg_request_t *r, int op, const char *name, size_t nle
 int mg_ffi_req_set_str(mg_request_t *r, int what, const char *s, size_t len);
 int mg_ffi_req_set_upstream(mg_request_t *r, const char *name, size_t len);
 int mg_ffi_req_set_target(mg_request_t *r, const char *name, size_t len);
+int mg_ffi_req_read_body(mg_request_t *r, const char **p, size_t *len);
 int mg_ffi_res_status(mg_request_t *r);
 int mg_ffi_res_set_status(mg_request_t *r, int status);
 int mg_ffi_res_header(mg_request_t *r, const char *name, size_t nlen, int nth,
@@ -37,6 +38,10 @@ int mg_ffi_worker_id(void);
 int mg_ffi_sleep(double seconds);
 void mg_ffi_log(int level, const char *msg, size_t len);
 void mg_ffi_hook_error_count(void);
+int mg_ffi_timer_start(int id, double after, double every);
+int mg_ffi_http_request(const char *method, size_t mlen, const char *url, size_t ulen,
+                        const char *headers, size_t hlen, const char *body, size_t blen,
+                        double timeout, double max_body, const char **err);
 ]]
 
 local _M = {}
@@ -60,7 +65,7 @@ _M.C = find_lib()
 
 -- Constants shared with src/mg_ffi.h.
 _M.PHASE_REQUEST, _M.PHASE_ROUTE, _M.PHASE_ACCESS = 1, 2, 3
-_M.PHASE_RESPONSE, _M.PHASE_LOG = 4, 5
+_M.PHASE_RESPONSE, _M.PHASE_LOG, _M.PHASE_TIMER = 4, 5, 6
 _M.METHOD, _M.PATH, _M.RAW_PATH, _M.QUERY, _M.ID = 1, 2, 3, 4, 5
 _M.CLIENT, _M.ROUTE, _M.UPSTREAM, _M.TARGET, _M.SCHEME = 6, 7, 8, 9, 10
 _M.EDIT_SET, _M.EDIT_ADD, _M.EDIT_REMOVE = 1, 2, 3

@@ -70,6 +70,8 @@ _M.sleep = runtime.sleep
 _M.now = runtime.now
 _M.log = runtime.log
 _M.worker_id = runtime.worker_id
+_M.timer = { every = runtime.timer_every, after = runtime.timer_after }
+_M.http = { request = runtime.http_request }
 
 
 -- Fields that are not functions of this module: `gw.on_<event> = f` sets a

@@ -33,7 +33,8 @@ if cjson.encode_escape_forward_slash then cjson.encode_escape_forward_slash(fals
 local DONE, RESPONDED, WAIT, ERROR = 0, 1, 2, 3
 local P_REQUEST, P_ROUTE, P_ACCESS = cdefs.PHASE_REQUEST, cdefs.PHASE_ROUTE,
     cdefs.PHASE_ACCESS
-local P_RESPONSE, P_LOG = cdefs.PHASE_RESPONSE, cdefs.PHASE_LOG
+local P_RESPONSE, P_LOG, P_TIMER = cdefs.PHASE_RESPONSE, cdefs.PHASE_LOG,
+    cdefs.PHASE_TIMER
 local EDIT_SET, EDIT_ADD, EDIT_REMOVE = cdefs.EDIT_SET, cdefs.EDIT_ADD,
     cdefs.EDIT_REMOVE
 
@@ -227,6 +228,19 @@ function Request.arg(self, name)
     local v = self:args()[name]
     if type(v) == "table" then return v[1] end
     return v
+end
+
+--- req:body() -> the whole request body as a string (read into memory,
+-- bounded by the route's max_body, only when a hook asks; the body is then
+-- sent upstream from memory). Waits without blocking the worker.
+function Request.body(self)
+    local rc = C.mg_ffi_req_read_body(rptr(self), out_p, out_n)
+    if rc == 1 then
+        return ffi_string(out_p[0], out_n[0])
+    elseif rc == 0 then
+        return yield(WAIT)
+    end
+    error("req:body() works only before the request goes upstream", 2)
 end
 
 function Request.set_header(self, name, value)
@@ -480,6 +494,111 @@ function _M.sleep(seconds)
     yield(WAIT)
 end
 
+-- gw.timer -------------------------------------------------------------------
+
+-- Timers declared while the config loads start once the worker runs it
+-- (init); a config that is only checked never starts them.
+local timers, ntimers, pending, started = {}, 0, {}, false
+
+local function add_timer(fname, seconds, fn, every)
+    if type(seconds) ~= "number" or seconds < 0 or seconds ~= seconds then
+        error(fname .. ": seconds must be a number >= 0", 3)
+    end
+    if type(fn) ~= "function" then
+        error(fname .. ": the second argument must be a function", 3)
+    end
+    if every and seconds < 0.001 then
+        error(fname .. ": the interval must be at least 0.001 s", 3)
+    end
+    ntimers = ntimers + 1
+    timers[ntimers] = fn
+    local t = { ntimers, seconds, every and seconds or 0 }
+    if started then
+        if C.mg_ffi_timer_start(t[1], t[2], t[3]) ~= 0 then
+            error(fname .. ": cannot start a timer here", 3)
+        end
+    else
+        pending[#pending + 1] = t
+    end
+    return ntimers
+end
+
+--- gw.timer.every(seconds, fn): runs fn every `seconds` in each worker;
+-- fn may wait (gw.sleep, gw.http.request).
+function _M.timer_every(seconds, fn)
+    return add_timer("gw.timer.every", seconds, fn, true)
+end
+
+--- gw.timer.after(seconds, fn): runs fn once, `seconds` from now.
+function _M.timer_after(seconds, fn)
+    return add_timer("gw.timer.after", seconds, fn, false)
+end
+
+-- The request object timers and other request-less code see: none.
+local function timer_phase(id)
+    local fn = timers[id]
+    if fn then fn() end
+    return false
+end
+
+-- gw.http -----------------------------------------------------------------
+
+local errp = ffi.new("const char *[1]")
+
+local function header_lines(h)
+    if h == nil then return "" end
+    if type(h) ~= "table" then
+        error("gw.http.request: headers must be a table", 3)
+    end
+    local out = {}
+    for k, v in pairs(h) do
+        k, v = tostring(k), tostring(v)
+        if find(k, "[^%w%-]") or find(v, "[%c]") then
+            error("gw.http.request: invalid header " .. k, 3)
+        end
+        local l = lower(k)
+        if l ~= "host" and l ~= "content-length" and l ~= "connection"
+            and l ~= "transfer-encoding" then
+            out[#out + 1] = k .. ": " .. v .. "\r\n"
+        end
+    end
+    return concat(out)
+end
+
+--- gw.http.request{ method =, url =, headers =, body =, timeout =,
+-- max_body = } -> { status =, headers = {lower-case}, body = } or nil, err.
+-- Waits without blocking the worker; reuses the core's upstream pools
+-- (a url host that names an upstream is balanced over its targets).
+function _M.http_request(opts)
+    if type(opts) ~= "table" then
+        error("gw.http.request takes a table { url = ..., ... }", 2)
+    end
+    local url = opts.url
+    if type(url) ~= "string" then
+        error("gw.http.request: url must be a string", 2)
+    end
+    local method = opts.method or "GET"
+    if type(method) ~= "string" or not find(method, "^%u+$") then
+        error("gw.http.request: method must be an upper-case token", 2)
+    end
+    local body = opts.body or ""
+    if type(body) ~= "string" then
+        error("gw.http.request: body must be a string", 2)
+    end
+    local timeout = opts.timeout or 10
+    local block = header_lines(opts.headers)
+    local rc = C.mg_ffi_http_request(method, #method, url, #url, block, #block,
+                                     body, #body, timeout, opts.max_body or 0, errp)
+    if rc ~= 0 then
+        return nil, ffi_string(errp[0])
+    end
+    local status, headers, rbody = yield(WAIT)
+    if status == nil then
+        return nil, headers
+    end
+    return { status = status, headers = headers, body = rbody }
+end
+
 function _M.now()
     return C.mg_ffi_now()
 end
@@ -567,6 +686,8 @@ local function run_phase(req, res, phase, ri)
             end
         end
         return false
+    elseif phase == P_TIMER then
+        return timer_phase(ri)
     elseif phase == P_RESPONSE or phase == P_LOG then
         local key = phase == P_RESPONSE and "on_response" or "on_log"
         local list = ri and (phase == P_RESPONSE and route_response or route_log)[ri]
@@ -597,35 +718,47 @@ local function reset(req)
     rawset(req, "_resp_headers", nil)
 end
 
+local req_ptr_t = ffi.typeof("mg_request_t *")
+local req_ptrs = {}
+
 --- The coroutine body (see src/hooks.c). Resumed with (request, phase,
--- first, route index) it runs that phase and yields its result.
+-- first, route index, slot) it runs that phase and yields its result. A
+-- hook error ends the coroutine (no pcall on the hot path): C reports the
+-- error through report_error() and starts a fresh coroutine next time.
 function _M.driver()
     local req = setmetatable({}, req_mt)
     local res = setmetatable({ _req = req }, res_mt)
     rawset(req, "_res", res)
     co_req[running()] = req
-    local code, a, b, c, d = DONE, nil, nil, nil, nil
+    local lud, phase, first, ri, slot = yield(DONE)
     while true do
-        local r, phase, first, ri = yield(code, a, b, c, d)
-        a, b, c, d = nil, nil, nil, nil
         if first then reset(req) end
+        -- a cdata pointer per request struct, made once: the JIT cannot pass
+        -- a lightuserdata to a C function
+        local r = nil
+        if lud ~= nil then
+            r = req_ptrs[slot]
+            if r == nil then
+                r = ffi.cast(req_ptr_t, lud)
+                req_ptrs[slot] = r
+            end
+        end
         rawset(req, "_r", r)
         rawset(req, "_phase", phase)
-        local ok, answered = xpcall(run_phase, on_hook_error, req, res, phase, ri)
-        if not ok then
-            code, a = ERROR, answered
-            C.mg_ffi_hook_error_count()
-            local id
-            if rawget(req, "_r") ~= nil then id = req.id end
-            log_hook_error(id, PHASE_NAMES[phase] or "?", answered)
-        elseif answered and phase < P_RESPONSE then
-            code = RESPONDED
-            a, b = rawget(req, "_resp_status"), rawget(req, "_resp_body")
-            c, d = rawget(req, "_resp_headers"), rawget(req, "_resp_ctype")
+        if run_phase(req, res, phase, ri) and phase < P_RESPONSE then
+            lud, phase, first, ri, slot = yield(RESPONDED,
+                rawget(req, "_resp_status"), rawget(req, "_resp_body"),
+                rawget(req, "_resp_headers"), rawget(req, "_resp_ctype"))
         else
-            code = DONE
+            lud, phase, first, ri, slot = yield(DONE)
         end
     end
+end
+
+--- Logs a hook error (message with traceback) once per distinct message
+-- per minute; C counts it.
+function _M.report_error(tb, id, phase)
+    log_hook_error(id, PHASE_NAMES[phase] or "timer", tb)
 end
 
 --- Called when a request ends while its coroutine still waits: the hook
@@ -640,6 +773,11 @@ local function bit(phase) return 2 ^ phase end
 --- Takes the worker's config table; returns the global phase mask and the
 -- list of per-route masks (bit `phase` set when a hook runs in it).
 function _M.init(cfg, worker_id)
+    started = true
+    for _, t in ipairs(pending) do
+        C.mg_ffi_timer_start(t[1], t[2], t[3])
+    end
+    pending = {}
     global = {}
     route_access, route_response, route_log, route_info = {}, {}, {}, {}
     local gmask = 0

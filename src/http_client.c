@@ -1,0 +1,546 @@
+/* http_client.c: gw.http.request, a non-blocking HTTP/1.1 client for hooks
+ * and timers (forward auth, JWKS fetches, webhooks).
+ *
+ * It borrows the core's keep-alive pools: a URL whose host is the name of
+ * a configured upstream is balanced over that upstream's targets; a
+ * "host:port" that is one of the config's targets uses that target's pool;
+ * any other address gets a small pool of its own (per worker, kept until
+ * the worker stops). The response body is read whole, up to max_body.
+ *
+ * Ownership: an mg_http_op_t belongs to the waiting coroutine's operation;
+ * it is freed when its timer handle is closed, after the result was handed
+ * to Lua or the wait was cancelled. The connection goes back to its pool
+ * only after a complete response that allows keep-alive.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <lua.h>
+#include "gateway.h"
+#include "hooks.h"
+#include "mg_ffi.h"
+
+typedef struct adhoc_pool_s {
+    struct adhoc_pool_s *next;
+    mg_pool_t pool;
+    mg_upstream_t up;
+    mg_target_t target;
+    char name[280];
+} adhoc_pool_t;
+
+typedef struct mg_http_op_s {
+    mg_worker_t *w;
+    mg_hook_co_t *hc;
+    mg_pool_t *pool;
+    mg_upconn_t *u;
+    uv_timer_t timer;
+    llhttp_t parser;
+    char *req;              /* the whole request, written once connected */
+    size_t req_len;
+    char *hdrs;             /* "name\0value\0" pairs of the response */
+    size_t hdrs_len, hdrs_cap;
+    char *body;
+    size_t body_len, body_cap, max_body;
+    uint8_t last_was_value;
+    uint8_t complete;
+    uint8_t finished;       /* result delivered or cancelled */
+    uint8_t reused;
+    uint8_t retried;
+    uint8_t starting;       /* inside mg_ffi_http_request: never finish here */
+    uint8_t deferred;       /* a failure waits for the next loop turn */
+    int status;
+    const char *err;
+    const char *deferred_err;
+} mg_http_op_t;
+
+static llhttp_settings_t client_settings;
+static int settings_ready;
+static _Thread_local adhoc_pool_t *adhoc_pools;
+
+static void op_start(mg_http_op_t *op);
+
+/* ---- results -------------------------------------------------------------- */
+
+static int push_result(lua_State *co, void *arg)
+{
+    mg_http_op_t *op = arg;
+    if (op->err) {
+        lua_pushnil(co);
+        lua_pushstring(co, op->err);
+        return 2;
+    }
+    lua_pushinteger(co, op->status);
+    lua_createtable(co, 0, 8);
+    size_t at = 0;
+    while (at < op->hdrs_len) {
+        const char *n = op->hdrs + at;
+        size_t nl = strlen(n);
+        const char *v = n + nl + 1;
+        size_t vl = strlen(v);
+        at += nl + vl + 2;
+        lua_pushlstring(co, n, nl);
+        lua_rawget(co, -2);
+        if (lua_isstring(co, -1)) { /* repeated: join with ", " */
+            lua_pushliteral(co, ", ");
+            lua_pushlstring(co, v, vl);
+            lua_concat(co, 3);
+        } else {
+            lua_pop(co, 1);
+            lua_pushlstring(co, v, vl);
+        }
+        lua_pushlstring(co, n, nl);
+        lua_insert(co, -2);
+        lua_rawset(co, -3);
+    }
+    lua_pushlstring(co, op->body ? op->body : "", op->body_len);
+    return 3;
+}
+
+static void op_free_cb(uv_handle_t *h)
+{
+    mg_http_op_t *op = h->data;
+    free(op->req);
+    free(op->hdrs);
+    free(op->body);
+    free(op);
+}
+
+/* Ends the operation: hands the result to the coroutine (unless it was
+ * cancelled), returns or closes the connection, frees op. */
+static void on_deferred(uv_timer_t *t);
+
+static void op_finish(mg_http_op_t *op, const char *err)
+{
+    if (op->finished)
+        return;
+    if (op->starting) {
+        /* the hook has not yielded yet: report on the next loop turn */
+        op->deferred_err = err;
+        op->deferred = 1;
+        uv_timer_start(&op->timer, on_deferred, 0, 0);
+        return;
+    }
+    op->finished = 1;
+    op->err = err;
+    uv_timer_stop(&op->timer);
+    mg_upconn_t *u = op->u;
+    op->u = NULL;
+    if (u) {
+        u->client = NULL;
+        if (!err && op->complete && llhttp_should_keep_alive(&op->parser)) {
+            uv_read_stop((uv_stream_t *)&u->tcp);
+            u->reading = 0;
+            mg_proxy_detach(u, 1);
+        } else {
+            mg_upconn_close(u);
+        }
+    }
+    mg_hook_co_t *hc = op->hc;
+    op->hc = NULL;
+    if (hc)
+        mg_hook_wait_end(hc, push_result, op);
+    uv_close((uv_handle_t *)&op->timer, op_free_cb);
+}
+
+/* The request that waited died: drop the operation quietly. */
+static void op_cancel(void *arg)
+{
+    mg_http_op_t *op = arg;
+    op->hc = NULL;
+    op_finish(op, "cancelled");
+}
+
+static void on_timeout(uv_timer_t *t)
+{
+    op_finish(t->data, "timeout");
+}
+
+static void on_deferred(uv_timer_t *t)
+{
+    mg_http_op_t *op = t->data;
+    op->starting = 0;
+    op_finish(op, op->deferred_err);
+}
+
+/* proxy.c closed a connection an operation was using. */
+void mg_http_client_conn_lost(void *client)
+{
+    mg_http_op_t *op = client;
+    op->u = NULL;
+    op_finish(op, "connection lost");
+}
+
+/* ---- response parsing ------------------------------------------------- */
+
+static int grow(char **buf, size_t *cap, size_t need, size_t max)
+{
+    if (need <= *cap)
+        return 0;
+    if (need > max)
+        return -1;
+    size_t n = *cap ? *cap : 1024;
+    while (n < need)
+        n *= 2;
+    if (n > max)
+        n = max;
+    char *p = realloc(*buf, n);
+    if (!p)
+        return -1;
+    *buf = p;
+    *cap = n;
+    return 0;
+}
+
+static int on_field(llhttp_t *p, const char *at, size_t len)
+{
+    mg_http_op_t *op = p->data;
+    if (op->last_was_value || op->hdrs_len == 0) {
+        if (op->hdrs_len > 0 && grow(&op->hdrs, &op->hdrs_cap, op->hdrs_len + 1, 65536) == 0)
+            op->hdrs[op->hdrs_len++] = 0; /* end the previous value */
+        op->last_was_value = 0;
+    }
+    if (grow(&op->hdrs, &op->hdrs_cap, op->hdrs_len + len + 2, 65536) < 0)
+        return HPE_USER;
+    for (size_t i = 0; i < len; i++) {
+        char ch = at[i];
+        op->hdrs[op->hdrs_len++] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+    }
+    return 0;
+}
+
+static int on_value(llhttp_t *p, const char *at, size_t len)
+{
+    mg_http_op_t *op = p->data;
+    if (!op->last_was_value) {
+        if (grow(&op->hdrs, &op->hdrs_cap, op->hdrs_len + 1, 65536) < 0)
+            return HPE_USER;
+        op->hdrs[op->hdrs_len++] = 0; /* end the name */
+        op->last_was_value = 1;
+    }
+    if (grow(&op->hdrs, &op->hdrs_cap, op->hdrs_len + len + 2, 65536) < 0)
+        return HPE_USER;
+    memcpy(op->hdrs + op->hdrs_len, at, len);
+    op->hdrs_len += len;
+    return 0;
+}
+
+static int on_headers_done(llhttp_t *p)
+{
+    mg_http_op_t *op = p->data;
+    if (op->hdrs_len > 0) {
+        if (grow(&op->hdrs, &op->hdrs_cap, op->hdrs_len + 1, 65536) < 0)
+            return HPE_USER;
+        op->hdrs[op->hdrs_len++] = 0; /* end the last value */
+    }
+    op->status = p->status_code;
+    if (op->status >= 100 && op->status < 200) {
+        op->hdrs_len = 0; /* interim answer: wait for the real one */
+        return 0;
+    }
+    return 0;
+}
+
+static int on_body_data(llhttp_t *p, const char *at, size_t len)
+{
+    mg_http_op_t *op = p->data;
+    if (grow(&op->body, &op->body_cap, op->body_len + len, op->max_body) < 0) {
+        op->err = "response body too large";
+        return HPE_USER;
+    }
+    memcpy(op->body + op->body_len, at, len);
+    op->body_len += len;
+    return 0;
+}
+
+static int on_done(llhttp_t *p)
+{
+    mg_http_op_t *op = p->data;
+    if (op->status >= 100 && op->status < 200)
+        return 0;
+    op->complete = 1;
+    return HPE_PAUSED;
+}
+
+static void init_settings(void)
+{
+    llhttp_settings_init(&client_settings);
+    client_settings.on_header_field = on_field;
+    client_settings.on_header_value = on_value;
+    client_settings.on_headers_complete = on_headers_done;
+    client_settings.on_body = on_body_data;
+    client_settings.on_message_complete = on_done;
+    settings_ready = 1;
+}
+
+/* ---- the connection ------------------------------------------------------ */
+
+static void op_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+    static _Thread_local char buf[16384];
+    *b = uv_buf_init(buf, sizeof(buf));
+}
+
+static void op_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    mg_upconn_t *u = s->data;
+    mg_http_op_t *op = u->client;
+    if (!op || nread == 0)
+        return;
+    if (nread < 0) {
+        if (nread == UV_EOF && llhttp_finish(&op->parser) == HPE_OK && op->complete) {
+            op_finish(op, NULL);
+            return;
+        }
+        if (op->reused && !op->retried && op->status == 0) {
+            /* a pooled connection the server had closed: try a fresh one */
+            op->retried = 1;
+            op->u = NULL;
+            u->client = NULL;
+            mg_upconn_close(u);
+            op_start(op);
+            return;
+        }
+        op_finish(op, nread == UV_EOF ? "connection closed early" : uv_strerror((int)nread));
+        return;
+    }
+    llhttp_errno_t e = llhttp_execute(&op->parser, b->base, (size_t)nread);
+    if (e == HPE_PAUSED && op->complete) {
+        const char *pos = llhttp_get_error_pos(&op->parser);
+        if (pos != b->base + nread)
+            op->parser.flags &= ~F_CONNECTION_KEEP_ALIVE; /* stray bytes: no reuse */
+        op_finish(op, NULL);
+        return;
+    }
+    if (e != HPE_OK)
+        op_finish(op, op->err ? op->err : "invalid response");
+}
+
+static void send_request(mg_http_op_t *op)
+{
+    mg_upconn_t *u = op->u;
+    u->client = op;
+    if (u->reading) {
+        uv_read_stop((uv_stream_t *)&u->tcp);
+        u->reading = 0;
+    }
+    if (!settings_ready)
+        init_settings();
+    llhttp_init(&op->parser, HTTP_RESPONSE, &client_settings);
+    op->parser.data = op;
+    uv_buf_t b = uv_buf_init(op->req, (unsigned)op->req_len);
+    if (mg_wq_write(&u->wq, &b, 1) < 0) {
+        op_finish(op, "write failed");
+        return;
+    }
+    if (uv_read_start((uv_stream_t *)&u->tcp, op_alloc, op_read) == 0)
+        u->reading = 1;
+}
+
+static void on_connected(uv_connect_t *req, int status)
+{
+    mg_upconn_t *u = req->data;
+    mg_http_op_t *op = u->client;
+    if (!op || u->closing)
+        return;
+    if (status < 0) {
+        mg_pool_mark_down(op->pool);
+        op_finish(op, "connection refused");
+        return;
+    }
+    u->connected = 1;
+    uv_tcp_nodelay(&u->tcp, 1);
+    send_request(op);
+}
+
+static void op_start(mg_http_op_t *op)
+{
+    mg_upconn_t *u = mg_pool_take_idle(op->pool);
+    if (u) {
+        op->reused = 1;
+        op->u = u;
+        send_request(op);
+        return;
+    }
+    op->reused = 0;
+    if (!op->pool->addr_ok) {
+        op_finish(op, "host does not resolve");
+        return;
+    }
+    u = mg_upconn_new(op->pool);
+    if (!u) {
+        op_finish(op, "out of memory");
+        return;
+    }
+    op->u = u;
+    u->client = op;
+    u->connect_req.data = u;
+    if (uv_tcp_connect(&u->connect_req, &u->tcp, (struct sockaddr *)&op->pool->addr,
+                       on_connected) < 0)
+        op_finish(op, "connect failed");
+}
+
+/* ---- pools --------------------------------------------------------------- */
+
+/* The pool for host:port: a configured upstream by name (balanced), a
+ * configured target, or an ad-hoc pool of this worker. */
+static mg_pool_t *pool_for(mg_worker_t *w, const char *host, size_t hlen, uint16_t port,
+                           int port_given)
+{
+    const mg_config_t *cfg = w->cfg;
+    if (!port_given) {
+        for (size_t i = 0; i < cfg->nupstreams; i++) {
+            if (strlen(cfg->upstreams[i].name) == hlen &&
+                memcmp(cfg->upstreams[i].name, host, hlen) == 0)
+                return &w->ups[i].pools[mg_balancer_pick(w, (int)i, -1)];
+        }
+    }
+    for (size_t i = 0; i < cfg->nupstreams; i++) {
+        const mg_upstream_t *up = &cfg->upstreams[i];
+        for (size_t t = 0; t < up->ntargets; t++)
+            if (up->targets[t].port == port && strlen(up->targets[t].host) == hlen &&
+                memcmp(up->targets[t].host, host, hlen) == 0)
+                return &w->ups[i].pools[t];
+    }
+    for (adhoc_pool_t *a = adhoc_pools; a; a = a->next)
+        if (a->target.port == port && strlen(a->target.host) == hlen &&
+            memcmp(a->target.host, host, hlen) == 0)
+            return &a->pool;
+    adhoc_pool_t *a = calloc(1, sizeof(*a));
+    if (!a || hlen > 255) {
+        free(a);
+        return NULL;
+    }
+    memcpy(a->name, host, hlen);
+    a->name[hlen] = 0;
+    a->target.host = a->name;
+    a->target.port = port;
+    a->target.weight = 1;
+    a->target.name = a->name;
+    a->up.name = a->name;
+    a->up.targets = &a->target;
+    a->up.ntargets = 1;
+    a->up.keepalive = 16;
+    a->up.keepalive_timeout = 60000;
+    a->up.connect_timeout = 5000;
+    a->up.send_timeout = 60000;
+    a->up.read_timeout = 60000;
+    a->up.fail_timeout = 1000;
+    a->pool.w = w;
+    a->pool.u = &a->up;
+    a->pool.t = &a->target;
+    mg_list_init(&a->pool.idle);
+    a->pool.addr_ok = mg_pool_resolve(&a->pool) == 0;
+    a->next = adhoc_pools;
+    adhoc_pools = a;
+    return &a->pool;
+}
+
+void mg_http_client_close(mg_worker_t *w)
+{
+    for (adhoc_pool_t *a = adhoc_pools; a; a = a->next) {
+        while (!mg_list_empty(&a->pool.idle)) {
+            mg_upconn_t *u = mg_container_of(a->pool.idle.next, mg_upconn_t, link);
+            mg_proxy_detach(u, 0);
+        }
+    }
+}
+
+void mg_http_client_free(mg_worker_t *w)
+{
+    while (adhoc_pools) {
+        adhoc_pool_t *a = adhoc_pools;
+        adhoc_pools = a->next;
+        free(a);
+    }
+}
+
+/* ---- FFI ------------------------------------------------------------------ */
+
+/* Starts a request for the running hook; the Lua side yields and gets
+ * (status, headers, body) or (nil, reason). `url` is http://host[:port]/...;
+ * `headers` is a block of "Name: value\r\n" lines. */
+int mg_ffi_http_request(const char *method, size_t mlen, const char *url, size_t ulen,
+                        const char *headers, size_t hlen, const char *body, size_t blen,
+                        double timeout, double max_body, const char **err)
+{
+    mg_worker_t *w = mg_hook_worker();
+    if (!w) {
+        *err = "gw.http.request can only be used inside hooks and timers";
+        return MG_FFI_EPHASE;
+    }
+    if (ulen < 8 || strncmp(url, "http://", 7) != 0) {
+        *err = ulen >= 8 && strncmp(url, "https://", 8) == 0
+                   ? "https URLs are not supported yet (no TLS client)"
+                   : "url must start with http://";
+        return MG_FFI_EINVAL;
+    }
+    const char *h = url + 7, *end = url + ulen;
+    const char *slash = memchr(h, '/', (size_t)(end - h));
+    const char *hend = slash ? slash : end;
+    const char *colon = memchr(h, ':', (size_t)(hend - h));
+    size_t host_len = (size_t)((colon ? colon : hend) - h);
+    uint16_t port = 80;
+    if (colon) {
+        long pv = 0;
+        for (const char *q = colon + 1; q < hend; q++) {
+            if (*q < '0' || *q > '9' || pv > 65535) {
+                *err = "bad port in url";
+                return MG_FFI_EINVAL;
+            }
+            pv = pv * 10 + (*q - '0');
+        }
+        if (pv < 1 || pv > 65535) {
+            *err = "bad port in url";
+            return MG_FFI_EINVAL;
+        }
+        port = (uint16_t)pv;
+    }
+    if (host_len == 0) {
+        *err = "url has no host";
+        return MG_FFI_EINVAL;
+    }
+    const char *path = slash ? slash : "/";
+    size_t path_len = slash ? (size_t)(end - slash) : 1;
+    for (size_t i = 0; i < path_len; i++)
+        if ((unsigned char)path[i] <= 32 || path[i] == 127) {
+            *err = "url has spaces or control characters";
+            return MG_FFI_EINVAL;
+        }
+    mg_pool_t *pool = pool_for(w, h, host_len, port, colon != NULL);
+    if (!pool) {
+        *err = "out of memory";
+        return MG_FFI_ENOMEM;
+    }
+    mg_http_op_t *op = calloc(1, sizeof(*op));
+    size_t cap = mlen + path_len + host_len + hlen + 128;
+    if (op)
+        op->req = malloc(cap + blen);
+    if (!op || !op->req) {
+        if (op)
+            free(op);
+        *err = "out of memory";
+        return MG_FFI_ENOMEM;
+    }
+    int n = snprintf(op->req, cap, "%.*s %.*s HTTP/1.1\r\nHost: %.*s\r\n%.*s",
+                     (int)mlen, method, (int)path_len, path,
+                     (int)(hend - h), h, (int)hlen, headers);
+    if (blen > 0 || (mlen == 4 && memcmp(method, "POST", 4) == 0) ||
+        (mlen == 3 && memcmp(method, "PUT", 3) == 0))
+        n += snprintf(op->req + n, cap - (size_t)n, "Content-Length: %zu\r\n", blen);
+    n += snprintf(op->req + n, cap - (size_t)n, "\r\n");
+    memcpy(op->req + n, body, blen);
+    op->req_len = (size_t)n + blen;
+    op->w = w;
+    op->pool = pool;
+    op->max_body = max_body > 0 ? (size_t)max_body : 10 * 1024 * 1024;
+    op->hc = mg_hook_wait_begin(op_cancel, op);
+    uv_timer_init(&w->loop, &op->timer);
+    op->timer.data = op;
+    op->starting = 1;
+    op_start(op);
+    if (!op->deferred) {
+        op->starting = 0;
+        uv_timer_start(&op->timer, on_timeout, (uint64_t)(timeout * 1000.0 + 0.5), 0);
+    }
+    return 0;
+}
