@@ -1370,6 +1370,12 @@ function _M.load(file)
     if #c.errors > 0 then
         return nil, format_errors(c)
     end
+    -- the functions this file defines (hooks, policies, handlers) stay in
+    -- LuaJIT's interpreter, where the hook time budget can always stop
+    -- them; modules they call (moongate's own among them) are compiled
+    if jit and jit.off then
+        jit.off(chunk, true)
+    end
     last = c
     return cfg
 end
