@@ -2,7 +2,7 @@
 # Both install missing Debian packages first (scripts/deps.sh).
 
 CC       ?= cc
-PKGS     := luajit libuv openssl hiredis
+PKGS     := luajit libuv openssl hiredis libedit
 CFLAGS   ?= -O2 -g
 WARN     := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 INCS     := -Isrc -I/usr/share/include/llhttp $(shell pkg-config --cflags $(PKGS) 2>/dev/null)

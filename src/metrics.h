@@ -1,0 +1,35 @@
+/* metrics.h: counters for GET /metrics (Prometheus text format).
+ *
+ * Each worker writes only its own shard (relaxed atomics, no locks on the
+ * request path); the control thread sums the shards when /metrics is
+ * asked for. Route names are interned once, when a config loads, into
+ * small ids that survive reloads (the same name keeps its id).
+ */
+#ifndef MG_METRICS_H
+#define MG_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Sets up one shard per worker; call once before workers start. */
+int mg_metrics_init(int nworkers);
+void mg_metrics_free(void);
+
+/* Id of a route name (thread-safe, takes a lock: config load only).
+ * 0 is "no route". */
+uint32_t mg_metrics_route_id(const char *name);
+
+/* From worker `w` (0-based): one finished request. */
+void mg_metrics_request(int w, uint32_t route_id, int status, uint64_t total_us,
+                        uint64_t upstream_us);
+/* From worker `w`: client connections opened (+1) / closed (-1). */
+void mg_metrics_connections(int w, int delta);
+/* From the control thread: a reload ended. */
+void mg_metrics_reload(int ok);
+
+/* Renders every metric as Prometheus text. `extra` is appended as is (the
+ * caller's own gauges), may be NULL. Returns a malloc'd string (caller
+ * frees), its length in *len. */
+char *mg_metrics_render(const char *extra, size_t *len);
+
+#endif
