@@ -62,7 +62,7 @@ static void on_tick(uv_timer_t *t)
 
 int mg_accesslog_open(mg_worker_t *w)
 {
-    const char *where = w->cfg->access_log;
+    const char *where = w->g->cfg->access_log;
     if (!where || strcmp(where, "off") == 0)
         return 0;
     mg_accesslog_t *l = calloc(1, sizeof(*l));
@@ -177,8 +177,9 @@ void mg_accesslog_request(mg_worker_t *w, mg_conn_t *c)
         o += snprintf(o, 8, "null");
     }
     o += snprintf(o, 16, ",\"upstream\":");
-    if (r->route && r->target >= 0 && r->route->upstream >= 0) {
-        const mg_target_t *tg = &w->cfg->upstreams[r->route->upstream].targets[r->target];
+    if (r->g && r->target >= 0 && mg_request_upstream(r) >= 0) {
+        int ui = mg_request_upstream(r);
+        const mg_target_t *tg = &r->g->cfg->upstreams[ui].targets[r->target];
         *o++ = '"';
         o = json_str(o, end, tg->name, strlen(tg->name));
         *o++ = '"';

@@ -17,6 +17,7 @@
  * string cannot be allocated is *errors left NULL.
  */
 #include "config.h"
+#include "metrics.h"
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -310,6 +311,30 @@ static void conv_timeouts(conv_t *cv, int cfg_t, mg_config_t *cfg)
     lua_pop(cv->L, 1);
 }
 
+static void conv_admin(conv_t *cv, int cfg_t, mg_config_t *cfg)
+{
+    int t = push_table(cv, cfg_t, "", "admin");
+    uint64_t port = 0;
+
+    if (!t)
+        return;
+    lua_getfield(cv->L, t, "enabled");
+    cfg->admin_enabled = lua_toboolean(cv->L, -1);
+    lua_pop(cv->L, 1);
+    get_str(cv, t, ".admin", "host", 0, &cfg->admin_host);
+    get_uint(cv, t, ".admin", "port", 1, 65535, &port);
+    cfg->admin_port = (uint16_t)port;
+    get_str(cv, t, ".admin", "token", 1, &cfg->admin_token);
+    lua_pop(cv->L, 1);
+}
+
+static void conv_tests(conv_t *cv, int cfg_t, mg_config_t *cfg)
+{
+    lua_getfield(cv->L, cfg_t, "tests");
+    cfg->ntests = lua_istable(cv->L, -1) ? lua_objlen(cv->L, -1) : 0;
+    lua_pop(cv->L, 1);
+}
+
 static void conv_listeners(conv_t *cv, int cfg_t, mg_config_t *cfg)
 {
     int list = push_table(cv, cfg_t, "", "listeners");
@@ -503,6 +528,8 @@ static void conv_route(conv_t *cv, int t, const char *what, mg_config_t *cfg, mg
 
     get_int(cv, t, what, "line", 0, INT32_MAX, &r->line);
     get_str(cv, t, what, "name", 0, &r->name);
+    if (r->name)
+        r->metric_id = mg_metrics_route_id(r->name);
     get_str(cv, t, what, "path", 0, &r->path);
     get_str(cv, t, what, "host", 1, &r->host);
     get_str(cv, t, what, "strip_prefix", 1, &r->strip_prefix);
@@ -615,6 +642,8 @@ int mg_config_load(const char *file, mg_config_t **out, char **errors)
         conv_upstreams(&cv, t, cfg);
         conv_routes(&cv, t, cfg);
         conv_shared_dicts(&cv, t, cfg);
+        conv_admin(&cv, t, cfg);
+        conv_tests(&cv, t, cfg);
     } else {
         e.oom = 1;
     }
@@ -639,6 +668,8 @@ void mg_config_free(mg_config_t *cfg)
         return;
     free(cfg->file);
     free(cfg->access_log);
+    free(cfg->admin_host);
+    free(cfg->admin_token);
     for (i = 0; i < cfg->nlisteners; i++)
         free(cfg->listeners[i].host);
     free(cfg->listeners);

@@ -52,6 +52,7 @@ typedef struct mg_route_s {
     char *rewrite;         /* path template (":name", "**"), or NULL */
     uint64_t max_body;
     uint16_t listen_port;  /* only requests arriving on this port; 0 = any */
+    uint32_t metric_id;    /* metrics.h route id */
     int index;             /* position in the config, 0-based */
     int line;              /* where it was declared */
 } mg_route_t;
@@ -88,6 +89,11 @@ typedef struct mg_config_s {
     char *file;
     int workers;            /* 0 = one per CPU */
     char *access_log;       /* "off", "stdout", "stderr" or a file path */
+    int admin_enabled;      /* settings.admin ~= false */
+    char *admin_host;
+    uint16_t admin_port;
+    char *admin_token;      /* NULL: none (then only loopback addresses) */
+    size_t ntests;          /* gw.test declarations (run in Lua) */
     mg_limits_t limits;
     mg_timeouts_t timeouts;
     mg_listener_t *listeners;

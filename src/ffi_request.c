@@ -63,7 +63,7 @@ static int give(const char *s, size_t n, const char **p, size_t *len)
 int mg_ffi_req_str(mg_request_t *r, int what, const char **p, size_t *len)
 {
     mg_conn_t *c = r->c;
-    const mg_config_t *cfg = c->w->cfg;
+    const mg_config_t *cfg = r->g->cfg;
     switch (what) {
     case MG_FFI_METHOD:
         if (r->new_method)
@@ -304,7 +304,7 @@ int mg_ffi_req_set_upstream(mg_request_t *r, const char *name, size_t len)
 {
     if (r->response_started || r->hook_phase >= MG_PHASE_RESPONSE || r->up)
         return MG_FFI_EPHASE;
-    const mg_config_t *cfg = r->c->w->cfg;
+    const mg_config_t *cfg = r->g->cfg;
     for (size_t i = 0; i < cfg->nupstreams; i++) {
         if (strlen(cfg->upstreams[i].name) == len && memcmp(cfg->upstreams[i].name, name, len) == 0) {
             r->upstream_override = (int)i;
@@ -320,7 +320,7 @@ int mg_ffi_req_set_target(mg_request_t *r, const char *name, size_t len)
 {
     if (r->response_started || r->hook_phase >= MG_PHASE_RESPONSE || r->up)
         return MG_FFI_EPHASE;
-    const mg_config_t *cfg = r->c->w->cfg;
+    const mg_config_t *cfg = r->g->cfg;
     int ui = r->upstream_override >= 0 ? r->upstream_override
              : r->route ? r->route->upstream : -1;
     if (ui < 0)

@@ -23,6 +23,8 @@ typedef struct mg_request_s mg_request_t;
 typedef struct mg_upconn_s mg_upconn_t;
 typedef struct mg_pool_s mg_pool_t;
 typedef struct mg_accesslog_s mg_accesslog_t;
+typedef struct mg_gen_s mg_gen_t;
+typedef struct mg_wgen_s mg_wgen_t;
 
 /* Offsets into a connection's read buffer (the buffer may be reallocated
  * while a head grows, so never raw pointers). */
@@ -127,7 +129,8 @@ struct mg_request_s {
     uint64_t upstream_ms;
 
     mg_span_t method, url;
-    mg_header_t *headers;      /* capacity limits.header_count */
+    mg_header_t *headers;      /* capacity headers_cap */
+    uint32_t headers_cap;
     uint32_t nheaders;
     uint16_t known[MG_H__COUNT];
     uint32_t head_bytes;       /* header names + values, for the 431 check */
@@ -153,6 +156,7 @@ struct mg_request_s {
     size_t path_len;
     const char *query;         /* into scratch, includes '?', or "" */
     size_t query_len;
+    mg_wgen_t *g;              /* the config generation it started on (held) */
     char request_id[MG_REQID_MAX + 1];
     size_t request_id_len;
     const mg_route_t *route;   /* NULL: no route (a hook may still pick an upstream) */
@@ -268,9 +272,13 @@ struct mg_upconn_s {
 
 #define MG_UP_MAX_HEADERS 128
 
-/* Keep-alive pool and health of one target of one upstream, per worker. */
+/* Keep-alive pool and health of one target of one upstream, per worker
+ * and generation. After a reload the pool of the same upstream name and
+ * target in the new generation is its successor: idle connections move
+ * there, and connections in use go there when their request ends. */
 struct mg_pool_s {
     mg_worker_t *w;
+    mg_pool_t *successor;
     const mg_upstream_t *u;
     const mg_target_t *t;
     struct sockaddr_storage addr;
@@ -287,18 +295,52 @@ typedef struct mg_upstream_rt_s {
     mg_pool_t *pools;           /* u->ntargets */
 } mg_upstream_rt_t;
 
+/* A config generation, process-wide: the validated config and its router.
+ * Each worker runs it as an mg_wgen_t. Freed when the last worker
+ * generation that holds it is gone (refs). */
+struct mg_gen_s {
+    _Atomic int refs;
+    uint64_t number;
+    double loaded_at;           /* wall clock, seconds */
+    mg_config_t *cfg;
+    mg_router_t *router;
+};
+
+/* A generation as one worker runs it: its Lua state, hooks and pools.
+ * Held by the worker while current, by every request that started on it
+ * and by every hook coroutine lent out of it; freed (by the worker's
+ * reaper, at the end of a loop turn) once retired and unheld. */
+struct mg_wgen_s {
+    mg_wgen_t *next;            /* in the worker's list of retired ones */
+    mg_worker_t *w;
+    mg_gen_t *gen;
+    const mg_config_t *cfg;
+    const mg_router_t *router;
+    void *lua;                  /* mg_lua_worker_t */
+    mg_upstream_rt_t *ups;      /* cfg->nupstreams of them */
+    uint32_t refs;
+};
+
+/* Control thread -> worker commands (worker.c). */
+enum { MG_CTL_NONE = 0, MG_CTL_STOP, MG_CTL_PREPARE, MG_CTL_COMMIT, MG_CTL_ABORT };
+
 struct mg_worker_s {
     int id;
     uv_loop_t loop;
     uv_thread_t thread;
     uv_async_t wakeup;
-    const mg_config_t *cfg;
-    mg_router_t *router;
+    mg_wgen_t *g;               /* current generation */
+    mg_wgen_t *retired;         /* older ones still held */
+    mg_wgen_t *prepared;        /* built by PREPARE, switched to by COMMIT */
+    uv_check_t reaper;          /* frees retired generations nobody holds */
+    _Atomic int ctl_cmd;
+    mg_gen_t *ctl_gen;          /* PREPARE: the generation to build */
+    char *ctl_err;              /* PREPARE: why it failed (malloc'd) */
+    uv_sem_t *ctl_done;         /* posted when a command is handled */
     uv_tcp_t *listeners;
     int *listen_fds;            /* their sockets, for mg_worker_quarantine */
     size_t nlisteners;
     size_t listeners_open;
-    mg_upstream_rt_t *ups;
     mg_link_t conns;
     size_t nconns;
     mg_request_t *free_requests;
@@ -310,10 +352,11 @@ struct mg_worker_s {
     char reqid_prefix[13];
     uint64_t reqid_counter;
     mg_accesslog_t *log;
-    void *lua;                  /* lua_State of this worker */
     uv_timer_t shutdown_timer;
     _Atomic uint64_t hook_since; /* ms (monotonic) a hook started running, 0 = none */
     _Atomic int quarantined;     /* stuck in a hook: no longer accepting */
+    void *_Atomic running_L;     /* lua_State a hook runs in (watchdog) */
+    _Atomic uint64_t budget_ms;  /* the current generation's hook budget */
     int stopping;
     int start_error;
     uv_sem_t *ready;
@@ -324,6 +367,13 @@ void mg_worker_buf_get(mg_worker_t *w, mg_buf_t *b);
 void mg_worker_buf_put(mg_worker_t *w, mg_buf_t *b);
 int mg_worker_buf_grow(mg_worker_t *w, mg_buf_t *b, size_t need);
 void mg_worker_conn_closed(mg_worker_t *w);
+/* A request (or a hook coroutine) takes / lets go of a generation. */
+static inline mg_wgen_t *mg_wgen_hold(mg_wgen_t *g)
+{
+    g->refs++;
+    return g;
+}
+void mg_wgen_release(mg_wgen_t *g);
 
 /* http_conn.c */
 const char *mg_status_text(int status);
@@ -365,12 +415,15 @@ void *mg_request_alloc(mg_request_t *r, size_t n);
 void mg_request_arena_reset(mg_request_t *r);
 
 /* pool.c */
-int mg_pools_init(mg_worker_t *w);
-void mg_pools_close(mg_worker_t *w);
+int mg_pools_init(mg_wgen_t *g);
+/* Hands idle connections of `old`'s pools to the same pools of `g`. */
+void mg_pools_adopt(mg_wgen_t *g, mg_wgen_t *old);
+void mg_pools_close(mg_wgen_t *g);
+void mg_pools_free(mg_wgen_t *g);
 /* Picks the next target of upstream `ui` by smooth weighted round robin,
  * skipping targets marked down (unless all are). `avoid` is a target index
  * to skip when possible (-1: none). Returns the target index. */
-int mg_balancer_pick(mg_worker_t *w, int ui, int avoid);
+int mg_balancer_pick(mg_wgen_t *g, int ui, int avoid);
 void mg_pool_mark_down(mg_pool_t *p);
 int mg_pool_resolve(mg_pool_t *p);
 

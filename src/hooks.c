@@ -24,6 +24,7 @@
 struct mg_hook_co_s {
     mg_hook_co_t *next_free;
     mg_worker_t *w;
+    mg_lua_worker_t *lw;    /* the generation's Lua side it belongs to */
     lua_State *co;
     int ref;
     mg_request_t *r;        /* request it serves, NULL when idle or detached */
@@ -37,18 +38,21 @@ struct mg_hook_co_s {
 };
 
 static _Thread_local mg_worker_t *current_worker;
-static void free_user_timers(void);
+static _Thread_local mg_lua_worker_t *current_lw; /* running or initialising */
+static void free_user_timers(mg_lua_worker_t *lw);
 static atomic_ullong hook_errors;
 
-static mg_lua_worker_t *lw_of(const mg_worker_t *w) { return w->lua; }
+static mg_lua_worker_t *lw_of(const mg_wgen_t *g) { return g->lua; }
 
 /* ---- init --------------------------------------------------------------- */
 
-int mg_hooks_init(mg_worker_t *w, char **err)
+int mg_hooks_init(mg_wgen_t *g, char **err)
 {
-    mg_lua_worker_t *lw = lw_of(w);
+    mg_lua_worker_t *lw = lw_of(g);
+    mg_worker_t *w = g->w;
     lua_State *L = lw->L;
     current_worker = w;
+    current_lw = lw; /* timers declared by the config start here */
     /* runtime.init(cfg) -> global mask, { route masks } */
     lua_getglobal(L, "require");
     lua_pushstring(L, "moongate.runtime");
@@ -72,7 +76,7 @@ int mg_hooks_init(mg_worker_t *w, char **err)
         return -1;
     }
     lw->global_mask = (uint8_t)lua_tointeger(L, -2);
-    size_t n = w->cfg->nroutes;
+    size_t n = g->cfg->nroutes;
     lw->route_mask = calloc(n ? n : 1, 1);
     if (!lw->route_mask) {
         *err = strdup("out of memory");
@@ -93,17 +97,19 @@ static void co_free_cb(uv_handle_t *h)
     free(h->data);
 }
 
+/* Drops a coroutine that is lent out (its generation's hold goes too). */
 static void co_destroy(mg_hook_co_t *hc)
 {
-    mg_lua_worker_t *lw = lw_of(hc->w);
+    mg_lua_worker_t *lw = hc->lw;
     luaL_unref(lw->L, LUA_REGISTRYINDEX, hc->ref);
     lw->ncos--;
     uv_close((uv_handle_t *)&hc->timer, co_free_cb);
+    mg_wgen_release(lw->g);
 }
 
-void mg_hooks_close(mg_worker_t *w)
+void mg_hooks_close(mg_wgen_t *g)
 {
-    mg_lua_worker_t *lw = lw_of(w);
+    mg_lua_worker_t *lw = lw_of(g);
     while (lw->free_cos) {
         mg_hook_co_t *hc = lw->free_cos;
         lw->free_cos = hc->next_free;
@@ -113,12 +119,12 @@ void mg_hooks_close(mg_worker_t *w)
     }
     free(lw->route_mask);
     lw->route_mask = NULL;
-    free_user_timers();
+    free_user_timers(lw);
 }
 
-int mg_hooks_has(const mg_worker_t *w, const mg_route_t *route, int phase)
+int mg_hooks_has(const mg_wgen_t *g, const mg_route_t *route, int phase)
 {
-    const mg_lua_worker_t *lw = w->lua;
+    const mg_lua_worker_t *lw = g->lua;
     unsigned mask = lw->global_mask;
     if (route)
         mask |= lw->route_mask[route->index];
@@ -127,12 +133,15 @@ int mg_hooks_has(const mg_worker_t *w, const mg_route_t *route, int phase)
 
 /* ---- the coroutine pool ------------------------------------------------- */
 
-static mg_hook_co_t *co_get(mg_worker_t *w)
+/* Lends out a coroutine of generation g (which it then holds). */
+static mg_hook_co_t *co_get(mg_wgen_t *g)
 {
-    mg_lua_worker_t *lw = lw_of(w);
+    mg_lua_worker_t *lw = lw_of(g);
+    mg_worker_t *w = g->w;
     mg_hook_co_t *hc = lw->free_cos;
     if (hc) {
         lw->free_cos = hc->next_free;
+        mg_wgen_hold(g);
         return hc;
     }
     hc = calloc(1, sizeof(*hc));
@@ -140,11 +149,13 @@ static mg_hook_co_t *co_get(mg_worker_t *w)
         return NULL;
     lua_State *L = lw->L;
     hc->w = w;
+    hc->lw = lw;
     hc->co = lua_newthread(L);
     hc->ref = luaL_ref(L, LUA_REGISTRYINDEX);
     uv_timer_init(&w->loop, &hc->timer);
     hc->timer.data = hc;
     lw->ncos++;
+    mg_wgen_hold(g);
     /* start the driver: it yields once, ready for its first request */
     lua_rawgeti(hc->co, LUA_REGISTRYINDEX, lw->driver_ref);
     if (lua_resume(hc->co, 0) != LUA_YIELD) {
@@ -159,19 +170,20 @@ static mg_hook_co_t *co_get(mg_worker_t *w)
 
 static void co_put(mg_hook_co_t *hc)
 {
-    mg_lua_worker_t *lw = lw_of(hc->w);
+    mg_lua_worker_t *lw = hc->lw;
     hc->r = NULL;
     hc->waiting = 0;
     lua_settop(hc->co, 0);
     hc->next_free = lw->free_cos;
     lw->free_cos = hc;
+    mg_wgen_release(lw->g);
 }
 
 /* ---- running ------------------------------------------------------------ */
 
 static void report_error(mg_hook_co_t *hc, int st)
 {
-    mg_lua_worker_t *lw = lw_of(hc->w);
+    mg_lua_worker_t *lw = hc->lw;
     lua_State *L = lw->L;
     const char *msg = lua_isstring(hc->co, -1) ? lua_tostring(hc->co, -1) : "error object is not a string";
     lua_rawgeti(L, LUA_REGISTRYINDEX, lw->report_ref);
@@ -197,16 +209,20 @@ static void report_error(mg_hook_co_t *hc, int st)
 static int co_resume(mg_hook_co_t *hc, int nargs)
 {
     mg_worker_t *w = hc->w;
-    mg_lua_worker_t *lw = lw_of(w);
+    mg_lua_worker_t *lw = hc->lw;
     mg_hook_co_t *outer = lw->running;
+    mg_lua_worker_t *outer_lw = current_lw;
     lw->running = hc;
     current_worker = w;
+    current_lw = lw;
+    atomic_store(&w->running_L, lw->L);
     /* the loop's cached time: no clock read per hook (watchdog resolution
      * is 10 ms anyway) */
     atomic_store(&w->hook_since, uv_now(&w->loop) ? uv_now(&w->loop) : 1);
     int st = lua_resume(hc->co, nargs);
     atomic_store(&w->hook_since, 0);
     lw->running = outer;
+    current_lw = outer_lw;
     if (st != LUA_YIELD) {
         /* a hook raised an error: the driver ends with it (it runs no pcall
          * of its own); log it with the traceback, then drop the coroutine */
@@ -262,10 +278,9 @@ static int settle(mg_request_t *r, mg_hook_co_t *hc, int code)
 
 int mg_hooks_run(mg_request_t *r, int phase)
 {
-    mg_worker_t *w = r->c->w;
     int first = 0;
     if (!r->co) {
-        r->co = co_get(w);
+        r->co = co_get(r->g);
         if (!r->co)
             return MG_HOOK_ERROR;
         r->co->r = r;
@@ -312,8 +327,7 @@ static void on_sleep_done(uv_timer_t *t)
 
 mg_hook_co_t *mg_hook_wait_begin(mg_hook_cancel_fn cancel, void *arg)
 {
-    mg_worker_t *w = current_worker;
-    mg_hook_co_t *hc = w && w->lua ? lw_of(w)->running : NULL;
+    mg_hook_co_t *hc = current_lw ? current_lw->running : NULL;
     if (!hc)
         return NULL;
     hc->cancel = cancel;
@@ -360,7 +374,7 @@ void mg_hooks_release(mg_request_t *r)
         co_put(hc);
         return;
     }
-    mg_lua_worker_t *lw = lw_of(hc->w);
+    mg_lua_worker_t *lw = hc->lw;
     hc->r = NULL;
     /* the Lua side must not touch the request any more */
     lua_State *L = lw->L;
@@ -390,8 +404,7 @@ int mg_ffi_worker_id(void)
 
 int mg_ffi_sleep(double seconds)
 {
-    mg_worker_t *w = current_worker;
-    mg_hook_co_t *hc = w ? lw_of(w)->running : NULL;
+    mg_hook_co_t *hc = current_lw ? current_lw->running : NULL;
     if (!hc)
         return MG_FFI_EPHASE;
     if (!(seconds >= 0) || seconds > 86400 * 365)
@@ -422,21 +435,19 @@ unsigned long long mg_hooks_error_total(void)
 typedef struct user_timer_s {
     struct user_timer_s *next;
     uv_timer_t t;
-    mg_worker_t *w;
+    mg_lua_worker_t *lw;
     int id;
 } user_timer_t;
-
-static _Thread_local user_timer_t *user_timers;
 
 /* A timer's callback runs in a pooled coroutine that serves no request;
  * if it waits, it finishes on its own like a detached on_log hook. */
 static void on_user_timer(uv_timer_t *t)
 {
     user_timer_t *ut = t->data;
-    mg_worker_t *w = ut->w;
-    if (w->stopping)
+    mg_lua_worker_t *lw = ut->lw;
+    if (lw->g->w->stopping)
         return;
-    mg_hook_co_t *hc = co_get(w);
+    mg_hook_co_t *hc = co_get(lw->g);
     if (!hc)
         return;
     hc->r = NULL;
@@ -454,13 +465,14 @@ static void on_user_timer(uv_timer_t *t)
 
 int mg_ffi_timer_start(int id, double after, double every)
 {
-    mg_worker_t *w = current_worker;
-    if (!w || !w->lua || !(after >= 0) || !(every >= 0))
+    mg_lua_worker_t *lw = current_lw;
+    if (!lw || !(after >= 0) || !(every >= 0))
         return MG_FFI_EPHASE;
+    mg_worker_t *w = lw->g->w;
     user_timer_t *ut = calloc(1, sizeof(*ut));
     if (!ut)
         return MG_FFI_ENOMEM;
-    ut->w = w;
+    ut->lw = lw;
     ut->id = id;
     uv_timer_init(&w->loop, &ut->t);
     ut->t.data = ut;
@@ -468,18 +480,39 @@ int mg_ffi_timer_start(int id, double after, double every)
                    (uint64_t)(every * 1000.0 + 0.5));
     /* timers alone do not keep a stopping worker alive */
     uv_unref((uv_handle_t *)&ut->t);
-    ut->next = user_timers;
-    user_timers = ut;
+    ut->next = lw->timers;
+    lw->timers = ut;
     return 0;
 }
 
-/* After the loop ended (every handle is closed): frees the timers. */
-static void free_user_timers(void)
+static void timer_closed(uv_handle_t *h)
 {
-    while (user_timers) {
-        user_timer_t *ut = user_timers;
-        user_timers = ut->next;
-        free(ut);
+    free(h->data);
+}
+
+/* The generation is no longer current: its timers stop (their handles are
+ * closed and freed; a callback still waiting finishes on its own). */
+void mg_hooks_retire(mg_wgen_t *g)
+{
+    mg_lua_worker_t *lw = lw_of(g);
+    while (lw->timers) {
+        user_timer_t *ut = lw->timers;
+        lw->timers = ut->next;
+        uv_close((uv_handle_t *)&ut->t, timer_closed);
+    }
+}
+
+/* After the loop ended (every handle is closed): frees the timers. */
+static void free_user_timers(mg_lua_worker_t *lw)
+{
+    while (lw->timers) {
+        user_timer_t *ut = lw->timers;
+        lw->timers = ut->next;
+        if (uv_is_closing((uv_handle_t *)&ut->t) || !uv_loop_alive(ut->t.loop)) {
+            free(ut);
+        } else {
+            uv_close((uv_handle_t *)&ut->t, timer_closed);
+        }
     }
 }
 
@@ -492,9 +525,10 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
     lua_sethook(L, NULL, 0, 0);
     uint64_t since = w ? atomic_load(&w->hook_since) : 0;
     uint64_t now = uv_hrtime() / 1000000;
-    if (!since || now - since < w->cfg->timeouts.hook)
+    uint64_t budget = w ? w->g->cfg->timeouts.hook : 0;
+    if (!since || now - since < budget)
         return; /* the slow hook ended before we got here */
-    luaL_error(L, "hook exceeded its time budget of %d ms", (int)w->cfg->timeouts.hook);
+    luaL_error(L, "hook exceeded its time budget of %d ms", (int)budget);
 }
 
 void mg_hooks_watchdog(mg_worker_t *w)
@@ -502,9 +536,14 @@ void mg_hooks_watchdog(mg_worker_t *w)
     /* hook_since is loop time: libuv's monotonic clock in ms, like this */
     uint64_t now_ms = uv_hrtime() / 1000000;
     uint64_t since = atomic_load(&w->hook_since);
-    if (!since || now_ms - since < w->cfg->timeouts.hook || !w->lua)
+    /* the budget of the generation the worker had when the watchdog looked:
+     * a racy read of a pointer that stays valid (the config lives on while
+     * any generation holds it, and this is only a threshold) */
+    uint64_t budget = atomic_load(&w->budget_ms);
+    lua_State *L = atomic_load(&w->running_L);
+    if (!since || now_ms - since < budget || !L)
         return;
-    if (now_ms - since > w->cfg->timeouts.hook + 1000 && !atomic_load(&w->quarantined)) {
+    if (now_ms - since > budget + 1000 && !atomic_load(&w->quarantined)) {
         /* the interrupt did not take: a loop compiled to machine code */
         fprintf(stderr,
                 "moongate: worker %d: a hook has run %llu ms and cannot be interrupted "
@@ -516,5 +555,5 @@ void mg_hooks_watchdog(mg_worker_t *w)
     }
     /* lua_sethook is safe to call asynchronously; the hook fires at the next
      * instruction the interpreter runs (not inside a compiled loop) */
-    lua_sethook(lw_of(w)->L, budget_hook, LUA_MASKCOUNT, 1);
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
 }

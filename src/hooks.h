@@ -18,13 +18,16 @@
 
 enum { MG_HOOK_DONE = 0, MG_HOOK_RESPONDED = 1, MG_HOOK_WAIT = 2, MG_HOOK_ERROR = 3 };
 
-/* Sets up hooks for worker w once its Lua state has run the config (the
- * cfg table on top of the stack). Returns 0 or -1 with *err (malloc'd). */
-int mg_hooks_init(mg_worker_t *w, char **err);
-void mg_hooks_close(mg_worker_t *w);
+/* Sets up hooks for generation g once its Lua state has run the config
+ * (the cfg table on top of the stack). Returns 0 or -1 with *err (malloc'd). */
+int mg_hooks_init(mg_wgen_t *g, char **err);
+/* g is no longer current: its timers stop. */
+void mg_hooks_retire(mg_wgen_t *g);
+void mg_hooks_close(mg_wgen_t *g);
 
-/* Does any hook run in `phase` for a request on `route` (may be NULL)? */
-int mg_hooks_has(const mg_worker_t *w, const mg_route_t *route, int phase);
+/* Does any hook of generation g run in `phase` for a request on `route`
+ * (may be NULL)? */
+int mg_hooks_has(const mg_wgen_t *g, const mg_route_t *route, int phase);
 
 int mg_hooks_run(mg_request_t *r, int phase);
 

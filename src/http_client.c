@@ -386,12 +386,13 @@ static void op_start(mg_http_op_t *op)
 static mg_pool_t *pool_for(mg_worker_t *w, const char *host, size_t hlen, uint16_t port,
                            int port_given)
 {
-    const mg_config_t *cfg = w->cfg;
+    mg_wgen_t *g = w->g;
+    const mg_config_t *cfg = g->cfg;
     if (!port_given) {
         for (size_t i = 0; i < cfg->nupstreams; i++) {
             if (strlen(cfg->upstreams[i].name) == hlen &&
                 memcmp(cfg->upstreams[i].name, host, hlen) == 0)
-                return &w->ups[i].pools[mg_balancer_pick(w, (int)i, -1)];
+                return &g->ups[i].pools[mg_balancer_pick(g, (int)i, -1)];
         }
     }
     for (size_t i = 0; i < cfg->nupstreams; i++) {
@@ -399,7 +400,7 @@ static mg_pool_t *pool_for(mg_worker_t *w, const char *host, size_t hlen, uint16
         for (size_t t = 0; t < up->ntargets; t++)
             if (up->targets[t].port == port && strlen(up->targets[t].host) == hlen &&
                 memcmp(up->targets[t].host, host, hlen) == 0)
-                return &w->ups[i].pools[t];
+                return &g->ups[i].pools[t];
     }
     for (adhoc_pool_t *a = adhoc_pools; a; a = a->next)
         if (a->target.port == port && strlen(a->target.host) == hlen &&

@@ -21,6 +21,7 @@
 #include "accesslog.h"
 #include "hooks.h"
 #include "lua_route.h"
+#include "metrics.h"
 #include "uri.h"
 
 static llhttp_settings_t req_settings;
@@ -149,7 +150,7 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
     if (c->buf.data && c->buf.len == c->buf.cap && c->r && c->r->state == MG_RS_HEAD) {
         /* a long head: grow up to what the limits allow (plus one byte so
          * that the limit itself is detected by the parser callbacks) */
-        const mg_limits_t *l = &c->w->cfg->limits;
+        const mg_limits_t *l = &c->r->g->cfg->limits;
         size_t max = l->request_line + l->header_size + 1024;
         if (c->buf.cap < max)
             mg_worker_buf_grow(c->w, &c->buf, c->buf.cap * 2 < max ? c->buf.cap * 2 : max);
@@ -201,11 +202,34 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 
 /* ---- the request object ----------------------------------------------- */
 
+/* Gives r room for the limits of generation g (a reload may raise them). */
+static int request_fit(mg_request_t *r, const mg_limits_t *l)
+{
+    if (r->headers_cap < l->header_count + 1) {
+        mg_header_t *h = realloc(r->headers, sizeof(mg_header_t) * (l->header_count + 1));
+        if (!h)
+            return -1;
+        r->headers = h;
+        r->headers_cap = (uint32_t)(l->header_count + 1);
+    }
+    /* normalised path + upstream path + slack; both are bounded by the
+     * request line limit */
+    size_t need = l->request_line * 3 + 512;
+    if (r->scratch_cap < need) {
+        char *p = realloc(r->scratch, need);
+        if (!p)
+            return -1;
+        r->scratch = p;
+        r->scratch_cap = need;
+    }
+    return 0;
+}
+
 static mg_request_t *request_new(mg_conn_t *c)
 {
     mg_worker_t *w = c->w;
     mg_request_t *r = w->free_requests;
-    const mg_limits_t *l = &w->cfg->limits;
+    const mg_limits_t *l = &w->g->cfg->limits;
     if (r) {
         w->free_requests = r->next_free;
     } else {
@@ -213,28 +237,25 @@ static mg_request_t *request_new(mg_conn_t *c)
         if (!r)
             return NULL;
         r->slot = ++w->nrequests;
-        r->headers = malloc(sizeof(mg_header_t) * (l->header_count + 1));
-        /* normalised path + upstream path + slack; both are bounded by the
-         * request line limit */
-        r->scratch_cap = l->request_line * 3 + 512;
-        r->scratch = malloc(r->scratch_cap);
-        if (!r->headers || !r->scratch) {
-            free(r->headers);
-            free(r->scratch);
-            free(r);
-            return NULL;
-        }
+    }
+    if (request_fit(r, l) < 0) {
+        r->next_free = w->free_requests;
+        w->free_requests = r;
+        return NULL;
     }
     mg_header_t *headers = r->headers;
+    uint32_t headers_cap = r->headers_cap;
     char *scratch = r->scratch;
     size_t cap = r->scratch_cap;
     uint32_t slot = r->slot;
     /* the edit arrays and the inline arena after it need no clearing */
     memset(r, 0, offsetof(mg_request_t, req_edits));
     r->headers = headers;
+    r->headers_cap = headers_cap;
     r->scratch = scratch;
     r->scratch_cap = cap;
     r->slot = slot;
+    r->g = mg_wgen_hold(w->g);
     r->c = c;
     r->target = -1;
     r->upstream_override = -1;
@@ -258,6 +279,8 @@ static void request_free(mg_conn_t *c)
     mg_request_arena_reset(r);
     free(r->body_buf);
     r->body_buf = NULL;
+    mg_wgen_release(r->g);
+    r->g = NULL;
     c->r = NULL;
     r->next_free = c->w->free_requests;
     c->w->free_requests = r;
@@ -282,7 +305,7 @@ static int on_message_begin(llhttp_t *p)
         if (!c->r)
             return fail(p, 503, "out of memory");
     }
-    set_deadline(c, c->w->cfg->timeouts.header);
+    set_deadline(c, c->w->g->cfg->timeouts.header);
     return 0;
 }
 
@@ -305,7 +328,7 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
     if (r->url.len == 0)
         r->url.off = off_of(c, at);
     r->url.len += (uint32_t)len;
-    if (r->url.len + r->method.len + 10 > c->w->cfg->limits.request_line)
+    if (r->url.len + r->method.len + 10 > c->r->g->cfg->limits.request_line)
         return fail(p, 414, "request line too long");
     return 0;
 }
@@ -316,7 +339,7 @@ static int head_grow(mg_conn_t *c, size_t len)
 {
     mg_request_t *r = c->r;
     r->head_bytes += (uint32_t)len;
-    return r->head_bytes > c->w->cfg->limits.header_size;
+    return r->head_bytes > c->r->g->cfg->limits.header_size;
 }
 
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
@@ -326,7 +349,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
     if (head_grow(c, len + 4))
         return fail(p, 431, "request header fields too large");
     if (r->nheaders == 0 || r->last_was_value) {
-        if (r->nheaders >= c->w->cfg->limits.header_count)
+        if (r->nheaders >= c->r->g->cfg->limits.header_count)
             return fail(p, 431, "too many header fields");
         mg_header_t *h = &r->headers[r->nheaders++];
         h->name.off = off_of(c, at);
@@ -436,7 +459,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     mg_conn_t *c = p->data;
     mg_request_t *r = c->r;
     r->body_received += len;
-    uint64_t max = r->route ? r->route->max_body : c->w->cfg->limits.body;
+    uint64_t max = r->route ? r->route->max_body : r->g->cfg->limits.body;
     if (r->body_received > max)
         return fail(p, 413, "request body too large");
     if (r->state == MG_RS_BUFFER) {
@@ -635,8 +658,7 @@ static int run_phase(mg_conn_t *c, int phase)
 static void continue_request(mg_conn_t *c, int done)
 {
     mg_request_t *r = c->r;
-    mg_worker_t *w = c->w;
-    if (done < MG_PHASE_REQUEST && mg_hooks_has(w, NULL, MG_PHASE_REQUEST) &&
+    if (done < MG_PHASE_REQUEST && mg_hooks_has(r->g, NULL, MG_PHASE_REQUEST) &&
         run_phase(c, MG_PHASE_REQUEST))
         return;
     if (done < MG_PHASE_ROUTE) {
@@ -653,10 +675,10 @@ static void continue_request(mg_conn_t *c, int done)
             method = r->new_method;
             mlen = r->new_method_len;
         }
-        r->route_rc = mg_router_match(w->router, c->local_port, method, mlen, host, host_len,
+        r->route_rc = mg_router_match(r->g->router, c->local_port, method, mlen, host, host_len,
                                       r->path, r->path_len, header_get, c, &r->match);
         r->route = r->route_rc == MG_ROUTE_OK ? r->match.route : NULL;
-        if (mg_hooks_has(w, NULL, MG_PHASE_ROUTE) && run_phase(c, MG_PHASE_ROUTE))
+        if (mg_hooks_has(r->g, NULL, MG_PHASE_ROUTE) && run_phase(c, MG_PHASE_ROUTE))
             return;
     }
     if (!r->route && r->upstream_override < 0) {
@@ -667,18 +689,18 @@ static void continue_request(mg_conn_t *c, int done)
             mg_conn_respond_error(c, 404, "no route");
         return;
     }
-    uint64_t max_body = r->route ? r->route->max_body : w->cfg->limits.body;
+    uint64_t max_body = r->route ? r->route->max_body : r->g->cfg->limits.body;
     if (r->content_length > max_body) {
         r->response_close = 1;
         mg_conn_respond_error(c, 413, "request body too large");
         return;
     }
-    if (done < MG_PHASE_ACCESS && r->route && mg_hooks_has(w, r->route, MG_PHASE_ACCESS) &&
+    if (done < MG_PHASE_ACCESS && r->route && mg_hooks_has(r->g, r->route, MG_PHASE_ACCESS) &&
         run_phase(c, MG_PHASE_ACCESS))
         return;
     if (r->route && r->route->has_handler && r->upstream_override < 0) {
         r->state = MG_RS_LOCAL;
-        mg_lua_route_call(w, c);
+        mg_lua_route_call(c);
         return;
     }
     if (r->is_upgrade && r->has_body) {
@@ -774,7 +796,7 @@ void mg_conn_resume_body(mg_conn_t *c)
         }
     }
     if (r->has_body)
-        set_deadline(c, c->w->cfg->timeouts.body);
+        set_deadline(c, c->w->g->cfg->timeouts.body);
     start_reading(c);
     c->kick = 1;
     conn_parse(c);
@@ -817,7 +839,7 @@ int mg_ffi_req_read_body(mg_request_t *r, const char **p, size_t *len)
                 return MG_FFI_EPHASE;
         }
     }
-    set_deadline(c, c->w->cfg->timeouts.body);
+    set_deadline(c, c->w->g->cfg->timeouts.body);
     start_reading(c);
     c->kick = 1;
     conn_parse(c);
@@ -954,7 +976,7 @@ int mg_conn_send(mg_conn_t *c, uv_buf_t *bufs, unsigned n)
         return -1;
     }
     if (c->wq.pending > 0)
-        set_deadline(c, c->w->cfg->timeouts.send);
+        set_deadline(c, c->w->g->cfg->timeouts.send);
     return 0;
 }
 
@@ -1034,7 +1056,10 @@ static void log_request(mg_conn_t *c)
 {
     mg_request_t *r = c->r;
     mg_accesslog_request(c->w, c);
-    if (!r->hook_waiting && mg_hooks_has(c->w, r->route, MG_PHASE_LOG))
+    uint64_t total_ms = uv_now(&c->w->loop) - r->start_ms;
+    mg_metrics_request(c->w->id, r->route ? r->route->metric_id : 0, r->status,
+                       total_ms * 1000, r->upstream_ms * 1000);
+    if (!r->hook_waiting && mg_hooks_has(r->g, r->route, MG_PHASE_LOG))
         mg_hooks_run(r, MG_PHASE_LOG);
 }
 
@@ -1100,7 +1125,7 @@ static void request_finish(mg_conn_t *c)
         conn_close(c);
         return;
     }
-    set_deadline(c, c->w->cfg->timeouts.keepalive);
+    set_deadline(c, c->w->g->cfg->timeouts.keepalive);
     start_reading(c);
     conn_parse(c); /* pipelined requests; a no-op when called from it */
 }
@@ -1136,6 +1161,7 @@ static void on_handle_closed(uv_handle_t *h)
         mg_worker_buf_put(w, &c->buf);
     mg_list_remove(&c->link);
     w->nconns--;
+    mg_metrics_connections(w->id, -1);
     free(c);
     mg_worker_conn_closed(w);
 }
@@ -1183,6 +1209,7 @@ void mg_conn_accept(mg_worker_t *w, uv_stream_t *listener, uint16_t port)
     c->handles_open = 2;
     mg_list_push(&w->conns, &c->link);
     w->nconns++;
+    mg_metrics_connections(w->id, 1);
     if (uv_accept(listener, (uv_stream_t *)&c->tcp) < 0) {
         c->state = MG_CS_OPEN;
         conn_close(c);
@@ -1206,6 +1233,6 @@ void mg_conn_accept(mg_worker_t *w, uv_stream_t *listener, uint16_t port)
     c->parser.data = c;
     mg_wq_init(&c->wq, (uv_stream_t *)&c->tcp, on_drain, on_write_error);
     c->state = MG_CS_OPEN;
-    set_deadline(c, w->cfg->timeouts.header);
+    set_deadline(c, w->g->cfg->timeouts.header);
     start_reading(c);
 }

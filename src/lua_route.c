@@ -1,6 +1,7 @@
-/* lua_route.c: per-worker Lua state and routes answered by Lua handlers.
+/* lua_route.c: a worker's Lua state for one generation, and routes
+ * answered by Lua handlers.
  *
- * The worker's state runs the config file once at start; the normalised
+ * The state runs the config file once when the generation is built; the normalised
  * config table it returns stays in the registry so that route i's handler
  * is cfg.routes[i + 1].handler. Requests reach a handler as a plain table
  * (this path serves demo services and tests, not the proxy hot path).
@@ -16,13 +17,14 @@
 
 int mg_config_run_lua(lua_State *L, const char *file, char **errors);
 
-int mg_lua_worker_init(mg_worker_t *w, char **err)
+int mg_lua_gen_init(mg_wgen_t *g, char **err)
 {
     mg_lua_worker_t *lw = calloc(1, sizeof(*lw));
     if (!lw) {
         *err = strdup("out of memory");
         return -1;
     }
+    lw->g = g;
     lw->L = mg_lua_open();
     if (!lw->L) {
         free(lw);
@@ -30,14 +32,14 @@ int mg_lua_worker_init(mg_worker_t *w, char **err)
         return -1;
     }
     lua_State *L = lw->L;
-    if (mg_config_run_lua(L, w->cfg->file, err) != 0) {
+    if (mg_config_run_lua(L, g->cfg->file, err) != 0) {
         lua_close(L);
         free(lw);
         return -1;
     }
-    w->lua = lw;
-    if (mg_hooks_init(w, err) != 0) {
-        w->lua = NULL;
+    g->lua = lw;
+    if (mg_hooks_init(g, err) != 0) {
+        g->lua = NULL;
         lua_close(L);
         free(lw);
         return -1;
@@ -47,6 +49,8 @@ int mg_lua_worker_init(mg_worker_t *w, char **err)
     lua_pushstring(L, "moongate.handler");
     if (lua_pcall(L, 1, 1, 0) != 0) {
         *err = strdup(lua_tostring(L, -1));
+        mg_hooks_close(g);
+        g->lua = NULL;
         lua_close(L);
         free(lw);
         return -1;
@@ -57,15 +61,21 @@ int mg_lua_worker_init(mg_worker_t *w, char **err)
     return 0;
 }
 
-void mg_lua_worker_close(mg_worker_t *w)
+void mg_lua_gen_retire(mg_wgen_t *g)
 {
-    mg_lua_worker_t *lw = w->lua;
+    if (g->lua)
+        mg_hooks_retire(g);
+}
+
+void mg_lua_gen_close(mg_wgen_t *g)
+{
+    mg_lua_worker_t *lw = g->lua;
     if (!lw)
         return;
-    mg_hooks_close(w);
+    mg_hooks_close(g);
     lua_close(lw->L);
     free(lw);
-    w->lua = NULL;
+    g->lua = NULL;
 }
 
 static void push_request(lua_State *L, mg_conn_t *c)
@@ -115,10 +125,11 @@ static void push_request(lua_State *L, mg_conn_t *c)
     lua_setfield(L, -2, "params");
 }
 
-void mg_lua_route_call(mg_worker_t *w, mg_conn_t *c)
+void mg_lua_route_call(mg_conn_t *c)
 {
-    mg_lua_worker_t *lw = w->lua;
     mg_request_t *r = c->r;
+    mg_worker_t *w = c->w;
+    mg_lua_worker_t *lw = r->g->lua;
     lua_State *L = lw->L;
     int top = lua_gettop(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, lw->invoke_ref);

@@ -10,6 +10,7 @@ struct lua_State;
 /* A worker's Lua state and what the core keeps of it. Owned by the worker
  * (w->lua); only that worker's thread touches it. */
 typedef struct mg_lua_worker_s {
+    mg_wgen_t *g;           /* the generation it belongs to */
     struct lua_State *L;
     int cfg_ref;            /* the normalised config table */
     int invoke_ref;         /* moongate.handler.invoke */
@@ -22,14 +23,18 @@ typedef struct mg_lua_worker_s {
     mg_hook_co_t *free_cos; /* idle coroutines */
     size_t ncos;            /* coroutines alive */
     mg_hook_co_t *running;  /* coroutine being resumed, or NULL */
+    void *timers;           /* gw.timer handles (hooks.c) */
 } mg_lua_worker_t;
 
-/* Creates worker w's Lua state and runs the config file in it, keeping the
- * handler functions. Returns 0, or -1 with *err (malloc'd) set. */
-int mg_lua_worker_init(mg_worker_t *w, char **err);
-void mg_lua_worker_close(mg_worker_t *w);
+/* Creates generation g's Lua state in its worker and runs the config file
+ * in it, keeping the handler and hook functions. Returns 0, or -1 with
+ * *err (malloc'd) set. */
+int mg_lua_gen_init(mg_wgen_t *g, char **err);
+/* g is no longer current: its timers stop. */
+void mg_lua_gen_retire(mg_wgen_t *g);
+void mg_lua_gen_close(mg_wgen_t *g);
 /* Calls the handler of c->r's route and sends its answer (500 with the
  * request id when the handler fails). */
-void mg_lua_route_call(mg_worker_t *w, mg_conn_t *c);
+void mg_lua_route_call(mg_conn_t *c);
 
 #endif

@@ -14,7 +14,13 @@
 #include <uv.h>
 #include <llhttp.h>
 #include "config.h"
+#include "admin_client.h"
+
+/* repl.c */
+int mg_repl_main(int argc, char **argv);
+#include "control.h"
 #include "hooks.h"
+#include "metrics.h"
 #include "lua_state.h"
 #include "shdict.h"
 #include "worker.h"
@@ -26,7 +32,11 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: moongate <command> [options]\n"
             "  run [-c FILE] [--workers N]   serve FILE (default: the bundled demo)\n"
-            "  check -c FILE                 validate FILE; print file:line: reason per mistake\n"
+            "  check -c FILE                 validate FILE and run its gw.test examples\n"
+            "  reload [-c FILE] [--admin HOST:PORT] [--token T]\n"
+            "                                reload a running gateway (through its admin API)\n"
+            "  repl [-c FILE] | repl --attach HOST:PORT\n"
+            "                                try requests and rules interactively\n"
             "  version                       print versions\n");
 }
 
@@ -68,6 +78,8 @@ static void on_signal(uv_signal_t *s, int signum)
     uv_stop(s->loop);
 }
 
+static mg_control_t control;
+
 static int cmd_run(const char *file, int nworkers)
 {
     mg_config_t *cfg = NULL;
@@ -93,6 +105,15 @@ static int cmd_run(const char *file, int nworkers)
             return 1;
         }
     }
+    const char *why = NULL;
+    mg_gen_t *gen = mg_gen_new(cfg, 1, &why); /* owns cfg from here */
+    if (!gen) {
+        fprintf(stderr, "moongate: %s: %s\n", file, why ? why : "cannot build the routes");
+        mg_shdict_close_all();
+        return 1;
+    }
+    cfg = gen->cfg;
+    mg_metrics_init(n);
     uv_loop_t *loop = uv_default_loop();
     uv_signal_t sigterm, sigint;
     uv_signal_init(loop, &sigterm);
@@ -100,11 +121,22 @@ static int cmd_run(const char *file, int nworkers)
     uv_signal_start(&sigterm, on_signal, SIGTERM);
     uv_signal_start(&sigint, on_signal, SIGINT);
     char *err = NULL;
-    if (mg_workers_start(&workers, cfg, n, &err) != 0) {
+    if (mg_workers_start(&workers, gen, n, &err) != 0) {
         fprintf(stderr, "moongate: %s\n", err ? err : "cannot start");
         free(err);
+        mg_gen_release(gen);
         mg_shdict_close_all();
-        mg_config_free(cfg);
+        mg_metrics_free();
+        return 1;
+    }
+    if (mg_control_start(&control, loop, file, gen, &workers, &err) != 0) {
+        fprintf(stderr, "moongate: %s\n", err ? err : "cannot start");
+        free(err);
+        mg_workers_stop(&workers);
+        mg_workers_join(&workers);
+        mg_control_free(&control);
+        mg_shdict_close_all();
+        mg_metrics_free();
         return 1;
     }
     uv_timer_t watchdog;
@@ -114,20 +146,67 @@ static int cmd_run(const char *file, int nworkers)
         fprintf(stderr, "moongate: listening on %s:%u (%d workers)\n", cfg->listeners[i].host,
                 cfg->listeners[i].port, n);
     uv_run(loop, UV_RUN_DEFAULT);
+    uint64_t deadline = control.gen->cfg->timeouts.shutdown + 2000;
+    mg_control_stop(&control);
     /* a worker stuck in a hook would never end: do not wait for it forever */
-    if (mg_workers_join_within(&workers, cfg->timeouts.shutdown + 2000) < 0) {
+    if (mg_workers_join_within(&workers, deadline) < 0) {
         fprintf(stderr, "moongate: a worker did not stop (stuck in a hook); exiting anyway\n");
         _exit(1);
     }
+    mg_control_free(&control);
     mg_shdict_close_all(); /* no worker is left to use them */
     uv_close((uv_handle_t *)&watchdog, NULL);
     uv_close((uv_handle_t *)&sigterm, NULL);
     uv_close((uv_handle_t *)&sigint, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);
-    mg_config_free(cfg);
+    mg_metrics_free();
     fprintf(stderr, "moongate: stopped\n");
     return 0;
+}
+
+/* moongate reload: asks the running gateway (its admin API, found in the
+ * config's settings.admin unless --admin is given) to reload. */
+static int cmd_reload(const char *file, const char *admin, const char *token)
+{
+    char host[256] = "127.0.0.1";
+    int port = 9901;
+    char *tok = token ? strdup(token) : NULL;
+    if (admin) {
+        if (mg_admin_parse_addr(admin, host, sizeof(host), &port) != 0) {
+            fprintf(stderr, "moongate: --admin takes HOST:PORT, got '%s'\n", admin);
+            free(tok);
+            return 2;
+        }
+    } else if (file) {
+        mg_config_t *cfg = NULL;
+        char *errors = NULL;
+        if (mg_config_load(file, &cfg, &errors) != 0) {
+            fprintf(stderr, "%s", errors ? errors : "cannot load the config\n");
+            free(errors);
+            free(tok);
+            return 1;
+        }
+        snprintf(host, sizeof(host), "%s", cfg->admin_host);
+        port = cfg->admin_port;
+        if (!tok && cfg->admin_token)
+            tok = strdup(cfg->admin_token);
+        mg_config_free(cfg);
+    }
+    int status = 0;
+    char *body = NULL;
+    size_t len = 0;
+    const char *err = NULL;
+    int rc = mg_admin_call(host, port, tok, "POST", "/reload", "", 0, 30000, &status, &body,
+                           &len, &err);
+    free(tok);
+    if (rc != 0) {
+        fprintf(stderr, "moongate: %s:%d: %s\n", host, port, err);
+        return 1;
+    }
+    fwrite(body, 1, len, status == 200 ? stdout : stderr);
+    free(body);
+    return status == 200 ? 0 : 1;
 }
 
 static int cmd_check(const char *file)
@@ -139,8 +218,16 @@ static int cmd_check(const char *file)
         free(errors);
         return 1;
     }
-    printf("%s: ok (%zu listeners, %zu upstreams, %zu routes)\n", file, cfg->nlisteners,
-           cfg->nupstreams, cfg->nroutes);
+    int ntests = 0;
+    char *terr = NULL;
+    if (mg_control_selftest(file, &ntests, &terr) != 0) {
+        fprintf(stderr, "%s\n", terr ? terr : "the config's tests failed");
+        free(terr);
+        mg_config_free(cfg);
+        return 1;
+    }
+    printf("%s: ok (%zu listeners, %zu upstreams, %zu routes, %d tests passed)\n", file,
+           cfg->nlisteners, cfg->nupstreams, cfg->nroutes, ntests);
     mg_config_free(cfg);
     return 0;
 }
@@ -152,11 +239,17 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *cmd = argv[1];
-    const char *file = NULL;
+    const char *file = NULL, *admin = NULL, *token = NULL;
     int nworkers = 0;
+    if (!strcmp(cmd, "repl"))
+        return mg_repl_main(argc, argv);
     for (int i = 2; i < argc; i++) {
         if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc) {
             file = argv[++i];
+        } else if (!strcmp(argv[i], "--admin") && i + 1 < argc) {
+            admin = argv[++i];
+        } else if (!strcmp(argv[i], "--token") && i + 1 < argc) {
+            token = argv[++i];
         } else if (!strcmp(argv[i], "--workers") && i + 1 < argc) {
             nworkers = atoi(argv[++i]);
             if (nworkers < 1 || nworkers > 1024) {
@@ -186,6 +279,8 @@ int main(int argc, char **argv)
         }
         return cmd_check(file);
     }
+    if (!strcmp(cmd, "reload"))
+        return cmd_reload(file, admin, token);
     fprintf(stderr, "moongate: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;

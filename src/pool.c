@@ -33,15 +33,16 @@ int mg_pool_resolve(mg_pool_t *p)
     return 0;
 }
 
-int mg_pools_init(mg_worker_t *w)
+int mg_pools_init(mg_wgen_t *g)
 {
-    const mg_config_t *cfg = w->cfg;
-    w->ups = calloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof(*w->ups));
-    if (!w->ups)
+    const mg_config_t *cfg = g->cfg;
+    mg_worker_t *w = g->w;
+    g->ups = calloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof(*g->ups));
+    if (!g->ups)
         return -1;
     for (size_t i = 0; i < cfg->nupstreams; i++) {
         const mg_upstream_t *u = &cfg->upstreams[i];
-        mg_upstream_rt_t *rt = &w->ups[i];
+        mg_upstream_rt_t *rt = &g->ups[i];
         rt->u = u;
         rt->pools = calloc(u->ntargets, sizeof(*rt->pools));
         if (!rt->pools)
@@ -57,19 +58,59 @@ int mg_pools_init(mg_worker_t *w)
         /* start each worker at a different place in the rotation, so that
          * a few requests spread over workers still reach every target */
         for (int k = 0; k < w->id; k++)
-            mg_balancer_pick(w, (int)i, -1);
+            mg_balancer_pick(g, (int)i, -1);
     }
     return 0;
 }
 
-/* Closes idle connections and frees the pools. Connections in use are
- * closed by their requests. */
-void mg_pools_close(mg_worker_t *w)
+static int same_target(const mg_pool_t *a, const mg_pool_t *b)
 {
-    if (!w->ups)
+    return a->t->port == b->t->port && strcmp(a->t->host, b->t->host) == 0 &&
+           strcmp(a->u->name, b->u->name) == 0;
+}
+
+void mg_pools_adopt(mg_wgen_t *g, mg_wgen_t *old)
+{
+    for (size_t i = 0; i < old->cfg->nupstreams; i++) {
+        mg_upstream_rt_t *ort = &old->ups[i];
+        for (size_t t = 0; ort->pools && t < ort->u->ntargets; t++) {
+            mg_pool_t *op = &ort->pools[t];
+            mg_pool_t *np = NULL;
+            for (size_t j = 0; j < g->cfg->nupstreams && !np; j++)
+                for (size_t k = 0; k < g->ups[j].u->ntargets && !np; k++)
+                    if (same_target(op, &g->ups[j].pools[k]))
+                        np = &g->ups[j].pools[k];
+            op->successor = np;
+            if (!np) {
+                /* the target is gone: drain, do not cut (in-use ones finish) */
+                while (!mg_list_empty(&op->idle))
+                    mg_proxy_detach(mg_container_of(op->idle.next, mg_upconn_t, link), 0);
+                continue;
+            }
+            if (np->down_until < op->down_until)
+                np->down_until = op->down_until;
+            while (!mg_list_empty(&op->idle)) {
+                mg_upconn_t *u = mg_container_of(op->idle.next, mg_upconn_t, link);
+                mg_list_remove(&u->link);
+                op->nidle--;
+                u->idle = 0;
+                u->pool = np;
+                mg_pool_put_idle(np, u);
+                if (!u->idle)
+                    mg_proxy_detach(u, 0); /* the new pool is smaller */
+            }
+        }
+    }
+}
+
+/* Closes idle connections. Connections in use are closed by their
+ * requests (or handed to a successor pool). */
+void mg_pools_close(mg_wgen_t *g)
+{
+    if (!g->ups)
         return;
-    for (size_t i = 0; i < w->cfg->nupstreams; i++) {
-        mg_upstream_rt_t *rt = &w->ups[i];
+    for (size_t i = 0; i < g->cfg->nupstreams; i++) {
+        mg_upstream_rt_t *rt = &g->ups[i];
         for (size_t t = 0; rt->pools && t < rt->u->ntargets; t++) {
             mg_pool_t *p = &rt->pools[t];
             while (!mg_list_empty(&p->idle)) {
@@ -80,14 +121,14 @@ void mg_pools_close(mg_worker_t *w)
     }
 }
 
-void mg_pools_free(mg_worker_t *w)
+void mg_pools_free(mg_wgen_t *g)
 {
-    if (!w->ups)
+    if (!g->ups)
         return;
-    for (size_t i = 0; i < w->cfg->nupstreams; i++)
-        free(w->ups[i].pools);
-    free(w->ups);
-    w->ups = NULL;
+    for (size_t i = 0; i < g->cfg->nupstreams; i++)
+        free(g->ups[i].pools);
+    free(g->ups);
+    g->ups = NULL;
 }
 
 mg_upconn_t *mg_pool_take_idle(mg_pool_t *p)
@@ -107,6 +148,9 @@ mg_upconn_t *mg_pool_take_idle(mg_pool_t *p)
 
 void mg_pool_put_idle(mg_pool_t *p, mg_upconn_t *u)
 {
+    while (p->successor) /* its generation was replaced: go to the new one */
+        p = p->successor;
+    u->pool = p;
     if (p->nidle >= p->u->keepalive || p->w->stopping)
         return;
     mg_list_push(&p->idle, &u->link);
@@ -131,13 +175,13 @@ void mg_pool_mark_down(mg_pool_t *p)
 /* Smooth weighted round robin: each pick adds every live target's weight
  * to its current weight, takes the largest, and subtracts the total from
  * it. Weights 5,1,1 give a a b a c a a rather than a a a a a b c. */
-int mg_balancer_pick(mg_worker_t *w, int ui, int avoid)
+int mg_balancer_pick(mg_wgen_t *g, int ui, int avoid)
 {
-    mg_upstream_rt_t *rt = &w->ups[ui];
+    mg_upstream_rt_t *rt = &g->ups[ui];
     size_t n = rt->u->ntargets;
     if (n == 1)
         return 0;
-    uint64_t now = uv_now(&w->loop);
+    uint64_t now = uv_now(&g->w->loop);
     for (int pass = 0; pass < 2; pass++) {
         int best = -1, total = 0;
         for (size_t i = 0; i < n; i++) {

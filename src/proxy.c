@@ -299,7 +299,7 @@ static int on_resp_headers_complete(llhttp_t *p)
         return 0; /* interim answers (103, stray 100) are not forwarded */
     if (status == 101 && !r->is_upgrade)
         return HPE_USER;
-    if (status != 101 && mg_hooks_has(u->w, r->route, MG_PHASE_RESPONSE)) {
+    if (status != 101 && mg_hooks_has(r->g, r->route, MG_PHASE_RESPONSE)) {
         int rc = mg_hooks_run(r, MG_PHASE_RESPONSE);
         if (rc == MG_HOOK_WAIT) {
             /* go on when the hook is done (mg_proxy_hook_resumed) */
@@ -668,11 +668,11 @@ static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable
     int prev = r->target;
     up_close(u);
     int ui = mg_request_upstream(r);
-    const mg_upstream_t *up = &c->w->cfg->upstreams[ui];
+    const mg_upstream_t *up = &r->g->cfg->upstreams[ui];
     if (retryable && r->retries < 1 && !r->body_started && !r->response_started &&
         r->target_override < 0 && (r->idempotent || !u->connected)) {
         r->retries++;
-        int ti = up->ntargets > 1 ? mg_balancer_pick(c->w, ui, prev) : prev;
+        int ti = up->ntargets > 1 ? mg_balancer_pick(r->g, ui, prev) : prev;
         connect_target(r, ti);
         return;
     }
@@ -722,8 +722,7 @@ mg_upconn_t *mg_upconn_new(mg_pool_t *p)
 static void connect_target(mg_request_t *r, int ti)
 {
     mg_conn_t *c = r->c;
-    mg_worker_t *w = c->w;
-    mg_pool_t *p = &w->ups[mg_request_upstream(r)].pools[ti];
+    mg_pool_t *p = &r->g->ups[mg_request_upstream(r)].pools[ti];
     r->target = ti;
     mg_upconn_t *u = mg_pool_take_idle(p);
     if (u) {
@@ -946,6 +945,6 @@ void mg_proxy_start(mg_conn_t *c)
 {
     mg_request_t *r = c->r;
     int ui = mg_request_upstream(r);
-    int ti = r->target_override >= 0 ? r->target_override : mg_balancer_pick(c->w, ui, -1);
+    int ti = r->target_override >= 0 ? r->target_override : mg_balancer_pick(r->g, ui, -1);
     connect_target(r, ti);
 }

@@ -16,8 +16,6 @@
 
 #define MAX_FREE_BUFS 256
 
-void mg_pools_free(mg_worker_t *w);
-
 /* ---- pooled read buffers ------------------------------------------------ */
 
 void mg_worker_buf_get(mg_worker_t *w, mg_buf_t *b)
@@ -123,13 +121,106 @@ static void close_walk(uv_handle_t *h, void *arg)
         uv_close(h, NULL);
 }
 
+/* ---- generations ------------------------------------------------------- */
+
+/* Builds worker w's side of generation gen: pools, Lua state, hooks.
+ * Returns NULL with *err (malloc'd) on failure. */
+static mg_wgen_t *wgen_new(mg_worker_t *w, mg_gen_t *gen, char **err)
+{
+    mg_wgen_t *g = calloc(1, sizeof(*g));
+    if (!g) {
+        *err = strdup("out of memory");
+        return NULL;
+    }
+    g->w = w;
+    g->gen = gen;
+    g->cfg = gen->cfg;
+    g->router = gen->router;
+    atomic_fetch_add(&gen->refs, 1);
+    if (mg_pools_init(g) < 0) {
+        *err = strdup("out of memory");
+    } else if (mg_lua_gen_init(g, err) == 0) {
+        return g;
+    }
+    mg_pools_free(g);
+    mg_gen_release(gen);
+    free(g);
+    return NULL;
+}
+
+/* After the loop ended or once nothing holds it. */
+static void wgen_free(mg_wgen_t *g)
+{
+    mg_pools_close(g);
+    mg_lua_gen_close(g);
+    mg_pools_free(g);
+    mg_gen_release(g->gen);
+    free(g);
+}
+
+void mg_wgen_release(mg_wgen_t *g)
+{
+    /* freed by the reaper at the end of the loop turn, never from inside a
+     * call chain that may still use it */
+    g->refs--;
+}
+
+/* Runs after every loop turn: frees retired generations nobody holds. */
+static void on_reap(uv_check_t *h)
+{
+    mg_worker_t *w = h->data;
+    mg_wgen_t **pp = &w->retired;
+    while (*pp) {
+        mg_wgen_t *g = *pp;
+        if (g->refs == 0) {
+            *pp = g->next;
+            wgen_free(g);
+        } else {
+            pp = &g->next;
+        }
+    }
+    if (!w->retired)
+        uv_check_stop(&w->reaper);
+}
+
+/* Makes g current; the old current generation is retired (its requests
+ * finish on it) and its pools hand their idle connections over. */
+static void wgen_switch(mg_worker_t *w, mg_wgen_t *g)
+{
+    mg_wgen_t *old = w->g;
+    /* heads are built in the worker's scratch: room for the new limits */
+    size_t need = g->cfg->limits.header_size + g->cfg->limits.request_line * 3 + 65536;
+    if (need > w->scratch_cap) {
+        char *p = realloc(w->scratch, need);
+        if (p) {
+            w->scratch = p;
+            w->scratch_cap = need;
+        }
+    }
+    g->refs++; /* the worker's own hold while current */
+    w->g = g;
+    atomic_store(&w->budget_ms, g->cfg->timeouts.hook);
+    if (!old)
+        return;
+    mg_lua_gen_retire(old);  /* its timers stop now */
+    old->next = w->retired;
+    w->retired = old;
+    /* every older generation's pools now lead to this one's */
+    for (mg_wgen_t *r = w->retired; r; r = r->next)
+        mg_pools_adopt(g, r);
+    mg_wgen_release(old);
+    uv_check_start(&w->reaper, on_reap);
+}
+
 /* Everything left is closed; the loop then ends. */
 static void worker_finish(mg_worker_t *w)
 {
     if (w->stopping == 2)
         return;
     w->stopping = 2;
-    mg_pools_close(w);
+    mg_pools_close(w->g);
+    for (mg_wgen_t *r = w->retired; r; r = r->next)
+        mg_pools_close(r);
     mg_http_client_close(w);
     mg_accesslog_close(w);
     if (!uv_is_closing((uv_handle_t *)&w->shutdown_timer))
@@ -172,15 +263,41 @@ static void begin_stop(mg_worker_t *w)
         mg_conn_close_if_idle(mg_container_of(l, mg_conn_t, link));
         l = next;
     }
-    uv_timer_start(&w->shutdown_timer, on_shutdown_deadline, w->cfg->timeouts.shutdown, 0);
+    uv_timer_start(&w->shutdown_timer, on_shutdown_deadline, w->g->cfg->timeouts.shutdown, 0);
     if (w->nconns == 0)
         worker_finish(w);
 }
 
+/* Commands from the control thread (stop, and the two steps of a reload:
+ * build the new generation everywhere first, then switch everywhere). */
 static void on_wakeup(uv_async_t *a)
 {
     mg_worker_t *w = a->data;
-    begin_stop(w);
+    int cmd = atomic_exchange(&w->ctl_cmd, MG_CTL_NONE);
+    switch (cmd) {
+    case MG_CTL_STOP:
+        begin_stop(w);
+        return; /* nobody waits for a stop */
+    case MG_CTL_PREPARE:
+        w->ctl_err = NULL;
+        w->prepared = wgen_new(w, w->ctl_gen, &w->ctl_err);
+        break;
+    case MG_CTL_COMMIT:
+        if (w->prepared && !w->stopping)
+            wgen_switch(w, w->prepared);
+        else if (w->prepared)
+            wgen_free(w->prepared);
+        w->prepared = NULL;
+        break;
+    case MG_CTL_ABORT:
+        if (w->prepared)
+            wgen_free(w->prepared);
+        w->prepared = NULL;
+        break;
+    default:
+        return;
+    }
+    uv_sem_post(w->ctl_done);
 }
 
 /* ---- the thread --------------------------------------------------------- */
@@ -203,10 +320,10 @@ static void make_reqid_prefix(mg_worker_t *w)
     w->reqid_prefix[12] = 0;
 }
 
-static char *worker_setup(mg_worker_t *w)
+static char *worker_setup(mg_worker_t *w, mg_gen_t *gen)
 {
     char *err = NULL;
-    const mg_config_t *cfg = w->cfg;
+    const mg_config_t *cfg = gen->cfg;
     w->loop.data = w;
     mg_list_init(&w->conns);
     make_reqid_prefix(w);
@@ -214,10 +331,16 @@ static char *worker_setup(mg_worker_t *w)
     w->free_bufs = malloc(sizeof(char *) * MAX_FREE_BUFS);
     w->scratch_cap = cfg->limits.header_size + cfg->limits.request_line * 3 + 65536;
     w->scratch = malloc(w->scratch_cap);
-    if (!w->free_bufs || !w->scratch || mg_pools_init(w) < 0)
+    if (!w->free_bufs || !w->scratch)
         return strdup("out of memory");
     uv_async_init(&w->loop, &w->wakeup, on_wakeup);
     w->wakeup.data = w;
+    uv_check_init(&w->loop, &w->reaper);
+    w->reaper.data = w;
+    mg_wgen_t *g = wgen_new(w, gen, &err);
+    if (!g)
+        return err;
+    wgen_switch(w, g);
     uv_timer_init(&w->loop, &w->shutdown_timer);
     w->shutdown_timer.data = w;
     int rc = mg_accesslog_open(w);
@@ -225,8 +348,6 @@ static char *worker_setup(mg_worker_t *w)
         asprintf(&err, "access_log %s: %s", cfg->access_log, strerror(-rc));
         return err;
     }
-    if (mg_lua_worker_init(w, &err) < 0)
-        return err;
     w->listeners = calloc(cfg->nlisteners, sizeof(uv_tcp_t));
     w->listen_fds = calloc(cfg->nlisteners, sizeof(int));
     if (!w->listeners || !w->listen_fds)
@@ -244,7 +365,7 @@ static _Atomic int start_failed;
 static void worker_main(void *arg)
 {
     mg_worker_t *w = arg;
-    char *err = worker_setup(w);
+    char *err = worker_setup(w, w->ctl_gen);
     if (err) {
         fprintf(stderr, "moongate: worker %d: %s\n", w->id, err);
         free(err);
@@ -258,8 +379,14 @@ static void worker_main(void *arg)
     uv_walk(&w->loop, close_walk, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     mg_accesslog_free(w);
-    mg_lua_worker_close(w);
-    mg_pools_free(w);
+    while (w->retired) {
+        mg_wgen_t *g = w->retired;
+        w->retired = g->next;
+        wgen_free(g);
+    }
+    if (w->g)
+        wgen_free(w->g);
+    w->g = NULL;
     mg_http_client_free(w);
     while (w->free_requests) {
         mg_request_t *r = w->free_requests;
@@ -277,14 +404,9 @@ static void worker_main(void *arg)
     uv_loop_close(&w->loop);
 }
 
-int mg_workers_start(mg_workers_t *ws, const mg_config_t *cfg, int n, char **err)
+int mg_workers_start(mg_workers_t *ws, mg_gen_t *gen, int n, char **err)
 {
-    const char *why = NULL;
     memset(ws, 0, sizeof(*ws));
-    if (mg_router_build(&ws->router, cfg->routes, cfg->nroutes, &why) < 0) {
-        asprintf(err, "routes: %s", why ? why : "cannot build the router");
-        return -1;
-    }
     ws->w = calloc((size_t)n, sizeof(mg_worker_t));
     if (!ws->w) {
         *err = strdup("out of memory");
@@ -295,8 +417,7 @@ int mg_workers_start(mg_workers_t *ws, const mg_config_t *cfg, int n, char **err
     for (int i = 0; i < n; i++) {
         mg_worker_t *w = &ws->w[i];
         w->id = i;
-        w->cfg = cfg;
-        w->router = ws->router;
+        w->ctl_gen = gen;
         w->ready = &ready;
         uv_loop_init(&w->loop);
         if (uv_thread_create(&w->thread, worker_main, w) != 0) {
@@ -321,12 +442,55 @@ int mg_workers_start(mg_workers_t *ws, const mg_config_t *cfg, int n, char **err
     return 0;
 }
 
+/* Sends cmd to every worker and waits until each has handled it. */
+static void command_all(mg_workers_t *ws, int cmd, mg_gen_t *gen)
+{
+    uv_sem_t done;
+    uv_sem_init(&done, 0);
+    int sent = 0;
+    for (int i = 0; i < ws->n; i++) {
+        mg_worker_t *w = &ws->w[i];
+        if (w->start_error || atomic_load(&w->quarantined))
+            continue; /* a stuck worker keeps the generation it has */
+        w->ctl_gen = gen;
+        w->ctl_done = &done;
+        atomic_store(&w->ctl_cmd, cmd);
+        uv_async_send(&w->wakeup);
+        sent++;
+    }
+    for (int i = 0; i < sent; i++)
+        uv_sem_wait(&done);
+    uv_sem_destroy(&done);
+}
+
+int mg_workers_reload(mg_workers_t *ws, mg_gen_t *gen, char **err)
+{
+    command_all(ws, MG_CTL_PREPARE, gen);
+    for (int i = 0; i < ws->n; i++) {
+        mg_worker_t *w = &ws->w[i];
+        if (w->ctl_err) {
+            if (!*err)
+                asprintf(err, "worker %d: %s", w->id, w->ctl_err);
+            free(w->ctl_err);
+            w->ctl_err = NULL;
+        }
+    }
+    if (*err) {
+        command_all(ws, MG_CTL_ABORT, gen);
+        return -1;
+    }
+    command_all(ws, MG_CTL_COMMIT, gen);
+    return 0;
+}
+
 void mg_workers_stop(mg_workers_t *ws)
 {
     for (int i = 0; i < ws->n; i++) {
         mg_worker_t *w = &ws->w[i];
-        if (!w->start_error)
+        if (!w->start_error) {
+            atomic_store(&w->ctl_cmd, MG_CTL_STOP);
             uv_async_send(&w->wakeup);
+        }
     }
 }
 
@@ -357,8 +521,6 @@ int mg_workers_join_within(mg_workers_t *ws, uint64_t ms)
     free(ws->w);
     ws->w = NULL;
     ws->n = 0;
-    mg_router_free(ws->router);
-    ws->router = NULL;
     return 0;
 }
 
@@ -369,6 +531,4 @@ void mg_workers_join(mg_workers_t *ws)
     free(ws->w);
     ws->w = NULL;
     ws->n = 0;
-    mg_router_free(ws->router);
-    ws->router = NULL;
 }

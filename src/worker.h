@@ -9,12 +9,23 @@
 typedef struct mg_workers_s {
     mg_worker_t *w;
     int n;
-    mg_router_t *router;
 } mg_workers_t;
 
-/* Starts n workers on cfg (borrowed: must outlive them). Returns 0 once all
- * listen, or -1 with *err (malloc'd) naming what failed; then nothing runs. */
-int mg_workers_start(mg_workers_t *ws, const mg_config_t *cfg, int n, char **err);
+/* Starts n workers on generation gen (each takes its own hold). Returns 0
+ * once all listen, or -1 with *err (malloc'd) naming what failed; then
+ * nothing runs. */
+int mg_workers_start(mg_workers_t *ws, mg_gen_t *gen, int n, char **err);
+/* Switches every worker to gen, all or none: each builds its side first
+ * (Lua state, hooks, pools); if one fails, none switches and *err
+ * (malloc'd) says why. In-flight requests finish on their generation. */
+int mg_workers_reload(mg_workers_t *ws, mg_gen_t *gen, char **err);
+
+/* generation.c */
+/* Builds a generation from a loaded config (takes ownership of cfg, also
+ * on failure). Returns NULL with *err (static) when the router cannot be
+ * built. The caller holds one reference. */
+mg_gen_t *mg_gen_new(mg_config_t *cfg, uint64_t number, const char **err);
+void mg_gen_release(mg_gen_t *g);
 /* Asks every worker to stop: stop accepting, finish in-flight requests up
  * to the shutdown deadline, exit. Thread-safe. */
 void mg_workers_stop(mg_workers_t *ws);

@@ -98,6 +98,7 @@ local function new_collector(file)
         shared_dicts = {},
         shared_dict_by_name = {},
         hooks = {},             -- "on_request" = function, ...
+        tests = {},             -- gw.test declarations
         extra = {},             -- other fields assigned to gw
     }
 end
@@ -580,7 +581,8 @@ end
 
 -- Declarations -------------------------------------------------------------
 
-local SETTINGS_KEYS = { "workers", "access_log", "limits", "timeouts" }
+local SETTINGS_KEYS = { "workers", "access_log", "limits", "timeouts", "admin" }
+local ADMIN_KEYS = { "host", "port", "token" }
 local LIMIT_KEYS = { "request_line", "header_size", "header_count", "body" }
 local TIMEOUT_KEYS = { "header", "keepalive", "body", "send", "shutdown",
                        "hook" }
@@ -631,7 +633,8 @@ end
 
 local function default_settings()
     local s = { workers = 0, access_log = "stdout", limits = {},
-                timeouts = {} }
+                timeouts = {},
+                admin = { enabled = true, host = "127.0.0.1", port = 9901 } }
     for k, v in pairs(DEFAULT_LIMITS) do
         s.limits[k] = v
     end
@@ -687,7 +690,75 @@ function decl.settings(d, t)
             end
         end
     end
+    local admin = t.admin
+    if admin == false then
+        s.admin.enabled = false
+    elseif admin ~= nil then
+        if type(admin) ~= "table" then
+            err(d, "settings.admin must be false or a table like " ..
+                '{ host = "127.0.0.1", port = 9901, token = "..." }, got %s',
+                describe(admin))
+        else
+            check_keys(d, admin, ADMIN_KEYS, "settings.admin")
+            if admin.host ~= nil then
+                if type(admin.host) ~= "string" or admin.host == "" then
+                    err(d, "settings.admin.host must be an address string, got %s",
+                        describe(admin.host))
+                else
+                    s.admin.host = admin.host
+                end
+            end
+            s.admin.port = field(d, admin, "port", "settings.admin", check_port)
+                or s.admin.port
+            if admin.token ~= nil then
+                if type(admin.token) ~= "string" or #admin.token < 16 then
+                    err(d, "settings.admin.token must be a string of at least " ..
+                        "16 characters, got %s", describe(admin.token))
+                else
+                    s.admin.token = admin.token
+                end
+            end
+        end
+    end
     c.settings_value = s
+end
+
+-- gw.test { request = {...}, expect = {...} }: the config's own examples,
+-- run by `moongate check` and before every reload.
+local TEST_KEYS = { "name", "request", "expect" }
+local TEST_REQUEST_KEYS = { "method", "path", "headers", "body", "host", "client",
+                            "port", "upstream_response" }
+local TEST_EXPECT_KEYS = { "status", "upstream", "route", "target", "headers",
+                           "body", "body_contains", "upstream_headers",
+                           "upstream_path" }
+
+function decl.test(d, t)
+    if not table_arg(d, t, "gw.test",
+                     '{ request = { path = "/x" }, expect = { status = 200 } }') then
+        return
+    end
+    check_keys(d, t, TEST_KEYS, "gw.test")
+    local req, exp = t.request, t.expect
+    if type(req) ~= "table" then
+        err(d, "gw.test needs request = { method =, path =, headers = ... }, got %s",
+            describe(req))
+        return
+    end
+    if type(exp) ~= "table" then
+        err(d, "gw.test needs expect = { status = ..., upstream = ... }, got %s",
+            describe(exp))
+        return
+    end
+    check_keys(d, req, TEST_REQUEST_KEYS, "gw.test request")
+    check_keys(d, exp, TEST_EXPECT_KEYS, "gw.test expect")
+    if type(req.path) ~= "string" or sub(req.path, 1, 1) ~= "/" then
+        err(d, 'gw.test request.path must be a path like "/orders/1", got %s',
+            describe(req.path))
+        return
+    end
+    local c = d.c
+    c.tests[#c.tests + 1] = { name = t.name, request = req, expect = exp,
+                              line = d.line, source = source_name(c, d.source) }
 end
 
 function decl.listen(d, t)
@@ -1121,6 +1192,8 @@ local function finish(c)
     local cfg = { file = c.file }
     local s = c.settings_value or default_settings()
     cfg.workers, cfg.access_log = s.workers, s.access_log
+    cfg.admin = s.admin
+    cfg.tests = c.tests
     cfg.limits, cfg.timeouts = s.limits, s.timeouts
 
     -- listeners: duplicates are checked among the well-formed ones only

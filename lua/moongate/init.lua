@@ -34,6 +34,12 @@ function _M.upstream(name, targets, opts, ...)
     config.declare("upstream", name, targets, opts, ...)
 end
 
+--- gw.test { request = {...}, expect = {...} }: an example the config must
+-- pass (moongate check, and before every reload).
+function _M.test(t, ...)
+    config.declare("test", t, ...)
+end
+
 --- gw.route { path =, upstream = | handler =, methods =, host =, ... }
 function _M.route(t, ...)
     config.declare("route", t, ...)

@@ -1,0 +1,590 @@
+/* control.c: the control thread's side of a running gateway: reloads
+ * (validate whole, run the config's own tests, build the generation in
+ * every worker, then switch all at once), their triggers (file changes,
+ * SIGHUP, POST /reload), and the admin API's answers.
+ *
+ * Everything here runs on the control thread's loop. The newest config is
+ * also kept loaded in a Lua state of its own (ctl->L) for the live REPL.
+ */
+#include <libgen.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include "admin.h"
+#include "control.h"
+#include "hooks.h"
+#include "lua_state.h"
+#include "metrics.h"
+
+/* repl.c: evaluates live-REPL input in L (the newest config loaded). */
+int mg_repl_server_eval(struct lua_State *L, const char *code, size_t len, char **out,
+                        size_t *out_len);
+
+#define MG_VERSION "0.1.0"
+
+unsigned long long mg_hooks_error_total(void);
+
+/* ---- a growable string -------------------------------------------------- */
+
+typedef struct {
+    char *p;
+    size_t len, cap;
+    int oom;
+} sbuf_t;
+
+static void sb_printf(sbuf_t *b, const char *fmt, ...)
+{
+    va_list ap;
+    for (;;) {
+        size_t room = b->cap - b->len;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->p ? b->p + b->len : NULL, room, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->oom = 1;
+            return;
+        }
+        if ((size_t)n < room) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = b->cap ? b->cap * 2 : 1024;
+        while (cap < b->len + (size_t)n + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) {
+            b->oom = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+}
+
+/* JSON string (with quotes). */
+static void sb_json(sbuf_t *b, const char *s)
+{
+    sb_printf(b, "\"");
+    for (; s && *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            sb_printf(b, "\\%c", ch);
+        else if (ch < 0x20)
+            sb_printf(b, "\\u%04x", ch);
+        else
+            sb_printf(b, "%c", ch);
+    }
+    sb_printf(b, "\"");
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- the control Lua state ---------------------------------------------- */
+
+static int l_status(lua_State *L);
+static int l_upstreams(lua_State *L);
+static int l_metrics(lua_State *L);
+
+/* A state with `file` loaded and its gw.test examples run. Returns it, or
+ * NULL with *err (malloc'd) holding the failures. */
+static lua_State *load_and_test(mg_control_t *ctl, const char *file, char **err)
+{
+    lua_State *L = mg_lua_open();
+    if (!L) {
+        *err = strdup("out of memory");
+        return NULL;
+    }
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "moongate.selftest");
+    if (lua_pcall(L, 1, 1, 0) != 0) {
+        asprintf(err, "%s: cannot run its tests: %s", file, lua_tostring(L, -1));
+        lua_close(L);
+        return NULL;
+    }
+    lua_getfield(L, -1, "run");
+    lua_pushstring(L, file);
+    if (lua_pcall(L, 1, 2, 0) != 0) {
+        asprintf(err, "%s: cannot run its tests: %s", file, lua_tostring(L, -1));
+        lua_close(L);
+        return NULL;
+    }
+    /* (n, failures) or (nil, load errors) */
+    int failed = lua_isnil(L, -2) || lua_objlen(L, -1) > 0;
+    if (failed) {
+        sbuf_t b = { 0 };
+        size_t n = lua_objlen(L, -1);
+        for (size_t i = 1; i <= n; i++) {
+            lua_rawgeti(L, -1, (int)i);
+            sb_printf(&b, "%s%s", i > 1 ? "\n" : "", lua_tostring(L, -1));
+            lua_pop(L, 1);
+        }
+        *err = b.p ? b.p : strdup("config tests failed");
+        lua_close(L);
+        return NULL;
+    }
+    ctl->ntests = (int)lua_tointeger(L, -2);
+    lua_settop(L, 0);
+    /* what the live REPL reaches as require "moongate.control" */
+    lua_newtable(L);
+    lua_pushstring(L, file);
+    lua_setfield(L, -2, "file");
+    lua_pushlightuserdata(L, ctl);
+    lua_pushcclosure(L, l_status, 1);
+    lua_setfield(L, -2, "status");
+    lua_pushlightuserdata(L, ctl);
+    lua_pushcclosure(L, l_upstreams, 1);
+    lua_setfield(L, -2, "upstreams");
+    lua_pushlightuserdata(L, ctl);
+    lua_pushcclosure(L, l_metrics, 1);
+    lua_setfield(L, -2, "metrics");
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "loaded");
+    lua_pushvalue(L, -3);
+    lua_setfield(L, -2, "moongate.control");
+    lua_settop(L, 0);
+    return L;
+}
+
+/* ---- reload --------------------------------------------------------------- */
+
+static int same_str(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* What a reload cannot change (the process keeps them). */
+static const char *fixed_change(const mg_config_t *old, const mg_config_t *cfg, int nworkers)
+{
+    if (old->nlisteners != cfg->nlisteners)
+        return "the listeners changed; restart moongate to change listeners";
+    for (size_t i = 0; i < cfg->nlisteners; i++)
+        if (old->listeners[i].port != cfg->listeners[i].port ||
+            strcmp(old->listeners[i].host, cfg->listeners[i].host) != 0)
+            return "the listeners changed; restart moongate to change listeners";
+    if (cfg->workers && cfg->workers != nworkers)
+        return "settings.workers changed; restart moongate to change the number of workers";
+    if (!same_str(old->access_log, cfg->access_log))
+        return "settings.access_log changed; restart moongate to move the access log";
+    if (old->admin_enabled != cfg->admin_enabled || old->admin_port != cfg->admin_port ||
+        !same_str(old->admin_host, cfg->admin_host) || !same_str(old->admin_token, cfg->admin_token))
+        return "settings.admin changed; restart moongate to move the admin API";
+    return NULL;
+}
+
+static void set_result(mg_control_t *ctl, int ok, const char *msg)
+{
+    free(ctl->last_msg);
+    ctl->last_msg = strdup(msg ? msg : "");
+    ctl->last_ok = ok;
+    ctl->last_time = now_s();
+    if (ok)
+        ctl->reloads_ok++;
+    else
+        ctl->reloads_failed++;
+    mg_metrics_reload(ok);
+}
+
+int mg_control_reload(mg_control_t *ctl, char **why)
+{
+    char *err = NULL;
+    mg_config_t *cfg = NULL;
+    *why = NULL;
+    if (mg_config_load(ctl->file, &cfg, &err) != 0) {
+        /* drop the trailing newline of the last error */
+        size_t n = err ? strlen(err) : 0;
+        if (n && err[n - 1] == '\n')
+            err[n - 1] = 0;
+        goto refused;
+    }
+    const char *fixed = fixed_change(ctl->gen->cfg, cfg, ctl->workers->n);
+    if (fixed) {
+        asprintf(&err, "%s: %s", ctl->file, fixed);
+        mg_config_free(cfg);
+        goto refused;
+    }
+    lua_State *L = load_and_test(ctl, ctl->file, &err);
+    if (!L) {
+        mg_config_free(cfg);
+        goto refused;
+    }
+    const char *reason = NULL;
+    mg_gen_t *gen = mg_gen_new(cfg, ctl->next_number, &reason); /* owns cfg now */
+    if (!gen) {
+        asprintf(&err, "%s: %s", ctl->file, reason ? reason : "cannot build the routes");
+        lua_close(L);
+        goto refused;
+    }
+    if (mg_workers_reload(ctl->workers, gen, &err) != 0) {
+        mg_gen_release(gen);
+        lua_close(L);
+        goto refused;
+    }
+    ctl->next_number++;
+    mg_gen_release(ctl->gen);
+    ctl->gen = gen;
+    if (ctl->L)
+        lua_close(ctl->L);
+    ctl->L = L;
+    set_result(ctl, 1, "ok");
+    fprintf(stderr, "moongate: reloaded %s (generation %llu)\n", ctl->file,
+            (unsigned long long)gen->number);
+    return 0;
+
+refused:
+    if (!err)
+        err = strdup("reload failed");
+    fprintf(stderr, "moongate: reload refused, still serving generation %llu:\n%s\n",
+            (unsigned long long)ctl->gen->number, err);
+    set_result(ctl, 0, err);
+    *why = err;
+    return -1;
+}
+
+/* ---- triggers: files, SIGHUP -------------------------------------------- */
+
+static void on_debounced(uv_timer_t *t)
+{
+    mg_control_t *ctl = t->data;
+    char *why = NULL;
+    mg_control_reload(ctl, &why);
+    free(why);
+}
+
+/* An editor's save is several events (write, rename, chmod): one reload
+ * 150 ms after the last. */
+static void on_file_event(uv_fs_event_t *h, const char *name, int events, int status)
+{
+    mg_control_t *ctl = h->data;
+    if (status < 0 || !name)
+        return;
+    size_t n = strlen(name);
+    if (n < 4 || strcmp(name + n - 4, ".lua") != 0)
+        return;
+    uv_timer_start(&ctl->debounce, on_debounced, 150, 0);
+}
+
+static void on_sighup(uv_signal_t *s, int signum)
+{
+    mg_control_t *ctl = s->data;
+    char *why = NULL;
+    mg_control_reload(ctl, &why);
+    free(why);
+}
+
+/* ---- admin answers -------------------------------------------------------- */
+
+static mg_control_t *the_ctl; /* admin handlers have no user data */
+
+static int reply(sbuf_t *b, int status, char **body, size_t *len, const char **ctype,
+                 const char *type)
+{
+    if (b->oom) {
+        free(b->p);
+        return 500;
+    }
+    *body = b->p ? b->p : strdup("");
+    *len = b->len;
+    *ctype = type;
+    return status;
+}
+
+static void status_json(mg_control_t *ctl, sbuf_t *b)
+{
+    size_t conns = 0;
+    for (int i = 0; i < ctl->workers->n; i++)
+        conns += ctl->workers->w[i].nconns;
+    sb_printf(b, "{\"version\":\"%s\",\"file\":", MG_VERSION);
+    sb_json(b, ctl->file);
+    sb_printf(b, ",\"generation\":{\"number\":%llu,\"loaded_at\":%.3f,\"tests\":%d}",
+              (unsigned long long)ctl->gen->number, ctl->gen->loaded_at, ctl->ntests);
+    sb_printf(b, ",\"last_reload\":");
+    if (ctl->last_time == 0) {
+        sb_printf(b, "null");
+    } else {
+        sb_printf(b, "{\"ok\":%s,\"at\":%.3f,\"message\":", ctl->last_ok ? "true" : "false",
+                  ctl->last_time);
+        sb_json(b, ctl->last_msg);
+        sb_printf(b, "}");
+    }
+    sb_printf(b, ",\"reloads\":{\"ok\":%llu,\"failed\":%llu}",
+              (unsigned long long)ctl->reloads_ok, (unsigned long long)ctl->reloads_failed);
+    sb_printf(b, ",\"workers\":%d,\"workers_stuck\":[", ctl->workers->n);
+    int first = 1;
+    for (int i = 0; i < ctl->workers->n; i++)
+        if (atomic_load(&ctl->workers->w[i].quarantined)) {
+            sb_printf(b, "%s%d", first ? "" : ",", i);
+            first = 0;
+        }
+    sb_printf(b, "],\"connections\":%zu,\"uptime\":%.3f,\"hook_errors\":%llu}\n", conns,
+              now_s() - ctl->started, mg_hooks_error_total());
+}
+
+static int h_status(char **body, size_t *len, const char **ctype)
+{
+    sbuf_t b = { 0 };
+    status_json(the_ctl, &b);
+    return reply(&b, 200, body, len, ctype, "application/json");
+}
+
+static int h_routes(char **body, size_t *len, const char **ctype)
+{
+    const mg_config_t *cfg = the_ctl->gen->cfg;
+    sbuf_t b = { 0 };
+    sb_printf(&b, "{\"generation\":%llu,\"routes\":[", (unsigned long long)the_ctl->gen->number);
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        const mg_route_t *r = &cfg->routes[i];
+        sb_printf(&b, "%s{\"name\":", i ? "," : "");
+        sb_json(&b, r->name);
+        sb_printf(&b, ",\"path\":");
+        sb_json(&b, r->path);
+        sb_printf(&b, ",\"host\":");
+        if (r->host)
+            sb_json(&b, r->host);
+        else
+            sb_printf(&b, "null");
+        sb_printf(&b, ",\"methods\":[");
+        for (size_t m = 0; m < r->nmethods; m++) {
+            sb_printf(&b, m ? "," : "");
+            sb_json(&b, r->methods[m]);
+        }
+        sb_printf(&b, "],\"upstream\":");
+        if (r->upstream >= 0)
+            sb_json(&b, cfg->upstreams[r->upstream].name);
+        else
+            sb_printf(&b, "null");
+        sb_printf(&b, ",\"handler\":%s,\"listen\":%u,\"line\":%d}",
+                  r->has_handler ? "true" : "false", r->listen_port, r->line);
+    }
+    sb_printf(&b, "]}\n");
+    return reply(&b, 200, body, len, ctype, "application/json");
+}
+
+static void upstreams_json(mg_control_t *ctl, sbuf_t *b)
+{
+    const mg_config_t *cfg = ctl->gen->cfg;
+    uint64_t now = uv_hrtime() / 1000000;
+    sb_printf(b, "{\"generation\":%llu,\"upstreams\":[", (unsigned long long)ctl->gen->number);
+    for (size_t i = 0; i < cfg->nupstreams; i++) {
+        const mg_upstream_t *u = &cfg->upstreams[i];
+        sb_printf(b, "%s{\"name\":", i ? "," : "");
+        sb_json(b, u->name);
+        sb_printf(b, ",\"targets\":[");
+        for (size_t t = 0; t < u->ntargets; t++) {
+            /* passive health as the workers see it: a racy read of their
+             * pools' down_until, fine for a status page */
+            int down = 0, idle = 0;
+            for (int k = 0; k < ctl->workers->n; k++) {
+                mg_wgen_t *g = ctl->workers->w[k].g;
+                if (!g || g->gen != ctl->gen || !g->ups)
+                    continue;
+                const mg_pool_t *p = &g->ups[i].pools[t];
+                if (p->down_until > now)
+                    down++;
+                idle += p->nidle;
+            }
+            sb_printf(b, "%s{\"target\":", t ? "," : "");
+            sb_json(b, u->targets[t].name);
+            sb_printf(b, ",\"weight\":%d,\"health\":\"%s\",\"workers_marking_down\":%d,"
+                         "\"idle_connections\":%d}",
+                      u->targets[t].weight, down ? "down" : "up", down, idle);
+        }
+        sb_printf(b, "]}");
+    }
+    sb_printf(b, "]}\n");
+}
+
+static int h_upstreams(char **body, size_t *len, const char **ctype)
+{
+    sbuf_t b = { 0 };
+    upstreams_json(the_ctl, &b);
+    return reply(&b, 200, body, len, ctype, "application/json");
+}
+
+static char *metrics_text(mg_control_t *ctl, size_t *len)
+{
+    sbuf_t b = { 0 };
+    sb_printf(&b, "# HELP moongate_generation Number of the config generation serving.\n"
+                  "# TYPE moongate_generation gauge\nmoongate_generation %llu\n"
+                  "# HELP moongate_hook_errors_total Lua hook errors.\n"
+                  "# TYPE moongate_hook_errors_total counter\nmoongate_hook_errors_total %llu\n"
+                  "# HELP moongate_workers Worker threads.\n"
+                  "# TYPE moongate_workers gauge\nmoongate_workers %d\n",
+              (unsigned long long)ctl->gen->number, mg_hooks_error_total(), ctl->workers->n);
+    char *text = mg_metrics_render(b.p, len);
+    free(b.p);
+    return text;
+}
+
+static int h_metrics(char **body, size_t *len, const char **ctype)
+{
+    *body = metrics_text(the_ctl, len);
+    *ctype = "text/plain; version=0.0.4";
+    return *body ? 200 : 500;
+}
+
+static int h_reload(char **body, size_t *len, const char **ctype)
+{
+    char *why = NULL;
+    sbuf_t b = { 0 };
+    int rc = mg_control_reload(the_ctl, &why);
+    if (rc == 0) {
+        sb_printf(&b, "{\"ok\":true,\"generation\":%llu}\n",
+                  (unsigned long long)the_ctl->gen->number);
+    } else {
+        sb_printf(&b, "{\"ok\":false,\"generation\":%llu,\"error\":",
+                  (unsigned long long)the_ctl->gen->number);
+        sb_json(&b, why);
+        sb_printf(&b, "}\n");
+    }
+    free(why);
+    return reply(&b, rc == 0 ? 200 : 422, body, len, ctype, "application/json");
+}
+
+static int h_repl(const char *req, size_t req_len, char **body, size_t *len, const char **ctype)
+{
+    *ctype = "text/plain; charset=utf-8";
+    if (!the_ctl->L) {
+        *body = strdup("the REPL is not available\n");
+        *len = strlen(*body);
+        return 503;
+    }
+    if (mg_repl_server_eval(the_ctl->L, req, req_len, body, len) != 0)
+        return 500;
+    return 200;
+}
+
+/* ---- Lua side of the live REPL -------------------------------------------- */
+
+static int l_status(lua_State *L)
+{
+    sbuf_t b = { 0 };
+    status_json(lua_touserdata(L, lua_upvalueindex(1)), &b);
+    lua_pushlstring(L, b.p ? b.p : "", b.len);
+    free(b.p);
+    return 1;
+}
+
+static int l_upstreams(lua_State *L)
+{
+    sbuf_t b = { 0 };
+    upstreams_json(lua_touserdata(L, lua_upvalueindex(1)), &b);
+    lua_pushlstring(L, b.p ? b.p : "", b.len);
+    free(b.p);
+    return 1;
+}
+
+static int l_metrics(lua_State *L)
+{
+    size_t len = 0;
+    char *text = metrics_text(lua_touserdata(L, lua_upvalueindex(1)), &len);
+    lua_pushlstring(L, text ? text : "", len);
+    free(text);
+    return 1;
+}
+
+/* ---- start / stop ------------------------------------------------------------ */
+
+static const mg_admin_handlers_t handlers = {
+    .status = h_status,
+    .routes = h_routes,
+    .upstreams = h_upstreams,
+    .metrics = h_metrics,
+    .reload = h_reload,
+    .repl = h_repl,
+};
+
+int mg_control_start(mg_control_t *ctl, uv_loop_t *loop, const char *file, mg_gen_t *gen,
+                     mg_workers_t *workers, char **err)
+{
+    memset(ctl, 0, sizeof(*ctl));
+    ctl->loop = loop;
+    ctl->file = file;
+    ctl->gen = gen;
+    ctl->workers = workers;
+    ctl->next_number = gen->number + 1;
+    ctl->started = now_s();
+    the_ctl = ctl;
+    char *terr = NULL;
+    ctl->L = load_and_test(ctl, file, &terr);
+    if (!ctl->L) {
+        /* the first load is checked by mg_config_load already; a failing
+         * gw.test at start is refused like a reload */
+        *err = terr;
+        return -1;
+    }
+    uv_timer_init(loop, &ctl->debounce);
+    ctl->debounce.data = ctl;
+    uv_signal_init(loop, &ctl->sighup);
+    ctl->sighup.data = ctl;
+    uv_signal_start(&ctl->sighup, on_sighup, SIGHUP);
+    /* watch the config's directory: editors replace files by renaming */
+    char *dir = strdup(file);
+    uv_fs_event_init(loop, &ctl->watch);
+    ctl->watch.data = ctl;
+    if (dir && uv_fs_event_start(&ctl->watch, on_file_event, dirname(dir), 0) != 0)
+        fprintf(stderr, "moongate: cannot watch %s for changes (reload with SIGHUP or "
+                        "POST /reload)\n", file);
+    free(dir);
+    const mg_config_t *cfg = gen->cfg;
+    if (cfg->admin_enabled) {
+        char *aerr = NULL;
+        if (mg_admin_start(&ctl->admin, loop, cfg->admin_host, cfg->admin_port,
+                           cfg->admin_token, &handlers, &aerr) != 0) {
+            /* the gateway serves anyway: say why the admin API is missing */
+            fprintf(stderr, "moongate: admin API off: %s\n", aerr ? aerr : "cannot listen");
+            free(aerr);
+            ctl->admin = NULL;
+        } else {
+            fprintf(stderr, "moongate: admin API on %s:%u\n", cfg->admin_host, cfg->admin_port);
+        }
+    }
+    return 0;
+}
+
+void mg_control_stop(mg_control_t *ctl)
+{
+    if (ctl->admin)
+        mg_admin_stop(ctl->admin);
+    ctl->admin = NULL;
+    if (!uv_is_closing((uv_handle_t *)&ctl->watch))
+        uv_close((uv_handle_t *)&ctl->watch, NULL);
+    if (!uv_is_closing((uv_handle_t *)&ctl->debounce))
+        uv_close((uv_handle_t *)&ctl->debounce, NULL);
+    if (!uv_is_closing((uv_handle_t *)&ctl->sighup))
+        uv_close((uv_handle_t *)&ctl->sighup, NULL);
+}
+
+void mg_control_free(mg_control_t *ctl)
+{
+    if (ctl->L)
+        lua_close(ctl->L);
+    ctl->L = NULL;
+    free(ctl->last_msg);
+    ctl->last_msg = NULL;
+    mg_gen_release(ctl->gen);
+    ctl->gen = NULL;
+}
+
+/* Runs the gw.test examples of file (moongate check). Returns 0 when they
+ * pass, -1 with *err (malloc'd) listing the failures. */
+int mg_control_selftest(const char *file, int *ntests, char **err)
+{
+    mg_control_t tmp;
+    memset(&tmp, 0, sizeof(tmp));
+    lua_State *L = load_and_test(&tmp, file, err);
+    if (!L)
+        return -1;
+    lua_close(L);
+    *ntests = tmp.ntests;
+    return 0;
+}

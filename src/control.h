@@ -1,0 +1,46 @@
+/* control.h: reloads and the admin API of a running gateway (control
+ * thread only). */
+#ifndef MG_CONTROL_H
+#define MG_CONTROL_H
+
+#include <uv.h>
+#include "gateway.h"
+#include "worker.h"
+
+struct lua_State;
+struct mg_admin_s;
+
+typedef struct mg_control_s {
+    uv_loop_t *loop;
+    const char *file;           /* the config file (borrowed) */
+    mg_workers_t *workers;      /* borrowed */
+    mg_gen_t *gen;              /* newest generation (the control's hold) */
+    uint64_t next_number;
+    struct lua_State *L;        /* newest config loaded, for the live REPL */
+    int ntests;                 /* gw.test examples it passed */
+    int last_ok;
+    char *last_msg;
+    double last_time;
+    double started;
+    unsigned long long reloads_ok, reloads_failed;
+    uv_fs_event_t watch;
+    uv_timer_t debounce;
+    uv_signal_t sighup;
+    struct mg_admin_s *admin;
+} mg_control_t;
+
+/* Sets up reload triggers and the admin API around running workers. gen is
+ * the generation they run (ctl takes over the caller's hold). Returns 0, or
+ * -1 with *err (malloc'd) when the config's own tests fail. */
+int mg_control_start(mg_control_t *ctl, uv_loop_t *loop, const char *file, mg_gen_t *gen,
+                     mg_workers_t *workers, char **err);
+/* Reloads the config file: all or nothing. Returns 0, or -1 with *why
+ * (malloc'd, "file:line: reason" lines) when the new version is refused;
+ * the running one keeps serving either way. */
+int mg_control_reload(mg_control_t *ctl, char **why);
+void mg_control_stop(mg_control_t *ctl);
+void mg_control_free(mg_control_t *ctl);
+/* moongate check: runs the gw.test examples of file. */
+int mg_control_selftest(const char *file, int *ntests, char **err);
+
+#endif
