@@ -1,0 +1,507 @@
+/* metrics.c: per-worker counter shards and their Prometheus rendering.
+ *
+ * Layout. One shard per worker, each allocated on its own cache lines so
+ * that two workers never write the same line. A shard holds the open
+ * connection count, two latency histograms (total and upstream time) and,
+ * per route id, a small status -> count table. Workers write only their own
+ * shard with relaxed atomic adds; the control thread reads every shard with
+ * relaxed loads when /metrics is asked for (a scrape may see one request's
+ * counter before its histogram: Prometheus tolerates that; a histogram's
+ * _count is derived from its buckets so the two always agree).
+ *
+ * Route ids. Names are interned into ids by mg_metrics_route_id() under a
+ * mutex (config load only). Id 0 is "no route" (label ""), ids
+ * 1..MAX_ROUTES-2 are names in first-seen order, and id MAX_ROUTES-1 is the
+ * "(other)" bucket that every name beyond the first MAX_ROUTES-2 shares (a
+ * config would need thousands of route names for that; its counts stay
+ * right in sum, only the per-route split is lost). Ids survive reloads and
+ * are never reused while the process runs.
+ *
+ * Per-route tables are allocated in chunks of CHUNK_ROUTES ids, for every
+ * shard at once, when an id of a new chunk is handed out (or by
+ * mg_metrics_init for the ids interned before it), and published with a
+ * release store. A worker only sees an id after the config that holds it
+ * was published to it, so its acquire load finds the chunk; an id whose
+ * chunk is missing anyway is counted under "(other)", whose chunk always
+ * exists. mg_metrics_request therefore takes no lock and never allocates.
+ *
+ * Status table. STATUS_SLOTS slots of one 64-bit word each: the status (+1,
+ * so that 0 is an empty slot) in the top 16 bits, the count in the low 48.
+ * A new status claims an empty slot with a CAS, so even two writers on one
+ * shard cannot lose a count. Statuses outside 100..999 are counted as "0".
+ * A route that sees more than STATUS_SLOTS distinct statuses in one worker
+ * counts the further ones by class: label "4xx", "5xx", ...
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "metrics.h"
+
+#define MAX_ROUTES 4096
+#define OTHER_ID (MAX_ROUTES - 1)
+#define OTHER_NAME "(other)"
+#define CHUNK_ROUTES 64
+#define NCHUNKS (MAX_ROUTES / CHUNK_ROUTES)
+#define STATUS_SLOTS 32
+#define NCLASSES 10
+#define NBUCKETS 15 /* 14 bounds + Inf */
+#define CACHE_LINE 64
+#define COUNT_MASK ((UINT64_C(1) << 48) - 1)
+
+/* Upper bounds (le) of the histogram buckets, in microseconds and as the
+ * label text. The last bucket (+Inf) has no bound. */
+static const uint64_t bucket_us[NBUCKETS - 1] = {
+    500,    1000,   2500,    5000,    10000,   25000,   50000,
+    100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000,
+};
+static const char *const bucket_le[NBUCKETS] = {
+    "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1",
+    "0.25",   "0.5",   "1",      "2.5",   "5",    "10",   "+Inf",
+};
+
+typedef struct route_stats_s {
+    _Atomic uint64_t slot[STATUS_SLOTS]; /* (status + 1) << 48 | count */
+    _Atomic uint64_t cls[NCLASSES];      /* overflow by status / 100 */
+} route_stats_t;
+
+typedef struct chunk_s {
+    route_stats_t r[CHUNK_ROUTES];
+} chunk_t;
+
+typedef struct hist_s {
+    _Atomic uint64_t bucket[NBUCKETS]; /* not cumulative; summed at render */
+    _Atomic uint64_t sum_us;
+} hist_t;
+
+/* One worker's counters. Allocated with aligned_alloc(CACHE_LINE) and a
+ * size rounded up to whole lines: no line is shared with another shard. */
+typedef struct shard_s {
+    _Alignas(CACHE_LINE) _Atomic int64_t conns;
+    hist_t total;
+    hist_t upstream;
+    _Atomic(chunk_t *) chunks[NCHUNKS]; /* written under `lock` only */
+} shard_t;
+
+/* Process-wide state. `names`, `nnames`, the name hash and `shards`
+ * change only under `lock`; `shards` and `nshards` are read without it by
+ * workers, which only run between mg_metrics_init and mg_metrics_free. */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static const char *names[MAX_ROUTES] = { [0] = "", [OTHER_ID] = OTHER_NAME }; /* by id */
+static uint32_t nnames = 1;           /* next id to hand out */
+static uint16_t hash[2 * MAX_ROUTES]; /* open addressing: id, 0 = empty */
+static shard_t **shards;
+static int nshards;
+static _Atomic uint64_t reloads_ok, reloads_failed;
+
+/* ---- route ids ---------------------------------------------------------- */
+
+static uint32_t hash_str(const char *s)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 16777619u;
+    return h;
+}
+
+static void *alloc_lines(size_t size)
+{
+    size = (size + CACHE_LINE - 1) / CACHE_LINE * CACHE_LINE;
+    void *p = aligned_alloc(CACHE_LINE, size);
+    if (p)
+        memset(p, 0, size);
+    return p;
+}
+
+/* Makes sure every shard has the chunk of `id`. Under `lock`. Returns 0 or
+ * -ENOMEM (then that id is counted under "(other)"). */
+static int ensure_chunk(uint32_t id)
+{
+    uint32_t k = id / CHUNK_ROUTES;
+    for (int w = 0; w < nshards; w++) {
+        if (atomic_load_explicit(&shards[w]->chunks[k], memory_order_relaxed))
+            continue;
+        chunk_t *c = alloc_lines(sizeof(chunk_t));
+        if (!c)
+            return -ENOMEM;
+        atomic_store_explicit(&shards[w]->chunks[k], c, memory_order_release);
+    }
+    return 0;
+}
+
+uint32_t mg_metrics_route_id(const char *name)
+{
+    if (!name || !*name)
+        return 0;
+    if (!strcmp(name, OTHER_NAME))
+        return OTHER_ID;
+    pthread_mutex_lock(&lock);
+    uint32_t mask = 2 * MAX_ROUTES - 1, i = hash_str(name) & mask, id = OTHER_ID;
+    for (;; i = (i + 1) & mask) {
+        uint16_t at = hash[i];
+        if (at == 0)
+            break;
+        if (!strcmp(names[at], name)) {
+            id = at;
+            goto out;
+        }
+    }
+    /* new name; the table has twice as many slots as ids: never full */
+    if (nnames < OTHER_ID) {
+        char *copy = strdup(name);
+        if (copy) {
+            id = nnames++;
+            names[id] = copy;
+            hash[i] = (uint16_t)id;
+            /* out of memory: the id stays, its counts go to "(other)" */
+            (void)ensure_chunk(id);
+        }
+    }
+out:
+    pthread_mutex_unlock(&lock);
+    return id;
+}
+
+/* ---- setup -------------------------------------------------------------- */
+
+static void free_shards(void)
+{
+    for (int w = 0; w < nshards; w++) {
+        for (int k = 0; k < NCHUNKS; k++)
+            free(atomic_load_explicit(&shards[w]->chunks[k], memory_order_relaxed));
+        free(shards[w]);
+    }
+    free(shards);
+    shards = NULL;
+    nshards = 0;
+}
+
+int mg_metrics_init(int nworkers)
+{
+    if (nworkers < 1)
+        return -EINVAL;
+    pthread_mutex_lock(&lock);
+    int rc = 0;
+    if (shards) {
+        rc = -EBUSY;
+        goto out;
+    }
+    shards = calloc((size_t)nworkers, sizeof(*shards));
+    if (!shards) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    nshards = nworkers;
+    for (int w = 0; w < nworkers; w++) {
+        shards[w] = alloc_lines(sizeof(shard_t));
+        if (!shards[w]) {
+            nshards = w;
+            free_shards();
+            rc = -ENOMEM;
+            goto out;
+        }
+    }
+    /* "no route", "(other)" and every name interned before init */
+    for (uint32_t k = 0; k * CHUNK_ROUTES < nnames; k++)
+        rc = rc ? rc : ensure_chunk(k * CHUNK_ROUTES);
+    rc = rc ? rc : ensure_chunk(OTHER_ID);
+    if (rc)
+        free_shards();
+out:
+    pthread_mutex_unlock(&lock);
+    return rc;
+}
+
+void mg_metrics_free(void)
+{
+    pthread_mutex_lock(&lock);
+    free_shards();
+    for (uint32_t i = 1; i < nnames; i++) {
+        free((char *)names[i]);
+        names[i] = NULL;
+    }
+    memset(hash, 0, sizeof(hash));
+    nnames = 1;
+    atomic_store(&reloads_ok, 0);
+    atomic_store(&reloads_failed, 0);
+    pthread_mutex_unlock(&lock);
+}
+
+/* ---- the request path ----------------------------------------------------- */
+
+static void observe(hist_t *h, uint64_t us)
+{
+    int b = 0;
+    while (b < NBUCKETS - 1 && us > bucket_us[b])
+        b++;
+    atomic_fetch_add_explicit(&h->bucket[b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->sum_us, us, memory_order_relaxed);
+}
+
+static void count_status(route_stats_t *rs, int status)
+{
+    if (status < 100 || status > 999)
+        status = 0;
+    uint64_t key = (uint64_t)(status + 1) << 48;
+    unsigned i = (unsigned)status % STATUS_SLOTS;
+    for (unsigned n = 0; n < STATUS_SLOTS; n++, i = (i + 1) % STATUS_SLOTS) {
+        uint64_t v = atomic_load_explicit(&rs->slot[i], memory_order_relaxed);
+        if (v == 0) {
+            if (atomic_compare_exchange_strong_explicit(&rs->slot[i], &v, key | 1,
+                                                        memory_order_relaxed,
+                                                        memory_order_relaxed))
+                return;
+            /* another writer claimed it: v now holds its key */
+        }
+        if ((v & ~COUNT_MASK) == key) {
+            atomic_fetch_add_explicit(&rs->slot[i], 1, memory_order_relaxed);
+            return;
+        }
+    }
+    atomic_fetch_add_explicit(&rs->cls[status / 100], 1, memory_order_relaxed);
+}
+
+void mg_metrics_request(int w, uint32_t route_id, int status, uint64_t total_us,
+                        uint64_t upstream_us)
+{
+    if (w < 0 || w >= nshards)
+        return; /* not initialised (e.g. `moongate check`) or a bad index */
+    shard_t *s = shards[w];
+    if (route_id >= MAX_ROUTES)
+        route_id = OTHER_ID;
+    chunk_t *c = atomic_load_explicit(&s->chunks[route_id / CHUNK_ROUTES], memory_order_acquire);
+    if (!c) {
+        route_id = OTHER_ID;
+        c = atomic_load_explicit(&s->chunks[OTHER_ID / CHUNK_ROUTES], memory_order_acquire);
+    }
+    count_status(&c->r[route_id % CHUNK_ROUTES], status);
+    observe(&s->total, total_us);
+    if (upstream_us > 0)
+        observe(&s->upstream, upstream_us);
+}
+
+void mg_metrics_connections(int w, int delta)
+{
+    if (w < 0 || w >= nshards)
+        return;
+    atomic_fetch_add_explicit(&shards[w]->conns, delta, memory_order_relaxed);
+}
+
+void mg_metrics_reload(int ok)
+{
+    atomic_fetch_add_explicit(ok ? &reloads_ok : &reloads_failed, 1, memory_order_relaxed);
+}
+
+/* ---- rendering ------------------------------------------------------------ */
+
+typedef struct sbuf_s {
+    char *p;
+    size_t len, cap;
+    int failed;
+} sbuf_t;
+
+static void put(sbuf_t *b, const char *s, size_t n)
+{
+    if (b->failed)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) {
+            b->failed = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void puts_(sbuf_t *b, const char *s) { put(b, s, strlen(s)); }
+
+static void putf(sbuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void putf(sbuf_t *b, const char *fmt, ...)
+{
+    char tmp[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof(tmp)) {
+        b->failed = 1;
+        return;
+    }
+    put(b, tmp, (size_t)n);
+}
+
+/* Escapes a label value as the text format asks: backslash, double quote
+ * and line feed become \\, \" and \n. Writes at most cap-1 bytes and a NUL
+ * to out (when cap > 0); returns the length the whole escaped value needs,
+ * like snprintf. Exported for the specs. */
+size_t mg_metrics_escape_label(char *out, size_t cap, const char *s);
+
+size_t mg_metrics_escape_label(char *out, size_t cap, const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++) {
+        char e = *s == '\\' ? '\\' : *s == '"' ? '"' : *s == '\n' ? 'n' : 0;
+        char piece[2] = { e ? '\\' : *s, e };
+        for (int i = 0; i < (e ? 2 : 1); i++, n++)
+            if (n + 1 < cap)
+                out[n] = piece[i];
+    }
+    if (cap > 0)
+        out[n < cap ? n : cap - 1] = '\0';
+    return n;
+}
+
+static void put_label(sbuf_t *b, const char *s)
+{
+    char small[256];
+    size_t n = mg_metrics_escape_label(small, sizeof(small), s);
+    if (n < sizeof(small)) {
+        put(b, small, n);
+        return;
+    }
+    char *big = malloc(n + 1);
+    if (!big) {
+        b->failed = 1;
+        return;
+    }
+    mg_metrics_escape_label(big, n + 1, s);
+    put(b, big, n);
+    free(big);
+}
+
+static void put_hist(sbuf_t *b, const char *name, const char *help, size_t off)
+{
+    uint64_t bucket[NBUCKETS] = { 0 }, sum_us = 0, cum = 0;
+    for (int w = 0; w < nshards; w++) {
+        hist_t *h = (hist_t *)((char *)shards[w] + off);
+        for (int i = 0; i < NBUCKETS; i++)
+            bucket[i] += atomic_load_explicit(&h->bucket[i], memory_order_relaxed);
+        sum_us += atomic_load_explicit(&h->sum_us, memory_order_relaxed);
+    }
+    putf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    for (int i = 0; i < NBUCKETS; i++) {
+        cum += bucket[i];
+        putf(b, "%s_bucket{le=\"%s\"} %llu\n", name, bucket_le[i], (unsigned long long)cum);
+    }
+    /* exact decimal seconds from integer microseconds */
+    putf(b, "%s_sum %llu.%06llu\n%s_count %llu\n", name, (unsigned long long)(sum_us / 1000000),
+         (unsigned long long)(sum_us % 1000000), name, (unsigned long long)cum);
+}
+
+static int by_name(const void *x, const void *y)
+{
+    return strcmp(names[*(const uint32_t *)x], names[*(const uint32_t *)y]);
+}
+
+/* moongate_requests_total: for each route (sorted by name), the statuses
+ * summed over shards, in label order ("0", "100".."199", "1xx", "200"...). */
+static void put_requests(sbuf_t *b, uint32_t *ids, uint64_t *counts)
+{
+    uint32_t n = 0;
+    for (uint32_t id = 0; id < nnames; id++)
+        ids[n++] = id;
+    ids[n++] = OTHER_ID;
+    qsort(ids, n, sizeof(*ids), by_name);
+    puts_(b, "# HELP moongate_requests_total Requests answered, by route and status.\n"
+             "# TYPE moongate_requests_total counter\n");
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t id = ids[k];
+        uint64_t *cls = counts + 1000; /* counts[status], then cls[class] */
+        memset(counts, 0, sizeof(*counts) * (1000 + NCLASSES));
+        int any = 0;
+        for (int w = 0; w < nshards; w++) {
+            chunk_t *c = atomic_load_explicit(&shards[w]->chunks[id / CHUNK_ROUTES],
+                                              memory_order_acquire);
+            if (!c)
+                continue;
+            route_stats_t *rs = &c->r[id % CHUNK_ROUTES];
+            for (int i = 0; i < STATUS_SLOTS; i++) {
+                uint64_t v = atomic_load_explicit(&rs->slot[i], memory_order_relaxed);
+                if (v & COUNT_MASK) {
+                    counts[(v >> 48) - 1] += v & COUNT_MASK;
+                    any = 1;
+                }
+            }
+            for (int i = 0; i < NCLASSES; i++) {
+                uint64_t v = atomic_load_explicit(&rs->cls[i], memory_order_relaxed);
+                cls[i] += v;
+                any |= v != 0;
+            }
+        }
+        if (!any)
+            continue;
+        for (int st = 0; st < 1000; st++) {
+            if (counts[st]) {
+                puts_(b, "moongate_requests_total{route=\"");
+                put_label(b, names[id]);
+                putf(b, "\",status=\"%d\"} %llu\n", st, (unsigned long long)counts[st]);
+            }
+            if (st % 100 == 99 && cls[st / 100]) {
+                puts_(b, "moongate_requests_total{route=\"");
+                put_label(b, names[id]);
+                putf(b, "\",status=\"%dxx\"} %llu\n", st / 100,
+                     (unsigned long long)cls[st / 100]);
+            }
+        }
+    }
+}
+
+char *mg_metrics_render(const char *extra, size_t *len)
+{
+    sbuf_t b = { 0 };
+    uint32_t *ids = malloc(sizeof(*ids) * MAX_ROUTES);
+    uint64_t *counts = malloc(sizeof(*counts) * (1000 + NCLASSES));
+    if (!ids || !counts) {
+        b.failed = 1;
+        goto out;
+    }
+    /* the lock keeps names and shards still; workers never take it */
+    pthread_mutex_lock(&lock);
+    put_requests(&b, ids, counts);
+    put_hist(&b, "moongate_request_duration_seconds",
+             "Time from the start of a request to the end of its response.",
+             offsetof(shard_t, total));
+    put_hist(&b, "moongate_upstream_duration_seconds",
+             "Time spent waiting for upstreams, for requests that reached one.",
+             offsetof(shard_t, upstream));
+    int64_t conns = 0;
+    for (int w = 0; w < nshards; w++)
+        conns += atomic_load_explicit(&shards[w]->conns, memory_order_relaxed);
+    pthread_mutex_unlock(&lock);
+    putf(&b,
+         "# HELP moongate_connections_open Client connections open.\n"
+         "# TYPE moongate_connections_open gauge\n"
+         "moongate_connections_open %lld\n",
+         (long long)(conns > 0 ? conns : 0));
+    putf(&b,
+         "# HELP moongate_reloads_total Config reloads, by result.\n"
+         "# TYPE moongate_reloads_total counter\n"
+         "moongate_reloads_total{result=\"ok\"} %llu\n"
+         "moongate_reloads_total{result=\"failed\"} %llu\n",
+         (unsigned long long)atomic_load_explicit(&reloads_ok, memory_order_relaxed),
+         (unsigned long long)atomic_load_explicit(&reloads_failed, memory_order_relaxed));
+    if (extra)
+        puts_(&b, extra);
+out:
+    free(ids);
+    free(counts);
+    if (b.failed) {
+        free(b.p);
+        *len = 0;
+        return NULL;
+    }
+    *len = b.len;
+    return b.p;
+}
