@@ -1,0 +1,200 @@
+-- Hot reload: generations switch without a dropped request; refused
+-- versions keep the running one serving and say why on every channel;
+-- many reloads leak nothing and keep tunnels open.
+local h = require "spec.support.helpers"
+
+local SANITIZED = os.getenv("MG_SANITIZED") == "1"
+
+-- The config, in one of two versions ("a" and "b") that answer with
+-- different headers, or broken in one of several ways.
+local function config(version, broken)
+    local lines = {
+        'local gw = require "moongate"',
+        'gw.settings { workers = 2, access_log = "off",',
+        '              admin = { port = {{ADMIN}} }, timeouts = { shutdown = 2 } }',
+        'gw.listen { port = {{PORT1}}, host = "127.0.0.1" }',
+        'gw.upstream("up", { "{{U}}" })',
+        'gw.route { path = "/**", upstream = "up", policies = { function(req)',
+        '    req:set_header("x-policy", "' .. version .. '")',
+        'end } }',
+        'function gw.on_response(req, res)',
+        '    res:set_header("x-version", "' .. version .. '")',
+        'end',
+        'gw.test { request = { path = "/t" }, expect = { status = 200,',
+        '          upstream = "up", upstream_headers = { ["x-policy"] = "' .. version .. '" } } }',
+    }
+    if broken == "syntax" then
+        lines[#lines + 1] = "gw.route { path = "
+    elseif broken == "throws" then
+        lines[#lines + 1] = 'error("refusing to load")'
+    elseif broken == "upstream" then
+        lines[#lines + 1] = 'gw.route { path = "/missing", upstream = "nowhere" }'
+    elseif broken == "test" then
+        lines[#lines + 1] = 'gw.test { request = { path = "/t" }, expect = { status = 418 } }'
+    end
+    return table.concat(lines, "\n") .. "\n"
+end
+
+describe("hot reload", function()
+    local gw, up, admin
+
+    setup(function()
+        up = h.start_upstream { name = "up" }
+        admin = h.free_port()
+        gw = h.start_gateway(config("a"), { vars = { U = up, ADMIN = admin } })
+    end)
+
+    teardown(h.cleanup)
+
+    local function write(version, broken)
+        local text = config(version, broken):gsub("{{(%w+)}}", function(k)
+            return tostring(gw.vars[k] and (type(gw.vars[k]) == "table" and gw.vars[k].addr
+                                            or gw.vars[k]) or "")
+        end)
+        -- write then rename, as editors do
+        h.write_file(gw.config_path .. ".tmp", text)
+        assert(os.rename(gw.config_path .. ".tmp", gw.config_path))
+    end
+
+    local function status()
+        return h.json(h.http(admin, { path = "/status" }).body)
+    end
+
+    local function version_of(res)
+        return res.headers["x-version"]
+    end
+
+    it("switches under steady load with no failed request, each answer from one version", function()
+        local conns = {}
+        for i = 1, 4 do conns[i] = h.connect(gw.port) end
+        local writes, seen = {}, {}
+        local t0 = h.now()
+        local next_write, version, nwrites = t0 + 0.1, "a", 0
+        local total, bad = 0, {}
+        local duration = SANITIZED and 8 or 15
+        local nwant = SANITIZED and 25 or 50
+        local gap = (duration - 1) / nwant
+        local i = 0
+        while h.now() - t0 < duration do
+            local now = h.now()
+            if now >= next_write and nwrites < nwant then
+                version = version == "a" and "b" or "a"
+                write(version)
+                nwrites = nwrites + 1
+                writes[nwrites] = { at = h.now(), version = version }
+                next_write = now + gap
+            end
+            i = i % #conns + 1
+            local c = conns[i]
+            c:send("GET /load HTTP/1.1\r\nHost: x\r\n\r\n")
+            local res, err = c:read_response()
+            total = total + 1
+            if not res then
+                bad[#bad + 1] = "no response: " .. tostring(err)
+                conns[i] = h.connect(gw.port)
+            elseif res.status ~= 200 then
+                bad[#bad + 1] = "status " .. res.status
+            else
+                local v = version_of(res)
+                local pv = h.json(res.body).headers["x-policy"]
+                if (v ~= "a" and v ~= "b") or v ~= pv then
+                    bad[#bad + 1] = ("mixed versions: response %s, policy %s")
+                        :format(tostring(v), tostring(pv))
+                end
+                seen[#seen + 1] = { at = h.now(), version = v }
+            end
+        end
+        assert.equal(nwant, nwrites)
+        assert.same({}, bad)
+        assert.is_true(total > 1000, "only " .. total .. " requests")
+        -- every write became visible within 1 s
+        for k, w in ipairs(writes) do
+            local until_t = writes[k + 1] and writes[k + 1].at or math.huge
+            local first
+            for _, s in ipairs(seen) do
+                if s.at >= w.at and s.at < until_t and s.version == w.version then
+                    first = s.at
+                    break
+                end
+            end
+            assert.is_truthy(first, "write " .. k .. " (" .. w.version .. ") never seen")
+            assert.is_true(first - w.at < 1.0, ("write %d seen after %.3f s"):format(k, first - w.at))
+        end
+        for _, c in ipairs(conns) do c:close() end
+    end)
+
+    for _, case in ipairs {
+        { "syntax", "a syntax error", "unexpected symbol" },
+        { "throws", "an error thrown while loading", "refusing to load" },
+        { "upstream", "a route to a missing upstream", 'route.upstream "nowhere" is not declared' },
+        { "test", "a failing gw.test", "expected status 418, got 200" },
+    } do
+        local kind, what, reason = case[1], case[2], case[3]
+        it("refuses " .. what .. ": the old version serves, the reason is on all channels", function()
+            write("a")
+            local rc, out = h.run_bin("reload --admin 127.0.0.1:" .. admin)
+            assert.equal(0, rc, out)
+            local before = status().generation.number
+            -- the file watcher sees it, the log and /status say why
+            write("b", kind)
+            h.sleep(0.6)
+            local st = status()
+            assert.equal(before, st.generation.number)
+            assert.is_false(st.last_reload.ok)
+            assert.truthy(st.last_reload.message:find(reason, 1, true), st.last_reload.message)
+            assert.truthy(st.last_reload.message:find(":%d+:"), "no file:line in " .. st.last_reload.message)
+            assert.truthy(h.read_file(gw.log_path):find(reason, 1, true))
+            -- the command line caller gets it too, with a non-zero exit
+            rc, out = h.run_bin("reload --admin 127.0.0.1:" .. admin)
+            assert.equal(1, rc)
+            assert.truthy(out:find(reason, 1, true), out)
+            -- and version a still answers
+            local res = h.http(gw.port, { path = "/still" })
+            assert.equal(200, res.status)
+            assert.equal("a", version_of(res))
+        end)
+    end
+
+    it("SIGHUP reloads", function()
+        write("b")
+        h.sleep(0.4)
+        write("a")
+        local before = status().generation.number
+        gw:signal("HUP")
+        h.sleep(0.3)
+        assert.is_true(status().generation.number > before)
+    end)
+
+    it("many reloads leave memory where it was and an open WebSocket echoing", function()
+        write("a")
+        h.sleep(0.4)
+        local ws = h.connect(gw.port)
+        ws:send("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" ..
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        assert.equal(101, assert(ws:read_response()).status)
+        -- warm up: the first reloads grow caches that then stay
+        for _ = 1, 20 do
+            assert.equal(200, h.http(admin, { method = "POST", path = "/reload" }).status)
+        end
+        local rss0 = gw:rss()
+        local n = SANITIZED and 100 or 1000
+        local c = h.connect(admin)
+        for _ = 1, n do
+            c:send("POST /reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            assert.equal(200, assert(c:read_response({ timeout = 20 })).status)
+        end
+        c:close()
+        h.sleep(0.3)
+        local rss1 = gw:rss()
+        if not SANITIZED then
+            assert.is_true(rss1 - rss0 < 5 * 1024,
+                ("RSS grew by %d KiB over %d reloads"):format(rss1 - rss0, n))
+        end
+        io.stderr:write(("\n[reload] %d reloads: RSS %d KiB -> %d KiB (%+d KiB)\n")
+            :format(n, rss0, rss1, rss1 - rss0))
+        ws:send(h.ws_frame(0x1, "after reloads"))
+        assert.equal("after reloads", assert(ws:read_ws_frame()).payload)
+        ws:close()
+        assert.equal(200, h.http(gw.port, { path = "/after" }).status)
+    end)
+end)
