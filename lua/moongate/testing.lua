@@ -1,0 +1,1087 @@
+-- moongate.testing: runs a config's router and hooks against fake requests
+-- and a fake upstream, without sockets, and returns what the gateway
+-- decided (docs/testing.md).
+--
+--   local t = require "moongate.testing"
+--   local gwt = assert(t.load("gateway.lua"))
+--   local d = gwt:request { path = "/orders/1", headers = { ... } }
+--   -- d.status, d.headers, d.route, d.upstream, d.upstream_request, d.trace
+--
+-- The pipeline below is continue_request (src/http_conn.c) step by step:
+-- on_request, router, on_route, 404/405, 413, the route's policies, then
+-- the route's handler or the upstream; on_response; on_log. The router and
+-- the path normaliser are the C code itself (moongate.testing.router);
+-- requests and responses are models with runtime.lua's API
+-- (moongate.testing.fake). Hooks run in one coroutine per request that
+-- runtime.co_req maps to the fake request, so gw.respond, gw.redirect and
+-- gw.sleep of the real moongate module find it. gw.sleep advances a virtual
+-- clock instead of waiting; while a kit request runs, gw.now follows that
+-- clock and gw.http.request is answered by the request's `http` fake.
+local cdefs = require "moongate.cdefs"
+local config = require "moongate.config"
+local runtime = require "moongate.runtime"
+local handler = require "moongate.handler"
+local gw = require "moongate"
+local cjson = require "cjson.safe"
+local router = require "moongate.testing.router"
+local fake = require "moongate.testing.fake"
+local trace = require "moongate.testing.trace"
+
+local type, tostring, pairs, ipairs, select, error, pcall, xpcall =
+    type, tostring, pairs, ipairs, select, error, pcall, xpcall
+local setmetatable, getmetatable, rawget, rawset = setmetatable,
+    getmetatable, rawget, rawset
+local find, fmt, lower, match, sub = string.find, string.format,
+    string.lower, string.match, string.sub
+local concat, sort = table.concat, table.sort
+local co_create, co_resume, co_status, co_running = coroutine.create,
+    coroutine.resume, coroutine.status, coroutine.running
+local getinfo, traceback = debug.getinfo, debug.traceback
+
+local P_REQUEST, P_ROUTE, P_ACCESS = cdefs.PHASE_REQUEST, cdefs.PHASE_ROUTE,
+    cdefs.PHASE_ACCESS
+local P_RESPONSE, P_LOG = cdefs.PHASE_RESPONSE, cdefs.PHASE_LOG
+local PHASE_NAMES = runtime.PHASE_NAMES
+local RESPONDED_MARK = runtime.RESPONDED_MARK
+local co_req = runtime.co_req
+
+local _M = {}
+
+_M.format_trace = trace.format
+
+
+-- Helpers -------------------------------------------------------------------
+
+local function first_line(s)
+    return match(s, "^[^\n]*") or s
+end
+
+-- "file:line" where function fn is defined, or nil.
+local function where(fn)
+    local info = getinfo(fn, "S")
+    if not info or info.what == "C" then
+        return nil
+    end
+    local src = sub(info.source, 1, 1) == "@" and sub(info.source, 2)
+        or info.short_src
+    return src .. ":" .. info.linedefined
+end
+
+local function repr(v, depth)
+    local tv = type(v)
+    if tv == "string" then
+        if #v > 60 then
+            v = sub(v, 1, 57) .. "..."
+        end
+        return fmt("%q", v)
+    elseif tv ~= "table" then
+        return tostring(v)
+    elseif (depth or 0) > 1 then
+        return "{...}"
+    end
+    -- a short look into tables: lists in order, then other keys sorted
+    local parts, n = {}, #v
+    for i = 1, n do
+        parts[#parts + 1] = repr(v[i], (depth or 0) + 1)
+    end
+    local keys = {}
+    for k in pairs(v) do
+        if not (type(k) == "number" and k >= 1 and k <= n and k % 1 == 0) then
+            keys[#keys + 1] = k
+        end
+    end
+    sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+    for _, k in ipairs(keys) do
+        parts[#parts + 1] = tostring(k) .. "=" .. repr(v[k], (depth or 0) + 1)
+    end
+    local s = "{" .. concat(parts, ", ") .. "}"
+    if #s > 80 then
+        s = sub(s, 1, 76) .. "...}"
+    end
+    return s
+end
+
+-- Sets the client answer of decision d from a header list.
+local function answer(d, status, list, body)
+    d.status, d.header_list, d.body = status, list, body
+    d.headers = fake.header_map(list)
+    local ctype = d.headers["content-type"]
+    if type(ctype) == "string" and find(lower(ctype), "^application/json") then
+        d.json = cjson.decode(body)
+    else
+        d.json = nil
+    end
+end
+
+-- The gateway's own error answer (mg_conn_respond_error).
+local function gateway_error(d, st, status, message)
+    answer(d, fake.error_response(st, status, message))
+    d.responded_by = "gateway"
+end
+
+-- gw.http.request in the kit: the same argument checks as
+-- runtime.http_request, then the request's (or the gateway's) `http` fake
+-- answers at once: function(req) -> { status, headers, body } or nil, err.
+local function fake_http(opts)
+    if type(opts) ~= "table" then
+        error("gw.http.request takes a table { url = ..., ... }", 2)
+    end
+    local url = opts.url
+    if type(url) ~= "string" then
+        error("gw.http.request: url must be a string", 2)
+    end
+    local method = opts.method or "GET"
+    if type(method) ~= "string" or not find(method, "^%u+$") then
+        error("gw.http.request: method must be an upper-case token", 2)
+    end
+    local body = opts.body or ""
+    if type(body) ~= "string" then
+        error("gw.http.request: body must be a string", 2)
+    end
+    if opts.headers ~= nil and type(opts.headers) ~= "table" then
+        error("gw.http.request: headers must be a table", 3)
+    end
+    local st = fake.state_of(co_req[co_running()])
+    if not st then
+        return nil, "gw.http.request can only be used inside hooks and timers"
+    end
+    if sub(url, 1, 7) ~= "http://" or #url < 8 then
+        return nil, sub(url, 1, 8) == "https://" and
+            "https URLs are not supported yet (no TLS client)" or
+            "url must start with http://"
+    end
+    local fn = st.http or st.env.http
+    local res, err
+    if fn == nil then
+        err = "moongate.testing: no fake for gw.http.request (give the " ..
+            "request, or t.load's options, http = function(req) ... end)"
+    else
+        res, err = fn { method = method, url = url, body = body,
+                        headers = opts.headers or {},
+                        timeout = opts.timeout or 10 }
+    end
+    if res ~= nil then
+        if type(res) ~= "table" then
+            error("moongate.testing: the http fake must return a table " ..
+                  "{ status =, headers =, body = } or nil, err", 0)
+        end
+        local headers = {}
+        for k, v in pairs(res.headers or {}) do
+            headers[lower(tostring(k))] = tostring(v)
+        end
+        res = { status = res.status or 200, headers = headers,
+                body = res.body == nil and "" or tostring(res.body) }
+    end
+    local c = st.changes
+    if c then
+        c[#c + 1] = fmt("http %s %s -> %s", method, url,
+                        res and tostring(res.status) or
+                        "nil, " .. tostring(err))
+    end
+    if res == nil then
+        return nil, err
+    end
+    return res
+end
+
+-- While a kit request runs, gw.now() follows the virtual clock and
+-- gw.http.request is faked. Returns what restore() puts back.
+local function swap_in(env)
+    local saved = { now = rawget(gw, "now") }
+    rawset(gw, "now", function()
+        return router.now() + env.clock.offset
+    end)
+    local http = rawget(gw, "http")
+    if type(http) == "table" then
+        saved.http, saved.http_request = http, http.request
+        http.request = fake_http
+    end
+    local mod = package.loaded["moongate.http"]
+    if type(mod) == "table" then
+        saved.mod, saved.mod_request = mod, mod.request
+        mod.request = fake_http
+    end
+    return saved
+end
+
+local function restore(saved)
+    rawset(gw, "now", saved.now)
+    if saved.http then
+        saved.http.request = saved.http_request
+    end
+    if saved.mod then
+        saved.mod.request = saved.mod_request
+    end
+end
+
+
+-- Hooks, as runtime.run_phase runs them, with a trace entry per call ---------
+
+local function ctx_snapshot(req)
+    local ctx = rawget(req, "ctx")
+    if type(ctx) ~= "table" then
+        return nil
+    end
+    local t = {}
+    for k, v in pairs(ctx) do
+        t[k] = v
+    end
+    return t
+end
+
+local function ctx_changes(before, req, changes)
+    local ctx = rawget(req, "ctx")
+    if type(ctx) ~= "table" then
+        return
+    end
+    before = before or {}
+    local keys = {}
+    for k, v in pairs(ctx) do
+        if before[k] ~= v then
+            keys[#keys + 1] = k
+        end
+    end
+    for k in pairs(before) do
+        if ctx[k] == nil then
+            keys[#keys + 1] = k
+        end
+    end
+    sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+    for _, k in ipairs(keys) do
+        changes[#changes + 1] = "ctx." .. tostring(k) .. " = " .. repr(ctx[k])
+    end
+end
+
+local function begin_hook(R, phase, label, fn)
+    local st = R.st
+    local e = { phase = PHASE_NAMES[phase], hook = label, changes = {},
+                source = where(fn), time_ms = 0, wait_ms = 0 }
+    R.d.trace[#R.d.trace + 1] = e
+    st.changes = e.changes
+    st.last_entry = e
+    st.cur = { e = e, t0 = router.monotonic(), w0 = st.waited,
+               ctx = ctx_snapshot(R.req), req = R.req }
+    return e
+end
+
+local function end_hook(st)
+    local cur = st.cur
+    if not cur then
+        return
+    end
+    st.cur = nil
+    local e = cur.e
+    e.time_ms = (router.monotonic() - cur.t0) * 1000
+    e.wait_ms = (st.waited - cur.w0) * 1000
+    ctx_changes(cur.ctx, cur.req, e.changes)
+    st.changes = nil
+end
+
+local function bad_return(fname, v)
+    error(fmt("%s returned %s: a hook returns nothing or gw.respond(...)",
+              fname, type(v) == "string" and fmt("%q", v) or type(v)), 0)
+end
+
+-- runtime.lua's call(): returns true when the request was answered.
+local function call(R, phase, label, fname, fn, a, b, c)
+    local st = R.st
+    local e = begin_hook(R, phase, label, fn)
+    st.replaced = false
+    local had_answer = st.answer
+    local v = fn(a, b, c)
+    end_hook(st)
+    if v ~= nil and v ~= RESPONDED_MARK then
+        bad_return(fname, v)
+    end
+    if st.answer ~= had_answer then
+        st.answer.by = label
+        e.responded = true
+    end
+    if st.replaced then
+        st.replaced_by = label
+        e.responded = true
+    end
+    return rawget(R.req, "_responded")
+end
+
+-- runtime.lua's run_phase, over the run context R.
+local function phase_body(R, phase)
+    local hooks, req, res = R.g.hooks, R.req, R.res
+    local rh = R.st.route and R.g.route_hooks[R.st.route_i]
+    if phase == P_REQUEST then
+        local fn = hooks.on_request
+        return fn and call(R, phase, "on_request", "on_request", fn, req)
+    elseif phase == P_ROUTE then
+        local fn = hooks.on_route
+        return fn and call(R, phase, "on_route", "on_route", fn, req,
+                           rh and rh.info or nil)
+    elseif phase == P_ACCESS then
+        if rh then
+            for _, x in ipairs(rh.access) do
+                if call(R, phase, x.label, "policy on_request",
+                        x.p.on_request, req, x.p) then
+                    return true
+                end
+            end
+        end
+        return false
+    end
+    local key = phase == P_RESPONSE and "on_response" or "on_log"
+    local list = rh and (phase == P_RESPONSE and rh.response or rh.log)
+    if list then
+        for _, x in ipairs(list) do
+            call(R, phase, x.label, "policy " .. key, x.p[key], req, res, x.p)
+        end
+    end
+    local fn = hooks[key]
+    if fn then
+        call(R, phase, key, key, fn, req, res)
+    end
+    return false
+end
+
+local hook_error_msg
+
+local function on_hook_error(e)
+    hook_error_msg = tostring(e)
+    return traceback(hook_error_msg, 2)
+end
+
+-- Runs one phase. Returns "error", "answered" or nil (go on). A hook error
+-- ends the request's coroutine in the core: later phases get a fresh one,
+-- with new request and response objects (an empty req.ctx).
+local function run_phase(R, phase)
+    local st, d = R.st, R.d
+    st.phase = phase
+    local ok, answered = xpcall(phase_body, on_hook_error, R, phase)
+    if not ok then
+        end_hook(st)
+        if st.last_entry and not st.last_entry.error then
+            st.last_entry.error = hook_error_msg
+        end
+        if not d.error then
+            d.error, d.traceback = hook_error_msg, answered
+            d.error_phase = PHASE_NAMES[phase]
+        end
+        R.req, R.res = fake.request(st)
+        co_req[co_running()] = R.req
+        return "error"
+    end
+    if answered and phase < P_RESPONSE then
+        return "answered"
+    end
+    return nil
+end
+
+-- mg_hooks_has: a global hook for the phase, or one of the route's.
+local function has(R, phase)
+    local hooks, st = R.g.hooks, R.st
+    if phase == P_REQUEST then
+        return hooks.on_request ~= nil
+    elseif phase == P_ROUTE then
+        return hooks.on_route ~= nil
+    end
+    local rh = st.route and R.g.route_hooks[st.route_i]
+    if phase == P_ACCESS then
+        return rh ~= nil and #rh.access > 0
+    elseif phase == P_RESPONSE then
+        return hooks.on_response ~= nil or (rh ~= nil and #rh.response > 0)
+    end
+    return hooks.on_log ~= nil or (rh ~= nil and #rh.log > 0)
+end
+
+-- Runs a phase that may end the request (on_request, on_route, policies)
+-- when it has hooks. Returns true when the request was answered (by a hook,
+-- or with a 500 after a hook error).
+local function stops(R, phase)
+    if not has(R, phase) then
+        return false
+    end
+    local st, d = R.st, R.d
+    local r = run_phase(R, phase)
+    if r == "error" then
+        gateway_error(d, st, 500, "hook error")
+        return true
+    elseif r == "answered" then
+        local a = st.answer
+        answer(d, fake.local_response(st, a.status, a.ctype, a.body, a.block))
+        d.responded_by = a.by
+        return true
+    end
+    return false
+end
+
+
+-- The steps of continue_request ----------------------------------------------
+
+local function route_request(g, d, st)
+    local host = st.known.host and st.headers[st.known.host][2] or nil
+    local rc, m, buf = g.router:match(st.local_port,
+                                      st.new_method or st.method, host,
+                                      st.path, st.headers)
+    st.route_rc, st.match, st.path_buf = rc, m, buf
+    d.routed = true
+    if rc == router.OK then
+        st.route_i = m.route.index + 1
+        st.route = g.cfg.routes[st.route_i]
+        st.params, st.rest = router.params(m)
+        d.route = st.route.name
+        d.params = {}
+        for _, p in ipairs(st.params) do
+            d.params[p[1]] = p[2]
+        end
+    end
+end
+
+-- Routes answered by Lua run outside the hook coroutines (lua_route.c).
+local function run_handler(R)
+    local d, st = R.d, R.st
+    local fn = st.route.handler
+    local e = { phase = "handler", hook = "handler", changes = {},
+                source = where(fn), time_ms = 0, wait_ms = 0 }
+    d.trace[#d.trace + 1] = e
+    local co = co_create(handler.invoke)
+    local t0 = router.monotonic()
+    local ok, hok, status, body, block, ctype =
+        co_resume(co, fn, fake.handler_request(st))
+    e.time_ms = (router.monotonic() - t0) * 1000
+    if not ok then
+        error(hok, 0)
+    end
+    if co_status(co) ~= "dead" then
+        hok, status = false, "a route handler cannot wait: it runs outside " ..
+            "the hook coroutines"
+    end
+    if not hok then
+        e.error = first_line(status)
+        d.error, d.traceback, d.error_phase = e.error, status, "handler"
+        gateway_error(d, st, 500, "handler error")
+        return
+    end
+    e.changes[1] = fmt("answer %d (%d bytes)", status, #body)
+    e.responded = true
+    answer(d, fake.local_response(st, status, ctype or "text/plain", body,
+                                  block))
+    d.responded_by = "handler"
+end
+
+-- mg_balancer_pick: smooth weighted round robin (every target counts as
+-- up: the kit has no failed connections).
+local function pick(env, ui)
+    local targets = env.upstreams[ui].targets
+    local n = #targets
+    if n <= 1 then
+        return n == 1 and 1 or nil
+    end
+    local best, total = nil, 0
+    for i, t in ipairs(targets) do
+        t.cw = t.cw + t.weight
+        total = total + t.weight
+        if not best or t.cw > targets[best].cw then
+            best = i
+        end
+    end
+    targets[best].cw = targets[best].cw - total
+    return best
+end
+
+local DEFAULT_RESPONSE = {
+    status = 200, headers = { ["content-type"] = "application/json" },
+    body = "{}",
+}
+
+-- The fake upstream's answer as { status, headers = list, body }, framed
+-- like a real server's (Content-Length unless the headers frame it).
+local function upstream_answer(status, headers, body)
+    if type(status) == "table" then
+        status, headers, body = status.status, status.headers, status.body
+    end
+    status = status or 200
+    if type(status) ~= "number" or status % 1 ~= 0 or status < 101
+        or status > 599 or (status < 200 and status ~= 101) then
+        error("moongate.testing: the fake upstream's status must be an " ..
+              "integer 200-599 (or 101), got " .. tostring(status), 0)
+    end
+    local list = fake.header_list(headers)
+    local ctype, framed = false, false
+    for _, h in ipairs(list) do
+        local l = lower(h[1])
+        ctype = ctype or l == "content-type"
+        framed = framed or l == "content-length" or l == "transfer-encoding"
+    end
+    if type(body) == "table" then
+        body = cjson.encode(body)
+        if not ctype then
+            list[#list + 1] = { "Content-Type", "application/json" }
+        end
+    end
+    body = body == nil and "" or tostring(body)
+    if not framed and status ~= 204 and status ~= 304 and status ~= 101 then
+        list[#list + 1] = { "Content-Length", tostring(#body) }
+    end
+    return { status = status, headers = list, body = body }
+end
+
+local function ask_upstream(R, ureq)
+    local spec, opts = R.spec, R.g.opts
+    local fn = spec.upstream or opts.upstream
+    if fn ~= nil then
+        if type(fn) ~= "function" then
+            error("moongate.testing: upstream must be a function " ..
+                  "(upstream_request) -> status, headers, body", 0)
+        end
+        return upstream_answer(fn(ureq))
+    end
+    return upstream_answer(spec.upstream_response or opts.upstream_response
+                           or DEFAULT_RESPONSE)
+end
+
+local function proxy(R)
+    local d, st = R.d, R.st
+    local ui = fake.upstream_index(st)
+    st.target = st.target_override or pick(st.env, ui)
+    st.up = true
+    local ureq = fake.upstream_request(st)
+    d.upstream, d.target, d.upstream_request = ureq.upstream, ureq.target, ureq
+    local up = ask_upstream(R, ureq)
+    st.up_res = up
+    d.upstream_response = up
+    if up.status ~= 101 and has(R, P_RESPONSE)
+        and run_phase(R, P_RESPONSE) == "error" then
+        st.up = false
+        return gateway_error(d, st, 500, "hook error")
+    end
+    answer(d, fake.client_response(st))
+    st.up = false
+    d.responded_by = st.replaced_by or "upstream"
+end
+
+-- process_head, continue_request and the proxy, then on_log. Runs in the
+-- request's coroutine.
+local function pipeline(R)
+    local g, d, st = R.g, R.d, R.st
+    if st.bad then
+        gateway_error(d, st, 400, st.bad)
+    elseif st.http_minor == 1 and not st.known.host then
+        gateway_error(d, st, 400, "missing Host header")
+    elseif not fake.prepare(st, router.normalize) then
+        gateway_error(d, st, 400, "bad request target")
+    elseif not stops(R, P_REQUEST) then
+        route_request(g, d, st)
+        if stops(R, P_ROUTE) then
+            -- answered
+        elseif not st.route and not st.upstream_override then
+            if st.route_rc == router.BAD_METHOD then
+                gateway_error(d, st, 405, "method not allowed")
+            else
+                gateway_error(d, st, 404, "no route")
+            end
+        elseif st.content_length > (st.route and st.route.max_body
+                                    or g.cfg.limits.body) then
+            gateway_error(d, st, 413, "request body too large")
+        elseif st.route and stops(R, P_ACCESS) then
+            -- answered
+        elseif st.route and st.route.handler and not st.upstream_override then
+            run_handler(R)
+        else
+            proxy(R)
+        end
+    end
+    -- the request is over for the client: on_log (its errors change nothing)
+    if has(R, P_LOG) then
+        run_phase(R, P_LOG)
+    end
+end
+
+
+-- Gateways ------------------------------------------------------------------
+
+local Gateway = {}
+local gateway_mt = { __index = Gateway }
+
+local function target_name(host, port)
+    if find(host, ":", 1, true) then
+        return "[" .. host .. "]:" .. port
+    end
+    return host .. ":" .. port
+end
+
+local function policy_label(i, p)
+    if type(p.name) == "string" then
+        return fmt("policy %d (%s)", i, p.name)
+    end
+    return fmt("policy %d", i)
+end
+
+-- The route patterns checked as src/config.c does (moongate check).
+local function check_patterns(cfg)
+    local errors = {}
+    for _, r in ipairs(cfg.routes) do
+        local src = r.source or cfg.file
+        local why = router.check_pattern(r.path)
+        if why then
+            errors[#errors + 1] = fmt(
+                '%s:%d: route.path "%s" is not a valid pattern: %s',
+                src, r.line, r.path, why)
+        end
+        why = r.rewrite and router.check_pattern(r.rewrite)
+        if why then
+            errors[#errors + 1] = fmt(
+                '%s:%d: route.rewrite "%s" is not a valid template: %s',
+                src, r.line, r.rewrite, why)
+        end
+    end
+    return errors
+end
+
+local function id_counter()
+    local seq = 0
+    return function()
+        seq = seq + 1
+        return fmt("000000000000%016x", seq)
+    end
+end
+
+--- Loads config `file` (moongate.config) and builds its router with the C
+-- code. `opts.upstream` / `opts.upstream_response` / `opts.http`: the
+-- default fakes of every request (see request()). Returns a gateway, or nil
+-- and a list of "file:line: reason" strings.
+function _M.load(file, opts)
+    if type(file) ~= "string" then
+        error("moongate.testing.load: file must be a string, got " ..
+              type(file), 2)
+    end
+    local _, why = router.lib()
+    if why then
+        return nil, { "moongate.testing: " .. why }
+    end
+    local cfg, errs = config.load(file)
+    if not cfg then
+        return nil, errs
+    end
+    errs = check_patterns(cfg)
+    if #errs > 0 then
+        return nil, errs
+    end
+    local rt, err = router.build(cfg)
+    if not rt then
+        return nil, { fmt("%s: the router refused the routes: %s", file, err) }
+    end
+    for _, sd in ipairs(cfg.shared_dicts) do
+        router.open_shared_dict(sd.name, sd.size)
+    end
+
+    local env = {
+        upstreams = {}, upstream_by_name = {}, clock = { offset = 0 },
+        listen_port = cfg.listeners[1] and cfg.listeners[1].port or 80,
+        next_id = id_counter(), max_body = cfg.limits.body,
+        http = opts and opts.http,
+        upstream_path = function(st)
+            return rt:upstream_path(st.match, st.path)
+        end,
+    }
+    for i, u in ipairs(cfg.upstreams) do
+        local targets = {}
+        for j, t in ipairs(u.targets) do
+            targets[j] = { name = target_name(t.host, t.port),
+                           weight = t.weight, cw = 0 }
+        end
+        env.upstreams[i] = { name = u.name, targets = targets }
+        env.upstream_by_name[u.name] = i
+    end
+
+    -- runtime.init: the hooks in the form the phases run them
+    local hooks = {}
+    for _, k in ipairs { "on_request", "on_route", "on_response", "on_log" } do
+        if type(cfg.hooks[k]) == "function" then
+            hooks[k] = cfg.hooks[k]
+        end
+    end
+    local route_hooks = {}
+    for i, r in ipairs(cfg.routes) do
+        local up = r.upstream and cfg.upstreams[r.upstream]
+        local rh = {
+            info = { name = r.name, path = r.path,
+                     upstream = up and up.name or nil },
+            access = {}, response = {}, log = {},
+        }
+        for j, p in ipairs(r.policies or {}) do
+            if type(p) == "function" then
+                p = { on_request = p }
+            end
+            local x = { p = p, label = policy_label(j, p) }
+            if type(p.on_request) == "function" then
+                rh.access[#rh.access + 1] = x
+            end
+            if type(p.on_response) == "function" then
+                rh.response[#rh.response + 1] = x
+            end
+            if type(p.on_log) == "function" then
+                rh.log[#rh.log + 1] = x
+            end
+        end
+        route_hooks[i] = rh
+    end
+
+    return setmetatable({
+        file = file, cfg = cfg, router = rt, env = env, hooks = hooks,
+        route_hooks = route_hooks, opts = opts or {},
+    }, gateway_mt)
+end
+
+local function new_state(spec, env, level)
+    local ok, st = pcall(fake.new_state, spec, env)
+    if not ok then
+        error("moongate.testing: bad request: " .. tostring(st), level + 1)
+    end
+    return st
+end
+
+--- Runs request `spec` through the gateway (docs/testing.md) and returns
+-- the decision: { status, headers, header_list, body, json, route, params,
+-- upstream, target, upstream_request, upstream_response, responded_by,
+-- error, traceback, error_phase, trace, id, request, time_ms, wait_ms }.
+function Gateway.request(self, spec)
+    if type(spec) ~= "table" then
+        error("gwt:request: expects a request table, got " .. type(spec), 2)
+    end
+    local st = new_state(spec, self.env, 2)
+    st.http = spec.http
+    local req, res = fake.request(st)
+    local d = {
+        trace = {}, id = st.id,
+        request = { method = st.method, uri = st.url, client = st.client,
+                    port = st.local_port },
+    }
+    local R = { g = self, spec = spec, st = st, d = d, req = req, res = res }
+    local co = co_create(pipeline)
+    co_req[co] = req
+    local saved = swap_in(self.env)
+    local t0 = router.monotonic()
+    local ok, err = co_resume(co, R)
+    restore(saved)
+    co_req[co] = nil
+    if not ok then
+        error(traceback(co, tostring(err)), 0)
+    end
+    if co_status(co) ~= "dead" then
+        -- a hook waits and nothing will resume it: the parser answered
+        -- (req:body() over the limit), or I/O the kit does not simulate
+        end_hook(st)
+        local status, msg = 500, "hook error"
+        if err == fake.ABORT then
+            status, msg = st.abort.status, st.abort.message
+        else
+            local why = "a hook waited for I/O, which moongate.testing " ..
+                "does not simulate (gw.sleep and gw.http.request are faked)"
+            if st.last_entry and not st.last_entry.error then
+                st.last_entry.error = why
+            end
+            d.error = d.error or why
+        end
+        if not st.response_started then
+            gateway_error(d, st, status, msg)
+        end
+    end
+    st.over = true
+    d.time_ms = (router.monotonic() - t0) * 1000
+    d.wait_ms = st.waited * 1000
+    return d
+end
+
+--- Moves the gateway's virtual clock (what gw.now returns in its hooks).
+function Gateway.advance(self, seconds)
+    self.env.clock.offset = self.env.clock.offset + seconds
+end
+
+--- The gateway's virtual time (seconds since the epoch).
+function Gateway.now(self)
+    return router.now() + self.env.clock.offset
+end
+
+local function apply_phase(st, req, spec)
+    local phase = spec.phase or "access"
+    local p = fake.PHASES[phase]
+    if not p then
+        error("moongate.testing: phase must be one of on_request, on_route, " ..
+              "access, on_response, on_log; got " .. tostring(phase), 3)
+    end
+    st.phase = p
+    if spec.ctx ~= nil then
+        rawset(req, "ctx", spec.ctx)
+    end
+end
+
+--- A fake request routed by this gateway's router (no hook runs), for
+-- calling one policy function with t.call. `spec` as for request(), plus
+-- `phase` (default "access": a route policy's on_request) and `ctx`.
+function Gateway.fake_request(self, spec)
+    spec = spec or {}
+    local st = new_state(spec, self.env, 2)
+    if st.bad or not fake.prepare(st, router.normalize) then
+        error("moongate.testing: the gateway answers this request 400 (" ..
+              (st.bad or "bad request target") .. ")", 2)
+    end
+    route_request(self, {}, st)
+    st.http = spec.http
+    local req = fake.request(st)
+    apply_phase(st, req, spec)
+    return req
+end
+
+
+-- One-offs and single functions ---------------------------------------------
+
+--- t.request(config, spec) or t.request { config = file, ... }: loads the
+-- config (a file name or a loaded gateway) and runs one request. Returns
+-- the decision, or nil and the config's errors.
+function _M.request(a, b)
+    local g, spec = a, b
+    if type(a) == "table" and getmetatable(a) ~= gateway_mt then
+        g, spec = a.config, a
+    end
+    if type(g) == "string" then
+        local errs
+        g, errs = _M.load(g)
+        if not g then
+            return nil, errs
+        end
+    elseif getmetatable(g) ~= gateway_mt then
+        error("t.request: give a config file or a gateway from t.load", 2)
+    end
+    return g:request(spec or {})
+end
+
+-- A context for fake requests made without a config: any upstream or
+-- target name is accepted unless spec.upstreams lists them.
+local function standalone_env(spec)
+    local env = {
+        upstreams = {}, upstream_by_name = {}, clock = { offset = 0 },
+        lenient = spec.upstreams == nil, listen_port = 80,
+        next_id = id_counter(), max_body = spec.max_body,
+    }
+    local function add(name)
+        if not env.upstream_by_name[name] then
+            env.upstreams[#env.upstreams + 1] = { name = name, targets = {} }
+            env.upstream_by_name[name] = #env.upstreams
+        end
+        return env.upstreams[env.upstream_by_name[name]]
+    end
+    if spec.upstreams then
+        local names = {}
+        for name in pairs(spec.upstreams) do
+            names[#names + 1] = name
+        end
+        sort(names)
+        for _, name in ipairs(names) do
+            local u = add(name)
+            for _, t in ipairs(spec.upstreams[name]) do
+                u.targets[#u.targets + 1] = { name = t, weight = 1, cw = 0 }
+            end
+        end
+    end
+    env.add = add
+    return env
+end
+
+--- A fake request without a config, for calling one policy function with
+-- t.call (or directly when it does not answer). `spec` as for request(),
+-- plus: route (name), params ({ name = value }), upstream (name), target
+-- ("host:port"), upstreams ({ name = { "host:port", ... } }: the names
+-- set_upstream / set_target accept; any when absent), phase (default
+-- "access"), ctx.
+function _M.fake_request(spec)
+    spec = spec or {}
+    local env = standalone_env(spec)
+    local st = new_state(spec, env, 2)
+    local normalize = router.lib() and router.normalize
+        or function(p) return p end
+    if st.bad or not fake.prepare(st, normalize) then
+        error("moongate.testing: the gateway answers this request 400 (" ..
+              (st.bad or "bad request target") .. ")", 2)
+    end
+    local ui
+    if spec.upstream then
+        if not env.upstream_by_name[spec.upstream] and not env.lenient then
+            error("moongate.testing: upstream " .. tostring(spec.upstream) ..
+                  " is not in spec.upstreams", 2)
+        end
+        env.add(spec.upstream)
+        ui = env.upstream_by_name[spec.upstream]
+    end
+    if spec.route then
+        st.route = { name = spec.route, upstream = ui }
+        st.route_i = 0
+        local names = {}
+        for k in pairs(spec.params or {}) do
+            names[#names + 1] = k
+        end
+        sort(names)
+        for _, k in ipairs(names) do
+            st.params[#st.params + 1] = { k, tostring(spec.params[k]) }
+        end
+    else
+        st.upstream_override = ui
+    end
+    if spec.target and ui then
+        local u = env.upstreams[ui]
+        for i, t in ipairs(u.targets) do
+            if t.name == spec.target then
+                st.target = i
+            end
+        end
+        if not st.target then
+            u.targets[#u.targets + 1] = { name = spec.target, weight = 1,
+                                          cw = 0 }
+            st.target = #u.targets
+        end
+    end
+    st.http = spec.http
+    local req = fake.request(st)
+    apply_phase(st, req, spec)
+    return req
+end
+
+local function state_of(x, what, level)
+    local st = fake.state_of(x)
+    if not st and type(x) == "table" then
+        st = fake.state_of(rawget(x, "_req"))
+    end
+    if not st then
+        error(what .. ": expects a request from t.fake_request (or a " ..
+              "response from t.fake_response)", level + 1)
+    end
+    return st
+end
+
+--- A fake response of the upstream for `req` (default: a new fake
+-- request): `spec` = { status = 200, headers = {...}, body = "" }. The
+-- request moves to the on_response phase (unless it is at on_log, where the
+-- response has been sent). Returns the response object.
+function _M.fake_response(spec, req)
+    spec = spec or {}
+    req = req or _M.fake_request {}
+    local st = state_of(req, "t.fake_response", 2)
+    st.up_res = upstream_answer(spec.status or 200, spec.headers, spec.body)
+    st.up = true
+    if st.phase < P_RESPONSE then
+        st.phase = P_RESPONSE
+    elseif st.phase == P_LOG then
+        fake.client_response(st)
+        st.up = false
+    end
+    local ui = fake.upstream_index(st)
+    if not st.target and ui and #st.env.upstreams[ui].targets > 0 then
+        st.target = 1
+    end
+    return rawget(req, "_res")
+end
+
+--- The request the upstream would receive for fake request `req` now.
+function _M.upstream_request(req)
+    return fake.upstream_request(state_of(req, "t.upstream_request", 2))
+end
+
+--- What the client would receive for fake response `res` now:
+-- { status, headers, header_list, body }.
+function _M.client_response(res)
+    local st = state_of(res, "t.client_response", 2)
+    if not st.up_res then
+        error("t.client_response: the request has no upstream response " ..
+              "(make one with t.fake_response)", 2)
+    end
+    local status, list, body = fake.client_response(st, false)
+    return { status = status, headers = fake.header_map(list),
+             header_list = list, body = body }
+end
+
+local function call_in_co(fn, ...)
+    return xpcall(fn, on_hook_error, ...)
+end
+
+--- Calls hook or policy function `fn(...)` as the gateway would: in a
+-- coroutine bound to the fake request among the arguments, so gw.respond,
+-- gw.redirect, gw.sleep and (faked) gw.http.request work. Returns
+-- { returned, responded, status, headers, header_list, body, error,
+-- traceback, changes, wait_ms }: status/headers/body are what the client
+-- would get when the hook answered or failed (or, at on_response, the
+-- client's response with the hook's changes).
+function _M.call(fn, ...)
+    if type(fn) ~= "function" then
+        error("t.call: expects a function, got " .. type(fn), 2)
+    end
+    local st, req
+    for i = 1, select("#", ...) do
+        local a = select(i, ...)
+        st = fake.state_of(a)
+        if st then
+            req = a
+            break
+        end
+    end
+    if not req then
+        error("t.call: pass a request from t.fake_request among the " ..
+              "arguments", 2)
+    end
+    local out = { changes = {} }
+    st.changes = out.changes
+    st.answer, st.replaced = nil, false
+    rawset(req, "_responded", nil)
+    local before = ctx_snapshot(req)
+    local w0 = st.waited
+    local co = co_create(call_in_co)
+    co_req[co] = req
+    local saved = swap_in(st.env)
+    local ok, hok, v = co_resume(co, fn, ...)
+    restore(saved)
+    co_req[co] = nil
+    st.changes = nil
+    ctx_changes(before, req, out.changes)
+    out.wait_ms = (st.waited - w0) * 1000
+    if not ok then
+        error(traceback(co, tostring(hok)), 0)
+    end
+    local aborted = false
+    if co_status(co) ~= "dead" and hok == fake.ABORT then
+        aborted, hok = true, true
+    elseif co_status(co) ~= "dead" then
+        hok, v = false, "a hook waited for I/O, which moongate.testing " ..
+            "does not simulate (gw.sleep and gw.http.request are faked)"
+        hook_error_msg = v
+    elseif hok and v ~= nil and v ~= RESPONDED_MARK then
+        hok = false
+        v = fmt("hook returned %s: a hook returns nothing or gw.respond(...)",
+                type(v) == "string" and fmt("%q", v) or type(v))
+        hook_error_msg = v
+    end
+    local status, list, body
+    if aborted then
+        -- the parser answered while the hook waits for the body
+        status, list, body = fake.error_response(st, st.abort.status,
+                                                 st.abort.message, false)
+    elseif not hok then
+        out.error, out.traceback = hook_error_msg, v
+        if st.phase < P_LOG then
+            status, list, body = fake.error_response(st, 500, "hook error",
+                                                     false)
+        end
+    else
+        out.returned = v
+        if st.answer and st.phase < P_RESPONSE then
+            local a = st.answer
+            out.responded = true
+            status, list, body = fake.local_response(st, a.status, a.ctype,
+                                                     a.body, a.block, false)
+        elseif st.phase == P_RESPONSE and st.up_res then
+            out.responded = st.replaced or nil
+            status, list, body = fake.client_response(st, false)
+        end
+    end
+    if status then
+        out.status, out.header_list, out.body = status, list, body
+        out.headers = fake.header_map(list)
+    end
+    return out
+end
+
+return _M

@@ -1,0 +1,1187 @@
+-- moongate.testing.fake: request and response objects with the fields and
+-- methods of moongate.runtime's, over a plain Lua model of the C request
+-- instead of FFI calls.
+--
+-- The model (`st` below) mirrors the fields of mg_request_t (src/gateway.h)
+-- that hooks can see or change, and every function here mirrors one of
+-- src/ffi_request.c (reads, edits and their phase and validity checks),
+-- src/proxy.c (send_head: what goes upstream; emit_head: what the client
+-- gets from a proxied answer) or src/http_conn.c (mg_conn_respond,
+-- mg_conn_respond_error: answers made by the gateway). When one of those
+-- changes, the function named beside it here must follow.
+--
+-- A model st:
+--   env             gateway context: upstreams, router, clock, id counter
+--   method          as received; new_method when a hook set one
+--   url, raw_path   request-target and its path part as received
+--   path            normalised path (or the path a hook set)
+--   query_raw       "?..." as received, or ""; new_query when a hook set one
+--   headers         { { name, value }, ... } as received
+--   known           index of the first host, x-forwarded-for, connection,
+--                   x-request-id, content-length, transfer-encoding header
+--   body, content_length, chunked, has_body, http_minor, head_method
+--   id, client, client_port, local_port
+--   route           the cfg route table, or nil; match (mg_route_match_t),
+--                   path_buf (the routed path it points into), params
+--   phase           hook phase running (0 none)
+--   req_edits, res_edits   { { op =, name =, value = }, ... }
+--   path_rewritten, upstream_override, target_override, target
+--   up, up_res      the upstream was contacted / its answer { status,
+--                   headers, body } (during on_response)
+--   res_status, res_body, res_body_set, status, response_started
+--   changes         list the current hook's changes are written to
+local cjson = require "cjson.safe"
+local cdefs = require "moongate.cdefs"
+local runtime = require "moongate.runtime"
+
+local type, tostring, tonumber, pairs, ipairs, error = type, tostring,
+    tonumber, pairs, ipairs, error
+local setmetatable, getmetatable, rawget, rawset = setmetatable, getmetatable,
+    rawget, rawset
+local byte, find, lower, sub, gsub, fmt, match, gmatch =
+    string.byte, string.find, string.lower, string.sub, string.gsub,
+    string.format, string.match, string.gmatch
+local concat, sort = table.concat, table.sort
+
+if cjson.encode_escape_forward_slash then
+    cjson.encode_escape_forward_slash(false)
+end
+
+local P_REQUEST, P_ROUTE, P_ACCESS = cdefs.PHASE_REQUEST, cdefs.PHASE_ROUTE,
+    cdefs.PHASE_ACCESS
+local P_RESPONSE, P_LOG = cdefs.PHASE_RESPONSE, cdefs.PHASE_LOG
+local EDIT_SET, EDIT_ADD, EDIT_REMOVE = cdefs.EDIT_SET, cdefs.EDIT_ADD,
+    cdefs.EDIT_REMOVE
+local EINVAL, EPHASE, ELIMIT, ENOTFOUND = cdefs.EINVAL, cdefs.EPHASE,
+    cdefs.ELIMIT, cdefs.ENOTFOUND
+local MAX_EDITS = 32            -- MG_MAX_EDITS (src/gateway.h)
+local REQID_MAX = 128           -- MG_REQID_MAX (src/gateway.h)
+local RESPONDED_MARK = runtime.RESPONDED_MARK
+
+local _M = {}
+
+-- What a hook's coroutine yields when the core answered while it waits
+-- and will never resume it.
+_M.ABORT = setmetatable({}, { __tostring = function()
+    return "moongate.testing: request answered by the core"
+end })
+
+_M.PHASES = { on_request = P_REQUEST, on_route = P_ROUTE, access = P_ACCESS,
+              on_response = P_RESPONSE, on_log = P_LOG }
+
+-- runtime.lua's errcheck: the same messages at the same levels.
+local function errcheck(rc, what)
+    if rc == 0 then return end
+    if rc == EPHASE then
+        error(what .. ": not possible in this phase (the response has " ..
+              "started)", 3)
+    elseif rc == ELIMIT then
+        error(what .. ": too many header changes in one request", 3)
+    elseif rc == ENOTFOUND then
+        error(what .. ": no such name", 3)
+    end
+    error(what .. ": invalid name or value", 3)
+end
+
+local function note(st, s)
+    local c = st.changes
+    if c and not st.quiet then
+        c[#c + 1] = s
+    end
+end
+
+
+-- Validity checks (src/ffi_request.c) -----------------------------------------
+
+local SEPARATOR = {}
+for ch in gmatch('"(),/:;<=>?@[\\]{}', ".") do
+    SEPARATOR[byte(ch)] = true
+end
+
+local function valid_token(s)
+    local n = #s
+    if n == 0 or n > 256 then
+        return false
+    end
+    for i = 1, n do
+        local ch = byte(s, i)
+        if ch <= 32 or ch >= 127 or SEPARATOR[ch] then
+            return false
+        end
+    end
+    return true
+end
+
+local function valid_value(s)
+    for i = 1, #s do
+        local ch = byte(s, i)
+        if (ch < 32 and ch ~= 9) or ch == 127 then
+            return false
+        end
+    end
+    return true
+end
+
+-- Framing and hop-by-hop headers belong to the core (core_owned).
+local CORE_OWNED = {
+    ["content-length"] = true, ["transfer-encoding"] = true,
+    connection = true, ["keep-alive"] = true, ["proxy-connection"] = true,
+    te = true, trailer = true, upgrade = true,
+}
+
+local function add_edit(edits, op, name, value)
+    if not valid_token(name)
+        or (op ~= EDIT_REMOVE and not valid_value(value)) then
+        return EINVAL
+    end
+    local lname = lower(name)
+    if op ~= EDIT_ADD then
+        -- a SET or REMOVE replaces every earlier edit of the same name
+        local k = 0
+        for i = 1, #edits do
+            local e = edits[i]
+            edits[i] = nil
+            if lower(e.name) ~= lname then
+                k = k + 1
+                edits[k] = e
+            end
+        end
+    end
+    if #edits >= MAX_EDITS then
+        return ELIMIT
+    end
+    edits[#edits + 1] = { op = op, name = name,
+                          value = op == EDIT_REMOVE and "" or value }
+    return 0
+end
+
+-- mg_ffi_req_header / mg_ffi_res_header: edits seen, newest first; an ADD
+-- edit stops the scan and the originals come first, then the added values.
+local function find_header(edits, originals, name, nth)
+    local lname = lower(name)
+    for e = #edits, 1, -1 do
+        local ed = edits[e]
+        if lower(ed.name) == lname then
+            if ed.op == EDIT_REMOVE then
+                return nil
+            end
+            if ed.op == EDIT_SET then
+                if nth > 0 then
+                    return nil
+                end
+                return ed.value
+            end
+            break
+        end
+    end
+    if originals then
+        for i = 1, #originals do
+            local h = originals[i]
+            if lower(h[1]) == lname then
+                if nth == 0 then
+                    return h[2]
+                end
+                nth = nth - 1
+            end
+        end
+    end
+    for e = 1, #edits do
+        local ed = edits[e]
+        if ed.op == EDIT_ADD and lower(ed.name) == lname then
+            if nth == 0 then
+                return ed.value
+            end
+            nth = nth - 1
+        end
+    end
+    return nil
+end
+
+--- { lower-case name = value } of a header list; a repeated header gives
+-- a list of its values (like req:headers()).
+function _M.header_map(list)
+    local t = {}
+    for _, h in ipairs(list) do
+        local k, v = lower(h[1]), h[2]
+        local old = t[k]
+        if old == nil then
+            t[k] = v
+        elseif type(old) == "table" then
+            old[#old + 1] = v
+        else
+            t[k] = { old, v }
+        end
+    end
+    return t
+end
+
+
+-- Upstreams and targets of the model's gateway -------------------------------
+
+local function upstream_index(st)
+    if st.upstream_override then
+        return st.upstream_override
+    end
+    return st.route and st.route.upstream or nil
+end
+_M.upstream_index = upstream_index
+
+local function upstream_name(st)
+    local ui = upstream_index(st)
+    return ui and st.env.upstreams[ui].name or nil
+end
+
+local function target_name(st)
+    local ui = upstream_index(st)
+    if not ui or not st.target then
+        return nil
+    end
+    return st.env.upstreams[ui].targets[st.target].name
+end
+
+
+-- Request -------------------------------------------------------------------
+
+local Request = {}
+local getters = {}
+
+local function state(self)
+    local st = rawget(self, "_st")
+    if st.over then
+        error("this request is over", 3)
+    end
+    return st
+end
+
+function getters.method(self)
+    local st = state(self)
+    return st.new_method or st.method
+end
+
+function getters.path(self) return state(self).path end
+function getters.raw_path(self) return state(self).raw_path end
+
+function getters.query(self)
+    local st = state(self)
+    if st.new_query then
+        return st.new_query
+    end
+    return sub(st.query_raw, 2)
+end
+
+function getters.id(self) return state(self).id end
+function getters.client(self) return state(self).client end
+
+function getters.route(self)
+    local st = state(self)
+    return st.route and st.route.name or nil
+end
+
+function getters.upstream(self) return upstream_name(state(self)) end
+function getters.target(self) return target_name(state(self)) end
+function getters.scheme(self) state(self) return "http" end
+function getters.client_port(self) return state(self).client_port end
+
+function getters.http_version(self)
+    return (10 + state(self).http_minor) / 10
+end
+
+function getters.ctx(self)
+    local t = {}
+    rawset(self, "ctx", t)
+    return t
+end
+
+function getters.params(self)
+    local st = state(self)
+    local t = {}
+    if st.route then
+        for _, p in ipairs(st.params) do
+            t[p[1]] = p[2]
+        end
+    end
+    rawset(self, "params", t)
+    return t
+end
+
+function getters.tls(self) return nil end
+
+function Request.header(self, name, nth)
+    local st = state(self)
+    return find_header(st.req_edits, st.headers, name, (nth or 1) - 1)
+end
+
+function Request.header_all(self, name)
+    local st = state(self)
+    local t, i = {}, 0
+    while true do
+        local v = find_header(st.req_edits, st.headers, name, i)
+        if v == nil then
+            return t
+        end
+        i = i + 1
+        t[i] = v
+    end
+end
+
+function Request.headers(self)
+    return _M.header_map(state(self).headers)
+end
+
+function Request.bearer(self)
+    local v = self:header("authorization")
+    if not v then return nil end
+    local s, e = find(v, "^[Bb][Ee][Aa][Rr][Ee][Rr] +")
+    if not s then return nil end
+    local token = sub(v, e + 1)
+    if token == "" or find(token, "[ \t]") then return nil end
+    return token
+end
+
+local function unescape(s)
+    s = gsub(s, "+", " ")
+    return (gsub(s, "%%(%x%x)", function(h)
+        return string.char(tonumber(h, 16))
+    end))
+end
+
+function Request.args(self)
+    local q = self.query or ""
+    local t = {}
+    for pair in gmatch(q, "[^&]+") do
+        local k, v = match(pair, "^([^=]*)=(.*)$")
+        if k then
+            k, v = unescape(k), unescape(v)
+        else
+            k, v = unescape(pair), true
+        end
+        local old = t[k]
+        if old == nil then
+            t[k] = v
+        elseif type(old) == "table" then
+            old[#old + 1] = v
+        else
+            t[k] = { old, v }
+        end
+    end
+    return t
+end
+
+function Request.arg(self, name)
+    local v = self:args()[name]
+    if type(v) == "table" then return v[1] end
+    return v
+end
+
+-- mg_ffi_req_edit_header
+local function req_edit(st, op, name, value)
+    local _ = #name
+    if st.response_started or st.phase >= P_RESPONSE then
+        return EPHASE
+    end
+    if CORE_OWNED[lower(name)] then
+        return EINVAL
+    end
+    return add_edit(st.req_edits, op, name, value)
+end
+
+--- req:body(): the whole body. The core reads it when a hook first asks
+-- (mg_ffi_req_read_body) and then sends it upstream from memory; a body
+-- over the limit is answered 413 by the parser while the hook waits for
+-- good (here: the coroutine yields ABORT and is never resumed).
+function Request.body(self)
+    local st = state(self)
+    if not st.has_body then
+        return ""
+    end
+    if st.body_buffered then
+        return st.body
+    end
+    if st.up or st.response_started or st.phase >= P_RESPONSE then
+        error("req:body() works only before the request goes upstream", 2)
+    end
+    st.body_buffered = true
+    note(st, fmt("read body (%d bytes)", #st.body))
+    local max = st.route and st.route.max_body or st.env.max_body
+    if max and #st.body > max then
+        st.abort = { status = 413, message = "request body too large" }
+        coroutine.yield(_M.ABORT)
+    end
+    return st.body
+end
+
+function Request.set_header(self, name, value)
+    value = tostring(value)
+    local st = state(self)
+    errcheck(req_edit(st, EDIT_SET, name, value), "req:set_header")
+    note(st, "set header " .. name .. ": " .. value)
+end
+
+function Request.add_header(self, name, value)
+    value = tostring(value)
+    local st = state(self)
+    errcheck(req_edit(st, EDIT_ADD, name, value), "req:add_header")
+    note(st, "add header " .. name .. ": " .. value)
+end
+
+function Request.remove_header(self, name)
+    local st = state(self)
+    errcheck(req_edit(st, EDIT_REMOVE, name, ""), "req:remove_header")
+    note(st, "remove header " .. name)
+end
+
+local function req_writable(st)
+    return not st.response_started and st.phase < P_RESPONSE
+end
+
+-- bytes mg_ffi_req_set_str refuses in a path / a query
+local function bad_bytes(s, extra)
+    for i = 1, #s do
+        local ch = byte(s, i)
+        if ch <= 32 or ch >= 127 or extra[ch] then
+            return true
+        end
+    end
+    return false
+end
+local PATH_BAD = { [63] = true, [35] = true }     -- '?', '#'
+local QUERY_BAD = { [35] = true }                 -- '#'
+
+function Request.set_path(self, path)
+    local st = state(self)
+    local rc = 0
+    local _ = #path
+    if not req_writable(st) then
+        rc = EPHASE
+    elseif #path == 0 or byte(path, 1) ~= 47 or bad_bytes(path, PATH_BAD) then
+        rc = EINVAL
+    end
+    errcheck(rc, "req:set_path")
+    st.path = path
+    -- before routing the new path is routed; after, it is sent as is
+    st.path_rewritten = st.route ~= nil
+    note(st, "set path " .. path)
+end
+
+local function encode_query(t)
+    local parts = {}
+    for k, v in pairs(t) do
+        local function esc(s)
+            return (gsub(tostring(s), "[^%w%-%._~]", function(ch)
+                return fmt("%%%02X", byte(ch))
+            end))
+        end
+        if type(v) == "table" then
+            for _, x in ipairs(v) do
+                parts[#parts + 1] = esc(k) .. "=" .. esc(x)
+            end
+        elseif v == true then
+            parts[#parts + 1] = esc(k)
+        else
+            parts[#parts + 1] = esc(k) .. "=" .. esc(v)
+        end
+    end
+    sort(parts)
+    return concat(parts, "&")
+end
+_M.encode_query = encode_query
+
+function Request.set_query(self, q)
+    if type(q) == "table" then q = encode_query(q) end
+    local st = state(self)
+    local rc = 0
+    local _ = #q
+    if not req_writable(st) then
+        rc = EPHASE
+    elseif bad_bytes(q, QUERY_BAD) then
+        rc = EINVAL
+    end
+    errcheck(rc, "req:set_query")
+    st.new_query = q
+    note(st, "set query " .. q)
+end
+
+function Request.set_method(self, m)
+    local st = state(self)
+    local rc = 0
+    local _ = #m
+    if not req_writable(st) then
+        rc = EPHASE
+    elseif not valid_token(m) then
+        rc = EINVAL
+    end
+    errcheck(rc, "req:set_method")
+    st.new_method = m
+    note(st, "set method " .. m)
+end
+
+function Request.set_upstream(self, name)
+    local st = state(self)
+    local rc = 0
+    local _ = #name
+    local env = st.env
+    local ui = env.upstream_by_name[name]
+    if not req_writable(st) or st.up then
+        rc = EPHASE
+    elseif not ui and env.lenient then
+        ui = #env.upstreams + 1
+        env.upstreams[ui] = { name = name, targets = {} }
+        env.upstream_by_name[name] = ui
+    elseif not ui then
+        rc = ENOTFOUND
+    end
+    errcheck(rc, "req:set_upstream")
+    st.upstream_override = ui
+    st.target_override = nil
+    note(st, "set upstream " .. name)
+end
+
+function Request.set_target(self, name)
+    local st = state(self)
+    local rc = 0
+    local _ = #name
+    local ui = upstream_index(st)
+    local ti
+    if not req_writable(st) or st.up then
+        rc = EPHASE
+    elseif not ui then
+        rc = ENOTFOUND
+    else
+        local u = st.env.upstreams[ui]
+        for i, t in ipairs(u.targets) do
+            if t.name == name then
+                ti = i
+                break
+            end
+        end
+        if not ti and st.env.lenient then
+            ti = #u.targets + 1
+            u.targets[ti] = { name = name, weight = 1, cw = 0 }
+        elseif not ti then
+            rc = ENOTFOUND
+        end
+    end
+    errcheck(rc, "req:set_target")
+    st.target_override = ti
+    note(st, "set target " .. name)
+end
+
+local req_mt = {
+    __index = function(self, k)
+        local g = getters[k]
+        if g then return g(self) end
+        return Request[k]
+    end,
+    __newindex = function(self, k, v)
+        if k == "ctx" then
+            rawset(self, k, v)
+            return
+        end
+        error("req." .. tostring(k) .. " cannot be assigned (use req.ctx " ..
+              "for per-request data, req:set_* to change the request)", 2)
+    end,
+}
+
+
+-- Response --------------------------------------------------------------------
+
+local Response = {}
+local res_getters = {}
+
+-- The upstream's headers, only while on_response runs (as in C).
+local function up_headers(st)
+    if st.up and st.phase == P_RESPONSE then
+        return st.up_res.headers
+    end
+    return nil
+end
+
+function res_getters.status(self)
+    local st = state(self._req)
+    if st.res_status ~= 0 then
+        return st.res_status
+    end
+    if st.status ~= 0 then
+        return st.status
+    end
+    if st.up and st.phase == P_RESPONSE then
+        return st.up_res.status
+    end
+    return 0
+end
+
+function Response.header(self, name, nth)
+    local st = state(self._req)
+    return find_header(st.res_edits, up_headers(st), name, (nth or 1) - 1)
+end
+
+function Response.headers(self)
+    return _M.header_map(up_headers(state(self._req)) or {})
+end
+
+function Response.set_status(self, status)
+    local st = state(self._req)
+    local rc = 0
+    if type(status) ~= "number" then
+        error("bad argument #2 to 'mg_ffi_res_set_status' (cannot convert '"
+              .. type(status) .. "' to 'int')", 2)
+    end
+    status = status - status % 1
+    if st.response_started then
+        rc = EPHASE
+    elseif status < 100 or status > 599 then
+        rc = EINVAL
+    end
+    errcheck(rc, "res:set_status")
+    st.res_status = status
+    note(st, "set status " .. status)
+end
+
+-- mg_ffi_res_edit_header
+local function res_edit(st, op, name, value)
+    local _ = #name
+    if st.response_started then
+        return EPHASE
+    end
+    if CORE_OWNED[lower(name)] then
+        return EINVAL
+    end
+    return add_edit(st.res_edits, op, name, value)
+end
+
+function Response.set_header(self, name, value)
+    value = tostring(value)
+    local st = state(self._req)
+    errcheck(res_edit(st, EDIT_SET, name, value), "res:set_header")
+    note(st, "set response header " .. name .. ": " .. value)
+end
+
+function Response.add_header(self, name, value)
+    value = tostring(value)
+    local st = state(self._req)
+    errcheck(res_edit(st, EDIT_ADD, name, value), "res:add_header")
+    note(st, "add response header " .. name .. ": " .. value)
+end
+
+function Response.remove_header(self, name)
+    local st = state(self._req)
+    errcheck(res_edit(st, EDIT_REMOVE, name, ""), "res:remove_header")
+    note(st, "remove response header " .. name)
+end
+
+-- mg_ffi_res_set_body (the runtime does not check its result)
+local function set_body(st, body)
+    if st.response_started then
+        return EPHASE
+    end
+    st.res_body = body
+    st.res_body_set = true
+    return 0
+end
+
+function Response.set_body(self, body)
+    if type(body) == "table" then
+        body = cjson.encode(body)
+        self:set_header("content-type", "application/json")
+    end
+    body = tostring(body)
+    local st = state(self._req)
+    errcheck(set_body(st, body), "res:set_body")
+    note(st, "set body (" .. #body .. " bytes)")
+end
+
+local res_mt = {
+    __index = function(self, k)
+        local g = res_getters[k]
+        if g then return g(self) end
+        return Response[k]
+    end,
+}
+
+
+-- Answers (runtime.lua's gw.respond side, on the model) -----------------------
+
+local function header_block(headers)
+    if headers == nil then return "", nil end
+    if type(headers) ~= "table" then
+        error("gw.respond: headers must be a table, got " .. type(headers), 3)
+    end
+    local out, ctype = {}, nil
+    for name, value in pairs(headers) do
+        name, value = tostring(name), tostring(value)
+        if find(name, "[^%w%-]") or find(value, "[%c]") then
+            error("gw.respond: invalid header " .. name, 3)
+        end
+        local l = lower(name)
+        if l == "content-type" then
+            ctype = value
+        elseif l ~= "content-length" and l ~= "connection"
+            and l ~= "transfer-encoding" and l ~= "x-request-id" then
+            out[#out + 1] = name .. ": " .. value .. "\r\n"
+        end
+    end
+    return concat(out), ctype
+end
+
+local function encode_body(body)
+    if type(body) == "table" then
+        local s, err = cjson.encode(body)
+        if not s then error("gw.respond: body is not JSON: " .. err, 3) end
+        return s, "application/json"
+    elseif body == nil then
+        return "", "text/plain; charset=utf-8"
+    end
+    return tostring(body), "text/plain; charset=utf-8"
+end
+
+function Request._respond(self, status, body, headers)
+    if type(status) ~= "number" or status < 100 or status > 599
+        or status % 1 ~= 0 then
+        error("gw.respond: status must be an integer 100-599, got " ..
+              tostring(status), 3)
+    end
+    local b, ctype = encode_body(body)
+    local st = state(self)
+    if st.phase == P_RESPONSE then
+        -- the upstream's answer is replaced as a whole
+        local res = rawget(self, "_res")
+        st.quiet = true
+        res:set_status(status)
+        set_body(st, b)
+        if headers then
+            for k, v in pairs(headers) do res:set_header(k, v) end
+        end
+        if not (headers and (headers["content-type"]
+                             or headers["Content-Type"])) then
+            res:set_header("content-type", ctype)
+        end
+        st.quiet = false
+        st.replaced = true
+        note(st, fmt("respond %d (replaces the upstream's answer, %d bytes)",
+                     status, #b))
+        return RESPONDED_MARK
+    end
+    local block, hctype = header_block(headers)
+    st.answer = { status = status, body = b, block = block,
+                  ctype = hctype or ctype }
+    rawset(self, "_responded", true)
+    note(st, fmt("respond %d (%d bytes)", status, #b))
+    return RESPONDED_MARK
+end
+
+--- gw.sleep in the kit: advances the gateway's virtual clock at once.
+function Request._sleep(self, seconds)
+    if type(seconds) ~= "number" then
+        error("gw.sleep: seconds must be a number", 3)
+    end
+    if not (seconds >= 0) or seconds > 86400 * 365 then
+        error("gw.sleep: invalid duration " .. tostring(seconds), 3)
+    end
+    local st = state(self)
+    st.env.clock.offset = st.env.clock.offset + seconds
+    st.waited = st.waited + seconds
+    note(st, fmt("sleep %gs (virtual)", seconds))
+end
+
+
+-- Building a model ------------------------------------------------------------
+
+-- The header list of a request spec: { {name, value}, ... } entries first,
+-- in order, then name = value | { values } entries sorted by name.
+local function header_list(spec_headers)
+    local out = {}
+    if spec_headers == nil then
+        return out
+    end
+    if type(spec_headers) ~= "table" then
+        error("headers must be a table, got " .. type(spec_headers), 0)
+    end
+    for _, h in ipairs(spec_headers) do
+        if type(h) ~= "table" or type(h[1]) ~= "string" then
+            error("headers[i] must be { name, value }", 0)
+        end
+        out[#out + 1] = { h[1], tostring(h[2]) }
+    end
+    local names = {}
+    for k in pairs(spec_headers) do
+        if type(k) == "string" then
+            names[#names + 1] = k
+        end
+    end
+    sort(names, function(a, b) return lower(a) < lower(b) end)
+    for _, k in ipairs(names) do
+        local v = spec_headers[k]
+        if type(v) == "table" then
+            for _, x in ipairs(v) do
+                out[#out + 1] = { k, tostring(x) }
+            end
+        elseif v ~= false and v ~= nil then
+            out[#out + 1] = { k, tostring(v) }
+        end
+    end
+    return out
+end
+_M.header_list = header_list
+
+local function has_header(list, lname)
+    for _, h in ipairs(list) do
+        if lower(h[1]) == lname then
+            return true
+        end
+    end
+    return false
+end
+
+local KNOWN = {
+    host = "host", expect = "expect", upgrade = "upgrade",
+    connection = "connection", ["x-request-id"] = "request_id",
+    ["content-length"] = "content_length", ["x-forwarded-for"] = "xff",
+    ["transfer-encoding"] = "transfer_encoding",
+}
+local UNIQUE = { host = true, request_id = true, transfer_encoding = true }
+
+local function valid_request_id(s)
+    return #s > 0 and #s <= REQID_MAX and not find(s, "[^%w%-_%.]")
+end
+
+local function trim(s)
+    return (gsub(s, "^[ \t]*(.-)[ \t]*$", "%1"))
+end
+
+--- A model of the request described by `spec` (see docs/testing.md) as
+-- the core has it when its head is parsed (llhttp callbacks, then
+-- process_head: request id). Sets st.bad (the 400 reason) for what the
+-- core refuses. prepare() then splits and normalises the target.
+function _M.new_state(spec, env)
+    local st = {
+        env = env, phase = 0, waited = 0,
+        method = spec.method or "GET",
+        url = spec.path or "/",
+        client = spec.client or "127.0.0.1",
+        client_port = spec.client_port or 50000,
+        local_port = spec.port or env.listen_port or 80,
+        http_minor = 1,
+        req_edits = {}, res_edits = {},
+        res_status = 0, status = 0,
+        params = {},
+    }
+    if type(st.method) ~= "string" or st.method == "" then
+        error("method must be a non-empty string", 0)
+    end
+    if type(st.url) ~= "string" then
+        error("path must be a string", 0)
+    end
+    if spec.query ~= nil then
+        local q = spec.query
+        if type(q) == "table" then q = encode_query(q) end
+        st.url = st.url .. (find(st.url, "?", 1, true) and "&" or "?") .. q
+    end
+    if spec.http_version == 1.0 or spec.http_version == "1.0" then
+        st.http_minor = 0
+    end
+    local hs = header_list(spec.headers)
+    -- a client sends Host (HTTP/1.1) and frames its body
+    if spec.host ~= false and not has_header(hs, "host") then
+        if spec.host ~= nil or st.http_minor == 1 then
+            table.insert(hs, 1, { "Host", spec.host or "localhost" })
+        end
+    end
+    local body = spec.body
+    if body ~= nil then
+        body = tostring(body)
+        if not has_header(hs, "content-length")
+            and not has_header(hs, "transfer-encoding") then
+            hs[#hs + 1] = { "Content-Length", tostring(#body) }
+        end
+    end
+    st.headers = hs
+    st.body = body or ""
+
+    -- classify_header / on_headers_complete
+    local known = {}
+    for i, h in ipairs(hs) do
+        local k = KNOWN[lower(h[1])]
+        if k then
+            if known[k] and UNIQUE[k] then
+                st.bad = st.bad or
+                    "duplicate Host, Transfer-Encoding or X-Request-Id"
+            end
+            known[k] = known[k] or i
+        end
+    end
+    st.known = known
+    st.content_length = 0
+    if known.transfer_encoding then
+        if lower(trim(hs[known.transfer_encoding][2])) ~= "chunked" then
+            st.bad = st.bad or "unsupported Transfer-Encoding"
+        end
+        st.chunked = true
+    elseif known.content_length then
+        local v = hs[known.content_length][2]
+        st.content_length = match(v, "^%d+$") and tonumber(v) or nil
+        if not st.content_length then
+            st.content_length = 0
+            st.bad = st.bad or "Invalid character in Content-Length"
+        end
+    end
+    st.has_body = st.chunked or st.content_length > 0
+    st.head_method = st.method == "HEAD"
+
+    -- assign_request_id
+    local rid = known.request_id and hs[known.request_id][2]
+    if rid and valid_request_id(rid) then
+        st.id = rid
+    else
+        st.id = env.next_id()
+    end
+    return st
+end
+
+--- prepare_target: splits the target into normalised path and query.
+-- Returns true, or false when the core answers 400 "bad request target".
+function _M.prepare(st, normalize)
+    local url = st.url
+    if url == "" or byte(url, 1) ~= 47 then
+        return false
+    end
+    local q = find(url, "?", 1, true)
+    local raw = q and sub(url, 1, q - 1) or url
+    local path = normalize(raw)
+    if not path then
+        return false
+    end
+    st.raw_path = raw
+    st.path = path
+    st.query_raw = q and sub(url, q) or ""
+    return true
+end
+
+--- A request object over model st (and its response object).
+function _M.request(st)
+    local req = setmetatable({ _st = st }, req_mt)
+    local res = setmetatable({ _req = req }, res_mt)
+    rawset(req, "_res", res)
+    return req, res
+end
+
+--- The model of a request object made here, or nil.
+function _M.state_of(req)
+    if type(req) == "table" and getmetatable(req) == req_mt then
+        return rawget(req, "_st")
+    end
+    return nil
+end
+
+--- The table route handlers receive (lua_route.c push_request): the
+-- method and query as received, the current path, the headers as
+-- received (lower-case names, repeats joined with ", ").
+function _M.handler_request(st)
+    local headers = {}
+    for _, h in ipairs(st.headers) do
+        local k = lower(h[1])
+        headers[k] = headers[k] and headers[k] .. ", " .. h[2] or h[2]
+    end
+    local params = {}
+    for _, p in ipairs(st.params) do
+        params[p[1]] = p[2]
+    end
+    return {
+        method = st.method, path = st.path, query = sub(st.query_raw, 2),
+        id = st.id, client = st.client, headers = headers, params = params,
+    }
+end
+
+
+-- What goes on the wire -------------------------------------------------------
+
+local HOP_BY_HOP = {
+    te = true, upgrade = true, trailer = true, connection = true,
+    ["keep-alive"] = true, ["proxy-connection"] = true,
+    ["transfer-encoding"] = true,
+}
+
+-- skip_request_header: the gateway's own or hop-by-hop
+local SKIP_REQUEST = {
+    expect = true, ["x-request-id"] = true, ["content-length"] = true,
+    ["x-forwarded-for"] = true, ["x-forwarded-host"] = true,
+    ["x-forwarded-proto"] = true,
+}
+
+-- Lower-case tokens of every Connection header in list.
+local function connection_tokens(list)
+    local t = {}
+    for _, h in ipairs(list) do
+        if lower(h[1]) == "connection" then
+            for tok in gmatch(h[2], "[^,%s]+") do
+                t[lower(tok)] = true
+            end
+        end
+    end
+    return t
+end
+
+-- Did a hook set or remove this header (req_edited / res_edited)?
+local function edited(edits, lname)
+    for _, e in ipairs(edits) do
+        if e.op ~= EDIT_ADD and lower(e.name) == lname then
+            return true
+        end
+    end
+    return false
+end
+
+--- send_head: the request the upstream receives, as
+-- { method, path, query, uri, headers (map), header_list, body, head,
+--   upstream, target }. st.env.upstream_path(st), when there is a router,
+-- gives the routed path (route rewrite / strip_prefix) when no hook set the
+-- path after routing.
+function _M.upstream_request(st)
+    local method = st.new_method or st.method
+    local upstream_path = st.env.upstream_path
+    local path
+    if st.path_rewritten or not st.route or not upstream_path then
+        path = st.path
+    else
+        path = upstream_path(st)
+    end
+    local q
+    if st.new_query then
+        q = st.new_query ~= "" and "?" .. st.new_query or ""
+    else
+        q = st.query_raw
+    end
+    local out = {}
+    local known, edits = st.known, st.req_edits
+    local tokens = known.connection and connection_tokens(st.headers) or {}
+    local xff, host
+    for i, h in ipairs(st.headers) do
+        if known.xff == i then xff = h[2] end
+        if known.host == i then host = h[2] end
+        local ln = lower(h[1])
+        if not (HOP_BY_HOP[ln] or SKIP_REQUEST[ln] or tokens[ln]
+                or edited(edits, ln)) then
+            out[#out + 1] = { h[1], h[2] }
+        end
+    end
+    local target = target_name(st)
+    if not known.host and not edited(edits, "host") then
+        out[#out + 1] = { "Host", target or "" }
+    end
+    if not edited(edits, "x-forwarded-for") then
+        local prev = xff and #xff > 0 and xff .. ", " or ""
+        out[#out + 1] = { "X-Forwarded-For", prev .. st.client }
+    end
+    if not edited(edits, "x-forwarded-proto") then
+        out[#out + 1] = { "X-Forwarded-Proto", "http" }
+    end
+    if host and #host > 0 and not edited(edits, "x-forwarded-host") then
+        out[#out + 1] = { "X-Forwarded-Host", host }
+    end
+    if not edited(edits, "x-request-id") then
+        out[#out + 1] = { "X-Request-Id", st.id }
+    end
+    for _, e in ipairs(edits) do
+        if e.op ~= EDIT_REMOVE then
+            out[#out + 1] = { e.name, e.value }
+        end
+    end
+    if st.body_buffered then
+        if #st.body > 0 or st.has_body then
+            out[#out + 1] = { "Content-Length", tostring(#st.body) }
+        end
+    elseif st.chunked then
+        out[#out + 1] = { "Transfer-Encoding", "chunked" }
+    elseif st.content_length > 0 then
+        out[#out + 1] = { "Content-Length", tostring(st.content_length) }
+    end
+    local lines = { method .. " " .. path .. q .. " HTTP/1.1" }
+    for _, h in ipairs(out) do
+        lines[#lines + 1] = h[1] .. ": " .. h[2]
+    end
+    return {
+        method = method, path = path, query = sub(q, 2), uri = path .. q,
+        headers = _M.header_map(out), header_list = out,
+        body = st.has_body and st.body or "",
+        head = concat(lines, "\r\n") .. "\r\n\r\n",
+        upstream = upstream_name(st), target = target,
+    }
+end
+
+--- emit_head: what the client gets from the upstream's answer st.up_res
+-- and the on_response changes. Sets st.status and st.response_started
+-- unless `commit` is false. Returns status, header list, body.
+function _M.client_response(st, commit)
+    local up = st.up_res
+    local status = up.status
+    local no_body = st.head_method or status == 204 or status == 304
+    local replaced = st.res_body_set
+    local out_status = st.res_status ~= 0 and st.res_status or status
+    local has_len = has_header(up.headers, "content-length")
+    local tokens = connection_tokens(up.headers)
+    local out = {}
+    for _, h in ipairs(up.headers) do
+        local ln = lower(h[1])
+        if not (HOP_BY_HOP[ln] or tokens[ln] or ln == "x-request-id"
+                or (replaced and ln == "content-length")
+                or edited(st.res_edits, ln)) then
+            out[#out + 1] = { h[1], h[2] }
+        end
+    end
+    for _, e in ipairs(st.res_edits) do
+        if e.op ~= EDIT_REMOVE then
+            out[#out + 1] = { e.name, e.value }
+        end
+    end
+    if replaced then
+        out[#out + 1] = { "Content-Length", tostring(#st.res_body) }
+    end
+    out[#out + 1] = { "X-Request-Id", st.id }
+    if not no_body and not has_len and not replaced and st.http_minor >= 1 then
+        out[#out + 1] = { "Transfer-Encoding", "chunked" }
+    end
+    local body
+    if replaced then
+        body = st.head_method and "" or st.res_body
+    else
+        body = no_body and "" or up.body
+    end
+    if commit ~= false then
+        st.status = out_status
+        st.response_started = true
+    end
+    return out_status, out, body
+end
+
+-- The header lines of a "Name: value\r\n" block.
+local function parse_block(block, out)
+    for name, value in gmatch(block or "", "([^:\r\n]+): ([^\r\n]*)\r\n") do
+        out[#out + 1] = { name, value }
+    end
+    return out
+end
+
+--- mg_conn_respond: an answer made by the gateway (hook, handler, error).
+-- `commit` false only computes it. Returns status, header list, body.
+function _M.local_response(st, status, ctype, body, block, commit)
+    local out = {
+        { "Content-Type", ctype or "text/plain" },
+        { "Content-Length", tostring(#body) },
+        { "X-Request-Id", st.id },
+    }
+    parse_block(block, out)
+    if commit ~= false then
+        st.status = status
+        st.response_started = true
+    end
+    return status, out, st.head_method and "" or body
+end
+
+--- mg_conn_respond_error: the gateway's JSON error answer.
+function _M.error_response(st, status, message, commit)
+    local body = fmt('{"error":"%s","status":%d,"request_id":"%s"}\n',
+                     message, status, st.id)
+    return _M.local_response(st, status, "application/json", body, "",
+                             commit)
+end
+
+return _M

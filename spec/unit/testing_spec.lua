@@ -1,0 +1,884 @@
+-- Specs for lua/moongate/testing.lua (and lua/moongate/testing/*.lua): the
+-- kit that runs a config's router and hooks without sockets. The router is
+-- the C one (build/libmgtest.so, or MG_TEST_LIB). Run from the repository
+-- root:
+--   luajit /usr/bin/busted spec/unit/testing_spec.lua
+package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+
+local t = require "moongate.testing"
+local router = require "moongate.testing.router"
+local gw = require "moongate"
+
+local DIR = "spec/fixtures/testing/"
+
+local function load(name, opts)
+    return assert(t.load(DIR .. name .. ".lua", opts))
+end
+
+-- The hooks of a decision's trace, in order.
+local function hooks_of(d)
+    local out = {}
+    for i, e in ipairs(d.trace) do
+        out[i] = e.hook
+    end
+    return out
+end
+
+local function error_body(status, message, id)
+    return string.format('{"error":"%s","status":%d,"request_id":"%s"}\n',
+                         message, status, id)
+end
+
+describe("moongate.testing FFI declarations", function()
+    -- drops comments, squeezes blanks: "a *b" and "a * b" compare equal
+    local function squash(src)
+        src = src:gsub("/%*.-%*/", " "):gsub("//[^\n]*", " ")
+        local s = src:gsub("%s+", " ")
+        return (s:gsub(" ?([%(%)%*%[%];{},]) ?", "%1"))
+    end
+
+    for _, d in ipairs(router.DECLS) do
+        local name = d[2]:match("(mg_[%w_]+)%)%(")
+            or d[2]:match("(mg_[%w_]+)%(") or d[2]:match("(mg_[%w_]+);$")
+        it("mirror " .. name .. " of src/" .. d[1], function()
+            local f = assert(io.open("src/" .. d[1]))
+            local header = squash(f:read("*a"))
+            f:close()
+            assert.truthy(header:find(squash(d[2]), 1, true))
+        end)
+    end
+end)
+
+describe("t.load", function()
+    it("returns the config's errors as file:line: reason", function()
+        local g, errs = t.load(DIR .. "bad.lua")
+        assert.is_nil(g)
+        assert.equal(1, #errs)
+        assert.truthy(errs[1]:find("^spec/fixtures/testing/bad%.lua:6: " ..
+                                   "route%.upstream \"ordrs\" is not declared"))
+    end)
+
+    it("reports a file it cannot read", function()
+        local g, errs = t.load(DIR .. "missing.lua")
+        assert.is_nil(g)
+        assert.truthy(errs[1]:find("cannot read the config file", 1, true))
+    end)
+
+    it("keeps the normalised config", function()
+        local g = load("routing")
+        assert.equal(10, #g.cfg.routes)
+        assert.equal(8080, g.cfg.listeners[1].port)
+    end)
+end)
+
+describe("routing through the C router", function()
+    local g = load("routing")
+
+    it("matches an exact path and its methods", function()
+        local d = g:request { method = "POST", path = "/payments", body = "{}" }
+        assert.equal("payments", d.route)
+        assert.equal("orders", d.upstream)
+        assert.equal(200, d.status)
+    end)
+
+    it("answers 405 when only the method differs", function()
+        local d = g:request { method = "GET", path = "/payments" }
+        assert.equal(405, d.status)
+        assert.is_nil(d.route)
+        assert.equal(error_body(405, "method not allowed", d.id), d.body)
+        assert.equal("application/json", d.headers["content-type"])
+        assert.equal("gateway", d.responded_by)
+    end)
+
+    it("answers 404 with the core's JSON body", function()
+        local d = g:request { path = "/payments/" }
+        assert.equal(404, d.status)
+        assert.equal(error_body(404, "no route", d.id), d.body)
+        assert.same({ error = "no route", status = 404, request_id = d.id },
+                    d.json)
+        assert.is_nil(d.upstream_request)
+    end)
+
+    it("captures params and expands the rewrite", function()
+        local d = g:request { path = "/orders/42?x=1" }
+        assert.equal("order", d.route)
+        assert.same({ id = "42" }, d.params)
+        assert.equal("/v1/orders/42", d.upstream_request.path)
+        assert.equal("x=1", d.upstream_request.query)
+        assert.equal("/v1/orders/42?x=1", d.upstream_request.uri)
+    end)
+
+    it("prefers a literal over a param over a rest", function()
+        assert.equal("orders", g:request { path = "/orders" }.route)
+        assert.equal("order", g:request { path = "/orders/7" }.route)
+        assert.equal("orders", g:request { path = "/orders/7/items" }.route)
+    end)
+
+    it("prefers the route that also matches on headers", function()
+        local d = g:request { path = "/orders/7/items",
+                              headers = { ["x-version"] = "2" } }
+        assert.equal("v2", d.route)
+        assert.equal("v2", d.upstream)
+        assert.equal("127.0.0.1:8084", d.target)
+    end)
+
+    it("strips a prefix at a segment boundary", function()
+        local d = g:request { path = "/api/users/1" }
+        assert.equal("api", d.route)
+        assert.equal("/users/1", d.upstream_request.path)
+        assert.equal(404, g:request { path = "/api" }.status)
+    end)
+
+    it("matches hosts, with a port and with a wildcard", function()
+        local function route(host)
+            local d = g:request { path = "/x", host = host }
+            return d.route or d.status
+        end
+        assert.equal("admin", route("Admin.Example.com:8080"))
+        assert.equal("tenant", route("a.b.tenants.example.com"))
+        assert.equal(404, route("tenants.example.com"))
+    end)
+
+    it("matches listen routes only on their port", function()
+        assert.equal("internal", g:request { path = "/internal/x",
+                                             port = 9090 }.route)
+        assert.equal(404, g:request { path = "/internal/x" }.status)
+    end)
+
+    it("routes the normalised path and forwards it", function()
+        local d = g:request { path = "/api//a/%62/./c/../d%2f" }
+        assert.equal("api", d.route)
+        assert.equal("/a/b/d%2F", d.upstream_request.path)
+    end)
+
+    it("answers 400 to a path the normaliser refuses", function()
+        local d = g:request { path = "/../etc/passwd" }
+        assert.equal(400, d.status)
+        assert.equal(error_body(400, "bad request target", d.id), d.body)
+    end)
+
+    it("answers 400 to HTTP/1.1 without Host", function()
+        local d = g:request { path = "/orders/1", host = false }
+        assert.equal(400, d.status)
+        assert.equal(error_body(400, "missing Host header", d.id), d.body)
+    end)
+
+    it("sends the target as Host when an HTTP/1.0 client sent none", function()
+        local d = g:request { path = "/orders/1", http_version = "1.0" }
+        assert.equal("127.0.0.1:8081", d.upstream_request.headers.host)
+        assert.is_nil(d.upstream_request.headers["x-forwarded-host"])
+    end)
+
+    it("answers 413 to a body over the route's max_body", function()
+        local d = g:request { method = "POST", path = "/upload",
+                              body = "12345678901" }
+        assert.equal(413, d.status)
+        assert.equal(error_body(413, "request body too large", d.id), d.body)
+        assert.is_nil(d.upstream_request)
+    end)
+
+    it("forwards a body within max_body with its length", function()
+        local d = g:request { method = "POST", path = "/upload",
+                              body = "1234567890" }
+        assert.equal(200, d.status)
+        assert.equal("1234567890", d.upstream_request.body)
+        assert.equal("10", d.upstream_request.headers["content-length"])
+    end)
+
+    it("answers from a Lua handler without an upstream", function()
+        local d = g:request { path = "/hello/bob?x=1" }
+        assert.equal(200, d.status)
+        assert.equal("handler", d.responded_by)
+        assert.same({ hello = "bob", q = "x=1" }, d.json)
+        assert.equal("1", d.headers["x-demo"])
+        assert.is_nil(d.upstream_request)
+        assert.is_nil(d.upstream)
+    end)
+end)
+
+describe("the upstream request", function()
+    local g = load("routing")
+
+    it("carries the forwarding headers of src/proxy.c", function()
+        local d = g:request {
+            path = "/orders/1", client = "10.0.0.1",
+            headers = { ["X-Forwarded-For"] = "1.2.3.4", Host = "shop.test" },
+        }
+        local h = d.upstream_request.headers
+        assert.equal("1.2.3.4, 10.0.0.1", h["x-forwarded-for"])
+        assert.equal("http", h["x-forwarded-proto"])
+        assert.equal("shop.test", h["x-forwarded-host"])
+        assert.equal("shop.test", h.host)
+        assert.equal(d.id, h["x-request-id"])
+    end)
+
+    it("keeps a valid client X-Request-Id and replaces a bad one", function()
+        local d = g:request { path = "/orders/1",
+                              headers = { ["X-Request-Id"] = "abc-1" } }
+        assert.equal("abc-1", d.id)
+        assert.equal("abc-1", d.headers["x-request-id"])
+        d = g:request { path = "/orders/1",
+                        headers = { ["X-Request-Id"] = "a b" } }
+        assert.not_equal("a b", d.id)
+        assert.equal(28, #d.id)
+    end)
+
+    it("drops hop-by-hop headers and those Connection names", function()
+        local d = g:request { path = "/orders/1", headers = {
+            Connection = "x-secret", ["X-Secret"] = "1", TE = "trailers",
+            ["Keep-Alive"] = "5", Expect = "100-continue", ["X-Kept"] = "1",
+        } }
+        local h = d.upstream_request.headers
+        assert.is_nil(h.connection)
+        assert.is_nil(h["x-secret"])
+        assert.is_nil(h.te)
+        assert.is_nil(h["keep-alive"])
+        assert.is_nil(h.expect)
+        assert.equal("1", h["x-kept"])
+    end)
+
+    it("answers 400 to a duplicate Host", function()
+        local d = g:request { path = "/", headers = { host = { "a", "b" } } }
+        assert.equal(400, d.status)
+        assert.equal(error_body(400,
+            "duplicate Host, Transfer-Encoding or X-Request-Id", d.id), d.body)
+    end)
+
+    it("gives the fake upstream the request and sends back its answer",
+       function()
+        local seen
+        local d = g:request {
+            path = "/orders/5",
+            upstream = function(ureq)
+                seen = ureq
+                return 202, { ["X-From"] = "fake" }, "queued"
+            end,
+        }
+        assert.equal("/v1/orders/5", seen.path)
+        assert.equal("orders", seen.upstream)
+        assert.equal(202, d.status)
+        assert.equal("queued", d.body)
+        assert.equal("fake", d.headers["x-from"])
+        assert.equal("6", d.headers["content-length"])
+    end)
+
+    it("frames an upstream body without length as chunked", function()
+        local d = g:request { path = "/orders/5", upstream_response = {
+            status = 200, headers = { ["Transfer-Encoding"] = "chunked",
+                                      Connection = "close, X-Hop",
+                                      ["X-Hop"] = "1" },
+            body = "streamed",
+        } }
+        assert.equal("chunked", d.headers["transfer-encoding"])
+        assert.is_nil(d.headers.connection)
+        assert.is_nil(d.headers["x-hop"])
+        assert.equal("streamed", d.body)
+    end)
+
+    it("defaults to 200 with an empty JSON object", function()
+        local d = g:request { path = "/orders/5" }
+        assert.equal(200, d.status)
+        assert.equal("{}", d.body)
+        assert.same({}, d.json)
+        assert.equal("upstream", d.responded_by)
+    end)
+
+    it("takes a default fake upstream from t.load", function()
+        local g2 = load("routing", { upstream_response = { status = 204 } })
+        local d = g2:request { path = "/orders/5" }
+        assert.equal(204, d.status)
+        assert.equal("", d.body)
+    end)
+
+    it("sends no body for HEAD", function()
+        local d = g:request { method = "HEAD", path = "/orders/5",
+                              upstream_response = { body = "abc" } }
+        assert.equal("", d.body)
+        assert.equal("3", d.headers["content-length"])
+    end)
+end)
+
+describe("hooks", function()
+    local g = load("hooks")
+    local good = { authorization = "Bearer good" }
+
+    it("run in the core's order", function()
+        local d = g:request { path = "/orders/7", headers = good }
+        assert.equal(200, d.status)
+        assert.equal("on_request,on_route:order,auth,tag,auth:response," ..
+                     "cors,on_response", d.headers["x-order"])
+        assert.same({ "on_request", "on_route", "policy 1 (auth)", "policy 2",
+                      "policy 1 (auth)", "policy 3 (cors)", "on_response",
+                      "policy 3 (cors)", "on_log" }, hooks_of(d))
+    end)
+
+    it("name each phase in the trace", function()
+        local d = g:request { path = "/orders/7", headers = good }
+        local phases = {}
+        for i, e in ipairs(d.trace) do
+            phases[i] = e.phase
+        end
+        assert.same({ "on_request", "on_route", "route policy on_request",
+                      "route policy on_request", "on_response", "on_response",
+                      "on_response", "on_log", "on_log" }, phases)
+    end)
+
+    it("stop at gw.respond: the upstream is never contacted", function()
+        local calls = 0
+        local d = g:request { path = "/orders/7", upstream = function()
+            calls = calls + 1
+        end }
+        assert.equal(0, calls)
+        assert.equal(401, d.status)
+        assert.same({ error = "unauthorized" }, d.json)
+        assert.equal("Bearer", d.headers["www-authenticate"])
+        assert.equal("policy 1 (auth)", d.responded_by)
+        assert.is_nil(d.upstream_request)
+        assert.is_nil(d.upstream)
+        assert.is_nil(d.target)
+        assert.equal("order", d.route)
+    end)
+
+    it("run on_log but no on_response after a local answer", function()
+        local d = g:request { path = "/orders/7" }
+        assert.same({ "on_request", "on_route", "policy 1 (auth)",
+                      "policy 3 (cors)", "on_log" }, hooks_of(d))
+    end)
+
+    it("answer before routing from on_request", function()
+        local d = g:request { path = "/orders/7",
+                              headers = { ["X-Block"] = 1 } }
+        assert.equal(403, d.status)
+        assert.equal("on_request", d.responded_by)
+        assert.is_nil(d.route)
+        assert.same({ "on_request", "on_log" }, hooks_of(d))
+    end)
+
+    it("redirect with gw.redirect", function()
+        local d = g:request { path = "/old" }
+        assert.equal(301, d.status)
+        assert.equal("/new", d.headers.location)
+        assert.equal("", d.body)
+    end)
+
+    it("change headers, query and method upstream", function()
+        local d = g:request { path = "/edit/a/b?z=1",
+                              headers = { ["X-Drop"] = "1", ["X-B"] = "0" } }
+        local u = d.upstream_request
+        assert.equal("PUT", u.method)
+        assert.equal("/v1/a/b", u.path)
+        assert.equal("a=x%20y&b=2", u.query)
+        assert.equal("1", u.headers["x-a"])
+        assert.same({ "0", "2", "3" }, u.headers["x-b"])
+        assert.is_nil(u.headers["x-drop"])
+    end)
+
+    it("record what each hook changed", function()
+        local d = g:request { path = "/edit/a", headers = { ["X-Drop"] = "1" } }
+        assert.same({ "set header X-A: 1", "add header X-B: 2",
+                      "add header X-B: 3", "remove header X-Drop",
+                      "set query a=x%20y&b=2", "set method PUT" },
+                    d.trace[3].changes)
+        assert.same({ 'ctx.order = {"on_request"}' }, d.trace[1].changes)
+    end)
+
+    it("send a path set after routing as it is", function()
+        local d = g:request { path = "/edit/a",
+                              headers = { ["X-New-Path"] = "/raw/x" } }
+        assert.equal("/raw/x", d.upstream_request.path)
+    end)
+
+    it("route a path set in on_request", function()
+        local d = g:request { path = "/anything", headers = {
+            ["X-Reroute"] = "1", authorization = "Bearer good" } }
+        assert.equal("order", d.route)
+        assert.same({ id = "99" }, d.params)
+        assert.equal("/orders/99", d.upstream_request.path)
+    end)
+
+    it("pick another upstream in on_route", function()
+        local d = g:request { path = "/orders/7", headers = {
+            authorization = "Bearer good", ["X-To-Other"] = "1" } }
+        assert.equal("other", d.upstream)
+        assert.equal("other", d.upstream_request.upstream)
+        assert.truthy(d.target == "127.0.0.1:9001"
+                      or d.target == "127.0.0.1:9002")
+    end)
+
+    it("pick an upstream and a target in a policy", function()
+        local d = g:request { path = "/switch" }
+        assert.equal("other", d.upstream)
+        assert.equal("127.0.0.1:9002", d.target)
+    end)
+
+    it("change the client response in on_response", function()
+        local d = g:request { path = "/resp", upstream_response = {
+            status = 200, headers = { ["X-Secret"] = "s", ["X-Up"] = "u" },
+            body = "abc" } }
+        assert.equal(201, d.status)
+        assert.is_nil(d.headers["x-secret"])
+        assert.equal("yes", d.headers["x-added"])
+        assert.equal("u", d.headers["x-up"])
+        assert.equal("abc", d.body)
+        assert.equal("upstream", d.responded_by)
+    end)
+
+    it("see the upstream's answer in on_response", function()
+        local d = g:request { path = "/resp", upstream_response = {
+            status = 200, headers = { ["X-Secret"] = "s" } } }
+        local changes = d.trace[3].changes
+        assert.equal("ctx.seen_secret = \"s\"", changes[#changes - 1])
+        assert.equal("ctx.seen_status = 200", changes[#changes])
+    end)
+
+    it("replace the body with res:set_body", function()
+        local d = g:request { path = "/resp", headers = { ["X-Wrap"] = "1" },
+                              upstream_response = {
+                                  headers = { ["X-Up"] = "u" }, body = "abc" } }
+        assert.equal('{"wrapped":"u"}', d.body)
+        assert.equal("application/json", d.headers["content-type"])
+        assert.equal("15", d.headers["content-length"])
+    end)
+
+    it("replace the upstream's answer with gw.respond in on_response",
+       function()
+        local d = g:request { path = "/replace" }
+        assert.equal(503, d.status)
+        assert.equal("maintenance", d.body)
+        assert.equal("30", d.headers["retry-after"])
+        assert.equal("text/plain; charset=utf-8", d.headers["content-type"])
+        assert.equal("policy 1", d.responded_by)
+        -- later on_response hooks still run
+        assert.equal("on_request,on_route:replace,on_response",
+                     d.headers["x-order"])
+    end)
+
+    it("advance a virtual clock with gw.sleep", function()
+        local t0 = os.time()
+        local d = g:request { path = "/sleep" }
+        assert.equal("2.5", d.upstream_request.headers["x-slept"])
+        assert.equal(2500, d.wait_ms)
+        assert.equal(2500, d.trace[3].wait_ms)
+        assert.truthy(os.time() - t0 < 2)
+        assert.equal("sleep 2.5s (virtual)", d.trace[3].changes[1])
+    end)
+
+    it("keep the virtual clock per gateway", function()
+        local g2 = load("hooks")
+        local before = g2:now()
+        g2:request { path = "/sleep" }
+        g2:advance(10)
+        assert.truthy(g2:now() - before >= 12.5)
+        assert.truthy(math.abs(gw.now() - os.time()) < 2)
+    end)
+
+    it("give Lua handlers the request as the core does", function()
+        local d = g:request { path = "/hello", headers = { ["X-User"] = "jo" } }
+        assert.equal("hi jo", d.body)
+        assert.same({ "on_request", "on_route", "handler", "on_log" },
+                    hooks_of(d))
+    end)
+
+    it("read the body with req:body() and send it from memory", function()
+        local d = g:request { method = "POST", path = "/body", body = "abc",
+                              headers = { ["Transfer-Encoding"] = "chunked" } }
+        local u = d.upstream_request
+        assert.equal("3", u.headers["x-body-length"])
+        assert.equal("3", u.headers["content-length"])
+        assert.is_nil(u.headers["transfer-encoding"])
+        assert.equal("abc", u.body)
+    end)
+
+    it("answer 413 when req:body() goes over max_body", function()
+        local d = g:request { method = "POST", path = "/body",
+                              body = "123456789",
+                              headers = { ["Transfer-Encoding"] = "chunked" } }
+        assert.equal(413, d.status)
+        assert.equal(error_body(413, "request body too large", d.id), d.body)
+        assert.is_nil(d.upstream_request)
+        -- the hook still waits for the body: no on_log
+        assert.same({ "on_request", "on_route", "policy 1" }, hooks_of(d))
+    end)
+
+    it("answer gw.http.request from the request's http fake", function()
+        local asked
+        local d = g:request { path = "/fa", headers = good, http = function(r)
+            asked = r
+            return { status = 200, headers = { ["X-User"] = "bob" } }
+        end }
+        assert.equal("http://auth.local/check", asked.url)
+        assert.equal("GET", asked.method)
+        assert.equal("Bearer good", asked.headers.Authorization)
+        assert.equal("bob", d.upstream_request.headers["x-auth-user"])
+        assert.equal("http GET http://auth.local/check -> 200",
+                     d.trace[3].changes[1])
+    end)
+
+    it("answer gw.http.request nil, err without a fake", function()
+        local d = g:request { path = "/fa" }
+        assert.equal(502, d.status)
+        assert.truthy(d.body:find("no fake for gw.http.request", 1, true))
+    end)
+
+    it("put gw.now and gw.http.request back after a request", function()
+        local runtime = require "moongate.runtime"
+        g:request { path = "/sleep" }
+        assert.equal(runtime.now, gw.now)
+        assert.equal(runtime.http_request, gw.http.request)
+    end)
+
+    it("take the http fake from t.load's options", function()
+        local g2 = load("hooks", { http = function()
+            return { status = 401 }
+        end })
+        assert.equal(403, g2:request { path = "/fa" }.status)
+    end)
+
+    it("time every hook", function()
+        local d = g:request { path = "/orders/7", headers = good }
+        for _, e in ipairs(d.trace) do
+            assert.is_number(e.time_ms)
+            assert.truthy(e.time_ms >= 0)
+            assert.truthy(e.source:find("hooks.lua:%d+$"))
+        end
+    end)
+end)
+
+describe("hook failures", function()
+    local g = load("errors")
+
+    it("answer 500 with the core's JSON body and keep the message", function()
+        local d = g:request { path = "/boom" }
+        assert.equal(500, d.status)
+        assert.equal(error_body(500, "hook error", d.id), d.body)
+        assert.equal("spec/fixtures/testing/errors.lua:9: boom", d.error)
+        assert.equal("on_request", d.error_phase)
+        assert.truthy(d.traceback:find("stack traceback", 1, true))
+        assert.equal(d.error, d.trace[1].error)
+        assert.equal("gateway", d.responded_by)
+    end)
+
+    it("treat a bad return value as an error", function()
+        local d = g:request { path = "/bad-return" }
+        assert.equal(500, d.status)
+        assert.equal('on_request returned "yes": a hook returns nothing or ' ..
+                     'gw.respond(...)', d.error)
+    end)
+
+    it("refuse a bad status in gw.respond", function()
+        local d = g:request { path = "/bad-status" }
+        assert.equal(500, d.status)
+        assert.truthy(d.error:find("gw.respond: status must be an integer " ..
+                                   "100-599, got 42", 1, true))
+    end)
+
+    it("refuse headers the core owns", function()
+        local d = g:request { path = "/owned" }
+        assert.equal(500, d.status)
+        assert.equal("spec/fixtures/testing/errors.lua:15: req:set_header: " ..
+                     "invalid name or value", d.error)
+    end)
+
+    it("stop the policies after the one that failed", function()
+        local d = g:request { path = "/policy" }
+        assert.equal(500, d.status)
+        assert.same({ "on_request", "policy 1", "policy 2" }, hooks_of(d))
+        assert.truthy(d.error:find("^table: "))
+    end)
+
+    it("answer 500 when on_response fails, without its changes", function()
+        local d = g:request { path = "/resp-error" }
+        assert.equal(500, d.status)
+        assert.is_nil(d.headers["x-never"])
+        assert.truthy(d.error:find("req:set_header: not possible in this " ..
+                                   "phase", 1, true))
+        assert.equal("on_response", d.error_phase)
+    end)
+
+    it("keep the response when on_log fails", function()
+        local d = g:request { path = "/log-error" }
+        assert.equal(200, d.status)
+        assert.equal("on_log", d.error_phase)
+        assert.truthy(d.error:find("res:set_header: not possible in this " ..
+                                   "phase", 1, true))
+    end)
+
+    it("give later phases a fresh req.ctx, as the core does", function()
+        local d = g:request { path = "/fresh" }
+        assert.equal(500, d.status)
+        assert.same({ "ctx.after = true" }, d.trace[3].changes)
+        assert.is_nil(d.trace[3].error)
+    end)
+
+    it("answer 500 to a hook that waits for I/O", function()
+        local d = g:request { path = "/wait" }
+        assert.equal(500, d.status)
+        assert.truthy(d.error:find("does not simulate", 1, true))
+    end)
+
+    it("answer 500 handler error when a handler fails", function()
+        local d = g:request { path = "/handler-error" }
+        assert.equal(500, d.status)
+        assert.equal(error_body(500, "handler error", d.id), d.body)
+        assert.equal("handler body must be a string or a table, got function",
+                     d.error)
+    end)
+
+    it("run handlers outside the hooks, as the core does", function()
+        local d = g:request { path = "/handler-respond" }
+        assert.equal(500, d.status)
+        assert.truthy(d.error:find("can only be called inside a hook", 1, true))
+    end)
+
+    it("raise a failing fake upstream to the caller", function()
+        assert.has_error(function()
+            g:request { path = "/x", upstream = function() error("oops") end }
+        end)
+    end)
+end)
+
+describe("round robin", function()
+    it("follows the smooth weighted order of src/pool.c", function()
+        local g = load("balance")
+        local seen = {}
+        for i = 1, 7 do
+            seen[i] = g:request { path = "/pool/x" }.target
+        end
+        local a, b, c = "10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"
+        assert.same({ a, a, b, a, c, a, a }, seen)
+    end)
+
+    it("alternates equal weights", function()
+        local g = load("balance")
+        local seen = {}
+        for i = 1, 4 do
+            seen[i] = g:request { path = "/pair" }.target
+        end
+        assert.same({ "10.0.1.1:80", "10.0.1.2:80", "10.0.1.1:80",
+                      "10.0.1.2:80" }, seen)
+    end)
+
+    it("starts over for every loaded gateway", function()
+        local g1, g2 = load("balance"), load("balance")
+        g1:request { path = "/pair" }
+        assert.equal("10.0.1.1:80", g2:request { path = "/pair" }.target)
+    end)
+
+    it("honours a pinned target without moving the rotation", function()
+        local g = load("balance")
+        assert.equal("10.0.0.3:80", g:request { path = "/pin" }.target)
+        assert.equal("10.0.0.1:80", g:request { path = "/pool/" }.target)
+    end)
+
+    it("names IPv6 targets with brackets", function()
+        local g = load("balance")
+        assert.equal("[::1]:8080", g:request { path = "/v6" }.target)
+    end)
+end)
+
+describe("t.request", function()
+    it("runs one request against a config file", function()
+        local d = t.request(DIR .. "routing.lua", { path = "/orders/1" })
+        assert.equal("order", d.route)
+    end)
+
+    it("takes the config in the request table", function()
+        local d = t.request { config = DIR .. "routing.lua", path = "/nope" }
+        assert.equal(404, d.status)
+    end)
+
+    it("returns the config's errors", function()
+        local d, errs = t.request(DIR .. "bad.lua", { path = "/" })
+        assert.is_nil(d)
+        assert.equal(1, #errs)
+    end)
+end)
+
+describe("fake requests and single policies", function()
+    local api_key = require "spec.fixtures.testing.api_key"
+    local policy = api_key.new { shop = "k-123" }
+
+    it("reads like a runtime request", function()
+        local req = t.fake_request {
+            method = "POST", path = "/orders/%37?a=1&a=2&b=x%20y",
+            headers = { Authorization = "Bearer tok",
+                        ["X-Multi"] = { "1", "2" } },
+            route = "order", params = { id = "7" }, upstream = "orders",
+            client = "10.1.1.1",
+        }
+        assert.equal("POST", req.method)
+        assert.equal("/orders/7", req.path)
+        assert.equal("/orders/%37", req.raw_path)
+        assert.equal("a=1&a=2&b=x%20y", req.query)
+        assert.same({ a = { "1", "2" }, b = "x y" }, req:args())
+        assert.equal("1", req:arg("a"))
+        assert.equal("tok", req:bearer())
+        assert.equal("2", req:header("x-multi", 2))
+        assert.same({ "1", "2" }, req:header_all("X-MULTI"))
+        assert.same({ "1", "2" }, req:headers()["x-multi"])
+        assert.equal("order", req.route)
+        assert.same({ id = "7" }, req.params)
+        assert.equal("orders", req.upstream)
+        assert.equal("10.1.1.1", req.client)
+        assert.equal("http", req.scheme)
+        assert.equal(1.1, req.http_version)
+    end)
+
+    it("refuses assignments but keeps req.ctx", function()
+        local req = t.fake_request {}
+        assert.has_error(function() req.path = "/x" end,
+            "req.path cannot be assigned (use req.ctx for per-request data, " ..
+            "req:set_* to change the request)")
+        req.ctx = { a = 1 }
+        assert.equal(1, req.ctx.a)
+    end)
+
+    it("answers through t.call when the policy refuses", function()
+        local req = t.fake_request { path = "/orders/1" }
+        local r = t.call(policy.on_request, req, policy)
+        assert.is_true(r.responded)
+        assert.equal(401, r.status)
+        assert.same({ error = "missing or unknown API key" },
+                    require("cjson").decode(r.body))
+        assert.equal("application/json", r.headers["content-type"])
+    end)
+
+    it("shows the changes a policy makes upstream", function()
+        local req = t.fake_request { path = "/orders/1",
+                                     headers = { ["X-Api-Key"] = "k-123" } }
+        local r = t.call(policy.on_request, req, policy)
+        assert.is_nil(r.responded)
+        assert.is_nil(r.error)
+        assert.same({ "remove header X-Api-Key",
+                      "set header X-Consumer: shop" }, r.changes)
+        local u = t.upstream_request(req)
+        assert.equal("shop", u.headers["x-consumer"])
+        assert.is_nil(u.headers["x-api-key"])
+        assert.equal("shop", req:header("x-consumer"))
+    end)
+
+    it("calls an on_response policy on a fake response", function()
+        local req = t.fake_request { path = "/orders/1" }
+        local res = t.fake_response({ status = 200, body = "ok",
+                                      headers = { ["X-Up"] = "1" } }, req)
+        assert.equal(200, res.status)
+        assert.equal("1", res:header("x-up"))
+        local r = t.call(policy.on_response, req, res, policy)
+        assert.equal(200, r.status)
+        assert.equal("moongate", r.headers["x-served-by"])
+        assert.equal("ok", r.body)
+    end)
+
+    it("lets a policy be called directly when it does not answer", function()
+        local res = t.fake_response { status = 204 }
+        api_key.on_response(res._req, res, policy)
+        local out = t.client_response(res)
+        assert.equal(204, out.status)
+        assert.equal("moongate", out.headers["x-served-by"])
+    end)
+
+    it("reports a policy error through t.call", function()
+        local req = t.fake_request {}
+        local r = t.call(function() error("nope") end, req)
+        assert.equal(500, r.status)
+        assert.truthy(r.error:find("nope$"))
+    end)
+
+    it("reads the body only before the request goes upstream", function()
+        local req = t.fake_request { method = "POST", body = "abc" }
+        assert.equal("abc", req:body())
+        local req2 = t.fake_request { method = "POST", body = "abc",
+                                      phase = "on_response" }
+        assert.has_error(function() req2:body() end,
+                         "req:body() works only before the request goes " ..
+                         "upstream")
+    end)
+
+    it("fakes gw.http.request in t.call", function()
+        local req = t.fake_request { http = function(r)
+            return { status = 204 }
+        end }
+        local r = t.call(function(rq)
+            local res = gw.http.request { url = "http://x.test/" }
+            rq:set_header("X-Status", res.status)
+        end, req)
+        assert.same({ "http GET http://x.test/ -> 204",
+                      "set header X-Status: 204" }, r.changes)
+    end)
+
+    it("keeps the phase rules of the core", function()
+        local req = t.fake_request { phase = "on_response" }
+        assert.has_error(function() req:set_header("x-a", "1") end)
+        local req2 = t.fake_request { phase = "on_log" }
+        local res = t.fake_response({ status = 200 }, req2)
+        assert.equal(200, res.status)
+        assert.has_error(function() res:set_header("x-a", "1") end)
+    end)
+
+    it("validates set_upstream against spec.upstreams", function()
+        local req = t.fake_request { upstreams = { a = { "1.1.1.1:80" } } }
+        req:set_upstream("a")
+        req:set_target("1.1.1.1:80")
+        assert.equal("a", req.upstream)
+        assert.has_error(function() req:set_upstream("b") end,
+                         "req:set_upstream: no such name")
+    end)
+
+    it("routes a gateway's fake request with the real router", function()
+        local g = load("routing")
+        local req = g:fake_request { path = "/orders/12" }
+        assert.equal("order", req.route)
+        assert.equal("12", req.params.id)
+        assert.equal("/v1/orders/12", t.upstream_request(req).path)
+    end)
+
+    it("runs the same policy inside a config", function()
+        local g = load("policies")
+        local d = g:request { path = "/orders/1",
+                              headers = { ["X-Api-Key"] = "k-123" } }
+        assert.equal(200, d.status)
+        assert.equal("shop", d.upstream_request.headers["x-consumer"])
+        assert.equal("moongate", d.headers["x-served-by"])
+        assert.equal(401, g:request { path = "/orders/1" }.status)
+    end)
+end)
+
+describe("t.format_trace", function()
+    local g = load("hooks")
+
+    it("shows hooks, changes, route, target and the answer", function()
+        local s = t.format_trace(g:request { path = "/orders/7", headers = {
+            authorization = "Bearer good" } })
+        assert.truthy(s:find("^GET /orders/7 "))
+        assert.truthy(s:find("\n  on_request +[%d.]+ ms"))
+        assert.truthy(s:find("\n  route: order  params id=7\n", 1, false))
+        assert.truthy(s:find("\n  policy 1 %(auth%) +[%d.]+ ms"))
+        assert.truthy(s:find("\n      set header X%-User: alice\n"))
+        assert.truthy(s:find("\n  upstream: orders  target 127.0.0.1:8081\n",
+                             1, true))
+        assert.truthy(s:find("\n    > GET /orders/7\n", 1, true))
+        assert.truthy(s:find("\n  => 200  answered by upstream\n", 1, true))
+        assert.truthy(s:find("\n     X%-Order: "))
+    end)
+
+    it("puts the lines in pipeline order", function()
+        local s = t.format_trace(g:request { path = "/orders/7", headers = {
+            authorization = "Bearer good" } })
+        local function at(p) return assert(s:find(p, 1, true)) end
+        assert.truthy(at("  on_request ") < at("  route: order"))
+        assert.truthy(at("  route: order") < at("  on_route "))
+        assert.truthy(at("  policy 2 ") < at("  upstream: orders"))
+        assert.truthy(at("  upstream: orders") < at("  on_response "))
+        assert.truthy(at("  on_response ") < at("  => 200"))
+        assert.truthy(at("  => 200") < at("  on_log "))
+    end)
+
+    it("shows errors and virtual waits", function()
+        local s = t.format_trace(load("errors"):request { path = "/boom" })
+        assert.truthy(s:find("ERROR spec/fixtures/testing/errors.lua:9: boom",
+                             1, true))
+        assert.truthy(s:find("\n  => 500  answered by gateway\n", 1, true))
+        s = t.format_trace(g:request { path = "/sleep" })
+        assert.truthy(s:find("(+2500 ms virtual wait)", 1, true))
+    end)
+end)
