@@ -155,7 +155,6 @@ void mg_accesslog_request(mg_worker_t *w, mg_conn_t *c)
     char *end = l->buf[l->active] + LOG_BUF;
     int ms;
     const char *t = now_text(l, &ms);
-    uint64_t now = uv_now(&w->loop);
     o += snprintf(o, 128, "{\"time\":\"%s.%03dZ\",\"request_id\":\"%s\",\"client\":\"%s\",\"method\":\"",
                   t, ms, r->request_id, c->client_ip);
     o = json_str(o, end, c->buf.data ? mg_conn_data(c, r->method) : "", c->buf.data ? r->method.len : 0);
@@ -183,11 +182,11 @@ void mg_accesslog_request(mg_worker_t *w, mg_conn_t *c)
         *o++ = '"';
         o = json_str(o, end, tg->name, strlen(tg->name));
         *o++ = '"';
-        o += snprintf(o, 48, ",\"upstream_time\":%.3f", (double)r->upstream_ms / 1000.0);
+        o += snprintf(o, 48, ",\"upstream_time\":%.6f", (double)r->upstream_ns / 1e9);
     } else {
         o += snprintf(o, 32, "null,\"upstream_time\":null");
     }
-    o += snprintf(o, 48, ",\"total_time\":%.3f}\n", (double)(now - r->start_ms) / 1000.0);
+    o += snprintf(o, 48, ",\"total_time\":%.6f}\n", (double)r->total_ns / 1e9);
     l->len[l->active] = (size_t)(o - l->buf[l->active]);
     if (l->len[l->active] >= LOG_FLUSH_AT)
         start_write(w);

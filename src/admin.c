@@ -59,7 +59,7 @@ struct mg_admin_s {
 typedef enum { CS_OPEN, CS_LINGER, CS_CLOSING } conn_state_t;
 
 struct admin_conn_s {
-    uv_tcp_t tcp;               /* first: the close callback casts back */
+    uv_tcp_t tcp;
     uv_timer_t timer;
     uv_shutdown_t shut;
     mg_admin_t *a;
@@ -92,6 +92,10 @@ struct admin_conn_s {
     const char *value_end;      /* just past the last header value piece */
     int in_value;               /* a header value has begun, not completed */
 };
+
+/* Beyond admin.h (not declared there, which others own): */
+void mg_admin_set_idle_timeout(mg_admin_t *a, uint64_t ms);
+int mg_admin_port(const mg_admin_t *a);
 
 static void conn_close(admin_conn_t *c);
 static void conn_parse(admin_conn_t *c);
@@ -136,13 +140,19 @@ static const char *reason(int status)
     }
 }
 
-/* Ends the connection after what is queued: half-close (queued behind the
- * writes by libuv), then read and drop the rest until EOF or LINGER_MS. */
+static void on_timer(uv_timer_t *t);
+
+/* Ends the connection after what is queued: half-close (libuv runs it once
+ * the queued writes are done; a client that stops reading meets the idle
+ * timeout meanwhile), then read and drop the rest until EOF or LINGER_MS. */
 static void on_shutdown(uv_shutdown_t *req, int status)
 {
     admin_conn_t *c = req->data;
-    if (status < 0)
+    if (status < 0) {
         conn_close(c);
+        return;
+    }
+    uv_timer_start(&c->timer, on_timer, LINGER_MS, 0);
 }
 
 static void on_timer(uv_timer_t *t)
@@ -160,7 +170,7 @@ static void linger(admin_conn_t *c)
         conn_close(c);
         return;
     }
-    uv_timer_start(&c->timer, on_timer, LINGER_MS, 0);
+    uv_timer_start(&c->timer, on_timer, c->a->idle_ms, 0);
     c->len = c->parsed = 0;
     start_reading(c);
 }
@@ -685,9 +695,6 @@ static int parse_addr(const char *host, int port, struct sockaddr_storage *sa, i
     }
     return -1;
 }
-
-void mg_admin_set_idle_timeout(mg_admin_t *a, uint64_t ms);
-int mg_admin_port(const mg_admin_t *a);
 
 int mg_admin_start(mg_admin_t **out, uv_loop_t *loop, const char *host, int port,
                    const char *token, const mg_admin_handlers_t *h, char **err)

@@ -112,38 +112,44 @@ int mg_ffi_req_client_port(mg_request_t *r) { return r->c->client_port; }
 
 int mg_ffi_req_http_version(mg_request_t *r) { return 10 + r->http_minor; }
 
-/* A header's value by name (case-insensitive); nth counts repeats from 0.
- * Returns 1 and fills p/len when found, 0 when not. Edits made by hooks
- * are seen: a removed header is absent, a set one has its new value. */
-int mg_ffi_req_header(mg_request_t *r, const char *name, size_t nlen, int nth,
-                      const char **p, size_t *len)
+/* The nth value (from 0) of header `name` as hooks see it: the last SET or
+ * REMOVE of that name replaces every value before it, ADDs come after.
+ * `orig` (may be NULL) holds the received headers, spans into `data`.
+ * Returns 1 and fills p/len, or 0. */
+static int edited_header(const mg_edit_t *edits, int nedits, const mg_header_t *orig,
+                         uint32_t norig, const char *data, const char *name, size_t nlen,
+                         int nth, const char **p, size_t *len)
 {
-    mg_conn_t *c = r->c;
-    for (int e = r->nreq_edits - 1; e >= 0; e--) {
-        mg_edit_t *ed = &r->req_edits[e];
-        if (ed->name_len != nlen || strncasecmp(ed->name, name, nlen) != 0)
-            continue;
-        if (ed->op == MG_EDIT_REMOVE)
-            return 0;
-        if (ed->op == MG_EDIT_SET) {
-            if (nth > 0)
-                return 0;
-            *p = ed->value;
-            *len = ed->value_len;
-            return 1;
-        }
-        break; /* ADD: originals first, then the added values */
-    }
-    for (uint32_t i = 0; i < r->nheaders; i++) {
-        mg_span_t n = r->headers[i].name;
-        if (n.len == nlen && strncasecmp(mg_conn_data(c, n), name, nlen) == 0 && nth-- == 0) {
-            *p = mg_conn_data(c, r->headers[i].value);
-            *len = r->headers[i].value.len;
-            return 1;
+    int from = 0; /* first edit that still counts */
+    int replaced = 0;
+    for (int e = nedits - 1; e >= 0; e--) {
+        const mg_edit_t *ed = &edits[e];
+        if (ed->op != MG_EDIT_ADD && ed->name_len == nlen &&
+            strncasecmp(ed->name, name, nlen) == 0) {
+            replaced = 1;
+            from = e;
+            break;
         }
     }
-    for (int e = 0; e < r->nreq_edits; e++) {
-        mg_edit_t *ed = &r->req_edits[e];
+    if (replaced) {
+        if (edits[from].op == MG_EDIT_SET && nth-- == 0) {
+            *p = edits[from].value;
+            *len = edits[from].value_len;
+            return 1;
+        }
+        from++;
+    } else {
+        for (uint32_t i = 0; orig && i < norig; i++) {
+            mg_span_t n = orig[i].name;
+            if (n.len == nlen && strncasecmp(data + n.off, name, nlen) == 0 && nth-- == 0) {
+                *p = data + orig[i].value.off;
+                *len = orig[i].value.len;
+                return 1;
+            }
+        }
+    }
+    for (int e = from; e < nedits; e++) {
+        const mg_edit_t *ed = &edits[e];
         if (ed->op == MG_EDIT_ADD && ed->name_len == nlen &&
             strncasecmp(ed->name, name, nlen) == 0 && nth-- == 0) {
             *p = ed->value;
@@ -152,6 +158,15 @@ int mg_ffi_req_header(mg_request_t *r, const char *name, size_t nlen, int nth,
         }
     }
     return 0;
+}
+
+/* A request header's value by name (case-insensitive), as changed so far
+ * by hooks; nth counts repeats from 0. Returns 1 and fills p/len, or 0. */
+int mg_ffi_req_header(mg_request_t *r, const char *name, size_t nlen, int nth,
+                      const char **p, size_t *len)
+{
+    return edited_header(r->req_edits, r->nreq_edits, r->headers, r->nheaders,
+                         r->c->buf.data, name, nlen, nth, p, len);
 }
 
 int mg_ffi_req_header_count(mg_request_t *r) { return (int)r->nheaders; }
@@ -361,43 +376,11 @@ int mg_ffi_res_set_status(mg_request_t *r, int status)
 int mg_ffi_res_header(mg_request_t *r, const char *name, size_t nlen, int nth, const char **p,
                       size_t *len)
 {
-    for (int e = r->nres_edits - 1; e >= 0; e--) {
-        mg_edit_t *ed = &r->res_edits[e];
-        if (ed->name_len != nlen || strncasecmp(ed->name, name, nlen) != 0)
-            continue;
-        if (ed->op == MG_EDIT_REMOVE)
-            return 0;
-        if (ed->op == MG_EDIT_SET) {
-            if (nth > 0)
-                return 0;
-            *p = ed->value;
-            *len = ed->value_len;
-            return 1;
-        }
-        break;
-    }
     mg_upconn_t *u = r->up;
-    if (u && r->hook_phase == MG_PHASE_RESPONSE) {
-        for (uint32_t i = 0; i < u->nheaders; i++) {
-            mg_span_t n = u->headers[i].name;
-            if (n.len == nlen && strncasecmp(u->buf.data + n.off, name, nlen) == 0 &&
-                nth-- == 0) {
-                *p = u->buf.data + u->headers[i].value.off;
-                *len = u->headers[i].value.len;
-                return 1;
-            }
-        }
-    }
-    for (int e = 0; e < r->nres_edits; e++) {
-        mg_edit_t *ed = &r->res_edits[e];
-        if (ed->op == MG_EDIT_ADD && ed->name_len == nlen &&
-            strncasecmp(ed->name, name, nlen) == 0 && nth-- == 0) {
-            *p = ed->value;
-            *len = ed->value_len;
-            return 1;
-        }
-    }
-    return 0;
+    int have = u && r->hook_phase == MG_PHASE_RESPONSE;
+    return edited_header(r->res_edits, r->nres_edits, have ? u->headers : NULL,
+                         have ? u->nheaders : 0, have ? u->buf.data : NULL, name, nlen, nth,
+                         p, len);
 }
 
 int mg_ffi_res_header_count(mg_request_t *r)

@@ -124,9 +124,10 @@ struct mg_request_s {
                                   its life (Lua caches a cdata pointer by it) */
     mg_conn_t *c;
     mg_req_state_t state;
-    uint64_t start_ms;
-    uint64_t upstream_start_ms;
-    uint64_t upstream_ms;
+    uint64_t start_ns;         /* uv_hrtime() at the first byte */
+    uint64_t upstream_start_ns;
+    uint64_t upstream_ns;      /* head sent -> response complete */
+    uint64_t total_ns;         /* set when the request is logged */
 
     mg_span_t method, url;
     mg_header_t *headers;      /* capacity headers_cap */

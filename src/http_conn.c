@@ -262,7 +262,7 @@ static mg_request_t *request_new(mg_conn_t *c)
     r->target_override = -1;
     r->http_minor = 1; /* until the request line says otherwise */
     r->state = MG_RS_HEAD;
-    r->start_ms = now_ms(c);
+    r->start_ns = uv_hrtime();
     return r;
 }
 
@@ -1055,10 +1055,10 @@ void mg_conn_respond_error(mg_conn_t *c, int status, const char *message)
 static void log_request(mg_conn_t *c)
 {
     mg_request_t *r = c->r;
+    r->total_ns = uv_hrtime() - r->start_ns;
     mg_accesslog_request(c->w, c);
-    uint64_t total_ms = uv_now(&c->w->loop) - r->start_ms;
     mg_metrics_request(c->w->id, r->route ? r->route->metric_id : 0, r->status,
-                       total_ms * 1000, r->upstream_ms * 1000);
+                       r->total_ns / 1000, r->upstream_ns / 1000);
     if (!r->hook_waiting && mg_hooks_has(r->g, r->route, MG_PHASE_LOG))
         mg_hooks_run(r, MG_PHASE_LOG);
 }

@@ -180,6 +180,7 @@ static void free_shards(void)
     nshards = 0;
 }
 
+/* -EBUSY when already initialised (call mg_metrics_free first). */
 int mg_metrics_init(int nworkers)
 {
     if (nworkers < 1)
@@ -216,6 +217,8 @@ out:
     return rc;
 }
 
+/* Only once no worker runs: they read `shards` without the lock. Forgets
+ * the route names too (ids handed out before are stale afterwards). */
 void mg_metrics_free(void)
 {
     pthread_mutex_lock(&lock);

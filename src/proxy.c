@@ -438,7 +438,7 @@ static void up_finish_response(mg_upconn_t *u, int extra_bytes)
 {
     mg_request_t *r = u->r;
     mg_conn_t *c = r->c;
-    r->upstream_ms = uv_now(&u->w->loop) - r->upstream_start_ms;
+    r->upstream_ns = uv_hrtime() - r->upstream_start_ns;
     int reusable = u->resp_keepalive && !extra_bytes && r->state == MG_RS_WAIT;
     u->requests++;
     r->up = NULL;
@@ -931,7 +931,7 @@ static void send_head(mg_upconn_t *u)
     u->got_response_bytes = 0;
     u->tunnel = 0;
     uv_buf_t b = uv_buf_init(w->scratch, (unsigned)(o - w->scratch));
-    r->upstream_start_ms = uv_now(&w->loop);
+    r->upstream_start_ns = uv_hrtime();
     if (mg_wq_write(&u->wq, &b, 1) < 0) {
         up_failed(u, 502, "upstream write failed", u->requests > 0);
         return;

@@ -1057,8 +1057,10 @@ local function route_policies(d, r, ps)
             out[i] = { on_request = p }
         elseif type(p) == "table" then
             local any = false
-            for k, v in pairs(p) do
-                if POLICY_HOOKS[k] then
+            -- read through __index too: a policy may be an object
+            for k in pairs(POLICY_HOOKS) do
+                local v = p[k]
+                if v ~= nil then
                     if type(v) ~= "function" then
                         err(d, "route.policies[%d].%s must be a function, got %s",
                             i, k, describe(v))

@@ -131,7 +131,10 @@ function getters.params(self)
         t[ffi_string(out_p[0], out_n[0])] = ffi_string(out_p2[0], out_n2[0])
         i = i + 1
     end
-    rawset(self, "params", t)
+    -- cached only once the route is known: before routing there are none
+    if rawget(self, "_phase") ~= P_REQUEST then
+        rawset(self, "params", t)
+    end
     return t
 end
 

@@ -34,6 +34,7 @@ typedef struct mg_route_s {
     char *rewrite;
     uint64_t max_body;
     uint16_t listen_port;
+    uint32_t metric_id;
     int index;
     int line;
 } mg_route_t;]] },

@@ -61,6 +61,8 @@ describe("config normalisation", function()
                          max_body = 10485760, line = 3, source = file } },
             shared_dicts = {},
             hooks = {},
+            admin = { enabled = true, host = "127.0.0.1", port = 9901 },
+            tests = {},
         }, without_functions(cfg))
     end)
 
@@ -219,7 +221,7 @@ describe("config errors", function()
     it("reports unknown keys in every table, with suggestions", function()
         assert.same({
             ":2: unknown key 'wokers' in gw.settings (did you mean " ..
-                "'workers'? valid: workers, access_log, limits, timeouts)",
+                "'workers'? valid: workers, access_log, limits, timeouts, admin)",
             ":2: unknown key 'bdy' in settings.limits (did you mean 'body'? " ..
                 "valid: request_line, header_size, header_count, body)",
             ":2: unknown key 'sned' in settings.timeouts (did you mean " ..

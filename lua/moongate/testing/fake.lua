@@ -158,23 +158,27 @@ end
 -- mg_ffi_req_header / mg_ffi_res_header: edits seen, newest first; an ADD
 -- edit stops the scan and the originals come first, then the added values.
 local function find_header(edits, originals, name, nth)
+    -- as src/ffi_request.c edited_header(): the last SET or REMOVE replaces
+    -- every value before it, ADDs come after
     local lname = lower(name)
+    local from = 1
+    local replaced
     for e = #edits, 1, -1 do
         local ed = edits[e]
-        if lower(ed.name) == lname then
-            if ed.op == EDIT_REMOVE then
-                return nil
-            end
-            if ed.op == EDIT_SET then
-                if nth > 0 then
-                    return nil
-                end
-                return ed.value
-            end
+        if ed.op ~= EDIT_ADD and lower(ed.name) == lname then
+            replaced, from = ed, e
             break
         end
     end
-    if originals then
+    if replaced then
+        if replaced.op == EDIT_SET then
+            if nth == 0 then
+                return replaced.value
+            end
+            nth = nth - 1
+        end
+        from = from + 1
+    elseif originals then
         for i = 1, #originals do
             local h = originals[i]
             if lower(h[1]) == lname then
@@ -185,7 +189,7 @@ local function find_header(edits, originals, name, nth)
             end
         end
     end
-    for e = 1, #edits do
+    for e = from, #edits do
         local ed = edits[e]
         if ed.op == EDIT_ADD and lower(ed.name) == lname then
             if nth == 0 then
@@ -300,7 +304,10 @@ function getters.params(self)
             t[p[1]] = p[2]
         end
     end
-    rawset(self, "params", t)
+    -- cached only once the route is known (as runtime.lua does)
+    if st.route then
+        rawset(self, "params", t)
+    end
     return t
 end
 
