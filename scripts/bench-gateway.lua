@@ -8,10 +8,10 @@ local function port(name)
     return v and v ~= "" and tonumber(v) or nil
 end
 
-gw.settings { workers = 1, access_log = "off" }
+gw.settings { workers = 1, access_log = "off", admin = false }
 
 local a = os.getenv("BENCH_UPSTREAM_A") or "127.0.0.1:1"
-local b = os.getenv("BENCH_UPSTREAM_B") or "127.0.0.1:1"
+local b = os.getenv("BENCH_UPSTREAM_B") or "127.0.0.1:2"
 gw.upstream("a", { a }, { keepalive = 256 })
 gw.upstream("ab", { a, b }, { keepalive = 256 })
 
@@ -20,4 +20,22 @@ local w1 = port("GW_W1_PORT") or port("GW_PORT")
 if w1 then
     gw.listen { port = w1, host = "127.0.0.1" }
     gw.route { name = "w1", path = "/**", upstream = "a", listen = w1 }
+end
+
+-- W4: two hooks; the request hook reads X-Tenant and X-Client, sets
+-- X-Tenant-Checked upstream and keeps "tenant/client" in req.ctx; the
+-- response hook adds X-Gateway-Ctx from it
+local w4 = port("GW_W4_PORT")
+if w4 then
+    gw.listen { port = w4, host = "127.0.0.1" }
+    gw.route { name = "w4", path = "/**", upstream = "a", listen = w4, policies = { {
+        on_request = function(req)
+            local tenant, client = req:header("x-tenant"), req:header("x-client")
+            req:set_header("X-Tenant-Checked", tenant)
+            req.ctx.gw = tenant .. "/" .. client
+        end,
+        on_response = function(req, res)
+            res:set_header("X-Gateway-Ctx", req.ctx.gw)
+        end,
+    } } }
 end
