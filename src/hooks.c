@@ -113,9 +113,13 @@ void mg_hooks_close(mg_wgen_t *g)
     while (lw->free_cos) {
         mg_hook_co_t *hc = lw->free_cos;
         lw->free_cos = hc->next_free;
-        /* the loop is gone: the timer was closed by the final walk */
         luaL_unref(lw->L, LUA_REGISTRYINDEX, hc->ref);
-        free(hc);
+        /* at worker exit the final walk closed the timer already; after a
+         * reload the loop still runs it: free in its close callback */
+        if (uv_is_closing((uv_handle_t *)&hc->timer))
+            free(hc);
+        else
+            uv_close((uv_handle_t *)&hc->timer, co_free_cb);
     }
     free(lw->route_mask);
     lw->route_mask = NULL;

@@ -80,17 +80,27 @@ const char *mg_status_text(int status)
 
 static void on_timer(uv_timer_t *t);
 
+/* The timer is armed at most `header` timeout ahead (the shortest wait a
+ * connection usually has), so that the switch from a long keep-alive wait
+ * to the shorter header wait of the next request needs no re-arming. */
+static void arm(mg_conn_t *c, uint64_t now, uint64_t ms)
+{
+    uint64_t cap = c->w->g->cfg->timeouts.header;
+    if (ms > cap)
+        ms = cap;
+    uv_timer_start(&c->timer, on_timer, ms, 0);
+    c->timer_armed = 1;
+    c->timer_expiry = now + ms;
+}
+
 static void set_deadline(mg_conn_t *c, uint64_t ms)
 {
     uint64_t now = now_ms(c);
     c->deadline = ms == UINT64_MAX ? UINT64_MAX : now + ms;
     if (c->deadline == UINT64_MAX)
         return;
-    if (!c->timer_armed || c->deadline < c->timer_expiry) {
-        uv_timer_start(&c->timer, on_timer, ms, 0);
-        c->timer_armed = 1;
-        c->timer_expiry = c->deadline;
-    }
+    if (!c->timer_armed || c->deadline < c->timer_expiry)
+        arm(c, now, ms);
 }
 
 static void on_timer(uv_timer_t *t)
@@ -101,9 +111,7 @@ static void on_timer(uv_timer_t *t)
     if (c->state == MG_CS_CLOSING)
         return;
     if (c->deadline != UINT64_MAX && now < c->deadline) {
-        uv_timer_start(&c->timer, on_timer, c->deadline - now, 0);
-        c->timer_armed = 1;
-        c->timer_expiry = c->deadline;
+        arm(c, now, c->deadline - now);
         return;
     }
     if (c->deadline == UINT64_MAX)

@@ -204,7 +204,21 @@ static int cmd_reload(const char *file, const char *admin, const char *token)
         fprintf(stderr, "moongate: %s:%d: %s\n", host, port, err);
         return 1;
     }
-    fwrite(body, 1, len, status == 200 ? stdout : stderr);
+    /* {"ok":false,...,"error":"..."}: print the reason as text */
+    const char *e = status != 200 ? strstr(body, "\"error\":\"") : NULL;
+    if (e) {
+        for (e += 9; *e && *e != '"'; e++) {
+            if (*e == '\\' && e[1]) {
+                e++;
+                fputc(*e == 'n' ? '\n' : *e == 't' ? '\t' : *e, stderr);
+            } else {
+                fputc(*e, stderr);
+            }
+        }
+        fputc('\n', stderr);
+    } else {
+        fwrite(body, 1, len, status == 200 ? stdout : stderr);
+    }
     free(body);
     return status == 200 ? 0 : 1;
 }

@@ -140,9 +140,8 @@ mg_upconn_t *mg_pool_take_idle(mg_pool_t *p)
     mg_list_remove(&u->link);
     p->nidle--;
     u->idle = 0;
-    /* its idle deadline no longer applies; the new user sets its own */
-    uv_timer_stop(&u->timer);
-    u->timer_armed = 0;
+    /* its idle deadline stays armed: the new user's deadline replaces it
+     * lazily (on_up_timer re-arms), which saves a timer-heap update */
     return u;
 }
 

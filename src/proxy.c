@@ -54,6 +54,8 @@ static void on_up_timer(uv_timer_t *t)
         u->timer_expiry = u->deadline;
         return;
     }
+    if (u->client)
+        return; /* a gw.http operation times itself */
     if (!u->r) {
         up_close(u); /* idle too long in the pool */
         return;
@@ -181,6 +183,13 @@ static int hop_by_hop(const char *n, size_t l)
     }
 }
 
+static char *put(char *o, const char *s, size_t n)
+{
+    memcpy(o, s, n);
+    return o + n;
+}
+#define PUTS(o, lit) put((o), (lit), sizeof(lit) - 1)
+
 /* Was a header of this name changed by an on_response hook (set or
  * removed)? Then the upstream's copy is not sent. */
 static int res_edited(const mg_request_t *r, const char *n, size_t l)
@@ -235,22 +244,37 @@ static int emit_head(mg_upconn_t *u)
     for (int i = 0; i < r->nres_edits; i++)
         edits_len += r->res_edits[i].name_len + r->res_edits[i].value_len + 4;
     char *o = w->scratch, *end = w->scratch + w->scratch_cap - 256 - edits_len;
+    /* status line, without printf: this runs for every response */
+    memcpy(o, "HTTP/1.1 ", 9);
+    o[9] = (char)('0' + out_status / 100);
+    o[10] = (char)('0' + out_status / 10 % 10);
+    o[11] = (char)('0' + out_status % 10);
+    o[12] = ' ';
+    o += 13;
     if (r->res_status && !upgrade) {
-        o += snprintf(o, 96, "HTTP/1.1 %d %s\r\n", out_status, mg_status_text(out_status));
+        const char *t = mg_status_text(out_status);
+        size_t tl = strlen(t);
+        memcpy(o, t, tl);
+        o += tl;
     } else {
-        o += snprintf(o, 64, "HTTP/1.1 %d ", status);
         size_t sl = u->status_text.len < 128 ? u->status_text.len : 128;
         memcpy(o, up_data(u, u->status_text), sl);
         o += sl;
-        *o++ = '\r';
-        *o++ = '\n';
     }
+    *o++ = '\r';
+    *o++ = '\n';
+    /* headers named in a Connection header are hop-by-hop too; most
+     * keep-alive answers have none, so look for one once */
+    int has_connection = 0;
+    for (uint32_t i = 0; i < u->nheaders && !has_connection; i++)
+        has_connection = up_ieq(u, u->headers[i].name, "connection", 10);
     for (uint32_t i = 0; i < u->nheaders; i++) {
         mg_header_t *h = &u->headers[i];
         const char *n = up_data(u, h->name);
         size_t nl = h->name.len;
         int is_upgrade_hdr = upgrade && nl == 7 && strncasecmp(n, "upgrade", 7) == 0;
-        if (!is_upgrade_hdr && (hop_by_hop(n, nl) || listed_in_connection(u, h->name)))
+        if (!is_upgrade_hdr &&
+            (hop_by_hop(n, nl) || (has_connection && listed_in_connection(u, h->name))))
             continue;
         if (nl == 12 && strncasecmp(n, "x-request-id", 12) == 0)
             continue;
@@ -269,11 +293,18 @@ static int emit_head(mg_upconn_t *u)
     }
     if (replaced)
         o += snprintf(o, 48, "Content-Length: %zu\r\n", r->res_body_len);
-    o += snprintf(o, 200, "X-Request-Id: %s\r\n%s%s\r\n", r->request_id,
-                  r->response_chunked ? "Transfer-Encoding: chunked\r\n" : "",
-                  upgrade ? "Connection: upgrade\r\n"
-                  : r->response_close ? "Connection: close\r\n"
-                  : r->http_minor == 0 ? "Connection: keep-alive\r\n" : "");
+    o = PUTS(o, "X-Request-Id: ");
+    o = put(o, r->request_id, r->request_id_len);
+    o = PUTS(o, "\r\n");
+    if (r->response_chunked)
+        o = PUTS(o, "Transfer-Encoding: chunked\r\n");
+    if (upgrade)
+        o = PUTS(o, "Connection: upgrade\r\n");
+    else if (r->response_close)
+        o = PUTS(o, "Connection: close\r\n");
+    else if (r->http_minor == 0)
+        o = PUTS(o, "Connection: keep-alive\r\n");
+    o = PUTS(o, "\r\n");
     r->status = out_status;
     r->response_started = 1;
     out_add(u, w->scratch, (size_t)(o - w->scratch));
@@ -753,12 +784,6 @@ static void connect_target(mg_request_t *r, int ti)
     up_deadline(u, p->u->connect_timeout);
 }
 
-static char *put(char *o, const char *s, size_t n)
-{
-    memcpy(o, s, n);
-    return o + n;
-}
-#define PUTS(o, lit) put((o), (lit), sizeof(lit) - 1)
 
 /* Skip headers the gateway owns or that are hop-by-hop (see DESIGN). */
 static int skip_request_header(mg_conn_t *c, mg_span_t name)
