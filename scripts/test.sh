@@ -33,12 +33,12 @@ run() { # run LABEL ENV... -- PATHS...
 }
 
 run "unit and C specs" MG_TEST_LIB=build/libmgtest.so -- spec/unit spec/c
-run "integration specs" MG_BIN=build/moongate -- spec/integration
+run "integration specs" MG_BIN=build/moongate -- spec/integration spec/policies
 if [ "${MG_SKIP_ASAN:-0}" != 1 ]; then
     # detect_leaks: every worker frees what it owns at exit
     run "integration specs under ASan+UBSan" MG_BIN=build/moongate-asan MG_SANITIZED=1 \
         ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
-        UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 -- spec/integration
+        UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 -- spec/integration spec/policies
 fi
 echo
 echo "$passed passed, $failed failed"

@@ -231,6 +231,118 @@ int mg_ffi_b64url_decode(const char *in, size_t len, unsigned char *out, size_t 
  * the characters written. */
 size_t mg_ffi_b64url_encode(const unsigned char *in, size_t len, char *out);
 
+/* JWT claims: a flat JSON object (RFC 8259, strictly) as tokens, one per
+ * member, in order; an array value (of scalars only) is followed by one
+ * token per element and has their count in val_len. Keys and string
+ * values are (off, len) into TEXT, or into SBUF when ESC is set (they had
+ * escapes); a number of up to 15 integer digits is in NUM, any other is
+ * left as text (MG_JSON_NUMTEXT: val_off, val_len into TEXT). */
+enum {
+    MG_JSON_STRING = 1, MG_JSON_NUMBER = 2, MG_JSON_TRUE = 3, MG_JSON_FALSE = 4,
+    MG_JSON_NULL = 5, MG_JSON_ARRAY = 6, MG_JSON_NUMTEXT = 7,
+};
+enum {
+    MG_JSON_EINVALID = -30, /* not one JSON object */
+    MG_JSON_ENOTFLAT = -31, /* nested, or over MAX tokens: use a full decoder */
+};
+typedef struct mg_json_tok_s {
+    double num;
+    uint32_t key_off, key_len, val_off, val_len;
+    uint8_t type, key_esc, val_esc, pad;
+} mg_json_tok_t;
+/* Tokenises TEXT (LEN bytes) into TOKS (room for MAX); SBUF (SCAP bytes,
+ * LEN is always enough) receives unescaped strings. Returns the number of
+ * tokens or MG_JSON_E*. */
+int mg_ffi_json_flat_object(const char *text, size_t len, mg_json_tok_t *toks, int max,
+                            char *sbuf, size_t scap);
+
+/* ==== rate limiting (shdict.c) ==== */
+/* (section owned by shdict.c; lua/moongate/ratelimit.lua declares the same)
+ *
+ * Rate-limit decisions made inside a shared dictionary, each in one step
+ * under the key's stripe lock, so that a limit is exact across every
+ * worker of the process. The state lives under the key NS followed by KEY
+ * (1-65535 bytes together). Times are milliseconds: NOW is the caller's
+ * clock (tests), or a negative number for CLOCK_MONOTONIC read under the
+ * lock. COST is what the request counts for (usually 1; 0 only looks).
+ * Both return 1 when the request is admitted (and counted), 0 when it is
+ * refused (and not counted), or -EINVAL (bad parameters, empty or too long
+ * key) / -ENOMEM; OUT is filled for 1 and 0. Any thread, any time. */
+typedef struct mg_rl_result_s {
+    double remaining;   /* requests of cost 1 that would still pass now */
+    double reset;       /* ms until the limit is whole again (GCRA), or
+                         * until the current window ends (sliding) */
+    double retry_after; /* ms until this request would pass; 0 if admitted */
+} mg_rl_result_t;
+
+/* GCRA (a token bucket of BURST tokens, one token every INTERVAL ms):
+ * admitted when the theoretical arrival time, moved by INTERVAL * COST,
+ * stays within INTERVAL * BURST of NOW. 0 <= COST <= BURST. */
+int mg_ffi_shdict_gcra(mg_shdict_t *d, const char *ns, size_t ns_len, const char *key,
+                       size_t key_len, double interval, double burst, double cost, double now,
+                       mg_rl_result_t *out);
+
+/* Sliding window of WINDOW ms admitting LIMIT per window: the count of the
+ * previous window, weighted by the share of it still inside the sliding
+ * window, plus the count of the current one (admitted requests only). A
+ * key's windows start at its first request. 0 <= COST <= LIMIT. */
+int mg_ffi_shdict_sliding(mg_shdict_t *d, const char *ns, size_t ns_len, const char *key,
+                          size_t key_len, double limit, double window, double cost, double now,
+                          mg_rl_result_t *out);
+
+/* The dictionary called NAME (1-64 bytes), created with CAP bytes when the
+ * config declared none (it then lives until exit like the others); NULL
+ * when out of memory. */
+mg_shdict_t *mg_ffi_shdict_open(const char *name, size_t name_len, size_t cap);
+
+/* ==== redis (redis.c) ==== */
+/* (section owned by redis.c; lua/moongate/redis.lua declares the same)
+ *
+ * Asynchronous Redis commands for hooks (see redis.h). A client belongs to
+ * the worker that made it and is valid until that worker exits; use it only
+ * from that worker's hooks. A command function returns 0 when the command
+ * is on its way: the hook must then yield (WAIT) at once, and the yield
+ * returns true and the reply (an array reply as one value per element,
+ * integers as numbers, nil for a nil reply), or nil and a reason (an error
+ * reply's text, "timeout", "connect timeout", a connection error,
+ * "shutting down"). Otherwise it returns a negative code with a static
+ * reason in *ERR (valid until the next call) and nothing was sent:
+ * MG_FFI_EPHASE outside a hook, MG_FFI_EINVAL, MG_FFI_ENOMEM, and: */
+enum {
+    MG_REDIS_EDOWN = -40,   /* no usable connection now: the server failed
+                             * and has not answered again yet */
+    MG_REDIS_ECLOSED = -41, /* the worker is shutting down */
+};
+typedef struct mg_redis_s mg_redis_t;
+
+/* The calling worker's client for HOST:PORT with these settings (the same
+ * settings give the same client): AUTH with PASSWORD when not NULL, SELECT
+ * DB when not 0, POOL connections (1-64), timeouts in seconds. Connects on
+ * first use. NULL with *ERR outside a worker, on bad settings, or out of
+ * memory. HOST is resolved when connecting, on the worker's thread: use an
+ * address or a name from /etc/hosts. */
+mg_redis_t *mg_ffi_redis_client(const char *host, size_t host_len, int port, const char *password,
+                                size_t password_len, int db, int pool, double connect_timeout,
+                                double timeout, const char **err);
+
+/* Registers a Lua script (its source, copied) with the worker of RS;
+ * returns its number (the same source gives the same number), or
+ * MG_FFI_EINVAL / MG_FFI_ENOMEM. */
+int mg_ffi_redis_script(mg_redis_t *rs, const char *src, size_t len);
+
+/* Sends the command ARGV[0..ARGC-1] (1-32 arguments, copied). */
+int mg_ffi_redis_command(mg_redis_t *rs, int argc, const char **argv, const size_t *argvlen,
+                         const char **err);
+
+/* Runs script SCRIPT with the NKEYS first of ARGV as KEYS and the others as
+ * ARGV (0-32 in all, copied): EVALSHA, and EVAL once on NOSCRIPT. */
+int mg_ffi_redis_eval(mg_redis_t *rs, int script, int nkeys, int argc, const char **argv,
+                      const size_t *argvlen, const char **err);
+
+/* 1 while a connection is ready or the client has not failed since it last
+ * worked, 0 while it is down (commands fail at once with MG_REDIS_EDOWN). */
+int mg_ffi_redis_up(mg_redis_t *rs);
+
 /* ==== end ==== */
 
 #endif

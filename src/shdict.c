@@ -25,6 +25,7 @@
 #include "shdict.h"
 
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -747,4 +748,249 @@ size_t mg_ffi_shdict_free_space(mg_shdict_t *d)
         pthread_mutex_unlock(&s->lock);
     }
     return free_bytes;
+}
+
+/* ---- rate limiting (the rate limiting section of mg_ffi.h) ----
+ *
+ * A limit's state for one key is an ordinary entry of the dictionary, read
+ * and rewritten under its stripe's lock in one step: that is what makes a
+ * limit exact across every worker of the process (no get-then-set). The
+ * entry's key is the limit's namespace followed by the caller's key. GCRA
+ * keeps its theoretical arrival time as a number; the sliding window keeps
+ * three doubles (window start, previous count, current count) as a 24-byte
+ * string. An entry of another shape under that key (a user value) is
+ * replaced by a fresh state.
+ *
+ * Times are milliseconds. The algorithms run on the caller's `now`, or on
+ * CLOCK_MONOTONIC read under the lock (so that the decisions on one key are
+ * made in clock order); expiry stays on the dictionary's coarse clock, with
+ * a slack that covers the difference between the two, so that an entry only
+ * goes once its state is the same as no state at all. */
+
+#define RL_KEY_STACK 512 /* namespace + key up to this size stay on the stack */
+#define RL_SLACK_MS 1000 /* entries outlive their state by this much */
+#define RL_EPS 1e-6      /* ms; rounding of repeated additions */
+
+static double rl_clock(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Joins NS and KEY into BUF (RL_KEY_STACK bytes) or into a malloc'd block
+ * left in *HEAP for the caller to free. NULL when the result is empty, too
+ * long or memory is short (*RC says which). */
+static const char *rl_key(const char *ns, size_t ns_len, const char *key, size_t key_len, char *buf,
+                          char **heap, size_t *len, int *rc)
+{
+    size_t n = ns_len + key_len;
+    char *k = buf;
+
+    *heap = NULL;
+    if (n == 0 || n > MG_SHDICT_MAX_KEY) {
+        *rc = -EINVAL;
+        return NULL;
+    }
+    if (n > RL_KEY_STACK) {
+        k = *heap = malloc(n);
+        if (k == NULL) {
+            *rc = -ENOMEM;
+            return NULL;
+        }
+    }
+    memcpy(k, ns, ns_len);
+    memcpy(k + ns_len, key, key_len);
+    *len = n;
+    return k;
+}
+
+/* The live entry of KEY holding a state of TYPE and VLEN value bytes, or a
+ * fresh one (*FRESH = 1; an entry of another shape is replaced). Called
+ * with the stripe locked. NULL when no memory can be found. */
+static entry_t *rl_entry(stripe_t *s, uint32_t hash, const char *key, size_t klen, int type,
+                         size_t vlen, uint64_t coarse, int *fresh)
+{
+    entry_t *e = lookup(s, hash, key, klen);
+
+    if (e != NULL && !expired(e, coarse) && e->type == type && e->vlen == vlen) {
+        touch(s, e);
+        *fresh = 0;
+        return e;
+    }
+    if (e != NULL && fits(e, vlen)) {
+        touch(s, e);
+    } else {
+        if (e != NULL)
+            entry_remove(s, e);
+        e = insert(s, hash, key, klen, vlen, coarse);
+        if (e == NULL)
+            return NULL;
+    }
+    e->type = (uint8_t)type;
+    e->vlen = (uint32_t)vlen;
+    e->num = 0;
+    *fresh = 1;
+    return e;
+}
+
+static uint64_t rl_expiry(uint64_t coarse, double ttl)
+{
+    return coarse + (ttl > 0 ? (uint64_t)ceil(ttl) : 0) + RL_SLACK_MS;
+}
+
+static double rl_floor(double x)
+{
+    x = floor(x + 1e-9);
+    return x > 0 ? x : 0;
+}
+
+int mg_ffi_shdict_gcra(mg_shdict_t *d, const char *ns, size_t ns_len, const char *key,
+                       size_t key_len, double interval, double burst, double cost, double now,
+                       mg_rl_result_t *out)
+{
+    char buf[RL_KEY_STACK], *heap;
+    const char *k;
+    size_t klen = 0;
+    uint32_t hash;
+    stripe_t *s;
+    entry_t *e;
+    double tat, new_tat, allow_at;
+    int fresh, rc = -EINVAL;
+
+    if (!(interval > 0 && interval < HUGE_VAL) || !(burst > 0 && burst < HUGE_VAL) ||
+        !(cost >= 0 && cost <= burst))
+        return -EINVAL;
+    k = rl_key(ns, ns_len, key, key_len, buf, &heap, &klen, &rc);
+    if (k == NULL)
+        return rc;
+    s = stripe_of(d, k, klen, &hash);
+    pthread_mutex_lock(&s->lock);
+    if (!(now >= 0))
+        now = rl_clock();
+    e = rl_entry(s, hash, k, klen, MG_SHDICT_NUMBER, 0, now_ms(), &fresh);
+    if (e == NULL) {
+        rc = -ENOMEM;
+    } else {
+        tat = fresh || e->num < now ? now : e->num;
+        new_tat = tat + interval * cost;
+        allow_at = new_tat - interval * burst;
+        if (now >= allow_at - RL_EPS) {
+            e->num = new_tat;
+            e->expires = rl_expiry(now_ms(), new_tat - now);
+            out->remaining = rl_floor((now - allow_at) / interval);
+            out->reset = new_tat - now;
+            out->retry_after = 0;
+            rc = 1;
+        } else {
+            if (fresh) {
+                e->num = tat; /* cannot happen with cost <= burst; stay well-formed */
+                e->expires = rl_expiry(now_ms(), 0);
+            }
+            out->remaining = rl_floor((now - (tat - interval * burst)) / interval);
+            out->reset = tat - now;
+            out->retry_after = allow_at - now;
+            rc = 0;
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    free(heap);
+    return rc;
+}
+
+/* When (ms after NOW) a request of COST could pass a sliding window that
+ * refused it: later in the current window, as the previous count fades,
+ * or else in the next window, once the current count has faded enough. */
+static double sliding_retry(double limit, double window, double cost, double start, double prev,
+                            double cur, double now)
+{
+    double room = limit - cur - cost, t;
+
+    if (room >= 0 && prev > 0) {
+        t = window * (1 - room / prev); /* elapsed time in the window needed */
+        if (t < window)
+            return start + t - now;
+    }
+    t = cur > limit - cost ? window * (1 - (limit - cost) / cur) : 0;
+    return start + window + t - now;
+}
+
+int mg_ffi_shdict_sliding(mg_shdict_t *d, const char *ns, size_t ns_len, const char *key,
+                          size_t key_len, double limit, double window, double cost, double now,
+                          mg_rl_result_t *out)
+{
+    char buf[RL_KEY_STACK], *heap;
+    const char *k;
+    size_t klen = 0;
+    uint32_t hash;
+    stripe_t *s;
+    entry_t *e;
+    double st[3], start, prev, cur, el, est;
+    int fresh, rc = -EINVAL;
+
+    if (!(window > 0 && window < HUGE_VAL) || !(limit > 0 && limit < HUGE_VAL) ||
+        !(cost >= 0 && cost <= limit))
+        return -EINVAL;
+    k = rl_key(ns, ns_len, key, key_len, buf, &heap, &klen, &rc);
+    if (k == NULL)
+        return rc;
+    s = stripe_of(d, k, klen, &hash);
+    pthread_mutex_lock(&s->lock);
+    if (!(now >= 0))
+        now = rl_clock();
+    e = rl_entry(s, hash, k, klen, MG_SHDICT_STRING, sizeof(st), now_ms(), &fresh);
+    if (e == NULL) {
+        rc = -ENOMEM;
+    } else {
+        if (fresh) {
+            st[0] = now;
+            st[1] = st[2] = 0;
+        } else {
+            memcpy(st, e->data + e->klen, sizeof(st));
+        }
+        start = st[0], prev = st[1], cur = st[2];
+        if (now >= start + window) {
+            /* the next window: the current count becomes the previous one,
+             * or, after two windows or more, start afresh at now */
+            if (now < start + 2 * window) {
+                prev = cur;
+                start += window;
+            } else {
+                prev = 0;
+                start = now;
+            }
+            cur = 0;
+        }
+        el = now > start ? now - start : 0;
+        est = prev * (window - el) / window + cur;
+        if (est + cost <= limit + RL_EPS) {
+            cur += cost;
+            out->remaining = rl_floor(limit - est - cost);
+            out->retry_after = 0;
+            rc = 1;
+        } else {
+            out->remaining = rl_floor(limit - est);
+            out->retry_after = sliding_retry(limit, window, cost, start, prev, cur, now);
+            rc = 0;
+        }
+        out->reset = start + window - now;
+        st[0] = start, st[1] = prev, st[2] = cur;
+        memcpy(e->data + e->klen, st, sizeof(st));
+        e->expires = rl_expiry(now_ms(), start + 2 * window - now);
+    }
+    pthread_mutex_unlock(&s->lock);
+    free(heap);
+    return rc;
+}
+
+mg_shdict_t *mg_ffi_shdict_open(const char *name, size_t name_len, size_t cap)
+{
+    char buf[65];
+
+    if (name_len == 0 || name_len >= sizeof(buf))
+        return NULL;
+    memcpy(buf, name, name_len);
+    buf[name_len] = '\0';
+    return mg_shdict_open(buf, cap);
 }

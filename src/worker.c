@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include "accesslog.h"
 #include "lua_route.h"
+#include "redis.h"
 #include "worker.h"
 
 #define MAX_FREE_BUFS 256
@@ -222,6 +223,7 @@ static void worker_finish(mg_worker_t *w)
     for (mg_wgen_t *r = w->retired; r; r = r->next)
         mg_pools_close(r);
     mg_http_client_close(w);
+    mg_redis_worker_close(w);
     mg_accesslog_close(w);
     if (!uv_is_closing((uv_handle_t *)&w->shutdown_timer))
         uv_close((uv_handle_t *)&w->shutdown_timer, NULL);
@@ -388,6 +390,7 @@ static void worker_main(void *arg)
         wgen_free(w->g);
     w->g = NULL;
     mg_http_client_free(w);
+    mg_redis_worker_free(w);
     while (w->free_requests) {
         mg_request_t *r = w->free_requests;
         w->free_requests = r->next_free;

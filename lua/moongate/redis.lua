@@ -1,0 +1,296 @@
+-- moongate.redis: Redis commands from hooks, on the worker's own loop
+-- (src/redis.c: hiredis, a small pool of connections per worker, timeouts,
+-- reconnection with backoff).
+--
+--   local redis = require "moongate.redis"
+--   local r = redis.new { host = "127.0.0.1", port = 6379, timeout = 0.2 }
+--
+--   gw.on_request = function(req)
+--       local ok, n = r:command("INCR", "hits")   -- the hook waits, the
+--       if not ok then gw.log("warn", n) end      -- worker does not
+--   end
+--
+-- A client is made once, while the config loads (its settings are checked
+-- there); each worker connects on first use. Commands return true and the
+-- reply (an array reply as one value per element, integers as numbers, a
+-- nil reply as nil), or nil and a reason ("timeout", "connect timeout",
+-- "redis unavailable: <why>", an error reply's text). While the server is
+-- down, commands fail at once instead of waiting; each worker tries to
+-- connect again in the background after 50 ms, backing off to 1 s, and the
+-- client works again as soon as the server answers.
+
+local ffi = require "ffi"
+
+local type, tostring, error, select, pairs, setmetatable, pcall =
+    type, tostring, error, select, pairs, setmetatable, pcall
+local ffi_string = ffi.string
+local fmt, match, sub, find = string.format, string.match, string.sub,
+    string.find
+local concat, sort = table.concat, table.sort
+local floor, huge = math.floor, math.huge
+local getinfo = debug.getinfo
+local yield = coroutine.yield
+
+ffi.cdef [[
+typedef struct mg_redis_s mg_redis_t;
+mg_redis_t *mg_ffi_redis_client(const char *host, size_t host_len, int port, const char *password,
+                                size_t password_len, int db, int pool, double connect_timeout,
+                                double timeout, const char **err);
+int mg_ffi_redis_script(mg_redis_t *rs, const char *src, size_t len);
+int mg_ffi_redis_command(mg_redis_t *rs, int argc, const char **argv, const size_t *argvlen,
+                         const char **err);
+int mg_ffi_redis_eval(mg_redis_t *rs, int script, int nkeys, int argc, const char **argv,
+                      const size_t *argvlen, const char **err);
+int mg_ffi_redis_up(mg_redis_t *rs);
+]]
+
+local _M = {}
+
+local WAIT = 2                  -- what a hook yields to wait (runtime.lua)
+local MAX_ARGS = 32             -- MAX_ARGS of src/redis.c
+local EDOWN = -40               -- MG_REDIS_EDOWN
+
+-- The binary exports the symbols (-Wl,-E); specs load the test library.
+local function load_lib()
+    if pcall(function() return ffi.C.mg_ffi_redis_client end) then
+        return ffi.C
+    end
+    local ok, lib = pcall(ffi.load, os.getenv("MG_TEST_LIB") or
+                          "build/libmgtest.so")
+    return ok and lib or nil
+end
+
+local C = load_lib()
+
+-- scratch arguments of this Lua state: C copies them during the call
+local argv = ffi.new("const char *[?]", MAX_ARGS)
+local lens = ffi.new("size_t[?]", MAX_ARGS)
+local errp = ffi.new("const char *[1]")
+local keep = {}     -- strings made from numbers: alive during the call
+
+
+-- Errors at load are blamed on the user's line, not on moongate's Lua.
+local our_dir = match(getinfo(1, "S").source, "^(@.*[/\\])") or "@"
+
+local function raise(msg)
+    local level = 2
+    while true do
+        local info = getinfo(level, "S")
+        if not info then
+            level = 1
+            break
+        end
+        if info.what ~= "C" and sub(info.source, 1, #our_dir) ~= our_dir then
+            break
+        end
+        level = level + 1
+    end
+    error(msg, level)
+end
+_M.raise = raise
+
+local function describe(v)
+    if type(v) == "string" then
+        return fmt("string %q", #v > 60 and sub(v, 1, 57) .. "..." or v)
+    elseif type(v) == "number" or type(v) == "boolean" then
+        return type(v) .. " " .. tostring(v)
+    end
+    return type(v)
+end
+_M.describe = describe
+
+--- Checks that table t only has keys from the list `valid` (raising "unknown
+-- key 'x' in <what> (valid: ...)").
+function _M.check_keys(t, valid, what)
+    local set = {}
+    for _, k in pairs(valid) do set[k] = true end
+    for k in pairs(t) do
+        if not set[k] then
+            local names = {}
+            for _, v in pairs(valid) do names[#names + 1] = v end
+            sort(names)
+            raise(fmt("unknown key %s in %s (valid: %s)",
+                      type(k) == "string" and "'" .. k .. "'" or describe(k),
+                      what, concat(names, ", ")))
+        end
+    end
+end
+
+local KEYS = { "host", "port", "password", "db", "pool", "timeout",
+               "connect_timeout" }
+
+local function positive(v, what, default)
+    if v == nil then return default end
+    if type(v) ~= "number" or not (v > 0) or v == huge then
+        raise(fmt("%s must be a number of seconds > 0, got %s", what,
+                  describe(v)))
+    end
+    return v
+end
+
+local function int_in(v, lo, hi, what, default)
+    if v == nil then return default end
+    if type(v) ~= "number" or v % 1 ~= 0 or v < lo or v > hi then
+        raise(fmt("%s must be an integer %d-%d, got %s", what, lo, hi,
+                  describe(v)))
+    end
+    return v
+end
+
+local Client = {}
+Client.__index = Client
+
+--- redis.new(opts [, what]) -> client. opts: a table { host = "127.0.0.1",
+-- port = 6379, password = nil, db = 0, pool = 2 (connections per worker),
+-- timeout = 0.2 (s, per command), connect_timeout = 1 (s) }, or a string
+-- "host:port". Bad options raise an error at the caller's line.
+function _M.new(opts, what)
+    what = what or "redis.new"
+    if type(opts) == "string" then
+        local host, port = match(opts, "^%[?([^%[%]]+)%]?:(%d+)$")
+        if not host then
+            raise(fmt('%s must be "host:port" or a table, got %s', what,
+                      describe(opts)))
+        end
+        opts = { host = host, port = tonumber(port) }
+    elseif type(opts) ~= "table" then
+        raise(fmt('%s takes a table like { host = "127.0.0.1", port = 6379 }' ..
+                  ", got %s", what, describe(opts)))
+    end
+    _M.check_keys(opts, KEYS, what)
+    local host = opts.host == nil and "127.0.0.1" or opts.host
+    if type(host) ~= "string" or host == "" or #host > 255
+        or find(host, "[%s%z]") then
+        raise(fmt("%s.host must be an address or host name, got %s", what,
+                  describe(host)))
+    end
+    local password = opts.password
+    if password ~= nil and (type(password) ~= "string" or password == ""
+                            or find(password, "%z")) then
+        raise(fmt("%s.password must be a non-empty string, got %s", what,
+                  type(password)))
+    end
+    return setmetatable({
+        host = host,
+        port = int_in(opts.port, 1, 65535, what .. ".port", 6379),
+        password = password,
+        db = int_in(opts.db, 0, 2 ^ 31 - 1, what .. ".db", 0),
+        pool = int_in(opts.pool, 1, 64, what .. ".pool", 2),
+        timeout = positive(opts.timeout, what .. ".timeout", 0.2),
+        connect_timeout = positive(opts.connect_timeout,
+                                   what .. ".connect_timeout", 1),
+        _rs = false,            -- this worker's C client, made on first use
+        _scripts = {},          -- script source -> number in this worker
+    }, Client)
+end
+
+-- This worker's C client, or nil and a reason.
+local function handle(self)
+    local rs = self._rs
+    if rs then return rs end
+    if not C then return nil, "no moongate library" end
+    local pw = self.password
+    rs = C.mg_ffi_redis_client(self.host, #self.host, self.port, pw,
+                               pw and #pw or 0, self.db, self.pool,
+                               self.connect_timeout, self.timeout, errp)
+    if rs == nil then
+        return nil, ffi_string(errp[0])
+    end
+    self._rs = rs
+    return rs
+end
+
+local function fill(first, ...)
+    local n = select("#", ...)
+    if first + n > MAX_ARGS then
+        return nil
+    end
+    for i = 1, n do
+        local v = select(i, ...)
+        if type(v) ~= "string" then
+            if type(v) ~= "number" then
+                return nil, i
+            end
+            v = tostring(v)
+            keep[#keep + 1] = v
+        end
+        argv[first + i - 1] = v
+        lens[first + i - 1] = #v
+    end
+    return first + n
+end
+
+local function failed(rc)
+    local why = ffi_string(errp[0])
+    if rc == EDOWN then
+        return nil, "redis unavailable: " .. why
+    end
+    return nil, why
+end
+
+--- client:command(name, args...) -> true, reply... | nil, reason. Waits for
+-- the reply without blocking the worker: hooks only. Arguments are strings
+-- or numbers.
+function Client:command(...)
+    local rs, err = handle(self)
+    if not rs then return nil, err end
+    local n, bad = fill(0, ...)
+    if not n or n == 0 then
+        for i = #keep, 1, -1 do keep[i] = nil end
+        if bad then
+            error(fmt("redis command argument #%d must be a string or a " ..
+                      "number", bad), 2)
+        end
+        error("redis command takes 1-32 arguments", 2)
+    end
+    local rc = C.mg_ffi_redis_command(rs, n, argv, lens, errp)
+    for i = #keep, 1, -1 do keep[i] = nil end
+    if rc ~= 0 then
+        return failed(rc)
+    end
+    return yield(WAIT)
+end
+
+--- client:eval(source, nkeys, keys_and_args...) -> true, reply... | nil,
+-- reason. Runs the Lua script by its SHA-1 (EVALSHA; the source is sent
+-- once when the server does not know it). Hooks only.
+function Client:eval(src, nkeys, ...)
+    local rs, err = handle(self)
+    if not rs then return nil, err end
+    local idx = self._scripts[src]
+    if not idx then
+        if type(src) ~= "string" or src == "" then
+            error("redis eval: the script must be a non-empty string", 2)
+        end
+        idx = C.mg_ffi_redis_script(rs, src, #src)
+        if idx < 0 then return nil, "cannot register the script" end
+        self._scripts[src] = idx
+    end
+    local n, bad = fill(0, ...)
+    if not n then
+        for i = #keep, 1, -1 do keep[i] = nil end
+        if bad then
+            error(fmt("redis eval argument #%d must be a string or a " ..
+                      "number", bad + 2), 2)
+        end
+        error("redis eval takes at most 32 keys and arguments", 2)
+    end
+    if type(nkeys) ~= "number" or nkeys < 0 or nkeys > n or nkeys % 1 ~= 0 then
+        error("redis eval: nkeys must be an integer 0-" .. n, 2)
+    end
+    local rc = C.mg_ffi_redis_eval(rs, idx, nkeys, n, argv, lens, errp)
+    for i = #keep, 1, -1 do keep[i] = nil end
+    if rc ~= 0 then
+        return failed(rc)
+    end
+    return yield(WAIT)
+end
+
+--- client:up() -> false while the server is known to be down (commands
+-- fail at once), true otherwise.
+function Client:up()
+    local rs = handle(self)
+    return rs ~= nil and C.mg_ffi_redis_up(rs) == 1
+end
+
+return _M
