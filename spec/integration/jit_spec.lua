@@ -1,0 +1,52 @@
+-- The request API's hot accessors must stay JIT-compiled: a hook that
+-- calls them in a loop is run under LuaJIT's jit.v, and no trace through
+-- them may abort.
+local h = require "spec.support.helpers"
+
+local CONFIG = [[
+package.path = "spec/fixtures/jit/?.lua;" .. package.path
+local gw = require "moongate"
+gw.settings { workers = 1, access_log = "off", admin = false }
+gw.listen { port = {{PORT}}, host = "127.0.0.1" }
+gw.upstream("up", { "{{U}}" })
+require("jit.v").start("{{TMP}}/jit.log")
+gw.route { path = "/**", upstream = "up", policies = { require "hot" } }
+]]
+
+describe("JIT", function()
+    local gw, up
+
+    setup(function()
+        up = h.start_upstream { name = "up" }
+        gw = h.start_gateway(CONFIG, { workers = 1, vars = { U = up } })
+    end)
+
+    teardown(h.cleanup)
+
+    it("keeps the hot accessors compiled (no trace aborts in them)", function()
+        for _ = 1, 30 do
+            local res = h.http(gw.port, { path = "/x", headers = { ["x-a"] = "1", ["x-b"] = "22" } })
+            assert.equal(200, res.status)
+        end
+        h.sleep(0.2)
+        local log = h.read_file(gw.vars.TMP .. "/jit.log") or ""
+        -- both hot loops were compiled as looping traces, through the
+        -- accessors they call
+        assert.truthy(log:find("%[TRACE +%d+ hot%.lua:8 loop%]"), log)
+        assert.truthy(log:find("%[TRACE +%d+ hot%.lua:2[12] loop%]"), log)
+        local bad = {}
+        for line in log:gmatch("[^\n]+") do
+            -- an abort in the policy's loops or in the accessors it calls
+            -- ("leaving loop in root trace": LuaJIT declined to start a
+            -- second trace at a function the loop's trace already covers;
+            -- "return to lower frame": a trace reached the hook dispatch)
+            if line:find("TRACE ---", 1, true) and
+                (line:find("hot.lua", 1, true) or line:find("runtime.lua:%d+ %-%- ")) and
+                not line:find("return to lower frame", 1, true) and
+                not line:find("leaving loop in root trace", 1, true) then
+                bad[#bad + 1] = line
+            end
+        end
+        assert.same({}, bad)
+    end)
+end)
