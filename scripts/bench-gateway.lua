@@ -39,3 +39,33 @@ if w4 then
         end,
     } } }
 end
+
+-- W2 / W3: JWT (HS256, signature and exp) verified on every request, then a
+-- per-`sub` rate limit (W2: never triggers but is counted; W3: 100/s, 429
+-- beyond), routing by prefix, round robin over A and B.
+local ok_jwt, jwt = pcall(require, "moongate.jwt")
+local ok_rl, limit = pcall(require, "moongate.ratelimit")
+local secret = os.getenv("BENCH_JWT_SECRET") or "moongate-bench-secret-0123456789abcdef"
+
+local function policy_routes(p, rate, name, headers)
+    if not (ok_jwt and ok_rl) then
+        error("W2/W3 need moongate.jwt and moongate.ratelimit")
+    end
+    gw.listen { port = p, host = "127.0.0.1" }
+    local auth = jwt.policy { secret = secret, leeway = 5 }
+    local rl = limit.policy { name = name, rate = rate, per = 1,
+                              key = limit.key.jwt_sub, headers = headers }
+    for _, prefix in ipairs { "/orders", "/payments", "/delivery" } do
+        gw.route { name = name .. prefix, path = prefix .. "/**", upstream = "ab",
+                   listen = p, policies = { auth, rl } }
+    end
+end
+
+local w2 = port("GW_W2_PORT")
+if w2 then
+    policy_routes(w2, tonumber(os.getenv("BENCH_W2_LIMIT") or "") or 1e9, "w2", false)
+end
+local w3 = port("GW_W3_PORT")
+if w3 then
+    policy_routes(w3, tonumber(os.getenv("BENCH_W3_LIMIT") or "") or 100, "w3", true)
+end

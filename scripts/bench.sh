@@ -14,7 +14,7 @@ args=()
 [ "${QUICK:-0}" = 1 ] && args+=(--quick)
 export PEERS=${PEERS:-"nginx nginx-lua haproxy"}
 export GW_NAME=moongate
-export GW_WORKLOADS=${GW_WORKLOADS:-"W1 W4"}
+export GW_WORKLOADS=${GW_WORKLOADS:-"W1 W2 W3 W4"}
 export GW_CMD="exec $PWD/build/moongate run -c $PWD/scripts/bench-gateway.lua"
 echo "bench: peers.sh with PEERS='$PEERS' GW_WORKLOADS='$GW_WORKLOADS'"
 bash "$BENCH/peers.sh" "${args[@]}"
