@@ -20,6 +20,9 @@ echo "bench: peers.sh with PEERS='$PEERS' GW_WORKLOADS='$GW_WORKLOADS'"
 bash "$BENCH/peers.sh" "${args[@]}"
 rc=$?
 echo
+echo "bench: reloading every 100 ms"
+bash scripts/bench-reload.sh || rc=1
+echo
 echo "bench: idle keep-alive connections (memory)"
 python3 scripts/bench-idle.py --bin build/moongate --conns "${IDLE_CONNS:-10000}" || rc=1
 exit $rc

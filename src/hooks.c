@@ -441,6 +441,8 @@ typedef struct user_timer_s {
     uv_timer_t t;
     mg_lua_worker_t *lw;
     int id;
+    int started;            /* its handle is initialised (live generation) */
+    uint64_t after, every;  /* ms */
 } user_timer_t;
 
 /* A timer's callback runs in a pooled coroutine that serves no request;
@@ -467,26 +469,46 @@ static void on_user_timer(uv_timer_t *t)
         co_put(hc);
 }
 
+/* In the worker's thread: the handle joins its loop. */
+static void start_timer(user_timer_t *ut)
+{
+    mg_worker_t *w = ut->lw->g->w;
+    uv_timer_init(&w->loop, &ut->t);
+    ut->t.data = ut;
+    ut->started = 1;
+    uv_timer_start(&ut->t, on_user_timer, ut->after, ut->every);
+    /* timers alone do not keep a stopping worker alive */
+    uv_unref((uv_handle_t *)&ut->t);
+}
+
 int mg_ffi_timer_start(int id, double after, double every)
 {
     mg_lua_worker_t *lw = current_lw;
     if (!lw || !(after >= 0) || !(every >= 0))
         return MG_FFI_EPHASE;
-    mg_worker_t *w = lw->g->w;
     user_timer_t *ut = calloc(1, sizeof(*ut));
     if (!ut)
         return MG_FFI_ENOMEM;
     ut->lw = lw;
     ut->id = id;
-    uv_timer_init(&w->loop, &ut->t);
-    ut->t.data = ut;
-    uv_timer_start(&ut->t, on_user_timer, (uint64_t)(after * 1000.0 + 0.5),
-                   (uint64_t)(every * 1000.0 + 0.5));
-    /* timers alone do not keep a stopping worker alive */
-    uv_unref((uv_handle_t *)&ut->t);
+    ut->after = (uint64_t)(after * 1000.0 + 0.5);
+    ut->every = (uint64_t)(every * 1000.0 + 0.5);
     ut->next = lw->timers;
     lw->timers = ut;
+    /* a generation being built (maybe on the control thread) starts its
+     * timers when its worker switches to it */
+    if (lw->live)
+        start_timer(ut);
     return 0;
+}
+
+void mg_hooks_go_live(mg_wgen_t *g)
+{
+    mg_lua_worker_t *lw = lw_of(g);
+    lw->live = 1;
+    for (user_timer_t *ut = lw->timers; ut; ut = ut->next)
+        if (!ut->started)
+            start_timer(ut);
 }
 
 static void timer_closed(uv_handle_t *h)
@@ -502,7 +524,10 @@ void mg_hooks_retire(mg_wgen_t *g)
     while (lw->timers) {
         user_timer_t *ut = lw->timers;
         lw->timers = ut->next;
-        uv_close((uv_handle_t *)&ut->t, timer_closed);
+        if (ut->started)
+            uv_close((uv_handle_t *)&ut->t, timer_closed);
+        else
+            free(ut);
     }
 }
 
@@ -512,11 +537,10 @@ static void free_user_timers(mg_lua_worker_t *lw)
     while (lw->timers) {
         user_timer_t *ut = lw->timers;
         lw->timers = ut->next;
-        if (uv_is_closing((uv_handle_t *)&ut->t) || !uv_loop_alive(ut->t.loop)) {
+        if (!ut->started || uv_is_closing((uv_handle_t *)&ut->t))
             free(ut);
-        } else {
+        else
             uv_close((uv_handle_t *)&ut->t, timer_closed);
-        }
     }
 }
 

@@ -23,6 +23,8 @@ enum { MG_HOOK_DONE = 0, MG_HOOK_RESPONDED = 1, MG_HOOK_WAIT = 2, MG_HOOK_ERROR 
 int mg_hooks_init(mg_wgen_t *g, char **err);
 /* g is no longer current: its timers stop. */
 void mg_hooks_retire(mg_wgen_t *g);
+/* g becomes current (in its worker's thread): its timers start. */
+void mg_hooks_go_live(mg_wgen_t *g);
 void mg_hooks_close(mg_wgen_t *g);
 
 /* Does any hook of generation g run in `phase` for a request on `route`

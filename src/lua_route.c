@@ -61,6 +61,12 @@ int mg_lua_gen_init(mg_wgen_t *g, char **err)
     return 0;
 }
 
+void mg_lua_gen_go_live(mg_wgen_t *g)
+{
+    if (g->lua)
+        mg_hooks_go_live(g);
+}
+
 void mg_lua_gen_retire(mg_wgen_t *g)
 {
     if (g->lua)

@@ -24,6 +24,7 @@ typedef struct mg_lua_worker_s {
     size_t ncos;            /* coroutines alive */
     mg_hook_co_t *running;  /* coroutine being resumed, or NULL */
     void *timers;           /* gw.timer handles (hooks.c) */
+    int live;               /* its worker runs it: timers may start */
 } mg_lua_worker_t;
 
 /* Creates generation g's Lua state in its worker and runs the config file
@@ -32,6 +33,8 @@ typedef struct mg_lua_worker_s {
 int mg_lua_gen_init(mg_wgen_t *g, char **err);
 /* g is no longer current: its timers stop. */
 void mg_lua_gen_retire(mg_wgen_t *g);
+/* g becomes current (worker thread): its timers start. */
+void mg_lua_gen_go_live(mg_wgen_t *g);
 void mg_lua_gen_close(mg_wgen_t *g);
 /* Calls the handler of c->r's route and sends its answer (500 with the
  * request id when the handler fails). */

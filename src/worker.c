@@ -201,6 +201,7 @@ static void wgen_switch(mg_worker_t *w, mg_wgen_t *g)
     g->refs++; /* the worker's own hold while current */
     w->g = g;
     atomic_store(&w->budget_ms, g->cfg->timeouts.hook);
+    mg_lua_gen_go_live(g);
     if (!old)
         return;
     mg_lua_gen_retire(old);  /* its timers stop now */
@@ -280,10 +281,6 @@ static void on_wakeup(uv_async_t *a)
     case MG_CTL_STOP:
         begin_stop(w);
         return; /* nobody waits for a stop */
-    case MG_CTL_PREPARE:
-        w->ctl_err = NULL;
-        w->prepared = wgen_new(w, w->ctl_gen, &w->ctl_err);
-        break;
     case MG_CTL_COMMIT:
         if (w->prepared && !w->stopping)
             wgen_switch(w, w->prepared);
@@ -468,18 +465,27 @@ static void command_all(mg_workers_t *ws, int cmd, mg_gen_t *gen)
 
 int mg_workers_reload(mg_workers_t *ws, mg_gen_t *gen, char **err)
 {
-    command_all(ws, MG_CTL_PREPARE, gen);
-    for (int i = 0; i < ws->n; i++) {
+    /* Each worker's side is built here, on the control thread, so that the
+     * workers keep serving meanwhile: nothing in it touches a worker's loop
+     * before the switch (timers start then). */
+    for (int i = 0; i < ws->n && !*err; i++) {
         mg_worker_t *w = &ws->w[i];
-        if (w->ctl_err) {
-            if (!*err)
-                asprintf(err, "worker %d: %s", w->id, w->ctl_err);
-            free(w->ctl_err);
-            w->ctl_err = NULL;
+        if (w->start_error || atomic_load(&w->quarantined))
+            continue;
+        char *why = NULL;
+        w->prepared = wgen_new(w, gen, &why);
+        if (!w->prepared) {
+            asprintf(err, "worker %d: %s", w->id, why ? why : "cannot build the generation");
+            free(why);
         }
     }
     if (*err) {
-        command_all(ws, MG_CTL_ABORT, gen);
+        for (int i = 0; i < ws->n; i++) {
+            mg_worker_t *w = &ws->w[i];
+            if (w->prepared)
+                wgen_free(w->prepared);
+            w->prepared = NULL;
+        }
         return -1;
     }
     command_all(ws, MG_CTL_COMMIT, gen);
