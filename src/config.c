@@ -608,10 +608,8 @@ static void conv_shared_dicts(conv_t *cv, int cfg_t, mg_config_t *cfg)
 int mg_config_load(const char *file, mg_config_t **out, char **errors)
 {
     errs_t e = {0};
-    conv_t cv;
-    mg_config_t *cfg;
     lua_State *L;
-    int t;
+    int rc;
 
     *out = NULL;
     *errors = NULL;
@@ -625,8 +623,19 @@ int mg_config_load(const char *file, mg_config_t **out, char **errors)
         lua_close(L);
         return -1;
     }
+    rc = mg_config_convert(L, lua_gettop(L), file, out, errors);
+    lua_close(L);
+    return rc;
+}
 
-    t = lua_gettop(L);
+int mg_config_convert(lua_State *L, int t, const char *file, mg_config_t **out, char **errors)
+{
+    errs_t e = {0};
+    conv_t cv;
+    mg_config_t *cfg;
+
+    *out = NULL;
+    *errors = NULL;
     cv.L = L;
     cv.errs = &e;
     cv.file = file;
@@ -647,7 +656,6 @@ int mg_config_load(const char *file, mg_config_t **out, char **errors)
     } else {
         e.oom = 1;
     }
-    lua_close(L);
 
     if (e.oom)
         errs_add(&e, "%s: out of memory", file);

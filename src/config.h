@@ -106,6 +106,13 @@ typedef struct mg_config_s {
     size_t nshared_dicts;
 } mg_config_t;
 
+struct lua_State;
+/* Converts the normalised config table at index t of L (as
+ * moongate.config's load returns it) into C structs; like mg_config_load
+ * otherwise (L is left as it was). */
+int mg_config_convert(struct lua_State *L, int t, const char *file, mg_config_t **out,
+                      char **errors);
+
 /* Loads and validates FILE. On success returns 0 and *out (owned by caller).
  * On failure returns -1 and *errors is a malloc'd string of one
  * "file:line: reason" line per mistake (owned by caller). */

@@ -96,8 +96,10 @@ static int l_upstreams(lua_State *L);
 static int l_metrics(lua_State *L);
 
 /* A state with `file` loaded and its gw.test examples run. Returns it, or
- * NULL with *err (malloc'd) holding the failures. */
-static lua_State *load_and_test(mg_control_t *ctl, const char *file, char **err)
+ * NULL with *err (malloc'd) holding the failures. With `cfg`, also converts
+ * the loaded config to C (one load serves both). */
+static lua_State *load_and_test(mg_control_t *ctl, const char *file, mg_config_t **cfg,
+                                char **err)
 {
     lua_State *L = mg_lua_open();
     if (!L) {
@@ -113,18 +115,18 @@ static lua_State *load_and_test(mg_control_t *ctl, const char *file, char **err)
     }
     lua_getfield(L, -1, "run");
     lua_pushstring(L, file);
-    if (lua_pcall(L, 1, 2, 0) != 0) {
+    if (lua_pcall(L, 1, 3, 0) != 0) {
         asprintf(err, "%s: cannot run its tests: %s", file, lua_tostring(L, -1));
         lua_close(L);
         return NULL;
     }
-    /* (n, failures) or (nil, load errors) */
-    int failed = lua_isnil(L, -2) || lua_objlen(L, -1) > 0;
+    /* (n, failures, cfg) or (nil, load errors) */
+    int failed = lua_isnil(L, -3) || lua_objlen(L, -2) > 0;
     if (failed) {
         sbuf_t b = { 0 };
-        size_t n = lua_objlen(L, -1);
+        size_t n = lua_objlen(L, -2);
         for (size_t i = 1; i <= n; i++) {
-            lua_rawgeti(L, -1, (int)i);
+            lua_rawgeti(L, -2, (int)i);
             sb_printf(&b, "%s%s", i > 1 ? "\n" : "", lua_tostring(L, -1));
             lua_pop(L, 1);
         }
@@ -132,7 +134,11 @@ static lua_State *load_and_test(mg_control_t *ctl, const char *file, char **err)
         lua_close(L);
         return NULL;
     }
-    ctl->ntests = (int)lua_tointeger(L, -2);
+    ctl->ntests = (int)lua_tointeger(L, -3);
+    if (cfg && mg_config_convert(L, lua_gettop(L), file, cfg, err) != 0) {
+        lua_close(L);
+        return NULL;
+    }
     lua_settop(L, 0);
     /* what the live REPL reaches as require "moongate.control" */
     lua_newtable(L);
@@ -199,7 +205,9 @@ int mg_control_reload(mg_control_t *ctl, char **why)
     char *err = NULL;
     mg_config_t *cfg = NULL;
     *why = NULL;
-    if (mg_config_load(ctl->file, &cfg, &err) != 0) {
+    /* one load: validated whole, its examples run, converted for C */
+    lua_State *L = load_and_test(ctl, ctl->file, &cfg, &err);
+    if (!L) {
         /* drop the trailing newline of the last error */
         size_t n = err ? strlen(err) : 0;
         if (n && err[n - 1] == '\n')
@@ -210,11 +218,7 @@ int mg_control_reload(mg_control_t *ctl, char **why)
     if (fixed) {
         asprintf(&err, "%s: %s", ctl->file, fixed);
         mg_config_free(cfg);
-        goto refused;
-    }
-    lua_State *L = load_and_test(ctl, ctl->file, &err);
-    if (!L) {
-        mg_config_free(cfg);
+        lua_close(L);
         goto refused;
     }
     const char *reason = NULL;
@@ -515,7 +519,7 @@ int mg_control_start(mg_control_t *ctl, uv_loop_t *loop, const char *file, mg_ge
     ctl->started = now_s();
     the_ctl = ctl;
     char *terr = NULL;
-    ctl->L = load_and_test(ctl, file, &terr);
+    ctl->L = load_and_test(ctl, file, NULL, &terr);
     if (!ctl->L) {
         /* the first load is checked by mg_config_load already; a failing
          * gw.test at start is refused like a reload */
@@ -581,7 +585,7 @@ int mg_control_selftest(const char *file, int *ntests, char **err)
 {
     mg_control_t tmp;
     memset(&tmp, 0, sizeof(tmp));
-    lua_State *L = load_and_test(&tmp, file, err);
+    lua_State *L = load_and_test(&tmp, file, NULL, err);
     if (!L)
         return -1;
     lua_close(L);

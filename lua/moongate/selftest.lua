@@ -64,9 +64,9 @@ local function compare(d, exp)
     return bad
 end
 
---- Runs the gw.test examples of config `file`. Returns the number of tests
--- and a list of "file:line: gw.test ...: reason" failures (empty when all
--- pass), or nil and the load errors.
+--- Runs the gw.test examples of config `file`. Returns the number of tests,
+-- a list of "file:line: gw.test ...: reason" failures (empty when all
+-- pass) and the normalised config; or nil and the load errors.
 function _M.run(file)
     local gwt, errs = testing.load(file)
     if not gwt then
@@ -91,7 +91,7 @@ function _M.run(file)
             end
         end
     end
-    return n, failures
+    return n, failures, gwt.cfg
 end
 
 return _M
