@@ -1053,32 +1053,10 @@ end
 
 -- Policy ----------------------------------------------------------------------
 
-local bor = require("bit").bor
-
--- The token of an "Authorization: Bearer <token>" value (the scheme in any
--- case, then one or more spaces; a token with a space or tab is none), or
--- nil. Byte compares and plain finds only: a Lua pattern here is not
--- compiled by the JIT and cost more than the whole verification.
-local function bearer_token(v)
-    if v == nil or #v < 8 then return nil end
-    local b1, b2, b3, b4, b5, b6, b7 = byte(v, 1, 7)
-    -- bor 32 folds ASCII letters to lower case
-    if bor(b1, 32) ~= 98 or bor(b2, 32) ~= 101 or bor(b3, 32) ~= 97
-        or bor(b4, 32) ~= 114 or bor(b5, 32) ~= 101 or bor(b6, 32) ~= 114
-        or b7 ~= 32 then
-        return nil
-    end
-    local from = 8
-    if byte(v, 8) == 32 then
-        from = find(v, "[^ ]", 8)          -- more than one space: rare
-        if not from then return nil end
-    end
-    if find(v, " ", from, true) or find(v, "\t", from, true) then return nil end
-    return sub(v, from)
-end
+local bearer_token = require("moongate.runtime").bearer_token
 
 --- jwt.bearer(req) -> the bearer token of the request's Authorization
--- header, or nil (what req:bearer() gives, faster).
+-- header, or nil (the same as req:bearer()).
 function _M.bearer(req)
     return bearer_token(req:header("authorization"))
 end

@@ -184,15 +184,33 @@ function Request.headers(self)
     return t
 end
 
+local bor = require("bit").bor
+
+--- The token of an Authorization value "Bearer <token>" (scheme case-
+-- insensitive), or nil. Byte compares, no patterns: JIT-compiled, it runs
+-- on every request of a JWT-protected route.
+local function bearer_token(v)
+    if v == nil or #v < 8 then return nil end
+    local b1, b2, b3, b4, b5, b6, b7 = byte(v, 1, 7)
+    -- bor 32 folds ASCII letters to lower case
+    if bor(b1, 32) ~= 98 or bor(b2, 32) ~= 101 or bor(b3, 32) ~= 97
+        or bor(b4, 32) ~= 114 or bor(b5, 32) ~= 101 or bor(b6, 32) ~= 114
+        or b7 ~= 32 then
+        return nil
+    end
+    local from = 8
+    if byte(v, 8) == 32 then
+        from = find(v, "[^ ]", 8)          -- more than one space: rare
+        if not from then return nil end
+    end
+    if find(v, " ", from, true) or find(v, "\t", from, true) then return nil end
+    return sub(v, from)
+end
+_M.bearer_token = bearer_token
+
 --- req:bearer() -> the token of "Authorization: Bearer <token>", or nil.
 function Request.bearer(self)
-    local v = self:header("authorization")
-    if not v then return nil end
-    local s, e = find(v, "^[Bb][Ee][Aa][Rr][Ee][Rr] +")
-    if not s then return nil end
-    local token = sub(v, e + 1)
-    if token == "" or find(token, "[ \t]") then return nil end
-    return token
+    return bearer_token(self:header("authorization"))
 end
 
 local function unescape(s)

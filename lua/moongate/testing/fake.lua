@@ -335,14 +335,10 @@ function Request.headers(self)
     return _M.header_map(state(self).headers)
 end
 
+local bearer_token = require("moongate.runtime").bearer_token
+
 function Request.bearer(self)
-    local v = self:header("authorization")
-    if not v then return nil end
-    local s, e = find(v, "^[Bb][Ee][Aa][Rr][Ee][Rr] +")
-    if not s then return nil end
-    local token = sub(v, e + 1)
-    if token == "" or find(token, "[ \t]") then return nil end
-    return token
+    return bearer_token(self:header("authorization"))
 end
 
 local function unescape(s)
