@@ -730,7 +730,8 @@ local function encode_body(body)
     if type(body) == "table" then
         local s, err = cjson.encode(body)
         if not s then error("gw.respond: body is not JSON: " .. err, 3) end
-        return s, "application/json"
+        -- a JSON answer ends with a newline, like the core's own errors
+        return s .. "\n", "application/json"
     elseif body == nil then
         return "", "text/plain; charset=utf-8"
     end
