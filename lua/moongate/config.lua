@@ -1351,6 +1351,74 @@ end
 
 -- Loading -------------------------------------------------------------------
 
+local keep_loops_interpreted
+local jutil_ok, jutil = pcall(require, "jit.util")
+local vmdef_ok, vmdef = pcall(require, "jit.vmdef")
+
+-- Does prototype p contain a loop (for, while, repeat, a backward goto)?
+-- LuaJIT marks every one with a LOOP, FOR* or ITER* instruction.
+local function has_loop(p)
+    local names = vmdef.bcnames
+    for pc = 0, 1e6 do
+        local ins = jutil.funcbc(p, pc)
+        if not ins then return false end
+        local op = ins % 256
+        local name = sub(names, op * 6 + 1, op * 6 + 6)
+        if find(name, "LOOP", 1, true) or find(name, "FOR", 1, true)
+            or find(name, "ITER", 1, true) then
+            return true
+        end
+    end
+    return false
+end
+
+-- LuaJIT checks a hook's time budget only while it interprets code, never
+-- inside a loop it compiled. So every function of the config file starts
+-- interpreted (jit.off on the chunk, recursively), then the hooks, policies
+-- and handlers that contain no loop, and the loop-free helpers they reach
+-- through upvalues, are compiled again: a loop-free function cannot run for
+-- long by itself, and those are the ones on every request's path.
+keep_loops_interpreted = function(chunk, cfg)
+    if not (jit and jit.off) then
+        return
+    end
+    jit.off(chunk, true)
+    if not (jutil_ok and vmdef_ok) then
+        return
+    end
+    local source = debug.getinfo(chunk, "S").source
+    local seen = {}
+    local function enable(fn)
+        if type(fn) ~= "function" or seen[fn] then return end
+        seen[fn] = true
+        local info = debug.getinfo(fn, "S")
+        if info.what ~= "Lua" or info.source ~= source then return end
+        if not has_loop(fn) then jit.on(fn) end
+        for i = 1, 255 do
+            local name, v = debug.getupvalue(fn, i)
+            if not name then break end
+            if type(v) == "function" then
+                enable(v)
+            elseif type(v) == "table" then
+                for _, x in pairs(v) do enable(x) end
+            end
+        end
+    end
+    for _, fn in pairs(cfg.hooks or {}) do enable(fn) end
+    for _, r in ipairs(cfg.routes or {}) do
+        enable(r.handler)
+        for _, p in ipairs(r.policies or {}) do
+            if type(p) == "function" then
+                enable(p)
+            elseif type(p) == "table" then
+                enable(p.on_request)
+                enable(p.on_response)
+                enable(p.on_log)
+            end
+        end
+    end
+end
+
 -- Turns a Lua error raised while the file runs into { source, line, msg },
 -- with the full source name (Lua error positions truncate long paths).
 local function on_error(e)
@@ -1445,12 +1513,10 @@ function _M.load(file)
     if #c.errors > 0 then
         return nil, format_errors(c)
     end
-    -- the functions this file defines (hooks, policies, handlers) stay in
-    -- LuaJIT's interpreter, where the hook time budget can always stop
-    -- them; modules they call (moongate's own among them) are compiled
-    if jit and jit.off then
-        jit.off(chunk, true)
-    end
+    -- the functions of this file that loop stay in LuaJIT's interpreter,
+    -- where the hook time budget can always stop them; the others (most
+    -- hooks) are compiled, and cannot run long without calling something
+    keep_loops_interpreted(chunk, cfg)
     last = c
     return cfg
 end
