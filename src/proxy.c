@@ -642,13 +642,15 @@ void mg_proxy_client_drained(mg_upconn_t *u)
         up_start_reading(u);
 }
 
+/* The upstream took everything we wrote: the client may send more, and
+ * the wait is for the answer again. */
 static void up_drained(mg_wq_t *q)
 {
     mg_upconn_t *u = mg_container_of(q, mg_upconn_t, wq);
-    if (u->r && !u->tunnel)
-        mg_conn_throttle(u->r->c, 0);
-    else if (u->r && u->tunnel)
-        mg_conn_throttle(u->r->c, 0);
+    if (!u->r)
+        return;
+    up_deadline(u, u->pool->u->read_timeout);
+    mg_conn_throttle(u->r->c, 0);
 }
 
 static void up_write_error(mg_wq_t *q, int status)
@@ -665,8 +667,11 @@ int mg_proxy_send_body(mg_upconn_t *u, uv_buf_t *bufs, unsigned n)
 {
     if (mg_wq_write(&u->wq, bufs, n) < 0)
         return -1;
-    if (u->wq.pending > 0 && u->r)
+    if (u->wq.pending > 0 && u->r) {
+        /* the upstream is not reading: send_timeout until it does */
+        up_deadline(u, u->pool->u->send_timeout);
         mg_conn_throttle(u->r->c, 1);
+    }
     return 0;
 }
 
