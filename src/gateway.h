@@ -406,6 +406,8 @@ int mg_proxy_tunnel_write(mg_upconn_t *u, const char *data, size_t len);
  * until it is closed or detached into the pool). */
 mg_upconn_t *mg_upconn_new(mg_pool_t *p);
 void mg_upconn_close(mg_upconn_t *u);
+/* Does the comma-separated token list v name tok (case-insensitive)? */
+int mg_token_listed(const char *v, size_t vl, const char *tok, size_t tl);
 /* The on_response phase that waited has finished. */
 void mg_proxy_hook_resumed(mg_upconn_t *u, int result);
 /* The upstream index a request goes to (hook override, else its route's). */

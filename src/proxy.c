@@ -149,25 +149,30 @@ static int on_resp_value(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
-/* Is header i named in one of the Connection headers' tokens? */
+/* Does the comma-separated token list v (a Connection value) name `tok`? */
+int mg_token_listed(const char *v, size_t vl, const char *tok, size_t tl)
+{
+    size_t at = 0;
+    while (at < vl) {
+        while (at < vl && (v[at] == ' ' || v[at] == '\t' || v[at] == ','))
+            at++;
+        size_t st = at;
+        while (at < vl && v[at] != ',' && v[at] != ' ' && v[at] != '\t')
+            at++;
+        if (at > st && at - st == tl && strncasecmp(v + st, tok, tl) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Is `name` named in one of the response's Connection headers? */
 static int listed_in_connection(mg_upconn_t *u, mg_span_t name)
 {
-    for (uint32_t i = 0; i < u->nheaders; i++) {
-        if (!up_ieq(u, u->headers[i].name, "connection", 10))
-            continue;
-        const char *v = up_data(u, u->headers[i].value);
-        size_t vl = u->headers[i].value.len, at = 0;
-        while (at < vl) {
-            while (at < vl && (v[at] == ' ' || v[at] == '\t' || v[at] == ','))
-                at++;
-            size_t st = at;
-            while (at < vl && v[at] != ',' && v[at] != ' ' && v[at] != '\t')
-                at++;
-            if (at > st && at - st == name.len &&
-                strncasecmp(v + st, up_data(u, name), name.len) == 0)
-                return 1;
-        }
-    }
+    for (uint32_t i = 0; i < u->nheaders; i++)
+        if (up_ieq(u, u->headers[i].name, "connection", 10) &&
+            mg_token_listed(up_data(u, u->headers[i].value), u->headers[i].value.len,
+                            up_data(u, name), name.len))
+            return 1;
     return 0;
 }
 
@@ -808,6 +813,7 @@ static int skip_request_header(mg_conn_t *c, mg_span_t name)
     }
 }
 
+/* Is `name` named in one of the request's Connection headers? */
 static int in_connection_tokens(mg_conn_t *c, mg_span_t name)
 {
     mg_request_t *r = c->r;
@@ -815,20 +821,10 @@ static int in_connection_tokens(mg_conn_t *c, mg_span_t name)
         return 0;
     for (uint32_t i = 0; i < r->nheaders; i++) {
         mg_span_t hn = r->headers[i].name;
-        if (!(hn.len == 10 && strncasecmp(mg_conn_data(c, hn), "connection", 10) == 0))
-            continue;
-        const char *v = mg_conn_data(c, r->headers[i].value);
-        size_t vl = r->headers[i].value.len, at = 0;
-        while (at < vl) {
-            while (at < vl && (v[at] == ' ' || v[at] == '\t' || v[at] == ','))
-                at++;
-            size_t st = at;
-            while (at < vl && v[at] != ',' && v[at] != ' ' && v[at] != '\t')
-                at++;
-            if (at - st == name.len && name.len > 0 &&
-                strncasecmp(v + st, mg_conn_data(c, name), name.len) == 0)
-                return 1;
-        }
+        if (hn.len == 10 && strncasecmp(mg_conn_data(c, hn), "connection", 10) == 0 &&
+            mg_token_listed(mg_conn_data(c, r->headers[i].value), r->headers[i].value.len,
+                            mg_conn_data(c, name), name.len))
+            return 1;
     }
     return 0;
 }

@@ -421,6 +421,8 @@ local RESPONDED_MARK = setmetatable({}, { __tostring = function()
 end })
 _M.RESPONDED_MARK = RESPONDED_MARK
 
+-- gw.respond's headers as a "Name: value\r\n" block (framing headers are
+-- the core's) and its Content-Type; shared with moongate.testing.
 local function header_block(headers)
     if headers == nil then return "", nil end
     if type(headers) ~= "table" then
@@ -443,6 +445,9 @@ local function header_block(headers)
     return concat(out), ctype
 end
 
+_M.header_block = header_block
+
+-- gw.respond's body: a table is JSON; returns bytes, content type.
 local function encode_body(body)
     if type(body) == "table" then
         local s, err = cjson.encode(body)
@@ -456,6 +461,8 @@ local function encode_body(body)
 end
 
 -- Request:_respond / Response side of gw.respond for the real runtime.
+_M.encode_body = encode_body
+
 function Request._respond(self, status, body, headers)
     if type(status) ~= "number" or status < 100 or status > 599 or status % 1 ~= 0 then
         error("gw.respond: status must be an integer 100-599, got " .. tostring(status), 3)
@@ -591,22 +598,31 @@ end
 -- max_body = } -> { status =, headers = {lower-case}, body = } or nil, err.
 -- Waits without blocking the worker; reuses the core's upstream pools
 -- (a url host that names an upstream is balanced over its targets).
-function _M.http_request(opts)
+-- Checks gw.http.request's argument (errors at `level`); returns url,
+-- method, body. Shared with moongate.testing's fake client.
+local function http_args(opts, level)
+    level = level + 1
     if type(opts) ~= "table" then
-        error("gw.http.request takes a table { url = ..., ... }", 2)
+        error("gw.http.request takes a table { url = ..., ... }", level)
     end
     local url = opts.url
     if type(url) ~= "string" then
-        error("gw.http.request: url must be a string", 2)
+        error("gw.http.request: url must be a string", level)
     end
     local method = opts.method or "GET"
     if type(method) ~= "string" or not find(method, "^%u+$") then
-        error("gw.http.request: method must be an upper-case token", 2)
+        error("gw.http.request: method must be an upper-case token", level)
     end
     local body = opts.body or ""
     if type(body) ~= "string" then
-        error("gw.http.request: body must be a string", 2)
+        error("gw.http.request: body must be a string", level)
     end
+    return url, method, body
+end
+_M.http_args = http_args
+
+function _M.http_request(opts)
+    local url, method, body = http_args(opts, 2)
     local timeout = opts.timeout or 10
     local block = header_lines(opts.headers)
     local rc = C.mg_ffi_http_request(method, #method, url, #url, block, #block,

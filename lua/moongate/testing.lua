@@ -123,21 +123,7 @@ end
 -- runtime.http_request, then the request's (or the gateway's) `http` fake
 -- answers at once: function(req) -> { status, headers, body } or nil, err.
 local function fake_http(opts)
-    if type(opts) ~= "table" then
-        error("gw.http.request takes a table { url = ..., ... }", 2)
-    end
-    local url = opts.url
-    if type(url) ~= "string" then
-        error("gw.http.request: url must be a string", 2)
-    end
-    local method = opts.method or "GET"
-    if type(method) ~= "string" or not find(method, "^%u+$") then
-        error("gw.http.request: method must be an upper-case token", 2)
-    end
-    local body = opts.body or ""
-    if type(body) ~= "string" then
-        error("gw.http.request: body must be a string", 2)
-    end
+    local url, method, body = require("moongate.runtime").http_args(opts, 2)
     if opts.headers ~= nil and type(opts.headers) ~= "table" then
         error("gw.http.request: headers must be a table", 3)
     end

@@ -704,39 +704,8 @@ local res_mt = {
 
 -- Answers (runtime.lua's gw.respond side, on the model) -----------------------
 
-local function header_block(headers)
-    if headers == nil then return "", nil end
-    if type(headers) ~= "table" then
-        error("gw.respond: headers must be a table, got " .. type(headers), 3)
-    end
-    local out, ctype = {}, nil
-    for name, value in pairs(headers) do
-        name, value = tostring(name), tostring(value)
-        if find(name, "[^%w%-]") or find(value, "[%c]") then
-            error("gw.respond: invalid header " .. name, 3)
-        end
-        local l = lower(name)
-        if l == "content-type" then
-            ctype = value
-        elseif l ~= "content-length" and l ~= "connection"
-            and l ~= "transfer-encoding" and l ~= "x-request-id" then
-            out[#out + 1] = name .. ": " .. value .. "\r\n"
-        end
-    end
-    return concat(out), ctype
-end
-
-local function encode_body(body)
-    if type(body) == "table" then
-        local s, err = cjson.encode(body)
-        if not s then error("gw.respond: body is not JSON: " .. err, 3) end
-        -- a JSON answer ends with a newline, like the core's own errors
-        return s .. "\n", "application/json"
-    elseif body == nil then
-        return "", "text/plain; charset=utf-8"
-    end
-    return tostring(body), "text/plain; charset=utf-8"
-end
+local runtime = require "moongate.runtime"
+local header_block, encode_body = runtime.header_block, runtime.encode_body
 
 function Request._respond(self, status, body, headers)
     if type(status) ~= "number" or status < 100 or status > 599
