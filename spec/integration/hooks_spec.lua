@@ -41,6 +41,11 @@ gw.route { path = "/api/:id", upstream = "up", policies = { function(req)
     req:set_query("rewritten=1")
     req:set_path("/elsewhere")
 end } }
+gw.route { path = "/misc", upstream = "up", policies = { function(req)
+    gw.log("warn", "misc hook", req.id, 42)
+    req:set_header("x-misc", table.concat({ req.scheme, tostring(req.http_version),
+        tostring(gw.worker_id()), tostring(req.tls), tostring(gw.now() > 1.7e9) }, "|"))
+end } }
 gw.route { path = "/method", upstream = "up", policies = { function(req)
     req:set_method("PUT")
 end } }
@@ -240,6 +245,15 @@ describe("hooks", function()
 
         it("changes path and query sent upstream", function()
             assert.equal("/elsewhere?rewritten=1", seen.path)
+        end)
+
+        it("reads scheme, HTTP version, worker id, TLS, wall clock; gw.log writes a line", function()
+            local res, s = get("/misc")
+            assert.equal("http|1.1|0|nil|true", s.headers["x-misc"])
+            h.sleep(0.1)
+            local log = h.read_file(gw.log_path)
+            assert.truthy(log:find("[warn] worker 0: misc hook " .. res.headers["x-request-id"] .. " 42",
+                                   1, true), log)
         end)
 
         it("changes the method", function()
