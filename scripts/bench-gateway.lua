@@ -12,8 +12,12 @@ gw.settings { workers = 1, access_log = "off", admin = false }
 
 local a = os.getenv("BENCH_UPSTREAM_A") or "127.0.0.1:1"
 local b = os.getenv("BENCH_UPSTREAM_B") or "127.0.0.1:2"
-gw.upstream("a", { a }, { keepalive = 256 })
-gw.upstream("ab", { a, b }, { keepalive = 256 })
+-- The peers' configs add no X-Forwarded-* and (but for W2/W3) no request
+-- id upstream; moongate adds both by default, so the W1/W4 upstream turns
+-- them off to do the same work as the peers. W2/W3 keep the request id
+-- (their contract asks for it).
+gw.upstream("a", { a }, { keepalive = 256, forwarded = false, request_id = false })
+gw.upstream("ab", { a, b }, { keepalive = 256, forwarded = false })
 
 -- W1: any path proxied to upstream A through the keep-alive pool
 local w1 = port("GW_W1_PORT") or port("GW_PORT")

@@ -31,6 +31,8 @@ typedef struct mg_upstream_s {
     uint64_t send_timeout;
     uint64_t read_timeout;
     uint64_t fail_timeout;      /* a refused target is skipped this long */
+    int forwarded;              /* send X-Forwarded-For/-Proto/-Host (default 1) */
+    int request_id;             /* send X-Request-Id (default 1) */
 } mg_upstream_t;
 
 typedef struct mg_route_header_s {

@@ -796,7 +796,9 @@ static void connect_target(mg_request_t *r, int ti)
 
 
 /* Skip headers the gateway owns or that are hop-by-hop (see DESIGN). */
-static int skip_request_header(mg_conn_t *c, mg_span_t name)
+/* (The client's X-Forwarded-* and X-Request-Id go through unchanged when
+ * the upstream is set not to get the gateway's own.) */
+static int skip_request_header(mg_conn_t *c, mg_span_t name, const mg_upstream_t *up)
 {
     const char *n = mg_conn_data(c, name);
     size_t l = name.len;
@@ -804,11 +806,11 @@ static int skip_request_header(mg_conn_t *c, mg_span_t name)
         return 1;
     switch (l) {
     case 6: return strncasecmp(n, "expect", 6) == 0;
-    case 12: return strncasecmp(n, "x-request-id", 12) == 0;
+    case 12: return up->request_id && strncasecmp(n, "x-request-id", 12) == 0;
     case 14: return strncasecmp(n, "content-length", 14) == 0;
-    case 15: return strncasecmp(n, "x-forwarded-for", 15) == 0;
-    case 16: return strncasecmp(n, "x-forwarded-host", 16) == 0;
-    case 17: return strncasecmp(n, "x-forwarded-proto", 17) == 0;
+    case 15: return up->forwarded && strncasecmp(n, "x-forwarded-for", 15) == 0;
+    case 16: return up->forwarded && strncasecmp(n, "x-forwarded-host", 16) == 0;
+    case 17: return up->forwarded && strncasecmp(n, "x-forwarded-proto", 17) == 0;
     default: return 0;
     }
 }
@@ -889,7 +891,7 @@ static void send_head(mg_upconn_t *u)
             xff = h->value;
         if (r->known[MG_H_HOST] == i + 1)
             host = h->value;
-        if (skip_request_header(c, h->name))
+        if (skip_request_header(c, h->name, u->pool->u))
             continue;
         if (r->known[MG_H_CONNECTION] && in_connection_tokens(c, h->name))
             continue;
@@ -905,7 +907,8 @@ static void send_head(mg_upconn_t *u)
         o = put(o, u->pool->t->name, strlen(u->pool->t->name));
         o = PUTS(o, "\r\n");
     }
-    if (!EDITED(r, "x-forwarded-for")) {
+    const mg_upstream_t *upc = u->pool->u;
+    if (upc->forwarded && !EDITED(r, "x-forwarded-for")) {
         o = PUTS(o, "X-Forwarded-For: ");
         if (xff.len) {
             o = put(o, mg_conn_data(c, xff), xff.len);
@@ -914,14 +917,14 @@ static void send_head(mg_upconn_t *u)
         o = put(o, c->client_ip, strlen(c->client_ip));
         o = PUTS(o, "\r\n");
     }
-    if (!EDITED(r, "x-forwarded-proto"))
+    if (upc->forwarded && !EDITED(r, "x-forwarded-proto"))
         o = PUTS(o, "X-Forwarded-Proto: http\r\n");
-    if (host.len && !EDITED(r, "x-forwarded-host")) {
+    if (upc->forwarded && host.len && !EDITED(r, "x-forwarded-host")) {
         o = PUTS(o, "X-Forwarded-Host: ");
         o = put(o, mg_conn_data(c, host), host.len);
         o = PUTS(o, "\r\n");
     }
-    if (!EDITED(r, "x-request-id")) {
+    if (upc->request_id && !EDITED(r, "x-request-id")) {
         o = PUTS(o, "X-Request-Id: ");
         o = put(o, r->request_id, r->request_id_len);
         o = PUTS(o, "\r\n");

@@ -589,7 +589,8 @@ local TIMEOUT_KEYS = { "header", "keepalive", "body", "send", "shutdown",
 local LISTEN_KEYS = { "port", "host" }
 local TARGET_KEYS = { "weight" }
 local UPSTREAM_KEYS = { "keepalive", "keepalive_timeout", "connect_timeout",
-                        "send_timeout", "read_timeout", "fail_timeout" }
+                        "send_timeout", "read_timeout", "fail_timeout",
+                        "forwarded", "request_id" }
 local UPSTREAM_TIMEOUTS = { "keepalive_timeout", "connect_timeout",
                             "send_timeout", "read_timeout", "fail_timeout" }
 local ROUTE_KEYS = { "name", "path", "upstream", "handler", "methods", "host",
@@ -602,7 +603,8 @@ local DEFAULT_LIMITS = { request_line = 8192, header_size = 32 * 1024,
                          header_count = 100, body = 10 * 1024 * 1024 }
 local DEFAULT_TIMEOUTS = { header = 10000, keepalive = 60000, body = 60000,
                            send = 60000, shutdown = 10000, hook = 100 }
-local DEFAULT_UPSTREAM = { keepalive = 64, keepalive_timeout = 60000,
+local DEFAULT_UPSTREAM = { forwarded = true, request_id = true,
+                           keepalive = 64, keepalive_timeout = 60000,
                            connect_timeout = 5000, send_timeout = 60000,
                            read_timeout = 60000, fail_timeout = 10000 }
 
@@ -856,6 +858,14 @@ function decl.upstream(d, name, targets, opts, ...)
                 or u.keepalive
             for _, k in ipairs(UPSTREAM_TIMEOUTS) do
                 u[k] = field(d, opts, k, "upstream", check_time) or u[k]
+            end
+            for _, k in ipairs { "forwarded", "request_id" } do
+                local v = opts[k]
+                if v ~= nil and type(v) ~= "boolean" then
+                    err(d, "upstream.%s must be true or false, got %s", k, describe(v))
+                elseif v ~= nil then
+                    u[k] = v
+                end
             end
         end
     end

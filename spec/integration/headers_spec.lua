@@ -7,6 +7,8 @@ local gw = require "moongate"
 gw.settings { timeouts = { shutdown = 2 } }
 gw.listen { port = {{PORT}}, host = "127.0.0.1" }
 gw.upstream("up", { "{{UP}}" })
+gw.upstream("plain", { "{{UP}}" }, { forwarded = false, request_id = false })
+gw.route { path = "/plain/**", upstream = "plain" }
 gw.route { path = "/**", upstream = "up" }
 ]]
 
@@ -28,6 +30,21 @@ describe("proxied request", function()
         assert.equal("up", res.headers["x-upstream-name"])
         return h.json(res.body), res
     end
+
+    describe("an upstream with forwarded = false, request_id = false", function()
+        it("gets no X-Forwarded-* or X-Request-Id of the gateway's, the client's unchanged", function()
+            local seen, res = through { path = "/plain/x", headers = {
+                { "X-Forwarded-For", "10.1.1.1" }, { "X-Request-Id", "client-id-1" } } }
+            assert.equal("10.1.1.1", seen.headers["x-forwarded-for"])
+            assert.is_nil(seen.headers["x-forwarded-proto"])
+            assert.is_nil(seen.headers["x-forwarded-host"])
+            assert.equal("client-id-1", seen.headers["x-request-id"])
+            assert.equal("client-id-1", res.headers["x-request-id"])
+            local seen2, res2 = through { path = "/plain/y" }
+            assert.is_nil(seen2.headers["x-request-id"])
+            assert.truthy(res2.headers["x-request-id"])
+        end)
+    end)
 
     describe("hop-by-hop headers", function()
         it("Connection and the headers it lists are not forwarded", function()
