@@ -41,7 +41,7 @@ local function run(fn, req)
     if type(body) == "table" then
         local s, err = cjson.encode(body)
         if not s then error("handler body is not JSON: " .. err, 0) end
-        body, ctype = s .. "\n", "application/json"
+        body, ctype = require("moongate.runtime").json_text(s), "application/json"
     elseif body == nil then
         body, ctype = "", "text/plain"
     elseif type(body) == "string" then

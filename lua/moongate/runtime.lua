@@ -397,7 +397,7 @@ end
 --- res:set_body(s): replaces the upstream's body (a table is sent as JSON).
 function Response.set_body(self, body)
     if type(body) == "table" then
-        body = cjson.encode(body)
+        body = _M.json_text(cjson.encode(body))
         self:set_header("content-type", "application/json")
     end
     body = tostring(body)
@@ -447,13 +447,19 @@ end
 
 _M.header_block = header_block
 
+-- cjson output as the gateway sends it: "/" unescaped (Debian's lua-cjson
+-- cannot be told not to escape it; every "\/" it writes is an escaped
+-- slash) and a final newline, like the core's own JSON errors.
+function _M.json_text(s)
+    return (gsub(s, "\\/", "/")) .. "\n"
+end
+
 -- gw.respond's body: a table is JSON; returns bytes, content type.
 local function encode_body(body)
     if type(body) == "table" then
         local s, err = cjson.encode(body)
         if not s then error("gw.respond: body is not JSON: " .. err, 3) end
-        -- a JSON answer ends with a newline, like the core's own errors
-        return s .. "\n", "application/json"
+        return _M.json_text(s), "application/json"
     elseif body == nil then
         return "", "text/plain; charset=utf-8"
     end

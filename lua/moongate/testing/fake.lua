@@ -684,7 +684,7 @@ end
 
 function Response.set_body(self, body)
     if type(body) == "table" then
-        body = cjson.encode(body)
+        body = runtime.json_text(cjson.encode(body))
         self:set_header("content-type", "application/json")
     end
     body = tostring(body)
