@@ -435,9 +435,9 @@ describe("hooks", function()
         local d = g:request { path = "/resp", headers = { ["X-Wrap"] = "1" },
                               upstream_response = {
                                   headers = { ["X-Up"] = "u" }, body = "abc" } }
-        assert.equal('{"wrapped":"u"}', d.body)
+        assert.equal("{\"wrapped\":\"u\"}\n", d.body)
         assert.equal("application/json", d.headers["content-type"])
-        assert.equal("15", d.headers["content-length"])
+        assert.equal("16", d.headers["content-length"])
     end)
 
     it("replace the upstream's answer with gw.respond in on_response",

@@ -704,7 +704,6 @@ local res_mt = {
 
 -- Answers (runtime.lua's gw.respond side, on the model) -----------------------
 
-local runtime = require "moongate.runtime"
 local header_block, encode_body = runtime.header_block, runtime.encode_body
 
 function Request._respond(self, status, body, headers)
