@@ -164,12 +164,12 @@ end
 
 --- req:headers() -> { lower-case name = value } as received; a repeated
 -- header gives a list of its values.
-function Request.headers(self)
-    local r = rptr(self)
-    local n = C.mg_ffi_req_header_count(r)
+-- { lower-case name = value } of n headers read with at(r, i, ...): a
+-- repeated name gives a list of its values.
+local function header_map(r, n, at)
     local t = new_tab(0, n)
     for i = 0, n - 1 do
-        C.mg_ffi_req_header_at(r, i, out_p, out_n, out_p2, out_n2)
+        at(r, i, out_p, out_n, out_p2, out_n2)
         local k = lower(ffi_string(out_p[0], out_n[0]))
         local v = ffi_string(out_p2[0], out_n2[0])
         local old = t[k]
@@ -182,6 +182,11 @@ function Request.headers(self)
         end
     end
     return t
+end
+
+function Request.headers(self)
+    local r = rptr(self)
+    return header_map(r, C.mg_ffi_req_header_count(r), C.mg_ffi_req_header_at)
 end
 
 local bor = require("bit").bor
@@ -359,18 +364,7 @@ end
 
 function Response.headers(self)
     local r = rptr(self._req)
-    local n = C.mg_ffi_res_header_count(r)
-    local t = new_tab(0, n)
-    for i = 0, n - 1 do
-        C.mg_ffi_res_header_at(r, i, out_p, out_n, out_p2, out_n2)
-        local k = lower(ffi_string(out_p[0], out_n[0]))
-        local v = ffi_string(out_p2[0], out_n2[0])
-        local old = t[k]
-        if old == nil then t[k] = v
-        elseif type(old) == "table" then old[#old + 1] = v
-        else t[k] = { old, v } end
-    end
-    return t
+    return header_map(r, C.mg_ffi_res_header_count(r), C.mg_ffi_res_header_at)
 end
 
 function Response.set_status(self, status)
