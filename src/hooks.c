@@ -219,12 +219,15 @@ static int co_resume(mg_hook_co_t *hc, int nargs)
     lw->running = hc;
     current_worker = w;
     current_lw = lw;
-    atomic_store(&w->running_L, lw->L);
+    /* relaxed: the watchdog only needs to see these eventually (it acts
+     * after 100 ms), and a full barrier per hook run is not free */
+    atomic_store_explicit(&w->running_L, lw->L, memory_order_relaxed);
     /* the loop's cached time: no clock read per hook (watchdog resolution
      * is 10 ms anyway) */
-    atomic_store(&w->hook_since, uv_now(&w->loop) ? uv_now(&w->loop) : 1);
+    atomic_store_explicit(&w->hook_since, uv_now(&w->loop) ? uv_now(&w->loop) : 1,
+                          memory_order_relaxed);
     int st = lua_resume(hc->co, nargs);
-    atomic_store(&w->hook_since, 0);
+    atomic_store_explicit(&w->hook_since, 0, memory_order_relaxed);
     lw->running = outer;
     current_lw = outer_lw;
     if (st != LUA_YIELD) {
