@@ -225,10 +225,9 @@ local function unescape(s)
     end))
 end
 
---- req:args() -> { name = value } from the query string (decoded; a
--- repeated name gives a list; a name without "=" gives true).
-function Request.args(self)
-    local q = self.query or ""
+--- A query string as { name = value } (decoded; a repeated name gives a
+-- list; a name without "=" gives true). Also used by moongate.testing.
+function _M.parse_args(q)
     local t = {}
     for pair in string.gmatch(q, "[^&]+") do
         local k, v = string.match(pair, "^([^=]*)=(.*)$")
@@ -247,6 +246,12 @@ function Request.args(self)
         end
     end
     return t
+end
+
+--- req:args() -> { name = value } from the query string (decoded; a
+-- repeated name gives a list; a name without "=" gives true).
+function Request.args(self)
+    return _M.parse_args(self.query or "")
 end
 
 --- req:arg(name) -> the first value of a query argument, or nil.
@@ -310,6 +315,7 @@ local function encode_query(t)
     table.sort(parts)
     return concat(parts, "&")
 end
+_M.encode_query = encode_query
 
 --- req:set_query(q): q is the raw query string (without '?') or a table.
 function Request.set_query(self, q)

@@ -341,33 +341,8 @@ function Request.bearer(self)
     return bearer_token(self:header("authorization"))
 end
 
-local function unescape(s)
-    s = gsub(s, "+", " ")
-    return (gsub(s, "%%(%x%x)", function(h)
-        return string.char(tonumber(h, 16))
-    end))
-end
-
 function Request.args(self)
-    local q = self.query or ""
-    local t = {}
-    for pair in gmatch(q, "[^&]+") do
-        local k, v = match(pair, "^([^=]*)=(.*)$")
-        if k then
-            k, v = unescape(k), unescape(v)
-        else
-            k, v = unescape(pair), true
-        end
-        local old = t[k]
-        if old == nil then
-            t[k] = v
-        elseif type(old) == "table" then
-            old[#old + 1] = v
-        else
-            t[k] = { old, v }
-        end
-    end
-    return t
+    return runtime.parse_args(self.query or "")
 end
 
 function Request.arg(self, name)
@@ -466,27 +441,7 @@ function Request.set_path(self, path)
     note(st, "set path " .. path)
 end
 
-local function encode_query(t)
-    local parts = {}
-    for k, v in pairs(t) do
-        local function esc(s)
-            return (gsub(tostring(s), "[^%w%-%._~]", function(ch)
-                return fmt("%%%02X", byte(ch))
-            end))
-        end
-        if type(v) == "table" then
-            for _, x in ipairs(v) do
-                parts[#parts + 1] = esc(k) .. "=" .. esc(x)
-            end
-        elseif v == true then
-            parts[#parts + 1] = esc(k)
-        else
-            parts[#parts + 1] = esc(k) .. "=" .. esc(v)
-        end
-    end
-    sort(parts)
-    return concat(parts, "&")
-end
+local encode_query = runtime.encode_query
 _M.encode_query = encode_query
 
 function Request.set_query(self, q)
