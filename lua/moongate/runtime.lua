@@ -335,21 +335,28 @@ function Request.set_target(self, name)
     errcheck(C.mg_ffi_req_set_target(rptr(self), name, #name), "req:set_target")
 end
 
-local req_mt = {
-    __index = function(self, k)
-        local g = getters[k]
-        if g then return g(self) end
-        return Request[k]
-    end,
-    __newindex = function(self, k, v)
-        if k == "ctx" then
-            rawset(self, k, v)
-            return
-        end
-        error("req." .. tostring(k) .. " cannot be assigned (use req.ctx " ..
-              "for per-request data, req:set_* to change the request)", 2)
-    end,
-}
+-- The metatable of request objects: fields from `getters` (computed on
+-- use), methods from `methods`; only req.ctx may be assigned. Shared with
+-- moongate.testing's fake requests.
+function _M.request_mt(getters_, methods)
+    return {
+        __index = function(self, k)
+            local g = getters_[k]
+            if g then return g(self) end
+            return methods[k]
+        end,
+        __newindex = function(self, k, v)
+            if k == "ctx" then
+                rawset(self, k, v)
+                return
+            end
+            error("req." .. tostring(k) .. " cannot be assigned (use req.ctx " ..
+                  "for per-request data, req:set_* to change the request)", 2)
+        end,
+    }
+end
+
+local req_mt = _M.request_mt(getters, Request)
 
 -- Response ----------------------------------------------------------------
 

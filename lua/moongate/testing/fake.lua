@@ -524,21 +524,7 @@ function Request.set_target(self, name)
     note(st, "set target " .. name)
 end
 
-local req_mt = {
-    __index = function(self, k)
-        local g = getters[k]
-        if g then return g(self) end
-        return Request[k]
-    end,
-    __newindex = function(self, k, v)
-        if k == "ctx" then
-            rawset(self, k, v)
-            return
-        end
-        error("req." .. tostring(k) .. " cannot be assigned (use req.ctx " ..
-              "for per-request data, req:set_* to change the request)", 2)
-    end,
-}
+local req_mt = runtime.request_mt(getters, Request)
 
 
 -- Response --------------------------------------------------------------------
