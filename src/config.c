@@ -18,6 +18,7 @@
  */
 #include "config.h"
 #include "metrics.h"
+#include "tls.h"
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -335,6 +336,59 @@ static void conv_tests(conv_t *cv, int cfg_t, mg_config_t *cfg)
     lua_pop(cv->L, 1);
 }
 
+/* listen.tls (already validated in Lua): loads the certificates now, so a
+ * missing or broken file refuses the config with the listener's line. */
+static void conv_listener_tls(conv_t *cv, int l_t, const char *what, mg_listener_t *l)
+{
+    lua_State *L = cv->L;
+    mg_tls_cert_t certs[32];
+    char *strs[64];
+    char *min_version = NULL, *ciphers = NULL, *source = NULL;
+    char err[512], cwhat[64];
+    size_t n = 0, nstrs = 0;
+    int tls_t, list, line = 0;
+
+    if (!(tls_t = push_table(cv, l_t, what, "tls")))
+        return;
+    if (!(list = push_table(cv, tls_t, what, "certs")))
+        goto out;
+    size_t count = list_len(cv, list, ".tls.certs");
+    for (size_t i = 0; i < count && n < 32; i++) {
+        int c_t = push_item(cv, list, i + 1, ".tls.certs");
+        if (!c_t)
+            continue;
+        snprintf(cwhat, sizeof(cwhat), "%s.tls.certs[%zu]", what, i + 1);
+        char *cert = NULL, *key = NULL;
+        get_str(cv, c_t, cwhat, "cert", 0, &cert);
+        get_str(cv, c_t, cwhat, "key", 0, &key);
+        if (cert)
+            strs[nstrs++] = cert;
+        if (key)
+            strs[nstrs++] = key;
+        if (cert && key) {
+            certs[n].cert = cert;
+            certs[n].key = key;
+            n++;
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1); /* certs */
+    get_str(cv, tls_t, what, "min_version", 1, &min_version);
+    get_str(cv, tls_t, what, "ciphers", 1, &ciphers);
+    get_str(cv, tls_t, what, "source", 1, &source);
+    get_int(cv, tls_t, what, "line", 0, 1 << 30, &line);
+    if (n == count && n > 0 && mg_tls_ctx_new(certs, n, min_version, ciphers, &l->tls, err,
+                                               sizeof(err)) != 0)
+        errs_add(cv->errs, "%s:%d: listen.tls: %s", source ? source : cv->file, line, err);
+out:
+    lua_pop(L, 1); /* tls */
+    for (size_t i = 0; i < nstrs; i++)
+        free(strs[i]);
+    free(min_version);
+    free(ciphers);
+    free(source);
+}
+
 static void conv_listeners(conv_t *cv, int cfg_t, mg_config_t *cfg)
 {
     int list = push_table(cv, cfg_t, "", "listeners");
@@ -356,6 +410,11 @@ static void conv_listeners(conv_t *cv, int cfg_t, mg_config_t *cfg)
         get_str(cv, t, what, "host", 0, &l->host);
         if (get_uint(cv, t, what, "port", 1, 65535, &port) == 0)
             l->port = (uint16_t)port;
+        lua_getfield(cv->L, t, "tls");
+        int has_tls = lua_istable(cv->L, -1);
+        lua_pop(cv->L, 1);
+        if (has_tls)
+            conv_listener_tls(cv, t, what, l);
         lua_pop(cv->L, 1);
     }
     lua_pop(cv->L, 1);
@@ -683,8 +742,10 @@ void mg_config_free(mg_config_t *cfg)
     free(cfg->access_log);
     free(cfg->admin_host);
     free(cfg->admin_token);
-    for (i = 0; i < cfg->nlisteners; i++)
+    for (i = 0; i < cfg->nlisteners; i++) {
         free(cfg->listeners[i].host);
+        mg_tls_ctx_release(cfg->listeners[i].tls);
+    }
     free(cfg->listeners);
     for (i = 0; i < cfg->nupstreams; i++) {
         mg_upstream_t *u = &cfg->upstreams[i];

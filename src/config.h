@@ -59,9 +59,12 @@ typedef struct mg_route_s {
     int line;              /* where it was declared */
 } mg_route_t;
 
+struct mg_tls_ctx_s;
+
 typedef struct mg_listener_s {
     char *host;
     uint16_t port;
+    struct mg_tls_ctx_s *tls; /* NULL: plain HTTP; else one reference (tls.h) */
 } mg_listener_t;
 
 typedef struct mg_limits_s {

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 #include "gateway.h"
+#include "tls.h"
 #include "mg_ffi.h"
 
 /* ---- arena -------------------------------------------------------------- */
@@ -60,6 +61,24 @@ static int give(const char *s, size_t n, const char **p, size_t *len)
     return 0;
 }
 
+static int tls_str(mg_conn_t *c, int what, const char **p, size_t *len)
+{
+    mg_tls_conn_t *t = mg_conn_tls(c);
+    const char *s = NULL;
+    size_t n = 0;
+    if (!t || !mg_tls_handshake_done(t))
+        return -1;
+    if (what == MG_FFI_TLS_VERSION)
+        s = mg_tls_version(t);
+    else if (what == MG_FFI_TLS_CIPHER)
+        s = mg_tls_cipher(t);
+    else if (what == MG_FFI_TLS_SNI)
+        s = mg_tls_sni(t);
+    else if ((s = mg_tls_alpn(t, &n)) != NULL)
+        return give(s, n, p, len);
+    return s ? give(s, strlen(s), p, len) : -1;
+}
+
 int mg_ffi_req_str(mg_request_t *r, int what, const char **p, size_t *len)
 {
     mg_conn_t *c = r->c;
@@ -102,10 +121,21 @@ int mg_ffi_req_str(mg_request_t *r, int what, const char **p, size_t *len)
         return give(n, strlen(n), p, len);
     }
     case MG_FFI_SCHEME:
-        return give("http", 4, p, len);
+        return c->tls ? give("https", 5, p, len) : give("http", 4, p, len);
+    case MG_FFI_TLS_VERSION:
+    case MG_FFI_TLS_CIPHER:
+    case MG_FFI_TLS_SNI:
+    case MG_FFI_TLS_ALPN:
+        return tls_str(c, what, p, len);
     default:
         return -1;
     }
+}
+
+int mg_ffi_req_tls_resumed(mg_request_t *r)
+{
+    mg_tls_conn_t *t = mg_conn_tls(r->c);
+    return t ? mg_tls_resumed(t) : -1;
 }
 
 int mg_ffi_req_client_port(mg_request_t *r) { return r->c->client_port; }

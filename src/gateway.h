@@ -232,6 +232,7 @@ struct mg_conn_s {
     char client_ip[46];
     uint16_t client_port;
     uint8_t handles_open;
+    struct mg_conn_tls_s *tls; /* NULL on plain listeners (http_conn.c) */
 };
 
 /* An upstream connection. Owned by its pool (idle list) or by the request
@@ -379,6 +380,8 @@ void mg_wgen_release(mg_wgen_t *g);
 /* http_conn.c */
 const char *mg_status_text(int status);
 void mg_conn_accept(mg_worker_t *w, uv_stream_t *listener, uint16_t port);
+/* The connection's TLS state, NULL on a plain listener. */
+struct mg_tls_conn_s *mg_conn_tls(const mg_conn_t *c);
 void mg_conn_close_if_idle(mg_conn_t *c);
 /* Sends a gateway-made answer (error or Lua handler) for request r. */
 void mg_conn_respond(mg_conn_t *c, int status, const char *ctype, const char *body,

@@ -10,6 +10,11 @@
  * Ownership: the worker owns the connection (worker->conns); the connection
  * owns its buffer and its current request; the request borrows an upstream
  * connection from its pool while it runs.
+ *
+ * On a TLS listener the connection also owns an mg_conn_tls_t: bytes read
+ * from the socket go through it (tls_pump) into the same buffer plain
+ * connections read into, and everything written goes through conn_write.
+ * The rest of the file never knows the difference.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -22,6 +27,7 @@
 #include "hooks.h"
 #include "lua_route.h"
 #include "metrics.h"
+#include "tls.h"
 #include "uri.h"
 
 static llhttp_settings_t req_settings;
@@ -33,6 +39,16 @@ static void request_finish(mg_conn_t *c);
 static void finish_after_write(mg_conn_t *c);
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b);
+static int conn_write(mg_conn_t *c, const uv_buf_t *bufs, unsigned n);
+static void tls_schedule_pump(mg_conn_t *c);
+
+/* TLS state of a connection on a TLS listener (see the top of the file). */
+struct mg_conn_tls_s {
+    mg_tls_conn_t *t;
+    uv_idle_t pump;       /* decrypts input already received, next loop turn */
+    uint8_t first_seen;   /* the first bytes were checked for plain HTTP */
+    uint8_t handshaken;   /* counted in the metrics */
+};
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -140,6 +156,9 @@ static void start_reading(mg_conn_t *c)
         if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
             c->reading = 1;
     }
+    /* input TLS already holds will not make the socket readable again */
+    if (c->tls && c->reading)
+        tls_schedule_pump(c);
 }
 
 static void stop_reading(mg_conn_t *c)
@@ -150,9 +169,14 @@ static void stop_reading(mg_conn_t *c)
     }
 }
 
-static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+/* Ciphertext lands here and goes straight into the TLS state: one per
+ * worker thread is enough (on_alloc and on_read run back to back). */
+static _Thread_local char tls_in[32768];
+
+/* Makes sure c has a read buffer, grown for a long head within the limits;
+ * returns the free room (0 when full or out of memory). */
+static size_t buf_room(mg_conn_t *c)
 {
-    mg_conn_t *c = (mg_conn_t *)h;
     if (!c->buf.data)
         mg_worker_buf_get(c->w, &c->buf);
     if (c->buf.data && c->buf.len == c->buf.cap && c->r && c->r->state == MG_RS_HEAD) {
@@ -163,7 +187,17 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
         if (c->buf.cap < max)
             mg_worker_buf_grow(c->w, &c->buf, c->buf.cap * 2 < max ? c->buf.cap * 2 : max);
     }
-    if (!c->buf.data) {
+    return c->buf.data ? c->buf.cap - c->buf.len : 0;
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+    mg_conn_t *c = (mg_conn_t *)h;
+    if (c->tls) {
+        *b = uv_buf_init(tls_in, sizeof(tls_in));
+        return;
+    }
+    if (buf_room(c) == 0) {
         *b = uv_buf_init(NULL, 0);
         return;
     }
@@ -176,6 +210,172 @@ static void release_buf_if_empty(mg_conn_t *c)
         c->buf.len = c->buf.parsed = 0;
         mg_worker_buf_put(c->w, &c->buf);
     }
+}
+
+/* New bytes in c->buf: to the upstream of a tunnel, else to the parser. */
+static void deliver(mg_conn_t *c)
+{
+    if (c->state == MG_CS_TUNNEL) {
+        mg_request_t *r = c->r;
+        int rc = r && r->up ? mg_proxy_tunnel_write(r->up, c->buf.data, c->buf.len) : -1;
+        c->buf.len = c->buf.parsed = 0;
+        if (rc < 0)
+            conn_close(c);
+        return;
+    }
+    conn_parse(c);
+}
+
+/* ---- TLS ----------------------------------------------------------------- */
+
+/* Sends the records TLS produced (handshake messages, encrypted answers). */
+static int tls_flush(mg_conn_t *c)
+{
+    const char *p;
+    size_t len = mg_tls_out(c->tls->t, &p);
+    if (len == 0)
+        return 0;
+    uv_buf_t b = uv_buf_init((char *)p, (unsigned)len);
+    int rc = mg_wq_write(&c->wq, &b, 1); /* copies what the kernel refuses */
+    mg_tls_out_done(c->tls->t);
+    return rc;
+}
+
+/* Decrypts what TLS holds into c->buf and hands it on, as long as there is
+ * room and the upstream side is not pushing back. A full buffer stops
+ * reading exactly as on a plain connection; start_reading schedules the
+ * rest. */
+static void tls_pump(mg_conn_t *c)
+{
+    mg_tls_conn_t *t = c->tls->t;
+    while (c->state == MG_CS_OPEN || c->state == MG_CS_TUNNEL) {
+        int got = 0, rc = MG_TLS_AGAIN;
+        while (!c->throttled) {
+            size_t room = buf_room(c);
+            if (room == 0)
+                break;
+            rc = mg_tls_read(t, c->buf.data + c->buf.len, room);
+            if (tls_flush(c) < 0) {
+                conn_close(c);
+                return;
+            }
+            if (!c->tls->handshaken && mg_tls_handshake_done(t)) {
+                c->tls->handshaken = 1;
+                mg_metrics_tls_handshake(1);
+            }
+            if (rc <= 0)
+                break;
+            c->buf.len += (uint32_t)rc;
+            got = 1;
+        }
+        if (rc == MG_TLS_CLOSED || rc == MG_TLS_ERROR) {
+            if (rc == MG_TLS_ERROR && !c->tls->handshaken)
+                mg_metrics_tls_handshake(0);
+            if (!got) {
+                conn_close(c);
+                return;
+            }
+        }
+        if (!got) {
+            if (!c->throttled && buf_room(c) == 0 && mg_tls_has_input(t)) {
+                /* as on_read's UV_ENOBUFS for plain connections */
+                stop_reading(c);
+                if (c->r && c->r->state == MG_RS_HEAD) {
+                    c->r->response_close = 1;
+                    mg_conn_respond_error(c, 431, "request header fields too large");
+                }
+            }
+            return;
+        }
+        deliver(c);
+        if (rc == MG_TLS_CLOSED || rc == MG_TLS_ERROR) {
+            conn_close(c);
+            return;
+        }
+    }
+}
+
+static void on_tls_pump(uv_idle_t *h)
+{
+    mg_conn_t *c = h->data;
+    uv_idle_stop(h);
+    if (c->reading && !c->throttled)
+        tls_pump(c);
+}
+
+static void tls_schedule_pump(mg_conn_t *c)
+{
+    if (!c->throttled && c->state != MG_CS_CLOSING && mg_tls_has_input(c->tls->t))
+        uv_idle_start(&c->tls->pump, on_tls_pump);
+}
+
+mg_tls_conn_t *mg_conn_tls(const mg_conn_t *c) { return c->tls ? c->tls->t : NULL; }
+
+/* A plain HTTP request on a TLS port gets a readable answer instead of a
+ * handshake failure the user would have to decode. */
+static int looks_like_plain_http(const char *p, size_t n)
+{
+    return n > 0 && p[0] >= 'A' && p[0] <= 'Z';
+}
+
+static void refuse_plain_http(mg_conn_t *c)
+{
+    static const char body[] =
+        "{\"error\":\"plain HTTP sent to a TLS port: use https:// for this address\"}";
+    char msg[256];
+    int n = snprintf(msg, sizeof(msg),
+                     "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                     sizeof(body) - 1, body);
+    uv_buf_t b = uv_buf_init(msg, (unsigned)n);
+    stop_reading(c);
+    if (mg_wq_write(&c->wq, &b, 1) < 0 || c->wq.pending == 0) {
+        conn_close(c);
+        return;
+    }
+    c->closing_after_write = 1;
+}
+
+static void tls_on_read(mg_conn_t *c, const char *data, size_t n)
+{
+    if (!c->tls->first_seen) {
+        c->tls->first_seen = 1;
+        if (looks_like_plain_http(data, n)) {
+            refuse_plain_http(c);
+            return;
+        }
+    }
+    if (mg_tls_feed(c->tls->t, data, n) < 0) {
+        conn_close(c);
+        return;
+    }
+    tls_pump(c);
+}
+
+/* All writes to the client: encrypted first on a TLS connection (small
+ * pieces go out as one record). */
+static int conn_write(mg_conn_t *c, const uv_buf_t *bufs, unsigned n)
+{
+    if (!c->tls)
+        return mg_wq_write(&c->wq, bufs, n);
+    static _Thread_local char joined[16384];
+    size_t total = 0;
+    for (unsigned i = 0; i < n; i++)
+        total += bufs[i].len;
+    if (n > 1 && total <= sizeof(joined)) {
+        size_t at = 0;
+        for (unsigned i = 0; i < n; i++) {
+            memcpy(joined + at, bufs[i].base, bufs[i].len);
+            at += bufs[i].len;
+        }
+        if (mg_tls_write(c->tls->t, joined, total) < 0)
+            return UV_EPROTO;
+    } else {
+        for (unsigned i = 0; i < n; i++)
+            if (mg_tls_write(c->tls->t, bufs[i].base, bufs[i].len) < 0)
+                return UV_EPROTO;
+    }
+    return tls_flush(c);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
@@ -196,16 +396,12 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         conn_close(c);
         return;
     }
-    c->buf.len += (uint32_t)nread;
-    if (c->state == MG_CS_TUNNEL) {
-        mg_request_t *r = c->r;
-        int rc = r && r->up ? mg_proxy_tunnel_write(r->up, c->buf.data, c->buf.len) : -1;
-        c->buf.len = c->buf.parsed = 0;
-        if (rc < 0)
-            conn_close(c);
+    if (c->tls) {
+        tls_on_read(c, b->base, (size_t)nread);
         return;
     }
-    conn_parse(c);
+    c->buf.len += (uint32_t)nread;
+    deliver(c);
 }
 
 /* ---- the request object ----------------------------------------------- */
@@ -798,7 +994,7 @@ void mg_conn_resume_body(mg_conn_t *c)
     r->state = MG_RS_BODY;
     if (r->expect_continue && !r->response_started) {
         uv_buf_t b = uv_buf_init("HTTP/1.1 100 Continue\r\n\r\n", 25);
-        if (mg_wq_write(&c->wq, &b, 1) < 0) {
+        if (conn_write(c, &b, 1) < 0) {
             conn_close(c);
             return;
         }
@@ -843,7 +1039,7 @@ int mg_ffi_req_read_body(mg_request_t *r, const char **p, size_t *len)
         mg_span_t v = r->headers[r->known[MG_H_EXPECT] - 1].value;
         if (span_ieq(c, v, "100-continue", 12)) {
             uv_buf_t b = uv_buf_init("HTTP/1.1 100 Continue\r\n\r\n", 25);
-            if (mg_wq_write(&c->wq, &b, 1) < 0)
+            if (conn_write(c, &b, 1) < 0)
                 return MG_FFI_EPHASE;
         }
     }
@@ -978,7 +1174,7 @@ int mg_conn_send(mg_conn_t *c, uv_buf_t *bufs, unsigned n)
     for (unsigned i = 0; i < n; i++)
         if (c->r)
             c->r->bytes_sent += bufs[i].len;
-    int rc = mg_wq_write(&c->wq, bufs, n);
+    int rc = conn_write(c, bufs, n);
     if (rc < 0) {
         conn_close(c);
         return -1;
@@ -1167,6 +1363,10 @@ static void on_handle_closed(uv_handle_t *h)
     mg_worker_t *w = c->w;
     if (c->buf.data)
         mg_worker_buf_put(w, &c->buf);
+    if (c->tls) {
+        mg_tls_conn_free(c->tls->t);
+        free(c->tls);
+    }
     mg_list_remove(&c->link);
     w->nconns--;
     mg_metrics_connections(w->id, -1);
@@ -1186,9 +1386,22 @@ static void conn_close(mg_conn_t *c)
             log_request(c);
     }
     request_free(c);
+    if (c->tls && c->tls->t && c->wq.pending == 0) {
+        /* close_notify, best effort: the socket closes right after */
+        const char *p;
+        mg_tls_shutdown(c->tls->t);
+        size_t len = mg_tls_out(c->tls->t, &p);
+        if (len > 0) {
+            uv_buf_t b = uv_buf_init((char *)p, (unsigned)len);
+            (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        }
+        mg_tls_out_done(c->tls->t);
+    }
     c->state = MG_CS_CLOSING;
     c->wq.closed = 1;
     stop_reading(c);
+    if (c->tls)
+        uv_close((uv_handle_t *)&c->tls->pump, on_handle_closed);
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
     uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
 }
@@ -1215,10 +1428,18 @@ void mg_conn_accept(mg_worker_t *w, uv_stream_t *listener, uint16_t port)
     c->tcp.data = c;
     c->timer.data = c;
     c->handles_open = 2;
+    size_t li = (size_t)((uv_tcp_t *)listener - w->listeners);
+    mg_tls_ctx_t *tls = li < w->g->cfg->nlisteners ? w->g->cfg->listeners[li].tls : NULL;
+    if (tls && (c->tls = calloc(1, sizeof(*c->tls))) != NULL) {
+        uv_idle_init(&w->loop, &c->tls->pump);
+        c->tls->pump.data = c;
+        c->handles_open = 3;
+        c->tls->t = mg_tls_conn_new(tls);
+    }
     mg_list_push(&w->conns, &c->link);
     w->nconns++;
     mg_metrics_connections(w->id, 1);
-    if (uv_accept(listener, (uv_stream_t *)&c->tcp) < 0) {
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) < 0 || (tls && (!c->tls || !c->tls->t))) {
         c->state = MG_CS_OPEN;
         conn_close(c);
         return;

@@ -98,6 +98,8 @@ static void push_request(lua_State *L, mg_conn_t *c)
     lua_setfield(L, -2, "id");
     lua_pushstring(L, c->client_ip);
     lua_setfield(L, -2, "client");
+    lua_pushstring(L, mg_conn_tls(c) ? "https" : "http");
+    lua_setfield(L, -2, "scheme");
     lua_createtable(L, 0, (int)r->nheaders);
     for (uint32_t i = 0; i < r->nheaders; i++) {
         char name[256];

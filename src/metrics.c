@@ -97,6 +97,7 @@ static uint16_t hash[2 * MAX_ROUTES]; /* open addressing: id, 0 = empty */
 static shard_t **shards;
 static int nshards;
 static _Atomic uint64_t reloads_ok, reloads_failed;
+static _Atomic uint64_t tls_ok, tls_failed;
 
 /* ---- route ids ---------------------------------------------------------- */
 
@@ -231,6 +232,8 @@ void mg_metrics_free(void)
     nnames = 1;
     atomic_store(&reloads_ok, 0);
     atomic_store(&reloads_failed, 0);
+    atomic_store(&tls_ok, 0);
+    atomic_store(&tls_failed, 0);
     pthread_mutex_unlock(&lock);
 }
 
@@ -299,6 +302,11 @@ void mg_metrics_reload(int ok)
     atomic_fetch_add_explicit(ok ? &reloads_ok : &reloads_failed, 1, memory_order_relaxed);
 }
 
+void mg_metrics_tls_handshake(int ok)
+{
+    atomic_fetch_add_explicit(ok ? &tls_ok : &tls_failed, 1, memory_order_relaxed);
+}
+
 /* ---- rendering ------------------------------------------------------------ */
 
 typedef struct sbuf_s {
@@ -343,6 +351,16 @@ static void putf(sbuf_t *b, const char *fmt, ...)
         return;
     }
     put(b, tmp, (size_t)n);
+}
+
+/* A counter split into result="ok" and result="failed". */
+static void put_results(sbuf_t *b, const char *name, const char *help, _Atomic uint64_t *ok,
+                        _Atomic uint64_t *failed)
+{
+    putf(b, "# HELP %s %s\n# TYPE %s counter\n%s{result=\"ok\"} %llu\n%s{result=\"failed\"} %llu\n",
+         name, help, name, name,
+         (unsigned long long)atomic_load_explicit(ok, memory_order_relaxed), name,
+         (unsigned long long)atomic_load_explicit(failed, memory_order_relaxed));
 }
 
 /* Escapes a label value as the text format asks: backslash, double quote
@@ -488,13 +506,10 @@ char *mg_metrics_render(const char *extra, size_t *len)
          "# TYPE moongate_connections_open gauge\n"
          "moongate_connections_open %lld\n",
          (long long)(conns > 0 ? conns : 0));
-    putf(&b,
-         "# HELP moongate_reloads_total Config reloads, by result.\n"
-         "# TYPE moongate_reloads_total counter\n"
-         "moongate_reloads_total{result=\"ok\"} %llu\n"
-         "moongate_reloads_total{result=\"failed\"} %llu\n",
-         (unsigned long long)atomic_load_explicit(&reloads_ok, memory_order_relaxed),
-         (unsigned long long)atomic_load_explicit(&reloads_failed, memory_order_relaxed));
+    put_results(&b, "moongate_reloads_total", "Config reloads, by result.", &reloads_ok,
+                &reloads_failed);
+    put_results(&b, "moongate_tls_handshakes_total",
+                "TLS handshakes on client connections, by result.", &tls_ok, &tls_failed);
     if (extra)
         puts_(&b, extra);
 out:

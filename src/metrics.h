@@ -26,6 +26,8 @@ void mg_metrics_request(int w, uint32_t route_id, int status, uint64_t total_us,
 void mg_metrics_connections(int w, int delta);
 /* From the control thread: a reload ended. */
 void mg_metrics_reload(int ok);
+/* A TLS handshake with a client finished (ok) or failed. */
+void mg_metrics_tls_handshake(int ok);
 
 /* Renders every metric as Prometheus text. `extra` is appended as is (the
  * caller's own gauges), may be NULL. Returns a malloc'd string (caller

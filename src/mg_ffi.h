@@ -29,6 +29,9 @@ enum {
     MG_FFI_METHOD = 1, MG_FFI_PATH = 2, MG_FFI_RAW_PATH = 3, MG_FFI_QUERY = 4,
     MG_FFI_ID = 5, MG_FFI_CLIENT = 6, MG_FFI_ROUTE = 7, MG_FFI_UPSTREAM = 8,
     MG_FFI_TARGET = 9, MG_FFI_SCHEME = 10,
+    /* TLS listeners only (else -1): protocol, cipher, SNI name, ALPN */
+    MG_FFI_TLS_VERSION = 11, MG_FFI_TLS_CIPHER = 12, MG_FFI_TLS_SNI = 13,
+    MG_FFI_TLS_ALPN = 14,
 };
 
 /* Errors (negative); 0 is success. */
@@ -43,6 +46,8 @@ enum {
 /* ==== request and response (ffi_request.c) ==== */
 int mg_ffi_req_str(mg_request_t *r, int what, const char **p, size_t *len);
 int mg_ffi_req_client_port(mg_request_t *r);
+/* 1 when the TLS session was resumed, 0 when not, -1 on plain HTTP. */
+int mg_ffi_req_tls_resumed(mg_request_t *r);
 int mg_ffi_req_http_version(mg_request_t *r);
 int mg_ffi_req_header(mg_request_t *r, const char *name, size_t nlen, int nth,
                       const char **p, size_t *len);

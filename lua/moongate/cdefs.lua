@@ -8,6 +8,7 @@ ffi.cdef [[
 typedef struct mg_request_s mg_request_t;
 int mg_ffi_req_str(mg_request_t *r, int what, const char **p, size_t *len);
 int mg_ffi_req_client_port(mg_request_t *r);
+int mg_ffi_req_tls_resumed(mg_request_t *r);
 int mg_ffi_req_http_version(mg_request_t *r);
 int mg_ffi_req_header(mg_request_t *r, const char *name, size_t nlen, int nth,
                       const char **p, size_t *len);
@@ -68,6 +69,7 @@ _M.PHASE_REQUEST, _M.PHASE_ROUTE, _M.PHASE_ACCESS = 1, 2, 3
 _M.PHASE_RESPONSE, _M.PHASE_LOG, _M.PHASE_TIMER = 4, 5, 6
 _M.METHOD, _M.PATH, _M.RAW_PATH, _M.QUERY, _M.ID = 1, 2, 3, 4, 5
 _M.CLIENT, _M.ROUTE, _M.UPSTREAM, _M.TARGET, _M.SCHEME = 6, 7, 8, 9, 10
+_M.TLS_VERSION, _M.TLS_CIPHER, _M.TLS_SNI, _M.TLS_ALPN = 11, 12, 13, 14
 _M.EDIT_SET, _M.EDIT_ADD, _M.EDIT_REMOVE = 1, 2, 3
 _M.EINVAL, _M.EPHASE, _M.ELIMIT, _M.ENOMEM, _M.ENOTFOUND = -1, -2, -3, -4, -5
 

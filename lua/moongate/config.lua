@@ -586,7 +586,9 @@ local ADMIN_KEYS = { "host", "port", "token" }
 local LIMIT_KEYS = { "request_line", "header_size", "header_count", "body" }
 local TIMEOUT_KEYS = { "header", "keepalive", "body", "send", "shutdown",
                        "hook" }
-local LISTEN_KEYS = { "port", "host" }
+local LISTEN_KEYS = { "port", "host", "tls" }
+local TLS_KEYS = { "cert", "key", "certs", "min_version", "ciphers" }
+local TLS_CERT_KEYS = { "cert", "key" }
 local TARGET_KEYS = { "weight" }
 local UPSTREAM_KEYS = { "keepalive", "keepalive_timeout", "connect_timeout",
                         "send_timeout", "read_timeout", "fail_timeout",
@@ -729,7 +731,7 @@ end
 -- run by `moongate check` and before every reload.
 local TEST_KEYS = { "name", "request", "expect" }
 local TEST_REQUEST_KEYS = { "method", "path", "headers", "body", "host", "client",
-                            "port", "upstream_response" }
+                            "port", "tls", "upstream_response" }
 local TEST_EXPECT_KEYS = { "status", "upstream", "route", "target", "headers",
                            "body", "body_contains", "upstream_headers",
                            "upstream_path" }
@@ -763,6 +765,82 @@ function decl.test(d, t)
                               line = d.line, source = source_name(c, d.source) }
 end
 
+-- A certificate path as the user wrote it, made absolute against the
+-- config file's directory (a reload from another working directory must
+-- find the same file).
+local function cert_path(d, v)
+    if sub(v, 1, 1) == "/" then
+        return v
+    end
+    local dir = match(d.c.file, "^(.*/)[^/]*$") or "./"
+    return dir .. v
+end
+
+-- listen.tls: { cert = "site.pem", key = "site.key" }, or several
+-- certificates chosen by SNI: { certs = { { cert = .., key = .. }, .. } }
+-- (the first is the default); min_version "TLSv1.2" (default) or
+-- "TLSv1.3"; ciphers: an OpenSSL TLS 1.2 cipher list. The files are read
+-- (and checked) when the config is converted for C (src/tls.c).
+local function listen_tls(d, v)
+    local example = '{ cert = "certs/site.pem", key = "certs/site.key" }'
+    if type(v) ~= "table" then
+        err(d, "listen.tls must be a table like %s, got %s", example, describe(v))
+        return nil
+    end
+    check_keys(d, v, TLS_KEYS, "listen.tls")
+    local out = { certs = {}, line = d.line, source = source_name(d.c, d.source) }
+    local list = v.certs
+    if list == nil then
+        list = { v }
+    elseif v.cert ~= nil or v.key ~= nil then
+        err(d, "listen.tls takes either cert/key or certs = { ... }, not both")
+        return nil
+    elseif type(list) ~= "table" or list[1] == nil then
+        err(d, "listen.tls.certs must be a non-empty list of %s, got %s", example,
+            describe(list))
+        return nil
+    end
+    if #list > 32 then
+        err(d, "listen.tls.certs holds %d certificates; at most 32", #list)
+        return nil
+    end
+    for i, c in ipairs(list) do
+        local what = v.certs and fmt("listen.tls.certs[%d]", i) or "listen.tls"
+        if type(c) ~= "table" then
+            err(d, "%s must be a table like %s, got %s", what, example, describe(c))
+            return nil
+        end
+        if v.certs then
+            check_keys(d, c, TLS_CERT_KEYS, what)
+        end
+        for _, k in ipairs(TLS_CERT_KEYS) do
+            if type(c[k]) ~= "string" or c[k] == "" then
+                err(d, "%s.%s must be the path of a PEM file, got %s", what, k,
+                    describe(c[k]))
+                return nil
+            end
+        end
+        out.certs[i] = { cert = cert_path(d, c.cert), key = cert_path(d, c.key) }
+    end
+    if v.min_version ~= nil then
+        if v.min_version ~= "TLSv1.2" and v.min_version ~= "TLSv1.3" then
+            err(d, 'listen.tls.min_version must be "TLSv1.2" or "TLSv1.3", got %s',
+                describe(v.min_version))
+            return nil
+        end
+        out.min_version = v.min_version
+    end
+    if v.ciphers ~= nil then
+        if type(v.ciphers) ~= "string" or v.ciphers == "" then
+            err(d, "listen.tls.ciphers must be an OpenSSL cipher list string, got %s",
+                describe(v.ciphers))
+            return nil
+        end
+        out.ciphers = v.ciphers
+    end
+    return out
+end
+
 function decl.listen(d, t)
     d.c.nlisten = d.c.nlisten + 1
     if not table_arg(d, t, "gw.listen", "{ port = 8080 }") then
@@ -777,6 +855,9 @@ function decl.listen(d, t)
         l.port = field(d, t, "port", "listen", check_port)
     end
     l.host = field(d, t, "host", "listen", check_listen_host) or l.host
+    if t.tls ~= nil then
+        l.tls = listen_tls(d, t.tls)
+    end
     if l.port then
         local listeners = d.c.listeners
         listeners[#listeners + 1] = { value = l, d = d }

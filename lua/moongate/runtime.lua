@@ -138,8 +138,27 @@ function getters.params(self)
     return t
 end
 
--- tls: plain HTTP listeners have none (TLS termination comes later)
-function getters.tls(self) return nil end
+-- tls: nil on a plain HTTP listener; otherwise what the handshake agreed
+-- (sni and alpn nil when the client sent none)
+function getters.tls(self)
+    local r = rptr(self)
+    if C.mg_ffi_req_str(r, cdefs.TLS_VERSION, out_p, out_n) ~= 0 then
+        return nil
+    end
+    local t = { version = ffi_string(out_p[0], out_n[0]),
+                resumed = C.mg_ffi_req_tls_resumed(r) == 1 }
+    if C.mg_ffi_req_str(r, cdefs.TLS_CIPHER, out_p, out_n) == 0 then
+        t.cipher = ffi_string(out_p[0], out_n[0])
+    end
+    if C.mg_ffi_req_str(r, cdefs.TLS_SNI, out_p, out_n) == 0 then
+        t.sni = ffi_string(out_p[0], out_n[0])
+    end
+    if C.mg_ffi_req_str(r, cdefs.TLS_ALPN, out_p, out_n) == 0 then
+        t.alpn = ffi_string(out_p[0], out_n[0])
+    end
+    rawset(self, "tls", t)
+    return t
+end
 
 --- req:header(name [, nth]) -> value of the first (or nth, 1-based) header
 -- of that name (case-insensitive), seeing earlier changes; nil if absent.
@@ -764,6 +783,7 @@ local function reset(req)
         rawset(req, "ctx", nil)
     end
     rawset(req, "params", nil)
+    rawset(req, "tls", nil)
     rawset(req, "_responded", nil)
     rawset(req, "_resp_body", nil)
     rawset(req, "_resp_headers", nil)

@@ -229,7 +229,7 @@ describe("config errors", function()
             ":2: unknown key 'sned' in settings.timeouts (did you mean " ..
                 "'send'? valid: header, keepalive, body, send, shutdown, hook)",
             ":3: unknown key 'hots' in gw.listen (did you mean 'host'? " ..
-                "valid: port, host)",
+                "valid: port, host, tls)",
             ":4: unknown key 'wieght' in upstream.targets[1] (did you mean " ..
                 "'weight'? valid: a \"host:port\" first, then weight)",
             ":4: unknown key 'keepalve' in gw.upstream options (did you " ..

@@ -196,6 +196,30 @@ describe("routing through the C router", function()
     end)
 end)
 
+describe("requests described as arriving over TLS", function()
+    local g = load("tls")
+
+    it("give hooks req.tls and req.scheme", function()
+        local d = g:request { path = "/info", tls = { sni = "api.test", alpn = "http/1.1" } }
+        assert.equal(200, d.status)
+        assert.equal("https", d.json.scheme)
+        assert.equal("TLSv1.3", d.json.tls.version)
+        assert.equal("api.test", d.json.tls.sni)
+        assert.equal("http/1.1", d.json.tls.alpn)
+        assert.is_false(d.json.tls.resumed)
+        d = g:request { path = "/info" }
+        assert.equal("http", d.json.scheme)
+        assert.is_false(d.json.tls)
+    end)
+
+    it("send X-Forwarded-Proto: https upstream", function()
+        local d = g:request { path = "/x", tls = true }
+        assert.equal("https", d.upstream_request.headers["x-forwarded-proto"])
+        d = g:request { path = "/x" }
+        assert.equal("http", d.upstream_request.headers["x-forwarded-proto"])
+    end)
+end)
+
 describe("the upstream request", function()
     local g = load("routing")
 

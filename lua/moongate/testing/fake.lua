@@ -21,6 +21,7 @@
 --                   x-request-id, content-length, transfer-encoding header
 --   body, content_length, chunked, has_body, http_minor, head_method
 --   id, client, client_port, local_port
+--   tls             nil (plain listener) or { version, cipher, sni, alpn, resumed }
 --   route           the cfg route table, or nil; match (mg_route_match_t),
 --                   path_buf (the routed path it points into), params
 --   phase           hook phase running (0 none)
@@ -283,7 +284,7 @@ end
 
 function getters.upstream(self) return upstream_name(state(self)) end
 function getters.target(self) return target_name(state(self)) end
-function getters.scheme(self) state(self) return "http" end
+function getters.scheme(self) return state(self).tls and "https" or "http" end
 function getters.client_port(self) return state(self).client_port end
 
 function getters.http_version(self)
@@ -311,7 +312,18 @@ function getters.params(self)
     return t
 end
 
-function getters.tls(self) return nil end
+function getters.tls(self)
+    local t = state(self).tls
+    if not t then
+        return nil
+    end
+    local copy = {}
+    for k, v in pairs(t) do
+        copy[k] = v
+    end
+    rawset(self, "tls", copy)
+    return copy
+end
 
 function Request.header(self, name, nth)
     local st = state(self)
@@ -792,6 +804,13 @@ function _M.new_state(spec, env)
     if spec.http_version == 1.0 or spec.http_version == "1.0" then
         st.http_minor = 0
     end
+    if spec.tls then
+        -- a request on a TLS listener: what a handshake would have agreed
+        local t = type(spec.tls) == "table" and spec.tls or {}
+        st.tls = { version = t.version or "TLSv1.3",
+                   cipher = t.cipher or "TLS_AES_256_GCM_SHA384",
+                   sni = t.sni, alpn = t.alpn, resumed = t.resumed == true }
+    end
     local hs = header_list(spec.headers)
     -- a client sends Host (HTTP/1.1) and frames its body
     if spec.host ~= false and not has_header(hs, "host") then
@@ -985,7 +1004,7 @@ function _M.upstream_request(st)
         out[#out + 1] = { "X-Forwarded-For", prev .. st.client }
     end
     if not edited(edits, "x-forwarded-proto") then
-        out[#out + 1] = { "X-Forwarded-Proto", "http" }
+        out[#out + 1] = { "X-Forwarded-Proto", st.tls and "https" or "http" }
     end
     if host and #host > 0 and not edited(edits, "x-forwarded-host") then
         out[#out + 1] = { "X-Forwarded-Host", host }

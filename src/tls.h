@@ -1,0 +1,76 @@
+/* tls.h: TLS termination for client connections (OpenSSL, memory BIOs).
+ *
+ * A TLS listener owns one mg_tls_ctx_t, built when its config loads (so a
+ * bad certificate refuses the config, and `moongate check` reports it) and
+ * released with the config. It holds one SSL_CTX per certificate; the first
+ * is the default and the others are picked by SNI (the client's server name
+ * checked against each certificate's names). Contexts are reference
+ * counted: every connection holds its listener's context, so a reload that
+ * frees the old config never pulls it from under a handshake in flight.
+ *
+ * A connection's mg_tls_conn_t never touches the socket: the connection
+ * feeds it the bytes it read (mg_tls_feed), pulls plaintext out
+ * (mg_tls_read), hands it plaintext to send (mg_tls_write) and sends what
+ * mg_tls_out returns. Owned by the connection; freed with mg_tls_conn_free.
+ */
+#ifndef MG_TLS_H
+#define MG_TLS_H
+
+#include <stddef.h>
+
+typedef struct mg_tls_ctx_s mg_tls_ctx_t;
+typedef struct mg_tls_conn_s mg_tls_conn_t;
+
+typedef struct mg_tls_cert_s {
+    const char *cert;   /* PEM file: the certificate, then its chain */
+    const char *key;    /* PEM file: the private key */
+} mg_tls_cert_t;
+
+/* mg_tls_read results besides a byte count (> 0) */
+enum {
+    MG_TLS_AGAIN = 0,    /* needs more bytes from the peer */
+    MG_TLS_CLOSED = -1,  /* the peer sent close_notify */
+    MG_TLS_ERROR = -2,   /* handshake or record failure: close the connection */
+};
+
+/* Builds a context from ncerts certificate/key pairs; min_version is
+ * "TLSv1.2" or "TLSv1.3"; ciphers (TLS 1.2 cipher list) may be NULL.
+ * Returns 0 and *out (one reference, the caller's), or -1 with a
+ * human-readable reason in err. */
+int mg_tls_ctx_new(const mg_tls_cert_t *certs, size_t ncerts, const char *min_version,
+                   const char *ciphers, mg_tls_ctx_t **out, char *err, size_t errlen);
+void mg_tls_ctx_release(mg_tls_ctx_t *ctx);
+
+/* A server-side connection state; holds a reference to ctx. NULL when out
+ * of memory. */
+mg_tls_conn_t *mg_tls_conn_new(mg_tls_ctx_t *ctx);
+void mg_tls_conn_free(mg_tls_conn_t *t);
+
+/* Ciphertext read from the socket. 0, or -1 when out of memory. */
+int mg_tls_feed(mg_tls_conn_t *t, const char *data, size_t len);
+/* Completes the handshake if needed, then decrypts up to cap bytes into
+ * buf: > 0 bytes, or an MG_TLS_* code. May queue bytes for mg_tls_out. */
+int mg_tls_read(mg_tls_conn_t *t, char *buf, size_t cap);
+/* Whether mg_tls_read could return bytes without another feed. */
+int mg_tls_has_input(const mg_tls_conn_t *t);
+/* Encrypts len bytes as one or more records. 0, or MG_TLS_ERROR. */
+int mg_tls_write(mg_tls_conn_t *t, const char *data, size_t len);
+/* Ciphertext waiting to be sent: *p and the byte count (0 when none); the
+ * bytes stay valid until mg_tls_out_done, which drops them all. */
+size_t mg_tls_out(mg_tls_conn_t *t, const char **p);
+void mg_tls_out_done(mg_tls_conn_t *t);
+/* Queues close_notify (when the handshake had finished). */
+void mg_tls_shutdown(mg_tls_conn_t *t);
+
+int mg_tls_handshake_done(const mg_tls_conn_t *t);
+/* After the handshake: protocol ("TLSv1.3"), cipher, the SNI name the
+ * client sent (or NULL), the ALPN protocol (or NULL), session resumed. */
+const char *mg_tls_version(const mg_tls_conn_t *t);
+const char *mg_tls_cipher(const mg_tls_conn_t *t);
+const char *mg_tls_sni(const mg_tls_conn_t *t);
+const char *mg_tls_alpn(const mg_tls_conn_t *t, size_t *len);
+int mg_tls_resumed(const mg_tls_conn_t *t);
+/* Why the last MG_TLS_ERROR happened (static or per-thread string). */
+const char *mg_tls_error(const mg_tls_conn_t *t);
+
+#endif
