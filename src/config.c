@@ -497,6 +497,18 @@ static void conv_upstreams(conv_t *cv, int cfg_t, mg_config_t *cfg)
         lua_getfield(cv->L, t, "request_id");
         u->request_id = lua_isnil(cv->L, -1) || lua_toboolean(cv->L, -1);
         lua_pop(cv->L, 2);
+        lua_getfield(cv->L, t, "health");
+        if (lua_istable(cv->L, -1)) {
+            int h = lua_gettop(cv->L);
+            char hwhat[64];
+            snprintf(hwhat, sizeof(hwhat), "%s.health", what);
+            get_str(cv, h, hwhat, "path", 0, &u->health_path);
+            get_uint(cv, h, hwhat, "interval", 1, MAX_DOUBLE_INT, &u->health_interval);
+            get_uint(cv, h, hwhat, "timeout", 1, MAX_DOUBLE_INT, &u->health_timeout);
+            get_int(cv, h, hwhat, "fall", 1, 100, &u->health_fall);
+            get_int(cv, h, hwhat, "rise", 1, 100, &u->health_rise);
+        }
+        lua_pop(cv->L, 1);
         lua_pop(cv->L, 1);
     }
     lua_pop(cv->L, 1);
@@ -751,6 +763,7 @@ void mg_config_free(mg_config_t *cfg)
         mg_upstream_t *u = &cfg->upstreams[i];
 
         free(u->name);
+        free(u->health_path);
         for (j = 0; j < u->ntargets; j++) {
             free(u->targets[j].host);
             free(u->targets[j].name);

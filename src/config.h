@@ -33,6 +33,12 @@ typedef struct mg_upstream_s {
     uint64_t fail_timeout;      /* a refused target is skipped this long */
     int forwarded;              /* send X-Forwarded-For/-Proto/-Host (default 1) */
     int request_id;             /* send X-Request-Id (default 1) */
+    /* active health checks (src/health.c); health_path NULL = none */
+    char *health_path;
+    uint64_t health_interval;   /* between two checks of a target */
+    uint64_t health_timeout;    /* connect + answer */
+    int health_fall;            /* failed checks in a row that take a target out */
+    int health_rise;            /* good checks in a row that bring it back */
 } mg_upstream_t;
 
 typedef struct mg_route_header_s {

@@ -16,6 +16,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include "admin.h"
+#include "health.h"
 #include "control.h"
 #include "hooks.h"
 #include "lua_state.h"
@@ -234,6 +235,7 @@ int mg_control_reload(mg_control_t *ctl, char **why)
         goto refused;
     }
     ctl->next_number++;
+    mg_health_switch(ctl->health, gen);
     mg_gen_release(ctl->gen);
     ctl->gen = gen;
     if (ctl->L)
@@ -396,11 +398,26 @@ static void upstreams_json(mg_control_t *ctl, sbuf_t *b)
                     down++;
                 idle += p->nidle;
             }
+            const mg_target_health_t *hs = ctl->gen->health ? &ctl->gen->health[i][t] : NULL;
+            int out = hs && atomic_load(&hs->down);
             sb_printf(b, "%s{\"target\":", t ? "," : "");
             sb_json(b, u->targets[t].name);
             sb_printf(b, ",\"weight\":%d,\"health\":\"%s\",\"workers_marking_down\":%d,"
-                         "\"idle_connections\":%d}",
-                      u->targets[t].weight, down ? "down" : "up", down, idle);
+                         "\"idle_connections\":%d",
+                      u->targets[t].weight, down || out ? "down" : "up", down, idle);
+            if (u->health_path && hs) {
+                /* the control thread's own state: no race here */
+                sb_printf(b, ",\"checks\":{\"state\":\"%s\",\"failed_in_a_row\":%d,"
+                             "\"ok_in_a_row\":%d,\"last_error\":",
+                          out ? "down" : hs->checked ? "up" : "unchecked", hs->fail_streak,
+                          hs->ok_streak);
+                if (hs->last_error[0])
+                    sb_json(b, hs->last_error);
+                else
+                    sb_printf(b, "null");
+                sb_printf(b, "}");
+            }
+            sb_printf(b, "}");
         }
         sb_printf(b, "]}");
     }
@@ -526,6 +543,7 @@ int mg_control_start(mg_control_t *ctl, uv_loop_t *loop, const char *file, mg_ge
         *err = terr;
         return -1;
     }
+    ctl->health = mg_health_start(loop, gen);
     uv_timer_init(loop, &ctl->debounce);
     ctl->debounce.data = ctl;
     uv_signal_init(loop, &ctl->sighup);
@@ -560,6 +578,8 @@ void mg_control_stop(mg_control_t *ctl)
     if (ctl->admin)
         mg_admin_stop(ctl->admin);
     ctl->admin = NULL;
+    mg_health_stop(ctl->health);
+    ctl->health = NULL;
     if (!uv_is_closing((uv_handle_t *)&ctl->watch))
         uv_close((uv_handle_t *)&ctl->watch, NULL);
     if (!uv_is_closing((uv_handle_t *)&ctl->debounce))

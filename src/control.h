@@ -27,6 +27,7 @@ typedef struct mg_control_s {
     uv_timer_t debounce;
     uv_signal_t sighup;
     struct mg_admin_s *admin;
+    struct mg_health_s *health;  /* active health checks (health.h) */
 } mg_control_t;
 
 /* Sets up reload triggers and the admin API around running workers. gen is

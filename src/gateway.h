@@ -297,6 +297,18 @@ typedef struct mg_upstream_rt_s {
     mg_pool_t *pools;           /* u->ntargets */
 } mg_upstream_rt_t;
 
+/* Active health of one target: src/health.c (control thread) writes it,
+ * every worker's balancer reads `down`. */
+typedef struct mg_target_health_s {
+    _Atomic int down;           /* out of balancing after failed checks */
+    /* the checker's own bookkeeping (control thread only) */
+    int checked;                /* at least one check answered */
+    int in_flight;
+    int ok_streak, fail_streak;
+    uint64_t next_at;           /* control loop time of the next check */
+    char last_error[96];        /* why the last failed check failed */
+} mg_target_health_t;
+
 /* A config generation, process-wide: the validated config and its router.
  * Each worker runs it as an mg_wgen_t. Freed when the last worker
  * generation that holds it is gone (refs). */
@@ -306,6 +318,7 @@ struct mg_gen_s {
     double loaded_at;           /* wall clock, seconds */
     mg_config_t *cfg;
     mg_router_t *router;
+    mg_target_health_t **health; /* [upstream][target] (health.h) */
 };
 
 /* A generation as one worker runs it: its Lua state, hooks and pools.

@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <time.h>
 #include "gateway.h"
+#include "health.h"
 #include "worker.h"
 
 mg_gen_t *mg_gen_new(mg_config_t *cfg, uint64_t number, const char **err)
@@ -23,6 +24,11 @@ mg_gen_t *mg_gen_new(mg_config_t *cfg, uint64_t number, const char **err)
     g->cfg = cfg;
     g->number = number;
     atomic_store(&g->refs, 1);
+    if (mg_health_alloc(g) < 0) {
+        *err = "out of memory";
+        mg_gen_release(g);
+        return NULL;
+    }
     return g;
 }
 
@@ -30,6 +36,7 @@ void mg_gen_release(mg_gen_t *g)
 {
     if (!g || atomic_fetch_sub(&g->refs, 1) != 1)
         return;
+    mg_health_free(g);
     mg_router_free(g->router);
     mg_config_free(g->cfg);
     free(g);

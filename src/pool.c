@@ -8,6 +8,7 @@
 #include <netdb.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
 #include "gateway.h"
 
 int mg_pool_resolve(mg_pool_t *p)
@@ -181,12 +182,16 @@ int mg_balancer_pick(mg_wgen_t *g, int ui, int avoid)
     if (n == 1)
         return 0;
     uint64_t now = uv_now(&g->w->loop);
+    const mg_target_health_t *hs = g->gen->health ? g->gen->health[ui] : NULL;
     for (int pass = 0; pass < 2; pass++) {
         int best = -1, total = 0;
         for (size_t i = 0; i < n; i++) {
             mg_pool_t *p = &rt->pools[i];
-            /* first pass: live targets only; second: any but `avoid` */
-            if ((int)i == avoid || (pass == 0 && p->down_until > now) || !p->addr_ok)
+            /* first pass: live targets only (not refused lately, not taken
+             * out by health checks); second: any but `avoid` */
+            if ((int)i == avoid || !p->addr_ok ||
+                (pass == 0 && (p->down_until > now ||
+                               (hs && atomic_load_explicit(&hs[i].down, memory_order_relaxed)))))
                 continue;
             p->current_weight += p->t->weight;
             total += p->t->weight;

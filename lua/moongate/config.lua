@@ -592,7 +592,8 @@ local TLS_CERT_KEYS = { "cert", "key" }
 local TARGET_KEYS = { "weight" }
 local UPSTREAM_KEYS = { "keepalive", "keepalive_timeout", "connect_timeout",
                         "send_timeout", "read_timeout", "fail_timeout",
-                        "forwarded", "request_id" }
+                        "forwarded", "request_id", "health" }
+local HEALTH_KEYS = { "path", "interval", "timeout", "fall", "rise" }
 local UPSTREAM_TIMEOUTS = { "keepalive_timeout", "connect_timeout",
                             "send_timeout", "read_timeout", "fail_timeout" }
 local ROUTE_KEYS = { "name", "path", "upstream", "handler", "methods", "host",
@@ -864,6 +865,31 @@ function decl.listen(d, t)
     end
 end
 
+-- upstream.health: active checks, { path = "/health", interval = 5,
+-- timeout = 2, fall = 3, rise = 2 } (times in seconds, like every time in
+-- the config); src/health.c runs them.
+local function upstream_health(d, v)
+    if type(v) ~= "table" then
+        err(d, 'upstream.health must be a table like { path = "/health" }, got %s',
+            describe(v))
+        return nil
+    end
+    check_keys(d, v, HEALTH_KEYS, "upstream.health")
+    local p = v.path
+    if type(p) ~= "string" or sub(p, 1, 1) ~= "/" or find(p, "[%s%c]") then
+        err(d, 'upstream.health.path must be a path like "/health" (no spaces), got %s',
+            describe(p))
+        return nil
+    end
+    local h = { path = p, interval = 5000, timeout = 2000, fall = 3, rise = 2 }
+    h.interval = field(d, v, "interval", "upstream.health", check_time) or h.interval
+    h.timeout = field(d, v, "timeout", "upstream.health", check_time) or h.timeout
+    local count = int_range(1, 100, "must be an integer 1-100")
+    h.fall = field(d, v, "fall", "upstream.health", count) or h.fall
+    h.rise = field(d, v, "rise", "upstream.health", count) or h.rise
+    return h
+end
+
 local function upstream_targets(d, u, targets)
     if type(targets) ~= "table" or targets[1] == nil then
         err(d, 'upstream.targets must be a non-empty list of "host:port" ' ..
@@ -947,6 +973,9 @@ function decl.upstream(d, name, targets, opts, ...)
                 elseif v ~= nil then
                     u[k] = v
                 end
+            end
+            if opts.health ~= nil then
+                u.health = upstream_health(d, opts.health)
             end
         end
     end

@@ -197,13 +197,11 @@ describe("TLS config", function()
     teardown(h.cleanup)
 
     local function check(tls_text)
-        local path = h.tmpfile("tls-check.lua", ([[
+        return h.check_config(([[
 local gw = require "moongate"
 gw.listen { port = 8443, tls = %s }
 gw.route { path = "/", handler = function() return 200, "ok" end }
 ]]):format(tls_text))
-        local code, out = h.run_bin("check -c " .. h.shq(path))
-        return code, out, path
     end
 
     it("a missing certificate file is refused with file:line and the path", function()

@@ -544,6 +544,14 @@ function _M.run_bin(args, timeout)
     return code, read_file(out) or ""
 end
 
+-- Writes `text` as a config file and runs `MG_BIN check -c` on it; returns
+-- exit code, output, path.
+function _M.check_config(text, name)
+    local path = _M.tmpfile(name or "check.lua", text)
+    local code, out = _M.run_bin("check -c " .. shq(path))
+    return code, out, path
+end
+
 -- Stops the given processes, or every live one (gateways first). Raises
 -- once at the end if a gateway had a problem (see Gateway:stop).
 function _M.cleanup(...)

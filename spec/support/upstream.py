@@ -40,6 +40,10 @@ binary, ping -> pong, close -> close). "Upgrade: echo" gets 101 and then a
 raw byte echo. Every response carries "X-Upstream-Name: NAME". Connections
 are kept alive (HTTP/1.1) unless the client says otherwise.
 
+"GET /health" answers what "/__health?status=N&delay=S" set last (200 and
+no delay at first); these health checks are counted in "/__health"'s
+"checks", not in the stats below.
+
 Requests for "/__stats" are control requests (the specs send them directly,
 not through the gateway): they answer {"requests" (heads received),
 "complete" (with their body), "connections", "bad", "last": [recent
@@ -398,6 +402,9 @@ async def echo_body(reader, writer, hmap, version):
     await writer.drain()
 
 
+HEALTH = {"status": 200, "delay": 0.0, "checks": 0}
+
+
 async def handle(reader, writer):
     STATS.next_conn += 1
     conn_id = STATS.next_conn
@@ -419,6 +426,35 @@ async def handle(reader, writer):
             hmap = header_map(headers)
             url = urllib.parse.urlsplit(target)
             query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
+            if url.path == "/__health":
+                # control: what GET /health answers from now on
+                if nreq == 1:
+                    STATS.connections -= 1
+                if "status" in query:
+                    HEALTH["status"] = int(query["status"][0])
+                if "delay" in query:
+                    HEALTH["delay"] = float(query["delay"][0])
+                body = json.dumps(HEALTH).encode()
+                writer.write(head_bytes(200, [
+                    ("Content-Type", "application/json"),
+                    ("Content-Length", str(len(body)))]) + body)
+                await writer.drain()
+                continue
+            if url.path == "/health":
+                # an active health check: counted apart from the requests
+                if nreq == 1:
+                    STATS.connections -= 1
+                HEALTH["checks"] += 1
+                if HEALTH["delay"]:
+                    await asyncio.sleep(HEALTH["delay"])
+                body = b"ok\n"
+                writer.write(head_bytes(HEALTH["status"], [
+                    ("Content-Length", str(len(body))),
+                    ("X-Upstream-Name", NAME)]) + body)
+                await writer.drain()
+                if "close" in hmap.get("connection", "").lower():
+                    return
+                continue
             if url.path.startswith("/__"):
                 if nreq == 1:
                     STATS.connections -= 1

@@ -1,0 +1,166 @@
+-- Active health checks: real upstream servers whose /health answer the
+-- specs change while traffic flows through the gateway.
+local h = require "spec.support.helpers"
+
+local function set_health(up, query)
+    return h.json(h.http(up.port, { path = "/__health?" .. query }).body)
+end
+
+-- Which upstreams answered n requests, as { name = count } (one worker:
+-- its round robin alternates exactly).
+local function spread(port, n)
+    local seen = {}
+    for _ = 1, n do
+        local res = h.http(port, { path = "/svc/x" })
+        assert.equal(200, res.status)
+        local name = res.headers["x-upstream-name"]
+        seen[name] = (seen[name] or 0) + 1
+    end
+    return seen
+end
+
+-- Polls until f() is true (or fails after `seconds`).
+local function eventually(seconds, f, what)
+    local deadline = h.now() + seconds * h.SLOW
+    while h.now() < deadline do
+        if f() then return end
+        h.sleep(0.05)
+    end
+    error("not within " .. seconds .. " s: " .. what, 2)
+end
+
+describe("active health checks", function()
+    local gw, ups, admin
+
+    local function target(name)
+        local body = h.http(admin, { path = "/upstreams" }).body
+        for _, u in ipairs(h.json(body).upstreams) do
+            for _, t in ipairs(u.targets) do
+                if t.target == ups[name].addr then return t end
+            end
+        end
+    end
+
+    setup(function()
+        ups = h.start_upstreams { "a", "b" }
+        admin = h.free_port()
+        gw = h.start_gateway(([[
+local gw = require "moongate"
+gw.settings { admin = { port = %d } }
+gw.listen { port = {{PORT}}, host = "127.0.0.1" }
+gw.upstream("svc", { "{{A}}", "{{B}}" }, {
+    health = { path = "/health", interval = 0.1, timeout = 0.3, fall = 2, rise = 2 },
+})
+gw.route { path = "/svc/**", upstream = "svc" }
+]]):format(admin), { vars = { A = ups.a, B = ups.b }, workers = 1 })
+    end)
+
+    teardown(h.cleanup)
+
+    before_each(function()
+        set_health(ups.a, "status=200&delay=0")
+        set_health(ups.b, "status=200&delay=0")
+        eventually(3, function()
+            return target("a").checks.state == "up" and target("b").checks.state == "up"
+        end, "both targets up")
+    end)
+
+    it("checks every target with GET <path>", function()
+        local before = set_health(ups.a, "").checks
+        h.sleep(0.5)
+        assert.truthy(set_health(ups.a, "").checks >= before + 2)
+        -- health checks are not requests of the service
+        assert.same({ a = 2, b = 2 }, spread(gw.port, 4))
+    end)
+
+    it("a target answering 503 is taken out, and comes back when it recovers", function()
+        set_health(ups.b, "status=503")
+        eventually(3, function() return target("b").checks.state == "down" end, "b down")
+        local t = target("b")
+        assert.equal("down", t.health)
+        assert.equal("status 503", t.checks.last_error)
+        assert.same({ a = 10 }, spread(gw.port, 10))
+        assert.truthy(gw:log():find("target " .. ups.b.addr .. " taken out: status 503", 1, true))
+        set_health(ups.b, "status=200")
+        eventually(3, function() return target("b").checks.state == "up" end, "b back")
+        assert.same({ a = 5, b = 5 }, spread(gw.port, 10))
+        assert.truthy(gw:log():find("target " .. ups.b.addr .. " is back", 1, true))
+    end)
+
+    it("a target that does not answer in time is taken out", function()
+        set_health(ups.a, "delay=1")
+        eventually(4, function() return target("a").checks.state == "down" end, "a down")
+        assert.equal("no answer within the health timeout", target("a").checks.last_error)
+        assert.same({ b = 6 }, spread(gw.port, 6))
+    end)
+
+    it("when every target is out, they all get traffic again", function()
+        set_health(ups.a, "status=500")
+        set_health(ups.b, "status=500")
+        eventually(3, function()
+            return target("a").checks.state == "down" and target("b").checks.state == "down"
+        end, "both down")
+        local seen = spread(gw.port, 6)
+        assert.equal(6, (seen.a or 0) + (seen.b or 0))
+    end)
+
+    it("a reload keeps a target that is down out", function()
+        set_health(ups.b, "status=503")
+        eventually(3, function() return target("b").checks.state == "down" end, "b down")
+        local res = h.http(admin, { method = "POST", path = "/reload" })
+        assert.equal(200, res.status)
+        -- at once: the new generation starts from the old one's state
+        assert.equal("down", target("b").checks.state)
+        assert.same({ a = 6 }, spread(gw.port, 6))
+    end)
+
+    it("a target that refuses connections is taken out", function()
+        local extra = h.start_upstream { name = "c" }
+        local admin2 = h.free_port()
+        local gw2 = h.start_gateway(([[
+local gw = require "moongate"
+gw.settings { admin = { port = %d } }
+gw.listen { port = {{PORT}}, host = "127.0.0.1" }
+gw.upstream("svc", { "{{A}}", "{{C}}" }, {
+    health = { path = "/health", interval = 0.1, timeout = 0.3, fall = 1, rise = 1 },
+})
+gw.route { path = "/svc/**", upstream = "svc" }
+]]):format(admin2), { vars = { A = ups.a, C = extra } })
+        h.cleanup(extra)
+        eventually(3, function()
+            local body = h.json(h.http(admin2, { path = "/upstreams" }).body)
+            local t = body.upstreams[1].targets[2]
+            return t.checks.state == "down"
+                and t.checks.last_error:lower():find("refused", 1, true) ~= nil
+        end, "c down with connection refused")
+        h.cleanup(gw2)
+    end)
+end)
+
+describe("health check config", function()
+    teardown(h.cleanup)
+
+    local function check(opts)
+        return h.check_config(([[
+local gw = require "moongate"
+gw.listen { port = 8080 }
+gw.upstream("svc", { "127.0.0.1:9001" }, { health = %s })
+gw.route { path = "/", upstream = "svc" }
+]]):format(opts))
+    end
+
+    it("names what is wrong", function()
+        local code, out = check('{ path = "health" }')
+        assert.equal(1, code)
+        assert.truthy(out:find(':3: upstream.health.path must be a path like "/health"', 1, true),
+            out)
+        code, out = check('{ path = "/h", fall = 0 }')
+        assert.truthy(out:find("upstream.health.fall must be an integer 1-100", 1, true), out)
+        code, out = check('{ path = "/h", every = 1 }')
+        assert.truthy(out:find("unknown key 'every' in upstream.health", 1, true), out)
+        code, out = check('"/health"')
+        assert.truthy(out:find("upstream.health must be a table", 1, true), out)
+        code, out = check('{ path = "/health", interval = 2, timeout = 0.5 }')
+        assert.equal(0, code, out)
+    end)
+end)
