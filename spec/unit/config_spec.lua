@@ -234,7 +234,8 @@ describe("config errors", function()
                 "'weight'? valid: a \"host:port\" first, then weight)",
             ":4: unknown key 'keepalve' in gw.upstream options (did you " ..
                 "mean 'keepalive'? valid: keepalive, keepalive_timeout, " ..
-                "connect_timeout, send_timeout, read_timeout, fail_timeout, forwarded, request_id)",
+                "connect_timeout, send_timeout, read_timeout, fail_timeout, forwarded, " ..
+                "request_id, health)",
             ":5: unknown key 'pth' in gw.route (did you mean 'path'? " ..
                 ROUTE_KEYS:sub(2),
             ':5: route.path is required (a pattern like "/orders/**")',
