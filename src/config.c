@@ -492,6 +492,7 @@ static void conv_upstreams(conv_t *cv, int cfg_t, mg_config_t *cfg)
         get_uint(cv, t, what, "send_timeout", 1, MAX_DOUBLE_INT, &u->send_timeout);
         get_uint(cv, t, what, "read_timeout", 1, MAX_DOUBLE_INT, &u->read_timeout);
         get_uint(cv, t, what, "fail_timeout", 1, MAX_DOUBLE_INT, &u->fail_timeout);
+        get_int(cv, t, what, "max_fails", 0, 1000, &u->max_fails);
         lua_getfield(cv->L, t, "forwarded");
         u->forwarded = lua_isnil(cv->L, -1) || lua_toboolean(cv->L, -1);
         lua_getfield(cv->L, t, "request_id");

@@ -30,7 +30,8 @@ typedef struct mg_upstream_s {
     uint64_t connect_timeout;
     uint64_t send_timeout;
     uint64_t read_timeout;
-    uint64_t fail_timeout;      /* a refused target is skipped this long */
+    uint64_t fail_timeout;      /* a failing target is skipped this long */
+    int max_fails;              /* failures in a row that make it skipped (0: never) */
     int forwarded;              /* send X-Forwarded-For/-Proto/-Host (default 1) */
     int request_id;             /* send X-Request-Id (default 1) */
     /* active health checks (src/health.c); health_path NULL = none */

@@ -289,6 +289,7 @@ struct mg_pool_s {
     int nidle;
     uint64_t down_until;        /* loop time before which the target is skipped */
     int current_weight;         /* smooth weighted round robin state */
+    int fails;                  /* failed attempts in a row (max_fails) */
 };
 
 /* Per upstream, per worker: its target pools. */
@@ -443,7 +444,10 @@ void mg_pools_free(mg_wgen_t *g);
  * skipping targets marked down (unless all are). `avoid` is a target index
  * to skip when possible (-1: none). Returns the target index. */
 int mg_balancer_pick(mg_wgen_t *g, int ui, int avoid);
-void mg_pool_mark_down(mg_pool_t *p);
+/* A failed attempt on p's target (may skip it for fail_timeout), or an
+ * answer from it (resets the count). See pool.c. */
+void mg_pool_failed(mg_pool_t *p);
+void mg_pool_answered(mg_pool_t *p);
 int mg_pool_resolve(mg_pool_t *p);
 
 /* http_client.c */

@@ -343,7 +343,7 @@ static void on_connected(uv_connect_t *req, int status)
     if (!op || u->closing)
         return;
     if (status < 0) {
-        mg_pool_mark_down(op->pool);
+        mg_pool_failed(op->pool);
         op_finish(op, "connection refused");
         return;
     }

@@ -167,10 +167,21 @@ void mg_pool_forget(mg_upconn_t *u)
     u->idle = 0;
 }
 
-void mg_pool_mark_down(mg_pool_t *p)
+/* Passive circuit breaking: max_fails failed attempts in a row (connect
+ * errors, and answers that never came: timeouts, resets on a fresh
+ * connection) skip the target for fail_timeout; any answer resets the
+ * count. After fail_timeout the target is tried again. */
+void mg_pool_failed(mg_pool_t *p)
 {
-    p->down_until = uv_now(&p->w->loop) + p->u->fail_timeout;
+    if (p->u->max_fails == 0)
+        return;
+    if (++p->fails >= p->u->max_fails) {
+        p->down_until = uv_now(&p->w->loop) + p->u->fail_timeout;
+        p->fails = 0;
+    }
 }
+
+void mg_pool_answered(mg_pool_t *p) { p->fails = 0; }
 
 /* Smooth weighted round robin: each pick adds every live target's weight
  * to its current weight, takes the largest, and subtracts the total from

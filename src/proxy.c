@@ -64,6 +64,8 @@ static void on_up_timer(uv_timer_t *t)
         mg_conn_abort(u->r->c);
         return;
     }
+    if (!u->got_response_bytes)
+        mg_pool_failed(u->pool); /* no answer at all: counts for max_fails */
     up_failed(u, 504, u->connected ? "upstream timed out" : "upstream connect timed out", 0);
 }
 
@@ -333,6 +335,7 @@ static int on_resp_headers_complete(llhttp_t *p)
     int status = p->status_code;
     if (status >= 100 && status < 200 && status != 101)
         return 0; /* interim answers (103, stray 100) are not forwarded */
+    mg_pool_answered(u->pool);
     if (status == 101 && !r->is_upgrade)
         return HPE_USER;
     if (status != 101 && mg_hooks_has(r->g, r->route, MG_PHASE_RESPONSE)) {
@@ -612,6 +615,10 @@ static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
             }
         }
         int retry = !u->got_response_bytes && u->requests > 0;
+        /* a fresh connection closed without an answer counts for max_fails;
+         * a reused one may just have hit the keep-alive race */
+        if (!u->got_response_bytes && u->requests == 0)
+            mg_pool_failed(u->pool);
         up_failed(u, 502, "upstream closed the connection", retry);
         return;
     }
@@ -728,7 +735,7 @@ static void on_connect(uv_connect_t *req, int status)
     if (u->closing)
         return;
     if (status < 0) {
-        mg_pool_mark_down(u->pool);
+        mg_pool_failed(u->pool);
         up_failed(u, 502, "upstream refused the connection", 1);
         return;
     }
@@ -787,7 +794,7 @@ static void connect_target(mg_request_t *r, int ti)
     u->connect_req.data = u;
     int rc = uv_tcp_connect(&u->connect_req, &u->tcp, (struct sockaddr *)&p->addr, on_connect);
     if (rc < 0) {
-        mg_pool_mark_down(p);
+        mg_pool_failed(p);
         up_failed(u, 502, "upstream connect failed", 1);
         return;
     }

@@ -592,7 +592,7 @@ local TLS_CERT_KEYS = { "cert", "key" }
 local TARGET_KEYS = { "weight" }
 local UPSTREAM_KEYS = { "keepalive", "keepalive_timeout", "connect_timeout",
                         "send_timeout", "read_timeout", "fail_timeout",
-                        "forwarded", "request_id", "health" }
+                        "forwarded", "request_id", "health", "max_fails" }
 local HEALTH_KEYS = { "path", "interval", "timeout", "fall", "rise" }
 local UPSTREAM_TIMEOUTS = { "keepalive_timeout", "connect_timeout",
                             "send_timeout", "read_timeout", "fail_timeout" }
@@ -609,7 +609,8 @@ local DEFAULT_TIMEOUTS = { header = 10000, keepalive = 60000, body = 60000,
 local DEFAULT_UPSTREAM = { forwarded = true, request_id = true,
                            keepalive = 64, keepalive_timeout = 60000,
                            connect_timeout = 5000, send_timeout = 60000,
-                           read_timeout = 60000, fail_timeout = 10000 }
+                           read_timeout = 60000, fail_timeout = 10000,
+                           max_fails = 1 }
 
 local check_port = int_range(1, 65535, "must be an integer 1-65535")
 local check_time = _M.parse_time
@@ -963,6 +964,9 @@ function decl.upstream(d, name, targets, opts, ...)
             u.keepalive = field(d, opts, "keepalive", "upstream",
                 int_range(0, MAX_C_INT, "must be an integer >= 0"))
                 or u.keepalive
+            u.max_fails = field(d, opts, "max_fails", "upstream",
+                int_range(0, 1000, "must be an integer 0-1000 (0: never skip a target)"))
+                or u.max_fails
             for _, k in ipairs(UPSTREAM_TIMEOUTS) do
                 u[k] = field(d, opts, k, "upstream", check_time) or u[k]
             end

@@ -164,3 +164,74 @@ gw.route { path = "/", upstream = "svc" }
         assert.equal(0, code, out)
     end)
 end)
+
+describe("passive circuit breaking (max_fails, fail_timeout)", function()
+    local socket = require "socket"
+    local up, closer, hole
+
+    -- A target that accepts and closes at once, without an answer.
+    local function start_closer()
+        local port = h.free_port()
+        local p = h.spawn(("python3 -c %s"):format(h.shq(([[
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", %d)); s.listen(64); print("ready", flush=True)
+while True:
+    c, _ = s.accept(); c.recv(4096); c.close()
+]]):format(port))), "closer")
+        local deadline = h.now() + 5
+        while not p:log():find("ready", 1, true) and h.now() < deadline do h.sleep(0.02) end
+        return "127.0.0.1:" .. port
+    end
+
+    setup(function()
+        up = h.start_upstream { name = "a" }
+        closer = start_closer()
+        -- a listening socket nobody accepts on: connections complete in the
+        -- kernel's backlog and never get an answer
+        hole = assert(socket.bind("127.0.0.1", 0)) -- bound and listening
+    end)
+
+    teardown(function()
+        hole:close()
+        h.cleanup()
+    end)
+
+    local function statuses(port, n)
+        local out = {}
+        for i = 1, n do
+            local res = h.http(port, { path = "/svc/" .. i })
+            out[i] = res.status == 200 and res.headers["x-upstream-name"] or res.status
+        end
+        return out
+    end
+
+    local function gateway(bad, opts)
+        return h.start_gateway(([[
+local gw = require "moongate"
+gw.listen { port = {{PORT}}, host = "127.0.0.1" }
+gw.upstream("svc", { "{{A}}", "%s" }, %s)
+gw.route { path = "/svc/**", upstream = "svc" }
+]]):format(bad, opts), { vars = { A = up }, workers = 1 })
+    end
+
+    it("max_fails answers that never came take a target out for fail_timeout", function()
+        local gw = gateway(closer, "{ max_fails = 2, fail_timeout = 30 }")
+        -- round robin: a, bad (502), a, bad (502, second failure: out), then a only
+        assert.same({ "a", 502, "a", 502, "a", "a", "a", "a" }, statuses(gw.port, 8))
+        h.cleanup(gw)
+    end)
+
+    it("a target that times out is skipped after one failure by default", function()
+        local _, hport = hole:getsockname()
+        local gw = gateway("127.0.0.1:" .. hport, "{ read_timeout = 0.3 }")
+        assert.same({ "a", 504, "a", "a", "a" }, statuses(gw.port, 5))
+        h.cleanup(gw)
+    end)
+
+    it("max_fails = 0 never takes a target out", function()
+        local gw = gateway(closer, "{ max_fails = 0 }")
+        assert.same({ "a", 502, "a", 502, "a", 502 }, statuses(gw.port, 6))
+        h.cleanup(gw)
+    end)
+end)

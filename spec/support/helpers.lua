@@ -518,6 +518,10 @@ function _M.start_gateway(config, opts)
     local deadline = now() + 10 * _M.SLOW
     local pending = {}
     for i, port in ipairs(wait_ports) do pending[i] = port end
+    -- the admin API starts after the listeners: wait for it too, so that a
+    -- spec's first admin request does not race it
+    local admin_port = text:match("admin%s*=%s*{[^}]-port%s*=%s*(%d+)")
+    if admin_port and not opts.wait_ports then pending[#pending + 1] = tonumber(admin_port) end
     while #pending > 0 do
         if can_connect(pending[#pending]) then
             pending[#pending] = nil
