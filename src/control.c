@@ -431,6 +431,37 @@ static int h_upstreams(char **body, size_t *len, const char **ctype)
     return reply(&b, 200, body, len, ctype, "application/json");
 }
 
+/* moongate_upstream_target_up: 1 or 0 per target of the upstreams with
+ * active health checks (the control thread's own state). */
+static void upstream_health_metrics(mg_control_t *ctl, sbuf_t *b)
+{
+    const mg_config_t *cfg = ctl->gen->cfg;
+    int header = 0;
+    for (size_t i = 0; i < cfg->nupstreams && ctl->gen->health; i++) {
+        const mg_upstream_t *u = &cfg->upstreams[i];
+        if (!u->health_path)
+            continue;
+        if (!header) {
+            sb_printf(b, "# HELP moongate_upstream_target_up Target in balancing (active health "
+                         "checks): 1 up, 0 taken out.\n"
+                         "# TYPE moongate_upstream_target_up gauge\n");
+            header = 1;
+        }
+        size_t n = mg_metrics_escape_label(NULL, 0, u->name);
+        char *un = malloc(n + 1);
+        if (!un)
+            continue;
+        mg_metrics_escape_label(un, n + 1, u->name);
+        for (size_t t = 0; t < u->ntargets; t++) {
+            char tn[300]; /* "host:port", a checked host name: nothing to escape */
+            mg_metrics_escape_label(tn, sizeof(tn), u->targets[t].name);
+            sb_printf(b, "moongate_upstream_target_up{upstream=\"%s\",target=\"%s\"} %d\n", un,
+                      tn, atomic_load(&ctl->gen->health[i][t].down) ? 0 : 1);
+        }
+        free(un);
+    }
+}
+
 static char *metrics_text(mg_control_t *ctl, size_t *len)
 {
     sbuf_t b = { 0 };
@@ -441,6 +472,7 @@ static char *metrics_text(mg_control_t *ctl, size_t *len)
                   "# HELP moongate_workers Worker threads.\n"
                   "# TYPE moongate_workers gauge\nmoongate_workers %d\n",
               (unsigned long long)ctl->gen->number, mg_hooks_error_total(), ctl->workers->n);
+    upstream_health_metrics(ctl, &b);
     char *text = mg_metrics_render(b.p, len);
     free(b.p);
     return text;

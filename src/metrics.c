@@ -363,12 +363,9 @@ static void put_results(sbuf_t *b, const char *name, const char *help, _Atomic u
          (unsigned long long)atomic_load_explicit(failed, memory_order_relaxed));
 }
 
-/* Escapes a label value as the text format asks: backslash, double quote
- * and line feed become \\, \" and \n. Writes at most cap-1 bytes and a NUL
- * to out (when cap > 0); returns the length the whole escaped value needs,
- * like snprintf. Exported for the specs. */
-size_t mg_metrics_escape_label(char *out, size_t cap, const char *s);
-
+/* Backslash, double quote and line feed become \\, \" and \n. Writes at
+ * most cap-1 bytes and a NUL to out (when cap > 0); returns the length the
+ * whole escaped value needs, like snprintf. */
 size_t mg_metrics_escape_label(char *out, size_t cap, const char *s)
 {
     size_t n = 0;

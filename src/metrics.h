@@ -26,6 +26,9 @@ void mg_metrics_request(int w, uint32_t route_id, int status, uint64_t total_us,
 void mg_metrics_connections(int w, int delta);
 /* From the control thread: a reload ended. */
 void mg_metrics_reload(int ok);
+/* Escapes a Prometheus label value into out (cap bytes, NUL-terminated);
+ * returns the escaped length, like snprintf. */
+size_t mg_metrics_escape_label(char *out, size_t cap, const char *s);
 /* A TLS handshake with a client finished (ok) or failed. */
 void mg_metrics_tls_handshake(int ok);
 

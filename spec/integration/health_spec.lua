@@ -81,6 +81,11 @@ gw.route { path = "/svc/**", upstream = "svc" }
         assert.equal("status 503", t.checks.last_error)
         assert.same({ a = 10 }, spread(gw.port, 10))
         assert.truthy(gw:log():find("target " .. ups.b.addr .. " taken out: status 503", 1, true))
+        local metrics = h.http(admin, { path = "/metrics" }).body
+        assert.truthy(metrics:find(('moongate_upstream_target_up{upstream="svc",target="%s"} 0')
+            :format(ups.b.addr), 1, true), metrics)
+        assert.truthy(metrics:find(('moongate_upstream_target_up{upstream="svc",target="%s"} 1')
+            :format(ups.a.addr), 1, true), metrics)
         set_health(ups.b, "status=200")
         eventually(3, function() return target("b").checks.state == "up" end, "b back")
         assert.same({ a = 5, b = 5 }, spread(gw.port, 10))
