@@ -102,6 +102,14 @@ gw.route { path = "/**", upstream = "up" }
         assert.is_false(plain.tls)
     end)
 
+    it("a client resuming its session is told so in req.tls.resumed", function()
+        local r = tls(gw.port, { sni = "localhost", ca = a_crt, send = get("/tls-info"),
+                                 resume = true })
+        assert.is_nil(r.error)
+        assert.is_true(r.session_reused)
+        assert.is_true(h.json(r.responses[1].body).tls.resumed)
+    end)
+
     it("TLS 1.2 works too", function()
         local r = tls(gw.port, { sni = "localhost", ca = a_crt, ["max-version"] = "1.2",
                                  send = get("/tls-info") })
