@@ -3,80 +3,14 @@
 -- kept alive in the router handle returned by build().
 local ffi = require "ffi"
 
--- one declaration per cdef: another spec may have declared it already
-local function cdef(decl)
-    local ok, err = pcall(ffi.cdef, decl)
-    if not ok and not tostring(err):find("redefine", 1, true) then
-        error(err, 2)
+-- The declarations are moongate.testing.router's (it cdefs them); this spec
+-- checks its router.h / config.h ones against the headers below.
+local router = require "moongate.testing.router"
+local DECLS = {}
+for _, d in ipairs(router.DECLS) do
+    if d[1] == "config.h" or d[1] == "router.h" then
+        DECLS[#DECLS + 1] = d
     end
-end
-
--- Every declaration the specs use, with the header it mirrors exactly
--- (checked below, so a header change cannot silently skew the layout).
-local DECLS = {
-    { "config.h", [[
-typedef struct mg_route_header_s {
-    char *name;
-    char *value;
-} mg_route_header_t;]] },
-    { "config.h", [[
-typedef struct mg_route_s {
-    char *name;
-    char *path;
-    char *host;
-    char *methods[MG_MAX_METHODS];
-    size_t nmethods;
-    mg_route_header_t headers[MG_MAX_ROUTE_HEADERS];
-    size_t nheaders;
-    int upstream;
-    int has_handler;
-    char *strip_prefix;
-    char *rewrite;
-    uint64_t max_body;
-    uint16_t listen_port;
-    uint32_t metric_id;
-    int index;
-    int line;
-} mg_route_t;]] },
-    { "router.h", "typedef struct mg_router_s mg_router_t;" },
-    { "router.h", [[
-typedef const char *(*mg_header_get_fn)(void *ctx, const char *name, size_t name_len,
-                                        size_t *value_len);]] },
-    { "router.h", [[
-typedef struct mg_route_match_s {
-    const mg_route_t *route;
-    size_t nparams;
-    struct {
-        const char *name;
-        size_t name_len;
-        const char *value;
-        size_t value_len;
-    } params[MG_ROUTER_MAX_PARAMS];
-    const char *rest;
-    size_t rest_len;
-} mg_route_match_t;]] },
-    { "router.h", [[
-int mg_router_build(mg_router_t **out, const mg_route_t *routes, size_t nroutes,
-                    const char **err);]] },
-    { "router.h", "void mg_router_free(mg_router_t *r);" },
-    { "router.h", [[
-int mg_router_match(const mg_router_t *r, uint16_t local_port, const char *method,
-                    size_t method_len, const char *host, size_t host_len,
-                    const char *path, size_t path_len,
-                    mg_header_get_fn get_header, void *get_header_ctx,
-                    mg_route_match_t *m);]] },
-    { "router.h", [[
-long mg_router_upstream_path(const mg_route_match_t *m, const char *path,
-                             size_t path_len, char *out, size_t cap);]] },
-    { "router.h", "const char *mg_router_check_pattern(const char *pattern);" },
-}
-
-local CONSTS = {
-    MG_MAX_METHODS = 16, MG_MAX_ROUTE_HEADERS = 8, MG_ROUTER_MAX_PARAMS = 8,
-}
-
-for _, d in ipairs(DECLS) do
-    cdef((d[2]:gsub("MG_[%u_]+", CONSTS)))
 end
 
 local lib = ffi.load(os.getenv("MG_TEST_LIB") or "build/libmgtest.so")
