@@ -183,6 +183,20 @@ end
 
 --- req:headers() -> { lower-case name = value } as received; a repeated
 -- header gives a list of its values.
+-- t[k] = v, or a list of the values when k comes again (headers, query
+-- arguments).
+local function add_multi(t, k, v)
+    local old = t[k]
+    if old == nil then
+        t[k] = v
+    elseif type(old) == "table" then
+        old[#old + 1] = v
+    else
+        t[k] = { old, v }
+    end
+end
+_M.add_multi = add_multi
+
 -- { lower-case name = value } of n headers read with at(r, i, ...): a
 -- repeated name gives a list of its values.
 local function header_map(r, n, at)
@@ -191,14 +205,7 @@ local function header_map(r, n, at)
         at(r, i, out_p, out_n, out_p2, out_n2)
         local k = lower(ffi_string(out_p[0], out_n[0]))
         local v = ffi_string(out_p2[0], out_n2[0])
-        local old = t[k]
-        if old == nil then
-            t[k] = v
-        elseif type(old) == "table" then
-            old[#old + 1] = v
-        else
-            t[k] = { old, v }
-        end
+        add_multi(t, k, v)
     end
     return t
 end
@@ -255,14 +262,7 @@ function _M.parse_args(q)
         else
             k, v = unescape(pair), true
         end
-        local old = t[k]
-        if old == nil then
-            t[k] = v
-        elseif type(old) == "table" then
-            old[#old + 1] = v
-        else
-            t[k] = { old, v }
-        end
+        add_multi(t, k, v)
     end
     return t
 end
@@ -279,6 +279,10 @@ function Request.arg(self, name)
     if type(v) == "table" then return v[1] end
     return v
 end
+
+-- Methods written only on the public request API: the testing kit's fake
+-- requests use them as they are.
+_M.api_methods = { bearer = Request.bearer, args = Request.args, arg = Request.arg }
 
 --- req:body() -> the whole request body as a string (read into memory,
 -- bounded by the route's max_body, only when a hook asks; the body is then

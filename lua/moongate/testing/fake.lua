@@ -207,15 +207,7 @@ end
 function _M.header_map(list)
     local t = {}
     for _, h in ipairs(list) do
-        local k, v = lower(h[1]), h[2]
-        local old = t[k]
-        if old == nil then
-            t[k] = v
-        elseif type(old) == "table" then
-            old[#old + 1] = v
-        else
-            t[k] = { old, v }
-        end
+        runtime.add_multi(t, lower(h[1]), h[2])
     end
     return t
 end
@@ -347,20 +339,9 @@ function Request.headers(self)
     return _M.header_map(state(self).headers)
 end
 
-local bearer_token = require("moongate.runtime").bearer_token
-
-function Request.bearer(self)
-    return bearer_token(self:header("authorization"))
-end
-
-function Request.args(self)
-    return runtime.parse_args(self.query or "")
-end
-
-function Request.arg(self, name)
-    local v = self:args()[name]
-    if type(v) == "table" then return v[1] end
-    return v
+-- bearer, args, arg: runtime's own (they use only the public API)
+for name, fn in pairs(runtime.api_methods) do
+    Request[name] = fn
 end
 
 -- mg_ffi_req_edit_header
