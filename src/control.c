@@ -518,23 +518,19 @@ static int h_repl(const char *req, size_t req_len, char **body, size_t *len, con
 
 /* ---- Lua side of the live REPL -------------------------------------------- */
 
-static int l_status(lua_State *L)
+/* Pushes what json(ctl) writes, ctl being the closure's upvalue. */
+static int push_json(lua_State *L, void (*json)(mg_control_t *, sbuf_t *))
 {
     sbuf_t b = { 0 };
-    status_json(lua_touserdata(L, lua_upvalueindex(1)), &b);
+    json(lua_touserdata(L, lua_upvalueindex(1)), &b);
     lua_pushlstring(L, b.p ? b.p : "", b.len);
     free(b.p);
     return 1;
 }
 
-static int l_upstreams(lua_State *L)
-{
-    sbuf_t b = { 0 };
-    upstreams_json(lua_touserdata(L, lua_upvalueindex(1)), &b);
-    lua_pushlstring(L, b.p ? b.p : "", b.len);
-    free(b.p);
-    return 1;
-}
+static int l_status(lua_State *L) { return push_json(L, status_json); }
+
+static int l_upstreams(lua_State *L) { return push_json(L, upstreams_json); }
 
 static int l_metrics(lua_State *L)
 {
