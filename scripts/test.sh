@@ -10,7 +10,8 @@ busted=(luajit /usr/bin/busted --output=plainTerminal)
 passed=0
 failed=0
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+failures=$(mktemp)
+trap 'rm -f "$log" "$failures"' EXIT
 
 run() { # run LABEL ENV... -- PATHS...
     local label=$1; shift
@@ -19,8 +20,12 @@ run() { # run LABEL ENV... -- PATHS...
     shift
     echo "== $label"
     env "${envs[@]}" "${busted[@]}" "$@" 2>&1 | tee "$log"
+    # keep each failure's head (where, which test, the first lines of why)
+    # so the end of the run names them even when only its tail is read
+    awk -v label="$label" '/^(Failure|Error) -> /{n=6; print "[" label "]"} n>0{print; n--}' \
+        "$log" >>"$failures"
     local line
-    line=$(grep -E '^[0-9]+ successes? / [0-9]+ failures? / [0-9]+ errors?' "$log" | tail -n 1)
+    line=$(grep -aE '^[0-9]+ successes? / [0-9]+ failures? / [0-9]+ errors?' "$log" | tail -n 1)
     if [ -z "$line" ]; then
         echo "test.sh: $label did not finish (no busted summary)"
         failed=$((failed + 1))
@@ -39,6 +44,11 @@ if [ "${MG_SKIP_ASAN:-0}" != 1 ]; then
     run "integration specs under ASan+UBSan" MG_BIN=build/moongate-asan MG_SANITIZED=1 \
         ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
         UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 -- spec/integration spec/policies
+fi
+if [ -s "$failures" ]; then
+    echo
+    echo "== what failed"
+    cat "$failures"
 fi
 echo
 echo "$passed passed, $failed failed"
