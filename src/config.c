@@ -29,6 +29,7 @@
 
 #include "lua_state.h"
 #include "router.h"
+#include "shdict.h"
 
 #define MAX_DOUBLE_INT 9007199254740992.0 /* 2^53: larger doubles skip integers */
 
@@ -597,6 +598,83 @@ static void check_patterns(conv_t *cv, int r_t, const mg_route_t *r)
     lua_pop(cv->L, 1);
 }
 
+static void conv_cache(conv_t *cv, int r_t, const char *what, mg_route_t *r)
+{
+    lua_State *L = cv->L;
+    char cwhat[80];
+    uint64_t v;
+    size_t i, n;
+    int t, list;
+
+    lua_getfield(L, r_t, "cache");
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return;
+    }
+    lua_pop(L, 1);
+    if (!(t = push_table(cv, r_t, what, "cache")))
+        return;
+    snprintf(cwhat, sizeof(cwhat), "%s.cache", what);
+    mg_route_cache_t *rc = calloc(1, sizeof(*rc));
+    if (!rc) {
+        cv->errs->oom = 1;
+        lua_pop(L, 1);
+        return;
+    }
+    r->cache = rc;
+    get_uint(cv, t, cwhat, "ttl", 1, MAX_DOUBLE_INT, &rc->ttl);
+    get_uint(cv, t, cwhat, "stale", 0, MAX_DOUBLE_INT, &rc->stale);
+    get_uint(cv, t, cwhat, "max_body", 0, MAX_DOUBLE_INT, &rc->max_body);
+    lua_getfield(L, t, "authorized");
+    rc->authorized = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if ((list = push_table(cv, t, cwhat, "statuses"))) {
+        n = lua_objlen(L, list);
+        if (n > MG_MAX_CACHE_STATUSES) {
+            internal(cv, cwhat, "statuses", "a list of at most MG_MAX_CACHE_STATUSES");
+            n = 0;
+        }
+        for (i = 0; i < n; i++) {
+            lua_rawgeti(L, list, (int)i + 1);
+            lua_Number st = lua_tonumber(L, -1);
+            if (lua_type(L, -1) == LUA_TNUMBER && st >= 200 && st <= 599 && st == (int)st)
+                rc->statuses[rc->nstatuses++] = (uint16_t)st;
+            else
+                internal(cv, cwhat, "statuses[]", "a status 200-599");
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    if ((list = push_table(cv, t, cwhat, "vary"))) {
+        n = lua_objlen(L, list);
+        if (n > MG_MAX_CACHE_VARY) {
+            internal(cv, cwhat, "vary", "a list of at most MG_MAX_CACHE_VARY");
+            n = 0;
+        }
+        for (i = 0; i < n; i++) {
+            lua_rawgeti(L, list, (int)i + 1);
+            if (lua_type(L, -1) == LUA_TSTRING) {
+                rc->vary[rc->nvary] = dup_or_oom(cv, lua_tostring(L, -1));
+                if (rc->vary[rc->nvary])
+                    rc->nvary++;
+            } else {
+                internal(cv, cwhat, "vary[]", "a string");
+            }
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    if (get_str(cv, t, cwhat, "dict", 0, &rc->dict_name) == 0 &&
+        get_uint(cv, t, cwhat, "dict_size", 1, MAX_DOUBLE_INT, &v) == 0) {
+        /* dictionaries live in the process: the same name is the same one
+         * after a reload, so answers kept survive it */
+        rc->dict = mg_shdict_open(rc->dict_name, (size_t)v);
+        if (!rc->dict)
+            cv->errs->oom = 1;
+    }
+    lua_pop(L, 1);
+}
+
 static void conv_route(conv_t *cv, int t, const char *what, mg_config_t *cfg, mg_route_t *r)
 {
     lua_State *L = cv->L;
@@ -617,6 +695,7 @@ static void conv_route(conv_t *cv, int t, const char *what, mg_config_t *cfg, mg
         r->max_body = v;
     if (get_uint(cv, t, what, "listen", 0, 65535, &v) == 0)
         r->listen_port = (uint16_t)v;
+    conv_cache(cv, t, what, r);
 
     lua_getfield(L, t, "handler");
     r->has_handler = lua_type(L, -1) == LUA_TFUNCTION;
@@ -786,6 +865,12 @@ void mg_config_free(mg_config_t *cfg)
         }
         free(r->strip_prefix);
         free(r->rewrite);
+        if (r->cache) {
+            free(r->cache->dict_name);
+            for (j = 0; j < r->cache->nvary; j++)
+                free(r->cache->vary[j]);
+            free(r->cache);
+        }
     }
     free(cfg->routes);
     for (i = 0; i < cfg->nshared_dicts; i++)

@@ -47,6 +47,28 @@ typedef struct mg_route_header_s {
     char *value;  /* exact match, case-sensitive */
 } mg_route_header_t;
 
+#define MG_MAX_CACHE_STATUSES 16
+#define MG_MAX_CACHE_VARY 8
+
+struct mg_shdict_s;
+
+/* route.cache: the route's answers are kept in a shared dictionary
+ * (src/cache.c). */
+typedef struct mg_route_cache_s mg_route_cache_t;
+struct mg_route_cache_s {
+    struct mg_shdict_s *dict;  /* opened when the config is converted */
+    char *dict_name;
+    uint64_t ttl;              /* freshness when the upstream gives none */
+    uint64_t stale;            /* an expired answer kept this long for when
+                                  the upstream fails */
+    uint64_t max_body;         /* bigger answers are passed on, not kept */
+    uint16_t statuses[MG_MAX_CACHE_STATUSES];
+    size_t nstatuses;
+    char *vary[MG_MAX_CACHE_VARY]; /* request headers in the key, lower case */
+    size_t nvary;
+    int authorized;            /* requests with Authorization use it too */
+};
+
 typedef struct mg_route_s {
     char *name;
     char *path;            /* pattern: "/a/b" exact, "/a/" prefix, ":p" params, "**" rest */
@@ -60,6 +82,7 @@ typedef struct mg_route_s {
     char *strip_prefix;    /* literal prefix removed before proxying, or NULL */
     char *rewrite;         /* path template (":name", "**"), or NULL */
     uint64_t max_body;
+    mg_route_cache_t *cache;   /* NULL: not cached */
     uint16_t listen_port;  /* only requests arriving on this port; 0 = any */
     uint32_t metric_id;    /* metrics.h route id */
     int index;             /* position in the config, 0-based */

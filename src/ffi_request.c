@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "cache.h"
 #include "gateway.h"
 #include "tls.h"
 #include "mg_ffi.h"
@@ -390,7 +391,24 @@ int mg_ffi_res_status(mg_request_t *r)
         return r->status;
     if (r->up && r->hook_phase == MG_PHASE_RESPONSE)
         return r->up->parser.status_code;
+    if (r->cache_entry && r->hook_phase == MG_PHASE_RESPONSE)
+        return mg_cache_entry_status(r);
     return 0;
+}
+
+/* The response head hooks see: the upstream's, or the one the cache kept. */
+static const mg_header_t *res_headers(mg_request_t *r, uint32_t *n, const char **data)
+{
+    if (r->hook_phase == MG_PHASE_RESPONSE && r->up) {
+        *n = r->up->nheaders;
+        *data = r->up->buf.data;
+        return r->up->headers;
+    }
+    if (r->hook_phase == MG_PHASE_RESPONSE && r->cache_entry)
+        return mg_cache_entry_headers(r, n, data);
+    *n = 0;
+    *data = NULL;
+    return NULL;
 }
 
 int mg_ffi_res_set_status(mg_request_t *r, int status)
@@ -406,28 +424,32 @@ int mg_ffi_res_set_status(mg_request_t *r, int status)
 int mg_ffi_res_header(mg_request_t *r, const char *name, size_t nlen, int nth, const char **p,
                       size_t *len)
 {
-    mg_upconn_t *u = r->up;
-    int have = u && r->hook_phase == MG_PHASE_RESPONSE;
-    return edited_header(r->res_edits, r->nres_edits, have ? u->headers : NULL,
-                         have ? u->nheaders : 0, have ? u->buf.data : NULL, name, nlen, nth,
-                         p, len);
+    uint32_t n;
+    const char *data;
+    const mg_header_t *h = res_headers(r, &n, &data);
+    return edited_header(r->res_edits, r->nres_edits, h, n, data, name, nlen, nth, p, len);
 }
 
 int mg_ffi_res_header_count(mg_request_t *r)
 {
-    return r->up && r->hook_phase == MG_PHASE_RESPONSE ? (int)r->up->nheaders : 0;
+    uint32_t n;
+    const char *data;
+    res_headers(r, &n, &data);
+    return (int)n;
 }
 
 int mg_ffi_res_header_at(mg_request_t *r, int i, const char **name, size_t *nlen,
                          const char **value, size_t *vlen)
 {
-    mg_upconn_t *u = r->up;
-    if (!u || r->hook_phase != MG_PHASE_RESPONSE || i < 0 || (uint32_t)i >= u->nheaders)
+    uint32_t n;
+    const char *data;
+    const mg_header_t *h = res_headers(r, &n, &data);
+    if (i < 0 || (uint32_t)i >= n)
         return -1;
-    *name = u->buf.data + u->headers[i].name.off;
-    *nlen = u->headers[i].name.len;
-    *value = u->buf.data + u->headers[i].value.off;
-    *vlen = u->headers[i].value.len;
+    *name = data + h[i].name.off;
+    *nlen = h[i].name.len;
+    *value = data + h[i].value.off;
+    *vlen = h[i].value.len;
     return 0;
 }
 
@@ -453,6 +475,37 @@ int mg_ffi_res_set_body(mg_request_t *r, const char *body, size_t len)
     r->res_body_set = 1;
     return 0;
 }
+
+/* ---- the response cache ------------------------------------------------- */
+
+int mg_ffi_req_skip_cache(mg_request_t *r)
+{
+    if (r->cache_looked)
+        return MG_FFI_EPHASE;
+    r->cache_skip = 1;
+    return 0;
+}
+
+int mg_ffi_req_cache_key(mg_request_t *r, const char *part, size_t len)
+{
+    if (r->cache_looked)
+        return MG_FFI_EPHASE;
+    if (memchr(part, '\n', len))
+        return MG_FFI_EINVAL;
+    size_t old = r->cache_key_extra_len;
+    char *k = mg_request_alloc(r, old + len + 1);
+    if (!k)
+        return MG_FFI_ENOMEM;
+    if (old)
+        memcpy(k, r->cache_key_extra, old);
+    memcpy(k + old, part, len);
+    k[old + len] = '\n';
+    r->cache_key_extra = k;
+    r->cache_key_extra_len = old + len + 1;
+    return 0;
+}
+
+int mg_ffi_req_cache_state(mg_request_t *r) { return r->cache_state; }
 
 /* ---- misc --------------------------------------------------------------- */
 

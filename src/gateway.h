@@ -193,6 +193,17 @@ struct mg_request_s {
     size_t body_len, body_cap;
     uint8_t body_buffered;     /* body_buf holds the complete body */
     mg_hook_co_t *body_hc;     /* hook waiting for it */
+    /* response cache (cache.c) */
+    uint8_t cache_state;       /* cache.h MG_CACHE_* */
+    uint8_t cache_looked;      /* mg_cache_lookup ran */
+    uint8_t cache_skip;        /* a hook called req:skip_cache() */
+    uint8_t cache_unsafe;      /* POST/PUT/...: removes the GET answer kept */
+    char *cache_key;           /* arena */
+    size_t cache_key_len;
+    const char *cache_key_extra; /* req:cache_key() parts (arena) */
+    size_t cache_key_extra_len;
+    struct mg_cache_entry_s *cache_entry;     /* a kept answer (malloc'd) */
+    struct mg_cache_capture_s *cache_capture; /* a fetched one being kept */
 
     /* Not cleared between requests (request_new zeroes up to here). */
     mg_edit_t req_edits[MG_MAX_EDITS];
@@ -423,6 +434,14 @@ int mg_proxy_tunnel_write(mg_upconn_t *u, const char *data, size_t len);
  * until it is closed or detached into the pool). */
 mg_upconn_t *mg_upconn_new(mg_pool_t *p);
 void mg_upconn_close(mg_upconn_t *u);
+/* Does a SET or REMOVE among a hook's header edits name this header
+ * (case-insensitive)? Then the original's copies are not sent. */
+int mg_edits_replace(const mg_edit_t *edits, int nedits, const char *name, size_t len);
+/* Writes "name: value\r\n" at o; returns the end. */
+char *mg_put_header(char *o, const char *n, size_t nl, const char *v, size_t vl);
+/* Is response header i of u end-to-end (not hop-by-hop, not named in a
+ * Connection header)? */
+int mg_upconn_header_forwarded(mg_upconn_t *u, uint32_t i);
 /* Does the comma-separated token list v name tok (case-insensitive)? */
 int mg_token_listed(const char *v, size_t vl, const char *tok, size_t tl);
 /* The on_response phase that waited has finished. */

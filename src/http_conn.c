@@ -24,6 +24,7 @@
 #include "gateway.h"
 #include <lua.h>
 #include "accesslog.h"
+#include "cache.h"
 #include "hooks.h"
 #include "lua_route.h"
 #include "metrics.h"
@@ -37,6 +38,9 @@ static void conn_close(mg_conn_t *c);
 static void conn_parse(mg_conn_t *c);
 static void request_finish(mg_conn_t *c);
 static void finish_after_write(mg_conn_t *c);
+static void serve_cached(mg_conn_t *c);
+static void send_cached(mg_conn_t *c);
+static void local_answer_sent(mg_conn_t *c);
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b);
 static int conn_write(mg_conn_t *c, const uv_buf_t *bufs, unsigned n);
@@ -480,6 +484,7 @@ static void request_free(mg_conn_t *c)
         r->up = NULL;
     }
     mg_hooks_release(r);
+    mg_cache_release(r);
     mg_request_arena_reset(r);
     free(r->body_buf);
     r->body_buf = NULL;
@@ -907,6 +912,10 @@ static void continue_request(mg_conn_t *c, int done)
         mg_lua_route_call(c);
         return;
     }
+    if (r->route && r->route->cache && !r->cache_looked && mg_cache_lookup(r)) {
+        serve_cached(c);
+        return;
+    }
     if (r->is_upgrade && r->has_body) {
         r->response_close = 1;
         mg_conn_respond_error(c, 400, "upgrade request with a body");
@@ -941,6 +950,10 @@ void mg_conn_hook_resumed(mg_conn_t *c, int phase, int result)
     if (phase == MG_PHASE_RESPONSE) {
         if (r->up)
             mg_proxy_hook_resumed(r->up, result);
+        else if (r->cache_entry && result == MG_HOOK_ERROR)
+            mg_conn_respond_error(c, 500, "hook error");
+        else if (r->cache_entry)
+            send_cached(c);
         return;
     }
     if (phase == MG_PHASE_LOG)
@@ -1223,6 +1236,14 @@ void mg_conn_respond(mg_conn_t *c, int status, const char *ctype, const char *bo
                          uv_buf_init((char *)body, (unsigned)(r->head_method ? 0 : body_len)) };
     if (mg_conn_send(c, bufs, 2) < 0)
         return;
+    local_answer_sent(c);
+}
+
+/* A gateway-made answer has been queued: close after it, or read on
+ * (dropping any body) to the end of the request. */
+static void local_answer_sent(mg_conn_t *c)
+{
+    mg_request_t *r = c->r;
     if (r->response_close) {
         stop_reading(c);
         c->closing_after_write = 1;
@@ -1239,6 +1260,52 @@ void mg_conn_respond(mg_conn_t *c, int status, const char *ctype, const char *bo
     }
     r->state = MG_RS_DONE;
     finish_after_write(c);
+}
+
+/* Sends the answer the cache holds for r (after on_response hooks ran). */
+static void send_cached(mg_conn_t *c)
+{
+    mg_request_t *r = c->r;
+    mg_worker_t *w = c->w;
+    if (r->response_started) {
+        conn_close(c);
+        return;
+    }
+    if (w->stopping || !r->keep_alive)
+        r->response_close = 1;
+    const char *connection = r->response_close      ? "Connection: close\r\n"
+                             : r->http_minor == 0 ? "Connection: keep-alive\r\n"
+                                                  : "";
+    size_t n = mg_cache_head(r, w->scratch, w->scratch_cap, connection);
+    if (n == 0) {
+        mg_conn_respond_error(c, 502, "cached response head too large");
+        return;
+    }
+    size_t body_len;
+    const char *body = mg_cache_body(r, &body_len);
+    r->response_started = 1;
+    uv_buf_t bufs[2] = { uv_buf_init(w->scratch, (unsigned)n),
+                         uv_buf_init((char *)body, (unsigned)body_len) };
+    if (mg_conn_send(c, bufs, 2) < 0)
+        return;
+    local_answer_sent(c);
+}
+
+/* Runs on_response hooks on the answer the cache holds, then sends it. */
+static void serve_cached(mg_conn_t *c)
+{
+    mg_request_t *r = c->r;
+    r->state = MG_RS_LOCAL;
+    if (mg_hooks_has(r->g, r->route, MG_PHASE_RESPONSE)) {
+        int rc = mg_hooks_run(r, MG_PHASE_RESPONSE);
+        if (rc == MG_HOOK_WAIT)
+            return; /* mg_conn_hook_resumed sends it */
+        if (rc == MG_HOOK_ERROR) {
+            mg_conn_respond_error(c, 500, "hook error");
+            return;
+        }
+    }
+    send_cached(c);
 }
 
 void mg_conn_respond_error(mg_conn_t *c, int status, const char *message)
@@ -1295,6 +1362,11 @@ void mg_conn_upstream_failed(mg_conn_t *c, int status, const char *message)
         return;
     if (r->response_started) {
         conn_close(c);
+        return;
+    }
+    if (status >= 502 && status <= 504 && mg_cache_can_serve_stale(r)) {
+        r->cache_state = MG_CACHE_STALE; /* stale-if-error */
+        serve_cached(c);
         return;
     }
     mg_conn_respond_error(c, status, message);

@@ -51,6 +51,7 @@
 #define NCLASSES 10
 #define NBUCKETS 15 /* 14 bounds + Inf */
 #define CACHE_LINE 64
+#define CACHE_RESULTS 6 /* cache.h's MG_CACHE_HIT..BYPASS, [0] stored */
 #define COUNT_MASK ((UINT64_C(1) << 48) - 1)
 
 /* Upper bounds (le) of the histogram buckets, in microseconds and as the
@@ -82,6 +83,7 @@ typedef struct hist_s {
  * size rounded up to whole lines: no line is shared with another shard. */
 typedef struct shard_s {
     _Alignas(CACHE_LINE) _Atomic int64_t conns;
+    _Atomic uint64_t cache[CACHE_RESULTS]; /* by cache result, [0]: stored */
     hist_t total;
     hist_t upstream;
     _Atomic(chunk_t *) chunks[NCHUNKS]; /* written under `lock` only */
@@ -307,6 +309,20 @@ void mg_metrics_tls_handshake(int ok)
     atomic_fetch_add_explicit(ok ? &tls_ok : &tls_failed, 1, memory_order_relaxed);
 }
 
+void mg_metrics_cache(int w, int result)
+{
+    if (w < 0 || w >= nshards || result <= 0 || result >= CACHE_RESULTS)
+        return;
+    atomic_fetch_add_explicit(&shards[w]->cache[result], 1, memory_order_relaxed);
+}
+
+void mg_metrics_cache_stored(int w)
+{
+    if (w < 0 || w >= nshards)
+        return;
+    atomic_fetch_add_explicit(&shards[w]->cache[0], 1, memory_order_relaxed);
+}
+
 /* ---- rendering ------------------------------------------------------------ */
 
 typedef struct sbuf_s {
@@ -495,14 +511,30 @@ char *mg_metrics_render(const char *extra, size_t *len)
              "Time spent waiting for upstreams, for requests that reached one.",
              offsetof(shard_t, upstream));
     int64_t conns = 0;
-    for (int w = 0; w < nshards; w++)
+    uint64_t cache[CACHE_RESULTS] = { 0 };
+    for (int w = 0; w < nshards; w++) {
         conns += atomic_load_explicit(&shards[w]->conns, memory_order_relaxed);
+        for (int i = 0; i < CACHE_RESULTS; i++)
+            cache[i] += atomic_load_explicit(&shards[w]->cache[i], memory_order_relaxed);
+    }
     pthread_mutex_unlock(&lock);
     putf(&b,
          "# HELP moongate_connections_open Client connections open.\n"
          "# TYPE moongate_connections_open gauge\n"
          "moongate_connections_open %lld\n",
          (long long)(conns > 0 ? conns : 0));
+    static const char *const cache_results[CACHE_RESULTS] = { NULL, "hit", "miss", "expired",
+                                                              "stale", "bypass" };
+    puts_(&b, "# HELP moongate_cache_requests_total Requests on cached routes, by what the "
+              "cache did.\n# TYPE moongate_cache_requests_total counter\n");
+    for (int i = 1; i < CACHE_RESULTS; i++)
+        putf(&b, "moongate_cache_requests_total{result=\"%s\"} %llu\n", cache_results[i],
+             (unsigned long long)cache[i]);
+    putf(&b,
+         "# HELP moongate_cache_stored_total Answers kept by the response cache.\n"
+         "# TYPE moongate_cache_stored_total counter\n"
+         "moongate_cache_stored_total %llu\n",
+         (unsigned long long)cache[0]);
     put_results(&b, "moongate_reloads_total", "Config reloads, by result.", &reloads_ok,
                 &reloads_failed);
     put_results(&b, "moongate_tls_handshakes_total",

@@ -29,6 +29,10 @@ void mg_metrics_reload(int ok);
 /* Escapes a Prometheus label value into out (cap bytes, NUL-terminated);
  * returns the escaped length, like snprintf. */
 size_t mg_metrics_escape_label(char *out, size_t cap, const char *s);
+/* From worker `w`: a request on a cached route, by cache result
+ * (cache.h's MG_CACHE_HIT..MG_CACHE_BYPASS); an answer kept. */
+void mg_metrics_cache(int w, int result);
+void mg_metrics_cache_stored(int w);
 /* A TLS handshake with a client finished (ok) or failed. */
 void mg_metrics_tls_handshake(int ok);
 

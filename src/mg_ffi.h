@@ -72,6 +72,11 @@ int mg_ffi_res_header_at(mg_request_t *r, int i, const char **name, size_t *nlen
 int mg_ffi_res_edit_header(mg_request_t *r, int op, const char *name, size_t nlen,
                            const char *value, size_t vlen);
 int mg_ffi_res_set_body(mg_request_t *r, const char *body, size_t len);
+/* The response cache: a hook before the lookup may keep the request out
+ * of it, or add a part to its key; the state is cache.h's MG_CACHE_*. */
+int mg_ffi_req_skip_cache(mg_request_t *r);
+int mg_ffi_req_cache_key(mg_request_t *r, const char *part, size_t len);
+int mg_ffi_req_cache_state(mg_request_t *r);
 double mg_ffi_now(void);
 double mg_ffi_monotonic(void);
 

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "cache.h"
 #include "gateway.h"
 #include "hooks.h"
 
@@ -190,6 +191,17 @@ static int hop_by_hop(const char *n, size_t l)
     }
 }
 
+int mg_upconn_header_forwarded(mg_upconn_t *u, uint32_t i)
+{
+    mg_span_t name = u->headers[i].name;
+    if (hop_by_hop(up_data(u, name), name.len))
+        return 0;
+    for (uint32_t j = 0; j < u->nheaders; j++)
+        if (up_ieq(u, u->headers[j].name, "connection", 10))
+            return !listed_in_connection(u, name);
+    return 1;
+}
+
 static char *put(char *o, const char *s, size_t n)
 {
     memcpy(o, s, n);
@@ -197,19 +209,17 @@ static char *put(char *o, const char *s, size_t n)
 }
 #define PUTS(o, lit) put((o), (lit), sizeof(lit) - 1)
 
-/* Was a header of this name changed by an on_response hook (set or
- * removed)? Then the upstream's copy is not sent. */
-static int res_edited(const mg_request_t *r, const char *n, size_t l)
+int mg_edits_replace(const mg_edit_t *edits, int nedits, const char *n, size_t l)
 {
-    for (int i = 0; i < r->nres_edits; i++) {
-        const mg_edit_t *e = &r->res_edits[i];
+    for (int i = 0; i < nedits; i++) {
+        const mg_edit_t *e = &edits[i];
         if (e->op != MG_EDIT_ADD && e->name_len == l && strncasecmp(e->name, n, l) == 0)
             return 1;
     }
     return 0;
 }
 
-static char *put_header(char *o, const char *n, size_t nl, const char *v, size_t vl)
+char *mg_put_header(char *o, const char *n, size_t nl, const char *v, size_t vl)
 {
     memcpy(o, n, nl);
     o += nl;
@@ -250,7 +260,7 @@ static int emit_head(mg_upconn_t *u)
     size_t edits_len = 0;
     for (int i = 0; i < r->nres_edits; i++)
         edits_len += r->res_edits[i].name_len + r->res_edits[i].value_len + 4;
-    char *o = w->scratch, *end = w->scratch + w->scratch_cap - 256 - edits_len;
+    char *o = w->scratch, *end = w->scratch + w->scratch_cap - 384 - edits_len;
     /* status line, without printf: this runs for every response */
     memcpy(o, "HTTP/1.1 ", 9);
     o[9] = (char)('0' + out_status / 100);
@@ -287,19 +297,21 @@ static int emit_head(mg_upconn_t *u)
             continue;
         if (replaced && nl == 14 && strncasecmp(n, "content-length", 14) == 0)
             continue;
-        if (r->nres_edits && res_edited(r, n, nl))
+        if (r->nres_edits && mg_edits_replace(r->res_edits, r->nres_edits, n, nl))
             continue;
         if (o + nl + h->value.len + 4 > end)
             return -1; /* response head larger than our scratch */
-        o = put_header(o, n, nl, up_data(u, h->value), h->value.len);
+        o = mg_put_header(o, n, nl, up_data(u, h->value), h->value.len);
     }
     for (int i = 0; i < r->nres_edits; i++) {
         const mg_edit_t *e = &r->res_edits[i];
         if (e->op != MG_EDIT_REMOVE)
-            o = put_header(o, e->name, e->name_len, e->value, e->value_len);
+            o = mg_put_header(o, e->name, e->name_len, e->value, e->value_len);
     }
     if (replaced)
         o += snprintf(o, 48, "Content-Length: %zu\r\n", r->res_body_len);
+    if (r->cache_state)
+        o += mg_cache_status_line(r, o, 96);
     o = PUTS(o, "X-Request-Id: ");
     o = put(o, r->request_id, r->request_id_len);
     o = PUTS(o, "\r\n");
@@ -338,6 +350,8 @@ static int on_resp_headers_complete(llhttp_t *p)
     mg_pool_answered(u->pool);
     if (status == 101 && !r->is_upgrade)
         return HPE_USER;
+    if (r->cache_state || r->cache_unsafe)
+        mg_cache_capture_head(u);
     if (status != 101 && mg_hooks_has(r->g, r->route, MG_PHASE_RESPONSE)) {
         int rc = mg_hooks_run(r, MG_PHASE_RESPONSE);
         if (rc == MG_HOOK_WAIT) {
@@ -358,6 +372,8 @@ static int on_resp_body(llhttp_t *p, const char *at, size_t len)
 {
     mg_upconn_t *u = p->data;
     mg_request_t *r = u->r;
+    if (r->cache_capture)
+        mg_cache_capture_body(r, at, len);
     if (r->res_dropping)
         return 0;
     if (r->response_chunked) {
@@ -384,6 +400,8 @@ static int on_resp_complete(llhttp_t *p)
         return 0; /* an upgrade ends with HPE_PAUSED_UPGRADE instead */
     if (r->response_chunked)
         out_add(u, "0\r\n\r\n", 5);
+    if (r->cache_capture)
+        mg_cache_capture_end(r);
     u->got_response_bytes = 2; /* 2: the whole response arrived */
     return HPE_PAUSED;
 }
@@ -840,17 +858,8 @@ static int in_connection_tokens(mg_conn_t *c, mg_span_t name)
 
 /* Did a hook set or remove this request header? Then the client's copy
  * (and the gateway's own value for it) is not sent. */
-static int req_edited(const mg_request_t *r, const char *n, size_t l)
-{
-    for (int i = 0; i < r->nreq_edits; i++) {
-        const mg_edit_t *e = &r->req_edits[i];
-        if (e->op != MG_EDIT_ADD && e->name_len == l && strncasecmp(e->name, n, l) == 0)
-            return 1;
-    }
-    return 0;
-}
-
-#define EDITED(r, lit) ((r)->nreq_edits && req_edited((r), (lit), sizeof(lit) - 1))
+#define EDITED(r, lit)                                                                         \
+    ((r)->nreq_edits && mg_edits_replace((r)->req_edits, (r)->nreq_edits, (lit), sizeof(lit) - 1))
 
 static void send_head(mg_upconn_t *u)
 {
@@ -902,7 +911,8 @@ static void send_head(mg_upconn_t *u)
             continue;
         if (r->known[MG_H_CONNECTION] && in_connection_tokens(c, h->name))
             continue;
-        if (r->nreq_edits && req_edited(r, mg_conn_data(c, h->name), h->name.len))
+        if (r->nreq_edits &&
+            mg_edits_replace(r->req_edits, r->nreq_edits, mg_conn_data(c, h->name), h->name.len))
             continue;
         o = put(o, mg_conn_data(c, h->name), h->name.len);
         o = PUTS(o, ": ");

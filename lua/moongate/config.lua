@@ -598,7 +598,16 @@ local UPSTREAM_TIMEOUTS = { "keepalive_timeout", "connect_timeout",
                             "send_timeout", "read_timeout", "fail_timeout" }
 local ROUTE_KEYS = { "name", "path", "upstream", "handler", "methods", "host",
                      "headers", "listen", "strip_prefix", "rewrite",
-                     "max_body", "policies" }
+                     "max_body", "policies", "cache" }
+local CACHE_KEYS = { "ttl", "stale", "max_body", "statuses", "vary",
+                     "authorized", "dict" }
+-- what a route's cache stores when it says only `cache = true`: the
+-- statuses RFC 9111 lets a cache keep without explicit freshness
+local DEFAULT_CACHE = { ttl = 60000, stale = 0, max_body = 1024 * 1024,
+                        statuses = { 200, 203, 300, 301, 308, 404, 410 },
+                        vary = {}, authorized = false, dict = "cache" }
+local CACHE_DICT_SIZE = 32 * 1024 * 1024 -- "cache" when not declared
+local MAX_CACHE_STATUSES, MAX_CACHE_VARY = 16, 8
 local SHARED_DICT_KEYS = { "size" }
 local SHARED_DICT_MIN = 8192    -- smaller dictionaries hold next to nothing
 
@@ -1125,6 +1134,108 @@ local function check_prefix(v)
     return nil, "must be a path starting with '/'"
 end
 
+-- A non-negative time in seconds (0 allowed) -> ms.
+local function time_or_zero(v)
+    if v == 0 then
+        return 0
+    end
+    return _M.parse_time(v)
+end
+
+local function cache_statuses(d, v)
+    if type(v) ~= "table" or #v == 0 then
+        err(d, "route.cache.statuses must be a non-empty list of statuses " ..
+            "like { 200, 404 }, got %s", describe(v))
+        return nil
+    end
+    local out, seen = {}, {}
+    for i, st in ipairs(v) do
+        if not (is_int(st) and st >= 200 and st <= 599) then
+            err(d, "route.cache.statuses[%d] must be a status 200-599, " ..
+                "got %s", i, describe(st))
+        elseif not seen[st] then
+            seen[st] = true
+            out[#out + 1] = st
+        end
+    end
+    if #out > MAX_CACHE_STATUSES then
+        err(d, "route.cache.statuses lists %d statuses (at most %d)", #out,
+            MAX_CACHE_STATUSES)
+    end
+    return out
+end
+
+local function cache_vary(d, v)
+    if type(v) ~= "table" then
+        err(d, 'route.cache.vary must be a list of request header names ' ..
+            'like { "accept" }, got %s', describe(v))
+        return nil
+    end
+    local out, seen = {}, {}
+    for i, name in ipairs(v) do
+        if type(name) ~= "string" or not is_token(name) then
+            err(d, "route.cache.vary[%d] must be a header name, got %s", i,
+                describe(name))
+        elseif not seen[lower(name)] then
+            seen[lower(name)] = true
+            out[#out + 1] = lower(name)
+        end
+    end
+    if #out > MAX_CACHE_VARY then
+        err(d, "route.cache.vary names %d headers (at most %d)", #out,
+            MAX_CACHE_VARY)
+    end
+    return out
+end
+
+-- route.cache: true, or a table of CACHE_KEYS. The dictionary is resolved
+-- in finish(), once every gw.shared_dict of the file is known.
+local function route_cache(d, v)
+    if v == false then
+        return nil
+    end
+    local out = {}
+    for k, dv in pairs(DEFAULT_CACHE) do
+        out[k] = dv
+    end
+    if v == true then
+        return out
+    end
+    if type(v) ~= "table" then
+        err(d, "route.cache must be true or a table like { ttl = 30 }, got %s",
+            describe(v))
+        return nil
+    end
+    check_keys(d, v, CACHE_KEYS, "route.cache")
+    out.ttl = field(d, v, "ttl", "route.cache", _M.parse_time) or out.ttl
+    out.stale = field(d, v, "stale", "route.cache", time_or_zero) or out.stale
+    out.max_body = field(d, v, "max_body", "route.cache", _M.parse_size)
+        or out.max_body
+    if v.statuses ~= nil then
+        out.statuses = cache_statuses(d, v.statuses) or out.statuses
+    end
+    if v.vary ~= nil then
+        out.vary = cache_vary(d, v.vary) or out.vary
+    end
+    if v.authorized ~= nil then
+        if type(v.authorized) ~= "boolean" then
+            err(d, "route.cache.authorized must be a boolean, got %s",
+                describe(v.authorized))
+        else
+            out.authorized = v.authorized
+        end
+    end
+    if v.dict ~= nil then
+        if type(v.dict) ~= "string" or v.dict == "" then
+            err(d, "route.cache.dict must be a shared dict name, got %s",
+                describe(v.dict))
+        else
+            out.dict = v.dict
+        end
+    end
+    return out
+end
+
 local function route_rewrite(d, r, t, pinfo)
     local rw = t.rewrite
     if type(rw) ~= "string" then
@@ -1281,6 +1392,13 @@ function decl.route(d, t)
             "(rewrite already gives the whole upstream path)")
     end
     r.max_body = field(d, t, "max_body", "route", _M.parse_size)
+    if t.cache ~= nil then
+        r.cache = route_cache(d, t.cache)
+        if r.cache and r.handler then
+            err(d, "route.cache needs an upstream: a handler route's " ..
+                "answers are made by Lua, not fetched")
+        end
+    end
 
     local routes = c.routes
     routes[#routes + 1] = { value = r, d = d }
@@ -1394,6 +1512,23 @@ local function finish(c)
                 r.listen, concat(port_list, ", "))
         end
         r.max_body = r.max_body or cfg.limits.body
+        if r.cache then
+            local sd = c.shared_dict_by_name[r.cache.dict]
+            if sd then
+                r.cache.dict_size = sd.value.size or CACHE_DICT_SIZE
+            elseif r.cache.dict == DEFAULT_CACHE.dict then
+                r.cache.dict_size = CACHE_DICT_SIZE
+                local decl = { name = DEFAULT_CACHE.dict, size = CACHE_DICT_SIZE,
+                               line = d.line, source = r.source }
+                c.shared_dict_by_name[decl.name] = { value = decl, d = d }
+                c.shared_dicts[#c.shared_dicts + 1] =
+                    c.shared_dict_by_name[decl.name]
+            else
+                err(d, "route.cache.dict %s is not declared (add " ..
+                    'gw.shared_dict(%s, { size = "64m" }))',
+                    quote(r.cache.dict), quote(r.cache.dict))
+            end
+        end
         if not d.bad then
             local key = route_key(r)
             if seen[key] then

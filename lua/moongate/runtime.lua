@@ -358,6 +358,39 @@ function Request.set_target(self, name)
     errcheck(C.mg_ffi_req_set_target(rptr(self), name, #name), "req:set_target")
 end
 
+-- The route's response cache (route option `cache`). These work until the
+-- cache is looked up, i.e. in on_request, on_route and route policies.
+local CACHE_LATE = ": too late, the cache was already looked up " ..
+    "(call it from on_request, on_route or a route policy's on_request)"
+
+--- req:skip_cache(): this request neither uses nor fills the cache.
+function Request.skip_cache(self)
+    if C.mg_ffi_req_skip_cache(rptr(self)) ~= 0 then
+        error("req:skip_cache" .. CACHE_LATE, 2)
+    end
+end
+
+--- req:cache_key(part): adds part to the request's cache key, e.g. a
+-- consumer id so that each consumer gets its own answers.
+function Request.cache_key(self, part)
+    part = tostring(part)
+    local rc = C.mg_ffi_req_cache_key(rptr(self), part, #part)
+    if rc == cdefs.EPHASE then
+        error("req:cache_key" .. CACHE_LATE, 2)
+    elseif rc ~= 0 then
+        errcheck(rc, "req:cache_key")
+    end
+end
+
+local CACHE_STATES = { "hit", "miss", "expired", "stale", "bypass" }
+
+-- req.cache: what the cache did ("hit", "miss", "expired", "stale" (served
+-- an expired answer because the upstream failed), "bypass"), nil when the
+-- route has no cache or it was not looked up yet
+function getters.cache(self)
+    return CACHE_STATES[C.mg_ffi_req_cache_state(rptr(self))]
+end
+
 -- The metatable of request objects: fields from `getters` (computed on
 -- use), methods from `methods`; only req.ctx may be assigned. Shared with
 -- moongate.testing's fake requests.

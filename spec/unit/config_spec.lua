@@ -39,7 +39,7 @@ local function without_functions(t)
 end
 
 local ROUTE_KEYS = "(valid: name, path, upstream, handler, methods, host, " ..
-    "headers, listen, strip_prefix, rewrite, max_body, policies)"
+    "headers, listen, strip_prefix, rewrite, max_body, policies, cache)"
 
 
 describe("config normalisation", function()

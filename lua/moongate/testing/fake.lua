@@ -517,6 +517,37 @@ function Request.set_target(self, name)
     note(st, "set target " .. name)
 end
 
+-- mg_ffi_req_skip_cache, mg_ffi_req_cache_key: the fake has no cache; the
+-- lookup would happen when the request goes upstream
+function Request.skip_cache(self)
+    local st = state(self)
+    if st.up or st.response_started then
+        error("req:skip_cache: too late, the cache was already looked up " ..
+              "(call it from on_request, on_route or a route policy's " ..
+              "on_request)", 2)
+    end
+    st.cache_skip = true
+    note(st, "skip cache")
+end
+
+function Request.cache_key(self, part)
+    local st = state(self)
+    part = tostring(part)
+    if st.up or st.response_started then
+        error("req:cache_key: too late, the cache was already looked up " ..
+              "(call it from on_request, on_route or a route policy's " ..
+              "on_request)", 2)
+    elseif find(part, "\n", 1, true) then
+        errcheck(EINVAL, "req:cache_key")
+    end
+    st.cache_key = (st.cache_key or "") .. part .. "\n"
+    note(st, "cache key + " .. part)
+end
+
+function getters.cache(self)
+    return state(self).cache_state
+end
+
 local req_mt = runtime.request_mt(getters, Request)
 
 

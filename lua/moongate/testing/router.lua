@@ -24,6 +24,7 @@ typedef struct mg_route_header_s {
     char *name;
     char *value;
 } mg_route_header_t;]] },
+    { "config.h", "typedef struct mg_route_cache_s mg_route_cache_t;" },
     { "config.h", [[
 typedef struct mg_route_s {
     char *name;
@@ -38,6 +39,7 @@ typedef struct mg_route_s {
     char *strip_prefix;
     char *rewrite;
     uint64_t max_body;
+    mg_route_cache_t *cache;
     uint16_t listen_port;
     uint32_t metric_id;
     int index;

@@ -1,0 +1,702 @@
+/* cache.c: the response cache (see cache.h).
+ *
+ * Freshness follows RFC 9111 for a shared cache: the upstream's
+ * Cache-Control s-maxage, else max-age, else Expires - Date, else the
+ * route's ttl; "no-store", "private" and "no-cache" answers, answers with
+ * Set-Cookie and answers whose Vary names a header the route does not vary
+ * on are not kept. An answer is kept past its freshness for the route's
+ * `stale` time (or the upstream's stale-if-error, whichever is longer,
+ * unless it said must-revalidate): then a failing upstream (refused,
+ * reset, timed out) is answered with it.
+ *
+ * Ownership: r->cache_entry (a copy of a kept answer) and r->cache_capture
+ * (a fetched answer being copied) are malloc'd and belong to the request
+ * until mg_cache_release(). The key lives in the request's arena.
+ */
+#include "cache.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "metrics.h"
+#include "mg_ffi.h"
+#include "shdict.h"
+
+#define BLOB_MAGIC 0x6d674301u /* "mgC" + format version 1 */
+#define FIRST_READ 16384       /* first guess at a kept answer's size */
+#define MAX_HEAD_LINES 8192    /* header lines kept with an answer, bytes */
+
+/* The start of a kept answer; the header lines and the body follow. */
+typedef struct blob_head_s {
+    uint32_t magic;
+    uint16_t status;
+    uint16_t nheaders;
+    uint64_t stored_ms; /* monotonic ms when it was kept */
+    uint64_t fresh_ms;  /* monotonic ms until which it is fresh */
+    uint64_t stale_ms;  /* ... until which it may stand in for a failure */
+    uint32_t age;       /* seconds it was already old when it arrived */
+    uint32_t lines_len; /* "Name: value\r\n" lines */
+    uint32_t body_len;
+    uint32_t pad;
+} blob_head_t;
+
+struct mg_cache_entry_s {
+    char *blob; /* malloc'd: blob_head_t, lines, body */
+    blob_head_t h;
+    const char *lines;
+    const char *body;
+    uint32_t nheaders;
+    mg_header_t headers[]; /* spans into blob, for res:header() */
+};
+
+struct mg_cache_capture_s {
+    char *buf; /* the blob being built */
+    size_t len, cap;
+    size_t limit; /* longer than this: not kept */
+};
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static int ieq(const char *a, size_t al, const char *lit, size_t ll)
+{
+    return al == ll && strncasecmp(a, lit, ll) == 0;
+}
+
+/* ---- the key ------------------------------------------------------------ */
+
+static char *key_put(char *o, const char *s, size_t n)
+{
+    memcpy(o, s, n);
+    o[n] = '\n';
+    return o + n + 1;
+}
+
+/* route, upstream, host (lower case), path?query, vary values, hook parts;
+ * each ends with '\n' (none of them can hold one). */
+static int build_key(mg_request_t *r)
+{
+    const mg_route_t *route = r->route;
+    const mg_route_cache_t *rc = route->cache;
+    const mg_config_t *cfg = r->g->cfg;
+    const char *up = cfg->upstreams[mg_request_upstream(r)].name;
+    const char *host = "", *q = r->query;
+    size_t host_len = 0, q_len = r->query_len;
+    mg_ffi_req_header(r, "host", 4, 0, &host, &host_len);
+    if (r->new_query) {
+        q = r->new_query;
+        q_len = r->new_query_len;
+    }
+    size_t need = strlen(route->name) + strlen(up) + host_len + r->path_len + q_len + 2 +
+                  r->cache_key_extra_len + 8 + rc->nvary;
+    const char *vals[MG_MAX_CACHE_VARY];
+    size_t lens[MG_MAX_CACHE_VARY];
+    for (size_t i = 0; i < rc->nvary; i++) {
+        vals[i] = "";
+        lens[i] = 0;
+        mg_ffi_req_header(r, rc->vary[i], strlen(rc->vary[i]), 0, &vals[i], &lens[i]);
+        need += lens[i];
+    }
+    if (need > MG_SHDICT_MAX_KEY)
+        return -1;
+    char *k = mg_request_alloc(r, need), *o = k;
+    if (!k)
+        return -1;
+    o = key_put(o, route->name, strlen(route->name));
+    o = key_put(o, up, strlen(up));
+    for (size_t i = 0; i < host_len; i++)
+        *o++ = (char)tolower((unsigned char)host[i]);
+    *o++ = '\n';
+    memcpy(o, r->path, r->path_len);
+    o += r->path_len;
+    if (q_len > 0 && q[0] != '?')
+        *o++ = '?';
+    o = key_put(o, q, q_len);
+    for (size_t i = 0; i < rc->nvary; i++)
+        o = key_put(o, vals[i], lens[i]);
+    if (r->cache_key_extra_len) {
+        memcpy(o, r->cache_key_extra, r->cache_key_extra_len);
+        o += r->cache_key_extra_len;
+    }
+    r->cache_key = k;
+    r->cache_key_len = (size_t)(o - k);
+    return 0;
+}
+
+/* ---- looking up --------------------------------------------------------- */
+
+static int method_is(const mg_request_t *r, const char *m, size_t n)
+{
+    const char *p = r->new_method ? r->new_method : mg_conn_data(r->c, r->method);
+    size_t l = r->new_method ? r->new_method_len : r->method.len;
+    return l == n && memcmp(p, m, n) == 0;
+}
+
+static int has_req_header(mg_request_t *r, const char *name, size_t n)
+{
+    const char *p;
+    size_t l;
+    return mg_ffi_req_header(r, name, n, 0, &p, &l);
+}
+
+/* Reads the kept answer under r's key into a new entry, or NULL. */
+static struct mg_cache_entry_s *read_entry(mg_request_t *r, mg_shdict_t *d)
+{
+    size_t cap = FIRST_READ, len = cap;
+    char *blob = malloc(cap);
+    double num;
+    int type;
+    if (!blob)
+        return NULL;
+    while ((type = mg_ffi_shdict_get(d, r->cache_key, r->cache_key_len, &num, blob, &len)) ==
+           -ENOBUFS) {
+        char *bigger = realloc(blob, len);
+        if (!bigger) {
+            free(blob);
+            return NULL;
+        }
+        blob = bigger;
+        cap = len;
+    }
+    blob_head_t h;
+    if (type != MG_SHDICT_STRING || len < sizeof(h)) {
+        free(blob);
+        return NULL;
+    }
+    memcpy(&h, blob, sizeof(h));
+    if (h.magic != BLOB_MAGIC || (size_t)h.lines_len + h.body_len != len - sizeof(h)) {
+        free(blob);
+        return NULL;
+    }
+    struct mg_cache_entry_s *e = malloc(sizeof(*e) + h.nheaders * sizeof(mg_header_t));
+    if (!e) {
+        free(blob);
+        return NULL;
+    }
+    e->blob = blob;
+    e->h = h;
+    e->lines = blob + sizeof(h);
+    e->body = e->lines + h.lines_len;
+    /* header spans, for hooks (offsets from the blob's start) */
+    e->nheaders = 0;
+    const char *p = e->lines, *end = e->lines + h.lines_len;
+    while (p < end && e->nheaders < h.nheaders) {
+        const char *colon = memchr(p, ':', (size_t)(end - p));
+        const char *eol = colon ? memchr(colon, '\r', (size_t)(end - colon)) : NULL;
+        if (!eol)
+            break;
+        mg_header_t *hd = &e->headers[e->nheaders++];
+        hd->name.off = (uint32_t)(p - blob);
+        hd->name.len = (uint32_t)(colon - p);
+        hd->value.off = (uint32_t)(colon + 2 - blob);
+        hd->value.len = (uint32_t)(eol - colon - 2);
+        p = eol + 2;
+    }
+    return e;
+}
+
+int mg_cache_lookup(mg_request_t *r)
+{
+    const mg_route_cache_t *rc = r->route->cache;
+    int get = method_is(r, "GET", 3), head = method_is(r, "HEAD", 4);
+    r->cache_looked = 1;
+    if (!get && !head) {
+        /* an unsafe method invalidates what GET would find (RFC 9111 4.4) */
+        if (!method_is(r, "OPTIONS", 7) && !method_is(r, "TRACE", 5) && build_key(r) == 0)
+            r->cache_unsafe = 1;
+        return 0;
+    }
+    r->cache_state = MG_CACHE_BYPASS;
+    if (!rc->dict || r->cache_skip || r->has_body || r->is_upgrade ||
+        has_req_header(r, "range", 5) ||
+        (!rc->authorized && has_req_header(r, "authorization", 13)) || build_key(r) < 0)
+        return 0;
+    r->cache_state = MG_CACHE_MISS;
+    struct mg_cache_entry_s *e = read_entry(r, rc->dict);
+    if (!e)
+        return 0;
+    uint64_t now = mono_ms();
+    if (now < e->h.fresh_ms) {
+        r->cache_entry = e;
+        r->cache_state = MG_CACHE_HIT;
+        return 1;
+    }
+    r->cache_state = MG_CACHE_EXPIRED;
+    if (now < e->h.stale_ms) {
+        r->cache_entry = e; /* for a failing upstream */
+        return 0;
+    }
+    free(e->blob);
+    free(e);
+    return 0;
+}
+
+int mg_cache_can_serve_stale(const mg_request_t *r)
+{
+    return r->cache_entry && r->cache_state == MG_CACHE_EXPIRED &&
+           mono_ms() < r->cache_entry->h.stale_ms;
+}
+
+/* ---- serving a kept answer ---------------------------------------------- */
+
+int mg_cache_entry_status(const mg_request_t *r)
+{
+    return r->cache_entry ? r->cache_entry->h.status : 0;
+}
+
+const mg_header_t *mg_cache_entry_headers(const mg_request_t *r, uint32_t *n, const char **data)
+{
+    if (!r->cache_entry) {
+        *n = 0;
+        *data = NULL;
+        return NULL;
+    }
+    *n = r->cache_entry->nheaders;
+    *data = r->cache_entry->blob;
+    return r->cache_entry->headers;
+}
+
+/* A kept header's value, or NULL. */
+static const char *entry_header(const struct mg_cache_entry_s *e, const char *name, size_t n,
+                                size_t *len)
+{
+    for (uint32_t i = 0; i < e->nheaders; i++)
+        if (ieq(e->blob + e->headers[i].name.off, e->headers[i].name.len, name, n)) {
+            *len = e->headers[i].value.len;
+            return e->blob + e->headers[i].value.off;
+        }
+    return NULL;
+}
+
+/* Does an If-None-Match list (v) name the entity tag etag? Weak
+ * comparison, as RFC 9110 13.1.2 asks for. */
+static int etag_listed(const char *v, size_t vl, const char *etag, size_t el)
+{
+    if (el >= 2 && etag[0] == 'W' && etag[1] == '/') {
+        etag += 2;
+        el -= 2;
+    }
+    size_t at = 0;
+    while (at < vl) {
+        while (at < vl && (v[at] == ' ' || v[at] == '\t' || v[at] == ','))
+            at++;
+        if (at < vl && v[at] == '*')
+            return 1;
+        if (at + 1 < vl && v[at] == 'W' && v[at + 1] == '/')
+            at += 2;
+        size_t st = at;
+        if (at < vl && v[at] == '"') {
+            const char *q = memchr(v + at + 1, '"', vl - at - 1);
+            at = q ? (size_t)(q - v) + 1 : vl;
+        } else {
+            while (at < vl && v[at] != ',')
+                at++;
+        }
+        if (at - st == el && memcmp(v + st, etag, el) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Would the client's conditional headers make this a 304 (RFC 9110 13.2.2,
+ * If-Modified-Since compared as the exact Last-Modified text)? */
+static int not_modified(mg_request_t *r)
+{
+    const struct mg_cache_entry_s *e = r->cache_entry;
+    const char *v, *kept;
+    size_t vl, kl;
+    if (mg_ffi_req_header(r, "if-none-match", 13, 0, &v, &vl))
+        return (kept = entry_header(e, "etag", 4, &kl)) != NULL && etag_listed(v, vl, kept, kl);
+    if (mg_ffi_req_header(r, "if-modified-since", 17, 0, &v, &vl))
+        return (kept = entry_header(e, "last-modified", 13, &kl)) != NULL && kl == vl &&
+               memcmp(kept, v, vl) == 0;
+    return 0;
+}
+
+static char *put(char *o, const char *s, size_t n)
+{
+    memcpy(o, s, n);
+    return o + n;
+}
+
+size_t mg_cache_head(mg_request_t *r, char *out, size_t cap, const char *connection)
+{
+    const struct mg_cache_entry_s *e = r->cache_entry;
+    uint64_t now = mono_ms();
+    int status = r->res_status ? r->res_status : e->h.status;
+    if (status == 200 && !r->res_body_set && not_modified(r))
+        status = 304;
+    size_t need = 512 + e->h.lines_len + strlen(connection);
+    for (int i = 0; i < r->nres_edits; i++)
+        need += r->res_edits[i].name_len + r->res_edits[i].value_len + 4;
+    if (need > cap)
+        return 0;
+    char *o = out;
+    o += snprintf(o, 64, "HTTP/1.1 %d %s\r\n", status, mg_status_text(status));
+    if (r->nres_edits == 0) {
+        o = put(o, e->lines, e->h.lines_len);
+    } else {
+        for (uint32_t i = 0; i < e->nheaders; i++) {
+            const mg_header_t *h = &e->headers[i];
+            if (!mg_edits_replace(r->res_edits, r->nres_edits, e->blob + h->name.off, h->name.len))
+                o = mg_put_header(o, e->blob + h->name.off, h->name.len, e->blob + h->value.off,
+                                  h->value.len);
+        }
+        for (int i = 0; i < r->nres_edits; i++) {
+            const mg_edit_t *ed = &r->res_edits[i];
+            if (ed->op != MG_EDIT_REMOVE)
+                o = mg_put_header(o, ed->name, ed->name_len, ed->value, ed->value_len);
+        }
+    }
+    if (status != 304)
+        o += snprintf(o, 48, "Content-Length: %zu\r\n",
+                      r->res_body_set ? r->res_body_len : (size_t)e->h.body_len);
+    uint64_t age = e->h.age + (now - e->h.stored_ms) / 1000;
+    o += snprintf(o, 40, "Age: %llu\r\n", (unsigned long long)age);
+    if (r->cache_state == MG_CACHE_HIT)
+        o += snprintf(o, 64, "Cache-Status: moongate; hit; ttl=%lld\r\n",
+                      (long long)((e->h.fresh_ms - now) / 1000));
+    else
+        o += snprintf(o, 80, "Cache-Status: moongate; hit; ttl=-%lld; detail=stale-if-error\r\n",
+                      (long long)((now - e->h.fresh_ms + 999) / 1000));
+    o = put(o, "X-Request-Id: ", 14);
+    o = put(o, r->request_id, r->request_id_len);
+    o = put(o, "\r\n", 2);
+    o = put(o, connection, strlen(connection));
+    o = put(o, "\r\n", 2);
+    r->status = status;
+    return (size_t)(o - out);
+}
+
+const char *mg_cache_body(const mg_request_t *r, size_t *len)
+{
+    if (r->head_method || r->status == 304) {
+        *len = 0;
+        return "";
+    }
+    if (r->res_body_set) {
+        *len = r->res_body_len;
+        return r->res_body;
+    }
+    *len = r->cache_entry->h.body_len;
+    return r->cache_entry->body;
+}
+
+size_t mg_cache_status_line(const mg_request_t *r, char *out, size_t cap)
+{
+    const char *fwd;
+    switch (r->cache_state) {
+    case MG_CACHE_MISS: fwd = "uri-miss"; break;
+    case MG_CACHE_EXPIRED: fwd = "stale"; break;
+    case MG_CACHE_BYPASS: fwd = "bypass"; break;
+    default: return 0;
+    }
+    int n = snprintf(out, cap, "Cache-Status: moongate; fwd=%s%s\r\n", fwd,
+                     r->cache_capture ? "; stored" : "");
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
+/* ---- keeping a fetched answer ------------------------------------------- */
+
+/* The parts of Cache-Control that matter to a shared cache. */
+typedef struct cache_control_s {
+    int no_store;        /* no-store, private or no-cache */
+    int must_revalidate; /* no stale answers */
+    long long max_age;   /* -1 absent */
+    long long s_maxage;  /* -1 absent */
+    long long stale_if_error;
+} cache_control_t;
+
+static long long directive_seconds(const char *v, size_t n)
+{
+    if (n > 0 && v[0] == '"') {
+        v++;
+        n = n >= 2 ? n - 2 : 0;
+    }
+    long long s = 0;
+    if (n == 0)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return -1;
+        if (s < 1000000000LL)
+            s = s * 10 + (v[i] - '0');
+    }
+    return s;
+}
+
+static void parse_cache_control(const char *v, size_t vl, cache_control_t *cc)
+{
+    size_t at = 0;
+    while (at < vl) {
+        while (at < vl && (v[at] == ' ' || v[at] == '\t' || v[at] == ','))
+            at++;
+        size_t st = at;
+        while (at < vl && v[at] != ',' && v[at] != '=')
+            at++;
+        size_t nend = at;
+        while (nend > st && (v[nend - 1] == ' ' || v[nend - 1] == '\t'))
+            nend--;
+        const char *name = v + st;
+        size_t nl = nend - st;
+        const char *arg = "";
+        size_t al = 0;
+        if (at < vl && v[at] == '=') {
+            at++;
+            size_t ast = at;
+            if (at < vl && v[at] == '"') {
+                const char *q = memchr(v + at + 1, '"', vl - at - 1);
+                at = q ? (size_t)(q - v) + 1 : vl;
+            }
+            while (at < vl && v[at] != ',')
+                at++;
+            size_t aend = at;
+            while (aend > ast && (v[aend - 1] == ' ' || v[aend - 1] == '\t'))
+                aend--;
+            arg = v + ast;
+            al = aend - ast;
+        }
+        if (ieq(name, nl, "no-store", 8) || ieq(name, nl, "private", 7) ||
+            ieq(name, nl, "no-cache", 8))
+            cc->no_store = 1;
+        else if (ieq(name, nl, "must-revalidate", 15) || ieq(name, nl, "proxy-revalidate", 16))
+            cc->must_revalidate = 1;
+        else if (ieq(name, nl, "max-age", 7))
+            cc->max_age = directive_seconds(arg, al);
+        else if (ieq(name, nl, "s-maxage", 8))
+            cc->s_maxage = directive_seconds(arg, al);
+        else if (ieq(name, nl, "stale-if-error", 14))
+            cc->stale_if_error = directive_seconds(arg, al);
+    }
+}
+
+/* An IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT") in seconds since the
+ * epoch, or -1. */
+static long long http_date(const char *v, size_t n)
+{
+    char buf[64];
+    struct tm tm;
+    if (n == 0 || n >= sizeof(buf))
+        return -1;
+    memcpy(buf, v, n);
+    buf[n] = 0;
+    memset(&tm, 0, sizeof(tm));
+    const char *end = strptime(buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    if (!end || *end)
+        return -1;
+    return (long long)timegm(&tm);
+}
+
+static int status_listed(const mg_route_cache_t *rc, int status)
+{
+    for (size_t i = 0; i < rc->nstatuses; i++)
+        if (rc->statuses[i] == status)
+            return 1;
+    return 0;
+}
+
+static int vary_ok(const mg_route_cache_t *rc, const char *v, size_t vl)
+{
+    size_t at = 0;
+    while (at < vl) {
+        while (at < vl && (v[at] == ' ' || v[at] == '\t' || v[at] == ','))
+            at++;
+        size_t st = at;
+        while (at < vl && v[at] != ',' && v[at] != ' ' && v[at] != '\t')
+            at++;
+        if (at == st)
+            continue;
+        if (v[st] == '*')
+            return 0;
+        size_t i;
+        for (i = 0; i < rc->nvary; i++)
+            if (ieq(v + st, at - st, rc->vary[i], strlen(rc->vary[i])))
+                break;
+        if (i == rc->nvary)
+            return 0;
+    }
+    return 1;
+}
+
+/* Is header i of u one the cache keeps? (The gateway frames the body and
+ * adds Age and X-Request-Id itself.) */
+static int kept_header(mg_upconn_t *u, uint32_t i)
+{
+    const char *n = u->buf.data + u->headers[i].name.off;
+    size_t l = u->headers[i].name.len;
+    if (!mg_upconn_header_forwarded(u, i))
+        return 0;
+    return !ieq(n, l, "content-length", 14) && !ieq(n, l, "age", 3) &&
+           !ieq(n, l, "x-request-id", 12) && !ieq(n, l, "cache-status", 12);
+}
+
+void mg_cache_capture_head(mg_upconn_t *u)
+{
+    mg_request_t *r = u->r;
+    const mg_route_cache_t *rc = r->route->cache;
+    int status = u->parser.status_code;
+    if (r->cache_unsafe) {
+        if (status < 400)
+            mg_cache_invalidate(r);
+        return;
+    }
+    if ((r->cache_state != MG_CACHE_MISS && r->cache_state != MG_CACHE_EXPIRED) || r->head_method ||
+        !status_listed(rc, status) || r->cache_capture)
+        return;
+    if ((u->parser.flags & F_CONTENT_LENGTH) && u->parser.content_length > rc->max_body)
+        return;
+    cache_control_t cc = { .max_age = -1, .s_maxage = -1, .stale_if_error = -1 };
+    long long expires = -2, date = -1, age = 0;
+    size_t lines = 0;
+    uint32_t nkept = 0;
+    for (uint32_t i = 0; i < u->nheaders; i++) {
+        const char *n = u->buf.data + u->headers[i].name.off;
+        const char *v = u->buf.data + u->headers[i].value.off;
+        size_t nl = u->headers[i].name.len, vl = u->headers[i].value.len;
+        if (ieq(n, nl, "cache-control", 13))
+            parse_cache_control(v, vl, &cc);
+        else if (ieq(n, nl, "pragma", 6) && vl >= 8 && strncasecmp(v, "no-cache", 8) == 0)
+            cc.no_store = 1;
+        else if (ieq(n, nl, "set-cookie", 10))
+            return;
+        else if (ieq(n, nl, "vary", 4) && !vary_ok(rc, v, vl))
+            return;
+        else if (ieq(n, nl, "expires", 7))
+            expires = http_date(v, vl);
+        else if (ieq(n, nl, "date", 4))
+            date = http_date(v, vl);
+        else if (ieq(n, nl, "age", 3))
+            age = directive_seconds(v, vl) < 0 ? 0 : directive_seconds(v, vl);
+        if (kept_header(u, i)) {
+            lines += nl + vl + 4;
+            nkept++;
+        }
+    }
+    if (cc.no_store || lines > MAX_HEAD_LINES)
+        return;
+    /* freshness lifetime, seconds (RFC 9111 4.2.1) */
+    long long life = 0;
+    int says = 1; /* the upstream gives a lifetime; else the route's ttl */
+    if (cc.s_maxage >= 0)
+        life = cc.s_maxage;
+    else if (cc.max_age >= 0)
+        life = cc.max_age;
+    else if (expires != -2) /* an invalid Expires means "already expired" */
+        life = expires < 0 ? 0 : expires - (date >= 0 ? date : (long long)time(NULL));
+    else
+        says = 0;
+    uint64_t now = mono_ms();
+    uint64_t fresh = !says ? rc->ttl : life > age ? (uint64_t)(life - age) * 1000 : 0;
+    if (fresh == 0)
+        return;
+    uint64_t stale = cc.must_revalidate ? 0 : rc->stale;
+    if (!cc.must_revalidate && cc.stale_if_error > 0 && (uint64_t)cc.stale_if_error * 1000 > stale)
+        stale = (uint64_t)cc.stale_if_error * 1000;
+
+    struct mg_cache_capture_s *cp = malloc(sizeof(*cp));
+    size_t first = sizeof(blob_head_t) + lines;
+    size_t body_hint =
+        (u->parser.flags & F_CONTENT_LENGTH) ? (size_t)u->parser.content_length : 4096;
+    if (!cp)
+        return;
+    cp->cap = first + (body_hint < rc->max_body ? body_hint : (size_t)rc->max_body);
+    cp->buf = malloc(cp->cap);
+    if (!cp->buf) {
+        free(cp);
+        return;
+    }
+    cp->limit = first + rc->max_body;
+    blob_head_t h = { .magic = BLOB_MAGIC,
+                      .status = (uint16_t)status,
+                      .nheaders = (uint16_t)nkept,
+                      .stored_ms = now,
+                      .fresh_ms = now + fresh,
+                      .stale_ms = now + fresh + stale,
+                      .age = (uint32_t)age,
+                      .lines_len = (uint32_t)lines };
+    memcpy(cp->buf, &h, sizeof(h));
+    char *o = cp->buf + sizeof(h);
+    for (uint32_t i = 0; i < u->nheaders; i++)
+        if (kept_header(u, i))
+            o = mg_put_header(o, u->buf.data + u->headers[i].name.off, u->headers[i].name.len,
+                              u->buf.data + u->headers[i].value.off, u->headers[i].value.len);
+    cp->len = (size_t)(o - cp->buf);
+    r->cache_capture = cp;
+}
+
+static void capture_drop(mg_request_t *r)
+{
+    if (r->cache_capture) {
+        free(r->cache_capture->buf);
+        free(r->cache_capture);
+        r->cache_capture = NULL;
+    }
+}
+
+void mg_cache_capture_body(mg_request_t *r, const char *p, size_t n)
+{
+    struct mg_cache_capture_s *cp = r->cache_capture;
+    if (cp->len + n > cp->limit) {
+        capture_drop(r); /* bigger than max_body: passed on, not kept */
+        return;
+    }
+    if (cp->len + n > cp->cap) {
+        size_t cap = cp->cap * 2 > cp->len + n ? cp->cap * 2 : cp->len + n;
+        if (cap > cp->limit)
+            cap = cp->limit;
+        char *bigger = realloc(cp->buf, cap);
+        if (!bigger) {
+            capture_drop(r);
+            return;
+        }
+        cp->buf = bigger;
+        cp->cap = cap;
+    }
+    memcpy(cp->buf + cp->len, p, n);
+    cp->len += n;
+}
+
+void mg_cache_capture_end(mg_request_t *r)
+{
+    struct mg_cache_capture_s *cp = r->cache_capture;
+    const mg_route_cache_t *rc = r->route->cache;
+    blob_head_t h;
+    memcpy(&h, cp->buf, sizeof(h));
+    h.body_len = (uint32_t)(cp->len - sizeof(h) - h.lines_len);
+    memcpy(cp->buf, &h, sizeof(h));
+    uint64_t now = mono_ms();
+    const char *err = NULL;
+    if (h.stale_ms > now &&
+        mg_ffi_shdict_set(rc->dict, r->cache_key, r->cache_key_len, MG_SHDICT_STRING, 0, cp->buf,
+                          cp->len, h.stale_ms - now, MG_SHDICT_SET, &err) == 0)
+        mg_metrics_cache_stored(r->c->w->id);
+    capture_drop(r);
+}
+
+void mg_cache_invalidate(mg_request_t *r)
+{
+    const mg_route_cache_t *rc = r->route ? r->route->cache : NULL;
+    if (rc && rc->dict && r->cache_key)
+        mg_ffi_shdict_delete(rc->dict, r->cache_key, r->cache_key_len);
+}
+
+void mg_cache_release(mg_request_t *r)
+{
+    if (r->cache_state != MG_CACHE_NONE)
+        mg_metrics_cache(r->c->w->id, r->cache_state);
+    capture_drop(r);
+    if (r->cache_entry) {
+        free(r->cache_entry->blob);
+        free(r->cache_entry);
+        r->cache_entry = NULL;
+    }
+}

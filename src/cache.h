@@ -1,0 +1,81 @@
+/* cache.h: the response cache of routes with a `cache` option.
+ *
+ * An answer is kept in a shared dictionary (shdict.h) as one string: a
+ * fixed header, the upstream's status and end-to-end header lines as they
+ * arrived, then the body (de-chunked). Workers share it and it outlives
+ * reloads. What is kept is the upstream's answer, before on_response hooks:
+ * those run again on every answer served from the cache, like on a fetched
+ * one.
+ *
+ * The key is the route's name, the upstream's name, the Host, the path and
+ * query (after hooks changed them), the route's `vary` request headers and
+ * what hooks added with req:cache_key().
+ *
+ * Life of a request on such a route (worker thread only):
+ *   mg_cache_lookup()       before the upstream: a fresh answer is a hit,
+ *                           served with mg_cache_head() + mg_cache_body();
+ *                           an expired one is held for stale-if-error
+ *   mg_cache_capture_*()    on a miss, while the upstream answers: keeps a
+ *                           copy of what may be stored, stores it at the end
+ *   mg_cache_release()      when the request ends
+ */
+#ifndef MG_CACHE_H
+#define MG_CACHE_H
+
+#include "gateway.h"
+#include <stddef.h>
+
+/* What the cache did for a request (r->cache_state); also the order of the
+ * metric's labels. */
+enum {
+    MG_CACHE_NONE = 0, /* route without a cache */
+    MG_CACHE_HIT,      /* served a fresh answer */
+    MG_CACHE_MISS,     /* nothing kept: fetched */
+    MG_CACHE_EXPIRED,  /* only an expired answer: fetched */
+    MG_CACHE_STALE,    /* the upstream failed: served an expired answer */
+    MG_CACHE_BYPASS,   /* not for the cache (method, Authorization, Range,
+                          a body, a hook's req:skip_cache()) */
+    MG_CACHE__COUNT
+};
+
+/* Looks the request up in its route's cache (r->route->cache set).
+ * Returns 1 when r holds a fresh answer to serve, else 0 (the request goes
+ * upstream; r->cache_state tells why). */
+int mg_cache_lookup(mg_request_t *r);
+
+/* Writes the head of the answer r holds (hit or stale) into out, with the
+ * on_response hooks' changes, Age, Cache-Status, X-Request-Id and the
+ * Connection header `connection` (may be ""). Returns its length, or 0
+ * when it does not fit in cap. */
+size_t mg_cache_head(mg_request_t *r, char *out, size_t cap, const char *connection);
+
+/* The body of that answer (a hook's replacement if it set one). */
+const char *mg_cache_body(const mg_request_t *r, size_t *len);
+
+/* Can an upstream failure be answered with the expired answer r holds? */
+int mg_cache_can_serve_stale(const mg_request_t *r);
+
+/* The upstream response head of u arrived (before on_response hooks):
+ * starts keeping a copy when it may be stored. */
+void mg_cache_capture_head(mg_upconn_t *u);
+/* A piece of its (de-chunked) body. */
+void mg_cache_capture_body(mg_request_t *r, const char *p, size_t n);
+/* The whole response arrived: stores it. */
+void mg_cache_capture_end(mg_request_t *r);
+
+/* An unsafe method (POST, PUT, PATCH, DELETE) got a non-error answer: the
+ * answer kept for the same key (GET) is removed (RFC 9111 4.4). */
+void mg_cache_invalidate(mg_request_t *r);
+
+/* The "Cache-Status" line for a fetched answer ("" for none). */
+size_t mg_cache_status_line(const mg_request_t *r, char *out, size_t cap);
+
+/* For on_response hooks on an answer served from the cache: its status
+ * and header spans (offsets into *data). */
+int mg_cache_entry_status(const mg_request_t *r);
+const mg_header_t *mg_cache_entry_headers(const mg_request_t *r, uint32_t *n, const char **data);
+
+/* The request ends: frees the answer and the copy it held. */
+void mg_cache_release(mg_request_t *r);
+
+#endif
