@@ -155,8 +155,11 @@ void mg_accesslog_request(mg_worker_t *w, mg_conn_t *c)
     char *end = l->buf[l->active] + LOG_BUF;
     int ms;
     const char *t = now_text(l, &ms);
-    o += snprintf(o, 128, "{\"time\":\"%s.%03dZ\",\"request_id\":\"%s\",\"client\":\"%s\",\"method\":\"",
-                  t, ms, r->request_id, c->client_ip);
+    o += snprintf(o, 128, "{\"time\":\"%s.%03dZ\",\"request_id\":\"%s\",", t, ms, r->request_id);
+    if (r->traced)
+        o += snprintf(o, 80, "\"trace_id\":\"%.32s\",\"span_id\":\"%.16s\",", r->trace_id,
+                      r->span_id);
+    o += snprintf(o, 80, "\"client\":\"%s\",\"method\":\"", c->client_ip);
     o = json_str(o, end, c->buf.data ? mg_conn_data(c, r->method) : "", c->buf.data ? r->method.len : 0);
     o += snprintf(o, 16, "\",\"path\":\"");
     if (r->path)

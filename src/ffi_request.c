@@ -121,6 +121,10 @@ int mg_ffi_req_str(mg_request_t *r, int what, const char **p, size_t *len)
         const char *n = cfg->upstreams[ui].targets[r->target].name;
         return give(n, strlen(n), p, len);
     }
+    case MG_FFI_TRACE_ID:
+        return r->traced ? give(r->trace_id, sizeof(r->trace_id), p, len) : -1;
+    case MG_FFI_SPAN_ID:
+        return r->traced ? give(r->span_id, sizeof(r->span_id), p, len) : -1;
     case MG_FFI_SCHEME:
         return c->tls ? give("https", 5, p, len) : give("http", 4, p, len);
     case MG_FFI_TLS_VERSION:

@@ -88,7 +88,7 @@ typedef enum {
  * absent). */
 enum {
     MG_H_HOST, MG_H_CONNECTION, MG_H_EXPECT, MG_H_REQUEST_ID, MG_H_XFF,
-    MG_H_UPGRADE, MG_H_CONTENT_LENGTH, MG_H_TRANSFER_ENCODING, MG_H__COUNT
+    MG_H_UPGRADE, MG_H_CONTENT_LENGTH, MG_H_TRANSFER_ENCODING, MG_H_TRACEPARENT, MG_H__COUNT
 };
 
 /* A header change asked for by a hook, applied when the head is written.
@@ -193,6 +193,13 @@ struct mg_request_s {
     size_t body_len, body_cap;
     uint8_t body_buffered;     /* body_buf holds the complete body */
     mg_hook_co_t *body_hc;     /* hook waiting for it */
+    /* W3C trace context (trace.h), set with the request id */
+    uint8_t traced;            /* trace_id, span_id, trace_flags are set */
+    uint8_t trace_continued;   /* from the client's valid traceparent */
+    uint8_t trace_bad;         /* a second traceparent: start a new trace */
+    char trace_id[32];         /* hex, not NUL-terminated */
+    char span_id[16];          /* the gateway's own span */
+    char trace_flags[2];
     /* response cache (cache.c) */
     uint8_t cache_state;       /* cache.h MG_CACHE_* */
     uint8_t cache_looked;      /* mg_cache_lookup ran */
@@ -378,6 +385,7 @@ struct mg_worker_s {
     size_t scratch_cap;
     char reqid_prefix[13];
     uint64_t reqid_counter;
+    uint64_t trace_rng;          /* trace.h id generator state */
     mg_accesslog_t *log;
     uv_timer_t shutdown_timer;
     _Atomic uint64_t hook_since; /* ms (monotonic) a hook started running, 0 = none */

@@ -29,6 +29,7 @@
 #include "lua_route.h"
 #include "metrics.h"
 #include "tls.h"
+#include "trace.h"
 #include "uri.h"
 
 static llhttp_settings_t req_settings;
@@ -608,6 +609,7 @@ static int classify_header(mg_conn_t *c, uint32_t i)
     case 12: if (span_ieq(c, n, "x-request-id", 12)) k = MG_H_REQUEST_ID; break;
     case 14: if (span_ieq(c, n, "content-length", 14)) k = MG_H_CONTENT_LENGTH; break;
     case 15: if (span_ieq(c, n, "x-forwarded-for", 15)) k = MG_H_XFF; break;
+    case 11: if (span_ieq(c, n, "traceparent", 11)) k = MG_H_TRACEPARENT; break;
     case 17: if (span_ieq(c, n, "transfer-encoding", 17)) k = MG_H_TRANSFER_ENCODING; break;
     default: break;
     }
@@ -615,6 +617,8 @@ static int classify_header(mg_conn_t *c, uint32_t i)
         return 0;
     if (r->known[k] && (k == MG_H_HOST || k == MG_H_REQUEST_ID || k == MG_H_TRANSFER_ENCODING))
         return -1; /* a second Host is ambiguous: which one routes? */
+    if (r->known[k] && k == MG_H_TRACEPARENT)
+        r->trace_bad = 1; /* W3C: two of them are no trace to continue */
     if (!r->known[k])
         r->known[k] = (uint16_t)(i + 1);
     return 0;
@@ -762,9 +766,29 @@ static int valid_request_id(const char *s, size_t n)
     return 1;
 }
 
+/* Continues the client's trace or starts one; the gateway's span is new. */
+static void assign_trace(mg_conn_t *c)
+{
+    mg_request_t *r = c->r;
+    mg_worker_t *w = c->w;
+    r->traced = 1;
+    if (r->known[MG_H_TRACEPARENT] && !r->trace_bad) {
+        mg_span_t v = r->headers[r->known[MG_H_TRACEPARENT] - 1].value;
+        r->trace_continued =
+            mg_trace_parse(mg_conn_data(c, v), v.len, r->trace_id, r->trace_flags) == 0;
+    }
+    if (!r->trace_continued) {
+        mg_trace_random_hex(&w->trace_rng, r->trace_id, sizeof(r->trace_id));
+        memcpy(r->trace_flags, "01", 2); /* a new trace is recorded (sampled) */
+    }
+    mg_trace_random_hex(&w->trace_rng, r->span_id, sizeof(r->span_id));
+}
+
 static void assign_request_id(mg_conn_t *c)
 {
     mg_request_t *r = c->r;
+    if (!r->traced)
+        assign_trace(c);
     if (r->known[MG_H_REQUEST_ID]) {
         mg_span_t v = r->headers[r->known[MG_H_REQUEST_ID] - 1].value;
         if (valid_request_id(mg_conn_data(c, v), v.len)) {

@@ -32,6 +32,7 @@ enum {
     /* TLS listeners only (else -1): protocol, cipher, SNI name, ALPN */
     MG_FFI_TLS_VERSION = 11, MG_FFI_TLS_CIPHER = 12, MG_FFI_TLS_SNI = 13,
     MG_FFI_TLS_ALPN = 14,
+    MG_FFI_TRACE_ID = 15, MG_FFI_SPAN_ID = 16, /* W3C trace context (trace.h) */
 };
 
 /* Errors (negative); 0 is success. */

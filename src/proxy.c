@@ -831,6 +831,10 @@ static int skip_request_header(mg_conn_t *c, mg_span_t name, const mg_upstream_t
         return 1;
     switch (l) {
     case 6: return strncasecmp(n, "expect", 6) == 0;
+    /* the gateway sends its own traceparent; a tracestate belongs to the
+     * trace it came with, not to one the gateway had to start */
+    case 10: return !c->r->trace_continued && strncasecmp(n, "tracestate", 10) == 0;
+    case 11: return strncasecmp(n, "traceparent", 11) == 0;
     case 12: return up->request_id && strncasecmp(n, "x-request-id", 12) == 0;
     case 14: return strncasecmp(n, "content-length", 14) == 0;
     case 15: return up->forwarded && strncasecmp(n, "x-forwarded-for", 15) == 0;
@@ -939,6 +943,15 @@ static void send_head(mg_upconn_t *u)
     if (upc->forwarded && host.len && !EDITED(r, "x-forwarded-host")) {
         o = PUTS(o, "X-Forwarded-Host: ");
         o = put(o, mg_conn_data(c, host), host.len);
+        o = PUTS(o, "\r\n");
+    }
+    if (r->traced && !EDITED(r, "traceparent")) {
+        o = PUTS(o, "traceparent: 00-");
+        o = put(o, r->trace_id, sizeof(r->trace_id));
+        *o++ = '-';
+        o = put(o, r->span_id, sizeof(r->span_id));
+        *o++ = '-';
+        o = put(o, r->trace_flags, 2);
         o = PUTS(o, "\r\n");
     }
     if (upc->request_id && !EDITED(r, "x-request-id")) {

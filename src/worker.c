@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include "accesslog.h"
+#include "trace.h"
 #include "lua_route.h"
 #include "redis.h"
 #include "worker.h"
@@ -326,6 +327,7 @@ static char *worker_setup(mg_worker_t *w, mg_gen_t *gen)
     w->loop.data = w;
     mg_list_init(&w->conns);
     make_reqid_prefix(w);
+    w->trace_rng = mg_trace_seed();
     w->cap_free_bufs = MAX_FREE_BUFS;
     w->free_bufs = malloc(sizeof(char *) * MAX_FREE_BUFS);
     w->scratch_cap = cfg->limits.header_size + cfg->limits.request_line * 3 + 65536;

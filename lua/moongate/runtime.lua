@@ -103,6 +103,10 @@ getters.route = str_getter(cdefs.ROUTE)
 getters.upstream = str_getter(cdefs.UPSTREAM)
 getters.target = str_getter(cdefs.TARGET)
 getters.scheme = str_getter(cdefs.SCHEME)
+-- W3C trace context: the trace this request belongs to (continued from the
+-- client's traceparent, or started here) and the gateway's own span in it
+getters.trace_id = str_getter(cdefs.TRACE_ID)
+getters.span_id = str_getter(cdefs.SPAN_ID)
 
 function getters.client_port(self)
     return C.mg_ffi_req_client_port(rptr(self))

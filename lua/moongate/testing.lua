@@ -628,6 +628,15 @@ local function id_counter()
     end
 end
 
+-- trace and span ids for fake requests: counted, n hex digits, never zero
+local function hex_counter()
+    local seq = 0
+    return function(n)
+        seq = seq + 1
+        return fmt("%0" .. n .. "x", seq)
+    end
+end
+
 --- Loads config `file` (moongate.config) and builds its router with the C
 -- code. `opts.upstream` / `opts.upstream_response` / `opts.http`: the
 -- default fakes of every request (see request()). Returns a gateway, or nil
@@ -660,7 +669,7 @@ function _M.load(file, opts)
     local env = {
         upstreams = {}, upstream_by_name = {}, clock = { offset = 0 },
         listen_port = cfg.listeners[1] and cfg.listeners[1].port or 80,
-        next_id = id_counter(), max_body = cfg.limits.body,
+        next_id = id_counter(), next_hex = hex_counter(), max_body = cfg.limits.body,
         http = opts and opts.http,
         upstream_path = function(st)
             return rt:upstream_path(st.match, st.path)
@@ -844,7 +853,7 @@ local function standalone_env(spec)
     local env = {
         upstreams = {}, upstream_by_name = {}, clock = { offset = 0 },
         lenient = spec.upstreams == nil, listen_port = 80,
-        next_id = id_counter(), max_body = spec.max_body,
+        next_id = id_counter(), next_hex = hex_counter(), max_body = spec.max_body,
     }
     local function add(name)
         if not env.upstream_by_name[name] then

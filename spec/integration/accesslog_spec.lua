@@ -1,4 +1,5 @@
 -- access_log = "<file>": one JSON line per request with time, request_id,
+-- trace_id, span_id,
 -- client, method, path, status, bytes, route, upstream, upstream_time,
 -- total_time.
 local h = require "spec.support.helpers"

@@ -277,6 +277,8 @@ end
 function getters.upstream(self) return upstream_name(state(self)) end
 function getters.target(self) return target_name(state(self)) end
 function getters.scheme(self) return state(self).tls and "https" or "http" end
+function getters.trace_id(self) return state(self).trace_id end
+function getters.span_id(self) return state(self).span_id end
 function getters.client_port(self) return state(self).client_port end
 
 function getters.http_version(self)
@@ -773,9 +775,24 @@ local KNOWN = {
     host = "host", expect = "expect", upgrade = "upgrade",
     connection = "connection", ["x-request-id"] = "request_id",
     ["content-length"] = "content_length", ["x-forwarded-for"] = "xff",
-    ["transfer-encoding"] = "transfer_encoding",
+    ["transfer-encoding"] = "transfer_encoding", traceparent = "traceparent",
 }
 local UNIQUE = { host = true, request_id = true, transfer_encoding = true }
+
+--- mg_trace_parse: a traceparent value -> trace id, flags to send on
+-- ("01"/"00"), or nil when it is not one to continue.
+function _M.parse_traceparent(v)
+    local ver, tid, pid, fl, rest = match(v,
+        "^(%x%x)%-(%x+)%-(%x+)%-(%x%x)(.*)$")
+    if not ver or #tid ~= 32 or #pid ~= 16 or find(v, "[A-F]") or ver == "ff"
+        or not match(tid, "[^0]") or not match(pid, "[^0]")
+        or (ver == "00" and rest ~= "")
+        or (rest ~= "" and sub(rest, 1, 1) ~= "-") then
+        return nil
+    end
+    local sampled = tonumber(sub(fl, 2, 2), 16) % 2 == 1
+    return tid, sampled and "01" or "00"
+end
 
 local function valid_request_id(s)
     return #s > 0 and #s <= REQID_MAX and not find(s, "[^%w%-_%.]")
@@ -850,6 +867,7 @@ function _M.new_state(spec, env)
                 st.bad = st.bad or
                     "duplicate Host, Transfer-Encoding or X-Request-Id"
             end
+            if known[k] and k == "traceparent" then st.trace_bad = true end
             known[k] = known[k] or i
         end
     end
@@ -870,6 +888,15 @@ function _M.new_state(spec, env)
     end
     st.has_body = st.chunked or st.content_length > 0
     st.head_method = st.method == "HEAD"
+
+    -- assign_trace (src/trace.c mg_trace_parse; ids from env.next_hex)
+    local tp = known.traceparent and not st.trace_bad
+        and trim(hs[known.traceparent][2])
+    local tid, flags = tp and _M.parse_traceparent(tp)
+    st.trace_continued = tid ~= nil
+    st.trace_id = tid or env.next_hex(32)
+    st.trace_flags = flags or "01"
+    st.span_id = env.next_hex(16)
 
     -- assign_request_id
     local rid = known.request_id and hs[known.request_id][2]
@@ -948,7 +975,7 @@ local HOP_BY_HOP = {
 local SKIP_REQUEST = {
     expect = true, ["x-request-id"] = true, ["content-length"] = true,
     ["x-forwarded-for"] = true, ["x-forwarded-host"] = true,
-    ["x-forwarded-proto"] = true,
+    ["x-forwarded-proto"] = true, traceparent = true,
 }
 
 -- Lower-case tokens of every Connection header in list.
@@ -1003,7 +1030,8 @@ function _M.upstream_request(st)
         if known.host == i then host = h[2] end
         local ln = lower(h[1])
         if not (HOP_BY_HOP[ln] or SKIP_REQUEST[ln] or tokens[ln]
-                or edited(edits, ln)) then
+                or edited(edits, ln)
+                or (ln == "tracestate" and not st.trace_continued)) then
             out[#out + 1] = { h[1], h[2] }
         end
     end
@@ -1020,6 +1048,10 @@ function _M.upstream_request(st)
     end
     if host and #host > 0 and not edited(edits, "x-forwarded-host") then
         out[#out + 1] = { "X-Forwarded-Host", host }
+    end
+    if not edited(edits, "traceparent") then
+        out[#out + 1] = { "traceparent", fmt("00-%s-%s-%s", st.trace_id,
+                                             st.span_id, st.trace_flags) }
     end
     if not edited(edits, "x-request-id") then
         out[#out + 1] = { "X-Request-Id", st.id }

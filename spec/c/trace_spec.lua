@@ -1,0 +1,77 @@
+-- spec/c/trace_spec.lua: W3C traceparent parsing (src/trace.c) through the
+-- FFI, and the testing kit's mirror of it (moongate.testing.fake) on the
+-- same values.
+local ffi = require "ffi"
+local fake = require "moongate.testing.fake"
+
+ffi.cdef [[
+int mg_trace_parse(const char *v, size_t n, char trace_id[32], char flags[2]);
+void mg_trace_random_hex(uint64_t *rng, char *out, size_t n);
+]]
+
+local lib = ffi.load(os.getenv("MG_TEST_LIB") or "build/libmgtest.so")
+
+local TID = "4bf92f3577b34da6a3ce929d0e0e4736"
+local PID = "00f067aa0ba902b7"
+
+local function parse(v)
+    local tid, flags = ffi.new("char[32]"), ffi.new("char[2]")
+    if lib.mg_trace_parse(v, #v, tid, flags) ~= 0 then return nil end
+    return ffi.string(tid, 32), ffi.string(flags, 2)
+end
+
+describe("traceparent", function()
+    local good = {
+        { "00-" .. TID .. "-" .. PID .. "-01", "01" },
+        { "00-" .. TID .. "-" .. PID .. "-00", "00" },
+        { "00-" .. TID .. "-" .. PID .. "-03", "01" },  -- unknown flag bits dropped
+        { "00-" .. TID .. "-" .. PID .. "-01 ", "01" }, -- trailing blanks
+        { "01-" .. TID .. "-" .. PID .. "-01", "01" },  -- a later version...
+        { "cc-" .. TID .. "-" .. PID .. "-01-what-ever", "01" }, -- ...may add fields
+    }
+    local bad = {
+        "", "00", "00-" .. TID .. "-" .. PID,
+        "00-" .. TID:upper() .. "-" .. PID .. "-01",            -- upper case
+        "00-" .. string.rep("0", 32) .. "-" .. PID .. "-01",    -- zero trace id
+        "00-" .. TID .. "-" .. string.rep("0", 16) .. "-01",    -- zero parent id
+        "ff-" .. TID .. "-" .. PID .. "-01",                    -- forbidden version
+        "00-" .. TID .. "-" .. PID .. "-01-x",                  -- 00 has no more fields
+        "01-" .. TID .. "-" .. PID .. "-01x",                   -- fields follow a '-'
+        "00-" .. TID:sub(2) .. "-" .. PID .. "0-01",            -- misplaced dash
+        "0g-" .. TID .. "-" .. PID .. "-01",
+        "00-" .. TID .. "-" .. PID .. "-0z",
+    }
+
+    it("continues a valid one: its trace id, only the sampled flag", function()
+        for _, c in ipairs(good) do
+            local tid, flags = parse(c[1])
+            assert.equal(TID, tid, c[1])
+            assert.equal(c[2], flags, c[1])
+            local ftid, fflags = fake.parse_traceparent((c[1]:gsub("%s+$", "")))
+            assert.equal(TID, ftid, "fake: " .. c[1])
+            assert.equal(c[2], fflags, "fake: " .. c[1])
+        end
+    end)
+
+    it("refuses what a receiver may not continue", function()
+        for _, v in ipairs(bad) do
+            assert.is_nil(parse(v), v)
+            assert.is_nil(fake.parse_traceparent(v), "fake: " .. v)
+        end
+    end)
+
+    it("makes random lower-case hex ids, never all zero", function()
+        local rng = ffi.new("uint64_t[1]", 0)
+        local out = ffi.new("char[32]")
+        local seen = {}
+        for _ = 1, 1000 do
+            lib.mg_trace_random_hex(rng, out, 32)
+            local s = ffi.string(out, 32)
+            assert.truthy(s:match("^[0-9a-f]+$"))
+            assert.is_nil(seen[s])
+            seen[s] = true
+        end
+        lib.mg_trace_random_hex(rng, out, 16)
+        assert.truthy(ffi.string(out, 16):match("^[0-9a-f]+$"))
+    end)
+end)

@@ -1,0 +1,81 @@
+/* trace.c: W3C Trace Context (see trace.h).
+ *
+ * Ids come from splitmix64, one state per worker seeded from getrandom():
+ * they must be unique across gateways and hard to collide, not secret.
+ */
+#include "trace.h"
+
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+static int lower_hex(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
+static int all_zero(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] != '0')
+            return 0;
+    return 1;
+}
+
+static int hex_value(char c) { return c <= '9' ? c - '0' : c - 'a' + 10; }
+
+/* "vv-<32 trace id>-<16 parent id>-ff": version 00 is exactly that; a
+ * later version may add fields after a '-' (W3C 4.3, future versions). */
+int mg_trace_parse(const char *v, size_t n, char trace_id[MG_TRACE_ID_HEX], char flags[2])
+{
+    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
+    if (n < 55 || v[2] != '-' || v[35] != '-' || v[52] != '-')
+        return -1;
+    if (!lower_hex(v, 2) || (v[0] == 'f' && v[1] == 'f'))
+        return -1;
+    int version00 = v[0] == '0' && v[1] == '0';
+    if ((version00 && n != 55) || (!version00 && n > 55 && v[55] != '-'))
+        return -1;
+    if (!lower_hex(v + 3, 32) || all_zero(v + 3, 32) || !lower_hex(v + 36, 16) ||
+        all_zero(v + 36, 16) || !lower_hex(v + 53, 2))
+        return -1;
+    memcpy(trace_id, v + 3, MG_TRACE_ID_HEX);
+    /* only the sampled bit is defined; others are not passed on */
+    flags[0] = '0';
+    flags[1] = (hex_value(v[54]) & 1) ? '1' : '0';
+    return 0;
+}
+
+static uint64_t splitmix64(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+void mg_trace_random_hex(uint64_t *rng, char *out, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    do {
+        for (size_t i = 0; i < n; i += 16) {
+            uint64_t x = splitmix64(rng);
+            for (size_t j = 0; j < 16 && i + j < n; j++, x >>= 4)
+                out[i + j] = hex[x & 15];
+        }
+    } while (all_zero(out, n));
+}
+
+uint64_t mg_trace_seed(void)
+{
+    uint64_t s;
+    if (getrandom(&s, sizeof(s), 0) == (ssize_t)sizeof(s))
+        return s;
+    struct timespec ts; /* no entropy yet: the clock still differs per process */
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ULL ^ (uint64_t)ts.tv_sec;
+}
