@@ -106,9 +106,9 @@ static int build_key(mg_request_t *r)
         mg_ffi_req_header(r, rc->vary[i], strlen(rc->vary[i]), 0, &vals[i], &lens[i]);
         need += lens[i];
     }
-    if (need > MG_SHDICT_MAX_KEY)
+    if (need + 1 > MG_SHDICT_MAX_KEY)
         return -1;
-    char *k = mg_request_alloc(r, need), *o = k;
+    char *k = mg_request_alloc(r, need + 1), *o = k; /* + the lock key's byte */
     if (!k)
         return -1;
     o = key_put(o, route->name, strlen(route->name));
@@ -204,6 +204,132 @@ static struct mg_cache_entry_s *read_entry(mg_request_t *r, mg_shdict_t *d)
     return e;
 }
 
+/* ---- one fetch for many ---------------------------------------------------
+ * A miss takes a lock in the dictionary (the key plus one byte, added only
+ * if absent, for `lock` ms): its request fetches the answer, and the other
+ * misses of that key, in every worker, wait until the lock is gone, then
+ * look again. The worker polls for its waiters every LOCK_POLL_MS, and at
+ * once when a request of its own lets a lock go. */
+
+#define LOCK_POLL_MS 5
+
+static int lock_take(mg_request_t *r, mg_shdict_t *d, uint64_t ms)
+{
+    const char *err;
+    r->cache_key[r->cache_key_len] = '\x01';
+    return mg_ffi_shdict_set(d, r->cache_key, r->cache_key_len + 1, MG_SHDICT_NUMBER, 1, NULL,
+                             0, ms, MG_SHDICT_ADD, &err);
+}
+
+static int lock_held(mg_request_t *r, mg_shdict_t *d)
+{
+    double num;
+    size_t len = 0;
+    return mg_ffi_shdict_get(d, r->cache_key, r->cache_key_len + 1, &num, NULL, &len) != 0;
+}
+
+static void on_lock_poll(uv_timer_t *t);
+
+/* The request that took the lock is done with it (stored, will not store,
+ * or ended): the others may look again. */
+static void lock_release(mg_request_t *r)
+{
+    if (!r->cache_lock_owner)
+        return;
+    r->cache_lock_owner = 0;
+    mg_ffi_shdict_delete(r->route->cache->dict, r->cache_key, r->cache_key_len + 1);
+    mg_worker_t *w = r->c->w;
+    if (!mg_list_empty(&w->cache_waiters))
+        uv_timer_start(&w->cache_timer, on_lock_poll, 0, LOCK_POLL_MS);
+}
+
+static void wait_stop(mg_request_t *r)
+{
+    if (r->cache_waiting) {
+        r->cache_waiting = 0;
+        mg_list_remove(&r->cache_wait);
+    }
+}
+
+static void free_entry(struct mg_cache_entry_s *e)
+{
+    if (e) {
+        free(e->blob);
+        free(e);
+    }
+}
+
+static void on_lock_poll(uv_timer_t *t)
+{
+    mg_worker_t *w = t->data;
+    uint64_t now = mono_ms();
+    mg_link_t *l = w->cache_waiters.next;
+    while (l != &w->cache_waiters) {
+        mg_request_t *r = mg_container_of(l, mg_request_t, cache_wait);
+        mg_shdict_t *d = r->route->cache->dict;
+        l = l->next; /* r may end below */
+        if (now < r->cache_wait_until && lock_held(r, d))
+            continue;
+        wait_stop(r);
+        struct mg_cache_entry_s *e = read_entry(r, d);
+        if (e && now < e->h.fresh_ms) {
+            free_entry(r->cache_entry);
+            r->cache_entry = e;
+            r->cache_state = MG_CACHE_HIT;
+            mg_conn_cache_ready(r->c, 1);
+            continue;
+        }
+        free_entry(e);
+        /* not kept (or the fetch takes too long): fetch it ourselves,
+         * without the lock, so that answers that are never kept do not
+         * make requests queue up behind each other */
+        mg_conn_cache_ready(r->c, 0);
+    }
+    if (mg_list_empty(&w->cache_waiters))
+        uv_timer_stop(t);
+}
+
+void mg_cache_worker_init(mg_worker_t *w)
+{
+    mg_list_init(&w->cache_waiters);
+    uv_timer_init(&w->loop, &w->cache_timer);
+    w->cache_timer.data = w;
+}
+
+void mg_cache_worker_close(mg_worker_t *w)
+{
+    if (!uv_is_closing((uv_handle_t *)&w->cache_timer))
+        uv_close((uv_handle_t *)&w->cache_timer, NULL);
+}
+
+/* A miss: fetch it (taking the lock), or wait for whoever fetches it. */
+static int miss(mg_request_t *r, const mg_route_cache_t *rc)
+{
+    if (rc->lock == 0 || r->head_method)
+        return MG_CACHE_GO;
+    int taken = lock_take(r, rc->dict, rc->lock);
+    if (taken == 0) {
+        r->cache_lock_owner = 1;
+        return MG_CACHE_GO;
+    }
+    if (taken != -EEXIST)
+        return MG_CACHE_GO;
+    if (r->cache_entry) {
+        /* someone is fetching it already: the expired answer will do
+         * meanwhile (the route allows stale answers) */
+        r->cache_state = MG_CACHE_STALE;
+        r->cache_updating = 1;
+        return MG_CACHE_SERVE;
+    }
+    mg_worker_t *w = r->c->w;
+    r->cache_waiting = 1;
+    r->cache_wait_until = mono_ms() + rc->lock;
+    mg_list_push(&w->cache_waiters, &r->cache_wait);
+    if (!uv_is_active((uv_handle_t *)&w->cache_timer))
+        uv_timer_start(&w->cache_timer, on_lock_poll, LOCK_POLL_MS, LOCK_POLL_MS);
+    return MG_CACHE_WAIT;
+}
+
 int mg_cache_lookup(mg_request_t *r)
 {
     const mg_route_cache_t *rc = r->route->cache;
@@ -223,21 +349,19 @@ int mg_cache_lookup(mg_request_t *r)
     r->cache_state = MG_CACHE_MISS;
     struct mg_cache_entry_s *e = read_entry(r, rc->dict);
     if (!e)
-        return 0;
+        return miss(r, rc);
     uint64_t now = mono_ms();
     if (now < e->h.fresh_ms) {
         r->cache_entry = e;
         r->cache_state = MG_CACHE_HIT;
-        return 1;
+        return MG_CACHE_SERVE;
     }
     r->cache_state = MG_CACHE_EXPIRED;
-    if (now < e->h.stale_ms) {
-        r->cache_entry = e; /* for a failing upstream */
-        return 0;
-    }
-    free(e->blob);
-    free(e);
-    return 0;
+    if (now < e->h.stale_ms)
+        r->cache_entry = e; /* for a failing upstream, or while another fetches */
+    else
+        free_entry(e);
+    return miss(r, rc);
 }
 
 int mg_cache_can_serve_stale(const mg_request_t *r)
@@ -365,6 +489,9 @@ size_t mg_cache_head(mg_request_t *r, char *out, size_t cap, const char *connect
     if (r->cache_state == MG_CACHE_HIT)
         o += snprintf(o, 64, "Cache-Status: moongate; hit; ttl=%lld\r\n",
                       (long long)((e->h.fresh_ms - now) / 1000));
+    else if (r->cache_updating)
+        o += snprintf(o, 80, "Cache-Status: moongate; hit; ttl=-%lld; detail=updating\r\n",
+                      (long long)((now - e->h.fresh_ms + 999) / 1000));
     else
         o += snprintf(o, 80, "Cache-Status: moongate; hit; ttl=-%lld; detail=stale-if-error\r\n",
                       (long long)((now - e->h.fresh_ms + 999) / 1000));
@@ -539,18 +666,11 @@ static int kept_header(mg_upconn_t *u, uint32_t i)
            !ieq(n, l, "x-request-id", 12) && !ieq(n, l, "cache-status", 12);
 }
 
-void mg_cache_capture_head(mg_upconn_t *u)
+/* Starts r->cache_capture when u's answer may be kept. */
+static void capture_start(mg_upconn_t *u, const mg_route_cache_t *rc, int status)
 {
     mg_request_t *r = u->r;
-    const mg_route_cache_t *rc = r->route->cache;
-    int status = u->parser.status_code;
-    if (r->cache_unsafe) {
-        if (status < 400)
-            mg_cache_invalidate(r);
-        return;
-    }
-    if ((r->cache_state != MG_CACHE_MISS && r->cache_state != MG_CACHE_EXPIRED) || r->head_method ||
-        !status_listed(rc, status) || r->cache_capture)
+    if (!status_listed(rc, status))
         return;
     if ((u->parser.flags & F_CONTENT_LENGTH) && u->parser.content_length > rc->max_body)
         return;
@@ -633,6 +753,24 @@ void mg_cache_capture_head(mg_upconn_t *u)
     r->cache_capture = cp;
 }
 
+void mg_cache_capture_head(mg_upconn_t *u)
+{
+    mg_request_t *r = u->r;
+    const mg_route_cache_t *rc = r->route->cache;
+    int status = u->parser.status_code;
+    if (r->cache_unsafe) {
+        if (status < 400)
+            mg_cache_invalidate(r);
+        return;
+    }
+    if ((r->cache_state != MG_CACHE_MISS && r->cache_state != MG_CACHE_EXPIRED) ||
+        r->head_method || r->cache_capture)
+        return;
+    capture_start(u, rc, status);
+    if (!r->cache_capture)
+        lock_release(r); /* nothing to wait for */
+}
+
 static void capture_drop(mg_request_t *r)
 {
     if (r->cache_capture) {
@@ -640,6 +778,7 @@ static void capture_drop(mg_request_t *r)
         free(r->cache_capture);
         r->cache_capture = NULL;
     }
+    lock_release(r);
 }
 
 void mg_cache_capture_body(mg_request_t *r, const char *p, size_t n)
@@ -693,10 +832,8 @@ void mg_cache_release(mg_request_t *r)
 {
     if (r->cache_state != MG_CACHE_NONE)
         mg_metrics_cache(r->c->w->id, r->cache_state);
+    wait_stop(r);
     capture_drop(r);
-    if (r->cache_entry) {
-        free(r->cache_entry->blob);
-        free(r->cache_entry);
-        r->cache_entry = NULL;
-    }
+    free_entry(r->cache_entry);
+    r->cache_entry = NULL;
 }

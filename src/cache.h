@@ -38,10 +38,21 @@ enum {
     MG_CACHE__COUNT
 };
 
-/* Looks the request up in its route's cache (r->route->cache set).
- * Returns 1 when r holds a fresh answer to serve, else 0 (the request goes
- * upstream; r->cache_state tells why). */
+/* What mg_cache_lookup says to do. */
+enum {
+    MG_CACHE_GO = 0,    /* fetch it from the upstream (r->cache_state: why) */
+    MG_CACHE_SERVE = 1, /* r holds an answer to serve (fresh, or stale while
+                           another request fetches it) */
+    MG_CACHE_WAIT = 2,  /* another request fetches it: mg_conn_cache_ready()
+                           is called when it is there or the wait is over */
+};
+
+/* Looks the request up in its route's cache (r->route->cache set). */
 int mg_cache_lookup(mg_request_t *r);
+
+/* The worker's waiting requests and the timer that polls for them. */
+void mg_cache_worker_init(mg_worker_t *w);
+void mg_cache_worker_close(mg_worker_t *w);
 
 /* Writes the head of the answer r holds (hit or stale) into out, with the
  * on_response hooks' changes, Age, Cache-Status, X-Request-Id and the

@@ -625,6 +625,7 @@ static void conv_cache(conv_t *cv, int r_t, const char *what, mg_route_t *r)
     get_uint(cv, t, cwhat, "ttl", 1, MAX_DOUBLE_INT, &rc->ttl);
     get_uint(cv, t, cwhat, "stale", 0, MAX_DOUBLE_INT, &rc->stale);
     get_uint(cv, t, cwhat, "max_body", 0, MAX_DOUBLE_INT, &rc->max_body);
+    get_uint(cv, t, cwhat, "lock", 0, MAX_DOUBLE_INT, &rc->lock);
     lua_getfield(L, t, "authorized");
     rc->authorized = lua_toboolean(L, -1);
     lua_pop(L, 1);

@@ -67,6 +67,8 @@ struct mg_route_cache_s {
     char *vary[MG_MAX_CACHE_VARY]; /* request headers in the key, lower case */
     size_t nvary;
     int authorized;            /* requests with Authorization use it too */
+    uint64_t lock;             /* a miss waits this long for another request
+                                  fetching the same answer (0: never) */
 };
 
 typedef struct mg_route_s {

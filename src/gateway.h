@@ -211,6 +211,11 @@ struct mg_request_s {
     size_t cache_key_extra_len;
     struct mg_cache_entry_s *cache_entry;     /* a kept answer (malloc'd) */
     struct mg_cache_capture_s *cache_capture; /* a fetched one being kept */
+    uint8_t cache_lock_owner;  /* fetches it for every miss of its key */
+    uint8_t cache_waiting;     /* in the worker's cache_waiters */
+    uint8_t cache_updating;    /* served stale while another fetches */
+    mg_link_t cache_wait;
+    uint64_t cache_wait_until; /* monotonic ms: then it fetches itself */
 
     /* Not cleared between requests (request_new zeroes up to here). */
     mg_edit_t req_edits[MG_MAX_EDITS];
@@ -386,6 +391,8 @@ struct mg_worker_s {
     char reqid_prefix[13];
     uint64_t reqid_counter;
     uint64_t trace_rng;          /* trace.h id generator state */
+    mg_link_t cache_waiters;     /* requests waiting for another's fetch */
+    uv_timer_t cache_timer;      /* polls for them (cache.c) */
     mg_accesslog_t *log;
     uv_timer_t shutdown_timer;
     _Atomic uint64_t hook_since; /* ms (monotonic) a hook started running, 0 = none */
@@ -428,6 +435,9 @@ void mg_conn_upstream_failed(mg_conn_t *c, int status, const char *message);
 void mg_conn_resume_body(mg_conn_t *c);
 void mg_conn_start_tunnel(mg_conn_t *c);
 void mg_conn_abort(mg_conn_t *c);
+/* A request that waited for the cache goes on: serves the answer it now
+ * holds (serve), or goes to the upstream. */
+void mg_conn_cache_ready(mg_conn_t *c, int serve);
 /* A hook phase that waited has finished with `result` (hooks.h codes). */
 void mg_conn_hook_resumed(mg_conn_t *c, int phase, int result);
 const char *mg_conn_data(const mg_conn_t *c, mg_span_t s);

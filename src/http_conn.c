@@ -936,9 +936,14 @@ static void continue_request(mg_conn_t *c, int done)
         mg_lua_route_call(c);
         return;
     }
-    if (r->route && r->route->cache && !r->cache_looked && mg_cache_lookup(r)) {
-        serve_cached(c);
-        return;
+    if (r->route && r->route->cache && !r->cache_looked) {
+        int todo = mg_cache_lookup(r);
+        if (todo == MG_CACHE_SERVE) {
+            serve_cached(c);
+            return;
+        }
+        if (todo == MG_CACHE_WAIT)
+            return; /* mg_conn_cache_ready goes on */
     }
     if (r->is_upgrade && r->has_body) {
         r->response_close = 1;
@@ -1313,6 +1318,16 @@ static void send_cached(mg_conn_t *c)
     if (mg_conn_send(c, bufs, 2) < 0)
         return;
     local_answer_sent(c);
+}
+
+void mg_conn_cache_ready(mg_conn_t *c, int serve)
+{
+    if (!c->r || c->state == MG_CS_CLOSING)
+        return;
+    if (serve)
+        serve_cached(c);
+    else
+        continue_request(c, MG_PHASE_ACCESS);
 }
 
 /* Runs on_response hooks on the answer the cache holds, then sends it. */

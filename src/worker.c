@@ -11,9 +11,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include "accesslog.h"
-#include "trace.h"
+#include "cache.h"
 #include "lua_route.h"
 #include "redis.h"
+#include "trace.h"
 #include "worker.h"
 
 #define MAX_FREE_BUFS 256
@@ -227,6 +228,7 @@ static void worker_finish(mg_worker_t *w)
     mg_http_client_close(w);
     mg_redis_worker_close(w);
     mg_accesslog_close(w);
+    mg_cache_worker_close(w);
     if (!uv_is_closing((uv_handle_t *)&w->shutdown_timer))
         uv_close((uv_handle_t *)&w->shutdown_timer, NULL);
     if (!uv_is_closing((uv_handle_t *)&w->wakeup))
@@ -344,6 +346,7 @@ static char *worker_setup(mg_worker_t *w, mg_gen_t *gen)
     wgen_switch(w, g);
     uv_timer_init(&w->loop, &w->shutdown_timer);
     w->shutdown_timer.data = w;
+    mg_cache_worker_init(w);
     int rc = mg_accesslog_open(w);
     if (rc < 0) {
         asprintf(&err, "access_log %s: %s", cfg->access_log, strerror(-rc));

@@ -600,12 +600,13 @@ local ROUTE_KEYS = { "name", "path", "upstream", "handler", "methods", "host",
                      "headers", "listen", "strip_prefix", "rewrite",
                      "max_body", "policies", "cache" }
 local CACHE_KEYS = { "ttl", "stale", "max_body", "statuses", "vary",
-                     "authorized", "dict" }
+                     "authorized", "dict", "lock" }
 -- what a route's cache stores when it says only `cache = true`: the
 -- statuses RFC 9111 lets a cache keep without explicit freshness
 local DEFAULT_CACHE = { ttl = 60000, stale = 0, max_body = 1024 * 1024,
                         statuses = { 200, 203, 300, 301, 308, 404, 410 },
-                        vary = {}, authorized = false, dict = "cache" }
+                        vary = {}, authorized = false, dict = "cache",
+                        lock = 5000 }
 local CACHE_DICT_SIZE = 32 * 1024 * 1024 -- "cache" when not declared
 local MAX_CACHE_STATUSES, MAX_CACHE_VARY = 16, 8
 local SHARED_DICT_KEYS = { "size" }
@@ -1209,6 +1210,7 @@ local function route_cache(d, v)
     check_keys(d, v, CACHE_KEYS, "route.cache")
     out.ttl = field(d, v, "ttl", "route.cache", _M.parse_time) or out.ttl
     out.stale = field(d, v, "stale", "route.cache", time_or_zero) or out.stale
+    out.lock = field(d, v, "lock", "route.cache", time_or_zero) or out.lock
     out.max_body = field(d, v, "max_body", "route.cache", _M.parse_size)
         or out.max_body
     if v.statuses ~= nil then

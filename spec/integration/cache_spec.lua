@@ -40,6 +40,10 @@ gw.route { path = "/stale/**", upstream = "up", cache = { ttl = 0.3, stale = 30 
 gw.route { path = "/nostale/**", upstream = "up", cache = { ttl = 0.3 } }
 gw.route { path = "/own/**", upstream = "up", cache = { dict = "small" } }
 gw.route { path = "/plain/**", upstream = "up" }
+gw.route { path = "/herd/**", upstream = "up", cache = { ttl = 30 } }
+gw.route { path = "/nolock/**", upstream = "up", cache = { ttl = 30, lock = 0 } }
+gw.route { path = "/upd/**", upstream = "up", cache = { ttl = 0.3, stale = 30 },
+           policies = { function(req) req:set_query("delay=0.4") end } }
 gw.route { path = "/log", upstream = "up" }
 gw.route { path = "/seen", handler = function()
     return 200, { cache = gw.shared("seen"):get("cache") }
@@ -317,6 +321,62 @@ describe("response cache", function()
         local a = get("/plain/x"); get("/plain/x")
         assert.is_nil(a.headers["cache-status"])
         assert.equal(2, fetched() - before)
+    end)
+
+    -- sends n requests for path on n connections at once; returns the
+    -- answers and how long the slowest took
+    local function together(n, path)
+        local conns, res = {}, {}
+        local t0 = h.now()
+        for i = 1, n do
+            conns[i] = h.connect(gw.port)
+            conns[i]:send(h.request_text({ path = path, headers = { Connection = "close" } }))
+        end
+        for i = 1, n do
+            res[i] = assert(conns[i]:read_response({ timeout = 10 }))
+            conns[i]:close()
+        end
+        return res, h.now() - t0
+    end
+
+    it("fetches a missing answer once for many requests at the same time", function()
+        local before = fetched()
+        local res = together(30, "/herd/x?delay=0.3")
+        for i = 1, 30 do
+            assert.equal(200, res[i].status)
+            assert.equal(res[1].body, res[i].body)
+        end
+        assert.equal(1, fetched() - before)
+        -- lock = 0: each miss fetches
+        local before2 = fetched()
+        together(5, "/nolock/x?delay=0.3")
+        assert.equal(5, fetched() - before2)
+    end)
+
+    it("does not queue requests for answers it cannot keep", function()
+        local before = fetched()
+        local res, took = together(6, "/herd/cookie?delay=0.3&hdr=Set-Cookie:a=1")
+        for i = 1, 6 do assert.equal(200, res[i].status) end
+        assert.equal(6, fetched() - before)
+        -- one after the other would take 6 x 0.3 s
+        assert.truthy(took < 1.2 * h.SLOW, "took " .. took)
+    end)
+
+    it("serves the expired answer while one request fetches the new one", function()
+        get("/upd/x") -- 0.4 s, kept for 0.3 s, then stale for 30 s
+        h.sleep(0.4)
+        local c = h.connect(gw.port)
+        c:send(h.request_text({ path = "/upd/x", headers = { Connection = "close" } }))
+        h.sleep(0.1) -- that one is fetching now
+        local t0 = h.now()
+        local res = get("/upd/x")
+        assert.truthy(h.now() - t0 < 0.25 * h.SLOW)
+        assert.truthy(res.headers["cache-status"]:find("^moongate; hit; ttl=%-%d+; detail=updating$"),
+                      res.headers["cache-status"])
+        local fetcher = assert(c:read_response({ timeout = 5 }))
+        c:close()
+        assert.equal("moongate; fwd=stale; stored", fetcher.headers["cache-status"])
+        assert.truthy(get("/upd/x").headers["cache-status"]:find("^moongate; hit; ttl=%d+$"))
     end)
 
     it("counts what it did in /metrics", function()
