@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: moongate beside nginx, nginx+lua (and the other peers) on the
-# workloads of ../shared/bench (peers.sh), then the idle-connection memory
-# figure. A benchmark owns the machine: run nothing else meanwhile.
+# workloads of ../shared/bench (peers.sh), then reloads under load, cache
+# hits beside nginx's proxy_cache and the idle-connection memory figure.
+# A benchmark owns the machine: run nothing else meanwhile.
 #   PEERS="nginx nginx-lua" QUICK=1 make bench    # faster, rougher
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,9 @@ rc=$?
 echo
 echo "bench: reloading every 100 ms"
 bash scripts/bench-reload.sh || rc=1
+echo
+echo "bench: response cache hits beside nginx proxy_cache"
+bash scripts/bench-cache.sh || rc=1
 echo
 echo "bench: idle keep-alive connections (memory)"
 python3 scripts/bench-idle.py --bin build/moongate --conns "${IDLE_CONNS:-10000}" || rc=1
