@@ -160,7 +160,8 @@ void mg_accesslog_request(mg_worker_t *w, mg_conn_t *c)
         o += snprintf(o, 80, "\"trace_id\":\"%.32s\",\"span_id\":\"%.16s\",", r->trace_id,
                       r->span_id);
     o += snprintf(o, 80, "\"client\":\"%s\",\"method\":\"", c->client_ip);
-    o = json_str(o, end, c->buf.data ? mg_conn_data(c, r->method) : "", c->buf.data ? r->method.len : 0);
+    o = json_str(o, end, c->buf.data ? mg_conn_data(c, r->method) : "",
+                 c->buf.data ? r->method.len : 0);
     o += snprintf(o, 16, "\",\"path\":\"");
     if (r->path)
         o = json_str(o, end, r->path, r->path_len);

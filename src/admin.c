@@ -246,6 +246,14 @@ static int call_repl(const mg_admin_handlers_t *h, admin_conn_t *c, char **body,
     return h->repl ? h->repl(c->body ? c->body : "", c->body_len, body, len, ctype) : 0;
 }
 
+static int call_cache_purge(const mg_admin_handlers_t *h, admin_conn_t *c, char **body,
+                            size_t *len, const char **ctype)
+{
+    const char *q = memchr(c->url, '?', c->url_len);
+    size_t ql = q ? c->url_len - (size_t)(q - c->url) - 1 : 0;
+    return h->cache_purge ? h->cache_purge(q ? q + 1 : "", ql, body, len, ctype) : 0;
+}
+
 static const struct endpoint {
     const char *path;
     const char *method;
@@ -257,6 +265,7 @@ static const struct endpoint {
     { "/metrics", "GET", call_metrics },
     { "/reload", "POST", call_reload },
     { "/repl", "POST", call_repl },
+    { "/cache", "DELETE", call_cache_purge },
 };
 
 static void dispatch(admin_conn_t *c)

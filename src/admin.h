@@ -10,6 +10,8 @@
  *   GET  /metrics     Prometheus text
  *   POST /reload      reload the config; 200 with the result, 409/422 when refused
  *   POST /repl        body: Lua source for the live REPL; answer: its output
+ *   DELETE /cache     removes the response cache's answers (?route=NAME: that
+ *                     route's only)
  *
  * The answers come from the handlers the caller provides, which run on the
  * control thread and return a malloc'd body.
@@ -30,6 +32,9 @@ typedef struct mg_admin_handlers_s {
     int (*reload)(char **body, size_t *len, const char **ctype);
     int (*repl)(const char *req_body, size_t req_len, char **body, size_t *len,
                 const char **ctype);
+    /* `query`: the request's query string, without '?' */
+    int (*cache_purge)(const char *query, size_t query_len, char **body, size_t *len,
+                       const char **ctype);
 } mg_admin_handlers_t;
 
 typedef struct mg_admin_s mg_admin_t;

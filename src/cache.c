@@ -344,7 +344,9 @@ int mg_cache_lookup(mg_request_t *r)
     r->cache_state = MG_CACHE_BYPASS;
     if (!rc->dict || r->cache_skip || r->has_body || r->is_upgrade ||
         has_req_header(r, "range", 5) ||
-        (!rc->authorized && has_req_header(r, "authorization", 13)) || build_key(r) < 0)
+        (!rc->authorized &&
+         (has_req_header(r, "authorization", 13) || has_req_header(r, "cookie", 6))) ||
+        build_key(r) < 0)
         return 0;
     r->cache_state = MG_CACHE_MISS;
     struct mg_cache_entry_s *e = read_entry(r, rc->dict);
@@ -826,6 +828,41 @@ void mg_cache_invalidate(mg_request_t *r)
     const mg_route_cache_t *rc = r->route ? r->route->cache : NULL;
     if (rc && rc->dict && r->cache_key)
         mg_ffi_shdict_delete(rc->dict, r->cache_key, r->cache_key_len);
+}
+
+/* Keys are listed, then removed one by one: answers stored meanwhile may
+ * stay, as with any purge racing new requests. */
+long mg_cache_purge(mg_shdict_t *d, const char *route, size_t route_len)
+{
+    size_t cap = 65536, len = cap;
+    char *buf = malloc(cap);
+    int n;
+    while (buf && (n = mg_ffi_shdict_keys(d, 0, buf, &len)) == -ENOBUFS) {
+        char *bigger = realloc(buf, len);
+        if (!bigger)
+            break;
+        buf = bigger;
+        cap = len;
+    }
+    if (!buf || n < 0) {
+        free(buf);
+        return -1;
+    }
+    long removed = 0;
+    for (size_t at = 0; at + 2 <= len;) {
+        size_t kl = ((size_t)(unsigned char)buf[at] << 8) | (unsigned char)buf[at + 1];
+        const char *k = buf + at + 2;
+        at += 2 + kl;
+        /* answers only (lock keys end with \x01), of that route if asked */
+        if (kl == 0 || k[kl - 1] != '\n')
+            continue;
+        if (route && (kl <= route_len || memcmp(k, route, route_len) != 0 || k[route_len] != '\n'))
+            continue;
+        mg_ffi_shdict_delete(d, k, kl);
+        removed++;
+    }
+    free(buf);
+    return removed;
 }
 
 void mg_cache_release(mg_request_t *r)

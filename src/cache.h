@@ -33,7 +33,7 @@ enum {
     MG_CACHE_MISS,     /* nothing kept: fetched */
     MG_CACHE_EXPIRED,  /* only an expired answer: fetched */
     MG_CACHE_STALE,    /* the upstream failed: served an expired answer */
-    MG_CACHE_BYPASS,   /* not for the cache (method, Authorization, Range,
+    MG_CACHE_BYPASS,   /* not for the cache (Authorization, Cookie, Range,
                           a body, a hook's req:skip_cache()) */
     MG_CACHE__COUNT
 };
@@ -85,6 +85,11 @@ size_t mg_cache_status_line(const mg_request_t *r, char *out, size_t cap);
  * and header spans (offsets into *data). */
 int mg_cache_entry_status(const mg_request_t *r);
 const mg_header_t *mg_cache_entry_headers(const mg_request_t *r, uint32_t *n, const char **data);
+
+/* Removes the answers kept in d for the route called `route` (every one
+ * when route is NULL). Any thread. Returns how many were removed, or -1
+ * when out of memory. */
+long mg_cache_purge(struct mg_shdict_s *d, const char *route, size_t route_len);
 
 /* The request ends: frees the answer and the copy it held. */
 void mg_cache_release(mg_request_t *r);

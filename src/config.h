@@ -66,7 +66,7 @@ struct mg_route_cache_s {
     size_t nstatuses;
     char *vary[MG_MAX_CACHE_VARY]; /* request headers in the key, lower case */
     size_t nvary;
-    int authorized;            /* requests with Authorization use it too */
+    int authorized;            /* requests with Authorization or Cookie use it too */
     uint64_t lock;             /* a miss waits this long for another request
                                   fetching the same answer (0: never) */
 };

@@ -6,6 +6,7 @@
  * Everything here runs on the control thread's loop. The newest config is
  * also kept loaded in a Lua state of its own (ctl->L) for the live REPL.
  */
+#include <ctype.h>
 #include <libgen.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -16,6 +17,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include "admin.h"
+#include "cache.h"
 #include "health.h"
 #include "control.h"
 #include "hooks.h"
@@ -183,7 +185,8 @@ static const char *fixed_change(const mg_config_t *old, const mg_config_t *cfg, 
     if (!same_str(old->access_log, cfg->access_log))
         return "settings.access_log changed; restart moongate to move the access log";
     if (old->admin_enabled != cfg->admin_enabled || old->admin_port != cfg->admin_port ||
-        !same_str(old->admin_host, cfg->admin_host) || !same_str(old->admin_token, cfg->admin_token))
+        !same_str(old->admin_host, cfg->admin_host) ||
+        !same_str(old->admin_token, cfg->admin_token))
         return "settings.admin changed; restart moongate to move the admin API";
     return NULL;
 }
@@ -503,6 +506,85 @@ static int h_reload(char **body, size_t *len, const char **ctype)
     return reply(&b, rc == 0 ? 200 : 422, body, len, ctype, "application/json");
 }
 
+/* The value of `name` in a query string, %XX and '+' decoded into out
+ * (cap bytes). Returns its length, or -1 when absent or too long. */
+static long query_arg(const char *q, size_t ql, const char *name, char *out, size_t cap)
+{
+    size_t nl = strlen(name), at = 0;
+    while (at < ql) {
+        size_t end = at;
+        while (end < ql && q[end] != '&')
+            end++;
+        if (end - at > nl && q[at + nl] == '=' && memcmp(q + at, name, nl) == 0) {
+            size_t o = 0;
+            for (size_t i = at + nl + 1; i < end; i++) {
+                char ch = q[i];
+                if (ch == '+') {
+                    ch = ' ';
+                } else if (ch == '%' && i + 2 < end && isxdigit((unsigned char)q[i + 1]) &&
+                           isxdigit((unsigned char)q[i + 2])) {
+                    char hex[3] = { q[i + 1], q[i + 2], 0 };
+                    ch = (char)strtol(hex, NULL, 16);
+                    i += 2;
+                }
+                if (o + 1 >= cap)
+                    return -1;
+                out[o++] = ch;
+            }
+            out[o] = 0;
+            return (long)o;
+        }
+        at = end + 1;
+    }
+    return -1;
+}
+
+/* DELETE /cache[?route=NAME]: every dictionary the routes' caches use. */
+static int h_cache_purge(const char *q, size_t ql, char **body, size_t *len, const char **ctype)
+{
+    const mg_config_t *cfg = the_ctl->gen->cfg;
+    char route[512];
+    long rl = query_arg(q, ql, "route", route, sizeof(route));
+    sbuf_t b = { 0 };
+    if (rl >= 0) {
+        size_t i;
+        for (i = 0; i < cfg->nroutes; i++)
+            if (cfg->routes[i].cache && strcmp(cfg->routes[i].name, route) == 0)
+                break;
+        if (i == cfg->nroutes) {
+            char why[600];
+            snprintf(why, sizeof(why), "no route with a cache is called %s", route);
+            sb_printf(&b, "{\"ok\":false,\"error\":");
+            sb_json(&b, why);
+            sb_printf(&b, "}\n");
+            return reply(&b, 404, body, len, ctype, "application/json");
+        }
+    }
+    long removed = 0;
+    sb_printf(&b, "{\"ok\":true,\"dicts\":[");
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        const mg_route_cache_t *rc = cfg->routes[i].cache;
+        size_t j;
+        if (!rc || !rc->dict || (rl >= 0 && strcmp(cfg->routes[i].name, route) != 0))
+            continue;
+        for (j = 0; j < i; j++) /* each dictionary once */
+            if (cfg->routes[j].cache && cfg->routes[j].cache->dict == rc->dict &&
+                (rl < 0 || strcmp(cfg->routes[j].name, route) == 0))
+                break;
+        if (j < i)
+            continue;
+        long n = mg_cache_purge(rc->dict, rl >= 0 ? route : NULL, rl >= 0 ? (size_t)rl : 0);
+        if (n < 0)
+            b.oom = 1;
+        removed += n > 0 ? n : 0;
+        if (b.len > 0 && b.p[b.len - 1] != '[')
+            sb_printf(&b, ",");
+        sb_json(&b, rc->dict_name);
+    }
+    sb_printf(&b, "],\"removed\":%ld}\n", removed);
+    return reply(&b, 200, body, len, ctype, "application/json");
+}
+
 static int h_repl(const char *req, size_t req_len, char **body, size_t *len, const char **ctype)
 {
     *ctype = "text/plain; charset=utf-8";
@@ -550,6 +632,7 @@ static const mg_admin_handlers_t handlers = {
     .metrics = h_metrics,
     .reload = h_reload,
     .repl = h_repl,
+    .cache_purge = h_cache_purge,
 };
 
 int mg_control_start(mg_control_t *ctl, uv_loop_t *loop, const char *file, mg_gen_t *gen,

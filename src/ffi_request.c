@@ -356,7 +356,8 @@ int mg_ffi_req_set_upstream(mg_request_t *r, const char *name, size_t len)
         return MG_FFI_EPHASE;
     const mg_config_t *cfg = r->g->cfg;
     for (size_t i = 0; i < cfg->nupstreams; i++) {
-        if (strlen(cfg->upstreams[i].name) == len && memcmp(cfg->upstreams[i].name, name, len) == 0) {
+        if (strlen(cfg->upstreams[i].name) == len &&
+            memcmp(cfg->upstreams[i].name, name, len) == 0) {
             r->upstream_override = (int)i;
             r->target_override = -1;
             return 0;

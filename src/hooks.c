@@ -189,7 +189,8 @@ static void report_error(mg_hook_co_t *hc, int st)
 {
     mg_lua_worker_t *lw = hc->lw;
     lua_State *L = lw->L;
-    const char *msg = lua_isstring(hc->co, -1) ? lua_tostring(hc->co, -1) : "error object is not a string";
+    const char *msg =
+        lua_isstring(hc->co, -1) ? lua_tostring(hc->co, -1) : "error object is not a string";
     lua_rawgeti(L, LUA_REGISTRYINDEX, lw->report_ref);
     if (st == LUA_ERRRUN)
         luaL_traceback(L, hc->co, msg, 0);

@@ -89,7 +89,9 @@ static int cmd_run(const char *file, int nworkers)
         free(errors);
         return 1;
     }
-    int n = nworkers > 0 ? nworkers : cfg->workers > 0 ? cfg->workers : (int)uv_available_parallelism();
+    int n = nworkers > 0       ? nworkers
+            : cfg->workers > 0 ? cfg->workers
+                               : (int)uv_available_parallelism();
     if (n < 1)
         n = 1;
     signal(SIGPIPE, SIG_IGN);

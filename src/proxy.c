@@ -939,7 +939,8 @@ static void send_head(mg_upconn_t *u)
         o = PUTS(o, "\r\n");
     }
     if (upc->forwarded && !EDITED(r, "x-forwarded-proto"))
-        o = c->tls ? PUTS(o, "X-Forwarded-Proto: https\r\n") : PUTS(o, "X-Forwarded-Proto: http\r\n");
+        o = c->tls ? PUTS(o, "X-Forwarded-Proto: https\r\n")
+                   : PUTS(o, "X-Forwarded-Proto: http\r\n");
     if (upc->forwarded && host.len && !EDITED(r, "x-forwarded-host")) {
         o = PUTS(o, "X-Forwarded-Host: ");
         o = put(o, mg_conn_data(c, host), host.len);

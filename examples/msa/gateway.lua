@@ -2,7 +2,7 @@
 --
 --   :8080  the gateway            /orders/** -> orders (2 instances, round robin)
 --                                 /payments  -> payments (POST and GET)
---                                 /delivery/:id -> delivery
+--                                 /delivery/:id -> delivery (answers cached 5 s)
 --   :8081, :8091  orders service instances
 --   :8082  payments service
 --   :8083  delivery service
@@ -26,7 +26,10 @@ gw.route { name = "orders",   path = "/orders/**", upstream = "orders", listen =
 gw.route { name = "payments", path = "/payments", upstream = "payments", listen = 8080,
            methods = { "GET", "POST" } }
 gw.route { name = "delivery", path = "/delivery/:id", upstream = "delivery", listen = 8080,
-           rewrite = "/shipments/:id" }
+           rewrite = "/shipments/:id",
+           -- the second request within 5 s is answered by the gateway: see the
+           -- Cache-Status and Age headers (DELETE localhost:9901/cache purges)
+           cache = { ttl = 5 } }
 
 -- the demo services --------------------------------------------------------
 local function service(name, port)
