@@ -23,8 +23,11 @@
 #include <strings.h>
 #include <time.h>
 
+#include <hiredis/hiredis.h>
+
 #include "metrics.h"
 #include "mg_ffi.h"
+#include "redis.h"
 #include "shdict.h"
 
 #define BLOB_MAGIC 0x6d674301u /* "mgC" + format version 1 */
@@ -36,8 +39,8 @@ typedef struct blob_head_s {
     uint32_t magic;
     uint16_t status;
     uint16_t nheaders;
-    uint64_t stored_ms; /* monotonic ms when it was kept */
-    uint64_t fresh_ms;  /* monotonic ms until which it is fresh */
+    uint64_t stored_ms; /* wall clock ms when it was kept */
+    uint64_t fresh_ms;  /* ... until which it is fresh */
     uint64_t stale_ms;  /* ... until which it may stand in for a failure */
     uint32_t age;       /* seconds it was already old when it arrived */
     uint32_t lines_len; /* "Name: value\r\n" lines */
@@ -60,10 +63,11 @@ struct mg_cache_capture_s {
     size_t limit; /* longer than this: not kept */
 };
 
-static uint64_t mono_ms(void)
+/* Wall clock: answers kept in Redis are read by other gateways. */
+static uint64_t wall_ms(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
@@ -149,26 +153,11 @@ static int has_req_header(mg_request_t *r, const char *name, size_t n)
 }
 
 /* Reads the kept answer under r's key into a new entry, or NULL. */
-static struct mg_cache_entry_s *read_entry(mg_request_t *r, mg_shdict_t *d)
+/* A kept answer's bytes (malloc'd, taken over) as an entry, or NULL. */
+static struct mg_cache_entry_s *entry_from_blob(char *blob, size_t len)
 {
-    size_t cap = FIRST_READ, len = cap;
-    char *blob = malloc(cap);
-    double num;
-    int type;
-    if (!blob)
-        return NULL;
-    while ((type = mg_ffi_shdict_get(d, r->cache_key, r->cache_key_len, &num, blob, &len)) ==
-           -ENOBUFS) {
-        char *bigger = realloc(blob, len);
-        if (!bigger) {
-            free(blob);
-            return NULL;
-        }
-        blob = bigger;
-        cap = len;
-    }
     blob_head_t h;
-    if (type != MG_SHDICT_STRING || len < sizeof(h)) {
+    if (len < sizeof(h)) {
         free(blob);
         return NULL;
     }
@@ -202,6 +191,31 @@ static struct mg_cache_entry_s *read_entry(mg_request_t *r, mg_shdict_t *d)
         p = eol + 2;
     }
     return e;
+}
+
+static struct mg_cache_entry_s *read_entry(mg_request_t *r, mg_shdict_t *d)
+{
+    size_t cap = FIRST_READ, len = cap;
+    char *blob = malloc(cap);
+    double num;
+    int type;
+    if (!blob)
+        return NULL;
+    while ((type = mg_ffi_shdict_get(d, r->cache_key, r->cache_key_len, &num, blob, &len)) ==
+           -ENOBUFS) {
+        char *bigger = realloc(blob, len);
+        if (!bigger) {
+            free(blob);
+            return NULL;
+        }
+        blob = bigger;
+        cap = len;
+    }
+    if (type != MG_SHDICT_STRING) {
+        free(blob);
+        return NULL;
+    }
+    return entry_from_blob(blob, len);
 }
 
 /* ---- one fetch for many ---------------------------------------------------
@@ -262,7 +276,7 @@ static void free_entry(struct mg_cache_entry_s *e)
 static void on_lock_poll(uv_timer_t *t)
 {
     mg_worker_t *w = t->data;
-    uint64_t now = mono_ms();
+    uint64_t now = wall_ms();
     mg_link_t *l = w->cache_waiters.next;
     while (l != &w->cache_waiters) {
         mg_request_t *r = mg_container_of(l, mg_request_t, cache_wait);
@@ -302,6 +316,71 @@ void mg_cache_worker_close(mg_worker_t *w)
         uv_close((uv_handle_t *)&w->cache_timer, NULL);
 }
 
+/* ---- answers kept in Redis ------------------------------------------------
+ * Under "mgcache:" + the key. The request waits for a GET before going
+ * upstream (like a wait for a lock) and the fetched answer is SET with PX;
+ * DEL invalidates. A Redis that fails or is slower than its timeout makes
+ * a miss: the upstream answers, nothing is lost. */
+
+#define REDIS_PREFIX "mgcache:"
+
+static mg_redis_t *redis_client(const mg_route_cache_t *rc)
+{
+    const char *err;
+    size_t pl = rc->redis_password ? strlen(rc->redis_password) : 0;
+    return mg_ffi_redis_client(rc->redis_host, strlen(rc->redis_host), rc->redis_port,
+                               rc->redis_password, pl, rc->redis_db, rc->redis_pool,
+                               rc->redis_connect_timeout, rc->redis_timeout, &err);
+}
+
+/* Sends `cmd` <prefixed key> [value [PX ms]]; returns the op or NULL. */
+static mg_redis_op_t *redis_send(mg_request_t *r, const char *cmd, const char *value, size_t vlen,
+                                 uint64_t px, mg_redis_done_fn done)
+{
+    const mg_route_cache_t *rc = r->route->cache;
+    mg_redis_t *rs = redis_client(rc);
+    size_t kl = sizeof(REDIS_PREFIX) - 1 + r->cache_key_len;
+    char *k = rs ? mg_request_alloc(r, kl) : NULL, ms[24];
+    if (!k)
+        return NULL;
+    memcpy(k, REDIS_PREFIX, sizeof(REDIS_PREFIX) - 1);
+    memcpy(k + sizeof(REDIS_PREFIX) - 1, r->cache_key, r->cache_key_len);
+    const char *argv[5] = { cmd, k, value, "PX", ms };
+    size_t lens[5] = { strlen(cmd), kl, vlen, 2, 0 };
+    lens[4] = (size_t)snprintf(ms, sizeof(ms), "%llu", (unsigned long long)px);
+    const char *err;
+    return mg_redis_command_c(rs, value ? 5 : 2, argv, lens, done, r, &err);
+}
+
+static void on_redis_get(void *arg, const struct redisReply *reply, const char *why)
+{
+    mg_request_t *r = arg;
+    (void)why; /* a miss either way; the Redis client logs its failures */
+    r->cache_op = NULL;
+    struct mg_cache_entry_s *e = NULL;
+    if (reply && reply->type == REDIS_REPLY_STRING) {
+        char *blob = malloc(reply->len);
+        if (blob) {
+            memcpy(blob, reply->str, reply->len);
+            e = entry_from_blob(blob, reply->len);
+        }
+    }
+    int serve = 0;
+    uint64_t now = wall_ms();
+    if (e && now < e->h.fresh_ms) {
+        r->cache_entry = e;
+        r->cache_state = MG_CACHE_HIT;
+        serve = 1;
+    } else if (e) {
+        r->cache_state = MG_CACHE_EXPIRED;
+        if (now < e->h.stale_ms)
+            r->cache_entry = e; /* for a failing upstream */
+        else
+            free_entry(e);
+    }
+    mg_conn_cache_ready(r->c, serve);
+}
+
 /* A miss: fetch it (taking the lock), or wait for whoever fetches it. */
 static int miss(mg_request_t *r, const mg_route_cache_t *rc)
 {
@@ -323,7 +402,7 @@ static int miss(mg_request_t *r, const mg_route_cache_t *rc)
     }
     mg_worker_t *w = r->c->w;
     r->cache_waiting = 1;
-    r->cache_wait_until = mono_ms() + rc->lock;
+    r->cache_wait_until = wall_ms() + rc->lock;
     mg_list_push(&w->cache_waiters, &r->cache_wait);
     if (!uv_is_active((uv_handle_t *)&w->cache_timer))
         uv_timer_start(&w->cache_timer, on_lock_poll, LOCK_POLL_MS, LOCK_POLL_MS);
@@ -342,17 +421,21 @@ int mg_cache_lookup(mg_request_t *r)
         return 0;
     }
     r->cache_state = MG_CACHE_BYPASS;
-    if (!rc->dict || r->cache_skip || r->has_body || r->is_upgrade ||
+    if ((!rc->dict && !rc->redis_host) || r->cache_skip || r->has_body || r->is_upgrade ||
         has_req_header(r, "range", 5) ||
         (!rc->authorized &&
          (has_req_header(r, "authorization", 13) || has_req_header(r, "cookie", 6))) ||
         build_key(r) < 0)
         return 0;
     r->cache_state = MG_CACHE_MISS;
+    if (rc->redis_host) {
+        r->cache_op = redis_send(r, "GET", NULL, 0, 0, on_redis_get);
+        return r->cache_op ? MG_CACHE_WAIT : MG_CACHE_GO;
+    }
     struct mg_cache_entry_s *e = read_entry(r, rc->dict);
     if (!e)
         return miss(r, rc);
-    uint64_t now = mono_ms();
+    uint64_t now = wall_ms();
     if (now < e->h.fresh_ms) {
         r->cache_entry = e;
         r->cache_state = MG_CACHE_HIT;
@@ -369,7 +452,7 @@ int mg_cache_lookup(mg_request_t *r)
 int mg_cache_can_serve_stale(const mg_request_t *r)
 {
     return r->cache_entry && r->cache_state == MG_CACHE_EXPIRED &&
-           mono_ms() < r->cache_entry->h.stale_ms;
+           wall_ms() < r->cache_entry->h.stale_ms;
 }
 
 /* ---- serving a kept answer ---------------------------------------------- */
@@ -457,7 +540,7 @@ static char *put(char *o, const char *s, size_t n)
 size_t mg_cache_head(mg_request_t *r, char *out, size_t cap, const char *connection)
 {
     const struct mg_cache_entry_s *e = r->cache_entry;
-    uint64_t now = mono_ms();
+    uint64_t now = wall_ms();
     int status = r->res_status ? r->res_status : e->h.status;
     if (status == 200 && !r->res_body_set && not_modified(r))
         status = 304;
@@ -716,7 +799,7 @@ static void capture_start(mg_upconn_t *u, const mg_route_cache_t *rc, int status
         life = expires < 0 ? 0 : expires - (date >= 0 ? date : (long long)time(NULL));
     else
         says = 0;
-    uint64_t now = mono_ms();
+    uint64_t now = wall_ms();
     uint64_t fresh = !says ? rc->ttl : life > age ? (uint64_t)(life - age) * 1000 : 0;
     if (fresh == 0)
         return;
@@ -814,19 +897,25 @@ void mg_cache_capture_end(mg_request_t *r)
     memcpy(&h, cp->buf, sizeof(h));
     h.body_len = (uint32_t)(cp->len - sizeof(h) - h.lines_len);
     memcpy(cp->buf, &h, sizeof(h));
-    uint64_t now = mono_ms();
+    uint64_t now = wall_ms();
     const char *err = NULL;
-    if (h.stale_ms > now &&
-        mg_ffi_shdict_set(rc->dict, r->cache_key, r->cache_key_len, MG_SHDICT_STRING, 0, cp->buf,
-                          cp->len, h.stale_ms - now, MG_SHDICT_SET, &err) == 0)
+    if (h.stale_ms > now && rc->redis_host) {
+        if (redis_send(r, "SET", cp->buf, cp->len, h.stale_ms - now, NULL))
+            mg_metrics_cache_stored(r->c->w->id);
+    } else if (h.stale_ms > now &&
+               mg_ffi_shdict_set(rc->dict, r->cache_key, r->cache_key_len, MG_SHDICT_STRING, 0,
+                                 cp->buf, cp->len, h.stale_ms - now, MG_SHDICT_SET, &err) == 0) {
         mg_metrics_cache_stored(r->c->w->id);
+    }
     capture_drop(r);
 }
 
 void mg_cache_invalidate(mg_request_t *r)
 {
     const mg_route_cache_t *rc = r->route ? r->route->cache : NULL;
-    if (rc && rc->dict && r->cache_key)
+    if (rc && rc->redis_host && r->cache_key)
+        redis_send(r, "DEL", NULL, 0, 0, NULL);
+    else if (rc && rc->dict && r->cache_key)
         mg_ffi_shdict_delete(rc->dict, r->cache_key, r->cache_key_len);
 }
 
@@ -870,6 +959,10 @@ void mg_cache_release(mg_request_t *r)
     if (r->cache_state != MG_CACHE_NONE)
         mg_metrics_cache(r->c->w->id, r->cache_state);
     wait_stop(r);
+    if (r->cache_op) {
+        mg_redis_op_cancel(r->cache_op);
+        r->cache_op = NULL;
+    }
     capture_drop(r);
     free_entry(r->cache_entry);
     r->cache_entry = NULL;

@@ -665,6 +665,26 @@ static void conv_cache(conv_t *cv, int r_t, const char *what, mg_route_t *r)
         }
         lua_pop(L, 1);
     }
+    lua_getfield(L, t, "redis");
+    int has_redis = lua_istable(L, -1);
+    lua_pop(L, 1);
+    if (has_redis) {
+        char rwhat[96];
+        int rt = push_table(cv, t, cwhat, "redis");
+        snprintf(rwhat, sizeof(rwhat), "%s.redis", cwhat);
+        get_str(cv, rt, rwhat, "host", 0, &rc->redis_host);
+        get_str(cv, rt, rwhat, "password", 1, &rc->redis_password);
+        get_int(cv, rt, rwhat, "port", 1, 65535, &rc->redis_port);
+        get_int(cv, rt, rwhat, "db", 0, INT32_MAX, &rc->redis_db);
+        get_int(cv, rt, rwhat, "pool", 1, 64, &rc->redis_pool);
+        lua_getfield(L, rt, "timeout");
+        rc->redis_timeout = lua_tonumber(L, -1);
+        lua_getfield(L, rt, "connect_timeout");
+        rc->redis_connect_timeout = lua_tonumber(L, -1);
+        lua_pop(L, 3);
+        lua_pop(L, 1); /* the cache table */
+        return;
+    }
     if (get_str(cv, t, cwhat, "dict", 0, &rc->dict_name) == 0 &&
         get_uint(cv, t, cwhat, "dict_size", 1, MAX_DOUBLE_INT, &v) == 0) {
         /* dictionaries live in the process: the same name is the same one
@@ -868,6 +888,8 @@ void mg_config_free(mg_config_t *cfg)
         free(r->rewrite);
         if (r->cache) {
             free(r->cache->dict_name);
+            free(r->cache->redis_host);
+            free(r->cache->redis_password);
             for (j = 0; j < r->cache->nvary; j++)
                 free(r->cache->vary[j]);
             free(r->cache);

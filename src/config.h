@@ -69,6 +69,12 @@ struct mg_route_cache_s {
     int authorized;            /* requests with Authorization or Cookie use it too */
     uint64_t lock;             /* a miss waits this long for another request
                                   fetching the same answer (0: never) */
+    /* answers kept in Redis instead (shared by gateway instances) when
+     * redis_host is set; then `dict` and `lock` are not used */
+    char *redis_host;
+    char *redis_password;      /* NULL: no AUTH */
+    int redis_port, redis_db, redis_pool;
+    double redis_timeout, redis_connect_timeout; /* seconds */
 };
 
 typedef struct mg_route_s {

@@ -215,7 +215,8 @@ struct mg_request_s {
     uint8_t cache_waiting;     /* in the worker's cache_waiters */
     uint8_t cache_updating;    /* served stale while another fetches */
     mg_link_t cache_wait;
-    uint64_t cache_wait_until; /* monotonic ms: then it fetches itself */
+    uint64_t cache_wait_until; /* wall clock ms: then it fetches itself */
+    struct op_s *cache_op;     /* a Redis GET it waits for (redis.h) */
 
     /* Not cleared between requests (request_new zeroes up to here). */
     mg_edit_t req_edits[MG_MAX_EDITS];

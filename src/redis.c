@@ -64,6 +64,8 @@ struct op_s {
     op_t *next; /* FIFO of its connection, or the free list */
     conn_t *conn;
     mg_hook_co_t *hc;  /* the waiting hook; NULL once cancelled or answered */
+    mg_redis_done_fn done; /* or C code waiting (mg_redis_command_c) */
+    void *done_arg;
     uint64_t deadline; /* loop ms */
     redisReply *reply; /* while push_reply runs */
     const char *why;   /* no reply: why */
@@ -153,6 +155,8 @@ static op_t *op_get(rworker_t *rw, size_t bytes)
     op->next = NULL;
     op->conn = NULL;
     op->hc = NULL;
+    op->done = NULL;
+    op->done_arg = NULL;
     op->reply = NULL;
     op->why = NULL;
     op->script = -1;
@@ -282,6 +286,11 @@ static int push_reply(lua_State *L, void *arg)
 static void op_finish(rworker_t *rw, op_t *op, redisReply *reply, const char *why)
 {
     mg_hook_co_t *hc = op->hc;
+    mg_redis_done_fn done = op->done;
+
+    op->done = NULL;
+    if (done != NULL && !rw->freeing)
+        done(op->done_arg, reply, reply ? NULL : why);
 
     op->hc = NULL;
     if (hc != NULL && !rw->freeing) {
@@ -836,6 +845,47 @@ int mg_ffi_redis_command(mg_redis_t *rs, int argc, const char **argv, const size
         return MG_REDIS_EDOWN;
     }
     return wait_for(rw, c, op, err);
+}
+
+mg_redis_op_t *mg_redis_command_c(mg_redis_t *rs, int argc, const char **argv,
+                                  const size_t *argvlen, mg_redis_done_fn done, void *arg,
+                                  const char **err)
+{
+    rworker_t *rw = rs->rw;
+    conn_t *c;
+    op_t *op;
+
+    if (rw->closed) {
+        *err = "shutting down";
+        return NULL;
+    }
+    if (argc < 1 || argc > MAX_ARGS) {
+        *err = "bad arguments";
+        return NULL;
+    }
+    if ((c = pick(rs)) == NULL) {
+        *err = rs->why[0] ? rs->why : "unavailable";
+        return NULL;
+    }
+    if ((op = op_get(rw, 0)) == NULL) {
+        *err = "out of memory";
+        return NULL;
+    }
+    if (redisAsyncCommandArgv(c->ac, on_reply, op, argc, argv, argvlen) != REDIS_OK) {
+        op_put(rw, op);
+        *err = "cannot send";
+        return NULL;
+    }
+    track(c, op);
+    op->done = done;
+    op->done_arg = arg;
+    return op;
+}
+
+void mg_redis_op_cancel(mg_redis_op_t *op)
+{
+    if (op)
+        op->done = NULL;
 }
 
 int mg_ffi_redis_eval(mg_redis_t *rs, int script, int nkeys, int argc, const char **argv,

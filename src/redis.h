@@ -25,6 +25,24 @@
 
 #include "gateway.h"
 
+struct redisReply;
+typedef struct mg_redis_s mg_redis_t;
+typedef struct op_s mg_redis_op_t;
+
+/* For C code on a worker's thread (the response cache): sends a command
+ * on client rs (from mg_ffi_redis_client). The reply (or NULL and why, on
+ * failure or timeout) goes to done(arg, ...) on the worker's loop, never
+ * before this returns. Returns a handle for mg_redis_op_cancel, or NULL
+ * with *err when the command cannot start (then done is never called).
+ * `done` may be NULL: the reply is dropped. */
+typedef void (*mg_redis_done_fn)(void *arg, const struct redisReply *reply, const char *why);
+mg_redis_op_t *mg_redis_command_c(mg_redis_t *rs, int argc, const char **argv,
+                                  const size_t *argvlen, mg_redis_done_fn done, void *arg,
+                                  const char **err);
+/* The caller no longer waits: done will not be called. Only before done
+ * ran (the handle is reused after). */
+void mg_redis_op_cancel(mg_redis_op_t *op);
+
 /* While the worker shuts down, on its thread, with the loop still running
  * (worker_finish): closes every connection; commands still waiting are
  * answered with (nil, "shutting down"); new commands fail. */

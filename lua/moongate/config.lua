@@ -600,7 +600,7 @@ local ROUTE_KEYS = { "name", "path", "upstream", "handler", "methods", "host",
                      "headers", "listen", "strip_prefix", "rewrite",
                      "max_body", "policies", "cache" }
 local CACHE_KEYS = { "ttl", "stale", "max_body", "statuses", "vary",
-                     "authorized", "dict", "lock" }
+                     "authorized", "dict", "lock", "redis" }
 -- what a route's cache stores when it says only `cache = true`: the
 -- statuses RFC 9111 lets a cache keep without explicit freshness
 local DEFAULT_CACHE = { ttl = 60000, stale = 0, max_body = 1024 * 1024,
@@ -1227,6 +1227,19 @@ local function route_cache(d, v)
             out.authorized = v.authorized
         end
     end
+    if v.redis ~= nil then
+        -- the same options as moongate.redis (checked by it)
+        local ok, client = pcall(require("moongate.redis").new, v.redis,
+                                 "route.cache.redis")
+        if not ok then
+            err(d, "%s", (gsub(tostring(client), "^[^\n]-:%d+: ", "")))
+        else
+            out.redis = { host = client.host, port = client.port,
+                          password = client.password, db = client.db,
+                          pool = client.pool, timeout = client.timeout,
+                          connect_timeout = client.connect_timeout }
+        end
+    end
     if v.dict ~= nil then
         if type(v.dict) ~= "string" or v.dict == "" then
             err(d, "route.cache.dict must be a shared dict name, got %s",
@@ -1514,7 +1527,7 @@ local function finish(c)
                 r.listen, concat(port_list, ", "))
         end
         r.max_body = r.max_body or cfg.limits.body
-        if r.cache then
+        if r.cache and not r.cache.redis then
             local sd = c.shared_dict_by_name[r.cache.dict]
             if sd then
                 r.cache.dict_size = sd.value.size or CACHE_DICT_SIZE
