@@ -324,6 +324,21 @@ void mg_cache_worker_close(mg_worker_t *w)
 
 #define REDIS_PREFIX "mgcache:"
 
+static int has_validator(const struct mg_cache_entry_s *e);
+
+/* An expired answer still within its `stale` time is held: to stand in
+ * for a failing upstream, to serve while another request fetches, and to
+ * be revalidated (a conditional request) when it has a validator. */
+static void keep_expired(mg_request_t *r, struct mg_cache_entry_s *e, uint64_t now)
+{
+    if (now >= e->h.stale_ms) {
+        free_entry(e);
+        return;
+    }
+    r->cache_entry = e;
+    r->cache_revalidating = !r->head_method && has_validator(e);
+}
+
 static mg_redis_t *redis_client(const mg_route_cache_t *rc)
 {
     const char *err;
@@ -373,10 +388,7 @@ static void on_redis_get(void *arg, const struct redisReply *reply, const char *
         serve = 1;
     } else if (e) {
         r->cache_state = MG_CACHE_EXPIRED;
-        if (now < e->h.stale_ms)
-            r->cache_entry = e; /* for a failing upstream */
-        else
-            free_entry(e);
+        keep_expired(r, e, now);
     }
     mg_conn_cache_ready(r->c, serve);
 }
@@ -442,10 +454,7 @@ int mg_cache_lookup(mg_request_t *r)
         return MG_CACHE_SERVE;
     }
     r->cache_state = MG_CACHE_EXPIRED;
-    if (now < e->h.stale_ms)
-        r->cache_entry = e; /* for a failing upstream, or while another fetches */
-    else
-        free_entry(e);
+    keep_expired(r, e, now);
     return miss(r, rc);
 }
 
@@ -574,6 +583,9 @@ size_t mg_cache_head(mg_request_t *r, char *out, size_t cap, const char *connect
     if (r->cache_state == MG_CACHE_HIT)
         o += snprintf(o, 64, "Cache-Status: moongate; hit; ttl=%lld\r\n",
                       (long long)((e->h.fresh_ms - now) / 1000));
+    else if (r->cache_state == MG_CACHE_REVALIDATED)
+        o += snprintf(o, 80, "Cache-Status: moongate; fwd=stale; fwd-status=304; ttl=%lld\r\n",
+                      (long long)(e->h.fresh_ms > now ? (e->h.fresh_ms - now) / 1000 : 0));
     else if (r->cache_updating)
         o += snprintf(o, 80, "Cache-Status: moongate; hit; ttl=-%lld; detail=updating\r\n",
                       (long long)((now - e->h.fresh_ms + 999) / 1000));
@@ -751,44 +763,46 @@ static int kept_header(mg_upconn_t *u, uint32_t i)
            !ieq(n, l, "x-request-id", 12) && !ieq(n, l, "cache-status", 12);
 }
 
-/* Starts r->cache_capture when u's answer may be kept. */
-static void capture_start(mg_upconn_t *u, const mg_route_cache_t *rc, int status)
+/* A response header as the rules for keeping read it. */
+typedef struct hdr_s {
+    const char *n, *v;
+    size_t nl, vl;
+    int kept; /* a line of the kept answer */
+} hdr_t;
+
+/* Whether and how long a response with headers hs may be kept (RFC 9111
+ * 3 and 4.2.1, as a shared cache); fills h's times, age, line count and
+ * length. Returns 0, or -1 when it must not be kept. */
+static int judge(const mg_route_cache_t *rc, const hdr_t *hs, size_t n, blob_head_t *h)
 {
-    mg_request_t *r = u->r;
-    if (!status_listed(rc, status))
-        return;
-    if ((u->parser.flags & F_CONTENT_LENGTH) && u->parser.content_length > rc->max_body)
-        return;
     cache_control_t cc = { .max_age = -1, .s_maxage = -1, .stale_if_error = -1 };
     long long expires = -2, date = -1, age = 0;
     size_t lines = 0;
     uint32_t nkept = 0;
-    for (uint32_t i = 0; i < u->nheaders; i++) {
-        const char *n = u->buf.data + u->headers[i].name.off;
-        const char *v = u->buf.data + u->headers[i].value.off;
-        size_t nl = u->headers[i].name.len, vl = u->headers[i].value.len;
-        if (ieq(n, nl, "cache-control", 13))
+    for (size_t i = 0; i < n; i++) {
+        const char *nm = hs[i].n, *v = hs[i].v;
+        size_t nl = hs[i].nl, vl = hs[i].vl;
+        if (ieq(nm, nl, "cache-control", 13))
             parse_cache_control(v, vl, &cc);
-        else if (ieq(n, nl, "pragma", 6) && vl >= 8 && strncasecmp(v, "no-cache", 8) == 0)
+        else if (ieq(nm, nl, "pragma", 6) && vl >= 8 && strncasecmp(v, "no-cache", 8) == 0)
             cc.no_store = 1;
-        else if (ieq(n, nl, "set-cookie", 10))
-            return;
-        else if (ieq(n, nl, "vary", 4) && !vary_ok(rc, v, vl))
-            return;
-        else if (ieq(n, nl, "expires", 7))
+        else if (ieq(nm, nl, "set-cookie", 10))
+            return -1;
+        else if (ieq(nm, nl, "vary", 4) && !vary_ok(rc, v, vl))
+            return -1;
+        else if (ieq(nm, nl, "expires", 7))
             expires = http_date(v, vl);
-        else if (ieq(n, nl, "date", 4))
+        else if (ieq(nm, nl, "date", 4))
             date = http_date(v, vl);
-        else if (ieq(n, nl, "age", 3))
+        else if (ieq(nm, nl, "age", 3))
             age = directive_seconds(v, vl) < 0 ? 0 : directive_seconds(v, vl);
-        if (kept_header(u, i)) {
+        if (hs[i].kept) {
             lines += nl + vl + 4;
             nkept++;
         }
     }
     if (cc.no_store || lines > MAX_HEAD_LINES)
-        return;
-    /* freshness lifetime, seconds (RFC 9111 4.2.1) */
+        return -1;
     long long life = 0;
     int says = 1; /* the upstream gives a lifetime; else the route's ttl */
     if (cc.s_maxage >= 0)
@@ -802,13 +816,57 @@ static void capture_start(mg_upconn_t *u, const mg_route_cache_t *rc, int status
     uint64_t now = wall_ms();
     uint64_t fresh = !says ? rc->ttl : life > age ? (uint64_t)(life - age) * 1000 : 0;
     if (fresh == 0)
-        return;
+        return -1;
     uint64_t stale = cc.must_revalidate ? 0 : rc->stale;
     if (!cc.must_revalidate && cc.stale_if_error > 0 && (uint64_t)cc.stale_if_error * 1000 > stale)
         stale = (uint64_t)cc.stale_if_error * 1000;
+    h->magic = BLOB_MAGIC;
+    h->nheaders = (uint16_t)nkept;
+    h->stored_ms = now;
+    h->fresh_ms = now + fresh;
+    h->stale_ms = now + fresh + stale;
+    h->age = (uint32_t)age;
+    h->lines_len = (uint32_t)lines;
+    return 0;
+}
+
+static char *put_lines(char *o, const hdr_t *hs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (hs[i].kept)
+            o = mg_put_header(o, hs[i].n, hs[i].nl, hs[i].v, hs[i].vl);
+    return o;
+}
+
+/* u's response head as hdr_t (hs has room for u->nheaders). */
+static void upstream_headers(mg_upconn_t *u, hdr_t *hs)
+{
+    for (uint32_t i = 0; i < u->nheaders; i++) {
+        hs[i].n = u->buf.data + u->headers[i].name.off;
+        hs[i].nl = u->headers[i].name.len;
+        hs[i].v = u->buf.data + u->headers[i].value.off;
+        hs[i].vl = u->headers[i].value.len;
+        hs[i].kept = kept_header(u, i);
+    }
+}
+
+/* Starts r->cache_capture when u's answer may be kept. */
+static void capture_start(mg_upconn_t *u, const mg_route_cache_t *rc, int status)
+{
+    mg_request_t *r = u->r;
+    hdr_t hs[MG_UP_MAX_HEADERS];
+    blob_head_t h = { 0 };
+    if (!status_listed(rc, status))
+        return;
+    if ((u->parser.flags & F_CONTENT_LENGTH) && u->parser.content_length > rc->max_body)
+        return;
+    upstream_headers(u, hs);
+    if (judge(rc, hs, u->nheaders, &h) < 0)
+        return;
+    h.status = (uint16_t)status;
 
     struct mg_cache_capture_s *cp = malloc(sizeof(*cp));
-    size_t first = sizeof(blob_head_t) + lines;
+    size_t first = sizeof(blob_head_t) + h.lines_len;
     size_t body_hint =
         (u->parser.flags & F_CONTENT_LENGTH) ? (size_t)u->parser.content_length : 4096;
     if (!cp)
@@ -820,22 +878,102 @@ static void capture_start(mg_upconn_t *u, const mg_route_cache_t *rc, int status
         return;
     }
     cp->limit = first + rc->max_body;
-    blob_head_t h = { .magic = BLOB_MAGIC,
-                      .status = (uint16_t)status,
-                      .nheaders = (uint16_t)nkept,
-                      .stored_ms = now,
-                      .fresh_ms = now + fresh,
-                      .stale_ms = now + fresh + stale,
-                      .age = (uint32_t)age,
-                      .lines_len = (uint32_t)lines };
     memcpy(cp->buf, &h, sizeof(h));
-    char *o = cp->buf + sizeof(h);
-    for (uint32_t i = 0; i < u->nheaders; i++)
-        if (kept_header(u, i))
-            o = mg_put_header(o, u->buf.data + u->headers[i].name.off, u->headers[i].name.len,
-                              u->buf.data + u->headers[i].value.off, u->headers[i].value.len);
-    cp->len = (size_t)(o - cp->buf);
+    cp->len = (size_t)(put_lines(cp->buf + sizeof(h), hs, u->nheaders) - cp->buf);
     r->cache_capture = cp;
+}
+
+/* Keeps blob (len bytes) under r's key, in the dictionary or in Redis. */
+static void store(mg_request_t *r, const char *blob, size_t len, uint64_t stale_ms)
+{
+    const mg_route_cache_t *rc = r->route->cache;
+    uint64_t now = wall_ms();
+    const char *err = NULL;
+    if (stale_ms <= now)
+        return;
+    if (rc->redis_host) {
+        if (redis_send(r, "SET", blob, len, stale_ms - now, NULL))
+            mg_metrics_cache_stored(r->c->w->id);
+    } else if (mg_ffi_shdict_set(rc->dict, r->cache_key, r->cache_key_len, MG_SHDICT_STRING, 0,
+                                 blob, len, stale_ms - now, MG_SHDICT_SET, &err) == 0) {
+        mg_metrics_cache_stored(r->c->w->id);
+    }
+}
+
+/* ---- revalidation ------------------------------------------------------- */
+
+static int has_validator(const struct mg_cache_entry_s *e)
+{
+    size_t l;
+    return entry_header(e, "etag", 4, &l) || entry_header(e, "last-modified", 13, &l);
+}
+
+size_t mg_cache_validators(const mg_request_t *r, char *out)
+{
+    const struct mg_cache_entry_s *e = r->cache_entry;
+    const char *v;
+    size_t vl;
+    char *o = out;
+    if ((v = entry_header(e, "etag", 4, &vl)))
+        o = mg_put_header(o, "If-None-Match", 13, v, vl);
+    if ((v = entry_header(e, "last-modified", 13, &vl)))
+        o = mg_put_header(o, "If-Modified-Since", 17, v, vl);
+    return (size_t)(o - out);
+}
+
+size_t mg_cache_validators_len(const mg_request_t *r)
+{
+    return r->cache_revalidating ? r->cache_entry->h.lines_len + 64 : 0;
+}
+
+int mg_cache_revalidated(mg_upconn_t *u)
+{
+    mg_request_t *r = u->r;
+    struct mg_cache_entry_s *e = r->cache_entry;
+    const mg_route_cache_t *rc = r->route->cache;
+    size_t n = e->nheaders + u->nheaders, k = 0;
+    hdr_t *hs = malloc(n * sizeof(*hs));
+    if (!hs)
+        return 0;
+    /* the kept head, updated with the 304's fields (RFC 9111 3.2) */
+    upstream_headers(u, hs + e->nheaders);
+    for (uint32_t i = 0; i < e->nheaders; i++) {
+        const char *nm = e->blob + e->headers[i].name.off;
+        size_t nl = e->headers[i].name.len, j;
+        for (j = e->nheaders; j < n; j++)
+            if (hs[j].kept && ieq(hs[j].n, hs[j].nl, nm, nl))
+                break;
+        if (j < n)
+            continue; /* the 304 says it anew */
+        hs[k++] = (hdr_t){ nm, e->blob + e->headers[i].value.off, nl, e->headers[i].value.len,
+                           1 };
+    }
+    memmove(hs + k, hs + e->nheaders, u->nheaders * sizeof(*hs));
+    n = k + u->nheaders;
+    blob_head_t h = { 0 };
+    char *blob = NULL;
+    size_t len = 0;
+    if (judge(rc, hs, n, &h) == 0) {
+        h.status = e->h.status;
+        h.body_len = e->h.body_len;
+        len = sizeof(h) + h.lines_len + h.body_len;
+        blob = malloc(len);
+    }
+    if (blob) {
+        memcpy(blob, &h, sizeof(h));
+        char *o = put_lines(blob + sizeof(h), hs, n);
+        memcpy(o, e->body, e->h.body_len);
+        store(r, blob, len, h.stale_ms);
+        struct mg_cache_entry_s *fresh = entry_from_blob(blob, len);
+        if (fresh) {
+            free_entry(e);
+            r->cache_entry = fresh;
+        }
+    }
+    free(hs);
+    lock_release(r);
+    r->cache_state = MG_CACHE_REVALIDATED;
+    return 1; /* served from the kept answer, kept again or not */
 }
 
 void mg_cache_capture_head(mg_upconn_t *u)
@@ -892,21 +1030,11 @@ void mg_cache_capture_body(mg_request_t *r, const char *p, size_t n)
 void mg_cache_capture_end(mg_request_t *r)
 {
     struct mg_cache_capture_s *cp = r->cache_capture;
-    const mg_route_cache_t *rc = r->route->cache;
     blob_head_t h;
     memcpy(&h, cp->buf, sizeof(h));
     h.body_len = (uint32_t)(cp->len - sizeof(h) - h.lines_len);
     memcpy(cp->buf, &h, sizeof(h));
-    uint64_t now = wall_ms();
-    const char *err = NULL;
-    if (h.stale_ms > now && rc->redis_host) {
-        if (redis_send(r, "SET", cp->buf, cp->len, h.stale_ms - now, NULL))
-            mg_metrics_cache_stored(r->c->w->id);
-    } else if (h.stale_ms > now &&
-               mg_ffi_shdict_set(rc->dict, r->cache_key, r->cache_key_len, MG_SHDICT_STRING, 0,
-                                 cp->buf, cp->len, h.stale_ms - now, MG_SHDICT_SET, &err) == 0) {
-        mg_metrics_cache_stored(r->c->w->id);
-    }
+    store(r, cp->buf, cp->len, h.stale_ms);
     capture_drop(r);
 }
 

@@ -35,6 +35,7 @@ enum {
     MG_CACHE_STALE,    /* the upstream failed: served an expired answer */
     MG_CACHE_BYPASS,   /* not for the cache (Authorization, Cookie, Range,
                           a body, a hook's req:skip_cache()) */
+    MG_CACHE_REVALIDATED, /* expired, the upstream said 304: served again */
     MG_CACHE__COUNT
 };
 
@@ -73,6 +74,16 @@ void mg_cache_capture_head(mg_upconn_t *u);
 void mg_cache_capture_body(mg_request_t *r, const char *p, size_t n);
 /* The whole response arrived: stores it. */
 void mg_cache_capture_end(mg_request_t *r);
+
+/* Revalidation of an expired answer that has a validator (ETag,
+ * Last-Modified; r->cache_revalidating): the conditional header lines the
+ * upstream request carries instead of the client's (at most
+ * mg_cache_validators_len bytes), and, when the upstream answers 304,
+ * mg_cache_revalidated: the kept answer is updated, kept again and r holds
+ * it to serve (returns 1; 0: serve the 304 as it is). */
+size_t mg_cache_validators(const mg_request_t *r, char *out);
+size_t mg_cache_validators_len(const mg_request_t *r);
+int mg_cache_revalidated(mg_upconn_t *u);
 
 /* An unsafe method (POST, PUT, PATCH, DELETE) got a non-error answer: the
  * answer kept for the same key (GET) is removed (RFC 9111 4.4). */

@@ -214,6 +214,7 @@ struct mg_request_s {
     uint8_t cache_lock_owner;  /* fetches it for every miss of its key */
     uint8_t cache_waiting;     /* in the worker's cache_waiters */
     uint8_t cache_updating;    /* served stale while another fetches */
+    uint8_t cache_revalidating; /* asks the upstream if its answer still holds */
     mg_link_t cache_wait;
     uint64_t cache_wait_until; /* wall clock ms: then it fetches itself */
     struct op_s *cache_op;     /* a Redis GET it waits for (redis.h) */
@@ -294,6 +295,7 @@ struct mg_upconn_s {
     void *client;              /* gw.http operation using it (http_client.c) */
     uint8_t hook_paused;       /* parser paused while on_response waits */
     uint8_t hook_failed;       /* on_response failed: answer 500 */
+    uint8_t revalidated;       /* a 304 to the cache's conditional request */
 };
 
 #define MG_UP_MAX_HEADERS 128

@@ -51,7 +51,7 @@
 #define NCLASSES 10
 #define NBUCKETS 15 /* 14 bounds + Inf */
 #define CACHE_LINE 64
-#define CACHE_RESULTS 6 /* cache.h's MG_CACHE_HIT..BYPASS, [0] stored */
+#define CACHE_RESULTS 7 /* cache.h's MG_CACHE_HIT..REVALIDATED, [0] stored */
 #define COUNT_MASK ((UINT64_C(1) << 48) - 1)
 
 /* Upper bounds (le) of the histogram buckets, in microseconds and as the
@@ -523,8 +523,9 @@ char *mg_metrics_render(const char *extra, size_t *len)
          "# TYPE moongate_connections_open gauge\n"
          "moongate_connections_open %lld\n",
          (long long)(conns > 0 ? conns : 0));
-    static const char *const cache_results[CACHE_RESULTS] = { NULL, "hit", "miss", "expired",
-                                                              "stale", "bypass" };
+    static const char *const cache_results[CACHE_RESULTS] = {
+        NULL, "hit", "miss", "expired", "stale", "bypass", "revalidated"
+    };
     puts_(&b, "# HELP moongate_cache_requests_total Requests on cached routes, by what the "
               "cache did.\n# TYPE moongate_cache_requests_total counter\n");
     for (int i = 1; i < CACHE_RESULTS; i++)

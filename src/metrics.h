@@ -30,7 +30,7 @@ void mg_metrics_reload(int ok);
  * returns the escaped length, like snprintf. */
 size_t mg_metrics_escape_label(char *out, size_t cap, const char *s);
 /* From worker `w`: a request on a cached route, by cache result
- * (cache.h's MG_CACHE_HIT..MG_CACHE_BYPASS); an answer kept. */
+ * (cache.h's MG_CACHE_HIT..MG_CACHE_REVALIDATED); an answer kept. */
 void mg_metrics_cache(int w, int result);
 void mg_metrics_cache_stored(int w);
 /* A TLS handshake with a client finished (ok) or failed. */

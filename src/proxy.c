@@ -350,6 +350,13 @@ static int on_resp_headers_complete(llhttp_t *p)
     mg_pool_answered(u->pool);
     if (status == 101 && !r->is_upgrade)
         return HPE_USER;
+    if (status == 304 && r->cache_revalidating && mg_cache_revalidated(u)) {
+        /* the answer to the cache's own conditional request: the kept
+         * answer is served once this one (no body) is read */
+        u->resp_keepalive = llhttp_should_keep_alive(p) ? 1 : 0;
+        u->revalidated = 1;
+        return 1;
+    }
     if (r->cache_state || r->cache_unsafe)
         mg_cache_capture_head(u);
     if (status != 101 && mg_hooks_has(r->g, r->route, MG_PHASE_RESPONSE)) {
@@ -497,11 +504,16 @@ static void up_finish_response(mg_upconn_t *u, int extra_bytes)
     mg_conn_t *c = r->c;
     r->upstream_ns = uv_hrtime() - r->upstream_start_ns;
     int reusable = u->resp_keepalive && !extra_bytes && r->state == MG_RS_WAIT;
+    int revalidated = u->revalidated;
     u->requests++;
+    u->revalidated = 0;
     r->up = NULL;
     u->r = NULL;
     mg_proxy_detach(u, reusable);
-    mg_conn_response_done(c);
+    if (revalidated)
+        mg_conn_cache_ready(c, 1); /* nothing was sent yet: the kept answer goes */
+    else
+        mg_conn_response_done(c);
 }
 
 /* Parses what arrived; forwards it; returns after a complete response, on
@@ -823,6 +835,11 @@ static void connect_target(mg_request_t *r, int ti)
 /* Skip headers the gateway owns or that are hop-by-hop (see DESIGN). */
 /* (The client's X-Forwarded-* and X-Request-Id go through unchanged when
  * the upstream is set not to get the gateway's own.) */
+static int span_is(mg_conn_t *c, mg_span_t s, const char *lit, size_t n)
+{
+    return s.len == n && strncasecmp(mg_conn_data(c, s), lit, n) == 0;
+}
+
 static int skip_request_header(mg_conn_t *c, mg_span_t name, const mg_upstream_t *up)
 {
     const char *n = mg_conn_data(c, name);
@@ -872,7 +889,8 @@ static void send_head(mg_upconn_t *u)
     mg_worker_t *w = u->w;
     char *o = w->scratch;
     size_t need = r->head_bytes + r->path_len + r->url.len * 2 + r->request_id_len + 512 +
-                  r->nheaders * 4 + r->new_query_len + r->new_method_len;
+                  r->nheaders * 4 + r->new_query_len + r->new_method_len +
+                  mg_cache_validators_len(r);
     for (int i = 0; i < r->nreq_edits; i++)
         need += r->req_edits[i].name_len + r->req_edits[i].value_len + 4;
     if (need > w->scratch_cap / 2) {
@@ -913,6 +931,9 @@ static void send_head(mg_upconn_t *u)
             host = h->value;
         if (skip_request_header(c, h->name, u->pool->u))
             continue;
+        if (r->cache_revalidating && (span_is(c, h->name, "if-none-match", 13) ||
+                                      span_is(c, h->name, "if-modified-since", 17)))
+            continue; /* the cache asks its own question */
         if (r->known[MG_H_CONNECTION] && in_connection_tokens(c, h->name))
             continue;
         if (r->nreq_edits &&
@@ -946,6 +967,8 @@ static void send_head(mg_upconn_t *u)
         o = put(o, mg_conn_data(c, host), host.len);
         o = PUTS(o, "\r\n");
     }
+    if (r->cache_revalidating)
+        o += mg_cache_validators(r, o);
     if (r->traced && !EDITED(r, "traceparent")) {
         o = PUTS(o, "traceparent: 00-");
         o = put(o, r->trace_id, sizeof(r->trace_id));
@@ -990,6 +1013,7 @@ static void send_head(mg_upconn_t *u)
     u->parser.data = u;
     u->got_response_bytes = 0;
     u->tunnel = 0;
+    u->revalidated = 0;
     uv_buf_t b = uv_buf_init(w->scratch, (unsigned)(o - w->scratch));
     r->upstream_start_ns = uv_hrtime();
     if (mg_wq_write(&u->wq, &b, 1) < 0) {

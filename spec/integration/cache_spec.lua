@@ -41,6 +41,7 @@ gw.route { path = "/nostale/**", upstream = "up", cache = { ttl = 0.3 } }
 gw.route { path = "/own/**", upstream = "up", cache = { dict = "small" } }
 gw.route { path = "/plain/**", upstream = "up" }
 gw.route { path = "/herd/**", upstream = "up", cache = { ttl = 30 } }
+gw.route { path = "/rv/**", upstream = "up", cache = { ttl = 0.3, stale = 30 } }
 gw.route { path = "/nolock/**", upstream = "up", cache = { ttl = 30, lock = 0 } }
 gw.route { path = "/upd/**", upstream = "up", cache = { ttl = 0.3, stale = 30 },
            policies = { function(req) req:set_query("delay=0.4") end } }
@@ -381,6 +382,35 @@ describe("response cache", function()
         assert.truthy(get("/upd/x").headers["cache-status"]:find("^moongate; hit; ttl=%d+$"))
     end)
 
+    it("revalidates an expired answer with the upstream (If-None-Match, 304)", function()
+        local before = fetched()
+        local first = get("/rv/x?etag=@")
+        assert.equal('"e1"', first.headers["etag"])
+        h.sleep(0.4)
+        local again = get("/rv/x?etag=@")
+        assert.equal(200, again.status)
+        assert.equal("moongate; fwd=stale; fwd-status=304; ttl=0", again.headers["cache-status"])
+        assert.equal(first.body, again.body) -- the kept body, not a new one
+        assert.equal(2, fetched() - before)
+        local last = up:stats().last
+        assert.equal('"e1"', last[#last].headers["if-none-match"])
+        -- kept fresh again
+        assert.truthy(get("/rv/x?etag=@").headers["cache-status"]:find("^moongate; hit"))
+        assert.equal(2, fetched() - before)
+        -- the client's own condition is answered by the gateway
+        h.sleep(0.4)
+        local cond = get("/rv/x?etag=@", { ["If-None-Match"] = '"e1"' })
+        assert.equal(304, cond.status)
+        -- a changed resource: a whole new answer, kept
+        h.http(up.port, { path = "/__etag?value=e2" })
+        h.sleep(0.4)
+        local changed = get("/rv/x?etag=@")
+        assert.equal('"e2"', changed.headers["etag"])
+        assert.equal("moongate; fwd=stale; stored", changed.headers["cache-status"])
+        assert.are_not.equal(first.body, changed.body)
+        assert.equal(changed.body, get("/rv/x?etag=@").body)
+    end)
+
     it("counts what it did in /metrics", function()
         local m = h.http(admin, { path = "/metrics" }).body
         local function count(result)
@@ -390,6 +420,7 @@ describe("response cache", function()
         assert.truthy(count("miss") > 10)
         assert.truthy(count("bypass") >= 3)
         assert.truthy(count("stale") >= 1)
+        assert.truthy(count("revalidated") >= 1)
         assert.truthy(tonumber(m:match("moongate_cache_stored_total (%d+)")) > 10)
     end)
 

@@ -28,6 +28,9 @@ it does is driven by the request (query parameters, headers):
   ?drop=1      read the request, then close the connection (FIN, no answer)
   ?continue=1  honour "Expect: 100-continue" with an interim 100
   ?echo=1      stream the request body back (chunked), as it arrives
+  ?etag=V      answer with ETag "V", and 304 (no body) when the request's
+               If-None-Match names it; V "@" is the value "/__etag?value=V"
+               set last (first "e1")
 
     python3 spec/support/upstream.py --sha256 N
 
@@ -316,6 +319,12 @@ async def respond(reader, writer, ctx):
         return v[-1] if v else default
 
     status = int(opt("status", "200"))
+    etag = opt("etag")
+    if etag is not None:
+        etag = '"%s"' % (ETAG["value"] if etag == "@" else etag)
+        inm = ctx["info"]["headers"].get("if-none-match", "")
+        if etag in [t.strip().removeprefix("W/") for t in inm.split(",")]:
+            status = 304
     delay = float(opt("delay", "0"))
     if delay > 0:
         await asyncio.sleep(delay)
@@ -327,6 +336,8 @@ async def respond(reader, writer, ctx):
         return False
 
     headers = [("X-Upstream-Name", NAME)]
+    if etag is not None:
+        headers.append(("ETag", etag))
     for h in q.get("hdr", []):
         k, _, v = h.partition(":")
         headers.append((k, v))
@@ -403,6 +414,7 @@ async def echo_body(reader, writer, hmap, version):
 
 
 HEALTH = {"status": 200, "delay": 0.0, "checks": 0}
+ETAG = {"value": "e1"}
 
 
 async def handle(reader, writer):
@@ -435,6 +447,18 @@ async def handle(reader, writer):
                 if "delay" in query:
                     HEALTH["delay"] = float(query["delay"][0])
                 body = json.dumps(HEALTH).encode()
+                writer.write(head_bytes(200, [
+                    ("Content-Type", "application/json"),
+                    ("Content-Length", str(len(body)))]) + body)
+                await writer.drain()
+                continue
+            if url.path == "/__etag":
+                # control: the entity tag "?etag=@" answers with from now on
+                if nreq == 1:
+                    STATS.connections -= 1
+                if "value" in query:
+                    ETAG["value"] = query["value"][0]
+                body = json.dumps(ETAG).encode()
                 writer.write(head_bytes(200, [
                     ("Content-Type", "application/json"),
                     ("Content-Length", str(len(body)))]) + body)
