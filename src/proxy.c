@@ -931,9 +931,10 @@ static void send_head(mg_upconn_t *u)
             host = h->value;
         if (skip_request_header(c, h->name, u->pool->u))
             continue;
-        if (r->cache_revalidating && (span_is(c, h->name, "if-none-match", 13) ||
-                                      span_is(c, h->name, "if-modified-since", 17)))
-            continue; /* the cache asks its own question */
+        if ((r->cache_state == MG_CACHE_MISS || r->cache_state == MG_CACHE_EXPIRED) &&
+            (span_is(c, h->name, "if-none-match", 13) ||
+             span_is(c, h->name, "if-modified-since", 17)))
+            continue; /* a fetch for the cache wants the whole answer (or asks its own) */
         if (r->known[MG_H_CONNECTION] && in_connection_tokens(c, h->name))
             continue;
         if (r->nreq_edits &&

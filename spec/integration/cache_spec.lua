@@ -272,6 +272,22 @@ describe("response cache", function()
         assert.equal(200, get(p, { ["If-Modified-Since"] = "Thu, 22 Oct 2015 07:28:00 GMT" }).status)
     end)
 
+    it("fetches whole answers to keep, whatever the client's conditions", function()
+        local before = fetched()
+        local res = get("/c/cond?etag=x1", { ["If-None-Match"] = '"x1"' })
+        assert.equal(200, res.status) -- the upstream was not asked the client's question
+        assert.equal("moongate; fwd=uri-miss; stored", res.headers["cache-status"])
+        local last = up:stats().last
+        assert.is_nil(last[#last].headers["if-none-match"])
+        -- the next one is answered from the cache
+        assert.equal(304, get("/c/cond?etag=x1", { ["If-None-Match"] = '"x1"' }).status)
+        assert.equal(1, fetched() - before)
+        -- requests the cache passes by keep their conditions
+        get("/c/cond?etag=x1", { ["If-None-Match"] = '"x1"', ["X-No-Cache"] = "1" })
+        last = up:stats().last
+        assert.equal('"x1"', last[#last].headers["if-none-match"])
+    end)
+
     it("drops the kept answer when an unsafe method succeeds on the same URL", function()
         local before = fetched()
         get("/c/item"); get("/c/item")
