@@ -16,6 +16,8 @@
 --             each instance limits on its own to 5 per 10 s (fallback)
 --   /strict/**  2 per 10 s per client, and nothing passes while Redis is
 --             down (on_redis_error = "deny")
+--   /catalog/** answers kept 30 s in the same Redis: what one gateway
+--             fetched, the others serve (Cache-Status: hit)
 local gw = require "moongate"
 local limit = require "moongate.ratelimit"
 
@@ -41,6 +43,9 @@ gw.route { path = "/api/**", upstream = "api", listen = PORT, policies = {
 gw.route { path = "/strict/**", upstream = "api", listen = PORT, policies = {
     limit.policy { rate = 2, per = 10, redis = redis, on_redis_error = "deny" },
 } }
+
+gw.route { path = "/catalog/**", upstream = "api", listen = PORT,
+           cache = { ttl = 30, redis = redis } }
 
 -- this instance's service
 gw.listen { port = SERVICE, host = "127.0.0.1" }

@@ -45,12 +45,14 @@ start_gw() { # NAME PORT
     echo "gateway $1 did not start:"; cat "$tmp/$1.log"; exit 1
 }
 
-show() { # show LABEL PORT PATH [USER]
+show() { # show LABEL PORT PATH [USER [HOST]]
     printf '%-26s ' "$1"
-    curl -s -i -H "X-User: ${4:-alice}" "http://127.0.0.1:$2$3" | tr -d '\r' |
+    curl -s -i -H "X-User: ${4:-alice}" ${5:+-H "Host: $5"} "http://127.0.0.1:$2$3" |
+        tr -d '\r' |
         awk 'NR==1 { sub(/^HTTP\/[0-9.]+ /, ""); printf "%-22s", $0 }
              tolower($1) ~ /^ratelimit-remaining/ { printf "  remaining %s", $2 }
              tolower($1) ~ /^retry-after/ { printf "  retry-after %s", $2 }
+             tolower($1) ~ /^cache-status/ { sub(/^[^:]*: /, ""); printf "  [%s]", $0 }
              /"instance"/ { match($0, /"instance":"[^"]*"/);
                             printf "  served by %s", substr($0, RSTART + 12, RLENGTH - 13) }
              END { print "" }'
@@ -69,6 +71,13 @@ for i in $(seq 1 12); do
 done
 show "bob via gw2" "$GW2_PORT" /api/orders bob
 echo "(in Redis: $(redis-cli -p "$REDIS_PORT" --scan --pattern 'moongate:rl:*' | tr '\n' ' '))"
+
+echo; echo "== /catalog: answers kept in Redis, shared by both gateways"
+# one public name, as behind a load balancer (the Host is part of the key)
+show "catalog via gw1" "$GW1_PORT" /catalog/books alice api.example
+show "catalog via gw2" "$GW2_PORT" /catalog/books alice api.example
+show "catalog via gw1 again" "$GW1_PORT" /catalog/books alice api.example
+echo "(in Redis: $(redis-cli -p "$REDIS_PORT" --scan --pattern 'mgcache:*' | tr '\n' ' ' | cut -c1-60)...)"
 
 echo; echo "== Redis down: /api falls back to 5 per 10 s per gateway, /strict denies"
 kill "$redis_pid"; wait "$redis_pid" 2>/dev/null || true
