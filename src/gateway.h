@@ -346,7 +346,15 @@ struct mg_gen_s {
     mg_config_t *cfg;
     mg_router_t *router;
     mg_target_health_t **health; /* [upstream][target] (health.h) */
+    /* [upstream][target]: each target's address, resolved when the
+     * generation is made (off the workers, which never wait on DNS) */
+    struct mg_target_addr_s **addrs;
 };
+
+typedef struct mg_target_addr_s {
+    struct sockaddr_storage ss;
+    int ok; /* resolved */
+} mg_target_addr_t;
 
 /* A generation as one worker runs it: its Lua state, hooks and pools.
  * Held by the worker while current, by every request that started on it
@@ -488,7 +496,9 @@ int mg_balancer_pick(mg_wgen_t *g, int ui, int avoid);
  * answer from it (resets the count). See pool.c. */
 void mg_pool_failed(mg_pool_t *p);
 void mg_pool_answered(mg_pool_t *p);
-int mg_pool_resolve(mg_pool_t *p);
+/* host:port to an address: numeric at once, a name with getaddrinfo (which
+ * blocks: not on a worker's loop). Returns 0 or -1. */
+int mg_resolve(const char *host, uint16_t port, struct sockaddr_storage *out);
 
 /* http_client.c */
 void mg_http_client_conn_lost(void *client);

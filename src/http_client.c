@@ -20,16 +20,27 @@
 #include "hooks.h"
 #include "mg_ffi.h"
 
+typedef struct mg_http_op_s mg_http_op_t;
+
+/* A host:port that is no configured target: its own pool, its name
+ * resolved on first use with uv_getaddrinfo (libuv's thread pool), the
+ * operations that need it waiting meanwhile; a name that did not resolve
+ * is tried again by the next operation. */
 typedef struct adhoc_pool_s {
     struct adhoc_pool_s *next;
     mg_pool_t pool;
     mg_upstream_t up;
     mg_target_t target;
+    uv_getaddrinfo_t gai;
+    int resolving;
+    mg_http_op_t *waiting; /* operations waiting for gai (op->next_waiting) */
     char name[280];
 } adhoc_pool_t;
 
-typedef struct mg_http_op_s {
+struct mg_http_op_s {
     mg_worker_t *w;
+    mg_http_op_t *next_waiting; /* in its ad-hoc pool's waiting list */
+    uint8_t waiting_dns;
     mg_hook_co_t *hc;
     mg_pool_t *pool;
     mg_upconn_t *u;
@@ -51,13 +62,14 @@ typedef struct mg_http_op_s {
     int status;
     const char *err;
     const char *deferred_err;
-} mg_http_op_t;
+};
 
 static llhttp_settings_t client_settings;
 static int settings_ready;
 static _Thread_local adhoc_pool_t *adhoc_pools;
 
 static void op_start(mg_http_op_t *op);
+static void dns_forget(mg_http_op_t *op);
 
 /* ---- results -------------------------------------------------------------- */
 
@@ -122,6 +134,7 @@ static void op_finish(mg_http_op_t *op, const char *err)
     }
     op->finished = 1;
     op->err = err;
+    dns_forget(op);
     uv_timer_stop(&op->timer);
     mg_upconn_t *u = op->u;
     op->u = NULL;
@@ -352,6 +365,76 @@ static void on_connected(uv_connect_t *req, int status)
     send_request(op);
 }
 
+/* ---- names ---------------------------------------------------------------- */
+
+static adhoc_pool_t *adhoc_of(const mg_pool_t *p)
+{
+    for (adhoc_pool_t *a = adhoc_pools; a; a = a->next)
+        if (&a->pool == p)
+            return a;
+    return NULL;
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    adhoc_pool_t *a = req->data;
+    a->resolving = 0;
+    if (status == 0 && res) {
+        memcpy(&a->pool.addr, res->ai_addr, res->ai_addrlen);
+        if (a->pool.addr.ss_family == AF_INET)
+            ((struct sockaddr_in *)&a->pool.addr)->sin_port = htons(a->target.port);
+        else
+            ((struct sockaddr_in6 *)&a->pool.addr)->sin6_port = htons(a->target.port);
+        a->pool.addr_ok = 1;
+    }
+    uv_freeaddrinfo(res);
+    mg_http_op_t *op = a->waiting;
+    a->waiting = NULL;
+    while (op) {
+        mg_http_op_t *next = op->next_waiting;
+        op->waiting_dns = 0;
+        op->next_waiting = NULL;
+        if (a->pool.addr_ok)
+            op_start(op);
+        else
+            op_finish(op, status == UV_EAI_CANCELED ? "shutting down" : "host does not resolve");
+        op = next;
+    }
+}
+
+/* op's pool has no address yet: waits for its name (1), or cannot (0). */
+static int dns_wait(mg_http_op_t *op)
+{
+    adhoc_pool_t *a = adhoc_of(op->pool);
+    if (!a)
+        return 0; /* a configured target that did not resolve at load */
+    if (!a->resolving) {
+        struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+        a->gai.data = a;
+        if (uv_getaddrinfo(&op->w->loop, &a->gai, on_resolved, a->name, NULL, &hints) < 0)
+            return 0;
+        a->resolving = 1;
+    }
+    op->waiting_dns = 1;
+    op->next_waiting = a->waiting;
+    a->waiting = op;
+    return 1;
+}
+
+/* op ends while it waits for a name: out of the waiting list. */
+static void dns_forget(mg_http_op_t *op)
+{
+    if (!op->waiting_dns)
+        return;
+    adhoc_pool_t *a = adhoc_of(op->pool);
+    for (mg_http_op_t **p = a ? &a->waiting : NULL; p && *p; p = &(*p)->next_waiting)
+        if (*p == op) {
+            *p = op->next_waiting;
+            break;
+        }
+    op->waiting_dns = 0;
+}
+
 static void op_start(mg_http_op_t *op)
 {
     mg_upconn_t *u = mg_pool_take_idle(op->pool);
@@ -363,7 +446,8 @@ static void op_start(mg_http_op_t *op)
     }
     op->reused = 0;
     if (!op->pool->addr_ok) {
-        op_finish(op, "host does not resolve");
+        if (!dns_wait(op))
+            op_finish(op, "host does not resolve");
         return;
     }
     u = mg_upconn_new(op->pool);
@@ -430,7 +514,9 @@ static mg_pool_t *pool_for(mg_worker_t *w, const char *host, size_t hlen, uint16
     a->pool.u = &a->up;
     a->pool.t = &a->target;
     mg_list_init(&a->pool.idle);
-    a->pool.addr_ok = mg_pool_resolve(&a->pool) == 0;
+    /* a numeric address now; a name on first use (dns_wait) */
+    a->pool.addr_ok = uv_ip4_addr(a->name, port, (struct sockaddr_in *)&a->pool.addr) == 0 ||
+                      uv_ip6_addr(a->name, port, (struct sockaddr_in6 *)&a->pool.addr) == 0;
     a->next = adhoc_pools;
     adhoc_pools = a;
     return &a->pool;
@@ -439,6 +525,8 @@ static mg_pool_t *pool_for(mg_worker_t *w, const char *host, size_t hlen, uint16
 void mg_http_client_close(mg_worker_t *w)
 {
     for (adhoc_pool_t *a = adhoc_pools; a; a = a->next) {
+        if (a->resolving)
+            uv_cancel((uv_req_t *)&a->gai); /* its waiters end "shutting down" */
         while (!mg_list_empty(&a->pool.idle)) {
             mg_upconn_t *u = mg_container_of(a->pool.idle.next, mg_upconn_t, link);
             mg_proxy_detach(u, 0);

@@ -11,25 +11,22 @@
 #include <stdatomic.h>
 #include "gateway.h"
 
-int mg_pool_resolve(mg_pool_t *p)
+int mg_resolve(const char *host, uint16_t port, struct sockaddr_storage *out)
 {
-    const mg_target_t *t = p->t;
-    struct sockaddr_in *in = (struct sockaddr_in *)&p->addr;
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&p->addr;
-    if (uv_ip4_addr(t->host, t->port, in) == 0)
+    struct sockaddr_in *in = (struct sockaddr_in *)out;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)out;
+    if (uv_ip4_addr(host, port, in) == 0)
         return 0;
-    if (uv_ip6_addr(t->host, t->port, in6) == 0)
+    if (uv_ip6_addr(host, port, in6) == 0)
         return 0;
-    /* A name: resolved once when the worker starts (blocking is fine here,
-     * before any traffic). */
     struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *res;
-    if (getaddrinfo(t->host, NULL, &hints, &res) != 0 || !res)
+    if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res)
         return -1;
-    memcpy(&p->addr, res->ai_addr, res->ai_addrlen);
-    if (p->addr.ss_family == AF_INET)
-        in->sin_port = htons(t->port);
+    memcpy(out, res->ai_addr, res->ai_addrlen);
+    if (out->ss_family == AF_INET)
+        in->sin_port = htons(port);
     else
-        in6->sin6_port = htons(t->port);
+        in6->sin6_port = htons(port);
     freeaddrinfo(res);
     return 0;
 }
@@ -54,7 +51,10 @@ int mg_pools_init(mg_wgen_t *g)
             p->u = u;
             p->t = &u->targets[t];
             mg_list_init(&p->idle);
-            p->addr_ok = mg_pool_resolve(p) == 0;
+            /* resolved with the generation (generation.c) */
+            const mg_target_addr_t *a = &g->gen->addrs[i][t];
+            p->addr = a->ss;
+            p->addr_ok = a->ok;
         }
         /* start each worker at a different place in the rotation, so that
          * a few requests spread over workers still reach every target */

@@ -94,6 +94,17 @@ gw.route { path = "/callout", upstream = "up", policies = { function(req)
     req:set_header("x-auth-status", res.status)
     req:set_header("x-auth-name", res.headers["x-upstream-name"])
 end } }
+gw.upstream("named", { "localhost:{{U2PORT}}" })
+gw.route { path = "/named", upstream = "named" }
+gw.route { path = "/callout-name", upstream = "up", policies = { function(req)
+    local res, err = gw.http.request { url = "http://localhost:{{U2PORT}}/x", timeout = 2 }
+    if not res then return gw.respond(502, { err = err }) end
+    req:set_header("x-auth-name", res.headers["x-upstream-name"])
+end } }
+gw.route { path = "/callout-nxdomain", upstream = "up", policies = { function(req)
+    local res, err = gw.http.request { url = "http://no-such-host.invalid/x", timeout = 1 }
+    return gw.respond(502, { err = err })
+end } }
 gw.route { path = "/callout-timeout", upstream = "up", policies = { function(req)
     local res, err = gw.http.request { url = "http://{{U2}}/x?delay=2", timeout = 0.2 }
     return gw.respond(504, { err = err })
@@ -156,7 +167,8 @@ describe("hooks", function()
     setup(function()
         ups = h.start_upstreams { "u1", "u2" }
         gw = h.start_gateway(CONFIG, { workers = 1,
-                                       vars = { U = ups.u1, U2 = ups.u2 } })
+                                       vars = { U = ups.u1, U2 = ups.u2,
+                                                U2PORT = ups.u2.port } })
     end)
 
     teardown(h.cleanup)
@@ -355,6 +367,28 @@ describe("hooks", function()
             assert.is_true(h.now() - t0 >= 1.0)
             c:close()
             slow:close()
+        end)
+
+        it("host names: targets resolved with the config, gw.http off the loop", function()
+            local res = get("/named")
+            assert.equal(200, res.status)
+            assert.equal("u2", res.headers["x-upstream-name"])
+            local _, seen = get("/callout-name")
+            assert.equal("u2", seen.headers["x-auth-name"])
+            -- a name that does not resolve (or whose lookup hangs, offline)
+            -- fails that call only; the worker keeps serving meanwhile
+            local slow = h.connect(gw.port)
+            slow:send("GET /callout-nxdomain HTTP/1.1\r\nHost: x\r\n\r\n")
+            local t0 = h.now()
+            for _ = 1, 20 do
+                assert.equal(200, get("/fast/x").status)
+            end
+            assert.is_true(h.now() - t0 < 0.5 * h.SLOW, "took " .. (h.now() - t0))
+            local r = assert(slow:read_response({ timeout = 5 }))
+            slow:close()
+            assert.equal(502, r.status)
+            local err = h.json(r.body).err
+            assert.truthy(err == "host does not resolve" or err == "timeout", err)
         end)
 
         it("gw.http.request times out", function()
