@@ -932,6 +932,7 @@ static void send_head(mg_upconn_t *u)
         if (skip_request_header(c, h->name, u->pool->u))
             continue;
         if ((r->cache_state == MG_CACHE_MISS || r->cache_state == MG_CACHE_EXPIRED) &&
+            !r->head_method &&
             (span_is(c, h->name, "if-none-match", 13) ||
              span_is(c, h->name, "if-modified-since", 17)))
             continue; /* a fetch for the cache wants the whole answer (or asks its own) */

@@ -282,10 +282,13 @@ describe("response cache", function()
         -- the next one is answered from the cache
         assert.equal(304, get("/c/cond?etag=x1", { ["If-None-Match"] = '"x1"' }).status)
         assert.equal(1, fetched() - before)
-        -- requests the cache passes by keep their conditions
+        -- requests the cache passes by, and HEADs (never kept), keep theirs
         get("/c/cond?etag=x1", { ["If-None-Match"] = '"x1"', ["X-No-Cache"] = "1" })
         last = up:stats().last
         assert.equal('"x1"', last[#last].headers["if-none-match"])
+        local head = h.http(gw.port, { method = "HEAD", path = "/c/condhead?etag=y1",
+                                       headers = { ["If-None-Match"] = '"y1"' } })
+        assert.equal(304, head.status)
     end)
 
     it("drops the kept answer when an unsafe method succeeds on the same URL", function()
