@@ -730,20 +730,14 @@ static int status_listed(const mg_route_cache_t *rc, int status)
 
 static int vary_ok(const mg_route_cache_t *rc, const char *v, size_t vl)
 {
-    size_t at = 0;
-    while (at < vl) {
-        while (at < vl && (v[at] == ' ' || v[at] == '\t' || v[at] == ','))
-            at++;
-        size_t st = at;
-        while (at < vl && v[at] != ',' && v[at] != ' ' && v[at] != '\t')
-            at++;
-        if (at == st)
-            continue;
-        if (v[st] == '*')
+    size_t at = 0, tl;
+    const char *t;
+    while (mg_token_next(v, vl, &at, &t, &tl)) {
+        if (t[0] == '*')
             return 0;
         size_t i;
         for (i = 0; i < rc->nvary; i++)
-            if (ieq(v + st, at - st, rc->vary[i], strlen(rc->vary[i])))
+            if (ieq(t, tl, rc->vary[i], strlen(rc->vary[i])))
                 break;
         if (i == rc->nvary)
             return 0;

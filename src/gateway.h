@@ -217,7 +217,7 @@ struct mg_request_s {
     uint8_t cache_revalidating; /* asks the upstream if its answer still holds */
     mg_link_t cache_wait;
     uint64_t cache_wait_until; /* wall clock ms: then it fetches itself */
-    struct op_s *cache_op;     /* a Redis GET it waits for (redis.h) */
+    struct mg_redis_op_s *cache_op; /* a Redis GET it waits for (redis.h) */
 
     /* Not cleared between requests (request_new zeroes up to here). */
     mg_edit_t req_edits[MG_MAX_EDITS];
@@ -471,6 +471,9 @@ char *mg_put_header(char *o, const char *n, size_t nl, const char *v, size_t vl)
 /* Is response header i of u end-to-end (not hop-by-hop, not named in a
  * Connection header)? */
 int mg_upconn_header_forwarded(mg_upconn_t *u, uint32_t i);
+/* The next token of the comma-separated list v from *at (blanks and
+ * commas skipped) in *tok / *tl, *at moved past it. Returns 0 at the end. */
+int mg_token_next(const char *v, size_t vl, size_t *at, const char **tok, size_t *tl);
 /* Does the comma-separated token list v name tok (case-insensitive)? */
 int mg_token_listed(const char *v, size_t vl, const char *tok, size_t tl);
 /* The on_response phase that waited has finished. */

@@ -152,19 +152,28 @@ static int on_resp_value(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
+int mg_token_next(const char *v, size_t vl, size_t *at, const char **tok, size_t *tl)
+{
+    size_t i = *at;
+    while (i < vl && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+        i++;
+    size_t st = i;
+    while (i < vl && v[i] != ',' && v[i] != ' ' && v[i] != '\t')
+        i++;
+    *at = i;
+    *tok = v + st;
+    *tl = i - st;
+    return i > st;
+}
+
 /* Does the comma-separated token list v (a Connection value) name `tok`? */
 int mg_token_listed(const char *v, size_t vl, const char *tok, size_t tl)
 {
-    size_t at = 0;
-    while (at < vl) {
-        while (at < vl && (v[at] == ' ' || v[at] == '\t' || v[at] == ','))
-            at++;
-        size_t st = at;
-        while (at < vl && v[at] != ',' && v[at] != ' ' && v[at] != '\t')
-            at++;
-        if (at > st && at - st == tl && strncasecmp(v + st, tok, tl) == 0)
+    size_t at = 0, l;
+    const char *t;
+    while (mg_token_next(v, vl, &at, &t, &l))
+        if (l == tl && strncasecmp(t, tok, tl) == 0)
             return 1;
-    }
     return 0;
 }
 

@@ -52,7 +52,7 @@ enum { C_DOWN, C_CONNECTING, C_READY };
 
 typedef struct rworker_s rworker_t;
 typedef struct conn_s conn_t;
-typedef struct op_s op_t;
+typedef struct mg_redis_op_s op_t;
 
 typedef struct script_s {
     char sha[41];
@@ -60,7 +60,7 @@ typedef struct script_s {
     size_t len;
 } script_t;
 
-struct op_s {
+struct mg_redis_op_s {
     op_t *next; /* FIFO of its connection, or the free list */
     conn_t *conn;
     mg_hook_co_t *hc;  /* the waiting hook; NULL once cancelled or answered */

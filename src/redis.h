@@ -27,7 +27,7 @@
 
 struct redisReply;
 typedef struct mg_redis_s mg_redis_t;
-typedef struct op_s mg_redis_op_t;
+typedef struct mg_redis_op_s mg_redis_op_t;
 
 /* For C code on a worker's thread (the response cache): sends a command
  * on client rs (from mg_ffi_redis_client). The reply (or NULL and why, on

@@ -216,6 +216,15 @@ async def read_body(reader, hmap, on_data):
     return False, {}
 
 
+async def send_json(writer, obj):
+    """A control request's answer: 200 and obj as JSON."""
+    body = json.dumps(obj).encode()
+    writer.write(head_bytes(200, [
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(body)))]) + body)
+    await writer.drain()
+
+
 async def send_error(writer, status, msg):
     body = json.dumps({"name": NAME, "error": msg}).encode()
     writer.write(head_bytes(status, [
@@ -446,11 +455,7 @@ async def handle(reader, writer):
                     HEALTH["status"] = int(query["status"][0])
                 if "delay" in query:
                     HEALTH["delay"] = float(query["delay"][0])
-                body = json.dumps(HEALTH).encode()
-                writer.write(head_bytes(200, [
-                    ("Content-Type", "application/json"),
-                    ("Content-Length", str(len(body)))]) + body)
-                await writer.drain()
+                await send_json(writer, HEALTH)
                 continue
             if url.path == "/__etag":
                 # control: the entity tag "?etag=@" answers with from now on
@@ -458,11 +463,7 @@ async def handle(reader, writer):
                     STATS.connections -= 1
                 if "value" in query:
                     ETAG["value"] = query["value"][0]
-                body = json.dumps(ETAG).encode()
-                writer.write(head_bytes(200, [
-                    ("Content-Type", "application/json"),
-                    ("Content-Length", str(len(body)))]) + body)
-                await writer.drain()
+                await send_json(writer, ETAG)
                 continue
             if url.path == "/health":
                 # an active health check: counted apart from the requests
