@@ -6,7 +6,8 @@ moongate demo: gateway on http://127.0.0.1:8080 (Ctrl-C stops it)
 
   curl -i localhost:8080/orders/42          # round robin over two orders instances
   curl -i localhost:8080/orders/42          # ... the other instance answers
-  curl -i -X POST localhost:8080/payments   # payments service
+  curl -i -X POST localhost:8080/payments   # payments service (/payments/**)
+  curl -i localhost:8080/payments/123       # ... and everything below it
   curl -i -X DELETE localhost:8080/payments # 405: method not allowed on this route
   curl -i localhost:8080/delivery/7         # rewritten to /shipments/7 upstream
   curl -i localhost:8080/delivery/7         # again: from the cache (Cache-Status: hit)

@@ -1,7 +1,7 @@
 -- The demo: one gateway in front of three small services.
 --
 --   :8080  the gateway            /orders/** -> orders (2 instances, round robin)
---                                 /payments  -> payments (POST and GET)
+--                                 /payments/** -> payments (POST and GET)
 --                                 /delivery/:id -> delivery (answers cached 5 s)
 --   :8081, :8091  orders service instances
 --   :8082  payments service
@@ -23,7 +23,7 @@ gw.upstream("delivery", { "127.0.0.1:8083" })
 -- routes: the most specific match wins; `listen = 8080` keeps them off the
 -- demo services' own ports below
 gw.route { name = "orders",   path = "/orders/**", upstream = "orders", listen = 8080 }
-gw.route { name = "payments", path = "/payments", upstream = "payments", listen = 8080,
+gw.route { name = "payments", path = "/payments/**", upstream = "payments", listen = 8080,
            methods = { "GET", "POST" } }
 gw.route { name = "delivery", path = "/delivery/:id", upstream = "delivery", listen = 8080,
            rewrite = "/shipments/:id",
