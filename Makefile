@@ -5,11 +5,30 @@ CC       ?= cc
 PKGS     := luajit libuv openssl hiredis libedit
 CFLAGS   ?= -O2 -g
 WARN     := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
+LLHTTP   := /usr/share/llhttp
+# Flags come from pkg-config when make reads this file, so the targets that
+# install the packages first (run, test, bench) build through a second make
+# that reads it again once they are there.
+MISSING  := $(shell command -v pkg-config >/dev/null || echo pkg-config; \
+                for p in $(PKGS); do pkg-config --exists $$p 2>/dev/null || echo $$p; done; \
+                [ -f $(LLHTTP)/llhttp.c ] || echo llhttp)
 INCS     := -Isrc -I/usr/share/include/llhttp $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LIBS     := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm -ldl
-LLHTTP   := /usr/share/llhttp
 # strict llhttp: no lenient parsing anywhere (request smuggling)
 LLFLAGS  := -O2 -g -fPIC -w -DLLHTTP_STRICT_MODE=1 -I/usr/share/include/llhttp
+
+VERSION  := $(shell sed -n 's/^\#define MG_VERSION "\(.*\)"/\1/p' src/version.h)
+
+# Goals that build C code need the packages; say how to get them rather
+# than let the compiler fail on a missing header.
+BUILD_GOALS := all asan test-fast install deb build/moongate build/moongate-asan build/libmgtest.so
+ifneq ($(strip $(MISSING)),)
+ifneq ($(if $(MAKECMDGOALS),$(filter $(BUILD_GOALS),$(MAKECMDGOALS)),all),)
+$(error build packages missing (pkg-config or files for: $(strip $(MISSING))). \
+Install them with `make deps` (scripts/deps.sh, apt-get), or run `make run` or \
+`make test`, which install them first)
+endif
+endif
 
 SRCS     := $(wildcard src/*.c)
 LIB_SRCS := $(filter-out src/main.c,$(SRCS))
@@ -61,17 +80,20 @@ build/libmgtest.so: $(filter-out build/obj/main.o,$(OBJS)) $(LL_OBJS) $(wildcard
 
 asan: build/moongate-asan
 
-run: deps all
+run: deps
+	@$(MAKE) --no-print-directory all
 	@bash scripts/demo.sh
 
-test: deps all asan
+test: deps
+	@$(MAKE) --no-print-directory all asan
 	@bash scripts/test.sh
 
 # the suite without rebuilding the sanitizer binary (quick local loop)
 test-fast: all
 	@MG_SKIP_ASAN=1 bash scripts/test.sh
 
-bench: deps all
+bench: deps
+	@$(MAKE) --no-print-directory all
 	@bash scripts/bench.sh
 
 clean:

@@ -28,7 +28,7 @@
 int mg_repl_server_eval(struct lua_State *L, const char *code, size_t len, char **out,
                         size_t *out_len);
 
-#define MG_VERSION "0.1.0"
+#include "version.h"
 
 unsigned long long mg_hooks_error_total(void);
 

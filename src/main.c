@@ -25,7 +25,7 @@ int mg_repl_main(int argc, char **argv);
 #include "shdict.h"
 #include "worker.h"
 
-#define MG_VERSION "0.1.0"
+#include "version.h"
 
 static void usage(FILE *f)
 {

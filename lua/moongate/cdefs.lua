@@ -52,20 +52,7 @@ local _M = {}
 
 -- The namespace holding the mg_ffi_* symbols, or nil outside the binary
 -- when no test library can be loaded.
-local function find_lib()
-    local ok = pcall(function() return ffi.C.mg_ffi_now end)
-    if ok then
-        return ffi.C
-    end
-    local path = os.getenv("MG_TEST_LIB") or "build/libmgtest.so"
-    local ok2, lib = pcall(ffi.load, path)
-    if ok2 then
-        return lib
-    end
-    return nil
-end
-
-_M.C = find_lib()
+_M.C = require("moongate.clib").load("mg_ffi_now")
 
 -- Constants shared with src/mg_ffi.h.
 _M.PHASE_REQUEST, _M.PHASE_ROUTE, _M.PHASE_ACCESS = 1, 2, 3

@@ -14,7 +14,7 @@ local getinfo, setmetatable, type, error, require =
 local config = require "moongate.config"
 
 
-local _M = { _VERSION = "0.1.0" }
+local _M = { _VERSION = "0.2.0" } -- src/version.h (spec/unit/package_spec.lua checks)
 
 -- declarations from this file are blamed on the config line that called them
 config.skip_source_dir(getinfo(1, "S").source)

@@ -63,14 +63,7 @@ local _M = { CDEF = CDEF }
 
 -- The running binary exports the symbols (-Wl,-E); specs and scripts load
 -- the test library instead.
-local function load_lib()
-    if pcall(function() return ffi.C.mg_ffi_jws_verify end) then
-        return ffi.C
-    end
-    return ffi.load(os.getenv("MG_TEST_LIB") or "build/libmgtest.so")
-end
-
-local C = load_lib()
+local C = require("moongate.clib").require("mg_ffi_jws_verify")
 _M.C = C
 
 -- Algorithms: the ids of src/mg_ffi.h (MG_JWS_*).

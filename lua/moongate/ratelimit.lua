@@ -63,16 +63,7 @@ int mg_ffi_shdict_sliding(mg_shdict_t *d, const char *ns, size_t ns_len, const c
 mg_shdict_t *mg_ffi_shdict_open(const char *name, size_t name_len, size_t cap);
 ]]
 
-local function load_lib()
-    if pcall(function() return ffi.C.mg_ffi_shdict_gcra end) then
-        return ffi.C
-    end
-    local ok, lib = pcall(ffi.load, os.getenv("MG_TEST_LIB") or
-                          "build/libmgtest.so")
-    return ok and lib or nil
-end
-
-local C = load_lib()
+local C = require("moongate.clib").load("mg_ffi_shdict_gcra")
 
 local _M = {}
 

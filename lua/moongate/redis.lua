@@ -51,16 +51,7 @@ local MAX_ARGS = 32             -- MAX_ARGS of src/redis.c
 local EDOWN = -40               -- MG_REDIS_EDOWN
 
 -- The binary exports the symbols (-Wl,-E); specs load the test library.
-local function load_lib()
-    if pcall(function() return ffi.C.mg_ffi_redis_client end) then
-        return ffi.C
-    end
-    local ok, lib = pcall(ffi.load, os.getenv("MG_TEST_LIB") or
-                          "build/libmgtest.so")
-    return ok and lib or nil
-end
-
-local C = load_lib()
+local C = require("moongate.clib").load("mg_ffi_redis_client")
 
 -- scratch arguments of this Lua state: C copies them during the call
 local argv = ffi.new("const char *[?]", MAX_ARGS)

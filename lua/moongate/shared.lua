@@ -48,14 +48,7 @@ local KEEP_BUF = 1024 * 1024    -- a grown scratch buffer is kept up to this
 
 -- The running binary exports the symbols (-Wl,-E); specs load the test
 -- library instead.
-local function load_lib()
-    if pcall(function() return ffi.C.mg_ffi_shdict_get end) then
-        return ffi.C
-    end
-    return ffi.load(os.getenv("MG_TEST_LIB") or "build/libmgtest.so")
-end
-
-local C = load_lib()
+local C = require("moongate.clib").require("mg_ffi_shdict_get")
 
 -- scratch buffers of this Lua state (one worker thread: never shared)
 local num_buf = ffi_new("double[1]")

@@ -99,21 +99,7 @@ local _M = { DECLS = DECLS, CONSTS = CONSTS }
 
 _M.OK, _M.NOT_FOUND, _M.BAD_METHOD = 0, -1, -2
 
-local function find_lib()
-    if pcall(function() return ffi.C.mg_router_match end) then
-        return ffi.C
-    end
-    local path = os.getenv("MG_TEST_LIB") or "build/libmgtest.so"
-    local ok, lib = pcall(ffi.load, path)
-    if ok then
-        return lib
-    end
-    return nil, fmt("cannot load %s (build it with `make " ..
-                    "build/libmgtest.so`, or set MG_TEST_LIB): %s", path,
-                    tostring(lib))
-end
-
-local lib, lib_err = find_lib()
+local lib, lib_err = require("moongate.clib").load("mg_router_match")
 
 --- The C namespace, or nil and why it could not be loaded.
 function _M.lib()

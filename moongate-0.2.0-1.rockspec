@@ -1,0 +1,94 @@
+-- moongate's Lua library for LuaRocks: the DSL (`require "moongate"`), the
+-- policies (moongate.jwt, moongate.ratelimit, ...) and the offline testing
+-- kit, with the C core they reach through LuaJIT's FFI (moongate.core, the
+-- same sources as the gateway binary without its main.c).
+-- Needs LuaJIT 2.1 (the modules use `ffi`): install with
+--   luarocks --lua-version 5.1 make --tree TREE moongate-VERSION-1.rockspec
+-- (Debian: luarocks, luajit, libluajit2-5.1-dev, libuv1-dev, libssl-dev,
+-- libhiredis-dev, libedit-dev, node-llhttp). spec/unit/package_spec.lua
+-- checks that every module under lua/moongate/ and every C source is listed.
+rockspec_format = "3.0"
+package = "moongate"
+version = "0.2.0-1"
+source = {
+   url = "git+file:///dev/null",
+   tag = "v0.2.0",
+}
+description = {
+   summary = "A programmable API gateway: a C core with LuaJIT hooks",
+   detailed = [[
+The Lua side of moongate: its configuration DSL, bundled policies (JWT with
+JWKS, rate limits), shared dictionaries, Redis client and the offline
+testing kit, usable from plain LuaJIT to test configs and policies without
+a running gateway. Requires LuaJIT 2.1 (FFI).]],
+   homepage = "https://moongate.invalid",
+   license = "MIT",
+   labels = { "gateway", "http", "proxy", "luajit" },
+}
+supported_platforms = { "linux" }
+dependencies = {
+   "lua == 5.1", -- LuaJIT 2.1 (luajit2): the modules use its ffi library
+   "lua-cjson",
+}
+build = {
+   type = "builtin",
+   modules = {
+      ["moongate.cdefs"] = "lua/moongate/cdefs.lua",
+      ["moongate.clib"] = "lua/moongate/clib.lua",
+      ["moongate.config"] = "lua/moongate/config.lua",
+      ["moongate.handler"] = "lua/moongate/handler.lua",
+      ["moongate.http"] = "lua/moongate/http.lua",
+      ["moongate"] = "lua/moongate/init.lua",
+      ["moongate.jwk"] = "lua/moongate/jwk.lua",
+      ["moongate.jwt"] = "lua/moongate/jwt.lua",
+      ["moongate.ratelimit"] = "lua/moongate/ratelimit.lua",
+      ["moongate.redis"] = "lua/moongate/redis.lua",
+      ["moongate.repl"] = "lua/moongate/repl.lua",
+      ["moongate.runtime"] = "lua/moongate/runtime.lua",
+      ["moongate.selftest"] = "lua/moongate/selftest.lua",
+      ["moongate.shared"] = "lua/moongate/shared.lua",
+      ["moongate.testing"] = "lua/moongate/testing.lua",
+      ["moongate.testing.fake"] = "lua/moongate/testing/fake.lua",
+      ["moongate.testing.router"] = "lua/moongate/testing/router.lua",
+      ["moongate.testing.trace"] = "lua/moongate/testing/trace.lua",
+      ["moongate.core"] = {
+         sources = {
+            "src/accesslog.c",
+            "src/admin.c",
+            "src/admin_client.c",
+            "src/cache.c",
+            "src/config.c",
+            "src/control.c",
+            "src/crypto.c",
+            "src/ffi_request.c",
+            "src/generation.c",
+            "src/health.c",
+            "src/hooks.c",
+            "src/http_client.c",
+            "src/http_conn.c",
+            "src/lua_route.c",
+            "src/lua_state.c",
+            "src/metrics.c",
+            "src/pool.c",
+            "src/proxy.c",
+            "src/redis.c",
+            "src/repl.c",
+            "src/router.c",
+            "src/shdict.c",
+            "src/tls.c",
+            "src/trace.c",
+            "src/uri.c",
+            "src/worker.c",
+            "src/wq.c",
+            "/usr/share/llhttp/llhttp.c", "/usr/share/llhttp/api.c",
+            "/usr/share/llhttp/http.c",
+         },
+         defines = { "_GNU_SOURCE", "LLHTTP_STRICT_MODE=1", "_FILE_OFFSET_BITS=64" },
+         incdirs = { "src", "/usr/share/include/llhttp", "/usr/include/luajit-2.1",
+                     "/usr/include/hiredis", "/usr/include/editline" },
+         libraries = { "luajit-5.1", "uv", "ssl", "crypto", "hiredis", "edit",
+                       "pthread", "m", "dl" },
+      },
+   },
+   copy_directories = { "docs", "examples" },
+}
