@@ -1,20 +1,29 @@
 /* accesslog.c: JSON access log lines (see accesslog.h). */
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 #include "accesslog.h"
+#include "errlog.h"
 
 #define LOG_BUF 65536
 #define LOG_FLUSH_AT 49152
 #define LOG_FLUSH_MS 200
 
+/* Bumped by mg_accesslog_reopen; each worker compares it with the value it
+ * last opened its file at. */
+static atomic_uint reopen_epoch;
+
 struct mg_accesslog_s {
     int fd;
-    int own_fd;
+    int own_fd;         /* a file of ours (not stdout/stderr): reopened */
+    char *path;
+    unsigned epoch;
     char *buf[2];
     size_t len[2];
     int active;          /* buffer being filled */
@@ -28,6 +37,33 @@ struct mg_accesslog_s {
 
 static void start_write(mg_worker_t *w);
 
+static int open_file(const char *path)
+{
+    return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+}
+
+/* After a rotation: the next buffer goes to a new file at the same path.
+ * Called only while no write is in flight, so the old file gets whole
+ * buffers (whole lines) up to here and the new one everything after. */
+static void reopen_if_asked(mg_worker_t *w)
+{
+    mg_accesslog_t *l = w->log;
+    unsigned epoch = atomic_load(&reopen_epoch);
+    if (l->epoch == epoch || l->writing)
+        return;
+    l->epoch = epoch;
+    if (!l->own_fd)
+        return;
+    int fd = open_file(l->path);
+    if (fd < 0) {
+        mg_log(MG_LOG_ERROR, "worker %d: cannot reopen the access log %s: %s "
+               "(still writing to the old file)", w->id, l->path, strerror(errno));
+        return;
+    }
+    close(l->fd);
+    l->fd = fd;
+}
+
 static void on_written(uv_fs_t *req)
 {
     mg_worker_t *w = req->data;
@@ -35,8 +71,14 @@ static void on_written(uv_fs_t *req)
     uv_fs_req_cleanup(req);
     l->writing = 0;
     l->len[!l->active] = 0;
+    reopen_if_asked(w);
     if (l->len[l->active] >= LOG_FLUSH_AT)
         start_write(w);
+}
+
+void mg_accesslog_reopen(void)
+{
+    atomic_fetch_add(&reopen_epoch, 1);
 }
 
 static void start_write(mg_worker_t *w)
@@ -57,6 +99,7 @@ static void start_write(mg_worker_t *w)
 
 static void on_tick(uv_timer_t *t)
 {
+    reopen_if_asked(t->data);
     start_write(t->data);
 }
 
@@ -73,14 +116,17 @@ int mg_accesslog_open(mg_worker_t *w)
     } else if (strcmp(where, "stderr") == 0) {
         l->fd = 2;
     } else {
-        l->fd = open(where, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-        if (l->fd < 0) {
-            int e = errno;
+        l->fd = open_file(where);
+        if (l->fd < 0 || !(l->path = strdup(where))) {
+            int e = l->fd < 0 ? errno : ENOMEM;
+            if (l->fd >= 0)
+                close(l->fd);
             free(l);
             return -e;
         }
         l->own_fd = 1;
     }
+    l->epoch = atomic_load(&reopen_epoch);
     l->buf[0] = malloc(LOG_BUF);
     l->buf[1] = malloc(LOG_BUF);
     if (!l->buf[0] || !l->buf[1]) {
@@ -88,6 +134,7 @@ int mg_accesslog_open(mg_worker_t *w)
         free(l->buf[1]);
         if (l->own_fd)
             close(l->fd);
+        free(l->path);
         free(l);
         return -ENOMEM;
     }
@@ -99,27 +146,88 @@ int mg_accesslog_open(mg_worker_t *w)
     return 0;
 }
 
-/* Appends s as JSON string content (quotes not included). */
-static char *json_str(char *o, char *end, const char *s, size_t n)
+/* ---- one line ------------------------------------------------------------
+ * A line is built by a writer that never passes its end: every field is
+ * bounded by what is actually written into it, whoever set the value (the
+ * client, or a hook that rewrote the path or set a header). A value whose
+ * escaped form is longer than FIELD_MAX is cut and ends with "...". */
+
+#define FIELD_MAX 4096
+#define LINE_FIXED 640 /* keys, numbers, ids and punctuation of one line */
+
+typedef struct line_s {
+    char *o, *end;
+} line_t;
+
+static void put(line_t *b, const char *s, size_t n)
+{
+    if (n > (size_t)(b->end - b->o))
+        n = (size_t)(b->end - b->o);
+    memcpy(b->o, s, n);
+    b->o += n;
+}
+
+#define PUT_LIT(b, lit) put((b), (lit), sizeof(lit) - 1)
+
+static void putf(line_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void putf(line_t *b, const char *fmt, ...)
+{
+    size_t room = (size_t)(b->end - b->o);
+    va_list ap;
+    va_start(ap, fmt);
+    int n = room ? vsnprintf(b->o, room, fmt, ap) : 0;
+    va_end(ap);
+    if (n > 0)
+        b->o += (size_t)n < room ? (size_t)n : room - 1;
+}
+
+/* The most bytes json_value writes for n input bytes. */
+static size_t json_bound(size_t n)
+{
+    return (n > FIELD_MAX / 6 + 1 ? FIELD_MAX : n * 6) + 8;
+}
+
+/* Writes s as a JSON string, quotes included, cut at FIELD_MAX bytes. */
+static void json_value(line_t *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < n && o + 6 < end; i++) {
+    char *o = b->o, *stop = b->o + FIELD_MAX;
+    if (stop > b->end - 8)
+        stop = b->end - 8;
+    if (o >= stop)
+        return;
+    *o++ = '"';
+    size_t i = 0;
+    for (; i < n && o + 6 <= stop; i++) {
         unsigned char ch = (unsigned char)s[i];
         if (ch == '"' || ch == '\\') {
             *o++ = '\\';
             *o++ = (char)ch;
         } else if (ch < 0x20 || ch >= 0x7f) {
-            *o++ = '\\';
-            *o++ = 'u';
-            *o++ = '0';
-            *o++ = '0';
-            *o++ = hex[ch >> 4];
-            *o++ = hex[ch & 15];
+            memcpy(o, "\\u00", 4);
+            o[4] = hex[ch >> 4];
+            o[5] = hex[ch & 15];
+            o += 6;
         } else {
             *o++ = (char)ch;
         }
     }
-    return o;
+    if (i < n) {
+        memcpy(o, "...", 3);
+        o += 3;
+    }
+    *o++ = '"';
+    b->o = o;
+}
+
+/* ,"key":"value" (or null when s is NULL). */
+static void field_str(line_t *b, const char *key, const char *s, size_t n)
+{
+    putf(b, ",\"%s\":", key);
+    if (s)
+        json_value(b, s, n);
+    else
+        PUT_LIT(b, "null");
 }
 
 static const char *now_text(mg_accesslog_t *l, int *ms)
@@ -136,14 +244,84 @@ static const char *now_text(mg_accesslog_t *l, int *ms)
     return l->cached_time;
 }
 
+/* The values of one line's text fields, so that its size is known before
+ * it is written. */
+typedef struct line_fields_s {
+    const char *method, *path, *query, *route, *target;
+    size_t method_len, path_len, query_len, route_len, target_len;
+} line_fields_t;
+
+static void collect(mg_conn_t *c, line_fields_t *f)
+{
+    mg_request_t *r = c->r;
+    memset(f, 0, sizeof(*f));
+    if (c->buf.data) {
+        f->method = mg_conn_data(c, r->method);
+        f->method_len = r->method.len;
+    } else {
+        f->method = "";
+    }
+    if (r->path) {
+        f->path = r->path;
+        f->path_len = r->path_len;
+    } else if (c->buf.data) {
+        f->path = mg_conn_data(c, r->url);
+        f->path_len = r->url.len;
+    } else {
+        f->path = "";
+    }
+    f->query = r->query_len ? r->query + 1 : "";
+    f->query_len = r->query_len ? r->query_len - 1 : 0;
+    if (r->route) {
+        f->route = r->route->name;
+        f->route_len = strlen(f->route);
+    }
+    if (r->g && r->target >= 0 && mg_request_upstream(r) >= 0) {
+        const mg_target_t *tg = &r->g->cfg->upstreams[mg_request_upstream(r)].targets[r->target];
+        f->target = tg->name;
+        f->target_len = strlen(tg->name);
+    }
+}
+
+static size_t line_bound(const mg_request_t *r, const line_fields_t *f)
+{
+    return LINE_FIXED + json_bound(r->request_id_len) + json_bound(f->method_len) +
+           json_bound(f->path_len) + json_bound(f->query_len) + json_bound(f->route_len) +
+           json_bound(f->target_len);
+}
+
+static void write_line(mg_accesslog_t *l, mg_conn_t *c, const line_fields_t *f, line_t *b)
+{
+    mg_request_t *r = c->r;
+    int ms;
+    const char *t = now_text(l, &ms);
+    putf(b, "{\"time\":\"%s.%03dZ\"", t, ms);
+    field_str(b, "request_id", r->request_id, r->request_id_len);
+    if (r->traced)
+        putf(b, ",\"trace_id\":\"%.32s\",\"span_id\":\"%.16s\"", r->trace_id, r->span_id);
+    field_str(b, "client", c->client_ip, strnlen(c->client_ip, sizeof(c->client_ip)));
+    field_str(b, "method", f->method, f->method_len);
+    field_str(b, "path", f->path, f->path_len);
+    field_str(b, "query", f->query, f->query_len);
+    putf(b, ",\"status\":%d,\"bytes\":%llu", r->status, (unsigned long long)r->bytes_sent);
+    field_str(b, "route", f->route, f->route_len);
+    field_str(b, "upstream", f->target, f->target_len);
+    if (f->target)
+        putf(b, ",\"upstream_time\":%.6f", (double)r->upstream_ns / 1e9);
+    else
+        PUT_LIT(b, ",\"upstream_time\":null");
+    putf(b, ",\"total_time\":%.6f}\n", (double)r->total_ns / 1e9);
+}
+
 void mg_accesslog_request(mg_worker_t *w, mg_conn_t *c)
 {
     mg_accesslog_t *l = w->log;
     mg_request_t *r = c->r;
     if (!l || !r)
         return;
-    /* a line is at most ~2.3x the request line (escaping) plus fixed fields */
-    size_t need = 512 + (size_t)r->url.len * 6 + r->method.len * 6;
+    line_fields_t f;
+    collect(c, &f);
+    size_t need = line_bound(r, &f);
     if (l->len[l->active] + need > LOG_BUF) {
         start_write(w);
         if (l->len[l->active] + need > LOG_BUF) {
@@ -151,47 +329,14 @@ void mg_accesslog_request(mg_worker_t *w, mg_conn_t *c)
             return;
         }
     }
-    char *o = l->buf[l->active] + l->len[l->active];
-    char *end = l->buf[l->active] + LOG_BUF;
-    int ms;
-    const char *t = now_text(l, &ms);
-    o += snprintf(o, 128, "{\"time\":\"%s.%03dZ\",\"request_id\":\"%s\",", t, ms, r->request_id);
-    if (r->traced)
-        o += snprintf(o, 80, "\"trace_id\":\"%.32s\",\"span_id\":\"%.16s\",", r->trace_id,
-                      r->span_id);
-    o += snprintf(o, 80, "\"client\":\"%s\",\"method\":\"", c->client_ip);
-    o = json_str(o, end, c->buf.data ? mg_conn_data(c, r->method) : "",
-                 c->buf.data ? r->method.len : 0);
-    o += snprintf(o, 16, "\",\"path\":\"");
-    if (r->path)
-        o = json_str(o, end, r->path, r->path_len);
-    else if (c->buf.data)
-        o = json_str(o, end, mg_conn_data(c, r->url), r->url.len);
-    o += snprintf(o, 16, "\",\"query\":\"");
-    if (r->query_len)
-        o = json_str(o, end, r->query + 1, r->query_len - 1);
-    o += snprintf(o, 64, "\",\"status\":%d,\"bytes\":%llu,\"route\":", r->status,
-                  (unsigned long long)r->bytes_sent);
-    if (r->route) {
-        *o++ = '"';
-        o = json_str(o, end, r->route->name, strlen(r->route->name));
-        *o++ = '"';
-    } else {
-        o += snprintf(o, 8, "null");
+    char *base = l->buf[l->active] + l->len[l->active];
+    line_t b = { base, base + need };
+    write_line(l, c, &f, &b);
+    if (b.o == b.end || b.o[-1] != '\n') {
+        l->dropped++; /* cut short: never write half a JSON object */
+        return;
     }
-    o += snprintf(o, 16, ",\"upstream\":");
-    if (r->g && r->target >= 0 && mg_request_upstream(r) >= 0) {
-        int ui = mg_request_upstream(r);
-        const mg_target_t *tg = &r->g->cfg->upstreams[ui].targets[r->target];
-        *o++ = '"';
-        o = json_str(o, end, tg->name, strlen(tg->name));
-        *o++ = '"';
-        o += snprintf(o, 48, ",\"upstream_time\":%.6f", (double)r->upstream_ns / 1e9);
-    } else {
-        o += snprintf(o, 32, "null,\"upstream_time\":null");
-    }
-    o += snprintf(o, 48, ",\"total_time\":%.6f}\n", (double)r->total_ns / 1e9);
-    l->len[l->active] = (size_t)(o - l->buf[l->active]);
+    l->len[l->active] += (size_t)(b.o - base);
     if (l->len[l->active] >= LOG_FLUSH_AT)
         start_write(w);
 }
@@ -220,6 +365,7 @@ void mg_accesslog_free(mg_worker_t *w)
         close(l->fd);
     free(l->buf[0]);
     free(l->buf[1]);
+    free(l->path);
     free(l);
     w->log = NULL;
 }

@@ -11,6 +11,9 @@
 int mg_accesslog_open(mg_worker_t *w);
 /* Logs the current request of c (c->r must be set). */
 void mg_accesslog_request(mg_worker_t *w, mg_conn_t *c);
+/* Has every worker reopen its access log file at its next flush (any
+ * thread; after logrotate moved the file). stdout and stderr stay. */
+void mg_accesslog_reopen(void);
 /* Starts writing what is buffered and stops the flush timer; call when
  * the worker begins to stop. */
 void mg_accesslog_close(mg_worker_t *w);

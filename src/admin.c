@@ -238,6 +238,7 @@ PLAIN(routes)
 PLAIN(upstreams)
 PLAIN(metrics)
 PLAIN(reload)
+PLAIN(logs_reopen)
 #undef PLAIN
 
 static int call_repl(const mg_admin_handlers_t *h, admin_conn_t *c, char **body, size_t *len,
@@ -266,6 +267,7 @@ static const struct endpoint {
     { "/reload", "POST", call_reload },
     { "/repl", "POST", call_repl },
     { "/cache", "DELETE", call_cache_purge },
+    { "/logs/reopen", "POST", call_logs_reopen },
 };
 
 static void dispatch(admin_conn_t *c)

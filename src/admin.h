@@ -35,6 +35,7 @@ typedef struct mg_admin_handlers_s {
     /* `query`: the request's query string, without '?' */
     int (*cache_purge)(const char *query, size_t query_len, char **body, size_t *len,
                        const char **ctype);
+    int (*logs_reopen)(char **body, size_t *len, const char **ctype);
 } mg_admin_handlers_t;
 
 typedef struct mg_admin_s mg_admin_t;

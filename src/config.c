@@ -17,6 +17,7 @@
  * string cannot be allocated is *errors left NULL.
  */
 #include "config.h"
+#include "errlog.h"
 #include "metrics.h"
 #include "tls.h"
 
@@ -283,6 +284,18 @@ static void *alloc_list(conv_t *cv, size_t n, size_t sz, size_t *count)
     }
     *count = n;
     return p;
+}
+
+/* settings.log_level: config.lua has checked the name. */
+static void conv_log_level(conv_t *cv, int t, mg_config_t *cfg)
+{
+    char *name = NULL;
+    if (get_str(cv, t, "", "log_level", 0, &name) != 0)
+        return;
+    cfg->log_level = mg_log_level_parse(name);
+    if (cfg->log_level < 0)
+        internal(cv, "", "log_level", "a log level name");
+    free(name);
 }
 
 static void conv_limits(conv_t *cv, int cfg_t, mg_config_t *cfg)
@@ -822,6 +835,8 @@ int mg_config_convert(lua_State *L, int t, const char *file, mg_config_t **out, 
     } else if (lua_checkstack(L, 16)) {
         get_int(&cv, t, "", "workers", 0, INT32_MAX, &cfg->workers);
         get_str(&cv, t, "", "access_log", 0, &cfg->access_log);
+        get_str(&cv, t, "", "error_log", 0, &cfg->error_log);
+        conv_log_level(&cv, t, cfg);
         conv_limits(&cv, t, cfg);
         conv_timeouts(&cv, t, cfg);
         conv_listeners(&cv, t, cfg);
@@ -853,6 +868,7 @@ void mg_config_free(mg_config_t *cfg)
         return;
     free(cfg->file);
     free(cfg->access_log);
+    free(cfg->error_log);
     free(cfg->admin_host);
     free(cfg->admin_token);
     for (i = 0; i < cfg->nlisteners; i++) {

@@ -132,6 +132,8 @@ typedef struct mg_config_s {
     char *file;
     int workers;            /* 0 = one per CPU */
     char *access_log;       /* "off", "stdout", "stderr" or a file path */
+    char *error_log;        /* "stderr" or a file path (errlog.h) */
+    int log_level;          /* MG_LOG_*: lines below it are dropped */
     int admin_enabled;      /* settings.admin ~= false */
     char *admin_host;
     uint16_t admin_port;

@@ -16,6 +16,8 @@
 #include <time.h>
 #include <lauxlib.h>
 #include <lua.h>
+#include "errlog.h"
+#include "accesslog.h"
 #include "admin.h"
 #include "cache.h"
 #include "health.h"
@@ -184,6 +186,8 @@ static const char *fixed_change(const mg_config_t *old, const mg_config_t *cfg, 
         return "settings.workers changed; restart moongate to change the number of workers";
     if (!same_str(old->access_log, cfg->access_log))
         return "settings.access_log changed; restart moongate to move the access log";
+    if (!same_str(old->error_log, cfg->error_log))
+        return "settings.error_log changed; restart moongate to move the error log";
     if (old->admin_enabled != cfg->admin_enabled || old->admin_port != cfg->admin_port ||
         !same_str(old->admin_host, cfg->admin_host) ||
         !same_str(old->admin_token, cfg->admin_token))
@@ -245,14 +249,15 @@ int mg_control_reload(mg_control_t *ctl, char **why)
         lua_close(ctl->L);
     ctl->L = L;
     set_result(ctl, 1, "ok");
-    fprintf(stderr, "moongate: reloaded %s (generation %llu)\n", ctl->file,
+    mg_log_set_level(gen->cfg->log_level);
+    mg_log(MG_LOG_NOTICE, "reloaded %s (generation %llu)\n", ctl->file,
             (unsigned long long)gen->number);
     return 0;
 
 refused:
     if (!err)
         err = strdup("reload failed");
-    fprintf(stderr, "moongate: reload refused, still serving generation %llu:\n%s\n",
+    mg_log(MG_LOG_ERROR, "reload refused, still serving generation %llu:\n%s\n",
             (unsigned long long)ctl->gen->number, err);
     set_result(ctl, 0, err);
     *why = err;
@@ -288,6 +293,25 @@ static void on_sighup(uv_signal_t *s, int signum)
     char *why = NULL;
     mg_control_reload(ctl, &why);
     free(why);
+}
+
+/* SIGUSR1, as nginx: logrotate has moved the log files away. */
+static void on_sigusr1(uv_signal_t *s, int signum)
+{
+    mg_control_reopen_logs(s->data);
+}
+
+const char *mg_control_reopen_logs(mg_control_t *ctl)
+{
+    int rc = mg_errlog_reopen();
+    mg_accesslog_reopen(); /* each worker, at its next flush (<= 200 ms) */
+    if (rc != 0) {
+        mg_log(MG_LOG_ERROR, "cannot reopen the error log %s: %s (still writing "
+               "to the old file)", ctl->gen->cfg->error_log, strerror(-rc));
+        return "cannot reopen the error log";
+    }
+    mg_log(MG_LOG_NOTICE, "log files reopened");
+    return NULL;
 }
 
 /* ---- admin answers -------------------------------------------------------- */
@@ -506,6 +530,20 @@ static int h_reload(char **body, size_t *len, const char **ctype)
     return reply(&b, rc == 0 ? 200 : 422, body, len, ctype, "application/json");
 }
 
+static int h_logs_reopen(char **body, size_t *len, const char **ctype)
+{
+    sbuf_t b = { 0 };
+    const char *why = mg_control_reopen_logs(the_ctl);
+    if (why) {
+        sb_printf(&b, "{\"ok\":false,\"error\":");
+        sb_json(&b, why);
+        sb_printf(&b, "}\n");
+    } else {
+        sb_printf(&b, "{\"ok\":true}\n");
+    }
+    return reply(&b, why ? 500 : 200, body, len, ctype, "application/json");
+}
+
 /* The value of `name` in a query string, %XX and '+' decoded into out
  * (cap bytes). Returns its length, or -1 when absent or too long. */
 static long query_arg(const char *q, size_t ql, const char *name, char *out, size_t cap)
@@ -633,6 +671,7 @@ static const mg_admin_handlers_t handlers = {
     .reload = h_reload,
     .repl = h_repl,
     .cache_purge = h_cache_purge,
+    .logs_reopen = h_logs_reopen,
 };
 
 int mg_control_start(mg_control_t *ctl, uv_loop_t *loop, const char *file, mg_gen_t *gen,
@@ -660,12 +699,15 @@ int mg_control_start(mg_control_t *ctl, uv_loop_t *loop, const char *file, mg_ge
     uv_signal_init(loop, &ctl->sighup);
     ctl->sighup.data = ctl;
     uv_signal_start(&ctl->sighup, on_sighup, SIGHUP);
+    uv_signal_init(loop, &ctl->sigusr1);
+    ctl->sigusr1.data = ctl;
+    uv_signal_start(&ctl->sigusr1, on_sigusr1, SIGUSR1);
     /* watch the config's directory: editors replace files by renaming */
     char *dir = strdup(file);
     uv_fs_event_init(loop, &ctl->watch);
     ctl->watch.data = ctl;
     if (dir && uv_fs_event_start(&ctl->watch, on_file_event, dirname(dir), 0) != 0)
-        fprintf(stderr, "moongate: cannot watch %s for changes (reload with SIGHUP or "
+        mg_log(MG_LOG_WARN, "cannot watch %s for changes (reload with SIGHUP or "
                         "POST /reload)\n", file);
     free(dir);
     const mg_config_t *cfg = gen->cfg;
@@ -674,11 +716,11 @@ int mg_control_start(mg_control_t *ctl, uv_loop_t *loop, const char *file, mg_ge
         if (mg_admin_start(&ctl->admin, loop, cfg->admin_host, cfg->admin_port,
                            cfg->admin_token, &handlers, &aerr) != 0) {
             /* the gateway serves anyway: say why the admin API is missing */
-            fprintf(stderr, "moongate: admin API off: %s\n", aerr ? aerr : "cannot listen");
+            mg_log(MG_LOG_ERROR, "admin API off: %s\n", aerr ? aerr : "cannot listen");
             free(aerr);
             ctl->admin = NULL;
         } else {
-            fprintf(stderr, "moongate: admin API on %s:%u\n", cfg->admin_host, cfg->admin_port);
+            mg_log(MG_LOG_INFO, "admin API on %s:%u\n", cfg->admin_host, cfg->admin_port);
         }
     }
     return 0;
@@ -697,6 +739,8 @@ void mg_control_stop(mg_control_t *ctl)
         uv_close((uv_handle_t *)&ctl->debounce, NULL);
     if (!uv_is_closing((uv_handle_t *)&ctl->sighup))
         uv_close((uv_handle_t *)&ctl->sighup, NULL);
+    if (!uv_is_closing((uv_handle_t *)&ctl->sigusr1))
+        uv_close((uv_handle_t *)&ctl->sigusr1, NULL);
 }
 
 void mg_control_free(mg_control_t *ctl)

@@ -26,6 +26,7 @@ typedef struct mg_control_s {
     uv_fs_event_t watch;
     uv_timer_t debounce;
     uv_signal_t sighup;
+    uv_signal_t sigusr1;        /* reopen the log files */
     struct mg_admin_s *admin;
     struct mg_health_s *health;  /* active health checks (health.h) */
 } mg_control_t;
@@ -39,6 +40,10 @@ int mg_control_start(mg_control_t *ctl, uv_loop_t *loop, const char *file, mg_ge
  * (malloc'd, "file:line: reason" lines) when the new version is refused;
  * the running one keeps serving either way. */
 int mg_control_reload(mg_control_t *ctl, char **why);
+/* Reopens the error log now and has every worker reopen its access log
+ * at its next flush (SIGUSR1, POST /logs/reopen). Returns NULL, or a static
+ * reason when the error log could not be reopened (the old file kept). */
+const char *mg_control_reopen_logs(mg_control_t *ctl);
 void mg_control_stop(mg_control_t *ctl);
 void mg_control_free(mg_control_t *ctl);
 /* moongate check: runs the gw.test examples of file. */

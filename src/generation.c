@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include "errlog.h"
 #include "gateway.h"
 #include "health.h"
 #include "worker.h"
@@ -25,7 +26,7 @@ static int resolve_targets(mg_gen_t *g)
             mg_target_addr_t *a = &g->addrs[i][t];
             a->ok = mg_resolve(u->targets[t].host, u->targets[t].port, &a->ss) == 0;
             if (!a->ok)
-                fprintf(stderr, "moongate: upstream %s: target %s does not resolve\n", u->name,
+                mg_log(MG_LOG_WARN, "upstream %s: target %s does not resolve\n", u->name,
                         u->targets[t].name);
         }
     }

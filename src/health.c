@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "errlog.h"
 #include "health.h"
 #include "worker.h"
 
@@ -92,7 +93,7 @@ static void verdict(probe_t *p, int ok, const char *why)
         st->last_error[0] = '\0';
         if (down && st->ok_streak >= u->health_rise) {
             atomic_store(&st->down, 0);
-            fprintf(stderr, "moongate: upstream %s: target %s is back (%d good health checks)\n",
+            mg_log(MG_LOG_NOTICE, "upstream %s: target %s is back (%d good health checks)\n",
                     u->name, t->name, st->ok_streak);
         }
         return;
@@ -102,7 +103,7 @@ static void verdict(probe_t *p, int ok, const char *why)
     snprintf(st->last_error, sizeof(st->last_error), "%s", why);
     if (!down && st->fail_streak >= u->health_fall) {
         atomic_store(&st->down, 1);
-        fprintf(stderr, "moongate: upstream %s: target %s taken out: %s (%d failed health "
+        mg_log(MG_LOG_WARN, "upstream %s: target %s taken out: %s (%d failed health "
                         "checks of GET %s)\n",
                 u->name, t->name, why, st->fail_streak, u->health_path);
     }

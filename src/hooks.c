@@ -17,6 +17,7 @@
 #include <string.h>
 #include <lauxlib.h>
 #include <lua.h>
+#include "errlog.h"
 #include "hooks.h"
 #include "lua_route.h"
 #include "worker.h"
@@ -163,7 +164,7 @@ static mg_hook_co_t *co_get(mg_wgen_t *g)
     /* start the driver: it yields once, ready for its first request */
     lua_rawgeti(hc->co, LUA_REGISTRYINDEX, lw->driver_ref);
     if (lua_resume(hc->co, 0) != LUA_YIELD) {
-        fprintf(stderr, "moongate: worker %d: hook driver failed to start: %s\n", w->id,
+        mg_log(MG_LOG_ERROR, "worker %d: hook driver failed to start: %s\n", w->id,
                 lua_tostring(hc->co, -1));
         co_destroy(hc);
         return NULL;
@@ -203,7 +204,7 @@ static void report_error(mg_hook_co_t *hc, int st)
         lua_pushnil(L);
     lua_pushinteger(L, r ? r->hook_phase : MG_PHASE_TIMER);
     if (lua_pcall(L, 3, 0, 0) != 0) {
-        fprintf(stderr, "moongate: worker %d: hook error: %s\n", hc->w->id, msg);
+        mg_log(MG_LOG_ERROR, "worker %d: hook error: %s\n", hc->w->id, msg);
         lua_pop(L, 1);
     }
 }
@@ -423,9 +424,7 @@ int mg_ffi_sleep(double seconds)
 
 void mg_ffi_log(int level, const char *msg, size_t len)
 {
-    static const char *names[] = { "debug", "info", "notice", "warn", "error", "crit" };
-    const char *name = level >= 0 && level < 6 ? names[level] : "info";
-    fprintf(stderr, "moongate: [%s] worker %d: %.*s\n", name, mg_ffi_worker_id(), (int)len, msg);
+    mg_log(level, "worker %d: %.*s", mg_ffi_worker_id(), (int)len, msg);
 }
 
 void mg_ffi_hook_error_count(void)
@@ -577,8 +576,8 @@ void mg_hooks_watchdog(mg_worker_t *w)
         return;
     if (now_ms - since > budget + 1000 && !atomic_load(&w->quarantined)) {
         /* the interrupt did not take: a loop compiled to machine code */
-        fprintf(stderr,
-                "moongate: worker %d: a hook has run %llu ms and cannot be interrupted "
+        mg_log(MG_LOG_CRIT,
+                "worker %d: a hook has run %llu ms and cannot be interrupted "
                 "(a loop LuaJIT compiled); the worker stops accepting connections, "
                 "the others go on serving\n",
                 w->id, (unsigned long long)(now_ms - since));

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <lauxlib.h>
 #include <lualib.h>
+#include "errlog.h"
 #include "hooks.h"
 #include "lua_route.h"
 #include "lua_state.h"
@@ -150,7 +151,7 @@ void mg_lua_route_call(mg_conn_t *c)
     push_request(L, c);
     if (lua_pcall(L, 2, 5, 0) != 0 || !lua_toboolean(L, -5)) {
         const char *msg = lua_tostring(L, lua_isstring(L, -4) ? -4 : -1);
-        fprintf(stderr, "moongate: worker %d: request %s: handler of route %s failed: %s\n",
+        mg_log(MG_LOG_ERROR, "worker %d: request %s: handler of route %s failed: %s\n",
                 w->id, r->request_id, r->route->name, msg ? msg : "?");
         lua_settop(L, top);
         mg_conn_respond_error(c, 500, "handler error");

@@ -13,6 +13,7 @@
 #include <openssl/opensslv.h>
 #include <uv.h>
 #include <llhttp.h>
+#include "errlog.h"
 #include "config.h"
 #include "admin_client.h"
 
@@ -69,10 +70,10 @@ static void on_watchdog(uv_timer_t *t)
 static void on_signal(uv_signal_t *s, int signum)
 {
     if (stop_requested++) {
-        fprintf(stderr, "moongate: second signal, exiting now\n");
+        mg_log(MG_LOG_WARN, "second signal, exiting now\n");
         _exit(1);
     }
-    fprintf(stderr, "moongate: %s, finishing in-flight requests\n",
+    mg_log(MG_LOG_NOTICE, "%s, finishing in-flight requests\n",
             signum == SIGTERM ? "SIGTERM" : "SIGINT");
     mg_workers_stop(&workers);
     uv_stop(s->loop);
@@ -87,6 +88,14 @@ static int cmd_run(const char *file, int nworkers)
     if (mg_config_load(file, &cfg, &errors) != 0) {
         fprintf(stderr, "%s", errors ? errors : "moongate: cannot load the config\n");
         free(errors);
+        return 1;
+    }
+    mg_log_set_level(cfg->log_level);
+    int lrc = mg_errlog_open(cfg->error_log);
+    if (lrc != 0) {
+        fprintf(stderr, "moongate: %s: settings.error_log %s: %s (a file the gateway can "
+                "create or append to)\n", file, cfg->error_log, strerror(-lrc));
+        mg_config_free(cfg);
         return 1;
     }
     int n = nworkers > 0       ? nworkers
@@ -145,14 +154,14 @@ static int cmd_run(const char *file, int nworkers)
     uv_timer_init(loop, &watchdog);
     uv_timer_start(&watchdog, on_watchdog, 10, 10);
     for (size_t i = 0; i < cfg->nlisteners; i++)
-        fprintf(stderr, "moongate: listening on %s:%u (%d workers)\n", cfg->listeners[i].host,
+        mg_log(MG_LOG_INFO, "listening on %s:%u (%d workers)\n", cfg->listeners[i].host,
                 cfg->listeners[i].port, n);
     uv_run(loop, UV_RUN_DEFAULT);
     uint64_t deadline = control.gen->cfg->timeouts.shutdown + 2000;
     mg_control_stop(&control);
     /* a worker stuck in a hook would never end: do not wait for it forever */
     if (mg_workers_join_within(&workers, deadline) < 0) {
-        fprintf(stderr, "moongate: a worker did not stop (stuck in a hook); exiting anyway\n");
+        mg_log(MG_LOG_WARN, "a worker did not stop (stuck in a hook); exiting anyway\n");
         _exit(1);
     }
     mg_control_free(&control);
@@ -163,7 +172,7 @@ static int cmd_run(const char *file, int nworkers)
     uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);
     mg_metrics_free();
-    fprintf(stderr, "moongate: stopped\n");
+    mg_log(MG_LOG_NOTICE, "stopped\n");
     return 0;
 }
 

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include "errlog.h"
 #include "accesslog.h"
 #include "cache.h"
 #include "lua_route.h"
@@ -371,7 +372,7 @@ static void worker_main(void *arg)
     mg_worker_t *w = arg;
     char *err = worker_setup(w, w->ctl_gen);
     if (err) {
-        fprintf(stderr, "moongate: worker %d: %s\n", w->id, err);
+        mg_log(MG_LOG_ERROR, "worker %d: %s\n", w->id, err);
         free(err);
         w->start_error = 1;
         atomic_store(&start_failed, 1);

@@ -581,7 +581,8 @@ end
 
 -- Declarations -------------------------------------------------------------
 
-local SETTINGS_KEYS = { "workers", "access_log", "limits", "timeouts", "admin" }
+local SETTINGS_KEYS = { "workers", "access_log", "error_log", "log_level",
+                        "limits", "timeouts", "admin" }
 local ADMIN_KEYS = { "host", "port", "token" }
 local LIMIT_KEYS = { "request_line", "header_size", "header_count", "body" }
 local TIMEOUT_KEYS = { "header", "keepalive", "body", "send", "shutdown",
@@ -639,6 +640,36 @@ local function check_access_log(v)
     return nil, 'must be "off", "stdout", "stderr" or a file path'
 end
 
+local function check_error_log(v)
+    if type(v) == "string" and v ~= "" and v ~= "off" and not find(v, "%z") then
+        return v
+    end
+    return nil, 'must be "stderr" or a file path'
+end
+
+-- the names of src/errlog.c (nginx's err, warning, alert, emerg accepted)
+local LOG_LEVELS = { "debug", "info", "notice", "warn", "error", "crit" }
+local LOG_LEVEL_ALIASES = { err = "error", warning = "warn", alert = "crit",
+                            emerg = "crit" }
+local function check_log_level(v)
+    if type(v) == "string" then
+        v = LOG_LEVEL_ALIASES[v] or v
+        for _, l in ipairs(LOG_LEVELS) do
+            if l == v then return v end
+        end
+    end
+    return nil, "must be one of " .. concat(LOG_LEVELS, ", ")
+end
+
+-- A log file as the user wrote it, made absolute against the config's
+-- directory (under systemd the working directory is /).
+local function log_path(c, v)
+    if v == "off" or v == "stdout" or v == "stderr" or sub(v, 1, 1) == "/" then
+        return v
+    end
+    return (match(c.file, "^(.*/)[^/]*$") or "./") .. v
+end
+
 local function table_arg(d, v, what, example)
     if type(v) == "table" then
         return true
@@ -648,7 +679,8 @@ local function table_arg(d, v, what, example)
 end
 
 local function default_settings()
-    local s = { workers = 0, access_log = "stdout", limits = {},
+    local s = { workers = 0, access_log = "stdout", error_log = "stderr",
+                log_level = "info", limits = {},
                 timeouts = {},
                 admin = { enabled = true, host = "127.0.0.1", port = 9901 } }
     for k, v in pairs(DEFAULT_LIMITS) do
@@ -678,8 +710,12 @@ function decl.settings(d, t)
     s.workers = field(d, t, "workers", "settings",
         int_range(0, 1024, "must be an integer 0-1024 (0 = one per CPU)"))
         or 0
-    s.access_log = field(d, t, "access_log", "settings", check_access_log)
-        or "stdout"
+    s.access_log = log_path(c, field(d, t, "access_log", "settings",
+                                     check_access_log) or "stdout")
+    s.error_log = log_path(c, field(d, t, "error_log", "settings",
+                                    check_error_log) or "stderr")
+    s.log_level = field(d, t, "log_level", "settings", check_log_level)
+        or "info"
     local limits = t.limits
     if limits ~= nil then
         if type(limits) ~= "table" then
@@ -1451,6 +1487,7 @@ local function finish(c)
     local cfg = { file = c.file }
     local s = c.settings_value or default_settings()
     cfg.workers, cfg.access_log = s.workers, s.access_log
+    cfg.error_log, cfg.log_level = s.error_log, s.log_level
     cfg.admin = s.admin
     cfg.tests = c.tests
     cfg.limits, cfg.timeouts = s.limits, s.timeouts

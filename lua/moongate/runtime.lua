@@ -718,13 +718,17 @@ function _M.worker_id()
     return C.mg_ffi_worker_id()
 end
 
-local LEVELS = { debug = 0, info = 1, notice = 2, warn = 3, error = 4, crit = 5 }
+-- MG_LOG_* of src/errlog.h; nginx's names are accepted too
+local LEVELS = { debug = 0, info = 1, notice = 2, warn = 3, error = 4, crit = 5,
+                 err = 4, warning = 3, alert = 5, emerg = 5 }
 
---- gw.log(level, ...): one line to the error log ("debug" .. "crit").
+--- gw.log(level, ...): one line to the error log ("debug" .. "crit"; lines
+-- below settings.log_level are dropped).
 function _M.log(level, ...)
     local n = LEVELS[level]
     if not n then
-        error("gw.log: level must be one of debug, info, notice, warn, error, crit", 2)
+        error("gw.log: level must be one of debug, info, notice, warn, error (or err), " ..
+              "crit, got " .. tostring(level), 2)
     end
     local parts = {}
     for i = 1, select("#", ...) do parts[i] = tostring((select(i, ...))) end

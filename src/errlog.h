@@ -1,0 +1,34 @@
+/* errlog.h: the gateway's error log.
+ *
+ * One line per event, `2026-12-01T21:30:00.123Z [warn] moongate: ...`, each
+ * written with a single write(2) so that lines from different threads never
+ * interleave. Lines below the configured level are dropped before they are
+ * formatted. The log is file descriptor 2 itself: an `error_log` file is
+ * dup2'd onto it, so what libraries and sanitizers write to stderr lands in
+ * the same file, and reopening it after a rotation is one dup2. */
+#ifndef MG_ERRLOG_H
+#define MG_ERRLOG_H
+
+enum { MG_LOG_DEBUG, MG_LOG_INFO, MG_LOG_NOTICE, MG_LOG_WARN, MG_LOG_ERROR, MG_LOG_CRIT };
+
+/* Writes one line at `level` (MG_LOG_*), if the level is enabled. */
+void mg_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Whether a line at `level` would be written (to skip building it). */
+int mg_log_enabled(int level);
+/* "debug" .. "crit" (also nginx's "err", "warning", "alert", "emerg") to
+ * MG_LOG_*, or -1. */
+int mg_log_level_parse(const char *name);
+/* The name of an MG_LOG_* level. */
+const char *mg_log_level_name(int level);
+/* Lines below `level` are dropped from now on (any thread). */
+void mg_log_set_level(int level);
+
+/* Sends the error log to `path` ("stderr" or NULL: leave fd 2 as it is).
+ * Returns 0, or -errno with fd 2 unchanged. Called at start; the path is
+ * kept for mg_errlog_reopen. */
+int mg_errlog_open(const char *path);
+/* Opens the error log's file again (after logrotate moved it). Returns 0
+ * (also when the log is stderr) or -errno, the old file kept. */
+int mg_errlog_reopen(void);
+
+#endif
