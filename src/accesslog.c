@@ -270,8 +270,14 @@ static void collect(mg_conn_t *c, line_fields_t *f)
     } else {
         f->path = "";
     }
-    f->query = r->query_len ? r->query + 1 : "";
-    f->query_len = r->query_len ? r->query_len - 1 : 0;
+    /* path and query as sent upstream (after hooks), like nginx's $uri */
+    if (r->new_query) {
+        f->query = r->new_query;
+        f->query_len = r->new_query_len;
+    } else {
+        f->query = r->query_len ? r->query + 1 : "";
+        f->query_len = r->query_len ? r->query_len - 1 : 0;
+    }
     if (r->route) {
         f->route = r->route->name;
         f->route_len = strlen(f->route);

@@ -12,57 +12,7 @@ local cjson = require "cjson"
 
 local fmt = string.format
 
-local LOAD_PY = (debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or ".")
-    .. "/../support/load.py"
-
-local python
-local function python_bin()
-    if not python then
-        python = h.sh("python3 -c 'import sys; print(sys.executable)' 2>/dev/null")
-            :gsub("%s+$", "")
-        if python == "" then python = "python3" end
-    end
-    return python
-end
-
-local seq = 0
-
--- Starts load.py in the background; returns a function that waits for it
--- and returns its decoded report (t0: the wall clock of its start).
-local function load_start(o)
-    seq = seq + 1
-    local out = h.tmpfile(fmt("load%d.json", seq))
-    local args = { "-u", h.shq(LOAD_PY) }
-    for _, p in ipairs(o.ports) do args[#args + 1] = "--port " .. p end
-    for _, p in ipairs(o.paths or { "/" }) do
-        args[#args + 1] = "--path " .. h.shq(p)
-    end
-    for _, hd in ipairs(o.headers or {}) do
-        args[#args + 1] = "--header " .. h.shq(hd)
-    end
-    args[#args + 1] = fmt("--rate %d --duration %g --conns %d", o.rate or 1000,
-                          o.duration or 5, o.conns or 20)
-    if o.count_header then
-        args[#args + 1] = "--count-header " .. h.shq(o.count_header)
-    end
-    if o.timeline then args[#args + 1] = "--timeline" end
-    local started = h.now()
-    os.execute(fmt("%s %s >%s 2>&1 &", h.shq(python_bin()), table.concat(args, " "),
-                   h.shq(out)))
-    return function()
-        local deadline = started + (o.duration or 5) + 30
-        while true do
-            local s = h.read_file(out)
-            if s and s:find("\n", 1, true) then
-                local ok, r = pcall(cjson.decode, s)
-                if not ok then error("load.py: " .. s) end
-                return r
-            end
-            if h.now() > deadline then error("load.py did not finish: " .. (s or "")) end
-            h.sleep(0.05)
-        end
-    end
-end
+local load_start = h.load_start
 
 local function load(o)
     return load_start(o)()

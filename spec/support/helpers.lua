@@ -1135,4 +1135,41 @@ function Conn:read_ws_frame(timeout)
              masked = key ~= nil }
 end
 
+---------------------------------------------------------------------------
+-- paced load (spec/support/load.py)
+
+local LOAD_PY = (debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or ".") .. "/load.py"
+local nloads = 0
+
+-- Starts load.py in the background with o = { ports, paths, headers, rate,
+-- duration, conns, count_header, timeline }; returns a function that waits
+-- for it and returns its decoded report.
+function _M.load_start(o)
+    nloads = nloads + 1
+    local out = _M.tmpfile(fmt("load%d.json", nloads))
+    local args = { "-u", shq(LOAD_PY) }
+    for _, p in ipairs(o.ports) do args[#args + 1] = "--port " .. p end
+    for _, p in ipairs(o.paths or { "/" }) do args[#args + 1] = "--path " .. shq(p) end
+    for _, hd in ipairs(o.headers or {}) do args[#args + 1] = "--header " .. shq(hd) end
+    args[#args + 1] = fmt("--rate %d --duration %g --conns %d", o.rate or 1000,
+                          o.duration or 5, o.conns or 20)
+    if o.count_header then args[#args + 1] = "--count-header " .. shq(o.count_header) end
+    if o.timeline then args[#args + 1] = "--timeline" end
+    local started = now()
+    os.execute(fmt("%s %s >%s 2>&1 &", shq(python_bin()), concat(args, " "), shq(out)))
+    return function()
+        local deadline = started + (o.duration or 5) + 30 * _M.SLOW
+        while true do
+            local s = read_file(out)
+            if s and s:find("\n", 1, true) then
+                local ok, r = pcall(require("cjson").decode, s)
+                if not ok then error("load.py: " .. s) end
+                return r
+            end
+            if now() > deadline then error("load.py did not finish: " .. (s or "")) end
+            socket.sleep(0.05)
+        end
+    end
+end
+
 return _M
