@@ -21,7 +21,8 @@ VERSION  := $(shell sed -n 's/^\#define MG_VERSION "\(.*\)"/\1/p' src/version.h)
 
 # Goals that build C code need the packages; say how to get them rather
 # than let the compiler fail on a missing header.
-BUILD_GOALS := all asan test-fast install deb build/moongate build/moongate-asan build/libmgtest.so
+BUILD_GOALS := all asan test-fast install build/moongate build/moongate-asan build/libmgtest.so \
+               build/pkg/moongate
 ifneq ($(strip $(MISSING)),)
 ifneq ($(if $(MAKECMDGOALS),$(filter $(BUILD_GOALS),$(MAKECMDGOALS)),all),)
 $(error build packages missing (pkg-config or files for: $(strip $(MISSING))). \
@@ -38,7 +39,7 @@ LL_OBJS  := build/obj/llhttp.o build/obj/llhttp_api.o build/obj/llhttp_http.o
 LL_ASAN  := build/asan/llhttp.o build/asan/llhttp_api.o build/asan/llhttp_http.o
 SAN      := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-.PHONY: all deps run test test-fast bench asan clean
+.PHONY: all deps run test test-fast bench asan clean install uninstall deb help
 
 all: build/moongate build/libmgtest.so
 
@@ -95,6 +96,39 @@ test-fast: all
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@bash scripts/bench.sh
+
+# `make install` (PREFIX, DESTDIR, ...: see scripts/install.sh) and a Debian
+# package (`make deb`, scripts/deb.sh).
+PREFIX ?= /usr/local
+INSTALL_VARS = DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" \
+    $(foreach v,BINDIR DATADIR DOCDIR SYSCONFDIR UNITDIR SYSUSERSDIR,$(if $($(v)),$(v)="$($(v))"))
+
+install: all
+	@$(INSTALL_VARS) bash scripts/install.sh install
+
+uninstall:
+	@$(INSTALL_VARS) bash scripts/install.sh uninstall
+
+deb: deps
+	@bash scripts/deb.sh
+
+# the packaged binary: the same sources with Debian's hardening flags
+PKG_CFLAGS  = $(shell dpkg-buildflags --get CPPFLAGS) $(shell dpkg-buildflags --get CFLAGS)
+PKG_LDFLAGS = $(shell dpkg-buildflags --get LDFLAGS)
+PKG_OBJS   := $(SRCS:src/%.c=build/pkg/%.o) build/pkg/llhttp.o build/pkg/llhttp_api.o \
+              build/pkg/llhttp_http.o
+build/pkg/%.o: src/%.c $(wildcard src/*.h) | build/pkg
+	$(CC) $(PKG_CFLAGS) $(WARN) $(INCS) -c $< -o $@
+build/pkg/llhttp.o: $(LLHTTP)/llhttp.c | build/pkg
+	$(CC) $(PKG_CFLAGS) -w -DLLHTTP_STRICT_MODE=1 -I/usr/share/include/llhttp -c $< -o $@
+build/pkg/llhttp_api.o: $(LLHTTP)/api.c | build/pkg
+	$(CC) $(PKG_CFLAGS) -w -DLLHTTP_STRICT_MODE=1 -I/usr/share/include/llhttp -c $< -o $@
+build/pkg/llhttp_http.o: $(LLHTTP)/http.c | build/pkg
+	$(CC) $(PKG_CFLAGS) -w -DLLHTTP_STRICT_MODE=1 -I/usr/share/include/llhttp -c $< -o $@
+build/pkg:
+	mkdir -p $@
+build/pkg/moongate: $(PKG_OBJS)
+	$(CC) $(PKG_CFLAGS) $(PKG_LDFLAGS) -Wl,-E -o $@ $^ $(LIBS)
 
 clean:
 	rm -rf build

@@ -1,18 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages moongate needs, with apt-get, and does nothing
 # when they are all present. `make run`, `make test` and `make bench` call it
-# before they build; `make deps` runs it alone.
-#   scripts/deps.sh          build, run and test
-#   scripts/deps.sh deb      also what `make deb` needs (dpkg-deb, lintian)
+# before they build, `make deb` before it packages; `make deps` runs it alone.
+# (luarocks, dpkg-dev, lintian and systemd: the packaging specs of `make test`.)
 set -euo pipefail
 pkgs=(build-essential pkg-config libluajit2-5.1-dev luajit2 libuv1-dev node-llhttp
       libssl-dev lua-cjson lua-busted lua-socket libhiredis-dev redis-server
-      libedit-dev python3 curl openssl ca-certificates luarocks liblua5.1-0-dev)
-case "${1:-}" in
-    "") ;;
-    deb) pkgs+=(dpkg-dev fakeroot lintian systemd) ;;
-    *) echo "usage: scripts/deps.sh [deb]" >&2; exit 2 ;;
-esac
+      libedit-dev python3 curl openssl ca-certificates luarocks liblua5.1-0-dev
+      dpkg-dev lintian systemd)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \

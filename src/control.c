@@ -114,14 +114,14 @@ static lua_State *load_and_test(mg_control_t *ctl, const char *file, mg_config_t
     lua_getglobal(L, "require");
     lua_pushstring(L, "moongate.selftest");
     if (lua_pcall(L, 1, 1, 0) != 0) {
-        asprintf(err, "%s: cannot run its tests: %s", file, lua_tostring(L, -1));
+        *err = mg_strf("%s: cannot run its tests: %s", file, lua_tostring(L, -1));
         lua_close(L);
         return NULL;
     }
     lua_getfield(L, -1, "run");
     lua_pushstring(L, file);
     if (lua_pcall(L, 1, 3, 0) != 0) {
-        asprintf(err, "%s: cannot run its tests: %s", file, lua_tostring(L, -1));
+        *err = mg_strf("%s: cannot run its tests: %s", file, lua_tostring(L, -1));
         lua_close(L);
         return NULL;
     }
@@ -224,7 +224,7 @@ int mg_control_reload(mg_control_t *ctl, char **why)
     }
     const char *fixed = fixed_change(ctl->gen->cfg, cfg, ctl->workers->n);
     if (fixed) {
-        asprintf(&err, "%s: %s", ctl->file, fixed);
+        err = mg_strf("%s: %s", ctl->file, fixed);
         mg_config_free(cfg);
         lua_close(L);
         goto refused;
@@ -232,7 +232,7 @@ int mg_control_reload(mg_control_t *ctl, char **why)
     const char *reason = NULL;
     mg_gen_t *gen = mg_gen_new(cfg, ctl->next_number, &reason); /* owns cfg now */
     if (!gen) {
-        asprintf(&err, "%s: %s", ctl->file, reason ? reason : "cannot build the routes");
+        err = mg_strf("%s: %s", ctl->file, reason ? reason : "cannot build the routes");
         lua_close(L);
         goto refused;
     }

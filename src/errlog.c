@@ -84,6 +84,16 @@ void mg_log(int level, const char *fmt, ...)
     (void)rc; /* nowhere left to report a failing error log */
 }
 
+char *mg_strf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    int n = vasprintf(&s, fmt, ap);
+    va_end(ap);
+    return n < 0 ? NULL : s;
+}
+
 /* Opens path for appending and puts it on fd 2. */
 static int attach(const char *path)
 {

@@ -23,6 +23,10 @@ const char *mg_log_level_name(int level);
 /* Lines below `level` are dropped from now on (any thread). */
 void mg_log_set_level(int level);
 
+/* A malloc'd message formatted like printf, or NULL when memory is short
+ * (unlike asprintf, whose pointer is undefined then). */
+char *mg_strf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* Sends the error log to `path` ("stderr" or NULL: leave fd 2 as it is).
  * Returns 0, or -errno with fd 2 unchanged. Called at start; the path is
  * kept for mg_errlog_reopen. */

@@ -34,9 +34,23 @@ static void find_lua_dir(void)
         slash = strrchr(exe, '/');
         if (slash != NULL)
             *slash = '\0';
+        /* a build tree (<exe>/../lua), else an install (make install, the
+         * Debian package: <prefix>/bin and <prefix>/share/moongate/lua) */
+        static const char *const rel[] = { "/../lua", "/../share/moongate/lua" };
         len = strlen(exe);
-        memcpy(lua_dir, exe, len);
-        memcpy(lua_dir + len, "/../lua", sizeof("/../lua"));
+        static const char init[] = "/moongate/init.lua";
+        char probe[sizeof(lua_dir) + sizeof(init)];
+        for (size_t i = 0; i < sizeof(rel) / sizeof(rel[0]); i++) {
+            size_t rl = strlen(rel[i]);
+            if (len + rl >= sizeof(lua_dir))
+                break;
+            memcpy(lua_dir, exe, len);
+            memcpy(lua_dir + len, rel[i], rl + 1);
+            memcpy(probe, lua_dir, len + rl);
+            memcpy(probe + len + rl, init, sizeof(init));
+            if (access(probe, R_OK) == 0)
+                break;
+        }
         if (realpath(lua_dir, real) != NULL)
             strcpy(lua_dir, real);
     }

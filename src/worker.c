@@ -82,7 +82,7 @@ static int listen_on(mg_worker_t *w, uv_tcp_t *t, const mg_listener_t *l, char *
     int family = AF_INET;
     if (uv_ip4_addr(l->host, l->port, (struct sockaddr_in *)&sa) != 0) {
         if (uv_ip6_addr(l->host, l->port, (struct sockaddr_in6 *)&sa) != 0) {
-            asprintf(err, "listen %s:%u: not a numeric address", l->host, l->port);
+            *err = mg_strf("listen %s:%u: not a numeric address", l->host, l->port);
             return -1;
         }
         family = AF_INET6;
@@ -95,7 +95,7 @@ static int listen_on(mg_worker_t *w, uv_tcp_t *t, const mg_listener_t *l, char *
              family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6)) < 0 ||
         listen(fd, 4096) < 0) {
         int e = errno;
-        asprintf(err, "listen %s:%u: %s", l->host, l->port, strerror(e));
+        *err = mg_strf("listen %s:%u: %s", l->host, l->port, strerror(e));
         if (fd >= 0)
             close(fd);
         return -1;
@@ -105,7 +105,7 @@ static int listen_on(mg_worker_t *w, uv_tcp_t *t, const mg_listener_t *l, char *
     w->listeners_open++;
     w->listen_fds[w->nlisteners] = fd;
     if (uv_tcp_open(t, fd) < 0 || uv_listen((uv_stream_t *)t, 4096, on_connection) < 0) {
-        asprintf(err, "listen %s:%u: cannot start listening", l->host, l->port);
+        *err = mg_strf("listen %s:%u: cannot start listening", l->host, l->port);
         return -1;
     }
     return 0;
@@ -350,7 +350,7 @@ static char *worker_setup(mg_worker_t *w, mg_gen_t *gen)
     mg_cache_worker_init(w);
     int rc = mg_accesslog_open(w);
     if (rc < 0) {
-        asprintf(&err, "access_log %s: %s", cfg->access_log, strerror(-rc));
+        err = mg_strf("access_log %s: %s", cfg->access_log, strerror(-rc));
         return err;
     }
     w->listeners = calloc(cfg->nlisteners, sizeof(uv_tcp_t));
@@ -481,7 +481,7 @@ int mg_workers_reload(mg_workers_t *ws, mg_gen_t *gen, char **err)
         char *why = NULL;
         w->prepared = wgen_new(w, gen, &why);
         if (!w->prepared) {
-            asprintf(err, "worker %d: %s", w->id, why ? why : "cannot build the generation");
+            *err = mg_strf("worker %d: %s", w->id, why ? why : "cannot build the generation");
             free(why);
         }
     }
