@@ -26,19 +26,12 @@ int mg_repl_main(int argc, char **argv);
 #include "shdict.h"
 #include "worker.h"
 
+#include "usage.h"
 #include "version.h"
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: moongate <command> [options]\n"
-            "  run [-c FILE] [--workers N]   serve FILE (default: the bundled demo)\n"
-            "  check -c FILE                 validate FILE and run its gw.test examples\n"
-            "  reload [-c FILE] [--admin HOST:PORT] [--token T]\n"
-            "                                reload a running gateway (through its admin API)\n"
-            "  repl [-c FILE] | repl --attach HOST:PORT\n"
-            "                                try requests and rules interactively\n"
-            "  version                       print versions\n");
+    mg_usage(f);
 }
 
 static void print_version(void)
@@ -264,8 +257,19 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *cmd = argv[1];
-    const char *file = NULL, *admin = NULL, *token = NULL;
+    const char *file = NULL, *admin = NULL, *token = getenv("MOONGATE_ADMIN_TOKEN");
     int nworkers = 0;
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        if (argc < 3) {
+            usage(stdout);
+            return 0;
+        }
+        if (mg_usage_command(stdout, argv[2]) != 0) {
+            fprintf(stderr, "moongate: no command '%s' (moongate help lists them)\n", argv[2]);
+            return 2;
+        }
+        return 0;
+    }
     if (!strcmp(cmd, "repl"))
         return mg_repl_main(argc, argv);
     for (int i = 2; i < argc; i++) {
@@ -291,10 +295,7 @@ int main(int argc, char **argv)
         print_version();
         return 0;
     }
-    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
-        usage(stdout);
-        return 0;
-    }
+
     if (!strcmp(cmd, "run"))
         return cmd_run(file ? file : default_config(), nworkers);
     if (!strcmp(cmd, "check")) {

@@ -9,6 +9,7 @@
  * admin API, whose answer is printed: the gateway runs it with
  * mg_repl_server_eval() in its own state.
  */
+#include "usage.h"
 #include "repl.h"
 
 #include <errno.h>
@@ -31,12 +32,7 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: moongate repl [-c FILE]\n"
-               "       moongate repl --attach HOST:PORT [--token TOKEN]\n"
-               "  -c FILE          load FILE (moongate.testing: fake upstreams unless\n"
-               "                   try { real = true })\n"
-               "  --attach H:P     run each chunk in a running gateway (its admin API)\n"
-               "  --token TOKEN    admin API token (default $MOONGATE_ADMIN_TOKEN)\n");
+    mg_usage_command(f, "repl");
 }
 
 

@@ -1,0 +1,13 @@
+/* usage.h: the command line's help text, in one table (`moongate help`,
+ * `moongate help CMD`, and each command's usage line on a mistake). */
+#ifndef MG_USAGE_H
+#define MG_USAGE_H
+
+#include <stdio.h>
+
+/* Every command, its arguments and options. */
+void mg_usage(FILE *f);
+/* One command in full. Returns 0, or -1 (nothing printed) for an unknown one. */
+int mg_usage_command(FILE *f, const char *cmd);
+
+#endif
