@@ -880,7 +880,9 @@ int mg_ffi_shdict_gcra(mg_shdict_t *d, const char *ns, size_t ns_len, const char
             e->num = new_tat;
             e->expires = rl_expiry(now_ms(), new_tat - now);
             out->remaining = rl_floor((now - allow_at) / interval);
-            out->reset = new_tat - now;
+            /* (tat - now) first: exactly 0 for a fresh key, so the reset of
+             * a first request is exactly interval * cost */
+            out->reset = (tat - now) + interval * cost;
             out->retry_after = 0;
             rc = 1;
         } else {
@@ -974,7 +976,7 @@ int mg_ffi_shdict_sliding(mg_shdict_t *d, const char *ns, size_t ns_len, const c
             out->retry_after = sliding_retry(limit, window, cost, start, prev, cur, now);
             rc = 0;
         }
-        out->reset = start + window - now;
+        out->reset = window - el; /* not start + window - now: rounding */
         st[0] = start, st[1] = prev, st[2] = cur;
         memcpy(e->data + e->klen, st, sizeof(st));
         e->expires = rl_expiry(now_ms(), start + 2 * window - now);

@@ -210,3 +210,19 @@ describe("rate-limit state in the dictionary", function()
         assert.is_true(lib.mg_ffi_shdict_open("", 0, 65536) == nil)
     end)
 end)
+
+describe("the reset of a first request", function()
+    -- is the whole window exactly, whatever the clock reads: computed as
+    -- start + window - now it was 9999.9999999998 ms at some clock readings
+    -- (ms of CLOCK_MONOTONIC), and a spec comparing it with 10 s failed now and then
+    it("is exact whatever the clock reads, for both algorithms", function()
+        local d = new_dict()
+        -- (rounding cases of the monotonic clock's milliseconds, then the clock itself)
+        for i, now in ipairs({ 131040.87511006669, 59293.16345432145, 536865641.3109184, -1 }) do
+            local _, _, reset = sliding(d, "first" .. i, 3, 10000, now)
+            assert.equal(10000, reset)
+            _, _, reset = gcra(d, "first" .. i, 1, 10000, 1, now)
+            assert.equal(10000, reset)
+        end
+    end)
+end)
