@@ -513,6 +513,12 @@ local function int_str(n)
     return fmt("%.0f", n)
 end
 
+-- Seconds for a header, rounded up; a float error of the clock arithmetic
+-- (10.0000000001) must not add a second.
+local function header_seconds(s)
+    return int_str(ceil(s - 1e-6))
+end
+
 -- The RateLimit-* numbers of the most restrictive limit go in req.ctx
 -- (ratelimit_limit, ratelimit_remaining, ratelimit_reset).
 local function note(ctx, limit, remaining, reset)
@@ -557,11 +563,11 @@ function _M.policy(opts)
     end
 
     local function refuse(req, remaining, reset, retry)
-        local h = { ["Retry-After"] = int_str(retry > 1 and ceil(retry) or 1) }
+        local h = { ["Retry-After"] = retry > 1 and header_seconds(retry) or "1" }
         if headers and remaining then
             h["RateLimit-Limit"] = int_str(lim.limit)
             h["RateLimit-Remaining"] = int_str(remaining)
-            h["RateLimit-Reset"] = int_str(ceil(reset))
+            h["RateLimit-Reset"] = header_seconds(reset)
         end
         local b = body or { error = "too many requests", status = status,
                             request_id = req.id }
@@ -595,7 +601,7 @@ function _M.policy(opts)
             res:set_header("RateLimit-Limit", int_str(ctx.ratelimit_limit))
             res:set_header("RateLimit-Remaining", int_str(remaining))
             res:set_header("RateLimit-Reset",
-                           int_str(ceil(ctx.ratelimit_reset)))
+                           header_seconds(ctx.ratelimit_reset))
         end
     end
 
