@@ -370,6 +370,9 @@ static _Atomic int start_failed;
 static void worker_main(void *arg)
 {
     mg_worker_t *w = arg;
+    char name[16]; /* shown by top -H and ps -L, and found by the syscall spec */
+    snprintf(name, sizeof(name), "mg-worker-%d", w->id);
+    pthread_setname_np(pthread_self(), name);
     char *err = worker_setup(w, w->ctl_gen);
     if (err) {
         mg_log(MG_LOG_ERROR, "worker %d: %s\n", w->id, err);

@@ -50,6 +50,8 @@ describe("config normalisation", function()
             file = file,
             workers = 0,
             access_log = "stdout",
+            error_log = "stderr",
+            log_level = "info",
             limits = { request_line = 8192, header_size = 32768,
                        header_count = 100, body = 10485760 },
             timeouts = { header = 10000, keepalive = 60000, body = 60000,
@@ -223,7 +225,8 @@ describe("config errors", function()
     it("reports unknown keys in every table, with suggestions", function()
         assert.same({
             ":2: unknown key 'wokers' in gw.settings (did you mean " ..
-                "'workers'? valid: workers, access_log, limits, timeouts, admin)",
+                "'workers'? valid: workers, access_log, error_log, log_level, limits, " ..
+                "timeouts, admin)",
             ":2: unknown key 'bdy' in settings.limits (did you mean 'body'? " ..
                 "valid: request_line, header_size, header_count, body)",
             ":2: unknown key 'sned' in settings.timeouts (did you mean " ..
