@@ -476,6 +476,10 @@ int mg_upconn_header_forwarded(mg_upconn_t *u, uint32_t i);
 int mg_token_next(const char *v, size_t vl, size_t *at, const char **tok, size_t *tl);
 /* Does the comma-separated token list v name tok (case-insensitive)? */
 int mg_token_listed(const char *v, size_t vl, const char *tok, size_t tl);
+/* The request headers that override the URL or method for some upstreams
+ * (NULL-terminated, lower case), and whether n/l is one of them. */
+extern const char *const mg_override_headers[];
+int mg_override_header(const char *n, size_t l);
 /* The on_response phase that waited has finished. */
 void mg_proxy_hook_resumed(mg_upconn_t *u, int result);
 /* The upstream index a request goes to (hook override, else its route's). */

@@ -849,11 +849,32 @@ static int span_is(mg_conn_t *c, mg_span_t s, const char *lit, size_t n)
     return s.len == n && strncasecmp(mg_conn_data(c, s), lit, n) == 0;
 }
 
+/* Headers that make some frameworks serve another URL or method than the
+ * request line says (IIS/Symfony X-Original-URL and X-Rewrite-URL, the
+ * X-HTTP-Method-Override family). Routing, the policies and the cache key
+ * all see the request line, so an upstream honouring them would answer
+ * (and the cache keep) something else: a known bypass and cache-poisoning
+ * vector. The client's copies are not forwarded unless the upstream says
+ * override_headers = true (then the cache key holds them, cache.c). */
+const char *const mg_override_headers[] = { "x-original-url", "x-rewrite-url",
+                                            "x-http-method-override", "x-http-method",
+                                            "x-method-override", NULL };
+
+int mg_override_header(const char *n, size_t l)
+{
+    for (int i = 0; mg_override_headers[i]; i++)
+        if (strlen(mg_override_headers[i]) == l && strncasecmp(mg_override_headers[i], n, l) == 0)
+            return 1;
+    return 0;
+}
+
 static int skip_request_header(mg_conn_t *c, mg_span_t name, const mg_upstream_t *up)
 {
     const char *n = mg_conn_data(c, name);
     size_t l = name.len;
     if (hop_by_hop(n, l))
+        return 1;
+    if (!up->override_headers && l >= 13 && l <= 22 && mg_override_header(n, l))
         return 1;
     switch (l) {
     case 6: return strncasecmp(n, "expect", 6) == 0;
