@@ -289,6 +289,8 @@ struct mg_upconn_s {
     mg_header_t *headers;      /* capacity MG_UP_MAX_HEADERS */
     uint32_t nheaders;
     uint8_t last_was_value;
+    uint8_t value_moved;       /* the last value was unfolded (proxy.c) */
+    uint32_t value_raw_end;    /* where llhttp's last value piece ended */
     uint8_t resp_chunked;
     uint8_t resp_has_length;
     uint8_t resp_keepalive;

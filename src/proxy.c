@@ -140,14 +140,57 @@ static int on_resp_field(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
+static int blank(char ch) { return ch == ' ' || ch == '\t'; }
+
+/* Headers llhttp reads itself for framing and keep-alive: a folded one may
+ * mean something else to llhttp than to the unfolded reading, so such an
+ * answer is refused (502) rather than repaired. */
+static int framing_header(mg_upconn_t *u, mg_span_t n)
+{
+    return up_ieq(u, n, "content-length", 14) || up_ieq(u, n, "transfer-encoding", 17) ||
+           up_ieq(u, n, "connection", 10) || up_ieq(u, n, "upgrade", 7);
+}
+
+/* llhttp hands a header value over in pieces: pieces of one line follow
+ * each other in the buffer, and an obs-fold continuation line (CRLF then
+ * SP/HTAB) arrives as a new piece, its leading blanks included, after a
+ * gap that holds the CRLF. RFC 9112 5.2: a proxy replaces each obs-fold
+ * with SP before forwarding. That is done in place: the continuation moves
+ * back over the bytes llhttp has already read (the value only shrinks), so
+ * the value stays one span and the client never sees a fold. */
 static int on_resp_value(llhttp_t *p, const char *at, size_t len)
 {
     mg_upconn_t *u = p->data;
     mg_header_t *h = &u->headers[u->nheaders - 1];
+    uint32_t off = up_off(u, at);
     if (!u->last_was_value) {
-        h->value.off = up_off(u, at);
+        h->value.off = off;
         u->last_was_value = 1;
+        u->value_moved = 0;
+    } else if (off != u->value_raw_end) {
+        /* an obs-fold: OWS CRLF RWS -> one SP (none at either end) */
+        if (framing_header(u, h->name))
+            return HPE_USER;
+        char *v = u->buf.data + h->value.off;
+        while (h->value.len > 0 && blank(v[h->value.len - 1]))
+            h->value.len--;
+        size_t skip = 0;
+        while (skip < len && blank(at[skip]))
+            skip++;
+        u->value_raw_end = off + (uint32_t)len;
+        if (skip == len)
+            return 0; /* a blank continuation line adds nothing */
+        if (h->value.len > 0)
+            v[h->value.len++] = ' ';
+        memmove(v + h->value.len, at + skip, len - skip);
+        h->value.len += (uint32_t)(len - skip);
+        u->value_moved = 1;
+        return 0;
+    } else if (u->value_moved) {
+        /* the rest of a continuation line, in a later read */
+        memmove(u->buf.data + h->value.off + h->value.len, at, len);
     }
+    u->value_raw_end = off + (uint32_t)len;
     h->value.len += (uint32_t)len;
     return 0;
 }

@@ -20,6 +20,9 @@ it does is driven by the request (query parameters, headers):
   ?chunked=1   chunked response
   ?close=1     close-delimited response (no CL, no TE, Connection: close)
   ?hdr=n:v     extra response header (repeatable)
+  ?fold=n:a|b  extra response header folded over lines (obs-fold, RFC 9112
+               5.2): "n: a", then " b" (continuation lines start with SP,
+               HTAB, SP, ... in turn; repeatable)
   ?hop=1       add hop-by-hop response headers (Connection: x-foo, X-Foo,
                Keep-Alive, Proxy-Connection) that a proxy must remove
   ?abort=N     announce the full body, send only N bytes of it, then close
@@ -350,6 +353,12 @@ async def respond(reader, writer, ctx):
     for h in q.get("hdr", []):
         k, _, v = h.partition(":")
         headers.append((k, v))
+    for h in q.get("fold", []):
+        k, _, v = h.partition(":")
+        lines = v.split("|")
+        headers.append((k, lines[0] + "".join(
+            "\r\n" + (" " if i % 2 == 0 else "\t") + line
+            for i, line in enumerate(lines[1:]))))
     if opt("hop"):
         headers.extend(HOP_BY_HOP)
 
