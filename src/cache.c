@@ -610,7 +610,7 @@ size_t mg_cache_head(mg_request_t *r, char *out, size_t cap, const char *connect
                 o = mg_put_header(o, ed->name, ed->name_len, ed->value, ed->value_len);
         }
     }
-    if (status != 304)
+    if (mg_status_has_body(status))
         o += snprintf(o, 48, "Content-Length: %zu\r\n",
                       r->res_body_set ? r->res_body_len : (size_t)e->h.body_len);
     uint64_t age = e->h.age + (now - e->h.stored_ms) / 1000;
@@ -638,7 +638,7 @@ size_t mg_cache_head(mg_request_t *r, char *out, size_t cap, const char *connect
 
 const char *mg_cache_body(const mg_request_t *r, size_t *len)
 {
-    if (r->head_method || r->status == 304) {
+    if (r->head_method || !mg_status_has_body(r->status)) {
         *len = 0;
         return "";
     }

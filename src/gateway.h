@@ -432,6 +432,14 @@ void mg_wgen_release(mg_wgen_t *g);
 
 /* http_conn.c */
 const char *mg_status_text(int status);
+/* Does an answer with this status carry a body (and its Content-Length)?
+ * 1xx, 204 and 304 never do (RFC 9110 6.4.1, 8.6); the same rule frames
+ * upstream answers, cached ones and the gateway's own. (A HEAD request's
+ * answer has no body either, whatever its status.) */
+static inline int mg_status_has_body(int status)
+{
+    return status >= 200 && status != 204 && status != 304;
+}
 void mg_conn_accept(mg_worker_t *w, uv_stream_t *listener, uint16_t port);
 /* The connection's TLS state, NULL on a plain listener. */
 struct mg_tls_conn_s *mg_conn_tls(const mg_conn_t *c);

@@ -295,9 +295,14 @@ static int emit_head(mg_upconn_t *u)
     int upgrade = status == 101;
     u->resp_keepalive = llhttp_should_keep_alive(p) ? 1 : 0;
     int has_len = (p->flags & F_CONTENT_LENGTH) != 0;
-    int no_body = r->head_method || status == 204 || status == 304 || upgrade;
-    int replaced = r->res_body_set && !upgrade;
+    int no_body = r->head_method || !mg_status_has_body(status) || upgrade;
     int out_status = r->res_status && !upgrade ? r->res_status : status;
+    /* A hook's status frames what the client gets: a 204 or 304 made of a
+     * 200 sends no body (the upstream's is read and dropped) and no
+     * Content-Length; a 200 made of a 204 or 304 says Content-Length: 0. */
+    int out_no_body = !upgrade && !mg_status_has_body(out_status);
+    int replaced = (r->res_body_set || (out_no_body && !no_body)) && !upgrade;
+    int zero_len = !r->head_method && no_body && !upgrade && !out_no_body && !r->res_body_set;
     /* Framing towards the client. */
     r->response_chunked = 0;
     if (!no_body && !has_len && !replaced) {
@@ -347,7 +352,7 @@ static int emit_head(mg_upconn_t *u)
             continue;
         if (nl == 12 && strncasecmp(n, "x-request-id", 12) == 0)
             continue;
-        if (replaced && nl == 14 && strncasecmp(n, "content-length", 14) == 0)
+        if ((replaced || out_no_body) && nl == 14 && strncasecmp(n, "content-length", 14) == 0)
             continue;
         if (r->nres_edits && mg_edits_replace(r->res_edits, r->nres_edits, n, nl))
             continue;
@@ -360,8 +365,10 @@ static int emit_head(mg_upconn_t *u)
         if (e->op != MG_EDIT_REMOVE)
             o = mg_put_header(o, e->name, e->name_len, e->value, e->value_len);
     }
-    if (replaced)
+    if (replaced && !out_no_body)
         o += snprintf(o, 48, "Content-Length: %zu\r\n", r->res_body_len);
+    else if (zero_len)
+        o = PUTS(o, "Content-Length: 0\r\n");
     if (r->cache_state)
         o += mg_cache_status_line(r, o, 96);
     o = PUTS(o, "X-Request-Id: ");
@@ -380,7 +387,7 @@ static int emit_head(mg_upconn_t *u)
     r->response_started = 1;
     out_add(u, w->scratch, (size_t)(o - w->scratch));
     if (replaced) {
-        if (!r->head_method)
+        if (!r->head_method && !out_no_body)
             out_add(u, r->res_body, r->res_body_len);
         r->res_dropping = 1; /* the upstream's own body is read and dropped */
     }

@@ -441,7 +441,12 @@ function Response.headers(self)
 end
 
 function Response.set_status(self, status)
-    errcheck(C.mg_ffi_res_set_status(rptr(self._req), status), "res:set_status")
+    local rc = C.mg_ffi_res_set_status(rptr(self._req), status)
+    if rc == cdefs.EINVAL then
+        error("res:set_status: status must be an integer 200-599 (1xx answers " ..
+              "are the gateway's own), got " .. tostring(status), 2)
+    end
+    errcheck(rc, "res:set_status")
 end
 
 function Response.set_header(self, name, value)
@@ -536,9 +541,20 @@ end
 -- Request:_respond / Response side of gw.respond for the real runtime.
 _M.encode_body = encode_body
 
+-- A status the gateway may answer with (gw.respond, a route handler,
+-- res:set_status checks the same in C): a final one, 200-599. The 1xx a
+-- client gets are the core's own (100 Continue, a proxied 101); one made
+-- by a hook would leave the request unanswered. Shared with
+-- moongate.handler.
+function _M.final_status(status)
+    return type(status) == "number" and status >= 200 and status <= 599
+        and status % 1 == 0
+end
+
 function Request._respond(self, status, body, headers)
-    if type(status) ~= "number" or status < 100 or status > 599 or status % 1 ~= 0 then
-        error("gw.respond: status must be an integer 100-599, got " .. tostring(status), 3)
+    if not _M.final_status(status) then
+        error("gw.respond: status must be an integer 200-599 (1xx answers are the " ..
+              "gateway's own), got " .. tostring(status), 3)
     end
     local b, ctype = encode_body(body)
     if rawget(self, "_phase") == P_RESPONSE then
