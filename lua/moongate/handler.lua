@@ -34,7 +34,7 @@ local function run(fn, req)
     local status, body, headers = fn(req)
     if status == nil then status = 200 end
     if not require("moongate.runtime").final_status(status) then
-        error("handler returned an invalid status (200-599): " .. tostring(status), 0)
+        error(require("moongate.runtime").status_refused("handler", status), 0)
     end
     local ctype
     if type(body) == "table" then

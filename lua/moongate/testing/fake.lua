@@ -599,9 +599,8 @@ function Response.set_status(self, status)
     status = status - status % 1
     if st.response_started then
         rc = EPHASE
-    elseif status < 200 or status > 599 then
-        error("res:set_status: status must be an integer 200-599 (1xx answers " ..
-              "are the gateway's own), got " .. tostring(status), 2)
+    elseif not runtime.final_status(status) then
+        runtime.hook_error(runtime.status_refused("res:set_status", status))
     end
     errcheck(rc, "res:set_status")
     st.res_status = status
@@ -675,10 +674,8 @@ local res_mt = {
 local header_block, encode_body = runtime.header_block, runtime.encode_body
 
 function Request._respond(self, status, body, headers)
-    if type(status) ~= "number" or status < 100 or status > 599
-        or status % 1 ~= 0 then
-        error("gw.respond: status must be an integer 100-599, got " ..
-              tostring(status), 3)
+    if not runtime.final_status(status) then
+        runtime.hook_error(runtime.status_refused("gw.respond", status))
     end
     local b, ctype = encode_body(body)
     local st = state(self)
