@@ -290,6 +290,7 @@ struct mg_upconn_s {
     uint32_t nheaders;
     uint8_t last_was_value;
     uint8_t value_moved;       /* the last value was unfolded (proxy.c) */
+    uint8_t fold_sep;          /* ... and its continuation has no byte yet */
     uint32_t value_raw_end;    /* where llhttp's last value piece ended */
     uint8_t resp_chunked;
     uint8_t resp_has_length;

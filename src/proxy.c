@@ -166,31 +166,35 @@ static int on_resp_value(llhttp_t *p, const char *at, size_t len)
     if (!u->last_was_value) {
         h->value.off = off;
         u->last_was_value = 1;
-        u->value_moved = 0;
+        u->value_moved = u->fold_sep = 0;
     } else if (off != u->value_raw_end) {
         /* an obs-fold: OWS CRLF RWS -> one SP (none at either end) */
         if (framing_header(u, h->name))
             return HPE_USER;
-        char *v = u->buf.data + h->value.off;
+        const char *v = u->buf.data + h->value.off;
         while (h->value.len > 0 && blank(v[h->value.len - 1]))
             h->value.len--;
-        size_t skip = 0;
-        while (skip < len && blank(at[skip]))
-            skip++;
-        u->value_raw_end = off + (uint32_t)len;
-        if (skip == len)
-            return 0; /* a blank continuation line adds nothing */
-        if (h->value.len > 0)
-            v[h->value.len++] = ' ';
-        memmove(v + h->value.len, at + skip, len - skip);
-        h->value.len += (uint32_t)(len - skip);
-        u->value_moved = 1;
-        return 0;
-    } else if (u->value_moved) {
-        /* the rest of a continuation line, in a later read */
-        memmove(u->buf.data + h->value.off + h->value.len, at, len);
+        u->value_moved = u->fold_sep = 1;
     }
     u->value_raw_end = off + (uint32_t)len;
+    if (!u->value_moved) {
+        h->value.len += (uint32_t)len;
+        return 0;
+    }
+    char *v = u->buf.data + h->value.off;
+    if (u->fold_sep) {
+        /* the continuation's leading blanks (maybe split over reads) */
+        while (len > 0 && blank(*at)) {
+            at++;
+            len--;
+        }
+        if (len == 0)
+            return 0;
+        if (h->value.len > 0)
+            v[h->value.len++] = ' ';
+        u->fold_sep = 0;
+    }
+    memmove(v + h->value.len, at, len);
     h->value.len += (uint32_t)len;
     return 0;
 }

@@ -284,6 +284,13 @@ describe("proxied request", function()
                 h.json(res.body).path) -- the body is whole, the framing right
         end)
 
+        it("is unfolded the same when the head arrives a byte at a time", function()
+            local res = h.http(gw.port, { path = "/fold?trickle=1&fold=X-Folded:ab%20%7C%20%7C%20cd%7Cef" })
+            assert.equal(200, res.status)
+            assert.equal("ab cd ef", res.headers["x-folded"])
+            assert.equal("up", res.headers["x-upstream-name"])
+        end)
+
         it("of a framing header (Connection) gets 502", function()
             local res = h.http(gw.port, { path = "/fold?fold=Connection:keep-alive%7Cclose" })
             h.assert_error(res, 502)

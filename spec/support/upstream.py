@@ -23,6 +23,8 @@ it does is driven by the request (query parameters, headers):
   ?fold=n:a|b  extra response header folded over lines (obs-fold, RFC 9112
                5.2): "n: a", then " b" (continuation lines start with SP,
                HTAB, SP, ... in turn; repeatable)
+  ?trickle=1   write the response head one byte at a time (TCP_NODELAY,
+               a 2 ms pause after each), so the gateway reads it in pieces
   ?hop=1       add hop-by-hop response headers (Connection: x-foo, X-Foo,
                Keep-Alive, Proxy-Connection) that a proxy must remove
   ?abort=N     announce the full body, send only N bytes of it, then close
@@ -384,7 +386,17 @@ async def respond(reader, writer, ctx):
         headers.append(("Content-Length", str(total)))
     if close and not opt("close"):
         headers.append(("Connection", "close"))
-    writer.write(head_bytes(status, headers))
+    head = head_bytes(status, headers)
+    if opt("trickle"):
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(len(head)):
+            writer.write(head[i:i + 1])
+            await writer.drain()
+            await asyncio.sleep(0.002)
+    else:
+        writer.write(head)
     if no_body:
         await writer.drain()
         return not close
