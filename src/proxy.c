@@ -2,9 +2,10 @@
  *
  * mg_proxy_start() picks a target, takes a pooled keep-alive connection or
  * opens one, writes the rewritten request head, and lets http_conn.c stream
- * the body. The response is parsed with llhttp; its head is rewritten and
- * its body forwarded to the client as it arrives, with back-pressure both
- * ways. A finished connection goes back to its pool when it is safe to
+ * the body. The response is parsed with llhttp; its head is rewritten
+ * (obs-folds replaced by SP, hook changes applied, framed by the status the
+ * client gets) and its body forwarded to the client as it arrives, with
+ * back-pressure both ways. A finished connection goes back to its pool when it is safe to
  * reuse, else it is closed.
  *
  * Ownership: an upstream connection belongs to the request using it
