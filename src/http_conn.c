@@ -25,6 +25,7 @@
 #include <lua.h>
 #include "accesslog.h"
 #include "cache.h"
+#include "errlog.h"
 #include "hooks.h"
 #include "lua_route.h"
 #include "metrics.h"
@@ -1242,8 +1243,8 @@ void mg_conn_respond(mg_conn_t *c, int status, const char *ctype, const char *bo
          * the connection in limbo): the 1xx the gateway sends are its own
          * (100-continue, a proxied 101). gw.respond and handlers refuse
          * them first with the hook's file:line; this is the last guard. */
-        fprintf(stderr, "moongate: worker %d: request %s: gateway-made answer with status %d "
-                        "refused (only 200-599)\n", w->id, r->request_id, status);
+        mg_log(MG_LOG_ERROR, "worker %d: request %s: gateway-made answer with status %d "
+                             "refused (only 200-599)", w->id, r->request_id, status);
         mg_conn_respond_error(c, 500, "invalid answer status");
         return;
     }
