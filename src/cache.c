@@ -85,14 +85,38 @@ static char *key_put(char *o, const char *s, size_t n)
     return o + n + 1;
 }
 
-/* route, upstream, host (lower case), path?query, vary values, hook parts;
- * each ends with '\n' (none of them can hold one). */
+/* A request header as the key holds it: nothing when absent, else "="
+ * and every field line (as hooks left them) joined with ", ", the combined
+ * value RFC 9111 4.1 compares; so an empty header and no header are
+ * different keys. Writes at o unless o is NULL; returns the length. */
+static size_t key_header(mg_request_t *r, const char *name, char *o)
+{
+    size_t nlen = strlen(name), n = 0, l;
+    const char *p;
+    for (int i = 0; mg_ffi_req_header(r, name, nlen, i, &p, &l); i++) {
+        if (o) {
+            if (i == 0) {
+                o[n] = '=';
+            } else {
+                o[n] = ',';
+                o[n + 1] = ' ';
+            }
+            memcpy(o + n + (i ? 2 : 1), p, l);
+        }
+        n += (i ? 2 : 1) + l;
+    }
+    return n;
+}
+
+/* route, upstream, host (lower case), path?query, vary values, the URL and
+ * method override headers when the upstream gets them (proxy.c), hook
+ * parts; each ends with '\n' (none of them can hold one). */
 static int build_key(mg_request_t *r)
 {
     const mg_route_t *route = r->route;
     const mg_route_cache_t *rc = route->cache;
     const mg_config_t *cfg = r->g->cfg;
-    const char *up = cfg->upstreams[mg_request_upstream(r)].name;
+    const mg_upstream_t *upc = &cfg->upstreams[mg_request_upstream(r)];
     const char *host = "", *q = r->query;
     size_t host_len = 0, q_len = r->query_len;
     mg_ffi_req_header(r, "host", 4, 0, &host, &host_len);
@@ -100,23 +124,19 @@ static int build_key(mg_request_t *r)
         q = r->new_query;
         q_len = r->new_query_len;
     }
-    size_t need = strlen(route->name) + strlen(up) + host_len + r->path_len + q_len + 2 +
+    size_t need = strlen(route->name) + strlen(upc->name) + host_len + r->path_len + q_len + 2 +
                   r->cache_key_extra_len + 8 + rc->nvary;
-    const char *vals[MG_MAX_CACHE_VARY];
-    size_t lens[MG_MAX_CACHE_VARY];
-    for (size_t i = 0; i < rc->nvary; i++) {
-        vals[i] = "";
-        lens[i] = 0;
-        mg_ffi_req_header(r, rc->vary[i], strlen(rc->vary[i]), 0, &vals[i], &lens[i]);
-        need += lens[i];
-    }
+    for (size_t i = 0; i < rc->nvary; i++)
+        need += key_header(r, rc->vary[i], NULL);
+    for (int i = 0; upc->override_headers && mg_override_headers[i]; i++)
+        need += 1 + key_header(r, mg_override_headers[i], NULL);
     if (need + 1 > MG_SHDICT_MAX_KEY)
         return -1;
     char *k = mg_request_alloc(r, need + 1), *o = k; /* + the lock key's byte */
     if (!k)
         return -1;
     o = key_put(o, route->name, strlen(route->name));
-    o = key_put(o, up, strlen(up));
+    o = key_put(o, upc->name, strlen(upc->name));
     for (size_t i = 0; i < host_len; i++)
         *o++ = (char)tolower((unsigned char)host[i]);
     *o++ = '\n';
@@ -125,8 +145,14 @@ static int build_key(mg_request_t *r)
     if (q_len > 0 && q[0] != '?')
         *o++ = '?';
     o = key_put(o, q, q_len);
-    for (size_t i = 0; i < rc->nvary; i++)
-        o = key_put(o, vals[i], lens[i]);
+    for (size_t i = 0; i < rc->nvary; i++) {
+        o += key_header(r, rc->vary[i], o);
+        *o++ = '\n';
+    }
+    for (int i = 0; upc->override_headers && mg_override_headers[i]; i++) {
+        o += key_header(r, mg_override_headers[i], o);
+        *o++ = '\n';
+    }
     if (r->cache_key_extra_len) {
         memcpy(o, r->cache_key_extra, r->cache_key_extra_len);
         o += r->cache_key_extra_len;
@@ -145,11 +171,17 @@ static int method_is(const mg_request_t *r, const char *m, size_t n)
     return l == n && memcmp(p, m, n) == 0;
 }
 
-static int has_req_header(mg_request_t *r, const char *name, size_t n)
+/* Did the client send this header? Asked of what arrived, not of what
+ * hooks made of it: a policy that turns Authorization into X-User and
+ * removes it still fetched a per-user answer (RFC 9111 3.5). */
+static int client_sent(const mg_request_t *r, const char *name, size_t n)
 {
-    const char *p;
-    size_t l;
-    return mg_ffi_req_header(r, name, n, 0, &p, &l);
+    for (uint32_t i = 0; i < r->nheaders; i++) {
+        mg_span_t hn = r->headers[i].name;
+        if (hn.len == n && strncasecmp(mg_conn_data(r->c, hn), name, n) == 0)
+            return 1;
+    }
+    return 0;
 }
 
 /* Reads the kept answer under r's key into a new entry, or NULL. */
@@ -433,10 +465,13 @@ int mg_cache_lookup(mg_request_t *r)
         return 0;
     }
     r->cache_state = MG_CACHE_BYPASS;
+    /* Range as the upstream will get it; credentials as the client sent them */
+    const char *range;
+    size_t range_len;
     if ((!rc->dict && !rc->redis_host) || r->cache_skip || r->has_body || r->is_upgrade ||
-        has_req_header(r, "range", 5) ||
+        mg_ffi_req_header(r, "range", 5, 0, &range, &range_len) ||
         (!rc->authorized &&
-         (has_req_header(r, "authorization", 13) || has_req_header(r, "cookie", 6))) ||
+         (client_sent(r, "authorization", 13) || client_sent(r, "cookie", 6))) ||
         build_key(r) < 0)
         return 0;
     r->cache_state = MG_CACHE_MISS;
@@ -575,7 +610,7 @@ size_t mg_cache_head(mg_request_t *r, char *out, size_t cap, const char *connect
                 o = mg_put_header(o, ed->name, ed->name_len, ed->value, ed->value_len);
         }
     }
-    if (status != 304)
+    if (mg_status_has_body(status))
         o += snprintf(o, 48, "Content-Length: %zu\r\n",
                       r->res_body_set ? r->res_body_len : (size_t)e->h.body_len);
     uint64_t age = e->h.age + (now - e->h.stored_ms) / 1000;
@@ -603,7 +638,7 @@ size_t mg_cache_head(mg_request_t *r, char *out, size_t cap, const char *connect
 
 const char *mg_cache_body(const mg_request_t *r, size_t *len)
 {
-    if (r->head_method || r->status == 304) {
+    if (r->head_method || !mg_status_has_body(r->status)) {
         *len = 0;
         return "";
     }

@@ -8,8 +8,12 @@
  * one.
  *
  * The key is the route's name, the upstream's name, the Host, the path and
- * query (after hooks changed them), the route's `vary` request headers and
- * what hooks added with req:cache_key().
+ * query (after hooks changed them), the route's `vary` request headers
+ * (each the combined value of all its field lines; absent and empty
+ * differ), the URL/method override headers when the upstream gets them
+ * (proxy.c) and what hooks added with req:cache_key(). Whether a request
+ * carries credentials (Authorization, Cookie) is judged on what the client
+ * sent, before hooks changed it.
  *
  * Life of a request on such a route (worker thread only):
  *   mg_cache_lookup()       before the upstream: a fresh answer is a hit,

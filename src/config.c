@@ -511,7 +511,9 @@ static void conv_upstreams(conv_t *cv, int cfg_t, mg_config_t *cfg)
         u->forwarded = lua_isnil(cv->L, -1) || lua_toboolean(cv->L, -1);
         lua_getfield(cv->L, t, "request_id");
         u->request_id = lua_isnil(cv->L, -1) || lua_toboolean(cv->L, -1);
-        lua_pop(cv->L, 2);
+        lua_getfield(cv->L, t, "override_headers");
+        u->override_headers = lua_toboolean(cv->L, -1);
+        lua_pop(cv->L, 3);
         lua_getfield(cv->L, t, "health");
         if (lua_istable(cv->L, -1)) {
             int h = lua_gettop(cv->L);

@@ -420,7 +420,8 @@ int mg_ffi_res_set_status(mg_request_t *r, int status)
 {
     if (r->response_started)
         return MG_FFI_EPHASE;
-    if (status < 100 || status > 599)
+    /* a final answer only: the 1xx a client may get are the core's */
+    if (status < 200 || status > 599)
         return MG_FFI_EINVAL;
     r->res_status = status;
     return 0;

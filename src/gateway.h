@@ -289,6 +289,9 @@ struct mg_upconn_s {
     mg_header_t *headers;      /* capacity MG_UP_MAX_HEADERS */
     uint32_t nheaders;
     uint8_t last_was_value;
+    uint8_t value_moved;       /* the last value was unfolded (proxy.c) */
+    uint8_t fold_sep;          /* ... and its continuation has no byte yet */
+    uint32_t value_raw_end;    /* where llhttp's last value piece ended */
     uint8_t resp_chunked;
     uint8_t resp_has_length;
     uint8_t resp_keepalive;
@@ -430,6 +433,14 @@ void mg_wgen_release(mg_wgen_t *g);
 
 /* http_conn.c */
 const char *mg_status_text(int status);
+/* Does an answer with this status carry a body (and its Content-Length)?
+ * 1xx, 204 and 304 never do (RFC 9110 6.4.1, 8.6); the same rule frames
+ * upstream answers, cached ones and the gateway's own. (A HEAD request's
+ * answer has no body either, whatever its status.) */
+static inline int mg_status_has_body(int status)
+{
+    return status >= 200 && status != 204 && status != 304;
+}
 void mg_conn_accept(mg_worker_t *w, uv_stream_t *listener, uint16_t port);
 /* The connection's TLS state, NULL on a plain listener. */
 struct mg_tls_conn_s *mg_conn_tls(const mg_conn_t *c);
@@ -476,6 +487,10 @@ int mg_upconn_header_forwarded(mg_upconn_t *u, uint32_t i);
 int mg_token_next(const char *v, size_t vl, size_t *at, const char **tok, size_t *tl);
 /* Does the comma-separated token list v name tok (case-insensitive)? */
 int mg_token_listed(const char *v, size_t vl, const char *tok, size_t tl);
+/* The request headers that override the URL or method for some upstreams
+ * (NULL-terminated, lower case), and whether n/l is one of them. */
+extern const char *const mg_override_headers[];
+int mg_override_header(const char *n, size_t l);
 /* The on_response phase that waited has finished. */
 void mg_proxy_hook_resumed(mg_upconn_t *u, int result);
 /* The upstream index a request goes to (hook override, else its route's). */

@@ -25,6 +25,7 @@
 #include <lua.h>
 #include "accesslog.h"
 #include "cache.h"
+#include "errlog.h"
 #include "hooks.h"
 #include "lua_route.h"
 #include "metrics.h"
@@ -1237,21 +1238,40 @@ void mg_conn_respond(mg_conn_t *c, int status, const char *ctype, const char *bo
         conn_close(c);
         return;
     }
+    if (status < 200 || status > 599) {
+        /* an interim answer would leave the request unanswered (and a 101
+         * the connection in limbo): the 1xx the gateway sends are its own
+         * (100-continue, a proxied 101). gw.respond and handlers refuse
+         * them first with the hook's file:line; this is the last guard. */
+        mg_log(MG_LOG_ERROR, "worker %d: request %s: gateway-made answer with status %d "
+                             "refused (only 200-599)", w->id, r->request_id, status);
+        mg_conn_respond_error(c, 500, "invalid answer status");
+        return;
+    }
     if (w->stopping || !r->keep_alive || status == 400 || status == 408)
         r->response_close = 1;
     /* A body we stopped streaming would be taken for the next request. */
     if (r->has_body && (r->state == MG_RS_HEAD || r->state == MG_RS_BODY ||
                         (r->state == MG_RS_UPSTREAM && r->up)))
         r->response_close = 1;
+    /* 204 and 304 have no body, so no Content-Type or Content-Length
+     * either (a 304 keeps the validators the hook gave in `extra`) */
+    int has_body = mg_status_has_body(status);
+    if (!has_body)
+        body_len = 0;
+    char length[48] = "";
+    if (has_body)
+        snprintf(length, sizeof(length), "Content-Length: %zu\r\n", body_len);
     int n = snprintf(w->scratch, w->scratch_cap,
                      "HTTP/1.%d %d %s\r\n"
-                     "Content-Type: %s\r\n"
-                     "Content-Length: %zu\r\n"
+                     "%s%s%s%s"
                      "X-Request-Id: %s\r\n"
                      "%.*s"
                      "%s"
                      "\r\n",
-                     r->http_minor == 0 ? 0 : 1, status, mg_status_text(status), ctype, body_len,
+                     r->http_minor == 0 ? 0 : 1, status, mg_status_text(status),
+                     has_body ? "Content-Type: " : "", has_body ? ctype : "",
+                     has_body ? "\r\n" : "", length,
                      r->request_id, (int)extra_len, extra ? extra : "",
                      r->response_close ? "Connection: close\r\n"
                      : r->http_minor == 0 ? "Connection: keep-alive\r\n" : "");

@@ -2,9 +2,10 @@
  *
  * mg_proxy_start() picks a target, takes a pooled keep-alive connection or
  * opens one, writes the rewritten request head, and lets http_conn.c stream
- * the body. The response is parsed with llhttp; its head is rewritten and
- * its body forwarded to the client as it arrives, with back-pressure both
- * ways. A finished connection goes back to its pool when it is safe to
+ * the body. The response is parsed with llhttp; its head is rewritten
+ * (obs-folds replaced by SP, hook changes applied, framed by the status the
+ * client gets) and its body forwarded to the client as it arrives, with
+ * back-pressure both ways. A finished connection goes back to its pool when it is safe to
  * reuse, else it is closed.
  *
  * Ownership: an upstream connection belongs to the request using it
@@ -140,14 +141,61 @@ static int on_resp_field(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
+static int blank(char ch) { return ch == ' ' || ch == '\t'; }
+
+/* Headers llhttp reads itself for framing and keep-alive: a folded one may
+ * mean something else to llhttp than to the unfolded reading, so such an
+ * answer is refused (502) rather than repaired. */
+static int framing_header(mg_upconn_t *u, mg_span_t n)
+{
+    return up_ieq(u, n, "content-length", 14) || up_ieq(u, n, "transfer-encoding", 17) ||
+           up_ieq(u, n, "connection", 10) || up_ieq(u, n, "upgrade", 7);
+}
+
+/* llhttp hands a header value over in pieces: pieces of one line follow
+ * each other in the buffer, and an obs-fold continuation line (CRLF then
+ * SP/HTAB) arrives as a new piece, its leading blanks included, after a
+ * gap that holds the CRLF. RFC 9112 5.2: a proxy replaces each obs-fold
+ * with SP before forwarding. That is done in place: the continuation moves
+ * back over the bytes llhttp has already read (the value only shrinks), so
+ * the value stays one span and the client never sees a fold. */
 static int on_resp_value(llhttp_t *p, const char *at, size_t len)
 {
     mg_upconn_t *u = p->data;
     mg_header_t *h = &u->headers[u->nheaders - 1];
+    uint32_t off = up_off(u, at);
     if (!u->last_was_value) {
-        h->value.off = up_off(u, at);
+        h->value.off = off;
         u->last_was_value = 1;
+        u->value_moved = u->fold_sep = 0;
+    } else if (off != u->value_raw_end) {
+        /* an obs-fold: OWS CRLF RWS -> one SP (none at either end) */
+        if (framing_header(u, h->name))
+            return HPE_USER;
+        const char *v = u->buf.data + h->value.off;
+        while (h->value.len > 0 && blank(v[h->value.len - 1]))
+            h->value.len--;
+        u->value_moved = u->fold_sep = 1;
     }
+    u->value_raw_end = off + (uint32_t)len;
+    if (!u->value_moved) {
+        h->value.len += (uint32_t)len;
+        return 0;
+    }
+    char *v = u->buf.data + h->value.off;
+    if (u->fold_sep) {
+        /* the continuation's leading blanks (maybe split over reads) */
+        while (len > 0 && blank(*at)) {
+            at++;
+            len--;
+        }
+        if (len == 0)
+            return 0;
+        if (h->value.len > 0)
+            v[h->value.len++] = ' ';
+        u->fold_sep = 0;
+    }
+    memmove(v + h->value.len, at, len);
     h->value.len += (uint32_t)len;
     return 0;
 }
@@ -252,9 +300,14 @@ static int emit_head(mg_upconn_t *u)
     int upgrade = status == 101;
     u->resp_keepalive = llhttp_should_keep_alive(p) ? 1 : 0;
     int has_len = (p->flags & F_CONTENT_LENGTH) != 0;
-    int no_body = r->head_method || status == 204 || status == 304 || upgrade;
-    int replaced = r->res_body_set && !upgrade;
+    int no_body = r->head_method || !mg_status_has_body(status) || upgrade;
     int out_status = r->res_status && !upgrade ? r->res_status : status;
+    /* A hook's status frames what the client gets: a 204 or 304 made of a
+     * 200 sends no body (the upstream's is read and dropped) and no
+     * Content-Length; a 200 made of a 204 or 304 says Content-Length: 0. */
+    int out_no_body = !upgrade && !mg_status_has_body(out_status);
+    int replaced = (r->res_body_set || (out_no_body && !no_body)) && !upgrade;
+    int zero_len = !r->head_method && no_body && !upgrade && !out_no_body && !r->res_body_set;
     /* Framing towards the client. */
     r->response_chunked = 0;
     if (!no_body && !has_len && !replaced) {
@@ -304,7 +357,7 @@ static int emit_head(mg_upconn_t *u)
             continue;
         if (nl == 12 && strncasecmp(n, "x-request-id", 12) == 0)
             continue;
-        if (replaced && nl == 14 && strncasecmp(n, "content-length", 14) == 0)
+        if ((replaced || out_no_body) && nl == 14 && strncasecmp(n, "content-length", 14) == 0)
             continue;
         if (r->nres_edits && mg_edits_replace(r->res_edits, r->nres_edits, n, nl))
             continue;
@@ -317,8 +370,10 @@ static int emit_head(mg_upconn_t *u)
         if (e->op != MG_EDIT_REMOVE)
             o = mg_put_header(o, e->name, e->name_len, e->value, e->value_len);
     }
-    if (replaced)
+    if (replaced && !out_no_body)
         o += snprintf(o, 48, "Content-Length: %zu\r\n", r->res_body_len);
+    else if (zero_len)
+        o = PUTS(o, "Content-Length: 0\r\n");
     if (r->cache_state)
         o += mg_cache_status_line(r, o, 96);
     o = PUTS(o, "X-Request-Id: ");
@@ -337,7 +392,7 @@ static int emit_head(mg_upconn_t *u)
     r->response_started = 1;
     out_add(u, w->scratch, (size_t)(o - w->scratch));
     if (replaced) {
-        if (!r->head_method)
+        if (!r->head_method && !out_no_body)
             out_add(u, r->res_body, r->res_body_len);
         r->res_dropping = 1; /* the upstream's own body is read and dropped */
     }
@@ -849,11 +904,32 @@ static int span_is(mg_conn_t *c, mg_span_t s, const char *lit, size_t n)
     return s.len == n && strncasecmp(mg_conn_data(c, s), lit, n) == 0;
 }
 
+/* Headers that make some frameworks serve another URL or method than the
+ * request line says (IIS/Symfony X-Original-URL and X-Rewrite-URL, the
+ * X-HTTP-Method-Override family). Routing, the policies and the cache key
+ * all see the request line, so an upstream honouring them would answer
+ * (and the cache keep) something else: a known bypass and cache-poisoning
+ * vector. The client's copies are not forwarded unless the upstream says
+ * override_headers = true (then the cache key holds them, cache.c). */
+const char *const mg_override_headers[] = { "x-original-url", "x-rewrite-url",
+                                            "x-http-method-override", "x-http-method",
+                                            "x-method-override", NULL };
+
+int mg_override_header(const char *n, size_t l)
+{
+    for (int i = 0; mg_override_headers[i]; i++)
+        if (strlen(mg_override_headers[i]) == l && strncasecmp(mg_override_headers[i], n, l) == 0)
+            return 1;
+    return 0;
+}
+
 static int skip_request_header(mg_conn_t *c, mg_span_t name, const mg_upstream_t *up)
 {
     const char *n = mg_conn_data(c, name);
     size_t l = name.len;
     if (hop_by_hop(n, l))
+        return 1;
+    if (!up->override_headers && l >= 13 && l <= 22 && mg_override_header(n, l))
         return 1;
     switch (l) {
     case 6: return strncasecmp(n, "expect", 6) == 0;

@@ -593,7 +593,8 @@ local TLS_CERT_KEYS = { "cert", "key" }
 local TARGET_KEYS = { "weight" }
 local UPSTREAM_KEYS = { "keepalive", "keepalive_timeout", "connect_timeout",
                         "send_timeout", "read_timeout", "fail_timeout",
-                        "forwarded", "request_id", "health", "max_fails" }
+                        "forwarded", "request_id", "override_headers",
+                        "health", "max_fails" }
 local HEALTH_KEYS = { "path", "interval", "timeout", "fall", "rise" }
 local UPSTREAM_TIMEOUTS = { "keepalive_timeout", "connect_timeout",
                             "send_timeout", "read_timeout", "fail_timeout" }
@@ -618,6 +619,7 @@ local DEFAULT_LIMITS = { request_line = 8192, header_size = 32 * 1024,
 local DEFAULT_TIMEOUTS = { header = 10000, keepalive = 60000, body = 60000,
                            send = 60000, shutdown = 10000, hook = 100 }
 local DEFAULT_UPSTREAM = { forwarded = true, request_id = true,
+                           override_headers = false,
                            keepalive = 64, keepalive_timeout = 60000,
                            connect_timeout = 5000, send_timeout = 60000,
                            read_timeout = 60000, fail_timeout = 10000,
@@ -1016,7 +1018,7 @@ function decl.upstream(d, name, targets, opts, ...)
             for _, k in ipairs(UPSTREAM_TIMEOUTS) do
                 u[k] = field(d, opts, k, "upstream", check_time) or u[k]
             end
-            for _, k in ipairs { "forwarded", "request_id" } do
+            for _, k in ipairs { "forwarded", "request_id", "override_headers" } do
                 local v = opts[k]
                 if v ~= nil and type(v) ~= "boolean" then
                     err(d, "upstream.%s must be true or false, got %s", k, describe(v))

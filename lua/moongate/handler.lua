@@ -33,9 +33,8 @@ end
 local function run(fn, req)
     local status, body, headers = fn(req)
     if status == nil then status = 200 end
-    if type(status) ~= "number" or status < 100 or status > 599
-        or status % 1 ~= 0 then
-        error("handler returned an invalid status: " .. tostring(status), 0)
+    if not require("moongate.runtime").final_status(status) then
+        error(require("moongate.runtime").status_refused("handler", status), 0)
     end
     local ctype
     if type(body) == "table" then

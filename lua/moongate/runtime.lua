@@ -441,7 +441,11 @@ function Response.headers(self)
 end
 
 function Response.set_status(self, status)
-    errcheck(C.mg_ffi_res_set_status(rptr(self._req), status), "res:set_status")
+    local rc = C.mg_ffi_res_set_status(rptr(self._req), status)
+    if rc == cdefs.EINVAL then
+        _M.hook_error(_M.status_refused("res:set_status", status))
+    end
+    errcheck(rc, "res:set_status")
 end
 
 function Response.set_header(self, name, value)
@@ -536,9 +540,62 @@ end
 -- Request:_respond / Response side of gw.respond for the real runtime.
 _M.encode_body = encode_body
 
+-- A status the gateway may answer with (gw.respond, a route handler,
+-- res:set_status checks the same in C): a final one, 200-599. The 1xx a
+-- client gets are the core's own (100 Continue, a proxied 101); one made
+-- by a hook would leave the request unanswered. Shared with
+-- moongate.handler and moongate.testing.
+function _M.final_status(status)
+    return type(status) == "number" and status >= 200 and status <= 599
+        and status % 1 == 0
+end
+
+function _M.status_refused(what, status)
+    return what .. ": status must be an integer 200-599 (1xx answers are " ..
+        "the gateway's own), got " .. tostring(status)
+end
+
+-- The files whose frames are the gateway's, not a hook's.
+local OWN_FILES = { "moongate/runtime%.lua$", "moongate/init%.lua$",
+                    "moongate/testing%.lua$", "moongate/testing/fake%.lua$" }
+
+local function own_frame(source)
+    for i = 1, #OWN_FILES do
+        if find(source, OWN_FILES[i]) then return true end
+    end
+    return false
+end
+
+--- Raises msg at the hook that called the gw.* or req/res function
+-- raising it. `return gw.respond(...)` is a tail call: the hook has no
+-- frame left, so the message then names the line the hook was defined at,
+-- taken from the runner that called it (its local `fn`). Error path only.
+function _M.hook_error(msg)
+    local getinfo, getlocal = debug.getinfo, debug.getlocal
+    for l = 2, 12 do
+        local info = getinfo(l, "Sl")
+        if not info then break end
+        if info.what ~= "C" then
+            if not own_frame(info.source) then
+                error(fmt("%s:%d: %s", info.short_src, info.currentline, msg), 0)
+            end
+            for i = 1, 32 do
+                local name, v = getlocal(l, i)
+                if not name then break end
+                if name == "fn" and type(v) == "function" then
+                    local d = getinfo(v, "S")
+                    error(fmt("%s:%d: %s (in the hook defined here)", d.short_src,
+                              d.linedefined, msg), 0)
+                end
+            end
+        end
+    end
+    error(msg, 0)
+end
+
 function Request._respond(self, status, body, headers)
-    if type(status) ~= "number" or status < 100 or status > 599 or status % 1 ~= 0 then
-        error("gw.respond: status must be an integer 100-599, got " .. tostring(status), 3)
+    if not _M.final_status(status) then
+        _M.hook_error(_M.status_refused("gw.respond", status))
     end
     local b, ctype = encode_body(body)
     if rawget(self, "_phase") == P_RESPONSE then

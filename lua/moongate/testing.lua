@@ -681,7 +681,8 @@ function _M.load(file, opts)
             targets[j] = { name = target_name(t.host, t.port),
                            weight = t.weight, cw = 0 }
         end
-        env.upstreams[i] = { name = u.name, targets = targets }
+        env.upstreams[i] = { name = u.name, targets = targets,
+                             override_headers = u.override_headers }
         env.upstream_by_name[u.name] = i
     end
 

@@ -467,6 +467,145 @@ describe("response cache", function()
     end)
 end)
 
+-- What the key holds and who may share an answer (RFC 9111 3.5 and 4.1).
+local KEY_CONFIG = [[
+local gw = require "moongate"
+gw.listen { port = {{PORT}}, host = "127.0.0.1" }
+gw.upstream("up", { "{{U}}" })
+gw.upstream("legacy", { "{{U}}" }, { override_headers = true })
+
+-- a policy that turns the client's credentials into a header of its own
+local function to_user(req)
+    local a = req:header("authorization")
+    if a then
+        req:set_header("x-user", a)
+        req:remove_header("authorization")
+    end
+    if req:header("cookie") then
+        req:set_header("x-user", req:header("cookie"))
+        req:remove_header("cookie")
+    end
+end
+
+gw.route { path = "/user/**", upstream = "up", policies = { to_user },
+           cache = { ttl = 30 } }
+gw.route { path = "/shared/**", upstream = "up", policies = { to_user },
+           cache = { ttl = 30, authorized = true } }
+gw.route { path = "/vary/**", upstream = "up", cache = { ttl = 30, vary = { "Accept" } } }
+gw.route { path = "/ovr/**", upstream = "up", cache = { ttl = 30 } }
+gw.route { path = "/legacy/**", upstream = "legacy", cache = { ttl = 30 } }
+]]
+
+describe("response cache key", function()
+    local gw, up
+
+    local function fetched() return up:stats().requests end
+
+    local function get(path, headers)
+        return h.http(gw.port, { path = path, headers = headers })
+    end
+
+    setup(function()
+        up = h.start_upstream { name = "up" }
+        gw = h.start_gateway(KEY_CONFIG, { vars = { U = up.addr } })
+    end)
+
+    teardown(h.cleanup)
+
+    it("passes by a request whose Authorization a policy removed: answers stay per user", function()
+        local before = fetched()
+        local alice = get("/user/me", { Authorization = "Bearer alice" })
+        local bob = get("/user/me", { Authorization = "Bearer bob" })
+        assert.equal("moongate; fwd=bypass", alice.headers["cache-status"])
+        assert.equal("moongate; fwd=bypass", bob.headers["cache-status"])
+        assert.equal("Bearer alice", h.json(alice.body).headers["x-user"])
+        assert.equal("Bearer bob", h.json(bob.body).headers["x-user"])
+        assert.is_nil(h.json(bob.body).headers["authorization"])
+        assert.equal(2, fetched() - before)
+    end)
+
+    it("passes by a request whose Cookie a policy removed", function()
+        local before = fetched()
+        get("/user/c", { Cookie = "sid=a" })
+        local b = get("/user/c", { Cookie = "sid=b" })
+        assert.equal("moongate; fwd=bypass", b.headers["cache-status"])
+        assert.equal("sid=b", h.json(b.body).headers["x-user"])
+        assert.equal(2, fetched() - before)
+    end)
+
+    it("still shares them on a route with authorized = true (its choice)", function()
+        local before = fetched()
+        get("/shared/me", { Authorization = "Bearer alice" })
+        local b = get("/shared/me", { Authorization = "Bearer bob" })
+        assert.truthy(b.headers["cache-status"]:find("hit", 1, true))
+        assert.equal(1, fetched() - before)
+    end)
+
+    it("keeps answers without credentials even when a policy adds some", function()
+        local before = fetched()
+        get("/user/anon"); local b = get("/user/anon")
+        assert.truthy(b.headers["cache-status"]:find("hit", 1, true))
+        assert.equal(1, fetched() - before)
+    end)
+
+    it("keys on every field line of a vary header, joined with \", \"", function()
+        local before = fetched()
+        local two = get("/vary/m", { { "Accept", "text/a" }, { "Accept", "text/b" } })
+        assert.equal("moongate; fwd=uri-miss; stored", two.headers["cache-status"])
+        -- only the first line: another key
+        local first = get("/vary/m", { Accept = "text/a" })
+        assert.equal("moongate; fwd=uri-miss; stored", first.headers["cache-status"])
+        assert.equal(2, fetched() - before)
+        -- the combined value on one line: the same key as the two lines
+        local one = get("/vary/m", { Accept = "text/a, text/b" })
+        assert.truthy(one.headers["cache-status"]:find("hit", 1, true))
+        assert.equal(two.body, one.body)
+        assert.equal(first.body, get("/vary/m", { Accept = "text/a" }).body)
+        assert.equal(2, fetched() - before)
+    end)
+
+    it("tells an empty vary header from an absent one", function()
+        local before = fetched()
+        local absent = get("/vary/e")
+        local empty = get("/vary/e", { { "Accept", "" } })
+        assert.equal("moongate; fwd=uri-miss; stored", absent.headers["cache-status"])
+        assert.equal("moongate; fwd=uri-miss; stored", empty.headers["cache-status"])
+        assert.equal("", h.json(empty.body).headers["accept"])
+        assert.is_nil(h.json(absent.body).headers["accept"])
+        assert.truthy(get("/vary/e").headers["cache-status"]:find("hit", 1, true))
+        assert.truthy(get("/vary/e", { { "Accept", "" } }).headers["cache-status"]
+            :find("hit", 1, true))
+        assert.equal(2, fetched() - before)
+    end)
+
+    it("does not forward the client's URL/method overrides, so one answer fits all", function()
+        local before = fetched()
+        local a = get("/ovr/x", { ["X-Original-URL"] = "/admin",
+                                  ["X-HTTP-Method-Override"] = "DELETE" })
+        assert.is_nil(h.json(a.body).headers["x-original-url"])
+        assert.is_nil(h.json(a.body).headers["x-http-method-override"])
+        local b = get("/ovr/x")
+        assert.truthy(b.headers["cache-status"]:find("hit", 1, true))
+        assert.equal(1, fetched() - before)
+    end)
+
+    it("keys on the overrides when the upstream gets them (override_headers = true)", function()
+        local before = fetched()
+        local plain = get("/legacy/x")
+        local admin = get("/legacy/x", { ["X-Rewrite-URL"] = "/admin" })
+        local empty = get("/legacy/x", { { "X-Rewrite-URL", "" } })
+        local del = get("/legacy/x", { ["X-HTTP-Method-Override"] = "DELETE" })
+        for _, r in ipairs { plain, admin, empty, del } do
+            assert.equal("moongate; fwd=uri-miss; stored", r.headers["cache-status"])
+        end
+        assert.equal("/admin", h.json(admin.body).headers["x-rewrite-url"])
+        assert.equal(4, fetched() - before)
+        assert.equal(plain.body, get("/legacy/x").body)
+        assert.equal(admin.body, get("/legacy/x", { ["X-Rewrite-URL"] = "/admin" }).body)
+        assert.equal(4, fetched() - before)
+    end)
+end)
+
 describe("response cache config", function()
     local function check(route)
         return h.check_config(([[

@@ -8,7 +8,9 @@ gw.settings { timeouts = { shutdown = 2 } }
 gw.listen { port = {{PORT}}, host = "127.0.0.1" }
 gw.upstream("up", { "{{UP}}" })
 gw.upstream("plain", { "{{UP}}" }, { forwarded = false, request_id = false })
+gw.upstream("legacy", { "{{UP}}" }, { override_headers = true })
 gw.route { path = "/plain/**", upstream = "plain" }
+gw.route { path = "/legacy/**", upstream = "legacy" }
 gw.route { path = "/**", upstream = "up" }
 ]]
 
@@ -227,6 +229,79 @@ describe("proxied request", function()
             assert.equal(204, res.status)
             res = c:request { path = "/after-204" }
             assert.equal("/after-204", h.json(res.body).path)
+            c:close()
+        end)
+    end)
+
+    describe("URL and method override headers", function()
+        local OVERRIDES = {
+            { "X-Original-URL", "/admin" }, { "X-Rewrite-URL", "/admin" },
+            { "X-HTTP-Method-Override", "DELETE" }, { "X-HTTP-Method", "DELETE" },
+            { "X-Method-Override", "DELETE" },
+        }
+
+        it("the client's are not forwarded by default", function()
+            local headers = { { "X-Other", "kept" } }
+            for _, kv in ipairs(OVERRIDES) do headers[#headers + 1] = kv end
+            local seen = through { path = "/ovr", headers = headers }
+            for _, kv in ipairs(OVERRIDES) do
+                assert.is_nil(seen.headers[kv[1]:lower()], kv[1])
+            end
+            assert.equal("kept", seen.headers["x-other"])
+        end)
+
+        it("an upstream with override_headers = true gets them", function()
+            local seen = through { path = "/legacy/ovr", headers = OVERRIDES }
+            for _, kv in ipairs(OVERRIDES) do
+                assert.equal(kv[2], seen.headers[kv[1]:lower()], kv[1])
+            end
+        end)
+    end)
+
+    describe("an obs-folded upstream response header (RFC 9112 5.2)", function()
+        -- the raw answer, so that a folded or truncated line is seen as is
+        local function raw_answer(path)
+            local c = h.connect(gw.port)
+            c:send(h.request_text { path = path, headers = { Connection = "close" } })
+            local raw = assert(c:read_until_close())
+            c:close()
+            return raw, raw:match("^(.-\r\n)\r\n")
+        end
+
+        it("reaches the client unfolded: each fold is one SP, no line starts blank", function()
+            local raw, head = raw_answer("/fold?fold=X-Folded:abc%7Cdef%7Cghi")
+            assert.truthy(head, raw)
+            assert.truthy(head:find("\r\nX-Folded: abc def ghi\r\n", 1, true), head)
+            assert.is_nil(head:find("\r\n[ \t]"), head)
+            assert.matches("^HTTP/1.1 200 ", raw)
+        end)
+
+        it("loses the blanks around each fold, not the value's bytes", function()
+            local res = h.http(gw.port, { path = "/fold?fold=X-Folded:a%20%20%7C%20%20b%20c%7C%7Cd" })
+            assert.equal(200, res.status)
+            assert.equal("a b c d", res.headers["x-folded"])
+            assert.equal("/fold?fold=X-Folded:a%20%20%7C%20%20b%20c%7C%7Cd",
+                h.json(res.body).path) -- the body is whole, the framing right
+        end)
+
+        it("is unfolded the same when the head arrives a byte at a time", function()
+            local res = h.http(gw.port, { path = "/fold?trickle=1&fold=X-Folded:ab%20%7C%20%7C%20cd%7Cef" })
+            assert.equal(200, res.status)
+            assert.equal("ab cd ef", res.headers["x-folded"])
+            assert.equal("up", res.headers["x-upstream-name"])
+        end)
+
+        it("of a framing header (Connection) gets 502", function()
+            local res = h.http(gw.port, { path = "/fold?fold=Connection:keep-alive%7Cclose" })
+            h.assert_error(res, 502)
+        end)
+
+        it("leaves the connection usable for the next request", function()
+            local c = h.connect(gw.port)
+            local res = c:request { path = "/fold?fold=X-Folded:1%7C2" }
+            assert.equal("1 2", res.headers["x-folded"])
+            res = c:request { path = "/after-fold" }
+            assert.equal("/after-fold", h.json(res.body).path)
             c:close()
         end)
     end)

@@ -20,6 +20,11 @@ it does is driven by the request (query parameters, headers):
   ?chunked=1   chunked response
   ?close=1     close-delimited response (no CL, no TE, Connection: close)
   ?hdr=n:v     extra response header (repeatable)
+  ?fold=n:a|b  extra response header folded over lines (obs-fold, RFC 9112
+               5.2): "n: a", then " b" (continuation lines start with SP,
+               HTAB, SP, ... in turn; repeatable)
+  ?trickle=1   write the response head one byte at a time (TCP_NODELAY,
+               a 2 ms pause after each), so the gateway reads it in pieces
   ?hop=1       add hop-by-hop response headers (Connection: x-foo, X-Foo,
                Keep-Alive, Proxy-Connection) that a proxy must remove
   ?abort=N     announce the full body, send only N bytes of it, then close
@@ -350,6 +355,12 @@ async def respond(reader, writer, ctx):
     for h in q.get("hdr", []):
         k, _, v = h.partition(":")
         headers.append((k, v))
+    for h in q.get("fold", []):
+        k, _, v = h.partition(":")
+        lines = v.split("|")
+        headers.append((k, lines[0] + "".join(
+            "\r\n" + (" " if i % 2 == 0 else "\t") + line
+            for i, line in enumerate(lines[1:]))))
     if opt("hop"):
         headers.extend(HOP_BY_HOP)
 
@@ -375,7 +386,17 @@ async def respond(reader, writer, ctx):
         headers.append(("Content-Length", str(total)))
     if close and not opt("close"):
         headers.append(("Connection", "close"))
-    writer.write(head_bytes(status, headers))
+    head = head_bytes(status, headers)
+    if opt("trickle"):
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(len(head)):
+            writer.write(head[i:i + 1])
+            await writer.drain()
+            await asyncio.sleep(0.002)
+    else:
+        writer.write(head)
     if no_body:
         await writer.drain()
         return not close

@@ -247,6 +247,18 @@ describe("the upstream request", function()
         assert.equal(28, #d.id)
     end)
 
+    it("drops the client's URL and method override headers", function()
+        local d = g:request { path = "/orders/1", headers = {
+            ["X-Original-URL"] = "/admin", ["X-Rewrite-URL"] = "/admin",
+            ["X-HTTP-Method-Override"] = "DELETE", ["X-Kept"] = "1",
+        } }
+        local h = d.upstream_request.headers
+        assert.is_nil(h["x-original-url"])
+        assert.is_nil(h["x-rewrite-url"])
+        assert.is_nil(h["x-http-method-override"])
+        assert.equal("1", h["x-kept"])
+    end)
+
     it("drops hop-by-hop headers and those Connection names", function()
         local d = g:request { path = "/orders/1", headers = {
             Connection = "x-secret", ["X-Secret"] = "1", TE = "trailers",
@@ -593,7 +605,31 @@ describe("hook failures", function()
         local d = g:request { path = "/bad-status" }
         assert.equal(500, d.status)
         assert.truthy(d.error:find("gw.respond: status must be an integer " ..
-                                   "100-599, got 42", 1, true))
+                                   "200-599 (1xx answers are the gateway's own), got 42",
+                                   1, true))
+    end)
+
+    it("refuse a 1xx in res:set_status, naming the hook's line", function()
+        local d = g:request { path = "/set-101" }
+        assert.equal(500, d.status)
+        assert.truthy(d.error:find("errors.lua:%d+: res:set_status: status must " ..
+                                   "be an integer 200%-599"), d.error)
+    end)
+
+    it("send a hook's 204 without its body, Content-Type or Content-Length", function()
+        local d = g:request { path = "/no-content" }
+        assert.equal(204, d.status)
+        assert.equal("", d.body)
+        assert.equal("1", d.headers["x-kept"])
+        assert.is_nil(d.headers["content-length"])
+        assert.is_nil(d.headers["content-type"])
+    end)
+
+    it("drop the upstream's body and length when on_response makes it a 204", function()
+        local d = g:request { path = "/to-204" }
+        assert.equal(204, d.status)
+        assert.equal("", d.body)
+        assert.is_nil(d.headers["content-length"])
     end)
 
     it("refuse headers the core owns", function()

@@ -599,8 +599,8 @@ function Response.set_status(self, status)
     status = status - status % 1
     if st.response_started then
         rc = EPHASE
-    elseif status < 100 or status > 599 then
-        rc = EINVAL
+    elseif not runtime.final_status(status) then
+        runtime.hook_error(runtime.status_refused("res:set_status", status))
     end
     errcheck(rc, "res:set_status")
     st.res_status = status
@@ -674,10 +674,8 @@ local res_mt = {
 local header_block, encode_body = runtime.header_block, runtime.encode_body
 
 function Request._respond(self, status, body, headers)
-    if type(status) ~= "number" or status < 100 or status > 599
-        or status % 1 ~= 0 then
-        error("gw.respond: status must be an integer 100-599, got " ..
-              tostring(status), 3)
+    if not runtime.final_status(status) then
+        runtime.hook_error(runtime.status_refused("gw.respond", status))
     end
     local b, ctype = encode_body(body)
     local st = state(self)
@@ -965,6 +963,11 @@ end
 
 -- What goes on the wire -------------------------------------------------------
 
+-- mg_status_has_body (src/gateway.h): 1xx, 204 and 304 carry no body
+local function has_body(status)
+    return status >= 200 and status ~= 204 and status ~= 304
+end
+
 local HOP_BY_HOP = {
     te = true, upgrade = true, trailer = true, connection = true,
     ["keep-alive"] = true, ["proxy-connection"] = true,
@@ -976,6 +979,14 @@ local SKIP_REQUEST = {
     expect = true, ["x-request-id"] = true, ["content-length"] = true,
     ["x-forwarded-for"] = true, ["x-forwarded-host"] = true,
     ["x-forwarded-proto"] = true, traceparent = true,
+}
+
+-- mg_override_headers (src/proxy.c): not sent unless the upstream says
+-- override_headers = true
+local OVERRIDE_HEADERS = {
+    ["x-original-url"] = true, ["x-rewrite-url"] = true,
+    ["x-http-method-override"] = true, ["x-http-method"] = true,
+    ["x-method-override"] = true,
 }
 
 -- Lower-case tokens of every Connection header in list.
@@ -1025,11 +1036,14 @@ function _M.upstream_request(st)
     local known, edits = st.known, st.req_edits
     local tokens = known.connection and connection_tokens(st.headers) or {}
     local xff, host
+    local ui = upstream_index(st)
+    local overrides = ui and st.env.upstreams[ui].override_headers
     for i, h in ipairs(st.headers) do
         if known.xff == i then xff = h[2] end
         if known.host == i then host = h[2] end
         local ln = lower(h[1])
         if not (HOP_BY_HOP[ln] or SKIP_REQUEST[ln] or tokens[ln]
+                or (OVERRIDE_HEADERS[ln] and not overrides)
                 or edited(edits, ln)
                 or (ln == "tracestate" and not st.trace_continued)) then
             out[#out + 1] = { h[1], h[2] }
@@ -1089,16 +1103,19 @@ end
 function _M.client_response(st, commit)
     local up = st.up_res
     local status = up.status
-    local no_body = st.head_method or status == 204 or status == 304
-    local replaced = st.res_body_set
+    local no_body = st.head_method or not has_body(status)
     local out_status = st.res_status ~= 0 and st.res_status or status
+    local out_no_body = not has_body(out_status)
+    local replaced = st.res_body_set or (out_no_body and not no_body)
+    local zero_len = not st.head_method and no_body and not out_no_body
+        and not st.res_body_set
     local has_len = has_header(up.headers, "content-length")
     local tokens = connection_tokens(up.headers)
     local out = {}
     for _, h in ipairs(up.headers) do
         local ln = lower(h[1])
         if not (HOP_BY_HOP[ln] or tokens[ln] or ln == "x-request-id"
-                or (replaced and ln == "content-length")
+                or ((replaced or out_no_body) and ln == "content-length")
                 or edited(st.res_edits, ln)) then
             out[#out + 1] = { h[1], h[2] }
         end
@@ -1108,8 +1125,10 @@ function _M.client_response(st, commit)
             out[#out + 1] = { e.name, e.value }
         end
     end
-    if replaced then
+    if replaced and not out_no_body then
         out[#out + 1] = { "Content-Length", tostring(#st.res_body) }
+    elseif zero_len then
+        out[#out + 1] = { "Content-Length", "0" }
     end
     out[#out + 1] = { "X-Request-Id", st.id }
     if not no_body and not has_len and not replaced and st.http_minor >= 1 then
@@ -1117,7 +1136,7 @@ function _M.client_response(st, commit)
     end
     local body
     if replaced then
-        body = st.head_method and "" or st.res_body
+        body = (st.head_method or out_no_body) and "" or st.res_body
     else
         body = no_body and "" or up.body
     end
@@ -1139,11 +1158,14 @@ end
 --- mg_conn_respond: an answer made by the gateway (hook, handler, error).
 -- `commit` false only computes it. Returns status, header list, body.
 function _M.local_response(st, status, ctype, body, block, commit)
-    local out = {
-        { "Content-Type", ctype or "text/plain" },
-        { "Content-Length", tostring(#body) },
-        { "X-Request-Id", st.id },
-    }
+    local out = {}
+    if has_body(status) then
+        out[1] = { "Content-Type", ctype or "text/plain" }
+        out[2] = { "Content-Length", tostring(#body) }
+    else
+        body = ""
+    end
+    out[#out + 1] = { "X-Request-Id", st.id }
     parse_block(block, out)
     if commit ~= false then
         st.status = status
