@@ -7,7 +7,7 @@ set -euo pipefail
 pkgs=(build-essential pkg-config libluajit2-5.1-dev luajit2 libuv1-dev node-llhttp
       libssl-dev lua-cjson lua-busted lua-socket libhiredis-dev redis-server
       libedit-dev python3 curl openssl ca-certificates luarocks liblua5.1-0-dev
-      dpkg-dev lintian systemd)
+      dpkg-dev lintian systemd strace)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
