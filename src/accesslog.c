@@ -11,13 +11,18 @@
 #include "accesslog.h"
 #include "errlog.h"
 
-#define LOG_BUF 65536
-#define LOG_FLUSH_AT 49152
+/* Writes start at LOG_FLUSH_AT (or every LOG_FLUSH_MS); the rest of a
+ * buffer absorbs a disk that stalls (256 KiB: ~250 ms at 1 MB/s of lines)
+ * before lines are dropped. */
+#define LOG_BUF (256 * 1024)
+#define LOG_FLUSH_AT (32 * 1024)
 #define LOG_FLUSH_MS 200
+#define DROP_WARN_S 10 /* at most one error-log line per worker this often */
 
 /* Bumped by mg_accesslog_reopen; each worker compares it with the value it
  * last opened its file at. */
 static atomic_uint reopen_epoch;
+static atomic_ullong dropped_total; /* all workers: /metrics */
 
 struct mg_accesslog_s {
     int fd;
@@ -30,7 +35,8 @@ struct mg_accesslog_s {
     int writing;         /* the other buffer is being written */
     uv_fs_t req;
     uv_timer_t timer;
-    uint64_t dropped;
+    uint64_t dropped;    /* not yet reported in the error log */
+    time_t dropped_warned;
     time_t cached_sec;
     char cached_time[32];
 };
@@ -74,6 +80,26 @@ static void on_written(uv_fs_t *req)
     reopen_if_asked(w);
     if (l->len[l->active] >= LOG_FLUSH_AT)
         start_write(w);
+}
+
+unsigned long long mg_accesslog_dropped_total(void)
+{
+    return atomic_load(&dropped_total);
+}
+
+/* Both buffers are full: the line is lost, but never silently. */
+static void drop_line(mg_worker_t *w)
+{
+    mg_accesslog_t *l = w->log;
+    l->dropped++;
+    atomic_fetch_add(&dropped_total, 1);
+    time_t now = time(NULL);
+    if (now - l->dropped_warned >= DROP_WARN_S) {
+        mg_log(MG_LOG_WARN, "worker %d: access log: %llu lines dropped (the log is written "
+               "slower than requests come)", w->id, (unsigned long long)l->dropped);
+        l->dropped = 0;
+        l->dropped_warned = now;
+    }
 }
 
 void mg_accesslog_reopen(void)
@@ -331,7 +357,7 @@ void mg_accesslog_request(mg_worker_t *w, mg_conn_t *c)
     if (l->len[l->active] + need > LOG_BUF) {
         start_write(w);
         if (l->len[l->active] + need > LOG_BUF) {
-            l->dropped++;
+            drop_line(w);
             return;
         }
     }
@@ -339,7 +365,7 @@ void mg_accesslog_request(mg_worker_t *w, mg_conn_t *c)
     line_t b = { base, base + need };
     write_line(l, c, &f, &b);
     if (b.o == b.end || b.o[-1] != '\n') {
-        l->dropped++; /* cut short: never write half a JSON object */
+        drop_line(w); /* cut short: never write half a JSON object */
         return;
     }
     l->len[l->active] += (size_t)(b.o - base);

@@ -14,6 +14,8 @@ void mg_accesslog_request(mg_worker_t *w, mg_conn_t *c);
 /* Has every worker reopen its access log file at its next flush (any
  * thread; after logrotate moved the file). stdout and stderr stay. */
 void mg_accesslog_reopen(void);
+/* Lines dropped since start because both buffers were full (any thread). */
+unsigned long long mg_accesslog_dropped_total(void);
 /* Starts writing what is buffered and stops the flush timer; call when
  * the worker begins to stop. */
 void mg_accesslog_close(mg_worker_t *w);

@@ -497,8 +497,12 @@ static char *metrics_text(mg_control_t *ctl, size_t *len)
                   "# HELP moongate_hook_errors_total Lua hook errors.\n"
                   "# TYPE moongate_hook_errors_total counter\nmoongate_hook_errors_total %llu\n"
                   "# HELP moongate_workers Worker threads.\n"
-                  "# TYPE moongate_workers gauge\nmoongate_workers %d\n",
-              (unsigned long long)ctl->gen->number, mg_hooks_error_total(), ctl->workers->n);
+                  "# TYPE moongate_workers gauge\nmoongate_workers %d\n"
+                  "# HELP moongate_access_log_dropped_total Access-log lines lost to a slow log.\n"
+                  "# TYPE moongate_access_log_dropped_total counter\n"
+                  "moongate_access_log_dropped_total %llu\n",
+              (unsigned long long)ctl->gen->number, mg_hooks_error_total(), ctl->workers->n,
+              mg_accesslog_dropped_total());
     upstream_health_metrics(ctl, &b);
     char *text = mg_metrics_render(b.p, len);
     free(b.p);

@@ -50,10 +50,12 @@ gw.route { path = "/r/**", handler = function(req) return 200, "ok" end }
         end
         assert.equal(total, answered, cjson.encode(report))
         local old, new
-        eventually(function()
+        local ok = pcall(eventually, function()
             old, new = lines_of(log .. ".1"), lines_of(log)
             return #old + #new >= total
-        end, "10,000 access-log lines")
+        end, "10,000 access-log lines", 10)
+        assert(ok, ("%d + %d lines of %d; error log: %s"):format(#old, #new, total,
+                                                                gw:log_tail(5)))
         h.sleep(0.5) -- nothing more may come
         old, new = lines_of(log .. ".1"), lines_of(log)
         assert.equal(total, #old + #new)
