@@ -662,9 +662,12 @@ static int on_headers_complete(llhttp_t *p)
     r->chunked = (p->flags & F_CHUNKED) ? 1 : 0;
     r->has_body = r->chunked || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
     r->content_length = (p->flags & F_CONTENT_LENGTH) ? p->content_length : 0;
+    /* a gateway is no forward proxy: CONNECT would ask for a raw tunnel */
+    if (p->method == HTTP_CONNECT)
+        return fail(p, 405, "CONNECT is not supported");
     /* RFC 9110 §7.8: Upgrade in an HTTP/1.0 request is ignored (a proxy
      * that honoured it could be told to open a tunnel past a 1.0 hop). */
-    if (p->upgrade && p->method != HTTP_CONNECT && p->http_minor == 0)
+    if (p->upgrade && p->http_minor == 0)
         p->upgrade = 0;
     r->is_upgrade = p->upgrade ? 1 : 0;
     r->head_method = p->method == HTTP_HEAD;
