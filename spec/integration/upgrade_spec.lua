@@ -177,6 +177,15 @@ describe("upgrade", function()
             c:close()
         end)
 
+        it("an upstream that refuses the upgrade: its answer, then the close", function()
+            -- no Sec-WebSocket-Key: the test upstream answers 400
+            local c, res = ask("/ws", "websocket")
+            assert.equal(400, res.status)
+            assert.equal("up", res.headers["x-upstream-name"])
+            assert.equal("close", res.headers["connection"])
+            assert.is_true(c:closed(0.5))
+        end)
+
         it("Upgrade: foo where only websocket is allowed (the default) goes up plain",
            function()
             local c, res = ask("/plain", "foo")
