@@ -715,7 +715,7 @@ static int body_progress(mg_conn_t *c)
         return 0;
     uint64_t got = r->body_received - r->window_bytes;
     if (now - r->body_start_ms >= cfg->timeouts.body_grace &&
-        got * 1000 < cfg->limits.min_body_rate * span)
+        got * 1000 / span < cfg->limits.min_body_rate)
         return -1;
     r->window_start_ms = now;
     r->window_bytes = r->body_received;
@@ -1157,6 +1157,7 @@ int mg_ffi_req_read_body(mg_request_t *r, const char **p, size_t *len)
 void mg_conn_throttle(mg_conn_t *c, int on)
 {
     mg_request_t *r = c->r;
+    int was = c->throttled;
     c->throttled = on ? 1 : 0;
     if (on) {
         stop_reading(c);
@@ -1166,7 +1167,7 @@ void mg_conn_throttle(mg_conn_t *c, int on)
             set_deadline(c, UINT64_MAX);
         return;
     }
-    if (r && r->state == MG_RS_BODY) {
+    if (was && r && r->state == MG_RS_BODY) {
         r->window_start_ms = now_ms(c);
         r->window_bytes = r->body_received;
         set_deadline(c, c->w->g->cfg->timeouts.body);

@@ -23,12 +23,52 @@ gw.settings {
 gw.listen { port = {{PORT}}, host = "127.0.0.1" }
 gw.upstream("up", { "{{UP}}" }, { read_timeout = 1 })
 gw.upstream("up3", { "{{UP}}" }, { read_timeout = 3 })
+gw.upstream("lazy", { "{{LAZY}}" }, { read_timeout = 1 })
 gw.route { path = "/rt3/**", upstream = "up3" }
+gw.route { path = "/lazy/**", upstream = "lazy" }
 gw.route { path = "/**", upstream = "up" }
 ]]
 
 local rep = string.rep
 local KIB = 1024
+
+-- An upstream that reads a request head, then takes nothing for 2.5 s (its
+-- receive buffer is small: the gateway has to hold the client back), then
+-- reads the whole body and answers with the number of bytes it got.
+local function start_lazy_reader()
+    local port = h.free_port()
+    local p = h.spawn(("python3 -c %s"):format(h.shq(([[
+import socket, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+s.bind(("127.0.0.1", %d)); s.listen(64); print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += c.recv(65536)
+    head, rest = data.split(b"\r\n\r\n", 1)
+    n = 0
+    for line in head.split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"content-length":
+            n = int(v)
+    time.sleep(2.5)
+    got = len(rest)
+    while got < n:
+        d = c.recv(1 << 20)
+        if not d:
+            break
+        got += len(d)
+    body = str(got).encode()
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %%d\r\nConnection: close\r\n\r\n"
+              %% len(body) + body)
+    c.close()
+]]):format(port))), "lazy")
+    local deadline = h.now() + 5
+    while not p:log():find("ready", 1, true) and h.now() < deadline do h.sleep(0.02) end
+    return "127.0.0.1:" .. port
+end
 
 describe("slow request bodies", function()
     local gw, up
@@ -36,7 +76,8 @@ describe("slow request bodies", function()
     setup(function()
         up = h.start_upstream { name = "up" }
         -- one worker: one pool, so a reused upstream connection is seen
-        gw = h.start_gateway(CONFIG, { vars = { UP = up }, workers = 1 })
+        gw = h.start_gateway(CONFIG, { vars = { UP = up, LAZY = start_lazy_reader() },
+                                       workers = 1 })
     end)
 
     teardown(h.cleanup)
@@ -130,6 +171,23 @@ describe("slow request bodies", function()
         end)
     end)
 
+    describe("a client held back by a slow upstream", function()
+        it("is not the slow one: 2.5 s without reading is no 408 (nor 504)", function()
+            -- 32 MiB: more than every socket buffer on the way holds, so the
+            -- gateway must stop reading the client for the 2.5 s
+            local block, n = h.block(), 512
+            local c = h.connect(gw.port, { timeout = 10 * h.SLOW })
+            c:send(post_head("/lazy/up", n * #block))
+            for _ = 1, n do
+                if not c:send(block) then break end
+            end
+            local res = assert(c:read_response { timeout = 10 * h.SLOW })
+            assert.equal(200, res.status, res.body)
+            assert.equal(tostring(n * #block), res.body)
+            c:close()
+        end)
+    end)
+
     describe("the upstream's read_timeout", function()
         it("starts only once the whole body is sent: a 2.4 s upload with read_timeout 1",
            function()
@@ -177,7 +235,7 @@ describe("slow request heads", function()
     setup(function()
         up = h.start_upstream { name = "up" }
         gw = h.start_gateway((CONFIG:gsub("header = 1,", "header = 2,")),
-                             { vars = { UP = up } })
+                             { vars = { UP = up, LAZY = h.dead_addr() } })
     end)
 
     teardown(h.cleanup)
