@@ -24,23 +24,26 @@ static int same_name(const char *a, size_t al, const char *b, size_t bl)
     return al == bl && strncasecmp(a, b, al) == 0;
 }
 
+/* Which entry of the route's list allows protocol p: its index + 1, or 0. */
 static int route_allows(const mg_route_t *rt, const char *p, size_t l)
 {
     if (same_name(p, l, "h2c", 3))
         return 0; /* config.lua refuses it too; this keeps it out whatever */
     for (size_t i = 0; i < rt->nupgrades; i++)
         if (same_name(p, l, rt->upgrades[i], strlen(rt->upgrades[i])))
-            return 1;
+            return (int)i + 1;
     return 0;
 }
 
 /* Calls fn(arg, token) for each protocol the client offered that the route
- * allows (all Upgrade headers, in order); stops when fn returns non-zero
- * and returns that, else 0. */
+ * allows (all Upgrade headers, in order), once per entry of the list (a
+ * protocol offered again is skipped: what is forwarded stays short); stops
+ * when fn returns non-zero and returns that, else 0. */
 static int each_allowed(const mg_conn_t *c, int (*fn)(void *, const char *, size_t), void *arg)
 {
     const mg_request_t *r = c->r;
     const mg_route_t *rt = r->route;
+    unsigned seen = 0; /* bit i: list entry i was offered already */
     if (!rt || rt->has_handler || !r->known[MG_H_UPGRADE])
         return 0; /* no route, no list: nothing is allowed */
     for (uint32_t i = r->known[MG_H_UPGRADE] - 1; i < r->nheaders; i++) {
@@ -50,8 +53,10 @@ static int each_allowed(const mg_conn_t *c, int (*fn)(void *, const char *, size
         const char *v = mg_conn_data(c, r->headers[i].value), *t;
         size_t vl = r->headers[i].value.len, at = 0, tl;
         while (mg_token_next(v, vl, &at, &t, &tl)) {
-            if (!route_allows(rt, t, tl))
+            int e = route_allows(rt, t, tl);
+            if (!e || (seen & (1u << (e - 1))))
                 continue;
+            seen |= 1u << (e - 1);
             int rc = fn(arg, t, tl);
             if (rc)
                 return rc;

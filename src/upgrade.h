@@ -23,8 +23,9 @@ typedef struct mg_conn_s mg_conn_t;
 void mg_upgrade_settle(mg_conn_t *c);
 
 /* Writes the allowed protocols the client offered as an Upgrade value
- * ("websocket, foo") at out, when out is not NULL. Returns its length (0:
- * none). The value is at most as long as the request's Upgrade headers. */
+ * ("websocket, foo"; each entry of the route's list once, as the client
+ * wrote it) at out, when out is not NULL. Returns its length (0: none):
+ * at most the request's Upgrade values plus 2 bytes per list entry. */
 size_t mg_upgrade_value(const mg_conn_t *c, char *out);
 
 /* Is the Upgrade value of a 101 answer (v, vl) one the request asked for

@@ -26,6 +26,9 @@ gw.upstream("up3", { "{{UP}}" }, { read_timeout = 3 })
 gw.upstream("lazy", { "{{LAZY}}" }, { read_timeout = 1 })
 gw.route { path = "/rt3/**", upstream = "up3" }
 gw.route { path = "/lazy/**", upstream = "lazy" }
+gw.route { path = "/readbody/**", upstream = "up", policies = { function(req)
+    req:set_header("x-body-len", #req:body())
+end } }
 gw.route { path = "/**", upstream = "up" }
 ]]
 
@@ -114,6 +117,13 @@ describe("slow request bodies", function()
                    "Transfer-Encoding: chunked\r\n\r\n40000000\r\n" .. rep("c", KIB))
             local t0 = h.now()
             local elapsed = assert_408_and_close(c, t0)
+            assert.is_true(elapsed < 4 * h.SLOW, "408 too late: " .. elapsed)
+        end)
+
+        it("a body a policy reads with req:body() that stalls is a 408 too", function()
+            local c = h.connect(gw.port)
+            c:send(post_head("/readbody/stall", 100) .. rep("s", 10))
+            local elapsed = assert_408_and_close(c, h.now())
             assert.is_true(elapsed < 4 * h.SLOW, "408 too late: " .. elapsed)
         end)
 

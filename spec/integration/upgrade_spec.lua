@@ -169,6 +169,14 @@ describe("upgrade", function()
             c:close()
         end)
 
+        it("a protocol offered several times is forwarded once", function()
+            local c, res = ask("/foo/x", "foo, FOO, foo/2, h2c, foo")
+            assert.equal(101, res.status)
+            -- the test upstream answers with the Upgrade value it got
+            assert.equal("foo", res.headers["upgrade"])
+            c:close()
+        end)
+
         it('{ "websocket", "foo" } still tunnels websocket', function()
             local c, res = websocket("/foo/ws")
             assert.equal(101, res.status)
