@@ -327,6 +327,16 @@ describe("upgrade", function()
             assert.truthy(out:find(want, 1, true), out)
         end
 
+        it("a list in any case, with repeats, loads (names are case-insensitive)", function()
+            local code, out = h.check_config(
+                'local gw = require "moongate"\n' ..
+                'gw.listen { port = 8080 }\n' ..
+                'gw.upstream("up", { "127.0.0.1:9" })\n' ..
+                'gw.route { path = "/", upstream = "up", upgrades = { "WebSocket", "Foo", "foo" } }\n' ..
+                'gw.route { path = "/none", upstream = "up", upgrades = {} }\n')
+            assert.equal(0, code, out)
+        end)
+
         it("h2c cannot be allowed", function()
             refused('{ "websocket", "h2c" }', 'route.upgrades[2] "h2c" cannot be allowed')
         end)
