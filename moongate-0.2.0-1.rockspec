@@ -78,6 +78,7 @@ build = {
             "src/shdict.c",
             "src/tls.c",
             "src/trace.c",
+            "src/upgrade.c",
             "src/uri.c",
             "src/usage.c",
             "src/worker.c",

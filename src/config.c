@@ -308,6 +308,7 @@ static void conv_limits(conv_t *cv, int cfg_t, mg_config_t *cfg)
     get_uint(cv, t, ".limits", "header_size", 1, MAX_DOUBLE_INT, &cfg->limits.header_size);
     get_uint(cv, t, ".limits", "header_count", 1, MAX_DOUBLE_INT, &cfg->limits.header_count);
     get_uint(cv, t, ".limits", "body", 0, MAX_DOUBLE_INT, &cfg->limits.body);
+    get_uint(cv, t, ".limits", "min_body_rate", 0, MAX_DOUBLE_INT, &cfg->limits.min_body_rate);
     lua_pop(cv->L, 1);
 }
 
@@ -320,6 +321,9 @@ static void conv_timeouts(conv_t *cv, int cfg_t, mg_config_t *cfg)
     get_uint(cv, t, ".timeouts", "header", 1, MAX_DOUBLE_INT, &cfg->timeouts.header);
     get_uint(cv, t, ".timeouts", "keepalive", 1, MAX_DOUBLE_INT, &cfg->timeouts.keepalive);
     get_uint(cv, t, ".timeouts", "body", 1, MAX_DOUBLE_INT, &cfg->timeouts.body);
+    get_uint(cv, t, ".timeouts", "body_grace", 1, MAX_DOUBLE_INT, &cfg->timeouts.body_grace);
+    get_uint(cv, t, ".timeouts", "body_rate_window", 1, MAX_DOUBLE_INT,
+             &cfg->timeouts.body_rate_window);
     get_uint(cv, t, ".timeouts", "send", 1, MAX_DOUBLE_INT, &cfg->timeouts.send);
     get_uint(cv, t, ".timeouts", "shutdown", 1, MAX_DOUBLE_INT, &cfg->timeouts.shutdown);
     get_uint(cv, t, ".timeouts", "hook", 1, MAX_DOUBLE_INT, &cfg->timeouts.hook);
@@ -567,6 +571,45 @@ static void conv_methods(conv_t *cv, int r_t, const char *what, mg_route_t *r)
     lua_pop(L, 1);
 }
 
+/* route.upgrades, checked by config.lua; absent means { "websocket" }. */
+static void conv_upgrades(conv_t *cv, int r_t, const char *what, mg_route_t *r)
+{
+    lua_State *L = cv->L;
+    size_t i, n;
+    int list;
+
+    lua_getfield(L, r_t, "upgrades");
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        r->upgrades[0] = dup_or_oom(cv, "websocket");
+        r->nupgrades = r->upgrades[0] != NULL;
+        return;
+    }
+    if (lua_type(L, -1) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        internal(cv, what, "upgrades", "nil or a list");
+        return;
+    }
+    list = lua_gettop(L);
+    n = lua_objlen(L, list);
+    if (n > MG_MAX_UPGRADES) {
+        internal(cv, what, "upgrades", "a list of at most MG_MAX_UPGRADES");
+        n = 0;
+    }
+    for (i = 0; i < n; i++) {
+        lua_rawgeti(L, list, (int)i + 1);
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            r->upgrades[r->nupgrades] = dup_or_oom(cv, lua_tostring(L, -1));
+            if (r->upgrades[r->nupgrades] != NULL)
+                r->nupgrades++;
+        } else {
+            internal(cv, what, "upgrades[]", "a string");
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
 static void conv_headers(conv_t *cv, int r_t, const char *what, mg_route_t *r)
 {
     int list = push_table(cv, r_t, what, "headers");
@@ -726,6 +769,7 @@ static void conv_route(conv_t *cv, int t, const char *what, mg_config_t *cfg, mg
     get_str(cv, t, what, "strip_prefix", 1, &r->strip_prefix);
     get_str(cv, t, what, "rewrite", 1, &r->rewrite);
     conv_methods(cv, t, what, r);
+    conv_upgrades(cv, t, what, r);
     conv_headers(cv, t, what, r);
     if (get_uint(cv, t, what, "max_body", 0, MAX_DOUBLE_INT, &v) == 0)
         r->max_body = v;
@@ -898,6 +942,8 @@ void mg_config_free(mg_config_t *cfg)
         free(r->host);
         for (j = 0; j < r->nmethods; j++)
             free(r->methods[j]);
+        for (j = 0; j < r->nupgrades; j++)
+            free(r->upgrades[j]);
         for (j = 0; j < r->nheaders; j++) {
             free(r->headers[j].name);
             free(r->headers[j].value);

@@ -13,6 +13,7 @@
 
 #define MG_MAX_ROUTE_HEADERS 8
 #define MG_MAX_METHODS 16
+#define MG_MAX_UPGRADES 8
 
 typedef struct mg_target_s {
     char *host;          /* numeric IPv4/IPv6 address or host name */
@@ -85,6 +86,9 @@ typedef struct mg_route_s {
     char *host;            /* NULL = any; "*.example.com" allowed */
     char *methods[MG_MAX_METHODS]; /* upper case; nmethods == 0 means any */
     size_t nmethods;
+    char *upgrades[MG_MAX_UPGRADES]; /* Upgrade protocols tunnelled (lower case);
+                                        default { "websocket" }, none when 0 */
+    size_t nupgrades;
     mg_route_header_t headers[MG_MAX_ROUTE_HEADERS];
     size_t nheaders;
     int upstream;          /* index into mg_config_t.upstreams, -1 when handled in Lua */
@@ -112,12 +116,15 @@ typedef struct mg_limits_s {
     uint64_t header_size;   /* 431 beyond */
     uint64_t header_count;  /* 431 beyond */
     uint64_t body;          /* default per-route max body, 413 beyond */
+    uint64_t min_body_rate; /* bytes/s a request body must keep up, else 408; 0 off */
 } mg_limits_t;
 
 typedef struct mg_timeouts_s {
     uint64_t header;     /* head must complete within, else 408 */
     uint64_t keepalive;  /* idle client connection */
-    uint64_t body;       /* between two reads of a request body */
+    uint64_t body;       /* between two reads of a request body, else 408 */
+    uint64_t body_grace; /* min_body_rate is not checked this long into a body */
+    uint64_t body_rate_window; /* min_body_rate is averaged over this long */
     uint64_t send;       /* client not reading our response */
     uint64_t shutdown;   /* graceful shutdown deadline */
     uint64_t hook;       /* a hook running longer without waiting is stopped */

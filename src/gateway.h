@@ -152,6 +152,10 @@ struct mg_request_s {
     uint8_t response_close;    /* close the client connection after it */
     uint64_t body_received;
     uint64_t content_length;
+    /* min_body_rate (http_conn.c): loop times in ms */
+    uint64_t body_start_ms;    /* the body began to be read: the grace runs */
+    uint64_t window_start_ms;  /* the current rate window began ... */
+    uint64_t window_bytes;     /* ... with body_received at this */
 
     char *path;                /* normalised path, NUL-terminated (scratch) */
     size_t path_len;
@@ -470,6 +474,9 @@ int mg_proxy_send_body(mg_upconn_t *u, uv_buf_t *bufs, unsigned n);
 void mg_proxy_detach(mg_upconn_t *u, int reusable);
 void mg_proxy_client_drained(mg_upconn_t *u);
 int mg_proxy_tunnel_write(mg_upconn_t *u, const char *data, size_t len);
+/* The whole request (head and body) is written or queued: the wait for the
+ * answer, timed by read_timeout, starts once it has all gone out. */
+void mg_proxy_request_sent(mg_upconn_t *u);
 /* A new, unconnected upstream connection of pool p (owned by the caller
  * until it is closed or detached into the pool). */
 mg_upconn_t *mg_upconn_new(mg_pool_t *p);

@@ -31,6 +31,7 @@
 #include "metrics.h"
 #include "tls.h"
 #include "trace.h"
+#include "upgrade.h"
 #include "uri.h"
 
 static llhttp_settings_t req_settings;
@@ -143,13 +144,17 @@ static void on_timer(uv_timer_t *t)
         conn_close(c); /* stalled writer, idle tunnel or idle keep-alive */
         return;
     }
-    if (r->state == MG_RS_HEAD || r->state == MG_RS_BODY ||
-        r->state == MG_RS_UPSTREAM) {
-        if (!r->response_started) {
-            r->response_close = 1;
-            mg_conn_respond_error(c, 408, "request timeout");
-            return;
+    if ((r->state == MG_RS_HEAD || r->state == MG_RS_PEEK || r->state == MG_RS_BUFFER ||
+         r->state == MG_RS_BODY || r->state == MG_RS_UPSTREAM) &&
+        !r->response_started) {
+        if (r->up) {
+            /* a body cut short: that upstream connection is never reused */
+            mg_proxy_detach(r->up, 0);
+            r->up = NULL;
         }
+        r->response_close = 1;
+        mg_conn_respond_error(c, 408, "request timeout");
+        return;
     }
     conn_close(c);
 }
@@ -516,7 +521,12 @@ static int on_message_begin(llhttp_t *p)
         if (!c->r)
             return fail(p, 503, "out of memory");
     }
-    set_deadline(c, c->w->g->cfg->timeouts.header);
+    /* The head must be complete `header` after the wait for it began: on a
+     * new connection that was the accept (a first byte sent late buys no
+     * time), after a request the end of its keep-alive wait. */
+    uint64_t header = c->w->g->cfg->timeouts.header;
+    if (c->requests > 0 || c->deadline == UINT64_MAX || c->deadline > now_ms(c) + header)
+        set_deadline(c, header);
     return 0;
 }
 
@@ -652,6 +662,13 @@ static int on_headers_complete(llhttp_t *p)
     r->chunked = (p->flags & F_CHUNKED) ? 1 : 0;
     r->has_body = r->chunked || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
     r->content_length = (p->flags & F_CONTENT_LENGTH) ? p->content_length : 0;
+    /* a gateway is no forward proxy: CONNECT would ask for a raw tunnel */
+    if (p->method == HTTP_CONNECT)
+        return fail(p, 405, "CONNECT is not supported");
+    /* RFC 9110 §7.8: Upgrade in an HTTP/1.0 request is ignored (a proxy
+     * that honoured it could be told to open a tunnel past a 1.0 hop). */
+    if (p->upgrade && p->http_minor == 0)
+        p->upgrade = 0;
     r->is_upgrade = p->upgrade ? 1 : 0;
     r->head_method = p->method == HTTP_HEAD;
     switch (p->method) {
@@ -668,6 +685,43 @@ static int on_headers_complete(llhttp_t *p)
     return HPE_PAUSED;
 }
 
+/* Starts timing a request body: timeouts.body between reads, and
+ * limits.min_body_rate averaged over windows once body_grace is over. */
+static void body_timing_start(mg_conn_t *c)
+{
+    mg_request_t *r = c->r;
+    r->body_start_ms = r->window_start_ms = now_ms(c);
+    r->window_bytes = r->body_received;
+    set_deadline(c, c->w->g->cfg->timeouts.body);
+}
+
+/* Body bytes arrived: the idle wait starts again, and a window that is
+ * over must have brought min_body_rate. Returns -1 when the body is too
+ * slow. Time spent throttled (the upstream not taking the body) is not
+ * counted: mg_conn_throttle starts a new window. */
+static int body_progress(mg_conn_t *c)
+{
+    mg_request_t *r = c->r;
+    const mg_config_t *cfg = c->w->g->cfg;
+    uint64_t now = now_ms(c);
+    if (r->body_start_ms == 0) { /* a body dropped after a local answer */
+        r->body_start_ms = r->window_start_ms = now;
+        r->window_bytes = r->body_received;
+    }
+    if (c->wq.pending == 0)
+        set_deadline(c, cfg->timeouts.body); /* else the send wait holds */
+    uint64_t span = now - r->window_start_ms;
+    if (!cfg->limits.min_body_rate || span < cfg->timeouts.body_rate_window)
+        return 0;
+    uint64_t got = r->body_received - r->window_bytes;
+    if (now - r->body_start_ms >= cfg->timeouts.body_grace &&
+        got * 1000 / span < cfg->limits.min_body_rate)
+        return -1;
+    r->window_start_ms = now;
+    r->window_bytes = r->body_received;
+    return 0;
+}
+
 static int on_body(llhttp_t *p, const char *at, size_t len)
 {
     mg_conn_t *c = p->data;
@@ -676,6 +730,8 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     uint64_t max = r->route ? r->route->max_body : r->g->cfg->limits.body;
     if (r->body_received > max)
         return fail(p, 413, "request body too large");
+    if (body_progress(c) < 0)
+        return fail(p, 408, "request body too slow");
     if (r->state == MG_RS_BUFFER) {
         /* req:body(): keep it all (bounded by max above) */
         if (r->body_len + len > r->body_cap) {
@@ -724,6 +780,7 @@ static int on_message_complete(llhttp_t *p)
         }
         r->state = MG_RS_WAIT;
         set_deadline(c, UINT64_MAX);
+        mg_proxy_request_sent(r->up);
     } else if (r->state == MG_RS_LOCAL) {
         r->state = MG_RS_DONE;
     } else if (r->state == MG_RS_BUFFER) {
@@ -915,6 +972,7 @@ static void continue_request(mg_conn_t *c, int done)
         if (mg_hooks_has(r->g, NULL, MG_PHASE_ROUTE) && run_phase(c, MG_PHASE_ROUTE))
             return;
     }
+    mg_upgrade_settle(c); /* before policies: they decide on what goes */
     if (!r->route && r->upstream_override < 0) {
         r->state = MG_RS_LOCAL;
         if (r->route_rc == MG_ROUTE_BAD_METHOD)
@@ -1032,6 +1090,7 @@ void mg_conn_resume_body(mg_conn_t *c)
         }
         r->state = MG_RS_WAIT;
         set_deadline(c, UINT64_MAX);
+        mg_proxy_request_sent(r->up);
         return;
     }
     r->state = MG_RS_BODY;
@@ -1043,7 +1102,7 @@ void mg_conn_resume_body(mg_conn_t *c)
         }
     }
     if (r->has_body)
-        set_deadline(c, c->w->g->cfg->timeouts.body);
+        body_timing_start(c);
     start_reading(c);
     c->kick = 1;
     conn_parse(c);
@@ -1086,7 +1145,7 @@ int mg_ffi_req_read_body(mg_request_t *r, const char **p, size_t *len)
                 return MG_FFI_EPHASE;
         }
     }
-    set_deadline(c, c->w->g->cfg->timeouts.body);
+    body_timing_start(c);
     start_reading(c);
     c->kick = 1;
     conn_parse(c);
@@ -1097,11 +1156,23 @@ int mg_ffi_req_read_body(mg_request_t *r, const char **p, size_t *len)
  * upstream has not taken what we already sent. */
 void mg_conn_throttle(mg_conn_t *c, int on)
 {
+    mg_request_t *r = c->r;
+    int was = c->throttled;
     c->throttled = on ? 1 : 0;
-    if (on)
+    if (on) {
         stop_reading(c);
-    else
-        start_reading(c);
+        /* the client is not the slow one now: the upstream's send_timeout
+         * times the wait */
+        if (r && r->state == MG_RS_BODY)
+            set_deadline(c, UINT64_MAX);
+        return;
+    }
+    if (was && r && r->state == MG_RS_BODY) {
+        r->window_start_ms = now_ms(c);
+        r->window_bytes = r->body_received;
+        set_deadline(c, c->w->g->cfg->timeouts.body);
+    }
+    start_reading(c);
 }
 
 /* Runs llhttp over the unparsed bytes until it needs more input, waits at
@@ -1249,6 +1320,10 @@ void mg_conn_respond(mg_conn_t *c, int status, const char *ctype, const char *bo
         return;
     }
     if (w->stopping || !r->keep_alive || status == 400 || status == 408)
+        r->response_close = 1;
+    /* an upgrade we do not tunnel: llhttp stopped at its end, and the
+     * client may already be speaking the protocol it asked for */
+    if (r->is_upgrade)
         r->response_close = 1;
     /* A body we stopped streaming would be taken for the next request. */
     if (r->has_body && (r->state == MG_RS_HEAD || r->state == MG_RS_BODY ||

@@ -18,6 +18,7 @@
 #include "cache.h"
 #include "gateway.h"
 #include "hooks.h"
+#include "upgrade.h"
 
 static llhttp_settings_t resp_settings;
 static int settings_ready;
@@ -318,6 +319,8 @@ static int emit_head(mg_upconn_t *u)
     }
     if (!r->keep_alive || w->stopping)
         r->response_close = 1;
+    if (r->is_upgrade && !upgrade)
+        r->response_close = 1; /* the client's parser stopped for a tunnel */
 
     size_t edits_len = 0;
     for (int i = 0; i < r->nres_edits; i++)
@@ -404,6 +407,24 @@ static int emit_head(mg_upconn_t *u)
     return no_body ? 1 : 0;
 }
 
+/* A 101 opens a tunnel only for an upgrade request (one the core kept,
+ * upgrade.h), to a protocol it offered. */
+static int upgrade_accepted(mg_upconn_t *u)
+{
+    const mg_request_t *r = u->r;
+    int seen = 0;
+    if (!r->is_upgrade)
+        return 0;
+    for (uint32_t i = 0; i < u->nheaders; i++) {
+        if (!up_ieq(u, u->headers[i].name, "upgrade", 7))
+            continue;
+        if (seen++ || !mg_upgrade_accepted(r->c, up_data(u, u->headers[i].value),
+                                           u->headers[i].value.len))
+            return 0;
+    }
+    return seen == 1;
+}
+
 static int on_resp_headers_complete(llhttp_t *p)
 {
     mg_upconn_t *u = p->data;
@@ -412,8 +433,8 @@ static int on_resp_headers_complete(llhttp_t *p)
     if (status >= 100 && status < 200 && status != 101)
         return 0; /* interim answers (103, stray 100) are not forwarded */
     mg_pool_answered(u->pool);
-    if (status == 101 && !r->is_upgrade)
-        return HPE_USER;
+    if (status == 101 && !upgrade_accepted(u))
+        return HPE_USER; /* 502: no tunnel the client and route did not ask for */
     if (status == 304 && r->cache_revalidating && mg_cache_revalidated(u)) {
         /* the answer to the cache's own conditional request: the kept
          * answer is served once this one (no body) is read */
@@ -748,14 +769,29 @@ void mg_proxy_client_drained(mg_upconn_t *u)
         up_start_reading(u);
 }
 
-/* The upstream took everything we wrote: the client may send more, and
- * the wait is for the answer again. */
+/* Has the whole request been handed to the upstream connection? Until
+ * then the wait for the answer has not begun: a long upload is timed by the
+ * client's body timeouts and by send_timeout, never by read_timeout. */
+static int request_out(const mg_request_t *r)
+{
+    return r->state == MG_RS_WAIT || r->state == MG_RS_DONE;
+}
+
+void mg_proxy_request_sent(mg_upconn_t *u)
+{
+    if (u && u->wq.pending == 0)
+        up_deadline(u, u->pool->u->read_timeout);
+    /* else up_drained starts it once the last bytes are out */
+}
+
+/* The upstream took everything we wrote: the client may send more, or the
+ * wait is for the answer. */
 static void up_drained(mg_wq_t *q)
 {
     mg_upconn_t *u = mg_container_of(q, mg_upconn_t, wq);
     if (!u->r)
         return;
-    up_deadline(u, u->pool->u->read_timeout);
+    up_deadline(u, request_out(u->r) ? u->pool->u->read_timeout : u->pool->u->send_timeout);
     mg_conn_throttle(u->r->c, 0);
 }
 
@@ -771,6 +807,8 @@ static void up_write_error(mg_wq_t *q, int status)
 
 int mg_proxy_send_body(mg_upconn_t *u, uv_buf_t *bufs, unsigned n)
 {
+    if (!u->tunnel)
+        up_deadline(u, u->pool->u->send_timeout); /* only stored: see up_deadline */
     if (mg_wq_write(&u->wq, bufs, n) < 0)
         return -1;
     if (u->wq.pending > 0 && u->r) {
@@ -938,7 +976,9 @@ static int skip_request_header(mg_conn_t *c, mg_span_t name, const mg_upstream_t
     case 10: return !c->r->trace_continued && strncasecmp(n, "tracestate", 10) == 0;
     case 11: return strncasecmp(n, "traceparent", 11) == 0;
     case 12: return up->request_id && strncasecmp(n, "x-request-id", 12) == 0;
-    case 14: return strncasecmp(n, "content-length", 14) == 0;
+    case 14: /* HTTP2-Settings goes only with an h2c upgrade, never tunnelled */
+        return strncasecmp(n, "content-length", 14) == 0 ||
+               strncasecmp(n, "http2-settings", 14) == 0;
     case 15: return up->forwarded && strncasecmp(n, "x-forwarded-for", 15) == 0;
     case 16: return up->forwarded && strncasecmp(n, "x-forwarded-host", 16) == 0;
     case 17: return up->forwarded && strncasecmp(n, "x-forwarded-proto", 17) == 0;
@@ -1079,10 +1119,10 @@ static void send_head(mg_upconn_t *u)
         o = put(o, e->value, e->value_len);
         o = PUTS(o, "\r\n");
     }
-    if (r->is_upgrade && r->known[MG_H_UPGRADE]) {
-        mg_span_t up = r->headers[r->known[MG_H_UPGRADE] - 1].value;
+    if (r->is_upgrade) {
+        /* the protocols the route allows, not the client's whole list */
         o = PUTS(o, "Connection: upgrade\r\nUpgrade: ");
-        o = put(o, mg_conn_data(c, up), up.len);
+        o += mg_upgrade_value(c, o);
         o = PUTS(o, "\r\n");
     } else if (r->body_buffered) {
         if (r->body_len > 0 || r->has_body)
@@ -1107,7 +1147,8 @@ static void send_head(mg_upconn_t *u)
         up_failed(u, 502, "upstream write failed", u->requests > 0);
         return;
     }
-    up_deadline(u, u->pool->u->read_timeout);
+    /* read_timeout once the body is out too (mg_proxy_request_sent) */
+    up_deadline(u, u->pool->u->send_timeout);
     up_start_reading(u);
     mg_conn_resume_body(c);
 }

@@ -25,6 +25,7 @@ local getinfo = debug.getinfo
 local _M = {}
 
 local MAX_METHODS = 16          -- MG_MAX_METHODS (src/config.h)
+local MAX_UPGRADES = 8          -- MG_MAX_UPGRADES (src/config.h)
 local MAX_HEADERS = 8           -- MG_MAX_ROUTE_HEADERS (src/config.h)
 local MAX_PARAMS = 8            -- MG_ROUTER_MAX_PARAMS (src/router.h)
 local MAX_INT = 2 ^ 53          -- largest integer a double holds exactly
@@ -584,9 +585,10 @@ end
 local SETTINGS_KEYS = { "workers", "access_log", "error_log", "log_level",
                         "limits", "timeouts", "admin" }
 local ADMIN_KEYS = { "host", "port", "token" }
-local LIMIT_KEYS = { "request_line", "header_size", "header_count", "body" }
-local TIMEOUT_KEYS = { "header", "keepalive", "body", "send", "shutdown",
-                       "hook" }
+local LIMIT_KEYS = { "request_line", "header_size", "header_count", "body",
+                     "min_body_rate" }
+local TIMEOUT_KEYS = { "header", "keepalive", "body", "body_grace",
+                       "body_rate_window", "send", "shutdown", "hook" }
 local LISTEN_KEYS = { "port", "host", "tls" }
 local TLS_KEYS = { "cert", "key", "certs", "min_version", "ciphers" }
 local TLS_CERT_KEYS = { "cert", "key" }
@@ -600,7 +602,7 @@ local UPSTREAM_TIMEOUTS = { "keepalive_timeout", "connect_timeout",
                             "send_timeout", "read_timeout", "fail_timeout" }
 local ROUTE_KEYS = { "name", "path", "upstream", "handler", "methods", "host",
                      "headers", "listen", "strip_prefix", "rewrite",
-                     "max_body", "policies", "cache" }
+                     "max_body", "policies", "cache", "upgrades" }
 local CACHE_KEYS = { "ttl", "stale", "max_body", "statuses", "vary",
                      "authorized", "dict", "lock", "redis" }
 -- what a route's cache stores when it says only `cache = true`: the
@@ -614,9 +616,13 @@ local MAX_CACHE_STATUSES, MAX_CACHE_VARY = 16, 8
 local SHARED_DICT_KEYS = { "size" }
 local SHARED_DICT_MIN = 8192    -- smaller dictionaries hold next to nothing
 
+-- min_body_rate: a request body slower than 1 KiB/s (after the grace) is a
+-- slow-body attack rather than a client, whose link is rarely below 10 KiB/s
 local DEFAULT_LIMITS = { request_line = 8192, header_size = 32 * 1024,
-                         header_count = 100, body = 10 * 1024 * 1024 }
-local DEFAULT_TIMEOUTS = { header = 10000, keepalive = 60000, body = 60000,
+                         header_count = 100, body = 10 * 1024 * 1024,
+                         min_body_rate = 1024 }
+local DEFAULT_TIMEOUTS = { header = 10000, keepalive = 60000, body = 10000,
+                           body_grace = 5000, body_rate_window = 5000,
                            send = 60000, shutdown = 10000, hook = 100 }
 local DEFAULT_UPSTREAM = { forwarded = true, request_id = true,
                            override_headers = false,
@@ -633,6 +639,7 @@ local LIMIT_CHECKS = {
     header_size = size_min(1),
     header_count = int_range(1, MAX_C_INT, "must be an integer >= 1"),
     body = _M.parse_size,
+    min_body_rate = _M.parse_size,  -- bytes per second, 0 = not checked
 }
 
 local function check_access_log(v)
@@ -1134,6 +1141,44 @@ local function route_methods(d, methods)
     return out
 end
 
+-- route.upgrades: the protocols a client may switch to through this route
+-- (Upgrade tokens, lower-cased, without versions). Absent: { "websocket" },
+-- filled in by src/config.c; {} allows none. h2c is never tunnelled: the
+-- gateway removes it from every request, whatever the route says.
+local function route_upgrades(d, list)
+    if type(list) ~= "table" then
+        err(d, 'route.upgrades must be a list like { "websocket" } ({} allows ' ..
+            "none), got %s", describe(list))
+        return nil
+    end
+    local n = #list
+    for _, k in ipairs(sorted_keys(list)) do
+        if not (is_int(k) and k >= 1 and k <= n) then
+            err(d, 'unknown key %s in route.upgrades (a list like { "websocket" })',
+                key_str(k))
+        end
+    end
+    local out, seen = {}, {}
+    for i = 1, n do
+        local p = list[i]
+        if type(p) ~= "string" or not match(p, "^[%w!#$%%&'*+%-.^_`|~]+$") then
+            err(d, "route.upgrades[%d] must be a protocol name (an HTTP token " ..
+                'like "websocket", without "/version"), got %s', i, describe(p))
+        elseif lower(p) == "h2c" then
+            err(d, 'route.upgrades[%d] "h2c" cannot be allowed: the gateway ' ..
+                "always removes HTTP/2 upgrades (remove it from the list)", i)
+        elseif not seen[lower(p)] then
+            seen[lower(p)] = true
+            out[#out + 1] = lower(p)
+        end
+    end
+    if #out > MAX_UPGRADES then
+        err(d, "route.upgrades lists %d protocols (at most %d)", #out,
+            MAX_UPGRADES)
+    end
+    return out
+end
+
 local function route_headers(d, headers)
     if type(headers) ~= "table" then
         err(d, 'route.headers must be a table like { ["X-Version"] = "2" }, ' ..
@@ -1425,6 +1470,13 @@ function decl.route(d, t)
 
     if t.methods ~= nil then
         r.methods = route_methods(d, t.methods)
+    end
+    if t.upgrades ~= nil then
+        r.upgrades = route_upgrades(d, t.upgrades)
+        if r.handler then
+            err(d, "route.upgrades needs an upstream: a handler route's " ..
+                "answers are made by Lua, never tunnelled")
+        end
     end
     r.host = field(d, t, "host", "route", check_route_host)
     r.headers = t.headers ~= nil and route_headers(d, t.headers) or {}

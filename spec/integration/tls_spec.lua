@@ -59,6 +59,7 @@ gw.route { path = "/tls-info", upstream = "up", policies = { function(req)
     return gw.respond(200, { scheme = req.scheme, tls = req.tls or false })
 end } }
 gw.route { path = "/upload", upstream = "up", max_body = "64m" }
+gw.route { path = "/ws", upstream = "up", upgrades = { "websocket", "echo" } }
 gw.route { path = "/**", upstream = "up" }
 ]], { ports = 2, vars = { UP = up, ADMIN = admin, ACRT = a_crt, AKEY = a_key,
                          BCRT = b_crt, BKEY = b_key } })

@@ -39,7 +39,8 @@ local function without_functions(t)
 end
 
 local ROUTE_KEYS = "(valid: name, path, upstream, handler, methods, host, " ..
-    "headers, listen, strip_prefix, rewrite, max_body, policies, cache)"
+    "headers, listen, strip_prefix, rewrite, max_body, policies, cache, " ..
+    "upgrades)"
 
 
 describe("config normalisation", function()
@@ -53,8 +54,10 @@ describe("config normalisation", function()
             error_log = "stderr",
             log_level = "info",
             limits = { request_line = 8192, header_size = 32768,
-                       header_count = 100, body = 10485760 },
-            timeouts = { header = 10000, keepalive = 60000, body = 60000,
+                       header_count = 100, body = 10485760,
+                       min_body_rate = 1024 },
+            timeouts = { header = 10000, keepalive = 60000, body = 10000,
+                         body_grace = 5000, body_rate_window = 5000,
                          send = 60000, shutdown = 10000, hook = 100 },
             listeners = { { host = "0.0.0.0", port = 8080, line = 2,
                             source = file } },
@@ -73,8 +76,10 @@ describe("config normalisation", function()
         assert.equal(2, cfg.workers)
         assert.equal("stderr", cfg.access_log)
         assert.same({ request_line = 4096, header_size = 16384,
-                      header_count = 50, body = 2097152 }, cfg.limits)
+                      header_count = 50, body = 2097152,
+                      min_body_rate = 1024 }, cfg.limits)
         assert.same({ header = 2500, keepalive = 30000, body = 250,
+                      body_grace = 5000, body_rate_window = 5000,
                       send = 45000, shutdown = 3000, hook = 100 }, cfg.timeouts)
     end)
 
@@ -228,9 +233,11 @@ describe("config errors", function()
                 "'workers'? valid: workers, access_log, error_log, log_level, limits, " ..
                 "timeouts, admin)",
             ":2: unknown key 'bdy' in settings.limits (did you mean 'body'? " ..
-                "valid: request_line, header_size, header_count, body)",
+                "valid: request_line, header_size, header_count, body, " ..
+                "min_body_rate)",
             ":2: unknown key 'sned' in settings.timeouts (did you mean " ..
-                "'send'? valid: header, keepalive, body, send, shutdown, hook)",
+                "'send'? valid: header, keepalive, body, body_grace, " ..
+                "body_rate_window, send, shutdown, hook)",
             ":3: unknown key 'hots' in gw.listen (did you mean 'host'? " ..
                 "valid: port, host, tls)",
             ":4: unknown key 'wieght' in upstream.targets[1] (did you mean " ..

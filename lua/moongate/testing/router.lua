@@ -32,6 +32,8 @@ typedef struct mg_route_s {
     char *host;
     char *methods[MG_MAX_METHODS];
     size_t nmethods;
+    char *upgrades[MG_MAX_UPGRADES];
+    size_t nupgrades;
     mg_route_header_t headers[MG_MAX_ROUTE_HEADERS];
     size_t nheaders;
     int upstream;
@@ -83,7 +85,8 @@ int mg_uri_normalize_path(const char *in, size_t len, char *out, size_t *out_len
 }
 
 local CONSTS = {
-    MG_MAX_METHODS = 16, MG_MAX_ROUTE_HEADERS = 8, MG_ROUTER_MAX_PARAMS = 8,
+    MG_MAX_METHODS = 16, MG_MAX_UPGRADES = 8, MG_MAX_ROUTE_HEADERS = 8,
+    MG_ROUTER_MAX_PARAMS = 8,
 }
 
 -- Specs declare the same types: a second identical struct is not an error.
