@@ -294,7 +294,7 @@ describe("admin API problems stop check and run", function()
             :gsub("{{PORT}}", tostring(port))))
         local rc, out = h.run_bin("run -c " .. h.shq(path), 10)
         assert.equal(1, rc, out)
-        assert.truthy(out:find(fmt("moongate: not starting: %s: admin API cannot listen on " ..
+        assert.truthy(out:find(fmt("not starting: %s: admin API cannot listen on " ..
             "127.0.0.1:%d: Address already in use", path, admin), 1, true), out)
         assert.truthy(out:find("(settings.admin at " .. path .. ":2)", 1, true), out)
         assert.falsy(out:find("listening on", 1, true), out)
