@@ -505,9 +505,11 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     if (c->field_kept < 0)
         return 0;
     kept_t *k = &c->kept[c->field_kept];
-    if (k->n > 1 || k->len + len >= MAX_KEPT) {
-        k->too_long = k->len + len >= MAX_KEPT; /* too long to be right */
-        return 0;                               /* a second one is refused anyway */
+    if (k->n > 1) /* a second one is refused anyway */
+        return 0;
+    if (k->len + len >= MAX_KEPT) {
+        k->too_long = 1; /* too long to be right */
+        return 0;
     }
     memcpy(k->v + k->len, at, len);
     k->len += len;
