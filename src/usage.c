@@ -20,7 +20,7 @@ static const command_t commands[] = {
       "so do SIGHUP, `moongate reload` and POST /reload. SIGUSR1 reopens the log files.",
       { { "-c, --config FILE", "the config file (gw.* declarations)" },
         { "--workers N", "worker threads, 1-1024 (default: settings.workers, else one per CPU)" },
-        { "--admin HOST:PORT|off", "the admin API there instead of settings.admin's address" } } },
+        { "--admin HOST:PORT", "the admin API there instead of settings.admin's (or: off)" } } },
     { "check", "check -c FILE", "validate FILE and run its gw.test examples",
       "Reports every mistake as file:line: reason, all at once, and runs the config's\n"
       "gw.test examples without sockets. Exits 0 when FILE would load, 1 otherwise.",
