@@ -29,7 +29,7 @@ def main():
     gwp, upp = free_port(), free_port()
     cfg = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
     cfg.write(f"""local gw = require "moongate"
-gw.settings {{ workers = 1, access_log = "off", timeouts = {{ keepalive = 300 }} }}
+gw.settings {{ workers = 1, access_log = "off", admin = false, timeouts = {{ keepalive = 300 }} }}
 gw.listen {{ port = {gwp}, host = "127.0.0.1" }}
 gw.upstream("up", {{ "127.0.0.1:{upp}" }})
 gw.route {{ path = "/**", upstream = "up" }}
@@ -39,7 +39,7 @@ gw.route {{ path = "/**", upstream = "up" }}
     # only the gateway's own connections count in its RSS
     ucfg = open(cfg.name + ".up.lua", "w")
     ucfg.write(f"""local gw = require "moongate"
-gw.settings {{ workers = 1, access_log = "off" }}
+gw.settings {{ workers = 1, access_log = "off", admin = false }}
 gw.listen {{ port = {upp}, host = "127.0.0.1" }}
 gw.route {{ path = "/**", handler = function() return 200, "ok" end }}
 """)

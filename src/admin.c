@@ -3,7 +3,16 @@
  * Small on purpose: it runs on the control thread, sees a few requests a
  * minute, and its answers come from synchronous handlers. So, unlike
  * http_conn.c, it copies what it needs out of the read buffer (the URL, the
- * Authorization value, the body) and keeps no per-request pools.
+ * few header values it judges, the body) and keeps no per-request pools.
+ *
+ * Who may ask (admin.h): decided once the head is complete, before the
+ * body is kept and before any handler runs. A browser can be made to send
+ * requests here by any page (a form or fetch() with Content-Type:
+ * text/plain needs no preflight; DNS rebinding makes our answers readable
+ * too), so the Host must name us, a browser's Origin and Sec-Fetch-Site
+ * must say the request comes from our own origin, and without a token a
+ * state-changing request must carry a Content-Type that a page cannot send
+ * without a preflight.
  *
  * One admin_conn_t per accepted connection. llhttp (strict) pauses at the
  * end of each message; the request is answered right there, and parsing of
@@ -37,7 +46,7 @@
 #define MAX_URL (8 * 1024)          /* 414 beyond */
 #define MAX_HEAD (64 * 1024)        /* 431 beyond: URL + header names and values */
 #define MAX_BODY (1024 * 1024)      /* 413 beyond */
-#define MAX_AUTH 1024               /* a longer Authorization is simply wrong */
+#define MAX_KEPT 1024               /* a longer judged header value is simply wrong */
 #define IDLE_MS 60000               /* no bytes either way this long: close */
 #define LINGER_MS 2000              /* discard input this long after an error */
 
@@ -50,6 +59,10 @@ struct mg_admin_s {
     char *token;                /* NULL: no authentication */
     size_t token_len;
     int port;                   /* bound port (useful with port 0) */
+    char where[80];             /* "host:port" as bound, for messages */
+    char **hosts;               /* Host values accepted as they are (lower case) */
+    size_t nhosts;
+    int any_ip;                 /* wildcard address: any IP literal with our port */
     uint64_t idle_ms;
     int stopping;
     unsigned refs;              /* listener + connections not yet closed */
@@ -57,6 +70,17 @@ struct mg_admin_s {
 };
 
 typedef enum { CS_OPEN, CS_LINGER, CS_CLOSING } conn_state_t;
+
+/* The request headers we judge, kept whole (a longer value is wrong). */
+enum { H_AUTH, H_HOST, H_ORIGIN, H_FETCH_SITE, H_CTYPE, NKEPT };
+static const char *const kept_names[NKEPT] = { "authorization", "host", "origin",
+                                               "sec-fetch-site", "content-type" };
+typedef struct {
+    char v[MAX_KEPT];
+    size_t len;
+    int n;                      /* how many times the header came */
+    int too_long;
+} kept_t;
 
 struct admin_conn_s {
     uv_tcp_t tcp;
@@ -78,11 +102,11 @@ struct admin_conn_s {
     size_t url_len;
     char field[16];             /* header name, only as long as we care */
     size_t field_len;
-    int field_auth;             /* the current header is Authorization */
-    int nauth;                  /* Authorization headers seen */
-    char auth[MAX_AUTH];
-    size_t auth_len;
-    int auth_ok;                /* decided at the end of the head */
+    int field_kept;             /* the current header's kept_names index, or -1 */
+    kept_t kept[NKEPT];
+    int refuse;                 /* status refusing this request (decided at the
+                                   end of the head; 0: may be served) */
+    char refuse_why[400];
     char *body;
     size_t body_len, body_cap;
     int keep_alive;
@@ -131,6 +155,7 @@ static const char *reason(int status)
     case 409: return "Conflict";
     case 413: return "Content Too Large";
     case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
     case 422: return "Unprocessable Content";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
@@ -209,8 +234,9 @@ static void respond(admin_conn_t *c, int status, const char *ctype, const char *
 
 static void respond_error(admin_conn_t *c, int status, const char *message, const char *extra)
 {
-    /* messages are static strings (ours or llhttp's): keep them valid JSON */
-    char msg[128], body[256];
+    /* messages are ours, llhttp's, or quote a header value the parser
+     * accepted (no control characters): keep them valid JSON */
+    char msg[448], body[512];
     size_t m = 0;
     for (const char *q = message; *q && m < sizeof(msg) - 1; q++)
         msg[m++] = (*q == '"' || *q == '\\' || (unsigned char)*q < 0x20) ? '\'' : *q;
@@ -237,9 +263,24 @@ PLAIN(status)
 PLAIN(routes)
 PLAIN(upstreams)
 PLAIN(metrics)
-PLAIN(reload)
 PLAIN(logs_reopen)
 #undef PLAIN
+
+/* The query string of the request's URL, without '?' ("" when none). */
+static const char *url_query(const admin_conn_t *c, size_t *len)
+{
+    const char *q = memchr(c->url, '?', c->url_len);
+    *len = q ? c->url_len - (size_t)(q - c->url) - 1 : 0;
+    return q ? q + 1 : "";
+}
+
+static int call_reload(const mg_admin_handlers_t *h, admin_conn_t *c, char **body, size_t *len,
+                       const char **ctype)
+{
+    size_t ql;
+    const char *q = url_query(c, &ql);
+    return h->reload ? h->reload(q, ql, body, len, ctype) : 0;
+}
 
 static int call_repl(const mg_admin_handlers_t *h, admin_conn_t *c, char **body, size_t *len,
                      const char **ctype)
@@ -250,58 +291,101 @@ static int call_repl(const mg_admin_handlers_t *h, admin_conn_t *c, char **body,
 static int call_cache_purge(const mg_admin_handlers_t *h, admin_conn_t *c, char **body,
                             size_t *len, const char **ctype)
 {
-    const char *q = memchr(c->url, '?', c->url_len);
-    size_t ql = q ? c->url_len - (size_t)(q - c->url) - 1 : 0;
-    return h->cache_purge ? h->cache_purge(q ? q + 1 : "", ql, body, len, ctype) : 0;
+    size_t ql;
+    const char *q = url_query(c, &ql);
+    return h->cache_purge ? h->cache_purge(q, ql, body, len, ctype) : 0;
 }
 
+/* `ctype`: what a state-changing endpoint's request must say it carries
+ * when no token is configured. None of them is CORS-safelisted (text/plain,
+ * multipart/form-data, application/x-www-form-urlencoded), so a page can
+ * send it only after a preflight, which fails here (no OPTIONS, no CORS
+ * headers). The body of /repl is Lua, hence its own type. */
 static const struct endpoint {
     const char *path;
     const char *method;
     endpoint_fn call;
+    const char *ctype;
 } endpoints[] = {
-    { "/status", "GET", call_status },
-    { "/routes", "GET", call_routes },
-    { "/upstreams", "GET", call_upstreams },
-    { "/metrics", "GET", call_metrics },
-    { "/reload", "POST", call_reload },
-    { "/repl", "POST", call_repl },
-    { "/cache", "DELETE", call_cache_purge },
-    { "/logs/reopen", "POST", call_logs_reopen },
+    { "/status", "GET", call_status, NULL },
+    { "/routes", "GET", call_routes, NULL },
+    { "/upstreams", "GET", call_upstreams, NULL },
+    { "/metrics", "GET", call_metrics, NULL },
+    { "/reload", "POST", call_reload, "application/json" },
+    { "/repl", "POST", call_repl, "text/x-lua" },
+    { "/cache", "DELETE", call_cache_purge, "application/json" },
+    { "/logs/reopen", "POST", call_logs_reopen, "application/json" },
 };
+#define NENDPOINTS (sizeof(endpoints) / sizeof(endpoints[0]))
+
+static const struct endpoint *find_endpoint(const char *method, const char *path, size_t plen,
+                                            int *path_known)
+{
+    const struct endpoint *e = NULL;
+    *path_known = 0;
+    for (size_t i = 0; i < NENDPOINTS; i++) {
+        if (strlen(endpoints[i].path) != plen || memcmp(endpoints[i].path, path, plen))
+            continue;
+        *path_known = 1;
+        if (!strcmp(endpoints[i].method, method))
+            e = &endpoints[i];
+    }
+    return e;
+}
+
+const char *mg_admin_content_type(const char *method, const char *path)
+{
+    int known;
+    const struct endpoint *e = find_endpoint(method, path, strcspn(path, "?"), &known);
+    return e ? e->ctype : NULL;
+}
+
+/* Whether the Content-Type value names `want` (parameters such as
+ * "; charset=utf-8" allowed; case-insensitive, as media types are). */
+static int ctype_is(const kept_t *k, const char *want)
+{
+    if (k->n != 1 || k->too_long)
+        return 0;
+    size_t i = 0, end = strcspn(k->v, ";");
+    while (i < end && (k->v[i] == ' ' || k->v[i] == '\t'))
+        i++;
+    while (end > i && (k->v[end - 1] == ' ' || k->v[end - 1] == '\t'))
+        end--;
+    return end - i == strlen(want) && !strncasecmp(k->v + i, want, end - i);
+}
 
 static void dispatch(admin_conn_t *c)
 {
     mg_admin_t *a = c->a;
-    if (a->token && !c->auth_ok) {
-        respond_error(c, 401, "unauthorized: send Authorization: Bearer <token>",
-                      "WWW-Authenticate: Bearer\r\n");
+    if (c->refuse) {
+        respond_error(c, c->refuse, c->refuse_why,
+                      c->refuse == 401 ? "WWW-Authenticate: Bearer\r\n" : NULL);
         return;
     }
-    size_t plen = c->url_len;
     const char *q = memchr(c->url, '?', c->url_len);
-    if (q)
-        plen = (size_t)(q - c->url);
+    size_t plen = q ? (size_t)(q - c->url) : c->url_len;
     const char *method = llhttp_method_name((llhttp_method_t)c->parser.method);
-    const struct endpoint *e = NULL;
-    int path_known = 0;
-    for (size_t i = 0; i < sizeof(endpoints) / sizeof(endpoints[0]); i++) {
-        if (strlen(endpoints[i].path) != plen || memcmp(endpoints[i].path, c->url, plen))
-            continue;
-        path_known = 1;
-        if (!strcmp(endpoints[i].method, method))
-            e = &endpoints[i];
-    }
+    int path_known;
+    const struct endpoint *e = find_endpoint(method, c->url, plen, &path_known);
     if (!path_known) {
         respond_error(c, 404, "not found", NULL);
         return;
     }
     if (!e) {
         char allow[64];
-        for (size_t i = 0; i < sizeof(endpoints) / sizeof(endpoints[0]); i++)
+        for (size_t i = 0; i < NENDPOINTS; i++)
             if (strlen(endpoints[i].path) == plen && !memcmp(endpoints[i].path, c->url, plen))
                 snprintf(allow, sizeof(allow), "Allow: %s\r\n", endpoints[i].method);
         respond_error(c, 405, "method not allowed", allow);
+        return;
+    }
+    if (e->ctype && !a->token && !ctype_is(&c->kept[H_CTYPE], e->ctype)) {
+        char why[200];
+        snprintf(why, sizeof(why),
+                 "%s %s needs Content-Type: %s (or the admin token), which no web page "
+                 "can send here",
+                 e->method, e->path, e->ctype);
+        respond_error(c, 415, why, NULL);
         return;
     }
     char *body = NULL;
@@ -339,10 +423,13 @@ static int on_message_begin(llhttp_t *p)
     c->head_bytes = 0;
     c->url_len = 0;
     c->field_len = 0;
-    c->field_auth = 0;
-    c->nauth = 0;
-    c->auth_len = 0;
-    c->auth_ok = 0;
+    c->field_kept = -1;
+    for (int i = 0; i < NKEPT; i++) {
+        c->kept[i].len = 0;
+        c->kept[i].n = 0;
+        c->kept[i].too_long = 0;
+    }
+    c->refuse = 0;
     c->body_len = 0;
     c->fail_status = 0;
     c->in_value = 0;
@@ -388,10 +475,14 @@ static int on_header_value_complete(llhttp_t *p)
 static int on_header_field_complete(llhttp_t *p)
 {
     admin_conn_t *c = p->data;
-    c->field_auth = c->field_len == 13 && !strncasecmp(c->field, "authorization", 13);
+    c->field_kept = -1;
+    for (int i = 0; i < NKEPT; i++)
+        if (c->field_len == strlen(kept_names[i]) &&
+            !strncasecmp(c->field, kept_names[i], c->field_len)) {
+            c->field_kept = i;
+            c->kept[i].n++;
+        }
     c->field_len = 0;
-    if (c->field_auth)
-        c->nauth++;
     return 0;
 }
 
@@ -411,14 +502,18 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
         return fail(p, 400, "obs-fold header continuation");
     c->in_value = 1;
     c->value_end = at + len;
-    if (!c->field_auth)
+    if (c->field_kept < 0)
         return 0;
-    if (c->auth_len + len > MAX_AUTH) {
-        c->nauth = 2; /* too long to be right: same as a wrong one */
+    kept_t *k = &c->kept[c->field_kept];
+    if (k->n > 1) /* a second one is refused anyway */
+        return 0;
+    if (k->len + len >= MAX_KEPT) {
+        k->too_long = 1; /* too long to be right */
         return 0;
     }
-    memcpy(c->auth + c->auth_len, at, len);
-    c->auth_len += len;
+    memcpy(k->v + k->len, at, len);
+    k->len += len;
+    k->v[k->len] = '\0';
     return 0;
 }
 
@@ -435,26 +530,113 @@ static int secret_eq(const char *given, size_t glen, const char *want, size_t wl
 static int check_auth(admin_conn_t *c)
 {
     mg_admin_t *a = c->a;
-    if (c->nauth != 1 || c->auth_len < 7 || strncasecmp(c->auth, "Bearer ", 7) != 0)
+    const kept_t *k = &c->kept[H_AUTH];
+    if (k->n != 1 || k->too_long || k->len < 7 || strncasecmp(k->v, "Bearer ", 7) != 0)
         return 0;
     size_t i = 7;
-    while (i < c->auth_len && c->auth[i] == ' ')
+    while (i < k->len && k->v[i] == ' ')
         i++;
-    size_t end = c->auth_len;
-    while (end > i && (c->auth[end - 1] == ' ' || c->auth[end - 1] == '\t'))
+    size_t end = k->len;
+    while (end > i && (k->v[end - 1] == ' ' || k->v[end - 1] == '\t'))
         end--;
-    return secret_eq(c->auth + i, end - i, a->token, a->token_len);
+    return secret_eq(k->v + i, end - i, a->token, a->token_len);
+}
+
+/* Whether `h` ("host:port", "[v6]:port") is an IP literal with our port:
+ * no DNS name, so no DNS rebinding. */
+static int ip_host(const mg_admin_t *a, const char *h)
+{
+    char ip[64];
+    const char *colon;
+    if (h[0] == '[') {
+        const char *end = strchr(h, ']');
+        if (!end || end[1] != ':' || (size_t)(end - h - 1) >= sizeof(ip))
+            return 0;
+        memcpy(ip, h + 1, (size_t)(end - h - 1));
+        ip[end - h - 1] = '\0';
+        colon = end + 1;
+    } else {
+        colon = strchr(h, ':');
+        if (!colon || (size_t)(colon - h) >= sizeof(ip))
+            return 0;
+        memcpy(ip, h, (size_t)(colon - h));
+        ip[colon - h] = '\0';
+    }
+    char port[8];
+    snprintf(port, sizeof(port), "%d", a->port);
+    unsigned char bin[16];
+    return !strcmp(colon + 1, port) && (inet_pton(AF_INET, ip, bin) == 1 ||
+                                        inet_pton(AF_INET6, ip, bin) == 1);
+}
+
+static int host_ok(const mg_admin_t *a, const char *h, size_t len)
+{
+    for (size_t i = 0; i < a->nhosts; i++)
+        if (strlen(a->hosts[i]) == len && !strncasecmp(a->hosts[i], h, len))
+            return 1;
+    return a->any_ip && strlen(h) == len && ip_host(a, h);
+}
+
+/* Decides whether the request may be served at all (admin.h): sets
+ * c->refuse and c->refuse_why, or leaves refuse 0. */
+static void judge(admin_conn_t *c)
+{
+    mg_admin_t *a = c->a;
+    const kept_t *host = &c->kept[H_HOST], *origin = &c->kept[H_ORIGIN];
+    const kept_t *site = &c->kept[H_FETCH_SITE];
+    if (host->n != 1) {
+        c->refuse = 400;
+        snprintf(c->refuse_why, sizeof(c->refuse_why),
+                 "a request needs exactly one Host header (%s)", a->where);
+        return;
+    }
+    if (host->too_long || !host_ok(a, host->v, host->len)) {
+        c->refuse = 403;
+        snprintf(c->refuse_why, sizeof(c->refuse_why),
+                 "Host %.120s%s is not this admin API (%s); ask it by its address, or list "
+                 "the name in settings.admin.names",
+                 host->v, host->too_long ? "..." : "", a->where);
+        return;
+    }
+    /* a browser's own origin: the scheme and exactly the Host it asks */
+    if (origin->n > 0) {
+        const char *o = origin->v;
+        size_t skip = !strncasecmp(o, "http://", 7) ? 7 : !strncasecmp(o, "https://", 8) ? 8 : 0;
+        if (origin->n > 1 || origin->too_long || !skip || origin->len - skip != host->len ||
+            strncasecmp(o + skip, host->v, host->len) != 0) {
+            c->refuse = 403;
+            snprintf(c->refuse_why, sizeof(c->refuse_why),
+                     "cross-origin request refused (Origin: %.120s): the admin API answers "
+                     "only its own pages and clients that are not browsers",
+                     origin->too_long ? "(too long)" : o);
+            return;
+        }
+    }
+    if (site->n > 0 && (site->n > 1 || site->too_long ||
+                        (strcasecmp(site->v, "same-origin") && strcasecmp(site->v, "none")))) {
+        c->refuse = 403;
+        snprintf(c->refuse_why, sizeof(c->refuse_why),
+                 "cross-site request refused (Sec-Fetch-Site: %.40s): the admin API answers "
+                 "only its own pages and clients that are not browsers",
+                 site->too_long ? "(too long)" : site->v);
+        return;
+    }
+    if (a->token && !check_auth(c)) {
+        c->refuse = 401;
+        snprintf(c->refuse_why, sizeof(c->refuse_why),
+                 "unauthorized: send Authorization: Bearer <token>");
+    }
 }
 
 static int on_headers_complete(llhttp_t *p)
 {
     admin_conn_t *c = p->data;
     c->keep_alive = llhttp_should_keep_alive(p) && !p->upgrade;
-    c->auth_ok = c->a->token ? check_auth(c) : 1;
+    judge(c);
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > MAX_BODY)
         return fail(p, 413, "request body larger than 1 MiB");
     /* a body we keep is allocated once when its length is known */
-    if (c->auth_ok && (p->flags & F_CONTENT_LENGTH) && p->content_length > c->body_cap) {
+    if (!c->refuse && (p->flags & F_CONTENT_LENGTH) && p->content_length > c->body_cap) {
         char *b = realloc(c->body, p->content_length);
         if (!b)
             return fail(p, 503, "out of memory");
@@ -469,7 +651,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     admin_conn_t *c = p->data;
     if (c->body_len + len > MAX_BODY)
         return fail(p, 413, "request body larger than 1 MiB");
-    if (!c->auth_ok) {
+    if (c->refuse) {
         c->body_len += len; /* counted for the cap, never stored */
         return 0;
     }
@@ -604,6 +786,9 @@ static void admin_unref(mg_admin_t *a)
 {
     if (--a->refs > 0)
         return;
+    for (size_t i = 0; i < a->nhosts; i++)
+        free(a->hosts[i]);
+    free(a->hosts);
     free(a->token);
     free(a);
 }
@@ -685,8 +870,9 @@ static void on_connection(uv_stream_t *server, int status)
 /* ---- start and stop ----------------------------------------------------------- */
 
 /* Parses host (a numeric IPv4 or IPv6 address, or "localhost") into sa.
- * Returns 0 or -1. */
-static int parse_addr(const char *host, int port, struct sockaddr_storage *sa, int *loopback)
+ * Returns 0 or -1. *wildcard: 0.0.0.0 or ::. */
+static int parse_addr(const char *host, int port, struct sockaddr_storage *sa, int *loopback,
+                      int *wildcard)
 {
     struct sockaddr_in *in = (struct sockaddr_in *)sa;
     struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)sa;
@@ -695,6 +881,7 @@ static int parse_addr(const char *host, int port, struct sockaddr_storage *sa, i
         host = "127.0.0.1";
     if (uv_ip4_addr(host, port, in) == 0) {
         *loopback = (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+        *wildcard = in->sin_addr.s_addr == htonl(INADDR_ANY);
         return 0;
     }
     if (uv_ip6_addr(host, port, in6) == 0) {
@@ -702,33 +889,119 @@ static int parse_addr(const char *host, int port, struct sockaddr_storage *sa, i
         static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
         *loopback = IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr) ||
                     (!memcmp(b, mapped, 12) && b[12] == 127);
+        *wildcard = IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr);
         return 0;
     }
     return -1;
 }
 
-int mg_admin_start(mg_admin_t **out, uv_loop_t *loop, const char *host, int port,
-                   const char *token, const mg_admin_handlers_t *h, char **err)
+/* "name" or "name:port": letters, digits, '-', '.', and a port 1-65535. */
+static int valid_name(const char *n)
 {
-    *out = NULL;
-    *err = NULL;
+    size_t len = strcspn(n, ":");
+    if (len == 0 || len > 253)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (!((n[i] >= 'a' && n[i] <= 'z') || (n[i] >= 'A' && n[i] <= 'Z') ||
+              (n[i] >= '0' && n[i] <= '9') || n[i] == '-' || n[i] == '.'))
+            return 0;
+    if (!n[len])
+        return 1;
+    const char *p = n + len + 1;
+    if (!*p || strlen(p) > 5 || strspn(p, "0123456789") != strlen(p))
+        return 0;
+    int port = atoi(p);
+    return port >= 1 && port <= 65535;
+}
+
+static void format_where(char *out, size_t cap, const char *host, int port)
+{
+    snprintf(out, cap, host && strchr(host, ':') ? "[%s]:%d" : "%s:%d", host ? host : "", port);
+}
+
+int mg_admin_check(const mg_admin_opts_t *o, char **err)
+{
     struct sockaddr_storage sa;
-    int loopback = 0;
-    const char *fmt = host && strchr(host, ':') ? "[%s]:%d" : "%s:%d";
+    int loopback = 0, wildcard = 0;
     char where[128];
-    snprintf(where, sizeof(where), fmt, host ? host : "", port);
-    if (!host || port < 0 || port > 65535 || parse_addr(host, port, &sa, &loopback) < 0) {
-        *err = errorf("admin API address %s: not a numeric IPv4 or IPv6 address and port", where);
-        return -1;
-    }
-    if (token && !*token)
-        token = NULL;
-    if (!loopback && !token) {
-        *err = errorf("admin API on %s needs a token (admin = { token = ... }) because it is "
-                      "not a loopback address",
+    *err = NULL;
+    format_where(where, sizeof(where), o->host, o->port);
+    if (!o->host || o->port < 0 || o->port > 65535 ||
+        parse_addr(o->host, o->port, &sa, &loopback, &wildcard) < 0) {
+        *err = errorf("admin API address %s: not a numeric IPv4 or IPv6 address and port "
+                      "(e.g. host = \"127.0.0.1\")",
                       where);
         return -1;
     }
+    if (!loopback && !(o->token && *o->token)) {
+        *err = errorf("admin API on %s needs a token (admin = { token = \"...\" }, 16 "
+                      "characters or more) because it is not a loopback address; or bind "
+                      "127.0.0.1, or set admin = false",
+                      where);
+        return -1;
+    }
+    for (size_t i = 0; i < o->nnames; i++)
+        if (!o->names[i] || !valid_name(o->names[i])) {
+            *err = errorf("admin API name '%s' is not a host name or host:port (e.g. "
+                          "\"gw1.internal\" or \"gw1.internal:9901\")",
+                          o->names[i] ? o->names[i] : "(null)");
+            return -1;
+        }
+    return 0;
+}
+
+/* Adds a copy of Host value `fmt...` (lower case) to a->hosts. */
+static int add_host(mg_admin_t *a, const char *fmt, const char *h, int port)
+{
+    char buf[300];
+    int n = port ? snprintf(buf, sizeof(buf), fmt, h, port) : snprintf(buf, sizeof(buf), "%s", h);
+    if (n < 0 || (size_t)n >= sizeof(buf))
+        return -1;
+    for (char *p = buf; *p; p++)
+        *p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
+    char **hs = realloc(a->hosts, (a->nhosts + 1) * sizeof(*hs));
+    if (!hs)
+        return -1;
+    a->hosts = hs;
+    if (!(hs[a->nhosts] = strdup(buf)))
+        return -1;
+    a->nhosts++;
+    return 0;
+}
+
+/* The Host values this admin answers (admin.h), for the bound port. */
+static int build_hosts(mg_admin_t *a, const char *host, int loopback, int wildcard,
+                       const mg_admin_opts_t *o)
+{
+    int rc = 0;
+    if (!wildcard)
+        rc |= add_host(a, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, a->port);
+    if (loopback) {
+        rc |= add_host(a, "%s:%d", "localhost", a->port);
+        rc |= add_host(a, "%s:%d", "127.0.0.1", a->port);
+        rc |= add_host(a, "[%s]:%d", "::1", a->port);
+    }
+    for (size_t i = 0; i < o->nnames; i++) {
+        rc |= add_host(a, "%s", o->names[i], 0);
+        if (!strchr(o->names[i], ':'))
+            rc |= add_host(a, "%s:%d", o->names[i], a->port);
+    }
+    a->any_ip = wildcard;
+    return rc;
+}
+
+int mg_admin_start(mg_admin_t **out, uv_loop_t *loop, const mg_admin_opts_t *o,
+                   const mg_admin_handlers_t *h, char **err)
+{
+    *out = NULL;
+    if (mg_admin_check(o, err) != 0)
+        return -1;
+    struct sockaddr_storage sa;
+    int loopback = 0, wildcard = 0;
+    const char *token = o->token && *o->token ? o->token : NULL;
+    char where[128];
+    format_where(where, sizeof(where), o->host, o->port);
+    parse_addr(o->host, o->port, &sa, &loopback, &wildcard);
 
     /* Everything that can fail for a reason worth reporting happens on a
      * plain socket, before a libuv handle exists that would need closing. */
@@ -750,14 +1023,21 @@ int mg_admin_start(mg_admin_t **out, uv_loop_t *loop, const char *host, int port
     }
     struct sockaddr_storage bound;
     socklen_t blen = sizeof(bound);
-    int bport = port;
+    int bport = o->port;
     if (getsockname(fd, (struct sockaddr *)&bound, &blen) == 0)
         bport = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
                                                   : ((struct sockaddr_in *)&bound)->sin_port);
 
     mg_admin_t *a = calloc(1, sizeof(*a));
-    if (!a || (token && !(a->token = strdup(token)))) {
-        free(a);
+    const char *bhost = strcmp(o->host, "localhost") ? o->host : "127.0.0.1";
+    if (a)
+        a->port = bport;
+    if (!a || (token && !(a->token = strdup(token))) ||
+        build_hosts(a, bhost, loopback, wildcard, o) != 0) {
+        if (a) {
+            a->refs = 1;
+            admin_unref(a);
+        }
         close(fd);
         *err = errorf("admin API on %s: out of memory", where);
         return -1;
@@ -765,7 +1045,7 @@ int mg_admin_start(mg_admin_t **out, uv_loop_t *loop, const char *host, int port
     a->loop = loop;
     a->h = *h;
     a->token_len = token ? strlen(token) : 0;
-    a->port = bport;
+    format_where(a->where, sizeof(a->where), bhost, bport);
     a->idle_ms = IDLE_MS;
     a->refs = 1;
     uv_tcp_init(loop, &a->listener);

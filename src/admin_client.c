@@ -1,4 +1,9 @@
-/* admin_client.c: blocking admin API calls for the command line. */
+/* admin_client.c: blocking admin API calls for the command line.
+ *
+ * Each request says what the server checks (admin.h): a Host naming the
+ * address it connects to, and the Content-Type its endpoint needs (from
+ * admin.c's own table), so that the CLI passes where a web page is
+ * refused. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -8,6 +13,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include "admin.h"
 #include "admin_client.h"
 
 int mg_admin_parse_addr(const char *addr, char *host, size_t cap, int *port)
@@ -69,12 +75,18 @@ int mg_admin_call(const char *host, int port, const char *token, const char *met
             close(fd);
         return -1;
     }
-    char head[1024];
+    const char *ctype = mg_admin_content_type(method, path);
+    char head[16384]; /* the path may carry ?file=<a percent-encoded path> */
     int n = snprintf(head, sizeof(head),
-                     "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n"
-                     "Content-Length: %zu\r\n%s%s%s\r\n",
-                     method, path, host, body_len, token ? "Authorization: Bearer " : "",
-                     token ? token : "", token ? "\r\n" : "");
+                     sa.ss_family == AF_INET6
+                         ? "%s %s HTTP/1.1\r\nHost: [%s]:%d\r\nConnection: close\r\n"
+                         : "%s %s HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n",
+                     method, path, host, port);
+    if (n > 0 && (size_t)n < sizeof(head))
+        n += snprintf(head + n, sizeof(head) - (size_t)n, "Content-Length: %zu\r\n%s%s%s%s%s%s\r\n",
+                      body_len, ctype ? "Content-Type: " : "", ctype ? ctype : "",
+                      ctype ? "\r\n" : "", token ? "Authorization: Bearer " : "",
+                      token ? token : "", token ? "\r\n" : "");
     if (n < 0 || (size_t)n >= sizeof(head) || write(fd, head, (size_t)n) != n ||
         (body_len && write(fd, body, body_len) != (ssize_t)body_len)) {
         *err = "cannot send to the admin API";

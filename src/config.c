@@ -18,6 +18,7 @@
  */
 #include "config.h"
 #include "errlog.h"
+#include "admin.h"
 #include "metrics.h"
 #include "tls.h"
 
@@ -344,7 +345,39 @@ static void conv_admin(conv_t *cv, int cfg_t, mg_config_t *cfg)
     get_uint(cv, t, ".admin", "port", 1, 65535, &port);
     cfg->admin_port = (uint16_t)port;
     get_str(cv, t, ".admin", "token", 1, &cfg->admin_token);
+    lua_getfield(cv->L, t, "names");
+    int names = lua_istable(cv->L, -1) ? lua_gettop(cv->L) : 0;
+    if (!names)
+        lua_pop(cv->L, 1);
+    if (names) {
+        size_t n = list_len(cv, names, ".admin.names");
+        cfg->admin_names = alloc_list(cv, n, sizeof(char *), &cfg->admin_nnames);
+        for (size_t i = 0; i < cfg->admin_nnames; i++) {
+            lua_rawgeti(cv->L, names, (int)i + 1);
+            const char *v = lua_tostring(cv->L, -1);
+            if (v && !(cfg->admin_names[i] = strdup(v)))
+                cv->errs->oom = 1;
+            lua_pop(cv->L, 1);
+        }
+        lua_pop(cv->L, 1);
+    }
     lua_pop(cv->L, 1);
+    /* admin.c's own rules (address, token, names), so that `moongate
+     * check` reports what `run` would refuse */
+    char *err = NULL;
+    for (size_t i = 0; i < cfg->admin_nnames; i++)
+        if (!cfg->admin_names[i])
+            return; /* out of memory, reported */
+    mg_admin_opts_t o = { .host = cfg->admin_host, .port = cfg->admin_port,
+                          .token = cfg->admin_token,
+                          .names = (const char *const *)cfg->admin_names,
+                          .nnames = cfg->admin_nnames };
+    if (cfg->admin_enabled && cfg->admin_host && mg_admin_check(&o, &err) != 0) {
+        errs_add(cv->errs, "%s:%d: settings.admin: %s",
+                 cfg->settings_source ? cfg->settings_source : cv->file, cfg->settings_line,
+                 err ? err : "out of memory");
+        free(err);
+    }
 }
 
 static void conv_tests(conv_t *cv, int cfg_t, mg_config_t *cfg)
@@ -426,6 +459,8 @@ static void conv_listeners(conv_t *cv, int cfg_t, mg_config_t *cfg)
         if (!(t = push_item(cv, list, i + 1, ".listeners")))
             continue;
         get_str(cv, t, what, "host", 0, &l->host);
+        get_str(cv, t, what, "source", 1, &l->source);
+        get_int(cv, t, what, "line", 0, INT32_MAX, &l->line);
         if (get_uint(cv, t, what, "port", 1, 65535, &port) == 0)
             l->port = (uint16_t)port;
         lua_getfield(cv->L, t, "tls");
@@ -880,6 +915,10 @@ int mg_config_convert(lua_State *L, int t, const char *file, mg_config_t **out, 
         e.oom = 1;
     } else if (lua_checkstack(L, 16)) {
         get_int(&cv, t, "", "workers", 0, INT32_MAX, &cfg->workers);
+        get_str(&cv, t, "", "settings_source", 1, &cfg->settings_source);
+        lua_getfield(L, t, "settings_line");
+        cfg->settings_line = (int)lua_tointeger(L, -1); /* nil: 0 */
+        lua_pop(L, 1);
         get_str(&cv, t, "", "access_log", 0, &cfg->access_log);
         get_str(&cv, t, "", "error_log", 0, &cfg->error_log);
         conv_log_level(&cv, t, cfg);
@@ -917,8 +956,13 @@ void mg_config_free(mg_config_t *cfg)
     free(cfg->error_log);
     free(cfg->admin_host);
     free(cfg->admin_token);
+    for (i = 0; i < cfg->admin_nnames; i++)
+        free(cfg->admin_names[i]);
+    free(cfg->admin_names);
+    free(cfg->settings_source);
     for (i = 0; i < cfg->nlisteners; i++) {
         free(cfg->listeners[i].host);
+        free(cfg->listeners[i].source);
         mg_tls_ctx_release(cfg->listeners[i].tls);
     }
     free(cfg->listeners);

@@ -108,6 +108,8 @@ struct mg_tls_ctx_s;
 typedef struct mg_listener_s {
     char *host;
     uint16_t port;
+    char *source;             /* where gw.listen is: file (or module) and line */
+    int line;
     struct mg_tls_ctx_s *tls; /* NULL: plain HTTP; else one reference (tls.h) */
 } mg_listener_t;
 
@@ -147,6 +149,10 @@ typedef struct mg_config_s {
     char *admin_host;
     uint16_t admin_port;
     char *admin_token;      /* NULL: none (then only loopback addresses) */
+    char **admin_names;     /* more names for the Host header (admin.h) */
+    size_t admin_nnames;
+    char *settings_source;  /* where gw.settings is (NULL, 0: not called) */
+    int settings_line;
     size_t ntests;          /* gw.test declarations (run in Lua) */
     mg_limits_t limits;
     mg_timeouts_t timeouts;

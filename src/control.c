@@ -19,6 +19,7 @@
 #include "errlog.h"
 #include "accesslog.h"
 #include "admin.h"
+#include "admin_client.h"
 #include "cache.h"
 #include "health.h"
 #include "control.h"
@@ -173,26 +174,148 @@ static int same_str(const char *a, const char *b)
     return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
-/* What a reload cannot change (the process keeps them). */
-static const char *fixed_change(const mg_config_t *old, const mg_config_t *cfg, int nworkers)
+static void listener_name(char *out, size_t cap, const mg_listener_t *l)
 {
-    if (old->nlisteners != cfg->nlisteners)
-        return "the listeners changed; restart moongate to change listeners";
-    for (size_t i = 0; i < cfg->nlisteners; i++)
-        if (old->listeners[i].port != cfg->listeners[i].port ||
-            strcmp(old->listeners[i].host, cfg->listeners[i].host) != 0)
-            return "the listeners changed; restart moongate to change listeners";
+    snprintf(out, cap, strchr(l->host, ':') ? "[%s]:%u" : "%s:%u", l->host, l->port);
+}
+
+static int same_listener(const mg_listener_t *a, const mg_listener_t *b)
+{
+    return a->port == b->port && strcmp(a->host, b->host) == 0;
+}
+
+/* Index in `in` (n) of a listener like l, or -1. */
+static long find_listener(const mg_listener_t *in, size_t n, const mg_listener_t *l)
+{
+    for (size_t i = 0; i < n; i++)
+        if (same_listener(&in[i], l))
+            return (long)i;
+    return -1;
+}
+
+/* a reload keeps them: say what to do instead */
+#define RESTART "restart moongate to "
+
+/* The listener changes between old and cfg, one "file:line: reason" line
+ * each: a changed host on a kept port, a new one, a removed one, and only
+ * when the set is the same, a new order (workers find a listener's TLS
+ * context by its position). */
+static void listener_changes(sbuf_t *b, const mg_config_t *old, const mg_config_t *cfg)
+{
+    char was[300], now[300];
+    const char *file = cfg->file;
+    /* an unmatched new listener on the port of an unmatched old one is a
+     * change of host */
+    unsigned char *paired = calloc(old->nlisteners + 1, 1);
+    int moved = 0;
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        const mg_listener_t *l = &cfg->listeners[i];
+        listener_name(now, sizeof(now), l);
+        long j = find_listener(old->listeners, old->nlisteners, l);
+        if (j >= 0) {
+            if (paired)
+                paired[j] = 1;
+            moved |= (size_t)j != i;
+            continue;
+        }
+        const mg_listener_t *o = NULL;
+        for (size_t k = 0; k < old->nlisteners && paired; k++)
+            if (!paired[k] && old->listeners[k].port == l->port &&
+                find_listener(cfg->listeners, cfg->nlisteners, &old->listeners[k]) < 0) {
+                o = &old->listeners[k];
+                paired[k] = 1;
+                break;
+            }
+        if (o) {
+            listener_name(was, sizeof(was), o);
+            sb_printf(b, "%s:%d: listener %s was %s; %s\n", l->source ? l->source : file,
+                      l->line, now, was, RESTART "change a listener's address");
+        } else {
+            sb_printf(b, "%s:%d: listener %s is new; %s\n", l->source ? l->source : file,
+                      l->line, now, RESTART "add a listener");
+        }
+    }
+    int removed = 0;
+    for (size_t k = 0; k < old->nlisteners; k++) {
+        if (paired && paired[k])
+            continue;
+        if (find_listener(cfg->listeners, cfg->nlisteners, &old->listeners[k]) >= 0)
+            continue;
+        removed = 1;
+        listener_name(was, sizeof(was), &old->listeners[k]);
+        sb_printf(b, "%s: listener %s (line %d of the running version) is gone; %s\n", file,
+                  was, old->listeners[k].line, RESTART "remove a listener");
+    }
+    if (moved && !removed && b->len == 0) {
+        for (size_t i = 0; i < cfg->nlisteners; i++)
+            if (!same_listener(&cfg->listeners[i], &old->listeners[i])) {
+                listener_name(now, sizeof(now), &cfg->listeners[i]);
+                sb_printf(b, "%s:%d: listener %s moved (listeners keep their order); %s\n",
+                          cfg->listeners[i].source ? cfg->listeners[i].source : file,
+                          cfg->listeners[i].line, now, RESTART "reorder listeners");
+                break;
+            }
+    }
+    free(paired);
+}
+
+static int same_names(const mg_config_t *a, const mg_config_t *b)
+{
+    if (a->admin_nnames != b->admin_nnames)
+        return 0;
+    for (size_t i = 0; i < a->admin_nnames; i++)
+        if (!same_str(a->admin_names[i], b->admin_names[i]))
+            return 0;
+    return 1;
+}
+
+/* What a reload cannot change (the process keeps them): every change, one
+ * "file:line: reason" line each, in a malloc'd string; NULL when none. */
+static char *fixed_changes(const mg_config_t *old, const mg_config_t *cfg, int nworkers)
+{
+    sbuf_t b = { 0 };
+    char at[600];
+    listener_changes(&b, old, cfg);
+    /* the settings' own line, or the file when gw.settings is gone */
+    if (cfg->settings_line)
+        snprintf(at, sizeof(at), "%s:%d", cfg->settings_source ? cfg->settings_source : cfg->file,
+                 cfg->settings_line);
+    else
+        snprintf(at, sizeof(at), "%s", cfg->file);
     if (cfg->workers && cfg->workers != nworkers)
-        return "settings.workers changed; restart moongate to change the number of workers";
+        sb_printf(&b, "%s: settings.workers changed from %d to %d; %s\n", at, nworkers,
+                  cfg->workers, RESTART "change the number of workers");
     if (!same_str(old->access_log, cfg->access_log))
-        return "settings.access_log changed; restart moongate to move the access log";
+        sb_printf(&b, "%s: settings.access_log changed from \"%s\" to \"%s\"; %s\n", at,
+                  old->access_log ? old->access_log : "", cfg->access_log ? cfg->access_log : "",
+                  RESTART "move the access log");
     if (!same_str(old->error_log, cfg->error_log))
-        return "settings.error_log changed; restart moongate to move the error log";
-    if (old->admin_enabled != cfg->admin_enabled || old->admin_port != cfg->admin_port ||
-        !same_str(old->admin_host, cfg->admin_host) ||
-        !same_str(old->admin_token, cfg->admin_token))
-        return "settings.admin changed; restart moongate to move the admin API";
-    return NULL;
+        sb_printf(&b, "%s: settings.error_log changed from \"%s\" to \"%s\"; %s\n", at,
+                  old->error_log ? old->error_log : "", cfg->error_log ? cfg->error_log : "",
+                  RESTART "move the error log");
+    if (old->admin_enabled != cfg->admin_enabled)
+        sb_printf(&b, "%s: settings.admin %s; %s\n", at,
+                  cfg->admin_enabled ? "turns the admin API on" : "turns the admin API off",
+                  RESTART "apply it");
+    else if (cfg->admin_enabled) {
+        if (old->admin_port != cfg->admin_port || !same_str(old->admin_host, cfg->admin_host))
+            sb_printf(&b, "%s: settings.admin moves the admin API from %s:%u to %s:%u; %s\n",
+                      at, old->admin_host, old->admin_port, cfg->admin_host, cfg->admin_port,
+                      RESTART "move the admin API");
+        if (!same_str(old->admin_token, cfg->admin_token))
+            sb_printf(&b, "%s: settings.admin.token changed; %s\n", at,
+                      RESTART "change the admin token");
+        if (!same_names(old, cfg))
+            sb_printf(&b, "%s: settings.admin.names changed; %s\n", at,
+                      RESTART "change the admin API's names");
+    }
+    if (b.oom) {
+        free(b.p);
+        return strdup("out of memory");
+    }
+    if (b.len && b.p[b.len - 1] == '\n')
+        b.p[--b.len] = 0;
+    return b.p;
 }
 
 static void set_result(mg_control_t *ctl, int ok, const char *msg)
@@ -222,9 +345,8 @@ int mg_control_reload(mg_control_t *ctl, char **why)
             err[n - 1] = 0;
         goto refused;
     }
-    const char *fixed = fixed_change(ctl->gen->cfg, cfg, ctl->workers->n);
-    if (fixed) {
-        err = mg_strf("%s: %s", ctl->file, fixed);
+    err = fixed_changes(ctl->gen->cfg, cfg, ctl->workers->n);
+    if (err) {
         mg_config_free(cfg);
         lua_close(L);
         goto refused;
@@ -337,7 +459,7 @@ static void status_json(mg_control_t *ctl, sbuf_t *b)
     for (int i = 0; i < ctl->workers->n; i++)
         conns += ctl->workers->w[i].nconns;
     sb_printf(b, "{\"version\":\"%s\",\"file\":", MG_VERSION);
-    sb_json(b, ctl->file);
+    sb_json(b, ctl->file_abs);
     sb_printf(b, ",\"generation\":{\"number\":%llu,\"loaded_at\":%.3f,\"tests\":%d}",
               (unsigned long long)ctl->gen->number, ctl->gen->loaded_at, ctl->ntests);
     sb_printf(b, ",\"last_reload\":");
@@ -516,20 +638,46 @@ static int h_metrics(char **body, size_t *len, const char **ctype)
     return *body ? 200 : 500;
 }
 
-static int h_reload(char **body, size_t *len, const char **ctype)
+/* POST /reload[?file=PATH]: with PATH (what `moongate reload -c` sends),
+ * only when this gateway runs that file (409 otherwise), so that a reload
+ * never reaches another config's gateway that answers on the same address. */
+static long query_arg(const char *q, size_t ql, const char *name, char *out, size_t cap);
+
+static int h_reload(const char *q, size_t ql, char **body, size_t *len, const char **ctype)
 {
+    mg_control_t *ctl = the_ctl;
     char *why = NULL;
     sbuf_t b = { 0 };
-    int rc = mg_control_reload(the_ctl, &why);
-    if (rc == 0) {
-        sb_printf(&b, "{\"ok\":true,\"generation\":%llu}\n",
-                  (unsigned long long)the_ctl->gen->number);
-    } else {
-        sb_printf(&b, "{\"ok\":false,\"generation\":%llu,\"error\":",
-                  (unsigned long long)the_ctl->gen->number);
-        sb_json(&b, why);
+    char want[4096];
+    long wl = query_arg(q, ql, "file", want, sizeof(want));
+    if (wl >= 0 && strcmp(want, ctl->file_abs) != 0) {
+        char msg[8400];
+        snprintf(msg, sizeof(msg), "this gateway runs %s, not %s", ctl->file_abs, want);
+        sb_printf(&b, "{\"ok\":false,\"file\":");
+        sb_json(&b, ctl->file_abs);
+        sb_printf(&b, ",\"error\":");
+        sb_json(&b, msg);
         sb_printf(&b, "}\n");
+        return reply(&b, 409, body, len, ctype, "application/json");
     }
+    int rc = mg_control_reload(ctl, &why);
+    const mg_config_t *cfg = ctl->gen->cfg;
+    sb_printf(&b, "{\"ok\":%s,\"file\":", rc == 0 ? "true" : "false");
+    sb_json(&b, ctl->file_abs);
+    sb_printf(&b, ",\"generation\":%llu,\"routes\":%zu,\"upstreams\":%zu,",
+              (unsigned long long)ctl->gen->number, cfg->nroutes, cfg->nupstreams);
+    if (rc == 0) {
+        char msg[4400];
+        snprintf(msg, sizeof(msg), "reloaded %s: generation %llu (%zu route%s, %zu upstream%s)",
+                 ctl->file_abs, (unsigned long long)ctl->gen->number, cfg->nroutes,
+                 cfg->nroutes == 1 ? "" : "s", cfg->nupstreams, cfg->nupstreams == 1 ? "" : "s");
+        sb_printf(&b, "\"message\":");
+        sb_json(&b, msg);
+    } else {
+        sb_printf(&b, "\"error\":");
+        sb_json(&b, why);
+    }
+    sb_printf(&b, "}\n");
     free(why);
     return reply(&b, rc == 0 ? 200 : 422, body, len, ctype, "application/json");
 }
@@ -679,7 +827,7 @@ static const mg_admin_handlers_t handlers = {
 };
 
 int mg_control_start(mg_control_t *ctl, uv_loop_t *loop, const char *file, mg_gen_t *gen,
-                     mg_workers_t *workers, char **err)
+                     mg_workers_t *workers, const char *admin_addr, char **err)
 {
     memset(ctl, 0, sizeof(*ctl));
     ctl->loop = loop;
@@ -688,6 +836,11 @@ int mg_control_start(mg_control_t *ctl, uv_loop_t *loop, const char *file, mg_ge
     ctl->workers = workers;
     ctl->next_number = gen->number + 1;
     ctl->started = now_s();
+    ctl->file_abs = realpath(file, NULL);
+    if (!ctl->file_abs && !(ctl->file_abs = strdup(file))) {
+        *err = strdup("out of memory");
+        return -1;
+    }
     the_ctl = ctl;
     char *terr = NULL;
     ctl->L = load_and_test(ctl, file, NULL, &terr);
@@ -696,6 +849,39 @@ int mg_control_start(mg_control_t *ctl, uv_loop_t *loop, const char *file, mg_ge
          * gw.test at start is refused like a reload */
         *err = terr;
         return -1;
+    }
+    /* the admin API first, before any other handle: a gateway whose admin
+     * API is missing would let `moongate reload` and `repl --attach` reach
+     * another gateway on that address, or nothing; it does not start */
+    const mg_config_t *cfg = gen->cfg;
+    char ahost[256];
+    int aport = cfg->admin_port;
+    snprintf(ahost, sizeof(ahost), "%s", cfg->admin_host ? cfg->admin_host : "");
+    if (admin_addr && strcmp(admin_addr, "off") != 0 &&
+        mg_admin_parse_addr(admin_addr, ahost, sizeof(ahost), &aport) != 0) {
+        *err = mg_strf("--admin takes HOST:PORT or off, got '%s'", admin_addr);
+        return -1;
+    }
+    if (admin_addr ? strcmp(admin_addr, "off") != 0 : cfg->admin_enabled) {
+        char *aerr = NULL;
+        mg_admin_opts_t o = { .host = ahost, .port = aport, .token = cfg->admin_token,
+                              .names = (const char *const *)cfg->admin_names,
+                              .nnames = cfg->admin_nnames };
+        if (mg_admin_start(&ctl->admin, loop, &o, &handlers, &aerr) != 0) {
+            char at[600] = "";
+            if (cfg->settings_line)
+                snprintf(at, sizeof(at), " (settings.admin at %s:%d)",
+                         cfg->settings_source ? cfg->settings_source : file, cfg->settings_line);
+            *err = mg_strf("%s: %s; is another gateway running there? Stop it, or give this "
+                           "one another admin port%s, or admin = false",
+                           file, aerr ? aerr : "admin API: cannot listen", at);
+            free(aerr);
+            ctl->admin = NULL;
+            return -1;
+        }
+        int v6 = strchr(ahost, ':') != NULL;
+        mg_log(MG_LOG_INFO, "admin API on %s%s%s:%d\n", v6 ? "[" : "", ahost, v6 ? "]" : "",
+               aport);
     }
     ctl->health = mg_health_start(loop, gen);
     uv_timer_init(loop, &ctl->debounce);
@@ -714,19 +900,6 @@ int mg_control_start(mg_control_t *ctl, uv_loop_t *loop, const char *file, mg_ge
         mg_log(MG_LOG_WARN, "cannot watch %s for changes (reload with SIGHUP or "
                         "POST /reload)\n", file);
     free(dir);
-    const mg_config_t *cfg = gen->cfg;
-    if (cfg->admin_enabled) {
-        char *aerr = NULL;
-        if (mg_admin_start(&ctl->admin, loop, cfg->admin_host, cfg->admin_port,
-                           cfg->admin_token, &handlers, &aerr) != 0) {
-            /* the gateway serves anyway: say why the admin API is missing */
-            mg_log(MG_LOG_ERROR, "admin API off: %s\n", aerr ? aerr : "cannot listen");
-            free(aerr);
-            ctl->admin = NULL;
-        } else {
-            mg_log(MG_LOG_INFO, "admin API on %s:%u\n", cfg->admin_host, cfg->admin_port);
-        }
-    }
     return 0;
 }
 
@@ -754,6 +927,8 @@ void mg_control_free(mg_control_t *ctl)
     ctl->L = NULL;
     free(ctl->last_msg);
     ctl->last_msg = NULL;
+    free(ctl->file_abs);
+    ctl->file_abs = NULL;
     mg_gen_release(ctl->gen);
     ctl->gen = NULL;
 }

@@ -13,6 +13,7 @@ struct mg_admin_s;
 typedef struct mg_control_s {
     uv_loop_t *loop;
     const char *file;           /* the config file (borrowed) */
+    char *file_abs;             /* its absolute path (owned), what /status says */
     mg_workers_t *workers;      /* borrowed */
     mg_gen_t *gen;              /* newest generation (the control's hold) */
     uint64_t next_number;
@@ -31,11 +32,15 @@ typedef struct mg_control_s {
     struct mg_health_s *health;  /* active health checks (health.h) */
 } mg_control_t;
 
-/* Sets up reload triggers and the admin API around running workers. gen is
- * the generation they run (ctl takes over the caller's hold). Returns 0, or
- * -1 with *err (malloc'd) when the config's own tests fail. */
+/* Sets up reload triggers and the admin API for the workers (called before
+ * they start: nothing here runs before the loop does). gen is the
+ * generation they run (ctl takes over the caller's hold). admin_addr
+ * (`moongate run --admin`): NULL for settings.admin, "off", or "HOST:PORT"
+ * in place of settings.admin's host and port. Returns 0, or -1
+ * with *err (malloc'd) when the config's own tests fail or the admin API
+ * cannot listen (then call mg_control_stop, run the loop, mg_control_free). */
 int mg_control_start(mg_control_t *ctl, uv_loop_t *loop, const char *file, mg_gen_t *gen,
-                     mg_workers_t *workers, char **err);
+                     mg_workers_t *workers, const char *admin_addr, char **err);
 /* Reloads the config file: all or nothing. Returns 0, or -1 with *why
  * (malloc'd, "file:line: reason" lines) when the new version is refused;
  * the running one keeps serving either way. */

@@ -1,9 +1,12 @@
 /* main.c: the moongate command line and the control thread.
  *
- *   moongate run [-c FILE] [--workers N]   serve (default: the bundled demo)
+ *   moongate run [-c FILE] [--workers N] [--admin HOST:PORT|off]
+ *                                          serve (default: the bundled demo)
  *   moongate check -c FILE                 validate a config, exit 1 on mistakes
+ *   moongate reload [-c FILE] [--json]     reload a running gateway (admin API)
  *   moongate version                       versions of moongate and its libraries
  */
+#include <dirent.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,7 +77,7 @@ static void on_signal(uv_signal_t *s, int signum)
 
 static mg_control_t control;
 
-static int cmd_run(const char *file, int nworkers)
+static int cmd_run(const char *file, int nworkers, const char *admin)
 {
     mg_config_t *cfg = NULL;
     char *errors = NULL;
@@ -125,19 +128,22 @@ static int cmd_run(const char *file, int nworkers)
     uv_signal_start(&sigterm, on_signal, SIGTERM);
     uv_signal_start(&sigint, on_signal, SIGINT);
     char *err = NULL;
-    if (mg_workers_start(&workers, gen, n, &err) != 0) {
-        fprintf(stderr, "moongate: %s\n", err ? err : "cannot start");
+    /* the control side first: its admin API must listen before any
+     * listener does (a gateway without it does not start) */
+    if (mg_control_start(&control, loop, file, gen, &workers, admin, &err) != 0) {
+        mg_log(MG_LOG_CRIT, "not starting: %s\n", err ? err : "cannot start");
         free(err);
-        mg_gen_release(gen);
+        uv_run(loop, UV_RUN_NOWAIT); /* close callbacks of a half-started admin API */
+        mg_control_free(&control);   /* releases gen */
         mg_shdict_close_all();
         mg_metrics_free();
         return 1;
     }
-    if (mg_control_start(&control, loop, file, gen, &workers, &err) != 0) {
+    if (mg_workers_start(&workers, gen, n, &err) != 0) {
         fprintf(stderr, "moongate: %s\n", err ? err : "cannot start");
         free(err);
-        mg_workers_stop(&workers);
-        mg_workers_join(&workers);
+        mg_control_stop(&control);
+        uv_run(loop, UV_RUN_NOWAIT);
         mg_control_free(&control);
         mg_shdict_close_all();
         mg_metrics_free();
@@ -169,20 +175,128 @@ static int cmd_run(const char *file, int nworkers)
     return 0;
 }
 
-/* moongate reload: asks the running gateway (its admin API, found in the
- * config's settings.admin unless --admin is given) to reload. */
-static int cmd_reload(const char *file, const char *admin, const char *token)
+/* The string value of top-level key `name` in one of our admin answers,
+ * unescaped into out (cap bytes). Returns 0, or -1 when absent. (Our
+ * answers escape every quote inside strings, so `"name":"` cannot match
+ * inside a value.) */
+static int json_str(const char *body, const char *name, char *out, size_t cap)
+{
+    char key[64];
+    snprintf(key, sizeof(key), "\"%s\":\"", name);
+    const char *e = strstr(body, key);
+    if (!e || cap == 0)
+        return -1;
+    size_t o = 0;
+    for (e += strlen(key); *e && *e != '"' && o + 4 < cap; e++) {
+        unsigned u;
+        if (e[0] == '\\' && e[1] == 'u' && sscanf(e + 2, "%4x", &u) == 1 && strlen(e) >= 6) {
+            /* control characters come as \u00XX; others (BMP) as UTF-8 */
+            if (u < 0x80) {
+                out[o++] = (char)u;
+            } else if (u < 0x800) {
+                out[o++] = (char)(0xC0 | (u >> 6));
+                out[o++] = (char)(0x80 | (u & 0x3F));
+            } else {
+                out[o++] = (char)(0xE0 | (u >> 12));
+                out[o++] = (char)(0x80 | ((u >> 6) & 0x3F));
+                out[o++] = (char)(0x80 | (u & 0x3F));
+            }
+            e += 5;
+        } else if (*e == '\\' && e[1]) {
+            e++;
+            out[o++] = *e == 'n' ? '\n' : *e == 't' ? '\t' : *e;
+        } else {
+            out[o++] = *e;
+        }
+    }
+    out[o] = 0;
+    return 0;
+}
+
+/* Appends s to out, percent-encoded for a query value. */
+static void query_escape(char *out, size_t cap, const char *s)
+{
+    size_t o = strlen(out);
+    for (; *s && o + 4 < cap; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+            strchr("-._~/", ch))
+            out[o++] = (char)ch;
+        else
+            o += (size_t)snprintf(out + o, cap - o, "%%%02X", ch);
+    }
+    out[o] = 0;
+}
+
+/* The pid of a `moongate run -c X` whose X is the file at `abs` (X read
+ * relative to that process's working directory), or 0 (Linux /proc; only
+ * processes we may inspect). For the advice when FILE has no admin API. */
+static long find_run_pid(const char *abs)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    long found = 0;
+    while (d && !found && (e = readdir(d))) {
+        char path[64], args[8192], cwd[4096];
+        long pid = strtol(e->d_name, NULL, 10);
+        if (pid <= 0 || pid == (long)getpid())
+            continue;
+        snprintf(path, sizeof(path), "/proc/%ld/cmdline", pid);
+        FILE *f = fopen(path, "r");
+        size_t n = f ? fread(args, 1, sizeof(args) - 1, f) : 0;
+        if (f)
+            fclose(f);
+        args[n] = 0;
+        /* argv: NUL-separated; look for "moongate", "run", "-c" X */
+        const char *argv0 = args, *conf = NULL;
+        int run = 0;
+        for (size_t i = 0; i < n; i += strlen(args + i) + 1) {
+            const char *a = args + i;
+            if (i > 0 && !strcmp(a, "run"))
+                run = 1;
+            if ((!strcmp(a, "-c") || !strcmp(a, "--config")) && i + strlen(a) + 1 < n)
+                conf = a + strlen(a) + 1;
+        }
+        if (!strstr(argv0, "moongate") || !run || !conf)
+            continue;
+        snprintf(path, sizeof(path), "/proc/%ld/cwd", pid);
+        ssize_t cl = readlink(path, cwd, sizeof(cwd) - 1);
+        if (cl < 0)
+            continue;
+        cwd[cl] = 0;
+        char full[8192];
+        snprintf(full, sizeof(full), conf[0] == '/' ? "%s" : "%s/%s",
+                 conf[0] == '/' ? conf : cwd, conf);
+        char *real = realpath(full, NULL);
+        if (real && !strcmp(real, abs))
+            found = pid;
+        free(real);
+    }
+    if (d)
+        closedir(d);
+    return found;
+}
+
+/* moongate reload: asks a running gateway to reload, through its admin API.
+ * With -c FILE, the address and token come from FILE's settings.admin, and
+ * the request names FILE (POST /reload?file=ABSOLUTE-PATH): a gateway
+ * running another file refuses (409), so the one that happens to answer on
+ * that address is never reloaded by mistake. --admin HOST:PORT overrides
+ * the address; without -c, whatever answers there is reloaded. --json
+ * prints the admin API's answer as it is. */
+static int cmd_reload(const char *file, const char *admin, const char *token, int json)
 {
     char host[256] = "127.0.0.1";
     int port = 9901;
     char *tok = token ? strdup(token) : NULL;
-    if (admin) {
-        if (mg_admin_parse_addr(admin, host, sizeof(host), &port) != 0) {
-            fprintf(stderr, "moongate: --admin takes HOST:PORT, got '%s'\n", admin);
-            free(tok);
-            return 2;
-        }
-    } else if (file) {
+    char path[16384] = "/reload";
+    char *abs = NULL;
+    if (admin && mg_admin_parse_addr(admin, host, sizeof(host), &port) != 0) {
+        fprintf(stderr, "moongate: --admin takes HOST:PORT, got '%s'\n", admin);
+        free(tok);
+        return 2;
+    }
+    if (file) {
         mg_config_t *cfg = NULL;
         char *errors = NULL;
         if (mg_config_load(file, &cfg, &errors) != 0) {
@@ -191,39 +305,85 @@ static int cmd_reload(const char *file, const char *admin, const char *token)
             free(tok);
             return 1;
         }
-        snprintf(host, sizeof(host), "%s", cfg->admin_host);
-        port = cfg->admin_port;
+        if (!cfg->admin_enabled && !admin) {
+            char *real = realpath(file, NULL);
+            long pid = real ? find_run_pid(real) : 0;
+            free(real);
+            char how[64] = "kill -HUP <its pid>";
+            if (pid)
+                snprintf(how, sizeof(how), "kill -HUP %ld", pid);
+            fprintf(stderr,
+                    "moongate: %s sets admin = false, so no admin API can reload it: reload "
+                    "its gateway with %s, or save the file (it is watched)\n",
+                    file, how);
+            mg_config_free(cfg);
+            free(tok);
+            return 1;
+        }
+        if (!admin) {
+            snprintf(host, sizeof(host), "%s", cfg->admin_host);
+            if (!strcmp(host, "localhost"))
+                snprintf(host, sizeof(host), "127.0.0.1");
+            else if (!strcmp(host, "0.0.0.0"))
+                snprintf(host, sizeof(host), "127.0.0.1"); /* wildcard: reach it locally */
+            else if (!strcmp(host, "::"))
+                snprintf(host, sizeof(host), "::1");
+            port = cfg->admin_port;
+        }
         if (!tok && cfg->admin_token)
             tok = strdup(cfg->admin_token);
         mg_config_free(cfg);
+        abs = realpath(file, NULL);
+        if (!abs) {
+            fprintf(stderr, "moongate: %s: cannot resolve its path\n", file);
+            free(tok);
+            return 1;
+        }
+        strcat(path, "?file=");
+        query_escape(path, sizeof(path), abs);
     }
     int status = 0;
     char *body = NULL;
     size_t len = 0;
     const char *err = NULL;
-    int rc = mg_admin_call(host, port, tok, "POST", "/reload", "", 0, 30000, &status, &body,
-                           &len, &err);
+    char where[300];
+    snprintf(where, sizeof(where), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+    int rc = mg_admin_call(host, port, tok, "POST", path, "", 0, 30000, &status, &body, &len,
+                           &err);
     free(tok);
     if (rc != 0) {
-        fprintf(stderr, "moongate: %s:%d: %s\n", host, port, err);
+        if (file)
+            fprintf(stderr, "moongate: %s (%s's admin address): %s\n", where, file, err);
+        else
+            fprintf(stderr, "moongate: %s: %s\n", where, err);
+        free(abs);
         return 1;
     }
-    /* {"ok":false,...,"error":"..."}: print the reason as text */
-    const char *e = status != 200 ? strstr(body, "\"error\":\"") : NULL;
-    if (e) {
-        for (e += 9; *e && *e != '"'; e++) {
-            if (*e == '\\' && e[1]) {
-                e++;
-                fputc(*e == 'n' ? '\n' : *e == 't' ? '\t' : *e, stderr);
-            } else {
-                fputc(*e, stderr);
-            }
-        }
-        fputc('\n', stderr);
+    if (json) {
+        fwrite(body, 1, len, stdout);
+        free(body);
+        free(abs);
+        return status == 200 ? 0 : 1;
+    }
+    static char msg[65536], other[8192];
+    if (status == 200) {
+        if (json_str(body, "message", msg, sizeof(msg)) == 0)
+            printf("%s\n", msg);
+        else
+            fwrite(body, 1, len, stdout); /* an older gateway */
+    } else if (status == 409 && json_str(body, "file", other, sizeof(other)) == 0) {
+        fprintf(stderr, "moongate: the gateway on %s runs %s, not %s: not reloading it "
+                        "(each gateway needs its own admin port)\n",
+                where, other, abs ? abs : "this file");
+    } else if (status == 422 && json_str(body, "error", msg, sizeof(msg)) == 0) {
+        fprintf(stderr, "%s\n", msg); /* file:line: reason lines */
     } else {
-        fwrite(body, 1, len, status == 200 ? stdout : stderr);
+        if (json_str(body, "error", msg, sizeof(msg)) != 0)
+            snprintf(msg, sizeof(msg), "%.*s", (int)(len < 2000 ? len : 2000), body);
+        fprintf(stderr, "moongate: the admin API on %s answered %d: %s\n", where, status, msg);
     }
     free(body);
+    free(abs);
     return status == 200 ? 0 : 1;
 }
 
@@ -258,7 +418,7 @@ int main(int argc, char **argv)
     }
     const char *cmd = argv[1];
     const char *file = NULL, *admin = NULL, *token = getenv("MOONGATE_ADMIN_TOKEN");
-    int nworkers = 0;
+    int nworkers = 0, json = 0;
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
         if (argc < 3) {
             usage(stdout);
@@ -279,6 +439,8 @@ int main(int argc, char **argv)
             admin = argv[++i];
         } else if (!strcmp(argv[i], "--token") && i + 1 < argc) {
             token = argv[++i];
+        } else if (!strcmp(argv[i], "--json") && !strcmp(cmd, "reload")) {
+            json = 1;
         } else if (!strcmp(argv[i], "--workers") && i + 1 < argc) {
             nworkers = atoi(argv[++i]);
             if (nworkers < 1 || nworkers > 1024) {
@@ -297,7 +459,7 @@ int main(int argc, char **argv)
     }
 
     if (!strcmp(cmd, "run"))
-        return cmd_run(file ? file : default_config(), nworkers);
+        return cmd_run(file ? file : default_config(), nworkers, admin);
     if (!strcmp(cmd, "check")) {
         if (!file) {
             fprintf(stderr, "moongate: check needs -c FILE\n");
@@ -306,7 +468,7 @@ int main(int argc, char **argv)
         return cmd_check(file);
     }
     if (!strcmp(cmd, "reload"))
-        return cmd_reload(file, admin, token);
+        return cmd_reload(file, admin, token, json);
     fprintf(stderr, "moongate: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;

@@ -13,23 +13,28 @@ typedef struct command_s {
 } command_t;
 
 static const command_t commands[] = {
-    { "run", "run [-c FILE] [--workers N]", "serve FILE (default: the bundled demo)",
+    { "run", "run [-c FILE] [--workers N] [--admin HOST:PORT|off]",
+      "serve FILE (default: the bundled demo)",
       "Serves until SIGTERM or SIGINT (in-flight requests finish, up to\n"
       "settings.timeouts.shutdown). Saving FILE, or any Lua file it loaded, reloads it;\n"
       "so do SIGHUP, `moongate reload` and POST /reload. SIGUSR1 reopens the log files.",
       { { "-c, --config FILE", "the config file (gw.* declarations)" },
-        { "--workers N", "worker threads, 1-1024 (default: settings.workers, else one per CPU)" } } },
+        { "--workers N", "worker threads, 1-1024 (default: settings.workers, else one per CPU)" },
+        { "--admin HOST:PORT", "the admin API there instead of settings.admin's (or: off)" } } },
     { "check", "check -c FILE", "validate FILE and run its gw.test examples",
       "Reports every mistake as file:line: reason, all at once, and runs the config's\n"
       "gw.test examples without sockets. Exits 0 when FILE would load, 1 otherwise.",
       { { "-c, --config FILE", "the config file to check" } } },
-    { "reload", "reload [-c FILE] [--admin HOST:PORT] [--token T]",
-      "reload a running gateway (through its admin API)",
+    { "reload", "reload [-c FILE] [--admin HOST:PORT] [--token T] [--json]",
+      "reload FILE's running gateway (through its admin API)",
       "The gateway checks the new version whole first; a refused version is reported\n"
-      "with its reasons and the running one keeps serving. Exits 0 on success.",
+      "with its reasons and the running one keeps serving. With -c, only the gateway\n"
+      "running FILE is reloaded: another one on that address, or FILE with\n"
+      "admin = false, is refused with the reason. Exits 0 on success.",
       { { "-c, --config FILE", "the config the gateway runs: its admin address is read from it" },
         { "--admin HOST:PORT", "the admin API to call (default 127.0.0.1:9901)" },
-        { "--token T", "admin API token (default $MOONGATE_ADMIN_TOKEN)" } } },
+        { "--token T", "admin API token (default $MOONGATE_ADMIN_TOKEN)" },
+        { "--json", "print the admin API's JSON answer instead of one line" } } },
     { "repl", "repl [-c FILE] | repl --attach HOST:PORT [--token T]",
       "try requests and rules interactively",
       "try { path = \"/x\", headers = {...} } runs a request through the config's hooks\n"

@@ -584,7 +584,7 @@ end
 
 local SETTINGS_KEYS = { "workers", "access_log", "error_log", "log_level",
                         "limits", "timeouts", "admin" }
-local ADMIN_KEYS = { "host", "port", "token" }
+local ADMIN_KEYS = { "host", "port", "token", "names" }
 local LIMIT_KEYS = { "request_line", "header_size", "header_count", "body",
                      "min_body_rate" }
 local TIMEOUT_KEYS = { "header", "keepalive", "body", "body_grace",
@@ -779,8 +779,29 @@ function decl.settings(d, t)
                     s.admin.token = admin.token
                 end
             end
+            -- their form (and the address, and the token rule) is checked
+            -- in C, by admin.c's own rules, when the config is converted
+            if admin.names ~= nil then
+                local names = admin.names
+                local ok = type(names) == "table"
+                if ok then
+                    for k, v in pairs(names) do
+                        if type(k) ~= "number" or type(v) ~= "string" then
+                            ok = false
+                        end
+                    end
+                end
+                if not ok then
+                    err(d, "settings.admin.names must be a list of " ..
+                        'host names like { "gw1.internal" }, got %s',
+                        describe(names))
+                else
+                    s.admin.names = names
+                end
+            end
         end
     end
+    s.line, s.source = d.line, source_name(c, d.source)
     c.settings_value = s
 end
 
@@ -1543,6 +1564,8 @@ local function finish(c)
     cfg.workers, cfg.access_log = s.workers, s.access_log
     cfg.error_log, cfg.log_level = s.error_log, s.log_level
     cfg.admin = s.admin
+    -- where gw.settings is (nil without one): for errors about them
+    cfg.settings_line, cfg.settings_source = s.line, s.source
     cfg.tests = c.tests
     cfg.limits, cfg.timeouts = s.limits, s.timeouts
 

@@ -426,24 +426,33 @@ local function control_module()
     return nil
 end
 
--- Calls control.<name>() and returns its text, or "not available".
-local function ask_control(name)
+-- Calls control.<name>() and returns its value (the admin API's JSON
+-- decoded to a table), or nil and "name(): not available ...".
+local function control_value(name)
     local c = control_module()
     local fn = c and c[name]
     if type(fn) ~= "function" then
-        return name .. "(): not available"
+        return nil, name .. "(): not available"
     end
     local ok, v = pcall(fn)
     if not ok then
-        return name .. "(): not available (" .. tostring(v) .. ")"
+        return nil, name .. "(): not available (" .. tostring(v) .. ")"
     end
     if type(v) == "string" and find(v, "^%s*{") then
-        -- the admin API's JSON, shown like any other table
         local okj, cjson = pcall(require, "cjson.safe")
         local t = okj and cjson.decode(v)
         if type(t) == "table" then
             v = t
         end
+    end
+    return v
+end
+
+-- Calls control.<name>() and returns its text, or "not available".
+local function ask_control(name)
+    local v, why = control_value(name)
+    if v == nil then
+        return why
     end
     if type(v) == "string" then
         return (gsub(v, "\n$", ""))
@@ -639,38 +648,67 @@ local function routes(self)
     self:emit(columns(rows))
 end
 
-local function config_upstreams(self)
-    local cfg = self.gwt.cfg
+-- upstreams(): one table offline and live alike: name, targets
+-- (host:port, *weight when not 1), options (from the config). `live` (GET
+-- /upstreams' table, in a running gateway) adds each target's health, why
+-- it is down, and its idle connections.
+local function upstream_table(cfg, live)
     local rows = { { "name", "targets", "options" } }
-    for _, u in ipairs(cfg.upstreams) do
-        local targets = {}
-        for i, t in ipairs(u.targets) do
-            local host = find(t.host, ":", 1, true) and "[" .. t.host .. "]"
-                or t.host
-            targets[i] = fmt("%s:%d", host, t.port) ..
-                (t.weight ~= 1 and "*" .. t.weight or "")
-        end
-        rows[#rows + 1] = {
-            u.name, concat(targets, " "),
-            fmt("keepalive %d, connect %gs, read %gs", u.keepalive,
-                u.connect_timeout / 1000, u.read_timeout / 1000),
-        }
+    local by_name = {}
+    for _, u in ipairs(cfg and cfg.upstreams or {}) do
+        by_name[u.name] = u
     end
-    self:emit(columns(rows))
+    local function options(u)
+        return u and fmt("keepalive %d, connect %gs, read %gs", u.keepalive,
+            u.connect_timeout / 1000, u.read_timeout / 1000) or ""
+    end
+    if live then
+        for _, u in ipairs(live.upstreams or {}) do
+            local targets = {}
+            for i, t in ipairs(u.targets or {}) do
+                local why = t.checks and t.checks.last_error
+                targets[i] = tostring(t.target) ..
+                    ((t.weight or 1) ~= 1 and "*" .. t.weight or "") .. " " ..
+                    tostring(t.health) ..
+                    (t.health == "down" and type(why) == "string" and
+                        " (" .. why .. ")" or "") ..
+                    ((t.idle_connections or 0) > 0 and
+                        fmt(", %d idle", t.idle_connections) or "")
+            end
+            rows[#rows + 1] = { tostring(u.name), concat(targets, ", "),
+                                options(by_name[u.name]) }
+        end
+    else
+        for _, u in ipairs(cfg.upstreams) do
+            local targets = {}
+            for i, t in ipairs(u.targets) do
+                local host = find(t.host, ":", 1, true) and "[" .. t.host .. "]"
+                    or t.host
+                targets[i] = fmt("%s:%d", host, t.port) ..
+                    (t.weight ~= 1 and "*" .. t.weight or "")
+            end
+            rows[#rows + 1] = { u.name, concat(targets, ", "), options(u) }
+        end
+    end
+    return columns(rows)
 end
 
 local function upstreams(self)
+    local cfg = self.gwt and self.gwt.cfg
     if self.server then
-        local live = ask_control("upstreams")
-        self:emit(live .. "\n")
-        if not find(live, "not available", 1, true) or not self.gwt then
+        local live, why = control_value("upstreams")
+        if type(live) == "table" then
+            return self:emit(upstream_table(cfg, live))
+        end
+        self:emit(tostring(why or "upstreams(): not available") .. "\n")
+        if not cfg then
             return
         end
         self:emit("as configured:\n")
-    elseif not self.gwt then
+    elseif not cfg then
         return self:emit("upstreams(): no config loaded\n")
     end
-    config_upstreams(self)
+    self:emit(upstream_table(cfg))
 end
 
 local function dict(name, max, level)

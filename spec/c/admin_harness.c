@@ -7,7 +7,7 @@
  *   GET  /routes     200 []
  *   GET  /upstreams  200, a 256 KiB JSON string (exercises queued writes)
  *   GET  /metrics    200 text/plain "up 1\n"
- *   POST /reload     200 {"reloaded":N}, N counting the calls
+ *   POST /reload     200 {"reloaded":N,"query":"..."}, N counting the calls
  *   POST /repl       200 text/plain "echo:" .. body, or 422 when the body
  *                    is "fail", or no handler at all with MG_TEST_NO_REPL
  */
@@ -31,6 +31,9 @@ typedef struct mg_test_admin_s {
     uv_async_t stop;
     mg_admin_t *a;
     const char *host, *token;
+    char *names_buf;           /* comma-separated names, split in place */
+    const char *names[8];
+    size_t nnames;
     int port, flags;
     uint64_t idle_ms;
     pthread_mutex_t mu;
@@ -83,10 +86,12 @@ static int h_metrics(char **body, size_t *len, const char **ctype)
     return 200;
 }
 
-static int h_reload(char **body, size_t *len, const char **ctype)
+static int h_reload(const char *query, size_t query_len, char **body, size_t *len,
+                    const char **ctype)
 {
-    char tmp[64];
-    snprintf(tmp, sizeof(tmp), "{\"reloaded\":%d}", atomic_fetch_add(&reloads, 1) + 1);
+    char tmp[256];
+    snprintf(tmp, sizeof(tmp), "{\"reloaded\":%d,\"query\":\"%.*s\"}",
+             atomic_fetch_add(&reloads, 1) + 1, (int)(query_len < 100 ? query_len : 100), query);
     *body = dup_body(tmp, len);
     return 200;
 }
@@ -130,7 +135,9 @@ static void *run(void *arg)
                               (t->flags & MG_TEST_NO_REPL) ? NULL : h_repl, NULL, NULL };
     uv_loop_init(&t->loop);
     char *err = NULL;
-    int rc = mg_admin_start(&t->a, &t->loop, t->host, t->port, t->token, &h, &err);
+    mg_admin_opts_t o = { .host = t->host, .port = t->port, .token = t->token,
+                          .names = t->names, .nnames = t->nnames };
+    int rc = mg_admin_start(&t->a, &t->loop, &o, &h, &err);
     if (rc == 0) {
         if (t->idle_ms)
             mg_admin_set_idle_timeout(t->a, t->idle_ms);
@@ -149,10 +156,12 @@ static void *run(void *arg)
     return NULL;
 }
 
-/* Starts an admin server on host:port (0: any free port) in a new thread.
- * Returns the handle, or NULL with the server's error copied to err. */
+/* Starts an admin server on host:port (0: any free port) in a new thread;
+ * names: NULL or comma-separated settings.admin.names. Returns the handle,
+ * or NULL with the server's error copied to err. */
 mg_test_admin_t *mg_test_admin_start(const char *host, int port, const char *token,
-                                     uint64_t idle_ms, int flags, char *err, size_t errlen);
+                                     const char *names, uint64_t idle_ms, int flags, char *err,
+                                     size_t errlen);
 /* Its port. */
 int mg_test_admin_port(const mg_test_admin_t *t);
 /* Stops it, waits for its loop to end, frees it. Returns uv_loop_close()'s
@@ -160,11 +169,17 @@ int mg_test_admin_port(const mg_test_admin_t *t);
 int mg_test_admin_stop(mg_test_admin_t *t);
 
 mg_test_admin_t *mg_test_admin_start(const char *host, int port, const char *token,
-                                     uint64_t idle_ms, int flags, char *err, size_t errlen)
+                                     const char *names, uint64_t idle_ms, int flags, char *err,
+                                     size_t errlen)
 {
     mg_test_admin_t *t = calloc(1, sizeof(*t));
     if (!t)
         return NULL;
+    if (names && (t->names_buf = strdup(names))) {
+        for (char *save = NULL, *n = strtok_r(t->names_buf, ",", &save); n && t->nnames < 8;
+             n = strtok_r(NULL, ",", &save))
+            t->names[t->nnames++] = n;
+    }
     t->host = host;
     t->token = token;
     t->port = port;
@@ -185,6 +200,7 @@ mg_test_admin_t *mg_test_admin_start(const char *host, int port, const char *tok
     pthread_join(t->tid, NULL);
     snprintf(err, errlen, "%s", t->err ? t->err : "(no message)");
     free(t->err);
+    free(t->names_buf);
     free(t);
     return NULL;
 }
@@ -198,6 +214,7 @@ int mg_test_admin_stop(mg_test_admin_t *t)
     int rc = t->close_rc;
     pthread_mutex_destroy(&t->mu);
     pthread_cond_destroy(&t->cv);
+    free(t->names_buf);
     free(t);
     return rc;
 }

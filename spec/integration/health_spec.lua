@@ -33,7 +33,7 @@ describe("active health checks", function()
     local gw, ups, admin
 
     local function target(name)
-        local body = h.http(admin, { path = "/upstreams" }).body
+        local body = h.admin(admin, { path = "/upstreams" }).body
         for _, u in ipairs(h.json(body).upstreams) do
             for _, t in ipairs(u.targets) do
                 if t.target == ups[name].addr then return t end
@@ -81,7 +81,7 @@ gw.route { path = "/svc/**", upstream = "svc" }
         assert.equal("status 503", t.checks.last_error)
         assert.same({ a = 10 }, spread(gw.port, 10))
         assert.truthy(gw:log():find("target " .. ups.b.addr .. " taken out: status 503", 1, true))
-        local metrics = h.http(admin, { path = "/metrics" }).body
+        local metrics = h.admin(admin, { path = "/metrics" }).body
         assert.truthy(metrics:find(('moongate_upstream_target_up{upstream="svc",target="%s"} 0')
             :format(ups.b.addr), 1, true), metrics)
         assert.truthy(metrics:find(('moongate_upstream_target_up{upstream="svc",target="%s"} 1')
@@ -112,7 +112,7 @@ gw.route { path = "/svc/**", upstream = "svc" }
     it("a reload keeps a target that is down out", function()
         set_health(ups.b, "status=503")
         eventually(3, function() return target("b").checks.state == "down" end, "b down")
-        local res = h.http(admin, { method = "POST", path = "/reload" })
+        local res = h.admin(admin, { method = "POST", path = "/reload" })
         assert.equal(200, res.status)
         -- at once: the new generation starts from the old one's state
         assert.equal("down", target("b").checks.state)
@@ -133,7 +133,7 @@ gw.route { path = "/svc/**", upstream = "svc" }
 ]]):format(admin2), { vars = { A = ups.a, C = extra } })
         h.cleanup(extra)
         eventually(3, function()
-            local body = h.json(h.http(admin2, { path = "/upstreams" }).body)
+            local body = h.json(h.admin(admin2, { path = "/upstreams" }).body)
             local t = body.upstreams[1].targets[2]
             return t.checks.state == "down"
                 and t.checks.last_error:lower():find("refused", 1, true) ~= nil

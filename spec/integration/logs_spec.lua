@@ -148,8 +148,7 @@ end }
         assert.truthy(text:find(ts .. " %[error%] worker %d+: loud%-err\n"), text)
         -- reopened through the admin API after a rotation
         assert(os.rename(errlog, errlog .. ".1"))
-        local res = h.http(gw.ports[2], { method = "POST", path = "/logs/reopen",
-                                          headers = { ["content-type"] = "application/json" } })
+        local res = h.admin(gw.ports[2], { method = "POST", path = "/logs/reopen" })
         assert.equal(200, res.status, res.body)
         assert.equal(200, h.http(gw.port, { path = "/say" }).status)
         eventually(function() return (h.read_file(errlog) or ""):find("loud-err", 1, true) end,

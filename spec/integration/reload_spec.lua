@@ -57,7 +57,7 @@ describe("hot reload", function()
     end
 
     local function status()
-        return h.json(h.http(admin, { path = "/status" }).body)
+        return h.json(h.admin(admin, { path = "/status" }).body)
     end
 
     local function version_of(res)
@@ -181,13 +181,14 @@ describe("hot reload", function()
         assert.equal(101, assert(ws:read_response()).status)
         -- warm up: the first reloads grow caches that then stay
         for _ = 1, 20 do
-            assert.equal(200, h.http(admin, { method = "POST", path = "/reload" }).status)
+            assert.equal(200, h.admin(admin, { method = "POST", path = "/reload" }).status)
         end
         local rss0 = gw:rss()
         local n = SANITIZED and 100 or 1000
         local c = h.connect(admin)
         for _ = 1, n do
-            c:send("POST /reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            c:send(h.request_text { method = "POST", path = "/reload", body = "",
+                                    headers = h.admin_headers(admin, "POST", "/reload") })
             assert.equal(200, assert(c:read_response({ timeout = 20 })).status)
         end
         c:close()

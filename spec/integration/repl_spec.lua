@@ -321,8 +321,9 @@ end } }
                 "status()", "upstreams()", "metrics()",
             })
             has(out, "generation = {")
-            has(out, 'target = "127.0.0.1:9"')
-            has(out, 'health = "up"')
+            -- the table upstreams() prints offline, with each target's health
+            assert.truthy(out:find("name%s+targets%s+options\n%s+orders%s+127%.0%.0%.1:9 up%s+" ..
+                "keepalive 64, connect 5s, read 60s\n"), out)
             has(out, "moongate_generation")
         end)
 
@@ -330,7 +331,7 @@ end } }
             h.write_file(gw.config_path, h.read_file(gw.config_path) ..
                 'gw.route { name = "added", path = "/added", handler = ' ..
                 'function() return 200, "new" end }\n')
-            local res = h.http(gw.ports[2], { method = "POST", path = "/reload" })
+            local res = h.admin(gw.ports[2], { method = "POST", path = "/reload" })
             assert.equal(200, res.status, res.body)
             local _, out = repl("--attach " .. admin, { "routes()", 'try "/added"' })
             assert.truthy(out:find("added%s+%*%s+/added%s+handler"), out)

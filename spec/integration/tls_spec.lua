@@ -169,7 +169,7 @@ gw.route { path = "/**", upstream = "up" }
 
     it("garbage instead of a handshake closes the connection and is counted", function()
         local function failed()
-            local m = h.http(admin, { path = "/metrics" }).body
+            local m = h.admin(admin, { path = "/metrics" }).body
             return tonumber(m:match('moongate_tls_handshakes_total{result="failed"} (%d+)'))
         end
         local before = failed()
@@ -274,7 +274,7 @@ gw.route { path = "/", handler = function() return 200, "ok" end }
         assert.is_nil(r.error)
         -- a broken certificate: the reload is refused, the old one serves
         h.write_file(crt, "not a certificate\n")
-        local res = h.http(admin, { method = "POST", path = "/reload" })
+        local res = h.admin(admin, { method = "POST", path = "/reload" })
         assert.is_not.equal(200, res.status)
         assert.truthy(res.body:find("cannot load certificate", 1, true), res.body)
         r = tls(gw.port, { sni = "localhost", ca = old_crt, send = get("/") })
@@ -282,7 +282,7 @@ gw.route { path = "/", handler = function() return 200, "ok" end }
         -- the new pair: new handshakes get it
         h.sh(("cp %s %s && cp %s %s"):format(h.shq(new_crt), h.shq(crt), h.shq(new_key),
             h.shq(key)))
-        assert.equal(200, h.http(admin, { method = "POST", path = "/reload" }).status)
+        assert.equal(200, h.admin(admin, { method = "POST", path = "/reload" }).status)
         r = tls(gw.port, { sni = "localhost", ca = new_crt, send = get("/") })
         assert.is_nil(r.error)
         assert.equal(200, r.responses[1].status)

@@ -489,7 +489,8 @@ end
 -- {{PORT2}}.. more free ports (opts.ports = how many, default 1), {{TMP}}
 -- the temp dir, and opts.vars entries (an upstream table gives its
 -- "127.0.0.1:PORT"). opts.workers (default 2) or opts.args replaces the
--- `--workers 2` argument; opts.env is prepended ("VAR=x ..."); opts.wait_ports
+-- `--workers 2` argument (`--admin off` is added unless the config sets
+-- settings.admin or args say --admin); opts.env is prepended ("VAR=x ..."); opts.wait_ports
 -- lists the ports to wait for (default: all). Waits until every listen port
 -- accepts (10 s) and returns the gateway object
 -- { port, ports, pid, log_path, config_path, stop(sig), rss(), wait_exit(t),
@@ -508,6 +509,12 @@ function _M.start_gateway(config, opts)
     local text = subst(config, vars)
     local path = _M.tmpfile("gateway.lua", text)
     local args = opts.args or ("--workers " .. (opts.workers or 2))
+    -- a gateway whose admin API cannot listen does not start, and the
+    -- default 127.0.0.1:9901 is shared by every gateway on the machine: a
+    -- config that does not set settings.admin runs without one
+    if not text:find("admin%s*=") and not args:find("--admin", 1, true) then
+        args = args .. " --admin off"
+    end
     local env = opts.env or ""
     local cmd = fmt("exec %s%s run -c %s %s", env ~= "" and ("env " .. env .. " ") or "",
         shq(_M.MG_BIN), shq(path), args)
@@ -989,6 +996,34 @@ function _M.http(port, req)
             tostring(err)), 2)
     end
     return res
+end
+
+-- The headers moongate's own clients send to the admin API on
+-- 127.0.0.1:port (src/admin_client.c): a Host naming it and, for a POST or
+-- DELETE, the Content-Type its endpoint needs; a page in a browser cannot
+-- send the latter without a preflight (README, "Admin API").
+function _M.admin_headers(port, method, path)
+    local hdrs = { Host = "127.0.0.1:" .. port }
+    if method == "POST" or method == "DELETE" then
+        hdrs["Content-Type"] = (path or ""):match("^/repl") and "text/x-lua"
+            or "application/json"
+    end
+    return hdrs
+end
+
+-- One request to the admin API on 127.0.0.1:port, as moongate's own
+-- clients send it (admin_headers; req.headers, a map, adds or replaces).
+function _M.admin(port, req)
+    req = req or {}
+    local hdrs = _M.admin_headers(port, req.method, req.path)
+    for k, v in pairs(req.headers or {}) do hdrs[k] = v end
+    local r2 = {}
+    for k, v in pairs(req) do r2[k] = v end
+    r2.headers = hdrs
+    if (req.method == "POST" or req.method == "DELETE") and not r2.body then
+        r2.body = ""
+    end
+    return _M.http(port, r2)
 end
 
 -- Same as http() but on an existing connection (keep-alive).
