@@ -44,6 +44,7 @@ typedef struct mg_route_s {
     uint32_t metric_id;
     int index;
     int line;
+    int escaped_slashes;
 } mg_route_t;]] },
     { "router.h", "typedef struct mg_router_s mg_router_t;" },
     { "router.h", [[
@@ -77,7 +78,8 @@ long mg_router_upstream_path(const mg_route_match_t *m, const char *path,
                              size_t path_len, char *out, size_t cap);]] },
     { "router.h", "const char *mg_router_check_pattern(const char *pattern);" },
     { "uri.h", [[
-int mg_uri_normalize_path(const char *in, size_t len, char *out, size_t *out_len);]] },
+int mg_uri_normalize_path(const char *in, size_t len, char *out, size_t *out_len,
+                          int flags);]] },
     { "shdict.h", "typedef struct mg_shdict_s mg_shdict_t;" },
     { "shdict.h", "mg_shdict_t *mg_shdict_open(const char *name, size_t cap);" },
 }
@@ -122,7 +124,7 @@ local out_len = ffi_new("size_t[1]")
 -- nil when the core would answer 400.
 function _M.normalize(p)
     local out = ffi_new("char[?]", #p + 1)
-    if lib.mg_uri_normalize_path(p, #p, out, out_len) ~= 0 then
+    if lib.mg_uri_normalize_path(p, #p, out, out_len, 0) ~= 0 then
         return nil
     end
     return ffi_string(out, out_len[0])
