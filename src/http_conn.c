@@ -675,6 +675,12 @@ static int on_headers_complete(llhttp_t *p)
     if (p->http_major != 1)
         return fail(p, 505, "HTTP version not supported");
     for (uint32_t i = 0; i < r->nheaders; i++) {
+        /* llhttp keeps the OWS after a value; it is not part of it (RFC
+         * 9112 5): "Host: a " is host "a" */
+        mg_span_t *v = &r->headers[i].value;
+        while (v->len > 0 && (c->buf.data[v->off + v->len - 1] == ' ' ||
+                              c->buf.data[v->off + v->len - 1] == '\t'))
+            v->len--;
         const char *why = classify_header(c, i);
         if (why)
             return fail(p, 400, why);
@@ -1335,6 +1341,23 @@ void mg_conn_throttle(mg_conn_t *c, int on)
         start_reading(c);
 }
 
+/* Body bytes already parsed went upstream or were dropped (or copied, for
+ * req:body()): move what is left right after the head, so that a body
+ * paused at chunk lines never fills the buffer. */
+static void body_compact(mg_conn_t *c)
+{
+    mg_request_t *r = c->r;
+    if (r->state != MG_RS_BODY && r->state != MG_RS_LOCAL && r->state != MG_RS_BUFFER)
+        return;
+    if (c->buf.parsed <= r->head_end)
+        return;
+    uint32_t left = c->buf.len - c->buf.parsed;
+    if (left > 0)
+        memmove(c->buf.data + r->head_end, c->buf.data + c->buf.parsed, left);
+    c->buf.parsed = r->head_end;
+    c->buf.len = r->head_end + left;
+}
+
 /* The request (or what came where one should start) is refused: answer
  * `status` and close, or just close once an answer has started. */
 static void parse_failed(mg_conn_t *c, int status, const char *reason)
@@ -1391,8 +1414,10 @@ static void conn_parse(mg_conn_t *c)
             break; /* waiting for the upstream connection */
         if (r && r->chunk_line) {
             int ok = chunk_line(c);
-            if (ok == 0)
+            if (ok == 0) {
+                body_compact(c);
                 break; /* the rest of the line is still to come */
+            }
             if (ok < 0) {
                 parse_failed(c, 400, "invalid chunk size line");
                 break;
@@ -1419,8 +1444,10 @@ static void conn_parse(mg_conn_t *c)
         if (e == HPE_PAUSED) {
             c->buf.parsed = (uint32_t)(pos - c->buf.data);
             llhttp_resume(&c->parser);
-            if (r && r->chunk_line && r->head_end)
+            if (r && r->chunk_line && r->head_end) {
+                body_compact(c);
                 continue; /* at a chunk-size line (on_chunk_complete) */
+            }
             if (r && r->state == MG_RS_UPSTREAM && !r->head_end) {
                 r->head_end = c->buf.parsed;
                 process_head(c);

@@ -39,7 +39,8 @@ local function without_functions(t)
 end
 
 local ROUTE_KEYS = "(valid: name, path, upstream, handler, methods, host, " ..
-    "headers, listen, strip_prefix, rewrite, max_body, policies, cache)"
+    "headers, listen, strip_prefix, rewrite, max_body, policies, cache, " ..
+    "escaped_slashes)"
 
 
 describe("config normalisation", function()
@@ -57,7 +58,7 @@ describe("config normalisation", function()
             timeouts = { header = 10000, keepalive = 60000, body = 60000,
                          send = 60000, shutdown = 10000, hook = 100 },
             listeners = { { host = "0.0.0.0", port = 8080, line = 2,
-                            source = file } },
+                            source = file, escaped_slashes = "reject" } },
             upstreams = {},
             routes = { { name = "/", path = "/", headers = {}, listen = 0,
                          max_body = 10485760, line = 3, source = file } },
@@ -82,8 +83,10 @@ describe("config normalisation", function()
         local cfg = assert(load("full"))
         local file = DIR .. "full.lua"
         assert.same({
-            { host = "0.0.0.0", port = 8080, line = 22, source = file },
-            { host = "127.0.0.1", port = 8443, line = 23, source = file },
+            { host = "0.0.0.0", port = 8080, line = 22, source = file,
+              escaped_slashes = "reject" },
+            { host = "127.0.0.1", port = 8443, line = 23, source = file,
+              escaped_slashes = "reject" },
         }, cfg.listeners)
     end)
 
@@ -232,7 +235,7 @@ describe("config errors", function()
             ":2: unknown key 'sned' in settings.timeouts (did you mean " ..
                 "'send'? valid: header, keepalive, body, send, shutdown, hook)",
             ":3: unknown key 'hots' in gw.listen (did you mean 'host'? " ..
-                "valid: port, host, tls)",
+                "valid: port, host, tls, escaped_slashes)",
             ":4: unknown key 'wieght' in upstream.targets[1] (did you mean " ..
                 "'weight'? valid: a \"host:port\" first, then weight)",
             ":4: unknown key 'keepalve' in gw.upstream options (did you " ..
