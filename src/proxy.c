@@ -984,7 +984,10 @@ static char *put_forwarded(char *o, mg_conn_t *c, mg_span_t host)
     o = PUTS(o, "Forwarded: for=");
     if (v6)
         o = PUTS(o, "\"[");
-    o = put(o, c->client_ip, strlen(c->client_ip));
+    if (c->client_ip[0])
+        o = put(o, c->client_ip, strlen(c->client_ip));
+    else
+        o = PUTS(o, "unknown"); /* RFC 7239 6.2: no address known */
     if (v6)
         o = PUTS(o, "]\"");
     o = c->tls ? PUTS(o, ";proto=https") : PUTS(o, ";proto=http");
