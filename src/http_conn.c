@@ -969,8 +969,8 @@ static int escaped_slashes(mg_conn_t *c)
     int mode = slashes_mode(c);
     if (mode == MG_SLASHES_KEEP)
         return 0;
-    r->response_close = 1;
     if (mode == MG_SLASHES_REJECT || (found & MG_URI_NESTED_SLASH)) {
+        r->response_close = 1;
         mg_conn_respond_error(c, 400, (found & MG_URI_NESTED_SLASH)
                                           ? "encoded escaped slash (%252F, %255C) in path"
                                           : "escaped slash (%2F, %5C) in path");
@@ -983,6 +983,7 @@ static int escaped_slashes(mg_conn_t *c)
     char *d = r->scratch + r->scratch_used;
     if (mg_uri_normalize_path(url, plen, d, &dlen, MG_URI_DECODE_SLASHES) < 0 ||
         mg_uri_escaped_slashes(d, dlen)) {
+        r->response_close = 1;
         mg_conn_respond_error(c, 400, "bad request target");
         return 1;
     }
@@ -1002,10 +1003,10 @@ static int escaped_slashes(mg_conn_t *c)
                           "{\"error\":\"escaped slash in path: see Location\",\"status\":307,"
                           "\"request_id\":\"%s\"}\n", r->request_id);
         r->state = MG_RS_LOCAL;
+        r->response_close = 1; /* a body the client sent is not read */
         mg_conn_respond(c, 307, "application/json", body, (size_t)bn, loc, (size_t)(o - loc));
         return 1;
     }
-    r->response_close = 0;
     r->path = d;
     r->path_len = dlen;
     r->scratch_used += dlen + 1;
@@ -1047,9 +1048,13 @@ static int chunk_line(mg_conn_t *c)
         return -1;
     digits = i;
     for (;;) {
+        size_t ws = i;
         OWS();
-        if (s[i] == '\r')
+        if (s[i] == '\r') {
+            if (i != ws)
+                return -1; /* BWS only comes before a ';' */
             break;
+        }
         if (s[i] != ';')
             return -1;
         i++;

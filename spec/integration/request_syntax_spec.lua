@@ -402,6 +402,8 @@ describe("request syntax", function()
             { "a control byte in a quoted value", "5;a=\"b\1\"\r\nhello\r\n0\r\n\r\n" },
             { "an unterminated quoted value", "5;a=\"b\r\nhello\r\n0\r\n\r\n" },
             { "a bare LF", "5;a=b\nhello\r\n0\r\n\r\n" },
+            { "whitespace before the CRLF", "5 \r\nhello\r\n0\r\n\r\n" },
+            { "whitespace after a value", "5;a=b \r\nhello\r\n0\r\n\r\n" },
             { "a bad extension on a later chunk", "5\r\nhello\r\n3;=x\r\nabc\r\n0\r\n\r\n" },
             { "a bad extension on the last chunk", "5\r\nhello\r\n0;a=\r\n\r\n" },
         }
