@@ -909,6 +909,8 @@ static int prepare_target(mg_conn_t *c)
         return -1; /* only origin-form: no absolute-form, authority or '*' */
     const char *q = memchr(url, '?', len);
     size_t plen = q ? (size_t)(q - url) : len;
+    if (q && memchr(q, '#', len - plen))
+        return -1; /* a fragment (RFC 9112 3.2: none in a request target) */
     char *path = r->scratch;
     size_t out_len = 0;
     if (mg_uri_normalize_path(url, plen, path, &out_len, 0) < 0)

@@ -97,8 +97,9 @@ int mg_uri_normalize_path(const char *in, size_t len, char *out, size_t *out_len
                 i += 3;
                 continue;
             }
-            if (c < 0x20 || c >= 0x7f || c == '\\')
-                return -1; /* NUL, controls, DEL, raw 8-bit, backslash */
+            if (c < 0x20 || c >= 0x7f || c == '\\' || c == '#')
+                return -1; /* NUL, controls, DEL, raw 8-bit, backslash, and a
+                              fragment, which an upstream would cut off */
             out[o++] = (char)c;
             i++;
         }
@@ -133,6 +134,11 @@ static int slash_hex(const char *p)
            (p[0] == '5' && (p[1] == 'C' || p[1] == 'c'));
 }
 
+/* Overlong UTF-8 forms of '/' and '\\', which lax decoders (old IIS, some
+ * Java stacks) turn into a separator. Canonical hex, as normalised. */
+static const char *const overlong[] = { "%C0%AF", "%C1%9C", "%E0%80%AF", "%E0%81%9C",
+                                        "%F0%80%80%AF", "%F0%80%81%9C" };
+
 int mg_uri_escaped_slashes(const char *path, size_t len)
 {
     const char *p = memchr(path, '%', len), *end = path + len;
@@ -140,7 +146,13 @@ int mg_uri_escaped_slashes(const char *path, size_t len)
 
     /* In a normalised path every '%' starts a valid escape. */
     for (; p != NULL && end - p >= 3; p = memchr(p + 1, '%', (size_t)(end - p - 1))) {
-        if (slash_hex(p + 1)) {
+        if (p[1] >= 'C') {
+            for (size_t k = 0; k < sizeof(overlong) / sizeof(overlong[0]); k++) {
+                size_t n = strlen(overlong[k]);
+                if ((size_t)(end - p) >= n && memcmp(p, overlong[k], n) == 0)
+                    found |= MG_URI_NESTED_SLASH;
+            }
+        } else if (slash_hex(p + 1)) {
             found |= MG_URI_ESCAPED_SLASH;
         } else if (p[1] == '2' && p[2] == '5') {
             /* "%25" then "25"* then "2F"/"5C": a slash after more decodings */

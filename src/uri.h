@@ -17,7 +17,8 @@ enum {
  *    MG_URI_DECODE_SLASHES, %2F and %5C become '/' and separate segments
  *    like a raw '/' (so the rules below apply to them too);
  *  - malformed escapes ("%G1", "%4"), NUL, control bytes, bytes >= 0x7f
- *    unescaped, and '\\' are rejected;
+ *    unescaped, '\\' and '#' (a fragment has no place in a request) are
+ *    rejected;
  *  - runs of '/' collapse to one;
  *  - "." segments are removed and ".." removes the previous segment;
  *    a ".." above the root is rejected;
@@ -32,7 +33,8 @@ int mg_uri_normalize_path(const char *in, size_t len, char *out, size_t *out_len
 enum {
     MG_URI_ESCAPED_SLASH = 1, /* "%2F" or "%5C": a slash to an upstream that decodes */
     MG_URI_NESTED_SLASH = 2,  /* "%252F", "%25252F", ...: one to an upstream that
-                                 decodes twice or more */
+                                 decodes twice or more; also the overlong UTF-8
+                                 "%C0%AF" and "%C1%9C" (and 3- and 4-byte forms) */
 };
 
 /* Bit set of the MG_URI_*_SLASH kinds present in normalised `path`; 0 when

@@ -349,6 +349,14 @@ describe("mg_uri_normalize_path with MG_URI_DECODE_SLASHES", function()
     end)
 end)
 
+describe("fragments", function()
+    it("rejects a '#' in the path", function()
+        assert.is_nil(norm("/secure#x"))
+        assert.is_nil(norm("/a/#/../b"))
+        assert.equal("/a%23b", norm("/a%23b"))
+    end)
+end)
+
 describe("dot segments with a path parameter", function()
     it("rejects ..;x and .;x segments", function()
         assert.is_nil(norm("/a/..;/b"))
@@ -385,6 +393,14 @@ describe("mg_uri_escaped_slashes", function()
         for _, p in ipairs({ "/a%252Fb", "/a%252fb", "/a%255C", "/a%25252F", "/%2525252f" }) do
             assert.equal(NESTED, kinds(p), p)
         end
+    end)
+
+    it("finds overlong UTF-8 forms of / and \\ (as nested)", function()
+        for _, p in ipairs({ "/a%C0%AFb", "/a%C1%9C", "/%E0%80%AF", "/%E0%81%9C",
+                             "/%F0%80%80%AF", "/%F0%80%81%9C", norm("/a%c0%afb") }) do
+            assert.equal(NESTED, kinds(p), p)
+        end
+        assert.equal(0, kinds("/%C0%A0%C3%A9%E0%80"))
     end)
 
     it("finds nested encodings pieced together by normalisation", function()

@@ -123,6 +123,22 @@ describe("request syntax", function()
             end)
         end
 
+        local OVERLONG = { -- sent, kept by a keep listener
+            { "/public/..%C0%AFsecure/x", "/public/..%C0%AFsecure/x" },
+            { "/public/..%c1%9csecure/x", "/public/..%C1%9Csecure/x" },
+            { "/public/..%E0%80%AFsecure/x", "/public/..%E0%80%AFsecure/x" },
+        }
+        for _, case in ipairs(OVERLONG) do
+            it(case[1] .. " (overlong UTF-8) is a 400 but on keep listeners", function()
+                for i = 1, 3 do
+                    refused(gw.ports[i], get(case[1]))
+                end
+                local name, seen = forwarded(gw.ports[4], get(case[1]))
+                assert.equal("pub", name)
+                assert.equal(case[2], seen.path)
+            end)
+        end
+
         it("%2525 alone (no slash after it) is kept", function()
             local _, seen = forwarded(gw.ports[1], get("/public/a%2525b"))
             assert.equal("/public/a%2525b", seen.path)
@@ -200,6 +216,12 @@ describe("request syntax", function()
         it("..;/ (a path parameter on a dot segment) is a 400", function()
             refused(gw.ports[1], get("/public/..;/secure/x"))
             refused(gw.ports[1], get("/public/.;x/y"))
+        end)
+
+        it("a fragment is a 400: an upstream would cut it off", function()
+            refused(gw.ports[1], get("/secure#x"))
+            refused(gw.ports[1], get("/public/x?a=1#/../../secure"))
+            refused(gw.ports[4], get("/public/x#"))
         end)
 
         it("a raw backslash is a 400", function()

@@ -928,6 +928,9 @@ function _M.prepare(st, normalize)
         return false
     end
     local q = find(url, "?", 1, true)
+    if q and find(url, "#", q, true) then
+        return false -- a fragment in the query
+    end
     local raw = q and sub(url, 1, q - 1) or url
     local path = normalize(raw)
     if not path then
