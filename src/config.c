@@ -32,6 +32,7 @@
 #include "lua_state.h"
 #include "router.h"
 #include "shdict.h"
+#include "uri.h"
 
 #define MAX_DOUBLE_INT 9007199254740992.0 /* 2^53: larger doubles skip integers */
 
@@ -440,6 +441,20 @@ out:
     free(source);
 }
 
+/* t.escaped_slashes (a name Lua checked) -> mg_slashes_t; absent: *out kept. */
+static void conv_slashes(conv_t *cv, int t, const char *what, int *out)
+{
+    char *name = NULL;
+    if (get_str(cv, t, what, "escaped_slashes", 1, &name) < 0 || !name)
+        return;
+    int mode = mg_uri_slashes_mode(name);
+    free(name);
+    if (mode < 0)
+        internal(cv, what, "escaped_slashes", "\"reject\", \"decode\", \"redirect\" or \"keep\"");
+    else
+        *out = mode;
+}
+
 static void conv_listeners(conv_t *cv, int cfg_t, mg_config_t *cfg)
 {
     int list = push_table(cv, cfg_t, "", "listeners");
@@ -463,6 +478,8 @@ static void conv_listeners(conv_t *cv, int cfg_t, mg_config_t *cfg)
         get_int(cv, t, what, "line", 0, INT32_MAX, &l->line);
         if (get_uint(cv, t, what, "port", 1, 65535, &port) == 0)
             l->port = (uint16_t)port;
+        l->escaped_slashes = MG_SLASHES_REJECT;
+        conv_slashes(cv, t, what, &l->escaped_slashes);
         lua_getfield(cv->L, t, "tls");
         int has_tls = lua_istable(cv->L, -1);
         lua_pop(cv->L, 1);
@@ -803,6 +820,7 @@ static void conv_route(conv_t *cv, int t, const char *what, mg_config_t *cfg, mg
     get_str(cv, t, what, "host", 1, &r->host);
     get_str(cv, t, what, "strip_prefix", 1, &r->strip_prefix);
     get_str(cv, t, what, "rewrite", 1, &r->rewrite);
+    conv_slashes(cv, t, what, &r->escaped_slashes);
     conv_methods(cv, t, what, r);
     conv_upgrades(cv, t, what, r);
     conv_headers(cv, t, what, r);

@@ -101,6 +101,7 @@ typedef struct mg_route_s {
     uint32_t metric_id;    /* metrics.h route id */
     int index;             /* position in the config, 0-based */
     int line;              /* where it was declared */
+    int escaped_slashes;   /* mg_slashes_t (uri.h); 0: the listener's */
 } mg_route_t;
 
 struct mg_tls_ctx_s;
@@ -111,6 +112,7 @@ typedef struct mg_listener_s {
     char *source;             /* where gw.listen is: file (or module) and line */
     int line;
     struct mg_tls_ctx_s *tls; /* NULL: plain HTTP; else one reference (tls.h) */
+    int escaped_slashes;      /* mg_slashes_t (uri.h), never INHERIT */
 } mg_listener_t;
 
 typedef struct mg_limits_s {

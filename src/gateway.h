@@ -88,7 +88,8 @@ typedef enum {
  * absent). */
 enum {
     MG_H_HOST, MG_H_CONNECTION, MG_H_EXPECT, MG_H_REQUEST_ID, MG_H_XFF,
-    MG_H_UPGRADE, MG_H_CONTENT_LENGTH, MG_H_TRANSFER_ENCODING, MG_H_TRACEPARENT, MG_H__COUNT
+    MG_H_UPGRADE, MG_H_CONTENT_LENGTH, MG_H_TRANSFER_ENCODING, MG_H_TRACEPARENT,
+    MG_H_AUTHORIZATION, MG_H_PROXY_AUTHORIZATION, MG_H_CONTENT_TYPE, MG_H__COUNT
 };
 
 /* A header change asked for by a hook, applied when the head is written.
@@ -137,6 +138,9 @@ struct mg_request_s {
     uint32_t head_bytes;       /* header names + values, for the 431 check */
     uint32_t head_end;         /* buffer offset just past the head */
     uint8_t last_was_value;    /* header callback state */
+    uint8_t chunk_line;        /* a chunk-size line starts at buf.parsed */
+    uint8_t last_chunk;        /* the "0" chunk was seen: trailers follow */
+    const char *error_reason;  /* set with status by a parser callback (static) */
     uint8_t http_minor;
     uint8_t keep_alive;        /* client wants the connection kept */
     uint8_t chunked;           /* request body is chunked */
@@ -255,6 +259,7 @@ struct mg_conn_s {
     uint8_t closing_after_write;
     uint8_t timer_armed;
     uint16_t local_port;
+    uint16_t listener;         /* index into cfg->listeners */
     uint64_t deadline;         /* loop time (ms) when the current wait expires */
     uint64_t timer_expiry;
     uint32_t requests;         /* served on this connection */
@@ -492,6 +497,8 @@ int mg_upconn_header_forwarded(mg_upconn_t *u, uint32_t i);
 /* The next token of the comma-separated list v from *at (blanks and
  * commas skipped) in *tok / *tl, *at moved past it. Returns 0 at the end. */
 int mg_token_next(const char *v, size_t vl, size_t *at, const char **tok, size_t *tl);
+/* Is ch a token character (RFC 9110 5.6.2 tchar)? */
+int mg_token_char(unsigned char ch);
 /* Does the comma-separated token list v name tok (case-insensitive)? */
 int mg_token_listed(const char *v, size_t vl, const char *tok, size_t tl);
 /* The request headers that override the URL or method for some upstreams

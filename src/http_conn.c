@@ -34,6 +34,10 @@
 #include "upgrade.h"
 #include "uri.h"
 
+/* A chunk-size line with its extensions is at most this long (400 beyond):
+ * a client cannot make the gateway wait on one without end. */
+#define MG_CHUNK_LINE_MAX 4096
+
 static llhttp_settings_t req_settings;
 static int settings_ready;
 
@@ -78,6 +82,7 @@ const char *mg_status_text(int status)
     case 301: return "Moved Permanently";
     case 302: return "Found";
     case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
     case 403: return "Forbidden";
@@ -92,6 +97,7 @@ const char *mg_status_text(int status)
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
     default: return "Unknown";
     }
 }
@@ -190,11 +196,15 @@ static size_t buf_room(mg_conn_t *c)
 {
     if (!c->buf.data)
         mg_worker_buf_get(c->w, &c->buf);
-    if (c->buf.data && c->buf.len == c->buf.cap && c->r && c->r->state == MG_RS_HEAD) {
+    if (c->buf.data && c->buf.len == c->buf.cap && c->r &&
+        (c->r->state == MG_RS_HEAD || c->r->chunk_line)) {
         /* a long head: grow up to what the limits allow (plus one byte so
-         * that the limit itself is detected by the parser callbacks) */
+         * that the limit itself is detected by the parser callbacks); a
+         * chunk line waited for after it gets its own bound on top */
         const mg_limits_t *l = &c->r->g->cfg->limits;
         size_t max = l->request_line + l->header_size + 1024;
+        if (c->r->chunk_line)
+            max += MG_CHUNK_LINE_MAX;
         if (c->buf.cap < max)
             mg_worker_buf_grow(c->w, &c->buf, c->buf.cap * 2 < max ? c->buf.cap * 2 : max);
     }
@@ -504,11 +514,16 @@ static void request_free(mg_conn_t *c)
 
 /* ---- llhttp callbacks --------------------------------------------------- */
 
+/* A callback refuses the request. llhttp replaces the reason of some
+ * callbacks' errors with its own ("User callback error"), so status and
+ * reason are kept on the request for conn_parse. */
 static int fail(llhttp_t *p, int status, const char *reason)
 {
     mg_conn_t *c = p->data;
-    if (c->r)
+    if (c->r) {
         c->r->status = status;
+        c->r->error_reason = reason;
+    }
     llhttp_set_error_reason(p, reason);
     return HPE_USER;
 }
@@ -551,6 +566,11 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
     r->url.len += (uint32_t)len;
     if (r->url.len + r->method.len + 10 > c->r->g->cfg->limits.request_line)
         return fail(p, 414, "request line too long");
+    /* "GET /\r\n" is an HTTP/0.9 request line: llhttp would wait for a
+     * header line after it, and the client for an answer. The byte that
+     * ended the span is in the buffer. */
+    if (at + len < c->buf.data + c->buf.len && (at[len] == '\r' || at[len] == '\n'))
+        return fail(p, 400, "request line without an HTTP version (HTTP/0.9)");
     return 0;
 }
 
@@ -606,42 +626,74 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
-/* Remembers the headers the core itself acts on. */
-static int classify_header(mg_conn_t *c, uint32_t i)
+/* Fields that must not appear twice: which copy counts would differ between
+ * the gateway (its checks, hooks, routing) and the upstream. RFC 9110 5.3:
+ * none of them is a list. (Two Content-Length fields llhttp refuses itself.) */
+static const char *const dup_reason[MG_H__COUNT] = {
+    [MG_H_HOST] = "duplicate Host header",
+    [MG_H_REQUEST_ID] = "duplicate X-Request-Id header",
+    [MG_H_TRANSFER_ENCODING] = "duplicate Transfer-Encoding header",
+    [MG_H_CONTENT_LENGTH] = "duplicate Content-Length header",
+    [MG_H_AUTHORIZATION] = "duplicate Authorization header",
+    [MG_H_PROXY_AUTHORIZATION] = "duplicate Proxy-Authorization header",
+    [MG_H_CONTENT_TYPE] = "duplicate Content-Type header",
+};
+
+/* Remembers the headers the core itself acts on. Returns NULL, or why the
+ * request is refused (400). */
+static const char *classify_header(mg_conn_t *c, uint32_t i)
 {
     mg_request_t *r = c->r;
     mg_span_t n = r->headers[i].name;
     int k = -1;
     switch (n.len) {
+    case 0: return "empty header field name"; /* ": v": llhttp lets it by */
     case 4: if (span_ieq(c, n, "host", 4)) k = MG_H_HOST; break;
     case 6: if (span_ieq(c, n, "expect", 6)) k = MG_H_EXPECT; break;
     case 7: if (span_ieq(c, n, "upgrade", 7)) k = MG_H_UPGRADE; break;
     case 10: if (span_ieq(c, n, "connection", 10)) k = MG_H_CONNECTION; break;
-    case 12: if (span_ieq(c, n, "x-request-id", 12)) k = MG_H_REQUEST_ID; break;
+    case 12:
+        if (span_ieq(c, n, "x-request-id", 12))
+            k = MG_H_REQUEST_ID;
+        else if (span_ieq(c, n, "content-type", 12))
+            k = MG_H_CONTENT_TYPE;
+        break;
+    case 13: if (span_ieq(c, n, "authorization", 13)) k = MG_H_AUTHORIZATION; break;
     case 14: if (span_ieq(c, n, "content-length", 14)) k = MG_H_CONTENT_LENGTH; break;
+    case 19: if (span_ieq(c, n, "proxy-authorization", 19)) k = MG_H_PROXY_AUTHORIZATION; break;
     case 15: if (span_ieq(c, n, "x-forwarded-for", 15)) k = MG_H_XFF; break;
     case 11: if (span_ieq(c, n, "traceparent", 11)) k = MG_H_TRACEPARENT; break;
     case 17: if (span_ieq(c, n, "transfer-encoding", 17)) k = MG_H_TRANSFER_ENCODING; break;
     default: break;
     }
     if (k < 0)
-        return 0;
-    if (r->known[k] && (k == MG_H_HOST || k == MG_H_REQUEST_ID || k == MG_H_TRANSFER_ENCODING))
-        return -1; /* a second Host is ambiguous: which one routes? */
+        return NULL;
+    if (r->known[k] && dup_reason[k])
+        return dup_reason[k]; /* a second Host is ambiguous: which one routes? */
     if (r->known[k] && k == MG_H_TRACEPARENT)
         r->trace_bad = 1; /* W3C: two of them are no trace to continue */
     if (!r->known[k])
         r->known[k] = (uint16_t)(i + 1);
-    return 0;
+    return NULL;
 }
 
 static int on_headers_complete(llhttp_t *p)
 {
     mg_conn_t *c = p->data;
     mg_request_t *r = c->r;
+    /* llhttp takes any 1.x and 0.9 (below); 2.0 and up are other protocols */
+    if (p->http_major != 1)
+        return fail(p, 505, "HTTP version not supported");
     for (uint32_t i = 0; i < r->nheaders; i++) {
-        if (classify_header(c, i) < 0)
-            return fail(p, 400, "duplicate Host, Transfer-Encoding or X-Request-Id");
+        /* llhttp keeps the OWS after a value; it is not part of it (RFC
+         * 9112 5): "Host: a " is host "a" */
+        mg_span_t *v = &r->headers[i].value;
+        while (v->len > 0 && (c->buf.data[v->off + v->len - 1] == ' ' ||
+                              c->buf.data[v->off + v->len - 1] == '\t'))
+            v->len--;
+        const char *why = classify_header(c, i);
+        if (why)
+            return fail(p, 400, why);
     }
     /* llhttp checks this only after on_headers_complete, which pauses before
      * the head goes upstream: check it here. The only coding a request may
@@ -660,6 +712,7 @@ static int on_headers_complete(llhttp_t *p)
     r->http_minor = p->http_minor;
     r->keep_alive = llhttp_should_keep_alive(p) ? 1 : 0;
     r->chunked = (p->flags & F_CHUNKED) ? 1 : 0;
+    r->chunk_line = r->chunked; /* the first one follows the head */
     r->has_body = r->chunked || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
     r->content_length = (p->flags & F_CONTENT_LENGTH) ? p->content_length : 0;
     /* a gateway is no forward proxy: CONNECT would ask for a raw tunnel */
@@ -766,6 +819,26 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
+/* The "0" chunk ends the chunks: what follows is trailers, not a line. */
+static int on_chunk_header(llhttp_t *p)
+{
+    mg_conn_t *c = p->data;
+    if (p->content_length == 0)
+        c->r->last_chunk = 1;
+    return 0;
+}
+
+/* The next chunk-size line starts here: pause so that conn_parse checks it
+ * (chunk_line) before llhttp reads it. */
+static int on_chunk_complete(llhttp_t *p)
+{
+    mg_conn_t *c = p->data;
+    if (c->r->last_chunk)
+        return 0;
+    c->r->chunk_line = 1;
+    return HPE_PAUSED;
+}
+
 static int push_body(struct lua_State *co, void *arg);
 
 static int on_message_complete(llhttp_t *p)
@@ -802,6 +875,8 @@ static void init_settings(void)
     req_settings.on_message_begin = on_message_begin;
     req_settings.on_method = on_method;
     req_settings.on_url = on_url;
+    req_settings.on_chunk_header = on_chunk_header;
+    req_settings.on_chunk_complete = on_chunk_complete;
     req_settings.on_header_field = on_header_field;
     req_settings.on_header_value = on_header_value;
     req_settings.on_headers_complete = on_headers_complete;
@@ -891,9 +966,11 @@ static int prepare_target(mg_conn_t *c)
         return -1; /* only origin-form: no absolute-form, authority or '*' */
     const char *q = memchr(url, '?', len);
     size_t plen = q ? (size_t)(q - url) : len;
+    if (q && memchr(q, '#', len - plen))
+        return -1; /* a fragment (RFC 9112 3.2: none in a request target) */
     char *path = r->scratch;
     size_t out_len = 0;
-    if (mg_uri_normalize_path(url, plen, path, &out_len) < 0)
+    if (mg_uri_normalize_path(url, plen, path, &out_len, 0) < 0)
         return -1;
     r->path = path;
     r->path_len = out_len;
@@ -903,32 +980,193 @@ static int prepare_target(mg_conn_t *c)
     return 0;
 }
 
-/* Looks at the first chunk-size line of a chunked body, if it has arrived:
- * 1 valid, 0 not complete yet, -1 invalid (hex digits, at most 16, then an
- * optional ";extension", then CRLF). */
-static int peek_first_chunk(mg_conn_t *c)
+/* The request's Host value as received ("" when absent). */
+static const char *request_host(mg_conn_t *c, size_t *len)
 {
-    const char *s = c->buf.data + c->buf.parsed;
-    size_t n = c->buf.len - c->buf.parsed, i = 0;
+    mg_request_t *r = c->r;
+    if (!r->known[MG_H_HOST]) {
+        *len = 0;
+        return "";
+    }
+    mg_span_t h = r->headers[r->known[MG_H_HOST] - 1].value;
+    *len = h.len;
+    return mg_conn_data(c, h);
+}
+
+/* The escaped_slashes mode that applies to r: that of the route its path
+ * reaches as received (escapes kept), else that of its listener. */
+static int slashes_mode(mg_conn_t *c)
+{
+    mg_request_t *r = c->r;
+    const mg_config_t *cfg = r->g->cfg;
+    mg_route_match_t m;
+    size_t host_len;
+    const char *host = request_host(c, &host_len);
+    if (mg_router_match(r->g->router, c->local_port, mg_conn_data(c, r->method), r->method.len,
+                        host, host_len, r->path, r->path_len, header_get, c,
+                        &m) == MG_ROUTE_OK &&
+        m.route->escaped_slashes != MG_SLASHES_INHERIT)
+        return m.route->escaped_slashes;
+    return c->listener < cfg->nlisteners ? cfg->listeners[c->listener].escaped_slashes
+                                         : MG_SLASHES_REJECT;
+}
+
+/* An escaped slash ("%2F", "%5C", any case) in the path is a separator to
+ * an upstream that decodes it, so it could reach a resource that routing
+ * here did not see ("/public/..%2Fsecure"). The escaped_slashes option says
+ * what to do, and whatever it is, the path routed on is the path forwarded.
+ * Nested encodings ("%252F") are refused in every mode but keep: decoding
+ * them once leaves an escaped slash, twice changes what a correct upstream
+ * would see. Returns 0 to go on (r->path may now be the decoded path), or 1
+ * when the request was answered (400 or 307). */
+static int escaped_slashes(mg_conn_t *c)
+{
+    mg_request_t *r = c->r;
+    int found = mg_uri_escaped_slashes(r->path, r->path_len);
+    if (!found)
+        return 0;
+    int mode = slashes_mode(c);
+    if (mode == MG_SLASHES_KEEP)
+        return 0;
+    if (mode == MG_SLASHES_REJECT || (found & MG_URI_NESTED_SLASH)) {
+        r->response_close = 1;
+        mg_conn_respond_error(c, 400, (found & MG_URI_NESTED_SLASH)
+                                          ? "encoded escaped slash (%252F, %255C) in path"
+                                          : "escaped slash (%2F, %5C) in path");
+        return 1;
+    }
+    /* decode or redirect: normalise the path as received again, with the
+     * escaped slashes as separators (dot segments included) */
+    const char *url = mg_conn_data(c, r->url);
+    size_t plen = (size_t)(r->query_len ? r->query - url : (ptrdiff_t)r->url.len), dlen;
+    char *d = r->scratch + r->scratch_used;
+    if (mg_uri_normalize_path(url, plen, d, &dlen, MG_URI_DECODE_SLASHES) < 0 ||
+        mg_uri_escaped_slashes(d, dlen)) {
+        r->response_close = 1;
+        mg_conn_respond_error(c, 400, "bad request target");
+        return 1;
+    }
+    if (mode == MG_SLASHES_REDIRECT) {
+        /* scratch holds it: path, decoded path and this are each below
+         * the request line limit (request_fit) */
+        char *loc = d + dlen + 1, *o = loc, body[160];
+        memcpy(o, "Location: ", 10);
+        o += 10;
+        memcpy(o, d, dlen);
+        o += dlen;
+        memcpy(o, r->query, r->query_len);
+        o += r->query_len;
+        memcpy(o, "\r\n", 2);
+        o += 2;
+        int bn = snprintf(body, sizeof(body),
+                          "{\"error\":\"escaped slash in path: see Location\",\"status\":307,"
+                          "\"request_id\":\"%s\"}\n", r->request_id);
+        r->state = MG_RS_LOCAL;
+        r->response_close = 1; /* a body the client sent is not read */
+        mg_conn_respond(c, 307, "application/json", body, (size_t)bn, loc, (size_t)(o - loc));
+        return 1;
+    }
+    r->path = d;
+    r->path_len = dlen;
+    r->scratch_used += dlen + 1;
+    return 0;
+}
+
+/* Checks the chunk-size line at c->buf.parsed (RFC 9112 7.1: at most 16 hex
+ * digits, then chunk-ext = *( BWS ";" BWS token [ BWS "=" BWS ( token /
+ * quoted-string ) ] ), then CRLF; MG_CHUNK_LINE_MAX bytes in all) and hides
+ * what follows the digits from llhttp, whose extension parser refuses valid
+ * ones and accepts invalid ones: the digits are moved up to the CR and
+ * parsing starts at them, so llhttp sees "<size>\r\n". Extensions are never
+ * forwarded (the body is re-chunked). Returns 1 (good; buf.parsed may have
+ * moved), 0 (not complete yet) or -1 (invalid or too long: 400). */
+static int chunk_line(mg_conn_t *c)
+{
+    char *s = c->buf.data + c->buf.parsed;
+    size_t n = c->buf.len - c->buf.parsed, i = 0, digits;
+    int full = n >= MG_CHUNK_LINE_MAX; /* nothing past the bound counts */
+    if (full)
+        n = MG_CHUNK_LINE_MAX;
+#define NEED()                                                                                 \
+    do {                                                                                       \
+        if (i >= n)                                                                            \
+            return full ? -1 : 0;                                                              \
+    } while (0)
+#define OWS()                                                                                  \
+    do {                                                                                       \
+        while (i < n && (s[i] == ' ' || s[i] == '\t'))                                         \
+            i++;                                                                               \
+        NEED();                                                                                \
+    } while (0)
     while (i < n && isxdigit((unsigned char)s[i]))
         i++;
     if (i > 16)
         return -1;
-    if (i == n)
-        return 0;
+    NEED();
     if (i == 0)
         return -1;
-    if (s[i] == ';') {
-        while (i < n && s[i] != '\r' && s[i] != '\n')
+    digits = i;
+    for (;;) {
+        size_t ws = i;
+        OWS();
+        if (s[i] == '\r') {
+            if (i != ws)
+                return -1; /* BWS only comes before a ';' */
+            break;
+        }
+        if (s[i] != ';')
+            return -1;
+        i++;
+        OWS();
+        size_t name = i;
+        while (i < n && mg_token_char((unsigned char)s[i]))
             i++;
-        if (i == n)
-            return 0;
+        NEED();
+        if (i == name)
+            return -1; /* ";=v", ";;" */
+        OWS();
+        if (s[i] != '=')
+            continue;
+        i++;
+        OWS();
+        if (s[i] == '"') {
+            for (i++;; i++) {
+                NEED();
+                unsigned char ch = (unsigned char)s[i];
+                if (ch == '"')
+                    break;
+                if (ch == '\\') { /* quoted-pair: HTAB / SP / VCHAR / obs-text */
+                    i++;
+                    NEED();
+                    ch = (unsigned char)s[i];
+                    if (ch != '\t' && (ch < 0x20 || ch == 0x7f))
+                        return -1;
+                } else if (ch != '\t' && (ch < 0x20 || ch == 0x7f)) {
+                    return -1; /* qdtext excludes controls (and CR, LF) */
+                }
+            }
+            i++;
+        } else {
+            size_t v = i;
+            while (i < n && mg_token_char((unsigned char)s[i]))
+                i++;
+            NEED();
+            if (i == v)
+                return -1; /* ";a=" */
+        }
     }
-    if (s[i] != '\r')
+    i++; /* the CR */
+    NEED();
+    if (s[i] != '\n')
         return -1;
-    if (i + 1 == n)
-        return 0;
-    return s[i + 1] == '\n' ? 1 : -1;
+#undef OWS
+#undef NEED
+    i--; /* back on the CR */
+    if (i > digits) {
+        memmove(s + i - digits, s, digits);
+        c->buf.parsed += (uint32_t)(i - digits);
+    }
+    return 1;
 }
 
 /* Runs a hook phase; returns 1 when the pipeline stops here (the hook
@@ -953,13 +1191,8 @@ static void continue_request(mg_conn_t *c, int done)
         run_phase(c, MG_PHASE_REQUEST))
         return;
     if (done < MG_PHASE_ROUTE) {
-        const char *host = "";
-        size_t host_len = 0;
-        if (r->known[MG_H_HOST]) {
-            mg_span_t h = r->headers[r->known[MG_H_HOST] - 1].value;
-            host = mg_conn_data(c, h);
-            host_len = h.len;
-        }
+        size_t host_len;
+        const char *host = request_host(c, &host_len);
         const char *method = mg_conn_data(c, r->method);
         size_t mlen = r->method.len;
         if (r->new_method) {
@@ -1014,9 +1247,9 @@ static void continue_request(mg_conn_t *c, int done)
         if (span_ieq(c, v, "100-continue", 12))
             r->expect_continue = 1;
     }
-    if (r->chunked && !r->body_buffered) {
+    if (r->chunked && !r->body_buffered && r->chunk_line) {
         /* nothing goes upstream before the first chunk line is known good */
-        int ok = peek_first_chunk(c);
+        int ok = chunk_line(c);
         if (ok < 0) {
             r->response_close = 1;
             mg_conn_respond_error(c, 400, "invalid chunk size");
@@ -1026,6 +1259,7 @@ static void continue_request(mg_conn_t *c, int done)
             r->state = MG_RS_PEEK;
             return; /* conn_parse comes back here when more bytes arrive */
         }
+        r->chunk_line = 0;
     }
     mg_proxy_start(c);
 }
@@ -1063,11 +1297,21 @@ static void process_head(mg_conn_t *c)
         mg_conn_respond_error(c, 400, "missing Host header");
         return;
     }
+    if (r->known[MG_H_HOST]) {
+        mg_span_t h = r->headers[r->known[MG_H_HOST] - 1].value;
+        if (!mg_uri_valid_host(mg_conn_data(c, h), h.len)) {
+            r->response_close = 1;
+            mg_conn_respond_error(c, 400, "invalid Host header");
+            return;
+        }
+    }
     if (prepare_target(c) < 0) {
         r->response_close = 1;
         mg_conn_respond_error(c, 400, "bad request target");
         return;
     }
+    if (escaped_slashes(c))
+        return;
     continue_request(c, 0);
 }
 
@@ -1175,6 +1419,49 @@ void mg_conn_throttle(mg_conn_t *c, int on)
     start_reading(c);
 }
 
+/* Body bytes already parsed went upstream or were dropped (or copied, for
+ * req:body()): move what is left right after the head, so that a body
+ * paused at chunk lines never fills the buffer. */
+static void body_compact(mg_conn_t *c)
+{
+    mg_request_t *r = c->r;
+    if (r->state != MG_RS_BODY && r->state != MG_RS_LOCAL && r->state != MG_RS_BUFFER)
+        return;
+    if (c->buf.parsed <= r->head_end)
+        return;
+    uint32_t left = c->buf.len - c->buf.parsed;
+    if (left > 0)
+        memmove(c->buf.data + r->head_end, c->buf.data + c->buf.parsed, left);
+    c->buf.parsed = r->head_end;
+    c->buf.len = r->head_end + left;
+}
+
+/* The request (or what came where one should start) is refused: answer
+ * `status` and close, or just close once an answer has started. */
+static void parse_failed(mg_conn_t *c, int status, const char *reason)
+{
+    mg_request_t *r = c->r;
+    if (!r) {
+        c->r = r = request_new(c);
+        if (!r) {
+            conn_close(c);
+            return;
+        }
+    }
+    r->status = 0;
+    if (r->response_started) {
+        conn_close(c);
+        return;
+    }
+    if (r->up) {
+        mg_proxy_detach(r->up, 0);
+        r->up = NULL;
+    }
+    r->response_close = 1;
+    stop_reading(c);
+    mg_conn_respond_error(c, status, reason);
+}
+
 /* Runs llhttp over the unparsed bytes until it needs more input, waits at
  * a request boundary or for an upstream, or fails. Not re-entered: code that
  * runs inside it and wants parsing to go on just changes state; the loop
@@ -1188,7 +1475,7 @@ static void conn_parse(mg_conn_t *c)
            (c->buf.parsed < c->buf.len || c->kick)) {
         mg_request_t *r = c->r;
         if (r && r->state == MG_RS_PEEK) {
-            int ok = peek_first_chunk(c);
+            int ok = chunk_line(c);
             if (ok == 0)
                 break;
             r->state = MG_RS_UPSTREAM;
@@ -1197,11 +1484,26 @@ static void conn_parse(mg_conn_t *c)
                 mg_conn_respond_error(c, 400, "invalid chunk size");
                 break;
             }
+            r->chunk_line = 0;
             mg_proxy_start(c);
             continue;
         }
         if (r && r->state == MG_RS_UPSTREAM)
             break; /* waiting for the upstream connection */
+        if (r && r->chunk_line) {
+            int ok = chunk_line(c);
+            if (ok == 0) {
+                body_compact(c);
+                break; /* the rest of the line is still to come */
+            }
+            if (ok < 0) {
+                parse_failed(c, 400, "invalid chunk size line");
+                break;
+            }
+            r->chunk_line = 0;
+            if (c->buf.parsed == c->buf.len && !c->kick)
+                break;
+        }
         /* kick: an empty run lets llhttp reach message complete for a
          * request whose head was the last thing in the buffer */
         c->kick = 0;
@@ -1220,6 +1522,10 @@ static void conn_parse(mg_conn_t *c)
         if (e == HPE_PAUSED) {
             c->buf.parsed = (uint32_t)(pos - c->buf.data);
             llhttp_resume(&c->parser);
+            if (r && r->chunk_line && r->head_end) {
+                body_compact(c);
+                continue; /* at a chunk-size line (on_chunk_complete) */
+            }
             if (r && r->state == MG_RS_UPSTREAM && !r->head_end) {
                 r->head_end = c->buf.parsed;
                 process_head(c);
@@ -1234,26 +1540,10 @@ static void conn_parse(mg_conn_t *c)
             break;
         }
         /* A parse error or a limit: answer and close. */
-        int status = (e == HPE_USER && r && r->status) ? r->status : 400;
-        if (!r) {
-            c->r = r = request_new(c);
-            if (!r) {
-                conn_close(c);
-                break;
-            }
-        }
-        r->status = 0;
-        if (r->response_started) {
-            conn_close(c);
-            break;
-        }
-        if (r->up) {
-            mg_proxy_detach(r->up, 0);
-            r->up = NULL;
-        }
-        r->response_close = 1;
-        stop_reading(c);
-        mg_conn_respond_error(c, status, llhttp_get_error_reason(&c->parser));
+        if (r && r->error_reason)
+            parse_failed(c, r->status, r->error_reason);
+        else
+            parse_failed(c, 400, llhttp_get_error_reason(&c->parser));
         break;
     }
     c->in_parse = 0;
@@ -1635,6 +1925,7 @@ void mg_conn_accept(mg_worker_t *w, uv_stream_t *listener, uint16_t port)
     c->timer.data = c;
     c->handles_open = 2;
     size_t li = (size_t)((uv_tcp_t *)listener - w->listeners);
+    c->listener = (uint16_t)li;
     mg_tls_ctx_t *tls = li < w->g->cfg->nlisteners ? w->g->cfg->listeners[li].tls : NULL;
     if (tls && (c->tls = calloc(1, sizeof(*c->tls))) != NULL) {
         uv_idle_init(&w->loop, &c->tls->pump);

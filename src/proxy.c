@@ -201,6 +201,12 @@ static int on_resp_value(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
+int mg_token_char(unsigned char ch)
+{
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+           (ch != 0 && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
+}
+
 int mg_token_next(const char *v, size_t vl, size_t *at, const char **tok, size_t *tl)
 {
     size_t i = *at;
@@ -935,8 +941,8 @@ static void connect_target(mg_request_t *r, int ti)
 
 
 /* Skip headers the gateway owns or that are hop-by-hop (see DESIGN). */
-/* (The client's X-Forwarded-* and X-Request-Id go through unchanged when
- * the upstream is set not to get the gateway's own.) */
+/* (The client's Forwarded, X-Forwarded-* and X-Request-Id go through
+ * unchanged when the upstream is set not to get the gateway's own.) */
 static int span_is(mg_conn_t *c, mg_span_t s, const char *lit, size_t n)
 {
     return s.len == n && strncasecmp(mg_conn_data(c, s), lit, n) == 0;
@@ -971,6 +977,7 @@ static int skip_request_header(mg_conn_t *c, mg_span_t name, const mg_upstream_t
         return 1;
     switch (l) {
     case 6: return strncasecmp(n, "expect", 6) == 0;
+    case 9: return up->forwarded && strncasecmp(n, "forwarded", 9) == 0;
     /* the gateway sends its own traceparent; a tracestate belongs to the
      * trace it came with, not to one the gateway had to start */
     case 10: return !c->r->trace_continued && strncasecmp(n, "tracestate", 10) == 0;
@@ -1007,13 +1014,49 @@ static int in_connection_tokens(mg_conn_t *c, mg_span_t name)
 #define EDITED(r, lit)                                                                         \
     ((r)->nreq_edits && mg_edits_replace((r)->req_edits, (r)->nreq_edits, (lit), sizeof(lit) - 1))
 
+/* RFC 7239 "Forwarded: for=...;proto=...;host=..." for this hop only (the
+ * client's own Forwarded is not sent: it could say anything). An IPv6 node
+ * and a host that is not a token are quoted; a valid Host (uri.h) holds no
+ * '"' or '\\'. */
+static char *put_forwarded(char *o, mg_conn_t *c, mg_span_t host)
+{
+    int v6 = strchr(c->client_ip, ':') != NULL;
+    o = PUTS(o, "Forwarded: for=");
+    if (v6)
+        o = PUTS(o, "\"[");
+    if (c->client_ip[0])
+        o = put(o, c->client_ip, strlen(c->client_ip));
+    else
+        o = PUTS(o, "unknown"); /* RFC 7239 6.2: no address known */
+    if (v6)
+        o = PUTS(o, "]\"");
+    o = c->tls ? PUTS(o, ";proto=https") : PUTS(o, ";proto=http");
+    if (host.len) {
+        const char *h = mg_conn_data(c, host);
+        int quote = 0;
+        for (uint32_t i = 0; i < host.len && !quote; i++)
+            quote = !mg_token_char((unsigned char)h[i]);
+        o = PUTS(o, ";host=");
+        if (quote)
+            *o++ = '"';
+        o = put(o, h, host.len);
+        if (quote)
+            *o++ = '"';
+    }
+    return PUTS(o, "\r\n");
+}
+
 static void send_head(mg_upconn_t *u)
 {
     mg_request_t *r = u->r;
     mg_conn_t *c = r->c;
     mg_worker_t *w = u->w;
     char *o = w->scratch;
-    size_t need = r->head_bytes + r->path_len + r->url.len * 2 + r->request_id_len + 512 +
+    /* the Host value goes out up to three times (Host, X-Forwarded-Host,
+     * Forwarded) */
+    uint32_t host_len = r->known[MG_H_HOST] ? r->headers[r->known[MG_H_HOST] - 1].value.len : 0;
+    size_t need = r->head_bytes + 2 * host_len + r->path_len + r->url.len * 2 +
+                  r->request_id_len + 512 +
                   r->nheaders * 4 + r->new_query_len + r->new_method_len +
                   mg_cache_validators_len(r);
     for (int i = 0; i < r->nreq_edits; i++)
@@ -1094,6 +1137,8 @@ static void send_head(mg_upconn_t *u)
         o = put(o, mg_conn_data(c, host), host.len);
         o = PUTS(o, "\r\n");
     }
+    if (upc->forwarded && !EDITED(r, "forwarded"))
+        o = put_forwarded(o, c, host);
     if (r->cache_revalidating)
         o += mg_cache_validators(r, o);
     if (r->traced && !EDITED(r, "traceparent")) {

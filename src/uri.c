@@ -1,4 +1,5 @@
-/* uri.c: request-target path normalisation (see uri.h for the contract).
+/* uri.c: request-target path normalisation and Host syntax (see uri.h for
+ * the contract).
  *
  * This is a security boundary: routes, strip_prefix and rewrites all look at
  * the normalised path only, so every way of spelling a path that reaches a
@@ -9,14 +10,20 @@
  * output is never longer than the input: every byte written stands for at
  * least one byte read, so `out` may be the caller's len + 1 buffer.
  *
- * Decoding happens exactly once, and only for unreserved characters, so a
- * "%2F" stays a byte of its segment (never a separator) and "%252e" stays
- * "%252e" (the "%25" is kept, the "2e" after it is plain text). Dot-segment
- * detection runs on the decoded segment, so "%2e%2E" is "..".
+ * Decoding happens exactly once, and only for unreserved characters (and,
+ * when asked, for the escaped slashes %2F and %5C), so "%2F" otherwise stays
+ * a byte of its segment and "%252e" stays "%252e" (the "%25" is kept, the
+ * "2e" after it is plain text). Dot-segment detection runs on the decoded
+ * segment, so "%2e%2E" is "..". What an escaped slash left in the result
+ * means is decided by the caller (the escaped_slashes option) with
+ * mg_uri_escaped_slashes, which looks at the result, so that escapes pieced
+ * together by decoding ("%25%32%46" is "%252F") are seen too.
  */
 #include "uri.h"
 
+#include <arpa/inet.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Value of hex digit c, or -1. */
 static int hexval(unsigned char c)
@@ -37,27 +44,40 @@ static int unreserved(unsigned char c)
            c == '-' || c == '.' || c == '_' || c == '~';
 }
 
-int mg_uri_normalize_path(const char *in, size_t len, char *out, size_t *out_len)
+/* Length of the separator at in[i]: 1 for '/', 3 for an escaped slash
+ * being decoded, 0 for none. */
+static size_t sep_at(const char *in, size_t i, size_t len, int flags)
+{
+    if (in[i] == '/')
+        return 1;
+    if ((flags & MG_URI_DECODE_SLASHES) && in[i] == '%' && len - i >= 3 &&
+        ((in[i + 1] == '2' && (in[i + 2] == 'F' || in[i + 2] == 'f')) ||
+         (in[i + 1] == '5' && (in[i + 2] == 'C' || in[i + 2] == 'c'))))
+        return 3;
+    return 0;
+}
+
+int mg_uri_normalize_path(const char *in, size_t len, char *out, size_t *out_len, int flags)
 {
     static const char hex[] = "0123456789ABCDEF";
-    size_t i = 1, o = 1;
+    size_t i = 1, o = 1, n;
 
     if (len == 0 || in[0] != '/')
         return -1;
     out[0] = '/';
 
     /* Invariant at the top of the loop: out[0..o) ends with '/', and in[i] is
-     * the first byte after a '/' (or i == len). */
+     * the first byte after a separator (or i == len). */
     while (i < len) {
         size_t seg;
 
-        while (i < len && in[i] == '/') /* "//" collapses */
-            i++;
+        while (i < len && (n = sep_at(in, i, len, flags)) > 0) /* "//" collapses */
+            i += n;
         if (i == len)
             break;
 
         seg = o;
-        while (i < len && in[i] != '/') {
+        while (i < len && sep_at(in, i, len, flags) == 0) {
             unsigned char c = (unsigned char)in[i];
 
             if (c == '%') {
@@ -77,27 +97,155 @@ int mg_uri_normalize_path(const char *in, size_t len, char *out, size_t *out_len
                 i += 3;
                 continue;
             }
-            if (c < 0x20 || c >= 0x7f || c == '\\')
-                return -1; /* NUL, controls, DEL, raw 8-bit, backslash */
+            if (c < 0x20 || c >= 0x7f || c == '\\' || c == '#')
+                return -1; /* NUL, controls, DEL, raw 8-bit, backslash, and a
+                              fragment, which an upstream would cut off */
             out[o++] = (char)c;
             i++;
         }
 
-        if (o - seg == 1 && out[seg] == '.') {
+        n = o - seg;
+        if (n == 1 && out[seg] == '.') {
             o = seg; /* "." : drop it, keep the '/' before it */
-        } else if (o - seg == 2 && out[seg] == '.' && out[seg + 1] == '.') {
+        } else if (n == 2 && out[seg] == '.' && out[seg + 1] == '.') {
             if (seg == 1)
                 return -1; /* ".." above the root */
             /* drop ".." and the segment before it, keep the '/' before that */
             o = seg - 1;
             while (out[o - 1] != '/')
                 o--;
+        } else if ((n >= 2 && out[seg] == '.' && out[seg + 1] == ';') ||
+                   (n >= 3 && out[seg] == '.' && out[seg + 1] == '.' && out[seg + 2] == ';')) {
+            return -1; /* ".;x", "..;x": a dot segment to a server that strips ";..." */
         } else if (i < len) {
-            out[o++] = '/'; /* in[i] == '/': one separator, the rest collapse */
+            out[o++] = '/'; /* in[i] is a separator: one, the rest collapse */
         }
     }
 
     out[o] = '\0';
     *out_len = o;
     return 0;
+}
+
+/* Is p[0..2) the hex of '/' or '\' (any case)? */
+static int slash_hex(const char *p)
+{
+    return (p[0] == '2' && (p[1] == 'F' || p[1] == 'f')) ||
+           (p[0] == '5' && (p[1] == 'C' || p[1] == 'c'));
+}
+
+/* Overlong UTF-8 forms of '/' and '\\', which lax decoders (old IIS, some
+ * Java stacks) turn into a separator. Canonical hex, as normalised. */
+static const char *const overlong[] = { "%C0%AF", "%C1%9C", "%E0%80%AF", "%E0%81%9C",
+                                        "%F0%80%80%AF", "%F0%80%81%9C" };
+
+int mg_uri_escaped_slashes(const char *path, size_t len)
+{
+    const char *p = memchr(path, '%', len), *end = path + len;
+    int found = 0;
+
+    /* In a normalised path every '%' starts a valid escape. */
+    for (; p != NULL && end - p >= 3; p = memchr(p + 1, '%', (size_t)(end - p - 1))) {
+        if (p[1] >= 'C') {
+            for (size_t k = 0; k < sizeof(overlong) / sizeof(overlong[0]); k++) {
+                size_t n = strlen(overlong[k]);
+                if ((size_t)(end - p) >= n && memcmp(p, overlong[k], n) == 0)
+                    found |= MG_URI_NESTED_SLASH;
+            }
+        } else if (slash_hex(p + 1)) {
+            found |= MG_URI_ESCAPED_SLASH;
+        } else if (p[1] == '2' && p[2] == '5') {
+            /* "%25" then "25"* then "2F"/"5C": a slash after more decodings */
+            const char *q = p + 3;
+            while (end - q >= 2 && q[0] == '2' && q[1] == '5')
+                q += 2;
+            if (end - q >= 2 && slash_hex(q))
+                found |= MG_URI_NESTED_SLASH;
+        }
+    }
+    return found;
+}
+
+int mg_uri_slashes_mode(const char *name)
+{
+    static const char *const names[] = { "reject", "decode", "redirect", "keep" };
+    static const int modes[] = { MG_SLASHES_REJECT, MG_SLASHES_DECODE, MG_SLASHES_REDIRECT,
+                                 MG_SLASHES_KEEP };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcmp(name, names[i]) == 0)
+            return modes[i];
+    return -1;
+}
+
+/* RFC 3986 sub-delims. */
+static int sub_delim(unsigned char c)
+{
+    return c != '\0' && strchr("!$&'()*+,;=", c) != NULL;
+}
+
+/* "[" IPv6address / IPvFuture "]", without the brackets. */
+static int ip_literal(const char *s, size_t n)
+{
+    char buf[64];
+    unsigned char a[16];
+    size_t i = 1;
+
+    if (n > 0 && (s[0] == 'v' || s[0] == 'V')) {
+        /* IPvFuture = "v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" ) */
+        while (i < n && hexval((unsigned char)s[i]) >= 0)
+            i++;
+        if (i == 1 || i >= n - 1 || s[i] != '.')
+            return 0;
+        for (i++; i < n; i++)
+            if (!unreserved((unsigned char)s[i]) && !sub_delim((unsigned char)s[i]) &&
+                s[i] != ':')
+                return 0;
+        return 1;
+    }
+    if (n == 0 || n >= sizeof(buf))
+        return 0;
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    return inet_pton(AF_INET6, buf, a) == 1;
+}
+
+int mg_uri_valid_host(const char *s, size_t n)
+{
+    size_t i = 0;
+
+    if (n > 0 && s[0] == '[') {
+        const char *rb = memchr(s, ']', n);
+        if (rb == NULL || !ip_literal(s + 1, (size_t)(rb - s - 1)))
+            return 0;
+        i = (size_t)(rb - s) + 1;
+    } else {
+        /* reg-name = *( unreserved / pct-encoded / sub-delims ); an IPv4
+         * address is one */
+        while (i < n && s[i] != ':') {
+            unsigned char c = (unsigned char)s[i];
+            if (c == '%') {
+                if (n - i < 3 || hexval((unsigned char)s[i + 1]) < 0 ||
+                    hexval((unsigned char)s[i + 2]) < 0)
+                    return 0;
+                i += 3;
+                continue;
+            }
+            if (!unreserved(c) && !sub_delim(c))
+                return 0;
+            i++;
+        }
+    }
+    if (i == n)
+        return 1;
+    if (s[i] != ':')
+        return 0;
+    /* port = *DIGIT; we also refuse what no TCP port can be */
+    unsigned long port = 0;
+    size_t digits = 0;
+    for (i++; i < n; i++, digits++) {
+        if (s[i] < '0' || s[i] > '9' || digits >= 5)
+            return 0;
+        port = port * 10 + (unsigned long)(s[i] - '0');
+    }
+    return port <= 65535;
 }

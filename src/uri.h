@@ -1,21 +1,63 @@
-/* uri.h: request-target normalisation, done once before routing so that no
- * encoding trick reaches a route it should not. */
+/* uri.h: request-target normalisation and authority syntax, done once
+ * before routing so that no encoding trick reaches a route it should not.
+ * Every path security decision of the gateway is made here. */
 #ifndef MG_URI_H
 #define MG_URI_H
 
 #include <stddef.h>
 
+/* Flags of mg_uri_normalize_path. */
+enum {
+    MG_URI_DECODE_SLASHES = 1, /* %2F and %5C (any case) are '/' separators */
+};
+
 /* Normalises an origin-form path (no query; the caller splits at '?'):
  *  - %XX of an unreserved character (ALPHA DIGIT - . _ ~) is decoded; other
- *    escapes are kept, with their hex digits upper-cased;
+ *    escapes are kept, with their hex digits upper-cased; with
+ *    MG_URI_DECODE_SLASHES, %2F and %5C become '/' and separate segments
+ *    like a raw '/' (so the rules below apply to them too);
  *  - malformed escapes ("%G1", "%4"), NUL, control bytes, bytes >= 0x7f
- *    unescaped, and '\\' are rejected;
+ *    unescaped, '\\' and '#' (a fragment has no place in a request) are
+ *    rejected;
  *  - runs of '/' collapse to one;
  *  - "." segments are removed and ".." removes the previous segment;
- *    a ".." above the root is rejected.
+ *    a ".." above the root is rejected;
+ *  - a "." or ".." segment followed by ';' ("..;x", path parameters that
+ *    servers such as Tomcat strip before resolving dots) is rejected.
  * `in` must start with '/'. `out` needs capacity >= len + 1; the result is
  * NUL-terminated and never longer than `in`. Returns 0 and sets *out_len,
  * or -1 (the caller answers 400). */
-int mg_uri_normalize_path(const char *in, size_t len, char *out, size_t *out_len);
+int mg_uri_normalize_path(const char *in, size_t len, char *out, size_t *out_len, int flags);
+
+/* What mg_uri_escaped_slashes finds in a normalised path. */
+enum {
+    MG_URI_ESCAPED_SLASH = 1, /* "%2F" or "%5C": a slash to an upstream that decodes */
+    MG_URI_NESTED_SLASH = 2,  /* "%252F", "%25252F", ...: one to an upstream that
+                                 decodes twice or more; also the overlong UTF-8
+                                 "%C0%AF" and "%C1%9C" (and 3- and 4-byte forms) */
+};
+
+/* Bit set of the MG_URI_*_SLASH kinds present in normalised `path`; 0 when
+ * none (the common case: one memchr for '%'). */
+int mg_uri_escaped_slashes(const char *path, size_t len);
+
+/* The escaped_slashes option (listener and route): what a request whose path
+ * holds an escaped slash gets. MG_SLASHES_INHERIT is a route without its own
+ * value (the listener's applies). */
+typedef enum {
+    MG_SLASHES_INHERIT = 0,
+    MG_SLASHES_REJECT,   /* 400 (the default) */
+    MG_SLASHES_DECODE,   /* decoded to '/', normalised again, routed on that */
+    MG_SLASHES_REDIRECT, /* 307 to the decoded path */
+    MG_SLASHES_KEEP,     /* forwarded as received (upstream must not decode) */
+} mg_slashes_t;
+
+/* The mode named `name` ("reject", "decode", "redirect", "keep"), or -1. */
+int mg_uri_slashes_mode(const char *name);
+
+/* Is s[0..n) a valid Host field value: RFC 3986 host (reg-name, IPv4, or
+ * "[" IPv6 / IPvFuture "]") with an optional ":" port (digits, at most
+ * 65535)? An empty value is valid (RFC 9110 7.2). Returns 1 or 0. */
+int mg_uri_valid_host(const char *s, size_t n);
 
 #endif

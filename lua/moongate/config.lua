@@ -405,6 +405,17 @@ end
 
 local HOST_EXPECTED = "must be an IP address or a host name"
 
+-- listen.escaped_slashes / route.escaped_slashes: what a path holding %2F
+-- or %5C gets (src/uri.h mg_slashes_t names the same four)
+local SLASHES_MODES = { reject = true, decode = true, redirect = true,
+                        keep = true }
+local function check_escaped_slashes(v)
+    if SLASHES_MODES[v] then
+        return v
+    end
+    return nil, 'must be "reject", "decode", "redirect" or "keep"'
+end
+
 local function check_listen_host(v)
     if type(v) == "string" then
         local h = match(v, "^%[(.*)%]$") or v
@@ -589,7 +600,7 @@ local LIMIT_KEYS = { "request_line", "header_size", "header_count", "body",
                      "min_body_rate" }
 local TIMEOUT_KEYS = { "header", "keepalive", "body", "body_grace",
                        "body_rate_window", "send", "shutdown", "hook" }
-local LISTEN_KEYS = { "port", "host", "tls" }
+local LISTEN_KEYS = { "port", "host", "tls", "escaped_slashes" }
 local TLS_KEYS = { "cert", "key", "certs", "min_version", "ciphers" }
 local TLS_CERT_KEYS = { "cert", "key" }
 local TARGET_KEYS = { "weight" }
@@ -602,7 +613,8 @@ local UPSTREAM_TIMEOUTS = { "keepalive_timeout", "connect_timeout",
                             "send_timeout", "read_timeout", "fail_timeout" }
 local ROUTE_KEYS = { "name", "path", "upstream", "handler", "methods", "host",
                      "headers", "listen", "strip_prefix", "rewrite",
-                     "max_body", "policies", "cache", "upgrades" }
+                     "max_body", "policies", "cache", "upgrades",
+                     "escaped_slashes" }
 local CACHE_KEYS = { "ttl", "stale", "max_body", "statuses", "vary",
                      "authorized", "dict", "lock", "redis" }
 -- what a route's cache stores when it says only `cache = true`: the
@@ -933,6 +945,8 @@ function decl.listen(d, t)
         l.port = field(d, t, "port", "listen", check_port)
     end
     l.host = field(d, t, "host", "listen", check_listen_host) or l.host
+    l.escaped_slashes = field(d, t, "escaped_slashes", "listen",
+                              check_escaped_slashes) or "reject"
     if t.tls ~= nil then
         l.tls = listen_tls(d, t.tls)
     end
@@ -1505,6 +1519,8 @@ function decl.route(d, t)
         r.listen = field(d, t, "listen", "route", check_port) or 0
     end
     r.strip_prefix = field(d, t, "strip_prefix", "route", check_prefix)
+    r.escaped_slashes = field(d, t, "escaped_slashes", "route",
+                              check_escaped_slashes)
     if r.strip_prefix and pinfo
         and sub(pinfo.literal, 1, #r.strip_prefix) ~= r.strip_prefix then
         err(d, "route.strip_prefix %s is not a literal prefix of route.path %s",

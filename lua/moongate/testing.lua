@@ -24,6 +24,7 @@ local handler = require "moongate.handler"
 local gw = require "moongate"
 local cjson = require "cjson.safe"
 local router = require "moongate.testing.router"
+local band = require("bit").band
 local fake = require "moongate.testing.fake"
 local trace = require "moongate.testing.trace"
 
@@ -542,6 +543,57 @@ local function proxy(R)
     d.responded_by = st.replaced_by or "upstream"
 end
 
+-- http_conn.c escaped_slashes: true when the request was answered (400 or
+-- 307); st.path may become the decoded path.
+local function escaped_slashes(g, d, st)
+    local found = router.escaped_slashes(st.path)
+    if found == 0 then
+        return false
+    end
+    -- the mode of the route the path reaches as received, else the
+    -- listener's
+    local host = st.known.host and st.headers[st.known.host][2] or nil
+    local rc, m = g.router:match(st.local_port, st.method, host, st.path,
+                                 st.headers)
+    local mode = rc == router.OK
+        and g.cfg.routes[m.route.index + 1].escaped_slashes
+    if not mode then
+        for _, l in ipairs(g.cfg.listeners or {}) do
+            if l.port == st.local_port then
+                mode = l.escaped_slashes
+                break
+            end
+        end
+    end
+    mode = mode or "reject"
+    if mode == "keep" then
+        return false
+    end
+    local nested = band(found, router.NESTED_SLASH) ~= 0
+    if mode == "reject" or nested then
+        gateway_error(d, st, 400, nested
+            and "encoded escaped slash (%252F, %255C) in path"
+            or "escaped slash (%2F, %5C) in path")
+        return true
+    end
+    local dec = router.normalize(st.raw_path, router.DECODE_SLASHES)
+    if not dec or router.escaped_slashes(dec) ~= 0 then
+        gateway_error(d, st, 400, "bad request target")
+        return true
+    end
+    if mode == "redirect" then
+        local body = cjson.encode({
+            error = "escaped slash in path: see Location", status = 307,
+            request_id = st.id }) .. "\n"
+        answer(d, fake.local_response(st, 307, "application/json", body,
+            "Location: " .. dec .. st.query_raw .. "\r\n"))
+        d.responded_by = "gateway"
+        return true
+    end
+    st.path = dec
+    return false
+end
+
 -- process_head, continue_request and the proxy, then on_log. Runs in the
 -- request's coroutine.
 local function pipeline(R)
@@ -550,8 +602,13 @@ local function pipeline(R)
         gateway_error(d, st, 400, st.bad)
     elseif st.http_minor == 1 and not st.known.host then
         gateway_error(d, st, 400, "missing Host header")
+    elseif st.known.host
+        and not router.valid_host(st.headers[st.known.host][2]) then
+        gateway_error(d, st, 400, "invalid Host header")
     elseif not fake.prepare(st, router.normalize) then
         gateway_error(d, st, 400, "bad request target")
+    elseif escaped_slashes(g, d, st) then
+        -- answered
     elseif not stops(R, P_REQUEST) then
         route_request(g, d, st)
         if stops(R, P_ROUTE) then

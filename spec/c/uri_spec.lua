@@ -1,4 +1,5 @@
--- spec/c/uri_spec.lua: mg_uri_normalize_path (src/uri.c) through the FFI.
+-- spec/c/uri_spec.lua: mg_uri_normalize_path, mg_uri_escaped_slashes and
+-- mg_uri_valid_host (src/uri.c) through the FFI.
 -- The normaliser is a security boundary: every case below that returns nil is
 -- a path the gateway must answer with 400 instead of routing.
 local ffi = require "ffi"
@@ -13,17 +14,22 @@ end
 
 -- mirrors src/uri.h exactly (checked below)
 local DECL = [[
-int mg_uri_normalize_path(const char *in, size_t len, char *out, size_t *out_len);]]
-cdef(DECL)
+int mg_uri_normalize_path(const char *in, size_t len, char *out, size_t *out_len, int flags);]]
+local DECLS = { DECL,
+    "int mg_uri_escaped_slashes(const char *path, size_t len);",
+    "int mg_uri_slashes_mode(const char *name);",
+    "int mg_uri_valid_host(const char *s, size_t n);" }
+for _, d in ipairs(DECLS) do cdef(d) end
+local DECODE, ESCAPED, NESTED = 1, 1, 2 -- MG_URI_DECODE_SLASHES, MG_URI_*_SLASH
 
 local lib = ffi.load(os.getenv("MG_TEST_LIB") or "build/libmgtest.so")
 
 local out_len = ffi.new("size_t[1]")
 
 -- Returns the normalised path, or nil when the C side rejects it.
-local function norm(s)
+local function norm(s, flags)
     local out = ffi.new("char[?]", #s + 1) -- the documented capacity
-    if lib.mg_uri_normalize_path(s, #s, out, out_len) ~= 0 then
+    if lib.mg_uri_normalize_path(s, #s, out, out_len, flags or 0) ~= 0 then
         return nil
     end
     local n = tonumber(out_len[0])
@@ -37,7 +43,9 @@ describe("mg_uri_normalize_path", function()
         local f = assert(io.open("src/uri.h"))
         local h = f:read("*a"):gsub("%s+", " ")
         f:close()
-        assert.truthy(h:find((DECL:gsub("%s+", " ")), 1, true))
+        for _, d in ipairs(DECLS) do
+            assert.truthy(h:find((d:gsub("%s+", " ")), 1, true), d)
+        end
     end)
 
     describe("plain paths", function()
@@ -304,12 +312,139 @@ describe("mg_uri_normalize_path", function()
             local buf = ffi.new("uint8_t[16]")
             ffi.fill(buf, 16, 0xAA)
             assert.equal(0, lib.mg_uri_normalize_path(s, #s, ffi.cast("char *", buf),
-                                                      out_len))
+                                                      out_len, 0))
             assert.equal(4, tonumber(out_len[0]))
             assert.equal(0, buf[4])
             for i = 5, 15 do
                 assert.equal(0xAA, buf[i])
             end
         end)
+    end)
+end)
+
+describe("mg_uri_normalize_path with MG_URI_DECODE_SLASHES", function()
+    it("makes %2F and %5C separators, any case", function()
+        assert.equal("/a/b/c/d", norm("/a%2Fb%2fc%5Cd", DECODE))
+        assert.equal("/a/b", norm("/a%5cb", DECODE))
+    end)
+
+    it("resolves dot segments they delimit", function()
+        assert.equal("/secure/x", norm("/public/..%2Fsecure/x", DECODE))
+        assert.equal("/b", norm("/a%2F.%2F..%2Fb", DECODE))
+        assert.is_nil(norm("/a/..%2F..%2Fx", DECODE))
+        assert.is_nil(norm("/..%5Cx", DECODE))
+    end)
+
+    it("collapses runs of them", function()
+        assert.equal("/a/b", norm("/a%2F%2F/%5Cb", DECODE))
+        assert.equal("/", norm("/%2F", DECODE))
+    end)
+
+    it("decodes once: %252F stays", function()
+        assert.equal("/a%252Fb", norm("/a%252Fb", DECODE))
+    end)
+
+    it("still rejects a raw backslash", function()
+        assert.is_nil(norm("/a\\b", DECODE))
+    end)
+end)
+
+describe("fragments", function()
+    it("rejects a '#' in the path", function()
+        assert.is_nil(norm("/secure#x"))
+        assert.is_nil(norm("/a/#/../b"))
+        assert.equal("/a%23b", norm("/a%23b"))
+    end)
+end)
+
+describe("dot segments with a path parameter", function()
+    it("rejects ..;x and .;x segments", function()
+        assert.is_nil(norm("/a/..;/b"))
+        assert.is_nil(norm("/a/..;x/b"))
+        assert.is_nil(norm("/a/.;x"))
+        assert.is_nil(norm("/a/%2e%2e;/b"))
+    end)
+
+    it("keeps segments that only start with dots", function()
+        assert.equal("/a/..a;b/...;c", norm("/a/..a;b/...;c"))
+        assert.equal("/a/b;..", norm("/a/b;.."))
+    end)
+end)
+
+describe("mg_uri_escaped_slashes", function()
+    local function kinds(p)
+        return lib.mg_uri_escaped_slashes(p, #p)
+    end
+
+    it("is 0 without escapes of a slash", function()
+        assert.equal(0, kinds("/a/b"))
+        assert.equal(0, kinds("/a%20b%3F"))
+        assert.equal(0, kinds("/a%2525"))
+        assert.equal(0, kinds("/a%25"))
+    end)
+
+    it("finds %2F and %5C in any case", function()
+        for _, p in ipairs({ "/a%2Fb", "/a%2fb", "/a%5Cb", "/a%5cb", "/%2F" }) do
+            assert.equal(ESCAPED, kinds(p), p)
+        end
+    end)
+
+    it("finds nested encodings", function()
+        for _, p in ipairs({ "/a%252Fb", "/a%252fb", "/a%255C", "/a%25252F", "/%2525252f" }) do
+            assert.equal(NESTED, kinds(p), p)
+        end
+    end)
+
+    it("finds overlong UTF-8 forms of / and \\ (as nested)", function()
+        for _, p in ipairs({ "/a%C0%AFb", "/a%C1%9C", "/%E0%80%AF", "/%E0%81%9C",
+                             "/%F0%80%80%AF", "/%F0%80%81%9C", norm("/a%c0%afb") }) do
+            assert.equal(NESTED, kinds(p), p)
+        end
+        assert.equal(0, kinds("/%C0%A0%C3%A9%E0%80"))
+    end)
+
+    it("finds nested encodings pieced together by normalisation", function()
+        local p = norm("/a%25%32%46b")
+        assert.equal("/a%252Fb", p)
+        assert.equal(NESTED, kinds(p))
+    end)
+
+    it("reports both", function()
+        assert.equal(ESCAPED + NESTED, kinds("/a%2F%252F"))
+    end)
+end)
+
+describe("mg_uri_slashes_mode", function()
+    it("knows the four names and nothing else", function()
+        assert.equal(1, lib.mg_uri_slashes_mode("reject"))
+        assert.equal(2, lib.mg_uri_slashes_mode("decode"))
+        assert.equal(3, lib.mg_uri_slashes_mode("redirect"))
+        assert.equal(4, lib.mg_uri_slashes_mode("keep"))
+        assert.equal(-1, lib.mg_uri_slashes_mode("Reject"))
+        assert.equal(-1, lib.mg_uri_slashes_mode(""))
+    end)
+end)
+
+describe("mg_uri_valid_host", function()
+    local function valid(s)
+        return lib.mg_uri_valid_host(s, #s) == 1
+    end
+
+    it("accepts reg-names, IPv4, IP literals and ports", function()
+        for _, s in ipairs({ "", "a", "example.com", "example.com.", "a-b_c~d", "a%41",
+                             "a!$&'()*+,;=", "1.2.3.4", "1.2.3.4:80", "a:", "a:0",
+                             "a:65535", "[::1]", "[::1]:443", "[2001:db8::1]",
+                             "[::ffff:1.2.3.4]", "[v7.a:b]", "[V1A.x]" }) do
+            assert.is_true(valid(s), s)
+        end
+    end)
+
+    it("refuses everything else", function()
+        for _, s in ipairs({ " ", "a b", "a/b", "a@b", "a?b", "a#b", "a\"b", "a\\b", "a<b",
+                             "a%4", "a%zz", "a:b", "a:65536", "a:000001", "a:1:2",
+                             "[::1", "::1", "[::1]]", "[::1]x", "[]", "[g::]", "[v.x]",
+                             "[v1.]", "[v1]", "a\0b", "\127", "\200" }) do
+            assert.is_false(valid(s), s)
+        end
     end)
 end)

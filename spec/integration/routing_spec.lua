@@ -284,8 +284,13 @@ describe("routing", function()
         end)
 
         it("decodes unreserved %XX and keeps reserved ones", function()
-            local _, _, seen = route("/public/%41%62%7E/%2F")
-            assert.equal("/public/Ab~/%2F", seen.path)
+            local _, _, seen = route("/public/%41%62%7E/%3a")
+            assert.equal("/public/Ab~/%3A", seen.path)
+        end)
+
+        it("answers an escaped slash with 400 (escaped_slashes defaults to reject)", function()
+            local _, res = route("/public/%41/%2F")
+            h.assert_error(res, 400)
         end)
 
         it("rejects a path escaping the root with 400", function()

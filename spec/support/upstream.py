@@ -11,6 +11,7 @@ it does is driven by the request (query parameters, headers):
                (lower-case name -> value, repeated fields joined with ", "),
                "header_list" ([name, value] as received), "body_len",
                "body_sha256", "chunked" (request body was chunked),
+               "chunk_exts" (its chunk extensions, as received),
                "trailers", "conn" (per-connection id, counts from 1),
                "conn_requests" (n-th request on this connection), "peer"}
   ?status=N    answer with status N (204/304 and HEAD get no body)
@@ -172,8 +173,9 @@ def header_map(headers):
     return m
 
 
-async def read_body(reader, hmap, on_data):
-    """Reads the request body, calling on_data(bytes) for each piece.
+async def read_body(reader, hmap, on_data, exts=None):
+    """Reads the request body, calling on_data(bytes) for each piece (and
+    appending each chunk extension, the text after ';', to exts).
     Returns (chunked, trailers)."""
     te = hmap.get("transfer-encoding")
     if te is not None:
@@ -184,7 +186,10 @@ async def read_body(reader, hmap, on_data):
         trailers = {}
         while True:
             line = (await reader.readuntil(b"\r\n"))[:-2]
-            size_s = line.split(b";", 1)[0].strip()
+            size_s, semi, ext = line.partition(b";")
+            size_s = size_s.strip()
+            if semi and exts is not None:
+                exts.append(ext.decode("latin-1"))
             try:
                 size = int(size_s, 16)
             except ValueError:
@@ -539,6 +544,7 @@ async def handle(reader, writer):
 
             h = hashlib.sha256()
             body_len = 0
+            exts = []
 
             def on_data(data):
                 nonlocal body_len
@@ -546,7 +552,7 @@ async def handle(reader, writer):
                 h.update(data)
 
             try:
-                chunked, trailers = await read_body(reader, hmap, on_data)
+                chunked, trailers = await read_body(reader, hmap, on_data, exts)
             except (BadRequest, asyncio.IncompleteReadError,
                     asyncio.LimitOverrunError) as e:
                 STATS.bad += 1
@@ -558,7 +564,7 @@ async def handle(reader, writer):
                 "version": version, "headers": hmap,
                 "header_list": [[k, v] for k, v in headers],
                 "body_len": body_len, "body_sha256": h.hexdigest(),
-                "chunked": chunked, "trailers": trailers,
+                "chunked": chunked, "trailers": trailers, "chunk_exts": exts,
                 "conn": conn_id, "conn_requests": nreq,
                 "peer": "%s:%d" % (peer[0], peer[1]) if peer else None,
             }

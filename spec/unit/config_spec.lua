@@ -40,7 +40,7 @@ end
 
 local ROUTE_KEYS = "(valid: name, path, upstream, handler, methods, host, " ..
     "headers, listen, strip_prefix, rewrite, max_body, policies, cache, " ..
-    "upgrades)"
+    "upgrades, escaped_slashes)"
 
 
 describe("config normalisation", function()
@@ -60,7 +60,7 @@ describe("config normalisation", function()
                          body_grace = 5000, body_rate_window = 5000,
                          send = 60000, shutdown = 10000, hook = 100 },
             listeners = { { host = "0.0.0.0", port = 8080, line = 2,
-                            source = file } },
+                            source = file, escaped_slashes = "reject" } },
             upstreams = {},
             routes = { { name = "/", path = "/", headers = {}, listen = 0,
                          max_body = 10485760, line = 3, source = file } },
@@ -87,8 +87,10 @@ describe("config normalisation", function()
         local cfg = assert(load("full"))
         local file = DIR .. "full.lua"
         assert.same({
-            { host = "0.0.0.0", port = 8080, line = 22, source = file },
-            { host = "127.0.0.1", port = 8443, line = 23, source = file },
+            { host = "0.0.0.0", port = 8080, line = 22, source = file,
+              escaped_slashes = "reject" },
+            { host = "127.0.0.1", port = 8443, line = 23, source = file,
+              escaped_slashes = "reject" },
         }, cfg.listeners)
     end)
 
@@ -239,7 +241,7 @@ describe("config errors", function()
                 "'send'? valid: header, keepalive, body, body_grace, " ..
                 "body_rate_window, send, shutdown, hook)",
             ":3: unknown key 'hots' in gw.listen (did you mean 'host'? " ..
-                "valid: port, host, tls)",
+                "valid: port, host, tls, escaped_slashes)",
             ":4: unknown key 'wieght' in upstream.targets[1] (did you mean " ..
                 "'weight'? valid: a \"host:port\" first, then weight)",
             ":4: unknown key 'keepalve' in gw.upstream options (did you " ..

@@ -146,9 +146,30 @@ describe("routing through the C router", function()
     end)
 
     it("routes the normalised path and forwards it", function()
-        local d = g:request { path = "/api//a/%62/./c/../d%2f" }
+        local d = g:request { path = "/api//a/%62/./c/../d%3a" }
         assert.equal("api", d.route)
-        assert.equal("/a/b/d%2F", d.upstream_request.path)
+        assert.equal("/a/b/d%3A", d.upstream_request.path)
+    end)
+
+    it("answers 400 to an escaped slash (escaped_slashes = reject)", function()
+        local d = g:request { path = "/api/a%2f..%2Fb" }
+        assert.equal(400, d.status)
+        assert.equal(error_body(400, "escaped slash (%2F, %5C) in path", d.id),
+                     d.body)
+    end)
+
+    it("answers 400 to an invalid Host", function()
+        local d = g:request { path = "/api/a", host = "a b/c@d" }
+        assert.equal(400, d.status)
+        assert.equal(error_body(400, "invalid Host header", d.id), d.body)
+    end)
+
+    it("answers 400 to a second Authorization", function()
+        local d = g:request { path = "/api/a", headers = {
+            { "Authorization", "Bearer a" }, { "authorization", "Bearer b" } } }
+        assert.equal(400, d.status)
+        assert.equal(error_body(400, "duplicate Authorization header", d.id),
+                     d.body)
     end)
 
     it("answers 400 to a path the normaliser refuses", function()
@@ -218,6 +239,16 @@ describe("requests described as arriving over TLS", function()
         d = g:request { path = "/x" }
         assert.equal("http", d.upstream_request.headers["x-forwarded-proto"])
     end)
+
+    it("sends the gateway's Forwarded instead of the client's", function()
+        local d = g:request { path = "/x", host = "example.com:8080",
+                              headers = { forwarded = "for=10.0.0.1" } }
+        assert.equal('for=127.0.0.1;proto=http;host="example.com:8080"',
+                     d.upstream_request.headers.forwarded)
+        d = g:request { path = "/x", tls = true }
+        assert.equal("for=127.0.0.1;proto=https;host=localhost",
+                     d.upstream_request.headers.forwarded)
+    end)
 end)
 
 describe("the upstream request", function()
@@ -277,7 +308,7 @@ describe("the upstream request", function()
         local d = g:request { path = "/", headers = { host = { "a", "b" } } }
         assert.equal(400, d.status)
         assert.equal(error_body(400,
-            "duplicate Host, Transfer-Encoding or X-Request-Id", d.id), d.body)
+            "duplicate Host header", d.id), d.body)
     end)
 
     it("gives the fake upstream the request and sends back its answer",

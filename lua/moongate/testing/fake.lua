@@ -774,8 +774,20 @@ local KNOWN = {
     connection = "connection", ["x-request-id"] = "request_id",
     ["content-length"] = "content_length", ["x-forwarded-for"] = "xff",
     ["transfer-encoding"] = "transfer_encoding", traceparent = "traceparent",
+    authorization = "authorization",
+    ["proxy-authorization"] = "proxy_authorization",
+    ["content-type"] = "content_type",
 }
-local UNIQUE = { host = true, request_id = true, transfer_encoding = true }
+-- classify_header's dup_reason: fields that must not come twice
+local UNIQUE = {
+    host = "duplicate Host header",
+    request_id = "duplicate X-Request-Id header",
+    transfer_encoding = "duplicate Transfer-Encoding header",
+    content_length = "duplicate Content-Length header",
+    authorization = "duplicate Authorization header",
+    proxy_authorization = "duplicate Proxy-Authorization header",
+    content_type = "duplicate Content-Type header",
+}
 
 --- mg_trace_parse: a traceparent value -> trace id, flags to send on
 -- ("01"/"00"), or nil when it is not one to continue.
@@ -860,10 +872,12 @@ function _M.new_state(spec, env)
     local known = {}
     for i, h in ipairs(hs) do
         local k = KNOWN[lower(h[1])]
+        if h[1] == "" then
+            st.bad = st.bad or "empty header field name"
+        end
         if k then
             if known[k] and UNIQUE[k] then
-                st.bad = st.bad or
-                    "duplicate Host, Transfer-Encoding or X-Request-Id"
+                st.bad = st.bad or UNIQUE[k]
             end
             if known[k] and k == "traceparent" then st.trace_bad = true end
             known[k] = known[k] or i
@@ -914,6 +928,9 @@ function _M.prepare(st, normalize)
         return false
     end
     local q = find(url, "?", 1, true)
+    if q and find(url, "#", q, true) then
+        return false -- a fragment in the query
+    end
     local raw = q and sub(url, 1, q - 1) or url
     local path = normalize(raw)
     if not path then
@@ -977,6 +994,7 @@ local HOP_BY_HOP = {
 -- skip_request_header: the gateway's own or hop-by-hop
 local SKIP_REQUEST = {
     expect = true, ["x-request-id"] = true, ["content-length"] = true,
+    forwarded = true,
     ["x-forwarded-for"] = true, ["x-forwarded-host"] = true,
     ["x-forwarded-proto"] = true, traceparent = true,
 }
@@ -1062,6 +1080,17 @@ function _M.upstream_request(st)
     end
     if host and #host > 0 and not edited(edits, "x-forwarded-host") then
         out[#out + 1] = { "X-Forwarded-Host", host }
+    end
+    if not edited(edits, "forwarded") then
+        -- proxy.c put_forwarded
+        local node = find(st.client, ":", 1, true) and
+            '"[' .. st.client .. ']"' or st.client
+        local v = "for=" .. node .. ";proto=" .. (st.tls and "https" or "http")
+        if host and #host > 0 then
+            v = v .. ";host=" .. (find(host, "^[%w!#$%%&'*+%-.^_`|~]+$") and host
+                                  or '"' .. host .. '"')
+        end
+        out[#out + 1] = { "Forwarded", v }
     end
     if not edited(edits, "traceparent") then
         out[#out + 1] = { "traceparent", fmt("00-%s-%s-%s", st.trace_id,

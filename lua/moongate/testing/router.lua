@@ -46,6 +46,7 @@ typedef struct mg_route_s {
     uint32_t metric_id;
     int index;
     int line;
+    int escaped_slashes;
 } mg_route_t;]] },
     { "router.h", "typedef struct mg_router_s mg_router_t;" },
     { "router.h", [[
@@ -79,7 +80,10 @@ long mg_router_upstream_path(const mg_route_match_t *m, const char *path,
                              size_t path_len, char *out, size_t cap);]] },
     { "router.h", "const char *mg_router_check_pattern(const char *pattern);" },
     { "uri.h", [[
-int mg_uri_normalize_path(const char *in, size_t len, char *out, size_t *out_len);]] },
+int mg_uri_normalize_path(const char *in, size_t len, char *out, size_t *out_len,
+                          int flags);]] },
+    { "uri.h", "int mg_uri_escaped_slashes(const char *path, size_t len);" },
+    { "uri.h", "int mg_uri_valid_host(const char *s, size_t n);" },
     { "shdict.h", "typedef struct mg_shdict_s mg_shdict_t;" },
     { "shdict.h", "mg_shdict_t *mg_shdict_open(const char *name, size_t cap);" },
 }
@@ -121,14 +125,28 @@ end
 
 local out_len = ffi_new("size_t[1]")
 
+-- uri.h: MG_URI_DECODE_SLASHES; MG_URI_ESCAPED_SLASH, MG_URI_NESTED_SLASH
+_M.DECODE_SLASHES, _M.ESCAPED_SLASH, _M.NESTED_SLASH = 1, 1, 2
+
 --- mg_uri_normalize_path: the normalised form of path `p` (no query), or
--- nil when the core would answer 400.
-function _M.normalize(p)
+-- nil when the core would answer 400. `flags` 0 or DECODE_SLASHES.
+function _M.normalize(p, flags)
     local out = ffi_new("char[?]", #p + 1)
-    if lib.mg_uri_normalize_path(p, #p, out, out_len) ~= 0 then
+    if lib.mg_uri_normalize_path(p, #p, out, out_len, flags or 0) ~= 0 then
         return nil
     end
     return ffi_string(out, out_len[0])
+end
+
+--- mg_uri_escaped_slashes: ESCAPED_SLASH / NESTED_SLASH bits found in
+-- normalised path `p` (0 for none).
+function _M.escaped_slashes(p)
+    return lib.mg_uri_escaped_slashes(p, #p)
+end
+
+--- mg_uri_valid_host: is `s` a Host value the core accepts?
+function _M.valid_host(s)
+    return lib.mg_uri_valid_host(s, #s) == 1
 end
 
 --- mg_router_check_pattern: nil when `pattern` is valid, else the reason.
