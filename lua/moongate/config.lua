@@ -1785,6 +1785,80 @@ local function read_error(file, why)
     return match(why, ": ([^:]*)$") or why
 end
 
+-- Modules and files are found from the config's own directory, whatever
+-- the current directory (systemd starts services in /): it comes first on
+-- package.path and package.cpath of the state that loads the config, and
+-- stays there for hooks that require later. Each load starts again from the
+-- paths the state had before the first one.
+local base_path, base_cpath
+
+local function config_dir(file)
+    local dir = match(file, "^(.*)/[^/]*$")
+    if dir == nil then return "." end
+    return dir == "" and "/" or dir
+end
+
+local function use_config_dir(dir)
+    if base_path == nil then
+        base_path, base_cpath = package.path, package.cpath
+    end
+    local d = dir == "/" and "" or dir
+    package.path = d .. "/?.lua;" .. d .. "/?/init.lua;" .. base_path
+    package.cpath = d .. "/?.so;" .. base_cpath
+end
+
+-- The files the last load read (the config, every module it required,
+-- every file it ran with dofile/loadfile), kept even when the load failed:
+-- the running gateway watches them all for changes (src/control.c).
+local loaded_files = {}
+
+--- The files the last load() read, the config file first (a list).
+function _M.loaded_files()
+    return loaded_files
+end
+
+-- While a config loads: the Lua searcher and dofile/loadfile record what
+-- they read, and relative dofile/loadfile paths are taken from the config's
+-- directory like require's. Returns the function that puts them back.
+local function record_files(file, dir)
+    local files, seen = { file }, { [file] = true }
+    loaded_files = files
+    local function note(f)
+        if not seen[f] then
+            seen[f] = true
+            files[#files + 1] = f
+        end
+    end
+    local function resolve(f)
+        if type(f) == "string" and sub(f, 1, 1) ~= "/" and dir ~= "." then
+            return dir .. "/" .. f
+        end
+        return f
+    end
+    local loaders = package.loaders or package.searchers
+    local lua_searcher = loaders[2]
+    local g_dofile, g_loadfile = _G.dofile, _G.loadfile
+    loaders[2] = function(name)
+        local f = package.searchpath(name, package.path)
+        -- moongate's own modules are not the config's
+        if f and sub(name, 1, 8) ~= "moongate" then note(f) end
+        return lua_searcher(name)
+    end
+    _G.dofile = function(f, ...)
+        f = resolve(f)
+        if f then note(f) end
+        return g_dofile(f, ...)
+    end
+    _G.loadfile = function(f, ...)
+        f = resolve(f)
+        if f then note(f) end
+        return g_loadfile(f, ...)
+    end
+    return function()
+        loaders[2], _G.dofile, _G.loadfile = lua_searcher, g_dofile, g_loadfile
+    end
+end
+
 --- Runs config file `file` and validates it whole.
 -- Returns the normalised cfg (docs/config-dsl.md), or nil and a list of
 -- "file:line: reason" strings, one per mistake, in file order. Can be called
@@ -1794,6 +1868,9 @@ function _M.load(file)
         error("moongate.config.load: file must be a string, got "
               .. type(file), 2)
     end
+    local dir = config_dir(file)
+    use_config_dir(dir)
+    loaded_files = { file }
     local chunk, perr = loadfile(file)
     if not chunk then
         local line, reason = match(perr, "^.-:(%d+): (.*)$")
@@ -1813,7 +1890,9 @@ function _M.load(file)
     end
     local outer = current
     current = c
+    local restore = record_files(file, dir)
     local ok, e = xpcall(chunk, on_error)
+    restore()
     current = outer
     forget_modules(before)
 
