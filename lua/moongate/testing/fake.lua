@@ -1175,11 +1175,11 @@ function _M.local_response(st, status, ctype, body, block, commit)
 end
 
 --- mg_conn_respond_error: the gateway's JSON error answer.
-function _M.error_response(st, status, message, commit)
+function _M.error_response(st, status, message, commit, block)
     local body = fmt('{"error":"%s","status":%d,"request_id":"%s"}\n',
                      message, status, st.id)
-    return _M.local_response(st, status, "application/json", body, "",
-                             commit)
+    return _M.local_response(st, status, "application/json", body,
+                             block or "", commit)
 end
 
 return _M
