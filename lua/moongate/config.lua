@@ -265,18 +265,46 @@ local function sorted_keys(t)
     return keys
 end
 
--- Reports every key of `t` that is not in the list `valid`.
-local function check_keys(d, t, valid, what)
-    local set = {}
+--- The messages for every key of table `t` not in the list `valid`:
+-- "unknown key 'x' in <what> (did you mean 'y'? valid: ...)", in key
+-- order. Policies (moongate.jwt, moongate.ratelimit) check their options
+-- with it too, so every table of a config reads alike.
+function _M.unknown_keys(t, valid, what)
+    local set, out = {}, {}
     for _, k in ipairs(valid) do
         set[k] = true
     end
+    local names = concat(valid, ", ")
     for _, k in ipairs(sorted_keys(t)) do
         if not set[k] then
-            err(d, "unknown key %s in %s (%svalid: %s)", key_str(k), what,
-                did_you_mean(k, valid), concat(valid, ", "))
+            out[#out + 1] = fmt("unknown key %s in %s (%svalid: %s)", key_str(k),
+                                what, did_you_mean(k, valid), names)
         end
     end
+    return out
+end
+
+-- Reports every key of `t` that is not in the list `valid`.
+local function check_keys(d, t, valid, what)
+    for _, msg in ipairs(_M.unknown_keys(t, valid, what)) do
+        err(d, "%s", msg)
+    end
+end
+
+--- For constructors called from a config file (jwt.policy, limit.policy):
+-- while a config loads, records each message of the list `msgs` at the
+-- user's line that made the call and returns true, so that the file runs
+-- on and every mistake in it is reported at once (the load fails). Outside
+-- a load returns false: the caller raises as usual.
+function _M.report(msgs)
+    if not current then
+        return false
+    end
+    local d = site(current)
+    for _, msg in ipairs(msgs) do
+        err(d, "%s", msg)
+    end
+    return true
 end
 
 
@@ -1788,9 +1816,9 @@ end
 -- Modules and files are found from the config's own directory, whatever
 -- the current directory (systemd starts services in /): it comes first on
 -- package.path and package.cpath of the state that loads the config, and
--- stays there for hooks that require later. Each load starts again from the
--- paths the state had before the first one.
-local base_path, base_cpath
+-- stays there for hooks that require later. A later load replaces the
+-- entries an earlier one added (if they are still in front).
+local added_path, added_cpath = "", ""
 
 local function config_dir(file)
     local dir = match(file, "^(.*)/[^/]*$")
@@ -1798,13 +1826,21 @@ local function config_dir(file)
     return dir == "" and "/" or dir
 end
 
-local function use_config_dir(dir)
-    if base_path == nil then
-        base_path, base_cpath = package.path, package.cpath
+local function without_prefix(s, prefix)
+    if prefix ~= "" and sub(s, 1, #prefix) == prefix then
+        return sub(s, #prefix + 1)
     end
+    return s
+end
+
+local function use_config_dir(dir)
     local d = dir == "/" and "" or dir
-    package.path = d .. "/?.lua;" .. d .. "/?/init.lua;" .. base_path
-    package.cpath = d .. "/?.so;" .. base_cpath
+    local path = without_prefix(package.path, added_path)
+    local cpath = without_prefix(package.cpath, added_cpath)
+    added_path = d .. "/?.lua;" .. d .. "/?/init.lua;"
+    added_cpath = d .. "/?.so;"
+    package.path = added_path .. path
+    package.cpath = added_cpath .. cpath
 end
 
 -- The files the last load read (the config, every module it required,
@@ -1829,9 +1865,16 @@ local function record_files(file, dir)
             files[#files + 1] = f
         end
     end
+    -- a relative path is the config directory's file when there is one
+    -- (else, as before, the current directory's)
     local function resolve(f)
         if type(f) == "string" and sub(f, 1, 1) ~= "/" and dir ~= "." then
-            return dir .. "/" .. f
+            local there = dir .. "/" .. f
+            local fh = io.open(there, "r")
+            if fh then
+                fh:close()
+                return there
+            end
         end
         return f
     end

@@ -63,6 +63,22 @@ describe("moongate check", function()
         assert.truthy(by_line[3]:find("port", 1, true), by_line[3])
     end)
 
+    it("reports every mistake inside jwt.policy and limit.policy at once", function()
+        local file = "spec/fixtures/config/policy_errors.lua"
+        local code, out = h.run_bin("check -c " .. file)
+        assert.equal(1, code, out)
+        local by_line, n = reports(out, file)
+        assert.equal(7, n, out)
+        assert.truthy(by_line[5]:find("unknown key 'secrte' in jwt.policy (did you mean 'secret'?",
+                                      1, true), out)
+        assert.truthy(by_line[6]:find("unknown key 'pre' in limit.policy (did you mean 'per'?",
+                                      1, true), out)
+        assert.truthy(by_line[8]:find("limit.policy.status must be an integer 400-599", 1, true),
+                      out)
+        assert.truthy(by_line[10]:find("jwt: optional must be a boolean", 1, true), out)
+        assert.truthy(by_line[11]:find('route.upstream "uu" is not declared', 1, true), out)
+    end)
+
     it("returns at once instead of serving", function()
         local code = h.run_bin("check -c " .. FIX .. "good.lua", 5)
         assert.are_not.equal(124, code, "still running after 5 s")
