@@ -429,7 +429,7 @@ local function run_handler(R)
     local co = co_create(handler.invoke)
     local t0 = router.monotonic()
     local ok, hok, status, body, block, ctype =
-        co_resume(co, fn, fake.handler_request(st))
+        co_resume(co, fn, R.req)   -- the hooks' request object, as in lua_route.c
     e.time_ms = (router.monotonic() - t0) * 1000
     if not ok then
         error(hok, 0)
