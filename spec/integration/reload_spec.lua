@@ -249,6 +249,12 @@ gw.listen { port = {{PORT1}}, host = "127.0.0.1" }
 gw.route { path = "/t", handler = function() return 200, tag end }
 ]])
         assert.equal("a1", wait_tag("a1"))
+        -- the watches are set once the control thread has loaded the config
+        -- too: main logs "listening on" after that
+        local deadline = h.now() + 10 * h.SLOW
+        while not gw:log():find("listening on", 1, true) and h.now() < deadline do
+            h.sleep(0.02)
+        end
     end)
 
     teardown(h.cleanup)
