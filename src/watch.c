@@ -1,8 +1,8 @@
 /* watch.c: see watch.h. */
 #include <libgen.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "errlog.h"
 #include "watch.h"
 
 /* One watched directory; names are the basenames of its watched files.
@@ -118,8 +118,8 @@ static wdir_t *dir_for(mg_watch_t *w, const char *f, char *name, size_t cap)
     d->next = w->dirs;
     w->dirs = d;
     if (uv_fs_event_start(&d->h, on_event, d->dir, 0) != 0)
-        fprintf(stderr, "moongate: cannot watch %s for changes (reload with SIGHUP or "
-                        "POST /reload)\n", d->dir);
+        mg_log(MG_LOG_WARN, "cannot watch %s for changes (reload with SIGHUP or "
+                            "POST /reload)\n", d->dir);
 out:
     free(a);
     free(b);
