@@ -7,7 +7,6 @@
  * also kept loaded in a Lua state of its own (ctl->L) for the live REPL.
  */
 #include <ctype.h>
-#include <libgen.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -112,13 +111,14 @@ static void watch_loaded(mg_control_t *ctl, lua_State *L)
     lua_pushstring(L, "moongate.config");
     if (lua_pcall(L, 1, 1, 0) == 0) {
         lua_getfield(L, -1, "loaded_files");
-        if (lua_pcall(L, 0, 1, 0) == 0 && lua_istable(L, -1)) {
+        /* the strings are kept on the stack while mg_watch_set reads them */
+        if (lua_pcall(L, 0, 1, 0) == 0 && lua_istable(L, -1) && lua_checkstack(L, 256)) {
             const char *files[256];
             size_t n = 0;
             for (int i = 1; n < 256; i++, n++) {
                 lua_rawgeti(L, top + 2, i);
                 if (!(files[n] = lua_tostring(L, -1)))
-                    break; /* the strings stay on the stack meanwhile */
+                    break;
             }
             mg_watch_set(ctl->watch, files, n);
         }

@@ -126,7 +126,7 @@ static int claim_addr(const mg_listener_t *l, char **err)
     if (lock < 0 || bind(lock, (struct sockaddr *)&un, unlen) < 0) {
         int e = errno;
         *err = mg_strf("listen %s:%u: %s%s", l->host, l->port, strerror(e),
-                 e == EADDRINUSE ? " (another moongate serves it)" : "");
+                       e == EADDRINUSE ? " (another moongate serves it)" : "");
         if (lock >= 0)
             close(lock);
         return -1;
