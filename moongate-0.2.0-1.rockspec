@@ -81,6 +81,7 @@ build = {
             "src/upgrade.c",
             "src/uri.c",
             "src/usage.c",
+            "src/watch.c",
             "src/worker.c",
             "src/wq.c",
             "/usr/share/llhttp/llhttp.c", "/usr/share/llhttp/api.c",

@@ -116,8 +116,11 @@ int mg_config_run_lua(lua_State *L, const char *file, char **errors)
     lua_getglobal(L, "require");
     lua_pushstring(L, "moongate.config");
     if (lua_pcall(L, 1, 1, 0) != 0) {
-        errs_add(&e, "%s: cannot load the config loader (Lua dir %s): %s", file, mg_lua_dir(),
-                 lua_msg(L, -1));
+        const char *why = lua_msg(L, -1);
+        if (strstr(why, "module 'moongate.config' not found")) /* not the list tried */
+            errs_add(&e, "%s: %s", file, mg_lua_dir_help());
+        else
+            errs_add(&e, "%s: cannot load the config loader: %s", file, why);
         goto fail;
     }
     lua_getfield(L, -1, "load");

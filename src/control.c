@@ -7,7 +7,6 @@
  * also kept loaded in a Lua state of its own (ctl->L) for the live REPL.
  */
 #include <ctype.h>
-#include <libgen.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -26,6 +25,7 @@
 #include "hooks.h"
 #include "lua_state.h"
 #include "metrics.h"
+#include "watch.h"
 
 /* repl.c: evaluates live-REPL input in L (the newest config loaded). */
 int mg_repl_server_eval(struct lua_State *L, const char *code, size_t len, char **out,
@@ -101,6 +101,32 @@ static int l_status(lua_State *L);
 static int l_upstreams(lua_State *L);
 static int l_metrics(lua_State *L);
 
+/* Watches every file the load just made in L read (a refused one too:
+ * fixing the module it failed on must reload). */
+static void watch_loaded(mg_control_t *ctl, lua_State *L)
+{
+    if (!ctl->watch)
+        return;
+    int top = lua_gettop(L);
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "moongate.config");
+    if (lua_pcall(L, 1, 1, 0) == 0) {
+        lua_getfield(L, -1, "loaded_files");
+        /* the strings are kept on the stack while mg_watch_set reads them */
+        if (lua_pcall(L, 0, 1, 0) == 0 && lua_istable(L, -1) && lua_checkstack(L, 256)) {
+            const char *files[256];
+            size_t n = 0;
+            for (int i = 1; n < 256; i++, n++) {
+                lua_rawgeti(L, top + 2, i);
+                if (!(files[n] = lua_tostring(L, -1)))
+                    break;
+            }
+            mg_watch_set(ctl->watch, files, n);
+        }
+    }
+    lua_settop(L, top);
+}
+
 /* A state with `file` loaded and its gw.test examples run. Returns it, or
  * NULL with *err (malloc'd) holding the failures. With `cfg`, also converts
  * the loaded config to C (one load serves both). */
@@ -126,6 +152,7 @@ static lua_State *load_and_test(mg_control_t *ctl, const char *file, mg_config_t
         lua_close(L);
         return NULL;
     }
+    watch_loaded(ctl, L);
     /* (n, failures, cfg) or (nil, load errors) */
     int failed = lua_isnil(L, -3) || lua_objlen(L, -2) > 0;
     if (failed) {
@@ -398,14 +425,9 @@ static void on_debounced(uv_timer_t *t)
 
 /* An editor's save is several events (write, rename, chmod): one reload
  * 150 ms after the last. */
-static void on_file_event(uv_fs_event_t *h, const char *name, int events, int status)
+static void on_file_changed(void *data)
 {
-    mg_control_t *ctl = h->data;
-    if (status < 0 || !name)
-        return;
-    size_t n = strlen(name);
-    if (n < 4 || strcmp(name + n - 4, ".lua") != 0)
-        return;
+    mg_control_t *ctl = data;
     uv_timer_start(&ctl->debounce, on_debounced, 150, 0);
 }
 
@@ -842,6 +864,10 @@ int mg_control_start(mg_control_t *ctl, uv_loop_t *loop, const char *file, mg_ge
         return -1;
     }
     the_ctl = ctl;
+    uv_timer_init(loop, &ctl->debounce);
+    ctl->debounce.data = ctl;
+    /* filled by each load with the files it read */
+    ctl->watch = mg_watch_new(loop, on_file_changed, ctl);
     char *terr = NULL;
     ctl->L = load_and_test(ctl, file, NULL, &terr);
     if (!ctl->L) {
@@ -884,22 +910,12 @@ int mg_control_start(mg_control_t *ctl, uv_loop_t *loop, const char *file, mg_ge
                aport);
     }
     ctl->health = mg_health_start(loop, gen);
-    uv_timer_init(loop, &ctl->debounce);
-    ctl->debounce.data = ctl;
     uv_signal_init(loop, &ctl->sighup);
     ctl->sighup.data = ctl;
     uv_signal_start(&ctl->sighup, on_sighup, SIGHUP);
     uv_signal_init(loop, &ctl->sigusr1);
     ctl->sigusr1.data = ctl;
     uv_signal_start(&ctl->sigusr1, on_sigusr1, SIGUSR1);
-    /* watch the config's directory: editors replace files by renaming */
-    char *dir = strdup(file);
-    uv_fs_event_init(loop, &ctl->watch);
-    ctl->watch.data = ctl;
-    if (dir && uv_fs_event_start(&ctl->watch, on_file_event, dirname(dir), 0) != 0)
-        mg_log(MG_LOG_WARN, "cannot watch %s for changes (reload with SIGHUP or "
-                        "POST /reload)\n", file);
-    free(dir);
     return 0;
 }
 
@@ -910,8 +926,8 @@ void mg_control_stop(mg_control_t *ctl)
     ctl->admin = NULL;
     mg_health_stop(ctl->health);
     ctl->health = NULL;
-    if (!uv_is_closing((uv_handle_t *)&ctl->watch))
-        uv_close((uv_handle_t *)&ctl->watch, NULL);
+    mg_watch_close(ctl->watch);
+    ctl->watch = NULL;
     if (!uv_is_closing((uv_handle_t *)&ctl->debounce))
         uv_close((uv_handle_t *)&ctl->debounce, NULL);
     if (!uv_is_closing((uv_handle_t *)&ctl->sighup))

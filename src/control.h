@@ -24,7 +24,7 @@ typedef struct mg_control_s {
     double last_time;
     double started;
     unsigned long long reloads_ok, reloads_failed;
-    uv_fs_event_t watch;
+    struct mg_watch_s *watch;   /* every file the config read (watch.h) */
     uv_timer_t debounce;
     uv_signal_t sighup;
     uv_signal_t sigusr1;        /* reopen the log files */

@@ -285,6 +285,16 @@ static int settle(mg_request_t *r, mg_hook_co_t *hc, int code)
     return code;
 }
 
+void mg_hooks_push_thread(lua_State *L, mg_request_t *r)
+{
+    if (!r->co) {
+        lua_pushnil(L);
+        return;
+    }
+    lua_pushthread(r->co->co);
+    lua_xmove(r->co->co, L, 1);
+}
+
 int mg_hooks_run(mg_request_t *r, int phase)
 {
     int first = 0;

@@ -33,6 +33,10 @@ int mg_hooks_has(const mg_wgen_t *g, const mg_route_t *route, int phase);
 
 int mg_hooks_run(mg_request_t *r, int phase);
 
+/* Pushes onto L (the generation's state) the coroutine that ran r's hooks,
+ * or nil when none did: a route handler then gets the hooks' request object
+ * (same req.ctx). */
+void mg_hooks_push_thread(struct lua_State *L, mg_request_t *r);
 /* The request ends: its coroutine goes back to the pool, or, while a hook
  * still waits, the wait is cancelled (phases before the log) or left to
  * finish on its own (on_log). */

@@ -1181,6 +1181,8 @@ static int run_phase(mg_conn_t *c, int phase)
     return 1;
 }
 
+static void respond_405(mg_conn_t *c);
+
 /* The steps of a request after its head, each resumable after a hook that
  * waited: on_request, routing, on_route, route policies, then the handler or
  * the upstream. `done` is the last phase already finished. */
@@ -1209,7 +1211,7 @@ static void continue_request(mg_conn_t *c, int done)
     if (!r->route && r->upstream_override < 0) {
         r->state = MG_RS_LOCAL;
         if (r->route_rc == MG_ROUTE_BAD_METHOD)
-            mg_conn_respond_error(c, 405, "method not allowed");
+            respond_405(c);
         else
             mg_conn_respond_error(c, 404, "no route");
         return;
@@ -1732,7 +1734,10 @@ static void serve_cached(mg_conn_t *c)
     send_cached(c);
 }
 
-void mg_conn_respond_error(mg_conn_t *c, int status, const char *message)
+/* The gateway's own JSON error answer, with extra header lines hdrs
+ * ("Name: value\r\n"..., may be NULL). */
+static void respond_error(mg_conn_t *c, int status, const char *message, const char *hdrs,
+                          size_t hlen)
 {
     mg_request_t *r = c->r;
     if (!r)
@@ -1742,7 +1747,32 @@ void mg_conn_respond_error(mg_conn_t *c, int status, const char *message)
     char body[256];
     int n = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"status\":%d,\"request_id\":\"%s\"}\n",
                      message, status, r->request_id);
-    mg_conn_respond(c, status, "application/json", body, (size_t)n, NULL, 0);
+    mg_conn_respond(c, status, "application/json", body, (size_t)n, hdrs, hlen);
+}
+
+void mg_conn_respond_error(mg_conn_t *c, int status, const char *message)
+{
+    respond_error(c, status, message, NULL, 0);
+}
+
+/* 405 with the Allow header RFC 9110 (15.5.6) requires: the methods of the
+ * routes that matched the request in all but its method. */
+static void respond_405(mg_conn_t *c)
+{
+    mg_request_t *r = c->r;
+    const char *host = NULL;
+    size_t host_len = 0;
+    if (r->known[MG_H_HOST]) {
+        mg_span_t h = r->headers[r->known[MG_H_HOST] - 1].value;
+        host = mg_conn_data(c, h);
+        host_len = h.len;
+    }
+    char hdr[2048];
+    memcpy(hdr, "Allow: ", 7);
+    long n = mg_router_allowed(r->g->router, c->local_port, host, host_len, r->path,
+                               r->path_len, header_get, c, hdr + 7, sizeof(hdr) - 9);
+    memcpy(hdr + 7 + n, "\r\n", 2);
+    respond_error(c, 405, "method not allowed", hdr, (size_t)n + 9);
 }
 
 /* The request is over for the client: access log line, then on_log hooks

@@ -3,8 +3,10 @@
  *
  * The state runs the config file once when the generation is built; the normalised
  * config table it returns stays in the registry so that route i's handler
- * is cfg.routes[i + 1].handler. Requests reach a handler as a plain table
- * (this path serves demo services and tests, not the proxy hot path).
+ * is cfg.routes[i + 1].handler. A handler gets the same request object as
+ * hooks (moongate.runtime; the hooks' own one when they ran, so req.ctx
+ * carries over). This path serves demo services and tests, not the proxy
+ * hot path.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,55 +87,6 @@ void mg_lua_gen_close(mg_wgen_t *g)
     g->lua = NULL;
 }
 
-static void push_request(lua_State *L, mg_conn_t *c)
-{
-    mg_request_t *r = c->r;
-    lua_createtable(L, 0, 8);
-    lua_pushlstring(L, mg_conn_data(c, r->method), r->method.len);
-    lua_setfield(L, -2, "method");
-    lua_pushlstring(L, r->path, r->path_len);
-    lua_setfield(L, -2, "path");
-    lua_pushlstring(L, r->query_len ? r->query + 1 : "", r->query_len ? r->query_len - 1 : 0);
-    lua_setfield(L, -2, "query");
-    lua_pushlstring(L, r->request_id, r->request_id_len);
-    lua_setfield(L, -2, "id");
-    lua_pushstring(L, c->client_ip);
-    lua_setfield(L, -2, "client");
-    lua_pushstring(L, mg_conn_tls(c) ? "https" : "http");
-    lua_setfield(L, -2, "scheme");
-    lua_createtable(L, 0, (int)r->nheaders);
-    for (uint32_t i = 0; i < r->nheaders; i++) {
-        char name[256];
-        mg_span_t n = r->headers[i].name;
-        size_t nl = n.len < sizeof(name) ? n.len : sizeof(name) - 1;
-        for (size_t k = 0; k < nl; k++) {
-            char ch = mg_conn_data(c, n)[k];
-            name[k] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
-        }
-        lua_pushlstring(L, name, nl);
-        lua_rawget(L, -2);
-        if (lua_isstring(L, -1)) { /* repeated header: join with ", " */
-            lua_pushliteral(L, ", ");
-            lua_pushlstring(L, mg_conn_data(c, r->headers[i].value), r->headers[i].value.len);
-            lua_concat(L, 3);
-        } else {
-            lua_pop(L, 1);
-            lua_pushlstring(L, mg_conn_data(c, r->headers[i].value), r->headers[i].value.len);
-        }
-        lua_pushlstring(L, name, nl);
-        lua_insert(L, -2);
-        lua_rawset(L, -3);
-    }
-    lua_setfield(L, -2, "headers");
-    lua_createtable(L, 0, (int)r->match.nparams);
-    for (size_t i = 0; i < r->match.nparams; i++) {
-        lua_pushlstring(L, r->match.params[i].name, r->match.params[i].name_len);
-        lua_pushlstring(L, r->match.params[i].value, r->match.params[i].value_len);
-        lua_rawset(L, -3);
-    }
-    lua_setfield(L, -2, "params");
-}
-
 void mg_lua_route_call(mg_conn_t *c)
 {
     mg_request_t *r = c->r;
@@ -148,8 +101,10 @@ void mg_lua_route_call(mg_conn_t *c)
     lua_getfield(L, -1, "handler");
     lua_replace(L, -4); /* stack: invoke, handler, routes, route */
     lua_pop(L, 2);
-    push_request(L, c);
-    if (lua_pcall(L, 2, 5, 0) != 0 || !lua_toboolean(L, -5)) {
+    /* the request object hooks get (moongate.runtime), theirs if they ran */
+    lua_pushlightuserdata(L, r);
+    mg_hooks_push_thread(L, r);
+    if (lua_pcall(L, 3, 5, 0) != 0 || !lua_toboolean(L, -5)) {
         const char *msg = lua_tostring(L, lua_isstring(L, -4) ? -4 : -1);
         mg_log(MG_LOG_ERROR, "worker %d: request %s: handler of route %s failed: %s\n",
                 w->id, r->request_id, r->route->name, msg ? msg : "?");

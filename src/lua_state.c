@@ -10,53 +10,84 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Computed once (pthread_once): workers may create states concurrently. */
-static char lua_dir[PATH_MAX + 8];
+/* Computed once (pthread_once): workers may create states concurrently.
+ * Empty when no candidate holds the library: the system Lua path is used. */
+static char lua_dir[PATH_MAX + 32];
+static char lua_dir_tried[3 * PATH_MAX + 64]; /* for mg_lua_dir_help() */
 static pthread_once_t lua_dir_once = PTHREAD_ONCE_INIT;
 
+/* Does dir hold moongate's library (dir/moongate/init.lua)? */
+static int has_library(const char *dir)
+{
+    char f[PATH_MAX + 64];
+    if (snprintf(f, sizeof(f), "%s/moongate/init.lua", dir) >= (int)sizeof(f))
+        return 0;
+    return access(f, R_OK) == 0;
+}
+
+static void tried(const char *dir)
+{
+    size_t len = strlen(lua_dir_tried);
+    snprintf(lua_dir_tried + len, sizeof(lua_dir_tried) - len, "%s%s", len ? ", " : "", dir);
+}
+
+/* Takes candidate `dir` (made canonical) if it holds the library. */
+static int take(const char *dir)
+{
+    char real[PATH_MAX];
+    if (realpath(dir, real) == NULL || !has_library(real)) {
+        tried(dir);
+        return 0;
+    }
+    snprintf(lua_dir, sizeof(lua_dir), "%s", real);
+    return 1;
+}
+
+/* The lookup order documented in README.md ("Installing"). */
 static void find_lua_dir(void)
 {
     const char *env = getenv("MOONGATE_LUA_DIR");
-    char exe[PATH_MAX], real[PATH_MAX];
-    char *slash;
-    ssize_t n;
-    size_t len;
+    char exe[PATH_MAX], cand[PATH_MAX + 32];
 
-    if (env != NULL && env[0] != '\0' && strlen(env) < sizeof(lua_dir)) {
-        strcpy(lua_dir, env);
-    } else {
-        n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-        if (n <= 0 || (size_t)n >= sizeof(exe) - 1) {
-            strcpy(lua_dir, "lua"); /* no /proc: relative to the cwd */
-            return;
+    if (env != NULL && env[0] != '\0') {
+        /* an explicit choice is kept even when wrong: the error names it */
+        snprintf(lua_dir, sizeof(lua_dir), "%s", env);
+        size_t len = strlen(lua_dir);
+        while (len > 1 && lua_dir[len - 1] == '/')
+            lua_dir[--len] = '\0';
+        if (!has_library(lua_dir)) {
+            char what[PATH_MAX + 64];
+            snprintf(what, sizeof(what), "%s (MOONGATE_LUA_DIR)", lua_dir);
+            tried(what);
         }
+        return;
+    }
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n > 0 && (size_t)n < sizeof(exe) - 1) {
         exe[n] = '\0';
-        slash = strrchr(exe, '/');
+        char *slash = strrchr(exe, '/');
         if (slash != NULL)
             *slash = '\0';
-        /* a build tree (<exe>/../lua), else an install (make install, the
-         * Debian package: <prefix>/bin and <prefix>/share/moongate/lua) */
-        static const char *const rel[] = { "/../lua", "/../share/moongate/lua" };
-        len = strlen(exe);
-        static const char init[] = "/moongate/init.lua";
-        char probe[sizeof(lua_dir) + sizeof(init)];
-        for (size_t i = 0; i < sizeof(rel) / sizeof(rel[0]); i++) {
-            size_t rl = strlen(rel[i]);
-            if (len + rl >= sizeof(lua_dir))
-                break;
-            memcpy(lua_dir, exe, len);
-            memcpy(lua_dir + len, rel[i], rl + 1);
-            memcpy(probe, lua_dir, len + rl);
-            memcpy(probe + len + rl, init, sizeof(init));
-            if (access(probe, R_OK) == 0)
-                break;
-        }
-        if (realpath(lua_dir, real) != NULL)
-            strcpy(lua_dir, real);
+        snprintf(cand, sizeof(cand), "%s/../lua", exe);
+        if (take(cand))
+            return;
+        snprintf(cand, sizeof(cand), "%s/../share/moongate/lua", exe);
+        if (take(cand))
+            return;
     }
-    len = strlen(lua_dir);
-    while (len > 1 && lua_dir[len - 1] == '/')
-        lua_dir[--len] = '\0';
+    lua_dir[0] = '\0'; /* package.path as LuaJIT has it (LUA_PATH) */
+}
+
+const char *mg_lua_dir_help(void)
+{
+    static char help[sizeof(lua_dir_tried) + 256];
+    pthread_once(&lua_dir_once, find_lua_dir);
+    snprintf(help, sizeof(help),
+             "moongate's Lua library (moongate/init.lua) is not in %s%s; set MOONGATE_LUA_DIR "
+             "to the directory that holds moongate/init.lua (the source tree's lua/, or "
+             "PREFIX/share/moongate/lua)",
+             lua_dir_tried[0] ? lua_dir_tried : "", lua_dir[0] ? "" : " nor on the Lua path");
+    return help;
 }
 
 const char *mg_lua_dir(void)
@@ -71,6 +102,8 @@ static int setup(lua_State *L)
     const char *dir = lua_touserdata(L, 1);
 
     luaL_openlibs(L);
+    if (dir[0] == '\0')
+        return 0; /* found nowhere: maybe on the system Lua path */
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "path");
     lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir,

@@ -14,9 +14,17 @@
  * and closes it with lua_close(). Safe to call from any thread. */
 lua_State *mg_lua_open(void);
 
-/* The directory holding moongate's Lua modules: $MOONGATE_LUA_DIR if set
- * (read once, at the first call), else "<dir of the executable>/../lua"
- * (canonicalised when it exists). A static string, never NULL. */
+/* The directory holding moongate's Lua modules, looked up once (at the
+ * first call) in this order: $MOONGATE_LUA_DIR when set (taken as given),
+ * else the first of "<dir of the executable>/../lua" (the source tree) and
+ * "<dir of the executable>/../share/moongate/lua" (make install) that holds
+ * moongate/init.lua, canonicalised. "" when neither does: the states then
+ * rely on LuaJIT's own package.path (LUA_PATH, the system Lua directories).
+ * A static string, never NULL. */
 const char *mg_lua_dir(void);
+
+/* What to tell the user when moongate's modules cannot be required: where
+ * they were looked for and to set MOONGATE_LUA_DIR. A static string. */
+const char *mg_lua_dir_help(void);
 
 #endif

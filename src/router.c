@@ -440,18 +440,23 @@ static int path_match(const entry_t *e, const char *path, size_t len, mg_route_m
     }
 }
 
-int mg_router_match(const mg_router_t *r, uint16_t local_port, const char *method,
-                    size_t method_len, const char *host, size_t host_len,
-                    const char *path, size_t path_len,
-                    mg_header_get_fn get_header, void *get_header_ctx, mg_route_match_t *m)
+/* Appends len bytes of s to out at *o; 0, or -1 when it would not leave room
+ * for the final NUL. */
+static int put(char *out, size_t cap, size_t *o, const char *s, size_t len)
 {
-    int bad_method = 0;
-    size_t i;
+    if (len >= cap - *o)
+        return -1;
+    memcpy(out + *o, s, len);
+    *o += len;
+    return 0;
+}
 
-    /* the request's Host without ":port" ("[v6]:port" keeps its brackets) */
-    if (host == NULL) {
-        host_len = 0;
-    } else if (host_len > 0 && host[0] == '[') {
+/* The request's Host without ":port" ("[v6]:port" keeps its brackets). */
+static size_t host_part(const char *host, size_t host_len)
+{
+    if (host == NULL)
+        return 0;
+    if (host_len > 0 && host[0] == '[') {
         const char *rb = memchr(host, ']', host_len);
 
         if (rb != NULL)
@@ -462,16 +467,36 @@ int mg_router_match(const mg_router_t *r, uint16_t local_port, const char *metho
         if (colon != NULL)
             host_len = (size_t)(colon - host);
     }
-    host_len = host_trim(host, host_len);
+    return host_trim(host, host_len);
+}
 
+/* Does e match the request in everything but the method? Fills m. */
+static int matches_but_method(const entry_t *e, uint16_t local_port, const char *host,
+                              size_t host_len, const char *path, size_t path_len,
+                              mg_header_get_fn get_header, void *get_header_ctx,
+                              mg_route_match_t *m)
+{
+    if (e->route->listen_port != 0 && e->route->listen_port != local_port)
+        return 0;
+    return host_match(e, host, host_len) && path_match(e, path, path_len, m) &&
+           headers_match(e, get_header, get_header_ctx);
+}
+
+int mg_router_match(const mg_router_t *r, uint16_t local_port, const char *method,
+                    size_t method_len, const char *host, size_t host_len,
+                    const char *path, size_t path_len,
+                    mg_header_get_fn get_header, void *get_header_ctx, mg_route_match_t *m)
+{
+    int bad_method = 0;
+    size_t i;
+
+    host_len = host_part(host, host_len);
     if (path_len > 0 && path[0] == '/') {
         for (i = 0; i < r->n; i++) {
             const entry_t *e = &r->entries[i];
 
-            if (e->route->listen_port != 0 && e->route->listen_port != local_port)
-                continue;
-            if (!host_match(e, host, host_len) || !path_match(e, path, path_len, m) ||
-                !headers_match(e, get_header, get_header_ctx))
+            if (!matches_but_method(e, local_port, host, host_len, path, path_len, get_header,
+                                    get_header_ctx, m))
                 continue;
             if (!method_match(e, method, method_len)) {
                 bad_method = 1; /* a less specific route may still take it */
@@ -489,15 +514,48 @@ int mg_router_match(const mg_router_t *r, uint16_t local_port, const char *metho
     return bad_method ? MG_ROUTE_BAD_METHOD : MG_ROUTE_NOT_FOUND;
 }
 
-/* Appends len bytes of s to out at *o; 0, or -1 when it would not leave room
- * for the final NUL. */
-static int put(char *out, size_t cap, size_t *o, const char *s, size_t len)
+long mg_router_allowed(const mg_router_t *r, uint16_t local_port, const char *host,
+                       size_t host_len, const char *path, size_t path_len,
+                       mg_header_get_fn get_header, void *get_header_ctx, char *out,
+                       size_t cap)
 {
-    if (len >= cap - *o)
-        return -1;
-    memcpy(out + *o, s, len);
-    *o += len;
-    return 0;
+    mg_route_match_t m;
+    size_t o = 0, i, j;
+
+    if (cap == 0)
+        return 0;
+    out[0] = '\0';
+    host_len = host_part(host, host_len);
+    if (path_len == 0 || path[0] != '/')
+        return 0;
+    for (i = 0; i < r->n; i++) {
+        const entry_t *e = &r->entries[i];
+
+        if (!matches_but_method(e, local_port, host, host_len, path, path_len, get_header,
+                                get_header_ctx, &m))
+            continue;
+        for (j = 0; j < e->route->nmethods; j++) {
+            const char *name = e->route->methods[j];
+            size_t len = e->method_len[j];
+            const char *p = out;
+            int dup = 0;
+
+            /* once each: two routes may accept the same method */
+            while (!dup && (p = strstr(p, name)) != NULL) {
+                dup = (p == out || p[-1] == ' ') && (p[len] == ',' || p[len] == '\0');
+                p += len;
+            }
+            if (dup)
+                continue;
+            size_t before = o;
+            if ((o > 0 && put(out, cap, &o, ", ", 2) != 0) || put(out, cap, &o, name, len) != 0) {
+                out[before] = '\0'; /* what fits, whole methods only */
+                return (long)before;
+            }
+            out[o] = '\0';
+        }
+    }
+    return (long)o;
 }
 
 long mg_router_upstream_path(const mg_route_match_t *m, const char *path, size_t path_len,

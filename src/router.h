@@ -73,6 +73,16 @@ int mg_router_match(const mg_router_t *r, uint16_t local_port, const char *metho
                     const char *path, size_t path_len,
                     mg_header_get_fn get_header, void *get_header_ctx, mg_route_match_t *m);
 
+/* For a 405 (mg_router_match returned MG_ROUTE_BAD_METHOD): writes the
+ * methods the routes matching everything but the method accept, as an
+ * Allow header value ("GET, POST"; each once, in route order), to out
+ * (capacity cap, NUL-terminated; methods that do not fit are left out).
+ * Same arguments as mg_router_match. Returns the length written. */
+long mg_router_allowed(const mg_router_t *r, uint16_t local_port, const char *host,
+                       size_t host_len, const char *path, size_t path_len,
+                       mg_header_get_fn get_header, void *get_header_ctx, char *out,
+                       size_t cap);
+
 /* Writes the path to send upstream for match `m` of `path` into out (capacity
  * cap): route->rewrite expanded (":name" anywhere -> that param's value, or
  * nothing if the match has no such param; "**" -> rest), else

@@ -3,12 +3,15 @@
 #include <pthread.h>
 #include <time.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include "errlog.h"
 #include "accesslog.h"
@@ -74,26 +77,91 @@ static void on_connection(uv_stream_t *server, int status)
     mg_conn_accept(w, server, (uint16_t)(uintptr_t)server->data);
 }
 
+/* The address of listener l, or -1 with *err (malloc'd). */
+static int listener_addr(const mg_listener_t *l, struct sockaddr_storage *sa, socklen_t *len,
+                         char **err)
+{
+    if (uv_ip4_addr(l->host, l->port, (struct sockaddr_in *)sa) == 0) {
+        *len = sizeof(struct sockaddr_in);
+        return AF_INET;
+    }
+    if (uv_ip6_addr(l->host, l->port, (struct sockaddr_in6 *)sa) == 0) {
+        *len = sizeof(struct sockaddr_in6);
+        return AF_INET6;
+    }
+    *err = mg_strf("listen %s:%u: not a numeric address", l->host, l->port);
+    return -1;
+}
+
+/* SO_REUSEPORT lets any process of the same user join a listening group and
+ * take part of its connections: a second gateway started by mistake would
+ * quietly serve some of the first one's traffic. So before the workers bind,
+ * each address is claimed for this process:
+ *  - a lock every moongate takes, an abstract Unix socket named after the
+ *    address (unique per network namespace, like ports; the kernel drops it
+ *    when the process dies, however it dies), closes the race between two
+ *    gateways starting at once;
+ *  - a probe bind without SO_REUSEPORT fails when anyone else (another
+ *    program, an older moongate) already listens there.
+ * Either gives the usual "Address already in use". Returns the lock's fd, or
+ * -1 with *err (malloc'd). */
+static int claim_addr(const mg_listener_t *l, char **err)
+{
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    int family = listener_addr(l, &sa, &salen, err);
+    if (family < 0)
+        return -1;
+    char ip[INET6_ADDRSTRLEN] = "";
+    inet_ntop(family,
+              family == AF_INET ? (void *)&((struct sockaddr_in *)&sa)->sin_addr
+                                : (void *)&((struct sockaddr_in6 *)&sa)->sin6_addr,
+              ip, sizeof(ip));
+    struct sockaddr_un un = { .sun_family = AF_UNIX };
+    /* sun_path[0] = 0: the abstract namespace, no file */
+    int n = snprintf(un.sun_path + 1, sizeof(un.sun_path) - 1, "moongate/listen/%s/%u", ip,
+                     l->port);
+    socklen_t unlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
+    int lock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (lock < 0 || bind(lock, (struct sockaddr *)&un, unlen) < 0) {
+        int e = errno;
+        *err = mg_strf("listen %s:%u: %s%s", l->host, l->port, strerror(e),
+                       e == EADDRINUSE ? " (another moongate serves it)" : "");
+        if (lock >= 0)
+            close(lock);
+        return -1;
+    }
+    /* SO_REUSEADDR so that connections of an earlier run in TIME_WAIT do
+     * not count: only a listening (or bound) socket conflicts */
+    int probe = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (probe < 0 || setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        bind(probe, (struct sockaddr *)&sa, salen) < 0) {
+        int e = errno;
+        *err = mg_strf("listen %s:%u: %s", l->host, l->port, strerror(e));
+        if (probe >= 0)
+            close(probe);
+        close(lock);
+        return -1;
+    }
+    close(probe);
+    return lock;
+}
+
 /* A socket of our own so that SO_REUSEPORT is set before bind (libuv 1.44
  * has no flag for it): each worker gets its own accept queue. */
 static int listen_on(mg_worker_t *w, uv_tcp_t *t, const mg_listener_t *l, char **err)
 {
     struct sockaddr_storage sa;
-    int family = AF_INET;
-    if (uv_ip4_addr(l->host, l->port, (struct sockaddr_in *)&sa) != 0) {
-        if (uv_ip6_addr(l->host, l->port, (struct sockaddr_in6 *)&sa) != 0) {
-            *err = mg_strf("listen %s:%u: not a numeric address", l->host, l->port);
-            return -1;
-        }
-        family = AF_INET6;
-    }
+    socklen_t salen;
+    int family = listener_addr(l, &sa, &salen, err);
+    if (family < 0)
+        return -1;
     int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
-        bind(fd, (struct sockaddr *)&sa,
-             family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6)) < 0 ||
-        listen(fd, 4096) < 0) {
+        bind(fd, (struct sockaddr *)&sa, salen) < 0 || listen(fd, 4096) < 0) {
         int e = errno;
         *err = mg_strf("listen %s:%u: %s", l->host, l->port, strerror(e));
         if (fd >= 0)
@@ -413,13 +481,38 @@ static void worker_main(void *arg)
     uv_loop_close(&w->loop);
 }
 
+static void release_claims(mg_workers_t *ws)
+{
+    for (size_t i = 0; i < ws->nclaims; i++)
+        close(ws->claims[i]);
+    free(ws->claims);
+    ws->claims = NULL;
+    ws->nclaims = 0;
+}
+
 int mg_workers_start(mg_workers_t *ws, mg_gen_t *gen, int n, char **err)
 {
     memset(ws, 0, sizeof(*ws));
+    const mg_config_t *cfg = gen->cfg;
+    ws->claims = calloc(cfg->nlisteners + 1, sizeof(int));
     ws->w = calloc((size_t)n, sizeof(mg_worker_t));
-    if (!ws->w) {
+    if (!ws->w || !ws->claims) {
+        free(ws->w);
+        free(ws->claims);
+        ws->w = NULL;
+        ws->claims = NULL;
         *err = strdup("out of memory");
         return -1;
+    }
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        int fd = claim_addr(&cfg->listeners[i], err);
+        if (fd < 0) {
+            release_claims(ws);
+            free(ws->w);
+            ws->w = NULL;
+            return -1;
+        }
+        ws->claims[ws->nclaims++] = fd;
     }
     uv_sem_t ready;
     uv_sem_init(&ready, 0);
@@ -539,6 +632,7 @@ int mg_workers_join_within(mg_workers_t *ws, uint64_t ms)
     free(ws->w);
     ws->w = NULL;
     ws->n = 0;
+    release_claims(ws);
     return 0;
 }
 
@@ -549,4 +643,5 @@ void mg_workers_join(mg_workers_t *ws)
     free(ws->w);
     ws->w = NULL;
     ws->n = 0;
+    release_claims(ws);
 }

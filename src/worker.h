@@ -1,6 +1,6 @@
 /* worker.h: worker threads. Each owns a libuv loop, a LuaJIT state, its
- * own SO_REUSEPORT listening sockets and its upstream pools; they share
- * only the immutable config and router. */
+ * own SO_REUSEPORT listening sockets (shared with no other process) and its
+ * upstream pools; they share only the immutable config and router. */
 #ifndef MG_WORKER_H
 #define MG_WORKER_H
 
@@ -9,11 +9,16 @@
 typedef struct mg_workers_s {
     mg_worker_t *w;
     int n;
+    int *claims;    /* one lock per listener address (worker.c, claim_addr) */
+    size_t nclaims;
 } mg_workers_t;
 
-/* Starts n workers on generation gen (each takes its own hold). Returns 0
- * once all listen, or -1 with *err (malloc'd) naming what failed; then
- * nothing runs. */
+/* Starts n workers on generation gen (each takes its own hold). Every
+ * listener address is first claimed for this process: one that another
+ * process (another moongate too) listens on fails with "Address already in
+ * use", so SO_REUSEPORT is only ever shared by this process's workers.
+ * Returns 0 once all listen, or -1 with *err (malloc'd) naming what failed;
+ * then nothing runs. The claims last until mg_workers_join*. */
 int mg_workers_start(mg_workers_t *ws, mg_gen_t *gen, int n, char **err);
 /* Switches every worker to gen, all or none: each builds its side first
  * (Lua state, hooks, pools); if one fails, none switches and *err

@@ -266,18 +266,46 @@ local function sorted_keys(t)
     return keys
 end
 
--- Reports every key of `t` that is not in the list `valid`.
-local function check_keys(d, t, valid, what)
-    local set = {}
+--- The messages for every key of table `t` not in the list `valid`:
+-- "unknown key 'x' in <what> (did you mean 'y'? valid: ...)", in key
+-- order. Policies (moongate.jwt, moongate.ratelimit) check their options
+-- with it too, so every table of a config reads alike.
+function _M.unknown_keys(t, valid, what)
+    local set, out = {}, {}
     for _, k in ipairs(valid) do
         set[k] = true
     end
+    local names = concat(valid, ", ")
     for _, k in ipairs(sorted_keys(t)) do
         if not set[k] then
-            err(d, "unknown key %s in %s (%svalid: %s)", key_str(k), what,
-                did_you_mean(k, valid), concat(valid, ", "))
+            out[#out + 1] = fmt("unknown key %s in %s (%svalid: %s)", key_str(k),
+                                what, did_you_mean(k, valid), names)
         end
     end
+    return out
+end
+
+-- Reports every key of `t` that is not in the list `valid`.
+local function check_keys(d, t, valid, what)
+    for _, msg in ipairs(_M.unknown_keys(t, valid, what)) do
+        err(d, "%s", msg)
+    end
+end
+
+--- For constructors called from a config file (jwt.policy, limit.policy):
+-- while a config loads, records each message of the list `msgs` at the
+-- user's line that made the call and returns true, so that the file runs
+-- on and every mistake in it is reported at once (the load fails). Outside
+-- a load returns false: the caller raises as usual.
+function _M.report(msgs)
+    if not current then
+        return false
+    end
+    local d = site(current)
+    for _, msg in ipairs(msgs) do
+        err(d, "%s", msg)
+    end
+    return true
 end
 
 
@@ -1876,6 +1904,95 @@ local function read_error(file, why)
     return match(why, ": ([^:]*)$") or why
 end
 
+-- Modules and files are found from the config's own directory, whatever
+-- the current directory (systemd starts services in /): it comes first on
+-- package.path and package.cpath of the state that loads the config, and
+-- stays there for hooks that require later. A later load replaces the
+-- entries an earlier one added (if they are still in front).
+local added_path, added_cpath = "", ""
+
+local function config_dir(file)
+    local dir = match(file, "^(.*)/[^/]*$")
+    if dir == nil then return "." end
+    return dir == "" and "/" or dir
+end
+
+local function without_prefix(s, prefix)
+    if prefix ~= "" and sub(s, 1, #prefix) == prefix then
+        return sub(s, #prefix + 1)
+    end
+    return s
+end
+
+local function use_config_dir(dir)
+    local d = dir == "/" and "" or dir
+    local path = without_prefix(package.path, added_path)
+    local cpath = without_prefix(package.cpath, added_cpath)
+    added_path = d .. "/?.lua;" .. d .. "/?/init.lua;"
+    added_cpath = d .. "/?.so;"
+    package.path = added_path .. path
+    package.cpath = added_cpath .. cpath
+end
+
+-- The files the last load read (the config, every module it required,
+-- every file it ran with dofile/loadfile), kept even when the load failed:
+-- the running gateway watches them all for changes (src/control.c).
+local loaded_files = {}
+
+--- The files the last load() read, the config file first (a list).
+function _M.loaded_files()
+    return loaded_files
+end
+
+-- While a config loads: the Lua searcher and dofile/loadfile record what
+-- they read, and relative dofile/loadfile paths are taken from the config's
+-- directory like require's. Returns the function that puts them back.
+local function record_files(file, dir)
+    local files, seen = { file }, { [file] = true }
+    loaded_files = files
+    local function note(f)
+        if not seen[f] then
+            seen[f] = true
+            files[#files + 1] = f
+        end
+    end
+    -- a relative path is the config directory's file when there is one
+    -- (else, as before, the current directory's)
+    local function resolve(f)
+        if type(f) == "string" and sub(f, 1, 1) ~= "/" and dir ~= "." then
+            local there = dir .. "/" .. f
+            local fh = io.open(there, "r")
+            if fh then
+                fh:close()
+                return there
+            end
+        end
+        return f
+    end
+    local loaders = package.loaders or package.searchers
+    local lua_searcher = loaders[2]
+    local g_dofile, g_loadfile = _G.dofile, _G.loadfile
+    loaders[2] = function(name)
+        local f = package.searchpath(name, package.path)
+        -- moongate's own modules are not the config's
+        if f and sub(name, 1, 8) ~= "moongate" then note(f) end
+        return lua_searcher(name)
+    end
+    _G.dofile = function(f, ...)
+        f = resolve(f)
+        if f then note(f) end
+        return g_dofile(f, ...)
+    end
+    _G.loadfile = function(f, ...)
+        f = resolve(f)
+        if f then note(f) end
+        return g_loadfile(f, ...)
+    end
+    return function()
+        loaders[2], _G.dofile, _G.loadfile = lua_searcher, g_dofile, g_loadfile
+    end
+end
+
 --- Runs config file `file` and validates it whole.
 -- Returns the normalised cfg (docs/config-dsl.md), or nil and a list of
 -- "file:line: reason" strings, one per mistake, in file order. Can be called
@@ -1885,6 +2002,9 @@ function _M.load(file)
         error("moongate.config.load: file must be a string, got "
               .. type(file), 2)
     end
+    local dir = config_dir(file)
+    use_config_dir(dir)
+    loaded_files = { file }
     local chunk, perr = loadfile(file)
     if not chunk then
         local line, reason = match(perr, "^.-:(%d+): (.*)$")
@@ -1904,7 +2024,9 @@ function _M.load(file)
     end
     local outer = current
     current = c
+    local restore = record_files(file, dir)
     local ok, e = xpcall(chunk, on_error)
+    restore()
     current = outer
     forget_modules(before)
 

@@ -3,7 +3,7 @@
 local cjson = require "cjson.safe"
 if cjson.encode_escape_forward_slash then cjson.encode_escape_forward_slash(false) end
 
-local type, tostring, pairs, concat = type, tostring, pairs, table.concat
+local type, tostring, pairs, concat, rawset = type, tostring, pairs, table.concat, rawset
 local traceback = debug.traceback
 
 local _M = {}
@@ -53,9 +53,21 @@ local function run(fn, req)
     return status, body, block, hctype or ctype
 end
 
+local function done(req, fresh, ...)
+    if fresh then rawset(req, "_r", nil) end  -- kept, it says "request is over"
+    return ...
+end
+
 -- Returns true, status, body, header_block, content_type
--- or false, error message with traceback.
-function _M.invoke(fn, req)
+-- or false, error message with traceback. From lua_route.c, `req` is the
+-- request struct (a lightuserdata) and `co` the coroutine of its hooks (or
+-- nil): the handler gets the request object hooks get.
+function _M.invoke(fn, req, co)
+    if type(req) == "userdata" then
+        local fresh
+        req, fresh = require("moongate.runtime").handler_request(req, co)
+        return done(req, fresh, xpcall(run, traceback, fn, req))
+    end
     return xpcall(run, traceback, fn, req)
 end
 

@@ -27,6 +27,7 @@
 local ffi = require "ffi"
 local cjson = require("cjson").new()   -- raises: called through pcall
 local jwk = require "moongate.jwk"
+local config = require "moongate.config"   -- option errors read alike
 
 local C = jwk.C
 local ALG_ID, ALG_NAME = jwk.ALG_ID, jwk.ALG_NAME
@@ -259,19 +260,16 @@ local function bad(fmtstr, ...)
     error(fmt(fmtstr, ...), 0)
 end
 
-local function check_unknown(opts, allowed, extra)
-    for k in pairs(opts) do
-        if not allowed[k] and not (extra and extra[k]) then
-            local valid = sorted_keys(allowed)
-            if extra then
-                for _, x in ipairs(sorted_keys(extra)) do
-                    valid[#valid + 1] = x
-                end
-            end
-            bad("unknown option %s (valid: %s)", describe(k),
-                concat(valid, ", "))
-        end
-    end
+local OPTION_NAMES = sorted_keys(OPTIONS)
+local POLICY_NAMES = sorted_keys(OPTIONS)
+for _, k in ipairs(sorted_keys(POLICY_OPTIONS)) do
+    POLICY_NAMES[#POLICY_NAMES + 1] = k
+end
+sort(POLICY_NAMES)
+
+local function check_unknown(opts)
+    local msgs = config.unknown_keys(opts, OPTION_NAMES, "jwt.new")
+    if msgs[1] then bad("%s", msgs[1]) end
 end
 
 local function string_list(v, name, allow_single)
@@ -938,9 +936,9 @@ function _M._decode_claims(s)
     return decode_claims(#s)
 end
 
-local function new(opts, level, extra)
+local function new(opts, level)
     local ok, v = pcall(function()
-        if type(opts) == "table" then check_unknown(opts, OPTIONS, extra) end
+        if type(opts) == "table" then check_unknown(opts) end
         return build(opts)
     end)
     if not ok then error("jwt: " .. tostring(v), level + 1) end
@@ -1073,18 +1071,42 @@ end
 -- Options: those of jwt.new, plus optional = true (requests without a
 -- token pass, unauthenticated) and realm = "...". The module is callable
 -- as the same: `jwt { ... }`.
+-- The policy a config gets for options that were refused: the load fails
+-- anyway (config.report), this only lets the file run on to its end.
+local REFUSED = { name = "jwt", on_request = function()
+    error("jwt.policy: its options were refused", 2)
+end }
+
 local function policy(opts, level)
-    local v = new(opts, level + 1, POLICY_OPTIONS)
-    local optional, realm = opts.optional, opts.realm
+    -- every mistake of the call, not only the first (config.report)
+    local msgs, known = {}, opts
+    if type(opts) == "table" then
+        msgs = config.unknown_keys(opts, POLICY_NAMES, "jwt.policy")
+        if msgs[1] then
+            known = {}
+            for k, x in pairs(opts) do
+                if OPTIONS[k] or POLICY_OPTIONS[k] then known[k] = x end
+            end
+        end
+    end
+    local ok, v = pcall(build, known)
+    if not ok then msgs[#msgs + 1] = "jwt: " .. tostring(v) end
+    local optional = type(opts) == "table" and opts.optional or nil
+    local realm = type(opts) == "table" and opts.realm or nil
     if optional ~= nil and type(optional) ~= "boolean" then
-        error("jwt: optional must be a boolean, got " .. describe(optional),
-              level + 1)
+        msgs[#msgs + 1] = "jwt: optional must be a boolean, got " ..
+            describe(optional)
     end
     if realm ~= nil
         and (type(realm) ~= "string" or find(realm, "[%c\"\\]")) then
-        error("jwt: realm must be a string without quotes or control " ..
-              "characters", level + 1)
+        msgs[#msgs + 1] = "jwt: realm must be a string without quotes or " ..
+            "control characters"
     end
+    if msgs[1] then
+        if config.report(msgs) then return REFUSED end
+        error(msgs[1], level + 1)
+    end
+    if coroutine.running() == nil then v:start_refresh() end
     local g = require "moongate"
     local respond, glog = g.respond, g.log
     local rpart = realm and ("realm=" .. quoted(realm) .. ", ") or ""

@@ -32,12 +32,13 @@
 local ffi = require "ffi"
 require "moongate.shared"       -- mg_shdict_t and the shared dict symbols
 local redis = require "moongate.redis"
+local config = require "moongate.config"   -- option errors read alike
 
 local type, tostring, error, pairs, ipairs, setmetatable, pcall, next =
     type, tostring, error, pairs, ipairs, setmetatable, pcall, next
 local floor, ceil, huge = math.floor, math.ceil, math.huge
-local fmt, lower, find, concat, sort = string.format, string.lower,
-    string.find, table.concat, table.sort
+local fmt, lower, find, gsub, concat, sort = string.format, string.lower,
+    string.find, string.gsub, table.concat, table.sort
 
 local raise, describe, check_keys = redis.raise, redis.describe,
     redis.check_keys
@@ -163,6 +164,9 @@ local LIMIT_KEYS = { "rate", "per", "burst", "algorithm", "dict", "name",
 local FALLBACK_KEYS = { "rate", "per", "burst", "algorithm", "dict", "name" }
 local POLICY_KEYS = { "key", "headers", "status", "body" }
 for _, k in ipairs(LIMIT_KEYS) do POLICY_KEYS[#POLICY_KEYS + 1] = k end
+local POLICY_NAMES = {}
+for i, k in ipairs(POLICY_KEYS) do POLICY_NAMES[i] = k end
+sort(POLICY_NAMES)
 local REDIS_KEYS = { "host", "port", "password", "db", "pool", "timeout",
                      "connect_timeout", "prefix" }
 
@@ -536,30 +540,54 @@ end
 -- answer of the route), status (default 429), body (string or table;
 -- default a JSON error with the request id). Refused requests get status,
 -- body and Retry-After.
+-- The policy a config gets for options that were refused: the load fails
+-- anyway (config.report), this only lets the file run on to its end.
+local REFUSED = { name = "ratelimit", on_request = function()
+    error("limit.policy: its options were refused", 2)
+end }
+
 function _M.policy(opts)
-    local lim = build(opts, "limit.policy", POLICY_KEYS)
+    -- every mistake of the call, not only the first (config.report)
+    local msgs, known = {}, opts
+    if type(opts) == "table" then
+        msgs = config.unknown_keys(opts, POLICY_NAMES, "limit.policy")
+        if msgs[1] then
+            known = {}
+            for _, k in ipairs(POLICY_KEYS) do known[k] = opts[k] end
+        end
+    end
+    local ok, lim = pcall(build, known, "limit.policy", POLICY_KEYS)
+    if not ok then
+        -- raise() put the user's "file:line: " in front: the site says it
+        msgs[#msgs + 1] = (gsub(tostring(lim), "^[^\n]-:%d+: ", "", 1))
+    end
+    if type(opts) ~= "table" then opts = {} end
     local keyfn = opts.key
     if keyfn == nil then keyfn = _M.key.client_ip end
     if type(keyfn) ~= "function" then
-        raise("limit.policy.key must be a function(req) returning the key " ..
-              "(see limit.key), got " .. describe(keyfn))
+        msgs[#msgs + 1] = "limit.policy.key must be a function(req) " ..
+            "returning the key (see limit.key), got " .. describe(keyfn)
     end
     local headers = opts.headers
     if headers == nil then headers = true end
     if type(headers) ~= "boolean" then
-        raise("limit.policy.headers must be a boolean, got " ..
-              describe(headers))
+        msgs[#msgs + 1] = "limit.policy.headers must be a boolean, got " ..
+            describe(headers)
     end
     local status = opts.status or 429
     if type(status) ~= "number" or status % 1 ~= 0 or status < 400
         or status > 599 then
-        raise("limit.policy.status must be an integer 400-599, got " ..
-              describe(status))
+        msgs[#msgs + 1] = "limit.policy.status must be an integer 400-599, " ..
+            "got " .. describe(status)
     end
     local body = opts.body
     if body ~= nil and type(body) ~= "string" and type(body) ~= "table" then
-        raise("limit.policy.body must be a string or a table, got " ..
-              describe(body))
+        msgs[#msgs + 1] = "limit.policy.body must be a string or a table, " ..
+            "got " .. describe(body)
+    end
+    if msgs[1] then
+        if config.report(msgs) then return REFUSED end
+        raise(msgs[1])
     end
 
     local function refuse(req, remaining, reset, retry)

@@ -91,20 +91,14 @@ end
 _M.describe = describe
 
 --- Checks that table t only has keys from the list `valid` (raising "unknown
--- key 'x' in <what> (valid: ...)").
+-- key 'x' in <what> (did you mean 'y'? valid: ...)").
 function _M.check_keys(t, valid, what)
-    local set = {}
-    for _, k in pairs(valid) do set[k] = true end
-    for k in pairs(t) do
-        if not set[k] then
-            local names = {}
-            for _, v in pairs(valid) do names[#names + 1] = v end
-            sort(names)
-            raise(fmt("unknown key %s in %s (valid: %s)",
-                      type(k) == "string" and "'" .. k .. "'" or describe(k),
-                      what, concat(names, ", ")))
-        end
-    end
+    local names = {}
+    for _, v in pairs(valid) do names[#names + 1] = v end
+    sort(names)
+    -- the config's own wording, with its "did you mean"
+    local msgs = require("moongate.config").unknown_keys(t, names, what)
+    if msgs[1] then raise(msgs[1]) end
 end
 
 local KEYS = { "host", "port", "password", "db", "pool", "timeout",

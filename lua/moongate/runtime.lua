@@ -214,9 +214,24 @@ local function header_map(r, n, at)
     return t
 end
 
-function Request.headers(self)
+-- req.headers is a table that can also be called: `req:headers()` (the
+-- form hooks used when it was a method) returns the same table.
+local header_view_mt = { __call = function(t) return t end }
+
+--- Makes map `t` req.headers of request object `self` (kept for the
+-- request). Also used by moongate.testing's fake requests.
+function _M.header_view(self, t)
+    setmetatable(t, header_view_mt)
+    rawset(self, "headers", t)
+    return t
+end
+
+-- req.headers: { lower-case name = value } as received, a list of the
+-- values for a repeated name; made on first use, then kept.
+function getters.headers(self)
     local r = rptr(self)
-    return header_map(r, C.mg_ffi_req_header_count(r), C.mg_ffi_req_header_at)
+    return _M.header_view(self, header_map(r, C.mg_ffi_req_header_count(r),
+                                           C.mg_ffi_req_header_at))
 end
 
 local bor = require("bit").bor
@@ -885,6 +900,7 @@ local function reset(req)
         rawset(req, "ctx", nil)
     end
     rawset(req, "params", nil)
+    rawset(req, "headers", nil)
     rawset(req, "tls", nil)
     rawset(req, "_responded", nil)
     rawset(req, "_resp_body", nil)
@@ -893,6 +909,18 @@ end
 
 local req_ptr_t = ffi.typeof("mg_request_t *")
 local req_ptrs = {}
+
+--- The request object of a route handler (src/lua_route.c): the one the
+-- request's hooks got when they ran (coroutine `co`), else a new one over
+-- request struct `lud`. Returns it and whether it is new (the caller ends
+-- it after the handler).
+function _M.handler_request(lud, co)
+    local req = co and co_req[co]
+    if req then return req, false end
+    req = setmetatable({}, req_mt)
+    rawset(req, "_r", ffi.cast(req_ptr_t, lud))
+    return req, true
+end
 
 --- The coroutine body (see src/hooks.c). Resumed with (request, phase,
 -- first, route index, slot) it runs that phase and yields its result. A

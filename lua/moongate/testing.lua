@@ -115,8 +115,8 @@ local function answer(d, status, list, body)
 end
 
 -- The gateway's own error answer (mg_conn_respond_error).
-local function gateway_error(d, st, status, message)
-    answer(d, fake.error_response(st, status, message))
+local function gateway_error(d, st, status, message, block)
+    answer(d, fake.error_response(st, status, message, nil, block))
     d.responded_by = "gateway"
 end
 
@@ -430,7 +430,7 @@ local function run_handler(R)
     local co = co_create(handler.invoke)
     local t0 = router.monotonic()
     local ok, hok, status, body, block, ctype =
-        co_resume(co, fn, fake.handler_request(st))
+        co_resume(co, fn, R.req)   -- the hooks' request object, as in lua_route.c
     e.time_ms = (router.monotonic() - t0) * 1000
     if not ok then
         error(hok, 0)
@@ -615,7 +615,11 @@ local function pipeline(R)
             -- answered
         elseif not st.route and not st.upstream_override then
             if st.route_rc == router.BAD_METHOD then
-                gateway_error(d, st, 405, "method not allowed")
+                local host = st.known.host and st.headers[st.known.host][2]
+                local allow = g.router:allowed(st.local_port, host, st.path,
+                                               st.headers)
+                gateway_error(d, st, 405, "method not allowed",
+                              "Allow: " .. allow .. "\r\n")
             else
                 gateway_error(d, st, 404, "no route")
             end

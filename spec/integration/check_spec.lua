@@ -63,6 +63,22 @@ describe("moongate check", function()
         assert.truthy(by_line[3]:find("port", 1, true), by_line[3])
     end)
 
+    it("reports every mistake inside jwt.policy and limit.policy at once", function()
+        local file = "spec/fixtures/config/policy_errors.lua"
+        local code, out = h.run_bin("check -c " .. file)
+        assert.equal(1, code, out)
+        local by_line, n = reports(out, file)
+        assert.equal(7, n, out)
+        assert.truthy(by_line[5]:find("unknown key 'secrte' in jwt.policy (did you mean 'secret'?",
+                                      1, true), out)
+        assert.truthy(by_line[6]:find("unknown key 'pre' in limit.policy (did you mean 'per'?",
+                                      1, true), out)
+        assert.truthy(by_line[8]:find("limit.policy.status must be an integer 400-599", 1, true),
+                      out)
+        assert.truthy(by_line[10]:find("jwt: optional must be a boolean", 1, true), out)
+        assert.truthy(by_line[11]:find('route.upstream "uu" is not declared', 1, true), out)
+    end)
+
     it("returns at once instead of serving", function()
         local code = h.run_bin("check -c " .. FIX .. "good.lua", 5)
         assert.are_not.equal(124, code, "still running after 5 s")
@@ -95,5 +111,98 @@ describe("moongate version", function()
     it("prints the OpenSSL version", function()
         local _, out = h.run_bin("version")
         assert.truthy(out:lower():find("openssl", 1, true), out)
+    end)
+end)
+
+-- The documented project layout (docs/testing.md): the config requires its
+-- policies from policies/ next to it. systemd starts services in /, so
+-- modules must be found from the config's directory, not the current one.
+describe("a config's own modules", function()
+    local BIN = h.sh("realpath " .. h.shq(h.MG_BIN)):gsub("%s+$", "")
+    local dir
+
+    setup(function()
+        dir = h.tmpfile("project")
+        assert(os.execute("mkdir -p " .. h.shq(dir .. "/policies/lib")) == 0)
+        h.write_file(dir .. "/policies/api_key.lua", [[
+local keys = dofile("keys.lua")            -- relative: the config's directory
+local util = require "policies.lib.util"   -- a module requiring another
+return function(req)
+    if not keys[util.trim(req:header("x-api-key") or "")] then
+        return require("moongate").respond(401, { error = "no key" })
+    end
+end
+]])
+        h.write_file(dir .. "/policies/lib/util.lua",
+                     'return { trim = function(s) return (s:gsub("^%s+", "")) end }\n')
+        h.write_file(dir .. "/keys.lua", 'return { k1 = true }\n')
+        h.write_file(dir .. "/gateway.lua", [[
+local gw = require "moongate"
+local api_key = require "policies.api_key"
+gw.settings { access_log = "off", admin = false, timeouts = { shutdown = 2 } }
+gw.listen { port = ]] .. h.free_port() .. [[, host = "127.0.0.1" }
+gw.route { path = "/x", handler = function() return 200, "in" end, policies = { api_key } }
+gw.test { request = { path = "/x" }, expect = { status = 401 } }
+gw.test { request = { path = "/x", headers = { ["x-api-key"] = "k1" } },
+          expect = { status = 200, body = "in" } }
+]])
+    end)
+
+    teardown(h.cleanup)
+
+    it("are found by check run from /", function()
+        local out = h.sh("cd / && " .. h.shq(BIN) .. " check -c " ..
+                         h.shq(dir .. "/gateway.lua") .. " 2>&1; echo rc=$?")
+        assert.truthy(out:find("2 tests passed", 1, true), out)
+        assert.truthy(out:find("rc=0", 1, true), out)
+    end)
+
+    it("are found by a gateway run from /, in its workers too", function()
+        local port = tonumber(h.read_file(dir .. "/gateway.lua"):match("port = (%d+)"))
+        local p = h.spawn("cd / && exec " .. h.shq(BIN) .. " run -c " ..
+                          h.shq(dir .. "/gateway.lua") .. " --workers 2", "fromroot")
+        local deadline = h.now() + 10 * h.SLOW
+        while not h.can_connect(port) and p:alive() and h.now() < deadline do
+            h.sleep(0.02)
+        end
+        assert.truthy(p:alive(), p:log())
+        assert.equal(401, h.http(port, { path = "/x" }).status)
+        assert.equal("in", h.http(port, { path = "/x", headers = { ["x-api-key"] = "k1" } }).body)
+        p:kill("TERM", 10)
+        assert.equal(0, p:exit_code(), p:log())
+    end)
+end)
+
+-- Where the binary finds its Lua library: MOONGATE_LUA_DIR, <exe>/../lua,
+-- <exe>/../share/moongate/lua (make install), then the Lua path.
+describe("the Lua library", function()
+    local BIN = h.sh("realpath " .. h.shq(h.MG_BIN)):gsub("%s+$", "")
+    local LUA = h.sh("realpath lua"):gsub("%s+$", "")
+    local good = "spec/fixtures/integration/good.lua"
+
+    -- without LUA_PATH (the specs' own points at ./lua: step 4 would find it)
+    local function check_with(bin, env)
+        return h.sh("env -u LUA_PATH " .. (env or "") .. " " .. h.shq(bin) .. " check -c " ..
+                    h.shq(good) .. " 2>&1; echo rc=$?")
+    end
+
+    it("is found under <prefix>/share/moongate/lua for <prefix>/bin/moongate", function()
+        local pfx = h.tmpfile("prefix")
+        assert(os.execute(("mkdir -p %s/bin %s/share/moongate && cp %s %s/bin/ && cp -r %s %s/share/moongate/lua")
+            :format(h.shq(pfx), h.shq(pfx), h.shq(BIN), h.shq(pfx), h.shq(LUA), h.shq(pfx))) == 0)
+        local out = check_with(pfx .. "/bin/" .. BIN:match("[^/]+$"))
+        assert.truthy(out:find("rc=0", 1, true), out)
+    end)
+
+    it("missing, says where it looked and what to set; MOONGATE_LUA_DIR fixes it", function()
+        local d = h.tmpfile("lonely")
+        assert(os.execute(("mkdir -p %s && cp %s %s/"):format(h.shq(d), h.shq(BIN), h.shq(d))) == 0)
+        local bin = d .. "/" .. BIN:match("[^/]+$")
+        local out = check_with(bin)
+        assert.truthy(out:find("rc=1", 1, true), out)
+        assert.truthy(out:find("set MOONGATE_LUA_DIR", 1, true), out)
+        assert.truthy(out:find(d .. "/../share/moongate/lua", 1, true), out)
+        out = check_with(bin, "MOONGATE_LUA_DIR=" .. h.shq(LUA))
+        assert.truthy(out:find("rc=0", 1, true), out)
     end)
 end)

@@ -454,3 +454,75 @@ describe("hooks", function()
         end)
     end)
 end)
+
+-- One request API: a route handler gets the same request object as hooks
+-- and policies (req:header, req.headers, req:headers(), req.params,
+-- req.ctx), in the gateway and in gw.test alike.
+describe("the request object", function()
+    local gw
+
+    local API_CONFIG = [[
+local gw = require "moongate"
+gw.settings { workers = 2, access_log = "off", admin = false, timeouts = { shutdown = 2 } }
+gw.listen { port = {{PORT1}}, host = "127.0.0.1" }
+local function policy(req)
+    -- the field and the call read the same table
+    assert(req.headers["x-a"] == req:headers()["x-a"])
+    req.ctx.seen_by_policy = req:header("x-a")
+end
+local function view(req)
+    local all = req:headers()
+    return 200, { header = req:header("x-a"), field = req.headers["x-a"],
+                  call = all["x-a"], same = all == req.headers,
+                  repeated = req.headers["x-r"], nth = req:header("x-r", 2),
+                  id = req.params.id, method = req.method, query = req.query,
+                  ctx = req.ctx.seen_by_policy or false }
+end
+gw.route { path = "/plain/:id", handler = view }
+gw.route { path = "/policed/:id", handler = view, policies = { policy } }
+gw.test { request = { path = "/policed/7", headers = { ["x-a"] = "1" } },
+          expect = { status = 200, body_contains = '"ctx":"1"' } }
+gw.test { request = { path = "/plain/7", headers = { ["x-a"] = "1" } },
+          expect = { status = 200, body_contains = '"call":"1"' } }
+]]
+
+    setup(function()
+        gw = h.start_gateway(API_CONFIG)
+    end)
+
+    teardown(h.cleanup)
+
+    local function get(path)
+        local res = h.http(gw.port, { path = path,
+                                      headers = { { "X-A", "1" }, { "X-R", "p" }, { "X-R", "q" } } })
+        assert.equal(200, res.status, res.body)
+        return h.json(res.body)
+    end
+
+    it("in a handler: req:header, req.headers and req:headers() agree", function()
+        local b = get("/plain/42?x=1")
+        assert.equal("1", b.header)
+        assert.equal("1", b.field)
+        assert.equal("1", b.call)
+        assert.is_true(b.same)
+        assert.same({ "p", "q" }, b.repeated)
+        assert.equal("q", b.nth)
+        assert.equal("42", b.id)
+        assert.equal("GET", b.method)
+        assert.equal("x=1", b.query)
+        assert.is_false(b.ctx)
+    end)
+
+    it("a handler after policies is handed their request: req.ctx carries over", function()
+        local b = get("/policed/9")
+        assert.equal("1", b.ctx)
+        assert.equal("9", b.id)
+        assert.equal("1", b.field)
+    end)
+
+    it("is the same in gw.test (moongate check)", function()
+        local code, out = h.check_config(h.read_file(gw.config_path))
+        assert.equal(0, code, out)
+        assert.truthy(out:find("2 tests passed", 1, true), out)
+    end)
+end)

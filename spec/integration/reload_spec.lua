@@ -206,3 +206,79 @@ describe("hot reload", function()
         assert.equal(200, h.http(gw.port, { path = "/after" }).status)
     end)
 end)
+
+-- Every file a config read is watched: modules it requires from
+-- subdirectories (the layout of docs/testing.md) and files it runs with
+-- dofile, not only the config file's own directory.
+describe("hot reload of the files a config reads", function()
+    local gw, mods
+
+    -- write then rename, as editors do
+    local function write(path, text)
+        h.write_file(path .. ".tmp", text)
+        assert(os.rename(path .. ".tmp", path))
+    end
+
+    local function tag_module(tag)
+        -- dofile's relative path is taken from the config's directory
+        return ('return %q .. dofile("reloaddata/suffix.lua")\n'):format(tag)
+    end
+
+    -- polls until the answer is `want` (a reload is debounced and
+    -- checked whole first: allow it a generous while)
+    local function wait_tag(want)
+        local deadline, got = h.now() + 10 * h.SLOW, nil
+        repeat
+            got = h.http(gw.port, { path = "/t" }).body
+            if got == want then return got end
+            h.sleep(0.05)
+        until h.now() > deadline
+        return got
+    end
+
+    setup(function()
+        local tmp = h.tmpdir()
+        mods = tmp .. "/reloadmods"
+        assert(os.execute("mkdir -p " .. h.shq(mods) .. " " .. h.shq(tmp .. "/reloaddata")) == 0)
+        h.write_file(mods .. "/tag.lua", tag_module("a"))
+        h.write_file(tmp .. "/reloaddata/suffix.lua", 'return "1"\n')
+        gw = h.start_gateway([[
+local gw = require "moongate"
+local tag = require "reloadmods.tag"
+gw.settings { workers = 2, access_log = "off", admin = false, timeouts = { shutdown = 2 } }
+gw.listen { port = {{PORT1}}, host = "127.0.0.1" }
+gw.route { path = "/t", handler = function() return 200, tag end }
+]])
+        assert.equal("a1", wait_tag("a1"))
+        -- the watches are set once the control thread has loaded the config
+        -- too: main logs "listening on" after that
+        local deadline = h.now() + 10 * h.SLOW
+        while not gw:log():find("listening on", 1, true) and h.now() < deadline do
+            h.sleep(0.02)
+        end
+    end)
+
+    teardown(h.cleanup)
+
+    it("reloads when a required module in a subdirectory changes", function()
+        write(mods .. "/tag.lua", tag_module("b"))
+        assert.equal("b1", wait_tag("b1"))
+    end)
+
+    it("reloads when a file run with dofile changes", function()
+        write(h.tmpdir() .. "/reloaddata/suffix.lua", 'return "2"\n')
+        assert.equal("b2", wait_tag("b2"))
+    end)
+
+    it("after a refused edit of a module, fixing that module reloads", function()
+        write(mods .. "/tag.lua", "return function(req, res\n")     -- syntax error
+        local deadline = h.now() + 10 * h.SLOW
+        while not gw:log():find("reload refused", 1, true) and h.now() < deadline do
+            h.sleep(0.05)
+        end
+        assert.truthy(gw:log():find("reload refused", 1, true), gw:log())
+        assert.equal("b2", h.http(gw.port, { path = "/t" }).body)
+        write(mods .. "/tag.lua", tag_module("c"))
+        assert.equal("c2", wait_tag("c2"))
+    end)
+end)

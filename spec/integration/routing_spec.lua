@@ -38,6 +38,9 @@ gw.route { path = "/onlyhost", host = "only.example.com", upstream = "u1" }
 -- methods
 gw.route { path = "/m", methods = { "GET" }, upstream = "u1" }
 gw.route { path = "/m", methods = { "POST", "PUT" }, upstream = "u2" }
+gw.route { path = "/m2", methods = { "POST", "PUT" }, upstream = "u1" }
+gw.route { path = "/m2", methods = { "PUT" }, headers = { ["X-Version"] = "9" }, upstream = "u2" }
+gw.route { path = "/m2", methods = { "POST" }, host = "other.example.com", upstream = "u2" }
 
 -- headers
 gw.route { path = "/v", headers = { ["X-Version"] = "2" }, upstream = "u2" }
@@ -189,6 +192,27 @@ describe("routing", function()
         it("answers 405 when only the method does not match", function()
             local _, res = route("/m", { method = "DELETE" })
             h.assert_error(res, 405)
+        end)
+
+        -- RFC 9110 15.5.6: a 405 lists the methods the resource accepts
+        it("a 405 has an Allow header with every method of the matching routes, once", function()
+            local _, res = route("/m", { method = "DELETE" })
+            assert.equal(405, res.status)
+            local got = {}
+            for m in assert(res.headers["allow"], "no Allow header"):gmatch("[^, ]+") do
+                got[#got + 1] = m
+            end
+            table.sort(got)
+            assert.same({ "GET", "POST", "PUT" }, got)
+            _, res = route("/m2", { method = "GET" })
+            assert.equal(405, res.status)
+            assert.equal("POST, PUT", res.headers["allow"])
+            -- with the header route matching too: PUT is listed once
+            _, res = route("/m2", { method = "GET", headers = { ["X-Version"] = "9" } })
+            got = {}
+            for m in res.headers["allow"]:gmatch("[^, ]+") do got[#got + 1] = m end
+            table.sort(got)
+            assert.same({ "POST", "PUT" }, got)
         end)
     end)
 

@@ -554,3 +554,35 @@ describe("the gw module outside a load", function()
                        "while a config file is loading", err)
     end)
 end)
+
+-- Policies are checked like every other table of a config: a mistake in
+-- jwt.policy { ... } or limit.policy { ... } does not stop the load, so all
+-- of them are reported at once, each at its line, unknown keys with a
+-- suggestion.
+describe("policy option errors", function()
+    it("are all reported at once, with their lines and suggestions", function()
+        local errs = errors_of("policy_errors")
+        local function starts(i, s)
+            assert.truthy(errs[i], "missing error " .. i .. ": " .. s)
+            assert.equal(s, errs[i]:sub(1, #s))
+        end
+        assert.equal(7, #errs, table.concat(errs, "\n"))
+        starts(1, ":5: unknown key 'secrte' in jwt.policy (did you mean 'secret'? " ..
+                  "valid: algorithms, ")
+        starts(2, ":5: jwt: no key: give secret")
+        starts(3, ":6: unknown key 'pre' in limit.policy (did you mean 'per'? " ..
+                  "valid: algorithm, body, ")
+        starts(4, ":8: limit.policy.rate must be a number > 0")
+        starts(5, ":8: limit.policy.status must be an integer 400-599, got number 200")
+        starts(6, ':10: jwt: optional must be a boolean, got "yes"')
+        starts(7, ':11: route.upstream "uu" is not declared')
+    end)
+
+    it("outside a config load still raise at the caller's line", function()
+        local limit = require "moongate.ratelimit"
+        local ok, err = pcall(function() return limit.policy { rate = 1, pre = 1 } end)
+        assert.is_false(ok)
+        assert.matches("config_spec.lua:%d+: unknown key 'pre' in limit.policy " ..
+                       "%(did you mean 'per'%?", err)
+    end)
+end)

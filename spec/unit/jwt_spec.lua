@@ -544,7 +544,8 @@ describe("options are checked when the verifier is made", function()
     it("blames the caller's line", function()
         local ok, err = pcall(jwt.new, { secrte = SECRET })
         assert.is_false(ok)
-        assert.matches("jwt_spec.lua:%d+: jwt: unknown option \"secrte\"", err)
+        assert.matches("jwt_spec.lua:%d+: jwt: unknown key 'secrte' in jwt.new " ..
+                       "%(did you mean 'secret'%? valid: algorithms, ", err)
     end)
 
     it("refuses a missing or bad key", function()
@@ -601,7 +602,7 @@ describe("options are checked when the verifier is made", function()
               "keys[1] needs exactly one of secret, pem, jwk")
         fails({ keys = { { secret = SECRET, kid = "a" }, { secret = SECRET, kid = "a" } } },
               'two keys with kid "a"')
-        fails({ secret = SECRET, optional = true }, 'unknown option "optional"')
+        fails({ secret = SECRET, optional = true }, "unknown key 'optional' in jwt.new")
     end)
 end)
 
@@ -639,7 +640,8 @@ describe("jwt.policy", function()
         assert.matches("jwt_spec.lua:%d+: jwt: realm must be", err)
         ok, err = pcall(function() return jwt.policy { secret = SECRET, scope = "x" } end)
         assert.is_false(ok)
-        assert.matches('jwt_spec.lua:%d+: jwt: unknown option "scope"', err)
+        assert.matches("jwt_spec.lua:%d+: unknown key 'scope' in jwt.policy " ..
+                       "%(did you mean 'scopes'%?", err)
     end)
 end)
 

@@ -38,7 +38,8 @@ describe("limit.new options", function()
 
     it("reject unknown keys, listing the valid ones", function()
         local err = load_error(function() limit.new { rate = 1, rat = 2 } end)
-        assert.equal("unknown key 'rat' in limit.new (valid: algorithm, burst, " ..
+        assert.equal("unknown key 'rat' in limit.new (did you mean 'rate'? " ..
+                     "valid: algorithm, burst, " ..
                      "dict, fallback, name, on_redis_error, per, rate, redis)", err)
     end)
 

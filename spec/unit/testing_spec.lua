@@ -87,6 +87,7 @@ describe("routing through the C router", function()
         assert.is_nil(d.route)
         assert.equal(error_body(405, "method not allowed", d.id), d.body)
         assert.equal("application/json", d.headers["content-type"])
+        assert.equal("POST", d.headers["allow"])  -- what the real core sends
         assert.equal("gateway", d.responded_by)
     end)
 

@@ -337,8 +337,8 @@ function Request.header_all(self, name)
     end
 end
 
-function Request.headers(self)
-    return _M.header_map(state(self).headers)
+function getters.headers(self)
+    return runtime.header_view(self, _M.header_map(state(self).headers))
 end
 
 -- bearer, args, arg: runtime's own (they use only the public API)
@@ -958,24 +958,6 @@ function _M.state_of(req)
     return nil
 end
 
---- The table route handlers receive (lua_route.c push_request): the
--- method and query as received, the current path, the headers as
--- received (lower-case names, repeats joined with ", ").
-function _M.handler_request(st)
-    local headers = {}
-    for _, h in ipairs(st.headers) do
-        local k = lower(h[1])
-        headers[k] = headers[k] and headers[k] .. ", " .. h[2] or h[2]
-    end
-    local params = {}
-    for _, p in ipairs(st.params) do
-        params[p[1]] = p[2]
-    end
-    return {
-        method = st.method, path = st.path, query = sub(st.query_raw, 2),
-        id = st.id, client = st.client, headers = headers, params = params,
-    }
-end
 
 
 -- What goes on the wire -------------------------------------------------------
@@ -1204,11 +1186,11 @@ function _M.local_response(st, status, ctype, body, block, commit)
 end
 
 --- mg_conn_respond_error: the gateway's JSON error answer.
-function _M.error_response(st, status, message, commit)
+function _M.error_response(st, status, message, commit, block)
     local body = fmt('{"error":"%s","status":%d,"request_id":"%s"}\n',
                      message, status, st.id)
-    return _M.local_response(st, status, "application/json", body, "",
-                             commit)
+    return _M.local_response(st, status, "application/json", body,
+                             block or "", commit)
 end
 
 return _M
