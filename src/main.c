@@ -342,6 +342,10 @@ static int cmd_reload(const char *file, const char *admin, const char *token, in
         strcat(path, "?file=");
         query_escape(path, sizeof(path), abs);
     }
+    /* --token, else FILE's, else the environment's */
+    const char *env = getenv("MOONGATE_ADMIN_TOKEN");
+    if (!tok && env && *env)
+        tok = strdup(env);
     int status = 0;
     char *body = NULL;
     size_t len = 0;
@@ -417,7 +421,7 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *cmd = argv[1];
-    const char *file = NULL, *admin = NULL, *token = getenv("MOONGATE_ADMIN_TOKEN");
+    const char *file = NULL, *admin = NULL, *token = NULL;
     int nworkers = 0, json = 0;
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
         if (argc < 3) {

@@ -33,7 +33,7 @@ static const command_t commands[] = {
       "admin = false, is refused with the reason. Exits 0 on success.",
       { { "-c, --config FILE", "the config the gateway runs: its admin address is read from it" },
         { "--admin HOST:PORT", "the admin API to call (default 127.0.0.1:9901)" },
-        { "--token T", "admin API token (default $MOONGATE_ADMIN_TOKEN)" },
+        { "--token T", "admin API token (default: FILE's, else $MOONGATE_ADMIN_TOKEN)" },
         { "--json", "print the admin API's JSON answer instead of one line" } } },
     { "repl", "repl [-c FILE] | repl --attach HOST:PORT [--token T]",
       "try requests and rules interactively",
