@@ -4,7 +4,12 @@
  *                                          serve (default: the bundled demo)
  *   moongate check -c FILE                 validate a config, exit 1 on mistakes
  *   moongate reload [-c FILE] [--json]     reload a running gateway (admin API)
+ *   moongate repl [-c FILE | --attach H:P]   the REPL (repl.c)
  *   moongate version                       versions of moongate and its libraries
+ *
+ * Every command's options are parsed here, from one table: a mistake is
+ * answered with the option's fix ("-c needs a file (moongate check -c
+ * gateway.lua)"), exit code 2. (Their help text: usage.c.)
  */
 #include <dirent.h>
 #include <signal.h>
@@ -20,11 +25,10 @@
 #include "config.h"
 #include "admin_client.h"
 
-/* repl.c */
-int mg_repl_main(int argc, char **argv);
 #include "control.h"
 #include "hooks.h"
 #include "metrics.h"
+#include "repl.h"
 #include "lua_state.h"
 #include "shdict.h"
 #include "worker.h"
@@ -414,16 +418,113 @@ static int cmd_check(const char *file)
     return 0;
 }
 
+/* ---- arguments ------------------------------------------------------------- */
+
+/* Every option of every command: what its value is called in an error and
+ * an example of it, so that a mistake is answered with the fix. */
+typedef struct {
+    const char *name, *alias; /* alias: NULL for none */
+    const char *needs;        /* "-c needs a file"; NULL: a flag, no value */
+    const char *example;      /* "-c gateway.lua" */
+} option_t;
+
+enum { OPT_CONFIG, OPT_WORKERS, OPT_ADMIN, OPT_TOKEN, OPT_ATTACH, OPT_JSON, OPT__COUNT };
+
+static const option_t options[OPT__COUNT] = {
+    [OPT_CONFIG] = { "-c", "--config", "a file", "gateway.lua" },
+    [OPT_WORKERS] = { "--workers", NULL, "a number from 1 to 1024", "4" },
+    [OPT_ADMIN] = { "--admin", NULL, "HOST:PORT", "127.0.0.1:9901" },
+    [OPT_TOKEN] = { "--token", NULL, "the admin API's token", "\"$ADMIN_TOKEN\"" },
+    [OPT_ATTACH] = { "--attach", NULL, "HOST:PORT", "127.0.0.1:9901" },
+    [OPT_JSON] = { "--json", NULL, NULL, NULL },
+};
+
+#define O(x) (1u << (x))
+
+typedef struct {
+    const char *name;
+    unsigned takes; /* O(OPT_...) bits */
+} command_t;
+
+/* (their help text and synopses: usage.c) */
+static const command_t commands[] = {
+    { "run", O(OPT_CONFIG) | O(OPT_WORKERS) | O(OPT_ADMIN) },
+    { "check", O(OPT_CONFIG) },
+    { "reload", O(OPT_CONFIG) | O(OPT_ADMIN) | O(OPT_TOKEN) | O(OPT_JSON) },
+    { "repl", O(OPT_CONFIG) | O(OPT_ATTACH) | O(OPT_TOKEN) },
+    { "version", 0 },
+};
+
+static const command_t *find_command(const char *name)
+{
+    if (!strcmp(name, "--version"))
+        name = "version";
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (!strcmp(commands[i].name, name))
+            return &commands[i];
+    return NULL;
+}
+
+static int find_option(const char *arg)
+{
+    for (int i = 0; i < OPT__COUNT; i++)
+        if (!strcmp(arg, options[i].name) || (options[i].alias && !strcmp(arg, options[i].alias)))
+            return i;
+    return -1;
+}
+
+/* Parses argv[2..] for command `cmd` into val[OPT_*]. Returns 0, or 2 with
+ * the mistake and its fix printed. A value that is itself one of our
+ * options counts as missing ("check -c --workers 2"). */
+static int parse_options(const command_t *cmd, int argc, char **argv, const char *val[OPT__COUNT])
+{
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            mg_usage_command(stdout, cmd->name);
+            exit(0);
+        }
+        int o = find_option(argv[i]);
+        if (o < 0 && argv[i][0] != '-' && (cmd->takes & O(OPT_CONFIG))) {
+            fprintf(stderr, "moongate %s: unknown argument '%s' (a config file goes after -c: "
+                            "moongate %s -c %s)\n", cmd->name, argv[i], cmd->name, argv[i]);
+            return 2;
+        }
+        if (o < 0) {
+            fprintf(stderr, "moongate %s: unknown argument '%s' (usage: moongate %s)\n",
+                    cmd->name, argv[i], mg_usage_synopsis(cmd->name));
+            return 2;
+        }
+        const option_t *op = &options[o];
+        if (!(cmd->takes & O(o))) {
+            fprintf(stderr, "moongate %s: %s is not an option of %s (usage: moongate %s)\n",
+                    cmd->name, argv[i], cmd->name, mg_usage_synopsis(cmd->name));
+            return 2;
+        }
+        if (!op->needs) {
+            val[o] = argv[i]; /* a flag: set */
+            continue;
+        }
+        if (i + 1 >= argc || find_option(argv[i + 1]) >= 0) {
+            fprintf(stderr, "moongate %s: %s needs %s (moongate %s %s %s)\n", cmd->name, argv[i],
+                    op->needs, cmd->name, op->name, op->example);
+            return 2;
+        }
+        if (val[o]) {
+            fprintf(stderr, "moongate %s: %s given twice\n", cmd->name, op->name);
+            return 2;
+        }
+        val[o] = argv[++i];
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
         usage(stderr);
         return 2;
     }
-    const char *cmd = argv[1];
-    const char *file = NULL, *admin = NULL, *token = NULL;
-    int nworkers = 0, json = 0;
-    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+    if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         if (argc < 3) {
             usage(stdout);
             return 0;
@@ -434,46 +535,49 @@ int main(int argc, char **argv)
         }
         return 0;
     }
-    if (!strcmp(cmd, "repl"))
-        return mg_repl_main(argc, argv);
-    for (int i = 2; i < argc; i++) {
-        if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc) {
-            file = argv[++i];
-        } else if (!strcmp(argv[i], "--admin") && i + 1 < argc) {
-            admin = argv[++i];
-        } else if (!strcmp(argv[i], "--token") && i + 1 < argc) {
-            token = argv[++i];
-        } else if (!strcmp(argv[i], "--json") && !strcmp(cmd, "reload")) {
-            json = 1;
-        } else if (!strcmp(argv[i], "--workers") && i + 1 < argc) {
-            nworkers = atoi(argv[++i]);
-            if (nworkers < 1 || nworkers > 1024) {
-                fprintf(stderr, "moongate: --workers takes a number from 1 to 1024\n");
-                return 2;
-            }
-        } else {
-            fprintf(stderr, "moongate: unknown argument '%s'\n", argv[i]);
-            usage(stderr);
-            return 2;
-        }
+    const command_t *cmd = find_command(argv[1]);
+    if (!cmd) {
+        fprintf(stderr, "moongate: unknown command '%s'\n", argv[1]);
+        usage(stderr);
+        return 2;
     }
-    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+    const char *val[OPT__COUNT] = { 0 };
+    if (parse_options(cmd, argc, argv, val) != 0)
+        return 2;
+    const char *file = val[OPT_CONFIG];
+    if (!strcmp(cmd->name, "version")) {
         print_version();
         return 0;
     }
-
-    if (!strcmp(cmd, "run"))
-        return cmd_run(file ? file : default_config(), nworkers, admin);
-    if (!strcmp(cmd, "check")) {
+    if (!strcmp(cmd->name, "repl")) {
+        if (file && val[OPT_ATTACH]) {
+            fprintf(stderr, "moongate repl: -c and --attach exclude each other (an attached "
+                            "session uses the gateway's config)\n");
+            return 2;
+        }
+        return mg_repl_main(file, val[OPT_ATTACH], val[OPT_TOKEN]);
+    }
+    if (!strcmp(cmd->name, "run")) {
+        int nworkers = 0;
+        if (val[OPT_WORKERS]) {
+            char *end = NULL;
+            long n = strtol(val[OPT_WORKERS], &end, 10);
+            if (*val[OPT_WORKERS] == '\0' || *end != '\0' || n < 1 || n > 1024) {
+                fprintf(stderr, "moongate run: --workers takes a number from 1 to 1024, got '%s'\n",
+                        val[OPT_WORKERS]);
+                return 2;
+            }
+            nworkers = (int)n;
+        }
+        return cmd_run(file ? file : default_config(), nworkers, val[OPT_ADMIN]);
+    }
+    if (!strcmp(cmd->name, "check")) {
         if (!file) {
-            fprintf(stderr, "moongate: check needs -c FILE\n");
+            fprintf(stderr, "moongate check: needs a config file (moongate check -c gateway.lua)\n");
             return 2;
         }
         return cmd_check(file);
     }
-    if (!strcmp(cmd, "reload"))
-        return cmd_reload(file, admin, token, json);
-    fprintf(stderr, "moongate: unknown command '%s'\n", cmd);
-    usage(stderr);
-    return 2;
+    /* (cmd_reload: --token, else FILE's, else $MOONGATE_ADMIN_TOKEN) */
+    return cmd_reload(file, val[OPT_ADMIN], val[OPT_TOKEN], val[OPT_JSON] != NULL);
 }

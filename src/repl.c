@@ -8,8 +8,12 @@
  * only says when a chunk is complete, and the chunk goes to the gateway's
  * admin API, whose answer is printed: the gateway runs it with
  * mg_repl_server_eval() in its own state.
+ *
+ * At the terminal, Ctrl-C is ours (sigaction without SA_RESTART, so that
+ * libedit's read returns): at the prompt it cancels the line or the chunk
+ * being typed, while a chunk runs it stops the chunk; it never ends the
+ * process there. Tab asks the session for completions (session:completions).
  */
-#include "usage.h"
 #include "repl.h"
 
 #include <errno.h>
@@ -30,10 +34,102 @@
 #define HISTORY_MAX 1000
 #define ATTACH_TIMEOUT_S 60 /* > server budget (3 s) + real upstream calls */
 
-static void usage(FILE *f)
+#define QUIT_HINT "(to quit: exit, quit or Ctrl-D)\n"
+
+/* Ctrl-C ------------------------------------------------------------------ */
+
+/* Ctrl-C while a chunk runs stops it (as lua.c does): the hook raises an
+ * error at the next Lua instruction; the session prints it and goes on.
+ * User chunks run interpreted (repl.lua turns the JIT off for them), so
+ * the hook is reached; code compiled elsewhere may finish first, and a
+ * second Ctrl-C during the same chunk ends the process. */
+static lua_State *volatile running;
+static volatile sig_atomic_t stopping;    /* `running` was asked to stop */
+static volatile sig_atomic_t sigint_seen; /* since the prompt was shown */
+
+static void interrupted_hook(lua_State *L, lua_Debug *ar)
 {
-    mg_usage_command(f, "repl");
+    (void)ar;
+    lua_sethook(L, NULL, 0, 0);
+    luaL_error(L, "interrupted");
 }
+
+static void on_sigint(int sig)
+{
+    sigint_seen = 1;
+    lua_State *L = running;
+    if (!L)
+        return;
+    if (stopping) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
+    stopping = 1;
+    lua_sethook(L, interrupted_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+}
+
+static void catch_sigint(int on)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on ? on_sigint : SIG_DFL;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0; /* no SA_RESTART: the prompt's read() returns EINTR */
+    sigaction(SIGINT, &sa, NULL);
+}
+
+
+/* Tab completion ------------------------------------------------------------ */
+
+/* The session that completes (the one whose prompt is shown), and its
+ * candidates for the word being completed: a Lua table in the registry. */
+static lua_State *complete_L;
+static int complete_s;                /* the session's stack index */
+static int complete_ref = LUA_NOREF;  /* the candidates */
+static int complete_next;
+
+/* rl_completion_matches()'s generator: state 0 asks the session for the
+ * candidates of `text`, every call returns the next one (malloc'd, libedit
+ * frees it) or NULL. */
+static char *complete_gen(const char *text, int state)
+{
+    lua_State *L = complete_L;
+    if (!L)
+        return NULL;
+    if (state == 0) {
+        luaL_unref(L, LUA_REGISTRYINDEX, complete_ref);
+        complete_ref = LUA_NOREF;
+        complete_next = 1;
+        lua_getfield(L, complete_s, "completions");
+        lua_pushvalue(L, complete_s);
+        lua_pushstring(L, text);
+        if (lua_pcall(L, 2, 1, 0) != 0 || !lua_istable(L, -1)) {
+            lua_pop(L, 1);
+            return NULL;
+        }
+        complete_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    if (complete_ref == LUA_NOREF)
+        return NULL;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, complete_ref);
+    lua_rawgeti(L, -1, complete_next++);
+    const char *c = lua_tostring(L, -1);
+    char *r = c ? strdup(c) : NULL;
+    lua_pop(L, 2);
+    return r;
+}
+
+static char **complete(const char *text, int start, int end)
+{
+    (void)start;
+    (void)end;
+    rl_attempted_completion_over = 1; /* never file names */
+    return rl_completion_matches(text, complete_gen);
+}
+
+/* Lua names are words with their dots and colons: "gw.http.re", "req:se" */
+static char word_breaks[] = " \t\n\"\\'`@$><=;|&{(,[]})+-*/%^~#";
 
 
 /* Input ------------------------------------------------------------------ */
@@ -45,13 +141,22 @@ typedef struct {
     size_t cap;
 } input_t;
 
+static int at_terminal; /* stdin is a terminal (set by input_open) */
+
+/* what input_line() got */
+enum { IN_LINE, IN_EOF, IN_INTERRUPTED };
+
 static void input_open(input_t *in)
 {
     memset(in, 0, sizeof(*in));
-    in->interactive = isatty(STDIN_FILENO);
+    in->interactive = at_terminal = isatty(STDIN_FILENO);
     if (!in->interactive)
         return;
     rl_readline_name = "moongate";
+    rl_attempted_completion_function = complete;
+    rl_basic_word_break_characters = word_breaks;
+    rl_completer_word_break_characters = word_breaks;
+    rl_completion_append_character = '\0';
     using_history();
     stifle_history(HISTORY_MAX);
     const char *home = getenv("HOME");
@@ -59,38 +164,53 @@ static void input_open(input_t *in)
         snprintf(in->history, sizeof(in->history), "%s/%s", home, HISTORY_FILE);
         read_history(in->history);
     }
+    catch_sigint(1);
 }
 
-/* The next line, without its newline, malloc'd (the caller frees), or NULL
- * at the end of input. */
-static char *input_line(input_t *in, int more)
+/* Reads the next line into *line (malloc'd, the caller frees; without its
+ * newline). Returns IN_LINE, IN_EOF at the end of input, or IN_INTERRUPTED
+ * (*line NULL) when Ctrl-C was pressed at the prompt. */
+static int input_line(input_t *in, int more, char **line)
 {
+    *line = NULL;
     if (in->interactive) {
-        char *line = readline(more ? PROMPT_MORE : PROMPT);
-        if (line && line[strspn(line, " \t")] != '\0') {
-            add_history(line);
-            /* written at once: a Ctrl-C at the prompt ends the process */
+        sigint_seen = 0;
+        char *l = readline(more ? PROMPT_MORE : PROMPT);
+        if (sigint_seen) {
+            free(l);
+            return IN_INTERRUPTED;
+        }
+        if (!l)
+            return IN_EOF;
+        if (l[strspn(l, " \t")] != '\0') {
+            add_history(l);
+            /* written at once: a crash or a kill keeps it */
             if (in->history[0])
                 write_history(in->history);
         }
-        return line;
+        *line = l;
+        return IN_LINE;
     }
     ssize_t n = getline(&in->buf, &in->cap, stdin);
     if (n < 0)
-        return NULL;
+        return IN_EOF;
     if (n > 0 && in->buf[n - 1] == '\n')
         in->buf[--n] = '\0';
     if (n > 0 && in->buf[n - 1] == '\r')
         in->buf[--n] = '\0';
-    return strdup(in->buf);
+    *line = strdup(in->buf);
+    return *line ? IN_LINE : IN_EOF;
 }
 
-static void input_close(input_t *in)
+static void input_close(input_t *in, int at_eof)
 {
     free(in->buf);
     in->buf = NULL;
-    if (in->interactive)
-        fputc('\n', stdout); /* after the ^D at the prompt */
+    if (in->interactive) {
+        if (at_eof)
+            fputc('\n', stdout); /* after the ^D at the prompt */
+        catch_sigint(0);
+    }
 }
 
 static void put(const char *s, size_t len)
@@ -101,26 +221,6 @@ static void put(const char *s, size_t len)
 
 
 /* Sessions in our own state ------------------------------------------------ */
-
-/* Ctrl-C while a chunk runs stops it (as lua.c does): the hook raises an
- * error at the next Lua instruction; the session prints it and goes on.
- * User chunks run interpreted (repl.lua turns the JIT off for them), so
- * the hook is reached; code compiled elsewhere may finish first. */
-static lua_State *running;
-
-static void interrupted_hook(lua_State *L, lua_Debug *ar)
-{
-    (void)ar;
-    lua_sethook(L, NULL, 0, 0);
-    luaL_error(L, "interrupted");
-}
-
-static void on_sigint(int sig)
-{
-    signal(sig, SIG_DFL); /* a second Ctrl-C ends the process */
-    if (running)
-        lua_sethook(running, interrupted_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
-}
 
 static int traceback(lua_State *L)
 {
@@ -144,13 +244,19 @@ static int call_method(lua_State *L, int s, const char *method, const char *arg,
         lua_pushlstring(L, arg, len);
         nargs = 2;
     }
+    /* at the terminal Ctrl-C is always ours; in a pipe only while a
+     * chunk runs (at getline() it ends the process, as it should) */
+    int own = interruptible && !at_terminal;
     if (interruptible) {
+        stopping = 0;
         running = L;
-        signal(SIGINT, on_sigint);
+        if (own)
+            catch_sigint(1);
     }
     int rc = lua_pcall(L, nargs, nres, eh);
     if (interruptible) {
-        signal(SIGINT, SIG_DFL);
+        if (own)
+            catch_sigint(0);
         running = NULL;
         lua_sethook(L, NULL, 0, 0);
     }
@@ -197,6 +303,72 @@ static int push_session(lua_State *L, const char *file, int check_only)
     return 0;
 }
 
+static int session_flag(lua_State *L, int s, const char *field)
+{
+    lua_getfield(L, s, field);
+    int v = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+typedef struct admin_addr_s admin_addr_t;
+static int attach_send(const admin_addr_t *a, const char *chunk, size_t len, FILE *out);
+
+/* Reads lines to the end of input (or exit/quit) and feeds them to the
+ * session at stack index `s`: offline (a NULL) it runs them and prints the
+ * output; attached, the complete chunks it hands back go to the gateway.
+ * Closes `in`. Returns 1 when a chunk failed (syntax or runtime error, or
+ * one left open at the end), else 0. */
+static int session_loop(lua_State *L, int s, input_t *in, const admin_addr_t *a)
+{
+    complete_L = L;
+    complete_s = s;
+    int more = 0, failed = 0, st;
+    char *line;
+    while ((st = input_line(in, more, &line)) != IN_EOF) {
+        if (st == IN_INTERRUPTED) {
+            /* like a shell: the line (and chunk) typed so far is dropped */
+            if (more)
+                call_method(L, s, "cancel", NULL, 0, 0, 0);
+            const char *say = more ? "^C\n" : "^C\n" QUIT_HINT;
+            put(say, strlen(say));
+            more = 0;
+            continue;
+        }
+        int rc = call_method(L, s, "feed", line, strlen(line), 2, a == NULL);
+        free(line);
+        if (rc != 0) {
+            failed = 1;
+            more = 0;
+            continue;
+        }
+        size_t n;
+        const char *out = lua_tolstring(L, -2, &n);
+        more = lua_toboolean(L, -1);
+        if (out && a)
+            failed |= attach_send(a, out, n, stdout) != 0; /* unreachable now: say so, go on */
+        else if (out)
+            put(out, n);
+        lua_pop(L, 2);
+        if (session_flag(L, s, "quit"))
+            break;
+    }
+    input_close(in, st == IN_EOF);
+    if (call_method(L, s, "finish", NULL, 0, 1, 0) == 0) {
+        size_t n;
+        const char *out = lua_tolstring(L, -1, &n);
+        put(out, n);
+        lua_pop(L, 1);
+    }
+    lua_getfield(L, s, "failed");
+    failed |= lua_tointeger(L, -1) > 0;
+    lua_pop(L, 1);
+    complete_L = NULL;
+    luaL_unref(L, LUA_REGISTRYINDEX, complete_ref);
+    complete_ref = LUA_NOREF;
+    return failed;
+}
+
 /* Offline: a session over `file` (or none) in a state of our own. */
 static int run_offline(const char *file)
 {
@@ -226,40 +398,19 @@ static int run_offline(const char *file)
         }
     }
 
-    int more = 0;
-    char *line;
-    while ((line = input_line(&in, more)) != NULL) {
-        int rc = call_method(L, s, "feed", line, strlen(line), 2, 1);
-        free(line);
-        if (rc != 0) {
-            more = 0;
-            continue;
-        }
-        size_t n;
-        const char *out = lua_tolstring(L, -2, &n);
-        if (out)
-            put(out, n);
-        more = lua_toboolean(L, -1);
-        lua_pop(L, 2);
-    }
-    input_close(&in);
-    if (call_method(L, s, "finish", NULL, 0, 1, 0) == 0) {
-        size_t n;
-        const char *out = lua_tolstring(L, -1, &n);
-        put(out, n);
-    }
+    int failed = session_loop(L, s, &in, NULL) || bad_config;
     lua_close(L);
-    return 0;
+    return failed && !in.interactive ? 1 : 0;
 }
 
 
 /* --attach: chunks go to the admin API ------------------------------------- */
 
-typedef struct {
+struct admin_addr_s {
     char host[256];
     int port;
     const char *token; /* NULL: no Authorization header */
-} admin_addr_t;
+};
 
 /* Sends one chunk as POST /repl and prints the answer to `out` (NULL: only
  * an error answer is printed, to stderr). Returns 0, or -1 when the gateway
@@ -307,70 +458,28 @@ static int run_attach(const char *addr, const char *token)
     /* an empty chunk answers the banner: it proves the gateway is there
      * and the token is right before anyone types */
     if (attach_send(&a, "", 0, in.interactive ? stdout : NULL) != 0) {
-        input_close(&in);
+        input_close(&in, 0);
         return 1;
     }
     lua_State *L = mg_lua_open();
     if (!L || push_session(L, NULL, 1) != 0) {
         if (L)
             lua_close(L);
-        input_close(&in);
+        input_close(&in, 0);
         return 1;
     }
-    int s = lua_gettop(L);
-    int more = 0;
-    char *line;
-    while ((line = input_line(&in, more)) != NULL) {
-        int rc = call_method(L, s, "feed", line, strlen(line), 2, 0);
-        free(line);
-        if (rc != 0) {
-            more = 0;
-            continue;
-        }
-        size_t n;
-        const char *chunk = lua_tolstring(L, -2, &n);
-        more = lua_toboolean(L, -1);
-        if (chunk)
-            attach_send(&a, chunk, n, stdout); /* unreachable now: say so, go on */
-        lua_pop(L, 2);
-    }
-    input_close(&in);
-    if (call_method(L, s, "finish", NULL, 0, 1, 0) == 0) {
-        size_t n;
-        const char *out = lua_tolstring(L, -1, &n);
-        put(out, n);
-    }
+    int failed = session_loop(L, lua_gettop(L), &in, &a);
     lua_close(L);
-    return 0;
+    return failed && !in.interactive ? 1 : 0;
 }
 
 
 /* The command ------------------------------------------------------------ */
 
-int mg_repl_main(int argc, char **argv)
+int mg_repl_main(const char *file, const char *attach, const char *token)
 {
-    const char *file = NULL, *attach = NULL, *token = getenv("MOONGATE_ADMIN_TOKEN");
-    for (int i = 2; i < argc; i++) {
-        if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc) {
-            file = argv[++i];
-        } else if (!strcmp(argv[i], "--attach") && i + 1 < argc) {
-            attach = argv[++i];
-        } else if (!strcmp(argv[i], "--token") && i + 1 < argc) {
-            token = argv[++i];
-        } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            usage(stdout);
-            return 0;
-        } else {
-            fprintf(stderr, "moongate repl: unknown argument '%s'\n", argv[i]);
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (file && attach) {
-        fprintf(stderr, "moongate repl: -c and --attach exclude each other (an attached "
-                        "session uses the gateway's config)\n");
-        return 2;
-    }
+    if (!token)
+        token = getenv("MOONGATE_ADMIN_TOKEN");
     return attach ? run_attach(attach, token) : run_offline(file);
 }
 

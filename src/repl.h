@@ -12,20 +12,23 @@
 
 struct lua_State;
 
-/* The `repl` command; argv[1] is "repl", options follow:
+/* The `repl` command, its options parsed by main.c:
  *
- *   moongate repl [-c FILE]                        offline, FILE loaded with
- *                                                  moongate.testing
- *   moongate repl --attach HOST:PORT [--token T]   each complete chunk is
- *                                                  sent as POST /repl
+ *   moongate repl [-c FILE]                        file: offline, FILE loaded
+ *                                                  with moongate.testing
+ *   moongate repl --attach HOST:PORT [--token T]   attach: each complete
+ *                                                  chunk is sent as POST /repl
  *
- * (the token may also come from $MOONGATE_ADMIN_TOKEN). Reads stdin to its
- * end: interactive with prompts and history (~/.moongate_history) when it
- * is a terminal, plain lines otherwise. Returns the process exit code: 0 at
- * the end of input, 1 when the session cannot start (--attach: gateway not
- * reachable or token refused), 2 for bad arguments. Must be called before
- * main() parses options of its own: it parses every argument after "repl". */
-int mg_repl_main(int argc, char **argv);
+ * (token NULL: $MOONGATE_ADMIN_TOKEN, if set). Reads stdin to its end:
+ * interactive with prompts, history (~/.moongate_history) and Tab
+ * completion when it is a terminal, plain lines otherwise. At the terminal
+ * Ctrl-C cancels the line or chunk being typed (a running chunk: stops it);
+ * `exit`, `quit` or Ctrl-D end the session. Returns the process exit code:
+ * 0 at the end of input; 1 when the session cannot start (--attach: gateway
+ * not reachable or token refused) and, when stdin is not a terminal, when
+ * the config did not load or any chunk failed (a syntax or runtime error),
+ * so that a script sees it; 2 for a bad HOST:PORT. */
+int mg_repl_main(const char *file, const char *attach, const char *token);
 
 /* POST /repl: runs chunk `code` (`len` bytes, a whole chunk) in the live
  * session of state L, creating it on first use; the session is kept in L's

@@ -70,6 +70,14 @@ void mg_usage(FILE *f)
                "\n`moongate help COMMAND` tells more about one command.\n");
 }
 
+const char *mg_usage_synopsis(const char *cmd)
+{
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (!strcmp(commands[i].name, cmd))
+            return commands[i].synopsis;
+    return "<command> [options]";
+}
+
 int mg_usage_command(FILE *f, const char *cmd)
 {
     for (size_t i = 0; i < NCOMMANDS; i++) {

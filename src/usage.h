@@ -7,6 +7,9 @@
 
 /* Every command, its arguments and options. */
 void mg_usage(FILE *f);
+/* The synopsis of command `cmd` ("check -c FILE"), or "<command> [options]"
+ * for an unknown one. */
+const char *mg_usage_synopsis(const char *cmd);
 /* One command in full. Returns 0, or -1 (nothing printed) for an unknown one. */
 int mg_usage_command(FILE *f, const char *cmd);
 

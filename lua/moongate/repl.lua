@@ -407,8 +407,10 @@ moongate repl: Lua with the config loaded and the moongate API.
   pp(value)          pretty-print a value
   gw, testing, gwt   require "moongate", require "moongate.testing" and the
                      gateway it loaded (gwt:request{...} returns a decision)
+  exit, quit         end the session (also Ctrl-D)
 An expression prints its value (also "=expr"); a chunk may span lines.
-Locals last one chunk: use globals to keep values.]]
+Locals last one chunk: use globals to keep values. Tab completes names
+(gw., req:, res:, the commands); Ctrl-C cancels the chunk being typed.]]
 
 local HELP_SERVER = [[
   status()           the gateway's status
@@ -803,6 +805,7 @@ function _M.new(opts)
     end
     local self = setmetatable({
         out = {}, buf = {}, check_only = opts.check_only and true or false,
+        failed = 0, quit = false,
         server = opts.server and true or false,
         chunkname = "=" .. (opts.chunkname or
                             (opts.server and "repl" or "stdin")),
@@ -890,6 +893,7 @@ function Session.run(self, fn)
     end
     G.print, io.write = saved_print, saved_write
     if not res[1] then
+        self.failed = self.failed + 1
         self:emit(tostring(res[2]) .. "\n")
         return
     end
@@ -911,9 +915,18 @@ local function run_chunk(self, fn, err)
     if fn then
         self:run(fn)
     else
+        self.failed = self.failed + 1
         self:emit(err .. "\n")
     end
     return take(self)
+end
+
+-- `exit` or `quit` alone on a line (also called: `exit()`) ends the
+-- session: the terminal reads session.quit.
+local function is_quit(line)
+    local w = match(line, "^%s*(%a+)%s*%(?%s*%)?%s*;?%s*$")
+    return (w == "exit" or w == "quit") and
+        (find(line, "(", 1, true) ~= nil) == (find(line, ")", 1, true) ~= nil)
 end
 
 --- session:feed(line [, opts]) -> output, more. Adds one line of input;
@@ -931,6 +944,10 @@ function Session.feed(self, line, opts)
     if #buf == 0 and not find(line, "%S") then
         return (not check) and "" or nil, false
     end
+    if #buf == 0 and is_quit(line) then
+        self.quit = true
+        return (not check) and "" or nil, false
+    end
     buf[#buf + 1] = line
     local src = concat(buf, "\n")
     local fn, err, more = compile(src, self.chunkname)
@@ -939,9 +956,90 @@ function Session.feed(self, line, opts)
     end
     self.buf = {}
     if check then
+        if not fn then
+            self.failed = self.failed + 1   -- the gateway will say why
+        end
         return src, false
     end
     return run_chunk(self, fn, err), false
+end
+
+--- session:cancel(): drops the chunk typed so far (Ctrl-C at the prompt).
+function Session.cancel(self)
+    self.buf = {}
+end
+
+-- The names a value offers after "." (every key) or ":" (the functions),
+-- its metatable's __index table included (objects with methods).
+local function member_names(v, colon, names)
+    for _ = 1, 3 do
+        if type(v) ~= "table" then
+            return
+        end
+        for k, x in pairs(v) do
+            if is_ident(k) and sub(k, 1, 1) ~= "_" and
+                (not colon or type(x) == "function") then
+                names[k] = true
+            end
+        end
+        local mt = getmetatable(v)
+        v = type(mt) == "table" and rawget(mt, "__index") or nil
+    end
+end
+
+-- A hook's req and res are not globals, but their names say what they are.
+local function hook_object(name)
+    local rt = require "moongate.runtime"
+    return name == "req" and rt.request_api or name == "res" and
+        rt.response_api or nil
+end
+
+--- session:completions(word) -> the sorted list of names that complete
+-- `word` (Tab): globals and the REPL's commands ("tr" -> "try"), fields of
+-- a dotted path ("gw.ht" -> "gw.http"), methods after ":" ("gwt:req"),
+-- and the fields and methods of a hook's req and res ("req:set_").
+function Session.completions(self, word)
+    if type(word) ~= "string" then
+        return {}
+    end
+    self.env = self.env or make_env(self)
+    local base, sep, part = match(word, "^(.-)([.:])([%w_]*)$")
+    local names = {}
+    if not base then
+        base, sep, part = "", "", word
+        if not find(word, "^[%a_]?[%w_]*$") then
+            return {}
+        end
+        member_names(self.env, false, names)
+        member_names(_G, false, names)
+        names.exit, names.quit = true, true
+        for k in pairs(KEYWORDS) do
+            names[k] = true
+        end
+    else
+        local api = hook_object(base)
+        if api then
+            member_names(sep == ":" and api.methods or api.fields, false, names)
+        else
+            local v = self.env
+            for seg in (base .. "."):gmatch("(.-)%.") do
+                if not is_ident(seg) or type(v) ~= "table" then
+                    return {}
+                end
+                local ok, x = pcall(function() return v[seg] end)
+                v = ok and x or nil
+            end
+            member_names(v, sep == ":", names)
+        end
+    end
+    local list = {}
+    for k in pairs(names) do
+        if sub(k, 1, #part) == part then
+            list[#list + 1] = base .. sep .. k
+        end
+    end
+    sort(list)
+    return list
 end
 
 --- session:eval(code) -> output of a whole chunk (POST /repl). An
@@ -971,6 +1069,7 @@ function Session.finish(self)
     end
     local src = concat(self.buf, "\n")
     self.buf = {}
+    self.failed = self.failed + 1
     local _, err = loadstring(src, self.chunkname)
     return (err or "incomplete input") .. "\n"
 end

@@ -498,6 +498,11 @@ local res_mt = {
     end,
 }
 
+-- What a hook's req and res offer (fields, methods), for the REPL's Tab
+-- completion of "req." and "res:".
+_M.request_api = { fields = getters, methods = Request }
+_M.response_api = { fields = res_getters, methods = Response }
+
 -- Answers ---------------------------------------------------------------------
 
 -- The value `return gw.respond(...)` hands back: any other non-nil return

@@ -16,7 +16,16 @@ describe("moongate help", function()
         local n = 0
         for _, src in ipairs({ "src/main.c", "src/repl.c" }) do
             local text = assert(h.read_file(src))
+            local opts = {}
             for opt in text:gmatch('strcmp%(argv%[i%], "(%-%-?[%w-]+)"%)') do
+                opts[#opts + 1] = opt
+            end
+            -- main.c's table of options: [OPT_X] = { "flag", "alias" or NULL, ...
+            for flag, alias in text:gmatch('%[OPT_[%u_]+%] = { "(%-%-?[%w-]+)", ([^,]+),') do
+                opts[#opts + 1] = flag
+                opts[#opts + 1] = alias:match('^"(.*)"$')
+            end
+            for _, opt in ipairs(opts) do
                 if opt ~= "-h" and opt ~= "--help" then
                     n = n + 1
                     assert.truthy(list:find(opt, 1, true), opt .. " (" .. src .. ") not in help")
