@@ -205,4 +205,32 @@ describe("the Lua library", function()
         out = check_with(bin, "MOONGATE_LUA_DIR=" .. h.shq(LUA))
         assert.truthy(out:find("rc=0", 1, true), out)
     end)
+describe("argument mistakes", function()
+    -- each answered with exit code 2 and the fix, before anything runs
+    local cases = {
+        { "check -c", "moongate check: -c needs a file (moongate check -c gateway.lua)" },
+        { "check", "moongate check: needs a config file (moongate check -c gateway.lua)" },
+        { "check gateway.lua", "a config file goes after -c: moongate check -c gateway.lua" },
+        { "check -c a.lua -c b.lua", "moongate check: -c given twice" },
+        { "check -c --workers 2", "moongate check: -c needs a file" },
+        { "check --workers 2 -c x.lua", "--workers is not an option of check" },
+        { "run --workers", "--workers needs a number from 1 to 1024 (moongate run --workers 4)" },
+        { "run --workers many", "--workers takes a number from 1 to 1024, got 'many'" },
+        { "run --workers 0", "--workers takes a number from 1 to 1024, got '0'" },
+        { "reload --admin", "--admin needs HOST:PORT (moongate reload --admin 127.0.0.1:9901)" },
+        { "reload --token", "--token needs the admin API's token" },
+        { "repl --attach", "--attach needs HOST:PORT (moongate repl --attach 127.0.0.1:9901)" },
+        { "repl -c a.lua --attach 127.0.0.1:1", "-c and --attach exclude each other" },
+        { "repl --frob", "moongate repl: unknown argument '--frob' (usage: moongate repl" },
+        { "version -c x.lua", "-c is not an option of version" },
+        { "frob", "moongate: unknown command 'frob'" },
+    }
+    for _, case in ipairs(cases) do
+        it("moongate " .. case[1], function()
+            local code, out = h.run_bin(case[1], 5)
+            assert.equal(2, code, out)
+            assert.truthy(out:find(case[2], 1, true),
+                          string.format("expected %q in:\n%s", case[2], out))
+        end)
+    end
 end)

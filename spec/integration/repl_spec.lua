@@ -99,11 +99,11 @@ describe("moongate repl -c FILE (stdin)", function()
         has(out, '\n200\n"health"\n{ ok = true }\n')
     end)
 
-    it("a syntax error does not end the session", function()
+    it("a syntax error does not end the session; the exit code is 1", function()
         local code, out = repl("-c " .. cfg, {
             "if then", 'print("still here")', 'try "/health"',
         })
-        assert.equal(0, code, out)
+        assert.equal(1, code, out)
         has(out, "stdin:1: unexpected symbol near 'then'")
         has(out, "still here")
         has(out, "=> 200")
@@ -111,7 +111,7 @@ describe("moongate repl -c FILE (stdin)", function()
 
     it("a runtime error prints file:line: message and the session goes on", function()
         local code, out = repl("-c " .. cfg, { "nope()", "40 + 2" })
-        assert.equal(0, code, out)
+        assert.equal(1, code, out)
         has(out, "stdin:1: attempt to call global 'nope' (a nil value)")
         has(out, "\n42\n")
     end)
@@ -131,10 +131,31 @@ describe("moongate repl -c FILE (stdin)", function()
         has_not(out, "<eof>")
     end)
 
-    it("reports a chunk left open at the end of input, exit code 0", function()
+    it("reports a chunk left open at the end of input, exit code 1", function()
         local code, out = repl("-c " .. cfg, { "function f()" })
-        assert.equal(0, code, out)
+        assert.equal(1, code, out)
         has(out, "stdin:1: 'end' expected near '<eof>'")
+    end)
+
+    it("exits 0 when every chunk ran, a hook's 401 included", function()
+        local code, out, err = repl("-c " .. cfg, { 'try "/orders/1"', "1 + 1" })
+        assert.equal(0, code, out .. err)
+        has(out, "=> 401")
+    end)
+
+    it("exits 1 when the config file is missing, after running the chunks", function()
+        local code, out, err = repl("-c " .. FIX .. "no-such-file.lua", { "1 + 1" })
+        assert.equal(1, code, out .. err)
+        has(err, "no-such-file.lua: cannot read the config file")
+        assert.equal("2\n", out)
+    end)
+
+    it("exit and quit end the session without printing anything", function()
+        for _, word in ipairs { "exit", "quit", "exit()", "  quit  " } do
+            local code, out, err = repl("-c " .. cfg, { "1 + 1", word, "2 + 2" })
+            assert.equal(0, code, word .. ": " .. out .. err)
+            assert.equal("2\n", out, word)
+        end
     end)
 
     it("pretty-prints values: sorted keys, nesting, quoted strings, cycles", function()
@@ -196,7 +217,7 @@ describe("moongate repl -c FILE (stdin)", function()
         local code, out, err = repl("-c " .. FIX .. "broken.lua", {
             "1 + 1", 'try "/x"',
         })
-        assert.equal(0, code, out .. err)
+        assert.equal(1, code, out .. err)
         has(err, FIX .. "broken.lua:6:")
         has(err, "ordres")
         assert.truthy(out:find("^2\n"), out)
@@ -240,6 +261,93 @@ describe("moongate repl -c FILE (stdin)", function()
             has(out, "real upstream " .. dead .. " failed: connect:")
             has(out, "=> 502")
         end)
+    end)
+end)
+
+-- Runs `moongate repl <args>` on a pseudo-terminal (spec/support/pty_run.py)
+-- and goes through `steps` as a person at the keyboard would: { "send",
+-- text }, { "intr" } (Ctrl-C), { "eof" } (Ctrl-D), { "expect", text },
+-- { "exit" } (waits for the end). Returns { ok, error, output, status,
+-- signal }.
+local function terminal(args, steps)
+    local cjson = require "cjson"
+    local script = h.tmpfile("pty.json", cjson.encode(steps))
+    local home = h.tmpdir()
+    local cmd = fmt("PTY_TIMEOUT=%d python3 spec/support/pty_run.py %s -- env HOME=%s %s repl %s",
+                    10 * h.SLOW, h.shq(script), h.shq(home), h.shq(h.MG_BIN), args)
+    local res = cjson.decode(h.sh(cmd))
+    if res.status == cjson.null then res.status = nil end
+    if res.signal == cjson.null then res.signal = nil end
+    return res
+end
+
+local function ended_well(res)
+    assert(res.ok, tostring(res.error) .. ":\n" .. res.output)
+    assert.is_nil(res.signal, res.output)
+    assert.equal(0, res.status, res.output)
+end
+
+describe("moongate repl at a terminal", function()
+    local cfg = "-c " .. FIX .. "gateway.lua"
+
+    it("Ctrl-C at the continuation prompt cancels the chunk, not the REPL", function()
+        local res = terminal(cfg, {
+            { "expect", "moongate> " }, { "send", "function f()\n" },
+            { "expect", "...> " }, { "intr" },
+            { "expect", "moongate> " }, { "send", "f == nil\n" },
+            { "expect", "true" }, { "expect", "moongate> " },
+            { "send", "exit\n" }, { "exit" },
+        })
+        ended_well(res)
+        has_not(res.output, "<eof>")
+    end)
+
+    it("Ctrl-C at an empty prompt says how to quit and goes on", function()
+        local res = terminal(cfg, {
+            { "expect", "moongate> " }, { "intr" },
+            { "expect", "(to quit: exit, quit or Ctrl-D)" },
+            { "expect", "moongate> " }, { "send", "40 + 2\n" },
+            { "expect", "42" }, { "expect", "moongate> " },
+            { "eof" }, { "exit" },
+        })
+        ended_well(res)
+    end)
+
+    it("Ctrl-C stops a chunk that runs; the session keeps its globals", function()
+        local res = terminal(cfg, {
+            { "expect", "moongate> " },
+            { "send", "n = 0 while true do n = n + 1 end\n" },
+            { "expect", "end\n" }, { "intr" },
+            { "expect", "interrupted" }, { "expect", "moongate> " },
+            { "send", "n > 0\n" }, { "expect", "true" },
+            { "expect", "moongate> " }, { "send", "quit\n" }, { "exit" },
+        })
+        ended_well(res)
+    end)
+
+    it("exit prints nothing, not nil", function()
+        local res = terminal(cfg, {
+            { "expect", "moongate> " }, { "send", "exit\n" }, { "exit" },
+        })
+        ended_well(res)
+        has_not(res.output:match("exit\n(.*)$") or "", "nil")
+    end)
+
+    it("Tab completes gw., req:, res: and the REPL's commands", function()
+        local res = terminal(cfg, {
+            { "expect", "moongate> " }, { "send", "gw.ht\t" },
+            { "expect", "gw.http" }, { "send", ".req\t" },
+            { "expect", "gw.http.request" }, { "intr" },
+            { "expect", "moongate> " }, { "send", "req:set_hea\t" },
+            { "expect", "req:set_header" }, { "intr" },
+            { "expect", "moongate> " }, { "send", "res:set_st\t" },
+            { "expect", "res:set_status" }, { "intr" },
+            { "expect", "moongate> " }, { "send", "rou\t" },
+            { "expect", "routes" }, { "send", "()\n" },
+            { "expect", "orders" }, { "expect", "moongate> " },
+            { "send", "exit\n" }, { "exit" },
+        })
+        ended_well(res)
     end)
 end)
 
@@ -290,7 +398,7 @@ end } }
                 "end",
                 "triple(14)",
             })
-            assert.equal(0, code, out)
+            assert.equal(1, code, out)
             has(out, "repl:1: unexpected symbol near 'then'")
             has(out, "\n42\n")
         end)
