@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "accesslog.h"
+#include "cache.h"
 #include "errlog.h"
 
 /* Writes start at LOG_FLUSH_AT (or every LOG_FLUSH_MS); the rest of a
@@ -273,8 +274,8 @@ static const char *now_text(mg_accesslog_t *l, int *ms)
 /* The values of one line's text fields, so that its size is known before
  * it is written. */
 typedef struct line_fields_s {
-    const char *method, *path, *query, *route, *target;
-    size_t method_len, path_len, query_len, route_len, target_len;
+    const char *method, *path, *query, *route, *upstream, *target;
+    size_t method_len, path_len, query_len, route_len, upstream_len, target_len;
 } line_fields_t;
 
 static void collect(mg_conn_t *c, line_fields_t *f)
@@ -308,10 +309,17 @@ static void collect(mg_conn_t *c, line_fields_t *f)
         f->route = r->route->name;
         f->route_len = strlen(f->route);
     }
-    if (r->g && r->target >= 0 && mg_request_upstream(r) >= 0) {
-        const mg_target_t *tg = &r->g->cfg->upstreams[mg_request_upstream(r)].targets[r->target];
-        f->target = tg->name;
-        f->target_len = strlen(tg->name);
+    /* upstream: its name (also for an answer from the cache); target: the
+     * instance contacted, NULL when none was */
+    int ui = r->g ? mg_request_upstream(r) : -1;
+    if (ui >= 0) {
+        const mg_upstream_t *up = &r->g->cfg->upstreams[ui];
+        f->upstream = up->name;
+        f->upstream_len = strlen(up->name);
+        if (r->target >= 0) {
+            f->target = up->targets[r->target].name;
+            f->target_len = strlen(f->target);
+        }
     }
 }
 
@@ -319,7 +327,7 @@ static size_t line_bound(const mg_request_t *r, const line_fields_t *f)
 {
     return LINE_FIXED + json_bound(r->request_id_len) + json_bound(f->method_len) +
            json_bound(f->path_len) + json_bound(f->query_len) + json_bound(f->route_len) +
-           json_bound(f->target_len);
+           json_bound(f->upstream_len) + json_bound(f->target_len);
 }
 
 static void write_line(mg_accesslog_t *l, mg_conn_t *c, const line_fields_t *f, line_t *b)
@@ -337,11 +345,15 @@ static void write_line(mg_accesslog_t *l, mg_conn_t *c, const line_fields_t *f, 
     field_str(b, "query", f->query, f->query_len);
     putf(b, ",\"status\":%d,\"bytes\":%llu", r->status, (unsigned long long)r->bytes_sent);
     field_str(b, "route", f->route, f->route_len);
-    field_str(b, "upstream", f->target, f->target_len);
+    field_str(b, "upstream", f->upstream, f->upstream_len);
+    field_str(b, "target", f->target, f->target_len);
     if (f->target)
         putf(b, ",\"upstream_time\":%.6f", (double)r->upstream_ns / 1e9);
     else
         PUT_LIT(b, ",\"upstream_time\":null");
+    /* what the route's cache did; null on a route without one */
+    const char *cache = mg_cache_state_name(r->cache_state);
+    field_str(b, "cache", cache, cache ? strlen(cache) : 0);
     putf(b, ",\"total_time\":%.6f}\n", (double)r->total_ns / 1e9);
 }
 

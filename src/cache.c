@@ -1124,3 +1124,13 @@ void mg_cache_release(mg_request_t *r)
     free_entry(r->cache_entry);
     r->cache_entry = NULL;
 }
+
+const char *mg_cache_state_name(int state)
+{
+    static const char *const names[MG_CACHE__COUNT] = {
+        [MG_CACHE_HIT] = "hit",       [MG_CACHE_MISS] = "miss",
+        [MG_CACHE_EXPIRED] = "expired", [MG_CACHE_STALE] = "stale",
+        [MG_CACHE_BYPASS] = "bypass", [MG_CACHE_REVALIDATED] = "revalidated",
+    };
+    return state > 0 && state < MG_CACHE__COUNT ? names[state] : NULL;
+}

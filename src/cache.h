@@ -43,6 +43,11 @@ enum {
     MG_CACHE__COUNT
 };
 
+/* The name of a cache state: "hit", "miss", "expired", "stale", "bypass",
+ * "revalidated" (the metric's labels, the access log's "cache"); NULL for
+ * MG_CACHE_NONE and anything out of range. */
+const char *mg_cache_state_name(int state);
+
 /* What mg_cache_lookup says to do. */
 enum {
     MG_CACHE_GO = 0,    /* fetch it from the upstream (r->cache_state: why) */

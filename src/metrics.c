@@ -40,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "cache.h"
 #include "metrics.h"
 
 #define MAX_ROUTES 4096
@@ -523,13 +524,10 @@ char *mg_metrics_render(const char *extra, size_t *len)
          "# TYPE moongate_connections_open gauge\n"
          "moongate_connections_open %lld\n",
          (long long)(conns > 0 ? conns : 0));
-    static const char *const cache_results[CACHE_RESULTS] = {
-        NULL, "hit", "miss", "expired", "stale", "bypass", "revalidated"
-    };
     puts_(&b, "# HELP moongate_cache_requests_total Requests on cached routes, by what the "
               "cache did.\n# TYPE moongate_cache_requests_total counter\n");
     for (int i = 1; i < CACHE_RESULTS; i++)
-        putf(&b, "moongate_cache_requests_total{result=\"%s\"} %llu\n", cache_results[i],
+        putf(&b, "moongate_cache_requests_total{result=\"%s\"} %llu\n", mg_cache_state_name(i),
              (unsigned long long)cache[i]);
     putf(&b,
          "# HELP moongate_cache_stored_total Answers kept by the response cache.\n"

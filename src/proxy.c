@@ -18,6 +18,7 @@
 #include "cache.h"
 #include "gateway.h"
 #include "hooks.h"
+#include "mg_ffi.h"
 #include "upgrade.h"
 
 static llhttp_settings_t resp_settings;
@@ -26,7 +27,7 @@ static int settings_ready;
 static void up_close(mg_upconn_t *u);
 static void up_parse(mg_upconn_t *u);
 static void up_start_reading(mg_upconn_t *u);
-static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable);
+static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable, int err);
 static void send_head(mg_upconn_t *u);
 
 /* ---- deadlines (same lazy scheme as the client side) ------------------- */
@@ -69,7 +70,7 @@ static void on_up_timer(uv_timer_t *t)
     }
     if (!u->got_response_bytes)
         mg_pool_failed(u->pool); /* no answer at all: counts for max_fails */
-    up_failed(u, 504, u->connected ? "upstream timed out" : "upstream connect timed out", 0);
+    up_failed(u, 504, u->connected ? "upstream timed out" : "upstream connect timed out", 0, 0);
 }
 
 /* ---- response parsing --------------------------------------------------- */
@@ -670,16 +671,16 @@ static void up_parse(mg_upconn_t *u)
     out_flush(u);
     cur_out = NULL;
     if (u->hook_failed)
-        up_failed(u, 500, "hook error", 0);
+        up_failed(u, 500, "hook error", 0, 0);
     else
-        up_failed(u, 502, "invalid upstream response", 0);
+        up_failed(u, 502, "invalid upstream response", 0, 0);
 }
 
 void mg_proxy_hook_resumed(mg_upconn_t *u, int result)
 {
     u->hook_paused = 0;
     if (result == MG_HOOK_ERROR) {
-        up_failed(u, 500, "hook error", 0);
+        up_failed(u, 500, "hook error", 0, 0);
         return;
     }
     out_t out = { .n = 0 };
@@ -687,7 +688,7 @@ void mg_proxy_hook_resumed(mg_upconn_t *u, int result)
     int rc = emit_head(u);
     if (rc < 0) {
         cur_out = NULL;
-        up_failed(u, 502, "invalid upstream response", 0);
+        up_failed(u, 502, "invalid upstream response", 0, 0);
         return;
     }
     if (rc == 1)
@@ -740,7 +741,10 @@ static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
          * a reused one may just have hit the keep-alive race */
         if (!u->got_response_bytes && u->requests == 0)
             mg_pool_failed(u->pool);
-        up_failed(u, 502, "upstream closed the connection", retry);
+        up_failed(u, 502,
+                  nread == UV_ECONNRESET ? "upstream reset the connection"
+                                         : "upstream closed the connection",
+                  retry, nread == UV_EOF ? 0 : (int)nread);
         return;
     }
     u->got_response_bytes = u->got_response_bytes ? u->got_response_bytes : 1;
@@ -808,7 +812,7 @@ static void up_write_error(mg_wq_t *q, int status)
         mg_conn_abort(u->r->c);
         return;
     }
-    up_failed(u, 502, "upstream write failed", 0);
+    up_failed(u, 502, "upstream write failed", 0, status);
 }
 
 int mg_proxy_send_body(mg_upconn_t *u, uv_buf_t *bufs, unsigned n)
@@ -843,7 +847,28 @@ int mg_request_upstream(const mg_request_t *r)
 
 static void connect_target(mg_request_t *r, int ti);
 
-static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable)
+/* A 502 or 504 is the gateway's own answer: the operator needs to know
+ * why. One error-log line names the route, the upstream, the target, what
+ * failed (`why`, the libuv error `err` when there is one, llhttp's reason
+ * for a bad response) and the request id. */
+static void log_failure(const mg_request_t *r, int status, const char *why, int err,
+                        const char *detail)
+{
+    int ui = mg_request_upstream(r);
+    const mg_upstream_t *up = ui >= 0 ? &r->g->cfg->upstreams[ui] : NULL;
+    char msg[768];
+    int n = snprintf(msg, sizeof(msg),
+                     "%d: route %s, upstream %s, target %s: %s%s%s%s%s%s (request %s)%s", status,
+                     r->route ? r->route->name : "-", up ? up->name : "-",
+                     up && r->target >= 0 ? up->targets[r->target].name : "-", why,
+                     err ? " (" : "", err ? uv_err_name(err) : "", err ? ")" : "",
+                     detail ? ": " : "", detail ? detail : "", r->request_id,
+                     mg_cache_can_serve_stale(r) ? "; answered with the stale cached copy" : "");
+    if (n > 0)
+        mg_ffi_log(4 /* error */, msg, (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1);
+}
+
+static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable, int err)
 {
     mg_request_t *r = u->r;
     if (!r) {
@@ -852,6 +877,11 @@ static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable
     }
     mg_conn_t *c = r->c;
     int prev = r->target;
+    /* llhttp's reason goes before the connection does */
+    const char *detail = llhttp_get_errno(&u->parser) != HPE_OK &&
+                                 llhttp_get_errno(&u->parser) != HPE_PAUSED
+                             ? llhttp_get_error_reason(&u->parser)
+                             : NULL;
     up_close(u);
     int ui = mg_request_upstream(r);
     const mg_upstream_t *up = &r->g->cfg->upstreams[ui];
@@ -862,6 +892,8 @@ static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable
         connect_target(r, ti);
         return;
     }
+    if (status == 502 || status == 504)
+        log_failure(r, status, why, err, detail);
     mg_conn_upstream_failed(c, status, why);
 }
 
@@ -874,7 +906,10 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     if (status < 0) {
         mg_pool_failed(u->pool);
-        up_failed(u, 502, "upstream refused the connection", 1);
+        up_failed(u, 502,
+                  status == UV_ECONNREFUSED ? "upstream refused the connection"
+                                            : "upstream connect failed",
+                  1, status);
         return;
     }
     u->connected = 1;
@@ -919,6 +954,7 @@ static void connect_target(mg_request_t *r, int ti)
         return;
     }
     if (!p->addr_ok) {
+        log_failure(r, 502, "upstream address does not resolve", 0, NULL);
         mg_conn_upstream_failed(c, 502, "upstream address does not resolve");
         return;
     }
@@ -933,7 +969,7 @@ static void connect_target(mg_request_t *r, int ti)
     int rc = uv_tcp_connect(&u->connect_req, &u->tcp, (struct sockaddr *)&p->addr, on_connect);
     if (rc < 0) {
         mg_pool_failed(p);
-        up_failed(u, 502, "upstream connect failed", 1);
+        up_failed(u, 502, "upstream connect failed", 1, rc);
         return;
     }
     up_deadline(u, p->u->connect_timeout);
@@ -1062,7 +1098,7 @@ static void send_head(mg_upconn_t *u)
     for (int i = 0; i < r->nreq_edits; i++)
         need += r->req_edits[i].name_len + r->req_edits[i].value_len + 4;
     if (need > w->scratch_cap / 2) {
-        up_failed(u, 502, "request head too large to forward", 0);
+        up_failed(u, 502, "request head too large to forward", 0, 0);
         return;
     }
     if (r->new_method)
@@ -1076,7 +1112,7 @@ static void send_head(mg_upconn_t *u)
         long pl = mg_router_upstream_path(&r->match, r->path, r->path_len, o,
                                           (size_t)(w->scratch_cap / 2));
         if (pl < 0) {
-            up_failed(u, 502, "rewritten path too long", 0);
+            up_failed(u, 502, "rewritten path too long", 0, 0);
             return;
         }
         o += pl;
@@ -1189,7 +1225,7 @@ static void send_head(mg_upconn_t *u)
     uv_buf_t b = uv_buf_init(w->scratch, (unsigned)(o - w->scratch));
     r->upstream_start_ns = uv_hrtime();
     if (mg_wq_write(&u->wq, &b, 1) < 0) {
-        up_failed(u, 502, "upstream write failed", u->requests > 0);
+        up_failed(u, 502, "upstream write failed", u->requests > 0, 0);
         return;
     }
     /* read_timeout once the body is out too (mg_proxy_request_sent) */

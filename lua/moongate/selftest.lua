@@ -68,7 +68,9 @@ end
 -- a list of "file:line: gw.test ...: reason" failures (empty when all
 -- pass) and the normalised config; or nil and the load errors.
 function _M.run(file)
-    local gwt, errs = testing.load(file)
+    -- examples are not traffic: a user's on_log (often an access log of
+    -- its own) must not record them at every start and reload
+    local gwt, errs = testing.load(file, { on_log = false })
     if not gwt then
         return nil, errs
     end

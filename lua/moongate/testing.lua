@@ -634,8 +634,9 @@ local function pipeline(R)
             proxy(R)
         end
     end
-    -- the request is over for the client: on_log (its errors change nothing)
-    if has(R, P_LOG) then
+    -- the request is over for the client: on_log (its errors change nothing;
+    -- a gateway loaded with on_log = false skips it)
+    if has(R, P_LOG) and g.opts.on_log ~= false then
         run_phase(R, P_LOG)
     end
 end
@@ -700,8 +701,10 @@ end
 
 --- Loads config `file` (moongate.config) and builds its router with the C
 -- code. `opts.upstream` / `opts.upstream_response` / `opts.http`: the
--- default fakes of every request (see request()). Returns a gateway, or nil
--- and a list of "file:line: reason" strings.
+-- default fakes of every request (see request()); `opts.on_log = false`:
+-- the on_log hooks do not run (the gateway's self-tests, which are not
+-- traffic to log). Returns a gateway, or nil and a list of "file:line:
+-- reason" strings.
 function _M.load(file, opts)
     if type(file) ~= "string" then
         error("moongate.testing.load: file must be a string, got " ..

@@ -1,7 +1,8 @@
 -- access_log = "<file>": one JSON line per request with time, request_id,
 -- trace_id, span_id,
--- client, method, path, status, bytes, route, upstream, upstream_time,
--- total_time.
+-- client, method, path, status, bytes, route, upstream (its name), target
+-- (the instance), upstream_time, cache, total_time. The gw.test examples
+-- run at start and reload are not traffic: their on_log hooks do not run.
 local h = require "spec.support.helpers"
 local cjson = require "cjson"
 
@@ -11,6 +12,7 @@ gw.settings { access_log = "{{LOG}}", timeouts = { shutdown = 2 } }
 gw.listen { port = {{PORT}}, host = "127.0.0.1" }
 gw.upstream("up", { "{{UP}}" })
 gw.route { name = "api", path = "/api/**", upstream = "up" }
+gw.route { name = "cached", path = "/cached/**", upstream = "up", cache = { ttl = 60 } }
 gw.route { name = "hello", path = "/hello", handler = function(req)
   return 200, { hello = "world" }
 end }
@@ -82,11 +84,29 @@ describe("access log", function()
         assert.is_number(e.bytes)
         assert.is_true(e.bytes >= #res.body)
         assert.equal("api", e.route)
-        assert.equal(up.addr, e.upstream)
+        assert.equal("up", e.upstream)
+        assert.equal(up.addr, e.target)
+        assert.equal(cjson.null, e.cache)
         assert.is_number(e.upstream_time)
         assert.is_number(e.total_time)
         assert.is_true(e.upstream_time >= 0.19, "upstream_time " .. e.upstream_time)
         assert.is_true(e.total_time >= e.upstream_time)
+    end)
+
+    it("logs what the cache did: miss, then hit without a target", function()
+        local first = h.http(gw.port, { path = "/cached/one" })
+        assert.equal(200, first.status)
+        local e = entry(first.headers["x-request-id"])
+        assert.equal("miss", e.cache)
+        assert.equal("up", e.upstream)
+        assert.equal(up.addr, e.target)
+        local second = h.http(gw.port, { path = "/cached/one" })
+        assert.equal(200, second.status)
+        e = entry(second.headers["x-request-id"])
+        assert.equal("hit", e.cache)
+        assert.equal("up", e.upstream)
+        assert.equal(cjson.null, e.target)
+        assert.equal(cjson.null, e.upstream_time)
     end)
 
     it("logs the request id the client sent", function()
@@ -101,8 +121,9 @@ describe("access log", function()
         local e = entry(res.headers["x-request-id"])
         assert.equal(404, e.status)
         assert.equal("GET", e.method)
-        assert.truthy(e.upstream == nil or e.upstream == cjson.null or e.upstream == "",
-            tostring(e.upstream))
+        assert.equal(cjson.null, e.upstream)
+        assert.equal(cjson.null, e.target)
+        assert.equal(cjson.null, e.cache)
     end)
 
     it("logs a Lua handler request with its route", function()
@@ -128,5 +149,35 @@ describe("access log", function()
         end
         h.sleep(0.1)
         assert.equal(before + 5, #lines())
+    end)
+end)
+
+describe("gw.test examples at start and reload", function()
+    teardown(h.cleanup)
+
+    it("are not logged as traffic: the on_log hooks run for real requests only", function()
+        local up = h.start_upstream { name = "up" }
+        local text = [[
+local gw = require "moongate"
+gw.settings { access_log = "off", timeouts = { shutdown = 2 } }
+gw.listen { port = {{PORT}}, host = "127.0.0.1" }
+gw.upstream("up", { "{{UP}}" })
+gw.route { name = "api", path = "/api/**", upstream = "up" }
+function gw.on_log(req, res)
+    gw.log("info", "on_log ran for " .. req.path)
+end
+gw.test { request = { path = "/api/selftest-%d" }, expect = { status = 200 } }
+]]
+        local gw = h.start_gateway(text:format(1), { vars = { UP = up } })
+        local res = h.http(gw.port, { path = "/api/real" })
+        assert.equal(200, res.status)
+        local deadline = h.now() + 5 * h.SLOW
+        while not (gw:log() or ""):find("on_log ran for /api/real", 1, true)
+            and h.now() < deadline do
+            h.sleep(0.02)
+        end
+        local log = gw:log() or ""
+        assert.truthy(log:find("on_log ran for /api/real", 1, true), log)
+        assert.falsy(log:find("selftest", 1, true), log)
     end)
 end)

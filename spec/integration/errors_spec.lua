@@ -89,3 +89,77 @@ describe("error answers", function()
         c:close()
     end)
 end)
+
+-- A 502 or 504 is the gateway's own answer: its error log says why, with
+-- the route, the upstream, the target and the request id.
+describe("502 and 504 in the error log", function()
+    local gw, up, dead
+    local CONF = [[
+local gw = require "moongate"
+gw.settings { access_log = "off", timeouts = { shutdown = 2 } }
+gw.listen { port = {{PORT}}, host = "127.0.0.1" }
+gw.upstream("live", { "{{UP}}" }, { read_timeout = 0.3 })
+gw.upstream("gone", { "{{DEAD}}" })
+gw.route { name = "api", path = "/api/**", upstream = "live" }
+gw.route { name = "down", path = "/down", upstream = "gone" }
+]]
+
+    setup(function()
+        up = h.start_upstream { name = "live" }
+        dead = h.dead_addr()
+        gw = h.start_gateway(CONF, { vars = { UP = up, DEAD = dead } })
+    end)
+
+    teardown(h.cleanup)
+
+    -- waits for the error-log line of request `id`; returns it
+    local function log_line(id)
+        local deadline = h.now() + 5 * h.SLOW
+        repeat
+            for line in (gw:log() or ""):gmatch("[^\n]+") do
+                if line:find("(request " .. id .. ")", 1, true) then
+                    return line
+                end
+            end
+            h.sleep(0.02)
+        until h.now() > deadline
+        error("no error-log line for request " .. id .. " in:\n" .. (gw:log() or ""))
+    end
+
+    local function check(path, status, upstream, target, why)
+        local res = h.http(gw.port, { path = path })
+        assert.equal(status, res.status)
+        local line = log_line(res.headers["x-request-id"])
+        local route = path == "/down" and "down" or "api"
+        for _, want in ipairs {
+            "[error]", status .. ": route " .. route, "upstream " .. upstream,
+            "target " .. target, why,
+        } do
+            assert.truthy(line:find(want, 1, true),
+                          string.format("expected %q in %q", want, line))
+        end
+    end
+
+    it("connect refused: 502", function()
+        check("/down", 502, "gone", dead, "upstream refused the connection (ECONNREFUSED)")
+    end)
+
+    it("timeout: 504", function()
+        check("/api/slow?delay=2", 504, "live", up.addr, "upstream timed out")
+    end)
+
+    it("reset: 502", function()
+        check("/api/r?reset=1", 502, "live", up.addr, "upstream reset the connection (ECONNRESET)")
+    end)
+
+    it("bad response: 502 with llhttp's reason", function()
+        check("/api/b?hdr=bad%20name:v", 502, "live", up.addr, "invalid upstream response: ")
+    end)
+
+    it("a good answer writes no error line", function()
+        local res = h.http(gw.port, { path = "/api/ok" })
+        assert.equal(200, res.status)
+        h.sleep(0.1)
+        assert.falsy((gw:log() or ""):find(res.headers["x-request-id"], 1, true))
+    end)
+end)
