@@ -12,7 +12,7 @@ moongate demo: gateway on http://127.0.0.1:8080 (Ctrl-C stops it)
   curl -i localhost:8080/delivery/7         # rewritten to /shipments/7 upstream
   curl -i localhost:8080/delivery/7         # again: from the cache (Cache-Status: hit)
   curl -i localhost:8080/nope               # 404 with a JSON body and request id
-  curl -i localhost:8080/orders/../payments # normalised: routed as /payments
+  curl -i --path-as-is localhost:8080/orders/../payments # normalised: routed as /payments
 
 The config is examples/msa/gateway.lua; check one with:
   build/moongate check -c examples/msa/gateway.lua
