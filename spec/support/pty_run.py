@@ -12,7 +12,9 @@ STEPS is a JSON list of steps, done in order:
     ["exit"]              waits for the process to end
 Prints one JSON object: {"ok", "error", "output" (everything the terminal
 showed, \\r removed), "status" (exit code or null), "signal" (or null)}.
-Exits 0 unless the steps themselves could not be read.
+Exits 0 unless the steps themselves could not be read. The terminal is
+TERM=dumb (no cursor movement: what is typed and printed reads in order),
+$PTY_TERM to try another.
 """
 import json
 import os
@@ -30,7 +32,7 @@ def main():
     argv = sys.argv[sys.argv.index("--") + 1:]
     pid, fd = pty.fork()
     if pid == 0:
-        os.environ["TERM"] = "dumb"
+        os.environ["TERM"] = os.environ.get("PTY_TERM", "dumb")
         os.execvp(argv[0], argv)
     out = bytearray()
     mark = 0  # where the next expect starts looking
