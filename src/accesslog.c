@@ -327,7 +327,8 @@ static size_t line_bound(const mg_request_t *r, const line_fields_t *f)
 {
     return LINE_FIXED + json_bound(r->request_id_len) + json_bound(f->method_len) +
            json_bound(f->path_len) + json_bound(f->query_len) + json_bound(f->route_len) +
-           json_bound(f->upstream_len) + json_bound(f->target_len);
+           json_bound(f->upstream_len) + json_bound(f->target_len) +
+           json_bound(sizeof("revalidated")); /* the longest cache state */
 }
 
 static void write_line(mg_accesslog_t *l, mg_conn_t *c, const line_fields_t *f, line_t *b)

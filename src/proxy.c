@@ -18,7 +18,7 @@
 #include "cache.h"
 #include "gateway.h"
 #include "hooks.h"
-#include "mg_ffi.h"
+#include "errlog.h"
 #include "upgrade.h"
 
 static llhttp_settings_t resp_settings;
@@ -856,16 +856,12 @@ static void log_failure(const mg_request_t *r, int status, const char *why, int 
 {
     int ui = mg_request_upstream(r);
     const mg_upstream_t *up = ui >= 0 ? &r->g->cfg->upstreams[ui] : NULL;
-    char msg[768];
-    int n = snprintf(msg, sizeof(msg),
-                     "%d: route %s, upstream %s, target %s: %s%s%s%s%s%s (request %s)%s", status,
-                     r->route ? r->route->name : "-", up ? up->name : "-",
-                     up && r->target >= 0 ? up->targets[r->target].name : "-", why,
-                     err ? " (" : "", err ? uv_err_name(err) : "", err ? ")" : "",
-                     detail ? ": " : "", detail ? detail : "", r->request_id,
-                     mg_cache_can_serve_stale(r) ? "; answered with the stale cached copy" : "");
-    if (n > 0)
-        mg_ffi_log(4 /* error */, msg, (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1);
+    mg_log(MG_LOG_ERROR,
+           "worker %d: %d: route %s, upstream %s, target %s: %s%s%s%s%s%s (request %s)%s\n",
+           r->c->w->id, status, r->route ? r->route->name : "-", up ? up->name : "-",
+           up && r->target >= 0 ? up->targets[r->target].name : "-", why, err ? " (" : "",
+           err ? uv_err_name(err) : "", err ? ")" : "", detail ? ": " : "", detail ? detail : "",
+           r->request_id, mg_cache_can_serve_stale(r) ? "; answered with the stale cached copy" : "");
 }
 
 static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable, int err)
