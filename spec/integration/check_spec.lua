@@ -205,6 +205,8 @@ describe("the Lua library", function()
         out = check_with(bin, "MOONGATE_LUA_DIR=" .. h.shq(LUA))
         assert.truthy(out:find("rc=0", 1, true), out)
     end)
+end)
+
 describe("argument mistakes", function()
     -- each answered with exit code 2 and the fix, before anything runs
     local cases = {
