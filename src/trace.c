@@ -58,16 +58,30 @@ static uint64_t splitmix64(uint64_t *s)
     return z ^ (z >> 31);
 }
 
+/* "00".."ff": one lookup writes two hex digits */
+static const char hex_pairs[513] =
+    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+    "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+    "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+    "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+    "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+    "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+    "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+    "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+
 void mg_trace_random_hex(uint64_t *rng, char *out, size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
-    do {
-        for (size_t i = 0; i < n; i += 16) {
-            uint64_t x = splitmix64(rng);
-            for (size_t j = 0; j < 16 && i + j < n; j++, x >>= 4)
-                out[i + j] = hex[x & 15];
-        }
-    } while (all_zero(out, n));
+    for (size_t i = 0; i < n; i += 16) {
+        uint64_t x;
+        do /* no zero word, so never an all-zero (invalid) id */
+            x = splitmix64(rng);
+        while (x == 0);
+        size_t m = n - i < 16 ? n - i : 16;
+        for (size_t j = 0; j + 1 < m; j += 2, x >>= 8)
+            memcpy(out + i + j, &hex_pairs[(x & 0xff) * 2], 2);
+        if (m & 1)
+            out[i + m - 1] = hex_pairs[(x & 0xf) * 2 + 1];
+    }
 }
 
 uint64_t mg_trace_seed(void)
