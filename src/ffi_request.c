@@ -238,11 +238,9 @@ static int valid_token(const char *s, size_t n)
 {
     if (n == 0 || n > 256)
         return 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (ch <= 32 || ch >= 127 || strchr("\"(),/:;<=>?@[\\]{}", ch))
+    for (size_t i = 0; i < n; i++)
+        if (!mg_token_char((unsigned char)s[i]))
             return 0;
-    }
     return 1;
 }
 
