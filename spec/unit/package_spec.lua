@@ -3,12 +3,10 @@
 -- luarocks is installed, as `make test` arranges) the rock really installs
 -- into a tree that a plain luajit can require the library from.
 package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+local h = require "spec.support.helpers"
 
 local function read(path)
-    local f = assert(io.open(path, "rb"))
-    local s = f:read("*a")
-    f:close()
-    return s
+    return assert(h.read_file(path), path)
 end
 
 local function lines_of(cmd)
