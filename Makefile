@@ -39,7 +39,7 @@ LL_OBJS  := build/obj/llhttp.o build/obj/llhttp_api.o build/obj/llhttp_http.o
 LL_ASAN  := build/asan/llhttp.o build/asan/llhttp_api.o build/asan/llhttp_http.o
 SAN      := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-.PHONY: all deps run test test-fast bench asan clean install uninstall deb help
+.PHONY: all deps run test test-fast bench bench-counts bench-deps asan clean install uninstall deb help
 
 all: build/moongate build/libmgtest.so
 
@@ -93,9 +93,19 @@ test: deps
 test-fast: all
 	@MG_SKIP_ASAN=1 bash scripts/test.sh
 
-bench: deps
+# `make bench`: peers' table, counts, reload, cache, idle memory (scripts/bench.sh);
+# `make bench-counts`: only the counts. Both install the peers first
+# (scripts/bench/deps.sh, kept out of `make deps` so the tests never need them).
+bench: deps bench-deps
 	@$(MAKE) --no-print-directory all
 	@bash scripts/bench.sh
+
+bench-counts: deps bench-deps
+	@$(MAKE) --no-print-directory all
+	@bash scripts/bench/counts.sh
+
+bench-deps:
+	@bash scripts/bench/deps.sh
 
 # `make install` (PREFIX, DESTDIR, ...: see scripts/install.sh) and a Debian
 # package (`make deb`, scripts/deb.sh).

@@ -1,25 +1,31 @@
 #!/usr/bin/env bash
-# `make bench`: moongate beside nginx, nginx+lua (and the other peers) on the
-# workloads of ../shared/bench (peers.sh), then reloads under load, cache
-# hits beside nginx's proxy_cache and the idle-connection memory figure.
+# `make bench`: moongate beside nginx, nginx + lua and HAProxy on the
+# workloads W0-W4 (scripts/bench/peers.sh: req/s, p99, CPU us per request,
+# ratios), then the counted cost per request (scripts/bench/counts.sh:
+# syscalls and user-space instructions), then throughput while reloading
+# every 100 ms, response cache hits beside nginx's proxy_cache and the memory
+# of idle keep-alive connections. Everything it needs is in this repository;
+# the peers are installed by scripts/bench/deps.sh (`make bench-deps`).
 # A benchmark owns the machine: run nothing else meanwhile.
-#   PEERS="nginx nginx-lua" QUICK=1 make bench    # faster, rougher
+#   QUICK=1 make bench                      one short rep, smaller count windows
+#   PEERS="nginx nginx-lua" make bench      fewer peers
+#   SKIP_COUNTS=1 make bench                no counts (they need valgrind, ~3 min)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-BENCH=${BENCH_DIR_OVERRIDE:-../shared/bench}
-if [ ! -x "$BENCH/peers.sh" ] && [ ! -f "$BENCH/peers.sh" ]; then
-    echo "bench: $BENCH/peers.sh not found (the shared bench harness sits beside the repo)" >&2
-    exit 1
-fi
-args=()
-[ "${QUICK:-0}" = 1 ] && args+=(--quick)
-export PEERS=${PEERS:-"nginx nginx-lua haproxy"}
+export PEERS=${PEERS-"nginx nginx-lua haproxy"}
 export GW_NAME=moongate
-export GW_WORKLOADS=${GW_WORKLOADS:-"W1 W2 W3 W4"}
 export GW_CMD="exec $PWD/build/moongate run -c $PWD/scripts/bench-gateway.lua"
-echo "bench: peers.sh with PEERS='$PEERS' GW_WORKLOADS='$GW_WORKLOADS'"
-bash "$BENCH/peers.sh" "${args[@]}"
-rc=$?
+rc=0
+echo "bench: moongate beside peers ($PEERS), scripts/bench/peers.sh"
+GW_WORKLOADS=${GW_WORKLOADS:-"W1 W2 W3 W4"} bash scripts/bench/peers.sh || rc=1
+if [ "${SKIP_COUNTS:-0}" != 1 ]; then
+    echo
+    echo "bench: counted cost per request, scripts/bench/counts.sh"
+    if [ "${QUICK:-0}" = 1 ]; then
+        export N_SYS=${N_SYS:-5000} N_CG=${N_CG:-2000} WARM=${WARM:-1000}
+    fi
+    GW_WORKLOADS="W1 W2 W4" bash scripts/bench/counts.sh || rc=1
+fi
 echo
 echo "bench: reloading every 100 ms"
 bash scripts/bench-reload.sh || rc=1

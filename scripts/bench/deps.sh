@@ -19,6 +19,4 @@ SUDO=""
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q >/dev/null || echo "bench deps: apt-get update failed, trying the install anyway" >&2
 $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-# The Debian nginx package starts a system nginx on port 80; the benchmark
-# starts its own instances and needs none of it.
 echo "bench deps: done"
