@@ -1,6 +1,8 @@
--- The config `make bench` runs moongate with, under ../shared/bench/peers.sh.
--- Ports and upstreams come from the harness's environment (see its README);
--- each workload it asks for gets its own listener and routes.
+-- The config `make bench` runs moongate with, under scripts/bench/peers.sh
+-- and counts.sh (the same contract as ../shared/bench's harness, so it runs
+-- there too). Ports and upstreams come from the harness's environment
+-- (scripts/bench/README.md); each workload it asks for gets its own
+-- listener and routes.
 local gw = require "moongate"
 
 local function port(name)

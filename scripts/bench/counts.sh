@@ -87,6 +87,7 @@ count_syscalls() { # GW WL REP PORT
     local gw=$1 wl=$2 rep=$3 out="$RUN/strace.$1.$2.r$3.txt" pids args=() pid i all
     client_open "$4" "$wl" && client_send "$WARM" || { client_close; return 1; }
     pids=$(group_pids "$GWPG")
+    [ -n "$pids" ] || { log "$gw: no process in group $GWPG"; client_close; return 1; }
     for pid in $pids; do args+=(-p "$pid"); done
     taskset -c "$GW_CPU" strace -f -qq -c -S calls -o "$out" "${args[@]}" &
     TRACER=$!

@@ -87,9 +87,10 @@ wait_listen() {
 }
 
 # pids of a process group, and its user+system CPU ticks
+# (through cat: a process that exits meanwhile must not stop the reading)
 group_pids() {
-    awk -v pg="$1" '{ s = $0; sub(/^.*\) /, "", s); split(s, f, " "); if (f[3] == pg) print $1 }' \
-        /proc/[0-9]*/stat 2>/dev/null
+    cat /proc/[0-9]*/stat 2>/dev/null |
+        awk -v pg="$1" '{ s = $0; sub(/^.*\) /, "", s); split(s, f, " "); if (f[3] == pg) print $1 }'
 }
 group_ticks() {
     cat /proc/[0-9]*/stat 2>/dev/null | awk -v pg="$1" '
