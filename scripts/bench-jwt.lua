@@ -5,7 +5,7 @@
 --   luajit scripts/bench-jwt.lua [iterations]       (from the repo root)
 --
 -- Prints one line per case: HS256 as in workload W2 (a token shaped like
--- ../shared/bench/mint_jwt.sh's: verify + cjson payload + exp), its parts
+-- scripts/bench/tool.py jwt's: verify + cjson payload + exp), its parts
 -- (signature only, the C call alone), the policy's per-request path, the
 -- one-call jwt.verify() with an options table made per call, and the
 -- asymmetric algorithms with keys made by the openssl CLI. The machine's
