@@ -70,7 +70,7 @@ client_send() { # N : exactly N requests; fails on a non-2xx/3xx answer
     echo "RUN $1" >&"${CLIENT[1]}"
     read -r -t 900 -u "${CLIENT[0]}" l || { log "the client did not finish $1 requests"; return 1; }
     set -- $l
-    [ "${1:-}" = DONE ] && [ "${3:-1}" = 0 ] || { log "client: $l (DONE ok bad)"; return 1; }
+    [ "${1:-}" = DONE ] && [ "${3:-1}" = 0 ] || { log "client: $l (DONE ok bad status:count)"; return 1; }
 }
 client_close() {
     [ -n "${CLIENT_PID:-}" ] || return 0

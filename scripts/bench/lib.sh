@@ -9,6 +9,8 @@
 #       on 127.0.0.1, empty for a workload not served
 #   BENCH_UPSTREAM_A, BENCH_UPSTREAM_B   the origins, host:port
 #   BENCH_JWT_SECRET, BENCH_W2_LIMIT, BENCH_W3_LIMIT, BENCH_TMP (scratch dir)
+#   BENCH_UNDER_VALGRIND=1 when it runs under callgrind (~50x slower: time
+#       limits of its own, such as moongate's hook budget, must allow for it)
 # Callers set GW_CPU, LOAD_CPU, W2_LIMIT, W3_LIMIT before bench_setup.
 
 BENCH_HERE=$(CDPATH='' cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
@@ -209,6 +211,7 @@ start_gateway() {
         mkdir -p "$RUN/$gw"
         GW_PORT=$PORT_W1 GW_W1_PORT=$PORT_W1 GW_W2_PORT=$PORT_W2 GW_W3_PORT=$PORT_W3 \
         GW_W4_PORT=$PORT_W4 BENCH_TMP="$RUN/$gw" BENCH_W2_LIMIT=$W2_LIMIT BENCH_W3_LIMIT=$W3_LIMIT \
+        BENCH_UNDER_VALGRIND=$([ ${#wrap[@]} -gt 0 ] && echo 1) \
             SPAWN_LOG=$gw spawn GWPG "$GW_CPU" "$BENCH_ROOT" "${wrap[@]}" bash -c "$GW_CMD" ;;
     esac
     for w in W1 W2 W3 W4; do

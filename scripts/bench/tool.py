@@ -12,7 +12,8 @@
   tool.py client PORT CONNS WL
       the fixed-count client of counts.sh: opens CONNS keep-alive
       connections, says READY, then for each stdin line "RUN n" sends exactly
-      n requests (one in flight per connection) and says "DONE ok bad";
+      n requests (one in flight per connection) and says "DONE ok bad
+      [status:count ...]" (the answers other than 2xx/3xx);
       "QUIT" or EOF ends it.
 
 Environment: BENCH_JWT_SECRET (the HS256 secret), BENCH_JWT (the token the
@@ -175,7 +176,7 @@ def client(port, conns, wl):
         nxt[0] += 1
 
     def run(n):
-        left, buf, ok, bad = {}, {}, 0, 0
+        left, buf, ok, bad, codes = {}, {}, 0, 0, {}
         for i, s in enumerate(socks):
             left[s] = n // conns + (1 if i < n % conns else 0)
             buf[s] = b""
@@ -200,13 +201,14 @@ def client(port, conns, wl):
                         ok += 1
                     else:
                         bad += 1
+                        codes[r[1]] = codes.get(r[1], 0) + 1
                     if left[s]:
                         left[s] -= 1
                         send(s)
                     else:
                         sel.unregister(s)
                         busy -= 1
-        return ok, bad
+        return ok, bad, " ".join("%d:%d" % kv for kv in sorted(codes.items()))
 
     print("READY", flush=True)
     for line in sys.stdin:
@@ -214,7 +216,7 @@ def client(port, conns, wl):
         if not w or w[0] == "QUIT":
             break
         if w[0] == "RUN":
-            print("DONE %d %d" % run(int(w[1])), flush=True)
+            print("DONE %d %d %s" % run(int(w[1])), flush=True)
 
 
 def main(a):
