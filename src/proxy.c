@@ -450,7 +450,10 @@ static int on_resp_headers_complete(llhttp_t *p)
     mg_request_t *r = u->r;
     int status = p->status_code;
     if (status >= 100 && status < 200 && status != 101)
-        return 0; /* interim answers (103, stray 100) are not forwarded */
+        return 1; /* interim answers (103, stray 100) are not forwarded, and
+                   * end with their head (RFC 9110 15.2): llhttp would read
+                   * a body announced by one, which would reach the client
+                   * ahead of any status line */
     mg_pool_answered(u->pool);
     if (status == 101 && !upgrade_accepted(u))
         return HPE_USER; /* 502: no tunnel the client and route did not ask for */
