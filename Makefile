@@ -149,9 +149,17 @@ FUZZ_BINS    := $(FUZZ_TARGETS:%=build/fuzz/%)
 FUZZ_TIME    ?= 60
 FUZZ_OWN_cache := build/fuzz/obj/cache.o
 FUZZ_OWN_redis := build/fuzz/obj/redis.o
+FUZZ_OWN_accesslog := build/fuzz/obj/accesslog.o
+
+ifneq ($(filter fuzz-build build/fuzz/%,$(MAKECMDGOALS)),)
+ifeq ($(shell command -v $(FUZZ_CC)),)
+$(error $(FUZZ_CC) is missing: `make deps` installs clang and libclang-rt-14-dev)
+endif
+endif
 
 .PHONY: fuzz fuzz-build
-test test-fast: fuzz-build
+# the objects are made by pattern rules for pattern rules: keep them
+.SECONDARY: $(FUZZ_OBJS) $(FUZZ_LL)
 
 build/fuzz/obj:
 	mkdir -p $@
@@ -173,7 +181,9 @@ build/fuzz/%: spec/fuzz/%.c build/fuzz/obj/harness.o $(FUZZ_OBJS) $(FUZZ_LL) $(w
 
 fuzz-build: $(FUZZ_BINS)
 
-# Each target for FUZZ_TIME seconds (FUZZ_TARGETS=... picks some). New
+# Each target for FUZZ_TIME seconds (FUZZ_TARGETS="a b" picks some). New
 # inputs go to build/fuzz/corpus/<target>, crashes to build/fuzz/crashes/.
-fuzz: deps fuzz-build
+# (`make test` runs each a few seconds over its corpus: scripts/test.sh.)
+fuzz: deps
+	@$(MAKE) --no-print-directory fuzz-build FUZZ_TARGETS="$(FUZZ_TARGETS)"
 	@bash scripts/fuzz.sh run $(FUZZ_TIME) $(FUZZ_TARGETS)
