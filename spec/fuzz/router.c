@@ -55,7 +55,7 @@ static void match(const mg_router_t *rt, const mg_route_t *routes, size_t nroute
     mg_route_match_t m;
     if (!path)
         return;
-    if (mg_uri_normalize_path(f[3], raw, path, &plen) < 0) {
+    if (mg_uri_normalize_path(f[3], raw, path, &plen, 0) < 0) {
         free(path);
         return;
     }
