@@ -16,6 +16,10 @@ gw.listen { port = 18080, host = "127.0.0.1" } -- never opened by the harness
 gw.upstream("svc", { "127.0.0.1:1" }, { keepalive = 4 })
 
 gw.route { path = "/svc/**", upstream = "svc" }
+-- what a path with %2F / %5C gets, per route (the listener rejects it)
+gw.route { path = "/dec/**", upstream = "svc", escaped_slashes = "decode" }
+gw.route { path = "/red/**", upstream = "svc", escaped_slashes = "redirect" }
+gw.route { path = "/keep/**", upstream = "svc", escaped_slashes = "keep" }
 gw.route { path = "/v1/items/:id", upstream = "svc", rewrite = "/items/:id",
            methods = { "GET", "HEAD", "POST", "PUT" }, max_body = 512 }
 gw.route { path = "/api/", upstream = "svc", strip_prefix = "/api", host = "*.example.com" }
