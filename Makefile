@@ -142,3 +142,58 @@ build/pkg/moongate: $(PKG_OBJS)
 
 clean:
 	rm -rf build
+
+# ---- fuzzing (spec/fuzz, docs/fuzzing.md) ---------------------------------
+# libFuzzer targets built with clang: every src/ file but main.c, compiled
+# with coverage and ASan+UBSan; one binary per spec/fuzz/<target>.c. A
+# target that #includes a src/ file (to reach its static functions) is
+# linked without that file's object (FUZZ_OWN_<target>).
+FUZZ_CC      ?= clang
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_CFLAGS  := -O1 -g $(FUZZ_SAN) -fsanitize=fuzzer-no-link
+FUZZ_TARGETS := $(basename $(notdir $(wildcard spec/fuzz/*.c)))
+FUZZ_TARGETS := $(filter-out harness,$(FUZZ_TARGETS))
+FUZZ_OBJS    := $(LIB_SRCS:src/%.c=build/fuzz/obj/%.o)
+FUZZ_LL      := build/fuzz/obj/llhttp.o build/fuzz/obj/llhttp_api.o build/fuzz/obj/llhttp_http.o
+FUZZ_BINS    := $(FUZZ_TARGETS:%=build/fuzz/%)
+FUZZ_TIME    ?= 60
+FUZZ_OWN_cache := build/fuzz/obj/cache.o
+FUZZ_OWN_redis := build/fuzz/obj/redis.o
+FUZZ_OWN_accesslog := build/fuzz/obj/accesslog.o
+
+ifneq ($(filter fuzz-build build/fuzz/%,$(MAKECMDGOALS)),)
+ifeq ($(shell command -v $(FUZZ_CC)),)
+$(error $(FUZZ_CC) is missing: `make deps` installs clang and libclang-rt-14-dev)
+endif
+endif
+
+.PHONY: fuzz fuzz-build
+# the objects are made by pattern rules for pattern rules: keep them
+.SECONDARY: $(FUZZ_OBJS) $(FUZZ_LL)
+
+build/fuzz/obj:
+	mkdir -p $@
+build/fuzz/obj/%.o: src/%.c $(wildcard src/*.h) | build/fuzz/obj
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(WARN) $(INCS) -c $< -o $@
+build/fuzz/obj/llhttp.o: $(LLHTTP)/llhttp.c | build/fuzz/obj
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(LLFLAGS) -c $< -o $@
+build/fuzz/obj/llhttp_api.o: $(LLHTTP)/api.c | build/fuzz/obj
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(LLFLAGS) -c $< -o $@
+build/fuzz/obj/llhttp_http.o: $(LLHTTP)/http.c | build/fuzz/obj
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(LLFLAGS) -c $< -o $@
+build/fuzz/obj/harness.o: spec/fuzz/harness.c spec/fuzz/harness.h $(wildcard src/*.h) | build/fuzz/obj
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(WARN) $(INCS) -c $< -o $@
+
+# -Wl,-E: the hooks' Lua finds mg_ffi_* (and the harness's mg_fuzz_*) in ffi.C
+build/fuzz/%: spec/fuzz/%.c build/fuzz/obj/harness.o $(FUZZ_OBJS) $(FUZZ_LL) $(wildcard src/*.c src/*.h)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $(WARN) $(INCS) -Wl,-E -o $@ $< \
+	    build/fuzz/obj/harness.o $(filter-out $(FUZZ_OWN_$*),$(FUZZ_OBJS)) $(FUZZ_LL) $(LIBS)
+
+fuzz-build: $(FUZZ_BINS)
+
+# Each target for FUZZ_TIME seconds (FUZZ_TARGETS="a b" picks some). New
+# inputs go to build/fuzz/corpus/<target>, crashes to build/fuzz/crashes/.
+# (`make test` runs each a few seconds over its corpus: scripts/test.sh.)
+fuzz: deps
+	@$(MAKE) --no-print-directory fuzz-build FUZZ_TARGETS="$(FUZZ_TARGETS)"
+	@bash scripts/fuzz.sh run $(FUZZ_TIME) $(FUZZ_TARGETS)

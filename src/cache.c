@@ -213,8 +213,13 @@ static struct mg_cache_entry_s *entry_from_blob(char *blob, size_t len)
     while (p < end && e->nheaders < h.nheaders) {
         const char *colon = memchr(p, ':', (size_t)(end - p));
         const char *eol = colon ? memchr(colon, '\r', (size_t)(end - colon)) : NULL;
-        if (!eol)
-            break;
+        if (!eol || eol < colon + 2 || colon[1] != ' ') {
+            /* not a "Name: value\r\n" line of ours (a corrupt or foreign
+             * value under the key, e.g. in a shared Redis): a miss */
+            free(blob);
+            free(e);
+            return NULL;
+        }
         mg_header_t *hd = &e->headers[e->nheaders++];
         hd->name.off = (uint32_t)(p - blob);
         hd->name.len = (uint32_t)(colon - p);

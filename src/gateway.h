@@ -451,6 +451,13 @@ static inline int mg_status_has_body(int status)
     return status >= 200 && status != 204 && status != 304;
 }
 void mg_conn_accept(mg_worker_t *w, uv_stream_t *listener, uint16_t port);
+/* A connection without a socket, for the fuzz targets (spec/fuzz): what
+ * would be written goes to `sink`, and mg_conn_feed hands it bytes the way
+ * libuv hands a socket's (on_alloc, on_read). Returns the bytes taken:
+ * fewer once the connection stops reading. p NULL: the peer's EOF. The
+ * worker owns the connection as any other. */
+mg_conn_t *mg_conn_open_memory(mg_worker_t *w, uint16_t port, mg_wq_sink_fn sink);
+size_t mg_conn_feed(mg_conn_t *c, const char *p, size_t n);
 /* The connection's TLS state, NULL on a plain listener. */
 struct mg_tls_conn_s *mg_conn_tls(const mg_conn_t *c);
 void mg_conn_close_if_idle(mg_conn_t *c);
@@ -485,6 +492,10 @@ void mg_proxy_request_sent(mg_upconn_t *u);
 /* A new, unconnected upstream connection of pool p (owned by the caller
  * until it is closed or detached into the pool). */
 mg_upconn_t *mg_upconn_new(mg_pool_t *p);
+/* Bytes from u's upstream as libuv would hand them (up_alloc, up_read),
+ * for a connection whose u->wq.sink stands in for its socket (spec/fuzz).
+ * Returns the bytes taken; p NULL: the upstream's EOF. */
+size_t mg_upconn_feed(mg_upconn_t *u, const char *p, size_t n);
 void mg_upconn_close(mg_upconn_t *u);
 /* Does a SET or REMOVE among a hook's header edits name this header
  * (case-insensitive)? Then the original's copies are not sent. */

@@ -170,7 +170,8 @@ static void on_timer(uv_timer_t *t)
 static void start_reading(mg_conn_t *c)
 {
     if (!c->reading && !c->throttled && c->state != MG_CS_CLOSING) {
-        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+        /* a connection without a socket (mg_conn_feed) only notes it */
+        if (c->wq.sink || uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
             c->reading = 1;
     }
     /* input TLS already holds will not make the socket readable again */
@@ -1940,13 +1941,15 @@ void mg_conn_close_if_idle(mg_conn_t *c)
         conn_close(c);
 }
 
-void mg_conn_accept(mg_worker_t *w, uv_stream_t *listener, uint16_t port)
+/* A new connection of w on listener port `port`, linked in w->conns but
+ * not open yet (conn_open). */
+static mg_conn_t *conn_new(mg_worker_t *w, uint16_t port)
 {
     if (!settings_ready)
         init_settings();
     mg_conn_t *c = calloc(1, sizeof(*c));
     if (!c)
-        return;
+        return NULL;
     c->w = w;
     c->local_port = port;
     uv_tcp_init(&w->loop, &c->tcp);
@@ -1954,6 +1957,70 @@ void mg_conn_accept(mg_worker_t *w, uv_stream_t *listener, uint16_t port)
     c->tcp.data = c;
     c->timer.data = c;
     c->handles_open = 2;
+    return c;
+}
+
+static void conn_link(mg_conn_t *c)
+{
+    mg_worker_t *w = c->w;
+    mg_list_push(&w->conns, &c->link);
+    w->nconns++;
+    mg_metrics_connections(w->id, 1);
+}
+
+/* Starts reading requests (c->wq is set up). */
+static void conn_open(mg_conn_t *c)
+{
+    llhttp_init(&c->parser, HTTP_REQUEST, &req_settings);
+    c->parser.data = c;
+    c->state = MG_CS_OPEN;
+    set_deadline(c, c->w->g->cfg->timeouts.header);
+    start_reading(c);
+}
+
+mg_conn_t *mg_conn_open_memory(mg_worker_t *w, uint16_t port, mg_wq_sink_fn sink)
+{
+    mg_conn_t *c = conn_new(w, port);
+    if (!c)
+        return NULL;
+    conn_link(c);
+    strcpy(c->client_ip, "127.0.0.1");
+    mg_wq_init(&c->wq, (uv_stream_t *)&c->tcp, on_drain, on_write_error);
+    c->wq.sink = sink;
+    conn_open(c);
+    return c;
+}
+
+/* What libuv does when bytes arrive: on_alloc, then on_read, as long as
+ * the connection reads (the socket would not be read otherwise). */
+size_t mg_conn_feed(mg_conn_t *c, const char *p, size_t n)
+{
+    uv_buf_t b = uv_buf_init(NULL, 0);
+    size_t done = 0;
+    if (!p) {
+        if (c->reading)
+            on_read((uv_stream_t *)&c->tcp, UV_EOF, &b);
+        return 0;
+    }
+    while (done < n && c->reading) {
+        on_alloc((uv_handle_t *)&c->tcp, n - done, &b);
+        if (b.len == 0) {
+            on_read((uv_stream_t *)&c->tcp, UV_ENOBUFS, &b);
+            break;
+        }
+        size_t k = n - done < b.len ? n - done : b.len;
+        memcpy(b.base, p + done, k);
+        done += k;
+        on_read((uv_stream_t *)&c->tcp, (ssize_t)k, &b);
+    }
+    return done;
+}
+
+void mg_conn_accept(mg_worker_t *w, uv_stream_t *listener, uint16_t port)
+{
+    mg_conn_t *c = conn_new(w, port);
+    if (!c)
+        return;
     size_t li = (size_t)((uv_tcp_t *)listener - w->listeners);
     c->listener = (uint16_t)li;
     mg_tls_ctx_t *tls = li < w->g->cfg->nlisteners ? w->g->cfg->listeners[li].tls : NULL;
@@ -1963,9 +2030,7 @@ void mg_conn_accept(mg_worker_t *w, uv_stream_t *listener, uint16_t port)
         c->handles_open = 3;
         c->tls->t = mg_tls_conn_new(tls);
     }
-    mg_list_push(&w->conns, &c->link);
-    w->nconns++;
-    mg_metrics_connections(w->id, 1);
+    conn_link(c);
     if (uv_accept(listener, (uv_stream_t *)&c->tcp) < 0 || (tls && (!c->tls || !c->tls->t))) {
         c->state = MG_CS_OPEN;
         conn_close(c);
@@ -1985,10 +2050,6 @@ void mg_conn_accept(mg_worker_t *w, uv_stream_t *listener, uint16_t port)
             c->client_port = ntohs(in6->sin6_port);
         }
     }
-    llhttp_init(&c->parser, HTTP_REQUEST, &req_settings);
-    c->parser.data = c;
     mg_wq_init(&c->wq, (uv_stream_t *)&c->tcp, on_drain, on_write_error);
-    c->state = MG_CS_OPEN;
-    set_deadline(c, w->g->cfg->timeouts.header);
-    start_reading(c);
+    conn_open(c);
 }

@@ -450,7 +450,10 @@ static int on_resp_headers_complete(llhttp_t *p)
     mg_request_t *r = u->r;
     int status = p->status_code;
     if (status >= 100 && status < 200 && status != 101)
-        return 0; /* interim answers (103, stray 100) are not forwarded */
+        return 1; /* interim answers (103, stray 100) are not forwarded, and
+                   * end with their head (RFC 9110 15.2): llhttp would read
+                   * a body announced by one, which would reach the client
+                   * ahead of any status line */
     mg_pool_answered(u->pool);
     if (status == 101 && !upgrade_accepted(u))
         return HPE_USER; /* 502: no tunnel the client and route did not ask for */
@@ -780,9 +783,33 @@ static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 static void up_start_reading(mg_upconn_t *u)
 {
     if (!u->reading && !u->closing) {
-        if (uv_read_start((uv_stream_t *)&u->tcp, up_alloc, up_read) == 0)
+        /* a connection without a socket (mg_upconn_feed) only notes it */
+        if (u->wq.sink || uv_read_start((uv_stream_t *)&u->tcp, up_alloc, up_read) == 0)
             u->reading = 1;
     }
+}
+
+size_t mg_upconn_feed(mg_upconn_t *u, const char *p, size_t n)
+{
+    uv_buf_t b = uv_buf_init(NULL, 0);
+    size_t done = 0;
+    if (!p) {
+        if (u->reading)
+            up_read((uv_stream_t *)&u->tcp, UV_EOF, &b);
+        return 0;
+    }
+    while (done < n && u->reading && !u->closing) {
+        up_alloc((uv_handle_t *)&u->tcp, n - done, &b);
+        if (b.len == 0) {
+            up_read((uv_stream_t *)&u->tcp, UV_ENOBUFS, &b);
+            break;
+        }
+        size_t k = n - done < b.len ? n - done : b.len;
+        memcpy(b.base, p + done, k);
+        done += k;
+        up_read((uv_stream_t *)&u->tcp, (ssize_t)k, &b);
+    }
+    return done;
 }
 
 void mg_proxy_client_drained(mg_upconn_t *u)

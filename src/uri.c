@@ -202,7 +202,8 @@ static int ip_literal(const char *s, size_t n)
                 return 0;
         return 1;
     }
-    if (n == 0 || n >= sizeof(buf))
+    /* a NUL would end the text inet_pton reads: "[::\0x]" is no literal */
+    if (n == 0 || n >= sizeof(buf) || memchr(s, '\0', n))
         return 0;
     memcpy(buf, s, n);
     buf[n] = '\0';

@@ -391,7 +391,7 @@ static void make_reqid_prefix(mg_worker_t *w)
     w->reqid_prefix[12] = 0;
 }
 
-static char *worker_setup(mg_worker_t *w, mg_gen_t *gen)
+char *mg_worker_setup(mg_worker_t *w, mg_gen_t *gen)
 {
     char *err = NULL;
     const mg_config_t *cfg = gen->cfg;
@@ -421,6 +421,15 @@ static char *worker_setup(mg_worker_t *w, mg_gen_t *gen)
         err = mg_strf("access_log %s: %s", cfg->access_log, strerror(-rc));
         return err;
     }
+    return NULL;
+}
+
+static char *worker_setup(mg_worker_t *w, mg_gen_t *gen)
+{
+    char *err = mg_worker_setup(w, gen);
+    const mg_config_t *cfg = gen->cfg;
+    if (err)
+        return err;
     w->listeners = calloc(cfg->nlisteners, sizeof(uv_tcp_t));
     w->listen_fds = calloc(cfg->nlisteners, sizeof(int));
     if (!w->listeners || !w->listen_fds)
@@ -451,6 +460,11 @@ static void worker_main(void *arg)
     uv_sem_post(w->ready);
     if (!w->start_error)
         uv_run(&w->loop, UV_RUN_DEFAULT);
+    mg_worker_teardown(w);
+}
+
+void mg_worker_teardown(mg_worker_t *w)
+{
     /* close whatever is left (also after a failed start) */
     uv_walk(&w->loop, close_walk, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);

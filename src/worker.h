@@ -25,6 +25,16 @@ int mg_workers_start(mg_workers_t *ws, mg_gen_t *gen, int n, char **err);
  * (malloc'd) says why. In-flight requests finish on their generation. */
 int mg_workers_reload(mg_workers_t *ws, mg_gen_t *gen, char **err);
 
+/* A worker's state on generation gen without its listeners (Lua state,
+ * hooks, pools, cache, access log) on w->loop, which the caller has made
+ * (uv_loop_init) with w->id set; the thread's own start uses it, and so do
+ * the fuzz targets (spec/fuzz), which run a worker without sockets.
+ * Returns NULL, or why it failed (malloc'd). */
+char *mg_worker_setup(mg_worker_t *w, mg_gen_t *gen);
+/* After the loop ended: closes what is left, frees the worker's state and
+ * closes the loop. */
+void mg_worker_teardown(mg_worker_t *w);
+
 /* generation.c */
 /* Builds a generation from a loaded config (takes ownership of cfg, also
  * on failure). Returns NULL with *err (static) when the router cannot be

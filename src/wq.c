@@ -17,6 +17,7 @@ void mg_wq_init(mg_wq_t *q, uv_stream_t *s, mg_wq_drain_cb on_drain, mg_wq_error
     q->inflight = 0;
     q->on_drain = on_drain;
     q->on_error = on_error;
+    q->sink = NULL;
     q->closed = 0;
 }
 
@@ -46,6 +47,8 @@ int mg_wq_write(mg_wq_t *q, const uv_buf_t *bufs, unsigned n)
         total += bufs[i].len;
     if (total == 0)
         return 0;
+    if (q->sink)
+        return q->sink(q, bufs, n);
     if (q->pending == 0) {
         int r = uv_try_write(q->stream, bufs, n);
         if (r >= 0)

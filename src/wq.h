@@ -15,6 +15,9 @@
 typedef struct mg_wq_s mg_wq_t;
 typedef void (*mg_wq_drain_cb)(mg_wq_t *q);
 typedef void (*mg_wq_error_cb)(mg_wq_t *q, int status);
+/* Takes every byte instead of the stream (a connection without a socket:
+ * the fuzz targets in spec/fuzz); returns 0, or a negative libuv error. */
+typedef int (*mg_wq_sink_fn)(mg_wq_t *q, const uv_buf_t *bufs, unsigned n);
 
 struct mg_wq_s {
     uv_stream_t *stream;
@@ -22,6 +25,7 @@ struct mg_wq_s {
     unsigned inflight;        /* uv_write requests not yet completed */
     mg_wq_drain_cb on_drain;  /* pending went back to 0 */
     mg_wq_error_cb on_error;  /* a queued write failed (not called after close) */
+    mg_wq_sink_fn sink;       /* NULL: the stream (set after mg_wq_init) */
     int closed;
 };
 

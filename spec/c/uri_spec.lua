@@ -447,4 +447,11 @@ describe("mg_uri_valid_host", function()
             assert.is_false(valid(s), s)
         end
     end)
+
+    -- spec/fuzz/corpus/uri/crash-host-nul-in-ip-literal
+    it("refuses a NUL inside an IP literal", function()
+        for _, s in ipairs({ "[::\0]", "[::1\0junk]:80", "[::\0]:" }) do
+            assert.is_false(valid(s), s)
+        end
+    end)
 end)
