@@ -166,11 +166,15 @@ static int on_resp_value(llhttp_t *p, const char *at, size_t len)
     mg_upconn_t *u = p->data;
     mg_header_t *h = &u->headers[u->nheaders - 1];
     uint32_t off = up_off(u, at);
-    if (!u->last_was_value) {
+    if (!u->last_was_value) { /* nearly always the whole value at once */
         h->value.off = off;
+        h->value.len += (uint32_t)len;
         u->last_was_value = 1;
         u->value_moved = u->fold_sep = 0;
-    } else if (off != u->value_raw_end) {
+        u->value_raw_end = off + (uint32_t)len;
+        return 0;
+    }
+    if (off != u->value_raw_end) {
         /* an obs-fold: OWS CRLF RWS -> one SP (none at either end) */
         if (framing_header(u, h->name))
             return HPE_USER;
@@ -254,6 +258,29 @@ static int listed_in_connection(mg_upconn_t *u, mg_span_t name)
                             up_data(u, name), name.len))
             return 1;
     return 0;
+}
+
+/* What the response's Connection headers name beyond themselves: bit 1 a
+ * token other than keep-alive and close (then every header must be looked
+ * up in them), bit 2 "close" (a header of that name goes too). Nearly
+ * every answer says only keep-alive or close: one pass, not one per header. */
+enum { CONN_LISTS_OTHERS = 1, CONN_LISTS_CLOSE = 2 };
+static int connection_lists(mg_upconn_t *u)
+{
+    int lists = 0;
+    for (uint32_t i = 0; i < u->nheaders; i++) {
+        if (!up_ieq(u, u->headers[i].name, "connection", 10))
+            continue;
+        const char *v = up_data(u, u->headers[i].value), *t;
+        size_t at = 0, l, vl = u->headers[i].value.len;
+        while (mg_token_next(v, vl, &at, &t, &l)) {
+            if (l == 5 && strncasecmp(t, "close", 5) == 0)
+                lists |= CONN_LISTS_CLOSE;
+            else if (!(l == 10 && strncasecmp(t, "keep-alive", 10) == 0))
+                lists |= CONN_LISTS_OTHERS;
+        }
+    }
+    return lists;
 }
 
 static int hop_by_hop(const char *n, size_t l)
@@ -364,18 +391,17 @@ static int emit_head(mg_upconn_t *u)
     }
     *o++ = '\r';
     *o++ = '\n';
-    /* headers named in a Connection header are hop-by-hop too; most
-     * keep-alive answers have none, so look for one once */
-    int has_connection = 0;
-    for (uint32_t i = 0; i < u->nheaders && !has_connection; i++)
-        has_connection = up_ieq(u, u->headers[i].name, "connection", 10);
+    /* headers named in a Connection header are hop-by-hop too */
+    int lists = connection_lists(u);
     for (uint32_t i = 0; i < u->nheaders; i++) {
         mg_header_t *h = &u->headers[i];
         const char *n = up_data(u, h->name);
         size_t nl = h->name.len;
         int is_upgrade_hdr = upgrade && nl == 7 && strncasecmp(n, "upgrade", 7) == 0;
         if (!is_upgrade_hdr &&
-            (hop_by_hop(n, nl) || (has_connection && listed_in_connection(u, h->name))))
+            (hop_by_hop(n, nl) ||
+             ((lists & CONN_LISTS_OTHERS) && listed_in_connection(u, h->name)) ||
+             ((lists & CONN_LISTS_CLOSE) && nl == 5 && strncasecmp(n, "close", 5) == 0)))
             continue;
         if (nl == 12 && strncasecmp(n, "x-request-id", 12) == 0)
             continue;

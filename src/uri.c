@@ -38,10 +38,23 @@ static int hexval(unsigned char c)
 }
 
 /* RFC 3986 unreserved: ALPHA DIGIT "-" "." "_" "~". */
+/* RFC 3986 character classes, one lookup per byte (Host and paths are
+ * checked on every request) */
+enum { URI_UNRESERVED = 1, URI_SUB_DELIM = 2 };
+static const unsigned char uri_class[256] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 2, 0, 0, 2, 0, 2, 2, 2, 2, 2, 2, 2, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 2, 0, 2, 0, 0,
+    0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1,
+    0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 1, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+};
+
 static int unreserved(unsigned char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '.' || c == '_' || c == '~';
+    return uri_class[c] & URI_UNRESERVED;
 }
 
 /* Length of the separator at in[i]: 1 for '/', 3 for an escaped slash
@@ -180,7 +193,7 @@ int mg_uri_slashes_mode(const char *name)
 /* RFC 3986 sub-delims. */
 static int sub_delim(unsigned char c)
 {
-    return c != '\0' && strchr("!$&'()*+,;=", c) != NULL;
+    return uri_class[c] & URI_SUB_DELIM;
 }
 
 /* "[" IPv6address / IPvFuture "]", without the brackets. */
@@ -231,7 +244,7 @@ int mg_uri_valid_host(const char *s, size_t n)
                 i += 3;
                 continue;
             }
-            if (!unreserved(c) && !sub_delim(c))
+            if (!(uri_class[c] & (URI_UNRESERVED | URI_SUB_DELIM)))
                 return 0;
             i++;
         }

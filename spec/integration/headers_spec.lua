@@ -61,6 +61,22 @@ describe("proxied request", function()
             assert.is_nil(conn:find("x-custom-hop", 1, true))
         end)
 
+        it("an answer's Connection and the headers it names are not passed on", function()
+            -- keep-alive alone (the common case), other tokens, and close
+            local res = h.http(gw.port, { path = "/hop?hdr=Connection:keep-alive" ..
+                "&hdr=X-Up-Hop:1&hdr=X-Up-Kept:2" })
+            assert.equal(200, res.status)
+            assert.equal("1", res.headers["x-up-hop"])
+            res = h.http(gw.port, { path = "/hop?hdr=Connection:X-Up-Hop,%20keep-alive" ..
+                "&hdr=X-Up-Hop:1&hdr=X-Up-Kept:2" })
+            assert.is_nil(res.headers["x-up-hop"])
+            assert.equal("2", res.headers["x-up-kept"])
+            res = h.http(gw.port, { path = "/hop?hdr=Connection:close&hdr=Close:x" ..
+                "&hdr=X-Up-Kept:2" })
+            assert.is_nil(res.headers["close"])
+            assert.equal("2", res.headers["x-up-kept"])
+        end)
+
         it("Keep-Alive, Proxy-Connection, TE and Trailer are not forwarded", function()
             local seen = through { path = "/hop", headers = {
                 { "Keep-Alive", "timeout=5" },
