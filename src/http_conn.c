@@ -932,12 +932,9 @@ static void assign_request_id(mg_conn_t *c)
             return;
         }
     }
-    static const char hex[] = "0123456789abcdef";
     mg_worker_t *w = c->w;
-    uint64_t n = ++w->reqid_counter;
     memcpy(r->request_id, w->reqid_prefix, 12);
-    for (int i = 0; i < 16; i++)
-        r->request_id[12 + i] = hex[(n >> (60 - 4 * i)) & 15];
+    mg_hex16(++w->reqid_counter, r->request_id + 12);
     r->request_id_len = 28;
     r->request_id[28] = 0;
 }

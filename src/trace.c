@@ -58,16 +58,29 @@ static uint64_t splitmix64(uint64_t *s)
     return z ^ (z >> 31);
 }
 
-/* "00".."ff": one lookup writes two hex digits */
-static const char hex_pairs[513] =
-    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
-    "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
-    "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
-    "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
-    "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
-    "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
-    "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
-    "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+/* 8 hex digits of x, most significant first, in a word's bytes in memory
+ * order: the nibbles are spread one per byte, then turned into '0'-'9' or
+ * 'a'-'f' all at once (no table, no loop). */
+static uint64_t hex8(uint32_t x)
+{
+    uint64_t v = x;
+    v = ((v & 0x000000000000ffffULL) << 32) | (v >> 16);
+    v = ((v & 0x000000ff000000ffULL) << 16) | ((v >> 8) & 0x000000ff000000ffULL);
+    v = ((v & 0x000f000f000f000fULL) << 8) | ((v >> 4) & 0x000f000f000f000fULL);
+    uint64_t letters = ((v + 0x0606060606060606ULL) >> 4) & 0x0101010101010101ULL;
+    v += 0x3030303030303030ULL + letters * ('a' - '0' - 10);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    return v;
+}
+
+void mg_hex16(uint64_t x, char out[16])
+{
+    uint64_t hi = hex8((uint32_t)(x >> 32)), lo = hex8((uint32_t)x);
+    memcpy(out, &hi, 8);
+    memcpy(out + 8, &lo, 8);
+}
 
 void mg_trace_random_hex(uint64_t *rng, char *out, size_t n)
 {
@@ -76,11 +89,13 @@ void mg_trace_random_hex(uint64_t *rng, char *out, size_t n)
         do /* no zero word, so never an all-zero (invalid) id */
             x = splitmix64(rng);
         while (x == 0);
-        size_t m = n - i < 16 ? n - i : 16;
-        for (size_t j = 0; j + 1 < m; j += 2, x >>= 8)
-            memcpy(out + i + j, &hex_pairs[(x & 0xff) * 2], 2);
-        if (m & 1)
-            out[i + m - 1] = hex_pairs[(x & 0xf) * 2 + 1];
+        if (n - i >= 16) {
+            mg_hex16(x, out + i);
+        } else {
+            char last[16];
+            mg_hex16(x, last);
+            memcpy(out + i, last, n - i);
+        }
     }
 }
 

@@ -19,6 +19,8 @@
  * -1 when the value is not one a receiver may continue. */
 int mg_trace_parse(const char *v, size_t n, char trace_id[MG_TRACE_ID_HEX], char flags[2]);
 
+/* x as 16 lower-case hex digits, most significant first ("%016llx"), no NUL. */
+void mg_hex16(uint64_t x, char out[16]);
 /* Fills out with n random lower-case hex digits, not all zero, from the
  * generator state *rng (one per worker; seed it with mg_trace_seed). */
 void mg_trace_random_hex(uint64_t *rng, char *out, size_t n);

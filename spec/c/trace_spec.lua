@@ -7,6 +7,7 @@ local fake = require "moongate.testing.fake"
 ffi.cdef [[
 int mg_trace_parse(const char *v, size_t n, char trace_id[32], char flags[2]);
 void mg_trace_random_hex(uint64_t *rng, char *out, size_t n);
+void mg_hex16(uint64_t x, char out[16]);
 ]]
 
 local lib = ffi.load(os.getenv("MG_TEST_LIB") or "build/libmgtest.so")
@@ -73,5 +74,22 @@ describe("traceparent", function()
         end
         lib.mg_trace_random_hex(rng, out, 16)
         assert.truthy(ffi.string(out, 16):match("^[0-9a-f]+$"))
+    end)
+end)
+
+describe("mg_hex16", function()
+    it("writes %016x, for the request ids' counter and the trace ids", function()
+        local out = ffi.new("char[16]")
+        local x = ffi.new("uint64_t", 0x9e3779b97f4a7c15ULL)
+        for _, v in ipairs({ 0ULL, 1ULL, 9ULL, 10ULL, 15ULL, 16ULL, 0xabcdef0123456789ULL,
+                             0xffffffffffffffffULL, 0x8000000000000000ULL }) do
+            lib.mg_hex16(v, out)
+            assert.equal(bit.tohex(v, 16), ffi.string(out, 16))
+        end
+        for _ = 1, 2000 do -- and a walk over many more values
+            x = x * 6364136223846793005ULL + 1442695040888963407ULL
+            lib.mg_hex16(x, out)
+            assert.equal(bit.tohex(x, 16), ffi.string(out, 16))
+        end
     end)
 end)
