@@ -422,6 +422,7 @@ struct mg_worker_s {
     _Atomic int quarantined;     /* stuck in a hook: no longer accepting */
     void *_Atomic running_L;     /* lua_State a hook runs in (watchdog) */
     _Atomic uint64_t budget_ms;  /* the current generation's hook budget */
+    _Atomic int budget_armed;    /* the watchdog set the budget hook on running_L */
     int stopping;
     int start_error;
     uv_sem_t *ready;

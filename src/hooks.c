@@ -20,6 +20,7 @@
 #include "errlog.h"
 #include "hooks.h"
 #include "lua_route.h"
+#include "lua_state.h"
 #include "worker.h"
 
 struct mg_hook_co_s {
@@ -36,11 +37,14 @@ struct mg_hook_co_s {
     void *later_arg;
     uint8_t waiting;
     uint8_t dropped;        /* no request will resume it again */
+    uint8_t over_budget;    /* abandoned by the budget hook (it yielded) */
+    int budget_ref;         /* then: its message and traceback (registry) */
 };
 
 static _Thread_local mg_worker_t *current_worker;
 static _Thread_local mg_lua_worker_t *current_lw; /* running or initialising */
 static void free_user_timers(mg_lua_worker_t *lw);
+static void budget_disarm(mg_worker_t *w, lua_State *L);
 static atomic_ullong hook_errors;
 
 static mg_lua_worker_t *lw_of(const mg_wgen_t *g) { return g->lua; }
@@ -190,13 +194,25 @@ static void report_error(mg_hook_co_t *hc, int st)
 {
     mg_lua_worker_t *lw = hc->lw;
     lua_State *L = lw->L;
-    const char *msg =
-        lua_isstring(hc->co, -1) ? lua_tostring(hc->co, -1) : "error object is not a string";
-    lua_rawgeti(L, LUA_REGISTRYINDEX, lw->report_ref);
-    if (st == LUA_ERRRUN)
-        luaL_traceback(L, hc->co, msg, 0);
-    else
-        lua_pushstring(L, msg);
+    const char *msg = "hook exceeded its time budget";
+    if (hc->over_budget) {
+        /* the budget hook left its message and traceback in the registry
+         * (the stack of a coroutine that yielded from a hook is not to be
+         * walked) */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, lw->report_ref);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, hc->budget_ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, hc->budget_ref);
+    } else {
+        if (lua_isstring(hc->co, -1))
+            msg = lua_tostring(hc->co, -1);
+        else
+            msg = "error object is not a string";
+        lua_rawgeti(L, LUA_REGISTRYINDEX, lw->report_ref);
+        if (st == LUA_ERRRUN)
+            luaL_traceback(L, hc->co, msg, 0);
+        else
+            lua_pushstring(L, msg);
+    }
     mg_request_t *r = hc->r;
     if (r)
         lua_pushlstring(L, r->request_id, r->request_id_len);
@@ -221,6 +237,7 @@ static int co_resume(mg_hook_co_t *hc, int nargs)
     lw->running = hc;
     current_worker = w;
     current_lw = lw;
+    hc->over_budget = 0;
     /* relaxed: the watchdog only needs to see these eventually (it acts
      * after 100 ms), and a full barrier per hook run is not free */
     atomic_store_explicit(&w->running_L, lw->L, memory_order_relaxed);
@@ -230,9 +247,10 @@ static int co_resume(mg_hook_co_t *hc, int nargs)
                           memory_order_relaxed);
     int st = lua_resume(hc->co, nargs);
     atomic_store_explicit(&w->hook_since, 0, memory_order_relaxed);
+    budget_disarm(w, lw->L);
     lw->running = outer;
     current_lw = outer_lw;
-    if (st != LUA_YIELD) {
+    if (st != LUA_YIELD || hc->over_budget) {
         /* a hook raised an error: the driver ends with it (it runs no pcall
          * of its own); log it with the traceback, then drop the coroutine */
         report_error(hc, st);
@@ -559,17 +577,80 @@ static void free_user_timers(mg_lua_worker_t *lw)
 
 /* ---- time budget -------------------------------------------------------- */
 
+/* Is the function running in L one of moongate's own modules? Those are
+ * let finish after the deadline (they end quickly, and the error handling
+ * of a route handler runs in them). */
+static int running_ours(lua_State *L)
+{
+    static _Thread_local char prefix[4200];
+    static _Thread_local size_t plen;
+    if (!plen)
+        plen = (size_t)snprintf(prefix, sizeof(prefix), "@%s/moongate/", mg_lua_dir());
+    lua_Debug ar;
+    if (!lua_getstack(L, 0, &ar) || !lua_getinfo(L, "S", &ar) || !ar.source)
+        return 0;
+    return strncmp(ar.source, prefix, plen) == 0;
+}
+
+/* Set by the watchdog (another thread) once a hook is over its budget; it
+ * then fires on every instruction until the Lua run ends. In a request's
+ * coroutine it yields: the coroutine is abandoned (never resumed again), so
+ * no pcall, xpcall handler or inner coroutine of the hook can swallow it.
+ * Elsewhere (a route handler, a coroutine the hook made) it raises an error
+ * on every instruction of the config's code until the run ends. */
 static void budget_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
     mg_worker_t *w = current_worker;
-    lua_sethook(L, NULL, 0, 0);
     uint64_t since = w ? atomic_load(&w->hook_since) : 0;
     uint64_t now = uv_hrtime() / 1000000;
-    uint64_t budget = w ? w->g->cfg->timeouts.hook : 0;
-    if (!since || now - since < budget)
-        return; /* the slow hook ended before we got here */
-    luaL_error(L, "hook exceeded its time budget of %d ms", (int)budget);
+    uint64_t budget = w ? atomic_load(&w->budget_ms) : 0;
+    if (!since || now - since < budget) {
+        /* the slow hook ended before we got here */
+        if (w)
+            budget_disarm(w, L);
+        return;
+    }
+    mg_hook_co_t *hc = current_lw ? current_lw->running : NULL;
+    int abandon = hc && hc->co == L;
+    if (!abandon && running_ours(L))
+        return;
+    lua_Debug here;
+    if (lua_getstack(L, 0, &here) && lua_getinfo(L, "Sl", &here) && here.currentline > 0)
+        lua_pushfstring(L, "%s:%d: ", here.short_src, here.currentline);
+    else
+        lua_pushliteral(L, "");
+    lua_pushfstring(L, "hook exceeded its time budget of %d ms", (int)budget);
+    lua_concat(L, 2);
+    if (!abandon)
+        lua_error(L);
+    luaL_traceback(L, L, lua_tostring(L, -1), 0);
+    hc->budget_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 1);
+    hc->over_budget = 1;
+    lua_yield(L, 0); /* from a hook: LuaJIT unwinds to lua_resume */
+}
+
+/* In the worker's thread, after a Lua run: the hook the watchdog may have
+ * set goes (the next run starts with a clean slate). */
+static void budget_disarm(mg_worker_t *w, lua_State *L)
+{
+    if (atomic_exchange(&w->budget_armed, 0))
+        lua_sethook(L, NULL, 0, 0);
+}
+
+void mg_hooks_budget_begin(mg_worker_t *w, lua_State *L)
+{
+    current_worker = w;
+    atomic_store_explicit(&w->running_L, L, memory_order_relaxed);
+    atomic_store_explicit(&w->hook_since, uv_now(&w->loop) ? uv_now(&w->loop) : 1,
+                          memory_order_relaxed);
+}
+
+void mg_hooks_budget_end(mg_worker_t *w)
+{
+    atomic_store_explicit(&w->hook_since, 0, memory_order_relaxed);
+    budget_disarm(w, atomic_load(&w->running_L));
 }
 
 void mg_hooks_watchdog(mg_worker_t *w)
@@ -595,6 +676,8 @@ void mg_hooks_watchdog(mg_worker_t *w)
         return;
     }
     /* lua_sethook is safe to call asynchronously; the hook fires at the next
-     * instruction the interpreter runs (not inside a compiled loop) */
-    lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
+     * instruction the interpreter runs (not inside a compiled loop). Set
+     * once per overrun: it stays until the worker disarms it. */
+    if (!atomic_exchange(&w->budget_armed, 1))
+        lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
 }

@@ -67,5 +67,9 @@ mg_worker_t *mg_hook_worker(void);
 /* Called from the control thread: interrupts hooks running past their
  * budget where LuaJIT allows (see README, "Time budget"). */
 void mg_hooks_watchdog(mg_worker_t *w);
+/* Around Lua that runs outside the hook coroutines (route handlers): the
+ * budget covers it too. begin returns the worker's previous state for end. */
+void mg_hooks_budget_begin(mg_worker_t *w, struct lua_State *L);
+void mg_hooks_budget_end(mg_worker_t *w);
 
 #endif

@@ -104,7 +104,10 @@ void mg_lua_route_call(mg_conn_t *c)
     /* the request object hooks get (moongate.runtime), theirs if they ran */
     lua_pushlightuserdata(L, r);
     mg_hooks_push_thread(L, r);
-    if (lua_pcall(L, 3, 5, 0) != 0 || !lua_toboolean(L, -5)) {
+    mg_hooks_budget_begin(w, L);
+    int rc = lua_pcall(L, 3, 5, 0);
+    mg_hooks_budget_end(w);
+    if (rc != 0 || !lua_toboolean(L, -5)) {
         const char *msg = lua_tostring(L, lua_isstring(L, -4) ? -4 : -1);
         mg_log(MG_LOG_ERROR, "worker %d: request %s: handler of route %s failed: %s\n",
                 w->id, r->request_id, r->route->name, msg ? msg : "?");

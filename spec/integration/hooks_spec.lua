@@ -121,6 +121,23 @@ gw.route { path = "/spin", upstream = "up", policies = { function(req)
     local t = { a = 1 }
     while true do for _ in pairs(t) do end end
 end } }
+-- loops that try to outlive the budget: it abandons the hook's coroutine,
+-- so neither pcall, nor an error handler, nor an inner coroutine keeps it
+gw.route { path = "/spin-pcall", upstream = "up", policies = { function(req)
+    while true do pcall(function() while true do end end) end
+end } }
+gw.route { path = "/spin-xpcall", upstream = "up", policies = { function(req)
+    xpcall(function() while true do end end, function(e) while true do end end)
+    return gw.respond(200, "escaped")
+end } }
+gw.route { path = "/spin-wrap", upstream = "up", policies = { function(req)
+    while true do
+        pcall(coroutine.wrap(function() while true do end end))
+    end
+end } }
+gw.route { path = "/spin-handler", handler = function(req)
+    while true do pcall(function() while true do end end) end
+end }
 gw.route { path = "/wait-long", upstream = "up", policies = { function(req)
     gw.sleep(0.5)
     gw.shared("counters"):incr("after-wait", 1, 0)
@@ -439,6 +456,23 @@ describe("hooks", function()
             assert.is_true(h.now() - t0 < 2 * h.SLOW)
             assert.equal(200, get("/after-spin").status)
         end)
+
+        for _, path in ipairs { "/spin-pcall", "/spin-xpcall", "/spin-wrap",
+                                "/spin-handler" } do
+            it("the budget stops a loop that catches its error: " .. path, function()
+                local t0 = h.now()
+                local res = get(path)
+                local body = h.assert_error(res, 500)
+                assert.is_true(h.now() - t0 < 1.5 * h.SLOW)
+                -- the only worker goes on serving, and is not quarantined
+                assert.equal(200, get("/after-" .. path:sub(2)).status)
+                assert.is_nil(gw:log():find("cannot be interrupted", 1, true))
+                if path ~= "/spin-handler" then
+                    assert.truthy(gw:log():find("request " .. body.request_id, 1, true))
+                    assert.truthy(gw:log():find("hook exceeded its time budget", 1, true))
+                end
+            end)
+        end
 
         it("a client that leaves while its hook waits leaks nothing", function()
             local before = h.json(get("/count").body).after_wait
