@@ -20,6 +20,7 @@ local fmt, sub, byte, find, match, gsub, lower, upper =
 local concat, sort = table.concat, table.sort
 local floor, min, huge = math.floor, math.min, math.huge
 local getinfo = debug.getinfo
+local budget = require "moongate.budget"
 
 
 local _M = {}
@@ -625,9 +626,9 @@ local SETTINGS_KEYS = { "workers", "access_log", "error_log", "log_level",
                         "limits", "timeouts", "admin" }
 local ADMIN_KEYS = { "host", "port", "token", "names" }
 local LIMIT_KEYS = { "request_line", "header_size", "header_count", "body",
-                     "min_body_rate" }
+                     "min_body_rate", "lua_memory" }
 local TIMEOUT_KEYS = { "header", "keepalive", "body", "body_grace",
-                       "body_rate_window", "send", "shutdown", "hook" }
+                       "body_rate_window", "send", "shutdown", "hook", "load" }
 local LISTEN_KEYS = { "port", "host", "tls", "escaped_slashes" }
 local TLS_KEYS = { "cert", "key", "certs", "min_version", "ciphers" }
 local TLS_CERT_KEYS = { "cert", "key" }
@@ -660,10 +661,11 @@ local SHARED_DICT_MIN = 8192    -- smaller dictionaries hold next to nothing
 -- slow-body attack rather than a client, whose link is rarely below 10 KiB/s
 local DEFAULT_LIMITS = { request_line = 8192, header_size = 32 * 1024,
                          header_count = 100, body = 10 * 1024 * 1024,
-                         min_body_rate = 1024 }
+                         min_body_rate = 1024, lua_memory = 1024 * 1024 * 1024 }
 local DEFAULT_TIMEOUTS = { header = 10000, keepalive = 60000, body = 10000,
                            body_grace = 5000, body_rate_window = 5000,
-                           send = 60000, shutdown = 10000, hook = 100 }
+                           send = 60000, shutdown = 10000, hook = 100,
+                           load = 2000 }
 local DEFAULT_UPSTREAM = { forwarded = true, request_id = true,
                            override_headers = false,
                            keepalive = 64, keepalive_timeout = 60000,
@@ -680,6 +682,7 @@ local LIMIT_CHECKS = {
     header_count = int_range(1, MAX_C_INT, "must be an integer >= 1"),
     body = _M.parse_size,
     min_body_rate = _M.parse_size,  -- bytes per second, 0 = not checked
+    lua_memory = size_min(16 * 1024 * 1024),
 }
 
 local function check_access_log(v)
@@ -790,6 +793,11 @@ function decl.settings(d, t)
                                       check_time) or s.timeouts[k]
             end
         end
+    end
+    if c.budget then
+        -- the rest of this file's run has the budget it sets
+        c.budget.seconds = s.timeouts.load / 1000
+        c.budget.memory = s.limits.lua_memory
     end
     local admin = t.admin
     if admin == false then
@@ -2015,7 +2023,8 @@ function _M.load(file)
                           read_error(file, perr)) }
     end
     -- the file's globals go to its own environment, not the shared _G
-    setfenv(chunk, setmetatable({}, { __index = _G }))
+    -- (its xpcall is the budget's: a looping error handler can be stopped)
+    setfenv(chunk, setmetatable({ xpcall = budget.xpcall }, { __index = _G }))
 
     local c = new_collector(file)
     local before = {}
@@ -2025,9 +2034,17 @@ function _M.load(file)
     local outer = current
     current = c
     local restore = record_files(file, dir)
-    local ok, e = xpcall(chunk, on_error)
+    -- bounded (a loop at the top level must not hang a reload, or check):
+    -- the default budget, or the one the file's gw.settings gives
+    c.budget = { seconds = DEFAULT_TIMEOUTS.load / 1000, what = "loading",
+                 memory = DEFAULT_LIMITS.lua_memory, interpret = true,
+                 hint = "(a loop at the top level? settings.timeouts.load)" }
+    local _, ok, e = budget.call(c.budget, xpcall, chunk, on_error)
     restore()
     current = outer
+    if not ok and type(e) ~= "table" then -- "error in error handling"
+        e = { msg = budget.exceeded() or tostring(e) }
+    end
     forget_modules(before)
 
     if not ok then

@@ -28,23 +28,9 @@ local fmt, sub, gsub, find, match, byte, rep, lower =
 local concat, sort = table.concat, table.sort
 local getinfo = debug.getinfo
 
--- CPU seconds of this thread, for the budget of a chunk: in a gateway, the
--- workers' CPU must not count, nor time spent waiting on a socket.
-local cpu_clock = os.clock
-do
-    local ok, ffi = pcall(require, "ffi")
-    if ok and ffi.os == "Linux" and pcall(ffi.cdef, [[
-typedef struct { long sec; long nsec; } mg_repl_timespec_t;
-int clock_gettime(int clk, mg_repl_timespec_t *ts);
-]]) then
-        local ts = ffi.new("mg_repl_timespec_t")
-        local C = ffi.C
-        cpu_clock = function()
-            C.clock_gettime(3, ts)          -- CLOCK_THREAD_CPUTIME_ID
-            return tonumber(ts.sec) + tonumber(ts.nsec) * 1e-9
-        end
-    end
-end
+-- a chunk's budget: CPU seconds of this thread (in a gateway the workers'
+-- CPU does not count, nor time spent waiting on a socket)
+local budget = require "moongate.budget"
 
 local _M = {}
 
@@ -746,7 +732,7 @@ local function reload(self, file)
 end
 
 local function make_env(self)
-    local env = setmetatable({}, { __index = _G })
+    local env = setmetatable({ xpcall = budget.xpcall }, { __index = _G })
     local t = require "moongate.testing"
     env.gw = require "moongate"
     env.testing = t
@@ -877,19 +863,14 @@ function Session.run(self, fn)
         end
         return io
     end
-    local budget = self.budget
-    if budget then
-        local deadline = cpu_clock() + budget
-        debug.sethook(function()
-            if cpu_clock() > deadline then
-                debug.sethook()
-                error(fmt("stopped: the chunk ran more than %g s", budget), 2)
-            end
-        end, "", 1000)
-    end
-    local res = pack(xpcall(fn, error_text))
-    if budget then
-        debug.sethook()
+    local res
+    if self.budget then
+        -- budget.call's own pcall succeeds: drop its `true`
+        res = pack(select(2, budget.call({ seconds = self.budget,
+            message = fmt("stopped: the chunk ran more than %g s", self.budget) },
+            xpcall, fn, error_text)))
+    else
+        res = pack(xpcall(fn, error_text))
     end
     G.print, io.write = saved_print, saved_write
     if not res[1] then

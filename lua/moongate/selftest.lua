@@ -2,12 +2,14 @@
 -- real router and hooks (moongate.testing), for `moongate check` and before
 -- every reload. A reload whose tests fail is refused.
 local testing = require "moongate.testing"
+local budget = require "moongate.budget"
 
 local fmt, concat, pairs, ipairs, type, tostring =
     string.format, table.concat, pairs, ipairs, type, tostring
 local find, lower = string.find, string.lower
 
 local _M = {}
+local run_all
 
 local function describe(v)
     if type(v) == "string" then return fmt("%q", v) end
@@ -74,13 +76,30 @@ function _M.run(file)
     if not gwt then
         return nil, errs
     end
-    local failures, n = {}, 0
-    for _, t in ipairs(gwt.cfg.tests or {}) do
-        n = n + 1
+    local failures = {}
+    local tests = gwt.cfg.tests or {}
+    -- all the examples together within timeouts.load (each request also
+    -- within the hook budget): a reload must not hang on them
+    local limit = { seconds = gwt.cfg.timeouts.load / 1000,
+                    memory = gwt.cfg.limits.lua_memory, interpret = true,
+                    what = "the gw.test examples",
+                    hint = "(settings.timeouts.load)" }
+    budget.call(limit, run_all, gwt, file, tests, failures)
+    return #tests, failures, gwt.cfg
+end
+
+-- Runs the examples in order; stops at the first the budget stopped.
+run_all = function(gwt, file, tests, failures)
+    for _, t in ipairs(tests) do
         local label = t.name and fmt("gw.test %q", t.name) or "gw.test"
         local where = fmt("%s:%d", t.source or file, t.line or 0)
         local ok, d = pcall(gwt.request, gwt, t.request)
-        if not ok then
+        local stop = budget.exceeded()
+        if stop then
+            failures[#failures + 1] = fmt("%s: %s: not run to its end: %s",
+                                          where, label, stop)
+            break
+        elseif not ok then
             failures[#failures + 1] = fmt("%s: %s: could not run: %s", where, label,
                                           tostring(d))
         else
@@ -93,7 +112,6 @@ function _M.run(file)
             end
         end
     end
-    return n, failures, gwt.cfg
 end
 
 return _M

@@ -27,6 +27,7 @@ local router = require "moongate.testing.router"
 local band = require("bit").band
 local fake = require "moongate.testing.fake"
 local trace = require "moongate.testing.trace"
+local budget = require "moongate.budget"
 
 local type, tostring, pairs, ipairs, select, error, pcall, xpcall =
     type, tostring, pairs, ipairs, select, error, pcall, xpcall
@@ -818,7 +819,13 @@ function Gateway.request(self, spec)
     co_req[co] = req
     local saved = swap_in(self.env)
     local t0 = router.monotonic()
-    local ok, err = co_resume(co, R)
+    -- the gateway's hook budget (timeouts.hook), here for the whole request
+    -- (its waits are virtual): a looping hook answers 500 as it would there
+    local ms = self.cfg.timeouts.hook
+    local _, ok, err = budget.call({ seconds = ms / 1000,
+        memory = self.cfg.limits.lua_memory,
+        message = fmt("hook exceeded its time budget of %d ms", ms) },
+        co_resume, co, R)
     restore(saved)
     co_req[co] = nil
     if not ok then

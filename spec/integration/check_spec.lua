@@ -86,6 +86,70 @@ describe("moongate check", function()
     end)
 end)
 
+describe("moongate check: the load budget", function()
+    local HEAD = 'local gw = require "moongate"\n' ..
+        'gw.listen { port = 18080 }\n' ..
+        'gw.upstream("up", { "127.0.0.1:9" })\n'
+
+    -- a refusal within the budget: wall time on a shared 2-core machine is
+    -- longer than the CPU time the budget counts, hence the wide margin
+    local function refused(text, reason, line, within)
+        local t0 = h.now()
+        local code, out, path = h.check_config(HEAD .. text)
+        assert.equal(1, code, out)
+        assert.is_true(h.now() - t0 < within * h.SLOW, "took " .. (h.now() - t0) .. " s")
+        local by_line = reports(out, path)
+        if not line then         -- whichever example the budget stopped
+            line = next(by_line)
+        end
+        assert.truthy(by_line[line], "line " .. tostring(line) .. " not reported:\n" .. out)
+        assert.truthy(by_line[line]:find(reason, 1, true), out)
+    end
+
+    it("refuses a loop at the top level, with its line", function()
+        refused("local n = 0\nwhile true do n = n + 1 end\n",
+                "loading took longer than 2 s (a loop at the top level?", 5, 10)
+    end)
+
+    it("refuses a top-level loop that catches the budget's error", function()
+        refused("while true do\n    pcall(function() while true do end end)\nend\n",
+                "loading took longer than 2 s", 5, 10)
+    end)
+
+    it("takes timeouts.load from the file's settings", function()
+        refused('gw.settings { timeouts = { load = 0.3 } }\nwhile true do end\n',
+                "loading took longer than 0.3 s", 5, 5)
+    end)
+
+    it("refuses a gw.test whose hook loops, within the hook budget", function()
+        refused('gw.route { path = "/spin", upstream = "up", policies = { function(req)\n' ..
+                '    xpcall(function() while true do end end, function() while true do end end)\n' ..
+                'end } }\n' ..
+                'gw.test { request = { path = "/spin" }, expect = { status = 200 } }\n',
+                "expected status 200, got 500 (hook error: ", 7, 5)
+    end)
+
+    it("bounds the gw.test examples together (timeouts.load)", function()
+        local tests = {}
+        for _ = 1, 50 do
+            tests[#tests + 1] = 'gw.test { request = { path = "/slow" }, expect = { status = 200 } }'
+        end
+        -- each example takes ~50 ms of CPU: under the hook budget, over the
+        -- examples' 0.5 s together
+        refused('gw.settings { timeouts = { load = 0.5, hook = 1 } }\n' ..
+                'gw.route { path = "/slow", handler = function()\n' ..
+                '    local t = os.clock() while os.clock() - t < 0.05 do end\n' ..
+                '    return 200, "ok"\nend }\n' .. table.concat(tests, "\n") .. "\n",
+                "the gw.test examples took longer than 0.5 s", nil, 10)
+    end)
+
+    it("refuses a config that allocates without end (limits.lua_memory)", function()
+        refused('gw.settings { limits = { lua_memory = "64m" } }\n' ..
+                'local t = {}\nwhile true do t[#t + 1] = string.rep("x", 65536) .. #t end\n',
+                "loading used more than 64 MB of memory", 6, 10)
+    end)
+end)
+
 describe("moongate run with a bad config", function()
     it("refuses to start, exits non-zero and prints the errors", function()
         local file = FIX .. "bad.lua"

@@ -31,6 +31,13 @@ local function config(version, broken)
         lines[#lines + 1] = 'gw.route { path = "/missing", upstream = "nowhere" }'
     elseif broken == "test" then
         lines[#lines + 1] = 'gw.test { request = { path = "/t" }, expect = { status = 418 } }'
+    elseif broken == "loop" then
+        lines[#lines + 1] = 'while true do pcall(function() while true do end end) end'
+    elseif broken == "loop_test" then
+        lines[#lines + 1] = 'gw.route { path = "/spin", upstream = "up", policies = { function(req)'
+        lines[#lines + 1] = '    while true do end'
+        lines[#lines + 1] = 'end } }'
+        lines[#lines + 1] = 'gw.test { request = { path = "/spin" }, expect = { status = 200 } }'
     end
     return table.concat(lines, "\n") .. "\n"
 end
@@ -161,6 +168,65 @@ describe("hot reload", function()
             assert.equal("a", version_of(res))
         end)
     end
+
+    -- a config that never finishes loading is stopped by the load budget
+    -- (timeouts.load, 2 s of CPU) or its hook by the hook budget (0.1 s)
+    for _, case in ipairs {
+        { "loop", "a loop at the top level",
+          "loading took longer than 2 s (a loop at the top level?" },
+        { "loop_test", "a gw.test whose hook loops", "hook exceeded its time budget of 100 ms" },
+    } do
+        local kind, what, reason = case[1], case[2], case[3]
+        it("refuses " .. what .. " within the budget; /status answers; the fix reloads", function()
+            write("a")
+            local rc, out = h.run_bin("reload --admin 127.0.0.1:" .. admin)
+            assert.equal(0, rc, out)
+            local before = status().generation.number
+            local t0 = h.now()
+            write("b", kind)           -- the file watcher starts a reload
+            -- /status answers (the control thread is not stuck) and says why;
+            -- generous deadline: 2 s of CPU on a shared 2-core machine
+            local st
+            local deadline = t0 + 15 * h.SLOW
+            repeat
+                h.sleep(0.1)
+                local ok, res = pcall(h.http, admin, { path = "/status" })
+                st = ok and res and res.status == 200 and h.json(res.body) or nil
+            until (st and st.last_reload and st.last_reload.ok == false) or h.now() > deadline
+            assert.truthy(st, "/status did not answer")
+            assert.equal(before, st.generation.number)
+            assert.is_false(st.last_reload.ok)
+            assert.truthy(st.last_reload.message:find(reason, 1, true), st.last_reload.message)
+            assert.truthy(st.last_reload.message:find(":%d+:"), st.last_reload.message)
+            -- `moongate reload` returns with the reason, exit 1
+            rc, out = h.run_bin("reload --admin 127.0.0.1:" .. admin, 30)
+            assert.equal(1, rc, out)
+            assert.truthy(out:find(reason, 1, true), out)
+            assert.equal("a", version_of(h.http(gw.port, { path = "/still" })))
+            -- the fixed file reloads
+            write("b")
+            rc, out = h.run_bin("reload --admin 127.0.0.1:" .. admin)
+            assert.equal(0, rc, out)
+            assert.equal("b", version_of(h.http(gw.port, { path = "/fixed" })))
+            assert.is_true(status().generation.number > before)
+        end)
+    end
+
+    it("SIGTERM stops a gateway that is loading a looping config", function()
+        local admin2 = h.free_port()
+        local g2 = h.start_gateway(config("a"), { vars = { U = up, ADMIN = admin2 } })
+        local text = config("b", "loop"):gsub("{{(%w+)}}", function(k)
+            local v = g2.vars[k]
+            return tostring(v and (type(v) == "table" and v.addr or v) or "")
+        end)
+        h.write_file(g2.config_path, text)
+        -- the watcher's reload starts 150 ms after the write
+        h.sleep(0.5)
+        local t0 = h.now()
+        assert.equal(0, g2:stop("TERM", 15 * h.SLOW))
+        -- within the load budget (2 s of CPU) plus the shutdown; generous
+        assert.is_true(h.now() - t0 < 10 * h.SLOW)
+    end)
 
     it("SIGHUP reloads", function()
         write("b")

@@ -55,10 +55,11 @@ describe("config normalisation", function()
             log_level = "info",
             limits = { request_line = 8192, header_size = 32768,
                        header_count = 100, body = 10485760,
-                       min_body_rate = 1024 },
+                       min_body_rate = 1024, lua_memory = 1073741824 },
             timeouts = { header = 10000, keepalive = 60000, body = 10000,
                          body_grace = 5000, body_rate_window = 5000,
-                         send = 60000, shutdown = 10000, hook = 100 },
+                         send = 60000, shutdown = 10000, hook = 100,
+                         load = 2000 },
             listeners = { { host = "0.0.0.0", port = 8080, line = 2,
                             source = file, escaped_slashes = "reject" } },
             upstreams = {},
@@ -77,10 +78,11 @@ describe("config normalisation", function()
         assert.equal("stderr", cfg.access_log)
         assert.same({ request_line = 4096, header_size = 16384,
                       header_count = 50, body = 2097152,
-                      min_body_rate = 1024 }, cfg.limits)
+                      min_body_rate = 1024, lua_memory = 1073741824 }, cfg.limits)
         assert.same({ header = 2500, keepalive = 30000, body = 250,
                       body_grace = 5000, body_rate_window = 5000,
-                      send = 45000, shutdown = 3000, hook = 100 }, cfg.timeouts)
+                      send = 45000, shutdown = 3000, hook = 100,
+                      load = 2000 }, cfg.timeouts)
     end)
 
     it("normalises listeners", function()
@@ -236,10 +238,10 @@ describe("config errors", function()
                 "timeouts, admin)",
             ":2: unknown key 'bdy' in settings.limits (did you mean 'body'? " ..
                 "valid: request_line, header_size, header_count, body, " ..
-                "min_body_rate)",
+                "min_body_rate, lua_memory)",
             ":2: unknown key 'sned' in settings.timeouts (did you mean " ..
                 "'send'? valid: header, keepalive, body, body_grace, " ..
-                "body_rate_window, send, shutdown, hook)",
+                "body_rate_window, send, shutdown, hook, load)",
             ":3: unknown key 'hots' in gw.listen (did you mean 'host'? " ..
                 "valid: port, host, tls, escaped_slashes)",
             ":4: unknown key 'wieght' in upstream.targets[1] (did you mean " ..
