@@ -67,6 +67,18 @@ end
 describe("moongate repl -c FILE (stdin)", function()
     local cfg = FIX .. "gateway.lua"
 
+    it("try stops a hook that loops with the gateway's hook budget", function()
+        local t0 = h.now()
+        local code, out = repl("-c spec/fixtures/testing/loops.lua", {
+            'try { path = "/spin-pcall" }', 'print("after")',
+        })
+        assert.equal(0, code, out)
+        has(out, "loops.lua:10: hook exceeded its time budget of 100 ms")
+        has(out, "500")
+        has(out, "after")
+        assert.is_true(h.now() - t0 < 10 * h.SLOW)
+    end)
+
     it("try traces a request: hooks, route, target, final status and headers", function()
         local code, out = repl("-c " .. cfg, {
             'try { path = "/orders/7", headers = { ["x-api-key"] = "secret" } }',

@@ -729,6 +729,33 @@ describe("hook failures", function()
     end)
 end)
 
+describe("the hook budget (timeouts.hook)", function()
+    local g = load("loops")
+
+    for _, case in ipairs {
+        { "/spin", 7 }, { "/spin-pcall", 10 }, { "/spin-xpcall", 14 },
+        { "/spin-wrap", 17 }, { "/spin-handler", 20 },
+    } do
+        local path, line = case[1], case[2]
+        it("stops a hook that loops, as the gateway does: " .. path, function()
+            local t0 = os.clock()
+            local d = g:request { path = path }
+            -- 0.1 s of CPU, and the few checks after it
+            assert.is_true(os.clock() - t0 < 1, "took " .. (os.clock() - t0))
+            assert.equal(500, d.status)
+            assert.equal(error_body(500, path == "/spin-handler" and "handler error"
+                                    or "hook error", d.id), d.body)
+            assert.equal(DIR .. "loops.lua:" .. line ..
+                         ": hook exceeded its time budget of 100 ms", d.error)
+        end)
+    end
+
+    it("leaves the next request its whole budget", function()
+        assert.equal(500, g:request { path = "/spin" }.status)
+        assert.equal(200, g:request { path = "/ok" }.status)
+    end)
+end)
+
 describe("round robin", function()
     it("follows the smooth weighted order of src/pool.c", function()
         local g = load("balance")
