@@ -314,6 +314,7 @@ static void conv_limits(conv_t *cv, int cfg_t, mg_config_t *cfg)
     get_uint(cv, t, ".limits", "header_count", 1, MAX_DOUBLE_INT, &cfg->limits.header_count);
     get_uint(cv, t, ".limits", "body", 0, MAX_DOUBLE_INT, &cfg->limits.body);
     get_uint(cv, t, ".limits", "min_body_rate", 0, MAX_DOUBLE_INT, &cfg->limits.min_body_rate);
+    get_uint(cv, t, ".limits", "lua_memory", 1, MAX_DOUBLE_INT, &cfg->limits.lua_memory);
     lua_pop(cv->L, 1);
 }
 

@@ -121,6 +121,7 @@ typedef struct mg_limits_s {
     uint64_t header_count;  /* 431 beyond */
     uint64_t body;          /* default per-route max body, 413 beyond */
     uint64_t min_body_rate; /* bytes/s a request body must keep up, else 408; 0 off */
+    uint64_t lua_memory;    /* heap of each worker's Lua state, bytes */
 } mg_limits_t;
 
 typedef struct mg_timeouts_s {

@@ -202,6 +202,12 @@ static void report_error(mg_hook_co_t *hc, int st)
         lua_rawgeti(L, LUA_REGISTRYINDEX, lw->report_ref);
         lua_rawgeti(L, LUA_REGISTRYINDEX, hc->budget_ref);
         luaL_unref(L, LUA_REGISTRYINDEX, hc->budget_ref);
+    } else if (st == LUA_ERRMEM) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, lw->report_ref);
+        lua_pushfstring(L, "hook ran out of memory: the Lua heap is limited to %d MB "
+                           "(limits.lua_memory)",
+                        (int)(lw->g->cfg->limits.lua_memory >> 20));
+        msg = lua_tostring(L, -1);
     } else {
         if (lua_isstring(hc->co, -1))
             msg = lua_tostring(hc->co, -1);
@@ -245,7 +251,9 @@ static int co_resume(mg_hook_co_t *hc, int nargs)
      * is 10 ms anyway) */
     atomic_store_explicit(&w->hook_since, uv_now(&w->loop) ? uv_now(&w->loop) : 1,
                           memory_order_relaxed);
+    lw->in_lua++;
     int st = lua_resume(hc->co, nargs);
+    lw->in_lua--;
     atomic_store_explicit(&w->hook_since, 0, memory_order_relaxed);
     budget_disarm(w, lw->L);
     lw->running = outer;
@@ -253,6 +261,7 @@ static int co_resume(mg_hook_co_t *hc, int nargs)
     if (st != LUA_YIELD || hc->over_budget) {
         /* a hook raised an error: the driver ends with it (it runs no pcall
          * of its own); log it with the traceback, then drop the coroutine */
+        mg_lua_relieve(lw->L); /* maybe it failed for want of memory */
         report_error(hc, st);
         atomic_fetch_add(&hook_errors, 1);
         hc->dropped = 1;

@@ -35,15 +35,23 @@ int mg_lua_gen_init(mg_wgen_t *g, char **err)
         return -1;
     }
     lua_State *L = lw->L;
+    /* the hooks' heap is bounded (limits.lua_memory); the config's run is
+     * bounded by moongate.budget */
+    if (g->cfg->limits.lua_memory && mg_lua_cap_memory(L, g->cfg->limits.lua_memory, &lw->in_lua) != 0) {
+        mg_lua_close(L);
+        free(lw);
+        *err = strdup("out of memory");
+        return -1;
+    }
     if (mg_config_run_lua(L, g->cfg->file, err) != 0) {
-        lua_close(L);
+        mg_lua_close(L);
         free(lw);
         return -1;
     }
     g->lua = lw;
     if (mg_hooks_init(g, err) != 0) {
         g->lua = NULL;
-        lua_close(L);
+        mg_lua_close(L);
         free(lw);
         return -1;
     }
@@ -54,7 +62,7 @@ int mg_lua_gen_init(mg_wgen_t *g, char **err)
         *err = strdup(lua_tostring(L, -1));
         mg_hooks_close(g);
         g->lua = NULL;
-        lua_close(L);
+        mg_lua_close(L);
         free(lw);
         return -1;
     }
@@ -82,7 +90,7 @@ void mg_lua_gen_close(mg_wgen_t *g)
     if (!lw)
         return;
     mg_hooks_close(g);
-    lua_close(lw->L);
+    mg_lua_close(lw->L);
     free(lw);
     g->lua = NULL;
 }
@@ -105,8 +113,12 @@ void mg_lua_route_call(mg_conn_t *c)
     lua_pushlightuserdata(L, r);
     mg_hooks_push_thread(L, r);
     mg_hooks_budget_begin(w, L);
+    lw->in_lua++;
     int rc = lua_pcall(L, 3, 5, 0);
+    lw->in_lua--;
     mg_hooks_budget_end(w);
+    if (rc != 0 || !lua_toboolean(L, -5))
+        mg_lua_relieve(L);
     if (rc != 0 || !lua_toboolean(L, -5)) {
         const char *msg = lua_tostring(L, lua_isstring(L, -4) ? -4 : -1);
         mg_log(MG_LOG_ERROR, "worker %d: request %s: handler of route %s failed: %s\n",

@@ -25,6 +25,7 @@ typedef struct mg_lua_worker_s {
     mg_hook_co_t *running;  /* coroutine being resumed, or NULL */
     void *timers;           /* gw.timer handles (hooks.c) */
     int live;               /* its worker runs it: timers may start */
+    int in_lua;             /* hooks or a handler running: the memory cap applies */
 } mg_lua_worker_t;
 
 /* Creates generation g's Lua state in its worker and runs the config file

@@ -125,3 +125,66 @@ lua_State *mg_lua_open(void)
     }
     return L;
 }
+
+/* ---- the memory cap ----------------------------------------------------- */
+
+/* Wraps LuaJIT's own allocator (kept: it is faster than malloc for Lua's
+ * small blocks). One per capped state, owned by it; mg_lua_close frees it
+ * after putting the original allocator back (LuaJIT releases its arena at
+ * close only when its own allocator is in place). */
+typedef struct {
+    lua_Alloc f;
+    void *ud;
+    size_t used, limit;
+    const int *active;  /* the cap applies while non-zero */
+} heap_t;
+
+static void *heap_alloc(void *ud, void *p, size_t osize, size_t nsize)
+{
+    heap_t *h = ud;
+    if (p == NULL)
+        osize = 0;
+    /* only growth can be refused: a shrink or a free never fails */
+    if (nsize > osize && *h->active && h->used + (nsize - osize) > h->limit)
+        return NULL;
+    void *q = h->f(h->ud, p, osize, nsize);
+    if (q != NULL || nsize == 0)
+        h->used = h->used - osize + nsize;
+    return q;
+}
+
+int mg_lua_cap_memory(lua_State *L, size_t limit, const int *active)
+{
+    heap_t *h = malloc(sizeof(*h));
+    if (h == NULL)
+        return -1;
+    h->f = lua_getallocf(L, &h->ud);
+    h->used = (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB, 0);
+    h->limit = limit;
+    h->active = active;
+    lua_setallocf(L, heap_alloc, h);
+    return 0;
+}
+
+void mg_lua_relieve(lua_State *L)
+{
+    void *ud;
+    if (lua_getallocf(L, &ud) != heap_alloc)
+        return;
+    heap_t *h = ud;
+    if (h->used > h->limit / 4 * 3)
+        lua_gc(L, LUA_GCCOLLECT, 0);
+}
+
+void mg_lua_close(lua_State *L)
+{
+    void *ud;
+    if (lua_getallocf(L, &ud) != heap_alloc) {
+        lua_close(L);
+        return;
+    }
+    heap_t *h = ud;
+    lua_setallocf(L, h->f, h->ud);
+    lua_close(L);
+    free(h);
+}

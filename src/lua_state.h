@@ -14,6 +14,24 @@
  * and closes it with lua_close(). Safe to call from any thread. */
 lua_State *mg_lua_open(void);
 
+/* Caps the heap of state L (made by mg_lua_open, nothing of it running) at
+ * `limit` bytes while *active is non-zero: then an allocation past it
+ * fails, which Lua raises as "not enough memory" (an error like any other:
+ * the hook that allocated fails). The caller sets *active only around
+ * protected runs (lua_pcall, lua_resume): its own pushes between them never
+ * fail, and a failed allocation outside a protected call would abort the
+ * process. The count starts with what L holds now. Returns 0, or -1 when
+ * out of memory. A capped state must be closed with mg_lua_close. */
+int mg_lua_cap_memory(lua_State *L, size_t limit, const int *active);
+
+/* After a failed Lua run in a capped state: collects its garbage when the
+ * heap is near the cap (LuaJIT does not collect when an allocation fails,
+ * and its collector's pace would wait for more than the cap allows). */
+void mg_lua_relieve(lua_State *L);
+
+/* Closes L, capped or not. */
+void mg_lua_close(lua_State *L);
+
 /* The directory holding moongate's Lua modules, looked up once (at the
  * first call) in this order: $MOONGATE_LUA_DIR when set (taken as given),
  * else the first of "<dir of the executable>/../lua" (the source tree) and

@@ -7,7 +7,7 @@ local h = require "spec.support.helpers"
 local CONFIG = [[
 local gw = require "moongate"
 gw.settings { workers = 1, access_log = "{{TMP}}/access.log",
-              timeouts = { shutdown = 2, hook = 0.2 } }
+              timeouts = { shutdown = 2, hook = 0.2 }, limits = { lua_memory = "64m" } }
 gw.shared_dict("counters", { size = "1m" })
 gw.listen { port = {{PORT1}}, host = "127.0.0.1" }
 gw.upstream("up", { "{{U}}" })
@@ -138,6 +138,10 @@ end } }
 gw.route { path = "/spin-handler", handler = function(req)
     while true do pcall(function() while true do end end) end
 end }
+gw.route { path = "/grow", upstream = "up", policies = { function(req)
+    local t = {}
+    while true do t[#t + 1] = string.rep("x", 4 * 1048576) .. #t end
+end } }
 gw.route { path = "/wait-long", upstream = "up", policies = { function(req)
     gw.sleep(0.5)
     gw.shared("counters"):incr("after-wait", 1, 0)
@@ -473,6 +477,18 @@ describe("hooks", function()
                 end
             end)
         end
+
+        it("a hook that allocates without end fails at limits.lua_memory", function()
+            local t0 = h.now()
+            h.assert_error(get("/grow"), 500)
+            assert.is_true(h.now() - t0 < 1.5 * h.SLOW)
+            assert.truthy(gw:log():find("hook ran out of memory: the Lua heap is limited to " ..
+                                        "64 MB (limits.lua_memory)", 1, true))
+            -- its garbage is collected: the worker serves the next hooks
+            for _ = 1, 3 do
+                assert.equal(200, get("/order").status)
+            end
+        end)
 
         it("a client that leaves while its hook waits leaks nothing", function()
             local before = h.json(get("/count").body).after_wait
