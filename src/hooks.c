@@ -648,6 +648,13 @@ static void budget_disarm(mg_worker_t *w, lua_State *L)
         lua_sethook(L, NULL, 0, 0);
 }
 
+int mg_ffi_budget_over(void)
+{
+    mg_worker_t *w = current_worker;
+    uint64_t since = w ? atomic_load(&w->hook_since) : 0;
+    return since && uv_hrtime() / 1000000 - since >= atomic_load(&w->budget_ms);
+}
+
 void mg_hooks_budget_begin(mg_worker_t *w, lua_State *L)
 {
     current_worker = w;

@@ -87,6 +87,10 @@ int mg_ffi_worker_id(void);
 int mg_ffi_sleep(double seconds);
 void mg_ffi_log(int level, const char *msg, size_t len);
 void mg_ffi_hook_error_count(void);
+/* 1 when the Lua running on this thread is a worker's hook or handler past
+ * its time budget (moongate.budget's xpcall then skips the user's handler),
+ * else 0. */
+int mg_ffi_budget_over(void);
 /* Runs timer `id` of moongate.runtime after `after` s, then every `every` s
  * (0: once). For the current worker; returns 0 or MG_FFI_EPHASE. */
 int mg_ffi_timer_start(int id, double after, double every);

@@ -139,14 +139,24 @@ end
 --- xpcall for the config's code (config.lua puts it in the file's
 -- environment): LuaJIT runs an error handler for an error raised in a hook
 -- with hooks off, so a handler that loops could not be stopped; once a
--- budget is exceeded the user's handler is not called.
+-- budget (this module's, or a worker's) is exceeded the user's handler is
+-- not called.
 local raw_xpcall = xpcall
+-- in a worker, src/hooks.c's budget (a handler, or a coroutine a hook made,
+-- gets the error raised from a hook too)
+local C_over
+do
+    local ok, cdefs = pcall(require, "moongate.cdefs")
+    if ok and cdefs.C then
+        C_over = cdefs.C.mg_ffi_budget_over
+    end
+end
 function _M.xpcall(f, handler, ...)
     if type(handler) ~= "function" then
         return raw_xpcall(f, handler, ...)
     end
     return raw_xpcall(f, function(e)
-        if tripped then
+        if tripped or (C_over and C_over() ~= 0) then
             return e
         end
         return handler(e)

@@ -42,6 +42,7 @@ int mg_ffi_worker_id(void);
 int mg_ffi_sleep(double seconds);
 void mg_ffi_log(int level, const char *msg, size_t len);
 void mg_ffi_hook_error_count(void);
+int mg_ffi_budget_over(void);
 int mg_ffi_timer_start(int id, double after, double every);
 int mg_ffi_http_request(const char *method, size_t mlen, const char *url, size_t ulen,
                         const char *headers, size_t hlen, const char *body, size_t blen,
