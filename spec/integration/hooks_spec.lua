@@ -7,7 +7,7 @@ local h = require "spec.support.helpers"
 local CONFIG = [[
 local gw = require "moongate"
 gw.settings { workers = 1, access_log = "{{TMP}}/access.log",
-              timeouts = { shutdown = 2, hook = 0.2 }, limits = { lua_memory = "64m" } }
+              timeouts = { shutdown = 2, hook = 0.2 }, limits = { lua_memory = "32m" } }
 gw.shared_dict("counters", { size = "1m" })
 gw.listen { port = {{PORT1}}, host = "127.0.0.1" }
 gw.upstream("up", { "{{U}}" })
@@ -150,7 +150,7 @@ gw.route { path = "/spin-wrap-xpcall", upstream = "up", policies = { function(re
 end } }
 gw.route { path = "/grow", upstream = "up", policies = { function(req)
     local t = {}
-    while true do t[#t + 1] = string.rep("x", 4 * 1048576) .. #t end
+    while true do t[#t + 1] = string.rep("x", 8 * 1048576) .. #t end
 end } }
 gw.route { path = "/wait-long", upstream = "up", policies = { function(req)
     gw.sleep(0.5)
@@ -494,7 +494,7 @@ describe("hooks", function()
             h.assert_error(get("/grow"), 500)
             assert.is_true(h.now() - t0 < 1.5 * h.SLOW)
             assert.truthy(gw:log():find("hook ran out of memory: the Lua heap is limited to " ..
-                                        "64 MB (limits.lua_memory)", 1, true))
+                                        "32 MB (limits.lua_memory)", 1, true))
             -- its garbage is collected: the worker serves the next hooks
             for _ = 1, 3 do
                 assert.equal(200, get("/order").status)
