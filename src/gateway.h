@@ -423,6 +423,7 @@ struct mg_worker_s {
     void *_Atomic running_L;     /* lua_State a hook runs in (watchdog) */
     _Atomic uint64_t budget_ms;  /* the current generation's hook budget */
     _Atomic int budget_armed;    /* the watchdog set the budget hook on running_L */
+    _Atomic uint64_t budget_armed_at; /* ms (monotonic) it did */
     int stopping;
     int start_error;
     uv_sem_t *ready;

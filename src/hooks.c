@@ -7,6 +7,12 @@
  * and C resumes it with (request, phase, first) to run a phase, or with the
  * results of a wait.
  *
+ * Time budget: the watchdog (control thread) sets a count hook on a state
+ * whose hook runs past timeouts.hook; the hook then abandons the request's
+ * coroutine by yielding it from the hook (it is never resumed), which no
+ * pcall or error handler in it can stop. The state's memory cap
+ * (lua_state.h) applies while a coroutine or a handler runs.
+ *
  * Ownership: the worker's mg_lua_worker_t owns every mg_hook_co_t (pool or
  * lent to a request through r->co). A coroutine whose request died while it
  * waited is dropped (its registry ref released, its timer closed).
@@ -681,7 +687,18 @@ void mg_hooks_watchdog(mg_worker_t *w)
     lua_State *L = atomic_load(&w->running_L);
     if (!since || now_ms - since < budget || !L)
         return;
-    if (now_ms - since > budget + 1000 && !atomic_load(&w->quarantined)) {
+    /* lua_sethook is safe to call asynchronously; the hook fires at the next
+     * instruction the interpreter runs (not inside a compiled loop). Set
+     * once per overrun: it stays until the worker disarms it. */
+    if (!atomic_exchange(&w->budget_armed, 1)) {
+        atomic_store(&w->budget_armed_at, now_ms);
+        lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
+        return;
+    }
+    /* counted from the arming, not from the hook's start: this thread may
+     * have been busy (a reload) while the hook ran past its budget */
+    uint64_t armed_at = atomic_load(&w->budget_armed_at);
+    if (now_ms - armed_at > 1000 && !atomic_load(&w->quarantined)) {
         /* the interrupt did not take: a loop compiled to machine code */
         mg_log(MG_LOG_CRIT,
                 "worker %d: a hook has run %llu ms and cannot be interrupted "
@@ -689,11 +706,5 @@ void mg_hooks_watchdog(mg_worker_t *w)
                 "the others go on serving\n",
                 w->id, (unsigned long long)(now_ms - since));
         mg_worker_quarantine(w);
-        return;
     }
-    /* lua_sethook is safe to call asynchronously; the hook fires at the next
-     * instruction the interpreter runs (not inside a compiled loop). Set
-     * once per overrun: it stays until the worker disarms it. */
-    if (!atomic_exchange(&w->budget_armed, 1))
-        lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
 }

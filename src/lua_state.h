@@ -11,7 +11,8 @@
 /* Creates a LuaJIT state with the standard libraries open and
  * "<dir>/?.lua;<dir>/?/init.lua;" prepended to package.path, dir being
  * mg_lua_dir(). Returns NULL when out of memory. The caller owns the state
- * and closes it with lua_close(). Safe to call from any thread. */
+ * and closes it with lua_close() (mg_lua_close() once capped). Safe to call
+ * from any thread. */
 lua_State *mg_lua_open(void);
 
 /* Caps the heap of state L (made by mg_lua_open, nothing of it running) at
