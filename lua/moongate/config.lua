@@ -1859,57 +1859,6 @@ keep_loops_interpreted = function(chunk, cfg)
     end
 end
 
--- Modules the file required (not moongate's) keep their loops interpreted
--- too, where the hook budget can stop them: every function reachable from
--- what they returned (fields, upvalues) and every function nested in those,
--- as prototypes, so that closures made later inherit it. Only the ones that
--- contain a loop: the others stay compiled. A module first required inside
--- a hook, at request time, is not covered.
-local function interpret_module_loops(before)
-    if not (jit and jit.off and jutil_ok and vmdef_ok) then
-        return
-    end
-    local seen_proto, seen = {}, {}
-    local function protos(p)
-        if seen_proto[p] then return end
-        seen_proto[p] = true
-        if has_loop(p) then jit.off(p) end
-        for i = -1, -65536, -1 do   -- nested prototypes are GC constants
-            local k = jutil.funck(p, i)
-            if k == nil then break end
-            if type(k) == "proto" then protos(k) end
-        end
-    end
-    local function visit(v)
-        local tv = type(v)
-        if (tv ~= "function" and tv ~= "table") or seen[v] then return end
-        seen[v] = true
-        if tv == "table" then
-            for k, x in pairs(v) do
-                visit(k)
-                visit(x)
-            end
-            visit(getmetatable(v))
-            return
-        end
-        local info = getinfo(v, "S")
-        if info.what == "C" or is_ours(info.source) then return end
-        protos(v)
-        for i = 1, 255 do
-            local name, x = debug.getupvalue(v, i)
-            if not name then break end
-            visit(x)
-        end
-    end
-    for name, v in pairs(package.loaded) do
-        if not before[name] and type(name) == "string"
-            and sub(name, 1, 8) ~= "moongate"
-            and package.searchpath(name, package.path) then
-            visit(v)
-        end
-    end
-end
-
 -- Turns a Lua error raised while the file runs into { source, line, msg },
 -- with the full source name (Lua error positions truncate long paths).
 local function on_error(e)
@@ -2095,9 +2044,6 @@ function _M.load(file)
     current = outer
     if not ok and type(e) ~= "table" then -- "error in error handling"
         e = { msg = budget.exceeded() or tostring(e) }
-    end
-    if ok then
-        interpret_module_loops(before)
     end
     forget_modules(before)
 
