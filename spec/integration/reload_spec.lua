@@ -230,6 +230,42 @@ describe("hot reload", function()
         assert.is_true(h.now() - t0 < 15 * h.SLOW)
     end)
 
+    it("a hook that loops while a reload keeps the control thread busy is stopped, " ..
+       "not taken for stuck", function()
+        -- the watchdog runs on the control thread: while it loads a version
+        -- (here one that loops for its whole 2 s budget) it does not look,
+        -- and the hook runs past its budget plus one second meanwhile
+        local admin3 = h.free_port()
+        local text = table.concat({
+            'local gw = require "moongate"',
+            'gw.settings { workers = 1, access_log = "off", admin = { port = {{ADMIN}} },',
+            '              timeouts = { shutdown = 2 } }',
+            'gw.listen { port = {{PORT1}}, host = "127.0.0.1" }',
+            'gw.upstream("up", { "{{U}}" })',
+            'gw.route { path = "/spin", upstream = "up", policies = { function(req)',
+            '    while true do end',
+            'end } }',
+            'gw.route { path = "/**", upstream = "up" }',
+        }, "\n") .. "\n"
+        local g3 = h.start_gateway(text, { vars = { U = up, ADMIN = admin3 } })
+        local function subst(t)
+            return (t:gsub("{{(%w+)}}", function(k)
+                local v = g3.vars[k]
+                return tostring(v and (type(v) == "table" and v.addr or v) or "")
+            end))
+        end
+        h.write_file(g3.config_path, subst(text .. "while true do end\n"))
+        h.sleep(0.4)                    -- the reload is under way
+        local res = h.http(g3.port, { path = "/spin", timeout = 30 * h.SLOW })
+        h.assert_error(res, 500)
+        local st = h.json(h.http(admin3, { path = "/status" }).body)
+        assert.same({}, st.workers_stuck)
+        assert.is_false(st.last_reload.ok)
+        assert.truthy(st.last_reload.message:find("loading took longer than 2 s", 1, true))
+        assert.equal(200, h.http(g3.port, { path = "/after" }).status)
+        assert.equal(0, g3:stop("TERM", 20 * h.SLOW))
+    end)
+
     it("SIGHUP reloads", function()
         write("b")
         h.sleep(0.4)
