@@ -599,6 +599,8 @@ static int running_ours(lua_State *L)
 {
     static _Thread_local char prefix[4200];
     static _Thread_local size_t plen;
+    if (!mg_lua_dir()[0])
+        return 0; /* found on LuaJIT's own path: nothing is told apart */
     if (!plen)
         plen = (size_t)snprintf(prefix, sizeof(prefix), "@%s/moongate/", mg_lua_dir());
     lua_Debug ar;
