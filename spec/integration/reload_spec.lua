@@ -191,7 +191,7 @@ describe("hot reload", function()
             local deadline = t0 + 20 * h.SLOW
             repeat
                 h.sleep(0.1)
-                local ok, res = pcall(h.http, admin, { path = "/status" })
+                local ok, res = pcall(h.admin, admin, { path = "/status" })
                 st = ok and res and res.status == 200 and h.json(res.body) or nil
             until (st and st.last_reload and st.last_reload.ok == false) or h.now() > deadline
             assert.truthy(st, "/status did not answer")
@@ -258,7 +258,7 @@ describe("hot reload", function()
         h.sleep(0.4)                    -- the reload is under way
         local res = h.http(g3.port, { path = "/spin", timeout = 30 * h.SLOW })
         h.assert_error(res, 500)
-        local st = h.json(h.http(admin3, { path = "/status" }).body)
+        local st = h.json(h.admin(admin3, { path = "/status" }).body)
         assert.same({}, st.workers_stuck)
         assert.is_false(st.last_reload.ok)
         assert.truthy(st.last_reload.message:find("loading took longer than 2 s", 1, true))
