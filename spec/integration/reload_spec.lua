@@ -170,6 +170,16 @@ describe("hot reload", function()
         end)
     end
 
+    -- every worker has evaluated the file (the admin API starts before the
+    -- workers): only then may a spec rewrite it
+    local function started(g)
+        local deadline = h.now() + 10 * h.SLOW
+        while not g:log():find("listening on", 1, true) do
+            assert(h.now() < deadline, "the gateway never said it was listening")
+            h.sleep(0.05)
+        end
+    end
+
     -- a config that never finishes loading is stopped by the load budget
     -- (timeouts.load, here 0.5 s of CPU) or its hook by the hook budget
     for _, case in ipairs {
@@ -216,6 +226,7 @@ describe("hot reload", function()
     it("SIGTERM stops a gateway that is loading a looping config", function()
         local admin2 = h.free_port()
         local g2 = h.start_gateway(config("a"), { vars = { U = up, ADMIN = admin2 } })
+        started(g2)
         local text = config("b", "loop"):gsub("{{(%w+)}}", function(k)
             local v = g2.vars[k]
             return tostring(v and (type(v) == "table" and v.addr or v) or "")
@@ -247,7 +258,8 @@ describe("hot reload", function()
             'end } }',
             'gw.route { path = "/**", upstream = "up" }',
         }, "\n") .. "\n"
-        local g3 = h.start_gateway(text, { vars = { U = up, ADMIN = admin3 } })
+        local g3 = h.start_gateway(text, { workers = 1, vars = { U = up, ADMIN = admin3 } })
+        started(g3)
         local function subst(t)
             return (t:gsub("{{(%w+)}}", function(k)
                 local v = g3.vars[k]
