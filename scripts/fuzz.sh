@@ -25,6 +25,7 @@ if [ ${#targets[@]} -eq 0 ]; then
 fi
 # leaks are bugs; a sanitizer report ends the run with a crash file
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/spec/fuzz/lsan.supp:print_suppressions=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 bad=0
 for t in "${targets[@]}"; do
