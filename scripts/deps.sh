@@ -20,5 +20,13 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q >/dev/null || echo "deps: apt-get update failed, trying the install anyway" >&2
-$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+# apt's chatter only when it fails (debconf notes otherwise clutter the log)
+log=$(mktemp)
+if ! $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    echo "deps: apt-get install failed (see above); install them by hand: ${missing[*]}" >&2
+    exit 1
+fi
+rm -f "$log"
 echo "deps: done"
