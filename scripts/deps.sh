@@ -2,13 +2,18 @@
 # Installs the Debian packages moongate needs, with apt-get, and does nothing
 # when they are all present. `make run`, `make test` and `make bench` call it
 # before they build, `make deb` before it packages; `make deps` runs it alone.
+# With package names as arguments it installs those instead.
 # (luarocks, dpkg-dev, lintian and systemd: the packaging specs of `make test`;
 # clang and libclang-rt-14-dev: the libFuzzer targets, spec/fuzz.)
 set -euo pipefail
-pkgs=(build-essential pkg-config libluajit2-5.1-dev luajit2 libuv1-dev node-llhttp
-      libssl-dev lua-cjson lua-busted lua-socket libhiredis-dev redis-server
-      libedit-dev python3 curl openssl ca-certificates luarocks liblua5.1-0-dev
-      dpkg-dev lintian systemd strace clang libclang-rt-14-dev)
+if [ $# -gt 0 ]; then
+    pkgs=("$@") # another list (scripts/bench/deps.sh)
+else
+    pkgs=(build-essential pkg-config libluajit2-5.1-dev luajit2 libuv1-dev node-llhttp
+          libssl-dev lua-cjson lua-busted lua-socket libhiredis-dev redis-server
+          libedit-dev python3 curl openssl ca-certificates luarocks liblua5.1-0-dev
+          dpkg-dev lintian systemd strace clang libclang-rt-14-dev)
+fi
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
