@@ -278,12 +278,11 @@ typedef struct line_fields_s {
     size_t method_len, path_len, query_len, route_len, upstream_len, target_len;
 } line_fields_t;
 
-static void collect(mg_conn_t *c, line_fields_t *f)
+static void collect(const mg_request_t *r, line_fields_t *f)
 {
-    mg_request_t *r = c->r;
     memset(f, 0, sizeof(*f));
-    if (c->buf.data) {
-        f->method = mg_conn_data(c, r->method);
+    if (*r->data) {
+        f->method = mg_request_data(r, r->method);
         f->method_len = r->method.len;
     } else {
         f->method = "";
@@ -291,8 +290,8 @@ static void collect(mg_conn_t *c, line_fields_t *f)
     if (r->path) {
         f->path = r->path;
         f->path_len = r->path_len;
-    } else if (c->buf.data) {
-        f->path = mg_conn_data(c, r->url);
+    } else if (*r->data) {
+        f->path = mg_request_data(r, r->url);
         f->path_len = r->url.len;
     } else {
         f->path = "";
@@ -331,16 +330,17 @@ static size_t line_bound(const mg_request_t *r, const line_fields_t *f)
            json_bound(sizeof("revalidated")); /* the longest cache state */
 }
 
-static void write_line(mg_accesslog_t *l, mg_conn_t *c, const line_fields_t *f, line_t *b)
+static void write_line(mg_accesslog_t *l, const mg_request_t *r, const line_fields_t *f,
+                       line_t *b)
 {
-    mg_request_t *r = c->r;
     int ms;
     const char *t = now_text(l, &ms);
     putf(b, "{\"time\":\"%s.%03dZ\"", t, ms);
     field_str(b, "request_id", r->request_id, r->request_id_len);
     if (r->traced)
         putf(b, ",\"trace_id\":\"%.32s\",\"span_id\":\"%.16s\"", r->trace_id, r->span_id);
-    field_str(b, "client", c->client_ip, strnlen(c->client_ip, sizeof(c->client_ip)));
+    field_str(b, "client", r->peer->client_ip,
+              strnlen(r->peer->client_ip, sizeof(r->peer->client_ip)));
     field_str(b, "method", f->method, f->method_len);
     field_str(b, "path", f->path, f->path_len);
     field_str(b, "query", f->query, f->query_len);
@@ -353,19 +353,18 @@ static void write_line(mg_accesslog_t *l, mg_conn_t *c, const line_fields_t *f, 
     else
         PUT_LIT(b, ",\"upstream_time\":null");
     /* what the route's cache did; null on a route without one */
-    const char *cache = mg_cache_state_name(r->cache_state);
+    const char *cache = mg_cache_state_name(mg_cache_state(r));
     field_str(b, "cache", cache, cache ? strlen(cache) : 0);
     putf(b, ",\"total_time\":%.6f}\n", (double)r->total_ns / 1e9);
 }
 
-void mg_accesslog_request(mg_worker_t *w, mg_conn_t *c)
+void mg_accesslog_request(mg_worker_t *w, const mg_request_t *r)
 {
     mg_accesslog_t *l = w->log;
-    mg_request_t *r = c->r;
     if (!l || !r)
         return;
     line_fields_t f;
-    collect(c, &f);
+    collect(r, &f);
     size_t need = line_bound(r, &f);
     if (l->len[l->active] + need > LOG_BUF) {
         start_write(w);
@@ -376,7 +375,7 @@ void mg_accesslog_request(mg_worker_t *w, mg_conn_t *c)
     }
     char *base = l->buf[l->active] + l->len[l->active];
     line_t b = { base, base + need };
-    write_line(l, c, &f, &b);
+    write_line(l, r, &f, &b);
     if (b.o == b.end || b.o[-1] != '\n') {
         drop_line(w); /* cut short: never write half a JSON object */
         return;

@@ -5,12 +5,13 @@
 #ifndef MG_ACCESSLOG_H
 #define MG_ACCESSLOG_H
 
-#include "gateway.h"
+#include "request.h"
+#include "worker.h"
 
 /* Opens the log of `cfg->access_log` for worker w. Returns 0 or -errno. */
 int mg_accesslog_open(mg_worker_t *w);
 /* Logs the current request of c (c->r must be set). */
-void mg_accesslog_request(mg_worker_t *w, mg_conn_t *c);
+void mg_accesslog_request(mg_worker_t *w, const mg_request_t *r);
 /* Has every worker reopen its access log file at its next flush (any
  * thread; after logrotate moved the file). stdout and stderr stay. */
 void mg_accesslog_reopen(void);

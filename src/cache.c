@@ -9,9 +9,13 @@
  * unless it said must-revalidate): then a failing upstream (refused,
  * reset, timed out) is answered with it.
  *
- * Ownership: r->cache_entry (a copy of a kept answer) and r->cache_capture
- * (a fetched answer being copied) are malloc'd and belong to the request
- * until mg_cache_release(). The key lives in the request's arena.
+ * Per-request state: a request on a cache route (or whose hooks called
+ * req:skip_cache() or req:cache_key()) gets an mg_cache_req_t from its
+ * arena, reached through r->cache; no other file reads or writes it but
+ * through the functions of cache.h. Ownership: its entry (a copy of a kept
+ * answer) and its capture (a fetched answer being copied) are malloc'd and
+ * belong to the request until mg_cache_release(). The key lives in the
+ * request's arena.
  */
 #include "cache.h"
 
@@ -27,12 +31,57 @@
 
 #include "metrics.h"
 #include "mg_ffi.h"
+#include "http.h"
+#include "request.h"
+#include "upstream.h"
+#include "worker.h"
 #include "redis.h"
 #include "shdict.h"
 
 #define BLOB_MAGIC 0x6d674301u /* "mgC" + format version 1 */
 #define FIRST_READ 16384       /* first guess at a kept answer's size */
 #define MAX_HEAD_LINES 8192    /* header lines kept with an answer, bytes */
+
+/* A request's cache state (r->cache, in its arena). */
+struct mg_cache_req_s {
+    uint8_t state;             /* MG_CACHE_* */
+    uint8_t looked;            /* mg_cache_lookup ran */
+    uint8_t skip;              /* a hook called req:skip_cache() */
+    uint8_t unsafe;            /* POST/PUT/...: removes the GET answer kept */
+    uint8_t lock_owner;        /* fetches it for every miss of its key */
+    uint8_t waiting;           /* in the worker's cache_waiters */
+    uint8_t updating;          /* served stale while another fetches */
+    uint8_t revalidating;      /* asks the upstream if its answer still holds */
+    char *key;                 /* arena */
+    size_t key_len;
+    const char *key_extra;     /* req:cache_key() parts (arena) */
+    size_t key_extra_len;
+    struct mg_cache_entry_s *entry;     /* a kept answer (malloc'd) */
+    struct mg_cache_capture_s *capture; /* a fetched one being kept */
+    mg_link_t wait;            /* in the worker's cache_waiters ... */
+    mg_request_t *r;           /* ... for this request */
+    uint64_t wait_until;       /* wall clock ms: then it fetches itself */
+    struct mg_redis_op_s *op;  /* a Redis GET it waits for (redis.h) */
+};
+
+/* Reads of a request without cache state see this one: all zero. */
+static const mg_cache_req_t no_state;
+
+static const mg_cache_req_t *cs(const mg_request_t *r) { return r->cache ? r->cache : &no_state; }
+
+/* r's cache state, made on first use (NULL when out of memory). */
+static mg_cache_req_t *cache_new(mg_request_t *r)
+{
+    if (!r->cache) {
+        r->cache = mg_request_alloc(r, sizeof(*r->cache));
+        if (r->cache) {
+            memset(r->cache, 0, sizeof(*r->cache));
+            r->cache->r = r;
+            mg_list_init(&r->cache->wait);
+        }
+    }
+    return r->cache;
+}
 
 /* The start of a kept answer; the header lines and the body follow. */
 typedef struct blob_head_s {
@@ -93,7 +142,7 @@ static size_t key_header(mg_request_t *r, const char *name, char *o)
 {
     size_t nlen = strlen(name), n = 0, l;
     const char *p;
-    for (int i = 0; mg_ffi_req_header(r, name, nlen, i, &p, &l); i++) {
+    for (int i = 0; mg_request_header(r, name, nlen, i, &p, &l); i++) {
         if (o) {
             if (i == 0) {
                 o[n] = '=';
@@ -119,13 +168,13 @@ static int build_key(mg_request_t *r)
     const mg_upstream_t *upc = &cfg->upstreams[mg_request_upstream(r)];
     const char *host = "", *q = r->query;
     size_t host_len = 0, q_len = r->query_len;
-    mg_ffi_req_header(r, "host", 4, 0, &host, &host_len);
+    mg_request_header(r, "host", 4, 0, &host, &host_len);
     if (r->new_query) {
         q = r->new_query;
         q_len = r->new_query_len;
     }
     size_t need = strlen(route->name) + strlen(upc->name) + host_len + r->path_len + q_len + 2 +
-                  r->cache_key_extra_len + 8 + rc->nvary;
+                  cs(r)->key_extra_len + 8 + rc->nvary;
     for (size_t i = 0; i < rc->nvary; i++)
         need += key_header(r, rc->vary[i], NULL);
     for (int i = 0; upc->override_headers && mg_override_headers[i]; i++)
@@ -153,12 +202,12 @@ static int build_key(mg_request_t *r)
         o += key_header(r, mg_override_headers[i], o);
         *o++ = '\n';
     }
-    if (r->cache_key_extra_len) {
-        memcpy(o, r->cache_key_extra, r->cache_key_extra_len);
-        o += r->cache_key_extra_len;
+    if (cs(r)->key_extra_len) {
+        memcpy(o, cs(r)->key_extra, cs(r)->key_extra_len);
+        o += cs(r)->key_extra_len;
     }
-    r->cache_key = k;
-    r->cache_key_len = (size_t)(o - k);
+    r->cache->key = k;
+    r->cache->key_len = (size_t)(o - k);
     return 0;
 }
 
@@ -166,7 +215,7 @@ static int build_key(mg_request_t *r)
 
 static int method_is(const mg_request_t *r, const char *m, size_t n)
 {
-    const char *p = r->new_method ? r->new_method : mg_conn_data(r->c, r->method);
+    const char *p = r->new_method ? r->new_method : mg_request_data(r, r->method);
     size_t l = r->new_method ? r->new_method_len : r->method.len;
     return l == n && memcmp(p, m, n) == 0;
 }
@@ -178,7 +227,7 @@ static int client_sent(const mg_request_t *r, const char *name, size_t n)
 {
     for (uint32_t i = 0; i < r->nheaders; i++) {
         mg_span_t hn = r->headers[i].name;
-        if (hn.len == n && strncasecmp(mg_conn_data(r->c, hn), name, n) == 0)
+        if (hn.len == n && strncasecmp(mg_request_data(r, hn), name, n) == 0)
             return 1;
     }
     return 0;
@@ -238,7 +287,7 @@ static struct mg_cache_entry_s *read_entry(mg_request_t *r, mg_shdict_t *d)
     int type;
     if (!blob)
         return NULL;
-    while ((type = mg_ffi_shdict_get(d, r->cache_key, r->cache_key_len, &num, blob, &len)) ==
+    while ((type = mg_ffi_shdict_get(d, cs(r)->key, cs(r)->key_len, &num, blob, &len)) ==
            -ENOBUFS) {
         char *bigger = realloc(blob, len);
         if (!bigger) {
@@ -267,8 +316,8 @@ static struct mg_cache_entry_s *read_entry(mg_request_t *r, mg_shdict_t *d)
 static int lock_take(mg_request_t *r, mg_shdict_t *d, uint64_t ms)
 {
     const char *err;
-    r->cache_key[r->cache_key_len] = '\x01';
-    return mg_ffi_shdict_set(d, r->cache_key, r->cache_key_len + 1, MG_SHDICT_NUMBER, 1, NULL,
+    cs(r)->key[cs(r)->key_len] = '\x01';
+    return mg_ffi_shdict_set(d, cs(r)->key, cs(r)->key_len + 1, MG_SHDICT_NUMBER, 1, NULL,
                              0, ms, MG_SHDICT_ADD, &err);
 }
 
@@ -276,7 +325,7 @@ static int lock_held(mg_request_t *r, mg_shdict_t *d)
 {
     double num;
     size_t len = 0;
-    return mg_ffi_shdict_get(d, r->cache_key, r->cache_key_len + 1, &num, NULL, &len) != 0;
+    return mg_ffi_shdict_get(d, cs(r)->key, cs(r)->key_len + 1, &num, NULL, &len) != 0;
 }
 
 static void on_lock_poll(uv_timer_t *t);
@@ -285,20 +334,20 @@ static void on_lock_poll(uv_timer_t *t);
  * or ended): the others may look again. */
 static void lock_release(mg_request_t *r)
 {
-    if (!r->cache_lock_owner)
+    if (!cs(r)->lock_owner)
         return;
-    r->cache_lock_owner = 0;
-    mg_ffi_shdict_delete(r->route->cache->dict, r->cache_key, r->cache_key_len + 1);
-    mg_worker_t *w = r->c->w;
+    r->cache->lock_owner = 0;
+    mg_ffi_shdict_delete(r->route->cache->dict, cs(r)->key, cs(r)->key_len + 1);
+    mg_worker_t *w = r->w;
     if (!mg_list_empty(&w->cache_waiters))
         uv_timer_start(&w->cache_timer, on_lock_poll, 0, LOCK_POLL_MS);
 }
 
 static void wait_stop(mg_request_t *r)
 {
-    if (r->cache_waiting) {
-        r->cache_waiting = 0;
-        mg_list_remove(&r->cache_wait);
+    if (cs(r)->waiting) {
+        r->cache->waiting = 0;
+        mg_list_remove(&r->cache->wait);
     }
 }
 
@@ -316,25 +365,25 @@ static void on_lock_poll(uv_timer_t *t)
     uint64_t now = wall_ms();
     mg_link_t *l = w->cache_waiters.next;
     while (l != &w->cache_waiters) {
-        mg_request_t *r = mg_container_of(l, mg_request_t, cache_wait);
+        mg_request_t *r = mg_container_of(l, mg_cache_req_t, wait)->r;
         mg_shdict_t *d = r->route->cache->dict;
         l = l->next; /* r may end below */
-        if (now < r->cache_wait_until && lock_held(r, d))
+        if (now < cs(r)->wait_until && lock_held(r, d))
             continue;
         wait_stop(r);
         struct mg_cache_entry_s *e = read_entry(r, d);
         if (e && now < e->h.fresh_ms) {
-            free_entry(r->cache_entry);
-            r->cache_entry = e;
-            r->cache_state = MG_CACHE_HIT;
-            mg_conn_cache_ready(r->c, 1);
+            free_entry(cs(r)->entry);
+            r->cache->entry = e;
+            r->cache->state = MG_CACHE_HIT;
+            r->pipe->cache_ready(r, 1);
             continue;
         }
         free_entry(e);
         /* not kept (or the fetch takes too long): fetch it ourselves,
          * without the lock, so that answers that are never kept do not
          * make requests queue up behind each other */
-        mg_conn_cache_ready(r->c, 0);
+        r->pipe->cache_ready(r, 0);
     }
     if (mg_list_empty(&w->cache_waiters))
         uv_timer_stop(t);
@@ -372,8 +421,8 @@ static void keep_expired(mg_request_t *r, struct mg_cache_entry_s *e, uint64_t n
         free_entry(e);
         return;
     }
-    r->cache_entry = e;
-    r->cache_revalidating = !r->head_method && has_validator(e);
+    r->cache->entry = e;
+    r->cache->revalidating = !r->head_method && has_validator(e);
 }
 
 static mg_redis_t *redis_client(const mg_route_cache_t *rc)
@@ -391,12 +440,12 @@ static mg_redis_op_t *redis_send(mg_request_t *r, const char *cmd, const char *v
 {
     const mg_route_cache_t *rc = r->route->cache;
     mg_redis_t *rs = redis_client(rc);
-    size_t kl = sizeof(REDIS_PREFIX) - 1 + r->cache_key_len;
+    size_t kl = sizeof(REDIS_PREFIX) - 1 + cs(r)->key_len;
     char *k = rs ? mg_request_alloc(r, kl) : NULL, ms[24];
     if (!k)
         return NULL;
     memcpy(k, REDIS_PREFIX, sizeof(REDIS_PREFIX) - 1);
-    memcpy(k + sizeof(REDIS_PREFIX) - 1, r->cache_key, r->cache_key_len);
+    memcpy(k + sizeof(REDIS_PREFIX) - 1, cs(r)->key, cs(r)->key_len);
     const char *argv[5] = { cmd, k, value, "PX", ms };
     size_t lens[5] = { strlen(cmd), kl, vlen, 2, 0 };
     lens[4] = (size_t)snprintf(ms, sizeof(ms), "%llu", (unsigned long long)px);
@@ -408,7 +457,7 @@ static void on_redis_get(void *arg, const struct redisReply *reply, const char *
 {
     mg_request_t *r = arg;
     (void)why; /* a miss either way; the Redis client logs its failures */
-    r->cache_op = NULL;
+    r->cache->op = NULL;
     struct mg_cache_entry_s *e = NULL;
     if (reply && reply->type == REDIS_REPLY_STRING) {
         char *blob = malloc(reply->len);
@@ -420,14 +469,14 @@ static void on_redis_get(void *arg, const struct redisReply *reply, const char *
     int serve = 0;
     uint64_t now = wall_ms();
     if (e && now < e->h.fresh_ms) {
-        r->cache_entry = e;
-        r->cache_state = MG_CACHE_HIT;
+        r->cache->entry = e;
+        r->cache->state = MG_CACHE_HIT;
         serve = 1;
     } else if (e) {
-        r->cache_state = MG_CACHE_EXPIRED;
+        r->cache->state = MG_CACHE_EXPIRED;
         keep_expired(r, e, now);
     }
-    mg_conn_cache_ready(r->c, serve);
+    r->pipe->cache_ready(r, serve);
 }
 
 /* A miss: fetch it (taking the lock), or wait for whoever fetches it. */
@@ -437,22 +486,22 @@ static int miss(mg_request_t *r, const mg_route_cache_t *rc)
         return MG_CACHE_GO;
     int taken = lock_take(r, rc->dict, rc->lock);
     if (taken == 0) {
-        r->cache_lock_owner = 1;
+        r->cache->lock_owner = 1;
         return MG_CACHE_GO;
     }
     if (taken != -EEXIST)
         return MG_CACHE_GO;
-    if (r->cache_entry) {
+    if (cs(r)->entry) {
         /* someone is fetching it already: the expired answer will do
          * meanwhile (the route allows stale answers) */
-        r->cache_state = MG_CACHE_STALE;
-        r->cache_updating = 1;
+        r->cache->state = MG_CACHE_STALE;
+        r->cache->updating = 1;
         return MG_CACHE_SERVE;
     }
-    mg_worker_t *w = r->c->w;
-    r->cache_waiting = 1;
-    r->cache_wait_until = wall_ms() + rc->lock;
-    mg_list_push(&w->cache_waiters, &r->cache_wait);
+    mg_worker_t *w = r->w;
+    r->cache->waiting = 1;
+    r->cache->wait_until = wall_ms() + rc->lock;
+    mg_list_push(&w->cache_waiters, &r->cache->wait);
     if (!uv_is_active((uv_handle_t *)&w->cache_timer))
         uv_timer_start(&w->cache_timer, on_lock_poll, LOCK_POLL_MS, LOCK_POLL_MS);
     return MG_CACHE_WAIT;
@@ -461,66 +510,68 @@ static int miss(mg_request_t *r, const mg_route_cache_t *rc)
 int mg_cache_lookup(mg_request_t *r)
 {
     const mg_route_cache_t *rc = r->route->cache;
+    if (!cache_new(r))
+        return MG_CACHE_GO; /* out of memory: no cache for it */
     int get = method_is(r, "GET", 3), head = method_is(r, "HEAD", 4);
-    r->cache_looked = 1;
+    r->cache->looked = 1;
     if (!get && !head) {
         /* an unsafe method invalidates what GET would find (RFC 9111 4.4) */
         if (!method_is(r, "OPTIONS", 7) && !method_is(r, "TRACE", 5) && build_key(r) == 0)
-            r->cache_unsafe = 1;
+            r->cache->unsafe = 1;
         return 0;
     }
-    r->cache_state = MG_CACHE_BYPASS;
+    r->cache->state = MG_CACHE_BYPASS;
     /* Range as the upstream will get it; credentials as the client sent them */
     const char *range;
     size_t range_len;
-    if ((!rc->dict && !rc->redis_host) || r->cache_skip || r->has_body || r->is_upgrade ||
-        mg_ffi_req_header(r, "range", 5, 0, &range, &range_len) ||
+    if ((!rc->dict && !rc->redis_host) || cs(r)->skip || r->has_body || r->is_upgrade ||
+        mg_request_header(r, "range", 5, 0, &range, &range_len) ||
         (!rc->authorized &&
          (client_sent(r, "authorization", 13) || client_sent(r, "cookie", 6))) ||
         build_key(r) < 0)
         return 0;
-    r->cache_state = MG_CACHE_MISS;
+    r->cache->state = MG_CACHE_MISS;
     if (rc->redis_host) {
-        r->cache_op = redis_send(r, "GET", NULL, 0, 0, on_redis_get);
-        return r->cache_op ? MG_CACHE_WAIT : MG_CACHE_GO;
+        r->cache->op = redis_send(r, "GET", NULL, 0, 0, on_redis_get);
+        return cs(r)->op ? MG_CACHE_WAIT : MG_CACHE_GO;
     }
     struct mg_cache_entry_s *e = read_entry(r, rc->dict);
     if (!e)
         return miss(r, rc);
     uint64_t now = wall_ms();
     if (now < e->h.fresh_ms) {
-        r->cache_entry = e;
-        r->cache_state = MG_CACHE_HIT;
+        r->cache->entry = e;
+        r->cache->state = MG_CACHE_HIT;
         return MG_CACHE_SERVE;
     }
-    r->cache_state = MG_CACHE_EXPIRED;
+    r->cache->state = MG_CACHE_EXPIRED;
     keep_expired(r, e, now);
     return miss(r, rc);
 }
 
 int mg_cache_can_serve_stale(const mg_request_t *r)
 {
-    return r->cache_entry && r->cache_state == MG_CACHE_EXPIRED &&
-           wall_ms() < r->cache_entry->h.stale_ms;
+    return cs(r)->entry && cs(r)->state == MG_CACHE_EXPIRED &&
+           wall_ms() < cs(r)->entry->h.stale_ms;
 }
 
 /* ---- serving a kept answer ---------------------------------------------- */
 
 int mg_cache_entry_status(const mg_request_t *r)
 {
-    return r->cache_entry ? r->cache_entry->h.status : 0;
+    return cs(r)->entry ? cs(r)->entry->h.status : 0;
 }
 
 const mg_header_t *mg_cache_entry_headers(const mg_request_t *r, uint32_t *n, const char **data)
 {
-    if (!r->cache_entry) {
+    if (!cs(r)->entry) {
         *n = 0;
         *data = NULL;
         return NULL;
     }
-    *n = r->cache_entry->nheaders;
-    *data = r->cache_entry->blob;
-    return r->cache_entry->headers;
+    *n = cs(r)->entry->nheaders;
+    *data = cs(r)->entry->blob;
+    return cs(r)->entry->headers;
 }
 
 /* A kept header's value, or NULL. */
@@ -569,12 +620,12 @@ static int etag_listed(const char *v, size_t vl, const char *etag, size_t el)
  * If-Modified-Since compared as the exact Last-Modified text)? */
 static int not_modified(mg_request_t *r)
 {
-    const struct mg_cache_entry_s *e = r->cache_entry;
+    const struct mg_cache_entry_s *e = cs(r)->entry;
     const char *v, *kept;
     size_t vl, kl;
-    if (mg_ffi_req_header(r, "if-none-match", 13, 0, &v, &vl))
+    if (mg_request_header(r, "if-none-match", 13, 0, &v, &vl))
         return (kept = entry_header(e, "etag", 4, &kl)) != NULL && etag_listed(v, vl, kept, kl);
-    if (mg_ffi_req_header(r, "if-modified-since", 17, 0, &v, &vl))
+    if (mg_request_header(r, "if-modified-since", 17, 0, &v, &vl))
         return (kept = entry_header(e, "last-modified", 13, &kl)) != NULL && kl == vl &&
                memcmp(kept, v, vl) == 0;
     return 0;
@@ -588,7 +639,7 @@ static char *put(char *o, const char *s, size_t n)
 
 size_t mg_cache_head(mg_request_t *r, char *out, size_t cap, const char *connection)
 {
-    const struct mg_cache_entry_s *e = r->cache_entry;
+    const struct mg_cache_entry_s *e = cs(r)->entry;
     uint64_t now = wall_ms();
     int status = r->res_status ? r->res_status : e->h.status;
     if (status == 200 && !r->res_body_set && not_modified(r))
@@ -620,13 +671,13 @@ size_t mg_cache_head(mg_request_t *r, char *out, size_t cap, const char *connect
                       r->res_body_set ? r->res_body_len : (size_t)e->h.body_len);
     uint64_t age = e->h.age + (now - e->h.stored_ms) / 1000;
     o += snprintf(o, 40, "Age: %llu\r\n", (unsigned long long)age);
-    if (r->cache_state == MG_CACHE_HIT)
+    if (cs(r)->state == MG_CACHE_HIT)
         o += snprintf(o, 64, "Cache-Status: moongate; hit; ttl=%lld\r\n",
                       (long long)((e->h.fresh_ms - now) / 1000));
-    else if (r->cache_state == MG_CACHE_REVALIDATED)
+    else if (cs(r)->state == MG_CACHE_REVALIDATED)
         o += snprintf(o, 80, "Cache-Status: moongate; fwd=stale; fwd-status=304; ttl=%lld\r\n",
                       (long long)(e->h.fresh_ms > now ? (e->h.fresh_ms - now) / 1000 : 0));
-    else if (r->cache_updating)
+    else if (cs(r)->updating)
         o += snprintf(o, 80, "Cache-Status: moongate; hit; ttl=-%lld; detail=updating\r\n",
                       (long long)((now - e->h.fresh_ms + 999) / 1000));
     else
@@ -651,21 +702,21 @@ const char *mg_cache_body(const mg_request_t *r, size_t *len)
         *len = r->res_body_len;
         return r->res_body;
     }
-    *len = r->cache_entry->h.body_len;
-    return r->cache_entry->body;
+    *len = cs(r)->entry->h.body_len;
+    return cs(r)->entry->body;
 }
 
 size_t mg_cache_status_line(const mg_request_t *r, char *out, size_t cap)
 {
     const char *fwd;
-    switch (r->cache_state) {
+    switch (cs(r)->state) {
     case MG_CACHE_MISS: fwd = "uri-miss"; break;
     case MG_CACHE_EXPIRED: fwd = "stale"; break;
     case MG_CACHE_BYPASS: fwd = "bypass"; break;
     default: return 0;
     }
     int n = snprintf(out, cap, "Cache-Status: moongate; fwd=%s%s\r\n", fwd,
-                     r->cache_capture ? "; stored" : "");
+                     cs(r)->capture ? "; stored" : "");
     return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
 
@@ -787,11 +838,11 @@ static int vary_ok(const mg_route_cache_t *rc, const char *v, size_t vl)
 
 /* Is header i of u one the cache keeps? (The gateway frames the body and
  * adds Age and X-Request-Id itself.) */
-static int kept_header(mg_upconn_t *u, uint32_t i)
+static int kept_header(mg_upconn_t *u, uint32_t i, mg_cache_forwarded_fn forwarded)
 {
     const char *n = u->buf.data + u->headers[i].name.off;
     size_t l = u->headers[i].name.len;
-    if (!mg_upconn_header_forwarded(u, i))
+    if (!forwarded(u, i))
         return 0;
     return !ieq(n, l, "content-length", 14) && !ieq(n, l, "age", 3) &&
            !ieq(n, l, "x-request-id", 12) && !ieq(n, l, "cache-status", 12);
@@ -873,19 +924,20 @@ static char *put_lines(char *o, const hdr_t *hs, size_t n)
 }
 
 /* u's response head as hdr_t (hs has room for u->nheaders). */
-static void upstream_headers(mg_upconn_t *u, hdr_t *hs)
+static void upstream_headers(mg_upconn_t *u, hdr_t *hs, mg_cache_forwarded_fn forwarded)
 {
     for (uint32_t i = 0; i < u->nheaders; i++) {
         hs[i].n = u->buf.data + u->headers[i].name.off;
         hs[i].nl = u->headers[i].name.len;
         hs[i].v = u->buf.data + u->headers[i].value.off;
         hs[i].vl = u->headers[i].value.len;
-        hs[i].kept = kept_header(u, i);
+        hs[i].kept = kept_header(u, i, forwarded);
     }
 }
 
-/* Starts r->cache_capture when u's answer may be kept. */
-static void capture_start(mg_upconn_t *u, const mg_route_cache_t *rc, int status)
+/* Starts cs(r)->capture when u's answer may be kept. */
+static void capture_start(mg_upconn_t *u, const mg_route_cache_t *rc, int status,
+                          mg_cache_forwarded_fn forwarded)
 {
     mg_request_t *r = u->r;
     hdr_t hs[MG_UP_MAX_HEADERS];
@@ -894,7 +946,7 @@ static void capture_start(mg_upconn_t *u, const mg_route_cache_t *rc, int status
         return;
     if ((u->parser.flags & F_CONTENT_LENGTH) && u->parser.content_length > rc->max_body)
         return;
-    upstream_headers(u, hs);
+    upstream_headers(u, hs, forwarded);
     if (judge(rc, hs, u->nheaders, &h) < 0)
         return;
     h.status = (uint16_t)status;
@@ -914,7 +966,7 @@ static void capture_start(mg_upconn_t *u, const mg_route_cache_t *rc, int status
     cp->limit = first + rc->max_body;
     memcpy(cp->buf, &h, sizeof(h));
     cp->len = (size_t)(put_lines(cp->buf + sizeof(h), hs, u->nheaders) - cp->buf);
-    r->cache_capture = cp;
+    r->cache->capture = cp;
 }
 
 /* Keeps blob (len bytes) under r's key, in the dictionary or in Redis. */
@@ -927,10 +979,10 @@ static void store(mg_request_t *r, const char *blob, size_t len, uint64_t stale_
         return;
     if (rc->redis_host) {
         if (redis_send(r, "SET", blob, len, stale_ms - now, NULL))
-            mg_metrics_cache_stored(r->c->w->id);
-    } else if (mg_ffi_shdict_set(rc->dict, r->cache_key, r->cache_key_len, MG_SHDICT_STRING, 0,
+            mg_metrics_cache_stored(r->w->id);
+    } else if (mg_ffi_shdict_set(rc->dict, cs(r)->key, cs(r)->key_len, MG_SHDICT_STRING, 0,
                                  blob, len, stale_ms - now, MG_SHDICT_SET, &err) == 0) {
-        mg_metrics_cache_stored(r->c->w->id);
+        mg_metrics_cache_stored(r->w->id);
     }
 }
 
@@ -944,7 +996,7 @@ static int has_validator(const struct mg_cache_entry_s *e)
 
 size_t mg_cache_validators(const mg_request_t *r, char *out)
 {
-    const struct mg_cache_entry_s *e = r->cache_entry;
+    const struct mg_cache_entry_s *e = cs(r)->entry;
     const char *v;
     size_t vl;
     char *o = out;
@@ -957,20 +1009,20 @@ size_t mg_cache_validators(const mg_request_t *r, char *out)
 
 size_t mg_cache_validators_len(const mg_request_t *r)
 {
-    return r->cache_revalidating ? r->cache_entry->h.lines_len + 64 : 0;
+    return cs(r)->revalidating ? cs(r)->entry->h.lines_len + 64 : 0;
 }
 
-int mg_cache_revalidated(mg_upconn_t *u)
+int mg_cache_revalidated(mg_upconn_t *u, mg_cache_forwarded_fn forwarded)
 {
     mg_request_t *r = u->r;
-    struct mg_cache_entry_s *e = r->cache_entry;
+    struct mg_cache_entry_s *e = cs(r)->entry;
     const mg_route_cache_t *rc = r->route->cache;
     size_t n = e->nheaders + u->nheaders, k = 0;
     hdr_t *hs = malloc(n * sizeof(*hs));
     if (!hs)
         return 0;
     /* the kept head, updated with the 304's fields (RFC 9111 3.2) */
-    upstream_headers(u, hs + e->nheaders);
+    upstream_headers(u, hs + e->nheaders, forwarded);
     for (uint32_t i = 0; i < e->nheaders; i++) {
         const char *nm = e->blob + e->headers[i].name.off;
         size_t nl = e->headers[i].name.len, j;
@@ -1001,46 +1053,46 @@ int mg_cache_revalidated(mg_upconn_t *u)
         struct mg_cache_entry_s *fresh = entry_from_blob(blob, len);
         if (fresh) {
             free_entry(e);
-            r->cache_entry = fresh;
+            r->cache->entry = fresh;
         }
     }
     free(hs);
     lock_release(r);
-    r->cache_state = MG_CACHE_REVALIDATED;
+    r->cache->state = MG_CACHE_REVALIDATED;
     return 1; /* served from the kept answer, kept again or not */
 }
 
-void mg_cache_capture_head(mg_upconn_t *u)
+void mg_cache_capture_head(mg_upconn_t *u, mg_cache_forwarded_fn forwarded)
 {
     mg_request_t *r = u->r;
     const mg_route_cache_t *rc = r->route->cache;
     int status = u->parser.status_code;
-    if (r->cache_unsafe) {
+    if (cs(r)->unsafe) {
         if (status < 400)
             mg_cache_invalidate(r);
         return;
     }
-    if ((r->cache_state != MG_CACHE_MISS && r->cache_state != MG_CACHE_EXPIRED) ||
-        r->head_method || r->cache_capture)
+    if ((cs(r)->state != MG_CACHE_MISS && cs(r)->state != MG_CACHE_EXPIRED) ||
+        r->head_method || cs(r)->capture)
         return;
-    capture_start(u, rc, status);
-    if (!r->cache_capture)
+    capture_start(u, rc, status, forwarded);
+    if (!cs(r)->capture)
         lock_release(r); /* nothing to wait for */
 }
 
 static void capture_drop(mg_request_t *r)
 {
-    if (r->cache_capture) {
-        free(r->cache_capture->buf);
-        free(r->cache_capture);
-        r->cache_capture = NULL;
+    if (cs(r)->capture) {
+        free(cs(r)->capture->buf);
+        free(cs(r)->capture);
+        r->cache->capture = NULL;
     }
     lock_release(r);
 }
 
 void mg_cache_capture_body(mg_request_t *r, const char *p, size_t n)
 {
-    struct mg_cache_capture_s *cp = r->cache_capture;
+    struct mg_cache_capture_s *cp = cs(r)->capture;
     if (cp->len + n > cp->limit) {
         capture_drop(r); /* bigger than max_body: passed on, not kept */
         return;
@@ -1063,7 +1115,7 @@ void mg_cache_capture_body(mg_request_t *r, const char *p, size_t n)
 
 void mg_cache_capture_end(mg_request_t *r)
 {
-    struct mg_cache_capture_s *cp = r->cache_capture;
+    struct mg_cache_capture_s *cp = cs(r)->capture;
     blob_head_t h;
     memcpy(&h, cp->buf, sizeof(h));
     h.body_len = (uint32_t)(cp->len - sizeof(h) - h.lines_len);
@@ -1075,10 +1127,10 @@ void mg_cache_capture_end(mg_request_t *r)
 void mg_cache_invalidate(mg_request_t *r)
 {
     const mg_route_cache_t *rc = r->route ? r->route->cache : NULL;
-    if (rc && rc->redis_host && r->cache_key)
+    if (rc && rc->redis_host && cs(r)->key)
         redis_send(r, "DEL", NULL, 0, 0, NULL);
-    else if (rc && rc->dict && r->cache_key)
-        mg_ffi_shdict_delete(rc->dict, r->cache_key, r->cache_key_len);
+    else if (rc && rc->dict && cs(r)->key)
+        mg_ffi_shdict_delete(rc->dict, cs(r)->key, cs(r)->key_len);
 }
 
 /* Keys are listed, then removed one by one: answers stored meanwhile may
@@ -1118,24 +1170,62 @@ long mg_cache_purge(mg_shdict_t *d, const char *route, size_t route_len)
 
 void mg_cache_release(mg_request_t *r)
 {
-    if (r->cache_state != MG_CACHE_NONE)
-        mg_metrics_cache(r->c->w->id, r->cache_state);
+    if (!r->cache)
+        return;
+    if (cs(r)->state != MG_CACHE_NONE)
+        mg_metrics_cache(r->w->id, cs(r)->state);
     wait_stop(r);
-    if (r->cache_op) {
-        mg_redis_op_cancel(r->cache_op);
-        r->cache_op = NULL;
+    if (cs(r)->op) {
+        mg_redis_op_cancel(cs(r)->op);
+        r->cache->op = NULL;
     }
     capture_drop(r);
-    free_entry(r->cache_entry);
-    r->cache_entry = NULL;
+    free_entry(cs(r)->entry);
+    r->cache->entry = NULL;
 }
 
-const char *mg_cache_state_name(int state)
+/* ---- what other files may know of a request's cache state ----------------- */
+
+int mg_cache_state(const mg_request_t *r) { return cs(r)->state; }
+int mg_cache_looked(const mg_request_t *r) { return cs(r)->looked; }
+int mg_cache_holds(const mg_request_t *r) { return cs(r)->entry != NULL; }
+int mg_cache_unsafe(const mg_request_t *r) { return cs(r)->unsafe; }
+int mg_cache_revalidating(const mg_request_t *r) { return cs(r)->revalidating; }
+int mg_cache_capturing(const mg_request_t *r) { return cs(r)->capture != NULL; }
+
+int mg_cache_use_stale(mg_request_t *r)
 {
-    static const char *const names[MG_CACHE__COUNT] = {
-        [MG_CACHE_HIT] = "hit",       [MG_CACHE_MISS] = "miss",
-        [MG_CACHE_EXPIRED] = "expired", [MG_CACHE_STALE] = "stale",
-        [MG_CACHE_BYPASS] = "bypass", [MG_CACHE_REVALIDATED] = "revalidated",
-    };
-    return state > 0 && state < MG_CACHE__COUNT ? names[state] : NULL;
+    if (!mg_cache_can_serve_stale(r))
+        return 0;
+    r->cache->state = MG_CACHE_STALE; /* stale-if-error */
+    return 1;
+}
+
+int mg_cache_skip(mg_request_t *r)
+{
+    if (cs(r)->looked)
+        return -1;
+    if (!cache_new(r))
+        return -2;
+    r->cache->skip = 1;
+    return 0;
+}
+
+int mg_cache_key_add(mg_request_t *r, const char *p, size_t len)
+{
+    if (cs(r)->looked)
+        return -1;
+    if (!cache_new(r))
+        return -2;
+    size_t old = r->cache->key_extra_len;
+    char *k = mg_request_alloc(r, old + len + 1);
+    if (!k)
+        return -2;
+    if (old)
+        memcpy(k, r->cache->key_extra, old);
+    memcpy(k + old, p, len);
+    k[old + len] = '\n'; /* each part ends with one: ("a", "b") is not ("ab") */
+    r->cache->key_extra = k;
+    r->cache->key_extra_len = old + len + 1;
+    return 0;
 }

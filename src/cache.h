@@ -26,10 +26,14 @@
 #ifndef MG_CACHE_H
 #define MG_CACHE_H
 
-#include "gateway.h"
 #include <stddef.h>
+#include "request.h"
+#include "span.h"
 
-/* What the cache did for a request (r->cache_state); also the order of the
+typedef struct mg_cache_req_s mg_cache_req_t;
+struct mg_shdict_s;
+
+/* What the cache did for a request (mg_cache_state); also the order of the
  * metric's labels. */
 enum {
     MG_CACHE_NONE = 0, /* route without a cache */
@@ -45,15 +49,42 @@ enum {
 
 /* The name of a cache state: "hit", "miss", "expired", "stale", "bypass",
  * "revalidated" (the metric's labels, the access log's "cache"); NULL for
- * MG_CACHE_NONE and anything out of range. */
-const char *mg_cache_state_name(int state);
+ * MG_CACHE_NONE and anything out of range. (Inline: the metrics, below the
+ * cache, print them too.) */
+static inline const char *mg_cache_state_name(int state)
+{
+    static const char *const names[MG_CACHE__COUNT] = {
+        [MG_CACHE_HIT] = "hit",       [MG_CACHE_MISS] = "miss",
+        [MG_CACHE_EXPIRED] = "expired", [MG_CACHE_STALE] = "stale",
+        [MG_CACHE_BYPASS] = "bypass", [MG_CACHE_REVALIDATED] = "revalidated",
+    };
+    return state > 0 && state < MG_CACHE__COUNT ? names[state] : NULL;
+}
+
+/* What other files may know of a request's cache state (r->cache is the
+ * cache's own): its MG_CACHE_* state, whether mg_cache_lookup ran, whether
+ * it holds a kept answer, whether it is an unsafe method that invalidates,
+ * a revalidation, and whether a fetched answer is being kept. */
+int mg_cache_state(const mg_request_t *r);
+int mg_cache_looked(const mg_request_t *r);
+int mg_cache_holds(const mg_request_t *r);
+int mg_cache_unsafe(const mg_request_t *r);
+int mg_cache_revalidating(const mg_request_t *r);
+int mg_cache_capturing(const mg_request_t *r);
+/* The upstream failed: serve the expired answer r holds when it may
+ * (stale-if-error; returns 1, the state is then "stale"), else 0. */
+int mg_cache_use_stale(mg_request_t *r);
+/* req:skip_cache() and req:cache_key(part) (before the lookup): 0, -1 when
+ * the lookup already ran, -2 when out of memory. */
+int mg_cache_skip(mg_request_t *r);
+int mg_cache_key_add(mg_request_t *r, const char *p, size_t len);
 
 /* What mg_cache_lookup says to do. */
 enum {
     MG_CACHE_GO = 0,    /* fetch it from the upstream (r->cache_state: why) */
     MG_CACHE_SERVE = 1, /* r holds an answer to serve (fresh, or stale while
                            another request fetches it) */
-    MG_CACHE_WAIT = 2,  /* another request fetches it: mg_conn_cache_ready()
+    MG_CACHE_WAIT = 2,  /* another request fetches it: r->pipe->cache_ready()
                            is called when it is there or the wait is over */
 };
 
@@ -78,21 +109,22 @@ int mg_cache_can_serve_stale(const mg_request_t *r);
 
 /* The upstream response head of u arrived (before on_response hooks):
  * starts keeping a copy when it may be stored. */
-void mg_cache_capture_head(mg_upconn_t *u);
+typedef int (*mg_cache_forwarded_fn)(mg_upconn_t *u, uint32_t i);
+void mg_cache_capture_head(mg_upconn_t *u, mg_cache_forwarded_fn forwarded);
 /* A piece of its (de-chunked) body. */
 void mg_cache_capture_body(mg_request_t *r, const char *p, size_t n);
 /* The whole response arrived: stores it. */
 void mg_cache_capture_end(mg_request_t *r);
 
 /* Revalidation of an expired answer that has a validator (ETag,
- * Last-Modified; r->cache_revalidating): the conditional header lines the
+ * Last-Modified; mg_cache_revalidating): the conditional header lines the
  * upstream request carries instead of the client's (at most
  * mg_cache_validators_len bytes), and, when the upstream answers 304,
  * mg_cache_revalidated: the kept answer is updated, kept again and r holds
  * it to serve (returns 1; 0: serve the 304 as it is). */
 size_t mg_cache_validators(const mg_request_t *r, char *out);
 size_t mg_cache_validators_len(const mg_request_t *r);
-int mg_cache_revalidated(mg_upconn_t *u);
+int mg_cache_revalidated(mg_upconn_t *u, mg_cache_forwarded_fn forwarded);
 
 /* An unsafe method (POST, PUT, PATCH, DELETE) got a non-error answer: the
  * answer kept for the same key (GET) is removed (RFC 9111 4.4). */

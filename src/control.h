@@ -4,7 +4,9 @@
 #define MG_CONTROL_H
 
 #include <uv.h>
-#include "gateway.h"
+#include "upstream.h"
+#include "worker.h"
+#include "upstream.h"
 #include "worker.h"
 
 struct lua_State;

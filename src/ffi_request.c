@@ -11,37 +11,12 @@
 #include <string.h>
 #include <time.h>
 #include "cache.h"
-#include "gateway.h"
+#include "http.h"
+#include "request.h"
+#include "upstream.h"
 #include "tls.h"
 #include "mg_ffi.h"
 
-/* ---- arena -------------------------------------------------------------- */
-
-void *mg_request_alloc(mg_request_t *r, size_t n)
-{
-    n = (n + 7) & ~(size_t)7;
-    if (r->arena_used + n <= MG_ARENA_INLINE) {
-        void *p = r->arena + r->arena_used;
-        r->arena_used += n;
-        return p;
-    }
-    mg_arena_chunk_t *ch = malloc(sizeof(*ch) + n);
-    if (!ch)
-        return NULL;
-    ch->next = r->arena_chunks;
-    r->arena_chunks = ch;
-    return ch->data;
-}
-
-void mg_request_arena_reset(mg_request_t *r)
-{
-    while (r->arena_chunks) {
-        mg_arena_chunk_t *ch = r->arena_chunks;
-        r->arena_chunks = ch->next;
-        free(ch);
-    }
-    r->arena_used = 0;
-}
 
 static const char *arena_copy(mg_request_t *r, const char *p, size_t len)
 {
@@ -62,9 +37,9 @@ static int give(const char *s, size_t n, const char **p, size_t *len)
     return 0;
 }
 
-static int tls_str(mg_conn_t *c, int what, const char **p, size_t *len)
+static int tls_str(const mg_request_t *r, int what, const char **p, size_t *len)
 {
-    mg_tls_conn_t *t = mg_conn_tls(c);
+    mg_tls_conn_t *t = r->proto->tls(r);
     const char *s = NULL;
     size_t n = 0;
     if (!t || !mg_tls_handshake_done(t))
@@ -82,17 +57,16 @@ static int tls_str(mg_conn_t *c, int what, const char **p, size_t *len)
 
 int mg_ffi_req_str(mg_request_t *r, int what, const char **p, size_t *len)
 {
-    mg_conn_t *c = r->c;
     const mg_config_t *cfg = r->g->cfg;
     switch (what) {
     case MG_FFI_METHOD:
         if (r->new_method)
             return give(r->new_method, r->new_method_len, p, len);
-        return give(mg_conn_data(c, r->method), r->method.len, p, len);
+        return give(mg_request_data(r, r->method), r->method.len, p, len);
     case MG_FFI_PATH:
         return r->path ? give(r->path, r->path_len, p, len) : -1;
     case MG_FFI_RAW_PATH: {
-        const char *u = mg_conn_data(c, r->url);
+        const char *u = mg_request_data(r, r->url);
         const char *q = memchr(u, '?', r->url.len);
         return give(u, q ? (size_t)(q - u) : r->url.len, p, len);
     }
@@ -103,7 +77,7 @@ int mg_ffi_req_str(mg_request_t *r, int what, const char **p, size_t *len)
     case MG_FFI_ID:
         return give(r->request_id, r->request_id_len, p, len);
     case MG_FFI_CLIENT:
-        return give(c->client_ip, strlen(c->client_ip), p, len);
+        return give(r->peer->client_ip, strlen(r->peer->client_ip), p, len);
     case MG_FFI_ROUTE:
         return r->route ? give(r->route->name, strlen(r->route->name), p, len) : -1;
     case MG_FFI_UPSTREAM: {
@@ -126,12 +100,12 @@ int mg_ffi_req_str(mg_request_t *r, int what, const char **p, size_t *len)
     case MG_FFI_SPAN_ID:
         return r->traced ? give(r->span_id, sizeof(r->span_id), p, len) : -1;
     case MG_FFI_SCHEME:
-        return c->tls ? give("https", 5, p, len) : give("http", 4, p, len);
+        return r->proto->tls(r) ? give("https", 5, p, len) : give("http", 4, p, len);
     case MG_FFI_TLS_VERSION:
     case MG_FFI_TLS_CIPHER:
     case MG_FFI_TLS_SNI:
     case MG_FFI_TLS_ALPN:
-        return tls_str(c, what, p, len);
+        return tls_str(r, what, p, len);
     default:
         return -1;
     }
@@ -139,69 +113,21 @@ int mg_ffi_req_str(mg_request_t *r, int what, const char **p, size_t *len)
 
 int mg_ffi_req_tls_resumed(mg_request_t *r)
 {
-    mg_tls_conn_t *t = mg_conn_tls(r->c);
+    mg_tls_conn_t *t = r->proto->tls(r);
     return t ? mg_tls_resumed(t) : -1;
 }
 
-int mg_ffi_req_client_port(mg_request_t *r) { return r->c->client_port; }
+int mg_ffi_req_client_port(mg_request_t *r) { return r->peer->client_port; }
 
 int mg_ffi_req_http_version(mg_request_t *r) { return 10 + r->http_minor; }
 
-/* The nth value (from 0) of header `name` as hooks see it: the last SET or
- * REMOVE of that name replaces every value before it, ADDs come after.
- * `orig` (may be NULL) holds the received headers, spans into `data`.
- * Returns 1 and fills p/len, or 0. */
-static int edited_header(const mg_edit_t *edits, int nedits, const mg_header_t *orig,
-                         uint32_t norig, const char *data, const char *name, size_t nlen,
-                         int nth, const char **p, size_t *len)
-{
-    int from = 0; /* first edit that still counts */
-    int replaced = 0;
-    for (int e = nedits - 1; e >= 0; e--) {
-        const mg_edit_t *ed = &edits[e];
-        if (ed->op != MG_EDIT_ADD && ed->name_len == nlen &&
-            strncasecmp(ed->name, name, nlen) == 0) {
-            replaced = 1;
-            from = e;
-            break;
-        }
-    }
-    if (replaced) {
-        if (edits[from].op == MG_EDIT_SET && nth-- == 0) {
-            *p = edits[from].value;
-            *len = edits[from].value_len;
-            return 1;
-        }
-        from++;
-    } else {
-        for (uint32_t i = 0; orig && i < norig; i++) {
-            mg_span_t n = orig[i].name;
-            if (n.len == nlen && strncasecmp(data + n.off, name, nlen) == 0 && nth-- == 0) {
-                *p = data + orig[i].value.off;
-                *len = orig[i].value.len;
-                return 1;
-            }
-        }
-    }
-    for (int e = from; e < nedits; e++) {
-        const mg_edit_t *ed = &edits[e];
-        if (ed->op == MG_EDIT_ADD && ed->name_len == nlen &&
-            strncasecmp(ed->name, name, nlen) == 0 && nth-- == 0) {
-            *p = ed->value;
-            *len = ed->value_len;
-            return 1;
-        }
-    }
-    return 0;
-}
 
 /* A request header's value by name (case-insensitive), as changed so far
  * by hooks; nth counts repeats from 0. Returns 1 and fills p/len, or 0. */
 int mg_ffi_req_header(mg_request_t *r, const char *name, size_t nlen, int nth,
                       const char **p, size_t *len)
 {
-    return edited_header(r->req_edits, r->nreq_edits, r->headers, r->nheaders,
-                         r->c->buf.data, name, nlen, nth, p, len);
+    return mg_request_header(r, name, nlen, nth, p, len);
 }
 
 int mg_ffi_req_header_count(mg_request_t *r) { return (int)r->nheaders; }
@@ -212,10 +138,9 @@ int mg_ffi_req_header_at(mg_request_t *r, int i, const char **name, size_t *nlen
 {
     if (i < 0 || (uint32_t)i >= r->nheaders)
         return -1;
-    mg_conn_t *c = r->c;
-    *name = mg_conn_data(c, r->headers[i].name);
+    *name = mg_request_data(r, r->headers[i].name);
     *nlen = r->headers[i].name.len;
-    *value = mg_conn_data(c, r->headers[i].value);
+    *value = mg_request_data(r, r->headers[i].value);
     *vlen = r->headers[i].value.len;
     return 0;
 }
@@ -394,7 +319,7 @@ int mg_ffi_res_status(mg_request_t *r)
         return r->status;
     if (r->up && r->hook_phase == MG_PHASE_RESPONSE)
         return r->up->parser.status_code;
-    if (r->cache_entry && r->hook_phase == MG_PHASE_RESPONSE)
+    if (mg_cache_holds(r) && r->hook_phase == MG_PHASE_RESPONSE)
         return mg_cache_entry_status(r);
     return 0;
 }
@@ -407,7 +332,7 @@ static const mg_header_t *res_headers(mg_request_t *r, uint32_t *n, const char *
         *data = r->up->buf.data;
         return r->up->headers;
     }
-    if (r->hook_phase == MG_PHASE_RESPONSE && r->cache_entry)
+    if (r->hook_phase == MG_PHASE_RESPONSE && mg_cache_holds(r))
         return mg_cache_entry_headers(r, n, data);
     *n = 0;
     *data = NULL;
@@ -431,7 +356,7 @@ int mg_ffi_res_header(mg_request_t *r, const char *name, size_t nlen, int nth, c
     uint32_t n;
     const char *data;
     const mg_header_t *h = res_headers(r, &n, &data);
-    return edited_header(r->res_edits, r->nres_edits, h, n, data, name, nlen, nth, p, len);
+    return mg_edits_header(r->res_edits, r->nres_edits, h, n, data, name, nlen, nth, p, len);
 }
 
 int mg_ffi_res_header_count(mg_request_t *r)
@@ -484,32 +409,20 @@ int mg_ffi_res_set_body(mg_request_t *r, const char *body, size_t len)
 
 int mg_ffi_req_skip_cache(mg_request_t *r)
 {
-    if (r->cache_looked)
-        return MG_FFI_EPHASE;
-    r->cache_skip = 1;
-    return 0;
+    int rc = mg_cache_skip(r);
+    return rc == -1 ? MG_FFI_EPHASE : rc < 0 ? MG_FFI_ENOMEM : 0;
 }
 
 int mg_ffi_req_cache_key(mg_request_t *r, const char *part, size_t len)
 {
-    if (r->cache_looked)
+    if (mg_cache_looked(r))
         return MG_FFI_EPHASE;
     if (memchr(part, '\n', len))
         return MG_FFI_EINVAL;
-    size_t old = r->cache_key_extra_len;
-    char *k = mg_request_alloc(r, old + len + 1);
-    if (!k)
-        return MG_FFI_ENOMEM;
-    if (old)
-        memcpy(k, r->cache_key_extra, old);
-    memcpy(k + old, part, len);
-    k[old + len] = '\n';
-    r->cache_key_extra = k;
-    r->cache_key_extra_len = old + len + 1;
-    return 0;
+    return mg_cache_key_add(r, part, len) < 0 ? MG_FFI_ENOMEM : 0;
 }
 
-int mg_ffi_req_cache_state(mg_request_t *r) { return r->cache_state; }
+int mg_ffi_req_cache_state(mg_request_t *r) { return mg_cache_state(r); }
 
 /* ---- misc --------------------------------------------------------------- */
 

@@ -1,11 +1,64 @@
-/* generation.c: a config generation, process-wide (see gateway.h). */
+/* generation.c: a config generation, process-wide (generation.h): the
+ * config, its router, its targets' addresses and their active health. */
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
+#include <uv.h>
 #include "errlog.h"
-#include "gateway.h"
-#include "health.h"
-#include "worker.h"
+#include "generation.h"
+
+/* host:port to an address: numeric at once, a name with getaddrinfo (which
+ * blocks: not on a worker's loop). Returns 0 or -1. */
+static int mg_resolve(const char *host, uint16_t port, struct sockaddr_storage *out)
+{
+    struct sockaddr_in *in = (struct sockaddr_in *)out;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)out;
+    if (uv_ip4_addr(host, port, in) == 0)
+        return 0;
+    if (uv_ip6_addr(host, port, in6) == 0)
+        return 0;
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *res;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res)
+        return -1;
+    memcpy(out, res->ai_addr, res->ai_addrlen);
+    if (out->ss_family == AF_INET)
+        in->sin_port = htons(port);
+    else
+        in6->sin6_port = htons(port);
+    freeaddrinfo(res);
+    return 0;
+}
+
+/* The targets' active health (health.h), one array per upstream: the
+ * generation owns it, the checker writes it. */
+static int health_alloc(mg_gen_t *gen)
+{
+    const mg_config_t *cfg = gen->cfg;
+    if (cfg->nupstreams == 0)
+        return 0;
+    gen->health = calloc(cfg->nupstreams, sizeof(*gen->health));
+    if (!gen->health)
+        return -1;
+    for (size_t i = 0; i < cfg->nupstreams; i++) {
+        gen->health[i] = calloc(cfg->upstreams[i].ntargets, sizeof(mg_target_health_t));
+        if (!gen->health[i])
+            return -1;
+    }
+    return 0;
+}
+
+static void health_free(mg_gen_t *gen)
+{
+    if (!gen->health)
+        return;
+    for (size_t i = 0; i < gen->cfg->nupstreams; i++)
+        free(gen->health[i]);
+    free(gen->health);
+    gen->health = NULL;
+}
+
 
 /* Every target's address, once per generation, on the thread that makes
  * it (startup, or the control thread's reload). A name that does not
@@ -52,7 +105,7 @@ mg_gen_t *mg_gen_new(mg_config_t *cfg, uint64_t number, const char **err)
     g->cfg = cfg;
     g->number = number;
     atomic_store(&g->refs, 1);
-    if (mg_health_alloc(g) < 0 || resolve_targets(g) < 0) {
+    if (health_alloc(g) < 0 || resolve_targets(g) < 0) {
         *err = "out of memory";
         mg_gen_release(g);
         return NULL;
@@ -64,7 +117,7 @@ void mg_gen_release(mg_gen_t *g)
 {
     if (!g || atomic_fetch_sub(&g->refs, 1) != 1)
         return;
-    mg_health_free(g);
+    health_free(g);
     for (size_t i = 0; g->addrs && i < g->cfg->nupstreams; i++)
         free(g->addrs[i]);
     free(g->addrs);

@@ -43,34 +43,6 @@ typedef struct probe_s {
     char buf[256];
 } probe_t;
 
-/* ---- per-generation state ------------------------------------------------ */
-
-int mg_health_alloc(mg_gen_t *gen)
-{
-    const mg_config_t *cfg = gen->cfg;
-    if (cfg->nupstreams == 0)
-        return 0;
-    gen->health = calloc(cfg->nupstreams, sizeof(*gen->health));
-    if (!gen->health)
-        return -1;
-    for (size_t i = 0; i < cfg->nupstreams; i++) {
-        gen->health[i] = calloc(cfg->upstreams[i].ntargets, sizeof(mg_target_health_t));
-        if (!gen->health[i])
-            return -1;
-    }
-    return 0;
-}
-
-void mg_health_free(mg_gen_t *gen)
-{
-    if (!gen->health)
-        return;
-    for (size_t i = 0; i < gen->cfg->nupstreams; i++)
-        free(gen->health[i]);
-    free(gen->health);
-    gen->health = NULL;
-}
-
 static void gen_hold(mg_gen_t *g) { atomic_fetch_add(&g->refs, 1); }
 
 /* ---- verdicts ------------------------------------------------------------ */

@@ -17,7 +17,7 @@
 #define MG_HEALTH_H
 
 #include <uv.h>
-#include "gateway.h"
+#include "generation.h"
 
 typedef struct mg_health_s mg_health_t;
 
@@ -29,9 +29,5 @@ void mg_health_switch(mg_health_t *h, mg_gen_t *gen);
 /* Stops the checks; probes in flight are closed and everything is freed
  * once their handles are (run the loop). */
 void mg_health_stop(mg_health_t *h);
-
-/* Per-generation state (generation.c): one array of targets per upstream. */
-int mg_health_alloc(mg_gen_t *gen);
-void mg_health_free(mg_gen_t *gen);
 
 #endif

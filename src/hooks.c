@@ -286,8 +286,8 @@ static void send_hook_answer(mg_request_t *r, lua_State *co)
     const char *body = lua_tolstring(co, 3, &blen);
     const char *hdrs = lua_tolstring(co, 4, &hlen);
     const char *ctype = lua_tostring(co, 5);
-    mg_conn_respond(r->c, status, ctype ? ctype : "text/plain", body ? body : "", blen, hdrs,
-                    hlen);
+    mg_request_respond(r, status, ctype ? ctype : "text/plain", body ? body : "", blen, hdrs,
+                       hlen);
 }
 
 /* After a run or a resume of a request's coroutine: act on the result. */
@@ -369,7 +369,7 @@ static void wake(mg_hook_co_t *hc, int nargs)
     code = settle(r, hc, code);
     if (code == MG_HOOK_WAIT)
         return;
-    mg_conn_hook_resumed(r->c, phase, code);
+    r->pipe->hook_resumed(r, phase, code);
 }
 
 static void on_sleep_done(uv_timer_t *t)
@@ -677,7 +677,7 @@ void mg_hooks_budget_end(mg_worker_t *w)
     budget_disarm(w, atomic_load(&w->running_L));
 }
 
-void mg_hooks_watchdog(mg_worker_t *w)
+int mg_hooks_watchdog(mg_worker_t *w)
 {
     /* hook_since is loop time: libuv's monotonic clock in ms, like this */
     uint64_t now_ms = uv_hrtime() / 1000000;
@@ -688,14 +688,14 @@ void mg_hooks_watchdog(mg_worker_t *w)
     uint64_t budget = atomic_load(&w->budget_ms);
     lua_State *L = atomic_load(&w->running_L);
     if (!since || now_ms - since < budget || !L)
-        return;
+        return 0;
     /* lua_sethook is safe to call asynchronously; the hook fires at the next
      * instruction the interpreter runs (not inside a compiled loop). Set
      * once per overrun: it stays until the worker disarms it. */
     if (!atomic_exchange(&w->budget_armed, 1)) {
         atomic_store(&w->budget_armed_at, now_ms);
         lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
-        return;
+        return 0;
     }
     /* counted from the arming, not from the hook's start: this thread may
      * have been busy (a reload) while the hook ran past its budget */
@@ -707,6 +707,7 @@ void mg_hooks_watchdog(mg_worker_t *w)
                 "(a loop LuaJIT compiled); the worker stops accepting connections, "
                 "the others go on serving\n",
                 w->id, (unsigned long long)(now_ms - since));
-        mg_worker_quarantine(w);
+        return 1;
     }
+    return 0;
 }

@@ -6,14 +6,15 @@
  *   MG_HOOK_DONE       the phase finished; go on
  *   MG_HOOK_RESPONDED  a hook answered (gw.respond); for phases before the
  *                      upstream the answer has been sent
- *   MG_HOOK_WAIT       a hook waits on I/O; mg_conn_hook_resumed() is called
+ *   MG_HOOK_WAIT       a hook waits on I/O; r->pipe->hook_resumed() is called
  *                      when the phase ends
  *   MG_HOOK_ERROR      a hook failed (logged); the caller answers 500
  */
 #ifndef MG_HOOKS_H
 #define MG_HOOKS_H
 
-#include "gateway.h"
+#include "request.h"
+#include "worker.h"
 #include "mg_ffi.h"
 
 enum { MG_HOOK_DONE = 0, MG_HOOK_RESPONDED = 1, MG_HOOK_WAIT = 2, MG_HOOK_ERROR = 3 };
@@ -65,8 +66,9 @@ void mg_hook_wake_later(mg_hook_co_t *hc, mg_hook_push_fn push, void *arg);
 mg_worker_t *mg_hook_worker(void);
 
 /* Called from the control thread: interrupts hooks running past their
- * budget where LuaJIT allows (see README, "Time budget"). */
-void mg_hooks_watchdog(mg_worker_t *w);
+ * budget where LuaJIT allows (see README, "Time budget"). Returns 1 when
+ * the interrupt did not take: then the caller quarantines the worker. */
+int mg_hooks_watchdog(mg_worker_t *w);
 /* Around Lua that runs outside the hook coroutines (route handlers): the
  * budget covers it too. begin returns the worker's previous state for end. */
 void mg_hooks_budget_begin(mg_worker_t *w, struct lua_State *L);

@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <lua.h>
-#include "gateway.h"
+#include "upstream.h"
 #include "hooks.h"
 #include "mg_ffi.h"
 

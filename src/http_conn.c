@@ -21,18 +21,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "gateway.h"
-#include <lua.h>
-#include "accesslog.h"
 #include "cache.h"
 #include "errlog.h"
-#include "hooks.h"
-#include "lua_route.h"
+#include "http.h"
+#include "http1.h"
 #include "metrics.h"
+#include "pipeline.h"
 #include "tls.h"
-#include "trace.h"
-#include "upgrade.h"
-#include "uri.h"
+#include "upstream.h"
 
 /* A chunk-size line with its extensions is at most this long (400 beyond):
  * a client cannot make the gateway wait on one without end. */
@@ -45,8 +41,6 @@ static void conn_close(mg_conn_t *c);
 static void conn_parse(mg_conn_t *c);
 static void request_finish(mg_conn_t *c);
 static void finish_after_write(mg_conn_t *c);
-static void serve_cached(mg_conn_t *c);
-static void send_cached(mg_conn_t *c);
 static void local_answer_sent(mg_conn_t *c);
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b);
@@ -63,7 +57,7 @@ struct mg_conn_tls_s {
 
 /* ---- small helpers ---------------------------------------------------- */
 
-const char *mg_conn_data(const mg_conn_t *c, mg_span_t s) { return c->buf.data + s.off; }
+static const char *cdata(const mg_conn_t *c, mg_span_t s) { return c->buf.data + s.off; }
 
 static int span_ieq(const mg_conn_t *c, mg_span_t s, const char *lit, size_t n)
 {
@@ -72,35 +66,6 @@ static int span_ieq(const mg_conn_t *c, mg_span_t s, const char *lit, size_t n)
 
 static uint64_t now_ms(mg_conn_t *c) { return uv_now(&c->w->loop); }
 
-const char *mg_status_text(int status)
-{
-    switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
-    }
-}
 
 /* ---- deadlines ----------------------------------------------------------
  * One timer per connection. Moving a deadline later only stores it; the
@@ -159,7 +124,7 @@ static void on_timer(uv_timer_t *t)
             r->up = NULL;
         }
         r->response_close = 1;
-        mg_conn_respond_error(c, 408, "request timeout");
+        mg_request_respond_error(c->r, 408, "request timeout");
         return;
     }
     conn_close(c);
@@ -304,7 +269,7 @@ static void tls_pump(mg_conn_t *c)
                 stop_reading(c);
                 if (c->r && c->r->state == MG_RS_HEAD) {
                     c->r->response_close = 1;
-                    mg_conn_respond_error(c, 431, "request header fields too large");
+                    mg_request_respond_error(c->r, 431, "request header fields too large");
                 }
             }
             return;
@@ -331,7 +296,11 @@ static void tls_schedule_pump(mg_conn_t *c)
         uv_idle_start(&c->tls->pump, on_tls_pump);
 }
 
-mg_tls_conn_t *mg_conn_tls(const mg_conn_t *c) { return c->tls ? c->tls->t : NULL; }
+static mg_tls_conn_t *conn_tls(const mg_request_t *r)
+{
+    const mg_conn_t *c = r->conn;
+    return c->tls ? c->tls->t : NULL;
+}
 
 /* A plain HTTP request on a TLS port gets a readable answer instead of a
  * handshake failure the user would have to decode. */
@@ -411,7 +380,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
             stop_reading(c);
             if (c->r && c->r->state == MG_RS_HEAD) {
                 c->r->response_close = 1;
-                mg_conn_respond_error(c, 431, "request header fields too large");
+                mg_request_respond_error(c->r, 431, "request header fields too large");
             }
             return;
         }
@@ -428,89 +397,27 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 
 /* ---- the request object ----------------------------------------------- */
 
-/* Gives r room for the limits of generation g (a reload may raise them). */
-static int request_fit(mg_request_t *r, const mg_limits_t *l)
-{
-    if (r->headers_cap < l->header_count + 1) {
-        mg_header_t *h = realloc(r->headers, sizeof(mg_header_t) * (l->header_count + 1));
-        if (!h)
-            return -1;
-        r->headers = h;
-        r->headers_cap = (uint32_t)(l->header_count + 1);
-    }
-    /* normalised path + upstream path + slack; both are bounded by the
-     * request line limit */
-    size_t need = l->request_line * 3 + 512;
-    if (r->scratch_cap < need) {
-        char *p = realloc(r->scratch, need);
-        if (!p)
-            return -1;
-        r->scratch = p;
-        r->scratch_cap = need;
-    }
-    return 0;
-}
+
+static const mg_proto_t http1;
 
 static mg_request_t *request_new(mg_conn_t *c)
 {
-    mg_worker_t *w = c->w;
-    mg_request_t *r = w->free_requests;
-    const mg_limits_t *l = &w->g->cfg->limits;
-    if (r) {
-        w->free_requests = r->next_free;
-    } else {
-        r = calloc(1, sizeof(*r));
-        if (!r)
-            return NULL;
-        r->slot = ++w->nrequests;
-    }
-    if (request_fit(r, l) < 0) {
-        r->next_free = w->free_requests;
-        w->free_requests = r;
+    mg_request_t *r = mg_request_new(c->w);
+    if (!r)
         return NULL;
-    }
-    mg_header_t *headers = r->headers;
-    uint32_t headers_cap = r->headers_cap;
-    char *scratch = r->scratch;
-    size_t cap = r->scratch_cap;
-    uint32_t slot = r->slot;
-    /* the edit arrays and the inline arena after it need no clearing */
-    memset(r, 0, offsetof(mg_request_t, req_edits));
-    r->headers = headers;
-    r->headers_cap = headers_cap;
-    r->scratch = scratch;
-    r->scratch_cap = cap;
-    r->slot = slot;
-    r->g = mg_wgen_hold(w->g);
-    r->c = c;
-    r->target = -1;
-    r->upstream_override = -1;
-    r->target_override = -1;
-    r->http_minor = 1; /* until the request line says otherwise */
-    r->state = MG_RS_HEAD;
-    r->start_ns = uv_hrtime();
+    r->proto = &http1;
+    r->conn = c;
+    r->peer = &c->peer;
+    r->data = &c->buf.data;
     return r;
 }
 
 static void request_free(mg_conn_t *c)
 {
-    mg_request_t *r = c->r;
-    if (!r)
+    if (!c->r)
         return;
-    if (r->up) {
-        mg_proxy_detach(r->up, 0);
-        r->up = NULL;
-    }
-    mg_hooks_release(r);
-    mg_cache_release(r);
-    mg_request_arena_reset(r);
-    free(r->body_buf);
-    r->body_buf = NULL;
-    mg_wgen_release(r->g);
-    r->g = NULL;
+    mg_pipeline_free(c->r);
     c->r = NULL;
-    r->next_free = c->w->free_requests;
-    c->w->free_requests = r;
 }
 
 /* ---- llhttp callbacks --------------------------------------------------- */
@@ -701,7 +608,7 @@ static int on_headers_complete(llhttp_t *p)
      * carry is a final "chunked" (anything else is 400, never forwarded). */
     if (r->known[MG_H_TRANSFER_ENCODING]) {
         mg_span_t v = r->headers[r->known[MG_H_TRANSFER_ENCODING] - 1].value;
-        const char *s = mg_conn_data(c, v);
+        const char *s = cdata(c, v);
         size_t a = 0, b = v.len;
         while (a < b && (s[a] == ' ' || s[a] == '\t'))
             a++;
@@ -840,8 +747,6 @@ static int on_chunk_complete(llhttp_t *p)
     return HPE_PAUSED;
 }
 
-static int push_body(struct lua_State *co, void *arg);
-
 static int on_message_complete(llhttp_t *p)
 {
     mg_conn_t *c = p->data;
@@ -861,10 +766,7 @@ static int on_message_complete(llhttp_t *p)
         r->body_buffered = 1;
         r->state = MG_RS_UPSTREAM;
         set_deadline(c, UINT64_MAX);
-        if (r->body_hc) {
-            mg_hook_wake_later(r->body_hc, push_body, r);
-            r->body_hc = NULL;
-        }
+        mg_pipeline_body_read(r);
     }
     c->paused_parser = 1;
     return HPE_PAUSED;
@@ -888,187 +790,7 @@ static void init_settings(void)
 
 /* ---- request processing ------------------------------------------------- */
 
-static int valid_request_id(const char *s, size_t n)
-{
-    if (n == 0 || n > MG_REQID_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (!isalnum(ch) && ch != '-' && ch != '_' && ch != '.')
-            return 0;
-    }
-    return 1;
-}
 
-/* Continues the client's trace or starts one; the gateway's span is new. */
-static void assign_trace(mg_conn_t *c)
-{
-    mg_request_t *r = c->r;
-    mg_worker_t *w = c->w;
-    r->traced = 1;
-    if (r->known[MG_H_TRACEPARENT] && !r->trace_bad) {
-        mg_span_t v = r->headers[r->known[MG_H_TRACEPARENT] - 1].value;
-        r->trace_continued =
-            mg_trace_parse(mg_conn_data(c, v), v.len, r->trace_id, r->trace_flags) == 0;
-    }
-    if (!r->trace_continued) {
-        mg_trace_random_hex(&w->trace_rng, r->trace_id, sizeof(r->trace_id));
-        memcpy(r->trace_flags, "01", 2); /* a new trace is recorded (sampled) */
-    }
-    mg_trace_random_hex(&w->trace_rng, r->span_id, sizeof(r->span_id));
-}
-
-static void assign_request_id(mg_conn_t *c)
-{
-    mg_request_t *r = c->r;
-    if (!r->traced)
-        assign_trace(c);
-    if (r->known[MG_H_REQUEST_ID]) {
-        mg_span_t v = r->headers[r->known[MG_H_REQUEST_ID] - 1].value;
-        if (valid_request_id(mg_conn_data(c, v), v.len)) {
-            memcpy(r->request_id, mg_conn_data(c, v), v.len);
-            r->request_id_len = v.len;
-            r->request_id[v.len] = 0;
-            return;
-        }
-    }
-    mg_worker_t *w = c->w;
-    memcpy(r->request_id, w->reqid_prefix, 12);
-    mg_hex16(++w->reqid_counter, r->request_id + 12);
-    r->request_id_len = 28;
-    r->request_id[28] = 0;
-}
-
-static const char *header_get(void *ctx, const char *name, size_t name_len, size_t *value_len)
-{
-    mg_conn_t *c = ctx;
-    mg_request_t *r = c->r;
-    for (uint32_t i = 0; i < r->nheaders; i++) {
-        mg_span_t n = r->headers[i].name;
-        if (n.len == name_len && strncasecmp(mg_conn_data(c, n), name, name_len) == 0) {
-            *value_len = r->headers[i].value.len;
-            return mg_conn_data(c, r->headers[i].value);
-        }
-    }
-    return NULL;
-}
-
-/* Splits the target into normalised path and query (both in scratch).
- * Returns 0, or -1 for a target we refuse (400). */
-static int prepare_target(mg_conn_t *c)
-{
-    mg_request_t *r = c->r;
-    const char *url = mg_conn_data(c, r->url);
-    size_t len = r->url.len;
-    if (len == 0 || url[0] != '/')
-        return -1; /* only origin-form: no absolute-form, authority or '*' */
-    const char *q = memchr(url, '?', len);
-    size_t plen = q ? (size_t)(q - url) : len;
-    if (q && memchr(q, '#', len - plen))
-        return -1; /* a fragment (RFC 9112 3.2: none in a request target) */
-    char *path = r->scratch;
-    size_t out_len = 0;
-    if (mg_uri_normalize_path(url, plen, path, &out_len, 0) < 0)
-        return -1;
-    r->path = path;
-    r->path_len = out_len;
-    r->scratch_used = out_len + 1;
-    r->query = q ? q : "";
-    r->query_len = q ? len - plen : 0;
-    return 0;
-}
-
-/* The request's Host value as received ("" when absent). */
-static const char *request_host(mg_conn_t *c, size_t *len)
-{
-    mg_request_t *r = c->r;
-    if (!r->known[MG_H_HOST]) {
-        *len = 0;
-        return "";
-    }
-    mg_span_t h = r->headers[r->known[MG_H_HOST] - 1].value;
-    *len = h.len;
-    return mg_conn_data(c, h);
-}
-
-/* The escaped_slashes mode that applies to r: that of the route its path
- * reaches as received (escapes kept), else that of its listener. */
-static int slashes_mode(mg_conn_t *c)
-{
-    mg_request_t *r = c->r;
-    const mg_config_t *cfg = r->g->cfg;
-    mg_route_match_t m;
-    size_t host_len;
-    const char *host = request_host(c, &host_len);
-    if (mg_router_match(r->g->router, c->local_port, mg_conn_data(c, r->method), r->method.len,
-                        host, host_len, r->path, r->path_len, header_get, c,
-                        &m) == MG_ROUTE_OK &&
-        m.route->escaped_slashes != MG_SLASHES_INHERIT)
-        return m.route->escaped_slashes;
-    return c->listener < cfg->nlisteners ? cfg->listeners[c->listener].escaped_slashes
-                                         : MG_SLASHES_REJECT;
-}
-
-/* An escaped slash ("%2F", "%5C", any case) in the path is a separator to
- * an upstream that decodes it, so it could reach a resource that routing
- * here did not see ("/public/..%2Fsecure"). The escaped_slashes option says
- * what to do, and whatever it is, the path routed on is the path forwarded.
- * Nested encodings ("%252F") are refused in every mode but keep: decoding
- * them once leaves an escaped slash, twice changes what a correct upstream
- * would see. Returns 0 to go on (r->path may now be the decoded path), or 1
- * when the request was answered (400 or 307). */
-static int escaped_slashes(mg_conn_t *c)
-{
-    mg_request_t *r = c->r;
-    int found = mg_uri_escaped_slashes(r->path, r->path_len);
-    if (!found)
-        return 0;
-    int mode = slashes_mode(c);
-    if (mode == MG_SLASHES_KEEP)
-        return 0;
-    if (mode == MG_SLASHES_REJECT || (found & MG_URI_NESTED_SLASH)) {
-        r->response_close = 1;
-        mg_conn_respond_error(c, 400, (found & MG_URI_NESTED_SLASH)
-                                          ? "encoded escaped slash (%252F, %255C) in path"
-                                          : "escaped slash (%2F, %5C) in path");
-        return 1;
-    }
-    /* decode or redirect: normalise the path as received again, with the
-     * escaped slashes as separators (dot segments included) */
-    const char *url = mg_conn_data(c, r->url);
-    size_t plen = (size_t)(r->query_len ? r->query - url : (ptrdiff_t)r->url.len), dlen;
-    char *d = r->scratch + r->scratch_used;
-    if (mg_uri_normalize_path(url, plen, d, &dlen, MG_URI_DECODE_SLASHES) < 0 ||
-        mg_uri_escaped_slashes(d, dlen)) {
-        r->response_close = 1;
-        mg_conn_respond_error(c, 400, "bad request target");
-        return 1;
-    }
-    if (mode == MG_SLASHES_REDIRECT) {
-        /* scratch holds it: path, decoded path and this are each below
-         * the request line limit (request_fit) */
-        char *loc = d + dlen + 1, *o = loc, body[160];
-        memcpy(o, "Location: ", 10);
-        o += 10;
-        memcpy(o, d, dlen);
-        o += dlen;
-        memcpy(o, r->query, r->query_len);
-        o += r->query_len;
-        memcpy(o, "\r\n", 2);
-        o += 2;
-        int bn = snprintf(body, sizeof(body),
-                          "{\"error\":\"escaped slash in path: see Location\",\"status\":307,"
-                          "\"request_id\":\"%s\"}\n", r->request_id);
-        r->state = MG_RS_LOCAL;
-        r->response_close = 1; /* a body the client sent is not read */
-        mg_conn_respond(c, 307, "application/json", body, (size_t)bn, loc, (size_t)(o - loc));
-        return 1;
-    }
-    r->path = d;
-    r->path_len = dlen;
-    r->scratch_used += dlen + 1;
-    return 0;
-}
 
 /* Checks the chunk-size line at c->buf.parsed (RFC 9112 7.1: at most 16 hex
  * digits, then chunk-ext = *( BWS ";" BWS token [ BWS "=" BWS ( token /
@@ -1167,160 +889,11 @@ static int chunk_line(mg_conn_t *c)
     return 1;
 }
 
-/* Runs a hook phase; returns 1 when the pipeline stops here (the hook
- * waits, answered, or failed and was answered 500). */
-static int run_phase(mg_conn_t *c, int phase)
-{
-    int rc = mg_hooks_run(c->r, phase);
-    if (rc == MG_HOOK_DONE)
-        return 0;
-    if (rc == MG_HOOK_ERROR && c->r)
-        mg_conn_respond_error(c, 500, "hook error");
-    return 1;
-}
-
-static void respond_405(mg_conn_t *c);
-
-/* The steps of a request after its head, each resumable after a hook that
- * waited: on_request, routing, on_route, route policies, then the handler or
- * the upstream. `done` is the last phase already finished. */
-static void continue_request(mg_conn_t *c, int done)
-{
-    mg_request_t *r = c->r;
-    if (done < MG_PHASE_REQUEST && mg_hooks_has(r->g, NULL, MG_PHASE_REQUEST) &&
-        run_phase(c, MG_PHASE_REQUEST))
-        return;
-    if (done < MG_PHASE_ROUTE) {
-        size_t host_len;
-        const char *host = request_host(c, &host_len);
-        const char *method = mg_conn_data(c, r->method);
-        size_t mlen = r->method.len;
-        if (r->new_method) {
-            method = r->new_method;
-            mlen = r->new_method_len;
-        }
-        r->route_rc = mg_router_match(r->g->router, c->local_port, method, mlen, host, host_len,
-                                      r->path, r->path_len, header_get, c, &r->match);
-        r->route = r->route_rc == MG_ROUTE_OK ? r->match.route : NULL;
-        if (mg_hooks_has(r->g, NULL, MG_PHASE_ROUTE) && run_phase(c, MG_PHASE_ROUTE))
-            return;
-    }
-    mg_upgrade_settle(c); /* before policies: they decide on what goes */
-    if (!r->route && r->upstream_override < 0) {
-        r->state = MG_RS_LOCAL;
-        if (r->route_rc == MG_ROUTE_BAD_METHOD)
-            respond_405(c);
-        else
-            mg_conn_respond_error(c, 404, "no route");
-        return;
-    }
-    uint64_t max_body = r->route ? r->route->max_body : r->g->cfg->limits.body;
-    if (r->content_length > max_body) {
-        r->response_close = 1;
-        mg_conn_respond_error(c, 413, "request body too large");
-        return;
-    }
-    if (done < MG_PHASE_ACCESS && r->route && mg_hooks_has(r->g, r->route, MG_PHASE_ACCESS) &&
-        run_phase(c, MG_PHASE_ACCESS))
-        return;
-    if (r->route && r->route->has_handler && r->upstream_override < 0) {
-        r->state = MG_RS_LOCAL;
-        mg_lua_route_call(c);
-        return;
-    }
-    if (r->route && r->route->cache && !r->cache_looked) {
-        int todo = mg_cache_lookup(r);
-        if (todo == MG_CACHE_SERVE) {
-            serve_cached(c);
-            return;
-        }
-        if (todo == MG_CACHE_WAIT)
-            return; /* mg_conn_cache_ready goes on */
-    }
-    if (r->is_upgrade && r->has_body) {
-        r->response_close = 1;
-        mg_conn_respond_error(c, 400, "upgrade request with a body");
-        return;
-    }
-    if (r->known[MG_H_EXPECT] && r->has_body) {
-        mg_span_t v = r->headers[r->known[MG_H_EXPECT] - 1].value;
-        if (span_ieq(c, v, "100-continue", 12))
-            r->expect_continue = 1;
-    }
-    if (r->chunked && !r->body_buffered && r->chunk_line) {
-        /* nothing goes upstream before the first chunk line is known good */
-        int ok = chunk_line(c);
-        if (ok < 0) {
-            r->response_close = 1;
-            mg_conn_respond_error(c, 400, "invalid chunk size");
-            return;
-        }
-        if (ok == 0) {
-            r->state = MG_RS_PEEK;
-            return; /* conn_parse comes back here when more bytes arrive */
-        }
-        r->chunk_line = 0;
-    }
-    mg_proxy_start(c);
-}
-
-void mg_conn_hook_resumed(mg_conn_t *c, int phase, int result)
-{
-    mg_request_t *r = c->r;
-    if (!r || c->state == MG_CS_CLOSING)
-        return;
-    if (phase == MG_PHASE_RESPONSE) {
-        if (r->up)
-            mg_proxy_hook_resumed(r->up, result);
-        else if (r->cache_entry && result == MG_HOOK_ERROR)
-            mg_conn_respond_error(c, 500, "hook error");
-        else if (r->cache_entry)
-            send_cached(c);
-        return;
-    }
-    if (phase == MG_PHASE_LOG)
-        return;
-    if (result == MG_HOOK_DONE)
-        continue_request(c, phase);
-    else if (result == MG_HOOK_ERROR)
-        mg_conn_respond_error(c, 500, "hook error");
-    if (c->r == r && c->state == MG_CS_OPEN)
-        conn_parse(c); /* an answer may have left a body to drop */
-}
-
-static void process_head(mg_conn_t *c)
-{
-    mg_request_t *r = c->r;
-    assign_request_id(c);
-    if (r->http_minor == 1 && !r->known[MG_H_HOST]) {
-        r->response_close = 1;
-        mg_conn_respond_error(c, 400, "missing Host header");
-        return;
-    }
-    if (r->known[MG_H_HOST]) {
-        mg_span_t h = r->headers[r->known[MG_H_HOST] - 1].value;
-        if (!mg_uri_valid_host(mg_conn_data(c, h), h.len)) {
-            r->response_close = 1;
-            mg_conn_respond_error(c, 400, "invalid Host header");
-            return;
-        }
-    }
-    if (prepare_target(c) < 0) {
-        r->response_close = 1;
-        mg_conn_respond_error(c, 400, "bad request target");
-        return;
-    }
-    if (escaped_slashes(c))
-        return;
-    continue_request(c, 0);
-}
 
 /* Called by proxy.c once the upstream connection is ready for the body. */
-void mg_conn_resume_body(mg_conn_t *c)
+static void resume_body(mg_request_t *r)
 {
-    mg_request_t *r = c->r;
-    if (!r || c->state == MG_CS_CLOSING)
-        return;
+    mg_conn_t *c = r->conn;
     if (r->body_buffered || c->paused_parser) {
         /* the body was read by a hook (send it as one piece), or this is a
          * retry of a request whose message was already complete */
@@ -1328,7 +901,7 @@ void mg_conn_resume_body(mg_conn_t *c)
             uv_buf_t b = uv_buf_init(r->body_buf, (unsigned)r->body_len);
             r->body_started = 1;
             if (mg_proxy_send_body(r->up, &b, 1) < 0) {
-                mg_conn_upstream_failed(c, 502, "upstream write failed");
+                mg_pipeline_upstream_failed(r, 502, "upstream write failed");
                 return;
             }
         }
@@ -1352,41 +925,16 @@ void mg_conn_resume_body(mg_conn_t *c)
     conn_parse(c);
 }
 
-static int push_body(struct lua_State *co, void *arg)
+/* req:body() (pipeline.c): reads the whole body into r->body_buf. */
+static int read_body(mg_request_t *r)
 {
-    mg_request_t *r = arg;
-    lua_pushlstring(co, r->body_buf ? r->body_buf : "", r->body_len);
-    return 1;
-}
-
-static void cancel_body(void *arg)
-{
-    mg_request_t *r = arg;
-    r->body_hc = NULL;
-}
-
-/* req:body(): 1 with the body when it is all here, 0 when the hook must
- * wait for it (it is resumed with the body), or an MG_FFI_* error. */
-int mg_ffi_req_read_body(mg_request_t *r, const char **p, size_t *len)
-{
-    mg_conn_t *c = r->c;
-    if (r->body_buffered || !r->has_body) {
-        *p = r->body_buf ? r->body_buf : "";
-        *len = r->body_len;
-        return 1;
-    }
-    if (r->up || r->response_started || r->state != MG_RS_UPSTREAM || r->body_hc)
-        return MG_FFI_EPHASE;
-    r->body_hc = mg_hook_wait_begin(cancel_body, r);
-    if (!r->body_hc)
-        return MG_FFI_EPHASE;
-    r->state = MG_RS_BUFFER;
+    mg_conn_t *c = r->conn;
     if (r->known[MG_H_EXPECT]) {
         mg_span_t v = r->headers[r->known[MG_H_EXPECT] - 1].value;
         if (span_ieq(c, v, "100-continue", 12)) {
             uv_buf_t b = uv_buf_init("HTTP/1.1 100 Continue\r\n\r\n", 25);
             if (conn_write(c, &b, 1) < 0)
-                return MG_FFI_EPHASE;
+                return -1;
         }
     }
     body_timing_start(c);
@@ -1398,9 +946,9 @@ int mg_ffi_req_read_body(mg_request_t *r, const char **p, size_t *len)
 
 /* Back-pressure from the upstream side: stop reading the client while the
  * upstream has not taken what we already sent. */
-void mg_conn_throttle(mg_conn_t *c, int on)
+static void throttle(mg_request_t *r, int on)
 {
-    mg_request_t *r = c->r;
+    mg_conn_t *c = r->conn;
     int was = c->throttled;
     c->throttled = on ? 1 : 0;
     if (on) {
@@ -1459,7 +1007,7 @@ static void parse_failed(mg_conn_t *c, int status, const char *reason)
     }
     r->response_close = 1;
     stop_reading(c);
-    mg_conn_respond_error(c, status, reason);
+    mg_request_respond_error(c->r, status, reason);
 }
 
 /* Runs llhttp over the unparsed bytes until it needs more input, waits at
@@ -1481,11 +1029,11 @@ static void conn_parse(mg_conn_t *c)
             r->state = MG_RS_UPSTREAM;
             if (ok < 0) {
                 r->response_close = 1;
-                mg_conn_respond_error(c, 400, "invalid chunk size");
+                mg_request_respond_error(r, 400, "invalid chunk size");
                 break;
             }
             r->chunk_line = 0;
-            mg_proxy_start(c);
+            mg_proxy_start(r);
             continue;
         }
         if (r && r->state == MG_RS_UPSTREAM)
@@ -1528,7 +1076,7 @@ static void conn_parse(mg_conn_t *c)
             }
             if (r && r->state == MG_RS_UPSTREAM && !r->head_end) {
                 r->head_end = c->buf.parsed;
-                process_head(c);
+                mg_pipeline_head(r);
                 continue;
             }
             finish_after_write(c); /* paused at message complete */
@@ -1571,7 +1119,7 @@ static void on_write_error(mg_wq_t *q, int status)
     conn_close(mg_container_of(q, mg_conn_t, wq));
 }
 
-int mg_conn_send(mg_conn_t *c, uv_buf_t *bufs, unsigned n)
+static int conn_send(mg_conn_t *c, uv_buf_t *bufs, unsigned n)
 {
     if (c->state == MG_CS_CLOSING)
         return -1;
@@ -1588,37 +1136,12 @@ int mg_conn_send(mg_conn_t *c, uv_buf_t *bufs, unsigned n)
     return 0;
 }
 
-void mg_conn_respond(mg_conn_t *c, int status, const char *ctype, const char *body,
-                     size_t body_len, const char *extra, size_t extra_len)
+/* A gateway-made answer (mg_request_respond decided r->response_close). */
+static void respond(mg_request_t *r, int status, const char *ctype, const char *body,
+                    size_t body_len, const char *extra, size_t extra_len)
 {
-    mg_request_t *r = c->r;
+    mg_conn_t *c = r->conn;
     mg_worker_t *w = c->w;
-    if (!r || c->state == MG_CS_CLOSING)
-        return;
-    if (r->response_started) {
-        conn_close(c);
-        return;
-    }
-    if (status < 200 || status > 599) {
-        /* an interim answer would leave the request unanswered (and a 101
-         * the connection in limbo): the 1xx the gateway sends are its own
-         * (100-continue, a proxied 101). gw.respond and handlers refuse
-         * them first with the hook's file:line; this is the last guard. */
-        mg_log(MG_LOG_ERROR, "worker %d: request %s: gateway-made answer with status %d "
-                             "refused (only 200-599)", w->id, r->request_id, status);
-        mg_conn_respond_error(c, 500, "invalid answer status");
-        return;
-    }
-    if (w->stopping || !r->keep_alive || status == 400 || status == 408)
-        r->response_close = 1;
-    /* an upgrade we do not tunnel: llhttp stopped at its end, and the
-     * client may already be speaking the protocol it asked for */
-    if (r->is_upgrade)
-        r->response_close = 1;
-    /* A body we stopped streaming would be taken for the next request. */
-    if (r->has_body && (r->state == MG_RS_HEAD || r->state == MG_RS_BODY ||
-                        (r->state == MG_RS_UPSTREAM && r->up)))
-        r->response_close = 1;
     /* 204 and 304 have no body, so no Content-Type or Content-Length
      * either (a 304 keeps the validators the hook gave in `extra`) */
     int has_body = mg_status_has_body(status);
@@ -1648,7 +1171,7 @@ void mg_conn_respond(mg_conn_t *c, int status, const char *ctype, const char *bo
     r->response_started = 1;
     uv_buf_t bufs[2] = { uv_buf_init(w->scratch, (unsigned)n),
                          uv_buf_init((char *)body, (unsigned)(r->head_method ? 0 : body_len)) };
-    if (mg_conn_send(c, bufs, 2) < 0)
+    if (conn_send(c, bufs, 2) < 0)
         return;
     local_answer_sent(c);
 }
@@ -1677,9 +1200,9 @@ static void local_answer_sent(mg_conn_t *c)
 }
 
 /* Sends the answer the cache holds for r (after on_response hooks ran). */
-static void send_cached(mg_conn_t *c)
+static void send_cached(mg_request_t *r)
 {
-    mg_request_t *r = c->r;
+    mg_conn_t *c = r->conn;
     mg_worker_t *w = c->w;
     if (r->response_started) {
         conn_close(c);
@@ -1692,7 +1215,7 @@ static void send_cached(mg_conn_t *c)
                                                   : "";
     size_t n = mg_cache_head(r, w->scratch, w->scratch_cap, connection);
     if (n == 0) {
-        mg_conn_respond_error(c, 502, "cached response head too large");
+        mg_request_respond_error(c->r, 502, "cached response head too large");
         return;
     }
     size_t body_len;
@@ -1700,105 +1223,25 @@ static void send_cached(mg_conn_t *c)
     r->response_started = 1;
     uv_buf_t bufs[2] = { uv_buf_init(w->scratch, (unsigned)n),
                          uv_buf_init((char *)body, (unsigned)body_len) };
-    if (mg_conn_send(c, bufs, 2) < 0)
+    if (conn_send(c, bufs, 2) < 0)
         return;
     local_answer_sent(c);
 }
 
-void mg_conn_cache_ready(mg_conn_t *c, int serve)
-{
-    if (!c->r || c->state == MG_CS_CLOSING)
-        return;
-    if (serve)
-        serve_cached(c);
-    else
-        continue_request(c, MG_PHASE_ACCESS);
-}
 
-/* Runs on_response hooks on the answer the cache holds, then sends it. */
-static void serve_cached(mg_conn_t *c)
-{
-    mg_request_t *r = c->r;
-    r->state = MG_RS_LOCAL;
-    if (mg_hooks_has(r->g, r->route, MG_PHASE_RESPONSE)) {
-        int rc = mg_hooks_run(r, MG_PHASE_RESPONSE);
-        if (rc == MG_HOOK_WAIT)
-            return; /* mg_conn_hook_resumed sends it */
-        if (rc == MG_HOOK_ERROR) {
-            mg_conn_respond_error(c, 500, "hook error");
-            return;
-        }
-    }
-    send_cached(c);
-}
 
-/* The gateway's own JSON error answer, with extra header lines hdrs
- * ("Name: value\r\n"..., may be NULL). */
-static void respond_error(mg_conn_t *c, int status, const char *message, const char *hdrs,
-                          size_t hlen)
-{
-    mg_request_t *r = c->r;
-    if (!r)
-        return;
-    if (r->request_id_len == 0)
-        assign_request_id(c);
-    char body[256];
-    int n = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"status\":%d,\"request_id\":\"%s\"}\n",
-                     message, status, r->request_id);
-    mg_conn_respond(c, status, "application/json", body, (size_t)n, hdrs, hlen);
-}
-
-void mg_conn_respond_error(mg_conn_t *c, int status, const char *message)
-{
-    respond_error(c, status, message, NULL, 0);
-}
-
-/* 405 with the Allow header RFC 9110 (15.5.6) requires: the methods of the
- * routes that matched the request in all but its method. */
-static void respond_405(mg_conn_t *c)
-{
-    mg_request_t *r = c->r;
-    const char *host = NULL;
-    size_t host_len = 0;
-    if (r->known[MG_H_HOST]) {
-        mg_span_t h = r->headers[r->known[MG_H_HOST] - 1].value;
-        host = mg_conn_data(c, h);
-        host_len = h.len;
-    }
-    char hdr[2048];
-    memcpy(hdr, "Allow: ", 7);
-    long n = mg_router_allowed(r->g->router, c->local_port, host, host_len, r->path,
-                               r->path_len, header_get, c, hdr + 7, sizeof(hdr) - 9);
-    memcpy(hdr + 7 + n, "\r\n", 2);
-    respond_error(c, 405, "method not allowed", hdr, (size_t)n + 9);
-}
-
-/* The request is over for the client: access log line, then on_log hooks
- * (they delay no one; one that waits goes on detached from the request). */
-static void log_request(mg_conn_t *c)
-{
-    mg_request_t *r = c->r;
-    r->total_ns = uv_hrtime() - r->start_ns;
-    mg_accesslog_request(c->w, c);
-    mg_metrics_request(c->w->id, r->route ? r->route->metric_id : 0, r->status,
-                       r->total_ns / 1000, r->upstream_ns / 1000);
-    if (!r->hook_waiting && mg_hooks_has(r->g, r->route, MG_PHASE_LOG))
-        mg_hooks_run(r, MG_PHASE_LOG);
-}
 
 /* Called by proxy.c when the whole upstream response went to the client. */
-void mg_conn_response_done(mg_conn_t *c)
+static void response_done(mg_request_t *r)
 {
-    mg_request_t *r = c->r;
-    if (!r)
-        return;
+    mg_conn_t *c = r->conn;
     if (r->state != MG_RS_WAIT && r->state != MG_RS_DONE)
         r->response_close = 1; /* answered before the body was all read */
     r->state = MG_RS_DONE;
     if (r->response_close) {
         stop_reading(c);
         c->closing_after_write = 1;
-        log_request(c);
+        mg_pipeline_log(c->r);
         request_free(c);
         if (c->wq.pending == 0)
             conn_close(c);
@@ -1807,22 +1250,6 @@ void mg_conn_response_done(mg_conn_t *c)
     finish_after_write(c);
 }
 
-void mg_conn_upstream_failed(mg_conn_t *c, int status, const char *message)
-{
-    mg_request_t *r = c->r;
-    if (!r)
-        return;
-    if (r->response_started) {
-        conn_close(c);
-        return;
-    }
-    if (status >= 502 && status <= 504 && mg_cache_can_serve_stale(r)) {
-        r->cache_state = MG_CACHE_STALE; /* stale-if-error */
-        serve_cached(c);
-        return;
-    }
-    mg_conn_respond_error(c, status, message);
-}
 
 /* The request is complete once its response is written out and its message
  * fully parsed; then the next pipelined request may start. */
@@ -1836,7 +1263,7 @@ static void finish_after_write(mg_conn_t *c)
 
 static void request_finish(mg_conn_t *c)
 {
-    log_request(c);
+    mg_pipeline_log(c->r);
     request_free(c);
     c->requests++;
     /* Move pipelined bytes to the front; give the buffer back if none. */
@@ -1860,9 +1287,9 @@ static void request_finish(mg_conn_t *c)
 
 /* ---- upgrade tunnel ----------------------------------------------------- */
 
-void mg_conn_start_tunnel(mg_conn_t *c)
+static void start_tunnel(mg_request_t *r)
 {
-    mg_request_t *r = c->r;
+    mg_conn_t *c = r->conn;
     c->state = MG_CS_TUNNEL;
     r->state = MG_RS_DONE;
     /* bytes the client sent after its upgrade request belong to the tunnel */
@@ -1876,6 +1303,77 @@ void mg_conn_start_tunnel(mg_conn_t *c)
 }
 
 void mg_conn_abort(mg_conn_t *c) { conn_close(c); }
+
+/* ---- the protocol table the core calls (request.h) ---------------------- */
+
+static int send_bytes(mg_request_t *r, uv_buf_t *bufs, unsigned n)
+{
+    return conn_send(r->conn, bufs, n);
+}
+
+static size_t pending(const mg_request_t *r) { return ((const mg_conn_t *)r->conn)->wq.pending; }
+
+static void abort_conn(mg_request_t *r) { conn_close(r->conn); }
+
+/* Before the upstream: Expect: 100-continue is noted (answered once the
+ * upstream connection is ready), and nothing of a chunked body goes
+ * upstream before its first chunk line is known good. */
+static int prepare_body(mg_request_t *r)
+{
+    mg_conn_t *c = r->conn;
+    if (r->known[MG_H_EXPECT] && r->has_body) {
+        mg_span_t v = r->headers[r->known[MG_H_EXPECT] - 1].value;
+        if (span_ieq(c, v, "100-continue", 12))
+            r->expect_continue = 1;
+    }
+    if (r->chunked && !r->body_buffered && r->chunk_line) {
+        int ok = chunk_line(c);
+        if (ok < 0) {
+            r->response_close = 1;
+            mg_request_respond_error(r, 400, "invalid chunk size");
+            return -1;
+        }
+        if (ok == 0) {
+            r->state = MG_RS_PEEK;
+            return 0; /* conn_parse sends it upstream when more bytes arrive */
+        }
+        r->chunk_line = 0;
+    }
+    return 1;
+}
+
+static void proceed(void *conn, const mg_request_t *r)
+{
+    mg_conn_t *c = conn;
+    if (c->r == r && c->state == MG_CS_OPEN)
+        conn_parse(c);
+}
+
+static const mg_request_t *current(void *conn)
+{
+    mg_conn_t *c = conn;
+    return c->state == MG_CS_CLOSING ? NULL : c->r;
+}
+
+static void no_upgrade(mg_request_t *r) { ((mg_conn_t *)r->conn)->parser.upgrade = 0; }
+
+static const mg_proto_t http1 = {
+    .send = send_bytes,
+    .pending = pending,
+    .throttle = throttle,
+    .abort = abort_conn,
+    .respond = respond,
+    .send_cached = send_cached,
+    .response_done = response_done,
+    .resume_body = resume_body,
+    .start_tunnel = start_tunnel,
+    .read_body = read_body,
+    .prepare_body = prepare_body,
+    .proceed = proceed,
+    .current = current,
+    .no_upgrade = no_upgrade,
+    .tls = conn_tls,
+};
 
 /* ---- accept and close --------------------------------------------------- */
 
@@ -1907,7 +1405,7 @@ static void conn_close(mg_conn_t *c)
         if (r->status == 0)
             r->status = 499; /* client went away before the answer */
         if (r->request_id_len > 0)
-            log_request(c);
+            mg_pipeline_log(c->r);
     }
     request_free(c);
     if (c->tls && c->tls->t && c->wq.pending == 0) {
@@ -1948,7 +1446,7 @@ static mg_conn_t *conn_new(mg_worker_t *w, uint16_t port)
     if (!c)
         return NULL;
     c->w = w;
-    c->local_port = port;
+    c->peer.local_port = port;
     uv_tcp_init(&w->loop, &c->tcp);
     uv_timer_init(&w->loop, &c->timer);
     c->tcp.data = c;
@@ -1981,7 +1479,7 @@ mg_conn_t *mg_conn_open_memory(mg_worker_t *w, uint16_t port, mg_wq_sink_fn sink
     if (!c)
         return NULL;
     conn_link(c);
-    strcpy(c->client_ip, "127.0.0.1");
+    strcpy(c->peer.client_ip, "127.0.0.1");
     mg_wq_init(&c->wq, (uv_stream_t *)&c->tcp, on_drain, on_write_error);
     c->wq.sink = sink;
     conn_open(c);
@@ -2019,7 +1517,7 @@ void mg_conn_accept(mg_worker_t *w, uv_stream_t *listener, uint16_t port)
     if (!c)
         return;
     size_t li = (size_t)((uv_tcp_t *)listener - w->listeners);
-    c->listener = (uint16_t)li;
+    c->peer.listener = (uint16_t)li;
     mg_tls_ctx_t *tls = li < w->g->cfg->nlisteners ? w->g->cfg->listeners[li].tls : NULL;
     if (tls && (c->tls = calloc(1, sizeof(*c->tls))) != NULL) {
         uv_idle_init(&w->loop, &c->tls->pump);
@@ -2039,12 +1537,12 @@ void mg_conn_accept(mg_worker_t *w, uv_stream_t *listener, uint16_t port)
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&sa, &salen) == 0) {
         if (sa.ss_family == AF_INET) {
             struct sockaddr_in *in = (struct sockaddr_in *)&sa;
-            uv_ip4_name(in, c->client_ip, sizeof(c->client_ip));
-            c->client_port = ntohs(in->sin_port);
+            uv_ip4_name(in, c->peer.client_ip, sizeof(c->peer.client_ip));
+            c->peer.client_port = ntohs(in->sin_port);
         } else if (sa.ss_family == AF_INET6) {
             struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&sa;
-            uv_ip6_name(in6, c->client_ip, sizeof(c->client_ip));
-            c->client_port = ntohs(in6->sin6_port);
+            uv_ip6_name(in6, c->peer.client_ip, sizeof(c->peer.client_ip));
+            c->peer.client_port = ntohs(in6->sin6_port);
         }
     }
     mg_wq_init(&c->wq, (uv_stream_t *)&c->tcp, on_drain, on_write_error);

@@ -95,10 +95,9 @@ void mg_lua_gen_close(mg_wgen_t *g)
     g->lua = NULL;
 }
 
-void mg_lua_route_call(mg_conn_t *c)
+void mg_lua_route_call(mg_request_t *r)
 {
-    mg_request_t *r = c->r;
-    mg_worker_t *w = c->w;
+    mg_worker_t *w = r->w;
     mg_lua_worker_t *lw = r->g->lua;
     lua_State *L = lw->L;
     int top = lua_gettop(L);
@@ -124,7 +123,7 @@ void mg_lua_route_call(mg_conn_t *c)
         mg_log(MG_LOG_ERROR, "worker %d: request %s: handler of route %s failed: %s\n",
                 w->id, r->request_id, r->route->name, msg ? msg : "?");
         lua_settop(L, top);
-        mg_conn_respond_error(c, 500, "handler error");
+        mg_request_respond_error(r, 500, "handler error");
         return;
     }
     int status = (int)lua_tointeger(L, -4);
@@ -133,6 +132,6 @@ void mg_lua_route_call(mg_conn_t *c)
     const char *hdrs = lua_tolstring(L, -2, &hlen);
     const char *ctype = lua_tostring(L, -1);
     /* the strings stay referenced on the stack until the answer is written */
-    mg_conn_respond(c, status, ctype ? ctype : "text/plain", body ? body : "", blen, hdrs, hlen);
+    mg_request_respond(r, status, ctype ? ctype : "text/plain", body ? body : "", blen, hdrs, hlen);
     lua_settop(L, top);
 }

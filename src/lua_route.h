@@ -3,7 +3,8 @@
 #ifndef MG_LUA_ROUTE_H
 #define MG_LUA_ROUTE_H
 
-#include "gateway.h"
+#include "request.h"
+#include "worker.h"
 
 struct lua_State;
 
@@ -39,6 +40,6 @@ void mg_lua_gen_go_live(mg_wgen_t *g);
 void mg_lua_gen_close(mg_wgen_t *g);
 /* Calls the handler of c->r's route and sends its answer (500 with the
  * request id when the handler fails). */
-void mg_lua_route_call(mg_conn_t *c);
+void mg_lua_route_call(mg_request_t *r);
 
 #endif

@@ -64,7 +64,8 @@ static void on_watchdog(uv_timer_t *t)
 {
     for (int i = 0; i < workers.n; i++)
         if (!workers.w[i].start_error)
-            mg_hooks_watchdog(&workers.w[i]);
+            if (mg_hooks_watchdog(&workers.w[i]))
+                mg_worker_quarantine(&workers.w[i]);
 }
 
 static void on_signal(uv_signal_t *s, int signum)

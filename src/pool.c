@@ -5,31 +5,10 @@
  * means the server closed or misbehaved, and the connection is dropped
  * before anyone reuses it. Pools never exceed the upstream's `keepalive`.
  */
-#include <netdb.h>
 #include <stdlib.h>
 #include <string.h>
 #include <stdatomic.h>
-#include "gateway.h"
-
-int mg_resolve(const char *host, uint16_t port, struct sockaddr_storage *out)
-{
-    struct sockaddr_in *in = (struct sockaddr_in *)out;
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)out;
-    if (uv_ip4_addr(host, port, in) == 0)
-        return 0;
-    if (uv_ip6_addr(host, port, in6) == 0)
-        return 0;
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *res;
-    if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res)
-        return -1;
-    memcpy(out, res->ai_addr, res->ai_addrlen);
-    if (out->ss_family == AF_INET)
-        in->sin_port = htons(port);
-    else
-        in6->sin6_port = htons(port);
-    freeaddrinfo(res);
-    return 0;
-}
+#include "upstream.h"
 
 int mg_pools_init(mg_wgen_t *g)
 {

@@ -16,7 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include "cache.h"
-#include "gateway.h"
+#include "http.h"
+#include "pipeline.h"
+#include "upstream.h"
 #include "hooks.h"
 #include "errlog.h"
 #include "upgrade.h"
@@ -65,7 +67,7 @@ static void on_up_timer(uv_timer_t *t)
         return;
     }
     if (u->tunnel) {
-        mg_conn_abort(u->r->c);
+        u->r->proto->abort(u->r);
         return;
     }
     if (!u->got_response_bytes)
@@ -97,7 +99,7 @@ static void out_flush(mg_upconn_t *u)
     out_t *o = cur_out;
     if (!o || o->n == 0 || !u->r)
         return;
-    mg_conn_send(u->r->c, o->iov, o->n);
+    u->r->proto->send(u->r, o->iov, o->n);
     o->n = o->npre = 0;
 }
 
@@ -206,48 +208,6 @@ static int on_resp_value(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
-/* RFC 9110 tchar: digits, letters and !#$%&'*+-.^_`|~ (a table: this runs
- * for every byte of every header name a hook sets) */
-static const unsigned char tchar[256] = {
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 1, 0, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0,
-    0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 0, 1, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-};
-
-int mg_token_char(unsigned char ch)
-{
-    return tchar[ch];
-}
-
-int mg_token_next(const char *v, size_t vl, size_t *at, const char **tok, size_t *tl)
-{
-    size_t i = *at;
-    while (i < vl && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
-        i++;
-    size_t st = i;
-    while (i < vl && v[i] != ',' && v[i] != ' ' && v[i] != '\t')
-        i++;
-    *at = i;
-    *tok = v + st;
-    *tl = i - st;
-    return i > st;
-}
-
-/* Does the comma-separated token list v (a Connection value) name `tok`? */
-int mg_token_listed(const char *v, size_t vl, const char *tok, size_t tl)
-{
-    size_t at = 0, l;
-    const char *t;
-    while (mg_token_next(v, vl, &at, &t, &l))
-        if (l == tl && strncasecmp(t, tok, tl) == 0)
-            return 1;
-    return 0;
-}
 
 /* Is `name` named in one of the response's Connection headers? */
 static int listed_in_connection(mg_upconn_t *u, mg_span_t name)
@@ -313,28 +273,7 @@ static char *put(char *o, const char *s, size_t n)
 }
 #define PUTS(o, lit) put((o), (lit), sizeof(lit) - 1)
 
-int mg_edits_replace(const mg_edit_t *edits, int nedits, const char *n, size_t l)
-{
-    for (int i = 0; i < nedits; i++) {
-        const mg_edit_t *e = &edits[i];
-        if (e->op != MG_EDIT_ADD && e->name_len == l && strncasecmp(e->name, n, l) == 0)
-            return 1;
-    }
-    return 0;
-}
 
-char *mg_put_header(char *o, const char *n, size_t nl, const char *v, size_t vl)
-{
-    memcpy(o, n, nl);
-    o += nl;
-    *o++ = ':';
-    *o++ = ' ';
-    memcpy(o, v, vl);
-    o += vl;
-    *o++ = '\r';
-    *o++ = '\n';
-    return o;
-}
 
 /* Writes the client's response head (upstream head + hook changes) into
  * the output. Returns 0, 1 (no body follows), 2 (upgrade) or -1. */
@@ -422,7 +361,7 @@ static int emit_head(mg_upconn_t *u)
         o += snprintf(o, 48, "Content-Length: %zu\r\n", r->res_body_len);
     else if (zero_len)
         o = PUTS(o, "Content-Length: 0\r\n");
-    if (r->cache_state)
+    if (mg_cache_state(r))
         o += mg_cache_status_line(r, o, 96);
     o = PUTS(o, "X-Request-Id: ");
     o = put(o, r->request_id, r->request_id_len);
@@ -463,7 +402,7 @@ static int upgrade_accepted(mg_upconn_t *u)
     for (uint32_t i = 0; i < u->nheaders; i++) {
         if (!up_ieq(u, u->headers[i].name, "upgrade", 7))
             continue;
-        if (seen++ || !mg_upgrade_accepted(r->c, up_data(u, u->headers[i].value),
+        if (seen++ || !mg_upgrade_accepted(r, up_data(u, u->headers[i].value),
                                            u->headers[i].value.len))
             return 0;
     }
@@ -483,15 +422,15 @@ static int on_resp_headers_complete(llhttp_t *p)
     mg_pool_answered(u->pool);
     if (status == 101 && !upgrade_accepted(u))
         return HPE_USER; /* 502: no tunnel the client and route did not ask for */
-    if (status == 304 && r->cache_revalidating && mg_cache_revalidated(u)) {
+    if (status == 304 && mg_cache_revalidating(r) && mg_cache_revalidated(u, mg_upconn_header_forwarded)) {
         /* the answer to the cache's own conditional request: the kept
          * answer is served once this one (no body) is read */
         u->resp_keepalive = llhttp_should_keep_alive(p) ? 1 : 0;
         u->revalidated = 1;
         return 1;
     }
-    if (r->cache_state || r->cache_unsafe)
-        mg_cache_capture_head(u);
+    if (mg_cache_state(r) || mg_cache_unsafe(r))
+        mg_cache_capture_head(u, mg_upconn_header_forwarded);
     if (status != 101 && mg_hooks_has(r->g, r->route, MG_PHASE_RESPONSE)) {
         int rc = mg_hooks_run(r, MG_PHASE_RESPONSE);
         if (rc == MG_HOOK_WAIT) {
@@ -512,7 +451,7 @@ static int on_resp_body(llhttp_t *p, const char *at, size_t len)
 {
     mg_upconn_t *u = p->data;
     mg_request_t *r = u->r;
-    if (r->cache_capture)
+    if (mg_cache_capturing(r))
         mg_cache_capture_body(r, at, len);
     if (r->res_dropping)
         return 0;
@@ -540,7 +479,7 @@ static int on_resp_complete(llhttp_t *p)
         return 0; /* an upgrade ends with HPE_PAUSED_UPGRADE instead */
     if (r->response_chunked)
         out_add(u, "0\r\n\r\n", 5);
-    if (r->cache_capture)
+    if (mg_cache_capturing(r))
         mg_cache_capture_end(r);
     u->got_response_bytes = 2; /* 2: the whole response arrived */
     return HPE_PAUSED;
@@ -634,7 +573,6 @@ static void up_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
 static void up_finish_response(mg_upconn_t *u, int extra_bytes)
 {
     mg_request_t *r = u->r;
-    mg_conn_t *c = r->c;
     r->upstream_ns = uv_hrtime() - r->upstream_start_ns;
     int reusable = u->resp_keepalive && !extra_bytes && r->state == MG_RS_WAIT;
     int revalidated = u->revalidated;
@@ -644,9 +582,9 @@ static void up_finish_response(mg_upconn_t *u, int extra_bytes)
     u->r = NULL;
     mg_proxy_detach(u, reusable);
     if (revalidated)
-        mg_conn_cache_ready(c, 1); /* nothing was sent yet: the kept answer goes */
+        r->pipe->cache_ready(r, 1); /* nothing was sent yet: the kept answer goes */
     else
-        mg_conn_response_done(c);
+        r->proto->response_done(r);
 }
 
 /* Parses what arrived; forwards it; returns after a complete response, on
@@ -670,7 +608,7 @@ static void up_parse(mg_upconn_t *u)
         else
             u->buf.parsed = u->buf.len;
         cur_out = NULL;
-        if (u->r && r->c->wq.pending > 0 && u->reading) {
+        if (u->r && r->proto->pending(r) > 0 && u->reading) {
             uv_read_stop((uv_stream_t *)&u->tcp);
             u->reading = 0;
         }
@@ -698,15 +636,14 @@ static void up_parse(mg_upconn_t *u)
     if (e == HPE_PAUSED_UPGRADE && u->tunnel) {
         out_flush(u);
         cur_out = NULL;
-        mg_conn_t *c = r->c;
-        size_t rest = (size_t)(u->buf.data + u->buf.len - pos);
+            size_t rest = (size_t)(u->buf.data + u->buf.len - pos);
         if (rest > 0) {
             uv_buf_t b = uv_buf_init((char *)pos, (unsigned)rest);
-            if (mg_conn_send(c, &b, 1) < 0)
+            if (r->proto->send(r, &b, 1) < 0)
                 return;
         }
         u->buf.len = u->buf.parsed = 0;
-        mg_conn_start_tunnel(c);
+        r->proto->start_tunnel(r);
         return;
     }
     out_flush(u);
@@ -759,7 +696,7 @@ static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     mg_request_t *r = u->r;
     if (nread < 0) {
         if (u->tunnel) {
-            mg_conn_abort(r->c);
+            r->proto->abort(r);
             return;
         }
         if (nread == UV_EOF && u->got_response_bytes) {
@@ -794,9 +731,9 @@ static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         up_deadline(u, u->pool->u->read_timeout);
         uv_buf_t out = uv_buf_init(u->buf.data, u->buf.len);
         u->buf.len = 0;
-        if (mg_conn_send(r->c, &out, 1) < 0)
+        if (r->proto->send(r, &out, 1) < 0)
             return;
-        if (r->c->wq.pending > 0) {
+        if (r->proto->pending(r) > 0) {
             uv_read_stop(s);
             u->reading = 0;
         }
@@ -867,14 +804,14 @@ static void up_drained(mg_wq_t *q)
     if (!u->r)
         return;
     up_deadline(u, request_out(u->r) ? u->pool->u->read_timeout : u->pool->u->send_timeout);
-    mg_conn_throttle(u->r->c, 0);
+    u->r->proto->throttle(u->r, 0);
 }
 
 static void up_write_error(mg_wq_t *q, int status)
 {
     mg_upconn_t *u = mg_container_of(q, mg_upconn_t, wq);
     if (u->r && u->tunnel) {
-        mg_conn_abort(u->r->c);
+        u->r->proto->abort(u->r);
         return;
     }
     up_failed(u, 502, "upstream write failed", 0, status);
@@ -889,7 +826,7 @@ int mg_proxy_send_body(mg_upconn_t *u, uv_buf_t *bufs, unsigned n)
     if (u->wq.pending > 0 && u->r) {
         /* the upstream is not reading: send_timeout until it does */
         up_deadline(u, u->pool->u->send_timeout);
-        mg_conn_throttle(u->r->c, 1);
+        u->r->proto->throttle(u->r, 1);
     }
     return 0;
 }
@@ -901,12 +838,6 @@ int mg_proxy_tunnel_write(mg_upconn_t *u, const char *data, size_t len)
     return mg_proxy_send_body(u, &b, 1);
 }
 
-int mg_request_upstream(const mg_request_t *r)
-{
-    if (r->upstream_override >= 0)
-        return r->upstream_override;
-    return r->route ? r->route->upstream : -1;
-}
 
 /* ---- failures and retries ----------------------------------------------- */
 
@@ -923,7 +854,7 @@ static void log_failure(const mg_request_t *r, int status, const char *why, int 
     const mg_upstream_t *up = ui >= 0 ? &r->g->cfg->upstreams[ui] : NULL;
     mg_log(MG_LOG_ERROR,
            "worker %d: %d: route %s, upstream %s, target %s: %s%s%s%s%s%s (request %s)%s\n",
-           r->c->w->id, status, r->route ? r->route->name : "-", up ? up->name : "-",
+           r->w->id, status, r->route ? r->route->name : "-", up ? up->name : "-",
            up && r->target >= 0 ? up->targets[r->target].name : "-", why, err ? " (" : "",
            err ? uv_err_name(err) : "", err ? ")" : "", detail ? ": " : "", detail ? detail : "",
            r->request_id, mg_cache_can_serve_stale(r) ? "; answered with the stale cached copy" : "");
@@ -936,7 +867,6 @@ static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable
         up_close(u);
         return;
     }
-    mg_conn_t *c = r->c;
     int prev = r->target;
     /* llhttp's reason goes before the connection does */
     const char *detail = llhttp_get_errno(&u->parser) != HPE_OK &&
@@ -955,7 +885,7 @@ static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable
     }
     if (status == 502 || status == 504)
         log_failure(r, status, why, err, detail);
-    mg_conn_upstream_failed(c, status, why);
+    mg_pipeline_upstream_failed(r, status, why);
 }
 
 /* ---- connecting and sending the head ------------------------------------ */
@@ -1003,7 +933,6 @@ mg_upconn_t *mg_upconn_new(mg_pool_t *p)
 
 static void connect_target(mg_request_t *r, int ti)
 {
-    mg_conn_t *c = r->c;
     mg_pool_t *p = &r->g->ups[mg_request_upstream(r)].pools[ti];
     r->target = ti;
     mg_upconn_t *u = mg_pool_take_idle(p);
@@ -1016,12 +945,12 @@ static void connect_target(mg_request_t *r, int ti)
     }
     if (!p->addr_ok) {
         log_failure(r, 502, "upstream address does not resolve", 0, NULL);
-        mg_conn_upstream_failed(c, 502, "upstream address does not resolve");
+        mg_pipeline_upstream_failed(r, 502, "upstream address does not resolve");
         return;
     }
     u = mg_upconn_new(p);
     if (!u) {
-        mg_conn_upstream_failed(c, 503, "out of memory");
+        mg_pipeline_upstream_failed(r, 503, "out of memory");
         return;
     }
     u->r = r;
@@ -1040,9 +969,9 @@ static void connect_target(mg_request_t *r, int ti)
 /* Skip headers the gateway owns or that are hop-by-hop (see DESIGN). */
 /* (The client's Forwarded, X-Forwarded-* and X-Request-Id go through
  * unchanged when the upstream is set not to get the gateway's own.) */
-static int span_is(mg_conn_t *c, mg_span_t s, const char *lit, size_t n)
+static int span_is(const mg_request_t *r, mg_span_t s, const char *lit, size_t n)
 {
-    return s.len == n && strncasecmp(mg_conn_data(c, s), lit, n) == 0;
+    return s.len == n && strncasecmp(mg_request_data(r, s), lit, n) == 0;
 }
 
 /* Headers that make some frameworks serve another URL or method than the
@@ -1052,21 +981,10 @@ static int span_is(mg_conn_t *c, mg_span_t s, const char *lit, size_t n)
  * (and the cache keep) something else: a known bypass and cache-poisoning
  * vector. The client's copies are not forwarded unless the upstream says
  * override_headers = true (then the cache key holds them, cache.c). */
-const char *const mg_override_headers[] = { "x-original-url", "x-rewrite-url",
-                                            "x-http-method-override", "x-http-method",
-                                            "x-method-override", NULL };
 
-int mg_override_header(const char *n, size_t l)
+static int skip_request_header(const mg_request_t *r, mg_span_t name, const mg_upstream_t *up)
 {
-    for (int i = 0; mg_override_headers[i]; i++)
-        if (strlen(mg_override_headers[i]) == l && strncasecmp(mg_override_headers[i], n, l) == 0)
-            return 1;
-    return 0;
-}
-
-static int skip_request_header(mg_conn_t *c, mg_span_t name, const mg_upstream_t *up)
-{
-    const char *n = mg_conn_data(c, name);
+    const char *n = mg_request_data(r, name);
     size_t l = name.len;
     if (hop_by_hop(n, l))
         return 1;
@@ -1077,7 +995,7 @@ static int skip_request_header(mg_conn_t *c, mg_span_t name, const mg_upstream_t
     case 9: return up->forwarded && strncasecmp(n, "forwarded", 9) == 0;
     /* the gateway sends its own traceparent; a tracestate belongs to the
      * trace it came with, not to one the gateway had to start */
-    case 10: return !c->r->trace_continued && strncasecmp(n, "tracestate", 10) == 0;
+    case 10: return !r->trace_continued && strncasecmp(n, "tracestate", 10) == 0;
     case 11: return strncasecmp(n, "traceparent", 11) == 0;
     case 12: return up->request_id && strncasecmp(n, "x-request-id", 12) == 0;
     case 14: /* HTTP2-Settings goes only with an h2c upgrade, never tunnelled */
@@ -1091,16 +1009,15 @@ static int skip_request_header(mg_conn_t *c, mg_span_t name, const mg_upstream_t
 }
 
 /* Is `name` named in one of the request's Connection headers? */
-static int in_connection_tokens(mg_conn_t *c, mg_span_t name)
+static int in_connection_tokens(const mg_request_t *r, mg_span_t name)
 {
-    mg_request_t *r = c->r;
     if (!r->known[MG_H_CONNECTION])
         return 0;
     for (uint32_t i = 0; i < r->nheaders; i++) {
         mg_span_t hn = r->headers[i].name;
-        if (hn.len == 10 && strncasecmp(mg_conn_data(c, hn), "connection", 10) == 0 &&
-            mg_token_listed(mg_conn_data(c, r->headers[i].value), r->headers[i].value.len,
-                            mg_conn_data(c, name), name.len))
+        if (hn.len == 10 && strncasecmp(mg_request_data(r, hn), "connection", 10) == 0 &&
+            mg_token_listed(mg_request_data(r, r->headers[i].value), r->headers[i].value.len,
+                            mg_request_data(r, name), name.len))
             return 1;
     }
     return 0;
@@ -1115,21 +1032,21 @@ static int in_connection_tokens(mg_conn_t *c, mg_span_t name)
  * client's own Forwarded is not sent: it could say anything). An IPv6 node
  * and a host that is not a token are quoted; a valid Host (uri.h) holds no
  * '"' or '\\'. */
-static char *put_forwarded(char *o, mg_conn_t *c, mg_span_t host)
+static char *put_forwarded(char *o, const mg_request_t *r, mg_span_t host)
 {
-    int v6 = strchr(c->client_ip, ':') != NULL;
+    int v6 = strchr(r->peer->client_ip, ':') != NULL;
     o = PUTS(o, "Forwarded: for=");
     if (v6)
         o = PUTS(o, "\"[");
-    if (c->client_ip[0])
-        o = put(o, c->client_ip, strlen(c->client_ip));
+    if (r->peer->client_ip[0])
+        o = put(o, r->peer->client_ip, strlen(r->peer->client_ip));
     else
         o = PUTS(o, "unknown"); /* RFC 7239 6.2: no address known */
     if (v6)
         o = PUTS(o, "]\"");
-    o = c->tls ? PUTS(o, ";proto=https") : PUTS(o, ";proto=http");
+    o = r->proto->tls(r) ? PUTS(o, ";proto=https") : PUTS(o, ";proto=http");
     if (host.len) {
-        const char *h = mg_conn_data(c, host);
+        const char *h = mg_request_data(r, host);
         int quote = 0;
         for (uint32_t i = 0; i < host.len && !quote; i++)
             quote = !mg_token_char((unsigned char)h[i]);
@@ -1146,7 +1063,6 @@ static char *put_forwarded(char *o, mg_conn_t *c, mg_span_t host)
 static void send_head(mg_upconn_t *u)
 {
     mg_request_t *r = u->r;
-    mg_conn_t *c = r->c;
     mg_worker_t *w = u->w;
     char *o = w->scratch;
     /* the Host value goes out up to three times (Host, X-Forwarded-Host,
@@ -1165,7 +1081,7 @@ static void send_head(mg_upconn_t *u)
     if (r->new_method)
         o = put(o, r->new_method, r->new_method_len);
     else
-        o = put(o, mg_conn_data(c, r->method), r->method.len);
+        o = put(o, mg_request_data(r, r->method), r->method.len);
     *o++ = ' ';
     if (r->path_rewritten || !r->route) {
         o = put(o, r->path, r->path_len);
@@ -1194,21 +1110,21 @@ static void send_head(mg_upconn_t *u)
             xff = h->value;
         if (r->known[MG_H_HOST] == i + 1)
             host = h->value;
-        if (skip_request_header(c, h->name, u->pool->u))
+        if (skip_request_header(r, h->name, u->pool->u))
             continue;
-        if ((r->cache_state == MG_CACHE_MISS || r->cache_state == MG_CACHE_EXPIRED) &&
+        if ((mg_cache_state(r) == MG_CACHE_MISS || mg_cache_state(r) == MG_CACHE_EXPIRED) &&
             !r->head_method &&
-            (span_is(c, h->name, "if-none-match", 13) ||
-             span_is(c, h->name, "if-modified-since", 17)))
+            (span_is(r, h->name, "if-none-match", 13) ||
+             span_is(r, h->name, "if-modified-since", 17)))
             continue; /* a fetch for the cache wants the whole answer (or asks its own) */
-        if (r->known[MG_H_CONNECTION] && in_connection_tokens(c, h->name))
+        if (r->known[MG_H_CONNECTION] && in_connection_tokens(r, h->name))
             continue;
         if (r->nreq_edits &&
-            mg_edits_replace(r->req_edits, r->nreq_edits, mg_conn_data(c, h->name), h->name.len))
+            mg_edits_replace(r->req_edits, r->nreq_edits, mg_request_data(r, h->name), h->name.len))
             continue;
-        o = put(o, mg_conn_data(c, h->name), h->name.len);
+        o = put(o, mg_request_data(r, h->name), h->name.len);
         o = PUTS(o, ": ");
-        o = put(o, mg_conn_data(c, h->value), h->value.len);
+        o = put(o, mg_request_data(r, h->value), h->value.len);
         o = PUTS(o, "\r\n");
     }
     if (!r->known[MG_H_HOST] && !EDITED(r, "host")) {
@@ -1220,23 +1136,23 @@ static void send_head(mg_upconn_t *u)
     if (upc->forwarded && !EDITED(r, "x-forwarded-for")) {
         o = PUTS(o, "X-Forwarded-For: ");
         if (xff.len) {
-            o = put(o, mg_conn_data(c, xff), xff.len);
+            o = put(o, mg_request_data(r, xff), xff.len);
             o = PUTS(o, ", ");
         }
-        o = put(o, c->client_ip, strlen(c->client_ip));
+        o = put(o, r->peer->client_ip, strlen(r->peer->client_ip));
         o = PUTS(o, "\r\n");
     }
     if (upc->forwarded && !EDITED(r, "x-forwarded-proto"))
-        o = c->tls ? PUTS(o, "X-Forwarded-Proto: https\r\n")
+        o = r->proto->tls(r) ? PUTS(o, "X-Forwarded-Proto: https\r\n")
                    : PUTS(o, "X-Forwarded-Proto: http\r\n");
     if (upc->forwarded && host.len && !EDITED(r, "x-forwarded-host")) {
         o = PUTS(o, "X-Forwarded-Host: ");
-        o = put(o, mg_conn_data(c, host), host.len);
+        o = put(o, mg_request_data(r, host), host.len);
         o = PUTS(o, "\r\n");
     }
     if (upc->forwarded && !EDITED(r, "forwarded"))
-        o = put_forwarded(o, c, host);
-    if (r->cache_revalidating)
+        o = put_forwarded(o, r, host);
+    if (mg_cache_revalidating(r))
         o += mg_cache_validators(r, o);
     if (r->traced && !EDITED(r, "traceparent")) {
         o = PUTS(o, "traceparent: 00-");
@@ -1264,7 +1180,7 @@ static void send_head(mg_upconn_t *u)
     if (r->is_upgrade) {
         /* the protocols the route allows, not the client's whole list */
         o = PUTS(o, "Connection: upgrade\r\nUpgrade: ");
-        o += mg_upgrade_value(c, o);
+        o += mg_upgrade_value(r, o);
         o = PUTS(o, "\r\n");
     } else if (r->body_buffered) {
         if (r->body_len > 0 || r->has_body)
@@ -1292,13 +1208,18 @@ static void send_head(mg_upconn_t *u)
     /* read_timeout once the body is out too (mg_proxy_request_sent) */
     up_deadline(u, u->pool->u->send_timeout);
     up_start_reading(u);
-    mg_conn_resume_body(c);
+    r->proto->resume_body(r);
 }
 
-void mg_proxy_start(mg_conn_t *c)
+void mg_proxy_start(mg_request_t *r)
 {
-    mg_request_t *r = c->r;
     int ui = mg_request_upstream(r);
     int ti = r->target_override >= 0 ? r->target_override : mg_balancer_pick(r->g, ui, -1);
     connect_target(r, ti);
 }
+
+const mg_upstream_ops_t mg_proxy_ops = {
+    .start = mg_proxy_start,
+    .hook_resumed = mg_proxy_hook_resumed,
+    .detach = mg_proxy_detach,
+};

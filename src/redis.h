@@ -23,7 +23,7 @@
 #ifndef MG_REDIS_H
 #define MG_REDIS_H
 
-#include "gateway.h"
+#include "worker.h"
 
 struct redisReply;
 typedef struct mg_redis_s mg_redis_t;

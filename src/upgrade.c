@@ -7,7 +7,8 @@
  */
 #include <string.h>
 #include <strings.h>
-#include "gateway.h"
+#include "http.h"
+#include "request.h"
 #include "upgrade.h"
 
 /* The name part of a protocol token ("foo" of "foo/2"). */
@@ -39,18 +40,18 @@ static int route_allows(const mg_route_t *rt, const char *p, size_t l)
  * allows (all Upgrade headers, in order), once per entry of the list (a
  * protocol offered again is skipped: what is forwarded stays short); stops
  * when fn returns non-zero and returns that, else 0. */
-static int each_allowed(const mg_conn_t *c, int (*fn)(void *, const char *, size_t), void *arg)
+static int each_allowed(const mg_request_t *r, int (*fn)(void *, const char *, size_t),
+                        void *arg)
 {
-    const mg_request_t *r = c->r;
     const mg_route_t *rt = r->route;
     unsigned seen = 0; /* bit i: list entry i was offered already */
     if (!rt || rt->has_handler || !r->known[MG_H_UPGRADE])
         return 0; /* no route, no list: nothing is allowed */
     for (uint32_t i = r->known[MG_H_UPGRADE] - 1; i < r->nheaders; i++) {
         mg_span_t n = r->headers[i].name;
-        if (n.len != 7 || strncasecmp(mg_conn_data(c, n), "upgrade", 7) != 0)
+        if (n.len != 7 || strncasecmp(mg_request_data(r, n), "upgrade", 7) != 0)
             continue;
-        const char *v = mg_conn_data(c, r->headers[i].value), *t;
+        const char *v = mg_request_data(r, r->headers[i].value), *t;
         size_t vl = r->headers[i].value.len, at = 0, tl;
         while (mg_token_next(v, vl, &at, &t, &tl)) {
             int e = route_allows(rt, t, tl);
@@ -82,10 +83,10 @@ static int add_token(void *arg, const char *t, size_t tl)
     return 0;
 }
 
-size_t mg_upgrade_value(const mg_conn_t *c, char *out)
+size_t mg_upgrade_value(const mg_request_t *r, char *out)
 {
     value_t v = { out, 0 };
-    each_allowed(c, add_token, &v);
+    each_allowed(r, add_token, &v);
     return v.len;
 }
 
@@ -100,26 +101,26 @@ static int is_name(void *arg, const char *t, size_t tl)
     return same_name(t, tl, n->p, n->l);
 }
 
-int mg_upgrade_accepted(const mg_conn_t *c, const char *v, size_t vl)
+int mg_upgrade_accepted(const mg_request_t *r, const char *v, size_t vl)
 {
     size_t at = 0;
     name_t n;
     int any = 0;
     while (mg_token_next(v, vl, &at, &n.p, &n.l)) {
-        if (!each_allowed(c, is_name, &n))
+        if (!each_allowed(r, is_name, &n))
             return 0;
         any = 1;
     }
     return any;
 }
 
-void mg_upgrade_settle(mg_conn_t *c)
+void mg_upgrade_settle(mg_request_t *r)
 {
-    mg_request_t *r = c->r;
-    if (!r->is_upgrade || mg_upgrade_value(c, NULL) > 0)
+    if (!r->is_upgrade || mg_upgrade_value(r, NULL) > 0)
         return;
-    /* an ordinary request from here on: llhttp reads any body as HTTP and
-     * goes on with the next request instead of stopping for a tunnel */
+    /* an ordinary request from here on: the protocol reads any body as
+     * HTTP and goes on with the next request instead of stopping for a
+     * tunnel */
     r->is_upgrade = 0;
-    c->parser.upgrade = 0;
+    r->proto->no_upgrade(r);
 }

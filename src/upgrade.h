@@ -14,22 +14,22 @@
 
 #include <stddef.h>
 
-typedef struct mg_conn_s mg_conn_t;
+typedef struct mg_request_s mg_request_t;
 
-/* Decides c's current request once its route is known: keeps r->is_upgrade
+/* Decides request r once its route is known: keeps r->is_upgrade
  * only when one of the offered protocols is allowed, else turns the request
  * into an ordinary one (the parser reads its body, if any, as HTTP). May be
  * called again; later calls only confirm the first. */
-void mg_upgrade_settle(mg_conn_t *c);
+void mg_upgrade_settle(mg_request_t *r);
 
 /* Writes the allowed protocols the client offered as an Upgrade value
  * ("websocket, foo"; each entry of the route's list once, as the client
  * wrote it) at out, when out is not NULL. Returns its length (0: none):
  * at most the request's Upgrade values plus 2 bytes per list entry. */
-size_t mg_upgrade_value(const mg_conn_t *c, char *out);
+size_t mg_upgrade_value(const mg_request_t *r, char *out);
 
 /* Is the Upgrade value of a 101 answer (v, vl) one the request asked for
  * and the route allows? Every protocol it names must be. */
-int mg_upgrade_accepted(const mg_conn_t *c, const char *v, size_t vl);
+int mg_upgrade_accepted(const mg_request_t *r, const char *v, size_t vl);
 
 #endif

@@ -19,6 +19,8 @@
 #include "lua_route.h"
 #include "redis.h"
 #include "trace.h"
+#include "http1.h"
+#include "upstream.h"
 #include "worker.h"
 
 #define MAX_FREE_BUFS 256
@@ -230,13 +232,6 @@ static void wgen_free(mg_wgen_t *g)
     free(g);
 }
 
-void mg_wgen_release(mg_wgen_t *g)
-{
-    /* freed by the reaper at the end of the loop turn, never from inside a
-     * call chain that may still use it */
-    g->refs--;
-}
-
 /* Runs after every loop turn: frees retired generations nobody holds. */
 static void on_reap(uv_check_t *h)
 {
@@ -397,6 +392,7 @@ char *mg_worker_setup(mg_worker_t *w, mg_gen_t *gen)
     const mg_config_t *cfg = gen->cfg;
     w->loop.data = w;
     mg_list_init(&w->conns);
+    w->upstream = &mg_proxy_ops; /* the pipeline reaches the proxy through it */
     make_reqid_prefix(w);
     w->trace_rng = mg_trace_seed();
     w->cap_free_bufs = MAX_FREE_BUFS;

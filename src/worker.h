@@ -4,7 +4,109 @@
 #ifndef MG_WORKER_H
 #define MG_WORKER_H
 
-#include "gateway.h"
+#include <stdatomic.h>
+#include <stdint.h>
+#include <uv.h>
+#include "config.h"
+#include "generation.h"
+#include "list.h"
+#include "router.h"
+
+typedef struct mg_worker_s mg_worker_t;
+typedef struct mg_wgen_s mg_wgen_t;
+typedef struct mg_request_s mg_request_t;
+typedef struct mg_accesslog_s mg_accesslog_t;
+typedef struct mg_upstream_rt_s mg_upstream_rt_t;
+struct mg_upstream_ops_s;
+
+/* Pooled read buffer. Held by a connection only while it has unparsed bytes
+ * or a request in progress; idle keep-alive connections hold none. */
+typedef struct mg_buf_s {
+    char *data;
+    uint32_t cap;
+    uint32_t len;    /* bytes received */
+    uint32_t parsed; /* bytes handed to llhttp */
+} mg_buf_t;
+
+#define MG_BUF_SIZE 16384
+
+/* A generation as one worker runs it: its Lua state, hooks and pools.
+ * Held by the worker while current, by every request that started on it
+ * and by every hook coroutine lent out of it; freed (by the worker's
+ * reaper, at the end of a loop turn) once retired and unheld. */
+struct mg_wgen_s {
+    mg_wgen_t *next;            /* in the worker's list of retired ones */
+    mg_worker_t *w;
+    mg_gen_t *gen;
+    const mg_config_t *cfg;
+    const mg_router_t *router;
+    void *lua;                  /* mg_lua_worker_t */
+    mg_upstream_rt_t *ups;      /* cfg->nupstreams of them */
+    uint32_t refs;
+};
+
+/* Control thread -> worker commands (worker.c). */
+enum { MG_CTL_NONE = 0, MG_CTL_STOP, MG_CTL_PREPARE, MG_CTL_COMMIT, MG_CTL_ABORT };
+
+struct mg_worker_s {
+    int id;
+    uv_loop_t loop;
+    uv_thread_t thread;
+    uv_async_t wakeup;
+    mg_wgen_t *g;               /* current generation */
+    mg_wgen_t *retired;         /* older ones still held */
+    mg_wgen_t *prepared;        /* built by PREPARE, switched to by COMMIT */
+    uv_check_t reaper;          /* frees retired generations nobody holds */
+    _Atomic int ctl_cmd;
+    mg_gen_t *ctl_gen;          /* PREPARE: the generation to build */
+    char *ctl_err;              /* PREPARE: why it failed (malloc'd) */
+    uv_sem_t *ctl_done;         /* posted when a command is handled */
+    uv_tcp_t *listeners;
+    int *listen_fds;            /* their sockets, for mg_worker_quarantine */
+    size_t nlisteners;
+    size_t listeners_open;
+    mg_link_t conns;
+    size_t nconns;
+    mg_request_t *free_requests;
+    uint32_t nrequests;         /* request structs ever made (slots) */
+    char **free_bufs;           /* stack of MG_BUF_SIZE buffers */
+    size_t nfree_bufs, cap_free_bufs;
+    char *scratch;              /* heads are built here, then written */
+    size_t scratch_cap;
+    char reqid_prefix[13];
+    uint64_t reqid_counter;
+    uint64_t trace_rng;          /* trace.h id generator state */
+    mg_link_t cache_waiters;     /* requests waiting for another's fetch */
+    uv_timer_t cache_timer;      /* polls for them (cache.c) */
+    mg_accesslog_t *log;
+    const struct mg_upstream_ops_s *upstream; /* the proxy (upstream.h), for the pipeline */
+    uv_timer_t shutdown_timer;
+    _Atomic uint64_t hook_since; /* ms (monotonic) a hook started running, 0 = none */
+    _Atomic int quarantined;     /* stuck in a hook: no longer accepting */
+    void *_Atomic running_L;     /* lua_State a hook runs in (watchdog) */
+    _Atomic uint64_t budget_ms;  /* the current generation's hook budget */
+    _Atomic int budget_armed;    /* the watchdog set the budget hook on running_L */
+    _Atomic uint64_t budget_armed_at; /* ms (monotonic) it did */
+    int stopping;
+    int start_error;
+    uv_sem_t *ready;
+};
+
+/* A request (or a hook coroutine) takes / lets go of a generation. Freed
+ * by the reaper at the end of the loop turn, never from inside a call
+ * chain that may still use it. */
+static inline mg_wgen_t *mg_wgen_hold(mg_wgen_t *g)
+{
+    g->refs++;
+    return g;
+}
+static inline void mg_wgen_release(mg_wgen_t *g) { g->refs--; }
+
+/* Pooled read buffers (worker.c). */
+void mg_worker_buf_get(mg_worker_t *w, mg_buf_t *b);
+void mg_worker_buf_put(mg_worker_t *w, mg_buf_t *b);
+int mg_worker_buf_grow(mg_worker_t *w, mg_buf_t *b, size_t need);
+void mg_worker_conn_closed(mg_worker_t *w);
 
 typedef struct mg_workers_s {
     mg_worker_t *w;
@@ -35,12 +137,6 @@ char *mg_worker_setup(mg_worker_t *w, mg_gen_t *gen);
  * closes the loop. */
 void mg_worker_teardown(mg_worker_t *w);
 
-/* generation.c */
-/* Builds a generation from a loaded config (takes ownership of cfg, also
- * on failure). Returns NULL with *err (static) when the router cannot be
- * built. The caller holds one reference. */
-mg_gen_t *mg_gen_new(mg_config_t *cfg, uint64_t number, const char **err);
-void mg_gen_release(mg_gen_t *g);
 /* Asks every worker to stop: stop accepting, finish in-flight requests up
  * to the shutdown deadline, exit. Thread-safe. */
 void mg_workers_stop(mg_workers_t *ws);

@@ -15,7 +15,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include "gateway.h"
+#include "http1.h"
+#include "upstream.h"
 
 /* Starts the worker on spec/fuzz/<config> (found next to the binary's
  * repository, or in $MG_FUZZ_DIR); exits the process on failure. */

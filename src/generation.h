@@ -1,0 +1,54 @@
+/* generation.h: config generations (generation.c). A generation is the
+ * validated config, its router, the resolved addresses and the active
+ * health of its targets; every worker runs it as an mg_wgen_t (worker.h).
+ */
+#ifndef MG_GENERATION_H
+#define MG_GENERATION_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include "config.h"
+#include "router.h"
+
+typedef struct mg_gen_s mg_gen_t;
+
+/* Active health of one target: src/health.c (control thread) writes it,
+ * every worker's balancer reads `down`. */
+typedef struct mg_target_health_s {
+    _Atomic int down;           /* out of balancing after failed checks */
+    /* the checker's own bookkeeping (control thread only) */
+    int checked;                /* at least one check answered */
+    int in_flight;
+    int ok_streak, fail_streak;
+    uint64_t next_at;           /* control loop time of the next check */
+    char last_error[96];        /* why the last failed check failed */
+} mg_target_health_t;
+
+/* A config generation, process-wide: the validated config and its router.
+ * Each worker runs it as an mg_wgen_t. Freed when the last worker
+ * generation that holds it is gone (refs). */
+struct mg_gen_s {
+    _Atomic int refs;
+    uint64_t number;
+    double loaded_at;           /* wall clock, seconds */
+    mg_config_t *cfg;
+    mg_router_t *router;
+    mg_target_health_t **health; /* [upstream][target] (health.h) */
+    /* [upstream][target]: each target's address, resolved when the
+     * generation is made (off the workers, which never wait on DNS) */
+    struct mg_target_addr_s **addrs;
+};
+
+typedef struct mg_target_addr_s {
+    struct sockaddr_storage ss;
+    int ok; /* resolved */
+} mg_target_addr_t;
+
+/* Builds a generation from a loaded config (takes ownership of cfg, also
+ * on failure). Returns NULL with *err (static) when the router cannot be
+ * built. The caller holds one reference. */
+mg_gen_t *mg_gen_new(mg_config_t *cfg, uint64_t number, const char **err);
+void mg_gen_release(mg_gen_t *g);
+
+#endif

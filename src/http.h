@@ -1,0 +1,28 @@
+/* http.h: HTTP syntax shared by the client side, the upstream side and the
+ * cache (http.c). */
+#ifndef MG_HTTP_H
+#define MG_HTTP_H
+
+#include <stddef.h>
+
+/* The reason phrase of a status ("Unknown" for one the gateway never sends). */
+const char *mg_status_text(int status);
+/* Does an answer with this status carry a body (and its Content-Length)?
+ * 1xx, 204 and 304 never do (RFC 9110 6.4.1, 8.6); the same rule frames
+ * upstream answers, cached ones and the gateway's own. (A HEAD request's
+ * answer has no body either, whatever its status.) */
+static inline int mg_status_has_body(int status)
+{
+    return status >= 200 && status != 204 && status != 304;
+}
+/* The next token of the comma-separated list v from *at (blanks and
+ * commas skipped) in *tok / *tl, *at moved past it. Returns 0 at the end. */
+int mg_token_next(const char *v, size_t vl, size_t *at, const char **tok, size_t *tl);
+/* Is ch a token character (RFC 9110 5.6.2 tchar)? */
+int mg_token_char(unsigned char ch);
+/* Does the comma-separated token list v name tok (case-insensitive)? */
+int mg_token_listed(const char *v, size_t vl, const char *tok, size_t tl);
+/* Writes "name: value\r\n" at o; returns the end. */
+char *mg_put_header(char *o, const char *n, size_t nl, const char *v, size_t vl);
+
+#endif

@@ -1,0 +1,294 @@
+/* request.c: the protocol-independent request object (request.h): its
+ * life on the worker's free list, its arena, its headers as hooks changed
+ * them, its id and trace context, and the gateway's own answers, which it
+ * hands to the protocol (r->proto) to frame.
+ *
+ * Ownership: the worker owns the request structs (free list); a request
+ * owns its scratch, header array, arena chunks and body buffer.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include "errlog.h"
+#include "http.h"
+#include "request.h"
+#include "trace.h"
+#include "worker.h"
+
+/* ---- the request object ----------------------------------------------- */
+
+/* Gives r room for the limits of generation g (a reload may raise them). */
+static int request_fit(mg_request_t *r, const mg_limits_t *l)
+{
+    if (r->headers_cap < l->header_count + 1) {
+        mg_header_t *h = realloc(r->headers, sizeof(mg_header_t) * (l->header_count + 1));
+        if (!h)
+            return -1;
+        r->headers = h;
+        r->headers_cap = (uint32_t)(l->header_count + 1);
+    }
+    /* normalised path + upstream path + slack; both are bounded by the
+     * request line limit */
+    size_t need = l->request_line * 3 + 512;
+    if (r->scratch_cap < need) {
+        char *p = realloc(r->scratch, need);
+        if (!p)
+            return -1;
+        r->scratch = p;
+        r->scratch_cap = need;
+    }
+    return 0;
+}
+
+mg_request_t *mg_request_new(mg_worker_t *w)
+{
+    mg_request_t *r = w->free_requests;
+    const mg_limits_t *l = &w->g->cfg->limits;
+    if (r) {
+        w->free_requests = r->next_free;
+    } else {
+        r = calloc(1, sizeof(*r));
+        if (!r)
+            return NULL;
+        r->slot = ++w->nrequests;
+    }
+    if (request_fit(r, l) < 0) {
+        r->next_free = w->free_requests;
+        w->free_requests = r;
+        return NULL;
+    }
+    mg_header_t *headers = r->headers;
+    uint32_t headers_cap = r->headers_cap;
+    char *scratch = r->scratch;
+    size_t cap = r->scratch_cap;
+    uint32_t slot = r->slot;
+    /* the edit arrays and the inline arena after it need no clearing */
+    memset(r, 0, offsetof(mg_request_t, req_edits));
+    r->headers = headers;
+    r->headers_cap = headers_cap;
+    r->scratch = scratch;
+    r->scratch_cap = cap;
+    r->slot = slot;
+    r->g = mg_wgen_hold(w->g);
+    r->w = w;
+    r->target = -1;
+    r->upstream_override = -1;
+    r->target_override = -1;
+    r->http_minor = 1; /* until the request line says otherwise */
+    r->state = MG_RS_HEAD;
+    r->start_ns = uv_hrtime();
+    return r;
+}
+
+void *mg_request_alloc(mg_request_t *r, size_t n)
+{
+    n = (n + 7) & ~(size_t)7;
+    if (r->arena_used + n <= MG_ARENA_INLINE) {
+        void *p = r->arena + r->arena_used;
+        r->arena_used += n;
+        return p;
+    }
+    mg_arena_chunk_t *ch = malloc(sizeof(*ch) + n);
+    if (!ch)
+        return NULL;
+    ch->next = r->arena_chunks;
+    r->arena_chunks = ch;
+    return ch->data;
+}
+
+void mg_request_arena_reset(mg_request_t *r)
+{
+    while (r->arena_chunks) {
+        mg_arena_chunk_t *ch = r->arena_chunks;
+        r->arena_chunks = ch->next;
+        free(ch);
+    }
+    r->arena_used = 0;
+}
+
+/* ---- headers as hooks see them ------------------------------------------ */
+
+int mg_edits_header(const mg_edit_t *edits, int nedits, const mg_header_t *orig, uint32_t norig,
+                    const char *data, const char *name, size_t nlen, int nth, const char **p,
+                    size_t *len)
+{
+    int from = 0; /* first edit that still counts */
+    int replaced = 0;
+    for (int e = nedits - 1; e >= 0; e--) {
+        const mg_edit_t *ed = &edits[e];
+        if (ed->op != MG_EDIT_ADD && ed->name_len == nlen &&
+            strncasecmp(ed->name, name, nlen) == 0) {
+            replaced = 1;
+            from = e;
+            break;
+        }
+    }
+    if (replaced) {
+        if (edits[from].op == MG_EDIT_SET && nth-- == 0) {
+            *p = edits[from].value;
+            *len = edits[from].value_len;
+            return 1;
+        }
+        from++;
+    } else {
+        for (uint32_t i = 0; orig && i < norig; i++) {
+            mg_span_t n = orig[i].name;
+            if (n.len == nlen && strncasecmp(data + n.off, name, nlen) == 0 && nth-- == 0) {
+                *p = data + orig[i].value.off;
+                *len = orig[i].value.len;
+                return 1;
+            }
+        }
+    }
+    for (int e = from; e < nedits; e++) {
+        const mg_edit_t *ed = &edits[e];
+        if (ed->op == MG_EDIT_ADD && ed->name_len == nlen &&
+            strncasecmp(ed->name, name, nlen) == 0 && nth-- == 0) {
+            *p = ed->value;
+            *len = ed->value_len;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int mg_request_header(const mg_request_t *r, const char *name, size_t nlen, int nth,
+                      const char **p, size_t *len)
+{
+    return mg_edits_header(r->req_edits, r->nreq_edits, r->headers, r->nheaders, *r->data, name,
+                           nlen, nth, p, len);
+}
+
+int mg_edits_replace(const mg_edit_t *edits, int nedits, const char *n, size_t l)
+{
+    for (int i = 0; i < nedits; i++) {
+        const mg_edit_t *e = &edits[i];
+        if (e->op != MG_EDIT_ADD && e->name_len == l && strncasecmp(e->name, n, l) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+const char *const mg_override_headers[] = { "x-original-url", "x-rewrite-url",
+                                            "x-http-method-override", "x-http-method",
+                                            "x-method-override", NULL };
+
+int mg_override_header(const char *n, size_t l)
+{
+    for (int i = 0; mg_override_headers[i]; i++)
+        if (strlen(mg_override_headers[i]) == l && strncasecmp(mg_override_headers[i], n, l) == 0)
+            return 1;
+    return 0;
+}
+
+int mg_request_upstream(const mg_request_t *r)
+{
+    if (r->upstream_override >= 0)
+        return r->upstream_override;
+    return r->route ? r->route->upstream : -1;
+}
+
+/* ---- request id and trace context ---------------------------------------- */
+
+static int valid_request_id(const char *s, size_t n)
+{
+    if (n == 0 || n > MG_REQID_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (!isalnum(ch) && ch != '-' && ch != '_' && ch != '.')
+            return 0;
+    }
+    return 1;
+}
+
+/* Continues the client's trace or starts one; the gateway's span is new. */
+static void assign_trace(mg_request_t *r)
+{
+    mg_worker_t *w = r->w;
+    r->traced = 1;
+    if (r->known[MG_H_TRACEPARENT] && !r->trace_bad) {
+        mg_span_t v = r->headers[r->known[MG_H_TRACEPARENT] - 1].value;
+        r->trace_continued =
+            mg_trace_parse(mg_request_data(r, v), v.len, r->trace_id, r->trace_flags) == 0;
+    }
+    if (!r->trace_continued) {
+        mg_trace_random_hex(&w->trace_rng, r->trace_id, sizeof(r->trace_id));
+        memcpy(r->trace_flags, "01", 2); /* a new trace is recorded (sampled) */
+    }
+    mg_trace_random_hex(&w->trace_rng, r->span_id, sizeof(r->span_id));
+}
+
+void mg_request_assign_id(mg_request_t *r)
+{
+    if (!r->traced)
+        assign_trace(r);
+    if (r->known[MG_H_REQUEST_ID]) {
+        mg_span_t v = r->headers[r->known[MG_H_REQUEST_ID] - 1].value;
+        if (valid_request_id(mg_request_data(r, v), v.len)) {
+            memcpy(r->request_id, mg_request_data(r, v), v.len);
+            r->request_id_len = v.len;
+            r->request_id[v.len] = 0;
+            return;
+        }
+    }
+    mg_worker_t *w = r->w;
+    memcpy(r->request_id, w->reqid_prefix, 12);
+    mg_hex16(++w->reqid_counter, r->request_id + 12);
+    r->request_id_len = 28;
+    r->request_id[28] = 0;
+}
+
+/* ---- the gateway's own answers ------------------------------------------ */
+
+void mg_request_respond(mg_request_t *r, int status, const char *ctype, const char *body,
+                        size_t body_len, const char *extra, size_t extra_len)
+{
+    mg_worker_t *w = r->w;
+    if (r->response_started) {
+        r->proto->abort(r);
+        return;
+    }
+    if (status < 200 || status > 599) {
+        /* an interim answer would leave the request unanswered (and a 101
+         * the connection in limbo): the 1xx the gateway sends are its own
+         * (100-continue, a proxied 101). gw.respond and handlers refuse
+         * them first with the hook's file:line; this is the last guard. */
+        mg_log(MG_LOG_ERROR, "worker %d: request %s: gateway-made answer with status %d "
+                             "refused (only 200-599)", w->id, r->request_id, status);
+        mg_request_respond_error(r, 500, "invalid answer status");
+        return;
+    }
+    if (w->stopping || !r->keep_alive || status == 400 || status == 408)
+        r->response_close = 1;
+    /* an upgrade we do not tunnel: the parser stopped at its end, and the
+     * client may already be speaking the protocol it asked for */
+    if (r->is_upgrade)
+        r->response_close = 1;
+    /* A body we stopped streaming would be taken for the next request. */
+    if (r->has_body && (r->state == MG_RS_HEAD || r->state == MG_RS_BODY ||
+                        (r->state == MG_RS_UPSTREAM && r->up)))
+        r->response_close = 1;
+    r->proto->respond(r, status, ctype, body, body_len, extra, extra_len);
+}
+
+/* The gateway's own JSON error answer, with extra header lines hdrs
+ * ("Name: value\r\n"..., may be NULL). */
+void mg_request_respond_error_with(mg_request_t *r, int status, const char *message,
+                                   const char *hdrs, size_t hlen)
+{
+    if (r->request_id_len == 0)
+        mg_request_assign_id(r);
+    char body[256];
+    int n = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"status\":%d,\"request_id\":\"%s\"}\n",
+                     message, status, r->request_id);
+    mg_request_respond(r, status, "application/json", body, (size_t)n, hdrs, hlen);
+}
+
+void mg_request_respond_error(mg_request_t *r, int status, const char *message)
+{
+    mg_request_respond_error_with(r, status, message, NULL, 0);
+}
+

@@ -1,0 +1,301 @@
+/* request.h: the protocol-independent request (request.c).
+ *
+ * A protocol (HTTP/1 today: http_conn.c) parses a request head into an
+ * mg_request_t, hands it to the pipeline (pipeline.h) and implements the
+ * small table of functions the core writes the response through
+ * (mg_proto_t). Everything above the protocol (the pipeline, hooks, FFI,
+ * cache, access log, proxy) sees only the request: never the connection.
+ *
+ * Threading: a request belongs to one worker thread and is only touched
+ * from that worker's libuv loop.
+ */
+#ifndef MG_REQUEST_H
+#define MG_REQUEST_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <uv.h>
+#include "config.h"
+#include "router.h"
+#include "span.h"
+
+typedef struct mg_worker_s mg_worker_t;
+typedef struct mg_request_s mg_request_t;
+typedef struct mg_upconn_s mg_upconn_t;
+typedef struct mg_wgen_s mg_wgen_t;
+typedef struct mg_hook_co_s mg_hook_co_t;
+struct mg_tls_conn_s;
+
+#define MG_REQID_MAX 128
+
+/* Where a request is in its life. */
+typedef enum {
+    MG_RS_HEAD,      /* reading the request head */
+    MG_RS_PEEK,      /* chunked body: waiting for its first chunk line */
+    MG_RS_BUFFER,    /* a hook reads the whole body (req:body()) */
+    MG_RS_UPSTREAM,  /* head done, waiting for an upstream connection */
+    MG_RS_BODY,      /* streaming the request body upstream */
+    MG_RS_WAIT,      /* body done, waiting for the upstream response */
+    MG_RS_LOCAL,     /* answered by the gateway; discarding any body */
+    MG_RS_DONE,      /* response complete */
+} mg_req_state_t;
+
+/* Well-known request headers found while parsing (index+1 into headers, 0 =
+ * absent). */
+enum {
+    MG_H_HOST, MG_H_CONNECTION, MG_H_EXPECT, MG_H_REQUEST_ID, MG_H_XFF,
+    MG_H_UPGRADE, MG_H_CONTENT_LENGTH, MG_H_TRANSFER_ENCODING, MG_H_TRACEPARENT,
+    MG_H_AUTHORIZATION, MG_H_PROXY_AUTHORIZATION, MG_H_CONTENT_TYPE, MG_H__COUNT
+};
+
+/* A header change asked for by a hook, applied when the head is written.
+ * Name and value live in the request's arena. */
+typedef struct mg_edit_s {
+    uint8_t op;          /* MG_EDIT_SET, MG_EDIT_ADD, MG_EDIT_REMOVE */
+    uint16_t name_len;
+    uint32_t value_len;
+    const char *name;
+    const char *value;
+} mg_edit_t;
+
+enum { MG_EDIT_SET = 1, MG_EDIT_ADD = 2, MG_EDIT_REMOVE = 3 };
+#define MG_MAX_EDITS 32
+#define MG_ARENA_INLINE 2048
+
+/* Per-request bump allocator: an inline block, then malloc'd chunks that
+ * are freed when the request ends. */
+typedef struct mg_arena_chunk_s {
+    struct mg_arena_chunk_s *next;
+    char data[];
+} mg_arena_chunk_t;
+
+/* The connection a request came on, as the core sees it. Owned by the
+ * protocol's connection, which outlives its requests. */
+typedef struct mg_peer_s {
+    char client_ip[46];
+    uint16_t client_port;
+    uint16_t local_port;
+    uint16_t listener;         /* index into cfg->listeners */
+} mg_peer_t;
+
+/* What a protocol does for the core. r is the protocol's current request
+ * on its connection; a call that closes the connection ends r (it goes
+ * back to the worker's free list), so callers touch r no more after a
+ * call that can close (they say so below). */
+typedef struct mg_proto_s {
+    /* Queues framed response bytes (head and body) to the client and times
+     * the send. Returns 0, or -1 when the connection closed (r ended). */
+    int (*send)(mg_request_t *r, uv_buf_t *bufs, unsigned n);
+    /* Bytes queued to the client and not written yet. */
+    size_t (*pending)(const mg_request_t *r);
+    /* Stop (on) or go on (off) reading the client: back-pressure from an
+     * upstream that has not taken the body sent so far. */
+    void (*throttle)(mg_request_t *r, int on);
+    /* Closes the connection now (r ended). */
+    void (*abort)(mg_request_t *r);
+    /* A gateway-made answer (errors, handler routes, gw.respond): status
+     * 200-599, extra header lines "Name: value\r\n"... (may be NULL). The
+     * protocol frames and sends it, then reads on to the end of the request
+     * (dropping any body) or closes (r->response_close). May end r. */
+    void (*respond)(mg_request_t *r, int status, const char *ctype, const char *body,
+                    size_t body_len, const char *extra, size_t extra_len);
+    /* Sends the answer the cache holds for r (cache.h), hooks' changes
+     * applied. May end r. */
+    void (*send_cached)(mg_request_t *r);
+    /* The whole upstream answer went to the client. May end r. */
+    void (*response_done)(mg_request_t *r);
+    /* The upstream connection is ready for the request body. */
+    void (*resume_body)(mg_request_t *r);
+    /* A 101 went to the client: copy bytes both ways from now on. */
+    void (*start_tunnel)(mg_request_t *r);
+    /* req:body(): start reading the whole body into r->body_buf (r->state
+     * is MG_RS_BUFFER). Returns 0, or -1 when it cannot. */
+    int (*read_body)(mg_request_t *r);
+    /* Before the upstream: the protocol's checks of a body about to be
+     * streamed. Returns 1 (go on), 0 (wait: the protocol sends r upstream
+     * itself once it can) or -1 (answered). */
+    int (*prepare_body)(mg_request_t *r);
+    /* A hook that waited has finished: parse on if r is still the
+     * request of connection `conn` (r may have ended meanwhile). */
+    void (*proceed)(void *conn, const mg_request_t *r);
+    /* The request connection `conn` is working on (NULL when closing): is
+     * r still alive after a call that may have ended it? */
+    const mg_request_t *(*current)(void *conn);
+    /* The upgrade r asked for is not let through (upgrade.h): r goes on
+     * as an ordinary request. */
+    void (*no_upgrade)(mg_request_t *r);
+    /* The connection's TLS state, NULL on a plain listener. */
+    struct mg_tls_conn_s *(*tls)(const mg_request_t *r);
+} mg_proto_t;
+
+/* What lower modules (hooks, cache) tell the pipeline (pipeline.c), which
+ * sits above them and sets r->pipe when it takes the request. */
+typedef struct mg_pipe_s {
+    /* A hook phase that waited has finished with `result` (hooks.h codes). */
+    void (*hook_resumed)(mg_request_t *r, int phase, int result);
+    /* A request that waited for the cache goes on: serves the answer it now
+     * holds (serve), or goes to the upstream. */
+    void (*cache_ready)(mg_request_t *r, int serve);
+} mg_pipe_t;
+
+/* One request. Taken from the worker's free list by the protocol on the
+ * first byte of a request, returned when its response is complete (or the
+ * connection dies). Owns `scratch` (per-request strings: normalised path,
+ * upstream path, request id). */
+struct mg_request_s {
+    mg_request_t *next_free;
+    uint32_t slot;             /* per-worker number of this struct, fixed for
+                                  its life (Lua caches a cdata pointer by it) */
+    const mg_proto_t *proto;   /* the protocol it came by */
+    void *conn;                /* ... and its connection (the protocol's) */
+    const mg_peer_t *peer;     /* that connection's addresses */
+    char *const *data;         /* the buffer its spans point into */
+    const mg_pipe_t *pipe;     /* set by the pipeline */
+    mg_worker_t *w;
+    mg_req_state_t state;
+    uint64_t start_ns;         /* uv_hrtime() at the first byte */
+    uint64_t upstream_start_ns;
+    uint64_t upstream_ns;      /* head sent -> response complete */
+    uint64_t total_ns;         /* set when the request is logged */
+
+    mg_span_t method, url;
+    mg_header_t *headers;      /* capacity headers_cap */
+    uint32_t headers_cap;
+    uint32_t nheaders;
+    uint16_t known[MG_H__COUNT];
+    uint32_t head_bytes;       /* header names + values, for the 431 check */
+    uint32_t head_end;         /* buffer offset just past the head */
+    uint8_t last_was_value;    /* header callback state */
+    uint8_t chunk_line;        /* a chunk-size line starts at buf.parsed */
+    uint8_t last_chunk;        /* the "0" chunk was seen: trailers follow */
+    const char *error_reason;  /* set with status by a parser callback (static) */
+    uint8_t http_minor;
+    uint8_t keep_alive;        /* client wants the connection kept */
+    uint8_t chunked;           /* request body is chunked */
+    uint8_t has_body;
+    uint8_t expect_continue;
+    uint8_t is_upgrade;
+    uint8_t head_method;       /* HEAD: response has no body */
+    uint8_t idempotent;
+    uint8_t retries;
+    uint8_t body_started;      /* a body byte went upstream: no retry */
+    uint8_t response_started;  /* response head sent to the client */
+    uint8_t response_chunked;  /* we frame the response body as chunked */
+    uint8_t response_close;    /* close the client connection after it */
+    uint64_t body_received;
+    uint64_t content_length;
+    /* min_body_rate (http_conn.c): loop times in ms */
+    uint64_t body_start_ms;    /* the body began to be read: the grace runs */
+    uint64_t window_start_ms;  /* the current rate window began ... */
+    uint64_t window_bytes;     /* ... with body_received at this */
+
+    char *path;                /* normalised path, NUL-terminated (scratch) */
+    size_t path_len;
+    const char *query;         /* into scratch, includes '?', or "" */
+    size_t query_len;
+    mg_wgen_t *g;              /* the config generation it started on (held) */
+    char request_id[MG_REQID_MAX + 1];
+    size_t request_id_len;
+    const mg_route_t *route;   /* NULL: no route (a hook may still pick an upstream) */
+    int route_rc;              /* what the router said (router.h codes) */
+    mg_route_match_t match;
+    int target;                /* chosen target index, -1 none */
+    mg_upconn_t *up;
+    int status;                /* sent to the client */
+    uint64_t bytes_sent;
+    char *scratch;
+    size_t scratch_cap, scratch_used;
+
+    /* Lua hooks (hooks.c, ffi_request.c) */
+    mg_hook_co_t *co;          /* coroutine running this request's hooks */
+    uint8_t hook_phase;        /* phase running or waiting, 0 none */
+    uint8_t hook_waiting;      /* suspended until I/O completes */
+    uint8_t nreq_edits, nres_edits;
+    const char *new_method;    /* set by a hook (arena), else NULL */
+    size_t new_method_len;
+    const char *new_query;     /* without '?'; NULL = keep */
+    size_t new_query_len;
+    uint8_t path_rewritten;    /* r->path was replaced: send it as is */
+    int upstream_override;     /* -1 none, else upstream index */
+    int target_override;       /* -1 none */
+    int res_status;            /* on_response: status to send (0 = upstream's) */
+    const char *res_body;      /* replacement body (arena), or NULL */
+    size_t res_body_len;
+    uint8_t res_body_set;
+    uint8_t res_dropping;      /* upstream body is being discarded */
+    mg_arena_chunk_t *arena_chunks;
+    size_t arena_used;
+    char *body_buf;            /* req:body(): the whole body (malloc'd) */
+    size_t body_len, body_cap;
+    uint8_t body_buffered;     /* body_buf holds the complete body */
+    mg_hook_co_t *body_hc;     /* hook waiting for it */
+    /* W3C trace context (trace.h), set with the request id */
+    uint8_t traced;            /* trace_id, span_id, trace_flags are set */
+    uint8_t trace_continued;   /* from the client's valid traceparent */
+    uint8_t trace_bad;         /* a second traceparent: start a new trace */
+    char trace_id[32];         /* hex, not NUL-terminated */
+    char span_id[16];          /* the gateway's own span */
+    char trace_flags[2];
+    /* the response cache's own state (cache.c), NULL off cache routes */
+    struct mg_cache_req_s *cache;
+
+    /* Not cleared between requests (mg_request_init zeroes up to here). */
+    mg_edit_t req_edits[MG_MAX_EDITS];
+    mg_edit_t res_edits[MG_MAX_EDITS];
+    char arena[MG_ARENA_INLINE];
+};
+
+/* The bytes a span of r's head points at. */
+static inline const char *mg_request_data(const mg_request_t *r, mg_span_t s)
+{
+    return *r->data + s.off;
+}
+
+/* Takes a request from w's free list (or makes one) with room for the
+ * limits of w's current generation, which it holds; NULL when out of
+ * memory. The protocol then sets proto, conn, peer and data; it ends it
+ * with mg_pipeline_free (pipeline.h). */
+mg_request_t *mg_request_new(mg_worker_t *w);
+
+/* The request's arena: memory that lives until the request ends (8-byte
+ * aligned). NULL when out of memory. */
+void *mg_request_alloc(mg_request_t *r, size_t n);
+void mg_request_arena_reset(mg_request_t *r);
+
+/* The nth value (from 0) of header `name` as hooks see it: the last SET or
+ * REMOVE of that name among `edits` replaces every value before it, ADDs
+ * come after. `orig` (may be NULL) holds the received headers, spans into
+ * `data`. Returns 1 and fills p/len, or 0. */
+int mg_edits_header(const mg_edit_t *edits, int nedits, const mg_header_t *orig, uint32_t norig,
+                    const char *data, const char *name, size_t nlen, int nth, const char **p,
+                    size_t *len);
+/* A request header's value by name (case-insensitive), as changed so far
+ * by hooks; nth counts repeats from 0. Returns 1 and fills p/len, or 0. */
+int mg_request_header(const mg_request_t *r, const char *name, size_t nlen, int nth,
+                      const char **p, size_t *len);
+/* Does a SET or REMOVE among a hook's header edits name this header
+ * (case-insensitive)? Then the original's copies are not sent. */
+int mg_edits_replace(const mg_edit_t *edits, int nedits, const char *name, size_t len);
+/* The request headers that override the URL or method for some upstreams
+ * (NULL-terminated, lower case), and whether n/l is one of them. */
+extern const char *const mg_override_headers[];
+int mg_override_header(const char *n, size_t l);
+/* The upstream index a request goes to (hook override, else its route's). */
+int mg_request_upstream(const mg_request_t *r);
+
+/* Gives r its request id (the client's X-Request-Id when valid, else a new
+ * one) and its trace context; once, before anything is logged. */
+void mg_request_assign_id(mg_request_t *r);
+
+/* Sends a gateway-made answer (see mg_proto_t.respond): decides whether
+ * the connection closes after it, refuses statuses outside 200-599 (500).
+ * May end r. */
+void mg_request_respond(mg_request_t *r, int status, const char *ctype, const char *body,
+                        size_t body_len, const char *extra_headers, size_t extra_len);
+/* The gateway's own JSON error answer, with extra header lines hdrs (may
+ * be NULL). May end r. */
+void mg_request_respond_error(mg_request_t *r, int status, const char *message);
+void mg_request_respond_error_with(mg_request_t *r, int status, const char *message,
+                                   const char *hdrs, size_t hlen);
+
+#endif

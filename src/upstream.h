@@ -1,0 +1,147 @@
+/* upstream.h: the upstream side: upstream connections (proxy.c), their
+ * keep-alive pools and the balancer (pool.c), and gw.http (http_client.c).
+ *
+ * Threading: every struct here belongs to exactly one worker thread and is
+ * only touched from that worker's libuv loop.
+ */
+#ifndef MG_UPSTREAM_H
+#define MG_UPSTREAM_H
+
+#include <stdint.h>
+#include <uv.h>
+#include <llhttp.h>
+#include "config.h"
+#include "list.h"
+#include "request.h"
+#include "worker.h"
+#include "wq.h"
+
+typedef struct mg_pool_s mg_pool_t;
+
+/* An upstream connection. Owned by its pool (idle list) or by the request
+ * using it; freed in its close callback. */
+struct mg_upconn_s {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_connect_t connect_req;
+    mg_link_t link;            /* in pool->idle while idle */
+    mg_worker_t *w;
+    mg_pool_t *pool;
+    llhttp_t parser;
+    mg_buf_t buf;
+    mg_wq_t wq;
+    mg_request_t *r;           /* request in progress, NULL while idle */
+    uint8_t connected;
+    uint8_t idle;
+    uint8_t closing;
+    uint8_t timer_armed;
+    uint8_t reading;
+    uint8_t got_response_bytes;
+    uint8_t tunnel;
+    uint8_t handles_open;
+    uint32_t requests;
+    uint64_t deadline;
+    uint64_t timer_expiry;
+    /* response head being parsed */
+    mg_span_t status_text;
+    mg_header_t *headers;      /* capacity MG_UP_MAX_HEADERS */
+    uint32_t nheaders;
+    uint8_t last_was_value;
+    uint8_t value_moved;       /* the last value was unfolded (proxy.c) */
+    uint8_t fold_sep;          /* ... and its continuation has no byte yet */
+    uint32_t value_raw_end;    /* where llhttp's last value piece ended */
+    uint8_t resp_chunked;
+    uint8_t resp_has_length;
+    uint8_t resp_keepalive;
+    void *client;              /* gw.http operation using it (http_client.c) */
+    uint8_t hook_paused;       /* parser paused while on_response waits */
+    uint8_t hook_failed;       /* on_response failed: answer 500 */
+    uint8_t revalidated;       /* a 304 to the cache's conditional request */
+};
+
+#define MG_UP_MAX_HEADERS 128
+
+/* Keep-alive pool and health of one target of one upstream, per worker
+ * and generation. After a reload the pool of the same upstream name and
+ * target in the new generation is its successor: idle connections move
+ * there, and connections in use go there when their request ends. */
+struct mg_pool_s {
+    mg_worker_t *w;
+    mg_pool_t *successor;
+    const mg_upstream_t *u;
+    const mg_target_t *t;
+    struct sockaddr_storage addr;
+    int addr_ok;
+    mg_link_t idle;
+    int nidle;
+    uint64_t down_until;        /* loop time before which the target is skipped */
+    int current_weight;         /* smooth weighted round robin state */
+    int fails;                  /* failed attempts in a row (max_fails) */
+};
+
+/* Per upstream, per worker: its target pools. */
+typedef struct mg_upstream_rt_s {
+    const mg_upstream_t *u;
+    mg_pool_t *pools;           /* u->ntargets */
+} mg_upstream_rt_t;
+
+/* proxy.c */
+/* What the pipeline asks of the upstream side (pipeline.c reaches it
+ * through w->upstream, set by worker.c: the core sits below the proxy). */
+typedef struct mg_upstream_ops_s {
+    /* Sends r upstream: picks a target, connects or reuses, writes the
+     * head; answers r itself when that fails. */
+    void (*start)(mg_request_t *r);
+    /* The on_response phase that waited has finished. */
+    void (*hook_resumed)(mg_upconn_t *u, int result);
+    /* The request lets go of u (reusable: back into its pool). */
+    void (*detach)(mg_upconn_t *u, int reusable);
+} mg_upstream_ops_t;
+extern const mg_upstream_ops_t mg_proxy_ops;
+
+void mg_proxy_start(mg_request_t *r);
+int mg_proxy_send_body(mg_upconn_t *u, uv_buf_t *bufs, unsigned n);
+void mg_proxy_detach(mg_upconn_t *u, int reusable);
+void mg_proxy_client_drained(mg_upconn_t *u);
+int mg_proxy_tunnel_write(mg_upconn_t *u, const char *data, size_t len);
+/* The whole request (head and body) is written or queued: the wait for the
+ * answer, timed by read_timeout, starts once it has all gone out. */
+void mg_proxy_request_sent(mg_upconn_t *u);
+/* The on_response phase that waited has finished. */
+void mg_proxy_hook_resumed(mg_upconn_t *u, int result);
+/* A new, unconnected upstream connection of pool p (owned by the caller
+ * until it is closed or detached into the pool). */
+mg_upconn_t *mg_upconn_new(mg_pool_t *p);
+/* Bytes from u's upstream as libuv would hand them (up_alloc, up_read),
+ * for a connection whose u->wq.sink stands in for its socket (spec/fuzz).
+ * Returns the bytes taken; p NULL: the upstream's EOF. */
+size_t mg_upconn_feed(mg_upconn_t *u, const char *p, size_t n);
+void mg_upconn_close(mg_upconn_t *u);
+/* Is response header i of u end-to-end (not hop-by-hop, not named in a
+ * Connection header)? */
+int mg_upconn_header_forwarded(mg_upconn_t *u, uint32_t i);
+
+/* pool.c */
+int mg_pools_init(mg_wgen_t *g);
+/* Hands idle connections of `old`'s pools to the same pools of `g`. */
+void mg_pools_adopt(mg_wgen_t *g, mg_wgen_t *old);
+void mg_pools_close(mg_wgen_t *g);
+void mg_pools_free(mg_wgen_t *g);
+/* Picks the next target of upstream `ui` by smooth weighted round robin,
+ * skipping targets marked down (unless all are). `avoid` is a target index
+ * to skip when possible (-1: none). Returns the target index. */
+int mg_balancer_pick(mg_wgen_t *g, int ui, int avoid);
+/* A failed attempt on p's target (may skip it for fail_timeout), or an
+ * answer from it (resets the count). See pool.c. */
+void mg_pool_failed(mg_pool_t *p);
+void mg_pool_answered(mg_pool_t *p);
+mg_upconn_t *mg_pool_take_idle(mg_pool_t *p);
+void mg_pool_put_idle(mg_pool_t *p, mg_upconn_t *u);
+void mg_pool_forget(mg_upconn_t *u);
+
+/* http_client.c */
+void mg_http_client_conn_lost(void *client);
+void mg_http_client_close(mg_worker_t *w);
+void mg_http_client_free(mg_worker_t *w);
+
+#endif
