@@ -353,6 +353,9 @@ int mg_hooks_run(mg_request_t *r, int phase)
 static void wake(mg_hook_co_t *hc, int nargs)
 {
     mg_request_t *r = hc->r;
+    /* the answer a hook gives may end r (and close its connection) */
+    const mg_proto_t *p = r ? r->proto : NULL;
+    void *conn = r ? r->conn : NULL;
     int code = co_resume(hc, nargs);
     if (!r) {
         /* detached: an on_log hook still running after its request */
@@ -367,7 +370,7 @@ static void wake(mg_hook_co_t *hc, int nargs)
     }
     int phase = r->hook_phase;
     code = settle(r, hc, code);
-    if (code == MG_HOOK_WAIT)
+    if (code == MG_HOOK_WAIT || p->current(conn) != r)
         return;
     r->pipe->hook_resumed(r, phase, code);
 }

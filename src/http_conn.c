@@ -161,7 +161,7 @@ static _Thread_local char tls_in[32768];
 static size_t buf_room(mg_conn_t *c)
 {
     if (!c->buf.data)
-        mg_worker_buf_get(c->w, &c->buf);
+        mg_buf_get(&c->w->bufs, &c->buf);
     if (c->buf.data && c->buf.len == c->buf.cap && c->r &&
         (c->r->state == MG_RS_HEAD || c->r->chunk_line)) {
         /* a long head: grow up to what the limits allow (plus one byte so
@@ -172,7 +172,7 @@ static size_t buf_room(mg_conn_t *c)
         if (c->r->chunk_line)
             max += MG_CHUNK_LINE_MAX;
         if (c->buf.cap < max)
-            mg_worker_buf_grow(c->w, &c->buf, c->buf.cap * 2 < max ? c->buf.cap * 2 : max);
+            mg_buf_grow(&c->w->bufs, &c->buf, c->buf.cap * 2 < max ? c->buf.cap * 2 : max);
     }
     return c->buf.data ? c->buf.cap - c->buf.len : 0;
 }
@@ -195,7 +195,7 @@ static void release_buf_if_empty(mg_conn_t *c)
 {
     if (c->buf.data && !c->r && c->buf.len == c->buf.parsed) {
         c->buf.len = c->buf.parsed = 0;
-        mg_worker_buf_put(c->w, &c->buf);
+        mg_buf_put(&c->w->bufs, &c->buf);
     }
 }
 
@@ -1384,7 +1384,7 @@ static void on_handle_closed(uv_handle_t *h)
         return;
     mg_worker_t *w = c->w;
     if (c->buf.data)
-        mg_worker_buf_put(w, &c->buf);
+        mg_buf_put(&w->bufs, &c->buf);
     if (c->tls) {
         mg_tls_conn_free(c->tls->t);
         free(c->tls);
@@ -1393,7 +1393,7 @@ static void on_handle_closed(uv_handle_t *h)
     w->nconns--;
     mg_metrics_connections(w->id, -1);
     free(c);
-    mg_worker_conn_closed(w);
+    w->conn_closed(w);
 }
 
 static void conn_close(mg_conn_t *c)

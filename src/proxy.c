@@ -506,7 +506,7 @@ static void on_up_closed(uv_handle_t *h)
     if (--u->handles_open > 0)
         return;
     if (u->buf.data)
-        mg_worker_buf_put(u->w, &u->buf);
+        mg_buf_put(&u->w->bufs, &u->buf);
     free(u->headers);
     free(u);
 }
@@ -547,7 +547,7 @@ void mg_proxy_detach(mg_upconn_t *u, int reusable)
     }
     if (u->buf.data) {
         u->buf.len = u->buf.parsed = 0;
-        mg_worker_buf_put(u->w, &u->buf);
+        mg_buf_put(&u->w->bufs, &u->buf);
     }
     mg_pool_put_idle(u->pool, u);
     if (!u->idle) {
@@ -562,7 +562,7 @@ static void up_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
 {
     mg_upconn_t *u = h->data;
     if (!u->buf.data)
-        mg_worker_buf_get(u->w, &u->buf);
+        mg_buf_get(&u->w->bufs, &u->buf);
     if (!u->buf.data || u->buf.len == u->buf.cap) {
         *b = uv_buf_init(NULL, 0);
         return;

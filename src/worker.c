@@ -27,48 +27,6 @@
 
 /* ---- pooled read buffers ------------------------------------------------ */
 
-void mg_worker_buf_get(mg_worker_t *w, mg_buf_t *b)
-{
-    if (w->nfree_bufs > 0) {
-        b->data = w->free_bufs[--w->nfree_bufs];
-    } else {
-        b->data = malloc(MG_BUF_SIZE);
-        if (!b->data)
-            return;
-    }
-    b->cap = MG_BUF_SIZE;
-    b->len = b->parsed = 0;
-}
-
-void mg_worker_buf_put(mg_worker_t *w, mg_buf_t *b)
-{
-    if (!b->data)
-        return;
-    if (b->cap == MG_BUF_SIZE && w->nfree_bufs < w->cap_free_bufs)
-        w->free_bufs[w->nfree_bufs++] = b->data;
-    else
-        free(b->data);
-    b->data = NULL;
-    b->cap = b->len = b->parsed = 0;
-}
-
-int mg_worker_buf_grow(mg_worker_t *w, mg_buf_t *b, size_t need)
-{
-    if (need <= b->cap)
-        return 0;
-    char *p = malloc(need);
-    if (!p)
-        return -1;
-    memcpy(p, b->data, b->len);
-    /* the old buffer may be a pooled one: give it back */
-    mg_buf_t old = *b;
-    old.len = old.parsed = 0;
-    mg_worker_buf_put(w, &old);
-    b->data = p;
-    b->cap = (uint32_t)need;
-    return 0;
-}
-
 /* ---- listening ---------------------------------------------------------- */
 
 static void on_connection(uv_stream_t *server, int status)
@@ -299,7 +257,8 @@ static void worker_finish(mg_worker_t *w)
         uv_close((uv_handle_t *)&w->wakeup, NULL);
 }
 
-void mg_worker_conn_closed(mg_worker_t *w)
+/* A client connection closed (w->conn_closed, called by the protocol). */
+static void conn_closed(mg_worker_t *w)
 {
     if (w->stopping == 1 && w->nconns == 0)
         worker_finish(w);
@@ -395,11 +354,11 @@ char *mg_worker_setup(mg_worker_t *w, mg_gen_t *gen)
     w->upstream = &mg_proxy_ops; /* the pipeline reaches the proxy through it */
     make_reqid_prefix(w);
     w->trace_rng = mg_trace_seed();
-    w->cap_free_bufs = MAX_FREE_BUFS;
-    w->free_bufs = malloc(sizeof(char *) * MAX_FREE_BUFS);
+    w->conn_closed = conn_closed;
+    int bufs_rc = mg_bufs_init(&w->bufs, MAX_FREE_BUFS);
     w->scratch_cap = cfg->limits.header_size + cfg->limits.request_line * 3 + 65536;
     w->scratch = malloc(w->scratch_cap);
-    if (!w->free_bufs || !w->scratch)
+    if (bufs_rc < 0 || !w->scratch)
         return strdup("out of memory");
     uv_async_init(&w->loop, &w->wakeup, on_wakeup);
     w->wakeup.data = w;
@@ -482,9 +441,7 @@ void mg_worker_teardown(mg_worker_t *w)
         free(r->scratch);
         free(r);
     }
-    for (size_t i = 0; i < w->nfree_bufs; i++)
-        free(w->free_bufs[i]);
-    free(w->free_bufs);
+    mg_bufs_free(&w->bufs);
     free(w->scratch);
     free(w->listeners);
     free(w->listen_fds);

@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <uv.h>
+#include "buf.h"
 #include "config.h"
 #include "generation.h"
 #include "list.h"
@@ -19,16 +20,6 @@ typedef struct mg_accesslog_s mg_accesslog_t;
 typedef struct mg_upstream_rt_s mg_upstream_rt_t;
 struct mg_upstream_ops_s;
 
-/* Pooled read buffer. Held by a connection only while it has unparsed bytes
- * or a request in progress; idle keep-alive connections hold none. */
-typedef struct mg_buf_s {
-    char *data;
-    uint32_t cap;
-    uint32_t len;    /* bytes received */
-    uint32_t parsed; /* bytes handed to llhttp */
-} mg_buf_t;
-
-#define MG_BUF_SIZE 16384
 
 /* A generation as one worker runs it: its Lua state, hooks and pools.
  * Held by the worker while current, by every request that started on it
@@ -69,8 +60,9 @@ struct mg_worker_s {
     size_t nconns;
     mg_request_t *free_requests;
     uint32_t nrequests;         /* request structs ever made (slots) */
-    char **free_bufs;           /* stack of MG_BUF_SIZE buffers */
-    size_t nfree_bufs, cap_free_bufs;
+    mg_bufs_t bufs;             /* read buffers to reuse (buf.h) */
+    void (*conn_closed)(mg_worker_t *w); /* a client connection closed: set
+                                            by worker.c, called by the protocol */
     char *scratch;              /* heads are built here, then written */
     size_t scratch_cap;
     char reqid_prefix[13];
@@ -102,11 +94,6 @@ static inline mg_wgen_t *mg_wgen_hold(mg_wgen_t *g)
 }
 static inline void mg_wgen_release(mg_wgen_t *g) { g->refs--; }
 
-/* Pooled read buffers (worker.c). */
-void mg_worker_buf_get(mg_worker_t *w, mg_buf_t *b);
-void mg_worker_buf_put(mg_worker_t *w, mg_buf_t *b);
-int mg_worker_buf_grow(mg_worker_t *w, mg_buf_t *b, size_t need);
-void mg_worker_conn_closed(mg_worker_t *w);
 
 typedef struct mg_workers_s {
     mg_worker_t *w;

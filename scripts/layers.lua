@@ -1,0 +1,27 @@
+-- The layers of src/, bottom first: a file may call (use a symbol defined
+-- in) files of its own layer and of the layers below, never above. Where a
+-- lower layer must reach an upper one it goes through a table of functions
+-- the upper one fills in (request.h mg_proto_t and mg_pipe_t, upstream.h
+-- mg_upstream_ops_t). spec/unit/layers_spec.lua checks the built objects
+-- (nm) against this table; README "Layout" draws the same map.
+--
+-- Within a layer calls may go either way only where `cycles` says so; the
+-- spec finds any other circle.
+return {
+    { name = "base", files = {
+        "errlog", "wq", "uri", "trace", "http", "usage", "crypto", "shdict",
+        "tls", "watch", "metrics", "lua_state", "admin", "admin_client", "buf" } },
+    { name = "config", files = { "config", "router" } },
+    { name = "generation", files = { "generation" } },
+    { name = "request", files = { "request" } },
+    { name = "core", files = {
+        "hooks", "upgrade", "lua_route", "redis", "cache", "ffi_request",
+        "accesslog" } },
+    { name = "pipeline", files = { "pipeline" } },
+    -- proxy.c, pool.c and http_client.c share the upstream connection and
+    -- its pool both ways (detach, take/put idle, gw.http's lost connection)
+    { name = "upstream", files = { "pool", "proxy", "http_client", "health" },
+      cycles = true },
+    { name = "protocol", files = { "http_conn" } },
+    { name = "process", files = { "worker", "control", "repl", "main" } },
+}
