@@ -81,7 +81,7 @@ int mg_cache_key_add(mg_request_t *r, const char *p, size_t len);
 
 /* What mg_cache_lookup says to do. */
 enum {
-    MG_CACHE_GO = 0,    /* fetch it from the upstream (r->cache_state: why) */
+    MG_CACHE_GO = 0,    /* fetch it from the upstream (mg_cache_state: why) */
     MG_CACHE_SERVE = 1, /* r holds an answer to serve (fresh, or stale while
                            another request fetches it) */
     MG_CACHE_WAIT = 2,  /* another request fetches it: r->pipe->cache_ready()

@@ -1,8 +1,13 @@
-/* http_conn.c: the client side of the gateway.
+/* http_conn.c: HTTP/1.1 on the client side (http1.h), the protocol that
+ * feeds the core's requests (request.h).
  *
  * One mg_conn_t per accepted connection. It reads into a pooled buffer,
- * parses with llhttp in strict mode, enforces the limits, routes, and hands
- * the request to proxy.c (or answers it itself: errors, Lua handler routes).
+ * parses with llhttp in strict mode, enforces the limits and hands each
+ * complete head to the pipeline (pipeline.h), which routes it and answers
+ * it or sends it upstream. The core writes back through the table of
+ * functions at the end of this file (mg_proto_t: framing of the gateway's
+ * own answers, 100-continue, body streaming and back-pressure, keep-alive,
+ * tunnels); it never sees the connection.
  * Requests on one connection are handled strictly one after the other: the
  * parser pauses at the end of each message, so pipelined requests wait in
  * the buffer and their answers go out in order.

@@ -1,8 +1,8 @@
 /* proxy.c: the upstream side of a proxied request.
  *
  * mg_proxy_start() picks a target, takes a pooled keep-alive connection or
- * opens one, writes the rewritten request head, and lets http_conn.c stream
- * the body. The response is parsed with llhttp; its head is rewritten
+ * opens one, writes the rewritten request head, and lets the protocol
+ * (r->proto) stream the body. The response is parsed with llhttp; its head is rewritten
  * (obs-folds replaced by SP, hook changes applied, framed by the status the
  * client gets) and its body forwarded to the client as it arrives, with
  * back-pressure both ways. A finished connection goes back to its pool when it is safe to
@@ -11,6 +11,10 @@
  * Ownership: an upstream connection belongs to the request using it
  * (r->up, u->r) or to its pool while idle; it is freed in its close
  * callback.
+ *
+ * It sees the client only through the request: answers go out through
+ * r->proto, failures to the pipeline (pipeline.h); the pipeline reaches it
+ * through mg_proxy_ops (upstream.h).
  */
 #include <stdio.h>
 #include <stdlib.h>

@@ -7,10 +7,12 @@ local layers = dofile("scripts/layers.lua")
 
 local OBJ = "build/obj"
 
-local function lines(cmd)
-    local p = assert(io.popen(cmd))
+-- The symbols nm lists for the object of file f (nm options opts) that
+-- match pattern.
+local function symbols(opts, f, pattern)
+    local p = assert(io.popen("nm " .. opts .. " " .. OBJ .. "/" .. f .. ".o"))
     local out = {}
-    for l in p:lines() do out[#out + 1] = l end
+    for l in p:lines() do out[#out + 1] = l:match(pattern) end
     p:close()
     return out
 end
@@ -32,17 +34,14 @@ end
 local function edges_of(files)
     local def, edges = {}, {}
     for _, f in ipairs(files) do
-        for _, l in ipairs(lines("nm -g --defined-only " .. OBJ .. "/" .. f .. ".o")) do
-            local sym = l:match("^%x*%s+%a%s+(%S+)$")
-            if sym then def[sym] = f end
+        for _, sym in ipairs(symbols("-g --defined-only", f, "^%x*%s+%a%s+(%S+)$")) do
+            def[sym] = f
         end
     end
     for _, f in ipairs(files) do
-        for _, l in ipairs(lines("nm -u " .. OBJ .. "/" .. f .. ".o")) do
-            local sym = l:match("^%s*U%s+(%S+)$")
-            local to = sym and def[sym]
-            if to and to ~= f then
-                edges[#edges + 1] = { from = f, to = to, sym = sym }
+        for _, sym in ipairs(symbols("-u", f, "^%s*U%s+(%S+)$")) do
+            if def[sym] and def[sym] ~= f then
+                edges[#edges + 1] = { from = f, to = def[sym], sym = sym }
             end
         end
     end
@@ -116,10 +115,10 @@ local function built_edges(files)
 end
 
 local function sources()
+    local p = assert(io.popen("ls src/*.c"))
     local files = {}
-    for _, l in ipairs(lines("ls src/*.c")) do
-        files[#files + 1] = l:match("^src/(.-)%.c$")
-    end
+    for l in p:lines() do files[#files + 1] = l:match("^src/(.-)%.c$") end
+    p:close()
     return files
 end
 
