@@ -129,7 +129,7 @@ static void on_timer(uv_timer_t *t)
             r->up = NULL;
         }
         r->response_close = 1;
-        mg_request_respond_error(c->r, 408, "request timeout");
+        mg_request_respond_error(r, 408, "request timeout");
         return;
     }
     conn_close(c);
@@ -1012,7 +1012,7 @@ static void parse_failed(mg_conn_t *c, int status, const char *reason)
     }
     r->response_close = 1;
     stop_reading(c);
-    mg_request_respond_error(c->r, status, reason);
+    mg_request_respond_error(r, status, reason);
 }
 
 /* Runs llhttp over the unparsed bytes until it needs more input, waits at

@@ -206,7 +206,9 @@ struct mg_request_s {
     char *scratch;
     size_t scratch_cap, scratch_used;
 
-    /* Lua hooks (hooks.c, ffi_request.c) */
+    /* Lua hooks: co, hook_phase and hook_waiting are hooks.c's; what hooks
+     * change (edits, method, query, path, overrides, the answer) only
+     * ffi_request.c writes, the pipeline and the proxy read */
     mg_hook_co_t *co;          /* coroutine running this request's hooks */
     uint8_t hook_phase;        /* phase running or waiting, 0 none */
     uint8_t hook_waiting;      /* suspended until I/O completes */
@@ -222,14 +224,15 @@ struct mg_request_s {
     const char *res_body;      /* replacement body (arena), or NULL */
     size_t res_body_len;
     uint8_t res_body_set;
-    uint8_t res_dropping;      /* upstream body is being discarded */
+    uint8_t res_dropping;      /* upstream body is being discarded (proxy.c) */
     mg_arena_chunk_t *arena_chunks;
     size_t arena_used;
     char *body_buf;            /* req:body(): the whole body (malloc'd) */
     size_t body_len, body_cap;
     uint8_t body_buffered;     /* body_buf holds the complete body */
     mg_hook_co_t *body_hc;     /* hook waiting for it */
-    /* W3C trace context (trace.h), set with the request id */
+    /* W3C trace context (trace.h), set with the request id (request.c;
+     * trace_bad by the protocol, which sees the headers arrive) */
     uint8_t traced;            /* trace_id, span_id, trace_flags are set */
     uint8_t trace_continued;   /* from the client's valid traceparent */
     uint8_t trace_bad;         /* a second traceparent: start a new trace */
