@@ -870,6 +870,9 @@ function _M.new_state(spec, env)
 
     -- classify_header / on_headers_complete
     local known = {}
+    -- the X-Request-Id a refused head is answered with: classify_header
+    -- stops at the first refused header, so only one before it counts
+    local rid_i
     for i, h in ipairs(hs) do
         local k = KNOWN[lower(h[1])]
         if h[1] == "" then
@@ -882,6 +885,7 @@ function _M.new_state(spec, env)
             if known[k] and k == "traceparent" then st.trace_bad = true end
             known[k] = known[k] or i
         end
+        if not st.bad then rid_i = known.request_id end
     end
     st.known = known
     st.content_length = 0
@@ -895,6 +899,9 @@ function _M.new_state(spec, env)
         st.content_length = match(v, "^%d+$") and tonumber(v) or nil
         if not st.content_length then
             st.content_length = 0
+            -- llhttp refuses it while parsing, before any header is
+            -- classified: the answer gets a new request id
+            if not st.bad then rid_i = nil end
             st.bad = st.bad or "Invalid character in Content-Length"
         end
     end
@@ -911,7 +918,7 @@ function _M.new_state(spec, env)
     st.span_id = env.next_hex(16)
 
     -- assign_request_id
-    local rid = known.request_id and hs[known.request_id][2]
+    local rid = rid_i and hs[rid_i][2]
     if rid and valid_request_id(rid) then
         st.id = rid
     else
