@@ -7,6 +7,7 @@
  * an error (-1) instead of touching a request that is not in a phase where
  * the data exists.
  */
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -312,6 +313,18 @@ int mg_ffi_req_edit_header(mg_request_t *r, int op, const char *name, size_t nle
     if (mg_ffi_header_edit_check(op, name, nlen, value, vlen) != 0)
         return MG_FFI_EINVAL;
     return add_edit(r, r->req_edits, &r->nreq_edits, op, name, nlen, value, vlen);
+}
+
+int mg_ffi_request_id_check(const char *s, size_t n)
+{
+    if (n == 0 || n > MG_REQID_MAX)
+        return MG_FFI_EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (!isalnum(ch) && ch != '-' && ch != '_' && ch != '.')
+            return MG_FFI_EINVAL;
+    }
+    return 0;
 }
 
 int mg_ffi_req_str_check(int what, const char *s, size_t len)

@@ -888,18 +888,6 @@ static void init_settings(void)
 
 /* ---- request processing ------------------------------------------------- */
 
-static int valid_request_id(const char *s, size_t n)
-{
-    if (n == 0 || n > MG_REQID_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (!isalnum(ch) && ch != '-' && ch != '_' && ch != '.')
-            return 0;
-    }
-    return 1;
-}
-
 /* Continues the client's trace or starts one; the gateway's span is new. */
 static void assign_trace(mg_conn_t *c)
 {
@@ -925,7 +913,7 @@ static void assign_request_id(mg_conn_t *c)
         assign_trace(c);
     if (r->known[MG_H_REQUEST_ID]) {
         mg_span_t v = r->headers[r->known[MG_H_REQUEST_ID] - 1].value;
-        if (valid_request_id(mg_conn_data(c, v), v.len)) {
+        if (mg_ffi_request_id_check(mg_conn_data(c, v), v.len) == 0) {
             memcpy(r->request_id, mg_conn_data(c, v), v.len);
             r->request_id_len = v.len;
             r->request_id[v.len] = 0;

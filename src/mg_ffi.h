@@ -99,6 +99,9 @@ int mg_ffi_header_edit_check(int op, const char *name, size_t nlen, const char *
 /* May a hook set the method, path or query (what: MG_FFI_METHOD, _PATH,
  * _QUERY) to s? 0 or MG_FFI_EINVAL (ffi_request.c). */
 int mg_ffi_req_str_check(int what, const char *s, size_t len);
+/* Is s a client X-Request-Id the gateway keeps (1-128 letters, digits, '-',
+ * '_', '.')? 0 or MG_FFI_EINVAL (ffi_request.c). */
+int mg_ffi_request_id_check(const char *s, size_t n);
 
 /* ==== hooks: waiting, logging (hooks.c) ==== */
 int mg_ffi_worker_id(void);

@@ -61,7 +61,6 @@ local EDIT_SET, EDIT_ADD, EDIT_REMOVE = cdefs.EDIT_SET, cdefs.EDIT_ADD,
 local EINVAL, EPHASE, ELIMIT, ENOTFOUND = cdefs.EINVAL, cdefs.EPHASE,
     cdefs.ELIMIT, cdefs.ENOTFOUND
 local MAX_EDITS = 32            -- MG_MAX_EDITS (src/gateway.h)
-local REQID_MAX = 128           -- MG_REQID_MAX (src/gateway.h)
 local RESPONDED_MARK = runtime.RESPONDED_MARK
 local F_METHOD, F_PATH, F_QUERY = cdefs.METHOD, cdefs.PATH, cdefs.QUERY
 
@@ -745,10 +744,6 @@ function _M.parse_traceparent(v)
     return ffi.string(trace_id_buf, 32), ffi.string(trace_flags_buf, 2)
 end
 
-local function valid_request_id(s)
-    return #s > 0 and #s <= REQID_MAX and not find(s, "[^%w%-_%.]")
-end
-
 local function trim(s)
     return (gsub(s, "^[ \t]*(.-)[ \t]*$", "%1"))
 end
@@ -806,6 +801,11 @@ function _M.new_state(spec, env)
             hs[#hs + 1] = { "Content-Length", tostring(#body) }
         end
     end
+    -- llhttp skips the blanks before a value, on_headers_complete those
+    -- after it (RFC 9112 5): "Host: a " is host "a"
+    for _, h in ipairs(hs) do
+        h[2] = trim(h[2])
+    end
     st.headers = hs
     st.body = body or ""
 
@@ -860,7 +860,7 @@ function _M.new_state(spec, env)
 
     -- assign_request_id
     local rid = rid_i and hs[rid_i][2]
-    if rid and valid_request_id(rid) then
+    if rid and C().mg_ffi_request_id_check(rid, #rid) == 0 then
         st.id = rid
     else
         st.id = env.next_id()
