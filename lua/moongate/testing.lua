@@ -10,9 +10,10 @@
 -- The pipeline below is continue_request (src/http_conn.c) step by step:
 -- on_request, router, on_route, 404/405, 413, the route's policies, then
 -- the route's handler or the upstream; on_response; on_log. The router and
--- the path normaliser are the C code itself (moongate.testing.router);
--- requests and responses are models with runtime.lua's API
--- (moongate.testing.fake). Hooks run in one coroutine per request that
+-- the path normaliser are the C code itself (moongate.testing.router), and
+-- so is the balancer (mg_ffi_balancer_swrr); requests and responses are
+-- models with runtime.lua's API (moongate.testing.fake).
+-- spec/integration/kit_parity_spec.lua checks the whole against the binary. Hooks run in one coroutine per request that
 -- runtime.co_req maps to the fake request, so gw.respond, gw.redirect and
 -- gw.sleep of the real moongate module find it. gw.sleep advances a virtual
 -- clock instead of waiting; while a kit request runs, gw.now follows that
