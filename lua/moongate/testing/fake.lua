@@ -5,7 +5,8 @@
 -- that hooks can see or change. The rules are the C code's, called through
 -- the FFI (src/mg_ffi.h, "the pipeline's rules as pure functions"): the
 -- validity of header edits and of a new method, path or query
--- (mg_ffi_header_edit_check, mg_ffi_req_str_check) and the traceparent
+-- (mg_ffi_header_edit_check, mg_ffi_req_str_check), which client
+-- X-Request-Id is kept (mg_ffi_request_id_check) and the traceparent
 -- parser (mg_ffi_trace_parse). What is still written here after the C code
 -- (the function named beside each must follow it): the phase checks and the
 -- edit lists of src/ffi_request.c (add_edit, edited_header), which work on
