@@ -7,6 +7,7 @@
  * an error (-1) instead of touching a request that is not in a phase where
  * the data exists.
  */
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -179,11 +180,32 @@ static int valid_value(const char *s, size_t n)
     return 1;
 }
 
+/* Framing and hop-by-hop headers belong to the core: a hook that could set
+ * them could desynchronise the connections (request smuggling). */
+static int core_owned(const char *n, size_t l)
+{
+    static const char *names[] = { "content-length", "transfer-encoding", "connection",
+                                   "keep-alive", "proxy-connection", "te", "trailer",
+                                   "upgrade", NULL };
+    for (int i = 0; names[i]; i++)
+        if (strlen(names[i]) == l && strncasecmp(names[i], n, l) == 0)
+            return 1;
+    return 0;
+}
+
+int mg_ffi_header_edit_check(int op, const char *name, size_t nlen, const char *value,
+                             size_t vlen)
+{
+    if (core_owned(name, nlen) || !valid_token(name, nlen) ||
+        (op != MG_EDIT_REMOVE && !valid_value(value, vlen)))
+        return MG_FFI_EINVAL;
+    return 0;
+}
+
+/* Appends an edit that mg_ffi_header_edit_check accepted. */
 static int add_edit(mg_request_t *r, mg_edit_t *edits, uint8_t *n, int op, const char *name,
                     size_t nlen, const char *value, size_t vlen)
 {
-    if (!valid_token(name, nlen) || (op != MG_EDIT_REMOVE && !valid_value(value, vlen)))
-        return MG_FFI_EINVAL;
     /* a SET or REMOVE replaces every earlier edit of the same name */
     if (op != MG_EDIT_ADD) {
         uint8_t k = 0;
@@ -208,59 +230,56 @@ static int add_edit(mg_request_t *r, mg_edit_t *edits, uint8_t *n, int op, const
     return 0;
 }
 
-/* Framing and hop-by-hop headers belong to the core: a hook that could set
- * them could desynchronise the connections (request smuggling). */
-static int core_owned(const char *n, size_t l)
-{
-    static const char *names[] = { "content-length", "transfer-encoding", "connection",
-                                   "keep-alive", "proxy-connection", "te", "trailer",
-                                   "upgrade", NULL };
-    for (int i = 0; names[i]; i++)
-        if (strlen(names[i]) == l && strncasecmp(names[i], n, l) == 0)
-            return 1;
-    return 0;
-}
-
 int mg_ffi_req_edit_header(mg_request_t *r, int op, const char *name, size_t nlen,
                            const char *value, size_t vlen)
 {
     if (r->response_started || r->hook_phase >= MG_PHASE_RESPONSE)
         return MG_FFI_EPHASE;
-    if (core_owned(name, nlen))
+    if (mg_ffi_header_edit_check(op, name, nlen, value, vlen) != 0)
         return MG_FFI_EINVAL;
     return add_edit(r, r->req_edits, &r->nreq_edits, op, name, nlen, value, vlen);
+}
+
+int mg_ffi_req_str_check(int what, const char *s, size_t len)
+{
+    switch (what) {
+    case MG_FFI_METHOD:
+        return valid_token(s, len) ? 0 : MG_FFI_EINVAL;
+    case MG_FFI_PATH:
+    case MG_FFI_QUERY:
+        if (what == MG_FFI_PATH && (len == 0 || s[0] != '/'))
+            return MG_FFI_EINVAL;
+        for (size_t i = 0; i < len; i++)
+            if ((unsigned char)s[i] <= 32 || s[i] == '#' || (unsigned char)s[i] >= 127 ||
+                (what == MG_FFI_PATH && s[i] == '?'))
+                return MG_FFI_EINVAL;
+        return 0;
+    default:
+        return MG_FFI_EINVAL;
+    }
 }
 
 int mg_ffi_req_set_str(mg_request_t *r, int what, const char *s, size_t len)
 {
     if (r->response_started || r->hook_phase >= MG_PHASE_RESPONSE)
         return MG_FFI_EPHASE;
+    if (mg_ffi_req_str_check(what, s, len) != 0)
+        return MG_FFI_EINVAL;
     const char *copy;
     switch (what) {
     case MG_FFI_METHOD:
-        if (!valid_token(s, len))
-            return MG_FFI_EINVAL;
         if (!(copy = arena_copy(r, s, len)))
             return MG_FFI_ENOMEM;
         r->new_method = copy;
         r->new_method_len = len;
         return 0;
     case MG_FFI_QUERY:
-        for (size_t i = 0; i < len; i++)
-            if ((unsigned char)s[i] <= 32 || s[i] == '#' || (unsigned char)s[i] >= 127)
-                return MG_FFI_EINVAL;
         if (!(copy = arena_copy(r, s, len)))
             return MG_FFI_ENOMEM;
         r->new_query = copy;
         r->new_query_len = len;
         return 0;
     case MG_FFI_PATH:
-        if (len == 0 || s[0] != '/')
-            return MG_FFI_EINVAL;
-        for (size_t i = 0; i < len; i++)
-            if ((unsigned char)s[i] <= 32 || s[i] == '?' || s[i] == '#' ||
-                (unsigned char)s[i] >= 127)
-                return MG_FFI_EINVAL;
         if (!(copy = arena_copy(r, s, len)))
             return MG_FFI_ENOMEM;
         r->path = (char *)copy;
@@ -387,7 +406,7 @@ int mg_ffi_res_edit_header(mg_request_t *r, int op, const char *name, size_t nle
 {
     if (r->response_started)
         return MG_FFI_EPHASE;
-    if (core_owned(name, nlen))
+    if (mg_ffi_header_edit_check(op, name, nlen, value, vlen) != 0)
         return MG_FFI_EINVAL;
     return add_edit(r, r->res_edits, &r->nres_edits, op, name, nlen, value, vlen);
 }

@@ -81,6 +81,28 @@ int mg_ffi_req_cache_state(mg_request_t *r);
 double mg_ffi_now(void);
 double mg_ffi_monotonic(void);
 
+/* ==== the pipeline's rules as pure functions (no request) ====
+ * The gateway runs these, and so does the testing kit
+ * (lua/moongate/testing/fake.lua), instead of a copy of them. */
+/* mg_trace_parse (trace.c): 0 and the 32 hex digits of the trace id and
+ * the 2 flag digits to send on, or -1 when v is no traceparent to continue. */
+int mg_ffi_trace_parse(const char *v, size_t n, char *trace_id, char *flags);
+/* Smooth weighted round robin (pool.c): one pick among the n targets whose
+ * live[i] is non-zero, cw[i] their current weights (updated). Returns the
+ * index picked, or -1 when none is live. */
+int mg_ffi_balancer_swrr(int *cw, const int *weight, const unsigned char *live, size_t n);
+/* May a hook make this header edit (op MG_EDIT_*, the value unread for a
+ * REMOVE)? 0, or MG_FFI_EINVAL: a bad name or value, or a framing or
+ * hop-by-hop header, which the core owns (ffi_request.c). */
+int mg_ffi_header_edit_check(int op, const char *name, size_t nlen, const char *value,
+                             size_t vlen);
+/* May a hook set the method, path or query (what: MG_FFI_METHOD, _PATH,
+ * _QUERY) to s? 0 or MG_FFI_EINVAL (ffi_request.c). */
+int mg_ffi_req_str_check(int what, const char *s, size_t len);
+/* Is s a client X-Request-Id the gateway keeps (1-128 letters, digits, '-',
+ * '_', '.')? 0 or MG_FFI_EINVAL (ffi_request.c). */
+int mg_ffi_request_id_check(const char *s, size_t n);
+
 /* ==== hooks: waiting, logging (hooks.c) ==== */
 int mg_ffi_worker_id(void);
 /* Starts the wait of the running coroutine: Lua yields right after. */

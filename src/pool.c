@@ -9,6 +9,7 @@
 #include <string.h>
 #include <stdatomic.h>
 #include "upstream.h"
+#include "mg_ffi.h"
 
 int mg_pools_init(mg_wgen_t *g)
 {
@@ -22,13 +23,17 @@ int mg_pools_init(mg_wgen_t *g)
         mg_upstream_rt_t *rt = &g->ups[i];
         rt->u = u;
         rt->pools = calloc(u->ntargets, sizeof(*rt->pools));
-        if (!rt->pools)
+        rt->cw = calloc(u->ntargets, 2 * sizeof(int) + 1);
+        if (!rt->pools || !rt->cw)
             return -1;
+        rt->weight = rt->cw + u->ntargets;
+        rt->live = (unsigned char *)(rt->weight + u->ntargets);
         for (size_t t = 0; t < u->ntargets; t++) {
             mg_pool_t *p = &rt->pools[t];
             p->w = w;
             p->u = u;
             p->t = &u->targets[t];
+            rt->weight[t] = p->t->weight;
             mg_list_init(&p->idle);
             /* resolved with the generation (generation.c) */
             const mg_target_addr_t *a = &g->gen->addrs[i][t];
@@ -105,8 +110,10 @@ void mg_pools_free(mg_wgen_t *g)
 {
     if (!g->ups)
         return;
-    for (size_t i = 0; i < g->cfg->nupstreams; i++)
+    for (size_t i = 0; i < g->cfg->nupstreams; i++) {
         free(g->ups[i].pools);
+        free(g->ups[i].cw);
+    }
     free(g->ups);
     g->ups = NULL;
 }
@@ -164,7 +171,24 @@ void mg_pool_answered(mg_pool_t *p) { p->fails = 0; }
 
 /* Smooth weighted round robin: each pick adds every live target's weight
  * to its current weight, takes the largest, and subtracts the total from
- * it. Weights 5,1,1 give a a b a c a a rather than a a a a a b c. */
+ * it. Weights 5,1,1 give a a b a c a a rather than a a a a a b c. A pure
+ * function over arrays, so that the testing kit runs this very code. */
+int mg_ffi_balancer_swrr(int *cw, const int *weight, const unsigned char *live, size_t n)
+{
+    int best = -1, total = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!live[i])
+            continue;
+        cw[i] += weight[i];
+        total += weight[i];
+        if (best < 0 || cw[i] > cw[best])
+            best = (int)i;
+    }
+    if (best >= 0)
+        cw[best] -= total;
+    return best;
+}
+
 int mg_balancer_pick(mg_wgen_t *g, int ui, int avoid)
 {
     mg_upstream_rt_t *rt = &g->ups[ui];
@@ -174,24 +198,18 @@ int mg_balancer_pick(mg_wgen_t *g, int ui, int avoid)
     uint64_t now = uv_now(&g->w->loop);
     const mg_target_health_t *hs = g->gen->health ? g->gen->health[ui] : NULL;
     for (int pass = 0; pass < 2; pass++) {
-        int best = -1, total = 0;
         for (size_t i = 0; i < n; i++) {
-            mg_pool_t *p = &rt->pools[i];
+            const mg_pool_t *p = &rt->pools[i];
             /* first pass: live targets only (not refused lately, not taken
              * out by health checks); second: any but `avoid` */
-            if ((int)i == avoid || !p->addr_ok ||
-                (pass == 0 && (p->down_until > now ||
-                               (hs && atomic_load_explicit(&hs[i].down, memory_order_relaxed)))))
-                continue;
-            p->current_weight += p->t->weight;
-            total += p->t->weight;
-            if (best < 0 || p->current_weight > rt->pools[best].current_weight)
-                best = (int)i;
+            rt->live[i] = !((int)i == avoid || !p->addr_ok ||
+                            (pass == 0 && (p->down_until > now ||
+                                           (hs && atomic_load_explicit(&hs[i].down,
+                                                                       memory_order_relaxed)))));
         }
-        if (best >= 0) {
-            rt->pools[best].current_weight -= total;
+        int best = mg_ffi_balancer_swrr(rt->cw, rt->weight, rt->live, n);
+        if (best >= 0)
             return best;
-        }
     }
     return avoid >= 0 ? avoid : 0;
 }

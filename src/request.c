@@ -13,6 +13,7 @@
 #include <strings.h>
 #include "errlog.h"
 #include "http.h"
+#include "mg_ffi.h"
 #include "request.h"
 #include "trace.h"
 #include "worker.h"
@@ -192,16 +193,18 @@ int mg_request_upstream(const mg_request_t *r)
 
 /* ---- request id and trace context ---------------------------------------- */
 
-static int valid_request_id(const char *s, size_t n)
+/* A client's X-Request-Id is kept only if it is short and plain (it goes
+ * into logs and headers). Also the testing kit's check (mg_ffi.h). */
+int mg_ffi_request_id_check(const char *s, size_t n)
 {
     if (n == 0 || n > MG_REQID_MAX)
-        return 0;
+        return MG_FFI_EINVAL;
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
         if (!isalnum(ch) && ch != '-' && ch != '_' && ch != '.')
-            return 0;
+            return MG_FFI_EINVAL;
     }
-    return 1;
+    return 0;
 }
 
 /* Continues the client's trace or starts one; the gateway's span is new. */
@@ -227,7 +230,7 @@ void mg_request_assign_id(mg_request_t *r)
         assign_trace(r);
     if (r->known[MG_H_REQUEST_ID]) {
         mg_span_t v = r->headers[r->known[MG_H_REQUEST_ID] - 1].value;
-        if (valid_request_id(mg_request_data(r, v), v.len)) {
+        if (mg_ffi_request_id_check(mg_request_data(r, v), v.len) == 0) {
             memcpy(r->request_id, mg_request_data(r, v), v.len);
             r->request_id_len = v.len;
             r->request_id[v.len] = 0;

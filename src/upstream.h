@@ -75,7 +75,6 @@ struct mg_pool_s {
     mg_link_t idle;
     int nidle;
     uint64_t down_until;        /* loop time before which the target is skipped */
-    int current_weight;         /* smooth weighted round robin state */
     int fails;                  /* failed attempts in a row (max_fails) */
 };
 
@@ -83,6 +82,11 @@ struct mg_pool_s {
 typedef struct mg_upstream_rt_s {
     const mg_upstream_t *u;
     mg_pool_t *pools;           /* u->ntargets */
+    /* smooth weighted round robin over the targets (mg_ffi_balancer_swrr):
+     * current weights, weights, and which may be picked now; one
+     * allocation, cw owns it */
+    int *cw, *weight;
+    unsigned char *live;
 } mg_upstream_rt_t;
 
 /* proxy.c */

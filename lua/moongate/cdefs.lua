@@ -38,6 +38,12 @@ int mg_ffi_req_cache_key(mg_request_t *r, const char *part, size_t len);
 int mg_ffi_req_cache_state(mg_request_t *r);
 double mg_ffi_now(void);
 double mg_ffi_monotonic(void);
+int mg_ffi_trace_parse(const char *v, size_t n, char *trace_id, char *flags);
+int mg_ffi_balancer_swrr(int *cw, const int *weight, const unsigned char *live, size_t n);
+int mg_ffi_header_edit_check(int op, const char *name, size_t nlen, const char *value,
+                             size_t vlen);
+int mg_ffi_req_str_check(int what, const char *s, size_t len);
+int mg_ffi_request_id_check(const char *s, size_t n);
 int mg_ffi_worker_id(void);
 int mg_ffi_sleep(double seconds);
 void mg_ffi_log(int level, const char *msg, size_t len);

@@ -519,9 +519,14 @@ local function header_block(headers)
     if type(headers) ~= "table" then
         error("gw.respond: headers must be a table, got " .. type(headers), 3)
     end
+    -- in name order: pairs' order differs from one Lua state to the next
+    -- (string hashes are seeded), and an answer's head should not
+    local keys = {}
+    for k in pairs(headers) do keys[#keys + 1] = k end
+    table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
     local out, ctype = {}, nil
-    for name, value in pairs(headers) do
-        name, value = tostring(name), tostring(value)
+    for _, k in ipairs(keys) do
+        local name, value = tostring(k), tostring(headers[k])
         if find(name, "[^%w%-]") or find(value, "[%c]") then
             error("gw.respond: invalid header " .. name, 3)
         end

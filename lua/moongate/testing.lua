@@ -10,13 +10,15 @@
 -- The pipeline below is continue_request (src/http_conn.c) step by step:
 -- on_request, router, on_route, 404/405, 413, the route's policies, then
 -- the route's handler or the upstream; on_response; on_log. The router and
--- the path normaliser are the C code itself (moongate.testing.router);
--- requests and responses are models with runtime.lua's API
--- (moongate.testing.fake). Hooks run in one coroutine per request that
+-- the path normaliser are the C code itself (moongate.testing.router), and
+-- so is the balancer (mg_ffi_balancer_swrr); requests and responses are
+-- models with runtime.lua's API (moongate.testing.fake).
+-- spec/integration/kit_parity_spec.lua checks the whole against the binary. Hooks run in one coroutine per request that
 -- runtime.co_req maps to the fake request, so gw.respond, gw.redirect and
 -- gw.sleep of the real moongate module find it. gw.sleep advances a virtual
 -- clock instead of waiting; while a kit request runs, gw.now follows that
 -- clock and gw.http.request is answered by the request's `http` fake.
+local ffi = require "ffi"
 local cdefs = require "moongate.cdefs"
 local config = require "moongate.config"
 local runtime = require "moongate.runtime"
@@ -453,24 +455,26 @@ local function run_handler(R)
     d.responded_by = "handler"
 end
 
--- mg_balancer_pick: smooth weighted round robin (every target counts as
--- up: the kit has no failed connections).
+-- mg_balancer_pick: the gateway's smooth weighted round robin
+-- (mg_ffi_balancer_swrr) over the upstream's state, as in the first
+-- worker; every target counts as up (the kit has no failed connections).
 local function pick(env, ui)
-    local targets = env.upstreams[ui].targets
+    local u = env.upstreams[ui]
+    local targets = u.targets
     local n = #targets
     if n <= 1 then
         return n == 1 and 1 or nil
     end
-    local best, total = nil, 0
-    for i, t in ipairs(targets) do
-        t.cw = t.cw + t.weight
-        total = total + t.weight
-        if not best or t.cw > targets[best].cw then
-            best = i
+    local b = u.balancer
+    if not b or b.n ~= n then
+        b = { n = n, cw = ffi.new("int[?]", n), weight = ffi.new("int[?]", n),
+              live = ffi.new("unsigned char[?]", n) }
+        for i, t in ipairs(targets) do
+            b.weight[i - 1], b.live[i - 1] = t.weight, 1
         end
+        u.balancer = b
     end
-    targets[best].cw = targets[best].cw - total
-    return best
+    return cdefs.C.mg_ffi_balancer_swrr(b.cw, b.weight, b.live, n) + 1
 end
 
 local DEFAULT_RESPONSE = {
@@ -744,7 +748,7 @@ function _M.load(file, opts)
         local targets = {}
         for j, t in ipairs(u.targets) do
             targets[j] = { name = target_name(t.host, t.port),
-                           weight = t.weight, cw = 0 }
+                           weight = t.weight }
         end
         env.upstreams[i] = { name = u.name, targets = targets,
                              override_headers = u.override_headers }
@@ -943,7 +947,7 @@ local function standalone_env(spec)
         for _, name in ipairs(names) do
             local u = add(name)
             for _, t in ipairs(spec.upstreams[name]) do
-                u.targets[#u.targets + 1] = { name = t, weight = 1, cw = 0 }
+                u.targets[#u.targets + 1] = { name = t, weight = 1 }
             end
         end
     end
@@ -998,8 +1002,7 @@ function _M.fake_request(spec)
             end
         end
         if not st.target then
-            u.targets[#u.targets + 1] = { name = spec.target, weight = 1,
-                                          cw = 0 }
+            u.targets[#u.targets + 1] = { name = spec.target, weight = 1 }
             st.target = #u.targets
         end
     end

@@ -305,6 +305,26 @@ describe("the upstream request", function()
         assert.equal("1", h["x-kept"])
     end)
 
+    it("drops the blanks around a header value, as the core does", function()
+        local g = load("routing")
+        local d = g:request { path = "/orders/1",
+                              headers = { { "Host", " localhost \t" },
+                                          { "X-Pad", "v  " } } }
+        assert.equal(200, d.status)
+        assert.equal("localhost", d.upstream_request.headers["host"])
+        assert.equal("v", d.upstream_request.headers["x-pad"])
+    end)
+
+    it("gives a head llhttp refuses a new request id", function()
+        local g = load("routing")
+        local d = g:request { path = "/orders/1",
+                              headers = { { "X-Request-Id", "mine" },
+                                          { "Content-Length", "1x" } } }
+        assert.equal(400, d.status)
+        assert.equal("0000000000000000000000000001", d.json.request_id)
+        assert.equal("Invalid character in Content-Length", d.json.error)
+    end)
+
     it("answers 400 to a duplicate Host", function()
         local d = g:request { path = "/", headers = { host = { "a", "b" } } }
         assert.equal(400, d.status)
@@ -787,6 +807,20 @@ describe("round robin", function()
         local g = load("balance")
         assert.equal("10.0.0.3:80", g:request { path = "/pin" }.target)
         assert.equal("10.0.0.1:80", g:request { path = "/pool/" }.target)
+    end)
+
+    it("is the gateway's pick (mg_ffi_balancer_swrr), live targets only", function()
+        local ffi = require "ffi"
+        local C = require("moongate.cdefs").C
+        local cw, w = ffi.new("int[3]"), ffi.new("int[3]", { 5, 1, 1 })
+        local live = ffi.new("unsigned char[3]", { 1, 0, 1 })
+        local seen = {}
+        for i = 1, 6 do
+            seen[i] = C.mg_ffi_balancer_swrr(cw, w, live, 3)
+        end
+        assert.same({ 0, 0, 0, 2, 0, 0 }, seen) -- a tie goes to the first
+        live[0], live[2] = 0, 0
+        assert.equal(-1, C.mg_ffi_balancer_swrr(cw, w, live, 3))
     end)
 
     it("names IPv6 targets with brackets", function()

@@ -1,14 +1,19 @@
 -- moongate.testing.fake: request and response objects with the fields and
--- methods of moongate.runtime's, over a plain Lua model of the C request
--- instead of FFI calls.
+-- methods of moongate.runtime's, over a plain Lua model of the C request.
 --
--- The model (`st` below) mirrors the fields of mg_request_t (src/gateway.h)
--- that hooks can see or change, and every function here mirrors one of
--- src/ffi_request.c (reads, edits and their phase and validity checks),
--- src/proxy.c (send_head: what goes upstream; emit_head: what the client
--- gets from a proxied answer) or src/http_conn.c (mg_conn_respond,
--- mg_conn_respond_error: answers made by the gateway). When one of those
--- changes, the function named beside it here must follow.
+-- The model (`st` below) holds the fields of mg_request_t (src/request.h)
+-- that hooks can see or change. The rules are the C code's, called through
+-- the FFI (src/mg_ffi.h, "the pipeline's rules as pure functions"): the
+-- validity of header edits and of a new method, path or query
+-- (mg_ffi_header_edit_check, mg_ffi_req_str_check), which client
+-- X-Request-Id is kept (mg_ffi_request_id_check) and the traceparent
+-- parser (mg_ffi_trace_parse). What is still written here after the C code
+-- (the function named beside each must follow it): the phase checks and the
+-- edit lists of src/ffi_request.c (add_edit, edited_header), which work on
+-- a live mg_request_t; src/proxy.c's send_head (what goes upstream) and
+-- emit_head (what the client gets from a proxied answer); src/http_conn.c's
+-- head checks, mg_conn_respond and mg_conn_respond_error (answers made by
+-- the gateway).
 --
 -- A model st:
 --   env             gateway context: upstreams, router, clock, id counter
@@ -31,6 +36,7 @@
 --                   headers, body } (during on_response)
 --   res_status, res_body, res_body_set, status, response_started
 --   changes         list the current hook's changes are written to
+local ffi = require "ffi"
 local cjson = require "cjson.safe"
 local cdefs = require "moongate.cdefs"
 local runtime = require "moongate.runtime"
@@ -55,9 +61,14 @@ local EDIT_SET, EDIT_ADD, EDIT_REMOVE = cdefs.EDIT_SET, cdefs.EDIT_ADD,
     cdefs.EDIT_REMOVE
 local EINVAL, EPHASE, ELIMIT, ENOTFOUND = cdefs.EINVAL, cdefs.EPHASE,
     cdefs.ELIMIT, cdefs.ENOTFOUND
-local MAX_EDITS = 32            -- MG_MAX_EDITS (src/gateway.h)
-local REQID_MAX = 128           -- MG_REQID_MAX (src/gateway.h)
+local MAX_EDITS = 32            -- MG_MAX_EDITS (src/request.h)
 local RESPONDED_MARK = runtime.RESPONDED_MARK
+local F_METHOD, F_PATH, F_QUERY = cdefs.METHOD, cdefs.PATH, cdefs.QUERY
+
+-- The C namespace (cdefs.C), raising the reason when it cannot be loaded.
+local function C()
+    return cdefs.C or require("moongate.clib").require("mg_ffi_now")
+end
 
 local _M = {}
 
@@ -92,48 +103,13 @@ local function note(st, s)
 end
 
 
--- Validity checks (src/ffi_request.c) -----------------------------------------
+-- Header edits (src/ffi_request.c) -------------------------------------------
 
-local SEPARATOR = {}
-for ch in gmatch('"(),/:;<=>?@[\\]{}', ".") do
-    SEPARATOR[byte(ch)] = true
-end
-
-local function valid_token(s)
-    local n = #s
-    if n == 0 or n > 256 then
-        return false
-    end
-    for i = 1, n do
-        local ch = byte(s, i)
-        if ch <= 32 or ch >= 127 or SEPARATOR[ch] then
-            return false
-        end
-    end
-    return true
-end
-
-local function valid_value(s)
-    for i = 1, #s do
-        local ch = byte(s, i)
-        if (ch < 32 and ch ~= 9) or ch == 127 then
-            return false
-        end
-    end
-    return true
-end
-
--- Framing and hop-by-hop headers belong to the core (core_owned).
-local CORE_OWNED = {
-    ["content-length"] = true, ["transfer-encoding"] = true,
-    connection = true, ["keep-alive"] = true, ["proxy-connection"] = true,
-    te = true, trailer = true, upgrade = true,
-}
-
+-- add_edit, after mg_ffi_header_edit_check (the C code) accepted it
 local function add_edit(edits, op, name, value)
-    if not valid_token(name)
-        or (op ~= EDIT_REMOVE and not valid_value(value)) then
-        return EINVAL
+    local rc = C().mg_ffi_header_edit_check(op, name, #name, value, #value)
+    if rc ~= 0 then
+        return rc
     end
     local lname = lower(name)
     if op ~= EDIT_ADD then
@@ -352,9 +328,6 @@ local function req_edit(st, op, name, value)
     if st.response_started or st.phase >= P_RESPONSE then
         return EPHASE
     end
-    if CORE_OWNED[lower(name)] then
-        return EINVAL
-    end
     return add_edit(st.req_edits, op, name, value)
 end
 
@@ -407,29 +380,18 @@ local function req_writable(st)
     return not st.response_started and st.phase < P_RESPONSE
 end
 
--- bytes mg_ffi_req_set_str refuses in a path / a query
-local function bad_bytes(s, extra)
-    for i = 1, #s do
-        local ch = byte(s, i)
-        if ch <= 32 or ch >= 127 or extra[ch] then
-            return true
-        end
+-- mg_ffi_req_set_str's checks: the phase here, the value in C
+local function str_check(st, what, s)
+    local _ = #s
+    if not req_writable(st) then
+        return EPHASE
     end
-    return false
+    return C().mg_ffi_req_str_check(what, s, #s)
 end
-local PATH_BAD = { [63] = true, [35] = true }     -- '?', '#'
-local QUERY_BAD = { [35] = true }                 -- '#'
 
 function Request.set_path(self, path)
     local st = state(self)
-    local rc = 0
-    local _ = #path
-    if not req_writable(st) then
-        rc = EPHASE
-    elseif #path == 0 or byte(path, 1) ~= 47 or bad_bytes(path, PATH_BAD) then
-        rc = EINVAL
-    end
-    errcheck(rc, "req:set_path")
+    errcheck(str_check(st, F_PATH, path), "req:set_path")
     st.path = path
     -- before routing the new path is routed; after, it is sent as is
     st.path_rewritten = st.route ~= nil
@@ -442,28 +404,14 @@ _M.encode_query = encode_query
 function Request.set_query(self, q)
     if type(q) == "table" then q = encode_query(q) end
     local st = state(self)
-    local rc = 0
-    local _ = #q
-    if not req_writable(st) then
-        rc = EPHASE
-    elseif bad_bytes(q, QUERY_BAD) then
-        rc = EINVAL
-    end
-    errcheck(rc, "req:set_query")
+    errcheck(str_check(st, F_QUERY, q), "req:set_query")
     st.new_query = q
     note(st, "set query " .. q)
 end
 
 function Request.set_method(self, m)
     local st = state(self)
-    local rc = 0
-    local _ = #m
-    if not req_writable(st) then
-        rc = EPHASE
-    elseif not valid_token(m) then
-        rc = EINVAL
-    end
-    errcheck(rc, "req:set_method")
+    errcheck(str_check(st, F_METHOD, m), "req:set_method")
     st.new_method = m
     note(st, "set method " .. m)
 end
@@ -509,7 +457,7 @@ function Request.set_target(self, name)
         end
         if not ti and st.env.lenient then
             ti = #u.targets + 1
-            u.targets[ti] = { name = name, weight = 1, cw = 0 }
+            u.targets[ti] = { name = name, weight = 1 }
         elseif not ti then
             rc = ENOTFOUND
         end
@@ -612,9 +560,6 @@ local function res_edit(st, op, name, value)
     local _ = #name
     if st.response_started then
         return EPHASE
-    end
-    if CORE_OWNED[lower(name)] then
-        return EINVAL
     end
     return add_edit(st.res_edits, op, name, value)
 end
@@ -789,23 +734,15 @@ local UNIQUE = {
     content_type = "duplicate Content-Type header",
 }
 
---- mg_trace_parse: a traceparent value -> trace id, flags to send on
--- ("01"/"00"), or nil when it is not one to continue.
+local trace_id_buf, trace_flags_buf = ffi.new("char[32]"), ffi.new("char[2]")
+
+--- A traceparent value -> trace id, flags to send on ("01"/"00"), or nil
+-- when it is not one to continue: the gateway's parser (mg_trace_parse).
 function _M.parse_traceparent(v)
-    local ver, tid, pid, fl, rest = match(v,
-        "^(%x%x)%-(%x+)%-(%x+)%-(%x%x)(.*)$")
-    if not ver or #tid ~= 32 or #pid ~= 16 or find(v, "[A-F]") or ver == "ff"
-        or not match(tid, "[^0]") or not match(pid, "[^0]")
-        or (ver == "00" and rest ~= "")
-        or (rest ~= "" and sub(rest, 1, 1) ~= "-") then
+    if C().mg_ffi_trace_parse(v, #v, trace_id_buf, trace_flags_buf) ~= 0 then
         return nil
     end
-    local sampled = tonumber(sub(fl, 2, 2), 16) % 2 == 1
-    return tid, sampled and "01" or "00"
-end
-
-local function valid_request_id(s)
-    return #s > 0 and #s <= REQID_MAX and not find(s, "[^%w%-_%.]")
+    return ffi.string(trace_id_buf, 32), ffi.string(trace_flags_buf, 2)
 end
 
 local function trim(s)
@@ -865,11 +802,19 @@ function _M.new_state(spec, env)
             hs[#hs + 1] = { "Content-Length", tostring(#body) }
         end
     end
+    -- llhttp skips the blanks before a value, on_headers_complete those
+    -- after it (RFC 9112 5): "Host: a " is host "a"
+    for _, h in ipairs(hs) do
+        h[2] = trim(h[2])
+    end
     st.headers = hs
     st.body = body or ""
 
     -- classify_header / on_headers_complete
     local known = {}
+    -- the X-Request-Id a refused head is answered with: classify_header
+    -- stops at the first refused header, so only one before it counts
+    local rid_i
     for i, h in ipairs(hs) do
         local k = KNOWN[lower(h[1])]
         if h[1] == "" then
@@ -882,6 +827,7 @@ function _M.new_state(spec, env)
             if known[k] and k == "traceparent" then st.trace_bad = true end
             known[k] = known[k] or i
         end
+        if not st.bad then rid_i = known.request_id end
     end
     st.known = known
     st.content_length = 0
@@ -895,6 +841,9 @@ function _M.new_state(spec, env)
         st.content_length = match(v, "^%d+$") and tonumber(v) or nil
         if not st.content_length then
             st.content_length = 0
+            -- llhttp refuses it while parsing, before any header is
+            -- classified: the answer gets a new request id
+            if not st.bad then rid_i = nil end
             st.bad = st.bad or "Invalid character in Content-Length"
         end
     end
@@ -911,8 +860,8 @@ function _M.new_state(spec, env)
     st.span_id = env.next_hex(16)
 
     -- assign_request_id
-    local rid = known.request_id and hs[known.request_id][2]
-    if rid and valid_request_id(rid) then
+    local rid = rid_i and hs[rid_i][2]
+    if rid and C().mg_ffi_request_id_check(rid, #rid) == 0 then
         st.id = rid
     else
         st.id = env.next_id()
@@ -962,7 +911,7 @@ end
 
 -- What goes on the wire -------------------------------------------------------
 
--- mg_status_has_body (src/gateway.h): 1xx, 204 and 304 carry no body
+-- mg_status_has_body (src/request.h): 1xx, 204 and 304 carry no body
 local function has_body(status)
     return status >= 200 and status ~= 204 and status ~= 304
 end
