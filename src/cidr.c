@@ -83,11 +83,16 @@ int mg_addr_parse(const char *s, size_t n, mg_addr_t *out)
     return inet_pton(AF_INET6, buf, out->b) == 1 ? 0 : -1;
 }
 
+void mg_addr_from_v4(const uint8_t v4[4], mg_addr_t *out)
+{
+    memcpy(out->b, v4_prefix, sizeof v4_prefix);
+    memcpy(out->b + 12, v4, 4);
+}
+
 int mg_addr_from_sockaddr(const struct sockaddr *sa, mg_addr_t *out)
 {
     if (sa->sa_family == AF_INET) {
-        memcpy(out->b, v4_prefix, sizeof v4_prefix);
-        memcpy(out->b + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+        mg_addr_from_v4((const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr, out);
         return 0;
     }
     if (sa->sa_family == AF_INET6) {

@@ -32,6 +32,9 @@ typedef struct mg_addr_s {
  * Returns 0, or -1 when it is not exactly one address. */
 int mg_addr_parse(const char *s, size_t n, mg_addr_t *out);
 
+/* From 4 bytes of IPv4 in network order. */
+void mg_addr_from_v4(const uint8_t v4[4], mg_addr_t *out);
+
 /* From a socket address (AF_INET or AF_INET6); -1 for any other family. */
 int mg_addr_from_sockaddr(const struct sockaddr *sa, mg_addr_t *out);
 

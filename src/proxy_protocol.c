@@ -108,27 +108,27 @@ static int parse_v1(const uint8_t *buf, size_t n, mg_pp_header_t *h, const char 
 
 /* ---- v2 (2.2) ---------------------------------------------------------- */
 
-uint32_t mg_pp_crc32c(const uint8_t *p, size_t n)
+static uint32_t crc_update(uint32_t crc, const uint8_t *p, size_t n)
 {
-    uint32_t crc = 0xFFFFFFFFu;
     for (size_t i = 0; i < n; i++) {
-        crc ^= p[i];
+        crc ^= p ? p[i] : 0; /* p NULL: n zero bytes */
         for (int k = 0; k < 8; k++)
             crc = (crc >> 1) ^ (0x82F63B78u & (0u - (crc & 1u)));
     }
-    return ~crc;
+    return crc;
+}
+
+uint32_t mg_pp_crc32c(const uint8_t *p, size_t n)
+{
+    return ~crc_update(0xFFFFFFFFu, p, n);
 }
 
 /* The CRC of the whole header with the 4 bytes at off zeroed (2.2.1). */
 static uint32_t crc_without(const uint8_t *buf, size_t len, size_t off)
 {
-    uint32_t crc = 0xFFFFFFFFu;
-    for (size_t i = 0; i < len; i++) {
-        crc ^= i >= off && i < off + 4 ? 0 : buf[i];
-        for (int k = 0; k < 8; k++)
-            crc = (crc >> 1) ^ (0x82F63B78u & (0u - (crc & 1u)));
-    }
-    return ~crc;
+    uint32_t crc = crc_update(0xFFFFFFFFu, buf, off);
+    crc = crc_update(crc, NULL, 4);
+    return ~crc_update(crc, buf + off + 4, len - off - 4);
 }
 
 static uint32_t be32(const uint8_t *p)
@@ -225,11 +225,8 @@ static int parse_v2(const uint8_t *buf, size_t n, size_t max_len, mg_pp_header_t
         return fail(err, "PROXY v2: the address block is shorter than its family's");
     const uint8_t *a = buf + 16;
     if (h->command == MG_PP_PROXY && h->family == MG_PP_AF_INET) {
-        static const uint8_t v4_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-        memcpy(h->src.b, v4_prefix, 12);
-        memcpy(h->src.b + 12, a, 4);
-        memcpy(h->dst.b, v4_prefix, 12);
-        memcpy(h->dst.b + 12, a + 4, 4);
+        mg_addr_from_v4(a, &h->src);
+        mg_addr_from_v4(a + 4, &h->dst);
         a += 8;
         h->has_addr = 1;
     } else if (h->command == MG_PP_PROXY && h->family == MG_PP_AF_INET6) {

@@ -17,6 +17,7 @@ cdef [[
 typedef struct mg_addr_s { uint8_t b[16]; } mg_addr_t;
 typedef struct mg_cidr_set_s mg_cidr_set_t;
 int mg_addr_parse(const char *s, size_t n, mg_addr_t *out);
+void mg_addr_from_v4(const uint8_t v4[4], mg_addr_t *out);
 int mg_addr_is_v4(const mg_addr_t *a);
 int mg_addr_format(const mg_addr_t *a, char *buf, size_t cap);
 mg_cidr_set_t *mg_cidr_set_new(void);
@@ -28,6 +29,9 @@ size_t mg_cidr_set_count(const mg_cidr_set_t *s);
 int mg_cidr_set_range(const mg_cidr_set_t *s, size_t i, mg_addr_t *first, mg_addr_t *last);
 void mg_cidr_set_free(mg_cidr_set_t *s);
 ]]
+
+cdef "struct sockaddr;"
+cdef "int mg_addr_from_sockaddr(const struct sockaddr *sa, mg_addr_t *out);"
 
 local lib = ffi.load(os.getenv("MG_TEST_LIB") or "build/libmgtest.so")
 
@@ -86,6 +90,27 @@ describe("mg_addr_parse", function()
         assert.equal(1, lib.mg_addr_is_v4(addr))
         assert.equal("2001:db8::1", canon("2001:0DB8:0:0::1"))
         assert.equal(0, lib.mg_addr_is_v4(addr))
+    end)
+
+    it("reads socket addresses and raw IPv4 into the same keys", function()
+        local AF_INET, AF_INET6, AF_UNIX = 2, 10, 1 -- Linux
+        local sa = ffi.new("uint8_t[28]")
+        ffi.cast("uint16_t *", sa)[0] = AF_INET
+        sa[4], sa[5], sa[6], sa[7] = 192, 0, 2, 33
+        local sp = ffi.cast("const struct sockaddr *", sa)
+        assert.equal(0, lib.mg_addr_from_sockaddr(sp, addr))
+        assert.equal("192.0.2.33", ffi.string(fmtbuf, lib.mg_addr_format(addr, fmtbuf, 64)))
+        ffi.fill(sa, 28)
+        ffi.cast("uint16_t *", sa)[0] = AF_INET6
+        sa[8], sa[9], sa[23] = 0x20, 0x01, 7
+        assert.equal(0, lib.mg_addr_from_sockaddr(sp, addr))
+        assert.equal("2001::7", ffi.string(fmtbuf, lib.mg_addr_format(addr, fmtbuf, 64)))
+        ffi.cast("uint16_t *", sa)[0] = AF_UNIX
+        assert.equal(-1, lib.mg_addr_from_sockaddr(sp, addr))
+        lib.mg_addr_from_v4(ffi.new("uint8_t[4]", { 10, 1, 2, 3 }), addr)
+        assert.equal(1, lib.mg_addr_is_v4(addr))
+        assert.equal("10.1.2.3", ffi.string(fmtbuf, lib.mg_addr_format(addr, fmtbuf, 64)))
+        assert.equal(-1, lib.mg_addr_format(addr, fmtbuf, 8)) -- too small: refused
     end)
 
     it("refuses what is not exactly one address", function()
