@@ -179,8 +179,8 @@ int mg_cidr_set_add(mg_cidr_set_t *s, const char *text, size_t n, char *err, siz
         from_key(masked, &net);
         int fl = mg_addr_format(&net, fix, INET6_ADDRSTRLEN);
         snprintf(fix + (fl > 0 ? fl : 0), sizeof fix - (size_t)(fl > 0 ? fl : 0), "/%u?", len);
-        reason(err, errcap, "\"%.*s\": bits set after the prefix length: did you mean %s", text,
-               n, fix);
+        reason(err, errcap, "\"%.*s\": bits set after the prefix length: did you mean %s", text, n,
+               fix);
         return -1;
     }
     if (s->n == s->cap) {

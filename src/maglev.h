@@ -28,7 +28,7 @@
 typedef struct mg_maglev_target_s {
     const char *name; /* identity of the target, e.g. "10.0.0.1:8080" */
     size_t len;
-    uint32_t weight;  /* 0: gets no slot (drained) */
+    uint32_t weight; /* 0: gets no slot (drained) */
 } mg_maglev_target_t;
 
 typedef struct mg_maglev_s mg_maglev_t;

@@ -152,8 +152,7 @@ static int next_tlv(const uint8_t *buf, size_t *pos, size_t to, mg_pp_tlv_t *t)
     return 0;
 }
 
-static int check_ssl(const uint8_t *buf, const mg_pp_tlv_t *t, mg_pp_header_t *h,
-                     const char **err)
+static int check_ssl(const uint8_t *buf, const mg_pp_tlv_t *t, mg_pp_header_t *h, const char **err)
 {
     if (t->len < 5)
         return fail(err, "PROXY v2: an SSL TLV shorter than its 5-byte head");
@@ -171,8 +170,8 @@ static int check_ssl(const uint8_t *buf, const mg_pp_tlv_t *t, mg_pp_header_t *h
 static int single(uint8_t type)
 {
     return type == MG_PP2_TYPE_ALPN || type == MG_PP2_TYPE_AUTHORITY ||
-           type == MG_PP2_TYPE_CRC32C || type == MG_PP2_TYPE_UNIQUE_ID ||
-           type == MG_PP2_TYPE_SSL || type == MG_PP2_TYPE_NETNS;
+           type == MG_PP2_TYPE_CRC32C || type == MG_PP2_TYPE_UNIQUE_ID || type == MG_PP2_TYPE_SSL ||
+           type == MG_PP2_TYPE_NETNS;
 }
 
 static int parse_tlvs(const uint8_t *buf, size_t pos, size_t total, mg_pp_header_t *h,
@@ -245,8 +244,7 @@ static int parse_v2(const uint8_t *buf, size_t n, size_t max_len, mg_pp_header_t
     return (int)total;
 }
 
-int mg_pp_parse(const uint8_t *buf, size_t n, size_t max_len, mg_pp_header_t *h,
-                const char **err)
+int mg_pp_parse(const uint8_t *buf, size_t n, size_t max_len, mg_pp_header_t *h, const char **err)
 {
     memset(h, 0, sizeof *h);
     if (max_len == 0 || max_len > V2_MAX)

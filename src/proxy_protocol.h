@@ -35,8 +35,8 @@ enum {
     MG_PP_ERROR = -22, /* not a valid header: close the connection */
 };
 
-#define MG_PP_V1_MAX 107   /* the longest v1 line, CRLF included */
-#define MG_PP_MAX_TLVS 16  /* more is refused: no sender needs that many */
+#define MG_PP_V1_MAX 107  /* the longest v1 line, CRLF included */
+#define MG_PP_MAX_TLVS 16 /* more is refused: no sender needs that many */
 
 enum { MG_PP_LOCAL = 0, MG_PP_PROXY = 1 };
 enum { MG_PP_AF_UNSPEC = 0, MG_PP_AF_INET = 1, MG_PP_AF_INET6 = 2, MG_PP_AF_UNIX = 3 };
@@ -77,8 +77,8 @@ typedef struct mg_pp_header_s {
     mg_pp_tlv_t tlvs[MG_PP_MAX_TLVS]; /* top level, in order; SSL's own
                                          sub-TLVs are found with
                                          mg_pp_ssl_sub */
-    uint8_t ssl_client;  /* of the SSL TLV when present */
-    uint32_t ssl_verify; /* 0: a client certificate was verified */
+    uint8_t ssl_client;               /* of the SSL TLV when present */
+    uint32_t ssl_verify;              /* 0: a client certificate was verified */
 } mg_pp_header_t;
 
 /* Parses buf[0..n) (the first bytes of a connection). max_len caps a v2
@@ -86,8 +86,7 @@ typedef struct mg_pp_header_s {
  * a peer cannot make the caller buffer 64 KiB. Returns the header length
  * (> 0) with *h filled, MG_PP_AGAIN, or MG_PP_ERROR with *err set to a
  * static reason. */
-int mg_pp_parse(const uint8_t *buf, size_t n, size_t max_len, mg_pp_header_t *h,
-                const char **err);
+int mg_pp_parse(const uint8_t *buf, size_t n, size_t max_len, mg_pp_header_t *h, const char **err);
 
 /* The first top-level TLV of that type, or NULL. */
 const mg_pp_tlv_t *mg_pp_tlv(const mg_pp_header_t *h, uint8_t type);

@@ -192,7 +192,7 @@ int mg_real_ip_find(const mg_addr_t *peer, const mg_cidr_set_t *trusted, int hea
         }
         out->hops = 1;
         out->stop = mg_cidr_set_contains(trusted, &out->addr, NULL) ? MG_REAL_IP_ALL_TRUSTED
-                                                                     : MG_REAL_IP_UNTRUSTED;
+                                                                    : MG_REAL_IP_UNTRUSTED;
         return MG_REAL_IP_HEADER;
     }
     out->stop = MG_REAL_IP_ALL_TRUSTED;
@@ -208,9 +208,11 @@ int mg_real_ip_find(const mg_addr_t *peer, const mg_cidr_set_t *trusted, int hea
              * of blanks and commas) */
             if (en == 0)
                 continue;
-            int rc = header == MG_REAL_IP_FORWARDED ? forwarded_for(e, en, &a, &port)
-                     : addr_port(e, en, 1, 0, &a, &port) == 0 ? OK
-                                                             : BAD;
+            int rc;
+            if (header == MG_REAL_IP_FORWARDED)
+                rc = forwarded_for(e, en, &a, &port);
+            else
+                rc = addr_port(e, en, 1, 0, &a, &port) == 0 ? OK : BAD;
             if (rc != OK) {
                 out->stop = rc == OPAQUE ? MG_REAL_IP_OPAQUE : MG_REAL_IP_MALFORMED;
                 return out->hops ? MG_REAL_IP_HEADER : MG_REAL_IP_PEER;

@@ -59,10 +59,10 @@ typedef struct mg_real_ip_value_s {
 
 typedef struct mg_real_ip_s {
     mg_addr_t addr;
-    uint16_t port;  /* the header element's port; 0 when it had none or
-                       the answer is the peer (whose port the caller has) */
-    int stop;       /* MG_REAL_IP_* above: for the debug log */
-    unsigned hops;  /* header addresses accepted on the way */
+    uint16_t port; /* the header element's port; 0 when it had none or
+                      the answer is the peer (whose port the caller has) */
+    int stop;      /* MG_REAL_IP_* above: for the debug log */
+    unsigned hops; /* header addresses accepted on the way */
 } mg_real_ip_t;
 
 /* The client address of a request whose socket peer is `peer`, with the

@@ -5,12 +5,8 @@
 local ffi = require "ffi"
 local bit = require "bit"
 
-local function cdef(decl)
-    local ok, err = pcall(ffi.cdef, decl)
-    if not ok and not tostring(err):find("redefine", 1, true) then
-        error(err, 2)
-    end
-end
+local decl = require("spec.support.cdecl").new()
+local cdef = decl.cdef
 
 -- mirrors src/cidr.h
 cdef [[
@@ -314,5 +310,11 @@ describe("10,000 random ranges", function()
         end
         assert.is_true(hits > 100 and hits < 900, "hits " .. hits) -- both answers tested
         assert.is_true(worst <= bound, "worst " .. worst .. " probes > " .. bound)
+    end)
+end)
+
+describe("the declarations of this spec", function()
+    it("are spelled as in src/cidr.h", function()
+        assert.same({}, decl.missing { "src/cidr.h" })
     end)
 end)

@@ -5,12 +5,8 @@
 -- deterministic (fixed names, keys and hash): counts, never times.
 local ffi = require "ffi"
 
-local function cdef(decl)
-    local ok, err = pcall(ffi.cdef, decl)
-    if not ok and not tostring(err):find("redefine", 1, true) then
-        error(err, 2)
-    end
-end
+local decl = require("spec.support.cdecl").new()
+local cdef = decl.cdef
 
 -- mirrors src/maglev.h
 cdef [[
@@ -176,5 +172,11 @@ describe("mg_maglev_hash", function()
             seen[h] = true
         end
         assert.are_not.equal(lib.mg_maglev_hash("a", 1, 0), lib.mg_maglev_hash("a", 1, 1))
+    end)
+end)
+
+describe("the declarations of this spec", function()
+    it("are spelled as in src/maglev.h", function()
+        assert.same({}, decl.missing { "src/maglev.h" })
     end)
 end)

@@ -6,12 +6,8 @@
 local ffi = require "ffi"
 local bit = require "bit"
 
-local function cdef(decl)
-    local ok, err = pcall(ffi.cdef, decl)
-    if not ok and not tostring(err):find("redefine", 1, true) then
-        error(err, 2)
-    end
-end
+local decl = require("spec.support.cdecl").new()
+local cdef = decl.cdef
 
 -- mirrors src/cidr.h and src/proxy_protocol.h
 cdef "typedef struct mg_addr_s { uint8_t b[16]; } mg_addr_t;"
@@ -324,5 +320,11 @@ describe("v2 built here", function()
         local ok = v2(0x21, 0x11, V4_ADDRS .. tlv(4, ("x"):rep(4096 - 31)))
         assert.equal(4096, #ok)
         assert.equal(4096, (parse(ok, 4096)))
+    end)
+end)
+
+describe("the declarations of this spec", function()
+    it("are spelled as in src/cidr.h and src/proxy_protocol.h", function()
+        assert.same({}, decl.missing { "src/cidr.h", "src/proxy_protocol.h" })
     end)
 end)

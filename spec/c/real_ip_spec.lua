@@ -4,12 +4,8 @@
 -- X-Real-IP, and garbage that must stop the walk.
 local ffi = require "ffi"
 
-local function cdef(decl)
-    local ok, err = pcall(ffi.cdef, decl)
-    if not ok and not tostring(err):find("redefine", 1, true) then
-        error(err, 2)
-    end
-end
+local decl = require("spec.support.cdecl").new()
+local cdef = decl.cdef
 
 -- mirrors src/cidr.h and src/real_ip.h
 cdef "typedef struct mg_addr_s { uint8_t b[16]; } mg_addr_t;"
@@ -208,5 +204,11 @@ describe("mg_real_ip_header_kind", function()
         assert.equal(FWD, lib.mg_real_ip_header_kind("Forwarded", 9))
         assert.equal(XRI, lib.mg_real_ip_header_kind("X-REAL-IP", 9))
         assert.equal(-1, lib.mg_real_ip_header_kind("X-Forwarded", 11))
+    end)
+end)
+
+describe("the declarations of this spec", function()
+    it("are spelled as in src/cidr.h and src/real_ip.h", function()
+        assert.same({}, decl.missing { "src/cidr.h", "src/real_ip.h" })
     end)
 end)

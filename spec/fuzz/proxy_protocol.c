@@ -23,8 +23,7 @@ static void check(int ok, const char *what)
     }
 }
 
-static int parse(const uint8_t *data, size_t n, size_t max, mg_pp_header_t *h,
-                 const char **err)
+static int parse(const uint8_t *data, size_t n, size_t max, mg_pp_header_t *h, const char **err)
 {
     uint8_t *copy = malloc(n ? n : 1);
     if (!copy)
