@@ -126,10 +126,11 @@ static int forwarded_for(const char *s, size_t n, mg_addr_t *a, uint16_t *port)
     return addr_port(val, vlen, 0, 1, a, port) == 0 ? OK : BAD;
 }
 
-/* The element before `end` in s (scanning backwards past a ',' outside a
- * quoted string), trimmed of blanks; *end moves to the comma (or 0).
- * Returns 0, or -1 when there is none left. */
-static int prev_element(const char *s, size_t *end, const char **e, size_t *en)
+/* The element before `end` in s (scanning backwards to a ',', outside a
+ * quoted string when `quotes`: Forwarded has them, X-Forwarded-For not),
+ * trimmed of blanks; *end moves to the comma (or 0). Returns 0, or -1 when
+ * there is none left. */
+static int prev_element(const char *s, size_t *end, int quotes, const char **e, size_t *en)
 {
     size_t hi = *end;
     if (hi == 0)
@@ -138,7 +139,7 @@ static int prev_element(const char *s, size_t *end, const char **e, size_t *en)
     int inq = 0;
     while (lo > 0) {
         char c = s[lo - 1];
-        if (c == '"') {
+        if (c == '"' && quotes) {
             size_t bs = 0; /* a quote after an odd run of '\\' is escaped */
             while (lo - 1 > bs && s[lo - 2 - bs] == '\\')
                 bs++;
@@ -201,7 +202,7 @@ int mg_real_ip_find(const mg_addr_t *peer, const mg_cidr_set_t *trusted, int hea
         size_t end = values[v].n;
         const char *e;
         size_t en;
-        while (prev_element(s, &end, &e, &en) == 0) {
+        while (prev_element(s, &end, header == MG_REAL_IP_FORWARDED, &e, &en) == 0) {
             mg_addr_t a;
             uint16_t port = 0;
             /* empty elements are skipped (RFC 7230 7, and nginx skips runs

@@ -119,6 +119,8 @@ describe("X-Forwarded-For", function()
             { "fe80::1%eth0", { "10.0.0.5", 0, MALFORMED, 0, "peer" } },
             { "unknown", { "10.0.0.5", 0, MALFORMED, 0, "peer" } },
             { "\"1.2.3.4\"", { "10.0.0.5", 0, MALFORMED, 0, "peer" } },
+            -- quotes mean nothing here: the comma still splits
+            { "\"9.9.9.9, 10.1.1.1", { "10.1.1.1", 0, MALFORMED, 1, "header" } },
         }
         for _, c in ipairs(cases) do
             assert.same(c[2], find("10.0.0.5", XFF, { c[1] }), c[1])
