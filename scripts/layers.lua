@@ -10,7 +10,8 @@
 return {
     { name = "base", files = {
         "errlog", "wq", "uri", "trace", "http", "usage", "crypto", "shdict",
-        "tls", "watch", "metrics", "lua_state", "admin", "admin_client", "buf" } },
+        "tls", "watch", "metrics", "lua_state", "admin", "admin_client", "buf",
+        "cidr", "proxy_protocol", "real_ip", "maglev" } },
     { name = "config", files = { "config", "router" } },
     { name = "generation", files = { "generation" } },
     { name = "request", files = { "request" } },
