@@ -119,7 +119,7 @@ end
 function getters.ctx(self)
     local t = rawget(self, "_ctx_spare")
     if t then
-        rawset(self, "_ctx_spare", nil)
+        rawset(self, "_ctx_spare", false)
     else
         t = new_tab(0, 4)
     end
@@ -882,11 +882,12 @@ local function run_phase(req, res, phase, ri)
         return timer_phase(ri)
     elseif phase == P_RESPONSE or phase == P_LOG then
         local key = phase == P_RESPONSE and "on_response" or "on_log"
+        local pname = phase == P_RESPONSE and "policy on_response" or "policy on_log"
         local list = ri and (phase == P_RESPONSE and route_response or route_log)[ri]
         if list then
             for i = 1, #list do
                 local p = list[i]
-                call(req, "policy " .. key, p[key], req, res, p)
+                call(req, pname, p[key], req, res, p)
             end
         end
         local fn = global[key]
@@ -896,6 +897,29 @@ local function run_phase(req, res, phase, ri)
     error("unknown phase " .. tostring(phase))
 end
 _M.run_phase = run_phase
+
+-- A request object of a fixed shape: every key it will ever hold exists
+-- from the start, so no request inserts a key. (Setting an absent key, even
+-- to nil, inserts it; once the hash part is full LuaJIT rehashes the table,
+-- dropping the nil keys, and every compiled trace that knew the old layout
+-- exits to a new side trace: per-request work that varied with the
+-- process's random string hash seed.) Fields read through rawget hold
+-- false when unset; the fields the getters cache (ctx, params, headers,
+-- tls) must be nil for __index to run, and setting an existing key to nil
+-- keeps it in place.
+local function new_request()
+    local req = setmetatable({ _r = false, _phase = false, _res = false,
+        _ctx_spare = false, ctx = false, params = false, headers = false,
+        tls = false, _responded = false, _resp_status = false,
+        _resp_body = false, _resp_headers = false, _resp_ctype = false },
+        req_mt)
+    rawset(req, "_r", nil)
+    rawset(req, "ctx", nil)
+    rawset(req, "params", nil)
+    rawset(req, "headers", nil)
+    rawset(req, "tls", nil)
+    return req
+end
 
 local function reset(req)
     local ctx = rawget(req, "ctx")
@@ -907,9 +931,9 @@ local function reset(req)
     rawset(req, "params", nil)
     rawset(req, "headers", nil)
     rawset(req, "tls", nil)
-    rawset(req, "_responded", nil)
-    rawset(req, "_resp_body", nil)
-    rawset(req, "_resp_headers", nil)
+    rawset(req, "_responded", false)
+    rawset(req, "_resp_body", false)
+    rawset(req, "_resp_headers", false)
 end
 
 local req_ptr_t = ffi.typeof("mg_request_t *")
@@ -922,7 +946,7 @@ local req_ptrs = {}
 function _M.handler_request(lud, co)
     local req = co and co_req[co]
     if req then return req, false end
-    req = setmetatable({}, req_mt)
+    req = new_request()
     rawset(req, "_r", ffi.cast(req_ptr_t, lud))
     return req, true
 end
@@ -932,7 +956,7 @@ end
 -- hook error ends the coroutine (no pcall on the hot path): C reports the
 -- error through report_error() and starts a fresh coroutine next time.
 function _M.driver()
-    local req = setmetatable({}, req_mt)
+    local req = new_request()
     local res = setmetatable({ _req = req }, res_mt)
     rawset(req, "_res", res)
     co_req[running()] = req
