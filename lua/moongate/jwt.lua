@@ -14,8 +14,10 @@
 -- verification costs one FFI call that checks the signature (HMAC in
 -- constant time, without allocating) and decodes the payload into a
 -- reused buffer, one cjson.decode of the payload and the claim checks. The
--- header segment's parse is cached (its bytes determine it entirely); the
--- payload is never cached.
+-- header segment's parse is cached (its bytes determine it entirely), and
+-- so is a verified token's signature check and payload decoding, per
+-- verifier and until its keys change; the claim checks (exp, nbf, iat,
+-- iss, aud, scopes) run on every request, on a fresh copy of the claims.
 --
 -- What is refused, always: "alg" none, missing or unknown; an algorithm the
 -- key was not made for (HS256 with an RSA key's PEM as the secret); a
@@ -152,10 +154,20 @@ local function tok_value(t, text)
     return tonumber(ffi_string(text + t.val_off, t.val_len))     -- J_NUMTEXT
 end
 
+-- A copy of an array of scalars.
+local function copy_array(v)
+    local m = #v
+    local arr = new_tab(m, 0)
+    for j = 1, m do arr[j] = v[j] end
+    return arr
+end
+
 -- The claims table of the payload in pbuf (N bytes), or nil when it is not
 -- a JSON object. Flat objects (the usual claims) are tokenised in C and
--- built here; anything nested goes to cjson.
-local function decode_claims(n)
+-- built here; anything nested goes to cjson. When KEYS and VALS are given,
+-- a flat object's names and values (arrays copied) go there too, and the
+-- second result is their count (nil for a nested object).
+local function decode_claims(n, keys, vals)
     local text = pbuf
     local cnt = C.mg_ffi_json_flat_object(text, n, toks, MAX_TOKENS, sbuf, pcap)
     if cnt < 0 then
@@ -166,21 +178,62 @@ local function decode_claims(n)
         return type(v) == "table" and v or nil
     end
     local claims = new_tab(0, cnt)
-    local i = 0
+    local i, m = 0, 0
     while i < cnt do
         local t = toks[i]
         local kbase = t.key_esc ~= 0 and sbuf or text
         local key = ffi_string(kbase + t.key_off, t.key_len)
+        local v
         if t.type == J_ARRAY then
-            local m = t.val_len
-            local arr = new_tab(m, 0)
-            for j = 1, m do arr[j] = tok_value(toks[i + j], text) end
-            claims[key] = arr
-            i = i + m + 1
+            local len = t.val_len
+            v = new_tab(len, 0)
+            for j = 1, len do v[j] = tok_value(toks[i + j], text) end
+            i = i + len + 1
         else
-            claims[key] = tok_value(t, text)
+            v = tok_value(t, text)
             i = i + 1
         end
+        claims[key] = v
+        if keys then
+            m = m + 1
+            keys[m] = key
+            vals[m] = type(v) == "table" and copy_array(v) or v
+        end
+    end
+    return claims, m
+end
+
+-- Verified tokens --------------------------------------------------------------
+
+-- A verifier's tokens that passed the signature check, by their text:
+-- token -> { n =, kid =, keys = { name, ... }, vals = { value, ... } } of
+-- their flat claims. The token's bytes and the verifier's keys decide the
+-- signature check and the payload entirely, so a token seen again skips
+-- both; Verifier:_set_keys() forgets them all when the keys change.
+-- Bounded: emptied when full. Only flat claims are kept (their copy is two
+-- short loops); the kept values are never handed out, only copies (the
+-- policy gives the claims to the request, req.ctx.jwt, where hooks may
+-- change them).
+local SEEN_MAX = 1024
+
+local function remember(self, token, kid, n, keys, vals)
+    local seen = self.seen
+    if not seen or self.nseen >= SEEN_MAX then
+        seen = {}
+        self.seen, self.nseen = seen, 0
+    end
+    seen[token] = { n = n, kid = kid, keys = keys, vals = vals }
+    self.nseen = self.nseen + 1
+end
+
+-- A fresh claims table from a remembered token's.
+local function recall(e)
+    local n, keys, vals = e.n, e.keys, e.vals
+    local claims = new_tab(0, n)
+    for i = 1, n do
+        local v = vals[i]
+        if type(v) == "table" then v = copy_array(v) end
+        claims[keys[i]] = v
     end
     return claims
 end
@@ -553,6 +606,7 @@ function Verifier:_set_keys()
     for _, k in ipairs(self.static) do all[#all + 1] = k end
     for _, k in ipairs(self.remote) do all[#all + 1] = k end
     self.keys = all
+    self.seen, self.nseen = nil, 0     -- verified under the old keys
     self.single = not self.jwks_url and #all == 1 and all[1] or nil
     self.by_kid = index_keys(self.static, "keys")
     for _, k in ipairs(self.remote) do
@@ -866,10 +920,29 @@ function Verifier:verify(token)
     -- claims), LuaJIT stitches the trace around that C function, and an
     -- FFI call after it aborted the continuation trace
     local now = self.now()
-    local hdr, err, code = self:_jws(token)
-    if not hdr then return nil, err, code end
-    local claims = decode_claims(plen[0])
-    if not claims then return nil, "payload is not a JSON object", INVALID end
+    local seen = self.seen
+    local e = seen and type(token) == "string" and seen[token]
+    if e and self.jwks_url then
+        -- the refresh a signature check would have asked for (its keys'
+        -- age); new keys forget every token
+        self:_maybe_refresh(e.kid)
+        seen = self.seen
+        e = seen and seen[token]
+    end
+    local claims
+    if e then
+        claims = recall(e)
+    else
+        local hdr, err, code = self:_jws(token)
+        if not hdr then return nil, err, code end
+        local keys, vals = new_tab(8, 0), new_tab(8, 0)
+        local n
+        claims, n = decode_claims(plen[0], keys, vals)
+        if not claims then
+            return nil, "payload is not a JSON object", INVALID
+        end
+        if n then remember(self, token, hdr.kid, n, keys, vals) end
+    end
 
     local req = self.required
     if req then
@@ -933,7 +1006,7 @@ end
 function _M._decode_claims(s)
     grow_payload_buffer(#s)
     ffi.copy(pbuf, s, #s)
-    return decode_claims(#s)
+    return (decode_claims(#s))
 end
 
 local function new(opts, level)
