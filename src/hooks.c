@@ -677,7 +677,7 @@ void mg_hooks_budget_end(mg_worker_t *w)
     budget_disarm(w, atomic_load(&w->running_L));
 }
 
-void mg_hooks_watchdog(mg_worker_t *w)
+uint64_t mg_hooks_watchdog(mg_worker_t *w)
 {
     /* hook_since is loop time: libuv's monotonic clock in ms, like this */
     uint64_t now_ms = uv_hrtime() / 1000000;
@@ -687,15 +687,17 @@ void mg_hooks_watchdog(mg_worker_t *w)
      * any generation holds it, and this is only a threshold) */
     uint64_t budget = atomic_load(&w->budget_ms);
     lua_State *L = atomic_load(&w->running_L);
-    if (!since || now_ms - since < budget || !L)
-        return;
+    if (!since)
+        return budget;
+    if (now_ms - since < budget || !L)
+        return MG_HOOKS_WATCH_MS;
     /* lua_sethook is safe to call asynchronously; the hook fires at the next
      * instruction the interpreter runs (not inside a compiled loop). Set
      * once per overrun: it stays until the worker disarms it. */
     if (!atomic_exchange(&w->budget_armed, 1)) {
         atomic_store(&w->budget_armed_at, now_ms);
         lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
-        return;
+        return MG_HOOKS_WATCH_MS;
     }
     /* counted from the arming, not from the hook's start: this thread may
      * have been busy (a reload) while the hook ran past its budget */
@@ -709,4 +711,5 @@ void mg_hooks_watchdog(mg_worker_t *w)
                 w->id, (unsigned long long)(now_ms - since));
         mg_worker_quarantine(w);
     }
+    return MG_HOOKS_WATCH_MS;
 }
