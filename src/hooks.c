@@ -4,7 +4,8 @@
  * between phases, so one coroutine serves many requests in turn. It yields
  *   (DONE) | (RESPONDED, status, body, header block, content type)
  *   | (WAIT) | (ERROR, message)
- * and C resumes it with (request, phase, first) to run a phase, or with the
+ * and C resumes it with (request, phase, first, route index, slot) to run a
+ * phase (the request's address only the first time a slot is sent), or with the
  * results of a wait.
  *
  * Time budget: the watchdog (control thread) sets a count hook on a state
@@ -134,6 +135,9 @@ void mg_hooks_close(mg_wgen_t *g)
     }
     free(lw->route_mask);
     lw->route_mask = NULL;
+    free(lw->slot_seen);
+    lw->slot_seen = NULL;
+    lw->nslot_seen = 0;
     free_user_timers(lw);
 }
 
@@ -328,6 +332,34 @@ void mg_hooks_push_thread(lua_State *L, mg_request_t *r)
     lua_xmove(r->co->co, L, 1);
 }
 
+/* The request for the driver: its struct's address the first time the
+ * driver meets its slot (it keeps a cdata pointer per slot: structs are
+ * never freed while the worker runs), else nil (a light userdata costs a
+ * lookup in LuaJIT's table of pointer segments). */
+static void push_request(mg_hook_co_t *hc, mg_request_t *r)
+{
+    mg_lua_worker_t *lw = hc->lw;
+    if (r->slot < lw->nslot_seen && lw->slot_seen[r->slot]) {
+        lua_pushnil(hc->co);
+        return;
+    }
+    if (r->slot >= lw->nslot_seen) {
+        size_t n = lw->nslot_seen ? lw->nslot_seen : 64;
+        while (n <= r->slot)
+            n *= 2;
+        uint8_t *p = realloc(lw->slot_seen, n);
+        if (!p) { /* the pointer then, every time */
+            lua_pushlightuserdata(hc->co, r);
+            return;
+        }
+        memset(p + lw->nslot_seen, 0, n - lw->nslot_seen);
+        lw->slot_seen = p;
+        lw->nslot_seen = n;
+    }
+    lw->slot_seen[r->slot] = 1;
+    lua_pushlightuserdata(hc->co, r);
+}
+
 int mg_hooks_run(mg_request_t *r, int phase)
 {
     int first = 0;
@@ -340,7 +372,7 @@ int mg_hooks_run(mg_request_t *r, int phase)
     }
     mg_hook_co_t *hc = r->co;
     r->hook_phase = (uint8_t)phase;
-    lua_pushlightuserdata(hc->co, r);
+    push_request(hc, r);
     lua_pushinteger(hc->co, phase);
     lua_pushboolean(hc->co, first);
     lua_pushinteger(hc->co, r->route ? r->route->index : -1);

@@ -951,8 +951,8 @@ function _M.handler_request(lud, co)
     return req, true
 end
 
---- The coroutine body (see src/hooks.c). Resumed with (request, phase,
--- first, route index, slot) it runs that phase and yields its result. A
+--- The coroutine body (see src/hooks.c). Resumed with (request or nil,
+-- phase, first, route index, slot) it runs that phase and yields its result. A
 -- hook error ends the coroutine (no pcall on the hot path): C reports the
 -- error through report_error() and starts a fresh coroutine next time.
 function _M.driver()
@@ -964,9 +964,11 @@ function _M.driver()
     while true do
         if first then reset(req) end
         -- a cdata pointer per request struct, made once: the JIT cannot pass
-        -- a lightuserdata to a C function
+        -- a lightuserdata to a C function. C sends the struct's address
+        -- only the first time it sends a slot (nil after); slot 0 is a
+        -- timer's run, with no request.
         local r = nil
-        if lud ~= nil then
+        if slot ~= 0 then
             r = req_ptrs[slot]
             if r == nil then
                 r = ffi.cast(req_ptr_t, lud)
