@@ -48,6 +48,14 @@ local ok_clear, clear_tab = pcall(require, "table.clear")
 if not ok_clear then
     clear_tab = function(t) for k in pairs(t) do t[k] = nil end end
 end
+local ok_clone, clone_tab = pcall(require, "table.clone")
+if not ok_clone then
+    clone_tab = function(t)
+        local c = {}
+        for k, v in pairs(t) do c[k] = v end
+        return c
+    end
+end
 
 cjson.decode_invalid_numbers(false)  -- no NaN, Infinity, hex
 cjson.decode_max_depth(32)
@@ -163,11 +171,10 @@ local function copy_array(v)
 end
 
 -- The claims table of the payload in pbuf (N bytes), or nil when it is not
--- a JSON object. Flat objects (the usual claims) are tokenised in C and
--- built here; anything nested goes to cjson. When KEYS and VALS are given,
--- a flat object's names and values (arrays copied) go there too, and the
--- second result is their count (nil for a nested object).
-local function decode_claims(n, keys, vals)
+-- a JSON object; and true when it is flat (scalars and arrays of scalars).
+-- Flat objects (the usual claims) are tokenised in C and built here;
+-- anything nested goes to cjson.
+local function decode_claims(n)
     local text = pbuf
     local cnt = C.mg_ffi_json_flat_object(text, n, toks, MAX_TOKENS, sbuf, pcap)
     if cnt < 0 then
@@ -178,62 +185,64 @@ local function decode_claims(n, keys, vals)
         return type(v) == "table" and v or nil
     end
     local claims = new_tab(0, cnt)
-    local i, m = 0, 0
+    local i = 0
     while i < cnt do
         local t = toks[i]
         local kbase = t.key_esc ~= 0 and sbuf or text
         local key = ffi_string(kbase + t.key_off, t.key_len)
-        local v
         if t.type == J_ARRAY then
-            local len = t.val_len
-            v = new_tab(len, 0)
-            for j = 1, len do v[j] = tok_value(toks[i + j], text) end
-            i = i + len + 1
+            local m = t.val_len
+            local arr = new_tab(m, 0)
+            for j = 1, m do arr[j] = tok_value(toks[i + j], text) end
+            claims[key] = arr
+            i = i + m + 1
         else
-            v = tok_value(t, text)
+            claims[key] = tok_value(t, text)
             i = i + 1
         end
-        claims[key] = v
-        if keys then
-            m = m + 1
-            keys[m] = key
-            vals[m] = type(v) == "table" and copy_array(v) or v
-        end
     end
-    return claims, m
+    return claims, true
 end
 
 -- Verified tokens --------------------------------------------------------------
 
 -- A verifier's tokens that passed the signature check, by their text:
--- token -> { n =, kid =, keys = { name, ... }, vals = { value, ... } } of
--- their flat claims. The token's bytes and the verifier's keys decide the
--- signature check and the payload entirely, so a token seen again skips
--- both; Verifier:_set_keys() forgets them all when the keys change.
--- Bounded: emptied when full. Only flat claims are kept (their copy is two
--- short loops); the kept values are never handed out, only copies (the
--- policy gives the claims to the request, req.ctx.jwt, where hooks may
--- change them).
+-- token -> { claims =, arrays = { name, ... }, kid = } (their flat claims,
+-- the names of those that are arrays). The token's bytes and the
+-- verifier's keys decide the signature check and the payload entirely, so
+-- a token seen again skips both; Verifier:_set_keys() forgets them all
+-- when the keys change. Bounded: emptied when full. Only flat claims are
+-- kept, and never handed out: each verification gets a copy (the policy
+-- gives the claims to the request, req.ctx.jwt, where hooks may change
+-- them). The copy is table.clone and no loop for the usual claims without
+-- arrays: a loop on the hot path becomes a trace of its own, whose place
+-- in the trace tree (and so the cost of a request) varies from process to
+-- process.
 local SEEN_MAX = 1024
 
-local function remember(self, token, kid, n, keys, vals)
+local function remember(self, token, kid, claims)
     local seen = self.seen
     if not seen or self.nseen >= SEEN_MAX then
         seen = {}
         self.seen, self.nseen = seen, 0
     end
-    seen[token] = { n = n, kid = kid, keys = keys, vals = vals }
+    local kept, arrays = clone_tab(claims), {}
+    for k, v in pairs(kept) do
+        if type(v) == "table" then
+            arrays[#arrays + 1] = k
+            kept[k] = copy_array(v)
+        end
+    end
+    seen[token] = { claims = kept, arrays = arrays, kid = kid }
     self.nseen = self.nseen + 1
 end
 
 -- A fresh claims table from a remembered token's.
 local function recall(e)
-    local n, keys, vals = e.n, e.keys, e.vals
-    local claims = new_tab(0, n)
-    for i = 1, n do
-        local v = vals[i]
-        if type(v) == "table" then v = copy_array(v) end
-        claims[keys[i]] = v
+    local claims, arrays = clone_tab(e.claims), e.arrays
+    for i = 1, #arrays do
+        local k = arrays[i]
+        claims[k] = copy_array(claims[k])
     end
     return claims
 end
@@ -935,13 +944,12 @@ function Verifier:verify(token)
     else
         local hdr, err, code = self:_jws(token)
         if not hdr then return nil, err, code end
-        local keys, vals = new_tab(8, 0), new_tab(8, 0)
-        local n
-        claims, n = decode_claims(plen[0], keys, vals)
+        local flat
+        claims, flat = decode_claims(plen[0])
         if not claims then
             return nil, "payload is not a JSON object", INVALID
         end
-        if n then remember(self, token, hdr.kid, n, keys, vals) end
+        if flat then remember(self, token, hdr.kid, claims) end
     end
 
     local req = self.required
