@@ -34,6 +34,7 @@ int mg_repl_server_eval(struct lua_State *L, const char *code, size_t len, char 
 #include "version.h"
 
 unsigned long long mg_hooks_error_total(void);
+static void on_watchdog(uv_timer_t *t);
 
 /* ---- a growable string -------------------------------------------------- */
 
@@ -394,6 +395,8 @@ int mg_control_reload(mg_control_t *ctl, char **why)
     mg_health_switch(ctl->health, gen);
     mg_gen_release(ctl->gen);
     ctl->gen = gen;
+    if (ctl->watchdog.loop && uv_is_active((uv_handle_t *)&ctl->watchdog))
+        uv_timer_start(&ctl->watchdog, on_watchdog, 0, 0); /* its budget may be smaller */
     if (ctl->L)
         lua_close(ctl->L);
     ctl->L = L;
@@ -919,6 +922,43 @@ int mg_control_start(mg_control_t *ctl, uv_loop_t *loop, const char *file, mg_ge
     return 0;
 }
 
+/* ---- hook budgets --------------------------------------------------------- */
+
+/* A hook that starts just after a look finds the next look at most its
+ * budget later, before it can be over it; from then on it is looked at
+ * every MG_HOOKS_WATCH_MS, as when this timer ran at that period always. */
+#define WATCH_IDLE_MAX_MS 1000
+
+static void on_watchdog(uv_timer_t *t)
+{
+    mg_control_t *ctl = t->data;
+    /* the newest config's budget too: workers adopt it a little later */
+    uint64_t next = ctl->gen->cfg->timeouts.hook;
+    if (next > WATCH_IDLE_MAX_MS)
+        next = WATCH_IDLE_MAX_MS;
+    for (int i = 0; i < ctl->workers->n; i++) {
+        mg_worker_t *w = &ctl->workers->w[i];
+        if (w->start_error)
+            continue;
+        int stuck;
+        uint64_t n = mg_hooks_watchdog(w, &stuck);
+        if (stuck)
+            mg_worker_quarantine(w);
+        if (n < next)
+            next = n;
+    }
+    if (next < MG_HOOKS_WATCH_MS)
+        next = MG_HOOKS_WATCH_MS;
+    uv_timer_start(t, on_watchdog, next, 0);
+}
+
+void mg_control_watch_hooks(mg_control_t *ctl)
+{
+    uv_timer_init(ctl->loop, &ctl->watchdog);
+    ctl->watchdog.data = ctl;
+    uv_timer_start(&ctl->watchdog, on_watchdog, MG_HOOKS_WATCH_MS, 0);
+}
+
 void mg_control_stop(mg_control_t *ctl)
 {
     if (ctl->admin)
@@ -930,6 +970,8 @@ void mg_control_stop(mg_control_t *ctl)
     ctl->watch = NULL;
     if (!uv_is_closing((uv_handle_t *)&ctl->debounce))
         uv_close((uv_handle_t *)&ctl->debounce, NULL);
+    if (ctl->watchdog.loop && !uv_is_closing((uv_handle_t *)&ctl->watchdog))
+        uv_close((uv_handle_t *)&ctl->watchdog, NULL);
     if (!uv_is_closing((uv_handle_t *)&ctl->sighup))
         uv_close((uv_handle_t *)&ctl->sighup, NULL);
     if (!uv_is_closing((uv_handle_t *)&ctl->sigusr1))

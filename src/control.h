@@ -28,6 +28,7 @@ typedef struct mg_control_s {
     unsigned long long reloads_ok, reloads_failed;
     struct mg_watch_s *watch;   /* every file the config read (watch.h) */
     uv_timer_t debounce;
+    uv_timer_t watchdog;        /* hook budgets (mg_control_watch_hooks) */
     uv_signal_t sighup;
     uv_signal_t sigusr1;        /* reopen the log files */
     struct mg_admin_s *admin;
@@ -52,6 +53,12 @@ int mg_control_reload(mg_control_t *ctl, char **why);
  * reason when the error log could not be reopened (the old file kept). */
 const char *mg_control_reopen_logs(mg_control_t *ctl);
 void mg_control_stop(mg_control_t *ctl);
+
+/* Starts the hook budget watchdog over ctl->workers (once they run): every
+ * MG_HOOKS_WATCH_MS while a worker runs Lua; when none does, after the
+ * smallest budget (at most 1 s), so an idle gateway seldom wakes. Stopped
+ * by mg_control_stop. */
+void mg_control_watch_hooks(mg_control_t *ctl);
 void mg_control_free(mg_control_t *ctl);
 /* moongate check: runs the gw.test examples of file. */
 int mg_control_selftest(const char *file, int *ntests, char **err);

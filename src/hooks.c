@@ -4,7 +4,8 @@
  * between phases, so one coroutine serves many requests in turn. It yields
  *   (DONE) | (RESPONDED, status, body, header block, content type)
  *   | (WAIT) | (ERROR, message)
- * and C resumes it with (request, phase, first) to run a phase, or with the
+ * and C resumes it with (request, phase, first, route index, slot) to run a
+ * phase (the request's address only the first time a slot is sent), or with the
  * results of a wait.
  *
  * Time budget: the watchdog (control thread) sets a count hook on a state
@@ -134,6 +135,9 @@ void mg_hooks_close(mg_wgen_t *g)
     }
     free(lw->route_mask);
     lw->route_mask = NULL;
+    free(lw->slot_seen);
+    lw->slot_seen = NULL;
+    lw->nslot_seen = 0;
     free_user_timers(lw);
 }
 
@@ -328,6 +332,34 @@ void mg_hooks_push_thread(lua_State *L, mg_request_t *r)
     lua_xmove(r->co->co, L, 1);
 }
 
+/* The request for the driver: its struct's address the first time the
+ * driver meets its slot (it keeps a cdata pointer per slot: structs are
+ * never freed while the worker runs), else nil (a light userdata costs a
+ * lookup in LuaJIT's table of pointer segments). */
+static void push_request(mg_hook_co_t *hc, mg_request_t *r)
+{
+    mg_lua_worker_t *lw = hc->lw;
+    if (r->slot < lw->nslot_seen && lw->slot_seen[r->slot]) {
+        lua_pushnil(hc->co);
+        return;
+    }
+    if (r->slot >= lw->nslot_seen) {
+        size_t n = lw->nslot_seen ? lw->nslot_seen : 64;
+        while (n <= r->slot)
+            n *= 2;
+        uint8_t *p = realloc(lw->slot_seen, n);
+        if (!p) { /* the pointer then, every time */
+            lua_pushlightuserdata(hc->co, r);
+            return;
+        }
+        memset(p + lw->nslot_seen, 0, n - lw->nslot_seen);
+        lw->slot_seen = p;
+        lw->nslot_seen = n;
+    }
+    lw->slot_seen[r->slot] = 1;
+    lua_pushlightuserdata(hc->co, r);
+}
+
 int mg_hooks_run(mg_request_t *r, int phase)
 {
     int first = 0;
@@ -340,7 +372,7 @@ int mg_hooks_run(mg_request_t *r, int phase)
     }
     mg_hook_co_t *hc = r->co;
     r->hook_phase = (uint8_t)phase;
-    lua_pushlightuserdata(hc->co, r);
+    push_request(hc, r);
     lua_pushinteger(hc->co, phase);
     lua_pushboolean(hc->co, first);
     lua_pushinteger(hc->co, r->route ? r->route->index : -1);
@@ -680,7 +712,7 @@ void mg_hooks_budget_end(mg_worker_t *w)
     budget_disarm(w, atomic_load(&w->running_L));
 }
 
-int mg_hooks_watchdog(mg_worker_t *w)
+uint64_t mg_hooks_watchdog(mg_worker_t *w, int *stuck)
 {
     /* hook_since is loop time: libuv's monotonic clock in ms, like this */
     uint64_t now_ms = uv_hrtime() / 1000000;
@@ -690,15 +722,18 @@ int mg_hooks_watchdog(mg_worker_t *w)
      * any generation holds it, and this is only a threshold) */
     uint64_t budget = atomic_load(&w->budget_ms);
     lua_State *L = atomic_load(&w->running_L);
-    if (!since || now_ms - since < budget || !L)
-        return 0;
+    *stuck = 0;
+    if (!since)
+        return budget;
+    if (now_ms - since < budget || !L)
+        return MG_HOOKS_WATCH_MS;
     /* lua_sethook is safe to call asynchronously; the hook fires at the next
      * instruction the interpreter runs (not inside a compiled loop). Set
      * once per overrun: it stays until the worker disarms it. */
     if (!atomic_exchange(&w->budget_armed, 1)) {
         atomic_store(&w->budget_armed_at, now_ms);
         lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
-        return 0;
+        return MG_HOOKS_WATCH_MS;
     }
     /* counted from the arming, not from the hook's start: this thread may
      * have been busy (a reload) while the hook ran past its budget */
@@ -710,7 +745,7 @@ int mg_hooks_watchdog(mg_worker_t *w)
                 "(a loop LuaJIT compiled); the worker stops accepting connections, "
                 "the others go on serving\n",
                 w->id, (unsigned long long)(now_ms - since));
-        return 1;
+        *stuck = 1;
     }
-    return 0;
+    return MG_HOOKS_WATCH_MS;
 }

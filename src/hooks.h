@@ -66,9 +66,13 @@ void mg_hook_wake_later(mg_hook_co_t *hc, mg_hook_push_fn push, void *arg);
 mg_worker_t *mg_hook_worker(void);
 
 /* Called from the control thread: interrupts hooks running past their
- * budget where LuaJIT allows (see README, "Time budget"). Returns 1 when
- * the interrupt did not take: then the caller quarantines the worker. */
-int mg_hooks_watchdog(mg_worker_t *w);
+ * budget where LuaJIT allows (see README, "Time budget"). Returns how soon
+ * (ms) the worker needs another look: MG_HOOKS_WATCH_MS while it runs Lua,
+ * else its budget (a run that starts meanwhile cannot be over it sooner).
+ * Sets *stuck when the interrupt did not take: then the caller quarantines
+ * the worker. */
+#define MG_HOOKS_WATCH_MS 10
+uint64_t mg_hooks_watchdog(mg_worker_t *w, int *stuck);
 /* Around Lua that runs outside the hook coroutines (route handlers): the
  * budget covers it too. begin returns the worker's previous state for end. */
 void mg_hooks_budget_begin(mg_worker_t *w, struct lua_State *L);

@@ -21,6 +21,8 @@ typedef struct mg_lua_worker_s {
     int report_ref;         /* moongate.runtime.report_error */
     uint8_t global_mask;    /* 1 << phase for each global hook */
     uint8_t *route_mask;    /* per route: 1 << phase for its policies */
+    uint8_t *slot_seen;     /* per request slot: the driver has its pointer */
+    size_t nslot_seen;
     mg_hook_co_t *free_cos; /* idle coroutines */
     size_t ncos;            /* coroutines alive */
     mg_hook_co_t *running;  /* coroutine being resumed, or NULL */

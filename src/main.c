@@ -59,15 +59,6 @@ static const char *default_config(void)
 static mg_workers_t workers;
 static int stop_requested;
 
-/* Every 10 ms: stop hooks that run past their budget (hooks.c). */
-static void on_watchdog(uv_timer_t *t)
-{
-    for (int i = 0; i < workers.n; i++)
-        if (!workers.w[i].start_error)
-            if (mg_hooks_watchdog(&workers.w[i]))
-                mg_worker_quarantine(&workers.w[i]);
-}
-
 static void on_signal(uv_signal_t *s, int signum)
 {
     if (stop_requested++) {
@@ -154,9 +145,7 @@ static int cmd_run(const char *file, int nworkers, const char *admin)
         mg_metrics_free();
         return 1;
     }
-    uv_timer_t watchdog;
-    uv_timer_init(loop, &watchdog);
-    uv_timer_start(&watchdog, on_watchdog, 10, 10);
+    mg_control_watch_hooks(&control);
     for (size_t i = 0; i < cfg->nlisteners; i++)
         mg_log(MG_LOG_INFO, "listening on %s:%u (%d workers)\n", cfg->listeners[i].host,
                 cfg->listeners[i].port, n);
@@ -170,7 +159,6 @@ static int cmd_run(const char *file, int nworkers, const char *admin)
     }
     mg_control_free(&control);
     mg_shdict_close_all(); /* no worker is left to use them */
-    uv_close((uv_handle_t *)&watchdog, NULL);
     uv_close((uv_handle_t *)&sigterm, NULL);
     uv_close((uv_handle_t *)&sigint, NULL);
     uv_run(loop, UV_RUN_DEFAULT);

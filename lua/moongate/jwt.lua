@@ -14,8 +14,10 @@
 -- verification costs one FFI call that checks the signature (HMAC in
 -- constant time, without allocating) and decodes the payload into a
 -- reused buffer, one cjson.decode of the payload and the claim checks. The
--- header segment's parse is cached (its bytes determine it entirely); the
--- payload is never cached.
+-- header segment's parse is cached (its bytes determine it entirely), and
+-- so is a verified token's signature check and payload decoding, per
+-- verifier and until its keys change; the claim checks (exp, nbf, iat,
+-- iss, aud, scopes) run on every request, on a fresh copy of the claims.
 --
 -- What is refused, always: "alg" none, missing or unknown; an algorithm the
 -- key was not made for (HS256 with an RSA key's PEM as the secret); a
@@ -45,6 +47,14 @@ if not ok_new then new_tab = function() return {} end end
 local ok_clear, clear_tab = pcall(require, "table.clear")
 if not ok_clear then
     clear_tab = function(t) for k in pairs(t) do t[k] = nil end end
+end
+local ok_clone, clone_tab = pcall(require, "table.clone")
+if not ok_clone then
+    clone_tab = function(t)
+        local c = {}
+        for k, v in pairs(t) do c[k] = v end
+        return c
+    end
 end
 
 cjson.decode_invalid_numbers(false)  -- no NaN, Infinity, hex
@@ -152,9 +162,18 @@ local function tok_value(t, text)
     return tonumber(ffi_string(text + t.val_off, t.val_len))     -- J_NUMTEXT
 end
 
+-- A copy of an array of scalars.
+local function copy_array(v)
+    local m = #v
+    local arr = new_tab(m, 0)
+    for j = 1, m do arr[j] = v[j] end
+    return arr
+end
+
 -- The claims table of the payload in pbuf (N bytes), or nil when it is not
--- a JSON object. Flat objects (the usual claims) are tokenised in C and
--- built here; anything nested goes to cjson.
+-- a JSON object; and true when it is flat (scalars and arrays of scalars).
+-- Flat objects (the usual claims) are tokenised in C and built here;
+-- anything nested goes to cjson.
 local function decode_claims(n)
     local text = pbuf
     local cnt = C.mg_ffi_json_flat_object(text, n, toks, MAX_TOKENS, sbuf, pcap)
@@ -181,6 +200,49 @@ local function decode_claims(n)
             claims[key] = tok_value(t, text)
             i = i + 1
         end
+    end
+    return claims, true
+end
+
+-- Verified tokens --------------------------------------------------------------
+
+-- A verifier's tokens that passed the signature check, by their text:
+-- token -> { claims =, arrays = { name, ... }, kid = } (their flat claims,
+-- the names of those that are arrays). The token's bytes and the
+-- verifier's keys decide the signature check and the payload entirely, so
+-- a token seen again skips both; Verifier:_set_keys() forgets them all
+-- when the keys change. Bounded: emptied when full. Only flat claims are
+-- kept, and never handed out: each verification gets a copy (the policy
+-- gives the claims to the request, req.ctx.jwt, where hooks may change
+-- them). The copy is table.clone and no loop for the usual claims without
+-- arrays: a loop on the hot path becomes a trace of its own, whose place
+-- in the trace tree (and so the cost of a request) varies from process to
+-- process.
+local SEEN_MAX = 1024
+
+local function remember(self, token, kid, claims)
+    local seen = self.seen
+    if not seen or self.nseen >= SEEN_MAX then
+        seen = {}
+        self.seen, self.nseen = seen, 0
+    end
+    local kept, arrays = clone_tab(claims), {}
+    for k, v in pairs(kept) do
+        if type(v) == "table" then
+            arrays[#arrays + 1] = k
+            kept[k] = copy_array(v)
+        end
+    end
+    seen[token] = { claims = kept, arrays = arrays, kid = kid }
+    self.nseen = self.nseen + 1
+end
+
+-- A fresh claims table from a remembered token's.
+local function recall(e)
+    local claims, arrays = clone_tab(e.claims), e.arrays
+    for i = 1, #arrays do
+        local k = arrays[i]
+        claims[k] = copy_array(claims[k])
     end
     return claims
 end
@@ -553,6 +615,7 @@ function Verifier:_set_keys()
     for _, k in ipairs(self.static) do all[#all + 1] = k end
     for _, k in ipairs(self.remote) do all[#all + 1] = k end
     self.keys = all
+    self.seen, self.nseen = nil, 0     -- verified under the old keys
     self.single = not self.jwks_url and #all == 1 and all[1] or nil
     self.by_kid = index_keys(self.static, "keys")
     for _, k in ipairs(self.remote) do
@@ -866,10 +929,28 @@ function Verifier:verify(token)
     -- claims), LuaJIT stitches the trace around that C function, and an
     -- FFI call after it aborted the continuation trace
     local now = self.now()
-    local hdr, err, code = self:_jws(token)
-    if not hdr then return nil, err, code end
-    local claims = decode_claims(plen[0])
-    if not claims then return nil, "payload is not a JSON object", INVALID end
+    local seen = self.seen
+    local e = seen and type(token) == "string" and seen[token]
+    if e and self.jwks_url then
+        -- the refresh a signature check would have asked for (its keys'
+        -- age); new keys forget every token
+        self:_maybe_refresh(e.kid)
+        seen = self.seen
+        e = seen and seen[token]
+    end
+    local claims
+    if e then
+        claims = recall(e)
+    else
+        local hdr, err, code = self:_jws(token)
+        if not hdr then return nil, err, code end
+        local flat
+        claims, flat = decode_claims(plen[0])
+        if not claims then
+            return nil, "payload is not a JSON object", INVALID
+        end
+        if flat then remember(self, token, hdr.kid, claims) end
+    end
 
     local req = self.required
     if req then
@@ -933,7 +1014,7 @@ end
 function _M._decode_claims(s)
     grow_payload_buffer(#s)
     ffi.copy(pbuf, s, #s)
-    return decode_claims(#s)
+    return (decode_claims(#s))
 end
 
 local function new(opts, level)

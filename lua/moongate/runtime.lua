@@ -119,7 +119,7 @@ end
 function getters.ctx(self)
     local t = rawget(self, "_ctx_spare")
     if t then
-        rawset(self, "_ctx_spare", nil)
+        rawset(self, "_ctx_spare", false)
     else
         t = new_tab(0, 4)
     end
@@ -865,6 +865,30 @@ local function call(req, fname, fn, a, b, c)
     return rawget(req, "_responded")
 end
 
+-- One policy's hook KEY: (req, p) before the response, (req, res, p) after.
+local function policy_call(req, p, key, fname, res)
+    if res then return call(req, fname, p[key], req, res, p) end
+    return call(req, fname, p[key], req, p)
+end
+
+-- Runs the hooks KEY of a route's policies (LIST, never empty) in order;
+-- with STOP, returns true as soon as one answered. The first three are
+-- called without a loop: a loop here becomes a trace of its own, and where
+-- it lands in the trace tree (so what a request costs) varied from process
+-- to process.
+local function run_policies(req, list, key, fname, res, stop)
+    local n = #list
+    if policy_call(req, list[1], key, fname, res) and stop then return true end
+    if n < 2 then return false end
+    if policy_call(req, list[2], key, fname, res) and stop then return true end
+    if n < 3 then return false end
+    if policy_call(req, list[3], key, fname, res) and stop then return true end
+    for i = 4, n do
+        if policy_call(req, list[i], key, fname, res) and stop then return true end
+    end
+    return false
+end
+
 -- Runs one phase's hooks for req (res: the response object). Returns true
 -- when a hook answered.
 local function run_phase(req, res, phase, ri)
@@ -876,24 +900,15 @@ local function run_phase(req, res, phase, ri)
         return fn and call(req, "on_route", fn, req, ri and route_info[ri] or nil)
     elseif phase == P_ACCESS then
         local list = ri and route_access[ri]
-        if list then
-            for i = 1, #list do
-                local p = list[i]
-                if call(req, "policy on_request", p.on_request, req, p) then return true end
-            end
-        end
-        return false
+        return list and run_policies(req, list, "on_request", "policy on_request", nil, true)
+            or false
     elseif phase == P_TIMER then
         return timer_phase(ri)
     elseif phase == P_RESPONSE or phase == P_LOG then
         local key = phase == P_RESPONSE and "on_response" or "on_log"
+        local pname = phase == P_RESPONSE and "policy on_response" or "policy on_log"
         local list = ri and (phase == P_RESPONSE and route_response or route_log)[ri]
-        if list then
-            for i = 1, #list do
-                local p = list[i]
-                call(req, "policy " .. key, p[key], req, res, p)
-            end
-        end
+        if list then run_policies(req, list, key, pname, res, false) end
         local fn = global[key]
         if fn then call(req, key, fn, req, res) end
         return false
@@ -901,6 +916,29 @@ local function run_phase(req, res, phase, ri)
     error("unknown phase " .. tostring(phase))
 end
 _M.run_phase = run_phase
+
+-- A request object of a fixed shape: every key it will ever hold exists
+-- from the start, so no request inserts a key. (Setting an absent key, even
+-- to nil, inserts it; once the hash part is full LuaJIT rehashes the table,
+-- dropping the nil keys, and every compiled trace that knew the old layout
+-- exits to a new side trace: per-request work that varied with the
+-- process's random string hash seed.) Fields read through rawget hold
+-- false when unset; the fields the getters cache (ctx, params, headers,
+-- tls) must be nil for __index to run, and setting an existing key to nil
+-- keeps it in place.
+local function new_request()
+    local req = setmetatable({ _r = false, _phase = false, _res = false,
+        _ctx_spare = false, ctx = false, params = false, headers = false,
+        tls = false, _responded = false, _resp_status = false,
+        _resp_body = false, _resp_headers = false, _resp_ctype = false },
+        req_mt)
+    rawset(req, "_r", nil)
+    rawset(req, "ctx", nil)
+    rawset(req, "params", nil)
+    rawset(req, "headers", nil)
+    rawset(req, "tls", nil)
+    return req
+end
 
 local function reset(req)
     local ctx = rawget(req, "ctx")
@@ -912,9 +950,9 @@ local function reset(req)
     rawset(req, "params", nil)
     rawset(req, "headers", nil)
     rawset(req, "tls", nil)
-    rawset(req, "_responded", nil)
-    rawset(req, "_resp_body", nil)
-    rawset(req, "_resp_headers", nil)
+    rawset(req, "_responded", false)
+    rawset(req, "_resp_body", false)
+    rawset(req, "_resp_headers", false)
 end
 
 local req_ptr_t = ffi.typeof("mg_request_t *")
@@ -927,17 +965,17 @@ local req_ptrs = {}
 function _M.handler_request(lud, co)
     local req = co and co_req[co]
     if req then return req, false end
-    req = setmetatable({}, req_mt)
+    req = new_request()
     rawset(req, "_r", ffi.cast(req_ptr_t, lud))
     return req, true
 end
 
---- The coroutine body (see src/hooks.c). Resumed with (request, phase,
--- first, route index, slot) it runs that phase and yields its result. A
+--- The coroutine body (see src/hooks.c). Resumed with (request or nil,
+-- phase, first, route index, slot) it runs that phase and yields its result. A
 -- hook error ends the coroutine (no pcall on the hot path): C reports the
 -- error through report_error() and starts a fresh coroutine next time.
 function _M.driver()
-    local req = setmetatable({}, req_mt)
+    local req = new_request()
     local res = setmetatable({ _req = req }, res_mt)
     rawset(req, "_res", res)
     co_req[running()] = req
@@ -945,9 +983,11 @@ function _M.driver()
     while true do
         if first then reset(req) end
         -- a cdata pointer per request struct, made once: the JIT cannot pass
-        -- a lightuserdata to a C function
+        -- a lightuserdata to a C function. C sends the struct's address
+        -- only the first time it sends a slot (nil after); slot 0 is a
+        -- timer's run, with no request.
         local r = nil
-        if lud ~= nil then
+        if slot ~= 0 then
             r = req_ptrs[slot]
             if r == nil then
                 r = ffi.cast(req_ptr_t, lud)

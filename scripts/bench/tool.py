@@ -15,11 +15,17 @@
       n requests (one in flight per connection) and says "DONE ok bad
       [status:count ...]" (the answers other than 2xx/3xx);
       "QUIT" or EOF ends it.
+  tool.py where N A B [A2 B2]
+      where the instructions go, from the callgrind dumps counts.sh keeps
+      (KEEP_RUN=1): each function's own Ir per request, (B - A) / N, of
+      one workload's pair of dumps A, B; with a second pair, both columns
+      and their difference, largest first (e.g. W4 against W1: what the
+      hooks cost, function by function). Needs callgrind_annotate.
 
 Environment: BENCH_JWT_SECRET (the HS256 secret), BENCH_JWT (the token the
 W2 client sends; minted here when unset), BENCH_W3_LIMIT (W3 smoke).
 """
-import base64, hashlib, hmac, http.client, json, os, random, selectors, socket, sys, time
+import base64, hashlib, hmac, http.client, json, os, random, re, selectors, socket, subprocess, sys, time
 
 SECRET = os.environ.get("BENCH_JWT_SECRET", "moongate-bench-secret-0123456789abcdef")
 W2_PATHS = ("/orders/123", "/payments/123", "/delivery/123")
@@ -219,6 +225,50 @@ def client(port, conns, wl):
             print("DONE %d %d %s" % run(int(w[1])), flush=True)
 
 
+def self_costs(dump):
+    """{function: own Ir} of one callgrind dump."""
+    cmd = ["callgrind_annotate", "--threshold=100", "--inclusive=no", "--auto=no", dump]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    costs, total = {}, None
+    for line in out.splitlines():
+        m = re.match(r"\s*([\d,]+)\s+(?:\([^)]*\)\s+)?(\S.*)$", line)
+        if not m:
+            continue
+        ir, name = int(m.group(1).replace(",", "")), m.group(2).strip()
+        if name == "PROGRAM TOTALS":
+            total = ir
+        # "Ir (pct) file:function [object]"; "=>" lines are calls, and the
+        # threads' entry functions (clone, start_thread, worker_main) come
+        # with the whole thread's cost when a dump is taken mid-run
+        elif ":" in name and not name.startswith("=>") and not (total and ir > 0.9 * total):
+            costs[name] = costs.get(name, 0) + ir
+    return costs
+
+
+def where(n, dumps):
+    pairs = []
+    for a, b in zip(dumps[0::2], dumps[1::2]):
+        ca, cb = self_costs(a), self_costs(b)
+        pairs.append({k: (cb.get(k, 0) - ca.get(k, 0)) / n for k in set(ca) | set(cb)})
+    first = pairs[0]
+    second = pairs[1] if len(pairs) > 1 else None
+    if second is None:
+        rows = sorted(first, key=lambda k: -first[k])
+        print("%9s  %s" % ("Ir/req", "function [object]"))
+        for k in rows[:60]:
+            print("%9.0f  %s" % (first[k], k))
+        print("%9.0f  total" % sum(first.values()))
+        return
+    keys = set(first) | set(second)
+    rows = sorted(keys, key=lambda k: -abs(second.get(k, 0) - first.get(k, 0)))
+    print("%9s %9s %9s  %s" % ("first", "second", "diff", "function [object]"))
+    for k in rows[:60]:
+        x, y = first.get(k, 0), second.get(k, 0)
+        print("%9.0f %9.0f %9.0f  %s" % (x, y, y - x, k))
+    x, y = sum(first.values()), sum(second.values())
+    print("%9.0f %9.0f %9.0f  total" % (x, y, y - x))
+
+
 def main(a):
     if a[:1] == ["jwt"] and len(a) >= 3:
         print(jwt(a[1], int(a[2]), *a[3:5]))
@@ -226,6 +276,8 @@ def main(a):
         sys.exit(smoke(a[1], int(a[2])))
     elif a[:1] == ["client"] and len(a) == 4:
         client(int(a[1]), int(a[2]), a[3])
+    elif a[:1] == ["where"] and len(a) in (4, 6):
+        where(int(a[1]), a[2:])
     else:
         sys.exit(__doc__)
 

@@ -488,6 +488,65 @@ describe("claims", function()
     end)
 end)
 
+describe("tokens seen before (the signature check and payload kept)", function()
+    it("each verification gives its own claims table, arrays included", function()
+        local v = verifier { secret = SECRET }
+        local tok = hs({ sub = "c1", exp = NOW + 60, aud = { "a", "b" }, n = 7 })
+        local first = assert(v:verify(tok))
+        first.sub, first.aud[1], first.extra = "changed", "changed", true
+        local again = assert(v:verify(tok))
+        assert.same({ sub = "c1", exp = NOW + 60, aud = { "a", "b" }, n = 7 }, again)
+        assert.are_not.equal(first, again)
+        assert.are_not.equal(first.aud, again.aud)
+        again.aud[2] = "changed"
+        assert.same({ "a", "b" }, assert(v:verify(tok)).aud)
+    end)
+
+    it("the claim checks run on every verification of a kept token", function()
+        local now = NOW
+        local v = verifier { secret = SECRET, issuer = "idp",
+                             clock = function() return now end }
+        local tok = hs({ iss = "idp", exp = NOW + 10, nbf = NOW - 5 })
+        assert.is_table(v:verify(tok))
+        now = NOW + 10
+        assert.equal("expired", refused(v, tok))
+        now = NOW - 6
+        assert.equal("not yet valid (nbf)", refused(v, tok))
+        now = NOW
+        assert.is_table(v:verify(tok))
+        local other = verifier { secret = SECRET, issuer = "someone-else" }
+        assert.is_table(v:verify(tok))
+        assert.matches("issuer not allowed", refused(other, tok))
+    end)
+
+    it("is per verifier: another secret still refuses a token kept by one", function()
+        local v = verifier { secret = SECRET }
+        local w = verifier { secret = SECRET .. "-other" }
+        local tok = hs({ exp = NOW + 60 })
+        assert.is_table(v:verify(tok))
+        assert.equal("signature mismatch", refused(w, tok))
+        assert.is_table(v:verify(tok))
+    end)
+
+    it("refuses a changed token whose header and payload were kept", function()
+        local v = verifier { secret = SECRET }
+        local tok = hs({ exp = NOW + 60 })
+        assert.is_table(v:verify(tok))
+        local last = tok:sub(-1) == "A" and "B" or "A"
+        assert.equal("signature mismatch", refused(v, tok:sub(1, -2) .. last))
+        assert.is_table(v:verify(tok))
+    end)
+
+    it("nested claims are checked as before, every time", function()
+        local v = verifier { secret = SECRET, roles = { "admin" },
+                             roles_claim = "realm.roles" }
+        local tok = hs({ exp = NOW + 60, realm = { roles = { "admin" } } })
+        for _ = 1, 3 do
+            assert.same({ roles = { "admin" } }, assert(v:verify(tok)).realm)
+        end
+    end)
+end)
+
 describe("keys", function()
     it("kid selects the key; an unknown kid is refused", function()
         local s1, s2 = string.rep("1", 32), string.rep("2", 32)
@@ -749,6 +808,20 @@ describe("JWKS URL", function()
         assert.equal(2, fetches)
     end)
 
+    it("forgets the tokens it verified when the keys change", function()
+        local v = new { jwks_refresh = 60, jwks_min_refresh = 1 }
+        local tok = token(rsa1)
+        assert.is_table(v:verify(tok))
+        assert.is_table(v:verify(tok))
+        assert.equal(1, fetches)
+        -- the identity provider drops key-1; the next refresh is due
+        served = { status = 200, body = jwks_of { rsa2 } }
+        t = t + 61
+        assert.equal('unknown kid "key-1"', select(2, v:verify(tok)))
+        assert.equal(2, fetches)
+        assert.is_table(v:verify(token(rsa2)))
+    end)
+
     it("keeps the old keys when a refresh fails", function()
         local v = new { jwks_refresh = 60, jwks_min_refresh = 1 }
         assert.is_table(v:verify(token(rsa1)))
@@ -832,17 +905,11 @@ describe("FFI declarations", function()
 end)
 
 describe("hot path", function()
-    it("an HS256 verification runs JIT-compiled, not in the interpreter", function()
+    -- run(n) verifies n tokens: after a warm-up (traces are recorded
+    -- there), less than 10 % of the profile's samples may be interpreted
+    local function assert_compiled(run)
         local profile = require "jit.profile"
-        local v = jwt.new { secret = SECRET }
-        local tok = jwt.sign({ sub = "c1", iat = os.time(), exp = os.time() + 3600 },
-                             { secret = SECRET })
-        local function run(n)
-            for _ = 1, n do
-                if not v:verify(tok) then error("token refused") end
-            end
-        end
-        run(50000)                      -- warm up: traces are recorded here
+        run(50000)
         local states, total = {}, 0
         profile.start("i1", function(_, samples, vmstate)
             states[vmstate] = (states[vmstate] or 0) + samples
@@ -856,6 +923,31 @@ describe("hot path", function()
         assert(total >= 20, "too few profile samples: " .. total)
         assert(share < 0.1, fmt("%.0f%% of %d samples interpreted (N %d, C %d, G %d, J %d)",
             share * 100, total, states.N or 0, states.C or 0, states.G or 0, states.J or 0))
+    end
+
+    it("an HS256 verification runs JIT-compiled, not in the interpreter", function()
+        local v = jwt.new { secret = SECRET }
+        local tok = jwt.sign({ sub = "c1", iat = os.time(), exp = os.time() + 3600 },
+                             { secret = SECRET })
+        assert_compiled(function(n)
+            for _ = 1, n do
+                if not v:verify(tok) then error("token refused") end
+            end
+        end)
+    end)
+
+    it("so does the verification of tokens not seen before", function()
+        local v = jwt.new { secret = SECRET }
+        local toks = {}
+        for i = 1, 3000 do       -- more than a verifier keeps: mostly unseen
+            toks[i] = jwt.sign({ sub = "c" .. i, iat = os.time(), exp = os.time() + 3600 },
+                               { secret = SECRET })
+        end
+        assert_compiled(function(n)
+            for i = 1, n do
+                if not v:verify(toks[i % #toks + 1]) then error("token refused") end
+            end
+        end)
     end)
 end)
 
