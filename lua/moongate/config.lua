@@ -18,9 +18,10 @@ local fmt, sub, byte, find, match, gsub, lower, upper =
     string.format, string.sub, string.byte, string.find, string.match,
     string.gsub, string.lower, string.upper
 local concat, sort = table.concat, table.sort
-local floor, min, huge = math.floor, math.min, math.huge
+local floor, huge = math.floor, math.huge
 local getinfo = debug.getinfo
 local budget = require "moongate.budget"
+local base = require "moongate.base"
 
 
 local _M = {}
@@ -168,123 +169,14 @@ local function format_errors(c)
 end
 
 
--- Describing values and suggesting names ------------------------------------
+-- Describing values and suggesting names (moongate.base) -------------------
 
-local function quote(s)
-    if #s > 60 then
-        s = sub(s, 1, 57) .. "..."
-    end
-    s = gsub(s, '[%c"\\]', function(ch)
-        local esc = { ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t",
-                      ['"'] = '\\"', ["\\"] = "\\\\" }
-        return esc[ch] or fmt("\\%d", byte(ch))
-    end)
-    return '"' .. s .. '"'
-end
+local quote, describe, key_str, did_you_mean, sorted_keys =
+    base.quote, base.describe, base.key_str, base.did_you_mean,
+    base.sorted_keys
 
-local function describe(v)
-    local tv = type(v)
-    if tv == "string" then
-        return "string " .. quote(v)
-    elseif tv == "number" or tv == "boolean" then
-        return tv .. " " .. tostring(v)
-    end
-    return tv
-end
-
-local function key_str(k)
-    if type(k) == "string" then
-        return "'" .. k .. "'"
-    end
-    return "[" .. (type(k) == "number" and tostring(k) or describe(k)) .. "]"
-end
-
--- Optimal string alignment distance (Levenshtein plus transpositions).
-local function distance(a, b)
-    local la, lb = #a, #b
-    if la == 0 then return lb end
-    if lb == 0 then return la end
-    local d = {}
-    for i = 0, la do
-        d[i] = { [0] = i }
-    end
-    for j = 0, lb do
-        d[0][j] = j
-    end
-    for i = 1, la do
-        local ca = byte(a, i)
-        for j = 1, lb do
-            local cost = ca == byte(b, j) and 0 or 1
-            local v = min(d[i - 1][j] + 1, d[i][j - 1] + 1,
-                          d[i - 1][j - 1] + cost)
-            if i > 1 and j > 1 and ca == byte(b, j - 1)
-                and byte(a, i - 1) == byte(b, j) then
-                v = min(v, d[i - 2][j - 2] + 1)
-            end
-            d[i][j] = v
-        end
-    end
-    return d[la][lb]
-end
-
--- The closest of `names` to `word`, if it is close enough to be a typo.
-local function suggest(word, names)
-    if type(word) ~= "string" then
-        return nil
-    end
-    local lw = lower(word)
-    local best, best_d
-    for _, name in ipairs(names) do
-        local dist = distance(lw, lower(name))
-        local limit = #name <= 4 and 1 or (#name <= 8 and 2 or 3)
-        if dist <= limit and dist < #name and (not best_d or dist < best_d) then
-            best, best_d = name, dist
-        end
-    end
-    return best
-end
-
-local function did_you_mean(word, names)
-    local s = suggest(word, names)
-    return s and fmt("did you mean '%s'? ", s) or ""
-end
-
-local function sorted_keys(t)
-    local keys = {}
-    for k in pairs(t) do
-        keys[#keys + 1] = k
-    end
-    sort(keys, function(a, b)
-        local ta, tb = type(a), type(b)
-        if ta ~= tb then
-            return ta < tb
-        end
-        if ta == "string" or ta == "number" then
-            return a < b
-        end
-        return tostring(a) < tostring(b)
-    end)
-    return keys
-end
-
---- The messages for every key of table `t` not in the list `valid`:
--- "unknown key 'x' in <what> (did you mean 'y'? valid: ...)", in key
--- order. Policies (moongate.jwt, moongate.ratelimit) check their options
--- with it too, so every table of a config reads alike.
-function _M.unknown_keys(t, valid, what)
-    local set, out = {}, {}
-    for _, k in ipairs(valid) do
-        set[k] = true
-    end
-    local names = concat(valid, ", ")
-    for _, k in ipairs(sorted_keys(t)) do
-        if not set[k] then
-            out[#out + 1] = fmt("unknown key %s in %s (%svalid: %s)", key_str(k),
-                                what, did_you_mean(k, valid), names)
-        end
-    end
-    return out
-end
+--- base.unknown_keys, kept here for the policies that read it from config.
+_M.unknown_keys = base.unknown_keys
 
 -- Reports every key of `t` that is not in the list `valid`.
 local function check_keys(d, t, valid, what)

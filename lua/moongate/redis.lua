@@ -21,14 +21,11 @@
 
 local ffi = require "ffi"
 
-local type, tostring, error, select, pairs, setmetatable, pcall =
-    type, tostring, error, select, pairs, setmetatable, pcall
+local type, tostring, error, select, setmetatable, pcall =
+    type, tostring, error, select, setmetatable, pcall
 local ffi_string = ffi.string
-local fmt, match, sub, find = string.format, string.match, string.sub,
-    string.find
-local concat, sort = table.concat, table.sort
-local floor, huge = math.floor, math.huge
-local getinfo = debug.getinfo
+local fmt, match, find = string.format, string.match, string.find
+local huge = math.huge
 local yield = coroutine.yield
 
 ffi.cdef [[
@@ -60,46 +57,9 @@ local errp = ffi.new("const char *[1]")
 local keep = {}     -- strings made from numbers: alive during the call
 
 
--- Errors at load are blamed on the user's line, not on moongate's Lua.
-local our_dir = match(getinfo(1, "S").source, "^(@.*[/\\])") or "@"
-
-local function raise(msg)
-    local level = 2
-    while true do
-        local info = getinfo(level, "S")
-        if not info then
-            level = 1
-            break
-        end
-        if info.what ~= "C" and sub(info.source, 1, #our_dir) ~= our_dir then
-            break
-        end
-        level = level + 1
-    end
-    error(msg, level)
-end
-_M.raise = raise
-
-local function describe(v)
-    if type(v) == "string" then
-        return fmt("string %q", #v > 60 and sub(v, 1, 57) .. "..." or v)
-    elseif type(v) == "number" or type(v) == "boolean" then
-        return type(v) .. " " .. tostring(v)
-    end
-    return type(v)
-end
-_M.describe = describe
-
---- Checks that table t only has keys from the list `valid` (raising "unknown
--- key 'x' in <what> (did you mean 'y'? valid: ...)").
-function _M.check_keys(t, valid, what)
-    local names = {}
-    for _, v in pairs(valid) do names[#names + 1] = v end
-    sort(names)
-    -- the config's own wording, with its "did you mean"
-    local msgs = require("moongate.config").unknown_keys(t, names, what)
-    if msgs[1] then raise(msgs[1]) end
-end
+-- Option errors are blamed on the user's line and read like the config's.
+local base = require "moongate.base"
+local raise, describe, check_keys = base.raise, base.describe, base.check_keys
 
 local KEYS = { "host", "port", "password", "db", "pool", "timeout",
                "connect_timeout" }
@@ -142,7 +102,7 @@ function _M.new(opts, what)
         raise(fmt('%s takes a table like { host = "127.0.0.1", port = 6379 }' ..
                   ", got %s", what, describe(opts)))
     end
-    _M.check_keys(opts, KEYS, what)
+    check_keys(opts, KEYS, what)
     local host = opts.host == nil and "127.0.0.1" or opts.host
     if type(host) ~= "string" or host == "" or #host > 255
         or find(host, "[%s%z]") then
