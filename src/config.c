@@ -2,9 +2,9 @@
  *
  * The Lua side, lua/moongate/config.lua, runs the file, validates it whole
  * and returns a normalised table. mg_config_load() copies that table into
- * the plain structs of config.h, adds the router's own pattern check, and
- * closes the Lua state: the mg_config_t owns a copy of every string and
- * refers to nothing in Lua. Workers that need the config's Lua functions
+ * the plain structs of config.h and closes the Lua state: the mg_config_t
+ * owns a copy of every string and refers to nothing in Lua. (config.lua
+ * checks route patterns with the router's own parser, mg_ffi_route_pattern.) Workers that need the config's Lua functions
  * (handlers, hooks) run the same loader in their own state through
  * mg_config_run_lua().
  *
@@ -30,7 +30,6 @@
 #include <string.h>
 
 #include "lua_state.h"
-#include "router.h"
 #include "shdict.h"
 #include "uri.h"
 
@@ -695,23 +694,6 @@ static void conv_headers(conv_t *cv, int r_t, const char *what, mg_route_t *r)
     lua_pop(cv->L, 1);
 }
 
-/* The router's own pattern check, reported at the route's line. */
-static void check_patterns(conv_t *cv, int r_t, const mg_route_t *r)
-{
-    const char *src = cv->file, *why;
-
-    lua_getfield(cv->L, r_t, "source"); /* the file it was declared in */
-    if (lua_type(cv->L, -1) == LUA_TSTRING)
-        src = lua_tostring(cv->L, -1);
-    if (r->path != NULL && (why = mg_router_check_pattern(r->path)) != NULL)
-        errs_add(cv->errs, "%s:%d: route.path \"%s\" is not a valid pattern: %s", src, r->line,
-                 r->path, why);
-    if (r->rewrite != NULL && (why = mg_router_check_pattern(r->rewrite)) != NULL)
-        errs_add(cv->errs, "%s:%d: route.rewrite \"%s\" is not a valid template: %s", src,
-                 r->line, r->rewrite, why);
-    lua_pop(cv->L, 1);
-}
-
 static void conv_cache(conv_t *cv, int r_t, const char *what, mg_route_t *r)
 {
     lua_State *L = cv->L;
@@ -846,7 +828,6 @@ static void conv_route(conv_t *cv, int t, const char *what, mg_config_t *cfg, mg
     if ((r->upstream >= 0) == (r->has_handler != 0))
         internal(cv, what, "upstream", "set exactly when there is no handler");
 
-    check_patterns(cv, t, r);
 }
 
 static void conv_routes(conv_t *cv, int cfg_t, mg_config_t *cfg)

@@ -358,6 +358,28 @@ int mg_ffi_redis_eval(mg_redis_t *rs, int script, int nkeys, int argc, const cha
  * worked, 0 while it is down (commands fail at once with MG_REDIS_EDOWN). */
 int mg_ffi_redis_up(mg_redis_t *rs);
 
+/* ==== route patterns (router.c) ==== */
+/* (lua/moongate/cdefs.lua declares the same; moongate.config and
+ * moongate.testing.router check every pattern with it)
+ *
+ * What a valid pattern holds. Param names are pattern[off, off + len). */
+typedef struct mg_ffi_pattern_s {
+    int nparams;
+    int star;           /* ends in a "**" segment */
+    int prefix;         /* ends in '/' ("/" itself included) */
+    size_t literal_len; /* the literal part before any ":param" or "**" */
+    size_t param_off[8]; /* MG_ROUTER_MAX_PARAMS (router.h) */
+    size_t param_len[8];
+} mg_ffi_pattern_t;
+
+/* Checks path pattern (or rewrite template) PATTERN[0..LEN) as
+ * mg_router_build() parses it. Returns 0 and fills INFO (when not NULL),
+ * or -1 and writes the reason, NUL-terminated and cut to CAP, to WHY (when
+ * not NULL), as config errors show it ("empty segment ('//')"). Any
+ * thread, any time. */
+int mg_ffi_route_pattern(const char *pattern, size_t len, mg_ffi_pattern_t *info, char *why,
+                         size_t cap);
+
 /* ==== end ==== */
 
 #endif

@@ -47,6 +47,16 @@ int mg_ffi_timer_start(int id, double after, double every);
 int mg_ffi_http_request(const char *method, size_t mlen, const char *url, size_t ulen,
                         const char *headers, size_t hlen, const char *body, size_t blen,
                         double timeout, double max_body, const char **err);
+typedef struct mg_ffi_pattern_s {
+    int nparams;
+    int star;
+    int prefix;
+    size_t literal_len;
+    size_t param_off[8];
+    size_t param_len[8];
+} mg_ffi_pattern_t;
+int mg_ffi_route_pattern(const char *pattern, size_t len, mg_ffi_pattern_t *info, char *why,
+                         size_t cap);
 ]]
 
 local _M = {}

@@ -22,6 +22,8 @@ local floor, huge = math.floor, math.huge
 local getinfo = debug.getinfo
 local budget = require "moongate.budget"
 local base = require "moongate.base"
+local ffi = require "ffi"
+local C = require("moongate.cdefs").C     -- mg_ffi_route_pattern
 
 
 local _M = {}
@@ -29,7 +31,6 @@ local _M = {}
 local MAX_METHODS = 16          -- MG_MAX_METHODS (src/config.h)
 local MAX_UPGRADES = 8          -- MG_MAX_UPGRADES (src/config.h)
 local MAX_HEADERS = 8           -- MG_MAX_ROUTE_HEADERS (src/config.h)
-local MAX_PARAMS = 8            -- MG_ROUTER_MAX_PARAMS (src/router.h)
 local MAX_INT = 2 ^ 53          -- largest integer a double holds exactly
 local MAX_C_INT = 2 ^ 31 - 1
 
@@ -410,104 +411,27 @@ local function is_token(s)
     return #s > 0 and not find(s, "[^%w!#%$%%&'%*%+%-%.%^_`|~]")
 end
 
-local function is_name_start(ch)
-    return ch and (ch == 95 or (ch >= 65 and ch <= 90)
-                   or (ch >= 97 and ch <= 122))
-end
-
--- A literal path segment that a normalised path (src/uri.h) can contain;
--- mirrors the router's own check (src/router.c).
-local function check_literal(s)
-    if s == "." or s == ".." then
-        return "'.' and '..' segments are not allowed (paths are normalised)"
-    end
-    local i = 1
-    while i <= #s do
-        local ch = byte(s, i)
-        if ch == 37 then                                    -- '%'
-            local hex = match(s, "^%%([0-9A-F][0-9A-F])", i)
-            if not hex then
-                return "bad percent-escape (use %XX with upper-case hex digits)"
-            end
-            local c = string.char(tonumber(hex, 16))
-            if find(c, "[%w%-%._~]") then
-                return "percent-escape of an unreserved character " ..
-                    "(write it plainly)"
-            end
-            i = i + 2
-        elseif ch == 42 then                                -- '*'
-            return "'*' is only allowed as a whole '**' last segment"
-        elseif ch <= 32 or ch >= 127 or ch == 92 or ch == 63 or ch == 35 then
-            return "invalid character " .. quote(string.char(ch)) ..
-                " (space, control, '\\', '?', '#' or non-ASCII)"
-        end
-        i = i + 1
-    end
-    return nil
-end
-
--- Parses a path pattern (or a rewrite template, which has the same shape).
+-- Parses a path pattern (or a rewrite template, which has the same shape)
+-- with the router's own parser (src/router.c, mg_ffi_route_pattern).
 -- Returns info { params = set, names = list, star = "**" at the end,
 -- prefix = trailing '/', literal = the literal leading part }, or nil, why.
+local pattern_info = ffi.new("mg_ffi_pattern_t")
+local pattern_why = ffi.new("char[256]")
+
 local function parse_pattern(p)
-    if sub(p, 1, 1) ~= "/" then
-        return nil, "it must start with '/'"
+    if C.mg_ffi_route_pattern(p, #p, pattern_info, pattern_why, 256) ~= 0 then
+        return nil, ffi.string(pattern_why)
     end
-    local info = { params = {}, names = {}, star = false, prefix = false }
-    local literal = { "" }
-    local literal_done = false
-    local pos = 2
-    while pos <= #p do
-        local slash = find(p, "/", pos, true)
-        local s = sub(p, pos, (slash or #p + 1) - 1)
-        if s == "" then
-            return nil, "empty segment ('//')"
-        elseif s == "**" then
-            if slash then
-                return nil, "'**' must be the last segment"
-            end
-            info.star = true
-            literal_done = true
-        elseif sub(s, 1, 1) == ":" then
-            local name = sub(s, 2)
-            if not is_name_start(byte(name, 1)) or find(name, "[^%w_]") then
-                return nil, "bad parameter name " .. quote(s) ..
-                    " (':' then a letter or '_', then letters, digits, '_')"
-            end
-            if info.params[name] then
-                return nil, "duplicate parameter ':" .. name .. "'"
-            end
-            if #info.names == MAX_PARAMS then
-                return nil, "too many parameters (at most " .. MAX_PARAMS .. ")"
-            end
-            info.params[name] = true
-            info.names[#info.names + 1] = name
-            literal_done = true
-        else
-            local why = check_literal(s)
-            if why then
-                return nil, why
-            end
-            if not literal_done then
-                literal[#literal + 1] = s
-            end
-        end
-        if slash == #p then
-            info.prefix = true
-        end
-        if not slash then
-            break
-        end
-        pos = slash + 1
+    local pi = pattern_info
+    local info = { params = {}, names = {}, star = pi.star ~= 0,
+                   prefix = pi.prefix ~= 0,
+                   literal = sub(p, 1, tonumber(pi.literal_len)) }
+    for i = 0, pi.nparams - 1 do
+        local off = tonumber(pi.param_off[i])
+        local name = sub(p, off + 1, off + tonumber(pi.param_len[i]))
+        info.params[name] = true
+        info.names[#info.names + 1] = name
     end
-    if p == "/" then
-        info.prefix = true
-    end
-    local lit = concat(literal, "/")
-    if literal_done or info.prefix then
-        lit = lit .. "/"
-    end
-    info.literal = lit == "" and "/" or lit
     return info
 end
 
