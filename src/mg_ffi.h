@@ -380,6 +380,35 @@ typedef struct mg_ffi_pattern_s {
 int mg_ffi_route_pattern(const char *pattern, size_t len, mg_ffi_pattern_t *info, char *why,
                          size_t cap);
 
+/* ==== config schema (config.c) ==== */
+/* (lua/moongate/cdefs.lua declares the same)
+ *
+ * The scalar fields of a config object, declared once: config.lua takes
+ * each object's key list, defaults and checks from here, and
+ * mg_config_convert() copies the fields with the same table. */
+enum {
+    MG_FIELD_SIZE = 1,  /* bytes: an integer or "32k", "10m", "1g"; >= min */
+    MG_FIELD_TIME = 2,  /* seconds (fractions allowed), kept as ms in [min, max] */
+    MG_FIELD_INT = 3,   /* an integer in [min, max] */
+    MG_FIELD_BOOL = 4,  /* true or false */
+    MG_FIELD_OTHER = 5, /* a key of the object checked and copied by hand */
+};
+
+typedef struct mg_ffi_config_field_s {
+    const char *name;     /* the key, as the config writes it */
+    int kind;             /* MG_FIELD_* */
+    double min, max;      /* SIZE/INT: the value's; TIME: in ms */
+    double def;           /* default (BOOL: 0 or 1); NaN: none */
+    const char *expected; /* INT: what an error says it must be ("must be ...") */
+    size_t offset;        /* where mg_config_convert() stores it in the C struct */
+    int ctype;            /* how (config.c); 0: not copied (Lua only, or by hand) */
+} mg_ffi_config_field_t;
+
+/* The fields of config object OBJECT ("settings", "limits", "timeouts",
+ * "upstream", "target", "health", "shared_dict"), in the order of its key
+ * list, their number in *N; NULL for an unknown object. Static. */
+const mg_ffi_config_field_t *mg_ffi_config_fields(const char *object, size_t *n);
+
 /* ==== end ==== */
 
 #endif

@@ -57,6 +57,16 @@ typedef struct mg_ffi_pattern_s {
 } mg_ffi_pattern_t;
 int mg_ffi_route_pattern(const char *pattern, size_t len, mg_ffi_pattern_t *info, char *why,
                          size_t cap);
+typedef struct mg_ffi_config_field_s {
+    const char *name;
+    int kind;
+    double min, max;
+    double def;
+    const char *expected;
+    size_t offset;
+    int ctype;
+} mg_ffi_config_field_t;
+const mg_ffi_config_field_t *mg_ffi_config_fields(const char *object, size_t *n);
 ]]
 
 local _M = {}
@@ -73,6 +83,7 @@ _M.CLIENT, _M.ROUTE, _M.UPSTREAM, _M.TARGET, _M.SCHEME = 6, 7, 8, 9, 10
 _M.TLS_VERSION, _M.TLS_CIPHER, _M.TLS_SNI, _M.TLS_ALPN = 11, 12, 13, 14
 _M.TRACE_ID, _M.SPAN_ID = 15, 16
 _M.EDIT_SET, _M.EDIT_ADD, _M.EDIT_REMOVE = 1, 2, 3
+_M.FIELD_SIZE, _M.FIELD_TIME, _M.FIELD_INT, _M.FIELD_BOOL = 1, 2, 3, 4
 _M.EINVAL, _M.EPHASE, _M.ELIMIT, _M.ENOMEM, _M.ENOTFOUND = -1, -2, -3, -4, -5
 
 return _M

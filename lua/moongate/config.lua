@@ -23,7 +23,8 @@ local getinfo = debug.getinfo
 local budget = require "moongate.budget"
 local base = require "moongate.base"
 local ffi = require "ffi"
-local C = require("moongate.cdefs").C     -- mg_ffi_route_pattern
+local cdefs = require "moongate.cdefs"
+local C = cdefs.C     -- mg_ffi_route_pattern, mg_ffi_config_fields
 
 
 local _M = {}
@@ -32,7 +33,6 @@ local MAX_METHODS = 16          -- MG_MAX_METHODS (src/config.h)
 local MAX_UPGRADES = 8          -- MG_MAX_UPGRADES (src/config.h)
 local MAX_HEADERS = 8           -- MG_MAX_ROUTE_HEADERS (src/config.h)
 local MAX_INT = 2 ^ 53          -- largest integer a double holds exactly
-local MAX_C_INT = 2 ^ 31 - 1
 
 local current                   -- collector of the load in progress, or nil
 local last                      -- collector of the last successful load
@@ -438,24 +438,10 @@ end
 
 -- Declarations -------------------------------------------------------------
 
-local SETTINGS_KEYS = { "workers", "access_log", "error_log", "log_level",
-                        "limits", "timeouts", "admin" }
 local ADMIN_KEYS = { "host", "port", "token", "names" }
-local LIMIT_KEYS = { "request_line", "header_size", "header_count", "body",
-                     "min_body_rate", "lua_memory" }
-local TIMEOUT_KEYS = { "header", "keepalive", "body", "body_grace",
-                       "body_rate_window", "send", "shutdown", "hook", "load" }
 local LISTEN_KEYS = { "port", "host", "tls", "escaped_slashes" }
 local TLS_KEYS = { "cert", "key", "certs", "min_version", "ciphers" }
 local TLS_CERT_KEYS = { "cert", "key" }
-local TARGET_KEYS = { "weight" }
-local UPSTREAM_KEYS = { "keepalive", "keepalive_timeout", "connect_timeout",
-                        "send_timeout", "read_timeout", "fail_timeout",
-                        "forwarded", "request_id", "override_headers",
-                        "health", "max_fails" }
-local HEALTH_KEYS = { "path", "interval", "timeout", "fall", "rise" }
-local UPSTREAM_TIMEOUTS = { "keepalive_timeout", "connect_timeout",
-                            "send_timeout", "read_timeout", "fail_timeout" }
 local ROUTE_KEYS = { "name", "path", "upstream", "handler", "methods", "host",
                      "headers", "listen", "strip_prefix", "rewrite",
                      "max_body", "policies", "cache", "upgrades",
@@ -470,36 +456,72 @@ local DEFAULT_CACHE = { ttl = 60000, stale = 0, max_body = 1024 * 1024,
                         lock = 5000 }
 local CACHE_DICT_SIZE = 32 * 1024 * 1024 -- "cache" when not declared
 local MAX_CACHE_STATUSES, MAX_CACHE_VARY = 16, 8
-local SHARED_DICT_KEYS = { "size" }
-local SHARED_DICT_MIN = 8192    -- smaller dictionaries hold next to nothing
 
--- min_body_rate: a request body slower than 1 KiB/s (after the grace) is a
--- slow-body attack rather than a client, whose link is rarely below 10 KiB/s
-local DEFAULT_LIMITS = { request_line = 8192, header_size = 32 * 1024,
-                         header_count = 100, body = 10 * 1024 * 1024,
-                         min_body_rate = 1024, lua_memory = 1024 * 1024 * 1024 }
-local DEFAULT_TIMEOUTS = { header = 10000, keepalive = 60000, body = 10000,
-                           body_grace = 5000, body_rate_window = 5000,
-                           send = 60000, shutdown = 10000, hook = 100,
-                           load = 2000 }
-local DEFAULT_UPSTREAM = { forwarded = true, request_id = true,
-                           override_headers = false,
-                           keepalive = 64, keepalive_timeout = 60000,
-                           connect_timeout = 5000, send_timeout = 60000,
-                           read_timeout = 60000, fail_timeout = 10000,
-                           max_fails = 1 }
 
 local check_port = int_range(1, 65535, "must be an integer 1-65535")
 local check_time = _M.parse_time
 
-local LIMIT_CHECKS = {
-    request_line = size_min(1),
-    header_size = size_min(1),
-    header_count = int_range(1, MAX_C_INT, "must be an integer >= 1"),
-    body = _M.parse_size,
-    min_body_rate = _M.parse_size,  -- bytes per second, 0 = not checked
-    lua_memory = size_min(16 * 1024 * 1024),
-}
+local function check_bool(v)
+    if type(v) == "boolean" then
+        return v
+    end
+    return nil, "must be true or false"
+end
+
+-- The scalar fields of config object `object` as src/config.c declares them
+-- (mg_ffi_config_fields), which also copies them into C: { keys = the key
+-- list, in order; defaults = name -> value; checks = name -> checker;
+-- fields = the names that have a checker, in order }.
+local function schema(object)
+    local n = ffi.new("size_t[1]")
+    local f = C.mg_ffi_config_fields(object, n)
+    if f == nil then
+        error("no config schema for " .. object)
+    end
+    local s = { keys = {}, defaults = {}, checks = {}, fields = {} }
+    for i = 0, tonumber(n[0]) - 1 do
+        local fi = f[i]
+        local name, kind, lo = ffi.string(fi.name), fi.kind, fi.min
+        local check
+        if kind == cdefs.FIELD_SIZE then
+            check = lo > 0 and size_min(lo) or _M.parse_size
+        elseif kind == cdefs.FIELD_TIME then
+            check = check_time
+        elseif kind == cdefs.FIELD_INT then
+            check = int_range(lo, fi.max, ffi.string(fi.expected))
+        elseif kind == cdefs.FIELD_BOOL then
+            check = check_bool
+        end
+        s.keys[#s.keys + 1] = name
+        if check then
+            s.checks[name] = check
+            s.fields[#s.fields + 1] = name
+            if kind == cdefs.FIELD_BOOL then
+                s.defaults[name] = fi.def ~= 0
+            elseif fi.def == fi.def then        -- NaN: no default
+                s.defaults[name] = fi.def
+            end
+        end
+    end
+    return s
+end
+
+-- Reads every schema field of `t` into `out` (left as is when absent).
+local function fields(d, t, out, sc, prefix)
+    for _, k in ipairs(sc.fields) do
+        local v = field(d, t, k, prefix, sc.checks[k])
+        if v ~= nil then
+            out[k] = v
+        end
+    end
+end
+
+local SETTINGS, LIMITS, TIMEOUTS = schema("settings"), schema("limits"),
+    schema("timeouts")
+local UPSTREAM, TARGET, HEALTH = schema("upstream"), schema("target"),
+    schema("health")
+local SHARED_DICT = schema("shared_dict")
+
 
 local function check_access_log(v)
     if type(v) == "string" and v ~= "" and not find(v, "%z") then
@@ -546,17 +568,19 @@ local function table_arg(d, v, what, example)
     return false
 end
 
+local function copy(t)
+    local out = {}
+    for k, v in pairs(t) do
+        out[k] = v
+    end
+    return out
+end
+
 local function default_settings()
-    local s = { workers = 0, access_log = "stdout", error_log = "stderr",
-                log_level = "info", limits = {},
-                timeouts = {},
-                admin = { enabled = true, host = "127.0.0.1", port = 9901 } }
-    for k, v in pairs(DEFAULT_LIMITS) do
-        s.limits[k] = v
-    end
-    for k, v in pairs(DEFAULT_TIMEOUTS) do
-        s.timeouts[k] = v
-    end
+    local s = copy(SETTINGS.defaults)
+    s.access_log, s.error_log, s.log_level = "stdout", "stderr", "info"
+    s.limits, s.timeouts = copy(LIMITS.defaults), copy(TIMEOUTS.defaults)
+    s.admin = { enabled = true, host = "127.0.0.1", port = 9901 }
     return s
 end
 
@@ -573,11 +597,9 @@ function decl.settings(d, t)
         return
     end
     c.settings = d
-    check_keys(d, t, SETTINGS_KEYS, "gw.settings")
+    check_keys(d, t, SETTINGS.keys, "gw.settings")
     local s = default_settings()
-    s.workers = field(d, t, "workers", "settings",
-        int_range(0, 1024, "must be an integer 0-1024 (0 = one per CPU)"))
-        or 0
+    fields(d, t, s, SETTINGS, "settings")
     s.access_log = log_path(c, field(d, t, "access_log", "settings",
                                      check_access_log) or "stdout")
     s.error_log = log_path(c, field(d, t, "error_log", "settings",
@@ -590,11 +612,8 @@ function decl.settings(d, t)
             err(d, 'settings.limits must be a table like { body = "10m" }, ' ..
                 "got %s", describe(limits))
         else
-            check_keys(d, limits, LIMIT_KEYS, "settings.limits")
-            for _, k in ipairs(LIMIT_KEYS) do
-                s.limits[k] = field(d, limits, k, "settings.limits",
-                                    LIMIT_CHECKS[k]) or s.limits[k]
-            end
+            check_keys(d, limits, LIMITS.keys, "settings.limits")
+            fields(d, limits, s.limits, LIMITS, "settings.limits")
         end
     end
     local timeouts = t.timeouts
@@ -603,11 +622,8 @@ function decl.settings(d, t)
             err(d, "settings.timeouts must be a table like { header = 10 }, " ..
                 "got %s", describe(timeouts))
         else
-            check_keys(d, timeouts, TIMEOUT_KEYS, "settings.timeouts")
-            for _, k in ipairs(TIMEOUT_KEYS) do
-                s.timeouts[k] = field(d, timeouts, k, "settings.timeouts",
-                                      check_time) or s.timeouts[k]
-            end
+            check_keys(d, timeouts, TIMEOUTS.keys, "settings.timeouts")
+            fields(d, timeouts, s.timeouts, TIMEOUTS, "settings.timeouts")
         end
     end
     if c.budget then
@@ -817,19 +833,16 @@ local function upstream_health(d, v)
             describe(v))
         return nil
     end
-    check_keys(d, v, HEALTH_KEYS, "upstream.health")
+    check_keys(d, v, HEALTH.keys, "upstream.health")
     local p = v.path
     if type(p) ~= "string" or sub(p, 1, 1) ~= "/" or find(p, "[%s%c]") then
         err(d, 'upstream.health.path must be a path like "/health" (no spaces), got %s',
             describe(p))
         return nil
     end
-    local h = { path = p, interval = 5000, timeout = 2000, fall = 3, rise = 2 }
-    h.interval = field(d, v, "interval", "upstream.health", check_time) or h.interval
-    h.timeout = field(d, v, "timeout", "upstream.health", check_time) or h.timeout
-    local count = int_range(1, 100, "must be an integer 1-100")
-    h.fall = field(d, v, "fall", "upstream.health", count) or h.fall
-    h.rise = field(d, v, "rise", "upstream.health", count) or h.rise
+    local h = copy(HEALTH.defaults)
+    h.path = p
+    fields(d, v, h, HEALTH, "upstream.health")
     return h
 end
 
@@ -851,18 +864,18 @@ local function upstream_targets(d, u, targets)
     for i = 1, n do
         local what = fmt("upstream.targets[%d]", i)
         local t = targets[i]
-        local addr, weight = t, 1
+        local addr, weight = t, TARGET.defaults.weight
         if type(t) == "table" then
             addr = t[1]
             for _, k in ipairs(sorted_keys(t)) do
                 if k ~= 1 and k ~= "weight" then
                     err(d, "unknown key %s in %s (%svalid: a \"host:port\" " ..
                         "first, then weight)", key_str(k), what,
-                        did_you_mean(k, TARGET_KEYS))
+                        did_you_mean(k, TARGET.keys))
                 end
             end
-            weight = field(d, t, "weight", what,
-                int_range(1, MAX_C_INT, "must be an integer >= 1")) or 1
+            weight = field(d, t, "weight", what, TARGET.checks.weight)
+                or weight
         end
         local host, port = parse_addr(addr)
         if not host then
@@ -893,7 +906,7 @@ function decl.upstream(d, name, targets, opts, ...)
     end
     local u = { name = name, line = d.line,
                 source = source_name(c, d.source), targets = {} }
-    for k, v in pairs(DEFAULT_UPSTREAM) do
+    for k, v in pairs(UPSTREAM.defaults) do
         u[k] = v
     end
     upstream_targets(d, u, targets)
@@ -902,24 +915,8 @@ function decl.upstream(d, name, targets, opts, ...)
             err(d, "upstream options must be a table like " ..
                 "{ keepalive = 64 }, got %s", describe(opts))
         else
-            check_keys(d, opts, UPSTREAM_KEYS, "gw.upstream options")
-            u.keepalive = field(d, opts, "keepalive", "upstream",
-                int_range(0, MAX_C_INT, "must be an integer >= 0"))
-                or u.keepalive
-            u.max_fails = field(d, opts, "max_fails", "upstream",
-                int_range(0, 1000, "must be an integer 0-1000 (0: never skip a target)"))
-                or u.max_fails
-            for _, k in ipairs(UPSTREAM_TIMEOUTS) do
-                u[k] = field(d, opts, k, "upstream", check_time) or u[k]
-            end
-            for _, k in ipairs { "forwarded", "request_id", "override_headers" } do
-                local v = opts[k]
-                if v ~= nil and type(v) ~= "boolean" then
-                    err(d, "upstream.%s must be true or false, got %s", k, describe(v))
-                elseif v ~= nil then
-                    u[k] = v
-                end
-            end
+            check_keys(d, opts, UPSTREAM.keys, "gw.upstream options")
+            fields(d, opts, u, UPSTREAM, "upstream")
             if opts.health ~= nil then
                 u.health = upstream_health(d, opts.health)
             end
@@ -962,13 +959,13 @@ function decl.shared_dict(d, name, opts, ...)
         err(d, 'gw.shared_dict options must be a table like { size = "10m" }' ..
             ", got %s", describe(opts))
     else
-        check_keys(d, opts, SHARED_DICT_KEYS, "gw.shared_dict options")
+        check_keys(d, opts, SHARED_DICT.keys, "gw.shared_dict options")
         if opts.size == nil then
             err(d, 'shared_dict.size is required (bytes, or a string like ' ..
                 '"10m")')
         else
             sd.size = field(d, opts, "size", "shared_dict",
-                            size_min(SHARED_DICT_MIN))
+                            SHARED_DICT.checks.size)
         end
     end
     if not named then
@@ -1852,8 +1849,8 @@ function _M.load(file)
     local restore = record_files(file, dir)
     -- bounded (a loop at the top level must not hang a reload, or check):
     -- the default budget, or the one the file's gw.settings gives
-    c.budget = { seconds = DEFAULT_TIMEOUTS.load / 1000, what = "loading",
-                 memory = DEFAULT_LIMITS.lua_memory, interpret = true,
+    c.budget = { seconds = TIMEOUTS.defaults.load / 1000, what = "loading",
+                 memory = LIMITS.defaults.lua_memory, interpret = true,
                  hint = "(a loop at the top level? settings.timeouts.load)" }
     local _, ok, e = budget.call(c.budget, xpcall, chunk, on_error)
     restore()
