@@ -295,7 +295,7 @@ static void *alloc_list(conv_t *cv, size_t n, size_t sz, size_t *count)
 
 /* ---- the schema: each object's scalar fields, declared once ---- */
 
-enum { CT_NONE, CT_U64, CT_INT, CT_BOOL }; /* how a field is stored */
+enum { CT_NONE, CT_U64, CT_INT, CT_U16, CT_BOOL }; /* how a field is stored */
 
 #define ANY MAX_DOUBLE_INT
 #define NONE NAN
@@ -311,6 +311,20 @@ static const mg_ffi_config_field_t settings_fields[] = {
       mg_config_t, workers, CT_INT),
     OTHER("access_log"), OTHER("error_log"), OTHER("log_level"), OTHER("limits"),
     OTHER("timeouts"), OTHER("admin"),
+};
+
+#define PORT_EXPECTED "must be an integer 1-65535"
+
+static const mg_ffi_config_field_t admin_fields[] = {
+    OTHER("host"),
+    F("port", MG_FIELD_INT, 1, 65535, 9901, PORT_EXPECTED, mg_config_t, admin_port, CT_U16),
+    OTHER("token"), OTHER("names"),
+};
+
+/* the port is required */
+static const mg_ffi_config_field_t listen_fields[] = {
+    F("port", MG_FIELD_INT, 1, 65535, NONE, PORT_EXPECTED, mg_listener_t, port, CT_U16),
+    OTHER("host"), OTHER("tls"), OTHER("escaped_slashes"),
 };
 
 /* min_body_rate: a request body slower than 1 KiB/s (after the grace) is a
@@ -369,6 +383,19 @@ static const mg_ffi_config_field_t health_fields[] = {
       CT_INT),
 };
 
+/* `cache = true` gets the defaults (statuses, vary and dict are Lua's) */
+static const mg_ffi_config_field_t cache_fields[] = {
+    TIME("ttl", 60000, mg_route_cache_t, ttl),
+    F("stale", MG_FIELD_TIME, 0, ANY, 0, NULL, mg_route_cache_t, stale, CT_U64),
+    SIZE("max_body", 0, 1024 * 1024, mg_route_cache_t, max_body),
+    OTHER("statuses"), OTHER("vary"),
+    F("authorized", MG_FIELD_BOOL, 0, 1, 0, "must be a boolean", mg_route_cache_t, authorized,
+      CT_BOOL),
+    OTHER("dict"),
+    F("lock", MG_FIELD_TIME, 0, ANY, 5000, NULL, mg_route_cache_t, lock, CT_U64),
+    OTHER("redis"),
+};
+
 /* smaller dictionaries hold next to nothing; the size is required */
 static const mg_ffi_config_field_t shared_dict_fields[] = {
     SIZE("size", 8192, NONE, mg_shared_dict_decl_t, size),
@@ -383,7 +410,8 @@ static const struct {
     OBJECT("settings", settings_fields), OBJECT("limits", limits_fields),
     OBJECT("timeouts", timeouts_fields), OBJECT("upstream", upstream_fields),
     OBJECT("target", target_fields),     OBJECT("health", health_fields),
-    OBJECT("shared_dict", shared_dict_fields),
+    OBJECT("shared_dict", shared_dict_fields), OBJECT("cache", cache_fields),
+    OBJECT("admin", admin_fields),       OBJECT("listen", listen_fields),
 };
 
 const mg_ffi_config_field_t *mg_ffi_config_fields(const char *object, size_t *n)
@@ -412,6 +440,10 @@ static void conv_fields(conv_t *cv, int t, const char *what, const char *object,
             get_uint(cv, t, what, f->name, f->min, f->max, at);
         } else if (f->ctype == CT_INT) {
             get_int(cv, t, what, f->name, (int)f->min, (int)f->max, at);
+        } else if (f->ctype == CT_U16) {
+            uint64_t v;
+            if (get_uint(cv, t, what, f->name, f->min, f->max, &v) == 0)
+                *(uint16_t *)at = (uint16_t)v;
         } else if (f->ctype == CT_BOOL) {
             lua_getfield(cv->L, t, f->name);
             *(int *)at = lua_isnil(cv->L, -1) ? f->def != 0 : lua_toboolean(cv->L, -1);
@@ -455,7 +487,6 @@ static void conv_timeouts(conv_t *cv, int cfg_t, mg_config_t *cfg)
 static void conv_admin(conv_t *cv, int cfg_t, mg_config_t *cfg)
 {
     int t = push_table(cv, cfg_t, "", "admin");
-    uint64_t port = 0;
 
     if (!t)
         return;
@@ -463,8 +494,7 @@ static void conv_admin(conv_t *cv, int cfg_t, mg_config_t *cfg)
     cfg->admin_enabled = lua_toboolean(cv->L, -1);
     lua_pop(cv->L, 1);
     get_str(cv, t, ".admin", "host", 0, &cfg->admin_host);
-    get_uint(cv, t, ".admin", "port", 1, 65535, &port);
-    cfg->admin_port = (uint16_t)port;
+    conv_fields(cv, t, ".admin", "admin", cfg);
     get_str(cv, t, ".admin", "token", 1, &cfg->admin_token);
     lua_getfield(cv->L, t, "names");
     int names = lua_istable(cv->L, -1) ? lua_gettop(cv->L) : 0;
@@ -587,7 +617,6 @@ static void conv_listeners(conv_t *cv, int cfg_t, mg_config_t *cfg)
     cfg->listeners = alloc_list(cv, n, sizeof(mg_listener_t), &cfg->nlisteners);
     for (i = 0; i < cfg->nlisteners; i++) {
         mg_listener_t *l = &cfg->listeners[i];
-        uint64_t port;
         int t;
 
         snprintf(what, sizeof(what), ".listeners[%zu]", i + 1);
@@ -596,8 +625,7 @@ static void conv_listeners(conv_t *cv, int cfg_t, mg_config_t *cfg)
         get_str(cv, t, what, "host", 0, &l->host);
         get_str(cv, t, what, "source", 1, &l->source);
         get_int(cv, t, what, "line", 0, INT32_MAX, &l->line);
-        if (get_uint(cv, t, what, "port", 1, 65535, &port) == 0)
-            l->port = (uint16_t)port;
+        conv_fields(cv, t, what, "listen", l);
         l->escaped_slashes = MG_SLASHES_REJECT;
         conv_slashes(cv, t, what, &l->escaped_slashes);
         lua_getfield(cv->L, t, "tls");
@@ -819,13 +847,7 @@ static void conv_cache(conv_t *cv, int r_t, const char *what, mg_route_t *r)
         return;
     }
     r->cache = rc;
-    get_uint(cv, t, cwhat, "ttl", 1, MAX_DOUBLE_INT, &rc->ttl);
-    get_uint(cv, t, cwhat, "stale", 0, MAX_DOUBLE_INT, &rc->stale);
-    get_uint(cv, t, cwhat, "max_body", 0, MAX_DOUBLE_INT, &rc->max_body);
-    get_uint(cv, t, cwhat, "lock", 0, MAX_DOUBLE_INT, &rc->lock);
-    lua_getfield(L, t, "authorized");
-    rc->authorized = lua_toboolean(L, -1);
-    lua_pop(L, 1);
+    conv_fields(cv, t, cwhat, "cache", rc);
     if ((list = push_table(cv, t, cwhat, "statuses"))) {
         n = lua_objlen(L, list);
         if (n > MG_MAX_CACHE_STATUSES) {

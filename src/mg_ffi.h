@@ -388,7 +388,8 @@ int mg_ffi_route_pattern(const char *pattern, size_t len, mg_ffi_pattern_t *info
  * mg_config_convert() copies the fields with the same table. */
 enum {
     MG_FIELD_SIZE = 1,  /* bytes: an integer or "32k", "10m", "1g"; >= min */
-    MG_FIELD_TIME = 2,  /* seconds (fractions allowed), kept as ms in [min, max] */
+    MG_FIELD_TIME = 2,  /* seconds (fractions allowed), kept as ms in [min, max];
+                         * min 0 admits 0 itself */
     MG_FIELD_INT = 3,   /* an integer in [min, max] */
     MG_FIELD_BOOL = 4,  /* true or false */
     MG_FIELD_OTHER = 5, /* a key of the object checked and copied by hand */
@@ -399,13 +400,15 @@ typedef struct mg_ffi_config_field_s {
     int kind;             /* MG_FIELD_* */
     double min, max;      /* SIZE/INT: the value's; TIME: in ms */
     double def;           /* default (BOOL: 0 or 1); NaN: none */
-    const char *expected; /* INT: what an error says it must be ("must be ...") */
+    const char *expected; /* INT, BOOL: what an error says it must be ("must be
+                           * ..."); NULL for BOOL: "must be true or false" */
     size_t offset;        /* where mg_config_convert() stores it in the C struct */
     int ctype;            /* how (config.c); 0: not copied (Lua only, or by hand) */
 } mg_ffi_config_field_t;
 
 /* The fields of config object OBJECT ("settings", "limits", "timeouts",
- * "upstream", "target", "health", "shared_dict"), in the order of its key
+ * "admin", "listen", "upstream", "target", "health", "shared_dict",
+ * "cache"), in the order of its key
  * list, their number in *N; NULL for an unknown object. Static. */
 const mg_ffi_config_field_t *mg_ffi_config_fields(const char *object, size_t *n);
 

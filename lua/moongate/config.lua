@@ -438,34 +438,37 @@ end
 
 -- Declarations -------------------------------------------------------------
 
-local ADMIN_KEYS = { "host", "port", "token", "names" }
-local LISTEN_KEYS = { "port", "host", "tls", "escaped_slashes" }
 local TLS_KEYS = { "cert", "key", "certs", "min_version", "ciphers" }
 local TLS_CERT_KEYS = { "cert", "key" }
 local ROUTE_KEYS = { "name", "path", "upstream", "handler", "methods", "host",
                      "headers", "listen", "strip_prefix", "rewrite",
                      "max_body", "policies", "cache", "upgrades",
                      "escaped_slashes" }
-local CACHE_KEYS = { "ttl", "stale", "max_body", "statuses", "vary",
-                     "authorized", "dict", "lock", "redis" }
--- what a route's cache stores when it says only `cache = true`: the
--- statuses RFC 9111 lets a cache keep without explicit freshness
-local DEFAULT_CACHE = { ttl = 60000, stale = 0, max_body = 1024 * 1024,
-                        statuses = { 200, 203, 300, 301, 308, 404, 410 },
-                        vary = {}, authorized = false, dict = "cache",
-                        lock = 5000 }
+-- what a route's cache stores when it says only `cache = true` (besides
+-- the scalar defaults of src/config.c): the statuses RFC 9111 lets a cache
+-- keep without explicit freshness
+local DEFAULT_CACHE = { statuses = { 200, 203, 300, 301, 308, 404, 410 },
+                        vary = {}, dict = "cache" }
 local CACHE_DICT_SIZE = 32 * 1024 * 1024 -- "cache" when not declared
 local MAX_CACHE_STATUSES, MAX_CACHE_VARY = 16, 8
 
 
-local check_port = int_range(1, 65535, "must be an integer 1-65535")
 local check_time = _M.parse_time
 
-local function check_bool(v)
-    if type(v) == "boolean" then
-        return v
+local function check_bool(expected)
+    return function(v)
+        if type(v) == "boolean" then
+            return v
+        end
+        return nil, expected
     end
-    return nil, "must be true or false"
+end
+
+local function time_or_zero(v)
+    if v == 0 then
+        return 0
+    end
+    return _M.parse_time(v)
 end
 
 -- The scalar fields of config object `object` as src/config.c declares them
@@ -486,11 +489,12 @@ local function schema(object)
         if kind == cdefs.FIELD_SIZE then
             check = lo > 0 and size_min(lo) or _M.parse_size
         elseif kind == cdefs.FIELD_TIME then
-            check = check_time
+            check = lo == 0 and time_or_zero or check_time
         elseif kind == cdefs.FIELD_INT then
             check = int_range(lo, fi.max, ffi.string(fi.expected))
         elseif kind == cdefs.FIELD_BOOL then
-            check = check_bool
+            check = check_bool(fi.expected ~= nil and ffi.string(fi.expected)
+                               or "must be true or false")
         end
         s.keys[#s.keys + 1] = name
         if check then
@@ -520,7 +524,9 @@ local SETTINGS, LIMITS, TIMEOUTS = schema("settings"), schema("limits"),
     schema("timeouts")
 local UPSTREAM, TARGET, HEALTH = schema("upstream"), schema("target"),
     schema("health")
-local SHARED_DICT = schema("shared_dict")
+local SHARED_DICT, CACHE = schema("shared_dict"), schema("cache")
+local ADMIN, LISTEN = schema("admin"), schema("listen")
+local check_port = LISTEN.checks.port   -- route.listen names one
 
 
 local function check_access_log(v)
@@ -580,7 +586,8 @@ local function default_settings()
     local s = copy(SETTINGS.defaults)
     s.access_log, s.error_log, s.log_level = "stdout", "stderr", "info"
     s.limits, s.timeouts = copy(LIMITS.defaults), copy(TIMEOUTS.defaults)
-    s.admin = { enabled = true, host = "127.0.0.1", port = 9901 }
+    s.admin = copy(ADMIN.defaults)
+    s.admin.enabled, s.admin.host = true, "127.0.0.1"
     return s
 end
 
@@ -640,7 +647,7 @@ function decl.settings(d, t)
                 '{ host = "127.0.0.1", port = 9901, token = "..." }, got %s',
                 describe(admin))
         else
-            check_keys(d, admin, ADMIN_KEYS, "settings.admin")
+            check_keys(d, admin, ADMIN.keys, "settings.admin")
             if admin.host ~= nil then
                 if type(admin.host) ~= "string" or admin.host == "" then
                     err(d, "settings.admin.host must be an address string, got %s",
@@ -649,8 +656,8 @@ function decl.settings(d, t)
                     s.admin.host = admin.host
                 end
             end
-            s.admin.port = field(d, admin, "port", "settings.admin", check_port)
-                or s.admin.port
+            s.admin.port = field(d, admin, "port", "settings.admin",
+                                 ADMIN.checks.port) or s.admin.port
             if admin.token ~= nil then
                 if type(admin.token) ~= "string" or #admin.token < 16 then
                     err(d, "settings.admin.token must be a string of at least " ..
@@ -804,7 +811,7 @@ function decl.listen(d, t)
     if not table_arg(d, t, "gw.listen", "{ port = 8080 }") then
         return
     end
-    check_keys(d, t, LISTEN_KEYS, "gw.listen")
+    check_keys(d, t, LISTEN.keys, "gw.listen")
     local l = { host = "0.0.0.0", line = d.line,
                 source = source_name(d.c, d.source) }
     if t.port == nil then
@@ -1103,13 +1110,6 @@ local function check_prefix(v)
 end
 
 -- A non-negative time in seconds (0 allowed) -> ms.
-local function time_or_zero(v)
-    if v == 0 then
-        return 0
-    end
-    return _M.parse_time(v)
-end
-
 local function cache_statuses(d, v)
     if type(v) ~= "table" or #v == 0 then
         err(d, "route.cache.statuses must be a non-empty list of statuses " ..
@@ -1156,13 +1156,13 @@ local function cache_vary(d, v)
     return out
 end
 
--- route.cache: true, or a table of CACHE_KEYS. The dictionary is resolved
+-- route.cache: true, or a table of CACHE.keys. The dictionary is resolved
 -- in finish(), once every gw.shared_dict of the file is known.
 local function route_cache(d, v)
     if v == false then
         return nil
     end
-    local out = {}
+    local out = copy(CACHE.defaults)
     for k, dv in pairs(DEFAULT_CACHE) do
         out[k] = dv
     end
@@ -1174,25 +1174,13 @@ local function route_cache(d, v)
             describe(v))
         return nil
     end
-    check_keys(d, v, CACHE_KEYS, "route.cache")
-    out.ttl = field(d, v, "ttl", "route.cache", _M.parse_time) or out.ttl
-    out.stale = field(d, v, "stale", "route.cache", time_or_zero) or out.stale
-    out.lock = field(d, v, "lock", "route.cache", time_or_zero) or out.lock
-    out.max_body = field(d, v, "max_body", "route.cache", _M.parse_size)
-        or out.max_body
+    check_keys(d, v, CACHE.keys, "route.cache")
+    fields(d, v, out, CACHE, "route.cache")
     if v.statuses ~= nil then
         out.statuses = cache_statuses(d, v.statuses) or out.statuses
     end
     if v.vary ~= nil then
         out.vary = cache_vary(d, v.vary) or out.vary
-    end
-    if v.authorized ~= nil then
-        if type(v.authorized) ~= "boolean" then
-            err(d, "route.cache.authorized must be a boolean, got %s",
-                describe(v.authorized))
-        else
-            out.authorized = v.authorized
-        end
     end
     if v.redis ~= nil then
         -- the same options as moongate.redis (checked by it)
