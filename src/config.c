@@ -3,10 +3,16 @@
  * The Lua side, lua/moongate/config.lua, runs the file, validates it whole
  * and returns a normalised table. mg_config_load() copies that table into
  * the plain structs of config.h and closes the Lua state: the mg_config_t
- * owns a copy of every string and refers to nothing in Lua. (config.lua
- * checks route patterns with the router's own parser, mg_ffi_route_pattern.) Workers that need the config's Lua functions
- * (handlers, hooks) run the same loader in their own state through
- * mg_config_run_lua().
+ * owns a copy of every string and refers to nothing in Lua. Workers that
+ * need the config's Lua functions (handlers, hooks) run the same loader in
+ * their own state through mg_config_run_lua().
+ *
+ * One schema: the scalar fields of each object (settings, limits, timeouts,
+ * admin, listen, upstream, target, health, shared_dict, cache) are declared
+ * once, in the tables below (key, kind, range, default, offsetof). config.lua
+ * builds its key lists, defaults and checks from them (mg_ffi_config_fields)
+ * and conv_fields() copies them with the same tables. Route patterns are
+ * checked in config.lua by the router's own parser (mg_ffi_route_pattern).
  *
  * The copy trusts nothing it reads: a field of the wrong type or range (a bug
  * in config.lua, never a user mistake, which config.lua reports itself)
@@ -300,7 +306,8 @@ enum { CT_NONE, CT_U64, CT_INT, CT_U16, CT_BOOL }; /* how a field is stored */
 #define ANY MAX_DOUBLE_INT
 #define NONE NAN
 /* a field stored in struct ST's member M, or one config.c does not copy */
-#define F(key, kind, lo, hi, def, exp, st, m, ct) { key, kind, lo, hi, def, exp, offsetof(st, m), ct }
+#define F(key, kind, lo, hi, def, exp, st, m, ct)                                           \
+    { key, kind, lo, hi, def, exp, offsetof(st, m), ct }
 #define LUA(key, kind, lo, hi, def) { key, kind, lo, hi, def, NULL, 0, CT_NONE }
 #define SIZE(key, lo, def, st, m) F(key, MG_FIELD_SIZE, lo, ANY, def, NULL, st, m, CT_U64)
 #define TIME(key, def, st, m) F(key, MG_FIELD_TIME, 1, ANY, def, NULL, st, m, CT_U64)
