@@ -3,15 +3,9 @@
 -- kept alive in the router handle returned by build().
 local ffi = require "ffi"
 
--- The declarations are moongate.testing.router's (it cdefs them); this spec
--- checks its router.h / config.h ones against the headers below.
-local router = require "moongate.testing.router"
-local DECLS = {}
-for _, d in ipairs(router.DECLS) do
-    if d[1] == "config.h" or d[1] == "router.h" then
-        DECLS[#DECLS + 1] = d
-    end
-end
+-- The declarations are moongate.testing.router's (it cdefs them;
+-- spec/unit/cdefs_spec.lua checks them against the headers).
+require "moongate.testing.router"
 
 local lib = ffi.load(os.getenv("MG_TEST_LIB") or "build/libmgtest.so")
 
@@ -149,46 +143,6 @@ local function pick(list, path, req)
     end
     return res.name
 end
-
-describe("router FFI declarations", function()
-    -- drops comments, squeezes blanks: "a *b" and "a * b" compare equal
-    local function squash(src)
-        local out, i = {}, 1
-        while i <= #src do
-            local c2 = src:sub(i, i + 1)
-            if c2 == "/*" then
-                i = assert(src:find("*/", i + 2, true)) + 2
-                out[#out + 1] = " "
-            elseif c2 == "//" then
-                i = (src:find("\n", i, true) or #src) + 1
-                out[#out + 1] = " "
-            else
-                out[#out + 1] = src:sub(i, i)
-                i = i + 1
-            end
-        end
-        local s = table.concat(out):gsub("%s+", " ")
-        return (s:gsub(" ?([%(%)%*%[%];{},]) ?", "%1"))
-    end
-
-    local headers = {}
-    local function header(name)
-        if not headers[name] then
-            local f = assert(io.open("src/" .. name))
-            headers[name] = squash(f:read("*a"))
-            f:close()
-        end
-        return headers[name]
-    end
-
-    for _, d in ipairs(DECLS) do
-        local name = d[2]:match("(mg_[%w_]+)%)%(") or d[2]:match("(mg_[%w_]+)%(")
-            or d[2]:match("(mg_[%w_]+);$")
-        it("mirror " .. name .. " of src/" .. d[1], function()
-            assert.truthy(header(d[1]):find(squash(d[2]), 1, true))
-        end)
-    end
-end)
 
 describe("mg_ffi_route_pattern", function()
     local why = ffi.new("char[256]")

@@ -16,7 +16,7 @@ local lower, fmt, gsub = string.lower, string.format, string.gsub
 local max = math.max
 
 -- Every declaration used here, with the header it mirrors exactly
--- (spec/unit/testing_spec.lua checks them against the headers; their lines
+-- (spec/unit/cdefs_spec.lua checks them against the headers; their lines
 -- are as long as the C ones).
 local DECLS = {
     { "config.h", [[
