@@ -2,7 +2,7 @@
 -- that a config's tables all read alike (moongate.config, moongate.jwt,
 -- moongate.redis, moongate.ratelimit):
 --   quote, describe, key_str  a value or key as error messages show it;
---   sorted_keys               a table's keys in a stable order;
+--   sorted_keys, copy         a table's keys in a stable order, a shallow copy;
 --   unknown_keys              "unknown key 'x' in <what> (did you mean 'y'? ...)";
 --   raise, check_keys         an error blamed on the user's line, not ours.
 -- Nothing here keeps state or touches the FFI.
@@ -120,6 +120,15 @@ function _M.sorted_keys(t)
         return tostring(a) < tostring(b)
     end)
     return keys
+end
+
+--- A shallow copy of table `t`.
+function _M.copy(t)
+    local out = {}
+    for k, v in pairs(t) do
+        out[k] = v
+    end
+    return out
 end
 
 --- The messages for every key of table `t` not in the list `valid`:

@@ -172,9 +172,9 @@ end
 
 -- Describing values and suggesting names (moongate.base) -------------------
 
-local quote, describe, key_str, did_you_mean, sorted_keys =
+local quote, describe, key_str, did_you_mean, sorted_keys, copy =
     base.quote, base.describe, base.key_str, base.did_you_mean,
-    base.sorted_keys
+    base.sorted_keys, base.copy
 
 --- base.unknown_keys, kept here for the policies that read it from config.
 _M.unknown_keys = base.unknown_keys
@@ -572,14 +572,6 @@ local function table_arg(d, v, what, example)
     end
     err(d, "%s expects a table like %s, got %s", what, example, describe(v))
     return false
-end
-
-local function copy(t)
-    local out = {}
-    for k, v in pairs(t) do
-        out[k] = v
-    end
-    return out
 end
 
 local function default_settings()
