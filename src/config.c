@@ -8,10 +8,11 @@
  * their own state through mg_config_run_lua().
  *
  * One schema: the scalar fields of each object (settings, limits, timeouts,
- * admin, listen, upstream, target, health, shared_dict, cache) are declared
- * once, in the tables below (key, kind, range, default, offsetof). config.lua
- * builds its key lists, defaults and checks from them (mg_ffi_config_fields)
- * and conv_fields() copies them with the same tables. Route patterns are
+ * admin, listen, upstream, target, health, shared_dict, cache, redis) are
+ * declared once, in the tables below (key, kind, range, default, offsetof).
+ * config.lua and redis.lua build their key lists, defaults and checks from
+ * them (mg_ffi_config_fields) and conv_fields() copies them with the same
+ * tables. Route patterns are
  * checked in config.lua by the router's own parser (mg_ffi_route_pattern).
  *
  * The copy trusts nothing it reads: a field of the wrong type or range (a bug
@@ -301,7 +302,7 @@ static void *alloc_list(conv_t *cv, size_t n, size_t sz, size_t *count)
 
 /* ---- the schema: each object's scalar fields, declared once ---- */
 
-enum { CT_NONE, CT_U64, CT_INT, CT_U16, CT_BOOL }; /* how a field is stored */
+enum { CT_NONE, CT_U64, CT_INT, CT_U16, CT_BOOL, CT_DOUBLE }; /* how a field is stored */
 
 #define ANY MAX_DOUBLE_INT
 #define NONE NAN
@@ -403,6 +404,22 @@ static const mg_ffi_config_field_t cache_fields[] = {
     OTHER("redis"),
 };
 
+/* route.cache.redis, and every moongate.redis client (lua/moongate/redis.lua
+ * checks a client's options with it) */
+static const mg_ffi_config_field_t redis_fields[] = {
+    OTHER("host"),
+    F("port", MG_FIELD_INT, 1, 65535, 6379, PORT_EXPECTED, mg_route_cache_t, redis_port, CT_INT),
+    OTHER("password"),
+    F("db", MG_FIELD_INT, 0, INT32_MAX, 0, "must be an integer 0-2147483647", mg_route_cache_t,
+      redis_db, CT_INT),
+    F("pool", MG_FIELD_INT, 1, 64, 2, "must be an integer 1-64", mg_route_cache_t, redis_pool,
+      CT_INT), /* connections per worker */
+    F("timeout", MG_FIELD_SECONDS, 0, HUGE_VAL, 0.2, NULL, mg_route_cache_t, redis_timeout,
+      CT_DOUBLE), /* per command */
+    F("connect_timeout", MG_FIELD_SECONDS, 0, HUGE_VAL, 1, NULL, mg_route_cache_t,
+      redis_connect_timeout, CT_DOUBLE),
+};
+
 /* smaller dictionaries hold next to nothing; the size is required */
 static const mg_ffi_config_field_t shared_dict_fields[] = {
     SIZE("size", 8192, NONE, mg_shared_dict_decl_t, size),
@@ -419,6 +436,7 @@ static const struct {
     OBJECT("target", target_fields),     OBJECT("health", health_fields),
     OBJECT("shared_dict", shared_dict_fields), OBJECT("cache", cache_fields),
     OBJECT("admin", admin_fields),       OBJECT("listen", listen_fields),
+    OBJECT("redis", redis_fields),
 };
 
 const mg_ffi_config_field_t *mg_ffi_config_fields(const char *object, size_t *n)
@@ -451,6 +469,14 @@ static void conv_fields(conv_t *cv, int t, const char *what, const char *object,
             uint64_t v;
             if (get_uint(cv, t, what, f->name, f->min, f->max, &v) == 0)
                 *(uint16_t *)at = (uint16_t)v;
+        } else if (f->ctype == CT_DOUBLE) {
+            lua_getfield(cv->L, t, f->name);
+            double d = lua_tonumber(cv->L, -1);
+            if (lua_type(cv->L, -1) == LUA_TNUMBER && d > f->min && d < f->max)
+                *(double *)at = d;
+            else
+                internal(cv, what, f->name, "a number in range");
+            lua_pop(cv->L, 1);
         } else if (f->ctype == CT_BOOL) {
             lua_getfield(cv->L, t, f->name);
             *(int *)at = lua_isnil(cv->L, -1) ? f->def != 0 : lua_toboolean(cv->L, -1);
@@ -900,14 +926,8 @@ static void conv_cache(conv_t *cv, int r_t, const char *what, mg_route_t *r)
         snprintf(rwhat, sizeof(rwhat), "%s.redis", cwhat);
         get_str(cv, rt, rwhat, "host", 0, &rc->redis_host);
         get_str(cv, rt, rwhat, "password", 1, &rc->redis_password);
-        get_int(cv, rt, rwhat, "port", 1, 65535, &rc->redis_port);
-        get_int(cv, rt, rwhat, "db", 0, INT32_MAX, &rc->redis_db);
-        get_int(cv, rt, rwhat, "pool", 1, 64, &rc->redis_pool);
-        lua_getfield(L, rt, "timeout");
-        rc->redis_timeout = lua_tonumber(L, -1);
-        lua_getfield(L, rt, "connect_timeout");
-        rc->redis_connect_timeout = lua_tonumber(L, -1);
-        lua_pop(L, 3);
+        conv_fields(cv, rt, rwhat, "redis", rc);
+        lua_pop(L, 1); /* the redis table */
         lua_pop(L, 1); /* the cache table */
         return;
     }

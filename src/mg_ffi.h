@@ -393,6 +393,7 @@ enum {
     MG_FIELD_INT = 3,   /* an integer in [min, max] */
     MG_FIELD_BOOL = 4,  /* true or false */
     MG_FIELD_OTHER = 5, /* a key of the object checked and copied by hand */
+    MG_FIELD_SECONDS = 6, /* a number of seconds > 0, kept as a double */
 };
 
 typedef struct mg_ffi_config_field_s {
@@ -400,15 +401,15 @@ typedef struct mg_ffi_config_field_s {
     int kind;             /* MG_FIELD_* */
     double min, max;      /* SIZE/INT: the value's; TIME: in ms */
     double def;           /* default (BOOL: 0 or 1); NaN: none */
-    const char *expected; /* INT, BOOL: what an error says it must be ("must be
-                           * ..."); NULL for BOOL: "must be true or false" */
+    const char *expected; /* what an error says it must be ("must be ...");
+                           * NULL: the kind's own words */
     size_t offset;        /* where mg_config_convert() stores it in the C struct */
     int ctype;            /* how (config.c); 0: not copied (Lua only, or by hand) */
 } mg_ffi_config_field_t;
 
 /* The fields of config object OBJECT ("settings", "limits", "timeouts",
  * "admin", "listen", "upstream", "target", "health", "shared_dict",
- * "cache"), in the order of its key
+ * "cache", "redis"), in the order of its key
  * list, their number in *N; NULL for an unknown object. Static. */
 const mg_ffi_config_field_t *mg_ffi_config_fields(const char *object, size_t *n);
 

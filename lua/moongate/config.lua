@@ -24,7 +24,7 @@ local budget = require "moongate.budget"
 local base = require "moongate.base"
 local ffi = require "ffi"
 local cdefs = require "moongate.cdefs"
-local C = cdefs.C     -- mg_ffi_route_pattern, mg_ffi_config_fields
+local C = cdefs.C     -- mg_ffi_route_pattern
 
 
 local _M = {}
@@ -476,35 +476,24 @@ end
 -- list, in order; defaults = name -> value; checks = name -> checker;
 -- fields = the names that have a checker, in order }.
 local function schema(object)
-    local n = ffi.new("size_t[1]")
-    local f = C.mg_ffi_config_fields(object, n)
-    if f == nil then
-        error("no config schema for " .. object)
-    end
     local s = { keys = {}, defaults = {}, checks = {}, fields = {} }
-    for i = 0, tonumber(n[0]) - 1 do
-        local fi = f[i]
-        local name, kind, lo = ffi.string(fi.name), fi.kind, fi.min
+    for _, f in ipairs(cdefs.config_fields(object)) do
+        local name, kind, lo = f.name, f.kind, f.min
         local check
         if kind == cdefs.FIELD_SIZE then
             check = lo > 0 and size_min(lo) or _M.parse_size
         elseif kind == cdefs.FIELD_TIME then
             check = lo == 0 and time_or_zero or check_time
         elseif kind == cdefs.FIELD_INT then
-            check = int_range(lo, fi.max, ffi.string(fi.expected))
+            check = int_range(lo, f.max, f.expected)
         elseif kind == cdefs.FIELD_BOOL then
-            check = check_bool(fi.expected ~= nil and ffi.string(fi.expected)
-                               or "must be true or false")
+            check = check_bool(f.expected or "must be true or false")
         end
         s.keys[#s.keys + 1] = name
         if check then
             s.checks[name] = check
             s.fields[#s.fields + 1] = name
-            if kind == cdefs.FIELD_BOOL then
-                s.defaults[name] = fi.def ~= 0
-            elseif fi.def == fi.def then        -- NaN: no default
-                s.defaults[name] = fi.def
-            end
+            s.defaults[name] = f.def
         end
     end
     return s

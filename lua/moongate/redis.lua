@@ -21,8 +21,8 @@
 
 local ffi = require "ffi"
 
-local type, tostring, error, select, setmetatable, pcall =
-    type, tostring, error, select, setmetatable, pcall
+local type, tostring, error, select, setmetatable, pcall, ipairs =
+    type, tostring, error, select, setmetatable, pcall, ipairs
 local ffi_string = ffi.string
 local fmt, match, find = string.format, string.match, string.find
 local huge = math.huge
@@ -61,25 +61,37 @@ local keep = {}     -- strings made from numbers: alive during the call
 local base = require "moongate.base"
 local raise, describe, check_keys = base.raise, base.describe, base.check_keys
 
-local KEYS = { "host", "port", "password", "db", "pool", "timeout",
-               "connect_timeout" }
-
-local function positive(v, what, default)
-    if v == nil then return default end
-    if type(v) ~= "number" or not (v > 0) or v == huge then
-        raise(fmt("%s must be a number of seconds > 0, got %s", what,
-                  describe(v)))
-    end
-    return v
+-- The options, their ranges and defaults: src/config.c's "redis" schema,
+-- which also copies route.cache.redis into C.
+local cdefs = require "moongate.cdefs"
+local FIELDS = cdefs.config_fields("redis")
+local KEYS = {}
+for i, f in ipairs(FIELDS) do
+    KEYS[i] = f.name
 end
 
-local function int_in(v, lo, hi, what, default)
-    if v == nil then return default end
-    if type(v) ~= "number" or v % 1 ~= 0 or v < lo or v > hi then
-        raise(fmt("%s must be an integer %d-%d, got %s", what, lo, hi,
-                  describe(v)))
+-- Copies the numeric options of `opts` (or their defaults) into `out`,
+-- raising at the first that is out of range.
+local function numbers(opts, what, out)
+    for _, f in ipairs(FIELDS) do
+        local v, ok = opts[f.name], true
+        if f.kind == cdefs.FIELD_INT then
+            ok = v == nil or type(v) == "number" and v % 1 == 0
+                and v >= f.min and v <= f.max
+        elseif f.kind == cdefs.FIELD_SECONDS then
+            ok = v == nil or type(v) == "number" and v > 0 and v ~= huge
+        else
+            ok = nil                    -- checked by hand
+        end
+        if ok == false then
+            raise(fmt("%s.%s %s, got %s", what, f.name, f.expected or
+                      "must be a number of seconds > 0", describe(v)))
+        elseif ok then
+            if v == nil then v = f.def end
+            out[f.name] = v
+        end
     end
-    return v
+    return out
 end
 
 local Client = {}
@@ -115,18 +127,12 @@ function _M.new(opts, what)
         raise(fmt("%s.password must be a non-empty string, got %s", what,
                   type(password)))
     end
-    return setmetatable({
+    return setmetatable(numbers(opts, what, {
         host = host,
-        port = int_in(opts.port, 1, 65535, what .. ".port", 6379),
         password = password,
-        db = int_in(opts.db, 0, 2 ^ 31 - 1, what .. ".db", 0),
-        pool = int_in(opts.pool, 1, 64, what .. ".pool", 2),
-        timeout = positive(opts.timeout, what .. ".timeout", 0.2),
-        connect_timeout = positive(opts.connect_timeout,
-                                   what .. ".connect_timeout", 1),
         _rs = false,            -- this worker's C client, made on first use
         _scripts = {},          -- script source -> number in this worker
-    }, Client)
+    }), Client)
 end
 
 -- This worker's C client, or nil and a reason.
