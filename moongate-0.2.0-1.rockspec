@@ -33,6 +33,7 @@ dependencies = {
 build = {
    type = "builtin",
    modules = {
+      ["moongate.base"] = "lua/moongate/base.lua",
       ["moongate.budget"] = "lua/moongate/budget.lua",
       ["moongate.cdefs"] = "lua/moongate/cdefs.lua",
       ["moongate.clib"] = "lua/moongate/clib.lua",

@@ -2,11 +2,18 @@
  *
  * The Lua side, lua/moongate/config.lua, runs the file, validates it whole
  * and returns a normalised table. mg_config_load() copies that table into
- * the plain structs of config.h, adds the router's own pattern check, and
- * closes the Lua state: the mg_config_t owns a copy of every string and
- * refers to nothing in Lua. Workers that need the config's Lua functions
- * (handlers, hooks) run the same loader in their own state through
- * mg_config_run_lua().
+ * the plain structs of config.h and closes the Lua state: the mg_config_t
+ * owns a copy of every string and refers to nothing in Lua. Workers that
+ * need the config's Lua functions (handlers, hooks) run the same loader in
+ * their own state through mg_config_run_lua().
+ *
+ * One schema: the scalar fields of each object (settings, limits, timeouts,
+ * admin, listen, upstream, target, health, shared_dict, cache, redis) are
+ * declared once, in the tables below (key, kind, range, default, offsetof).
+ * config.lua and redis.lua build their key lists, defaults and checks from
+ * them (mg_ffi_config_fields) and conv_fields() copies them with the same
+ * tables. Route patterns are
+ * checked in config.lua by the router's own parser (mg_ffi_route_pattern).
  *
  * The copy trusts nothing it reads: a field of the wrong type or range (a bug
  * in config.lua, never a user mistake, which config.lua reports itself)
@@ -20,17 +27,19 @@
 #include "errlog.h"
 #include "admin.h"
 #include "metrics.h"
+#include "mg_ffi.h"
 #include "tls.h"
 
 #include <lauxlib.h>
 #include <lua.h>
+#include <math.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "lua_state.h"
-#include "router.h"
 #include "shdict.h"
 #include "uri.h"
 
@@ -291,6 +300,191 @@ static void *alloc_list(conv_t *cv, size_t n, size_t sz, size_t *count)
     return p;
 }
 
+/* ---- the schema: each object's scalar fields, declared once ---- */
+
+enum { CT_NONE, CT_U64, CT_INT, CT_U16, CT_BOOL, CT_DOUBLE }; /* how a field is stored */
+
+#define ANY MAX_DOUBLE_INT
+#define NONE NAN
+/* a field stored in struct ST's member M, or one config.c does not copy */
+#define F(key, kind, lo, hi, def, exp, st, m, ct)                                           \
+    { key, kind, lo, hi, def, exp, offsetof(st, m), ct }
+#define LUA(key, kind, lo, hi, def) { key, kind, lo, hi, def, NULL, 0, CT_NONE }
+#define SIZE(key, lo, def, st, m) F(key, MG_FIELD_SIZE, lo, ANY, def, NULL, st, m, CT_U64)
+#define TIME(key, def, st, m) F(key, MG_FIELD_TIME, 1, ANY, def, NULL, st, m, CT_U64)
+#define OTHER(key) LUA(key, MG_FIELD_OTHER, 0, 0, NONE)
+
+static const mg_ffi_config_field_t settings_fields[] = {
+    F("workers", MG_FIELD_INT, 0, 1024, 0, "must be an integer 0-1024 (0 = one per CPU)",
+      mg_config_t, workers, CT_INT),
+    OTHER("access_log"), OTHER("error_log"), OTHER("log_level"), OTHER("limits"),
+    OTHER("timeouts"), OTHER("admin"),
+};
+
+#define PORT_EXPECTED "must be an integer 1-65535"
+
+static const mg_ffi_config_field_t admin_fields[] = {
+    OTHER("host"),
+    F("port", MG_FIELD_INT, 1, 65535, 9901, PORT_EXPECTED, mg_config_t, admin_port, CT_U16),
+    OTHER("token"), OTHER("names"),
+};
+
+/* the port is required */
+static const mg_ffi_config_field_t listen_fields[] = {
+    F("port", MG_FIELD_INT, 1, 65535, NONE, PORT_EXPECTED, mg_listener_t, port, CT_U16),
+    OTHER("host"), OTHER("tls"), OTHER("escaped_slashes"),
+};
+
+/* min_body_rate: a request body slower than 1 KiB/s (after the grace) is a
+ * slow-body attack rather than a client, whose link is rarely below 10 KiB/s */
+static const mg_ffi_config_field_t limits_fields[] = {
+    SIZE("request_line", 1, 8192, mg_limits_t, request_line),
+    SIZE("header_size", 1, 32 * 1024, mg_limits_t, header_size),
+    F("header_count", MG_FIELD_INT, 1, INT32_MAX, 100, "must be an integer >= 1", mg_limits_t,
+      header_count, CT_U64),
+    SIZE("body", 0, 10 * 1024 * 1024, mg_limits_t, body),
+    SIZE("min_body_rate", 0, 1024, mg_limits_t, min_body_rate), /* bytes/s, 0: off */
+    SIZE("lua_memory", 16 * 1024 * 1024, 1024.0 * 1024 * 1024, mg_limits_t, lua_memory),
+};
+
+static const mg_ffi_config_field_t timeouts_fields[] = {
+    TIME("header", 10000, mg_timeouts_t, header),
+    TIME("keepalive", 60000, mg_timeouts_t, keepalive),
+    TIME("body", 10000, mg_timeouts_t, body),
+    TIME("body_grace", 5000, mg_timeouts_t, body_grace),
+    TIME("body_rate_window", 5000, mg_timeouts_t, body_rate_window),
+    TIME("send", 60000, mg_timeouts_t, send),
+    TIME("shutdown", 10000, mg_timeouts_t, shutdown),
+    TIME("hook", 100, mg_timeouts_t, hook),
+    LUA("load", MG_FIELD_TIME, 1, ANY, 2000), /* the config run's own budget */
+};
+
+static const mg_ffi_config_field_t upstream_fields[] = {
+    F("keepalive", MG_FIELD_INT, 0, INT32_MAX, 64, "must be an integer >= 0", mg_upstream_t,
+      keepalive, CT_INT),
+    TIME("keepalive_timeout", 60000, mg_upstream_t, keepalive_timeout),
+    TIME("connect_timeout", 5000, mg_upstream_t, connect_timeout),
+    TIME("send_timeout", 60000, mg_upstream_t, send_timeout),
+    TIME("read_timeout", 60000, mg_upstream_t, read_timeout),
+    TIME("fail_timeout", 10000, mg_upstream_t, fail_timeout),
+    F("forwarded", MG_FIELD_BOOL, 0, 1, 1, NULL, mg_upstream_t, forwarded, CT_BOOL),
+    F("request_id", MG_FIELD_BOOL, 0, 1, 1, NULL, mg_upstream_t, request_id, CT_BOOL),
+    F("override_headers", MG_FIELD_BOOL, 0, 1, 0, NULL, mg_upstream_t, override_headers,
+      CT_BOOL),
+    OTHER("health"),
+    F("max_fails", MG_FIELD_INT, 0, 1000, 1, "must be an integer 0-1000 (0: never skip a target)",
+      mg_upstream_t, max_fails, CT_INT),
+};
+
+static const mg_ffi_config_field_t target_fields[] = {
+    F("weight", MG_FIELD_INT, 1, INT32_MAX, 1, "must be an integer >= 1", mg_target_t, weight,
+      CT_INT),
+};
+
+static const mg_ffi_config_field_t health_fields[] = {
+    OTHER("path"),
+    TIME("interval", 5000, mg_upstream_t, health_interval),
+    TIME("timeout", 2000, mg_upstream_t, health_timeout),
+    F("fall", MG_FIELD_INT, 1, 100, 3, "must be an integer 1-100", mg_upstream_t, health_fall,
+      CT_INT),
+    F("rise", MG_FIELD_INT, 1, 100, 2, "must be an integer 1-100", mg_upstream_t, health_rise,
+      CT_INT),
+};
+
+/* `cache = true` gets the defaults (statuses, vary and dict are Lua's) */
+static const mg_ffi_config_field_t cache_fields[] = {
+    TIME("ttl", 60000, mg_route_cache_t, ttl),
+    F("stale", MG_FIELD_TIME, 0, ANY, 0, NULL, mg_route_cache_t, stale, CT_U64),
+    SIZE("max_body", 0, 1024 * 1024, mg_route_cache_t, max_body),
+    OTHER("statuses"), OTHER("vary"),
+    F("authorized", MG_FIELD_BOOL, 0, 1, 0, "must be a boolean", mg_route_cache_t, authorized,
+      CT_BOOL),
+    OTHER("dict"),
+    F("lock", MG_FIELD_TIME, 0, ANY, 5000, NULL, mg_route_cache_t, lock, CT_U64),
+    OTHER("redis"),
+};
+
+/* route.cache.redis, and every moongate.redis client (lua/moongate/redis.lua
+ * checks a client's options with it) */
+static const mg_ffi_config_field_t redis_fields[] = {
+    OTHER("host"),
+    F("port", MG_FIELD_INT, 1, 65535, 6379, PORT_EXPECTED, mg_route_cache_t, redis_port, CT_INT),
+    OTHER("password"),
+    F("db", MG_FIELD_INT, 0, INT32_MAX, 0, "must be an integer 0-2147483647", mg_route_cache_t,
+      redis_db, CT_INT),
+    F("pool", MG_FIELD_INT, 1, 64, 2, "must be an integer 1-64", mg_route_cache_t, redis_pool,
+      CT_INT), /* connections per worker */
+    F("timeout", MG_FIELD_SECONDS, 0, HUGE_VAL, 0.2, NULL, mg_route_cache_t, redis_timeout,
+      CT_DOUBLE), /* per command */
+    F("connect_timeout", MG_FIELD_SECONDS, 0, HUGE_VAL, 1, NULL, mg_route_cache_t,
+      redis_connect_timeout, CT_DOUBLE),
+};
+
+/* smaller dictionaries hold next to nothing; the size is required */
+static const mg_ffi_config_field_t shared_dict_fields[] = {
+    SIZE("size", 8192, NONE, mg_shared_dict_decl_t, size),
+};
+
+#define OBJECT(name, fields) { name, fields, sizeof(fields) / sizeof(fields[0]) }
+static const struct {
+    const char *name;
+    const mg_ffi_config_field_t *fields;
+    size_t n;
+} objects[] = {
+    OBJECT("settings", settings_fields), OBJECT("limits", limits_fields),
+    OBJECT("timeouts", timeouts_fields), OBJECT("upstream", upstream_fields),
+    OBJECT("target", target_fields),     OBJECT("health", health_fields),
+    OBJECT("shared_dict", shared_dict_fields), OBJECT("cache", cache_fields),
+    OBJECT("admin", admin_fields),       OBJECT("listen", listen_fields),
+    OBJECT("redis", redis_fields),
+};
+
+const mg_ffi_config_field_t *mg_ffi_config_fields(const char *object, size_t *n)
+{
+    for (size_t i = 0; i < sizeof(objects) / sizeof(objects[0]); i++) {
+        if (strcmp(objects[i].name, object) == 0) {
+            *n = objects[i].n;
+            return objects[i].fields;
+        }
+    }
+    *n = 0;
+    return NULL;
+}
+
+/* Copies every stored field of `object` from the table at t into the
+ * struct at base, range-checked by the same declaration config.lua used. */
+static void conv_fields(conv_t *cv, int t, const char *what, const char *object, void *base)
+{
+    size_t n;
+    const mg_ffi_config_field_t *f = mg_ffi_config_fields(object, &n);
+
+    for (size_t i = 0; i < n; i++, f++) {
+        void *at = (char *)base + f->offset;
+
+        if (f->ctype == CT_U64) {
+            get_uint(cv, t, what, f->name, f->min, f->max, at);
+        } else if (f->ctype == CT_INT) {
+            get_int(cv, t, what, f->name, (int)f->min, (int)f->max, at);
+        } else if (f->ctype == CT_U16) {
+            uint64_t v;
+            if (get_uint(cv, t, what, f->name, f->min, f->max, &v) == 0)
+                *(uint16_t *)at = (uint16_t)v;
+        } else if (f->ctype == CT_DOUBLE) {
+            lua_getfield(cv->L, t, f->name);
+            double d = lua_tonumber(cv->L, -1);
+            if (lua_type(cv->L, -1) == LUA_TNUMBER && d > f->min && d < f->max)
+                *(double *)at = d;
+            else
+                internal(cv, what, f->name, "a number in range");
+            lua_pop(cv->L, 1);
+        } else if (f->ctype == CT_BOOL) {
+            lua_getfield(cv->L, t, f->name);
+            *(int *)at = lua_isnil(cv->L, -1) ? f->def != 0 : lua_toboolean(cv->L, -1);
+            lua_pop(cv->L, 1);
+        }
+    }
+}
+
 /* settings.log_level: config.lua has checked the name. */
 static void conv_log_level(conv_t *cv, int t, mg_config_t *cfg)
 {
@@ -309,12 +503,7 @@ static void conv_limits(conv_t *cv, int cfg_t, mg_config_t *cfg)
 
     if (!t)
         return;
-    get_uint(cv, t, ".limits", "request_line", 1, MAX_DOUBLE_INT, &cfg->limits.request_line);
-    get_uint(cv, t, ".limits", "header_size", 1, MAX_DOUBLE_INT, &cfg->limits.header_size);
-    get_uint(cv, t, ".limits", "header_count", 1, MAX_DOUBLE_INT, &cfg->limits.header_count);
-    get_uint(cv, t, ".limits", "body", 0, MAX_DOUBLE_INT, &cfg->limits.body);
-    get_uint(cv, t, ".limits", "min_body_rate", 0, MAX_DOUBLE_INT, &cfg->limits.min_body_rate);
-    get_uint(cv, t, ".limits", "lua_memory", 1, MAX_DOUBLE_INT, &cfg->limits.lua_memory);
+    conv_fields(cv, t, ".limits", "limits", &cfg->limits);
     lua_pop(cv->L, 1);
 }
 
@@ -324,22 +513,13 @@ static void conv_timeouts(conv_t *cv, int cfg_t, mg_config_t *cfg)
 
     if (!t)
         return;
-    get_uint(cv, t, ".timeouts", "header", 1, MAX_DOUBLE_INT, &cfg->timeouts.header);
-    get_uint(cv, t, ".timeouts", "keepalive", 1, MAX_DOUBLE_INT, &cfg->timeouts.keepalive);
-    get_uint(cv, t, ".timeouts", "body", 1, MAX_DOUBLE_INT, &cfg->timeouts.body);
-    get_uint(cv, t, ".timeouts", "body_grace", 1, MAX_DOUBLE_INT, &cfg->timeouts.body_grace);
-    get_uint(cv, t, ".timeouts", "body_rate_window", 1, MAX_DOUBLE_INT,
-             &cfg->timeouts.body_rate_window);
-    get_uint(cv, t, ".timeouts", "send", 1, MAX_DOUBLE_INT, &cfg->timeouts.send);
-    get_uint(cv, t, ".timeouts", "shutdown", 1, MAX_DOUBLE_INT, &cfg->timeouts.shutdown);
-    get_uint(cv, t, ".timeouts", "hook", 1, MAX_DOUBLE_INT, &cfg->timeouts.hook);
+    conv_fields(cv, t, ".timeouts", "timeouts", &cfg->timeouts);
     lua_pop(cv->L, 1);
 }
 
 static void conv_admin(conv_t *cv, int cfg_t, mg_config_t *cfg)
 {
     int t = push_table(cv, cfg_t, "", "admin");
-    uint64_t port = 0;
 
     if (!t)
         return;
@@ -347,8 +527,7 @@ static void conv_admin(conv_t *cv, int cfg_t, mg_config_t *cfg)
     cfg->admin_enabled = lua_toboolean(cv->L, -1);
     lua_pop(cv->L, 1);
     get_str(cv, t, ".admin", "host", 0, &cfg->admin_host);
-    get_uint(cv, t, ".admin", "port", 1, 65535, &port);
-    cfg->admin_port = (uint16_t)port;
+    conv_fields(cv, t, ".admin", "admin", cfg);
     get_str(cv, t, ".admin", "token", 1, &cfg->admin_token);
     lua_getfield(cv->L, t, "names");
     int names = lua_istable(cv->L, -1) ? lua_gettop(cv->L) : 0;
@@ -471,7 +650,6 @@ static void conv_listeners(conv_t *cv, int cfg_t, mg_config_t *cfg)
     cfg->listeners = alloc_list(cv, n, sizeof(mg_listener_t), &cfg->nlisteners);
     for (i = 0; i < cfg->nlisteners; i++) {
         mg_listener_t *l = &cfg->listeners[i];
-        uint64_t port;
         int t;
 
         snprintf(what, sizeof(what), ".listeners[%zu]", i + 1);
@@ -480,8 +658,7 @@ static void conv_listeners(conv_t *cv, int cfg_t, mg_config_t *cfg)
         get_str(cv, t, what, "host", 0, &l->host);
         get_str(cv, t, what, "source", 1, &l->source);
         get_int(cv, t, what, "line", 0, INT32_MAX, &l->line);
-        if (get_uint(cv, t, what, "port", 1, 65535, &port) == 0)
-            l->port = (uint16_t)port;
+        conv_fields(cv, t, what, "listen", l);
         l->escaped_slashes = MG_SLASHES_REJECT;
         conv_slashes(cv, t, what, &l->escaped_slashes);
         lua_getfield(cv->L, t, "tls");
@@ -533,7 +710,7 @@ static void conv_targets(conv_t *cv, int u_t, const char *uwhat, mg_upstream_t *
         get_str(cv, t, what, "host", 0, &tg->host);
         if (get_uint(cv, t, what, "port", 1, 65535, &port) == 0)
             tg->port = (uint16_t)port;
-        get_int(cv, t, what, "weight", 1, INT32_MAX, &tg->weight);
+        conv_fields(cv, t, what, "target", tg);
         if (tg->host != NULL)
             tg->name = target_name(cv, tg->host, tg->port);
         lua_pop(cv->L, 1);
@@ -560,30 +737,14 @@ static void conv_upstreams(conv_t *cv, int cfg_t, mg_config_t *cfg)
             continue;
         get_str(cv, t, what, "name", 0, &u->name);
         conv_targets(cv, t, what, u);
-        get_int(cv, t, what, "keepalive", 0, INT32_MAX, &u->keepalive);
-        get_uint(cv, t, what, "keepalive_timeout", 1, MAX_DOUBLE_INT, &u->keepalive_timeout);
-        get_uint(cv, t, what, "connect_timeout", 1, MAX_DOUBLE_INT, &u->connect_timeout);
-        get_uint(cv, t, what, "send_timeout", 1, MAX_DOUBLE_INT, &u->send_timeout);
-        get_uint(cv, t, what, "read_timeout", 1, MAX_DOUBLE_INT, &u->read_timeout);
-        get_uint(cv, t, what, "fail_timeout", 1, MAX_DOUBLE_INT, &u->fail_timeout);
-        get_int(cv, t, what, "max_fails", 0, 1000, &u->max_fails);
-        lua_getfield(cv->L, t, "forwarded");
-        u->forwarded = lua_isnil(cv->L, -1) || lua_toboolean(cv->L, -1);
-        lua_getfield(cv->L, t, "request_id");
-        u->request_id = lua_isnil(cv->L, -1) || lua_toboolean(cv->L, -1);
-        lua_getfield(cv->L, t, "override_headers");
-        u->override_headers = lua_toboolean(cv->L, -1);
-        lua_pop(cv->L, 3);
+        conv_fields(cv, t, what, "upstream", u);
         lua_getfield(cv->L, t, "health");
         if (lua_istable(cv->L, -1)) {
             int h = lua_gettop(cv->L);
             char hwhat[64];
             snprintf(hwhat, sizeof(hwhat), "%s.health", what);
             get_str(cv, h, hwhat, "path", 0, &u->health_path);
-            get_uint(cv, h, hwhat, "interval", 1, MAX_DOUBLE_INT, &u->health_interval);
-            get_uint(cv, h, hwhat, "timeout", 1, MAX_DOUBLE_INT, &u->health_timeout);
-            get_int(cv, h, hwhat, "fall", 1, 100, &u->health_fall);
-            get_int(cv, h, hwhat, "rise", 1, 100, &u->health_rise);
+            conv_fields(cv, h, hwhat, "health", u);
         }
         lua_pop(cv->L, 1);
         lua_pop(cv->L, 1);
@@ -695,23 +856,6 @@ static void conv_headers(conv_t *cv, int r_t, const char *what, mg_route_t *r)
     lua_pop(cv->L, 1);
 }
 
-/* The router's own pattern check, reported at the route's line. */
-static void check_patterns(conv_t *cv, int r_t, const mg_route_t *r)
-{
-    const char *src = cv->file, *why;
-
-    lua_getfield(cv->L, r_t, "source"); /* the file it was declared in */
-    if (lua_type(cv->L, -1) == LUA_TSTRING)
-        src = lua_tostring(cv->L, -1);
-    if (r->path != NULL && (why = mg_router_check_pattern(r->path)) != NULL)
-        errs_add(cv->errs, "%s:%d: route.path \"%s\" is not a valid pattern: %s", src, r->line,
-                 r->path, why);
-    if (r->rewrite != NULL && (why = mg_router_check_pattern(r->rewrite)) != NULL)
-        errs_add(cv->errs, "%s:%d: route.rewrite \"%s\" is not a valid template: %s", src,
-                 r->line, r->rewrite, why);
-    lua_pop(cv->L, 1);
-}
-
 static void conv_cache(conv_t *cv, int r_t, const char *what, mg_route_t *r)
 {
     lua_State *L = cv->L;
@@ -736,13 +880,7 @@ static void conv_cache(conv_t *cv, int r_t, const char *what, mg_route_t *r)
         return;
     }
     r->cache = rc;
-    get_uint(cv, t, cwhat, "ttl", 1, MAX_DOUBLE_INT, &rc->ttl);
-    get_uint(cv, t, cwhat, "stale", 0, MAX_DOUBLE_INT, &rc->stale);
-    get_uint(cv, t, cwhat, "max_body", 0, MAX_DOUBLE_INT, &rc->max_body);
-    get_uint(cv, t, cwhat, "lock", 0, MAX_DOUBLE_INT, &rc->lock);
-    lua_getfield(L, t, "authorized");
-    rc->authorized = lua_toboolean(L, -1);
-    lua_pop(L, 1);
+    conv_fields(cv, t, cwhat, "cache", rc);
     if ((list = push_table(cv, t, cwhat, "statuses"))) {
         n = lua_objlen(L, list);
         if (n > MG_MAX_CACHE_STATUSES) {
@@ -788,14 +926,8 @@ static void conv_cache(conv_t *cv, int r_t, const char *what, mg_route_t *r)
         snprintf(rwhat, sizeof(rwhat), "%s.redis", cwhat);
         get_str(cv, rt, rwhat, "host", 0, &rc->redis_host);
         get_str(cv, rt, rwhat, "password", 1, &rc->redis_password);
-        get_int(cv, rt, rwhat, "port", 1, 65535, &rc->redis_port);
-        get_int(cv, rt, rwhat, "db", 0, INT32_MAX, &rc->redis_db);
-        get_int(cv, rt, rwhat, "pool", 1, 64, &rc->redis_pool);
-        lua_getfield(L, rt, "timeout");
-        rc->redis_timeout = lua_tonumber(L, -1);
-        lua_getfield(L, rt, "connect_timeout");
-        rc->redis_connect_timeout = lua_tonumber(L, -1);
-        lua_pop(L, 3);
+        conv_fields(cv, rt, rwhat, "redis", rc);
+        lua_pop(L, 1); /* the redis table */
         lua_pop(L, 1); /* the cache table */
         return;
     }
@@ -846,7 +978,6 @@ static void conv_route(conv_t *cv, int t, const char *what, mg_config_t *cfg, mg
     if ((r->upstream >= 0) == (r->has_handler != 0))
         internal(cv, what, "upstream", "set exactly when there is no handler");
 
-    check_patterns(cv, t, r);
 }
 
 static void conv_routes(conv_t *cv, int cfg_t, mg_config_t *cfg)
@@ -892,7 +1023,7 @@ static void conv_shared_dicts(conv_t *cv, int cfg_t, mg_config_t *cfg)
         if (!(t = push_item(cv, list, i + 1, ".shared_dicts")))
             continue;
         get_str(cv, t, what, "name", 0, &sd->name);
-        get_uint(cv, t, what, "size", 1, MAX_DOUBLE_INT, &sd->size);
+        conv_fields(cv, t, what, "shared_dict", sd);
         lua_pop(cv->L, 1);
     }
     lua_pop(cv->L, 1);
@@ -936,7 +1067,7 @@ int mg_config_convert(lua_State *L, int t, const char *file, mg_config_t **out, 
     if (cfg == NULL || (cfg->file = strdup(file)) == NULL) {
         e.oom = 1;
     } else if (lua_checkstack(L, 16)) {
-        get_int(&cv, t, "", "workers", 0, INT32_MAX, &cfg->workers);
+        conv_fields(&cv, t, "", "settings", cfg);
         get_str(&cv, t, "", "settings_source", 1, &cfg->settings_source);
         lua_getfield(L, t, "settings_line");
         cfg->settings_line = (int)lua_tointeger(L, -1); /* nil: 0 */

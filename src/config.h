@@ -186,8 +186,7 @@ void mg_config_free(mg_config_t *cfg);
  * runs require("moongate.config").load(file) in L (made by mg_lua_open()).
  * On success returns 0 with the normalised cfg table (docs/config-dsl.md)
  * pushed on L's stack; on failure returns -1 with the stack unchanged and
- * *errors set as by mg_config_load(). Route path patterns are checked by
- * mg_config_load() only. */
+ * *errors set as by mg_config_load(). */
 struct lua_State;
 int mg_config_run_lua(struct lua_State *L, const char *file, char **errors);
 

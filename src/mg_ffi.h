@@ -380,6 +380,61 @@ int mg_ffi_redis_eval(mg_redis_t *rs, int script, int nkeys, int argc, const cha
  * worked, 0 while it is down (commands fail at once with MG_REDIS_EDOWN). */
 int mg_ffi_redis_up(mg_redis_t *rs);
 
+/* ==== route patterns (router.c) ==== */
+/* (lua/moongate/cdefs.lua declares the same; moongate.config and
+ * moongate.testing.router check every pattern with it)
+ *
+ * What a valid pattern holds. Param names are pattern[off, off + len). */
+typedef struct mg_ffi_pattern_s {
+    int nparams;
+    int star;           /* ends in a "**" segment */
+    int prefix;         /* ends in '/' ("/" itself included) */
+    size_t literal_len; /* the literal part before any ":param" or "**" */
+    size_t param_off[8]; /* MG_ROUTER_MAX_PARAMS (router.h) */
+    size_t param_len[8];
+} mg_ffi_pattern_t;
+
+/* Checks path pattern (or rewrite template) PATTERN[0..LEN) as
+ * mg_router_build() parses it. Returns 0 and fills INFO (when not NULL),
+ * or -1 and writes the reason, NUL-terminated and cut to CAP, to WHY (when
+ * not NULL), as config errors show it ("empty segment ('//')"). Any
+ * thread, any time. */
+int mg_ffi_route_pattern(const char *pattern, size_t len, mg_ffi_pattern_t *info, char *why,
+                         size_t cap);
+
+/* ==== config schema (config.c) ==== */
+/* (lua/moongate/cdefs.lua declares the same)
+ *
+ * The scalar fields of a config object, declared once: config.lua takes
+ * each object's key list, defaults and checks from here, and
+ * mg_config_convert() copies the fields with the same table. */
+enum {
+    MG_FIELD_SIZE = 1,  /* bytes: an integer or "32k", "10m", "1g"; >= min */
+    MG_FIELD_TIME = 2,  /* seconds (fractions allowed), kept as ms in [min, max];
+                         * min 0 admits 0 itself */
+    MG_FIELD_INT = 3,   /* an integer in [min, max] */
+    MG_FIELD_BOOL = 4,  /* true or false */
+    MG_FIELD_OTHER = 5, /* a key of the object checked and copied by hand */
+    MG_FIELD_SECONDS = 6, /* a number of seconds > 0, kept as a double */
+};
+
+typedef struct mg_ffi_config_field_s {
+    const char *name;     /* the key, as the config writes it */
+    int kind;             /* MG_FIELD_* */
+    double min, max;      /* SIZE/INT: the value's; TIME: in ms */
+    double def;           /* default (BOOL: 0 or 1); NaN: none */
+    const char *expected; /* what an error says it must be ("must be ...");
+                           * NULL: the kind's own words */
+    size_t offset;        /* where mg_config_convert() stores it in the C struct */
+    int ctype;            /* how (config.c); 0: not copied (Lua only, or by hand) */
+} mg_ffi_config_field_t;
+
+/* The fields of config object OBJECT ("settings", "limits", "timeouts",
+ * "admin", "listen", "upstream", "target", "health", "shared_dict",
+ * "cache", "redis"), in the order of its key
+ * list, their number in *N; NULL for an unknown object. Static. */
+const mg_ffi_config_field_t *mg_ffi_config_fields(const char *object, size_t *n);
+
 /* ==== end ==== */
 
 #endif

@@ -20,7 +20,9 @@
  * paths (constraint_score).
  */
 #include "router.h"
+#include "mg_ffi.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -73,14 +75,56 @@ static int hexval(unsigned char c)
     return -1; /* lower-case hex is not normal form (see uri.h) */
 }
 
+/* Writes `fmt` to why[cap] (when why is not NULL) with "%s" standing for
+ * s[0..len) in double quotes: '"', '\\' and control bytes escaped (\n \r \t
+ * or \<decimal>), cut to 57 bytes plus "..." past 60, as config errors
+ * quote every value (lua/moongate/base.lua). Returns -1. */
+static int fail(char *why, size_t cap, const char *fmt, const char *s, size_t len)
+{
+    char q[4 * 60 + 8];
+    size_t i, n = 0, take = len > 60 ? 57 : len;
+
+    if (why == NULL || cap == 0)
+        return -1;
+    q[n++] = '"';
+    for (i = 0; i < take; i++) {
+        unsigned char c = (unsigned char)s[i];
+
+        if (c == '\n' || c == '\r' || c == '\t' || c == '"' || c == '\\') {
+            q[n++] = '\\';
+            q[n++] = c == '\n' ? 'n' : c == '\r' ? 'r' : c == '\t' ? 't' : (char)c;
+        } else if (c < 0x20 || c == 0x7f) {
+            n += (size_t)snprintf(q + n, sizeof(q) - n, "\\%u", c);
+        } else {
+            q[n++] = (char)c;
+        }
+    }
+    if (take < len) {
+        memcpy(q + n, "...", 3);
+        n += 3;
+    }
+    q[n++] = '"';
+    q[n] = '\0';
+    snprintf(why, cap, fmt, q);
+    return -1;
+}
+
+_Static_assert(sizeof(((mg_ffi_pattern_t *)0)->param_off) / sizeof(size_t) == MG_ROUTER_MAX_PARAMS,
+               "mg_ffi_pattern_t holds MG_ROUTER_MAX_PARAMS params");
+
+#define BAD_NAME "bad parameter name %s (':' then a letter or '_', then letters, digits, '_')"
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
 /* Checks one literal segment: it must be able to match a normalised path
- * (uri.h), or the route could never be reached. */
-static const char *check_literal(const char *s, size_t len)
+ * (uri.h), or the route could never be reached. 0, or -1 with the reason. */
+static int check_literal(const char *s, size_t len, char *why, size_t cap)
 {
     size_t i;
 
     if ((len == 1 && s[0] == '.') || (len == 2 && s[0] == '.' && s[1] == '.'))
-        return "'.' and '..' segments are not allowed";
+        return fail(why, cap, "'.' and '..' segments are not allowed (paths are normalised)",
+                    NULL, 0);
     for (i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
 
@@ -89,65 +133,84 @@ static const char *check_literal(const char *s, size_t len)
 
             if (len - i < 3 || (hi = hexval((unsigned char)s[i + 1])) < 0 ||
                 (lo = hexval((unsigned char)s[i + 2])) < 0)
-                return "bad percent-escape (use %XX with upper-case hex digits)";
+                return fail(why, cap,
+                            "bad percent-escape (use %%XX with upper-case hex digits)", NULL, 0);
             v = hi << 4 | lo;
             if (name_char((unsigned char)v) || v == '-' || v == '.' || v == '~')
-                return "percent-escape of an unreserved character (write it plainly)";
+                return fail(why, cap,
+                            "percent-escape of an unreserved character (write it plainly)",
+                            NULL, 0);
             i += 2;
         } else if (c == '*') {
-            return "'*' is only allowed as a whole '**' last segment";
+            return fail(why, cap, "'*' is only allowed as a whole '**' last segment", NULL, 0);
         } else if (c <= 0x20 || c >= 0x7f || c == '\\' || c == '?' || c == '#') {
-            return "invalid character in path (space, control, '\\', '?', '#' or non-ASCII)";
+            return fail(why, cap,
+                        "invalid character %s (space, control, '\\', '?', '#' or non-ASCII)",
+                        s + i, 1);
         }
     }
-    return NULL;
+    return 0;
 }
 
-/* Walks `pattern`, validating it. When segs is not NULL, also fills segs,
- * *nsegs, *tail and copies param names (NUL-terminated) to *names, advancing
- * it. Returns NULL or a static reason. */
-static const char *parse(const char *pattern, seg_t *segs, size_t *nsegs, int *tail,
-                         char **names)
+/* Walks pattern[0..plen), validating it and filling *info when not NULL.
+ * When segs is not NULL, also fills segs, *nsegs, *tail and copies param
+ * names (NUL-terminated) to *names, advancing it. Returns 0, or -1 with the
+ * reason in why[cap] (see fail). */
+static int parse(const char *pattern, size_t plen, mg_ffi_pattern_t *info, seg_t *segs,
+                 size_t *nsegs, int *tail, char **names, char *why, size_t cap)
 {
-    const char *p, *e;
+    const char *p, *e, *end = pattern + plen;
     const char *pnames[MG_ROUTER_MAX_PARAMS];
     size_t plens[MG_ROUTER_MAX_PARAMS];
-    size_t nparams = 0, n = 0, i;
+    size_t nparams = 0, n = 0, i, literal = plen;
     int t = TAIL_EXACT;
 
-    if (pattern == NULL || pattern[0] != '/')
-        return "path must start with '/'";
+    if (pattern == NULL || plen == 0 || pattern[0] != '/')
+        return fail(why, cap, "it must start with '/'", NULL, 0);
 
-    for (p = pattern + 1; *p != '\0'; p = *e ? e + 1 : e) {
-        const char *err;
+    for (p = pattern + 1; p < end; p = e < end ? e + 1 : e) {
         size_t len;
 
-        e = strchr(p, '/');
+        e = memchr(p, '/', (size_t)(end - p));
         if (e == NULL)
-            e = p + strlen(p);
+            e = end;
         len = (size_t)(e - p);
         if (len == 0)
-            return "empty segment ('//')";
+            return fail(why, cap, "empty segment ('//')", NULL, 0);
 
         if (len == 2 && p[0] == '*' && p[1] == '*') {
-            if (*e != '\0')
-                return "'**' must be the last segment";
+            if (e != end)
+                return fail(why, cap, "'**' must be the last segment", NULL, 0);
+            if (literal == plen)
+                literal = (size_t)(p - pattern);
             t = TAIL_REST;
             break;
         }
         if (p[0] == ':') {
             if (len < 2 || !name_start((unsigned char)p[1]))
-                return "bad parameter name";
+                return fail(why, cap, BAD_NAME, p, len);
             for (i = 2; i < len; i++)
                 if (!name_char((unsigned char)p[i]))
-                    return "bad parameter name";
+                    return fail(why, cap, BAD_NAME, p, len);
+            for (i = 0; i < nparams; i++) {
+                if (plens[i] == len - 1 && memcmp(pnames[i], p + 1, len - 1) == 0) {
+                    if (why != NULL && cap > 0)
+                        snprintf(why, cap, "duplicate parameter ':%.*s'", (int)(len - 1), p + 1);
+                    return -1;
+                }
+            }
             if (nparams == MG_ROUTER_MAX_PARAMS)
-                return "too many parameters";
-            for (i = 0; i < nparams; i++)
-                if (plens[i] == len - 1 && memcmp(pnames[i], p + 1, len - 1) == 0)
-                    return "duplicate parameter name";
+                return fail(why, cap,
+                            "too many parameters (at most " STR(MG_ROUTER_MAX_PARAMS) ")",
+                            NULL, 0);
+            if (info) {
+                info->param_off[nparams] = (size_t)(p + 1 - pattern);
+                info->param_len[nparams] = len - 1;
+            }
             pnames[nparams] = p + 1;
             plens[nparams++] = len - 1;
+            if (literal == plen)
+                literal = (size_t)(p - pattern);
             if (segs) {
                 memcpy(*names, p + 1, len - 1);
                 (*names)[len - 1] = '\0';
@@ -157,8 +220,8 @@ static const char *parse(const char *pattern, seg_t *segs, size_t *nsegs, int *t
                 *names += len;
             }
         } else {
-            if ((err = check_literal(p, len)) != NULL)
-                return err;
+            if (check_literal(p, len, why, cap) != 0)
+                return -1;
             if (segs) {
                 segs[n].s = p;
                 segs[n].len = len;
@@ -166,22 +229,29 @@ static const char *parse(const char *pattern, seg_t *segs, size_t *nsegs, int *t
             }
         }
         n++;
-        if (*e == '/' && e[1] == '\0')
+        if (e + 1 == end)
             t = TAIL_PREFIX; /* "/a/" */
     }
-    if (pattern[1] == '\0')
+    if (plen == 1)
         t = TAIL_PREFIX; /* "/" is the catch-all prefix */
 
+    if (info) {
+        info->nparams = (int)nparams;
+        info->star = t == TAIL_REST;
+        info->prefix = t == TAIL_PREFIX;
+        info->literal_len = literal;
+    }
     if (segs) {
         *nsegs = n;
         *tail = t;
     }
-    return NULL;
+    return 0;
 }
 
-const char *mg_router_check_pattern(const char *pattern)
+int mg_ffi_route_pattern(const char *pattern, size_t len, mg_ffi_pattern_t *info, char *why,
+                         size_t cap)
 {
-    return parse(pattern, NULL, NULL, NULL, NULL);
+    return parse(pattern, len, info, NULL, NULL, NULL, NULL, why, cap);
 }
 
 /* Rank of what entry e has at segment position k (see the top comment). */
@@ -233,14 +303,19 @@ static size_t host_trim(const char *h, size_t len)
     return len > 0 && h[len - 1] == '.' ? len - 1 : len;
 }
 
-/* Checks what build needs beyond the pattern; NULL or a static reason. */
+/* Checks what build needs; NULL or the reason (static, or the pattern's
+ * in a per-thread buffer). */
 static const char *check_route(const mg_route_t *rt)
 {
-    const char *err, *h = rt->host;
+    const char *h = rt->host;
     size_t i;
 
-    if ((err = mg_router_check_pattern(rt->path)) != NULL)
-        return err;
+    /* the pattern's reason, valid until this thread's next build */
+    static _Thread_local char why[256];
+
+    if (rt->path == NULL ||
+        parse(rt->path, strlen(rt->path), NULL, NULL, NULL, NULL, NULL, why, sizeof(why)) != 0)
+        return why;
     if (rt->nmethods > MG_MAX_METHODS || rt->nheaders > MG_MAX_ROUTE_HEADERS)
         return "too many methods or headers";
     for (i = 0; i < rt->nmethods; i++)
@@ -293,7 +368,8 @@ int mg_router_build(mg_router_t **out, const mg_route_t *routes, size_t nroutes,
         e->route = rt;
         e->pos = i;
         e->segs = segs;
-        parse(rt->path, segs, &e->nsegs, &e->tail, &names); /* validated above */
+        /* validated above */
+        parse(rt->path, strlen(rt->path), NULL, segs, &e->nsegs, &e->tail, &names, NULL, 0);
         segs += e->nsegs;
         if (rt->host != NULL) {
             e->host_wild = rt->host[0] == '*';

@@ -54,8 +54,9 @@ typedef struct mg_route_match_s {
 } mg_route_match_t;
 
 /* Compiles the routes. Borrows `routes` (must outlive the router). Returns 0,
- * or -1 with *out NULL and *err set to a static reason (bad pattern or host,
- * out of memory); err may be NULL. The router is owned by the caller and is
+ * or -1 with *out NULL and *err set to the reason (bad pattern or host, out
+ * of memory: static, or a pattern's reason in a per-thread buffer that the
+ * thread's next build overwrites); err may be NULL. The router is owned by the caller and is
  * read-only after build, so workers may match on it concurrently. */
 int mg_router_build(mg_router_t **out, const mg_route_t *routes, size_t nroutes,
                     const char **err);
@@ -93,8 +94,7 @@ long mg_router_allowed(const mg_router_t *r, uint16_t local_port, const char *ho
 long mg_router_upstream_path(const mg_route_match_t *m, const char *path, size_t path_len,
                              char *out, size_t cap);
 
-/* Checks a pattern without building a router (for config validation).
- * Returns NULL if fine, else a static reason. */
-const char *mg_router_check_pattern(const char *pattern);
+/* The patterns' own check, for config validation, is mg_ffi_route_pattern
+ * (mg_ffi.h): the same parser, with the reason a config error shows. */
 
 #endif

@@ -53,6 +53,26 @@ int mg_ffi_timer_start(int id, double after, double every);
 int mg_ffi_http_request(const char *method, size_t mlen, const char *url, size_t ulen,
                         const char *headers, size_t hlen, const char *body, size_t blen,
                         double timeout, double max_body, const char **err);
+typedef struct mg_ffi_pattern_s {
+    int nparams;
+    int star;
+    int prefix;
+    size_t literal_len;
+    size_t param_off[8];
+    size_t param_len[8];
+} mg_ffi_pattern_t;
+int mg_ffi_route_pattern(const char *pattern, size_t len, mg_ffi_pattern_t *info, char *why,
+                         size_t cap);
+typedef struct mg_ffi_config_field_s {
+    const char *name;
+    int kind;
+    double min, max;
+    double def;
+    const char *expected;
+    size_t offset;
+    int ctype;
+} mg_ffi_config_field_t;
+const mg_ffi_config_field_t *mg_ffi_config_fields(const char *object, size_t *n);
 ]]
 
 local _M = {}
@@ -69,6 +89,34 @@ _M.CLIENT, _M.ROUTE, _M.UPSTREAM, _M.TARGET, _M.SCHEME = 6, 7, 8, 9, 10
 _M.TLS_VERSION, _M.TLS_CIPHER, _M.TLS_SNI, _M.TLS_ALPN = 11, 12, 13, 14
 _M.TRACE_ID, _M.SPAN_ID = 15, 16
 _M.EDIT_SET, _M.EDIT_ADD, _M.EDIT_REMOVE = 1, 2, 3
+_M.FIELD_SIZE, _M.FIELD_TIME, _M.FIELD_INT, _M.FIELD_BOOL = 1, 2, 3, 4
+_M.FIELD_OTHER, _M.FIELD_SECONDS = 5, 6
+
+--- The fields of config object `object` as src/config.c declares them
+-- (mg_ffi_config_fields), in key order: a list of { name =, kind =, min =,
+-- max =, def = (nil: none), expected = (nil: the kind's own words) }.
+function _M.config_fields(object)
+    local n = ffi.new("size_t[1]")
+    local f = _M.C.mg_ffi_config_fields(object, n)
+    if f == nil then
+        error("no config schema for " .. object, 2)
+    end
+    local out = {}
+    for i = 0, tonumber(n[0]) - 1 do
+        local fi = f[i]
+        local def = fi.def
+        if def ~= def then
+            def = nil                   -- NaN: no default
+        elseif fi.kind == _M.FIELD_BOOL then
+            def = def ~= 0
+        end
+        out[i + 1] = { name = ffi.string(fi.name), kind = fi.kind, min = fi.min,
+                       max = fi.max, def = def,
+                       expected = fi.expected ~= nil and ffi.string(fi.expected)
+                           or nil }
+    end
+    return out
+end
 _M.EINVAL, _M.EPHASE, _M.ELIMIT, _M.ENOMEM, _M.ENOTFOUND = -1, -2, -3, -4, -5
 
 return _M

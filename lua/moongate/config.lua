@@ -18,9 +18,13 @@ local fmt, sub, byte, find, match, gsub, lower, upper =
     string.format, string.sub, string.byte, string.find, string.match,
     string.gsub, string.lower, string.upper
 local concat, sort = table.concat, table.sort
-local floor, min, huge = math.floor, math.min, math.huge
+local floor, huge = math.floor, math.huge
 local getinfo = debug.getinfo
 local budget = require "moongate.budget"
+local base = require "moongate.base"
+local ffi = require "ffi"
+local cdefs = require "moongate.cdefs"
+local C = cdefs.C     -- mg_ffi_route_pattern
 
 
 local _M = {}
@@ -28,9 +32,7 @@ local _M = {}
 local MAX_METHODS = 16          -- MG_MAX_METHODS (src/config.h)
 local MAX_UPGRADES = 8          -- MG_MAX_UPGRADES (src/config.h)
 local MAX_HEADERS = 8           -- MG_MAX_ROUTE_HEADERS (src/config.h)
-local MAX_PARAMS = 8            -- MG_ROUTER_MAX_PARAMS (src/router.h)
 local MAX_INT = 2 ^ 53          -- largest integer a double holds exactly
-local MAX_C_INT = 2 ^ 31 - 1
 
 local current                   -- collector of the load in progress, or nil
 local last                      -- collector of the last successful load
@@ -168,123 +170,14 @@ local function format_errors(c)
 end
 
 
--- Describing values and suggesting names ------------------------------------
+-- Describing values and suggesting names (moongate.base) -------------------
 
-local function quote(s)
-    if #s > 60 then
-        s = sub(s, 1, 57) .. "..."
-    end
-    s = gsub(s, '[%c"\\]', function(ch)
-        local esc = { ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t",
-                      ['"'] = '\\"', ["\\"] = "\\\\" }
-        return esc[ch] or fmt("\\%d", byte(ch))
-    end)
-    return '"' .. s .. '"'
-end
+local quote, describe, key_str, did_you_mean, sorted_keys, copy =
+    base.quote, base.describe, base.key_str, base.did_you_mean,
+    base.sorted_keys, base.copy
 
-local function describe(v)
-    local tv = type(v)
-    if tv == "string" then
-        return "string " .. quote(v)
-    elseif tv == "number" or tv == "boolean" then
-        return tv .. " " .. tostring(v)
-    end
-    return tv
-end
-
-local function key_str(k)
-    if type(k) == "string" then
-        return "'" .. k .. "'"
-    end
-    return "[" .. (type(k) == "number" and tostring(k) or describe(k)) .. "]"
-end
-
--- Optimal string alignment distance (Levenshtein plus transpositions).
-local function distance(a, b)
-    local la, lb = #a, #b
-    if la == 0 then return lb end
-    if lb == 0 then return la end
-    local d = {}
-    for i = 0, la do
-        d[i] = { [0] = i }
-    end
-    for j = 0, lb do
-        d[0][j] = j
-    end
-    for i = 1, la do
-        local ca = byte(a, i)
-        for j = 1, lb do
-            local cost = ca == byte(b, j) and 0 or 1
-            local v = min(d[i - 1][j] + 1, d[i][j - 1] + 1,
-                          d[i - 1][j - 1] + cost)
-            if i > 1 and j > 1 and ca == byte(b, j - 1)
-                and byte(a, i - 1) == byte(b, j) then
-                v = min(v, d[i - 2][j - 2] + 1)
-            end
-            d[i][j] = v
-        end
-    end
-    return d[la][lb]
-end
-
--- The closest of `names` to `word`, if it is close enough to be a typo.
-local function suggest(word, names)
-    if type(word) ~= "string" then
-        return nil
-    end
-    local lw = lower(word)
-    local best, best_d
-    for _, name in ipairs(names) do
-        local dist = distance(lw, lower(name))
-        local limit = #name <= 4 and 1 or (#name <= 8 and 2 or 3)
-        if dist <= limit and dist < #name and (not best_d or dist < best_d) then
-            best, best_d = name, dist
-        end
-    end
-    return best
-end
-
-local function did_you_mean(word, names)
-    local s = suggest(word, names)
-    return s and fmt("did you mean '%s'? ", s) or ""
-end
-
-local function sorted_keys(t)
-    local keys = {}
-    for k in pairs(t) do
-        keys[#keys + 1] = k
-    end
-    sort(keys, function(a, b)
-        local ta, tb = type(a), type(b)
-        if ta ~= tb then
-            return ta < tb
-        end
-        if ta == "string" or ta == "number" then
-            return a < b
-        end
-        return tostring(a) < tostring(b)
-    end)
-    return keys
-end
-
---- The messages for every key of table `t` not in the list `valid`:
--- "unknown key 'x' in <what> (did you mean 'y'? valid: ...)", in key
--- order. Policies (moongate.jwt, moongate.ratelimit) check their options
--- with it too, so every table of a config reads alike.
-function _M.unknown_keys(t, valid, what)
-    local set, out = {}, {}
-    for _, k in ipairs(valid) do
-        set[k] = true
-    end
-    local names = concat(valid, ", ")
-    for _, k in ipairs(sorted_keys(t)) do
-        if not set[k] then
-            out[#out + 1] = fmt("unknown key %s in %s (%svalid: %s)", key_str(k),
-                                what, did_you_mean(k, valid), names)
-        end
-    end
-    return out
-end
+--- base.unknown_keys, kept here for the policies that read it from config.
+_M.unknown_keys = base.unknown_keys
 
 -- Reports every key of `t` that is not in the list `valid`.
 local function check_keys(d, t, valid, what)
@@ -518,172 +411,112 @@ local function is_token(s)
     return #s > 0 and not find(s, "[^%w!#%$%%&'%*%+%-%.%^_`|~]")
 end
 
-local function is_name_start(ch)
-    return ch and (ch == 95 or (ch >= 65 and ch <= 90)
-                   or (ch >= 97 and ch <= 122))
-end
-
--- A literal path segment that a normalised path (src/uri.h) can contain;
--- mirrors the router's own check (src/router.c).
-local function check_literal(s)
-    if s == "." or s == ".." then
-        return "'.' and '..' segments are not allowed (paths are normalised)"
-    end
-    local i = 1
-    while i <= #s do
-        local ch = byte(s, i)
-        if ch == 37 then                                    -- '%'
-            local hex = match(s, "^%%([0-9A-F][0-9A-F])", i)
-            if not hex then
-                return "bad percent-escape (use %XX with upper-case hex digits)"
-            end
-            local c = string.char(tonumber(hex, 16))
-            if find(c, "[%w%-%._~]") then
-                return "percent-escape of an unreserved character " ..
-                    "(write it plainly)"
-            end
-            i = i + 2
-        elseif ch == 42 then                                -- '*'
-            return "'*' is only allowed as a whole '**' last segment"
-        elseif ch <= 32 or ch >= 127 or ch == 92 or ch == 63 or ch == 35 then
-            return "invalid character " .. quote(string.char(ch)) ..
-                " (space, control, '\\', '?', '#' or non-ASCII)"
-        end
-        i = i + 1
-    end
-    return nil
-end
-
--- Parses a path pattern (or a rewrite template, which has the same shape).
+-- Parses a path pattern (or a rewrite template, which has the same shape)
+-- with the router's own parser (src/router.c, mg_ffi_route_pattern).
 -- Returns info { params = set, names = list, star = "**" at the end,
 -- prefix = trailing '/', literal = the literal leading part }, or nil, why.
+local pattern_info = ffi.new("mg_ffi_pattern_t")
+local pattern_why = ffi.new("char[256]")
+
 local function parse_pattern(p)
-    if sub(p, 1, 1) ~= "/" then
-        return nil, "it must start with '/'"
+    if C.mg_ffi_route_pattern(p, #p, pattern_info, pattern_why, 256) ~= 0 then
+        return nil, ffi.string(pattern_why)
     end
-    local info = { params = {}, names = {}, star = false, prefix = false }
-    local literal = { "" }
-    local literal_done = false
-    local pos = 2
-    while pos <= #p do
-        local slash = find(p, "/", pos, true)
-        local s = sub(p, pos, (slash or #p + 1) - 1)
-        if s == "" then
-            return nil, "empty segment ('//')"
-        elseif s == "**" then
-            if slash then
-                return nil, "'**' must be the last segment"
-            end
-            info.star = true
-            literal_done = true
-        elseif sub(s, 1, 1) == ":" then
-            local name = sub(s, 2)
-            if not is_name_start(byte(name, 1)) or find(name, "[^%w_]") then
-                return nil, "bad parameter name " .. quote(s) ..
-                    " (':' then a letter or '_', then letters, digits, '_')"
-            end
-            if info.params[name] then
-                return nil, "duplicate parameter ':" .. name .. "'"
-            end
-            if #info.names == MAX_PARAMS then
-                return nil, "too many parameters (at most " .. MAX_PARAMS .. ")"
-            end
-            info.params[name] = true
-            info.names[#info.names + 1] = name
-            literal_done = true
-        else
-            local why = check_literal(s)
-            if why then
-                return nil, why
-            end
-            if not literal_done then
-                literal[#literal + 1] = s
-            end
-        end
-        if slash == #p then
-            info.prefix = true
-        end
-        if not slash then
-            break
-        end
-        pos = slash + 1
+    local pi = pattern_info
+    local info = { params = {}, names = {}, star = pi.star ~= 0,
+                   prefix = pi.prefix ~= 0,
+                   literal = sub(p, 1, tonumber(pi.literal_len)) }
+    for i = 0, pi.nparams - 1 do
+        local off = tonumber(pi.param_off[i])
+        local name = sub(p, off + 1, off + tonumber(pi.param_len[i]))
+        info.params[name] = true
+        info.names[#info.names + 1] = name
     end
-    if p == "/" then
-        info.prefix = true
-    end
-    local lit = concat(literal, "/")
-    if literal_done or info.prefix then
-        lit = lit .. "/"
-    end
-    info.literal = lit == "" and "/" or lit
     return info
 end
 
 
 -- Declarations -------------------------------------------------------------
 
-local SETTINGS_KEYS = { "workers", "access_log", "error_log", "log_level",
-                        "limits", "timeouts", "admin" }
-local ADMIN_KEYS = { "host", "port", "token", "names" }
-local LIMIT_KEYS = { "request_line", "header_size", "header_count", "body",
-                     "min_body_rate", "lua_memory" }
-local TIMEOUT_KEYS = { "header", "keepalive", "body", "body_grace",
-                       "body_rate_window", "send", "shutdown", "hook", "load" }
-local LISTEN_KEYS = { "port", "host", "tls", "escaped_slashes" }
 local TLS_KEYS = { "cert", "key", "certs", "min_version", "ciphers" }
 local TLS_CERT_KEYS = { "cert", "key" }
-local TARGET_KEYS = { "weight" }
-local UPSTREAM_KEYS = { "keepalive", "keepalive_timeout", "connect_timeout",
-                        "send_timeout", "read_timeout", "fail_timeout",
-                        "forwarded", "request_id", "override_headers",
-                        "health", "max_fails" }
-local HEALTH_KEYS = { "path", "interval", "timeout", "fall", "rise" }
-local UPSTREAM_TIMEOUTS = { "keepalive_timeout", "connect_timeout",
-                            "send_timeout", "read_timeout", "fail_timeout" }
 local ROUTE_KEYS = { "name", "path", "upstream", "handler", "methods", "host",
                      "headers", "listen", "strip_prefix", "rewrite",
                      "max_body", "policies", "cache", "upgrades",
                      "escaped_slashes" }
-local CACHE_KEYS = { "ttl", "stale", "max_body", "statuses", "vary",
-                     "authorized", "dict", "lock", "redis" }
--- what a route's cache stores when it says only `cache = true`: the
--- statuses RFC 9111 lets a cache keep without explicit freshness
-local DEFAULT_CACHE = { ttl = 60000, stale = 0, max_body = 1024 * 1024,
-                        statuses = { 200, 203, 300, 301, 308, 404, 410 },
-                        vary = {}, authorized = false, dict = "cache",
-                        lock = 5000 }
+-- what a route's cache stores when it says only `cache = true` (besides
+-- the scalar defaults of src/config.c): the statuses RFC 9111 lets a cache
+-- keep without explicit freshness
+local DEFAULT_CACHE = { statuses = { 200, 203, 300, 301, 308, 404, 410 },
+                        vary = {}, dict = "cache" }
 local CACHE_DICT_SIZE = 32 * 1024 * 1024 -- "cache" when not declared
 local MAX_CACHE_STATUSES, MAX_CACHE_VARY = 16, 8
-local SHARED_DICT_KEYS = { "size" }
-local SHARED_DICT_MIN = 8192    -- smaller dictionaries hold next to nothing
 
--- min_body_rate: a request body slower than 1 KiB/s (after the grace) is a
--- slow-body attack rather than a client, whose link is rarely below 10 KiB/s
-local DEFAULT_LIMITS = { request_line = 8192, header_size = 32 * 1024,
-                         header_count = 100, body = 10 * 1024 * 1024,
-                         min_body_rate = 1024, lua_memory = 1024 * 1024 * 1024 }
-local DEFAULT_TIMEOUTS = { header = 10000, keepalive = 60000, body = 10000,
-                           body_grace = 5000, body_rate_window = 5000,
-                           send = 60000, shutdown = 10000, hook = 100,
-                           load = 2000 }
-local DEFAULT_UPSTREAM = { forwarded = true, request_id = true,
-                           override_headers = false,
-                           keepalive = 64, keepalive_timeout = 60000,
-                           connect_timeout = 5000, send_timeout = 60000,
-                           read_timeout = 60000, fail_timeout = 10000,
-                           max_fails = 1 }
 
-local check_port = int_range(1, 65535, "must be an integer 1-65535")
 local check_time = _M.parse_time
 
-local LIMIT_CHECKS = {
-    request_line = size_min(1),
-    header_size = size_min(1),
-    header_count = int_range(1, MAX_C_INT, "must be an integer >= 1"),
-    body = _M.parse_size,
-    min_body_rate = _M.parse_size,  -- bytes per second, 0 = not checked
-    lua_memory = size_min(16 * 1024 * 1024),
-}
+local function check_bool(expected)
+    return function(v)
+        if type(v) == "boolean" then
+            return v
+        end
+        return nil, expected
+    end
+end
+
+local function time_or_zero(v)
+    if v == 0 then
+        return 0
+    end
+    return _M.parse_time(v)
+end
+
+-- The scalar fields of config object `object` as src/config.c declares them
+-- (mg_ffi_config_fields), which also copies them into C: { keys = the key
+-- list, in order; defaults = name -> value; checks = name -> checker;
+-- fields = the names that have a checker, in order }.
+local function schema(object)
+    local s = { keys = {}, defaults = {}, checks = {}, fields = {} }
+    for _, f in ipairs(cdefs.config_fields(object)) do
+        local name, kind, lo = f.name, f.kind, f.min
+        local check
+        if kind == cdefs.FIELD_SIZE then
+            check = lo > 0 and size_min(lo) or _M.parse_size
+        elseif kind == cdefs.FIELD_TIME then
+            check = lo == 0 and time_or_zero or check_time
+        elseif kind == cdefs.FIELD_INT then
+            check = int_range(lo, f.max, f.expected)
+        elseif kind == cdefs.FIELD_BOOL then
+            check = check_bool(f.expected or "must be true or false")
+        end
+        s.keys[#s.keys + 1] = name
+        if check then
+            s.checks[name] = check
+            s.fields[#s.fields + 1] = name
+            s.defaults[name] = f.def
+        end
+    end
+    return s
+end
+
+-- Reads every schema field of `t` into `out` (left as is when absent).
+local function fields(d, t, out, sc, prefix)
+    for _, k in ipairs(sc.fields) do
+        local v = field(d, t, k, prefix, sc.checks[k])
+        if v ~= nil then
+            out[k] = v
+        end
+    end
+end
+
+local SETTINGS, LIMITS, TIMEOUTS = schema("settings"), schema("limits"),
+    schema("timeouts")
+local UPSTREAM, TARGET, HEALTH = schema("upstream"), schema("target"),
+    schema("health")
+local SHARED_DICT, CACHE = schema("shared_dict"), schema("cache")
+local ADMIN, LISTEN = schema("admin"), schema("listen")
+local check_port = LISTEN.checks.port   -- route.listen names one
+
 
 local function check_access_log(v)
     if type(v) == "string" and v ~= "" and not find(v, "%z") then
@@ -731,16 +564,11 @@ local function table_arg(d, v, what, example)
 end
 
 local function default_settings()
-    local s = { workers = 0, access_log = "stdout", error_log = "stderr",
-                log_level = "info", limits = {},
-                timeouts = {},
-                admin = { enabled = true, host = "127.0.0.1", port = 9901 } }
-    for k, v in pairs(DEFAULT_LIMITS) do
-        s.limits[k] = v
-    end
-    for k, v in pairs(DEFAULT_TIMEOUTS) do
-        s.timeouts[k] = v
-    end
+    local s = copy(SETTINGS.defaults)
+    s.access_log, s.error_log, s.log_level = "stdout", "stderr", "info"
+    s.limits, s.timeouts = copy(LIMITS.defaults), copy(TIMEOUTS.defaults)
+    s.admin = copy(ADMIN.defaults)
+    s.admin.enabled, s.admin.host = true, "127.0.0.1"
     return s
 end
 
@@ -757,11 +585,9 @@ function decl.settings(d, t)
         return
     end
     c.settings = d
-    check_keys(d, t, SETTINGS_KEYS, "gw.settings")
+    check_keys(d, t, SETTINGS.keys, "gw.settings")
     local s = default_settings()
-    s.workers = field(d, t, "workers", "settings",
-        int_range(0, 1024, "must be an integer 0-1024 (0 = one per CPU)"))
-        or 0
+    fields(d, t, s, SETTINGS, "settings")
     s.access_log = log_path(c, field(d, t, "access_log", "settings",
                                      check_access_log) or "stdout")
     s.error_log = log_path(c, field(d, t, "error_log", "settings",
@@ -774,11 +600,8 @@ function decl.settings(d, t)
             err(d, 'settings.limits must be a table like { body = "10m" }, ' ..
                 "got %s", describe(limits))
         else
-            check_keys(d, limits, LIMIT_KEYS, "settings.limits")
-            for _, k in ipairs(LIMIT_KEYS) do
-                s.limits[k] = field(d, limits, k, "settings.limits",
-                                    LIMIT_CHECKS[k]) or s.limits[k]
-            end
+            check_keys(d, limits, LIMITS.keys, "settings.limits")
+            fields(d, limits, s.limits, LIMITS, "settings.limits")
         end
     end
     local timeouts = t.timeouts
@@ -787,11 +610,8 @@ function decl.settings(d, t)
             err(d, "settings.timeouts must be a table like { header = 10 }, " ..
                 "got %s", describe(timeouts))
         else
-            check_keys(d, timeouts, TIMEOUT_KEYS, "settings.timeouts")
-            for _, k in ipairs(TIMEOUT_KEYS) do
-                s.timeouts[k] = field(d, timeouts, k, "settings.timeouts",
-                                      check_time) or s.timeouts[k]
-            end
+            check_keys(d, timeouts, TIMEOUTS.keys, "settings.timeouts")
+            fields(d, timeouts, s.timeouts, TIMEOUTS, "settings.timeouts")
         end
     end
     if c.budget then
@@ -808,7 +628,7 @@ function decl.settings(d, t)
                 '{ host = "127.0.0.1", port = 9901, token = "..." }, got %s',
                 describe(admin))
         else
-            check_keys(d, admin, ADMIN_KEYS, "settings.admin")
+            check_keys(d, admin, ADMIN.keys, "settings.admin")
             if admin.host ~= nil then
                 if type(admin.host) ~= "string" or admin.host == "" then
                     err(d, "settings.admin.host must be an address string, got %s",
@@ -817,8 +637,8 @@ function decl.settings(d, t)
                     s.admin.host = admin.host
                 end
             end
-            s.admin.port = field(d, admin, "port", "settings.admin", check_port)
-                or s.admin.port
+            s.admin.port = field(d, admin, "port", "settings.admin",
+                                 ADMIN.checks.port) or s.admin.port
             if admin.token ~= nil then
                 if type(admin.token) ~= "string" or #admin.token < 16 then
                     err(d, "settings.admin.token must be a string of at least " ..
@@ -972,7 +792,7 @@ function decl.listen(d, t)
     if not table_arg(d, t, "gw.listen", "{ port = 8080 }") then
         return
     end
-    check_keys(d, t, LISTEN_KEYS, "gw.listen")
+    check_keys(d, t, LISTEN.keys, "gw.listen")
     local l = { host = "0.0.0.0", line = d.line,
                 source = source_name(d.c, d.source) }
     if t.port == nil then
@@ -1001,19 +821,16 @@ local function upstream_health(d, v)
             describe(v))
         return nil
     end
-    check_keys(d, v, HEALTH_KEYS, "upstream.health")
+    check_keys(d, v, HEALTH.keys, "upstream.health")
     local p = v.path
     if type(p) ~= "string" or sub(p, 1, 1) ~= "/" or find(p, "[%s%c]") then
         err(d, 'upstream.health.path must be a path like "/health" (no spaces), got %s',
             describe(p))
         return nil
     end
-    local h = { path = p, interval = 5000, timeout = 2000, fall = 3, rise = 2 }
-    h.interval = field(d, v, "interval", "upstream.health", check_time) or h.interval
-    h.timeout = field(d, v, "timeout", "upstream.health", check_time) or h.timeout
-    local count = int_range(1, 100, "must be an integer 1-100")
-    h.fall = field(d, v, "fall", "upstream.health", count) or h.fall
-    h.rise = field(d, v, "rise", "upstream.health", count) or h.rise
+    local h = copy(HEALTH.defaults)
+    h.path = p
+    fields(d, v, h, HEALTH, "upstream.health")
     return h
 end
 
@@ -1035,18 +852,18 @@ local function upstream_targets(d, u, targets)
     for i = 1, n do
         local what = fmt("upstream.targets[%d]", i)
         local t = targets[i]
-        local addr, weight = t, 1
+        local addr, weight = t, TARGET.defaults.weight
         if type(t) == "table" then
             addr = t[1]
             for _, k in ipairs(sorted_keys(t)) do
                 if k ~= 1 and k ~= "weight" then
                     err(d, "unknown key %s in %s (%svalid: a \"host:port\" " ..
                         "first, then weight)", key_str(k), what,
-                        did_you_mean(k, TARGET_KEYS))
+                        did_you_mean(k, TARGET.keys))
                 end
             end
-            weight = field(d, t, "weight", what,
-                int_range(1, MAX_C_INT, "must be an integer >= 1")) or 1
+            weight = field(d, t, "weight", what, TARGET.checks.weight)
+                or weight
         end
         local host, port = parse_addr(addr)
         if not host then
@@ -1077,7 +894,7 @@ function decl.upstream(d, name, targets, opts, ...)
     end
     local u = { name = name, line = d.line,
                 source = source_name(c, d.source), targets = {} }
-    for k, v in pairs(DEFAULT_UPSTREAM) do
+    for k, v in pairs(UPSTREAM.defaults) do
         u[k] = v
     end
     upstream_targets(d, u, targets)
@@ -1086,24 +903,8 @@ function decl.upstream(d, name, targets, opts, ...)
             err(d, "upstream options must be a table like " ..
                 "{ keepalive = 64 }, got %s", describe(opts))
         else
-            check_keys(d, opts, UPSTREAM_KEYS, "gw.upstream options")
-            u.keepalive = field(d, opts, "keepalive", "upstream",
-                int_range(0, MAX_C_INT, "must be an integer >= 0"))
-                or u.keepalive
-            u.max_fails = field(d, opts, "max_fails", "upstream",
-                int_range(0, 1000, "must be an integer 0-1000 (0: never skip a target)"))
-                or u.max_fails
-            for _, k in ipairs(UPSTREAM_TIMEOUTS) do
-                u[k] = field(d, opts, k, "upstream", check_time) or u[k]
-            end
-            for _, k in ipairs { "forwarded", "request_id", "override_headers" } do
-                local v = opts[k]
-                if v ~= nil and type(v) ~= "boolean" then
-                    err(d, "upstream.%s must be true or false, got %s", k, describe(v))
-                elseif v ~= nil then
-                    u[k] = v
-                end
-            end
+            check_keys(d, opts, UPSTREAM.keys, "gw.upstream options")
+            fields(d, opts, u, UPSTREAM, "upstream")
             if opts.health ~= nil then
                 u.health = upstream_health(d, opts.health)
             end
@@ -1146,13 +947,13 @@ function decl.shared_dict(d, name, opts, ...)
         err(d, 'gw.shared_dict options must be a table like { size = "10m" }' ..
             ", got %s", describe(opts))
     else
-        check_keys(d, opts, SHARED_DICT_KEYS, "gw.shared_dict options")
+        check_keys(d, opts, SHARED_DICT.keys, "gw.shared_dict options")
         if opts.size == nil then
             err(d, 'shared_dict.size is required (bytes, or a string like ' ..
                 '"10m")')
         else
             sd.size = field(d, opts, "size", "shared_dict",
-                            size_min(SHARED_DICT_MIN))
+                            SHARED_DICT.checks.size)
         end
     end
     if not named then
@@ -1290,13 +1091,6 @@ local function check_prefix(v)
 end
 
 -- A non-negative time in seconds (0 allowed) -> ms.
-local function time_or_zero(v)
-    if v == 0 then
-        return 0
-    end
-    return _M.parse_time(v)
-end
-
 local function cache_statuses(d, v)
     if type(v) ~= "table" or #v == 0 then
         err(d, "route.cache.statuses must be a non-empty list of statuses " ..
@@ -1343,13 +1137,13 @@ local function cache_vary(d, v)
     return out
 end
 
--- route.cache: true, or a table of CACHE_KEYS. The dictionary is resolved
+-- route.cache: true, or a table of CACHE.keys. The dictionary is resolved
 -- in finish(), once every gw.shared_dict of the file is known.
 local function route_cache(d, v)
     if v == false then
         return nil
     end
-    local out = {}
+    local out = copy(CACHE.defaults)
     for k, dv in pairs(DEFAULT_CACHE) do
         out[k] = dv
     end
@@ -1361,25 +1155,13 @@ local function route_cache(d, v)
             describe(v))
         return nil
     end
-    check_keys(d, v, CACHE_KEYS, "route.cache")
-    out.ttl = field(d, v, "ttl", "route.cache", _M.parse_time) or out.ttl
-    out.stale = field(d, v, "stale", "route.cache", time_or_zero) or out.stale
-    out.lock = field(d, v, "lock", "route.cache", time_or_zero) or out.lock
-    out.max_body = field(d, v, "max_body", "route.cache", _M.parse_size)
-        or out.max_body
+    check_keys(d, v, CACHE.keys, "route.cache")
+    fields(d, v, out, CACHE, "route.cache")
     if v.statuses ~= nil then
         out.statuses = cache_statuses(d, v.statuses) or out.statuses
     end
     if v.vary ~= nil then
         out.vary = cache_vary(d, v.vary) or out.vary
-    end
-    if v.authorized ~= nil then
-        if type(v.authorized) ~= "boolean" then
-            err(d, "route.cache.authorized must be a boolean, got %s",
-                describe(v.authorized))
-        else
-            out.authorized = v.authorized
-        end
     end
     if v.redis ~= nil then
         -- the same options as moongate.redis (checked by it)
@@ -2036,8 +1818,8 @@ function _M.load(file)
     local restore = record_files(file, dir)
     -- bounded (a loop at the top level must not hang a reload, or check):
     -- the default budget, or the one the file's gw.settings gives
-    c.budget = { seconds = DEFAULT_TIMEOUTS.load / 1000, what = "loading",
-                 memory = DEFAULT_LIMITS.lua_memory, interpret = true,
+    c.budget = { seconds = TIMEOUTS.defaults.load / 1000, what = "loading",
+                 memory = LIMITS.defaults.lua_memory, interpret = true,
                  hint = "(a loop at the top level? settings.timeouts.load)" }
     local _, ok, e = budget.call(c.budget, xpcall, chunk, on_error)
     restore()

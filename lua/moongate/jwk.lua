@@ -23,9 +23,9 @@ local ffi_new, ffi_string, ffi_gc = ffi.new, ffi.string, ffi.gc
 cjson.decode_invalid_numbers(false)
 cjson.decode_max_depth(32)
 
--- The crypto section of src/mg_ffi.h (spec/unit/jwt_spec.lua checks the
+-- The crypto section of src/mg_ffi.h (spec/unit/cdefs_spec.lua checks the
 -- two agree).
-local CDEF = [[
+ffi.cdef [[
 typedef struct mg_crypto_key_s mg_crypto_key_t;
 mg_crypto_key_t *mg_ffi_crypto_key_secret(const unsigned char *secret, size_t len,
                                           const char **err);
@@ -57,9 +57,8 @@ typedef struct mg_json_tok_s {
 int mg_ffi_json_flat_object(const char *text, size_t len, mg_json_tok_t *toks, int max,
                             char *sbuf, size_t scap);
 ]]
-ffi.cdef(CDEF)
 
-local _M = { CDEF = CDEF }
+local _M = {}
 
 -- The running binary exports the symbols (-Wl,-E); specs and scripts load
 -- the test library instead.

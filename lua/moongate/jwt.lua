@@ -29,7 +29,8 @@
 local ffi = require "ffi"
 local cjson = require("cjson").new()   -- raises: called through pcall
 local jwk = require "moongate.jwk"
-local config = require "moongate.config"   -- option errors read alike
+local config = require "moongate.config"   -- config.report
+local base = require "moongate.base"       -- option errors read alike
 
 local C = jwk.C
 local ALG_ID, ALG_NAME = jwk.ALG_ID, jwk.ALG_NAME
@@ -306,12 +307,7 @@ local OPTIONS = {
 }
 local POLICY_OPTIONS = { optional = true, realm = true }
 
-local function sorted_keys(t)
-    local out = {}
-    for k in pairs(t) do out[#out + 1] = tostring(k) end
-    sort(out)
-    return out
-end
+local sorted_keys = base.sorted_keys
 
 local function describe(v)
     if type(v) == "string" then return fmt("%q", v) end
@@ -330,7 +326,7 @@ end
 sort(POLICY_NAMES)
 
 local function check_unknown(opts)
-    local msgs = config.unknown_keys(opts, OPTION_NAMES, "jwt.new")
+    local msgs = base.unknown_keys(opts, OPTION_NAMES, "jwt.new")
     if msgs[1] then bad("%s", msgs[1]) end
 end
 
@@ -1162,7 +1158,7 @@ local function policy(opts, level)
     -- every mistake of the call, not only the first (config.report)
     local msgs, known = {}, opts
     if type(opts) == "table" then
-        msgs = config.unknown_keys(opts, POLICY_NAMES, "jwt.policy")
+        msgs = base.unknown_keys(opts, POLICY_NAMES, "jwt.policy")
         if msgs[1] then
             known = {}
             for k, x in pairs(opts) do

@@ -32,7 +32,8 @@
 local ffi = require "ffi"
 require "moongate.shared"       -- mg_shdict_t and the shared dict symbols
 local redis = require "moongate.redis"
-local config = require "moongate.config"   -- option errors read alike
+local config = require "moongate.config"   -- config.report
+local base = require "moongate.base"       -- option errors read alike
 
 local type, tostring, error, pairs, ipairs, setmetatable, pcall, next =
     type, tostring, error, pairs, ipairs, setmetatable, pcall, next
@@ -40,8 +41,8 @@ local floor, ceil, huge = math.floor, math.ceil, math.huge
 local fmt, lower, find, gsub, concat, sort = string.format, string.lower,
     string.find, string.gsub, table.concat, table.sort
 
-local raise, describe, check_keys = redis.raise, redis.describe,
-    redis.check_keys
+local raise, describe, check_keys = base.raise, base.describe,
+    base.check_keys
 
 -- (a struct cannot be declared twice in a Lua state: specs load this module
 -- again in the same state)
@@ -550,7 +551,7 @@ function _M.policy(opts)
     -- every mistake of the call, not only the first (config.report)
     local msgs, known = {}, opts
     if type(opts) == "table" then
-        msgs = config.unknown_keys(opts, POLICY_NAMES, "limit.policy")
+        msgs = base.unknown_keys(opts, POLICY_NAMES, "limit.policy")
         if msgs[1] then
             known = {}
             for _, k in ipairs(POLICY_KEYS) do known[k] = opts[k] end

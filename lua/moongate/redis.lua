@@ -21,14 +21,11 @@
 
 local ffi = require "ffi"
 
-local type, tostring, error, select, pairs, setmetatable, pcall =
-    type, tostring, error, select, pairs, setmetatable, pcall
+local type, tostring, error, select, setmetatable, pcall, ipairs =
+    type, tostring, error, select, setmetatable, pcall, ipairs
 local ffi_string = ffi.string
-local fmt, match, sub, find = string.format, string.match, string.sub,
-    string.find
-local concat, sort = table.concat, table.sort
-local floor, huge = math.floor, math.huge
-local getinfo = debug.getinfo
+local fmt, match, find = string.format, string.match, string.find
+local huge = math.huge
 local yield = coroutine.yield
 
 ffi.cdef [[
@@ -60,66 +57,41 @@ local errp = ffi.new("const char *[1]")
 local keep = {}     -- strings made from numbers: alive during the call
 
 
--- Errors at load are blamed on the user's line, not on moongate's Lua.
-local our_dir = match(getinfo(1, "S").source, "^(@.*[/\\])") or "@"
+-- Option errors are blamed on the user's line and read like the config's.
+local base = require "moongate.base"
+local raise, describe, check_keys = base.raise, base.describe, base.check_keys
 
-local function raise(msg)
-    local level = 2
-    while true do
-        local info = getinfo(level, "S")
-        if not info then
-            level = 1
-            break
+-- The options, their ranges and defaults: src/config.c's "redis" schema,
+-- which also copies route.cache.redis into C.
+local cdefs = require "moongate.cdefs"
+local FIELDS = cdefs.config_fields("redis")
+local KEYS = {}
+for i, f in ipairs(FIELDS) do
+    KEYS[i] = f.name
+end
+
+-- Copies the numeric options of `opts` (or their defaults) into `out`,
+-- raising at the first that is out of range.
+local function numbers(opts, what, out)
+    for _, f in ipairs(FIELDS) do
+        local v, ok = opts[f.name], true
+        if f.kind == cdefs.FIELD_INT then
+            ok = v == nil or type(v) == "number" and v % 1 == 0
+                and v >= f.min and v <= f.max
+        elseif f.kind == cdefs.FIELD_SECONDS then
+            ok = v == nil or type(v) == "number" and v > 0 and v ~= huge
+        else
+            ok = nil                    -- checked by hand
         end
-        if info.what ~= "C" and sub(info.source, 1, #our_dir) ~= our_dir then
-            break
+        if ok == false then
+            raise(fmt("%s.%s %s, got %s", what, f.name, f.expected or
+                      "must be a number of seconds > 0", describe(v)))
+        elseif ok then
+            if v == nil then v = f.def end
+            out[f.name] = v
         end
-        level = level + 1
     end
-    error(msg, level)
-end
-_M.raise = raise
-
-local function describe(v)
-    if type(v) == "string" then
-        return fmt("string %q", #v > 60 and sub(v, 1, 57) .. "..." or v)
-    elseif type(v) == "number" or type(v) == "boolean" then
-        return type(v) .. " " .. tostring(v)
-    end
-    return type(v)
-end
-_M.describe = describe
-
---- Checks that table t only has keys from the list `valid` (raising "unknown
--- key 'x' in <what> (did you mean 'y'? valid: ...)").
-function _M.check_keys(t, valid, what)
-    local names = {}
-    for _, v in pairs(valid) do names[#names + 1] = v end
-    sort(names)
-    -- the config's own wording, with its "did you mean"
-    local msgs = require("moongate.config").unknown_keys(t, names, what)
-    if msgs[1] then raise(msgs[1]) end
-end
-
-local KEYS = { "host", "port", "password", "db", "pool", "timeout",
-               "connect_timeout" }
-
-local function positive(v, what, default)
-    if v == nil then return default end
-    if type(v) ~= "number" or not (v > 0) or v == huge then
-        raise(fmt("%s must be a number of seconds > 0, got %s", what,
-                  describe(v)))
-    end
-    return v
-end
-
-local function int_in(v, lo, hi, what, default)
-    if v == nil then return default end
-    if type(v) ~= "number" or v % 1 ~= 0 or v < lo or v > hi then
-        raise(fmt("%s must be an integer %d-%d, got %s", what, lo, hi,
-                  describe(v)))
-    end
-    return v
+    return out
 end
 
 local Client = {}
@@ -142,7 +114,7 @@ function _M.new(opts, what)
         raise(fmt('%s takes a table like { host = "127.0.0.1", port = 6379 }' ..
                   ", got %s", what, describe(opts)))
     end
-    _M.check_keys(opts, KEYS, what)
+    check_keys(opts, KEYS, what)
     local host = opts.host == nil and "127.0.0.1" or opts.host
     if type(host) ~= "string" or host == "" or #host > 255
         or find(host, "[%s%z]") then
@@ -155,18 +127,12 @@ function _M.new(opts, what)
         raise(fmt("%s.password must be a non-empty string, got %s", what,
                   type(password)))
     end
-    return setmetatable({
+    return setmetatable(numbers(opts, what, {
         host = host,
-        port = int_in(opts.port, 1, 65535, what .. ".port", 6379),
         password = password,
-        db = int_in(opts.db, 0, 2 ^ 31 - 1, what .. ".db", 0),
-        pool = int_in(opts.pool, 1, 64, what .. ".pool", 2),
-        timeout = positive(opts.timeout, what .. ".timeout", 0.2),
-        connect_timeout = positive(opts.connect_timeout,
-                                   what .. ".connect_timeout", 1),
         _rs = false,            -- this worker's C client, made on first use
         _scripts = {},          -- script source -> number in this worker
-    }, Client)
+    }), Client)
 end
 
 -- This worker's C client, or nil and a reason.

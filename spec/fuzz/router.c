@@ -5,7 +5,7 @@
  *   R <pattern> <host|-> <method|-> [rewrite=<template> | strip=<prefix>]
  *   M <host|-> <method> <path>
  * Routes whose pattern or template the config would refuse
- * (mg_router_check_pattern) are left out, as a config load would; each
+ * (mg_ffi_route_pattern) are left out, as a config load would; each
  * path is normalised first (uri.h), as the gateway does. Checks: a match
  * names a route of the table, its params and rest lie inside the path,
  * and the upstream path needs exactly the room mg_router_upstream_path
@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "mg_ffi.h"
 #include "router.h"
 #include "uri.h"
 
@@ -120,7 +121,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (lines[i][0] != 'R' || nroutes == MAX_ROUTES)
             continue;
         int nf = fields(lines[i], f, 5); /* cut in place: R lines are not read again */
-        if (nf < 2 || mg_router_check_pattern(f[1]) != NULL)
+        if (nf < 2 || mg_ffi_route_pattern(f[1], strlen(f[1]), NULL, NULL, 0) != 0)
             continue;
         mg_route_t *r = &routes[nroutes];
         memset(r, 0, sizeof(*r));
@@ -135,7 +136,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             r->nmethods = 1;
         }
         if (nf > 4 && strncmp(f[4], "rewrite=", 8) == 0) {
-            if (mg_router_check_pattern(f[4] + 8) != NULL)
+            if (mg_ffi_route_pattern(f[4] + 8, strlen(f[4] + 8), NULL, NULL, 0) != 0)
                 continue;
             r->rewrite = f[4] + 8;
         } else if (nf > 4 && strncmp(f[4], "strip=", 6) == 0) {

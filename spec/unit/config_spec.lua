@@ -588,3 +588,63 @@ describe("policy option errors", function()
                        "%(did you mean 'per'%?", err)
     end)
 end)
+
+-- Each object's fields are declared once, in src/config.c (read through
+-- mg_ffi_config_fields); route patterns are checked by src/router.c.
+describe("the config schema", function()
+    local cdefs = require "moongate.cdefs"
+
+    it("declares every object's keys once, in the order errors list them",
+       function()
+        for _, object in ipairs { "settings", "limits", "timeouts", "admin",
+                                  "listen", "upstream", "target", "health",
+                                  "shared_dict", "cache", "redis" } do
+            local seen = {}
+            local fields = cdefs.config_fields(object)
+            assert.is_true(#fields > 0, object)
+            for _, f in ipairs(fields) do
+                assert.is_nil(seen[f.name], object .. "." .. f.name)
+                seen[f.name] = true
+            end
+        end
+        assert.same({ "port", "host", "tls", "escaped_slashes" },
+                    (function()
+                        local out = {}
+                        for i, f in ipairs(cdefs.config_fields("listen")) do
+                            out[i] = f.name
+                        end
+                        return out
+                    end)())
+    end)
+
+    it("gives a config without gw.settings the declared defaults", function()
+        local cfg = assert(load("minimal"))
+        for object, got in pairs { limits = cfg.limits,
+                                   timeouts = cfg.timeouts } do
+            for _, f in ipairs(cdefs.config_fields(object)) do
+                assert.equal(f.def, got[f.name], object .. "." .. f.name)
+            end
+        end
+    end)
+
+    it("reports the schema's and the router's reasons at their lines",
+       function()
+        assert.same({
+            -- one line's mistakes in the order of the object's keys
+            ':3: upstream.forwarded must be true or false, got string "yes"',
+            ":3: upstream.max_fails must be an integer 0-1000 (0: never skip " ..
+                "a target), got number 1001",
+            ":4: route.cache.redis.pool must be an integer 1-64, got number 100",
+            ":5: route.cache.stale must be a positive number of seconds " ..
+                "(fractions allowed), got number -1",
+            ":5: route.cache.authorized must be a boolean, got number 1",
+            ':6: route.path "/p/:" is not a valid pattern: bad parameter ' ..
+                "name \":\" (':' then a letter or '_', then letters, digits, " ..
+                "'_')",
+            ':7: route.path "/q/:id/:id" is not a valid pattern: duplicate ' ..
+                "parameter ':id'",
+            ':8: route.rewrite "/v/%zz" is not a valid template: bad ' ..
+                "percent-escape (use %XX with upper-case hex digits)",
+        }, errors_of("schema_errors"))
+    end)
+end)

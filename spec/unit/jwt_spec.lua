@@ -873,23 +873,6 @@ describe("JWKS URL", function()
 end)
 
 describe("FFI declarations", function()
-    it("jwk.lua declares the crypto section of src/mg_ffi.h", function()
-        local f = assert(io.open("src/mg_ffi.h"))
-        local h = f:read("*a")
-        f:close()
-        local section = assert(h:match("/%* ==== crypto %(crypto%.c%) ==== %*/(.-)/%* ==== "))
-        local function protos(s)
-            s = s:gsub("/%*.-%*/", ""):gsub("enum%s*{.-};", "")
-            local out = {}
-            for decl in s:gmatch("[^;]+;") do
-                decl = decl:gsub("%s+", " "):gsub("^ ", ""):gsub(" ?([%(%),%*]) ?", "%1")
-                if decl:find("%S") then out[#out + 1] = decl end
-            end
-            return out
-        end
-        assert.same(protos(section), protos(jwk.CDEF))
-    end)
-
     it("the algorithm ids match the header's enum", function()
         local f = assert(io.open("src/mg_ffi.h"))
         local h = f:read("*a")

@@ -14,26 +14,6 @@ mg_shdict_t *mg_shdict_open(const char *name, size_t cap);
 
 local lib = ffi.load(os.getenv("MG_TEST_LIB") or "build/libmgtest.so")
 
-local function read(path)
-    local f = assert(io.open(path))
-    local s = f:read("*a")
-    f:close()
-    return s
-end
-
--- Declarations of a C text: comments dropped, whitespace folded.
-local function declarations(text)
-    text = text:gsub("/%*.-%*/", ""):gsub("%s+", " ")
-    local out = {}
-    for decl in text:gmatch("([^;]+);") do
-        decl = decl:gsub("^ ", ""):gsub(" $", "")
-        if decl ~= "" then
-            out[#out + 1] = decl
-        end
-    end
-    return out
-end
-
 local function new_dict(name)
     assert(lib.mg_shdict_open(name, 1024 * 1024) ~= nil)
     return assert(shared.get(name))
@@ -45,20 +25,6 @@ local function raised(f)
     assert.is_false(ok)
     return err
 end
-
-
-describe("moongate.shared declarations", function()
-    it("are exact copies of the shdict section of src/mg_ffi.h", function()
-        local header = read("src/mg_ffi.h")
-        local section = header:match(
-            "==== shared dictionaries %(shdict%.c%) ==== %*/(.-)/%* ====")
-        assert.is_string(section)
-        local lua = read("lua/moongate/shared.lua")
-        local cdef = lua:match("ffi%.cdef %[%[(.-)%]%]")
-        assert.is_string(cdef)
-        assert.same(declarations(section), declarations(cdef))
-    end)
-end)
 
 
 describe("shared.get", function()

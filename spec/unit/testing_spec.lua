@@ -29,26 +29,6 @@ local function error_body(status, message, id)
                          message, status, id)
 end
 
-describe("moongate.testing FFI declarations", function()
-    -- drops comments, squeezes blanks: "a *b" and "a * b" compare equal
-    local function squash(src)
-        src = src:gsub("/%*.-%*/", " "):gsub("//[^\n]*", " ")
-        local s = src:gsub("%s+", " ")
-        return (s:gsub(" ?([%(%)%*%[%];{},]) ?", "%1"))
-    end
-
-    for _, d in ipairs(router.DECLS) do
-        local name = d[2]:match("(mg_[%w_]+)%)%(")
-            or d[2]:match("(mg_[%w_]+)%(") or d[2]:match("(mg_[%w_]+);$")
-        it("mirror " .. name .. " of src/" .. d[1], function()
-            local f = assert(io.open("src/" .. d[1]))
-            local header = squash(f:read("*a"))
-            f:close()
-            assert.truthy(header:find(squash(d[2]), 1, true))
-        end)
-    end
-end)
-
 describe("t.load", function()
     it("returns the config's errors as file:line: reason", function()
         local g, errs = t.load(DIR .. "bad.lua")

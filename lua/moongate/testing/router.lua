@@ -6,7 +6,7 @@
 -- build/libmgtest.so). A built router borrows the mg_route_t array and every
 -- string it points to: the handle keeps them alive as long as it lives.
 local ffi = require "ffi"
-require "moongate.cdefs"        -- mg_ffi_now / mg_ffi_monotonic
+require "moongate.cdefs"   -- mg_ffi_now, mg_ffi_monotonic, mg_ffi_route_pattern
 
 local type, ipairs, pcall, tostring, tonumber, error, setmetatable =
     type, ipairs, pcall, tostring, tonumber, error, setmetatable
@@ -16,7 +16,7 @@ local lower, fmt, gsub = string.lower, string.format, string.gsub
 local max = math.max
 
 -- Every declaration used here, with the header it mirrors exactly
--- (spec/unit/testing_spec.lua checks them against the headers; their lines
+-- (spec/unit/cdefs_spec.lua checks them against the headers; their lines
 -- are as long as the C ones).
 local DECLS = {
     { "config.h", [[
@@ -83,7 +83,6 @@ long mg_router_allowed(const mg_router_t *r, uint16_t local_port,
     { "router.h", [[
 long mg_router_upstream_path(const mg_route_match_t *m, const char *path,
                              size_t path_len, char *out, size_t cap);]] },
-    { "router.h", "const char *mg_router_check_pattern(const char *pattern);" },
     { "uri.h", [[
 int mg_uri_normalize_path(const char *in, size_t len, char *out, size_t *out_len,
                           int flags);]] },
@@ -154,13 +153,15 @@ function _M.valid_host(s)
     return lib.mg_uri_valid_host(s, #s) == 1
 end
 
---- mg_router_check_pattern: nil when `pattern` is valid, else the reason.
+local pattern_why = ffi_new("char[256]")
+
+--- mg_ffi_route_pattern (the router's own parser): nil when `pattern` is
+-- valid, else the reason.
 function _M.check_pattern(pattern)
-    local why = lib.mg_router_check_pattern(pattern)
-    if why == nil then
+    if lib.mg_ffi_route_pattern(pattern, #pattern, nil, pattern_why, 256) == 0 then
         return nil
     end
-    return ffi_string(why)
+    return ffi_string(pattern_why)
 end
 
 --- Opens (creates) shared dictionary `name` of `size` bytes, as the process
