@@ -296,6 +296,7 @@ struct mg_upconn_s {
     /* response head being parsed */
     mg_span_t status_text;
     mg_header_t *headers;      /* capacity MG_UP_MAX_HEADERS */
+    uint8_t *htok;             /* each header's name token (header_names.h) */
     uint32_t nheaders;
     uint8_t last_was_value;
     uint8_t value_moved;       /* the last value was unfolded (proxy.c) */
