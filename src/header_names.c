@@ -4,6 +4,7 @@
  * names of that length; the compare folds case and stops at the first
  * differing byte, so an unknown name costs a switch and a byte or two.
  */
+#include <string.h>
 #include "header_names.h"
 #include "gateway.h"
 
@@ -45,21 +46,46 @@ const mg_hname_t mg_hnames[MG_HN__COUNT] = {
 };
 #undef N
 
-/* Is n (len bytes, any case) the table's name of tok? */
-static int is(const char *n, size_t len, int tok)
+/* Is n (len bytes, any case) the table's name of tok? A word at a time:
+ * OR-ing 0x20 into each byte folds A-Z to a-z and leaves the table's other
+ * characters ('-', digits) as they are; the only other bytes it would fold
+ * onto them are control characters, which no token holds. */
+static inline uint64_t ld8(const char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+static inline uint32_t ld4(const char *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+int mg_hname_is(const char *n, size_t len, int tok)
 {
     const char *t = mg_hnames[tok].name;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)n[i];
-        if ((ch >= 'A' && ch <= 'Z' ? ch | 0x20 : ch) != (unsigned char)t[i])
-            return 0;
+    const uint64_t f8 = 0x2020202020202020ull;
+    const uint32_t f4 = 0x20202020u;
+    if (len >= 8) { /* whole words, the last one overlapping */
+        for (size_t i = 0; i + 8 < len; i += 8)
+            if ((ld8(n + i) | f8) != ld8(t + i))
+                return 0;
+        return (ld8(n + len - 8) | f8) == ld8(t + len - 8);
     }
+    if (len >= 4)
+        return (ld4(n) | f4) == ld4(t) && (ld4(n + len - 4) | f4) == ld4(t + len - 4);
+    for (size_t i = 0; i < len; i++)
+        if (((unsigned char)n[i] | 0x20) != (unsigned char)t[i])
+            return 0;
     return 1;
 }
 
-#define ONE(a) return is(n, len, a) ? a : MG_HN_OTHER
-#define TWO(a, b) return is(n, len, a) ? a : is(n, len, b) ? b : MG_HN_OTHER
-#define THREE(a, b, c) return is(n, len, a) ? a : is(n, len, b) ? b : is(n, len, c) ? c : MG_HN_OTHER
+#define ONE(a) return mg_hname_is(n, len, a) ? a : MG_HN_OTHER
+#define TWO(a, b) return mg_hname_is(n, len, a) ? a : mg_hname_is(n, len, b) ? b : MG_HN_OTHER
+#define THREE(a, b, c) return mg_hname_is(n, len, a) ? a : mg_hname_is(n, len, b) ? b : mg_hname_is(n, len, c) ? c : MG_HN_OTHER
 
 int mg_hname_lookup(const char *n, size_t len)
 {
@@ -74,14 +100,14 @@ int mg_hname_lookup(const char *n, size_t len)
     case 11: ONE(MG_HN_TRACEPARENT);
     case 12: TWO(MG_HN_CONTENT_TYPE, MG_HN_X_REQUEST_ID);
     case 13:
-        if (is(n, len, MG_HN_AUTHORIZATION))
+        if (mg_hname_is(n, len, MG_HN_AUTHORIZATION))
             return MG_HN_AUTHORIZATION;
         THREE(MG_HN_IF_NONE_MATCH, MG_HN_X_HTTP_METHOD, MG_HN_X_REWRITE_URL);
     case 14: THREE(MG_HN_CONTENT_LENGTH, MG_HN_HTTP2_SETTINGS, MG_HN_X_ORIGINAL_URL);
     case 15: ONE(MG_HN_X_FORWARDED_FOR);
     case 16: TWO(MG_HN_PROXY_CONNECTION, MG_HN_X_FORWARDED_HOST);
     case 17:
-        if (is(n, len, MG_HN_TRANSFER_ENCODING))
+        if (mg_hname_is(n, len, MG_HN_TRANSFER_ENCODING))
             return MG_HN_TRANSFER_ENCODING;
         THREE(MG_HN_X_FORWARDED_PROTO, MG_HN_IF_MODIFIED_SINCE, MG_HN_X_METHOD_OVERRIDE);
     case 19: ONE(MG_HN_PROXY_AUTHORIZATION);

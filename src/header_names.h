@@ -79,8 +79,13 @@ typedef struct mg_hname_s {
 /* Indexed by token. */
 extern const mg_hname_t mg_hnames[MG_HN__COUNT];
 
-/* The token of the header name n/len (any case), MG_HN_OTHER if none. */
+/* The token of the header name n/len (any case), MG_HN_OTHER if none. n
+ * holds token characters (RFC 9110 tchar), as every parsed name does. */
 int mg_hname_lookup(const char *n, size_t len);
+
+/* Is n/len (token characters, any case) the name of tok? Also serves for
+ * token values such as "keep-alive" and "close". */
+int mg_hname_is(const char *n, size_t len, int tok);
 
 static inline unsigned mg_hname_flags(int tok) { return mg_hnames[tok].flags; }
 

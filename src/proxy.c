@@ -260,6 +260,8 @@ static int connection_lists(const char *v, size_t vl)
     int lists = 0;
     const char *t;
     size_t at = 0, l;
+    if (vl == 10 && mg_hname_is(v, vl, MG_HN_KEEP_ALIVE))
+        return 0; /* nearly every answer */
     while (mg_token_next(v, vl, &at, &t, &l)) {
         if (l == 5 && strncasecmp(t, "close", 5) == 0)
             lists |= CONN_LISTS_CLOSE;
@@ -350,26 +352,31 @@ typedef struct {
     int failed; /* a head beyond HEAD_MAX, or out of memory */
 } head_t;
 
-/* Where n more bytes go (then h->len += n), or NULL when they cannot. */
-static char *head_room(head_t *h, size_t n)
+/* Makes room for n more bytes; returns 0, or -1 (h->failed). */
+static __attribute__((noinline)) int head_grow(head_t *h, size_t n)
 {
     mg_worker_t *w = h->w;
-    if (h->failed)
-        return NULL;
-    if (h->len + n > w->scratch_cap) {
-        size_t cap = w->scratch_cap * 2 > h->len + n ? w->scratch_cap * 2 : h->len + n;
-        char *p = h->len + n <= HEAD_MAX ? realloc(w->scratch, cap) : NULL;
-        if (!p) {
-            h->failed = 1;
-            return NULL;
-        }
-        w->scratch = p;
-        w->scratch_cap = cap;
+    size_t need = h->len + n;
+    size_t cap = w->scratch_cap * 2 > need ? w->scratch_cap * 2 : need;
+    char *p = need <= HEAD_MAX ? realloc(w->scratch, cap) : NULL;
+    if (!p) {
+        h->failed = 1;
+        return -1;
     }
-    return w->scratch + h->len;
+    w->scratch = p;
+    w->scratch_cap = cap;
+    return 0;
 }
 
-static void head_put(head_t *h, const char *s, size_t n)
+/* Where n more bytes go (then h->len += n), or NULL when they cannot. */
+static inline char *head_room(head_t *h, size_t n)
+{
+    if (h->len + n > h->w->scratch_cap && (h->failed || head_grow(h, n) < 0))
+        return NULL;
+    return h->w->scratch + h->len;
+}
+
+static inline void head_put(head_t *h, const char *s, size_t n)
 {
     char *o = head_room(h, n);
     if (o) {
@@ -379,7 +386,7 @@ static void head_put(head_t *h, const char *s, size_t n)
 }
 #define HEAD_PUTS(h, lit) head_put((h), (lit), sizeof(lit) - 1)
 
-static void head_header(head_t *h, const char *n, size_t nl, const char *v, size_t vl)
+static inline void head_header(head_t *h, const char *n, size_t nl, const char *v, size_t vl)
 {
     char *o = head_room(h, nl + vl + 4);
     if (o)
