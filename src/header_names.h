@@ -76,6 +76,9 @@ typedef struct mg_hname_s {
     int8_t known;     /* the request's known[] slot (MG_H_*, gateway.h), or -1 */
 } mg_hname_t;
 
+/* 1 for the RFC 9110 tchar bytes (what a header name is made of). */
+extern const unsigned char mg_hname_tchar[256];
+
 /* Indexed by token. */
 extern const mg_hname_t mg_hnames[MG_HN__COUNT];
 

@@ -2,10 +2,10 @@
  *
  * mg_proxy_start() picks a target, takes a pooled keep-alive connection or
  * opens one, writes the rewritten request head, and lets http_conn.c stream
- * the body. The response is parsed with llhttp; its head is rewritten
- * (obs-folds replaced by SP, hook changes applied, framed by the status the
- * client gets) and its body forwarded to the client as it arrives, with
- * back-pressure both ways. A finished connection goes back to its pool when it is safe to
+ * the body. The response is parsed by h1_response.c; its head is rewritten
+ * (hop-by-hop headers dropped by their tokens, header_names.h; hook changes
+ * applied; framed by the status the client gets) and its body forwarded to
+ * the client as it arrives, with back-pressure both ways. A finished connection goes back to its pool when it is safe to
  * reuse, else it is closed.
  *
  * Ownership: an upstream connection belongs to the request using it
@@ -17,13 +17,12 @@
 #include <string.h>
 #include "cache.h"
 #include "gateway.h"
+#include "h1_response.h"
 #include "header_names.h"
 #include "hooks.h"
 #include "errlog.h"
 #include "upgrade.h"
 
-static llhttp_settings_t resp_settings;
-static int settings_ready;
 
 static void up_close(mg_upconn_t *u);
 static void up_parse(mg_upconn_t *u);
@@ -76,7 +75,6 @@ static void on_up_timer(uv_timer_t *t)
 
 /* ---- response parsing --------------------------------------------------- */
 
-static uint32_t up_off(mg_upconn_t *u, const char *at) { return (uint32_t)(at - u->buf.data); }
 static const char *up_data(mg_upconn_t *u, mg_span_t s) { return u->buf.data + s.off; }
 
 /* Output gathered while one read is parsed, written in one go after it. */
@@ -105,124 +103,9 @@ static void out_add(mg_upconn_t *u, const char *p, size_t len)
     o->iov[o->n++] = uv_buf_init((char *)p, (unsigned)len);
 }
 
-static int on_resp_begin(llhttp_t *p)
-{
-    mg_upconn_t *u = p->data;
-    u->nheaders = 0;
-    u->last_was_value = 0;
-    u->status_text.off = u->status_text.len = 0;
-    return 0;
-}
-
-static int on_resp_status(llhttp_t *p, const char *at, size_t len)
-{
-    mg_upconn_t *u = p->data;
-    if (u->status_text.len == 0)
-        u->status_text.off = up_off(u, at);
-    u->status_text.len += (uint32_t)len;
-    return 0;
-}
-
-static int on_resp_field(llhttp_t *p, const char *at, size_t len)
-{
-    mg_upconn_t *u = p->data;
-    if (u->nheaders == 0 || u->last_was_value) {
-        if (u->nheaders >= MG_UP_MAX_HEADERS)
-            return HPE_USER;
-        u->htok[u->nheaders] = MG_HN_OTHER;
-        mg_header_t *h = &u->headers[u->nheaders++];
-        h->name.off = up_off(u, at);
-        h->name.len = 0;
-        h->value.off = h->value.len = 0;
-        u->last_was_value = 0;
-    }
-    u->headers[u->nheaders - 1].name.len += (uint32_t)len;
-    return 0;
-}
-
-/* The name is complete: classify it once; every later check is on the
- * token (header_names.h). */
-static int on_resp_field_done(llhttp_t *p)
-{
-    mg_upconn_t *u = p->data;
-    mg_span_t n = u->headers[u->nheaders - 1].name;
-    u->htok[u->nheaders - 1] = (uint8_t)mg_hname_lookup(up_data(u, n), n.len);
-    return 0;
-}
-
-static int blank(char ch) { return ch == ' ' || ch == '\t'; }
-
-/* llhttp hands a header value over in pieces: pieces of one line follow
- * each other in the buffer, and an obs-fold continuation line (CRLF then
- * SP/HTAB) arrives as a new piece, its leading blanks included, after a
- * gap that holds the CRLF. RFC 9112 5.2: a proxy replaces each obs-fold
- * with SP before forwarding. That is done in place: the continuation moves
- * back over the bytes llhttp has already read (the value only shrinks), so
- * the value stays one span and the client never sees a fold. */
-static int on_resp_value(llhttp_t *p, const char *at, size_t len)
-{
-    mg_upconn_t *u = p->data;
-    mg_header_t *h = &u->headers[u->nheaders - 1];
-    uint32_t off = up_off(u, at);
-    if (!u->last_was_value) { /* nearly always the whole value at once */
-        h->value.off = off;
-        h->value.len += (uint32_t)len;
-        u->last_was_value = 1;
-        u->value_moved = u->fold_sep = 0;
-        u->value_raw_end = off + (uint32_t)len;
-        return 0;
-    }
-    if (off != u->value_raw_end) {
-        /* an obs-fold: OWS CRLF RWS -> one SP (none at either end). A
-         * folded header llhttp reads itself for framing or keep-alive may
-         * mean something else to it than to the unfolded reading: such an
-         * answer is refused (502) rather than repaired. */
-        if (mg_hname_flags(u->htok[u->nheaders - 1]) & MG_HNF_FRAMING)
-            return HPE_USER;
-        const char *v = u->buf.data + h->value.off;
-        while (h->value.len > 0 && blank(v[h->value.len - 1]))
-            h->value.len--;
-        u->value_moved = u->fold_sep = 1;
-    }
-    u->value_raw_end = off + (uint32_t)len;
-    if (!u->value_moved) {
-        h->value.len += (uint32_t)len;
-        return 0;
-    }
-    char *v = u->buf.data + h->value.off;
-    if (u->fold_sep) {
-        /* the continuation's leading blanks (maybe split over reads) */
-        while (len > 0 && blank(*at)) {
-            at++;
-            len--;
-        }
-        if (len == 0)
-            return 0;
-        if (h->value.len > 0)
-            v[h->value.len++] = ' ';
-        u->fold_sep = 0;
-    }
-    memmove(v + h->value.len, at, len);
-    h->value.len += (uint32_t)len;
-    return 0;
-}
-
-/* RFC 9110 tchar: digits, letters and !#$%&'*+-.^_`|~ (a table: this runs
- * for every byte of every header name a hook sets) */
-static const unsigned char tchar[256] = {
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 1, 0, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0,
-    0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 0, 1, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-};
-
 int mg_token_char(unsigned char ch)
 {
-    return tchar[ch];
+    return mg_hname_tchar[ch];
 }
 
 int mg_token_next(const char *v, size_t vl, size_t *at, const char **tok, size_t *tl)
@@ -419,12 +302,11 @@ typedef struct {
 
 static resp_frame_t response_framing(mg_upconn_t *u)
 {
-    llhttp_t *p = &u->parser;
     mg_request_t *r = u->r;
     resp_frame_t f;
-    f.status = p->status_code;
+    f.status = u->h1.status;
     f.upgrade = f.status == 101;
-    int has_len = (p->flags & F_CONTENT_LENGTH) != 0;
+    int has_len = u->h1.has_length;
     f.no_body = r->head_method || !mg_status_has_body(f.status) || f.upgrade;
     f.out_status = r->res_status && !f.upgrade ? r->res_status : f.status;
     /* A hook's status frames what the client gets: a 204 or 304 made of a
@@ -517,7 +399,6 @@ static void head_gateway_response(head_t *h, mg_upconn_t *u, const resp_frame_t 
 static int emit_head(mg_upconn_t *u)
 {
     mg_request_t *r = u->r;
-    u->resp_keepalive = llhttp_should_keep_alive(&u->parser) ? 1 : 0;
     resp_frame_t f = response_framing(u);
     head_t h = { .w = u->w };
     head_status_line(&h, u, &f);
@@ -560,25 +441,33 @@ static int upgrade_accepted(mg_upconn_t *u)
     return seen == 1;
 }
 
-static int on_resp_headers_complete(llhttp_t *p)
+/* What the response head means for the exchange. */
+enum { HEAD_BODY, HEAD_INTERIM, HEAD_PAUSED, HEAD_TUNNEL, HEAD_FAILED };
+
+/* The whole upstream head is in: act on it (interim answers, upgrades,
+ * the cache's revalidation, on_response hooks), then write the client's
+ * head. Returns HEAD_*; for HEAD_FAILED u->h1.err says why. */
+static int on_head(mg_upconn_t *u)
 {
-    mg_upconn_t *u = p->data;
     mg_request_t *r = u->r;
-    int status = p->status_code;
+    int status = u->h1.status;
+    u->nheaders = u->h1.nheaders;
+    u->status_text = (mg_span_t){ u->h1.status_text_off, u->h1.status_text_len };
     if (status >= 100 && status < 200 && status != 101)
-        return 1; /* interim answers (103, stray 100) are not forwarded, and
-                   * end with their head (RFC 9110 15.2): llhttp would read
-                   * a body announced by one, which would reach the client
-                   * ahead of any status line */
+        return HEAD_INTERIM; /* interim answers (103, stray 100) are not
+                              * forwarded, and end with their head (RFC 9110
+                              * 15.2): a body one announced would reach the
+                              * client ahead of any status line */
     mg_pool_answered(u->pool);
-    if (status == 101 && !upgrade_accepted(u))
-        return HPE_USER; /* 502: no tunnel the client and route did not ask for */
+    if (status == 101 && !upgrade_accepted(u)) {
+        u->h1.err = "a 101 the request did not ask for";
+        return HEAD_FAILED; /* 502: no tunnel the client and route did not ask for */
+    }
     if (status == 304 && r->cache_revalidating && mg_cache_revalidated(u)) {
         /* the answer to the cache's own conditional request: the kept
          * answer is served once this one (no body) is read */
-        u->resp_keepalive = llhttp_should_keep_alive(p) ? 1 : 0;
         u->revalidated = 1;
-        return 1;
+        return HEAD_BODY;
     }
     if (r->cache_state || r->cache_unsafe)
         mg_cache_capture_head(u);
@@ -587,25 +476,26 @@ static int on_resp_headers_complete(llhttp_t *p)
         if (rc == MG_HOOK_WAIT) {
             /* go on when the hook is done (mg_proxy_hook_resumed) */
             u->hook_paused = 1;
-            return HPE_PAUSED;
+            return HEAD_PAUSED;
         }
         if (rc == MG_HOOK_ERROR) {
             u->hook_failed = 1;
-            return HPE_USER;
+            return HEAD_FAILED;
         }
     }
     int rc = emit_head(u);
-    return rc < 0 ? HPE_USER : rc;
+    if (rc < 0)
+        u->h1.err = "response head too large";
+    return rc < 0 ? HEAD_FAILED : rc == 2 ? HEAD_TUNNEL : HEAD_BODY;
 }
 
-static int on_resp_body(llhttp_t *p, const char *at, size_t len)
+static void on_resp_body(mg_upconn_t *u, const char *at, size_t len)
 {
-    mg_upconn_t *u = p->data;
     mg_request_t *r = u->r;
     if (r->cache_capture)
         mg_cache_capture_body(r, at, len);
     if (r->res_dropping)
-        return 0;
+        return;
     if (r->response_chunked) {
         out_t *o = cur_out;
         if (o->n + 3 > OUT_MAX)
@@ -618,36 +508,16 @@ static int on_resp_body(llhttp_t *p, const char *at, size_t len)
     } else {
         out_add(u, at, len);
     }
-    return 0;
 }
 
-static int on_resp_complete(llhttp_t *p)
+static void on_resp_complete(mg_upconn_t *u)
 {
-    mg_upconn_t *u = p->data;
     mg_request_t *r = u->r;
-    int status = p->status_code;
-    if ((status >= 100 && status < 200 && status != 101) || u->tunnel)
-        return 0; /* an upgrade ends with HPE_PAUSED_UPGRADE instead */
     if (r->response_chunked)
         out_add(u, "0\r\n\r\n", 5);
     if (r->cache_capture)
         mg_cache_capture_end(r);
     u->got_response_bytes = 2; /* 2: the whole response arrived */
-    return HPE_PAUSED;
-}
-
-static void init_settings(void)
-{
-    llhttp_settings_init(&resp_settings);
-    resp_settings.on_message_begin = on_resp_begin;
-    resp_settings.on_status = on_resp_status;
-    resp_settings.on_header_field = on_resp_field;
-    resp_settings.on_header_field_complete = on_resp_field_done;
-    resp_settings.on_header_value = on_resp_value;
-    resp_settings.on_headers_complete = on_resp_headers_complete;
-    resp_settings.on_body = on_resp_body;
-    resp_settings.on_message_complete = on_resp_complete;
-    settings_ready = 1;
 }
 
 /* ---- the connection ----------------------------------------------------- */
@@ -710,7 +580,7 @@ void mg_proxy_detach(mg_upconn_t *u, int reusable)
     up_start_reading(u); /* an idle read means the server closed or misbehaved */
 }
 
-static void up_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+void mg_upconn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
 {
     mg_upconn_t *u = h->data;
     if (!u->buf.data)
@@ -727,7 +597,7 @@ static void up_finish_response(mg_upconn_t *u, int extra_bytes)
     mg_request_t *r = u->r;
     mg_conn_t *c = r->c;
     r->upstream_ns = uv_hrtime() - r->upstream_start_ns;
-    int reusable = u->resp_keepalive && !extra_bytes && r->state == MG_RS_WAIT;
+    int reusable = mg_h1_response_reusable(&u->h1, extra_bytes, r->state == MG_RS_WAIT);
     int revalidated = u->revalidated;
     u->requests++;
     u->revalidated = 0;
@@ -740,6 +610,74 @@ static void up_finish_response(mg_upconn_t *u, int extra_bytes)
         mg_conn_response_done(c);
 }
 
+/* What parsing the bytes in u->buf came to. */
+enum { PARSE_MORE, PARSE_DONE, PARSE_PAUSED, PARSE_TUNNEL, PARSE_FAILED };
+
+/* Parses heads (skipping interim ones) and body from u->buf.parsed on,
+ * forwarding as it goes; u->buf.parsed ends past what was consumed. */
+static int parse_response(mg_upconn_t *u)
+{
+    mg_buf_t *b = &u->buf;
+    for (;;) {
+        if (u->h1.state == MG_H1_HEAD) {
+            long n = mg_h1r_head(&u->h1, b->data, b->parsed, b->len, u->headers, u->htok,
+                                 MG_UP_MAX_HEADERS, u->r->head_method);
+            if (n == MG_H1_AGAIN && b->len == b->cap)
+                u->h1.err = "response head too large";
+            if (n == MG_H1_AGAIN)
+                return b->len == b->cap ? PARSE_FAILED : PARSE_MORE;
+            if (n < 0)
+                return PARSE_FAILED;
+            b->parsed += (uint32_t)n;
+            int rc = on_head(u);
+            if (rc == HEAD_INTERIM) {
+                u->h1.state = MG_H1_HEAD;
+                continue;
+            }
+            if (rc != HEAD_BODY)
+                return rc == HEAD_PAUSED ? PARSE_PAUSED
+                       : rc == HEAD_TUNNEL ? PARSE_TUNNEL
+                                           : PARSE_FAILED;
+        }
+        const char *data;
+        size_t used, dlen;
+        int rc = mg_h1r_body(&u->h1, b->data + b->parsed, b->len - b->parsed, &used, &data, &dlen);
+        if (rc < 0)
+            return PARSE_FAILED;
+        if (dlen)
+            on_resp_body(u, data, dlen);
+        b->parsed += (uint32_t)used;
+        if (rc == 1) {
+            on_resp_complete(u);
+            return PARSE_DONE;
+        }
+        if (used == 0 || b->parsed == b->len)
+            return PARSE_MORE;
+    }
+}
+
+/* The tunnel begins: bytes after the 101's head are the server's first. */
+static void start_tunnel(mg_upconn_t *u)
+{
+    mg_conn_t *c = u->r->c;
+    size_t rest = u->buf.len - u->buf.parsed;
+    if (rest > 0) {
+        uv_buf_t b = uv_buf_init(u->buf.data + u->buf.parsed, (unsigned)rest);
+        if (mg_conn_send(c, &b, 1) < 0)
+            return;
+    }
+    u->buf.len = u->buf.parsed = 0;
+    mg_conn_start_tunnel(c);
+}
+
+static void stop_reading(mg_upconn_t *u)
+{
+    if (u->reading) {
+        uv_read_stop((uv_stream_t *)&u->tcp);
+        u->reading = 0;
+    }
+}
+
 /* Parses what arrived; forwards it; returns after a complete response, on
  * error, or when all bytes are consumed. */
 static void up_parse(mg_upconn_t *u)
@@ -749,63 +687,30 @@ static void up_parse(mg_upconn_t *u)
     out_t out = { .n = 0 };
     cur_out = &out;
     mg_request_t *r = u->r;
-    const char *start = u->buf.data + u->buf.parsed;
-    size_t len = u->buf.len - u->buf.parsed;
-    llhttp_errno_t e = llhttp_execute(&u->parser, start, len);
-    if (e == HPE_OK) {
-        out_flush(u);
-        /* body bytes were written or copied: reuse the space, but keep a
-         * head that is still incomplete */
-        if (r->response_started)
-            u->buf.len = u->buf.parsed = 0;
-        else
-            u->buf.parsed = u->buf.len;
-        cur_out = NULL;
-        if (u->r && r->c->wq.pending > 0 && u->reading) {
-            uv_read_stop((uv_stream_t *)&u->tcp);
-            u->reading = 0;
-        }
-        return;
-    }
-    const char *pos = llhttp_get_error_pos(&u->parser);
-    if (e == HPE_PAUSED && u->hook_paused) {
-        /* an on_response hook waits: hold the rest until it is done */
-        out_flush(u);
-        cur_out = NULL;
-        u->buf.parsed = (uint32_t)(pos - u->buf.data);
-        if (u->reading) {
-            uv_read_stop((uv_stream_t *)&u->tcp);
-            u->reading = 0;
-        }
-        return;
-    }
-    if (e == HPE_PAUSED && u->got_response_bytes == 2) {
-        out_flush(u);
-        cur_out = NULL;
-        int extra = pos < u->buf.data + u->buf.len;
-        up_finish_response(u, extra);
-        return;
-    }
-    if (e == HPE_PAUSED_UPGRADE && u->tunnel) {
-        out_flush(u);
-        cur_out = NULL;
-        mg_conn_t *c = r->c;
-        size_t rest = (size_t)(u->buf.data + u->buf.len - pos);
-        if (rest > 0) {
-            uv_buf_t b = uv_buf_init((char *)pos, (unsigned)rest);
-            if (mg_conn_send(c, &b, 1) < 0)
-                return;
-        }
-        u->buf.len = u->buf.parsed = 0;
-        mg_conn_start_tunnel(c);
-        return;
-    }
+    int rc = parse_response(u);
     out_flush(u);
     cur_out = NULL;
-    if (u->hook_failed)
-        up_failed(u, 500, "hook error", 0, 0);
-    else
-        up_failed(u, 502, "invalid upstream response", 0, 0);
+    switch (rc) {
+    case PARSE_MORE:
+        /* body bytes were written or copied: reuse the space (a piece of a
+         * chunk line moves to the front), but keep a head still incomplete */
+        if (r->response_started && u->buf.parsed > 0) {
+            u->buf.len -= u->buf.parsed;
+            memmove(u->buf.data, u->buf.data + u->buf.parsed, u->buf.len);
+            u->buf.parsed = 0;
+        }
+        if (u->r && r->c->wq.pending > 0)
+            stop_reading(u);
+        return;
+    case PARSE_PAUSED: stop_reading(u); return; /* until the hook is done */
+    case PARSE_DONE: up_finish_response(u, u->buf.parsed < u->buf.len); return;
+    case PARSE_TUNNEL: start_tunnel(u); return;
+    default:
+        if (u->hook_failed)
+            up_failed(u, 500, "hook error", 0, 0);
+        else
+            up_failed(u, 502, "invalid upstream response", 0, 0);
+    }
 }
 
 void mg_proxy_hook_resumed(mg_upconn_t *u, int result)
@@ -818,24 +723,42 @@ void mg_proxy_hook_resumed(mg_upconn_t *u, int result)
     out_t out = { .n = 0 };
     cur_out = &out;
     int rc = emit_head(u);
+    out_flush(u);
+    cur_out = NULL;
     if (rc < 0) {
-        cur_out = NULL;
+        u->h1.err = "response head too large";
         up_failed(u, 502, "invalid upstream response", 0, 0);
         return;
     }
-    if (rc == 1)
-        u->parser.flags |= F_SKIPBODY; /* what returning 1 would have said */
-    out_flush(u);
-    cur_out = NULL;
-    llhttp_resume(&u->parser);
-    if (u->r && u->buf.parsed < u->buf.len)
-        up_parse(u);
-    else if (u->r && u->buf.parsed == u->buf.len) {
-        /* let llhttp finish a message that had no more bytes to read */
-        up_parse(u);
-    }
+    up_parse(u); /* the body, or the end of a message without one */
     if (u->r)
         up_start_reading(u);
+}
+
+/* The upstream closed while u had a request: the end of a close-delimited
+ * answer, or a failure. */
+static void up_eof(mg_upconn_t *u, ssize_t nread)
+{
+    if (nread == UV_EOF && u->got_response_bytes && u->h1.state != MG_H1_HEAD &&
+        mg_h1r_eof(&u->h1) == 0) {
+        out_t out = { .n = 0 };
+        cur_out = &out;
+        on_resp_complete(u);
+        out_flush(u);
+        cur_out = NULL;
+        if (u->r)
+            up_finish_response(u, 0);
+        return;
+    }
+    int retry = !u->got_response_bytes && u->requests > 0;
+    /* a fresh connection closed without an answer counts for max_fails;
+     * a reused one may just have hit the keep-alive race */
+    if (!u->got_response_bytes && u->requests == 0)
+        mg_pool_failed(u->pool);
+    up_failed(u, 502,
+              nread == UV_ECONNRESET ? "upstream reset the connection"
+                                     : "upstream closed the connection",
+              retry, nread == UV_EOF ? 0 : (int)nread);
 }
 
 static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
@@ -849,34 +772,10 @@ static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     }
     mg_request_t *r = u->r;
     if (nread < 0) {
-        if (u->tunnel) {
+        if (u->tunnel)
             mg_conn_abort(r->c);
-            return;
-        }
-        if (nread == UV_EOF && u->got_response_bytes) {
-            /* close-delimited response ends here */
-            out_t out = { .n = 0 };
-            cur_out = &out;
-            llhttp_errno_t e = llhttp_finish(&u->parser);
-            out_flush(u);
-            cur_out = NULL;
-            if (!u->r)
-                return;
-            if ((e == HPE_OK || e == HPE_PAUSED) && u->got_response_bytes == 2) {
-                u->resp_keepalive = 0;
-                up_finish_response(u, 0);
-                return;
-            }
-        }
-        int retry = !u->got_response_bytes && u->requests > 0;
-        /* a fresh connection closed without an answer counts for max_fails;
-         * a reused one may just have hit the keep-alive race */
-        if (!u->got_response_bytes && u->requests == 0)
-            mg_pool_failed(u->pool);
-        up_failed(u, 502,
-                  nread == UV_ECONNRESET ? "upstream reset the connection"
-                                         : "upstream closed the connection",
-                  retry, nread == UV_EOF ? 0 : (int)nread);
+        else
+            up_eof(u, nread);
         return;
     }
     u->got_response_bytes = u->got_response_bytes ? u->got_response_bytes : 1;
@@ -901,7 +800,7 @@ static void up_start_reading(mg_upconn_t *u)
 {
     if (!u->reading && !u->closing) {
         /* a connection without a socket (mg_upconn_feed) only notes it */
-        if (u->wq.sink || uv_read_start((uv_stream_t *)&u->tcp, up_alloc, up_read) == 0)
+        if (u->wq.sink || uv_read_start((uv_stream_t *)&u->tcp, mg_upconn_alloc, up_read) == 0)
             u->reading = 1;
     }
 }
@@ -916,7 +815,7 @@ size_t mg_upconn_feed(mg_upconn_t *u, const char *p, size_t n)
         return 0;
     }
     while (done < n && u->reading && !u->closing) {
-        up_alloc((uv_handle_t *)&u->tcp, n - done, &b);
+        mg_upconn_alloc((uv_handle_t *)&u->tcp, n - done, &b);
         if (b.len == 0) {
             up_read((uv_stream_t *)&u->tcp, UV_ENOBUFS, &b);
             break;
@@ -1005,7 +904,7 @@ static void connect_target(mg_request_t *r, int ti);
 
 /* A 502 or 504 is the gateway's own answer: the operator needs to know
  * why. One error-log line names the route, the upstream, the target, what
- * failed (`why`, the libuv error `err` when there is one, llhttp's reason
+ * failed (`why`, the libuv error `err` when there is one, the parser's reason
  * for a bad response) and the request id. */
 static void log_failure(const mg_request_t *r, int status, const char *why, int err,
                         const char *detail)
@@ -1029,11 +928,8 @@ static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable
     }
     mg_conn_t *c = r->c;
     int prev = r->target;
-    /* llhttp's reason goes before the connection does */
-    const char *detail = llhttp_get_errno(&u->parser) != HPE_OK &&
-                                 llhttp_get_errno(&u->parser) != HPE_PAUSED
-                             ? llhttp_get_error_reason(&u->parser)
-                             : NULL;
+    /* the parser's reason goes before the connection does */
+    const char *detail = u->h1.err;
     up_close(u);
     int ui = mg_request_upstream(r);
     const mg_upstream_t *up = &r->g->cfg->upstreams[ui];
@@ -1421,10 +1317,7 @@ static void send_head(mg_upconn_t *u)
     long len = build_request_head(u);
     if (len < 0)
         return;
-    if (!settings_ready)
-        init_settings();
-    llhttp_init(&u->parser, HTTP_RESPONSE, &resp_settings);
-    u->parser.data = u;
+    mg_h1r_init(&u->h1);
     u->got_response_bytes = 0;
     u->tunnel = 0;
     u->revalidated = 0;
