@@ -50,17 +50,20 @@ int mg_h1_status_line(const char *l, size_t len, int *status, uint8_t *minor, ui
 
 /* The first byte from p on (before end) that is a control character or
  * DEL, or end: where a line's CR is, if the line is valid. Eight bytes at
- * a time while none is: (x - 0x20..) & ~x & 0x80.. is non-zero exactly
- * when some byte of x is below 0x20, the xor turns DEL into 0. */
+ * a time: (x - 0x20..) & ~x & 0x80.. flags the bytes of x below 0x20 (the
+ * xor with 0x7f.. turns DEL into 0, flagged the same way); a borrow can
+ * flag a byte above a flagged one, never below, so the lowest flag is
+ * exact. */
 static inline const char *ctl_scan(const char *p, const char *end)
 {
     const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
     while (end - p >= 8) {
-        uint64_t x, d;
+        uint64_t x, d, m;
         memcpy(&x, p, 8);
         d = x ^ (0x7f * ones);
-        if (((x - 0x20 * ones) & ~x & high) | ((d - ones) & ~d & high))
-            break;
+        m = ((x - 0x20 * ones) & ~x & high) | ((d - ones) & ~d & high);
+        if (m)
+            return p + (__builtin_ctzll(m) >> 3); /* little-endian: lowest = first */
         p += 8;
     }
     while (p < end && (unsigned char)*p >= 0x20 && *p != 0x7f)
@@ -87,15 +90,21 @@ static long line_at(mg_h1r_t *p, const char *buf, size_t at, size_t to)
     return (long)(e - l);
 }
 
-/* Splits "name: value" (OWS trimmed); 0 or -1 with p->err set. The line
- * holds no control character but HTAB (line_at). */
-static int field_line(mg_h1r_t *p, const char *l, size_t n, size_t *nl, size_t *vo, size_t *vl)
+/* Splits "name: value" (OWS trimmed) and classifies the name; 0 or -1
+ * with p->err set. The line holds no control character but HTAB
+ * (line_at), so a name that matches a known token is one (see
+ * mg_hname_lookup); only other names are checked byte by byte. */
+static int field_line(mg_h1r_t *p, const char *l, size_t n, size_t *nl, size_t *vo, size_t *vl,
+                      int *tok)
 {
-    size_t i = 0;
-    while (i < n && mg_hname_tchar[(unsigned char)l[i]])
-        i++;
-    if (i == 0 || i == n || l[i] != ':')
+    const char *c = memchr(l, ':', n);
+    size_t i = c ? (size_t)(c - l) : 0;
+    if (i == 0)
         return fail(p, "invalid header name");
+    *tok = mg_hname_lookup(l, i);
+    for (size_t k = 0; *tok == MG_HN_OTHER && k < i; k++)
+        if (!mg_hname_tchar[(unsigned char)l[k]])
+            return fail(p, "invalid header name");
     *nl = i++;
     while (i < n && blank(l[i]))
         i++;
@@ -126,6 +135,25 @@ static int digits(mg_h1r_t *p, const char *v, size_t n, uint64_t *out)
     return 0;
 }
 
+/* The next element of the comma-separated list v[0..n) from *at (empty
+ * ones skipped, OWS trimmed) in *e / *el; 0 at the end. An element is
+ * everything between commas, so "a b" is one element, as llhttp read it. */
+static int next_elem(const char *v, size_t n, size_t *at, const char **e, size_t *el)
+{
+    size_t i = *at;
+    while (i < n && (v[i] == ',' || blank(v[i])))
+        i++;
+    size_t st = i;
+    while (i < n && v[i] != ',')
+        i++;
+    *at = i;
+    while (i > st && blank(v[i - 1]))
+        i--;
+    *e = v + st;
+    *el = i - st;
+    return *el > 0;
+}
+
 static int framing_header(mg_h1r_t *p, framing_t *f, int tok, const char *v, size_t n)
 {
     const char *t;
@@ -137,16 +165,24 @@ static int framing_header(mg_h1r_t *p, framing_t *f, int tok, const char *v, siz
         p->has_length = 1;
         return digits(p, v, n, &p->content_length);
     case MG_HN_TRANSFER_ENCODING:
-        /* chunked only as the last coding of all the TE headers */
+        /* chunked only as the last coding of all the TE headers, with
+         * nothing after it, not even an empty element (llhttp's reading) */
         f->te = 1;
-        while (mg_token_next(v, n, &at, &t, &tl))
-            p->chunked = tl == 7 && strncasecmp(t, "chunked", 7) == 0;
+        if (n == 0)
+            return fail(p, "empty Transfer-Encoding");
+        p->chunked = n >= 7 && strncasecmp(v + n - 7, "chunked", 7) == 0;
+        if (p->chunked && n > 7) {
+            size_t k = n - 7;
+            while (k > 0 && blank(v[k - 1]))
+                k--;
+            p->chunked = k > 0 && v[k - 1] == ',';
+        }
         return 0;
     case MG_HN_CONNECTION:
-        while (mg_token_next(v, n, &at, &t, &tl)) {
-            if (tl == 5 && mg_hname_is(t, tl, MG_HN_CLOSE))
+        while (next_elem(v, n, &at, &t, &tl)) {
+            if (tl == 5 && strncasecmp(t, "close", 5) == 0)
                 f->conn_close = 1;
-            else if (tl == 10 && mg_hname_is(t, tl, MG_HN_KEEP_ALIVE))
+            else if (tl == 10 && strncasecmp(t, "keep-alive", 10) == 0)
                 f->conn_keep_alive = 1;
         }
         return 0;
@@ -227,13 +263,19 @@ long mg_h1r_head(mg_h1r_t *p, char *buf, size_t from, size_t to, mg_header_t *hs
             unfold(buf, &hs[p->nheaders - 1], l, (size_t)n);
         } else {
             size_t nl, vo, vl;
-            if (field_line(p, l, (size_t)n, &nl, &vo, &vl) < 0)
+            int t;
+            if (field_line(p, l, (size_t)n, &nl, &vo, &vl, &t) < 0)
                 return -1;
             if (p->nheaders >= max)
                 return fail(p, "too many headers");
-            int t = mg_hname_lookup(l, nl);
-            if ((mg_hname_flags(t) & MG_HNF_FRAMING) && framing_header(p, &f, t, l + vo, vl) < 0)
-                return -1;
+            if (mg_hname_flags(t) & MG_HNF_FRAMING) {
+                /* llhttp let a space follow these values, not an HTAB (then
+                 * it read "chunked" as another coding): refused */
+                if (memchr(l + vo + vl, '\t', (size_t)n - vo - vl))
+                    return fail(p, "HTAB after a framing header's value");
+                if (framing_header(p, &f, t, l + vo, vl) < 0)
+                    return -1;
+            }
             tok[p->nheaders] = (uint8_t)t;
             hs[p->nheaders].name = (mg_span_t){ (uint32_t)at, (uint32_t)nl };
             hs[p->nheaders].value = (mg_span_t){ (uint32_t)(at + vo), (uint32_t)vl };
@@ -251,7 +293,9 @@ long mg_h1r_head(mg_h1r_t *p, char *buf, size_t from, size_t to, mg_header_t *hs
 
 #define CHUNK_LINE_MAX 4096 /* a chunk-size or trailer line longer than this is refused */
 
-/* ";name[=token|quoted-string]..." after a chunk size; 0 or -1. */
+/* ";name[=token|quoted-string]..." after a chunk size; 0 or -1. No more
+ * than llhttp 8 (which this replaced) took: no quoted-pair in a quoted
+ * value, nothing after a token value. */
 static int chunk_exts(const char *l, size_t n)
 {
     size_t i = 0;
@@ -267,19 +311,17 @@ static int chunk_exts(const char *l, size_t n)
             continue;
         if (l[i++] != '=' || i == n)
             return -1;
-        if (l[i] == '"') {
-            for (i++; i < n && l[i] != '"'; i++)
-                if (l[i] == '\\' ? ++i >= n : !value_char((unsigned char)l[i]))
-                    return -1;
-            if (i++ >= n)
-                return -1;
-        } else {
+        if (l[i] != '"') {
             st = i;
             while (i < n && mg_hname_tchar[(unsigned char)l[i]])
                 i++;
-            if (i == st)
-                return -1;
+            return i > st && i == n ? 0 : -1;
         }
+        for (i++; i < n && l[i] != '"'; i++)
+            if (l[i] == '\\' || (unsigned char)l[i] >= 0x7f)
+                return -1;
+        if (i++ >= n)
+            return -1;
     }
     return 0;
 }
@@ -350,13 +392,18 @@ int mg_h1r_body(mg_h1r_t *p, const char *in, size_t len, size_t *used, const cha
             if (n < 0)
                 return -1;
             size_t nl, vo, vl;
+            int t;
             if (p->state == MG_H1_CSIZE) {
                 if (chunk_size(p, in + at, (size_t)n) < 0)
                     return -1;
             } else if (n == 0) {
                 p->state = MG_H1_DONE; /* trailer fields are not forwarded */
-            } else if (field_line(p, in + at, (size_t)n, &nl, &vo, &vl) < 0) {
+            } else if (field_line(p, in + at, (size_t)n, &nl, &vo, &vl, &t) < 0) {
                 return -1;
+            } else if (mg_hname_flags(t) & MG_HNF_FRAMING) {
+                /* RFC 9110 6.5.1: framing is not a trailer's to say; llhttp
+                 * read it as if it were */
+                return fail(p, "framing header in the trailer");
             }
             at += (size_t)n + 2;
             break;
