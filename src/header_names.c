@@ -77,7 +77,7 @@ static inline uint32_t ld4(const char *p)
     return v;
 }
 
-int mg_hname_is(const char *n, size_t len, int tok)
+static inline __attribute__((always_inline)) int is(const char *n, size_t len, int tok)
 {
     const char *t = mg_hnames[tok].name;
     const uint64_t f8 = 0x2020202020202020ull;
@@ -96,9 +96,14 @@ int mg_hname_is(const char *n, size_t len, int tok)
     return 1;
 }
 
-#define ONE(a) return mg_hname_is(n, len, a) ? a : MG_HN_OTHER
-#define TWO(a, b) return mg_hname_is(n, len, a) ? a : mg_hname_is(n, len, b) ? b : MG_HN_OTHER
-#define THREE(a, b, c) return mg_hname_is(n, len, a) ? a : mg_hname_is(n, len, b) ? b : mg_hname_is(n, len, c) ? c : MG_HN_OTHER
+int mg_hname_is(const char *n, size_t len, int tok)
+{
+    return is(n, len, tok);
+}
+
+#define ONE(a) return is(n, len, a) ? a : MG_HN_OTHER
+#define TWO(a, b) return is(n, len, a) ? a : is(n, len, b) ? b : MG_HN_OTHER
+#define THREE(a, b, c) return is(n, len, a) ? a : is(n, len, b) ? b : is(n, len, c) ? c : MG_HN_OTHER
 
 int mg_hname_lookup(const char *n, size_t len)
 {
@@ -113,14 +118,14 @@ int mg_hname_lookup(const char *n, size_t len)
     case 11: ONE(MG_HN_TRACEPARENT);
     case 12: TWO(MG_HN_CONTENT_TYPE, MG_HN_X_REQUEST_ID);
     case 13:
-        if (mg_hname_is(n, len, MG_HN_AUTHORIZATION))
+        if (is(n, len, MG_HN_AUTHORIZATION))
             return MG_HN_AUTHORIZATION;
         THREE(MG_HN_IF_NONE_MATCH, MG_HN_X_HTTP_METHOD, MG_HN_X_REWRITE_URL);
     case 14: THREE(MG_HN_CONTENT_LENGTH, MG_HN_HTTP2_SETTINGS, MG_HN_X_ORIGINAL_URL);
     case 15: ONE(MG_HN_X_FORWARDED_FOR);
     case 16: TWO(MG_HN_PROXY_CONNECTION, MG_HN_X_FORWARDED_HOST);
     case 17:
-        if (mg_hname_is(n, len, MG_HN_TRANSFER_ENCODING))
+        if (is(n, len, MG_HN_TRANSFER_ENCODING))
             return MG_HN_TRANSFER_ENCODING;
         THREE(MG_HN_X_FORWARDED_PROTO, MG_HN_IF_MODIFIED_SINCE, MG_HN_X_METHOD_OVERRIDE);
     case 19: ONE(MG_HN_PROXY_AUTHORIZATION);

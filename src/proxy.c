@@ -207,7 +207,7 @@ int mg_edits_replace(const mg_edit_t *edits, int nedits, const char *n, size_t l
     return 0;
 }
 
-char *mg_put_header(char *o, const char *n, size_t nl, const char *v, size_t vl)
+static inline char *put_header(char *o, const char *n, size_t nl, const char *v, size_t vl)
 {
     memcpy(o, n, nl);
     o += nl;
@@ -218,6 +218,11 @@ char *mg_put_header(char *o, const char *n, size_t nl, const char *v, size_t vl)
     *o++ = '\r';
     *o++ = '\n';
     return o;
+}
+
+char *mg_put_header(char *o, const char *n, size_t nl, const char *v, size_t vl)
+{
+    return put_header(o, n, nl, v, vl);
 }
 
 /* ---- the head writer ------------------------------------------------------
@@ -273,7 +278,7 @@ static inline void head_header(head_t *h, const char *n, size_t nl, const char *
 {
     char *o = head_room(h, nl + vl + 4);
     if (o)
-        h->len = (size_t)(mg_put_header(o, n, nl, v, vl) - h->w->scratch);
+        h->len = (size_t)(put_header(o, n, nl, v, vl) - h->w->scratch);
 }
 
 static void head_number(head_t *h, const char *name_colon_sp, unsigned long long v)
@@ -684,7 +689,8 @@ static void up_parse(mg_upconn_t *u)
 {
     if (u->hook_paused)
         return;
-    out_t out = { .n = 0 };
+    out_t out; /* not zeroed whole: it is large, and only n, npre are read first */
+    out.n = out.npre = 0;
     cur_out = &out;
     mg_request_t *r = u->r;
     int rc = parse_response(u);
@@ -720,7 +726,8 @@ void mg_proxy_hook_resumed(mg_upconn_t *u, int result)
         up_failed(u, 500, "hook error", 0, 0);
         return;
     }
-    out_t out = { .n = 0 };
+    out_t out; /* not zeroed whole: it is large, and only n, npre are read first */
+    out.n = out.npre = 0;
     cur_out = &out;
     int rc = emit_head(u);
     out_flush(u);
@@ -741,7 +748,8 @@ static void up_eof(mg_upconn_t *u, ssize_t nread)
 {
     if (nread == UV_EOF && u->got_response_bytes && u->h1.state != MG_H1_HEAD &&
         mg_h1r_eof(&u->h1) == 0) {
-        out_t out = { .n = 0 };
+        out_t out; /* not zeroed whole: it is large, and only n, npre are read first */
+    out.n = out.npre = 0;
         cur_out = &out;
         on_resp_complete(u);
         out_flush(u);
