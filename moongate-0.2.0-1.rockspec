@@ -64,6 +64,8 @@ build = {
             "src/errlog.c",
             "src/ffi_request.c",
             "src/generation.c",
+            "src/h1_response.c",
+            "src/header_names.c",
             "src/health.c",
             "src/hooks.c",
             "src/http_client.c",
