@@ -261,6 +261,7 @@ long mg_h1r_head(mg_h1r_t *p, char *buf, size_t from, size_t to, mg_header_t *hs
             if (!whole && !(whole = memmem(buf + at, to - at, "\r\n\r\n", 4) != NULL))
                 return MG_H1_AGAIN;
             unfold(buf, &hs[p->nheaders - 1], l, (size_t)n);
+            p->folded = 1;
         } else {
             size_t nl, vo, vl;
             int t;

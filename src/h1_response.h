@@ -47,6 +47,7 @@ typedef struct mg_h1r_s {
     uint8_t has_length;     /* a Content-Length was given */
     uint8_t chunked;        /* Transfer-Encoding ends in chunked */
     uint8_t upgrade;        /* 101: the bytes after the head are a tunnel */
+    uint8_t folded;         /* some value was unfolded (the buffer rewritten) */
     uint64_t content_length;
     uint32_t status_text_off, status_text_len; /* the reason phrase */
     uint32_t nheaders;

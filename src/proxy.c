@@ -356,23 +356,49 @@ static void head_status_line(head_t *h, mg_upconn_t *u, const resp_frame_t *f)
     HEAD_PUTS(h, "\r\n");
 }
 
-/* The upstream's end-to-end headers the hooks did not replace. */
+/* The length of header i's line as the upstream wrote it, "Name: value"
+ * and its CRLF, or 0 when that is not how it is to be sent (another
+ * separator, trailing blanks, or a head with folds: the buffer was
+ * rewritten). */
+static size_t raw_line(mg_upconn_t *u, uint32_t i)
+{
+    const char *b = u->buf.data;
+    mg_span_t n = u->headers[i].name, v = u->headers[i].value;
+    uint32_t end = v.off + v.len;
+    if (u->h1.folded || v.off != n.off + n.len + 2 || b[n.off + n.len + 1] != ' ' ||
+        b[end] != '\r')
+        return 0; /* (the parser saw ':' there, and '\n' after every CR) */
+    return end + 2 - n.off;
+}
+
+/* The upstream's end-to-end headers the hooks did not replace. Runs of
+ * lines kept as the upstream wrote them go out in one copy. */
 static void head_upstream_headers(head_t *h, mg_upconn_t *u, const resp_frame_t *f)
 {
     mg_request_t *r = u->r;
     int lists = response_connection_lists(u);
+    uint32_t run = 0, run_end = 0; /* the run of raw lines not yet copied */
     for (uint32_t i = 0; i < u->nheaders; i++) {
         mg_header_t *hd = &u->headers[i];
         int tok = u->htok[i];
-        if (response_hop(u, i, lists, f->upgrade) || (mg_hname_flags(tok) & MG_HNF_RES_DROP))
-            continue;
-        if ((f->replaced || f->out_no_body) && tok == MG_HN_CONTENT_LENGTH)
-            continue;
         const char *n = up_data(u, hd->name);
-        if (r->nres_edits && mg_edits_replace(r->res_edits, r->nres_edits, n, hd->name.len))
+        if (response_hop(u, i, lists, f->upgrade) || (mg_hname_flags(tok) & MG_HNF_RES_DROP) ||
+            ((f->replaced || f->out_no_body) && tok == MG_HN_CONTENT_LENGTH) ||
+            (r->nres_edits && mg_edits_replace(r->res_edits, r->nres_edits, n, hd->name.len)))
             continue;
-        head_header(h, n, hd->name.len, up_data(u, hd->value), hd->value.len);
+        size_t raw = raw_line(u, i);
+        if (raw && run_end == hd->name.off && run_end > run) {
+            run_end += (uint32_t)raw; /* the next line of the run */
+            continue;
+        }
+        head_put(h, u->buf.data + run, run_end - run);
+        run = run_end = raw ? hd->name.off : 0;
+        if (raw)
+            run_end += (uint32_t)raw;
+        else
+            head_header(h, n, hd->name.len, up_data(u, hd->value), hd->value.len);
     }
+    head_put(h, u->buf.data + run, run_end - run);
 }
 
 /* The gateway's own: framing, cache status, request id, Connection. */
