@@ -67,6 +67,8 @@ build = {
             "src/errlog.c",
             "src/ffi_request.c",
             "src/generation.c",
+            "src/h1_response.c",
+            "src/header_names.c",
             "src/health.c",
             "src/hooks.c",
             "src/http.c",

@@ -3,7 +3,9 @@
  * Each request says what the server checks (admin.h): a Host naming the
  * address it connects to, and the Content-Type its endpoint needs (from
  * admin.c's own table), so that the CLI passes where a web page is
- * refused. */
+ * refused. The answer is read until the server closes (each call says
+ * Connection: close, so no connection is ever reused) and parsed by the
+ * upstream response parser, h1_response.c. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -15,6 +17,8 @@
 #include <unistd.h>
 #include "admin.h"
 #include "admin_client.h"
+#include "span.h"
+#include "h1_response.h"
 
 int mg_admin_parse_addr(const char *addr, char *host, size_t cap, int *port)
 {
@@ -45,6 +49,36 @@ static int wait_fd(int fd, short ev, int timeout_ms)
 {
     struct pollfd p = { .fd = fd, .events = ev };
     return poll(&p, 1, timeout_ms) > 0 ? 0 : -1;
+}
+
+/* The whole answer buf[0..len) (read until the server closed) parsed by
+ * the upstream response parser (h1_response.c); its body is moved to the
+ * front of buf and NUL-terminated. Returns 0 or -1. */
+static int parse_answer(char *buf, size_t len, int *status, size_t *body_len)
+{
+    mg_h1r_t p;
+    mg_header_t hs[64];
+    uint8_t tok[64];
+    long n = mg_h1r_head(&p, buf, 0, len, hs, tok, 64, 0);
+    if (n < 0)
+        return -1;
+    size_t at = (size_t)n, out = 0;
+    while (p.state != MG_H1_DONE) {
+        const char *data;
+        size_t used, dlen;
+        int rc = mg_h1r_body(&p, buf + at, len - at, &used, &data, &dlen);
+        if (rc < 0)
+            return -1;
+        memmove(buf + out, data, dlen); /* the body only moves forward */
+        out += dlen;
+        at += used;
+        if (rc == 0 && (at == len || used == 0) && mg_h1r_eof(&p) < 0)
+            return -1; /* the server closed before the end */
+    }
+    buf[out] = 0;
+    *status = p.status;
+    *body_len = out;
+    return 0;
 }
 
 int mg_admin_call(const char *host, int port, const char *token, const char *method,
@@ -126,17 +160,11 @@ int mg_admin_call(const char *host, int port, const char *token, const char *met
         len += (size_t)r;
     }
     close(fd);
-    buf[len] = 0;
-    char *sep = strstr(buf, "\r\n\r\n");
-    if (len < 12 || strncmp(buf, "HTTP/1.", 7) != 0 || !sep) {
+    if (parse_answer(buf, len, status, resp_len) < 0) {
         free(buf);
         *err = "the admin API sent an invalid answer";
         return -1;
     }
-    *status = atoi(buf + 9);
-    size_t off = (size_t)(sep + 4 - buf);
-    memmove(buf, buf + off, len - off + 1);
     *resp = buf;
-    *resp_len = len - off;
     return 0;
 }

@@ -944,7 +944,7 @@ static void capture_start(mg_upconn_t *u, const mg_route_cache_t *rc, int status
     blob_head_t h = { 0 };
     if (!status_listed(rc, status))
         return;
-    if ((u->parser.flags & F_CONTENT_LENGTH) && u->parser.content_length > rc->max_body)
+    if (u->h1.has_length && u->h1.content_length > rc->max_body)
         return;
     upstream_headers(u, hs, forwarded);
     if (judge(rc, hs, u->nheaders, &h) < 0)
@@ -954,7 +954,7 @@ static void capture_start(mg_upconn_t *u, const mg_route_cache_t *rc, int status
     struct mg_cache_capture_s *cp = malloc(sizeof(*cp));
     size_t first = sizeof(blob_head_t) + h.lines_len;
     size_t body_hint =
-        (u->parser.flags & F_CONTENT_LENGTH) ? (size_t)u->parser.content_length : 4096;
+        u->h1.has_length ? (size_t)u->h1.content_length : 4096;
     if (!cp)
         return;
     cp->cap = first + (body_hint < rc->max_body ? body_hint : (size_t)rc->max_body);
@@ -1066,7 +1066,7 @@ void mg_cache_capture_head(mg_upconn_t *u, mg_cache_forwarded_fn forwarded)
 {
     mg_request_t *r = u->r;
     const mg_route_cache_t *rc = r->route->cache;
-    int status = u->parser.status_code;
+    int status = u->h1.status;
     if (cs(r)->unsafe) {
         if (status < 400)
             mg_cache_invalidate(r);

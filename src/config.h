@@ -36,7 +36,7 @@ typedef struct mg_upstream_s {
     int forwarded;              /* send X-Forwarded-For/-Proto/-Host (default 1) */
     int request_id;             /* send X-Request-Id (default 1) */
     int override_headers;       /* pass the client's X-Original-URL & co.
-                                   (mg_override_header; default 0) */
+                                   (MG_HNF_OVERRIDE; default 0) */
     /* active health checks (src/health.c); health_path NULL = none */
     char *health_path;
     uint64_t health_interval;   /* between two checks of a target */

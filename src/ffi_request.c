@@ -337,7 +337,7 @@ int mg_ffi_res_status(mg_request_t *r)
     if (r->status)
         return r->status;
     if (r->up && r->hook_phase == MG_PHASE_RESPONSE)
-        return r->up->parser.status_code;
+        return r->up->h1.status;
     if (mg_cache_holds(r) && r->hook_phase == MG_PHASE_RESPONSE)
         return mg_cache_entry_status(r);
     return 0;

@@ -1,7 +1,9 @@
 /* health.c: active health checks of upstream targets (see health.h).
  *
  * One probe per target at a time: connect, send a small GET, read the
- * status line, close. A probe holds a reference to the generation whose
+ * status line (h1_response.c parses it, as it parses every upstream
+ * answer), close. The probe says Connection: close: its connection is
+ * never reused, so no reuse decision is made here. A probe holds a reference to the generation whose
  * state it reports to, so a reload never frees that state under it; the
  * verdict of a probe that outlives a reload lands in the old generation and
  * is simply not carried over (the new one checks again at once).
@@ -12,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "errlog.h"
+#include "h1_response.h"
 #include "health.h"
 #include "worker.h"
 
@@ -130,11 +133,16 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     }
     p->len += (size_t)n;
     p->buf[p->len] = '\0';
-    char *eol = strstr(p->buf, "\r\n");
+    char *eol = memchr(p->buf, '\n', p->len);
     if (!eol && p->len < sizeof(p->buf) - 1)
         return;
+    /* the status line decides; the probe asked to close after it */
     int status = 0;
-    if (strncmp(p->buf, "HTTP/1.", 7) != 0 || sscanf(p->buf + 8, " %3d", &status) != 1) {
+    uint8_t minor;
+    uint32_t text_off, text_len;
+    if (!eol || eol == p->buf || eol[-1] != '\r' ||
+        mg_h1_status_line(p->buf, (size_t)(eol - 1 - p->buf), &status, &minor, &text_off,
+                          &text_len) < 0) {
         finish(p, 0, "not an HTTP answer");
         return;
     }

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <strings.h>
 #include "http.h"
+#include "header_names.h"
 
 const char *mg_status_text(int status)
 {
@@ -36,22 +37,9 @@ const char *mg_status_text(int status)
     }
 }
 
-/* RFC 9110 tchar: digits, letters and !#$%&'*+-.^_`|~ (a table: this runs
- * for every byte of every header name a hook sets) */
-static const unsigned char tchar[256] = {
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 1, 0, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0,
-    0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 0, 1, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-};
-
 int mg_token_char(unsigned char ch)
 {
-    return tchar[ch];
+    return mg_hname_tchar[ch];
 }
 
 int mg_token_next(const char *v, size_t vl, size_t *at, const char **tok, size_t *tl)
@@ -79,15 +67,3 @@ int mg_token_listed(const char *v, size_t vl, const char *tok, size_t tl)
     return 0;
 }
 
-char *mg_put_header(char *o, const char *n, size_t nl, const char *v, size_t vl)
-{
-    memcpy(o, n, nl);
-    o += nl;
-    *o++ = ':';
-    *o++ = ' ';
-    memcpy(o, v, vl);
-    o += vl;
-    *o++ = '\r';
-    *o++ = '\n';
-    return o;
-}

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <lua.h>
 #include "upstream.h"
+#include "h1_response.h"
 #include "hooks.h"
 #include "mg_ffi.h"
 
@@ -45,15 +46,16 @@ struct mg_http_op_s {
     mg_pool_t *pool;
     mg_upconn_t *u;
     uv_timer_t timer;
-    llhttp_t parser;
+    mg_h1r_t h1;            /* the response (h1_response.h) */
     char *req;              /* the whole request, written once connected */
     size_t req_len;
     char *hdrs;             /* "name\0value\0" pairs of the response */
     size_t hdrs_len, hdrs_cap;
     char *body;
     size_t body_len, body_cap, max_body;
-    uint8_t last_was_value;
+    uint8_t head_method;    /* HEAD: no body follows whatever the head says */
     uint8_t complete;
+    uint8_t extra;          /* bytes followed the response: no reuse */
     uint8_t finished;       /* result delivered or cancelled */
     uint8_t reused;
     uint8_t retried;
@@ -64,8 +66,6 @@ struct mg_http_op_s {
     const char *deferred_err;
 };
 
-static llhttp_settings_t client_settings;
-static int settings_ready;
 static _Thread_local adhoc_pool_t *adhoc_pools;
 
 static void op_start(mg_http_op_t *op);
@@ -140,7 +140,7 @@ static void op_finish(mg_http_op_t *op, const char *err)
     op->u = NULL;
     if (u) {
         u->client = NULL;
-        if (!err && op->complete && llhttp_should_keep_alive(&op->parser)) {
+        if (!err && op->complete && mg_h1_response_reusable(&op->h1, op->extra, 1)) {
             uv_read_stop((uv_stream_t *)&u->tcp);
             u->reading = 0;
             mg_proxy_detach(u, 1);
@@ -204,94 +204,83 @@ static int grow(char **buf, size_t *cap, size_t need, size_t max)
     return 0;
 }
 
-static int on_field(llhttp_t *p, const char *at, size_t len)
+/* The head's fields as "name\0value\0" pairs, names in lower case, for
+ * push_result (they must outlive the read buffer). */
+static int keep_headers(mg_http_op_t *op, mg_upconn_t *u)
 {
-    mg_http_op_t *op = p->data;
-    if (op->last_was_value || op->hdrs_len == 0) {
-        if (op->hdrs_len > 0 && grow(&op->hdrs, &op->hdrs_cap, op->hdrs_len + 1, 65536) == 0)
-            op->hdrs[op->hdrs_len++] = 0; /* end the previous value */
-        op->last_was_value = 0;
-    }
-    if (grow(&op->hdrs, &op->hdrs_cap, op->hdrs_len + len + 2, 65536) < 0)
-        return HPE_USER;
-    for (size_t i = 0; i < len; i++) {
-        char ch = at[i];
-        op->hdrs[op->hdrs_len++] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
-    }
-    return 0;
-}
-
-static int on_value(llhttp_t *p, const char *at, size_t len)
-{
-    mg_http_op_t *op = p->data;
-    if (!op->last_was_value) {
-        if (grow(&op->hdrs, &op->hdrs_cap, op->hdrs_len + 1, 65536) < 0)
-            return HPE_USER;
-        op->hdrs[op->hdrs_len++] = 0; /* end the name */
-        op->last_was_value = 1;
-    }
-    if (grow(&op->hdrs, &op->hdrs_cap, op->hdrs_len + len + 2, 65536) < 0)
-        return HPE_USER;
-    memcpy(op->hdrs + op->hdrs_len, at, len);
-    op->hdrs_len += len;
-    return 0;
-}
-
-static int on_headers_done(llhttp_t *p)
-{
-    mg_http_op_t *op = p->data;
-    if (op->hdrs_len > 0) {
-        if (grow(&op->hdrs, &op->hdrs_cap, op->hdrs_len + 1, 65536) < 0)
-            return HPE_USER;
-        op->hdrs[op->hdrs_len++] = 0; /* end the last value */
-    }
-    op->status = p->status_code;
-    if (op->status >= 100 && op->status < 200) {
-        op->hdrs_len = 0; /* interim answer: wait for the real one */
-        return 0;
+    op->hdrs_len = 0;
+    for (uint32_t i = 0; i < op->h1.nheaders; i++) {
+        mg_span_t n = u->headers[i].name, v = u->headers[i].value;
+        if (grow(&op->hdrs, &op->hdrs_cap, op->hdrs_len + n.len + v.len + 2, 65536) < 0)
+            return -1;
+        char *o = op->hdrs + op->hdrs_len;
+        for (uint32_t k = 0; k < n.len; k++) {
+            char ch = u->buf.data[n.off + k];
+            *o++ = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+        }
+        *o++ = 0;
+        memcpy(o, u->buf.data + v.off, v.len);
+        o[v.len] = 0;
+        op->hdrs_len += n.len + v.len + 2;
     }
     return 0;
 }
 
-static int on_body_data(llhttp_t *p, const char *at, size_t len)
+/* Parses what u->buf holds from u->buf.parsed: heads (interim ones
+ * skipped), then the body into op->body. Returns 1 once the response is
+ * complete, 0 for more to come, -1 (op->err, or the parser's reason). */
+static int parse_response(mg_http_op_t *op, mg_upconn_t *u)
 {
-    mg_http_op_t *op = p->data;
-    if (grow(&op->body, &op->body_cap, op->body_len + len, op->max_body) < 0) {
-        op->err = "response body too large";
-        return HPE_USER;
+    mg_buf_t *b = &u->buf;
+    for (;;) {
+        if (op->h1.state == MG_H1_HEAD) {
+            long n = mg_h1r_head(&op->h1, b->data, b->parsed, b->len, u->headers, u->htok,
+                                 MG_UP_MAX_HEADERS, op->head_method);
+            if (n == MG_H1_AGAIN)
+                return b->len == b->cap ? -1 : 0;
+            if (n < 0 || op->h1.status == 101)
+                return -1;
+            b->parsed += (uint32_t)n;
+            op->status = op->h1.status;
+            if (op->status < 200) {
+                op->h1.state = MG_H1_HEAD; /* interim answer: wait for the real one */
+                continue;
+            }
+            if (keep_headers(op, u) < 0)
+                return -1;
+        }
+        const char *data;
+        size_t used, dlen;
+        int rc = mg_h1r_body(&op->h1, b->data + b->parsed, b->len - b->parsed, &used, &data, &dlen);
+        if (rc < 0)
+            return -1;
+        if (dlen) {
+            if (grow(&op->body, &op->body_cap, op->body_len + dlen, op->max_body) < 0) {
+                op->err = "response body too large";
+                return -1;
+            }
+            memcpy(op->body + op->body_len, data, dlen);
+            op->body_len += dlen;
+        }
+        b->parsed += (uint32_t)used;
+        if (rc == 1) {
+            op->complete = 1;
+            op->extra = b->parsed < b->len;
+            return 1;
+        }
+        if (used == 0 || b->parsed == b->len)
+            break;
     }
-    memcpy(op->body + op->body_len, at, len);
-    op->body_len += len;
+    if (op->h1.state != MG_H1_HEAD && b->parsed > 0) {
+        /* the head is kept (headers) and the body copied: reuse the space */
+        b->len -= b->parsed;
+        memmove(b->data, b->data + b->parsed, b->len);
+        b->parsed = 0;
+    }
     return 0;
-}
-
-static int on_done(llhttp_t *p)
-{
-    mg_http_op_t *op = p->data;
-    if (op->status >= 100 && op->status < 200)
-        return 0;
-    op->complete = 1;
-    return HPE_PAUSED;
-}
-
-static void init_settings(void)
-{
-    llhttp_settings_init(&client_settings);
-    client_settings.on_header_field = on_field;
-    client_settings.on_header_value = on_value;
-    client_settings.on_headers_complete = on_headers_done;
-    client_settings.on_body = on_body_data;
-    client_settings.on_message_complete = on_done;
-    settings_ready = 1;
 }
 
 /* ---- the connection ------------------------------------------------------ */
-
-static void op_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
-{
-    static _Thread_local char buf[16384];
-    *b = uv_buf_init(buf, sizeof(buf));
-}
 
 static void op_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 {
@@ -300,7 +289,8 @@ static void op_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     if (!op || nread == 0)
         return;
     if (nread < 0) {
-        if (nread == UV_EOF && llhttp_finish(&op->parser) == HPE_OK && op->complete) {
+        if (nread == UV_EOF && op->h1.state != MG_H1_HEAD && mg_h1r_eof(&op->h1) == 0) {
+            op->complete = 1; /* a close-delimited body ends here */
             op_finish(op, NULL);
             return;
         }
@@ -316,15 +306,11 @@ static void op_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         op_finish(op, nread == UV_EOF ? "connection closed early" : uv_strerror((int)nread));
         return;
     }
-    llhttp_errno_t e = llhttp_execute(&op->parser, b->base, (size_t)nread);
-    if (e == HPE_PAUSED && op->complete) {
-        const char *pos = llhttp_get_error_pos(&op->parser);
-        if (pos != b->base + nread)
-            op->parser.flags &= ~F_CONNECTION_KEEP_ALIVE; /* stray bytes: no reuse */
+    u->buf.len += (uint32_t)nread;
+    int rc = parse_response(op, u);
+    if (rc > 0)
         op_finish(op, NULL);
-        return;
-    }
-    if (e != HPE_OK)
+    else if (rc < 0)
         op_finish(op, op->err ? op->err : "invalid response");
 }
 
@@ -336,16 +322,14 @@ static void send_request(mg_http_op_t *op)
         uv_read_stop((uv_stream_t *)&u->tcp);
         u->reading = 0;
     }
-    if (!settings_ready)
-        init_settings();
-    llhttp_init(&op->parser, HTTP_RESPONSE, &client_settings);
-    op->parser.data = op;
+    mg_h1r_init(&op->h1);
+    u->buf.len = u->buf.parsed = 0;
     uv_buf_t b = uv_buf_init(op->req, (unsigned)op->req_len);
     if (mg_wq_write(&u->wq, &b, 1) < 0) {
         op_finish(op, "write failed");
         return;
     }
-    if (uv_read_start((uv_stream_t *)&u->tcp, op_alloc, op_read) == 0)
+    if (uv_read_start((uv_stream_t *)&u->tcp, mg_upconn_alloc, op_read) == 0)
         u->reading = 1;
 }
 
@@ -621,6 +605,7 @@ int mg_ffi_http_request(const char *method, size_t mlen, const char *url, size_t
     op->req_len = (size_t)n + blen;
     op->w = w;
     op->pool = pool;
+    op->head_method = mlen == 4 && memcmp(method, "HEAD", 4) == 0;
     op->max_body = max_body > 0 ? (size_t)max_body : 10 * 1024 * 1024;
     op->hc = mg_hook_wait_begin(op_cancel, op);
     uv_timer_init(&w->loop, &op->timer);

@@ -1,20 +1,16 @@
 /* proxy.c: the upstream side of a proxied request.
  *
  * mg_proxy_start() picks a target, takes a pooled keep-alive connection or
- * opens one, writes the rewritten request head, and lets the protocol
- * (r->proto) stream the body. The response is parsed with llhttp; its head is rewritten
- * (obs-folds replaced by SP, hook changes applied, framed by the status the
- * client gets) and its body forwarded to the client as it arrives, with
- * back-pressure both ways. A finished connection goes back to its pool when it is safe to
+ * opens one, writes the rewritten request head, and lets http_conn.c stream
+ * the body. The response is parsed by h1_response.c; its head is rewritten
+ * (hop-by-hop headers dropped by their tokens, header_names.h; hook changes
+ * applied; framed by the status the client gets) and its body forwarded to
+ * the client as it arrives, with back-pressure both ways. A finished connection goes back to its pool when it is safe to
  * reuse, else it is closed.
  *
  * Ownership: an upstream connection belongs to the request using it
  * (r->up, u->r) or to its pool while idle; it is freed in its close
  * callback.
- *
- * It sees the client only through the request: answers go out through
- * r->proto, failures to the pipeline (pipeline.h); the pipeline reaches it
- * through mg_proxy_ops (upstream.h).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,12 +19,12 @@
 #include "http.h"
 #include "pipeline.h"
 #include "upstream.h"
+#include "h1_response.h"
+#include "header_names.h"
 #include "hooks.h"
 #include "errlog.h"
 #include "upgrade.h"
 
-static llhttp_settings_t resp_settings;
-static int settings_ready;
 
 static void up_close(mg_upconn_t *u);
 static void up_parse(mg_upconn_t *u);
@@ -81,13 +77,7 @@ static void on_up_timer(uv_timer_t *t)
 
 /* ---- response parsing --------------------------------------------------- */
 
-static uint32_t up_off(mg_upconn_t *u, const char *at) { return (uint32_t)(at - u->buf.data); }
 static const char *up_data(mg_upconn_t *u, mg_span_t s) { return u->buf.data + s.off; }
-
-static int up_ieq(mg_upconn_t *u, mg_span_t s, const char *lit, size_t n)
-{
-    return s.len == n && strncasecmp(up_data(u, s), lit, n) == 0;
-}
 
 /* Output gathered while one read is parsed, written in one go after it. */
 #define OUT_MAX 24
@@ -115,284 +105,297 @@ static void out_add(mg_upconn_t *u, const char *p, size_t len)
     o->iov[o->n++] = uv_buf_init((char *)p, (unsigned)len);
 }
 
-static int on_resp_begin(llhttp_t *p)
+/* What a Connection value names beyond itself: bit 1 a token other than
+ * keep-alive and close (then each header must be looked up in it), bit 2
+ * "close" (a header of that name goes too). Nearly every message says only
+ * keep-alive or close: one pass, not one per header. */
+enum { CONN_LISTS_OTHERS = 1, CONN_LISTS_CLOSE = 2 };
+static int connection_lists(const char *v, size_t vl)
 {
-    mg_upconn_t *u = p->data;
-    u->nheaders = 0;
-    u->last_was_value = 0;
-    u->status_text.off = u->status_text.len = 0;
-    return 0;
-}
-
-static int on_resp_status(llhttp_t *p, const char *at, size_t len)
-{
-    mg_upconn_t *u = p->data;
-    if (u->status_text.len == 0)
-        u->status_text.off = up_off(u, at);
-    u->status_text.len += (uint32_t)len;
-    return 0;
-}
-
-static int on_resp_field(llhttp_t *p, const char *at, size_t len)
-{
-    mg_upconn_t *u = p->data;
-    if (u->nheaders == 0 || u->last_was_value) {
-        if (u->nheaders >= MG_UP_MAX_HEADERS)
-            return HPE_USER;
-        mg_header_t *h = &u->headers[u->nheaders++];
-        h->name.off = up_off(u, at);
-        h->name.len = 0;
-        h->value.off = h->value.len = 0;
-        u->last_was_value = 0;
+    int lists = 0;
+    const char *t;
+    size_t at = 0, l;
+    if (vl == 10 && mg_hname_is(v, vl, MG_HN_KEEP_ALIVE))
+        return 0; /* nearly every answer */
+    while (mg_token_next(v, vl, &at, &t, &l)) {
+        if (l == 5 && strncasecmp(t, "close", 5) == 0)
+            lists |= CONN_LISTS_CLOSE;
+        else if (!(l == 10 && strncasecmp(t, "keep-alive", 10) == 0))
+            lists |= CONN_LISTS_OTHERS;
     }
-    u->headers[u->nheaders - 1].name.len += (uint32_t)len;
-    return 0;
+    return lists;
 }
-
-static int blank(char ch) { return ch == ' ' || ch == '\t'; }
-
-/* Headers llhttp reads itself for framing and keep-alive: a folded one may
- * mean something else to llhttp than to the unfolded reading, so such an
- * answer is refused (502) rather than repaired. */
-static int framing_header(mg_upconn_t *u, mg_span_t n)
-{
-    return up_ieq(u, n, "content-length", 14) || up_ieq(u, n, "transfer-encoding", 17) ||
-           up_ieq(u, n, "connection", 10) || up_ieq(u, n, "upgrade", 7);
-}
-
-/* llhttp hands a header value over in pieces: pieces of one line follow
- * each other in the buffer, and an obs-fold continuation line (CRLF then
- * SP/HTAB) arrives as a new piece, its leading blanks included, after a
- * gap that holds the CRLF. RFC 9112 5.2: a proxy replaces each obs-fold
- * with SP before forwarding. That is done in place: the continuation moves
- * back over the bytes llhttp has already read (the value only shrinks), so
- * the value stays one span and the client never sees a fold. */
-static int on_resp_value(llhttp_t *p, const char *at, size_t len)
-{
-    mg_upconn_t *u = p->data;
-    mg_header_t *h = &u->headers[u->nheaders - 1];
-    uint32_t off = up_off(u, at);
-    if (!u->last_was_value) { /* nearly always the whole value at once */
-        h->value.off = off;
-        h->value.len += (uint32_t)len;
-        u->last_was_value = 1;
-        u->value_moved = u->fold_sep = 0;
-        u->value_raw_end = off + (uint32_t)len;
-        return 0;
-    }
-    if (off != u->value_raw_end) {
-        /* an obs-fold: OWS CRLF RWS -> one SP (none at either end) */
-        if (framing_header(u, h->name))
-            return HPE_USER;
-        const char *v = u->buf.data + h->value.off;
-        while (h->value.len > 0 && blank(v[h->value.len - 1]))
-            h->value.len--;
-        u->value_moved = u->fold_sep = 1;
-    }
-    u->value_raw_end = off + (uint32_t)len;
-    if (!u->value_moved) {
-        h->value.len += (uint32_t)len;
-        return 0;
-    }
-    char *v = u->buf.data + h->value.off;
-    if (u->fold_sep) {
-        /* the continuation's leading blanks (maybe split over reads) */
-        while (len > 0 && blank(*at)) {
-            at++;
-            len--;
-        }
-        if (len == 0)
-            return 0;
-        if (h->value.len > 0)
-            v[h->value.len++] = ' ';
-        u->fold_sep = 0;
-    }
-    memmove(v + h->value.len, at, len);
-    h->value.len += (uint32_t)len;
-    return 0;
-}
-
 
 /* Is `name` named in one of the response's Connection headers? */
 static int listed_in_connection(mg_upconn_t *u, mg_span_t name)
 {
     for (uint32_t i = 0; i < u->nheaders; i++)
-        if (up_ieq(u, u->headers[i].name, "connection", 10) &&
+        if (u->htok[i] == MG_HN_CONNECTION &&
             mg_token_listed(up_data(u, u->headers[i].value), u->headers[i].value.len,
                             up_data(u, name), name.len))
             return 1;
     return 0;
 }
 
-/* What the response's Connection headers name beyond themselves: bit 1 a
- * token other than keep-alive and close (then every header must be looked
- * up in them), bit 2 "close" (a header of that name goes too). Nearly
- * every answer says only keep-alive or close: one pass, not one per header. */
-enum { CONN_LISTS_OTHERS = 1, CONN_LISTS_CLOSE = 2 };
-static int connection_lists(mg_upconn_t *u)
+/* connection_lists() over all of the response's Connection headers. */
+static int response_connection_lists(mg_upconn_t *u)
 {
     int lists = 0;
-    for (uint32_t i = 0; i < u->nheaders; i++) {
-        if (!up_ieq(u, u->headers[i].name, "connection", 10))
-            continue;
-        const char *v = up_data(u, u->headers[i].value), *t;
-        size_t at = 0, l, vl = u->headers[i].value.len;
-        while (mg_token_next(v, vl, &at, &t, &l)) {
-            if (l == 5 && strncasecmp(t, "close", 5) == 0)
-                lists |= CONN_LISTS_CLOSE;
-            else if (!(l == 10 && strncasecmp(t, "keep-alive", 10) == 0))
-                lists |= CONN_LISTS_OTHERS;
-        }
-    }
+    for (uint32_t i = 0; i < u->nheaders; i++)
+        if (u->htok[i] == MG_HN_CONNECTION)
+            lists |= connection_lists(up_data(u, u->headers[i].value), u->headers[i].value.len);
     return lists;
 }
 
-static int hop_by_hop(const char *n, size_t l)
+/* Is response header i hop-by-hop, by its name or because a Connection
+ * header (summed up in `lists`) names it? An accepted 101 keeps Upgrade. */
+static int response_hop(mg_upconn_t *u, uint32_t i, int lists, int upgrade)
 {
-    switch (l) {
-    case 2: return strncasecmp(n, "te", 2) == 0;
-    case 7: return strncasecmp(n, "upgrade", 7) == 0 || strncasecmp(n, "trailer", 7) == 0;
-    case 10: return strncasecmp(n, "connection", 10) == 0 || strncasecmp(n, "keep-alive", 10) == 0;
-    case 16: return strncasecmp(n, "proxy-connection", 16) == 0;
-    case 17: return strncasecmp(n, "transfer-encoding", 17) == 0;
-    default: return 0;
-    }
+    int tok = u->htok[i];
+    if (tok == MG_HN_UPGRADE && upgrade)
+        return 0;
+    return (mg_hname_flags(tok) & MG_HNF_HOP) ||
+           ((lists & CONN_LISTS_CLOSE) && tok == MG_HN_CLOSE) ||
+           ((lists & CONN_LISTS_OTHERS) && listed_in_connection(u, u->headers[i].name));
 }
 
 int mg_upconn_header_forwarded(mg_upconn_t *u, uint32_t i)
 {
-    mg_span_t name = u->headers[i].name;
-    if (hop_by_hop(up_data(u, name), name.len))
+    if (mg_hname_flags(u->htok[i]) & MG_HNF_HOP)
         return 0;
     for (uint32_t j = 0; j < u->nheaders; j++)
-        if (up_ieq(u, u->headers[j].name, "connection", 10))
-            return !listed_in_connection(u, name);
+        if (u->htok[j] == MG_HN_CONNECTION)
+            return !listed_in_connection(u, u->headers[i].name);
     return 1;
 }
 
-static char *put(char *o, const char *s, size_t n)
+/* ---- the head writer ------------------------------------------------------
+ * Both heads are written into the worker's scratch, each piece after it
+ * reserved its exact length: the scratch grows when a head needs more than
+ * it holds (rarely: it starts at header_size + 3 request lines + 64k), so
+ * no estimate can be wrong. Nothing else points into the scratch while a
+ * head is built; it is handed on (mg_wq_write copies what it cannot send,
+ * out_add until out_flush) only once complete. */
+#define HEAD_MAX (4u << 20) /* no upstream or client takes a larger head */
+
+typedef struct {
+    mg_worker_t *w;
+    size_t len;
+    int failed; /* a head beyond HEAD_MAX, or out of memory */
+} head_t;
+
+/* Makes room for n more bytes; returns 0, or -1 (h->failed). */
+static __attribute__((noinline)) int head_grow(head_t *h, size_t n)
 {
-    memcpy(o, s, n);
-    return o + n;
+    mg_worker_t *w = h->w;
+    size_t need = h->len + n;
+    size_t cap = w->scratch_cap * 2 > need ? w->scratch_cap * 2 : need;
+    char *p = need <= HEAD_MAX ? realloc(w->scratch, cap) : NULL;
+    if (!p) {
+        h->failed = 1;
+        return -1;
+    }
+    w->scratch = p;
+    w->scratch_cap = cap;
+    return 0;
 }
-#define PUTS(o, lit) put((o), (lit), sizeof(lit) - 1)
 
-
-
-/* Writes the client's response head (upstream head + hook changes) into
- * the output. Returns 0, 1 (no body follows), 2 (upgrade) or -1. */
-static int emit_head(mg_upconn_t *u)
+/* Where n more bytes go (then h->len += n), or NULL when they cannot. */
+static inline char *head_room(head_t *h, size_t n)
 {
-    llhttp_t *p = &u->parser;
+    if (h->len + n > h->w->scratch_cap && (h->failed || head_grow(h, n) < 0))
+        return NULL;
+    return h->w->scratch + h->len;
+}
+
+static inline void head_put(head_t *h, const char *s, size_t n)
+{
+    char *o = head_room(h, n);
+    if (o) {
+        memcpy(o, s, n);
+        h->len += n;
+    }
+}
+#define HEAD_PUTS(h, lit) head_put((h), (lit), sizeof(lit) - 1)
+
+static inline void head_header(head_t *h, const char *n, size_t nl, const char *v, size_t vl)
+{
+    char *o = head_room(h, nl + vl + 4);
+    if (o)
+        h->len = (size_t)(mg_put_header(o, n, nl, v, vl) - h->w->scratch);
+}
+
+static void head_number(head_t *h, const char *name_colon_sp, unsigned long long v)
+{
+    char num[24];
+    int k = snprintf(num, sizeof(num), "%llu", v);
+    head_put(h, name_colon_sp, strlen(name_colon_sp));
+    head_put(h, num, (size_t)k);
+    HEAD_PUTS(h, "\r\n");
+}
+
+/* A hook's SET and ADD edits, in their order. */
+static void head_edits(head_t *h, const mg_edit_t *edits, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (edits[i].op != MG_EDIT_REMOVE)
+            head_header(h, edits[i].name, edits[i].name_len, edits[i].value, edits[i].value_len);
+}
+
+/* ---- the client's response head -------------------------------------------- */
+
+/* How the response is framed towards the client. */
+typedef struct {
+    int status, upgrade, no_body, out_status, out_no_body, replaced, zero_len;
+} resp_frame_t;
+
+static resp_frame_t response_framing(mg_upconn_t *u)
+{
     mg_request_t *r = u->r;
-    mg_worker_t *w = u->w;
-    int status = p->status_code;
-    int upgrade = status == 101;
-    u->resp_keepalive = llhttp_should_keep_alive(p) ? 1 : 0;
-    int has_len = (p->flags & F_CONTENT_LENGTH) != 0;
-    int no_body = r->head_method || !mg_status_has_body(status) || upgrade;
-    int out_status = r->res_status && !upgrade ? r->res_status : status;
+    resp_frame_t f;
+    f.status = u->h1.status;
+    f.upgrade = f.status == 101;
+    int has_len = u->h1.has_length;
+    f.no_body = r->head_method || !mg_status_has_body(f.status) || f.upgrade;
+    f.out_status = r->res_status && !f.upgrade ? r->res_status : f.status;
     /* A hook's status frames what the client gets: a 204 or 304 made of a
      * 200 sends no body (the upstream's is read and dropped) and no
      * Content-Length; a 200 made of a 204 or 304 says Content-Length: 0. */
-    int out_no_body = !upgrade && !mg_status_has_body(out_status);
-    int replaced = (r->res_body_set || (out_no_body && !no_body)) && !upgrade;
-    int zero_len = !r->head_method && no_body && !upgrade && !out_no_body && !r->res_body_set;
-    /* Framing towards the client. */
+    f.out_no_body = !f.upgrade && !mg_status_has_body(f.out_status);
+    f.replaced = (r->res_body_set || (f.out_no_body && !f.no_body)) && !f.upgrade;
+    f.zero_len = !r->head_method && f.no_body && !f.upgrade && !f.out_no_body && !r->res_body_set;
     r->response_chunked = 0;
-    if (!no_body && !has_len && !replaced) {
+    if (!f.no_body && !has_len && !f.replaced) {
         if (r->http_minor >= 1)
             r->response_chunked = 1;
         else
             r->response_close = 1; /* HTTP/1.0: the close delimits */
     }
-    if (!r->keep_alive || w->stopping)
+    if (!r->keep_alive || u->w->stopping)
         r->response_close = 1;
-    if (r->is_upgrade && !upgrade)
+    if (r->is_upgrade && !f.upgrade)
         r->response_close = 1; /* the client's parser stopped for a tunnel */
+    return f;
+}
 
-    size_t edits_len = 0;
-    for (int i = 0; i < r->nres_edits; i++)
-        edits_len += r->res_edits[i].name_len + r->res_edits[i].value_len + 4;
-    char *o = w->scratch, *end = w->scratch + w->scratch_cap - 384 - edits_len;
-    /* status line, without printf: this runs for every response */
+static void head_status_line(head_t *h, mg_upconn_t *u, const resp_frame_t *f)
+{
+    char *o = head_room(h, 13);
+    if (!o)
+        return;
+    /* without printf: this runs for every response */
     memcpy(o, "HTTP/1.1 ", 9);
-    o[9] = (char)('0' + out_status / 100);
-    o[10] = (char)('0' + out_status / 10 % 10);
-    o[11] = (char)('0' + out_status % 10);
+    o[9] = (char)('0' + f->out_status / 100);
+    o[10] = (char)('0' + f->out_status / 10 % 10);
+    o[11] = (char)('0' + f->out_status % 10);
     o[12] = ' ';
-    o += 13;
-    if (r->res_status && !upgrade) {
-        const char *t = mg_status_text(out_status);
-        size_t tl = strlen(t);
-        memcpy(o, t, tl);
-        o += tl;
+    h->len += 13;
+    if (u->r->res_status && !f->upgrade) {
+        const char *t = mg_status_text(f->out_status);
+        head_put(h, t, strlen(t));
     } else {
-        size_t sl = u->status_text.len < 128 ? u->status_text.len : 128;
-        memcpy(o, up_data(u, u->status_text), sl);
-        o += sl;
+        head_put(h, up_data(u, u->status_text),
+                 u->status_text.len < 128 ? u->status_text.len : 128);
     }
-    *o++ = '\r';
-    *o++ = '\n';
-    /* headers named in a Connection header are hop-by-hop too */
-    int lists = connection_lists(u);
+    HEAD_PUTS(h, "\r\n");
+}
+
+/* The length of header i's line as the upstream wrote it, "Name: value"
+ * and its CRLF, or 0 when that is not how it is to be sent (another
+ * separator, trailing blanks, or a head with folds: the buffer was
+ * rewritten). */
+static size_t raw_line(mg_upconn_t *u, uint32_t i)
+{
+    const char *b = u->buf.data;
+    mg_span_t n = u->headers[i].name, v = u->headers[i].value;
+    uint32_t end = v.off + v.len;
+    if (u->h1.folded || v.off != n.off + n.len + 2 || b[n.off + n.len + 1] != ' ' ||
+        b[end] != '\r')
+        return 0; /* (the parser saw ':' there, and '\n' after every CR) */
+    return end + 2 - n.off;
+}
+
+/* The upstream's end-to-end headers the hooks did not replace. Runs of
+ * lines kept as the upstream wrote them go out in one copy. */
+static void head_upstream_headers(head_t *h, mg_upconn_t *u, const resp_frame_t *f)
+{
+    mg_request_t *r = u->r;
+    int lists = response_connection_lists(u);
+    uint32_t run = 0, run_end = 0; /* the run of raw lines not yet copied */
     for (uint32_t i = 0; i < u->nheaders; i++) {
-        mg_header_t *h = &u->headers[i];
-        const char *n = up_data(u, h->name);
-        size_t nl = h->name.len;
-        int is_upgrade_hdr = upgrade && nl == 7 && strncasecmp(n, "upgrade", 7) == 0;
-        if (!is_upgrade_hdr &&
-            (hop_by_hop(n, nl) ||
-             ((lists & CONN_LISTS_OTHERS) && listed_in_connection(u, h->name)) ||
-             ((lists & CONN_LISTS_CLOSE) && nl == 5 && strncasecmp(n, "close", 5) == 0)))
+        mg_header_t *hd = &u->headers[i];
+        int tok = u->htok[i];
+        const char *n = up_data(u, hd->name);
+        if (response_hop(u, i, lists, f->upgrade) || (mg_hname_flags(tok) & MG_HNF_RES_DROP) ||
+            ((f->replaced || f->out_no_body) && tok == MG_HN_CONTENT_LENGTH) ||
+            (r->nres_edits && mg_edits_replace(r->res_edits, r->nres_edits, n, hd->name.len)))
             continue;
-        if (nl == 12 && strncasecmp(n, "x-request-id", 12) == 0)
+        size_t raw = raw_line(u, i);
+        if (raw && run_end == hd->name.off && run_end > run) {
+            run_end += (uint32_t)raw; /* the next line of the run */
             continue;
-        if ((replaced || out_no_body) && nl == 14 && strncasecmp(n, "content-length", 14) == 0)
-            continue;
-        if (r->nres_edits && mg_edits_replace(r->res_edits, r->nres_edits, n, nl))
-            continue;
-        if (o + nl + h->value.len + 4 > end)
-            return -1; /* response head larger than our scratch */
-        o = mg_put_header(o, n, nl, up_data(u, h->value), h->value.len);
+        }
+        head_put(h, u->buf.data + run, run_end - run);
+        run = run_end = raw ? hd->name.off : 0;
+        if (raw)
+            run_end += (uint32_t)raw;
+        else
+            head_header(h, n, hd->name.len, up_data(u, hd->value), hd->value.len);
     }
-    for (int i = 0; i < r->nres_edits; i++) {
-        const mg_edit_t *e = &r->res_edits[i];
-        if (e->op != MG_EDIT_REMOVE)
-            o = mg_put_header(o, e->name, e->name_len, e->value, e->value_len);
+    head_put(h, u->buf.data + run, run_end - run);
+}
+
+/* The gateway's own: framing, cache status, request id, Connection. */
+static void head_gateway_response(head_t *h, mg_upconn_t *u, const resp_frame_t *f)
+{
+    mg_request_t *r = u->r;
+    if (f->replaced && !f->out_no_body)
+        head_number(h, "Content-Length: ", r->res_body_len);
+    else if (f->zero_len)
+        HEAD_PUTS(h, "Content-Length: 0\r\n");
+    if (mg_cache_state(r)) {
+        char line[96];
+        head_put(h, line, mg_cache_status_line(r, line, sizeof(line)));
     }
-    if (replaced && !out_no_body)
-        o += snprintf(o, 48, "Content-Length: %zu\r\n", r->res_body_len);
-    else if (zero_len)
-        o = PUTS(o, "Content-Length: 0\r\n");
-    if (mg_cache_state(r))
-        o += mg_cache_status_line(r, o, 96);
-    o = PUTS(o, "X-Request-Id: ");
-    o = put(o, r->request_id, r->request_id_len);
-    o = PUTS(o, "\r\n");
+    head_header(h, "X-Request-Id", 12, r->request_id, r->request_id_len);
     if (r->response_chunked)
-        o = PUTS(o, "Transfer-Encoding: chunked\r\n");
-    if (upgrade)
-        o = PUTS(o, "Connection: upgrade\r\n");
+        HEAD_PUTS(h, "Transfer-Encoding: chunked\r\n");
+    if (f->upgrade)
+        HEAD_PUTS(h, "Connection: upgrade\r\n");
     else if (r->response_close)
-        o = PUTS(o, "Connection: close\r\n");
+        HEAD_PUTS(h, "Connection: close\r\n");
     else if (r->http_minor == 0)
-        o = PUTS(o, "Connection: keep-alive\r\n");
-    o = PUTS(o, "\r\n");
-    r->status = out_status;
+        HEAD_PUTS(h, "Connection: keep-alive\r\n");
+    HEAD_PUTS(h, "\r\n");
+}
+
+/* Writes the client's response head (upstream head + hook changes) into
+ * the output. Returns 0, 1 (no body follows), 2 (upgrade) or -1. */
+static int emit_head(mg_upconn_t *u)
+{
+    mg_request_t *r = u->r;
+    resp_frame_t f = response_framing(u);
+    head_t h = { .w = u->w };
+    head_status_line(&h, u, &f);
+    head_upstream_headers(&h, u, &f);
+    head_edits(&h, r->res_edits, r->nres_edits);
+    head_gateway_response(&h, u, &f);
+    if (h.failed)
+        return -1; /* response head beyond HEAD_MAX */
+    r->status = f.out_status;
     r->response_started = 1;
-    out_add(u, w->scratch, (size_t)(o - w->scratch));
-    if (replaced) {
-        if (!r->head_method && !out_no_body)
+    out_add(u, u->w->scratch, h.len);
+    if (f.replaced) {
+        if (!r->head_method && !f.out_no_body)
             out_add(u, r->res_body, r->res_body_len);
         r->res_dropping = 1; /* the upstream's own body is read and dropped */
     }
-    if (upgrade) {
+    if (f.upgrade) {
         out_flush(u);
         u->tunnel = 1;
         return 2;
     }
-    return no_body ? 1 : 0;
+    return f.no_body ? 1 : 0;
 }
 
 /* A 101 opens a tunnel only for an upgrade request (one the core kept,
@@ -404,7 +407,7 @@ static int upgrade_accepted(mg_upconn_t *u)
     if (!r->is_upgrade)
         return 0;
     for (uint32_t i = 0; i < u->nheaders; i++) {
-        if (!up_ieq(u, u->headers[i].name, "upgrade", 7))
+        if (u->htok[i] != MG_HN_UPGRADE)
             continue;
         if (seen++ || !mg_upgrade_accepted(r, up_data(u, u->headers[i].value),
                                            u->headers[i].value.len))
@@ -413,25 +416,33 @@ static int upgrade_accepted(mg_upconn_t *u)
     return seen == 1;
 }
 
-static int on_resp_headers_complete(llhttp_t *p)
+/* What the response head means for the exchange. */
+enum { HEAD_BODY, HEAD_INTERIM, HEAD_PAUSED, HEAD_TUNNEL, HEAD_FAILED };
+
+/* The whole upstream head is in: act on it (interim answers, upgrades,
+ * the cache's revalidation, on_response hooks), then write the client's
+ * head. Returns HEAD_*; for HEAD_FAILED u->h1.err says why. */
+static int on_head(mg_upconn_t *u)
 {
-    mg_upconn_t *u = p->data;
     mg_request_t *r = u->r;
-    int status = p->status_code;
+    int status = u->h1.status;
+    u->nheaders = u->h1.nheaders;
+    u->status_text = (mg_span_t){ u->h1.status_text_off, u->h1.status_text_len };
     if (status >= 100 && status < 200 && status != 101)
-        return 1; /* interim answers (103, stray 100) are not forwarded, and
-                   * end with their head (RFC 9110 15.2): llhttp would read
-                   * a body announced by one, which would reach the client
-                   * ahead of any status line */
+        return HEAD_INTERIM; /* interim answers (103, stray 100) are not
+                              * forwarded, and end with their head (RFC 9110
+                              * 15.2): a body one announced would reach the
+                              * client ahead of any status line */
     mg_pool_answered(u->pool);
-    if (status == 101 && !upgrade_accepted(u))
-        return HPE_USER; /* 502: no tunnel the client and route did not ask for */
+    if (status == 101 && !upgrade_accepted(u)) {
+        u->h1.err = "a 101 the request did not ask for";
+        return HEAD_FAILED; /* 502: no tunnel the client and route did not ask for */
+    }
     if (status == 304 && mg_cache_revalidating(r) && mg_cache_revalidated(u, mg_upconn_header_forwarded)) {
         /* the answer to the cache's own conditional request: the kept
          * answer is served once this one (no body) is read */
-        u->resp_keepalive = llhttp_should_keep_alive(p) ? 1 : 0;
         u->revalidated = 1;
-        return 1;
+        return HEAD_BODY;
     }
     if (mg_cache_state(r) || mg_cache_unsafe(r))
         mg_cache_capture_head(u, mg_upconn_header_forwarded);
@@ -440,25 +451,26 @@ static int on_resp_headers_complete(llhttp_t *p)
         if (rc == MG_HOOK_WAIT) {
             /* go on when the hook is done (mg_proxy_hook_resumed) */
             u->hook_paused = 1;
-            return HPE_PAUSED;
+            return HEAD_PAUSED;
         }
         if (rc == MG_HOOK_ERROR) {
             u->hook_failed = 1;
-            return HPE_USER;
+            return HEAD_FAILED;
         }
     }
     int rc = emit_head(u);
-    return rc < 0 ? HPE_USER : rc;
+    if (rc < 0)
+        u->h1.err = "response head too large";
+    return rc < 0 ? HEAD_FAILED : rc == 2 ? HEAD_TUNNEL : HEAD_BODY;
 }
 
-static int on_resp_body(llhttp_t *p, const char *at, size_t len)
+static void on_resp_body(mg_upconn_t *u, const char *at, size_t len)
 {
-    mg_upconn_t *u = p->data;
     mg_request_t *r = u->r;
     if (mg_cache_capturing(r))
         mg_cache_capture_body(r, at, len);
     if (r->res_dropping)
-        return 0;
+        return;
     if (r->response_chunked) {
         out_t *o = cur_out;
         if (o->n + 3 > OUT_MAX)
@@ -471,35 +483,16 @@ static int on_resp_body(llhttp_t *p, const char *at, size_t len)
     } else {
         out_add(u, at, len);
     }
-    return 0;
 }
 
-static int on_resp_complete(llhttp_t *p)
+static void on_resp_complete(mg_upconn_t *u)
 {
-    mg_upconn_t *u = p->data;
     mg_request_t *r = u->r;
-    int status = p->status_code;
-    if ((status >= 100 && status < 200 && status != 101) || u->tunnel)
-        return 0; /* an upgrade ends with HPE_PAUSED_UPGRADE instead */
     if (r->response_chunked)
         out_add(u, "0\r\n\r\n", 5);
     if (mg_cache_capturing(r))
         mg_cache_capture_end(r);
     u->got_response_bytes = 2; /* 2: the whole response arrived */
-    return HPE_PAUSED;
-}
-
-static void init_settings(void)
-{
-    llhttp_settings_init(&resp_settings);
-    resp_settings.on_message_begin = on_resp_begin;
-    resp_settings.on_status = on_resp_status;
-    resp_settings.on_header_field = on_resp_field;
-    resp_settings.on_header_value = on_resp_value;
-    resp_settings.on_headers_complete = on_resp_headers_complete;
-    resp_settings.on_body = on_resp_body;
-    resp_settings.on_message_complete = on_resp_complete;
-    settings_ready = 1;
 }
 
 /* ---- the connection ----------------------------------------------------- */
@@ -562,7 +555,7 @@ void mg_proxy_detach(mg_upconn_t *u, int reusable)
     up_start_reading(u); /* an idle read means the server closed or misbehaved */
 }
 
-static void up_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+void mg_upconn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
 {
     mg_upconn_t *u = h->data;
     if (!u->buf.data)
@@ -578,7 +571,7 @@ static void up_finish_response(mg_upconn_t *u, int extra_bytes)
 {
     mg_request_t *r = u->r;
     r->upstream_ns = uv_hrtime() - r->upstream_start_ns;
-    int reusable = u->resp_keepalive && !extra_bytes && r->state == MG_RS_WAIT;
+    int reusable = mg_h1_response_reusable(&u->h1, extra_bytes, r->state == MG_RS_WAIT);
     int revalidated = u->revalidated;
     u->requests++;
     u->revalidated = 0;
@@ -591,71 +584,108 @@ static void up_finish_response(mg_upconn_t *u, int extra_bytes)
         r->proto->response_done(r);
 }
 
+/* What parsing the bytes in u->buf came to. */
+enum { PARSE_MORE, PARSE_DONE, PARSE_PAUSED, PARSE_TUNNEL, PARSE_FAILED };
+
+/* Parses heads (skipping interim ones) and body from u->buf.parsed on,
+ * forwarding as it goes; u->buf.parsed ends past what was consumed. */
+static int parse_response(mg_upconn_t *u)
+{
+    mg_buf_t *b = &u->buf;
+    for (;;) {
+        if (u->h1.state == MG_H1_HEAD) {
+            long n = mg_h1r_head(&u->h1, b->data, b->parsed, b->len, u->headers, u->htok,
+                                 MG_UP_MAX_HEADERS, u->r->head_method);
+            if (n == MG_H1_AGAIN && b->len == b->cap)
+                u->h1.err = "response head too large";
+            if (n == MG_H1_AGAIN)
+                return b->len == b->cap ? PARSE_FAILED : PARSE_MORE;
+            if (n < 0)
+                return PARSE_FAILED;
+            b->parsed += (uint32_t)n;
+            int rc = on_head(u);
+            if (rc == HEAD_INTERIM) {
+                u->h1.state = MG_H1_HEAD;
+                continue;
+            }
+            if (rc != HEAD_BODY)
+                return rc == HEAD_PAUSED ? PARSE_PAUSED
+                       : rc == HEAD_TUNNEL ? PARSE_TUNNEL
+                                           : PARSE_FAILED;
+        }
+        const char *data;
+        size_t used, dlen;
+        int rc = mg_h1r_body(&u->h1, b->data + b->parsed, b->len - b->parsed, &used, &data, &dlen);
+        if (rc < 0)
+            return PARSE_FAILED;
+        if (dlen)
+            on_resp_body(u, data, dlen);
+        b->parsed += (uint32_t)used;
+        if (rc == 1) {
+            on_resp_complete(u);
+            return PARSE_DONE;
+        }
+        if (used == 0 || b->parsed == b->len)
+            return PARSE_MORE;
+    }
+}
+
+/* The tunnel begins: bytes after the 101's head are the server's first. */
+static void start_tunnel(mg_upconn_t *u)
+{
+    mg_request_t *r = u->r;
+    size_t rest = u->buf.len - u->buf.parsed;
+    if (rest > 0) {
+        uv_buf_t b = uv_buf_init(u->buf.data + u->buf.parsed, (unsigned)rest);
+        if (r->proto->send(r, &b, 1) < 0)
+            return;
+    }
+    u->buf.len = u->buf.parsed = 0;
+    r->proto->start_tunnel(r);
+}
+
+static void stop_reading(mg_upconn_t *u)
+{
+    if (u->reading) {
+        uv_read_stop((uv_stream_t *)&u->tcp);
+        u->reading = 0;
+    }
+}
+
 /* Parses what arrived; forwards it; returns after a complete response, on
  * error, or when all bytes are consumed. */
 static void up_parse(mg_upconn_t *u)
 {
     if (u->hook_paused)
         return;
-    out_t out = { .n = 0 };
+    out_t out; /* not zeroed whole: it is large, and only n, npre are read first */
+    out.n = out.npre = 0;
     cur_out = &out;
     mg_request_t *r = u->r;
-    const char *start = u->buf.data + u->buf.parsed;
-    size_t len = u->buf.len - u->buf.parsed;
-    llhttp_errno_t e = llhttp_execute(&u->parser, start, len);
-    if (e == HPE_OK) {
-        out_flush(u);
-        /* body bytes were written or copied: reuse the space, but keep a
-         * head that is still incomplete */
-        if (r->response_started)
-            u->buf.len = u->buf.parsed = 0;
-        else
-            u->buf.parsed = u->buf.len;
-        cur_out = NULL;
-        if (u->r && r->proto->pending(r) > 0 && u->reading) {
-            uv_read_stop((uv_stream_t *)&u->tcp);
-            u->reading = 0;
-        }
-        return;
-    }
-    const char *pos = llhttp_get_error_pos(&u->parser);
-    if (e == HPE_PAUSED && u->hook_paused) {
-        /* an on_response hook waits: hold the rest until it is done */
-        out_flush(u);
-        cur_out = NULL;
-        u->buf.parsed = (uint32_t)(pos - u->buf.data);
-        if (u->reading) {
-            uv_read_stop((uv_stream_t *)&u->tcp);
-            u->reading = 0;
-        }
-        return;
-    }
-    if (e == HPE_PAUSED && u->got_response_bytes == 2) {
-        out_flush(u);
-        cur_out = NULL;
-        int extra = pos < u->buf.data + u->buf.len;
-        up_finish_response(u, extra);
-        return;
-    }
-    if (e == HPE_PAUSED_UPGRADE && u->tunnel) {
-        out_flush(u);
-        cur_out = NULL;
-            size_t rest = (size_t)(u->buf.data + u->buf.len - pos);
-        if (rest > 0) {
-            uv_buf_t b = uv_buf_init((char *)pos, (unsigned)rest);
-            if (r->proto->send(r, &b, 1) < 0)
-                return;
-        }
-        u->buf.len = u->buf.parsed = 0;
-        r->proto->start_tunnel(r);
-        return;
-    }
+    int rc = parse_response(u);
     out_flush(u);
     cur_out = NULL;
-    if (u->hook_failed)
-        up_failed(u, 500, "hook error", 0, 0);
-    else
-        up_failed(u, 502, "invalid upstream response", 0, 0);
+    switch (rc) {
+    case PARSE_MORE:
+        /* body bytes were written or copied: reuse the space (a piece of a
+         * chunk line moves to the front), but keep a head still incomplete */
+        if (r->response_started && u->buf.parsed > 0) {
+            u->buf.len -= u->buf.parsed;
+            memmove(u->buf.data, u->buf.data + u->buf.parsed, u->buf.len);
+            u->buf.parsed = 0;
+        }
+        if (u->r && r->proto->pending(r) > 0)
+            stop_reading(u);
+        return;
+    case PARSE_PAUSED: stop_reading(u); return; /* until the hook is done */
+    case PARSE_DONE: up_finish_response(u, u->buf.parsed < u->buf.len); return;
+    case PARSE_TUNNEL: start_tunnel(u); return;
+    default:
+        if (u->hook_failed)
+            up_failed(u, 500, "hook error", 0, 0);
+        else
+            up_failed(u, 502, "invalid upstream response", 0, 0);
+    }
 }
 
 void mg_proxy_hook_resumed(mg_upconn_t *u, int result)
@@ -665,27 +695,47 @@ void mg_proxy_hook_resumed(mg_upconn_t *u, int result)
         up_failed(u, 500, "hook error", 0, 0);
         return;
     }
-    out_t out = { .n = 0 };
+    out_t out; /* not zeroed whole: it is large, and only n, npre are read first */
+    out.n = out.npre = 0;
     cur_out = &out;
     int rc = emit_head(u);
+    out_flush(u);
+    cur_out = NULL;
     if (rc < 0) {
-        cur_out = NULL;
+        u->h1.err = "response head too large";
         up_failed(u, 502, "invalid upstream response", 0, 0);
         return;
     }
-    if (rc == 1)
-        u->parser.flags |= F_SKIPBODY; /* what returning 1 would have said */
-    out_flush(u);
-    cur_out = NULL;
-    llhttp_resume(&u->parser);
-    if (u->r && u->buf.parsed < u->buf.len)
-        up_parse(u);
-    else if (u->r && u->buf.parsed == u->buf.len) {
-        /* let llhttp finish a message that had no more bytes to read */
-        up_parse(u);
-    }
+    up_parse(u); /* the body, or the end of a message without one */
     if (u->r)
         up_start_reading(u);
+}
+
+/* The upstream closed while u had a request: the end of a close-delimited
+ * answer, or a failure. */
+static void up_eof(mg_upconn_t *u, ssize_t nread)
+{
+    if (nread == UV_EOF && u->got_response_bytes && u->h1.state != MG_H1_HEAD &&
+        mg_h1r_eof(&u->h1) == 0) {
+        out_t out; /* not zeroed whole: it is large, and only n, npre are read first */
+    out.n = out.npre = 0;
+        cur_out = &out;
+        on_resp_complete(u);
+        out_flush(u);
+        cur_out = NULL;
+        if (u->r)
+            up_finish_response(u, 0);
+        return;
+    }
+    int retry = !u->got_response_bytes && u->requests > 0;
+    /* a fresh connection closed without an answer counts for max_fails;
+     * a reused one may just have hit the keep-alive race */
+    if (!u->got_response_bytes && u->requests == 0)
+        mg_pool_failed(u->pool);
+    up_failed(u, 502,
+              nread == UV_ECONNRESET ? "upstream reset the connection"
+                                     : "upstream closed the connection",
+              retry, nread == UV_EOF ? 0 : (int)nread);
 }
 
 static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
@@ -699,34 +749,10 @@ static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     }
     mg_request_t *r = u->r;
     if (nread < 0) {
-        if (u->tunnel) {
+        if (u->tunnel)
             r->proto->abort(r);
-            return;
-        }
-        if (nread == UV_EOF && u->got_response_bytes) {
-            /* close-delimited response ends here */
-            out_t out = { .n = 0 };
-            cur_out = &out;
-            llhttp_errno_t e = llhttp_finish(&u->parser);
-            out_flush(u);
-            cur_out = NULL;
-            if (!u->r)
-                return;
-            if ((e == HPE_OK || e == HPE_PAUSED) && u->got_response_bytes == 2) {
-                u->resp_keepalive = 0;
-                up_finish_response(u, 0);
-                return;
-            }
-        }
-        int retry = !u->got_response_bytes && u->requests > 0;
-        /* a fresh connection closed without an answer counts for max_fails;
-         * a reused one may just have hit the keep-alive race */
-        if (!u->got_response_bytes && u->requests == 0)
-            mg_pool_failed(u->pool);
-        up_failed(u, 502,
-                  nread == UV_ECONNRESET ? "upstream reset the connection"
-                                         : "upstream closed the connection",
-                  retry, nread == UV_EOF ? 0 : (int)nread);
+        else
+            up_eof(u, nread);
         return;
     }
     u->got_response_bytes = u->got_response_bytes ? u->got_response_bytes : 1;
@@ -751,7 +777,7 @@ static void up_start_reading(mg_upconn_t *u)
 {
     if (!u->reading && !u->closing) {
         /* a connection without a socket (mg_upconn_feed) only notes it */
-        if (u->wq.sink || uv_read_start((uv_stream_t *)&u->tcp, up_alloc, up_read) == 0)
+        if (u->wq.sink || uv_read_start((uv_stream_t *)&u->tcp, mg_upconn_alloc, up_read) == 0)
             u->reading = 1;
     }
 }
@@ -766,7 +792,7 @@ size_t mg_upconn_feed(mg_upconn_t *u, const char *p, size_t n)
         return 0;
     }
     while (done < n && u->reading && !u->closing) {
-        up_alloc((uv_handle_t *)&u->tcp, n - done, &b);
+        mg_upconn_alloc((uv_handle_t *)&u->tcp, n - done, &b);
         if (b.len == 0) {
             up_read((uv_stream_t *)&u->tcp, UV_ENOBUFS, &b);
             break;
@@ -842,14 +868,13 @@ int mg_proxy_tunnel_write(mg_upconn_t *u, const char *data, size_t len)
     return mg_proxy_send_body(u, &b, 1);
 }
 
-
 /* ---- failures and retries ----------------------------------------------- */
 
 static void connect_target(mg_request_t *r, int ti);
 
 /* A 502 or 504 is the gateway's own answer: the operator needs to know
  * why. One error-log line names the route, the upstream, the target, what
- * failed (`why`, the libuv error `err` when there is one, llhttp's reason
+ * failed (`why`, the libuv error `err` when there is one, the parser's reason
  * for a bad response) and the request id. */
 static void log_failure(const mg_request_t *r, int status, const char *why, int err,
                         const char *detail)
@@ -872,11 +897,8 @@ static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable
         return;
     }
     int prev = r->target;
-    /* llhttp's reason goes before the connection does */
-    const char *detail = llhttp_get_errno(&u->parser) != HPE_OK &&
-                                 llhttp_get_errno(&u->parser) != HPE_PAUSED
-                             ? llhttp_get_error_reason(&u->parser)
-                             : NULL;
+    /* the parser's reason goes before the connection does */
+    const char *detail = u->h1.err;
     up_close(u);
     int ui = mg_request_upstream(r);
     const mg_upstream_t *up = &r->g->cfg->upstreams[ui];
@@ -918,11 +940,13 @@ mg_upconn_t *mg_upconn_new(mg_pool_t *p)
     mg_upconn_t *u = calloc(1, sizeof(*u));
     if (!u)
         return NULL;
-    u->headers = malloc(sizeof(mg_header_t) * MG_UP_MAX_HEADERS);
+    /* the headers and their tokens, in one block */
+    u->headers = malloc((sizeof(mg_header_t) + 1) * MG_UP_MAX_HEADERS);
     if (!u->headers) {
         free(u);
         return NULL;
     }
+    u->htok = (uint8_t *)(u->headers + MG_UP_MAX_HEADERS);
     u->w = w;
     u->pool = p;
     mg_list_init(&u->link);
@@ -970,13 +994,7 @@ static void connect_target(mg_request_t *r, int ti)
 }
 
 
-/* Skip headers the gateway owns or that are hop-by-hop (see DESIGN). */
-/* (The client's Forwarded, X-Forwarded-* and X-Request-Id go through
- * unchanged when the upstream is set not to get the gateway's own.) */
-static int span_is(const mg_request_t *r, mg_span_t s, const char *lit, size_t n)
-{
-    return s.len == n && strncasecmp(mg_request_data(r, s), lit, n) == 0;
-}
+/* ---- the upstream's request head ------------------------------------------ */
 
 /* Headers that make some frameworks serve another URL or method than the
  * request line says (IIS/Symfony X-Original-URL and X-Rewrite-URL, the
@@ -984,44 +1002,58 @@ static int span_is(const mg_request_t *r, mg_span_t s, const char *lit, size_t n
  * all see the request line, so an upstream honouring them would answer
  * (and the cache keep) something else: a known bypass and cache-poisoning
  * vector. The client's copies are not forwarded unless the upstream says
- * override_headers = true (then the cache key holds them, cache.c). */
+ * override_headers = true (then the cache key holds them, cache.c). The
+ * list is the table's MG_HNF_OVERRIDE names. */
 
-static int skip_request_header(const mg_request_t *r, mg_span_t name, const mg_upstream_t *up)
+/* Is the client's header (token tok) one the gateway does not forward:
+ * hop-by-hop, written by the gateway itself, or refused (see DESIGN)? The
+ * client's Forwarded, X-Forwarded-* and X-Request-Id go through unchanged
+ * when the upstream is set not to get the gateway's own. */
+static int skip_request_header(const mg_request_t *r, int tok, const mg_upstream_t *up)
 {
-    const char *n = mg_request_data(r, name);
-    size_t l = name.len;
-    if (hop_by_hop(n, l))
+    unsigned f = mg_hname_flags(tok);
+    if (f & (MG_HNF_HOP | MG_HNF_REQ_DROP))
         return 1;
-    if (!up->override_headers && l >= 13 && l <= 22 && mg_override_header(n, l))
+    if ((f & MG_HNF_OVERRIDE) && !up->override_headers)
         return 1;
-    switch (l) {
-    case 6: return strncasecmp(n, "expect", 6) == 0;
-    case 9: return up->forwarded && strncasecmp(n, "forwarded", 9) == 0;
-    /* the gateway sends its own traceparent; a tracestate belongs to the
-     * trace it came with, not to one the gateway had to start */
-    case 10: return !r->trace_continued && strncasecmp(n, "tracestate", 10) == 0;
-    case 11: return strncasecmp(n, "traceparent", 11) == 0;
-    case 12: return up->request_id && strncasecmp(n, "x-request-id", 12) == 0;
-    case 14: /* HTTP2-Settings goes only with an h2c upgrade, never tunnelled */
-        return strncasecmp(n, "content-length", 14) == 0 ||
-               strncasecmp(n, "http2-settings", 14) == 0;
-    case 15: return up->forwarded && strncasecmp(n, "x-forwarded-for", 15) == 0;
-    case 16: return up->forwarded && strncasecmp(n, "x-forwarded-host", 16) == 0;
-    case 17: return up->forwarded && strncasecmp(n, "x-forwarded-proto", 17) == 0;
+    if ((f & MG_HNF_REQ_FORWARDED) && up->forwarded)
+        return 1;
+    switch (tok) {
+    /* a tracestate belongs to the trace it came with, not to one the
+     * gateway had to start */
+    case MG_HN_TRACESTATE: return !r->trace_continued;
+    case MG_HN_X_REQUEST_ID: return up->request_id;
+    case MG_HN_IF_NONE_MATCH:
+    case MG_HN_IF_MODIFIED_SINCE:
+        /* a fetch for the cache wants the whole answer (or asks its own) */
+        return (mg_cache_state(r) == MG_CACHE_MISS || mg_cache_state(r) == MG_CACHE_EXPIRED) &&
+               !r->head_method;
     default: return 0;
     }
+}
+
+/* connection_lists() over all of the request's Connection headers. */
+static int request_connection_lists(const mg_request_t *r)
+{
+    int lists = 0;
+    if (!r->known[MG_H_CONNECTION])
+        return 0;
+    for (uint32_t i = r->known[MG_H_CONNECTION] - 1; i < r->nheaders; i++) {
+        const mg_header_t *h = &r->headers[i];
+        if (mg_hname_lookup(mg_request_data(r, h->name), h->name.len) == MG_HN_CONNECTION)
+            lists |= connection_lists(mg_request_data(r, h->value), h->value.len);
+    }
+    return lists;
 }
 
 /* Is `name` named in one of the request's Connection headers? */
 static int in_connection_tokens(const mg_request_t *r, mg_span_t name)
 {
-    if (!r->known[MG_H_CONNECTION])
-        return 0;
-    for (uint32_t i = 0; i < r->nheaders; i++) {
-        mg_span_t hn = r->headers[i].name;
-        if (hn.len == 10 && strncasecmp(mg_request_data(r, hn), "connection", 10) == 0 &&
-            mg_token_listed(mg_request_data(r, r->headers[i].value), r->headers[i].value.len,
-                            mg_request_data(r, name), name.len))
+    for (uint32_t i = r->known[MG_H_CONNECTION] - 1; i < r->nheaders; i++) {
+        const mg_header_t *h = &r->headers[i];
+        if (mg_hname_lookup(mg_request_data(r, h->name), h->name.len) == MG_HN_CONNECTION &&
+            mg_token_listed(mg_request_data(r, h->value), h->value.len, mg_request_data(r, name),
+                            name.len))
             return 1;
     }
     return 0;
@@ -1032,178 +1064,220 @@ static int in_connection_tokens(const mg_request_t *r, mg_span_t name)
 #define EDITED(r, lit)                                                                         \
     ((r)->nreq_edits && mg_edits_replace((r)->req_edits, (r)->nreq_edits, (lit), sizeof(lit) - 1))
 
+/* "METHOD target HTTP/1.1": the hook's method, the route's rewrite and the
+ * hook's query when there are. Returns -1 for a rewrite too long. */
+static int head_request_line(head_t *h, mg_upconn_t *u)
+{
+    mg_request_t *r = u->r;
+    if (r->new_method)
+        head_put(h, r->new_method, r->new_method_len);
+    else
+        head_put(h, mg_request_data(r, r->method), r->method.len);
+    HEAD_PUTS(h, " ");
+    if (r->path_rewritten || !r->route) {
+        head_put(h, r->path, r->path_len);
+    } else {
+        /* the rewrite's length is known once written: try the room there
+         * is, grow and try again while it does not fit */
+        long pl;
+        size_t want = r->path_len + 1;
+        char *o;
+        while ((o = head_room(h, want)) &&
+               (pl = mg_router_upstream_path(&r->match, r->path, r->path_len, o, want)) < 0)
+            want *= 2;
+        if (!o)
+            return -1;
+        h->len += (size_t)pl;
+    }
+    if (r->new_query) {
+        if (r->new_query_len) {
+            HEAD_PUTS(h, "?");
+            head_put(h, r->new_query, r->new_query_len);
+        }
+    } else {
+        head_put(h, r->query, r->query_len);
+    }
+    HEAD_PUTS(h, " HTTP/1.1\r\n");
+    return 0;
+}
+
+/* The client's headers the upstream gets, as they came. */
+static void head_client_headers(head_t *h, mg_upconn_t *u)
+{
+    mg_request_t *r = u->r;
+    const mg_upstream_t *up = u->pool->u;
+    int lists = request_connection_lists(r);
+    for (uint32_t i = 0; i < r->nheaders; i++) {
+        mg_header_t *hd = &r->headers[i];
+        const char *n = mg_request_data(r, hd->name);
+        int tok = mg_hname_lookup(n, hd->name.len);
+        if (skip_request_header(r, tok, up))
+            continue;
+        if (((lists & CONN_LISTS_CLOSE) && tok == MG_HN_CLOSE) ||
+            ((lists & CONN_LISTS_OTHERS) && in_connection_tokens(r, hd->name)))
+            continue;
+        if (r->nreq_edits && mg_edits_replace(r->req_edits, r->nreq_edits, n, hd->name.len))
+            continue;
+        head_header(h, n, hd->name.len, mg_request_data(r, hd->value), hd->value.len);
+    }
+}
+
 /* RFC 7239 "Forwarded: for=...;proto=...;host=..." for this hop only (the
  * client's own Forwarded is not sent: it could say anything). An IPv6 node
  * and a host that is not a token are quoted; a valid Host (uri.h) holds no
  * '"' or '\\'. */
-static char *put_forwarded(char *o, const mg_request_t *r, mg_span_t host)
+static void head_forwarded(head_t *h, const mg_request_t *r, mg_span_t host)
 {
     int v6 = strchr(r->peer->client_ip, ':') != NULL;
-    o = PUTS(o, "Forwarded: for=");
+    HEAD_PUTS(h, "Forwarded: for=");
     if (v6)
-        o = PUTS(o, "\"[");
+        HEAD_PUTS(h, "\"[");
     if (r->peer->client_ip[0])
-        o = put(o, r->peer->client_ip, strlen(r->peer->client_ip));
+        head_put(h, r->peer->client_ip, strlen(r->peer->client_ip));
     else
-        o = PUTS(o, "unknown"); /* RFC 7239 6.2: no address known */
+        HEAD_PUTS(h, "unknown"); /* RFC 7239 6.2: no address known */
     if (v6)
-        o = PUTS(o, "]\"");
-    o = r->proto->tls(r) ? PUTS(o, ";proto=https") : PUTS(o, ";proto=http");
+        HEAD_PUTS(h, "]\"");
+    if (r->proto->tls(r))
+        HEAD_PUTS(h, ";proto=https");
+    else
+        HEAD_PUTS(h, ";proto=http");
     if (host.len) {
-        const char *h = mg_request_data(r, host);
+        const char *hv = mg_request_data(r, host);
         int quote = 0;
         for (uint32_t i = 0; i < host.len && !quote; i++)
-            quote = !mg_token_char((unsigned char)h[i]);
-        o = PUTS(o, ";host=");
+            quote = !mg_token_char((unsigned char)hv[i]);
+        HEAD_PUTS(h, ";host=");
         if (quote)
-            *o++ = '"';
-        o = put(o, h, host.len);
+            HEAD_PUTS(h, "\"");
+        head_put(h, hv, host.len);
         if (quote)
-            *o++ = '"';
+            HEAD_PUTS(h, "\"");
     }
-    return PUTS(o, "\r\n");
+    HEAD_PUTS(h, "\r\n");
 }
 
-static void send_head(mg_upconn_t *u)
+/* X-Forwarded-For/-Proto/-Host and Forwarded, unless a hook set its own. */
+static void head_forwarding(head_t *h, mg_request_t *r)
+{
+    mg_span_t host = { 0, 0 };
+    if (r->known[MG_H_HOST])
+        host = r->headers[r->known[MG_H_HOST] - 1].value;
+    if (!EDITED(r, "x-forwarded-for")) {
+        HEAD_PUTS(h, "X-Forwarded-For: ");
+        if (r->known[MG_H_XFF]) {
+            mg_span_t xff = r->headers[r->known[MG_H_XFF] - 1].value;
+            if (xff.len) {
+                head_put(h, mg_request_data(r, xff), xff.len);
+                HEAD_PUTS(h, ", ");
+            }
+        }
+        head_put(h, r->peer->client_ip, strlen(r->peer->client_ip));
+        HEAD_PUTS(h, "\r\n");
+    }
+    if (!EDITED(r, "x-forwarded-proto")) {
+        if (r->proto->tls(r))
+            HEAD_PUTS(h, "X-Forwarded-Proto: https\r\n");
+        else
+            HEAD_PUTS(h, "X-Forwarded-Proto: http\r\n");
+    }
+    if (host.len && !EDITED(r, "x-forwarded-host"))
+        head_header(h, "X-Forwarded-Host", 16, mg_request_data(r, host), host.len);
+    if (!EDITED(r, "forwarded"))
+        head_forwarded(h, r, host);
+}
+
+/* The headers the gateway adds: Host when the client sent none, the
+ * forwarding headers, the cache's validators, traceparent, X-Request-Id. */
+static void head_gateway_request(head_t *h, mg_upconn_t *u)
 {
     mg_request_t *r = u->r;
-    mg_worker_t *w = u->w;
-    char *o = w->scratch;
-    /* the Host value goes out up to three times (Host, X-Forwarded-Host,
-     * Forwarded) */
-    uint32_t host_len = r->known[MG_H_HOST] ? r->headers[r->known[MG_H_HOST] - 1].value.len : 0;
-    size_t need = r->head_bytes + 2 * host_len + r->path_len + r->url.len * 2 +
-                  r->request_id_len + 512 +
-                  r->nheaders * 4 + r->new_query_len + r->new_method_len +
-                  mg_cache_validators_len(r);
-    for (int i = 0; i < r->nreq_edits; i++)
-        need += r->req_edits[i].name_len + r->req_edits[i].value_len + 4;
-    if (need > w->scratch_cap / 2) {
-        up_failed(u, 502, "request head too large to forward", 0, 0);
-        return;
+    const mg_upstream_t *up = u->pool->u;
+    if (!r->known[MG_H_HOST] && !EDITED(r, "host"))
+        head_header(h, "Host", 4, u->pool->t->name, strlen(u->pool->t->name));
+    if (up->forwarded)
+        head_forwarding(h, r);
+    if (mg_cache_revalidating(r)) {
+        char *o = head_room(h, mg_cache_validators_len(r)); /* its bound */
+        if (o)
+            h->len += mg_cache_validators(r, o);
     }
-    if (r->new_method)
-        o = put(o, r->new_method, r->new_method_len);
-    else
-        o = put(o, mg_request_data(r, r->method), r->method.len);
-    *o++ = ' ';
-    if (r->path_rewritten || !r->route) {
-        o = put(o, r->path, r->path_len);
-    } else {
-        long pl = mg_router_upstream_path(&r->match, r->path, r->path_len, o,
-                                          (size_t)(w->scratch_cap / 2));
-        if (pl < 0) {
-            up_failed(u, 502, "rewritten path too long", 0, 0);
-            return;
-        }
-        o += pl;
-    }
-    if (r->new_query) {
-        if (r->new_query_len) {
-            *o++ = '?';
-            o = put(o, r->new_query, r->new_query_len);
-        }
-    } else {
-        o = put(o, r->query, r->query_len);
-    }
-    o = PUTS(o, " HTTP/1.1\r\n");
-    mg_span_t xff = { 0, 0 }, host = { 0, 0 };
-    for (uint32_t i = 0; i < r->nheaders; i++) {
-        mg_header_t *h = &r->headers[i];
-        if (r->known[MG_H_XFF] == i + 1)
-            xff = h->value;
-        if (r->known[MG_H_HOST] == i + 1)
-            host = h->value;
-        if (skip_request_header(r, h->name, u->pool->u))
-            continue;
-        if ((mg_cache_state(r) == MG_CACHE_MISS || mg_cache_state(r) == MG_CACHE_EXPIRED) &&
-            !r->head_method &&
-            (span_is(r, h->name, "if-none-match", 13) ||
-             span_is(r, h->name, "if-modified-since", 17)))
-            continue; /* a fetch for the cache wants the whole answer (or asks its own) */
-        if (r->known[MG_H_CONNECTION] && in_connection_tokens(r, h->name))
-            continue;
-        if (r->nreq_edits &&
-            mg_edits_replace(r->req_edits, r->nreq_edits, mg_request_data(r, h->name), h->name.len))
-            continue;
-        o = put(o, mg_request_data(r, h->name), h->name.len);
-        o = PUTS(o, ": ");
-        o = put(o, mg_request_data(r, h->value), h->value.len);
-        o = PUTS(o, "\r\n");
-    }
-    if (!r->known[MG_H_HOST] && !EDITED(r, "host")) {
-        o = PUTS(o, "Host: ");
-        o = put(o, u->pool->t->name, strlen(u->pool->t->name));
-        o = PUTS(o, "\r\n");
-    }
-    const mg_upstream_t *upc = u->pool->u;
-    if (upc->forwarded && !EDITED(r, "x-forwarded-for")) {
-        o = PUTS(o, "X-Forwarded-For: ");
-        if (xff.len) {
-            o = put(o, mg_request_data(r, xff), xff.len);
-            o = PUTS(o, ", ");
-        }
-        o = put(o, r->peer->client_ip, strlen(r->peer->client_ip));
-        o = PUTS(o, "\r\n");
-    }
-    if (upc->forwarded && !EDITED(r, "x-forwarded-proto"))
-        o = r->proto->tls(r) ? PUTS(o, "X-Forwarded-Proto: https\r\n")
-                   : PUTS(o, "X-Forwarded-Proto: http\r\n");
-    if (upc->forwarded && host.len && !EDITED(r, "x-forwarded-host")) {
-        o = PUTS(o, "X-Forwarded-Host: ");
-        o = put(o, mg_request_data(r, host), host.len);
-        o = PUTS(o, "\r\n");
-    }
-    if (upc->forwarded && !EDITED(r, "forwarded"))
-        o = put_forwarded(o, r, host);
-    if (mg_cache_revalidating(r))
-        o += mg_cache_validators(r, o);
     if (r->traced && !EDITED(r, "traceparent")) {
-        o = PUTS(o, "traceparent: 00-");
-        o = put(o, r->trace_id, sizeof(r->trace_id));
-        *o++ = '-';
-        o = put(o, r->span_id, sizeof(r->span_id));
-        *o++ = '-';
-        o = put(o, r->trace_flags, 2);
-        o = PUTS(o, "\r\n");
+        char *o = head_room(h, 16 + sizeof(r->trace_id) + 1 + sizeof(r->span_id) + 1 + 2 + 2);
+        if (o) {
+            char *s = o;
+            memcpy(o, "traceparent: 00-", 16);
+            o += 16;
+            memcpy(o, r->trace_id, sizeof(r->trace_id));
+            o += sizeof(r->trace_id);
+            *o++ = '-';
+            memcpy(o, r->span_id, sizeof(r->span_id));
+            o += sizeof(r->span_id);
+            *o++ = '-';
+            memcpy(o, r->trace_flags, 2);
+            memcpy(o + 2, "\r\n", 2);
+            h->len += (size_t)(o + 4 - s);
+        }
     }
-    if (upc->request_id && !EDITED(r, "x-request-id")) {
-        o = PUTS(o, "X-Request-Id: ");
-        o = put(o, r->request_id, r->request_id_len);
-        o = PUTS(o, "\r\n");
-    }
-    for (int i = 0; i < r->nreq_edits; i++) {
-        const mg_edit_t *e = &r->req_edits[i];
-        if (e->op == MG_EDIT_REMOVE)
-            continue;
-        o = put(o, e->name, e->name_len);
-        o = PUTS(o, ": ");
-        o = put(o, e->value, e->value_len);
-        o = PUTS(o, "\r\n");
-    }
+    if (up->request_id && !EDITED(r, "x-request-id"))
+        head_header(h, "X-Request-Id", 12, r->request_id, r->request_id_len);
+}
+
+/* How the body goes: an upgrade's Connection/Upgrade, or its framing. */
+static void head_body_framing(head_t *h, mg_request_t *r)
+{
     if (r->is_upgrade) {
         /* the protocols the route allows, not the client's whole list */
-        o = PUTS(o, "Connection: upgrade\r\nUpgrade: ");
-        o += mg_upgrade_value(r, o);
-        o = PUTS(o, "\r\n");
+        HEAD_PUTS(h, "Connection: upgrade\r\nUpgrade: ");
+        size_t n = mg_upgrade_value(r, NULL);
+        char *o = head_room(h, n);
+        if (o)
+            h->len += mg_upgrade_value(r, o);
+        HEAD_PUTS(h, "\r\n");
     } else if (r->body_buffered) {
         if (r->body_len > 0 || r->has_body)
-            o += snprintf(o, 48, "Content-Length: %zu\r\n", r->body_len);
+            head_number(h, "Content-Length: ", r->body_len);
     } else if (r->chunked) {
-        o = PUTS(o, "Transfer-Encoding: chunked\r\n");
+        HEAD_PUTS(h, "Transfer-Encoding: chunked\r\n");
     } else if (r->content_length > 0) {
-        o += snprintf(o, 48, "Content-Length: %llu\r\n", (unsigned long long)r->content_length);
+        head_number(h, "Content-Length: ", (unsigned long long)r->content_length);
     }
-    o = PUTS(o, "\r\n");
+    HEAD_PUTS(h, "\r\n");
+}
 
-    if (!settings_ready)
-        init_settings();
-    llhttp_init(&u->parser, HTTP_RESPONSE, &resp_settings);
-    u->parser.data = u;
+/* Writes the request head for u's request into the worker's scratch;
+ * returns its length, or -1 (then the request was failed). */
+static long build_request_head(mg_upconn_t *u)
+{
+    mg_request_t *r = u->r;
+    head_t h = { .w = u->w };
+    if (head_request_line(&h, u) < 0 && !h.failed) {
+        up_failed(u, 502, "rewritten path too long", 0, 0);
+        return -1;
+    }
+    head_client_headers(&h, u);
+    head_gateway_request(&h, u);
+    head_edits(&h, r->req_edits, r->nreq_edits);
+    head_body_framing(&h, r);
+    if (h.failed) {
+        up_failed(u, 502, "request head too large to forward", 0, 0);
+        return -1;
+    }
+    return (long)h.len;
+}
+
+/* Sends the head and starts waiting for the answer. */
+static void send_head(mg_upconn_t *u)
+{
+    long len = build_request_head(u);
+    if (len < 0)
+        return;
+    mg_h1r_init(&u->h1);
     u->got_response_bytes = 0;
     u->tunnel = 0;
     u->revalidated = 0;
-    uv_buf_t b = uv_buf_init(w->scratch, (unsigned)(o - w->scratch));
+    uv_buf_t b = uv_buf_init(u->w->scratch, (unsigned)len);
+    mg_request_t *r = u->r;
     r->upstream_start_ns = uv_hrtime();
     if (mg_wq_write(&u->wq, &b, 1) < 0) {
         up_failed(u, 502, "upstream write failed", u->requests > 0, 0);

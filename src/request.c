@@ -176,13 +176,6 @@ const char *const mg_override_headers[] = { "x-original-url", "x-rewrite-url",
                                             "x-http-method-override", "x-http-method",
                                             "x-method-override", NULL };
 
-int mg_override_header(const char *n, size_t l)
-{
-    for (int i = 0; mg_override_headers[i]; i++)
-        if (strlen(mg_override_headers[i]) == l && strncasecmp(mg_override_headers[i], n, l) == 0)
-            return 1;
-    return 0;
-}
 
 int mg_request_upstream(const mg_request_t *r)
 {

@@ -280,9 +280,9 @@ int mg_request_header(const mg_request_t *r, const char *name, size_t nlen, int 
  * (case-insensitive)? Then the original's copies are not sent. */
 int mg_edits_replace(const mg_edit_t *edits, int nedits, const char *name, size_t len);
 /* The request headers that override the URL or method for some upstreams
- * (NULL-terminated, lower case), and whether n/l is one of them. */
+ * (NULL-terminated, lower case: the MG_HNF_OVERRIDE names of
+ * header_names.h, listed for the cache key). */
 extern const char *const mg_override_headers[];
-int mg_override_header(const char *n, size_t l);
 /* The upstream index a request goes to (hook override, else its route's). */
 int mg_request_upstream(const mg_request_t *r);
 

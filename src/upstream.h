@@ -9,7 +9,7 @@
 
 #include <stdint.h>
 #include <uv.h>
-#include <llhttp.h>
+#include "h1_response.h"
 #include "config.h"
 #include "list.h"
 #include "request.h"
@@ -27,7 +27,7 @@ struct mg_upconn_s {
     mg_link_t link;            /* in pool->idle while idle */
     mg_worker_t *w;
     mg_pool_t *pool;
-    llhttp_t parser;
+    mg_h1r_t h1;               /* the response being read (h1_response.h) */
     mg_buf_t buf;
     mg_wq_t wq;
     mg_request_t *r;           /* request in progress, NULL while idle */
@@ -45,14 +45,8 @@ struct mg_upconn_s {
     /* response head being parsed */
     mg_span_t status_text;
     mg_header_t *headers;      /* capacity MG_UP_MAX_HEADERS */
+    uint8_t *htok;             /* each header's name token (header_names.h) */
     uint32_t nheaders;
-    uint8_t last_was_value;
-    uint8_t value_moved;       /* the last value was unfolded (proxy.c) */
-    uint8_t fold_sep;          /* ... and its continuation has no byte yet */
-    uint32_t value_raw_end;    /* where llhttp's last value piece ended */
-    uint8_t resp_chunked;
-    uint8_t resp_has_length;
-    uint8_t resp_keepalive;
     void *client;              /* gw.http operation using it (http_client.c) */
     uint8_t hook_paused;       /* parser paused while on_response waits */
     uint8_t hook_failed;       /* on_response failed: answer 500 */
@@ -121,6 +115,9 @@ mg_upconn_t *mg_upconn_new(mg_pool_t *p);
  * Returns the bytes taken; p NULL: the upstream's EOF. */
 size_t mg_upconn_feed(mg_upconn_t *u, const char *p, size_t n);
 void mg_upconn_close(mg_upconn_t *u);
+/* libuv's alloc callback for u's reads: room at the end of its pooled read
+ * buffer (taken on first use), none when it is full. */
+void mg_upconn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b);
 /* Is response header i of u end-to-end (not hop-by-hop, not named in a
  * Connection header)? */
 int mg_upconn_header_forwarded(mg_upconn_t *u, uint32_t i);
