@@ -20,10 +20,13 @@ return {
         "hooks", "upgrade", "lua_route", "redis", "cache", "ffi_request",
         "accesslog" } },
     { name = "pipeline", files = { "pipeline" } },
-    -- proxy.c, pool.c and http_client.c share the upstream connection and
-    -- its pool both ways (detach, take/put idle, gw.http's lost connection)
-    { name = "upstream", files = { "pool", "proxy", "http_client", "health" },
-      cycles = true },
+    -- the keep-alive pools and the balancer; an idle connection is closed
+    -- through w->upstream (the proxy's table)
+    { name = "pool", files = { "pool" } },
+    { name = "upstream", files = { "proxy", "health" } },
+    -- gw.http over the proxy's connections; told of a lost one through
+    -- u->client_lost
+    { name = "client", files = { "http_client" } },
     { name = "protocol", files = { "http_conn" } },
     { name = "process", files = { "worker", "control", "repl", "main" } },
 }

@@ -176,7 +176,7 @@ static void on_deferred(uv_timer_t *t)
 }
 
 /* proxy.c closed a connection an operation was using. */
-void mg_http_client_conn_lost(void *client)
+static void conn_lost(void *client)
 {
     mg_http_op_t *op = client;
     op->u = NULL;
@@ -318,6 +318,7 @@ static void send_request(mg_http_op_t *op)
 {
     mg_upconn_t *u = op->u;
     u->client = op;
+    u->client_lost = conn_lost;
     if (u->reading) {
         uv_read_stop((uv_stream_t *)&u->tcp);
         u->reading = 0;
@@ -441,6 +442,7 @@ static void op_start(mg_http_op_t *op)
     }
     op->u = u;
     u->client = op;
+    u->client_lost = conn_lost;
     u->connect_req.data = u;
     if (uv_tcp_connect(&u->connect_req, &u->tcp, (struct sockaddr *)&op->pool->addr,
                        on_connected) < 0)

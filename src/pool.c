@@ -69,7 +69,7 @@ void mg_pools_adopt(mg_wgen_t *g, mg_wgen_t *old)
             if (!np) {
                 /* the target is gone: drain, do not cut (in-use ones finish) */
                 while (!mg_list_empty(&op->idle))
-                    mg_proxy_detach(mg_container_of(op->idle.next, mg_upconn_t, link), 0);
+                    g->w->upstream->detach(mg_container_of(op->idle.next, mg_upconn_t, link), 0);
                 continue;
             }
             if (np->down_until < op->down_until)
@@ -82,7 +82,7 @@ void mg_pools_adopt(mg_wgen_t *g, mg_wgen_t *old)
                 u->pool = np;
                 mg_pool_put_idle(np, u);
                 if (!u->idle)
-                    mg_proxy_detach(u, 0); /* the new pool is smaller */
+                    u->w->upstream->detach(u, 0); /* the new pool is smaller (proxy.c) */
             }
         }
     }
@@ -100,7 +100,7 @@ void mg_pools_close(mg_wgen_t *g)
             mg_pool_t *p = &rt->pools[t];
             while (!mg_list_empty(&p->idle)) {
                 mg_upconn_t *u = mg_container_of(p->idle.next, mg_upconn_t, link);
-                mg_proxy_detach(u, 0); /* closes it; close forgets it */
+                g->w->upstream->detach(u, 0); /* closes it; close forgets it */
             }
         }
     }

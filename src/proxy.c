@@ -521,7 +521,7 @@ static void up_close(mg_upconn_t *u)
     if (u->client) {
         void *client = u->client;
         u->client = NULL;
-        mg_http_client_conn_lost(client);
+        u->client_lost(client); /* http_client.c, a layer up */
     }
     if (u->r) {
         u->r->up = NULL;

@@ -48,6 +48,7 @@ struct mg_upconn_s {
     uint8_t *htok;             /* each header's name token (header_names.h) */
     uint32_t nheaders;
     void *client;              /* gw.http operation using it (http_client.c) */
+    void (*client_lost)(void *client); /* ... told when u closes under it */
     uint8_t hook_paused;       /* parser paused while on_response waits */
     uint8_t hook_failed;       /* on_response failed: answer 500 */
     uint8_t revalidated;       /* a 304 to the cache's conditional request */
@@ -141,7 +142,6 @@ void mg_pool_put_idle(mg_pool_t *p, mg_upconn_t *u);
 void mg_pool_forget(mg_upconn_t *u);
 
 /* http_client.c */
-void mg_http_client_conn_lost(void *client);
 void mg_http_client_close(mg_worker_t *w);
 void mg_http_client_free(mg_worker_t *w);
 

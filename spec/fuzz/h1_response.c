@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <llhttp.h>
+#include "http.h"
 #include "upstream.h"
 #include "h1_response.h"
 
