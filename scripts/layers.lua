@@ -17,7 +17,7 @@ return {
     { name = "request", files = { "request" } },
     { name = "core", files = {
         "hooks", "upgrade", "lua_route", "redis", "cache", "ffi_request",
-        "accesslog" } },
+        "accesslog", "kit_request" } },
     { name = "pipeline", files = { "pipeline" } },
     -- proxy.c, pool.c and http_client.c share the upstream connection and
     -- its pool both ways (detach, take/put idle, gw.http's lost connection)

@@ -103,6 +103,26 @@ int mg_ffi_req_str_check(int what, const char *s, size_t len);
  * '_', '.')? 0 or MG_FFI_EINVAL (ffi_request.c). */
 int mg_ffi_request_id_check(const char *s, size_t n);
 
+/* ==== the testing kit's request (kit_request.c; not used by the gateway) ====
+ * A request made from the kit's model, on which the mg_ffi_req_* and
+ * mg_ffi_res_* header, edit and method/path/query functions run as in the
+ * gateway. buf holds the received headers' bytes, spans four numbers per
+ * header (name offset, name length, value offset, value length into buf);
+ * both are copied. NULL when out of memory. */
+mg_request_t *mg_ffi_kit_request_new(const char *buf, size_t len, const uint32_t *spans, size_t n);
+void mg_ffi_kit_request_free(mg_request_t *r);
+/* Where the kit's model is: the hook phase running (0 none) and whether
+ * the response head went to the client. */
+void mg_ffi_kit_request_state(mg_request_t *r, int phase, int response_started);
+/* The upstream's answer head (status, headers as for _new), or none when
+ * status is 0. 0 or MG_FFI_ENOMEM. */
+int mg_ffi_kit_request_upstream(mg_request_t *r, int status, const char *buf, size_t len,
+                                const uint32_t *spans, size_t n);
+/* The i-th edit hooks made to the request (res 0) or response (res 1)
+ * headers: 0 and op (MG_EDIT_*), name and value, or -1 past the end. */
+int mg_ffi_kit_request_edit_at(mg_request_t *r, int res, int i, int *op, const char **name,
+                               size_t *nlen, const char **value, size_t *vlen);
+
 /* ==== hooks: waiting, logging (hooks.c) ==== */
 int mg_ffi_worker_id(void);
 /* Starts the wait of the running coroutine: Lua yields right after. */

@@ -44,6 +44,13 @@ int mg_ffi_header_edit_check(int op, const char *name, size_t nlen, const char *
                              size_t vlen);
 int mg_ffi_req_str_check(int what, const char *s, size_t len);
 int mg_ffi_request_id_check(const char *s, size_t n);
+mg_request_t *mg_ffi_kit_request_new(const char *buf, size_t len, const uint32_t *spans, size_t n);
+void mg_ffi_kit_request_free(mg_request_t *r);
+void mg_ffi_kit_request_state(mg_request_t *r, int phase, int response_started);
+int mg_ffi_kit_request_upstream(mg_request_t *r, int status, const char *buf, size_t len,
+                                const uint32_t *spans, size_t n);
+int mg_ffi_kit_request_edit_at(mg_request_t *r, int res, int i, int *op, const char **name,
+                               size_t *nlen, const char **value, size_t *vlen);
 int mg_ffi_worker_id(void);
 int mg_ffi_sleep(double seconds);
 void mg_ffi_log(int level, const char *msg, size_t len);
