@@ -123,6 +123,17 @@ int mg_ffi_kit_request_upstream(mg_request_t *r, int status, const char *buf, si
 int mg_ffi_kit_request_edit_at(mg_request_t *r, int res, int i, int *op, const char **name,
                                size_t *nlen, const char **value, size_t *vlen);
 
+/* The gateway's checks of a request head (http_conn.c: llhttp in strict
+ * mode, the header classification, the framing): head is the request line,
+ * the header lines and the blank line. Returns 0 (accepted) or the status
+ * it is refused with, *reason why (static). known[MG_H__COUNT] (request.h)
+ * gets the index+1 among the header lines of each header the core acts on,
+ * as classified up to a refusal; flags MG_FFI_HEAD_*; content_length the
+ * Content-Length llhttp read (0 without). */
+enum { MG_FFI_HEAD_CHUNKED = 1, MG_FFI_HEAD_TRACE_BAD = 2 };
+int mg_ffi_head_check(const char *head, size_t len, uint16_t *known, int *flags,
+                      uint64_t *content_length, const char **reason);
+
 /* ==== hooks: waiting, logging (hooks.c) ==== */
 int mg_ffi_worker_id(void);
 /* Starts the wait of the running coroutine: Lua yields right after. */

@@ -51,6 +51,7 @@ local byte, find, lower, sub, gsub, fmt, match, gmatch =
     string.byte, string.find, string.lower, string.sub, string.gsub,
     string.format, string.match, string.gmatch
 local concat, sort = table.concat, table.sort
+local band = require("bit").band
 
 if cjson.encode_escape_forward_slash then
     cjson.encode_escape_forward_slash(false)
@@ -719,25 +720,14 @@ local function has_header(list, lname)
     return false
 end
 
-local KNOWN = {
-    host = "host", expect = "expect", upgrade = "upgrade",
-    connection = "connection", ["x-request-id"] = "request_id",
-    ["content-length"] = "content_length", ["x-forwarded-for"] = "xff",
-    ["transfer-encoding"] = "transfer_encoding", traceparent = "traceparent",
-    authorization = "authorization",
-    ["proxy-authorization"] = "proxy_authorization",
-    ["content-type"] = "content_type",
+local KNOWN = {  -- MG_H_* (src/request.h), in order
+    "host", "connection", "expect", "request_id", "xff", "upgrade",
+    "content_length", "transfer_encoding", "traceparent", "authorization",
+    "proxy_authorization", "content_type",
 }
--- classify_header's dup_reason: fields that must not come twice
-local UNIQUE = {
-    host = "duplicate Host header",
-    request_id = "duplicate X-Request-Id header",
-    transfer_encoding = "duplicate Transfer-Encoding header",
-    content_length = "duplicate Content-Length header",
-    authorization = "duplicate Authorization header",
-    proxy_authorization = "duplicate Proxy-Authorization header",
-    content_type = "duplicate Content-Type header",
-}
+local known_buf = ffi.new("uint16_t[?]", #KNOWN)
+local head_flags, head_cl = ffi.new("int[1]"), ffi.new("uint64_t[1]")
+local head_why = ffi.new("const char *[1]")
 
 local trace_id_buf, trace_flags_buf = ffi.new("char[32]"), ffi.new("char[2]")
 
@@ -809,49 +799,33 @@ function _M.new_state(spec, env)
     end
     -- llhttp skips the blanks before a value, on_headers_complete those
     -- after it (RFC 9112 5): "Host: a " is host "a"
-    for _, h in ipairs(hs) do
+    local lines = {}
+    for i, h in ipairs(hs) do
+        lines[i] = h[1] .. ": " .. h[2] .. "\r\n"
         h[2] = trim(h[2])
     end
     st.headers = hs
     st.body = body or ""
 
-    -- classify_header / on_headers_complete
+    -- the gateway's checks of the head (mg_ffi_head_check): llhttp, the
+    -- header classification, the framing; known as classified up to a
+    -- refusal (which X-Request-Id and traceparent the answer carries)
+    local head = st.method .. " " .. st.url .. " HTTP/1." .. st.http_minor
+        .. "\r\n" .. concat(lines) .. "\r\n"
+    local status = C().mg_ffi_head_check(head, #head, known_buf, head_flags,
+                                         head_cl, head_why)
+    if status ~= 0 then
+        st.bad, st.bad_status = ffi.string(head_why[0]), status
+    end
     local known = {}
-    -- the X-Request-Id a refused head is answered with: classify_header
-    -- stops at the first refused header, so only one before it counts
-    local rid_i
-    for i, h in ipairs(hs) do
-        local k = KNOWN[lower(h[1])]
-        if h[1] == "" then
-            st.bad = st.bad or "empty header field name"
-        end
-        if k then
-            if known[k] and UNIQUE[k] then
-                st.bad = st.bad or UNIQUE[k]
-            end
-            if known[k] and k == "traceparent" then st.trace_bad = true end
-            known[k] = known[k] or i
-        end
-        if not st.bad then rid_i = known.request_id end
+    for i, k in ipairs(KNOWN) do
+        if known_buf[i - 1] ~= 0 then known[k] = known_buf[i - 1] end
     end
     st.known = known
-    st.content_length = 0
-    if known.transfer_encoding then
-        if lower(trim(hs[known.transfer_encoding][2])) ~= "chunked" then
-            st.bad = st.bad or "unsupported Transfer-Encoding"
-        end
-        st.chunked = true
-    elseif known.content_length then
-        local v = hs[known.content_length][2]
-        st.content_length = match(v, "^%d+$") and tonumber(v) or nil
-        if not st.content_length then
-            st.content_length = 0
-            -- llhttp refuses it while parsing, before any header is
-            -- classified: the answer gets a new request id
-            if not st.bad then rid_i = nil end
-            st.bad = st.bad or "Invalid character in Content-Length"
-        end
-    end
+    st.trace_bad = band(head_flags[0], cdefs.HEAD_TRACE_BAD) ~= 0 or nil
+    st.chunked = band(head_flags[0], cdefs.HEAD_CHUNKED) ~= 0 or nil
+    st.content_length = tonumber(head_cl[0])
+    local rid_i = known.request_id
     st.has_body = st.chunked or st.content_length > 0
     st.head_method = st.method == "HEAD"
 
