@@ -4,17 +4,21 @@
 -- The model (`st` below) holds the fields of mg_request_t (src/request.h)
 -- that hooks can see or change. The rules are the C code's, called through
 -- the FFI (src/mg_ffi.h): header reads, header edit lists and the phase
--- checks of edits and of a new method, path or query run the gateway's
+-- checks of edits, of a new method, path or query and of the response's
+-- status and body run the gateway's
 -- own mg_ffi_req_* / mg_ffi_res_* functions (src/ffi_request.c) on a
 -- request built in memory from the model (st.cr, src/kit_request.c);
 -- which client X-Request-Id is kept (mg_ffi_request_id_check) and the
--- traceparent parser (mg_ffi_trace_parse) are pure functions. What is
+-- traceparent parser (mg_ffi_trace_parse) are pure functions, and the
+-- head goes through llhttp and the gateway's head checks
+-- (mg_ffi_head_check, src/http_conn.c). What is
 -- still written here after the C code (the function named beside each
 -- must follow it): src/proxy.c's send_head (what goes upstream) and
 -- emit_head (what the client gets from a proxied answer), which read the
 -- edits back from st.cr (st.req_edits, st.res_edits); src/http_conn.c's
--- head checks, mg_conn_respond and mg_conn_respond_error (answers made by
--- the gateway).
+-- mg_conn_respond and mg_conn_respond_error (answers made by the
+-- gateway); the phase checks of set_upstream and set_target, which need
+-- the config's upstreams (the model's env).
 --
 -- A model st:
 --   env             gateway context: upstreams, router, clock, id counter
@@ -545,15 +549,14 @@ end
 
 function Response.set_status(self, status)
     local st = state(self._req)
-    local rc = 0
     if type(status) ~= "number" then
         error("bad argument #2 to 'mg_ffi_res_set_status' (cannot convert '"
               .. type(status) .. "' to 'int')", 2)
     end
     status = status - status % 1
-    if st.response_started then
-        rc = EPHASE
-    elseif not runtime.final_status(status) then
+    -- the phase and the range checked by mg_ffi_res_set_status
+    local rc = C().mg_ffi_res_set_status(sync(st), status)
+    if rc == EINVAL then
         runtime.hook_error(runtime.status_refused("res:set_status", status))
     end
     errcheck(rc, "res:set_status")
@@ -590,10 +593,12 @@ function Response.remove_header(self, name)
     note(st, "remove response header " .. name)
 end
 
--- mg_ffi_res_set_body (the runtime does not check its result)
+-- mg_ffi_res_set_body (the runtime does not check its result); the body
+-- itself is kept in the model
 local function set_body(st, body)
-    if st.response_started then
-        return EPHASE
+    local rc = C().mg_ffi_res_set_body(sync(st), body, #body)
+    if rc ~= 0 then
+        return rc
     end
     st.res_body = body
     st.res_body_set = true
