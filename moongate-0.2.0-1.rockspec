@@ -74,6 +74,7 @@ build = {
             "src/http.c",
             "src/http_client.c",
             "src/http_conn.c",
+            "src/kit_request.c",
             "src/lua_route.c",
             "src/lua_state.c",
             "src/maglev.c",

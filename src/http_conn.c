@@ -31,6 +31,7 @@
 #include "http.h"
 #include "http1.h"
 #include "metrics.h"
+#include "mg_ffi.h"
 #include "pipeline.h"
 #include "tls.h"
 #include "upstream.h"
@@ -62,7 +63,6 @@ struct mg_conn_tls_s {
 
 /* ---- small helpers ---------------------------------------------------- */
 
-static const char *cdata(const mg_conn_t *c, mg_span_t s) { return c->buf.data + s.off; }
 
 static int span_ieq(const mg_conn_t *c, mg_span_t s, const char *lit, size_t n)
 {
@@ -552,33 +552,35 @@ static const char *const dup_reason[MG_H__COUNT] = {
     [MG_H_CONTENT_TYPE] = "duplicate Content-Type header",
 };
 
-/* Remembers the headers the core itself acts on. Returns NULL, or why the
- * request is refused (400). */
-static const char *classify_header(mg_conn_t *c, uint32_t i)
+/* Remembers the headers the core itself acts on (spans into data).
+ * Returns NULL, or why the request is refused (400). */
+static const char *classify_header(mg_request_t *r, const char *data, uint32_t i)
 {
-    mg_request_t *r = c->r;
     mg_span_t n = r->headers[i].name;
+    const char *s = data + n.off;
     int k = -1;
+#define IS(lit) (strncasecmp(s, lit, n.len) == 0)
     switch (n.len) {
     case 0: return "empty header field name"; /* ": v": llhttp lets it by */
-    case 4: if (span_ieq(c, n, "host", 4)) k = MG_H_HOST; break;
-    case 6: if (span_ieq(c, n, "expect", 6)) k = MG_H_EXPECT; break;
-    case 7: if (span_ieq(c, n, "upgrade", 7)) k = MG_H_UPGRADE; break;
-    case 10: if (span_ieq(c, n, "connection", 10)) k = MG_H_CONNECTION; break;
+    case 4: if (IS("host")) k = MG_H_HOST; break;
+    case 6: if (IS("expect")) k = MG_H_EXPECT; break;
+    case 7: if (IS("upgrade")) k = MG_H_UPGRADE; break;
+    case 10: if (IS("connection")) k = MG_H_CONNECTION; break;
     case 12:
-        if (span_ieq(c, n, "x-request-id", 12))
+        if (IS("x-request-id"))
             k = MG_H_REQUEST_ID;
-        else if (span_ieq(c, n, "content-type", 12))
+        else if (IS("content-type"))
             k = MG_H_CONTENT_TYPE;
         break;
-    case 13: if (span_ieq(c, n, "authorization", 13)) k = MG_H_AUTHORIZATION; break;
-    case 14: if (span_ieq(c, n, "content-length", 14)) k = MG_H_CONTENT_LENGTH; break;
-    case 19: if (span_ieq(c, n, "proxy-authorization", 19)) k = MG_H_PROXY_AUTHORIZATION; break;
-    case 15: if (span_ieq(c, n, "x-forwarded-for", 15)) k = MG_H_XFF; break;
-    case 11: if (span_ieq(c, n, "traceparent", 11)) k = MG_H_TRACEPARENT; break;
-    case 17: if (span_ieq(c, n, "transfer-encoding", 17)) k = MG_H_TRANSFER_ENCODING; break;
+    case 13: if (IS("authorization")) k = MG_H_AUTHORIZATION; break;
+    case 14: if (IS("content-length")) k = MG_H_CONTENT_LENGTH; break;
+    case 19: if (IS("proxy-authorization")) k = MG_H_PROXY_AUTHORIZATION; break;
+    case 15: if (IS("x-forwarded-for")) k = MG_H_XFF; break;
+    case 11: if (IS("traceparent")) k = MG_H_TRACEPARENT; break;
+    case 17: if (IS("transfer-encoding")) k = MG_H_TRANSFER_ENCODING; break;
     default: break;
     }
+#undef IS
     if (k < 0)
         return NULL;
     if (r->known[k] && dup_reason[k])
@@ -590,47 +592,68 @@ static const char *classify_header(mg_conn_t *c, uint32_t i)
     return NULL;
 }
 
-static int on_headers_complete(llhttp_t *p)
+/* The checks of a complete head whose spans point into data, for the
+ * gateway (on_headers_complete) and the testing kit (mg_ffi_head_check):
+ * the version, each header (trimmed, classified) and the framing. Returns
+ * NULL, or why the request is refused and *status. */
+static const char *head_verdict(const llhttp_t *p, mg_request_t *r, const char *data, int *status)
 {
-    mg_conn_t *c = p->data;
-    mg_request_t *r = c->r;
     /* llhttp takes any 1.x and 0.9 (below); 2.0 and up are other protocols */
+    *status = 505;
     if (p->http_major != 1)
-        return fail(p, 505, "HTTP version not supported");
+        return "HTTP version not supported";
+    *status = 400;
     for (uint32_t i = 0; i < r->nheaders; i++) {
         /* llhttp keeps the OWS after a value; it is not part of it (RFC
          * 9112 5): "Host: a " is host "a" */
         mg_span_t *v = &r->headers[i].value;
-        while (v->len > 0 && (c->buf.data[v->off + v->len - 1] == ' ' ||
-                              c->buf.data[v->off + v->len - 1] == '\t'))
+        while (v->len > 0 &&
+               (data[v->off + v->len - 1] == ' ' || data[v->off + v->len - 1] == '\t'))
             v->len--;
-        const char *why = classify_header(c, i);
+        const char *why = classify_header(r, data, i);
         if (why)
-            return fail(p, 400, why);
+            return why;
     }
     /* llhttp checks this only after on_headers_complete, which pauses before
      * the head goes upstream: check it here. The only coding a request may
      * carry is a final "chunked" (anything else is 400, never forwarded). */
     if (r->known[MG_H_TRANSFER_ENCODING]) {
         mg_span_t v = r->headers[r->known[MG_H_TRANSFER_ENCODING] - 1].value;
-        const char *s = cdata(c, v);
+        const char *s = data + v.off;
         size_t a = 0, b = v.len;
         while (a < b && (s[a] == ' ' || s[a] == '\t'))
             a++;
         while (b > a && (s[b - 1] == ' ' || s[b - 1] == '\t'))
             b--;
         if (b - a != 7 || strncasecmp(s + a, "chunked", 7) != 0 || !(p->flags & F_CHUNKED))
-            return fail(p, 400, "unsupported Transfer-Encoding");
+            return "unsupported Transfer-Encoding";
     }
+    return NULL;
+}
+
+/* A method the gateway refuses (405) once the head is read, or NULL: a
+ * gateway is no forward proxy, CONNECT would ask for a raw tunnel. */
+static const char *method_refused(const llhttp_t *p)
+{
+    return p->method == HTTP_CONNECT ? "CONNECT is not supported" : NULL;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    mg_conn_t *c = p->data;
+    mg_request_t *r = c->r;
+    int status;
+    const char *why = head_verdict(p, r, c->buf.data, &status);
+    if (why)
+        return fail(p, status, why);
     r->http_minor = p->http_minor;
     r->keep_alive = llhttp_should_keep_alive(p) ? 1 : 0;
     r->chunked = (p->flags & F_CHUNKED) ? 1 : 0;
     r->chunk_line = r->chunked; /* the first one follows the head */
     r->has_body = r->chunked || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
     r->content_length = (p->flags & F_CONTENT_LENGTH) ? p->content_length : 0;
-    /* a gateway is no forward proxy: CONNECT would ask for a raw tunnel */
-    if (p->method == HTTP_CONNECT)
-        return fail(p, 405, "CONNECT is not supported");
+    if ((why = method_refused(p)) != NULL)
+        return fail(p, 405, why);
     /* RFC 9110 §7.8: Upgrade in an HTTP/1.0 request is ignored (a proxy
      * that honoured it could be told to open a tunnel past a 1.0 hop). */
     if (p->upgrade && p->http_minor == 0)
@@ -1552,4 +1575,119 @@ void mg_conn_accept(mg_worker_t *w, uv_stream_t *listener, uint16_t port)
     }
     mg_wq_init(&c->wq, (uv_stream_t *)&c->tcp, on_drain, on_write_error);
     conn_open(c);
+}
+
+/* ---- the testing kit's head check (mg_ffi.h) ----------------------------- */
+
+/* What mg_ffi_head_check's parser collects: the head's spans into data, as
+ * the llhttp callbacks above leave them on a connection's request (the
+ * limits, timers and HTTP/0.9 check of a live connection aside). */
+typedef struct head_check_s {
+    mg_request_t *r;
+    const char *data;
+    int status;
+    const char *why;
+    uint8_t done;
+} head_check_t;
+
+static void span_grow(mg_span_t *s, const head_check_t *h, const char *at, size_t len)
+{
+    if (s->len == 0)
+        s->off = (uint32_t)(at - h->data);
+    s->len += (uint32_t)len;
+}
+
+static int hc_method(llhttp_t *p, const char *at, size_t len)
+{
+    head_check_t *h = p->data;
+    span_grow(&h->r->method, h, at, len);
+    return 0;
+}
+
+static int hc_url(llhttp_t *p, const char *at, size_t len)
+{
+    head_check_t *h = p->data;
+    span_grow(&h->r->url, h, at, len);
+    return 0;
+}
+
+static int hc_field(llhttp_t *p, const char *at, size_t len)
+{
+    head_check_t *h = p->data;
+    mg_request_t *r = h->r;
+    if (r->nheaders == 0 || r->last_was_value) {
+        if (r->nheaders >= r->headers_cap)
+            return HPE_USER;
+        r->headers[r->nheaders++] = (mg_header_t){ { 0, 0 }, { 0, 0 } };
+        r->last_was_value = 0;
+    }
+    span_grow(&r->headers[r->nheaders - 1].name, h, at, len);
+    return 0;
+}
+
+static int hc_value(llhttp_t *p, const char *at, size_t len)
+{
+    head_check_t *h = p->data;
+    mg_request_t *r = h->r;
+    r->last_was_value = 1;
+    span_grow(&r->headers[r->nheaders - 1].value, h, at, len);
+    return 0;
+}
+
+static int hc_complete(llhttp_t *p)
+{
+    head_check_t *h = p->data;
+    h->done = 1;
+    h->why = head_verdict(p, h->r, h->data, &h->status);
+    if (!h->why && (h->why = method_refused(p)) != NULL)
+        h->status = 405;
+    return HPE_PAUSED;
+}
+
+int mg_ffi_head_check(const char *head, size_t len, uint16_t *known, int *flags,
+                      uint64_t *content_length, const char **reason)
+{
+    static llhttp_settings_t s;
+    static int ready;
+    if (!ready) {
+        llhttp_settings_init(&s);
+        s.on_method = hc_method;
+        s.on_url = hc_url;
+        s.on_header_field = hc_field;
+        s.on_header_value = hc_value;
+        s.on_headers_complete = hc_complete;
+        ready = 1;
+    }
+    /* a header line takes at least 3 bytes (":\r\n") */
+    size_t cap = len / 3 + 1;
+    mg_request_t *r = calloc(1, sizeof(*r));
+    mg_header_t *hs = calloc(cap, sizeof(*hs));
+    if (!r || !hs) {
+        free(r);
+        free(hs);
+        *reason = "out of memory";
+        return 503;
+    }
+    r->headers = hs;
+    r->headers_cap = (uint32_t)cap;
+    head_check_t h = { .r = r, .data = head };
+    llhttp_t p;
+    llhttp_init(&p, HTTP_REQUEST, &s);
+    p.data = &h;
+    llhttp_errno_t e = llhttp_execute(&p, head, len);
+    int status = 0;
+    if (h.done && h.why) {
+        status = h.status;
+        *reason = h.why;
+    } else if (!h.done) {
+        status = 400;
+        *reason = e == HPE_OK ? "incomplete request head" : llhttp_get_error_reason(&p);
+    }
+    memcpy(known, r->known, sizeof(r->known));
+    *flags = (r->trace_bad ? MG_FFI_HEAD_TRACE_BAD : 0) |
+             ((p.flags & F_CHUNKED) ? MG_FFI_HEAD_CHUNKED : 0);
+    *content_length = (p.flags & F_CONTENT_LENGTH) ? p.content_length : 0;
+    free(hs);
+    free(r);
+    return status;
 }

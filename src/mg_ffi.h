@@ -103,6 +103,37 @@ int mg_ffi_req_str_check(int what, const char *s, size_t len);
  * '_', '.')? 0 or MG_FFI_EINVAL (ffi_request.c). */
 int mg_ffi_request_id_check(const char *s, size_t n);
 
+/* ==== the testing kit's request (kit_request.c; not used by the gateway) ====
+ * A request made from the kit's model, on which the mg_ffi_req_* and
+ * mg_ffi_res_* header, edit and method/path/query functions run as in the
+ * gateway. buf holds the received headers' bytes, spans four numbers per
+ * header (name offset, name length, value offset, value length into buf);
+ * both are copied. NULL when out of memory. */
+mg_request_t *mg_ffi_kit_request_new(const char *buf, size_t len, const uint32_t *spans, size_t n);
+void mg_ffi_kit_request_free(mg_request_t *r);
+/* Where the kit's model is: the hook phase running (0 none) and whether
+ * the response head went to the client. */
+void mg_ffi_kit_request_state(mg_request_t *r, int phase, int response_started);
+/* The upstream's answer head (status, headers as for _new), or none when
+ * status is 0. 0 or MG_FFI_ENOMEM. */
+int mg_ffi_kit_request_upstream(mg_request_t *r, int status, const char *buf, size_t len,
+                                const uint32_t *spans, size_t n);
+/* The i-th edit hooks made to the request (res 0) or response (res 1)
+ * headers: 0 and op (MG_EDIT_*), name and value, or -1 past the end. */
+int mg_ffi_kit_request_edit_at(mg_request_t *r, int res, int i, int *op, const char **name,
+                               size_t *nlen, const char **value, size_t *vlen);
+
+/* The gateway's checks of a request head (http_conn.c: llhttp in strict
+ * mode, the header classification, the framing): head is the request line,
+ * the header lines and the blank line. Returns 0 (accepted) or the status
+ * it is refused with, *reason why (static). known[MG_H__COUNT] (request.h)
+ * gets the index+1 among the header lines of each header the core acts on,
+ * as classified up to a refusal; flags MG_FFI_HEAD_*; content_length the
+ * Content-Length llhttp read (0 without). */
+enum { MG_FFI_HEAD_CHUNKED = 1, MG_FFI_HEAD_TRACE_BAD = 2 };
+int mg_ffi_head_check(const char *head, size_t len, uint16_t *known, int *flags,
+                      uint64_t *content_length, const char **reason);
+
 /* ==== hooks: waiting, logging (hooks.c) ==== */
 int mg_ffi_worker_id(void);
 /* Starts the wait of the running coroutine: Lua yields right after. */

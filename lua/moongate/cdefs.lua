@@ -44,6 +44,15 @@ int mg_ffi_header_edit_check(int op, const char *name, size_t nlen, const char *
                              size_t vlen);
 int mg_ffi_req_str_check(int what, const char *s, size_t len);
 int mg_ffi_request_id_check(const char *s, size_t n);
+mg_request_t *mg_ffi_kit_request_new(const char *buf, size_t len, const uint32_t *spans, size_t n);
+void mg_ffi_kit_request_free(mg_request_t *r);
+void mg_ffi_kit_request_state(mg_request_t *r, int phase, int response_started);
+int mg_ffi_kit_request_upstream(mg_request_t *r, int status, const char *buf, size_t len,
+                                const uint32_t *spans, size_t n);
+int mg_ffi_kit_request_edit_at(mg_request_t *r, int res, int i, int *op, const char **name,
+                               size_t *nlen, const char **value, size_t *vlen);
+int mg_ffi_head_check(const char *head, size_t len, uint16_t *known, int *flags,
+                      uint64_t *content_length, const char **reason);
 int mg_ffi_worker_id(void);
 int mg_ffi_sleep(double seconds);
 void mg_ffi_log(int level, const char *msg, size_t len);
@@ -88,6 +97,7 @@ _M.METHOD, _M.PATH, _M.RAW_PATH, _M.QUERY, _M.ID = 1, 2, 3, 4, 5
 _M.CLIENT, _M.ROUTE, _M.UPSTREAM, _M.TARGET, _M.SCHEME = 6, 7, 8, 9, 10
 _M.TLS_VERSION, _M.TLS_CIPHER, _M.TLS_SNI, _M.TLS_ALPN = 11, 12, 13, 14
 _M.TRACE_ID, _M.SPAN_ID = 15, 16
+_M.HEAD_CHUNKED, _M.HEAD_TRACE_BAD = 1, 2
 _M.EDIT_SET, _M.EDIT_ADD, _M.EDIT_REMOVE = 1, 2, 3
 _M.FIELD_SIZE, _M.FIELD_TIME, _M.FIELD_INT, _M.FIELD_BOOL = 1, 2, 3, 4
 _M.FIELD_OTHER, _M.FIELD_SECONDS = 5, 6

@@ -604,7 +604,7 @@ end
 local function pipeline(R)
     local g, d, st = R.g, R.d, R.st
     if st.bad then
-        gateway_error(d, st, 400, st.bad)
+        gateway_error(d, st, st.bad_status or 400, st.bad)
     elseif st.http_minor == 1 and not st.known.host then
         gateway_error(d, st, 400, "missing Host header")
     elseif st.known.host

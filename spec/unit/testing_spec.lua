@@ -153,6 +153,40 @@ describe("routing through the C router", function()
                      d.body)
     end)
 
+    -- the head goes through llhttp and the gateway's checks (C)
+    it("answers 400 to a method llhttp does not know, as the gateway", function()
+        local d = g:request { method = "get", path = "/api/a" }
+        assert.equal(400, d.status)
+        assert.equal(error_body(400, "Invalid method encountered", d.id), d.body)
+    end)
+
+    it("answers 405 to CONNECT", function()
+        local d = g:request { method = "CONNECT", path = "/api/a" }
+        assert.equal(405, d.status)
+        assert.equal(error_body(405, "CONNECT is not supported", d.id), d.body)
+    end)
+
+    it("answers 400 to a Transfer-Encoding other than chunked", function()
+        local d = g:request { method = "POST", path = "/api/a", headers = {
+            { "Transfer-Encoding", "gzip" } } }
+        assert.equal(400, d.status)
+        assert.equal(error_body(400, "unsupported Transfer-Encoding", d.id),
+                     d.body)
+    end)
+
+    it("answers a refused head with the X-Request-Id read before it", function()
+        local d = g:request { path = "/api/a", headers = {
+            { "X-Request-Id", "first" }, { "Host", "a" }, { "Host", "b" },
+            { "X-Request-Id", "second" } } }
+        assert.equal(400, d.status)
+        assert.equal("first", d.id)
+        assert.equal(error_body(400, "duplicate Host header", "first"), d.body)
+        d = g:request { path = "/api/a", headers = {
+            { "X-Request-Id", "first" }, { "Content-Length", "1x" } } }
+        assert.equal(400, d.status)
+        assert.are_not.equal("first", d.id) -- llhttp refused it mid-head
+    end)
+
     it("answers 400 to a path the normaliser refuses", function()
         local d = g:request { path = "/../etc/passwd" }
         assert.equal(400, d.status)

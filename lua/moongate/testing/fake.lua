@@ -3,17 +3,22 @@
 --
 -- The model (`st` below) holds the fields of mg_request_t (src/request.h)
 -- that hooks can see or change. The rules are the C code's, called through
--- the FFI (src/mg_ffi.h, "the pipeline's rules as pure functions"): the
--- validity of header edits and of a new method, path or query
--- (mg_ffi_header_edit_check, mg_ffi_req_str_check), which client
--- X-Request-Id is kept (mg_ffi_request_id_check) and the traceparent
--- parser (mg_ffi_trace_parse). What is still written here after the C code
--- (the function named beside each must follow it): the phase checks and the
--- edit lists of src/ffi_request.c (add_edit, edited_header), which work on
--- a live mg_request_t; src/proxy.c's send_head (what goes upstream) and
--- emit_head (what the client gets from a proxied answer); src/http_conn.c's
--- head checks, mg_conn_respond and mg_conn_respond_error (answers made by
--- the gateway).
+-- the FFI (src/mg_ffi.h): header reads, header edit lists and the phase
+-- checks of edits, of a new method, path or query and of the response's
+-- status and body run the gateway's
+-- own mg_ffi_req_* / mg_ffi_res_* functions (src/ffi_request.c) on a
+-- request built in memory from the model (st.cr, src/kit_request.c);
+-- which client X-Request-Id is kept (mg_ffi_request_id_check) and the
+-- traceparent parser (mg_ffi_trace_parse) are pure functions, and the
+-- head goes through llhttp and the gateway's head checks
+-- (mg_ffi_head_check, src/http_conn.c). What is
+-- still written here after the C code (the function named beside each
+-- must follow it): src/proxy.c's send_head (what goes upstream) and
+-- emit_head (what the client gets from a proxied answer), which read the
+-- edits back from st.cr (st.req_edits, st.res_edits); src/http_conn.c's
+-- mg_conn_respond and mg_conn_respond_error (answers made by the
+-- gateway); the phase checks of set_upstream and set_target, which need
+-- the config's upstreams (the model's env).
 --
 -- A model st:
 --   env             gateway context: upstreams, router, clock, id counter
@@ -30,7 +35,8 @@
 --   route           the cfg route table, or nil; match (mg_route_match_t),
 --                   path_buf (the routed path it points into), params
 --   phase           hook phase running (0 none)
---   req_edits, res_edits   { { op =, name =, value = }, ... }
+--   cr, cr_up       the C request (sync) and the upstream answer it holds
+--   req_edits, res_edits   { { op =, name =, value = }, ... } read from cr
 --   path_rewritten, upstream_override, target_override, target
 --   up, up_res      the upstream was contacted / its answer { status,
 --                   headers, body } (during on_response)
@@ -49,6 +55,7 @@ local byte, find, lower, sub, gsub, fmt, match, gmatch =
     string.byte, string.find, string.lower, string.sub, string.gsub,
     string.format, string.match, string.gmatch
 local concat, sort = table.concat, table.sort
+local band = require("bit").band
 
 if cjson.encode_escape_forward_slash then
     cjson.encode_escape_forward_slash(false)
@@ -61,7 +68,6 @@ local EDIT_SET, EDIT_ADD, EDIT_REMOVE = cdefs.EDIT_SET, cdefs.EDIT_ADD,
     cdefs.EDIT_REMOVE
 local EINVAL, EPHASE, ELIMIT, ENOTFOUND = cdefs.EINVAL, cdefs.EPHASE,
     cdefs.ELIMIT, cdefs.ENOTFOUND
-local MAX_EDITS = 32            -- MG_MAX_EDITS (src/request.h)
 local RESPONDED_MARK = runtime.RESPONDED_MARK
 local F_METHOD, F_PATH, F_QUERY = cdefs.METHOD, cdefs.PATH, cdefs.QUERY
 
@@ -103,77 +109,85 @@ local function note(st, s)
 end
 
 
--- Header edits (src/ffi_request.c) -------------------------------------------
+-- The C request (src/kit_request.c) ----------------------------------------
 
--- add_edit, after mg_ffi_header_edit_check (the C code) accepted it
-local function add_edit(edits, op, name, value)
-    local rc = C().mg_ffi_header_edit_check(op, name, #name, value, #value)
-    if rc ~= 0 then
-        return rc
+-- The gateway's own header reads, edit lists and phase checks
+-- (src/ffi_request.c) run on a request built in memory from the model:
+-- st.cr, made from st.headers, told the phase, whether the response
+-- started and the upstream's answer before each call (sync).
+local u32_arr = ffi.typeof("uint32_t[?]")
+local out_p, out_n = ffi.new("const char *[1]"), ffi.new("size_t[1]")
+local out_v, out_vn = ffi.new("const char *[1]"), ffi.new("size_t[1]")
+local out_op = ffi.new("int[1]")
+
+-- The bytes of a header list { { name, value }, ... } and its spans
+-- (name offset, length, value offset, length), as a parser leaves them.
+local function head_spans(list)
+    local parts, spans, off = {}, u32_arr(4 * #list + 1), 0
+    for i, h in ipairs(list) do
+        local n, v, b = h[1], h[2], 4 * (i - 1)
+        parts[#parts + 1], parts[#parts + 2] = n, v
+        spans[b], spans[b + 1] = off, #n
+        off = off + #n
+        spans[b + 2], spans[b + 3] = off, #v
+        off = off + #v
     end
-    local lname = lower(name)
-    if op ~= EDIT_ADD then
-        -- a SET or REMOVE replaces every earlier edit of the same name
-        local k = 0
-        for i = 1, #edits do
-            local e = edits[i]
-            edits[i] = nil
-            if lower(e.name) ~= lname then
-                k = k + 1
-                edits[k] = e
-            end
-        end
-    end
-    if #edits >= MAX_EDITS then
-        return ELIMIT
-    end
-    edits[#edits + 1] = { op = op, name = name,
-                          value = op == EDIT_REMOVE and "" or value }
-    return 0
+    return concat(parts), spans, #list
 end
 
--- mg_ffi_req_header / mg_ffi_res_header: edits seen, newest first; an ADD
--- edit stops the scan and the originals come first, then the added values.
-local function find_header(edits, originals, name, nth)
-    -- as src/ffi_request.c edited_header(): the last SET or REMOVE replaces
-    -- every value before it, ADDs come after
-    local lname = lower(name)
-    local from = 1
-    local replaced
-    for e = #edits, 1, -1 do
-        local ed = edits[e]
-        if ed.op ~= EDIT_ADD and lower(ed.name) == lname then
-            replaced, from = ed, e
-            break
+-- st's C request, brought to where the model is.
+local function sync(st)
+    local c = C()
+    local r = st.cr
+    if not r then
+        local buf, spans, n = head_spans(st.headers)
+        r = c.mg_ffi_kit_request_new(buf, #buf, spans, n)
+        if r == nil then
+            error("moongate.testing: out of memory", 0)
         end
+        r = ffi.gc(r, c.mg_ffi_kit_request_free)
+        st.cr = r
     end
-    if replaced then
-        if replaced.op == EDIT_SET then
-            if nth == 0 then
-                return replaced.value
-            end
-            nth = nth - 1
+    c.mg_ffi_kit_request_state(r, st.phase or 0, st.response_started and 1 or 0)
+    local up = st.up and st.up_res or nil
+    if up ~= st.cr_up then
+        local rc
+        if up then
+            local buf, spans, n = head_spans(up.headers)
+            rc = c.mg_ffi_kit_request_upstream(r, up.status, buf, #buf, spans, n)
+        else
+            rc = c.mg_ffi_kit_request_upstream(r, 0, nil, 0, nil, 0)
         end
-        from = from + 1
-    elseif originals then
-        for i = 1, #originals do
-            local h = originals[i]
-            if lower(h[1]) == lname then
-                if nth == 0 then
-                    return h[2]
-                end
-                nth = nth - 1
-            end
+        if rc ~= 0 then
+            error("moongate.testing: out of memory", 0)
         end
+        st.cr_up = up
     end
-    for e = from, #edits do
-        local ed = edits[e]
-        if ed.op == EDIT_ADD and lower(ed.name) == lname then
-            if nth == 0 then
-                return ed.value
-            end
-            nth = nth - 1
-        end
+    return r
+end
+
+-- The edits of the C request as { { op =, name =, value = }, ... } (res:
+-- the response's): what the head builders below read.
+local function edits_of(r, res)
+    local t, i = {}, 0
+    local c = C()
+    while c.mg_ffi_kit_request_edit_at(r, res, i, out_op, out_p, out_n, out_v,
+                                       out_vn) == 0 do
+        i = i + 1
+        t[i] = { op = out_op[0], name = ffi.string(out_p[0], out_n[0]),
+                 value = ffi.string(out_v[0], out_vn[0]) }
+    end
+    return t
+end
+
+-- mg_ffi_req_header / mg_ffi_res_header on st's C request (res: the
+-- response's headers), nth from 0.
+local function read_header(st, res, name, nth)
+    local r = sync(st)
+    local c = C()
+    local f = res and c.mg_ffi_res_header or c.mg_ffi_req_header
+    if f(r, name, #name, nth, out_p, out_n) == 1 then
+        return ffi.string(out_p[0], out_n[0])
     end
     return nil
 end
@@ -296,15 +310,14 @@ function getters.tls(self)
 end
 
 function Request.header(self, name, nth)
-    local st = state(self)
-    return find_header(st.req_edits, st.headers, name, (nth or 1) - 1)
+    return read_header(state(self), false, name, (nth or 1) - 1)
 end
 
 function Request.header_all(self, name)
     local st = state(self)
     local t, i = {}, 0
     while true do
-        local v = find_header(st.req_edits, st.headers, name, i)
+        local v = read_header(st, false, name, i)
         if v == nil then
             return t
         end
@@ -322,13 +335,13 @@ for name, fn in pairs(runtime.api_methods) do
     Request[name] = fn
 end
 
--- mg_ffi_req_edit_header
 local function req_edit(st, op, name, value)
-    local _ = #name
-    if st.response_started or st.phase >= P_RESPONSE then
-        return EPHASE
+    local r = sync(st)
+    local rc = C().mg_ffi_req_edit_header(r, op, name, #name, value, #value)
+    if rc == 0 then
+        st.req_edits = edits_of(r, 0)
     end
-    return add_edit(st.req_edits, op, name, value)
+    return rc
 end
 
 --- req:body(): the whole body. The core reads it when a hook first asks
@@ -380,13 +393,10 @@ local function req_writable(st)
     return not st.response_started and st.phase < P_RESPONSE
 end
 
--- mg_ffi_req_set_str's checks: the phase here, the value in C
+-- mg_ffi_req_set_str on the C request: the phase and the value checked
+-- there, the new value kept in the model
 local function str_check(st, what, s)
-    local _ = #s
-    if not req_writable(st) then
-        return EPHASE
-    end
-    return C().mg_ffi_req_str_check(what, s, #s)
+    return C().mg_ffi_req_set_str(sync(st), what, s, #s)
 end
 
 function Request.set_path(self, path)
@@ -530,7 +540,7 @@ end
 
 function Response.header(self, name, nth)
     local st = state(self._req)
-    return find_header(st.res_edits, up_headers(st), name, (nth or 1) - 1)
+    return read_header(st, true, name, (nth or 1) - 1)
 end
 
 function Response.headers(self)
@@ -539,15 +549,14 @@ end
 
 function Response.set_status(self, status)
     local st = state(self._req)
-    local rc = 0
     if type(status) ~= "number" then
         error("bad argument #2 to 'mg_ffi_res_set_status' (cannot convert '"
               .. type(status) .. "' to 'int')", 2)
     end
     status = status - status % 1
-    if st.response_started then
-        rc = EPHASE
-    elseif not runtime.final_status(status) then
+    -- the phase and the range checked by mg_ffi_res_set_status
+    local rc = C().mg_ffi_res_set_status(sync(st), status)
+    if rc == EINVAL then
         runtime.hook_error(runtime.status_refused("res:set_status", status))
     end
     errcheck(rc, "res:set_status")
@@ -555,13 +564,13 @@ function Response.set_status(self, status)
     note(st, "set status " .. status)
 end
 
--- mg_ffi_res_edit_header
 local function res_edit(st, op, name, value)
-    local _ = #name
-    if st.response_started then
-        return EPHASE
+    local r = sync(st)
+    local rc = C().mg_ffi_res_edit_header(r, op, name, #name, value, #value)
+    if rc == 0 then
+        st.res_edits = edits_of(r, 1)
     end
-    return add_edit(st.res_edits, op, name, value)
+    return rc
 end
 
 function Response.set_header(self, name, value)
@@ -584,10 +593,12 @@ function Response.remove_header(self, name)
     note(st, "remove response header " .. name)
 end
 
--- mg_ffi_res_set_body (the runtime does not check its result)
+-- mg_ffi_res_set_body (the runtime does not check its result); the body
+-- itself is kept in the model
 local function set_body(st, body)
-    if st.response_started then
-        return EPHASE
+    local rc = C().mg_ffi_res_set_body(sync(st), body, #body)
+    if rc ~= 0 then
+        return rc
     end
     st.res_body = body
     st.res_body_set = true
@@ -714,25 +725,14 @@ local function has_header(list, lname)
     return false
 end
 
-local KNOWN = {
-    host = "host", expect = "expect", upgrade = "upgrade",
-    connection = "connection", ["x-request-id"] = "request_id",
-    ["content-length"] = "content_length", ["x-forwarded-for"] = "xff",
-    ["transfer-encoding"] = "transfer_encoding", traceparent = "traceparent",
-    authorization = "authorization",
-    ["proxy-authorization"] = "proxy_authorization",
-    ["content-type"] = "content_type",
+local KNOWN = {  -- MG_H_* (src/request.h), in order
+    "host", "connection", "expect", "request_id", "xff", "upgrade",
+    "content_length", "transfer_encoding", "traceparent", "authorization",
+    "proxy_authorization", "content_type",
 }
--- classify_header's dup_reason: fields that must not come twice
-local UNIQUE = {
-    host = "duplicate Host header",
-    request_id = "duplicate X-Request-Id header",
-    transfer_encoding = "duplicate Transfer-Encoding header",
-    content_length = "duplicate Content-Length header",
-    authorization = "duplicate Authorization header",
-    proxy_authorization = "duplicate Proxy-Authorization header",
-    content_type = "duplicate Content-Type header",
-}
+local known_buf = ffi.new("uint16_t[?]", #KNOWN)
+local head_flags, head_cl = ffi.new("int[1]"), ffi.new("uint64_t[1]")
+local head_why = ffi.new("const char *[1]")
 
 local trace_id_buf, trace_flags_buf = ffi.new("char[32]"), ffi.new("char[2]")
 
@@ -804,49 +804,33 @@ function _M.new_state(spec, env)
     end
     -- llhttp skips the blanks before a value, on_headers_complete those
     -- after it (RFC 9112 5): "Host: a " is host "a"
-    for _, h in ipairs(hs) do
+    local lines = {}
+    for i, h in ipairs(hs) do
+        lines[i] = h[1] .. ": " .. h[2] .. "\r\n"
         h[2] = trim(h[2])
     end
     st.headers = hs
     st.body = body or ""
 
-    -- classify_header / on_headers_complete
+    -- the gateway's checks of the head (mg_ffi_head_check): llhttp, the
+    -- header classification, the framing; known as classified up to a
+    -- refusal (which X-Request-Id and traceparent the answer carries)
+    local head = st.method .. " " .. st.url .. " HTTP/1." .. st.http_minor
+        .. "\r\n" .. concat(lines) .. "\r\n"
+    local status = C().mg_ffi_head_check(head, #head, known_buf, head_flags,
+                                         head_cl, head_why)
+    if status ~= 0 then
+        st.bad, st.bad_status = ffi.string(head_why[0]), status
+    end
     local known = {}
-    -- the X-Request-Id a refused head is answered with: classify_header
-    -- stops at the first refused header, so only one before it counts
-    local rid_i
-    for i, h in ipairs(hs) do
-        local k = KNOWN[lower(h[1])]
-        if h[1] == "" then
-            st.bad = st.bad or "empty header field name"
-        end
-        if k then
-            if known[k] and UNIQUE[k] then
-                st.bad = st.bad or UNIQUE[k]
-            end
-            if known[k] and k == "traceparent" then st.trace_bad = true end
-            known[k] = known[k] or i
-        end
-        if not st.bad then rid_i = known.request_id end
+    for i, k in ipairs(KNOWN) do
+        if known_buf[i - 1] ~= 0 then known[k] = known_buf[i - 1] end
     end
     st.known = known
-    st.content_length = 0
-    if known.transfer_encoding then
-        if lower(trim(hs[known.transfer_encoding][2])) ~= "chunked" then
-            st.bad = st.bad or "unsupported Transfer-Encoding"
-        end
-        st.chunked = true
-    elseif known.content_length then
-        local v = hs[known.content_length][2]
-        st.content_length = match(v, "^%d+$") and tonumber(v) or nil
-        if not st.content_length then
-            st.content_length = 0
-            -- llhttp refuses it while parsing, before any header is
-            -- classified: the answer gets a new request id
-            if not st.bad then rid_i = nil end
-            st.bad = st.bad or "Invalid character in Content-Length"
-        end
-    end
+    st.trace_bad = band(head_flags[0], cdefs.HEAD_TRACE_BAD) ~= 0 or nil
+    st.chunked = band(head_flags[0], cdefs.HEAD_CHUNKED) ~= 0 or nil
+    st.content_length = tonumber(head_cl[0])
+    local rid_i = known.request_id
     st.has_body = st.chunked or st.content_length > 0
     st.head_method = st.method == "HEAD"
 
