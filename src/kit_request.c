@@ -113,7 +113,7 @@ int mg_ffi_kit_request_upstream(mg_request_t *r, int status, const char *buf, si
     }
     u->nheaders = (uint32_t)n;
     u->buf.len = u->buf.cap = (uint32_t)len;
-    u->parser.status_code = (uint16_t)status;
+    u->h1.status = status;
     k->up = r->up = u;
     return 0;
 }
