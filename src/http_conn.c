@@ -29,6 +29,7 @@
 #include "cache.h"
 #include "errlog.h"
 #include "http.h"
+#include "header_names.h"
 #include "http1.h"
 #include "metrics.h"
 #include "mg_ffi.h"
@@ -558,29 +559,11 @@ static const char *classify_header(mg_request_t *r, const char *data, uint32_t i
 {
     mg_span_t n = r->headers[i].name;
     const char *s = data + n.off;
-    int k = -1;
-#define IS(lit) (strncasecmp(s, lit, n.len) == 0)
-    switch (n.len) {
-    case 0: return "empty header field name"; /* ": v": llhttp lets it by */
-    case 4: if (IS("host")) k = MG_H_HOST; break;
-    case 6: if (IS("expect")) k = MG_H_EXPECT; break;
-    case 7: if (IS("upgrade")) k = MG_H_UPGRADE; break;
-    case 10: if (IS("connection")) k = MG_H_CONNECTION; break;
-    case 12:
-        if (IS("x-request-id"))
-            k = MG_H_REQUEST_ID;
-        else if (IS("content-type"))
-            k = MG_H_CONTENT_TYPE;
-        break;
-    case 13: if (IS("authorization")) k = MG_H_AUTHORIZATION; break;
-    case 14: if (IS("content-length")) k = MG_H_CONTENT_LENGTH; break;
-    case 19: if (IS("proxy-authorization")) k = MG_H_PROXY_AUTHORIZATION; break;
-    case 15: if (IS("x-forwarded-for")) k = MG_H_XFF; break;
-    case 11: if (IS("traceparent")) k = MG_H_TRACEPARENT; break;
-    case 17: if (IS("transfer-encoding")) k = MG_H_TRANSFER_ENCODING; break;
-    default: break;
-    }
-#undef IS
+    if (n.len == 0)
+        return "empty header field name"; /* ": v": llhttp lets it by */
+    /* the header-name table (header_names.c) says which names the request
+     * keeps an index of */
+    int k = mg_hnames[mg_hname_lookup(s, n.len)].known;
     if (k < 0)
         return NULL;
     if (r->known[k] && dup_reason[k])
