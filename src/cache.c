@@ -18,6 +18,7 @@
  * request's arena.
  */
 #include "cache.h"
+#include "header_names.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -656,7 +657,9 @@ size_t mg_cache_head(mg_request_t *r, char *out, size_t cap, const char *connect
     } else {
         for (uint32_t i = 0; i < e->nheaders; i++) {
             const mg_header_t *h = &e->headers[i];
-            if (!mg_edits_replace(r->res_edits, r->nres_edits, e->blob + h->name.off, h->name.len))
+            if (!mg_edits_replace(r->res_edits, r->nres_edits,
+                                   mg_hname_lookup(e->blob + h->name.off, h->name.len),
+                                   e->blob + h->name.off, h->name.len))
                 o = mg_put_header(o, e->blob + h->name.off, h->name.len, e->blob + h->value.off,
                                   h->value.len);
         }

@@ -16,6 +16,7 @@
 #include "request.h"
 #include "upstream.h"
 #include "tls.h"
+#include "header_names.h"
 #include "mg_ffi.h"
 
 
@@ -165,7 +166,7 @@ static int valid_token(const char *s, size_t n)
     if (n == 0 || n > 256)
         return 0;
     for (size_t i = 0; i < n; i++)
-        if (!mg_token_char((unsigned char)s[i]))
+        if (!mg_hname_tchar[(unsigned char)s[i]])
             return 0;
     return 1;
 }
@@ -181,22 +182,17 @@ static int valid_value(const char *s, size_t n)
 }
 
 /* Framing and hop-by-hop headers belong to the core: a hook that could set
- * them could desynchronise the connections (request smuggling). */
+ * them could desynchronise the connections (request smuggling). n holds
+ * token characters (checked first). */
 static int core_owned(const char *n, size_t l)
 {
-    static const char *names[] = { "content-length", "transfer-encoding", "connection",
-                                   "keep-alive", "proxy-connection", "te", "trailer",
-                                   "upgrade", NULL };
-    for (int i = 0; names[i]; i++)
-        if (strlen(names[i]) == l && strncasecmp(names[i], n, l) == 0)
-            return 1;
-    return 0;
+    return (mg_hname_flags(mg_hname_lookup(n, l)) & (MG_HNF_HOP | MG_HNF_FRAMING)) != 0;
 }
 
 int mg_ffi_header_edit_check(int op, const char *name, size_t nlen, const char *value,
                              size_t vlen)
 {
-    if (core_owned(name, nlen) || !valid_token(name, nlen) ||
+    if (!valid_token(name, nlen) || core_owned(name, nlen) ||
         (op != MG_EDIT_REMOVE && !valid_value(value, vlen)))
         return MG_FFI_EINVAL;
     return 0;
@@ -207,10 +203,13 @@ static int add_edit(mg_request_t *r, mg_edit_t *edits, uint8_t *n, int op, const
                     size_t nlen, const char *value, size_t vlen)
 {
     /* a SET or REMOVE replaces every earlier edit of the same name */
+    int tok = mg_hname_lookup(name, nlen);
     if (op != MG_EDIT_ADD) {
         uint8_t k = 0;
         for (uint8_t i = 0; i < *n; i++) {
-            if (edits[i].name_len == nlen && strncasecmp(edits[i].name, name, nlen) == 0)
+            if (tok || edits[i].tok ? edits[i].tok == tok
+                                    : edits[i].name_len == nlen &&
+                                          strncasecmp(edits[i].name, name, nlen) == 0)
                 continue;
             edits[k++] = edits[i];
         }
@@ -224,6 +223,7 @@ static int add_edit(mg_request_t *r, mg_edit_t *edits, uint8_t *n, int op, const
     if (!e->name || !e->value)
         return MG_FFI_ENOMEM;
     e->op = (uint8_t)op;
+    e->tok = (uint8_t)tok;
     e->name_len = (uint16_t)nlen;
     e->value_len = op == MG_EDIT_REMOVE ? 0 : (uint32_t)vlen;
     (*n)++;

@@ -328,7 +328,7 @@ static void head_upstream_headers(head_t *h, mg_upconn_t *u, const resp_frame_t 
         const char *n = up_data(u, hd->name);
         if (response_hop(u, i, lists, f->upgrade) || (mg_hname_flags(tok) & MG_HNF_RES_DROP) ||
             ((f->replaced || f->out_no_body) && tok == MG_HN_CONTENT_LENGTH) ||
-            (r->nres_edits && mg_edits_replace(r->res_edits, r->nres_edits, n, hd->name.len)))
+            (r->nres_edits && mg_edits_replace(r->res_edits, r->nres_edits, tok, n, hd->name.len)))
             continue;
         size_t raw = raw_line(u, i);
         if (raw && run_end == hd->name.off && run_end > run) {
@@ -1061,8 +1061,8 @@ static int in_connection_tokens(const mg_request_t *r, mg_span_t name)
 
 /* Did a hook set or remove this request header? Then the client's copy
  * (and the gateway's own value for it) is not sent. */
-#define EDITED(r, lit)                                                                         \
-    ((r)->nreq_edits && mg_edits_replace((r)->req_edits, (r)->nreq_edits, (lit), sizeof(lit) - 1))
+#define EDITED(r, tok, lit)                                                                    \
+    ((r)->nreq_edits && mg_edits_replace((r)->req_edits, (r)->nreq_edits, (tok), (lit), sizeof(lit) - 1))
 
 /* "METHOD target HTTP/1.1": the hook's method, the route's rewrite and the
  * hook's query when there are. Returns -1 for a rewrite too long. */
@@ -1116,7 +1116,7 @@ static void head_client_headers(head_t *h, mg_upconn_t *u)
         if (((lists & CONN_LISTS_CLOSE) && tok == MG_HN_CLOSE) ||
             ((lists & CONN_LISTS_OTHERS) && in_connection_tokens(r, hd->name)))
             continue;
-        if (r->nreq_edits && mg_edits_replace(r->req_edits, r->nreq_edits, n, hd->name.len))
+        if (r->nreq_edits && mg_edits_replace(r->req_edits, r->nreq_edits, tok, n, hd->name.len))
             continue;
         head_header(h, n, hd->name.len, mg_request_data(r, hd->value), hd->value.len);
     }
@@ -1163,7 +1163,7 @@ static void head_forwarding(head_t *h, mg_request_t *r)
     mg_span_t host = { 0, 0 };
     if (r->known[MG_H_HOST])
         host = r->headers[r->known[MG_H_HOST] - 1].value;
-    if (!EDITED(r, "x-forwarded-for")) {
+    if (!EDITED(r, MG_HN_X_FORWARDED_FOR, "x-forwarded-for")) {
         HEAD_PUTS(h, "X-Forwarded-For: ");
         if (r->known[MG_H_XFF]) {
             mg_span_t xff = r->headers[r->known[MG_H_XFF] - 1].value;
@@ -1175,15 +1175,15 @@ static void head_forwarding(head_t *h, mg_request_t *r)
         head_put(h, r->peer->client_ip, strlen(r->peer->client_ip));
         HEAD_PUTS(h, "\r\n");
     }
-    if (!EDITED(r, "x-forwarded-proto")) {
+    if (!EDITED(r, MG_HN_X_FORWARDED_PROTO, "x-forwarded-proto")) {
         if (r->proto->tls(r))
             HEAD_PUTS(h, "X-Forwarded-Proto: https\r\n");
         else
             HEAD_PUTS(h, "X-Forwarded-Proto: http\r\n");
     }
-    if (host.len && !EDITED(r, "x-forwarded-host"))
+    if (host.len && !EDITED(r, MG_HN_X_FORWARDED_HOST, "x-forwarded-host"))
         head_header(h, "X-Forwarded-Host", 16, mg_request_data(r, host), host.len);
-    if (!EDITED(r, "forwarded"))
+    if (!EDITED(r, MG_HN_FORWARDED, "forwarded"))
         head_forwarded(h, r, host);
 }
 
@@ -1193,7 +1193,7 @@ static void head_gateway_request(head_t *h, mg_upconn_t *u)
 {
     mg_request_t *r = u->r;
     const mg_upstream_t *up = u->pool->u;
-    if (!r->known[MG_H_HOST] && !EDITED(r, "host"))
+    if (!r->known[MG_H_HOST] && !EDITED(r, MG_HN_HOST, "host"))
         head_header(h, "Host", 4, u->pool->t->name, strlen(u->pool->t->name));
     if (up->forwarded)
         head_forwarding(h, r);
@@ -1202,7 +1202,7 @@ static void head_gateway_request(head_t *h, mg_upconn_t *u)
         if (o)
             h->len += mg_cache_validators(r, o);
     }
-    if (r->traced && !EDITED(r, "traceparent")) {
+    if (r->traced && !EDITED(r, MG_HN_TRACEPARENT, "traceparent")) {
         char *o = head_room(h, 16 + sizeof(r->trace_id) + 1 + sizeof(r->span_id) + 1 + 2 + 2);
         if (o) {
             char *s = o;
@@ -1219,7 +1219,7 @@ static void head_gateway_request(head_t *h, mg_upconn_t *u)
             h->len += (size_t)(o + 4 - s);
         }
     }
-    if (up->request_id && !EDITED(r, "x-request-id"))
+    if (up->request_id && !EDITED(r, MG_HN_X_REQUEST_ID, "x-request-id"))
         head_header(h, "X-Request-Id", 12, r->request_id, r->request_id_len);
 }
 

@@ -162,15 +162,6 @@ int mg_request_header(const mg_request_t *r, const char *name, size_t nlen, int 
                            nlen, nth, p, len);
 }
 
-int mg_edits_replace(const mg_edit_t *edits, int nedits, const char *n, size_t l)
-{
-    for (int i = 0; i < nedits; i++) {
-        const mg_edit_t *e = &edits[i];
-        if (e->op != MG_EDIT_ADD && e->name_len == l && strncasecmp(e->name, n, l) == 0)
-            return 1;
-    }
-    return 0;
-}
 
 const char *const mg_override_headers[] = { "x-original-url", "x-rewrite-url",
                                             "x-http-method-override", "x-http-method",
