@@ -8,7 +8,7 @@
  * their own state through mg_config_run_lua().
  *
  * One schema: the scalar fields of each object (settings, limits, timeouts,
- * admin, listen, upstream, target, health, shared_dict, cache, redis) are
+ * admin, listen, upstream, target, health, shared_dict, cache, redis, route) are
  * declared once, in the tables below (key, kind, range, default, offsetof).
  * config.lua and redis.lua build their key lists, defaults and checks from
  * them (mg_ffi_config_fields) and conv_fields() copies them with the same
@@ -420,6 +420,18 @@ static const mg_ffi_config_field_t redis_fields[] = {
       redis_connect_timeout, CT_DOUBLE),
 };
 
+/* gw.route. listen's default 0 is C's "any port", outside the 1-65535 a
+ * config may write: conv_fields admits a field's default besides its range.
+ * max_body has no default here: config.lua fills in limits.body. */
+static const mg_ffi_config_field_t route_fields[] = {
+    OTHER("name"), OTHER("path"), OTHER("upstream"), OTHER("handler"), OTHER("methods"),
+    OTHER("host"), OTHER("headers"),
+    F("listen", MG_FIELD_INT, 1, 65535, 0, PORT_EXPECTED, mg_route_t, listen_port, CT_U16),
+    OTHER("strip_prefix"), OTHER("rewrite"),
+    SIZE("max_body", 0, NONE, mg_route_t, max_body),
+    OTHER("policies"), OTHER("cache"), OTHER("upgrades"), OTHER("escaped_slashes"),
+};
+
 /* smaller dictionaries hold next to nothing; the size is required */
 static const mg_ffi_config_field_t shared_dict_fields[] = {
     SIZE("size", 8192, NONE, mg_shared_dict_decl_t, size),
@@ -436,7 +448,7 @@ static const struct {
     OBJECT("target", target_fields),     OBJECT("health", health_fields),
     OBJECT("shared_dict", shared_dict_fields), OBJECT("cache", cache_fields),
     OBJECT("admin", admin_fields),       OBJECT("listen", listen_fields),
-    OBJECT("redis", redis_fields),
+    OBJECT("redis", redis_fields),       OBJECT("route", route_fields),
 };
 
 const mg_ffi_config_field_t *mg_ffi_config_fields(const char *object, size_t *n)
@@ -451,6 +463,15 @@ const mg_ffi_config_field_t *mg_ffi_config_fields(const char *object, size_t *n)
     return NULL;
 }
 
+/* Whether t[f->name] is exactly f's default. */
+static int is_default(conv_t *cv, int t, const mg_ffi_config_field_t *f)
+{
+    lua_getfield(cv->L, t, f->name);
+    int yes = lua_type(cv->L, -1) == LUA_TNUMBER && lua_tonumber(cv->L, -1) == f->def;
+    lua_pop(cv->L, 1);
+    return yes;
+}
+
 /* Copies every stored field of `object` from the table at t into the
  * struct at base, range-checked by the same declaration config.lua used. */
 static void conv_fields(conv_t *cv, int t, const char *what, const char *object, void *base)
@@ -460,14 +481,16 @@ static void conv_fields(conv_t *cv, int t, const char *what, const char *object,
 
     for (size_t i = 0; i < n; i++, f++) {
         void *at = (char *)base + f->offset;
+        /* a default below the range is a sentinel config.lua fills in */
+        double lo = f->def < f->min && is_default(cv, t, f) ? f->def : f->min;
 
         if (f->ctype == CT_U64) {
-            get_uint(cv, t, what, f->name, f->min, f->max, at);
+            get_uint(cv, t, what, f->name, lo, f->max, at);
         } else if (f->ctype == CT_INT) {
-            get_int(cv, t, what, f->name, (int)f->min, (int)f->max, at);
+            get_int(cv, t, what, f->name, (int)lo, (int)f->max, at);
         } else if (f->ctype == CT_U16) {
             uint64_t v;
-            if (get_uint(cv, t, what, f->name, f->min, f->max, &v) == 0)
+            if (get_uint(cv, t, what, f->name, lo, f->max, &v) == 0)
                 *(uint16_t *)at = (uint16_t)v;
         } else if (f->ctype == CT_DOUBLE) {
             lua_getfield(cv->L, t, f->name);
@@ -945,7 +968,6 @@ static void conv_cache(conv_t *cv, int r_t, const char *what, mg_route_t *r)
 static void conv_route(conv_t *cv, int t, const char *what, mg_config_t *cfg, mg_route_t *r)
 {
     lua_State *L = cv->L;
-    uint64_t v;
     int up;
 
     get_int(cv, t, what, "line", 0, INT32_MAX, &r->line);
@@ -960,10 +982,7 @@ static void conv_route(conv_t *cv, int t, const char *what, mg_config_t *cfg, mg
     conv_methods(cv, t, what, r);
     conv_upgrades(cv, t, what, r);
     conv_headers(cv, t, what, r);
-    if (get_uint(cv, t, what, "max_body", 0, MAX_DOUBLE_INT, &v) == 0)
-        r->max_body = v;
-    if (get_uint(cv, t, what, "listen", 0, 65535, &v) == 0)
-        r->listen_port = (uint16_t)v;
+    conv_fields(cv, t, what, "route", r);
     conv_cache(cv, t, what, r);
 
     lua_getfield(L, t, "handler");

@@ -440,10 +440,6 @@ end
 
 local TLS_KEYS = { "cert", "key", "certs", "min_version", "ciphers" }
 local TLS_CERT_KEYS = { "cert", "key" }
-local ROUTE_KEYS = { "name", "path", "upstream", "handler", "methods", "host",
-                     "headers", "listen", "strip_prefix", "rewrite",
-                     "max_body", "policies", "cache", "upgrades",
-                     "escaped_slashes" }
 -- what a route's cache stores when it says only `cache = true` (besides
 -- the scalar defaults of src/config.c): the statuses RFC 9111 lets a cache
 -- keep without explicit freshness
@@ -514,8 +510,7 @@ local SETTINGS, LIMITS, TIMEOUTS = schema("settings"), schema("limits"),
 local UPSTREAM, TARGET, HEALTH = schema("upstream"), schema("target"),
     schema("health")
 local SHARED_DICT, CACHE = schema("shared_dict"), schema("cache")
-local ADMIN, LISTEN = schema("admin"), schema("listen")
-local check_port = LISTEN.checks.port   -- route.listen names one
+local ADMIN, LISTEN, ROUTE = schema("admin"), schema("listen"), schema("route")
 
 
 local function check_access_log(v)
@@ -798,7 +793,7 @@ function decl.listen(d, t)
     if t.port == nil then
         err(d, "listen.port is required (an integer 1-65535)")
     else
-        l.port = field(d, t, "port", "listen", check_port)
+        l.port = field(d, t, "port", "listen", LISTEN.checks.port)
     end
     l.host = field(d, t, "host", "listen", check_listen_host) or l.host
     l.escaped_slashes = field(d, t, "escaped_slashes", "listen",
@@ -1273,9 +1268,9 @@ function decl.route(d, t)
         return
     end
     local c = d.c
-    check_keys(d, t, ROUTE_KEYS, "gw.route")
+    check_keys(d, t, ROUTE.keys, "gw.route")
     local r = { line = d.line, source = source_name(c, d.source),
-                listen = 0 }
+                listen = ROUTE.defaults.listen }
     local pinfo
     local path = t.path
     if path == nil then
@@ -1333,9 +1328,7 @@ function decl.route(d, t)
     end
     r.host = field(d, t, "host", "route", check_route_host)
     r.headers = t.headers ~= nil and route_headers(d, t.headers) or {}
-    if t.listen ~= nil then
-        r.listen = field(d, t, "listen", "route", check_port) or 0
-    end
+    r.listen = field(d, t, "listen", "route", ROUTE.checks.listen) or r.listen
     r.strip_prefix = field(d, t, "strip_prefix", "route", check_prefix)
     r.escaped_slashes = field(d, t, "escaped_slashes", "route",
                               check_escaped_slashes)
@@ -1351,7 +1344,7 @@ function decl.route(d, t)
         err(d, "route.strip_prefix and route.rewrite cannot both be set " ..
             "(rewrite already gives the whole upstream path)")
     end
-    r.max_body = field(d, t, "max_body", "route", _M.parse_size)
+    r.max_body = field(d, t, "max_body", "route", ROUTE.checks.max_body)
     if t.cache ~= nil then
         r.cache = route_cache(d, t.cache)
         if r.cache and r.handler then
