@@ -302,14 +302,20 @@ static void *alloc_list(conv_t *cv, size_t n, size_t sz, size_t *count)
 
 /* ---- the schema: each object's scalar fields, declared once ---- */
 
-enum { CT_NONE, CT_U64, CT_INT, CT_U16, CT_BOOL, CT_DOUBLE }; /* how a field is stored */
+enum { CT_NONE, CT_U64, CT_INT, CT_U16, CT_BOOL, CT_DOUBLE, CT_ENUM }; /* how it is stored */
 
 #define ANY MAX_DOUBLE_INT
 #define NONE NAN
 /* a field stored in struct ST's member M, or one config.c does not copy */
 #define F(key, kind, lo, hi, def, exp, st, m, ct)                                           \
-    { key, kind, lo, hi, def, exp, offsetof(st, m), ct }
-#define LUA(key, kind, lo, hi, def) { key, kind, lo, hi, def, NULL, 0, CT_NONE }
+    { key, kind, lo, hi, def, exp, offsetof(st, m), ct, NULL, NULL }
+#define LUA(key, kind, lo, hi, def) { key, kind, lo, hi, def, NULL, 0, CT_NONE, NULL, NULL }
+/* a name read by its module's parser, stored as an int (def: a value or NONE) */
+#define ENUM(key, parse, name_of, def, exp, st, m)                                          \
+    { key, MG_FIELD_ENUM, 0, 0, def, exp, offsetof(st, m), CT_ENUM, parse, name_of }
+#define SLASHES(def, st, m)                                                                  \
+    ENUM("escaped_slashes", mg_uri_slashes_mode, mg_uri_slashes_name, def,                  \
+         "must be \"reject\", \"decode\", \"redirect\" or \"keep\"", st, m)
 #define SIZE(key, lo, def, st, m) F(key, MG_FIELD_SIZE, lo, ANY, def, NULL, st, m, CT_U64)
 #define TIME(key, def, st, m) F(key, MG_FIELD_TIME, 1, ANY, def, NULL, st, m, CT_U64)
 #define OTHER(key) LUA(key, MG_FIELD_OTHER, 0, 0, NONE)
@@ -317,7 +323,10 @@ enum { CT_NONE, CT_U64, CT_INT, CT_U16, CT_BOOL, CT_DOUBLE }; /* how a field is 
 static const mg_ffi_config_field_t settings_fields[] = {
     F("workers", MG_FIELD_INT, 0, 1024, 0, "must be an integer 0-1024 (0 = one per CPU)",
       mg_config_t, workers, CT_INT),
-    OTHER("access_log"), OTHER("error_log"), OTHER("log_level"), OTHER("limits"),
+    OTHER("access_log"), OTHER("error_log"),
+    ENUM("log_level", mg_log_level_parse, mg_log_level_name, MG_LOG_INFO,
+         "must be one of debug, info, notice, warn, error, crit", mg_config_t, log_level),
+    OTHER("limits"),
     OTHER("timeouts"), OTHER("admin"),
 };
 
@@ -332,7 +341,7 @@ static const mg_ffi_config_field_t admin_fields[] = {
 /* the port is required */
 static const mg_ffi_config_field_t listen_fields[] = {
     F("port", MG_FIELD_INT, 1, 65535, NONE, PORT_EXPECTED, mg_listener_t, port, CT_U16),
-    OTHER("host"), OTHER("tls"), OTHER("escaped_slashes"),
+    OTHER("host"), OTHER("tls"), SLASHES(MG_SLASHES_REJECT, mg_listener_t, escaped_slashes),
 };
 
 /* min_body_rate: a request body slower than 1 KiB/s (after the grace) is a
@@ -429,7 +438,8 @@ static const mg_ffi_config_field_t route_fields[] = {
     F("listen", MG_FIELD_INT, 1, 65535, 0, PORT_EXPECTED, mg_route_t, listen_port, CT_U16),
     OTHER("strip_prefix"), OTHER("rewrite"),
     SIZE("max_body", 0, NONE, mg_route_t, max_body),
-    OTHER("policies"), OTHER("cache"), OTHER("upgrades"), OTHER("escaped_slashes"),
+    OTHER("policies"), OTHER("cache"), OTHER("upgrades"),
+    SLASHES(NONE, mg_route_t, escaped_slashes), /* absent: the listener's (INHERIT) */
 };
 
 /* smaller dictionaries hold next to nothing; the size is required */
@@ -500,24 +510,22 @@ static void conv_fields(conv_t *cv, int t, const char *what, const char *object,
             else
                 internal(cv, what, f->name, "a number in range");
             lua_pop(cv->L, 1);
+        } else if (f->ctype == CT_ENUM) {
+            char *name = NULL;
+            if (get_str(cv, t, what, f->name, isnan(f->def), &name) == 0 && name) {
+                int v = f->parse(name);
+                if (v < 0)
+                    internal(cv, what, f->name, "a name its parser knows");
+                else
+                    *(int *)at = v;
+            }
+            free(name);
         } else if (f->ctype == CT_BOOL) {
             lua_getfield(cv->L, t, f->name);
             *(int *)at = lua_isnil(cv->L, -1) ? f->def != 0 : lua_toboolean(cv->L, -1);
             lua_pop(cv->L, 1);
         }
     }
-}
-
-/* settings.log_level: config.lua has checked the name. */
-static void conv_log_level(conv_t *cv, int t, mg_config_t *cfg)
-{
-    char *name = NULL;
-    if (get_str(cv, t, "", "log_level", 0, &name) != 0)
-        return;
-    cfg->log_level = mg_log_level_parse(name);
-    if (cfg->log_level < 0)
-        internal(cv, "", "log_level", "a log level name");
-    free(name);
 }
 
 static void conv_limits(conv_t *cv, int cfg_t, mg_config_t *cfg)
@@ -647,20 +655,6 @@ out:
     free(source);
 }
 
-/* t.escaped_slashes (a name Lua checked) -> mg_slashes_t; absent: *out kept. */
-static void conv_slashes(conv_t *cv, int t, const char *what, int *out)
-{
-    char *name = NULL;
-    if (get_str(cv, t, what, "escaped_slashes", 1, &name) < 0 || !name)
-        return;
-    int mode = mg_uri_slashes_mode(name);
-    free(name);
-    if (mode < 0)
-        internal(cv, what, "escaped_slashes", "\"reject\", \"decode\", \"redirect\" or \"keep\"");
-    else
-        *out = mode;
-}
-
 static void conv_listeners(conv_t *cv, int cfg_t, mg_config_t *cfg)
 {
     int list = push_table(cv, cfg_t, "", "listeners");
@@ -682,8 +676,6 @@ static void conv_listeners(conv_t *cv, int cfg_t, mg_config_t *cfg)
         get_str(cv, t, what, "source", 1, &l->source);
         get_int(cv, t, what, "line", 0, INT32_MAX, &l->line);
         conv_fields(cv, t, what, "listen", l);
-        l->escaped_slashes = MG_SLASHES_REJECT;
-        conv_slashes(cv, t, what, &l->escaped_slashes);
         lua_getfield(cv->L, t, "tls");
         int has_tls = lua_istable(cv->L, -1);
         lua_pop(cv->L, 1);
@@ -978,7 +970,6 @@ static void conv_route(conv_t *cv, int t, const char *what, mg_config_t *cfg, mg
     get_str(cv, t, what, "host", 1, &r->host);
     get_str(cv, t, what, "strip_prefix", 1, &r->strip_prefix);
     get_str(cv, t, what, "rewrite", 1, &r->rewrite);
-    conv_slashes(cv, t, what, &r->escaped_slashes);
     conv_methods(cv, t, what, r);
     conv_upgrades(cv, t, what, r);
     conv_headers(cv, t, what, r);
@@ -1093,7 +1084,6 @@ int mg_config_convert(lua_State *L, int t, const char *file, mg_config_t **out, 
         lua_pop(L, 1);
         get_str(&cv, t, "", "access_log", 0, &cfg->access_log);
         get_str(&cv, t, "", "error_log", 0, &cfg->error_log);
-        conv_log_level(&cv, t, cfg);
         conv_limits(&cv, t, cfg);
         conv_timeouts(&cv, t, cfg);
         conv_listeners(&cv, t, cfg);

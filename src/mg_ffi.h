@@ -447,7 +447,12 @@ enum {
     MG_FIELD_BOOL = 4,  /* true or false */
     MG_FIELD_OTHER = 5, /* a key of the object checked and copied by hand */
     MG_FIELD_SECONDS = 6, /* a number of seconds > 0, kept as a double */
+    MG_FIELD_ENUM = 7,    /* a name its module's parse() knows, kept as its value */
 };
+
+/* An ENUM field's parser and namer, its module's own (errlog.c, uri.c). */
+typedef int (*mg_ffi_enum_parse_fn)(const char *name);
+typedef const char *(*mg_ffi_enum_name_fn)(int value);
 
 typedef struct mg_ffi_config_field_s {
     const char *name;     /* the key, as the config writes it */
@@ -458,6 +463,8 @@ typedef struct mg_ffi_config_field_s {
                            * NULL: the kind's own words */
     size_t offset;        /* where mg_config_convert() stores it in the C struct */
     int ctype;            /* how (config.c); 0: not copied (Lua only, or by hand) */
+    mg_ffi_enum_parse_fn parse;  /* ENUM: the value of a name, or -1 */
+    mg_ffi_enum_name_fn name_of; /* ENUM: the name a value is written as */
 } mg_ffi_config_field_t;
 
 /* The fields of config object OBJECT ("settings", "limits", "timeouts",

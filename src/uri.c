@@ -179,15 +179,23 @@ int mg_uri_escaped_slashes(const char *path, size_t len)
     return found;
 }
 
+/* indexed by mg_slashes_t; INHERIT has no name a config may write */
+static const char *const slashes_names[] = {
+    [MG_SLASHES_REJECT] = "reject", [MG_SLASHES_DECODE] = "decode",
+    [MG_SLASHES_REDIRECT] = "redirect", [MG_SLASHES_KEEP] = "keep",
+};
+
 int mg_uri_slashes_mode(const char *name)
 {
-    static const char *const names[] = { "reject", "decode", "redirect", "keep" };
-    static const int modes[] = { MG_SLASHES_REJECT, MG_SLASHES_DECODE, MG_SLASHES_REDIRECT,
-                                 MG_SLASHES_KEEP };
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (strcmp(name, names[i]) == 0)
-            return modes[i];
+    for (int i = MG_SLASHES_REJECT; i <= MG_SLASHES_KEEP; i++)
+        if (strcmp(name, slashes_names[i]) == 0)
+            return i;
     return -1;
+}
+
+const char *mg_uri_slashes_name(int mode)
+{
+    return mode >= MG_SLASHES_REJECT && mode <= MG_SLASHES_KEEP ? slashes_names[mode] : "reject";
 }
 
 /* RFC 3986 sub-delims. */

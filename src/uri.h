@@ -54,6 +54,8 @@ typedef enum {
 
 /* The mode named `name` ("reject", "decode", "redirect", "keep"), or -1. */
 int mg_uri_slashes_mode(const char *name);
+/* The name of a mode ("reject" for INHERIT or an unknown one). Static. */
+const char *mg_uri_slashes_name(int mode);
 
 /* Is s[0..n) a valid Host field value: RFC 3986 host (reg-name, IPv4, or
  * "[" IPv6 / IPvFuture "]") with an optional ":" port (digits, at most

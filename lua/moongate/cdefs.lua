@@ -72,6 +72,8 @@ typedef struct mg_ffi_pattern_s {
 } mg_ffi_pattern_t;
 int mg_ffi_route_pattern(const char *pattern, size_t len, mg_ffi_pattern_t *info, char *why,
                          size_t cap);
+typedef int (*mg_ffi_enum_parse_fn)(const char *name);
+typedef const char *(*mg_ffi_enum_name_fn)(int value);
 typedef struct mg_ffi_config_field_s {
     const char *name;
     int kind;
@@ -80,6 +82,8 @@ typedef struct mg_ffi_config_field_s {
     const char *expected;
     size_t offset;
     int ctype;
+    mg_ffi_enum_parse_fn parse;
+    mg_ffi_enum_name_fn name_of;
 } mg_ffi_config_field_t;
 const mg_ffi_config_field_t *mg_ffi_config_fields(const char *object, size_t *n);
 ]]
@@ -100,11 +104,13 @@ _M.TRACE_ID, _M.SPAN_ID = 15, 16
 _M.HEAD_CHUNKED, _M.HEAD_TRACE_BAD = 1, 2
 _M.EDIT_SET, _M.EDIT_ADD, _M.EDIT_REMOVE = 1, 2, 3
 _M.FIELD_SIZE, _M.FIELD_TIME, _M.FIELD_INT, _M.FIELD_BOOL = 1, 2, 3, 4
-_M.FIELD_OTHER, _M.FIELD_SECONDS = 5, 6
+_M.FIELD_OTHER, _M.FIELD_SECONDS, _M.FIELD_ENUM = 5, 6, 7
 
 --- The fields of config object `object` as src/config.c declares them
 -- (mg_ffi_config_fields), in key order: a list of { name =, kind =, min =,
--- max =, def = (nil: none), expected = (nil: the kind's own words) }.
+-- max =, def = (nil: none), expected = (nil: the kind's own words),
+-- parse = (ENUM: name -> its canonical name, or nil) }; an ENUM's def is
+-- its canonical name.
 function _M.config_fields(object)
     local n = ffi.new("size_t[1]")
     local f = _M.C.mg_ffi_config_fields(object, n)
@@ -120,8 +126,17 @@ function _M.config_fields(object)
         elseif fi.kind == _M.FIELD_BOOL then
             def = def ~= 0
         end
+        local parse
+        if fi.kind == _M.FIELD_ENUM then
+            local p, name_of = fi.parse, fi.name_of
+            parse = function(s)
+                local v = p(s)
+                return v >= 0 and ffi.string(name_of(v)) or nil
+            end
+            def = def and ffi.string(name_of(def))
+        end
         out[i + 1] = { name = ffi.string(fi.name), kind = fi.kind, min = fi.min,
-                       max = fi.max, def = def,
+                       max = fi.max, def = def, parse = parse,
                        expected = fi.expected ~= nil and ffi.string(fi.expected)
                            or nil }
     end

@@ -327,17 +327,6 @@ end
 
 local HOST_EXPECTED = "must be an IP address or a host name"
 
--- listen.escaped_slashes / route.escaped_slashes: what a path holding %2F
--- or %5C gets (src/uri.h mg_slashes_t names the same four)
-local SLASHES_MODES = { reject = true, decode = true, redirect = true,
-                        keep = true }
-local function check_escaped_slashes(v)
-    if SLASHES_MODES[v] then
-        return v
-    end
-    return nil, 'must be "reject", "decode", "redirect" or "keep"'
-end
-
 local function check_listen_host(v)
     if type(v) == "string" then
         local h = match(v, "^%[(.*)%]$") or v
@@ -470,7 +459,20 @@ end
 -- The scalar fields of config object `object` as src/config.c declares them
 -- (mg_ffi_config_fields), which also copies them into C: { keys = the key
 -- list, in order; defaults = name -> value; checks = name -> checker;
--- fields = the names that have a checker, in order }.
+-- fields = the names that have a checker, in order, but the ENUMs, which
+-- callers read where their messages have always come }. An ENUM's checker
+-- asks the C parser (settings.log_level: src/errlog.c, escaped_slashes:
+-- src/uri.c) and gives the canonical name.
+local function enum(parse, expected)
+    return function(v)
+        local name = type(v) == "string" and not find(v, "%z") and parse(v)
+        if name then
+            return name
+        end
+        return nil, expected
+    end
+end
+
 local function schema(object)
     local s = { keys = {}, defaults = {}, checks = {}, fields = {} }
     for _, f in ipairs(cdefs.config_fields(object)) do
@@ -484,11 +486,15 @@ local function schema(object)
             check = int_range(lo, f.max, f.expected)
         elseif kind == cdefs.FIELD_BOOL then
             check = check_bool(f.expected or "must be true or false")
+        elseif kind == cdefs.FIELD_ENUM then
+            check = enum(f.parse, f.expected)
         end
         s.keys[#s.keys + 1] = name
         if check then
             s.checks[name] = check
-            s.fields[#s.fields + 1] = name
+            if kind ~= cdefs.FIELD_ENUM then
+                s.fields[#s.fields + 1] = name
+            end
             s.defaults[name] = f.def
         end
     end
@@ -527,20 +533,6 @@ local function check_error_log(v)
     return nil, 'must be "stderr" or a file path'
 end
 
--- the names of src/errlog.c (nginx's err, warning, alert, emerg accepted)
-local LOG_LEVELS = { "debug", "info", "notice", "warn", "error", "crit" }
-local LOG_LEVEL_ALIASES = { err = "error", warning = "warn", alert = "crit",
-                            emerg = "crit" }
-local function check_log_level(v)
-    if type(v) == "string" then
-        v = LOG_LEVEL_ALIASES[v] or v
-        for _, l in ipairs(LOG_LEVELS) do
-            if l == v then return v end
-        end
-    end
-    return nil, "must be one of " .. concat(LOG_LEVELS, ", ")
-end
-
 -- A log file as the user wrote it, made absolute against the config's
 -- directory (under systemd the working directory is /).
 local function log_path(c, v)
@@ -560,7 +552,7 @@ end
 
 local function default_settings()
     local s = copy(SETTINGS.defaults)
-    s.access_log, s.error_log, s.log_level = "stdout", "stderr", "info"
+    s.access_log, s.error_log = "stdout", "stderr"
     s.limits, s.timeouts = copy(LIMITS.defaults), copy(TIMEOUTS.defaults)
     s.admin = copy(ADMIN.defaults)
     s.admin.enabled, s.admin.host = true, "127.0.0.1"
@@ -587,8 +579,8 @@ function decl.settings(d, t)
                                      check_access_log) or "stdout")
     s.error_log = log_path(c, field(d, t, "error_log", "settings",
                                     check_error_log) or "stderr")
-    s.log_level = field(d, t, "log_level", "settings", check_log_level)
-        or "info"
+    s.log_level = field(d, t, "log_level", "settings", SETTINGS.checks.log_level)
+        or s.log_level
     local limits = t.limits
     if limits ~= nil then
         if type(limits) ~= "table" then
@@ -797,7 +789,8 @@ function decl.listen(d, t)
     end
     l.host = field(d, t, "host", "listen", check_listen_host) or l.host
     l.escaped_slashes = field(d, t, "escaped_slashes", "listen",
-                              check_escaped_slashes) or "reject"
+                              LISTEN.checks.escaped_slashes)
+        or LISTEN.defaults.escaped_slashes
     if t.tls ~= nil then
         l.tls = listen_tls(d, t.tls)
     end
@@ -1331,7 +1324,7 @@ function decl.route(d, t)
     r.listen = field(d, t, "listen", "route", ROUTE.checks.listen) or r.listen
     r.strip_prefix = field(d, t, "strip_prefix", "route", check_prefix)
     r.escaped_slashes = field(d, t, "escaped_slashes", "route",
-                              check_escaped_slashes)
+                              ROUTE.checks.escaped_slashes)
     if r.strip_prefix and pinfo
         and sub(pinfo.literal, 1, #r.strip_prefix) ~= r.strip_prefix then
         err(d, "route.strip_prefix %s is not a literal prefix of route.path %s",
