@@ -9,10 +9,10 @@
  *
  * One schema: the scalar fields of each object (settings, limits, timeouts,
  * admin, listen, upstream, target, health, shared_dict, cache, redis, route) are
- * declared once, in the tables below (key, kind, range, default, offsetof).
- * config.lua and redis.lua build their key lists, defaults and checks from
- * them (mg_ffi_config_fields) and conv_fields() copies them with the same
- * tables. Route patterns are
+ * declared once, in the tables below (key, kind, range, default, offsetof;
+ * for a named mode, the owning module's parser). config.lua and redis.lua
+ * build their key lists, defaults and checks from them (mg_ffi_config_fields)
+ * and conv_fields() copies them with the same tables. Route patterns are
  * checked in config.lua by the router's own parser (mg_ffi_route_pattern).
  *
  * The copy trusts nothing it reads: a field of the wrong type or range (a bug

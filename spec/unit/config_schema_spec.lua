@@ -1,0 +1,71 @@
+-- Specs for the config schema's named modes (src/config.c ENUM fields):
+-- config.lua checks and normalises them with the C module's own parser
+-- (settings.log_level: src/errlog.c, escaped_slashes: src/uri.c), and the
+-- route fields' defaults come from the same table.
+-- Run from the repository root with MG_TEST_LIB=build/libmgtest.so.
+package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+
+local config = require "moongate.config"
+local cdefs = require "moongate.cdefs"
+
+local function load_text(text)
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write('local gw = require "moongate"\n', text)
+    f:close()
+    local cfg, errs = config.load(path)
+    os.remove(path)
+    return cfg, errs
+end
+
+local UP = 'gw.upstream("u", { "127.0.0.1:1" })\n'
+
+describe("config schema: named modes", function()
+    it("normalises log_level aliases to errlog.c's names", function()
+        for written, level in pairs({ warning = "warn", err = "error", alert = "crit",
+                                      emerg = "crit", debug = "debug" }) do
+            local cfg = assert(load_text(('gw.settings { log_level = %q }\n'):format(written)
+                .. 'gw.listen { port = 8080 }\n'))
+            assert.equal(level, cfg.log_level)
+        end
+        local cfg = assert(load_text('gw.listen { port = 8080 }\n'))
+        assert.equal("info", cfg.log_level)
+    end)
+
+    it("keeps each escaped_slashes mode on listeners and routes", function()
+        for _, mode in ipairs({ "reject", "decode", "redirect", "keep" }) do
+            local cfg = assert(load_text(('gw.listen { port = 8080, escaped_slashes = %q }\n')
+                :format(mode) .. UP ..
+                ('gw.route { path = "/a", upstream = "u", escaped_slashes = %q }\n'):format(mode)))
+            assert.equal(mode, cfg.listeners[1].escaped_slashes)
+            assert.equal(mode, cfg.routes[1].escaped_slashes)
+        end
+    end)
+
+    it("gives a listener reject and a route none (the listener's) by default", function()
+        local cfg = assert(load_text('gw.listen { port = 8080 }\n' .. UP ..
+            'gw.route { path = "/a", upstream = "u" }\n'))
+        assert.equal("reject", cfg.listeners[1].escaped_slashes)
+        assert.is_nil(cfg.routes[1].escaped_slashes)
+    end)
+
+    it("refuses a mode name with a NUL in it", function()
+        local cfg, errs = load_text('gw.listen { port = 8080, escaped_slashes = "keep\\0" }\n')
+        assert.is_nil(cfg)
+        assert.truthy(errs[1]:find('listen.escaped_slashes must be "reject", "decode", ' ..
+            '"redirect" or "keep", got', 1, true))
+    end)
+end)
+
+describe("config schema: route fields", function()
+    it("declares route.listen 1-65535 with C's 'any port' 0 as its default", function()
+        local listen
+        for _, f in ipairs(cdefs.config_fields("route")) do
+            if f.name == "listen" then listen = f end
+        end
+        assert.same({ 1, 65535, 0 }, { listen.min, listen.max, listen.def })
+        local cfg = assert(load_text('gw.listen { port = 8080 }\n' .. UP ..
+            'gw.route { path = "/a", upstream = "u" }\n'))
+        assert.equal(0, cfg.routes[1].listen)
+    end)
+end)
