@@ -10,9 +10,10 @@
  * One schema: the scalar fields of each object (settings, limits, timeouts,
  * admin, listen, upstream, target, health, shared_dict, cache, redis, route) are
  * declared once, in the tables below (key, kind, range, default, offsetof;
- * for a named mode, the owning module's parser). config.lua and redis.lua
- * build their key lists, defaults and checks from them (mg_ffi_config_fields)
- * and conv_fields() copies them with the same tables. Route patterns are
+ * for a named mode, the owning module's parser; for a string, its minimum
+ * length). config.lua and redis.lua build their key lists, defaults and
+ * checks from them (mg_ffi_config_fields) and conv_fields() copies them with
+ * the same tables. Route patterns are
  * checked in config.lua by the router's own parser (mg_ffi_route_pattern).
  *
  * The copy trusts nothing it reads: a field of the wrong type or range (a bug
@@ -302,17 +303,20 @@ static void *alloc_list(conv_t *cv, size_t n, size_t sz, size_t *count)
 
 /* ---- the schema: each object's scalar fields, declared once ---- */
 
-enum { CT_NONE, CT_U64, CT_INT, CT_U16, CT_BOOL, CT_DOUBLE, CT_ENUM }; /* how it is stored */
+enum { CT_NONE, CT_U64, CT_INT, CT_U16, CT_BOOL, CT_DOUBLE, CT_ENUM, CT_STR }; /* how stored */
 
 #define ANY MAX_DOUBLE_INT
 #define NONE NAN
 /* a field stored in struct ST's member M, or one config.c does not copy */
 #define F(key, kind, lo, hi, def, exp, st, m, ct)                                           \
-    { key, kind, lo, hi, def, exp, offsetof(st, m), ct, NULL, NULL }
-#define LUA(key, kind, lo, hi, def) { key, kind, lo, hi, def, NULL, 0, CT_NONE, NULL, NULL }
+    { key, kind, lo, hi, def, exp, offsetof(st, m), ct, NULL, NULL, NULL }
+#define LUA(key, kind, lo, hi, def) { key, kind, lo, hi, def, NULL, 0, CT_NONE, NULL, NULL, NULL }
+/* a string of at least `lo` bytes, copied into the char * member M (owned by the config) */
+#define STRING(key, lo, def, exp, st, m)                                                     \
+    { key, MG_FIELD_STRING, lo, 0, NONE, exp, offsetof(st, m), CT_STR, NULL, NULL, def }
 /* a name read by its module's parser, stored as an int (def: a value or NONE) */
 #define ENUM(key, parse, name_of, def, exp, st, m)                                          \
-    { key, MG_FIELD_ENUM, 0, 0, def, exp, offsetof(st, m), CT_ENUM, parse, name_of }
+    { key, MG_FIELD_ENUM, 0, 0, def, exp, offsetof(st, m), CT_ENUM, parse, name_of, NULL }
 #define SLASHES(def, st, m)                                                                  \
     ENUM("escaped_slashes", mg_uri_slashes_mode, mg_uri_slashes_name, def,                  \
          "must be \"reject\", \"decode\", \"redirect\" or \"keep\"", st, m)
@@ -333,9 +337,11 @@ static const mg_ffi_config_field_t settings_fields[] = {
 #define PORT_EXPECTED "must be an integer 1-65535"
 
 static const mg_ffi_config_field_t admin_fields[] = {
-    OTHER("host"),
+    STRING("host", 1, "127.0.0.1", "must be an address string", mg_config_t, admin_host),
     F("port", MG_FIELD_INT, 1, 65535, 9901, PORT_EXPECTED, mg_config_t, admin_port, CT_U16),
-    OTHER("token"), OTHER("names"),
+    STRING("token", 16, NULL, "must be a string of at least 16 characters", mg_config_t,
+           admin_token),
+    OTHER("names"),
 };
 
 /* the port is required */
@@ -520,6 +526,11 @@ static void conv_fields(conv_t *cv, int t, const char *what, const char *object,
                     *(int *)at = v;
             }
             free(name);
+        } else if (f->ctype == CT_STR) {
+            /* one with a default is always there; a short one is Lua's bug */
+            if (get_str(cv, t, what, f->name, f->def_str == NULL, at) == 0 && *(char **)at &&
+                strlen(*(char **)at) < f->min)
+                internal(cv, what, f->name, "a long enough string");
         } else if (f->ctype == CT_BOOL) {
             lua_getfield(cv->L, t, f->name);
             *(int *)at = lua_isnil(cv->L, -1) ? f->def != 0 : lua_toboolean(cv->L, -1);
@@ -557,9 +568,7 @@ static void conv_admin(conv_t *cv, int cfg_t, mg_config_t *cfg)
     lua_getfield(cv->L, t, "enabled");
     cfg->admin_enabled = lua_toboolean(cv->L, -1);
     lua_pop(cv->L, 1);
-    get_str(cv, t, ".admin", "host", 0, &cfg->admin_host);
     conv_fields(cv, t, ".admin", "admin", cfg);
-    get_str(cv, t, ".admin", "token", 1, &cfg->admin_token);
     lua_getfield(cv->L, t, "names");
     int names = lua_istable(cv->L, -1) ? lua_gettop(cv->L) : 0;
     if (!names)

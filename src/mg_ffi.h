@@ -448,6 +448,7 @@ enum {
     MG_FIELD_OTHER = 5, /* a key of the object checked and copied by hand */
     MG_FIELD_SECONDS = 6, /* a number of seconds > 0, kept as a double */
     MG_FIELD_ENUM = 7,    /* a name its module's parse() knows, kept as its value */
+    MG_FIELD_STRING = 8,  /* a string of at least min bytes, copied */
 };
 
 /* An ENUM field's parser and namer, its module's own (errlog.c, uri.c). */
@@ -465,6 +466,7 @@ typedef struct mg_ffi_config_field_s {
     int ctype;            /* how (config.c); 0: not copied (Lua only, or by hand) */
     mg_ffi_enum_parse_fn parse;  /* ENUM: the value of a name, or -1 */
     mg_ffi_enum_name_fn name_of; /* ENUM: the name a value is written as */
+    const char *def_str;         /* STRING: the default; NULL: none (may be absent) */
 } mg_ffi_config_field_t;
 
 /* The fields of config object OBJECT ("settings", "limits", "timeouts",

@@ -84,6 +84,7 @@ typedef struct mg_ffi_config_field_s {
     int ctype;
     mg_ffi_enum_parse_fn parse;
     mg_ffi_enum_name_fn name_of;
+    const char *def_str;
 } mg_ffi_config_field_t;
 const mg_ffi_config_field_t *mg_ffi_config_fields(const char *object, size_t *n);
 ]]
@@ -104,13 +105,13 @@ _M.TRACE_ID, _M.SPAN_ID = 15, 16
 _M.HEAD_CHUNKED, _M.HEAD_TRACE_BAD = 1, 2
 _M.EDIT_SET, _M.EDIT_ADD, _M.EDIT_REMOVE = 1, 2, 3
 _M.FIELD_SIZE, _M.FIELD_TIME, _M.FIELD_INT, _M.FIELD_BOOL = 1, 2, 3, 4
-_M.FIELD_OTHER, _M.FIELD_SECONDS, _M.FIELD_ENUM = 5, 6, 7
+_M.FIELD_OTHER, _M.FIELD_SECONDS, _M.FIELD_ENUM, _M.FIELD_STRING = 5, 6, 7, 8
 
 --- The fields of config object `object` as src/config.c declares them
 -- (mg_ffi_config_fields), in key order: a list of { name =, kind =, min =,
 -- max =, def = (nil: none), expected = (nil: the kind's own words),
 -- parse = (ENUM: name -> its canonical name, or nil) }; an ENUM's def is
--- its canonical name.
+-- its canonical name, a STRING's the string.
 function _M.config_fields(object)
     local n = ffi.new("size_t[1]")
     local f = _M.C.mg_ffi_config_fields(object, n)
@@ -134,6 +135,8 @@ function _M.config_fields(object)
                 return v >= 0 and ffi.string(name_of(v)) or nil
             end
             def = def and ffi.string(name_of(def))
+        elseif fi.kind == _M.FIELD_STRING then
+            def = fi.def_str ~= nil and ffi.string(fi.def_str) or nil
         end
         out[i + 1] = { name = ffi.string(fi.name), kind = fi.kind, min = fi.min,
                        max = fi.max, def = def, parse = parse,

@@ -473,6 +473,15 @@ local function enum(parse, expected)
     end
 end
 
+local function string_min(lo, expected)
+    return function(v)
+        if type(v) == "string" and #v >= lo then
+            return v
+        end
+        return nil, expected
+    end
+end
+
 local function schema(object)
     local s = { keys = {}, defaults = {}, checks = {}, fields = {} }
     for _, f in ipairs(cdefs.config_fields(object)) do
@@ -488,6 +497,8 @@ local function schema(object)
             check = check_bool(f.expected or "must be true or false")
         elseif kind == cdefs.FIELD_ENUM then
             check = enum(f.parse, f.expected)
+        elseif kind == cdefs.FIELD_STRING then
+            check = string_min(lo, f.expected)
         end
         s.keys[#s.keys + 1] = name
         if check then
@@ -555,7 +566,7 @@ local function default_settings()
     s.access_log, s.error_log = "stdout", "stderr"
     s.limits, s.timeouts = copy(LIMITS.defaults), copy(TIMEOUTS.defaults)
     s.admin = copy(ADMIN.defaults)
-    s.admin.enabled, s.admin.host = true, "127.0.0.1"
+    s.admin.enabled = true
     return s
 end
 
@@ -616,24 +627,7 @@ function decl.settings(d, t)
                 describe(admin))
         else
             check_keys(d, admin, ADMIN.keys, "settings.admin")
-            if admin.host ~= nil then
-                if type(admin.host) ~= "string" or admin.host == "" then
-                    err(d, "settings.admin.host must be an address string, got %s",
-                        describe(admin.host))
-                else
-                    s.admin.host = admin.host
-                end
-            end
-            s.admin.port = field(d, admin, "port", "settings.admin",
-                                 ADMIN.checks.port) or s.admin.port
-            if admin.token ~= nil then
-                if type(admin.token) ~= "string" or #admin.token < 16 then
-                    err(d, "settings.admin.token must be a string of at least " ..
-                        "16 characters, got %s", describe(admin.token))
-                else
-                    s.admin.token = admin.token
-                end
-            end
+            fields(d, admin, s.admin, ADMIN, "settings.admin") -- host, port, token
             -- their form (and the address, and the token rule) is checked
             -- in C, by admin.c's own rules, when the config is converted
             if admin.names ~= nil then

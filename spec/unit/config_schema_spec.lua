@@ -69,3 +69,18 @@ describe("config schema: route fields", function()
         assert.equal(0, cfg.routes[1].listen)
     end)
 end)
+
+describe("config schema: strings", function()
+    it("gives settings.admin its host default and keeps a token of 16 bytes", function()
+        local cfg = assert(load_text('gw.listen { port = 8080 }\n'))
+        assert.equal("127.0.0.1", cfg.admin.host)
+        assert.is_nil(cfg.admin.token)
+        cfg = assert(load_text('gw.settings { admin = { token = "0123456789abcdef" } }\n' ..
+            'gw.listen { port = 8080 }\n'))
+        assert.equal("0123456789abcdef", cfg.admin.token)
+        local _, errs = load_text('gw.settings { admin = { token = "0123456789abcde" } }\n' ..
+            'gw.listen { port = 8080 }\n')
+        assert.truthy(errs[1]:find("settings.admin.token must be a string of at least " ..
+            "16 characters, got", 1, true))
+    end)
+end)
