@@ -123,6 +123,39 @@ int mg_ffi_kit_request_upstream(mg_request_t *r, int status, const char *buf, si
 int mg_ffi_kit_request_edit_at(mg_request_t *r, int res, int i, int *op, const char **name,
                                size_t *nlen, const char **value, size_t *vlen);
 
+/* What the kit's model holds of a request the upstream head is built
+ * from: the fields of mg_request_t (and of its upstream and target) that
+ * proxy.c's head builders read besides the C request's headers and edits.
+ * Strings need no NUL; all are copied for the call only. known is
+ * known[MG_H__COUNT] (request.h) into the request's headers; match a
+ * mg_route_match_t (router.h), NULL when the request has no route. */
+typedef struct mg_ffi_kit_head_s {
+    const char *method, *new_method, *path, *query, *new_query;
+    size_t method_len, new_method_len, path_len, query_len, new_query_len;
+    const void *match;
+    const uint16_t *known;
+    const char *client_ip, *request_id, *target;
+    const char *trace_id, *span_id, *trace_flags; /* NULL: not traced */
+    size_t body_len;
+    uint64_t content_length;
+    int path_rewritten, tls, trace_continued, head_method, body_buffered, has_body, chunked;
+    int forwarded, send_request_id, override_headers; /* the upstream's options */
+} mg_ffi_kit_head_t;
+/* The head the upstream gets for r as the model m says it is, built by
+ * proxy.c's own builders (mg_ffi_kit_upstream_head is in proxy.c): its
+ * length and *out the bytes (owned by r, valid until the next call or
+ * mg_ffi_kit_request_free), or -1 and *out why it is not sent (static). */
+long mg_ffi_kit_upstream_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out);
+/* For proxy.c only: runs fn on an upstream connection of r's set up as m
+ * says (a worker scratch, pool, upstream, target, peer and protocol owned
+ * by r), with r's fields set from m for the call and restored after.
+ * Returns fn's result, *scratch the connection's worker scratch; -1 and
+ * *scratch a reason when out of memory. */
+struct mg_upconn_s;
+long mg_kit_request_run(mg_request_t *r, const mg_ffi_kit_head_t *m,
+                        long (*fn)(struct mg_upconn_s *u),
+                        const char **scratch);
+
 /* The gateway's checks of a request head (http_conn.c: llhttp in strict
  * mode, the header classification, the framing): head is the request line,
  * the header lines and the blank line. Returns 0 (accepted) or the status

@@ -11,11 +11,12 @@
 -- which client X-Request-Id is kept (mg_ffi_request_id_check) and the
 -- traceparent parser (mg_ffi_trace_parse) are pure functions, and the
 -- head goes through llhttp and the gateway's head checks
--- (mg_ffi_head_check, src/http_conn.c). What is
--- still written here after the C code (the function named beside each
--- must follow it): src/proxy.c's send_head (what goes upstream) and
--- emit_head (what the client gets from a proxied answer), which read the
--- edits back from st.cr (st.req_edits, st.res_edits); src/http_conn.c's
+-- (mg_ffi_head_check, src/http_conn.c); the head the upstream gets is
+-- written by src/proxy.c's own head builders on st.cr and the model
+-- (mg_ffi_kit_upstream_head). What is still written here after the C code
+-- (the function named beside each must follow it): src/proxy.c's
+-- emit_head (what the client gets from a proxied answer), which reads the
+-- edits back from st.cr (st.res_edits); src/http_conn.c's
 -- mg_conn_respond and mg_conn_respond_error (answers made by the
 -- gateway); the phase checks of set_upstream and set_target, which need
 -- the config's upstreams (the model's env).
@@ -906,22 +907,6 @@ local HOP_BY_HOP = {
     ["transfer-encoding"] = true,
 }
 
--- skip_request_header: the gateway's own or hop-by-hop
-local SKIP_REQUEST = {
-    expect = true, ["x-request-id"] = true, ["content-length"] = true,
-    forwarded = true,
-    ["x-forwarded-for"] = true, ["x-forwarded-host"] = true,
-    ["x-forwarded-proto"] = true, traceparent = true,
-}
-
--- mg_override_headers (src/proxy.c): not sent unless the upstream says
--- override_headers = true
-local OVERRIDE_HEADERS = {
-    ["x-original-url"] = true, ["x-rewrite-url"] = true,
-    ["x-http-method-override"] = true, ["x-http-method"] = true,
-    ["x-method-override"] = true,
-}
-
 -- Lower-case tokens of every Connection header in list.
 local function connection_tokens(list)
     local t = {}
@@ -945,98 +930,67 @@ local function edited(edits, lname)
     return false
 end
 
+-- The header lines of a "Name: value\r\n" block.
+local function parse_block(block, out)
+    for name, value in gmatch(block or "", "([^:\r\n]+): ([^\r\n]*)\r\n") do
+        out[#out + 1] = { name, value }
+    end
+    return out
+end
+
 --- send_head: the request the upstream receives, as
 -- { method, path, query, uri, headers (map), header_list, body, head,
---   upstream, target }. st.env.upstream_path(st), when there is a router,
--- gives the routed path (route rewrite / strip_prefix) when no hook set the
--- path after routing.
+--   upstream, target }: the head src/proxy.c's own builders write
+-- (mg_ffi_kit_upstream_head) for st's C request (its headers and edits)
+-- and the rest of the model (kit_head). The routed path (route rewrite /
+-- strip_prefix) is the router's, from st.match, when no hook set the path
+-- after routing.
+local kit_head = ffi.new("mg_ffi_kit_head_t")
+local kit_known = ffi.new("uint16_t[?]", #KNOWN)
+local kit_out = ffi.new("const char *[1]")
+
 function _M.upstream_request(st)
-    local method = st.new_method or st.method
-    local upstream_path = st.env.upstream_path
-    local path
-    if st.path_rewritten or not st.route or not upstream_path then
-        path = st.path
-    else
-        path = upstream_path(st)
-    end
-    local q
-    if st.new_query then
-        q = st.new_query ~= "" and "?" .. st.new_query or ""
-    else
-        q = st.query_raw
-    end
-    local out = {}
-    local known, edits = st.known, st.req_edits
-    local tokens = known.connection and connection_tokens(st.headers) or {}
-    local xff, host
-    local ui = upstream_index(st)
-    local overrides = ui and st.env.upstreams[ui].override_headers
-    for i, h in ipairs(st.headers) do
-        if known.xff == i then xff = h[2] end
-        if known.host == i then host = h[2] end
-        local ln = lower(h[1])
-        if not (HOP_BY_HOP[ln] or SKIP_REQUEST[ln] or tokens[ln]
-                or (OVERRIDE_HEADERS[ln] and not overrides)
-                or edited(edits, ln)
-                or (ln == "tracestate" and not st.trace_continued)) then
-            out[#out + 1] = { h[1], h[2] }
-        end
-    end
+    local r = sync(st)
+    local h, ui = kit_head, upstream_index(st)
+    local up = ui and st.env.upstreams[ui] or {}
     local target = target_name(st)
-    if not known.host and not edited(edits, "host") then
-        out[#out + 1] = { "Host", target or "" }
+    for i, k in ipairs(KNOWN) do
+        kit_known[i - 1] = st.known[k] or 0
     end
-    if not edited(edits, "x-forwarded-for") then
-        local prev = xff and #xff > 0 and xff .. ", " or ""
-        out[#out + 1] = { "X-Forwarded-For", prev .. st.client }
+    -- the strings stay referenced by st (and `target`, `up`) for the call
+    h.method, h.method_len = st.method, #st.method
+    h.new_method, h.new_method_len = st.new_method, st.new_method and #st.new_method or 0
+    h.path, h.path_len = st.path, #st.path
+    h.query, h.query_len = st.query_raw, #st.query_raw
+    h.new_query, h.new_query_len = st.new_query, st.new_query and #st.new_query or 0
+    h.path_rewritten = st.path_rewritten and 1 or 0
+    h.match = st.route and st.env.upstream_path and st.match or nil
+    h.known = kit_known
+    h.client_ip, h.request_id, h.target = st.client, st.id, target or ""
+    h.trace_id, h.span_id, h.trace_flags = st.trace_id, st.span_id, st.trace_flags
+    h.trace_continued = st.trace_continued and 1 or 0
+    h.tls = st.tls and 1 or 0
+    h.head_method = st.head_method and 1 or 0
+    h.body_buffered = st.body_buffered and 1 or 0
+    h.has_body = st.has_body and 1 or 0
+    h.chunked = st.chunked and 1 or 0
+    h.body_len, h.content_length = #st.body, st.content_length or 0
+    h.forwarded = up.forwarded == false and 0 or 1
+    h.send_request_id = up.request_id == false and 0 or 1
+    h.override_headers = up.override_headers and 1 or 0
+    local n = tonumber(C().mg_ffi_kit_upstream_head(r, h, kit_out))
+    if n < 0 then
+        error("moongate.testing: " .. ffi.string(kit_out[0]), 0)
     end
-    if not edited(edits, "x-forwarded-proto") then
-        out[#out + 1] = { "X-Forwarded-Proto", st.tls and "https" or "http" }
-    end
-    if host and #host > 0 and not edited(edits, "x-forwarded-host") then
-        out[#out + 1] = { "X-Forwarded-Host", host }
-    end
-    if not edited(edits, "forwarded") then
-        -- proxy.c put_forwarded
-        local node = find(st.client, ":", 1, true) and
-            '"[' .. st.client .. ']"' or st.client
-        local v = "for=" .. node .. ";proto=" .. (st.tls and "https" or "http")
-        if host and #host > 0 then
-            v = v .. ";host=" .. (find(host, "^[%w!#$%%&'*+%-.^_`|~]+$") and host
-                                  or '"' .. host .. '"')
-        end
-        out[#out + 1] = { "Forwarded", v }
-    end
-    if not edited(edits, "traceparent") then
-        out[#out + 1] = { "traceparent", fmt("00-%s-%s-%s", st.trace_id,
-                                             st.span_id, st.trace_flags) }
-    end
-    if not edited(edits, "x-request-id") then
-        out[#out + 1] = { "X-Request-Id", st.id }
-    end
-    for _, e in ipairs(edits) do
-        if e.op ~= EDIT_REMOVE then
-            out[#out + 1] = { e.name, e.value }
-        end
-    end
-    if st.body_buffered then
-        if #st.body > 0 or st.has_body then
-            out[#out + 1] = { "Content-Length", tostring(#st.body) }
-        end
-    elseif st.chunked then
-        out[#out + 1] = { "Transfer-Encoding", "chunked" }
-    elseif st.content_length > 0 then
-        out[#out + 1] = { "Content-Length", tostring(st.content_length) }
-    end
-    local lines = { method .. " " .. path .. q .. " HTTP/1.1" }
-    for _, h in ipairs(out) do
-        lines[#lines + 1] = h[1] .. ": " .. h[2]
-    end
+    local head = ffi.string(kit_out[0], n)
+    local method, uri, rest = match(head, "^(%S+) (%S*) HTTP/1%.1\r\n(.*)$")
+    local path, q = match(uri, "^([^?]*)(.*)$")
+    local out = parse_block(rest, {})
     return {
-        method = method, path = path, query = sub(q, 2), uri = path .. q,
+        method = method, path = path, query = sub(q, 2), uri = uri,
         headers = _M.header_map(out), header_list = out,
         body = st.has_body and st.body or "",
-        head = concat(lines, "\r\n") .. "\r\n\r\n",
+        head = head,
         upstream = upstream_name(st), target = target,
     }
 end
@@ -1089,14 +1043,6 @@ function _M.client_response(st, commit)
         st.response_started = true
     end
     return out_status, out, body
-end
-
--- The header lines of a "Name: value\r\n" block.
-local function parse_block(block, out)
-    for name, value in gmatch(block or "", "([^:\r\n]+): ([^\r\n]*)\r\n") do
-        out[#out + 1] = { name, value }
-    end
-    return out
 end
 
 --- mg_conn_respond: an answer made by the gateway (hook, handler, error).
