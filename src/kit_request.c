@@ -29,6 +29,7 @@
 #include "upstream.h"
 #include "worker.h"
 #include "router.h"
+#include "header_names.h"
 #include "mg_ffi.h"
 
 typedef struct kit_req_s {
@@ -97,6 +98,7 @@ static void drop_upstream(kit_req_t *k)
         return;
     free(k->up->buf.data);
     free(k->up->headers);
+    free(k->up->htok);
     free(k->up);
     k->up = NULL;
     k->r.up = NULL;
@@ -135,6 +137,20 @@ int mg_ffi_kit_request_upstream(mg_request_t *r, int status, const char *buf, si
     if (!u || copy_head(buf, len, spans, n, &u->buf.data, &u->headers) != 0) {
         free(u);
         return MG_FFI_ENOMEM;
+    }
+    /* each name's token and whether a Content-Length came, as the
+     * response parser leaves them (h1_response.c) */
+    if (!(u->htok = malloc(n ? n : 1))) {
+        free(u->buf.data);
+        free(u->headers);
+        free(u);
+        return MG_FFI_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        u->htok[i] = (uint8_t)mg_hname_lookup(u->buf.data + u->headers[i].name.off,
+                                              u->headers[i].name.len);
+        if (u->htok[i] == MG_HN_CONTENT_LENGTH)
+            u->h1.has_length = 1;
     }
     u->nheaders = (uint32_t)n;
     u->buf.len = u->buf.cap = (uint32_t)len;
@@ -214,12 +230,21 @@ static void apply_model(kit_req_t *k, const mg_ffi_kit_head_t *m)
     k->upstream.request_id = m->send_request_id;
     k->upstream.override_headers = m->override_headers;
     k->target.name = (char *)(m->target ? m->target : "");
+    r->res_status = m->res_status;
+    r->res_body_set = m->res_body_set ? 1 : 0;
+    r->res_body_len = m->res_body_len;
+    r->http_minor = (uint8_t)m->http_minor;
+    r->keep_alive = 1; /* the kit has no client connection to close */
 }
 
 long mg_kit_request_run(mg_request_t *r, const mg_ffi_kit_head_t *m,
-                        long (*fn)(struct mg_upconn_s *u), const char **scratch)
+                        long (*fn)(struct mg_upconn_s *u), int res, const char **scratch)
 {
     kit_req_t *k = (kit_req_t *)r;
+    if (res && !k->up) {
+        *scratch = "no upstream answer";
+        return -1;
+    }
     if (!k->send) {
         k->w = calloc(1, sizeof(*k->w));
         k->send = calloc(1, sizeof(*k->send));
@@ -238,9 +263,16 @@ long mg_kit_request_run(mg_request_t *r, const mg_ffi_kit_head_t *m,
         k->send->pool = &k->pool;
         k->send->r = r;
     }
+    mg_upconn_t *u = k->send;
+    if (res) {
+        u = k->up;
+        u->w = k->w;
+        u->pool = &k->pool;
+        u->r = r;
+    }
     mg_request_t saved = *r; /* the model's fields are the call's only */
     apply_model(k, m);
-    long n = fn(k->send);
+    long n = fn(u);
     *r = saved;
     *scratch = k->w->scratch;
     return n;

@@ -140,21 +140,31 @@ typedef struct mg_ffi_kit_head_s {
     uint64_t content_length;
     int path_rewritten, tls, trace_continued, head_method, body_buffered, has_body, chunked;
     int forwarded, send_request_id, override_headers; /* the upstream's options */
+    /* for the client's head of a proxied answer: a hook's status (0 none)
+     * and body, the client's HTTP/1.x */
+    size_t res_body_len;
+    int res_status, res_body_set, http_minor;
 } mg_ffi_kit_head_t;
 /* The head the upstream gets for r as the model m says it is, built by
  * proxy.c's own builders (mg_ffi_kit_upstream_head is in proxy.c): its
  * length and *out the bytes (owned by r, valid until the next call or
  * mg_ffi_kit_request_free), or -1 and *out why it is not sent (static). */
 long mg_ffi_kit_upstream_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out);
-/* For proxy.c only: runs fn on an upstream connection of r's set up as m
+/* The head the client gets from the upstream's answer (set with
+ * mg_ffi_kit_request_upstream) and the hooks' changes, built by proxy.c's
+ * emit_head builders: as mg_ffi_kit_upstream_head, and *body what follows
+ * it: 0 nothing, 1 the upstream's body, 2 the hook's (res_body). */
+long mg_ffi_kit_response_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out,
+                              int *body);
+/* For proxy.c only: runs fn on an upstream connection of r's (res: the
+ * one holding the upstream's answer, else one to send on) set up as m
  * says (a worker scratch, pool, upstream, target, peer and protocol owned
  * by r), with r's fields set from m for the call and restored after.
  * Returns fn's result, *scratch the connection's worker scratch; -1 and
- * *scratch a reason when out of memory. */
+ * *scratch a reason when out of memory or (res) there is no answer. */
 struct mg_upconn_s;
 long mg_kit_request_run(mg_request_t *r, const mg_ffi_kit_head_t *m,
-                        long (*fn)(struct mg_upconn_s *u),
-                        const char **scratch);
+                        long (*fn)(struct mg_upconn_s *u), int res, const char **scratch);
 
 /* The gateway's checks of a request head (http_conn.c: llhttp in strict
  * mode, the header classification, the framing): head is the request line,

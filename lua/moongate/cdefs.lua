@@ -62,8 +62,12 @@ typedef struct mg_ffi_kit_head_s {
     uint64_t content_length;
     int path_rewritten, tls, trace_continued, head_method, body_buffered, has_body, chunked;
     int forwarded, send_request_id, override_headers;
+    size_t res_body_len;
+    int res_status, res_body_set, http_minor;
 } mg_ffi_kit_head_t;
 long mg_ffi_kit_upstream_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out);
+long mg_ffi_kit_response_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out,
+                              int *body);
 int mg_ffi_head_check(const char *head, size_t len, uint16_t *known, int *flags,
                       uint64_t *content_length, const char **reason);
 int mg_ffi_worker_id(void);

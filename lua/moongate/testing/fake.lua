@@ -901,35 +901,6 @@ local function has_body(status)
     return status >= 200 and status ~= 204 and status ~= 304
 end
 
-local HOP_BY_HOP = {
-    te = true, upgrade = true, trailer = true, connection = true,
-    ["keep-alive"] = true, ["proxy-connection"] = true,
-    ["transfer-encoding"] = true,
-}
-
--- Lower-case tokens of every Connection header in list.
-local function connection_tokens(list)
-    local t = {}
-    for _, h in ipairs(list) do
-        if lower(h[1]) == "connection" then
-            for tok in gmatch(h[2], "[^,%s]+") do
-                t[lower(tok)] = true
-            end
-        end
-    end
-    return t
-end
-
--- Did a hook set or remove this header (req_edited / res_edited)?
-local function edited(edits, lname)
-    for _, e in ipairs(edits) do
-        if e.op ~= EDIT_ADD and lower(e.name) == lname then
-            return true
-        end
-    end
-    return false
-end
-
 -- The header lines of a "Name: value\r\n" block.
 local function parse_block(block, out)
     for name, value in gmatch(block or "", "([^:\r\n]+): ([^\r\n]*)\r\n") do
@@ -947,17 +918,16 @@ end
 -- after routing.
 local kit_head = ffi.new("mg_ffi_kit_head_t")
 local kit_known = ffi.new("uint16_t[?]", #KNOWN)
-local kit_out = ffi.new("const char *[1]")
+local kit_out, kit_body = ffi.new("const char *[1]"), ffi.new("int[1]")
 
-function _M.upstream_request(st)
-    local r = sync(st)
+-- kit_head set from st (its strings stay referenced by st for the call):
+-- what the head builders read besides st's C request.
+local function head_model(st, target)
     local h, ui = kit_head, upstream_index(st)
     local up = ui and st.env.upstreams[ui] or {}
-    local target = target_name(st)
     for i, k in ipairs(KNOWN) do
         kit_known[i - 1] = st.known[k] or 0
     end
-    -- the strings stay referenced by st (and `target`, `up`) for the call
     h.method, h.method_len = st.method, #st.method
     h.new_method, h.new_method_len = st.new_method, st.new_method and #st.new_method or 0
     h.path, h.path_len = st.path, #st.path
@@ -966,7 +936,7 @@ function _M.upstream_request(st)
     h.path_rewritten = st.path_rewritten and 1 or 0
     h.match = st.route and st.env.upstream_path and st.match or nil
     h.known = kit_known
-    h.client_ip, h.request_id, h.target = st.client, st.id, target or ""
+    h.client_ip, h.request_id, h.target = st.client, st.id, target
     h.trace_id, h.span_id, h.trace_flags = st.trace_id, st.span_id, st.trace_flags
     h.trace_continued = st.trace_continued and 1 or 0
     h.tls = st.tls and 1 or 0
@@ -978,11 +948,27 @@ function _M.upstream_request(st)
     h.forwarded = up.forwarded == false and 0 or 1
     h.send_request_id = up.request_id == false and 0 or 1
     h.override_headers = up.override_headers and 1 or 0
-    local n = tonumber(C().mg_ffi_kit_upstream_head(r, h, kit_out))
+    h.res_status = st.res_status or 0
+    h.res_body_set = st.res_body_set and 1 or 0
+    h.res_body_len = st.res_body and #st.res_body or 0
+    h.http_minor = st.http_minor or 1
+    return h
+end
+
+-- The head a C builder wrote (n bytes at kit_out, or its reason).
+local function built_head(n)
+    n = tonumber(n)
     if n < 0 then
         error("moongate.testing: " .. ffi.string(kit_out[0]), 0)
     end
-    local head = ffi.string(kit_out[0], n)
+    return ffi.string(kit_out[0], n)
+end
+
+function _M.upstream_request(st)
+    local r = sync(st)
+    local target = target_name(st)
+    local head = built_head(C().mg_ffi_kit_upstream_head(r, head_model(st, target or ""),
+                                                         kit_out))
     local method, uri, rest = match(head, "^(%S+) (%S*) HTTP/1%.1\r\n(.*)$")
     local path, q = match(uri, "^([^?]*)(.*)$")
     local out = parse_block(rest, {})
@@ -996,53 +982,29 @@ function _M.upstream_request(st)
 end
 
 --- emit_head: what the client gets from the upstream's answer st.up_res
--- and the on_response changes. Sets st.status and st.response_started
+-- and the on_response changes, as src/proxy.c's own builders write it
+-- (mg_ffi_kit_response_head) less the gateway's Connection header (the
+-- kit has no client connection). Sets st.status and st.response_started
 -- unless `commit` is false. Returns status, header list, body.
 function _M.client_response(st, commit)
-    local up = st.up_res
-    local status = up.status
-    local no_body = st.head_method or not has_body(status)
-    local out_status = st.res_status ~= 0 and st.res_status or status
-    local out_no_body = not has_body(out_status)
-    local replaced = st.res_body_set or (out_no_body and not no_body)
-    local zero_len = not st.head_method and no_body and not out_no_body
-        and not st.res_body_set
-    local has_len = has_header(up.headers, "content-length")
-    local tokens = connection_tokens(up.headers)
+    local r = sync(st)
+    local head = built_head(C().mg_ffi_kit_response_head(r, head_model(st, ""), kit_out,
+                                                         kit_body))
+    local status, rest = match(head, "^HTTP/1%.1 (%d%d%d) [^\r\n]*\r\n(.*)$")
     local out = {}
-    for _, h in ipairs(up.headers) do
-        local ln = lower(h[1])
-        if not (HOP_BY_HOP[ln] or tokens[ln] or ln == "x-request-id"
-                or ((replaced or out_no_body) and ln == "content-length")
-                or edited(st.res_edits, ln)) then
-            out[#out + 1] = { h[1], h[2] }
+    for _, h in ipairs(parse_block(rest, {})) do
+        if lower(h[1]) ~= "connection" then
+            out[#out + 1] = h
         end
     end
-    for _, e in ipairs(st.res_edits) do
-        if e.op ~= EDIT_REMOVE then
-            out[#out + 1] = { e.name, e.value }
-        end
-    end
-    if replaced and not out_no_body then
-        out[#out + 1] = { "Content-Length", tostring(#st.res_body) }
-    elseif zero_len then
-        out[#out + 1] = { "Content-Length", "0" }
-    end
-    out[#out + 1] = { "X-Request-Id", st.id }
-    if not no_body and not has_len and not replaced and st.http_minor >= 1 then
-        out[#out + 1] = { "Transfer-Encoding", "chunked" }
-    end
-    local body
-    if replaced then
-        body = (st.head_method or out_no_body) and "" or st.res_body
-    else
-        body = no_body and "" or up.body
-    end
+    local b = kit_body[0]
+    local body = b == 2 and st.res_body or b == 1 and st.up_res.body or ""
+    status = tonumber(status)
     if commit ~= false then
-        st.status = out_status
+        st.status = status
         st.response_started = true
     end
-    return out_status, out, body
+    return status, out, body
 end
 
 --- mg_conn_respond: an answer made by the gateway (hook, handler, error).
