@@ -159,21 +159,6 @@ int mg_ffi_kit_request_upstream(mg_request_t *r, int status, const char *buf, si
     return 0;
 }
 
-int mg_ffi_kit_request_edit_at(mg_request_t *r, int res, int i, int *op, const char **name,
-                               size_t *nlen, const char **value, size_t *vlen)
-{
-    const mg_edit_t *e = res ? r->res_edits : r->req_edits;
-    int n = res ? r->nres_edits : r->nreq_edits;
-    if (i < 0 || i >= n)
-        return -1;
-    *op = e[i].op;
-    *name = e[i].name;
-    *nlen = e[i].name_len;
-    *value = e[i].value;
-    *vlen = e[i].value_len;
-    return 0;
-}
-
 /* The kit's TLS: the head builders only ask whether there is one. */
 static struct mg_tls_conn_s *kit_tls(const mg_request_t *r)
 {

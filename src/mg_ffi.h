@@ -118,10 +118,6 @@ void mg_ffi_kit_request_state(mg_request_t *r, int phase, int response_started);
  * status is 0. 0 or MG_FFI_ENOMEM. */
 int mg_ffi_kit_request_upstream(mg_request_t *r, int status, const char *buf, size_t len,
                                 const uint32_t *spans, size_t n);
-/* The i-th edit hooks made to the request (res 0) or response (res 1)
- * headers: 0 and op (MG_EDIT_*), name and value, or -1 past the end. */
-int mg_ffi_kit_request_edit_at(mg_request_t *r, int res, int i, int *op, const char **name,
-                               size_t *nlen, const char **value, size_t *vlen);
 
 /* What the kit's model holds of a request the upstream head is built
  * from: the fields of mg_request_t (and of its upstream and target) that

@@ -49,8 +49,6 @@ void mg_ffi_kit_request_free(mg_request_t *r);
 void mg_ffi_kit_request_state(mg_request_t *r, int phase, int response_started);
 int mg_ffi_kit_request_upstream(mg_request_t *r, int status, const char *buf, size_t len,
                                 const uint32_t *spans, size_t n);
-int mg_ffi_kit_request_edit_at(mg_request_t *r, int res, int i, int *op, const char **name,
-                               size_t *nlen, const char **value, size_t *vlen);
 typedef struct mg_ffi_kit_head_s {
     const char *method, *new_method, *path, *query, *new_query;
     size_t method_len, new_method_len, path_len, query_len, new_query_len;

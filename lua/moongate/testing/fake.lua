@@ -11,12 +11,11 @@
 -- which client X-Request-Id is kept (mg_ffi_request_id_check) and the
 -- traceparent parser (mg_ffi_trace_parse) are pure functions, and the
 -- head goes through llhttp and the gateway's head checks
--- (mg_ffi_head_check, src/http_conn.c); the head the upstream gets is
--- written by src/proxy.c's own head builders on st.cr and the model
--- (mg_ffi_kit_upstream_head). What is still written here after the C code
--- (the function named beside each must follow it): src/proxy.c's
--- emit_head (what the client gets from a proxied answer), which reads the
--- edits back from st.cr (st.res_edits); src/http_conn.c's
+-- (mg_ffi_head_check, src/http_conn.c); the head the upstream gets and
+-- the client's head of a proxied answer are written by src/proxy.c's own
+-- head builders on st.cr and the model (mg_ffi_kit_upstream_head,
+-- mg_ffi_kit_response_head). What is still written here after the C code
+-- (the function named beside each must follow it): src/http_conn.c's
 -- mg_conn_respond and mg_conn_respond_error (answers made by the
 -- gateway); the phase checks of set_upstream and set_target, which need
 -- the config's upstreams (the model's env).
@@ -37,7 +36,6 @@
 --                   path_buf (the routed path it points into), params
 --   phase           hook phase running (0 none)
 --   cr, cr_up       the C request (sync) and the upstream answer it holds
---   req_edits, res_edits   { { op =, name =, value = }, ... } read from cr
 --   path_rewritten, upstream_override, target_override, target
 --   up, up_res      the upstream was contacted / its answer { status,
 --                   headers, body } (during on_response)
@@ -118,8 +116,6 @@ end
 -- started and the upstream's answer before each call (sync).
 local u32_arr = ffi.typeof("uint32_t[?]")
 local out_p, out_n = ffi.new("const char *[1]"), ffi.new("size_t[1]")
-local out_v, out_vn = ffi.new("const char *[1]"), ffi.new("size_t[1]")
-local out_op = ffi.new("int[1]")
 
 -- The bytes of a header list { { name, value }, ... } and its spans
 -- (name offset, length, value offset, length), as a parser leaves them.
@@ -165,20 +161,6 @@ local function sync(st)
         st.cr_up = up
     end
     return r
-end
-
--- The edits of the C request as { { op =, name =, value = }, ... } (res:
--- the response's): what the head builders below read.
-local function edits_of(r, res)
-    local t, i = {}, 0
-    local c = C()
-    while c.mg_ffi_kit_request_edit_at(r, res, i, out_op, out_p, out_n, out_v,
-                                       out_vn) == 0 do
-        i = i + 1
-        t[i] = { op = out_op[0], name = ffi.string(out_p[0], out_n[0]),
-                 value = ffi.string(out_v[0], out_vn[0]) }
-    end
-    return t
 end
 
 -- mg_ffi_req_header / mg_ffi_res_header on st's C request (res: the
@@ -338,11 +320,7 @@ end
 
 local function req_edit(st, op, name, value)
     local r = sync(st)
-    local rc = C().mg_ffi_req_edit_header(r, op, name, #name, value, #value)
-    if rc == 0 then
-        st.req_edits = edits_of(r, 0)
-    end
-    return rc
+    return C().mg_ffi_req_edit_header(r, op, name, #name, value, #value)
 end
 
 --- req:body(): the whole body. The core reads it when a hook first asks
@@ -567,11 +545,7 @@ end
 
 local function res_edit(st, op, name, value)
     local r = sync(st)
-    local rc = C().mg_ffi_res_edit_header(r, op, name, #name, value, #value)
-    if rc == 0 then
-        st.res_edits = edits_of(r, 1)
-    end
-    return rc
+    return C().mg_ffi_res_edit_header(r, op, name, #name, value, #value)
 end
 
 function Response.set_header(self, name, value)
@@ -763,7 +737,6 @@ function _M.new_state(spec, env)
         client_port = spec.client_port or 50000,
         local_port = spec.port or env.listen_port or 80,
         http_minor = 1,
-        req_edits = {}, res_edits = {},
         res_status = 0, status = 0,
         params = {},
     }
