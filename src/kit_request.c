@@ -10,7 +10,8 @@
  * (offset, length) spans into bytes the kit passes, as the protocol's
  * parser would leave them.
  *
- * For the head the upstream gets (proxy.c mg_ffi_kit_upstream_head) the
+ * For the head the upstream gets and the client's head of a proxied
+ * answer (proxy.c mg_ffi_kit_upstream_head, mg_ffi_kit_response_head) the
  * request also owns what proxy.c's head builders read besides it: a
  * worker (only its scratch is used), a pool with the upstream's options
  * and target, the peer and a protocol telling TLS; mg_kit_request_run sets
@@ -171,8 +172,8 @@ static const mg_proto_t kit_proto = { .tls = kit_tls };
 static void apply_model(kit_req_t *k, const mg_ffi_kit_head_t *m)
 {
     mg_request_t *r = &k->r;
-    /* the method as a span into a buffer of its own: r->data is the
-     * headers' */
+    /* the method goes as new_method: r->method would be a span into
+     * r->data, which here holds the headers only */
     r->new_method = m->new_method ? m->new_method : m->method;
     r->new_method_len = m->new_method ? m->new_method_len : m->method_len;
     r->path = (char *)m->path;

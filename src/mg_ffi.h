@@ -119,10 +119,11 @@ void mg_ffi_kit_request_state(mg_request_t *r, int phase, int response_started);
 int mg_ffi_kit_request_upstream(mg_request_t *r, int status, const char *buf, size_t len,
                                 const uint32_t *spans, size_t n);
 
-/* What the kit's model holds of a request the upstream head is built
- * from: the fields of mg_request_t (and of its upstream and target) that
- * proxy.c's head builders read besides the C request's headers and edits.
- * Strings need no NUL; all are copied for the call only. known is
+/* What the kit's model holds of a request its heads are built from: the
+ * fields of mg_request_t (and of its upstream and target) that proxy.c's
+ * head builders read besides the C request's headers and edits. Strings
+ * with a length need no NUL; client_ip, request_id and target are
+ * NUL-terminated; all are read during the call only. known is
  * known[MG_H__COUNT] (request.h) into the request's headers; match a
  * mg_route_match_t (router.h), NULL when the request has no route. */
 typedef struct mg_ffi_kit_head_s {
