@@ -118,10 +118,50 @@ void mg_ffi_kit_request_state(mg_request_t *r, int phase, int response_started);
  * status is 0. 0 or MG_FFI_ENOMEM. */
 int mg_ffi_kit_request_upstream(mg_request_t *r, int status, const char *buf, size_t len,
                                 const uint32_t *spans, size_t n);
-/* The i-th edit hooks made to the request (res 0) or response (res 1)
- * headers: 0 and op (MG_EDIT_*), name and value, or -1 past the end. */
-int mg_ffi_kit_request_edit_at(mg_request_t *r, int res, int i, int *op, const char **name,
-                               size_t *nlen, const char **value, size_t *vlen);
+
+/* What the kit's model holds of a request its heads are built from: the
+ * fields of mg_request_t (and of its upstream and target) that proxy.c's
+ * head builders read besides the C request's headers and edits. Strings
+ * with a length need no NUL; client_ip, request_id and target are
+ * NUL-terminated; all are read during the call only. known is
+ * known[MG_H__COUNT] (request.h) into the request's headers; match a
+ * mg_route_match_t (router.h), NULL when the request has no route. */
+typedef struct mg_ffi_kit_head_s {
+    const char *method, *new_method, *path, *query, *new_query;
+    size_t method_len, new_method_len, path_len, query_len, new_query_len;
+    const void *match;
+    const uint16_t *known;
+    const char *client_ip, *request_id, *target;
+    const char *trace_id, *span_id, *trace_flags; /* NULL: not traced */
+    size_t body_len;
+    uint64_t content_length;
+    int path_rewritten, tls, trace_continued, head_method, body_buffered, has_body, chunked;
+    int forwarded, send_request_id, override_headers; /* the upstream's options */
+    /* for the client's head of a proxied answer: a hook's status (0 none)
+     * and body, the client's HTTP/1.x */
+    size_t res_body_len;
+    int res_status, res_body_set, http_minor;
+} mg_ffi_kit_head_t;
+/* The head the upstream gets for r as the model m says it is, built by
+ * proxy.c's own builders (mg_ffi_kit_upstream_head is in proxy.c): its
+ * length and *out the bytes (owned by r, valid until the next call or
+ * mg_ffi_kit_request_free), or -1 and *out why it is not sent (static). */
+long mg_ffi_kit_upstream_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out);
+/* The head the client gets from the upstream's answer (set with
+ * mg_ffi_kit_request_upstream) and the hooks' changes, built by proxy.c's
+ * emit_head builders: as mg_ffi_kit_upstream_head, and *body what follows
+ * it: 0 nothing, 1 the upstream's body, 2 the hook's (res_body). */
+long mg_ffi_kit_response_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out,
+                              int *body);
+/* For proxy.c only: runs fn on an upstream connection of r's (res: the
+ * one holding the upstream's answer, else one to send on) set up as m
+ * says (a worker scratch, pool, upstream, target, peer and protocol owned
+ * by r), with r's fields set from m for the call and restored after.
+ * Returns fn's result, *scratch the connection's worker scratch; -1 and
+ * *scratch a reason when out of memory or (res) there is no answer. */
+struct mg_upconn_s;
+long mg_kit_request_run(mg_request_t *r, const mg_ffi_kit_head_t *m,
+                        long (*fn)(struct mg_upconn_s *u), int res, const char **scratch);
 
 /* The gateway's checks of a request head (http_conn.c: llhttp in strict
  * mode, the header classification, the framing): head is the request line,

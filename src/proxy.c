@@ -24,6 +24,7 @@
 #include "hooks.h"
 #include "errlog.h"
 #include "upgrade.h"
+#include "mg_ffi.h"
 
 
 static void up_close(mg_upconn_t *u);
@@ -370,16 +371,25 @@ static void head_gateway_response(head_t *h, mg_upconn_t *u, const resp_frame_t 
 }
 
 /* Writes the client's response head (upstream head + hook changes) into
+ * the worker's scratch (h starts empty); *f gets its framing. */
+static inline void write_response_head(head_t *h, mg_upconn_t *u, resp_frame_t *f)
+{
+    mg_request_t *r = u->r;
+    *f = response_framing(u);
+    head_status_line(h, u, f);
+    head_upstream_headers(h, u, f);
+    head_edits(h, r->res_edits, r->nres_edits);
+    head_gateway_response(h, u, f);
+}
+
+/* Writes the client's response head (upstream head + hook changes) into
  * the output. Returns 0, 1 (no body follows), 2 (upgrade) or -1. */
 static int emit_head(mg_upconn_t *u)
 {
     mg_request_t *r = u->r;
-    resp_frame_t f = response_framing(u);
+    resp_frame_t f;
     head_t h = { .w = u->w };
-    head_status_line(&h, u, &f);
-    head_upstream_headers(&h, u, &f);
-    head_edits(&h, r->res_edits, r->nres_edits);
-    head_gateway_response(&h, u, &f);
+    write_response_head(&h, u, &f);
     if (h.failed)
         return -1; /* response head beyond HEAD_MAX */
     r->status = f.out_status;
@@ -1245,25 +1255,82 @@ static void head_body_framing(head_t *h, mg_request_t *r)
     HEAD_PUTS(h, "\r\n");
 }
 
+/* Writes the request head for u's request into the worker's scratch (h
+ * starts empty); returns NULL, or why it cannot be sent. */
+static inline const char *write_request_head(head_t *h, mg_upconn_t *u)
+{
+    mg_request_t *r = u->r;
+    if (head_request_line(h, u) < 0 && !h->failed)
+        return "rewritten path too long";
+    head_client_headers(h, u);
+    head_gateway_request(h, u);
+    head_edits(h, r->req_edits, r->nreq_edits);
+    head_body_framing(h, r);
+    return h->failed ? "request head too large to forward" : NULL;
+}
+
 /* Writes the request head for u's request into the worker's scratch;
  * returns its length, or -1 (then the request was failed). */
 static long build_request_head(mg_upconn_t *u)
 {
-    mg_request_t *r = u->r;
     head_t h = { .w = u->w };
-    if (head_request_line(&h, u) < 0 && !h.failed) {
-        up_failed(u, 502, "rewritten path too long", 0, 0);
-        return -1;
-    }
-    head_client_headers(&h, u);
-    head_gateway_request(&h, u);
-    head_edits(&h, r->req_edits, r->nreq_edits);
-    head_body_framing(&h, r);
-    if (h.failed) {
-        up_failed(u, 502, "request head too large to forward", 0, 0);
+    const char *why = write_request_head(&h, u);
+    if (why) {
+        up_failed(u, 502, why, 0, 0);
         return -1;
     }
     return (long)h.len;
+}
+
+/* ---- the testing kit (mg_ffi.h; not used by the gateway) -------------------- */
+
+static _Thread_local const char *kit_why; /* the kit's last refusal */
+
+static long kit_head(mg_upconn_t *u)
+{
+    head_t h = { .w = u->w };
+    kit_why = write_request_head(&h, u);
+    return kit_why ? -1 : (long)h.len;
+}
+
+long mg_ffi_kit_upstream_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out)
+{
+    kit_why = NULL;
+    long n = mg_kit_request_run(r, m, kit_head, 0, out);
+    if (n < 0 && kit_why)
+        *out = kit_why;
+    return n;
+}
+
+static _Thread_local int kit_body; /* what follows the kit's response head */
+
+static long kit_response(mg_upconn_t *u)
+{
+    resp_frame_t f;
+    head_t h = { .w = u->w };
+    write_response_head(&h, u, &f);
+    if (h.failed) {
+        kit_why = "response head too large";
+        return -1;
+    }
+    /* as emit_head sends it */
+    if (f.replaced)
+        kit_body = !u->r->head_method && !f.out_no_body ? 2 : 0;
+    else
+        kit_body = f.no_body ? 0 : 1;
+    return (long)h.len;
+}
+
+long mg_ffi_kit_response_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out,
+                              int *body)
+{
+    kit_why = NULL;
+    kit_body = 0;
+    long n = mg_kit_request_run(r, m, kit_response, 1, out);
+    if (n < 0 && kit_why)
+        *out = kit_why;
+    *body = kit_body;
+    return n;
 }
 
 /* Sends the head and starts waiting for the answer. */

@@ -49,8 +49,23 @@ void mg_ffi_kit_request_free(mg_request_t *r);
 void mg_ffi_kit_request_state(mg_request_t *r, int phase, int response_started);
 int mg_ffi_kit_request_upstream(mg_request_t *r, int status, const char *buf, size_t len,
                                 const uint32_t *spans, size_t n);
-int mg_ffi_kit_request_edit_at(mg_request_t *r, int res, int i, int *op, const char **name,
-                               size_t *nlen, const char **value, size_t *vlen);
+typedef struct mg_ffi_kit_head_s {
+    const char *method, *new_method, *path, *query, *new_query;
+    size_t method_len, new_method_len, path_len, query_len, new_query_len;
+    const void *match;
+    const uint16_t *known;
+    const char *client_ip, *request_id, *target;
+    const char *trace_id, *span_id, *trace_flags;
+    size_t body_len;
+    uint64_t content_length;
+    int path_rewritten, tls, trace_continued, head_method, body_buffered, has_body, chunked;
+    int forwarded, send_request_id, override_headers;
+    size_t res_body_len;
+    int res_status, res_body_set, http_minor;
+} mg_ffi_kit_head_t;
+long mg_ffi_kit_upstream_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out);
+long mg_ffi_kit_response_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out,
+                              int *body);
 int mg_ffi_head_check(const char *head, size_t len, uint16_t *known, int *flags,
                       uint64_t *content_length, const char **reason);
 int mg_ffi_worker_id(void);

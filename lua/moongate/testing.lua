@@ -751,7 +751,8 @@ function _M.load(file, opts)
                            weight = t.weight }
         end
         env.upstreams[i] = { name = u.name, targets = targets,
-                             override_headers = u.override_headers }
+                             override_headers = u.override_headers,
+                             forwarded = u.forwarded, request_id = u.request_id }
         env.upstream_by_name[u.name] = i
     end
 

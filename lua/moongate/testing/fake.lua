@@ -11,11 +11,11 @@
 -- which client X-Request-Id is kept (mg_ffi_request_id_check) and the
 -- traceparent parser (mg_ffi_trace_parse) are pure functions, and the
 -- head goes through llhttp and the gateway's head checks
--- (mg_ffi_head_check, src/http_conn.c). What is
--- still written here after the C code (the function named beside each
--- must follow it): src/proxy.c's send_head (what goes upstream) and
--- emit_head (what the client gets from a proxied answer), which read the
--- edits back from st.cr (st.req_edits, st.res_edits); src/http_conn.c's
+-- (mg_ffi_head_check, src/http_conn.c); the head the upstream gets and
+-- the client's head of a proxied answer are written by src/proxy.c's own
+-- head builders on st.cr and the model (mg_ffi_kit_upstream_head,
+-- mg_ffi_kit_response_head). What is still written here after the C code
+-- (the function named beside each must follow it): src/http_conn.c's
 -- mg_conn_respond and mg_conn_respond_error (answers made by the
 -- gateway); the phase checks of set_upstream and set_target, which need
 -- the config's upstreams (the model's env).
@@ -36,7 +36,6 @@
 --                   path_buf (the routed path it points into), params
 --   phase           hook phase running (0 none)
 --   cr, cr_up       the C request (sync) and the upstream answer it holds
---   req_edits, res_edits   { { op =, name =, value = }, ... } read from cr
 --   path_rewritten, upstream_override, target_override, target
 --   up, up_res      the upstream was contacted / its answer { status,
 --                   headers, body } (during on_response)
@@ -117,8 +116,6 @@ end
 -- started and the upstream's answer before each call (sync).
 local u32_arr = ffi.typeof("uint32_t[?]")
 local out_p, out_n = ffi.new("const char *[1]"), ffi.new("size_t[1]")
-local out_v, out_vn = ffi.new("const char *[1]"), ffi.new("size_t[1]")
-local out_op = ffi.new("int[1]")
 
 -- The bytes of a header list { { name, value }, ... } and its spans
 -- (name offset, length, value offset, length), as a parser leaves them.
@@ -164,20 +161,6 @@ local function sync(st)
         st.cr_up = up
     end
     return r
-end
-
--- The edits of the C request as { { op =, name =, value = }, ... } (res:
--- the response's): what the head builders below read.
-local function edits_of(r, res)
-    local t, i = {}, 0
-    local c = C()
-    while c.mg_ffi_kit_request_edit_at(r, res, i, out_op, out_p, out_n, out_v,
-                                       out_vn) == 0 do
-        i = i + 1
-        t[i] = { op = out_op[0], name = ffi.string(out_p[0], out_n[0]),
-                 value = ffi.string(out_v[0], out_vn[0]) }
-    end
-    return t
 end
 
 -- mg_ffi_req_header / mg_ffi_res_header on st's C request (res: the
@@ -337,11 +320,7 @@ end
 
 local function req_edit(st, op, name, value)
     local r = sync(st)
-    local rc = C().mg_ffi_req_edit_header(r, op, name, #name, value, #value)
-    if rc == 0 then
-        st.req_edits = edits_of(r, 0)
-    end
-    return rc
+    return C().mg_ffi_req_edit_header(r, op, name, #name, value, #value)
 end
 
 --- req:body(): the whole body. The core reads it when a hook first asks
@@ -566,11 +545,7 @@ end
 
 local function res_edit(st, op, name, value)
     local r = sync(st)
-    local rc = C().mg_ffi_res_edit_header(r, op, name, #name, value, #value)
-    if rc == 0 then
-        st.res_edits = edits_of(r, 1)
-    end
-    return rc
+    return C().mg_ffi_res_edit_header(r, op, name, #name, value, #value)
 end
 
 function Response.set_header(self, name, value)
@@ -762,7 +737,6 @@ function _M.new_state(spec, env)
         client_port = spec.client_port or 50000,
         local_port = spec.port or env.listen_port or 80,
         http_minor = 1,
-        req_edits = {}, res_edits = {},
         res_status = 0, status = 0,
         params = {},
     }
@@ -900,203 +874,110 @@ local function has_body(status)
     return status >= 200 and status ~= 204 and status ~= 304
 end
 
-local HOP_BY_HOP = {
-    te = true, upgrade = true, trailer = true, connection = true,
-    ["keep-alive"] = true, ["proxy-connection"] = true,
-    ["transfer-encoding"] = true,
-}
-
--- skip_request_header: the gateway's own or hop-by-hop
-local SKIP_REQUEST = {
-    expect = true, ["x-request-id"] = true, ["content-length"] = true,
-    forwarded = true,
-    ["x-forwarded-for"] = true, ["x-forwarded-host"] = true,
-    ["x-forwarded-proto"] = true, traceparent = true,
-}
-
--- mg_override_headers (src/proxy.c): not sent unless the upstream says
--- override_headers = true
-local OVERRIDE_HEADERS = {
-    ["x-original-url"] = true, ["x-rewrite-url"] = true,
-    ["x-http-method-override"] = true, ["x-http-method"] = true,
-    ["x-method-override"] = true,
-}
-
--- Lower-case tokens of every Connection header in list.
-local function connection_tokens(list)
-    local t = {}
-    for _, h in ipairs(list) do
-        if lower(h[1]) == "connection" then
-            for tok in gmatch(h[2], "[^,%s]+") do
-                t[lower(tok)] = true
-            end
-        end
-    end
-    return t
-end
-
--- Did a hook set or remove this header (req_edited / res_edited)?
-local function edited(edits, lname)
-    for _, e in ipairs(edits) do
-        if e.op ~= EDIT_ADD and lower(e.name) == lname then
-            return true
-        end
-    end
-    return false
-end
-
---- send_head: the request the upstream receives, as
--- { method, path, query, uri, headers (map), header_list, body, head,
---   upstream, target }. st.env.upstream_path(st), when there is a router,
--- gives the routed path (route rewrite / strip_prefix) when no hook set the
--- path after routing.
-function _M.upstream_request(st)
-    local method = st.new_method or st.method
-    local upstream_path = st.env.upstream_path
-    local path
-    if st.path_rewritten or not st.route or not upstream_path then
-        path = st.path
-    else
-        path = upstream_path(st)
-    end
-    local q
-    if st.new_query then
-        q = st.new_query ~= "" and "?" .. st.new_query or ""
-    else
-        q = st.query_raw
-    end
-    local out = {}
-    local known, edits = st.known, st.req_edits
-    local tokens = known.connection and connection_tokens(st.headers) or {}
-    local xff, host
-    local ui = upstream_index(st)
-    local overrides = ui and st.env.upstreams[ui].override_headers
-    for i, h in ipairs(st.headers) do
-        if known.xff == i then xff = h[2] end
-        if known.host == i then host = h[2] end
-        local ln = lower(h[1])
-        if not (HOP_BY_HOP[ln] or SKIP_REQUEST[ln] or tokens[ln]
-                or (OVERRIDE_HEADERS[ln] and not overrides)
-                or edited(edits, ln)
-                or (ln == "tracestate" and not st.trace_continued)) then
-            out[#out + 1] = { h[1], h[2] }
-        end
-    end
-    local target = target_name(st)
-    if not known.host and not edited(edits, "host") then
-        out[#out + 1] = { "Host", target or "" }
-    end
-    if not edited(edits, "x-forwarded-for") then
-        local prev = xff and #xff > 0 and xff .. ", " or ""
-        out[#out + 1] = { "X-Forwarded-For", prev .. st.client }
-    end
-    if not edited(edits, "x-forwarded-proto") then
-        out[#out + 1] = { "X-Forwarded-Proto", st.tls and "https" or "http" }
-    end
-    if host and #host > 0 and not edited(edits, "x-forwarded-host") then
-        out[#out + 1] = { "X-Forwarded-Host", host }
-    end
-    if not edited(edits, "forwarded") then
-        -- proxy.c put_forwarded
-        local node = find(st.client, ":", 1, true) and
-            '"[' .. st.client .. ']"' or st.client
-        local v = "for=" .. node .. ";proto=" .. (st.tls and "https" or "http")
-        if host and #host > 0 then
-            v = v .. ";host=" .. (find(host, "^[%w!#$%%&'*+%-.^_`|~]+$") and host
-                                  or '"' .. host .. '"')
-        end
-        out[#out + 1] = { "Forwarded", v }
-    end
-    if not edited(edits, "traceparent") then
-        out[#out + 1] = { "traceparent", fmt("00-%s-%s-%s", st.trace_id,
-                                             st.span_id, st.trace_flags) }
-    end
-    if not edited(edits, "x-request-id") then
-        out[#out + 1] = { "X-Request-Id", st.id }
-    end
-    for _, e in ipairs(edits) do
-        if e.op ~= EDIT_REMOVE then
-            out[#out + 1] = { e.name, e.value }
-        end
-    end
-    if st.body_buffered then
-        if #st.body > 0 or st.has_body then
-            out[#out + 1] = { "Content-Length", tostring(#st.body) }
-        end
-    elseif st.chunked then
-        out[#out + 1] = { "Transfer-Encoding", "chunked" }
-    elseif st.content_length > 0 then
-        out[#out + 1] = { "Content-Length", tostring(st.content_length) }
-    end
-    local lines = { method .. " " .. path .. q .. " HTTP/1.1" }
-    for _, h in ipairs(out) do
-        lines[#lines + 1] = h[1] .. ": " .. h[2]
-    end
-    return {
-        method = method, path = path, query = sub(q, 2), uri = path .. q,
-        headers = _M.header_map(out), header_list = out,
-        body = st.has_body and st.body or "",
-        head = concat(lines, "\r\n") .. "\r\n\r\n",
-        upstream = upstream_name(st), target = target,
-    }
-end
-
---- emit_head: what the client gets from the upstream's answer st.up_res
--- and the on_response changes. Sets st.status and st.response_started
--- unless `commit` is false. Returns status, header list, body.
-function _M.client_response(st, commit)
-    local up = st.up_res
-    local status = up.status
-    local no_body = st.head_method or not has_body(status)
-    local out_status = st.res_status ~= 0 and st.res_status or status
-    local out_no_body = not has_body(out_status)
-    local replaced = st.res_body_set or (out_no_body and not no_body)
-    local zero_len = not st.head_method and no_body and not out_no_body
-        and not st.res_body_set
-    local has_len = has_header(up.headers, "content-length")
-    local tokens = connection_tokens(up.headers)
-    local out = {}
-    for _, h in ipairs(up.headers) do
-        local ln = lower(h[1])
-        if not (HOP_BY_HOP[ln] or tokens[ln] or ln == "x-request-id"
-                or ((replaced or out_no_body) and ln == "content-length")
-                or edited(st.res_edits, ln)) then
-            out[#out + 1] = { h[1], h[2] }
-        end
-    end
-    for _, e in ipairs(st.res_edits) do
-        if e.op ~= EDIT_REMOVE then
-            out[#out + 1] = { e.name, e.value }
-        end
-    end
-    if replaced and not out_no_body then
-        out[#out + 1] = { "Content-Length", tostring(#st.res_body) }
-    elseif zero_len then
-        out[#out + 1] = { "Content-Length", "0" }
-    end
-    out[#out + 1] = { "X-Request-Id", st.id }
-    if not no_body and not has_len and not replaced and st.http_minor >= 1 then
-        out[#out + 1] = { "Transfer-Encoding", "chunked" }
-    end
-    local body
-    if replaced then
-        body = (st.head_method or out_no_body) and "" or st.res_body
-    else
-        body = no_body and "" or up.body
-    end
-    if commit ~= false then
-        st.status = out_status
-        st.response_started = true
-    end
-    return out_status, out, body
-end
-
 -- The header lines of a "Name: value\r\n" block.
 local function parse_block(block, out)
     for name, value in gmatch(block or "", "([^:\r\n]+): ([^\r\n]*)\r\n") do
         out[#out + 1] = { name, value }
     end
     return out
+end
+
+--- send_head: the request the upstream receives, as
+-- { method, path, query, uri, headers (map), header_list, body, head,
+--   upstream, target }: the head src/proxy.c's own builders write
+-- (mg_ffi_kit_upstream_head) for st's C request (its headers and edits)
+-- and the rest of the model (kit_head). The routed path (route rewrite /
+-- strip_prefix) is the router's, from st.match, when no hook set the path
+-- after routing.
+local kit_head = ffi.new("mg_ffi_kit_head_t")
+local kit_known = ffi.new("uint16_t[?]", #KNOWN)
+local kit_out, kit_body = ffi.new("const char *[1]"), ffi.new("int[1]")
+
+-- kit_head set from st (its strings stay referenced by st for the call):
+-- what the head builders read besides st's C request.
+local function head_model(st, target)
+    local h, ui = kit_head, upstream_index(st)
+    local up = ui and st.env.upstreams[ui] or {}
+    for i, k in ipairs(KNOWN) do
+        kit_known[i - 1] = st.known[k] or 0
+    end
+    h.method, h.method_len = st.method, #st.method
+    h.new_method, h.new_method_len = st.new_method, st.new_method and #st.new_method or 0
+    h.path, h.path_len = st.path, #st.path
+    h.query, h.query_len = st.query_raw, #st.query_raw
+    h.new_query, h.new_query_len = st.new_query, st.new_query and #st.new_query or 0
+    h.path_rewritten = st.path_rewritten and 1 or 0
+    h.match = st.route and st.env.upstream_path and st.match or nil
+    h.known = kit_known
+    h.client_ip, h.request_id, h.target = st.client, st.id, target
+    h.trace_id, h.span_id, h.trace_flags = st.trace_id, st.span_id, st.trace_flags
+    h.trace_continued = st.trace_continued and 1 or 0
+    h.tls = st.tls and 1 or 0
+    h.head_method = st.head_method and 1 or 0
+    h.body_buffered = st.body_buffered and 1 or 0
+    h.has_body = st.has_body and 1 or 0
+    h.chunked = st.chunked and 1 or 0
+    h.body_len, h.content_length = #st.body, st.content_length or 0
+    h.forwarded = up.forwarded == false and 0 or 1
+    h.send_request_id = up.request_id == false and 0 or 1
+    h.override_headers = up.override_headers and 1 or 0
+    h.res_status = st.res_status or 0
+    h.res_body_set = st.res_body_set and 1 or 0
+    h.res_body_len = st.res_body and #st.res_body or 0
+    h.http_minor = st.http_minor or 1
+    return h
+end
+
+-- The head a C builder wrote (n bytes at kit_out, or its reason).
+local function built_head(n)
+    n = tonumber(n)
+    if n < 0 then
+        error("moongate.testing: " .. ffi.string(kit_out[0]), 0)
+    end
+    return ffi.string(kit_out[0], n)
+end
+
+function _M.upstream_request(st)
+    local r = sync(st)
+    local target = target_name(st)
+    local head = built_head(C().mg_ffi_kit_upstream_head(r, head_model(st, target or ""),
+                                                         kit_out))
+    local method, uri, rest = match(head, "^(%S+) (%S*) HTTP/1%.1\r\n(.*)$")
+    local path, q = match(uri, "^([^?]*)(.*)$")
+    local out = parse_block(rest, {})
+    return {
+        method = method, path = path, query = sub(q, 2), uri = uri,
+        headers = _M.header_map(out), header_list = out,
+        body = st.has_body and st.body or "",
+        head = head,
+        upstream = upstream_name(st), target = target,
+    }
+end
+
+--- emit_head: what the client gets from the upstream's answer st.up_res
+-- and the on_response changes, as src/proxy.c's own builders write it
+-- (mg_ffi_kit_response_head) less the gateway's Connection header (the
+-- kit has no client connection). Sets st.status and st.response_started
+-- unless `commit` is false. Returns status, header list, body.
+function _M.client_response(st, commit)
+    local r = sync(st)
+    local head = built_head(C().mg_ffi_kit_response_head(r, head_model(st, ""), kit_out,
+                                                         kit_body))
+    local status, rest = match(head, "^HTTP/1%.1 (%d%d%d) [^\r\n]*\r\n(.*)$")
+    local out = {}
+    for _, h in ipairs(parse_block(rest, {})) do
+        if lower(h[1]) ~= "connection" then
+            out[#out + 1] = h
+        end
+    end
+    local b = kit_body[0]
+    local body = b == 2 and st.res_body or b == 1 and st.up_res.body or ""
+    status = tonumber(status)
+    if commit ~= false then
+        st.status = status
+        st.response_started = true
+    end
+    return status, out, body
 end
 
 --- mg_conn_respond: an answer made by the gateway (hook, handler, error).
