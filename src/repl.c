@@ -252,6 +252,13 @@ static int call_method(lua_State *L, int s, const char *method, const char *arg,
         running = L;
         if (own)
             catch_sigint(1);
+        /* a Ctrl-C after the line was read but before this call began found
+         * nothing running: it meant this chunk, so stop it at once (a second
+         * one in the window still ends the process: stopping is set) */
+        if (at_terminal && sigint_seen && !stopping) {
+            stopping = 1;
+            lua_sethook(L, interrupted_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+        }
     }
     int rc = lua_pcall(L, nargs, nres, eh);
     if (interruptible) {
@@ -259,6 +266,7 @@ static int call_method(lua_State *L, int s, const char *method, const char *arg,
             catch_sigint(0);
         running = NULL;
         lua_sethook(L, NULL, 0, 0);
+        sigint_seen = 0; /* this Ctrl-C is spent: not the next call's */
     }
     lua_remove(L, eh);
     if (rc != 0) {

@@ -328,8 +328,12 @@ describe("moongate repl at a terminal", function()
     it("Ctrl-C stops a chunk that runs; the session keeps its globals", function()
         local res = terminal(cfg, {
             { "expect", "moongate> " },
-            { "send", "n = 0 while true do n = n + 1 end\n" },
-            { "expect", "end\n" }, { "intr" },
+            -- Ctrl-C only once the loop runs: the chunk says so on stderr
+            -- (not gathered by the session; upper() so that the echo of the
+            -- typed line does not match)
+            { "send", 'n = 0 io.stderr:write(("run" .. "ning\\n"):upper()) ' ..
+                      "while true do n = n + 1 end\n" },
+            { "expect", "RUNNING" }, { "intr" },
             { "expect", "interrupted" }, { "expect", "moongate> " },
             { "send", "n > 0\n" }, { "expect", "true" },
             { "expect", "moongate> " }, { "send", "quit\n" }, { "exit" },
