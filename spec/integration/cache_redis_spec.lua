@@ -18,6 +18,19 @@ describe("response cache in Redis", function()
     local up, red, gw1, gw2
 
     local function fetched() return up:stats().requests end
+    -- the gateway does not wait for its SET or DEL to Redis: poll for it
+    -- (generous deadline) instead of sleeping a fixed time
+    local function stored(path)
+        return red:cli("--scan", "--pattern", "mgcache:*" .. path .. "*"):find("mgcache:", 1, true)
+            ~= nil
+    end
+    local function eventually(cond, what)
+        local deadline = h.now() + 5 * h.SLOW
+        while not cond() do
+            assert(h.now() < deadline, what)
+            h.sleep(0.02)
+        end
+    end
     local function get(gw, path, method)
         return h.http(gw.port, { path = path, method = method })
     end
@@ -36,7 +49,7 @@ describe("response cache in Redis", function()
         local before = fetched()
         local a = get(gw1, "/r/shared")
         assert.equal("moongate; fwd=uri-miss; stored", a.headers["cache-status"])
-        h.sleep(0.05) -- the SET is not awaited
+        eventually(function() return stored("/r/shared") end, "the answer never reached Redis")
         local b = get(gw2, "/r/shared")
         assert.truthy(b.headers["cache-status"]:find("^moongate; hit; ttl=%d+$"))
         assert.equal(a.body, b.body)
@@ -50,10 +63,10 @@ describe("response cache in Redis", function()
     it("drops the answer on a successful unsafe method, for every instance", function()
         local before = fetched()
         get(gw1, "/r/item")
-        h.sleep(0.05)
+        eventually(function() return stored("/r/item") end, "the answer never reached Redis")
         assert.truthy(get(gw2, "/r/item").headers["cache-status"]:find("hit", 1, true))
         assert.equal(200, get(gw2, "/r/item", "PUT").status)
-        h.sleep(0.05)
+        eventually(function() return not stored("/r/item") end, "the answer stayed in Redis")
         assert.equal("moongate; fwd=uri-miss; stored", get(gw1, "/r/item").headers["cache-status"])
         assert.equal(3, fetched() - before)
     end)
@@ -85,7 +98,8 @@ describe("response cache in Redis", function()
 
     it("serves an expired answer kept in Redis when the upstream fails", function()
         local fresh = get(gw1, "/s/x")
-        h.sleep(0.45)
+        eventually(function() return stored("/s/x") end, "the answer never reached Redis")
+        h.sleep(0.45) -- past its ttl (0.3 s): the answer kept is stale now
         up:stop()
         local ok, err = pcall(function()
             local s = get(gw2, "/s/x")
