@@ -265,76 +265,47 @@ function _M.parse_time(v)
     return nil, TIME_EXPECTED
 end
 
--- Checks key `key` of `t` with `check`; reports "<prefix>.<key> <expected>,
--- got <value>". Returns the normalised value, or nil (absent or bad).
+-- A file path as the user wrote it, made absolute against the config
+-- file's directory (a reload from another working directory, or a service
+-- started in /, must find the same file).
+local function config_relative(c, v)
+    if sub(v, 1, 1) == "/" then
+        return v
+    end
+    return (match(c.file, "^(.*/)[^/]*$") or "./") .. v
+end
+
+-- Checks value `v` (named `what`) with `check`, which returns the
+-- normalised value (and true when it is a file path), or nil and what is
+-- expected; a nested table's check reports its own inner mistakes and
+-- returns nil, nil when only those were wrong. Reports "<what> <expected>,
+-- got <value>". Returns the normalised value, or nil.
+local function check_value(d, v, what, check)
+    local out, expected, is_file = check(v, d, what)
+    if out == nil then
+        if expected then
+            err(d, "%s %s, got %s", what, expected, describe(v))
+        end
+    elseif is_file then
+        out = config_relative(d.c, out)
+    end
+    return out
+end
+
+-- Checks key `key` of `t` (see check_value), named "<prefix>.<key>".
+-- Returns the normalised value, or nil (absent or bad).
 local function field(d, t, key, prefix, check)
     local v = t[key]
     if v == nil then
         return nil
     end
-    local out, expected = check(v)
-    if out == nil then
-        err(d, "%s.%s %s, got %s", prefix, key, expected, describe(v))
-    end
-    return out
+    return check_value(d, v, prefix .. "." .. key, check)
 end
 
-local function is_ipv4(s)
-    local a, b, c, e = match(s, "^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
-    if not a then
-        return false
-    end
-    for _, o in ipairs({ a, b, c, e }) do
-        if #o > 3 or tonumber(o) > 255 then
-            return false
-        end
-    end
-    return true
-end
-
-local function is_ipv6(s)
-    if not find(s, ":", 1, true) or find(s, "[^%x:%.]") or #s > 45 then
-        return false
-    end
-    local _, ncolon = gsub(s, ":", "")
-    local _, ndouble = gsub(s, "::", "")
-    return ncolon >= 2 and ncolon <= 7 and ndouble <= 1
-        and not find(s, ":::", 1, true)
-end
-
--- Host names: labels of letters, digits, '-' and '_' (container names),
--- not starting or ending with '-'; a trailing '.' (fully qualified) is ok.
-local function is_hostname(s)
-    if #s == 0 or #s > 254 then
-        return false
-    end
-    if sub(s, -1) == "." then
-        s = sub(s, 1, -2)
-    end
-    for label in (s .. "."):gmatch("([^.]*)%.") do
-        if #label == 0 or #label > 63 or find(label, "[^%w%-_]")
-            or sub(label, 1, 1) == "-" or sub(label, -1) == "-" then
-            return false
-        end
-    end
-    return true
-end
-
-local function is_host(s)
-    return is_ipv4(s) or is_ipv6(s) or (not match(s, "^[%d.]+$")
-        and is_hostname(s))
-end
-
-local HOST_EXPECTED = "must be an IP address or a host name"
-
-local function check_listen_host(v)
-    if type(v) == "string" then
-        local h = match(v, "^%[(.*)%]$") or v
-        if is_ipv4(h) or is_ipv6(h) or (h == v and is_host(h)) then
-            return h
-        end
-    end
-    return nil, HOST_EXPECTED
+-- Host syntax is src/uri.c's (mg_ffi_host_kind): addresses as inet_pton
+-- reads them, names per RFC 1123.
+local function host_kind(s)
+    return C.mg_ffi_host_kind(s, #s)
 end
 
 local ADDR_EXPECTED = 'must be "host:port" or "[ipv6]:port"'
@@ -346,7 +317,7 @@ local function parse_addr(v)
     end
     local host, port = match(v, "^%[([^%]]*)%]:(.*)$")
     if host then
-        if not is_ipv6(host) then
+        if host_kind(host) ~= cdefs.HOST_IPV6 then
             return nil, ADDR_EXPECTED .. " (bad IPv6 address)"
         end
     else
@@ -360,7 +331,7 @@ local function parse_addr(v)
         if host == "" then
             return nil, ADDR_EXPECTED .. " (missing host)"
         end
-        if not is_host(host) then
+        if host_kind(host) == cdefs.HOST_BAD then
             return nil, ADDR_EXPECTED .. " (bad host)"
         end
     end
@@ -369,19 +340,6 @@ local function parse_addr(v)
         return nil, ADDR_EXPECTED .. " (port 1-65535)"
     end
     return host, p
-end
-
--- Route host: a name, an IP, or "*.name"; normalised to lower case.
-local function check_route_host(v)
-    if type(v) == "string" then
-        local h = lower(v)
-        local rest = match(h, "^%*%.(.+)$")
-        if (rest and is_hostname(rest)) or (not rest and is_host(h)) then
-            return h
-        end
-    end
-    return nil, 'must be a host name, optionally with a leading "*." ' ..
-        '(like "api.example.com" or "*.example.com")'
 end
 
 local HTTP_METHODS = {
@@ -427,15 +385,13 @@ end
 
 -- Declarations -------------------------------------------------------------
 
-local TLS_KEYS = { "cert", "key", "certs", "min_version", "ciphers" }
-local TLS_CERT_KEYS = { "cert", "key" }
 -- what a route's cache stores when it says only `cache = true` (besides
--- the scalar defaults of src/config.c): the statuses RFC 9111 lets a cache
--- keep without explicit freshness
+-- the defaults of src/config.c): the statuses RFC 9111 lets a cache keep
+-- without explicit freshness
 local DEFAULT_CACHE = { statuses = { 200, 203, 300, 301, 308, 404, 410 },
-                        vary = {}, dict = "cache" }
+                        vary = {} }
 local CACHE_DICT_SIZE = 32 * 1024 * 1024 -- "cache" when not declared
-local MAX_CACHE_STATUSES, MAX_CACHE_VARY = 16, 8
+local CACHE_LATER = { dict = true } -- read after the lists, where it always was
 
 
 local check_time = _M.parse_time
@@ -456,13 +412,16 @@ local function time_or_zero(v)
     return _M.parse_time(v)
 end
 
--- The scalar fields of config object `object` as src/config.c declares them
+-- The fields of config object `object` as src/config.c declares them
 -- (mg_ffi_config_fields), which also copies them into C: { keys = the key
--- list, in order; defaults = name -> value; checks = name -> checker;
--- fields = the names that have a checker, in order, but the ENUMs, which
--- callers read where their messages have always come }. An ENUM's checker
--- asks the C parser (settings.log_level: src/errlog.c, escaped_slashes:
--- src/uri.c) and gives the canonical name.
+-- list, in order; defaults = name -> value; checks = name -> checker (see
+-- check_value); fields = the scalar and string names, in order, but the
+-- ENUMs, which callers read where their messages have always come; nested
+-- = the OBJECT and LIST names, in order; required = set of the names that
+-- must be there }. An ENUM's checker asks the C parser
+-- (settings.log_level: src/errlog.c, escaped_slashes: src/uri.c) and gives
+-- the canonical name; a STRING's with a check asks its module's (hosts:
+-- src/uri.c, src/router.c; log targets: src/errlog.c; TLS: src/tls.c).
 local function enum(parse, expected)
     return function(v)
         local name = type(v) == "string" and not find(v, "%z") and parse(v)
@@ -473,51 +432,140 @@ local function enum(parse, expected)
     end
 end
 
-local function string_min(lo, expected)
+local function string_check(lo, check, expected)
     return function(v)
         if type(v) == "string" and #v >= lo then
-            return v
+            if not check then
+                return v
+            end
+            local out, is_file = check(v)
+            if out then
+                return out, nil, is_file
+            end
         end
         return nil, expected
     end
 end
 
-local function schema(object)
-    local s = { keys = {}, defaults = {}, checks = {}, fields = {} }
-    for _, f in ipairs(cdefs.config_fields(object)) do
-        local name, kind, lo = f.name, f.kind, f.min
-        local check
-        if kind == cdefs.FIELD_SIZE then
-            check = lo > 0 and size_min(lo) or _M.parse_size
-        elseif kind == cdefs.FIELD_TIME then
-            check = lo == 0 and time_or_zero or check_time
-        elseif kind == cdefs.FIELD_INT then
-            check = int_range(lo, f.max, f.expected)
-        elseif kind == cdefs.FIELD_BOOL then
-            check = check_bool(f.expected or "must be true or false")
-        elseif kind == cdefs.FIELD_ENUM then
-            check = enum(f.parse, f.expected)
-        elseif kind == cdefs.FIELD_STRING then
-            check = string_min(lo, f.expected)
+local schema, fields
+local band = require("bit").band
+
+-- OBJECT: a table read by its own schema (built when first used: schemas
+-- may refer to each other). Inner mistakes are named "<what>.<key>".
+local function object_check(f)
+    local sc
+    return function(v, d, what)
+        if type(v) ~= "table" then
+            return nil, f.expected
         end
+        sc = sc or schema(f.object)
+        check_keys(d, v, sc.keys, what)
+        local out = copy(sc.defaults)
+        fields(d, v, out, sc, what)
+        for _, k in ipairs(sc.nested) do
+            local x = field(d, v, k, what, sc.checks[k])
+            if x ~= nil then
+                out[k] = x
+            end
+        end
+        return out
+    end
+end
+
+-- LIST: min..max items, each checked as f.item ("<what>[i] ..."). A list
+-- whose items have no words of their own is right or wrong as a whole
+-- (keys 1..n, every item valid). UNIQUE drops repeats (once normalised)
+-- and counts the rest against max; other lists are counted first.
+local function list_check(f, item_check)
+    local whole = f.item.expected == nil
+    local unique = band(f.flags, cdefs.FIELD_UNIQUE) ~= 0
+    local too_many = f.too_many or "holds %d items (at most %d)"
+    return function(v, d, what)
+        if type(v) ~= "table" or (f.min > 0 and v[1] == nil) then
+            return nil, f.expected
+        end
+        local n = #v
+        if whole then
+            for k, x in pairs(v) do
+                if not (is_int(k) and k >= 1 and k <= n) or not item_check(x, d, what) then
+                    return nil, f.expected
+                end
+            end
+        end
+        if not unique and n > f.max then
+            err(d, "%s " .. too_many, what, n, f.max)
+            return nil
+        end
+        local out, seen = {}, {}
+        for i, x in ipairs(v) do
+            local iv = check_value(d, x, fmt("%s[%d]", what, i), item_check)
+            if iv ~= nil and not (unique and seen[iv]) then
+                seen[iv] = true
+                out[#out + 1] = iv
+            end
+        end
+        if unique and #out > f.max then
+            err(d, "%s " .. too_many, what, #out, f.max)
+        end
+        return out
+    end
+end
+
+-- The checker of field f (see check_value).
+local function checker(f)
+    local kind, lo = f.kind, f.min
+    if kind == cdefs.FIELD_SIZE then
+        return lo > 0 and size_min(lo) or _M.parse_size
+    elseif kind == cdefs.FIELD_TIME then
+        return lo == 0 and time_or_zero or check_time
+    elseif kind == cdefs.FIELD_INT then
+        return int_range(lo, f.max, f.expected)
+    elseif kind == cdefs.FIELD_BOOL then
+        return check_bool(f.expected or "must be true or false")
+    elseif kind == cdefs.FIELD_ENUM then
+        return enum(f.parse, f.expected)
+    elseif kind == cdefs.FIELD_STRING then
+        return string_check(lo, f.check, f.expected)
+    elseif kind == cdefs.FIELD_OBJECT then
+        return object_check(f)
+    elseif kind == cdefs.FIELD_LIST then
+        return list_check(f, checker(f.item))
+    end
+end
+
+schema = function(object)
+    local s = { keys = {}, defaults = {}, checks = {}, fields = {}, nested = {},
+                required = {}, expected = {} }
+    for _, f in ipairs(cdefs.config_fields(object)) do
+        local name, kind = f.name, f.kind
+        local check = checker(f)
         s.keys[#s.keys + 1] = name
         if check then
             s.checks[name] = check
-            if kind ~= cdefs.FIELD_ENUM then
+            if kind == cdefs.FIELD_OBJECT or kind == cdefs.FIELD_LIST then
+                s.nested[#s.nested + 1] = name
+            elseif kind ~= cdefs.FIELD_ENUM then
                 s.fields[#s.fields + 1] = name
             end
-            s.defaults[name] = f.def
+            s.defaults[name], s.expected[name] = f.def, f.expected
+            s.required[name] = band(f.flags, cdefs.FIELD_REQUIRED) ~= 0 or nil
         end
     end
     return s
 end
 
--- Reads every schema field of `t` into `out` (left as is when absent).
-local function fields(d, t, out, sc, prefix)
+-- Reads every scalar and string field of `t` (sc.fields) into `out` (left
+-- as is when absent; a required one absent is a mistake), but those of the
+-- set `except`, which the caller reads itself.
+fields = function(d, t, out, sc, prefix, except)
     for _, k in ipairs(sc.fields) do
-        local v = field(d, t, k, prefix, sc.checks[k])
-        if v ~= nil then
-            out[k] = v
+        if not (except and except[k]) then
+            local v = field(d, t, k, prefix, sc.checks[k])
+            if v ~= nil then
+                out[k] = v
+            elseif t[k] == nil and sc.required[k] then
+                err(d, "%s.%s %s, got nil", prefix, k, sc.expected[k])
+            end
         end
     end
 end
@@ -528,30 +576,8 @@ local UPSTREAM, TARGET, HEALTH = schema("upstream"), schema("target"),
     schema("health")
 local SHARED_DICT, CACHE = schema("shared_dict"), schema("cache")
 local ADMIN, LISTEN, ROUTE = schema("admin"), schema("listen"), schema("route")
+local TLS = schema("tls")
 
-
-local function check_access_log(v)
-    if type(v) == "string" and v ~= "" and not find(v, "%z") then
-        return v
-    end
-    return nil, 'must be "off", "stdout", "stderr" or a file path'
-end
-
-local function check_error_log(v)
-    if type(v) == "string" and v ~= "" and v ~= "off" and not find(v, "%z") then
-        return v
-    end
-    return nil, 'must be "stderr" or a file path'
-end
-
--- A log file as the user wrote it, made absolute against the config's
--- directory (under systemd the working directory is /).
-local function log_path(c, v)
-    if v == "off" or v == "stdout" or v == "stderr" or sub(v, 1, 1) == "/" then
-        return v
-    end
-    return (match(c.file, "^(.*/)[^/]*$") or "./") .. v
-end
 
 local function table_arg(d, v, what, example)
     if type(v) == "table" then
@@ -563,7 +589,6 @@ end
 
 local function default_settings()
     local s = copy(SETTINGS.defaults)
-    s.access_log, s.error_log = "stdout", "stderr"
     s.limits, s.timeouts = copy(LIMITS.defaults), copy(TIMEOUTS.defaults)
     s.admin = copy(ADMIN.defaults)
     s.admin.enabled = true
@@ -585,70 +610,24 @@ function decl.settings(d, t)
     c.settings = d
     check_keys(d, t, SETTINGS.keys, "gw.settings")
     local s = default_settings()
-    fields(d, t, s, SETTINGS, "settings")
-    s.access_log = log_path(c, field(d, t, "access_log", "settings",
-                                     check_access_log) or "stdout")
-    s.error_log = log_path(c, field(d, t, "error_log", "settings",
-                                    check_error_log) or "stderr")
+    fields(d, t, s, SETTINGS, "settings") -- workers, access_log, error_log
     s.log_level = field(d, t, "log_level", "settings", SETTINGS.checks.log_level)
         or s.log_level
-    local limits = t.limits
-    if limits ~= nil then
-        if type(limits) ~= "table" then
-            err(d, 'settings.limits must be a table like { body = "10m" }, ' ..
-                "got %s", describe(limits))
-        else
-            check_keys(d, limits, LIMITS.keys, "settings.limits")
-            fields(d, limits, s.limits, LIMITS, "settings.limits")
-        end
-    end
-    local timeouts = t.timeouts
-    if timeouts ~= nil then
-        if type(timeouts) ~= "table" then
-            err(d, "settings.timeouts must be a table like { header = 10 }, " ..
-                "got %s", describe(timeouts))
-        else
-            check_keys(d, timeouts, TIMEOUTS.keys, "settings.timeouts")
-            fields(d, timeouts, s.timeouts, TIMEOUTS, "settings.timeouts")
-        end
-    end
+    s.limits = field(d, t, "limits", "settings", SETTINGS.checks.limits) or s.limits
+    s.timeouts = field(d, t, "timeouts", "settings", SETTINGS.checks.timeouts)
+        or s.timeouts
     if c.budget then
         -- the rest of this file's run has the budget it sets
         c.budget.seconds = s.timeouts.load / 1000
         c.budget.memory = s.limits.lua_memory
     end
-    local admin = t.admin
-    if admin == false then
+    if t.admin == false then
         s.admin.enabled = false
-    elseif admin ~= nil then
-        if type(admin) ~= "table" then
-            err(d, "settings.admin must be false or a table like " ..
-                '{ host = "127.0.0.1", port = 9901, token = "..." }, got %s',
-                describe(admin))
-        else
-            check_keys(d, admin, ADMIN.keys, "settings.admin")
-            fields(d, admin, s.admin, ADMIN, "settings.admin") -- host, port, token
-            -- their form (and the address, and the token rule) is checked
-            -- in C, by admin.c's own rules, when the config is converted
-            if admin.names ~= nil then
-                local names = admin.names
-                local ok = type(names) == "table"
-                if ok then
-                    for k, v in pairs(names) do
-                        if type(k) ~= "number" or type(v) ~= "string" then
-                            ok = false
-                        end
-                    end
-                end
-                if not ok then
-                    err(d, "settings.admin.names must be a list of " ..
-                        'host names like { "gw1.internal" }, got %s',
-                        describe(names))
-                else
-                    s.admin.names = names
-                end
-            end
-        end
+    else
+        -- the address, the token rule and the names' form are checked in
+        -- C, by admin.c's own rules, when the config is converted
+        s.admin = field(d, t, "admin", "settings", SETTINGS.checks.admin) or s.admin
+        s.admin.enabled = true
     end
     s.line, s.source = d.line, source_name(c, d.source)
     c.settings_value = s
@@ -692,79 +671,40 @@ function decl.test(d, t)
                               line = d.line, source = source_name(c, d.source) }
 end
 
--- A certificate path as the user wrote it, made absolute against the
--- config file's directory (a reload from another working directory must
--- find the same file).
-local function cert_path(d, v)
-    if sub(v, 1, 1) == "/" then
-        return v
-    end
-    local dir = match(d.c.file, "^(.*/)[^/]*$") or "./"
-    return dir .. v
-end
-
 -- listen.tls: { cert = "site.pem", key = "site.key" }, or several
 -- certificates chosen by SNI: { certs = { { cert = .., key = .. }, .. } }
 -- (the first is the default); min_version "TLSv1.2" (default) or
 -- "TLSv1.3"; ciphers: an OpenSSL TLS 1.2 cipher list. The files are read
--- (and checked) when the config is converted for C (src/tls.c).
+-- (and checked) when the config is converted for C (src/tls.c). The first
+-- form is normalised into the second.
 local function listen_tls(d, v)
-    local example = '{ cert = "certs/site.pem", key = "certs/site.key" }'
     if type(v) ~= "table" then
-        err(d, "listen.tls must be a table like %s, got %s", example, describe(v))
+        err(d, "listen.tls %s, got %s", LISTEN.expected.tls, describe(v))
         return nil
     end
-    check_keys(d, v, TLS_KEYS, "listen.tls")
-    local out = { certs = {}, line = d.line, source = source_name(d.c, d.source) }
-    local list = v.certs
-    if list == nil then
-        list = { v }
-    elseif v.cert ~= nil or v.key ~= nil then
+    check_keys(d, v, TLS.keys, "listen.tls")
+    if v.certs ~= nil and (v.cert ~= nil or v.key ~= nil) then
         err(d, "listen.tls takes either cert/key or certs = { ... }, not both")
         return nil
-    elseif type(list) ~= "table" or list[1] == nil then
-        err(d, "listen.tls.certs must be a non-empty list of %s, got %s", example,
-            describe(list))
+    end
+    local nerr = #d.c.errors
+    local out = { line = d.line, source = source_name(d.c, d.source) }
+    for _, k in ipairs(TLS.keys) do
+        local x = field(d, v, k, "listen.tls", TLS.checks[k])
+        if x == nil and v.certs == nil and (k == "cert" or k == "key")
+            and v[k] == nil then
+            -- without certs, both are required
+            err(d, "listen.tls.%s %s, got nil", k, TLS.expected[k])
+        end
+        out[k] = x
+    end
+    if #d.c.errors > nerr then
         return nil
     end
-    if #list > 32 then
-        err(d, "listen.tls.certs holds %d certificates; at most 32", #list)
-        return nil
+    if not out.certs then
+        out.certs = { { cert = out.cert, key = out.key } }
     end
-    for i, c in ipairs(list) do
-        local what = v.certs and fmt("listen.tls.certs[%d]", i) or "listen.tls"
-        if type(c) ~= "table" then
-            err(d, "%s must be a table like %s, got %s", what, example, describe(c))
-            return nil
-        end
-        if v.certs then
-            check_keys(d, c, TLS_CERT_KEYS, what)
-        end
-        for _, k in ipairs(TLS_CERT_KEYS) do
-            if type(c[k]) ~= "string" or c[k] == "" then
-                err(d, "%s.%s must be the path of a PEM file, got %s", what, k,
-                    describe(c[k]))
-                return nil
-            end
-        end
-        out.certs[i] = { cert = cert_path(d, c.cert), key = cert_path(d, c.key) }
-    end
-    if v.min_version ~= nil then
-        if v.min_version ~= "TLSv1.2" and v.min_version ~= "TLSv1.3" then
-            err(d, 'listen.tls.min_version must be "TLSv1.2" or "TLSv1.3", got %s',
-                describe(v.min_version))
-            return nil
-        end
-        out.min_version = v.min_version
-    end
-    if v.ciphers ~= nil then
-        if type(v.ciphers) ~= "string" or v.ciphers == "" then
-            err(d, "listen.tls.ciphers must be an OpenSSL cipher list string, got %s",
-                describe(v.ciphers))
-            return nil
-        end
-        out.ciphers = v.ciphers
-    end
+    out.cert, out.key = nil, nil
     return out
 end
 
@@ -774,14 +714,14 @@ function decl.listen(d, t)
         return
     end
     check_keys(d, t, LISTEN.keys, "gw.listen")
-    local l = { host = "0.0.0.0", line = d.line,
+    local l = { host = LISTEN.defaults.host, line = d.line,
                 source = source_name(d.c, d.source) }
     if t.port == nil then
         err(d, "listen.port is required (an integer 1-65535)")
     else
         l.port = field(d, t, "port", "listen", LISTEN.checks.port)
     end
-    l.host = field(d, t, "host", "listen", check_listen_host) or l.host
+    l.host = field(d, t, "host", "listen", LISTEN.checks.host) or l.host
     l.escaped_slashes = field(d, t, "escaped_slashes", "listen",
                               LISTEN.checks.escaped_slashes)
         or LISTEN.defaults.escaped_slashes
@@ -792,28 +732,6 @@ function decl.listen(d, t)
         local listeners = d.c.listeners
         listeners[#listeners + 1] = { value = l, d = d }
     end
-end
-
--- upstream.health: active checks, { path = "/health", interval = 5,
--- timeout = 2, fall = 3, rise = 2 } (times in seconds, like every time in
--- the config); src/health.c runs them.
-local function upstream_health(d, v)
-    if type(v) ~= "table" then
-        err(d, 'upstream.health must be a table like { path = "/health" }, got %s',
-            describe(v))
-        return nil
-    end
-    check_keys(d, v, HEALTH.keys, "upstream.health")
-    local p = v.path
-    if type(p) ~= "string" or sub(p, 1, 1) ~= "/" or find(p, "[%s%c]") then
-        err(d, 'upstream.health.path must be a path like "/health" (no spaces), got %s',
-            describe(p))
-        return nil
-    end
-    local h = copy(HEALTH.defaults)
-    h.path = p
-    fields(d, v, h, HEALTH, "upstream.health")
-    return h
 end
 
 local function upstream_targets(d, u, targets)
@@ -887,9 +805,9 @@ function decl.upstream(d, name, targets, opts, ...)
         else
             check_keys(d, opts, UPSTREAM.keys, "gw.upstream options")
             fields(d, opts, u, UPSTREAM, "upstream")
-            if opts.health ~= nil then
-                u.health = upstream_health(d, opts.health)
-            end
+            -- upstream.health: active checks, { path = "/health", interval
+            -- = 5, timeout = 2, fall = 3, rise = 2 }; src/health.c runs them
+            u.health = field(d, opts, "health", "upstream", UPSTREAM.checks.health)
         end
     end
     if not named then
@@ -1065,60 +983,6 @@ local function route_headers(d, headers)
     return out
 end
 
-local function check_prefix(v)
-    if type(v) == "string" and sub(v, 1, 1) == "/" then
-        return v
-    end
-    return nil, "must be a path starting with '/'"
-end
-
--- A non-negative time in seconds (0 allowed) -> ms.
-local function cache_statuses(d, v)
-    if type(v) ~= "table" or #v == 0 then
-        err(d, "route.cache.statuses must be a non-empty list of statuses " ..
-            "like { 200, 404 }, got %s", describe(v))
-        return nil
-    end
-    local out, seen = {}, {}
-    for i, st in ipairs(v) do
-        if not (is_int(st) and st >= 200 and st <= 599) then
-            err(d, "route.cache.statuses[%d] must be a status 200-599, " ..
-                "got %s", i, describe(st))
-        elseif not seen[st] then
-            seen[st] = true
-            out[#out + 1] = st
-        end
-    end
-    if #out > MAX_CACHE_STATUSES then
-        err(d, "route.cache.statuses lists %d statuses (at most %d)", #out,
-            MAX_CACHE_STATUSES)
-    end
-    return out
-end
-
-local function cache_vary(d, v)
-    if type(v) ~= "table" then
-        err(d, 'route.cache.vary must be a list of request header names ' ..
-            'like { "accept" }, got %s', describe(v))
-        return nil
-    end
-    local out, seen = {}, {}
-    for i, name in ipairs(v) do
-        if type(name) ~= "string" or not is_token(name) then
-            err(d, "route.cache.vary[%d] must be a header name, got %s", i,
-                describe(name))
-        elseif not seen[lower(name)] then
-            seen[lower(name)] = true
-            out[#out + 1] = lower(name)
-        end
-    end
-    if #out > MAX_CACHE_VARY then
-        err(d, "route.cache.vary names %d headers (at most %d)", #out,
-            MAX_CACHE_VARY)
-    end
-    return out
-end
-
 -- route.cache: true, or a table of CACHE.keys. The dictionary is resolved
 -- in finish(), once every gw.shared_dict of the file is known.
 local function route_cache(d, v)
@@ -1138,13 +1002,10 @@ local function route_cache(d, v)
         return nil
     end
     check_keys(d, v, CACHE.keys, "route.cache")
-    fields(d, v, out, CACHE, "route.cache")
-    if v.statuses ~= nil then
-        out.statuses = cache_statuses(d, v.statuses) or out.statuses
-    end
-    if v.vary ~= nil then
-        out.vary = cache_vary(d, v.vary) or out.vary
-    end
+    fields(d, v, out, CACHE, "route.cache", CACHE_LATER)
+    out.statuses = field(d, v, "statuses", "route.cache", CACHE.checks.statuses)
+        or out.statuses
+    out.vary = field(d, v, "vary", "route.cache", CACHE.checks.vary) or out.vary
     if v.redis ~= nil then
         -- the same options as moongate.redis (checked by it)
         local ok, client = pcall(require("moongate.redis").new, v.redis,
@@ -1158,22 +1019,13 @@ local function route_cache(d, v)
                           connect_timeout = client.connect_timeout }
         end
     end
-    if v.dict ~= nil then
-        if type(v.dict) ~= "string" or v.dict == "" then
-            err(d, "route.cache.dict must be a shared dict name, got %s",
-                describe(v.dict))
-        else
-            out.dict = v.dict
-        end
-    end
+    out.dict = field(d, v, "dict", "route.cache", CACHE.checks.dict) or out.dict
     return out
 end
 
 local function route_rewrite(d, r, t, pinfo)
-    local rw = t.rewrite
-    if type(rw) ~= "string" then
-        err(d, 'route.rewrite must be a path template like "/v1/:id/**", ' ..
-            "got %s", describe(rw))
+    local rw = field(d, t, "rewrite", "route", ROUTE.checks.rewrite)
+    if not rw then
         return
     end
     local info, why = parse_pattern(rw)
@@ -1262,10 +1114,7 @@ function decl.route(d, t)
     local path = t.path
     if path == nil then
         err(d, 'route.path is required (a pattern like "/orders/**")')
-    elseif type(path) ~= "string" then
-        err(d, 'route.path must be a pattern like "/orders/**", got %s',
-            describe(path))
-    else
+    elseif field(d, t, "path", "route", ROUTE.checks.path) then
         local why
         pinfo, why = parse_pattern(path)
         if not pinfo then
@@ -1273,15 +1122,7 @@ function decl.route(d, t)
         end
         r.path = path
     end
-    r.name = r.path
-    if t.name ~= nil then
-        if type(t.name) == "string" and t.name ~= "" then
-            r.name = t.name
-        else
-            err(d, "route.name must be a non-empty string, got %s",
-                describe(t.name))
-        end
-    end
+    r.name = field(d, t, "name", "route", ROUTE.checks.name) or r.path
 
     local up, handler = t.upstream, t.handler
     if up == nil and handler == nil then
@@ -1313,10 +1154,10 @@ function decl.route(d, t)
                 "answers are made by Lua, never tunnelled")
         end
     end
-    r.host = field(d, t, "host", "route", check_route_host)
+    r.host = field(d, t, "host", "route", ROUTE.checks.host)
     r.headers = t.headers ~= nil and route_headers(d, t.headers) or {}
     r.listen = field(d, t, "listen", "route", ROUTE.checks.listen) or r.listen
-    r.strip_prefix = field(d, t, "strip_prefix", "route", check_prefix)
+    r.strip_prefix = field(d, t, "strip_prefix", "route", ROUTE.checks.strip_prefix)
     r.escaped_slashes = field(d, t, "escaped_slashes", "route",
                               ROUTE.checks.escaped_slashes)
     if r.strip_prefix and pinfo
@@ -1459,9 +1300,9 @@ local function finish(c)
             local sd = c.shared_dict_by_name[r.cache.dict]
             if sd then
                 r.cache.dict_size = sd.value.size or CACHE_DICT_SIZE
-            elseif r.cache.dict == DEFAULT_CACHE.dict then
+            elseif r.cache.dict == CACHE.defaults.dict then
                 r.cache.dict_size = CACHE_DICT_SIZE
-                local decl = { name = DEFAULT_CACHE.dict, size = CACHE_DICT_SIZE,
+                local decl = { name = CACHE.defaults.dict, size = CACHE_DICT_SIZE,
                                line = d.line, source = r.source }
                 c.shared_dict_by_name[decl.name] = { value = decl, d = d }
                 c.shared_dicts[#c.shared_dicts + 1] =
