@@ -562,6 +562,16 @@ static const mg_ffi_config_field_t redis_fields[] = {
       redis_connect_timeout, CT_DOUBLE),
 };
 
+/* route.methods (upper case; config.lua knows the names) and
+ * route.upgrades (tokens, lower case; absent: { "websocket" }, conv_route) */
+static const mg_ffi_config_field_t method_item =
+    ITEM(MG_FIELD_STRING, 1, 0, "must be a method name", CT_STR);
+static const mg_ffi_config_field_t upgrade_item =
+    { .name = "", .kind = MG_FIELD_STRING, .def = NONE, .ctype = CT_STR,
+      .check = mg_hname_check,
+      .expected = "must be a protocol name (an HTTP token like \"websocket\", without "
+                  "\"/version\")" };
+
 /* gw.route. listen's default 0 is C's "any port", outside the 1-65535 a
  * config may write: conv_fields admits a field's default besides its range.
  * max_body has no default here: config.lua fills in limits.body. The name
@@ -570,7 +580,10 @@ static const mg_ffi_config_field_t redis_fields[] = {
 static const mg_ffi_config_field_t route_fields[] = {
     REQUIRED_STRING("name", 1, "must be a non-empty string", mg_route_t, name),
     REQUIRED_STRING("path", 0, "must be a pattern like \"/orders/**\"", mg_route_t, path),
-    OTHER("upstream"), OTHER("handler"), OTHER("methods"),
+    OTHER("upstream"), OTHER("handler"),
+    LIST("methods", &method_item, 1, MG_MAX_METHODS, MG_FIELD_UNIQUE,
+         "must be a list like { \"GET\", \"POST\" }", "lists %d methods (at most %d)",
+         mg_route_t, methods, nmethods),
     CHECKED("host", mg_router_host_check, 0, NULL,
             "must be a host name, optionally with a leading \"*.\" (like "
             "\"api.example.com\" or \"*.example.com\")", mg_route_t, host),
@@ -581,7 +594,10 @@ static const mg_ffi_config_field_t route_fields[] = {
     STRING("rewrite", 0, NULL, "must be a path template like \"/v1/:id/**\"", mg_route_t,
            rewrite),
     SIZE("max_body", 0, NONE, mg_route_t, max_body),
-    OTHER("policies"), OTHER("cache"), OTHER("upgrades"),
+    OTHER("policies"), OTHER("cache"),
+    LIST("upgrades", &upgrade_item, 0, MG_MAX_UPGRADES, MG_FIELD_UNIQUE,
+         "must be a list like { \"websocket\" } ({} allows none)",
+         "lists %d protocols (at most %d)", mg_route_t, upgrades, nupgrades),
     SLASHES(NONE, mg_route_t, escaped_slashes), /* absent: the listener's (INHERIT) */
 };
 
@@ -942,81 +958,6 @@ static void conv_upstreams(conv_t *cv, int cfg_t, mg_config_t *cfg)
     lua_pop(cv->L, 1);
 }
 
-static void conv_methods(conv_t *cv, int r_t, const char *what, mg_route_t *r)
-{
-    lua_State *L = cv->L;
-    size_t i, n;
-    int list;
-
-    lua_getfield(L, r_t, "methods");
-    if (lua_isnil(L, -1)) { /* any method */
-        lua_pop(L, 1);
-        return;
-    }
-    if (lua_type(L, -1) != LUA_TTABLE) {
-        lua_pop(L, 1);
-        internal(cv, what, "methods", "nil or a list");
-        return;
-    }
-    list = lua_gettop(L);
-    n = lua_objlen(L, list);
-    if (n > MG_MAX_METHODS) {
-        internal(cv, what, "methods", "a list of at most MG_MAX_METHODS");
-        n = 0;
-    }
-    for (i = 0; i < n; i++) {
-        lua_rawgeti(L, list, (int)i + 1);
-        if (lua_type(L, -1) == LUA_TSTRING) {
-            r->methods[r->nmethods] = dup_or_oom(cv, lua_tostring(L, -1));
-            if (r->methods[r->nmethods] != NULL)
-                r->nmethods++;
-        } else {
-            internal(cv, what, "methods[]", "a string");
-        }
-        lua_pop(L, 1);
-    }
-    lua_pop(L, 1);
-}
-
-/* route.upgrades, checked by config.lua; absent means { "websocket" }. */
-static void conv_upgrades(conv_t *cv, int r_t, const char *what, mg_route_t *r)
-{
-    lua_State *L = cv->L;
-    size_t i, n;
-    int list;
-
-    lua_getfield(L, r_t, "upgrades");
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        r->upgrades[0] = dup_or_oom(cv, "websocket");
-        r->nupgrades = r->upgrades[0] != NULL;
-        return;
-    }
-    if (lua_type(L, -1) != LUA_TTABLE) {
-        lua_pop(L, 1);
-        internal(cv, what, "upgrades", "nil or a list");
-        return;
-    }
-    list = lua_gettop(L);
-    n = lua_objlen(L, list);
-    if (n > MG_MAX_UPGRADES) {
-        internal(cv, what, "upgrades", "a list of at most MG_MAX_UPGRADES");
-        n = 0;
-    }
-    for (i = 0; i < n; i++) {
-        lua_rawgeti(L, list, (int)i + 1);
-        if (lua_type(L, -1) == LUA_TSTRING) {
-            r->upgrades[r->nupgrades] = dup_or_oom(cv, lua_tostring(L, -1));
-            if (r->upgrades[r->nupgrades] != NULL)
-                r->nupgrades++;
-        } else {
-            internal(cv, what, "upgrades[]", "a string");
-        }
-        lua_pop(L, 1);
-    }
-    lua_pop(L, 1);
-}
-
 static void conv_headers(conv_t *cv, int r_t, const char *what, mg_route_t *r)
 {
     int list = push_table(cv, r_t, what, "headers");
@@ -1103,8 +1044,12 @@ static void conv_route(conv_t *cv, int t, const char *what, mg_config_t *cfg, mg
     conv_fields(cv, t, what, "route", r); /* name, path, host, strip_prefix, ... */
     if (r->name)
         r->metric_id = mg_metrics_route_id(r->name);
-    conv_methods(cv, t, what, r);
-    conv_upgrades(cv, t, what, r);
+    lua_getfield(L, t, "upgrades");
+    if (lua_isnil(L, -1)) { /* not said: WebSockets pass (docs/config-dsl.md) */
+        r->upgrades[0] = dup_or_oom(cv, "websocket");
+        r->nupgrades = r->upgrades[0] != NULL;
+    }
+    lua_pop(L, 1);
     conv_headers(cv, t, what, r);
     conv_cache(cv, t, what, r);
 

@@ -29,8 +29,6 @@ local C = cdefs.C     -- mg_ffi_route_pattern
 
 local _M = {}
 
-local MAX_METHODS = 16          -- MG_MAX_METHODS (src/config.h)
-local MAX_UPGRADES = 8          -- MG_MAX_UPGRADES (src/config.h)
 local MAX_HEADERS = 8           -- MG_MAX_ROUTE_HEADERS (src/config.h)
 local MAX_INT = 2 ^ 53          -- largest integer a double holds exactly
 
@@ -354,10 +352,6 @@ for _, m in ipairs(HTTP_METHODS) do
     IS_METHOD[m] = true
 end
 
-local function is_token(s)
-    return #s > 0 and not find(s, "[^%w!#%$%%&'%*%+%-%.%^_`|~]")
-end
-
 -- Parses a path pattern (or a rewrite template, which has the same shape)
 -- with the router's own parser (src/router.c, mg_ffi_route_pattern).
 -- Returns info { params = set, names = list, star = "**" at the end,
@@ -535,11 +529,15 @@ end
 
 schema = function(object)
     local s = { keys = {}, defaults = {}, checks = {}, fields = {}, nested = {},
-                required = {}, expected = {} }
+                required = {}, expected = {}, field = {}, item_checks = {} }
     for _, f in ipairs(cdefs.config_fields(object)) do
         local name, kind = f.name, f.kind
         local check = checker(f)
         s.keys[#s.keys + 1] = name
+        s.field[name] = f
+        if f.item then
+            s.item_checks[name] = checker(f.item)
+        end
         if check then
             s.checks[name] = check
             if kind == cdefs.FIELD_OBJECT or kind == cdefs.FIELD_LIST then
@@ -577,6 +575,8 @@ local UPSTREAM, TARGET, HEALTH = schema("upstream"), schema("target"),
 local SHARED_DICT, CACHE = schema("shared_dict"), schema("cache")
 local ADMIN, LISTEN, ROUTE = schema("admin"), schema("listen"), schema("route")
 local TLS = schema("tls")
+-- a header name (also an Upgrade token): src/header_names.c's rule, lower-cased
+local HEADER_NAME = CACHE.item_checks.vary
 
 
 local function table_arg(d, v, what, example)
@@ -872,10 +872,10 @@ end
 
 local function route_methods(d, methods)
     if type(methods) ~= "table" then
-        err(d, 'route.methods must be a list like { "GET", "POST" }, got %s',
-            describe(methods))
+        err(d, "route.methods %s, got %s", ROUTE.expected.methods, describe(methods))
         return nil
     end
+    local f = ROUTE.field.methods
     local n = #methods
     if n == 0 then
         err(d, "route.methods must not be empty (leave it out to allow any " ..
@@ -906,9 +906,8 @@ local function route_methods(d, methods)
             end
         end
     end
-    if #out > MAX_METHODS then
-        err(d, "route.methods lists %d methods (at most %d)", #out,
-            MAX_METHODS)
+    if #out > f.max then
+        err(d, "route.methods " .. f.too_many, #out, f.max)
     end
     return out
 end
@@ -919,10 +918,10 @@ end
 -- gateway removes it from every request, whatever the route says.
 local function route_upgrades(d, list)
     if type(list) ~= "table" then
-        err(d, 'route.upgrades must be a list like { "websocket" } ({} allows ' ..
-            "none), got %s", describe(list))
+        err(d, "route.upgrades %s, got %s", ROUTE.expected.upgrades, describe(list))
         return nil
     end
+    local f = ROUTE.field.upgrades
     local n = #list
     for _, k in ipairs(sorted_keys(list)) do
         if not (is_int(k) and k >= 1 and k <= n) then
@@ -932,21 +931,18 @@ local function route_upgrades(d, list)
     end
     local out, seen = {}, {}
     for i = 1, n do
-        local p = list[i]
-        if type(p) ~= "string" or not match(p, "^[%w!#$%%&'*+%-.^_`|~]+$") then
-            err(d, "route.upgrades[%d] must be a protocol name (an HTTP token " ..
-                'like "websocket", without "/version"), got %s', i, describe(p))
-        elseif lower(p) == "h2c" then
+        local p = check_value(d, list[i], fmt("route.upgrades[%d]", i),
+                              ROUTE.item_checks.upgrades)
+        if p == "h2c" then
             err(d, 'route.upgrades[%d] "h2c" cannot be allowed: the gateway ' ..
                 "always removes HTTP/2 upgrades (remove it from the list)", i)
-        elseif not seen[lower(p)] then
-            seen[lower(p)] = true
-            out[#out + 1] = lower(p)
+        elseif p and not seen[p] then
+            seen[p] = true
+            out[#out + 1] = p
         end
     end
-    if #out > MAX_UPGRADES then
-        err(d, "route.upgrades lists %d protocols (at most %d)", #out,
-            MAX_UPGRADES)
+    if #out > f.max then
+        err(d, "route.upgrades " .. f.too_many, #out, f.max)
     end
     return out
 end
@@ -960,7 +956,7 @@ local function route_headers(d, headers)
     local out, seen = {}, {}
     for _, k in ipairs(sorted_keys(headers)) do
         local v = headers[k]
-        if type(k) ~= "string" or not is_token(k) then
+        if type(k) ~= "string" or not HEADER_NAME(k) then
             err(d, "route.headers key %s must be a header name", key_str(k))
         elseif type(v) ~= "string" or find(v, "[%z\r\n]") then
             err(d, "route.headers[%s] must be a string (no CR, LF or NUL), " ..
