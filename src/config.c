@@ -7,14 +7,19 @@
  * need the config's Lua functions (handlers, hooks) run the same loader in
  * their own state through mg_config_run_lua().
  *
- * One schema: the scalar fields of each object (settings, limits, timeouts,
- * admin, listen, upstream, target, health, shared_dict, cache, redis, route) are
- * declared once, in the tables below (key, kind, range, default, offsetof;
- * for a named mode, the owning module's parser; for a string, its minimum
- * length). config.lua and redis.lua build their key lists, defaults and
- * checks from them (mg_ffi_config_fields) and conv_fields() copies them with
- * the same tables. Route patterns are
- * checked in config.lua by the router's own parser (mg_ffi_route_pattern).
+ * One schema: the fields of each object (settings, limits, timeouts, admin,
+ * listen, tls, tls_cert, upstream, target, health, shared_dict, cache, redis,
+ * route) are declared once, in the tables below: key, kind, range or
+ * check, default, the words of its error, and where C keeps it. A name is
+ * read by its owning module's parser (ENUM), a string by its module's check
+ * (hosts: uri.c, route hosts: router.c, log targets: errlog.c, TLS: tls.c),
+ * a nested table by its own table (OBJECT), a list item by item (LIST).
+ * config.lua and redis.lua build their key lists, defaults and checks from
+ * them (mg_ffi_config_fields) and conv_fields() copies them with the same
+ * tables. How to add an option: docs/config-dsl.md, "How to add a config
+ * option". Route patterns are checked in config.lua by the router's own
+ * parser (mg_ffi_route_pattern); checks across fields or declarations stay
+ * in config.lua.
  *
  * The copy trusts nothing it reads: a field of the wrong type or range (a bug
  * in config.lua, never a user mistake, which config.lua reports itself)
