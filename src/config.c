@@ -554,9 +554,12 @@ static const mg_ffi_config_field_t cache_fields[] = {
 /* route.cache.redis, and every moongate.redis client (lua/moongate/redis.lua
  * checks a client's options with it) */
 static const mg_ffi_config_field_t redis_fields[] = {
-    OTHER("host"),
+    CHECKED("host", mg_uri_host_check, 0, "127.0.0.1", "must be an address or host name",
+            mg_route_cache_t, redis_host),
     F("port", MG_FIELD_INT, 1, 65535, 6379, PORT_EXPECTED, mg_route_cache_t, redis_port, CT_INT),
-    OTHER("password"),
+    /* redis.lua says it with the value's type only: a password is never shown */
+    STRING("password", 1, NULL, "must be a non-empty string", mg_route_cache_t,
+           redis_password),
     F("db", MG_FIELD_INT, 0, INT32_MAX, 0, "must be an integer 0-2147483647", mg_route_cache_t,
       redis_db, CT_INT),
     F("pool", MG_FIELD_INT, 1, 64, 2, "must be an integer 1-64", mg_route_cache_t, redis_pool,
@@ -1023,8 +1026,6 @@ static void conv_cache(conv_t *cv, int r_t, const char *what, mg_route_t *r)
         char rwhat[96];
         int rt = push_table(cv, t, cwhat, "redis");
         snprintf(rwhat, sizeof(rwhat), "%s.redis", cwhat);
-        get_str(cv, rt, rwhat, "host", 0, &rc->redis_host);
-        get_str(cv, rt, rwhat, "password", 1, &rc->redis_password);
         conv_fields(cv, rt, rwhat, "redis", rc);
         lua_pop(L, 1); /* the redis table */
         lua_pop(L, 1); /* the cache table */

@@ -18,7 +18,6 @@ local fmt, sub, byte, find, match, gsub, lower, upper =
     string.format, string.sub, string.byte, string.find, string.match,
     string.gsub, string.lower, string.upper
 local concat, sort = table.concat, table.sort
-local floor, huge = math.floor, math.huge
 local getinfo = debug.getinfo
 local budget = require "moongate.budget"
 local base = require "moongate.base"
@@ -30,7 +29,6 @@ local C = cdefs.C     -- mg_ffi_route_pattern
 local _M = {}
 
 local MAX_HEADERS = 8           -- MG_MAX_ROUTE_HEADERS (src/config.h)
-local MAX_INT = 2 ^ 53          -- largest integer a double holds exactly
 
 local current                   -- collector of the load in progress, or nil
 local last                      -- collector of the last successful load
@@ -203,65 +201,15 @@ end
 
 -- Value checkers: return the normalised value, or nil and what is expected --
 
-local function is_int(v)
-    return type(v) == "number" and v % 1 == 0 and v >= -MAX_INT
-        and v <= MAX_INT
-end
-
-local function int_range(lo, hi, expected)
-    return function(v)
-        if is_int(v) and v >= lo and v <= hi then
-            return v
-        end
-        return nil, expected
-    end
-end
-
-local SIZE_EXPECTED =
-    'must be a size: bytes as an integer, or a string like "32k", "10m", "1g"'
-local SIZE_UNITS = { [""] = 1, k = 1024, m = 1024 ^ 2, g = 1024 ^ 3 }
+local is_int = base.is_int
 
 --- Parses a size: an integer number of bytes or a string "<digits>[kmg]"
 -- (case-insensitive). Returns bytes, or nil and what is expected.
-function _M.parse_size(v)
-    local n
-    if type(v) == "number" then
-        n = v
-    elseif type(v) == "string" then
-        local digits, unit = match(v, "^(%d+)([kKmMgG]?)$")
-        if digits then
-            n = tonumber(digits) * SIZE_UNITS[lower(unit)]
-        end
-    end
-    if n and is_int(n) and n >= 0 then
-        return n
-    end
-    return nil, SIZE_EXPECTED
-end
-
-local function size_min(lo)
-    return function(v)
-        local n, why = _M.parse_size(v)
-        if n and n < lo then
-            return nil, fmt("must be at least %d bytes", lo)
-        end
-        return n, why
-    end
-end
-
-local TIME_EXPECTED = "must be a positive number of seconds (fractions allowed)"
+_M.parse_size = base.parse_size
 
 --- Parses a time in seconds (a number, fractions allowed) into integer
 -- milliseconds >= 1. Returns ms, or nil and what is expected.
-function _M.parse_time(v)
-    if type(v) == "number" and v > 0 and v < huge then
-        local ms = floor(v * 1000 + 0.5)
-        if ms >= 1 and ms <= MAX_INT then
-            return ms
-        end
-    end
-    return nil, TIME_EXPECTED
-end
+_M.parse_time = base.parse_time
 
 -- A file path as the user wrote it, made absolute against the config
 -- file's directory (a reload from another working directory, or a service
@@ -388,24 +336,6 @@ local CACHE_DICT_SIZE = 32 * 1024 * 1024 -- "cache" when not declared
 local CACHE_LATER = { dict = true } -- read after the lists, where it always was
 
 
-local check_time = _M.parse_time
-
-local function check_bool(expected)
-    return function(v)
-        if type(v) == "boolean" then
-            return v
-        end
-        return nil, expected
-    end
-end
-
-local function time_or_zero(v)
-    if v == 0 then
-        return 0
-    end
-    return _M.parse_time(v)
-end
-
 -- The fields of config object `object` as src/config.c declares them
 -- (mg_ffi_config_fields), which also copies them into C: { keys = the key
 -- list, in order; defaults = name -> value; checks = name -> checker (see
@@ -416,31 +346,6 @@ end
 -- (settings.log_level: src/errlog.c, escaped_slashes: src/uri.c) and gives
 -- the canonical name; a STRING's with a check asks its module's (hosts:
 -- src/uri.c, src/router.c; log targets: src/errlog.c; TLS: src/tls.c).
-local function enum(parse, expected)
-    return function(v)
-        local name = type(v) == "string" and not find(v, "%z") and parse(v)
-        if name then
-            return name
-        end
-        return nil, expected
-    end
-end
-
-local function string_check(lo, check, expected)
-    return function(v)
-        if type(v) == "string" and #v >= lo then
-            if not check then
-                return v
-            end
-            local out, is_file = check(v)
-            if out then
-                return out, nil, is_file
-            end
-        end
-        return nil, expected
-    end
-end
-
 local schema, fields
 local band = require("bit").band
 
@@ -507,24 +412,13 @@ end
 
 -- The checker of field f (see check_value).
 local function checker(f)
-    local kind, lo = f.kind, f.min
-    if kind == cdefs.FIELD_SIZE then
-        return lo > 0 and size_min(lo) or _M.parse_size
-    elseif kind == cdefs.FIELD_TIME then
-        return lo == 0 and time_or_zero or check_time
-    elseif kind == cdefs.FIELD_INT then
-        return int_range(lo, f.max, f.expected)
-    elseif kind == cdefs.FIELD_BOOL then
-        return check_bool(f.expected or "must be true or false")
-    elseif kind == cdefs.FIELD_ENUM then
-        return enum(f.parse, f.expected)
-    elseif kind == cdefs.FIELD_STRING then
-        return string_check(lo, f.check, f.expected)
-    elseif kind == cdefs.FIELD_OBJECT then
+    local kind = f.kind
+    if kind == cdefs.FIELD_OBJECT then
         return object_check(f)
     elseif kind == cdefs.FIELD_LIST then
         return list_check(f, checker(f.item))
     end
+    return base.value_check(f, cdefs)
 end
 
 schema = function(object)

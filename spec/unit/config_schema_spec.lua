@@ -245,3 +245,24 @@ describe("config schema: nested tables and lists", function()
                       "got nil" }, { errs[1]:match("(:3: .*)") })
     end)
 end)
+
+describe("config schema: moongate.redis options", function()
+    local redis = require "moongate.redis"
+
+    it("checks a client's host with the config's host grammar and its numbers by the table",
+       function()
+        assert.equal("::1", redis.new("[::1]:6379").host)
+        assert.equal("127.0.0.1", redis.new({}).host)
+        assert.equal(0.2, redis.new({}).timeout)
+        local ok, e = pcall(redis.new, { host = "a b" })
+        assert.is_false(ok)
+        assert.truthy(tostring(e):find('redis.new.host must be an address or host name, ' ..
+                                       'got string "a b"', 1, true), e)
+        ok, e = pcall(redis.new, { pool = 65 })
+        assert.truthy(tostring(e):find("redis.new.pool must be an integer 1-64, got number 65",
+                                       1, true), e)
+        ok, e = pcall(redis.new, { timeout = 0 })
+        assert.truthy(tostring(e):find("redis.new.timeout must be a number of seconds > 0, " ..
+                                       "got number 0", 1, true), e)
+    end)
+end)
