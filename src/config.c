@@ -580,6 +580,20 @@ static const mg_ffi_config_field_t upgrade_item =
       .expected = "must be a protocol name (an HTTP token like \"websocket\", without "
                   "\"/version\")" };
 
+/* route.headers: the user writes a map { ["X-Version"] = "2" }; config.lua
+ * checks it by hand (its words are its own) and hands over a list sorted by
+ * name, names in lower case */
+static const mg_ffi_config_field_t route_header_fields[] = {
+    CHECKED("name", mg_hname_check, MG_FIELD_REQUIRED, NULL, "must be a header name",
+            mg_route_header_t, name),
+    REQUIRED_STRING("value", 0, "must be a string (no CR, LF or NUL)", mg_route_header_t,
+                    value),
+};
+
+static const mg_ffi_config_field_t route_header_item =
+    { .name = "", .kind = MG_FIELD_OBJECT, .def = NONE, .ctype = CT_OBJECT,
+      .object = "route_header", .expected = "must be a header name and value" };
+
 /* gw.route. listen's default 0 is C's "any port", outside the 1-65535 a
  * config may write: conv_fields admits a field's default besides its range.
  * max_body has no default here: config.lua fills in limits.body. The name
@@ -595,7 +609,9 @@ static const mg_ffi_config_field_t route_fields[] = {
     CHECKED("host", mg_router_host_check, 0, NULL,
             "must be a host name, optionally with a leading \"*.\" (like "
             "\"api.example.com\" or \"*.example.com\")", mg_route_t, host),
-    OTHER("headers"),
+    LIST("headers", &route_header_item, 0, MG_MAX_ROUTE_HEADERS, MG_FIELD_REQUIRED,
+         "must be a table like { [\"X-Version\"] = \"2\" }", "has %d headers (at most %d)",
+         mg_route_t, headers, nheaders),
     F("listen", MG_FIELD_INT, 1, 65535, 0, PORT_EXPECTED, mg_route_t, listen_port, CT_U16),
     CHECKED("strip_prefix", mg_router_prefix_check, 0, NULL,
             "must be a path starting with '/'", mg_route_t, strip_prefix),
@@ -627,6 +643,7 @@ static const struct {
     OBJECT("admin", admin_fields),       OBJECT("listen", listen_fields),
     OBJECT("tls", tls_fields),           OBJECT("tls_cert", tls_cert_fields),
     OBJECT("redis", redis_fields),       OBJECT("route", route_fields),
+    OBJECT("route_header", route_header_fields),
 };
 
 const mg_ffi_config_field_t *mg_ffi_config_fields(const char *object, size_t *n)
@@ -966,35 +983,6 @@ static void conv_upstreams(conv_t *cv, int cfg_t, mg_config_t *cfg)
     lua_pop(cv->L, 1);
 }
 
-static void conv_headers(conv_t *cv, int r_t, const char *what, mg_route_t *r)
-{
-    int list = push_table(cv, r_t, what, "headers");
-    size_t i, n;
-    char hwhat[96], lwhat[64];
-
-    if (!list)
-        return;
-    snprintf(lwhat, sizeof(lwhat), "%s.headers", what);
-    n = lua_objlen(cv->L, list);
-    if (n > MG_MAX_ROUTE_HEADERS) {
-        internal(cv, what, "headers", "a list of at most MG_MAX_ROUTE_HEADERS");
-        n = 0;
-    }
-    for (i = 0; i < n; i++) {
-        mg_route_header_t *h = &r->headers[i];
-        int t;
-
-        snprintf(hwhat, sizeof(hwhat), "%s.headers[%zu]", what, i + 1);
-        if (!(t = push_item(cv, list, i + 1, lwhat)))
-            continue;
-        r->nheaders = i + 1; /* before the copies: mg_config_free() sees them */
-        get_str(cv, t, hwhat, "name", 0, &h->name);
-        get_str(cv, t, hwhat, "value", 0, &h->value);
-        lua_pop(cv->L, 1);
-    }
-    lua_pop(cv->L, 1);
-}
-
 static void conv_cache(conv_t *cv, int r_t, const char *what, mg_route_t *r)
 {
     lua_State *L = cv->L;
@@ -1056,7 +1044,6 @@ static void conv_route(conv_t *cv, int t, const char *what, mg_config_t *cfg, mg
         r->nupgrades = r->upgrades[0] != NULL;
     }
     lua_pop(L, 1);
-    conv_headers(cv, t, what, r);
     conv_cache(cv, t, what, r);
 
     lua_getfield(L, t, "handler");

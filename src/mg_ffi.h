@@ -558,7 +558,7 @@ typedef struct mg_ffi_config_field_s {
 
 /* The fields of config object OBJECT ("settings", "limits", "timeouts",
  * "admin", "listen", "tls", "tls_cert", "upstream", "target", "health",
- * "shared_dict", "cache", "redis", "route"), in the order of its key
+ * "shared_dict", "cache", "redis", "route", "route_header"), in the order of its key
  * list, their number in *N; NULL for an unknown object. Static. */
 const mg_ffi_config_field_t *mg_ffi_config_fields(const char *object, size_t *n);
 

@@ -28,7 +28,6 @@ local C = cdefs.C     -- mg_ffi_route_pattern
 
 local _M = {}
 
-local MAX_HEADERS = 8           -- MG_MAX_ROUTE_HEADERS (src/config.h)
 
 local current                   -- collector of the load in progress, or nil
 local last                      -- collector of the last successful load
@@ -843,10 +842,10 @@ end
 
 local function route_headers(d, headers)
     if type(headers) ~= "table" then
-        err(d, 'route.headers must be a table like { ["X-Version"] = "2" }, ' ..
-            "got %s", describe(headers))
+        err(d, "route.headers %s, got %s", ROUTE.expected.headers, describe(headers))
         return nil
     end
+    local f = ROUTE.field.headers
     local out, seen = {}, {}
     for _, k in ipairs(sorted_keys(headers)) do
         local v = headers[k]
@@ -867,8 +866,8 @@ local function route_headers(d, headers)
         end
     end
     sort(out, function(a, b) return a.name < b.name end)
-    if #out > MAX_HEADERS then
-        err(d, "route.headers has %d headers (at most %d)", #out, MAX_HEADERS)
+    if #out > f.max then
+        err(d, "route.headers " .. f.too_many, #out, f.max)
     end
     return out
 end
