@@ -359,6 +359,11 @@ typedef struct tls_opts_s {
     { .name = key, .kind = MG_FIELD_STRING, .def = NONE, .expected = exp,                  \
       .offset = offsetof(st, m), .ctype = CT_STR, .def_str = def_, .check = check_,        \
       .flags = flags_ }
+/* a string of at least lo bytes that check_ (NULL: any) accepts, with flags
+ * (MG_FIELD_INTERNAL: a positional argument, not a key of the user's table) */
+#define STRING_F(key, lo, check_, flags_, exp, st, m)                                        \
+    { .name = key, .kind = MG_FIELD_STRING, .min = lo, .def = NONE, .expected = exp,       \
+      .offset = offsetof(st, m), .ctype = CT_STR, .check = check_, .flags = flags_ }
 /* the same, checked by config.lua only (C gets what Lua made of it) */
 #define CHECKED_LUA(key, check_, exp)                                                        \
     { .name = key, .kind = MG_FIELD_STRING, .def = NONE, .expected = exp, .check = check_ }
@@ -493,6 +498,8 @@ static const mg_ffi_config_field_t timeouts_fields[] = {
 };
 
 static const mg_ffi_config_field_t upstream_fields[] = {
+    STRING_F("name", 1, NULL, MG_FIELD_REQUIRED | MG_FIELD_INTERNAL,
+             "must be a non-empty string", mg_upstream_t, name), /* gw.upstream(name, ...) */
     F("keepalive", MG_FIELD_INT, 0, INT32_MAX, 64, "must be an integer >= 0", mg_upstream_t,
       keepalive, CT_INT),
     TIME("keepalive_timeout", 60000, mg_upstream_t, keepalive_timeout),
@@ -509,7 +516,14 @@ static const mg_ffi_config_field_t upstream_fields[] = {
       mg_upstream_t, max_fails, CT_INT),
 };
 
+/* host and port: config.lua splits them out of "host:port" (its words are
+ * its own), with the host grammar of listen.host */
 static const mg_ffi_config_field_t target_fields[] = {
+    STRING_F("host", 1, mg_uri_host_check, MG_FIELD_REQUIRED | MG_FIELD_INTERNAL,
+             "must be an IP address or a host name", mg_target_t, host),
+    { .name = "port", .kind = MG_FIELD_INT, .min = 1, .max = 65535, .def = NONE,
+      .expected = PORT_EXPECTED, .offset = offsetof(mg_target_t, port), .ctype = CT_U16,
+      .flags = MG_FIELD_REQUIRED | MG_FIELD_INTERNAL },
     F("weight", MG_FIELD_INT, 1, INT32_MAX, 1, "must be an integer >= 1", mg_target_t, weight,
       CT_INT),
 };
@@ -546,7 +560,8 @@ static const mg_ffi_config_field_t cache_fields[] = {
          "names %d headers (at most %d)", mg_route_cache_t, vary, nvary),
     F("authorized", MG_FIELD_BOOL, 0, 1, 0, "must be a boolean", mg_route_cache_t, authorized,
       CT_BOOL),
-    STRING("dict", 1, "cache", "must be a shared dict name", mg_route_cache_t, dict_name),
+    CHECKED("dict", mg_shdict_name_check, 0, "cache", "must be a shared dict name",
+            mg_route_cache_t, dict_name),
     F("lock", MG_FIELD_TIME, 0, ANY, 5000, NULL, mg_route_cache_t, lock, CT_U64),
     OTHER("redis"),
 };
@@ -627,6 +642,9 @@ static const mg_ffi_config_field_t route_fields[] = {
 
 /* smaller dictionaries hold next to nothing; the size is required */
 static const mg_ffi_config_field_t shared_dict_fields[] = {
+    STRING_F("name", 1, mg_shdict_name_check, MG_FIELD_REQUIRED | MG_FIELD_INTERNAL,
+             "must be 1-64 letters, digits, '_', '-' or '.'", mg_shared_dict_decl_t,
+             name), /* gw.shared_dict(name, ...) */
     SIZE("size", 8192, NONE, mg_shared_dict_decl_t, size),
 };
 
@@ -941,15 +959,11 @@ static void conv_targets(conv_t *cv, int u_t, const char *uwhat, mg_upstream_t *
     u->targets = alloc_list(cv, n, sizeof(mg_target_t), &u->ntargets);
     for (i = 0; i < u->ntargets; i++) {
         mg_target_t *tg = &u->targets[i];
-        uint64_t port;
         int t;
 
         snprintf(what, sizeof(what), "%s.targets[%zu]", uwhat, i + 1);
         if (!(t = push_item(cv, list, i + 1, lwhat)))
             continue;
-        get_str(cv, t, what, "host", 0, &tg->host);
-        if (get_uint(cv, t, what, "port", 1, 65535, &port) == 0)
-            tg->port = (uint16_t)port;
         conv_fields(cv, t, what, "target", tg);
         if (tg->host != NULL)
             tg->name = target_name(cv, tg->host, tg->port);
@@ -975,9 +989,8 @@ static void conv_upstreams(conv_t *cv, int cfg_t, mg_config_t *cfg)
         snprintf(what, sizeof(what), ".upstreams[%zu]", i + 1);
         if (!(t = push_item(cv, list, i + 1, ".upstreams")))
             continue;
-        get_str(cv, t, what, "name", 0, &u->name);
+        conv_fields(cv, t, what, "upstream", u); /* name, its health table, ... */
         conv_targets(cv, t, what, u);
-        conv_fields(cv, t, what, "upstream", u); /* and its health table */
         lua_pop(cv->L, 1);
     }
     lua_pop(cv->L, 1);
@@ -1102,7 +1115,6 @@ static void conv_shared_dicts(conv_t *cv, int cfg_t, mg_config_t *cfg)
         snprintf(what, sizeof(what), ".shared_dicts[%zu]", i + 1);
         if (!(t = push_item(cv, list, i + 1, ".shared_dicts")))
             continue;
-        get_str(cv, t, what, "name", 0, &sd->name);
         conv_fields(cv, t, what, "shared_dict", sd);
         lua_pop(cv->L, 1);
     }

@@ -515,6 +515,9 @@ enum {
                             * max then counts the distinct ones */
     MG_FIELD_ALLOC = 4,    /* LIST: the array is malloc'd (a pointer at offset),
                             * not a fixed one in the struct */
+    MG_FIELD_INTERNAL = 8, /* in the normalised table but not a key the user
+                            * writes (a positional argument, a value config.lua
+                            * makes): left out of the key list */
 };
 
 /* What a STRING field's check says about a value. */

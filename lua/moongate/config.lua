@@ -426,14 +426,19 @@ schema = function(object)
     for _, f in ipairs(cdefs.config_fields(object)) do
         local name, kind = f.name, f.kind
         local check = checker(f)
-        s.keys[#s.keys + 1] = name
+        local internal = band(f.flags, cdefs.FIELD_INTERNAL) ~= 0
+        if not internal then
+            s.keys[#s.keys + 1] = name
+        end
         s.field[name] = f
         if f.item then
             s.item_checks[name] = checker(f.item)
         end
         if check then
             s.checks[name] = check
-            if kind == cdefs.FIELD_OBJECT or kind == cdefs.FIELD_LIST then
+            if internal then
+                -- read where the caller has it (a positional argument)
+            elseif kind == cdefs.FIELD_OBJECT or kind == cdefs.FIELD_LIST then
                 s.nested[#s.nested + 1] = name
             elseif kind ~= cdefs.FIELD_ENUM then
                 s.fields[#s.fields + 1] = name
@@ -680,10 +685,9 @@ function decl.upstream(d, name, targets, opts, ...)
         err(d, "gw.upstream takes (name, targets[, options]), got %d " ..
             "arguments", 3 + select("#", ...))
     end
-    local named = type(name) == "string" and name ~= ""
+    local named = UPSTREAM.checks.name(name) ~= nil
     if not named then
-        err(d, "upstream name must be a non-empty string, got %s",
-            describe(name))
+        err(d, "upstream name %s, got %s", UPSTREAM.expected.name, describe(name))
     end
     local u = { name = name, line = d.line,
                 source = source_name(c, d.source), targets = {} }
@@ -717,22 +721,15 @@ function decl.upstream(d, name, targets, opts, ...)
     c.upstreams[#c.upstreams + 1] = entry
 end
 
--- Shared dictionary names end up in C strings and error messages.
-local function is_dict_name(v)
-    return type(v) == "string" and #v >= 1 and #v <= 64
-        and not find(v, "[^%w_%-%.]")
-end
-
 function decl.shared_dict(d, name, opts, ...)
     local c = d.c
     if select("#", ...) > 0 then
         err(d, "gw.shared_dict takes (name, options), got %d arguments",
             2 + select("#", ...))
     end
-    local named = is_dict_name(name)
+    local named = SHARED_DICT.checks.name(name) ~= nil
     if not named then
-        err(d, "shared_dict name must be 1-64 letters, digits, '_', '-' " ..
-            "or '.', got %s", describe(name))
+        err(d, "shared_dict name %s, got %s", SHARED_DICT.expected.name, describe(name))
     end
     local sd = { name = name, line = d.line,
                  source = source_name(c, d.source) }

@@ -67,6 +67,15 @@ mg_shdict_t *mg_ffi_shdict_open(const char *name, size_t name_len, size_t cap);
 
 local C = require("moongate.clib").load("mg_ffi_shdict_gcra")
 
+-- A dictionary name: src/shdict.c's rule, as gw.shared_dict checks it.
+local DICT_NAME
+do
+    local cdefs = require "moongate.cdefs"
+    for _, f in ipairs(cdefs.config_fields("shared_dict")) do
+        if f.name == "name" then DICT_NAME = base.value_check(f, cdefs) end
+    end
+end
+
 local _M = {}
 
 _M.DEFAULT_DICT = "ratelimit"
@@ -260,8 +269,7 @@ build = function(opts, what, keys)
     end
     local dict = opts.dict
     if dict == nil then dict = _M.DEFAULT_DICT end
-    if type(dict) ~= "string" or not find(dict, "^[%w_%-%.]+$")
-        or #dict > 64 then
+    if DICT_NAME(dict) == nil then
         raise(fmt("%s.dict must be a shared dict name (1-64 letters, " ..
                   "digits, " ..
                   "'_', '-', '.'), got %s", what, describe(dict)))

@@ -266,3 +266,31 @@ describe("config schema: moongate.redis options", function()
                                        "got number 0", 1, true), e)
     end)
 end)
+
+describe("config schema: positional values (MG_FIELD_INTERNAL)", function()
+    it("declares them without making them keys the user may write", function()
+        local name = field_of("shared_dict", "name")
+        assert.equal(cdefs.FIELD_INTERNAL, bit.band(name.flags, cdefs.FIELD_INTERNAL))
+        local _, errs = load_text('gw.listen { port = 8080 }\n' ..
+            'gw.shared_dict("ok", { size = "1m", name = "x" })\n' ..
+            'gw.shared_dict("a b", { size = "1m" })\n' ..
+            'gw.upstream("", { "127.0.0.1:1" })\n')
+        assert.same({
+            ":3: unknown key 'name' in gw.shared_dict options (valid: size)",
+            ":4: shared_dict name must be 1-64 letters, digits, '_', '-' or '.', " ..
+                'got string "a b"',
+            ':5: upstream name must be a non-empty string, got string ""',
+        }, { errs[1]:match("(:3: .*)"), errs[2]:match("(:4: .*)"), errs[3]:match("(:5: .*)") })
+    end)
+
+    it("gives route.cache.dict and the rate limiter the dictionary name rule", function()
+        local _, errs = load_text('gw.listen { port = 8080 }\n' .. UP ..
+            'gw.route { path = "/a", upstream = "u", cache = { dict = "a b" } }\n')
+        assert.truthy(errs[1]:find(':4: route.cache.dict must be a shared dict name, ' ..
+                                   'got string "a b"', 1, true), errs[1])
+        local limit = require "moongate.ratelimit"
+        local ok, e = pcall(limit.new, { rate = 1, dict = "a/b" })
+        assert.is_false(ok)
+        assert.truthy(tostring(e):find("dict must be a shared dict name", 1, true), e)
+    end)
+end)
