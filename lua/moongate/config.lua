@@ -337,14 +337,17 @@ local CACHE_LATER = { dict = true } -- read after the lists, where it always was
 
 -- The fields of config object `object` as src/config.c declares them
 -- (mg_ffi_config_fields), which also copies them into C: { keys = the key
--- list, in order; defaults = name -> value; checks = name -> checker (see
--- check_value); fields = the scalar and string names, in order, but the
--- ENUMs, which callers read where their messages have always come; nested
--- = the OBJECT and LIST names, in order; required = set of the names that
--- must be there }. An ENUM's checker asks the C parser
--- (settings.log_level: src/errlog.c, escaped_slashes: src/uri.c) and gives
--- the canonical name; a STRING's with a check asks its module's (hosts:
--- src/uri.c, src/router.c; log targets: src/errlog.c; TLS: src/tls.c).
+-- list, in order (not the INTERNAL fields: positional values); defaults,
+-- expected (the words "must be ..."), field (as cdefs gives it), checks
+-- (see check_value) and item_checks (a LIST's items): name -> ...; fields
+-- = the scalar and string names, in order, but the ENUMs, which callers
+-- read where their messages have always come; nested = the OBJECT and LIST
+-- names, in order; required = set of the names that must be there }. An
+-- ENUM's checker asks the C parser (settings.log_level: src/errlog.c,
+-- escaped_slashes: src/uri.c) and gives the canonical name; a STRING's
+-- with a check asks its module's (hosts: src/uri.c, src/router.c; log
+-- targets: src/errlog.c; TLS: src/tls.c; names: src/shdict.c,
+-- src/header_names.c).
 local schema, fields
 local band = require("bit").band
 
@@ -372,7 +375,7 @@ end
 
 -- LIST: min..max items, each checked as f.item ("<what>[i] ..."). A list
 -- whose items have no words of their own is right or wrong as a whole
--- (keys 1..n, every item valid). UNIQUE drops repeats (once normalised)
+-- (keys 1..n, every item valid; its items are plain values). UNIQUE drops repeats (once normalised)
 -- and counts the rest against max; other lists are counted first.
 local function list_check(f, item_check)
     local whole = f.item.expected == nil
