@@ -386,6 +386,11 @@ typedef struct tls_opts_s {
 #define TABLE_HERE(key, obj, flags_, exp)                                                    \
     { .name = key, .kind = MG_FIELD_OBJECT, .def = NONE, .expected = exp, .offset = 0,     \
       .ctype = CT_OBJECT, .object = obj, .flags = flags_ }
+/* the same in a struct of its own, calloc'd, its pointer in member M */
+#define TABLE_ALLOC(key, obj, flags_, exp, st, m)                                            \
+    { .name = key, .kind = MG_FIELD_OBJECT, .def = NONE, .expected = exp,                  \
+      .offset = offsetof(st, m), .ctype = CT_OBJECT, .object = obj,                         \
+      .item_size = sizeof(*((st *)0)->m), .flags = (flags_) | MG_FIELD_ALLOC }
 #define NESTED(key, obj, exp)                                                                \
     { .name = key, .kind = MG_FIELD_OBJECT, .def = NONE, .expected = exp, .object = obj }
 /* a list of lo..hi items, each read as field *item_, stored in the array
@@ -563,7 +568,9 @@ static const mg_ffi_config_field_t cache_fields[] = {
     CHECKED("dict", mg_shdict_name_check, 0, "cache", "must be a shared dict name",
             mg_route_cache_t, dict_name),
     F("lock", MG_FIELD_TIME, 0, ANY, 5000, NULL, mg_route_cache_t, lock, CT_U64),
-    OTHER("redis"),
+    /* checked by moongate.redis (which also takes "host:port") */
+    TABLE_HERE("redis", "redis", 0,
+               "must be \"host:port\" or a table like { host = \"127.0.0.1\", port = 6379 }"),
 };
 
 /* route.cache.redis, and every moongate.redis client (lua/moongate/redis.lua
@@ -633,7 +640,9 @@ static const mg_ffi_config_field_t route_fields[] = {
     STRING("rewrite", 0, NULL, "must be a path template like \"/v1/:id/**\"", mg_route_t,
            rewrite),
     SIZE("max_body", 0, NONE, mg_route_t, max_body),
-    OTHER("policies"), OTHER("cache"),
+    OTHER("policies"),
+    TABLE_ALLOC("cache", "cache", 0, "must be true or a table like { ttl = 30 }", mg_route_t,
+                cache),
     LIST("upgrades", &upgrade_item, 0, MG_MAX_UPGRADES, MG_FIELD_UNIQUE,
          "must be a list like { \"websocket\" } ({} allows none)",
          "lists %d protocols (at most %d)", mg_route_t, upgrades, nupgrades),
@@ -821,7 +830,14 @@ static void conv_fields(conv_t *cv, int t, const char *what, const char *object,
             } else {
                 char owhat[128];
                 snprintf(owhat, sizeof(owhat), "%s.%s", what, f->name);
-                conv_fields(cv, lua_gettop(L), owhat, f->object, at);
+                if (f->flags & MG_FIELD_ALLOC) {
+                    /* stored before it is filled: mg_config_free() sees it */
+                    if (!(*(void **)at = calloc(1, f->item_size)))
+                        cv->errs->oom = 1;
+                    at = *(void **)at;
+                }
+                if (at)
+                    conv_fields(cv, lua_gettop(L), owhat, f->object, at);
                 lua_pop(L, 1);
             }
         } else {
@@ -996,50 +1012,22 @@ static void conv_upstreams(conv_t *cv, int cfg_t, mg_config_t *cfg)
     lua_pop(cv->L, 1);
 }
 
-static void conv_cache(conv_t *cv, int r_t, const char *what, mg_route_t *r)
+/* route.cache's dictionary (when it has no Redis): opened now. Dictionaries
+ * live in the process: the same name is the same one after a reload, so
+ * answers kept survive it. */
+static void open_cache_dict(conv_t *cv, int r_t, const char *what, mg_route_cache_t *rc)
 {
-    lua_State *L = cv->L;
     char cwhat[80];
-    uint64_t v;
+    uint64_t size;
     int t;
 
-    lua_getfield(L, r_t, "cache");
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        return;
-    }
-    lua_pop(L, 1);
-    if (!(t = push_table(cv, r_t, what, "cache")))
+    if (rc->redis_host || !rc->dict_name || !(t = push_table(cv, r_t, what, "cache")))
         return;
     snprintf(cwhat, sizeof(cwhat), "%s.cache", what);
-    mg_route_cache_t *rc = calloc(1, sizeof(*rc));
-    if (!rc) {
+    if (get_uint(cv, t, cwhat, "dict_size", 1, MAX_DOUBLE_INT, &size) == 0 &&
+        !(rc->dict = mg_shdict_open(rc->dict_name, (size_t)size)))
         cv->errs->oom = 1;
-        lua_pop(L, 1);
-        return;
-    }
-    r->cache = rc;
-    conv_fields(cv, t, cwhat, "cache", rc); /* and its lists */
-    lua_getfield(L, t, "redis");
-    int has_redis = lua_istable(L, -1);
-    lua_pop(L, 1);
-    if (has_redis) {
-        char rwhat[96];
-        int rt = push_table(cv, t, cwhat, "redis");
-        snprintf(rwhat, sizeof(rwhat), "%s.redis", cwhat);
-        conv_fields(cv, rt, rwhat, "redis", rc);
-        lua_pop(L, 1); /* the redis table */
-        lua_pop(L, 1); /* the cache table */
-        return;
-    }
-    if (rc->dict_name && get_uint(cv, t, cwhat, "dict_size", 1, MAX_DOUBLE_INT, &v) == 0) {
-        /* dictionaries live in the process: the same name is the same one
-         * after a reload, so answers kept survive it */
-        rc->dict = mg_shdict_open(rc->dict_name, (size_t)v);
-        if (!rc->dict)
-            cv->errs->oom = 1;
-    }
-    lua_pop(L, 1);
+    lua_pop(cv->L, 1);
 }
 
 static void conv_route(conv_t *cv, int t, const char *what, mg_config_t *cfg, mg_route_t *r)
@@ -1057,7 +1045,8 @@ static void conv_route(conv_t *cv, int t, const char *what, mg_config_t *cfg, mg
         r->nupgrades = r->upgrades[0] != NULL;
     }
     lua_pop(L, 1);
-    conv_cache(cv, t, what, r);
+    if (r->cache)
+        open_cache_dict(cv, t, what, r->cache);
 
     lua_getfield(L, t, "handler");
     r->has_handler = lua_type(L, -1) == LUA_TFUNCTION;
