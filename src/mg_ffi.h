@@ -514,7 +514,8 @@ enum {
     MG_FIELD_UNIQUE = 2,   /* LIST: a repeated item (once normalised) is dropped;
                             * max then counts the distinct ones */
     MG_FIELD_ALLOC = 4,    /* LIST: the array is malloc'd (a pointer at offset),
-                            * not a fixed one in the struct */
+                            * not a fixed one in the struct; OBJECT: so is its
+                            * struct (item_size bytes), absent: NULL */
     MG_FIELD_INTERNAL = 8, /* in the normalised table but not a key the user
                             * writes (a positional argument, a value config.lua
                             * makes): left out of the key list */
