@@ -502,9 +502,30 @@ static const mg_ffi_config_field_t timeouts_fields[] = {
     LUA("load", MG_FIELD_TIME, 1, ANY, 2000), /* the config run's own budget */
 };
 
+/* host and port: config.lua splits them out of "host:port" (its words are
+ * its own), with the host grammar of listen.host */
+static const mg_ffi_config_field_t target_fields[] = {
+    STRING_F("host", 1, mg_uri_host_check, MG_FIELD_REQUIRED | MG_FIELD_INTERNAL,
+             "must be an IP address or a host name", mg_target_t, host),
+    { .name = "port", .kind = MG_FIELD_INT, .min = 1, .max = 65535, .def = NONE,
+      .expected = PORT_EXPECTED, .offset = offsetof(mg_target_t, port), .ctype = CT_U16,
+      .flags = MG_FIELD_REQUIRED | MG_FIELD_INTERNAL },
+    F("weight", MG_FIELD_INT, 1, INT32_MAX, 1, "must be an integer >= 1", mg_target_t, weight,
+      CT_INT),
+};
+
+static const mg_ffi_config_field_t target_item =
+    { .name = "", .kind = MG_FIELD_OBJECT, .def = NONE, .ctype = CT_OBJECT,
+      .object = "target", .expected = "must be a target" };
+
 static const mg_ffi_config_field_t upstream_fields[] = {
     STRING_F("name", 1, NULL, MG_FIELD_REQUIRED | MG_FIELD_INTERNAL,
              "must be a non-empty string", mg_upstream_t, name), /* gw.upstream(name, ...) */
+    /* gw.upstream(name, targets): config.lua reads the "host:port" forms */
+    LIST("targets", &target_item, 1, 1000000,
+         MG_FIELD_REQUIRED | MG_FIELD_INTERNAL | MG_FIELD_ALLOC,
+         "must be a non-empty list of \"host:port\" strings", NULL, mg_upstream_t, targets,
+         ntargets),
     F("keepalive", MG_FIELD_INT, 0, INT32_MAX, 64, "must be an integer >= 0", mg_upstream_t,
       keepalive, CT_INT),
     TIME("keepalive_timeout", 60000, mg_upstream_t, keepalive_timeout),
@@ -519,18 +540,6 @@ static const mg_ffi_config_field_t upstream_fields[] = {
     TABLE_HERE("health", "health", 0, "must be a table like { path = \"/health\" }"),
     F("max_fails", MG_FIELD_INT, 0, 1000, 1, "must be an integer 0-1000 (0: never skip a target)",
       mg_upstream_t, max_fails, CT_INT),
-};
-
-/* host and port: config.lua splits them out of "host:port" (its words are
- * its own), with the host grammar of listen.host */
-static const mg_ffi_config_field_t target_fields[] = {
-    STRING_F("host", 1, mg_uri_host_check, MG_FIELD_REQUIRED | MG_FIELD_INTERNAL,
-             "must be an IP address or a host name", mg_target_t, host),
-    { .name = "port", .kind = MG_FIELD_INT, .min = 1, .max = 65535, .def = NONE,
-      .expected = PORT_EXPECTED, .offset = offsetof(mg_target_t, port), .ctype = CT_U16,
-      .flags = MG_FIELD_REQUIRED | MG_FIELD_INTERNAL },
-    F("weight", MG_FIELD_INT, 1, INT32_MAX, 1, "must be an integer >= 1", mg_target_t, weight,
-      CT_INT),
 };
 
 static const mg_ffi_config_field_t health_fields[] = {
@@ -960,34 +969,6 @@ static char *target_name(conv_t *cv, const char *host, unsigned port)
     return s;
 }
 
-static void conv_targets(conv_t *cv, int u_t, const char *uwhat, mg_upstream_t *u)
-{
-    int list = push_table(cv, u_t, uwhat, "targets");
-    size_t i, n;
-    char what[96], lwhat[64];
-
-    if (!list)
-        return;
-    snprintf(lwhat, sizeof(lwhat), "%s.targets", uwhat);
-    n = list_len(cv, list, uwhat);
-    if (n == 0)
-        internal(cv, uwhat, "targets", "a non-empty list");
-    u->targets = alloc_list(cv, n, sizeof(mg_target_t), &u->ntargets);
-    for (i = 0; i < u->ntargets; i++) {
-        mg_target_t *tg = &u->targets[i];
-        int t;
-
-        snprintf(what, sizeof(what), "%s.targets[%zu]", uwhat, i + 1);
-        if (!(t = push_item(cv, list, i + 1, lwhat)))
-            continue;
-        conv_fields(cv, t, what, "target", tg);
-        if (tg->host != NULL)
-            tg->name = target_name(cv, tg->host, tg->port);
-        lua_pop(cv->L, 1);
-    }
-    lua_pop(cv->L, 1);
-}
-
 static void conv_upstreams(conv_t *cv, int cfg_t, mg_config_t *cfg)
 {
     int list = push_table(cv, cfg_t, "", "upstreams");
@@ -1005,8 +986,10 @@ static void conv_upstreams(conv_t *cv, int cfg_t, mg_config_t *cfg)
         snprintf(what, sizeof(what), ".upstreams[%zu]", i + 1);
         if (!(t = push_item(cv, list, i + 1, ".upstreams")))
             continue;
-        conv_fields(cv, t, what, "upstream", u); /* name, its health table, ... */
-        conv_targets(cv, t, what, u);
+        conv_fields(cv, t, what, "upstream", u); /* name, targets, health, ... */
+        for (size_t j = 0; j < u->ntargets; j++)
+            if (u->targets[j].host != NULL)
+                u->targets[j].name = target_name(cv, u->targets[j].host, u->targets[j].port);
         lua_pop(cv->L, 1);
     }
     lua_pop(cv->L, 1);
