@@ -200,6 +200,15 @@ function _M.config_fields(object)
     end
     return out
 end
+--- Field `name` of config object `object` (as config_fields gives it).
+function _M.config_field(object, name)
+    for _, f in ipairs(_M.config_fields(object)) do
+        if f.name == name then
+            return f
+        end
+    end
+    error("no field " .. name .. " in the config schema of " .. object, 2)
+end
 _M.EINVAL, _M.EPHASE, _M.ELIMIT, _M.ENOMEM, _M.ENOTFOUND = -1, -2, -3, -4, -5
 
 return _M
