@@ -486,9 +486,10 @@ int mg_ffi_host_kind(const char *s, size_t len);
 /* ==== config schema (config.c) ==== */
 /* (lua/moongate/cdefs.lua declares the same)
  *
- * The fields of a config object (scalars, nested tables, lists), declared once: config.lua takes
- * each object's key list, defaults and checks from here, and
- * mg_config_convert() copies the fields with the same table. */
+ * The fields of a config object (scalars, strings, nested tables, lists),
+ * declared once: config.lua takes each object's key list, defaults and
+ * checks from here, and mg_config_convert() copies the fields with the
+ * same table (how to add one: docs/config-dsl.md). */
 enum {
     MG_FIELD_SIZE = 1,  /* bytes: an integer or "32k", "10m", "1g"; >= min */
     MG_FIELD_TIME = 2,  /* seconds (fractions allowed), kept as ms in [min, max];
@@ -553,7 +554,8 @@ typedef struct mg_ffi_config_field_s {
     const char *object;          /* OBJECT: the nested table's schema */
     const struct mg_ffi_config_field_s *item; /* LIST: how each item is read */
     size_t count_offset;         /* LIST: where the item count (size_t) is stored */
-    size_t item_size;            /* LIST: bytes per stored item */
+    size_t item_size;            /* LIST: bytes per stored item; OBJECT with
+                                  * MG_FIELD_ALLOC: of its struct */
     const char *too_many;        /* LIST: the words for more than max items, a
                                   * format taking the count and max ("lists %d
                                   * statuses (at most %d)") */
@@ -562,8 +564,8 @@ typedef struct mg_ffi_config_field_s {
 
 /* The fields of config object OBJECT ("settings", "limits", "timeouts",
  * "admin", "listen", "tls", "tls_cert", "upstream", "target", "health",
- * "shared_dict", "cache", "redis", "route", "route_header"), in the order of its key
- * list, their number in *N; NULL for an unknown object. Static. */
+ * "shared_dict", "cache", "redis", "route", "route_header"), in the order
+ * of its key list, their number in *N; NULL for an unknown object. Static. */
 const mg_ffi_config_field_t *mg_ffi_config_fields(const char *object, size_t *n);
 
 /* ==== end ==== */
