@@ -541,7 +541,8 @@ typedef int (*mg_ffi_str_check_fn)(const char *s, size_t len, char *out, size_t 
 typedef struct mg_ffi_config_field_s {
     const char *name;     /* the key, as the config writes it */
     int kind;             /* MG_FIELD_* */
-    double min, max;      /* SIZE/INT: the value's; TIME: in ms */
+    double min, max;      /* SIZE/INT: the value's; TIME: in ms; STRING: min is
+                           * the least length; LIST: the item count's */
     double def;           /* default (BOOL: 0 or 1); NaN: none */
     const char *expected; /* what an error says it must be ("must be ...");
                            * NULL: the kind's own words */
