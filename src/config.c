@@ -709,10 +709,10 @@ static void conv_str(conv_t *cv, const char *what, const mg_ffi_config_field_t *
     if (len < f->min) {
         internal(cv, what, f->name, "a long enough string"); /* Lua's bug */
     } else if (f->check) {
-        char *norm = malloc(len + 1);
+        char *norm = malloc(len + 3); /* mg_ffi_str_check_fn's room */
         if (norm == NULL)
             cv->errs->oom = 1;
-        else if (f->check(*at, len, norm, len + 1) < 0 || strcmp(norm, *at) != 0)
+        else if (f->check(*at, len, norm, len + 3) < 0 || strcmp(norm, *at) != 0)
             internal(cv, what, f->name, "a value its module's check keeps as is");
         free(norm);
     }

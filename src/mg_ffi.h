@@ -534,8 +534,9 @@ enum {
 typedef int (*mg_ffi_enum_parse_fn)(const char *name);
 typedef const char *(*mg_ffi_enum_name_fn)(int value);
 /* A STRING field's check, its module's own (uri.c, router.c, tls.c, ...):
- * MG_STR_BAD, or MG_STR_VALUE / MG_STR_FILE with the normalised value (never
- * longer than s) written NUL-terminated to out (cap > len). Any thread. */
+ * MG_STR_BAD, or MG_STR_VALUE / MG_STR_FILE with the normalised value (at
+ * most len + 2 bytes: a route's IPv6 host gains its brackets) written
+ * NUL-terminated to out (cap >= len + 3). Any thread. */
 typedef int (*mg_ffi_str_check_fn)(const char *s, size_t len, char *out, size_t cap);
 
 typedef struct mg_ffi_config_field_s {

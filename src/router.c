@@ -316,11 +316,19 @@ static int host_valid(const char *h, size_t len)
 
 int mg_router_host_check(const char *s, size_t len, char *out, size_t cap)
 {
-    if (len >= cap || !host_valid(s, len))
+    /* a bare IPv6 address would never equal a Host header's "[...]" */
+    int bracket = mg_ffi_host_kind(s, len) == MG_HOST_IPV6;
+    size_t o = 0;
+
+    if (len + 2 >= cap || !host_valid(s, len))
         return MG_STR_BAD;
+    if (bracket)
+        out[o++] = '[';
     for (size_t i = 0; i < len; i++)
-        out[i] = (char)(s[i] >= 'A' && s[i] <= 'Z' ? s[i] - 'A' + 'a' : s[i]);
-    out[len] = '\0';
+        out[o++] = (char)(s[i] >= 'A' && s[i] <= 'Z' ? s[i] - 'A' + 'a' : s[i]);
+    if (bracket)
+        out[o++] = ']';
+    out[o] = '\0';
     return MG_STR_VALUE;
 }
 

@@ -162,7 +162,7 @@ local function field_of(fi)
             -- the module's check: the normalised value and whether it is
             -- a file path, or nil
             check = function(s)
-                local cap = #s + 1
+                local cap = #s + 3      -- mg_ffi_str_check_fn's room
                 local out = ffi.new("char[?]", cap)
                 local rc = fn(s, #s, out, cap)
                 if rc < 0 then

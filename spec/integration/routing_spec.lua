@@ -35,6 +35,7 @@ gw.route { path = "/h", host = "*.example.com", upstream = "u2" }
 gw.route { path = "/h", upstream = "u3" }
 gw.route { path = "/onlyhost", host = "only.example.com", upstream = "u1" }
 gw.route { path = "/h6", host = "[::1]", upstream = "u4" }
+gw.route { path = "/h6b", host = "::1", upstream = "u3" }
 
 -- methods
 gw.route { path = "/m", methods = { "GET" }, upstream = "u1" }
@@ -173,6 +174,7 @@ describe("routing", function()
             assert.equal("u4", (route("/h6", { host = "[::1]:8080" })))
             assert.equal("u4", (route("/h6", { host = "[::1]" })))
             assert_404("/h6", { host = "[::2]" })
+            assert.equal("u3", (route("/h6b", { host = "[::1]" })))
         end)
 
         it("*.example.com does not match example.com itself", function()

@@ -120,7 +120,8 @@ describe("config schema: host syntax (src/uri.c mg_ffi_host_kind)", function()
             'gw.upstream("u", { "orders_db:80", "[::1]:81" })\n' ..
             'gw.route { path = "/a", upstream = "u", host = "Orders_DB.Example" }\n' ..
             'gw.route { path = "/b", upstream = "u", host = "*.Example.COM" }\n' ..
-            'gw.route { path = "/c", upstream = "u", host = "[::1]" }\n'))
+            'gw.route { path = "/c", upstream = "u", host = "[::1]" }\n' ..
+            'gw.route { path = "/d", upstream = "u", host = "::1" }\n'))
         assert.equal("::1", cfg.listeners[1].host)
         assert.equal("gw_1.internal", cfg.listeners[2].host)
         assert.equal("orders_db", cfg.upstreams[1].targets[1].host)
@@ -128,6 +129,7 @@ describe("config schema: host syntax (src/uri.c mg_ffi_host_kind)", function()
         assert.equal("orders_db.example", cfg.routes[1].host)
         assert.equal("*.example.com", cfg.routes[2].host)
         assert.equal("[::1]", cfg.routes[3].host)
+        assert.equal("[::1]", cfg.routes[4].host) -- as the Host header writes it
         local _, errs = load_text('gw.listen { port = 8080, host = "[gw.internal]" }\n' ..
             'gw.listen { port = 8081, host = "010.0.0.1" }\n' ..
             'gw.upstream("u", { "1:2:3:80" })\n' ..
