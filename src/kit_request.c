@@ -85,6 +85,16 @@ mg_request_t *mg_ffi_kit_request_new(const char *buf, size_t len, const uint32_t
         free(k);
         return NULL;
     }
+    /* each name's token, as the protocol's parser leaves them */
+    if (!(k->r.htok = malloc(n ? n : 1))) {
+        free(k->r.headers);
+        free(k->buf);
+        free(k);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++)
+        k->r.htok[i] = (uint8_t)mg_hname_lookup(k->buf + k->r.headers[i].name.off,
+                                                k->r.headers[i].name.len);
     k->r.nheaders = k->r.headers_cap = (uint32_t)n;
     k->r.data = &k->buf;
     k->r.target = -1;
@@ -117,6 +127,7 @@ void mg_ffi_kit_request_free(mg_request_t *r)
     free(k->send);
     mg_request_arena_reset(r);
     free(r->headers);
+    free(r->htok);
     free(k->buf);
     free(k);
 }
@@ -139,8 +150,8 @@ int mg_ffi_kit_request_upstream(mg_request_t *r, int status, const char *buf, si
         free(u);
         return MG_FFI_ENOMEM;
     }
-    /* each name's token and whether a Content-Length came, as the
-     * response parser leaves them (h1_response.c) */
+    /* each name's token and the Content-Length, as the response parser
+     * leaves them (h1_response.c) */
     if (!(u->htok = malloc(n ? n : 1))) {
         free(u->buf.data);
         free(u->headers);
@@ -150,8 +161,15 @@ int mg_ffi_kit_request_upstream(mg_request_t *r, int status, const char *buf, si
     for (size_t i = 0; i < n; i++) {
         u->htok[i] = (uint8_t)mg_hname_lookup(u->buf.data + u->headers[i].name.off,
                                               u->headers[i].name.len);
-        if (u->htok[i] == MG_HN_CONTENT_LENGTH)
+        if (u->htok[i] == MG_HN_CONTENT_LENGTH) {
+            /* its value frames the client's answer (proxy.c) */
+            const char *v = u->buf.data + u->headers[i].value.off;
+            uint64_t cl = 0;
+            for (uint32_t j = 0; j < u->headers[i].value.len && v[j] >= '0' && v[j] <= '9'; j++)
+                cl = cl * 10 + (uint64_t)(v[j] - '0');
             u->h1.has_length = 1;
+            u->h1.content_length = cl;
+        }
     }
     u->nheaders = (uint32_t)n;
     u->buf.len = u->buf.cap = (uint32_t)len;

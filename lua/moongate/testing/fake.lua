@@ -983,15 +983,23 @@ end
 --- mg_conn_respond: an answer made by the gateway (hook, handler, error).
 -- `commit` false only computes it. Returns status, header list, body.
 function _M.local_response(st, status, ctype, body, block, commit)
+    -- in the order src/h1_writer.c writes them: the fields
+    -- (mg_request_respond), then the framing
     local out = {}
-    if has_body(status) then
+    local body_has = has_body(status)
+    if body_has then
         out[1] = { "Content-Type", ctype or "text/plain" }
-        out[2] = { "Content-Length", tostring(#body) }
     else
         body = ""
     end
     out[#out + 1] = { "X-Request-Id", st.id }
-    parse_block(block, out)
+    block = block or {}
+    for i = 1, #block, 2 do
+        out[#out + 1] = { block[i], block[i + 1] }
+    end
+    if body_has then
+        out[#out + 1] = { "Content-Length", tostring(#body) }
+    end
     if commit ~= false then
         st.status = status
         st.response_started = true
@@ -1004,7 +1012,7 @@ function _M.error_response(st, status, message, commit, block)
     local body = fmt('{"error":"%s","status":%d,"request_id":"%s"}\n',
                      message, status, st.id)
     return _M.local_response(st, status, "application/json", body,
-                             block or "", commit)
+                             block or {}, commit)
 end
 
 return _M
