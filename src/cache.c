@@ -685,13 +685,12 @@ void mg_cache_serve(mg_request_t *r)
         if (r->nres_edits &&
             mg_edits_replace(r->res_edits, r->nres_edits, e->htok[i], nm, h->name.len))
             continue;
-        f[n++] = (mg_hfield_t){ nm, e->blob + h->value.off, h->name.len, h->value.len,
-                                e->htok[i] };
+        f[n++] = mg_hfield(nm, h->name.len, e->blob + h->value.off, h->value.len, e->htok[i]);
     }
     for (int i = 0; i < r->nres_edits; i++) {
         const mg_edit_t *ed = &r->res_edits[i];
         if (ed->op != MG_EDIT_REMOVE)
-            f[n++] = (mg_hfield_t){ ed->name, ed->value, ed->name_len, ed->value_len, ed->tok };
+            f[n++] = mg_hfield(ed->name, ed->name_len, ed->value, ed->value_len, ed->tok);
     }
     char age[24], cstat[96];
     int al = snprintf(age, sizeof(age), "%llu",
@@ -709,10 +708,9 @@ void mg_cache_serve(mg_request_t *r)
     else
         cl = snprintf(cstat, sizeof(cstat), "moongate; hit; ttl=-%lld; detail=stale-if-error",
                       (long long)((now - e->h.fresh_ms + 999) / 1000));
-    f[n++] = (mg_hfield_t){ "Age", age, 3, (uint32_t)al, MG_HN_OTHER };
-    f[n++] = (mg_hfield_t){ "Cache-Status", cstat, 12, (uint32_t)cl, MG_HN_OTHER };
-    f[n++] = (mg_hfield_t){ "X-Request-Id", r->request_id, 12, (uint32_t)r->request_id_len,
-                            MG_HN_X_REQUEST_ID };
+    f[n++] = mg_hfield("Age", 3, age, (size_t)al, MG_HN_OTHER);
+    f[n++] = mg_hfield("Cache-Status", 12, cstat, (size_t)cl, MG_HN_OTHER);
+    f[n++] = mg_hfield("X-Request-Id", 12, r->request_id, r->request_id_len, MG_HN_X_REQUEST_ID);
     const char *body = r->res_body_set ? r->res_body : e->body;
     size_t body_len = r->res_body_set ? r->res_body_len : e->h.body_len;
     if (!mg_status_has_body(status))

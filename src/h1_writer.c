@@ -28,19 +28,15 @@ static char *room(char **buf, size_t *cap, size_t at, size_t n)
     return *buf + at;
 }
 
-/* The decimal digits of v into out (20 bytes), without printf: this runs
- * for every response. Returns their count. */
-static size_t decimal(char *out, uint64_t v)
+/* The decimal digits of v, written backwards ending at end, without
+ * printf: this runs for every response. Returns where they start. */
+static char *decimal(char *end, uint64_t v)
 {
-    char tmp[20];
-    size_t n = 0;
     do {
-        tmp[n++] = (char)('0' + v % 10);
+        *--end = (char)('0' + v % 10);
         v /= 10;
     } while (v);
-    for (size_t i = 0; i < n; i++)
-        out[i] = tmp[n - 1 - i];
-    return n;
+    return end;
 }
 
 static inline char *put(char *o, const char *s, size_t n)
@@ -58,10 +54,23 @@ static size_t fields_len(const mg_hfield_t *h, size_t n)
     return len;
 }
 
+/* The fields as header lines. A run of fields that lie in memory as the
+ * lines they arrived as, one after the other (mg_hfield_t.line), goes in
+ * one copy: a proxied head is mostly that. */
 static char *put_fields(char *o, const mg_hfield_t *h, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        o = mg_put_header(o, h[i].name, h[i].name_len, h[i].value, h[i].value_len);
+    size_t i = 0;
+    while (i < n) {
+        if (!h[i].line) {
+            o = mg_put_header(o, h[i].name, h[i].name_len, h[i].value, h[i].value_len);
+            i++;
+            continue;
+        }
+        const char *start = h[i].name, *end = h[i].value + h[i].value_len + 2;
+        for (i++; i < n && h[i].line && h[i].name == end; i++)
+            end = h[i].value + h[i].value_len + 2;
+        o = put(o, start, (size_t)(end - start));
+    }
     return o;
 }
 
@@ -82,7 +91,7 @@ long mg_h1w_head(char **buf, size_t *cap, size_t at, const mg_resp_t *res,
     } else if (rl > REASON_MAX) {
         rl = REASON_MAX;
     }
-    memset(f, 0, sizeof(*f));
+    f->chunked = 0;
     f->tunnel = status == 101;
     f->no_body = q->head || !has_body || f->tunnel;
     f->close = q->close && !f->tunnel;
@@ -93,8 +102,10 @@ long mg_h1w_head(char **buf, size_t *cap, size_t at, const mg_resp_t *res,
         else
             f->close = 1; /* HTTP/1.0: the close ends the body */
     }
-    char num[20];
-    size_t nd = has_body && known && !f->tunnel ? decimal(num, res->body_len) : 0;
+    char num[20], *digits = num + sizeof(num);
+    if (has_body && known && !f->tunnel)
+        digits = decimal(num + sizeof(num), res->body_len);
+    size_t nd = (size_t)(num + sizeof(num) - digits);
     const char *conn = f->tunnel ? UPGRADE : f->close ? CLOSE : q->minor == 0 ? KEEP : "";
     size_t conn_len = f->tunnel ? sizeof(UPGRADE) - 1
                       : f->close ? sizeof(CLOSE) - 1
@@ -106,7 +117,7 @@ long mg_h1w_head(char **buf, size_t *cap, size_t at, const mg_resp_t *res,
     if (!o)
         return -1;
     o = PUTS(o, "HTTP/1.1 ");
-    o[0] = (char)('0' + status / 100 % 10);
+    o[0] = (char)('0' + status / 100); /* 100-599 */
     o[1] = (char)('0' + status / 10 % 10);
     o[2] = (char)('0' + status % 10);
     o[3] = ' ';
@@ -115,7 +126,7 @@ long mg_h1w_head(char **buf, size_t *cap, size_t at, const mg_resp_t *res,
     o = put_fields(o, res->headers, res->nheaders);
     if (nd) {
         o = PUTS(o, CL);
-        o = put(o, num, nd);
+        o = put(o, digits, nd);
         o = PUTS(o, "\r\n");
     }
     if (f->chunked)

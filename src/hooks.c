@@ -301,8 +301,7 @@ mg_hfield_t *mg_hooks_answer_fields(lua_State *L, int idx, mg_request_t *r, size
         lua_pop(L, 2); /* the table keeps both strings */
         if (!nm || !v)
             continue;
-        f[(*n)++] = (mg_hfield_t){ nm, v, (uint32_t)nl, (uint32_t)vl,
-                                   (uint8_t)mg_hname_lookup(nm, nl) };
+        f[(*n)++] = mg_hfield(nm, nl, v, vl, mg_hname_lookup(nm, nl));
     }
     return f;
 }

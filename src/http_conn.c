@@ -1183,33 +1183,34 @@ static int send_body(mg_request_t *r, const uv_buf_t *bufs, unsigned n, int last
 {
     mg_conn_t *c = r->conn;
     uv_buf_t iov[BODY_IOV];
-    char line[18];
     unsigned k = 0;
+    if (c->resp_body == MG_RB_RAW && !c->head_len) /* bytes as they are */
+        return n ? conn_send(c, bufs, n) : 0;
     if (c->head_len) {
         iov[k++] = uv_buf_init(c->w->scratch, c->head_len);
         c->head_len = 0;
     }
-    if (c->resp_body != MG_RB_NONE) {
-        size_t total = 0;
-        for (unsigned i = 0; i < n; i++)
-            total += bufs[i].len;
-        int chunk = c->resp_body == MG_RB_CHUNKED && total > 0;
-        if (chunk)
-            iov[k++] = uv_buf_init(line, (unsigned)mg_h1w_chunk_line(line, total));
-        for (unsigned i = 0; i < n; i++) {
-            if (k >= BODY_IOV - 2) { /* room left for the chunk's end */
-                if (conn_send(c, iov, k) < 0)
-                    return -1;
-                k = 0;
-            }
-            if (bufs[i].len)
-                iov[k++] = bufs[i];
+    if (c->resp_body == MG_RB_NONE)
+        n = 0; /* HEAD, 204, 304: nothing of a body goes */
+    char line[18];
+    int chunked = c->resp_body == MG_RB_CHUNKED;
+    size_t total = 0;
+    for (unsigned i = 0; chunked && i < n; i++)
+        total += bufs[i].len;
+    if (total)
+        iov[k++] = uv_buf_init(line, (unsigned)mg_h1w_chunk_line(line, total));
+    for (unsigned i = 0; i < n; i++) {
+        if (k >= BODY_IOV - 2) { /* room left for the chunk's end */
+            if (conn_send(c, iov, k) < 0)
+                return -1;
+            k = 0;
         }
-        if (chunk)
-            iov[k++] = uv_buf_init("\r\n", 2);
-        if (last && c->resp_body == MG_RB_CHUNKED)
-            iov[k++] = uv_buf_init("0\r\n\r\n", 5);
+        iov[k++] = bufs[i];
     }
+    if (total)
+        iov[k++] = uv_buf_init("\r\n", 2);
+    if (last && chunked)
+        iov[k++] = uv_buf_init("0\r\n\r\n", 5);
     return k ? conn_send(c, iov, k) : 0;
 }
 

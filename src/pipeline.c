@@ -145,7 +145,7 @@ static int escaped_slashes(mg_request_t *r)
                           "\"request_id\":\"%s\"}\n", r->request_id);
         r->state = MG_RS_LOCAL;
         r->response_close = 1; /* a body the client sent is not read */
-        mg_hfield_t location = { "Location", loc, 8, (uint32_t)(o - loc), MG_HN_OTHER };
+        mg_hfield_t location = mg_hfield("Location", 8, loc, (size_t)(o - loc), MG_HN_OTHER);
         mg_request_respond(r, 307, "application/json", body, (size_t)bn, &location, 1);
         return 1;
     }
@@ -323,7 +323,7 @@ static void respond_405(mg_request_t *r)
     char allow[2048];
     long n = mg_router_allowed(r->g->router, r->peer->local_port, host, host_len, r->path,
                                r->path_len, header_get, r, allow, sizeof(allow));
-    mg_hfield_t f = { "Allow", allow, 5, (uint32_t)n, MG_HN_OTHER };
+    mg_hfield_t f = mg_hfield("Allow", 5, allow, (size_t)n, MG_HN_OTHER);
     mg_request_respond_error_with(r, 405, "method not allowed", &f, 1);
 }
 

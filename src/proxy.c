@@ -303,27 +303,42 @@ static void response_head(mg_upconn_t *u, mg_resp_t *res, mg_hfield_t *fields, c
      * order, then the gateway's own */
     size_t n = 0;
     int lists = response_connection_lists(u);
+    const char *b = u->buf.data;
+    int unfolded = !u->h1.folded;
     for (uint32_t i = 0; i < u->nheaders; i++) {
-        mg_header_t *hd = &u->headers[i];
+        mg_span_t hn = u->headers[i].name, hv = u->headers[i].value;
         int tok = u->htok[i];
-        const char *nm = up_data(u, hd->name);
-        if (response_hop(u, i, lists, f->upgrade) || (mg_hname_flags(tok) & MG_HNF_RES_DROP) ||
-            tok == MG_HN_CONTENT_LENGTH ||
-            (r->nres_edits && mg_edits_replace(r->res_edits, r->nres_edits, tok, nm, hd->name.len)))
+        /* (a name the table does not know, when Connection lists nothing
+         * else, is end-to-end: most of them) */
+        if (((tok || lists) &&
+             (response_hop(u, i, lists, f->upgrade) || (mg_hname_flags(tok) & MG_HNF_RES_DROP) ||
+              tok == MG_HN_CONTENT_LENGTH)) ||
+            (r->nres_edits &&
+             mg_edits_replace(r->res_edits, r->nres_edits, tok, b + hn.off, hn.len)))
             continue;
-        fields[n++] = (mg_hfield_t){ nm, up_data(u, hd->value), hd->name.len, hd->value.len,
-                                     (uint8_t)tok };
+        mg_hfield_t *fd = &fields[n++];
+        fd->name = b + hn.off;
+        fd->value = b + hv.off;
+        fd->name_len = hn.len;
+        fd->value_len = hv.len;
+        fd->tok = (uint8_t)tok;
+        /* still "Name: value\r\n" as the upstream wrote it (not another
+         * separator, trailing blanks, or a head with folds: the buffer was
+         * rewritten)? Then an HTTP/1 client gets it copied as it is. (The
+         * parser saw ':' after the name, '\n' after every CR.) */
+        fd->line = unfolded && hv.off == hn.off + hn.len + 2 && b[hn.off + hn.len + 1] == ' ' &&
+                   b[hv.off + hv.len] == '\r';
     }
     for (int i = 0; i < r->nres_edits; i++) {
         const mg_edit_t *e = &r->res_edits[i];
         if (e->op != MG_EDIT_REMOVE)
-            fields[n++] = (mg_hfield_t){ e->name, e->value, e->name_len, e->value_len, e->tok };
+            fields[n++] = mg_hfield(e->name, e->name_len, e->value, e->value_len, e->tok);
     }
     size_t cl = mg_cache_state(r) ? mg_cache_status_value(r, line, 96) : 0;
     if (cl)
-        fields[n++] = (mg_hfield_t){ "Cache-Status", line, 12, (uint32_t)cl, MG_HN_OTHER };
-    fields[n++] = (mg_hfield_t){ "X-Request-Id", r->request_id, 12, (uint32_t)r->request_id_len,
-                                 MG_HN_X_REQUEST_ID };
+        fields[n++] = mg_hfield("Cache-Status", 12, line, cl, MG_HN_OTHER);
+    fields[n++] = mg_hfield("X-Request-Id", 12, r->request_id, r->request_id_len,
+                            MG_HN_X_REQUEST_ID);
     res->headers = fields;
     res->nheaders = n;
 }

@@ -285,10 +285,8 @@ void mg_request_respond(mg_request_t *r, int status, const char *ctype, const ch
     }
     size_t n = 0;
     if (has_body)
-        f[n++] = (mg_hfield_t){ "Content-Type", ctype, 12, (uint32_t)strlen(ctype),
-                                MG_HN_CONTENT_TYPE };
-    f[n++] = (mg_hfield_t){ "X-Request-Id", r->request_id, 12, (uint32_t)r->request_id_len,
-                            MG_HN_X_REQUEST_ID };
+        f[n++] = mg_hfield("Content-Type", 12, ctype, strlen(ctype), MG_HN_CONTENT_TYPE);
+    f[n++] = mg_hfield("X-Request-Id", 12, r->request_id, r->request_id_len, MG_HN_X_REQUEST_ID);
     for (size_t i = 0; i < nextra; i++)
         f[n++] = extra[i];
     if (!has_body)

@@ -23,7 +23,21 @@ typedef struct mg_hfield_s {
     uint32_t name_len;
     uint32_t value_len;
     uint8_t tok;
+    /* 1: the field is in memory as the HTTP/1 line "name: value\r\n" it
+     * arrived as (name, ": ", value, CRLF, one after the other), so an
+     * HTTP/1 writer may copy a run of such lines whole; other protocols
+     * ignore it */
+    uint8_t line;
 } mg_hfield_t;
+
+/* A field that is not an HTTP/1 line in memory (line 0). */
+static inline mg_hfield_t mg_hfield(const char *name, size_t name_len, const char *value,
+                                    size_t value_len, int tok)
+{
+    mg_hfield_t f = { .name = name, .value = value, .name_len = (uint32_t)name_len,
+                      .value_len = (uint32_t)value_len, .tok = (uint8_t)tok };
+    return f;
+}
 
 /* The body's length is not known ahead: the protocol frames it (HTTP/1.1
  * chunked, HTTP/1.0 a close). */

@@ -13,6 +13,7 @@ typedef struct mg_hfield_s {
     uint32_t name_len;
     uint32_t value_len;
     uint8_t tok;
+    uint8_t line;
 } mg_hfield_t;
 typedef struct mg_resp_s {
     int status;
@@ -59,10 +60,12 @@ end
 local function fields(list, keep)
     local f = ffi.new("mg_hfield_t[?]", math.max(#list, 1))
     for i, kv in ipairs(list) do
+        if not kv[1] then goto next end
         keep[#keep + 1] = kv[1]
         keep[#keep + 1] = kv[2]
         f[i - 1].name, f[i - 1].name_len = kv[1], #kv[1]
         f[i - 1].value, f[i - 1].value_len = kv[2], #kv[2]
+        ::next::
     end
     return f
 end
@@ -216,6 +219,30 @@ describe("the HTTP/1 response head", function()
                 assert.is_true(f.close)
             end
         end)
+    end)
+
+    it("copies fields that lie in memory as their HTTP/1 lines as they are", function()
+        -- as the proxy hands over an upstream's head: spans into the bytes
+        -- it read, each marked as a line; a field from elsewhere between
+        local raw = ffi.new("char[?]", 64)
+        local src = "Server: up\r\ndate: today\r\nX-Up: 1\r\n"
+        ffi.copy(raw, src, #src)
+        local keep = {}
+        local f = fields({ {}, {}, { "X-Mid", "m" }, {} }, keep)
+        local spans = { { 0, 6, 8, 2 }, { 12, 4, 18, 5 }, nil, { 25, 4, 31, 1 } }
+        for i, sp in pairs(spans) do
+            f[i - 1].name, f[i - 1].name_len = raw + sp[1], sp[2]
+            f[i - 1].value, f[i - 1].value_len = raw + sp[3], sp[4]
+            f[i - 1].line = 1
+        end
+        local res = ffi.new("mg_resp_t", { status = 200, headers = f, nheaders = 4,
+                                           body_len = 0 })
+        local b, c = buffer(8)
+        local fr = ffi.new("mg_h1w_frame_t")
+        local n = tonumber(lib.mg_h1w_head(b, c, 0, res, ffi.new("mg_h1w_req_t", 1, 0, 0), fr))
+        assert.equal("HTTP/1.1 200 OK\r\nServer: up\r\ndate: today\r\nX-Mid: m\r\n" ..
+                     "X-Up: 1\r\nContent-Length: 0\r\n\r\n", ffi.string(b[0], n))
+        ffi.C.free(b[0])
     end)
 
     describe("the buffer", function()
