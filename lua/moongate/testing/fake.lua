@@ -15,9 +15,9 @@
 -- the client's head of a proxied answer are written by src/proxy.c's own
 -- head builders on st.cr and the model (mg_ffi_kit_upstream_head,
 -- mg_ffi_kit_response_head). What is still written here after the C code
--- (the function named beside each must follow it): src/http_conn.c's
--- mg_conn_respond and mg_conn_respond_error (answers made by the
--- gateway); the phase checks of set_upstream and set_target, which need
+-- (the function named beside each must follow it): src/request.c's
+-- mg_request_respond and mg_request_respond_error (answers made by the
+-- gateway: their fields, in src/h1_writer.c's order); the phase checks of set_upstream and set_target, which need
 -- the config's upstreams (the model's env).
 --
 -- A model st:
@@ -980,7 +980,7 @@ function _M.client_response(st, commit)
     return status, out, body
 end
 
---- mg_conn_respond: an answer made by the gateway (hook, handler, error).
+--- mg_request_respond: an answer made by the gateway (hook, handler, error).
 -- `commit` false only computes it. Returns status, header list, body.
 function _M.local_response(st, status, ctype, body, block, commit)
     -- in the order src/h1_writer.c writes them: the fields
@@ -1007,7 +1007,7 @@ function _M.local_response(st, status, ctype, body, block, commit)
     return status, out, st.head_method and "" or body
 end
 
---- mg_conn_respond_error: the gateway's JSON error answer.
+--- mg_request_respond_error: the gateway's JSON error answer.
 function _M.error_response(st, status, message, commit, block)
     local body = fmt('{"error":"%s","status":%d,"request_id":"%s"}\n',
                      message, status, st.id)
