@@ -7,7 +7,6 @@
 #include <string.h>
 #include "h1_writer.h"
 #include "http.h"
-#include "request.h"
 
 #define REASON_MAX 128
 
@@ -106,10 +105,14 @@ long mg_h1w_head(char **buf, size_t *cap, size_t at, const mg_resp_t *res,
     if (has_body && known && !f->tunnel)
         digits = decimal(num + sizeof(num), res->body_len);
     size_t nd = (size_t)(num + sizeof(num) - digits);
-    const char *conn = f->tunnel ? UPGRADE : f->close ? CLOSE : q->minor == 0 ? KEEP : "";
-    size_t conn_len = f->tunnel ? sizeof(UPGRADE) - 1
-                      : f->close ? sizeof(CLOSE) - 1
-                      : q->minor == 0 ? sizeof(KEEP) - 1 : 0;
+    const char *conn = "";
+    size_t conn_len = 0;
+    if (f->tunnel)
+        conn = UPGRADE, conn_len = sizeof(UPGRADE) - 1;
+    else if (f->close)
+        conn = CLOSE, conn_len = sizeof(CLOSE) - 1;
+    else if (q->minor == 0)
+        conn = KEEP, conn_len = sizeof(KEEP) - 1;
     size_t len = 13 + rl + 2 + fields_len(res->headers, res->nheaders) +
                  (nd ? sizeof(CL) - 1 + nd + 2 : 0) + (f->chunked ? sizeof(TE) - 1 : 0) +
                  conn_len + 2;
@@ -134,18 +137,6 @@ long mg_h1w_head(char **buf, size_t *cap, size_t at, const mg_resp_t *res,
     o = put(o, conn, conn_len);
     o = PUTS(o, "\r\n");
     return (long)(o - start);
-}
-
-long mg_h1w_response_head(const mg_request_t *r, int stopping, const mg_resp_t *res, char **buf,
-                          size_t *cap, mg_h1w_frame_t *f)
-{
-    mg_h1w_req_t q = {
-        .minor = r->http_minor,
-        .head = r->head_method,
-        .close = r->response_close || !r->keep_alive || stopping ||
-                 (r->is_upgrade && res->status != 101),
-    };
-    return mg_h1w_head(buf, cap, 0, res, &q, f);
 }
 
 size_t mg_h1w_chunk_line(char *out, uint64_t len)

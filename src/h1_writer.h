@@ -15,9 +15,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "request.h"
 #include "response.h"
-
-typedef struct mg_request_s mg_request_t;
 
 #define MG_H1W_HEAD_MAX (4u << 20) /* no client takes a larger head */
 
@@ -53,9 +52,19 @@ long mg_h1w_head(char **buf, size_t *cap, size_t at, const mg_resp_t *res,
  * (http_conn.c) and the testing kit (proxy.c) ask it: the connection closes
  * after it when the core asked (r->response_close), the client did not
  * keep it alive, the worker is `stopping`, or an upgrade request gets
- * another status than 101 (its parser stopped for a tunnel). */
-long mg_h1w_response_head(const mg_request_t *r, int stopping, const mg_resp_t *res, char **buf,
-                          size_t *cap, mg_h1w_frame_t *f);
+ * another status than 101 (its parser stopped for a tunnel). (Inline: once
+ * per response.) */
+static inline long mg_h1w_response_head(const mg_request_t *r, int stopping, const mg_resp_t *res,
+                                        char **buf, size_t *cap, mg_h1w_frame_t *f)
+{
+    mg_h1w_req_t q = {
+        .minor = r->http_minor,
+        .head = r->head_method,
+        .close = r->response_close || !r->keep_alive || stopping ||
+                 (r->is_upgrade && res->status != 101),
+    };
+    return mg_h1w_head(buf, cap, 0, res, &q, f);
+}
 
 /* The line before a chunk of len bytes (len > 0), "<hex>\r\n", into out
  * (at least 18 bytes); returns its length. */

@@ -1184,8 +1184,16 @@ static int send_body(mg_request_t *r, const uv_buf_t *bufs, unsigned n, int last
     mg_conn_t *c = r->conn;
     uv_buf_t iov[BODY_IOV];
     unsigned k = 0;
-    if (c->resp_body == MG_RB_RAW && !c->head_len) /* bytes as they are */
-        return n ? conn_send(c, bufs, n) : 0;
+    if (c->resp_body == MG_RB_RAW) { /* bytes as they are, after any head */
+        if (!c->head_len)
+            return n ? conn_send(c, bufs, n) : 0;
+        if (n < BODY_IOV) {
+            iov[0] = uv_buf_init(c->w->scratch, c->head_len);
+            c->head_len = 0;
+            memcpy(iov + 1, bufs, n * sizeof(*bufs));
+            return conn_send(c, iov, n + 1);
+        }
+    }
     if (c->head_len) {
         iov[k++] = uv_buf_init(c->w->scratch, c->head_len);
         c->head_len = 0;
