@@ -419,6 +419,7 @@ static mg_request_t *request_new(mg_conn_t *c)
     r->conn = c;
     r->peer = &c->peer;
     r->data = &c->buf.data;
+    c->head_len = 0; /* no head of an earlier answer is held */
     return r;
 }
 
@@ -1190,7 +1191,8 @@ static int send_body(mg_request_t *r, const uv_buf_t *bufs, unsigned n, int last
         if (n < BODY_IOV) {
             iov[0] = uv_buf_init(c->w->scratch, c->head_len);
             c->head_len = 0;
-            memcpy(iov + 1, bufs, n * sizeof(*bufs));
+            if (n)
+                memcpy(iov + 1, bufs, n * sizeof(*bufs));
             return conn_send(c, iov, n + 1);
         }
     }
