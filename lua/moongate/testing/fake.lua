@@ -17,8 +17,9 @@
 -- mg_ffi_kit_response_head). What is still written here after the C code
 -- (the function named beside each must follow it): src/request.c's
 -- mg_request_respond and mg_request_respond_error (answers made by the
--- gateway: their fields, in src/h1_writer.c's order); the phase checks of set_upstream and set_target, which need
--- the config's upstreams (the model's env).
+-- gateway: their fields, in src/h1_writer.c's order); the phase checks of
+-- set_upstream and set_target, which need the config's upstreams (the
+-- model's env).
 --
 -- A model st:
 --   env             gateway context: upstreams, router, clock, id counter
@@ -955,10 +956,11 @@ function _M.upstream_request(st)
 end
 
 --- emit_head: what the client gets from the upstream's answer st.up_res
--- and the on_response changes, as src/proxy.c's own builders write it
--- (mg_ffi_kit_response_head) less the gateway's Connection header (the
--- kit has no client connection). Sets st.status and st.response_started
--- unless `commit` is false. Returns status, header list, body.
+-- and the on_response changes, as src/proxy.c makes it and src/h1_writer.c
+-- writes it (mg_ffi_kit_response_head) less the gateway's Connection
+-- header (the kit has no client connection). Sets st.status and
+-- st.response_started unless `commit` is false. Returns status, header
+-- list, body.
 function _M.client_response(st, commit)
     local r = sync(st)
     local head = built_head(C().mg_ffi_kit_response_head(r, head_model(st, ""), kit_out,
