@@ -120,9 +120,10 @@ long mg_h1w_head(char **buf, size_t *cap, size_t at, const mg_resp_t *res,
     if (!o)
         return -1;
     o = PUTS(o, "HTTP/1.1 ");
-    o[0] = (char)('0' + status / 100); /* 100-599 */
-    o[1] = (char)('0' + status / 10 % 10);
-    o[2] = (char)('0' + status % 10);
+    int hundreds = status / 100, rest = status - hundreds * 100, tens = rest / 10; /* 100-599 */
+    o[0] = (char)('0' + hundreds);
+    o[1] = (char)('0' + tens);
+    o[2] = (char)('0' + rest - tens * 10);
     o[3] = ' ';
     o = put(o + 4, reason, rl);
     o = PUTS(o, "\r\n");

@@ -1191,8 +1191,8 @@ static int send_body(mg_request_t *r, const uv_buf_t *bufs, unsigned n, int last
         if (n < BODY_IOV) {
             iov[0] = uv_buf_init(c->w->scratch, c->head_len);
             c->head_len = 0;
-            if (n)
-                memcpy(iov + 1, bufs, n * sizeof(*bufs));
+            for (unsigned i = 0; i < n; i++) /* mostly one or two */
+                iov[i + 1] = bufs[i];
             return conn_send(c, iov, n + 1);
         }
     }
