@@ -246,6 +246,24 @@ int mg_request_send_whole(mg_request_t *r, const mg_resp_t *res, const char *bod
 
 #define RESPOND_FIELDS 16 /* on the stack; more come from the arena */
 
+size_t mg_request_answer(const mg_request_t *r, int status, const char *ctype, size_t body_len,
+                         const mg_hfield_t *extra, size_t nextra, mg_hfield_t *f, mg_resp_t *res)
+{
+    /* 204 and 304 have no body, so no Content-Type either (a 304 keeps the
+     * validators a hook gave in `extra`) */
+    int has_body = mg_status_has_body(status);
+    size_t n = 0;
+    if (has_body)
+        f[n++] = mg_hfield("Content-Type", 12, ctype, strlen(ctype), MG_HN_CONTENT_TYPE);
+    f[n++] = mg_hfield("X-Request-Id", 12, r->request_id, r->request_id_len, MG_HN_X_REQUEST_ID);
+    for (size_t i = 0; i < nextra; i++)
+        f[n++] = extra[i];
+    if (!has_body)
+        body_len = 0;
+    *res = (mg_resp_t){ .status = status, .headers = f, .nheaders = n, .body_len = body_len };
+    return body_len;
+}
+
 void mg_request_respond(mg_request_t *r, int status, const char *ctype, const char *body,
                         size_t body_len, const mg_hfield_t *extra, size_t nextra)
 {
@@ -274,24 +292,14 @@ void mg_request_respond(mg_request_t *r, int status, const char *ctype, const ch
     if (r->has_body && (r->state == MG_RS_HEAD || r->state == MG_RS_BODY ||
                         (r->state == MG_RS_UPSTREAM && r->up)))
         r->response_close = 1;
-    /* 204 and 304 have no body, so no Content-Type either (a 304 keeps the
-     * validators a hook gave in `extra`) */
-    int has_body = mg_status_has_body(status);
     mg_hfield_t local[RESPOND_FIELDS], *f = local;
     if (nextra + 2 > RESPOND_FIELDS && !(f = mg_request_alloc(r, (nextra + 2) * sizeof(*f)))) {
         r->response_close = 1;
         f = local; /* out of memory: the answer goes without its extras */
         nextra = 0;
     }
-    size_t n = 0;
-    if (has_body)
-        f[n++] = mg_hfield("Content-Type", 12, ctype, strlen(ctype), MG_HN_CONTENT_TYPE);
-    f[n++] = mg_hfield("X-Request-Id", 12, r->request_id, r->request_id_len, MG_HN_X_REQUEST_ID);
-    for (size_t i = 0; i < nextra; i++)
-        f[n++] = extra[i];
-    if (!has_body)
-        body_len = 0;
-    mg_resp_t res = { .status = status, .headers = f, .nheaders = n, .body_len = body_len };
+    mg_resp_t res;
+    body_len = mg_request_answer(r, status, ctype, body_len, extra, nextra, f, &res);
     if (mg_request_send_whole(r, &res, body, body_len) < 0)
         r->proto->abort(r); /* a head too large to send */
 }

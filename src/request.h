@@ -324,6 +324,12 @@ void mg_request_assign_id(mg_request_t *r);
  * The protocol frames it (mg_proto_t.start_response). May end r. */
 void mg_request_respond(mg_request_t *r, int status, const char *ctype, const char *body,
                         size_t body_len, const mg_hfield_t *extra, size_t nextra);
+/* The response of a gateway-made answer (as mg_request_respond sends it,
+ * and the testing kit writes it): its fields (Content-Type when the status
+ * has a body, X-Request-Id, then extra) into f (room for nextra + 2) and
+ * res; returns the body length that goes (0 for 204 and 304). */
+size_t mg_request_answer(const mg_request_t *r, int status, const char *ctype, size_t body_len,
+                         const mg_hfield_t *extra, size_t nextra, mg_hfield_t *f, mg_resp_t *res);
 /* The gateway's own JSON error answer, with extra fields (may be NULL).
  * May end r. */
 void mg_request_respond_error(mg_request_t *r, int status, const char *message);
