@@ -295,11 +295,14 @@ mg_hfield_t *mg_hooks_answer_fields(lua_State *L, int idx, mg_request_t *r, size
     for (size_t i = 0; i < k; i++) {
         size_t nl = 0, vl = 0;
         lua_rawgeti(L, idx, (int)(2 * i + 1));
-        const char *nm = lua_tolstring(L, -1, &nl);
         lua_rawgeti(L, idx, (int)(2 * i + 2));
-        const char *v = lua_tolstring(L, -1, &vl);
+        /* strings only: a number converted on the stack would not be the
+         * table's, and could be collected once popped */
+        int ok = lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING;
+        const char *nm = ok ? lua_tolstring(L, -2, &nl) : NULL;
+        const char *v = ok ? lua_tolstring(L, -1, &vl) : NULL;
         lua_pop(L, 2); /* the table keeps both strings */
-        if (!nm || !v)
+        if (!ok)
             continue;
         f[(*n)++] = mg_hfield(nm, nl, v, vl, mg_hname_lookup(nm, nl));
     }
