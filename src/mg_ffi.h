@@ -484,12 +484,23 @@ typedef struct mg_ffi_pattern_s {
 int mg_ffi_route_pattern(const char *pattern, size_t len, mg_ffi_pattern_t *info, char *why,
                          size_t cap);
 
+/* ==== config host syntax (uri.c) ==== */
+
+/* What s[0..len) is as a host of the config (listen, upstream target,
+ * route): an IPv4 or IPv6 address as inet_pton reads them (no brackets), an
+ * RFC 1123 host name (letters, digits, '-' and '_' in labels of 1-63 bytes,
+ * 253 bytes at most, a trailing '.' allowed, not digits and dots alone), or
+ * none of these. Any thread. */
+enum { MG_HOST_BAD = 0, MG_HOST_IPV4 = 1, MG_HOST_IPV6 = 2, MG_HOST_NAME = 3 };
+int mg_ffi_host_kind(const char *s, size_t len);
+
 /* ==== config schema (config.c) ==== */
 /* (lua/moongate/cdefs.lua declares the same)
  *
- * The scalar fields of a config object, declared once: config.lua takes
- * each object's key list, defaults and checks from here, and
- * mg_config_convert() copies the fields with the same table. */
+ * The fields of a config object (scalars, strings, nested tables, lists),
+ * declared once: config.lua takes each object's key list, defaults and
+ * checks from here, and mg_config_convert() copies the fields with the
+ * same table (how to add one: docs/config-dsl.md). */
 enum {
     MG_FIELD_SIZE = 1,  /* bytes: an integer or "32k", "10m", "1g"; >= min */
     MG_FIELD_TIME = 2,  /* seconds (fractions allowed), kept as ms in [min, max];
@@ -499,17 +510,51 @@ enum {
     MG_FIELD_OTHER = 5, /* a key of the object checked and copied by hand */
     MG_FIELD_SECONDS = 6, /* a number of seconds > 0, kept as a double */
     MG_FIELD_ENUM = 7,    /* a name its module's parse() knows, kept as its value */
-    MG_FIELD_STRING = 8,  /* a string of at least min bytes, copied */
+    MG_FIELD_STRING = 8,  /* a string of at least min bytes, copied; with a check,
+                           * one its module's check accepts, kept normalised */
+    MG_FIELD_OBJECT = 9,  /* a nested table read by the schema `object` names;
+                           * its fields are stored from offset on (0: in the
+                           * same struct as the parent's) */
+    MG_FIELD_LIST = 10,   /* a list of min..max items, each read as field
+                           * `item`, stored in an array at offset (count at
+                           * count_offset) */
+};
+
+/* Field flags. */
+enum {
+    MG_FIELD_REQUIRED = 1, /* absent is a mistake ("<key> must be ..., got nil") */
+    MG_FIELD_UNIQUE = 2,   /* LIST: a repeated item (once normalised) is dropped;
+                            * max then counts the distinct ones */
+    MG_FIELD_ALLOC = 4,    /* LIST: the array is malloc'd (a pointer at offset),
+                            * not a fixed one in the struct; OBJECT: so is its
+                            * struct (item_size bytes), absent: NULL */
+    MG_FIELD_INTERNAL = 8, /* in the normalised table but not a key the user
+                            * writes (a positional argument, a value config.lua
+                            * makes): left out of the key list */
+};
+
+/* What a STRING field's check says about a value. */
+enum {
+    MG_STR_BAD = -1,
+    MG_STR_VALUE = 0, /* valid; kept as normalised */
+    MG_STR_FILE = 1,  /* valid, and a file path: a relative one is taken from
+                       * the config file's directory */
 };
 
 /* An ENUM field's parser and namer, its module's own (errlog.c, uri.c). */
 typedef int (*mg_ffi_enum_parse_fn)(const char *name);
 typedef const char *(*mg_ffi_enum_name_fn)(int value);
+/* A STRING field's check, its module's own (uri.c, router.c, tls.c, ...):
+ * MG_STR_BAD, or MG_STR_VALUE / MG_STR_FILE with the normalised value (at
+ * most len + 2 bytes: a route's IPv6 host gains its brackets) written
+ * NUL-terminated to out (cap >= len + 3). Any thread. */
+typedef int (*mg_ffi_str_check_fn)(const char *s, size_t len, char *out, size_t cap);
 
 typedef struct mg_ffi_config_field_s {
     const char *name;     /* the key, as the config writes it */
     int kind;             /* MG_FIELD_* */
-    double min, max;      /* SIZE/INT: the value's; TIME: in ms */
+    double min, max;      /* SIZE/INT: the value's; TIME: in ms; STRING: min is
+                           * the least length; LIST: the item count's */
     double def;           /* default (BOOL: 0 or 1); NaN: none */
     const char *expected; /* what an error says it must be ("must be ...");
                            * NULL: the kind's own words */
@@ -518,12 +563,22 @@ typedef struct mg_ffi_config_field_s {
     mg_ffi_enum_parse_fn parse;  /* ENUM: the value of a name, or -1 */
     mg_ffi_enum_name_fn name_of; /* ENUM: the name a value is written as */
     const char *def_str;         /* STRING: the default; NULL: none (may be absent) */
+    mg_ffi_str_check_fn check;   /* STRING: its module's check; NULL: any string */
+    const char *object;          /* OBJECT: the nested table's schema */
+    const struct mg_ffi_config_field_s *item; /* LIST: how each item is read */
+    size_t count_offset;         /* LIST: where the item count (size_t) is stored */
+    size_t item_size;            /* LIST: bytes per stored item; OBJECT with
+                                  * MG_FIELD_ALLOC: of its struct */
+    const char *too_many;        /* LIST: the words for more than max items, a
+                                  * format taking the count and max ("lists %d
+                                  * statuses (at most %d)") */
+    int flags;                   /* MG_FIELD_REQUIRED | ... */
 } mg_ffi_config_field_t;
 
 /* The fields of config object OBJECT ("settings", "limits", "timeouts",
- * "admin", "listen", "upstream", "target", "health", "shared_dict",
- * "cache", "redis", "route"), in the order of its key
- * list, their number in *N; NULL for an unknown object. Static. */
+ * "admin", "listen", "tls", "tls_cert", "upstream", "target", "health",
+ * "shared_dict", "cache", "redis", "route", "route_header"), in the order
+ * of its key list, their number in *N; NULL for an unknown object. Static. */
 const mg_ffi_config_field_t *mg_ffi_config_fields(const char *object, size_t *n);
 
 /* ==== end ==== */

@@ -93,6 +93,7 @@ int mg_ffi_route_pattern(const char *pattern, size_t len, mg_ffi_pattern_t *info
                          size_t cap);
 typedef int (*mg_ffi_enum_parse_fn)(const char *name);
 typedef const char *(*mg_ffi_enum_name_fn)(int value);
+typedef int (*mg_ffi_str_check_fn)(const char *s, size_t len, char *out, size_t cap);
 typedef struct mg_ffi_config_field_s {
     const char *name;
     int kind;
@@ -104,8 +105,16 @@ typedef struct mg_ffi_config_field_s {
     mg_ffi_enum_parse_fn parse;
     mg_ffi_enum_name_fn name_of;
     const char *def_str;
+    mg_ffi_str_check_fn check;
+    const char *object;
+    const struct mg_ffi_config_field_s *item;
+    size_t count_offset;
+    size_t item_size;
+    const char *too_many;
+    int flags;
 } mg_ffi_config_field_t;
 const mg_ffi_config_field_t *mg_ffi_config_fields(const char *object, size_t *n);
+int mg_ffi_host_kind(const char *s, size_t len);
 ]]
 
 local _M = {}
@@ -125,12 +134,64 @@ _M.HEAD_CHUNKED, _M.HEAD_TRACE_BAD = 1, 2
 _M.EDIT_SET, _M.EDIT_ADD, _M.EDIT_REMOVE = 1, 2, 3
 _M.FIELD_SIZE, _M.FIELD_TIME, _M.FIELD_INT, _M.FIELD_BOOL = 1, 2, 3, 4
 _M.FIELD_OTHER, _M.FIELD_SECONDS, _M.FIELD_ENUM, _M.FIELD_STRING = 5, 6, 7, 8
+_M.FIELD_OBJECT, _M.FIELD_LIST = 9, 10
+_M.FIELD_REQUIRED, _M.FIELD_UNIQUE, _M.FIELD_ALLOC, _M.FIELD_INTERNAL = 1, 2, 4, 8
+_M.STR_BAD, _M.STR_VALUE, _M.STR_FILE = -1, 0, 1
+_M.HOST_BAD, _M.HOST_IPV4, _M.HOST_IPV6, _M.HOST_NAME = 0, 1, 2, 3
+
+local function cstr(p)
+    return p ~= nil and ffi.string(p) or nil
+end
+
+-- One mg_ffi_config_field_t as a table (see config_fields).
+local function field_of(fi)
+    local def = fi.def
+    if def ~= def then
+        def = nil                       -- NaN: no default
+    elseif fi.kind == _M.FIELD_BOOL then
+        def = def ~= 0
+    end
+    local parse, check, item
+    if fi.kind == _M.FIELD_ENUM then
+        local p, name_of = fi.parse, fi.name_of
+        parse = function(s)
+            local v = p(s)
+            return v >= 0 and ffi.string(name_of(v)) or nil
+        end
+        def = def and ffi.string(name_of(def))
+    elseif fi.kind == _M.FIELD_STRING then
+        def = cstr(fi.def_str)
+        if fi.check ~= nil then
+            local fn = fi.check
+            -- the module's check: the normalised value and whether it is
+            -- a file path, or nil
+            check = function(s)
+                local cap = #s + 3      -- mg_ffi_str_check_fn's room
+                local out = ffi.new("char[?]", cap)
+                local rc = fn(s, #s, out, cap)
+                if rc < 0 then
+                    return nil
+                end
+                return ffi.string(out), rc == _M.STR_FILE
+            end
+        end
+    elseif fi.kind == _M.FIELD_LIST then
+        item = field_of(fi.item)
+    end
+    return { name = ffi.string(fi.name), kind = fi.kind, min = fi.min, max = fi.max,
+             def = def, parse = parse, check = check, object = cstr(fi.object),
+             item = item, too_many = cstr(fi.too_many), flags = fi.flags,
+             expected = cstr(fi.expected) }
+end
 
 --- The fields of config object `object` as src/config.c declares them
 -- (mg_ffi_config_fields), in key order: a list of { name =, kind =, min =,
 -- max =, def = (nil: none), expected = (nil: the kind's own words),
--- parse = (ENUM: name -> its canonical name, or nil) }; an ENUM's def is
--- its canonical name, a STRING's the string.
+-- parse = (ENUM: name -> its canonical name, or nil), check = (STRING with
+-- a check: s -> normalised, is_file; or nil), object = (OBJECT: the nested
+-- schema's name), item = (LIST: a field like these), too_many = (LIST),
+-- flags = FIELD_REQUIRED | ... }; an ENUM's def is its canonical name, a
+-- STRING's the string.
 function _M.config_fields(object)
     local n = ffi.new("size_t[1]")
     local f = _M.C.mg_ffi_config_fields(object, n)
@@ -139,30 +200,18 @@ function _M.config_fields(object)
     end
     local out = {}
     for i = 0, tonumber(n[0]) - 1 do
-        local fi = f[i]
-        local def = fi.def
-        if def ~= def then
-            def = nil                   -- NaN: no default
-        elseif fi.kind == _M.FIELD_BOOL then
-            def = def ~= 0
-        end
-        local parse
-        if fi.kind == _M.FIELD_ENUM then
-            local p, name_of = fi.parse, fi.name_of
-            parse = function(s)
-                local v = p(s)
-                return v >= 0 and ffi.string(name_of(v)) or nil
-            end
-            def = def and ffi.string(name_of(def))
-        elseif fi.kind == _M.FIELD_STRING then
-            def = fi.def_str ~= nil and ffi.string(fi.def_str) or nil
-        end
-        out[i + 1] = { name = ffi.string(fi.name), kind = fi.kind, min = fi.min,
-                       max = fi.max, def = def, parse = parse,
-                       expected = fi.expected ~= nil and ffi.string(fi.expected)
-                           or nil }
+        out[i + 1] = field_of(f[i])
     end
     return out
+end
+--- Field `name` of config object `object` (as config_fields gives it).
+function _M.config_field(object, name)
+    for _, f in ipairs(_M.config_fields(object)) do
+        if f.name == name then
+            return f
+        end
+    end
+    error("no field " .. name .. " in the config schema of " .. object, 2)
 end
 _M.EINVAL, _M.EPHASE, _M.ELIMIT, _M.ENOMEM, _M.ENOTFOUND = -1, -2, -3, -4, -5
 
