@@ -1147,21 +1147,21 @@ static int conn_send(mg_conn_t *c, uv_buf_t *bufs, unsigned n)
     return 0;
 }
 
-/* A gateway-made answer (mg_request_respond decided r->response_close). */
-static void respond(mg_request_t *r, int status, const char *ctype, const char *body,
-                    size_t body_len, const char *extra, size_t extra_len)
+/* The head of a gateway-made answer (snprintf's result: the length it
+ * needs) and, in *body_len, how much of the body follows it: 204 and 304
+ * have no body, so no Content-Type or Content-Length either (a 304 keeps
+ * the validators the hook gave in `extra`); a HEAD gets the head only.
+ * Also the testing kit's (mg_ffi_kit_respond). */
+static int answer_head(const mg_request_t *r, int status, const char *ctype, size_t *body_len,
+                       const char *extra, size_t extra_len, char *buf, size_t cap)
 {
-    mg_conn_t *c = r->conn;
-    mg_worker_t *w = c->w;
-    /* 204 and 304 have no body, so no Content-Type or Content-Length
-     * either (a 304 keeps the validators the hook gave in `extra`) */
     int has_body = mg_status_has_body(status);
     if (!has_body)
-        body_len = 0;
+        *body_len = 0;
     char length[48] = "";
     if (has_body)
-        snprintf(length, sizeof(length), "Content-Length: %zu\r\n", body_len);
-    int n = snprintf(w->scratch, w->scratch_cap,
+        snprintf(length, sizeof(length), "Content-Length: %zu\r\n", *body_len);
+    int n = snprintf(buf, cap,
                      "HTTP/1.%d %d %s\r\n"
                      "%s%s%s%s"
                      "X-Request-Id: %s\r\n"
@@ -1174,6 +1174,19 @@ static void respond(mg_request_t *r, int status, const char *ctype, const char *
                      r->request_id, (int)extra_len, extra ? extra : "",
                      r->response_close ? "Connection: close\r\n"
                      : r->http_minor == 0 ? "Connection: keep-alive\r\n" : "");
+    if (r->head_method)
+        *body_len = 0;
+    return n;
+}
+
+/* A gateway-made answer (mg_request_respond decided r->response_close). */
+static void respond(mg_request_t *r, int status, const char *ctype, const char *body,
+                    size_t body_len, const char *extra, size_t extra_len)
+{
+    mg_conn_t *c = r->conn;
+    mg_worker_t *w = c->w;
+    int n = answer_head(r, status, ctype, &body_len, extra, extra_len, w->scratch,
+                        w->scratch_cap);
     if (n < 0 || (size_t)n >= w->scratch_cap) {
         conn_close(c);
         return;
@@ -1181,7 +1194,7 @@ static void respond(mg_request_t *r, int status, const char *ctype, const char *
     r->status = status;
     r->response_started = 1;
     uv_buf_t bufs[2] = { uv_buf_init(w->scratch, (unsigned)n),
-                         uv_buf_init((char *)body, (unsigned)(r->head_method ? 0 : body_len)) };
+                         uv_buf_init((char *)body, (unsigned)body_len) };
     if (conn_send(c, bufs, 2) < 0)
         return;
     local_answer_sent(c);
@@ -1560,92 +1573,69 @@ void mg_conn_accept(mg_worker_t *w, uv_stream_t *listener, uint16_t port)
     conn_open(c);
 }
 
-/* ---- the testing kit's head check (mg_ffi.h) ----------------------------- */
+/* ---- the testing kit (mg_ffi.h) ------------------------------------------ */
 
-/* What mg_ffi_head_check's parser collects: the head's spans into data, as
- * the llhttp callbacks above leave them on a connection's request (the
- * limits, timers and HTTP/0.9 check of a live connection aside). */
-typedef struct head_check_s {
-    mg_request_t *r;
-    const char *data;
-    int status;
-    const char *why;
-    uint8_t done;
-} head_check_t;
-
-static void span_grow(mg_span_t *s, const head_check_t *h, const char *at, size_t len)
+/* A gateway-made answer as respond() writes it, head and body, into *buf
+ * (mg_kit_frame_fn). */
+static long kit_frame(mg_request_t *r, int status, const char *ctype, const char *body,
+                      size_t body_len, const char *extra, size_t extra_len, char **buf,
+                      size_t *cap, size_t *head_len)
 {
-    if (s->len == 0)
-        s->off = (uint32_t)(at - h->data);
-    s->len += (uint32_t)len;
-}
-
-static int hc_method(llhttp_t *p, const char *at, size_t len)
-{
-    head_check_t *h = p->data;
-    span_grow(&h->r->method, h, at, len);
-    return 0;
-}
-
-static int hc_url(llhttp_t *p, const char *at, size_t len)
-{
-    head_check_t *h = p->data;
-    span_grow(&h->r->url, h, at, len);
-    return 0;
-}
-
-static int hc_field(llhttp_t *p, const char *at, size_t len)
-{
-    head_check_t *h = p->data;
-    mg_request_t *r = h->r;
-    if (r->nheaders == 0 || r->last_was_value) {
-        if (r->nheaders >= r->headers_cap)
-            return HPE_USER;
-        r->headers[r->nheaders++] = (mg_header_t){ { 0, 0 }, { 0, 0 } };
-        r->last_was_value = 0;
+    for (;;) {
+        size_t blen = body_len;
+        int n = answer_head(r, status, ctype, &blen, extra, extra_len, *buf, *cap);
+        if (n < 0)
+            return -1;
+        if ((size_t)n + blen < *cap) {
+            memcpy(*buf + n, body, blen);
+            *head_len = (size_t)n;
+            return (long)((size_t)n + blen);
+        }
+        char *p = realloc(*buf, (size_t)n + blen + 1);
+        if (!p)
+            return -1;
+        *buf = p;
+        *cap = (size_t)n + blen + 1;
     }
-    span_grow(&r->headers[r->nheaders - 1].name, h, at, len);
-    return 0;
 }
 
-static int hc_value(llhttp_t *p, const char *at, size_t len)
+long mg_ffi_kit_respond(mg_request_t *r, const mg_ffi_kit_head_t *m, int status,
+                        const char *ctype, const char *body, size_t body_len,
+                        const char *extra, size_t extra_len, const char **out,
+                        size_t *head_len)
 {
-    head_check_t *h = p->data;
-    mg_request_t *r = h->r;
-    r->last_was_value = 1;
-    span_grow(&r->headers[r->nheaders - 1].value, h, at, len);
-    return 0;
+    return mg_kit_request_answer(r, m, status, ctype, body, body_len, extra, extra_len,
+                                 kit_frame, out, head_len);
 }
 
-static int hc_complete(llhttp_t *p)
-{
-    head_check_t *h = p->data;
-    h->done = 1;
-    h->why = head_verdict(p, h->r, h->data, &h->status);
-    if (!h->why && (h->why = method_refused(p)) != NULL)
-        h->status = 405;
-    return HPE_PAUSED;
-}
-
-int mg_ffi_head_check(const char *head, size_t len, uint16_t *known, int *flags,
-                      uint64_t *content_length, const char **reason)
+/* The head check runs the connection's own llhttp callbacks over a
+ * connection that holds only the head (its buffer) and a request with the
+ * kit config's limits: everything up to the end of the head, the
+ * connection's timers and the request's start (on_message_begin) aside. */
+int mg_ffi_head_check(mg_kit_config_t *kc, const char *head, size_t len, uint16_t *known,
+                      int *flags, uint64_t *content_length, const char **reason)
 {
     static llhttp_settings_t s;
     static int ready;
     if (!ready) {
-        llhttp_settings_init(&s);
-        s.on_method = hc_method;
-        s.on_url = hc_url;
-        s.on_header_field = hc_field;
-        s.on_header_value = hc_value;
-        s.on_headers_complete = hc_complete;
+        if (!settings_ready)
+            init_settings();
+        s = req_settings;
+        s.on_message_begin = NULL;
         ready = 1;
     }
-    /* a header line takes at least 3 bytes (":\r\n") */
-    size_t cap = len / 3 + 1;
+    mg_wgen_t *g = mg_kit_config_gen(kc);
+    /* the request's own capacity (request_fit), no more than the head can
+     * hold: every header but the first follows a value */
+    size_t cap = g->cfg->limits.header_count;
+    if (cap > len / 2 + 1)
+        cap = len / 2 + 1;
+    cap++;
+    mg_conn_t *c = calloc(1, sizeof(*c));
     mg_request_t *r = calloc(1, sizeof(*r));
     mg_header_t *hs = calloc(cap, sizeof(*hs));
-    if (!r || !hs) {
+    if (!c || !r || !hs || len > UINT32_MAX) {
+        free(c);
         free(r);
         free(hs);
         *reason = "out of memory";
@@ -1653,24 +1643,30 @@ int mg_ffi_head_check(const char *head, size_t len, uint16_t *known, int *flags,
     }
     r->headers = hs;
     r->headers_cap = (uint32_t)cap;
-    head_check_t h = { .r = r, .data = head };
+    r->g = g;
+    r->http_minor = 1;
+    c->r = r;
+    c->buf.data = (char *)head; /* read only: no callback writes to it */
+    c->buf.len = c->buf.cap = (uint32_t)len;
     llhttp_t p;
     llhttp_init(&p, HTTP_REQUEST, &s);
-    p.data = &h;
+    p.data = c;
     llhttp_errno_t e = llhttp_execute(&p, head, len);
     int status = 0;
-    if (h.done && h.why) {
-        status = h.status;
-        *reason = h.why;
-    } else if (!h.done) {
+    if (e == HPE_PAUSED && r->state == MG_RS_UPSTREAM) {
+        status = 0; /* the head was accepted */
+    } else if (r->status) { /* a callback refused it (fail) */
+        status = r->status;
+        *reason = r->error_reason;
+    } else {
         status = 400;
         *reason = e == HPE_OK ? "incomplete request head" : llhttp_get_error_reason(&p);
     }
     memcpy(known, r->known, sizeof(r->known));
-    *flags = (r->trace_bad ? MG_FFI_HEAD_TRACE_BAD : 0) |
-             ((p.flags & F_CHUNKED) ? MG_FFI_HEAD_CHUNKED : 0);
-    *content_length = (p.flags & F_CONTENT_LENGTH) ? p.content_length : 0;
+    *flags = (r->trace_bad ? MG_FFI_HEAD_TRACE_BAD : 0) | (r->chunked ? MG_FFI_HEAD_CHUNKED : 0);
+    *content_length = r->content_length;
     free(hs);
     free(r);
+    free(c);
     return status;
 }

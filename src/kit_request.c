@@ -17,10 +17,23 @@
  * and target, the peer and a protocol telling TLS; mg_kit_request_run sets
  * them and r's fields from the kit's model for one call and puts r back.
  *
+ * The gateway's own answers (errors, gw.respond, handlers) go through
+ * request.c's mg_request_respond / mg_request_respond_error_with on r,
+ * whose protocol here hands them to the framing function the protocol file
+ * gives (http_conn.c mg_ffi_kit_respond), which writes them as it writes
+ * them to a client; mg_kit_request_answer keeps the bytes.
+ *
+ * A kit config (mg_kit_config_t) is what r->g gives a request: the config
+ * the gateway would run (mg_config_load of the kit's file, or, for fake
+ * requests without a file, the schema's default limits and the upstreams
+ * and targets the kit names), so that the checks reading r->g->cfg
+ * (set_upstream, set_target, the head's limits) run as in the gateway.
+ *
  * Ownership: mg_ffi_kit_request_new returns a request that owns copies of
  * everything passed in (its buffer, header array, arena chunks and
- * upstream answer); mg_ffi_kit_request_free frees it all. Not used by the
- * gateway itself.
+ * upstream answer) and borrows its kit config, which must outlive it;
+ * mg_ffi_kit_request_free frees what it owns. A kit config owns its
+ * mg_config_t (mg_ffi_kit_config_free). Not used by the gateway itself.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -31,7 +44,18 @@
 #include "worker.h"
 #include "router.h"
 #include "header_names.h"
+#include "config.h"
+#include "lua_state.h"
 #include "mg_ffi.h"
+#include <lauxlib.h>
+#include <lua.h>
+
+/* What r->g is for a kit request: a generation with a config only. */
+struct mg_kit_config_s {
+    mg_wgen_t g;
+    mg_config_t *cfg;
+    char *errors; /* mg_config_load's, when the file was refused */
+};
 
 typedef struct kit_req_s {
     mg_request_t r;  /* first: the request pointer is the kit_req_t one */
@@ -48,7 +72,155 @@ typedef struct kit_req_s {
     mg_route_t route; /* r->route when the model has a match: only its
                          presence is read */
     int tls;
+    /* a gateway-made answer (mg_kit_request_answer): the protocol's framer
+     * writes it into w's scratch, answer_len bytes, head_len of them the
+     * head; -1: none was made (the response had started) */
+    mg_kit_frame_fn frame;
+    long answer_len;
+    size_t head_len;
 } kit_req_t;
+
+/* ---- kit configs ---------------------------------------------------------- */
+
+static mg_kit_config_t *config_wrap(mg_config_t *cfg)
+{
+    mg_kit_config_t *kc = calloc(1, sizeof(*kc));
+    if (!kc) {
+        mg_config_free(cfg);
+        return NULL;
+    }
+    kc->cfg = cfg;
+    kc->g.cfg = cfg;
+    return kc;
+}
+
+/* mg_config_load, with the kit's own Lua path: outside the binary the
+ * library is where the kit found it, not where the binary would look. */
+static int config_load(const char *file, const char *lua_path, mg_config_t **cfg, char **errors)
+{
+    lua_State *L = mg_lua_open();
+    if (!L)
+        return -1;
+    if (lua_path) {
+        lua_getglobal(L, "package");
+        lua_pushstring(L, lua_path);
+        lua_setfield(L, -2, "path");
+        lua_pop(L, 1);
+    }
+    int rc = mg_config_run_lua(L, file, errors);
+    if (rc == 0)
+        rc = mg_config_convert(L, lua_gettop(L), file, cfg, errors);
+    lua_close(L);
+    return rc;
+}
+
+mg_kit_config_t *mg_ffi_kit_config_load(const char *file, const char *lua_path)
+{
+    mg_config_t *cfg = NULL;
+    char *errors = NULL;
+    if (config_load(file, lua_path, &cfg, &errors) != 0) {
+        mg_kit_config_t *kc = calloc(1, sizeof(*kc));
+        if (!kc) {
+            free(errors);
+            return NULL;
+        }
+        kc->errors = errors ? errors : strdup("out of memory\n");
+        return kc;
+    }
+    free(errors);
+    return config_wrap(cfg);
+}
+
+mg_kit_config_t *mg_ffi_kit_config_new(void)
+{
+    mg_config_t *cfg = calloc(1, sizeof(*cfg));
+    if (!cfg)
+        return NULL;
+    /* the schema's defaults (config.c's table; every limit is a uint64_t) */
+    size_t n;
+    const mg_ffi_config_field_t *f = mg_ffi_config_fields("limits", &n);
+    for (size_t i = 0; i < n; i++) {
+        if (f[i].ctype && f[i].def == f[i].def &&
+            f[i].offset + sizeof(uint64_t) <= sizeof(cfg->limits))
+            *(uint64_t *)(void *)((char *)&cfg->limits + f[i].offset) = (uint64_t)f[i].def;
+    }
+    return config_wrap(cfg);
+}
+
+const char *mg_ffi_kit_config_errors(const mg_kit_config_t *kc)
+{
+    return kc->cfg ? NULL : kc->errors;
+}
+
+void mg_ffi_kit_config_free(mg_kit_config_t *kc)
+{
+    if (!kc)
+        return;
+    mg_config_free(kc->cfg);
+    free(kc->errors);
+    free(kc);
+}
+
+int mg_ffi_kit_config_upstream(mg_kit_config_t *kc, const char *name, size_t len)
+{
+    mg_config_t *cfg = kc->cfg;
+    if (!cfg)
+        return MG_FFI_EINVAL;
+    mg_upstream_t *u = realloc(cfg->upstreams, (cfg->nupstreams + 1) * sizeof(*u));
+    if (!u)
+        return MG_FFI_ENOMEM;
+    cfg->upstreams = u;
+    u += cfg->nupstreams;
+    memset(u, 0, sizeof(*u));
+    if (!(u->name = strndup(name, len)))
+        return MG_FFI_ENOMEM;
+    return (int)cfg->nupstreams++;
+}
+
+int mg_ffi_kit_config_target(mg_kit_config_t *kc, int upstream, const char *name, size_t len)
+{
+    mg_config_t *cfg = kc->cfg;
+    if (!cfg || upstream < 0 || (size_t)upstream >= cfg->nupstreams)
+        return MG_FFI_EINVAL;
+    mg_upstream_t *u = &cfg->upstreams[upstream];
+    mg_target_t *t = realloc(u->targets, (u->ntargets + 1) * sizeof(*t));
+    if (!t)
+        return MG_FFI_ENOMEM;
+    u->targets = t;
+    t += u->ntargets;
+    memset(t, 0, sizeof(*t));
+    if (!(t->name = strndup(name, len)))
+        return MG_FFI_ENOMEM;
+    t->weight = 1;
+    return (int)u->ntargets++;
+}
+
+const char *mg_ffi_kit_config_name(const mg_kit_config_t *kc, int upstream, int target)
+{
+    const mg_config_t *cfg = kc->cfg;
+    if (!cfg || upstream < 0 || (size_t)upstream >= cfg->nupstreams)
+        return NULL;
+    const mg_upstream_t *u = &cfg->upstreams[upstream];
+    if (target < 0)
+        return u->name;
+    return (size_t)target < u->ntargets ? u->targets[target].name : NULL;
+}
+
+mg_wgen_t *mg_kit_config_gen(mg_kit_config_t *kc)
+{
+    return &kc->g;
+}
+
+const char *mg_ffi_kit_known_header(int k)
+{
+    for (int t = 0; k >= 0 && k < MG_H__COUNT && t < MG_HN__COUNT; t++) {
+        if (mg_hnames[t].known == k)
+            return mg_hnames[t].name;
+    }
+    return NULL;
+}
+
+/* ---- kit requests --------------------------------------------------------- */
 
 /* Copies len bytes and n headers (spans: name off, name len, value off,
  * value len, each into buf) into a new buffer and header array. */
@@ -76,8 +248,11 @@ static int copy_head(const char *buf, size_t len, const uint32_t *spans, size_t 
     return 0;
 }
 
-mg_request_t *mg_ffi_kit_request_new(const char *buf, size_t len, const uint32_t *spans, size_t n)
+mg_request_t *mg_ffi_kit_request_new(mg_kit_config_t *kc, const char *buf, size_t len,
+                                     const uint32_t *spans, size_t n)
 {
+    if (!kc->cfg)
+        return NULL;
     kit_req_t *k = calloc(1, sizeof(*k));
     if (!k)
         return NULL;
@@ -87,6 +262,7 @@ mg_request_t *mg_ffi_kit_request_new(const char *buf, size_t len, const uint32_t
     }
     k->r.nheaders = k->r.headers_cap = (uint32_t)n;
     k->r.data = &k->buf;
+    k->r.g = &kc->g;
     k->r.target = -1;
     k->r.upstream_override = -1;
     k->r.target_override = -1;
@@ -121,10 +297,23 @@ void mg_ffi_kit_request_free(mg_request_t *r)
     free(k);
 }
 
-void mg_ffi_kit_request_state(mg_request_t *r, int phase, int response_started)
+void mg_ffi_kit_request_state(mg_request_t *r, int phase, int response_started,
+                              int route_upstream, int upstream_override, int target_override)
 {
+    kit_req_t *k = (kit_req_t *)r;
     r->hook_phase = (uint8_t)phase;
     r->response_started = response_started ? 1 : 0;
+    /* only the route's upstream is read of it (mg_request_upstream) */
+    k->route.upstream = route_upstream;
+    r->route = route_upstream >= -1 ? &k->route : NULL;
+    r->upstream_override = upstream_override;
+    r->target_override = target_override;
+}
+
+void mg_ffi_kit_request_overrides(const mg_request_t *r, int *upstream, int *target)
+{
+    *upstream = r->upstream_override;
+    *target = r->target_override;
 }
 
 int mg_ffi_kit_request_upstream(mg_request_t *r, int status, const char *buf, size_t len,
@@ -223,6 +412,29 @@ static void apply_model(kit_req_t *k, const mg_ffi_kit_head_t *m)
     r->keep_alive = 1; /* the kit has no client connection to close */
 }
 
+/* The head builders' and the answers' surroundings, made on first use. */
+static int surroundings(kit_req_t *k)
+{
+    if (k->send)
+        return 0;
+    k->w = calloc(1, sizeof(*k->w));
+    k->send = calloc(1, sizeof(*k->send));
+    if (!k->w || !k->send) {
+        free(k->w);
+        free(k->send);
+        k->w = NULL;
+        k->send = NULL;
+        return -1;
+    }
+    k->pool.w = k->w;
+    k->pool.u = &k->upstream;
+    k->pool.t = &k->target;
+    k->send->w = k->w;
+    k->send->pool = &k->pool;
+    k->send->r = &k->r;
+    return 0;
+}
+
 long mg_kit_request_run(mg_request_t *r, const mg_ffi_kit_head_t *m,
                         long (*fn)(struct mg_upconn_s *u), int res, const char **scratch)
 {
@@ -231,23 +443,9 @@ long mg_kit_request_run(mg_request_t *r, const mg_ffi_kit_head_t *m,
         *scratch = "no upstream answer";
         return -1;
     }
-    if (!k->send) {
-        k->w = calloc(1, sizeof(*k->w));
-        k->send = calloc(1, sizeof(*k->send));
-        if (!k->w || !k->send) {
-            free(k->w);
-            free(k->send);
-            k->w = NULL;
-            k->send = NULL;
-            *scratch = "out of memory";
-            return -1;
-        }
-        k->pool.w = k->w;
-        k->pool.u = &k->upstream;
-        k->pool.t = &k->target;
-        k->send->w = k->w;
-        k->send->pool = &k->pool;
-        k->send->r = r;
+    if (surroundings(k) < 0) {
+        *scratch = "out of memory";
+        return -1;
     }
     mg_upconn_t *u = k->send;
     if (res) {
@@ -262,4 +460,51 @@ long mg_kit_request_run(mg_request_t *r, const mg_ffi_kit_head_t *m,
     *r = saved;
     *scratch = k->w->scratch;
     return n;
+}
+
+/* The kit's protocol for a gateway-made answer: framed by the protocol
+ * file's function into the worker's scratch. */
+static void kit_respond(mg_request_t *r, int status, const char *ctype, const char *body,
+                        size_t body_len, const char *extra, size_t extra_len)
+{
+    kit_req_t *k = (kit_req_t *)r;
+    mg_worker_t *w = k->w;
+    k->answer_len = k->frame(r, status, ctype, body, body_len, extra, extra_len, &w->scratch,
+                             &w->scratch_cap, &k->head_len);
+}
+
+/* The response had started: the gateway closes the connection. */
+static void kit_abort(mg_request_t *r)
+{
+    ((kit_req_t *)r)->answer_len = -1;
+}
+
+static const mg_proto_t kit_answer_proto = { .tls = kit_tls, .respond = kit_respond,
+                                             .abort = kit_abort };
+
+long mg_kit_request_answer(mg_request_t *r, const mg_ffi_kit_head_t *m, int status,
+                           const char *ctype, const char *body, size_t body_len,
+                           const char *extra, size_t extra_len, mg_kit_frame_fn frame,
+                           const char **out, size_t *head_len)
+{
+    kit_req_t *k = (kit_req_t *)r;
+    if (surroundings(k) < 0) {
+        *out = "out of memory";
+        return -1;
+    }
+    mg_request_t saved = *r;
+    apply_model(k, m);
+    r->w = k->w;
+    r->proto = &kit_answer_proto;
+    k->frame = frame;
+    k->answer_len = -1;
+    k->head_len = 0;
+    if (ctype)
+        mg_request_respond(r, status, ctype, body, body_len, extra, extra_len);
+    else /* the JSON error answer: body is its message */
+        mg_request_respond_error_with(r, status, body, extra, extra_len);
+    *r = saved;
+    *out = k->answer_len < 0 ? "the response has started" : k->w->scratch;
+    *head_len = k->head_len;
+    return k->answer_len;
 }

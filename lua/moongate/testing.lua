@@ -53,6 +53,11 @@ local _M = {}
 
 _M.format_trace = trace.format
 
+-- The C namespace (cdefs.C), raising the reason when it cannot be loaded.
+local function C()
+    return cdefs.C or require("moongate.clib").require("mg_ffi_now")
+end
+
 
 -- Helpers -------------------------------------------------------------------
 
@@ -652,13 +657,6 @@ end
 local Gateway = {}
 local gateway_mt = { __index = Gateway }
 
-local function target_name(host, port)
-    if find(host, ":", 1, true) then
-        return "[" .. host .. "]:" .. port
-    end
-    return host .. ":" .. port
-end
-
 local function policy_label(i, p)
     if type(p.name) == "string" then
         return fmt("policy %d (%s)", i, p.name)
@@ -685,6 +683,24 @@ local function check_patterns(cfg)
         end
     end
     return errors
+end
+
+-- A kit config (src/kit_request.c) owned by the Lua GC, or nil and its
+-- errors ("file:line: reason" lines).
+local function kit_config(kc)
+    if kc == nil then
+        return nil, { "moongate.testing: out of memory" }
+    end
+    kc = ffi.gc(kc, C().mg_ffi_kit_config_free)
+    local e = C().mg_ffi_kit_config_errors(kc)
+    if e ~= nil then
+        local errs = {}
+        for line in ffi.string(e):gmatch("[^\n]+") do
+            errs[#errs + 1] = line
+        end
+        return nil, errs
+    end
+    return kc
 end
 
 local function id_counter()
@@ -731,11 +747,18 @@ function _M.load(file, opts)
     if not rt then
         return nil, { fmt("%s: the router refused the routes: %s", file, err) }
     end
+    -- the config the gateway would run (src/config.c's copy into C), which
+    -- the kit's C requests read (r->g->cfg: upstreams, targets, limits)
+    local kc, kerr = kit_config(C().mg_ffi_kit_config_load(file, package.path))
+    if not kc then
+        return nil, kerr
+    end
     for _, sd in ipairs(cfg.shared_dicts) do
         router.open_shared_dict(sd.name, sd.size)
     end
 
     local env = {
+        kc = kc,
         upstreams = {}, upstream_by_name = {}, clock = { offset = 0 },
         listen_port = cfg.listeners[1] and cfg.listeners[1].port or 80,
         next_id = id_counter(), next_hex = hex_counter(), max_body = cfg.limits.body,
@@ -747,7 +770,7 @@ function _M.load(file, opts)
     for i, u in ipairs(cfg.upstreams) do
         local targets = {}
         for j, t in ipairs(u.targets) do
-            targets[j] = { name = target_name(t.host, t.port),
+            targets[j] = { name = ffi.string(C().mg_ffi_kit_config_name(kc, i - 1, j - 1)),
                            weight = t.weight }
         end
         env.upstreams[i] = { name = u.name, targets = targets,
@@ -927,17 +950,36 @@ end
 -- A context for fake requests made without a config: any upstream or
 -- target name is accepted unless spec.upstreams lists them.
 local function standalone_env(spec)
+    local kc = kit_config(C().mg_ffi_kit_config_new())
+    if not kc then
+        error("moongate.testing: out of memory", 3)
+    end
     local env = {
+        kc = kc,
         upstreams = {}, upstream_by_name = {}, clock = { offset = 0 },
         lenient = spec.upstreams == nil, listen_port = 80,
         next_id = id_counter(), next_hex = hex_counter(), max_body = spec.max_body,
     }
+    -- the upstreams and targets of the model and of its C config, in step
+    local function grown(i)
+        if i < 0 then
+            error("moongate.testing: out of memory", 0)
+        end
+        return i
+    end
     local function add(name)
         if not env.upstream_by_name[name] then
+            grown(C().mg_ffi_kit_config_upstream(kc, name, #name))
             env.upstreams[#env.upstreams + 1] = { name = name, targets = {} }
             env.upstream_by_name[name] = #env.upstreams
         end
         return env.upstreams[env.upstream_by_name[name]]
+    end
+    function env.add_target(ui, name)
+        local u = env.upstreams[ui]
+        grown(C().mg_ffi_kit_config_target(kc, ui - 1, name, #name))
+        u.targets[#u.targets + 1] = { name = name, weight = 1 }
+        return #u.targets
     end
     if spec.upstreams then
         local names = {}
@@ -946,9 +988,9 @@ local function standalone_env(spec)
         end
         sort(names)
         for _, name in ipairs(names) do
-            local u = add(name)
+            add(name)
             for _, t in ipairs(spec.upstreams[name]) do
-                u.targets[#u.targets + 1] = { name = t, weight = 1 }
+                env.add_target(env.upstream_by_name[name], t)
             end
         end
     end
@@ -1003,8 +1045,7 @@ function _M.fake_request(spec)
             end
         end
         if not st.target then
-            u.targets[#u.targets + 1] = { name = spec.target, weight = 1 }
-            st.target = #u.targets
+            st.target = env.add_target(ui, spec.target)
         end
     end
     st.http = spec.http

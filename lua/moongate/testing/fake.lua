@@ -132,20 +132,31 @@ local function head_spans(list)
     return concat(parts), spans, #list
 end
 
--- st's C request, brought to where the model is.
+-- The model's route upstream as mg_ffi_kit_request_state takes it.
+local function route_upstream(st)
+    if not st.route then
+        return -2
+    end
+    return st.route.upstream and st.route.upstream - 1 or -1
+end
+
+-- st's C request, brought to where the model is. Its config (r->g) is the
+-- model's gateway's (env.kc, src/kit_request.c), which outlives it.
 local function sync(st)
     local c = C()
     local r = st.cr
     if not r then
         local buf, spans, n = head_spans(st.headers)
-        r = c.mg_ffi_kit_request_new(buf, #buf, spans, n)
+        r = c.mg_ffi_kit_request_new(st.env.kc, buf, #buf, spans, n)
         if r == nil then
             error("moongate.testing: out of memory", 0)
         end
         r = ffi.gc(r, c.mg_ffi_kit_request_free)
         st.cr = r
     end
-    c.mg_ffi_kit_request_state(r, st.phase or 0, st.response_started and 1 or 0)
+    c.mg_ffi_kit_request_state(r, st.phase or 0, st.response_started and 1 or 0,
+                               route_upstream(st), (st.upstream_override or 0) - 1,
+                               (st.target_override or 0) - 1)
     local up = st.up and st.up_res or nil
     if up ~= st.cr_up then
         local rc
@@ -368,10 +379,6 @@ function Request.remove_header(self, name)
     note(st, "remove header " .. name)
 end
 
-local function req_writable(st)
-    return not st.response_started and st.phase < P_RESPONSE
-end
-
 -- mg_ffi_req_set_str on the C request: the phase and the value checked
 -- there, the new value kept in the model
 local function str_check(st, what, s)
@@ -405,54 +412,42 @@ function Request.set_method(self, m)
     note(st, "set method " .. m)
 end
 
+-- The overrides the C request holds after mg_ffi_req_set_upstream /
+-- _set_target, into the model (1-based).
+local ov_upstream, ov_target = ffi.new("int[1]"), ffi.new("int[1]")
+local function read_overrides(st)
+    C().mg_ffi_kit_request_overrides(st.cr, ov_upstream, ov_target)
+    st.upstream_override = ov_upstream[0] >= 0 and ov_upstream[0] + 1 or nil
+    st.target_override = ov_target[0] >= 0 and ov_target[0] + 1 or nil
+end
+
+-- mg_ffi_req_set_upstream / _set_target on the C request (its phase and
+-- the kit config's upstreams checked there). A fake request made without
+-- a config takes any name (env.lenient): the kit adds it to its config.
 function Request.set_upstream(self, name)
     local st = state(self)
-    local rc = 0
-    local _ = #name
-    local env = st.env
-    local ui = env.upstream_by_name[name]
-    if not req_writable(st) or st.up then
-        rc = EPHASE
-    elseif not ui and env.lenient then
-        ui = #env.upstreams + 1
-        env.upstreams[ui] = { name = name, targets = {} }
-        env.upstream_by_name[name] = ui
-    elseif not ui then
-        rc = ENOTFOUND
+    local c, env = C(), st.env
+    local rc = c.mg_ffi_req_set_upstream(sync(st), name, #name)
+    if rc == ENOTFOUND and env.lenient then
+        env.add(name)
+        rc = c.mg_ffi_req_set_upstream(sync(st), name, #name)
     end
     errcheck(rc, "req:set_upstream")
-    st.upstream_override = ui
-    st.target_override = nil
+    read_overrides(st)
     note(st, "set upstream " .. name)
 end
 
 function Request.set_target(self, name)
     local st = state(self)
-    local rc = 0
-    local _ = #name
+    local c, env = C(), st.env
+    local rc = c.mg_ffi_req_set_target(sync(st), name, #name)
     local ui = upstream_index(st)
-    local ti
-    if not req_writable(st) or st.up then
-        rc = EPHASE
-    elseif not ui then
-        rc = ENOTFOUND
-    else
-        local u = st.env.upstreams[ui]
-        for i, t in ipairs(u.targets) do
-            if t.name == name then
-                ti = i
-                break
-            end
-        end
-        if not ti and st.env.lenient then
-            ti = #u.targets + 1
-            u.targets[ti] = { name = name, weight = 1 }
-        elseif not ti then
-            rc = ENOTFOUND
-        end
+    if rc == ENOTFOUND and env.lenient and ui then
+        env.add_target(ui, name)
+        rc = c.mg_ffi_req_set_target(sync(st), name, #name)
     end
     errcheck(rc, "req:set_target")
-    st.target_override = ti
+    read_overrides(st)
     note(st, "set target " .. name)
 end
 
@@ -700,12 +695,24 @@ local function has_header(list, lname)
     return false
 end
 
-local KNOWN = {  -- MG_H_* (src/request.h), in order
-    "host", "connection", "expect", "request_id", "xff", "upgrade",
-    "content_length", "transfer_encoding", "traceparent", "authorization",
-    "proxy_authorization", "content_type",
-}
-local known_buf = ffi.new("uint16_t[?]", #KNOWN)
+-- The headers of the request's known[] slots (MG_H_*, src/request.h), in
+-- their order: their lower-case names, from C.
+local KNOWN
+local function known_names()
+    if not KNOWN then
+        local c, names = C(), {}
+        while true do
+            local n = c.mg_ffi_kit_known_header(#names)
+            if n == nil then
+                break
+            end
+            names[#names + 1] = ffi.string(n)
+        end
+        KNOWN = names
+    end
+    return KNOWN
+end
+local known_buf = ffi.new("uint16_t[32]")
 local head_flags, head_cl = ffi.new("int[1]"), ffi.new("uint64_t[1]")
 local head_why = ffi.new("const char *[1]")
 
@@ -753,6 +760,8 @@ function _M.new_state(spec, env)
     end
     if spec.http_version == 1.0 or spec.http_version == "1.0" then
         st.http_minor = 0
+    elseif spec.http_version == 0.9 or spec.http_version == "0.9" then
+        st.http09 = true
     end
     if spec.tls then
         -- a request on a TLS listener: what a handshake would have agreed
@@ -789,22 +798,25 @@ function _M.new_state(spec, env)
     -- the gateway's checks of the head (mg_ffi_head_check): llhttp, the
     -- header classification, the framing; known as classified up to a
     -- refusal (which X-Request-Id and traceparent the answer carries)
-    local head = st.method .. " " .. st.url .. " HTTP/1." .. st.http_minor
-        .. "\r\n" .. concat(lines) .. "\r\n"
-    local status = C().mg_ffi_head_check(head, #head, known_buf, head_flags,
+    -- (http_version 0.9: a request line without a version, as an HTTP/0.9
+    -- client sends it)
+    local version = st.http09 and "" or " HTTP/1." .. st.http_minor
+    local head = st.method .. " " .. st.url .. version .. "\r\n" .. concat(lines)
+        .. "\r\n"
+    local status = C().mg_ffi_head_check(env.kc, head, #head, known_buf, head_flags,
                                          head_cl, head_why)
     if status ~= 0 then
         st.bad, st.bad_status = ffi.string(head_why[0]), status
     end
     local known = {}
-    for i, k in ipairs(KNOWN) do
+    for i, k in ipairs(known_names()) do
         if known_buf[i - 1] ~= 0 then known[k] = known_buf[i - 1] end
     end
     st.known = known
     st.trace_bad = band(head_flags[0], cdefs.HEAD_TRACE_BAD) ~= 0 or nil
     st.chunked = band(head_flags[0], cdefs.HEAD_CHUNKED) ~= 0 or nil
     st.content_length = tonumber(head_cl[0])
-    local rid_i = known.request_id
+    local rid_i = known["x-request-id"]
     st.has_body = st.chunked or st.content_length > 0
     st.head_method = st.method == "HEAD"
 
@@ -869,17 +881,25 @@ end
 
 -- What goes on the wire -------------------------------------------------------
 
--- mg_status_has_body (src/request.h): 1xx, 204 and 304 carry no body
-local function has_body(status)
-    return status >= 200 and status ~= 204 and status ~= 304
-end
-
--- The header lines of a "Name: value\r\n" block.
+-- The header lines of a "Name: value\r\n" block the C code wrote.
 local function parse_block(block, out)
     for name, value in gmatch(block or "", "([^:\r\n]+): ([^\r\n]*)\r\n") do
         out[#out + 1] = { name, value }
     end
     return out
+end
+
+-- The status and header list of a client's head the C code wrote, less
+-- its Connection header (the kit has no client connection).
+local function client_head(head)
+    local status, rest = match(head, "^HTTP/1%.%d (%d%d%d) [^\r\n]*\r\n(.*)$")
+    local out = {}
+    for _, h in ipairs(parse_block(rest, {})) do
+        if lower(h[1]) ~= "connection" then
+            out[#out + 1] = h
+        end
+    end
+    return tonumber(status), out
 end
 
 --- send_head: the request the upstream receives, as
@@ -890,7 +910,7 @@ end
 -- strip_prefix) is the router's, from st.match, when no hook set the path
 -- after routing.
 local kit_head = ffi.new("mg_ffi_kit_head_t")
-local kit_known = ffi.new("uint16_t[?]", #KNOWN)
+local kit_known = ffi.new("uint16_t[32]")
 local kit_out, kit_body = ffi.new("const char *[1]"), ffi.new("int[1]")
 
 -- kit_head set from st (its strings stay referenced by st for the call):
@@ -898,13 +918,15 @@ local kit_out, kit_body = ffi.new("const char *[1]"), ffi.new("int[1]")
 local function head_model(st, target)
     local h, ui = kit_head, upstream_index(st)
     local up = ui and st.env.upstreams[ui] or {}
-    for i, k in ipairs(KNOWN) do
+    for i, k in ipairs(known_names()) do
         kit_known[i - 1] = st.known[k] or 0
     end
+    -- (a head refused before its target was split has no path yet)
+    local path, query = st.path or "", st.query_raw or ""
     h.method, h.method_len = st.method, #st.method
     h.new_method, h.new_method_len = st.new_method, st.new_method and #st.new_method or 0
-    h.path, h.path_len = st.path, #st.path
-    h.query, h.query_len = st.query_raw, #st.query_raw
+    h.path, h.path_len = path, #path
+    h.query, h.query_len = query, #query
     h.new_query, h.new_query_len = st.new_query, st.new_query and #st.new_query or 0
     h.path_rewritten = st.path_rewritten and 1 or 0
     h.match = st.route and st.env.upstream_path and st.match or nil
@@ -963,16 +985,9 @@ function _M.client_response(st, commit)
     local r = sync(st)
     local head = built_head(C().mg_ffi_kit_response_head(r, head_model(st, ""), kit_out,
                                                          kit_body))
-    local status, rest = match(head, "^HTTP/1%.1 (%d%d%d) [^\r\n]*\r\n(.*)$")
-    local out = {}
-    for _, h in ipairs(parse_block(rest, {})) do
-        if lower(h[1]) ~= "connection" then
-            out[#out + 1] = h
-        end
-    end
+    local status, out = client_head(head)
     local b = kit_body[0]
     local body = b == 2 and st.res_body or b == 1 and st.up_res.body or ""
-    status = tonumber(status)
     if commit ~= false then
         st.status = status
         st.response_started = true
@@ -980,31 +995,40 @@ function _M.client_response(st, commit)
     return status, out, body
 end
 
---- mg_conn_respond: an answer made by the gateway (hook, handler, error).
--- `commit` false only computes it. Returns status, header list, body.
-function _M.local_response(st, status, ctype, body, block, commit)
-    local out = {}
-    if has_body(status) then
-        out[1] = { "Content-Type", ctype or "text/plain" }
-        out[2] = { "Content-Length", tostring(#body) }
-    else
-        body = ""
+local answer_out, answer_head = ffi.new("const char *[1]"), ffi.new("size_t[1]")
+
+-- The gateway's own answer (ctype nil: its JSON error answer, body the
+-- message), made by src/request.c's mg_request_respond /
+-- mg_request_respond_error_with on st's C request and framed as
+-- src/http_conn.c frames it for a client (mg_ffi_kit_respond).
+local function gateway_answer(st, status, ctype, body, block, commit)
+    local r = sync(st)
+    block = block or ""
+    local n = tonumber(C().mg_ffi_kit_respond(r, head_model(st, ""), status, ctype, body,
+                                              #body, block, #block, answer_out,
+                                              answer_head))
+    if n < 0 then
+        error("moongate.testing: " .. ffi.string(answer_out[0]), 0)
     end
-    out[#out + 1] = { "X-Request-Id", st.id }
-    parse_block(block, out)
+    local hl = tonumber(answer_head[0])
+    local code, out = client_head(ffi.string(answer_out[0], hl))
     if commit ~= false then
-        st.status = status
+        st.status = code
         st.response_started = true
     end
-    return status, out, st.head_method and "" or body
+    return code, out, ffi.string(answer_out[0] + hl, n - hl)
 end
 
---- mg_conn_respond_error: the gateway's JSON error answer.
+--- An answer made by the gateway (hook, handler): status, content type,
+-- body and extra header lines block ("Name: value\r\n"...). `commit`
+-- false only computes it. Returns status, header list, body.
+function _M.local_response(st, status, ctype, body, block, commit)
+    return gateway_answer(st, status, ctype or "text/plain", body, block, commit)
+end
+
+--- The gateway's JSON error answer.
 function _M.error_response(st, status, message, commit, block)
-    local body = fmt('{"error":"%s","status":%d,"request_id":"%s"}\n',
-                     message, status, st.id)
-    return _M.local_response(st, status, "application/json", body,
-                             block or "", commit)
+    return gateway_answer(st, status, nil, message, block, commit)
 end
 
 return _M
