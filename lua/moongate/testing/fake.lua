@@ -7,28 +7,29 @@
 -- checks of edits, of a new method, path or query and of the response's
 -- status and body run the gateway's
 -- own mg_ffi_req_* / mg_ffi_res_* functions (src/ffi_request.c) on a
--- request built in memory from the model (st.cr, src/kit_request.c);
--- which client X-Request-Id is kept (mg_ffi_request_id_check) and the
--- traceparent parser (mg_ffi_trace_parse) are pure functions, and the
--- head goes through llhttp and the gateway's head checks
--- (mg_ffi_head_check, src/http_conn.c); the head the upstream gets and
--- the client's head of a proxied answer are written by src/proxy.c's own
--- head builders on st.cr and the model (mg_ffi_kit_upstream_head,
--- mg_ffi_kit_response_head). What is still written here after the C code
--- (the function named beside each must follow it): src/http_conn.c's
--- mg_conn_respond and mg_conn_respond_error (answers made by the
--- gateway); the phase checks of set_upstream and set_target, which need
--- the config's upstreams (the model's env).
+-- request built in memory from the model (st.cr, src/kit_request.c),
+-- whose config (r->g->cfg) is the kit's (env.kc: the gateway's copy of the
+-- kit's config file), so that set_upstream and set_target are checked
+-- there too; which client X-Request-Id is kept (mg_ffi_request_id_check)
+-- and the traceparent parser (mg_ffi_trace_parse) are pure functions; the
+-- head goes through llhttp with a client connection's own callbacks and
+-- the config's limits (mg_ffi_head_check, src/http_conn.c); the head the
+-- upstream gets and the client's head of a proxied answer are written by
+-- src/proxy.c's own head builders on st.cr and the model
+-- (mg_ffi_kit_upstream_head, mg_ffi_kit_response_head), and the gateway's
+-- own answers by src/request.c, framed by src/http_conn.c
+-- (mg_ffi_kit_respond). What is left here is the state model.
 --
 -- A model st:
---   env             gateway context: upstreams, router, clock, id counter
+--   env             gateway context: kc (the kit config), upstreams, router,
+--                   clock, id counter
 --   method          as received; new_method when a hook set one
 --   url, raw_path   request-target and its path part as received
 --   path            normalised path (or the path a hook set)
 --   query_raw       "?..." as received, or ""; new_query when a hook set one
 --   headers         { { name, value }, ... } as received
---   known           index of the first host, x-forwarded-for, connection,
---                   x-request-id, content-length, transfer-encoding header
+--   known           { lower-case name = index of its first header } for the
+--                   headers of the request's known[] slots (from C)
 --   body, content_length, chunked, has_body, http_minor, head_method
 --   id, client, client_port, local_port
 --   tls             nil (plain listener) or { version, cipher, sni, alpn, resumed }
