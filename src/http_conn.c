@@ -1613,7 +1613,8 @@ long mg_ffi_kit_respond(mg_request_t *r, const mg_ffi_kit_head_t *m, int status,
  * kit config's limits: everything up to the end of the head, the
  * connection's timers and the request's start (on_message_begin) aside. */
 int mg_ffi_head_check(mg_kit_config_t *kc, const char *head, size_t len, uint16_t *known,
-                      int *flags, uint64_t *content_length, const char **reason)
+                      int *flags, uint64_t *content_length, uint32_t *spans, uint32_t max,
+                      uint32_t *nheaders, const char **reason)
 {
     static llhttp_settings_t s;
     static int ready;
@@ -1663,8 +1664,17 @@ int mg_ffi_head_check(mg_kit_config_t *kc, const char *head, size_t len, uint16_
         *reason = e == HPE_OK ? "incomplete request head" : llhttp_get_error_reason(&p);
     }
     memcpy(known, r->known, sizeof(r->known));
-    *flags = (r->trace_bad ? MG_FFI_HEAD_TRACE_BAD : 0) | (r->chunked ? MG_FFI_HEAD_CHUNKED : 0);
+    *flags = (r->trace_bad ? MG_FFI_HEAD_TRACE_BAD : 0) | (r->chunked ? MG_FFI_HEAD_CHUNKED : 0) |
+             (r->head_method ? MG_FFI_HEAD_HEAD : 0);
     *content_length = r->content_length;
+    *nheaders = r->nheaders < max ? r->nheaders : max;
+    for (uint32_t i = 0; i < *nheaders; i++) {
+        uint32_t *sp = spans + 4 * i;
+        sp[0] = r->headers[i].name.off;
+        sp[1] = r->headers[i].name.len;
+        sp[2] = r->headers[i].value.off;
+        sp[3] = r->headers[i].value.len;
+    }
     free(hs);
     free(r);
     free(c);

@@ -224,10 +224,14 @@ long mg_ffi_kit_respond(mg_request_t *r, const mg_ffi_kit_head_t *m, int status,
  * status it is refused with, *reason why (static). known[MG_H__COUNT]
  * (request.h) gets the index+1 among the header lines of each header the
  * core acts on, as classified up to a refusal; flags MG_FFI_HEAD_*;
- * content_length the Content-Length llhttp read (0 without). */
-enum { MG_FFI_HEAD_CHUNKED = 1, MG_FFI_HEAD_TRACE_BAD = 2 };
+ * content_length the Content-Length llhttp read (0 without); spans the
+ * *nheaders headers read (at most max; four numbers each: name offset,
+ * length, value offset, length into head; values without the blanks
+ * around them). */
+enum { MG_FFI_HEAD_CHUNKED = 1, MG_FFI_HEAD_TRACE_BAD = 2, MG_FFI_HEAD_HEAD = 4 };
 int mg_ffi_head_check(mg_kit_config_t *kc, const char *head, size_t len, uint16_t *known,
-                      int *flags, uint64_t *content_length, const char **reason);
+                      int *flags, uint64_t *content_length, uint32_t *spans, uint32_t max,
+                      uint32_t *nheaders, const char **reason);
 
 /* ==== a real upstream's answer for the REPL (h1_response.c) ====
  * lua/moongate/repl.lua reads it from a socket: buf[0..len) holds what came

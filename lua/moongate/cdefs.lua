@@ -83,7 +83,8 @@ long mg_ffi_kit_respond(mg_request_t *r, const mg_ffi_kit_head_t *m, int status,
                         const char *extra, size_t extra_len, const char **out,
                         size_t *head_len);
 int mg_ffi_head_check(mg_kit_config_t *kc, const char *head, size_t len, uint16_t *known,
-                      int *flags, uint64_t *content_length, const char **reason);
+                      int *flags, uint64_t *content_length, uint32_t *spans, uint32_t max,
+                      uint32_t *nheaders, const char **reason);
 long mg_ffi_h1_response(char *buf, size_t len, int eof, int no_body, int *status,
                         uint32_t *spans, uint32_t max, uint32_t *nheaders, size_t *body_off,
                         size_t *body_len, const char **err);
@@ -136,7 +137,7 @@ _M.METHOD, _M.PATH, _M.RAW_PATH, _M.QUERY, _M.ID = 1, 2, 3, 4, 5
 _M.CLIENT, _M.ROUTE, _M.UPSTREAM, _M.TARGET, _M.SCHEME = 6, 7, 8, 9, 10
 _M.TLS_VERSION, _M.TLS_CIPHER, _M.TLS_SNI, _M.TLS_ALPN = 11, 12, 13, 14
 _M.TRACE_ID, _M.SPAN_ID = 15, 16
-_M.HEAD_CHUNKED, _M.HEAD_TRACE_BAD = 1, 2
+_M.HEAD_CHUNKED, _M.HEAD_TRACE_BAD, _M.HEAD_HEAD = 1, 2, 4
 _M.AGAIN = -11
 _M.EDIT_SET, _M.EDIT_ADD, _M.EDIT_REMOVE = 1, 2, 3
 _M.FIELD_SIZE, _M.FIELD_TIME, _M.FIELD_INT, _M.FIELD_BOOL = 1, 2, 3, 4

@@ -715,6 +715,7 @@ local function known_names()
 end
 local known_buf = ffi.new("uint16_t[32]")
 local head_flags, head_cl = ffi.new("int[1]"), ffi.new("uint64_t[1]")
+local head_n = ffi.new("uint32_t[1]")
 local head_why = ffi.new("const char *[1]")
 
 local trace_id_buf, trace_flags_buf = ffi.new("char[32]"), ffi.new("char[2]")
@@ -726,10 +727,6 @@ function _M.parse_traceparent(v)
         return nil
     end
     return ffi.string(trace_id_buf, 32), ffi.string(trace_flags_buf, 2)
-end
-
-local function trim(s)
-    return (gsub(s, "^[ \t]*(.-)[ \t]*$", "%1"))
 end
 
 --- A model of the request described by `spec` (see docs/testing.md) as
@@ -786,29 +783,35 @@ function _M.new_state(spec, env)
             hs[#hs + 1] = { "Content-Length", tostring(#body) }
         end
     end
-    -- llhttp skips the blanks before a value, on_headers_complete those
-    -- after it (RFC 9112 5): "Host: a " is host "a"
     local lines = {}
     for i, h in ipairs(hs) do
         lines[i] = h[1] .. ": " .. h[2] .. "\r\n"
-        h[2] = trim(h[2])
     end
-    st.headers = hs
     st.body = body or ""
 
-    -- the gateway's checks of the head (mg_ffi_head_check): llhttp, the
-    -- header classification, the framing; known as classified up to a
-    -- refusal (which X-Request-Id and traceparent the answer carries)
-    -- (http_version 0.9: a request line without a version, as an HTTP/0.9
-    -- client sends it)
+    -- the gateway's checks of the head (mg_ffi_head_check): llhttp with a
+    -- client connection's callbacks and the config's limits, the header
+    -- classification, the framing. The headers are what they read (values
+    -- without the blanks around them: "Host: a " is host "a"), known as
+    -- classified up to a refusal (which X-Request-Id and traceparent the
+    -- answer carries). http_version 0.9: a request line without a version,
+    -- as an HTTP/0.9 client sends it.
     local version = st.http09 and "" or " HTTP/1." .. st.http_minor
     local head = st.method .. " " .. st.url .. version .. "\r\n" .. concat(lines)
         .. "\r\n"
+    local _, nlines = gsub(head, "\n", "")
+    local spans = u32_arr(4 * nlines)
     local status = C().mg_ffi_head_check(env.kc, head, #head, known_buf, head_flags,
-                                         head_cl, head_why)
+                                         head_cl, spans, nlines, head_n, head_why)
     if status ~= 0 then
         st.bad, st.bad_status = ffi.string(head_why[0]), status
     end
+    hs = {}
+    for i = 0, tonumber(head_n[0]) - 1 do
+        local sp = spans + 4 * i
+        hs[i + 1] = { sub(head, sp[0] + 1, sp[0] + sp[1]), sub(head, sp[2] + 1, sp[2] + sp[3]) }
+    end
+    st.headers = hs
     local known = {}
     for i, k in ipairs(known_names()) do
         if known_buf[i - 1] ~= 0 then known[k] = known_buf[i - 1] end
@@ -816,14 +819,13 @@ function _M.new_state(spec, env)
     st.known = known
     st.trace_bad = band(head_flags[0], cdefs.HEAD_TRACE_BAD) ~= 0 or nil
     st.chunked = band(head_flags[0], cdefs.HEAD_CHUNKED) ~= 0 or nil
+    st.head_method = band(head_flags[0], cdefs.HEAD_HEAD) ~= 0
     st.content_length = tonumber(head_cl[0])
     local rid_i = known["x-request-id"]
     st.has_body = st.chunked or st.content_length > 0
-    st.head_method = st.method == "HEAD"
 
     -- assign_trace (src/trace.c mg_trace_parse; ids from env.next_hex)
-    local tp = known.traceparent and not st.trace_bad
-        and trim(hs[known.traceparent][2])
+    local tp = known.traceparent and not st.trace_bad and hs[known.traceparent][2]
     local tid, flags = tp and _M.parse_traceparent(tp)
     st.trace_continued = tid ~= nil
     st.trace_id = tid or env.next_hex(32)
