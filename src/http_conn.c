@@ -1608,6 +1608,12 @@ long mg_ffi_kit_respond(mg_request_t *r, const mg_ffi_kit_head_t *m, int status,
                                  kit_frame, out, head_len);
 }
 
+long mg_ffi_kit_head_checks(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out,
+                            size_t *head_len)
+{
+    return mg_kit_request_step(r, m, mg_pipeline_checks, kit_frame, out, head_len);
+}
+
 /* The head check runs the connection's own llhttp callbacks over a
  * connection that holds only the head (its buffer) and a request with the
  * kit config's limits: everything up to the end of the head, the

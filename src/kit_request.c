@@ -5,10 +5,12 @@
  *
  * The kit keeps its model of the request (routing, the upstream's answer,
  * the clock, ids) in Lua and hands this request what those functions read:
- * the received headers, the hook phase, whether the response started and
- * the upstream's answer head. Nothing here parses: the headers come as
- * (offset, length) spans into bytes the kit passes, as the protocol's
- * parser would leave them.
+ * the received head, the hook phase, whether the response started and
+ * the upstream's answer head. Nothing here parses: the request line and
+ * headers come as (offset, length) spans into the head's bytes, as the
+ * protocol's parser left them (http_conn.c mg_ffi_head_check). The
+ * pipeline's checks before any hook (pipeline.c mg_pipeline_checks: Host,
+ * the target, escaped slashes) run on it too (mg_kit_request_step).
  *
  * For the head the upstream gets and the client's head of a proxied
  * answer (proxy.c mg_ffi_kit_upstream_head, mg_ffi_kit_response_head) the
@@ -52,9 +54,10 @@
 
 /* What r->g is for a kit request: a generation with a config only. */
 struct mg_kit_config_s {
-    mg_wgen_t g;
+    mg_wgen_t g;          /* its cfg and router */
     mg_config_t *cfg;
-    char *errors; /* mg_config_load's, when the file was refused */
+    mg_router_t *router;  /* the config's routes (escaped_slashes reads them) */
+    char *errors;         /* mg_config_load's, when the file was refused */
 };
 
 typedef struct kit_req_s {
@@ -78,6 +81,9 @@ typedef struct kit_req_s {
     mg_kit_frame_fn frame;
     long answer_len;
     size_t head_len;
+    /* the target as the pipeline's checks left it (in r.scratch) */
+    const char *path, *query;
+    size_t path_len, query_len;
 } kit_req_t;
 
 /* ---- kit configs ---------------------------------------------------------- */
@@ -85,12 +91,15 @@ typedef struct kit_req_s {
 static mg_kit_config_t *config_wrap(mg_config_t *cfg)
 {
     mg_kit_config_t *kc = calloc(1, sizeof(*kc));
-    if (!kc) {
+    const char *err;
+    if (!kc || mg_router_build(&kc->router, cfg->routes, cfg->nroutes, &err) != 0) {
+        free(kc);
         mg_config_free(cfg);
         return NULL;
     }
     kc->cfg = cfg;
     kc->g.cfg = cfg;
+    kc->g.router = kc->router;
     return kc;
 }
 
@@ -156,6 +165,7 @@ void mg_ffi_kit_config_free(mg_kit_config_t *kc)
 {
     if (!kc)
         return;
+    mg_router_free(kc->router);
     mg_config_free(kc->cfg);
     free(kc->errors);
     free(kc);
@@ -249,9 +259,9 @@ static int copy_head(const char *buf, size_t len, const uint32_t *spans, size_t 
 }
 
 mg_request_t *mg_ffi_kit_request_new(mg_kit_config_t *kc, const char *buf, size_t len,
-                                     const uint32_t *spans, size_t n)
+                                     const uint32_t *line, const uint32_t *spans, size_t n)
 {
-    if (!kc->cfg)
+    if (!kc->cfg || (size_t)line[0] + line[1] > len || (size_t)line[2] + line[3] > len)
         return NULL;
     kit_req_t *k = calloc(1, sizeof(*k));
     if (!k)
@@ -261,6 +271,12 @@ mg_request_t *mg_ffi_kit_request_new(mg_kit_config_t *kc, const char *buf, size_
         return NULL;
     }
     k->r.nheaders = k->r.headers_cap = (uint32_t)n;
+    k->r.method = (mg_span_t){ .off = line[0], .len = line[1] };
+    k->r.url = (mg_span_t){ .off = line[2], .len = line[3] };
+    if (mg_request_fit(&k->r, &kc->cfg->limits) != 0) {
+        mg_ffi_kit_request_free(&k->r);
+        return NULL;
+    }
     k->r.data = &k->buf;
     k->r.g = &kc->g;
     k->r.target = -1;
@@ -293,6 +309,7 @@ void mg_ffi_kit_request_free(mg_request_t *r)
     free(k->send);
     mg_request_arena_reset(r);
     free(r->headers);
+    free(r->scratch);
     free(k->buf);
     free(k);
 }
@@ -398,6 +415,8 @@ static void apply_model(kit_req_t *k, const mg_ffi_kit_head_t *m)
     r->is_upgrade = 0; /* the kit has no upgrades */
     snprintf(k->peer.client_ip, sizeof(k->peer.client_ip), "%s",
              m->client_ip ? m->client_ip : "");
+    k->peer.local_port = (uint16_t)m->local_port;
+    k->peer.listener = (uint16_t)m->listener;
     r->peer = &k->peer;
     r->proto = &kit_proto;
     k->tls = m->tls;
@@ -482,6 +501,45 @@ static void kit_abort(mg_request_t *r)
 static const mg_proto_t kit_answer_proto = { .tls = kit_tls, .respond = kit_respond,
                                              .abort = kit_abort };
 
+/* Runs fn(r, arg) on r set from m, with the kit's protocol taking any
+ * answer it makes (framed by frame). */
+static void run_answering(kit_req_t *k, const mg_ffi_kit_head_t *m, mg_kit_frame_fn frame,
+                          int (*fn)(mg_request_t *r, const void *arg), const void *arg)
+{
+    mg_request_t *r = &k->r;
+    mg_request_t saved = *r;
+    apply_model(k, m);
+    r->w = k->w;
+    r->proto = &kit_answer_proto;
+    k->frame = frame;
+    k->answer_len = -1;
+    k->head_len = 0;
+    k->path = k->query = NULL;
+    if (fn(r, arg) == 0) { /* went on: the target it left */
+        k->path = r->path;
+        k->path_len = r->path_len;
+        k->query = r->query;
+        k->query_len = r->query_len;
+    }
+    *r = saved;
+}
+
+typedef struct answer_s {
+    int status;
+    const char *ctype, *body, *extra;
+    size_t body_len, extra_len;
+} answer_t;
+
+static int make_answer(mg_request_t *r, const void *arg)
+{
+    const answer_t *a = arg;
+    if (a->ctype)
+        mg_request_respond(r, a->status, a->ctype, a->body, a->body_len, a->extra, a->extra_len);
+    else /* the JSON error answer: body is its message */
+        mg_request_respond_error_with(r, a->status, a->body, a->extra, a->extra_len);
+    return 1;
+}
+
 long mg_kit_request_answer(mg_request_t *r, const mg_ffi_kit_head_t *m, int status,
                            const char *ctype, const char *body, size_t body_len,
                            const char *extra, size_t extra_len, mg_kit_frame_fn frame,
@@ -492,19 +550,42 @@ long mg_kit_request_answer(mg_request_t *r, const mg_ffi_kit_head_t *m, int stat
         *out = "out of memory";
         return -1;
     }
-    mg_request_t saved = *r;
-    apply_model(k, m);
-    r->w = k->w;
-    r->proto = &kit_answer_proto;
-    k->frame = frame;
-    k->answer_len = -1;
-    k->head_len = 0;
-    if (ctype)
-        mg_request_respond(r, status, ctype, body, body_len, extra, extra_len);
-    else /* the JSON error answer: body is its message */
-        mg_request_respond_error_with(r, status, body, extra, extra_len);
-    *r = saved;
+    answer_t a = { status, ctype, body, extra, body_len, extra_len };
+    run_answering(k, m, frame, make_answer, &a);
     *out = k->answer_len < 0 ? "the response has started" : k->w->scratch;
     *head_len = k->head_len;
     return k->answer_len;
+}
+
+static int run_step(mg_request_t *r, const void *arg)
+{
+    int (*const *step)(mg_request_t *) = arg;
+    return (*step)(r);
+}
+
+long mg_kit_request_step(mg_request_t *r, const mg_ffi_kit_head_t *m,
+                         int (*step)(mg_request_t *r), mg_kit_frame_fn frame, const char **out,
+                         size_t *head_len)
+{
+    kit_req_t *k = (kit_req_t *)r;
+    if (surroundings(k) < 0) {
+        *out = "out of memory";
+        return -1;
+    }
+    run_answering(k, m, frame, run_step, &step);
+    if (k->path)
+        return 0;
+    *out = k->answer_len < 0 ? "no answer" : k->w->scratch;
+    *head_len = k->head_len;
+    return k->answer_len;
+}
+
+void mg_ffi_kit_request_target(const mg_request_t *r, const char **path, size_t *path_len,
+                               const char **query, size_t *query_len)
+{
+    const kit_req_t *k = (const kit_req_t *)r;
+    *path = k->path ? k->path : "";
+    *path_len = k->path ? k->path_len : 0;
+    *query = k->query ? k->query : "";
+    *query_len = k->query ? k->query_len : 0;
 }

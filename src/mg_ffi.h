@@ -126,11 +126,12 @@ const char *mg_ffi_kit_config_name(const mg_kit_config_t *kc, int upstream, int 
 const char *mg_ffi_kit_known_header(int k);
 /* A request made from the kit's model, on which the mg_ffi_req_* and
  * mg_ffi_res_* header, edit and method/path/query functions run as in the
- * gateway. buf holds the received headers' bytes, spans four numbers per
- * header (name offset, name length, value offset, value length into buf);
- * both are copied. NULL when out of memory or kc has no config. */
+ * gateway. buf holds the received head, line four numbers (method offset,
+ * length, target offset, length into buf), spans four per header (name
+ * offset, name length, value offset, value length); all are copied. NULL
+ * when out of memory or kc has no config. */
 mg_request_t *mg_ffi_kit_request_new(mg_kit_config_t *kc, const char *buf, size_t len,
-                                     const uint32_t *spans, size_t n);
+                                     const uint32_t *line, const uint32_t *spans, size_t n);
 void mg_ffi_kit_request_free(mg_request_t *r);
 /* Where the kit's model is: the hook phase running (0 none), whether the
  * response head went to the client, its route's upstream index (-1 a
@@ -138,8 +139,12 @@ void mg_ffi_kit_request_free(mg_request_t *r);
  * overrides (-1 none). */
 void mg_ffi_kit_request_state(mg_request_t *r, int phase, int response_started,
                               int route_upstream, int upstream_override, int target_override);
-/* The overrides mg_ffi_req_set_upstream / _set_target left on r. */
+/* The overrides mg_ffi_req_set_upstream / _set_target left on r; the
+ * normalised path and the query ("?..." or "") the pipeline's checks left
+ * (mg_ffi_kit_head_checks; valid until the next call on r). */
 void mg_ffi_kit_request_overrides(const mg_request_t *r, int *upstream, int *target);
+void mg_ffi_kit_request_target(const mg_request_t *r, const char **path, size_t *path_len,
+                               const char **query, size_t *query_len);
 /* The upstream's answer head (status, headers as for _new), or none when
  * status is 0. 0 or MG_FFI_ENOMEM. */
 int mg_ffi_kit_request_upstream(mg_request_t *r, int status, const char *buf, size_t len,
@@ -163,6 +168,7 @@ typedef struct mg_ffi_kit_head_s {
     uint64_t content_length;
     int path_rewritten, tls, trace_continued, head_method, body_buffered, has_body, chunked;
     int forwarded, send_request_id, override_headers; /* the upstream's options */
+    int local_port, listener; /* the listener it came on (index into the config's) */
     /* for the client's head of a proxied answer: a hook's status (0 none)
      * and body, the client's HTTP/1.x */
     size_t res_body_len;
@@ -204,6 +210,12 @@ long mg_kit_request_answer(mg_request_t *r, const mg_ffi_kit_head_t *m, int stat
                            const char *ctype, const char *body, size_t body_len,
                            const char *extra, size_t extra_len, mg_kit_frame_fn frame,
                            const char **out, size_t *head_len);
+/* For the protocol file: runs step (mg_pipeline_checks) on r as m says it
+ * is: 0 when it went on (mg_ffi_kit_request_target then says where to),
+ * else the length of the answer it made, framed by frame, as above. */
+long mg_kit_request_step(mg_request_t *r, const mg_ffi_kit_head_t *m,
+                         int (*step)(mg_request_t *r), mg_kit_frame_fn frame, const char **out,
+                         size_t *head_len);
 /* For the head checks (http_conn.c): the generation a kit config gives. */
 struct mg_wgen_s;
 struct mg_wgen_s *mg_kit_config_gen(mg_kit_config_t *kc);
@@ -215,6 +227,12 @@ long mg_ffi_kit_respond(mg_request_t *r, const mg_ffi_kit_head_t *m, int status,
                         const char *ctype, const char *body, size_t body_len,
                         const char *extra, size_t extra_len, const char **out,
                         size_t *head_len);
+/* The pipeline's checks of r's head before any hook (pipeline.c
+ * mg_pipeline_checks: Host, the target, escaped slashes) as m says r is:
+ * 0 when r goes on (mg_ffi_kit_request_target), else its answer framed as
+ * for mg_ffi_kit_respond. */
+long mg_ffi_kit_head_checks(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out,
+                            size_t *head_len);
 
 /* The gateway's checks of a request head, run as on a client connection
  * (http_conn.c: llhttp in strict mode with the connection's own callbacks,

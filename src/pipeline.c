@@ -260,29 +260,34 @@ static void hook_resumed(mg_request_t *r, int phase, int result)
     p->proceed(conn, r); /* an answer may have left a body to drop */
 }
 
-void mg_pipeline_head(mg_request_t *r)
+int mg_pipeline_checks(mg_request_t *r)
 {
-    r->pipe = &pipeline;
-    mg_request_assign_id(r);
     if (r->http_minor == 1 && !r->known[MG_H_HOST]) {
         r->response_close = 1;
         mg_request_respond_error(r, 400, "missing Host header");
-        return;
+        return 1;
     }
     if (r->known[MG_H_HOST]) {
         mg_span_t h = r->headers[r->known[MG_H_HOST] - 1].value;
         if (!mg_uri_valid_host(mg_request_data(r, h), h.len)) {
             r->response_close = 1;
             mg_request_respond_error(r, 400, "invalid Host header");
-            return;
+            return 1;
         }
     }
     if (prepare_target(r) < 0) {
         r->response_close = 1;
         mg_request_respond_error(r, 400, "bad request target");
-        return;
+        return 1;
     }
-    if (escaped_slashes(r))
+    return escaped_slashes(r);
+}
+
+void mg_pipeline_head(mg_request_t *r)
+{
+    r->pipe = &pipeline;
+    mg_request_assign_id(r);
+    if (mg_pipeline_checks(r))
         return;
     continue_request(r, 0);
 }

@@ -261,6 +261,9 @@ static inline const char *mg_request_data(const mg_request_t *r, mg_span_t s)
  * memory. The protocol then sets proto, conn, peer and data; it ends it
  * with mg_pipeline_free (pipeline.h). */
 mg_request_t *mg_request_new(mg_worker_t *w);
+/* Gives r room (its header array and scratch) for limits l: 0, or -1 when
+ * out of memory. (mg_request_new does it; so does the testing kit.) */
+int mg_request_fit(mg_request_t *r, const mg_limits_t *l);
 
 /* The request's arena: memory that lives until the request ends (8-byte
  * aligned). NULL when out of memory. */

@@ -54,11 +54,13 @@ int mg_ffi_kit_config_target(mg_kit_config_t *kc, int upstream, const char *name
 const char *mg_ffi_kit_config_name(const mg_kit_config_t *kc, int upstream, int target);
 const char *mg_ffi_kit_known_header(int k);
 mg_request_t *mg_ffi_kit_request_new(mg_kit_config_t *kc, const char *buf, size_t len,
-                                     const uint32_t *spans, size_t n);
+                                     const uint32_t *line, const uint32_t *spans, size_t n);
 void mg_ffi_kit_request_free(mg_request_t *r);
 void mg_ffi_kit_request_state(mg_request_t *r, int phase, int response_started,
                               int route_upstream, int upstream_override, int target_override);
 void mg_ffi_kit_request_overrides(const mg_request_t *r, int *upstream, int *target);
+void mg_ffi_kit_request_target(const mg_request_t *r, const char **path, size_t *path_len,
+                               const char **query, size_t *query_len);
 int mg_ffi_kit_request_upstream(mg_request_t *r, int status, const char *buf, size_t len,
                                 const uint32_t *spans, size_t n);
 typedef struct mg_ffi_kit_head_s {
@@ -72,6 +74,7 @@ typedef struct mg_ffi_kit_head_s {
     uint64_t content_length;
     int path_rewritten, tls, trace_continued, head_method, body_buffered, has_body, chunked;
     int forwarded, send_request_id, override_headers;
+    int local_port, listener;
     size_t res_body_len;
     int res_status, res_body_set, http_minor;
 } mg_ffi_kit_head_t;
@@ -82,6 +85,8 @@ long mg_ffi_kit_respond(mg_request_t *r, const mg_ffi_kit_head_t *m, int status,
                         const char *ctype, const char *body, size_t body_len,
                         const char *extra, size_t extra_len, const char **out,
                         size_t *head_len);
+long mg_ffi_kit_head_checks(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out,
+                            size_t *head_len);
 int mg_ffi_head_check(mg_kit_config_t *kc, const char *head, size_t len, uint16_t *known,
                       int *flags, uint64_t *content_length, uint32_t *spans, uint32_t max,
                       uint32_t *nheaders, const char **reason);

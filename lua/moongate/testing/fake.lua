@@ -141,14 +141,16 @@ local function route_upstream(st)
     return st.route.upstream and st.route.upstream - 1 or -1
 end
 
--- st's C request, brought to where the model is. Its config (r->g) is the
--- model's gateway's (env.kc, src/kit_request.c), which outlives it.
+-- st's C request, brought to where the model is: made from the head as
+-- the head check read it (st.head: bytes, request line and header spans).
+-- Its config (r->g) is the model's gateway's (env.kc, src/kit_request.c),
+-- which outlives it.
 local function sync(st)
     local c = C()
     local r = st.cr
     if not r then
-        local buf, spans, n = head_spans(st.headers)
-        r = c.mg_ffi_kit_request_new(st.env.kc, buf, #buf, spans, n)
+        local h = st.head
+        r = c.mg_ffi_kit_request_new(st.env.kc, h.bytes, #h.bytes, h.line, h.spans, h.n)
         if r == nil then
             error("moongate.testing: out of memory", 0)
         end
@@ -732,7 +734,7 @@ end
 --- A model of the request described by `spec` (see docs/testing.md) as
 -- the core has it when its head is parsed (llhttp callbacks, then
 -- process_head: request id). Sets st.bad (the 400 reason) for what the
--- core refuses. prepare() then splits and normalises the target.
+-- core refuses. checks() then runs the pipeline's checks of the head.
 function _M.new_state(spec, env)
     local st = {
         env = env, phase = 0, waited = 0,
@@ -806,6 +808,8 @@ function _M.new_state(spec, env)
     if status ~= 0 then
         st.bad, st.bad_status = ffi.string(head_why[0]), status
     end
+    st.head = { bytes = head, spans = spans, n = tonumber(head_n[0]),
+                line = u32_arr(4, 0, #st.method, #st.method + 1, #st.url) }
     hs = {}
     for i = 0, tonumber(head_n[0]) - 1 do
         local sp = spans + 4 * i
@@ -840,28 +844,6 @@ function _M.new_state(spec, env)
         st.id = env.next_id()
     end
     return st
-end
-
---- prepare_target: splits the target into normalised path and query.
--- Returns true, or false when the core answers 400 "bad request target".
-function _M.prepare(st, normalize)
-    local url = st.url
-    if url == "" or byte(url, 1) ~= 47 then
-        return false
-    end
-    local q = find(url, "?", 1, true)
-    if q and find(url, "#", q, true) then
-        return false -- a fragment in the query
-    end
-    local raw = q and sub(url, 1, q - 1) or url
-    local path = normalize(raw)
-    if not path then
-        return false
-    end
-    st.raw_path = raw
-    st.path = path
-    st.query_raw = q and sub(url, q) or ""
-    return true
 end
 
 --- A request object over model st (and its response object).
@@ -943,6 +925,7 @@ local function head_model(st, target)
     h.has_body = st.has_body and 1 or 0
     h.chunked = st.chunked and 1 or 0
     h.body_len, h.content_length = #st.body, st.content_length or 0
+    h.local_port, h.listener = st.local_port, st.env.listener_of(st.local_port)
     h.forwarded = up.forwarded == false and 0 or 1
     h.send_request_id = up.request_id == false and 0 or 1
     h.override_headers = up.override_headers and 1 or 0
@@ -1000,16 +983,10 @@ end
 
 local answer_out, answer_head = ffi.new("const char *[1]"), ffi.new("size_t[1]")
 
--- The gateway's own answer (ctype nil: its JSON error answer, body the
--- message), made by src/request.c's mg_request_respond /
--- mg_request_respond_error_with on st's C request and framed as
--- src/http_conn.c frames it for a client (mg_ffi_kit_respond).
-local function gateway_answer(st, status, ctype, body, block, commit)
-    local r = sync(st)
-    block = block or ""
-    local n = tonumber(C().mg_ffi_kit_respond(r, head_model(st, ""), status, ctype, body,
-                                              #body, block, #block, answer_out,
-                                              answer_head))
+-- The gateway's answer of n bytes at answer_out (its head answer_head of
+-- them), or its reason when n < 0: status, header list, body; committed
+-- to the model unless `commit` is false.
+local function framed(st, n, commit)
     if n < 0 then
         error("moongate.testing: " .. ffi.string(answer_out[0]), 0)
     end
@@ -1020,6 +997,40 @@ local function gateway_answer(st, status, ctype, body, block, commit)
         st.response_started = true
     end
     return code, out, ffi.string(answer_out[0] + hl, n - hl)
+end
+
+-- The gateway's own answer (ctype nil: its JSON error answer, body the
+-- message), made by src/request.c's mg_request_respond /
+-- mg_request_respond_error_with on st's C request and framed as
+-- src/http_conn.c frames it for a client (mg_ffi_kit_respond).
+local function gateway_answer(st, status, ctype, body, block, commit)
+    local r = sync(st)
+    block = block or ""
+    return framed(st, tonumber(C().mg_ffi_kit_respond(r, head_model(st, ""), status, ctype,
+                                                      body, #body, block, #block, answer_out,
+                                                      answer_head)), commit)
+end
+
+local t_path, t_query = ffi.new("const char *[1]"), ffi.new("const char *[1]")
+local t_plen, t_qlen = ffi.new("size_t[1]"), ffi.new("size_t[1]")
+
+--- The pipeline's checks of the head before any hook (src/pipeline.c
+-- mg_pipeline_checks: Host, the target, escaped slashes) on st's C
+-- request. Returns nil when the request goes on (st.path, st.raw_path and
+-- st.query_raw set as they left them), else the gateway's answer: status,
+-- header list, body (committed unless `commit` is false).
+function _M.checks(st, commit)
+    local r = sync(st)
+    local c = C()
+    local n = tonumber(c.mg_ffi_kit_head_checks(r, head_model(st, ""), answer_out, answer_head))
+    if n == 0 then
+        c.mg_ffi_kit_request_target(r, t_path, t_plen, t_query, t_qlen)
+        st.path = ffi.string(t_path[0], t_plen[0])
+        st.query_raw = ffi.string(t_query[0], t_qlen[0])
+        st.raw_path = sub(st.url, 1, #st.url - #st.query_raw)
+        return nil
+    end
+    return framed(st, n, commit)
 end
 
 --- An answer made by the gateway (hook, handler): status, content type,
