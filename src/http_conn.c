@@ -1608,10 +1608,11 @@ long mg_ffi_kit_respond(mg_request_t *r, const mg_ffi_kit_head_t *m, int status,
                                  kit_frame, out, head_len);
 }
 
-long mg_ffi_kit_head_checks(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out,
-                            size_t *head_len)
+long mg_ffi_kit_step(mg_request_t *r, const mg_ffi_kit_head_t *m, int step, const char **out,
+                     size_t *head_len)
 {
-    return mg_kit_request_step(r, m, mg_pipeline_checks, kit_frame, out, head_len);
+    int (*fn)(mg_request_t *) = step == MG_FFI_KIT_ROUTED ? mg_pipeline_routed : mg_pipeline_checks;
+    return mg_kit_request_step(r, m, fn, kit_frame, out, head_len);
 }
 
 /* The head check runs the connection's own llhttp callbacks over a

@@ -72,8 +72,8 @@ typedef struct kit_req_s {
     mg_upstream_t upstream;
     mg_target_t target;
     mg_peer_t peer;
-    mg_route_t route; /* r->route when the model has a match: only its
-                         presence is read */
+    mg_route_t route; /* r->route when the model's route is none of the
+                         config's: its upstream (or presence) is read */
     int tls;
     /* a gateway-made answer (mg_kit_request_answer): the protocol's framer
      * writes it into w's scratch, answer_len bytes, head_len of them the
@@ -389,7 +389,12 @@ static void apply_model(kit_req_t *k, const mg_ffi_kit_head_t *m)
     r->new_query = m->new_query;
     r->new_query_len = m->new_query_len;
     r->path_rewritten = m->path_rewritten ? 1 : 0;
-    r->route = m->match ? &k->route : NULL;
+    const mg_config_t *cfg = r->g->cfg;
+    if (m->route_index >= 0 && (size_t)m->route_index < cfg->nroutes)
+        r->route = &cfg->routes[m->route_index];
+    else
+        r->route = m->match ? &k->route : NULL;
+    r->route_rc = m->route_rc;
     if (m->match)
         r->match = *(const mg_route_match_t *)m->match;
     memcpy(r->known, m->known, sizeof(r->known));

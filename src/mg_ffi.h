@@ -169,6 +169,9 @@ typedef struct mg_ffi_kit_head_s {
     int path_rewritten, tls, trace_continued, head_method, body_buffered, has_body, chunked;
     int forwarded, send_request_id, override_headers; /* the upstream's options */
     int local_port, listener; /* the listener it came on (index into the config's) */
+    /* the router's answer (router.h MG_ROUTE_*) and the config route it
+     * chose (its index, -1 none or not one of the config's) */
+    int route_rc, route_index;
     /* for the client's head of a proxied answer: a hook's status (0 none)
      * and body, the client's HTTP/1.x */
     size_t res_body_len;
@@ -227,12 +230,15 @@ long mg_ffi_kit_respond(mg_request_t *r, const mg_ffi_kit_head_t *m, int status,
                         const char *ctype, const char *body, size_t body_len,
                         const char *extra, size_t extra_len, const char **out,
                         size_t *head_len);
-/* The pipeline's checks of r's head before any hook (pipeline.c
- * mg_pipeline_checks: Host, the target, escaped slashes) as m says r is:
- * 0 when r goes on (mg_ffi_kit_request_target), else its answer framed as
- * for mg_ffi_kit_respond. */
-long mg_ffi_kit_head_checks(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out,
-                            size_t *head_len);
+/* A step of the pipeline (pipeline.c) on r as m says r is: MG_FFI_KIT_CHECKS
+ * the checks of its head before any hook (mg_pipeline_checks: Host, the
+ * target, escaped slashes; then mg_ffi_kit_request_target says where it
+ * goes), MG_FFI_KIT_ROUTED those once routed (mg_pipeline_routed: 404,
+ * 405, 413). 0 when r goes on, else its answer framed as for
+ * mg_ffi_kit_respond. */
+enum { MG_FFI_KIT_CHECKS = 1, MG_FFI_KIT_ROUTED = 2 };
+long mg_ffi_kit_step(mg_request_t *r, const mg_ffi_kit_head_t *m, int step, const char **out,
+                     size_t *head_len);
 
 /* The gateway's checks of a request head, run as on a client connection
  * (http_conn.c: llhttp in strict mode with the connection's own callbacks,

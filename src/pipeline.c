@@ -173,6 +173,25 @@ static int run_phase(mg_request_t *r, int phase)
 
 static void respond_405(mg_request_t *r);
 
+int mg_pipeline_routed(mg_request_t *r)
+{
+    if (!r->route && r->upstream_override < 0) {
+        r->state = MG_RS_LOCAL;
+        if (r->route_rc == MG_ROUTE_BAD_METHOD)
+            respond_405(r);
+        else
+            mg_request_respond_error(r, 404, "no route");
+        return 1;
+    }
+    uint64_t max_body = r->route ? r->route->max_body : r->g->cfg->limits.body;
+    if (r->content_length > max_body) {
+        r->response_close = 1;
+        mg_request_respond_error(r, 413, "request body too large");
+        return 1;
+    }
+    return 0;
+}
+
 /* The steps of a request after its head, each resumable after a hook that
  * waited: on_request, routing, on_route, route policies, then the handler or
  * the upstream. `done` is the last phase already finished. */
@@ -197,20 +216,8 @@ static void continue_request(mg_request_t *r, int done)
             return;
     }
     mg_upgrade_settle(r); /* before policies: they decide on what goes */
-    if (!r->route && r->upstream_override < 0) {
-        r->state = MG_RS_LOCAL;
-        if (r->route_rc == MG_ROUTE_BAD_METHOD)
-            respond_405(r);
-        else
-            mg_request_respond_error(r, 404, "no route");
+    if (mg_pipeline_routed(r))
         return;
-    }
-    uint64_t max_body = r->route ? r->route->max_body : r->g->cfg->limits.body;
-    if (r->content_length > max_body) {
-        r->response_close = 1;
-        mg_request_respond_error(r, 413, "request body too large");
-        return;
-    }
     if (done < MG_PHASE_ACCESS && r->route && mg_hooks_has(r->g, r->route, MG_PHASE_ACCESS) &&
         run_phase(r, MG_PHASE_ACCESS))
         return;

@@ -75,6 +75,7 @@ typedef struct mg_ffi_kit_head_s {
     int path_rewritten, tls, trace_continued, head_method, body_buffered, has_body, chunked;
     int forwarded, send_request_id, override_headers;
     int local_port, listener;
+    int route_rc, route_index;
     size_t res_body_len;
     int res_status, res_body_set, http_minor;
 } mg_ffi_kit_head_t;
@@ -85,8 +86,8 @@ long mg_ffi_kit_respond(mg_request_t *r, const mg_ffi_kit_head_t *m, int status,
                         const char *ctype, const char *body, size_t body_len,
                         const char *extra, size_t extra_len, const char **out,
                         size_t *head_len);
-long mg_ffi_kit_head_checks(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out,
-                            size_t *head_len);
+long mg_ffi_kit_step(mg_request_t *r, const mg_ffi_kit_head_t *m, int step, const char **out,
+                     size_t *head_len);
 int mg_ffi_head_check(mg_kit_config_t *kc, const char *head, size_t len, uint16_t *known,
                       int *flags, uint64_t *content_length, uint32_t *spans, uint32_t max,
                       uint32_t *nheaders, const char **reason);
@@ -144,6 +145,7 @@ _M.TLS_VERSION, _M.TLS_CIPHER, _M.TLS_SNI, _M.TLS_ALPN = 11, 12, 13, 14
 _M.TRACE_ID, _M.SPAN_ID = 15, 16
 _M.HEAD_CHUNKED, _M.HEAD_TRACE_BAD, _M.HEAD_HEAD = 1, 2, 4
 _M.AGAIN = -11
+_M.KIT_CHECKS, _M.KIT_ROUTED = 1, 2
 _M.EDIT_SET, _M.EDIT_ADD, _M.EDIT_REMOVE = 1, 2, 3
 _M.FIELD_SIZE, _M.FIELD_TIME, _M.FIELD_INT, _M.FIELD_BOOL = 1, 2, 3, 4
 _M.FIELD_OTHER, _M.FIELD_SECONDS, _M.FIELD_ENUM, _M.FIELD_STRING = 5, 6, 7, 8

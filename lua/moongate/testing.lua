@@ -556,9 +556,15 @@ local function proxy(R)
 end
 
 -- The pipeline's checks before any hook (src/pipeline.c: Host, the
--- target, escaped slashes): true when they answered.
-local function checks_answered(d, st)
-    local status, list, body = fake.checks(st)
+-- target, escaped slashes), or once routed (404, 405, 413): true when they
+-- answered.
+local function checks_answered(d, st, routed)
+    local status, list, body
+    if routed then
+        status, list, body = fake.routed(st)
+    else
+        status, list, body = fake.checks(st)
+    end
     if status then
         answer(d, status, list, body)
         d.responded_by = "gateway"
@@ -577,21 +583,8 @@ local function pipeline(R)
         -- answered
     elseif not stops(R, P_REQUEST) then
         route_request(g, d, st)
-        if stops(R, P_ROUTE) then
+        if stops(R, P_ROUTE) or checks_answered(d, st, true) then
             -- answered
-        elseif not st.route and not st.upstream_override then
-            if st.route_rc == router.BAD_METHOD then
-                local host = st.known.host and st.headers[st.known.host][2]
-                local allow = g.router:allowed(st.local_port, host, st.path,
-                                               st.headers)
-                gateway_error(d, st, 405, "method not allowed",
-                              "Allow: " .. allow .. "\r\n")
-            else
-                gateway_error(d, st, 404, "no route")
-            end
-        elseif st.content_length > (st.route and st.route.max_body
-                                    or g.cfg.limits.body) then
-            gateway_error(d, st, 413, "request body too large")
         elseif st.route and stops(R, P_ACCESS) then
             -- answered
         elseif st.route and st.route.handler and not st.upstream_override then

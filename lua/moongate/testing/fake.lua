@@ -926,6 +926,8 @@ local function head_model(st, target)
     h.chunked = st.chunked and 1 or 0
     h.body_len, h.content_length = #st.body, st.content_length or 0
     h.local_port, h.listener = st.local_port, st.env.listener_of(st.local_port)
+    -- the router's answer and the config route (none before routing)
+    h.route_rc, h.route_index = st.route_rc or -1, (st.route_i or 0) - 1
     h.forwarded = up.forwarded == false and 0 or 1
     h.send_request_id = up.request_id == false and 0 or 1
     h.override_headers = up.override_headers and 1 or 0
@@ -1022,7 +1024,8 @@ local t_plen, t_qlen = ffi.new("size_t[1]"), ffi.new("size_t[1]")
 function _M.checks(st, commit)
     local r = sync(st)
     local c = C()
-    local n = tonumber(c.mg_ffi_kit_head_checks(r, head_model(st, ""), answer_out, answer_head))
+    local n = tonumber(c.mg_ffi_kit_step(r, head_model(st, ""), cdefs.KIT_CHECKS, answer_out,
+                                         answer_head))
     if n == 0 then
         c.mg_ffi_kit_request_target(r, t_path, t_plen, t_query, t_qlen)
         st.path = ffi.string(t_path[0], t_plen[0])
@@ -1031,6 +1034,18 @@ function _M.checks(st, commit)
         return nil
     end
     return framed(st, n, commit)
+end
+
+--- The pipeline's checks once routed and on_route ran (src/pipeline.c
+-- mg_pipeline_routed: 404, 405 with Allow, 413) on st's C request. Returns
+-- nil when the request goes on, else the gateway's answer as checks().
+function _M.routed(st)
+    local n = tonumber(C().mg_ffi_kit_step(sync(st), head_model(st, ""), cdefs.KIT_ROUTED,
+                                           answer_out, answer_head))
+    if n == 0 then
+        return nil
+    end
+    return framed(st, n)
 end
 
 --- An answer made by the gateway (hook, handler): status, content type,

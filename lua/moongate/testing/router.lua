@@ -76,11 +76,6 @@ int mg_router_match(const mg_router_t *r, uint16_t local_port, const char *metho
                     mg_header_get_fn get_header, void *get_header_ctx,
                     mg_route_match_t *m);]] },
     { "router.h", [[
-long mg_router_allowed(const mg_router_t *r, uint16_t local_port,
-                       const char *host, size_t host_len, const char *path,
-                       size_t path_len, mg_header_get_fn get_header,
-                       void *get_header_ctx, char *out, size_t cap);]] },
-    { "router.h", [[
 long mg_router_upstream_path(const mg_route_match_t *m, const char *path,
                              size_t path_len, char *out, size_t cap);]] },
     { "shdict.h", "typedef struct mg_shdict_s mg_shdict_t;" },
@@ -239,26 +234,6 @@ function Router.match(self, port, method, host, path, headers)
     local rc = do_match(self, port, method, host, buf, #path, m)
     match_headers = nil
     return rc, m, buf
-end
-
-local function do_allowed(self, port, host, path_buf, path_len, out, cap)
-    return lib.mg_router_allowed(self.r, port, host, host and #host or 0,
-                                 path_buf, path_len, get_header, nil, out, cap)
-end
-jit.off(do_allowed)
-
---- mg_router_allowed: the Allow value of a 405 for the same request
--- (methods of the routes that matched all but the method, "GET, POST").
-function Router.allowed(self, port, host, path, headers)
-    if not get_header then
-        get_header = ffi_cast("mg_header_get_fn", lookup)
-    end
-    local buf = ffi_new("char[?]", #path + 1, path)
-    local out = ffi_new("char[2048]")
-    match_headers = headers
-    local n = do_allowed(self, port, host, buf, #path, out, 2048)
-    match_headers = nil
-    return ffi_string(out, n)
 end
 
 --- mg_router_upstream_path for match `m` and the current path `path`.
