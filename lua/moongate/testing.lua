@@ -124,7 +124,7 @@ local function answer(d, status, list, body)
     end
 end
 
--- The gateway's own error answer (mg_conn_respond_error).
+-- The gateway's own JSON error answer (src/request.c, through fake).
 local function gateway_error(d, st, status, message, block)
     answer(d, fake.error_response(st, status, message, nil, block))
     d.responded_by = "gateway"
