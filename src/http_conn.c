@@ -1633,6 +1633,10 @@ int mg_ffi_head_check(mg_kit_config_t *kc, const char *head, size_t len, uint16_
         ready = 1;
     }
     mg_wgen_t *g = mg_kit_config_gen(kc);
+    if (!g->cfg) {
+        *reason = "no config";
+        return 500;
+    }
     /* the request's own capacity (request_fit), no more than the head can
      * hold: every header but the first follows a value */
     size_t cap = g->cfg->limits.header_count;

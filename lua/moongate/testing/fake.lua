@@ -699,8 +699,9 @@ local function has_header(list, lname)
 end
 
 -- The headers of the request's known[] slots (MG_H_*, src/request.h), in
--- their order: their lower-case names, from C.
-local KNOWN
+-- their order: their lower-case names, from C; known_buf and kit_known
+-- hold that many slots.
+local KNOWN, known_buf, kit_known
 local function known_names()
     if not KNOWN then
         local c, names = C(), {}
@@ -712,10 +713,11 @@ local function known_names()
             names[#names + 1] = ffi.string(n)
         end
         KNOWN = names
+        known_buf = ffi.new("uint16_t[?]", #names)
+        kit_known = ffi.new("uint16_t[?]", #names)
     end
     return KNOWN
 end
-local known_buf = ffi.new("uint16_t[32]")
 local head_flags, head_cl = ffi.new("int[1]"), ffi.new("uint64_t[1]")
 local head_n = ffi.new("uint32_t[1]")
 local head_why = ffi.new("const char *[1]")
@@ -803,6 +805,7 @@ function _M.new_state(spec, env)
         .. "\r\n"
     local _, nlines = gsub(head, "\n", "")
     local spans = u32_arr(4 * nlines)
+    known_names()
     local status = C().mg_ffi_head_check(env.kc, head, #head, known_buf, head_flags,
                                          head_cl, spans, nlines, head_n, head_why)
     if status ~= 0 then
@@ -895,7 +898,6 @@ end
 -- strip_prefix) is the router's, from st.match, when no hook set the path
 -- after routing.
 local kit_head = ffi.new("mg_ffi_kit_head_t")
-local kit_known = ffi.new("uint16_t[32]")
 local kit_out, kit_body = ffi.new("const char *[1]"), ffi.new("int[1]")
 
 -- kit_head set from st (its strings stay referenced by st for the call):
