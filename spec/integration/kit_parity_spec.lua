@@ -125,6 +125,8 @@ gw.route { name = "down", path = "/down/**", upstream = "dead" }
 gw.route { name = "boom", path = "/boom", upstream = "a",
            policies = { function(req) error("policy fails") end } }
 gw.route { name = "small", path = "/small", upstream = "a", max_body = 8 }
+gw.route { name = "esc-redirect", path = "/er/**", upstream = "a", escaped_slashes = "redirect" }
+gw.route { name = "esc-decode", path = "/ed/**", upstream = "a", escaped_slashes = "decode" }
 ]]
 
 -- The requests. Each: method, path, headers (a list, sent in this order),
@@ -255,6 +257,10 @@ local REQUESTS = {
     { method = "HEAD", path = "/teapot" },
     { version = "1.0", path = "/teapot" },
     { path = "/api/users/49", headers = { { "X-Res-Respond", "1" } } },
+    -- escaped slashes as a route says: the 307, the decoded path, nested
+    { path = "/er/a%2Fb?q=1" },
+    { path = "/ed/a%2Fb/../c?q=2" },
+    { path = "/er/a%252Fb" },
 }
 
 -- Values that differ between the two runs for a reason, by header name
