@@ -21,9 +21,8 @@
  *
  * The gateway's own answers (errors, gw.respond, handlers) go through
  * request.c's mg_request_respond / mg_request_respond_error_with on r,
- * whose protocol here hands them to the framing function the protocol file
- * gives (http_conn.c mg_ffi_kit_respond), which writes them as it writes
- * them to a client; mg_kit_request_answer keeps the bytes.
+ * whose protocol here writes them as HTTP/1 writes them to a client
+ * (h1_writer.c) and keeps the bytes (mg_ffi_kit_respond).
  *
  * A kit config (mg_kit_config_t) is what r->g gives a request: the config
  * the gateway would run (mg_config_load of the kit's file, or, for fake
@@ -46,6 +45,7 @@
 #include "worker.h"
 #include "router.h"
 #include "header_names.h"
+#include "h1_writer.h"
 #include "config.h"
 #include "lua_state.h"
 #include "mg_ffi.h"
@@ -75,10 +75,10 @@ typedef struct kit_req_s {
     mg_route_t route; /* r->route when the model's route is none of the
                          config's: its upstream (or presence) is read */
     int tls;
-    /* a gateway-made answer (mg_kit_request_answer): the protocol's framer
-     * writes it into w's scratch, answer_len bytes, head_len of them the
-     * head; -1: none was made (the response had started) */
-    mg_kit_frame_fn frame;
+    /* a gateway-made answer (run_answering): written into w's scratch,
+     * answer_len bytes, head_len of them the head (framed as `frame`
+     * says); -1: none was made (the response had started) */
+    mg_h1w_frame_t frame;
     long answer_len;
     size_t head_len;
     /* the target as the pipeline's checks left it (in r.scratch) */
@@ -270,6 +270,16 @@ mg_request_t *mg_ffi_kit_request_new(mg_kit_config_t *kc, const char *buf, size_
         free(k);
         return NULL;
     }
+    /* each name's token, as the protocol's parser leaves them */
+    if (!(k->r.htok = malloc(n ? n : 1))) {
+        free(k->r.headers);
+        free(k->buf);
+        free(k);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++)
+        k->r.htok[i] = (uint8_t)mg_hname_lookup(k->buf + k->r.headers[i].name.off,
+                                                k->r.headers[i].name.len);
     k->r.nheaders = k->r.headers_cap = (uint32_t)n;
     k->r.method = (mg_span_t){ .off = line[0], .len = line[1] };
     k->r.url = (mg_span_t){ .off = line[2], .len = line[3] };
@@ -310,6 +320,7 @@ void mg_ffi_kit_request_free(mg_request_t *r)
     mg_request_arena_reset(r);
     free(r->headers);
     free(r->scratch);
+    free(r->htok);
     free(k->buf);
     free(k);
 }
@@ -345,8 +356,8 @@ int mg_ffi_kit_request_upstream(mg_request_t *r, int status, const char *buf, si
         free(u);
         return MG_FFI_ENOMEM;
     }
-    /* each name's token and whether a Content-Length came, as the
-     * response parser leaves them (h1_response.c) */
+    /* each name's token and the Content-Length, as the response parser
+     * leaves them (h1_response.c) */
     if (!(u->htok = malloc(n ? n : 1))) {
         free(u->buf.data);
         free(u->headers);
@@ -356,8 +367,15 @@ int mg_ffi_kit_request_upstream(mg_request_t *r, int status, const char *buf, si
     for (size_t i = 0; i < n; i++) {
         u->htok[i] = (uint8_t)mg_hname_lookup(u->buf.data + u->headers[i].name.off,
                                               u->headers[i].name.len);
-        if (u->htok[i] == MG_HN_CONTENT_LENGTH)
+        if (u->htok[i] == MG_HN_CONTENT_LENGTH) {
+            /* its value frames the client's answer (proxy.c) */
+            const char *v = u->buf.data + u->headers[i].value.off;
+            uint64_t cl = 0;
+            for (uint32_t j = 0; j < u->headers[i].value.len && v[j] >= '0' && v[j] <= '9'; j++)
+                cl = cl * 10 + (uint64_t)(v[j] - '0');
             u->h1.has_length = 1;
+            u->h1.content_length = cl;
+        }
     }
     u->nheaders = (uint32_t)n;
     u->buf.len = u->buf.cap = (uint32_t)len;
@@ -486,29 +504,58 @@ long mg_kit_request_run(mg_request_t *r, const mg_ffi_kit_head_t *m,
     return n;
 }
 
-/* The kit's protocol for a gateway-made answer: framed by the protocol
- * file's function into the worker's scratch. */
-static void kit_respond(mg_request_t *r, int status, const char *ctype, const char *body,
-                        size_t body_len, const char *extra, size_t extra_len)
+/* The kit's protocol for a gateway-made answer: the HTTP/1 head a client
+ * gets (h1_writer.c) into the worker's scratch, then the body bytes that
+ * go after it. */
+static int kit_start(mg_request_t *r, const mg_resp_t *res)
 {
     kit_req_t *k = (kit_req_t *)r;
     mg_worker_t *w = k->w;
-    k->answer_len = k->frame(r, status, ctype, body, body_len, extra, extra_len, &w->scratch,
-                             &w->scratch_cap, &k->head_len);
+    long n = mg_h1w_response_head(r, 0, res, &w->scratch, &w->scratch_cap, &k->frame);
+    if (n < 0)
+        return -1;
+    k->head_len = (size_t)n;
+    k->answer_len = n;
+    return 0;
 }
 
-/* The response had started: the gateway closes the connection. */
+static int kit_send_body(mg_request_t *r, const uv_buf_t *bufs, unsigned n, int last)
+{
+    kit_req_t *k = (kit_req_t *)r;
+    mg_worker_t *w = k->w;
+    for (unsigned i = 0; i < n && !k->frame.no_body && k->answer_len >= 0; i++) {
+        size_t need = (size_t)k->answer_len + bufs[i].len;
+        if (need > w->scratch_cap) {
+            char *p = realloc(w->scratch, need);
+            if (!p) {
+                k->answer_len = -1;
+                return -1;
+            }
+            w->scratch = p;
+            w->scratch_cap = need;
+        }
+        memcpy(w->scratch + k->answer_len, bufs[i].base, bufs[i].len);
+        k->answer_len += (long)bufs[i].len;
+    }
+    return 0;
+}
+
+static void kit_answered(mg_request_t *r) { (void)r; }
+
+/* The response had started (or its head could not be written): the
+ * gateway closes the connection. */
 static void kit_abort(mg_request_t *r)
 {
     ((kit_req_t *)r)->answer_len = -1;
 }
 
-static const mg_proto_t kit_answer_proto = { .tls = kit_tls, .respond = kit_respond,
-                                             .abort = kit_abort };
+static const mg_proto_t kit_answer_proto = { .tls = kit_tls, .start_response = kit_start,
+                                             .send_body = kit_send_body,
+                                             .answered = kit_answered, .abort = kit_abort };
 
 /* Runs fn(r, arg) on r set from m, with the kit's protocol taking any
- * answer it makes (framed by frame). */
-static void run_answering(kit_req_t *k, const mg_ffi_kit_head_t *m, mg_kit_frame_fn frame,
+ * answer it makes. */
+static void run_answering(kit_req_t *k, const mg_ffi_kit_head_t *m,
                           int (*fn)(mg_request_t *r, const void *arg), const void *arg)
 {
     mg_request_t *r = &k->r;
@@ -516,7 +563,6 @@ static void run_answering(kit_req_t *k, const mg_ffi_kit_head_t *m, mg_kit_frame
     apply_model(k, m);
     r->w = k->w;
     r->proto = &kit_answer_proto;
-    k->frame = frame;
     k->answer_len = -1;
     k->head_len = 0;
     k->path = k->query = NULL;
@@ -531,32 +577,41 @@ static void run_answering(kit_req_t *k, const mg_ffi_kit_head_t *m, mg_kit_frame
 
 typedef struct answer_s {
     int status;
-    const char *ctype, *body, *extra;
-    size_t body_len, extra_len;
+    const char *ctype, *body;
+    size_t body_len;
+    const mg_hfield_t *extra;
+    size_t nextra;
 } answer_t;
 
 static int make_answer(mg_request_t *r, const void *arg)
 {
     const answer_t *a = arg;
     if (a->ctype)
-        mg_request_respond(r, a->status, a->ctype, a->body, a->body_len, a->extra, a->extra_len);
+        mg_request_respond(r, a->status, a->ctype, a->body, a->body_len, a->extra, a->nextra);
     else /* the JSON error answer: body is its message */
-        mg_request_respond_error_with(r, a->status, a->body, a->extra, a->extra_len);
+        mg_request_respond_error_with(r, a->status, a->body, a->extra, a->nextra);
     return 1;
 }
 
-long mg_kit_request_answer(mg_request_t *r, const mg_ffi_kit_head_t *m, int status,
-                           const char *ctype, const char *body, size_t body_len,
-                           const char *extra, size_t extra_len, mg_kit_frame_fn frame,
-                           const char **out, size_t *head_len)
+long mg_ffi_kit_respond(mg_request_t *r, const mg_ffi_kit_head_t *m, int status,
+                        const char *ctype, const char *body, size_t body_len,
+                        const char *const *fields, const size_t *lens, size_t nfields,
+                        const char **out, size_t *head_len)
 {
     kit_req_t *k = (kit_req_t *)r;
-    if (surroundings(k) < 0) {
+    /* the fields as hooks.c makes them of a Lua answer's list */
+    mg_hfield_t *f = calloc(nfields ? nfields : 1, sizeof(*f));
+    if (!f || surroundings(k) < 0) {
+        free(f);
         *out = "out of memory";
         return -1;
     }
-    answer_t a = { status, ctype, body, extra, body_len, extra_len };
-    run_answering(k, m, frame, make_answer, &a);
+    for (size_t i = 0; i < nfields; i++)
+        f[i] = mg_hfield(fields[2 * i], lens[2 * i], fields[2 * i + 1], lens[2 * i + 1],
+                         mg_hname_lookup(fields[2 * i], lens[2 * i]));
+    answer_t a = { status, ctype, body, body_len, f, nfields };
+    run_answering(k, m, make_answer, &a);
+    free(f);
     *out = k->answer_len < 0 ? "the response has started" : k->w->scratch;
     *head_len = k->head_len;
     return k->answer_len;
@@ -569,15 +624,14 @@ static int run_step(mg_request_t *r, const void *arg)
 }
 
 long mg_kit_request_step(mg_request_t *r, const mg_ffi_kit_head_t *m,
-                         int (*step)(mg_request_t *r), mg_kit_frame_fn frame, const char **out,
-                         size_t *head_len)
+                         int (*step)(mg_request_t *r), const char **out, size_t *head_len)
 {
     kit_req_t *k = (kit_req_t *)r;
     if (surroundings(k) < 0) {
         *out = "out of memory";
         return -1;
     }
-    run_answering(k, m, frame, run_step, &step);
+    run_answering(k, m, run_step, &step);
     if (k->path)
         return 0;
     *out = k->answer_len < 0 ? "no answer" : k->w->scratch;

@@ -183,9 +183,11 @@ typedef struct mg_ffi_kit_head_s {
  * mg_ffi_kit_request_free), or -1 and *out why it is not sent (static). */
 long mg_ffi_kit_upstream_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out);
 /* The head the client gets from the upstream's answer (set with
- * mg_ffi_kit_request_upstream) and the hooks' changes, built by proxy.c's
- * emit_head builders: as mg_ffi_kit_upstream_head, and *body what follows
- * it: 0 nothing, 1 the upstream's body, 2 the hook's (res_body). */
+ * mg_ffi_kit_request_upstream) and the hooks' changes, made as the gateway
+ * makes it: proxy.c's response (status and fields, as emit_head hands it
+ * to the protocol) written by the HTTP/1 writer the client connections use
+ * (h1_writer.c): as mg_ffi_kit_upstream_head, and *body what follows it: 0
+ * nothing, 1 the upstream's body, 2 the hook's (res_body). */
 long mg_ffi_kit_response_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out,
                               int *body);
 /* For proxy.c only: runs fn on an upstream connection of r's (res: the
@@ -197,39 +199,28 @@ long mg_ffi_kit_response_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const
 struct mg_upconn_s;
 long mg_kit_request_run(mg_request_t *r, const mg_ffi_kit_head_t *m,
                         long (*fn)(struct mg_upconn_s *u), int res, const char **scratch);
-/* For the protocol file (http_conn.c) only: writes a gateway-made answer
- * (as mg_proto_t.respond gets it) into *buf (capacity *cap, grown with
- * realloc): its length, *head_len of it the head, or -1. */
-typedef long (*mg_kit_frame_fn)(mg_request_t *r, int status, const char *ctype,
-                                const char *body, size_t body_len, const char *extra,
-                                size_t extra_len, char **buf, size_t *cap, size_t *head_len);
-/* The gateway's own answer to r as the model m says r is, made by
- * request.c's mg_request_respond (ctype given) or, ctype NULL, its JSON
- * error answer mg_request_respond_error_with (body: the NUL-terminated
- * message), framed by `frame`: its length and *out the bytes (owned by r,
- * valid until the next call), *head_len of them the head; -1 and *out why
- * none was made. */
-long mg_kit_request_answer(mg_request_t *r, const mg_ffi_kit_head_t *m, int status,
-                           const char *ctype, const char *body, size_t body_len,
-                           const char *extra, size_t extra_len, mg_kit_frame_fn frame,
-                           const char **out, size_t *head_len);
-/* For the protocol file: runs step (mg_pipeline_checks) on r as m says it
- * is: 0 when it went on (mg_ffi_kit_request_target then says where to),
- * else the length of the answer it made, framed by frame, as above. */
+/* For pipeline.c (mg_ffi_kit_step) only: runs step on r as m says it is,
+ * with the kit's protocol taking any answer it makes: 0 when it went on
+ * (mg_ffi_kit_request_target then says where to), else the answer's length
+ * as for mg_ffi_kit_respond. */
 long mg_kit_request_step(mg_request_t *r, const mg_ffi_kit_head_t *m,
-                         int (*step)(mg_request_t *r), mg_kit_frame_fn frame, const char **out,
-                         size_t *head_len);
+                         int (*step)(mg_request_t *r), const char **out, size_t *head_len);
 /* For the head checks (http_conn.c): the generation a kit config gives. */
 struct mg_wgen_s;
 struct mg_wgen_s *mg_kit_config_gen(mg_kit_config_t *kc);
 
-/* The gateway's answer to r (as the model m says r is) that a hook, a
- * handler or the gateway itself makes: mg_kit_request_answer framed by the
- * HTTP/1 protocol as it frames it for a client (http_conn.c). */
+/* The gateway's own answer to r as the model m says r is (a hook's, a
+ * handler's or the gateway's), made by request.c's mg_request_respond
+ * (ctype given) or, ctype NULL, its JSON error answer
+ * mg_request_respond_error_with (body: the NUL-terminated message), with
+ * the nfields extra fields fields[2i], fields[2i + 1] (name, value; their
+ * lengths in lens), written as HTTP/1 writes it for a client (h1_writer.c):
+ * its length and *out the bytes (owned by r, valid until the next call),
+ * *head_len of them the head; -1 and *out why none was made. */
 long mg_ffi_kit_respond(mg_request_t *r, const mg_ffi_kit_head_t *m, int status,
                         const char *ctype, const char *body, size_t body_len,
-                        const char *extra, size_t extra_len, const char **out,
-                        size_t *head_len);
+                        const char *const *fields, const size_t *lens, size_t nfields,
+                        const char **out, size_t *head_len);
 /* A step of the pipeline (pipeline.c) on r as m says r is: MG_FFI_KIT_CHECKS
  * the checks of its head before any hook (mg_pipeline_checks: Host, the
  * target, escaped slashes; then mg_ffi_kit_request_target says where it

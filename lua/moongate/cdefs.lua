@@ -84,8 +84,8 @@ long mg_ffi_kit_response_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const
                               int *body);
 long mg_ffi_kit_respond(mg_request_t *r, const mg_ffi_kit_head_t *m, int status,
                         const char *ctype, const char *body, size_t body_len,
-                        const char *extra, size_t extra_len, const char **out,
-                        size_t *head_len);
+                        const char *const *fields, const size_t *lens, size_t nfields,
+                        const char **out, size_t *head_len);
 long mg_ffi_kit_step(mg_request_t *r, const mg_ffi_kit_head_t *m, int step, const char **out,
                      size_t *head_len);
 int mg_ffi_head_check(mg_kit_config_t *kc, const char *head, size_t len, uint16_t *known,

@@ -125,8 +125,8 @@ local function answer(d, status, list, body)
 end
 
 -- The gateway's own JSON error answer (src/request.c, through fake).
-local function gateway_error(d, st, status, message, block)
-    answer(d, fake.error_response(st, status, message, nil, block))
+local function gateway_error(d, st, status, message)
+    answer(d, fake.error_response(st, status, message))
     d.responded_by = "gateway"
 end
 

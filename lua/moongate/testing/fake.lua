@@ -17,7 +17,7 @@
 -- upstream gets and the client's head of a proxied answer are written by
 -- src/proxy.c's own head builders on st.cr and the model
 -- (mg_ffi_kit_upstream_head, mg_ffi_kit_response_head), and the gateway's
--- own answers by src/request.c, framed by src/http_conn.c
+-- own answers by src/request.c, written by src/h1_writer.c
 -- (mg_ffi_kit_respond). What is left here is the state model.
 --
 -- A model st:
@@ -967,10 +967,11 @@ function _M.upstream_request(st)
 end
 
 --- emit_head: what the client gets from the upstream's answer st.up_res
--- and the on_response changes, as src/proxy.c's own builders write it
--- (mg_ffi_kit_response_head) less the gateway's Connection header (the
--- kit has no client connection). Sets st.status and st.response_started
--- unless `commit` is false. Returns status, header list, body.
+-- and the on_response changes, as src/proxy.c makes it and src/h1_writer.c
+-- writes it (mg_ffi_kit_response_head) less the gateway's Connection
+-- header (the kit has no client connection). Sets st.status and
+-- st.response_started unless `commit` is false. Returns status, header
+-- list, body.
 function _M.client_response(st, commit)
     local r = sync(st)
     local head = built_head(C().mg_ffi_kit_response_head(r, head_model(st, ""), kit_out,
@@ -1003,16 +1004,24 @@ local function framed(st, n, commit)
     return code, out, ffi.string(answer_out[0] + hl, n - hl)
 end
 
+local cstr_arr, size_arr = ffi.typeof("const char *[?]"), ffi.typeof("size_t[?]")
+
 -- The gateway's own answer (ctype nil: its JSON error answer, body the
--- message), made by src/request.c's mg_request_respond /
--- mg_request_respond_error_with on st's C request and framed as
--- src/http_conn.c frames it for a client (mg_ffi_kit_respond).
-local function gateway_answer(st, status, ctype, body, block, commit)
+-- message) with the extra fields of list ({ name, value, ... }, as
+-- runtime.header_block gives them), made by src/request.c's
+-- mg_request_respond / mg_request_respond_error_with on st's C request
+-- and written as HTTP/1 writes it for a client (mg_ffi_kit_respond).
+local function gateway_answer(st, status, ctype, body, list, commit)
     local r = sync(st)
-    block = block or ""
+    list = list or {}
+    local n = #list
+    local fields, lens = cstr_arr(n + 1), size_arr(n + 1)
+    for i = 1, n do
+        fields[i - 1], lens[i - 1] = list[i], #list[i] -- list keeps the strings
+    end
     return framed(st, tonumber(C().mg_ffi_kit_respond(r, head_model(st, ""), status, ctype,
-                                                      body, #body, block, #block, answer_out,
-                                                      answer_head)), commit)
+                                                      body, #body, fields, lens, n / 2,
+                                                      answer_out, answer_head)), commit)
 end
 
 local t_path, t_query = ffi.new("const char *[1]"), ffi.new("const char *[1]")
@@ -1051,15 +1060,15 @@ function _M.routed(st)
 end
 
 --- An answer made by the gateway (hook, handler): status, content type,
--- body and extra header lines block ("Name: value\r\n"...). `commit`
--- false only computes it. Returns status, header list, body.
-function _M.local_response(st, status, ctype, body, block, commit)
-    return gateway_answer(st, status, ctype or "text/plain", body, block, commit)
+-- body and extra fields list ({ name, value, ... }). `commit` false only
+-- computes it. Returns status, header list, body.
+function _M.local_response(st, status, ctype, body, list, commit)
+    return gateway_answer(st, status, ctype or "text/plain", body, list, commit)
 end
 
 --- The gateway's JSON error answer.
-function _M.error_response(st, status, message, commit, block)
-    return gateway_answer(st, status, nil, message, block, commit)
+function _M.error_response(st, status, message, commit)
+    return gateway_answer(st, status, nil, message, nil, commit)
 end
 
 return _M
