@@ -44,9 +44,23 @@ int mg_ffi_header_edit_check(int op, const char *name, size_t nlen, const char *
                              size_t vlen);
 int mg_ffi_req_str_check(int what, const char *s, size_t len);
 int mg_ffi_request_id_check(const char *s, size_t n);
-mg_request_t *mg_ffi_kit_request_new(const char *buf, size_t len, const uint32_t *spans, size_t n);
+typedef struct mg_kit_config_s mg_kit_config_t;
+mg_kit_config_t *mg_ffi_kit_config_load(const char *file, const char *lua_path);
+mg_kit_config_t *mg_ffi_kit_config_new(void);
+const char *mg_ffi_kit_config_errors(const mg_kit_config_t *kc);
+void mg_ffi_kit_config_free(mg_kit_config_t *kc);
+int mg_ffi_kit_config_upstream(mg_kit_config_t *kc, const char *name, size_t len);
+int mg_ffi_kit_config_target(mg_kit_config_t *kc, int upstream, const char *name, size_t len);
+const char *mg_ffi_kit_config_name(const mg_kit_config_t *kc, int upstream, int target);
+const char *mg_ffi_kit_known_header(int k);
+mg_request_t *mg_ffi_kit_request_new(mg_kit_config_t *kc, const char *buf, size_t len,
+                                     const uint32_t *line, const uint32_t *spans, size_t n);
 void mg_ffi_kit_request_free(mg_request_t *r);
-void mg_ffi_kit_request_state(mg_request_t *r, int phase, int response_started);
+void mg_ffi_kit_request_state(mg_request_t *r, int phase, int response_started,
+                              int route_upstream, int upstream_override, int target_override);
+void mg_ffi_kit_request_overrides(const mg_request_t *r, int *upstream, int *target);
+void mg_ffi_kit_request_target(const mg_request_t *r, const char **path, size_t *path_len,
+                               const char **query, size_t *query_len);
 int mg_ffi_kit_request_upstream(mg_request_t *r, int status, const char *buf, size_t len,
                                 const uint32_t *spans, size_t n);
 typedef struct mg_ffi_kit_head_s {
@@ -60,18 +74,26 @@ typedef struct mg_ffi_kit_head_s {
     uint64_t content_length;
     int path_rewritten, tls, trace_continued, head_method, body_buffered, has_body, chunked;
     int forwarded, send_request_id, override_headers;
+    int local_port, listener;
+    int route_rc, route_index;
     size_t res_body_len;
     int res_status, res_body_set, http_minor;
 } mg_ffi_kit_head_t;
 long mg_ffi_kit_upstream_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out);
-long mg_ffi_kit_answer_head(mg_request_t *r, int status, const char *ctype, size_t body_len,
-                            const char *const *kv, const size_t *kv_len, size_t n,
-                            const char *request_id, int http_minor, int head_method,
-                            const char **out);
 long mg_ffi_kit_response_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out,
                               int *body);
-int mg_ffi_head_check(const char *head, size_t len, uint16_t *known, int *flags,
-                      uint64_t *content_length, const char **reason);
+long mg_ffi_kit_respond(mg_request_t *r, const mg_ffi_kit_head_t *m, int status,
+                        const char *ctype, const char *body, size_t body_len,
+                        const char *const *fields, const size_t *lens, size_t nfields,
+                        const char **out, size_t *head_len);
+long mg_ffi_kit_step(mg_request_t *r, const mg_ffi_kit_head_t *m, int step, const char **out,
+                     size_t *head_len);
+int mg_ffi_head_check(mg_kit_config_t *kc, const char *head, size_t len, uint16_t *known,
+                      int *flags, uint64_t *content_length, uint32_t *spans, uint32_t max,
+                      uint32_t *nheaders, const char **reason);
+long mg_ffi_h1_response(char *buf, size_t len, int eof, int no_body, int *status,
+                        uint32_t *spans, uint32_t max, uint32_t *nheaders, size_t *body_off,
+                        size_t *body_len, const char **err);
 int mg_ffi_worker_id(void);
 int mg_ffi_sleep(double seconds);
 void mg_ffi_log(int level, const char *msg, size_t len);
@@ -130,7 +152,9 @@ _M.METHOD, _M.PATH, _M.RAW_PATH, _M.QUERY, _M.ID = 1, 2, 3, 4, 5
 _M.CLIENT, _M.ROUTE, _M.UPSTREAM, _M.TARGET, _M.SCHEME = 6, 7, 8, 9, 10
 _M.TLS_VERSION, _M.TLS_CIPHER, _M.TLS_SNI, _M.TLS_ALPN = 11, 12, 13, 14
 _M.TRACE_ID, _M.SPAN_ID = 15, 16
-_M.HEAD_CHUNKED, _M.HEAD_TRACE_BAD = 1, 2
+_M.HEAD_CHUNKED, _M.HEAD_TRACE_BAD, _M.HEAD_HEAD = 1, 2, 4
+_M.AGAIN = -11
+_M.KIT_CHECKS, _M.KIT_ROUTED = 1, 2
 _M.EDIT_SET, _M.EDIT_ADD, _M.EDIT_REMOVE = 1, 2, 3
 _M.FIELD_SIZE, _M.FIELD_TIME, _M.FIELD_INT, _M.FIELD_BOOL = 1, 2, 3, 4
 _M.FIELD_OTHER, _M.FIELD_SECONDS, _M.FIELD_ENUM, _M.FIELD_STRING = 5, 6, 7, 8
