@@ -40,7 +40,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cidr.h"
 #include "lua_state.h"
+#include "real_ip.h"
 #include "shdict.h"
 #include "uri.h"
 
@@ -332,6 +334,10 @@ static const mg_ffi_config_field_t settings_fields[] = {
          "must be one of debug, info, notice, warn, error, crit", mg_config_t, log_level),
     OTHER("limits"),
     OTHER("timeouts"), OTHER("admin"),
+    OTHER("trusted_proxies"), /* a list of CIDRs: conv_trusted_proxies */
+    ENUM("real_ip_header", mg_real_ip_header_parse, mg_real_ip_header_name, MG_REAL_IP_XFF,
+         "must be \"X-Forwarded-For\", \"Forwarded\" or \"X-Real-IP\"", mg_config_t,
+         real_ip_header),
 };
 
 #define PORT_EXPECTED "must be an integer 1-65535"
@@ -348,6 +354,7 @@ static const mg_ffi_config_field_t admin_fields[] = {
 static const mg_ffi_config_field_t listen_fields[] = {
     F("port", MG_FIELD_INT, 1, 65535, NONE, PORT_EXPECTED, mg_listener_t, port, CT_U16),
     OTHER("host"), OTHER("tls"), SLASHES(MG_SLASHES_REJECT, mg_listener_t, escaped_slashes),
+    F("proxy_protocol", MG_FIELD_BOOL, 0, 1, 0, NULL, mg_listener_t, proxy_protocol, CT_BOOL),
 };
 
 /* min_body_rate: a request body slower than 1 KiB/s (after the grace) is a
@@ -602,6 +609,36 @@ static void conv_admin(conv_t *cv, int cfg_t, mg_config_t *cfg)
                  err ? err : "out of memory");
         free(err);
     }
+}
+
+/* settings.trusted_proxies, each entry already checked by config.lua with
+ * cidr.c's own parser (mg_ffi_cidr_check): built into one set here. */
+static void conv_trusted_proxies(conv_t *cv, int cfg_t, mg_config_t *cfg)
+{
+    lua_State *L = cv->L;
+    lua_getfield(L, cfg_t, "trusted_proxies");
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        return;
+    }
+    size_t n = lua_objlen(L, -1);
+    if (n > 0 && !(cfg->trusted_proxies = mg_cidr_set_new()))
+        cv->errs->oom = 1;
+    for (size_t i = 0; i < n && cfg->trusted_proxies; i++) {
+        char err[160];
+        size_t len;
+        lua_rawgeti(L, -1, (int)i + 1);
+        const char *v = lua_tolstring(L, -1, &len);
+        int rc = v ? mg_cidr_set_add(cfg->trusted_proxies, v, len, err, sizeof(err)) : -1;
+        if (rc == -2)
+            cv->errs->oom = 1;
+        else if (rc < 0)
+            internal(cv, ".trusted_proxies", "entry", "a CIDR");
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    if (cfg->trusted_proxies && mg_cidr_set_build(cfg->trusted_proxies) != 0)
+        cv->errs->oom = 1;
 }
 
 static void conv_tests(conv_t *cv, int cfg_t, mg_config_t *cfg)
@@ -1096,6 +1133,7 @@ int mg_config_convert(lua_State *L, int t, const char *file, mg_config_t **out, 
         conv_limits(&cv, t, cfg);
         conv_timeouts(&cv, t, cfg);
         conv_listeners(&cv, t, cfg);
+        conv_trusted_proxies(&cv, t, cfg);
         conv_upstreams(&cv, t, cfg);
         conv_routes(&cv, t, cfg);
         conv_shared_dicts(&cv, t, cfg);
@@ -1137,6 +1175,7 @@ void mg_config_free(mg_config_t *cfg)
         mg_tls_ctx_release(cfg->listeners[i].tls);
     }
     free(cfg->listeners);
+    mg_cidr_set_free(cfg->trusted_proxies);
     for (i = 0; i < cfg->nupstreams; i++) {
         mg_upstream_t *u = &cfg->upstreams[i];
 

@@ -21,6 +21,7 @@
 #include "metrics.h"
 #include "mg_ffi.h"
 #include "pipeline.h"
+#include "client_addr.h"
 #include "upgrade.h"
 #include "upstream.h"
 #include "uri.h"
@@ -264,6 +265,8 @@ void mg_pipeline_head(mg_request_t *r)
 {
     r->pipe = &pipeline;
     mg_request_assign_id(r);
+    if (r->g->cfg->trusted_proxies)
+        mg_client_addr_resolve(r); /* the real client, before any hook reads it */
     if (r->http_minor == 1 && !r->known[MG_H_HOST]) {
         r->response_close = 1;
         mg_request_respond_error(r, 400, "missing Host header");

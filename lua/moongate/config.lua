@@ -553,6 +553,34 @@ local function log_path(c, v)
     return (match(c.file, "^(.*/)[^/]*$") or "./") .. v
 end
 
+-- settings.trusted_proxies: a list of "ADDR" or "ADDR/LEN", each checked
+-- by the set's own parser (src/cidr.c, through mg_ffi_cidr_check).
+local cidr_why = ffi.new("char[192]")
+
+local function trusted_proxies(d, v)
+    local ok = type(v) == "table"
+    for k in pairs(ok and v or {}) do
+        ok = ok and is_int(k) and k >= 1 and k <= #v
+    end
+    if not ok then
+        err(d, 'settings.trusted_proxies must be a list of addresses or CIDRs ' ..
+            'like { "10.0.0.0/8", "::1" }, got %s', describe(v))
+        return nil
+    end
+    local out = {}
+    for i, e in ipairs(v) do
+        if type(e) ~= "string" then
+            err(d, 'settings.trusted_proxies[%d] must be an address or CIDR ' ..
+                'string like "10.0.0.0/8", got %s', i, describe(e))
+        elseif C.mg_ffi_cidr_check(e, #e, cidr_why, 192) ~= 0 then
+            err(d, "settings.trusted_proxies[%d]: %s", i, ffi.string(cidr_why))
+        else
+            out[#out + 1] = e
+        end
+    end
+    return out
+end
+
 local function table_arg(d, v, what, example)
     if type(v) == "table" then
         return true
@@ -592,6 +620,11 @@ function decl.settings(d, t)
                                     check_error_log) or "stderr")
     s.log_level = field(d, t, "log_level", "settings", SETTINGS.checks.log_level)
         or s.log_level
+    s.real_ip_header = field(d, t, "real_ip_header", "settings",
+                             SETTINGS.checks.real_ip_header) or s.real_ip_header
+    if t.trusted_proxies ~= nil then
+        s.trusted_proxies = trusted_proxies(d, t.trusted_proxies)
+    end
     local limits = t.limits
     if limits ~= nil then
         if type(limits) ~= "table" then
@@ -782,6 +815,8 @@ function decl.listen(d, t)
         l.port = field(d, t, "port", "listen", LISTEN.checks.port)
     end
     l.host = field(d, t, "host", "listen", check_listen_host) or l.host
+    l.proxy_protocol = field(d, t, "proxy_protocol", "listen",
+                             LISTEN.checks.proxy_protocol) or false
     l.escaped_slashes = field(d, t, "escaped_slashes", "listen",
                               LISTEN.checks.escaped_slashes)
         or LISTEN.defaults.escaped_slashes
@@ -1382,6 +1417,7 @@ local function finish(c)
     cfg.settings_line, cfg.settings_source = s.line, s.source
     cfg.tests = c.tests
     cfg.limits, cfg.timeouts = s.limits, s.timeouts
+    cfg.trusted_proxies, cfg.real_ip_header = s.trusted_proxies, s.real_ip_header
 
     -- listeners: duplicates are checked among the well-formed ones only
     cfg.listeners = {}
@@ -1407,6 +1443,11 @@ local function finish(c)
         end
         if d.bad then
             -- already reported
+        elseif l.proxy_protocol and not (s.trusted_proxies
+                                         and s.trusted_proxies[1]) then
+            err(d, "listen.proxy_protocol needs settings.trusted_proxies: the " ..
+                "addresses of the proxies that send the PROXY header (any " ..
+                "other peer is refused)")
         elseif dup and dup.value.host == l.host then
             err(d, "duplicate listener %s (already declared at %s)",
                 host_port(l.host, l.port), at(d, dup.d))
