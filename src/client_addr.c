@@ -172,15 +172,15 @@ mg_cidr_set_t *mg_ffi_trusted_new(const char *const *cidrs, const size_t *lens, 
 
 void mg_ffi_trusted_free(mg_cidr_set_t *s) { mg_cidr_set_free(s); }
 
-int mg_ffi_real_client(mg_request_t *r, const mg_cidr_set_t *trusted, int kind, const char *peer,
-                       size_t peer_len, char *out, size_t cap)
+int mg_ffi_real_client(mg_request_t *r, const mg_cidr_set_t *trusted, const char *header,
+                       const char *peer, size_t peer_len, char *out, size_t cap)
 {
     mg_addr_t from;
     mg_real_ip_t found;
     if (cap < 48 || mg_addr_parse(peer, peer_len, &from) != 0)
         return -1;
     int is_trusted = mg_cidr_set_contains(trusted, &from, NULL);
-    walk(r, &from, trusted, kind, &found);
+    walk(r, &from, trusted, mg_real_ip_header_parse(header), &found);
     mg_addr_format(&found.addr, out, cap);
     return is_trusted;
 }

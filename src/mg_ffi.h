@@ -470,13 +470,13 @@ int mg_ffi_cidr_check(const char *text, size_t n, char *err, size_t errcap);
 /* For the testing kit: the set of n checked entries (NULL when one is bad
  * or out of memory; the caller frees it with mg_ffi_trusted_free), and the
  * client of kit request r whose connection's client is `peer`, resolved
- * as the gateway does (kind: MG_REAL_IP_* of real_ip.h). Writes the
+ * as the gateway does (header: settings.real_ip_header's name). Writes the
  * client's text to out (cap >= 48); returns 1 when peer is trusted, 0 when
  * not (out is the peer then), -1 when peer is not an address. */
 mg_cidr_set_t *mg_ffi_trusted_new(const char *const *cidrs, const size_t *lens, size_t n);
 void mg_ffi_trusted_free(mg_cidr_set_t *s);
-int mg_ffi_real_client(mg_request_t *r, const mg_cidr_set_t *trusted, int kind, const char *peer,
-                       size_t peer_len, char *out, size_t cap);
+int mg_ffi_real_client(mg_request_t *r, const mg_cidr_set_t *trusted, const char *header,
+                       const char *peer, size_t peer_len, char *out, size_t cap);
 
 /* ==== route patterns (router.c) ==== */
 /* (lua/moongate/cdefs.lua declares the same; moongate.config and

@@ -93,8 +93,8 @@ int mg_ffi_req_proxy_tlv(mg_request_t *r, int type, const char **p, size_t *len)
 int mg_ffi_cidr_check(const char *text, size_t n, char *err, size_t errcap);
 mg_cidr_set_t *mg_ffi_trusted_new(const char *const *cidrs, const size_t *lens, size_t n);
 void mg_ffi_trusted_free(mg_cidr_set_t *s);
-int mg_ffi_real_client(mg_request_t *r, const mg_cidr_set_t *trusted, int kind, const char *peer,
-                       size_t peer_len, char *out, size_t cap);
+int mg_ffi_real_client(mg_request_t *r, const mg_cidr_set_t *trusted, const char *header,
+                       const char *peer, size_t peer_len, char *out, size_t cap);
 typedef int (*mg_ffi_enum_parse_fn)(const char *name);
 typedef const char *(*mg_ffi_enum_name_fn)(int value);
 typedef struct mg_ffi_config_field_s {

@@ -815,8 +815,9 @@ function decl.listen(d, t)
         l.port = field(d, t, "port", "listen", LISTEN.checks.port)
     end
     l.host = field(d, t, "host", "listen", check_listen_host) or l.host
+    -- only when true: C's default is false
     l.proxy_protocol = field(d, t, "proxy_protocol", "listen",
-                             LISTEN.checks.proxy_protocol) or false
+                             LISTEN.checks.proxy_protocol) or nil
     l.escaped_slashes = field(d, t, "escaped_slashes", "listen",
                               LISTEN.checks.escaped_slashes)
         or LISTEN.defaults.escaped_slashes
@@ -1417,7 +1418,10 @@ local function finish(c)
     cfg.settings_line, cfg.settings_source = s.line, s.source
     cfg.tests = c.tests
     cfg.limits, cfg.timeouts = s.limits, s.timeouts
-    cfg.trusted_proxies, cfg.real_ip_header = s.trusted_proxies, s.real_ip_header
+    if s.trusted_proxies and s.trusted_proxies[1] then
+        -- none: nothing is believed, and the header does not matter
+        cfg.trusted_proxies, cfg.real_ip_header = s.trusted_proxies, s.real_ip_header
+    end
 
     -- listeners: duplicates are checked among the well-formed ones only
     cfg.listeners = {}

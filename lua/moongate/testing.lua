@@ -744,6 +744,7 @@ function _M.load(file, opts)
             return rt:upstream_path(st.match, st.path)
         end,
     }
+    fake.trusted_set(env, cfg.trusted_proxies, cfg.real_ip_header)
     for i, u in ipairs(cfg.upstreams) do
         local targets = {}
         for j, t in ipairs(u.targets) do
@@ -953,6 +954,7 @@ local function standalone_env(spec)
         end
     end
     env.add = add
+    fake.trusted_set(env, spec.trusted_proxies, spec.real_ip_header)
     return env
 end
 
