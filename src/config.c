@@ -335,7 +335,8 @@ static const mg_ffi_config_field_t settings_fields[] = {
     OTHER("limits"),
     OTHER("timeouts"), OTHER("admin"),
     OTHER("trusted_proxies"), /* a list of CIDRs: conv_trusted_proxies */
-    ENUM("real_ip_header", mg_real_ip_header_parse, mg_real_ip_header_name, MG_REAL_IP_XFF,
+    /* given only with trusted_proxies; absent, C's zero: MG_REAL_IP_XFF */
+    ENUM("real_ip_header", mg_real_ip_header_parse, mg_real_ip_header_name, NONE,
          "must be \"X-Forwarded-For\", \"Forwarded\" or \"X-Real-IP\"", mg_config_t,
          real_ip_header),
 };

@@ -817,7 +817,8 @@ function Gateway.request(self, spec)
     local req, res = fake.request(st)
     local d = {
         trace = {}, id = st.id,
-        request = { method = st.method, uri = st.url, client = st.client,
+        request = { method = st.method, uri = st.url,
+                    client = st.real_client or st.client, peer = st.client,
                     port = st.local_port },
     }
     local R = { g = self, spec = spec, st = st, d = d, req = req, res = res }

@@ -293,6 +293,30 @@ describe("the real client address", function()
         assert.equal("127.0.0.1", who.peer)
     end)
 
+    it("reads Forwarded (RFC 7239) or X-Real-IP when real_ip_header says so", function()
+        local function who_behind(header, lines)
+            local g = h.start_gateway(([[
+local gw = require "moongate"
+gw.settings { trusted_proxies = { "127.0.0.1" }, real_ip_header = "%s", access_log = "off" }
+gw.listen { port = {{PORT}}, host = "127.0.0.1" }
+gw.route { path = "/who", handler = function(req)
+    return 200, { client = req.client, peer = req.peer }
+end }
+]]):format(header))
+            local s = connect_from("127.0.0.1", g.port)
+            s:send("GET /who HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" .. lines .. "\r\n")
+            local data = read_all(s, 10 * h.SLOW)
+            h.cleanup(g)
+            assert.truthy(data:find("^HTTP/1.1 200"), data)
+            return cjson.decode(data:match("\r\n\r\n(.*)$"))
+        end
+        assert.same({ client = "2001:db8::1", peer = "127.0.0.1" }, who_behind("Forwarded",
+            "Forwarded: for=192.0.2.60;proto=http\r\n" ..
+            "Forwarded: for=\"[2001:db8::1]:443\", for=127.0.0.1\r\n"))
+        assert.same({ client = "192.0.2.7", peer = "127.0.0.1" }, who_behind("X-Real-IP",
+            "X-Real-IP: 192.0.2.7\r\nX-Forwarded-For: 192.0.2.99\r\n"))
+    end)
+
     describe("closes cleanly on a bad PROXY header", function()
         local function closed_without_answer(bytes, what)
             local s = connect_from("127.0.0.1", ports.GW2)

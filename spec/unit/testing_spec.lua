@@ -273,6 +273,7 @@ describe("the real client behind trusted proxies (src/client_addr.c)", function(
         local d = g:request { path = "/who", client = "10.1.2.3",
             headers = { ["X-Forwarded-For"] = "6.6.6.6, 203.0.113.7, 10.9.9.9" } }
         assert.same({ client = "203.0.113.7", peer = "10.1.2.3" }, d.json)
+        assert.truthy(t.format_trace(d):find("client 203.0.113.7 via 10.1.2.3", 1, true))
     end)
 
     it("ignores the header from an untrusted peer", function()
