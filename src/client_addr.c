@@ -100,24 +100,23 @@ static int walk(const mg_request_t *r, const mg_addr_t *from, const mg_cidr_set_
                   [MG_REAL_IP_FORWARDED] = { "forwarded", 9 },
                   [MG_REAL_IP_X_REAL_IP] = { "x-real-ip", 9 } };
     mg_real_ip_value_t v[LINES_MAX];
-    size_t n = 0, seen = 0, skip = 0;
+    size_t n = 0, seen = 0;
     if (kind < 0 || kind > MG_REAL_IP_X_REAL_IP)
         kind = MG_REAL_IP_XFF;
-    for (int pass = 0; pass < 2; pass++) {
-        for (uint32_t i = 0; i < r->nheaders; i++) {
-            const mg_header_t *hd = &r->headers[i];
-            if (hd->name.len != names[kind].len ||
-                strncasecmp(mg_request_data(r, hd->name), names[kind].name, hd->name.len) != 0)
-                continue;
-            if (pass == 0)
-                seen++;
-            else if (skip > 0)
-                skip--;
-            else
-                v[n++] = (mg_real_ip_value_t){ mg_request_data(r, hd->value), hd->value.len };
-        }
-        if (pass == 0 && (skip = seen > LINES_MAX ? seen - LINES_MAX : 0, seen == 0))
-            break;
+    const char *name = names[kind].name;
+    size_t len = names[kind].len;
+    for (uint32_t i = 0; i < r->nheaders; i++)
+        seen += r->headers[i].name.len == len &&
+                strncasecmp(mg_request_data(r, r->headers[i].name), name, len) == 0;
+    size_t skip = seen > LINES_MAX ? seen - LINES_MAX : 0;
+    for (uint32_t i = 0; i < r->nheaders && seen > 0; i++) {
+        const mg_header_t *hd = &r->headers[i];
+        if (hd->name.len != len || strncasecmp(mg_request_data(r, hd->name), name, len) != 0)
+            continue;
+        if (skip > 0)
+            skip--;
+        else
+            v[n++] = (mg_real_ip_value_t){ mg_request_data(r, hd->value), hd->value.len };
     }
     return mg_real_ip_find(from, trusted, kind, v, n, out);
 }

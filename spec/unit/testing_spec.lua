@@ -276,6 +276,16 @@ describe("the real client behind trusted proxies (src/client_addr.c)", function(
         assert.truthy(t.format_trace(d):find("client 203.0.113.7 via 10.1.2.3", 1, true))
     end)
 
+    it("walks the last 32 lines of a header repeated more often", function()
+        local hs = { { "X-Forwarded-For", "198.51.100.9" } }
+        for i = 1, 40 do hs[#hs + 1] = { "X-Forwarded-For", "10.0.0." .. i } end
+        local d = g:request { path = "/who", client = "10.1.2.3", headers = hs }
+        assert.same({ client = "10.0.0.9", peer = "10.1.2.3" }, d.json)
+        hs[#hs + 1] = { "X-Forwarded-For", "192.0.2.1" }
+        d = g:request { path = "/who", client = "10.1.2.3", headers = hs }
+        assert.same({ client = "192.0.2.1", peer = "10.1.2.3" }, d.json)
+    end)
+
     it("ignores the header from an untrusted peer", function()
         local d = g:request { path = "/who", client = "203.0.113.7",
             headers = { ["X-Forwarded-For"] = "10.0.0.1" } }
