@@ -22,6 +22,10 @@ gw.route { path = "/who", upstream = "up", policies = { function(req)
     return gw.respond(200, { client = req.client, peer = req.peer,
                              unique_id = req:proxy_tlv(0x05) or false })
 end } }
+gw.route { path = "/who/tls", upstream = "up", policies = { function(req)
+    return gw.respond(200, { client = req.client, authority = req:proxy_tlv(0x02),
+                             version = req:proxy_tlv(0x21), cipher = req:proxy_tlv(0x23) })
+end } }
 -- per-client-address limits (the policy's default key: limit.key.client_ip)
 gw.route { path = "/limited/v1", upstream = "up",
            policies = { limit.policy { rate = 2, per = 60, name = "v1" } } }
@@ -50,12 +54,17 @@ frontend v2
 frontend tls
     bind 127.0.0.1:{{HP3}}
     default_backend b3
+frontend tlsterm
+    bind 127.0.0.1:{{HP4}} ssl crt {{PEM}}
+    default_backend b4
 backend b1
     server gw 127.0.0.1:{{GW2}} send-proxy
 backend b2
     server gw 127.0.0.1:{{GW2}} send-proxy-v2 proxy-v2-options unique-id
 backend b3
     server gw 127.0.0.1:{{GW3}} send-proxy-v2
+backend b4
+    server gw 127.0.0.1:{{GW2}} send-proxy-v2 proxy-v2-options ssl,ssl-cipher,authority
 ]]
 
 local NGINX = [[
@@ -173,7 +182,8 @@ describe("the real client address", function()
             vars = { UP = up, LOG = log, CRT = crt, KEY = key } })
         ports = { GW = gw.ports[1], GW2 = gw.ports[2], GW3 = gw.ports[3],
                   HP1 = h.free_port(), HP2 = h.free_port(), HP3 = h.free_port(),
-                  NG = h.free_port(), TMP = dir }
+                  HP4 = h.free_port(), NG = h.free_port(), TMP = dir, PEM = dir .. "/rip-all.pem" }
+        h.sh(("cat %s %s > %s"):format(h.shq(crt), h.shq(key), h.shq(ports.PEM)))
         local hcfg = h.tmpfile("haproxy.cfg", subst(HAPROXY, ports))
         haproxy = h.spawn("exec haproxy -db -f " .. h.shq(hcfg), "haproxy")
         local ncfg = h.tmpfile("nginx.conf", subst(NGINX, ports))
@@ -181,6 +191,7 @@ describe("the real client address", function()
         wait_port(ports.HP1, haproxy)
         wait_port(ports.HP2, haproxy)
         wait_port(ports.HP3, haproxy)
+        wait_port(ports.HP4, haproxy)
         wait_port(ports.NG, nginx)
     end)
 
@@ -204,12 +215,17 @@ describe("the real client address", function()
         local line = logged("/limited/v1", "127.0.0.3")
         assert.equal("127.0.0.1", line.peer)
         assert.equal(200, line.status)
-        local refused = 0
-        for _, l in ipairs(log_lines()) do
-            if l.path == "/limited/v1" and l.client == "127.0.0.2" and l.status == 429 then
-                refused = refused + 1
+        -- each worker writes its own lines: poll until the 429 is there
+        local refused, deadline = 0, socket.gettime() + 10 * h.SLOW
+        repeat
+            refused = 0
+            for _, l in ipairs(log_lines()) do
+                if l.path == "/limited/v1" and l.client == "127.0.0.2" and l.status == 429 then
+                    refused = refused + 1
+                end
             end
-        end
+            if refused == 0 then socket.sleep(0.05) end
+        until refused > 0 or socket.gettime() > deadline
         assert.equal(1, refused)
     end)
 
@@ -232,6 +248,17 @@ describe("the real client address", function()
         local who = cjson.decode(body)
         assert.equal("127.0.0.6", who.client)
         assert.equal("127.0.0.1", who.peer)
+    end)
+
+    it("HAProxy terminating TLS: the v2 SSL and authority TLVs reach the hooks", function()
+        local status, body = curl("https://localhost:" .. ports.HP4 .. "/who/tls", "127.0.0.12",
+                                  "--resolve localhost:" .. ports.HP4 .. ":127.0.0.1")
+        assert.equal(200, status)
+        local who = cjson.decode(body)
+        assert.equal("127.0.0.12", who.client)
+        assert.equal("localhost", who.authority)
+        assert.truthy(tostring(who.version):find("^TLSv1%.[23]$"), tostring(who.version))
+        assert.truthy(#tostring(who.cipher) > 4, tostring(who.cipher))
     end)
 
     it("nginx setting X-Forwarded-For: each real client is limited separately", function()
