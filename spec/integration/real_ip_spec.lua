@@ -350,7 +350,9 @@ end }
             s:send(bytes)
             local data, err = read_all(s, 10 * h.SLOW)
             assert.equal("", data, what)
-            assert.equal("closed", err, what)
+            -- closed, not timed out (a reset if bytes were left unread)
+            assert.truthy(err == "closed" or err == "connection reset by peer", what .. ": " ..
+                          tostring(err))
         end
 
         it("garbage, HTTP without the header, a wrong v2 signature", function()
