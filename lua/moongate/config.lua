@@ -691,7 +691,7 @@ end
 -- run by `moongate check` and before every reload.
 local TEST_KEYS = { "name", "request", "expect" }
 local TEST_REQUEST_KEYS = { "method", "path", "headers", "body", "host", "client",
-                            "port", "tls", "upstream_response" }
+                            "port", "tls", "upstream_response", "proxy_tlvs" }
 local TEST_EXPECT_KEYS = { "status", "upstream", "route", "target", "headers",
                            "body", "body_contains", "upstream_headers",
                            "upstream_path" }
