@@ -750,7 +750,9 @@ local function header_lines(h)
 end
 
 --- gw.http.request{ method =, url =, headers =, body =, timeout =,
--- max_body = } -> { status =, headers = {lower-case}, body = } or nil, err.
+-- max_body =, ca =, verify = } -> { status =, headers = {lower-case},
+-- body = } or nil, err. https URLs check the server's certificate against
+-- `ca` (default: the system bundle) unless verify = false.
 -- Waits without blocking the worker; reuses the core's upstream pools
 -- (a url host that names an upstream is balanced over its targets).
 -- Checks gw.http.request's argument (errors at `level`); returns url,
@@ -780,8 +782,16 @@ function _M.http_request(opts)
     local url, method, body = http_args(opts, 2)
     local timeout = opts.timeout or 10
     local block = header_lines(opts.headers)
+    local ca, verify = opts.ca, opts.verify
+    if ca ~= nil and (type(ca) ~= "string" or ca == "") then
+        error("gw.http.request: ca must be the path of a PEM file", 2)
+    end
+    if verify ~= nil and type(verify) ~= "boolean" then
+        error("gw.http.request: verify must be true or false", 2)
+    end
     local rc = C.mg_ffi_http_request(method, #method, url, #url, block, #block,
-                                     body, #body, timeout, opts.max_body or 0, errp)
+                                     body, #body, timeout, opts.max_body or 0,
+                                     ca, verify == false and 0 or 1, errp)
     if rc ~= 0 then
         return nil, ffi_string(errp[0])
     end
