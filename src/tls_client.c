@@ -60,6 +60,7 @@ struct mg_tls_link_s {
     uv_alloc_cb alloc;        /* the owner's, for plaintext */
     uv_read_cb read;
     uint8_t handshaking, handshaken, raw_reading, plain_reading, closed;
+    uint8_t got_plain;        /* the server has sent data (its handshake stood) */
     const char *failure;      /* metrics label of a failed handshake */
     const char *err;
     char key[KEY_MAX];
@@ -342,12 +343,19 @@ static void pump(mg_tls_link_t *l)
             return;
         }
         if (n > 0) {
+            l->got_plain = 1;
             l->read(l->s, n, &b);
             continue;
         }
         if (n == MG_TLS_AGAIN)
             return;
         l->err = n == MG_TLS_CLOSED ? NULL : mg_tls_error(l->t);
+        if (n == MG_TLS_ERROR && !l->got_plain) {
+            /* TLS 1.3 servers judge the client's certificate after the
+             * client's handshake ended: their refusal is an alert here */
+            l->failure = strstr(l->err, "certificate required") ? "client_cert" : "handshake";
+            mg_metrics_upstream_tls(l->c->label, 1, l->failure);
+        }
         l->read(l->s, n == MG_TLS_CLOSED ? UV_EOF : UV_EPROTO, &b);
         return;
     }
