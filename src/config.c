@@ -388,9 +388,10 @@ static const mg_ffi_config_field_t upstream_fields[] = {
     F("request_id", MG_FIELD_BOOL, 0, 1, 1, NULL, mg_upstream_t, request_id, CT_BOOL),
     F("override_headers", MG_FIELD_BOOL, 0, 1, 0, NULL, mg_upstream_t, override_headers,
       CT_BOOL),
-    OTHER("health"), OTHER("tls"),
+    OTHER("health"),
     F("max_fails", MG_FIELD_INT, 0, 1000, 1, "must be an integer 0-1000 (0: never skip a target)",
       mg_upstream_t, max_fails, CT_INT),
+    OTHER("tls"),
 };
 
 /* upstream.tls (`tls = true`: these defaults); read into a
