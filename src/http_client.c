@@ -39,9 +39,9 @@ typedef struct adhoc_pool_s {
     char name[280];
 } adhoc_pool_t;
 
-/* The TLS configurations https URLs used on this worker, one per (ca,
- * verify): built on first use (that reads the CA file, once), kept until
- * the worker stops. */
+/* The TLS configurations https URLs with options used on this worker, one
+ * per (ca, verify): built on first use (that reads the CA file, once), kept
+ * until the worker stops. Without options: mg_tls_client_default(). */
 typedef struct http_tls_s {
     struct http_tls_s *next;
     mg_tls_client_t *c;
@@ -492,6 +492,8 @@ static void op_start(mg_http_op_t *op)
 static mg_tls_client_t *tls_for(const char *ca, int verify, const char **err)
 {
     static _Thread_local char why[512];
+    if (!ca && verify)
+        return mg_tls_client_default(err);
     const char *key = ca ? ca : "";
     for (http_tls_t *t = http_tls; t; t = t->next)
         if (t->verify == verify && strcmp(t->ca, key) == 0)

@@ -14,6 +14,7 @@
  * Every failed OpenSSL call is followed by ERR_clear_error() (the error
  * queue is per thread and shared with the worker's other OpenSSL users).
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -155,6 +156,14 @@ int mg_tls_client_new(const mg_tls_client_opts_t *o, mg_tls_client_t **out, char
     }
     if (o->verify) {
         const char *ca = o->ca ? o->ca : MG_TLS_DEFAULT_CA;
+        FILE *f = fopen(ca, "r"); /* OpenSSL's reason for a missing file is "system lib" */
+        if (!f) {
+            snprintf(err, errlen, "cannot load the CA bundle '%s': %s (give a PEM file of CA "
+                     "certificates%s)", ca, strerror(errno),
+                     o->ca ? "" : "; Debian's is in the package ca-certificates");
+            goto fail;
+        }
+        fclose(f);
         if (SSL_CTX_load_verify_locations(c->ctx, ca, NULL) != 1) {
             snprintf(err, errlen, "cannot load the CA bundle '%s': %s (give a PEM file of "
                      "CA certificates%s)", ca, ssl_reason(),
@@ -201,6 +210,27 @@ void mg_tls_client_release(mg_tls_client_t *c)
 }
 
 int mg_tls_client_verifies(const mg_tls_client_t *c) { return c->verify; }
+
+/* Built once per process (the system bundle is some 140 certificates:
+ * parsing it inside a hook would eat its time budget), kept to the end. */
+static pthread_once_t default_once = PTHREAD_ONCE_INIT;
+static mg_tls_client_t *default_client;
+static char default_err[512];
+
+static void make_default(void)
+{
+    mg_tls_client_opts_t o = { .verify = 1, .label = "gw.http" };
+    if (mg_tls_client_new(&o, &default_client, default_err, sizeof(default_err)) != 0)
+        default_client = NULL;
+}
+
+mg_tls_client_t *mg_tls_client_default(const char **err)
+{
+    pthread_once(&default_once, make_default);
+    if (!default_client && err)
+        *err = default_err;
+    return default_client;
+}
 
 /* ---- a link ------------------------------------------------------------------ */
 

@@ -54,6 +54,11 @@ int mg_tls_client_new(const mg_tls_client_opts_t *o, mg_tls_client_t **out, char
                       size_t errlen);
 void mg_tls_client_release(mg_tls_client_t *c);
 int mg_tls_client_verifies(const mg_tls_client_t *c);
+/* The process's configuration with every default (verify against
+ * MG_TLS_DEFAULT_CA, label "gw.http"), built on the first call (any
+ * thread) and kept until exit; NULL and *err when the bundle cannot be
+ * read. Call it once before the workers start, so none pays for it. */
+mg_tls_client_t *mg_tls_client_default(const char **err);
 
 /* Called once when the handshake ended: err NULL (done) or why it failed
  * ("certificate verify failed: certificate has expired", ...). */

@@ -19,9 +19,11 @@
 #include "lua_route.h"
 #include "redis.h"
 #include "trace.h"
+#include "tls_client.h"
 #include "http1.h"
 #include "upstream.h"
 #include "worker.h"
+#include "tls_client.h"
 
 #define MAX_FREE_BUFS 256
 
@@ -481,6 +483,9 @@ int mg_workers_start(mg_workers_t *ws, mg_gen_t *gen, int n, char **err)
         }
         ws->claims[ws->nclaims++] = fd;
     }
+    /* gw.http's https:// default (the system CA bundle), built here once
+     * rather than inside the first hook that needs it */
+    mg_tls_client_default(NULL);
     uv_sem_t ready;
     uv_sem_init(&ready, 0);
     for (int i = 0; i < n; i++) {
