@@ -398,7 +398,7 @@ static const mg_ffi_config_field_t upstream_fields[] = {
  * mg_tls_client_opts_t while the config converts, the strings not kept
  * (the SSL_CTX holds what it needs). Paths are made absolute in Lua. */
 typedef struct upstream_tls_s {
-    int verify;
+    int verify, session_reuse;
     char *ca, *sni, *cert, *key, *min_version, *ciphers;
 } upstream_tls_t;
 
@@ -413,6 +413,8 @@ static const mg_ffi_config_field_t upstream_tls_fields[] = {
            min_version),
     STRING("ciphers", 1, NULL, "must be an OpenSSL cipher list string", upstream_tls_t,
            ciphers),
+    F("session_reuse", MG_FIELD_BOOL, 0, 1, 1, "must be true or false", upstream_tls_t,
+      session_reuse, CT_BOOL),
 };
 
 static const mg_ffi_config_field_t target_fields[] = {
@@ -786,7 +788,7 @@ static void conv_upstream_tls(conv_t *cv, int u_t, const char *what, mg_upstream
     mg_tls_client_opts_t o = { .verify = conf.verify, .ca = conf.ca, .sni = conf.sni,
                                .cert = conf.cert, .key = conf.key,
                                .min_version = conf.min_version, .ciphers = conf.ciphers,
-                               .label = u->name };
+                               .no_resumption = !conf.session_reuse, .label = u->name };
     if (cv->errs->len == 0 && mg_tls_client_new(&o, &u->tls, err, sizeof(err)) != 0)
         errs_add(cv->errs, "%s:%d: upstream %s: tls: %s", source ? source : cv->file, line,
                  u->name ? u->name : "?", err);

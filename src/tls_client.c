@@ -146,9 +146,14 @@ int mg_tls_client_new(const mg_tls_client_opts_t *o, mg_tls_client_t **out, char
     /* HTTP/2 will add "h2" here */
     static const unsigned char alpn[] = "\x08http/1.1";
     SSL_CTX_set_alpn_protos(c->ctx, alpn, sizeof(alpn) - 1);
-    SSL_CTX_set_session_cache_mode(c->ctx, SSL_SESS_CACHE_CLIENT |
-                                               SSL_SESS_CACHE_NO_INTERNAL_STORE);
-    SSL_CTX_sess_set_new_cb(c->ctx, new_session);
+    if (o->no_resumption) {
+        SSL_CTX_set_session_cache_mode(c->ctx, SSL_SESS_CACHE_OFF);
+        SSL_CTX_set_options(c->ctx, SSL_OP_NO_TICKET);
+    } else {
+        SSL_CTX_set_session_cache_mode(c->ctx, SSL_SESS_CACHE_CLIENT |
+                                                   SSL_SESS_CACHE_NO_INTERNAL_STORE);
+        SSL_CTX_sess_set_new_cb(c->ctx, new_session);
+    }
     if (o->ciphers && SSL_CTX_set_cipher_list(c->ctx, o->ciphers) != 1) {
         snprintf(err, errlen, "no usable cipher in \"%s\" (an OpenSSL cipher list, "
                  "e.g. \"ECDHE+AESGCM:ECDHE+CHACHA20\")", o->ciphers);

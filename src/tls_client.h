@@ -45,6 +45,7 @@ typedef struct mg_tls_client_opts_s {
     const char *cert, *key;  /* client certificate and key (PEM); NULL: none */
     const char *min_version; /* "TLSv1.2" (NULL) or "TLSv1.3" */
     const char *ciphers;     /* TLS 1.2 cipher list; NULL: OpenSSL's */
+    int no_resumption;       /* every new connection does a full handshake */
     const char *label;       /* metrics' upstream label (copied) */
 } mg_tls_client_opts_t;
 

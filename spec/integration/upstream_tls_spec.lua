@@ -19,6 +19,8 @@ gw.listen { port = {{PORT}}, host = "127.0.0.1" }
 local ca = "{{CA}}"
 gw.upstream("good", { "https://localhost:{{GOOD}}" }, { tls = { ca = ca } })
 gw.upstream("fresh", { "localhost:{{FRESH}}" }, { keepalive = 0, tls = { ca = ca } })
+gw.upstream("fresh_full", { "localhost:{{FRESH}}" },
+    { keepalive = 0, tls = { ca = ca, session_reuse = false } })
 gw.upstream("mtls", { "localhost:{{MTLS}}" },
     { tls = { ca = ca, cert = "{{CLI_CRT}}", key = "{{CLI_KEY}}" } })
 gw.upstream("mtls_nocert", { "localhost:{{MTLS}}" }, { max_fails = 0, tls = { ca = ca } })
@@ -32,7 +34,7 @@ gw.upstream("checked_bad", { "localhost:{{STRANGER}}" },
     { tls = { ca = ca }, health = { path = "/health", interval = 0.2, fall = 1, rise = 1 } })
 gw.upstream("nginx", { "localhost:{{NGINX}}" }, { tls = { ca = ca } })
 gw.upstream("nginx_fresh", { "localhost:{{NGINX}}" }, { keepalive = 0, tls = { ca = ca } })
-for _, name in ipairs { "good", "fresh", "mtls", "mtls_nocert", "expired", "wrong_name", "sni",
+for _, name in ipairs { "good", "fresh", "fresh_full", "mtls", "mtls_nocert", "expired", "wrong_name", "sni",
                         "unknown_ca", "checked", "checked_bad", "nginx", "nginx_fresh" } do
     gw.route { path = "/" .. name .. "/**", upstream = name }
 end
@@ -226,6 +228,15 @@ describe("TLS to upstreams", function()
         -- the first may be a full handshake; every later one resumes
         assert.is_true(resumed >= 5, fmt("%d of %d resumed", resumed, made))
         assert.is_true(handshakes("fresh", "resumed") >= 5)
+        -- session_reuse = false: full handshakes only
+        before = ups.fresh:stats()
+        for i = 1, 3 do
+            assert.equal(200, h.http(gw.port, { path = "/fresh_full/" .. i }).status)
+        end
+        after = ups.fresh:stats()
+        assert.equal(3, after.tls_handshakes - before.tls_handshakes)
+        assert.equal(0, after.tls_resumed - before.tls_resumed)
+        assert.equal(3, handshakes("fresh_full", "full"))
     end)
 
     it("nginx with ssl: verified, pooled, and resumed on new connections", function()
