@@ -51,6 +51,17 @@ if w4 then
     } } }
 end
 
+-- W5: W1 to origin A over TLS: the certificate verified against the bench's
+-- CA and name, TLS connections pooled (as nginx's proxy_ssl + keepalive)
+local w5 = port("GW_W5_PORT")
+local a_tls = os.getenv("BENCH_UPSTREAM_A_TLS")
+if w5 and a_tls then
+    gw.upstream("a_tls", { a_tls }, { keepalive = 256, forwarded = false, request_id = false,
+        tls = { ca = os.getenv("BENCH_TLS_CA"), sni = os.getenv("BENCH_TLS_NAME") } })
+    gw.listen { port = w5, host = "127.0.0.1" }
+    gw.route { name = "w5", path = "/**", upstream = "a_tls", listen = w5 }
+end
+
 -- W2 / W3: JWT (HS256, signature and exp) verified on every request, then a
 -- per-`sub` rate limit (W2: never triggers but is counted; W3: 100/s, 429
 -- beyond), routing by prefix, round robin over A and B.
