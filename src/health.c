@@ -109,9 +109,9 @@ static void on_probe_closed(uv_handle_t *hd)
 static void finish(probe_t *p, int ok, const char *why)
 {
     verdict(p, ok, why);
-    p->wq.closed = 1; /* (TLS) a write the close cancels is no news */
-    mg_tls_link_close(p->tls);
+    mg_tls_link_close(p->tls); /* its close_notify first */
     p->tls = NULL;
+    p->wq.closed = 1; /* (TLS) a write the close cancels is no news */
     if (!uv_is_closing((uv_handle_t *)&p->tcp))
         uv_close((uv_handle_t *)&p->tcp, on_probe_closed);
     if (!uv_is_closing((uv_handle_t *)&p->timer))

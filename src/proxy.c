@@ -73,7 +73,11 @@ static void on_up_timer(uv_timer_t *t)
     }
     if (!u->got_response_bytes)
         mg_pool_failed(u->pool); /* no answer at all: counts for max_fails */
-    up_failed(u, 504, u->connected ? "upstream timed out" : "upstream connect timed out", 0, 0);
+    up_failed(u, 504,
+              u->connected ? "upstream timed out"
+              : u->tls     ? "upstream TLS handshake timed out"
+                           : "upstream connect timed out",
+              0, 0);
 }
 
 /* ---- response parsing --------------------------------------------------- */

@@ -266,6 +266,18 @@ int mg_tls_read(mg_tls_conn_t *t, char *buf, size_t cap)
     return n > 0 ? n : failed(t, n);
 }
 
+int mg_tls_peek(mg_tls_conn_t *t)
+{
+    char c;
+    if (!SSL_is_init_finished(t->ssl)) {
+        int rc = SSL_do_handshake(t->ssl);
+        if (rc != 1)
+            return failed(t, rc);
+    }
+    int n = SSL_peek(t->ssl, &c, 1);
+    return n > 0 ? n : failed(t, n);
+}
+
 int mg_tls_has_input(const mg_tls_conn_t *t)
 {
     return SSL_pending(t->ssl) > 0 || (!t->starved && BIO_ctrl_pending(t->in) > 0);

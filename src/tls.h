@@ -59,6 +59,10 @@ int mg_tls_feed(mg_tls_conn_t *t, const char *data, size_t len);
 /* Completes the handshake if needed, then decrypts up to cap bytes into
  * buf: > 0 bytes, or an MG_TLS_* code. May queue bytes for mg_tls_out. */
 int mg_tls_read(mg_tls_conn_t *t, char *buf, size_t cap);
+/* Like mg_tls_read, but only says whether plaintext is waiting (> 0),
+ * consuming none: records that carry none (TLS 1.3 session tickets) are
+ * processed. */
+int mg_tls_peek(mg_tls_conn_t *t);
 /* Whether mg_tls_read could return bytes without another feed. */
 int mg_tls_has_input(const mg_tls_conn_t *t);
 /* Encrypts len bytes as one or more records. 0, or MG_TLS_ERROR. */

@@ -44,6 +44,7 @@ struct mg_tls_client_s {
     int verify;
     char *sni;                /* NULL: each server's host */
     char *label;
+    char *settings;           /* every option, for mg_tls_client_same */
     pthread_mutex_t lock;     /* guards cache and next */
     cached_t cache[SESSIONS];
     unsigned next;            /* the slot a new server takes */
@@ -108,6 +109,23 @@ static int new_session(SSL *ssl, SSL_SESSION *sess)
     return 1;
 }
 
+/* The options as one string (NUL-free fields joined by a byte no path or
+ * name holds). */
+static char *settings_of(const mg_tls_client_opts_t *o)
+{
+    const char *f[] = { o->ca, o->sni, o->cert, o->key, o->min_version, o->ciphers };
+    size_t len = 8;
+    for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
+        len += (f[i] ? strlen(f[i]) : 0) + 2;
+    char *s = malloc(len);
+    if (!s)
+        return NULL;
+    size_t at = (size_t)snprintf(s, len, "%d%d", o->verify, o->no_resumption);
+    for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
+        at += (size_t)snprintf(s + at, len - at, "\x1f%s", f[i] ? f[i] : "\x1e");
+    return s;
+}
+
 int mg_tls_client_new(const mg_tls_client_opts_t *o, mg_tls_client_t **out, char *err,
                       size_t errlen)
 {
@@ -134,8 +152,9 @@ int mg_tls_client_new(const mg_tls_client_opts_t *o, mg_tls_client_t **out, char
     c->verify = o->verify;
     c->sni = o->sni ? strdup(o->sni) : NULL;
     c->label = strdup(o->label ? o->label : "-");
+    c->settings = settings_of(o);
     c->ctx = SSL_CTX_new(TLS_client_method());
-    if (!c->ctx || !c->label || (o->sni && !c->sni) || session_slot < 0) {
+    if (!c->ctx || !c->label || !c->settings || (o->sni && !c->sni) || session_slot < 0) {
         snprintf(err, errlen, "cannot create a TLS context: %s", ssl_reason());
         goto fail;
     }
@@ -211,10 +230,18 @@ void mg_tls_client_release(mg_tls_client_t *c)
     pthread_mutex_destroy(&c->lock);
     free(c->sni);
     free(c->label);
+    free(c->settings);
     free(c);
 }
 
 int mg_tls_client_verifies(const mg_tls_client_t *c) { return c->verify; }
+
+int mg_tls_client_same(const mg_tls_client_t *a, const mg_tls_client_t *b)
+{
+    if (!a || !b)
+        return a == b;
+    return a == b || strcmp(a->settings, b->settings) == 0;
+}
 
 /* Built once per process (the system bundle is some 140 certificates:
  * parsing it inside a hook would eat its time budget), kept to the end. */
@@ -361,17 +388,22 @@ static void handshake_failed(mg_tls_link_t *l, const char *why)
     l->ready(l->owner, l->err);
 }
 
-/* Hands the owner the plaintext TLS holds, while it reads. */
+/* Hands the owner the plaintext TLS holds, while it reads. The owner's
+ * buffer is asked for only once there is plaintext: an idle pooled
+ * connection that receives a session ticket takes no read buffer. */
 static void pump(mg_tls_link_t *l)
 {
     while (l->plain_reading && !l->closed) {
         uv_buf_t b = uv_buf_init(NULL, 0);
-        l->alloc((uv_handle_t *)l->s, 65536, &b);
-        if (!b.base || b.len == 0) {
-            l->read(l->s, UV_ENOBUFS, &b);
-            return;
+        int n = mg_tls_peek(l->t);
+        if (n > 0) {
+            l->alloc((uv_handle_t *)l->s, 65536, &b);
+            if (!b.base || b.len == 0) {
+                l->read(l->s, UV_ENOBUFS, &b);
+                return;
+            }
+            n = mg_tls_read(l->t, b.base, b.len);
         }
-        int n = mg_tls_read(l->t, b.base, b.len);
         if (flush(l) < 0) {
             l->err = "write failed";
             l->read(l->s, UV_EPIPE, &b);

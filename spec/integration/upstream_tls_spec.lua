@@ -370,6 +370,47 @@ describe("TLS to upstreams", function()
     end)
 end)
 
+describe("a reload that turns on TLS for an upstream", function()
+    teardown(h.cleanup)
+
+    it("does not reuse the plain connections pooled before it", function()
+        local ca = pki.ca("reload")
+        local up = h.start_upstream { name = "plain" }
+        local admin = h.free_port()
+        local text = [[
+local gw = require "moongate"
+gw.settings { admin = { port = {{ADMIN}} } }
+gw.listen { port = {{PORT}}, host = "127.0.0.1" }
+gw.upstream("x", { "localhost:{{UPP}}" }%s)
+gw.route { path = "/**", upstream = "x" }
+]]
+        local gw = h.start_gateway(text:format(""), { workers = 1,
+            vars = { ADMIN = admin, UPP = up.port } })
+        local c = h.connect(gw.port)
+        assert.equal(200, c:request({ path = "/a" }).status) -- a pooled plain connection
+        c:close()
+        local new = text:format(fmt(', { connect_timeout = 0.5, tls = { ca = "%s" } }', ca.crt))
+            :gsub("{{ADMIN}}", tostring(admin)):gsub("{{PORT}}", tostring(gw.port))
+            :gsub("{{UPP}}", tostring(up.port))
+        h.write_file(gw.config_path .. ".tmp", new)
+        assert(os.rename(gw.config_path .. ".tmp", gw.config_path))
+        local rc, out = h.run_bin("reload --admin 127.0.0.1:" .. admin)
+        assert.equal(0, rc, out)
+        -- the new generation speaks TLS to a plain server (which waits for a
+        -- request head: the handshake times out), never over the old
+        -- plaintext connection
+        local deadline, status = h.now() + 10 * h.SLOW, nil
+        repeat
+            status = h.http(gw.port, { path = "/b" }).status
+        until status == 504 or h.now() > deadline
+        assert.equal(504, status)
+        local seen = up:stats().requests
+        assert.equal(504, h.http(gw.port, { path = "/c" }).status)
+        assert.equal(seen, up:stats().requests)
+        assert.truthy(gw:log():find("upstream TLS handshake timed out", 1, true))
+    end)
+end)
+
 describe("upstream.tls in the config", function()
     teardown(h.cleanup)
 
