@@ -39,6 +39,7 @@ for _, name in ipairs { "good", "fresh", "fresh_full", "mtls", "mtls_nocert", "e
                         "unknown_ca", "checked", "checked_bad", "nginx", "nginx_fresh" } do
     gw.route { path = "/" .. name .. "/**", upstream = name }
 end
+gw.route { path = "/tunnel", upstream = "good", upgrades = { "echo" } }
 
 -- gw.http to https:// URLs, with the options a hook may give
 local function fetch(url, opts)
@@ -214,9 +215,38 @@ describe("TLS to upstreams", function()
         assert.equal("full", handshakes("good", "full") > 0 and "full" or "none")
     end)
 
-    it("pools TLS connections: N requests on one connection and one handshake", function()
-        local before = ups.good:stats()
+    it("streams large bodies both ways over TLS", function()
+        local N = 5000000
+        local res = h.http(gw.port, { path = "/good/big?size=" .. N, timeout = 20 })
+        assert.equal(200, res.status)
+        assert.equal(N, #res.body)
+        local f = h.tmpfile("download", res.body)
+        assert.equal(h.upstream_sha256(N), (h.sh("sha256sum " .. h.shq(f)):match("^(%x+)")))
+        local body = string.rep("0123456789abcdef", 4 * 65536) -- 4 MiB
+        f = h.tmpfile("upload", body)
+        res = h.http(gw.port, { method = "POST", path = "/good/up", body = body, timeout = 20 })
+        assert.equal(200, res.status, res.body)
+        local seen = h.json(res.body)
+        assert.equal(#body, seen.body_len)
+        assert.equal(h.sh("sha256sum " .. h.shq(f)):match("^(%x+)"), seen.body_sha256)
+    end)
+
+    it("tunnels an upgraded connection over TLS", function()
         local c = h.connect(gw.port)
+        c:send("GET /tunnel HTTP/1.1\r\nHost: localhost\r\nUpgrade: echo\r\n" ..
+               "Connection: Upgrade\r\n\r\n")
+        assert.equal(101, assert(c:read_response()).status)
+        for _, msg in ipairs { "raw bytes\0\1\2", string.rep("x", 200000) } do
+            c:send(msg)
+            assert.equal(msg, assert(c:read_exact(#msg)))
+        end
+        c:close()
+    end)
+
+    it("pools TLS connections: N requests on one connection and one handshake", function()
+        local c = h.connect(gw.port)
+        assert.equal(200, c:request({ path = "/good/warm" }).status) -- one pooled connection
+        local before = ups.good:stats()
         local conns = {}
         for i = 1, 8 do
             local res = c:request { path = "/good/n/" .. i }
