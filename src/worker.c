@@ -415,6 +415,11 @@ static void worker_main(void *arg)
         atomic_store(&start_failed, 1);
     }
     uv_sem_post(w->ready);
+    /* gw.http's https:// default (the system CA bundle, some 140
+     * certificates), built once here, listening already, rather than inside
+     * the first hook that needs it (its time budget) */
+    if (w->id == 0 && !w->start_error)
+        mg_tls_client_default(NULL);
     if (!w->start_error)
         uv_run(&w->loop, UV_RUN_DEFAULT);
     mg_worker_teardown(w);
@@ -483,9 +488,6 @@ int mg_workers_start(mg_workers_t *ws, mg_gen_t *gen, int n, char **err)
         }
         ws->claims[ws->nclaims++] = fd;
     }
-    /* gw.http's https:// default (the system CA bundle), built here once
-     * rather than inside the first hook that needs it */
-    mg_tls_client_default(NULL);
     uv_sem_t ready;
     uv_sem_init(&ready, 0);
     for (int i = 0; i < n; i++) {

@@ -598,8 +598,9 @@ async def handle(reader, writer):
                 "chunked": chunked, "trailers": trailers, "chunk_exts": exts,
                 "conn": conn_id, "conn_requests": nreq,
                 "peer": "%s:%d" % (peer[0], peer[1]) if peer else None,
-                "tls": tls_info,
             }
+            if tls_info is not None:
+                info["tls"] = tls_info
             ctx = {"query": query, "info": info, "method": method,
                    "keep_alive": keep_alive}
             if not await respond(reader, writer, ctx):
