@@ -23,7 +23,6 @@
 #include "http1.h"
 #include "upstream.h"
 #include "worker.h"
-#include "tls_client.h"
 
 #define MAX_FREE_BUFS 256
 
