@@ -46,7 +46,7 @@ typedef struct http_tls_s {
     struct http_tls_s *next;
     mg_tls_client_t *c;
     int verify;
-    char ca[];             /* "" for the default bundle */
+    char ca[];             /* "": none given */
 } http_tls_t;
 
 struct mg_http_op_s {
