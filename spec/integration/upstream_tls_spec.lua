@@ -449,6 +449,36 @@ gw.route { path = "/**", upstream = "x" }
     end)
 end)
 
+describe("a hook stopped by its time budget inside gw.http.request", function()
+    teardown(h.cleanup)
+
+    -- Reading a big CA bundle (a `ca` not seen before) takes the call past a
+    -- 1 ms budget: the hook is stopped right after the request started, and
+    -- that request must be cancelled, not left to wake the dropped hook.
+    it("cancels the request it started (the gateway lives on)", function()
+        local ca = pki.ca("budget")
+        local crt, key = ca:issue("srv", { "localhost" })
+        local up = h.start_upstream { name = "b", tls = { cert = crt, key = key } }
+        local gw = h.start_gateway([[
+local gw = require "moongate"
+gw.settings { timeouts = { hook = 0.001 } }
+gw.listen { port = {{PORT}}, host = "127.0.0.1" }
+gw.upstream("plain", { "127.0.0.1:{{UPC}}" })
+gw.route { path = "/slow", upstream = "plain", policies = { function(req)
+    gw.http.request { url = "https://localhost:{{UPP}}/x", ca = "{{BUNDLE}}", timeout = 5 }
+end } }
+gw.route { path = "/**", upstream = "plain" }
+]], { workers = 1, vars = { UPP = up.port, UPC = up.control_port,
+                            BUNDLE = "/etc/ssl/certs/ca-certificates.crt" } })
+        assert.equal(500, h.http(gw.port, { path = "/slow" }).status)
+        -- the request would have ended (and woken the hook) within this
+        h.sleep(0.5 * h.SLOW)
+        gw:assert_alive()
+        assert.equal(200, h.http(gw.port, { path = "/after" }).status)
+        assert.truthy(gw:log():find("hook exceeded its time budget", 1, true))
+    end)
+end)
+
 describe("upstream.tls in the config", function()
     teardown(h.cleanup)
 
