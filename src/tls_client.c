@@ -517,7 +517,7 @@ int mg_tls_link_read_start(mg_tls_link_t *l, uv_alloc_cb alloc, uv_read_cb read)
         return 0; /* reading starts with the handshake */
     int rc = raw_start(l);
     /* input TLS already holds will not make the socket readable again */
-    if (rc == 0 && SSL_has_pending(mg_tls_conn_ssl(l->t)))
+    if (rc == 0 && mg_tls_has_input(l->t)) /* decrypted, or still in the input BIO */
         uv_idle_start(&l->pump, on_pump);
     return rc;
 }

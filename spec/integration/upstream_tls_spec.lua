@@ -231,6 +231,19 @@ describe("TLS to upstreams", function()
         assert.equal(h.sh("sha256sum " .. h.shq(f)):match("^(%x+)"), seen.body_sha256)
     end)
 
+    it("a client that stops reading holds the TLS upstream back, then gets it all", function()
+        local N = 8000000
+        local c = h.connect(gw.port, { timeout = 20 })
+        c:send("GET /good/slow?size=" .. N .. " HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        h.sleep(0.5) -- socket buffers fill: the gateway stops reading the upstream
+        local res = assert(c:read_response({ timeout = 20 }))
+        c:close()
+        assert.equal(200, res.status)
+        assert.equal(N, #res.body)
+        local f = h.tmpfile("slow", res.body)
+        assert.equal(h.upstream_sha256(N), (h.sh("sha256sum " .. h.shq(f)):match("^(%x+)")))
+    end)
+
     it("tunnels an upgraded connection over TLS", function()
         local c = h.connect(gw.port)
         c:send("GET /tunnel HTTP/1.1\r\nHost: localhost\r\nUpgrade: echo\r\n" ..
