@@ -234,8 +234,6 @@ void mg_tls_client_release(mg_tls_client_t *c)
     free(c);
 }
 
-int mg_tls_client_verifies(const mg_tls_client_t *c) { return c->verify; }
-
 int mg_tls_client_same(const mg_tls_client_t *a, const mg_tls_client_t *b)
 {
     if (!a || !b)

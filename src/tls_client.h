@@ -54,7 +54,6 @@ typedef struct mg_tls_client_opts_s {
 int mg_tls_client_new(const mg_tls_client_opts_t *o, mg_tls_client_t **out, char *err,
                       size_t errlen);
 void mg_tls_client_release(mg_tls_client_t *c);
-int mg_tls_client_verifies(const mg_tls_client_t *c);
 /* Do a and b (either may be NULL: plain) have the same settings? A pooled
  * connection may move from one to the other across a reload only then. */
 int mg_tls_client_same(const mg_tls_client_t *a, const mg_tls_client_t *b);
