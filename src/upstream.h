@@ -19,7 +19,9 @@
 typedef struct mg_pool_s mg_pool_t;
 
 /* An upstream connection. Owned by its pool (idle list) or by the request
- * using it; freed in its close callback. */
+ * using it; freed in its close callback. To a TLS upstream it also owns its
+ * TLS link (tls, made once TCP connects, ended when it closes), and every
+ * read and write goes through upconn_io.c. */
 struct mg_upconn_s {
     uv_tcp_t tcp;
     uv_timer_t timer;
