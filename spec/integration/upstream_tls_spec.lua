@@ -533,4 +533,18 @@ gw.route { path = "/**", upstream = "api" }
         assert.matches("mixes https:// targets with plain ones", check(
             'gw.upstream("api", { "https://a:8443", "b:8080" })'), 1, true)
     end)
+
+    it("refuses a client key that does not belong to its certificate", function()
+        local ca = pki.ca("keys")
+        local crt = ca:issue("one", { "gateway" }, { client = true })
+        local _, other_key = ca:issue("two", { "gateway" }, { client = true })
+        local code, out = h.check_config(fmt([[
+local gw = require "moongate"
+gw.listen { port = 8080 }
+gw.upstream("api", { "localhost:8443" }, { tls = { ca = "%s", cert = "%s", key = "%s" } })
+gw.route { path = "/**", upstream = "api" }
+]], ca.crt, crt, other_key))
+        assert.equal(1, code, out)
+        assert.matches("check.lua:3: upstream api: tls: cannot use the client key", out, 1, true)
+    end)
 end)
