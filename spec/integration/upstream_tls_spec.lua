@@ -92,6 +92,7 @@ http {
             add_header X-Conn-Requests $connection_requests always;
             add_header X-Reused $ssl_session_reused always;
             add_header X-Protocol $ssl_protocol always;
+            add_header X-Alpn $ssl_alpn_protocol always;
             return 200 "nginx over TLS\n";
         }
     }
@@ -308,6 +309,7 @@ describe("TLS to upstreams", function()
             first = first or res.headers["x-conn"]
             assert.equal(first, res.headers["x-conn"], "the pooled connection")
             assert.equal(tostring(i), res.headers["x-conn-requests"])
+            assert.equal("http/1.1", res.headers["x-alpn"], "ALPN offered http/1.1")
         end
         c:close()
         local reused = {}
