@@ -27,6 +27,7 @@
 #include "hooks.h"
 #include "errlog.h"
 #include "upgrade.h"
+#include "metrics.h"
 #include "mg_ffi.h"
 
 
@@ -534,6 +535,7 @@ static void up_finish_response(mg_upconn_t *u, int extra_bytes)
 {
     mg_request_t *r = u->r;
     r->upstream_ns = uv_hrtime() - r->upstream_start_ns;
+    mg_metrics_upstream(r->w->id, u->pool->t->metric_id, u->h1.status, r->upstream_ns / 1000);
     int reusable = mg_h1_response_reusable(&u->h1, extra_bytes, r->state == MG_RS_WAIT);
     int revalidated = u->revalidated;
     u->requests++;
@@ -864,6 +866,9 @@ static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable
     int prev = r->target;
     /* the parser's reason goes before the connection does */
     const char *detail = u->h1.err;
+    /* an attempt without a whole answer; a hook's error (500) on one the
+     * target did give counts by the answer's status, with no latency */
+    mg_metrics_upstream(r->w->id, u->pool->t->metric_id, status == 500 ? -u->h1.status : 0, 0);
     up_close(u);
     int ui = mg_request_upstream(r);
     const mg_upstream_t *up = &r->g->cfg->upstreams[ui];
@@ -959,6 +964,7 @@ static void connect_target(mg_request_t *r, int ti)
         return;
     }
     if (!p->addr_ok) {
+        mg_metrics_upstream(r->w->id, p->t->metric_id, 0, 0);
         log_failure(r, 502, "upstream address does not resolve", 0, NULL);
         mg_pipeline_upstream_failed(r, 502, "upstream address does not resolve");
         return;

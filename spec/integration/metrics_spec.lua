@@ -1,0 +1,99 @@
+-- /metrics per upstream and per target: real upstream servers answer a
+-- known set of requests through the gateway, and the admin API's /metrics
+-- must count exactly those attempts, by status class and latency bucket,
+-- and pass `promtool check metrics` (Debian's prometheus package).
+local h = require "spec.support.helpers"
+
+local H = "moongate_upstream_request_duration_seconds"
+local R = "moongate_upstream_responses_total"
+
+-- The value of one exact series ("name{labels}") in the text, or nil.
+local function value(text, series)
+    for line in text:gmatch("[^\n]+") do
+        local s, v = line:match("^(.-) (%S+)$")
+        if s == series then return tonumber(v) end
+    end
+end
+
+local function labels(up, target, extra)
+    return ('{upstream="%s",target="%s"%s}'):format(up, target, extra or "")
+end
+
+describe("per-target metrics", function()
+    local gw, ups, admin, dead
+
+    local function metrics()
+        local res = h.admin(admin, { path = "/metrics" })
+        assert.equal(200, res.status)
+        return res.body
+    end
+
+    setup(function()
+        ups = h.start_upstreams { "a", "b" }
+        admin = h.free_port()
+        dead = h.dead_addr()
+        gw = h.start_gateway(([[
+local gw = require "moongate"
+gw.settings { admin = { port = %d } }
+gw.listen { port = {{PORT}}, host = "127.0.0.1" }
+gw.upstream("svc", { "{{A}}", "{{B}}" })
+gw.upstream("gone", { "{{DEAD}}" })
+gw.route { path = "/svc/**", upstream = "svc" }
+gw.route { path = "/gone/**", upstream = "gone" }
+]]):format(admin), { vars = { A = ups.a, B = ups.b, DEAD = dead }, workers = 1 })
+    end)
+
+    teardown(h.cleanup)
+
+    it("counts every attempt by target, status class and latency bucket", function()
+        -- which target answered each request: the expected counts
+        local want = { a = {}, b = {} }
+        local function get(query)
+            local res = h.http(gw.port, { path = "/svc/x" .. query })
+            local name = res.headers["x-upstream-name"]
+            assert.truthy(want[name], "answered by " .. tostring(name))
+            local cls = math.floor(res.status / 100) .. "xx"
+            want[name][cls] = (want[name][cls] or 0) + 1
+            want[name].n = (want[name].n or 0) + 1
+            return name
+        end
+        for _ = 1, 5 do get("") end
+        for _ = 1, 3 do get("?status=404") end
+        for _ = 1, 2 do get("?status=503") end
+        local slow = get("?delay=1.1") -- past the le="1" bucket
+        local t = metrics()
+        for name, w in pairs(want) do
+            local addr = ups[name].addr
+            for _, cls in ipairs { "2xx", "4xx", "5xx" } do
+                assert.equal(w[cls], value(t, R .. labels("svc", addr, (',code_class="%s"'):format(cls))),
+                    name .. " " .. cls)
+            end
+            assert.is_nil(value(t, R .. labels("svc", addr, ',code_class="error"')))
+            assert.equal(w.n, value(t, H .. "_count" .. labels("svc", addr)))
+            assert.equal(w.n, value(t, H .. "_bucket" .. labels("svc", addr, ',le="+Inf"')))
+            -- every fast answer is within a second, the slow one is not
+            local fast = w.n - (name == slow and 1 or 0)
+            assert.equal(fast, value(t, H .. "_bucket" .. labels("svc", addr, ',le="1"')), name)
+            local sum = value(t, H .. "_sum" .. labels("svc", addr))
+            if name == slow then assert.truthy(sum >= 1.1, sum) end
+        end
+        -- 11 requests, none to "gone": no series for its target yet
+        assert.equal(11, want.a.n + want.b.n)
+        assert.is_nil(value(t, R .. labels("gone", dead, ',code_class="error"')))
+    end)
+
+    it("counts attempts that got no answer as errors, untimed", function()
+        local res = h.http(gw.port, { path = "/gone/x" })
+        assert.equal(502, res.status)
+        local t = metrics()
+        -- a refused connect is retried once on the only target: two attempts
+        assert.equal(2, value(t, R .. labels("gone", dead, ',code_class="error"')))
+        assert.equal(0, value(t, H .. "_count" .. labels("gone", dead)))
+    end)
+
+    it("passes promtool check metrics", function()
+        local f = h.tmpfile("metrics.txt", metrics())
+        local out = h.sh("promtool check metrics < " .. h.shq(f) .. " 2>&1; echo rc=$?")
+        assert.equal("rc=0\n", out)
+    end)
+end)
