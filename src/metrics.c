@@ -39,6 +39,10 @@
  * and counts by status class) live in chunks of CHUNK_TARGETS ids per
  * shard, allocated and published like the route chunks, so that
  * mg_metrics_upstream takes no lock and never allocates either.
+ *
+ * Hooks. (phase, policy) pairs get hook ids the same way (at most
+ * MAX_HOOKS, id 0 "(other)"); each shard holds a fixed array of their
+ * call and time counters, added to by mg_metrics_hook.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -65,6 +69,7 @@
 #define MAX_TARGETS 1024
 #define CHUNK_TARGETS 32
 #define NTCHUNKS (MAX_TARGETS / CHUNK_TARGETS)
+#define MAX_HOOKS 256
 
 /* Upper bounds (le) of the histogram buckets, in microseconds and as the
  * label text. The last bucket (+Inf) has no bound. */
@@ -103,6 +108,12 @@ typedef struct tchunk_s {
     target_stats_t t[CHUNK_TARGETS];
 } tchunk_t;
 
+/* One (phase, policy) pair's hook runs: calls that returned, and the
+ * nanoseconds they ran (hooks.c's clock: waits left out). */
+typedef struct hook_stats_s {
+    _Atomic uint64_t calls, ns;
+} hook_stats_t;
+
 /* One worker's counters. Allocated with aligned_alloc(CACHE_LINE) and a
  * size rounded up to whole lines: no line is shared with another shard. */
 typedef struct shard_s {
@@ -112,6 +123,7 @@ typedef struct shard_s {
     hist_t upstream;
     _Atomic(chunk_t *) chunks[NCHUNKS]; /* written under `lock` only */
     _Atomic(tchunk_t *) tchunks[NTCHUNKS]; /* likewise */
+    hook_stats_t hooks[MAX_HOOKS];         /* by hook id (4 KiB) */
 } shard_t;
 
 /* Process-wide state. `names`, `nnames`, the name hash and `shards`
@@ -125,11 +137,13 @@ static shard_t **shards;
 static int nshards;
 static _Atomic uint64_t reloads_ok, reloads_failed;
 static _Atomic uint64_t tls_ok, tls_failed;
-/* By target id: the pair's names (strdup'd, but for id 0's), under `lock`. */
-static struct {
-    const char *upstream, *target;
-} tnames[MAX_TARGETS] = { [0] = { OTHER_NAME, OTHER_NAME } };
+/* By target id: upstream and target names (strdup'd, but for id 0's),
+ * under `lock`. */
+static const char *tnames[MAX_TARGETS][2] = { [0] = { OTHER_NAME, OTHER_NAME } };
 static uint32_t ntnames = 1; /* next target id to hand out */
+/* By hook id: phase and policy names, like tnames. */
+static const char *hnames[MAX_HOOKS][2] = { [0] = { OTHER_NAME, OTHER_NAME } };
+static uint32_t nhnames = 1;
 
 /* Upstream TLS handshakes by (upstream, failed, what): few distinct ones,
  * counted under `lock` (once per new connection, never per request); past
@@ -193,32 +207,57 @@ static int ensure_tchunk(uint32_t id)
     return 0;
 }
 
-/* A config has at most a few hundred targets, interned once per load: a
- * linear search is enough. */
+/* Interns the pair (a, b) into `tab` (pairs of strdup'd names, `*n` in
+ * use, `max` slots, slot 0 the shared "(other)"). Under `lock`. A config
+ * has a few hundred pairs at most, interned once per load: a linear search
+ * is enough. Returns the id; 0 when the table is full or out of memory. */
+static uint32_t intern_pair(const char *(*tab)[2], uint32_t *n, uint32_t max, const char *a,
+                            const char *b)
+{
+    for (uint32_t i = 1; i < *n; i++)
+        if (!strcmp(tab[i][0], a) && !strcmp(tab[i][1], b))
+            return i;
+    if (*n >= max)
+        return 0;
+    char *ca = strdup(a), *cb = strdup(b);
+    if (!ca || !cb) {
+        free(ca);
+        free(cb);
+        return 0;
+    }
+    tab[*n][0] = ca;
+    tab[*n][1] = cb;
+    return (*n)++;
+}
+
+static void forget_pairs(const char *(*tab)[2], uint32_t *n)
+{
+    for (uint32_t i = 1; i < *n; i++) {
+        free((char *)tab[i][0]);
+        free((char *)tab[i][1]);
+        tab[i][0] = tab[i][1] = NULL;
+    }
+    *n = 1;
+}
+
 uint32_t mg_metrics_target_id(const char *upstream, const char *target)
 {
     if (!upstream || !target)
         return 0;
     pthread_mutex_lock(&lock);
-    uint32_t id = 0;
-    for (uint32_t i = 1; i < ntnames; i++)
-        if (!strcmp(tnames[i].upstream, upstream) && !strcmp(tnames[i].target, target)) {
-            id = i;
-            goto out;
-        }
-    if (ntnames < MAX_TARGETS) {
-        char *u = strdup(upstream), *t = strdup(target);
-        if (u && t) {
-            id = ntnames++;
-            tnames[id].upstream = u;
-            tnames[id].target = t;
-            (void)ensure_tchunk(id); /* out of memory: counted under "(other)" */
-        } else {
-            free(u);
-            free(t);
-        }
-    }
-out:
+    uint32_t id = intern_pair(tnames, &ntnames, MAX_TARGETS, upstream, target);
+    if (id)
+        (void)ensure_tchunk(id); /* out of memory: counted under "(other)" */
+    pthread_mutex_unlock(&lock);
+    return id;
+}
+
+uint32_t mg_metrics_hook_id(const char *phase, const char *policy)
+{
+    if (!phase || !policy)
+        return 0;
+    pthread_mutex_lock(&lock);
+    uint32_t id = intern_pair(hnames, &nhnames, MAX_HOOKS, phase, policy);
     pthread_mutex_unlock(&lock);
     return id;
 }
@@ -323,12 +362,8 @@ void mg_metrics_free(void)
     }
     memset(hash, 0, sizeof(hash));
     nnames = 1;
-    for (uint32_t i = 1; i < ntnames; i++) {
-        free((char *)tnames[i].upstream);
-        free((char *)tnames[i].target);
-        tnames[i].upstream = tnames[i].target = NULL;
-    }
-    ntnames = 1;
+    forget_pairs(tnames, &ntnames);
+    forget_pairs(hnames, &nhnames);
     atomic_store(&reloads_ok, 0);
     atomic_store(&reloads_failed, 0);
     atomic_store(&tls_ok, 0);
@@ -412,6 +447,15 @@ void mg_metrics_upstream(int w, uint32_t target_id, int status, uint64_t us)
                               memory_order_relaxed);
     if (timed && status >= 100 && status <= 999)
         observe(&ts->latency, us);
+}
+
+void mg_metrics_hook(int w, uint32_t hook_id, uint64_t ns)
+{
+    if (w < 0 || w >= nshards)
+        return;
+    hook_stats_t *hs = &shards[w]->hooks[hook_id < MAX_HOOKS ? hook_id : 0];
+    atomic_fetch_add_explicit(&hs->calls, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&hs->ns, ns, memory_order_relaxed);
 }
 
 void mg_metrics_connections(int w, int delta)
@@ -580,9 +624,9 @@ static void put_target_series(sbuf_t *b, const char *name, uint32_t id)
 {
     puts_(b, name);
     puts_(b, "{upstream=\"");
-    put_label(b, tnames[id].upstream);
+    put_label(b, tnames[id][0]);
     puts_(b, "\",target=\"");
-    put_label(b, tnames[id].target);
+    put_label(b, tnames[id][1]);
     puts_(b, "\"");
 }
 
@@ -757,6 +801,40 @@ static void put_requests(sbuf_t *b, uint32_t *ids, uint64_t *counts)
     }
 }
 
+/* moongate_hook_calls_total and moongate_hook_seconds_total, per hook id
+ * that ran (in id order). Under `lock`. */
+static void put_hooks(sbuf_t *b)
+{
+    static const char *const names_[2] = { "moongate_hook_calls_total",
+                                            "moongate_hook_seconds_total" };
+    static const char *const help[2] = {
+        "Hook calls that returned, by phase and policy.",
+        "Time hooks ran (wall clock of the Lua run, waits left out), by phase and policy.",
+    };
+    for (int k = 0; k < 2; k++) {
+        putf(b, "# HELP %s %s\n# TYPE %s counter\n", names_[k], help[k], names_[k]);
+        for (uint32_t id = 0; id < nhnames; id++) {
+            uint64_t calls = 0, ns = 0;
+            for (int w = 0; w < nshards; w++) {
+                calls += atomic_load_explicit(&shards[w]->hooks[id].calls, memory_order_relaxed);
+                ns += atomic_load_explicit(&shards[w]->hooks[id].ns, memory_order_relaxed);
+            }
+            if (!calls)
+                continue;
+            puts_(b, names_[k]);
+            puts_(b, "{phase=\"");
+            put_label(b, hnames[id][0]);
+            puts_(b, "\",policy=\"");
+            put_label(b, hnames[id][1]);
+            if (k == 0)
+                putf(b, "\"} %llu\n", (unsigned long long)calls);
+            else
+                putf(b, "\"} %llu.%09llu\n", (unsigned long long)(ns / 1000000000),
+                     (unsigned long long)(ns % 1000000000));
+        }
+    }
+}
+
 char *mg_metrics_render(const char *extra, size_t *len)
 {
     sbuf_t b = { 0 };
@@ -777,6 +855,7 @@ char *mg_metrics_render(const char *extra, size_t *len)
              "Time spent waiting for upstreams, for requests that reached one.",
              offsetof(shard_t, upstream));
     put_targets(&b);
+    put_hooks(&b);
     int64_t conns = 0;
     uint64_t cache[CACHE_RESULTS] = { 0 };
     for (int w = 0; w < nshards; w++) {

@@ -12,6 +12,8 @@ void mg_metrics_request(int w, uint32_t route_id, int status, uint64_t total_us,
 void mg_metrics_connections(int w, int delta);
 uint32_t mg_metrics_target_id(const char *upstream, const char *target);
 void mg_metrics_upstream(int w, uint32_t target_id, int status, uint64_t us);
+uint32_t mg_metrics_hook_id(const char *phase, const char *policy);
+void mg_metrics_hook(int w, uint32_t hook_id, uint64_t ns);
 void mg_metrics_reload(int ok);
 char *mg_metrics_render(const char *extra, size_t *len);
 size_t mg_metrics_escape_label(char *out, size_t cap, const char *s);
@@ -332,6 +334,40 @@ describe("metrics", function()
             local t = render()
             assert.equal(1, value(t, R .. labels("(other)", "(other)") .. ',code_class="2xx"}'))
             assert.equal(1, value(t, R .. labels("u", "t1023") .. ',code_class="2xx"}'))
+        end)
+    end)
+
+    describe("hooks", function()
+        local C = "moongate_hook_calls_total"
+        local S = "moongate_hook_seconds_total"
+        local function hl(phase, policy) return ('{phase="%s",policy="%s"}'):format(phase, policy) end
+
+        it("sums calls and exact seconds over workers per (phase, policy)", function()
+            local jwt = lib.mg_metrics_hook_id("on_request", "jwt")
+            local glob = lib.mg_metrics_hook_id("on_log", "(global)")
+            assert.is_true(jwt > 0 and glob > 0 and jwt ~= glob)
+            assert.equal(jwt, lib.mg_metrics_hook_id("on_request", "jwt"))
+            assert.is_true(lib.mg_metrics_hook_id("on_response", "jwt") ~= jwt)
+            lib.mg_metrics_hook(0, jwt, 1500)
+            lib.mg_metrics_hook(1, jwt, 1000000000)
+            lib.mg_metrics_hook(1, glob, 7)
+            local t = render()
+            assert.truthy(t:find("# TYPE " .. C .. " counter\n", 1, true))
+            assert.truthy(t:find("# TYPE " .. S .. " counter\n", 1, true))
+            assert.equal(2, value(t, C .. hl("on_request", "jwt")))
+            assert.truthy(t:find("\n" .. S .. hl("on_request", "jwt") .. " 1.000001500\n", 1, true))
+            assert.equal(1, value(t, C .. hl("on_log", "(global)")))
+            assert.is_nil(value(t, C .. hl("on_response", "jwt"))) -- never ran
+        end)
+
+        it("puts pairs beyond the table and bad ids into (other)", function()
+            local ids = {}
+            for i = 1, 260 do ids[i] = lib.mg_metrics_hook_id("on_request", "p" .. i) end
+            assert.is_true(ids[255] > 0)
+            assert.equal(0, ids[256])
+            lib.mg_metrics_hook(0, ids[260], 10)
+            lib.mg_metrics_hook(0, 9999, 10)
+            assert.equal(2, value(render(), C .. hl("(other)", "(other)")))
         end)
     end)
 

@@ -97,3 +97,55 @@ gw.route { path = "/gone/**", upstream = "gone" }
         assert.equal("rc=0\n", out)
     end)
 end)
+
+describe("hook metrics", function()
+    local gw, up, admin
+
+    local C = "moongate_hook_calls_total"
+    local S = "moongate_hook_seconds_total"
+    local function hl(phase, policy) return ('{phase="%s",policy="%s"}'):format(phase, policy) end
+
+    setup(function()
+        up = h.start_upstream { name = "a" }
+        admin = h.free_port()
+        gw = h.start_gateway(([[
+local gw = require "moongate"
+gw.settings { admin = { port = %d } }
+gw.listen { port = {{PORT}}, host = "127.0.0.1" }
+gw.upstream("svc", { "{{A}}" })
+-- 30 ms of Lua per call: the time counted is at least that
+local spin = { name = "spin", on_request = function()
+    local t = os.clock()
+    while os.clock() - t < 0.03 do end
+end }
+-- 300 ms asleep per call: left out of the time
+local nap = { name = "nap", on_response = function() gw.sleep(0.3) end }
+gw.route { path = "/svc/**", upstream = "svc", policies = { spin, nap, function() end } }
+function gw.on_log() end
+]]):format(admin), { vars = { A = up.addr }, workers = 1 })
+    end)
+
+    teardown(h.cleanup)
+
+    it("counts calls and run time per phase and policy, waits left out", function()
+        for _ = 1, 3 do assert.equal(200, h.http(gw.port, { path = "/svc/x" }).status) end
+        local t
+        -- on_log runs after the answer went out: poll for its third call
+        local deadline = h.now() + 5 * h.SLOW
+        repeat
+            t = h.admin(admin, { path = "/metrics" }).body
+            if value(t, C .. hl("on_log", "(global)")) == 3 then break end
+            h.sleep(0.05)
+        until h.now() > deadline
+        assert.equal(3, value(t, C .. hl("on_request", "spin")))
+        assert.equal(3, value(t, C .. hl("on_response", "nap")))
+        assert.equal(3, value(t, C .. hl("on_request", "(unnamed)")))
+        assert.equal(3, value(t, C .. hl("on_log", "(global)")))
+        assert.is_nil(value(t, C .. hl("on_request", "(global)"))) -- no such hook
+        assert.truthy(value(t, S .. hl("on_request", "spin")) >= 0.09, t)
+        -- 0.9 s asleep in all: none of it counted
+        assert.truthy(value(t, S .. hl("on_response", "nap")) < 0.3, t)
+        local f = h.tmpfile("metrics.txt", t)
+        assert.equal("rc=0\n", h.sh("promtool check metrics < " .. h.shq(f) .. " 2>&1; echo rc=$?"))
+    end)
+end)
