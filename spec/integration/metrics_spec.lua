@@ -91,6 +91,37 @@ gw.route { path = "/gone/**", upstream = "gone" }
         assert.equal(0, value(t, H .. "_count" .. labels("gone", dead)))
     end)
 
+    it("is scraped by a real prometheus server, which answers a query for a new series", function()
+        local web = h.free_port()
+        local dir = h.tmpdir()
+        local conf = h.tmpfile("prometheus.yml", ([[
+global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: moongate
+    static_configs:
+      - targets: ["127.0.0.1:%d"]
+]]):format(admin))
+        h.spawn(("exec prometheus --config.file=%s --storage.tsdb.path=%s/tsdb "
+            .. "--web.listen-address=127.0.0.1:%d"):format(h.shq(conf), h.shq(dir), web), "prometheus")
+        local series = R .. labels("svc", ups.a.addr, ',code_class="2xx"')
+        local want = value(metrics(), series)
+        assert.truthy(want and want > 0)
+        local query = ('/api/v1/query?query=moongate_upstream_responses_total%%7Bupstream%%3D%%22svc'
+            .. '%%22%%2Ctarget%%3D%%22%s%%22%%2Ccode_class%%3D%%222xx%%22%%7D'):format(ups.a.addr)
+        local got
+        local deadline = h.now() + 30 * h.SLOW
+        while h.now() < deadline do
+            local ok, res = pcall(h.http, web, { path = query })
+            if ok and res.status == 200 then
+                local r = h.json(res.body).data.result
+                if r[1] then got = tonumber(r[1].value[2]) break end
+            end
+            h.sleep(0.2)
+        end
+        assert.equal(want, got)
+    end)
+
     it("passes promtool check metrics", function()
         local f = h.tmpfile("metrics.txt", metrics())
         local out = h.sh("promtool check metrics < " .. h.shq(f) .. " 2>&1; echo rc=$?")
