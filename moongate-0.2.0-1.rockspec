@@ -35,6 +35,7 @@ build = {
    modules = {
       ["moongate.base"] = "lua/moongate/base.lua",
       ["moongate.budget"] = "lua/moongate/budget.lua",
+      ["moongate.cert"] = "lua/moongate/cert.lua",
       ["moongate.cdefs"] = "lua/moongate/cdefs.lua",
       ["moongate.clib"] = "lua/moongate/clib.lua",
       ["moongate.config"] = "lua/moongate/config.lua",
@@ -60,6 +61,7 @@ build = {
             "src/admin_client.c",
             "src/buf.c",
             "src/cache.c",
+            "src/cert_info.c",
             "src/cidr.c",
             "src/config.c",
             "src/control.c",

@@ -12,7 +12,7 @@ return {
         "errlog", "wq", "uri", "trace", "http", "usage", "crypto", "shdict",
         "tls", "watch", "metrics", "lua_state", "admin", "admin_client", "buf",
         "header_names", "h1_response", "h1_writer",
-        "cidr", "proxy_protocol", "real_ip", "maglev" } },
+        "cidr", "proxy_protocol", "real_ip", "maglev", "cert_info" } },
     { name = "config", files = { "config", "router" } },
     { name = "generation", files = { "generation" } },
     { name = "request", files = { "request" } },

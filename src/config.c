@@ -619,6 +619,7 @@ static void conv_listener_tls(conv_t *cv, int l_t, const char *what, mg_listener
     mg_tls_cert_t certs[32];
     char *strs[64];
     char *min_version = NULL, *ciphers = NULL, *source = NULL;
+    char *client_ca = NULL, *client_auth = NULL, *crl = NULL;
     char err[512], cwhat[64];
     size_t n = 0, nstrs = 0;
     int tls_t, list, line = 0;
@@ -652,8 +653,13 @@ static void conv_listener_tls(conv_t *cv, int l_t, const char *what, mg_listener
     get_str(cv, tls_t, what, "ciphers", 1, &ciphers);
     get_str(cv, tls_t, what, "source", 1, &source);
     get_int(cv, tls_t, what, "line", 0, 1 << 30, &line);
-    if (n == count && n > 0 && mg_tls_ctx_new(certs, n, min_version, ciphers, &l->tls, err,
-                                               sizeof(err)) != 0)
+    get_str(cv, tls_t, what, "client_ca", 1, &client_ca);
+    get_str(cv, tls_t, what, "client_auth", 1, &client_auth);
+    get_str(cv, tls_t, what, "crl", 1, &crl);
+    mg_tls_client_auth_t client = { client_ca, crl,
+                                    !client_auth || strcmp(client_auth, "optional") != 0 };
+    if (n == count && n > 0 && mg_tls_ctx_new(certs, n, min_version, ciphers, &client, &l->tls,
+                                               err, sizeof(err)) != 0)
         errs_add(cv->errs, "%s:%d: listen.tls: %s", source ? source : cv->file, line, err);
 out:
     lua_pop(L, 1); /* tls */
@@ -662,6 +668,9 @@ out:
     free(min_version);
     free(ciphers);
     free(source);
+    free(client_ca);
+    free(client_auth);
+    free(crl);
 }
 
 static void conv_listeners(conv_t *cv, int cfg_t, mg_config_t *cfg)

@@ -49,6 +49,10 @@ int mg_ffi_req_str(mg_request_t *r, int what, const char **p, size_t *len);
 int mg_ffi_req_client_port(mg_request_t *r);
 /* 1 when the TLS session was resumed, 0 when not, -1 on plain HTTP. */
 int mg_ffi_req_tls_resumed(mg_request_t *r);
+/* The TLS client's certificate (an X509 *, borrowed from the connection:
+ * use it within the calling hook step only) or NULL when it sent none or
+ * the listener is plain; *verified 1 when it chained to client_ca. */
+void *mg_ffi_req_client_cert(mg_request_t *r, int *verified);
 int mg_ffi_req_http_version(mg_request_t *r);
 int mg_ffi_req_header(mg_request_t *r, const char *name, size_t nlen, int nth,
                       const char **p, size_t *len);
@@ -102,6 +106,24 @@ int mg_ffi_req_str_check(int what, const char *s, size_t len);
 /* Is s a client X-Request-Id the gateway keeps (1-128 letters, digits, '-',
  * '_', '.')? 0 or MG_FFI_EINVAL (ffi_request.c). */
 int mg_ffi_request_id_check(const char *s, size_t n);
+
+/* ==== certificate fields (cert_info.c) ====
+ * mg_ffi_cert_field writes field `what` of certificate x509 into buf and
+ * returns its length, which may exceed cap (then call again with that
+ * much room), or -1 when there is no such field. SAN kinds take idx (the
+ * idx-th name of that kind, from 0). Formats: names RFC 2253, serial
+ * upper-case hex, fingerprint SHA-256 lower-case hex, dates ISO 8601 UTC,
+ * PEM with its BEGIN/END lines. */
+enum {
+    MG_CERT_SUBJECT = 1, MG_CERT_ISSUER = 2, MG_CERT_SERIAL = 3, MG_CERT_FINGERPRINT = 4,
+    MG_CERT_NOT_BEFORE = 5, MG_CERT_NOT_AFTER = 6, MG_CERT_PEM = 7,
+    MG_CERT_DNS = 8, MG_CERT_URI = 9, MG_CERT_EMAIL = 10,
+};
+int mg_ffi_cert_field(const void *x509, int what, int idx, char *buf, size_t cap);
+/* The first certificate of a PEM text (the testing kit's client
+ * certificates), NULL when there is none; freed with mg_ffi_cert_free. */
+void *mg_ffi_cert_from_pem(const char *pem, size_t len);
+void mg_ffi_cert_free(void *x509);
 
 /* ==== the testing kit's request (kit_request.c; not used by the gateway) ====
  * A request made from the kit's model, on which the mg_ffi_req_* and

@@ -427,7 +427,8 @@ end
 
 -- Declarations -------------------------------------------------------------
 
-local TLS_KEYS = { "cert", "key", "certs", "min_version", "ciphers" }
+local TLS_KEYS = { "cert", "key", "certs", "min_version", "ciphers", "client_ca",
+                   "client_auth", "crl" }
 local TLS_CERT_KEYS = { "cert", "key" }
 -- what a route's cache stores when it says only `cache = true` (besides
 -- the scalar defaults of src/config.c): the statuses RFC 9111 lets a cache
@@ -764,6 +765,36 @@ local function listen_tls(d, v)
             return nil
         end
         out.ciphers = v.ciphers
+    end
+    -- client certificates (mTLS): client_ca turns them on; client_auth says
+    -- whether a client without one is refused ("require", the default) or
+    -- let through for the hooks to decide ("optional"); crl adds revocation
+    for _, k in ipairs { "client_ca", "crl" } do
+        if v[k] ~= nil then
+            if type(v[k]) ~= "string" or v[k] == "" then
+                err(d, "listen.tls.%s must be the path of a PEM file, got %s", k,
+                    describe(v[k]))
+                return nil
+            end
+            out[k] = cert_path(d, v[k])
+        end
+    end
+    if v.client_auth ~= nil then
+        if v.client_auth ~= "require" and v.client_auth ~= "optional" then
+            err(d, 'listen.tls.client_auth must be "require" or "optional", got %s',
+                describe(v.client_auth))
+            return nil
+        end
+        if not out.client_ca then
+            err(d, "listen.tls.client_auth needs client_ca (the PEM file of the CAs "
+                .. "that sign client certificates)")
+            return nil
+        end
+        out.client_auth = v.client_auth
+    end
+    if out.crl and not out.client_ca then
+        err(d, "listen.tls.crl needs client_ca (the CRL revokes client certificates)")
+        return nil
     end
     return out
 end
