@@ -44,6 +44,7 @@ build = {
       ["moongate"] = "lua/moongate/init.lua",
       ["moongate.jwk"] = "lua/moongate/jwk.lua",
       ["moongate.jwt"] = "lua/moongate/jwt.lua",
+      ["moongate.mtls"] = "lua/moongate/mtls.lua",
       ["moongate.ratelimit"] = "lua/moongate/ratelimit.lua",
       ["moongate.redis"] = "lua/moongate/redis.lua",
       ["moongate.repl"] = "lua/moongate/repl.lua",
