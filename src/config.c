@@ -425,6 +425,7 @@ static const mg_ffi_config_field_t redis_fields[] = {
     OTHER("host"),
     F("port", MG_FIELD_INT, 1, 65535, 6379, PORT_EXPECTED, mg_route_cache_t, redis_port, CT_INT),
     OTHER("password"),
+    OTHER("username"), /* a Redis 6 ACL user; needs password */
     F("db", MG_FIELD_INT, 0, INT32_MAX, 0, "must be an integer 0-2147483647", mg_route_cache_t,
       redis_db, CT_INT),
     F("pool", MG_FIELD_INT, 1, 64, 2, "must be an integer 1-64", mg_route_cache_t, redis_pool,
@@ -959,6 +960,7 @@ static void conv_cache(conv_t *cv, int r_t, const char *what, mg_route_t *r)
         snprintf(rwhat, sizeof(rwhat), "%s.redis", cwhat);
         get_str(cv, rt, rwhat, "host", 0, &rc->redis_host);
         get_str(cv, rt, rwhat, "password", 1, &rc->redis_password);
+        get_str(cv, rt, rwhat, "username", 1, &rc->redis_username);
         conv_fields(cv, rt, rwhat, "redis", rc);
         lua_pop(L, 1); /* the redis table */
         lua_pop(L, 1); /* the cache table */
@@ -1178,6 +1180,7 @@ void mg_config_free(mg_config_t *cfg)
             free(r->cache->dict_name);
             free(r->cache->redis_host);
             free(r->cache->redis_password);
+            free(r->cache->redis_username);
             for (j = 0; j < r->cache->nvary; j++)
                 free(r->cache->vary[j]);
             free(r->cache);

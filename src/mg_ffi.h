@@ -457,14 +457,16 @@ enum {
 typedef struct mg_redis_s mg_redis_t;
 
 /* The calling worker's client for HOST:PORT with these settings (the same
- * settings give the same client): AUTH with PASSWORD when not NULL, SELECT
+ * settings give the same client): AUTH [USERNAME] PASSWORD when PASSWORD is
+ * not NULL (USERNAME, a Redis 6 ACL user, needs a password), SELECT
  * DB when not 0, POOL connections (1-64), timeouts in seconds. Connects on
  * first use. NULL with *ERR outside a worker, on bad settings, or out of
  * memory. HOST is resolved when connecting, on the worker's thread: use an
  * address or a name from /etc/hosts. */
-mg_redis_t *mg_ffi_redis_client(const char *host, size_t host_len, int port, const char *password,
-                                size_t password_len, int db, int pool, double connect_timeout,
-                                double timeout, const char **err);
+mg_redis_t *mg_ffi_redis_client(const char *host, size_t host_len, int port, const char *username,
+                                size_t username_len, const char *password, size_t password_len,
+                                int db, int pool, double connect_timeout, double timeout,
+                                const char **err);
 
 /* Registers a Lua script (its source, copied) with the worker of RS;
  * returns its number (the same source gives the same number), or

@@ -1184,7 +1184,8 @@ local function route_cache(d, v)
             err(d, "%s", (gsub(tostring(client), "^[^\n]-:%d+: ", "")))
         else
             out.redis = { host = client.host, port = client.port,
-                          password = client.password, db = client.db,
+                          password = client.password, username = client.username,
+                          db = client.db,
                           pool = client.pool, timeout = client.timeout,
                           connect_timeout = client.connect_timeout }
         end
