@@ -64,6 +64,7 @@ build = {
             "src/cache.c",
             "src/cert_info.c",
             "src/cidr.c",
+            "src/client_addr.c",
             "src/config.c",
             "src/control.c",
             "src/crypto.c",
