@@ -206,4 +206,27 @@ gw.route { path = "/**", upstream = "up" }
         assert.equal(200, code)
         assert.is_nil(h.json(body).headers["x-forwarded-client-cert"])
     end)
+
+    it("refuses broken client certificate settings with file:line and the fix", function()
+        local function check(tls)
+            return h.check_config(fmt([[
+local gw = require "moongate"
+gw.listen { port = 8443, tls = { cert = "%s/srv.pem", key = "%s/srv.key", %s } }
+gw.route { path = "/", handler = function() return 200, "ok" end }
+]], dir, dir, tls))
+        end
+        local code, out = check('client_auth = "sometimes", client_ca = "' .. dir .. '/ca.pem"')
+        assert.equal(1, code)
+        assert.truthy(out:find(':2: listen.tls.client_auth must be "require" or "optional"', 1,
+                               true), out)
+        code, out = check('crl = "' .. dir .. '/crl.pem"')
+        assert.equal(1, code)
+        assert.truthy(out:find(":2: listen.tls.crl needs client_ca", 1, true), out)
+        code, out = check('client_ca = "' .. dir .. '/missing.pem"')
+        assert.equal(1, code)
+        assert.truthy(out:find(":2: listen.tls: cannot load client_ca", 1, true), out)
+        code, out = check('client_ca = "' .. dir .. '/ca.pem", crl = "' .. dir .. '/a.key"')
+        assert.equal(1, code)
+        assert.truthy(out:find(":2: listen.tls: cannot load crl", 1, true), out)
+    end)
 end)
