@@ -11,6 +11,7 @@
  * queue is per thread and shared with the worker's other OpenSSL users
  * (crypto.c), so a stale entry must never outlive the call that made it.
  */
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,6 +95,17 @@ static int select_cert(SSL *ssl, int *alert, void *arg)
 static int client_auth_for(SSL_CTX *x, const mg_tls_client_auth_t *client, char *err,
                            size_t errlen)
 {
+    /* OpenSSL says "system lib" for a missing file: say what the system said */
+    const char *files[2] = { client->ca, client->crl }, *keys[2] = { "client_ca", "crl" };
+    for (int i = 0; i < 2; i++) {
+        FILE *f = files[i] ? fopen(files[i], "r") : NULL;
+        if (files[i] && !f) {
+            snprintf(err, errlen, "cannot read %s '%s': %s", keys[i], files[i], strerror(errno));
+            return -1;
+        }
+        if (f)
+            fclose(f);
+    }
     if (SSL_CTX_load_verify_locations(x, client->ca, NULL) != 1) {
         snprintf(err, errlen, "cannot load client_ca '%s': %s (give a PEM file of CA "
                  "certificates)", client->ca, ssl_reason());

@@ -224,7 +224,8 @@ gw.route { path = "/", handler = function() return 200, "ok" end }
         assert.truthy(out:find(":2: listen.tls.crl needs client_ca", 1, true), out)
         code, out = check('client_ca = "' .. dir .. '/missing.pem"')
         assert.equal(1, code)
-        assert.truthy(out:find(":2: listen.tls: cannot load client_ca", 1, true), out)
+        assert.truthy(out:find(":2: listen.tls: cannot read client_ca '" .. dir ..
+                               "/missing.pem': No such file or directory", 1, true), out)
         code, out = check('client_ca = "' .. dir .. '/ca.pem", crl = "' .. dir .. '/a.key"')
         assert.equal(1, code)
         assert.truthy(out:find(":2: listen.tls: cannot load crl", 1, true), out)
