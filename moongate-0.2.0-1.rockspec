@@ -104,7 +104,7 @@ build = {
          incdirs = { "src", "/usr/share/include/llhttp", "/usr/include/luajit-2.1",
                      "/usr/include/hiredis", "/usr/include/editline" },
          libraries = { "luajit-5.1", "uv", "ssl", "crypto", "hiredis", "edit",
-                       "pthread", "m", "dl" },
+                       "pthread", "m", "dl", "crypt" },
       },
    },
    copy_directories = { "docs", "examples" },
