@@ -52,9 +52,9 @@ function _M.policy(opts)
                                 '{ allow = { "admins" } }')
     local allow, deny = c:strings(o, "allow"), c:strings(o, "deny")
     local claim = o.claim
-    if claim ~= nil and (type(claim) ~= "string"
-                         or not find(claim, "^[^.]+[^.]*$")
-                         or find(claim, "%.%.") or sub(claim, -1) == ".") then
+    if claim ~= nil and (type(claim) ~= "string" or claim == ""
+                         or find(claim, "^%.") or find(claim, "%.%.")
+                         or sub(claim, -1) == ".") then
         c:bad("claim must be a claim name (dotted for a nested one: " ..
               "\"realm_access.roles\"), got %s", base.describe(claim))
         claim = nil

@@ -207,7 +207,7 @@ function _M.policy(opts)
     local header = o.header
     if header == nil then header = "X-Api-Key" end
     if header ~= false and (type(header) ~= "string"
-                            or not find(header, "^[%w!#$%%&'*+%-.^_`|~]+$")) then
+                            or not find(header, policy.TOKEN)) then
         c:bad("header must be a header name or false, got %s",
               base.describe(header))
         header = false

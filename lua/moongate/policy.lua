@@ -103,6 +103,21 @@ function Check:strings(o, key)
     return out
 end
 
+-- RFC 9110 token: method and header names
+_M.TOKEN = "^[%w!#$%%&'*+%-.^_`|~]+$"
+
+--- checker:tokens(o, key, noun) -> like strings, each an RFC 9110 token
+-- (a method, a header name: `noun` says which in the message).
+function Check:tokens(o, key, noun)
+    local list = self:strings(o, key)
+    for i, s in ipairs(list or {}) do
+        if not find(s, _M.TOKEN) then
+            self:bad("%s[%d] %s is not a %s", key, i, _M.quoted(s), noun)
+        end
+    end
+    return list
+end
+
 --- checker:status(o, key, lo, hi, default): an HTTP status in [lo, hi].
 function Check:status(o, key, lo, hi, default)
     return self:integer(o, key, lo, hi, default)
