@@ -41,7 +41,7 @@ local errbuf = ffi.new("char[256]")
 
 --- ip.set(list, what, checker) -> a built CIDR set of the strings in
 -- `list`, or nil after noting each refused entry on `checker` (see
--- moongate.policy) as "<what>[i] <entry>: <reason>".
+-- moongate.policy) as "<what>[i]: <the parser's reason>".
 function _M.set(list, what, c)
     if not C then
         c:bad("%s: %s", what, "moongate's C library is not loaded")
@@ -55,9 +55,9 @@ function _M.set(list, what, c)
         local rc = C.mg_ffi_cidr_set_add(s, e, #e, errbuf, 256)
         if rc ~= 0 then
             ok = false
-            c:bad("%s[%d] %s is not a CIDR range: %s", what, i,
-                  policy.quoted(e), rc == -1 and ffi_string(errbuf)
-                  or "out of memory")
+            -- (the parser's reason quotes the entry)
+            c:bad("%s[%d]: %s", what, i, rc == -1 and ffi_string(errbuf)
+                  or policy.quoted(e) .. ": out of memory")
         end
     end
     if not ok then return nil end

@@ -210,8 +210,8 @@ gw.route { path = "/", upstream = "up", policies = {
     ip.policy { allow = { "10.0.0.0/8", "192.168.1.1/16" } } } }
 ]])
         assert.equal(1, code, out)
-        assert.matches('check%.lua:6: ip%.policy%.allow%[2%] "192%.168%.1%.1/16" is not a CIDR range: ' ..
-                       '.*192%.168%.0%.0/16', out)
+        assert.matches('check%.lua:6: ip%.policy%.allow%[2%]: "192%.168%.1%.1/16": bits set after ' ..
+                       'the prefix length: did you mean 192%.168%.0%.0/16%?', out)
     end)
 
     it("a broken htpasswd line names the file and its line", function()

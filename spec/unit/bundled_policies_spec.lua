@@ -393,9 +393,9 @@ gw.route { path = "/a", upstream = "up", policies = {
 gw.route { path = "/b", upstream = "up", policies = { ip.policy { } } }
 ]])
         assert.equal(4, #errs)
-        assert.matches('^2: ip.policy.allow%[1%] "10.1.2.3/8" is not a CIDR range: .*10.0.0.0/8', errs[1])
-        assert.matches('^2: ip.policy.allow%[2%] "300.0.0.1" is not a CIDR range', errs[2])
-        assert.matches('^2: ip.policy.allow%[3%] "::/129" is not a CIDR range', errs[3])
+        assert.matches('^2: ip.policy.allow%[1%]: "10.1.2.3/8": .*did you mean 10.0.0.0/8', errs[1])
+        assert.matches('^2: ip.policy.allow%[2%]: "300.0.0.1": not an IPv4 or IPv6 address', errs[2])
+        assert.matches('^2: ip.policy.allow%[3%]: "::/129": ', errs[3])
         assert.equal("3: ip.policy.allow or deny is required (a list of CIDR ranges)", errs[4])
     end)
 
@@ -500,6 +500,6 @@ gw.route { path = "/c", upstream = "up", policies = { maintenance.policy { retry
         assert.equal("1: redirect.policy.status must be 301, 302, 303, 307 or 308, got number 300", errs[1])
         assert.equal('2: redirect.policy.https = true or to = "<url template>" is required', errs[2])
         assert.matches('^3: maintenance.policy.retry_after must be seconds or an HTTP%-date', errs[3])
-        assert.matches('^3: maintenance.policy.allow%[1%] "10.0.0.1/8" is not a CIDR range', errs[4])
+        assert.matches('^3: maintenance.policy.allow%[1%]: "10.0.0.1/8": ', errs[4])
     end)
 end)
