@@ -191,9 +191,8 @@ function _M.policy(opts)
     end
 
     -- Adds "Origin" to the answer's Vary unless it is there (or "*").
-    local function vary_origin(res)
+    local function vary_others(res, v)
         local n = 1
-        local v = res:header("vary")
         while v ~= nil do
             if v == "*" or find(lower(v), "origin", 1, true) then
                 for w in gmatch(lower(v), "[^,%s]+") do
@@ -204,6 +203,15 @@ function _M.policy(opts)
             v = res:header("vary", n)
         end
         res:add_header("Vary", "Origin")
+    end
+    -- (the usual answer has no Vary: no loop then)
+    local function vary_origin(res)
+        local v = res:header("vary")
+        if v == nil then
+            res:add_header("Vary", "Origin")
+        else
+            vary_others(res, v)
+        end
     end
 
     local function on_response(req, res)

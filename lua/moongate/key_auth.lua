@@ -301,14 +301,28 @@ function _M.policy(opts)
         return cons
     end
 
+    -- the second and later digests of a bucket (digest holds the key's)
+    local function bucket_rest(list)
+        for i = 2, #list do
+            local e = list[i]
+            if mg_equal(digest, e.d, 32) == 1 then return e.consumer end
+        end
+        return nil
+    end
+
     -- The consumer of KEY, false when unknown, nil and why when Redis failed.
     local function lookup(key)
         mg_sha256(key, #key, digest)
         local list = index[digest_u32[0]]
         if list then
-            for i = 1, #list do
-                local e = list[i]
-                if mg_equal(digest, e.d, 32) == 1 then return e.consumer end
+            -- a bucket holds one digest but by a 1-in-4-billion chance: no
+            -- loop on the usual path (a loop here would start traces of
+            -- its own on every request)
+            local e = list[1]
+            if mg_equal(digest, e.d, 32) == 1 then return e.consumer end
+            if list[2] then
+                local cons = bucket_rest(list)
+                if cons then return cons end
             end
         end
         if rclient then return redis_lookup(hex_of(digest)) end
