@@ -32,8 +32,8 @@ local config = require "moongate.config"
 local base = require "moongate.base"
 
 local type, ipairs, pairs, tostring = type, ipairs, pairs, tostring
-local fmt, find, sub, match, byte, gsub = string.format, string.find,
-    string.sub, string.match, string.byte, string.gsub
+local find, sub, match, gsub = string.find, string.sub, string.match,
+    string.gsub
 local ffi_string = ffi.string
 
 ffi.cdef [[

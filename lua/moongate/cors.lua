@@ -32,7 +32,7 @@
 
 local policy = require "moongate.policy"
 
-local type, ipairs = type, ipairs
+local ipairs = ipairs
 local fmt, find, gsub, lower, gmatch, concat = string.format,
     string.find, string.gsub, string.lower, string.gmatch, table.concat
 

@@ -20,7 +20,7 @@
 local ffi = require "ffi"
 local policy = require "moongate.policy"
 
-local type, ipairs = type, ipairs
+local ipairs = ipairs
 local ffi_string, ffi_gc = ffi.string, ffi.gc
 
 ffi.cdef [[

@@ -27,7 +27,7 @@ local policy = require "moongate.policy"
 local config = require "moongate.config"
 local base = require "moongate.base"
 
-local type, ipairs, pairs, tostring = type, ipairs, pairs, tostring
+local type, ipairs, tostring = type, ipairs, tostring
 local fmt, find, lower, match, byte, gsub = string.format, string.find,
     string.lower, string.match, string.byte, string.gsub
 local ffi_string = ffi.string

@@ -21,7 +21,6 @@ local policy = require "moongate.policy"
 local template = require "moongate.template"
 local base = require "moongate.base"
 
-local type = type
 local match = string.match
 
 local _M = {}

@@ -16,7 +16,7 @@
 -- A field that has no value (no such header, ctx.x unset) makes the whole
 -- template nil: the policy then leaves that header alone.
 
-local type, tostring, ipairs, error = type, tostring, ipairs, error
+local type, tostring, ipairs = type, tostring, ipairs
 local fmt, find, sub, match, lower, gmatch = string.format, string.find,
     string.sub, string.match, string.lower, string.gmatch
 local concat = table.concat
