@@ -5,6 +5,7 @@
 -- Python's crypt (bcrypt) and openssl (SHA-crypt). Bad inputs: a
 -- malformed Origin, a key in two places, an invalid CIDR and a broken
 -- htpasswd line at load (moongate check, and a reload refused).
+package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;" .. package.path
 local h = require "spec.support.helpers"
 local redis = require "spec.support.redis"
 
@@ -172,6 +173,23 @@ gw.route { path = "/shop/**", upstream = "up", policies = {
         assert.is_nil(res.headers["x-upstream-name"])
     end)
 
+    it("key_auth: Redis down is 503 for keys only Redis knows; the config's keys still pass", function()
+        rd:kill()
+        local res = get("/api/a", { ["X-Api-Key"] = "k-never-seen" })
+        assert.equal(503, res.status, res.body)
+        assert.equal("1", res.headers["retry-after"])
+        assert.equal(200, get("/api/a", { ["X-Api-Key"] = "k-shop" }).status)
+        rd = rd:restart()
+        rd:cli("HSET", "moongate:key:" .. sha256("k-redis"), "consumer", "fromredis",
+               "groups", "partners,beta")
+        local deadline, status = h.now() + 10 * h.SLOW, nil
+        repeat
+            status = get("/api/a", { ["X-Api-Key"] = "k-redis" }).status
+            if status ~= 200 then h.sleep(0.1) end
+        until status == 200 or h.now() > deadline
+        assert.equal(200, status)
+    end)
+
     it("basic_auth: a changed htpasswd file reloads; a broken line is refused and the old one serves", function()
         local path = dir .. "/users.htpasswd"
         local before = h.read_file(path)
@@ -241,5 +259,67 @@ gw.route { path = "/", upstream = "up", policies = {
 ]])
         assert.equal(1, code, out)
         assert.matches("check%.lua:6: key_auth%.policy%.consumers%[1%]%.keys%[1%] must be the SHA%-256", out)
+    end)
+end)
+
+-- A chain of five policies (the bench's W5: cors, ip with 10,000 ranges,
+-- key_auth, jwt, limit) must stay JIT-compiled: LuaJIT counts a trace's
+-- tail calls against its loop unroll limit, and such a chain once aborted
+-- its trace on every request ("loop unroll limit reached") and ran in the
+-- interpreter. Run under jit.v, no trace through the chain may abort but
+-- for the harmless reasons jit_spec also allows.
+describe("a chain of five bundled policies under jit.v", function()
+    local gw, up
+
+    setup(function()
+        up = h.start_upstream { name = "up" }
+        gw = h.start_gateway(fmt([[
+local gw = require "moongate"
+require("jit.v").start("{{TMP}}/jit.log")
+local jwt, limit = require "moongate.jwt", require "moongate.ratelimit"
+local cors, ip, key_auth = require "moongate.cors", require "moongate.ip", require "moongate.key_auth"
+-- (the first requests record traces with jit.v writing its log)
+gw.settings { workers = 1, access_log = "off", admin = false, timeouts = { hook = 5 } }
+gw.listen { port = {{PORT}}, host = "127.0.0.1" }
+gw.upstream("up", { "{{UP}}" })
+local ranges = { "127.0.0.0/8" }
+for i = 0, 9999 do ranges[#ranges + 1] = string.format("10.%%d.%%d.0/25", math.floor(i / 256), i %% 256) end
+gw.route { path = "/**", upstream = "up", policies = {
+    cors.policy { origins = { "https://app.example.com" }, credentials = true },
+    ip.policy { allow = ranges },
+    key_auth.policy { consumers = { { name = "c", keys = { %q } } } },
+    jwt.policy { secret = "0123456789abcdef0123456789abcdef" },
+    limit.policy { rate = 1e9, per = 1, key = limit.key.jwt_sub, headers = false } } }
+]], sha256("k")), { workers = 1, vars = { UP = up } })
+    end)
+
+    teardown(h.cleanup)
+
+    it("keeps the chain compiled (no trace aborts in it)", function()
+        local jwt = require "moongate.jwt"
+        local tok = jwt.sign({ sub = "u", exp = os.time() + 3600 },
+                             { secret = "0123456789abcdef0123456789abcdef" })
+        local c = h.connect(gw.port)
+        for i = 1, 400 do
+            c:send(h.request_text { path = "/x/" .. i, headers = {
+                Authorization = "Bearer " .. tok, ["X-Api-Key"] = "k",
+                Origin = "https://app.example.com" } })
+            local res = assert(c:read_response { timeout = 5 * h.SLOW })
+            assert.equal(200, res.status, res.body)
+        end
+        c:close()
+        local log = h.read_file(gw.vars.TMP .. "/jit.log") or ""
+        local bad = {}
+        for line in log:gmatch("[^\n]+") do
+            if line:find("TRACE ---", 1, true) and
+                (line:find("runtime.lua", 1, true) or line:find("cors.lua", 1, true) or
+                 line:find("ip.lua", 1, true) or line:find("key_auth.lua", 1, true)) and
+                not line:find("return to lower frame", 1, true) and
+                not line:find("leaving loop in root trace", 1, true) and
+                not line:find("symbol not in cache", 1, true) then
+                bad[#bad + 1] = line
+            end
+        end
+        assert.same({}, bad)
     end)
 end)
