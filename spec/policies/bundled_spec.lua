@@ -309,17 +309,8 @@ gw.route { path = "/**", upstream = "up", policies = {
         end
         c:close()
         local log = h.read_file(gw.vars.TMP .. "/jit.log") or ""
-        local bad = {}
-        for line in log:gmatch("[^\n]+") do
-            if line:find("TRACE ---", 1, true) and
-                (line:find("runtime.lua", 1, true) or line:find("cors.lua", 1, true) or
-                 line:find("ip.lua", 1, true) or line:find("key_auth.lua", 1, true)) and
-                not line:find("return to lower frame", 1, true) and
-                not line:find("leaving loop in root trace", 1, true) and
-                not line:find("symbol not in cache", 1, true) then
-                bad[#bad + 1] = line
-            end
-        end
+        local bad = h.trace_aborts(log, { "runtime%.lua", "cors%.lua", "ip%.lua",
+                                          "key_auth%.lua" })
         assert.same({}, bad)
     end)
 end)
