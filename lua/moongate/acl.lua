@@ -30,10 +30,13 @@ local function any_in(set, value)
     local tv = type(value)
     if tv == "string" then
         if set[value] then return true end
-        if find(value, " ", 1, true) then
-            for w in gmatch(value, "[^ ]+") do
-                if set[w] then return true end
-            end
+        -- a space-separated list ("scope"): its words, without a closure
+        local pos, n = 1, #value
+        if not find(value, " ", 1, true) then return false end
+        while pos <= n do
+            local sp = find(value, " ", pos, true) or n + 1
+            if sp > pos and set[sub(value, pos, sp - 1)] then return true end
+            pos = sp + 1
         end
         return false
     elseif tv == "table" then

@@ -28,8 +28,9 @@ local config = require "moongate.config"
 local base = require "moongate.base"
 
 local type, ipairs, tostring = type, ipairs, tostring
-local fmt, find, lower, match, byte, gsub = string.format, string.find,
-    string.lower, string.match, string.byte, string.gsub
+local fmt, find, lower, match, byte, gsub, sub = string.format,
+    string.find, string.lower, string.match, string.byte, string.gsub,
+    string.sub
 local ffi_string = ffi.string
 
 ffi.cdef [[
@@ -329,15 +330,20 @@ function _M.policy(opts)
         return false
     end
 
-    -- The query without argument QUERY (hide_credentials).
+    -- The query without argument QUERY (hide_credentials); strings only.
     local function strip_query(req, q)
-        local kept = {}
-        for pair in q:gmatch("[^&]+") do
-            local k = match(pair, "^([^=]*)")
-            if find(k, "[%%+]") then k = next(rt.parse_args(k .. "=")) end
-            if k ~= query then kept[#kept + 1] = pair end
+        local out, pos, n = nil, 1, #q
+        while pos <= n do
+            local amp = find(q, "&", pos, true) or n + 1
+            if amp > pos then
+                local pair = sub(q, pos, amp - 1)
+                local k = match(pair, "^([^=]*)")
+                if find(k, "[%%+]") then k = next(rt.parse_args(k .. "=")) end
+                if k ~= query then out = out and (out .. "&" .. pair) or pair end
+            end
+            pos = amp + 1
         end
-        req:set_query(table.concat(kept, "&"))
+        req:set_query(out or "")
     end
 
     local function on_request(req)

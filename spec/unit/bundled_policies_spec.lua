@@ -86,6 +86,8 @@ gw.route { path = "/keep/**", upstream = "up", policies = {
         local d = g:request { path = "/k/1?a=1&apikey=k-blog&b=2" }
         assert.equal(200, d.status)
         assert.equal("/k/1?a=1&b=2", d.upstream_request.uri)
+        assert.equal("/k/1", g:request { path = "/k/1?apikey=k-blog" }.upstream_request.uri)
+        assert.equal("/k/1?b=1", g:request { path = "/k/1?b=1&api%6bey=k-blog" }.upstream_request.uri)
     end)
 
     it("keeps the header when hide_credentials = false", function()
