@@ -16,10 +16,10 @@
 -- A hash is slow on purpose (bcrypt cost 10: ~50 ms of the worker's CPU),
 -- so each worker remembers the Authorization values it has verified (and
 -- refused), up to 1,000 of each, for `cache_ttl` seconds (default 60): a
--- client sending the same credentials pays for one hash per worker. Keep
--- bcrypt's cost at 10 or below (the hook budget, timeouts.hook, is
--- 100 ms), and put a rate limit in front of this policy: each wrong
--- password tried costs one hash.
+-- client sending the same credentials pays for one hash per worker. A
+-- bcrypt cost over bcrypt_max_cost (default 10: the hook budget,
+-- timeouts.hook, is 100 ms) is refused at load; put a rate limit in front
+-- of this policy: each wrong password tried costs one hash.
 --
 -- On success req.ctx.consumer = { name = user, groups = {...} } (groups:
 -- the `groups` option, { group = { users } }); the Authorization header
@@ -46,11 +46,18 @@ local C = require("moongate.clib").load("mg_ffi_crypt_verify")
 local _M = {}
 
 -- The hashes crypt_rn checks that htpasswd files carry, by their prefix.
-local function hash_problem(h)
+local function hash_problem(h, max_cost)
     if find(h, "^%$2[aby]%$%d%d%$[./A-Za-z0-9]+$") then
         if #h ~= 60 then return "a bcrypt hash is 60 characters" end
         local cost = tonumber(sub(h, 5, 6))
         if cost < 4 or cost > 31 then return "bcrypt's cost must be 04-31" end
+        if cost > max_cost then
+            -- each doubling of the work: cost 10 is ~50 ms of one core
+            return string.format("bcrypt cost %d takes ~%d ms of the worker " ..
+                "per check, over the hook budget: make the line again with " ..
+                "`htpasswd -B -C %d`, or raise bcrypt_max_cost (and " ..
+                "timeouts.hook)", cost, 50 * 2 ^ (cost - 10), max_cost)
+        end
         return nil
     elseif find(h, "^%$[56]%$") then
         local rest = sub(h, 4)
@@ -73,7 +80,7 @@ local function hash_problem(h)
 end
 
 -- user -> hash of the htpasswd file at PATH; notes each broken line.
-local function read_htpasswd(path, c)
+local function read_htpasswd(path, c, max_cost)
     local f, err = io.open(path, "r")
     if not f then
         c:bad("file: cannot read %s", tostring(err))
@@ -89,7 +96,7 @@ local function read_htpasswd(path, c)
                 c:bad("file: %s:%d: a line is \"user:hash\", got %s", path, n,
                       policy.quoted(line))
             else
-                local why = hash_problem(h)
+                local why = hash_problem(h, max_cost)
                 if why then
                     c:bad("file: %s:%d: user %s: %s", path, n,
                           policy.quoted(user), why)
@@ -106,7 +113,8 @@ local function read_htpasswd(path, c)
     return users
 end
 
-local KEYS = { "file", "realm", "groups", "hide_credentials", "cache_ttl" }
+local KEYS = { "file", "realm", "groups", "hide_credentials", "cache_ttl",
+               "bcrypt_max_cost" }
 
 -- Standard base64 (RFC 4648 §4, padded) decoded by the strict base64url
 -- decoder of src/crypto.c.
@@ -122,16 +130,18 @@ local function b64decode(s)
 end
 
 --- basic_auth.policy { file = "htpasswd", realm =, groups =,
--- hide_credentials = true, cache_ttl = 60 } -> a route policy.
+-- hide_credentials = true, cache_ttl = 60, bcrypt_max_cost = 10 } -> a
+-- route policy.
 function _M.policy(opts)
     local c, o = policy.options(opts, "basic_auth.policy", KEYS,
                                 '{ file = "users.htpasswd" }')
     local users = {}
+    local max_cost = c:integer(o, "bcrypt_max_cost", 4, 31, 10)
     if type(o.file) ~= "string" or o.file == "" then
         c:bad("file must be the path of an htpasswd file, got %s",
               base.describe(o.file))
     else
-        users = read_htpasswd(config.data_file(o.file), c)
+        users = read_htpasswd(config.data_file(o.file), c, max_cost)
     end
     local realm = o.realm
     if realm == nil then realm = "moongate" end

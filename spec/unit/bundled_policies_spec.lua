@@ -216,11 +216,14 @@ gw.route { path = "/open/**", upstream = "up", policies = {
 
     it("refuses a broken htpasswd line at load with the file's line", function()
         h.write_file(dir .. "/bad", "dave:$apr1$abc$defghijklmnopqrstuvwx\n\nerin\nfrank:hunter2\n" ..
-                     "gus:$2y$10$tooshort\n")
+                     "gus:$2y$10$tooshort\nhal:$2y$12$" .. ("a"):rep(53) .. "\n")
         local errs = errors('gw.route { path = "/**", upstream = "up", policies = {\n' ..
                             '    basic_auth.policy { file = "bad" } } }\n', dir)
-        assert.equal(4, #errs)
+        assert.equal(5, #errs)
         assert.matches('^2: basic_auth.policy.file: .*/bad:1: user "dave": MD5 hashes are refused', errs[1])
+        assert.matches('^2: basic_auth.policy.file: .*/bad:6: user "hal": bcrypt cost 12 takes ~200 ms ' ..
+                       'of the worker per check, over the hook budget: make the line again with ' ..
+                       '`htpasswd %-B %-C 10`', errs[5])
         assert.matches('^2: basic_auth.policy.file: .*/bad:3: a line is "user:hash"', errs[2])
         assert.matches('^2: basic_auth.policy.file: .*/bad:4: user "frank": not a bcrypt', errs[3])
         assert.matches('^2: basic_auth.policy.file: .*/bad:5: user "gus": a bcrypt hash is 60 characters', errs[4])
