@@ -1577,93 +1577,42 @@ void mg_conn_accept(mg_worker_t *w, uv_stream_t *listener, uint16_t port)
     conn_open(c);
 }
 
-/* ---- the testing kit's head check (mg_ffi.h) ----------------------------- */
+/* ---- the testing kit (mg_ffi.h) ------------------------------------------ */
 
-/* What mg_ffi_head_check's parser collects: the head's spans into data, as
- * the llhttp callbacks above leave them on a connection's request (the
- * limits, timers and HTTP/0.9 check of a live connection aside). */
-typedef struct head_check_s {
-    mg_request_t *r;
-    const char *data;
-    int status;
-    const char *why;
-    uint8_t done;
-} head_check_t;
-
-static void span_grow(mg_span_t *s, const head_check_t *h, const char *at, size_t len)
-{
-    if (s->len == 0)
-        s->off = (uint32_t)(at - h->data);
-    s->len += (uint32_t)len;
-}
-
-static int hc_method(llhttp_t *p, const char *at, size_t len)
-{
-    head_check_t *h = p->data;
-    span_grow(&h->r->method, h, at, len);
-    return 0;
-}
-
-static int hc_url(llhttp_t *p, const char *at, size_t len)
-{
-    head_check_t *h = p->data;
-    span_grow(&h->r->url, h, at, len);
-    return 0;
-}
-
-static int hc_field(llhttp_t *p, const char *at, size_t len)
-{
-    head_check_t *h = p->data;
-    mg_request_t *r = h->r;
-    if (r->nheaders == 0 || r->last_was_value) {
-        if (r->nheaders >= r->headers_cap)
-            return HPE_USER;
-        r->headers[r->nheaders++] = (mg_header_t){ { 0, 0 }, { 0, 0 } };
-        r->last_was_value = 0;
-    }
-    span_grow(&r->headers[r->nheaders - 1].name, h, at, len);
-    return 0;
-}
-
-static int hc_value(llhttp_t *p, const char *at, size_t len)
-{
-    head_check_t *h = p->data;
-    mg_request_t *r = h->r;
-    r->last_was_value = 1;
-    span_grow(&r->headers[r->nheaders - 1].value, h, at, len);
-    return 0;
-}
-
-static int hc_complete(llhttp_t *p)
-{
-    head_check_t *h = p->data;
-    h->done = 1;
-    h->why = head_verdict(p, h->r, h->data, &h->status);
-    if (!h->why && (h->why = method_refused(p)) != NULL)
-        h->status = 405;
-    return HPE_PAUSED;
-}
-
-int mg_ffi_head_check(const char *head, size_t len, uint16_t *known, int *flags,
-                      uint64_t *content_length, const char **reason)
+/* The head check runs the connection's own llhttp callbacks over a
+ * connection that holds only the head (its buffer) and a request with the
+ * kit config's limits: everything up to the end of the head, the
+ * connection's timers and the request's start (on_message_begin) aside. */
+int mg_ffi_head_check(mg_kit_config_t *kc, const char *head, size_t len, uint16_t *known,
+                      int *flags, uint64_t *content_length, uint32_t *spans, uint32_t max,
+                      uint32_t *nheaders, const char **reason)
 {
     static llhttp_settings_t s;
     static int ready;
     if (!ready) {
-        llhttp_settings_init(&s);
-        s.on_method = hc_method;
-        s.on_url = hc_url;
-        s.on_header_field = hc_field;
-        s.on_header_value = hc_value;
-        s.on_headers_complete = hc_complete;
+        if (!settings_ready)
+            init_settings();
+        s = req_settings;
+        s.on_message_begin = NULL;
         ready = 1;
     }
-    /* a header line takes at least 3 bytes (":\r\n") */
-    size_t cap = len / 3 + 1;
+    mg_wgen_t *g = mg_kit_config_gen(kc);
+    if (!g->cfg) {
+        *reason = "no config";
+        return 500;
+    }
+    /* the request's own capacity (request_fit), no more than the head can
+     * hold: every header but the first follows a value */
+    size_t cap = g->cfg->limits.header_count;
+    if (cap > len / 2 + 1)
+        cap = len / 2 + 1;
+    cap++;
+    mg_conn_t *c = calloc(1, sizeof(*c));
     mg_request_t *r = calloc(1, sizeof(*r));
     mg_header_t *hs = calloc(cap, sizeof(*hs));
     uint8_t *tok = malloc(cap);
-    if (!r || !hs || !tok) {
+    if (!c || !r || !hs || !tok || len > UINT32_MAX) {
+        free(c);
         free(r);
         free(hs);
         free(tok);
@@ -1673,25 +1622,40 @@ int mg_ffi_head_check(const char *head, size_t len, uint16_t *known, int *flags,
     r->headers = hs;
     r->htok = tok;
     r->headers_cap = (uint32_t)cap;
-    head_check_t h = { .r = r, .data = head };
+    r->g = g;
+    r->http_minor = 1;
+    c->r = r;
+    c->buf.data = (char *)head; /* read only: no callback writes to it */
+    c->buf.len = c->buf.cap = (uint32_t)len;
     llhttp_t p;
     llhttp_init(&p, HTTP_REQUEST, &s);
-    p.data = &h;
+    p.data = c;
     llhttp_errno_t e = llhttp_execute(&p, head, len);
     int status = 0;
-    if (h.done && h.why) {
-        status = h.status;
-        *reason = h.why;
-    } else if (!h.done) {
+    if (e == HPE_PAUSED && r->state == MG_RS_UPSTREAM) {
+        status = 0; /* the head was accepted */
+    } else if (r->status) { /* a callback refused it (fail) */
+        status = r->status;
+        *reason = r->error_reason;
+    } else {
         status = 400;
         *reason = e == HPE_OK ? "incomplete request head" : llhttp_get_error_reason(&p);
     }
     memcpy(known, r->known, sizeof(r->known));
-    *flags = (r->trace_bad ? MG_FFI_HEAD_TRACE_BAD : 0) |
-             ((p.flags & F_CHUNKED) ? MG_FFI_HEAD_CHUNKED : 0);
-    *content_length = (p.flags & F_CONTENT_LENGTH) ? p.content_length : 0;
+    *flags = (r->trace_bad ? MG_FFI_HEAD_TRACE_BAD : 0) | (r->chunked ? MG_FFI_HEAD_CHUNKED : 0) |
+             (r->head_method ? MG_FFI_HEAD_HEAD : 0);
+    *content_length = r->content_length;
+    *nheaders = r->nheaders < max ? r->nheaders : max;
+    for (uint32_t i = 0; i < *nheaders; i++) {
+        uint32_t *sp = spans + 4 * i;
+        sp[0] = r->headers[i].name.off;
+        sp[1] = r->headers[i].name.len;
+        sp[2] = r->headers[i].value.off;
+        sp[3] = r->headers[i].value.len;
+    }
     free(hs);
     free(tok);
     free(r);
+    free(c);
     return status;
 }

@@ -273,6 +273,9 @@ static inline const char *mg_request_data(const mg_request_t *r, mg_span_t s)
  * memory. The protocol then sets proto, conn, peer and data; it ends it
  * with mg_pipeline_free (pipeline.h). */
 mg_request_t *mg_request_new(mg_worker_t *w);
+/* Gives r room (its header array and scratch) for limits l: 0, or -1 when
+ * out of memory. (mg_request_new does it; so does the testing kit.) */
+int mg_request_fit(mg_request_t *r, const mg_limits_t *l);
 
 /* The request's arena: memory that lives until the request ends (8-byte
  * aligned). NULL when out of memory. */
@@ -324,8 +327,8 @@ void mg_request_assign_id(mg_request_t *r);
  * The protocol frames it (mg_proto_t.start_response). May end r. */
 void mg_request_respond(mg_request_t *r, int status, const char *ctype, const char *body,
                         size_t body_len, const mg_hfield_t *extra, size_t nextra);
-/* The response of a gateway-made answer (as mg_request_respond sends it,
- * and the testing kit writes it): its fields (Content-Type when the status
+/* The response of a gateway-made answer (as mg_request_respond sends it;
+ * the testing kit runs mg_request_respond itself): its fields (Content-Type when the status
  * has a body, X-Request-Id, then extra) into f (room for nextra + 2) and
  * res; returns the body length that goes (0 for 204 and 304). */
 size_t mg_request_answer(const mg_request_t *r, int status, const char *ctype, size_t body_len,
