@@ -45,7 +45,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cidr.h"
 #include "lua_state.h"
+#include "real_ip.h"
 #include "shdict.h"
 #include "uri.h"
 #include "header_names.h"
@@ -423,6 +425,11 @@ static const mg_ffi_config_field_t settings_fields[] = {
     TABLE_HERE("admin", "admin", MG_FIELD_REQUIRED,
                "must be false or a table like { host = \"127.0.0.1\", port = 9901, "
                "token = \"...\" }"),
+    OTHER("trusted_proxies"), /* a list of CIDRs: conv_trusted_proxies */
+    /* given only with trusted_proxies; absent, C's zero: MG_REAL_IP_XFF */
+    ENUM("real_ip_header", mg_real_ip_header_parse, mg_real_ip_header_name, NONE,
+         "must be \"X-Forwarded-For\", \"Forwarded\" or \"X-Real-IP\"", mg_config_t,
+         real_ip_header),
 };
 
 #define PORT_EXPECTED "must be an integer 1-65535"
@@ -448,6 +455,7 @@ static const mg_ffi_config_field_t listen_fields[] = {
     NESTED("tls", "tls",
            "must be a table like { cert = \"certs/site.pem\", key = \"certs/site.key\" }"),
     SLASHES(MG_SLASHES_REJECT, mg_listener_t, escaped_slashes),
+    F("proxy_protocol", MG_FIELD_BOOL, 0, 1, 0, NULL, mg_listener_t, proxy_protocol, CT_BOOL),
 };
 
 #define PEM_EXPECTED "must be the path of a PEM file"
@@ -883,6 +891,36 @@ static void conv_admin(conv_t *cv, int cfg_t, mg_config_t *cfg)
     }
 }
 
+/* settings.trusted_proxies, each entry already checked by config.lua with
+ * cidr.c's own parser (mg_ffi_cidr_check): built into one set here. */
+static void conv_trusted_proxies(conv_t *cv, int cfg_t, mg_config_t *cfg)
+{
+    lua_State *L = cv->L;
+    lua_getfield(L, cfg_t, "trusted_proxies");
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        return;
+    }
+    size_t n = lua_objlen(L, -1);
+    if (n > 0 && !(cfg->trusted_proxies = mg_cidr_set_new()))
+        cv->errs->oom = 1;
+    for (size_t i = 0; i < n && cfg->trusted_proxies; i++) {
+        char err[160];
+        size_t len;
+        lua_rawgeti(L, -1, (int)i + 1);
+        const char *v = lua_tolstring(L, -1, &len);
+        int rc = v ? mg_cidr_set_add(cfg->trusted_proxies, v, len, err, sizeof(err)) : -1;
+        if (rc == -2)
+            cv->errs->oom = 1;
+        else if (rc < 0)
+            internal(cv, ".trusted_proxies", "entry", "a CIDR");
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    if (cfg->trusted_proxies && mg_cidr_set_build(cfg->trusted_proxies) != 0)
+        cv->errs->oom = 1;
+}
+
 static void conv_tests(conv_t *cv, int cfg_t, mg_config_t *cfg)
 {
     lua_getfield(cv->L, cfg_t, "tests");
@@ -1137,6 +1175,7 @@ int mg_config_convert(lua_State *L, int t, const char *file, mg_config_t **out, 
         cfg->settings_line = (int)lua_tointeger(L, -1); /* nil: 0 */
         lua_pop(L, 1);
         conv_listeners(&cv, t, cfg);
+        conv_trusted_proxies(&cv, t, cfg);
         conv_upstreams(&cv, t, cfg);
         conv_routes(&cv, t, cfg);
         conv_shared_dicts(&cv, t, cfg);
@@ -1178,6 +1217,7 @@ void mg_config_free(mg_config_t *cfg)
         mg_tls_ctx_release(cfg->listeners[i].tls);
     }
     free(cfg->listeners);
+    mg_cidr_set_free(cfg->trusted_proxies);
     for (i = 0; i < cfg->nupstreams; i++) {
         mg_upstream_t *u = &cfg->upstreams[i];
 

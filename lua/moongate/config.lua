@@ -480,6 +480,34 @@ local TLS = schema("tls")
 local HEADER_NAME = CACHE.item_checks.vary
 
 
+-- settings.trusted_proxies: a list of "ADDR" or "ADDR/LEN", each checked
+-- by the set's own parser (src/cidr.c, through mg_ffi_cidr_check).
+local cidr_why = ffi.new("char[192]")
+
+local function trusted_proxies(d, v)
+    local ok = type(v) == "table"
+    for k in pairs(ok and v or {}) do
+        ok = ok and is_int(k) and k >= 1 and k <= #v
+    end
+    if not ok then
+        err(d, 'settings.trusted_proxies must be a list of addresses or CIDRs ' ..
+            'like { "10.0.0.0/8", "::1" }, got %s', describe(v))
+        return nil
+    end
+    local out = {}
+    for i, e in ipairs(v) do
+        if type(e) ~= "string" then
+            err(d, 'settings.trusted_proxies[%d] must be an address or CIDR ' ..
+                'string like "10.0.0.0/8", got %s', i, describe(e))
+        elseif C.mg_ffi_cidr_check(e, #e, cidr_why, 192) ~= 0 then
+            err(d, "settings.trusted_proxies[%d]: %s", i, ffi.string(cidr_why))
+        else
+            out[#out + 1] = e
+        end
+    end
+    return out
+end
+
 local function table_arg(d, v, what, example)
     if type(v) == "table" then
         return true
@@ -514,6 +542,11 @@ function decl.settings(d, t)
     fields(d, t, s, SETTINGS, "settings") -- workers, access_log, error_log
     s.log_level = field(d, t, "log_level", "settings", SETTINGS.checks.log_level)
         or s.log_level
+    s.real_ip_header = field(d, t, "real_ip_header", "settings",
+                             SETTINGS.checks.real_ip_header) or s.real_ip_header
+    if t.trusted_proxies ~= nil then
+        s.trusted_proxies = trusted_proxies(d, t.trusted_proxies)
+    end
     s.limits = field(d, t, "limits", "settings", SETTINGS.checks.limits) or s.limits
     s.timeouts = field(d, t, "timeouts", "settings", SETTINGS.checks.timeouts)
         or s.timeouts
@@ -538,7 +571,7 @@ end
 -- run by `moongate check` and before every reload.
 local TEST_KEYS = { "name", "request", "expect" }
 local TEST_REQUEST_KEYS = { "method", "path", "headers", "body", "host", "client",
-                            "port", "tls", "upstream_response" }
+                            "port", "tls", "upstream_response", "proxy_tlvs" }
 local TEST_EXPECT_KEYS = { "status", "upstream", "route", "target", "headers",
                            "body", "body_contains", "upstream_headers",
                            "upstream_path" }
@@ -623,6 +656,9 @@ function decl.listen(d, t)
         l.port = field(d, t, "port", "listen", LISTEN.checks.port)
     end
     l.host = field(d, t, "host", "listen", LISTEN.checks.host) or l.host
+    -- only when true: C's default is false
+    l.proxy_protocol = field(d, t, "proxy_protocol", "listen",
+                             LISTEN.checks.proxy_protocol) or nil
     l.escaped_slashes = field(d, t, "escaped_slashes", "listen",
                               LISTEN.checks.escaped_slashes)
         or LISTEN.defaults.escaped_slashes
@@ -1112,6 +1148,10 @@ local function finish(c)
     cfg.settings_line, cfg.settings_source = s.line, s.source
     cfg.tests = c.tests
     cfg.limits, cfg.timeouts = s.limits, s.timeouts
+    if s.trusted_proxies and s.trusted_proxies[1] then
+        -- none: nothing is believed, and the header does not matter
+        cfg.trusted_proxies, cfg.real_ip_header = s.trusted_proxies, s.real_ip_header
+    end
 
     -- listeners: duplicates are checked among the well-formed ones only
     cfg.listeners = {}
@@ -1137,6 +1177,11 @@ local function finish(c)
         end
         if d.bad then
             -- already reported
+        elseif l.proxy_protocol and not (s.trusted_proxies
+                                         and s.trusted_proxies[1]) then
+            err(d, "listen.proxy_protocol needs settings.trusted_proxies: the " ..
+                "addresses of the proxies that send the PROXY header (any " ..
+                "other peer is refused)")
         elseif dup and dup.value.host == l.host then
             err(d, "duplicate listener %s (already declared at %s)",
                 host_port(l.host, l.port), at(d, dup.d))

@@ -723,6 +723,7 @@ function _M.load(file, opts)
             return rt:upstream_path(st.match, st.path)
         end,
     }
+    fake.trusted_set(env, cfg.trusted_proxies, cfg.real_ip_header)
     for i, u in ipairs(cfg.upstreams) do
         local targets = {}
         for j, t in ipairs(u.targets) do
@@ -811,7 +812,8 @@ function Gateway.request(self, spec)
     local req, res = fake.request(st)
     local d = {
         trace = {}, id = st.id,
-        request = { method = st.method, uri = st.url, client = st.client,
+        request = { method = st.method, uri = st.url,
+                    client = st.real_client or st.client, peer = st.client,
                     port = st.local_port },
     }
     local R = { g = self, spec = spec, st = st, d = d, req = req, res = res }
@@ -965,6 +967,7 @@ local function standalone_env(spec)
         end
     end
     env.add = add
+    fake.trusted_set(env, spec.trusted_proxies, spec.real_ip_header)
     return env
 end
 
