@@ -262,6 +262,40 @@ gw.route { path = "/", upstream = "up", policies = {
     end)
 end)
 
+-- ip and maintenance judge req.client: behind a trusted proxy, the client
+-- the proxy names (settings.trusted_proxies, X-Forwarded-For), not the
+-- proxy's own address.
+describe("ip behind a trusted proxy", function()
+    local gw, up
+
+    setup(function()
+        up = h.start_upstream { name = "up" }
+        gw = h.start_gateway([[
+local gw = require "moongate"
+local ip = require "moongate.ip"
+gw.settings { access_log = "off", trusted_proxies = { "127.0.0.1" },
+              real_ip_header = "X-Forwarded-For" }
+gw.listen { port = {{PORT}}, host = "127.0.0.1" }
+gw.upstream("up", { "{{UP}}" })
+gw.route { path = "/**", upstream = "up", policies = {
+    ip.policy { allow = { "127.0.0.1", "192.0.2.0/24" }, deny = { "192.0.2.66" } } } }
+]], { vars = { UP = up } })
+    end)
+
+    teardown(h.cleanup)
+
+    it("allows and denies the real client, not the proxy", function()
+        local function status(xff)
+            return h.http(gw.port, { path = "/x", headers = { ["X-Forwarded-For"] = xff } }).status
+        end
+        assert.equal(200, status(nil))                  -- the proxy itself
+        assert.equal(200, status("192.0.2.7"))
+        assert.equal(403, status("192.0.2.66"))
+        assert.equal(403, status("198.51.100.1"))
+        assert.equal(403, status("192.0.2.7, 198.51.100.1"))  -- the nearest hop counts
+    end)
+end)
+
 -- A chain of five policies (the bench's W5: cors, ip with 10,000 ranges,
 -- key_auth, jwt, limit) must stay JIT-compiled: LuaJIT counts a trace's
 -- tail calls against its loop unroll limit, and such a chain once aborted
