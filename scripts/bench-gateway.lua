@@ -51,6 +51,22 @@ if w4 then
     } } }
 end
 
+-- W5: W1 to origin A over TLS: the certificate verified against the bench's
+-- CA and name, TLS connections pooled (as nginx's proxy_ssl + keepalive)
+local w5 = port("GW_W5_PORT")
+local a_tls = os.getenv("BENCH_UPSTREAM_A_TLS")
+if w5 and a_tls then
+    -- scripts/bench-upstream-tls.sh sets BENCH_W5_KEEPALIVE=0 (a new TLS
+    -- connection per request) and BENCH_W5_SESSION_REUSE=0 (full handshakes)
+    gw.upstream("a_tls", { a_tls }, {
+        keepalive = tonumber(os.getenv("BENCH_W5_KEEPALIVE") or "") or 256,
+        forwarded = false, request_id = false,
+        tls = { ca = os.getenv("BENCH_TLS_CA"), sni = os.getenv("BENCH_TLS_NAME"),
+                session_reuse = os.getenv("BENCH_W5_SESSION_REUSE") ~= "0" } })
+    gw.listen { port = w5, host = "127.0.0.1" }
+    gw.route { name = "w5", path = "/**", upstream = "a_tls", listen = w5 }
+end
+
 -- W2 / W3: JWT (HS256, signature and exp) verified on every request, then a
 -- per-`sub` rate limit (W2: never triggers but is counted; W3: 100/s, 429
 -- beyond), routing by prefix, round robin over A and B.
@@ -58,7 +74,7 @@ local ok_jwt, jwt = pcall(require, "moongate.jwt")
 local ok_rl, limit = pcall(require, "moongate.ratelimit")
 local secret = os.getenv("BENCH_JWT_SECRET") or "moongate-bench-secret-0123456789abcdef"
 
--- (W5: `before` goes in front of the chain)
+-- (W6: `before` goes in front of the chain)
 local function policy_routes(p, rate, name, headers, before)
     if not (ok_jwt and ok_rl) then
         error("W2/W3 need moongate.jwt and moongate.ratelimit")
@@ -85,15 +101,15 @@ if w3 then
     policy_routes(w3, tonumber(os.getenv("BENCH_W3_LIMIT") or "") or 100, "w3", true)
 end
 
--- W5: the W2 chain behind cors (one origin, credentials), ip (an
--- allow-list of 10,000 CIDR ranges, BENCH_W5_CIDRS) and key_auth (one
+-- W6: the W2 chain behind cors (one origin, credentials), ip (an
+-- allow-list of 10,000 CIDR ranges, BENCH_W6_CIDRS) and key_auth (one
 -- consumer, its key known by its SHA-256)
-local w5 = port("GW_W5_PORT")
-if w5 then
+local w6 = port("GW_W6_PORT")
+if w6 then
     local cors, ip = require "moongate.cors", require "moongate.ip"
     local key_auth = require "moongate.key_auth"
     local ranges = {}
-    local f = os.getenv("BENCH_W5_CIDRS") and io.open(os.getenv("BENCH_W5_CIDRS"))
+    local f = os.getenv("BENCH_W6_CIDRS") and io.open(os.getenv("BENCH_W6_CIDRS"))
     if f then
         for line in f:lines() do ranges[#ranges + 1] = line end
         f:close()
@@ -104,7 +120,7 @@ if w5 then
         ranges[#ranges + 1] = "127.0.0.0/8"
     end
     local key = os.getenv("BENCH_API_KEY") or "moongate-bench-api-key-0123456789"
-    policy_routes(w5, tonumber(os.getenv("BENCH_W2_LIMIT") or "") or 1e9, "w5", false, {
+    policy_routes(w6, tonumber(os.getenv("BENCH_W2_LIMIT") or "") or 1e9, "w6", false, {
         cors.policy { origins = { "https://app.example.com" }, credentials = true },
         ip.policy { allow = ranges },
         key_auth.policy { consumers = { { name = "bench", groups = { "bench" },

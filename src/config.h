@@ -43,6 +43,7 @@ typedef struct mg_upstream_s {
     uint64_t health_timeout;    /* connect + answer */
     int health_fall;            /* failed checks in a row that take a target out */
     int health_rise;            /* good checks in a row that bring it back */
+    struct mg_tls_client_s *tls; /* HTTPS to the targets (tls_client.h); NULL: plain */
 } mg_upstream_t;
 
 typedef struct mg_route_header_s {
@@ -145,6 +146,7 @@ typedef struct mg_shared_dict_decl_s {
 
 typedef struct mg_config_s {
     char *file;
+    char *warnings;         /* lines `moongate check` prints (NULL: none) */
     int workers;            /* 0 = one per CPU */
     char *access_log;       /* "off", "stdout", "stderr" or a file path */
     char *error_log;        /* "stderr" or a file path (errlog.h) */

@@ -76,7 +76,11 @@ static void on_up_timer(uv_timer_t *t)
     }
     if (!u->got_response_bytes)
         mg_pool_failed(u->pool); /* no answer at all: counts for max_fails */
-    up_failed(u, 504, u->connected ? "upstream timed out" : "upstream connect timed out", 0, 0);
+    up_failed(u, 504,
+              u->connected ? "upstream timed out"
+              : u->tls     ? "upstream TLS handshake timed out"
+                           : "upstream connect timed out",
+              0, 0);
 }
 
 /* ---- response parsing --------------------------------------------------- */
@@ -473,6 +477,7 @@ static void up_close(mg_upconn_t *u)
     if (u->closing)
         return;
     u->closing = 1;
+    mg_upconn_io_close(u); /* close_notify while the queue still takes it */
     u->wq.closed = 1;
     if (u->idle)
         mg_pool_forget(u);
@@ -605,7 +610,7 @@ static void start_tunnel(mg_upconn_t *u)
 static void stop_reading(mg_upconn_t *u)
 {
     if (u->reading) {
-        uv_read_stop((uv_stream_t *)&u->tcp);
+        mg_upconn_read_stop(u);
         u->reading = 0;
     }
 }
@@ -685,6 +690,8 @@ static void up_eof(mg_upconn_t *u, ssize_t nread)
             up_finish_response(u, 0);
         return;
     }
+    if (nread == UV_EPROTO)
+        u->h1.err = mg_upconn_tls_error(u); /* a broken TLS record: OpenSSL's reason */
     int retry = !u->got_response_bytes && u->requests > 0;
     /* a fresh connection closed without an answer counts for max_fails;
      * a reused one may just have hit the keep-alive race */
@@ -722,7 +729,7 @@ static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         if (r->proto->send_body(r, &out, 1, 0) < 0)
             return;
         if (r->proto->pending(r) > 0) {
-            uv_read_stop(s);
+            mg_upconn_read_stop(u);
             u->reading = 0;
         }
         return;
@@ -735,7 +742,7 @@ static void up_start_reading(mg_upconn_t *u)
 {
     if (!u->reading && !u->closing) {
         /* a connection without a socket (mg_upconn_feed) only notes it */
-        if (u->wq.sink || uv_read_start((uv_stream_t *)&u->tcp, mg_upconn_alloc, up_read) == 0)
+        if (u->wq.sink || mg_upconn_read_start(u, mg_upconn_alloc, up_read) == 0)
             u->reading = 1;
     }
 }
@@ -809,7 +816,7 @@ int mg_proxy_send_body(mg_upconn_t *u, uv_buf_t *bufs, unsigned n)
 {
     if (!u->tunnel)
         up_deadline(u, u->pool->u->send_timeout); /* only stored: see up_deadline */
-    if (mg_wq_write(&u->wq, bufs, n) < 0)
+    if (mg_upconn_write(u, bufs, n) < 0)
         return -1;
     if (u->wq.pending > 0 && u->r) {
         /* the upstream is not reading: send_timeout until it does */
@@ -874,6 +881,22 @@ static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable
 
 /* ---- connecting and sending the head ------------------------------------ */
 
+/* The TLS handshake of a new connection ended (upconn_io.c); a failure is
+ * a failed connect, with OpenSSL's reason in the log. */
+static void on_tls_ready(mg_upconn_t *u, const char *err)
+{
+    if (u->closing)
+        return;
+    if (err) {
+        mg_pool_failed(u->pool);
+        u->h1.err = err; /* the log line's detail */
+        up_failed(u, 502, "upstream TLS handshake failed", 1, 0);
+        return;
+    }
+    u->connected = 1;
+    send_head(u);
+}
+
 static void on_connect(uv_connect_t *req, int status)
 {
     mg_upconn_t *u = req->data;
@@ -887,8 +910,14 @@ static void on_connect(uv_connect_t *req, int status)
                   1, status);
         return;
     }
-    u->connected = 1;
     uv_tcp_nodelay(&u->tcp, 1);
+    int tls = mg_upconn_tls_start(u, on_tls_ready); /* the connect timeout covers it */
+    if (tls != 0) {
+        if (tls < 0)
+            up_failed(u, 502, "upstream TLS setup failed", 1, tls);
+        return;
+    }
+    u->connected = 1;
     send_head(u);
 }
 
@@ -1314,7 +1343,7 @@ static void send_head(mg_upconn_t *u)
     uv_buf_t b = uv_buf_init(u->w->scratch, (unsigned)len);
     mg_request_t *r = u->r;
     r->upstream_start_ns = uv_hrtime();
-    if (mg_wq_write(&u->wq, &b, 1) < 0) {
+    if (mg_upconn_write(u, &b, 1) < 0) {
         up_failed(u, 502, "upstream write failed", u->requests > 0, 0);
         return;
     }

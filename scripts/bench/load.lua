@@ -1,10 +1,10 @@
 -- wrk script for every workload of scripts/bench/peers.sh, chosen by
 -- BENCH_WL:
---   W0, W1  GET /orders/123 (wrk builds the request once)
+--   W0, W1, W5  GET /orders/123 (wrk builds the request once)
 --   W4      the same with X-Tenant: acme and X-Client: bench
 --   W2      rotates /orders/123, /payments/123, /delivery/123 with
 --           Authorization: Bearer $BENCH_JWT
---   W5      as W2, plus X-Api-Key: $BENCH_API_KEY and Origin:
+--   W6      as W2, plus X-Api-Key: $BENCH_API_KEY and Origin:
 --           https://app.example.com
 --   W3      GET /orders/123 with the token; each connection waits
 --           BENCH_DELAY_MS after every answer; counts 200 / 429 / other
@@ -16,10 +16,10 @@ local token = os.getenv("BENCH_JWT")
 if wl == "W4" then
     wrk.headers["X-Tenant"] = "acme"
     wrk.headers["X-Client"] = "bench"
-elseif wl == "W2" or wl == "W5" then
+elseif wl == "W2" or wl == "W6" then
     local reqs, i = {}, 0
     local h = { Authorization = "Bearer " .. token }
-    if wl == "W5" then
+    if wl == "W6" then
         h["X-Api-Key"] = os.getenv("BENCH_API_KEY") or "moongate-bench-api-key-0123456789"
         h["Origin"] = "https://app.example.com"
     end

@@ -7,7 +7,7 @@
       signature is always HMAC-SHA256), so "HS512" tests the alg check.
   tool.py smoke WL PORT
       checks that the gateway on 127.0.0.1:PORT keeps the contract of
-      workload WL (W1..W5, see scripts/bench/README.md); prints one line per
+      workload WL (W1..W6, see scripts/bench/README.md); prints one line per
       broken rule and exits 1, or prints nothing and exits 0.
   tool.py client PORT CONNS WL
       the fixed-count client of counts.sh: opens CONNS keep-alive
@@ -23,19 +23,19 @@
       hooks cost, function by function). Needs callgrind_annotate.
 
   tool.py cidrs FILE GEO
-      writes W5's allow-list: 10,000 IPv4 ranges that do not merge
+      writes W6's allow-list: 10,000 IPv4 ranges that do not merge
       (10.a.b.0/25) and 127.0.0.0/8, one a line to FILE (moongate) and as
       nginx geo entries to GEO (nginx-lua).
 
 Environment: BENCH_JWT_SECRET (the HS256 secret), BENCH_JWT (the token the
-W2/W5 client sends; minted here when unset), BENCH_W3_LIMIT (W3 smoke),
-BENCH_API_KEY (W5's API key).
+W2 client sends; minted here when unset), BENCH_W3_LIMIT (W3 smoke).
+BENCH_API_KEY (W6's API key).
 """
 import base64, hashlib, hmac, http.client, json, os, random, re, selectors, socket, subprocess, sys, time
 
 SECRET = os.environ.get("BENCH_JWT_SECRET", "moongate-bench-secret-0123456789abcdef")
 W2_PATHS = ("/orders/123", "/payments/123", "/delivery/123")
-# W5: the W2 chain behind key_auth, cors and ip (the key the gateways know
+# W6: the W2 chain behind key_auth, cors and ip (the key the gateways know
 # by its SHA-256, the one origin they allow)
 API_KEY = os.environ.get("BENCH_API_KEY", "moongate-bench-api-key-0123456789")
 ORIGIN = "https://app.example.com"
@@ -130,7 +130,7 @@ def smoke_w4(port):
     c.close()
 
 
-def w5_headers(tok, key=API_KEY, origin=ORIGIN):
+def w6_headers(tok, key=API_KEY, origin=ORIGIN):
     h = bearer(tok)
     if key is not None:
         h["X-Api-Key"] = key
@@ -139,22 +139,22 @@ def w5_headers(tok, key=API_KEY, origin=ORIGIN):
     return h
 
 
-def smoke_w5(port):
-    ok = jwt("smoke-w5", 3600)
+def smoke_w6(port):
+    ok = jwt("smoke-w6", 3600)
     for p in W2_PATHS:
-        st, h, _ = get(port, p, w5_headers(ok))
+        st, h, _ = get(port, p, w6_headers(ok))
         got = (st, h.get("access-control-allow-origin"), "origin" in h.get("vary", "").lower(),
                h.get("x-seen-api-key", ""))
         if got != (200, ORIGIN, True, ""):
             yield "%s: (status, Access-Control-Allow-Origin, Vary has Origin, upstream saw X-Api-Key) = %s, " \
                 "want (200, %s, True, '')" % (p, got, ORIGIN)
-    for what, h, want in (("no API key", w5_headers(ok, None), 401),
-                          ("a wrong API key", w5_headers(ok, API_KEY + "x"), 401),
+    for what, h, want in (("no API key", w6_headers(ok, None), 401),
+                          ("a wrong API key", w6_headers(ok, API_KEY + "x"), 401),
                           ("no token", {"X-Api-Key": API_KEY, "Origin": ORIGIN}, 401)):
         st, _, _ = get(port, "/orders/123", h)
         if st != want:
             yield "%s -> %d, want %d" % (what, st, want)
-    st, h, _ = get(port, "/orders/123", w5_headers(ok, origin="https://evil.example"))
+    st, h, _ = get(port, "/orders/123", w6_headers(ok, origin="https://evil.example"))
     if st != 200 or h.get("access-control-allow-origin"):
         yield "another origin -> %d with Access-Control-Allow-Origin %r, want 200 without" % (
             st, h.get("access-control-allow-origin"))
@@ -166,7 +166,9 @@ def smoke_w5(port):
 
 
 def smoke(wl, port):
-    fn = {"W1": smoke_w1, "W2": smoke_w2, "W3": smoke_w3, "W4": smoke_w4, "W5": smoke_w5}[wl]
+    # W5 is W1 over a TLS upstream: the same answer
+    fn = {"W1": smoke_w1, "W2": smoke_w2, "W3": smoke_w3, "W4": smoke_w4, "W5": smoke_w1,
+          "W6": smoke_w6}[wl]
     try:
         bad = list(fn(port))
     except (OSError, http.client.HTTPException) as e:
@@ -186,7 +188,7 @@ def requests_for(wl, port):
     elif wl == "W2":
         tok = os.environ.get("BENCH_JWT") or jwt("consumer-count", 36000)
         extra, paths = "Authorization: Bearer %s\r\n" % tok, W2_PATHS
-    elif wl == "W5":
+    elif wl == "W6":
         tok = os.environ.get("BENCH_JWT") or jwt("consumer-count", 36000)
         extra = "Authorization: Bearer %s\r\nX-Api-Key: %s\r\nOrigin: %s\r\n" % (tok, API_KEY, ORIGIN)
         paths = W2_PATHS

@@ -296,7 +296,7 @@ gw.route { path = "/**", upstream = "up", policies = {
     end)
 end)
 
--- A chain of five policies (the bench's W5: cors, ip with 10,000 ranges,
+-- A chain of five policies (the bench's W6: cors, ip with 10,000 ranges,
 -- key_auth, jwt, limit) must stay JIT-compiled: LuaJIT counts a trace's
 -- tail calls against its loop unroll limit, and such a chain once aborted
 -- its trace on every request ("loop unroll limit reached") and ran in the

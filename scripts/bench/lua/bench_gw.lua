@@ -37,7 +37,7 @@ local set_header = ngx.req.set_header
 
 local M = {}
 local hmac, limits
-local keys = {}          -- W5: SHA-256 of a key (32 bytes) -> its consumer
+local keys = {}          -- W6: SHA-256 of a key (32 bytes) -> its consumer
 
 function M.start(secret, key_sha256)
     if key_sha256 then
@@ -90,7 +90,7 @@ function M.policy(limit)
     end
 end
 
--- W5: CORS (one origin, credentials; preflights answered here), the
+-- W6: CORS (one origin, credentials; preflights answered here), the
 -- client against 10,000 CIDR ranges (nginx's geo radix tree), an API key
 -- by its SHA-256, then the W2 chain
 local ORIGIN = "https://app.example.com"
@@ -108,7 +108,7 @@ function M.chain(limit)
         h["Vary"] = "Origin"
         return exit(204)
     end
-    if var.bench_w5_allowed ~= "1" then return exit(403) end
+    if var.bench_w6_allowed ~= "1" then return exit(403) end
     local key = var.http_x_api_key
     if not key then return exit(401) end
     lib.SHA256(key, #key, sha_buf)
