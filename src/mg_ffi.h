@@ -686,6 +686,40 @@ typedef struct mg_ffi_config_field_s {
  * of its key list, their number in *N; NULL for an unknown object. Static. */
 const mg_ffi_config_field_t *mg_ffi_config_fields(const char *object, size_t *n);
 
+/* ==== CIDR sets (cidr.c) ==== */
+/* (section owned by cidr.c; lua/moongate/ip.lua declares the same)
+ *
+ * The `ip` policy's allow and deny lists: a set is made and filled while a
+ * config loads (add: "ADDR" or "ADDR/LEN", IPv4 or IPv6; 0, or -1 with the
+ * reason in ERR, NUL-terminated; -2 out of memory), built once (0, or -2),
+ * then only read: contains takes an address as text (the client address
+ * the request API gives) and returns 1, 0, or -1 when it is not an address,
+ * in O(log n) of the merged ranges, without allocating. The caller owns the
+ * set and frees it with mg_ffi_cidr_set_free (Lua: ffi.gc). */
+typedef struct mg_cidr_set_s mg_cidr_set_t;
+mg_cidr_set_t *mg_ffi_cidr_set_new(void);
+int mg_ffi_cidr_set_add(mg_cidr_set_t *s, const char *text, size_t n, char *err, size_t errcap);
+int mg_ffi_cidr_set_build(mg_cidr_set_t *s);
+int mg_ffi_cidr_set_contains(const mg_cidr_set_t *s, const char *text, size_t n);
+size_t mg_ffi_cidr_set_count(const mg_cidr_set_t *s);
+void mg_ffi_cidr_set_free(mg_cidr_set_t *s);
+
+/* ==== API keys and passwords (crypto.c) ==== */
+/* (section owned by crypto.c; lua/moongate/key_auth.lua and
+ * lua/moongate/basic_auth.lua declare the same)
+ *
+ * sha256: the SHA-256 digest of IN (LEN bytes) into OUT (32 bytes); the
+ * key_auth policy stores only digests of API keys. equal: 1 when the N
+ * bytes at A and B are the same, compared in constant time (CRYPTO_memcmp),
+ * else 0. crypt_verify: checks PASSWORD against an htpasswd-style HASH
+ * (NUL-terminated, "$2y$", "$2b$", "$5$" or "$6$" from libxcrypt's crypt_rn)
+ * and returns 1 (match, compared in constant time), 0 (no match), or -1
+ * (a hash crypt cannot read: an unknown method or a malformed hash). The
+ * work area of crypt_rn is on the stack: nothing is allocated or kept. */
+void mg_ffi_sha256(const char *in, size_t len, unsigned char *out);
+int mg_ffi_equal(const unsigned char *a, const unsigned char *b, size_t n);
+int mg_ffi_crypt_verify(const char *password, size_t plen, const char *hash);
+
 /* ==== end ==== */
 
 #endif

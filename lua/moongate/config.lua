@@ -1599,6 +1599,24 @@ local function record_files(file, dir)
     end
 end
 
+--- For policies that read a data file while a config loads (basic_auth's
+-- htpasswd file, key_auth's key file): PATH as given when absolute, else
+-- taken from the config's directory; the running gateway then watches it
+-- like the config's own files (a change reloads, rereading it). Outside a
+-- load: PATH as is.
+function _M.data_file(path)
+    if not current then return path end
+    if sub(path, 1, 1) ~= "/" then
+        local dir = config_dir(current.file)
+        if dir ~= "." then path = (dir == "/" and "" or dir) .. "/" .. path end
+    end
+    for _, f in ipairs(loaded_files) do
+        if f == path then return path end
+    end
+    loaded_files[#loaded_files + 1] = path
+    return path
+end
+
 --- Runs config file `file` and validates it whole.
 -- Returns the normalised cfg (docs/config-dsl.md), or nil and a list of
 -- "file:line: reason" strings, one per mistake, in file order. Can be called

@@ -113,6 +113,30 @@ local function python_bin()
     return python
 end
 
+-- The lines of a jit.v log (text) where a trace through one of the files
+-- matched by the patterns of `where` (string.find patterns on the line)
+-- aborted, but for the harmless reasons: "leaving loop in root trace"
+-- (LuaJIT declined to start a second trace at a function the loop's trace
+-- already covers), "return to lower frame" (a trace reached the hook
+-- dispatch), "symbol not in cache" (the recorder met a C function before
+-- its first call resolved it, and records it again once it has).
+function _M.trace_aborts(log, where)
+    local bad = {}
+    for line in log:gmatch("[^\n]+") do
+        local ours = false
+        for _, pat in ipairs(where) do
+            if line:find(pat) then ours = true end
+        end
+        if ours and line:find("TRACE ---", 1, true) and
+            not line:find("return to lower frame", 1, true) and
+            not line:find("leaving loop in root trace", 1, true) and
+            not line:find("symbol not in cache", 1, true) then
+            bad[#bad + 1] = line
+        end
+    end
+    return bad
+end
+
 function _M.json(s)
     if type(s) == "table" then s = s.body end
     local ok, v = pcall(cjson.decode, s)
