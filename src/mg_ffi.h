@@ -62,6 +62,9 @@ int mg_ffi_req_edit_header(mg_request_t *r, int op, const char *name, size_t nle
 int mg_ffi_req_set_str(mg_request_t *r, int what, const char *s, size_t len);
 int mg_ffi_req_set_upstream(mg_request_t *r, const char *name, size_t len);
 int mg_ffi_req_set_target(mg_request_t *r, const char *name, size_t len);
+/* The key the hash balancer hashes for this request (upstream option
+ * hash = function(req) ... end, or any hook before the upstream). */
+int mg_ffi_req_set_hash_key(mg_request_t *r, const char *key, size_t len);
 int mg_ffi_req_read_body(mg_request_t *r, const char **p, size_t *len);
 int mg_ffi_res_status(mg_request_t *r);
 int mg_ffi_res_set_status(mg_request_t *r, int status);
@@ -87,7 +90,7 @@ double mg_ffi_monotonic(void);
 /* mg_trace_parse (trace.c): 0 and the 32 hex digits of the trace id and
  * the 2 flag digits to send on, or -1 when v is no traceparent to continue. */
 int mg_ffi_trace_parse(const char *v, size_t n, char *trace_id, char *flags);
-/* Smooth weighted round robin (pool.c): one pick among the n targets whose
+/* Smooth weighted round robin (balancer_rr.c): one pick among the n targets whose
  * live[i] is non-zero, cw[i] their current weights (updated). Returns the
  * index picked, or -1 when none is live. */
 int mg_ffi_balancer_swrr(int *cw, const int *weight, const unsigned char *live, size_t n);

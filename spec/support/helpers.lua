@@ -300,8 +300,8 @@ Upstream.__index = Upstream
 local function spawn_upstream(opts)
     local port = opts.port or _M.free_port()
     local name = opts.name or "up"
-    local cmd = fmt("exec %s -u %s --port %d --name %s", shq(python_bin()),
-        shq(_M.UPSTREAM_PY), port, shq(name))
+    local cmd = fmt("exec %s -u %s --port %d --name %s --delay %g", shq(python_bin()),
+        shq(_M.UPSTREAM_PY), port, shq(name), opts.delay or 0)
     local p = spawn(cmd, "upstream-" .. name)
     setmetatable(p, Upstream)
     p.port, p.name, p.addr = port, name, "127.0.0.1:" .. port
@@ -320,7 +320,7 @@ local function wait_ready(p)
     error(fmt("upstream %s did not start on port %d:\n%s", p.name, p.port, log), 3)
 end
 
--- opts: name, port. Returns { port, pid, addr = "127.0.0.1:PORT", name,
+-- opts: name, port, delay (seconds before every answer). Returns { port, pid, addr = "127.0.0.1:PORT", name,
 -- stop(), stats() } once the server is ready.
 function _M.start_upstream(opts)
     return wait_ready(spawn_upstream(opts or {}))
