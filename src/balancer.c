@@ -1,6 +1,7 @@
 /* balancer.c: the balancers' names and the state they share (contract in
  * balancer.h). The picking is each balancer's own file. */
 #include "balancer.h"
+#include "mg_ffi.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -107,4 +108,48 @@ void mg_lb_free(mg_lb_t *lb)
     free(lb->weight);
     lb->weight = lb->cw = NULL;
     lb->live = NULL;
+}
+
+/* The testing kit's balancer: one worker's view and its own shared part,
+ * in one block (mg_ffi.h). */
+typedef struct {
+    mg_lb_t lb; /* first: the pointer handed out is this one */
+    mg_lb_shared_t sh;
+} kit_lb_t;
+
+mg_lb_t *mg_ffi_lb_new(const char *kind, const char *const *names, const int *weights, size_t n)
+{
+    const char *err;
+    int k = mg_balancer_parse(kind);
+    kit_lb_t *b = k >= 0 && n > 0 ? calloc(1, sizeof(*b)) : NULL;
+    if (!b)
+        return NULL;
+    if (mg_lb_shared_init(&b->sh, k, names, weights, n, &err) < 0) {
+        free(b);
+        return NULL;
+    }
+    if (mg_lb_init(&b->lb, &b->sh, k, weights, n, 0) < 0) {
+        mg_lb_shared_free(&b->sh);
+        free(b);
+        return NULL;
+    }
+    return &b->lb;
+}
+
+void mg_ffi_lb_free(mg_lb_t *lb)
+{
+    kit_lb_t *b = (kit_lb_t *)lb;
+    if (!b)
+        return;
+    mg_lb_free(&b->lb);
+    mg_lb_shared_free(&b->sh);
+    free(b);
+}
+
+int mg_ffi_lb_pick(mg_lb_t *lb, int exclude, int has_key, uint64_t key)
+{
+    for (size_t i = 0; i < lb->n; i++)
+        lb->live[i] = (int)i != exclude;
+    int t = lb->ops->pick(lb, key, has_key);
+    return t >= 0 ? t : exclude;
 }

@@ -94,6 +94,17 @@ int mg_ffi_trace_parse(const char *v, size_t n, char *trace_id, char *flags);
  * live[i] is non-zero, cw[i] their current weights (updated). Returns the
  * index picked, or -1 when none is live. */
 int mg_ffi_balancer_swrr(int *cw, const int *weight, const unsigned char *live, size_t n);
+/* The gateway's balancers (balancer.h) as one worker runs them, with state
+ * of their own, for the testing kit: kind a balancer name ("round_robin",
+ * "least_conn", "hash", "p2c_ewma"), n >= 1 targets' "host:port" names and
+ * weights (read during the call). NULL for an unknown kind or out of
+ * memory. */
+typedef struct mg_lb_s mg_lb_t;
+mg_lb_t *mg_ffi_lb_new(const char *kind, const char *const *names, const int *weights, size_t n);
+void mg_ffi_lb_free(mg_lb_t *lb);
+/* One pick over every target but `exclude` (-1: none), with the request's
+ * key hash when has_key (mg_ffi_kit_lb_key). Returns the target index. */
+int mg_ffi_lb_pick(mg_lb_t *lb, int exclude, int has_key, uint64_t key);
 /* May a hook make this header edit (op MG_EDIT_*, the value unread for a
  * REMOVE)? 0, or MG_FFI_EINVAL: a bad name or value, or a framing or
  * hop-by-hop header, which the core owns (ffi_request.c). */
@@ -156,6 +167,12 @@ long mg_ffi_kit_upstream_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const
  * it: 0 nothing, 1 the upstream's body, 2 the hook's (res_body). */
 long mg_ffi_kit_response_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out,
                               int *body);
+/* The hash balancer's key of r as the model m says it is (balancer_key.c
+ * mg_lb_key): `on` a key source ("header", "cookie", "query", "client",
+ * "path", "lua"), name its header, cookie or argument name (or NULL).
+ * 1 and *key, or 0 when r has no such key. */
+int mg_ffi_kit_lb_key(mg_request_t *r, const mg_ffi_kit_head_t *m, const char *on,
+                      const char *name, uint64_t *key);
 /* For proxy.c only: runs fn on an upstream connection of r's (res: the
  * one holding the upstream's answer, else one to send on) set up as m
  * says (a worker scratch, pool, upstream, target, peer and protocol owned

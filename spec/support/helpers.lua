@@ -326,6 +326,17 @@ function _M.start_upstream(opts)
     return wait_ready(spawn_upstream(opts or {}))
 end
 
+-- Polls until f() is true, every 50 ms, for `seconds` (scaled by SLOW);
+-- raises "not within N s: what" at the caller otherwise.
+function _M.eventually(seconds, f, what)
+    local deadline = now() + seconds * _M.SLOW
+    while now() < deadline do
+        if f() then return end
+        socket.sleep(0.05)
+    end
+    error("not within " .. seconds .. " s: " .. what, 2)
+end
+
 -- Starts several upstreams in parallel: names is a list of names (or of
 -- opts tables); returns the list of upstreams, plus each by name.
 function _M.start_upstreams(names)

@@ -2,11 +2,11 @@
 """Sends one request per key through the gateway and says which upstream
 answered each (its X-Upstream-Name), for the consistent-hashing specs:
 
-    python3 spec/support/keys.py --port P --count N [--conns C]
+    python3 spec/support/keys.py --port P --count N [--conns C] [--at PATH]
         (--header NAME | --cookie NAME | --query NAME | --path PREFIX)
 
-Key i (1..N) is "user-i", sent as header NAME, cookie NAME, query argument
-NAME of "/k", or the path PREFIX/user-i. Requests go over C keep-alive
+Key i (1..N) is "user-i", sent to PATH (default "/k") as header NAME,
+cookie NAME or query argument NAME, or as the path PREFIX/user-i. Requests go over C keep-alive
 connections. Prints one JSON object: {"names": [name of key 1, ...],
 "statuses": {status: count}}; a key without an answer has name null.
 """
@@ -16,13 +16,13 @@ import json
 
 
 def request_for(args, key):
-    path, extra = "/k", ""
+    path, extra = args.at, ""
     if args.header:
         extra = "%s: %s\r\n" % (args.header, key)
     elif args.cookie:
         extra = "Cookie: theme=dark; %s=%s\r\n" % (args.cookie, key)
     elif args.query:
-        path = "/k?a=1&%s=%s" % (args.query, key)
+        path = "%s?a=1&%s=%s" % (args.at, args.query, key)
     elif args.path:
         path = "%s/%s" % (args.path, key)
     return ("GET %s HTTP/1.1\r\nHost: keys\r\n%s\r\n" % (path, extra)).encode()
@@ -72,6 +72,7 @@ async def main():
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--count", type=int, default=10000)
     p.add_argument("--conns", type=int, default=8)
+    p.add_argument("--at", default="/k")
     p.add_argument("--header")
     p.add_argument("--cookie")
     p.add_argument("--query")
