@@ -153,3 +153,21 @@ int mg_ffi_lb_pick(mg_lb_t *lb, int exclude, int has_key, uint64_t key)
     int t = lb->ops->pick(lb, key, has_key);
     return t >= 0 ? t : exclude;
 }
+
+void mg_ffi_lb_acquire(mg_lb_t *lb, int i)
+{
+    if (lb->ops->counts && i >= 0 && (size_t)i < lb->n)
+        mg_lb_acquire(lb->sh, i);
+}
+
+void mg_ffi_lb_release(mg_lb_t *lb, int i)
+{
+    if (lb->ops->counts && i >= 0 && (size_t)i < lb->n)
+        mg_lb_release(lb->sh, i);
+}
+
+void mg_ffi_lb_observe(mg_lb_t *lb, int i, uint64_t ns)
+{
+    if (lb->ops->observe && i >= 0 && (size_t)i < lb->n)
+        lb->ops->observe(lb->sh, i, ns);
+}

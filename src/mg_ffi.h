@@ -105,6 +105,12 @@ void mg_ffi_lb_free(mg_lb_t *lb);
 /* One pick over every target but `exclude` (-1: none), with the request's
  * key hash when has_key (mg_ffi_kit_lb_key). Returns the target index. */
 int mg_ffi_lb_pick(mg_lb_t *lb, int exclude, int has_key, uint64_t key);
+/* What the proxy tells a balancer (spec/c/balancer_spec.lua): a request
+ * starts or stops on target i, or its answer's head came after ns. A
+ * balancer that keeps no such state ignores them. */
+void mg_ffi_lb_acquire(mg_lb_t *lb, int i);
+void mg_ffi_lb_release(mg_lb_t *lb, int i);
+void mg_ffi_lb_observe(mg_lb_t *lb, int i, uint64_t ns);
 /* May a hook make this header edit (op MG_EDIT_*, the value unread for a
  * REMOVE)? 0, or MG_FFI_EINVAL: a bad name or value, or a framing or
  * hop-by-hop header, which the core owns (ffi_request.c). */

@@ -650,3 +650,58 @@ describe("the config schema", function()
         }, errors_of("schema_errors"))
     end)
 end)
+
+describe("config balancers", function()
+    local function upstream(opts)
+        return load_text('local gw = require "moongate" gw.listen { port = 8080 }\n' ..
+                         'gw.upstream("u", { "127.0.0.1:1", "127.0.0.1:2" }, ' .. opts .. ')\n')
+    end
+
+    it("normalises balancer and hash (a key alone says hash)", function()
+        local cases = {
+            { "{}", "round_robin", nil },
+            { '{ balancer = "least_conn" }', "least_conn", nil },
+            { '{ balancer = "p2c_ewma" }', "p2c_ewma", nil },
+            { '{ hash = { header = "X-User" } }', "hash", { on = "header", name = "x-user" } },
+            { '{ balancer = "hash", hash = { cookie = "sid" } }', "hash",
+              { on = "cookie", name = "sid" } },
+            { '{ hash = { query = "user" } }', "hash", { on = "query", name = "user" } },
+            { '{ hash = "client" }', "hash", { on = "client" } },
+            { '{ hash = "path" }', "hash", { on = "path" } },
+            { "{ hash = function(req) return req.path end }", "hash", { on = "lua" } },
+        }
+        for _, c in ipairs(cases) do
+            local cfg = assert(upstream(c[1]))
+            assert.equal(c[2], cfg.upstreams[1].balancer, c[1])
+            assert.same(c[3], cfg.upstreams[1].hash, c[1])
+        end
+    end)
+
+    it("says what is wrong with a balancer or a key, at its line", function()
+        local cases = {
+            { '{ balancer = "ketama" }', ':2: upstream.balancer must be "round_robin", ' ..
+                '"least_conn", "hash" or "p2c_ewma", got string "ketama"' },
+            { '{ balancer = "hash" }', ':2: upstream balancer "hash" needs the key to hash: ' ..
+                'hash = { header = "x-user" } (or cookie, query, "client", "path", a function)' },
+            { '{ balancer = "least_conn", hash = "client" }', ':2: upstream.hash is read by ' ..
+                'balancer = "hash" only (this upstream\'s is "least_conn"): remove one of them' },
+            { '{ hash = "ip" }', ':2: upstream.hash must be "client", "path", { header = NAME }, ' ..
+                '{ cookie = NAME }, { query = NAME } or a function(req) returning a string, ' ..
+                'got string "ip"' },
+            { '{ hash = { header = "x", cookie = "y" } }', ':2: upstream.hash must be ' ..
+                '"client", "path", { header = NAME }, { cookie = NAME }, { query = NAME } or a ' ..
+                'function(req) returning a string, got table' },
+            { '{ hash = { header = "x user" } }',
+              ':2: upstream.hash.header must be a header name, got string "x user"' },
+            { '{ hash = { cookie = "" } }',
+              ':2: upstream.hash.cookie must be a cookie name, got string ""' },
+            { '{ hash = { query = 1 } }',
+              ":2: upstream.hash.query must be a query argument name, got number 1" },
+        }
+        for _, c in ipairs(cases) do
+            local cfg, errs = upstream(c[1])
+            assert.is_nil(cfg, c[1])
+            assert.same({ c[2] }, errs)
+        end
+    end)
+end)
