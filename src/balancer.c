@@ -117,7 +117,8 @@ typedef struct {
     mg_lb_shared_t sh;
 } kit_lb_t;
 
-mg_lb_t *mg_ffi_lb_new(const char *kind, const char *const *names, const int *weights, size_t n)
+mg_lb_t *mg_ffi_lb_new(const char *kind, const char *const *names, const int *weights, size_t n,
+                       uint64_t seed)
 {
     const char *err;
     int k = mg_balancer_parse(kind);
@@ -128,7 +129,7 @@ mg_lb_t *mg_ffi_lb_new(const char *kind, const char *const *names, const int *we
         free(b);
         return NULL;
     }
-    if (mg_lb_init(&b->lb, &b->sh, k, weights, n, 0) < 0) {
+    if (mg_lb_init(&b->lb, &b->sh, k, weights, n, seed) < 0) {
         mg_lb_shared_free(&b->sh);
         free(b);
         return NULL;

@@ -97,10 +97,12 @@ int mg_ffi_balancer_swrr(int *cw, const int *weight, const unsigned char *live, 
 /* The gateway's balancers (balancer.h) as one worker runs them, with state
  * of their own, for the testing kit: kind a balancer name ("round_robin",
  * "least_conn", "hash", "p2c_ewma"), n >= 1 targets' "host:port" names and
- * weights (read during the call). NULL for an unknown kind or out of
- * memory. */
+ * weights (read during the call); seed as the gateway's worker 0 seeds
+ * upstream i (pool.c): i, so that its random draws are the kit's. NULL
+ * for an unknown kind or out of memory. */
 typedef struct mg_lb_s mg_lb_t;
-mg_lb_t *mg_ffi_lb_new(const char *kind, const char *const *names, const int *weights, size_t n);
+mg_lb_t *mg_ffi_lb_new(const char *kind, const char *const *names, const int *weights, size_t n,
+                       uint64_t seed);
 void mg_ffi_lb_free(mg_lb_t *lb);
 /* One pick over every target but `exclude` (-1: none), with the request's
  * key hash when has_key (mg_ffi_kit_lb_key). Returns the target index. */

@@ -26,6 +26,8 @@ int mg_pools_init(mg_wgen_t *g)
         int *weights = calloc(u->ntargets ? u->ntargets : 1, sizeof(int));
         for (size_t t = 0; weights && t < u->ntargets; t++)
             weights[t] = u->targets[t].weight;
+        /* the seed differs per worker and upstream (worker 0's is i, as the
+         * testing kit's: mg_ffi_lb_new) */
         int rc = weights ? mg_lb_init(&rt->lb, &g->gen->lb[i], u->balancer, weights,
                                       u->ntargets, (uint64_t)w->id << 32 | i)
                          : -1;

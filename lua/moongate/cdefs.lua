@@ -70,7 +70,8 @@ long mg_ffi_kit_response_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const
 int mg_ffi_kit_lb_key(mg_request_t *r, const mg_ffi_kit_head_t *m, const char *on,
                       const char *name, uint64_t *key);
 typedef struct mg_lb_s mg_lb_t;
-mg_lb_t *mg_ffi_lb_new(const char *kind, const char *const *names, const int *weights, size_t n);
+mg_lb_t *mg_ffi_lb_new(const char *kind, const char *const *names, const int *weights, size_t n,
+                       uint64_t seed);
 void mg_ffi_lb_free(mg_lb_t *lb);
 int mg_ffi_lb_pick(mg_lb_t *lb, int exclude, int has_key, uint64_t key);
 int mg_ffi_head_check(const char *head, size_t len, uint16_t *known, int *flags,

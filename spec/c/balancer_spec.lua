@@ -8,7 +8,8 @@ local ffi = require "ffi"
 local decl = require("spec.support.cdecl").new()
 decl.cdef [[
 typedef struct mg_lb_s mg_lb_t;
-mg_lb_t *mg_ffi_lb_new(const char *kind, const char *const *names, const int *weights, size_t n);
+mg_lb_t *mg_ffi_lb_new(const char *kind, const char *const *names, const int *weights, size_t n,
+                       uint64_t seed);
 void mg_ffi_lb_free(mg_lb_t *lb);
 int mg_ffi_lb_pick(mg_lb_t *lb, int exclude, int has_key, uint64_t key);
 void mg_ffi_lb_acquire(mg_lb_t *lb, int i);
@@ -28,7 +29,7 @@ local function new(kind, weights, n)
         keep[i] = "10.0.0." .. i .. ":80"
         names[i - 1], w[i - 1] = keep[i], weights and weights[i] or 1
     end
-    local lb = lib.mg_ffi_lb_new(kind, names, w, n)
+    local lb = lib.mg_ffi_lb_new(kind, names, w, n, 0)
     assert(lb ~= nil, kind)
     return ffi.gc(lb, lib.mg_ffi_lb_free)
 end
@@ -51,8 +52,8 @@ describe("balancers", function()
 
     it("refuse an unknown kind or no targets", function()
         local names, w = ffi.new("const char *[1]", { "a:1" }), ffi.new("int[1]", { 1 })
-        assert.is_true(lib.mg_ffi_lb_new("ketama", names, w, 1) == nil)
-        assert.is_true(lib.mg_ffi_lb_new("round_robin", names, w, 0) == nil)
+        assert.is_true(lib.mg_ffi_lb_new("ketama", names, w, 1, 0) == nil)
+        assert.is_true(lib.mg_ffi_lb_new("round_robin", names, w, 0, 0) == nil)
     end)
 
     it("round_robin: smooth, weighted, skipping the excluded target", function()

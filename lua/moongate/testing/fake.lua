@@ -954,7 +954,8 @@ end
 -- a request in flight (the kit has no connections).
 local kit_key = ffi.new("uint64_t[1]")
 function _M.pick_target(st)
-    local u = st.env.upstreams[upstream_index(st)]
+    local ui = upstream_index(st)
+    local u = st.env.upstreams[ui]
     local n = #u.targets
     if n <= 1 then
         return n == 1 and 1 or nil
@@ -966,7 +967,7 @@ function _M.pick_target(st)
         for i, t in ipairs(u.targets) do
             names[i - 1], weights[i - 1] = t.name, t.weight
         end
-        b = c.mg_ffi_lb_new(u.balancer or "round_robin", names, weights, n)
+        b = c.mg_ffi_lb_new(u.balancer or "round_robin", names, weights, n, ui - 1)
         if b == nil then
             error("moongate.testing: out of memory", 0)
         end
