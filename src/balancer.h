@@ -23,6 +23,8 @@
  *     average that is a few nanoseconds stale picks as well), never locks;
  *     each target's pair sits in its own cache line so that workers
  *     counting different targets do not contend.
+ *     A reload starts a new generation with counts at zero: requests still
+ *     in flight on the old one count there until they end.
  *   - one mg_lb_t per worker (in mg_upstream_rt_t, upstream.h): the live
  *     flags, the round robin's current weights and a random state. Only its
  *     worker touches it.
