@@ -1680,6 +1680,7 @@ keep_loops_interpreted = function(chunk, cfg)
         end
     end
     for _, fn in pairs(cfg.hooks or {}) do enable(fn) end
+    for _, u in ipairs(cfg.upstreams or {}) do enable(u.hash_fn) end
     for _, r in ipairs(cfg.routes or {}) do
         enable(r.handler)
         for _, p in ipairs(r.policies or {}) do
