@@ -267,8 +267,9 @@ describe("p2c_ewma balancer", function()
         local ups = h.start_upstreams({ { name = "fast1", delay = 0.005 },
                                         { name = "fast2", delay = 0.005 },
                                         { name = "slow", delay = 0.05 } })
+        local admin = h.free_port()
         local gw = h.start_gateway({
-            settings = { access_log = "off" },
+            settings = { access_log = "off", admin = { port = admin } },
             upstreams = { { "p", { "{{F1}}", "{{F2}}", "{{S}}" }, { balancer = "p2c_ewma" } } },
             routes = { { path = "/**", upstream = "p" } },
         }, { vars = { F1 = ups.fast1, F2 = ups.fast2, S = ups.slow } })
@@ -279,6 +280,13 @@ describe("p2c_ewma balancer", function()
         assert.truthy(total >= 200, "only " .. total .. " answers: " .. cjson.encode(r))
         local slow = by.slow or 0
         assert.truthy(slow < 0.1 * total, fmt("slow got %d of %d", slow, total))
+        -- the averages the workers share, as /upstreams shows them
+        local ms = {}
+        for _, t in ipairs(h.json(h.admin(admin, { path = "/upstreams" }).body).upstreams[1].targets) do
+            ms[t.target] = t.latency_ms
+        end
+        assert.truthy(ms[ups.slow.addr] > 4 * ms[ups.fast1.addr], cjson.encode(ms))
+        assert.truthy(ms[ups.slow.addr] > 4 * ms[ups.fast2.addr], cjson.encode(ms))
         gw:stop()
     end)
 end)
@@ -287,10 +295,13 @@ describe("least_conn balancer", function()
     -- Six long requests, each followed by a short one, over two targets:
     -- the answers say where each long one ran. Each long request is seen
     -- by an upstream before the next one is sent, so that its pick counted.
+    -- Returns where the long ones ran, and (least_conn) the gateway's own
+    -- in-flight counts while they all were in flight (GET /upstreams).
     local function longs(balancer, workers)
         local ups = h.start_upstreams({ "a", "b" })
+        local admin = h.free_port()
         local gw = h.start_gateway({
-            settings = { access_log = "off" },
+            settings = { access_log = "off", admin = { port = admin } },
             upstreams = { { "l", { "{{A}}", "{{B}}" }, { balancer = balancer } } },
             routes = { { path = "/**", upstream = "l" } },
         }, { vars = { A = ups.a, B = ups.b }, workers = workers })
@@ -308,6 +319,11 @@ describe("least_conn balancer", function()
             assert.equal(200, res.status)
             sent = sent + 1
         end
+        local in_flight = {}
+        local st = h.json(h.admin(admin, { path = "/upstreams" }).body)
+        for _, t in ipairs(st.upstreams[1].targets) do
+            in_flight[t.target == ups.a.addr and "a" or "b"] = t.in_flight
+        end
         local where = {}
         for _, c in ipairs(conns) do
             local res = assert(c:read_response({ timeout = 30 * h.SLOW }))
@@ -319,11 +335,14 @@ describe("least_conn balancer", function()
         gw:stop()
         ups.a:stop()
         ups.b:stop()
-        return where
+        return where, in_flight, st.upstreams[1].balancer
     end
 
     it("keeps long requests balanced over two workers", function()
-        assert.same({ a = 3, b = 3 }, longs("least_conn", 2))
+        local where, in_flight, name = longs("least_conn", 2)
+        assert.same({ a = 3, b = 3 }, where)
+        assert.equal("least_conn", name)
+        assert.same({ a = 3, b = 3 }, in_flight) -- counted over both workers
     end)
 
     it("(round robin, one worker, piles them on one target)", function()
