@@ -273,7 +273,7 @@ describe("p2c_ewma balancer", function()
             upstreams = { { "p", { "{{F1}}", "{{F2}}", "{{S}}" }, { balancer = "p2c_ewma" } } },
             routes = { { path = "/**", upstream = "p" } },
         }, { vars = { F1 = ups.fast1, F2 = ups.fast2, S = ups.slow } })
-        local r = h.load_start({ ports = { gw.port }, rate = 150, duration = 3, conns = 6,
+        local r = h.load_start({ ports = { gw.port }, rate = 150, duration = 3, conns = 4,
                                  count_header = "x-upstream-name" })()
         local total, by = 0, r.header or {}
         for _, v in pairs(by) do total = total + v end
@@ -294,7 +294,8 @@ end)
 describe("least_conn balancer", function()
     -- Six long requests, each followed by a short one, over two targets:
     -- the answers say where each long one ran. Each long request is seen
-    -- by an upstream before the next one is sent, so that its pick counted.
+    -- by an upstream, and each short one has ended, before the next one is
+    -- sent, so that every pick sees the counts of the requests before it.
     -- Returns where the long ones ran, and (least_conn) the gateway's own
     -- in-flight counts while they all were in flight (GET /upstreams).
     local function longs(balancer, workers)
@@ -308,6 +309,16 @@ describe("least_conn balancer", function()
         local function heads()
             return ups.a:stats().requests + ups.b:stats().requests
         end
+        -- the gateway's in-flight count over both targets (nil: not counted)
+        local function counted()
+            local n = 0
+            for _, t in ipairs(h.json(h.admin(admin, { path = "/upstreams" }).body)
+                                   .upstreams[1].targets) do
+                if not t.in_flight then return nil end
+                n = n + t.in_flight
+            end
+            return n
+        end
         local conns, sent = {}, 0
         for i = 1, 6 do
             local c = h.connect(gw.port, { timeout = 30 * h.SLOW })
@@ -318,6 +329,12 @@ describe("least_conn balancer", function()
             local res = h.http(gw.port, { path = "/short" })
             assert.equal(200, res.status)
             sent = sent + 1
+            -- the short one stops counting just after its answer went out,
+            -- maybe after another worker's next pick: wait for it
+            eventually(10, function()
+                local n = counted()
+                return n == nil or n == i
+            end, "short request " .. i .. " no longer counted")
         end
         local in_flight = {}
         local st = h.json(h.admin(admin, { path = "/upstreams" }).body)
