@@ -880,9 +880,14 @@ local function upstream_hash(d, v)
     elseif type(v) == "table" then
         local on, name = next(v)
         if HASH_NAMED[on] and next(v, on) == nil then
-            if type(name) == "string" and name ~= "" and not find(name, "[%z%s;=]")
-                and (on ~= "header" or not find(name, "[^%w!#$%%&'*+%-.^_`|~]")) then
-                return { on = on, name = on == "header" and lower(name) or name }
+            local ok = type(name) == "string" and name ~= ""
+                and not find(name, "[%z%s;=]")
+            if ok and on == "header" then -- a token (RFC 9110 5.1)
+                ok = not find(name, "[^%w!#$%%&'*+%-.^_`|~]")
+            end
+            if ok then
+                return { on = on,
+                         name = on == "header" and lower(name) or name }
             end
             err(d, "upstream.hash.%s must be a %s name, got %s", on,
                 on == "query" and "query argument" or on, describe(name))
@@ -902,8 +907,8 @@ local function route_hash_key(r, fn)
         local k = fn(req)
         if k ~= nil then
             if type(k) ~= "string" then
-                error("upstream.hash function must return a string or nil, got " ..
-                      type(k), 0)
+                error("upstream.hash function must return a string or " ..
+                      "nil, got " .. type(k), 0)
             end
             req:set_hash_key(k)
         end
@@ -914,8 +919,8 @@ end
 local function upstream_balancer(d, u, opts)
     local b = opts.balancer
     if b ~= nil then
-        u.balancer = field(d, opts, "balancer", "upstream", UPSTREAM.checks.balancer)
-            or u.balancer
+        u.balancer = field(d, opts, "balancer", "upstream",
+                           UPSTREAM.checks.balancer) or u.balancer
     end
     if opts.hash ~= nil then
         if b == nil then
@@ -927,7 +932,8 @@ local function upstream_balancer(d, u, opts)
         u.hash, u.hash_fn = upstream_hash(d, opts.hash)
     elseif u.balancer == "hash" then
         err(d, 'upstream balancer "hash" needs the key to hash: hash = ' ..
-            '{ header = "x-user" } (or cookie, query, "client", "path", a function)')
+            '{ header = "x-user" } (or cookie, query, "client", "path", ' ..
+            "a function)")
     end
 end
 

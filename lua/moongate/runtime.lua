@@ -375,9 +375,11 @@ end
 
 function Request.set_hash_key(self, key)
     if type(key) ~= "string" then
-        error("req:set_hash_key: the key must be a string, got " .. type(key), 2)
+        error("req:set_hash_key: the key must be a string, got " .. type(key),
+              2)
     end
-    errcheck(C.mg_ffi_req_set_hash_key(rptr(self), key, #key), "req:set_hash_key")
+    errcheck(C.mg_ffi_req_set_hash_key(rptr(self), key, #key),
+             "req:set_hash_key")
 end
 
 function Request.set_target(self, name)

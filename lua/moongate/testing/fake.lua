@@ -461,9 +461,11 @@ end
 function Request.set_hash_key(self, key)
     local st = state(self)
     if type(key) ~= "string" then
-        error("req:set_hash_key: the key must be a string, got " .. type(key), 2)
+        error("req:set_hash_key: the key must be a string, got " .. type(key),
+              2)
     end
-    errcheck(C().mg_ffi_req_set_hash_key(sync(st), key, #key), "req:set_hash_key")
+    errcheck(C().mg_ffi_req_set_hash_key(sync(st), key, #key),
+             "req:set_hash_key")
     note(st, "set hash key " .. key)
 end
 
@@ -963,11 +965,13 @@ function _M.pick_target(st)
     local c = C()
     local b = u.lb
     if not b or u.lb_n ~= n then
-        local names, weights = ffi.new("const char *[?]", n), ffi.new("int[?]", n)
+        local names = ffi.new("const char *[?]", n)
+        local weights = ffi.new("int[?]", n)
         for i, t in ipairs(u.targets) do
             names[i - 1], weights[i - 1] = t.name, t.weight
         end
-        b = c.mg_ffi_lb_new(u.balancer or "round_robin", names, weights, n, ui - 1)
+        b = c.mg_ffi_lb_new(u.balancer or "round_robin", names, weights, n,
+                            ui - 1)
         if b == nil then
             error("moongate.testing: out of memory", 0)
         end
@@ -975,8 +979,8 @@ function _M.pick_target(st)
     end
     local has = 0
     if u.hash then
-        has = c.mg_ffi_kit_lb_key(sync(st), head_model(st, ""), u.hash.on, u.hash.name,
-                                  kit_key)
+        has = c.mg_ffi_kit_lb_key(sync(st), head_model(st, ""), u.hash.on,
+                                  u.hash.name, kit_key)
     end
     return c.mg_ffi_lb_pick(b, -1, has, kit_key[0]) + 1
 end
