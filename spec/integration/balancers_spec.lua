@@ -10,6 +10,7 @@
 --              same target; a dead target's keys go to the next one
 --              (retry with exclude); req:set_target still wins.
 --   p2c_ewma   one target 10x slower gets under 10 % of the requests.
+--   all        a dead target is skipped, its failed attempts retried.
 --   least_conn long requests interleaved with short ones stay balanced
 --              over two workers (round robin piles them on one target).
 local h = require "spec.support.helpers"
@@ -258,6 +259,31 @@ describe("hash balancer with a dead target", function()
         assert.same(first, assign(gw.port, { header = "x-user" }, 1000))
         local c = counts(first)
         assert.truthy(c.a > 0 and c.b > 0)
+        gw:stop()
+    end)
+end)
+
+describe("every balancer", function()
+    it("skips a dead target (a failed attempt is retried on another one)", function()
+        local ups = h.start_upstreams({ "a", "b" })
+        local upstreams, routes = {}, {}
+        for _, b in ipairs({ "round_robin", "least_conn", "p2c_ewma" }) do
+            upstreams[#upstreams + 1] = { b, { "{{A}}", h.dead_addr(), "{{B}}" },
+                                          { balancer = b } }
+            routes[#routes + 1] = { path = "/" .. b, upstream = b }
+        end
+        local gw = h.start_gateway({ settings = { access_log = "off" },
+                                     upstreams = upstreams, routes = routes },
+                                   { vars = { A = ups.a, B = ups.b } })
+        for _, b in ipairs({ "round_robin", "least_conn", "p2c_ewma" }) do
+            local seen = {}
+            for _ = 1, 30 do
+                local res = h.http(gw.port, { path = "/" .. b })
+                assert.equal(200, res.status, b)
+                seen[res.headers["x-upstream-name"]] = true
+            end
+            assert.truthy(seen.a and seen.b, b)
+        end
         gw:stop()
     end)
 end)
