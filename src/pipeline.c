@@ -21,6 +21,7 @@
 #include "metrics.h"
 #include "mg_ffi.h"
 #include "pipeline.h"
+#include "header_names.h"
 #include "upgrade.h"
 #include "upstream.h"
 #include "uri.h"
@@ -135,20 +136,17 @@ static int escaped_slashes(mg_request_t *r)
         /* scratch holds it: path, decoded path and this are each below
          * the request line limit (request_fit) */
         char *loc = d + dlen + 1, *o = loc, body[160];
-        memcpy(o, "Location: ", 10);
-        o += 10;
         memcpy(o, d, dlen);
         o += dlen;
         memcpy(o, r->query, r->query_len);
         o += r->query_len;
-        memcpy(o, "\r\n", 2);
-        o += 2;
         int bn = snprintf(body, sizeof(body),
                           "{\"error\":\"escaped slash in path: see Location\",\"status\":307,"
                           "\"request_id\":\"%s\"}\n", r->request_id);
         r->state = MG_RS_LOCAL;
         r->response_close = 1; /* a body the client sent is not read */
-        mg_request_respond(r, 307, "application/json", body, (size_t)bn, loc, (size_t)(o - loc));
+        mg_hfield_t location = mg_hfield("Location", 8, loc, (size_t)(o - loc), MG_HN_OTHER);
+        mg_request_respond(r, 307, "application/json", body, (size_t)bn, &location, 1);
         return 1;
     }
     r->path = d;
@@ -172,6 +170,25 @@ static int run_phase(mg_request_t *r, int phase)
 }
 
 static void respond_405(mg_request_t *r);
+
+int mg_pipeline_routed(mg_request_t *r)
+{
+    if (!r->route && r->upstream_override < 0) {
+        r->state = MG_RS_LOCAL;
+        if (r->route_rc == MG_ROUTE_BAD_METHOD)
+            respond_405(r);
+        else
+            mg_request_respond_error(r, 404, "no route");
+        return 1;
+    }
+    uint64_t max_body = r->route ? r->route->max_body : r->g->cfg->limits.body;
+    if (r->content_length > max_body) {
+        r->response_close = 1;
+        mg_request_respond_error(r, 413, "request body too large");
+        return 1;
+    }
+    return 0;
+}
 
 /* The steps of a request after its head, each resumable after a hook that
  * waited: on_request, routing, on_route, route policies, then the handler or
@@ -197,20 +214,8 @@ static void continue_request(mg_request_t *r, int done)
             return;
     }
     mg_upgrade_settle(r); /* before policies: they decide on what goes */
-    if (!r->route && r->upstream_override < 0) {
-        r->state = MG_RS_LOCAL;
-        if (r->route_rc == MG_ROUTE_BAD_METHOD)
-            respond_405(r);
-        else
-            mg_request_respond_error(r, 404, "no route");
+    if (mg_pipeline_routed(r))
         return;
-    }
-    uint64_t max_body = r->route ? r->route->max_body : r->g->cfg->limits.body;
-    if (r->content_length > max_body) {
-        r->response_close = 1;
-        mg_request_respond_error(r, 413, "request body too large");
-        return;
-    }
     if (done < MG_PHASE_ACCESS && r->route && mg_hooks_has(r->g, r->route, MG_PHASE_ACCESS) &&
         run_phase(r, MG_PHASE_ACCESS))
         return;
@@ -246,7 +251,7 @@ static void hook_resumed(mg_request_t *r, int phase, int result)
         else if (mg_cache_holds(r) && result == MG_HOOK_ERROR)
             mg_request_respond_error(r, 500, "hook error");
         else if (mg_cache_holds(r))
-            r->proto->send_cached(r);
+            mg_cache_serve(r);
         return;
     }
     const mg_proto_t *p = r->proto;
@@ -260,29 +265,34 @@ static void hook_resumed(mg_request_t *r, int phase, int result)
     p->proceed(conn, r); /* an answer may have left a body to drop */
 }
 
-void mg_pipeline_head(mg_request_t *r)
+int mg_pipeline_checks(mg_request_t *r)
 {
-    r->pipe = &pipeline;
-    mg_request_assign_id(r);
     if (r->http_minor == 1 && !r->known[MG_H_HOST]) {
         r->response_close = 1;
         mg_request_respond_error(r, 400, "missing Host header");
-        return;
+        return 1;
     }
     if (r->known[MG_H_HOST]) {
         mg_span_t h = r->headers[r->known[MG_H_HOST] - 1].value;
         if (!mg_uri_valid_host(mg_request_data(r, h), h.len)) {
             r->response_close = 1;
             mg_request_respond_error(r, 400, "invalid Host header");
-            return;
+            return 1;
         }
     }
     if (prepare_target(r) < 0) {
         r->response_close = 1;
         mg_request_respond_error(r, 400, "bad request target");
-        return;
+        return 1;
     }
-    if (escaped_slashes(r))
+    return escaped_slashes(r);
+}
+
+void mg_pipeline_head(mg_request_t *r)
+{
+    r->pipe = &pipeline;
+    mg_request_assign_id(r);
+    if (mg_pipeline_checks(r))
         return;
     continue_request(r, 0);
 }
@@ -308,7 +318,7 @@ static void serve_cached(mg_request_t *r)
             return;
         }
     }
-    r->proto->send_cached(r);
+    mg_cache_serve(r);
 }
 
 /* 405 with the Allow header RFC 9110 (15.5.6) requires: the methods of the
@@ -322,12 +332,20 @@ static void respond_405(mg_request_t *r)
         host = mg_request_data(r, h);
         host_len = h.len;
     }
-    char hdr[2048];
-    memcpy(hdr, "Allow: ", 7);
+    char allow[2048];
     long n = mg_router_allowed(r->g->router, r->peer->local_port, host, host_len, r->path,
-                               r->path_len, header_get, r, hdr + 7, sizeof(hdr) - 9);
-    memcpy(hdr + 7 + n, "\r\n", 2);
-    mg_request_respond_error_with(r, 405, "method not allowed", hdr, (size_t)n + 9);
+                               r->path_len, header_get, r, allow, sizeof(allow));
+    mg_hfield_t f = mg_hfield("Allow", 5, allow, (size_t)n, MG_HN_OTHER);
+    mg_request_respond_error_with(r, 405, "method not allowed", &f, 1);
+}
+
+/* The testing kit's steps (mg_ffi.h), on its in-memory request. */
+long mg_ffi_kit_step(mg_request_t *r, const mg_ffi_kit_head_t *m, int step, const char **out,
+                     size_t *head_len)
+{
+    return mg_kit_request_step(r, m, step == MG_FFI_KIT_ROUTED ? mg_pipeline_routed
+                                                               : mg_pipeline_checks,
+                               out, head_len);
 }
 
 void mg_pipeline_log(mg_request_t *r)

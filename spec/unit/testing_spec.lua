@@ -29,6 +29,53 @@ local function error_body(status, message, id)
                          message, status, id)
 end
 
+describe("the gateway's own C checks with the config's limits", function()
+    local g = load("limits")
+
+    it("answers 414 and 431 past the config's limits", function()
+        local d = g:request { path = "/x/" .. string.rep("a", 300) }
+        assert.equal(414, d.status)
+        assert.equal(error_body(414, "request line too long", d.id), d.body)
+        d = g:request { path = "/x/1", headers = { ["X-Big"] = string.rep("b", 1100) } }
+        assert.equal(error_body(431, "request header fields too large", d.id), d.body)
+        local many = {}
+        for i = 1, 9 do many[i] = { "X-N" .. i, "v" } end
+        d = g:request { path = "/x/1", headers = many }
+        assert.equal(error_body(431, "too many header fields", d.id), d.body)
+        assert.equal(200, g:request { path = "/x/1" }.status)
+    end)
+
+    it("answers 400 to HTTP/0.9 and an obs-fold line as the live parser does", function()
+        local d = g:request { path = "/x/1", http_version = "0.9" }
+        assert.equal(error_body(400, "request line without an HTTP version (HTTP/0.9)", d.id),
+                     d.body)
+        d = g:request { path = "/x/1", headers = { { "X-Fold", "a\r\n b" } } }
+        assert.equal(error_body(400, "obs-fold header continuation", d.id), d.body)
+    end)
+
+    it("takes set_upstream and set_target names from the config", function()
+        local req = g:fake_request { path = "/x/1", phase = "on_route" }
+        req:set_upstream("b")
+        req:set_target("[::1]:9003")
+        assert.equal("b", req.upstream)
+        assert.has_error(function() req:set_target("127.0.0.1:9001") end,
+                         "req:set_target: no such name")
+        assert.has_error(function() req:set_upstream("c") end, "req:set_upstream: no such name")
+        local res = t.fake_response({ status = 200 }, req)
+        assert.has_error(function() req:set_upstream("a") end,
+                         "req:set_upstream: not possible in this phase (the response has started)")
+        assert.equal(200, res.status)
+    end)
+
+    it("refuses a fake request the gateway answers before any hook", function()
+        assert.has_error(function() t.fake_request { path = "/a%2Fb" } end,
+            "moongate.testing: the gateway answers this request 400 " ..
+            "(escaped slash (%2F, %5C) in path)")
+        assert.has_error(function() g:fake_request { path = "/x/" .. string.rep("a", 300) } end,
+            "moongate.testing: the gateway answers this request 414 (request line too long)")
+    end)
+end)
+
 describe("t.load", function()
     it("returns the config's errors as file:line: reason", function()
         local g, errs = t.load(DIR .. "bad.lua")
