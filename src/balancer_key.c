@@ -1,7 +1,8 @@
 /* balancer_key.c: the hash balancer's key of a request (upstream.h
  * mg_lb_key), from where the upstream's `hash` option says: a header's
- * first value (as hooks left it), a cookie, a query argument, the client
- * address, the normalised path, or the string a Lua function returned
+ * first value (as hooks left it), a cookie, a query argument, the real
+ * client address (request.h mg_request_client: behind trusted proxies),
+ * the normalised path, or the string a Lua function returned
  * (req:set_hash_key, ffi_request.c). Reads the request, writes nothing,
  * allocates nothing; the key is hashed with mg_maglev_hash.
  *
@@ -67,8 +68,8 @@ int mg_lb_key(const mg_request_t *r, const mg_upstream_t *u, uint64_t *key)
         break;
     case MG_HASH_COOKIE: found = cookie(r, u->hash_name, &v, &vl); break;
     case MG_HASH_QUERY: found = query_arg(r, u->hash_name, &v, &vl); break;
-    case MG_HASH_CLIENT:
-        v = r->peer->client_ip;
+    case MG_HASH_CLIENT: /* the real client, behind trusted proxies too */
+        v = mg_request_client(r);
         vl = strlen(v);
         found = 1;
         break;

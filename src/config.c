@@ -36,6 +36,7 @@
 #include "metrics.h"
 #include "mg_ffi.h"
 #include "tls.h"
+#include "tls_client.h"
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -46,7 +47,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cidr.h"
 #include "lua_state.h"
+#include "real_ip.h"
 #include "shdict.h"
 #include "uri.h"
 #include "header_names.h"
@@ -175,6 +178,7 @@ fail:
 typedef struct conv_s {
     lua_State *L;
     errs_t *errs;
+    errs_t warnings;  /* what `moongate check` points out but accepts */
     const char *file;
 } conv_t;
 
@@ -424,6 +428,11 @@ static const mg_ffi_config_field_t settings_fields[] = {
     TABLE_HERE("admin", "admin", MG_FIELD_REQUIRED,
                "must be false or a table like { host = \"127.0.0.1\", port = 9901, "
                "token = \"...\" }"),
+    OTHER("trusted_proxies"), /* a list of CIDRs: conv_trusted_proxies */
+    /* given only with trusted_proxies; absent, C's zero: MG_REAL_IP_XFF */
+    ENUM("real_ip_header", mg_real_ip_header_parse, mg_real_ip_header_name, NONE,
+         "must be \"X-Forwarded-For\", \"Forwarded\" or \"X-Real-IP\"", mg_config_t,
+         real_ip_header),
 };
 
 #define PORT_EXPECTED "must be an integer 1-65535"
@@ -449,6 +458,7 @@ static const mg_ffi_config_field_t listen_fields[] = {
     NESTED("tls", "tls",
            "must be a table like { cert = \"certs/site.pem\", key = \"certs/site.key\" }"),
     SLASHES(MG_SLASHES_REJECT, mg_listener_t, escaped_slashes),
+    F("proxy_protocol", MG_FIELD_BOOL, 0, 1, 0, NULL, mg_listener_t, proxy_protocol, CT_BOOL),
 };
 
 #define PEM_EXPECTED "must be the path of a PEM file"
@@ -545,6 +555,30 @@ static const mg_ffi_config_field_t upstream_fields[] = {
          "must be \"round_robin\", \"least_conn\", \"hash\" or \"p2c_ewma\"", mg_upstream_t,
          balancer),
     OTHER("hash"), /* config.lua normalises it to { on = ..., name = ... } */
+    OTHER("tls"),
+};
+
+/* upstream.tls (`tls = true`: these defaults); read into a
+ * mg_tls_client_opts_t while the config converts, the strings not kept
+ * (the SSL_CTX holds what it needs). Paths are made absolute in Lua. */
+typedef struct upstream_tls_s {
+    int verify, session_reuse;
+    char *ca, *sni, *cert, *key, *min_version, *ciphers;
+} upstream_tls_t;
+
+static const mg_ffi_config_field_t upstream_tls_fields[] = {
+    F("verify", MG_FIELD_BOOL, 0, 1, 1, "must be true or false", upstream_tls_t, verify, CT_BOOL),
+    STRING("ca", 1, NULL, "must be the path of a PEM file of CA certificates", upstream_tls_t,
+           ca),
+    STRING("sni", 1, NULL, "must be a host name", upstream_tls_t, sni),
+    STRING("cert", 1, NULL, "must be the path of a PEM certificate file", upstream_tls_t, cert),
+    STRING("key", 1, NULL, "must be the path of a PEM private key file", upstream_tls_t, key),
+    STRING("min_version", 1, NULL, "must be \"TLSv1.2\" or \"TLSv1.3\"", upstream_tls_t,
+           min_version),
+    STRING("ciphers", 1, NULL, "must be an OpenSSL cipher list string", upstream_tls_t,
+           ciphers),
+    F("session_reuse", MG_FIELD_BOOL, 0, 1, 1, "must be true or false", upstream_tls_t,
+      session_reuse, CT_BOOL),
 };
 
 static const mg_ffi_config_field_t health_fields[] = {
@@ -680,6 +714,7 @@ static const struct {
     OBJECT("settings", settings_fields), OBJECT("limits", limits_fields),
     OBJECT("timeouts", timeouts_fields), OBJECT("upstream", upstream_fields),
     OBJECT("target", target_fields),     OBJECT("health", health_fields),
+    OBJECT("upstream_tls", upstream_tls_fields),
     OBJECT("shared_dict", shared_dict_fields), OBJECT("cache", cache_fields),
     OBJECT("admin", admin_fields),       OBJECT("listen", listen_fields),
     OBJECT("tls", tls_fields),           OBJECT("tls_cert", tls_cert_fields),
@@ -888,6 +923,36 @@ static void conv_admin(conv_t *cv, int cfg_t, mg_config_t *cfg)
     }
 }
 
+/* settings.trusted_proxies, each entry already checked by config.lua with
+ * cidr.c's own parser (mg_ffi_cidr_check): built into one set here. */
+static void conv_trusted_proxies(conv_t *cv, int cfg_t, mg_config_t *cfg)
+{
+    lua_State *L = cv->L;
+    lua_getfield(L, cfg_t, "trusted_proxies");
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        return;
+    }
+    size_t n = lua_objlen(L, -1);
+    if (n > 0 && !(cfg->trusted_proxies = mg_cidr_set_new()))
+        cv->errs->oom = 1;
+    for (size_t i = 0; i < n && cfg->trusted_proxies; i++) {
+        char err[160];
+        size_t len;
+        lua_rawgeti(L, -1, (int)i + 1);
+        const char *v = lua_tolstring(L, -1, &len);
+        int rc = v ? mg_cidr_set_add(cfg->trusted_proxies, v, len, err, sizeof(err)) : -1;
+        if (rc == -2)
+            cv->errs->oom = 1;
+        else if (rc < 0)
+            internal(cv, ".trusted_proxies", "entry", "a CIDR");
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    if (cfg->trusted_proxies && mg_cidr_set_build(cfg->trusted_proxies) != 0)
+        cv->errs->oom = 1;
+}
+
 static void conv_tests(conv_t *cv, int cfg_t, mg_config_t *cfg)
 {
     lua_getfield(cv->L, cfg_t, "tests");
@@ -990,6 +1055,43 @@ static void conv_hash(conv_t *cv, int u_t, const char *what, mg_upstream_t *u)
     lua_pop(cv->L, 1);
 }
 
+/* upstream.tls (checked in Lua): the client context is built now, so a
+ * missing CA file or a broken client certificate refuses the config with
+ * the upstream's line; verify = false is accepted with a warning. */
+static void conv_upstream_tls(conv_t *cv, int u_t, const char *what, mg_upstream_t *u)
+{
+    upstream_tls_t conf = { 0 };
+    char *source = NULL, twhat[64], err[512];
+    int line = 0;
+    int t = push_table(cv, u_t, what, "tls");
+    if (!t)
+        return;
+    snprintf(twhat, sizeof(twhat), "%s.tls", what);
+    conv_fields(cv, t, twhat, "upstream_tls", &conf);
+    lua_pop(cv->L, 1);
+    get_str(cv, u_t, what, "source", 1, &source);
+    get_int(cv, u_t, what, "line", 0, INT32_MAX, &line);
+    mg_tls_client_opts_t o = { .verify = conf.verify, .ca = conf.ca, .sni = conf.sni,
+                               .cert = conf.cert, .key = conf.key,
+                               .min_version = conf.min_version, .ciphers = conf.ciphers,
+                               .no_resumption = !conf.session_reuse, .label = u->name };
+    if (cv->errs->len == 0 && mg_tls_client_new(&o, &u->tls, err, sizeof(err)) != 0)
+        errs_add(cv->errs, "%s:%d: upstream %s: tls: %s", source ? source : cv->file, line,
+                 u->name ? u->name : "?", err);
+    if (!conf.verify)
+        errs_add(&cv->warnings, "%s:%d: warning: upstream %s: tls.verify = false: its "
+                 "certificates are not checked, so anyone on the path can pose as it (give "
+                 "tls.ca the CA that signed them instead)", source ? source : cv->file, line,
+                 u->name ? u->name : "?");
+    free(source);
+    free(conf.ca);
+    free(conf.sni);
+    free(conf.cert);
+    free(conf.key);
+    free(conf.min_version);
+    free(conf.ciphers);
+}
+
 static void conv_upstreams(conv_t *cv, int cfg_t, mg_config_t *cfg)
 {
     int list = push_table(cv, cfg_t, "", "upstreams");
@@ -1012,6 +1114,11 @@ static void conv_upstreams(conv_t *cv, int cfg_t, mg_config_t *cfg)
             if (u->targets[j].host != NULL)
                 u->targets[j].name = target_name(cv, u->targets[j].host, u->targets[j].port);
         conv_hash(cv, t, what, u);
+        lua_getfield(cv->L, t, "tls");
+        int has_tls = lua_istable(cv->L, -1);
+        lua_pop(cv->L, 1);
+        if (has_tls)
+            conv_upstream_tls(cv, t, what, u);
         lua_pop(cv->L, 1);
     }
     lua_pop(cv->L, 1);
@@ -1148,6 +1255,7 @@ int mg_config_convert(lua_State *L, int t, const char *file, mg_config_t **out, 
     *errors = NULL;
     cv.L = L;
     cv.errs = &e;
+    cv.warnings = (errs_t){ 0 };
     cv.file = file;
     cfg = calloc(1, sizeof(*cfg));
     if (cfg == NULL || (cfg->file = strdup(file)) == NULL) {
@@ -1159,6 +1267,7 @@ int mg_config_convert(lua_State *L, int t, const char *file, mg_config_t **out, 
         cfg->settings_line = (int)lua_tointeger(L, -1); /* nil: 0 */
         lua_pop(L, 1);
         conv_listeners(&cv, t, cfg);
+        conv_trusted_proxies(&cv, t, cfg);
         conv_upstreams(&cv, t, cfg);
         conv_routes(&cv, t, cfg);
         conv_shared_dicts(&cv, t, cfg);
@@ -1171,10 +1280,12 @@ int mg_config_convert(lua_State *L, int t, const char *file, mg_config_t **out, 
     if (e.oom)
         errs_add(&e, "%s: out of memory", file);
     if (e.len > 0 || e.oom) {
+        free(cv.warnings.buf);
         mg_config_free(cfg);
         *errors = errs_take(&e);
         return -1;
     }
+    cfg->warnings = cv.warnings.len ? cv.warnings.buf : (free(cv.warnings.buf), NULL);
     *out = cfg;
     return 0;
 }
@@ -1186,6 +1297,7 @@ void mg_config_free(mg_config_t *cfg)
     if (cfg == NULL)
         return;
     free(cfg->file);
+    free(cfg->warnings);
     free(cfg->access_log);
     free(cfg->error_log);
     free(cfg->admin_host);
@@ -1200,12 +1312,14 @@ void mg_config_free(mg_config_t *cfg)
         mg_tls_ctx_release(cfg->listeners[i].tls);
     }
     free(cfg->listeners);
+    mg_cidr_set_free(cfg->trusted_proxies);
     for (i = 0; i < cfg->nupstreams; i++) {
         mg_upstream_t *u = &cfg->upstreams[i];
 
         free(u->name);
         free(u->health_path);
         free(u->hash_name);
+        mg_tls_client_release(u->tls);
         for (j = 0; j < u->ntargets; j++) {
             free(u->targets[j].host);
             free(u->targets[j].name);

@@ -48,6 +48,7 @@ typedef struct mg_upstream_s {
     int balancer;
     int hash_on;
     char *hash_name;            /* NULL unless header, cookie or query */
+    struct mg_tls_client_s *tls; /* HTTPS to the targets (tls_client.h); NULL: plain */
 } mg_upstream_t;
 
 typedef struct mg_route_header_s {
@@ -118,6 +119,7 @@ typedef struct mg_listener_s {
     int line;
     struct mg_tls_ctx_s *tls; /* NULL: plain HTTP; else one reference (tls.h) */
     int escaped_slashes;      /* mg_slashes_t (uri.h), never INHERIT */
+    int proxy_protocol;       /* a PROXY header (v1 or v2) starts each connection */
 } mg_listener_t;
 
 typedef struct mg_limits_s {
@@ -149,6 +151,7 @@ typedef struct mg_shared_dict_decl_s {
 
 typedef struct mg_config_s {
     char *file;
+    char *warnings;         /* lines `moongate check` prints (NULL: none) */
     int workers;            /* 0 = one per CPU */
     char *access_log;       /* "off", "stdout", "stderr" or a file path */
     char *error_log;        /* "stderr" or a file path (errlog.h) */
@@ -172,6 +175,10 @@ typedef struct mg_config_s {
     size_t nroutes;
     mg_shared_dict_decl_t *shared_dicts;
     size_t nshared_dicts;
+    /* settings.trusted_proxies, built (cidr.h); NULL: none, the default,
+     * and then no request header or PROXY header is believed */
+    struct mg_cidr_set_s *trusted_proxies;
+    int real_ip_header;     /* MG_REAL_IP_* (real_ip.h) */
 } mg_config_t;
 
 struct lua_State;

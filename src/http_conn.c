@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "cache.h"
+#include "client_addr.h"
 #include "errlog.h"
 #include "http.h"
 #include "header_names.h"
@@ -190,7 +191,7 @@ static size_t buf_room(mg_conn_t *c)
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
 {
     mg_conn_t *c = (mg_conn_t *)h;
-    if (c->tls) {
+    if (c->tls && !c->proxy_header) {
         *b = uv_buf_init(tls_in, sizeof(tls_in));
         return;
     }
@@ -359,24 +360,37 @@ static int conn_write(mg_conn_t *c, const uv_buf_t *bufs, unsigned n)
 {
     if (!c->tls)
         return mg_wq_write(&c->wq, bufs, n);
-    static _Thread_local char joined[16384];
-    size_t total = 0;
-    for (unsigned i = 0; i < n; i++)
-        total += bufs[i].len;
-    if (n > 1 && total <= sizeof(joined)) {
-        size_t at = 0;
-        for (unsigned i = 0; i < n; i++) {
-            memcpy(joined + at, bufs[i].base, bufs[i].len);
-            at += bufs[i].len;
-        }
-        if (mg_tls_write(c->tls->t, joined, total) < 0)
-            return UV_EPROTO;
-    } else {
-        for (unsigned i = 0; i < n; i++)
-            if (mg_tls_write(c->tls->t, bufs[i].base, bufs[i].len) < 0)
-                return UV_EPROTO;
-    }
+    if (mg_tls_writev(c->tls->t, bufs, n) < 0)
+        return UV_EPROTO;
     return tls_flush(c);
+}
+
+/* A proxy_protocol connection's first bytes, in c->buf: its PROXY header,
+ * then what follows it (HTTP, or TLS on a TLS listener) as if it had been
+ * read alone. The header wait is under timeouts.header, like the request
+ * head after it (on_timer closes a connection with no request). */
+static void proxy_header_read(mg_conn_t *c)
+{
+    int n = mg_client_addr_proxy_header(&c->peer, (const uint8_t *)c->buf.data, c->buf.len);
+    if (n == MG_PP_AGAIN && c->buf.len < MG_CLIENT_ADDR_PP_MAX && c->buf.len < c->buf.cap)
+        return;
+    if (n < 0) {
+        conn_close(c); /* logged; nothing is answered to a sender that is no HTTP client */
+        return;
+    }
+    c->proxy_header = 0;
+    size_t rest = c->buf.len - (size_t)n;
+    if (c->tls) {
+        /* TLS copies the bytes before it writes plaintext into c->buf */
+        c->buf.len = 0;
+        if (rest)
+            tls_on_read(c, c->buf.data + n, rest);
+        return;
+    }
+    memmove(c->buf.data, c->buf.data + n, rest);
+    c->buf.len = (uint32_t)rest;
+    if (rest)
+        deliver(c);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
@@ -397,11 +411,15 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         conn_close(c);
         return;
     }
-    if (c->tls) {
+    if (c->tls && !c->proxy_header) {
         tls_on_read(c, b->base, (size_t)nread);
         return;
     }
     c->buf.len += (uint32_t)nread;
+    if (c->proxy_header) {
+        proxy_header_read(c);
+        return;
+    }
     deliver(c);
 }
 
@@ -1413,6 +1431,7 @@ static void on_handle_closed(uv_handle_t *h)
     mg_worker_t *w = c->w;
     if (c->buf.data)
         mg_buf_put(&w->bufs, &c->buf);
+    mg_client_addr_release(&c->peer);
     if (c->tls) {
         mg_tls_conn_free(c->tls->t);
         free(c->tls);
@@ -1563,6 +1582,7 @@ void mg_conn_accept(mg_worker_t *w, uv_stream_t *listener, uint16_t port)
     struct sockaddr_storage sa;
     int salen = sizeof(sa);
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&sa, &salen) == 0) {
+        mg_addr_from_sockaddr((const struct sockaddr *)&sa, &c->peer.addr);
         if (sa.ss_family == AF_INET) {
             struct sockaddr_in *in = (struct sockaddr_in *)&sa;
             uv_ip4_name(in, c->peer.client_ip, sizeof(c->peer.client_ip));
@@ -1574,6 +1594,13 @@ void mg_conn_accept(mg_worker_t *w, uv_stream_t *listener, uint16_t port)
         }
     }
     mg_wq_init(&c->wq, (uv_stream_t *)&c->tcp, on_drain, on_write_error);
+    if (li < w->g->cfg->nlisteners && w->g->cfg->listeners[li].proxy_protocol) {
+        if (!mg_client_addr_proxy_allowed(&c->peer, w->g->cfg)) {
+            conn_close(c);
+            return;
+        }
+        c->proxy_header = 1;
+    }
     conn_open(c);
 }
 

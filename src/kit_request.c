@@ -446,6 +446,8 @@ static void apply_model(kit_req_t *k, const mg_ffi_kit_head_t *m)
     k->upstream.forwarded = m->forwarded;
     k->upstream.request_id = m->send_request_id;
     k->upstream.override_headers = m->override_headers;
+    r->xff_trusted = m->xff_trusted ? 1 : 0;
+    r->xff_drop = m->xff_drop ? 1 : 0;
     k->target.name = (char *)(m->target ? m->target : "");
     r->res_status = m->res_status;
     r->res_body_set = m->res_body_set ? 1 : 0;

@@ -33,6 +33,7 @@ enum {
     MG_FFI_TLS_VERSION = 11, MG_FFI_TLS_CIPHER = 12, MG_FFI_TLS_SNI = 13,
     MG_FFI_TLS_ALPN = 14,
     MG_FFI_TRACE_ID = 15, MG_FFI_SPAN_ID = 16, /* W3C trace context (trace.h) */
+    MG_FFI_PEER = 17,       /* the socket peer (CLIENT: the real client) */
 };
 
 /* Errors (negative); 0 is success. */
@@ -194,6 +195,7 @@ typedef struct mg_ffi_kit_head_s {
     /* the router's answer (router.h MG_ROUTE_*) and the config route it
      * chose (its index, -1 none or not one of the config's) */
     int route_rc, route_index;
+    int xff_trusted, xff_drop; /* mg_request_t's (client_addr.h) */
     /* for the client's head of a proxied answer: a hook's status (0 none)
      * and body, the client's HTTP/1.x */
     size_t res_body_len;
@@ -307,7 +309,8 @@ int mg_ffi_timer_start(int id, double after, double every);
 /* ==== gw.http (http_client.c) ==== */
 int mg_ffi_http_request(const char *method, size_t mlen, const char *url, size_t ulen,
                         const char *headers, size_t hlen, const char *body, size_t blen,
-                        double timeout, double max_body, const char **err);
+                        double timeout, double max_body, const char *ca, int verify,
+                        const char **err);
 
 /* ==== shared dictionaries (shdict.c) ==== */
 /* (section owned by shdict.c)
@@ -566,6 +569,31 @@ int mg_ffi_redis_eval(mg_redis_t *rs, int script, int nkeys, int argc, const cha
 /* 1 while a connection is ready or the client has not failed since it last
  * worked, 0 while it is down (commands fail at once with MG_REDIS_EDOWN). */
 int mg_ffi_redis_up(mg_redis_t *rs);
+
+/* ==== the real client address (client_addr.c) ==== */
+
+typedef struct mg_cidr_set_s mg_cidr_set_t;
+
+/* The PROXY v2 TLV of that type (proxy_protocol.h MG_PP2_TYPE_*; an SSL
+ * sub-type 0x21-0x25 is looked up inside the SSL TLV) the request's
+ * connection began with: 0 with its value in p/len (valid while the
+ * connection is), -1 when there is none. */
+int mg_ffi_req_proxy_tlv(mg_request_t *r, int type, const char **p, size_t *len);
+
+/* Checks one settings.trusted_proxies entry with cidr.c's parser: 0, or -1
+ * with the reason written to err (NUL-terminated, cut to errcap). */
+int mg_ffi_cidr_check(const char *text, size_t n, char *err, size_t errcap);
+
+/* For the testing kit: the set of n checked entries (NULL when one is bad
+ * or out of memory; the caller frees it with mg_ffi_trusted_free), and the
+ * client of kit request r whose connection's client is `peer`, resolved
+ * as the gateway does (header: settings.real_ip_header's name). Writes the
+ * client's text to out (cap >= 48); returns 1 when peer is trusted, 0 when
+ * not (out is the peer then), -1 when peer is not an address. */
+mg_cidr_set_t *mg_ffi_trusted_new(const char *const *cidrs, const size_t *lens, size_t n);
+void mg_ffi_trusted_free(mg_cidr_set_t *s);
+int mg_ffi_real_client(mg_request_t *r, const mg_cidr_set_t *trusted, const char *header,
+                       const char *peer, size_t peer_len, char *out, size_t cap);
 
 /* ==== route patterns (router.c) ==== */
 /* (lua/moongate/cdefs.lua declares the same; moongate.config and

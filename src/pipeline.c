@@ -21,6 +21,7 @@
 #include "metrics.h"
 #include "mg_ffi.h"
 #include "pipeline.h"
+#include "client_addr.h"
 #include "header_names.h"
 #include "upgrade.h"
 #include "upstream.h"
@@ -267,6 +268,8 @@ static void hook_resumed(mg_request_t *r, int phase, int result)
 
 int mg_pipeline_checks(mg_request_t *r)
 {
+    if (r->g->cfg->trusted_proxies)
+        mg_client_addr_resolve(r); /* the real client, before any hook reads it */
     if (r->http_minor == 1 && !r->known[MG_H_HOST]) {
         r->response_close = 1;
         mg_request_respond_error(r, 400, "missing Host header");

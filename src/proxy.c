@@ -76,7 +76,11 @@ static void on_up_timer(uv_timer_t *t)
     }
     if (!u->got_response_bytes)
         mg_pool_failed(u->pool); /* no answer at all: counts for max_fails */
-    up_failed(u, 504, u->connected ? "upstream timed out" : "upstream connect timed out", 0, 0);
+    up_failed(u, 504,
+              u->connected ? "upstream timed out"
+              : u->tls     ? "upstream TLS handshake timed out"
+                           : "upstream connect timed out",
+              0, 0);
 }
 
 /* ---- response parsing --------------------------------------------------- */
@@ -493,6 +497,7 @@ static void up_close(mg_upconn_t *u)
     if (u->closing)
         return;
     u->closing = 1;
+    mg_upconn_io_close(u); /* close_notify while the queue still takes it */
     u->wq.closed = 1;
     if (u->idle)
         mg_pool_forget(u);
@@ -618,7 +623,7 @@ static void start_tunnel(mg_upconn_t *u)
 static void stop_reading(mg_upconn_t *u)
 {
     if (u->reading) {
-        uv_read_stop((uv_stream_t *)&u->tcp);
+        mg_upconn_read_stop(u);
         u->reading = 0;
     }
 }
@@ -698,6 +703,8 @@ static void up_eof(mg_upconn_t *u, ssize_t nread)
             up_finish_response(u, 0);
         return;
     }
+    if (nread == UV_EPROTO)
+        u->h1.err = mg_upconn_tls_error(u); /* a broken TLS record: OpenSSL's reason */
     int retry = !u->got_response_bytes && u->requests > 0;
     /* a fresh connection closed without an answer counts for max_fails;
      * a reused one may just have hit the keep-alive race */
@@ -735,7 +742,7 @@ static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         if (r->proto->send_body(r, &out, 1, 0) < 0)
             return;
         if (r->proto->pending(r) > 0) {
-            uv_read_stop(s);
+            mg_upconn_read_stop(u);
             u->reading = 0;
         }
         return;
@@ -748,7 +755,7 @@ static void up_start_reading(mg_upconn_t *u)
 {
     if (!u->reading && !u->closing) {
         /* a connection without a socket (mg_upconn_feed) only notes it */
-        if (u->wq.sink || uv_read_start((uv_stream_t *)&u->tcp, mg_upconn_alloc, up_read) == 0)
+        if (u->wq.sink || mg_upconn_read_start(u, mg_upconn_alloc, up_read) == 0)
             u->reading = 1;
     }
 }
@@ -822,7 +829,7 @@ int mg_proxy_send_body(mg_upconn_t *u, uv_buf_t *bufs, unsigned n)
 {
     if (!u->tunnel)
         up_deadline(u, u->pool->u->send_timeout); /* only stored: see up_deadline */
-    if (mg_wq_write(&u->wq, bufs, n) < 0)
+    if (mg_upconn_write(u, bufs, n) < 0)
         return -1;
     if (u->wq.pending > 0 && u->r) {
         /* the upstream is not reading: send_timeout until it does */
@@ -887,6 +894,22 @@ static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable
 
 /* ---- connecting and sending the head ------------------------------------ */
 
+/* The TLS handshake of a new connection ended (upconn_io.c); a failure is
+ * a failed connect, with OpenSSL's reason in the log. */
+static void on_tls_ready(mg_upconn_t *u, const char *err)
+{
+    if (u->closing)
+        return;
+    if (err) {
+        mg_pool_failed(u->pool);
+        u->h1.err = err; /* the log line's detail */
+        up_failed(u, 502, "upstream TLS handshake failed", 1, 0);
+        return;
+    }
+    u->connected = 1;
+    send_head(u);
+}
+
 static void on_connect(uv_connect_t *req, int status)
 {
     mg_upconn_t *u = req->data;
@@ -900,8 +923,14 @@ static void on_connect(uv_connect_t *req, int status)
                   1, status);
         return;
     }
-    u->connected = 1;
     uv_tcp_nodelay(&u->tcp, 1);
+    int tls = mg_upconn_tls_start(u, on_tls_ready); /* the connect timeout covers it */
+    if (tls != 0) {
+        if (tls < 0)
+            up_failed(u, 502, "upstream TLS setup failed", 1, tls);
+        return;
+    }
+    u->connected = 1;
     send_head(u);
 }
 
@@ -1126,6 +1155,21 @@ static void head_forwarded(head_t *h, const mg_request_t *r, mg_span_t host)
     HEAD_PUTS(h, "\r\n");
 }
 
+/* Every X-Forwarded-For line of r, each followed by ", ": the list a
+ * trusted proxy sent (client_addr.h), which real_ip.c read as one. */
+static void head_xff_lines(head_t *h, const mg_request_t *r)
+{
+    for (uint32_t i = r->known[MG_H_XFF] ? r->known[MG_H_XFF] - 1u : r->nheaders;
+         i < r->nheaders; i++) {
+        const mg_header_t *hd = &r->headers[i];
+        if (hd->value.len == 0 ||
+            mg_hname_lookup(mg_request_data(r, hd->name), hd->name.len) != MG_HN_X_FORWARDED_FOR)
+            continue;
+        head_put(h, mg_request_data(r, hd->value), hd->value.len);
+        HEAD_PUTS(h, ", ");
+    }
+}
+
 /* X-Forwarded-For/-Proto/-Host and Forwarded, unless a hook set its own. */
 static void head_forwarding(head_t *h, mg_request_t *r)
 {
@@ -1134,7 +1178,9 @@ static void head_forwarding(head_t *h, mg_request_t *r)
         host = r->headers[r->known[MG_H_HOST] - 1].value;
     if (!EDITED(r, MG_HN_X_FORWARDED_FOR, "x-forwarded-for")) {
         HEAD_PUTS(h, "X-Forwarded-For: ");
-        if (r->known[MG_H_XFF]) {
+        if (r->xff_trusted) {
+            head_xff_lines(h, r); /* a trusted proxy's whole list */
+        } else if (r->known[MG_H_XFF] && !r->xff_drop) {
             mg_span_t xff = r->headers[r->known[MG_H_XFF] - 1].value;
             if (xff.len) {
                 head_put(h, mg_request_data(r, xff), xff.len);
@@ -1308,7 +1354,7 @@ static void send_head(mg_upconn_t *u)
     uv_buf_t b = uv_buf_init(u->w->scratch, (unsigned)len);
     mg_request_t *r = u->r;
     r->upstream_start_ns = uv_hrtime();
-    if (mg_wq_write(&u->wq, &b, 1) < 0) {
+    if (mg_upconn_write(u, &b, 1) < 0) {
         up_failed(u, 502, "upstream write failed", u->requests > 0, 0);
         return;
     }

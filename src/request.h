@@ -16,6 +16,7 @@
 #include <strings.h>
 #include <stddef.h>
 #include <uv.h>
+#include "cidr.h"
 #include "config.h"
 #include "router.h"
 #include "response.h"
@@ -72,13 +73,23 @@ typedef struct mg_arena_chunk_s {
     char data[];
 } mg_arena_chunk_t;
 
+struct mg_pp_info_s;
+
 /* The connection a request came on, as the core sees it. Owned by the
- * protocol's connection, which outlives its requests. */
+ * protocol's connection, which outlives its requests. The connection's
+ * client is the socket peer, or the source a PROXY header from a trusted
+ * proxy gave (client_addr.h); a request's real client may still come from
+ * its headers (mg_request_client). */
 typedef struct mg_peer_s {
-    char client_ip[46];
+    char client_ip[46];        /* the connection's client, as text */
     uint16_t client_port;
     uint16_t local_port;
     uint16_t listener;         /* index into cfg->listeners */
+    uint8_t proxied;           /* a PROXY header gave client_ip: socket_ip is the socket's */
+    mg_addr_t addr;            /* client_ip as a key (cidr.h), for trusted_proxies */
+    char socket_ip[46];        /* the socket peer, when proxied */
+    struct mg_pp_info_s *pp;   /* the PROXY header's TLVs (client_addr.c), or NULL;
+                                  owned by the connection */
 } mg_peer_t;
 
 /* What a protocol does for the core. r is the protocol's current request
@@ -257,12 +268,31 @@ struct mg_request_s {
     char trace_flags[2];
     /* the response cache's own state (cache.c), NULL off cache routes */
     struct mg_cache_req_s *cache;
+    /* the real client (client_addr.c), set before the hooks only when
+     * settings.trusted_proxies is: */
+    const char *client_ip;     /* from a trusted header (arena); NULL: the peer's */
+    uint8_t xff_trusted;       /* the connection's client is a trusted proxy:
+                                  its X-Forwarded-For list goes on upstream */
+    uint8_t xff_drop;          /* it is not: its X-Forwarded-For is dropped */
 
     /* Not cleared between requests (mg_request_init zeroes up to here). */
     mg_edit_t req_edits[MG_MAX_EDITS];
     mg_edit_t res_edits[MG_MAX_EDITS];
     char arena[MG_ARENA_INLINE];
 };
+
+/* The request's real client address (text): the one its trusted headers
+ * name, else its connection's client. */
+static inline const char *mg_request_client(const mg_request_t *r)
+{
+    return r->client_ip ? r->client_ip : r->peer->client_ip;
+}
+
+/* The socket peer of the request's connection (text). */
+static inline const char *mg_request_peer(const mg_request_t *r)
+{
+    return r->peer->proxied ? r->peer->socket_ip : r->peer->client_ip;
+}
 
 /* The bytes a span of r's head points at. */
 static inline const char *mg_request_data(const mg_request_t *r, mg_span_t s)

@@ -77,6 +77,7 @@ typedef struct mg_ffi_kit_head_s {
     int forwarded, send_request_id, override_headers;
     int local_port, listener;
     int route_rc, route_index;
+    int xff_trusted, xff_drop;
     size_t res_body_len;
     int res_status, res_body_set, http_minor;
 } mg_ffi_kit_head_t;
@@ -110,7 +111,8 @@ int mg_ffi_budget_over(void);
 int mg_ffi_timer_start(int id, double after, double every);
 int mg_ffi_http_request(const char *method, size_t mlen, const char *url, size_t ulen,
                         const char *headers, size_t hlen, const char *body, size_t blen,
-                        double timeout, double max_body, const char **err);
+                        double timeout, double max_body, const char *ca, int verify,
+                        const char **err);
 typedef struct mg_ffi_pattern_s {
     int nparams;
     int star;
@@ -121,6 +123,13 @@ typedef struct mg_ffi_pattern_s {
 } mg_ffi_pattern_t;
 int mg_ffi_route_pattern(const char *pattern, size_t len, mg_ffi_pattern_t *info, char *why,
                          size_t cap);
+typedef struct mg_cidr_set_s mg_cidr_set_t;
+int mg_ffi_req_proxy_tlv(mg_request_t *r, int type, const char **p, size_t *len);
+int mg_ffi_cidr_check(const char *text, size_t n, char *err, size_t errcap);
+mg_cidr_set_t *mg_ffi_trusted_new(const char *const *cidrs, const size_t *lens, size_t n);
+void mg_ffi_trusted_free(mg_cidr_set_t *s);
+int mg_ffi_real_client(mg_request_t *r, const mg_cidr_set_t *trusted, const char *header,
+                       const char *peer, size_t peer_len, char *out, size_t cap);
 typedef int (*mg_ffi_enum_parse_fn)(const char *name);
 typedef const char *(*mg_ffi_enum_name_fn)(int value);
 typedef int (*mg_ffi_str_check_fn)(const char *s, size_t len, char *out, size_t cap);
@@ -159,7 +168,7 @@ _M.PHASE_RESPONSE, _M.PHASE_LOG, _M.PHASE_TIMER = 4, 5, 6
 _M.METHOD, _M.PATH, _M.RAW_PATH, _M.QUERY, _M.ID = 1, 2, 3, 4, 5
 _M.CLIENT, _M.ROUTE, _M.UPSTREAM, _M.TARGET, _M.SCHEME = 6, 7, 8, 9, 10
 _M.TLS_VERSION, _M.TLS_CIPHER, _M.TLS_SNI, _M.TLS_ALPN = 11, 12, 13, 14
-_M.TRACE_ID, _M.SPAN_ID = 15, 16
+_M.TRACE_ID, _M.SPAN_ID, _M.PEER = 15, 16, 17
 _M.HEAD_CHUNKED, _M.HEAD_TRACE_BAD, _M.HEAD_HEAD = 1, 2, 4
 _M.AGAIN = -11
 _M.KIT_CHECKS, _M.KIT_ROUTED = 1, 2

@@ -473,12 +473,41 @@ local SETTINGS, LIMITS, TIMEOUTS = schema("settings"), schema("limits"),
     schema("timeouts")
 local UPSTREAM, TARGET, HEALTH = schema("upstream"), schema("target"),
     schema("health")
+local UPSTREAM_TLS = schema("upstream_tls")
 local SHARED_DICT, CACHE = schema("shared_dict"), schema("cache")
 local ADMIN, LISTEN, ROUTE = schema("admin"), schema("listen"), schema("route")
 local TLS = schema("tls")
 -- a header name (also an Upgrade token): src/header_names.c's rule, lower-cased
 local HEADER_NAME = CACHE.item_checks.vary
 
+
+-- settings.trusted_proxies: a list of "ADDR" or "ADDR/LEN", each checked
+-- by the set's own parser (src/cidr.c, through mg_ffi_cidr_check).
+local cidr_why = ffi.new("char[192]")
+
+local function trusted_proxies(d, v)
+    local ok = type(v) == "table"
+    for k in pairs(ok and v or {}) do
+        ok = ok and is_int(k) and k >= 1 and k <= #v
+    end
+    if not ok then
+        err(d, 'settings.trusted_proxies must be a list of addresses or CIDRs ' ..
+            'like { "10.0.0.0/8", "::1" }, got %s', describe(v))
+        return nil
+    end
+    local out = {}
+    for i, e in ipairs(v) do
+        if type(e) ~= "string" then
+            err(d, 'settings.trusted_proxies[%d] must be an address or CIDR ' ..
+                'string like "10.0.0.0/8", got %s', i, describe(e))
+        elseif C.mg_ffi_cidr_check(e, #e, cidr_why, 192) ~= 0 then
+            err(d, "settings.trusted_proxies[%d]: %s", i, ffi.string(cidr_why))
+        else
+            out[#out + 1] = e
+        end
+    end
+    return out
+end
 
 local function table_arg(d, v, what, example)
     if type(v) == "table" then
@@ -514,6 +543,11 @@ function decl.settings(d, t)
     fields(d, t, s, SETTINGS, "settings") -- workers, access_log, error_log
     s.log_level = field(d, t, "log_level", "settings", SETTINGS.checks.log_level)
         or s.log_level
+    s.real_ip_header = field(d, t, "real_ip_header", "settings",
+                             SETTINGS.checks.real_ip_header) or s.real_ip_header
+    if t.trusted_proxies ~= nil then
+        s.trusted_proxies = trusted_proxies(d, t.trusted_proxies)
+    end
     s.limits = field(d, t, "limits", "settings", SETTINGS.checks.limits) or s.limits
     s.timeouts = field(d, t, "timeouts", "settings", SETTINGS.checks.timeouts)
         or s.timeouts
@@ -538,7 +572,7 @@ end
 -- run by `moongate check` and before every reload.
 local TEST_KEYS = { "name", "request", "expect" }
 local TEST_REQUEST_KEYS = { "method", "path", "headers", "body", "host", "client",
-                            "port", "tls", "upstream_response" }
+                            "port", "tls", "upstream_response", "proxy_tlvs" }
 local TEST_EXPECT_KEYS = { "status", "upstream", "route", "target", "headers",
                            "body", "body_contains", "upstream_headers",
                            "upstream_path" }
@@ -623,6 +657,9 @@ function decl.listen(d, t)
         l.port = field(d, t, "port", "listen", LISTEN.checks.port)
     end
     l.host = field(d, t, "host", "listen", LISTEN.checks.host) or l.host
+    -- only when true: C's default is false
+    l.proxy_protocol = field(d, t, "proxy_protocol", "listen",
+                             LISTEN.checks.proxy_protocol) or nil
     l.escaped_slashes = field(d, t, "escaped_slashes", "listen",
                               LISTEN.checks.escaped_slashes)
         or LISTEN.defaults.escaped_slashes
@@ -633,6 +670,41 @@ function decl.listen(d, t)
         local listeners = d.c.listeners
         listeners[#listeners + 1] = { value = l, d = d }
     end
+end
+
+-- upstream.tls: true (the defaults: verify against the system bundle,
+-- SNI and the checked name from each target's host) or { verify, ca, sni,
+-- cert, key, min_version, ciphers }. The files are read (and checked)
+-- when the config is converted for C (src/tls_client.c).
+local function upstream_tls(d, v)
+    if v == true then
+        v = {}
+    end
+    if type(v) ~= "table" then
+        err(d, 'upstream.tls must be true or a table like { ca = "certs/ca.pem" }, got %s',
+            describe(v))
+        return nil
+    end
+    check_keys(d, v, UPSTREAM_TLS.keys, "upstream.tls")
+    local out = copy(UPSTREAM_TLS.defaults)
+    fields(d, v, out, UPSTREAM_TLS, "upstream.tls")
+    for _, k in ipairs({ "ca", "cert", "key" }) do
+        if out[k] then
+            out[k] = config_relative(d.c, out[k])
+        end
+    end
+    if (out.cert == nil) ~= (out.key == nil) then
+        err(d, "upstream.tls.%s is missing: a client certificate needs both cert and key",
+            out.cert and "key" or "cert")
+    end
+    if out.min_version and out.min_version ~= "TLSv1.2" and out.min_version ~= "TLSv1.3" then
+        err(d, 'upstream.tls.min_version must be "TLSv1.2" or "TLSv1.3", got %s',
+            describe(out.min_version))
+    end
+    if out.sni and host_kind(out.sni) == cdefs.HOST_BAD then
+        err(d, "upstream.tls.sni must be a host name, got %s", describe(out.sni))
+    end
+    return out
 end
 
 local function upstream_targets(d, u, targets)
@@ -665,6 +737,17 @@ local function upstream_targets(d, u, targets)
             end
             weight = field(d, t, "weight", what, TARGET.checks.weight)
                 or weight
+        end
+        -- "https://host[:port]" makes the upstream a TLS one (port 443)
+        local scheme, rest = match(type(addr) == "string" and addr or "", "^(https?)://(.*)$")
+        if scheme then
+            addr = find(rest, ":%d+$") and rest
+                or rest .. (scheme == "https" and ":443" or ":80")
+            u.schemes = u.schemes or {}
+            u.schemes[scheme] = true
+        elseif type(addr) == "string" then
+            u.schemes = u.schemes or {}
+            u.schemes.plain = true
         end
         local host, port = parse_addr(addr)
         if not host then
@@ -782,8 +865,22 @@ function decl.upstream(d, name, targets, opts, ...)
             -- upstream.health: active checks, { path = "/health", interval
             -- = 5, timeout = 2, fall = 3, rise = 2 }; src/health.c runs them
             u.health = field(d, opts, "health", "upstream", UPSTREAM.checks.health)
+            if opts.tls ~= nil then
+                u.tls = upstream_tls(d, opts.tls)
+            end
             upstream_balancer(d, u, opts)
         end
+    end
+    local schemes = u.schemes or {}
+    u.schemes = nil
+    if schemes.https and (schemes.http or schemes.plain) then
+        err(d, "upstream %s mixes https:// targets with plain ones (one upstream speaks " ..
+            "one protocol: declare two upstreams)", quote(tostring(name)))
+    elseif schemes.https and not u.tls then
+        u.tls = upstream_tls(d, true)
+    elseif schemes.http and u.tls then
+        err(d, "upstream %s has http:// targets and tls (write the targets " ..
+            'as "https://host:port" or "host:port")', quote(tostring(name)))
     end
     if not named then
         return
@@ -1187,6 +1284,10 @@ local function finish(c)
     cfg.settings_line, cfg.settings_source = s.line, s.source
     cfg.tests = c.tests
     cfg.limits, cfg.timeouts = s.limits, s.timeouts
+    if s.trusted_proxies and s.trusted_proxies[1] then
+        -- none: nothing is believed, and the header does not matter
+        cfg.trusted_proxies, cfg.real_ip_header = s.trusted_proxies, s.real_ip_header
+    end
 
     -- listeners: duplicates are checked among the well-formed ones only
     cfg.listeners = {}
@@ -1212,6 +1313,11 @@ local function finish(c)
         end
         if d.bad then
             -- already reported
+        elseif l.proxy_protocol and not (s.trusted_proxies
+                                         and s.trusted_proxies[1]) then
+            err(d, "listen.proxy_protocol needs settings.trusted_proxies: the " ..
+                "addresses of the proxies that send the PROXY header (any " ..
+                "other peer is refused)")
         elseif dup and dup.value.host == l.host then
             err(d, "duplicate listener %s (already declared at %s)",
                 host_port(l.host, l.port), at(d, dup.d))

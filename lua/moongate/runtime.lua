@@ -98,7 +98,10 @@ getters.path = str_getter(cdefs.PATH)
 getters.raw_path = str_getter(cdefs.RAW_PATH)
 getters.query = str_getter(cdefs.QUERY)
 getters.id = str_getter(cdefs.ID)
+-- the real client (settings.trusted_proxies: from a trusted proxy's PROXY
+-- header or real_ip_header), and the socket peer
 getters.client = str_getter(cdefs.CLIENT)
+getters.peer = str_getter(cdefs.PEER)
 getters.route = str_getter(cdefs.ROUTE)
 getters.upstream = str_getter(cdefs.UPSTREAM)
 getters.target = str_getter(cdefs.TARGET)
@@ -297,6 +300,20 @@ function Request.arg(self, name)
     local v = self:args()[name]
     if type(v) == "table" then return v[1] end
     return v
+end
+
+--- req:proxy_tlv(type) -> the value (a string) of the PROXY protocol v2
+-- TLV of that type (0x01 ALPN, 0x02 authority, 0x05 unique id, 0x21-0x25
+-- the SSL TLV's version, CN, cipher, signature and key algorithms) the
+-- connection began with, or nil.
+function Request.proxy_tlv(self, t)
+    if type(t) ~= "number" then
+        error("req:proxy_tlv expects a TLV type (a number 0-255)", 2)
+    end
+    if C.mg_ffi_req_proxy_tlv(rptr(self), t, out_p, out_n) == 0 then
+        return ffi_string(out_p[0], out_n[0])
+    end
+    return nil
 end
 
 -- Methods written only on the public request API: the testing kit's fake
@@ -763,11 +780,13 @@ local function header_lines(h)
 end
 
 --- gw.http.request{ method =, url =, headers =, body =, timeout =,
--- max_body = } -> { status =, headers = {lower-case}, body = } or nil, err.
+-- max_body =, ca =, verify = } -> { status =, headers = {lower-case},
+-- body = } or nil, err. https URLs check the server's certificate against
+-- `ca` (default: the system bundle) unless verify = false.
 -- Waits without blocking the worker; reuses the core's upstream pools
 -- (a url host that names an upstream is balanced over its targets).
--- Checks gw.http.request's argument (errors at `level`); returns url,
--- method, body. Shared with moongate.testing's fake client.
+-- Checks gw.http.request's argument (errors at `level`, ca and verify
+-- too); returns url, method, body. Shared with moongate.testing's fake client.
 local function http_args(opts, level)
     level = level + 1
     if type(opts) ~= "table" then
@@ -785,6 +804,12 @@ local function http_args(opts, level)
     if type(body) ~= "string" then
         error("gw.http.request: body must be a string", level)
     end
+    if opts.ca ~= nil and (type(opts.ca) ~= "string" or opts.ca == "") then
+        error("gw.http.request: ca must be the path of a PEM file", level)
+    end
+    if opts.verify ~= nil and type(opts.verify) ~= "boolean" then
+        error("gw.http.request: verify must be true or false", level)
+    end
     return url, method, body
 end
 _M.http_args = http_args
@@ -794,7 +819,8 @@ function _M.http_request(opts)
     local timeout = opts.timeout or 10
     local block = header_lines(opts.headers)
     local rc = C.mg_ffi_http_request(method, #method, url, #url, block, #block,
-                                     body, #body, timeout, opts.max_body or 0, errp)
+                                     body, #body, timeout, opts.max_body or 0,
+                                     opts.ca, opts.verify == false and 0 or 1, errp)
     if rc ~= 0 then
         return nil, ffi_string(errp[0])
     end

@@ -142,10 +142,9 @@ local function fake_http(opts)
     if not st then
         return nil, "gw.http.request can only be used inside hooks and timers"
     end
-    if sub(url, 1, 7) ~= "http://" or #url < 8 then
-        return nil, sub(url, 1, 8) == "https://" and
-            "https URLs are not supported yet (no TLS client)" or
-            "url must start with http://"
+    if not ((sub(url, 1, 7) == "http://" and #url > 7) or
+            (sub(url, 1, 8) == "https://" and #url > 8)) then
+        return nil, "url must start with http:// or https://"
     end
     local fn = st.http or st.env.http
     local res, err
@@ -155,7 +154,8 @@ local function fake_http(opts)
     else
         res, err = fn { method = method, url = url, body = body,
                         headers = opts.headers or {},
-                        timeout = opts.timeout or 10 }
+                        timeout = opts.timeout or 10, ca = opts.ca,
+                        verify = opts.verify ~= false }
     end
     if res ~= nil then
         if type(res) ~= "table" then
@@ -701,6 +701,7 @@ function _M.load(file, opts)
             return rt:upstream_path(st.match, st.path)
         end,
     }
+    fake.trusted_set(env, cfg.trusted_proxies, cfg.real_ip_header)
     for i, u in ipairs(cfg.upstreams) do
         local targets = {}
         for j, t in ipairs(u.targets) do
@@ -790,7 +791,8 @@ function Gateway.request(self, spec)
     local req, res = fake.request(st)
     local d = {
         trace = {}, id = st.id,
-        request = { method = st.method, uri = st.url, client = st.client,
+        request = { method = st.method, uri = st.url,
+                    client = st.real_client or st.client, peer = st.client,
                     port = st.local_port },
     }
     local R = { g = self, spec = spec, st = st, d = d, req = req, res = res }
@@ -944,6 +946,7 @@ local function standalone_env(spec)
         end
     end
     env.add = add
+    fake.trusted_set(env, spec.trusted_proxies, spec.real_ip_header)
     return env
 end
 

@@ -313,6 +313,64 @@ describe("requests described as arriving over TLS", function()
     end)
 end)
 
+describe("the real client behind trusted proxies (src/client_addr.c)", function()
+    local g = load("real_ip")
+
+    it("is the first untrusted X-Forwarded-For hop from a trusted peer", function()
+        local d = g:request { path = "/who", client = "10.1.2.3",
+            headers = { ["X-Forwarded-For"] = "6.6.6.6, 203.0.113.7, 10.9.9.9" } }
+        assert.same({ client = "203.0.113.7", peer = "10.1.2.3" }, d.json)
+        assert.truthy(t.format_trace(d):find("client 203.0.113.7 via 10.1.2.3", 1, true))
+    end)
+
+    it("walks the last 32 lines of a header repeated more often", function()
+        local hs = { { "X-Forwarded-For", "198.51.100.9" } }
+        for i = 1, 40 do hs[#hs + 1] = { "X-Forwarded-For", "10.0.0." .. i } end
+        local d = g:request { path = "/who", client = "10.1.2.3", headers = hs }
+        assert.same({ client = "10.0.0.9", peer = "10.1.2.3" }, d.json)
+        hs[#hs + 1] = { "X-Forwarded-For", "192.0.2.1" }
+        d = g:request { path = "/who", client = "10.1.2.3", headers = hs }
+        assert.same({ client = "192.0.2.1", peer = "10.1.2.3" }, d.json)
+    end)
+
+    it("ignores the header from an untrusted peer", function()
+        local d = g:request { path = "/who", client = "203.0.113.7",
+            headers = { ["X-Forwarded-For"] = "10.0.0.1" } }
+        assert.same({ client = "203.0.113.7", peer = "203.0.113.7" }, d.json)
+    end)
+
+    it("sends a trusted list on with the peer, an untrusted one not at all", function()
+        local d = g:request { path = "/x", client = "10.1.2.3",
+            headers = { ["X-Forwarded-For"] = "203.0.113.7" } }
+        assert.equal("203.0.113.7, 10.1.2.3",
+                     d.upstream_request.headers["x-forwarded-for"])
+        d = g:request { path = "/x", client = "203.0.113.7",
+            headers = { ["X-Forwarded-For"] = "1.2.3.4" } }
+        assert.equal("203.0.113.7", d.upstream_request.headers["x-forwarded-for"])
+    end)
+
+    it("keys a rate limit on the real client", function()
+        local function limited(client, xff)
+            return g:request { path = "/limited", client = "10.1.2.3",
+                               headers = { ["X-Forwarded-For"] = xff } }.status
+        end
+        assert.equal(200, limited(nil, "198.51.100.1"))
+        assert.equal(429, limited(nil, "198.51.100.1"))
+        assert.equal(200, limited(nil, "198.51.100.2"))
+    end)
+
+    it("fake requests take trusted_proxies and real_ip_header too", function()
+        local req = t.fake_request { client = "::1", trusted_proxies = { "::1" },
+            real_ip_header = "X-Real-IP", headers = { ["X-Real-IP"] = "2001:db8::7" } }
+        assert.equal("2001:db8::7", req.client)
+        assert.equal("::1", req.peer)
+        assert.is_nil(req:proxy_tlv(5))
+        req = t.fake_request { client = "::1", proxy_tlvs = { [5] = "id-1" } }
+        assert.equal("::1", req.client)
+        assert.equal("id-1", req:proxy_tlv(5))
+    end)
+end)
+
 describe("the upstream request", function()
     local g = load("routing")
 

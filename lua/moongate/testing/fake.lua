@@ -254,7 +254,11 @@ function getters.query(self)
 end
 
 function getters.id(self) return state(self).id end
-function getters.client(self) return state(self).client end
+function getters.client(self)
+    local st = state(self)
+    return st.real_client or st.client
+end
+function getters.peer(self) return state(self).client end
 
 function getters.route(self)
     local st = state(self)
@@ -325,6 +329,16 @@ end
 
 function getters.headers(self)
     return runtime.header_view(self, _M.header_map(state(self).headers))
+end
+
+-- the kit has no PROXY header: a spec's proxy_tlvs = { [type] = value }
+-- stands for the TLVs one would have carried
+function Request.proxy_tlv(self, t)
+    if type(t) ~= "number" then
+        error("req:proxy_tlv expects a TLV type (a number 0-255)", 2)
+    end
+    local tlvs = state(self).proxy_tlvs
+    return tlvs and tlvs[t] or nil
 end
 
 -- bearer, args, arg: runtime's own (they use only the public API)
@@ -859,7 +873,49 @@ function _M.new_state(spec, env)
     else
         st.id = env.next_id()
     end
+    st.proxy_tlvs = spec.proxy_tlvs
+    if env.trusted then
+        _M.resolve_client(st)
+    end
     return st
+end
+
+local client_buf = ffi.new("char[64]")
+
+--- The real client behind trusted proxies (src/client_addr.c, the
+-- gateway's own walk over the received headers): st.real_client,
+-- st.xff_trusted and st.xff_drop, from env.trusted (a set made by
+-- _M.trusted_set) and env.real_ip_header.
+function _M.resolve_client(st)
+    local env = st.env
+    local rc = C().mg_ffi_real_client(sync(st), env.trusted, env.real_ip_header,
+                                      st.client, #st.client, client_buf, 64)
+    if rc < 0 then
+        error(fmt("client %q is not an IP address", st.client), 0)
+    end
+    st.real_client = ffi.string(client_buf)
+    st.xff_trusted, st.xff_drop = rc == 1, rc == 0
+end
+
+--- Fills env.trusted and env.real_ip_header from a config's
+-- trusted_proxies (a list of CIDR strings, checked) and real_ip_header
+-- (a name): nothing when the list is empty, as in the gateway.
+function _M.trusted_set(env, list, header)
+    if not list or #list == 0 then
+        return
+    end
+    local n = #list
+    local ptrs, lens = ffi.new("const char *[?]", n), ffi.new("size_t[?]", n)
+    for i, e in ipairs(list) do
+        ptrs[i - 1], lens[i - 1] = e, #e
+    end
+    local set = C().mg_ffi_trusted_new(ptrs, lens, n)
+    if set == nil then
+        error("trusted_proxies: not a list of addresses or CIDRs", 0)
+    end
+    env.trusted = ffi.gc(set, C().mg_ffi_trusted_free)
+    env.trusted_list = list -- the strings the set was made from stay alive
+    env.real_ip_header = header or "X-Forwarded-For"
 end
 
 --- A request object over model st (and its response object).
@@ -932,6 +988,7 @@ local function head_model(st, target)
     h.match = st.route and st.env.upstream_path and st.match or nil
     h.known = kit_known
     h.client_ip, h.request_id, h.target = st.client, st.id, target
+    h.xff_trusted, h.xff_drop = st.xff_trusted and 1 or 0, st.xff_drop and 1 or 0
     h.trace_id, h.span_id, h.trace_flags = st.trace_id, st.span_id, st.trace_flags
     h.trace_continued = st.trace_continued and 1 or 0
     h.tls = st.tls and 1 or 0
