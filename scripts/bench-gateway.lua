@@ -26,11 +26,20 @@ local b = os.getenv("BENCH_UPSTREAM_B") or "127.0.0.1:2"
 gw.upstream("a", { a }, { keepalive = 256, forwarded = false, request_id = false })
 gw.upstream("ab", { a, b }, { keepalive = 256, forwarded = false })
 
--- W1: any path proxied to upstream A through the keep-alive pool
+-- W1: any path proxied to upstream A through the keep-alive pool. With
+-- BENCH_BALANCER (scripts/bench.sh's GW_VARIANTS), over A and B with that
+-- balancer instead (hash: by the path), to see what a balancer costs.
+local balancer = os.getenv("BENCH_BALANCER")
+if balancer and balancer ~= "" then
+    gw.upstream("w1", { a, b }, { keepalive = 256, forwarded = false, request_id = false,
+                                  balancer = balancer,
+                                  hash = balancer == "hash" and "path" or nil })
+end
 local w1 = port("GW_W1_PORT") or port("GW_PORT")
 if w1 then
     gw.listen { port = w1, host = "127.0.0.1" }
-    gw.route { name = "w1", path = "/**", upstream = "a", listen = w1 }
+    gw.route { name = "w1", path = "/**", upstream = balancer and balancer ~= "" and "w1" or "a",
+               listen = w1 }
 end
 
 -- W4: two hooks; the request hook reads X-Tenant and X-Client, sets

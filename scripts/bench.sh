@@ -10,11 +10,16 @@
 #   QUICK=1 make bench                      one short rep, smaller count windows
 #   PEERS="nginx nginx-lua" make bench      fewer peers
 #   SKIP_COUNTS=1 make bench                no counts (they need valgrind, ~3 min)
+#   GW_VARIANTS="" make bench               without the W1 balancer variants
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PEERS=${PEERS-"nginx nginx-lua haproxy"}
 export GW_NAME=moongate
 export GW_CMD="exec $PWD/build/moongate run -c $PWD/scripts/bench-gateway.lua"
+# W1 again with each balancer over two targets (A and B): mg-rr2 round
+# robin, mg-lc least_conn, mg-hash hash by path (scripts/bench-gateway.lua);
+# the plain moongate row's W1 has one target, which no balancer is asked about
+export GW_VARIANTS=${GW_VARIANTS-"mg-rr2:BENCH_BALANCER=round_robin mg-lc:BENCH_BALANCER=least_conn mg-hash:BENCH_BALANCER=hash"}
 rc=0
 echo "bench: moongate beside peers ($PEERS), scripts/bench/peers.sh"
 GW_WORKLOADS=${GW_WORKLOADS:-"W1 W2 W3 W4 W5 W6"} bash scripts/bench/peers.sh || rc=1

@@ -418,6 +418,15 @@ function Request.set_upstream(self, name)
     errcheck(C.mg_ffi_req_set_upstream(rptr(self), name, #name), "req:set_upstream")
 end
 
+function Request.set_hash_key(self, key)
+    if type(key) ~= "string" then
+        error("req:set_hash_key: the key must be a string, got " .. type(key),
+              2)
+    end
+    errcheck(C.mg_ffi_req_set_hash_key(rptr(self), key, #key),
+             "req:set_hash_key")
+end
+
 function Request.set_target(self, name)
     errcheck(C.mg_ffi_req_set_target(rptr(self), name, #name), "req:set_target")
 end

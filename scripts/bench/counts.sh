@@ -23,6 +23,8 @@
 #   bash scripts/bench/counts.sh                 all of it (make bench-counts)
 #   MODES=strace bash scripts/bench/counts.sh    syscalls only (seconds)
 #   PEERS="nginx" WORKLOADS="W1" ...             less of it
+#   GW_VARIANTS="NAME:VAR=VALUE ..."             GW_CMD again per variant, with
+#                                                that environment (lib.sh)
 # Knobs: REPS (1) WORKLOADS ("W1 W2 W4 W6") MODES ("strace callgrind") N_SYS
 #   (20000) N_CG (10000) WARM (2000) CONNS (16) PEERS GW_NAME GW_CMD GW_CPU
 #   LOAD_CPU KEEP_RUN=1 (keep the run directory: strace tables, callgrind
@@ -53,6 +55,7 @@ BENCH_JWT=$(tool jwt consumer-count 36000)
 GWS=()
 for p in $PEERS; do GWS+=("$p"); done
 [ -n "$GW_CMD" ] && GWS+=("$GW_NAME")
+for v in $(gw_variants); do GWS+=("$v"); done
 served() { # GW -> its workloads among WORKLOADS
     local all w out=""
     if [ "$1" = "$GW_NAME" ] && [ -n "$GW_CMD" ]; then all=$GW_WORKLOADS; else all=$(peer_workloads "$1"); fi

@@ -27,8 +27,23 @@ log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "FATAL: $*"; exit 1; }
 tool() { python3 "$BENCH_HERE/tool.py" "$@"; }
 
-# the peers each workload has (moongate serves all four)
+# GW_VARIANTS: more gateways under test, each "NAME:VAR=VALUE[,VAR=VALUE]":
+# GW_CMD again with that environment, on the workloads GW_VARIANT_WORKLOADS
+# (default W1); e.g. moongate's balancers (scripts/bench.sh,
+# scripts/bench-gateway.lua's BENCH_BALANCER)
+: "${GW_VARIANTS=}" "${GW_VARIANT_WORKLOADS:=W1}"
+variant_env() { # NAME -> its VAR=VALUE words; fails for a name that is no variant
+    local v
+    for v in $GW_VARIANTS; do
+        [ "${v%%:*}" = "$1" ] && { tr ',' ' ' <<<"${v#*:}"; return 0; }
+    done
+    return 1
+}
+gw_variants() { [ -n "${GW_CMD:-}" ] && for v in $GW_VARIANTS; do echo "${v%%:*}"; done; }
+
+# the peers each workload has (moongate serves all four; a variant its own)
 peer_workloads() {
+    variant_env "$1" >/dev/null && { echo "$GW_VARIANT_WORKLOADS"; return; }
     case "$1" in
         nginx) echo "W1 W4 W5" ;;
         nginx-lua) echo "W1 W2 W3 W4 W6" ;;
@@ -243,7 +258,8 @@ start_gateway() {
         GW_PORT=$PORT_W1 GW_W1_PORT=$PORT_W1 GW_W2_PORT=$PORT_W2 GW_W3_PORT=$PORT_W3 \
         GW_W4_PORT=$PORT_W4 GW_W5_PORT=$PORT_W5 GW_W6_PORT=$PORT_W6 BENCH_TMP="$RUN/$gw" BENCH_W2_LIMIT=$W2_LIMIT BENCH_W3_LIMIT=$W3_LIMIT \
         BENCH_UNDER_VALGRIND=$([ ${#wrap[@]} -gt 0 ] && echo 1) \
-            SPAWN_LOG=$gw spawn GWPG "$GW_CPU" "$BENCH_ROOT" "${wrap[@]}" bash -c "$GW_CMD" ;;
+            SPAWN_LOG=$gw spawn GWPG "$GW_CPU" "$BENCH_ROOT" env $(variant_env "$gw") \
+            "${wrap[@]}" bash -c "$GW_CMD" ;;
     esac
     for w in W1 W2 W3 W4 W5 W6; do
         local p=PORT_$w

@@ -7,6 +7,8 @@
 #   QUICK=1 bash scripts/bench/peers.sh    1 rep x (1 s + 2 s): a rough look
 #   PEERS="nginx-lua" ...                  fewer peers (default: nginx nginx-lua haproxy)
 #   GW_CMD=... GW_NAME=... GW_WORKLOADS=...  another gateway under test
+#   GW_VARIANTS="NAME:VAR=VALUE ..."        GW_CMD again per variant, with that
+#                                          environment, on GW_VARIANT_WORKLOADS (W1)
 #
 # The workloads (scripts/bench/README.md has the contract each gateway keeps):
 #   W0 wrk straight to origin A: the ceiling of the box
@@ -57,6 +59,7 @@ W3CELLS=()
 GWS=()
 for p in $PEERS; do GWS+=("$p"); done
 [ -n "$GW_CMD" ] && GWS+=("$GW_NAME")
+for v in $(gw_variants); do GWS+=("$v"); done
 for gw in "${GWS[@]}"; do
     if [ "$gw" = "$GW_NAME" ] && [ -n "$GW_CMD" ]; then wls=$GW_WORKLOADS; else wls=$(peer_workloads "$gw"); fi
     if ! start_gateway "$gw" timing "$wls"; then PROBLEMS+=("$gw: did not start (see above)"); continue; fi
