@@ -44,6 +44,11 @@ typedef struct mg_upstream_s {
     uint64_t health_timeout;    /* connect + answer */
     int health_fall;            /* failed checks in a row that take a target out */
     int health_rise;            /* good checks in a row that bring it back */
+    /* the balancer (balancer.h MG_LB_*) and, for `hash`, where its key
+     * comes from (MG_HASH_*) and the header, cookie or argument name */
+    int balancer;
+    int hash_on;
+    char *hash_name;            /* NULL unless header, cookie or query */
     struct mg_tls_client_s *tls; /* HTTPS to the targets (tls_client.h); NULL: plain */
 } mg_upstream_t;
 
@@ -78,6 +83,7 @@ struct mg_route_cache_s {
      * redis_host is set; then `dict` and `lock` are not used */
     char *redis_host;
     char *redis_password;      /* NULL: no AUTH */
+    char *redis_username;      /* NULL: the default user */
     int redis_port, redis_db, redis_pool;
     double redis_timeout, redis_connect_timeout; /* seconds */
 };

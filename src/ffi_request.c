@@ -17,6 +17,7 @@
 #include "upstream.h"
 #include "tls.h"
 #include "header_names.h"
+#include "maglev.h"
 #include "mg_ffi.h"
 
 
@@ -123,6 +124,13 @@ int mg_ffi_req_tls_resumed(mg_request_t *r)
 {
     mg_tls_conn_t *t = r->proto->tls(r);
     return t ? mg_tls_resumed(t) : -1;
+}
+
+void *mg_ffi_req_client_cert(mg_request_t *r, int *verified)
+{
+    mg_tls_conn_t *t = r->proto->tls(r);
+    *verified = 0;
+    return t && mg_tls_handshake_done(t) ? mg_tls_peer_cert(t, verified) : NULL;
 }
 
 int mg_ffi_req_client_port(mg_request_t *r) { return r->peer->client_port; }
@@ -312,6 +320,17 @@ int mg_ffi_req_set_upstream(mg_request_t *r, const char *name, size_t len)
         }
     }
     return MG_FFI_ENOTFOUND;
+}
+
+/* The hash balancer's key for this request (an upstream whose `hash` is a
+ * Lua function; balancer_key.c). Kept as its hash: nothing to copy. */
+int mg_ffi_req_set_hash_key(mg_request_t *r, const char *key, size_t len)
+{
+    if (r->response_started || r->hook_phase >= MG_PHASE_RESPONSE || r->up)
+        return MG_FFI_EPHASE;
+    r->hash_key = mg_maglev_hash(key, len, 0);
+    r->hash_key_set = 1;
+    return 0;
 }
 
 /* Pins the target ("host:port", one of the chosen upstream's targets). */

@@ -410,6 +410,7 @@ static int on_head(mg_upconn_t *u)
                               * 15.2): a body one announced would reach the
                               * client ahead of any status line */
     mg_pool_answered(u->pool);
+    mg_pool_observe(u->pool, r->upstream_start_ns);
     if (status == 101 && !upgrade_accepted(u)) {
         u->h1.err = "a 101 the request did not ask for";
         return HEAD_FAILED; /* 502: no tunnel the client and route did not ask for */
@@ -473,6 +474,25 @@ static void on_up_closed(uv_handle_t *h)
 
 void mg_upconn_close(mg_upconn_t *u) { up_close(u); }
 
+/* r starts using u, or u's request lets go of it: the balancer's
+ * in-flight count of u's target follows (balancer.h). Every place that
+ * ties a request to an upstream connection or unties it goes through here. */
+static void up_bind(mg_upconn_t *u, mg_request_t *r)
+{
+    u->r = r;
+    r->up = u;
+    mg_pool_acquire(u->pool);
+}
+
+static void up_unbind(mg_upconn_t *u)
+{
+    if (!u->r)
+        return;
+    mg_pool_release(u->pool);
+    u->r->up = NULL;
+    u->r = NULL;
+}
+
 static void up_close(mg_upconn_t *u)
 {
     if (u->closing)
@@ -487,10 +507,7 @@ static void up_close(mg_upconn_t *u)
         u->client = NULL;
         u->client_lost(client); /* http_client.c, a layer up */
     }
-    if (u->r) {
-        u->r->up = NULL;
-        u->r = NULL;
-    }
+    up_unbind(u);
     uv_close((uv_handle_t *)&u->timer, on_up_closed);
     uv_close((uv_handle_t *)&u->tcp, on_up_closed);
 }
@@ -498,10 +515,7 @@ static void up_close(mg_upconn_t *u)
 /* Ends the request's use of u: back to the pool, or closed. */
 void mg_proxy_detach(mg_upconn_t *u, int reusable)
 {
-    if (u->r) {
-        u->r->up = NULL;
-        u->r = NULL;
-    }
+    up_unbind(u);
     if (!reusable || u->closing || u->wq.pending > 0 || u->tunnel) {
         up_close(u);
         return;
@@ -540,8 +554,7 @@ static void up_finish_response(mg_upconn_t *u, int extra_bytes)
     int revalidated = u->revalidated;
     u->requests++;
     u->revalidated = 0;
-    r->up = NULL;
-    u->r = NULL;
+    up_unbind(u);
     mg_proxy_detach(u, reusable);
     if (revalidated)
         r->pipe->cache_ready(r, 1); /* nothing was sent yet: the kept answer goes */
@@ -875,7 +888,7 @@ static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable
     if (retryable && r->retries < 1 && !r->body_started && !r->response_started &&
         r->target_override < 0 && (r->idempotent || !u->connected)) {
         r->retries++;
-        int ti = up->ntargets > 1 ? mg_balancer_pick(r->g, ui, prev) : prev;
+        int ti = up->ntargets > 1 ? mg_balancer_pick(r->g, ui, r, prev) : prev;
         connect_target(r, ti);
         return;
     }
@@ -957,8 +970,7 @@ static void connect_target(mg_request_t *r, int ti)
     r->target = ti;
     mg_upconn_t *u = mg_pool_take_idle(p);
     if (u) {
-        u->r = r;
-        r->up = u;
+        up_bind(u, r);
         u->got_response_bytes = 0;
         send_head(u);
         return;
@@ -974,8 +986,7 @@ static void connect_target(mg_request_t *r, int ti)
         mg_pipeline_upstream_failed(r, 503, "out of memory");
         return;
     }
-    u->r = r;
-    r->up = u;
+    up_bind(u, r);
     u->connect_req.data = u;
     int rc = uv_tcp_connect(&u->connect_req, &u->tcp, (struct sockaddr *)&p->addr, on_connect);
     if (rc < 0) {
@@ -1362,7 +1373,7 @@ static void send_head(mg_upconn_t *u)
 void mg_proxy_start(mg_request_t *r)
 {
     int ui = mg_request_upstream(r);
-    int ti = r->target_override >= 0 ? r->target_override : mg_balancer_pick(r->g, ui, -1);
+    int ti = r->target_override >= 0 ? r->target_override : mg_balancer_pick(r->g, ui, r, -1);
     connect_target(r, ti);
 }
 

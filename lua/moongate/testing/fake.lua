@@ -32,7 +32,8 @@
 --                   headers of the request's known[] slots (from C)
 --   body, content_length, chunked, has_body, http_minor, head_method
 --   id, client, client_port, local_port
---   tls             nil (plain listener) or { version, cipher, sni, alpn, resumed }
+--   tls             nil (plain listener) or { version, cipher, sni, alpn, resumed,
+--                   client (an X509 pointer from its PEM), client_verified }
 --   route           the cfg route table, or nil; match (mg_route_match_t),
 --                   path_buf (the routed path it points into), params
 --   phase           hook phase running (0 none)
@@ -44,6 +45,7 @@
 --   changes         list the current hook's changes are written to
 local ffi = require "ffi"
 local cjson = require "cjson.safe"
+local cert = require "moongate.cert"
 local cdefs = require "moongate.cdefs"
 local runtime = require "moongate.runtime"
 
@@ -304,8 +306,13 @@ function getters.tls(self)
     end
     local copy = {}
     for k, v in pairs(t) do
-        copy[k] = v
+        if k ~= "client" and k ~= "client_verified" then
+            copy[k] = v
+        end
     end
+    -- the client certificate's fields are read by C, as on a real listener
+    local x = t.client
+    copy.client = x and cert.info(function() return x end, t.client_verified)
     rawset(self, "tls", copy)
     return copy
 end
@@ -466,6 +473,19 @@ function Request.set_target(self, name)
     errcheck(rc, "req:set_target")
     read_overrides(st)
     note(st, "set target " .. name)
+end
+
+-- the gateway's own setter on the C request (its phase checks, the key's
+-- hash), read by pick_target
+function Request.set_hash_key(self, key)
+    local st = state(self)
+    if type(key) ~= "string" then
+        error("req:set_hash_key: the key must be a string, got " .. type(key),
+              2)
+    end
+    errcheck(C().mg_ffi_req_set_hash_key(sync(st), key, #key),
+             "req:set_hash_key")
+    note(st, "set hash key " .. key)
 end
 
 -- mg_ffi_req_skip_cache, mg_ffi_req_cache_key: the fake has no cache; the
@@ -785,6 +805,16 @@ function _M.new_state(spec, env)
         st.tls = { version = t.version or "TLSv1.3",
                    cipher = t.cipher or "TLS_AES_256_GCM_SHA384",
                    sni = t.sni, alpn = t.alpn, resumed = t.resumed == true }
+        if t.client ~= nil then
+            -- tls = { client = PEM text }: a verified client certificate
+            -- (client_verified = false for one the listener did not check)
+            local x, why = cert.from_pem(t.client)
+            if not x then
+                error("request.tls.client: " .. why, 3)
+            end
+            st.tls.client = x
+            st.tls.client_verified = t.client_verified ~= false
+        end
     end
     local hs = header_list(spec.headers)
     -- a client sends Host (HTTP/1.1) and frames its body
@@ -1004,6 +1034,41 @@ local function built_head(n)
         error("moongate.testing: " .. ffi.string(kit_out[0]), 0)
     end
     return ffi.string(kit_out[0], n)
+end
+
+--- mg_balancer_pick: the target (1-based) the upstream's balancer gives
+-- st, by the gateway's own balancers (mg_ffi_lb_*, one worker's view) and
+-- key reader (mg_ffi_kit_lb_key); every target counts as up and none has
+-- a request in flight (the kit has no connections).
+local kit_key = ffi.new("uint64_t[1]")
+function _M.pick_target(st)
+    local ui = upstream_index(st)
+    local u = st.env.upstreams[ui]
+    local n = #u.targets
+    if n <= 1 then
+        return n == 1 and 1 or nil
+    end
+    local c = C()
+    local b = u.lb
+    if not b or u.lb_n ~= n then
+        local names = ffi.new("const char *[?]", n)
+        local weights = ffi.new("int[?]", n)
+        for i, t in ipairs(u.targets) do
+            names[i - 1], weights[i - 1] = t.name, t.weight
+        end
+        b = c.mg_ffi_lb_new(u.balancer or "round_robin", names, weights, n,
+                            ui - 1)
+        if b == nil then
+            error("moongate.testing: out of memory", 0)
+        end
+        u.lb, u.lb_n = ffi.gc(b, c.mg_ffi_lb_free), n
+    end
+    local has = 0
+    if u.hash then
+        has = c.mg_ffi_kit_lb_key(sync(st), head_model(st, ""), u.hash.on,
+                                  u.hash.name, kit_key)
+    end
+    return c.mg_ffi_lb_pick(b, -1, has, kit_key[0]) + 1
 end
 
 function _M.upstream_request(st)
