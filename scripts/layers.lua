@@ -14,11 +14,11 @@ return {
         "header_names", "h1_response",
         "cidr", "proxy_protocol", "real_ip", "maglev" } },
     { name = "config", files = { "config", "router" } },
-    { name = "generation", files = { "generation" } },
+    { name = "generation", files = { "generation", "outlier" } },
     { name = "request", files = { "request" } },
     { name = "core", files = {
         "hooks", "upgrade", "lua_route", "redis", "cache", "ffi_request",
-        "accesslog", "kit_request" } },
+        "accesslog", "kit_request", "retry" } },
     { name = "pipeline", files = { "pipeline" } },
     -- the keep-alive pools and the balancer; an idle connection is closed
     -- through w->upstream (the proxy's table)

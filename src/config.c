@@ -389,7 +389,66 @@ static const mg_ffi_config_field_t upstream_fields[] = {
     OTHER("health"),
     F("max_fails", MG_FIELD_INT, 0, 1000, 1, "must be an integer 0-1000 (0: never skip a target)",
       mg_upstream_t, max_fails, CT_INT),
+    OTHER("retries"), OTHER("outlier"),
 };
+
+/* retries = { ... } (route or upstream; src/retry.c). `on` is a list of
+ * the names below; by default what cannot make a slow service slower:
+ * failures that got no answer, and 502/503. */
+static const mg_ffi_config_field_t retries_fields[] = {
+    F("attempts", MG_FIELD_INT, 1, 10, 2, "must be an integer 1-10 (tries in all)",
+      mg_retry_policy_t, attempts, CT_INT),
+    OTHER("on"),
+    F("per_try_timeout", MG_FIELD_TIME, 0, ANY, 0, NULL, mg_retry_policy_t, per_try_timeout,
+      CT_U64),
+    OTHER("backoff"),
+    F("budget", MG_FIELD_NUMBER, 0, 1, 0.2, "must be a number 0-1 (a share of the requests in flight)",
+      mg_retry_policy_t, budget, CT_DOUBLE),
+    F("min_retries", MG_FIELD_INT, 0, 1000, 3, "must be an integer 0-1000", mg_retry_policy_t,
+      min_retries, CT_INT),
+    F("non_idempotent", MG_FIELD_BOOL, 0, 1, 0, NULL, mg_retry_policy_t, non_idempotent, CT_BOOL),
+    SIZE("body", 0, 64 * 1024, mg_retry_policy_t, body),
+};
+
+static const mg_ffi_config_field_t backoff_fields[] = {
+    F("base", MG_FIELD_TIME, 0, ANY, 25, NULL, mg_retry_policy_t, backoff_base, CT_U64),
+    F("max", MG_FIELD_TIME, 0, ANY, 250, NULL, mg_retry_policy_t, backoff_max, CT_U64),
+    F("jitter", MG_FIELD_BOOL, 0, 1, 1, NULL, mg_retry_policy_t, backoff_jitter, CT_BOOL),
+};
+
+/* outlier = { ... } (upstream; src/outlier.c) */
+static const mg_ffi_config_field_t outlier_fields[] = {
+    F("consecutive_5xx", MG_FIELD_INT, 0, 1000, 5, "must be an integer 0-1000 (0: off)",
+      mg_outlier_policy_t, consecutive_5xx, CT_INT),
+    F("consecutive_gateway_failures", MG_FIELD_INT, 0, 1000, 3,
+      "must be an integer 0-1000 (0: off)", mg_outlier_policy_t, consecutive_gateway, CT_INT),
+    F("latency_factor", MG_FIELD_NUMBER, 0, 1000, 0,
+      "must be a number 0-1000 (0: off; else above 1, e.g. 5)", mg_outlier_policy_t,
+      latency_factor, CT_DOUBLE),
+    TIME("base_ejection_time", 10000, mg_outlier_policy_t, base_ejection),
+    TIME("max_ejection_time", 300000, mg_outlier_policy_t, max_ejection),
+    F("max_ejection_percent", MG_FIELD_INT, 0, 100, 50, "must be an integer 0-100",
+      mg_outlier_policy_t, max_ejection_percent, CT_INT),
+};
+
+/* route.timeouts: 0 (the default) is the upstream's own, or no deadline */
+static const mg_ffi_config_field_t route_timeouts_fields[] = {
+    F("connect", MG_FIELD_TIME, 0, ANY, 0, NULL, mg_route_timeouts_t, connect, CT_U64),
+    F("first_byte", MG_FIELD_TIME, 0, ANY, 0, NULL, mg_route_timeouts_t, first_byte, CT_U64),
+    F("idle", MG_FIELD_TIME, 0, ANY, 0, NULL, mg_route_timeouts_t, idle, CT_U64),
+    F("total", MG_FIELD_TIME, 0, ANY, 0, NULL, mg_route_timeouts_t, total, CT_U64),
+};
+
+/* retries.on's names, bit by bit (MG_RETRY_ON_*) */
+static const char *const retry_on_names[] = { "connect", "reset", "timeout", "502", "503", "504" };
+
+int mg_ffi_retry_on_parse(const char *name)
+{
+    for (size_t i = 0; i < sizeof(retry_on_names) / sizeof(retry_on_names[0]); i++)
+        if (strcmp(name, retry_on_names[i]) == 0)
+            return 1 << i;
+    return -1;
+}
 
 static const mg_ffi_config_field_t target_fields[] = {
     F("weight", MG_FIELD_INT, 1, INT32_MAX, 1, "must be an integer >= 1", mg_target_t, weight,
@@ -446,6 +505,7 @@ static const mg_ffi_config_field_t route_fields[] = {
     SIZE("max_body", 0, NONE, mg_route_t, max_body),
     OTHER("policies"), OTHER("cache"), OTHER("upgrades"),
     SLASHES(NONE, mg_route_t, escaped_slashes), /* absent: the listener's (INHERIT) */
+    OTHER("retries"), OTHER("timeouts"),
 };
 
 /* smaller dictionaries hold next to nothing; the size is required */
@@ -465,6 +525,8 @@ static const struct {
     OBJECT("shared_dict", shared_dict_fields), OBJECT("cache", cache_fields),
     OBJECT("admin", admin_fields),       OBJECT("listen", listen_fields),
     OBJECT("redis", redis_fields),       OBJECT("route", route_fields),
+    OBJECT("retries", retries_fields),   OBJECT("backoff", backoff_fields),
+    OBJECT("outlier", outlier_fields),   OBJECT("route_timeouts", route_timeouts_fields),
 };
 
 const mg_ffi_config_field_t *mg_ffi_config_fields(const char *object, size_t *n)
@@ -511,7 +573,10 @@ static void conv_fields(conv_t *cv, int t, const char *what, const char *object,
         } else if (f->ctype == CT_DOUBLE) {
             lua_getfield(cv->L, t, f->name);
             double d = lua_tonumber(cv->L, -1);
-            if (lua_type(cv->L, -1) == LUA_TNUMBER && d > f->min && d < f->max)
+            /* a NUMBER's range is inclusive, a SECONDS' exclusive */
+            int in = f->kind == MG_FIELD_NUMBER ? d >= f->min && d <= f->max
+                                                : d > f->min && d < f->max;
+            if (lua_type(cv->L, -1) == LUA_TNUMBER && in)
                 *(double *)at = d;
             else
                 internal(cv, what, f->name, "a number in range");
@@ -742,6 +807,52 @@ static void conv_targets(conv_t *cv, int u_t, const char *uwhat, mg_upstream_t *
     lua_pop(cv->L, 1);
 }
 
+/* t.retries (a route's or an upstream's), as config.lua normalised it:
+ * its fields, `on` a list of names, `backoff` a table. NULL when absent. */
+static mg_retry_policy_t *conv_retries(conv_t *cv, int t, const char *what)
+{
+    lua_State *L = cv->L;
+    mg_retry_policy_t *p = NULL;
+    char rwhat[80];
+
+    lua_getfield(L, t, "retries");
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        return NULL;
+    }
+    int rt = lua_gettop(L);
+    snprintf(rwhat, sizeof(rwhat), "%s.retries", what);
+    if (!(p = calloc(1, sizeof(*p)))) {
+        cv->errs->oom = 1;
+        lua_pop(L, 1);
+        return NULL;
+    }
+    conv_fields(cv, rt, rwhat, "retries", p);
+    lua_getfield(L, rt, "backoff");
+    if (lua_istable(L, -1))
+        conv_fields(cv, lua_gettop(L), rwhat, "backoff", p);
+    else
+        internal(cv, rwhat, "backoff", "a table");
+    lua_pop(L, 1);
+    lua_getfield(L, rt, "on");
+    if (lua_istable(L, -1)) {
+        for (size_t i = 1; i <= lua_objlen(L, -1); i++) {
+            lua_rawgeti(L, -1, (int)i);
+            const char *name = lua_tostring(L, -1);
+            int bit = name ? mg_ffi_retry_on_parse(name) : -1;
+            if (bit < 0)
+                internal(cv, rwhat, "on", "a list of names");
+            else
+                p->on |= (unsigned)bit;
+            lua_pop(L, 1);
+        }
+    } else {
+        internal(cv, rwhat, "on", "a list");
+    }
+    lua_pop(L, 2);
+    return p;
+}
+
 static void conv_upstreams(conv_t *cv, int cfg_t, mg_config_t *cfg)
 {
     int list = push_table(cv, cfg_t, "", "upstreams");
@@ -769,6 +880,18 @@ static void conv_upstreams(conv_t *cv, int cfg_t, mg_config_t *cfg)
             snprintf(hwhat, sizeof(hwhat), "%s.health", what);
             get_str(cv, h, hwhat, "path", 0, &u->health_path);
             conv_fields(cv, h, hwhat, "health", u);
+        }
+        lua_pop(cv->L, 1);
+        u->retries = conv_retries(cv, t, what);
+        lua_getfield(cv->L, t, "outlier");
+        if (lua_istable(cv->L, -1)) {
+            char owhat[64];
+            snprintf(owhat, sizeof(owhat), "%s.outlier", what);
+            u->outlier = calloc(1, sizeof(*u->outlier));
+            if (u->outlier)
+                conv_fields(cv, lua_gettop(cv->L), owhat, "outlier", u->outlier);
+            else
+                cv->errs->oom = 1;
         }
         lua_pop(cv->L, 1);
         lua_pop(cv->L, 1);
@@ -984,6 +1107,14 @@ static void conv_route(conv_t *cv, int t, const char *what, mg_config_t *cfg, mg
     conv_headers(cv, t, what, r);
     conv_fields(cv, t, what, "route", r);
     conv_cache(cv, t, what, r);
+    r->retries = conv_retries(cv, t, what);
+    lua_getfield(L, t, "timeouts");
+    if (lua_istable(L, -1)) {
+        char twhat[64];
+        snprintf(twhat, sizeof(twhat), "%s.timeouts", what);
+        conv_fields(cv, lua_gettop(L), twhat, "route_timeouts", &r->timeouts);
+    }
+    lua_pop(L, 1);
 
     lua_getfield(L, t, "handler");
     r->has_handler = lua_type(L, -1) == LUA_TFUNCTION;
@@ -1142,6 +1273,8 @@ void mg_config_free(mg_config_t *cfg)
 
         free(u->name);
         free(u->health_path);
+        free(u->retries);
+        free(u->outlier);
         for (j = 0; j < u->ntargets; j++) {
             free(u->targets[j].host);
             free(u->targets[j].name);
@@ -1165,6 +1298,7 @@ void mg_config_free(mg_config_t *cfg)
         }
         free(r->strip_prefix);
         free(r->rewrite);
+        free(r->retries);
         if (r->cache) {
             free(r->cache->dict_name);
             free(r->cache->redis_host);

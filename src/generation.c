@@ -8,6 +8,7 @@
 #include <uv.h>
 #include "errlog.h"
 #include "generation.h"
+#include "outlier.h"
 
 /* host:port to an address: numeric at once, a name with getaddrinfo (which
  * blocks: not on a worker's loop). Returns 0 or -1. */
@@ -105,7 +106,7 @@ mg_gen_t *mg_gen_new(mg_config_t *cfg, uint64_t number, const char **err)
     g->cfg = cfg;
     g->number = number;
     atomic_store(&g->refs, 1);
-    if (health_alloc(g) < 0 || resolve_targets(g) < 0) {
+    if (health_alloc(g) < 0 || resolve_targets(g) < 0 || mg_outlier_alloc(g) < 0) {
         *err = "out of memory";
         mg_gen_release(g);
         return NULL;
@@ -118,6 +119,7 @@ void mg_gen_release(mg_gen_t *g)
     if (!g || atomic_fetch_sub(&g->refs, 1) != 1)
         return;
     health_free(g);
+    mg_outlier_free(g);
     for (size_t i = 0; g->addrs && i < g->cfg->nupstreams; i++)
         free(g->addrs[i]);
     free(g->addrs);

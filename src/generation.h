@@ -38,6 +38,9 @@ struct mg_gen_s {
     /* [upstream][target]: each target's address, resolved when the
      * generation is made (off the workers, which never wait on DNS) */
     struct mg_target_addr_s **addrs;
+    /* [upstream]: what all workers share of each upstream at run time:
+     * outlier ejections, the retry budget's counts (outlier.h) */
+    struct mg_outlier_s *outlier;
 };
 
 typedef struct mg_target_addr_s {

@@ -489,6 +489,7 @@ enum {
     MG_FIELD_SECONDS = 6, /* a number of seconds > 0, kept as a double */
     MG_FIELD_ENUM = 7,    /* a name its module's parse() knows, kept as its value */
     MG_FIELD_STRING = 8,  /* a string of at least min bytes, copied */
+    MG_FIELD_NUMBER = 9,  /* a number in [min, max], kept as a double */
 };
 
 /* An ENUM field's parser and namer, its module's own (errlog.c, uri.c). */
@@ -511,9 +512,13 @@ typedef struct mg_ffi_config_field_s {
 
 /* The fields of config object OBJECT ("settings", "limits", "timeouts",
  * "admin", "listen", "upstream", "target", "health", "shared_dict",
- * "cache", "redis", "route"), in the order of its key
+ * "cache", "redis", "route", "retries", "backoff", "outlier",
+ * "route_timeouts"), in the order of its key
  * list, their number in *N; NULL for an unknown object. Static. */
 const mg_ffi_config_field_t *mg_ffi_config_fields(const char *object, size_t *n);
+/* A retries.on name ("connect", "reset", "timeout", "502", "503", "504"):
+ * its MG_RETRY_ON_* bit (config.h), or -1. */
+int mg_ffi_retry_on_parse(const char *name);
 
 /* ==== end ==== */
 

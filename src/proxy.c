@@ -25,12 +25,18 @@
 #include "errlog.h"
 #include "upgrade.h"
 #include "mg_ffi.h"
+#include "outlier.h"
+#include "retry.h"
 
 
 static void up_close(mg_upconn_t *u);
 static void up_parse(mg_upconn_t *u);
 static void up_start_reading(mg_upconn_t *u);
-static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable, int err);
+static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable, unsigned on,
+                      int err);
+static void target_failed(mg_upconn_t *u);
+static void retry_later(mg_request_t *r);
+static void log_retry(const mg_request_t *r, const char *why, int err);
 static void send_head(mg_upconn_t *u);
 
 /* ---- deadlines (same lazy scheme as the client side) ------------------- */
@@ -40,12 +46,40 @@ static void on_up_timer(uv_timer_t *t);
 static void up_deadline(mg_upconn_t *u, uint64_t ms)
 {
     uint64_t now = uv_now(&u->w->loop);
+    if (u->r && u->r->retry) { /* never past the request's deadline */
+        uint64_t left = mg_retry_left(u->r, now);
+        ms = ms < left ? ms : left;
+    }
     u->deadline = now + ms;
     if (!u->timer_armed || u->deadline < u->timer_expiry) {
         uv_timer_start(&u->timer, on_up_timer, ms, 0);
         u->timer_armed = 1;
         u->timer_expiry = u->deadline;
     }
+}
+
+/* The timeouts of u's request: its route's (route.timeouts), else its
+ * upstream's; the first byte's wait also at most retries.per_try_timeout. */
+static uint64_t connect_timeout(const mg_upconn_t *u)
+{
+    const mg_route_t *rt = u->r ? u->r->route : NULL;
+    return rt && rt->timeouts.connect ? rt->timeouts.connect : u->pool->u->connect_timeout;
+}
+
+static uint64_t first_byte_timeout(const mg_upconn_t *u)
+{
+    const mg_route_t *rt = u->r ? u->r->route : NULL;
+    uint64_t ms = rt && rt->timeouts.first_byte ? rt->timeouts.first_byte : u->pool->u->read_timeout;
+    const mg_retry_t *re = u->r ? u->r->retry : NULL;
+    if (re && re->pol && re->pol->per_try_timeout && re->pol->per_try_timeout < ms)
+        ms = re->pol->per_try_timeout;
+    return ms;
+}
+
+static uint64_t idle_timeout(const mg_upconn_t *u)
+{
+    const mg_route_t *rt = u->r ? u->r->route : NULL;
+    return rt && rt->timeouts.idle ? rt->timeouts.idle : u->pool->u->read_timeout;
 }
 
 static void on_up_timer(uv_timer_t *t)
@@ -71,9 +105,18 @@ static void on_up_timer(uv_timer_t *t)
         u->r->proto->abort(u->r);
         return;
     }
+    if (u->r->retry && mg_retry_left(u->r, now) == 0) {
+        up_failed(u, 504, "request deadline passed (route timeouts.total)", 0, 0, 0);
+        return;
+    }
     if (!u->got_response_bytes)
-        mg_pool_failed(u->pool); /* no answer at all: counts for max_fails */
-    up_failed(u, 504, u->connected ? "upstream timed out" : "upstream connect timed out", 0, 0);
+        target_failed(u); /* no answer at all: counts for max_fails */
+    if (!u->connected)
+        up_failed(u, 504, "upstream connect timed out", 0, MG_RETRY_ON_CONNECT, 0);
+    else if (!u->got_response_bytes)
+        up_failed(u, 504, "upstream timed out before the first byte", 0, MG_RETRY_ON_TIMEOUT, 0);
+    else
+        up_failed(u, 504, "upstream timed out between reads (idle)", 0, 0, 0);
 }
 
 /* ---- response parsing --------------------------------------------------- */
@@ -427,7 +470,7 @@ static int upgrade_accepted(mg_upconn_t *u)
 }
 
 /* What the response head means for the exchange. */
-enum { HEAD_BODY, HEAD_INTERIM, HEAD_PAUSED, HEAD_TUNNEL, HEAD_FAILED };
+enum { HEAD_BODY, HEAD_INTERIM, HEAD_PAUSED, HEAD_TUNNEL, HEAD_FAILED, HEAD_RETRY };
 
 /* The whole upstream head is in: act on it (interim answers, upgrades,
  * the cache's revalidation, on_response hooks), then write the client's
@@ -444,6 +487,15 @@ static int on_head(mg_upconn_t *u)
                               * 15.2): a body one announced would reach the
                               * client ahead of any status line */
     mg_pool_answered(u->pool);
+    if (r->retry || u->pool->u->outlier) {
+        uint64_t us = (uv_hrtime() - r->upstream_start_ns) / 1000;
+        mg_outlier_answer(&r->g->gen->outlier[mg_request_upstream(r)], (size_t)r->target, status,
+                          us, uv_now(&u->w->loop));
+        unsigned on = status == 502 ? MG_RETRY_ON_502 : status == 503 ? MG_RETRY_ON_503
+                    : status == 504 ? MG_RETRY_ON_504 : 0;
+        if (on && mg_retry_allowed(r, on, 1))
+            return HEAD_RETRY; /* this answer is dropped, another target asked */
+    }
     if (status == 101 && !upgrade_accepted(u)) {
         u->h1.err = "a 101 the request did not ask for";
         return HEAD_FAILED; /* 502: no tunnel the client and route did not ask for */
@@ -595,7 +647,7 @@ static void up_finish_response(mg_upconn_t *u, int extra_bytes)
 }
 
 /* What parsing the bytes in u->buf came to. */
-enum { PARSE_MORE, PARSE_DONE, PARSE_PAUSED, PARSE_TUNNEL, PARSE_FAILED };
+enum { PARSE_MORE, PARSE_DONE, PARSE_PAUSED, PARSE_TUNNEL, PARSE_FAILED, PARSE_RETRY };
 
 /* Parses heads (skipping interim ones) and body from u->buf.parsed on,
  * forwarding as it goes; u->buf.parsed ends past what was consumed. */
@@ -619,8 +671,9 @@ static int parse_response(mg_upconn_t *u)
                 continue;
             }
             if (rc != HEAD_BODY)
-                return rc == HEAD_PAUSED ? PARSE_PAUSED
+                return rc == HEAD_PAUSED   ? PARSE_PAUSED
                        : rc == HEAD_TUNNEL ? PARSE_TUNNEL
+                       : rc == HEAD_RETRY  ? PARSE_RETRY
                                            : PARSE_FAILED;
         }
         const char *data;
@@ -690,11 +743,21 @@ static void up_parse(mg_upconn_t *u)
     case PARSE_PAUSED: stop_reading(u); return; /* until the hook is done */
     case PARSE_DONE: up_finish_response(u, u->buf.parsed < u->buf.len); return;
     case PARSE_TUNNEL: start_tunnel(u); return;
+    case PARSE_RETRY: {
+        int status = u->h1.status;
+        /* the answer retried is not read on: its connection goes */
+        up_close(u);
+        log_retry(r, status == 502   ? "upstream answered 502"
+                     : status == 503 ? "upstream answered 503"
+                                     : "upstream answered 504", 0);
+        retry_later(r);
+        return;
+    }
     default:
         if (u->hook_failed)
-            up_failed(u, 500, "hook error", 0, 0);
+            up_failed(u, 500, "hook error", 0, 0, 0);
         else
-            up_failed(u, 502, "invalid upstream response", 0, 0);
+            up_failed(u, 502, "invalid upstream response", 0, 0, 0);
     }
 }
 
@@ -702,7 +765,7 @@ void mg_proxy_hook_resumed(mg_upconn_t *u, int result)
 {
     u->hook_paused = 0;
     if (result == MG_HOOK_ERROR) {
-        up_failed(u, 500, "hook error", 0, 0);
+        up_failed(u, 500, "hook error", 0, 0, 0);
         return;
     }
     out_t out; /* not zeroed whole: it is large, and only n, npre are read first */
@@ -713,7 +776,7 @@ void mg_proxy_hook_resumed(mg_upconn_t *u, int result)
     cur_out = NULL;
     if (rc < 0) {
         u->h1.err = "response head too large";
-        up_failed(u, 502, "invalid upstream response", 0, 0);
+        up_failed(u, 502, "invalid upstream response", 0, 0, 0);
         return;
     }
     up_parse(u); /* the body, or the end of a message without one */
@@ -741,11 +804,11 @@ static void up_eof(mg_upconn_t *u, ssize_t nread)
     /* a fresh connection closed without an answer counts for max_fails;
      * a reused one may just have hit the keep-alive race */
     if (!u->got_response_bytes && u->requests == 0)
-        mg_pool_failed(u->pool);
+        target_failed(u);
     up_failed(u, 502,
               nread == UV_ECONNRESET ? "upstream reset the connection"
                                      : "upstream closed the connection",
-              retry, nread == UV_EOF ? 0 : (int)nread);
+              retry, u->got_response_bytes ? 0 : MG_RETRY_ON_RESET, nread == UV_EOF ? 0 : (int)nread);
 }
 
 static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
@@ -768,7 +831,7 @@ static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     u->got_response_bytes = u->got_response_bytes ? u->got_response_bytes : 1;
     u->buf.len += (uint32_t)nread;
     if (u->tunnel) {
-        up_deadline(u, u->pool->u->read_timeout);
+        up_deadline(u, u->pool->u->read_timeout); /* a tunnel's idle time */
         uv_buf_t out = uv_buf_init(u->buf.data, u->buf.len);
         u->buf.len = 0;
         if (r->proto->send(r, &out, 1) < 0)
@@ -779,7 +842,7 @@ static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         }
         return;
     }
-    up_deadline(u, u->pool->u->read_timeout);
+    up_deadline(u, idle_timeout(u));
     up_parse(u);
 }
 
@@ -832,7 +895,7 @@ static int request_out(const mg_request_t *r)
 void mg_proxy_request_sent(mg_upconn_t *u)
 {
     if (u && u->wq.pending == 0)
-        up_deadline(u, u->pool->u->read_timeout);
+        up_deadline(u, first_byte_timeout(u));
     /* else up_drained starts it once the last bytes are out */
 }
 
@@ -843,7 +906,9 @@ static void up_drained(mg_wq_t *q)
     mg_upconn_t *u = mg_container_of(q, mg_upconn_t, wq);
     if (!u->r)
         return;
-    up_deadline(u, request_out(u->r) ? u->pool->u->read_timeout : u->pool->u->send_timeout);
+    up_deadline(u, !request_out(u->r)     ? u->pool->u->send_timeout
+                   : u->got_response_bytes ? idle_timeout(u)
+                                           : first_byte_timeout(u));
     u->r->proto->throttle(u->r, 0);
 }
 
@@ -854,7 +919,8 @@ static void up_write_error(mg_wq_t *q, int status)
         u->r->proto->abort(u->r);
         return;
     }
-    up_failed(u, 502, "upstream write failed", 0, status);
+    up_failed(u, 502, "upstream write failed", 0, u->got_response_bytes ? 0 : MG_RETRY_ON_RESET,
+              status);
 }
 
 int mg_proxy_send_body(mg_upconn_t *u, uv_buf_t *bufs, unsigned n)
@@ -899,7 +965,53 @@ static void log_failure(const mg_request_t *r, int status, const char *why, int 
            r->request_id, mg_cache_can_serve_stale(r) ? "; answered with the stale cached copy" : "");
 }
 
-static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable, int err)
+/* A try on u's target got no answer at all: the worker's max_fails count
+ * and the shared outlier detection (outlier.h) hear of it. */
+static void target_failed(mg_upconn_t *u)
+{
+    mg_pool_failed(u->pool);
+    mg_request_t *r = u->r;
+    if (r && (r->retry || u->pool->u->outlier))
+        mg_outlier_gateway_failure(&r->g->gen->outlier[mg_request_upstream(r)], (size_t)r->target,
+                                   uv_now(&u->w->loop));
+}
+
+/* The next try: another target than the last when one is up. */
+static void retry_go(mg_request_t *r)
+{
+    int ui = mg_request_upstream(r);
+    const mg_upstream_t *up = &r->g->cfg->upstreams[ui];
+    connect_target(r, up->ntargets > 1 ? mg_balancer_pick(r->g, ui, r->target) : r->target);
+}
+
+/* A retry allowed by retry.c: after its backoff (a timer), or at once. */
+static void retry_later(mg_request_t *r)
+{
+    uint64_t ms = mg_retry_backoff(r);
+    if (ms == 0 || mg_retry_wait(r, ms, retry_go) < 0)
+        retry_go(r);
+}
+
+/* A try failed with `status` (502, 504: logged) because of `why`. With a
+ * retry policy, retry.c decides on its class `on` (MG_RETRY_ON_*, 0: never
+ * retried); without one, a `retryable` failure (the connect, or a reused
+ * connection that died before answering) is tried once more. */
+/* A failed try that is retried: an info line, so that an operator sees
+ * what the retries hide from clients. */
+static void log_retry(const mg_request_t *r, const char *why, int err)
+{
+    int ui = mg_request_upstream(r);
+    const mg_upstream_t *up = &r->g->cfg->upstreams[ui];
+    mg_log(MG_LOG_INFO,
+           "worker %d: retrying after try %u of %d: route %s, upstream %s, target %s: %s%s%s%s "
+           "(request %s)\n",
+           r->w->id, r->retry->tries, r->retry->pol->attempts, r->route ? r->route->name : "-",
+           up->name, r->target >= 0 ? up->targets[r->target].name : "-", why, err ? " (" : "",
+           err ? uv_err_name(err) : "", err ? ")" : "", r->request_id);
+}
+
+static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable, unsigned on,
+                      int err)
 {
     mg_request_t *r = u->r;
     if (!r) {
@@ -907,13 +1019,20 @@ static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable
         return;
     }
     int prev = r->target;
+    int sent = u->connected;
     /* the parser's reason goes before the connection does */
     const char *detail = u->h1.err;
     up_close(u);
     int ui = mg_request_upstream(r);
     const mg_upstream_t *up = &r->g->cfg->upstreams[ui];
-    if (retryable && r->retries < 1 && !r->body_started && !r->response_started &&
-        r->target_override < 0 && (r->idempotent || !u->connected)) {
+    if (r->retry && r->retry->pol) {
+        if (on && mg_retry_allowed(r, on, sent)) {
+            log_retry(r, why, err);
+            retry_later(r);
+            return;
+        }
+    } else if (retryable && r->retries < 1 && !r->body_started && !r->response_started &&
+               r->target_override < 0 && (r->idempotent || !sent)) {
         r->retries++;
         int ti = up->ntargets > 1 ? mg_balancer_pick(r->g, ui, prev) : prev;
         connect_target(r, ti);
@@ -932,11 +1051,11 @@ static void on_connect(uv_connect_t *req, int status)
     if (u->closing)
         return;
     if (status < 0) {
-        mg_pool_failed(u->pool);
+        target_failed(u);
         up_failed(u, 502,
                   status == UV_ECONNREFUSED ? "upstream refused the connection"
                                             : "upstream connect failed",
-                  1, status);
+                  1, MG_RETRY_ON_CONNECT, status);
         return;
     }
     u->connected = 1;
@@ -971,8 +1090,19 @@ mg_upconn_t *mg_upconn_new(mg_pool_t *p)
 
 static void connect_target(mg_request_t *r, int ti)
 {
-    mg_pool_t *p = &r->g->ups[mg_request_upstream(r)].pools[ti];
+    int ui = mg_request_upstream(r);
+    mg_pool_t *p = &r->g->ups[ui].pools[ti];
     r->target = ti;
+    if (r->retry) {
+        r->retry->tries++;
+        if (r->retry->deadline && mg_retry_left(r, uv_now(&r->w->loop)) == 0) {
+            log_failure(r, 504, "request deadline passed (route timeouts.total)", 0, NULL);
+            mg_pipeline_upstream_failed(r, 504, "request deadline passed (route timeouts.total)");
+            return;
+        }
+    }
+    if (r->retry || p->u->outlier)
+        mg_outlier_attempt(&r->g->gen->outlier[ui], (size_t)ti, uv_now(&r->w->loop));
     mg_upconn_t *u = mg_pool_take_idle(p);
     if (u) {
         u->r = r;
@@ -996,11 +1126,11 @@ static void connect_target(mg_request_t *r, int ti)
     u->connect_req.data = u;
     int rc = uv_tcp_connect(&u->connect_req, &u->tcp, (struct sockaddr *)&p->addr, on_connect);
     if (rc < 0) {
-        mg_pool_failed(p);
-        up_failed(u, 502, "upstream connect failed", 1, rc);
+        target_failed(u);
+        up_failed(u, 502, "upstream connect failed", 1, MG_RETRY_ON_CONNECT, rc);
         return;
     }
-    up_deadline(u, p->u->connect_timeout);
+    up_deadline(u, connect_timeout(u));
 }
 
 
@@ -1276,7 +1406,7 @@ static long build_request_head(mg_upconn_t *u)
     head_t h = { .w = u->w };
     const char *why = write_request_head(&h, u);
     if (why) {
-        up_failed(u, 502, why, 0, 0);
+        up_failed(u, 502, why, 0, 0, 0);
         return -1;
     }
     return (long)h.len;
@@ -1347,7 +1477,7 @@ static void send_head(mg_upconn_t *u)
     mg_request_t *r = u->r;
     r->upstream_start_ns = uv_hrtime();
     if (mg_wq_write(&u->wq, &b, 1) < 0) {
-        up_failed(u, 502, "upstream write failed", u->requests > 0, 0);
+        up_failed(u, 502, "upstream write failed", u->requests > 0, MG_RETRY_ON_RESET, 0);
         return;
     }
     /* read_timeout once the body is out too (mg_proxy_request_sent) */
@@ -1356,9 +1486,38 @@ static void send_head(mg_upconn_t *u)
     r->proto->resume_body(r);
 }
 
+/* The route's retries (else the upstream's) and deadline: the retry state
+ * (retry.h), and a body read whole first when a retry may replay it.
+ * Returns 0 to go on, 1 when r waits for its body, -1 when answered. */
+static int retry_begin(mg_request_t *r, const mg_upstream_t *up, int ui)
+{
+    const mg_retry_policy_t *pol = r->route && r->route->retries ? r->route->retries : up->retries;
+    uint64_t total = r->route ? r->route->timeouts.total : 0;
+    if (!pol && !total)
+        return 0;
+    if (!mg_retry_begin(r, pol, &r->g->gen->outlier[ui], total)) {
+        mg_pipeline_upstream_failed(r, 503, "out of memory");
+        return -1;
+    }
+    if (!mg_retry_buffer_body(r))
+        return 0;
+    r->retry->buffering = 1;
+    r->state = MG_RS_BUFFER; /* mg_pipeline_body_read starts r again */
+    if (r->proto->read_body(r) < 0) {
+        r->retry->buffering = 0;
+        r->state = MG_RS_UPSTREAM; /* streamed instead, and not replayed */
+        return 0;
+    }
+    return 1;
+}
+
 void mg_proxy_start(mg_request_t *r)
 {
     int ui = mg_request_upstream(r);
+    const mg_upstream_t *up = &r->g->cfg->upstreams[ui];
+    if (!r->retry && (up->retries || (r->route && (r->route->retries || r->route->timeouts.total))) &&
+        retry_begin(r, up, ui) != 0)
+        return;
     int ti = r->target_override >= 0 ? r->target_override : mg_balancer_pick(r->g, ui, -1);
     connect_target(r, ti);
 }

@@ -243,6 +243,8 @@ struct mg_request_s {
     char trace_flags[2];
     /* the response cache's own state (cache.c), NULL off cache routes */
     struct mg_cache_req_s *cache;
+    /* retries and the deadline (retry.h), NULL without either */
+    struct mg_retry_s *retry;
 
     /* Not cleared between requests (mg_request_init zeroes up to here). */
     mg_edit_t req_edits[MG_MAX_EDITS];

@@ -102,6 +102,7 @@ typedef struct mg_ffi_config_field_s {
     const char *def_str;
 } mg_ffi_config_field_t;
 const mg_ffi_config_field_t *mg_ffi_config_fields(const char *object, size_t *n);
+int mg_ffi_retry_on_parse(const char *name);
 ]]
 
 local _M = {}
@@ -121,6 +122,7 @@ _M.HEAD_CHUNKED, _M.HEAD_TRACE_BAD = 1, 2
 _M.EDIT_SET, _M.EDIT_ADD, _M.EDIT_REMOVE = 1, 2, 3
 _M.FIELD_SIZE, _M.FIELD_TIME, _M.FIELD_INT, _M.FIELD_BOOL = 1, 2, 3, 4
 _M.FIELD_OTHER, _M.FIELD_SECONDS, _M.FIELD_ENUM, _M.FIELD_STRING = 5, 6, 7, 8
+_M.FIELD_NUMBER = 9
 
 --- The fields of config object `object` as src/config.c declares them
 -- (mg_ffi_config_fields), in key order: a list of { name =, kind =, min =,
