@@ -302,6 +302,7 @@ local function spawn_upstream(opts)
     local name = opts.name or "up"
     local cmd = fmt("exec %s -u %s --port %d --name %s", shq(python_bin()),
         shq(_M.UPSTREAM_PY), port, shq(name))
+    if opts.ids then cmd = cmd .. " --ids " .. shq(opts.ids) end
     local p = spawn(cmd, "upstream-" .. name)
     setmetatable(p, Upstream)
     p.port, p.name, p.addr = port, name, "127.0.0.1:" .. port
@@ -1177,7 +1178,8 @@ local LOAD_PY = (debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or ".") .. 
 local nloads = 0
 
 -- Starts load.py in the background with o = { ports, paths, headers, rate,
--- duration, conns, count_header, timeline }; returns a function that waits
+-- duration, conns, count_header, timeline, method, body_size, timeout };
+-- returns a function that waits
 -- for it and returns its decoded report.
 function _M.load_start(o)
     nloads = nloads + 1
@@ -1190,6 +1192,9 @@ function _M.load_start(o)
                           o.duration or 5, o.conns or 20)
     if o.count_header then args[#args + 1] = "--count-header " .. shq(o.count_header) end
     if o.timeline then args[#args + 1] = "--timeline" end
+    if o.method then args[#args + 1] = "--method " .. shq(o.method) end
+    if o.timeout then args[#args + 1] = fmt("--timeout %g", o.timeout) end
+    if o.body_size then args[#args + 1] = fmt("--body-size %d", o.body_size) end
     local started = now()
     os.execute(fmt("%s %s >%s 2>&1 &", shq(python_bin()), concat(args, " "), shq(out)))
     return function()
