@@ -86,14 +86,18 @@ void mg_outlier_attempt(mg_outlier_t *o, size_t ti, uint64_t now)
 }
 
 /* Ejects target ti (why: for the log) unless it is already out or the
- * upstream has max_ejection_percent of its targets out. One worker at a
- * time: another that is deciding makes this one give up (the next failure
- * tries again). */
-static void eject(mg_outlier_t *o, size_t ti, uint64_t now, const char *why)
+ * upstream has max_ejection_percent of its targets out; then `streak`, the
+ * count that reached its threshold (NULL: none), starts again. One worker at a time:
+ * another that is deciding makes this one give up, its streak kept (the
+ * next failure tries again). */
+static void eject(mg_outlier_t *o, size_t ti, uint64_t now, const char *why,
+                  _Atomic uint32_t *streak)
 {
     const mg_outlier_policy_t *pol = o->u->outlier;
     if (atomic_exchange(&o->deciding, 1))
         return;
+    if (streak)
+        atomic_store(streak, 0);
     mg_outlier_target_t *t = &o->targets[ti];
     size_t out = 0, n = o->u->ntargets;
     for (size_t i = 0; i < n; i++)
@@ -142,10 +146,9 @@ void mg_outlier_answer(mg_outlier_t *o, size_t ti, int status, uint64_t latency_
     if (status >= 500) {
         uint32_t n = atomic_fetch_add(&t->fails_5xx, 1) + 1;
         if (pol->consecutive_5xx && n >= (uint32_t)pol->consecutive_5xx) {
-            atomic_store(&t->fails_5xx, 0);
             char why[48];
             snprintf(why, sizeof(why), "%u 5xx answers in a row", n);
-            eject(o, ti, now, why);
+            eject(o, ti, now, why, &t->fails_5xx);
         }
     } else if (atomic_load_explicit(&t->fails_5xx, memory_order_relaxed)) {
         atomic_store(&t->fails_5xx, 0);
@@ -169,7 +172,7 @@ void mg_outlier_answer(mg_outlier_t *o, size_t ti, int status, uint64_t latency_
         char why[48];
         snprintf(why, sizeof(why), "latency %.1f ms, %gx the others'", (double)e / 1000,
                  pol->latency_factor);
-        eject(o, ti, now, why);
+        eject(o, ti, now, why, NULL);
     }
 }
 
@@ -182,9 +185,8 @@ void mg_outlier_gateway_failure(mg_outlier_t *o, size_t ti, uint64_t now)
         return;
     uint32_t n = atomic_fetch_add(&t->fails_gateway, 1) + 1;
     if (n >= (uint32_t)pol->consecutive_gateway) {
-        atomic_store(&t->fails_gateway, 0);
         char why[48];
         snprintf(why, sizeof(why), "%u failures in a row without an answer", n);
-        eject(o, ti, now, why);
+        eject(o, ti, now, why, &t->fails_gateway);
     }
 }
