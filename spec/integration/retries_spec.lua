@@ -390,6 +390,76 @@ gw.route { path = "/total/**", upstream = "svc", timeouts = { total = 0.6 },
     end)
 end)
 
+describe("outlier detection", function()
+    local ups, gw, admin
+    setup(function()
+        ups = { a = h.start_upstream { name = "a" }, b = h.start_upstream { name = "b" },
+                c = h.start_upstream { name = "c" } }
+        admin = h.free_port()
+        gw = h.start_gateway(([[
+local gw = require "moongate"
+gw.settings { admin = { port = %d } }
+gw.listen { port = {{PORT}}, host = "127.0.0.1" }
+local targets = { "{{A}}", "{{B}}", "{{C}}" }
+gw.upstream("five", targets, { max_fails = 0, outlier = { consecutive_5xx = 2,
+    consecutive_gateway_failures = 0, base_ejection_time = 0.5, max_ejection_percent = 34 } })
+gw.upstream("slow", targets, { max_fails = 0, outlier = { latency_factor = 5,
+    consecutive_5xx = 0, base_ejection_time = 30 } })
+gw.route { path = "/five/**", upstream = "five" }
+gw.route { path = "/slow/**", upstream = "slow" }
+]]):format(admin), { vars = { A = ups.a, B = ups.b, C = ups.c } })
+    end)
+    teardown(h.cleanup)
+
+    local function outlier_of(up, target)
+        for _, u in ipairs(h.json(h.admin(admin, { path = "/upstreams" }).body).upstreams) do
+            if u.name == up then
+                for _, t in ipairs(u.targets) do
+                    if t.target == target then return t.outlier end
+                end
+            end
+        end
+    end
+
+    it("5xx in a row eject a target, longer each time, never more than max_ejection_percent", function()
+        local path = "/five/x?fail_on=a&fail_on=b"
+        local statuses = {}
+        eventually(10, function()
+            local res = h.http(gw.port, { path = path })
+            statuses[res.status] = true
+            return #log_lines(gw, { "upstream five", "(ejection 2)" }) > 0
+        end, "a second ejection")
+        -- a and b answer 503, but only one of three may be out at a time
+        local ejected = 0
+        for _, n in ipairs { "a", "b", "c" } do
+            if outlier_of("five", ups[n].addr).ejected then ejected = ejected + 1 end
+        end
+        assert.truthy(ejected <= 1)
+        assert.is_false(outlier_of("five", ups.c.addr).ejected)
+        assert.equal(0, outlier_of("five", ups.c.addr).ejected_total)
+        assert.truthy(#log_lines(gw, { "upstream five", "ejected for 0.5 s: 2 5xx answers in a row (ejection 1)" }) >= 1)
+        assert.truthy(#log_lines(gw, { "upstream five", "ejected for 1.0 s: 2 5xx answers in a row (ejection 2)" }) >= 1)
+        local m = metrics(admin)
+        assert.truthy(target_metric(m, "moongate_upstream_target_ejections_total", "five", ups.a.addr) +
+                      target_metric(m, "moongate_upstream_target_ejections_total", "five", ups.b.addr) >= 2)
+    end)
+
+    it("a target far slower than the others is ejected", function()
+        local path = "/slow/x?delay_on=c:0.05"
+        eventually(20, function()
+            assert.equal(200, h.http(gw.port, { path = path }).status)
+            return outlier_of("slow", ups.c.addr).ejected
+        end, "c ejected for its latency")
+        local o = outlier_of("slow", ups.c.addr)
+        assert.truthy(o.reason:find("^latency"), o.reason)
+        assert.is_false(outlier_of("slow", ups.a.addr).ejected)
+        -- while it is out, the others answer everything
+        local before = ups.c:stats().requests
+        for _ = 1, 20 do assert.equal(200, h.http(gw.port, { path = path }).status) end
+        assert.equal(before, ups.c:stats().requests)
+    end)
+end)
+
 describe("retries and outlier config", function()
     it("mistakes are file:line errors", function()
         local code, out = h.check_config([[
