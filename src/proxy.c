@@ -34,7 +34,7 @@ static void up_parse(mg_upconn_t *u);
 static void up_start_reading(mg_upconn_t *u);
 static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable, unsigned on,
                       int err);
-static void target_failed(mg_upconn_t *u);
+static void target_failed(mg_upconn_t *u, int max_fails);
 static void retry_later(mg_request_t *r);
 static void log_retry(const mg_request_t *r, const char *why, int err);
 static void send_head(mg_upconn_t *u);
@@ -110,7 +110,7 @@ static void on_up_timer(uv_timer_t *t)
         return;
     }
     if (!u->got_response_bytes)
-        target_failed(u); /* no answer at all: counts for max_fails */
+        target_failed(u, 1); /* no answer at all: counts for max_fails */
     if (!u->connected)
         up_failed(u, 504, "upstream connect timed out", 0, MG_RETRY_ON_CONNECT, 0);
     else if (!u->got_response_bytes)
@@ -803,8 +803,8 @@ static void up_eof(mg_upconn_t *u, ssize_t nread)
     int retry = !u->got_response_bytes && u->requests > 0;
     /* a fresh connection closed without an answer counts for max_fails;
      * a reused one may just have hit the keep-alive race */
-    if (!u->got_response_bytes && u->requests == 0)
-        target_failed(u);
+    if (!u->got_response_bytes)
+        target_failed(u, u->requests == 0);
     up_failed(u, 502,
               nread == UV_ECONNRESET ? "upstream reset the connection"
                                      : "upstream closed the connection",
@@ -965,11 +965,14 @@ static void log_failure(const mg_request_t *r, int status, const char *why, int 
            r->request_id, mg_cache_can_serve_stale(r) ? "; answered with the stale cached copy" : "");
 }
 
-/* A try on u's target got no answer at all: the worker's max_fails count
- * and the shared outlier detection (outlier.h) hear of it. */
-static void target_failed(mg_upconn_t *u)
+/* A try on u's target got no answer at all: the shared outlier detection
+ * (outlier.h) hears of it, and the worker's max_fails count when
+ * `max_fails` (not for a reused connection that closed: it may just have
+ * met the keep-alive race, a server closing it as the request went out). */
+static void target_failed(mg_upconn_t *u, int max_fails)
 {
-    mg_pool_failed(u->pool);
+    if (max_fails)
+        mg_pool_failed(u->pool);
     mg_request_t *r = u->r;
     if (r && (r->retry || u->pool->u->outlier))
         mg_outlier_gateway_failure(&r->g->gen->outlier[mg_request_upstream(r)], (size_t)r->target,
@@ -1051,7 +1054,7 @@ static void on_connect(uv_connect_t *req, int status)
     if (u->closing)
         return;
     if (status < 0) {
-        target_failed(u);
+        target_failed(u, 1);
         up_failed(u, 502,
                   status == UV_ECONNREFUSED ? "upstream refused the connection"
                                             : "upstream connect failed",
@@ -1126,7 +1129,7 @@ static void connect_target(mg_request_t *r, int ti)
     u->connect_req.data = u;
     int rc = uv_tcp_connect(&u->connect_req, &u->tcp, (struct sockaddr *)&p->addr, on_connect);
     if (rc < 0) {
-        target_failed(u);
+        target_failed(u, 1);
         up_failed(u, 502, "upstream connect failed", 1, MG_RETRY_ON_CONNECT, rc);
         return;
     }

@@ -108,14 +108,16 @@ describe("retries with a target killed (SIGKILL) and restarted under load", func
         assert.equal(0, r.errors, "socket errors: " .. require("cjson").encode(r.error_kinds))
         assert.same({ ["200"] = r.sent }, r.status)
         assert.truthy(r.sent >= RATE * 10)
-        -- while dead, c got a few tries only (ejected after 3 failures in a
-        -- row, for 1 s, then 2 s), never while ejected with others up
+        -- while dead, c got a few tries only: those in flight at the kill
+        -- (at most one per connection) and 3 failures in a row before each
+        -- ejection (for 1 s, then 2 s), never one while ejected with others
+        -- up; round robin alone would have sent it a third of the traffic
         local tries = target_metric(dead, "moongate_upstream_target_attempts_total", "svc", ups.c.addr)
             - target_metric(before, "moongate_upstream_target_attempts_total", "svc", ups.c.addr)
         local share = (h.now() - killed_at) * RATE / 3 -- what round robin would have sent it
         print(("dead target: %d tries in %.1f s (round robin alone: ~%d)"):format(
             tries, back_at - killed_at, math.floor(share)))
-        assert.truthy(tries <= 40, "tries on the dead target: " .. tries .. "\n" ..
+        assert.truthy(tries <= 40 + 20, "tries on the dead target: " .. tries .. "\n" ..
             table.concat(log_lines(gw, { ups.c.addr }), "\n"))
         assert.truthy(target_metric(dead, "moongate_upstream_target_ejections_total", "svc", ups.c.addr) >= 1)
         assert.equal(0, target_metric(after, "moongate_upstream_target_attempts_ejected_total", "svc",
