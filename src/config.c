@@ -1229,6 +1229,13 @@ int mg_config_convert(lua_State *L, int t, const char *file, mg_config_t **out, 
         conv_listeners(&cv, t, cfg);
         conv_upstreams(&cv, t, cfg);
         conv_routes(&cv, t, cfg);
+        for (size_t i = 0; i < cfg->nroutes; i++) {
+            mg_route_t *r = &cfg->routes[i];
+            const mg_upstream_t *u = r->upstream >= 0 ? &cfg->upstreams[r->upstream] : NULL;
+            const mg_route_timeouts_t *to = &r->timeouts;
+            r->retry_state = r->retries || to->connect || to->first_byte || to->idle ||
+                             to->total || (u && (u->retries || u->outlier));
+        }
         conv_shared_dicts(&cv, t, cfg);
         conv_admin(&cv, t, cfg);
         conv_tests(&cv, t, cfg);

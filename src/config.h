@@ -152,6 +152,8 @@ typedef struct mg_route_s {
     int escaped_slashes;   /* mg_slashes_t (uri.h); 0: the listener's */
     mg_retry_policy_t *retries;   /* NULL: the upstream's */
     mg_route_timeouts_t timeouts; /* zeros: the upstream's */
+    int retry_state;       /* its requests keep a retry state (retry.h): it or
+                              its upstream has retries, timeouts or outlier */
 } mg_route_t;
 
 struct mg_tls_ctx_s;

@@ -43,13 +43,17 @@ static void send_head(mg_upconn_t *u);
 
 static void on_up_timer(uv_timer_t *t);
 
-static void up_deadline(mg_upconn_t *u, uint64_t ms)
+/* ms, or less: never past the request's deadline (route timeouts.total) */
+static __attribute__((noinline)) uint64_t deadline_clamp(const mg_upconn_t *u, uint64_t now,
+                                                         uint64_t ms)
 {
-    uint64_t now = uv_now(&u->w->loop);
-    if (u->r && u->r->retry) { /* never past the request's deadline */
-        uint64_t left = mg_retry_left(u->r, now);
-        ms = ms < left ? ms : left;
-    }
+    uint64_t left = mg_retry_left(u->r, now);
+    return ms < left ? ms : left;
+}
+
+/* u's timer fires ms after now (lazily: a later deadline only is noted) */
+static inline void up_arm(mg_upconn_t *u, uint64_t now, uint64_t ms)
+{
     u->deadline = now + ms;
     if (!u->timer_armed || u->deadline < u->timer_expiry) {
         uv_timer_start(&u->timer, on_up_timer, ms, 0);
@@ -58,28 +62,52 @@ static void up_deadline(mg_upconn_t *u, uint64_t ms)
     }
 }
 
-/* The timeouts of u's request: its route's (route.timeouts), else its
- * upstream's; the first byte's wait also at most retries.per_try_timeout. */
-static uint64_t connect_timeout(const mg_upconn_t *u)
+static inline void up_deadline(mg_upconn_t *u, uint64_t ms)
 {
-    const mg_route_t *rt = u->r ? u->r->route : NULL;
-    return rt && rt->timeouts.connect ? rt->timeouts.connect : u->pool->u->connect_timeout;
+    uint64_t now = uv_now(&u->w->loop);
+    if (u->r && u->r->retry)
+        ms = deadline_clamp(u, now, ms);
+    up_arm(u, now, ms);
 }
 
-static uint64_t first_byte_timeout(const mg_upconn_t *u)
+/* The timeouts of u's request: its route's (route.timeouts), else its
+ * upstream's; the first byte's wait also at most retries.per_try_timeout.
+ * (A route with timeouts has a retry state on its requests: without one,
+ * the upstream's own apply, at no cost.) */
+enum { WAIT_CONNECT, WAIT_FIRST_BYTE, WAIT_IDLE, WAIT_SEND };
+static uint64_t route_timeout(const mg_upconn_t *u, int which)
 {
-    const mg_route_t *rt = u->r ? u->r->route : NULL;
-    uint64_t ms = rt && rt->timeouts.first_byte ? rt->timeouts.first_byte : u->pool->u->read_timeout;
-    const mg_retry_t *re = u->r ? u->r->retry : NULL;
-    if (re && re->pol && re->pol->per_try_timeout && re->pol->per_try_timeout < ms)
-        ms = re->pol->per_try_timeout;
+    const mg_route_t *rt = u->r->route;
+    const mg_upstream_t *up = u->pool->u;
+    uint64_t ms = which == WAIT_SEND ? up->send_timeout
+                  : which == WAIT_CONNECT
+                      ? (rt && rt->timeouts.connect ? rt->timeouts.connect : up->connect_timeout)
+                  : which == WAIT_FIRST_BYTE
+                      ? (rt && rt->timeouts.first_byte ? rt->timeouts.first_byte : up->read_timeout)
+                      : (rt && rt->timeouts.idle ? rt->timeouts.idle : up->read_timeout);
+    const mg_retry_policy_t *pol = u->r->retry->pol;
+    if (which == WAIT_FIRST_BYTE && pol && pol->per_try_timeout && pol->per_try_timeout < ms)
+        ms = pol->per_try_timeout;
     return ms;
 }
 
-static uint64_t idle_timeout(const mg_upconn_t *u)
+/* u's request (there is one) waits to connect, for the upstream to take
+ * what was written, for the first byte of the answer or between two reads
+ * of it. */
+static __attribute__((noinline)) void up_wait_routed(mg_upconn_t *u, uint64_t now, int which)
 {
-    const mg_route_t *rt = u->r ? u->r->route : NULL;
-    return rt && rt->timeouts.idle ? rt->timeouts.idle : u->pool->u->read_timeout;
+    up_arm(u, now, deadline_clamp(u, now, route_timeout(u, which)));
+}
+
+static inline void up_wait(mg_upconn_t *u, int which)
+{
+    uint64_t now = uv_now(&u->w->loop);
+    if (__builtin_expect(u->r->retry != NULL, 0))
+        up_wait_routed(u, now, which);
+    else
+        up_arm(u, now, which == WAIT_CONNECT ? u->pool->u->connect_timeout
+                       : which == WAIT_SEND  ? u->pool->u->send_timeout
+                                             : u->pool->u->read_timeout);
 }
 
 static void on_up_timer(uv_timer_t *t)
@@ -487,7 +515,7 @@ static int on_head(mg_upconn_t *u)
                               * 15.2): a body one announced would reach the
                               * client ahead of any status line */
     mg_pool_answered(u->pool);
-    if (r->retry || u->pool->u->outlier) {
+    if (r->retry) {
         uint64_t us = (uv_hrtime() - r->upstream_start_ns) / 1000;
         mg_outlier_answer(&r->g->gen->outlier[mg_request_upstream(r)], (size_t)r->target, status,
                           us, uv_now(&u->w->loop));
@@ -613,7 +641,7 @@ void mg_proxy_detach(mg_upconn_t *u, int reusable)
         up_close(u); /* pool full */
         return;
     }
-    up_deadline(u, u->pool->u->keepalive_timeout);
+    up_arm(u, uv_now(&u->w->loop), u->pool->u->keepalive_timeout);
     up_start_reading(u); /* an idle read means the server closed or misbehaved */
 }
 
@@ -842,7 +870,7 @@ static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         }
         return;
     }
-    up_deadline(u, idle_timeout(u));
+    up_wait(u, WAIT_IDLE);
     up_parse(u);
 }
 
@@ -895,7 +923,7 @@ static int request_out(const mg_request_t *r)
 void mg_proxy_request_sent(mg_upconn_t *u)
 {
     if (u && u->wq.pending == 0)
-        up_deadline(u, first_byte_timeout(u));
+        up_wait(u, WAIT_FIRST_BYTE);
     /* else up_drained starts it once the last bytes are out */
 }
 
@@ -906,9 +934,10 @@ static void up_drained(mg_wq_t *q)
     mg_upconn_t *u = mg_container_of(q, mg_upconn_t, wq);
     if (!u->r)
         return;
-    up_deadline(u, !request_out(u->r)     ? u->pool->u->send_timeout
-                   : u->got_response_bytes ? idle_timeout(u)
-                                           : first_byte_timeout(u));
+    if (!request_out(u->r))
+        up_wait(u, WAIT_SEND);
+    else
+        up_wait(u, u->got_response_bytes ? WAIT_IDLE : WAIT_FIRST_BYTE);
     u->r->proto->throttle(u->r, 0);
 }
 
@@ -974,7 +1003,7 @@ static void target_failed(mg_upconn_t *u, int max_fails)
     if (max_fails)
         mg_pool_failed(u->pool);
     mg_request_t *r = u->r;
-    if (r && (r->retry || u->pool->u->outlier))
+    if (r && r->retry)
         mg_outlier_gateway_failure(&r->g->gen->outlier[mg_request_upstream(r)], (size_t)r->target,
                                    uv_now(&u->w->loop));
 }
@@ -1097,15 +1126,15 @@ static void connect_target(mg_request_t *r, int ti)
     mg_pool_t *p = &r->g->ups[ui].pools[ti];
     r->target = ti;
     if (r->retry) {
+        uint64_t now = uv_now(&r->w->loop);
         r->retry->tries++;
-        if (r->retry->deadline && mg_retry_left(r, uv_now(&r->w->loop)) == 0) {
+        if (r->retry->deadline && mg_retry_left(r, now) == 0) {
             log_failure(r, 504, "request deadline passed (route timeouts.total)", 0, NULL);
             mg_pipeline_upstream_failed(r, 504, "request deadline passed (route timeouts.total)");
             return;
         }
+        mg_outlier_attempt(&r->g->gen->outlier[ui], (size_t)ti, now);
     }
-    if (r->retry || p->u->outlier)
-        mg_outlier_attempt(&r->g->gen->outlier[ui], (size_t)ti, uv_now(&r->w->loop));
     mg_upconn_t *u = mg_pool_take_idle(p);
     if (u) {
         u->r = r;
@@ -1133,7 +1162,7 @@ static void connect_target(mg_request_t *r, int ti)
         up_failed(u, 502, "upstream connect failed", 1, MG_RETRY_ON_CONNECT, rc);
         return;
     }
-    up_deadline(u, connect_timeout(u));
+    up_wait(u, WAIT_CONNECT);
 }
 
 
@@ -1484,7 +1513,7 @@ static void send_head(mg_upconn_t *u)
         return;
     }
     /* read_timeout once the body is out too (mg_proxy_request_sent) */
-    up_deadline(u, u->pool->u->send_timeout);
+    up_wait(u, WAIT_SEND);
     up_start_reading(u);
     r->proto->resume_body(r);
 }
@@ -1492,12 +1521,11 @@ static void send_head(mg_upconn_t *u)
 /* The route's retries (else the upstream's) and deadline: the retry state
  * (retry.h), and a body read whole first when a retry may replay it.
  * Returns 0 to go on, 1 when r waits for its body, -1 when answered. */
-static int retry_begin(mg_request_t *r, const mg_upstream_t *up, int ui)
+static int retry_begin(mg_request_t *r, int ui)
 {
+    const mg_upstream_t *up = &r->g->cfg->upstreams[ui];
     const mg_retry_policy_t *pol = r->route && r->route->retries ? r->route->retries : up->retries;
     uint64_t total = r->route ? r->route->timeouts.total : 0;
-    if (!pol && !total)
-        return 0;
     if (!mg_retry_begin(r, pol, &r->g->gen->outlier[ui], total)) {
         mg_pipeline_upstream_failed(r, 503, "out of memory");
         return -1;
@@ -1514,12 +1542,21 @@ static int retry_begin(mg_request_t *r, const mg_upstream_t *up, int ui)
     return 1;
 }
 
+/* Does r keep a retry state (retries, timeouts, outlier detection)? Its
+ * route says, unless a hook sent it to another upstream. */
+static int wants_retry_state(const mg_request_t *r, int ui)
+{
+    const mg_route_t *rt = r->route;
+    if (rt && r->upstream_override < 0)
+        return rt->retry_state;
+    const mg_upstream_t *up = &r->g->cfg->upstreams[ui];
+    return up->retries || up->outlier || (rt && rt->retry_state);
+}
+
 void mg_proxy_start(mg_request_t *r)
 {
     int ui = mg_request_upstream(r);
-    const mg_upstream_t *up = &r->g->cfg->upstreams[ui];
-    if (!r->retry && (up->retries || (r->route && (r->route->retries || r->route->timeouts.total))) &&
-        retry_begin(r, up, ui) != 0)
+    if (__builtin_expect(wants_retry_state(r, ui), 0) && !r->retry && retry_begin(r, ui) != 0)
         return;
     int ti = r->target_override >= 0 ? r->target_override : mg_balancer_pick(r->g, ui, -1);
     connect_target(r, ti);

@@ -14,6 +14,13 @@ struct mg_retry_wait_s {
     void (*go)(mg_request_t *r);
 };
 
+/* Is r's method one a retry may send again? A method a hook set is taken
+ * as not idempotent (the client's is what the protocol classified). */
+static int idempotent(const mg_request_t *r)
+{
+    return r->idempotent && !r->new_method;
+}
+
 mg_retry_t *mg_retry_begin(mg_request_t *r, const mg_retry_policy_t *pol,
                            struct mg_outlier_s *shared, uint64_t total_ms)
 {
@@ -38,7 +45,7 @@ int mg_retry_buffer_body(const mg_request_t *r)
     const mg_retry_t *rt = r->retry;
     const mg_retry_policy_t *pol = rt ? rt->pol : NULL;
     return pol && pol->attempts > 1 && r->has_body && !r->chunked && !r->body_buffered &&
-           r->content_length <= pol->body && (r->idempotent || pol->non_idempotent);
+           r->content_length <= pol->body && (idempotent(r) || pol->non_idempotent);
 }
 
 uint64_t mg_retry_left(const mg_request_t *r, uint64_t now)
@@ -94,7 +101,7 @@ int mg_retry_allowed(mg_request_t *r, unsigned on, int sent)
     if (!pol || rt->tries >= pol->attempts || !(pol->on & on) || r->response_started ||
         r->target_override >= 0)
         return 0;
-    if (sent && !r->idempotent && !pol->non_idempotent)
+    if (sent && !idempotent(r) && !pol->non_idempotent)
         return 0; /* the upstream may have acted on it */
     if (r->body_started && !r->body_buffered)
         return 0; /* streamed: what went out cannot be sent again */

@@ -57,6 +57,7 @@ typedef struct mg_route_s {
     int escaped_slashes;
     mg_retry_policy_t *retries;
     mg_route_timeouts_t timeouts;
+    int retry_state;
 } mg_route_t;]] },
     { "router.h", "typedef struct mg_router_s mg_router_t;" },
     { "router.h", [[
