@@ -462,6 +462,52 @@ gw.route { path = "/slow/**", upstream = "slow" }
     end)
 end)
 
+describe("outlier detection with active health checks", function()
+    teardown(h.cleanup)
+
+    it("an ejected target its checks see healthy comes back when its ejection ends", function()
+        local ups = { a = h.start_upstream { name = "a" }, b = h.start_upstream { name = "b" } }
+        local admin = h.free_port()
+        local gw = h.start_gateway(([[
+local gw = require "moongate"
+gw.settings { admin = { port = %d } }
+gw.listen { port = {{PORT}}, host = "127.0.0.1" }
+gw.upstream("svc", { "{{A}}", "{{B}}" }, { max_fails = 0,
+    health = { path = "/health", interval = 0.1, timeout = 0.5, fall = 2, rise = 1 },
+    outlier = { consecutive_5xx = 2, base_ejection_time = 1.5 } })
+gw.route { path = "/svc/**", upstream = "svc" }
+]]):format(admin), { vars = { A = ups.a, B = ups.b }, workers = 1 })
+        local function a_state()
+            for _, t in ipairs(h.json(h.admin(admin, { path = "/upstreams" }).body).upstreams[1].targets) do
+                if t.target == ups.a.addr then return t end
+            end
+        end
+        eventually(3, function() return a_state().checks.state == "up" end, "a checked up")
+        -- a fails the service's requests, not its health checks
+        for _ = 1, 4 do h.http(gw.port, { path = "/svc/x?fail_on=a" }) end
+        local t = a_state()
+        assert.is_true(t.outlier.ejected)
+        local ejected_at = h.now()
+        -- its checks keep saying up, and it stays out while ejected
+        local before = ups.a:stats().requests
+        while h.now() < ejected_at + 0.8 do
+            assert.equal(200, h.http(gw.port, { path = "/svc/y" }).status)
+            h.sleep(0.02)
+        end
+        t = a_state()
+        assert.equal("up", t.checks.state)
+        assert.is_true(t.outlier.ejected)
+        assert.equal(before, ups.a:stats().requests)
+        -- then it is back, without any check having changed
+        eventually(3, function() return not a_state().outlier.ejected end, "the ejection to end")
+        eventually(3, function()
+            h.http(gw.port, { path = "/svc/z" })
+            return ups.a:stats().requests > before
+        end, "a to get traffic again")
+        gw:assert_alive()
+    end)
+end)
+
 describe("retries and outlier config", function()
     it("mistakes are file:line errors", function()
         local code, out = h.check_config([[
