@@ -830,7 +830,8 @@ static void up_eof(mg_upconn_t *u, ssize_t nread)
     }
     int retry = !u->got_response_bytes && u->requests > 0;
     /* a fresh connection closed without an answer counts for max_fails;
-     * a reused one may just have hit the keep-alive race */
+     * a reused one may just have hit the keep-alive race (outlier
+     * detection counts both: a streak of them is not a race) */
     if (!u->got_response_bytes)
         target_failed(u, u->requests == 0);
     up_failed(u, 502,
@@ -1024,10 +1025,6 @@ static void retry_later(mg_request_t *r)
         retry_go(r);
 }
 
-/* A try failed with `status` (502, 504: logged) because of `why`. With a
- * retry policy, retry.c decides on its class `on` (MG_RETRY_ON_*, 0: never
- * retried); without one, a `retryable` failure (the connect, or a reused
- * connection that died before answering) is tried once more. */
 /* A failed try that is retried: an info line, so that an operator sees
  * what the retries hide from clients. */
 static void log_retry(const mg_request_t *r, const char *why, int err)
@@ -1042,6 +1039,10 @@ static void log_retry(const mg_request_t *r, const char *why, int err)
            err ? uv_err_name(err) : "", err ? ")" : "", r->request_id);
 }
 
+/* A try failed with `status` (502, 504: logged) because of `why`. With a
+ * retry policy, retry.c decides on its class `on` (MG_RETRY_ON_*, 0: never
+ * retried); without one, a `retryable` failure (the connect, or a reused
+ * connection that died before answering) is tried once more. */
 static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable, unsigned on,
                       int err)
 {
