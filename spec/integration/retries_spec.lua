@@ -446,6 +446,25 @@ gw.route { path = "/slow/**", upstream = "slow" }
                       target_metric(m, "moongate_upstream_target_ejections_total", "five", ups.b.addr) >= 2)
     end)
 
+    it("a reload keeps the targets' ejections and counts", function()
+        -- (once the last spec's ejection is over: one target at a time)
+        eventually(5, function()
+            h.http(gw.port, { path = "/five/r?fail_on=c" })
+            return outlier_of("five", ups.c.addr).ejected
+        end, "c ejected")
+        local o = outlier_of("five", ups.c.addr)
+        local base = o.ejected_total
+        local res = h.admin(admin, { method = "POST", path = "/reload",
+                                     headers = { ["Content-Type"] = "application/json" } })
+        assert.equal(200, res.status, res.body)
+        -- (whether it is still out depends on how long the reload took:
+        -- its 0.5 s ejection may be over; the counts are not timed)
+        local after = outlier_of("five", ups.c.addr)
+        assert.equal(base, after.ejected_total)
+        assert.equal(o.ejections, after.ejections)
+        assert.equal(o.attempts, after.attempts)
+    end)
+
     it("a target far slower than the others is ejected", function()
         local path = "/slow/x?delay_on=c:0.05"
         eventually(20, function()
