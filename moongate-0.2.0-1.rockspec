@@ -68,6 +68,7 @@ build = {
             "src/ffi_request.c",
             "src/generation.c",
             "src/h1_response.c",
+            "src/h1_writer.c",
             "src/header_names.c",
             "src/health.c",
             "src/hooks.c",

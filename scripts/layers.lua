@@ -11,7 +11,7 @@ return {
     { name = "base", files = {
         "errlog", "wq", "uri", "trace", "http", "usage", "crypto", "shdict",
         "tls", "watch", "metrics", "lua_state", "admin", "admin_client", "buf",
-        "header_names", "h1_response",
+        "header_names", "h1_response", "h1_writer",
         "cidr", "proxy_protocol", "real_ip", "maglev" } },
     { name = "config", files = { "config", "router" } },
     { name = "generation", files = { "generation", "outlier" } },

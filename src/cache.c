@@ -39,9 +39,12 @@
 #include "redis.h"
 #include "shdict.h"
 
-#define BLOB_MAGIC 0x6d674301u /* "mgC" + format version 1 */
+/* "mgC" + the format's version: 2 keeps fields (below), 1 kept HTTP/1
+ * header lines; an answer of another version (an older gateway's, in a
+ * shared Redis) is a miss. */
+#define BLOB_MAGIC 0x6d674302u
 #define FIRST_READ 16384       /* first guess at a kept answer's size */
-#define MAX_HEAD_LINES 8192    /* header lines kept with an answer, bytes */
+#define MAX_HEAD_FIELDS 8192   /* header fields kept with an answer, bytes */
 
 /* A request's cache state (r->cache, in its arena). */
 struct mg_cache_req_s {
@@ -84,7 +87,9 @@ static mg_cache_req_t *cache_new(mg_request_t *r)
     return r->cache;
 }
 
-/* The start of a kept answer; the header lines and the body follow. */
+/* The start of a kept answer; its header fields and the body follow, the
+ * answer as no wire format frames it: each field is its name's length and
+ * its value's (two little-endian uint16), the name, the value. */
 typedef struct blob_head_s {
     uint32_t magic;
     uint16_t status;
@@ -93,19 +98,21 @@ typedef struct blob_head_s {
     uint64_t fresh_ms;  /* ... until which it is fresh */
     uint64_t stale_ms;  /* ... until which it may stand in for a failure */
     uint32_t age;       /* seconds it was already old when it arrived */
-    uint32_t lines_len; /* "Name: value\r\n" lines */
+    uint32_t lines_len; /* the fields' bytes */
     uint32_t body_len;
     uint32_t pad;
 } blob_head_t;
 
 struct mg_cache_entry_s {
-    char *blob; /* malloc'd: blob_head_t, lines, body */
+    char *blob; /* malloc'd: blob_head_t, fields, body */
     blob_head_t h;
-    const char *lines;
     const char *body;
+    uint8_t *htok; /* each field's token (header_names.h), after headers */
     uint32_t nheaders;
-    mg_header_t headers[]; /* spans into blob, for res:header() */
+    mg_header_t headers[]; /* spans into blob, for res:header() and serving */
 };
+
+#define FIELD_PREFIX 4 /* a kept field's two lengths */
 
 struct mg_cache_capture_s {
     char *buf; /* the blob being built */
@@ -178,8 +185,9 @@ static int build_key(mg_request_t *r)
                   cs(r)->key_extra_len + 8 + rc->nvary;
     for (size_t i = 0; i < rc->nvary; i++)
         need += key_header(r, rc->vary[i], NULL);
-    for (int i = 0; upc->override_headers && mg_override_headers[i]; i++)
-        need += 1 + key_header(r, mg_override_headers[i], NULL);
+    for (int t = 1; upc->override_headers && t < MG_HN__COUNT; t++)
+        if (mg_hname_flags(t) & MG_HNF_OVERRIDE)
+            need += 1 + key_header(r, mg_hnames[t].name, NULL);
     if (need + 1 > MG_SHDICT_MAX_KEY)
         return -1;
     char *k = mg_request_alloc(r, need + 1), *o = k; /* + the lock key's byte */
@@ -199,8 +207,11 @@ static int build_key(mg_request_t *r)
         o += key_header(r, rc->vary[i], o);
         *o++ = '\n';
     }
-    for (int i = 0; upc->override_headers && mg_override_headers[i]; i++) {
-        o += key_header(r, mg_override_headers[i], o);
+    /* the table's MG_HNF_OVERRIDE names (header_names.c), in its order */
+    for (int t = 1; upc->override_headers && t < MG_HN__COUNT; t++) {
+        if (!(mg_hname_flags(t) & MG_HNF_OVERRIDE))
+            continue;
+        o += key_header(r, mg_hnames[t].name, o);
         *o++ = '\n';
     }
     if (cs(r)->key_extra_len) {
@@ -234,7 +245,19 @@ static int client_sent(const mg_request_t *r, const char *name, size_t n)
     return 0;
 }
 
-/* Reads the kept answer under r's key into a new entry, or NULL. */
+static uint16_t ld16(const char *p)
+{
+    const unsigned char *u = (const unsigned char *)p;
+    return (uint16_t)(u[0] | u[1] << 8);
+}
+
+static char *st16(char *o, size_t v)
+{
+    o[0] = (char)(v & 0xff);
+    o[1] = (char)(v >> 8);
+    return o + 2;
+}
+
 /* A kept answer's bytes (malloc'd, taken over) as an entry, or NULL. */
 static struct mg_cache_entry_s *entry_from_blob(char *blob, size_t len)
 {
@@ -248,34 +271,39 @@ static struct mg_cache_entry_s *entry_from_blob(char *blob, size_t len)
         free(blob);
         return NULL;
     }
-    struct mg_cache_entry_s *e = malloc(sizeof(*e) + h.nheaders * sizeof(mg_header_t));
+    struct mg_cache_entry_s *e =
+        malloc(sizeof(*e) + h.nheaders * (sizeof(mg_header_t) + 1));
     if (!e) {
         free(blob);
         return NULL;
     }
     e->blob = blob;
     e->h = h;
-    e->lines = blob + sizeof(h);
-    e->body = e->lines + h.lines_len;
-    /* header spans, for hooks (offsets from the blob's start) */
+    e->htok = (uint8_t *)(e->headers + h.nheaders);
+    e->body = blob + sizeof(h) + h.lines_len;
+    /* header spans, for hooks and serving (offsets from the blob's start) */
     e->nheaders = 0;
-    const char *p = e->lines, *end = e->lines + h.lines_len;
-    while (p < end && e->nheaders < h.nheaders) {
-        const char *colon = memchr(p, ':', (size_t)(end - p));
-        const char *eol = colon ? memchr(colon, '\r', (size_t)(end - colon)) : NULL;
-        if (!eol || eol < colon + 2 || colon[1] != ' ') {
-            /* not a "Name: value\r\n" line of ours (a corrupt or foreign
-             * value under the key, e.g. in a shared Redis): a miss */
+    const char *p = blob + sizeof(h), *end = e->body;
+    while (e->nheaders < h.nheaders) {
+        size_t nl = end - p >= FIELD_PREFIX ? ld16(p) : 0, vl = nl ? ld16(p + 2) : 0;
+        if (nl == 0 || (size_t)(end - p) < FIELD_PREFIX + nl + vl) {
+            /* not a field of ours (a corrupt or foreign value under the
+             * key, e.g. in a shared Redis): a miss */
             free(blob);
             free(e);
             return NULL;
         }
-        mg_header_t *hd = &e->headers[e->nheaders++];
-        hd->name.off = (uint32_t)(p - blob);
-        hd->name.len = (uint32_t)(colon - p);
-        hd->value.off = (uint32_t)(colon + 2 - blob);
-        hd->value.len = (uint32_t)(eol - colon - 2);
-        p = eol + 2;
+        p += FIELD_PREFIX;
+        mg_header_t *hd = &e->headers[e->nheaders];
+        hd->name = (mg_span_t){ (uint32_t)(p - blob), (uint32_t)nl };
+        hd->value = (mg_span_t){ (uint32_t)(p + nl - blob), (uint32_t)vl };
+        e->htok[e->nheaders++] = (uint8_t)mg_hname_lookup(p, nl);
+        p += nl + vl;
+    }
+    if (p != end) {
+        free(blob);
+        free(e);
+        return NULL;
     }
     return e;
 }
@@ -632,84 +660,67 @@ static int not_modified(mg_request_t *r)
     return 0;
 }
 
-static char *put(char *o, const char *s, size_t n)
-{
-    memcpy(o, s, n);
-    return o + n;
-}
-
-size_t mg_cache_head(mg_request_t *r, char *out, size_t cap, const char *connection)
+void mg_cache_serve(mg_request_t *r)
 {
     const struct mg_cache_entry_s *e = cs(r)->entry;
+    if (r->response_started) {
+        r->proto->abort(r);
+        return;
+    }
     uint64_t now = wall_ms();
     int status = r->res_status ? r->res_status : e->h.status;
     if (status == 200 && !r->res_body_set && not_modified(r))
         status = 304;
-    size_t need = 512 + e->h.lines_len + strlen(connection);
-    for (int i = 0; i < r->nres_edits; i++)
-        need += r->res_edits[i].name_len + r->res_edits[i].value_len + 4;
-    if (need > cap)
-        return 0;
-    char *o = out;
-    o += snprintf(o, 64, "HTTP/1.1 %d %s\r\n", status, mg_status_text(status));
-    if (r->nres_edits == 0) {
-        o = put(o, e->lines, e->h.lines_len);
-    } else {
-        for (uint32_t i = 0; i < e->nheaders; i++) {
-            const mg_header_t *h = &e->headers[i];
-            if (!mg_edits_replace(r->res_edits, r->nres_edits,
-                                   mg_hname_lookup(e->blob + h->name.off, h->name.len),
-                                   e->blob + h->name.off, h->name.len))
-                o = mg_put_header(o, e->blob + h->name.off, h->name.len, e->blob + h->value.off,
-                                  h->value.len);
-        }
-        for (int i = 0; i < r->nres_edits; i++) {
-            const mg_edit_t *ed = &r->res_edits[i];
-            if (ed->op != MG_EDIT_REMOVE)
-                o = mg_put_header(o, ed->name, ed->name_len, ed->value, ed->value_len);
-        }
+    /* the kept fields the hooks did not replace, their SET and ADD edits,
+     * then Age, Cache-Status and X-Request-Id */
+    size_t max = e->nheaders + (size_t)r->nres_edits + 3, n = 0;
+    mg_hfield_t *f = mg_request_alloc(r, max * sizeof(*f));
+    if (!f) {
+        mg_request_respond_error(r, 503, "out of memory");
+        return;
     }
-    if (mg_status_has_body(status))
-        o += snprintf(o, 48, "Content-Length: %zu\r\n",
-                      r->res_body_set ? r->res_body_len : (size_t)e->h.body_len);
-    uint64_t age = e->h.age + (now - e->h.stored_ms) / 1000;
-    o += snprintf(o, 40, "Age: %llu\r\n", (unsigned long long)age);
+    for (uint32_t i = 0; i < e->nheaders; i++) {
+        const mg_header_t *h = &e->headers[i];
+        const char *nm = e->blob + h->name.off;
+        if (r->nres_edits &&
+            mg_edits_replace(r->res_edits, r->nres_edits, e->htok[i], nm, h->name.len))
+            continue;
+        f[n++] = mg_hfield(nm, h->name.len, e->blob + h->value.off, h->value.len, e->htok[i]);
+    }
+    for (int i = 0; i < r->nres_edits; i++) {
+        const mg_edit_t *ed = &r->res_edits[i];
+        if (ed->op != MG_EDIT_REMOVE)
+            f[n++] = mg_hfield(ed->name, ed->name_len, ed->value, ed->value_len, ed->tok);
+    }
+    char age[24], cstat[96];
+    int al = snprintf(age, sizeof(age), "%llu",
+                      (unsigned long long)(e->h.age + (now - e->h.stored_ms) / 1000));
+    int cl;
     if (cs(r)->state == MG_CACHE_HIT)
-        o += snprintf(o, 64, "Cache-Status: moongate; hit; ttl=%lld\r\n",
+        cl = snprintf(cstat, sizeof(cstat), "moongate; hit; ttl=%lld",
                       (long long)((e->h.fresh_ms - now) / 1000));
     else if (cs(r)->state == MG_CACHE_REVALIDATED)
-        o += snprintf(o, 80, "Cache-Status: moongate; fwd=stale; fwd-status=304; ttl=%lld\r\n",
+        cl = snprintf(cstat, sizeof(cstat), "moongate; fwd=stale; fwd-status=304; ttl=%lld",
                       (long long)(e->h.fresh_ms > now ? (e->h.fresh_ms - now) / 1000 : 0));
     else if (cs(r)->updating)
-        o += snprintf(o, 80, "Cache-Status: moongate; hit; ttl=-%lld; detail=updating\r\n",
+        cl = snprintf(cstat, sizeof(cstat), "moongate; hit; ttl=-%lld; detail=updating",
                       (long long)((now - e->h.fresh_ms + 999) / 1000));
     else
-        o += snprintf(o, 80, "Cache-Status: moongate; hit; ttl=-%lld; detail=stale-if-error\r\n",
+        cl = snprintf(cstat, sizeof(cstat), "moongate; hit; ttl=-%lld; detail=stale-if-error",
                       (long long)((now - e->h.fresh_ms + 999) / 1000));
-    o = put(o, "X-Request-Id: ", 14);
-    o = put(o, r->request_id, r->request_id_len);
-    o = put(o, "\r\n", 2);
-    o = put(o, connection, strlen(connection));
-    o = put(o, "\r\n", 2);
-    r->status = status;
-    return (size_t)(o - out);
+    f[n++] = mg_hfield("Age", 3, age, (size_t)al, MG_HN_OTHER);
+    f[n++] = mg_hfield("Cache-Status", 12, cstat, (size_t)cl, MG_HN_OTHER);
+    f[n++] = mg_hfield("X-Request-Id", 12, r->request_id, r->request_id_len, MG_HN_X_REQUEST_ID);
+    const char *body = r->res_body_set ? r->res_body : e->body;
+    size_t body_len = r->res_body_set ? r->res_body_len : e->h.body_len;
+    if (!mg_status_has_body(status))
+        body_len = 0;
+    mg_resp_t res = { .status = status, .headers = f, .nheaders = n, .body_len = body_len };
+    if (mg_request_send_whole(r, &res, body, body_len) < 0)
+        mg_request_respond_error(r, 502, "cached response head too large");
 }
 
-const char *mg_cache_body(const mg_request_t *r, size_t *len)
-{
-    if (r->head_method || !mg_status_has_body(r->status)) {
-        *len = 0;
-        return "";
-    }
-    if (r->res_body_set) {
-        *len = r->res_body_len;
-        return r->res_body;
-    }
-    *len = cs(r)->entry->h.body_len;
-    return cs(r)->entry->body;
-}
-
-size_t mg_cache_status_line(const mg_request_t *r, char *out, size_t cap)
+size_t mg_cache_status_value(const mg_request_t *r, char *out, size_t cap)
 {
     const char *fwd;
     switch (cs(r)->state) {
@@ -718,8 +729,7 @@ size_t mg_cache_status_line(const mg_request_t *r, char *out, size_t cap)
     case MG_CACHE_BYPASS: fwd = "bypass"; break;
     default: return 0;
     }
-    int n = snprintf(out, cap, "Cache-Status: moongate; fwd=%s%s\r\n", fwd,
-                     cs(r)->capture ? "; stored" : "");
+    int n = snprintf(out, cap, "moongate; fwd=%s%s", fwd, cs(r)->capture ? "; stored" : "");
     return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
 
@@ -885,11 +895,11 @@ static int judge(const mg_route_cache_t *rc, const hdr_t *hs, size_t n, blob_hea
         else if (ieq(nm, nl, "age", 3))
             age = directive_seconds(v, vl) < 0 ? 0 : directive_seconds(v, vl);
         if (hs[i].kept) {
-            lines += nl + vl + 4;
+            lines += FIELD_PREFIX + nl + vl;
             nkept++;
         }
     }
-    if (cc.no_store || lines > MAX_HEAD_LINES)
+    if (cc.no_store || lines > MAX_HEAD_FIELDS)
         return -1;
     long long life = 0;
     int says = 1; /* the upstream gives a lifetime; else the route's ttl */
@@ -918,11 +928,17 @@ static int judge(const mg_route_cache_t *rc, const hdr_t *hs, size_t n, blob_hea
     return 0;
 }
 
-static char *put_lines(char *o, const hdr_t *hs, size_t n)
+/* The kept fields of hs, in the blob's form. */
+static char *put_fields(char *o, const hdr_t *hs, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        if (hs[i].kept)
-            o = mg_put_header(o, hs[i].n, hs[i].nl, hs[i].v, hs[i].vl);
+    for (size_t i = 0; i < n; i++) {
+        if (!hs[i].kept)
+            continue;
+        o = st16(st16(o, hs[i].nl), hs[i].vl);
+        memcpy(o, hs[i].n, hs[i].nl);
+        memcpy(o + hs[i].nl, hs[i].v, hs[i].vl);
+        o += hs[i].nl + hs[i].vl;
+    }
     return o;
 }
 
@@ -968,7 +984,7 @@ static void capture_start(mg_upconn_t *u, const mg_route_cache_t *rc, int status
     }
     cp->limit = first + rc->max_body;
     memcpy(cp->buf, &h, sizeof(h));
-    cp->len = (size_t)(put_lines(cp->buf + sizeof(h), hs, u->nheaders) - cp->buf);
+    cp->len = (size_t)(put_fields(cp->buf + sizeof(h), hs, u->nheaders) - cp->buf);
     r->cache->capture = cp;
 }
 
@@ -1050,7 +1066,7 @@ int mg_cache_revalidated(mg_upconn_t *u, mg_cache_forwarded_fn forwarded)
     }
     if (blob) {
         memcpy(blob, &h, sizeof(h));
-        char *o = put_lines(blob + sizeof(h), hs, n);
+        char *o = put_fields(blob + sizeof(h), hs, n);
         memcpy(o, e->body, e->h.body_len);
         store(r, blob, len, h.stale_ms);
         struct mg_cache_entry_s *fresh = entry_from_blob(blob, len);

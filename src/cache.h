@@ -1,8 +1,9 @@
 /* cache.h: the response cache of routes with a `cache` option.
  *
- * An answer is kept in a shared dictionary (shdict.h) as one string: a
- * fixed header, the upstream's status and end-to-end header lines as they
- * arrived, then the body (de-chunked). Workers share it and it outlives
+ * An answer is kept in a shared dictionary (shdict.h) or in Redis as one
+ * string in no wire format's form: a fixed header with the upstream's
+ * status, its end-to-end header fields (names and values as they arrived),
+ * then the body (de-chunked); any protocol serves it. Workers share it and it outlives
  * reloads. What is kept is the upstream's answer, before on_response hooks:
  * those run again on every answer served from the cache, like on a fetched
  * one.
@@ -17,7 +18,7 @@
  *
  * Life of a request on such a route (worker thread only):
  *   mg_cache_lookup()       before the upstream: a fresh answer is a hit,
- *                           served with mg_cache_head() + mg_cache_body();
+ *                           served with mg_cache_serve();
  *                           an expired one is held for stale-if-error
  *   mg_cache_capture_*()    on a miss, while the upstream answers: keeps a
  *                           copy of what may be stored, stores it at the end
@@ -95,14 +96,11 @@ int mg_cache_lookup(mg_request_t *r);
 void mg_cache_worker_init(mg_worker_t *w);
 void mg_cache_worker_close(mg_worker_t *w);
 
-/* Writes the head of the answer r holds (hit or stale) into out, with the
- * on_response hooks' changes, Age, Cache-Status, X-Request-Id and the
- * Connection header `connection` (may be ""). Returns its length, or 0
- * when it does not fit in cap. */
-size_t mg_cache_head(mg_request_t *r, char *out, size_t cap, const char *connection);
-
-/* The body of that answer (a hook's replacement if it set one). */
-const char *mg_cache_body(const mg_request_t *r, size_t *len);
+/* Sends the answer r holds (hit or stale) through r's protocol, with the
+ * on_response hooks' changes (status, fields, body), Age, Cache-Status and
+ * X-Request-Id; a 304 when the client's conditional headers match it.
+ * May end r. */
+void mg_cache_serve(mg_request_t *r);
 
 /* Can an upstream failure be answered with the expired answer r holds? */
 int mg_cache_can_serve_stale(const mg_request_t *r);
@@ -130,8 +128,9 @@ int mg_cache_revalidated(mg_upconn_t *u, mg_cache_forwarded_fn forwarded);
  * answer kept for the same key (GET) is removed (RFC 9111 4.4). */
 void mg_cache_invalidate(mg_request_t *r);
 
-/* The "Cache-Status" line for a fetched answer ("" for none). */
-size_t mg_cache_status_line(const mg_request_t *r, char *out, size_t cap);
+/* The Cache-Status value for a fetched answer into out; its length (0:
+ * none). */
+size_t mg_cache_status_value(const mg_request_t *r, char *out, size_t cap);
 
 /* For on_response hooks on an answer served from the cache: its status
  * and header spans (offsets into *data). */

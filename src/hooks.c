@@ -26,6 +26,7 @@
 #include <lua.h>
 #include "errlog.h"
 #include "hooks.h"
+#include "header_names.h"
 #include "lua_route.h"
 #include "lua_state.h"
 #include "worker.h"
@@ -282,16 +283,41 @@ static int co_resume(mg_hook_co_t *hc, int nargs)
     return code;
 }
 
+mg_hfield_t *mg_hooks_answer_fields(lua_State *L, int idx, mg_request_t *r, size_t *n)
+{
+    *n = 0;
+    if (!lua_istable(L, idx))
+        return NULL;
+    size_t k = lua_objlen(L, idx) / 2;
+    mg_hfield_t *f = k ? mg_request_alloc(r, k * sizeof(*f)) : NULL;
+    if (!f)
+        return NULL;
+    for (size_t i = 0; i < k; i++) {
+        size_t nl = 0, vl = 0;
+        lua_rawgeti(L, idx, (int)(2 * i + 1));
+        lua_rawgeti(L, idx, (int)(2 * i + 2));
+        /* strings only: a number converted on the stack would not be the
+         * table's, and could be collected once popped */
+        int ok = lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING;
+        const char *nm = ok ? lua_tolstring(L, -2, &nl) : NULL;
+        const char *v = ok ? lua_tolstring(L, -1, &vl) : NULL;
+        lua_pop(L, 2); /* the table keeps both strings */
+        if (!ok)
+            continue;
+        f[(*n)++] = mg_hfield(nm, nl, v, vl, mg_hname_lookup(nm, nl));
+    }
+    return f;
+}
+
 /* Sends the answer a hook gave (on hc's stack) as the request's response. */
 static void send_hook_answer(mg_request_t *r, lua_State *co)
 {
     int status = (int)lua_tointeger(co, 2);
-    size_t blen = 0, hlen = 0;
+    size_t blen = 0, nf;
     const char *body = lua_tolstring(co, 3, &blen);
-    const char *hdrs = lua_tolstring(co, 4, &hlen);
+    mg_hfield_t *f = mg_hooks_answer_fields(co, 4, r, &nf);
     const char *ctype = lua_tostring(co, 5);
-    mg_request_respond(r, status, ctype ? ctype : "text/plain", body ? body : "", blen, hdrs,
-                       hlen);
+    mg_request_respond(r, status, ctype ? ctype : "text/plain", body ? body : "", blen, f, nf);
 }
 
 /* After a run or a resume of a request's coroutine: act on the result. */

@@ -76,6 +76,13 @@ uint64_t mg_hooks_watchdog(mg_worker_t *w, int *stuck);
 /* Around Lua that runs outside the hook coroutines (route handlers): the
  * budget covers it too. begin returns the worker's previous state for end. */
 void mg_hooks_budget_begin(mg_worker_t *w, struct lua_State *L);
+
+/* The header list a Lua answer gave at stack index idx ({ name, value,
+ * ... }, moongate.runtime header_block) as fields in r's arena; *n gets
+ * their count (0 for none, or when out of memory). The strings stay
+ * referenced by the table, which the caller keeps on the stack until the
+ * answer is sent. */
+mg_hfield_t *mg_hooks_answer_fields(struct lua_State *L, int idx, mg_request_t *r, size_t *n);
 void mg_hooks_budget_end(mg_worker_t *w);
 
 #endif

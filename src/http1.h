@@ -17,6 +17,10 @@
 
 typedef struct mg_conn_s mg_conn_t;
 
+/* How the current response's body goes (http_conn.c, as h1_writer.c
+ * decided with its head). */
+enum { MG_RB_NONE, MG_RB_RAW, MG_RB_CHUNKED };
+
 typedef enum {
     MG_CS_OPEN,
     MG_CS_TUNNEL,   /* upgraded: bytes copied both ways */
@@ -45,6 +49,9 @@ struct mg_conn_s {
     uint64_t deadline;         /* loop time (ms) when the current wait expires */
     uint64_t timer_expiry;
     uint32_t requests;         /* served on this connection */
+    uint32_t head_len;         /* a response head held in the worker's
+                                  scratch for the next send_body */
+    uint8_t resp_body;         /* MG_RB_*: the current response's framing */
     mg_peer_t peer;            /* its addresses, as its requests see them */
     uint8_t handles_open;
     struct mg_conn_tls_s *tls; /* NULL on plain listeners (http_conn.c) */

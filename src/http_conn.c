@@ -5,9 +5,12 @@
  * parses with llhttp in strict mode, enforces the limits and hands each
  * complete head to the pipeline (pipeline.h), which routes it and answers
  * it or sends it upstream. The core writes back through the table of
- * functions at the end of this file (mg_proto_t: framing of the gateway's
- * own answers, 100-continue, body streaming and back-pressure, keep-alive,
- * tunnels); it never sees the connection.
+ * functions at the end of this file (mg_proto_t): it hands over a status,
+ * header fields and body chunks (response.h), which this file frames as
+ * HTTP/1 (h1_writer.c: status line, header lines, Content-Length or
+ * chunked, Connection, HEAD and the bodyless statuses), and asks for
+ * 100-continue, body streaming and back-pressure, keep-alive and tunnels;
+ * it never sees the connection.
  * Requests on one connection are handled strictly one after the other: the
  * parser pauses at the end of each message, so pipelined requests wait in
  * the buffer and their answers go out in order.
@@ -31,6 +34,7 @@
 #include "http.h"
 #include "header_names.h"
 #include "http1.h"
+#include "h1_writer.h"
 #include "metrics.h"
 #include "mg_ffi.h"
 #include "pipeline.h"
@@ -415,6 +419,7 @@ static mg_request_t *request_new(mg_conn_t *c)
     r->conn = c;
     r->peer = &c->peer;
     r->data = &c->buf.data;
+    c->head_len = 0; /* no head of an earlier answer is held */
     return r;
 }
 
@@ -561,9 +566,12 @@ static const char *classify_header(mg_request_t *r, const char *data, uint32_t i
     const char *s = data + n.off;
     if (n.len == 0)
         return "empty header field name"; /* ": v": llhttp lets it by */
-    /* the header-name table (header_names.c) says which names the request
-     * keeps an index of */
-    int k = mg_hnames[mg_hname_lookup(s, n.len)].known;
+    /* the name's token, looked up once here for every later decision (the
+     * head sent upstream, proxy.c); the header-name table (header_names.c)
+     * says which names the request keeps an index of */
+    int tok = mg_hname_lookup(s, n.len);
+    r->htok[i] = (uint8_t)tok;
+    int k = mg_hnames[tok].known;
     if (k < 0)
         return NULL;
     if (r->known[k] && dup_reason[k])
@@ -1130,7 +1138,7 @@ static void on_write_error(mg_wq_t *q, int status)
     conn_close(mg_container_of(q, mg_conn_t, wq));
 }
 
-static int conn_send(mg_conn_t *c, uv_buf_t *bufs, unsigned n)
+static int conn_send(mg_conn_t *c, const uv_buf_t *bufs, unsigned n)
 {
     if (c->state == MG_CS_CLOSING)
         return -1;
@@ -1147,45 +1155,90 @@ static int conn_send(mg_conn_t *c, uv_buf_t *bufs, unsigned n)
     return 0;
 }
 
-/* A gateway-made answer (mg_request_respond decided r->response_close). */
-static void respond(mg_request_t *r, int status, const char *ctype, const char *body,
-                    size_t body_len, const char *extra, size_t extra_len)
+/* ---- the response: HTTP/1 framing of what the core hands over --------------
+ * start_response writes the head (h1_writer.c) into the worker's scratch
+ * and holds it; the next send_body writes it and the body bytes framed as
+ * it decided in one conn_write (one writev). */
+
+#define BODY_IOV 32 /* per conn_write; more bufs go in several */
+
+static int start_response(mg_request_t *r, const mg_resp_t *res)
 {
     mg_conn_t *c = r->conn;
     mg_worker_t *w = c->w;
-    /* 204 and 304 have no body, so no Content-Type or Content-Length
-     * either (a 304 keeps the validators the hook gave in `extra`) */
-    int has_body = mg_status_has_body(status);
-    if (!has_body)
-        body_len = 0;
-    char length[48] = "";
-    if (has_body)
-        snprintf(length, sizeof(length), "Content-Length: %zu\r\n", body_len);
-    int n = snprintf(w->scratch, w->scratch_cap,
-                     "HTTP/1.%d %d %s\r\n"
-                     "%s%s%s%s"
-                     "X-Request-Id: %s\r\n"
-                     "%.*s"
-                     "%s"
-                     "\r\n",
-                     r->http_minor == 0 ? 0 : 1, status, mg_status_text(status),
-                     has_body ? "Content-Type: " : "", has_body ? ctype : "",
-                     has_body ? "\r\n" : "", length,
-                     r->request_id, (int)extra_len, extra ? extra : "",
-                     r->response_close ? "Connection: close\r\n"
-                     : r->http_minor == 0 ? "Connection: keep-alive\r\n" : "");
-    if (n < 0 || (size_t)n >= w->scratch_cap) {
-        conn_close(c);
-        return;
-    }
-    r->status = status;
+    mg_h1w_frame_t f;
+    long n = mg_h1w_response_head(r, w->stopping, res, &w->scratch, &w->scratch_cap, &f);
+    if (n < 0)
+        return -1;
+    c->head_len = (uint32_t)n;
+    c->resp_body = f.tunnel ? MG_RB_RAW : f.no_body ? MG_RB_NONE : f.chunked ? MG_RB_CHUNKED
+                                                                             : MG_RB_RAW;
+    if (f.close)
+        r->response_close = 1;
+    r->status = res->status;
     r->response_started = 1;
-    uv_buf_t bufs[2] = { uv_buf_init(w->scratch, (unsigned)n),
-                         uv_buf_init((char *)body, (unsigned)(r->head_method ? 0 : body_len)) };
-    if (conn_send(c, bufs, 2) < 0)
-        return;
-    local_answer_sent(c);
+    return 0;
 }
+
+static int send_body(mg_request_t *r, const uv_buf_t *bufs, unsigned n, int last)
+{
+    mg_conn_t *c = r->conn;
+    uv_buf_t iov[BODY_IOV];
+    unsigned k = 0;
+    if (c->resp_body == MG_RB_RAW) { /* bytes as they are, after any head */
+        if (!c->head_len)
+            return n ? conn_send(c, bufs, n) : 0;
+        if (n < BODY_IOV) {
+            iov[0] = uv_buf_init(c->w->scratch, c->head_len);
+            c->head_len = 0;
+            for (unsigned i = 0; i < n; i++) /* mostly one or two */
+                iov[i + 1] = bufs[i];
+            return conn_send(c, iov, n + 1);
+        }
+    }
+    if (c->head_len) {
+        iov[k++] = uv_buf_init(c->w->scratch, c->head_len);
+        c->head_len = 0;
+    }
+    if (c->resp_body == MG_RB_NONE)
+        n = 0; /* HEAD, 204, 304: nothing of a body goes */
+    char line[18];
+    int chunked = c->resp_body == MG_RB_CHUNKED;
+    size_t total = 0;
+    for (unsigned i = 0; chunked && i < n; i++)
+        total += bufs[i].len;
+    if (total)
+        iov[k++] = uv_buf_init(line, (unsigned)mg_h1w_chunk_line(line, total));
+    for (unsigned i = 0; i < n; i++) {
+        if (k >= BODY_IOV - 2) { /* room left for the chunk's end */
+            if (conn_send(c, iov, k) < 0)
+                return -1;
+            k = 0;
+        }
+        iov[k++] = bufs[i];
+    }
+    if (total)
+        iov[k++] = uv_buf_init("\r\n", 2);
+    if (last && chunked)
+        iov[k++] = uv_buf_init("0\r\n\r\n", 5);
+    return k ? conn_send(c, iov, k) : 0;
+}
+
+static int send_trailers(mg_request_t *r, const mg_hfield_t *t, size_t n)
+{
+    mg_conn_t *c = r->conn;
+    mg_worker_t *w = c->w;
+    long k;
+    /* only chunked framing carries them; a held head stays in front */
+    if (c->resp_body != MG_RB_CHUNKED ||
+        (k = mg_h1w_last_chunk(&w->scratch, &w->scratch_cap, c->head_len, t, n)) < 0)
+        return send_body(r, NULL, 0, 1);
+    uv_buf_t b = uv_buf_init(w->scratch, (unsigned)(c->head_len + (size_t)k));
+    c->head_len = 0;
+    return conn_send(c, &b, 1);
+}
+
+static void answered(mg_request_t *r) { local_answer_sent(r->conn); }
 
 /* A gateway-made answer has been queued: close after it, or read on
  * (dropping any body) to the end of the request. */
@@ -1209,38 +1262,6 @@ static void local_answer_sent(mg_conn_t *c)
     r->state = MG_RS_DONE;
     finish_after_write(c);
 }
-
-/* Sends the answer the cache holds for r (after on_response hooks ran). */
-static void send_cached(mg_request_t *r)
-{
-    mg_conn_t *c = r->conn;
-    mg_worker_t *w = c->w;
-    if (r->response_started) {
-        conn_close(c);
-        return;
-    }
-    if (w->stopping || !r->keep_alive)
-        r->response_close = 1;
-    const char *connection = r->response_close      ? "Connection: close\r\n"
-                             : r->http_minor == 0 ? "Connection: keep-alive\r\n"
-                                                  : "";
-    size_t n = mg_cache_head(r, w->scratch, w->scratch_cap, connection);
-    if (n == 0) {
-        mg_request_respond_error(c->r, 502, "cached response head too large");
-        return;
-    }
-    size_t body_len;
-    const char *body = mg_cache_body(r, &body_len);
-    r->response_started = 1;
-    uv_buf_t bufs[2] = { uv_buf_init(w->scratch, (unsigned)n),
-                         uv_buf_init((char *)body, (unsigned)body_len) };
-    if (conn_send(c, bufs, 2) < 0)
-        return;
-    local_answer_sent(c);
-}
-
-
-
 
 /* Called by proxy.c when the whole upstream response went to the client. */
 static void response_done(mg_request_t *r)
@@ -1317,11 +1338,6 @@ void mg_conn_abort(mg_conn_t *c) { conn_close(c); }
 
 /* ---- the protocol table the core calls (request.h) ---------------------- */
 
-static int send_bytes(mg_request_t *r, uv_buf_t *bufs, unsigned n)
-{
-    return conn_send(r->conn, bufs, n);
-}
-
 static size_t pending(const mg_request_t *r) { return ((const mg_conn_t *)r->conn)->wq.pending; }
 
 static void abort_conn(mg_request_t *r) { conn_close(r->conn); }
@@ -1369,12 +1385,13 @@ static const mg_request_t *current(void *conn)
 static void no_upgrade(mg_request_t *r) { ((mg_conn_t *)r->conn)->parser.upgrade = 0; }
 
 static const mg_proto_t http1 = {
-    .send = send_bytes,
+    .start_response = start_response,
+    .send_body = send_body,
+    .send_trailers = send_trailers,
     .pending = pending,
     .throttle = throttle,
     .abort = abort_conn,
-    .respond = respond,
-    .send_cached = send_cached,
+    .answered = answered,
     .response_done = response_done,
     .resume_body = resume_body,
     .start_tunnel = start_tunnel,
@@ -1645,13 +1662,16 @@ int mg_ffi_head_check(const char *head, size_t len, uint16_t *known, int *flags,
     size_t cap = len / 3 + 1;
     mg_request_t *r = calloc(1, sizeof(*r));
     mg_header_t *hs = calloc(cap, sizeof(*hs));
-    if (!r || !hs) {
+    uint8_t *tok = malloc(cap);
+    if (!r || !hs || !tok) {
         free(r);
         free(hs);
+        free(tok);
         *reason = "out of memory";
         return 503;
     }
     r->headers = hs;
+    r->htok = tok;
     r->headers_cap = (uint32_t)cap;
     head_check_t h = { .r = r, .data = head };
     llhttp_t p;
@@ -1671,6 +1691,7 @@ int mg_ffi_head_check(const char *head, size_t len, uint16_t *known, int *flags,
              ((p.flags & F_CHUNKED) ? MG_FFI_HEAD_CHUNKED : 0);
     *content_length = (p.flags & F_CONTENT_LENGTH) ? p.content_length : 0;
     free(hs);
+    free(tok);
     free(r);
     return status;
 }

@@ -10,6 +10,8 @@
  * (offset, length) spans into bytes the kit passes, as the protocol's
  * parser would leave them.
  *
+ * The head of an answer the gateway makes (mg_ffi_kit_answer_head) is
+ * request.c's answer written by h1_writer.c, as the gateway sends it.
  * For the head the upstream gets and the client's head of a proxied
  * answer (proxy.c mg_ffi_kit_upstream_head, mg_ffi_kit_response_head) the
  * request also owns what proxy.c's head builders read besides it: a
@@ -31,6 +33,7 @@
 #include "worker.h"
 #include "router.h"
 #include "header_names.h"
+#include "h1_writer.h"
 #include "mg_ffi.h"
 
 typedef struct kit_req_s {
@@ -85,6 +88,16 @@ mg_request_t *mg_ffi_kit_request_new(const char *buf, size_t len, const uint32_t
         free(k);
         return NULL;
     }
+    /* each name's token, as the protocol's parser leaves them */
+    if (!(k->r.htok = malloc(n ? n : 1))) {
+        free(k->r.headers);
+        free(k->buf);
+        free(k);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++)
+        k->r.htok[i] = (uint8_t)mg_hname_lookup(k->buf + k->r.headers[i].name.off,
+                                                k->r.headers[i].name.len);
     k->r.nheaders = k->r.headers_cap = (uint32_t)n;
     k->r.data = &k->buf;
     k->r.target = -1;
@@ -117,6 +130,7 @@ void mg_ffi_kit_request_free(mg_request_t *r)
     free(k->send);
     mg_request_arena_reset(r);
     free(r->headers);
+    free(r->htok);
     free(k->buf);
     free(k);
 }
@@ -139,8 +153,8 @@ int mg_ffi_kit_request_upstream(mg_request_t *r, int status, const char *buf, si
         free(u);
         return MG_FFI_ENOMEM;
     }
-    /* each name's token and whether a Content-Length came, as the
-     * response parser leaves them (h1_response.c) */
+    /* each name's token and the Content-Length, as the response parser
+     * leaves them (h1_response.c) */
     if (!(u->htok = malloc(n ? n : 1))) {
         free(u->buf.data);
         free(u->headers);
@@ -150,8 +164,15 @@ int mg_ffi_kit_request_upstream(mg_request_t *r, int status, const char *buf, si
     for (size_t i = 0; i < n; i++) {
         u->htok[i] = (uint8_t)mg_hname_lookup(u->buf.data + u->headers[i].name.off,
                                               u->headers[i].name.len);
-        if (u->htok[i] == MG_HN_CONTENT_LENGTH)
+        if (u->htok[i] == MG_HN_CONTENT_LENGTH) {
+            /* its value frames the client's answer (proxy.c) */
+            const char *v = u->buf.data + u->headers[i].value.off;
+            uint64_t cl = 0;
+            for (uint32_t j = 0; j < u->headers[i].value.len && v[j] >= '0' && v[j] <= '9'; j++)
+                cl = cl * 10 + (uint64_t)(v[j] - '0');
             u->h1.has_length = 1;
+            u->h1.content_length = cl;
+        }
     }
     u->nheaders = (uint32_t)n;
     u->buf.len = u->buf.cap = (uint32_t)len;
@@ -223,6 +244,29 @@ static void apply_model(kit_req_t *k, const mg_ffi_kit_head_t *m)
     r->keep_alive = 1; /* the kit has no client connection to close */
 }
 
+/* Makes the head builders' surroundings on first use; 0 or -1. */
+static int surroundings(kit_req_t *k)
+{
+    if (k->send)
+        return 0;
+    k->w = calloc(1, sizeof(*k->w));
+    k->send = calloc(1, sizeof(*k->send));
+    if (!k->w || !k->send) {
+        free(k->w);
+        free(k->send);
+        k->w = NULL;
+        k->send = NULL;
+        return -1;
+    }
+    k->pool.w = k->w;
+    k->pool.u = &k->upstream;
+    k->pool.t = &k->target;
+    k->send->w = k->w;
+    k->send->pool = &k->pool;
+    k->send->r = &k->r;
+    return 0;
+}
+
 long mg_kit_request_run(mg_request_t *r, const mg_ffi_kit_head_t *m,
                         long (*fn)(struct mg_upconn_s *u), int res, const char **scratch)
 {
@@ -231,23 +275,9 @@ long mg_kit_request_run(mg_request_t *r, const mg_ffi_kit_head_t *m,
         *scratch = "no upstream answer";
         return -1;
     }
-    if (!k->send) {
-        k->w = calloc(1, sizeof(*k->w));
-        k->send = calloc(1, sizeof(*k->send));
-        if (!k->w || !k->send) {
-            free(k->w);
-            free(k->send);
-            k->w = NULL;
-            k->send = NULL;
-            *scratch = "out of memory";
-            return -1;
-        }
-        k->pool.w = k->w;
-        k->pool.u = &k->upstream;
-        k->pool.t = &k->target;
-        k->send->w = k->w;
-        k->send->pool = &k->pool;
-        k->send->r = r;
+    if (surroundings(k) < 0) {
+        *scratch = "out of memory";
+        return -1;
     }
     mg_upconn_t *u = k->send;
     if (res) {
@@ -262,4 +292,43 @@ long mg_kit_request_run(mg_request_t *r, const mg_ffi_kit_head_t *m,
     *r = saved;
     *scratch = k->w->scratch;
     return n;
+}
+
+long mg_ffi_kit_answer_head(mg_request_t *r, int status, const char *ctype, size_t body_len,
+                            const char *const *kv, const size_t *kv_len, size_t n,
+                            const char *request_id, int http_minor, int head_method,
+                            const char **out)
+{
+    kit_req_t *k = (kit_req_t *)r;
+    mg_hfield_t *extra = malloc((n ? n : 1) * sizeof(*extra)), *f = malloc((n + 2) * sizeof(*f));
+    if (!extra || !f || surroundings(k) < 0) {
+        free(extra);
+        free(f);
+        *out = "out of memory";
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++)
+        extra[i] = mg_hfield(kv[2 * i], kv_len[2 * i], kv[2 * i + 1], kv_len[2 * i + 1],
+                             mg_hname_lookup(kv[2 * i], kv_len[2 * i]));
+    mg_request_t saved = *r; /* the model's fields are the call's only */
+    size_t idl = request_id ? strlen(request_id) : 0;
+    if (idl > MG_REQID_MAX)
+        idl = MG_REQID_MAX;
+    memcpy(r->request_id, request_id ? request_id : "", idl);
+    r->request_id[idl] = 0;
+    r->request_id_len = idl;
+    r->http_minor = (uint8_t)http_minor;
+    r->head_method = head_method ? 1 : 0;
+    r->keep_alive = 1; /* the kit has no client connection to close */
+    r->response_close = 0;
+    r->is_upgrade = 0;
+    mg_resp_t res;
+    mg_h1w_frame_t fr;
+    mg_request_answer(r, status, ctype, body_len, extra, n, f, &res);
+    long len = mg_h1w_response_head(r, 0, &res, &k->w->scratch, &k->w->scratch_cap, &fr);
+    *r = saved;
+    free(extra);
+    free(f);
+    *out = len < 0 ? "response head too large" : k->w->scratch;
+    return len;
 }

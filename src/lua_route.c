@@ -127,11 +127,11 @@ void mg_lua_route_call(mg_request_t *r)
         return;
     }
     int status = (int)lua_tointeger(L, -4);
-    size_t blen = 0, hlen = 0;
+    size_t blen = 0, nf;
     const char *body = lua_tolstring(L, -3, &blen);
-    const char *hdrs = lua_tolstring(L, -2, &hlen);
+    mg_hfield_t *f = mg_hooks_answer_fields(L, lua_gettop(L) - 1, r, &nf);
     const char *ctype = lua_tostring(L, -1);
     /* the strings stay referenced on the stack until the answer is written */
-    mg_request_respond(r, status, ctype ? ctype : "text/plain", body ? body : "", blen, hdrs, hlen);
+    mg_request_respond(r, status, ctype ? ctype : "text/plain", body ? body : "", blen, f, nf);
     lua_settop(L, top);
 }

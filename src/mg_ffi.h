@@ -147,10 +147,21 @@ typedef struct mg_ffi_kit_head_s {
  * length and *out the bytes (owned by r, valid until the next call or
  * mg_ffi_kit_request_free), or -1 and *out why it is not sent (static). */
 long mg_ffi_kit_upstream_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out);
+/* The head of an answer the gateway makes (gw.respond, a handler, an
+ * error: request.c's mg_request_answer, written by h1_writer.c) for r with
+ * the model's request id, HTTP/1.minor and HEAD: status, Content-Type
+ * ctype, a body of body_len bytes, and the n fields kv (name, value, name,
+ * ...; lengths in kv_len). As mg_ffi_kit_upstream_head (kit_request.c). */
+long mg_ffi_kit_answer_head(mg_request_t *r, int status, const char *ctype, size_t body_len,
+                            const char *const *kv, const size_t *kv_len, size_t n,
+                            const char *request_id, int http_minor, int head_method,
+                            const char **out);
 /* The head the client gets from the upstream's answer (set with
- * mg_ffi_kit_request_upstream) and the hooks' changes, built by proxy.c's
- * emit_head builders: as mg_ffi_kit_upstream_head, and *body what follows
- * it: 0 nothing, 1 the upstream's body, 2 the hook's (res_body). */
+ * mg_ffi_kit_request_upstream) and the hooks' changes, made as the gateway
+ * makes it: proxy.c's response (status and fields, as emit_head hands it
+ * to the protocol) written by the HTTP/1 writer the client connections use
+ * (h1_writer.c): as mg_ffi_kit_upstream_head, and *body what follows it: 0
+ * nothing, 1 the upstream's body, 2 the hook's (res_body). */
 long mg_ffi_kit_response_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out,
                               int *body);
 /* For proxy.c only: runs fn on an upstream connection of r's (res: the

@@ -21,6 +21,7 @@
 #include "metrics.h"
 #include "mg_ffi.h"
 #include "pipeline.h"
+#include "header_names.h"
 #include "retry.h"
 #include "upgrade.h"
 #include "upstream.h"
@@ -136,20 +137,17 @@ static int escaped_slashes(mg_request_t *r)
         /* scratch holds it: path, decoded path and this are each below
          * the request line limit (request_fit) */
         char *loc = d + dlen + 1, *o = loc, body[160];
-        memcpy(o, "Location: ", 10);
-        o += 10;
         memcpy(o, d, dlen);
         o += dlen;
         memcpy(o, r->query, r->query_len);
         o += r->query_len;
-        memcpy(o, "\r\n", 2);
-        o += 2;
         int bn = snprintf(body, sizeof(body),
                           "{\"error\":\"escaped slash in path: see Location\",\"status\":307,"
                           "\"request_id\":\"%s\"}\n", r->request_id);
         r->state = MG_RS_LOCAL;
         r->response_close = 1; /* a body the client sent is not read */
-        mg_request_respond(r, 307, "application/json", body, (size_t)bn, loc, (size_t)(o - loc));
+        mg_hfield_t location = mg_hfield("Location", 8, loc, (size_t)(o - loc), MG_HN_OTHER);
+        mg_request_respond(r, 307, "application/json", body, (size_t)bn, &location, 1);
         return 1;
     }
     r->path = d;
@@ -247,7 +245,7 @@ static void hook_resumed(mg_request_t *r, int phase, int result)
         else if (mg_cache_holds(r) && result == MG_HOOK_ERROR)
             mg_request_respond_error(r, 500, "hook error");
         else if (mg_cache_holds(r))
-            r->proto->send_cached(r);
+            mg_cache_serve(r);
         return;
     }
     const mg_proto_t *p = r->proto;
@@ -309,7 +307,7 @@ static void serve_cached(mg_request_t *r)
             return;
         }
     }
-    r->proto->send_cached(r);
+    mg_cache_serve(r);
 }
 
 /* 405 with the Allow header RFC 9110 (15.5.6) requires: the methods of the
@@ -323,12 +321,11 @@ static void respond_405(mg_request_t *r)
         host = mg_request_data(r, h);
         host_len = h.len;
     }
-    char hdr[2048];
-    memcpy(hdr, "Allow: ", 7);
+    char allow[2048];
     long n = mg_router_allowed(r->g->router, r->peer->local_port, host, host_len, r->path,
-                               r->path_len, header_get, r, hdr + 7, sizeof(hdr) - 9);
-    memcpy(hdr + 7 + n, "\r\n", 2);
-    mg_request_respond_error_with(r, 405, "method not allowed", hdr, (size_t)n + 9);
+                               r->path_len, header_get, r, allow, sizeof(allow));
+    mg_hfield_t f = mg_hfield("Allow", 5, allow, (size_t)n, MG_HN_OTHER);
+    mg_request_respond_error_with(r, 405, "method not allowed", &f, 1);
 }
 
 void mg_pipeline_log(mg_request_t *r)

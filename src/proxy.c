@@ -1,12 +1,14 @@
 /* proxy.c: the upstream side of a proxied request.
  *
  * mg_proxy_start() picks a target, takes a pooled keep-alive connection or
- * opens one, writes the rewritten request head, and lets http_conn.c stream
- * the body. The response is parsed by h1_response.c; its head is rewritten
- * (hop-by-hop headers dropped by their tokens, header_names.h; hook changes
- * applied; framed by the status the client gets) and its body forwarded to
- * the client as it arrives, with back-pressure both ways. A finished connection goes back to its pool when it is safe to
- * reuse, else it is closed.
+ * opens one, writes the rewritten request head, and lets the protocol stream
+ * the body. The response is parsed by h1_response.c; its head becomes the
+ * client's response (response.h: a status, the end-to-end fields by their
+ * tokens, header_names.h, hook changes applied, the body's length) that the
+ * client's protocol frames (mg_proto_t.start_response), and its unframed
+ * body goes on as it arrives (send_body), with back-pressure both ways.
+ * Nothing here writes the client's wire format. A finished connection goes
+ * back to its pool when it is safe to reuse, else it is closed.
  *
  * Ownership: an upstream connection belongs to the request using it
  * (r->up, u->r) or to its pool while idle; it is freed in its close
@@ -20,6 +22,7 @@
 #include "pipeline.h"
 #include "upstream.h"
 #include "h1_response.h"
+#include "h1_writer.h"
 #include "header_names.h"
 #include "hooks.h"
 #include "errlog.h"
@@ -151,22 +154,28 @@ static void on_up_timer(uv_timer_t *t)
 
 static const char *up_data(mg_upconn_t *u, mg_span_t s) { return u->buf.data + s.off; }
 
-/* Output gathered while one read is parsed, written in one go after it. */
+/* Body bytes gathered while one read is parsed, handed to the protocol in
+ * one send_body after it (with the head a start_response left waiting for
+ * it): head and body leave in one write. The bytes stay in u->buf, the
+ * hooks' arena or the cache until then. */
 #define OUT_MAX 24
 typedef struct {
     uv_buf_t iov[OUT_MAX];
-    char pre[OUT_MAX / 3 + 1][20];
-    unsigned n, npre;
+    unsigned n;
+    uint8_t head; /* a head waits for the next send_body */
+    uint8_t last; /* the body is complete */
 } out_t;
 static _Thread_local out_t *cur_out;
 
 static void out_flush(mg_upconn_t *u)
 {
     out_t *o = cur_out;
-    if (!o || o->n == 0 || !u->r)
+    if (!o || !u->r || (o->n == 0 && !o->head && !o->last))
         return;
-    u->r->proto->send(u->r, o->iov, o->n);
-    o->n = o->npre = 0;
+    unsigned n = o->n;
+    int last = o->last;
+    o->n = o->head = o->last = 0;
+    u->r->proto->send_body(u->r, o->iov, n, last);
 }
 
 static void out_add(mg_upconn_t *u, const char *p, size_t len)
@@ -176,6 +185,8 @@ static void out_add(mg_upconn_t *u, const char *p, size_t len)
         out_flush(u);
     o->iov[o->n++] = uv_buf_init((char *)p, (unsigned)len);
 }
+
+#define OUT_INIT(o) (o).n = (o).head = (o).last = 0 /* not zeroed whole: large */
 
 /* What a Connection value names beyond itself: bit 1 a token other than
  * keep-alive and close (then each header must be looked up in it), bit 2
@@ -241,14 +252,14 @@ int mg_upconn_header_forwarded(mg_upconn_t *u, uint32_t i)
     return 1;
 }
 
-/* ---- the head writer ------------------------------------------------------
- * Both heads are written into the worker's scratch, each piece after it
- * reserved its exact length: the scratch grows when a head needs more than
- * it holds (rarely: it starts at header_size + 3 request lines + 64k), so
- * no estimate can be wrong. Nothing else points into the scratch while a
- * head is built; it is handed on (mg_wq_write copies what it cannot send,
- * out_add until out_flush) only once complete. */
-#define HEAD_MAX (4u << 20) /* no upstream or client takes a larger head */
+/* ---- the request head writer ----------------------------------------------
+ * The upstream's request head is written into the worker's scratch, each
+ * piece after it reserved its exact length: the scratch grows when a head
+ * needs more than it holds (rarely: it starts at header_size + 3 request
+ * lines + 64k), so no estimate can be wrong. Nothing else points into the
+ * scratch while a head is built; it is handed on (mg_wq_write copies what
+ * it cannot send) only once complete. */
+#define HEAD_MAX (4u << 20) /* no upstream takes a larger head */
 
 typedef struct {
     mg_worker_t *w;
@@ -314,161 +325,111 @@ static void head_edits(head_t *h, const mg_edit_t *edits, int n)
             head_header(h, edits[i].name, edits[i].name_len, edits[i].value, edits[i].value_len);
 }
 
-/* ---- the client's response head -------------------------------------------- */
+/* ---- the client's response ----------------------------------------------
+ * The upstream's head and the hooks' changes become a status, a field list
+ * and the body's length (response.h); the protocol frames them. */
 
-/* How the response is framed towards the client. */
+/* What follows the head the client gets. */
 typedef struct {
-    int status, upgrade, no_body, out_status, out_no_body, replaced, zero_len;
+    int upgrade;  /* a 101: a tunnel */
+    int no_body;  /* the upstream sends no body (HEAD, 1xx, 204, 304) */
+    int replaced; /* the client gets the hooks' body (or none), and the
+                     upstream's is read and dropped */
 } resp_frame_t;
 
-static resp_frame_t response_framing(mg_upconn_t *u)
+/* Room for the fields of a response head: the upstream's, the hooks'
+ * edits, Cache-Status and X-Request-Id. */
+#define RESP_FIELDS (MG_UP_MAX_HEADERS + MG_MAX_EDITS + 2)
+
+/* The client's response from u's head and the hooks' changes, for the
+ * gateway (emit_head) and the testing kit alike: res's fields go to
+ * fields (RESP_FIELDS), the Cache-Status value to line (96 bytes). */
+static void response_head(mg_upconn_t *u, mg_resp_t *res, mg_hfield_t *fields, char *line,
+                          resp_frame_t *f)
 {
     mg_request_t *r = u->r;
-    resp_frame_t f;
-    f.status = u->h1.status;
-    f.upgrade = f.status == 101;
-    int has_len = u->h1.has_length;
-    f.no_body = r->head_method || !mg_status_has_body(f.status) || f.upgrade;
-    f.out_status = r->res_status && !f.upgrade ? r->res_status : f.status;
+    int status = u->h1.status;
+    f->upgrade = status == 101;
+    f->no_body = r->head_method || !mg_status_has_body(status) || f->upgrade;
     /* A hook's status frames what the client gets: a 204 or 304 made of a
-     * 200 sends no body (the upstream's is read and dropped) and no
-     * Content-Length; a 200 made of a 204 or 304 says Content-Length: 0. */
-    f.out_no_body = !f.upgrade && !mg_status_has_body(f.out_status);
-    f.replaced = (r->res_body_set || (f.out_no_body && !f.no_body)) && !f.upgrade;
-    f.zero_len = !r->head_method && f.no_body && !f.upgrade && !f.out_no_body && !r->res_body_set;
-    r->response_chunked = 0;
-    if (!f.no_body && !has_len && !f.replaced) {
-        if (r->http_minor >= 1)
-            r->response_chunked = 1;
-        else
-            r->response_close = 1; /* HTTP/1.0: the close delimits */
-    }
-    if (!r->keep_alive || u->w->stopping)
-        r->response_close = 1;
-    if (r->is_upgrade && !f.upgrade)
-        r->response_close = 1; /* the client's parser stopped for a tunnel */
-    return f;
-}
-
-static void head_status_line(head_t *h, mg_upconn_t *u, const resp_frame_t *f)
-{
-    char *o = head_room(h, 13);
-    if (!o)
-        return;
-    /* without printf: this runs for every response */
-    memcpy(o, "HTTP/1.1 ", 9);
-    o[9] = (char)('0' + f->out_status / 100);
-    o[10] = (char)('0' + f->out_status / 10 % 10);
-    o[11] = (char)('0' + f->out_status % 10);
-    o[12] = ' ';
-    h->len += 13;
-    if (u->r->res_status && !f->upgrade) {
-        const char *t = mg_status_text(f->out_status);
-        head_put(h, t, strlen(t));
-    } else {
-        head_put(h, up_data(u, u->status_text),
-                 u->status_text.len < 128 ? u->status_text.len : 128);
-    }
-    HEAD_PUTS(h, "\r\n");
-}
-
-/* The length of header i's line as the upstream wrote it, "Name: value"
- * and its CRLF, or 0 when that is not how it is to be sent (another
- * separator, trailing blanks, or a head with folds: the buffer was
- * rewritten). */
-static size_t raw_line(mg_upconn_t *u, uint32_t i)
-{
-    const char *b = u->buf.data;
-    mg_span_t n = u->headers[i].name, v = u->headers[i].value;
-    uint32_t end = v.off + v.len;
-    if (u->h1.folded || v.off != n.off + n.len + 2 || b[n.off + n.len + 1] != ' ' ||
-        b[end] != '\r')
-        return 0; /* (the parser saw ':' there, and '\n' after every CR) */
-    return end + 2 - n.off;
-}
-
-/* The upstream's end-to-end headers the hooks did not replace. Runs of
- * lines kept as the upstream wrote them go out in one copy. */
-static void head_upstream_headers(head_t *h, mg_upconn_t *u, const resp_frame_t *f)
-{
-    mg_request_t *r = u->r;
+     * 200 sends no body (the upstream's is read and dropped); a 200 made
+     * of a 204 or 304 has an empty one. */
+    int own = r->res_status && !f->upgrade;
+    int out_status = own ? r->res_status : status;
+    int out_no_body = !f->upgrade && !mg_status_has_body(out_status);
+    f->replaced = (r->res_body_set || (out_no_body && !f->no_body)) && !f->upgrade;
+    res->status = out_status;
+    res->reason = own ? NULL : up_data(u, u->status_text);
+    res->reason_len = own ? 0 : u->status_text.len;
+    if (f->replaced)
+        res->body_len = r->res_body_set ? r->res_body_len : 0;
+    else if (f->no_body && !f->upgrade && !r->head_method)
+        res->body_len = 0;
+    else if (u->h1.has_length)
+        res->body_len = u->h1.content_length; /* a HEAD's too: the GET's length */
+    else
+        res->body_len = MG_BODY_UNKNOWN;
+    /* the upstream's end-to-end fields the hooks did not replace (its
+     * framing is the protocol's), the hooks' SET and ADD edits in their
+     * order, then the gateway's own */
+    size_t n = 0;
     int lists = response_connection_lists(u);
-    uint32_t run = 0, run_end = 0; /* the run of raw lines not yet copied */
+    const char *b = u->buf.data;
+    int unfolded = !u->h1.folded;
     for (uint32_t i = 0; i < u->nheaders; i++) {
-        mg_header_t *hd = &u->headers[i];
+        mg_span_t hn = u->headers[i].name, hv = u->headers[i].value;
         int tok = u->htok[i];
-        const char *n = up_data(u, hd->name);
-        if (response_hop(u, i, lists, f->upgrade) || (mg_hname_flags(tok) & MG_HNF_RES_DROP) ||
-            ((f->replaced || f->out_no_body) && tok == MG_HN_CONTENT_LENGTH) ||
-            (r->nres_edits && mg_edits_replace(r->res_edits, r->nres_edits, tok, n, hd->name.len)))
+        /* (a name the table does not know, when Connection lists nothing
+         * else, is end-to-end: most of them) */
+        if (((tok || lists) &&
+             (response_hop(u, i, lists, f->upgrade) || (mg_hname_flags(tok) & MG_HNF_RES_DROP) ||
+              tok == MG_HN_CONTENT_LENGTH)) ||
+            (r->nres_edits &&
+             mg_edits_replace(r->res_edits, r->nres_edits, tok, b + hn.off, hn.len)))
             continue;
-        size_t raw = raw_line(u, i);
-        if (raw && run_end == hd->name.off && run_end > run) {
-            run_end += (uint32_t)raw; /* the next line of the run */
-            continue;
-        }
-        head_put(h, u->buf.data + run, run_end - run);
-        run = run_end = raw ? hd->name.off : 0;
-        if (raw)
-            run_end += (uint32_t)raw;
-        else
-            head_header(h, n, hd->name.len, up_data(u, hd->value), hd->value.len);
+        mg_hfield_t *fd = &fields[n++];
+        fd->name = b + hn.off;
+        fd->value = b + hv.off;
+        fd->name_len = hn.len;
+        fd->value_len = hv.len;
+        fd->tok = (uint8_t)tok;
+        /* still "Name: value\r\n" as the upstream wrote it (not another
+         * separator, trailing blanks, or a head with folds: the buffer was
+         * rewritten)? Then an HTTP/1 client gets it copied as it is. (The
+         * parser saw ':' after the name, '\n' after every CR.) */
+        fd->line = unfolded && hv.off == hn.off + hn.len + 2 && b[hn.off + hn.len + 1] == ' ' &&
+                   b[hv.off + hv.len] == '\r';
     }
-    head_put(h, u->buf.data + run, run_end - run);
-}
-
-/* The gateway's own: framing, cache status, request id, Connection. */
-static void head_gateway_response(head_t *h, mg_upconn_t *u, const resp_frame_t *f)
-{
-    mg_request_t *r = u->r;
-    if (f->replaced && !f->out_no_body)
-        head_number(h, "Content-Length: ", r->res_body_len);
-    else if (f->zero_len)
-        HEAD_PUTS(h, "Content-Length: 0\r\n");
-    if (mg_cache_state(r)) {
-        char line[96];
-        head_put(h, line, mg_cache_status_line(r, line, sizeof(line)));
+    for (int i = 0; i < r->nres_edits; i++) {
+        const mg_edit_t *e = &r->res_edits[i];
+        if (e->op != MG_EDIT_REMOVE)
+            fields[n++] = mg_hfield(e->name, e->name_len, e->value, e->value_len, e->tok);
     }
-    head_header(h, "X-Request-Id", 12, r->request_id, r->request_id_len);
-    if (r->response_chunked)
-        HEAD_PUTS(h, "Transfer-Encoding: chunked\r\n");
-    if (f->upgrade)
-        HEAD_PUTS(h, "Connection: upgrade\r\n");
-    else if (r->response_close)
-        HEAD_PUTS(h, "Connection: close\r\n");
-    else if (r->http_minor == 0)
-        HEAD_PUTS(h, "Connection: keep-alive\r\n");
-    HEAD_PUTS(h, "\r\n");
+    size_t cl = mg_cache_state(r) ? mg_cache_status_value(r, line, 96) : 0;
+    if (cl)
+        fields[n++] = mg_hfield("Cache-Status", 12, line, cl, MG_HN_OTHER);
+    fields[n++] = mg_hfield("X-Request-Id", 12, r->request_id, r->request_id_len,
+                            MG_HN_X_REQUEST_ID);
+    res->headers = fields;
+    res->nheaders = n;
 }
 
-/* Writes the client's response head (upstream head + hook changes) into
- * the worker's scratch (h starts empty); *f gets its framing. */
-static inline void write_response_head(head_t *h, mg_upconn_t *u, resp_frame_t *f)
-{
-    mg_request_t *r = u->r;
-    *f = response_framing(u);
-    head_status_line(h, u, f);
-    head_upstream_headers(h, u, f);
-    head_edits(h, r->res_edits, r->nres_edits);
-    head_gateway_response(h, u, f);
-}
-
-/* Writes the client's response head (upstream head + hook changes) into
- * the output. Returns 0, 1 (no body follows), 2 (upgrade) or -1. */
+/* Hands the client's response head to the protocol; the hooks' body (if
+ * any) follows it. Returns 0, 1 (no body follows), 2 (upgrade) or -1. */
 static int emit_head(mg_upconn_t *u)
 {
     mg_request_t *r = u->r;
+    mg_hfield_t fields[RESP_FIELDS];
+    char line[96];
+    mg_resp_t res;
     resp_frame_t f;
-    head_t h = { .w = u->w };
-    write_response_head(&h, u, &f);
-    if (h.failed)
-        return -1; /* response head beyond HEAD_MAX */
-    r->status = f.out_status;
-    r->response_started = 1;
-    out_add(u, u->w->scratch, h.len);
+    response_head(u, &res, fields, line, &f);
+    if (r->proto->start_response(r, &res) < 0)
+        return -1; /* response head beyond what the protocol takes */
+    cur_out->head = 1;
     if (f.replaced) {
-        if (!r->head_method && !f.out_no_body)
-            out_add(u, r->res_body, r->res_body_len);
+        if (r->res_body_set && r->res_body_len)
+            out_add(u, r->res_body, r->res_body_len); /* not sent for HEAD, 204, 304 */
         r->res_dropping = 1; /* the upstream's own body is read and dropped */
     }
     if (f.upgrade) {
@@ -559,27 +520,14 @@ static void on_resp_body(mg_upconn_t *u, const char *at, size_t len)
     mg_request_t *r = u->r;
     if (mg_cache_capturing(r))
         mg_cache_capture_body(r, at, len);
-    if (r->res_dropping)
-        return;
-    if (r->response_chunked) {
-        out_t *o = cur_out;
-        if (o->n + 3 > OUT_MAX)
-            out_flush(u);
-        char *pre = o->pre[o->npre++];
-        int k = snprintf(pre, 20, "%zx\r\n", len);
-        out_add(u, pre, (size_t)k);
+    if (!r->res_dropping)
         out_add(u, at, len);
-        out_add(u, "\r\n", 2);
-    } else {
-        out_add(u, at, len);
-    }
 }
 
 static void on_resp_complete(mg_upconn_t *u)
 {
     mg_request_t *r = u->r;
-    if (r->response_chunked)
-        out_add(u, "0\r\n\r\n", 5);
+    cur_out->last = 1;
     if (mg_cache_capturing(r))
         mg_cache_capture_end(r);
     u->got_response_bytes = 2; /* 2: the whole response arrived */
@@ -728,7 +676,7 @@ static void start_tunnel(mg_upconn_t *u)
     size_t rest = u->buf.len - u->buf.parsed;
     if (rest > 0) {
         uv_buf_t b = uv_buf_init(u->buf.data + u->buf.parsed, (unsigned)rest);
-        if (r->proto->send(r, &b, 1) < 0)
+        if (r->proto->send_body(r, &b, 1, 0) < 0)
             return;
     }
     u->buf.len = u->buf.parsed = 0;
@@ -749,8 +697,8 @@ static void up_parse(mg_upconn_t *u)
 {
     if (u->hook_paused)
         return;
-    out_t out; /* not zeroed whole: it is large, and only n, npre are read first */
-    out.n = out.npre = 0;
+    out_t out;
+    OUT_INIT(out);
     cur_out = &out;
     mg_request_t *r = u->r;
     int rc = parse_response(u);
@@ -796,8 +744,8 @@ void mg_proxy_hook_resumed(mg_upconn_t *u, int result)
         up_failed(u, 500, "hook error", 0, 0, 0);
         return;
     }
-    out_t out; /* not zeroed whole: it is large, and only n, npre are read first */
-    out.n = out.npre = 0;
+    out_t out;
+    OUT_INIT(out);
     cur_out = &out;
     int rc = emit_head(u);
     out_flush(u);
@@ -818,8 +766,8 @@ static void up_eof(mg_upconn_t *u, ssize_t nread)
 {
     if (nread == UV_EOF && u->got_response_bytes && u->h1.state != MG_H1_HEAD &&
         mg_h1r_eof(&u->h1) == 0) {
-        out_t out; /* not zeroed whole: it is large, and only n, npre are read first */
-    out.n = out.npre = 0;
+        out_t out;
+        OUT_INIT(out);
         cur_out = &out;
         on_resp_complete(u);
         out_flush(u);
@@ -863,7 +811,7 @@ static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         up_deadline(u, u->pool->u->read_timeout); /* a tunnel's idle time */
         uv_buf_t out = uv_buf_init(u->buf.data, u->buf.len);
         u->buf.len = 0;
-        if (r->proto->send(r, &out, 1) < 0)
+        if (r->proto->send_body(r, &out, 1, 0) < 0)
             return;
         if (r->proto->pending(r) > 0) {
             uv_read_stop(s);
@@ -1213,7 +1161,7 @@ static int request_connection_lists(const mg_request_t *r)
         return 0;
     for (uint32_t i = r->known[MG_H_CONNECTION] - 1; i < r->nheaders; i++) {
         const mg_header_t *h = &r->headers[i];
-        if (mg_hname_lookup(mg_request_data(r, h->name), h->name.len) == MG_HN_CONNECTION)
+        if (r->htok[i] == MG_HN_CONNECTION)
             lists |= connection_lists(mg_request_data(r, h->value), h->value.len);
     }
     return lists;
@@ -1224,7 +1172,7 @@ static int in_connection_tokens(const mg_request_t *r, mg_span_t name)
 {
     for (uint32_t i = r->known[MG_H_CONNECTION] - 1; i < r->nheaders; i++) {
         const mg_header_t *h = &r->headers[i];
-        if (mg_hname_lookup(mg_request_data(r, h->name), h->name.len) == MG_HN_CONNECTION &&
+        if (r->htok[i] == MG_HN_CONNECTION &&
             mg_token_listed(mg_request_data(r, h->value), h->value.len, mg_request_data(r, name),
                             name.len))
             return 1;
@@ -1283,7 +1231,7 @@ static void head_client_headers(head_t *h, mg_upconn_t *u)
     for (uint32_t i = 0; i < r->nheaders; i++) {
         mg_header_t *hd = &r->headers[i];
         const char *n = mg_request_data(r, hd->name);
-        int tok = mg_hname_lookup(n, hd->name.len);
+        int tok = r->htok[i]; /* looked up at parse */
         if (skip_request_header(r, tok, up))
             continue;
         if (((lists & CONN_LISTS_CLOSE) && tok == MG_HN_CLOSE) ||
@@ -1467,21 +1415,24 @@ long mg_ffi_kit_upstream_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const
 
 static _Thread_local int kit_body; /* what follows the kit's response head */
 
+/* The client's head of a proxied answer as the gateway's HTTP/1 protocol
+ * writes it (response_head, then mg_h1w_response_head, as http_conn.c
+ * does), and which body follows: 2 the hooks', 1 the upstream's, 0 none. */
 static long kit_response(mg_upconn_t *u)
 {
+    mg_hfield_t fields[RESP_FIELDS];
+    char line[96];
+    mg_resp_t res;
     resp_frame_t f;
-    head_t h = { .w = u->w };
-    write_response_head(&h, u, &f);
-    if (h.failed) {
+    mg_h1w_frame_t fr;
+    response_head(u, &res, fields, line, &f);
+    long n = mg_h1w_response_head(u->r, 0, &res, &u->w->scratch, &u->w->scratch_cap, &fr);
+    if (n < 0) {
         kit_why = "response head too large";
         return -1;
     }
-    /* as emit_head sends it */
-    if (f.replaced)
-        kit_body = !u->r->head_method && !f.out_no_body ? 2 : 0;
-    else
-        kit_body = f.no_body ? 0 : 1;
-    return (long)h.len;
+    kit_body = fr.no_body ? 0 : f.replaced ? 2 : f.no_body ? 0 : 1;
+    return n;
 }
 
 long mg_ffi_kit_response_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out,

@@ -1,7 +1,7 @@
 /* request.c: the protocol-independent request object (request.h): its
  * life on the worker's free list, its arena, its headers as hooks changed
  * them, its id and trace context, and the gateway's own answers, which it
- * hands to the protocol (r->proto) to frame.
+ * hands to the protocol (r->proto) as a status and fields to frame.
  *
  * Ownership: the worker owns the request structs (free list); a request
  * owns its scratch, header array, arena chunks and body buffer.
@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 #include "errlog.h"
+#include "header_names.h"
 #include "http.h"
 #include "mg_ffi.h"
 #include "request.h"
@@ -28,6 +29,10 @@ static int request_fit(mg_request_t *r, const mg_limits_t *l)
         if (!h)
             return -1;
         r->headers = h;
+        uint8_t *t = realloc(r->htok, l->header_count + 1);
+        if (!t)
+            return -1;
+        r->htok = t;
         r->headers_cap = (uint32_t)(l->header_count + 1);
     }
     /* normalised path + upstream path + slack; both are bounded by the
@@ -61,6 +66,7 @@ mg_request_t *mg_request_new(mg_worker_t *w)
         return NULL;
     }
     mg_header_t *headers = r->headers;
+    uint8_t *htok = r->htok;
     uint32_t headers_cap = r->headers_cap;
     char *scratch = r->scratch;
     size_t cap = r->scratch_cap;
@@ -68,6 +74,7 @@ mg_request_t *mg_request_new(mg_worker_t *w)
     /* the edit arrays and the inline arena after it need no clearing */
     memset(r, 0, offsetof(mg_request_t, req_edits));
     r->headers = headers;
+    r->htok = htok;
     r->headers_cap = headers_cap;
     r->scratch = scratch;
     r->scratch_cap = cap;
@@ -163,11 +170,6 @@ int mg_request_header(const mg_request_t *r, const char *name, size_t nlen, int 
 }
 
 
-const char *const mg_override_headers[] = { "x-original-url", "x-rewrite-url",
-                                            "x-http-method-override", "x-http-method",
-                                            "x-method-override", NULL };
-
-
 int mg_request_upstream(const mg_request_t *r)
 {
     if (r->upstream_override >= 0)
@@ -230,8 +232,40 @@ void mg_request_assign_id(mg_request_t *r)
 
 /* ---- the gateway's own answers ------------------------------------------ */
 
+int mg_request_send_whole(mg_request_t *r, const mg_resp_t *res, const char *body,
+                          size_t body_len)
+{
+    if (r->proto->start_response(r, res) < 0)
+        return -1;
+    uv_buf_t b = uv_buf_init((char *)body, (unsigned)body_len);
+    if (r->proto->send_body(r, &b, body_len ? 1 : 0, 1) < 0)
+        return 0; /* the connection closed: r ended */
+    r->proto->answered(r);
+    return 0;
+}
+
+#define RESPOND_FIELDS 16 /* on the stack; more come from the arena */
+
+size_t mg_request_answer(const mg_request_t *r, int status, const char *ctype, size_t body_len,
+                         const mg_hfield_t *extra, size_t nextra, mg_hfield_t *f, mg_resp_t *res)
+{
+    /* 204 and 304 have no body, so no Content-Type either (a 304 keeps the
+     * validators a hook gave in `extra`) */
+    int has_body = mg_status_has_body(status);
+    size_t n = 0;
+    if (has_body)
+        f[n++] = mg_hfield("Content-Type", 12, ctype, strlen(ctype), MG_HN_CONTENT_TYPE);
+    f[n++] = mg_hfield("X-Request-Id", 12, r->request_id, r->request_id_len, MG_HN_X_REQUEST_ID);
+    for (size_t i = 0; i < nextra; i++)
+        f[n++] = extra[i];
+    if (!has_body)
+        body_len = 0;
+    *res = (mg_resp_t){ .status = status, .headers = f, .nheaders = n, .body_len = body_len };
+    return body_len;
+}
+
 void mg_request_respond(mg_request_t *r, int status, const char *ctype, const char *body,
-                        size_t body_len, const char *extra, size_t extra_len)
+                        size_t body_len, const mg_hfield_t *extra, size_t nextra)
 {
     mg_worker_t *w = r->w;
     if (r->response_started) {
@@ -248,7 +282,7 @@ void mg_request_respond(mg_request_t *r, int status, const char *ctype, const ch
         mg_request_respond_error(r, 500, "invalid answer status");
         return;
     }
-    if (w->stopping || !r->keep_alive || status == 400 || status == 408)
+    if (status == 400 || status == 408)
         r->response_close = 1;
     /* an upgrade we do not tunnel: the parser stopped at its end, and the
      * client may already be speaking the protocol it asked for */
@@ -258,24 +292,31 @@ void mg_request_respond(mg_request_t *r, int status, const char *ctype, const ch
     if (r->has_body && (r->state == MG_RS_HEAD || r->state == MG_RS_BODY ||
                         (r->state == MG_RS_UPSTREAM && r->up)))
         r->response_close = 1;
-    r->proto->respond(r, status, ctype, body, body_len, extra, extra_len);
+    mg_hfield_t local[RESPOND_FIELDS], *f = local;
+    if (nextra + 2 > RESPOND_FIELDS && !(f = mg_request_alloc(r, (nextra + 2) * sizeof(*f)))) {
+        r->response_close = 1;
+        f = local; /* out of memory: the answer goes without its extras */
+        nextra = 0;
+    }
+    mg_resp_t res;
+    body_len = mg_request_answer(r, status, ctype, body_len, extra, nextra, f, &res);
+    if (mg_request_send_whole(r, &res, body, body_len) < 0)
+        r->proto->abort(r); /* a head too large to send */
 }
 
-/* The gateway's own JSON error answer, with extra header lines hdrs
- * ("Name: value\r\n"..., may be NULL). */
+/* The gateway's own JSON error answer, with extra fields (may be NULL). */
 void mg_request_respond_error_with(mg_request_t *r, int status, const char *message,
-                                   const char *hdrs, size_t hlen)
+                                   const mg_hfield_t *extra, size_t nextra)
 {
     if (r->request_id_len == 0)
         mg_request_assign_id(r);
     char body[256];
     int n = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"status\":%d,\"request_id\":\"%s\"}\n",
                      message, status, r->request_id);
-    mg_request_respond(r, status, "application/json", body, (size_t)n, hdrs, hlen);
+    mg_request_respond(r, status, "application/json", body, (size_t)n, extra, nextra);
 }
 
 void mg_request_respond_error(mg_request_t *r, int status, const char *message)
 {
     mg_request_respond_error_with(r, status, message, NULL, 0);
 }
-

@@ -18,6 +18,7 @@
 #include <uv.h>
 #include "config.h"
 #include "router.h"
+#include "response.h"
 #include "span.h"
 
 typedef struct mg_worker_s mg_worker_t;
@@ -85,9 +86,23 @@ typedef struct mg_peer_s {
  * back to the worker's free list), so callers touch r no more after a
  * call that can close (they say so below). */
 typedef struct mg_proto_s {
-    /* Queues framed response bytes (head and body) to the client and times
-     * the send. Returns 0, or -1 when the connection closed (r ended). */
-    int (*send)(mg_request_t *r, uv_buf_t *bufs, unsigned n);
+    /* The response head (response.h): the protocol decides its framing
+     * from the status, res->body_len, the request (HEAD, version) and
+     * whether the connection goes on, writes it (copying what it keeps of
+     * res) and holds it for the next send_body, which the caller makes
+     * before it returns to the loop (head and first body bytes leave in
+     * one write; nothing may use the worker's scratch in between). Sets
+     * r->status and r->response_started. Returns 0, or -1 when the head
+     * cannot be written (too large): nothing was sent, r goes on. */
+    int (*start_response)(mg_request_t *r, const mg_resp_t *res);
+    /* Body bytes (n may be 0: only the held head goes), framed as
+     * start_response decided; dropped when no body goes (HEAD, 204, 304);
+     * after a 101, the tunnel's bytes as they are. `last` ends the body.
+     * Returns 0, or -1 when the connection closed (r ended). */
+    int (*send_body)(mg_request_t *r, const uv_buf_t *bufs, unsigned n, int last);
+    /* Ends the body with trailer fields (gRPC's grpc-status; sent when the
+     * framing can carry them: HTTP/1.1 chunked). Returns as send_body. */
+    int (*send_trailers)(mg_request_t *r, const mg_hfield_t *t, size_t n);
     /* Bytes queued to the client and not written yet. */
     size_t (*pending)(const mg_request_t *r);
     /* Stop (on) or go on (off) reading the client: back-pressure from an
@@ -95,15 +110,10 @@ typedef struct mg_proto_s {
     void (*throttle)(mg_request_t *r, int on);
     /* Closes the connection now (r ended). */
     void (*abort)(mg_request_t *r);
-    /* A gateway-made answer (errors, handler routes, gw.respond): status
-     * 200-599, extra header lines "Name: value\r\n"... (may be NULL). The
-     * protocol frames and sends it, then reads on to the end of the request
+    /* An answer the gateway made (mg_request_respond) or kept (the cache)
+     * went out whole: the protocol reads on to the end of the request
      * (dropping any body) or closes (r->response_close). May end r. */
-    void (*respond)(mg_request_t *r, int status, const char *ctype, const char *body,
-                    size_t body_len, const char *extra, size_t extra_len);
-    /* Sends the answer the cache holds for r (cache.h), hooks' changes
-     * applied. May end r. */
-    void (*send_cached)(mg_request_t *r);
+    void (*answered)(mg_request_t *r);
     /* The whole upstream answer went to the client. May end r. */
     void (*response_done)(mg_request_t *r);
     /* The upstream connection is ready for the request body. */
@@ -162,6 +172,8 @@ struct mg_request_s {
 
     mg_span_t method, url;
     mg_header_t *headers;      /* capacity headers_cap */
+    uint8_t *htok;             /* each header's name token (header_names.h),
+                                  set where it is parsed; capacity headers_cap */
     uint32_t headers_cap;
     uint32_t nheaders;
     uint16_t known[MG_H__COUNT];
@@ -182,8 +194,8 @@ struct mg_request_s {
     uint8_t retries;
     uint8_t body_started;      /* a body byte went upstream: no retry */
     uint8_t response_started;  /* response head sent to the client */
-    uint8_t response_chunked;  /* we frame the response body as chunked */
-    uint8_t response_close;    /* close the client connection after it */
+    uint8_t response_close;    /* close the client connection after it (set
+                                  by the core or decided by the protocol) */
     uint64_t body_received;
     uint64_t content_length;
     /* min_body_rate (http_conn.c): loop times in ms */
@@ -300,10 +312,6 @@ static inline int mg_edits_replace(const mg_edit_t *edits, int nedits, int tok,
     }
     return 0;
 }
-/* The request headers that override the URL or method for some upstreams
- * (NULL-terminated, lower case: the MG_HNF_OVERRIDE names of
- * header_names.h, listed for the cache key). */
-extern const char *const mg_override_headers[];
 /* The upstream index a request goes to (hook override, else its route's). */
 int mg_request_upstream(const mg_request_t *r);
 
@@ -311,15 +319,29 @@ int mg_request_upstream(const mg_request_t *r);
  * one) and its trace context; once, before anything is logged. */
 void mg_request_assign_id(mg_request_t *r);
 
-/* Sends a gateway-made answer (see mg_proto_t.respond): decides whether
- * the connection closes after it, refuses statuses outside 200-599 (500).
- * May end r. */
+/* Sends a gateway-made answer: status 200-599 (others are refused: 500),
+ * Content-Type ctype and the body (both left out for 204 and 304), the
+ * request id and the fields extra[0..nextra) (may be NULL: a 304 keeps the
+ * validators a hook gave); decides whether the connection closes after it.
+ * The protocol frames it (mg_proto_t.start_response). May end r. */
 void mg_request_respond(mg_request_t *r, int status, const char *ctype, const char *body,
-                        size_t body_len, const char *extra_headers, size_t extra_len);
-/* The gateway's own JSON error answer, with extra header lines hdrs (may
- * be NULL). May end r. */
+                        size_t body_len, const mg_hfield_t *extra, size_t nextra);
+/* The response of a gateway-made answer (as mg_request_respond sends it,
+ * and the testing kit writes it): its fields (Content-Type when the status
+ * has a body, X-Request-Id, then extra) into f (room for nextra + 2) and
+ * res; returns the body length that goes (0 for 204 and 304). */
+size_t mg_request_answer(const mg_request_t *r, int status, const char *ctype, size_t body_len,
+                         const mg_hfield_t *extra, size_t nextra, mg_hfield_t *f, mg_resp_t *res);
+/* The gateway's own JSON error answer, with extra fields (may be NULL).
+ * May end r. */
 void mg_request_respond_error(mg_request_t *r, int status, const char *message);
 void mg_request_respond_error_with(mg_request_t *r, int status, const char *message,
-                                   const char *hdrs, size_t hlen);
+                                   const mg_hfield_t *extra, size_t nextra);
+/* Hands the protocol a whole answer: start_response(res), then the body
+ * in one send_body, then answered(). For the gateway's own answers and
+ * kept ones. Returns 0, or -1 when the head could not be written (nothing
+ * was sent: the caller answers otherwise). May end r. */
+int mg_request_send_whole(mg_request_t *r, const mg_resp_t *res, const char *body,
+                          size_t body_len);
 
 #endif

@@ -438,6 +438,7 @@ void mg_worker_teardown(mg_worker_t *w)
         mg_request_t *r = w->free_requests;
         w->free_requests = r->next_free;
         free(r->headers);
+        free(r->htok);
         free(r->scratch);
         free(r);
     }

@@ -64,6 +64,10 @@ typedef struct mg_ffi_kit_head_s {
     int res_status, res_body_set, http_minor;
 } mg_ffi_kit_head_t;
 long mg_ffi_kit_upstream_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out);
+long mg_ffi_kit_answer_head(mg_request_t *r, int status, const char *ctype, size_t body_len,
+                            const char *const *kv, const size_t *kv_len, size_t n,
+                            const char *request_id, int http_minor, int head_method,
+                            const char **out);
 long mg_ffi_kit_response_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out,
                               int *body);
 int mg_ffi_head_check(const char *head, size_t len, uint16_t *known, int *flags,

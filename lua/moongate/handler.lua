@@ -1,15 +1,17 @@
 -- moongate.handler: runs a route's Lua handler for the C core and turns
--- its answer into what the core sends (status, body bytes, header block).
+-- its answer into what the core sends (status, body bytes, header list).
 local cjson = require "cjson.safe"
 if cjson.encode_escape_forward_slash then cjson.encode_escape_forward_slash(false) end
 
-local type, tostring, pairs, concat, rawset = type, tostring, pairs, table.concat, rawset
+local type, tostring, pairs, rawset = type, tostring, pairs, rawset
 local traceback = debug.traceback
 
 local _M = {}
 
+local NO_HEADERS = {} -- shared, never written: no table per answer
+
 local function header_block(headers)
-    if headers == nil then return "", nil end
+    if headers == nil then return NO_HEADERS, nil end
     if type(headers) ~= "table" then
         return nil, "headers must be a table, got " .. type(headers)
     end
@@ -24,10 +26,11 @@ local function header_block(headers)
             ctype = value
         elseif lname ~= "content-length" and lname ~= "connection"
             and lname ~= "transfer-encoding" and lname ~= "x-request-id" then
-            out[#out + 1] = name .. ": " .. value .. "\r\n"
+            out[#out + 1] = name
+            out[#out + 1] = value
         end
     end
-    return concat(out), ctype
+    return out, ctype
 end
 
 local function run(fn, req)
@@ -58,7 +61,7 @@ local function done(req, fresh, ...)
     return ...
 end
 
--- Returns true, status, body, header_block, content_type
+-- Returns true, status, body, header list { name, value, ... }, content_type
 -- or false, error message with traceback. From lua_route.c, `req` is the
 -- request struct (a lightuserdata) and `co` the coroutine of its hooks (or
 -- nil): the handler gets the request object hooks get.

@@ -512,10 +512,13 @@ local RESPONDED_MARK = setmetatable({}, { __tostring = function()
 end })
 _M.RESPONDED_MARK = RESPONDED_MARK
 
--- gw.respond's headers as a "Name: value\r\n" block (framing headers are
--- the core's) and its Content-Type; shared with moongate.testing.
+-- gw.respond's headers as a flat list { name, value, name, value, ... }
+-- (framing headers are the core's) and its Content-Type; shared with
+-- moongate.testing.
+local NO_HEADERS = {} -- shared, never written: no table per answer
+
 local function header_block(headers)
-    if headers == nil then return "", nil end
+    if headers == nil then return NO_HEADERS, nil end
     if type(headers) ~= "table" then
         error("gw.respond: headers must be a table, got " .. type(headers), 3)
     end
@@ -535,10 +538,11 @@ local function header_block(headers)
             ctype = value
         elseif l ~= "content-length" and l ~= "connection"
             and l ~= "transfer-encoding" and l ~= "x-request-id" then
-            out[#out + 1] = name .. ": " .. value .. "\r\n"
+            out[#out + 1] = name
+            out[#out + 1] = value
         end
     end
-    return concat(out), ctype
+    return out, ctype
 end
 
 _M.header_block = header_block

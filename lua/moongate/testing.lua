@@ -117,7 +117,7 @@ local function answer(d, status, list, body)
     end
 end
 
--- The gateway's own error answer (mg_conn_respond_error).
+-- The gateway's own error answer (mg_request_respond_error).
 local function gateway_error(d, st, status, message, block)
     answer(d, fake.error_response(st, status, message, nil, block))
     d.responded_by = "gateway"
@@ -591,7 +591,7 @@ local function escaped_slashes(g, d, st)
             error = "escaped slash in path: see Location", status = 307,
             request_id = st.id }) .. "\n"
         answer(d, fake.local_response(st, 307, "application/json", body,
-            "Location: " .. dec .. st.query_raw .. "\r\n"))
+            { "Location", dec .. st.query_raw }))
         d.responded_by = "gateway"
         return true
     end
@@ -624,7 +624,7 @@ local function pipeline(R)
                 local allow = g.router:allowed(st.local_port, host, st.path,
                                                st.headers)
                 gateway_error(d, st, 405, "method not allowed",
-                              "Allow: " .. allow .. "\r\n")
+                              { "Allow", allow })
             else
                 gateway_error(d, st, 404, "no route")
             end

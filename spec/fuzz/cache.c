@@ -6,11 +6,11 @@
  * that other gateways write to).
  *
  * Input: "Name: value" lines (an upstream response head), an empty line,
- * then bytes taken as the lines and body of a kept answer (its first byte
- * says how many of them are header lines). Checks: judge's lengths are
- * those of the lines it keeps; an answer it keeps, written as capture
- * writes it, reads back with the same headers; every header span of any
- * blob lies inside the blob.
+ * then bytes taken as the fields and body of a kept answer (its first byte
+ * says how many of them are fields). Checks: judge's lengths are those of
+ * the fields it keeps; an answer it keeps, written as capture writes it,
+ * reads back with the same headers; every header span of any blob lies
+ * inside the blob.
  */
 #include "../../src/cache.c"
 
@@ -114,9 +114,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t lines = 0, kept = 0;
         for (size_t i = 0; i < n; i++)
             if (hs[i].kept)
-                lines += hs[i].nl + hs[i].vl + 4, kept++;
-        check(h.lines_len == lines && h.nheaders == kept, "judge's line count");
-        check(lines <= MAX_HEAD_LINES, "kept lines over the limit");
+                lines += FIELD_PREFIX + hs[i].nl + hs[i].vl, kept++;
+        check(h.lines_len == lines && h.nheaders == kept, "judge's field bytes");
+        check(lines <= MAX_HEAD_FIELDS, "kept fields over the limit");
         check(h.fresh_ms > h.stored_ms && h.stale_ms >= h.fresh_ms, "times out of order");
         /* written as capture_start() writes it, read back as a hit would */
         h.status = 200;
@@ -125,8 +125,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         char *blob = malloc(len);
         check(blob != NULL, "out of memory");
         memcpy(blob, &h, sizeof(h));
-        char *o = put_lines(blob + sizeof(h), hs, n);
-        check((size_t)(o - blob) == sizeof(h) + h.lines_len, "lines longer than counted");
+        char *o = put_fields(blob + sizeof(h), hs, n);
+        check((size_t)(o - blob) == sizeof(h) + h.lines_len, "fields longer than counted");
         memcpy(o, "abc", 3);
         struct mg_cache_entry_s *e = entry_from_blob(blob, len);
         check(e != NULL, "a kept answer does not read back");

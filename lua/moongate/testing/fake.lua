@@ -11,14 +11,15 @@
 -- which client X-Request-Id is kept (mg_ffi_request_id_check) and the
 -- traceparent parser (mg_ffi_trace_parse) are pure functions, and the
 -- head goes through llhttp and the gateway's head checks
--- (mg_ffi_head_check, src/http_conn.c); the head the upstream gets and
--- the client's head of a proxied answer are written by src/proxy.c's own
--- head builders on st.cr and the model (mg_ffi_kit_upstream_head,
--- mg_ffi_kit_response_head). What is still written here after the C code
--- (the function named beside each must follow it): src/http_conn.c's
--- mg_conn_respond and mg_conn_respond_error (answers made by the
--- gateway); the phase checks of set_upstream and set_target, which need
--- the config's upstreams (the model's env).
+-- (mg_ffi_head_check, src/http_conn.c); the head the upstream gets, the
+-- client's head of a proxied answer and of an answer the gateway makes
+-- are written by src/proxy.c's and src/request.c's own builders and
+-- src/h1_writer.c on st.cr and the model (mg_ffi_kit_upstream_head,
+-- mg_ffi_kit_response_head, mg_ffi_kit_answer_head). What is still
+-- written here after the C code (the function named beside each must
+-- follow it): the gateway's JSON error body (mg_request_respond_error);
+-- the phase checks of set_upstream and set_target, which need the
+-- config's upstreams (the model's env).
 --
 -- A model st:
 --   env             gateway context: upstreams, router, clock, id counter
@@ -955,10 +956,11 @@ function _M.upstream_request(st)
 end
 
 --- emit_head: what the client gets from the upstream's answer st.up_res
--- and the on_response changes, as src/proxy.c's own builders write it
--- (mg_ffi_kit_response_head) less the gateway's Connection header (the
--- kit has no client connection). Sets st.status and st.response_started
--- unless `commit` is false. Returns status, header list, body.
+-- and the on_response changes, as src/proxy.c makes it and src/h1_writer.c
+-- writes it (mg_ffi_kit_response_head) less the gateway's Connection
+-- header (the kit has no client connection). Sets st.status and
+-- st.response_started unless `commit` is false. Returns status, header
+-- list, body.
 function _M.client_response(st, commit)
     local r = sync(st)
     local head = built_head(C().mg_ffi_kit_response_head(r, head_model(st, ""), kit_out,
@@ -980,18 +982,34 @@ function _M.client_response(st, commit)
     return status, out, body
 end
 
---- mg_conn_respond: an answer made by the gateway (hook, handler, error).
--- `commit` false only computes it. Returns status, header list, body.
+--- mg_request_respond: an answer made by the gateway (hook, handler,
+-- error), its head as src/request.c makes it and src/h1_writer.c writes it
+-- (mg_ffi_kit_answer_head) less the Connection header. `block` is the
+-- flat { name, value, ... } list of gw.respond's headers. `commit` false
+-- only computes it. Returns status, header list, body.
 function _M.local_response(st, status, ctype, body, block, commit)
+    local r = sync(st)
+    block = block or {}
+    local n = #block
+    local kv = ffi.new("const char *[?]", n + 1)
+    local lens = ffi.new("size_t[?]", n + 1)
+    for i = 1, n do
+        kv[i - 1], lens[i - 1] = block[i], #block[i]
+    end
+    local head = built_head(C().mg_ffi_kit_answer_head(r, status, ctype or "text/plain", #body,
+                                                       kv, lens, n / 2, st.id,
+                                                       st.http_minor or 1,
+                                                       st.head_method and 1 or 0, kit_out))
+    local rest = match(head, "^HTTP/1%.1 %d%d%d [^\r\n]*\r\n(.*)$")
     local out = {}
-    if has_body(status) then
-        out[1] = { "Content-Type", ctype or "text/plain" }
-        out[2] = { "Content-Length", tostring(#body) }
-    else
+    for _, h in ipairs(parse_block(rest, {})) do
+        if lower(h[1]) ~= "connection" then
+            out[#out + 1] = h
+        end
+    end
+    if not has_body(status) then
         body = ""
     end
-    out[#out + 1] = { "X-Request-Id", st.id }
-    parse_block(block, out)
     if commit ~= false then
         st.status = status
         st.response_started = true
@@ -999,12 +1017,12 @@ function _M.local_response(st, status, ctype, body, block, commit)
     return status, out, st.head_method and "" or body
 end
 
---- mg_conn_respond_error: the gateway's JSON error answer.
+--- mg_request_respond_error: the gateway's JSON error answer.
 function _M.error_response(st, status, message, commit, block)
     local body = fmt('{"error":"%s","status":%d,"request_id":"%s"}\n',
                      message, status, st.id)
     return _M.local_response(st, status, "application/json", body,
-                             block or "", commit)
+                             block or {}, commit)
 end
 
 return _M
