@@ -61,6 +61,7 @@ build = {
             "src/buf.c",
             "src/cache.c",
             "src/cidr.c",
+            "src/client_addr.c",
             "src/config.c",
             "src/control.c",
             "src/crypto.c",

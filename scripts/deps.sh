@@ -4,7 +4,8 @@
 # before they build, `make deb` before it packages; `make deps` runs it alone.
 # With package names as arguments it installs those instead.
 # (luarocks, dpkg-dev, lintian and systemd: the packaging specs of `make test`;
-# clang and libclang-rt-14-dev: the libFuzzer targets, spec/fuzz.)
+# clang and libclang-rt-14-dev: the libFuzzer targets, spec/fuzz; haproxy and
+# nginx: the proxies in front of the gateway in spec/integration/real_ip_spec.lua.)
 set -euo pipefail
 if [ $# -gt 0 ]; then
     pkgs=("$@") # another list (scripts/bench/deps.sh)
@@ -12,7 +13,7 @@ else
     pkgs=(build-essential pkg-config libluajit2-5.1-dev luajit2 libuv1-dev node-llhttp
           libssl-dev lua-cjson lua-busted lua-socket libhiredis-dev redis-server
           libedit-dev python3 curl openssl ca-certificates luarocks liblua5.1-0-dev
-          dpkg-dev lintian systemd strace clang libclang-rt-14-dev)
+          dpkg-dev lintian systemd strace clang libclang-rt-14-dev haproxy nginx)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -18,7 +18,7 @@ return {
     { name = "request", files = { "request" } },
     { name = "core", files = {
         "hooks", "upgrade", "lua_route", "redis", "cache", "ffi_request",
-        "accesslog", "kit_request", "retry" } },
+        "accesslog", "kit_request", "client_addr", "retry" } },
     { name = "pipeline", files = { "pipeline" } },
     -- the keep-alive pools and the balancer; an idle connection is closed
     -- through w->upstream (the proxy's table)

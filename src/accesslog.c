@@ -327,7 +327,8 @@ static size_t line_bound(const mg_request_t *r, const line_fields_t *f)
     return LINE_FIXED + json_bound(r->request_id_len) + json_bound(f->method_len) +
            json_bound(f->path_len) + json_bound(f->query_len) + json_bound(f->route_len) +
            json_bound(f->upstream_len) + json_bound(f->target_len) +
-           json_bound(sizeof("revalidated")); /* the longest cache state */
+           json_bound(sizeof("revalidated")) + /* the longest cache state */
+           json_bound(sizeof(r->peer->socket_ip)); /* the peer, with trusted_proxies */
 }
 
 static void write_line(mg_accesslog_t *l, const mg_request_t *r, const line_fields_t *f,
@@ -339,8 +340,13 @@ static void write_line(mg_accesslog_t *l, const mg_request_t *r, const line_fiel
     field_str(b, "request_id", r->request_id, r->request_id_len);
     if (r->traced)
         putf(b, ",\"trace_id\":\"%.32s\",\"span_id\":\"%.16s\"", r->trace_id, r->span_id);
-    field_str(b, "client", r->peer->client_ip,
-              strnlen(r->peer->client_ip, sizeof(r->peer->client_ip)));
+    const char *client = mg_request_client(r);
+    field_str(b, "client", client, strlen(client));
+    if (r->g->cfg->trusted_proxies) {
+        /* it can differ from the client only then */
+        const char *peer = mg_request_peer(r);
+        field_str(b, "peer", peer, strlen(peer));
+    }
     field_str(b, "method", f->method, f->method_len);
     field_str(b, "path", f->path, f->path_len);
     field_str(b, "query", f->query, f->query_len);

@@ -40,6 +40,7 @@
 #include <unistd.h>
 #include <llhttp.h>
 #include "admin.h"
+#include "mg_ffi.h"
 #include "wq.h"
 
 #define READ_BUF (16 * 1024)
@@ -895,16 +896,14 @@ static int parse_addr(const char *host, int port, struct sockaddr_storage *sa, i
     return -1;
 }
 
-/* "name" or "name:port": letters, digits, '-', '.', and a port 1-65535. */
+/* "name" or "name:port": a host name or IPv4 address of the config's host
+ * grammar (mg_ffi_host_kind), and a port 1-65535. */
 static int valid_name(const char *n)
 {
     size_t len = strcspn(n, ":");
-    if (len == 0 || len > 253)
+    int kind = mg_ffi_host_kind(n, len); /* the config's host grammar (uri.c) */
+    if (kind != MG_HOST_NAME && kind != MG_HOST_IPV4)
         return 0;
-    for (size_t i = 0; i < len; i++)
-        if (!((n[i] >= 'a' && n[i] <= 'z') || (n[i] >= 'A' && n[i] <= 'Z') ||
-              (n[i] >= '0' && n[i] <= '9') || n[i] == '-' || n[i] == '.'))
-            return 0;
     if (!n[len])
         return 1;
     const char *p = n + len + 1;

@@ -7,14 +7,19 @@
  * need the config's Lua functions (handlers, hooks) run the same loader in
  * their own state through mg_config_run_lua().
  *
- * One schema: the scalar fields of each object (settings, limits, timeouts,
- * admin, listen, upstream, target, health, shared_dict, cache, redis, route) are
- * declared once, in the tables below (key, kind, range, default, offsetof;
- * for a named mode, the owning module's parser; for a string, its minimum
- * length). config.lua and redis.lua build their key lists, defaults and
- * checks from them (mg_ffi_config_fields) and conv_fields() copies them with
- * the same tables. Route patterns are
- * checked in config.lua by the router's own parser (mg_ffi_route_pattern).
+ * One schema: the fields of each object (settings, limits, timeouts, admin,
+ * listen, tls, tls_cert, upstream, target, health, shared_dict, cache, redis,
+ * route) are declared once, in the tables below: key, kind, range or
+ * check, default, the words of its error, and where C keeps it. A name is
+ * read by its owning module's parser (ENUM), a string by its module's check
+ * (hosts: uri.c, route hosts: router.c, log targets: errlog.c, TLS: tls.c),
+ * a nested table by its own table (OBJECT), a list item by item (LIST).
+ * config.lua and redis.lua build their key lists, defaults and checks from
+ * them (mg_ffi_config_fields) and conv_fields() copies them with the same
+ * tables. How to add an option: docs/config-dsl.md, "How to add a config
+ * option". Route patterns are checked in config.lua by the router's own
+ * parser (mg_ffi_route_pattern); checks across fields or declarations stay
+ * in config.lua.
  *
  * The copy trusts nothing it reads: a field of the wrong type or range (a bug
  * in config.lua, never a user mistake, which config.lua reports itself)
@@ -40,9 +45,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cidr.h"
 #include "lua_state.h"
+#include "real_ip.h"
 #include "shdict.h"
 #include "uri.h"
+#include "header_names.h"
+#include "router.h"
 
 #define MAX_DOUBLE_INT 9007199254740992.0 /* 2^53: larger doubles skip integers */
 
@@ -186,15 +195,15 @@ static char *dup_or_oom(conv_t *cv, const char *s)
     return d;
 }
 
-/* Reads t[key] (t an absolute index) as an integer in [lo, hi] (hi <= 2^53). */
-static int get_uint(conv_t *cv, int t, const char *what, const char *key, double lo, double hi,
+/* Pops the value at the top of the stack (what<what>.<key>) as an integer in
+ * [lo, hi] (hi <= 2^53). */
+static int top_uint(conv_t *cv, const char *what, const char *key, double lo, double hi,
                     uint64_t *out)
 {
     lua_State *L = cv->L;
     double d;
     int ok;
 
-    lua_getfield(L, t, key);
     d = lua_tonumber(L, -1);
     ok = lua_type(L, -1) == LUA_TNUMBER && d >= lo && d <= hi && d <= MAX_DOUBLE_INT &&
          d == (double)(uint64_t)d;
@@ -207,6 +216,14 @@ static int get_uint(conv_t *cv, int t, const char *what, const char *key, double
     return 0;
 }
 
+/* Reads t[key] (t an absolute index) as an integer in [lo, hi] (hi <= 2^53). */
+static int get_uint(conv_t *cv, int t, const char *what, const char *key, double lo, double hi,
+                    uint64_t *out)
+{
+    lua_getfield(cv->L, t, key);
+    return top_uint(cv, what, key, lo, hi, out);
+}
+
 static int get_int(conv_t *cv, int t, const char *what, const char *key, int lo, int hi, int *out)
 {
     uint64_t v;
@@ -217,16 +234,15 @@ static int get_int(conv_t *cv, int t, const char *what, const char *key, int lo,
     return 0;
 }
 
-/* Reads t[key] as a string without NULs, copied into *out (owned by the
- * config). A nil field gives *out = NULL when optional. */
-static int get_str(conv_t *cv, int t, const char *what, const char *key, int optional, char **out)
+/* Pops the value at the top of the stack as a string without NULs, copied
+ * into *out (owned by the config). nil gives *out = NULL when optional. */
+static int top_str(conv_t *cv, const char *what, const char *key, int optional, char **out)
 {
     lua_State *L = cv->L;
     const char *s;
     size_t len;
 
     *out = NULL;
-    lua_getfield(L, t, key);
     if (optional && lua_isnil(L, -1)) {
         lua_pop(L, 1);
         return 0;
@@ -240,6 +256,13 @@ static int get_str(conv_t *cv, int t, const char *what, const char *key, int opt
     *out = dup_or_oom(cv, s);
     lua_pop(L, 1);
     return *out != NULL ? 0 : -1;
+}
+
+/* Reads t[key] as by top_str. */
+static int get_str(conv_t *cv, int t, const char *what, const char *key, int optional, char **out)
+{
+    lua_getfield(cv->L, t, key);
+    return top_str(cv, what, key, optional, out);
 }
 
 /* Pushes t[key] and returns its absolute index if it is a table; otherwise
@@ -301,53 +324,166 @@ static void *alloc_list(conv_t *cv, size_t n, size_t sz, size_t *count)
     return p;
 }
 
-/* ---- the schema: each object's scalar fields, declared once ---- */
+/* ---- the schema: each object's fields, declared once ---- */
 
-enum { CT_NONE, CT_U64, CT_INT, CT_U16, CT_BOOL, CT_DOUBLE, CT_ENUM, CT_STR }; /* how stored */
+enum { CT_NONE, CT_U64, CT_INT, CT_U16, CT_BOOL, CT_DOUBLE, CT_ENUM, CT_STR, CT_OBJECT,
+       CT_LIST }; /* how stored */
+
+/* listen.tls as converted (conv_listener_tls hands it to mg_tls_ctx_new) */
+#define MAX_TLS_CERTS 32
+typedef struct tls_opts_s {
+    struct tls_pair_s {
+        char *cert, *key;
+    } certs[MAX_TLS_CERTS];
+    size_t ncerts;
+    char *min_version, *ciphers;
+} tls_opts_t;
 
 #define ANY MAX_DOUBLE_INT
 #define NONE NAN
 /* a field stored in struct ST's member M, or one config.c does not copy */
-#define F(key, kind, lo, hi, def, exp, st, m, ct)                                           \
-    { key, kind, lo, hi, def, exp, offsetof(st, m), ct, NULL, NULL, NULL }
-#define LUA(key, kind, lo, hi, def) { key, kind, lo, hi, def, NULL, 0, CT_NONE, NULL, NULL, NULL }
+#define F(key, kind_, lo, hi, def_, exp, st, m, ct)                                         \
+    { .name = key, .kind = kind_, .min = lo, .max = hi, .def = def_, .expected = exp,      \
+      .offset = offsetof(st, m), .ctype = ct }
+#define LUA(key, kind_, lo, hi, def_)                                                        \
+    { .name = key, .kind = kind_, .min = lo, .max = hi, .def = def_, .ctype = CT_NONE }
 /* a string of at least `lo` bytes, copied into the char * member M (owned by the config) */
-#define STRING(key, lo, def, exp, st, m)                                                     \
-    { key, MG_FIELD_STRING, lo, 0, NONE, exp, offsetof(st, m), CT_STR, NULL, NULL, def }
+#define STRING(key, lo, def_, exp, st, m)                                                    \
+    { .name = key, .kind = MG_FIELD_STRING, .min = lo, .def = NONE, .expected = exp,       \
+      .offset = offsetof(st, m), .ctype = CT_STR, .def_str = def_ }
+/* the same, always in the normalised table (config.c refuses it absent) */
+#define REQUIRED_STRING(key, lo, exp, st, m)                                                 \
+    { .name = key, .kind = MG_FIELD_STRING, .min = lo, .def = NONE, .expected = exp,       \
+      .offset = offsetof(st, m), .ctype = CT_STR, .flags = MG_FIELD_REQUIRED }
+/* a string its module's check_ accepts (a mg_ffi_str_check_fn), kept as it
+ * normalises it (a relative file path: from the config's directory) */
+#define CHECKED(key, check_, flags_, def_, exp, st, m)                                       \
+    { .name = key, .kind = MG_FIELD_STRING, .def = NONE, .expected = exp,                  \
+      .offset = offsetof(st, m), .ctype = CT_STR, .def_str = def_, .check = check_,        \
+      .flags = flags_ }
+/* a string of at least lo bytes that check_ (NULL: any) accepts, with flags
+ * (MG_FIELD_INTERNAL: a positional argument, not a key of the user's table) */
+#define STRING_F(key, lo, check_, flags_, exp, st, m)                                        \
+    { .name = key, .kind = MG_FIELD_STRING, .min = lo, .def = NONE, .expected = exp,       \
+      .offset = offsetof(st, m), .ctype = CT_STR, .check = check_, .flags = flags_ }
+/* the same, checked by config.lua only (C gets what Lua made of it) */
+#define CHECKED_LUA(key, check_, exp)                                                        \
+    { .name = key, .kind = MG_FIELD_STRING, .def = NONE, .expected = exp, .check = check_ }
 /* a name read by its module's parser, stored as an int (def: a value or NONE) */
-#define ENUM(key, parse, name_of, def, exp, st, m)                                          \
-    { key, MG_FIELD_ENUM, 0, 0, def, exp, offsetof(st, m), CT_ENUM, parse, name_of, NULL }
+#define ENUM(key, parse_, name_of_, def_, exp, st, m)                                       \
+    { .name = key, .kind = MG_FIELD_ENUM, .def = def_, .expected = exp,                    \
+      .offset = offsetof(st, m), .ctype = CT_ENUM, .parse = parse_, .name_of = name_of_ }
 #define SLASHES(def, st, m)                                                                  \
     ENUM("escaped_slashes", mg_uri_slashes_mode, mg_uri_slashes_name, def,                  \
          "must be \"reject\", \"decode\", \"redirect\" or \"keep\"", st, m)
 #define SIZE(key, lo, def, st, m) F(key, MG_FIELD_SIZE, lo, ANY, def, NULL, st, m, CT_U64)
 #define TIME(key, def, st, m) F(key, MG_FIELD_TIME, 1, ANY, def, NULL, st, m, CT_U64)
 #define OTHER(key) LUA(key, MG_FIELD_OTHER, 0, 0, NONE)
+/* a nested table read by schema obj, its fields stored in member M of ST
+ * (their offsets are from there); TABLE_HERE: in the parent's own struct;
+ * NESTED: converted by hand */
+#define TABLE(key, obj, flags_, exp, st, m)                                                  \
+    { .name = key, .kind = MG_FIELD_OBJECT, .def = NONE, .expected = exp,                  \
+      .offset = offsetof(st, m), .ctype = CT_OBJECT, .object = obj, .flags = flags_ }
+#define TABLE_HERE(key, obj, flags_, exp)                                                    \
+    { .name = key, .kind = MG_FIELD_OBJECT, .def = NONE, .expected = exp, .offset = 0,     \
+      .ctype = CT_OBJECT, .object = obj, .flags = flags_ }
+/* the same in a struct of its own, calloc'd, its pointer in member M */
+#define TABLE_ALLOC(key, obj, flags_, exp, st, m)                                            \
+    { .name = key, .kind = MG_FIELD_OBJECT, .def = NONE, .expected = exp,                  \
+      .offset = offsetof(st, m), .ctype = CT_OBJECT, .object = obj,                         \
+      .item_size = sizeof(*((st *)0)->m), .flags = (flags_) | MG_FIELD_ALLOC }
+#define NESTED(key, obj, exp)                                                                \
+    { .name = key, .kind = MG_FIELD_OBJECT, .def = NONE, .expected = exp, .object = obj }
+/* a list of lo..hi items, each read as field *item_, stored in the array
+ * member M of ST (MG_FIELD_ALLOC: a pointer to a malloc'd one), the count
+ * in member CM; many: the words for more than hi items */
+#define LIST(key, item_, lo, hi, flags_, exp, many, st, m, cm)                             \
+    { .name = key, .kind = MG_FIELD_LIST, .min = lo, .max = hi, .def = NONE,               \
+      .expected = exp, .offset = offsetof(st, m), .ctype = CT_LIST, .item = item_,         \
+      .count_offset = offsetof(st, cm), .item_size = sizeof(*((st *)0)->m),               \
+      .too_many = many, .flags = flags_ }
+/* an item of a list: how one is read and stored (at the item's own address) */
+#define ITEM(kind_, lo, hi, exp, ct)                                                         \
+    { .name = "", .kind = kind_, .min = lo, .max = hi, .def = NONE, .expected = exp,       \
+      .ctype = ct }
 
 static const mg_ffi_config_field_t settings_fields[] = {
     F("workers", MG_FIELD_INT, 0, 1024, 0, "must be an integer 0-1024 (0 = one per CPU)",
       mg_config_t, workers, CT_INT),
-    OTHER("access_log"), OTHER("error_log"),
+    CHECKED("access_log", mg_log_access_target_check, 0, "stdout",
+            "must be \"off\", \"stdout\", \"stderr\" or a file path", mg_config_t, access_log),
+    CHECKED("error_log", mg_log_error_target_check, 0, "stderr",
+            "must be \"stderr\" or a file path", mg_config_t, error_log),
     ENUM("log_level", mg_log_level_parse, mg_log_level_name, MG_LOG_INFO,
          "must be one of debug, info, notice, warn, error, crit", mg_config_t, log_level),
-    OTHER("limits"),
-    OTHER("timeouts"), OTHER("admin"),
+    TABLE("limits", "limits", MG_FIELD_REQUIRED, "must be a table like { body = \"10m\" }",
+          mg_config_t, limits),
+    TABLE("timeouts", "timeouts", MG_FIELD_REQUIRED, "must be a table like { header = 10 }",
+          mg_config_t, timeouts),
+    /* false is also allowed (config.lua) */
+    TABLE_HERE("admin", "admin", MG_FIELD_REQUIRED,
+               "must be false or a table like { host = \"127.0.0.1\", port = 9901, "
+               "token = \"...\" }"),
+    OTHER("trusted_proxies"), /* a list of CIDRs: conv_trusted_proxies */
+    /* given only with trusted_proxies; absent, C's zero: MG_REAL_IP_XFF */
+    ENUM("real_ip_header", mg_real_ip_header_parse, mg_real_ip_header_name, NONE,
+         "must be \"X-Forwarded-For\", \"Forwarded\" or \"X-Real-IP\"", mg_config_t,
+         real_ip_header),
 };
 
 #define PORT_EXPECTED "must be an integer 1-65535"
+
+/* the names' form is admin.c's (mg_admin_check, when converted) */
+static const mg_ffi_config_field_t admin_name_item = ITEM(MG_FIELD_STRING, 0, 0, NULL, CT_STR);
 
 static const mg_ffi_config_field_t admin_fields[] = {
     STRING("host", 1, "127.0.0.1", "must be an address string", mg_config_t, admin_host),
     F("port", MG_FIELD_INT, 1, 65535, 9901, PORT_EXPECTED, mg_config_t, admin_port, CT_U16),
     STRING("token", 16, NULL, "must be a string of at least 16 characters", mg_config_t,
            admin_token),
-    OTHER("names"),
+    LIST("names", &admin_name_item, 0, 1000000, MG_FIELD_ALLOC,
+         "must be a list of host names like { \"gw1.internal\" }", NULL, mg_config_t,
+         admin_names, admin_nnames),
 };
 
 /* the port is required */
 static const mg_ffi_config_field_t listen_fields[] = {
     F("port", MG_FIELD_INT, 1, 65535, NONE, PORT_EXPECTED, mg_listener_t, port, CT_U16),
-    OTHER("host"), OTHER("tls"), SLASHES(MG_SLASHES_REJECT, mg_listener_t, escaped_slashes),
+    CHECKED("host", mg_uri_host_check, 0, "0.0.0.0", "must be an IP address or a host name",
+            mg_listener_t, host),
+    NESTED("tls", "tls",
+           "must be a table like { cert = \"certs/site.pem\", key = \"certs/site.key\" }"),
+    SLASHES(MG_SLASHES_REJECT, mg_listener_t, escaped_slashes),
+    F("proxy_protocol", MG_FIELD_BOOL, 0, 1, 0, NULL, mg_listener_t, proxy_protocol, CT_BOOL),
+};
+
+#define PEM_EXPECTED "must be the path of a PEM file"
+
+/* listen.tls: one cert and key, or several chosen by SNI (certs, the first
+ * the default); config.lua turns the first form into the second */
+static const mg_ffi_config_field_t tls_cert_fields[] = {
+    CHECKED("cert", mg_tls_pem_path_check, MG_FIELD_REQUIRED, NULL, PEM_EXPECTED,
+            struct tls_pair_s, cert),
+    CHECKED("key", mg_tls_pem_path_check, MG_FIELD_REQUIRED, NULL, PEM_EXPECTED,
+            struct tls_pair_s, key),
+};
+
+static const mg_ffi_config_field_t tls_cert_item =
+    { .name = "", .kind = MG_FIELD_OBJECT, .def = NONE, .ctype = CT_OBJECT,
+      .object = "tls_cert",
+      .expected = "must be a table like { cert = \"certs/site.pem\", key = "
+                  "\"certs/site.key\" }" };
+
+static const mg_ffi_config_field_t tls_fields[] = {
+    CHECKED_LUA("cert", mg_tls_pem_path_check, PEM_EXPECTED),
+    CHECKED_LUA("key", mg_tls_pem_path_check, PEM_EXPECTED),
+    LIST("certs", &tls_cert_item, 1, MAX_TLS_CERTS, MG_FIELD_REQUIRED,
+         "must be a non-empty list of { cert = \"certs/site.pem\", key = \"certs/site.key\" }",
+         "holds %d certificates; at most %d", tls_opts_t, certs, ncerts),
+    CHECKED("min_version", mg_tls_version_check, 0, NULL,
+            "must be \"TLSv1.2\" or \"TLSv1.3\"", tls_opts_t, min_version),
+    STRING("ciphers", 1, NULL, "must be an OpenSSL cipher list string", tls_opts_t, ciphers),
 };
 
 /* min_body_rate: a request body slower than 1 KiB/s (after the grace) is a
@@ -374,7 +510,30 @@ static const mg_ffi_config_field_t timeouts_fields[] = {
     LUA("load", MG_FIELD_TIME, 1, ANY, 2000), /* the config run's own budget */
 };
 
+/* host and port: config.lua splits them out of "host:port" (its words are
+ * its own), with the host grammar of listen.host */
+static const mg_ffi_config_field_t target_fields[] = {
+    STRING_F("host", 1, mg_uri_host_check, MG_FIELD_REQUIRED | MG_FIELD_INTERNAL,
+             "must be an IP address or a host name", mg_target_t, host),
+    { .name = "port", .kind = MG_FIELD_INT, .min = 1, .max = 65535, .def = NONE,
+      .expected = PORT_EXPECTED, .offset = offsetof(mg_target_t, port), .ctype = CT_U16,
+      .flags = MG_FIELD_REQUIRED | MG_FIELD_INTERNAL },
+    F("weight", MG_FIELD_INT, 1, INT32_MAX, 1, "must be an integer >= 1", mg_target_t, weight,
+      CT_INT),
+};
+
+static const mg_ffi_config_field_t target_item =
+    { .name = "", .kind = MG_FIELD_OBJECT, .def = NONE, .ctype = CT_OBJECT,
+      .object = "target", .expected = "must be a target" };
+
 static const mg_ffi_config_field_t upstream_fields[] = {
+    STRING_F("name", 1, NULL, MG_FIELD_REQUIRED | MG_FIELD_INTERNAL,
+             "must be a non-empty string", mg_upstream_t, name), /* gw.upstream(name, ...) */
+    /* gw.upstream(name, targets): config.lua reads the "host:port" forms */
+    LIST("targets", &target_item, 1, 1000000,
+         MG_FIELD_REQUIRED | MG_FIELD_INTERNAL | MG_FIELD_ALLOC,
+         "must be a non-empty list of \"host:port\" strings", NULL, mg_upstream_t, targets,
+         ntargets),
     F("keepalive", MG_FIELD_INT, 0, INT32_MAX, 64, "must be an integer >= 0", mg_upstream_t,
       keepalive, CT_INT),
     TIME("keepalive_timeout", 60000, mg_upstream_t, keepalive_timeout),
@@ -386,7 +545,7 @@ static const mg_ffi_config_field_t upstream_fields[] = {
     F("request_id", MG_FIELD_BOOL, 0, 1, 1, NULL, mg_upstream_t, request_id, CT_BOOL),
     F("override_headers", MG_FIELD_BOOL, 0, 1, 0, NULL, mg_upstream_t, override_headers,
       CT_BOOL),
-    OTHER("health"),
+    TABLE_HERE("health", "health", 0, "must be a table like { path = \"/health\" }"),
     F("max_fails", MG_FIELD_INT, 0, 1000, 1, "must be an integer 0-1000 (0: never skip a target)",
       mg_upstream_t, max_fails, CT_INT),
     OTHER("retries"), OTHER("outlier"),
@@ -450,13 +609,9 @@ int mg_ffi_retry_on_parse(const char *name)
     return -1;
 }
 
-static const mg_ffi_config_field_t target_fields[] = {
-    F("weight", MG_FIELD_INT, 1, INT32_MAX, 1, "must be an integer >= 1", mg_target_t, weight,
-      CT_INT),
-};
-
 static const mg_ffi_config_field_t health_fields[] = {
-    OTHER("path"),
+    CHECKED("path", mg_uri_path_check, MG_FIELD_REQUIRED, NULL,
+            "must be a path like \"/health\" (no spaces)", mg_upstream_t, health_path),
     TIME("interval", 5000, mg_upstream_t, health_interval),
     TIME("timeout", 2000, mg_upstream_t, health_timeout),
     F("fall", MG_FIELD_INT, 1, 100, 3, "must be an integer 1-100", mg_upstream_t, health_fall,
@@ -465,25 +620,44 @@ static const mg_ffi_config_field_t health_fields[] = {
       CT_INT),
 };
 
-/* `cache = true` gets the defaults (statuses, vary and dict are Lua's) */
+static const mg_ffi_config_field_t status_item =
+    ITEM(MG_FIELD_INT, 200, 599, "must be a status 200-599", CT_U16);
+static const mg_ffi_config_field_t vary_item =
+    { .name = "", .kind = MG_FIELD_STRING, .def = NONE, .expected = "must be a header name",
+      .ctype = CT_STR, .check = mg_hname_check };
+
+/* `cache = true` gets the defaults (the lists' are config.lua's: the
+ * statuses RFC 9111 lets a cache keep without explicit freshness) */
 static const mg_ffi_config_field_t cache_fields[] = {
     TIME("ttl", 60000, mg_route_cache_t, ttl),
     F("stale", MG_FIELD_TIME, 0, ANY, 0, NULL, mg_route_cache_t, stale, CT_U64),
     SIZE("max_body", 0, 1024 * 1024, mg_route_cache_t, max_body),
-    OTHER("statuses"), OTHER("vary"),
+    LIST("statuses", &status_item, 1, MG_MAX_CACHE_STATUSES,
+         MG_FIELD_REQUIRED | MG_FIELD_UNIQUE,
+         "must be a non-empty list of statuses like { 200, 404 }",
+         "lists %d statuses (at most %d)", mg_route_cache_t, statuses, nstatuses),
+    LIST("vary", &vary_item, 0, MG_MAX_CACHE_VARY, MG_FIELD_REQUIRED | MG_FIELD_UNIQUE,
+         "must be a list of request header names like { \"accept\" }",
+         "names %d headers (at most %d)", mg_route_cache_t, vary, nvary),
     F("authorized", MG_FIELD_BOOL, 0, 1, 0, "must be a boolean", mg_route_cache_t, authorized,
       CT_BOOL),
-    OTHER("dict"),
+    CHECKED("dict", mg_shdict_name_check, 0, "cache", "must be a shared dict name",
+            mg_route_cache_t, dict_name),
     F("lock", MG_FIELD_TIME, 0, ANY, 5000, NULL, mg_route_cache_t, lock, CT_U64),
-    OTHER("redis"),
+    /* checked by moongate.redis (which also takes "host:port") */
+    TABLE_HERE("redis", "redis", 0,
+               "must be \"host:port\" or a table like { host = \"127.0.0.1\", port = 6379 }"),
 };
 
 /* route.cache.redis, and every moongate.redis client (lua/moongate/redis.lua
  * checks a client's options with it) */
 static const mg_ffi_config_field_t redis_fields[] = {
-    OTHER("host"),
+    CHECKED("host", mg_uri_host_check, 0, "127.0.0.1", "must be an address or host name",
+            mg_route_cache_t, redis_host),
     F("port", MG_FIELD_INT, 1, 65535, 6379, PORT_EXPECTED, mg_route_cache_t, redis_port, CT_INT),
-    OTHER("password"),
+    /* redis.lua says it with the value's type only: a password is never shown */
+    STRING("password", 1, NULL, "must be a non-empty string", mg_route_cache_t,
+           redis_password),
     F("db", MG_FIELD_INT, 0, INT32_MAX, 0, "must be an integer 0-2147483647", mg_route_cache_t,
       redis_db, CT_INT),
     F("pool", MG_FIELD_INT, 1, 64, 2, "must be an integer 1-64", mg_route_cache_t, redis_pool,
@@ -494,22 +668,69 @@ static const mg_ffi_config_field_t redis_fields[] = {
       redis_connect_timeout, CT_DOUBLE),
 };
 
+/* route.methods (upper case; config.lua knows the names) and
+ * route.upgrades (tokens, lower case; absent: { "websocket" }, conv_route) */
+static const mg_ffi_config_field_t method_item =
+    ITEM(MG_FIELD_STRING, 1, 0, "must be a method name", CT_STR);
+static const mg_ffi_config_field_t upgrade_item =
+    { .name = "", .kind = MG_FIELD_STRING, .def = NONE, .ctype = CT_STR,
+      .check = mg_hname_check,
+      .expected = "must be a protocol name (an HTTP token like \"websocket\", without "
+                  "\"/version\")" };
+
+/* route.headers: the user writes a map { ["X-Version"] = "2" }; config.lua
+ * checks it by hand (its words are its own) and hands over a list sorted by
+ * name, names in lower case */
+static const mg_ffi_config_field_t route_header_fields[] = {
+    CHECKED("name", mg_hname_check, MG_FIELD_REQUIRED, NULL, "must be a header name",
+            mg_route_header_t, name),
+    REQUIRED_STRING("value", 0, "must be a string (no CR, LF or NUL)", mg_route_header_t,
+                    value),
+};
+
+static const mg_ffi_config_field_t route_header_item =
+    { .name = "", .kind = MG_FIELD_OBJECT, .def = NONE, .ctype = CT_OBJECT,
+      .object = "route_header", .expected = "must be a header name and value" };
+
 /* gw.route. listen's default 0 is C's "any port", outside the 1-65535 a
  * config may write: conv_fields admits a field's default besides its range.
- * max_body has no default here: config.lua fills in limits.body. */
+ * max_body has no default here: config.lua fills in limits.body. The name
+ * defaults to the path (config.lua); the path's pattern is the router's
+ * (mg_ffi_route_pattern, and again when the router is built). */
 static const mg_ffi_config_field_t route_fields[] = {
-    OTHER("name"), OTHER("path"), OTHER("upstream"), OTHER("handler"), OTHER("methods"),
-    OTHER("host"), OTHER("headers"),
+    REQUIRED_STRING("name", 1, "must be a non-empty string", mg_route_t, name),
+    REQUIRED_STRING("path", 0, "must be a pattern like \"/orders/**\"", mg_route_t, path),
+    OTHER("upstream"), OTHER("handler"),
+    LIST("methods", &method_item, 1, MG_MAX_METHODS, MG_FIELD_UNIQUE,
+         "must be a list like { \"GET\", \"POST\" }", "lists %d methods (at most %d)",
+         mg_route_t, methods, nmethods),
+    CHECKED("host", mg_router_host_check, 0, NULL,
+            "must be a host name, optionally with a leading \"*.\" (like "
+            "\"api.example.com\" or \"*.example.com\")", mg_route_t, host),
+    LIST("headers", &route_header_item, 0, MG_MAX_ROUTE_HEADERS, MG_FIELD_REQUIRED,
+         "must be a table like { [\"X-Version\"] = \"2\" }", "has %d headers (at most %d)",
+         mg_route_t, headers, nheaders),
     F("listen", MG_FIELD_INT, 1, 65535, 0, PORT_EXPECTED, mg_route_t, listen_port, CT_U16),
-    OTHER("strip_prefix"), OTHER("rewrite"),
+    CHECKED("strip_prefix", mg_router_prefix_check, 0, NULL,
+            "must be a path starting with '/'", mg_route_t, strip_prefix),
+    STRING("rewrite", 0, NULL, "must be a path template like \"/v1/:id/**\"", mg_route_t,
+           rewrite),
     SIZE("max_body", 0, NONE, mg_route_t, max_body),
-    OTHER("policies"), OTHER("cache"), OTHER("upgrades"),
+    OTHER("policies"),
+    TABLE_ALLOC("cache", "cache", 0, "must be true or a table like { ttl = 30 }", mg_route_t,
+                cache),
+    LIST("upgrades", &upgrade_item, 0, MG_MAX_UPGRADES, MG_FIELD_UNIQUE,
+         "must be a list like { \"websocket\" } ({} allows none)",
+         "lists %d protocols (at most %d)", mg_route_t, upgrades, nupgrades),
     SLASHES(NONE, mg_route_t, escaped_slashes), /* absent: the listener's (INHERIT) */
     OTHER("retries"), OTHER("timeouts"),
 };
 
 /* smaller dictionaries hold next to nothing; the size is required */
 static const mg_ffi_config_field_t shared_dict_fields[] = {
+    STRING_F("name", 1, mg_shdict_name_check, MG_FIELD_REQUIRED | MG_FIELD_INTERNAL,
+             "must be 1-64 letters, digits, '_', '-' or '.'", mg_shared_dict_decl_t,
+             name), /* gw.shared_dict(name, ...) */
     SIZE("size", 8192, NONE, mg_shared_dict_decl_t, size),
 };
 
@@ -524,7 +745,9 @@ static const struct {
     OBJECT("target", target_fields),     OBJECT("health", health_fields),
     OBJECT("shared_dict", shared_dict_fields), OBJECT("cache", cache_fields),
     OBJECT("admin", admin_fields),       OBJECT("listen", listen_fields),
+    OBJECT("tls", tls_fields),           OBJECT("tls_cert", tls_cert_fields),
     OBJECT("redis", redis_fields),       OBJECT("route", route_fields),
+    OBJECT("route_header", route_header_fields),
     OBJECT("retries", retries_fields),   OBJECT("backoff", backoff_fields),
     OBJECT("outlier", outlier_fields),   OBJECT("route_timeouts", route_timeouts_fields),
 };
@@ -541,13 +764,84 @@ const mg_ffi_config_field_t *mg_ffi_config_fields(const char *object, size_t *n)
     return NULL;
 }
 
-/* Whether t[f->name] is exactly f's default. */
-static int is_default(conv_t *cv, int t, const mg_ffi_config_field_t *f)
+static void conv_fields(conv_t *cv, int t, const char *what, const char *object, void *base);
+
+/* Copies the string at the top of the stack (popped) as field f into *at,
+ * re-checked by its module's check, which config.lua's result must pass
+ * unchanged. */
+static void conv_str(conv_t *cv, const char *what, const mg_ffi_config_field_t *f, char **at)
 {
-    lua_getfield(cv->L, t, f->name);
-    int yes = lua_type(cv->L, -1) == LUA_TNUMBER && lua_tonumber(cv->L, -1) == f->def;
-    lua_pop(cv->L, 1);
-    return yes;
+    int optional = f->def_str == NULL && !(f->flags & MG_FIELD_REQUIRED);
+
+    if (top_str(cv, what, f->name, optional, at) != 0 || *at == NULL)
+        return;
+    size_t len = strlen(*at);
+    if (len < f->min) {
+        internal(cv, what, f->name, "a long enough string"); /* Lua's bug */
+    } else if (f->check) {
+        char *norm = malloc(len + 3); /* mg_ffi_str_check_fn's room */
+        if (norm == NULL)
+            cv->errs->oom = 1;
+        else if (f->check(*at, len, norm, len + 3) < 0 || strcmp(norm, *at) != 0)
+            internal(cv, what, f->name, "a value its module's check keeps as is");
+        free(norm);
+    }
+}
+
+/* Copies the list at the top of the stack (popped) as field f of the struct
+ * at base. */
+static void conv_list(conv_t *cv, const char *what, const mg_ffi_config_field_t *f, void *base)
+{
+    lua_State *L = cv->L;
+    int list = lua_gettop(L);
+    size_t *count = (size_t *)((char *)base + f->count_offset);
+    char *items = (char *)base + f->offset;
+    char iwhat[128], key[32];
+
+    snprintf(iwhat, sizeof(iwhat), "%s.%s", what, f->name);
+    size_t n = lua_objlen(L, list);
+    if (n < f->min || n > f->max) {
+        internal(cv, what, f->name, "a list of a length in range");
+        n = 0;
+    }
+    if (f->flags & MG_FIELD_ALLOC) {
+        void *p = n ? calloc(n, f->item_size) : NULL;
+        if (n && !p) {
+            cv->errs->oom = 1;
+            n = 0;
+        }
+        *(void **)items = p;
+        items = p;
+    }
+    *count = n; /* at once: mg_config_free() sees a partly filled one */
+    for (size_t i = 0; i < n; i++) {
+        const mg_ffi_config_field_t *it = f->item;
+        char *at = items + i * f->item_size;
+        snprintf(key, sizeof(key), "[%zu]", i + 1);
+        lua_rawgeti(L, list, (int)i + 1);
+        if (it->ctype == CT_OBJECT) {
+            if (lua_type(L, -1) == LUA_TTABLE) {
+                char owhat[160];
+                snprintf(owhat, sizeof(owhat), "%s%s", iwhat, key);
+                conv_fields(cv, lua_gettop(L), owhat, it->object, at);
+            } else {
+                internal(cv, iwhat, key, "a table");
+            }
+            lua_pop(L, 1);
+        } else if (it->ctype == CT_STR) {
+            mg_ffi_config_field_t one = *it;
+            one.name = key;
+            conv_str(cv, iwhat, &one, (char **)at);
+        } else if (it->ctype == CT_U16) {
+            uint64_t v;
+            if (top_uint(cv, iwhat, key, it->min, it->max, &v) == 0)
+                *(uint16_t *)at = (uint16_t)v;
+        } else {
+            lua_pop(L, 1);
+            internal(cv, iwhat, key, "of a kind a list can hold");
+        }
+    }
+    lua_pop(L, 1);
 }
 
 /* Copies every stored field of `object` from the table at t into the
@@ -556,34 +850,45 @@ static void conv_fields(conv_t *cv, int t, const char *what, const char *object,
 {
     size_t n;
     const mg_ffi_config_field_t *f = mg_ffi_config_fields(object, &n);
+    lua_State *L = cv->L;
 
+    if (!lua_checkstack(L, 8)) {
+        cv->errs->oom = 1;
+        return;
+    }
     for (size_t i = 0; i < n; i++, f++) {
         void *at = (char *)base + f->offset;
+
+        if (f->ctype == CT_NONE)
+            continue;
+        lua_getfield(L, t, f->name);
         /* a default below the range is a sentinel config.lua fills in */
-        double lo = f->def < f->min && is_default(cv, t, f) ? f->def : f->min;
+        double lo = f->def < f->min && lua_type(L, -1) == LUA_TNUMBER &&
+                    lua_tonumber(L, -1) == f->def ? f->def : f->min;
 
         if (f->ctype == CT_U64) {
-            get_uint(cv, t, what, f->name, lo, f->max, at);
+            top_uint(cv, what, f->name, lo, f->max, at);
         } else if (f->ctype == CT_INT) {
-            get_int(cv, t, what, f->name, (int)lo, (int)f->max, at);
+            uint64_t v;
+            if (top_uint(cv, what, f->name, lo, f->max, &v) == 0)
+                *(int *)at = (int)v;
         } else if (f->ctype == CT_U16) {
             uint64_t v;
-            if (get_uint(cv, t, what, f->name, lo, f->max, &v) == 0)
+            if (top_uint(cv, what, f->name, lo, f->max, &v) == 0)
                 *(uint16_t *)at = (uint16_t)v;
         } else if (f->ctype == CT_DOUBLE) {
-            lua_getfield(cv->L, t, f->name);
-            double d = lua_tonumber(cv->L, -1);
+            double d = lua_tonumber(L, -1);
             /* a NUMBER's range is inclusive, a SECONDS' exclusive */
             int in = f->kind == MG_FIELD_NUMBER ? d >= f->min && d <= f->max
                                                 : d > f->min && d < f->max;
-            if (lua_type(cv->L, -1) == LUA_TNUMBER && in)
+            if (lua_type(L, -1) == LUA_TNUMBER && in)
                 *(double *)at = d;
             else
                 internal(cv, what, f->name, "a number in range");
-            lua_pop(cv->L, 1);
+            lua_pop(L, 1);
         } else if (f->ctype == CT_ENUM) {
             char *name = NULL;
-            if (get_str(cv, t, what, f->name, isnan(f->def), &name) == 0 && name) {
+            if (top_str(cv, what, f->name, isnan(f->def), &name) == 0 && name) {
                 int v = f->parse(name);
                 if (v < 0)
                     internal(cv, what, f->name, "a name its parser knows");
@@ -592,36 +897,35 @@ static void conv_fields(conv_t *cv, int t, const char *what, const char *object,
             }
             free(name);
         } else if (f->ctype == CT_STR) {
-            /* one with a default is always there; a short one is Lua's bug */
-            if (get_str(cv, t, what, f->name, f->def_str == NULL, at) == 0 && *(char **)at &&
-                strlen(*(char **)at) < f->min)
-                internal(cv, what, f->name, "a long enough string");
+            conv_str(cv, what, f, at);
         } else if (f->ctype == CT_BOOL) {
-            lua_getfield(cv->L, t, f->name);
-            *(int *)at = lua_isnil(cv->L, -1) ? f->def != 0 : lua_toboolean(cv->L, -1);
-            lua_pop(cv->L, 1);
+            *(int *)at = lua_isnil(L, -1) ? f->def != 0 : lua_toboolean(L, -1);
+            lua_pop(L, 1);
+        } else if (f->ctype == CT_OBJECT || f->ctype == CT_LIST) {
+            if (lua_isnil(L, -1) && !(f->flags & MG_FIELD_REQUIRED)) {
+                lua_pop(L, 1);
+            } else if (lua_type(L, -1) != LUA_TTABLE) {
+                lua_pop(L, 1);
+                internal(cv, what, f->name, "a table");
+            } else if (f->ctype == CT_LIST) {
+                conv_list(cv, what, f, base);
+            } else {
+                char owhat[128];
+                snprintf(owhat, sizeof(owhat), "%s.%s", what, f->name);
+                if (f->flags & MG_FIELD_ALLOC) {
+                    /* stored before it is filled: mg_config_free() sees it */
+                    if (!(*(void **)at = calloc(1, f->item_size)))
+                        cv->errs->oom = 1;
+                    at = *(void **)at;
+                }
+                if (at)
+                    conv_fields(cv, lua_gettop(L), owhat, f->object, at);
+                lua_pop(L, 1);
+            }
+        } else {
+            lua_pop(L, 1);
         }
     }
-}
-
-static void conv_limits(conv_t *cv, int cfg_t, mg_config_t *cfg)
-{
-    int t = push_table(cv, cfg_t, "", "limits");
-
-    if (!t)
-        return;
-    conv_fields(cv, t, ".limits", "limits", &cfg->limits);
-    lua_pop(cv->L, 1);
-}
-
-static void conv_timeouts(conv_t *cv, int cfg_t, mg_config_t *cfg)
-{
-    int t = push_table(cv, cfg_t, "", "timeouts");
-
-    if (!t)
-        return;
-    conv_fields(cv, t, ".timeouts", "timeouts", &cfg->timeouts);
-    lua_pop(cv->L, 1);
 }
 
 static void conv_admin(conv_t *cv, int cfg_t, mg_config_t *cfg)
@@ -633,24 +937,7 @@ static void conv_admin(conv_t *cv, int cfg_t, mg_config_t *cfg)
     lua_getfield(cv->L, t, "enabled");
     cfg->admin_enabled = lua_toboolean(cv->L, -1);
     lua_pop(cv->L, 1);
-    conv_fields(cv, t, ".admin", "admin", cfg);
-    lua_getfield(cv->L, t, "names");
-    int names = lua_istable(cv->L, -1) ? lua_gettop(cv->L) : 0;
-    if (!names)
-        lua_pop(cv->L, 1);
-    if (names) {
-        size_t n = list_len(cv, names, ".admin.names");
-        cfg->admin_names = alloc_list(cv, n, sizeof(char *), &cfg->admin_nnames);
-        for (size_t i = 0; i < cfg->admin_nnames; i++) {
-            lua_rawgeti(cv->L, names, (int)i + 1);
-            const char *v = lua_tostring(cv->L, -1);
-            if (v && !(cfg->admin_names[i] = strdup(v)))
-                cv->errs->oom = 1;
-            lua_pop(cv->L, 1);
-        }
-        lua_pop(cv->L, 1);
-    }
-    lua_pop(cv->L, 1);
+    lua_pop(cv->L, 1); /* its fields are the settings' (conv_fields) */
     /* admin.c's own rules (address, token, names), so that `moongate
      * check` reports what `run` would refuse */
     char *err = NULL;
@@ -669,6 +956,36 @@ static void conv_admin(conv_t *cv, int cfg_t, mg_config_t *cfg)
     }
 }
 
+/* settings.trusted_proxies, each entry already checked by config.lua with
+ * cidr.c's own parser (mg_ffi_cidr_check): built into one set here. */
+static void conv_trusted_proxies(conv_t *cv, int cfg_t, mg_config_t *cfg)
+{
+    lua_State *L = cv->L;
+    lua_getfield(L, cfg_t, "trusted_proxies");
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        return;
+    }
+    size_t n = lua_objlen(L, -1);
+    if (n > 0 && !(cfg->trusted_proxies = mg_cidr_set_new()))
+        cv->errs->oom = 1;
+    for (size_t i = 0; i < n && cfg->trusted_proxies; i++) {
+        char err[160];
+        size_t len;
+        lua_rawgeti(L, -1, (int)i + 1);
+        const char *v = lua_tolstring(L, -1, &len);
+        int rc = v ? mg_cidr_set_add(cfg->trusted_proxies, v, len, err, sizeof(err)) : -1;
+        if (rc == -2)
+            cv->errs->oom = 1;
+        else if (rc < 0)
+            internal(cv, ".trusted_proxies", "entry", "a CIDR");
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    if (cfg->trusted_proxies && mg_cidr_set_build(cfg->trusted_proxies) != 0)
+        cv->errs->oom = 1;
+}
+
 static void conv_tests(conv_t *cv, int cfg_t, mg_config_t *cfg)
 {
     lua_getfield(cv->L, cfg_t, "tests");
@@ -680,52 +997,33 @@ static void conv_tests(conv_t *cv, int cfg_t, mg_config_t *cfg)
  * missing or broken file refuses the config with the listener's line. */
 static void conv_listener_tls(conv_t *cv, int l_t, const char *what, mg_listener_t *l)
 {
-    lua_State *L = cv->L;
-    mg_tls_cert_t certs[32];
-    char *strs[64];
-    char *min_version = NULL, *ciphers = NULL, *source = NULL;
-    char err[512], cwhat[64];
-    size_t n = 0, nstrs = 0;
-    int tls_t, list, line = 0;
+    tls_opts_t o = {0};
+    mg_tls_cert_t certs[MAX_TLS_CERTS];
+    char *source = NULL, err[512], twhat[64];
+    size_t i, errs_before = cv->errs->len;
+    int tls_t, line = 0;
 
     if (!(tls_t = push_table(cv, l_t, what, "tls")))
         return;
-    if (!(list = push_table(cv, tls_t, what, "certs")))
-        goto out;
-    size_t count = list_len(cv, list, ".tls.certs");
-    for (size_t i = 0; i < count && n < 32; i++) {
-        int c_t = push_item(cv, list, i + 1, ".tls.certs");
-        if (!c_t)
-            continue;
-        snprintf(cwhat, sizeof(cwhat), "%s.tls.certs[%zu]", what, i + 1);
-        char *cert = NULL, *key = NULL;
-        get_str(cv, c_t, cwhat, "cert", 0, &cert);
-        get_str(cv, c_t, cwhat, "key", 0, &key);
-        if (cert)
-            strs[nstrs++] = cert;
-        if (key)
-            strs[nstrs++] = key;
-        if (cert && key) {
-            certs[n].cert = cert;
-            certs[n].key = key;
-            n++;
-        }
-        lua_pop(L, 1);
-    }
-    lua_pop(L, 1); /* certs */
-    get_str(cv, tls_t, what, "min_version", 1, &min_version);
-    get_str(cv, tls_t, what, "ciphers", 1, &ciphers);
+    snprintf(twhat, sizeof(twhat), "%s.tls", what);
+    conv_fields(cv, tls_t, twhat, "tls", &o);
     get_str(cv, tls_t, what, "source", 1, &source);
     get_int(cv, tls_t, what, "line", 0, 1 << 30, &line);
-    if (n == count && n > 0 && mg_tls_ctx_new(certs, n, min_version, ciphers, &l->tls, err,
-                                               sizeof(err)) != 0)
+    lua_pop(cv->L, 1); /* tls */
+    for (i = 0; i < o.ncerts; i++) {
+        certs[i].cert = o.certs[i].cert;
+        certs[i].key = o.certs[i].key;
+    }
+    if (cv->errs->len == errs_before && !cv->errs->oom && o.ncerts > 0 &&
+        mg_tls_ctx_new(certs, o.ncerts, o.min_version, o.ciphers, &l->tls, err,
+                       sizeof(err)) != 0)
         errs_add(cv->errs, "%s:%d: listen.tls: %s", source ? source : cv->file, line, err);
-out:
-    lua_pop(L, 1); /* tls */
-    for (size_t i = 0; i < nstrs; i++)
-        free(strs[i]);
-    free(min_version);
-    free(ciphers);
+    for (i = 0; i < o.ncerts; i++) {
+        free(o.certs[i].cert);
+        free(o.certs[i].key);
+    }
+    free(o.min_version);
+    free(o.ciphers);
     free(source);
 }
 
@@ -746,7 +1044,6 @@ static void conv_listeners(conv_t *cv, int cfg_t, mg_config_t *cfg)
         snprintf(what, sizeof(what), ".listeners[%zu]", i + 1);
         if (!(t = push_item(cv, list, i + 1, ".listeners")))
             continue;
-        get_str(cv, t, what, "host", 0, &l->host);
         get_str(cv, t, what, "source", 1, &l->source);
         get_int(cv, t, what, "line", 0, INT32_MAX, &l->line);
         conv_fields(cv, t, what, "listen", l);
@@ -773,38 +1070,6 @@ static char *target_name(conv_t *cv, const char *host, unsigned port)
     }
     snprintf(s, cap, v6 ? "[%s]:%u" : "%s:%u", host, port);
     return s;
-}
-
-static void conv_targets(conv_t *cv, int u_t, const char *uwhat, mg_upstream_t *u)
-{
-    int list = push_table(cv, u_t, uwhat, "targets");
-    size_t i, n;
-    char what[96], lwhat[64];
-
-    if (!list)
-        return;
-    snprintf(lwhat, sizeof(lwhat), "%s.targets", uwhat);
-    n = list_len(cv, list, uwhat);
-    if (n == 0)
-        internal(cv, uwhat, "targets", "a non-empty list");
-    u->targets = alloc_list(cv, n, sizeof(mg_target_t), &u->ntargets);
-    for (i = 0; i < u->ntargets; i++) {
-        mg_target_t *tg = &u->targets[i];
-        uint64_t port;
-        int t;
-
-        snprintf(what, sizeof(what), "%s.targets[%zu]", uwhat, i + 1);
-        if (!(t = push_item(cv, list, i + 1, lwhat)))
-            continue;
-        get_str(cv, t, what, "host", 0, &tg->host);
-        if (get_uint(cv, t, what, "port", 1, 65535, &port) == 0)
-            tg->port = (uint16_t)port;
-        conv_fields(cv, t, what, "target", tg);
-        if (tg->host != NULL)
-            tg->name = target_name(cv, tg->host, tg->port);
-        lua_pop(cv->L, 1);
-    }
-    lua_pop(cv->L, 1);
 }
 
 /* t.retries (a route's or an upstream's), as config.lua normalised it:
@@ -870,18 +1135,10 @@ static void conv_upstreams(conv_t *cv, int cfg_t, mg_config_t *cfg)
         snprintf(what, sizeof(what), ".upstreams[%zu]", i + 1);
         if (!(t = push_item(cv, list, i + 1, ".upstreams")))
             continue;
-        get_str(cv, t, what, "name", 0, &u->name);
-        conv_targets(cv, t, what, u);
-        conv_fields(cv, t, what, "upstream", u);
-        lua_getfield(cv->L, t, "health");
-        if (lua_istable(cv->L, -1)) {
-            int h = lua_gettop(cv->L);
-            char hwhat[64];
-            snprintf(hwhat, sizeof(hwhat), "%s.health", what);
-            get_str(cv, h, hwhat, "path", 0, &u->health_path);
-            conv_fields(cv, h, hwhat, "health", u);
-        }
-        lua_pop(cv->L, 1);
+        conv_fields(cv, t, what, "upstream", u); /* name, targets, health, ... */
+        for (size_t j = 0; j < u->ntargets; j++)
+            if (u->targets[j].host != NULL)
+                u->targets[j].name = target_name(cv, u->targets[j].host, u->targets[j].port);
         u->retries = conv_retries(cv, t, what);
         lua_getfield(cv->L, t, "outlier");
         if (lua_istable(cv->L, -1)) {
@@ -899,194 +1156,22 @@ static void conv_upstreams(conv_t *cv, int cfg_t, mg_config_t *cfg)
     lua_pop(cv->L, 1);
 }
 
-static void conv_methods(conv_t *cv, int r_t, const char *what, mg_route_t *r)
+/* route.cache's dictionary (when it has no Redis): opened now. Dictionaries
+ * live in the process: the same name is the same one after a reload, so
+ * answers kept survive it. */
+static void open_cache_dict(conv_t *cv, int r_t, const char *what, mg_route_cache_t *rc)
 {
-    lua_State *L = cv->L;
-    size_t i, n;
-    int list;
-
-    lua_getfield(L, r_t, "methods");
-    if (lua_isnil(L, -1)) { /* any method */
-        lua_pop(L, 1);
-        return;
-    }
-    if (lua_type(L, -1) != LUA_TTABLE) {
-        lua_pop(L, 1);
-        internal(cv, what, "methods", "nil or a list");
-        return;
-    }
-    list = lua_gettop(L);
-    n = lua_objlen(L, list);
-    if (n > MG_MAX_METHODS) {
-        internal(cv, what, "methods", "a list of at most MG_MAX_METHODS");
-        n = 0;
-    }
-    for (i = 0; i < n; i++) {
-        lua_rawgeti(L, list, (int)i + 1);
-        if (lua_type(L, -1) == LUA_TSTRING) {
-            r->methods[r->nmethods] = dup_or_oom(cv, lua_tostring(L, -1));
-            if (r->methods[r->nmethods] != NULL)
-                r->nmethods++;
-        } else {
-            internal(cv, what, "methods[]", "a string");
-        }
-        lua_pop(L, 1);
-    }
-    lua_pop(L, 1);
-}
-
-/* route.upgrades, checked by config.lua; absent means { "websocket" }. */
-static void conv_upgrades(conv_t *cv, int r_t, const char *what, mg_route_t *r)
-{
-    lua_State *L = cv->L;
-    size_t i, n;
-    int list;
-
-    lua_getfield(L, r_t, "upgrades");
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        r->upgrades[0] = dup_or_oom(cv, "websocket");
-        r->nupgrades = r->upgrades[0] != NULL;
-        return;
-    }
-    if (lua_type(L, -1) != LUA_TTABLE) {
-        lua_pop(L, 1);
-        internal(cv, what, "upgrades", "nil or a list");
-        return;
-    }
-    list = lua_gettop(L);
-    n = lua_objlen(L, list);
-    if (n > MG_MAX_UPGRADES) {
-        internal(cv, what, "upgrades", "a list of at most MG_MAX_UPGRADES");
-        n = 0;
-    }
-    for (i = 0; i < n; i++) {
-        lua_rawgeti(L, list, (int)i + 1);
-        if (lua_type(L, -1) == LUA_TSTRING) {
-            r->upgrades[r->nupgrades] = dup_or_oom(cv, lua_tostring(L, -1));
-            if (r->upgrades[r->nupgrades] != NULL)
-                r->nupgrades++;
-        } else {
-            internal(cv, what, "upgrades[]", "a string");
-        }
-        lua_pop(L, 1);
-    }
-    lua_pop(L, 1);
-}
-
-static void conv_headers(conv_t *cv, int r_t, const char *what, mg_route_t *r)
-{
-    int list = push_table(cv, r_t, what, "headers");
-    size_t i, n;
-    char hwhat[96], lwhat[64];
-
-    if (!list)
-        return;
-    snprintf(lwhat, sizeof(lwhat), "%s.headers", what);
-    n = lua_objlen(cv->L, list);
-    if (n > MG_MAX_ROUTE_HEADERS) {
-        internal(cv, what, "headers", "a list of at most MG_MAX_ROUTE_HEADERS");
-        n = 0;
-    }
-    for (i = 0; i < n; i++) {
-        mg_route_header_t *h = &r->headers[i];
-        int t;
-
-        snprintf(hwhat, sizeof(hwhat), "%s.headers[%zu]", what, i + 1);
-        if (!(t = push_item(cv, list, i + 1, lwhat)))
-            continue;
-        r->nheaders = i + 1; /* before the copies: mg_config_free() sees them */
-        get_str(cv, t, hwhat, "name", 0, &h->name);
-        get_str(cv, t, hwhat, "value", 0, &h->value);
-        lua_pop(cv->L, 1);
-    }
-    lua_pop(cv->L, 1);
-}
-
-static void conv_cache(conv_t *cv, int r_t, const char *what, mg_route_t *r)
-{
-    lua_State *L = cv->L;
     char cwhat[80];
-    uint64_t v;
-    size_t i, n;
-    int t, list;
+    uint64_t size;
+    int t;
 
-    lua_getfield(L, r_t, "cache");
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        return;
-    }
-    lua_pop(L, 1);
-    if (!(t = push_table(cv, r_t, what, "cache")))
+    if (rc->redis_host || !rc->dict_name || !(t = push_table(cv, r_t, what, "cache")))
         return;
     snprintf(cwhat, sizeof(cwhat), "%s.cache", what);
-    mg_route_cache_t *rc = calloc(1, sizeof(*rc));
-    if (!rc) {
+    if (get_uint(cv, t, cwhat, "dict_size", 1, MAX_DOUBLE_INT, &size) == 0 &&
+        !(rc->dict = mg_shdict_open(rc->dict_name, (size_t)size)))
         cv->errs->oom = 1;
-        lua_pop(L, 1);
-        return;
-    }
-    r->cache = rc;
-    conv_fields(cv, t, cwhat, "cache", rc);
-    if ((list = push_table(cv, t, cwhat, "statuses"))) {
-        n = lua_objlen(L, list);
-        if (n > MG_MAX_CACHE_STATUSES) {
-            internal(cv, cwhat, "statuses", "a list of at most MG_MAX_CACHE_STATUSES");
-            n = 0;
-        }
-        for (i = 0; i < n; i++) {
-            lua_rawgeti(L, list, (int)i + 1);
-            lua_Number st = lua_tonumber(L, -1);
-            if (lua_type(L, -1) == LUA_TNUMBER && st >= 200 && st <= 599 && st == (int)st)
-                rc->statuses[rc->nstatuses++] = (uint16_t)st;
-            else
-                internal(cv, cwhat, "statuses[]", "a status 200-599");
-            lua_pop(L, 1);
-        }
-        lua_pop(L, 1);
-    }
-    if ((list = push_table(cv, t, cwhat, "vary"))) {
-        n = lua_objlen(L, list);
-        if (n > MG_MAX_CACHE_VARY) {
-            internal(cv, cwhat, "vary", "a list of at most MG_MAX_CACHE_VARY");
-            n = 0;
-        }
-        for (i = 0; i < n; i++) {
-            lua_rawgeti(L, list, (int)i + 1);
-            if (lua_type(L, -1) == LUA_TSTRING) {
-                rc->vary[rc->nvary] = dup_or_oom(cv, lua_tostring(L, -1));
-                if (rc->vary[rc->nvary])
-                    rc->nvary++;
-            } else {
-                internal(cv, cwhat, "vary[]", "a string");
-            }
-            lua_pop(L, 1);
-        }
-        lua_pop(L, 1);
-    }
-    lua_getfield(L, t, "redis");
-    int has_redis = lua_istable(L, -1);
-    lua_pop(L, 1);
-    if (has_redis) {
-        char rwhat[96];
-        int rt = push_table(cv, t, cwhat, "redis");
-        snprintf(rwhat, sizeof(rwhat), "%s.redis", cwhat);
-        get_str(cv, rt, rwhat, "host", 0, &rc->redis_host);
-        get_str(cv, rt, rwhat, "password", 1, &rc->redis_password);
-        conv_fields(cv, rt, rwhat, "redis", rc);
-        lua_pop(L, 1); /* the redis table */
-        lua_pop(L, 1); /* the cache table */
-        return;
-    }
-    if (get_str(cv, t, cwhat, "dict", 0, &rc->dict_name) == 0 &&
-        get_uint(cv, t, cwhat, "dict_size", 1, MAX_DOUBLE_INT, &v) == 0) {
-        /* dictionaries live in the process: the same name is the same one
-         * after a reload, so answers kept survive it */
-        rc->dict = mg_shdict_open(rc->dict_name, (size_t)v);
-        if (!rc->dict)
-            cv->errs->oom = 1;
-    }
-    lua_pop(L, 1);
+    lua_pop(cv->L, 1);
 }
 
 static void conv_route(conv_t *cv, int t, const char *what, mg_config_t *cfg, mg_route_t *r)
@@ -1095,18 +1180,17 @@ static void conv_route(conv_t *cv, int t, const char *what, mg_config_t *cfg, mg
     int up;
 
     get_int(cv, t, what, "line", 0, INT32_MAX, &r->line);
-    get_str(cv, t, what, "name", 0, &r->name);
+    conv_fields(cv, t, what, "route", r); /* name, path, host, strip_prefix, ... */
     if (r->name)
         r->metric_id = mg_metrics_route_id(r->name);
-    get_str(cv, t, what, "path", 0, &r->path);
-    get_str(cv, t, what, "host", 1, &r->host);
-    get_str(cv, t, what, "strip_prefix", 1, &r->strip_prefix);
-    get_str(cv, t, what, "rewrite", 1, &r->rewrite);
-    conv_methods(cv, t, what, r);
-    conv_upgrades(cv, t, what, r);
-    conv_headers(cv, t, what, r);
-    conv_fields(cv, t, what, "route", r);
-    conv_cache(cv, t, what, r);
+    lua_getfield(L, t, "upgrades");
+    if (lua_isnil(L, -1)) { /* not said: WebSockets pass (docs/config-dsl.md) */
+        r->upgrades[0] = dup_or_oom(cv, "websocket");
+        r->nupgrades = r->upgrades[0] != NULL;
+    }
+    lua_pop(L, 1);
+    if (r->cache)
+        open_cache_dict(cv, t, what, r->cache);
     r->retries = conv_retries(cv, t, what);
     lua_getfield(L, t, "timeouts");
     if (lua_istable(L, -1)) {
@@ -1172,7 +1256,6 @@ static void conv_shared_dicts(conv_t *cv, int cfg_t, mg_config_t *cfg)
         snprintf(what, sizeof(what), ".shared_dicts[%zu]", i + 1);
         if (!(t = push_item(cv, list, i + 1, ".shared_dicts")))
             continue;
-        get_str(cv, t, what, "name", 0, &sd->name);
         conv_fields(cv, t, what, "shared_dict", sd);
         lua_pop(cv->L, 1);
     }
@@ -1222,11 +1305,8 @@ int mg_config_convert(lua_State *L, int t, const char *file, mg_config_t **out, 
         lua_getfield(L, t, "settings_line");
         cfg->settings_line = (int)lua_tointeger(L, -1); /* nil: 0 */
         lua_pop(L, 1);
-        get_str(&cv, t, "", "access_log", 0, &cfg->access_log);
-        get_str(&cv, t, "", "error_log", 0, &cfg->error_log);
-        conv_limits(&cv, t, cfg);
-        conv_timeouts(&cv, t, cfg);
         conv_listeners(&cv, t, cfg);
+        conv_trusted_proxies(&cv, t, cfg);
         conv_upstreams(&cv, t, cfg);
         conv_routes(&cv, t, cfg);
         for (size_t i = 0; i < cfg->nroutes; i++) {
@@ -1275,6 +1355,7 @@ void mg_config_free(mg_config_t *cfg)
         mg_tls_ctx_release(cfg->listeners[i].tls);
     }
     free(cfg->listeners);
+    mg_cidr_set_free(cfg->trusted_proxies);
     for (i = 0; i < cfg->nupstreams; i++) {
         mg_upstream_t *u = &cfg->upstreams[i];
 

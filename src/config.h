@@ -165,6 +165,7 @@ typedef struct mg_listener_s {
     int line;
     struct mg_tls_ctx_s *tls; /* NULL: plain HTTP; else one reference (tls.h) */
     int escaped_slashes;      /* mg_slashes_t (uri.h), never INHERIT */
+    int proxy_protocol;       /* a PROXY header (v1 or v2) starts each connection */
 } mg_listener_t;
 
 typedef struct mg_limits_s {
@@ -219,6 +220,10 @@ typedef struct mg_config_s {
     size_t nroutes;
     mg_shared_dict_decl_t *shared_dicts;
     size_t nshared_dicts;
+    /* settings.trusted_proxies, built (cidr.h); NULL: none, the default,
+     * and then no request header or PROXY header is believed */
+    struct mg_cidr_set_s *trusted_proxies;
+    int real_ip_header;     /* MG_REAL_IP_* (real_ip.h) */
 } mg_config_t;
 
 struct lua_State;

@@ -1,5 +1,6 @@
 /* errlog.c: see errlog.h. */
 #include "errlog.h"
+#include "mg_ffi.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -125,4 +126,38 @@ int mg_errlog_reopen(void)
     int rc = log_path ? attach(log_path) : 0;
     pthread_mutex_unlock(&path_lock);
     return rc;
+}
+
+/* s as a log target: one of the names (kept as is) or a file path. */
+static int log_target(const char *s, size_t len, char *out, size_t cap,
+                      const char *const *kept)
+{
+    int rc = MG_STR_FILE;
+
+    if (len == 0 || len >= cap || memchr(s, '\0', len))
+        return MG_STR_BAD;
+    for (; *kept; kept++)
+        if (strlen(*kept) == len && memcmp(*kept, s, len) == 0)
+            rc = MG_STR_VALUE;
+    memcpy(out, s, len);
+    out[len] = '\0';
+    return rc;
+}
+
+int mg_log_error_target_check(const char *s, size_t len, char *out, size_t cap)
+{
+    /* "off" is refused: there is always an error log; "stdout" has always
+     * been kept as written (mg_errlog_open opens it as a file) */
+    static const char *const kept[] = { "stderr", "stdout", NULL };
+
+    if (len == 3 && memcmp(s, "off", 3) == 0)
+        return MG_STR_BAD;
+    return log_target(s, len, out, cap, kept);
+}
+
+int mg_log_access_target_check(const char *s, size_t len, char *out, size_t cap)
+{
+    static const char *const kept[] = { "off", "stdout", "stderr", NULL };
+
+    return log_target(s, len, out, cap, kept);
 }

@@ -9,6 +9,8 @@
 #ifndef MG_ERRLOG_H
 #define MG_ERRLOG_H
 
+#include <stddef.h>
+
 enum { MG_LOG_DEBUG, MG_LOG_INFO, MG_LOG_NOTICE, MG_LOG_WARN, MG_LOG_ERROR, MG_LOG_CRIT };
 
 /* Writes one line at `level` (MG_LOG_*), if the level is enabled. */
@@ -18,6 +20,12 @@ int mg_log_enabled(int level);
 /* "debug" .. "crit" (also nginx's "err", "warning", "alert", "emerg") to
  * MG_LOG_*, or -1. */
 int mg_log_level_parse(const char *name);
+/* The config's checks of settings.error_log and settings.access_log (each a
+ * mg_ffi_str_check_fn, mg_ffi.h): error_log is "stderr" or a file path;
+ * access_log (accesslog.c) "off", "stdout", "stderr" or a file path. No
+ * NULs; not empty. A path is reported as one (MG_STR_FILE). */
+int mg_log_error_target_check(const char *s, size_t len, char *out, size_t cap);
+int mg_log_access_target_check(const char *s, size_t len, char *out, size_t cap);
 /* The name of an MG_LOG_* level. */
 const char *mg_log_level_name(int level);
 /* Lines below `level` are dropped from now on (any thread). */

@@ -78,8 +78,14 @@ int mg_ffi_req_str(mg_request_t *r, int what, const char **p, size_t *len)
         return r->query_len ? give(r->query + 1, r->query_len - 1, p, len) : give("", 0, p, len);
     case MG_FFI_ID:
         return give(r->request_id, r->request_id_len, p, len);
-    case MG_FFI_CLIENT:
-        return give(r->peer->client_ip, strlen(r->peer->client_ip), p, len);
+    case MG_FFI_CLIENT: {
+        const char *c = mg_request_client(r);
+        return give(c, strlen(c), p, len);
+    }
+    case MG_FFI_PEER: {
+        const char *c = mg_request_peer(r);
+        return give(c, strlen(c), p, len);
+    }
     case MG_FFI_ROUTE:
         return r->route ? give(r->route->name, strlen(r->route->name), p, len) : -1;
     case MG_FFI_UPSTREAM: {

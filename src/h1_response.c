@@ -10,6 +10,7 @@
 #include "span.h"
 #include "h1_response.h"
 #include "header_names.h"
+#include "mg_ffi.h"
 
 /* field-value characters (RFC 9110 5.5): HTAB, SP, VCHAR, obs-text */
 static int value_char(unsigned char ch) { return ch == '\t' || (ch >= 0x20 && ch != 0x7f); }
@@ -432,4 +433,86 @@ int mg_h1_response_reusable(const mg_h1r_t *p, int extra_bytes, int request_sent
     if (!request_sent)
         return 0; /* the server still expects the rest of the body */
     return 1;
+}
+
+/* ---- a whole answer in one buffer, for the REPL (mg_ffi.h) --------------- */
+
+/* Unframes the body after the head at buf + at in place (pieces only move
+ * down). Returns 1 when complete, 0 for more to come, -1 (p->err). */
+static int body_in_place(mg_h1r_t *p, char *buf, size_t at, size_t len, int eof,
+                         size_t *body_len)
+{
+    size_t start = at, out = at;
+    while (p->state != MG_H1_DONE) {
+        size_t used;
+        const char *d;
+        size_t dl;
+        int rc = mg_h1r_body(p, buf + at, len - at, &used, &d, &dl);
+        if (rc < 0)
+            return -1;
+        memmove(buf + out, d, dl);
+        out += dl;
+        at += used;
+        if (rc == 0 && used == 0 && dl == 0) {
+            if (!eof)
+                return 0;
+            if (mg_h1r_eof(p) < 0) {
+                p->err = "the answer was cut short";
+                return -1;
+            }
+            break;
+        }
+        if (p->state == MG_H1_EOF && at == len && !eof)
+            return 0;
+    }
+    *body_len = out - start;
+    return 1;
+}
+
+long mg_ffi_h1_response(char *buf, size_t len, int eof, int no_body, int *status,
+                        uint32_t *spans, uint32_t max, uint32_t *nheaders, size_t *body_off,
+                        size_t *body_len, const char **err)
+{
+    mg_header_t hs[128];
+    uint8_t tok[128];
+    if (max > 128)
+        max = 128;
+    size_t from = 0;
+    mg_h1r_t p;
+    for (;;) {
+        mg_h1r_init(&p);
+        long n = mg_h1r_head(&p, buf, from, len, hs, tok, max, no_body);
+        if (n == MG_H1_AGAIN) {
+            if (!eof)
+                return MG_FFI_AGAIN;
+            *err = "the upstream closed before its answer's head was complete";
+            return -1;
+        }
+        if (n < 0) {
+            *err = p.err;
+            return -1;
+        }
+        if (p.status >= 200 || p.upgrade) {
+            *body_off = from + (size_t)n;
+            break;
+        }
+        from += (size_t)n; /* an interim 1xx: the answer follows */
+    }
+    int rc = body_in_place(&p, buf, *body_off, len, eof, body_len);
+    if (rc < 0) {
+        *err = p.err;
+        return -1;
+    }
+    if (rc == 0)
+        return MG_FFI_AGAIN;
+    *status = p.status;
+    *nheaders = p.nheaders;
+    for (uint32_t i = 0; i < p.nheaders; i++) {
+        uint32_t *s = spans + 4 * i;
+        s[0] = hs[i].name.off;
+        s[1] = hs[i].name.len;
+        s[2] = hs[i].value.off;
+        s[3] = hs[i].value.len;
+    }
+    return (long)from;
 }

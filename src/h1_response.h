@@ -1,7 +1,8 @@
 /* h1_response.h: the one parser of HTTP/1.x responses from upstreams, and
  * the one decision whether their connection may carry another request.
  * Used by the proxy (proxy.c), gw.http (http_client.c), the health checks
- * (health.c, status line only) and the admin client (admin_client.c).
+ * (health.c, status line only), the admin client (admin_client.c) and the
+ * REPL's real upstream answers (mg_ffi_h1_response, mg_ffi.h).
  *
  * The head is parsed whole, once it is all in the caller's buffer (a head
  * that does not fit is refused); the body is then unframed piece by piece

@@ -7,6 +7,7 @@
 #include <string.h>
 #include "header_names.h"
 #include "request.h"
+#include "mg_ffi.h"
 
 /* RFC 9110 tchar: digits, letters and !#$%&'*+-.^_`|~ (a table: this runs
  * for every byte of every header name a hook sets) */
@@ -132,4 +133,18 @@ int mg_hname_lookup(const char *n, size_t len)
     case 22: ONE(MG_HN_X_HTTP_METHOD_OVERRIDE);
     default: return MG_HN_OTHER;
     }
+}
+
+int mg_hname_check(const char *s, size_t len, char *out, size_t cap)
+{
+    if (len == 0 || len >= cap)
+        return MG_STR_BAD;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!mg_hname_tchar[c])
+            return MG_STR_BAD;
+        out[i] = (char)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+    }
+    out[len] = '\0';
+    return MG_STR_VALUE;
 }

@@ -90,6 +90,10 @@ int mg_hname_lookup(const char *n, size_t len);
  * token values such as "keep-alive" and "close". */
 int mg_hname_is(const char *n, size_t len, int tok);
 
+/* The config's check of a header name (a mg_ffi_str_check_fn, mg_ffi.h):
+ * RFC 9110 token characters, kept in lower case. */
+int mg_hname_check(const char *s, size_t len, char *out, size_t cap);
+
 static inline unsigned mg_hname_flags(int tok) { return mg_hnames[tok].flags; }
 
 #endif

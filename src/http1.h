@@ -46,6 +46,7 @@ struct mg_conn_s {
     uint8_t paused_parser;     /* llhttp paused at a request boundary */
     uint8_t closing_after_write;
     uint8_t timer_armed;
+    uint8_t proxy_header;      /* waiting for its PROXY header (client_addr.h) */
     uint64_t deadline;         /* loop time (ms) when the current wait expires */
     uint64_t timer_expiry;
     uint32_t requests;         /* served on this connection */

@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "cache.h"
+#include "client_addr.h"
 #include "errlog.h"
 #include "http.h"
 #include "header_names.h"
@@ -190,7 +191,7 @@ static size_t buf_room(mg_conn_t *c)
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
 {
     mg_conn_t *c = (mg_conn_t *)h;
-    if (c->tls) {
+    if (c->tls && !c->proxy_header) {
         *b = uv_buf_init(tls_in, sizeof(tls_in));
         return;
     }
@@ -379,6 +380,34 @@ static int conn_write(mg_conn_t *c, const uv_buf_t *bufs, unsigned n)
     return tls_flush(c);
 }
 
+/* A proxy_protocol connection's first bytes, in c->buf: its PROXY header,
+ * then what follows it (HTTP, or TLS on a TLS listener) as if it had been
+ * read alone. The header wait is under timeouts.header, like the request
+ * head after it (on_timer closes a connection with no request). */
+static void proxy_header_read(mg_conn_t *c)
+{
+    int n = mg_client_addr_proxy_header(&c->peer, (const uint8_t *)c->buf.data, c->buf.len);
+    if (n == MG_PP_AGAIN && c->buf.len < MG_CLIENT_ADDR_PP_MAX && c->buf.len < c->buf.cap)
+        return;
+    if (n < 0) {
+        conn_close(c); /* logged; nothing is answered to a sender that is no HTTP client */
+        return;
+    }
+    c->proxy_header = 0;
+    size_t rest = c->buf.len - (size_t)n;
+    if (c->tls) {
+        /* TLS copies the bytes before it writes plaintext into c->buf */
+        c->buf.len = 0;
+        if (rest)
+            tls_on_read(c, c->buf.data + n, rest);
+        return;
+    }
+    memmove(c->buf.data, c->buf.data + n, rest);
+    c->buf.len = (uint32_t)rest;
+    if (rest)
+        deliver(c);
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 {
     mg_conn_t *c = (mg_conn_t *)s;
@@ -397,11 +426,15 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         conn_close(c);
         return;
     }
-    if (c->tls) {
+    if (c->tls && !c->proxy_header) {
         tls_on_read(c, b->base, (size_t)nread);
         return;
     }
     c->buf.len += (uint32_t)nread;
+    if (c->proxy_header) {
+        proxy_header_read(c);
+        return;
+    }
     deliver(c);
 }
 
@@ -1413,6 +1446,7 @@ static void on_handle_closed(uv_handle_t *h)
     mg_worker_t *w = c->w;
     if (c->buf.data)
         mg_buf_put(&w->bufs, &c->buf);
+    mg_client_addr_release(&c->peer);
     if (c->tls) {
         mg_tls_conn_free(c->tls->t);
         free(c->tls);
@@ -1563,6 +1597,7 @@ void mg_conn_accept(mg_worker_t *w, uv_stream_t *listener, uint16_t port)
     struct sockaddr_storage sa;
     int salen = sizeof(sa);
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&sa, &salen) == 0) {
+        mg_addr_from_sockaddr((const struct sockaddr *)&sa, &c->peer.addr);
         if (sa.ss_family == AF_INET) {
             struct sockaddr_in *in = (struct sockaddr_in *)&sa;
             uv_ip4_name(in, c->peer.client_ip, sizeof(c->peer.client_ip));
@@ -1574,96 +1609,52 @@ void mg_conn_accept(mg_worker_t *w, uv_stream_t *listener, uint16_t port)
         }
     }
     mg_wq_init(&c->wq, (uv_stream_t *)&c->tcp, on_drain, on_write_error);
+    if (li < w->g->cfg->nlisteners && w->g->cfg->listeners[li].proxy_protocol) {
+        if (!mg_client_addr_proxy_allowed(&c->peer, w->g->cfg)) {
+            conn_close(c);
+            return;
+        }
+        c->proxy_header = 1;
+    }
     conn_open(c);
 }
 
-/* ---- the testing kit's head check (mg_ffi.h) ----------------------------- */
+/* ---- the testing kit (mg_ffi.h) ------------------------------------------ */
 
-/* What mg_ffi_head_check's parser collects: the head's spans into data, as
- * the llhttp callbacks above leave them on a connection's request (the
- * limits, timers and HTTP/0.9 check of a live connection aside). */
-typedef struct head_check_s {
-    mg_request_t *r;
-    const char *data;
-    int status;
-    const char *why;
-    uint8_t done;
-} head_check_t;
-
-static void span_grow(mg_span_t *s, const head_check_t *h, const char *at, size_t len)
-{
-    if (s->len == 0)
-        s->off = (uint32_t)(at - h->data);
-    s->len += (uint32_t)len;
-}
-
-static int hc_method(llhttp_t *p, const char *at, size_t len)
-{
-    head_check_t *h = p->data;
-    span_grow(&h->r->method, h, at, len);
-    return 0;
-}
-
-static int hc_url(llhttp_t *p, const char *at, size_t len)
-{
-    head_check_t *h = p->data;
-    span_grow(&h->r->url, h, at, len);
-    return 0;
-}
-
-static int hc_field(llhttp_t *p, const char *at, size_t len)
-{
-    head_check_t *h = p->data;
-    mg_request_t *r = h->r;
-    if (r->nheaders == 0 || r->last_was_value) {
-        if (r->nheaders >= r->headers_cap)
-            return HPE_USER;
-        r->headers[r->nheaders++] = (mg_header_t){ { 0, 0 }, { 0, 0 } };
-        r->last_was_value = 0;
-    }
-    span_grow(&r->headers[r->nheaders - 1].name, h, at, len);
-    return 0;
-}
-
-static int hc_value(llhttp_t *p, const char *at, size_t len)
-{
-    head_check_t *h = p->data;
-    mg_request_t *r = h->r;
-    r->last_was_value = 1;
-    span_grow(&r->headers[r->nheaders - 1].value, h, at, len);
-    return 0;
-}
-
-static int hc_complete(llhttp_t *p)
-{
-    head_check_t *h = p->data;
-    h->done = 1;
-    h->why = head_verdict(p, h->r, h->data, &h->status);
-    if (!h->why && (h->why = method_refused(p)) != NULL)
-        h->status = 405;
-    return HPE_PAUSED;
-}
-
-int mg_ffi_head_check(const char *head, size_t len, uint16_t *known, int *flags,
-                      uint64_t *content_length, const char **reason)
+/* The head check runs the connection's own llhttp callbacks over a
+ * connection that holds only the head (its buffer) and a request with the
+ * kit config's limits: everything up to the end of the head, the
+ * connection's timers and the request's start (on_message_begin) aside. */
+int mg_ffi_head_check(mg_kit_config_t *kc, const char *head, size_t len, uint16_t *known,
+                      int *flags, uint64_t *content_length, uint32_t *spans, uint32_t max,
+                      uint32_t *nheaders, const char **reason)
 {
     static llhttp_settings_t s;
     static int ready;
     if (!ready) {
-        llhttp_settings_init(&s);
-        s.on_method = hc_method;
-        s.on_url = hc_url;
-        s.on_header_field = hc_field;
-        s.on_header_value = hc_value;
-        s.on_headers_complete = hc_complete;
+        if (!settings_ready)
+            init_settings();
+        s = req_settings;
+        s.on_message_begin = NULL;
         ready = 1;
     }
-    /* a header line takes at least 3 bytes (":\r\n") */
-    size_t cap = len / 3 + 1;
+    mg_wgen_t *g = mg_kit_config_gen(kc);
+    if (!g->cfg) {
+        *reason = "no config";
+        return 500;
+    }
+    /* the request's own capacity (request_fit), no more than the head can
+     * hold: every header but the first follows a value */
+    size_t cap = g->cfg->limits.header_count;
+    if (cap > len / 2 + 1)
+        cap = len / 2 + 1;
+    cap++;
+    mg_conn_t *c = calloc(1, sizeof(*c));
     mg_request_t *r = calloc(1, sizeof(*r));
     mg_header_t *hs = calloc(cap, sizeof(*hs));
     uint8_t *tok = malloc(cap);
-    if (!r || !hs || !tok) {
+    if (!c || !r || !hs || !tok || len > UINT32_MAX) {
+        free(c);
         free(r);
         free(hs);
         free(tok);
@@ -1673,25 +1664,40 @@ int mg_ffi_head_check(const char *head, size_t len, uint16_t *known, int *flags,
     r->headers = hs;
     r->htok = tok;
     r->headers_cap = (uint32_t)cap;
-    head_check_t h = { .r = r, .data = head };
+    r->g = g;
+    r->http_minor = 1;
+    c->r = r;
+    c->buf.data = (char *)head; /* read only: no callback writes to it */
+    c->buf.len = c->buf.cap = (uint32_t)len;
     llhttp_t p;
     llhttp_init(&p, HTTP_REQUEST, &s);
-    p.data = &h;
+    p.data = c;
     llhttp_errno_t e = llhttp_execute(&p, head, len);
     int status = 0;
-    if (h.done && h.why) {
-        status = h.status;
-        *reason = h.why;
-    } else if (!h.done) {
+    if (e == HPE_PAUSED && r->state == MG_RS_UPSTREAM) {
+        status = 0; /* the head was accepted */
+    } else if (r->status) { /* a callback refused it (fail) */
+        status = r->status;
+        *reason = r->error_reason;
+    } else {
         status = 400;
         *reason = e == HPE_OK ? "incomplete request head" : llhttp_get_error_reason(&p);
     }
     memcpy(known, r->known, sizeof(r->known));
-    *flags = (r->trace_bad ? MG_FFI_HEAD_TRACE_BAD : 0) |
-             ((p.flags & F_CHUNKED) ? MG_FFI_HEAD_CHUNKED : 0);
-    *content_length = (p.flags & F_CONTENT_LENGTH) ? p.content_length : 0;
+    *flags = (r->trace_bad ? MG_FFI_HEAD_TRACE_BAD : 0) | (r->chunked ? MG_FFI_HEAD_CHUNKED : 0) |
+             (r->head_method ? MG_FFI_HEAD_HEAD : 0);
+    *content_length = r->content_length;
+    *nheaders = r->nheaders < max ? r->nheaders : max;
+    for (uint32_t i = 0; i < *nheaders; i++) {
+        uint32_t *sp = spans + 4 * i;
+        sp[0] = r->headers[i].name.off;
+        sp[1] = r->headers[i].name.len;
+        sp[2] = r->headers[i].value.off;
+        sp[3] = r->headers[i].value.len;
+    }
     free(hs);
     free(tok);
     free(r);
+    free(c);
     return status;
 }

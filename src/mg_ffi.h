@@ -33,6 +33,7 @@ enum {
     MG_FFI_TLS_VERSION = 11, MG_FFI_TLS_CIPHER = 12, MG_FFI_TLS_SNI = 13,
     MG_FFI_TLS_ALPN = 14,
     MG_FFI_TRACE_ID = 15, MG_FFI_SPAN_ID = 16, /* W3C trace context (trace.h) */
+    MG_FFI_PEER = 17,       /* the socket peer (CLIENT: the real client) */
 };
 
 /* Errors (negative); 0 is success. */
@@ -104,16 +105,47 @@ int mg_ffi_req_str_check(int what, const char *s, size_t len);
 int mg_ffi_request_id_check(const char *s, size_t n);
 
 /* ==== the testing kit's request (kit_request.c; not used by the gateway) ====
- * A request made from the kit's model, on which the mg_ffi_req_* and
+ * A kit config: what a kit request's r->g->cfg is. _load: the config the
+ * gateway would run for FILE (as mg_config_load, with package.path
+ * lua_path when not NULL: where the kit found the library); when FILE is refused, a
+ * config whose _errors are the "file:line: reason" lines (else NULL). _new:
+ * one without a file: the schema's default limits, no upstreams until
+ * _upstream / _target add them (their index, or MG_FFI_ENOMEM). NULL when
+ * out of memory. A config must outlive the requests made with it. */
+typedef struct mg_kit_config_s mg_kit_config_t;
+mg_kit_config_t *mg_ffi_kit_config_load(const char *file, const char *lua_path);
+mg_kit_config_t *mg_ffi_kit_config_new(void);
+const char *mg_ffi_kit_config_errors(const mg_kit_config_t *kc);
+void mg_ffi_kit_config_free(mg_kit_config_t *kc);
+int mg_ffi_kit_config_upstream(mg_kit_config_t *kc, const char *name, size_t len);
+int mg_ffi_kit_config_target(mg_kit_config_t *kc, int upstream, const char *name, size_t len);
+/* The name of upstream `upstream` (target -1) or of its target `target`
+ * ("host:port"), NULL for none. */
+const char *mg_ffi_kit_config_name(const mg_kit_config_t *kc, int upstream, int target);
+/* The lower-case name of the header in the request's known[k] slot (MG_H_*,
+ * request.h), NULL past the last. */
+const char *mg_ffi_kit_known_header(int k);
+/* A request made from the kit's model, on which the mg_ffi_req_* and
  * mg_ffi_res_* header, edit and method/path/query functions run as in the
- * gateway. buf holds the received headers' bytes, spans four numbers per
- * header (name offset, name length, value offset, value length into buf);
- * both are copied. NULL when out of memory. */
-mg_request_t *mg_ffi_kit_request_new(const char *buf, size_t len, const uint32_t *spans, size_t n);
+ * gateway. buf holds the received head, line four numbers (method offset,
+ * length, target offset, length into buf), spans four per header (name
+ * offset, name length, value offset, value length); all are copied. NULL
+ * when out of memory or kc has no config. */
+mg_request_t *mg_ffi_kit_request_new(mg_kit_config_t *kc, const char *buf, size_t len,
+                                     const uint32_t *line, const uint32_t *spans, size_t n);
 void mg_ffi_kit_request_free(mg_request_t *r);
-/* Where the kit's model is: the hook phase running (0 none) and whether
- * the response head went to the client. */
-void mg_ffi_kit_request_state(mg_request_t *r, int phase, int response_started);
+/* Where the kit's model is: the hook phase running (0 none), whether the
+ * response head went to the client, its route's upstream index (-1 a
+ * route without one, -2 no route) and the hooks' upstream and target
+ * overrides (-1 none). */
+void mg_ffi_kit_request_state(mg_request_t *r, int phase, int response_started,
+                              int route_upstream, int upstream_override, int target_override);
+/* The overrides mg_ffi_req_set_upstream / _set_target left on r; the
+ * normalised path and the query ("?..." or "") the pipeline's checks left
+ * (mg_ffi_kit_head_checks; valid until the next call on r). */
+void mg_ffi_kit_request_overrides(const mg_request_t *r, int *upstream, int *target);
+void mg_ffi_kit_request_target(const mg_request_t *r, const char **path, size_t *path_len,
+                               const char **query, size_t *query_len);
 /* The upstream's answer head (status, headers as for _new), or none when
  * status is 0. 0 or MG_FFI_ENOMEM. */
 int mg_ffi_kit_request_upstream(mg_request_t *r, int status, const char *buf, size_t len,
@@ -137,6 +169,11 @@ typedef struct mg_ffi_kit_head_s {
     uint64_t content_length;
     int path_rewritten, tls, trace_continued, head_method, body_buffered, has_body, chunked;
     int forwarded, send_request_id, override_headers; /* the upstream's options */
+    int local_port, listener; /* the listener it came on (index into the config's) */
+    /* the router's answer (router.h MG_ROUTE_*) and the config route it
+     * chose (its index, -1 none or not one of the config's) */
+    int route_rc, route_index;
+    int xff_trusted, xff_drop; /* mg_request_t's (client_addr.h) */
     /* for the client's head of a proxied answer: a hook's status (0 none)
      * and body, the client's HTTP/1.x */
     size_t res_body_len;
@@ -147,15 +184,6 @@ typedef struct mg_ffi_kit_head_s {
  * length and *out the bytes (owned by r, valid until the next call or
  * mg_ffi_kit_request_free), or -1 and *out why it is not sent (static). */
 long mg_ffi_kit_upstream_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out);
-/* The head of an answer the gateway makes (gw.respond, a handler, an
- * error: request.c's mg_request_answer, written by h1_writer.c) for r with
- * the model's request id, HTTP/1.minor and HEAD: status, Content-Type
- * ctype, a body of body_len bytes, and the n fields kv (name, value, name,
- * ...; lengths in kv_len). As mg_ffi_kit_upstream_head (kit_request.c). */
-long mg_ffi_kit_answer_head(mg_request_t *r, int status, const char *ctype, size_t body_len,
-                            const char *const *kv, const size_t *kv_len, size_t n,
-                            const char *request_id, int http_minor, int head_method,
-                            const char **out);
 /* The head the client gets from the upstream's answer (set with
  * mg_ffi_kit_request_upstream) and the hooks' changes, made as the gateway
  * makes it: proxy.c's response (status and fields, as emit_head hands it
@@ -173,17 +201,68 @@ long mg_ffi_kit_response_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const
 struct mg_upconn_s;
 long mg_kit_request_run(mg_request_t *r, const mg_ffi_kit_head_t *m,
                         long (*fn)(struct mg_upconn_s *u), int res, const char **scratch);
+/* For pipeline.c (mg_ffi_kit_step) only: runs step on r as m says it is,
+ * with the kit's protocol taking any answer it makes: 0 when it went on
+ * (mg_ffi_kit_request_target then says where to), else the answer's length
+ * as for mg_ffi_kit_respond. */
+long mg_kit_request_step(mg_request_t *r, const mg_ffi_kit_head_t *m,
+                         int (*step)(mg_request_t *r), const char **out, size_t *head_len);
+/* For the head checks (http_conn.c): the generation a kit config gives. */
+struct mg_wgen_s;
+struct mg_wgen_s *mg_kit_config_gen(mg_kit_config_t *kc);
 
-/* The gateway's checks of a request head (http_conn.c: llhttp in strict
- * mode, the header classification, the framing): head is the request line,
- * the header lines and the blank line. Returns 0 (accepted) or the status
- * it is refused with, *reason why (static). known[MG_H__COUNT] (request.h)
- * gets the index+1 among the header lines of each header the core acts on,
- * as classified up to a refusal; flags MG_FFI_HEAD_*; content_length the
- * Content-Length llhttp read (0 without). */
-enum { MG_FFI_HEAD_CHUNKED = 1, MG_FFI_HEAD_TRACE_BAD = 2 };
-int mg_ffi_head_check(const char *head, size_t len, uint16_t *known, int *flags,
-                      uint64_t *content_length, const char **reason);
+/* The gateway's own answer to r as the model m says r is (a hook's, a
+ * handler's or the gateway's), made by request.c's mg_request_respond
+ * (ctype given) or, ctype NULL, its JSON error answer
+ * mg_request_respond_error_with (body: the NUL-terminated message), with
+ * the nfields extra fields fields[2i], fields[2i + 1] (name, value; their
+ * lengths in lens), written as HTTP/1 writes it for a client (h1_writer.c):
+ * its length and *out the bytes (owned by r, valid until the next call),
+ * *head_len of them the head; -1 and *out why none was made. */
+long mg_ffi_kit_respond(mg_request_t *r, const mg_ffi_kit_head_t *m, int status,
+                        const char *ctype, const char *body, size_t body_len,
+                        const char *const *fields, const size_t *lens, size_t nfields,
+                        const char **out, size_t *head_len);
+/* A step of the pipeline (pipeline.c) on r as m says r is: MG_FFI_KIT_CHECKS
+ * the checks of its head before any hook (mg_pipeline_checks: Host, the
+ * target, escaped slashes; then mg_ffi_kit_request_target says where it
+ * goes), MG_FFI_KIT_ROUTED those once routed (mg_pipeline_routed: 404,
+ * 405, 413). 0 when r goes on, else its answer framed as for
+ * mg_ffi_kit_respond. */
+enum { MG_FFI_KIT_CHECKS = 1, MG_FFI_KIT_ROUTED = 2 };
+long mg_ffi_kit_step(mg_request_t *r, const mg_ffi_kit_head_t *m, int step, const char **out,
+                     size_t *head_len);
+
+/* The gateway's checks of a request head, run as on a client connection
+ * (http_conn.c: llhttp in strict mode with the connection's own callbacks,
+ * the limits of kc's config (414, 431), the HTTP/0.9, obs-fold and bare CR
+ * checks, the header classification, the framing): head is the request
+ * line, the header lines and the blank line. Returns 0 (accepted) or the
+ * status it is refused with, *reason why (static). known[MG_H__COUNT]
+ * (request.h) gets the index+1 among the header lines of each header the
+ * core acts on, as classified up to a refusal; flags MG_FFI_HEAD_*;
+ * content_length the Content-Length llhttp read (0 without); spans the
+ * *nheaders headers read (at most max; four numbers each: name offset,
+ * length, value offset, length into head; values without the blanks
+ * around them). */
+enum { MG_FFI_HEAD_CHUNKED = 1, MG_FFI_HEAD_TRACE_BAD = 2, MG_FFI_HEAD_HEAD = 4 };
+int mg_ffi_head_check(mg_kit_config_t *kc, const char *head, size_t len, uint16_t *known,
+                      int *flags, uint64_t *content_length, uint32_t *spans, uint32_t max,
+                      uint32_t *nheaders, const char **reason);
+
+/* ==== a real upstream's answer for the REPL (h1_response.c) ====
+ * lua/moongate/repl.lua reads it from a socket: buf[0..len) holds what came
+ * so far (eof: and the upstream closed). Parsed by the proxy's own parser,
+ * interim 1xx answers skipped: returns MG_FFI_AGAIN while more must come,
+ * -1 and *err (static) when refused, else the final head's offset in buf,
+ * with its status, *nheaders header spans (four numbers per header: name
+ * offset, length, value offset, length into buf; at most max) and the body
+ * unframed in place at buf + *body_off, *body_len bytes. no_body: the
+ * request was HEAD. buf is rewritten: parse a fresh copy each time. */
+#define MG_FFI_AGAIN (-11)
+long mg_ffi_h1_response(char *buf, size_t len, int eof, int no_body, int *status,
+                        uint32_t *spans, uint32_t max, uint32_t *nheaders, size_t *body_off,
+                        size_t *body_len, const char **err);
 
 /* ==== hooks: waiting, logging (hooks.c) ==== */
 int mg_ffi_worker_id(void);
@@ -462,6 +541,31 @@ int mg_ffi_redis_eval(mg_redis_t *rs, int script, int nkeys, int argc, const cha
  * worked, 0 while it is down (commands fail at once with MG_REDIS_EDOWN). */
 int mg_ffi_redis_up(mg_redis_t *rs);
 
+/* ==== the real client address (client_addr.c) ==== */
+
+typedef struct mg_cidr_set_s mg_cidr_set_t;
+
+/* The PROXY v2 TLV of that type (proxy_protocol.h MG_PP2_TYPE_*; an SSL
+ * sub-type 0x21-0x25 is looked up inside the SSL TLV) the request's
+ * connection began with: 0 with its value in p/len (valid while the
+ * connection is), -1 when there is none. */
+int mg_ffi_req_proxy_tlv(mg_request_t *r, int type, const char **p, size_t *len);
+
+/* Checks one settings.trusted_proxies entry with cidr.c's parser: 0, or -1
+ * with the reason written to err (NUL-terminated, cut to errcap). */
+int mg_ffi_cidr_check(const char *text, size_t n, char *err, size_t errcap);
+
+/* For the testing kit: the set of n checked entries (NULL when one is bad
+ * or out of memory; the caller frees it with mg_ffi_trusted_free), and the
+ * client of kit request r whose connection's client is `peer`, resolved
+ * as the gateway does (header: settings.real_ip_header's name). Writes the
+ * client's text to out (cap >= 48); returns 1 when peer is trusted, 0 when
+ * not (out is the peer then), -1 when peer is not an address. */
+mg_cidr_set_t *mg_ffi_trusted_new(const char *const *cidrs, const size_t *lens, size_t n);
+void mg_ffi_trusted_free(mg_cidr_set_t *s);
+int mg_ffi_real_client(mg_request_t *r, const mg_cidr_set_t *trusted, const char *header,
+                       const char *peer, size_t peer_len, char *out, size_t cap);
+
 /* ==== route patterns (router.c) ==== */
 /* (lua/moongate/cdefs.lua declares the same; moongate.config and
  * moongate.testing.router check every pattern with it)
@@ -484,12 +588,23 @@ typedef struct mg_ffi_pattern_s {
 int mg_ffi_route_pattern(const char *pattern, size_t len, mg_ffi_pattern_t *info, char *why,
                          size_t cap);
 
+/* ==== config host syntax (uri.c) ==== */
+
+/* What s[0..len) is as a host of the config (listen, upstream target,
+ * route): an IPv4 or IPv6 address as inet_pton reads them (no brackets), an
+ * RFC 1123 host name (letters, digits, '-' and '_' in labels of 1-63 bytes,
+ * 253 bytes at most, a trailing '.' allowed, not digits and dots alone), or
+ * none of these. Any thread. */
+enum { MG_HOST_BAD = 0, MG_HOST_IPV4 = 1, MG_HOST_IPV6 = 2, MG_HOST_NAME = 3 };
+int mg_ffi_host_kind(const char *s, size_t len);
+
 /* ==== config schema (config.c) ==== */
 /* (lua/moongate/cdefs.lua declares the same)
  *
- * The scalar fields of a config object, declared once: config.lua takes
- * each object's key list, defaults and checks from here, and
- * mg_config_convert() copies the fields with the same table. */
+ * The fields of a config object (scalars, strings, nested tables, lists),
+ * declared once: config.lua takes each object's key list, defaults and
+ * checks from here, and mg_config_convert() copies the fields with the
+ * same table (how to add one: docs/config-dsl.md). */
 enum {
     MG_FIELD_SIZE = 1,  /* bytes: an integer or "32k", "10m", "1g"; >= min */
     MG_FIELD_TIME = 2,  /* seconds (fractions allowed), kept as ms in [min, max];
@@ -499,18 +614,52 @@ enum {
     MG_FIELD_OTHER = 5, /* a key of the object checked and copied by hand */
     MG_FIELD_SECONDS = 6, /* a number of seconds > 0, kept as a double */
     MG_FIELD_ENUM = 7,    /* a name its module's parse() knows, kept as its value */
-    MG_FIELD_STRING = 8,  /* a string of at least min bytes, copied */
-    MG_FIELD_NUMBER = 9,  /* a number in [min, max], kept as a double */
+    MG_FIELD_STRING = 8,  /* a string of at least min bytes, copied; with a check,
+                           * one its module's check accepts, kept normalised */
+    MG_FIELD_OBJECT = 9,  /* a nested table read by the schema `object` names;
+                           * its fields are stored from offset on (0: in the
+                           * same struct as the parent's) */
+    MG_FIELD_LIST = 10,   /* a list of min..max items, each read as field
+                           * `item`, stored in an array at offset (count at
+                           * count_offset) */
+    MG_FIELD_NUMBER = 11, /* a number in [min, max], kept as a double */
+};
+
+/* Field flags. */
+enum {
+    MG_FIELD_REQUIRED = 1, /* absent is a mistake ("<key> must be ..., got nil") */
+    MG_FIELD_UNIQUE = 2,   /* LIST: a repeated item (once normalised) is dropped;
+                            * max then counts the distinct ones */
+    MG_FIELD_ALLOC = 4,    /* LIST: the array is malloc'd (a pointer at offset),
+                            * not a fixed one in the struct; OBJECT: so is its
+                            * struct (item_size bytes), absent: NULL */
+    MG_FIELD_INTERNAL = 8, /* in the normalised table but not a key the user
+                            * writes (a positional argument, a value config.lua
+                            * makes): left out of the key list */
+};
+
+/* What a STRING field's check says about a value. */
+enum {
+    MG_STR_BAD = -1,
+    MG_STR_VALUE = 0, /* valid; kept as normalised */
+    MG_STR_FILE = 1,  /* valid, and a file path: a relative one is taken from
+                       * the config file's directory */
 };
 
 /* An ENUM field's parser and namer, its module's own (errlog.c, uri.c). */
 typedef int (*mg_ffi_enum_parse_fn)(const char *name);
 typedef const char *(*mg_ffi_enum_name_fn)(int value);
+/* A STRING field's check, its module's own (uri.c, router.c, tls.c, ...):
+ * MG_STR_BAD, or MG_STR_VALUE / MG_STR_FILE with the normalised value (at
+ * most len + 2 bytes: a route's IPv6 host gains its brackets) written
+ * NUL-terminated to out (cap >= len + 3). Any thread. */
+typedef int (*mg_ffi_str_check_fn)(const char *s, size_t len, char *out, size_t cap);
 
 typedef struct mg_ffi_config_field_s {
     const char *name;     /* the key, as the config writes it */
     int kind;             /* MG_FIELD_* */
-    double min, max;      /* SIZE/INT: the value's; TIME: in ms */
+    double min, max;      /* SIZE/INT: the value's; TIME: in ms; STRING: min is
+                           * the least length; LIST: the item count's */
     double def;           /* default (BOOL: 0 or 1); NaN: none */
     const char *expected; /* what an error says it must be ("must be ...");
                            * NULL: the kind's own words */
@@ -519,13 +668,23 @@ typedef struct mg_ffi_config_field_s {
     mg_ffi_enum_parse_fn parse;  /* ENUM: the value of a name, or -1 */
     mg_ffi_enum_name_fn name_of; /* ENUM: the name a value is written as */
     const char *def_str;         /* STRING: the default; NULL: none (may be absent) */
+    mg_ffi_str_check_fn check;   /* STRING: its module's check; NULL: any string */
+    const char *object;          /* OBJECT: the nested table's schema */
+    const struct mg_ffi_config_field_s *item; /* LIST: how each item is read */
+    size_t count_offset;         /* LIST: where the item count (size_t) is stored */
+    size_t item_size;            /* LIST: bytes per stored item; OBJECT with
+                                  * MG_FIELD_ALLOC: of its struct */
+    const char *too_many;        /* LIST: the words for more than max items, a
+                                  * format taking the count and max ("lists %d
+                                  * statuses (at most %d)") */
+    int flags;                   /* MG_FIELD_REQUIRED | ... */
 } mg_ffi_config_field_t;
 
 /* The fields of config object OBJECT ("settings", "limits", "timeouts",
- * "admin", "listen", "upstream", "target", "health", "shared_dict",
- * "cache", "redis", "route", "retries", "backoff", "outlier",
- * "route_timeouts"), in the order of its key
- * list, their number in *N; NULL for an unknown object. Static. */
+ * "admin", "listen", "tls", "tls_cert", "upstream", "target", "health",
+ * "shared_dict", "cache", "redis", "route", "route_header", "retries", "backoff", "outlier",
+ * "route_timeouts"), in the order
+ * of its key list, their number in *N; NULL for an unknown object. Static. */
 const mg_ffi_config_field_t *mg_ffi_config_fields(const char *object, size_t *n);
 /* A retries.on name ("connect", "reset", "timeout", "502", "503", "504"):
  * its MG_RETRY_ON_* bit (config.h), or -1. */

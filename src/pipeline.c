@@ -21,6 +21,7 @@
 #include "metrics.h"
 #include "mg_ffi.h"
 #include "pipeline.h"
+#include "client_addr.h"
 #include "header_names.h"
 #include "retry.h"
 #include "upgrade.h"
@@ -172,6 +173,25 @@ static int run_phase(mg_request_t *r, int phase)
 
 static void respond_405(mg_request_t *r);
 
+int mg_pipeline_routed(mg_request_t *r)
+{
+    if (!r->route && r->upstream_override < 0) {
+        r->state = MG_RS_LOCAL;
+        if (r->route_rc == MG_ROUTE_BAD_METHOD)
+            respond_405(r);
+        else
+            mg_request_respond_error(r, 404, "no route");
+        return 1;
+    }
+    uint64_t max_body = r->route ? r->route->max_body : r->g->cfg->limits.body;
+    if (r->content_length > max_body) {
+        r->response_close = 1;
+        mg_request_respond_error(r, 413, "request body too large");
+        return 1;
+    }
+    return 0;
+}
+
 /* The steps of a request after its head, each resumable after a hook that
  * waited: on_request, routing, on_route, route policies, then the handler or
  * the upstream. `done` is the last phase already finished. */
@@ -196,20 +216,8 @@ static void continue_request(mg_request_t *r, int done)
             return;
     }
     mg_upgrade_settle(r); /* before policies: they decide on what goes */
-    if (!r->route && r->upstream_override < 0) {
-        r->state = MG_RS_LOCAL;
-        if (r->route_rc == MG_ROUTE_BAD_METHOD)
-            respond_405(r);
-        else
-            mg_request_respond_error(r, 404, "no route");
+    if (mg_pipeline_routed(r))
         return;
-    }
-    uint64_t max_body = r->route ? r->route->max_body : r->g->cfg->limits.body;
-    if (r->content_length > max_body) {
-        r->response_close = 1;
-        mg_request_respond_error(r, 413, "request body too large");
-        return;
-    }
     if (done < MG_PHASE_ACCESS && r->route && mg_hooks_has(r->g, r->route, MG_PHASE_ACCESS) &&
         run_phase(r, MG_PHASE_ACCESS))
         return;
@@ -259,29 +267,36 @@ static void hook_resumed(mg_request_t *r, int phase, int result)
     p->proceed(conn, r); /* an answer may have left a body to drop */
 }
 
-void mg_pipeline_head(mg_request_t *r)
+int mg_pipeline_checks(mg_request_t *r)
 {
-    r->pipe = &pipeline;
-    mg_request_assign_id(r);
+    if (r->g->cfg->trusted_proxies)
+        mg_client_addr_resolve(r); /* the real client, before any hook reads it */
     if (r->http_minor == 1 && !r->known[MG_H_HOST]) {
         r->response_close = 1;
         mg_request_respond_error(r, 400, "missing Host header");
-        return;
+        return 1;
     }
     if (r->known[MG_H_HOST]) {
         mg_span_t h = r->headers[r->known[MG_H_HOST] - 1].value;
         if (!mg_uri_valid_host(mg_request_data(r, h), h.len)) {
             r->response_close = 1;
             mg_request_respond_error(r, 400, "invalid Host header");
-            return;
+            return 1;
         }
     }
     if (prepare_target(r) < 0) {
         r->response_close = 1;
         mg_request_respond_error(r, 400, "bad request target");
-        return;
+        return 1;
     }
-    if (escaped_slashes(r))
+    return escaped_slashes(r);
+}
+
+void mg_pipeline_head(mg_request_t *r)
+{
+    r->pipe = &pipeline;
+    mg_request_assign_id(r);
+    if (mg_pipeline_checks(r))
         return;
     continue_request(r, 0);
 }
@@ -326,6 +341,15 @@ static void respond_405(mg_request_t *r)
                                r->path_len, header_get, r, allow, sizeof(allow));
     mg_hfield_t f = mg_hfield("Allow", 5, allow, (size_t)n, MG_HN_OTHER);
     mg_request_respond_error_with(r, 405, "method not allowed", &f, 1);
+}
+
+/* The testing kit's steps (mg_ffi.h), on its in-memory request. */
+long mg_ffi_kit_step(mg_request_t *r, const mg_ffi_kit_head_t *m, int step, const char **out,
+                     size_t *head_len)
+{
+    return mg_kit_request_step(r, m, step == MG_FFI_KIT_ROUTED ? mg_pipeline_routed
+                                                               : mg_pipeline_checks,
+                               out, head_len);
 }
 
 void mg_pipeline_log(mg_request_t *r)

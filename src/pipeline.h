@@ -14,6 +14,14 @@
 
 /* A complete head was parsed into r (r->state MG_RS_UPSTREAM). */
 void mg_pipeline_head(mg_request_t *r);
+/* Its checks before any hook (Host, the target, escaped slashes): 0 to go
+ * on (r->path and r->query set), 1 when r was answered. Also the testing
+ * kit's (http_conn.c mg_ffi_kit_head_checks). */
+int mg_pipeline_checks(mg_request_t *r);
+/* Its checks once routed and on_route ran: no route and no upstream a hook
+ * picked (404, or 405 with Allow), a declared body over the route's limit
+ * (413). 0 to go on, 1 when r was answered. Also the testing kit's. */
+int mg_pipeline_routed(mg_request_t *r);
 /* req:body() (mg_ffi.h) and the protocol telling that the whole body is
  * now in r->body_buf: the hook waiting for it resumes. */
 void mg_pipeline_body_read(mg_request_t *r);

@@ -1278,6 +1278,21 @@ static void head_forwarded(head_t *h, const mg_request_t *r, mg_span_t host)
     HEAD_PUTS(h, "\r\n");
 }
 
+/* Every X-Forwarded-For line of r, each followed by ", ": the list a
+ * trusted proxy sent (client_addr.h), which real_ip.c read as one. */
+static void head_xff_lines(head_t *h, const mg_request_t *r)
+{
+    for (uint32_t i = r->known[MG_H_XFF] ? r->known[MG_H_XFF] - 1u : r->nheaders;
+         i < r->nheaders; i++) {
+        const mg_header_t *hd = &r->headers[i];
+        if (hd->value.len == 0 ||
+            mg_hname_lookup(mg_request_data(r, hd->name), hd->name.len) != MG_HN_X_FORWARDED_FOR)
+            continue;
+        head_put(h, mg_request_data(r, hd->value), hd->value.len);
+        HEAD_PUTS(h, ", ");
+    }
+}
+
 /* X-Forwarded-For/-Proto/-Host and Forwarded, unless a hook set its own. */
 static void head_forwarding(head_t *h, mg_request_t *r)
 {
@@ -1286,7 +1301,9 @@ static void head_forwarding(head_t *h, mg_request_t *r)
         host = r->headers[r->known[MG_H_HOST] - 1].value;
     if (!EDITED(r, MG_HN_X_FORWARDED_FOR, "x-forwarded-for")) {
         HEAD_PUTS(h, "X-Forwarded-For: ");
-        if (r->known[MG_H_XFF]) {
+        if (r->xff_trusted) {
+            head_xff_lines(h, r); /* a trusted proxy's whole list */
+        } else if (r->known[MG_H_XFF] && !r->xff_drop) {
             mg_span_t xff = r->headers[r->known[MG_H_XFF] - 1].value;
             if (xff.len) {
                 head_put(h, mg_request_data(r, xff), xff.len);

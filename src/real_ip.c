@@ -245,3 +245,12 @@ int mg_real_ip_header_kind(const char *name, size_t n)
             return kinds[i].kind;
     return -1;
 }
+
+int mg_real_ip_header_parse(const char *name) { return mg_real_ip_header_kind(name, strlen(name)); }
+
+const char *mg_real_ip_header_name(int kind)
+{
+    return kind == MG_REAL_IP_FORWARDED   ? "Forwarded"
+           : kind == MG_REAL_IP_X_REAL_IP ? "X-Real-IP"
+                                          : "X-Forwarded-For";
+}

@@ -76,4 +76,10 @@ int mg_real_ip_find(const mg_addr_t *peer, const mg_cidr_set_t *trusted, int hea
  * real_ip_header; -1 when it is none of the three. */
 int mg_real_ip_header_kind(const char *name, size_t n);
 
+/* The same for a NUL-terminated name, and the name of a kind as the config
+ * writes it ("X-Forwarded-For"): settings.real_ip_header's parser and namer
+ * (config.c's ENUM fields). */
+int mg_real_ip_header_parse(const char *name);
+const char *mg_real_ip_header_name(int kind);
+
 #endif

@@ -22,7 +22,7 @@
 /* ---- the request object ----------------------------------------------- */
 
 /* Gives r room for the limits of generation g (a reload may raise them). */
-static int request_fit(mg_request_t *r, const mg_limits_t *l)
+int mg_request_fit(mg_request_t *r, const mg_limits_t *l)
 {
     if (r->headers_cap < l->header_count + 1) {
         mg_header_t *h = realloc(r->headers, sizeof(mg_header_t) * (l->header_count + 1));
@@ -60,7 +60,7 @@ mg_request_t *mg_request_new(mg_worker_t *w)
             return NULL;
         r->slot = ++w->nrequests;
     }
-    if (request_fit(r, l) < 0) {
+    if (mg_request_fit(r, l) < 0) {
         r->next_free = w->free_requests;
         w->free_requests = r;
         return NULL;

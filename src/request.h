@@ -16,6 +16,7 @@
 #include <strings.h>
 #include <stddef.h>
 #include <uv.h>
+#include "cidr.h"
 #include "config.h"
 #include "router.h"
 #include "response.h"
@@ -72,13 +73,23 @@ typedef struct mg_arena_chunk_s {
     char data[];
 } mg_arena_chunk_t;
 
+struct mg_pp_info_s;
+
 /* The connection a request came on, as the core sees it. Owned by the
- * protocol's connection, which outlives its requests. */
+ * protocol's connection, which outlives its requests. The connection's
+ * client is the socket peer, or the source a PROXY header from a trusted
+ * proxy gave (client_addr.h); a request's real client may still come from
+ * its headers (mg_request_client). */
 typedef struct mg_peer_s {
-    char client_ip[46];
+    char client_ip[46];        /* the connection's client, as text */
     uint16_t client_port;
     uint16_t local_port;
     uint16_t listener;         /* index into cfg->listeners */
+    uint8_t proxied;           /* a PROXY header gave client_ip: socket_ip is the socket's */
+    mg_addr_t addr;            /* client_ip as a key (cidr.h), for trusted_proxies */
+    char socket_ip[46];        /* the socket peer, when proxied */
+    struct mg_pp_info_s *pp;   /* the PROXY header's TLVs (client_addr.c), or NULL;
+                                  owned by the connection */
 } mg_peer_t;
 
 /* What a protocol does for the core. r is the protocol's current request
@@ -255,6 +266,12 @@ struct mg_request_s {
     char trace_flags[2];
     /* the response cache's own state (cache.c), NULL off cache routes */
     struct mg_cache_req_s *cache;
+    /* the real client (client_addr.c), set before the hooks only when
+     * settings.trusted_proxies is: */
+    const char *client_ip;     /* from a trusted header (arena); NULL: the peer's */
+    uint8_t xff_trusted;       /* the connection's client is a trusted proxy:
+                                  its X-Forwarded-For list goes on upstream */
+    uint8_t xff_drop;          /* it is not: its X-Forwarded-For is dropped */
     /* retries and the deadline (retry.h), NULL without either */
     struct mg_retry_s *retry;
 
@@ -263,6 +280,19 @@ struct mg_request_s {
     mg_edit_t res_edits[MG_MAX_EDITS];
     char arena[MG_ARENA_INLINE];
 };
+
+/* The request's real client address (text): the one its trusted headers
+ * name, else its connection's client. */
+static inline const char *mg_request_client(const mg_request_t *r)
+{
+    return r->client_ip ? r->client_ip : r->peer->client_ip;
+}
+
+/* The socket peer of the request's connection (text). */
+static inline const char *mg_request_peer(const mg_request_t *r)
+{
+    return r->peer->proxied ? r->peer->socket_ip : r->peer->client_ip;
+}
 
 /* The bytes a span of r's head points at. */
 static inline const char *mg_request_data(const mg_request_t *r, mg_span_t s)
@@ -275,6 +305,9 @@ static inline const char *mg_request_data(const mg_request_t *r, mg_span_t s)
  * memory. The protocol then sets proto, conn, peer and data; it ends it
  * with mg_pipeline_free (pipeline.h). */
 mg_request_t *mg_request_new(mg_worker_t *w);
+/* Gives r room (its header array and scratch) for limits l: 0, or -1 when
+ * out of memory. (mg_request_new does it; so does the testing kit.) */
+int mg_request_fit(mg_request_t *r, const mg_limits_t *l);
 
 /* The request's arena: memory that lives until the request ends (8-byte
  * aligned). NULL when out of memory. */
@@ -326,8 +359,8 @@ void mg_request_assign_id(mg_request_t *r);
  * The protocol frames it (mg_proto_t.start_response). May end r. */
 void mg_request_respond(mg_request_t *r, int status, const char *ctype, const char *body,
                         size_t body_len, const mg_hfield_t *extra, size_t nextra);
-/* The response of a gateway-made answer (as mg_request_respond sends it,
- * and the testing kit writes it): its fields (Content-Type when the status
+/* The response of a gateway-made answer (as mg_request_respond sends it;
+ * the testing kit runs mg_request_respond itself): its fields (Content-Type when the status
  * has a body, X-Request-Id, then extra) into f (room for nextra + 2) and
  * res; returns the body length that goes (0 for 204 and 304). */
 size_t mg_request_answer(const mg_request_t *r, int status, const char *ctype, size_t body_len,

@@ -303,6 +303,44 @@ static size_t host_trim(const char *h, size_t len)
     return len > 0 && h[len - 1] == '.' ? len - 1 : len;
 }
 
+/* A route host: an address or a name, or "*." and a name (any case). An
+ * IPv6 address is matched as the Host header writes it, in brackets. */
+static int host_valid(const char *h, size_t len)
+{
+    if (len > 2 && h[0] == '*' && h[1] == '.')
+        return mg_ffi_host_kind(h + 2, len - 2) == MG_HOST_NAME;
+    if (len > 2 && h[0] == '[' && h[len - 1] == ']')
+        return mg_ffi_host_kind(h + 1, len - 2) == MG_HOST_IPV6;
+    return mg_ffi_host_kind(h, len) != MG_HOST_BAD;
+}
+
+int mg_router_host_check(const char *s, size_t len, char *out, size_t cap)
+{
+    /* a bare IPv6 address would never equal a Host header's "[...]" */
+    int bracket = mg_ffi_host_kind(s, len) == MG_HOST_IPV6;
+    size_t o = 0;
+
+    if (len + 2 >= cap || !host_valid(s, len))
+        return MG_STR_BAD;
+    if (bracket)
+        out[o++] = '[';
+    for (size_t i = 0; i < len; i++)
+        out[o++] = (char)(s[i] >= 'A' && s[i] <= 'Z' ? s[i] - 'A' + 'a' : s[i]);
+    if (bracket)
+        out[o++] = ']';
+    out[o] = '\0';
+    return MG_STR_VALUE;
+}
+
+int mg_router_prefix_check(const char *s, size_t len, char *out, size_t cap)
+{
+    if (len == 0 || s[0] != '/' || len >= cap || memchr(s, '\0', len))
+        return MG_STR_BAD;
+    memcpy(out, s, len);
+    out[len] = '\0';
+    return MG_STR_VALUE;
+}
+
 /* Checks what build needs; NULL or the reason (static, or the pattern's
  * in a per-thread buffer). */
 static const char *check_route(const mg_route_t *rt)
@@ -324,8 +362,7 @@ static const char *check_route(const mg_route_t *rt)
     for (i = 0; i < rt->nheaders; i++)
         if (rt->headers[i].name == NULL || rt->headers[i].value == NULL)
             return "missing header name or value";
-    if (h != NULL && (h[0] == '\0' || strchr(h[0] == '*' ? h + 1 : h, '*') != NULL ||
-                      (h[0] == '*' && (h[1] != '.' || h[2] == '\0' || h[2] == '.'))))
+    if (h != NULL && !host_valid(h, strlen(h)))
         return "bad host (a name, optionally with a leading '*.' wildcard)";
     return NULL;
 }

@@ -60,6 +60,14 @@ typedef struct mg_route_match_s {
  * read-only after build, so workers may match on it concurrently. */
 int mg_router_build(mg_router_t **out, const mg_route_t *routes, size_t nroutes,
                     const char **err);
+
+/* The config's checks of a route's fields (mg_ffi_str_check_fn, mg_ffi.h),
+ * the rules build applies: a host is a name or an address
+ * (mg_ffi_host_kind), or "*." and a name, kept in lower case, an IPv6
+ * address in brackets as the Host header writes it; a strip_prefix starts
+ * with '/'. */
+int mg_router_host_check(const char *s, size_t len, char *out, size_t cap);
+int mg_router_prefix_check(const char *s, size_t len, char *out, size_t cap);
 void mg_router_free(mg_router_t *r);
 
 /* Finds the best route. `local_port` is the listener's port the request came

@@ -996,3 +996,18 @@ mg_shdict_t *mg_ffi_shdict_open(const char *name, size_t name_len, size_t cap)
     buf[name_len] = '\0';
     return mg_shdict_open(buf, cap);
 }
+
+int mg_shdict_name_check(const char *s, size_t len, char *out, size_t cap)
+{
+    if (len == 0 || len > 64 || len >= cap)
+        return MG_STR_BAD;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-' || c == '.'))
+            return MG_STR_BAD;
+    }
+    memcpy(out, s, len);
+    out[len] = '\0';
+    return MG_STR_VALUE;
+}

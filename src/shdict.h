@@ -44,6 +44,10 @@ enum {
  * (compare mg_shdict_capacity() to tell the user). Thread-safe; NULL only
  * when out of memory. The registry owns the dictionary. */
 mg_shdict_t *mg_shdict_open(const char *name, size_t cap);
+/* The config's check of a dictionary name (a mg_ffi_str_check_fn, mg_ffi.h):
+ * 1-64 letters, digits, '_', '-' or '.' (names end up in C strings, logs
+ * and metrics as they are). */
+int mg_shdict_name_check(const char *s, size_t len, char *out, size_t cap);
 
 /* The dictionary called NAME, or NULL. Thread-safe. */
 mg_shdict_t *mg_shdict_find(const char *name);

@@ -21,6 +21,7 @@
 #include <openssl/x509v3.h>
 
 #include "tls.h"
+#include "mg_ffi.h"
 
 #define MAX_CERTS 32
 
@@ -135,13 +136,39 @@ fail:
     return NULL;
 }
 
+/* The protocol version named `name` ("TLSv1.2", "TLSv1.3"), or 0. */
+static int version_of(const char *name, size_t len)
+{
+    if (len == 7 && memcmp(name, "TLSv1.2", 7) == 0)
+        return TLS1_2_VERSION;
+    if (len == 7 && memcmp(name, "TLSv1.3", 7) == 0)
+        return TLS1_3_VERSION;
+    return 0;
+}
+
+int mg_tls_version_check(const char *s, size_t len, char *out, size_t cap)
+{
+    if (!version_of(s, len) || len >= cap)
+        return MG_STR_BAD;
+    memcpy(out, s, len);
+    out[len] = '\0';
+    return MG_STR_VALUE;
+}
+
+int mg_tls_pem_path_check(const char *s, size_t len, char *out, size_t cap)
+{
+    if (len == 0 || len >= cap || memchr(s, '\0', len))
+        return MG_STR_BAD;
+    memcpy(out, s, len);
+    out[len] = '\0';
+    return MG_STR_FILE;
+}
+
 int mg_tls_ctx_new(const mg_tls_cert_t *certs, size_t ncerts, const char *min_version,
                    const char *ciphers, mg_tls_ctx_t **out, char *err, size_t errlen)
 {
-    int minv = TLS1_2_VERSION;
-    if (min_version && strcmp(min_version, "TLSv1.3") == 0)
-        minv = TLS1_3_VERSION;
-    else if (min_version && strcmp(min_version, "TLSv1.2") != 0) {
+    int minv = min_version ? version_of(min_version, strlen(min_version)) : TLS1_2_VERSION;
+    if (!minv) {
         snprintf(err, errlen, "min_version must be \"TLSv1.2\" or \"TLSv1.3\", got \"%s\"",
                  min_version);
         return -1;

@@ -41,6 +41,11 @@ int mg_tls_ctx_new(const mg_tls_cert_t *certs, size_t ncerts, const char *min_ve
                    const char *ciphers, mg_tls_ctx_t **out, char *err, size_t errlen);
 void mg_tls_ctx_release(mg_tls_ctx_t *ctx);
 
+/* The config's checks (mg_ffi_str_check_fn, mg_ffi.h): a PEM file path (not
+ * empty, reported as MG_STR_FILE); a min_version mg_tls_ctx_new takes. */
+int mg_tls_pem_path_check(const char *s, size_t len, char *out, size_t cap);
+int mg_tls_version_check(const char *s, size_t len, char *out, size_t cap);
+
 /* A server-side connection state; holds a reference to ctx. NULL when out
  * of memory. */
 mg_tls_conn_t *mg_tls_conn_new(mg_tls_ctx_t *ctx);

@@ -1,5 +1,6 @@
 /* uri.c: request-target path normalisation and Host syntax (see uri.h for
- * the contract).
+ * the contract), and the host syntax of the config (mg_ffi_host_kind: the
+ * one rule for listen, upstream target and route hosts).
  *
  * This is a security boundary: routes, strip_prefix and rewrites all look at
  * the normalised path only, so every way of spelling a path that reaches a
@@ -20,6 +21,7 @@
  * together by decoding ("%25%32%46" is "%252F") are seen too.
  */
 #include "uri.h"
+#include "mg_ffi.h"
 
 #include <arpa/inet.h>
 #include <stdint.h>
@@ -270,4 +272,84 @@ int mg_uri_valid_host(const char *s, size_t n)
         port = port * 10 + (unsigned long)(s[i] - '0');
     }
     return port <= 65535;
+}
+
+/* An RFC 1123 host name: dot-separated labels of 1-63 letters, digits and
+ * '-' (and '_', which container names use), none starting or ending with
+ * '-'; at most 253 bytes, with an optional trailing '.' (fully qualified).
+ * Digits and dots alone are no name: they are a malformed IPv4 address. */
+static int host_name(const char *s, size_t n)
+{
+    size_t i, label = 0;
+    int letter = 0;
+
+    if (n > 0 && s[n - 1] == '.')
+        n--;
+    if (n == 0 || n > 253)
+        return 0;
+    for (i = 0; i <= n; i++) {
+        unsigned char c = i < n ? (unsigned char)s[i] : '.';
+        if (c == '.') {
+            if (label == 0 || s[i - 1] == '-')
+                return 0;
+            label = 0;
+            continue;
+        }
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_'))
+            return 0;
+        if (++label > 63 || (label == 1 && c == '-'))
+            return 0;
+        letter |= !(c >= '0' && c <= '9');
+    }
+    return letter;
+}
+
+int mg_ffi_host_kind(const char *s, size_t n)
+{
+    char buf[64];
+    unsigned char a[16];
+
+    /* a NUL would end the text inet_pton reads */
+    if (n == 0 || memchr(s, '\0', n))
+        return MG_HOST_BAD;
+    if (n < sizeof(buf)) {
+        memcpy(buf, s, n);
+        buf[n] = '\0';
+        if (inet_pton(AF_INET, buf, a) == 1)
+            return MG_HOST_IPV4;
+        if (inet_pton(AF_INET6, buf, a) == 1)
+            return MG_HOST_IPV6;
+    }
+    return host_name(s, n) ? MG_HOST_NAME : MG_HOST_BAD;
+}
+
+int mg_uri_host_check(const char *s, size_t len, char *out, size_t cap)
+{
+    /* "[::1]": the brackets of a URL, around an IPv6 address only */
+    if (len >= 2 && s[0] == '[' && s[len - 1] == ']') {
+        s++;
+        len -= 2;
+        if (mg_ffi_host_kind(s, len) != MG_HOST_IPV6)
+            return MG_STR_BAD;
+    } else if (mg_ffi_host_kind(s, len) == MG_HOST_BAD) {
+        return MG_STR_BAD;
+    }
+    if (len >= cap)
+        return MG_STR_BAD;
+    memcpy(out, s, len);
+    out[len] = '\0';
+    return MG_STR_VALUE;
+}
+
+int mg_uri_path_check(const char *s, size_t len, char *out, size_t cap)
+{
+    if (len == 0 || s[0] != '/' || len >= cap)
+        return MG_STR_BAD;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] <= ' ' || (unsigned char)s[i] == 0x7f)
+            return MG_STR_BAD;
+    memcpy(out, s, len);
+    out[len] = '\0';
+    return MG_STR_VALUE;
 }

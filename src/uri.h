@@ -62,4 +62,13 @@ const char *mg_uri_slashes_name(int mode);
  * 65535)? An empty value is valid (RFC 9110 7.2). Returns 1 or 0. */
 int mg_uri_valid_host(const char *s, size_t n);
 
+/* The config's check of an address to listen on or connect to (a
+ * mg_ffi_str_check_fn, see mg_ffi.h): an IPv4 or IPv6 address (inet_pton's
+ * forms; IPv6 also in brackets, which are dropped) or a host name
+ * (mg_ffi_host_kind). */
+int mg_uri_host_check(const char *s, size_t len, char *out, size_t cap);
+/* The same for a path the gateway requests itself (a health check): it
+ * starts with '/' and holds no space or control byte. */
+int mg_uri_path_check(const char *s, size_t len, char *out, size_t cap);
+
 #endif

@@ -4,15 +4,20 @@
 --   quote, describe, key_str  a value or key as error messages show it;
 --   sorted_keys, copy         a table's keys in a stable order, a shallow copy;
 --   unknown_keys              "unknown key 'x' in <what> (did you mean 'y'? ...)";
---   raise, check_keys         an error blamed on the user's line, not ours.
--- Nothing here keeps state or touches the FFI.
+--   raise, check_keys         an error blamed on the user's line, not ours;
+--   is_int, parse_size, parse_time, value_check
+--                             a value of a config schema field (src/config.c)
+--                             checked and normalised, or what it must be.
+-- Nothing here keeps state or touches the FFI (value_check is handed the
+-- kind numbers, and a field's C parser or check, by moongate.cdefs).
 
 local type, pairs, ipairs, tostring, error = type, pairs, ipairs, tostring,
     error
 local fmt, sub, byte, match, gsub, lower = string.format, string.sub,
     string.byte, string.match, string.gsub, string.lower
 local concat, sort = table.concat, table.sort
-local min = math.min
+local min, floor, huge = math.min, math.floor, math.huge
+local find, tonumber = string.find, tonumber
 local getinfo = debug.getinfo
 
 local _M = {}
@@ -177,6 +182,138 @@ function _M.check_keys(t, valid, what)
     sort(names)
     local msgs = _M.unknown_keys(t, names, what)
     if msgs[1] then _M.raise(msgs[1]) end
+end
+
+
+-- Value checkers: return the normalised value, or nil and what is expected --
+
+local MAX_INT = 2 ^ 53          -- largest integer a double holds exactly
+
+--- Whether v is an integer a double holds exactly.
+function _M.is_int(v)
+    return type(v) == "number" and v % 1 == 0 and v >= -MAX_INT
+        and v <= MAX_INT
+end
+local is_int = _M.is_int
+
+local SIZE_EXPECTED =
+    'must be a size: bytes as an integer, or a string like "32k", "10m", "1g"'
+local SIZE_UNITS = { [""] = 1, k = 1024, m = 1024 ^ 2, g = 1024 ^ 3 }
+
+--- Parses a size: an integer number of bytes or a string "<digits>[kmg]"
+-- (case-insensitive). Returns bytes, or nil and what is expected.
+function _M.parse_size(v)
+    local n
+    if type(v) == "number" then
+        n = v
+    elseif type(v) == "string" then
+        local digits, unit = match(v, "^(%d+)([kKmMgG]?)$")
+        if digits then
+            n = tonumber(digits) * SIZE_UNITS[lower(unit)]
+        end
+    end
+    if n and is_int(n) and n >= 0 then
+        return n
+    end
+    return nil, SIZE_EXPECTED
+end
+
+local TIME_EXPECTED = "must be a positive number of seconds (fractions allowed)"
+
+--- Parses a time in seconds (a number, fractions allowed) into integer
+-- milliseconds >= 1. Returns ms, or nil and what is expected.
+function _M.parse_time(v)
+    if type(v) == "number" and v > 0 and v < huge then
+        local ms = floor(v * 1000 + 0.5)
+        if ms >= 1 and ms <= MAX_INT then
+            return ms
+        end
+    end
+    return nil, TIME_EXPECTED
+end
+
+local function time_or_zero(v)
+    if v == 0 then
+        return 0
+    end
+    return _M.parse_time(v)
+end
+
+--- The checker of a scalar or string field f of a config schema (as
+-- moongate.cdefs.config_fields gives it; K: moongate.cdefs, for the kind
+-- numbers): v -> the normalised value (and true when it is a file path),
+-- or nil and what v must be. nil for the kinds it does not check (OBJECT,
+-- LIST: moongate.config's; OTHER: by hand).
+function _M.value_check(f, K)
+    local kind, lo, hi, expected = f.kind, f.min, f.max, f.expected
+    if kind == K.FIELD_SIZE then
+        if lo <= 0 then
+            return _M.parse_size
+        end
+        return function(v)
+            local n, why = _M.parse_size(v)
+            if n and n < lo then
+                return nil, fmt("must be at least %d bytes", lo)
+            end
+            return n, why
+        end
+    elseif kind == K.FIELD_TIME then
+        return lo == 0 and time_or_zero or _M.parse_time
+    elseif kind == K.FIELD_SECONDS then
+        expected = expected or "must be a number of seconds > 0"
+        return function(v)
+            if type(v) == "number" and v > 0 and v < huge then
+                return v
+            end
+            return nil, expected
+        end
+    elseif kind == K.FIELD_NUMBER then
+        return function(v)
+            if type(v) == "number" and v >= lo and v <= hi then
+                return v
+            end
+            return nil, expected
+        end
+    elseif kind == K.FIELD_INT then
+        return function(v)
+            if is_int(v) and v >= lo and v <= hi then
+                return v
+            end
+            return nil, expected
+        end
+    elseif kind == K.FIELD_BOOL then
+        expected = expected or "must be true or false"
+        return function(v)
+            if type(v) == "boolean" then
+                return v
+            end
+            return nil, expected
+        end
+    elseif kind == K.FIELD_ENUM then
+        local parse = f.parse -- the module's parser: the canonical name or nil
+        return function(v)
+            local name = type(v) == "string" and not find(v, "%z") and parse(v)
+            if name then
+                return name
+            end
+            return nil, expected
+        end
+    elseif kind == K.FIELD_STRING then
+        local check = f.check -- the module's check: normalised, is_file; or nil
+        return function(v)
+            if type(v) == "string" and #v >= lo then
+                if not check then
+                    return v
+                end
+                local out, is_file = check(v)
+                if out then
+                    return out, nil, is_file
+                end
+            end
+            return nil, expected
+        end
+    end
+    return nil
 end
 
 return _M

@@ -18,7 +18,6 @@ local fmt, sub, byte, find, match, gsub, lower, upper =
     string.format, string.sub, string.byte, string.find, string.match,
     string.gsub, string.lower, string.upper
 local concat, sort = table.concat, table.sort
-local floor, huge = math.floor, math.huge
 local getinfo = debug.getinfo
 local budget = require "moongate.budget"
 local base = require "moongate.base"
@@ -29,10 +28,6 @@ local C = cdefs.C     -- mg_ffi_route_pattern
 
 local _M = {}
 
-local MAX_METHODS = 16          -- MG_MAX_METHODS (src/config.h)
-local MAX_UPGRADES = 8          -- MG_MAX_UPGRADES (src/config.h)
-local MAX_HEADERS = 8           -- MG_MAX_ROUTE_HEADERS (src/config.h)
-local MAX_INT = 2 ^ 53          -- largest integer a double holds exactly
 
 local current                   -- collector of the load in progress, or nil
 local last                      -- collector of the last successful load
@@ -205,136 +200,57 @@ end
 
 -- Value checkers: return the normalised value, or nil and what is expected --
 
-local function is_int(v)
-    return type(v) == "number" and v % 1 == 0 and v >= -MAX_INT
-        and v <= MAX_INT
-end
-
-local function int_range(lo, hi, expected)
-    return function(v)
-        if is_int(v) and v >= lo and v <= hi then
-            return v
-        end
-        return nil, expected
-    end
-end
-
-local SIZE_EXPECTED =
-    'must be a size: bytes as an integer, or a string like "32k", "10m", "1g"'
-local SIZE_UNITS = { [""] = 1, k = 1024, m = 1024 ^ 2, g = 1024 ^ 3 }
+local is_int = base.is_int
 
 --- Parses a size: an integer number of bytes or a string "<digits>[kmg]"
 -- (case-insensitive). Returns bytes, or nil and what is expected.
-function _M.parse_size(v)
-    local n
-    if type(v) == "number" then
-        n = v
-    elseif type(v) == "string" then
-        local digits, unit = match(v, "^(%d+)([kKmMgG]?)$")
-        if digits then
-            n = tonumber(digits) * SIZE_UNITS[lower(unit)]
-        end
-    end
-    if n and is_int(n) and n >= 0 then
-        return n
-    end
-    return nil, SIZE_EXPECTED
-end
-
-local function size_min(lo)
-    return function(v)
-        local n, why = _M.parse_size(v)
-        if n and n < lo then
-            return nil, fmt("must be at least %d bytes", lo)
-        end
-        return n, why
-    end
-end
-
-local TIME_EXPECTED = "must be a positive number of seconds (fractions allowed)"
+_M.parse_size = base.parse_size
 
 --- Parses a time in seconds (a number, fractions allowed) into integer
 -- milliseconds >= 1. Returns ms, or nil and what is expected.
-function _M.parse_time(v)
-    if type(v) == "number" and v > 0 and v < huge then
-        local ms = floor(v * 1000 + 0.5)
-        if ms >= 1 and ms <= MAX_INT then
-            return ms
-        end
+_M.parse_time = base.parse_time
+
+-- A file path as the user wrote it, made absolute against the config
+-- file's directory (a reload from another working directory, or a service
+-- started in /, must find the same file).
+local function config_relative(c, v)
+    if sub(v, 1, 1) == "/" then
+        return v
     end
-    return nil, TIME_EXPECTED
+    return (match(c.file, "^(.*/)[^/]*$") or "./") .. v
 end
 
--- Checks key `key` of `t` with `check`; reports "<prefix>.<key> <expected>,
--- got <value>". Returns the normalised value, or nil (absent or bad).
+-- Checks value `v` (named `what`) with `check`, which returns the
+-- normalised value (and true when it is a file path), or nil and what is
+-- expected; a nested table's check reports its own inner mistakes and
+-- returns nil, nil when only those were wrong. Reports "<what> <expected>,
+-- got <value>". Returns the normalised value, or nil.
+local function check_value(d, v, what, check)
+    local out, expected, is_file = check(v, d, what)
+    if out == nil then
+        if expected then
+            err(d, "%s %s, got %s", what, expected, describe(v))
+        end
+    elseif is_file then
+        out = config_relative(d.c, out)
+    end
+    return out
+end
+
+-- Checks key `key` of `t` (see check_value), named "<prefix>.<key>".
+-- Returns the normalised value, or nil (absent or bad).
 local function field(d, t, key, prefix, check)
     local v = t[key]
     if v == nil then
         return nil
     end
-    local out, expected = check(v)
-    if out == nil then
-        err(d, "%s.%s %s, got %s", prefix, key, expected, describe(v))
-    end
-    return out
+    return check_value(d, v, prefix .. "." .. key, check)
 end
 
-local function is_ipv4(s)
-    local a, b, c, e = match(s, "^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
-    if not a then
-        return false
-    end
-    for _, o in ipairs({ a, b, c, e }) do
-        if #o > 3 or tonumber(o) > 255 then
-            return false
-        end
-    end
-    return true
-end
-
-local function is_ipv6(s)
-    if not find(s, ":", 1, true) or find(s, "[^%x:%.]") or #s > 45 then
-        return false
-    end
-    local _, ncolon = gsub(s, ":", "")
-    local _, ndouble = gsub(s, "::", "")
-    return ncolon >= 2 and ncolon <= 7 and ndouble <= 1
-        and not find(s, ":::", 1, true)
-end
-
--- Host names: labels of letters, digits, '-' and '_' (container names),
--- not starting or ending with '-'; a trailing '.' (fully qualified) is ok.
-local function is_hostname(s)
-    if #s == 0 or #s > 254 then
-        return false
-    end
-    if sub(s, -1) == "." then
-        s = sub(s, 1, -2)
-    end
-    for label in (s .. "."):gmatch("([^.]*)%.") do
-        if #label == 0 or #label > 63 or find(label, "[^%w%-_]")
-            or sub(label, 1, 1) == "-" or sub(label, -1) == "-" then
-            return false
-        end
-    end
-    return true
-end
-
-local function is_host(s)
-    return is_ipv4(s) or is_ipv6(s) or (not match(s, "^[%d.]+$")
-        and is_hostname(s))
-end
-
-local HOST_EXPECTED = "must be an IP address or a host name"
-
-local function check_listen_host(v)
-    if type(v) == "string" then
-        local h = match(v, "^%[(.*)%]$") or v
-        if is_ipv4(h) or is_ipv6(h) or (h == v and is_host(h)) then
-            return h
-        end
-    end
-    return nil, HOST_EXPECTED
+-- Host syntax is src/uri.c's (mg_ffi_host_kind): addresses as inet_pton
+-- reads them, names per RFC 1123.
+local function host_kind(s)
+    return C.mg_ffi_host_kind(s, #s)
 end
 
 local ADDR_EXPECTED = 'must be "host:port" or "[ipv6]:port"'
@@ -346,7 +262,7 @@ local function parse_addr(v)
     end
     local host, port = match(v, "^%[([^%]]*)%]:(.*)$")
     if host then
-        if not is_ipv6(host) then
+        if host_kind(host) ~= cdefs.HOST_IPV6 then
             return nil, ADDR_EXPECTED .. " (bad IPv6 address)"
         end
     else
@@ -360,7 +276,7 @@ local function parse_addr(v)
         if host == "" then
             return nil, ADDR_EXPECTED .. " (missing host)"
         end
-        if not is_host(host) then
+        if host_kind(host) == cdefs.HOST_BAD then
             return nil, ADDR_EXPECTED .. " (bad host)"
         end
     end
@@ -369,19 +285,6 @@ local function parse_addr(v)
         return nil, ADDR_EXPECTED .. " (port 1-65535)"
     end
     return host, p
-end
-
--- Route host: a name, an IP, or "*.name"; normalised to lower case.
-local function check_route_host(v)
-    if type(v) == "string" then
-        local h = lower(v)
-        local rest = match(h, "^%*%.(.+)$")
-        if (rest and is_hostname(rest)) or (not rest and is_host(h)) then
-            return h
-        end
-    end
-    return nil, 'must be a host name, optionally with a leading "*." ' ..
-        '(like "api.example.com" or "*.example.com")'
 end
 
 local HTTP_METHODS = {
@@ -394,10 +297,6 @@ local HTTP_METHODS = {
 local IS_METHOD = {}
 for _, m in ipairs(HTTP_METHODS) do
     IS_METHOD[m] = true
-end
-
-local function is_token(s)
-    return #s > 0 and not find(s, "[^%w!#%$%%&'%*%+%-%.%^_`|~]")
 end
 
 -- Parses a path pattern (or a rewrite template, which has the same shape)
@@ -427,108 +326,145 @@ end
 
 -- Declarations -------------------------------------------------------------
 
-local TLS_KEYS = { "cert", "key", "certs", "min_version", "ciphers" }
-local TLS_CERT_KEYS = { "cert", "key" }
 -- what a route's cache stores when it says only `cache = true` (besides
--- the scalar defaults of src/config.c): the statuses RFC 9111 lets a cache
--- keep without explicit freshness
+-- the defaults of src/config.c): the statuses RFC 9111 lets a cache keep
+-- without explicit freshness
 local DEFAULT_CACHE = { statuses = { 200, 203, 300, 301, 308, 404, 410 },
-                        vary = {}, dict = "cache" }
+                        vary = {} }
 local CACHE_DICT_SIZE = 32 * 1024 * 1024 -- "cache" when not declared
-local MAX_CACHE_STATUSES, MAX_CACHE_VARY = 16, 8
+local CACHE_LATER = { dict = true } -- read after the lists, where it always was
 
 
-local check_time = _M.parse_time
-
-local function check_bool(expected)
-    return function(v)
-        if type(v) == "boolean" then
-            return v
-        end
-        return nil, expected
-    end
-end
-
-local function time_or_zero(v)
-    if v == 0 then
-        return 0
-    end
-    return _M.parse_time(v)
-end
-
--- The scalar fields of config object `object` as src/config.c declares them
+-- The fields of config object `object` as src/config.c declares them
 -- (mg_ffi_config_fields), which also copies them into C: { keys = the key
--- list, in order; defaults = name -> value; checks = name -> checker;
--- fields = the names that have a checker, in order, but the ENUMs, which
--- callers read where their messages have always come }. An ENUM's checker
--- asks the C parser (settings.log_level: src/errlog.c, escaped_slashes:
--- src/uri.c) and gives the canonical name.
-local function enum(parse, expected)
-    return function(v)
-        local name = type(v) == "string" and not find(v, "%z") and parse(v)
-        if name then
-            return name
+-- list, in order (not the INTERNAL fields: positional values); defaults,
+-- expected (the words "must be ..."), field (as cdefs gives it), checks
+-- (see check_value) and item_checks (a LIST's items): name -> ...; fields
+-- = the scalar and string names, in order, but the ENUMs, which callers
+-- read where their messages have always come; nested = the OBJECT and LIST
+-- names, in order; required = set of the names that must be there }. An
+-- ENUM's checker asks the C parser (settings.log_level: src/errlog.c,
+-- escaped_slashes: src/uri.c) and gives the canonical name; a STRING's
+-- with a check asks its module's (hosts: src/uri.c, src/router.c; log
+-- targets: src/errlog.c; TLS: src/tls.c; names: src/shdict.c,
+-- src/header_names.c).
+local schema, fields
+local band = require("bit").band
+
+-- OBJECT: a table read by its own schema (built when first used: schemas
+-- may refer to each other). Inner mistakes are named "<what>.<key>".
+local function object_check(f)
+    local sc
+    return function(v, d, what)
+        if type(v) ~= "table" then
+            return nil, f.expected
         end
-        return nil, expected
+        sc = sc or schema(f.object)
+        check_keys(d, v, sc.keys, what)
+        local out = copy(sc.defaults)
+        fields(d, v, out, sc, what)
+        for _, k in ipairs(sc.nested) do
+            local x = field(d, v, k, what, sc.checks[k])
+            if x ~= nil then
+                out[k] = x
+            end
+        end
+        return out
     end
 end
 
-local function string_min(lo, expected)
-    return function(v)
-        if type(v) == "string" and #v >= lo then
-            return v
+-- LIST: min..max items, each checked as f.item ("<what>[i] ..."). A list
+-- whose items have no words of their own is right or wrong as a whole
+-- (keys 1..n, every item valid; its items are plain values). UNIQUE drops repeats (once normalised)
+-- and counts the rest against max; other lists are counted first.
+local function list_check(f, item_check)
+    local whole = f.item.expected == nil
+    local unique = band(f.flags, cdefs.FIELD_UNIQUE) ~= 0
+    local too_many = f.too_many or "holds %d items (at most %d)"
+    return function(v, d, what)
+        if type(v) ~= "table" or (f.min > 0 and v[1] == nil) then
+            return nil, f.expected
         end
-        return nil, expected
+        local n = #v
+        if whole then
+            for k, x in pairs(v) do
+                if not (is_int(k) and k >= 1 and k <= n) or not item_check(x, d, what) then
+                    return nil, f.expected
+                end
+            end
+        end
+        if not unique and n > f.max then
+            err(d, "%s " .. too_many, what, n, f.max)
+            return nil
+        end
+        local out, seen = {}, {}
+        for i, x in ipairs(v) do
+            local iv = check_value(d, x, fmt("%s[%d]", what, i), item_check)
+            if iv ~= nil and not (unique and seen[iv]) then
+                seen[iv] = true
+                out[#out + 1] = iv
+            end
+        end
+        if unique and #out > f.max then
+            err(d, "%s " .. too_many, what, #out, f.max)
+        end
+        return out
     end
 end
 
-local function number_range(lo, hi, expected)
-    return function(v)
-        if type(v) == "number" and v >= lo and v <= hi then
-            return v
-        end
-        return nil, expected
+-- The checker of field f (see check_value).
+local function checker(f)
+    local kind = f.kind
+    if kind == cdefs.FIELD_OBJECT then
+        return object_check(f)
+    elseif kind == cdefs.FIELD_LIST then
+        return list_check(f, checker(f.item))
     end
+    return base.value_check(f, cdefs)
 end
 
-local function schema(object)
-    local s = { keys = {}, defaults = {}, checks = {}, fields = {} }
+schema = function(object)
+    local s = { keys = {}, defaults = {}, checks = {}, fields = {}, nested = {},
+                required = {}, expected = {}, field = {}, item_checks = {} }
     for _, f in ipairs(cdefs.config_fields(object)) do
-        local name, kind, lo = f.name, f.kind, f.min
-        local check
-        if kind == cdefs.FIELD_SIZE then
-            check = lo > 0 and size_min(lo) or _M.parse_size
-        elseif kind == cdefs.FIELD_TIME then
-            check = lo == 0 and time_or_zero or check_time
-        elseif kind == cdefs.FIELD_INT then
-            check = int_range(lo, f.max, f.expected)
-        elseif kind == cdefs.FIELD_BOOL then
-            check = check_bool(f.expected or "must be true or false")
-        elseif kind == cdefs.FIELD_ENUM then
-            check = enum(f.parse, f.expected)
-        elseif kind == cdefs.FIELD_STRING then
-            check = string_min(lo, f.expected)
-        elseif kind == cdefs.FIELD_NUMBER then
-            check = number_range(lo, f.max, f.expected)
+        local name, kind = f.name, f.kind
+        local check = checker(f)
+        local internal = band(f.flags, cdefs.FIELD_INTERNAL) ~= 0
+        if not internal then
+            s.keys[#s.keys + 1] = name
         end
-        s.keys[#s.keys + 1] = name
+        s.field[name] = f
+        if f.item then
+            s.item_checks[name] = checker(f.item)
+        end
         if check then
             s.checks[name] = check
-            if kind ~= cdefs.FIELD_ENUM then
+            if internal then
+                -- read where the caller has it (a positional argument)
+            elseif kind == cdefs.FIELD_OBJECT or kind == cdefs.FIELD_LIST then
+                s.nested[#s.nested + 1] = name
+            elseif kind ~= cdefs.FIELD_ENUM then
                 s.fields[#s.fields + 1] = name
             end
-            s.defaults[name] = f.def
+            s.defaults[name], s.expected[name] = f.def, f.expected
+            s.required[name] = band(f.flags, cdefs.FIELD_REQUIRED) ~= 0 or nil
         end
     end
     return s
 end
 
--- Reads every schema field of `t` into `out` (left as is when absent).
-local function fields(d, t, out, sc, prefix)
+-- Reads every scalar and string field of `t` (sc.fields) into `out` (left
+-- as is when absent; a required one absent is a mistake), but those of the
+-- set `except`, which the caller reads itself.
+fields = function(d, t, out, sc, prefix, except)
     for _, k in ipairs(sc.fields) do
-        local v = field(d, t, k, prefix, sc.checks[k])
-        if v ~= nil then
-            out[k] = v
+        if not (except and except[k]) then
+            local v = field(d, t, k, prefix, sc.checks[k])
+            if v ~= nil then
+                out[k] = v
+            elseif t[k] == nil and sc.required[k] then
+                err(d, "%s.%s %s, got nil", prefix, k, sc.expected[k])
+            end
         end
     end
 end
@@ -541,29 +477,37 @@ local SHARED_DICT, CACHE = schema("shared_dict"), schema("cache")
 local ADMIN, LISTEN, ROUTE = schema("admin"), schema("listen"), schema("route")
 local RETRIES, BACKOFF = schema("retries"), schema("backoff")
 local OUTLIER, ROUTE_TIMEOUTS = schema("outlier"), schema("route_timeouts")
+local TLS = schema("tls")
+-- a header name (also an Upgrade token): src/header_names.c's rule, lower-cased
+local HEADER_NAME = CACHE.item_checks.vary
 
 
-local function check_access_log(v)
-    if type(v) == "string" and v ~= "" and not find(v, "%z") then
-        return v
+-- settings.trusted_proxies: a list of "ADDR" or "ADDR/LEN", each checked
+-- by the set's own parser (src/cidr.c, through mg_ffi_cidr_check).
+local cidr_why = ffi.new("char[192]")
+
+local function trusted_proxies(d, v)
+    local ok = type(v) == "table"
+    for k in pairs(ok and v or {}) do
+        ok = ok and is_int(k) and k >= 1 and k <= #v
     end
-    return nil, 'must be "off", "stdout", "stderr" or a file path'
-end
-
-local function check_error_log(v)
-    if type(v) == "string" and v ~= "" and v ~= "off" and not find(v, "%z") then
-        return v
+    if not ok then
+        err(d, 'settings.trusted_proxies must be a list of addresses or CIDRs ' ..
+            'like { "10.0.0.0/8", "::1" }, got %s', describe(v))
+        return nil
     end
-    return nil, 'must be "stderr" or a file path'
-end
-
--- A log file as the user wrote it, made absolute against the config's
--- directory (under systemd the working directory is /).
-local function log_path(c, v)
-    if v == "off" or v == "stdout" or v == "stderr" or sub(v, 1, 1) == "/" then
-        return v
+    local out = {}
+    for i, e in ipairs(v) do
+        if type(e) ~= "string" then
+            err(d, 'settings.trusted_proxies[%d] must be an address or CIDR ' ..
+                'string like "10.0.0.0/8", got %s', i, describe(e))
+        elseif C.mg_ffi_cidr_check(e, #e, cidr_why, 192) ~= 0 then
+            err(d, "settings.trusted_proxies[%d]: %s", i, ffi.string(cidr_why))
+        else
+            out[#out + 1] = e
+        end
     end
-    return (match(c.file, "^(.*/)[^/]*$") or "./") .. v
+    return out
 end
 
 local function table_arg(d, v, what, example)
@@ -576,7 +520,6 @@ end
 
 local function default_settings()
     local s = copy(SETTINGS.defaults)
-    s.access_log, s.error_log = "stdout", "stderr"
     s.limits, s.timeouts = copy(LIMITS.defaults), copy(TIMEOUTS.defaults)
     s.admin = copy(ADMIN.defaults)
     s.admin.enabled = true
@@ -598,70 +541,29 @@ function decl.settings(d, t)
     c.settings = d
     check_keys(d, t, SETTINGS.keys, "gw.settings")
     local s = default_settings()
-    fields(d, t, s, SETTINGS, "settings")
-    s.access_log = log_path(c, field(d, t, "access_log", "settings",
-                                     check_access_log) or "stdout")
-    s.error_log = log_path(c, field(d, t, "error_log", "settings",
-                                    check_error_log) or "stderr")
+    fields(d, t, s, SETTINGS, "settings") -- workers, access_log, error_log
     s.log_level = field(d, t, "log_level", "settings", SETTINGS.checks.log_level)
         or s.log_level
-    local limits = t.limits
-    if limits ~= nil then
-        if type(limits) ~= "table" then
-            err(d, 'settings.limits must be a table like { body = "10m" }, ' ..
-                "got %s", describe(limits))
-        else
-            check_keys(d, limits, LIMITS.keys, "settings.limits")
-            fields(d, limits, s.limits, LIMITS, "settings.limits")
-        end
+    s.real_ip_header = field(d, t, "real_ip_header", "settings",
+                             SETTINGS.checks.real_ip_header) or s.real_ip_header
+    if t.trusted_proxies ~= nil then
+        s.trusted_proxies = trusted_proxies(d, t.trusted_proxies)
     end
-    local timeouts = t.timeouts
-    if timeouts ~= nil then
-        if type(timeouts) ~= "table" then
-            err(d, "settings.timeouts must be a table like { header = 10 }, " ..
-                "got %s", describe(timeouts))
-        else
-            check_keys(d, timeouts, TIMEOUTS.keys, "settings.timeouts")
-            fields(d, timeouts, s.timeouts, TIMEOUTS, "settings.timeouts")
-        end
-    end
+    s.limits = field(d, t, "limits", "settings", SETTINGS.checks.limits) or s.limits
+    s.timeouts = field(d, t, "timeouts", "settings", SETTINGS.checks.timeouts)
+        or s.timeouts
     if c.budget then
         -- the rest of this file's run has the budget it sets
         c.budget.seconds = s.timeouts.load / 1000
         c.budget.memory = s.limits.lua_memory
     end
-    local admin = t.admin
-    if admin == false then
+    if t.admin == false then
         s.admin.enabled = false
-    elseif admin ~= nil then
-        if type(admin) ~= "table" then
-            err(d, "settings.admin must be false or a table like " ..
-                '{ host = "127.0.0.1", port = 9901, token = "..." }, got %s',
-                describe(admin))
-        else
-            check_keys(d, admin, ADMIN.keys, "settings.admin")
-            fields(d, admin, s.admin, ADMIN, "settings.admin") -- host, port, token
-            -- their form (and the address, and the token rule) is checked
-            -- in C, by admin.c's own rules, when the config is converted
-            if admin.names ~= nil then
-                local names = admin.names
-                local ok = type(names) == "table"
-                if ok then
-                    for k, v in pairs(names) do
-                        if type(k) ~= "number" or type(v) ~= "string" then
-                            ok = false
-                        end
-                    end
-                end
-                if not ok then
-                    err(d, "settings.admin.names must be a list of " ..
-                        'host names like { "gw1.internal" }, got %s',
-                        describe(names))
-                else
-                    s.admin.names = names
-                end
-            end
-        end
+    else
+        -- the address, the token rule and the names' form are checked in
+        -- C, by admin.c's own rules, when the config is converted
+        s.admin = field(d, t, "admin", "settings", SETTINGS.checks.admin) or s.admin
+        s.admin.enabled = true
     end
     s.line, s.source = d.line, source_name(c, d.source)
     c.settings_value = s
@@ -671,7 +573,7 @@ end
 -- run by `moongate check` and before every reload.
 local TEST_KEYS = { "name", "request", "expect" }
 local TEST_REQUEST_KEYS = { "method", "path", "headers", "body", "host", "client",
-                            "port", "tls", "upstream_response" }
+                            "port", "tls", "upstream_response", "proxy_tlvs" }
 local TEST_EXPECT_KEYS = { "status", "upstream", "route", "target", "headers",
                            "body", "body_contains", "upstream_headers",
                            "upstream_path" }
@@ -705,79 +607,40 @@ function decl.test(d, t)
                               line = d.line, source = source_name(c, d.source) }
 end
 
--- A certificate path as the user wrote it, made absolute against the
--- config file's directory (a reload from another working directory must
--- find the same file).
-local function cert_path(d, v)
-    if sub(v, 1, 1) == "/" then
-        return v
-    end
-    local dir = match(d.c.file, "^(.*/)[^/]*$") or "./"
-    return dir .. v
-end
-
 -- listen.tls: { cert = "site.pem", key = "site.key" }, or several
 -- certificates chosen by SNI: { certs = { { cert = .., key = .. }, .. } }
 -- (the first is the default); min_version "TLSv1.2" (default) or
 -- "TLSv1.3"; ciphers: an OpenSSL TLS 1.2 cipher list. The files are read
--- (and checked) when the config is converted for C (src/tls.c).
+-- (and checked) when the config is converted for C (src/tls.c). The first
+-- form is normalised into the second.
 local function listen_tls(d, v)
-    local example = '{ cert = "certs/site.pem", key = "certs/site.key" }'
     if type(v) ~= "table" then
-        err(d, "listen.tls must be a table like %s, got %s", example, describe(v))
+        err(d, "listen.tls %s, got %s", LISTEN.expected.tls, describe(v))
         return nil
     end
-    check_keys(d, v, TLS_KEYS, "listen.tls")
-    local out = { certs = {}, line = d.line, source = source_name(d.c, d.source) }
-    local list = v.certs
-    if list == nil then
-        list = { v }
-    elseif v.cert ~= nil or v.key ~= nil then
+    check_keys(d, v, TLS.keys, "listen.tls")
+    if v.certs ~= nil and (v.cert ~= nil or v.key ~= nil) then
         err(d, "listen.tls takes either cert/key or certs = { ... }, not both")
         return nil
-    elseif type(list) ~= "table" or list[1] == nil then
-        err(d, "listen.tls.certs must be a non-empty list of %s, got %s", example,
-            describe(list))
+    end
+    local nerr = #d.c.errors
+    local out = { line = d.line, source = source_name(d.c, d.source) }
+    for _, k in ipairs(TLS.keys) do
+        local x = field(d, v, k, "listen.tls", TLS.checks[k])
+        if x == nil and v.certs == nil and (k == "cert" or k == "key")
+            and v[k] == nil then
+            -- without certs, both are required
+            err(d, "listen.tls.%s %s, got nil", k, TLS.expected[k])
+        end
+        out[k] = x
+    end
+    if #d.c.errors > nerr then
         return nil
     end
-    if #list > 32 then
-        err(d, "listen.tls.certs holds %d certificates; at most 32", #list)
-        return nil
+    if not out.certs then
+        out.certs = { { cert = out.cert, key = out.key } }
     end
-    for i, c in ipairs(list) do
-        local what = v.certs and fmt("listen.tls.certs[%d]", i) or "listen.tls"
-        if type(c) ~= "table" then
-            err(d, "%s must be a table like %s, got %s", what, example, describe(c))
-            return nil
-        end
-        if v.certs then
-            check_keys(d, c, TLS_CERT_KEYS, what)
-        end
-        for _, k in ipairs(TLS_CERT_KEYS) do
-            if type(c[k]) ~= "string" or c[k] == "" then
-                err(d, "%s.%s must be the path of a PEM file, got %s", what, k,
-                    describe(c[k]))
-                return nil
-            end
-        end
-        out.certs[i] = { cert = cert_path(d, c.cert), key = cert_path(d, c.key) }
-    end
-    if v.min_version ~= nil then
-        if v.min_version ~= "TLSv1.2" and v.min_version ~= "TLSv1.3" then
-            err(d, 'listen.tls.min_version must be "TLSv1.2" or "TLSv1.3", got %s',
-                describe(v.min_version))
-            return nil
-        end
-        out.min_version = v.min_version
-    end
-    if v.ciphers ~= nil then
-        if type(v.ciphers) ~= "string" or v.ciphers == "" then
-            err(d, "listen.tls.ciphers must be an OpenSSL cipher list string, got %s",
-                describe(v.ciphers))
-            return nil
-        end
-        out.ciphers = v.ciphers
-    end
+    out.cert, out.key = nil, nil
     return out
 end
 
@@ -787,14 +650,17 @@ function decl.listen(d, t)
         return
     end
     check_keys(d, t, LISTEN.keys, "gw.listen")
-    local l = { host = "0.0.0.0", line = d.line,
+    local l = { host = LISTEN.defaults.host, line = d.line,
                 source = source_name(d.c, d.source) }
     if t.port == nil then
         err(d, "listen.port is required (an integer 1-65535)")
     else
         l.port = field(d, t, "port", "listen", LISTEN.checks.port)
     end
-    l.host = field(d, t, "host", "listen", check_listen_host) or l.host
+    l.host = field(d, t, "host", "listen", LISTEN.checks.host) or l.host
+    -- only when true: C's default is false
+    l.proxy_protocol = field(d, t, "proxy_protocol", "listen",
+                             LISTEN.checks.proxy_protocol) or nil
     l.escaped_slashes = field(d, t, "escaped_slashes", "listen",
                               LISTEN.checks.escaped_slashes)
         or LISTEN.defaults.escaped_slashes
@@ -805,28 +671,6 @@ function decl.listen(d, t)
         local listeners = d.c.listeners
         listeners[#listeners + 1] = { value = l, d = d }
     end
-end
-
--- upstream.health: active checks, { path = "/health", interval = 5,
--- timeout = 2, fall = 3, rise = 2 } (times in seconds, like every time in
--- the config); src/health.c runs them.
-local function upstream_health(d, v)
-    if type(v) ~= "table" then
-        err(d, 'upstream.health must be a table like { path = "/health" }, got %s',
-            describe(v))
-        return nil
-    end
-    check_keys(d, v, HEALTH.keys, "upstream.health")
-    local p = v.path
-    if type(p) ~= "string" or sub(p, 1, 1) ~= "/" or find(p, "[%s%c]") then
-        err(d, 'upstream.health.path must be a path like "/health" (no spaces), got %s',
-            describe(p))
-        return nil
-    end
-    local h = copy(HEALTH.defaults)
-    h.path = p
-    fields(d, v, h, HEALTH, "upstream.health")
-    return h
 end
 
 -- A table option `v` of `what` checked against schema `sc`: its fields
@@ -954,10 +798,9 @@ function decl.upstream(d, name, targets, opts, ...)
         err(d, "gw.upstream takes (name, targets[, options]), got %d " ..
             "arguments", 3 + select("#", ...))
     end
-    local named = type(name) == "string" and name ~= ""
+    local named = UPSTREAM.checks.name(name) ~= nil
     if not named then
-        err(d, "upstream name must be a non-empty string, got %s",
-            describe(name))
+        err(d, "upstream name %s, got %s", UPSTREAM.expected.name, describe(name))
     end
     local u = { name = name, line = d.line,
                 source = source_name(c, d.source), targets = {} }
@@ -972,9 +815,9 @@ function decl.upstream(d, name, targets, opts, ...)
         else
             check_keys(d, opts, UPSTREAM.keys, "gw.upstream options")
             fields(d, opts, u, UPSTREAM, "upstream")
-            if opts.health ~= nil then
-                u.health = upstream_health(d, opts.health)
-            end
+            -- upstream.health: active checks, { path = "/health", interval
+            -- = 5, timeout = 2, fall = 3, rise = 2 }; src/health.c runs them
+            u.health = field(d, opts, "health", "upstream", UPSTREAM.checks.health)
             if opts.retries ~= nil then
                 u.retries = retries_option(d, opts.retries, "upstream.retries")
             end
@@ -997,22 +840,15 @@ function decl.upstream(d, name, targets, opts, ...)
     c.upstreams[#c.upstreams + 1] = entry
 end
 
--- Shared dictionary names end up in C strings and error messages.
-local function is_dict_name(v)
-    return type(v) == "string" and #v >= 1 and #v <= 64
-        and not find(v, "[^%w_%-%.]")
-end
-
 function decl.shared_dict(d, name, opts, ...)
     local c = d.c
     if select("#", ...) > 0 then
         err(d, "gw.shared_dict takes (name, options), got %d arguments",
             2 + select("#", ...))
     end
-    local named = is_dict_name(name)
+    local named = SHARED_DICT.checks.name(name) ~= nil
     if not named then
-        err(d, "shared_dict name must be 1-64 letters, digits, '_', '-' " ..
-            "or '.', got %s", describe(name))
+        err(d, "shared_dict name %s, got %s", SHARED_DICT.expected.name, describe(name))
     end
     local sd = { name = name, line = d.line,
                  source = source_name(c, d.source) }
@@ -1045,10 +881,10 @@ end
 
 local function route_methods(d, methods)
     if type(methods) ~= "table" then
-        err(d, 'route.methods must be a list like { "GET", "POST" }, got %s',
-            describe(methods))
+        err(d, "route.methods %s, got %s", ROUTE.expected.methods, describe(methods))
         return nil
     end
+    local f = ROUTE.field.methods
     local n = #methods
     if n == 0 then
         err(d, "route.methods must not be empty (leave it out to allow any " ..
@@ -1079,9 +915,8 @@ local function route_methods(d, methods)
             end
         end
     end
-    if #out > MAX_METHODS then
-        err(d, "route.methods lists %d methods (at most %d)", #out,
-            MAX_METHODS)
+    if #out > f.max then
+        err(d, "route.methods " .. f.too_many, #out, f.max)
     end
     return out
 end
@@ -1092,10 +927,10 @@ end
 -- gateway removes it from every request, whatever the route says.
 local function route_upgrades(d, list)
     if type(list) ~= "table" then
-        err(d, 'route.upgrades must be a list like { "websocket" } ({} allows ' ..
-            "none), got %s", describe(list))
+        err(d, "route.upgrades %s, got %s", ROUTE.expected.upgrades, describe(list))
         return nil
     end
+    local f = ROUTE.field.upgrades
     local n = #list
     for _, k in ipairs(sorted_keys(list)) do
         if not (is_int(k) and k >= 1 and k <= n) then
@@ -1105,35 +940,32 @@ local function route_upgrades(d, list)
     end
     local out, seen = {}, {}
     for i = 1, n do
-        local p = list[i]
-        if type(p) ~= "string" or not match(p, "^[%w!#$%%&'*+%-.^_`|~]+$") then
-            err(d, "route.upgrades[%d] must be a protocol name (an HTTP token " ..
-                'like "websocket", without "/version"), got %s', i, describe(p))
-        elseif lower(p) == "h2c" then
+        local p = check_value(d, list[i], fmt("route.upgrades[%d]", i),
+                              ROUTE.item_checks.upgrades)
+        if p == "h2c" then
             err(d, 'route.upgrades[%d] "h2c" cannot be allowed: the gateway ' ..
                 "always removes HTTP/2 upgrades (remove it from the list)", i)
-        elseif not seen[lower(p)] then
-            seen[lower(p)] = true
-            out[#out + 1] = lower(p)
+        elseif p and not seen[p] then
+            seen[p] = true
+            out[#out + 1] = p
         end
     end
-    if #out > MAX_UPGRADES then
-        err(d, "route.upgrades lists %d protocols (at most %d)", #out,
-            MAX_UPGRADES)
+    if #out > f.max then
+        err(d, "route.upgrades " .. f.too_many, #out, f.max)
     end
     return out
 end
 
 local function route_headers(d, headers)
     if type(headers) ~= "table" then
-        err(d, 'route.headers must be a table like { ["X-Version"] = "2" }, ' ..
-            "got %s", describe(headers))
+        err(d, "route.headers %s, got %s", ROUTE.expected.headers, describe(headers))
         return nil
     end
+    local f = ROUTE.field.headers
     local out, seen = {}, {}
     for _, k in ipairs(sorted_keys(headers)) do
         local v = headers[k]
-        if type(k) ~= "string" or not is_token(k) then
+        if type(k) ~= "string" or not HEADER_NAME(k) then
             err(d, "route.headers key %s must be a header name", key_str(k))
         elseif type(v) ~= "string" or find(v, "[%z\r\n]") then
             err(d, "route.headers[%s] must be a string (no CR, LF or NUL), " ..
@@ -1150,62 +982,8 @@ local function route_headers(d, headers)
         end
     end
     sort(out, function(a, b) return a.name < b.name end)
-    if #out > MAX_HEADERS then
-        err(d, "route.headers has %d headers (at most %d)", #out, MAX_HEADERS)
-    end
-    return out
-end
-
-local function check_prefix(v)
-    if type(v) == "string" and sub(v, 1, 1) == "/" then
-        return v
-    end
-    return nil, "must be a path starting with '/'"
-end
-
--- A non-negative time in seconds (0 allowed) -> ms.
-local function cache_statuses(d, v)
-    if type(v) ~= "table" or #v == 0 then
-        err(d, "route.cache.statuses must be a non-empty list of statuses " ..
-            "like { 200, 404 }, got %s", describe(v))
-        return nil
-    end
-    local out, seen = {}, {}
-    for i, st in ipairs(v) do
-        if not (is_int(st) and st >= 200 and st <= 599) then
-            err(d, "route.cache.statuses[%d] must be a status 200-599, " ..
-                "got %s", i, describe(st))
-        elseif not seen[st] then
-            seen[st] = true
-            out[#out + 1] = st
-        end
-    end
-    if #out > MAX_CACHE_STATUSES then
-        err(d, "route.cache.statuses lists %d statuses (at most %d)", #out,
-            MAX_CACHE_STATUSES)
-    end
-    return out
-end
-
-local function cache_vary(d, v)
-    if type(v) ~= "table" then
-        err(d, 'route.cache.vary must be a list of request header names ' ..
-            'like { "accept" }, got %s', describe(v))
-        return nil
-    end
-    local out, seen = {}, {}
-    for i, name in ipairs(v) do
-        if type(name) ~= "string" or not is_token(name) then
-            err(d, "route.cache.vary[%d] must be a header name, got %s", i,
-                describe(name))
-        elseif not seen[lower(name)] then
-            seen[lower(name)] = true
-            out[#out + 1] = lower(name)
-        end
-    end
-    if #out > MAX_CACHE_VARY then
-        err(d, "route.cache.vary names %d headers (at most %d)", #out,
-            MAX_CACHE_VARY)
+    if #out > f.max then
+        err(d, "route.headers " .. f.too_many, #out, f.max)
     end
     return out
 end
@@ -1229,13 +1007,10 @@ local function route_cache(d, v)
         return nil
     end
     check_keys(d, v, CACHE.keys, "route.cache")
-    fields(d, v, out, CACHE, "route.cache")
-    if v.statuses ~= nil then
-        out.statuses = cache_statuses(d, v.statuses) or out.statuses
-    end
-    if v.vary ~= nil then
-        out.vary = cache_vary(d, v.vary) or out.vary
-    end
+    fields(d, v, out, CACHE, "route.cache", CACHE_LATER)
+    out.statuses = field(d, v, "statuses", "route.cache", CACHE.checks.statuses)
+        or out.statuses
+    out.vary = field(d, v, "vary", "route.cache", CACHE.checks.vary) or out.vary
     if v.redis ~= nil then
         -- the same options as moongate.redis (checked by it)
         local ok, client = pcall(require("moongate.redis").new, v.redis,
@@ -1249,22 +1024,13 @@ local function route_cache(d, v)
                           connect_timeout = client.connect_timeout }
         end
     end
-    if v.dict ~= nil then
-        if type(v.dict) ~= "string" or v.dict == "" then
-            err(d, "route.cache.dict must be a shared dict name, got %s",
-                describe(v.dict))
-        else
-            out.dict = v.dict
-        end
-    end
+    out.dict = field(d, v, "dict", "route.cache", CACHE.checks.dict) or out.dict
     return out
 end
 
 local function route_rewrite(d, r, t, pinfo)
-    local rw = t.rewrite
-    if type(rw) ~= "string" then
-        err(d, 'route.rewrite must be a path template like "/v1/:id/**", ' ..
-            "got %s", describe(rw))
+    local rw = field(d, t, "rewrite", "route", ROUTE.checks.rewrite)
+    if not rw then
         return
     end
     local info, why = parse_pattern(rw)
@@ -1353,10 +1119,7 @@ function decl.route(d, t)
     local path = t.path
     if path == nil then
         err(d, 'route.path is required (a pattern like "/orders/**")')
-    elseif type(path) ~= "string" then
-        err(d, 'route.path must be a pattern like "/orders/**", got %s',
-            describe(path))
-    else
+    elseif field(d, t, "path", "route", ROUTE.checks.path) then
         local why
         pinfo, why = parse_pattern(path)
         if not pinfo then
@@ -1364,15 +1127,7 @@ function decl.route(d, t)
         end
         r.path = path
     end
-    r.name = r.path
-    if t.name ~= nil then
-        if type(t.name) == "string" and t.name ~= "" then
-            r.name = t.name
-        else
-            err(d, "route.name must be a non-empty string, got %s",
-                describe(t.name))
-        end
-    end
+    r.name = field(d, t, "name", "route", ROUTE.checks.name) or r.path
 
     local up, handler = t.upstream, t.handler
     if up == nil and handler == nil then
@@ -1404,10 +1159,10 @@ function decl.route(d, t)
                 "answers are made by Lua, never tunnelled")
         end
     end
-    r.host = field(d, t, "host", "route", check_route_host)
+    r.host = field(d, t, "host", "route", ROUTE.checks.host)
     r.headers = t.headers ~= nil and route_headers(d, t.headers) or {}
     r.listen = field(d, t, "listen", "route", ROUTE.checks.listen) or r.listen
-    r.strip_prefix = field(d, t, "strip_prefix", "route", check_prefix)
+    r.strip_prefix = field(d, t, "strip_prefix", "route", ROUTE.checks.strip_prefix)
     r.escaped_slashes = field(d, t, "escaped_slashes", "route",
                               ROUTE.checks.escaped_slashes)
     if r.strip_prefix and pinfo
@@ -1484,6 +1239,10 @@ local function finish(c)
     cfg.settings_line, cfg.settings_source = s.line, s.source
     cfg.tests = c.tests
     cfg.limits, cfg.timeouts = s.limits, s.timeouts
+    if s.trusted_proxies and s.trusted_proxies[1] then
+        -- none: nothing is believed, and the header does not matter
+        cfg.trusted_proxies, cfg.real_ip_header = s.trusted_proxies, s.real_ip_header
+    end
 
     -- listeners: duplicates are checked among the well-formed ones only
     cfg.listeners = {}
@@ -1509,6 +1268,11 @@ local function finish(c)
         end
         if d.bad then
             -- already reported
+        elseif l.proxy_protocol and not (s.trusted_proxies
+                                         and s.trusted_proxies[1]) then
+            err(d, "listen.proxy_protocol needs settings.trusted_proxies: the " ..
+                "addresses of the proxies that send the PROXY header (any " ..
+                "other peer is refused)")
         elseif dup and dup.value.host == l.host then
             err(d, "duplicate listener %s (already declared at %s)",
                 host_port(l.host, l.port), at(d, dup.d))
@@ -1561,9 +1325,9 @@ local function finish(c)
             local sd = c.shared_dict_by_name[r.cache.dict]
             if sd then
                 r.cache.dict_size = sd.value.size or CACHE_DICT_SIZE
-            elseif r.cache.dict == DEFAULT_CACHE.dict then
+            elseif r.cache.dict == CACHE.defaults.dict then
                 r.cache.dict_size = CACHE_DICT_SIZE
-                local decl = { name = DEFAULT_CACHE.dict, size = CACHE_DICT_SIZE,
+                local decl = { name = CACHE.defaults.dict, size = CACHE_DICT_SIZE,
                                line = d.line, source = r.source }
                 c.shared_dict_by_name[decl.name] = { value = decl, d = d }
                 c.shared_dicts[#c.shared_dicts + 1] =

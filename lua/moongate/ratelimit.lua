@@ -38,8 +38,8 @@ local base = require "moongate.base"       -- option errors read alike
 local type, tostring, error, pairs, ipairs, setmetatable, pcall, next =
     type, tostring, error, pairs, ipairs, setmetatable, pcall, next
 local floor, ceil, huge = math.floor, math.ceil, math.huge
-local fmt, lower, find, gsub, concat, sort = string.format, string.lower,
-    string.find, string.gsub, table.concat, table.sort
+local fmt, gsub, concat, sort = string.format, string.gsub, table.concat,
+    table.sort
 
 local raise, describe, check_keys = base.raise, base.describe,
     base.check_keys
@@ -66,6 +66,12 @@ mg_shdict_t *mg_ffi_shdict_open(const char *name, size_t name_len, size_t cap);
 ]]
 
 local C = require("moongate.clib").load("mg_ffi_shdict_gcra")
+
+-- A dictionary name (src/shdict.c's rule, as gw.shared_dict checks it) and
+-- a header name (src/header_names.c's, lower-cased), from the config schema.
+local cdefs = require "moongate.cdefs"
+local DICT_NAME = base.value_check(cdefs.config_field("shared_dict", "name"), cdefs)
+local HEADER_NAME = base.value_check(cdefs.config_field("cache", "vary").item, cdefs)
 
 local _M = {}
 
@@ -260,8 +266,7 @@ build = function(opts, what, keys)
     end
     local dict = opts.dict
     if dict == nil then dict = _M.DEFAULT_DICT end
-    if type(dict) ~= "string" or not find(dict, "^[%w_%-%.]+$")
-        or #dict > 64 then
+    if DICT_NAME(dict) == nil then
         raise(fmt("%s.dict must be a shared dict name (1-64 letters, " ..
                   "digits, " ..
                   "'_', '-', '.'), got %s", what, describe(dict)))
@@ -498,11 +503,12 @@ end
 --- limit.key.header(name) -> a key function: the value of that request
 -- header, else "ip:" and the client's address.
 function _M.key.header(name)
-    if type(name) ~= "string" or not find(name, "^[%w!#$%%&'*+%-.^_`|~]+$") then
+    local lname = HEADER_NAME(name)
+    if not lname then
         raise("limit.key.header(name): name must be a header name, got " ..
               describe(name))
     end
-    name = lower(name)
+    name = lname
     return function(req)
         return req:header(name) or "ip:" .. req.client
     end

@@ -25,7 +25,6 @@ local type, tostring, error, select, setmetatable, pcall, ipairs =
     type, tostring, error, select, setmetatable, pcall, ipairs
 local ffi_string = ffi.string
 local fmt, match, find = string.format, string.match, string.find
-local huge = math.huge
 local yield = coroutine.yield
 
 ffi.cdef [[
@@ -65,30 +64,33 @@ local raise, describe, check_keys = base.raise, base.describe, base.check_keys
 -- which also copies route.cache.redis into C.
 local cdefs = require "moongate.cdefs"
 local FIELDS = cdefs.config_fields("redis")
-local KEYS = {}
+local KEYS, CHECKS, DEFAULTS = {}, {}, {}
 for i, f in ipairs(FIELDS) do
     KEYS[i] = f.name
+    CHECKS[f.name] = base.value_check(f, cdefs) -- nil: checked by hand
+    DEFAULTS[f.name] = f.def
+end
+
+-- The option `name` of `opts` (or its default), checked by the schema;
+-- raises when it is not valid.
+local function option(opts, what, name)
+    local v = opts[name]
+    if v == nil then
+        return DEFAULTS[name]
+    end
+    local out, expected = CHECKS[name](v)
+    if out == nil then
+        raise(fmt("%s.%s %s, got %s", what, name, expected, describe(v)))
+    end
+    return out
 end
 
 -- Copies the numeric options of `opts` (or their defaults) into `out`,
 -- raising at the first that is out of range.
 local function numbers(opts, what, out)
     for _, f in ipairs(FIELDS) do
-        local v, ok = opts[f.name], true
-        if f.kind == cdefs.FIELD_INT then
-            ok = v == nil or type(v) == "number" and v % 1 == 0
-                and v >= f.min and v <= f.max
-        elseif f.kind == cdefs.FIELD_SECONDS then
-            ok = v == nil or type(v) == "number" and v > 0 and v ~= huge
-        else
-            ok = nil                    -- checked by hand
-        end
-        if ok == false then
-            raise(fmt("%s.%s %s, got %s", what, f.name, f.expected or
-                      "must be a number of seconds > 0", describe(v)))
-        elseif ok then
-            if v == nil then v = f.def end
-            out[f.name] = v
+        if f.kind == cdefs.FIELD_INT or f.kind == cdefs.FIELD_SECONDS then
+            out[f.name] = option(opts, what, f.name)
         end
     end
     return out
@@ -115,12 +117,8 @@ function _M.new(opts, what)
                   ", got %s", what, describe(opts)))
     end
     check_keys(opts, KEYS, what)
-    local host = opts.host == nil and "127.0.0.1" or opts.host
-    if type(host) ~= "string" or host == "" or #host > 255
-        or find(host, "[%s%z]") then
-        raise(fmt("%s.host must be an address or host name, got %s", what,
-                  describe(host)))
-    end
+    local host = option(opts, what, "host")
+    -- the password's value is never shown (its type is)
     local password = opts.password
     if password ~= nil and (type(password) ~= "string" or password == ""
                             or find(password, "%z")) then

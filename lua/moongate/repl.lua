@@ -263,84 +263,72 @@ local function split_target(target)
     return host, tonumber(port)
 end
 
-local function receive_line(sock)
-    local line, err = sock:receive("*l")
-    if not line then
-        error("reading the answer: " .. err, 0)
+-- The upstream's answer, read from sock until the gateway's own upstream
+-- response parser (src/h1_response.c, mg_ffi_h1_response) says it is
+-- complete: { status, headers = list, body (unframed) }. Raises the
+-- reason when it is refused, cut short or late.
+local ffi = require "ffi"
+local MAX_HEADERS = 128
+local a_status, a_nheaders = ffi.new("int[1]"), ffi.new("uint32_t[1]")
+local a_spans = ffi.new("uint32_t[?]", 4 * MAX_HEADERS)
+local a_off, a_len, a_err = ffi.new("size_t[1]"), ffi.new("size_t[1]"),
+    ffi.new("const char *[1]")
+
+local function read_answer(sock, method, timeout)
+    local socket = require "socket"
+    local cdefs = require "moongate.cdefs"
+    local C = cdefs.C or require("moongate.clib").require("mg_ffi_now")
+    local deadline = socket.gettime() + timeout
+    local data, eof = "", false
+    sock:settimeout(0)
+    while true do
+        -- the parser unframes in place: a fresh copy each time
+        local buf = ffi.new("char[?]", #data + 1)
+        ffi.copy(buf, data, #data)
+        local n = tonumber(C.mg_ffi_h1_response(buf, #data, eof and 1 or 0,
+            method == "HEAD" and 1 or 0, a_status, a_spans, MAX_HEADERS, a_nheaders,
+            a_off, a_len, a_err))
+        if n >= 0 then
+            local list = {}
+            for i = 0, tonumber(a_nheaders[0]) - 1 do
+                local sp = a_spans + 4 * i
+                list[#list + 1] = { ffi.string(buf + sp[0], sp[1]),
+                                    ffi.string(buf + sp[2], sp[3]) }
+            end
+            return { status = a_status[0], headers = list,
+                     body = ffi.string(buf + a_off[0], a_len[0]) }
+        elseif n ~= cdefs.AGAIN then
+            error("not a valid HTTP answer: " .. ffi.string(a_err[0]), 0)
+        end
+        local left = deadline - socket.gettime()
+        if left <= 0 then
+            error("reading the answer: timeout", 0)
+        end
+        local readable = socket.select({ sock }, nil, left)
+        if readable and readable[1] then
+            local got, err, partial = sock:receive(65536)
+            data = data .. (got or partial or "")
+            if err == "closed" then
+                eof = true
+            elseif err and err ~= "timeout" then
+                error("reading the answer: " .. err, 0)
+            end
+        end
     end
-    return line
 end
 
-local function receive(sock, n)
-    if n == 0 then
-        return ""
-    end
-    local data, err = sock:receive(n)
-    if not data then
-        error("reading the answer body: " .. err, 0)
-    end
-    return data
-end
-
-local function read_answer(sock, method)
-    local status, list, lheaders
-    repeat                               -- interim 1xx answers are skipped
-        local line = receive_line(sock)
-        status = tonumber(match(line, "^HTTP/1%.[01] (%d%d%d)"))
-        if not status then
-            error("not an HTTP answer: " .. quote(line, 80), 0)
-        end
-        list, lheaders = {}, {}
-        while true do
-            line = receive_line(sock)
-            if line == "" then
-                break
-            end
-            local name, value = match(line, "^([^:]+):%s*(.-)%s*$")
-            if not name then
-                error("bad header line: " .. quote(line, 80), 0)
-            end
-            list[#list + 1] = { name, value }
-            lheaders[lower(name)] = value
-        end
-    until status >= 200 or status == 101
-    local body = ""
-    local te, cl = lheaders["transfer-encoding"], lheaders["content-length"]
-    if method == "HEAD" or status == 204 or status == 304 or status == 101 then
-        body = ""
-    elseif te and find(lower(te), "chunked", 1, true) then
-        local parts = {}
-        while true do
-            local size = tonumber(match(receive_line(sock), "^%x+"), 16)
-            if not size then
-                error("bad chunk size", 0)
-            end
-            if size == 0 then
-                break
-            end
-            parts[#parts + 1] = receive(sock, size)
-            receive_line(sock)
-        end
-        repeat until receive_line(sock) == ""     -- trailers
-        body = concat(parts)
-        -- the kit frames the decoded body with a Content-Length
-        local kept = {}
-        for _, h in ipairs(list) do
-            if lower(h[1]) ~= "transfer-encoding" then
-                kept[#kept + 1] = h
-            end
-        end
-        list = kept
-    elseif cl then
-        body = receive(sock, tonumber(cl) or 0)
-    else
-        local data, err, partial = sock:receive("*a")
-        body = data or partial or ""
-        if not data and err ~= "closed" then
-            error("reading the answer body: " .. err, 0)
+-- The answer as the kit's fake upstream gives it: the body decoded, so
+-- a chunked one loses its Transfer-Encoding (the kit frames the decoded
+-- body with a Content-Length).
+local function as_fake(res)
+    local kept = {}
+    for _, h in ipairs(res.headers) do
+        if lower(h[1]) ~= "transfer-encoding" then
+            kept[#kept + 1] = h
         end
     end
-    return { status = status, headers = list, body = body }
+    res.headers = kept
+    return res
 end
 
 -- Sends upstream request `ureq` (a moongate.testing upstream_request: its
@@ -365,12 +353,12 @@ local function real_request(ureq, timeout)
         sock:close()
         return nil, "send: " .. tostring(err)
     end
-    local rok, res = pcall(read_answer, sock, ureq.method)
+    local rok, res = pcall(read_answer, sock, ureq.method, timeout)
     sock:close()
     if not rok then
         return nil, tostring(res)
     end
-    return res
+    return as_fake(res)
 end
 
 

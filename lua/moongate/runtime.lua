@@ -98,7 +98,10 @@ getters.path = str_getter(cdefs.PATH)
 getters.raw_path = str_getter(cdefs.RAW_PATH)
 getters.query = str_getter(cdefs.QUERY)
 getters.id = str_getter(cdefs.ID)
+-- the real client (settings.trusted_proxies: from a trusted proxy's PROXY
+-- header or real_ip_header), and the socket peer
 getters.client = str_getter(cdefs.CLIENT)
+getters.peer = str_getter(cdefs.PEER)
 getters.route = str_getter(cdefs.ROUTE)
 getters.upstream = str_getter(cdefs.UPSTREAM)
 getters.target = str_getter(cdefs.TARGET)
@@ -297,6 +300,20 @@ function Request.arg(self, name)
     local v = self:args()[name]
     if type(v) == "table" then return v[1] end
     return v
+end
+
+--- req:proxy_tlv(type) -> the value (a string) of the PROXY protocol v2
+-- TLV of that type (0x01 ALPN, 0x02 authority, 0x05 unique id, 0x21-0x25
+-- the SSL TLV's version, CN, cipher, signature and key algorithms) the
+-- connection began with, or nil.
+function Request.proxy_tlv(self, t)
+    if type(t) ~= "number" then
+        error("req:proxy_tlv expects a TLV type (a number 0-255)", 2)
+    end
+    if C.mg_ffi_req_proxy_tlv(rptr(self), t, out_p, out_n) == 0 then
+        return ffi_string(out_p[0], out_n[0])
+    end
+    return nil
 end
 
 -- Methods written only on the public request API: the testing kit's fake

@@ -7,13 +7,15 @@
 --   local d = gwt:request { path = "/orders/1", headers = { ... } }
 --   -- d.status, d.headers, d.route, d.upstream, d.upstream_request, d.trace
 --
--- The pipeline below is continue_request (src/http_conn.c) step by step:
+-- The pipeline below is continue_request (src/pipeline.c) step by step:
 -- on_request, router, on_route, 404/405, 413, the route's policies, then
--- the route's handler or the upstream; on_response; on_log. The router and
--- the path normaliser are the C code itself (moongate.testing.router), and
--- so is the balancer (mg_ffi_balancer_swrr); requests and responses are
--- models with runtime.lua's API (moongate.testing.fake).
--- spec/integration/kit_parity_spec.lua checks the whole against the binary. Hooks run in one coroutine per request that
+-- the route's handler or the upstream; on_response; on_log. What comes
+-- before (the head's checks, then the Host, target and escaped-slash
+-- checks of src/pipeline.c), the router (moongate.testing.router), the
+-- balancer (mg_ffi_balancer_swrr) and the gateway's own answers are the C
+-- code itself; requests and responses are models with runtime.lua's API
+-- (moongate.testing.fake). spec/integration/kit_parity_spec.lua checks
+-- the whole against the binary. Hooks run in one coroutine per request that
 -- runtime.co_req maps to the fake request, so gw.respond, gw.redirect and
 -- gw.sleep of the real moongate module find it. gw.sleep advances a virtual
 -- clock instead of waiting; while a kit request runs, gw.now follows that
@@ -52,6 +54,11 @@ local co_req = runtime.co_req
 local _M = {}
 
 _M.format_trace = trace.format
+
+-- The C namespace (cdefs.C), raising the reason when it cannot be loaded.
+local function C()
+    return cdefs.C or require("moongate.clib").require("mg_ffi_now")
+end
 
 
 -- Helpers -------------------------------------------------------------------
@@ -117,9 +124,9 @@ local function answer(d, status, list, body)
     end
 end
 
--- The gateway's own error answer (mg_request_respond_error).
-local function gateway_error(d, st, status, message, block)
-    answer(d, fake.error_response(st, status, message, nil, block))
+-- The gateway's own JSON error answer (src/request.c, through fake).
+local function gateway_error(d, st, status, message)
+    answer(d, fake.error_response(st, status, message))
     d.responded_by = "gateway"
 end
 
@@ -548,54 +555,21 @@ local function proxy(R)
     d.responded_by = st.replaced_by or "upstream"
 end
 
--- http_conn.c escaped_slashes: true when the request was answered (400 or
--- 307); st.path may become the decoded path.
-local function escaped_slashes(g, d, st)
-    local found = router.escaped_slashes(st.path)
-    if found == 0 then
-        return false
+-- The pipeline's checks before any hook (src/pipeline.c: Host, the
+-- target, escaped slashes), or once routed (404, 405, 413): true when they
+-- answered.
+local function checks_answered(d, st, routed)
+    local status, list, body
+    if routed then
+        status, list, body = fake.routed(st)
+    else
+        status, list, body = fake.checks(st)
     end
-    -- the mode of the route the path reaches as received, else the
-    -- listener's
-    local host = st.known.host and st.headers[st.known.host][2] or nil
-    local rc, m = g.router:match(st.local_port, st.method, host, st.path,
-                                 st.headers)
-    local mode = rc == router.OK
-        and g.cfg.routes[m.route.index + 1].escaped_slashes
-    if not mode then
-        for _, l in ipairs(g.cfg.listeners or {}) do
-            if l.port == st.local_port then
-                mode = l.escaped_slashes
-                break
-            end
-        end
-    end
-    mode = mode or "reject"
-    if mode == "keep" then
-        return false
-    end
-    local nested = band(found, router.NESTED_SLASH) ~= 0
-    if mode == "reject" or nested then
-        gateway_error(d, st, 400, nested
-            and "encoded escaped slash (%252F, %255C) in path"
-            or "escaped slash (%2F, %5C) in path")
-        return true
-    end
-    local dec = router.normalize(st.raw_path, router.DECODE_SLASHES)
-    if not dec or router.escaped_slashes(dec) ~= 0 then
-        gateway_error(d, st, 400, "bad request target")
-        return true
-    end
-    if mode == "redirect" then
-        local body = cjson.encode({
-            error = "escaped slash in path: see Location", status = 307,
-            request_id = st.id }) .. "\n"
-        answer(d, fake.local_response(st, 307, "application/json", body,
-            { "Location", dec .. st.query_raw }))
+    if status then
+        answer(d, status, list, body)
         d.responded_by = "gateway"
         return true
     end
-    st.path = dec
     return false
 end
 
@@ -605,32 +579,12 @@ local function pipeline(R)
     local g, d, st = R.g, R.d, R.st
     if st.bad then
         gateway_error(d, st, st.bad_status or 400, st.bad)
-    elseif st.http_minor == 1 and not st.known.host then
-        gateway_error(d, st, 400, "missing Host header")
-    elseif st.known.host
-        and not router.valid_host(st.headers[st.known.host][2]) then
-        gateway_error(d, st, 400, "invalid Host header")
-    elseif not fake.prepare(st, router.normalize) then
-        gateway_error(d, st, 400, "bad request target")
-    elseif escaped_slashes(g, d, st) then
+    elseif checks_answered(d, st) then
         -- answered
     elseif not stops(R, P_REQUEST) then
         route_request(g, d, st)
-        if stops(R, P_ROUTE) then
+        if stops(R, P_ROUTE) or checks_answered(d, st, true) then
             -- answered
-        elseif not st.route and not st.upstream_override then
-            if st.route_rc == router.BAD_METHOD then
-                local host = st.known.host and st.headers[st.known.host][2]
-                local allow = g.router:allowed(st.local_port, host, st.path,
-                                               st.headers)
-                gateway_error(d, st, 405, "method not allowed",
-                              { "Allow", allow })
-            else
-                gateway_error(d, st, 404, "no route")
-            end
-        elseif st.content_length > (st.route and st.route.max_body
-                                    or g.cfg.limits.body) then
-            gateway_error(d, st, 413, "request body too large")
         elseif st.route and stops(R, P_ACCESS) then
             -- answered
         elseif st.route and st.route.handler and not st.upstream_override then
@@ -651,13 +605,6 @@ end
 
 local Gateway = {}
 local gateway_mt = { __index = Gateway }
-
-local function target_name(host, port)
-    if find(host, ":", 1, true) then
-        return "[" .. host .. "]:" .. port
-    end
-    return host .. ":" .. port
-end
 
 local function policy_label(i, p)
     if type(p.name) == "string" then
@@ -685,6 +632,24 @@ local function check_patterns(cfg)
         end
     end
     return errors
+end
+
+-- A kit config (src/kit_request.c) owned by the Lua GC, or nil and its
+-- errors ("file:line: reason" lines).
+local function kit_config(kc)
+    if kc == nil then
+        return nil, { "moongate.testing: out of memory" }
+    end
+    kc = ffi.gc(kc, C().mg_ffi_kit_config_free)
+    local e = C().mg_ffi_kit_config_errors(kc)
+    if e ~= nil then
+        local errs = {}
+        for line in ffi.string(e):gmatch("[^\n]+") do
+            errs[#errs + 1] = line
+        end
+        return nil, errs
+    end
+    return kc
 end
 
 local function id_counter()
@@ -731,11 +696,25 @@ function _M.load(file, opts)
     if not rt then
         return nil, { fmt("%s: the router refused the routes: %s", file, err) }
     end
+    -- the config the gateway would run (src/config.c's copy into C), which
+    -- the kit's C requests read (r->g->cfg: upstreams, targets, limits)
+    local kc, kerr = kit_config(C().mg_ffi_kit_config_load(file, package.path))
+    if not kc then
+        return nil, kerr
+    end
     for _, sd in ipairs(cfg.shared_dicts) do
         router.open_shared_dict(sd.name, sd.size)
     end
 
+    -- the listener a request on a port came on: the first on that port
+    -- (0-based, as the config's in C; none: past the last)
+    local listeners = {}
+    for i = #cfg.listeners, 1, -1 do
+        listeners[cfg.listeners[i].port] = i - 1
+    end
     local env = {
+        kc = kc,
+        listener_of = function(port) return listeners[port] or 65535 end,
         upstreams = {}, upstream_by_name = {}, clock = { offset = 0 },
         listen_port = cfg.listeners[1] and cfg.listeners[1].port or 80,
         next_id = id_counter(), next_hex = hex_counter(), max_body = cfg.limits.body,
@@ -744,10 +723,11 @@ function _M.load(file, opts)
             return rt:upstream_path(st.match, st.path)
         end,
     }
+    fake.trusted_set(env, cfg.trusted_proxies, cfg.real_ip_header)
     for i, u in ipairs(cfg.upstreams) do
         local targets = {}
         for j, t in ipairs(u.targets) do
-            targets[j] = { name = target_name(t.host, t.port),
+            targets[j] = { name = ffi.string(C().mg_ffi_kit_config_name(kc, i - 1, j - 1)),
                            weight = t.weight }
         end
         env.upstreams[i] = { name = u.name, targets = targets,
@@ -803,6 +783,22 @@ local function new_state(spec, env, level)
     return st
 end
 
+-- A fake request the gateway answers before any hook is no request to
+-- call hooks with: raises what the gateway answers.
+local function refused(st, level)
+    local status, why = st.bad_status, st.bad
+    if not st.bad then
+        local _, body
+        status, _, body = fake.checks(st, false)
+        local j = status and cjson.decode(body)
+        why = type(j) == "table" and j.error or body
+    end
+    if status then
+        error(fmt("moongate.testing: the gateway answers this request %d (%s)", status, why),
+              level + 1)
+    end
+end
+
 --- Runs request `spec` through the gateway (docs/testing.md) and returns
 -- the decision: { status, headers, header_list, body, json, route, params,
 -- upstream, target, upstream_request, upstream_response, responded_by,
@@ -816,7 +812,8 @@ function Gateway.request(self, spec)
     local req, res = fake.request(st)
     local d = {
         trace = {}, id = st.id,
-        request = { method = st.method, uri = st.url, client = st.client,
+        request = { method = st.method, uri = st.url,
+                    client = st.real_client or st.client, peer = st.client,
                     port = st.local_port },
     }
     local R = { g = self, spec = spec, st = st, d = d, req = req, res = res }
@@ -890,10 +887,7 @@ end
 function Gateway.fake_request(self, spec)
     spec = spec or {}
     local st = new_state(spec, self.env, 2)
-    if st.bad or not fake.prepare(st, router.normalize) then
-        error("moongate.testing: the gateway answers this request 400 (" ..
-              (st.bad or "bad request target") .. ")", 2)
-    end
+    refused(st, 3)
     route_request(self, {}, st)
     st.http = spec.http
     local req = fake.request(st)
@@ -927,17 +921,37 @@ end
 -- A context for fake requests made without a config: any upstream or
 -- target name is accepted unless spec.upstreams lists them.
 local function standalone_env(spec)
+    local kc = kit_config(C().mg_ffi_kit_config_new())
+    if not kc then
+        error("moongate.testing: out of memory", 3)
+    end
     local env = {
+        kc = kc,
+        listener_of = function() return 65535 end, -- none
         upstreams = {}, upstream_by_name = {}, clock = { offset = 0 },
         lenient = spec.upstreams == nil, listen_port = 80,
         next_id = id_counter(), next_hex = hex_counter(), max_body = spec.max_body,
     }
+    -- the upstreams and targets of the model and of its C config, in step
+    local function grown(i)
+        if i < 0 then
+            error("moongate.testing: out of memory", 0)
+        end
+        return i
+    end
     local function add(name)
         if not env.upstream_by_name[name] then
+            grown(C().mg_ffi_kit_config_upstream(kc, name, #name))
             env.upstreams[#env.upstreams + 1] = { name = name, targets = {} }
             env.upstream_by_name[name] = #env.upstreams
         end
         return env.upstreams[env.upstream_by_name[name]]
+    end
+    function env.add_target(ui, name)
+        local u = env.upstreams[ui]
+        grown(C().mg_ffi_kit_config_target(kc, ui - 1, name, #name))
+        u.targets[#u.targets + 1] = { name = name, weight = 1 }
+        return #u.targets
     end
     if spec.upstreams then
         local names = {}
@@ -946,13 +960,14 @@ local function standalone_env(spec)
         end
         sort(names)
         for _, name in ipairs(names) do
-            local u = add(name)
+            add(name)
             for _, t in ipairs(spec.upstreams[name]) do
-                u.targets[#u.targets + 1] = { name = t, weight = 1 }
+                env.add_target(env.upstream_by_name[name], t)
             end
         end
     end
     env.add = add
+    fake.trusted_set(env, spec.trusted_proxies, spec.real_ip_header)
     return env
 end
 
@@ -966,12 +981,7 @@ function _M.fake_request(spec)
     spec = spec or {}
     local env = standalone_env(spec)
     local st = new_state(spec, env, 2)
-    local normalize = router.lib() and router.normalize
-        or function(p) return p end
-    if st.bad or not fake.prepare(st, normalize) then
-        error("moongate.testing: the gateway answers this request 400 (" ..
-              (st.bad or "bad request target") .. ")", 2)
-    end
+    refused(st, 3)
     local ui
     if spec.upstream then
         if not env.upstream_by_name[spec.upstream] and not env.lenient then
@@ -1003,8 +1013,7 @@ function _M.fake_request(spec)
             end
         end
         if not st.target then
-            u.targets[#u.targets + 1] = { name = spec.target, weight = 1 }
-            st.target = #u.targets
+            st.target = env.add_target(ui, spec.target)
         end
     end
     st.http = spec.http

@@ -577,6 +577,17 @@ describe("admin address", function()
         end
     end)
 
+    it("reads names with the config's host grammar (src/uri.c)", function()
+        for _, names in ipairs { "a..b", "-gw.internal", "123", "1.2.3:9901",
+                                 ("a"):rep(64) .. ".internal" } do
+            local t, err = start { names = names }
+            assert.is_nil(t, names)
+            assert.truthy(err:find("is not a host name or host:port", 1, true), err)
+        end
+        local t = assert(start { names = "gw_1.internal,gw1.internal.:8443,10.0.0.7" })
+        stop(t)
+    end)
+
     it("reports a bind error with the address", function()
         local t, p = assert(start())
         local t2, err = start { port = p }

@@ -304,3 +304,30 @@ describe("argument mistakes", function()
         end)
     end
 end)
+
+describe("moongate check: what config.lua normalises, C copies by the same schema", function()
+    -- every value below goes through a module's check twice (config.lua,
+    -- then src/config.c on the normalised table): a normalised value that
+    -- the second check did not keep as is would be an "internal error"
+    it("accepts nested tables, lists and checked strings of every object", function()
+        local code, out = h.check_config([[
+local gw = require "moongate"
+gw.settings { access_log = "logs/access.log", error_log = "stderr",
+              admin = { host = "127.0.0.1", names = { "gw1.internal", "gw1.internal:9901" } },
+              limits = { body = "1m" }, timeouts = { header = 5 } }
+gw.listen { port = 8080, host = "[::1]" }
+gw.listen { port = 8081, host = "localhost" }
+gw.upstream("api", { "api_1.internal:80", { "[::1]:81", weight = 2 } },
+            { health = { path = "/healthz", interval = 1 } })
+gw.shared_dict("pages", { size = "1m" })
+gw.route { name = "pages", path = "/p/**", upstream = "api", host = "*.Example.COM",
+           methods = { "get", "HEAD", "GET" }, upgrades = { "WebSocket", "websocket" },
+           headers = { ["X-Version"] = "2", ["x-tenant"] = "a" }, strip_prefix = "/p",
+           cache = { dict = "pages", statuses = { 200, 404, 200 }, vary = { "Accept" } } }
+gw.route { path = "/r/:id", upstream = "api", rewrite = "/v1/:id", host = "[::1]",
+           cache = { redis = { host = "[::1]", port = 6379, password = "secret" } } }
+]])
+        assert.equal(0, code, out)
+        assert.falsy(out:find("internal error", 1, true), out)
+    end)
+end)

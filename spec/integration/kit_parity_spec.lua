@@ -25,7 +25,8 @@ local CONFIG = [[
 local gw = require "moongate"
 local jwt = require "moongate.jwt"
 local limit = require "moongate.ratelimit"
-gw.settings { access_log = "off", timeouts = { hook = 0.5 } }
+gw.settings { access_log = "off", timeouts = { hook = 0.5 },
+              limits = { request_line = 2048, header_size = 4096, header_count = 40 } }
 gw.listen { port = {{PORT}}, host = "127.0.0.1" }
 gw.upstream("a", { "{{A}}" })
 gw.upstream("b", { "{{B}}" })
@@ -50,7 +51,15 @@ gw.on_request = function(req)
     if req.path == "/refuse" then
         return gw.respond(400, "bad header from a hook")
     end
+    if req.path == "/respond/204" then return gw.respond(204) end
+    if req.path == "/respond/304" then return gw.respond(304, nil, { ETag = '"v1"' }) end
+    if req.path == "/respond/html" then
+        return gw.respond(201, "<p>hi</p>", { ["Content-Type"] = "text/html" })
+    end
 end
+
+-- a refused call's message without its position
+local function why(e) return (tostring(e):gsub("^[^:]*:%d+: ", "")) end
 
 gw.on_route = function(req, route)
     if req.path:find("^/rw/") then
@@ -61,6 +70,9 @@ gw.on_route = function(req, route)
         req:set_upstream("b")
     end
     if route then req:add_header("X-Route-Seen", route.name or route.path) end
+    if req:header("x-pin-b") then req:set_target("{{B}}") end
+    if req:header("x-pin-bad") then req:set_target("10.255.0.1:9") end  -- not ab's: 500
+    if req:header("x-up-bad") then req:set_upstream("nope") end         -- no such: 500
 end
 
 gw.on_response = function(req, res)
@@ -71,6 +83,13 @@ gw.on_response = function(req, res)
     if req:header("x-res-body") then res:set_body("replaced by on_response\n") end
     if req:header("x-res-drop") then res:remove_header("X-Upstream-Name") end
     if req:header("x-res-boom") then error("on_response fails") end
+    if req:header("x-late") then
+        -- too late once the upstream answered: both refused, with their reasons
+        local _, e1 = pcall(req.set_upstream, req, "b")
+        local _, e2 = pcall(req.set_target, req, "{{B}}")
+        res:set_header("X-Late", why(e1) .. " | " .. why(e2))
+    end
+    if req:header("x-res-respond") then return gw.respond(202, { replaced = true }) end
 end
 
 gw.on_log = function(req, res)
@@ -106,6 +125,8 @@ gw.route { name = "down", path = "/down/**", upstream = "dead" }
 gw.route { name = "boom", path = "/boom", upstream = "a",
            policies = { function(req) error("policy fails") end } }
 gw.route { name = "small", path = "/small", upstream = "a", max_body = 8 }
+gw.route { name = "esc-redirect", path = "/er/**", upstream = "a", escaped_slashes = "redirect" }
+gw.route { name = "esc-decode", path = "/ed/**", upstream = "a", escaped_slashes = "decode" }
 ]]
 
 -- The requests. Each: method, path, headers (a list, sent in this order),
@@ -208,6 +229,38 @@ local REQUESTS = {
     { path = "/api/users/20", headers = { { "Host", "a" }, { "Host", "b" } } }, -- 400
     { path = "/api/users/21", headers = { { "Host", "bad host!" } } },          -- 400
     { path = "/api/users/22", headers = { { "Content-Length", "abc" } } },      -- 400
+    -- the gateway's own answers, and the limits of the config
+    { path = "/" .. string.rep("a", 2100) },                                   -- 414
+    { path = "/api/users/41", headers = { { "X-Big", string.rep("b", 4200) } } }, -- 431
+    { path = "/api/users/42", headers = (function()                            -- 431
+        local l = {}
+        for i = 1, 45 do l[i] = { "X-N" .. i, "v" } end
+        return l
+    end)() },
+    { path = "/api/users/43", headers = { { "X-Cr", "a\rb" } } },             -- 400 bare CR
+    { path = "/api/users/44", headers = { { "X-Fold", "a\r\n b" } } },       -- 400 obs-fold
+    { version = "0.9", path = "/api/users/45" },                              -- 400 HTTP/0.9
+    { method = "HEAD", path = "/nowhere" },                                   -- 404, no body
+    { version = "1.0", path = "/nowhere" },                                   -- 404, HTTP/1.0
+    { method = "PUT", path = "/exact", body = "x" },                          -- 405
+    { method = "POST", path = "/api/users/46", body = string.rep("z", 64),
+      headers = { { "Content-Length", "99999999" } } },                       -- 413
+    -- set_target / set_upstream: the config's names, in their phases
+    { path = "/rot/pin", headers = { { "X-Pin-B", "1" } } },
+    { path = "/rot/pin-bad", headers = { { "X-Pin-Bad", "1" } } },             -- 500
+    { path = "/api/users/47", headers = { { "X-Up-Bad", "1" } } },             -- 500
+    { path = "/api/users/48", headers = { { "X-Late", "1" } } },               -- refused
+    -- gw.respond
+    { path = "/respond/204" },
+    { path = "/respond/304" },
+    { path = "/respond/html" },
+    { method = "HEAD", path = "/teapot" },
+    { version = "1.0", path = "/teapot" },
+    { path = "/api/users/49", headers = { { "X-Res-Respond", "1" } } },
+    -- escaped slashes as a route says: the 307, the decoded path, nested
+    { path = "/er/a%2Fb?q=1" },
+    { path = "/ed/a%2Fb/../c?q=2" },
+    { path = "/er/a%252Fb" },
 }
 
 -- Values that differ between the two runs for a reason, by header name
@@ -350,9 +403,19 @@ describe("the testing kit and the binary", function()
     -- answer = { status, header_list, body } }.
     local function via_binary(r, headers)
         local before = counts()
-        local res = h.http(gw.port, { method = r.method, path = r.path,
-                                      headers = headers, body = r.body,
-                                      version = r.version and "HTTP/" .. r.version })
+        local res
+        if r.version == "0.9" then
+            -- a request line without a version: the same head as the kit's
+            local c = h.connect(gw.port)
+            c:send((h.request_text { method = r.method, path = r.path, headers = headers }
+                :gsub(" HTTP/1%.1\r\n", "\r\n", 1)))
+            res = assert(c:read_response { method = r.method })
+            c:close()
+        else
+            res = h.http(gw.port, { method = r.method, path = r.path,
+                                    headers = headers, body = r.body,
+                                    version = r.version and "HTTP/" .. r.version })
+        end
         local after = counts()
         local contacted
         for _, n in ipairs { "a", "b" } do

@@ -258,6 +258,19 @@ describe("moongate repl -c FILE (stdin)", function()
             assert.equal("/orders/3", last[#last].path)
         end)
 
+        it("reads a chunked answer with the gateway's own response parser", function()
+            local _, out = repl("-c " .. cfg, {
+                'try { path = "/orders/4?chunked=1", headers = { ["x-api-key"] = "secret" }, ' ..
+                    "real = true }",
+                'last.upstream_response.body:match(\'"path": ?"([^"]*)"\')',
+                "#last.upstream_response.body == #last.body",
+                'last.headers["transfer-encoding"]',
+            }, "REPL_UPSTREAM=" .. up.addr)
+            has(out, "real upstream " .. up.addr .. ": 200")
+            -- the echo, unframed: its JSON whole, no chunk sizes in it
+            has(out, '\n"/orders/4?chunked=1"\ntrue\nnil\n')
+        end)
+
         it("says when the request was answered before the upstream", function()
             local _, out = repl("-c " .. cfg, { 'try { path = "/orders/3", real = true }' },
                                 "REPL_UPSTREAM=" .. up.addr)

@@ -151,7 +151,10 @@ describe("retries with a target killed (SIGKILL) and restarted under load", func
             assert.truthy(code == "200" or code == "502", "status " .. code)
             if code ~= "200" then failed = failed + n end
         end
-        assert.equal(0, r.errors)
+        -- an answer the dead target had begun is cut short: the client's
+        -- connection closes (a socket error to the client, a 502 line in the
+        -- log as for the others)
+        failed = failed + r.errors
         -- a failure is a request the dead target had (its 502 log line names
         -- it), begun before the kill was seen, so at most one per connection
         local lines = log_lines(gw, { "502: route /svc/**" })

@@ -34,6 +34,8 @@ gw.route { path = "/h", host = "api.example.com", upstream = "u1" }
 gw.route { path = "/h", host = "*.example.com", upstream = "u2" }
 gw.route { path = "/h", upstream = "u3" }
 gw.route { path = "/onlyhost", host = "only.example.com", upstream = "u1" }
+gw.route { path = "/h6", host = "[::1]", upstream = "u4" }
+gw.route { path = "/h6b", host = "::1", upstream = "u3" }
 
 -- methods
 gw.route { path = "/m", methods = { "GET" }, upstream = "u1" }
@@ -166,6 +168,13 @@ describe("routing", function()
         it("*.example.com matches one or more labels before the domain", function()
             assert.equal("u2", (route("/h", { host = "x.example.com" })))
             assert.equal("u2", (route("/h", { host = "a.b.example.com:81" })))
+        end)
+
+        it("an IPv6 host route matches the Host header's bracketed address", function()
+            assert.equal("u4", (route("/h6", { host = "[::1]:8080" })))
+            assert.equal("u4", (route("/h6", { host = "[::1]" })))
+            assert_404("/h6", { host = "[::2]" })
+            assert.equal("u3", (route("/h6b", { host = "[::1]" })))
         end)
 
         it("*.example.com does not match example.com itself", function()

@@ -85,6 +85,218 @@ describe("config schema: strings", function()
     end)
 end)
 
+local function field_of(object, name)
+    for _, f in ipairs(cdefs.config_fields(object)) do
+        if f.name == name then return f end
+    end
+end
+
+describe("config schema: host syntax (src/uri.c mg_ffi_host_kind)", function()
+    local C = cdefs.C
+    local function kind(s) return C.mg_ffi_host_kind(s, #s) end
+
+    it("reads addresses as inet_pton does and names per RFC 1123", function()
+        for s, k in pairs({ ["127.0.0.1"] = cdefs.HOST_IPV4, ["::1"] = cdefs.HOST_IPV6,
+                            ["::ffff:10.0.0.1"] = cdefs.HOST_IPV6,
+                            ["api.example.com"] = cdefs.HOST_NAME,
+                            ["api.example.com."] = cdefs.HOST_NAME,
+                            ["orders_db"] = cdefs.HOST_NAME, ["1-2.example"] = cdefs.HOST_NAME,
+                            ["300.1.1.1"] = cdefs.HOST_BAD, ["1.2.3"] = cdefs.HOST_BAD,
+                            ["010.0.0.1"] = cdefs.HOST_BAD, ["1:2:3"] = cdefs.HOST_BAD,
+                            ["[::1]"] = cdefs.HOST_BAD, ["a..b"] = cdefs.HOST_BAD,
+                            ["-a.b"] = cdefs.HOST_BAD, ["a-.b"] = cdefs.HOST_BAD,
+                            ["a b"] = cdefs.HOST_BAD, [""] = cdefs.HOST_BAD,
+                            ["."] = cdefs.HOST_BAD, ["a\0b"] = cdefs.HOST_BAD,
+                            [("a"):rep(64) .. ".b"] = cdefs.HOST_BAD,
+                            [("a"):rep(63) .. ".b"] = cdefs.HOST_NAME,
+                            [("abc."):rep(64)] = cdefs.HOST_BAD }) do
+            assert.equal(k, kind(s), s)
+        end
+    end)
+
+    it("gives listen.host, targets and route hosts the same grammar", function()
+        local cfg = assert(load_text('gw.listen { port = 8080, host = "[::1]" }\n' ..
+            'gw.listen { port = 8081, host = "gw_1.internal" }\n' ..
+            'gw.upstream("u", { "orders_db:80", "[::1]:81" })\n' ..
+            'gw.route { path = "/a", upstream = "u", host = "Orders_DB.Example" }\n' ..
+            'gw.route { path = "/b", upstream = "u", host = "*.Example.COM" }\n' ..
+            'gw.route { path = "/c", upstream = "u", host = "[::1]" }\n' ..
+            'gw.route { path = "/d", upstream = "u", host = "::1" }\n'))
+        assert.equal("::1", cfg.listeners[1].host)
+        assert.equal("gw_1.internal", cfg.listeners[2].host)
+        assert.equal("orders_db", cfg.upstreams[1].targets[1].host)
+        assert.equal("::1", cfg.upstreams[1].targets[2].host)
+        assert.equal("orders_db.example", cfg.routes[1].host)
+        assert.equal("*.example.com", cfg.routes[2].host)
+        assert.equal("[::1]", cfg.routes[3].host)
+        assert.equal("[::1]", cfg.routes[4].host) -- as the Host header writes it
+        local _, errs = load_text('gw.listen { port = 8080, host = "[gw.internal]" }\n' ..
+            'gw.listen { port = 8081, host = "010.0.0.1" }\n' ..
+            'gw.upstream("u", { "1:2:3:80" })\n' ..
+            'gw.route { path = "/a", upstream = "u", host = "*.1.2.3.4" }\n')
+        assert.equal(4, #errs)
+        assert.truthy(errs[1]:find(":2: listen.host must be an IP address or a host name", 1,
+                                   true), errs[1])
+        assert.truthy(errs[2]:find(":3: listen.host must be", 1, true), errs[2])
+        assert.truthy(errs[3]:find("IPv6 addresses need [brackets]", 1, true), errs[3])
+        assert.truthy(errs[4]:find(":5: route.host must be a host name", 1, true), errs[4])
+    end)
+end)
+
+describe("config schema: strings checked by their module", function()
+    it("declares the check with the field", function()
+        assert.equal(cdefs.FIELD_STRING, field_of("listen", "host").kind)
+        assert.is_function(field_of("listen", "host").check)
+        assert.equal("0.0.0.0", field_of("listen", "host").def)
+        assert.equal("stdout", field_of("settings", "access_log").def)
+        assert.equal("stderr", field_of("settings", "error_log").def)
+    end)
+
+    it("keeps log names and takes a relative log path from the config's directory",
+       function()
+        local cfg = assert(load_text('gw.settings { access_log = "logs/a.log", ' ..
+            'error_log = "/var/log/e.log" }\ngw.listen { port = 8080 }\n'))
+        local dir = cfg.file:match("^(.*/)")
+        assert.equal(dir .. "logs/a.log", cfg.access_log)
+        assert.equal("/var/log/e.log", cfg.error_log)
+        for _, name in ipairs({ "off", "stdout", "stderr" }) do
+            cfg = assert(load_text(('gw.settings { access_log = %q }\n'):format(name) ..
+                'gw.listen { port = 8080 }\n'))
+            assert.equal(name, cfg.access_log)
+        end
+        local _, errs = load_text('gw.settings { error_log = "off", access_log = "a\\0b" }\n' ..
+            'gw.listen { port = 8080 }\n')
+        assert.same({ 'settings.access_log must be "off", "stdout", "stderr" or a file ' ..
+                          'path, got string "a\\0b"',
+                      'settings.error_log must be "stderr" or a file path, got string "off"' },
+                    { errs[1]:match(":2: (.*)"), errs[2]:match(":2: (.*)") })
+    end)
+
+    it("takes certificate paths from the config's directory", function()
+        local cfg = assert(load_text('gw.listen { port = 8443, tls = { cert = "c.pem", ' ..
+            'key = "/k.pem", min_version = "TLSv1.3" } }\n'))
+        local dir = cfg.file:match("^(.*/)")
+        assert.same({ { cert = dir .. "c.pem", key = "/k.pem" } }, cfg.listeners[1].tls.certs)
+        assert.equal("TLSv1.3", cfg.listeners[1].tls.min_version)
+    end)
+end)
+
+describe("config schema: nested tables and lists", function()
+    it("declares listen.tls as a table whose certs are a list of tables", function()
+        local tls = field_of("listen", "tls")
+        assert.same({ cdefs.FIELD_OBJECT, "tls" }, { tls.kind, tls.object })
+        local certs = field_of("tls", "certs")
+        assert.same({ cdefs.FIELD_LIST, 1, 32, cdefs.FIELD_OBJECT, "tls_cert" },
+                    { certs.kind, certs.min, certs.max, certs.item.kind, certs.item.object })
+        local statuses = field_of("cache", "statuses")
+        assert.same({ cdefs.FIELD_LIST, cdefs.FIELD_INT, 200, 599 },
+                    { statuses.kind, statuses.item.kind, statuses.item.min, statuses.item.max })
+        assert.equal(cdefs.FIELD_UNIQUE, bit.band(statuses.flags, cdefs.FIELD_UNIQUE))
+    end)
+
+    it("names a mistake inside a list of tables by its place", function()
+        local _, errs = load_text('gw.listen { port = 8443, tls = { certs = { ' ..
+            '{ cert = "a.pem", key = "a.key" }, { cert = "b.pem", ky = "b.key" }, 7 } } }\n')
+        assert.same({
+            ":2: unknown key 'ky' in listen.tls.certs[2] (did you mean 'key'? valid: cert, key)",
+            ":2: listen.tls.certs[2].key must be the path of a PEM file, got nil",
+            ":2: listen.tls.certs[3] must be a table like { cert = \"certs/site.pem\", " ..
+                "key = \"certs/site.key\" }, got number 7",
+        }, { errs[1]:match("(:2: .*)"), errs[2]:match("(:2: .*)"), errs[3]:match("(:2: .*)") })
+        local many = {}
+        for i = 1, 33 do many[i] = ('{ cert = "%d.pem", key = "%d.key" }'):format(i, i) end
+        _, errs = load_text('gw.listen { port = 8443, tls = { certs = { ' ..
+            table.concat(many, ", ") .. ' } } }\n')
+        assert.truthy(errs[1]:find(":2: listen.tls.certs holds 33 certificates; at most 32",
+                                   1, true), errs[1])
+    end)
+
+    it("drops repeated list items once normalised and counts the rest", function()
+        local cfg = assert(load_text('gw.listen { port = 8080 }\n' .. UP ..
+            'gw.route { path = "/a", upstream = "u", cache = { statuses = { 200, 404, 200 },' ..
+            ' vary = { "Accept", "accept", "X-Lang" } } }\n'))
+        assert.same({ 200, 404 }, cfg.routes[1].cache.statuses)
+        assert.same({ "accept", "x-lang" }, cfg.routes[1].cache.vary)
+        local st = {}
+        for i = 1, 17 do st[i] = tostring(199 + i) end
+        local _, errs = load_text('gw.listen { port = 8080 }\n' .. UP ..
+            'gw.route { path = "/a", upstream = "u", cache = { statuses = { ' ..
+            table.concat(st, ", ") .. ', 200 } } }\n')
+        assert.same({ ":4: route.cache.statuses lists 17 statuses (at most 16)" },
+                    { errs[1]:match("(:4: .*)") })
+    end)
+
+    it("judges a list whose items have no words of their own as a whole", function()
+        local cfg = assert(load_text('gw.settings { admin = { names = { "gw1.internal" } } }\n' ..
+            'gw.listen { port = 8080 }\n'))
+        assert.same({ "gw1.internal" }, cfg.admin.names)
+        assert.is_true(cfg.admin.enabled)
+        for _, bad in ipairs({ '"gw1"', '{ "a", 2 }', '{ "a", x = "b" }' }) do
+            local _, errs = load_text(('gw.settings { admin = { names = %s } }\n'):format(bad) ..
+                'gw.listen { port = 8080 }\n')
+            assert.equal(1, #errs)
+            assert.truthy(errs[1]:find(":2: settings.admin.names must be a list of host " ..
+                "names like { \"gw1.internal\" }, got", 1, true), errs[1])
+        end
+    end)
+
+    it("reports a required field of a nested table that is absent", function()
+        local _, errs = load_text('gw.listen { port = 8080 }\n' ..
+            'gw.upstream("u", { "127.0.0.1:1" }, { health = { interval = 1 } })\n')
+        assert.same({ ':3: upstream.health.path must be a path like "/health" (no spaces), ' ..
+                      "got nil" }, { errs[1]:match("(:3: .*)") })
+    end)
+end)
+
+describe("config schema: moongate.redis options", function()
+    local redis = require "moongate.redis"
+
+    it("checks a client's host with the config's host grammar and its numbers by the table",
+       function()
+        assert.equal("::1", redis.new("[::1]:6379").host)
+        assert.equal("127.0.0.1", redis.new({}).host)
+        assert.equal(0.2, redis.new({}).timeout)
+        local ok, e = pcall(redis.new, { host = "a b" })
+        assert.is_false(ok)
+        assert.truthy(tostring(e):find('redis.new.host must be an address or host name, ' ..
+                                       'got string "a b"', 1, true), e)
+        ok, e = pcall(redis.new, { pool = 65 })
+        assert.truthy(tostring(e):find("redis.new.pool must be an integer 1-64, got number 65",
+                                       1, true), e)
+        ok, e = pcall(redis.new, { timeout = 0 })
+        assert.truthy(tostring(e):find("redis.new.timeout must be a number of seconds > 0, " ..
+                                       "got number 0", 1, true), e)
+    end)
+end)
+
+describe("config schema: positional values (MG_FIELD_INTERNAL)", function()
+    it("declares them without making them keys the user may write", function()
+        local name = field_of("shared_dict", "name")
+        assert.equal(cdefs.FIELD_INTERNAL, bit.band(name.flags, cdefs.FIELD_INTERNAL))
+        local _, errs = load_text('gw.listen { port = 8080 }\n' ..
+            'gw.shared_dict("ok", { size = "1m", name = "x" })\n' ..
+            'gw.shared_dict("a b", { size = "1m" })\n' ..
+            'gw.upstream("", { "127.0.0.1:1" })\n')
+        assert.same({
+            ":3: unknown key 'name' in gw.shared_dict options (valid: size)",
+            ":4: shared_dict name must be 1-64 letters, digits, '_', '-' or '.', " ..
+                'got string "a b"',
+            ':5: upstream name must be a non-empty string, got string ""',
+        }, { errs[1]:match("(:3: .*)"), errs[2]:match("(:4: .*)"), errs[3]:match("(:5: .*)") })
+    end)
+
+    it("gives route.cache.dict and the rate limiter the dictionary name rule", function()
+        local _, errs = load_text('gw.listen { port = 8080 }\n' .. UP ..
+            'gw.route { path = "/a", upstream = "u", cache = { dict = "a b" } }\n')
+        assert.truthy(errs[1]:find(':4: route.cache.dict must be a shared dict name, ' ..
+                                   'got string "a b"', 1, true), errs[1])
+        local limit = require "moongate.ratelimit"
+        local ok, e = pcall(limit.new, { rate = 1, dict = "a/b" })
+        assert.is_false(ok)
+        assert.truthy(tostring(e):find("dict must be a shared dict name", 1, true), e)
+    end)
+end)
+
 describe("config schema: retries, outlier and route timeouts", function()
     it("fills in the defaults of config.c's tables, times in ms", function()
         local cfg = assert(load_text('gw.listen { port = 8080 }\n' ..

@@ -235,7 +235,7 @@ describe("config errors", function()
         assert.same({
             ":2: unknown key 'wokers' in gw.settings (did you mean " ..
                 "'workers'? valid: workers, access_log, error_log, log_level, limits, " ..
-                "timeouts, admin)",
+                "timeouts, admin, trusted_proxies, real_ip_header)",
             ":2: unknown key 'bdy' in settings.limits (did you mean 'body'? " ..
                 "valid: request_line, header_size, header_count, body, " ..
                 "min_body_rate, lua_memory)",
@@ -243,7 +243,7 @@ describe("config errors", function()
                 "'send'? valid: header, keepalive, body, body_grace, " ..
                 "body_rate_window, send, shutdown, hook, load)",
             ":3: unknown key 'hots' in gw.listen (did you mean 'host'? " ..
-                "valid: port, host, tls, escaped_slashes)",
+                "valid: port, host, tls, escaped_slashes, proxy_protocol)",
             ":4: unknown key 'wieght' in upstream.targets[1] (did you mean " ..
                 "'weight'? valid: a \"host:port\" first, then weight)",
             ":4: unknown key 'keepalve' in gw.upstream options (did you " ..
@@ -607,7 +607,7 @@ describe("the config schema", function()
                 seen[f.name] = true
             end
         end
-        assert.same({ "port", "host", "tls", "escaped_slashes" },
+        assert.same({ "port", "host", "tls", "escaped_slashes", "proxy_protocol" },
                     (function()
                         local out = {}
                         for i, f in ipairs(cdefs.config_fields("listen")) do

@@ -29,6 +29,53 @@ local function error_body(status, message, id)
                          message, status, id)
 end
 
+describe("the gateway's own C checks with the config's limits", function()
+    local g = load("limits")
+
+    it("answers 414 and 431 past the config's limits", function()
+        local d = g:request { path = "/x/" .. string.rep("a", 300) }
+        assert.equal(414, d.status)
+        assert.equal(error_body(414, "request line too long", d.id), d.body)
+        d = g:request { path = "/x/1", headers = { ["X-Big"] = string.rep("b", 1100) } }
+        assert.equal(error_body(431, "request header fields too large", d.id), d.body)
+        local many = {}
+        for i = 1, 9 do many[i] = { "X-N" .. i, "v" } end
+        d = g:request { path = "/x/1", headers = many }
+        assert.equal(error_body(431, "too many header fields", d.id), d.body)
+        assert.equal(200, g:request { path = "/x/1" }.status)
+    end)
+
+    it("answers 400 to HTTP/0.9 and an obs-fold line as the live parser does", function()
+        local d = g:request { path = "/x/1", http_version = "0.9" }
+        assert.equal(error_body(400, "request line without an HTTP version (HTTP/0.9)", d.id),
+                     d.body)
+        d = g:request { path = "/x/1", headers = { { "X-Fold", "a\r\n b" } } }
+        assert.equal(error_body(400, "obs-fold header continuation", d.id), d.body)
+    end)
+
+    it("takes set_upstream and set_target names from the config", function()
+        local req = g:fake_request { path = "/x/1", phase = "on_route" }
+        req:set_upstream("b")
+        req:set_target("[::1]:9003")
+        assert.equal("b", req.upstream)
+        assert.has_error(function() req:set_target("127.0.0.1:9001") end,
+                         "req:set_target: no such name")
+        assert.has_error(function() req:set_upstream("c") end, "req:set_upstream: no such name")
+        local res = t.fake_response({ status = 200 }, req)
+        assert.has_error(function() req:set_upstream("a") end,
+                         "req:set_upstream: not possible in this phase (the response has started)")
+        assert.equal(200, res.status)
+    end)
+
+    it("refuses a fake request the gateway answers before any hook", function()
+        assert.has_error(function() t.fake_request { path = "/a%2Fb" } end,
+            "moongate.testing: the gateway answers this request 400 " ..
+            "(escaped slash (%2F, %5C) in path)")
+        assert.has_error(function() g:fake_request { path = "/x/" .. string.rep("a", 300) } end,
+            "moongate.testing: the gateway answers this request 414 (request line too long)")
+    end)
+end)
+
 describe("t.load", function()
     it("returns the config's errors as file:line: reason", function()
         local g, errs = t.load(DIR .. "bad.lua")
@@ -263,6 +310,64 @@ describe("requests described as arriving over TLS", function()
         d = g:request { path = "/x", tls = true }
         assert.equal("for=127.0.0.1;proto=https;host=localhost",
                      d.upstream_request.headers.forwarded)
+    end)
+end)
+
+describe("the real client behind trusted proxies (src/client_addr.c)", function()
+    local g = load("real_ip")
+
+    it("is the first untrusted X-Forwarded-For hop from a trusted peer", function()
+        local d = g:request { path = "/who", client = "10.1.2.3",
+            headers = { ["X-Forwarded-For"] = "6.6.6.6, 203.0.113.7, 10.9.9.9" } }
+        assert.same({ client = "203.0.113.7", peer = "10.1.2.3" }, d.json)
+        assert.truthy(t.format_trace(d):find("client 203.0.113.7 via 10.1.2.3", 1, true))
+    end)
+
+    it("walks the last 32 lines of a header repeated more often", function()
+        local hs = { { "X-Forwarded-For", "198.51.100.9" } }
+        for i = 1, 40 do hs[#hs + 1] = { "X-Forwarded-For", "10.0.0." .. i } end
+        local d = g:request { path = "/who", client = "10.1.2.3", headers = hs }
+        assert.same({ client = "10.0.0.9", peer = "10.1.2.3" }, d.json)
+        hs[#hs + 1] = { "X-Forwarded-For", "192.0.2.1" }
+        d = g:request { path = "/who", client = "10.1.2.3", headers = hs }
+        assert.same({ client = "192.0.2.1", peer = "10.1.2.3" }, d.json)
+    end)
+
+    it("ignores the header from an untrusted peer", function()
+        local d = g:request { path = "/who", client = "203.0.113.7",
+            headers = { ["X-Forwarded-For"] = "10.0.0.1" } }
+        assert.same({ client = "203.0.113.7", peer = "203.0.113.7" }, d.json)
+    end)
+
+    it("sends a trusted list on with the peer, an untrusted one not at all", function()
+        local d = g:request { path = "/x", client = "10.1.2.3",
+            headers = { ["X-Forwarded-For"] = "203.0.113.7" } }
+        assert.equal("203.0.113.7, 10.1.2.3",
+                     d.upstream_request.headers["x-forwarded-for"])
+        d = g:request { path = "/x", client = "203.0.113.7",
+            headers = { ["X-Forwarded-For"] = "1.2.3.4" } }
+        assert.equal("203.0.113.7", d.upstream_request.headers["x-forwarded-for"])
+    end)
+
+    it("keys a rate limit on the real client", function()
+        local function limited(client, xff)
+            return g:request { path = "/limited", client = "10.1.2.3",
+                               headers = { ["X-Forwarded-For"] = xff } }.status
+        end
+        assert.equal(200, limited(nil, "198.51.100.1"))
+        assert.equal(429, limited(nil, "198.51.100.1"))
+        assert.equal(200, limited(nil, "198.51.100.2"))
+    end)
+
+    it("fake requests take trusted_proxies and real_ip_header too", function()
+        local req = t.fake_request { client = "::1", trusted_proxies = { "::1" },
+            real_ip_header = "X-Real-IP", headers = { ["X-Real-IP"] = "2001:db8::7" } }
+        assert.equal("2001:db8::7", req.client)
+        assert.equal("::1", req.peer)
+        assert.is_nil(req:proxy_tlv(5))
+        req = t.fake_request { client = "::1", proxy_tlvs = { [5] = "id-1" } }
+        assert.equal("::1", req.client)
+        assert.equal("id-1", req:proxy_tlv(5))
     end)
 end)
 

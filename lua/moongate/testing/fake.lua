@@ -7,29 +7,29 @@
 -- checks of edits, of a new method, path or query and of the response's
 -- status and body run the gateway's
 -- own mg_ffi_req_* / mg_ffi_res_* functions (src/ffi_request.c) on a
--- request built in memory from the model (st.cr, src/kit_request.c);
--- which client X-Request-Id is kept (mg_ffi_request_id_check) and the
--- traceparent parser (mg_ffi_trace_parse) are pure functions, and the
--- head goes through llhttp and the gateway's head checks
--- (mg_ffi_head_check, src/http_conn.c); the head the upstream gets, the
--- client's head of a proxied answer and of an answer the gateway makes
--- are written by src/proxy.c's and src/request.c's own builders and
--- src/h1_writer.c on st.cr and the model (mg_ffi_kit_upstream_head,
--- mg_ffi_kit_response_head, mg_ffi_kit_answer_head). What is still
--- written here after the C code (the function named beside each must
--- follow it): the gateway's JSON error body (mg_request_respond_error);
--- the phase checks of set_upstream and set_target, which need the
--- config's upstreams (the model's env).
+-- request built in memory from the model (st.cr, src/kit_request.c),
+-- whose config (r->g->cfg) is the kit's (env.kc: the gateway's copy of the
+-- kit's config file), so that set_upstream and set_target are checked
+-- there too; which client X-Request-Id is kept (mg_ffi_request_id_check)
+-- and the traceparent parser (mg_ffi_trace_parse) are pure functions; the
+-- head goes through llhttp with a client connection's own callbacks and
+-- the config's limits (mg_ffi_head_check, src/http_conn.c); the head the
+-- upstream gets and the client's head of a proxied answer are written by
+-- src/proxy.c's own head builders on st.cr and the model
+-- (mg_ffi_kit_upstream_head, mg_ffi_kit_response_head), and the gateway's
+-- own answers by src/request.c, written by src/h1_writer.c
+-- (mg_ffi_kit_respond). What is left here is the state model.
 --
 -- A model st:
---   env             gateway context: upstreams, router, clock, id counter
+--   env             gateway context: kc (the kit config), upstreams, router,
+--                   clock, id counter
 --   method          as received; new_method when a hook set one
 --   url, raw_path   request-target and its path part as received
 --   path            normalised path (or the path a hook set)
 --   query_raw       "?..." as received, or ""; new_query when a hook set one
 --   headers         { { name, value }, ... } as received
---   known           index of the first host, x-forwarded-for, connection,
---                   x-request-id, content-length, transfer-encoding header
+--   known           { lower-case name = index of its first header } for the
+--                   headers of the request's known[] slots (from C)
 --   body, content_length, chunked, has_body, http_minor, head_method
 --   id, client, client_port, local_port
 --   tls             nil (plain listener) or { version, cipher, sni, alpn, resumed }
@@ -133,20 +133,33 @@ local function head_spans(list)
     return concat(parts), spans, #list
 end
 
--- st's C request, brought to where the model is.
+-- The model's route upstream as mg_ffi_kit_request_state takes it.
+local function route_upstream(st)
+    if not st.route then
+        return -2
+    end
+    return st.route.upstream and st.route.upstream - 1 or -1
+end
+
+-- st's C request, brought to where the model is: made from the head as
+-- the head check read it (st.head: bytes, request line and header spans).
+-- Its config (r->g) is the model's gateway's (env.kc, src/kit_request.c),
+-- which outlives it.
 local function sync(st)
     local c = C()
     local r = st.cr
     if not r then
-        local buf, spans, n = head_spans(st.headers)
-        r = c.mg_ffi_kit_request_new(buf, #buf, spans, n)
+        local h = st.head
+        r = c.mg_ffi_kit_request_new(st.env.kc, h.bytes, #h.bytes, h.line, h.spans, h.n)
         if r == nil then
             error("moongate.testing: out of memory", 0)
         end
         r = ffi.gc(r, c.mg_ffi_kit_request_free)
         st.cr = r
     end
-    c.mg_ffi_kit_request_state(r, st.phase or 0, st.response_started and 1 or 0)
+    c.mg_ffi_kit_request_state(r, st.phase or 0, st.response_started and 1 or 0,
+                               route_upstream(st), (st.upstream_override or 0) - 1,
+                               (st.target_override or 0) - 1)
     local up = st.up and st.up_res or nil
     if up ~= st.cr_up then
         local rc
@@ -241,7 +254,11 @@ function getters.query(self)
 end
 
 function getters.id(self) return state(self).id end
-function getters.client(self) return state(self).client end
+function getters.client(self)
+    local st = state(self)
+    return st.real_client or st.client
+end
+function getters.peer(self) return state(self).client end
 
 function getters.route(self)
     local st = state(self)
@@ -314,6 +331,16 @@ function getters.headers(self)
     return runtime.header_view(self, _M.header_map(state(self).headers))
 end
 
+-- the kit has no PROXY header: a spec's proxy_tlvs = { [type] = value }
+-- stands for the TLVs one would have carried
+function Request.proxy_tlv(self, t)
+    if type(t) ~= "number" then
+        error("req:proxy_tlv expects a TLV type (a number 0-255)", 2)
+    end
+    local tlvs = state(self).proxy_tlvs
+    return tlvs and tlvs[t] or nil
+end
+
 -- bearer, args, arg: runtime's own (they use only the public API)
 for name, fn in pairs(runtime.api_methods) do
     Request[name] = fn
@@ -369,10 +396,6 @@ function Request.remove_header(self, name)
     note(st, "remove header " .. name)
 end
 
-local function req_writable(st)
-    return not st.response_started and st.phase < P_RESPONSE
-end
-
 -- mg_ffi_req_set_str on the C request: the phase and the value checked
 -- there, the new value kept in the model
 local function str_check(st, what, s)
@@ -406,54 +429,42 @@ function Request.set_method(self, m)
     note(st, "set method " .. m)
 end
 
+-- The overrides the C request holds after mg_ffi_req_set_upstream /
+-- _set_target, into the model (1-based).
+local ov_upstream, ov_target = ffi.new("int[1]"), ffi.new("int[1]")
+local function read_overrides(st)
+    C().mg_ffi_kit_request_overrides(st.cr, ov_upstream, ov_target)
+    st.upstream_override = ov_upstream[0] >= 0 and ov_upstream[0] + 1 or nil
+    st.target_override = ov_target[0] >= 0 and ov_target[0] + 1 or nil
+end
+
+-- mg_ffi_req_set_upstream / _set_target on the C request (its phase and
+-- the kit config's upstreams checked there). A fake request made without
+-- a config takes any name (env.lenient): the kit adds it to its config.
 function Request.set_upstream(self, name)
     local st = state(self)
-    local rc = 0
-    local _ = #name
-    local env = st.env
-    local ui = env.upstream_by_name[name]
-    if not req_writable(st) or st.up then
-        rc = EPHASE
-    elseif not ui and env.lenient then
-        ui = #env.upstreams + 1
-        env.upstreams[ui] = { name = name, targets = {} }
-        env.upstream_by_name[name] = ui
-    elseif not ui then
-        rc = ENOTFOUND
+    local c, env = C(), st.env
+    local rc = c.mg_ffi_req_set_upstream(sync(st), name, #name)
+    if rc == ENOTFOUND and env.lenient then
+        env.add(name)
+        rc = c.mg_ffi_req_set_upstream(sync(st), name, #name)
     end
     errcheck(rc, "req:set_upstream")
-    st.upstream_override = ui
-    st.target_override = nil
+    read_overrides(st)
     note(st, "set upstream " .. name)
 end
 
 function Request.set_target(self, name)
     local st = state(self)
-    local rc = 0
-    local _ = #name
+    local c, env = C(), st.env
+    local rc = c.mg_ffi_req_set_target(sync(st), name, #name)
     local ui = upstream_index(st)
-    local ti
-    if not req_writable(st) or st.up then
-        rc = EPHASE
-    elseif not ui then
-        rc = ENOTFOUND
-    else
-        local u = st.env.upstreams[ui]
-        for i, t in ipairs(u.targets) do
-            if t.name == name then
-                ti = i
-                break
-            end
-        end
-        if not ti and st.env.lenient then
-            ti = #u.targets + 1
-            u.targets[ti] = { name = name, weight = 1 }
-        elseif not ti then
-            rc = ENOTFOUND
-        end
+    if rc == ENOTFOUND and env.lenient and ui then
+        env.add_target(ui, name)
+        rc = c.mg_ffi_req_set_target(sync(st), name, #name)
     end
     errcheck(rc, "req:set_target")
-    st.target_override = ti
+    read_overrides(st)
     note(st, "set target " .. name)
 end
 
@@ -701,13 +712,28 @@ local function has_header(list, lname)
     return false
 end
 
-local KNOWN = {  -- MG_H_* (src/request.h), in order
-    "host", "connection", "expect", "request_id", "xff", "upgrade",
-    "content_length", "transfer_encoding", "traceparent", "authorization",
-    "proxy_authorization", "content_type",
-}
-local known_buf = ffi.new("uint16_t[?]", #KNOWN)
+-- The headers of the request's known[] slots (MG_H_*, src/request.h), in
+-- their order: their lower-case names, from C; known_buf and kit_known
+-- hold that many slots.
+local KNOWN, known_buf, kit_known
+local function known_names()
+    if not KNOWN then
+        local c, names = C(), {}
+        while true do
+            local n = c.mg_ffi_kit_known_header(#names)
+            if n == nil then
+                break
+            end
+            names[#names + 1] = ffi.string(n)
+        end
+        KNOWN = names
+        known_buf = ffi.new("uint16_t[?]", #names)
+        kit_known = ffi.new("uint16_t[?]", #names)
+    end
+    return KNOWN
+end
 local head_flags, head_cl = ffi.new("int[1]"), ffi.new("uint64_t[1]")
+local head_n = ffi.new("uint32_t[1]")
 local head_why = ffi.new("const char *[1]")
 
 local trace_id_buf, trace_flags_buf = ffi.new("char[32]"), ffi.new("char[2]")
@@ -721,14 +747,10 @@ function _M.parse_traceparent(v)
     return ffi.string(trace_id_buf, 32), ffi.string(trace_flags_buf, 2)
 end
 
-local function trim(s)
-    return (gsub(s, "^[ \t]*(.-)[ \t]*$", "%1"))
-end
-
 --- A model of the request described by `spec` (see docs/testing.md) as
 -- the core has it when its head is parsed (llhttp callbacks, then
 -- process_head: request id). Sets st.bad (the 400 reason) for what the
--- core refuses. prepare() then splits and normalises the target.
+-- core refuses. checks() then runs the pipeline's checks of the head.
 function _M.new_state(spec, env)
     local st = {
         env = env, phase = 0, waited = 0,
@@ -754,6 +776,8 @@ function _M.new_state(spec, env)
     end
     if spec.http_version == 1.0 or spec.http_version == "1.0" then
         st.http_minor = 0
+    elseif spec.http_version == 0.9 or spec.http_version == "0.9" then
+        st.http09 = true
     end
     if spec.tls then
         -- a request on a TLS listener: what a handshake would have agreed
@@ -777,41 +801,52 @@ function _M.new_state(spec, env)
             hs[#hs + 1] = { "Content-Length", tostring(#body) }
         end
     end
-    -- llhttp skips the blanks before a value, on_headers_complete those
-    -- after it (RFC 9112 5): "Host: a " is host "a"
     local lines = {}
     for i, h in ipairs(hs) do
         lines[i] = h[1] .. ": " .. h[2] .. "\r\n"
-        h[2] = trim(h[2])
     end
-    st.headers = hs
     st.body = body or ""
 
-    -- the gateway's checks of the head (mg_ffi_head_check): llhttp, the
-    -- header classification, the framing; known as classified up to a
-    -- refusal (which X-Request-Id and traceparent the answer carries)
-    local head = st.method .. " " .. st.url .. " HTTP/1." .. st.http_minor
-        .. "\r\n" .. concat(lines) .. "\r\n"
-    local status = C().mg_ffi_head_check(head, #head, known_buf, head_flags,
-                                         head_cl, head_why)
+    -- the gateway's checks of the head (mg_ffi_head_check): llhttp with a
+    -- client connection's callbacks and the config's limits, the header
+    -- classification, the framing. The headers are what they read (values
+    -- without the blanks around them: "Host: a " is host "a"), known as
+    -- classified up to a refusal (which X-Request-Id and traceparent the
+    -- answer carries). http_version 0.9: a request line without a version,
+    -- as an HTTP/0.9 client sends it.
+    local version = st.http09 and "" or " HTTP/1." .. st.http_minor
+    local head = st.method .. " " .. st.url .. version .. "\r\n" .. concat(lines)
+        .. "\r\n"
+    local _, nlines = gsub(head, "\n", "")
+    local spans = u32_arr(4 * nlines)
+    known_names()
+    local status = C().mg_ffi_head_check(env.kc, head, #head, known_buf, head_flags,
+                                         head_cl, spans, nlines, head_n, head_why)
     if status ~= 0 then
         st.bad, st.bad_status = ffi.string(head_why[0]), status
     end
+    st.head = { bytes = head, spans = spans, n = tonumber(head_n[0]),
+                line = u32_arr(4, 0, #st.method, #st.method + 1, #st.url) }
+    hs = {}
+    for i = 0, tonumber(head_n[0]) - 1 do
+        local sp = spans + 4 * i
+        hs[i + 1] = { sub(head, sp[0] + 1, sp[0] + sp[1]), sub(head, sp[2] + 1, sp[2] + sp[3]) }
+    end
+    st.headers = hs
     local known = {}
-    for i, k in ipairs(KNOWN) do
+    for i, k in ipairs(known_names()) do
         if known_buf[i - 1] ~= 0 then known[k] = known_buf[i - 1] end
     end
     st.known = known
     st.trace_bad = band(head_flags[0], cdefs.HEAD_TRACE_BAD) ~= 0 or nil
     st.chunked = band(head_flags[0], cdefs.HEAD_CHUNKED) ~= 0 or nil
+    st.head_method = band(head_flags[0], cdefs.HEAD_HEAD) ~= 0
     st.content_length = tonumber(head_cl[0])
-    local rid_i = known.request_id
+    local rid_i = known["x-request-id"]
     st.has_body = st.chunked or st.content_length > 0
-    st.head_method = st.method == "HEAD"
 
     -- assign_trace (src/trace.c mg_trace_parse; ids from env.next_hex)
-    local tp = known.traceparent and not st.trace_bad
-        and trim(hs[known.traceparent][2])
+    local tp = known.traceparent and not st.trace_bad and hs[known.traceparent][2]
     local tid, flags = tp and _M.parse_traceparent(tp)
     st.trace_continued = tid ~= nil
     st.trace_id = tid or env.next_hex(32)
@@ -825,29 +860,49 @@ function _M.new_state(spec, env)
     else
         st.id = env.next_id()
     end
+    st.proxy_tlvs = spec.proxy_tlvs
+    if env.trusted then
+        _M.resolve_client(st)
+    end
     return st
 end
 
---- prepare_target: splits the target into normalised path and query.
--- Returns true, or false when the core answers 400 "bad request target".
-function _M.prepare(st, normalize)
-    local url = st.url
-    if url == "" or byte(url, 1) ~= 47 then
-        return false
+local client_buf = ffi.new("char[64]")
+
+--- The real client behind trusted proxies (src/client_addr.c, the
+-- gateway's own walk over the received headers): st.real_client,
+-- st.xff_trusted and st.xff_drop, from env.trusted (a set made by
+-- _M.trusted_set) and env.real_ip_header.
+function _M.resolve_client(st)
+    local env = st.env
+    local rc = C().mg_ffi_real_client(sync(st), env.trusted, env.real_ip_header,
+                                      st.client, #st.client, client_buf, 64)
+    if rc < 0 then
+        error(fmt("client %q is not an IP address", st.client), 0)
     end
-    local q = find(url, "?", 1, true)
-    if q and find(url, "#", q, true) then
-        return false -- a fragment in the query
+    st.real_client = ffi.string(client_buf)
+    st.xff_trusted, st.xff_drop = rc == 1, rc == 0
+end
+
+--- Fills env.trusted and env.real_ip_header from a config's
+-- trusted_proxies (a list of CIDR strings, checked) and real_ip_header
+-- (a name): nothing when the list is empty, as in the gateway.
+function _M.trusted_set(env, list, header)
+    if not list or #list == 0 then
+        return
     end
-    local raw = q and sub(url, 1, q - 1) or url
-    local path = normalize(raw)
-    if not path then
-        return false
+    local n = #list
+    local ptrs, lens = ffi.new("const char *[?]", n), ffi.new("size_t[?]", n)
+    for i, e in ipairs(list) do
+        ptrs[i - 1], lens[i - 1] = e, #e
     end
-    st.raw_path = raw
-    st.path = path
-    st.query_raw = q and sub(url, q) or ""
-    return true
+    local set = C().mg_ffi_trusted_new(ptrs, lens, n)
+    if set == nil then
+        error("trusted_proxies: not a list of addresses or CIDRs", 0)
+    end
+    env.trusted = ffi.gc(set, C().mg_ffi_trusted_free)
+    env.trusted_list = list -- the strings the set was made from stay alive
+    env.real_ip_header = header or "X-Forwarded-For"
 end
 
 --- A request object over model st (and its response object).
@@ -870,17 +925,25 @@ end
 
 -- What goes on the wire -------------------------------------------------------
 
--- mg_status_has_body (src/request.h): 1xx, 204 and 304 carry no body
-local function has_body(status)
-    return status >= 200 and status ~= 204 and status ~= 304
-end
-
--- The header lines of a "Name: value\r\n" block.
+-- The header lines of a "Name: value\r\n" block the C code wrote.
 local function parse_block(block, out)
     for name, value in gmatch(block or "", "([^:\r\n]+): ([^\r\n]*)\r\n") do
         out[#out + 1] = { name, value }
     end
     return out
+end
+
+-- The status and header list of a client's head the C code wrote, less
+-- its Connection header (the kit has no client connection).
+local function client_head(head)
+    local status, rest = match(head, "^HTTP/1%.%d (%d%d%d) [^\r\n]*\r\n(.*)$")
+    local out = {}
+    for _, h in ipairs(parse_block(rest, {})) do
+        if lower(h[1]) ~= "connection" then
+            out[#out + 1] = h
+        end
+    end
+    return tonumber(status), out
 end
 
 --- send_head: the request the upstream receives, as
@@ -891,7 +954,6 @@ end
 -- strip_prefix) is the router's, from st.match, when no hook set the path
 -- after routing.
 local kit_head = ffi.new("mg_ffi_kit_head_t")
-local kit_known = ffi.new("uint16_t[?]", #KNOWN)
 local kit_out, kit_body = ffi.new("const char *[1]"), ffi.new("int[1]")
 
 -- kit_head set from st (its strings stay referenced by st for the call):
@@ -899,18 +961,21 @@ local kit_out, kit_body = ffi.new("const char *[1]"), ffi.new("int[1]")
 local function head_model(st, target)
     local h, ui = kit_head, upstream_index(st)
     local up = ui and st.env.upstreams[ui] or {}
-    for i, k in ipairs(KNOWN) do
+    for i, k in ipairs(known_names()) do
         kit_known[i - 1] = st.known[k] or 0
     end
+    -- (a head refused before its target was split has no path yet)
+    local path, query = st.path or "", st.query_raw or ""
     h.method, h.method_len = st.method, #st.method
     h.new_method, h.new_method_len = st.new_method, st.new_method and #st.new_method or 0
-    h.path, h.path_len = st.path, #st.path
-    h.query, h.query_len = st.query_raw, #st.query_raw
+    h.path, h.path_len = path, #path
+    h.query, h.query_len = query, #query
     h.new_query, h.new_query_len = st.new_query, st.new_query and #st.new_query or 0
     h.path_rewritten = st.path_rewritten and 1 or 0
     h.match = st.route and st.env.upstream_path and st.match or nil
     h.known = kit_known
     h.client_ip, h.request_id, h.target = st.client, st.id, target
+    h.xff_trusted, h.xff_drop = st.xff_trusted and 1 or 0, st.xff_drop and 1 or 0
     h.trace_id, h.span_id, h.trace_flags = st.trace_id, st.span_id, st.trace_flags
     h.trace_continued = st.trace_continued and 1 or 0
     h.tls = st.tls and 1 or 0
@@ -919,6 +984,9 @@ local function head_model(st, target)
     h.has_body = st.has_body and 1 or 0
     h.chunked = st.chunked and 1 or 0
     h.body_len, h.content_length = #st.body, st.content_length or 0
+    h.local_port, h.listener = st.local_port, st.env.listener_of(st.local_port)
+    -- the router's answer and the config route (none before routing)
+    h.route_rc, h.route_index = st.route_rc or -1, (st.route_i or 0) - 1
     h.forwarded = up.forwarded == false and 0 or 1
     h.send_request_id = up.request_id == false and 0 or 1
     h.override_headers = up.override_headers and 1 or 0
@@ -965,16 +1033,9 @@ function _M.client_response(st, commit)
     local r = sync(st)
     local head = built_head(C().mg_ffi_kit_response_head(r, head_model(st, ""), kit_out,
                                                          kit_body))
-    local status, rest = match(head, "^HTTP/1%.1 (%d%d%d) [^\r\n]*\r\n(.*)$")
-    local out = {}
-    for _, h in ipairs(parse_block(rest, {})) do
-        if lower(h[1]) ~= "connection" then
-            out[#out + 1] = h
-        end
-    end
+    local status, out = client_head(head)
     local b = kit_body[0]
     local body = b == 2 and st.res_body or b == 1 and st.up_res.body or ""
-    status = tonumber(status)
     if commit ~= false then
         st.status = status
         st.response_started = true
@@ -982,47 +1043,89 @@ function _M.client_response(st, commit)
     return status, out, body
 end
 
---- mg_request_respond: an answer made by the gateway (hook, handler,
--- error), its head as src/request.c makes it and src/h1_writer.c writes it
--- (mg_ffi_kit_answer_head) less the Connection header. `block` is the
--- flat { name, value, ... } list of gw.respond's headers. `commit` false
--- only computes it. Returns status, header list, body.
-function _M.local_response(st, status, ctype, body, block, commit)
-    local r = sync(st)
-    block = block or {}
-    local n = #block
-    local kv = ffi.new("const char *[?]", n + 1)
-    local lens = ffi.new("size_t[?]", n + 1)
-    for i = 1, n do
-        kv[i - 1], lens[i - 1] = block[i], #block[i]
+local answer_out, answer_head = ffi.new("const char *[1]"), ffi.new("size_t[1]")
+
+-- The gateway's answer of n bytes at answer_out (its head answer_head of
+-- them), or its reason when n < 0: status, header list, body; committed
+-- to the model unless `commit` is false.
+local function framed(st, n, commit)
+    if n < 0 then
+        error("moongate.testing: " .. ffi.string(answer_out[0]), 0)
     end
-    local head = built_head(C().mg_ffi_kit_answer_head(r, status, ctype or "text/plain", #body,
-                                                       kv, lens, n / 2, st.id,
-                                                       st.http_minor or 1,
-                                                       st.head_method and 1 or 0, kit_out))
-    local rest = match(head, "^HTTP/1%.1 %d%d%d [^\r\n]*\r\n(.*)$")
-    local out = {}
-    for _, h in ipairs(parse_block(rest, {})) do
-        if lower(h[1]) ~= "connection" then
-            out[#out + 1] = h
-        end
-    end
-    if not has_body(status) then
-        body = ""
-    end
+    local hl = tonumber(answer_head[0])
+    local code, out = client_head(ffi.string(answer_out[0], hl))
     if commit ~= false then
-        st.status = status
+        st.status = code
         st.response_started = true
     end
-    return status, out, st.head_method and "" or body
+    return code, out, ffi.string(answer_out[0] + hl, n - hl)
 end
 
---- mg_request_respond_error: the gateway's JSON error answer.
-function _M.error_response(st, status, message, commit, block)
-    local body = fmt('{"error":"%s","status":%d,"request_id":"%s"}\n',
-                     message, status, st.id)
-    return _M.local_response(st, status, "application/json", body,
-                             block or {}, commit)
+local cstr_arr, size_arr = ffi.typeof("const char *[?]"), ffi.typeof("size_t[?]")
+
+-- The gateway's own answer (ctype nil: its JSON error answer, body the
+-- message) with the extra fields of list ({ name, value, ... }, as
+-- runtime.header_block gives them), made by src/request.c's
+-- mg_request_respond / mg_request_respond_error_with on st's C request
+-- and written as HTTP/1 writes it for a client (mg_ffi_kit_respond).
+local function gateway_answer(st, status, ctype, body, list, commit)
+    local r = sync(st)
+    list = list or {}
+    local n = #list
+    local fields, lens = cstr_arr(n + 1), size_arr(n + 1)
+    for i = 1, n do
+        fields[i - 1], lens[i - 1] = list[i], #list[i] -- list keeps the strings
+    end
+    return framed(st, tonumber(C().mg_ffi_kit_respond(r, head_model(st, ""), status, ctype,
+                                                      body, #body, fields, lens, n / 2,
+                                                      answer_out, answer_head)), commit)
+end
+
+local t_path, t_query = ffi.new("const char *[1]"), ffi.new("const char *[1]")
+local t_plen, t_qlen = ffi.new("size_t[1]"), ffi.new("size_t[1]")
+
+--- The pipeline's checks of the head before any hook (src/pipeline.c
+-- mg_pipeline_checks: Host, the target, escaped slashes) on st's C
+-- request. Returns nil when the request goes on (st.path, st.raw_path and
+-- st.query_raw set as they left them), else the gateway's answer: status,
+-- header list, body (committed unless `commit` is false).
+function _M.checks(st, commit)
+    local r = sync(st)
+    local c = C()
+    local n = tonumber(c.mg_ffi_kit_step(r, head_model(st, ""), cdefs.KIT_CHECKS, answer_out,
+                                         answer_head))
+    if n == 0 then
+        c.mg_ffi_kit_request_target(r, t_path, t_plen, t_query, t_qlen)
+        st.path = ffi.string(t_path[0], t_plen[0])
+        st.query_raw = ffi.string(t_query[0], t_qlen[0])
+        st.raw_path = sub(st.url, 1, #st.url - #st.query_raw)
+        return nil
+    end
+    return framed(st, n, commit)
+end
+
+--- The pipeline's checks once routed and on_route ran (src/pipeline.c
+-- mg_pipeline_routed: 404, 405 with Allow, 413) on st's C request. Returns
+-- nil when the request goes on, else the gateway's answer as checks().
+function _M.routed(st)
+    local n = tonumber(C().mg_ffi_kit_step(sync(st), head_model(st, ""), cdefs.KIT_ROUTED,
+                                           answer_out, answer_head))
+    if n == 0 then
+        return nil
+    end
+    return framed(st, n)
+end
+
+--- An answer made by the gateway (hook, handler): status, content type,
+-- body and extra fields list ({ name, value, ... }). `commit` false only
+-- computes it. Returns status, header list, body.
+function _M.local_response(st, status, ctype, body, list, commit)
+    return gateway_answer(st, status, ctype or "text/plain", body, list, commit)
+end
+
+--- The gateway's JSON error answer.
+function _M.error_response(st, status, message, commit)
+    return gateway_answer(st, status, nil, message, nil, commit)
 end
 
 return _M

@@ -1,5 +1,5 @@
--- moongate.testing.router: the real router (src/router.c) and path
--- normaliser (src/uri.c) reached through the FFI, for moongate.testing.
+-- moongate.testing.router: the real router (src/router.c) reached through
+-- the FFI, for moongate.testing.
 --
 -- Inside the moongate binary the symbols are in ffi.C (linked with -Wl,-E);
 -- elsewhere the test library is loaded (MG_TEST_LIB, default
@@ -87,18 +87,8 @@ int mg_router_match(const mg_router_t *r, uint16_t local_port, const char *metho
                     mg_header_get_fn get_header, void *get_header_ctx,
                     mg_route_match_t *m);]] },
     { "router.h", [[
-long mg_router_allowed(const mg_router_t *r, uint16_t local_port,
-                       const char *host, size_t host_len, const char *path,
-                       size_t path_len, mg_header_get_fn get_header,
-                       void *get_header_ctx, char *out, size_t cap);]] },
-    { "router.h", [[
 long mg_router_upstream_path(const mg_route_match_t *m, const char *path,
                              size_t path_len, char *out, size_t cap);]] },
-    { "uri.h", [[
-int mg_uri_normalize_path(const char *in, size_t len, char *out, size_t *out_len,
-                          int flags);]] },
-    { "uri.h", "int mg_uri_escaped_slashes(const char *path, size_t len);" },
-    { "uri.h", "int mg_uri_valid_host(const char *s, size_t n);" },
     { "shdict.h", "typedef struct mg_shdict_s mg_shdict_t;" },
     { "shdict.h", "mg_shdict_t *mg_shdict_open(const char *name, size_t cap);" },
 }
@@ -136,32 +126,6 @@ end
 --- Seconds since the epoch, millisecond resolution (what gw.now gives).
 function _M.now()
     return lib.mg_ffi_now()
-end
-
-local out_len = ffi_new("size_t[1]")
-
--- uri.h: MG_URI_DECODE_SLASHES; MG_URI_ESCAPED_SLASH, MG_URI_NESTED_SLASH
-_M.DECODE_SLASHES, _M.ESCAPED_SLASH, _M.NESTED_SLASH = 1, 1, 2
-
---- mg_uri_normalize_path: the normalised form of path `p` (no query), or
--- nil when the core would answer 400. `flags` 0 or DECODE_SLASHES.
-function _M.normalize(p, flags)
-    local out = ffi_new("char[?]", #p + 1)
-    if lib.mg_uri_normalize_path(p, #p, out, out_len, flags or 0) ~= 0 then
-        return nil
-    end
-    return ffi_string(out, out_len[0])
-end
-
---- mg_uri_escaped_slashes: ESCAPED_SLASH / NESTED_SLASH bits found in
--- normalised path `p` (0 for none).
-function _M.escaped_slashes(p)
-    return lib.mg_uri_escaped_slashes(p, #p)
-end
-
---- mg_uri_valid_host: is `s` a Host value the core accepts?
-function _M.valid_host(s)
-    return lib.mg_uri_valid_host(s, #s) == 1
 end
 
 local pattern_why = ffi_new("char[256]")
@@ -281,26 +245,6 @@ function Router.match(self, port, method, host, path, headers)
     local rc = do_match(self, port, method, host, buf, #path, m)
     match_headers = nil
     return rc, m, buf
-end
-
-local function do_allowed(self, port, host, path_buf, path_len, out, cap)
-    return lib.mg_router_allowed(self.r, port, host, host and #host or 0,
-                                 path_buf, path_len, get_header, nil, out, cap)
-end
-jit.off(do_allowed)
-
---- mg_router_allowed: the Allow value of a 405 for the same request
--- (methods of the routes that matched all but the method, "GET, POST").
-function Router.allowed(self, port, host, path, headers)
-    if not get_header then
-        get_header = ffi_cast("mg_header_get_fn", lookup)
-    end
-    local buf = ffi_new("char[?]", #path + 1, path)
-    local out = ffi_new("char[2048]")
-    match_headers = headers
-    local n = do_allowed(self, port, host, buf, #path, out, 2048)
-    match_headers = nil
-    return ffi_string(out, n)
 end
 
 --- mg_router_upstream_path for match `m` and the current path `path`.

@@ -90,9 +90,10 @@ end
 function _M.format(d)
     local out = {}
     local r = d.request or {}
-    out[1] = fmt("%s %s  (request %s, client %s, port %s)",
+    out[1] = fmt("%s %s  (request %s, client %s%s, port %s)",
                  tostring(r.method), tostring(r.uri), tostring(d.id),
-                 tostring(r.client), tostring(r.port))
+                 tostring(r.client), r.peer and r.peer ~= r.client
+                     and " via " .. tostring(r.peer) or "", tostring(r.port))
     local stage = 0
     -- prints the core's lines of every stage before `upto`
     local function reach(upto)
