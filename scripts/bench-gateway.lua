@@ -51,6 +51,22 @@ if w4 then
     } } }
 end
 
+-- W5: W1 to origin A over TLS: the certificate verified against the bench's
+-- CA and name, TLS connections pooled (as nginx's proxy_ssl + keepalive)
+local w5 = port("GW_W5_PORT")
+local a_tls = os.getenv("BENCH_UPSTREAM_A_TLS")
+if w5 and a_tls then
+    -- scripts/bench-upstream-tls.sh sets BENCH_W5_KEEPALIVE=0 (a new TLS
+    -- connection per request) and BENCH_W5_SESSION_REUSE=0 (full handshakes)
+    gw.upstream("a_tls", { a_tls }, {
+        keepalive = tonumber(os.getenv("BENCH_W5_KEEPALIVE") or "") or 256,
+        forwarded = false, request_id = false,
+        tls = { ca = os.getenv("BENCH_TLS_CA"), sni = os.getenv("BENCH_TLS_NAME"),
+                session_reuse = os.getenv("BENCH_W5_SESSION_REUSE") ~= "0" } })
+    gw.listen { port = w5, host = "127.0.0.1" }
+    gw.route { name = "w5", path = "/**", upstream = "a_tls", listen = w5 }
+end
+
 -- W2 / W3: JWT (HS256, signature and exp) verified on every request, then a
 -- per-`sub` rate limit (W2: never triggers but is counted; W3: 100/s, 429
 -- beyond), routing by prefix, round robin over A and B.

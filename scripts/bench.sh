@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make bench`: moongate beside nginx, nginx + lua and HAProxy on the
-# workloads W0-W4 (scripts/bench/peers.sh: req/s, p99, CPU us per request,
+# workloads W0-W5 (scripts/bench/peers.sh: req/s, p99, CPU us per request,
 # ratios), then the counted cost per request (scripts/bench/counts.sh:
 # syscalls and user-space instructions), then throughput while reloading
 # every 100 ms, response cache hits beside nginx's proxy_cache and the memory
@@ -17,7 +17,7 @@ export GW_NAME=moongate
 export GW_CMD="exec $PWD/build/moongate run -c $PWD/scripts/bench-gateway.lua"
 rc=0
 echo "bench: moongate beside peers ($PEERS), scripts/bench/peers.sh"
-GW_WORKLOADS=${GW_WORKLOADS:-"W1 W2 W3 W4"} bash scripts/bench/peers.sh || rc=1
+GW_WORKLOADS=${GW_WORKLOADS:-"W1 W2 W3 W4 W5"} bash scripts/bench/peers.sh || rc=1
 if [ "${SKIP_COUNTS:-0}" != 1 ]; then
     echo
     echo "bench: counted cost per request, scripts/bench/counts.sh"

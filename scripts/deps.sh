@@ -5,7 +5,8 @@
 # With package names as arguments it installs those instead.
 # (luarocks, dpkg-dev, lintian and systemd: the packaging specs of `make test`;
 # clang and libclang-rt-14-dev: the libFuzzer targets, spec/fuzz; haproxy and
-# nginx: the proxies in front of the gateway in spec/integration/real_ip_spec.lua.)
+# nginx: the proxies in front of the gateway in spec/integration/real_ip_spec.lua, and
+# an HTTPS upstream in spec/integration/upstream_tls_spec.lua.)
 set -euo pipefail
 if [ $# -gt 0 ]; then
     pkgs=("$@") # another list (scripts/bench/deps.sh)

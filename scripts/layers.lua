@@ -10,7 +10,7 @@
 return {
     { name = "base", files = {
         "errlog", "wq", "uri", "trace", "http", "usage", "crypto", "shdict",
-        "tls", "watch", "metrics", "lua_state", "admin", "admin_client", "buf",
+        "tls", "tls_client", "watch", "metrics", "lua_state", "admin", "admin_client", "buf",
         "header_names", "h1_response", "h1_writer",
         "cidr", "proxy_protocol", "real_ip", "maglev" } },
     { name = "config", files = { "config", "router" } },
@@ -21,8 +21,9 @@ return {
         "accesslog", "kit_request", "client_addr", "retry" } },
     { name = "pipeline", files = { "pipeline" } },
     -- the keep-alive pools and the balancer; an idle connection is closed
-    -- through w->upstream (the proxy's table)
-    { name = "pool", files = { "pool" } },
+    -- through w->upstream (the proxy's table); an upstream connection's
+    -- transport, plain or TLS
+    { name = "pool", files = { "pool", "upconn_io" } },
     { name = "upstream", files = { "proxy", "health" } },
     -- gw.http over the proxy's connections; told of a lost one through
     -- u->client_lost

@@ -35,6 +35,7 @@
 #include "metrics.h"
 #include "mg_ffi.h"
 #include "tls.h"
+#include "tls_client.h"
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -176,6 +177,7 @@ fail:
 typedef struct conv_s {
     lua_State *L;
     errs_t *errs;
+    errs_t warnings;  /* what `moongate check` points out but accepts */
     const char *file;
 } conv_t;
 
@@ -548,7 +550,30 @@ static const mg_ffi_config_field_t upstream_fields[] = {
     TABLE_HERE("health", "health", 0, "must be a table like { path = \"/health\" }"),
     F("max_fails", MG_FIELD_INT, 0, 1000, 1, "must be an integer 0-1000 (0: never skip a target)",
       mg_upstream_t, max_fails, CT_INT),
-    OTHER("retries"), OTHER("outlier"),
+    OTHER("tls"), OTHER("retries"), OTHER("outlier"),
+};
+
+/* upstream.tls (`tls = true`: these defaults); read into a
+ * mg_tls_client_opts_t while the config converts, the strings not kept
+ * (the SSL_CTX holds what it needs). Paths are made absolute in Lua. */
+typedef struct upstream_tls_s {
+    int verify, session_reuse;
+    char *ca, *sni, *cert, *key, *min_version, *ciphers;
+} upstream_tls_t;
+
+static const mg_ffi_config_field_t upstream_tls_fields[] = {
+    F("verify", MG_FIELD_BOOL, 0, 1, 1, "must be true or false", upstream_tls_t, verify, CT_BOOL),
+    STRING("ca", 1, NULL, "must be the path of a PEM file of CA certificates", upstream_tls_t,
+           ca),
+    STRING("sni", 1, NULL, "must be a host name", upstream_tls_t, sni),
+    STRING("cert", 1, NULL, "must be the path of a PEM certificate file", upstream_tls_t, cert),
+    STRING("key", 1, NULL, "must be the path of a PEM private key file", upstream_tls_t, key),
+    STRING("min_version", 1, NULL, "must be \"TLSv1.2\" or \"TLSv1.3\"", upstream_tls_t,
+           min_version),
+    STRING("ciphers", 1, NULL, "must be an OpenSSL cipher list string", upstream_tls_t,
+           ciphers),
+    F("session_reuse", MG_FIELD_BOOL, 0, 1, 1, "must be true or false", upstream_tls_t,
+      session_reuse, CT_BOOL),
 };
 
 /* retries = { ... } (route or upstream; src/retry.c). `on` is a list of
@@ -743,6 +768,7 @@ static const struct {
     OBJECT("settings", settings_fields), OBJECT("limits", limits_fields),
     OBJECT("timeouts", timeouts_fields), OBJECT("upstream", upstream_fields),
     OBJECT("target", target_fields),     OBJECT("health", health_fields),
+    OBJECT("upstream_tls", upstream_tls_fields),
     OBJECT("shared_dict", shared_dict_fields), OBJECT("cache", cache_fields),
     OBJECT("admin", admin_fields),       OBJECT("listen", listen_fields),
     OBJECT("tls", tls_fields),           OBJECT("tls_cert", tls_cert_fields),
@@ -1118,6 +1144,43 @@ static mg_retry_policy_t *conv_retries(conv_t *cv, int t, const char *what)
     return p;
 }
 
+/* upstream.tls (checked in Lua): the client context is built now, so a
+ * missing CA file or a broken client certificate refuses the config with
+ * the upstream's line; verify = false is accepted with a warning. */
+static void conv_upstream_tls(conv_t *cv, int u_t, const char *what, mg_upstream_t *u)
+{
+    upstream_tls_t conf = { 0 };
+    char *source = NULL, twhat[64], err[512];
+    int line = 0;
+    int t = push_table(cv, u_t, what, "tls");
+    if (!t)
+        return;
+    snprintf(twhat, sizeof(twhat), "%s.tls", what);
+    conv_fields(cv, t, twhat, "upstream_tls", &conf);
+    lua_pop(cv->L, 1);
+    get_str(cv, u_t, what, "source", 1, &source);
+    get_int(cv, u_t, what, "line", 0, INT32_MAX, &line);
+    mg_tls_client_opts_t o = { .verify = conf.verify, .ca = conf.ca, .sni = conf.sni,
+                               .cert = conf.cert, .key = conf.key,
+                               .min_version = conf.min_version, .ciphers = conf.ciphers,
+                               .no_resumption = !conf.session_reuse, .label = u->name };
+    if (cv->errs->len == 0 && mg_tls_client_new(&o, &u->tls, err, sizeof(err)) != 0)
+        errs_add(cv->errs, "%s:%d: upstream %s: tls: %s", source ? source : cv->file, line,
+                 u->name ? u->name : "?", err);
+    if (!conf.verify)
+        errs_add(&cv->warnings, "%s:%d: warning: upstream %s: tls.verify = false: its "
+                 "certificates are not checked, so anyone on the path can pose as it (give "
+                 "tls.ca the CA that signed them instead)", source ? source : cv->file, line,
+                 u->name ? u->name : "?");
+    free(source);
+    free(conf.ca);
+    free(conf.sni);
+    free(conf.cert);
+    free(conf.key);
+    free(conf.min_version);
+    free(conf.ciphers);
+}
+
 static void conv_upstreams(conv_t *cv, int cfg_t, mg_config_t *cfg)
 {
     int list = push_table(cv, cfg_t, "", "upstreams");
@@ -1139,6 +1202,11 @@ static void conv_upstreams(conv_t *cv, int cfg_t, mg_config_t *cfg)
         for (size_t j = 0; j < u->ntargets; j++)
             if (u->targets[j].host != NULL)
                 u->targets[j].name = target_name(cv, u->targets[j].host, u->targets[j].port);
+        lua_getfield(cv->L, t, "tls");
+        int has_tls = lua_istable(cv->L, -1);
+        lua_pop(cv->L, 1);
+        if (has_tls)
+            conv_upstream_tls(cv, t, what, u);
         u->retries = conv_retries(cv, t, what);
         lua_getfield(cv->L, t, "outlier");
         if (lua_istable(cv->L, -1)) {
@@ -1295,6 +1363,7 @@ int mg_config_convert(lua_State *L, int t, const char *file, mg_config_t **out, 
     *errors = NULL;
     cv.L = L;
     cv.errs = &e;
+    cv.warnings = (errs_t){ 0 };
     cv.file = file;
     cfg = calloc(1, sizeof(*cfg));
     if (cfg == NULL || (cfg->file = strdup(file)) == NULL) {
@@ -1326,10 +1395,12 @@ int mg_config_convert(lua_State *L, int t, const char *file, mg_config_t **out, 
     if (e.oom)
         errs_add(&e, "%s: out of memory", file);
     if (e.len > 0 || e.oom) {
+        free(cv.warnings.buf);
         mg_config_free(cfg);
         *errors = errs_take(&e);
         return -1;
     }
+    cfg->warnings = cv.warnings.len ? cv.warnings.buf : (free(cv.warnings.buf), NULL);
     *out = cfg;
     return 0;
 }
@@ -1341,6 +1412,7 @@ void mg_config_free(mg_config_t *cfg)
     if (cfg == NULL)
         return;
     free(cfg->file);
+    free(cfg->warnings);
     free(cfg->access_log);
     free(cfg->error_log);
     free(cfg->admin_host);
@@ -1361,6 +1433,7 @@ void mg_config_free(mg_config_t *cfg)
 
         free(u->name);
         free(u->health_path);
+        mg_tls_client_release(u->tls);
         free(u->retries);
         free(u->outlier);
         for (j = 0; j < u->ntargets; j++) {

@@ -89,6 +89,7 @@ typedef struct mg_upstream_s {
     uint64_t health_timeout;    /* connect + answer */
     int health_fall;            /* failed checks in a row that take a target out */
     int health_rise;            /* good checks in a row that bring it back */
+    struct mg_tls_client_s *tls; /* HTTPS to the targets (tls_client.h); NULL: plain */
     mg_retry_policy_t *retries; /* NULL: one retry of what never went out */
     mg_outlier_policy_t *outlier; /* NULL: no outlier detection */
 } mg_upstream_t;
@@ -197,6 +198,7 @@ typedef struct mg_shared_dict_decl_s {
 
 typedef struct mg_config_s {
     char *file;
+    char *warnings;         /* lines `moongate check` prints (NULL: none) */
     int workers;            /* 0 = one per CPU */
     char *access_log;       /* "off", "stdout", "stderr" or a file path */
     char *error_log;        /* "stderr" or a file path (errlog.h) */

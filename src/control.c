@@ -174,6 +174,8 @@ static lua_State *load_and_test(mg_control_t *ctl, const char *file, mg_config_t
         lua_close(L);
         return NULL;
     }
+    if (cfg && (*cfg)->warnings) /* accepted, but the operator should know */
+        mg_log(MG_LOG_WARN, "%s", (*cfg)->warnings);
     lua_settop(L, 0);
     /* what the live REPL reaches as require "moongate.control" */
     lua_newtable(L);

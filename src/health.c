@@ -7,6 +7,8 @@
  * state it reports to, so a reload never frees that state under it; the
  * verdict of a probe that outlives a reload lands in the old generation and
  * is simply not carried over (the new one checks again at once).
+ * A TLS upstream is checked over TLS with its own settings (tls_client.h):
+ * a certificate that fails verification fails the check.
  */
 #include <netdb.h>
 #include <stdatomic.h>
@@ -16,6 +18,7 @@
 #include "errlog.h"
 #include "h1_response.h"
 #include "health.h"
+#include "tls_client.h"
 #include "worker.h"
 
 #define TICK_MS 100
@@ -36,6 +39,9 @@ typedef struct probe_s {
     uv_timer_t timer;
     uv_connect_t connect;
     uv_write_t write;
+    mg_wq_t wq;                 /* TLS records (a TLS upstream) */
+    mg_tls_link_t *tls;
+    char why[160];              /* a TLS failure's reason */
     mg_health_t *h;
     mg_gen_t *gen;              /* one reference */
     size_t ui, ti;
@@ -103,6 +109,9 @@ static void on_probe_closed(uv_handle_t *hd)
 static void finish(probe_t *p, int ok, const char *why)
 {
     verdict(p, ok, why);
+    mg_tls_link_close(p->tls); /* its close_notify first */
+    p->tls = NULL;
+    p->wq.closed = 1; /* (TLS) a write the close cancels is no news */
     if (!uv_is_closing((uv_handle_t *)&p->tcp))
         uv_close((uv_handle_t *)&p->tcp, on_probe_closed);
     if (!uv_is_closing((uv_handle_t *)&p->timer))
@@ -128,7 +137,9 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     probe_t *p = s->data;
     (void)b;
     if (n < 0) {
-        finish(p, 0, n == UV_EOF ? "closed without an answer" : uv_strerror((int)n));
+        finish(p, 0, n == UV_EOF      ? "closed without an answer"
+                     : n == UV_EPROTO ? mg_tls_link_error(p->tls)
+                                      : uv_strerror((int)n));
         return;
     }
     p->len += (size_t)n;
@@ -162,6 +173,44 @@ static void on_written(uv_write_t *w, int status)
         finish(p, 0, uv_strerror(status));
 }
 
+/* ---- over TLS ------------------------------------------------------------- */
+
+static void tls_raw_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    probe_t *p = s->data;
+    mg_tls_link_on_read(p->tls, n, b);
+}
+
+static void tls_write_failed(mg_wq_t *q, int status)
+{
+    probe_t *p = mg_container_of(q, probe_t, wq);
+    finish(p, 0, uv_strerror(status));
+}
+
+static void tls_ready(void *arg, const char *err)
+{
+    probe_t *p = arg;
+    if (p->done)
+        return;
+    if (err) {
+        snprintf(p->why, sizeof(p->why), "%s", err); /* the link goes with the probe */
+        finish(p, 0, p->why);
+        return;
+    }
+    uv_buf_t b = uv_buf_init(p->req, (unsigned)strlen(p->req));
+    if (mg_tls_link_write(p->tls, &b, 1) < 0 ||
+        mg_tls_link_read_start(p->tls, on_alloc, on_read) < 0)
+        finish(p, 0, "cannot send the health check");
+}
+
+static void tls_start(probe_t *p, mg_tls_client_t *c, const mg_target_t *t)
+{
+    mg_wq_init(&p->wq, (uv_stream_t *)&p->tcp, NULL, tls_write_failed);
+    p->tls = mg_tls_link_new(c, t->host, t->port, (uv_stream_t *)&p->tcp, &p->wq, tls_raw_read);
+    if (!p->tls || mg_tls_link_handshake(p->tls, tls_ready, p) < 0)
+        finish(p, 0, "cannot start TLS");
+}
+
 static void on_connect(uv_connect_t *c, int status)
 {
     probe_t *p = c->data;
@@ -169,6 +218,11 @@ static void on_connect(uv_connect_t *c, int status)
         return;
     if (status < 0) {
         finish(p, 0, uv_strerror(status));
+        return;
+    }
+    const mg_upstream_t *u = &p->gen->cfg->upstreams[p->ui];
+    if (u->tls) {
+        tls_start(p, u->tls, &u->targets[p->ti]);
         return;
     }
     uv_buf_t b = uv_buf_init(p->req, (unsigned)strlen(p->req));

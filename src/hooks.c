@@ -273,6 +273,13 @@ static int co_resume(mg_hook_co_t *hc, int nargs)
         /* a hook raised an error: the driver ends with it (it runs no pcall
          * of its own); log it with the traceback, then drop the coroutine */
         mg_lua_relieve(lw->L); /* maybe it failed for want of memory */
+        if (hc->cancel) {
+            /* the budget stopped it after it began a wait (gw.http's
+             * operation started): that operation must not wake it later */
+            mg_hook_cancel_fn cancel = hc->cancel;
+            hc->cancel = NULL;
+            cancel(hc->cancel_arg);
+        }
         report_error(hc, st);
         atomic_fetch_add(&hook_errors, 1);
         hc->dropped = 1;

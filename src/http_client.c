@@ -20,6 +20,7 @@
 #include "h1_response.h"
 #include "hooks.h"
 #include "mg_ffi.h"
+#include "tls_client.h"
 
 typedef struct mg_http_op_s mg_http_op_t;
 
@@ -37,6 +38,16 @@ typedef struct adhoc_pool_s {
     mg_http_op_t *waiting; /* operations waiting for gai (op->next_waiting) */
     char name[280];
 } adhoc_pool_t;
+
+/* The TLS configurations https URLs with options used on this worker, one
+ * per (ca, verify): built on first use (that reads the CA file, once), kept
+ * until the worker stops. Without options: mg_tls_client_default(). */
+typedef struct http_tls_s {
+    struct http_tls_s *next;
+    mg_tls_client_t *c;
+    int verify;
+    char ca[];             /* "": none given */
+} http_tls_t;
 
 struct mg_http_op_s {
     mg_worker_t *w;
@@ -64,9 +75,11 @@ struct mg_http_op_s {
     int status;
     const char *err;
     const char *deferred_err;
+    char tls_err[320];      /* why the TLS handshake failed */
 };
 
 static _Thread_local adhoc_pool_t *adhoc_pools;
+static _Thread_local http_tls_t *http_tls;
 
 static void op_start(mg_http_op_t *op);
 static void dns_forget(mg_http_op_t *op);
@@ -141,7 +154,7 @@ static void op_finish(mg_http_op_t *op, const char *err)
     if (u) {
         u->client = NULL;
         if (!err && op->complete && mg_h1_response_reusable(&op->h1, op->extra, 1)) {
-            uv_read_stop((uv_stream_t *)&u->tcp);
+            mg_upconn_read_stop(u);
             u->reading = 0;
             mg_proxy_detach(u, 1);
         } else {
@@ -303,7 +316,9 @@ static void op_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
             op_start(op);
             return;
         }
-        op_finish(op, nread == UV_EOF ? "connection closed early" : uv_strerror((int)nread));
+        op_finish(op, nread == UV_EOF     ? "connection closed early"
+                      : nread == UV_EPROTO ? mg_upconn_tls_error(u)
+                                           : uv_strerror((int)nread));
         return;
     }
     u->buf.len += (uint32_t)nread;
@@ -320,18 +335,33 @@ static void send_request(mg_http_op_t *op)
     u->client = op;
     u->client_lost = conn_lost;
     if (u->reading) {
-        uv_read_stop((uv_stream_t *)&u->tcp);
+        mg_upconn_read_stop(u);
         u->reading = 0;
     }
     mg_h1r_init(&op->h1);
     u->buf.len = u->buf.parsed = 0;
     uv_buf_t b = uv_buf_init(op->req, (unsigned)op->req_len);
-    if (mg_wq_write(&u->wq, &b, 1) < 0) {
+    if (mg_upconn_write(u, &b, 1) < 0) {
         op_finish(op, "write failed");
         return;
     }
-    if (uv_read_start((uv_stream_t *)&u->tcp, mg_upconn_alloc, op_read) == 0)
+    if (mg_upconn_read_start(u, mg_upconn_alloc, op_read) == 0)
         u->reading = 1;
+}
+
+static void on_tls_ready(mg_upconn_t *u, const char *err)
+{
+    mg_http_op_t *op = u->client;
+    if (!op || u->closing)
+        return;
+    if (err) {
+        mg_pool_failed(op->pool);
+        snprintf(op->tls_err, sizeof(op->tls_err), "%s", err); /* the link goes with u */
+        op_finish(op, op->tls_err);
+        return;
+    }
+    u->connected = 1;
+    send_request(op);
 }
 
 static void on_connected(uv_connect_t *req, int status)
@@ -345,8 +375,14 @@ static void on_connected(uv_connect_t *req, int status)
         op_finish(op, "connection refused");
         return;
     }
-    u->connected = 1;
     uv_tcp_nodelay(&u->tcp, 1);
+    int tls = mg_upconn_tls_start(u, on_tls_ready);
+    if (tls != 0) {
+        if (tls < 0)
+            op_finish(op, "TLS setup failed");
+        return;
+    }
+    u->connected = 1;
     send_request(op);
 }
 
@@ -451,29 +487,61 @@ static void op_start(mg_http_op_t *op)
 
 /* ---- pools --------------------------------------------------------------- */
 
+/* The TLS configuration for https URLs with these options (see
+ * http_tls_t); NULL with *err when it cannot be built. */
+static mg_tls_client_t *tls_for(const char *ca, int verify, const char **err)
+{
+    static _Thread_local char why[512];
+    if (!ca && verify)
+        return mg_tls_client_default(err);
+    const char *key = ca ? ca : "";
+    for (http_tls_t *t = http_tls; t; t = t->next)
+        if (t->verify == verify && strcmp(t->ca, key) == 0)
+            return t->c;
+    http_tls_t *t = calloc(1, sizeof(*t) + strlen(key) + 1);
+    if (!t) {
+        *err = "out of memory";
+        return NULL;
+    }
+    strcpy(t->ca, key);
+    t->verify = verify;
+    mg_tls_client_opts_t o = { .verify = verify, .ca = ca, .label = "gw.http" };
+    if (mg_tls_client_new(&o, &t->c, why, sizeof(why)) != 0) {
+        free(t);
+        *err = why;
+        return NULL;
+    }
+    t->next = http_tls;
+    http_tls = t;
+    return t->c;
+}
+
 /* The pool for host:port: a configured upstream by name (balanced), a
- * configured target, or an ad-hoc pool of this worker. */
+ * configured target, or an ad-hoc pool of this worker. Configured ones
+ * only when they speak the URL's scheme (an https URL to a TLS upstream
+ * uses that upstream's TLS settings); ad-hoc ones per scheme and TLS
+ * options (tls NULL: http). */
 static mg_pool_t *pool_for(mg_worker_t *w, const char *host, size_t hlen, uint16_t port,
-                           int port_given)
+                           int port_given, mg_tls_client_t *tls)
 {
     mg_wgen_t *g = w->g;
     const mg_config_t *cfg = g->cfg;
     if (!port_given) {
         for (size_t i = 0; i < cfg->nupstreams; i++) {
-            if (strlen(cfg->upstreams[i].name) == hlen &&
+            if (!cfg->upstreams[i].tls == !tls && strlen(cfg->upstreams[i].name) == hlen &&
                 memcmp(cfg->upstreams[i].name, host, hlen) == 0)
                 return &g->ups[i].pools[mg_balancer_pick(g, (int)i, -1)];
         }
     }
     for (size_t i = 0; i < cfg->nupstreams; i++) {
         const mg_upstream_t *up = &cfg->upstreams[i];
-        for (size_t t = 0; t < up->ntargets; t++)
+        for (size_t t = 0; t < up->ntargets && !up->tls == !tls; t++)
             if (up->targets[t].port == port && strlen(up->targets[t].host) == hlen &&
                 memcmp(up->targets[t].host, host, hlen) == 0)
                 return &g->ups[i].pools[t];
     }
     for (adhoc_pool_t *a = adhoc_pools; a; a = a->next)
-        if (a->target.port == port && strlen(a->target.host) == hlen &&
+        if (a->up.tls == tls && a->target.port == port && strlen(a->target.host) == hlen &&
             memcmp(a->target.host, host, hlen) == 0)
             return &a->pool;
     adhoc_pool_t *a = calloc(1, sizeof(*a));
@@ -496,6 +564,7 @@ static mg_pool_t *pool_for(mg_worker_t *w, const char *host, size_t hlen, uint16
     a->up.send_timeout = 60000;
     a->up.read_timeout = 60000;
     a->up.fail_timeout = 1000;
+    a->up.tls = tls; /* http_tls holds it */
     a->pool.w = w;
     a->pool.u = &a->up;
     a->pool.t = &a->target;
@@ -527,34 +596,41 @@ void mg_http_client_free(mg_worker_t *w)
         adhoc_pools = a->next;
         free(a);
     }
+    while (http_tls) { /* connections still closing hold their own references */
+        http_tls_t *t = http_tls;
+        http_tls = t->next;
+        mg_tls_client_release(t->c);
+        free(t);
+    }
 }
 
 /* ---- FFI ------------------------------------------------------------------ */
 
 /* Starts a request for the running hook; the Lua side yields and gets
- * (status, headers, body) or (nil, reason). `url` is http://host[:port]/...;
- * `headers` is a block of "Name: value\r\n" lines. */
+ * (status, headers, body) or (nil, reason). `url` is http[s]://host[:port]/...;
+ * `headers` is a block of "Name: value\r\n" lines; https: ca (NULL: the
+ * system bundle) and verify. */
 int mg_ffi_http_request(const char *method, size_t mlen, const char *url, size_t ulen,
                         const char *headers, size_t hlen, const char *body, size_t blen,
-                        double timeout, double max_body, const char **err)
+                        double timeout, double max_body, const char *ca, int verify,
+                        const char **err)
 {
     mg_worker_t *w = mg_hook_worker();
     if (!w) {
         *err = "gw.http.request can only be used inside hooks and timers";
         return MG_FFI_EPHASE;
     }
-    if (ulen < 8 || strncmp(url, "http://", 7) != 0) {
-        *err = ulen >= 8 && strncmp(url, "https://", 8) == 0
-                   ? "https URLs are not supported yet (no TLS client)"
-                   : "url must start with http://";
+    int https = ulen >= 8 && strncmp(url, "https://", 8) == 0;
+    if (!https && (ulen < 7 || strncmp(url, "http://", 7) != 0)) {
+        *err = "url must start with http:// or https://";
         return MG_FFI_EINVAL;
     }
-    const char *h = url + 7, *end = url + ulen;
+    const char *h = url + (https ? 8 : 7), *end = url + ulen;
     const char *slash = memchr(h, '/', (size_t)(end - h));
     const char *hend = slash ? slash : end;
     const char *colon = memchr(h, ':', (size_t)(hend - h));
     size_t host_len = (size_t)((colon ? colon : hend) - h);
-    uint16_t port = 80;
+    uint16_t port = https ? 443 : 80;
     if (colon) {
         long pv = 0;
         for (const char *q = colon + 1; q < hend; q++) {
@@ -581,7 +657,10 @@ int mg_ffi_http_request(const char *method, size_t mlen, const char *url, size_t
             *err = "url has spaces or control characters";
             return MG_FFI_EINVAL;
         }
-    mg_pool_t *pool = pool_for(w, h, host_len, port, colon != NULL);
+    mg_tls_client_t *tls = NULL;
+    if (https && !(tls = tls_for(ca, verify, err)))
+        return MG_FFI_EINVAL;
+    mg_pool_t *pool = pool_for(w, h, host_len, port, colon != NULL, tls);
     if (!pool) {
         *err = "out of memory";
         return MG_FFI_ENOMEM;

@@ -360,23 +360,8 @@ static int conn_write(mg_conn_t *c, const uv_buf_t *bufs, unsigned n)
 {
     if (!c->tls)
         return mg_wq_write(&c->wq, bufs, n);
-    static _Thread_local char joined[16384];
-    size_t total = 0;
-    for (unsigned i = 0; i < n; i++)
-        total += bufs[i].len;
-    if (n > 1 && total <= sizeof(joined)) {
-        size_t at = 0;
-        for (unsigned i = 0; i < n; i++) {
-            memcpy(joined + at, bufs[i].base, bufs[i].len);
-            at += bufs[i].len;
-        }
-        if (mg_tls_write(c->tls->t, joined, total) < 0)
-            return UV_EPROTO;
-    } else {
-        for (unsigned i = 0; i < n; i++)
-            if (mg_tls_write(c->tls->t, bufs[i].base, bufs[i].len) < 0)
-                return UV_EPROTO;
-    }
+    if (mg_tls_writev(c->tls->t, bufs, n) < 0)
+        return UV_EPROTO;
     return tls_flush(c);
 }
 

@@ -401,6 +401,8 @@ static int cmd_check(const char *file)
         mg_config_free(cfg);
         return 1;
     }
+    if (cfg->warnings)
+        fprintf(stderr, "%s", cfg->warnings);
     printf("%s: ok (%zu listeners, %zu upstreams, %zu routes, %d tests passed)\n", file,
            cfg->nlisteners, cfg->nupstreams, cfg->nroutes, ntests);
     mg_config_free(cfg);

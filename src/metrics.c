@@ -102,6 +102,18 @@ static int nshards;
 static _Atomic uint64_t reloads_ok, reloads_failed;
 static _Atomic uint64_t tls_ok, tls_failed;
 
+/* Upstream TLS handshakes by (upstream, failed, what): few distinct ones,
+ * counted under `lock` (once per new connection, never per request); past
+ * the table's size they go under the upstream "(other)". */
+#define UP_TLS_MAX 256
+static struct {
+    const char *upstream; /* strdup'd, but for the overflow slot */
+    const char *what; /* a static string */
+    int failed;
+    uint64_t n;
+} up_tls[UP_TLS_MAX];
+static int nup_tls;
+
 /* ---- route ids ---------------------------------------------------------- */
 
 static uint32_t hash_str(const char *s)
@@ -237,6 +249,10 @@ void mg_metrics_free(void)
     atomic_store(&reloads_failed, 0);
     atomic_store(&tls_ok, 0);
     atomic_store(&tls_failed, 0);
+    for (int i = 0; i < nup_tls; i++)
+        free((char *)up_tls[i].upstream);
+    memset(up_tls, 0, sizeof(up_tls));
+    nup_tls = 0;
     pthread_mutex_unlock(&lock);
 }
 
@@ -380,6 +396,32 @@ static void put_results(sbuf_t *b, const char *name, const char *help, _Atomic u
          (unsigned long long)atomic_load_explicit(failed, memory_order_relaxed));
 }
 
+void mg_metrics_upstream_tls(const char *upstream, int failed, const char *what)
+{
+    pthread_mutex_lock(&lock);
+    int i = 0;
+    while (i < nup_tls && !(up_tls[i].failed == failed && strcmp(up_tls[i].what, what) == 0 &&
+                            strcmp(up_tls[i].upstream, upstream) == 0))
+        i++;
+    if (i == nup_tls && nup_tls < UP_TLS_MAX - 1) {
+        up_tls[i].upstream = strdup(upstream);
+        if (up_tls[i].upstream) {
+            up_tls[i].what = what;
+            up_tls[i].failed = failed;
+            up_tls[i].n = 0;
+            nup_tls++;
+        }
+    }
+    if (i == nup_tls) { /* full, or out of memory: the last slot is "(other)" */
+        i = UP_TLS_MAX - 1;
+        up_tls[i].upstream = OTHER_NAME; /* static: never freed (i >= nup_tls) */
+        up_tls[i].what = "other";
+        up_tls[i].failed = 1;
+    }
+    up_tls[i].n++;
+    pthread_mutex_unlock(&lock);
+}
+
 /* Backslash, double quote and line feed become \\, \" and \n. Writes at
  * most cap-1 bytes and a NUL to out (when cap > 0); returns the length the
  * whole escaped value needs, like snprintf. */
@@ -433,6 +475,27 @@ static void put_hist(sbuf_t *b, const char *name, const char *help, size_t off)
     /* exact decimal seconds from integer microseconds */
     putf(b, "%s_sum %llu.%06llu\n%s_count %llu\n", name, (unsigned long long)(sum_us / 1000000),
          (unsigned long long)(sum_us % 1000000), name, (unsigned long long)cum);
+}
+
+/* Under `lock`. */
+static void put_upstream_tls(sbuf_t *b)
+{
+    puts_(b, "# HELP moongate_upstream_tls_handshakes_total TLS handshakes with upstreams, "
+             "by result.\n# TYPE moongate_upstream_tls_handshakes_total counter\n");
+    for (int i = 0; i < UP_TLS_MAX; i++)
+        if (up_tls[i].n && !up_tls[i].failed) {
+            puts_(b, "moongate_upstream_tls_handshakes_total{upstream=\"");
+            put_label(b, up_tls[i].upstream);
+            putf(b, "\",result=\"%s\"} %llu\n", up_tls[i].what, (unsigned long long)up_tls[i].n);
+        }
+    puts_(b, "# HELP moongate_upstream_tls_failures_total TLS handshakes with upstreams that "
+             "failed, by reason.\n# TYPE moongate_upstream_tls_failures_total counter\n");
+    for (int i = 0; i < UP_TLS_MAX; i++)
+        if (up_tls[i].n && up_tls[i].failed) {
+            puts_(b, "moongate_upstream_tls_failures_total{upstream=\"");
+            put_label(b, up_tls[i].upstream);
+            putf(b, "\",reason=\"%s\"} %llu\n", up_tls[i].what, (unsigned long long)up_tls[i].n);
+        }
 }
 
 static int by_name(const void *x, const void *y)
@@ -505,6 +568,7 @@ char *mg_metrics_render(const char *extra, size_t *len)
     /* the lock keeps names and shards still; workers never take it */
     pthread_mutex_lock(&lock);
     put_requests(&b, ids, counts);
+    put_upstream_tls(&b);
     put_hist(&b, "moongate_request_duration_seconds",
              "Time from the start of a request to the end of its response.",
              offsetof(shard_t, total));

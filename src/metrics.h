@@ -35,6 +35,10 @@ void mg_metrics_cache(int w, int result);
 void mg_metrics_cache_stored(int w);
 /* A TLS handshake with a client finished (ok) or failed. */
 void mg_metrics_tls_handshake(int ok);
+/* A TLS handshake with an upstream (any thread; takes a lock, once per new
+ * connection): done, with `what` "full" or "resumed", or failed, with
+ * `what` the reason ("unknown_ca", "expired", "hostname", ...). */
+void mg_metrics_upstream_tls(const char *upstream, int failed, const char *what);
 
 /* Renders every metric as Prometheus text. `extra` is appended as is (the
  * caller's own gauges), may be NULL. Returns a malloc'd string (caller

@@ -281,7 +281,8 @@ int mg_ffi_timer_start(int id, double after, double every);
 /* ==== gw.http (http_client.c) ==== */
 int mg_ffi_http_request(const char *method, size_t mlen, const char *url, size_t ulen,
                         const char *headers, size_t hlen, const char *body, size_t blen,
-                        double timeout, double max_body, const char **err);
+                        double timeout, double max_body, const char *ca, int verify,
+                        const char **err);
 
 /* ==== shared dictionaries (shdict.c) ==== */
 /* (section owned by shdict.c)

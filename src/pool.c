@@ -11,6 +11,7 @@
 #include "upstream.h"
 #include "mg_ffi.h"
 #include "outlier.h"
+#include "tls_client.h"
 
 int mg_pools_init(mg_wgen_t *g)
 {
@@ -51,8 +52,9 @@ int mg_pools_init(mg_wgen_t *g)
 
 static int same_target(const mg_pool_t *a, const mg_pool_t *b)
 {
+    /* a pooled connection speaks the TLS (or not) its pool's config set up */
     return a->t->port == b->t->port && strcmp(a->t->host, b->t->host) == 0 &&
-           strcmp(a->u->name, b->u->name) == 0;
+           strcmp(a->u->name, b->u->name) == 0 && mg_tls_client_same(a->u->tls, b->u->tls);
 }
 
 void mg_pools_adopt(mg_wgen_t *g, mg_wgen_t *old)

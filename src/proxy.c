@@ -143,7 +143,8 @@ static void on_up_timer(uv_timer_t *t)
     if (!u->got_response_bytes)
         target_failed(u, 1); /* no answer at all: counts for max_fails */
     if (!u->connected)
-        up_failed(u, 504, "upstream connect timed out", 0, MG_RETRY_ON_CONNECT, 0);
+        up_failed(u, 504, u->tls ? "upstream TLS handshake timed out" : "upstream connect timed out",
+                  0, MG_RETRY_ON_CONNECT, 0);
     else if (!u->got_response_bytes)
         up_failed(u, 504, "upstream timed out before the first byte", 0, MG_RETRY_ON_TIMEOUT, 0);
     else
@@ -553,6 +554,7 @@ static void up_close(mg_upconn_t *u)
     if (u->closing)
         return;
     u->closing = 1;
+    mg_upconn_io_close(u); /* close_notify while the queue still takes it */
     u->wq.closed = 1;
     if (u->idle)
         mg_pool_forget(u);
@@ -686,7 +688,7 @@ static void start_tunnel(mg_upconn_t *u)
 static void stop_reading(mg_upconn_t *u)
 {
     if (u->reading) {
-        uv_read_stop((uv_stream_t *)&u->tcp);
+        mg_upconn_read_stop(u);
         u->reading = 0;
     }
 }
@@ -776,6 +778,8 @@ static void up_eof(mg_upconn_t *u, ssize_t nread)
             up_finish_response(u, 0);
         return;
     }
+    if (nread == UV_EPROTO)
+        u->h1.err = mg_upconn_tls_error(u); /* a broken TLS record: OpenSSL's reason */
     int retry = !u->got_response_bytes && u->requests > 0;
     /* a fresh connection closed without an answer counts for max_fails;
      * a reused one may just have hit the keep-alive race (outlier
@@ -814,7 +818,7 @@ static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         if (r->proto->send_body(r, &out, 1, 0) < 0)
             return;
         if (r->proto->pending(r) > 0) {
-            uv_read_stop(s);
+            mg_upconn_read_stop(u);
             u->reading = 0;
         }
         return;
@@ -827,7 +831,7 @@ static void up_start_reading(mg_upconn_t *u)
 {
     if (!u->reading && !u->closing) {
         /* a connection without a socket (mg_upconn_feed) only notes it */
-        if (u->wq.sink || uv_read_start((uv_stream_t *)&u->tcp, mg_upconn_alloc, up_read) == 0)
+        if (u->wq.sink || mg_upconn_read_start(u, mg_upconn_alloc, up_read) == 0)
             u->reading = 1;
     }
 }
@@ -905,7 +909,7 @@ int mg_proxy_send_body(mg_upconn_t *u, uv_buf_t *bufs, unsigned n)
 {
     if (!u->tunnel)
         up_deadline(u, u->pool->u->send_timeout); /* only stored: see up_deadline */
-    if (mg_wq_write(&u->wq, bufs, n) < 0)
+    if (mg_upconn_write(u, bufs, n) < 0)
         return -1;
     if (u->wq.pending > 0 && u->r) {
         /* the upstream is not reading: send_timeout until it does */
@@ -1026,6 +1030,22 @@ static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable
 
 /* ---- connecting and sending the head ------------------------------------ */
 
+/* The TLS handshake of a new connection ended (upconn_io.c); a failure is
+ * a failed connect, with OpenSSL's reason in the log. */
+static void on_tls_ready(mg_upconn_t *u, const char *err)
+{
+    if (u->closing)
+        return;
+    if (err) {
+        target_failed(u, 1);
+        u->h1.err = err; /* the log line's detail */
+        up_failed(u, 502, "upstream TLS handshake failed", 1, MG_RETRY_ON_CONNECT, 0);
+        return;
+    }
+    u->connected = 1;
+    send_head(u);
+}
+
 static void on_connect(uv_connect_t *req, int status)
 {
     mg_upconn_t *u = req->data;
@@ -1039,8 +1059,14 @@ static void on_connect(uv_connect_t *req, int status)
                   1, MG_RETRY_ON_CONNECT, status);
         return;
     }
-    u->connected = 1;
     uv_tcp_nodelay(&u->tcp, 1);
+    int tls = mg_upconn_tls_start(u, on_tls_ready); /* the connect timeout covers it */
+    if (tls != 0) {
+        if (tls < 0)
+            up_failed(u, 502, "upstream TLS setup failed", 1, MG_RETRY_ON_CONNECT, tls);
+        return;
+    }
+    u->connected = 1;
     send_head(u);
 }
 
@@ -1477,7 +1503,7 @@ static void send_head(mg_upconn_t *u)
     uv_buf_t b = uv_buf_init(u->w->scratch, (unsigned)len);
     mg_request_t *r = u->r;
     r->upstream_start_ns = uv_hrtime();
-    if (mg_wq_write(&u->wq, &b, 1) < 0) {
+    if (mg_upconn_write(u, &b, 1) < 0) {
         up_failed(u, 502, "upstream write failed", u->requests > 0, MG_RETRY_ON_RESET, 0);
         return;
     }

@@ -208,18 +208,20 @@ void mg_tls_ctx_release(mg_tls_ctx_t *c)
     free(c);
 }
 
-mg_tls_conn_t *mg_tls_conn_new(mg_tls_ctx_t *ctx)
+mg_tls_conn_t *mg_tls_conn_wrap(SSL *ssl)
 {
-    mg_tls_conn_t *t = calloc(1, sizeof(*t));
-    if (!t)
-        return NULL;
-    t->ssl = SSL_new(ctx->ctx[0]);
-    t->in = BIO_new(BIO_s_mem());
-    t->out = BIO_new(BIO_s_mem());
-    if (!t->ssl || !t->in || !t->out) {
-        SSL_free(t->ssl);
-        BIO_free(t->in);
-        BIO_free(t->out);
+    mg_tls_conn_t *t = ssl ? calloc(1, sizeof(*t)) : NULL;
+    if (t) {
+        t->ssl = ssl;
+        t->in = BIO_new(BIO_s_mem());
+        t->out = BIO_new(BIO_s_mem());
+    }
+    if (!t || !t->in || !t->out) {
+        SSL_free(ssl);
+        if (t) {
+            BIO_free(t->in);
+            BIO_free(t->out);
+        }
         free(t);
         ERR_clear_error();
         return NULL;
@@ -227,11 +229,21 @@ mg_tls_conn_t *mg_tls_conn_new(mg_tls_ctx_t *ctx)
     /* an empty input BIO means "wait for more", not end of stream */
     BIO_set_mem_eof_return(t->in, -1);
     SSL_set_bio(t->ssl, t->in, t->out); /* the SSL owns both BIOs now */
+    return t;
+}
+
+mg_tls_conn_t *mg_tls_conn_new(mg_tls_ctx_t *ctx)
+{
+    mg_tls_conn_t *t = mg_tls_conn_wrap(SSL_new(ctx->ctx[0]));
+    if (!t)
+        return NULL;
     SSL_set_accept_state(t->ssl);
     atomic_fetch_add(&ctx->refs, 1);
     t->ctx = ctx;
     return t;
 }
+
+SSL *mg_tls_conn_ssl(const mg_tls_conn_t *t) { return t->ssl; }
 
 void mg_tls_conn_free(mg_tls_conn_t *t)
 {
@@ -281,6 +293,18 @@ int mg_tls_read(mg_tls_conn_t *t, char *buf, size_t cap)
     return n > 0 ? n : failed(t, n);
 }
 
+int mg_tls_peek(mg_tls_conn_t *t)
+{
+    char c;
+    if (!SSL_is_init_finished(t->ssl)) {
+        int rc = SSL_do_handshake(t->ssl);
+        if (rc != 1)
+            return failed(t, rc);
+    }
+    int n = SSL_peek(t->ssl, &c, 1);
+    return n > 0 ? n : failed(t, n);
+}
+
 int mg_tls_has_input(const mg_tls_conn_t *t)
 {
     return SSL_pending(t->ssl) > 0 || (!t->starved && BIO_ctrl_pending(t->in) > 0);
@@ -299,6 +323,26 @@ int mg_tls_write(mg_tls_conn_t *t, const char *data, size_t len)
         data += n;
         len -= (size_t)n;
     }
+    return 0;
+}
+
+int mg_tls_writev(mg_tls_conn_t *t, const uv_buf_t *bufs, unsigned n)
+{
+    static _Thread_local char joined[16384];
+    size_t total = 0;
+    for (unsigned i = 0; i < n; i++)
+        total += bufs[i].len;
+    if (n > 1 && total <= sizeof(joined)) {
+        size_t at = 0;
+        for (unsigned i = 0; i < n; i++) {
+            memcpy(joined + at, bufs[i].base, bufs[i].len);
+            at += bufs[i].len;
+        }
+        return mg_tls_write(t, joined, total);
+    }
+    for (unsigned i = 0; i < n; i++)
+        if (mg_tls_write(t, bufs[i].base, bufs[i].len) < 0)
+            return MG_TLS_ERROR;
     return 0;
 }
 

@@ -17,6 +17,7 @@
 #define MG_TLS_H
 
 #include <stddef.h>
+#include <uv.h>
 
 typedef struct mg_tls_ctx_s mg_tls_ctx_t;
 typedef struct mg_tls_conn_s mg_tls_conn_t;
@@ -49,6 +50,13 @@ int mg_tls_version_check(const char *s, size_t len, char *out, size_t cap);
 /* A server-side connection state; holds a reference to ctx. NULL when out
  * of memory. */
 mg_tls_conn_t *mg_tls_conn_new(mg_tls_ctx_t *ctx);
+/* The same record layer over an SSL the caller made and set up (the
+ * client side, tls_client.c, puts it in connect state): takes the SSL over
+ * (freed with the connection, also when this fails). NULL when out of
+ * memory. */
+struct ssl_st;
+mg_tls_conn_t *mg_tls_conn_wrap(struct ssl_st *ssl);
+struct ssl_st *mg_tls_conn_ssl(const mg_tls_conn_t *t);
 void mg_tls_conn_free(mg_tls_conn_t *t);
 
 /* Ciphertext read from the socket. 0, or -1 when out of memory. */
@@ -56,10 +64,17 @@ int mg_tls_feed(mg_tls_conn_t *t, const char *data, size_t len);
 /* Completes the handshake if needed, then decrypts up to cap bytes into
  * buf: > 0 bytes, or an MG_TLS_* code. May queue bytes for mg_tls_out. */
 int mg_tls_read(mg_tls_conn_t *t, char *buf, size_t cap);
+/* Like mg_tls_read, but only says whether plaintext is waiting (> 0),
+ * consuming none: records that carry none (TLS 1.3 session tickets) are
+ * processed. */
+int mg_tls_peek(mg_tls_conn_t *t);
 /* Whether mg_tls_read could return bytes without another feed. */
 int mg_tls_has_input(const mg_tls_conn_t *t);
 /* Encrypts len bytes as one or more records. 0, or MG_TLS_ERROR. */
 int mg_tls_write(mg_tls_conn_t *t, const char *data, size_t len);
+/* Encrypts n pieces in order; small ones are joined into one record first
+ * (one record per piece would cost its header and MAC each). */
+int mg_tls_writev(mg_tls_conn_t *t, const uv_buf_t *bufs, unsigned n);
 /* Ciphertext waiting to be sent: *p and the byte count (0 when none); the
  * bytes stay valid until mg_tls_out_done, which drops them all. */
 size_t mg_tls_out(mg_tls_conn_t *t, const char **p);

@@ -19,7 +19,9 @@
 typedef struct mg_pool_s mg_pool_t;
 
 /* An upstream connection. Owned by its pool (idle list) or by the request
- * using it; freed in its close callback. */
+ * using it; freed in its close callback. To a TLS upstream it also owns its
+ * TLS link (tls, made once TCP connects, ended when it closes), and every
+ * read and write goes through upconn_io.c. */
 struct mg_upconn_s {
     uv_tcp_t tcp;
     uv_timer_t timer;
@@ -52,6 +54,8 @@ struct mg_upconn_s {
     uint8_t hook_paused;       /* parser paused while on_response waits */
     uint8_t hook_failed;       /* on_response failed: answer 500 */
     uint8_t revalidated;       /* a 304 to the cache's conditional request */
+    struct mg_tls_link_s *tls; /* TLS upstreams: the connection's TLS (upconn_io.c) */
+    void (*tls_done)(mg_upconn_t *u, const char *err); /* its handshake ended */
 };
 
 #define MG_UP_MAX_HEADERS 128
@@ -122,6 +126,20 @@ void mg_upconn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b);
 /* Is response header i of u end-to-end (not hop-by-hop, not named in a
  * Connection header)? */
 int mg_upconn_header_forwarded(mg_upconn_t *u, uint32_t i);
+
+/* upconn_io.c: u's transport, plain or TLS (the upstream's `tls`). Every
+ * read and write of an upstream connection goes through these. */
+int mg_upconn_write(mg_upconn_t *u, const uv_buf_t *bufs, unsigned n);
+int mg_upconn_read_start(mg_upconn_t *u, uv_alloc_cb alloc, uv_read_cb read);
+void mg_upconn_read_stop(mg_upconn_t *u);
+/* Once TCP is connected: 0 when u's upstream is plain (go on), 1 when its
+ * TLS handshake started (done reports the end: err NULL, or why it
+ * failed), or a negative libuv error. */
+int mg_upconn_tls_start(mg_upconn_t *u, void (*done)(mg_upconn_t *u, const char *err));
+/* Why the last TLS read failed (UV_EPROTO), NULL for a plain connection. */
+const char *mg_upconn_tls_error(const mg_upconn_t *u);
+/* First thing when u closes. */
+void mg_upconn_io_close(mg_upconn_t *u);
 
 /* pool.c */
 int mg_pools_init(mg_wgen_t *g);

@@ -19,6 +19,7 @@
 #include "lua_route.h"
 #include "redis.h"
 #include "trace.h"
+#include "tls_client.h"
 #include "http1.h"
 #include "upstream.h"
 #include "worker.h"
@@ -413,6 +414,11 @@ static void worker_main(void *arg)
         atomic_store(&start_failed, 1);
     }
     uv_sem_post(w->ready);
+    /* gw.http's https:// default (the system CA bundle, some 140
+     * certificates), built once here, listening already, rather than inside
+     * the first hook that needs it (its time budget) */
+    if (w->id == 0 && !w->start_error)
+        mg_tls_client_default(NULL);
     if (!w->start_error)
         uv_run(&w->loop, UV_RUN_DEFAULT);
     mg_worker_teardown(w);

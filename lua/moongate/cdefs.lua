@@ -103,7 +103,8 @@ int mg_ffi_budget_over(void);
 int mg_ffi_timer_start(int id, double after, double every);
 int mg_ffi_http_request(const char *method, size_t mlen, const char *url, size_t ulen,
                         const char *headers, size_t hlen, const char *body, size_t blen,
-                        double timeout, double max_body, const char **err);
+                        double timeout, double max_body, const char *ca, int verify,
+                        const char **err);
 typedef struct mg_ffi_pattern_s {
     int nparams;
     int star;

@@ -473,6 +473,7 @@ local SETTINGS, LIMITS, TIMEOUTS = schema("settings"), schema("limits"),
     schema("timeouts")
 local UPSTREAM, TARGET, HEALTH = schema("upstream"), schema("target"),
     schema("health")
+local UPSTREAM_TLS = schema("upstream_tls")
 local SHARED_DICT, CACHE = schema("shared_dict"), schema("cache")
 local ADMIN, LISTEN, ROUTE = schema("admin"), schema("listen"), schema("route")
 local RETRIES, BACKOFF = schema("retries"), schema("backoff")
@@ -745,6 +746,41 @@ local function outlier_option(d, v)
     return o
 end
 
+-- upstream.tls: true (the defaults: verify against the system bundle,
+-- SNI and the checked name from each target's host) or { verify, ca, sni,
+-- cert, key, min_version, ciphers }. The files are read (and checked)
+-- when the config is converted for C (src/tls_client.c).
+local function upstream_tls(d, v)
+    if v == true then
+        v = {}
+    end
+    if type(v) ~= "table" then
+        err(d, 'upstream.tls must be true or a table like { ca = "certs/ca.pem" }, got %s',
+            describe(v))
+        return nil
+    end
+    check_keys(d, v, UPSTREAM_TLS.keys, "upstream.tls")
+    local out = copy(UPSTREAM_TLS.defaults)
+    fields(d, v, out, UPSTREAM_TLS, "upstream.tls")
+    for _, k in ipairs({ "ca", "cert", "key" }) do
+        if out[k] then
+            out[k] = config_relative(d.c, out[k])
+        end
+    end
+    if (out.cert == nil) ~= (out.key == nil) then
+        err(d, "upstream.tls.%s is missing: a client certificate needs both cert and key",
+            out.cert and "key" or "cert")
+    end
+    if out.min_version and out.min_version ~= "TLSv1.2" and out.min_version ~= "TLSv1.3" then
+        err(d, 'upstream.tls.min_version must be "TLSv1.2" or "TLSv1.3", got %s',
+            describe(out.min_version))
+    end
+    if out.sni and host_kind(out.sni) == cdefs.HOST_BAD then
+        err(d, "upstream.tls.sni must be a host name, got %s", describe(out.sni))
+    end
+    return out
+end
+
 local function upstream_targets(d, u, targets)
     if type(targets) ~= "table" or targets[1] == nil then
         err(d, 'upstream.targets must be a non-empty list of "host:port" ' ..
@@ -775,6 +811,17 @@ local function upstream_targets(d, u, targets)
             end
             weight = field(d, t, "weight", what, TARGET.checks.weight)
                 or weight
+        end
+        -- "https://host[:port]" makes the upstream a TLS one (port 443)
+        local scheme, rest = match(type(addr) == "string" and addr or "", "^(https?)://(.*)$")
+        if scheme then
+            addr = find(rest, ":%d+$") and rest
+                or rest .. (scheme == "https" and ":443" or ":80")
+            u.schemes = u.schemes or {}
+            u.schemes[scheme] = true
+        elseif type(addr) == "string" then
+            u.schemes = u.schemes or {}
+            u.schemes.plain = true
         end
         local host, port = parse_addr(addr)
         if not host then
@@ -824,7 +871,21 @@ function decl.upstream(d, name, targets, opts, ...)
             if opts.outlier ~= nil then
                 u.outlier = outlier_option(d, opts.outlier)
             end
+            if opts.tls ~= nil then
+                u.tls = upstream_tls(d, opts.tls)
+            end
         end
+    end
+    local schemes = u.schemes or {}
+    u.schemes = nil
+    if schemes.https and (schemes.http or schemes.plain) then
+        err(d, "upstream %s mixes https:// targets with plain ones (one upstream speaks " ..
+            "one protocol: declare two upstreams)", quote(tostring(name)))
+    elseif schemes.https and not u.tls then
+        u.tls = upstream_tls(d, true)
+    elseif schemes.http and u.tls then
+        err(d, "upstream %s has http:// targets and tls (write the targets " ..
+            'as "https://host:port" or "host:port")', quote(tostring(name)))
     end
     if not named then
         return

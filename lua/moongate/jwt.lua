@@ -302,7 +302,7 @@ local OPTIONS = {
     issuer = true, audience = true, leeway = true, required = true,
     max_age = true, max_token_size = true, typ = true,
     scopes = true, scope_claim = true, roles = true, roles_claim = true,
-    jwks_refresh = true, jwks_min_refresh = true, jwks_timeout = true,
+    jwks_refresh = true, jwks_min_refresh = true, jwks_timeout = true, jwks_ca = true,
     clock = true, fetch = true,
 }
 local POLICY_OPTIONS = { optional = true, realm = true }
@@ -521,11 +521,16 @@ local function build(opts)
                 describe(opts.fetch))
         end
         self.fetch = opts.fetch
+        if opts.jwks_ca ~= nil and (type(opts.jwks_ca) ~= "string" or opts.jwks_ca == "") then
+            bad("jwks_ca must be the path of a PEM file of CA certificates, got %s",
+                describe(opts.jwks_ca))
+        end
+        self.jwks_ca = opts.jwks_ca
         self.fetched_at, self.attempt_at = -huge, -huge
         self.remote = {}
     else
         for _, k in ipairs { "jwks_refresh", "jwks_min_refresh",
-                             "jwks_timeout", "fetch" } do
+                             "jwks_timeout", "jwks_ca", "fetch" } do
             if opts[k] ~= nil then bad("%s needs jwks_url", k) end
         end
         if #self.static == 0 then
@@ -636,12 +641,12 @@ local function log(level, msg)
     if g and g.log then pcall(g.log, level, msg) end
 end
 
-local function default_fetch(url, timeout)
+local function default_fetch(url, timeout, ca)
     local ok, http = pcall(require, "moongate.http")
     if not ok then
         return nil, "no HTTP client (moongate.http): " .. tostring(http)
     end
-    return http.request { method = "GET", url = url, timeout = timeout,
+    return http.request { method = "GET", url = url, timeout = timeout, ca = ca,
                           headers = { Accept = "application/json" } }
 end
 
@@ -668,7 +673,7 @@ function Verifier:refresh_jwks()
     self.inflight = started
     self.attempt_at = started
     local ok, res, err = pcall(self.fetch or default_fetch, self.jwks_url,
-                               self.timeout)
+                               self.timeout, self.jwks_ca)
     if self.inflight == started then self.inflight = false end
     if not ok then res, err = nil, res end
     local keys, skipped

@@ -771,11 +771,13 @@ local function header_lines(h)
 end
 
 --- gw.http.request{ method =, url =, headers =, body =, timeout =,
--- max_body = } -> { status =, headers = {lower-case}, body = } or nil, err.
+-- max_body =, ca =, verify = } -> { status =, headers = {lower-case},
+-- body = } or nil, err. https URLs check the server's certificate against
+-- `ca` (default: the system bundle) unless verify = false.
 -- Waits without blocking the worker; reuses the core's upstream pools
 -- (a url host that names an upstream is balanced over its targets).
--- Checks gw.http.request's argument (errors at `level`); returns url,
--- method, body. Shared with moongate.testing's fake client.
+-- Checks gw.http.request's argument (errors at `level`, ca and verify
+-- too); returns url, method, body. Shared with moongate.testing's fake client.
 local function http_args(opts, level)
     level = level + 1
     if type(opts) ~= "table" then
@@ -793,6 +795,12 @@ local function http_args(opts, level)
     if type(body) ~= "string" then
         error("gw.http.request: body must be a string", level)
     end
+    if opts.ca ~= nil and (type(opts.ca) ~= "string" or opts.ca == "") then
+        error("gw.http.request: ca must be the path of a PEM file", level)
+    end
+    if opts.verify ~= nil and type(opts.verify) ~= "boolean" then
+        error("gw.http.request: verify must be true or false", level)
+    end
     return url, method, body
 end
 _M.http_args = http_args
@@ -802,7 +810,8 @@ function _M.http_request(opts)
     local timeout = opts.timeout or 10
     local block = header_lines(opts.headers)
     local rc = C.mg_ffi_http_request(method, #method, url, #url, block, #block,
-                                     body, #body, timeout, opts.max_body or 0, errp)
+                                     body, #body, timeout, opts.max_body or 0,
+                                     opts.ca, opts.verify == false and 0 or 1, errp)
     if rc ~= 0 then
         return nil, ffi_string(errp[0])
     end

@@ -142,10 +142,9 @@ local function fake_http(opts)
     if not st then
         return nil, "gw.http.request can only be used inside hooks and timers"
     end
-    if sub(url, 1, 7) ~= "http://" or #url < 8 then
-        return nil, sub(url, 1, 8) == "https://" and
-            "https URLs are not supported yet (no TLS client)" or
-            "url must start with http://"
+    if not ((sub(url, 1, 7) == "http://" and #url > 7) or
+            (sub(url, 1, 8) == "https://" and #url > 8)) then
+        return nil, "url must start with http:// or https://"
     end
     local fn = st.http or st.env.http
     local res, err
@@ -155,7 +154,8 @@ local function fake_http(opts)
     else
         res, err = fn { method = method, url = url, body = body,
                         headers = opts.headers or {},
-                        timeout = opts.timeout or 10 }
+                        timeout = opts.timeout or 10, ca = opts.ca,
+                        verify = opts.verify ~= false }
     end
     if res ~= nil then
         if type(res) ~= "table" then

@@ -5,9 +5,11 @@
 #
 # Gateways are started with the environment that scripts/bench-gateway.lua
 # (and any other gateway under test) reads:
-#   GW_PORT (= GW_W1_PORT), GW_W2_PORT, GW_W3_PORT, GW_W4_PORT   listen ports
-#       on 127.0.0.1, empty for a workload not served
+#   GW_PORT (= GW_W1_PORT), GW_W2_PORT, GW_W3_PORT, GW_W4_PORT, GW_W5_PORT
+#       listen ports on 127.0.0.1, empty for a workload not served
 #   BENCH_UPSTREAM_A, BENCH_UPSTREAM_B   the origins, host:port
+#   BENCH_UPSTREAM_A_TLS   origin A over TLS (W5), host:port; its certificate
+#       names BENCH_TLS_NAME and is signed by the CA in BENCH_TLS_CA
 #   BENCH_JWT_SECRET, BENCH_W2_LIMIT, BENCH_W3_LIMIT, BENCH_TMP (scratch dir)
 #   BENCH_UNDER_VALGRIND=1 when it runs under callgrind (~50x slower: time
 #       limits of its own, such as moongate's hook budget, must allow for it)
@@ -25,9 +27,9 @@ tool() { python3 "$BENCH_HERE/tool.py" "$@"; }
 # the peers each workload has (moongate serves all four)
 peer_workloads() {
     case "$1" in
-        nginx) echo "W1 W4" ;;
+        nginx) echo "W1 W4 W5" ;;
         nginx-lua|haproxy) echo "W1 W2 W3 W4" ;;
-        *) echo "W1 W2 W3 W4" ;;
+        *) echo "W1 W2 W3 W4 W5" ;;
     esac
 }
 
@@ -124,12 +126,14 @@ free_port() { # VAR
 
 # ---------------------------------------------------------------- configs
 # bench_render TEMPLATE OUT KEY=VALUE... : {{KEY}} replaced, plus the
-# run-wide keys (RUN HERE NGX_MODULES UP_A UP_B SECRET W2_LIMIT W3_LIMIT)
+# run-wide keys (RUN HERE NGX_MODULES UP_A UP_B UP_A_TLS TLS_CA TLS_NAME
+# SECRET W2_LIMIT W3_LIMIT)
 bench_render() {
     local tpl=$1 out=$2
     shift 2
     python3 - "$tpl" "$out" "RUN=$RUN" "HERE=$BENCH_HERE" "NGX_MODULES=$NGX_MODULES" \
-        "UP_A=$BENCH_UPSTREAM_A" "UP_B=$BENCH_UPSTREAM_B" "SECRET=$BENCH_JWT_SECRET" \
+        "UP_A=$BENCH_UPSTREAM_A" "UP_B=$BENCH_UPSTREAM_B" "UP_A_TLS=$BENCH_UPSTREAM_A_TLS" \
+        "TLS_CA=$BENCH_TLS_CA" "TLS_NAME=$BENCH_TLS_NAME" "SECRET=$BENCH_JWT_SECRET" \
         "W2_LIMIT=$W2_LIMIT" "W3_LIMIT=$W3_LIMIT" "$@" <<'PY'
 import re, sys
 tpl, out, pairs = sys.argv[1], sys.argv[2], dict(a.split("=", 1) for a in sys.argv[3:])
@@ -142,6 +146,20 @@ PY
 }
 
 # ---------------------------------------------------------------- set-up
+# bench_tls DIR : a CA and the origins' certificate (for BENCH_TLS_NAME)
+bench_tls() {
+    local d=$1 ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    mkdir -p "$d"
+    openssl req -x509 "${ec[@]}" -days 2 -subj "/CN=moongate bench CA" \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign \
+        -keyout "$d/ca.key" -out "$d/ca.crt" >"$d/openssl.log" 2>&1 &&
+    openssl req -new "${ec[@]}" -subj "/CN=$BENCH_TLS_NAME" \
+        -addext "subjectAltName=DNS:$BENCH_TLS_NAME" -keyout "$d/origin.key" \
+        -out "$d/origin.csr" >>"$d/openssl.log" 2>&1 &&
+    openssl x509 -req -in "$d/origin.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" \
+        -CAcreateserial -days 2 -copy_extensions copy -out "$d/origin.crt" >>"$d/openssl.log" 2>&1
+}
+
 # bench_setup : run directory, the origins A and B on LOAD_CPU
 bench_setup() {
     RUN=$(mktemp -d "${TMPDIR:-/tmp}/mgbench.XXXXXX") || die "mktemp -d failed"
@@ -150,13 +168,18 @@ bench_setup() {
     trap 'exit 130' INT TERM
     NGX_MODULES=$(nginx -V 2>&1 | tr ' ' '\n' | sed -n 's/^--modules-path=//p' | head -1)
     : "${NGX_MODULES:=/usr/lib/nginx/modules}"
-    local name port admin
+    local name port admin tls
     free_port UP_A_PORT; free_port UP_B_PORT; free_port UP_A_ADMIN; free_port UP_B_ADMIN
+    free_port UP_A_TLS_PORT; free_port UP_B_TLS_PORT
     export BENCH_UPSTREAM_A=127.0.0.1:$UP_A_PORT BENCH_UPSTREAM_B=127.0.0.1:$UP_B_PORT
+    export BENCH_UPSTREAM_A_TLS=127.0.0.1:$UP_A_TLS_PORT BENCH_TLS_NAME=origin.bench.test
+    export BENCH_TLS_CA=$RUN/tls/ca.crt
+    bench_tls "$RUN/tls" || die "cannot make the origins' certificate: $(tail -3 "$RUN/tls/openssl.log")"
     for name in a b; do
-        if [ $name = a ]; then port=$UP_A_PORT admin=$UP_A_ADMIN; else port=$UP_B_PORT admin=$UP_B_ADMIN; fi
+        if [ $name = a ]; then port=$UP_A_PORT admin=$UP_A_ADMIN tls=$UP_A_TLS_PORT
+        else port=$UP_B_PORT admin=$UP_B_ADMIN tls=$UP_B_TLS_PORT; fi
         bench_render "$BENCH_HERE/conf/upstream.conf" "$RUN/upstream-$name.conf" \
-            NAME=$name PORT=$port ADMIN=$admin || die "cannot render the upstream config"
+            NAME=$name PORT=$port ADMIN=$admin TLS_PORT=$tls || die "cannot render the upstream config"
         spawn "UPSTREAM_$name" "$LOAD_CPU" "$RUN" nginx -p "$RUN" -e "$RUN/upstream-$name.err" \
             -c "$RUN/upstream-$name.conf" -g 'daemon off;'
         local v=UPSTREAM_$name
@@ -177,7 +200,7 @@ upstream_accepts() {
 
 # start_gateway NAME MODE WORKLOADS [WRAPPER...] : starts a peer or the
 # gateway under test (GW_CMD) serving WORKLOADS, on GW_CPU; sets GWPG (its
-# process group) and PORT_W1..PORT_W4 (empty when not served).
+# process group) and PORT_W1..PORT_W5 (empty when not served).
 # MODE "timing" runs nginx with its usual master; "count" runs it as one
 # process (master_process off) so that strace and callgrind see one pid.
 # WRAPPER (e.g. valgrind ...) goes in front of the gateway's command.
@@ -189,7 +212,7 @@ start_gateway() {
     # a peer's config listens for all its workloads (the ones not asked for
     # get a port too and stay idle); the gateway under test only for WORKLOADS
     local ports=() spare
-    for w in W1 W2 W3 W4; do
+    for w in W1 W2 W3 W4 W5; do
         case "$wls" in *" $w "*) free_port "PORT_$w" ;; *) printf -v "PORT_$w" '' ;; esac
         local v=PORT_$w
         if [ -n "${!v}" ]; then ports+=("$w=${!v}"); else free_port spare; ports+=("$w=$spare"); fi
@@ -210,11 +233,11 @@ start_gateway() {
         [ -n "${GW_CMD:-}" ] || { log "$gw: unknown peer and no GW_CMD"; return 1; }
         mkdir -p "$RUN/$gw"
         GW_PORT=$PORT_W1 GW_W1_PORT=$PORT_W1 GW_W2_PORT=$PORT_W2 GW_W3_PORT=$PORT_W3 \
-        GW_W4_PORT=$PORT_W4 BENCH_TMP="$RUN/$gw" BENCH_W2_LIMIT=$W2_LIMIT BENCH_W3_LIMIT=$W3_LIMIT \
+        GW_W4_PORT=$PORT_W4 GW_W5_PORT=$PORT_W5 BENCH_TMP="$RUN/$gw" BENCH_W2_LIMIT=$W2_LIMIT BENCH_W3_LIMIT=$W3_LIMIT \
         BENCH_UNDER_VALGRIND=$([ ${#wrap[@]} -gt 0 ] && echo 1) \
             SPAWN_LOG=$gw spawn GWPG "$GW_CPU" "$BENCH_ROOT" "${wrap[@]}" bash -c "$GW_CMD" ;;
     esac
-    for w in W1 W2 W3 W4; do
+    for w in W1 W2 W3 W4 W5; do
         local p=PORT_$w
         [ -n "${!p}" ] || continue
         wait_listen "${!p}" "$GWPG" "$wait_s" ||

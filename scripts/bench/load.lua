@@ -1,6 +1,6 @@
 -- wrk script for every workload of scripts/bench/peers.sh, chosen by
 -- BENCH_WL:
---   W0, W1  GET /orders/123 (wrk builds the request once)
+--   W0, W1, W5  GET /orders/123 (wrk builds the request once)
 --   W4      the same with X-Tenant: acme and X-Client: bench
 --   W2      rotates /orders/123, /payments/123, /delivery/123 with
 --           Authorization: Bearer $BENCH_JWT

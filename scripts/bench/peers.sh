@@ -16,6 +16,8 @@
 #   W3 the W2 chain at 100/s per consumer, offered ~1000/s: 200s vs ideal
 #   W4 W1 + a request hook (reads 2 headers, sets 1, per-request context) and
 #      a response hook (adds 1 header from that context)
+#   W5 W1 to A over TLS (verified, pooled: keep-alive TLS connections); its
+#      ratios are to plain nginx with proxy_ssl (nginx-lua does not serve it)
 # Layout: each gateway has one worker on CPU GW_CPU (0); wrk and both origins
 # on LOAD_CPU (1). Cells (gateway x workload) are visited in a rotated order
 # every rep, so a slow drift of the machine spreads over all of them; the
@@ -36,7 +38,7 @@ fi
 : "${CONNS:=64}" "${W3_RPS:=1000}" "${W3_CONNS:=10}"
 : "${W2_LIMIT:=1000000000}" "${W3_LIMIT:=100}" "${GW_CPU:=0}" "${LOAD_CPU:=1}"
 : "${PEERS=nginx nginx-lua haproxy}"
-: "${GW_NAME:=moongate}" "${GW_WORKLOADS:=W1 W2 W3 W4}"
+: "${GW_NAME:=moongate}" "${GW_WORKLOADS:=W1 W2 W3 W4 W5}"
 : "${GW_CMD=exec ./build/moongate run -c scripts/bench-gateway.lua}"
 
 bench_need nginx haproxy wrk curl python3 taskset setsid ss
@@ -125,7 +127,7 @@ done
 report() {
     echo "== scripts/bench/peers.sh$([ "${QUICK:-0}" = 1 ] && echo ' (QUICK)') | $(date -u +%FT%TZ) | $(nproc) CPU | $REPS reps x (${WARMUP}s + ${DURATION}s), wrk -t1 -c$CONNS, median shown"
     echo "== gateway (1 worker) on CPU $GW_CPU; wrk + origins on CPU $LOAD_CPU; us/req = the gateway's CPU time / requests (W0: -)"
-    echo "== rps-ratio = req/s / nginx-lua's; cpu-ratio = nginx-lua's us/req / this one's (> 1: cheaper per request)"
+    echo "== rps-ratio = req/s / nginx-lua's (W5: nginx's); cpu-ratio = nginx-lua's (W5: nginx's) us/req / this one's (> 1: cheaper per request)"
     echo "== upconn = new upstream connections in the window (~0: pooled); other% = CPU $GW_CPU busy with anything but the gateway (> 5: rerun)"
     awk -F'\t' '
         function med(s,   a, n, i, j, t) { n = split(s, a, " ")
@@ -139,10 +141,10 @@ report() {
             for (i = 1; i <= nk; i++) { k = key[i]; rps[k] = med(R[k]); us[k] = med(U[k]) }
             printf "%-10s %-3s %9s %7s %7s %6s %7s %9s %9s %6s %6s %6s\n", "gateway", "wl", "req/s",
                 "p50ms", "p99ms", "cpu%", "us/req", "rps-ratio", "cpu-ratio", "upconn", "other%", "errors"
-            split("W0 W1 W2 W4", W, " ")
-            for (w = 1; w <= 4; w++) for (i = 1; i <= nk; i++) {
+            split("W0 W1 W2 W4 W5", W, " ")
+            for (w = 1; w <= 5; w++) for (i = 1; i <= nk; i++) {
                 k = key[i]; split(k, g, SUBSEP); if (g[2] != W[w]) continue
-                b = "nginx-lua" SUBSEP g[2]
+                b = (g[2] == "W5" ? "nginx" : "nginx-lua") SUBSEP g[2]
                 rr = (g[2] != "W0" && rps[b] > 0) ? sprintf("%.2fx", rps[k] / rps[b]) : "-"
                 cr = (g[2] != "W0" && us[b] > 0 && us[k] > 0) ? sprintf("%.2fx", us[b] / us[k]) : "-"
                 printf "%-10s %-3s %9.0f %7.3f %7.3f %6.1f %7s %9s %9s %6d %6.1f %6d\n", g[1], g[2], rps[k],

@@ -439,7 +439,9 @@ end } }
             })
             has(out, "repl:1: stopped: the chunk ran more than 3 s")
             has(out, "after")
-            assert.is_true(h.now() - t0 < 10 * h.SLOW)
+            -- the 3 s budget plus the REPL's start and attach: 10 s was outrun twice
+            -- on a machine running eight other builds and suites at once
+            assert.is_true(h.now() - t0 < 15 * h.SLOW)
             assert.equal(200, h.http(gw.port, { path = "/hit" }).status)
             gw:assert_alive()
         end)

@@ -303,9 +303,19 @@ local function spawn_upstream(opts)
     local cmd = fmt("exec %s -u %s --port %d --name %s", shq(python_bin()),
         shq(_M.UPSTREAM_PY), port, shq(name))
     if opts.ids then cmd = cmd .. " --ids " .. shq(opts.ids) end
+    local control
+    if opts.tls then -- HTTPS: { cert =, key =, client_ca = }; stats on a plain port
+        control = _M.free_port()
+        cmd = cmd .. fmt(" --tls-cert %s --tls-key %s --control-port %d", shq(opts.tls.cert),
+            shq(opts.tls.key), control)
+        if opts.tls.client_ca then
+            cmd = cmd .. " --tls-client-ca " .. shq(opts.tls.client_ca)
+        end
+    end
     local p = spawn(cmd, "upstream-" .. name)
     setmetatable(p, Upstream)
     p.port, p.name, p.addr = port, name, "127.0.0.1:" .. port
+    p.control_port = control
     return p
 end
 
@@ -321,7 +331,8 @@ local function wait_ready(p)
     error(fmt("upstream %s did not start on port %d:\n%s", p.name, p.port, log), 3)
 end
 
--- opts: name, port. Returns { port, pid, addr = "127.0.0.1:PORT", name,
+-- opts: name, port, tls ({ cert =, key =, client_ca = }: HTTPS, see
+-- upstream.py). Returns { port, pid, addr = "127.0.0.1:PORT", name,
 -- stop(), stats() } once the server is ready.
 function _M.start_upstream(opts)
     return wait_ready(spawn_upstream(opts or {}))
@@ -348,7 +359,7 @@ end
 -- {requests=, connections=, bad=, last={...}} asked directly (not through
 -- the gateway); control requests are not counted
 function Upstream:stats()
-    local res = _M.http(self.port, { path = "/__stats" })
+    local res = _M.http(self.control_port or self.port, { path = "/__stats" })
     return _M.json(res.body)
 end
 

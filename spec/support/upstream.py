@@ -40,6 +40,16 @@ it does is driven by the request (query parameters, headers):
                If-None-Match names it; V "@" is the value "/__etag?value=V"
                set last (first "e1")
 
+    python3 spec/support/upstream.py --port P --tls-cert C --tls-key K
+        [--tls-client-ca CA] [--control-port Q]
+
+serves HTTPS instead (Python's ssl module; TLS 1.3 session tickets on, so
+clients can resume); --tls-client-ca requires a client certificate signed
+by CA; --control-port also serves plain HTTP on Q (for "/__stats"). Each
+request's JSON then has "tls": {"version", "resumed", "client"} (the
+client certificate's CN or null), and "/__stats" counts "tls_handshakes"
+and "tls_resumed" (over connections that carried a proxied request).
+
 With --ids FILE, the X-Request-Id of every request (not the control and
 health ones) is appended to FILE, one per line, as its head arrives: a
 write(2) per request, so a SIGKILL loses none (the retry specs check that
@@ -73,6 +83,7 @@ import base64
 import hashlib
 import json
 import socket
+import ssl
 import struct
 import sys
 import urllib.parse
@@ -108,6 +119,8 @@ class Stats:
         self.complete = 0
         self.last = []
         self.next_conn = 0
+        self.tls_handshakes = 0
+        self.tls_resumed = 0
 
     def record(self, method, target, headers):
         self.requests += 1
@@ -472,6 +485,18 @@ async def handle(reader, writer):
     conn_id = STATS.next_conn
     STATS.connections += 1
     peer = writer.get_extra_info("peername")
+    tls = writer.get_extra_info("ssl_object")
+    tls_info = None
+    if tls is not None:
+        cert = tls.getpeercert()
+        cn = None
+        for rdn in (cert or {}).get("subject", ()):
+            for k, v in rdn:
+                if k == "commonName":
+                    cn = v
+        tls_info = {"version": tls.version(), "resumed": tls.session_reused,
+                    "client": cn}
+    counted = False
     nreq = 0
     try:
         while True:
@@ -526,6 +551,8 @@ async def handle(reader, writer):
                     STATS.connections -= 1
                 body = json.dumps({"requests": STATS.requests,
                                    "connections": STATS.connections,
+                                   "tls_handshakes": STATS.tls_handshakes,
+                                   "tls_resumed": STATS.tls_resumed,
                                    "bad": STATS.bad,
                                    "complete": STATS.complete,
                                    "last": STATS.last}).encode()
@@ -538,6 +565,10 @@ async def handle(reader, writer):
             STATS.record(method, target, hmap)
             if IDS_FD is not None:
                 os.write(IDS_FD, (hmap.get("x-request-id", "-") + "\n").encode())
+            if tls_info is not None and not counted:
+                counted = True
+                STATS.tls_handshakes += 1
+                STATS.tls_resumed += 1 if tls_info["resumed"] else 0
 
             conn_tokens = [t.strip().lower()
                            for t in hmap.get("connection", "").split(",")]
@@ -585,6 +616,8 @@ async def handle(reader, writer):
                 "conn": conn_id, "conn_requests": nreq,
                 "peer": "%s:%d" % (peer[0], peer[1]) if peer else None,
             }
+            if tls_info is not None:
+                info["tls"] = tls_info
             ctx = {"query": query, "info": info, "method": method,
                    "keep_alive": keep_alive}
             if not await respond(reader, writer, ctx):
@@ -606,18 +639,33 @@ async def main():
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--name", default="up")
     ap.add_argument("--ids", default=None)
+    ap.add_argument("--tls-cert")
+    ap.add_argument("--tls-key")
+    ap.add_argument("--tls-client-ca")
+    ap.add_argument("--control-port", type=int)
     args = ap.parse_args()
     NAME = args.name
+    ctx = None
+    if args.tls_cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        if args.tls_client_ca:
+            ctx.load_verify_locations(args.tls_client_ca)
+            ctx.verify_mode = ssl.CERT_REQUIRED
     global IDS_FD
     if args.ids:
         IDS_FD = os.open(args.ids, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     server = await asyncio.start_server(handle, args.host, args.port,
                                         limit=256 * 1024, reuse_address=True,
-                                        backlog=512)
+                                        backlog=512, ssl=ctx)
+    servers = [server]
+    if args.control_port:
+        servers.append(await asyncio.start_server(
+            handle, args.host, args.control_port, limit=256 * 1024,
+            reuse_address=True))
     sys.stdout.write("ready\n")
     sys.stdout.flush()
-    async with server:
-        await server.serve_forever()
+    await asyncio.gather(*(s.serve_forever() for s in servers))
 
 
 def sha256_of_generated(n):

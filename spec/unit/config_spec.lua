@@ -249,7 +249,7 @@ describe("config errors", function()
             ":4: unknown key 'keepalve' in gw.upstream options (did you " ..
                 "mean 'keepalive'? valid: keepalive, keepalive_timeout, " ..
                 "connect_timeout, send_timeout, read_timeout, fail_timeout, forwarded, " ..
-                "request_id, override_headers, health, max_fails, retries, outlier)",
+                "request_id, override_headers, health, max_fails, tls, retries, outlier)",
             ":5: unknown key 'pth' in gw.route (did you mean 'path'? " ..
                 ROUTE_KEYS:sub(2),
             ':5: route.path is required (a pattern like "/orders/**")',
