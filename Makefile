@@ -13,7 +13,7 @@ MISSING  := $(shell command -v pkg-config >/dev/null || echo pkg-config; \
                 for p in $(PKGS); do pkg-config --exists $$p 2>/dev/null || echo $$p; done; \
                 [ -f $(LLHTTP)/llhttp.c ] || echo llhttp)
 INCS     := -Isrc -I/usr/share/include/llhttp $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LIBS     := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm -ldl
+LIBS     := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm -ldl -lcrypt
 # strict llhttp: no lenient parsing anywhere (request smuggling)
 LLFLAGS  := -O2 -g -fPIC -w -DLLHTTP_STRICT_MODE=1 -I/usr/share/include/llhttp
 

@@ -26,11 +26,20 @@ local b = os.getenv("BENCH_UPSTREAM_B") or "127.0.0.1:2"
 gw.upstream("a", { a }, { keepalive = 256, forwarded = false, request_id = false })
 gw.upstream("ab", { a, b }, { keepalive = 256, forwarded = false })
 
--- W1: any path proxied to upstream A through the keep-alive pool
+-- W1: any path proxied to upstream A through the keep-alive pool. With
+-- BENCH_BALANCER (scripts/bench.sh's GW_VARIANTS), over A and B with that
+-- balancer instead (hash: by the path), to see what a balancer costs.
+local balancer = os.getenv("BENCH_BALANCER")
+if balancer and balancer ~= "" then
+    gw.upstream("w1", { a, b }, { keepalive = 256, forwarded = false, request_id = false,
+                                  balancer = balancer,
+                                  hash = balancer == "hash" and "path" or nil })
+end
 local w1 = port("GW_W1_PORT") or port("GW_PORT")
 if w1 then
     gw.listen { port = w1, host = "127.0.0.1" }
-    gw.route { name = "w1", path = "/**", upstream = "a", listen = w1 }
+    gw.route { name = "w1", path = "/**", upstream = balancer and balancer ~= "" and "w1" or "a",
+               listen = w1 }
 end
 
 -- W4: two hooks; the request hook reads X-Tenant and X-Client, sets
@@ -74,7 +83,8 @@ local ok_jwt, jwt = pcall(require, "moongate.jwt")
 local ok_rl, limit = pcall(require, "moongate.ratelimit")
 local secret = os.getenv("BENCH_JWT_SECRET") or "moongate-bench-secret-0123456789abcdef"
 
-local function policy_routes(p, rate, name, headers)
+-- (W6: `before` goes in front of the chain)
+local function policy_routes(p, rate, name, headers, before)
     if not (ok_jwt and ok_rl) then
         error("W2/W3 need moongate.jwt and moongate.ratelimit")
     end
@@ -82,9 +92,12 @@ local function policy_routes(p, rate, name, headers)
     local auth = jwt.policy { secret = secret, leeway = 5 }
     local rl = limit.policy { name = name, rate = rate, per = 1,
                               key = limit.key.jwt_sub, headers = headers }
+    local chain = {}
+    for _, x in ipairs(before or {}) do chain[#chain + 1] = x end
+    chain[#chain + 1], chain[#chain + 2] = auth, rl
     for _, prefix in ipairs { "/orders", "/payments", "/delivery" } do
         gw.route { name = name .. prefix, path = prefix .. "/**", upstream = "ab",
-                   listen = p, policies = { auth, rl } }
+                   listen = p, policies = chain }
     end
 end
 
@@ -95,4 +108,31 @@ end
 local w3 = port("GW_W3_PORT")
 if w3 then
     policy_routes(w3, tonumber(os.getenv("BENCH_W3_LIMIT") or "") or 100, "w3", true)
+end
+
+-- W6: the W2 chain behind cors (one origin, credentials), ip (an
+-- allow-list of 10,000 CIDR ranges, BENCH_W6_CIDRS) and key_auth (one
+-- consumer, its key known by its SHA-256)
+local w6 = port("GW_W6_PORT")
+if w6 then
+    local cors, ip = require "moongate.cors", require "moongate.ip"
+    local key_auth = require "moongate.key_auth"
+    local ranges = {}
+    local f = os.getenv("BENCH_W6_CIDRS") and io.open(os.getenv("BENCH_W6_CIDRS"))
+    if f then
+        for line in f:lines() do ranges[#ranges + 1] = line end
+        f:close()
+    else        -- the same list as scripts/bench/tool.py cidrs
+        for i = 0, 9999 do
+            ranges[#ranges + 1] = string.format("10.%d.%d.0/25", math.floor(i / 256), i % 256)
+        end
+        ranges[#ranges + 1] = "127.0.0.0/8"
+    end
+    local key = os.getenv("BENCH_API_KEY") or "moongate-bench-api-key-0123456789"
+    policy_routes(w6, tonumber(os.getenv("BENCH_W2_LIMIT") or "") or 1e9, "w6", false, {
+        cors.policy { origins = { "https://app.example.com" }, credentials = true },
+        ip.policy { allow = ranges },
+        key_auth.policy { consumers = { { name = "bench", groups = { "bench" },
+                                          keys = { key_auth.hash(key) } } } },
+    })
 end

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make bench`: moongate beside nginx, nginx + lua and HAProxy on the
-# workloads W0-W5 (scripts/bench/peers.sh: req/s, p99, CPU us per request,
+# workloads W0-W6 (scripts/bench/peers.sh: req/s, p99, CPU us per request,
 # ratios), then the counted cost per request (scripts/bench/counts.sh:
 # syscalls and user-space instructions), then throughput while reloading
 # every 100 ms, response cache hits beside nginx's proxy_cache and the memory
@@ -10,21 +10,26 @@
 #   QUICK=1 make bench                      one short rep, smaller count windows
 #   PEERS="nginx nginx-lua" make bench      fewer peers
 #   SKIP_COUNTS=1 make bench                no counts (they need valgrind, ~3 min)
+#   GW_VARIANTS="" make bench               without the W1 balancer variants
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PEERS=${PEERS-"nginx nginx-lua haproxy"}
 export GW_NAME=moongate
 export GW_CMD="exec $PWD/build/moongate run -c $PWD/scripts/bench-gateway.lua"
+# W1 again with each balancer over two targets (A and B): mg-rr2 round
+# robin, mg-lc least_conn, mg-hash hash by path (scripts/bench-gateway.lua);
+# the plain moongate row's W1 has one target, which no balancer is asked about
+export GW_VARIANTS=${GW_VARIANTS-"mg-rr2:BENCH_BALANCER=round_robin mg-lc:BENCH_BALANCER=least_conn mg-hash:BENCH_BALANCER=hash"}
 rc=0
 echo "bench: moongate beside peers ($PEERS), scripts/bench/peers.sh"
-GW_WORKLOADS=${GW_WORKLOADS:-"W1 W2 W3 W4 W5"} bash scripts/bench/peers.sh || rc=1
+GW_WORKLOADS=${GW_WORKLOADS:-"W1 W2 W3 W4 W5 W6"} bash scripts/bench/peers.sh || rc=1
 if [ "${SKIP_COUNTS:-0}" != 1 ]; then
     echo
     echo "bench: counted cost per request, scripts/bench/counts.sh"
     if [ "${QUICK:-0}" = 1 ]; then
         export N_SYS=${N_SYS:-5000} N_CG=${N_CG:-2000} WARM=${WARM:-1000}
     fi
-    GW_WORKLOADS="W1 W2 W4" bash scripts/bench/counts.sh || rc=1
+    GW_WORKLOADS="W1 W2 W4 W6" WORKLOADS="W1 W2 W4 W6" bash scripts/bench/counts.sh || rc=1
 fi
 echo
 echo "bench: reloading every 100 ms"

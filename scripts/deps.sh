@@ -12,7 +12,7 @@ if [ $# -gt 0 ]; then
     pkgs=("$@") # another list (scripts/bench/deps.sh)
 else
     pkgs=(build-essential pkg-config libluajit2-5.1-dev luajit2 libuv1-dev node-llhttp
-          libssl-dev lua-cjson lua-busted lua-socket libhiredis-dev redis-server
+          libssl-dev libcrypt-dev lua-cjson lua-busted lua-socket libhiredis-dev redis-server
           libedit-dev python3 curl openssl ca-certificates luarocks liblua5.1-0-dev
           dpkg-dev lintian systemd strace clang libclang-rt-14-dev haproxy nginx)
 fi

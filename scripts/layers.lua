@@ -12,13 +12,17 @@ return {
         "errlog", "wq", "uri", "trace", "http", "usage", "crypto", "shdict",
         "tls", "tls_client", "watch", "metrics", "lua_state", "admin", "admin_client", "buf",
         "header_names", "h1_response", "h1_writer",
-        "cidr", "proxy_protocol", "real_ip", "maglev" } },
+        "cidr", "proxy_protocol", "real_ip", "maglev",
+        -- the balancers (balancer.h): pure picks over a target set
+        "balancer", "balancer_rr", "balancer_least_conn", "balancer_hash",
+        "balancer_p2c" } },
     { name = "config", files = { "config", "router" } },
     { name = "generation", files = { "generation", "outlier" } },
     { name = "request", files = { "request" } },
     { name = "core", files = {
         "hooks", "upgrade", "lua_route", "redis", "cache", "ffi_request",
-        "accesslog", "kit_request", "client_addr", "retry" } },
+        "accesslog", "kit_request", "client_addr",
+        "balancer_key", "retry" } },
     { name = "pipeline", files = { "pipeline" } },
     -- the keep-alive pools and the balancer; an idle connection is closed
     -- through w->upstream (the proxy's table); an upstream connection's

@@ -7,6 +7,7 @@
  * and non-adjacent: a lookup is one binary search for the last range whose
  * lo <= key. */
 #include "cidr.h"
+#include "mg_ffi.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -287,4 +288,38 @@ void mg_cidr_set_free(mg_cidr_set_t *s)
         return;
     free(s->r);
     free(s);
+}
+
+/* The FFI face of a set (mg_ffi.h, "CIDR sets"): the `ip` policy
+ * (lua/moongate/ip.lua) builds its lists while a config loads and looks up
+ * the client's address text on each request. Thin on purpose: every rule
+ * stays in the functions above. */
+mg_cidr_set_t *mg_ffi_cidr_set_new(void)
+{
+    return mg_cidr_set_new();
+}
+
+int mg_ffi_cidr_set_add(mg_cidr_set_t *s, const char *text, size_t n, char *err, size_t errcap)
+{
+    return mg_cidr_set_add(s, text, n, err, errcap);
+}
+
+int mg_ffi_cidr_set_build(mg_cidr_set_t *s)
+{
+    return mg_cidr_set_build(s);
+}
+
+int mg_ffi_cidr_set_contains(const mg_cidr_set_t *s, const char *text, size_t n)
+{
+    return mg_cidr_set_contains_text(s, text, n);
+}
+
+size_t mg_ffi_cidr_set_count(const mg_cidr_set_t *s)
+{
+    return mg_cidr_set_count(s);
+}
+
+void mg_ffi_cidr_set_free(mg_cidr_set_t *s)
+{
+    mg_cidr_set_free(s);
 }

@@ -32,6 +32,7 @@
 #include "config.h"
 #include "errlog.h"
 #include "admin.h"
+#include "balancer.h"
 #include "metrics.h"
 #include "mg_ffi.h"
 #include "tls.h"
@@ -550,6 +551,10 @@ static const mg_ffi_config_field_t upstream_fields[] = {
     TABLE_HERE("health", "health", 0, "must be a table like { path = \"/health\" }"),
     F("max_fails", MG_FIELD_INT, 0, 1000, 1, "must be an integer 0-1000 (0: never skip a target)",
       mg_upstream_t, max_fails, CT_INT),
+    ENUM("balancer", mg_balancer_parse, mg_balancer_name, MG_LB_ROUND_ROBIN,
+         "must be \"round_robin\", \"least_conn\", \"hash\" or \"p2c_ewma\"", mg_upstream_t,
+         balancer),
+    OTHER("hash"), /* config.lua normalises it to { on = ..., name = ... } */
     OTHER("tls"), OTHER("retries"), OTHER("outlier"),
 };
 
@@ -1144,6 +1149,22 @@ static mg_retry_policy_t *conv_retries(conv_t *cv, int t, const char *what)
     return p;
 }
 
+/* upstream.hash as config.lua leaves it: { on = "header", name = "x-user" } */
+static void conv_hash(conv_t *cv, int u_t, const char *what, mg_upstream_t *u)
+{
+    char hwhat[64], *on = NULL;
+    lua_getfield(cv->L, u_t, "hash");
+    if (lua_istable(cv->L, -1)) {
+        int h = lua_gettop(cv->L);
+        snprintf(hwhat, sizeof(hwhat), "%s.hash", what);
+        if (get_str(cv, h, hwhat, "on", 0, &on) == 0 && (u->hash_on = mg_hash_on_parse(on)) < 0)
+            internal(cv, hwhat, "on", "a key source balancer.c knows");
+        free(on);
+        get_str(cv, h, hwhat, "name", 1, &u->hash_name);
+    }
+    lua_pop(cv->L, 1);
+}
+
 /* upstream.tls (checked in Lua): the client context is built now, so a
  * missing CA file or a broken client certificate refuses the config with
  * the upstream's line; verify = false is accepted with a warning. */
@@ -1202,6 +1223,7 @@ static void conv_upstreams(conv_t *cv, int cfg_t, mg_config_t *cfg)
         for (size_t j = 0; j < u->ntargets; j++)
             if (u->targets[j].host != NULL)
                 u->targets[j].name = target_name(cv, u->targets[j].host, u->targets[j].port);
+        conv_hash(cv, t, what, u);
         lua_getfield(cv->L, t, "tls");
         int has_tls = lua_istable(cv->L, -1);
         lua_pop(cv->L, 1);
@@ -1433,6 +1455,7 @@ void mg_config_free(mg_config_t *cfg)
 
         free(u->name);
         free(u->health_path);
+        free(u->hash_name);
         mg_tls_client_release(u->tls);
         free(u->retries);
         free(u->outlier);

@@ -89,6 +89,11 @@ typedef struct mg_upstream_s {
     uint64_t health_timeout;    /* connect + answer */
     int health_fall;            /* failed checks in a row that take a target out */
     int health_rise;            /* good checks in a row that bring it back */
+    /* the balancer (balancer.h MG_LB_*) and, for `hash`, where its key
+     * comes from (MG_HASH_*) and the header, cookie or argument name */
+    int balancer;
+    int hash_on;
+    char *hash_name;            /* NULL unless header, cookie or query */
     struct mg_tls_client_s *tls; /* HTTPS to the targets (tls_client.h); NULL: plain */
     mg_retry_policy_t *retries; /* NULL: one retry of what never went out */
     mg_outlier_policy_t *outlier; /* NULL: no outlier detection */

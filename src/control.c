@@ -597,9 +597,10 @@ static void upstreams_json(mg_control_t *ctl, sbuf_t *b)
     sb_printf(b, "{\"generation\":%llu,\"upstreams\":[", (unsigned long long)ctl->gen->number);
     for (size_t i = 0; i < cfg->nupstreams; i++) {
         const mg_upstream_t *u = &cfg->upstreams[i];
+        const mg_lb_shared_t *lb = ctl->gen->lb ? &ctl->gen->lb[i] : NULL;
         sb_printf(b, "%s{\"name\":", i ? "," : "");
         sb_json(b, u->name);
-        sb_printf(b, ",\"targets\":[");
+        sb_printf(b, ",\"balancer\":\"%s\",\"targets\":[", mg_balancer_name(u->balancer));
         for (size_t t = 0; t < u->ntargets; t++) {
             /* passive health as the workers see it: a racy read of their
              * pools' down_until, fine for a status page */
@@ -620,6 +621,13 @@ static void upstreams_json(mg_control_t *ctl, sbuf_t *b)
             sb_printf(b, ",\"weight\":%d,\"health\":\"%s\",\"workers_marking_down\":%d,"
                          "\"idle_connections\":%d",
                       u->targets[t].weight, down || out ? "down" : "up", down, idle);
+            if (lb && lb->t) /* the balancer's counts, shared by the workers */
+                sb_printf(b, ",\"in_flight\":%u",
+                          (unsigned)atomic_load_explicit(&lb->t[t].inflight, memory_order_relaxed));
+            if (lb && lb->t && mg_balancer_of(u->balancer)->observe)
+                sb_printf(b, ",\"latency_ms\":%.3f",
+                          (double)atomic_load_explicit(&lb->t[t].ewma_ns, memory_order_relaxed) /
+                              1e6);
             if (upstream_tracked(cfg, i))
                 target_outlier_json(b, &ctl->gen->outlier[i].targets[t], now);
             if (u->health_path && hs) {

@@ -110,6 +110,8 @@ int mg_errlog_open(const char *path)
 {
     if (!path || strcmp(path, "stderr") == 0)
         return 0;
+    if (strcmp(path, "stdout") == 0) /* a name, not a file in the working directory */
+        return dup2(1, 2) < 0 ? -errno : 0;
     int rc = attach(path);
     if (rc != 0)
         return rc;

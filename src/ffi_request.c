@@ -17,6 +17,7 @@
 #include "upstream.h"
 #include "tls.h"
 #include "header_names.h"
+#include "maglev.h"
 #include "mg_ffi.h"
 
 
@@ -312,6 +313,17 @@ int mg_ffi_req_set_upstream(mg_request_t *r, const char *name, size_t len)
         }
     }
     return MG_FFI_ENOTFOUND;
+}
+
+/* The hash balancer's key for this request (an upstream whose `hash` is a
+ * Lua function; balancer_key.c). Kept as its hash: nothing to copy. */
+int mg_ffi_req_set_hash_key(mg_request_t *r, const char *key, size_t len)
+{
+    if (r->response_started || r->hook_phase >= MG_PHASE_RESPONSE || r->up)
+        return MG_FFI_EPHASE;
+    r->hash_key = mg_maglev_hash(key, len, 0);
+    r->hash_key_set = 1;
+    return 0;
 }
 
 /* Pins the target ("host:port", one of the chosen upstream's targets). */

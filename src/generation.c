@@ -32,6 +32,38 @@ static int mg_resolve(const char *host, uint16_t port, struct sockaddr_storage *
     return 0;
 }
 
+/* Each upstream's shared balancer state (balancer.h), by target name and
+ * weight. config.lua refuses what a build could refuse (two targets of one
+ * name on a hash upstream), so only memory can fail here. */
+static int balancers_build(mg_gen_t *g, const char **err)
+{
+    const mg_config_t *cfg = g->cfg;
+    g->lb = calloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof(*g->lb));
+    if (!g->lb) {
+        *err = "out of memory";
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->nupstreams; i++) {
+        const mg_upstream_t *u = &cfg->upstreams[i];
+        const char **names = calloc(u->ntargets ? u->ntargets : 1, sizeof(*names));
+        int *weights = calloc(u->ntargets ? u->ntargets : 1, sizeof(*weights));
+        int rc = -1;
+        *err = "out of memory";
+        if (names && weights) {
+            for (size_t t = 0; t < u->ntargets; t++) {
+                names[t] = u->targets[t].name;
+                weights[t] = u->targets[t].weight;
+            }
+            rc = mg_lb_shared_init(&g->lb[i], u->balancer, names, weights, u->ntargets, err);
+        }
+        free(names);
+        free(weights);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* The targets' active health (health.h), one array per upstream: the
  * generation owns it, the checker writes it. */
 static int health_alloc(mg_gen_t *gen)
@@ -111,6 +143,10 @@ mg_gen_t *mg_gen_new(mg_config_t *cfg, uint64_t number, const char **err)
         mg_gen_release(g);
         return NULL;
     }
+    if (balancers_build(g, err) < 0) {
+        mg_gen_release(g);
+        return NULL;
+    }
     return g;
 }
 
@@ -119,6 +155,9 @@ void mg_gen_release(mg_gen_t *g)
     if (!g || atomic_fetch_sub(&g->refs, 1) != 1)
         return;
     health_free(g);
+    for (size_t i = 0; g->lb && i < g->cfg->nupstreams; i++)
+        mg_lb_shared_free(&g->lb[i]);
+    free(g->lb);
     mg_outlier_free(g);
     for (size_t i = 0; g->addrs && i < g->cfg->nupstreams; i++)
         free(g->addrs[i]);

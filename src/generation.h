@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include "balancer.h"
 #include "config.h"
 #include "router.h"
 
@@ -38,6 +39,9 @@ struct mg_gen_s {
     /* [upstream][target]: each target's address, resolved when the
      * generation is made (off the workers, which never wait on DNS) */
     struct mg_target_addr_s **addrs;
+    /* [upstream]: what its balancer's workers share (balancer.h: the
+     * in-flight counts, latency averages, the Maglev table) */
+    mg_lb_shared_t *lb;
     /* [upstream]: what all workers share of each upstream at run time:
      * outlier ejections, the retry budget's counts (outlier.h) */
     struct mg_outlier_s *outlier;

@@ -530,7 +530,7 @@ static mg_pool_t *pool_for(mg_worker_t *w, const char *host, size_t hlen, uint16
         for (size_t i = 0; i < cfg->nupstreams; i++) {
             if (!cfg->upstreams[i].tls == !tls && strlen(cfg->upstreams[i].name) == hlen &&
                 memcmp(cfg->upstreams[i].name, host, hlen) == 0)
-                return &g->ups[i].pools[mg_balancer_pick(g, (int)i, -1)];
+                return &g->ups[i].pools[mg_balancer_pick(g, (int)i, NULL, -1)];
         }
     }
     for (size_t i = 0; i < cfg->nupstreams; i++) {

@@ -650,3 +650,18 @@ void mg_ffi_kit_request_target(const mg_request_t *r, const char **path, size_t 
     *query = k->query ? k->query : "";
     *query_len = k->query ? k->query_len : 0;
 }
+
+int mg_ffi_kit_lb_key(mg_request_t *r, const mg_ffi_kit_head_t *m, const char *on,
+                      const char *name, uint64_t *key)
+{
+    kit_req_t *k = (kit_req_t *)r;
+    mg_upstream_t u = { .hash_on = mg_hash_on_parse(on), .hash_name = (char *)name };
+    if (u.hash_on < 0 || (!name && (u.hash_on == MG_HASH_HEADER || u.hash_on == MG_HASH_COOKIE ||
+                                    u.hash_on == MG_HASH_QUERY)))
+        return 0;
+    mg_request_t saved = *r; /* the model's fields are the call's only */
+    apply_model(k, m);
+    int found = mg_lb_key(r, &u, key);
+    *r = saved;
+    return found;
+}

@@ -1,6 +1,6 @@
 /* maglev.h: Maglev consistent hashing (Eisenbud et al., "Maglev: A Fast
  * and Reliable Software Network Load Balancer", NSDI 2016, section 3.4),
- * the lookup table behind the `hash` balancer of issue #14.
+ * the lookup table behind the `hash` balancer (balancer_hash.c).
  *
  * A table of prime size M (MG_MAGLEV_SIZE, 65537, by default) is filled
  * from N named, weighted targets: each target walks its own permutation of

@@ -63,6 +63,9 @@ int mg_ffi_req_edit_header(mg_request_t *r, int op, const char *name, size_t nle
 int mg_ffi_req_set_str(mg_request_t *r, int what, const char *s, size_t len);
 int mg_ffi_req_set_upstream(mg_request_t *r, const char *name, size_t len);
 int mg_ffi_req_set_target(mg_request_t *r, const char *name, size_t len);
+/* The key the hash balancer hashes for this request (upstream option
+ * hash = function(req) ... end, or any hook before the upstream). */
+int mg_ffi_req_set_hash_key(mg_request_t *r, const char *key, size_t len);
 int mg_ffi_req_read_body(mg_request_t *r, const char **p, size_t *len);
 int mg_ffi_res_status(mg_request_t *r);
 int mg_ffi_res_set_status(mg_request_t *r, int status);
@@ -88,10 +91,29 @@ double mg_ffi_monotonic(void);
 /* mg_trace_parse (trace.c): 0 and the 32 hex digits of the trace id and
  * the 2 flag digits to send on, or -1 when v is no traceparent to continue. */
 int mg_ffi_trace_parse(const char *v, size_t n, char *trace_id, char *flags);
-/* Smooth weighted round robin (pool.c): one pick among the n targets whose
+/* Smooth weighted round robin (balancer_rr.c): one pick among the n targets whose
  * live[i] is non-zero, cw[i] their current weights (updated). Returns the
  * index picked, or -1 when none is live. */
 int mg_ffi_balancer_swrr(int *cw, const int *weight, const unsigned char *live, size_t n);
+/* The gateway's balancers (balancer.h) as one worker runs them, with state
+ * of their own, for the testing kit: kind a balancer name ("round_robin",
+ * "least_conn", "hash", "p2c_ewma"), n >= 1 targets' "host:port" names and
+ * weights (read during the call); seed as the gateway's worker 0 seeds
+ * upstream i (pool.c): i, so that its random draws are the kit's. NULL
+ * for an unknown kind or out of memory. */
+typedef struct mg_lb_s mg_lb_t;
+mg_lb_t *mg_ffi_lb_new(const char *kind, const char *const *names, const int *weights, size_t n,
+                       uint64_t seed);
+void mg_ffi_lb_free(mg_lb_t *lb);
+/* One pick over every target but `exclude` (-1: none), with the request's
+ * key hash when has_key (mg_ffi_kit_lb_key). Returns the target index. */
+int mg_ffi_lb_pick(mg_lb_t *lb, int exclude, int has_key, uint64_t key);
+/* What the proxy tells a balancer (spec/c/balancer_spec.lua): a request
+ * starts or stops on target i, or its answer's head came after ns. A
+ * balancer that keeps no such state ignores them. */
+void mg_ffi_lb_acquire(mg_lb_t *lb, int i);
+void mg_ffi_lb_release(mg_lb_t *lb, int i);
+void mg_ffi_lb_observe(mg_lb_t *lb, int i, uint64_t ns);
 /* May a hook make this header edit (op MG_EDIT_*, the value unread for a
  * REMOVE)? 0, or MG_FFI_EINVAL: a bad name or value, or a framing or
  * hop-by-hop header, which the core owns (ffi_request.c). */
@@ -192,6 +214,12 @@ long mg_ffi_kit_upstream_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const
  * nothing, 1 the upstream's body, 2 the hook's (res_body). */
 long mg_ffi_kit_response_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out,
                               int *body);
+/* The hash balancer's key of r as the model m says it is (balancer_key.c
+ * mg_lb_key): `on` a key source ("header", "cookie", "query", "client",
+ * "path", "lua"), name its header, cookie or argument name (or NULL).
+ * 1 and *key, or 0 when r has no such key. */
+int mg_ffi_kit_lb_key(mg_request_t *r, const mg_ffi_kit_head_t *m, const char *on,
+                      const char *name, uint64_t *key);
 /* For proxy.c only: runs fn on an upstream connection of r's (res: the
  * one holding the upstream's answer, else one to send on) set up as m
  * says (a worker scratch, pool, upstream, target, peer and protocol owned
@@ -690,6 +718,40 @@ const mg_ffi_config_field_t *mg_ffi_config_fields(const char *object, size_t *n)
 /* A retries.on name ("connect", "reset", "timeout", "502", "503", "504"):
  * its MG_RETRY_ON_* bit (config.h), or -1. */
 int mg_ffi_retry_on_parse(const char *name);
+
+/* ==== CIDR sets (cidr.c) ==== */
+/* (section owned by cidr.c; lua/moongate/ip.lua declares the same)
+ *
+ * The `ip` policy's allow and deny lists: a set is made and filled while a
+ * config loads (add: "ADDR" or "ADDR/LEN", IPv4 or IPv6; 0, or -1 with the
+ * reason in ERR, NUL-terminated; -2 out of memory), built once (0, or -2),
+ * then only read: contains takes an address as text (the client address
+ * the request API gives) and returns 1, 0, or -1 when it is not an address,
+ * in O(log n) of the merged ranges, without allocating. The caller owns the
+ * set and frees it with mg_ffi_cidr_set_free (Lua: ffi.gc). */
+typedef struct mg_cidr_set_s mg_cidr_set_t;
+mg_cidr_set_t *mg_ffi_cidr_set_new(void);
+int mg_ffi_cidr_set_add(mg_cidr_set_t *s, const char *text, size_t n, char *err, size_t errcap);
+int mg_ffi_cidr_set_build(mg_cidr_set_t *s);
+int mg_ffi_cidr_set_contains(const mg_cidr_set_t *s, const char *text, size_t n);
+size_t mg_ffi_cidr_set_count(const mg_cidr_set_t *s);
+void mg_ffi_cidr_set_free(mg_cidr_set_t *s);
+
+/* ==== API keys and passwords (crypto.c) ==== */
+/* (section owned by crypto.c; lua/moongate/key_auth.lua and
+ * lua/moongate/basic_auth.lua declare the same)
+ *
+ * sha256: the SHA-256 digest of IN (LEN bytes) into OUT (32 bytes); the
+ * key_auth policy stores only digests of API keys. equal: 1 when the N
+ * bytes at A and B are the same, compared in constant time (CRYPTO_memcmp),
+ * else 0. crypt_verify: checks PASSWORD against an htpasswd-style HASH
+ * (NUL-terminated, "$2y$", "$2b$", "$5$" or "$6$" from libxcrypt's crypt_rn)
+ * and returns 1 (match, compared in constant time), 0 (no match), or -1
+ * (a hash crypt cannot read: an unknown method or a malformed hash). The
+ * work area of crypt_rn is on the stack: nothing is allocated or kept. */
+void mg_ffi_sha256(const char *in, size_t len, unsigned char *out);
+int mg_ffi_equal(const unsigned char *a, const unsigned char *b, size_t n);
+int mg_ffi_crypt_verify(const char *password, size_t plen, const char *hash);
 
 /* ==== end ==== */
 

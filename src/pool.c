@@ -1,5 +1,5 @@
 /* pool.c: per-worker keep-alive pools of upstream connections, one per
- * target, and the balancer that picks a target.
+ * target, and which targets the balancer (balancer.h) may pick.
  *
  * An idle connection keeps reading: anything it receives (data or EOF)
  * means the server closed or misbehaved, and the connection is dropped
@@ -25,17 +25,24 @@ int mg_pools_init(mg_wgen_t *g)
         mg_upstream_rt_t *rt = &g->ups[i];
         rt->u = u;
         rt->pools = calloc(u->ntargets, sizeof(*rt->pools));
-        rt->cw = calloc(u->ntargets, 2 * sizeof(int) + 1);
-        if (!rt->pools || !rt->cw)
+        int *weights = calloc(u->ntargets ? u->ntargets : 1, sizeof(int));
+        for (size_t t = 0; weights && t < u->ntargets; t++)
+            weights[t] = u->targets[t].weight;
+        /* the seed differs per worker and upstream (worker 0's is i, as the
+         * testing kit's: mg_ffi_lb_new) */
+        int rc = weights ? mg_lb_init(&rt->lb, &g->gen->lb[i], u->balancer, weights,
+                                      u->ntargets, (uint64_t)w->id << 32 | i)
+                         : -1;
+        free(weights);
+        if (!rt->pools || rc < 0)
             return -1;
-        rt->weight = rt->cw + u->ntargets;
-        rt->live = (unsigned char *)(rt->weight + u->ntargets);
         for (size_t t = 0; t < u->ntargets; t++) {
             mg_pool_t *p = &rt->pools[t];
             p->w = w;
             p->u = u;
             p->t = &u->targets[t];
-            rt->weight[t] = p->t->weight;
+            p->index = (int)t;
+            p->lb = &rt->lb;
             mg_list_init(&p->idle);
             /* resolved with the generation (generation.c) */
             const mg_target_addr_t *a = &g->gen->addrs[i][t];
@@ -45,7 +52,7 @@ int mg_pools_init(mg_wgen_t *g)
         /* start each worker at a different place in the rotation, so that
          * a few requests spread over workers still reach every target */
         for (int k = 0; k < w->id; k++)
-            mg_balancer_pick(g, (int)i, -1);
+            mg_balancer_pick(g, (int)i, NULL, -1);
     }
     return 0;
 }
@@ -115,7 +122,7 @@ void mg_pools_free(mg_wgen_t *g)
         return;
     for (size_t i = 0; i < g->cfg->nupstreams; i++) {
         free(g->ups[i].pools);
-        free(g->ups[i].cw);
+        mg_lb_free(&g->ups[i].lb);
     }
     free(g->ups);
     g->ups = NULL;
@@ -172,32 +179,15 @@ void mg_pool_failed(mg_pool_t *p)
 
 void mg_pool_answered(mg_pool_t *p) { p->fails = 0; }
 
-/* Smooth weighted round robin: each pick adds every live target's weight
- * to its current weight, takes the largest, and subtracts the total from
- * it. Weights 5,1,1 give a a b a c a a rather than a a a a a b c. A pure
- * function over arrays, so that the testing kit runs this very code. */
-int mg_ffi_balancer_swrr(int *cw, const int *weight, const unsigned char *live, size_t n)
-{
-    int best = -1, total = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!live[i])
-            continue;
-        cw[i] += weight[i];
-        total += weight[i];
-        if (best < 0 || cw[i] > cw[best])
-            best = (int)i;
-    }
-    if (best >= 0)
-        cw[best] -= total;
-    return best;
-}
-
-int mg_balancer_pick(mg_wgen_t *g, int ui, int avoid)
+int mg_balancer_pick(mg_wgen_t *g, int ui, const mg_request_t *r, int exclude)
 {
     mg_upstream_rt_t *rt = &g->ups[ui];
+    mg_lb_t *lb = &rt->lb;
     size_t n = rt->u->ntargets;
     if (n == 1)
         return 0;
+    uint64_t key = 0;
+    int has_key = r && rt->u->balancer == MG_LB_HASH && mg_lb_key(r, rt->u, &key);
     uint64_t now = uv_now(&g->w->loop);
     const mg_target_health_t *hs = g->gen->health ? g->gen->health[ui] : NULL;
     const mg_outlier_t *os = rt->u->outlier ? &g->gen->outlier[ui] : NULL;
@@ -206,16 +196,16 @@ int mg_balancer_pick(mg_wgen_t *g, int ui, int avoid)
             const mg_pool_t *p = &rt->pools[i];
             /* first pass: live targets only (not refused lately, not taken
              * out by health checks, not ejected as an outlier); second: any
-             * but `avoid` */
-            rt->live[i] = !((int)i == avoid || !p->addr_ok ||
+             * but `exclude` */
+            lb->live[i] = !((int)i == exclude || !p->addr_ok ||
                             (pass == 0 && (p->down_until > now ||
                                            (hs && atomic_load_explicit(&hs[i].down,
                                                                        memory_order_relaxed)) ||
                                            (os && mg_outlier_ejected(os, i, now)))));
         }
-        int best = mg_ffi_balancer_swrr(rt->cw, rt->weight, rt->live, n);
+        int best = lb->ops->pick(lb, key, has_key);
         if (best >= 0)
             return best;
     }
-    return avoid >= 0 ? avoid : 0;
+    return exclude >= 0 ? exclude : 0;
 }

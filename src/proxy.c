@@ -477,6 +477,7 @@ static int on_head(mg_upconn_t *u)
                               * 15.2): a body one announced would reach the
                               * client ahead of any status line */
     mg_pool_answered(u->pool);
+    mg_pool_observe(u->pool, r->upstream_start_ns);
     if (r->retry) {
         uint64_t us = (uv_hrtime() - r->upstream_start_ns) / 1000;
         mg_outlier_answer(&r->g->gen->outlier[mg_request_upstream(r)], (size_t)r->target, status,
@@ -549,6 +550,25 @@ static void on_up_closed(uv_handle_t *h)
 
 void mg_upconn_close(mg_upconn_t *u) { up_close(u); }
 
+/* r starts using u, or u's request lets go of it: the balancer's
+ * in-flight count of u's target follows (balancer.h). Every place that
+ * ties a request to an upstream connection or unties it goes through here. */
+static void up_bind(mg_upconn_t *u, mg_request_t *r)
+{
+    u->r = r;
+    r->up = u;
+    mg_pool_acquire(u->pool);
+}
+
+static void up_unbind(mg_upconn_t *u)
+{
+    if (!u->r)
+        return;
+    mg_pool_release(u->pool);
+    u->r->up = NULL;
+    u->r = NULL;
+}
+
 static void up_close(mg_upconn_t *u)
 {
     if (u->closing)
@@ -563,10 +583,7 @@ static void up_close(mg_upconn_t *u)
         u->client = NULL;
         u->client_lost(client); /* http_client.c, a layer up */
     }
-    if (u->r) {
-        u->r->up = NULL;
-        u->r = NULL;
-    }
+    up_unbind(u);
     uv_close((uv_handle_t *)&u->timer, on_up_closed);
     uv_close((uv_handle_t *)&u->tcp, on_up_closed);
 }
@@ -574,10 +591,7 @@ static void up_close(mg_upconn_t *u)
 /* Ends the request's use of u: back to the pool, or closed. */
 void mg_proxy_detach(mg_upconn_t *u, int reusable)
 {
-    if (u->r) {
-        u->r->up = NULL;
-        u->r = NULL;
-    }
+    up_unbind(u);
     if (!reusable || u->closing || u->wq.pending > 0 || u->tunnel) {
         up_close(u);
         return;
@@ -615,8 +629,7 @@ static void up_finish_response(mg_upconn_t *u, int extra_bytes)
     int revalidated = u->revalidated;
     u->requests++;
     u->revalidated = 0;
-    r->up = NULL;
-    u->r = NULL;
+    up_unbind(u);
     mg_proxy_detach(u, reusable);
     if (revalidated)
         r->pipe->cache_ready(r, 1); /* nothing was sent yet: the kept answer goes */
@@ -966,7 +979,7 @@ static void retry_go(mg_request_t *r)
 {
     int ui = mg_request_upstream(r);
     const mg_upstream_t *up = &r->g->cfg->upstreams[ui];
-    connect_target(r, up->ntargets > 1 ? mg_balancer_pick(r->g, ui, r->target) : r->target);
+    connect_target(r, up->ntargets > 1 ? mg_balancer_pick(r->g, ui, r, r->target) : r->target);
 }
 
 /* A retry allowed by retry.c: after its backoff (a timer), or at once. */
@@ -1019,7 +1032,7 @@ static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable
     } else if (retryable && r->retries < 1 && !r->body_started && !r->response_started &&
                r->target_override < 0 && (r->idempotent || !sent)) {
         r->retries++;
-        int ti = up->ntargets > 1 ? mg_balancer_pick(r->g, ui, prev) : prev;
+        int ti = up->ntargets > 1 ? mg_balancer_pick(r->g, ui, r, prev) : prev;
         connect_target(r, ti);
         return;
     }
@@ -1112,8 +1125,7 @@ static void connect_target(mg_request_t *r, int ti)
     }
     mg_upconn_t *u = mg_pool_take_idle(p);
     if (u) {
-        u->r = r;
-        r->up = u;
+        up_bind(u, r);
         u->got_response_bytes = 0;
         send_head(u);
         return;
@@ -1128,8 +1140,7 @@ static void connect_target(mg_request_t *r, int ti)
         mg_pipeline_upstream_failed(r, 503, "out of memory");
         return;
     }
-    u->r = r;
-    r->up = u;
+    up_bind(u, r);
     u->connect_req.data = u;
     int rc = uv_tcp_connect(&u->connect_req, &u->tcp, (struct sockaddr *)&p->addr, on_connect);
     if (rc < 0) {
@@ -1553,7 +1564,7 @@ void mg_proxy_start(mg_request_t *r)
     int ui = mg_request_upstream(r);
     if (__builtin_expect(wants_retry_state(r, ui), 0) && !r->retry && retry_begin(r, ui) != 0)
         return;
-    int ti = r->target_override >= 0 ? r->target_override : mg_balancer_pick(r->g, ui, -1);
+    int ti = r->target_override >= 0 ? r->target_override : mg_balancer_pick(r->g, ui, r, -1);
     connect_target(r, ti);
 }
 

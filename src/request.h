@@ -245,6 +245,8 @@ struct mg_request_s {
     uint8_t path_rewritten;    /* r->path was replaced: send it as is */
     int upstream_override;     /* -1 none, else upstream index */
     int target_override;       /* -1 none */
+    uint8_t hash_key_set;      /* req:set_hash_key: the hash balancer's key ... */
+    uint64_t hash_key;         /* ... as its hash (balancer_key.c) */
     int res_status;            /* on_response: status to send (0 = upstream's) */
     const char *res_body;      /* replacement body (arena), or NULL */
     size_t res_body_len;

@@ -9,6 +9,7 @@
 
 #include <stdint.h>
 #include <uv.h>
+#include "balancer.h"
 #include "h1_response.h"
 #include "config.h"
 #include "list.h"
@@ -75,17 +76,17 @@ struct mg_pool_s {
     int nidle;
     uint64_t down_until;        /* loop time before which the target is skipped */
     int fails;                  /* failed attempts in a row (max_fails) */
+    int index;                  /* of its target in the upstream */
+    mg_lb_t *lb;                /* its upstream's balancer (rt->lb) */
 };
 
-/* Per upstream, per worker: its target pools. */
+/* Per upstream, per worker: its target pools and its balancer (this
+ * worker's part; the part all workers share is the generation's,
+ * mg_gen_t.lb, which lb.sh points to). */
 typedef struct mg_upstream_rt_s {
     const mg_upstream_t *u;
     mg_pool_t *pools;           /* u->ntargets */
-    /* smooth weighted round robin over the targets (mg_ffi_balancer_swrr):
-     * current weights, weights, and which may be picked now; one
-     * allocation, cw owns it */
-    int *cw, *weight;
-    unsigned char *live;
+    mg_lb_t lb;
 } mg_upstream_rt_t;
 
 /* proxy.c */
@@ -147,10 +148,36 @@ int mg_pools_init(mg_wgen_t *g);
 void mg_pools_adopt(mg_wgen_t *g, mg_wgen_t *old);
 void mg_pools_close(mg_wgen_t *g);
 void mg_pools_free(mg_wgen_t *g);
-/* Picks the next target of upstream `ui` by smooth weighted round robin,
- * skipping targets marked down (unless all are). `avoid` is a target index
- * to skip when possible (-1: none). Returns the target index. */
-int mg_balancer_pick(mg_wgen_t *g, int ui, int avoid);
+/* Picks a target of upstream `ui` with its balancer (balancer.h), skipping
+ * targets that are down (unresolved, refused lately, out by the health
+ * checks) unless all are. `exclude` is a target not to pick when another
+ * can be (-1: none): a retry passes the target its failed attempt used, to
+ * get a different one; the hash balancer then gives the key's next target
+ * in its table, the same one every time. r (NULL for gw.http) gives the
+ * hash balancer its key. Returns the target index. */
+int mg_balancer_pick(mg_wgen_t *g, int ui, const mg_request_t *r, int exclude);
+/* The hash balancer's key of r for upstream u (balancer_key.c): 1 and its
+ * hash in *key, or 0 when r has none (no such header, cookie, argument). */
+int mg_lb_key(const mg_request_t *r, const mg_upstream_t *u, uint64_t *key);
+/* A request starts or stops using p's target (in-flight counts for the
+ * balancers that keep them: proxy.c up_bind, up_unbind), and its answer's
+ * head came now, the request having been sent at sent_ns (uv_hrtime; the
+ * latency average of p2c_ewma). */
+static inline void mg_pool_acquire(mg_pool_t *p)
+{
+    if (p->lb && p->lb->ops->counts)
+        mg_lb_acquire(p->lb->sh, p->index);
+}
+static inline void mg_pool_release(mg_pool_t *p)
+{
+    if (p->lb && p->lb->ops->counts) /* the kit's pool has none */
+        mg_lb_release(p->lb->sh, p->index);
+}
+static inline void mg_pool_observe(mg_pool_t *p, uint64_t sent_ns)
+{
+    if (p->lb && p->lb->ops->observe)
+        p->lb->ops->observe(p->lb->sh, p->index, uv_hrtime() - sent_ns);
+}
 /* A failed attempt on p's target (may skip it for fail_timeout), or an
  * answer from it (resets the count). See pool.c. */
 void mg_pool_failed(mg_pool_t *p);

@@ -22,6 +22,7 @@ int mg_ffi_req_edit_header(mg_request_t *r, int op, const char *name, size_t nle
 int mg_ffi_req_set_str(mg_request_t *r, int what, const char *s, size_t len);
 int mg_ffi_req_set_upstream(mg_request_t *r, const char *name, size_t len);
 int mg_ffi_req_set_target(mg_request_t *r, const char *name, size_t len);
+int mg_ffi_req_set_hash_key(mg_request_t *r, const char *key, size_t len);
 int mg_ffi_req_read_body(mg_request_t *r, const char **p, size_t *len);
 int mg_ffi_res_status(mg_request_t *r);
 int mg_ffi_res_set_status(mg_request_t *r, int status);
@@ -83,6 +84,13 @@ typedef struct mg_ffi_kit_head_s {
 long mg_ffi_kit_upstream_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out);
 long mg_ffi_kit_response_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out,
                               int *body);
+int mg_ffi_kit_lb_key(mg_request_t *r, const mg_ffi_kit_head_t *m, const char *on,
+                      const char *name, uint64_t *key);
+typedef struct mg_lb_s mg_lb_t;
+mg_lb_t *mg_ffi_lb_new(const char *kind, const char *const *names, const int *weights, size_t n,
+                       uint64_t seed);
+void mg_ffi_lb_free(mg_lb_t *lb);
+int mg_ffi_lb_pick(mg_lb_t *lb, int exclude, int has_key, uint64_t key);
 long mg_ffi_kit_respond(mg_request_t *r, const mg_ffi_kit_head_t *m, int status,
                         const char *ctype, const char *body, size_t body_len,
                         const char *const *fields, const size_t *lens, size_t nfields,

@@ -839,6 +839,80 @@ local function upstream_targets(d, u, targets)
     end
 end
 
+-- upstream.balancer (src/balancer.c's names) and upstream.hash, the hash
+-- balancer's key: "client", "path", { header = NAME }, { cookie = NAME },
+-- { query = NAME } or a function(req) returning a string (or nil: no key).
+-- Left for C as u.hash = { on = ..., name = ... }; a function stays in
+-- u.hash_fn (route_hash_key runs it).
+local HASH_EXPECTED = 'must be "client", "path", { header = NAME }, ' ..
+    '{ cookie = NAME }, { query = NAME } or a function(req) returning a string'
+local HASH_NAMED = { header = true, cookie = true, query = true }
+
+local function upstream_hash(d, v)
+    if v == "client" or v == "path" then
+        return { on = v }
+    elseif type(v) == "function" then
+        return { on = "lua" }, v
+    elseif type(v) == "table" then
+        local on, name = next(v)
+        if HASH_NAMED[on] and next(v, on) == nil then
+            local ok = type(name) == "string" and name ~= ""
+                and not find(name, "[%z%s;=]")
+            if ok and on == "header" then -- a token (RFC 9110 5.1)
+                ok = not find(name, "[^%w!#$%%&'*+%-.^_`|~]")
+            end
+            if ok then
+                return { on = on,
+                         name = on == "header" and lower(name) or name }
+            end
+            err(d, "upstream.hash.%s must be a %s name, got %s", on,
+                on == "query" and "query argument" or on, describe(name))
+            return nil
+        end
+    end
+    err(d, "upstream.hash %s, got %s", HASH_EXPECTED, describe(v))
+end
+
+-- A hash upstream's key function runs as the last policy of each route
+-- declared with that upstream: after the others, which may set what it
+-- reads. Its string goes to the balancer (req:set_hash_key); nil: no key
+-- (round robin for that request).
+local function route_hash_key(r, fn)
+    local ps = r.policies or {}
+    ps[#ps + 1] = { on_request = function(req)
+        local k = fn(req)
+        if k ~= nil then
+            if type(k) ~= "string" then
+                error("upstream.hash function must return a string or " ..
+                      "nil, got " .. type(k), 0)
+            end
+            req:set_hash_key(k)
+        end
+    end }
+    r.policies = ps
+end
+
+local function upstream_balancer(d, u, opts)
+    local b = opts.balancer
+    if b ~= nil then
+        u.balancer = field(d, opts, "balancer", "upstream",
+                           UPSTREAM.checks.balancer) or u.balancer
+    end
+    if opts.hash ~= nil then
+        if b == nil then
+            u.balancer = "hash" -- a key says which balancer
+        elseif u.balancer ~= "hash" then
+            err(d, 'upstream.hash is read by balancer = "hash" only (this ' ..
+                "upstream's is %s): remove one of them", quote(u.balancer))
+        end
+        u.hash, u.hash_fn = upstream_hash(d, opts.hash)
+    elseif u.balancer == "hash" then
+        err(d, 'upstream balancer "hash" needs the key to hash: hash = ' ..
+            '{ header = "x-user" } (or cookie, query, "client", "path", ' ..
+            "a function)")
+    end
+end
+
 function decl.upstream(d, name, targets, opts, ...)
     local c = d.c
     if select("#", ...) > 0 then
@@ -874,6 +948,7 @@ function decl.upstream(d, name, targets, opts, ...)
             if opts.tls ~= nil then
                 u.tls = upstream_tls(d, opts.tls)
             end
+            upstream_balancer(d, u, opts)
         end
     end
     local schemes = u.schemes or {}
@@ -1376,6 +1451,10 @@ local function finish(c)
                     did_you_mean(r.upstream_name, names), declared)
             end
             r.upstream_name = nil
+            local up = cfg.upstreams[r.upstream]
+            if up and up.hash_fn then
+                route_hash_key(r, up.hash_fn)
+            end
         end
         if r.listen ~= 0 and #port_list > 0 and not ports[r.listen] then
             err(d, "route.listen %d is not a gw.listen port (listening on: %s)",
@@ -1534,6 +1613,7 @@ keep_loops_interpreted = function(chunk, cfg)
         end
     end
     for _, fn in pairs(cfg.hooks or {}) do enable(fn) end
+    for _, u in ipairs(cfg.upstreams or {}) do enable(u.hash_fn) end
     for _, r in ipairs(cfg.routes or {}) do
         enable(r.handler)
         for _, p in ipairs(r.policies or {}) do
@@ -1688,6 +1768,24 @@ local function record_files(file, dir)
     return function()
         loaders[2], _G.dofile, _G.loadfile = lua_searcher, g_dofile, g_loadfile
     end
+end
+
+--- For policies that read a data file while a config loads (basic_auth's
+-- htpasswd file, key_auth's key file): PATH as given when absolute, else
+-- taken from the config's directory; the running gateway then watches it
+-- like the config's own files (a change reloads, rereading it). Outside a
+-- load: PATH as is.
+function _M.data_file(path)
+    if not current then return path end
+    if sub(path, 1, 1) ~= "/" then
+        local dir = config_dir(current.file)
+        if dir ~= "." then path = (dir == "/" and "" or dir) .. "/" .. path end
+    end
+    for _, f in ipairs(loaded_files) do
+        if f == path then return path end
+    end
+    loaded_files[#loaded_files + 1] = path
+    return path
 end
 
 --- Runs config file `file` and validates it whole.

@@ -12,7 +12,7 @@
 -- the route's handler or the upstream; on_response; on_log. What comes
 -- before (the head's checks, then the Host, target and escaped-slash
 -- checks of src/pipeline.c), the router (moongate.testing.router), the
--- balancer (mg_ffi_balancer_swrr) and the gateway's own answers are the C
+-- balancers (mg_ffi_lb_pick) and the gateway's own answers are the C
 -- code itself; requests and responses are models with runtime.lua's API
 -- (moongate.testing.fake). spec/integration/kit_parity_spec.lua checks
 -- the whole against the binary. Hooks run in one coroutine per request that
@@ -462,28 +462,6 @@ local function run_handler(R)
     d.responded_by = "handler"
 end
 
--- mg_balancer_pick: the gateway's smooth weighted round robin
--- (mg_ffi_balancer_swrr) over the upstream's state, as in the first
--- worker; every target counts as up (the kit has no failed connections).
-local function pick(env, ui)
-    local u = env.upstreams[ui]
-    local targets = u.targets
-    local n = #targets
-    if n <= 1 then
-        return n == 1 and 1 or nil
-    end
-    local b = u.balancer
-    if not b or b.n ~= n then
-        b = { n = n, cw = ffi.new("int[?]", n), weight = ffi.new("int[?]", n),
-              live = ffi.new("unsigned char[?]", n) }
-        for i, t in ipairs(targets) do
-            b.weight[i - 1], b.live[i - 1] = t.weight, 1
-        end
-        u.balancer = b
-    end
-    return cdefs.C.mg_ffi_balancer_swrr(b.cw, b.weight, b.live, n) + 1
-end
-
 local DEFAULT_RESPONSE = {
     status = 200, headers = { ["content-type"] = "application/json" },
     body = "{}",
@@ -538,7 +516,7 @@ end
 local function proxy(R)
     local d, st = R.d, R.st
     local ui = fake.upstream_index(st)
-    st.target = st.target_override or pick(st.env, ui)
+    st.target = st.target_override or fake.pick_target(st)
     st.up = true
     local ureq = fake.upstream_request(st)
     d.upstream, d.target, d.upstream_request = ureq.upstream, ureq.target, ureq
@@ -732,7 +710,8 @@ function _M.load(file, opts)
         end
         env.upstreams[i] = { name = u.name, targets = targets,
                              override_headers = u.override_headers,
-                             forwarded = u.forwarded, request_id = u.request_id }
+                             forwarded = u.forwarded, request_id = u.request_id,
+                             balancer = u.balancer, hash = u.hash }
         env.upstream_by_name[u.name] = i
     end
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # counts.sh: what one request costs, counted rather than timed, for moongate
 # beside nginx, nginx + lua and HAProxy on W1 (proxy), W2 (JWT + rate limit +
-# balancing) and W4 (hooks). Counts repeat from run to run where req/s on a
+# balancing), W4 (hooks) and W6 (W2 behind CORS, a 10,000-range allow-list
+# and an API key). Counts repeat from run to run where req/s on a
 # shared 2-CPU VM moves by 10-15 %.
 #
 #   syscalls/req  after WARM requests, `strace -f -c` is attached to every
@@ -22,7 +23,9 @@
 #   bash scripts/bench/counts.sh                 all of it (make bench-counts)
 #   MODES=strace bash scripts/bench/counts.sh    syscalls only (seconds)
 #   PEERS="nginx" WORKLOADS="W1" ...             less of it
-# Knobs: REPS (1) WORKLOADS ("W1 W2 W4") MODES ("strace callgrind") N_SYS
+#   GW_VARIANTS="NAME:VAR=VALUE ..."             GW_CMD again per variant, with
+#                                                that environment (lib.sh)
+# Knobs: REPS (1) WORKLOADS ("W1 W2 W4 W6") MODES ("strace callgrind") N_SYS
 #   (20000) N_CG (10000) WARM (2000) CONNS (16) PEERS GW_NAME GW_CMD GW_CPU
 #   LOAD_CPU KEEP_RUN=1 (keep the run directory: strace tables, callgrind
 #   dumps for callgrind_annotate) OUT=file (a copy of the table)
@@ -32,11 +35,11 @@ set -uo pipefail
 set +m
 source "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 
-: "${REPS:=1}" "${WORKLOADS:=W1 W2 W4}" "${MODES:=strace callgrind}"
+: "${REPS:=1}" "${WORKLOADS:=W1 W2 W4 W6}" "${MODES:=strace callgrind}"
 : "${N_SYS:=20000}" "${N_CG:=10000}" "${WARM:=2000}" "${CONNS:=16}"
 : "${W2_LIMIT:=1000000000}" "${W3_LIMIT:=100}" "${GW_CPU:=0}" "${LOAD_CPU:=1}"
 : "${PEERS=nginx nginx-lua haproxy}"
-: "${GW_NAME:=moongate}" "${GW_WORKLOADS:=W1 W2 W4}"
+: "${GW_NAME:=moongate}" "${GW_WORKLOADS:=W1 W2 W4 W6}"
 : "${GW_CMD=exec ./build/moongate run -c scripts/bench-gateway.lua}"
 
 bench_need nginx haproxy curl python3 taskset setsid ss
@@ -52,6 +55,7 @@ BENCH_JWT=$(tool jwt consumer-count 36000)
 GWS=()
 for p in $PEERS; do GWS+=("$p"); done
 [ -n "$GW_CMD" ] && GWS+=("$GW_NAME")
+for v in $(gw_variants); do GWS+=("$v"); done
 served() { # GW -> its workloads among WORKLOADS
     local all w out=""
     if [ "$1" = "$GW_NAME" ] && [ -n "$GW_CMD" ]; then all=$GW_WORKLOADS; else all=$(peer_workloads "$1"); fi
@@ -177,7 +181,7 @@ done
 report() {
     echo "== scripts/bench/counts.sh | $(date -u +%FT%TZ) | $(nproc) CPU | $(uname -r) | $CONNS keep-alive connections, one request in flight each"
     echo "== sys/req: strace -f -c over $N_SYS requests, every thread; Ir/req: user-space instructions (callgrind), every thread, (($((2 * N_CG)) - $N_CG) requests) / $N_CG"
-    echo "== ratios: this / nginx on the same workload (W2: / nginx-lua, plain nginx has no JWT); below 1 = fewer; mean over $REPS rep(s)"
+    echo "== ratios: this / nginx on the same workload (W2, W6: / nginx-lua, plain nginx has no JWT); below 1 = fewer; mean over $REPS rep(s)"
     echo "== syscalls by name: per request; epoll_wait depends on how many events one wait returns (batching), the others are exact"
     awk -F'\t' -v gws="${GWS[*]}" -v wls="$WORKLOADS" -v reps="$REPS" '
         { S[$1, $2, $4] += $5; C[$1, $2, $4]++; if ($4 == "ir") each[$1, $2] = each[$1, $2] sprintf(" %.0f", $5)
@@ -190,7 +194,7 @@ report() {
             for (w = 1; w <= nw; w++) for (g = 1; g <= ng; g++) {
                 gw = G[g]; wl = W[w]; s = m(gw, wl, "sys_total"); ir = m(gw, wl, "ir")
                 if (s < 0 && ir < 0) continue
-                base = (wl == "W2") ? "nginx-lua" : "nginx"
+                base = (wl == "W2" || wl == "W6") ? "nginx-lua" : "nginx"
                 n = split(substr(nm[gw, wl], 2), L, " ")
                 for (a = 1; a <= n; a++) for (b = a + 1; b <= n; b++)
                     if (m(gw, wl, L[b]) > m(gw, wl, L[a])) { t = L[a]; L[a] = L[b]; L[b] = t }

@@ -5,12 +5,14 @@
 #
 # Gateways are started with the environment that scripts/bench-gateway.lua
 # (and any other gateway under test) reads:
-#   GW_PORT (= GW_W1_PORT), GW_W2_PORT, GW_W3_PORT, GW_W4_PORT, GW_W5_PORT
+#   GW_PORT (= GW_W1_PORT), GW_W2_PORT .. GW_W6_PORT
 #       listen ports on 127.0.0.1, empty for a workload not served
 #   BENCH_UPSTREAM_A, BENCH_UPSTREAM_B   the origins, host:port
 #   BENCH_UPSTREAM_A_TLS   origin A over TLS (W5), host:port; its certificate
 #       names BENCH_TLS_NAME and is signed by the CA in BENCH_TLS_CA
 #   BENCH_JWT_SECRET, BENCH_W2_LIMIT, BENCH_W3_LIMIT, BENCH_TMP (scratch dir)
+#   BENCH_API_KEY, BENCH_W6_CIDRS (W6's key, and its allow-list: a file of
+#       10,000 CIDR ranges, one a line)
 #   BENCH_UNDER_VALGRIND=1 when it runs under callgrind (~50x slower: time
 #       limits of its own, such as moongate's hook budget, must allow for it)
 # Callers set GW_CPU, LOAD_CPU, W2_LIMIT, W3_LIMIT before bench_setup.
@@ -18,17 +20,34 @@
 BENCH_HERE=$(CDPATH='' cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
 BENCH_ROOT=$(dirname "$(dirname "$BENCH_HERE")")     # the repository
 : "${BENCH_JWT_SECRET:=moongate-bench-secret-0123456789abcdef}"
-export BENCH_JWT_SECRET
+: "${BENCH_API_KEY:=moongate-bench-api-key-0123456789}"
+export BENCH_JWT_SECRET BENCH_API_KEY
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "FATAL: $*"; exit 1; }
 tool() { python3 "$BENCH_HERE/tool.py" "$@"; }
 
-# the peers each workload has (moongate serves all four)
+# GW_VARIANTS: more gateways under test, each "NAME:VAR=VALUE[,VAR=VALUE]":
+# GW_CMD again with that environment, on the workloads GW_VARIANT_WORKLOADS
+# (default W1); e.g. moongate's balancers (scripts/bench.sh,
+# scripts/bench-gateway.lua's BENCH_BALANCER)
+: "${GW_VARIANTS=}" "${GW_VARIANT_WORKLOADS:=W1}"
+variant_env() { # NAME -> its VAR=VALUE words; fails for a name that is no variant
+    local v
+    for v in $GW_VARIANTS; do
+        [ "${v%%:*}" = "$1" ] && { tr ',' ' ' <<<"${v#*:}"; return 0; }
+    done
+    return 1
+}
+gw_variants() { [ -n "${GW_CMD:-}" ] && for v in $GW_VARIANTS; do echo "${v%%:*}"; done; }
+
+# the peers each workload has (moongate serves all four; a variant its own)
 peer_workloads() {
+    variant_env "$1" >/dev/null && { echo "$GW_VARIANT_WORKLOADS"; return; }
     case "$1" in
         nginx) echo "W1 W4 W5" ;;
-        nginx-lua|haproxy) echo "W1 W2 W3 W4" ;;
+        nginx-lua) echo "W1 W2 W3 W4 W6" ;;
+        haproxy) echo "W1 W2 W3 W4" ;;
         *) echo "W1 W2 W3 W4 W5" ;;
     esac
 }
@@ -127,14 +146,15 @@ free_port() { # VAR
 # ---------------------------------------------------------------- configs
 # bench_render TEMPLATE OUT KEY=VALUE... : {{KEY}} replaced, plus the
 # run-wide keys (RUN HERE NGX_MODULES UP_A UP_B UP_A_TLS TLS_CA TLS_NAME
-# SECRET W2_LIMIT W3_LIMIT)
+# SECRET W2_LIMIT W3_LIMIT API_KEY_SHA256)
 bench_render() {
     local tpl=$1 out=$2
     shift 2
     python3 - "$tpl" "$out" "RUN=$RUN" "HERE=$BENCH_HERE" "NGX_MODULES=$NGX_MODULES" \
         "UP_A=$BENCH_UPSTREAM_A" "UP_B=$BENCH_UPSTREAM_B" "UP_A_TLS=$BENCH_UPSTREAM_A_TLS" \
         "TLS_CA=$BENCH_TLS_CA" "TLS_NAME=$BENCH_TLS_NAME" "SECRET=$BENCH_JWT_SECRET" \
-        "W2_LIMIT=$W2_LIMIT" "W3_LIMIT=$W3_LIMIT" "$@" <<'PY'
+        "W2_LIMIT=$W2_LIMIT" "W3_LIMIT=$W3_LIMIT" \
+        "API_KEY_SHA256=$(printf %s "$BENCH_API_KEY" | sha256sum | cut -d' ' -f1)" "$@" <<'PY'
 import re, sys
 tpl, out, pairs = sys.argv[1], sys.argv[2], dict(a.split("=", 1) for a in sys.argv[3:])
 text = open(tpl).read()
@@ -166,6 +186,9 @@ bench_setup() {
     chmod 755 "$RUN"      # nginx's workers run as another user
     trap bench_cleanup EXIT
     trap 'exit 130' INT TERM
+    # W6's allow-list, the same 10,000 ranges for every gateway
+    export BENCH_W6_CIDRS=$RUN/w6-cidrs.txt
+    tool cidrs "$BENCH_W6_CIDRS" "$RUN/w6-geo.conf" || die "cannot write the W6 allow-list"
     NGX_MODULES=$(nginx -V 2>&1 | tr ' ' '\n' | sed -n 's/^--modules-path=//p' | head -1)
     : "${NGX_MODULES:=/usr/lib/nginx/modules}"
     local name port admin tls
@@ -200,7 +223,7 @@ upstream_accepts() {
 
 # start_gateway NAME MODE WORKLOADS [WRAPPER...] : starts a peer or the
 # gateway under test (GW_CMD) serving WORKLOADS, on GW_CPU; sets GWPG (its
-# process group) and PORT_W1..PORT_W5 (empty when not served).
+# process group) and PORT_W1..PORT_W6 (empty when not served).
 # MODE "timing" runs nginx with its usual master; "count" runs it as one
 # process (master_process off) so that strace and callgrind see one pid.
 # WRAPPER (e.g. valgrind ...) goes in front of the gateway's command.
@@ -212,7 +235,7 @@ start_gateway() {
     # a peer's config listens for all its workloads (the ones not asked for
     # get a port too and stay idle); the gateway under test only for WORKLOADS
     local ports=() spare
-    for w in W1 W2 W3 W4 W5; do
+    for w in W1 W2 W3 W4 W5 W6; do
         case "$wls" in *" $w "*) free_port "PORT_$w" ;; *) printf -v "PORT_$w" '' ;; esac
         local v=PORT_$w
         if [ -n "${!v}" ]; then ports+=("$w=${!v}"); else free_port spare; ports+=("$w=$spare"); fi
@@ -233,11 +256,12 @@ start_gateway() {
         [ -n "${GW_CMD:-}" ] || { log "$gw: unknown peer and no GW_CMD"; return 1; }
         mkdir -p "$RUN/$gw"
         GW_PORT=$PORT_W1 GW_W1_PORT=$PORT_W1 GW_W2_PORT=$PORT_W2 GW_W3_PORT=$PORT_W3 \
-        GW_W4_PORT=$PORT_W4 GW_W5_PORT=$PORT_W5 BENCH_TMP="$RUN/$gw" BENCH_W2_LIMIT=$W2_LIMIT BENCH_W3_LIMIT=$W3_LIMIT \
+        GW_W4_PORT=$PORT_W4 GW_W5_PORT=$PORT_W5 GW_W6_PORT=$PORT_W6 BENCH_TMP="$RUN/$gw" BENCH_W2_LIMIT=$W2_LIMIT BENCH_W3_LIMIT=$W3_LIMIT \
         BENCH_UNDER_VALGRIND=$([ ${#wrap[@]} -gt 0 ] && echo 1) \
-            SPAWN_LOG=$gw spawn GWPG "$GW_CPU" "$BENCH_ROOT" "${wrap[@]}" bash -c "$GW_CMD" ;;
+            SPAWN_LOG=$gw spawn GWPG "$GW_CPU" "$BENCH_ROOT" env $(variant_env "$gw") \
+            "${wrap[@]}" bash -c "$GW_CMD" ;;
     esac
-    for w in W1 W2 W3 W4 W5; do
+    for w in W1 W2 W3 W4 W5 W6; do
         local p=PORT_$w
         [ -n "${!p}" ] || continue
         wait_listen "${!p}" "$GWPG" "$wait_s" ||

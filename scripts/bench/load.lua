@@ -4,6 +4,8 @@
 --   W4      the same with X-Tenant: acme and X-Client: bench
 --   W2      rotates /orders/123, /payments/123, /delivery/123 with
 --           Authorization: Bearer $BENCH_JWT
+--   W6      as W2, plus X-Api-Key: $BENCH_API_KEY and Origin:
+--           https://app.example.com
 --   W3      GET /orders/123 with the token; each connection waits
 --           BENCH_DELAY_MS after every answer; counts 200 / 429 / other
 -- At the end one line for the harness:
@@ -14,11 +16,16 @@ local token = os.getenv("BENCH_JWT")
 if wl == "W4" then
     wrk.headers["X-Tenant"] = "acme"
     wrk.headers["X-Client"] = "bench"
-elseif wl == "W2" then
+elseif wl == "W2" or wl == "W6" then
     local reqs, i = {}, 0
+    local h = { Authorization = "Bearer " .. token }
+    if wl == "W6" then
+        h["X-Api-Key"] = os.getenv("BENCH_API_KEY") or "moongate-bench-api-key-0123456789"
+        h["Origin"] = "https://app.example.com"
+    end
     function init()
         for _, p in ipairs { "/orders/123", "/payments/123", "/delivery/123" } do
-            reqs[#reqs + 1] = wrk.format("GET", p, { Authorization = "Bearer " .. token })
+            reqs[#reqs + 1] = wrk.format("GET", p, h)
         end
     end
     function request()

@@ -7,6 +7,8 @@
 #   QUICK=1 bash scripts/bench/peers.sh    1 rep x (1 s + 2 s): a rough look
 #   PEERS="nginx-lua" ...                  fewer peers (default: nginx nginx-lua haproxy)
 #   GW_CMD=... GW_NAME=... GW_WORKLOADS=...  another gateway under test
+#   GW_VARIANTS="NAME:VAR=VALUE ..."        GW_CMD again per variant, with that
+#                                          environment, on GW_VARIANT_WORKLOADS (W1)
 #
 # The workloads (scripts/bench/README.md has the contract each gateway keeps):
 #   W0 wrk straight to origin A: the ceiling of the box
@@ -18,6 +20,8 @@
 #      a response hook (adds 1 header from that context)
 #   W5 W1 to A over TLS (verified, pooled: keep-alive TLS connections); its
 #      ratios are to plain nginx with proxy_ssl (nginx-lua does not serve it)
+#   W6 the W2 chain behind CORS, an allow-list of 10,000 CIDR ranges and an
+#      API key (moongate: cors, ip and key_auth policies)
 # Layout: each gateway has one worker on CPU GW_CPU (0); wrk and both origins
 # on LOAD_CPU (1). Cells (gateway x workload) are visited in a rotated order
 # every rep, so a slow drift of the machine spreads over all of them; the
@@ -38,7 +42,7 @@ fi
 : "${CONNS:=64}" "${W3_RPS:=1000}" "${W3_CONNS:=10}"
 : "${W2_LIMIT:=1000000000}" "${W3_LIMIT:=100}" "${GW_CPU:=0}" "${LOAD_CPU:=1}"
 : "${PEERS=nginx nginx-lua haproxy}"
-: "${GW_NAME:=moongate}" "${GW_WORKLOADS:=W1 W2 W3 W4 W5}"
+: "${GW_NAME:=moongate}" "${GW_WORKLOADS:=W1 W2 W3 W4 W5 W6}"
 : "${GW_CMD=exec ./build/moongate run -c scripts/bench-gateway.lua}"
 
 bench_need nginx haproxy wrk curl python3 taskset setsid ss
@@ -55,6 +59,7 @@ W3CELLS=()
 GWS=()
 for p in $PEERS; do GWS+=("$p"); done
 [ -n "$GW_CMD" ] && GWS+=("$GW_NAME")
+for v in $(gw_variants); do GWS+=("$v"); done
 for gw in "${GWS[@]}"; do
     if [ "$gw" = "$GW_NAME" ] && [ -n "$GW_CMD" ]; then wls=$GW_WORKLOADS; else wls=$(peer_workloads "$gw"); fi
     if ! start_gateway "$gw" timing "$wls"; then PROBLEMS+=("$gw: did not start (see above)"); continue; fi
@@ -79,7 +84,7 @@ wrk_run() { # SECONDS CONNS URL [env...] -> the RESULT line
 
 cell() { # rep gw wl port pgid
     local rep=$1 gw=$2 wl=$3 port=$4 pg=$5 tok="" url="http://127.0.0.1:$4/orders/123"
-    [ "$wl" = W2 ] && { tok=$(tool jwt "consumer-$rep" 3600); url="http://127.0.0.1:$port"; }
+    case $wl in W2|W6) tok=$(tool jwt "consumer-$rep" 3600); url="http://127.0.0.1:$port" ;; esac
     [ "$WARMUP" -gt 0 ] && wrk_run "$WARMUP" "$CONNS" "$url" BENCH_WL="$wl" BENCH_JWT="$tok" >/dev/null
     local a0 t0 c0 w0 a1 t1 c1 w1 line
     a0=$(upstream_accepts); t0=$(group_ticks "$pg"); c0=$(cpu_busy_ticks "$GW_CPU"); w0=$(date +%s%N)
@@ -141,8 +146,8 @@ report() {
             for (i = 1; i <= nk; i++) { k = key[i]; rps[k] = med(R[k]); us[k] = med(U[k]) }
             printf "%-10s %-3s %9s %7s %7s %6s %7s %9s %9s %6s %6s %6s\n", "gateway", "wl", "req/s",
                 "p50ms", "p99ms", "cpu%", "us/req", "rps-ratio", "cpu-ratio", "upconn", "other%", "errors"
-            split("W0 W1 W2 W4 W5", W, " ")
-            for (w = 1; w <= 5; w++) for (i = 1; i <= nk; i++) {
+            nw = split("W0 W1 W2 W4 W5 W6", W, " ")
+            for (w = 1; w <= nw; w++) for (i = 1; i <= nk; i++) {
                 k = key[i]; split(k, g, SUBSEP); if (g[2] != W[w]) continue
                 b = (g[2] == "W5" ? "nginx" : "nginx-lua") SUBSEP g[2]
                 rr = (g[2] != "W0" && rps[b] > 0) ? sprintf("%.2fx", rps[k] / rps[b]) : "-"
@@ -155,6 +160,14 @@ report() {
             for (i = 1; i <= nk; i++) { k = key[i]; split(k, g, SUBSEP)
                 if (g[2] == "W4" && ((g[1], "W1") in us)) line = line sprintf("  %s %+.2f", g[1], us[k] - us[g[1], "W1"]) }
             if (line != "") print "hooks (W4 - W1 us/req):" line
+            line = ""
+            for (i = 1; i <= nk; i++) { k = key[i]; split(k, g, SUBSEP)
+                if (g[2] == "W6" && ((g[1], "W1") in us)) line = line sprintf("  %s %+.2f", g[1], us[k] - us[g[1], "W1"]) }
+            if (line != "") print "chain (W6 - W1 us/req):" line
+            line = ""
+            for (i = 1; i <= nk; i++) { k = key[i]; split(k, g, SUBSEP)
+                if (g[2] == "W6" && ((g[1], "W2") in us)) line = line sprintf("  %s %+.2f", g[1], us[k] - us[g[1], "W2"]) }
+            if (line != "") print "cors + ip + key_auth (W6 - W2 us/req):" line
         }' "$RAW"
     if [ -s "$RAW3" ]; then
         echo

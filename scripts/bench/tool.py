@@ -7,7 +7,7 @@
       signature is always HMAC-SHA256), so "HS512" tests the alg check.
   tool.py smoke WL PORT
       checks that the gateway on 127.0.0.1:PORT keeps the contract of
-      workload WL (W1..W5, see scripts/bench/README.md); prints one line per
+      workload WL (W1..W6, see scripts/bench/README.md); prints one line per
       broken rule and exits 1, or prints nothing and exits 0.
   tool.py client PORT CONNS WL
       the fixed-count client of counts.sh: opens CONNS keep-alive
@@ -22,13 +22,23 @@
       and their difference, largest first (e.g. W4 against W1: what the
       hooks cost, function by function). Needs callgrind_annotate.
 
+  tool.py cidrs FILE GEO
+      writes W6's allow-list: 10,000 IPv4 ranges that do not merge
+      (10.a.b.0/25) and 127.0.0.0/8, one a line to FILE (moongate) and as
+      nginx geo entries to GEO (nginx-lua).
+
 Environment: BENCH_JWT_SECRET (the HS256 secret), BENCH_JWT (the token the
 W2 client sends; minted here when unset), BENCH_W3_LIMIT (W3 smoke).
+BENCH_API_KEY (W6's API key).
 """
 import base64, hashlib, hmac, http.client, json, os, random, re, selectors, socket, subprocess, sys, time
 
 SECRET = os.environ.get("BENCH_JWT_SECRET", "moongate-bench-secret-0123456789abcdef")
 W2_PATHS = ("/orders/123", "/payments/123", "/delivery/123")
+# W6: the W2 chain behind key_auth, cors and ip (the key the gateways know
+# by its SHA-256, the one origin they allow)
+API_KEY = os.environ.get("BENCH_API_KEY", "moongate-bench-api-key-0123456789")
+ORIGIN = "https://app.example.com"
 
 
 def b64url(raw):
@@ -45,10 +55,10 @@ def jwt(sub, ttl, secret=SECRET, alg="HS256"):
 
 
 # ------------------------------------------------------------------ smoke
-def get(port, path, headers=None, conn=None):
+def get(port, path, headers=None, conn=None, method="GET"):
     """-> (status, lower-cased headers, body); conn reuses one connection"""
     c = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    c.request("GET", path, headers=headers or {})
+    c.request(method, path, headers=headers or {})
     r = c.getresponse()
     body = r.read().decode("latin-1")
     hdrs = {k.lower(): v for k, v in r.getheaders()}
@@ -120,9 +130,45 @@ def smoke_w4(port):
     c.close()
 
 
+def w6_headers(tok, key=API_KEY, origin=ORIGIN):
+    h = bearer(tok)
+    if key is not None:
+        h["X-Api-Key"] = key
+    if origin is not None:
+        h["Origin"] = origin
+    return h
+
+
+def smoke_w6(port):
+    ok = jwt("smoke-w6", 3600)
+    for p in W2_PATHS:
+        st, h, _ = get(port, p, w6_headers(ok))
+        got = (st, h.get("access-control-allow-origin"), "origin" in h.get("vary", "").lower(),
+               h.get("x-seen-api-key", ""))
+        if got != (200, ORIGIN, True, ""):
+            yield "%s: (status, Access-Control-Allow-Origin, Vary has Origin, upstream saw X-Api-Key) = %s, " \
+                "want (200, %s, True, '')" % (p, got, ORIGIN)
+    for what, h, want in (("no API key", w6_headers(ok, None), 401),
+                          ("a wrong API key", w6_headers(ok, API_KEY + "x"), 401),
+                          ("no token", {"X-Api-Key": API_KEY, "Origin": ORIGIN}, 401)):
+        st, _, _ = get(port, "/orders/123", h)
+        if st != want:
+            yield "%s -> %d, want %d" % (what, st, want)
+    st, h, _ = get(port, "/orders/123", w6_headers(ok, origin="https://evil.example"))
+    if st != 200 or h.get("access-control-allow-origin"):
+        yield "another origin -> %d with Access-Control-Allow-Origin %r, want 200 without" % (
+            st, h.get("access-control-allow-origin"))
+    st, h, _ = get(port, "/orders/123", {"Origin": ORIGIN, "Access-Control-Request-Method": "GET"},
+                   method="OPTIONS")
+    if st not in (200, 204) or h.get("access-control-allow-origin") != ORIGIN:
+        yield "preflight -> %d, Access-Control-Allow-Origin %r, want 204 and %s" % (
+            st, h.get("access-control-allow-origin"), ORIGIN)
+
+
 def smoke(wl, port):
     # W5 is W1 over a TLS upstream: the same answer
-    fn = {"W1": smoke_w1, "W2": smoke_w2, "W3": smoke_w3, "W4": smoke_w4, "W5": smoke_w1}[wl]
+    fn = {"W1": smoke_w1, "W2": smoke_w2, "W3": smoke_w3, "W4": smoke_w4, "W5": smoke_w1,
+          "W6": smoke_w6}[wl]
     try:
         bad = list(fn(port))
     except (OSError, http.client.HTTPException) as e:
@@ -142,6 +188,10 @@ def requests_for(wl, port):
     elif wl == "W2":
         tok = os.environ.get("BENCH_JWT") or jwt("consumer-count", 36000)
         extra, paths = "Authorization: Bearer %s\r\n" % tok, W2_PATHS
+    elif wl == "W6":
+        tok = os.environ.get("BENCH_JWT") or jwt("consumer-count", 36000)
+        extra = "Authorization: Bearer %s\r\nX-Api-Key: %s\r\nOrigin: %s\r\n" % (tok, API_KEY, ORIGIN)
+        paths = W2_PATHS
     else:
         sys.exit("client: no fixed-count load for " + wl)
     return [("GET %s HTTP/1.1\r\n%s%s\r\n" % (p, host, extra)).encode() for p in paths]
@@ -270,8 +320,18 @@ def where(n, dumps):
     print("%9.0f %9.0f %9.0f  total" % (x, y, y - x))
 
 
+def cidrs(path, geo):
+    ranges = ["10.%d.%d.0/25" % (i // 256, i % 256) for i in range(10000)] + ["127.0.0.0/8"]
+    with open(path, "w") as f:
+        f.write("".join(r + "\n" for r in ranges))
+    with open(geo, "w") as f:
+        f.write("".join("%s 1;\n" % r for r in ranges))
+
+
 def main(a):
-    if a[:1] == ["jwt"] and len(a) >= 3:
+    if a[:1] == ["cidrs"] and len(a) == 3:
+        cidrs(a[1], a[2])
+    elif a[:1] == ["jwt"] and len(a) >= 3:
         print(jwt(a[1], int(a[2]), *a[3:5]))
     elif a[:1] == ["smoke"] and len(a) == 3:
         sys.exit(smoke(a[1], int(a[2])))

@@ -20,14 +20,7 @@ local function spread(port, n)
 end
 
 -- Polls until f() is true (or fails after `seconds`).
-local function eventually(seconds, f, what)
-    local deadline = h.now() + seconds * h.SLOW
-    while h.now() < deadline do
-        if f() then return end
-        h.sleep(0.05)
-    end
-    error("not within " .. seconds .. " s: " .. what, 2)
-end
+local eventually = h.eventually
 
 describe("active health checks", function()
     local gw, ups, admin

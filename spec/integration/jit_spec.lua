@@ -38,22 +38,8 @@ describe("JIT", function()
         -- accessors they call
         assert.truthy(log:find("%[TRACE +%d+ hot%.lua:2[12] loop%]"), log)
         assert.truthy(log:find("%[TRACE +%d+ hot%.lua:3[45] loop%]"), log)
-        local bad = {}
-        for line in log:gmatch("[^\n]+") do
-            -- an abort in the policy's loops or in the accessors it calls
-            -- ("leaving loop in root trace": LuaJIT declined to start a
-            -- second trace at a function the loop's trace already covers;
-            -- "return to lower frame": a trace reached the hook dispatch;
-            -- "symbol not in cache": the recorder met a C function before its
-            -- first call resolved it, and records it again once it has)
-            if line:find("TRACE ---", 1, true) and
-                (line:find("hot.lua", 1, true) or line:find("runtime.lua:%d+ %-%- ")) and
-                not line:find("return to lower frame", 1, true) and
-                not line:find("leaving loop in root trace", 1, true) and
-                not line:find("symbol not in cache", 1, true) then
-                bad[#bad + 1] = line
-            end
-        end
+        -- an abort in the policy's loops or in the accessors it calls
+        local bad = h.trace_aborts(log, { "hot%.lua", "runtime%.lua:%d+ %-%- " })
         assert.same({}, bad)
     end)
 end)

@@ -32,6 +32,11 @@ gw.upstream("a", { "{{A}}" })
 gw.upstream("b", { "{{B}}" })
 gw.upstream("ab", { { "{{A}}", weight = 2 }, { "{{B}}", weight = 1 } })
 gw.upstream("dead", { "{{DEAD}}" })
+gw.upstream("hab", { "{{A}}", "{{B}}" }, { hash = { header = "x-user" } })
+gw.upstream("qab", { "{{A}}", "{{B}}" }, { hash = { query = "u" } })
+gw.upstream("cab", { "{{A}}", "{{B}}" }, { hash = { cookie = "sid" } })
+gw.upstream("fab", { "{{A}}", "{{B}}" }, { hash = function(req) return req:header("x-user") end })
+gw.upstream("lab", { "{{A}}", "{{B}}" }, { balancer = "least_conn" })
 
 gw.on_request = function(req)
     if req:header("x-hook-add") then
@@ -127,6 +132,11 @@ gw.route { name = "boom", path = "/boom", upstream = "a",
 gw.route { name = "small", path = "/small", upstream = "a", max_body = 8 }
 gw.route { name = "esc-redirect", path = "/er/**", upstream = "a", escaped_slashes = "redirect" }
 gw.route { name = "esc-decode", path = "/ed/**", upstream = "a", escaped_slashes = "decode" }
+gw.route { name = "hash", path = "/hash/**", upstream = "hab" }
+gw.route { name = "hq", path = "/hq/**", upstream = "qab" }
+gw.route { name = "hc", path = "/hc/**", upstream = "cab" }
+gw.route { name = "hf", path = "/hf/**", upstream = "fab" }
+gw.route { name = "lc", path = "/lc/**", upstream = "lab" }
 ]]
 
 -- The requests. Each: method, path, headers (a list, sent in this order),
@@ -163,6 +173,20 @@ local REQUESTS = {
     -- balancer: weights 2:1 over a and b
     { path = "/rot/1" }, { path = "/rot/2" }, { path = "/rot/3" },
     { path = "/rot/4" }, { path = "/rot/5" }, { path = "/rot/6" },
+    -- balancers: consistent hashing by a header, a query argument, a
+    -- cookie and a function; round robin without the key; least_conn's
+    -- ties (the same random draws as the gateway's first worker)
+    { path = "/hash/1", headers = { { "X-User", "u1" } } },
+    { path = "/hash/2", headers = { { "X-User", "u2" } } },
+    { path = "/hash/3", headers = { { "X-User", "u3" } } },
+    { path = "/hash/4", headers = { { "X-User", "u4" } } },
+    { path = "/hash/5" }, { path = "/hash/6" },
+    { path = "/hq/1?u=u1" }, { path = "/hq/2?a=1&u=u2" }, { path = "/hq/3?u=u3" },
+    { path = "/hc/1", headers = { { "Cookie", "theme=dark; sid=u1" } } },
+    { path = "/hc/2", headers = { { "Cookie", "sid=u2" } } },
+    { path = "/hf/1", headers = { { "X-User", "u3" } } },
+    { path = "/hf/2", headers = { { "X-User", "u4" } } },
+    { path = "/lc/1" }, { path = "/lc/2" }, { path = "/lc/3" }, { path = "/lc/4" },
     -- hooks editing the request and the answer
     { path = "/api/users/1", headers = { { "X-Hook-Add", "yes" } } },
     { path = "/api/users/2", headers = { { "X-Hook-Remove", "1" },

@@ -160,6 +160,24 @@ end }
         assert.is_nil(all:find("Sanitizer", 1, true), all)
     end)
 
+    it('error_log = "stdout" writes to standard output, not to a file named stdout', function()
+        os.remove("stdout")
+        local gw = h.start_gateway([[
+local gw = require "moongate"
+gw.settings { error_log = "stdout", admin = false }
+gw.listen { port = {{PORT}}, host = "127.0.0.1" }
+gw.route { path = "/say", handler = function(req)
+    gw.log("err", "to-stdout-line")
+    return 200, "said"
+end }
+]])
+        assert.equal(200, h.http(gw.port, { path = "/say" }).status)
+        eventually(function() return gw:log():find("to-stdout-line", 1, true) end,
+                   "the error line on the gateway's output")
+        gw:stop()
+        assert.is_nil(io.open("stdout"), "a file named stdout was created")
+    end)
+
     it("refuses an unknown log_level with file:line", function()
         local code, out = h.check_config([[
 local gw = require "moongate"

@@ -113,6 +113,30 @@ local function python_bin()
     return python
 end
 
+-- The lines of a jit.v log (text) where a trace through one of the files
+-- matched by the patterns of `where` (string.find patterns on the line)
+-- aborted, but for the harmless reasons: "leaving loop in root trace"
+-- (LuaJIT declined to start a second trace at a function the loop's trace
+-- already covers), "return to lower frame" (a trace reached the hook
+-- dispatch), "symbol not in cache" (the recorder met a C function before
+-- its first call resolved it, and records it again once it has).
+function _M.trace_aborts(log, where)
+    local bad = {}
+    for line in log:gmatch("[^\n]+") do
+        local ours = false
+        for _, pat in ipairs(where) do
+            if line:find(pat) then ours = true end
+        end
+        if ours and line:find("TRACE ---", 1, true) and
+            not line:find("return to lower frame", 1, true) and
+            not line:find("leaving loop in root trace", 1, true) and
+            not line:find("symbol not in cache", 1, true) then
+            bad[#bad + 1] = line
+        end
+    end
+    return bad
+end
+
 function _M.json(s)
     if type(s) == "table" then s = s.body end
     local ok, v = pcall(cjson.decode, s)
@@ -300,8 +324,8 @@ Upstream.__index = Upstream
 local function spawn_upstream(opts)
     local port = opts.port or _M.free_port()
     local name = opts.name or "up"
-    local cmd = fmt("exec %s -u %s --port %d --name %s", shq(python_bin()),
-        shq(_M.UPSTREAM_PY), port, shq(name))
+    local cmd = fmt("exec %s -u %s --port %d --name %s --delay %g", shq(python_bin()),
+        shq(_M.UPSTREAM_PY), port, shq(name), opts.delay or 0)
     if opts.ids then cmd = cmd .. " --ids " .. shq(opts.ids) end
     local control
     if opts.tls then -- HTTPS: { cert =, key =, client_ca = }; stats on a plain port
@@ -331,11 +355,22 @@ local function wait_ready(p)
     error(fmt("upstream %s did not start on port %d:\n%s", p.name, p.port, log), 3)
 end
 
--- opts: name, port, tls ({ cert =, key =, client_ca = }: HTTPS, see
+-- opts: name, port, delay (seconds before every answer), tls ({ cert =, key =, client_ca = }: HTTPS, see
 -- upstream.py). Returns { port, pid, addr = "127.0.0.1:PORT", name,
 -- stop(), stats() } once the server is ready.
 function _M.start_upstream(opts)
     return wait_ready(spawn_upstream(opts or {}))
+end
+
+-- Polls until f() is true, every 50 ms, for `seconds` (scaled by SLOW);
+-- raises "not within N s: what" at the caller otherwise.
+function _M.eventually(seconds, f, what)
+    local deadline = now() + seconds * _M.SLOW
+    while now() < deadline do
+        if f() then return end
+        socket.sleep(0.05)
+    end
+    error("not within " .. seconds .. " s: " .. what, 2)
 end
 
 -- Starts several upstreams in parallel: names is a list of names (or of

@@ -106,7 +106,8 @@ describe("config normalisation", function()
               keepalive = 16, keepalive_timeout = 30000,
               connect_timeout = 500, send_timeout = 20000,
               read_timeout = 15000, fail_timeout = 7000, max_fails = 1,
-              forwarded = true, request_id = true, override_headers = false },
+              forwarded = true, request_id = true, override_headers = false,
+              balancer = "round_robin" },
             { name = "users", line = 36, source = file,
               targets = { { host = "::1", port = 9000, weight = 1 },
                           { host = "users.internal", port = 9001,
@@ -114,7 +115,8 @@ describe("config normalisation", function()
               keepalive = 64, keepalive_timeout = 60000,
               connect_timeout = 5000, send_timeout = 60000,
               read_timeout = 60000, fail_timeout = 10000, max_fails = 1,
-              forwarded = true, request_id = true, override_headers = false },
+              forwarded = true, request_id = true, override_headers = false,
+              balancer = "round_robin" },
         }, cfg.upstreams)
     end)
 
@@ -249,7 +251,7 @@ describe("config errors", function()
             ":4: unknown key 'keepalve' in gw.upstream options (did you " ..
                 "mean 'keepalive'? valid: keepalive, keepalive_timeout, " ..
                 "connect_timeout, send_timeout, read_timeout, fail_timeout, forwarded, " ..
-                "request_id, override_headers, health, max_fails, tls, retries, outlier)",
+                "request_id, override_headers, health, max_fails, balancer, hash, tls, retries, outlier)",
             ":5: unknown key 'pth' in gw.route (did you mean 'path'? " ..
                 ROUTE_KEYS:sub(2),
             ':5: route.path is required (a pattern like "/orders/**")',
@@ -646,5 +648,60 @@ describe("the config schema", function()
             ':8: route.rewrite "/v/%zz" is not a valid template: bad ' ..
                 "percent-escape (use %XX with upper-case hex digits)",
         }, errors_of("schema_errors"))
+    end)
+end)
+
+describe("config balancers", function()
+    local function upstream(opts)
+        return load_text('local gw = require "moongate" gw.listen { port = 8080 }\n' ..
+                         'gw.upstream("u", { "127.0.0.1:1", "127.0.0.1:2" }, ' .. opts .. ')\n')
+    end
+
+    it("normalises balancer and hash (a key alone says hash)", function()
+        local cases = {
+            { "{}", "round_robin", nil },
+            { '{ balancer = "least_conn" }', "least_conn", nil },
+            { '{ balancer = "p2c_ewma" }', "p2c_ewma", nil },
+            { '{ hash = { header = "X-User" } }', "hash", { on = "header", name = "x-user" } },
+            { '{ balancer = "hash", hash = { cookie = "sid" } }', "hash",
+              { on = "cookie", name = "sid" } },
+            { '{ hash = { query = "user" } }', "hash", { on = "query", name = "user" } },
+            { '{ hash = "client" }', "hash", { on = "client" } },
+            { '{ hash = "path" }', "hash", { on = "path" } },
+            { "{ hash = function(req) return req.path end }", "hash", { on = "lua" } },
+        }
+        for _, c in ipairs(cases) do
+            local cfg = assert(upstream(c[1]))
+            assert.equal(c[2], cfg.upstreams[1].balancer, c[1])
+            assert.same(c[3], cfg.upstreams[1].hash, c[1])
+        end
+    end)
+
+    it("says what is wrong with a balancer or a key, at its line", function()
+        local cases = {
+            { '{ balancer = "ketama" }', ':2: upstream.balancer must be "round_robin", ' ..
+                '"least_conn", "hash" or "p2c_ewma", got string "ketama"' },
+            { '{ balancer = "hash" }', ':2: upstream balancer "hash" needs the key to hash: ' ..
+                'hash = { header = "x-user" } (or cookie, query, "client", "path", a function)' },
+            { '{ balancer = "least_conn", hash = "client" }', ':2: upstream.hash is read by ' ..
+                'balancer = "hash" only (this upstream\'s is "least_conn"): remove one of them' },
+            { '{ hash = "ip" }', ':2: upstream.hash must be "client", "path", { header = NAME }, ' ..
+                '{ cookie = NAME }, { query = NAME } or a function(req) returning a string, ' ..
+                'got string "ip"' },
+            { '{ hash = { header = "x", cookie = "y" } }', ':2: upstream.hash must be ' ..
+                '"client", "path", { header = NAME }, { cookie = NAME }, { query = NAME } or a ' ..
+                'function(req) returning a string, got table' },
+            { '{ hash = { header = "x user" } }',
+              ':2: upstream.hash.header must be a header name, got string "x user"' },
+            { '{ hash = { cookie = "" } }',
+              ':2: upstream.hash.cookie must be a cookie name, got string ""' },
+            { '{ hash = { query = 1 } }',
+              ":2: upstream.hash.query must be a query argument name, got number 1" },
+        }
+        for _, c in ipairs(cases) do
+            local cfg, errs = upstream(c[1])
+            assert.is_nil(cfg, c[1])
+            assert.same({ c[2] }, errs)
+        end
     end)
 end)

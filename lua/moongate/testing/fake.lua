@@ -468,6 +468,19 @@ function Request.set_target(self, name)
     note(st, "set target " .. name)
 end
 
+-- the gateway's own setter on the C request (its phase checks, the key's
+-- hash), read by pick_target
+function Request.set_hash_key(self, key)
+    local st = state(self)
+    if type(key) ~= "string" then
+        error("req:set_hash_key: the key must be a string, got " .. type(key),
+              2)
+    end
+    errcheck(C().mg_ffi_req_set_hash_key(sync(st), key, #key),
+             "req:set_hash_key")
+    note(st, "set hash key " .. key)
+end
+
 -- mg_ffi_req_skip_cache, mg_ffi_req_cache_key: the fake has no cache; the
 -- lookup would happen when the request goes upstream
 function Request.skip_cache(self)
@@ -1004,6 +1017,41 @@ local function built_head(n)
         error("moongate.testing: " .. ffi.string(kit_out[0]), 0)
     end
     return ffi.string(kit_out[0], n)
+end
+
+--- mg_balancer_pick: the target (1-based) the upstream's balancer gives
+-- st, by the gateway's own balancers (mg_ffi_lb_*, one worker's view) and
+-- key reader (mg_ffi_kit_lb_key); every target counts as up and none has
+-- a request in flight (the kit has no connections).
+local kit_key = ffi.new("uint64_t[1]")
+function _M.pick_target(st)
+    local ui = upstream_index(st)
+    local u = st.env.upstreams[ui]
+    local n = #u.targets
+    if n <= 1 then
+        return n == 1 and 1 or nil
+    end
+    local c = C()
+    local b = u.lb
+    if not b or u.lb_n ~= n then
+        local names = ffi.new("const char *[?]", n)
+        local weights = ffi.new("int[?]", n)
+        for i, t in ipairs(u.targets) do
+            names[i - 1], weights[i - 1] = t.name, t.weight
+        end
+        b = c.mg_ffi_lb_new(u.balancer or "round_robin", names, weights, n,
+                            ui - 1)
+        if b == nil then
+            error("moongate.testing: out of memory", 0)
+        end
+        u.lb, u.lb_n = ffi.gc(b, c.mg_ffi_lb_free), n
+    end
+    local has = 0
+    if u.hash then
+        has = c.mg_ffi_kit_lb_key(sync(st), head_model(st, ""), u.hash.on,
+                                  u.hash.name, kit_key)
+    end
+    return c.mg_ffi_lb_pick(b, -1, has, kit_key[0]) + 1
 end
 
 function _M.upstream_request(st)

@@ -19,6 +19,7 @@ HMAC_CTX *HMAC_CTX_new(void);
 int HMAC_Init_ex(HMAC_CTX *ctx, const void *key, int len, const EVP_MD *md, void *engine);
 int HMAC_Update(HMAC_CTX *ctx, const unsigned char *data, size_t len);
 int HMAC_Final(HMAC_CTX *ctx, unsigned char *md, unsigned int *len);
+unsigned char *SHA256(const unsigned char *d, size_t n, unsigned char *md);
 ]]
 
 local lib = ffi.C
@@ -36,8 +37,13 @@ local set_header = ngx.req.set_header
 
 local M = {}
 local hmac, limits
+local keys = {}          -- W6: SHA-256 of a key (32 bytes) -> its consumer
 
-function M.start(secret)
+function M.start(secret, key_sha256)
+    if key_sha256 then
+        keys[(key_sha256:gsub("%x%x", function(x) return string.char(tonumber(x, 16)) end))] =
+            { name = "bench", groups = { "bench" } }
+    end
     hmac = lib.HMAC_CTX_new()
     assert(hmac ~= nil and lib.HMAC_Init_ex(hmac, secret, #secret, lib.EVP_sha256(), nil) == 1,
            "bench_gw: HMAC set-up failed")
@@ -81,6 +87,51 @@ function M.policy(limit)
     local n = limits:incr(claims.sub .. "/" .. floor(now()), 1, 0, 2)
     if n and n > limit then
         return exit(429)
+    end
+end
+
+-- W6: CORS (one origin, credentials; preflights answered here), the
+-- client against 10,000 CIDR ranges (nginx's geo radix tree), an API key
+-- by its SHA-256, then the W2 chain
+local ORIGIN = "https://app.example.com"
+local sha_buf = ffi.new("unsigned char[32]")
+local clear_header = ngx.req.clear_header
+
+function M.chain(limit)
+    local origin = var.http_origin
+    if ngx.req.get_method() == "OPTIONS" and var.http_access_control_request_method then
+        if origin ~= ORIGIN then return exit(403) end
+        local h = ngx.header
+        h["Access-Control-Allow-Origin"] = origin
+        h["Access-Control-Allow-Methods"] = "GET, HEAD, POST, PUT, PATCH, DELETE"
+        h["Access-Control-Allow-Credentials"] = "true"
+        h["Vary"] = "Origin"
+        return exit(204)
+    end
+    if var.bench_w6_allowed ~= "1" then return exit(403) end
+    local key = var.http_x_api_key
+    if not key then return exit(401) end
+    lib.SHA256(key, #key, sha_buf)
+    local consumer = keys[ffi.string(sha_buf, 32)]
+    if not consumer then return exit(401) end
+    local ctx = ngx.ctx
+    ctx.consumer = consumer
+    ctx.cors = origin == ORIGIN
+    clear_header("X-Api-Key")
+    return M.policy(limit)
+end
+
+function M.cors_response()
+    local h = ngx.header
+    local vary = h["Vary"]
+    if not vary then
+        h["Vary"] = "Origin"
+    elseif not find(vary:lower(), "origin", 1, true) then
+        h["Vary"] = vary .. ", Origin"
+    end
+    if ngx.ctx.cors then
+        h["Access-Control-Allow-Origin"] = ORIGIN
+        h["Access-Control-Allow-Credentials"] = "true"
     end
 end
 
