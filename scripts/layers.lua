@@ -12,7 +12,7 @@ return {
         "errlog", "wq", "uri", "trace", "http", "usage", "crypto", "shdict",
         "tls", "tls_client", "watch", "metrics", "lua_state", "admin", "admin_client", "buf",
         "header_names", "h1_response", "h1_writer",
-        "cidr", "proxy_protocol", "real_ip", "maglev",
+        "cidr", "proxy_protocol", "real_ip", "maglev", "cert_info",
         -- the balancers (balancer.h): pure picks over a target set
         "balancer", "balancer_rr", "balancer_least_conn", "balancer_hash",
         "balancer_p2c" } },

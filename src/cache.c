@@ -458,8 +458,9 @@ static mg_redis_t *redis_client(const mg_route_cache_t *rc)
 {
     const char *err;
     size_t pl = rc->redis_password ? strlen(rc->redis_password) : 0;
+    size_t ul = rc->redis_username ? strlen(rc->redis_username) : 0;
     return mg_ffi_redis_client(rc->redis_host, strlen(rc->redis_host), rc->redis_port,
-                               rc->redis_password, pl, rc->redis_db, rc->redis_pool,
+                               rc->redis_username, ul, rc->redis_password, pl, rc->redis_db, rc->redis_pool,
                                rc->redis_connect_timeout, rc->redis_timeout, &err);
 }
 

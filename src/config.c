@@ -340,6 +340,8 @@ typedef struct tls_opts_s {
     } certs[MAX_TLS_CERTS];
     size_t ncerts;
     char *min_version, *ciphers;
+    char *client_ca, *crl; /* client certificates (mTLS) */
+    int client_auth;       /* MG_TLS_CLIENT_REQUIRE / _OPTIONAL */
 } tls_opts_t;
 
 #define ANY MAX_DOUBLE_INT
@@ -487,6 +489,13 @@ static const mg_ffi_config_field_t tls_fields[] = {
     CHECKED("min_version", mg_tls_version_check, 0, NULL,
             "must be \"TLSv1.2\" or \"TLSv1.3\"", tls_opts_t, min_version),
     STRING("ciphers", 1, NULL, "must be an OpenSSL cipher list string", tls_opts_t, ciphers),
+    /* client certificates: client_ca turns them on (config.lua refuses
+     * client_auth or crl without it) */
+    CHECKED("client_ca", mg_tls_pem_path_check, 0, NULL, PEM_EXPECTED, tls_opts_t, client_ca),
+    ENUM("client_auth", mg_tls_client_auth_parse, mg_tls_client_auth_name,
+         MG_TLS_CLIENT_REQUIRE, "must be \"require\" or \"optional\"", tls_opts_t,
+         client_auth),
+    CHECKED("crl", mg_tls_pem_path_check, 0, NULL, PEM_EXPECTED, tls_opts_t, crl),
 };
 
 /* min_body_rate: a request body slower than 1 KiB/s (after the grace) is a
@@ -688,6 +697,9 @@ static const mg_ffi_config_field_t redis_fields[] = {
     /* redis.lua says it with the value's type only: a password is never shown */
     STRING("password", 1, NULL, "must be a non-empty string", mg_route_cache_t,
            redis_password),
+    /* a Redis 6 ACL user (AUTH username password); redis.lua wants password with it */
+    STRING("username", 1, NULL, "must be a non-empty string (a Redis ACL user name)",
+           mg_route_cache_t, redis_username),
     F("db", MG_FIELD_INT, 0, INT32_MAX, 0, "must be an integer 0-2147483647", mg_route_cache_t,
       redis_db, CT_INT),
     F("pool", MG_FIELD_INT, 1, 64, 2, "must be an integer 1-64", mg_route_cache_t, redis_pool,
@@ -1046,8 +1058,10 @@ static void conv_listener_tls(conv_t *cv, int l_t, const char *what, mg_listener
         certs[i].key = o.certs[i].key;
     }
     if (cv->errs->len == errs_before && !cv->errs->oom && o.ncerts > 0 &&
-        mg_tls_ctx_new(certs, o.ncerts, o.min_version, o.ciphers, &l->tls, err,
-                       sizeof(err)) != 0)
+        mg_tls_ctx_new(certs, o.ncerts, o.min_version, o.ciphers,
+                       &(mg_tls_client_auth_t){ o.client_ca, o.crl,
+                                                o.client_auth == MG_TLS_CLIENT_REQUIRE },
+                       &l->tls, err, sizeof(err)) != 0)
         errs_add(cv->errs, "%s:%d: listen.tls: %s", source ? source : cv->file, line, err);
     for (i = 0; i < o.ncerts; i++) {
         free(o.certs[i].cert);
@@ -1055,6 +1069,8 @@ static void conv_listener_tls(conv_t *cv, int l_t, const char *what, mg_listener
     }
     free(o.min_version);
     free(o.ciphers);
+    free(o.client_ca);
+    free(o.crl);
     free(source);
 }
 
@@ -1487,6 +1503,7 @@ void mg_config_free(mg_config_t *cfg)
             free(r->cache->dict_name);
             free(r->cache->redis_host);
             free(r->cache->redis_password);
+            free(r->cache->redis_username);
             for (j = 0; j < r->cache->nvary; j++)
                 free(r->cache->vary[j]);
             free(r->cache);

@@ -130,6 +130,7 @@ struct mg_route_cache_s {
      * redis_host is set; then `dict` and `lock` are not used */
     char *redis_host;
     char *redis_password;      /* NULL: no AUTH */
+    char *redis_username;      /* NULL: the default user */
     int redis_port, redis_db, redis_pool;
     double redis_timeout, redis_connect_timeout; /* seconds */
 };

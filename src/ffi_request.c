@@ -126,6 +126,13 @@ int mg_ffi_req_tls_resumed(mg_request_t *r)
     return t ? mg_tls_resumed(t) : -1;
 }
 
+void *mg_ffi_req_client_cert(mg_request_t *r, int *verified)
+{
+    mg_tls_conn_t *t = r->proto->tls(r);
+    *verified = 0;
+    return t && mg_tls_handshake_done(t) ? mg_tls_peer_cert(t, verified) : NULL;
+}
+
 int mg_ffi_req_client_port(mg_request_t *r) { return r->peer->client_port; }
 
 int mg_ffi_req_http_version(mg_request_t *r) { return 10 + r->http_minor; }

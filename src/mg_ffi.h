@@ -50,6 +50,10 @@ int mg_ffi_req_str(mg_request_t *r, int what, const char **p, size_t *len);
 int mg_ffi_req_client_port(mg_request_t *r);
 /* 1 when the TLS session was resumed, 0 when not, -1 on plain HTTP. */
 int mg_ffi_req_tls_resumed(mg_request_t *r);
+/* The TLS client's certificate (an X509 *, borrowed from the connection:
+ * use it within the calling hook step only) or NULL when it sent none or
+ * the listener is plain; *verified 1 when it chained to client_ca. */
+void *mg_ffi_req_client_cert(mg_request_t *r, int *verified);
 int mg_ffi_req_http_version(mg_request_t *r);
 int mg_ffi_req_header(mg_request_t *r, const char *name, size_t nlen, int nth,
                       const char **p, size_t *len);
@@ -125,6 +129,24 @@ int mg_ffi_req_str_check(int what, const char *s, size_t len);
 /* Is s a client X-Request-Id the gateway keeps (1-128 letters, digits, '-',
  * '_', '.')? 0 or MG_FFI_EINVAL (ffi_request.c). */
 int mg_ffi_request_id_check(const char *s, size_t n);
+
+/* ==== certificate fields (cert_info.c) ====
+ * mg_ffi_cert_field writes field `what` of certificate x509 into buf and
+ * returns its length, which may exceed cap (then call again with that
+ * much room), or -1 when there is no such field. SAN kinds take idx (the
+ * idx-th name of that kind, from 0). Formats: names RFC 2253, serial
+ * upper-case hex, fingerprint SHA-256 lower-case hex, dates ISO 8601 UTC,
+ * PEM with its BEGIN/END lines. */
+enum {
+    MG_CERT_SUBJECT = 1, MG_CERT_ISSUER = 2, MG_CERT_SERIAL = 3, MG_CERT_FINGERPRINT = 4,
+    MG_CERT_NOT_BEFORE = 5, MG_CERT_NOT_AFTER = 6, MG_CERT_PEM = 7,
+    MG_CERT_DNS = 8, MG_CERT_URI = 9, MG_CERT_EMAIL = 10,
+};
+int mg_ffi_cert_field(const void *x509, int what, int idx, char *buf, size_t cap);
+/* The first certificate of a PEM text (the testing kit's client
+ * certificates), NULL when there is none; freed with mg_ffi_cert_free. */
+void *mg_ffi_cert_from_pem(const char *pem, size_t len);
+void mg_ffi_cert_free(void *x509);
 
 /* ==== the testing kit's request (kit_request.c; not used by the gateway) ====
  * A kit config: what a kit request's r->g->cfg is. _load: the config the
@@ -543,14 +565,16 @@ enum {
 typedef struct mg_redis_s mg_redis_t;
 
 /* The calling worker's client for HOST:PORT with these settings (the same
- * settings give the same client): AUTH with PASSWORD when not NULL, SELECT
+ * settings give the same client): AUTH [USERNAME] PASSWORD when PASSWORD is
+ * not NULL (USERNAME, a Redis 6 ACL user, needs a password), SELECT
  * DB when not 0, POOL connections (1-64), timeouts in seconds. Connects on
  * first use. NULL with *ERR outside a worker, on bad settings, or out of
  * memory. HOST is resolved when connecting, on the worker's thread: use an
  * address or a name from /etc/hosts. */
-mg_redis_t *mg_ffi_redis_client(const char *host, size_t host_len, int port, const char *password,
-                                size_t password_len, int db, int pool, double connect_timeout,
-                                double timeout, const char **err);
+mg_redis_t *mg_ffi_redis_client(const char *host, size_t host_len, int port, const char *username,
+                                size_t username_len, const char *password, size_t password_len,
+                                int db, int pool, double connect_timeout, double timeout,
+                                const char **err);
 
 /* Registers a Lua script (its source, copied) with the worker of RS;
  * returns its number (the same source gives the same number), or

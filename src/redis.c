@@ -97,8 +97,9 @@ struct mg_redis_s {
     rworker_t *rw;
     char *host;
     int port;
+    char *username; /* NULL: AUTH password (the default user) */
     char *password; /* NULL: no AUTH */
-    size_t password_len;
+    size_t username_len, password_len;
     int db;
     int npool;
     uint64_t connect_timeout, timeout; /* ms */
@@ -555,7 +556,10 @@ static int conn_connect(conn_t *c)
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     /* pipelined behind the connect: the first replies on this connection */
-    if (rs->password)
+    if (rs->password && rs->username) /* a Redis 6 ACL user */
+        redisAsyncCommand(ac, on_handshake, c, "AUTH %b %b", rs->username, rs->username_len,
+                          rs->password, rs->password_len);
+    else if (rs->password)
         redisAsyncCommand(ac, on_handshake, c, "AUTH %b", rs->password, rs->password_len);
     if (rs->db)
         redisAsyncCommand(ac, on_handshake, c, "SELECT %d", rs->db);
@@ -674,9 +678,10 @@ static uint64_t to_ms(double s)
     return ms < 1 ? 1 : (uint64_t)ms;
 }
 
-mg_redis_t *mg_ffi_redis_client(const char *host, size_t host_len, int port, const char *password,
-                                size_t password_len, int db, int pool, double connect_timeout,
-                                double timeout, const char **err)
+mg_redis_t *mg_ffi_redis_client(const char *host, size_t host_len, int port, const char *username,
+                                size_t username_len, const char *password, size_t password_len,
+                                int db, int pool, double connect_timeout, double timeout,
+                                const char **err)
 {
     rworker_t *rw = worker_state(1);
     uint64_t cto, to;
@@ -693,7 +698,8 @@ mg_redis_t *mg_ffi_redis_client(const char *host, size_t host_len, int port, con
     if (host_len == 0 || host_len > 255 || memchr(host, 0, host_len) || port < 1 || port > 65535 ||
         db < 0 || pool < 1 || pool > MAX_POOL || !(connect_timeout > 0) || !(timeout > 0) ||
         connect_timeout > 86400 || timeout > 86400 ||
-        (password && memchr(password, 0, password_len))) {
+        (password && memchr(password, 0, password_len)) || (username && !password) ||
+        (username && memchr(username, 0, username_len))) {
         *err = "bad settings";
         return NULL;
     }
@@ -704,15 +710,21 @@ mg_redis_t *mg_ffi_redis_client(const char *host, size_t host_len, int port, con
             rs->port == port && rs->db == db && rs->npool == pool && rs->connect_timeout == cto &&
             rs->timeout == to && (rs->password != NULL) == (password != NULL) &&
             (!password || (rs->password_len == password_len &&
-                           memcmp(rs->password, password, password_len) == 0)))
+                           memcmp(rs->password, password, password_len) == 0)) &&
+            (rs->username != NULL) == (username != NULL) &&
+            (!username || (rs->username_len == username_len &&
+                           memcmp(rs->username, username, username_len) == 0)))
             return rs;
     rs = calloc(1, sizeof(*rs));
     if (rs == NULL || (rs->host = strndup(host, host_len)) == NULL ||
         (password && (rs->password = strndup(password, password_len)) == NULL) ||
+        (username && (rs->username = strndup(username, username_len)) == NULL) ||
         (rs->conns = calloc((size_t)pool, sizeof(conn_t))) == NULL) {
         if (rs) {
             free(rs->host);
             free(rs->password);
+        free(rs->username);
+            free(rs->username);
             free(rs);
         }
         *err = "out of memory";
@@ -721,6 +733,7 @@ mg_redis_t *mg_ffi_redis_client(const char *host, size_t host_len, int port, con
     rs->rw = rw;
     rs->port = port;
     rs->password_len = password_len;
+    rs->username_len = username_len;
     rs->db = db;
     rs->npool = pool;
     rs->connect_timeout = cto;
@@ -985,6 +998,7 @@ void mg_redis_worker_free(mg_worker_t *w)
         free(rs->conns);
         free(rs->host);
         free(rs->password);
+        free(rs->username);
         free(rs);
     }
     for (int i = 0; i < rw->nscripts; i++)

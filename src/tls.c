@@ -11,6 +11,7 @@
  * queue is per thread and shared with the worker's other OpenSSL users
  * (crypto.c), so a stale entry must never outlive the call that made it.
  */
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,8 +90,51 @@ static int select_cert(SSL *ssl, int *alert, void *arg)
     return SSL_TLSEXT_ERR_OK;
 }
 
+/* Client certificates: the CA list (also sent to clients as the names
+ * they may pick from), the CRLs, and the verify mode. */
+static int client_auth_for(SSL_CTX *x, const mg_tls_client_auth_t *client, char *err,
+                           size_t errlen)
+{
+    /* OpenSSL says "system lib" for a missing file: say what the system said */
+    const char *files[2] = { client->ca, client->crl }, *keys[2] = { "client_ca", "crl" };
+    for (int i = 0; i < 2; i++) {
+        FILE *f = files[i] ? fopen(files[i], "r") : NULL;
+        if (files[i] && !f) {
+            snprintf(err, errlen, "cannot read %s '%s': %s", keys[i], files[i], strerror(errno));
+            return -1;
+        }
+        if (f)
+            fclose(f);
+    }
+    if (SSL_CTX_load_verify_locations(x, client->ca, NULL) != 1) {
+        snprintf(err, errlen, "cannot load client_ca '%s': %s (give a PEM file of CA "
+                 "certificates)", client->ca, ssl_reason());
+        return -1;
+    }
+    STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(client->ca);
+    if (names)
+        SSL_CTX_set_client_CA_list(x, names);
+    if (client->crl) {
+        X509_STORE *st = SSL_CTX_get_cert_store(x);
+        X509_LOOKUP *lk = X509_STORE_add_lookup(st, X509_LOOKUP_file());
+        if (!lk || X509_load_crl_file(lk, client->crl, X509_FILETYPE_PEM) <= 0) {
+            snprintf(err, errlen, "cannot load crl '%s': %s (give a PEM file of CRLs "
+                     "from the client_ca)", client->crl, ssl_reason());
+            return -1;
+        }
+        /* the leaf's issuer must have a CRL: a missing one fails closed */
+        X509_STORE_set_flags(st, X509_V_FLAG_CRL_CHECK);
+    }
+    SSL_CTX_set_verify(x, SSL_VERIFY_PEER | (client->required ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+                                                               : 0), NULL);
+    /* resumed sessions keep the verified peer; OpenSSL refuses them without
+     * a session id context once verification is on */
+    SSL_CTX_set_session_id_context(x, (const unsigned char *)"moongate", 8);
+    return 0;
+}
+
 static SSL_CTX *ctx_for(const mg_tls_cert_t *cert, int min_version, const char *ciphers,
-                        char *err, size_t errlen)
+                        const mg_tls_client_auth_t *client, char *err, size_t errlen)
 {
     SSL_CTX *x = SSL_CTX_new(TLS_server_method());
     if (!x) {
@@ -128,6 +172,8 @@ static SSL_CTX *ctx_for(const mg_tls_cert_t *cert, int min_version, const char *
                  cert->key, cert->cert);
         goto fail;
     }
+    if (client && client->ca && client_auth_for(x, client, err, errlen) != 0)
+        goto fail;
     ERR_clear_error();
     return x;
 fail:
@@ -165,7 +211,8 @@ int mg_tls_pem_path_check(const char *s, size_t len, char *out, size_t cap)
 }
 
 int mg_tls_ctx_new(const mg_tls_cert_t *certs, size_t ncerts, const char *min_version,
-                   const char *ciphers, mg_tls_ctx_t **out, char *err, size_t errlen)
+                   const char *ciphers, const mg_tls_client_auth_t *client, mg_tls_ctx_t **out,
+                   char *err, size_t errlen)
 {
     int minv = min_version ? version_of(min_version, strlen(min_version)) : TLS1_2_VERSION;
     if (!minv) {
@@ -185,7 +232,7 @@ int mg_tls_ctx_new(const mg_tls_cert_t *certs, size_t ncerts, const char *min_ve
     }
     atomic_init(&c->refs, 1);
     for (size_t i = 0; i < ncerts; i++) {
-        c->ctx[i] = ctx_for(&certs[i], minv, ciphers, err, errlen);
+        c->ctx[i] = ctx_for(&certs[i], minv, ciphers, client, err, errlen);
         if (!c->ctx[i]) {
             mg_tls_ctx_release(c);
             return -1;
@@ -387,4 +434,23 @@ const char *mg_tls_alpn(const mg_tls_conn_t *t, size_t *len)
 
 int mg_tls_resumed(const mg_tls_conn_t *t) { return SSL_session_reused(t->ssl); }
 
+void *mg_tls_peer_cert(const mg_tls_conn_t *t, int *verified)
+{
+    X509 *x = SSL_get0_peer_certificate(t->ssl);
+    *verified = x && SSL_get_verify_result(t->ssl) == X509_V_OK;
+    return x;
+}
+
 const char *mg_tls_error(const mg_tls_conn_t *t) { return t->err ? t->err : "TLS error"; }
+
+int mg_tls_client_auth_parse(const char *name)
+{
+    return strcmp(name, "require") == 0    ? MG_TLS_CLIENT_REQUIRE
+           : strcmp(name, "optional") == 0 ? MG_TLS_CLIENT_OPTIONAL
+                                           : -1;
+}
+
+const char *mg_tls_client_auth_name(int mode)
+{
+    return mode == MG_TLS_CLIENT_OPTIONAL ? "optional" : "require";
+}

@@ -12,6 +12,9 @@
  * feeds it the bytes it read (mg_tls_feed), pulls plaintext out
  * (mg_tls_read), hands it plaintext to send (mg_tls_write) and sends what
  * mg_tls_out returns. Owned by the connection; freed with mg_tls_conn_free.
+ *
+ * With client_auth, every context of the listener (one per certificate)
+ * verifies client certificates against the same CA bundle and CRLs.
  */
 #ifndef MG_TLS_H
 #define MG_TLS_H
@@ -27,6 +30,15 @@ typedef struct mg_tls_cert_s {
     const char *key;    /* PEM file: the private key */
 } mg_tls_cert_t;
 
+/* Client certificates (mTLS) on a listener: ca NULL asks for none. A
+ * certificate that does not verify against ca (or is revoked in crl) fails
+ * the handshake; `required` also fails it when the client sends none. */
+typedef struct mg_tls_client_auth_s {
+    const char *ca;     /* PEM bundle of the CAs client certificates chain to */
+    const char *crl;    /* PEM file of CRLs (NULL: no revocation check) */
+    int required;
+} mg_tls_client_auth_t;
+
 /* mg_tls_read results besides a byte count (> 0) */
 enum {
     MG_TLS_AGAIN = 0,    /* needs more bytes from the peer */
@@ -39,13 +51,18 @@ enum {
  * Returns 0 and *out (one reference, the caller's), or -1 with a
  * human-readable reason in err. */
 int mg_tls_ctx_new(const mg_tls_cert_t *certs, size_t ncerts, const char *min_version,
-                   const char *ciphers, mg_tls_ctx_t **out, char *err, size_t errlen);
+                   const char *ciphers, const mg_tls_client_auth_t *client, mg_tls_ctx_t **out,
+                   char *err, size_t errlen);
 void mg_tls_ctx_release(mg_tls_ctx_t *ctx);
 
 /* The config's checks (mg_ffi_str_check_fn, mg_ffi.h): a PEM file path (not
  * empty, reported as MG_STR_FILE); a min_version mg_tls_ctx_new takes. */
 int mg_tls_pem_path_check(const char *s, size_t len, char *out, size_t cap);
 int mg_tls_version_check(const char *s, size_t len, char *out, size_t cap);
+/* listen.tls.client_auth (mg_ffi_enum_parse_fn / mg_ffi_enum_name_fn) */
+enum { MG_TLS_CLIENT_OPTIONAL = 0, MG_TLS_CLIENT_REQUIRE = 1 };
+int mg_tls_client_auth_parse(const char *name);
+const char *mg_tls_client_auth_name(int mode);
 
 /* A server-side connection state; holds a reference to ctx. NULL when out
  * of memory. */
@@ -90,6 +107,10 @@ const char *mg_tls_cipher(const mg_tls_conn_t *t);
 const char *mg_tls_sni(const mg_tls_conn_t *t);
 const char *mg_tls_alpn(const mg_tls_conn_t *t, size_t *len);
 int mg_tls_resumed(const mg_tls_conn_t *t);
+/* The client's certificate (an OpenSSL X509 *, borrowed from the
+ * connection) or NULL when it sent none; *verified is 1 when it chained
+ * to the listener's client_ca (always, once the handshake succeeded). */
+void *mg_tls_peer_cert(const mg_tls_conn_t *t, int *verified);
 /* Why the last MG_TLS_ERROR happened (static or per-thread string). */
 const char *mg_tls_error(const mg_tls_conn_t *t);
 

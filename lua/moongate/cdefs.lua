@@ -9,6 +9,10 @@ typedef struct mg_request_s mg_request_t;
 int mg_ffi_req_str(mg_request_t *r, int what, const char **p, size_t *len);
 int mg_ffi_req_client_port(mg_request_t *r);
 int mg_ffi_req_tls_resumed(mg_request_t *r);
+void *mg_ffi_req_client_cert(mg_request_t *r, int *verified);
+int mg_ffi_cert_field(const void *x509, int what, int idx, char *buf, size_t cap);
+void *mg_ffi_cert_from_pem(const char *pem, size_t len);
+void mg_ffi_cert_free(void *x509);
 int mg_ffi_req_http_version(mg_request_t *r);
 int mg_ffi_req_header(mg_request_t *r, const char *name, size_t nlen, int nth,
                       const char **p, size_t *len);

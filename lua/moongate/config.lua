@@ -635,6 +635,14 @@ local function listen_tls(d, v)
         end
         out[k] = x
     end
+    out.client_auth = out.client_auth or TLS.defaults.client_auth -- C reads the name
+    -- client_auth and crl are about client certificates: client_ca turns them on
+    for _, k in ipairs { "client_auth", "crl" } do
+        if v[k] ~= nil and v.client_ca == nil then
+            err(d, "listen.tls.%s needs client_ca (the PEM file of the CAs that sign " ..
+                "client certificates)", k)
+        end
+    end
     if #d.c.errors > nerr then
         return nil
     end
@@ -1155,7 +1163,8 @@ local function route_cache(d, v)
             err(d, "%s", (gsub(tostring(client), "^[^\n]-:%d+: ", "")))
         else
             out.redis = { host = client.host, port = client.port,
-                          password = client.password, db = client.db,
+                          password = client.password, username = client.username,
+                          db = client.db,
                           pool = client.pool, timeout = client.timeout,
                           connect_timeout = client.connect_timeout }
         end

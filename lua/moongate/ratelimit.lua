@@ -174,7 +174,7 @@ for _, k in ipairs(LIMIT_KEYS) do POLICY_KEYS[#POLICY_KEYS + 1] = k end
 local POLICY_NAMES = {}
 for i, k in ipairs(POLICY_KEYS) do POLICY_NAMES[i] = k end
 sort(POLICY_NAMES)
-local REDIS_KEYS = { "host", "port", "password", "db", "pool", "timeout",
+local REDIS_KEYS = { "host", "port", "password", "username", "db", "pool", "timeout",
                      "connect_timeout", "prefix" }
 
 local function positive(v, what, default, hint)

@@ -29,9 +29,10 @@ local yield = coroutine.yield
 
 ffi.cdef [[
 typedef struct mg_redis_s mg_redis_t;
-mg_redis_t *mg_ffi_redis_client(const char *host, size_t host_len, int port, const char *password,
-                                size_t password_len, int db, int pool, double connect_timeout,
-                                double timeout, const char **err);
+mg_redis_t *mg_ffi_redis_client(const char *host, size_t host_len, int port, const char *username,
+                                size_t username_len, const char *password, size_t password_len,
+                                int db, int pool, double connect_timeout, double timeout,
+                                const char **err);
 int mg_ffi_redis_script(mg_redis_t *rs, const char *src, size_t len);
 int mg_ffi_redis_command(mg_redis_t *rs, int argc, const char **argv, const size_t *argvlen,
                          const char **err);
@@ -100,7 +101,8 @@ local Client = {}
 Client.__index = Client
 
 --- redis.new(opts [, what]) -> client. opts: a table { host = "127.0.0.1",
--- port = 6379, password = nil, db = 0, pool = 2 (connections per worker),
+-- port = 6379, password = nil, username = nil (a Redis 6 ACL user: AUTH
+-- username password), db = 0, pool = 2 (connections per worker),
 -- timeout = 0.2 (s, per command), connect_timeout = 1 (s) }, or a string
 -- "host:port". Bad options raise an error at the caller's line.
 function _M.new(opts, what)
@@ -118,6 +120,10 @@ function _M.new(opts, what)
     end
     check_keys(opts, KEYS, what)
     local host = option(opts, what, "host")
+    local username = option(opts, what, "username")
+    if username ~= nil and opts.password == nil then
+        raise(fmt("%s.username needs password (AUTH username password)", what))
+    end
     -- the password's value is never shown (its type is)
     local password = opts.password
     if password ~= nil and (type(password) ~= "string" or password == ""
@@ -128,6 +134,7 @@ function _M.new(opts, what)
     return setmetatable(numbers(opts, what, {
         host = host,
         password = password,
+        username = username,
         _rs = false,            -- this worker's C client, made on first use
         _scripts = {},          -- script source -> number in this worker
     }), Client)
@@ -138,9 +145,9 @@ local function handle(self)
     local rs = self._rs
     if rs then return rs end
     if not C then return nil, "no moongate library" end
-    local pw = self.password
-    rs = C.mg_ffi_redis_client(self.host, #self.host, self.port, pw,
-                               pw and #pw or 0, self.db, self.pool,
+    local pw, user = self.password, self.username
+    rs = C.mg_ffi_redis_client(self.host, #self.host, self.port, user,
+                               user and #user or 0, pw, pw and #pw or 0, self.db, self.pool,
                                self.connect_timeout, self.timeout, errp)
     if rs == nil then
         return nil, ffi_string(errp[0])

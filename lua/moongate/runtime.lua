@@ -11,6 +11,7 @@
 local ffi = require "ffi"
 local cjson = require "cjson.safe"
 local cdefs = require "moongate.cdefs"
+local cert = require "moongate.cert"
 
 local C = cdefs.C
 local ffi_string = ffi.string
@@ -146,6 +147,24 @@ function getters.params(self)
     return t
 end
 
+-- tls.client: the client certificate (moongate.cert), read from C only
+-- when a hook asks for it; nil when the client sent none
+local verified_out = ffi.new("int[1]")
+local function tls_client_mt(req)
+    return { __index = function(t, k)
+        if k ~= "client" then
+            return nil
+        end
+        local get = function()
+            local x = C.mg_ffi_req_client_cert(rptr(req), verified_out)
+            if x ~= nil then return x end
+        end
+        local c = get() and cert.info(get, verified_out[0] == 1) or false
+        rawset(t, "client", c)
+        return c or nil
+    end }
+end
+
 -- tls: nil on a plain HTTP listener; otherwise what the handshake agreed
 -- (sni and alpn nil when the client sent none)
 function getters.tls(self)
@@ -153,8 +172,9 @@ function getters.tls(self)
     if C.mg_ffi_req_str(r, cdefs.TLS_VERSION, out_p, out_n) ~= 0 then
         return nil
     end
-    local t = { version = ffi_string(out_p[0], out_n[0]),
-                resumed = C.mg_ffi_req_tls_resumed(r) == 1 }
+    local t = setmetatable({ version = ffi_string(out_p[0], out_n[0]),
+                             resumed = C.mg_ffi_req_tls_resumed(r) == 1 },
+                           tls_client_mt(self))
     if C.mg_ffi_req_str(r, cdefs.TLS_CIPHER, out_p, out_n) == 0 then
         t.cipher = ffi_string(out_p[0], out_n[0])
     end

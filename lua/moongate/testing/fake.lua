@@ -32,7 +32,8 @@
 --                   headers of the request's known[] slots (from C)
 --   body, content_length, chunked, has_body, http_minor, head_method
 --   id, client, client_port, local_port
---   tls             nil (plain listener) or { version, cipher, sni, alpn, resumed }
+--   tls             nil (plain listener) or { version, cipher, sni, alpn, resumed,
+--                   client (an X509 pointer from its PEM), client_verified }
 --   route           the cfg route table, or nil; match (mg_route_match_t),
 --                   path_buf (the routed path it points into), params
 --   phase           hook phase running (0 none)
@@ -44,6 +45,7 @@
 --   changes         list the current hook's changes are written to
 local ffi = require "ffi"
 local cjson = require "cjson.safe"
+local cert = require "moongate.cert"
 local cdefs = require "moongate.cdefs"
 local runtime = require "moongate.runtime"
 
@@ -304,8 +306,13 @@ function getters.tls(self)
     end
     local copy = {}
     for k, v in pairs(t) do
-        copy[k] = v
+        if k ~= "client" and k ~= "client_verified" then
+            copy[k] = v
+        end
     end
+    -- the client certificate's fields are read by C, as on a real listener
+    local x = t.client
+    copy.client = x and cert.info(function() return x end, t.client_verified)
     rawset(self, "tls", copy)
     return copy
 end
@@ -798,6 +805,16 @@ function _M.new_state(spec, env)
         st.tls = { version = t.version or "TLSv1.3",
                    cipher = t.cipher or "TLS_AES_256_GCM_SHA384",
                    sni = t.sni, alpn = t.alpn, resumed = t.resumed == true }
+        if t.client ~= nil then
+            -- tls = { client = PEM text }: a verified client certificate
+            -- (client_verified = false for one the listener did not check)
+            local x, why = cert.from_pem(t.client)
+            if not x then
+                error("request.tls.client: " .. why, 3)
+            end
+            st.tls.client = x
+            st.tls.client_verified = t.client_verified ~= false
+        end
     end
     local hs = header_list(spec.headers)
     -- a client sends Host (HTTP/1.1) and frames its body
