@@ -17,12 +17,12 @@ return {
         "balancer", "balancer_rr", "balancer_least_conn", "balancer_hash",
         "balancer_p2c" } },
     { name = "config", files = { "config", "router" } },
-    { name = "generation", files = { "generation" } },
+    { name = "generation", files = { "generation", "outlier" } },
     { name = "request", files = { "request" } },
     { name = "core", files = {
         "hooks", "upgrade", "lua_route", "redis", "cache", "ffi_request",
         "accesslog", "kit_request", "client_addr",
-        "balancer_key" } },
+        "balancer_key", "retry" } },
     { name = "pipeline", files = { "pipeline" } },
     -- the keep-alive pools and the balancer; an idle connection is closed
     -- through w->upstream (the proxy's table); an upstream connection's

@@ -564,7 +564,7 @@ static const mg_ffi_config_field_t upstream_fields[] = {
          "must be \"round_robin\", \"least_conn\", \"hash\" or \"p2c_ewma\"", mg_upstream_t,
          balancer),
     OTHER("hash"), /* config.lua normalises it to { on = ..., name = ... } */
-    OTHER("tls"),
+    OTHER("tls"), OTHER("retries"), OTHER("outlier"),
 };
 
 /* upstream.tls (`tls = true`: these defaults); read into a
@@ -589,6 +589,64 @@ static const mg_ffi_config_field_t upstream_tls_fields[] = {
     F("session_reuse", MG_FIELD_BOOL, 0, 1, 1, "must be true or false", upstream_tls_t,
       session_reuse, CT_BOOL),
 };
+
+/* retries = { ... } (route or upstream; src/retry.c). `on` is a list of
+ * the names below; by default what cannot make a slow service slower:
+ * failures that got no answer, and 502/503. */
+static const mg_ffi_config_field_t retries_fields[] = {
+    F("attempts", MG_FIELD_INT, 1, 10, 2, "must be an integer 1-10 (tries in all)",
+      mg_retry_policy_t, attempts, CT_INT),
+    OTHER("on"),
+    F("per_try_timeout", MG_FIELD_TIME, 0, ANY, 0, NULL, mg_retry_policy_t, per_try_timeout,
+      CT_U64),
+    OTHER("backoff"),
+    F("budget", MG_FIELD_NUMBER, 0, 1, 0.2, "must be a number 0-1 (a share of the requests in flight)",
+      mg_retry_policy_t, budget, CT_DOUBLE),
+    F("min_retries", MG_FIELD_INT, 0, 1000, 3, "must be an integer 0-1000", mg_retry_policy_t,
+      min_retries, CT_INT),
+    F("non_idempotent", MG_FIELD_BOOL, 0, 1, 0, NULL, mg_retry_policy_t, non_idempotent, CT_BOOL),
+    SIZE("body", 0, 64 * 1024, mg_retry_policy_t, body),
+};
+
+static const mg_ffi_config_field_t backoff_fields[] = {
+    F("base", MG_FIELD_TIME, 0, ANY, 25, NULL, mg_retry_policy_t, backoff_base, CT_U64),
+    F("max", MG_FIELD_TIME, 0, ANY, 250, NULL, mg_retry_policy_t, backoff_max, CT_U64),
+    F("jitter", MG_FIELD_BOOL, 0, 1, 1, NULL, mg_retry_policy_t, backoff_jitter, CT_BOOL),
+};
+
+/* outlier = { ... } (upstream; src/outlier.c) */
+static const mg_ffi_config_field_t outlier_fields[] = {
+    F("consecutive_5xx", MG_FIELD_INT, 0, 1000, 5, "must be an integer 0-1000 (0: off)",
+      mg_outlier_policy_t, consecutive_5xx, CT_INT),
+    F("consecutive_gateway_failures", MG_FIELD_INT, 0, 1000, 3,
+      "must be an integer 0-1000 (0: off)", mg_outlier_policy_t, consecutive_gateway, CT_INT),
+    F("latency_factor", MG_FIELD_NUMBER, 0, 1000, 0,
+      "must be a number 0-1000 (0: off; else above 1, e.g. 5)", mg_outlier_policy_t,
+      latency_factor, CT_DOUBLE),
+    TIME("base_ejection_time", 10000, mg_outlier_policy_t, base_ejection),
+    TIME("max_ejection_time", 300000, mg_outlier_policy_t, max_ejection),
+    F("max_ejection_percent", MG_FIELD_INT, 0, 100, 50, "must be an integer 0-100",
+      mg_outlier_policy_t, max_ejection_percent, CT_INT),
+};
+
+/* route.timeouts: 0 (the default) is the upstream's own, or no deadline */
+static const mg_ffi_config_field_t route_timeouts_fields[] = {
+    F("connect", MG_FIELD_TIME, 0, ANY, 0, NULL, mg_route_timeouts_t, connect, CT_U64),
+    F("first_byte", MG_FIELD_TIME, 0, ANY, 0, NULL, mg_route_timeouts_t, first_byte, CT_U64),
+    F("idle", MG_FIELD_TIME, 0, ANY, 0, NULL, mg_route_timeouts_t, idle, CT_U64),
+    F("total", MG_FIELD_TIME, 0, ANY, 0, NULL, mg_route_timeouts_t, total, CT_U64),
+};
+
+/* retries.on's names, bit by bit (MG_RETRY_ON_*) */
+static const char *const retry_on_names[] = { "connect", "reset", "timeout", "502", "503", "504" };
+
+int mg_ffi_retry_on_parse(const char *name)
+{
+    for (size_t i = 0; i < sizeof(retry_on_names) / sizeof(retry_on_names[0]); i++)
+        if (strcmp(name, retry_on_names[i]) == 0)
+            return 1 << i;
+    return -1;
+}
 
 static const mg_ffi_config_field_t health_fields[] = {
     CHECKED("path", mg_uri_path_check, MG_FIELD_REQUIRED, NULL,
@@ -707,6 +765,7 @@ static const mg_ffi_config_field_t route_fields[] = {
          "must be a list like { \"websocket\" } ({} allows none)",
          "lists %d protocols (at most %d)", mg_route_t, upgrades, nupgrades),
     SLASHES(NONE, mg_route_t, escaped_slashes), /* absent: the listener's (INHERIT) */
+    OTHER("retries"), OTHER("timeouts"),
 };
 
 /* smaller dictionaries hold next to nothing; the size is required */
@@ -732,6 +791,8 @@ static const struct {
     OBJECT("tls", tls_fields),           OBJECT("tls_cert", tls_cert_fields),
     OBJECT("redis", redis_fields),       OBJECT("route", route_fields),
     OBJECT("route_header", route_header_fields),
+    OBJECT("retries", retries_fields),   OBJECT("backoff", backoff_fields),
+    OBJECT("outlier", outlier_fields),   OBJECT("route_timeouts", route_timeouts_fields),
 };
 
 const mg_ffi_config_field_t *mg_ffi_config_fields(const char *object, size_t *n)
@@ -860,7 +921,10 @@ static void conv_fields(conv_t *cv, int t, const char *what, const char *object,
                 *(uint16_t *)at = (uint16_t)v;
         } else if (f->ctype == CT_DOUBLE) {
             double d = lua_tonumber(L, -1);
-            if (lua_type(L, -1) == LUA_TNUMBER && d > f->min && d < f->max)
+            /* a NUMBER's range is inclusive, a SECONDS' exclusive */
+            int in = f->kind == MG_FIELD_NUMBER ? d >= f->min && d <= f->max
+                                                : d > f->min && d < f->max;
+            if (lua_type(L, -1) == LUA_TNUMBER && in)
                 *(double *)at = d;
             else
                 internal(cv, what, f->name, "a number in range");
@@ -1055,6 +1119,52 @@ static char *target_name(conv_t *cv, const char *host, unsigned port)
     return s;
 }
 
+/* t.retries (a route's or an upstream's), as config.lua normalised it:
+ * its fields, `on` a list of names, `backoff` a table. NULL when absent. */
+static mg_retry_policy_t *conv_retries(conv_t *cv, int t, const char *what)
+{
+    lua_State *L = cv->L;
+    mg_retry_policy_t *p = NULL;
+    char rwhat[80];
+
+    lua_getfield(L, t, "retries");
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        return NULL;
+    }
+    int rt = lua_gettop(L);
+    snprintf(rwhat, sizeof(rwhat), "%s.retries", what);
+    if (!(p = calloc(1, sizeof(*p)))) {
+        cv->errs->oom = 1;
+        lua_pop(L, 1);
+        return NULL;
+    }
+    conv_fields(cv, rt, rwhat, "retries", p);
+    lua_getfield(L, rt, "backoff");
+    if (lua_istable(L, -1))
+        conv_fields(cv, lua_gettop(L), rwhat, "backoff", p);
+    else
+        internal(cv, rwhat, "backoff", "a table");
+    lua_pop(L, 1);
+    lua_getfield(L, rt, "on");
+    if (lua_istable(L, -1)) {
+        for (size_t i = 1; i <= lua_objlen(L, -1); i++) {
+            lua_rawgeti(L, -1, (int)i);
+            const char *name = lua_tostring(L, -1);
+            int bit = name ? mg_ffi_retry_on_parse(name) : -1;
+            if (bit < 0)
+                internal(cv, rwhat, "on", "a list of names");
+            else
+                p->on |= (unsigned)bit;
+            lua_pop(L, 1);
+        }
+    } else {
+        internal(cv, rwhat, "on", "a list");
+    }
+    lua_pop(L, 2);
+    return p;
+}
+
 /* upstream.hash as config.lua leaves it: { on = "header", name = "x-user" } */
 static void conv_hash(conv_t *cv, int u_t, const char *what, mg_upstream_t *u)
 {
@@ -1138,6 +1248,18 @@ static void conv_upstreams(conv_t *cv, int cfg_t, mg_config_t *cfg)
         lua_pop(cv->L, 1);
         if (has_tls)
             conv_upstream_tls(cv, t, what, u);
+        u->retries = conv_retries(cv, t, what);
+        lua_getfield(cv->L, t, "outlier");
+        if (lua_istable(cv->L, -1)) {
+            char owhat[64];
+            snprintf(owhat, sizeof(owhat), "%s.outlier", what);
+            u->outlier = calloc(1, sizeof(*u->outlier));
+            if (u->outlier)
+                conv_fields(cv, lua_gettop(cv->L), owhat, "outlier", u->outlier);
+            else
+                cv->errs->oom = 1;
+        }
+        lua_pop(cv->L, 1);
         lua_pop(cv->L, 1);
     }
     lua_pop(cv->L, 1);
@@ -1178,6 +1300,14 @@ static void conv_route(conv_t *cv, int t, const char *what, mg_config_t *cfg, mg
     lua_pop(L, 1);
     if (r->cache)
         open_cache_dict(cv, t, what, r->cache);
+    r->retries = conv_retries(cv, t, what);
+    lua_getfield(L, t, "timeouts");
+    if (lua_istable(L, -1)) {
+        char twhat[64];
+        snprintf(twhat, sizeof(twhat), "%s.timeouts", what);
+        conv_fields(cv, lua_gettop(L), twhat, "route_timeouts", &r->timeouts);
+    }
+    lua_pop(L, 1);
 
     lua_getfield(L, t, "handler");
     r->has_handler = lua_type(L, -1) == LUA_TFUNCTION;
@@ -1289,6 +1419,13 @@ int mg_config_convert(lua_State *L, int t, const char *file, mg_config_t **out, 
         conv_trusted_proxies(&cv, t, cfg);
         conv_upstreams(&cv, t, cfg);
         conv_routes(&cv, t, cfg);
+        for (size_t i = 0; i < cfg->nroutes; i++) {
+            mg_route_t *r = &cfg->routes[i];
+            const mg_upstream_t *u = r->upstream >= 0 ? &cfg->upstreams[r->upstream] : NULL;
+            const mg_route_timeouts_t *to = &r->timeouts;
+            r->retry_state = r->retries || to->connect || to->first_byte || to->idle ||
+                             to->total || (u && (u->retries || u->outlier));
+        }
         conv_shared_dicts(&cv, t, cfg);
         conv_admin(&cv, t, cfg);
         conv_tests(&cv, t, cfg);
@@ -1339,6 +1476,8 @@ void mg_config_free(mg_config_t *cfg)
         free(u->health_path);
         free(u->hash_name);
         mg_tls_client_release(u->tls);
+        free(u->retries);
+        free(u->outlier);
         for (j = 0; j < u->ntargets; j++) {
             free(u->targets[j].host);
             free(u->targets[j].name);
@@ -1362,6 +1501,7 @@ void mg_config_free(mg_config_t *cfg)
         }
         free(r->strip_prefix);
         free(r->rewrite);
+        free(r->retries);
         if (r->cache) {
             free(r->cache->dict_name);
             free(r->cache->redis_host);

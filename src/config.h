@@ -23,6 +23,52 @@ typedef struct mg_target_s {
     uint32_t metric_id;  /* metrics.h target id of (upstream, name) */
 } mg_target_t;
 
+/* What a failed try may be retried on (retries.on; names: config.c). */
+enum {
+    MG_RETRY_ON_CONNECT = 1, /* connect refused, failed or timed out: nothing was sent */
+    MG_RETRY_ON_RESET = 2,   /* reset or closed before any byte of an answer */
+    MG_RETRY_ON_TIMEOUT = 4, /* no answer within first_byte / per_try_timeout */
+    MG_RETRY_ON_502 = 8,     /* the upstream's own 502, 503, 504 */
+    MG_RETRY_ON_503 = 16,
+    MG_RETRY_ON_504 = 32,
+};
+
+/* retries = { ... } of a route or an upstream (src/retry.c applies it). */
+typedef struct mg_retry_policy_s {
+    int attempts;             /* tries in all, the first included */
+    unsigned on;              /* MG_RETRY_ON_* */
+    int non_idempotent;       /* POST, PATCH, ...: retried even once sent */
+    uint64_t per_try_timeout; /* first byte of each try's answer; 0: none */
+    uint64_t backoff_base;    /* wait before retry k: base * 2^(k-1) ... */
+    uint64_t backoff_max;     /* ... at most this */
+    int backoff_jitter;       /* a random share of it (full jitter) */
+    double budget;            /* retries in flight per request in flight */
+    int min_retries;          /* retries in flight the budget always allows */
+    uint64_t body;            /* request bodies up to this are buffered whole
+                                 before going upstream, so a retry can replay
+                                 them; larger ones stream and are not retried
+                                 once a byte went out */
+} mg_retry_policy_t;
+
+/* outlier = { ... } of an upstream (src/outlier.c). */
+typedef struct mg_outlier_policy_s {
+    int consecutive_5xx;      /* 5xx answers in a row that eject; 0: off */
+    int consecutive_gateway;  /* connect/reset/timeout failures in a row; 0: off */
+    double latency_factor;    /* ewma latency over this many times the others'
+                                 mean ejects; 0: off */
+    uint64_t base_ejection;   /* the n-th ejection lasts n times this ... */
+    uint64_t max_ejection;    /* ... at most this */
+    int max_ejection_percent; /* targets ejected at once, share of all */
+} mg_outlier_policy_t;
+
+/* route.timeouts (0: the upstream's own; total 0: no deadline). */
+typedef struct mg_route_timeouts_s {
+    uint64_t connect;     /* each connect */
+    uint64_t first_byte;  /* request sent -> first byte of the answer */
+    uint64_t idle;        /* between two reads of the answer */
+    uint64_t total;       /* the whole upstream exchange, retries included */
+} mg_route_timeouts_t;
+
 typedef struct mg_upstream_s {
     char *name;
     mg_target_t *targets;
@@ -50,6 +96,8 @@ typedef struct mg_upstream_s {
     int hash_on;
     char *hash_name;            /* NULL unless header, cookie or query */
     struct mg_tls_client_s *tls; /* HTTPS to the targets (tls_client.h); NULL: plain */
+    mg_retry_policy_t *retries; /* NULL: one retry of what never went out */
+    mg_outlier_policy_t *outlier; /* NULL: no outlier detection */
 } mg_upstream_t;
 
 typedef struct mg_route_header_s {
@@ -110,6 +158,10 @@ typedef struct mg_route_s {
     int index;             /* position in the config, 0-based */
     int line;              /* where it was declared */
     int escaped_slashes;   /* mg_slashes_t (uri.h); 0: the listener's */
+    mg_retry_policy_t *retries;   /* NULL: the upstream's */
+    mg_route_timeouts_t timeouts; /* zeros: the upstream's */
+    int retry_state;       /* its requests keep a retry state (retry.h): it or
+                              its upstream has retries, timeouts or outlier */
 } mg_route_t;
 
 struct mg_tls_ctx_s;

@@ -25,6 +25,7 @@
 #include "hooks.h"
 #include "lua_state.h"
 #include "metrics.h"
+#include "outlier.h"
 #include "watch.h"
 
 /* repl.c: evaluates live-REPL input in L (the newest config loaded). */
@@ -388,6 +389,7 @@ int mg_control_reload(mg_control_t *ctl, char **why)
         lua_close(L);
         goto refused;
     }
+    mg_outlier_carry(ctl->gen, gen); /* before any worker runs gen */
     if (mg_workers_reload(ctl->workers, gen, &err) != 0) {
         mg_gen_release(gen);
         lua_close(L);
@@ -551,6 +553,43 @@ static int h_routes(char **body, size_t *len, const char **ctype)
     return reply(&b, 200, body, len, ctype, "application/json");
 }
 
+/* Does upstream i keep the shared counts of outlier.h (an outlier policy,
+ * retries of its own or of a route to it, or a route deadline)? */
+static int upstream_tracked(const mg_config_t *cfg, size_t i)
+{
+    const mg_upstream_t *u = &cfg->upstreams[i];
+    if (u->outlier || u->retries)
+        return 1;
+    for (size_t r = 0; r < cfg->nroutes; r++)
+        if (cfg->routes[r].upstream == (int)i &&
+            (cfg->routes[r].retries || cfg->routes[r].timeouts.total))
+            return 1;
+    return 0;
+}
+
+/* A target's outlier state and counts, for /upstreams. */
+static void target_outlier_json(sbuf_t *b, const mg_outlier_target_t *ot, uint64_t now)
+{
+    uint64_t until = atomic_load(&ot->ejected_until);
+    sb_printf(b, ",\"outlier\":{\"ejected\":%s,\"ejected_for\":%.3f,\"ejections\":%u,"
+                 "\"ejected_total\":%llu,\"attempts\":%llu,\"attempts_while_ejected\":%llu,"
+                 "\"failures\":%llu,\"reason\":",
+              until > now ? "true" : "false", until > now ? (double)(until - now) / 1000 : 0.0,
+              atomic_load(&ot->ejections), (unsigned long long)atomic_load(&ot->ejected_total),
+              (unsigned long long)atomic_load(&ot->attempts),
+              (unsigned long long)atomic_load(&ot->attempts_ejected),
+              (unsigned long long)atomic_load(&ot->failures));
+    if (ot->reason[0] && atomic_load(&ot->ejected_total)) {
+        char why[sizeof(ot->reason)];
+        memcpy(why, ot->reason, sizeof(why)); /* a racy copy, NUL-ended here */
+        why[sizeof(why) - 1] = '\0';
+        sb_json(b, why);
+    } else {
+        sb_printf(b, "null");
+    }
+    sb_printf(b, "}");
+}
+
 static void upstreams_json(mg_control_t *ctl, sbuf_t *b)
 {
     const mg_config_t *cfg = ctl->gen->cfg;
@@ -589,6 +628,8 @@ static void upstreams_json(mg_control_t *ctl, sbuf_t *b)
                 sb_printf(b, ",\"latency_ms\":%.3f",
                           (double)atomic_load_explicit(&lb->t[t].ewma_ns, memory_order_relaxed) /
                               1e6);
+            if (upstream_tracked(cfg, i))
+                target_outlier_json(b, &ctl->gen->outlier[i].targets[t], now);
             if (u->health_path && hs) {
                 /* the control thread's own state: no race here */
                 sb_printf(b, ",\"checks\":{\"state\":\"%s\",\"failed_in_a_row\":%d,"
@@ -603,7 +644,16 @@ static void upstreams_json(mg_control_t *ctl, sbuf_t *b)
             }
             sb_printf(b, "}");
         }
-        sb_printf(b, "]}");
+        sb_printf(b, "]");
+        if (upstream_tracked(cfg, i)) {
+            const mg_outlier_t *o = &ctl->gen->outlier[i];
+            sb_printf(b, ",\"retries\":{\"requests_active\":%lld,\"retrying\":%lld,"
+                         "\"retries\":%llu,\"budget_refused\":%llu}",
+                      (long long)atomic_load(&o->active), (long long)atomic_load(&o->retrying),
+                      (unsigned long long)atomic_load(&o->retries),
+                      (unsigned long long)atomic_load(&o->budget_refused));
+        }
+        sb_printf(b, "}");
     }
     sb_printf(b, "]}\n");
 }
@@ -646,6 +696,70 @@ static void upstream_health_metrics(mg_control_t *ctl, sbuf_t *b)
     }
 }
 
+/* The shared counts of outlier.h, one family at a time (the text format
+ * wants a family's samples together), for the upstreams that keep them. */
+enum { OM_EJECTED, OM_EJECTIONS, OM_ATTEMPTS, OM_ATTEMPTS_EJECTED, OM_FAILURES, OM_TARGET_FAMILIES };
+static const char *const target_families[][3] = {
+    { "moongate_upstream_target_ejected", "gauge", "Target ejected by outlier detection: 1, else 0." },
+    { "moongate_upstream_target_ejections_total", "counter", "Outlier ejections of the target." },
+    { "moongate_upstream_target_attempts_total", "counter", "Tries sent to the target." },
+    { "moongate_upstream_target_attempts_ejected_total", "counter",
+      "Tries sent to the target while it was ejected (no other target was up)." },
+    { "moongate_upstream_target_failures_total", "counter",
+      "Tries on the target that got no answer (connect, reset, timeout)." },
+};
+static const char *const upstream_families[][3] = {
+    { "moongate_upstream_retries_total", "counter", "Retries sent (retries = { ... })." },
+    { "moongate_upstream_retries_budget_refused_total", "counter",
+      "Retries the retry budget refused." },
+    { "moongate_upstream_requests_active", "gauge", "Requests in flight with a retry policy." },
+    { "moongate_upstream_retries_active", "gauge", "Of them, requests being retried." },
+};
+
+static void outlier_metrics(mg_control_t *ctl, sbuf_t *b)
+{
+    const mg_config_t *cfg = ctl->gen->cfg;
+    uint64_t now = uv_hrtime() / 1000000;
+    for (int f = 0; f < OM_TARGET_FAMILIES + 4; f++) {
+        int header = 0;
+        for (size_t i = 0; i < cfg->nupstreams; i++) {
+            if (!upstream_tracked(cfg, i))
+                continue;
+            const char *const *fam = f < OM_TARGET_FAMILIES ? target_families[f]
+                                                             : upstream_families[f - OM_TARGET_FAMILIES];
+            if (!header)
+                sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", fam[0], fam[2], fam[0], fam[1]);
+            header = 1;
+            const mg_outlier_t *o = &ctl->gen->outlier[i];
+            size_t n = mg_metrics_escape_label(NULL, 0, cfg->upstreams[i].name);
+            char *un = malloc(n + 1);
+            if (!un)
+                continue;
+            mg_metrics_escape_label(un, n + 1, cfg->upstreams[i].name);
+            if (f >= OM_TARGET_FAMILIES) {
+                long long v = f == OM_TARGET_FAMILIES       ? (long long)atomic_load(&o->retries)
+                              : f == OM_TARGET_FAMILIES + 1 ? (long long)atomic_load(&o->budget_refused)
+                              : f == OM_TARGET_FAMILIES + 2 ? (long long)atomic_load(&o->active)
+                                                            : (long long)atomic_load(&o->retrying);
+                sb_printf(b, "%s{upstream=\"%s\"} %lld\n", fam[0], un, v);
+            }
+            for (size_t t = 0; f < OM_TARGET_FAMILIES && t < cfg->upstreams[i].ntargets; t++) {
+                const mg_outlier_target_t *ot = &o->targets[t];
+                char tn[300];
+                mg_metrics_escape_label(tn, sizeof(tn), cfg->upstreams[i].targets[t].name);
+                unsigned long long v =
+                    f == OM_EJECTED      ? (unsigned long long)(atomic_load(&ot->ejected_until) > now)
+                    : f == OM_EJECTIONS  ? (unsigned long long)atomic_load(&ot->ejected_total)
+                    : f == OM_ATTEMPTS   ? (unsigned long long)atomic_load(&ot->attempts)
+                    : f == OM_FAILURES   ? (unsigned long long)atomic_load(&ot->failures)
+                                         : (unsigned long long)atomic_load(&ot->attempts_ejected);
+                sb_printf(b, "%s{upstream=\"%s\",target=\"%s\"} %llu\n", fam[0], un, tn, v);
+            }
+            free(un);
+        }
+    }
+}
+
 static char *metrics_text(mg_control_t *ctl, size_t *len)
 {
     sbuf_t b = { 0 };
@@ -661,6 +775,7 @@ static char *metrics_text(mg_control_t *ctl, size_t *len)
               (unsigned long long)ctl->gen->number, mg_hooks_error_total(), ctl->workers->n,
               mg_accesslog_dropped_total());
     upstream_health_metrics(ctl, &b);
+    outlier_metrics(ctl, &b);
     char *text = mg_metrics_render(b.p, len);
     free(b.p);
     return text;

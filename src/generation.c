@@ -8,6 +8,7 @@
 #include <uv.h>
 #include "errlog.h"
 #include "generation.h"
+#include "outlier.h"
 
 /* host:port to an address: numeric at once, a name with getaddrinfo (which
  * blocks: not on a worker's loop). Returns 0 or -1. */
@@ -137,7 +138,7 @@ mg_gen_t *mg_gen_new(mg_config_t *cfg, uint64_t number, const char **err)
     g->cfg = cfg;
     g->number = number;
     atomic_store(&g->refs, 1);
-    if (health_alloc(g) < 0 || resolve_targets(g) < 0) {
+    if (health_alloc(g) < 0 || resolve_targets(g) < 0 || mg_outlier_alloc(g) < 0) {
         *err = "out of memory";
         mg_gen_release(g);
         return NULL;
@@ -157,6 +158,7 @@ void mg_gen_release(mg_gen_t *g)
     for (size_t i = 0; g->lb && i < g->cfg->nupstreams; i++)
         mg_lb_shared_free(&g->lb[i]);
     free(g->lb);
+    mg_outlier_free(g);
     for (size_t i = 0; g->addrs && i < g->cfg->nupstreams; i++)
         free(g->addrs[i]);
     free(g->addrs);

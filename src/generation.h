@@ -42,6 +42,9 @@ struct mg_gen_s {
     /* [upstream]: what its balancer's workers share (balancer.h: the
      * in-flight counts, latency averages, the Maglev table) */
     mg_lb_shared_t *lb;
+    /* [upstream]: what all workers share of each upstream at run time:
+     * outlier ejections, the retry budget's counts (outlier.h) */
+    struct mg_outlier_s *outlier;
 };
 
 typedef struct mg_target_addr_s {

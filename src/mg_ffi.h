@@ -682,6 +682,7 @@ enum {
     MG_FIELD_LIST = 10,   /* a list of min..max items, each read as field
                            * `item`, stored in an array at offset (count at
                            * count_offset) */
+    MG_FIELD_NUMBER = 11, /* a number in [min, max], kept as a double */
 };
 
 /* Field flags. */
@@ -741,9 +742,13 @@ typedef struct mg_ffi_config_field_s {
 
 /* The fields of config object OBJECT ("settings", "limits", "timeouts",
  * "admin", "listen", "tls", "tls_cert", "upstream", "target", "health",
- * "shared_dict", "cache", "redis", "route", "route_header"), in the order
+ * "shared_dict", "cache", "redis", "route", "route_header", "retries", "backoff", "outlier",
+ * "route_timeouts"), in the order
  * of its key list, their number in *N; NULL for an unknown object. Static. */
 const mg_ffi_config_field_t *mg_ffi_config_fields(const char *object, size_t *n);
+/* A retries.on name ("connect", "reset", "timeout", "502", "503", "504"):
+ * its MG_RETRY_ON_* bit (config.h), or -1. */
+int mg_ffi_retry_on_parse(const char *name);
 
 /* ==== CIDR sets (cidr.c) ==== */
 /* (section owned by cidr.c; lua/moongate/ip.lua declares the same)

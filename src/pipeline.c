@@ -23,6 +23,7 @@
 #include "pipeline.h"
 #include "client_addr.h"
 #include "header_names.h"
+#include "retry.h"
 #include "upgrade.h"
 #include "upstream.h"
 #include "uri.h"
@@ -412,6 +413,10 @@ void mg_pipeline_body_read(mg_request_t *r)
     if (r->body_hc) {
         mg_hook_wake_later(r->body_hc, push_body, r);
         r->body_hc = NULL;
+    } else if (r->retry && r->retry->buffering) {
+        /* read whole so that a retry can send it again (retry.h) */
+        r->retry->buffering = 0;
+        r->w->upstream->start(r);
     }
 }
 
@@ -422,6 +427,8 @@ void mg_pipeline_free(mg_request_t *r)
         w->upstream->detach(r->up, 0);
         r->up = NULL;
     }
+    if (r->retry)
+        mg_retry_end(r);
     mg_hooks_release(r);
     mg_cache_release(r);
     mg_request_arena_reset(r);

@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include "upstream.h"
 #include "mg_ffi.h"
+#include "outlier.h"
 #include "tls_client.h"
 
 int mg_pools_init(mg_wgen_t *g)
@@ -189,15 +190,18 @@ int mg_balancer_pick(mg_wgen_t *g, int ui, const mg_request_t *r, int exclude)
     int has_key = r && rt->u->balancer == MG_LB_HASH && mg_lb_key(r, rt->u, &key);
     uint64_t now = uv_now(&g->w->loop);
     const mg_target_health_t *hs = g->gen->health ? g->gen->health[ui] : NULL;
+    const mg_outlier_t *os = rt->u->outlier ? &g->gen->outlier[ui] : NULL;
     for (int pass = 0; pass < 2; pass++) {
         for (size_t i = 0; i < n; i++) {
             const mg_pool_t *p = &rt->pools[i];
             /* first pass: live targets only (not refused lately, not taken
-             * out by health checks); second: any but `exclude` */
+             * out by health checks, not ejected as an outlier); second: any
+             * but `exclude` */
             lb->live[i] = !((int)i == exclude || !p->addr_ok ||
                             (pass == 0 && (p->down_until > now ||
                                            (hs && atomic_load_explicit(&hs[i].down,
-                                                                       memory_order_relaxed)))));
+                                                                       memory_order_relaxed)) ||
+                                           (os && mg_outlier_ejected(os, i, now)))));
         }
         int best = lb->ops->pick(lb, key, has_key);
         if (best >= 0)

@@ -29,27 +29,89 @@
 #include "upgrade.h"
 #include "metrics.h"
 #include "mg_ffi.h"
+#include "outlier.h"
+#include "retry.h"
 
 
 static void up_close(mg_upconn_t *u);
 static void up_parse(mg_upconn_t *u);
 static void up_start_reading(mg_upconn_t *u);
-static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable, int err);
+static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable, unsigned on,
+                      int err);
+static void target_failed(mg_upconn_t *u, int max_fails);
+static void retry_later(mg_request_t *r);
+static void log_retry(const mg_request_t *r, const char *why, int err);
 static void send_head(mg_upconn_t *u);
 
 /* ---- deadlines (same lazy scheme as the client side) ------------------- */
 
 static void on_up_timer(uv_timer_t *t);
 
-static void up_deadline(mg_upconn_t *u, uint64_t ms)
+/* ms, or less: never past the request's deadline (route timeouts.total) */
+static __attribute__((noinline)) uint64_t deadline_clamp(const mg_upconn_t *u, uint64_t now,
+                                                         uint64_t ms)
 {
-    uint64_t now = uv_now(&u->w->loop);
+    uint64_t left = mg_retry_left(u->r, now);
+    return ms < left ? ms : left;
+}
+
+/* u's timer fires ms after now (lazily: a later deadline only is noted) */
+static inline void up_arm(mg_upconn_t *u, uint64_t now, uint64_t ms)
+{
     u->deadline = now + ms;
     if (!u->timer_armed || u->deadline < u->timer_expiry) {
         uv_timer_start(&u->timer, on_up_timer, ms, 0);
         u->timer_armed = 1;
         u->timer_expiry = u->deadline;
     }
+}
+
+static inline void up_deadline(mg_upconn_t *u, uint64_t ms)
+{
+    uint64_t now = uv_now(&u->w->loop);
+    if (u->r && u->r->retry)
+        ms = deadline_clamp(u, now, ms);
+    up_arm(u, now, ms);
+}
+
+/* The timeouts of u's request: its route's (route.timeouts), else its
+ * upstream's; the first byte's wait also at most retries.per_try_timeout.
+ * (A route with timeouts has a retry state on its requests: without one,
+ * the upstream's own apply, at no cost.) */
+enum { WAIT_CONNECT, WAIT_FIRST_BYTE, WAIT_IDLE, WAIT_SEND };
+static uint64_t route_timeout(const mg_upconn_t *u, int which)
+{
+    const mg_route_t *rt = u->r->route;
+    const mg_upstream_t *up = u->pool->u;
+    uint64_t ms = which == WAIT_SEND ? up->send_timeout
+                  : which == WAIT_CONNECT
+                      ? (rt && rt->timeouts.connect ? rt->timeouts.connect : up->connect_timeout)
+                  : which == WAIT_FIRST_BYTE
+                      ? (rt && rt->timeouts.first_byte ? rt->timeouts.first_byte : up->read_timeout)
+                      : (rt && rt->timeouts.idle ? rt->timeouts.idle : up->read_timeout);
+    const mg_retry_policy_t *pol = u->r->retry->pol;
+    if (which == WAIT_FIRST_BYTE && pol && pol->per_try_timeout && pol->per_try_timeout < ms)
+        ms = pol->per_try_timeout;
+    return ms;
+}
+
+/* u's request (there is one) waits to connect, for the upstream to take
+ * what was written, for the first byte of the answer or between two reads
+ * of it. */
+static __attribute__((noinline)) void up_wait_routed(mg_upconn_t *u, uint64_t now, int which)
+{
+    up_arm(u, now, deadline_clamp(u, now, route_timeout(u, which)));
+}
+
+static inline void up_wait(mg_upconn_t *u, int which)
+{
+    uint64_t now = uv_now(&u->w->loop);
+    if (__builtin_expect(u->r->retry != NULL, 0))
+        up_wait_routed(u, now, which);
+    else
+        up_arm(u, now, which == WAIT_CONNECT ? u->pool->u->connect_timeout
+                       : which == WAIT_SEND  ? u->pool->u->send_timeout
+                                             : u->pool->u->read_timeout);
 }
 
 static void on_up_timer(uv_timer_t *t)
@@ -75,13 +137,19 @@ static void on_up_timer(uv_timer_t *t)
         u->r->proto->abort(u->r);
         return;
     }
+    if (u->r->retry && mg_retry_left(u->r, now) == 0) {
+        up_failed(u, 504, "request deadline passed (route timeouts.total)", 0, 0, 0);
+        return;
+    }
     if (!u->got_response_bytes)
-        mg_pool_failed(u->pool); /* no answer at all: counts for max_fails */
-    up_failed(u, 504,
-              u->connected ? "upstream timed out"
-              : u->tls     ? "upstream TLS handshake timed out"
-                           : "upstream connect timed out",
-              0, 0);
+        target_failed(u, 1); /* no answer at all: counts for max_fails */
+    if (!u->connected)
+        up_failed(u, 504, u->tls ? "upstream TLS handshake timed out" : "upstream connect timed out",
+                  0, MG_RETRY_ON_CONNECT, 0);
+    else if (!u->got_response_bytes)
+        up_failed(u, 504, "upstream timed out before the first byte", 0, MG_RETRY_ON_TIMEOUT, 0);
+    else
+        up_failed(u, 504, "upstream timed out between reads (idle)", 0, 0, 0);
 }
 
 /* ---- response parsing --------------------------------------------------- */
@@ -393,7 +461,7 @@ static int upgrade_accepted(mg_upconn_t *u)
 }
 
 /* What the response head means for the exchange. */
-enum { HEAD_BODY, HEAD_INTERIM, HEAD_PAUSED, HEAD_TUNNEL, HEAD_FAILED };
+enum { HEAD_BODY, HEAD_INTERIM, HEAD_PAUSED, HEAD_TUNNEL, HEAD_FAILED, HEAD_RETRY };
 
 /* The whole upstream head is in: act on it (interim answers, upgrades,
  * the cache's revalidation, on_response hooks), then write the client's
@@ -411,6 +479,15 @@ static int on_head(mg_upconn_t *u)
                               * client ahead of any status line */
     mg_pool_answered(u->pool);
     mg_pool_observe(u->pool, r->upstream_start_ns);
+    if (r->retry) {
+        uint64_t us = (uv_hrtime() - r->upstream_start_ns) / 1000;
+        mg_outlier_answer(&r->g->gen->outlier[mg_request_upstream(r)], (size_t)r->target, status,
+                          us, uv_now(&u->w->loop));
+        unsigned on = status == 502 ? MG_RETRY_ON_502 : status == 503 ? MG_RETRY_ON_503
+                    : status == 504 ? MG_RETRY_ON_504 : 0;
+        if (on && mg_retry_allowed(r, on, 1))
+            return HEAD_RETRY; /* this answer is dropped, another target asked */
+    }
     if (status == 101 && !upgrade_accepted(u)) {
         u->h1.err = "a 101 the request did not ask for";
         return HEAD_FAILED; /* 502: no tunnel the client and route did not ask for */
@@ -457,6 +534,10 @@ static void on_resp_complete(mg_upconn_t *u)
     if (mg_cache_capturing(r))
         mg_cache_capture_end(r);
     u->got_response_bytes = 2; /* 2: the whole response arrived */
+    /* timed and counted before its last bytes go to the client (the
+     * caller's out_flush): whoever saw the answer end sees it counted */
+    r->upstream_ns = uv_hrtime() - r->upstream_start_ns;
+    mg_metrics_upstream(r->w->id, u->pool->t->metric_id, u->h1.status, r->upstream_ns / 1000);
 }
 
 /* ---- the connection ----------------------------------------------------- */
@@ -529,7 +610,7 @@ void mg_proxy_detach(mg_upconn_t *u, int reusable)
         up_close(u); /* pool full */
         return;
     }
-    up_deadline(u, u->pool->u->keepalive_timeout);
+    up_arm(u, uv_now(&u->w->loop), u->pool->u->keepalive_timeout);
     up_start_reading(u); /* an idle read means the server closed or misbehaved */
 }
 
@@ -548,8 +629,6 @@ void mg_upconn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
 static void up_finish_response(mg_upconn_t *u, int extra_bytes)
 {
     mg_request_t *r = u->r;
-    r->upstream_ns = uv_hrtime() - r->upstream_start_ns;
-    mg_metrics_upstream(r->w->id, u->pool->t->metric_id, u->h1.status, r->upstream_ns / 1000);
     int reusable = mg_h1_response_reusable(&u->h1, extra_bytes, r->state == MG_RS_WAIT);
     int revalidated = u->revalidated;
     u->requests++;
@@ -563,7 +642,7 @@ static void up_finish_response(mg_upconn_t *u, int extra_bytes)
 }
 
 /* What parsing the bytes in u->buf came to. */
-enum { PARSE_MORE, PARSE_DONE, PARSE_PAUSED, PARSE_TUNNEL, PARSE_FAILED };
+enum { PARSE_MORE, PARSE_DONE, PARSE_PAUSED, PARSE_TUNNEL, PARSE_FAILED, PARSE_RETRY };
 
 /* Parses heads (skipping interim ones) and body from u->buf.parsed on,
  * forwarding as it goes; u->buf.parsed ends past what was consumed. */
@@ -587,8 +666,9 @@ static int parse_response(mg_upconn_t *u)
                 continue;
             }
             if (rc != HEAD_BODY)
-                return rc == HEAD_PAUSED ? PARSE_PAUSED
+                return rc == HEAD_PAUSED   ? PARSE_PAUSED
                        : rc == HEAD_TUNNEL ? PARSE_TUNNEL
+                       : rc == HEAD_RETRY  ? PARSE_RETRY
                                            : PARSE_FAILED;
         }
         const char *data;
@@ -658,11 +738,23 @@ static void up_parse(mg_upconn_t *u)
     case PARSE_PAUSED: stop_reading(u); return; /* until the hook is done */
     case PARSE_DONE: up_finish_response(u, u->buf.parsed < u->buf.len); return;
     case PARSE_TUNNEL: start_tunnel(u); return;
+    case PARSE_RETRY: {
+        int status = u->h1.status;
+        /* an answer, though retried: counted by its class, untimed */
+        mg_metrics_upstream(r->w->id, u->pool->t->metric_id, -status, 0);
+        /* the answer retried is not read on: its connection goes */
+        up_close(u);
+        log_retry(r, status == 502   ? "upstream answered 502"
+                     : status == 503 ? "upstream answered 503"
+                                     : "upstream answered 504", 0);
+        retry_later(r);
+        return;
+    }
     default:
         if (u->hook_failed)
-            up_failed(u, 500, "hook error", 0, 0);
+            up_failed(u, 500, "hook error", 0, 0, 0);
         else
-            up_failed(u, 502, "invalid upstream response", 0, 0);
+            up_failed(u, 502, "invalid upstream response", 0, 0, 0);
     }
 }
 
@@ -670,7 +762,7 @@ void mg_proxy_hook_resumed(mg_upconn_t *u, int result)
 {
     u->hook_paused = 0;
     if (result == MG_HOOK_ERROR) {
-        up_failed(u, 500, "hook error", 0, 0);
+        up_failed(u, 500, "hook error", 0, 0, 0);
         return;
     }
     out_t out;
@@ -681,7 +773,7 @@ void mg_proxy_hook_resumed(mg_upconn_t *u, int result)
     cur_out = NULL;
     if (rc < 0) {
         u->h1.err = "response head too large";
-        up_failed(u, 502, "invalid upstream response", 0, 0);
+        up_failed(u, 502, "invalid upstream response", 0, 0, 0);
         return;
     }
     up_parse(u); /* the body, or the end of a message without one */
@@ -709,13 +801,14 @@ static void up_eof(mg_upconn_t *u, ssize_t nread)
         u->h1.err = mg_upconn_tls_error(u); /* a broken TLS record: OpenSSL's reason */
     int retry = !u->got_response_bytes && u->requests > 0;
     /* a fresh connection closed without an answer counts for max_fails;
-     * a reused one may just have hit the keep-alive race */
-    if (!u->got_response_bytes && u->requests == 0)
-        mg_pool_failed(u->pool);
+     * a reused one may just have hit the keep-alive race (outlier
+     * detection counts both: a streak of them is not a race) */
+    if (!u->got_response_bytes)
+        target_failed(u, u->requests == 0);
     up_failed(u, 502,
               nread == UV_ECONNRESET ? "upstream reset the connection"
                                      : "upstream closed the connection",
-              retry, nread == UV_EOF ? 0 : (int)nread);
+              retry, u->got_response_bytes ? 0 : MG_RETRY_ON_RESET, nread == UV_EOF ? 0 : (int)nread);
 }
 
 static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
@@ -738,7 +831,7 @@ static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     u->got_response_bytes = u->got_response_bytes ? u->got_response_bytes : 1;
     u->buf.len += (uint32_t)nread;
     if (u->tunnel) {
-        up_deadline(u, u->pool->u->read_timeout);
+        up_deadline(u, u->pool->u->read_timeout); /* a tunnel's idle time */
         uv_buf_t out = uv_buf_init(u->buf.data, u->buf.len);
         u->buf.len = 0;
         if (r->proto->send_body(r, &out, 1, 0) < 0)
@@ -749,7 +842,7 @@ static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         }
         return;
     }
-    up_deadline(u, u->pool->u->read_timeout);
+    up_wait(u, WAIT_IDLE);
     up_parse(u);
 }
 
@@ -802,7 +895,7 @@ static int request_out(const mg_request_t *r)
 void mg_proxy_request_sent(mg_upconn_t *u)
 {
     if (u && u->wq.pending == 0)
-        up_deadline(u, u->pool->u->read_timeout);
+        up_wait(u, WAIT_FIRST_BYTE);
     /* else up_drained starts it once the last bytes are out */
 }
 
@@ -813,7 +906,10 @@ static void up_drained(mg_wq_t *q)
     mg_upconn_t *u = mg_container_of(q, mg_upconn_t, wq);
     if (!u->r)
         return;
-    up_deadline(u, request_out(u->r) ? u->pool->u->read_timeout : u->pool->u->send_timeout);
+    if (!request_out(u->r))
+        up_wait(u, WAIT_SEND);
+    else
+        up_wait(u, u->got_response_bytes ? WAIT_IDLE : WAIT_FIRST_BYTE);
     u->r->proto->throttle(u->r, 0);
 }
 
@@ -824,7 +920,8 @@ static void up_write_error(mg_wq_t *q, int status)
         u->r->proto->abort(u->r);
         return;
     }
-    up_failed(u, 502, "upstream write failed", 0, status);
+    up_failed(u, 502, "upstream write failed", 0, u->got_response_bytes ? 0 : MG_RETRY_ON_RESET,
+              status);
 }
 
 int mg_proxy_send_body(mg_upconn_t *u, uv_buf_t *bufs, unsigned n)
@@ -869,7 +966,56 @@ static void log_failure(const mg_request_t *r, int status, const char *why, int 
            r->request_id, mg_cache_can_serve_stale(r) ? "; answered with the stale cached copy" : "");
 }
 
-static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable, int err)
+/* A try on u's target got no answer at all: the shared outlier detection
+ * (outlier.h) hears of it, and the worker's max_fails count when
+ * `max_fails` (not for a reused connection that closed: it may just have
+ * met the keep-alive race, a server closing it as the request went out). */
+static void target_failed(mg_upconn_t *u, int max_fails)
+{
+    if (max_fails)
+        mg_pool_failed(u->pool);
+    mg_request_t *r = u->r;
+    if (r && r->retry)
+        mg_outlier_gateway_failure(&r->g->gen->outlier[mg_request_upstream(r)], (size_t)r->target,
+                                   uv_now(&u->w->loop));
+}
+
+/* The next try: another target than the last when one is up. */
+static void retry_go(mg_request_t *r)
+{
+    int ui = mg_request_upstream(r);
+    const mg_upstream_t *up = &r->g->cfg->upstreams[ui];
+    connect_target(r, up->ntargets > 1 ? mg_balancer_pick(r->g, ui, r, r->target) : r->target);
+}
+
+/* A retry allowed by retry.c: after its backoff (a timer), or at once. */
+static void retry_later(mg_request_t *r)
+{
+    uint64_t ms = mg_retry_backoff(r);
+    if (ms == 0 || mg_retry_wait(r, ms, retry_go) < 0)
+        retry_go(r);
+}
+
+/* A failed try that is retried: an info line, so that an operator sees
+ * what the retries hide from clients. */
+static void log_retry(const mg_request_t *r, const char *why, int err)
+{
+    int ui = mg_request_upstream(r);
+    const mg_upstream_t *up = &r->g->cfg->upstreams[ui];
+    mg_log(MG_LOG_INFO,
+           "worker %d: retrying after try %u of %d: route %s, upstream %s, target %s: %s%s%s%s "
+           "(request %s)\n",
+           r->w->id, r->retry->tries, r->retry->pol->attempts, r->route ? r->route->name : "-",
+           up->name, r->target >= 0 ? up->targets[r->target].name : "-", why, err ? " (" : "",
+           err ? uv_err_name(err) : "", err ? ")" : "", r->request_id);
+}
+
+/* A try failed with `status` (502, 504: logged) because of `why`. With a
+ * retry policy, retry.c decides on its class `on` (MG_RETRY_ON_*, 0: never
+ * retried); without one, a `retryable` failure (the connect, or a reused
+ * connection that died before answering) is tried once more. */
+static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable, unsigned on,
+                      int err)
 {
     mg_request_t *r = u->r;
     if (!r) {
@@ -877,6 +1023,7 @@ static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable
         return;
     }
     int prev = r->target;
+    int sent = u->connected;
     /* the parser's reason goes before the connection does */
     const char *detail = u->h1.err;
     /* an attempt without a whole answer; a hook's error (500) on one the
@@ -885,8 +1032,14 @@ static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable
     up_close(u);
     int ui = mg_request_upstream(r);
     const mg_upstream_t *up = &r->g->cfg->upstreams[ui];
-    if (retryable && r->retries < 1 && !r->body_started && !r->response_started &&
-        r->target_override < 0 && (r->idempotent || !u->connected)) {
+    if (r->retry && r->retry->pol) {
+        if (on && mg_retry_allowed(r, on, sent)) {
+            log_retry(r, why, err);
+            retry_later(r);
+            return;
+        }
+    } else if (retryable && r->retries < 1 && !r->body_started && !r->response_started &&
+               r->target_override < 0 && (r->idempotent || !sent)) {
         r->retries++;
         int ti = up->ntargets > 1 ? mg_balancer_pick(r->g, ui, r, prev) : prev;
         connect_target(r, ti);
@@ -906,9 +1059,9 @@ static void on_tls_ready(mg_upconn_t *u, const char *err)
     if (u->closing)
         return;
     if (err) {
-        mg_pool_failed(u->pool);
+        target_failed(u, 1);
         u->h1.err = err; /* the log line's detail */
-        up_failed(u, 502, "upstream TLS handshake failed", 1, 0);
+        up_failed(u, 502, "upstream TLS handshake failed", 1, MG_RETRY_ON_CONNECT, 0);
         return;
     }
     u->connected = 1;
@@ -921,18 +1074,18 @@ static void on_connect(uv_connect_t *req, int status)
     if (u->closing)
         return;
     if (status < 0) {
-        mg_pool_failed(u->pool);
+        target_failed(u, 1);
         up_failed(u, 502,
                   status == UV_ECONNREFUSED ? "upstream refused the connection"
                                             : "upstream connect failed",
-                  1, status);
+                  1, MG_RETRY_ON_CONNECT, status);
         return;
     }
     uv_tcp_nodelay(&u->tcp, 1);
     int tls = mg_upconn_tls_start(u, on_tls_ready); /* the connect timeout covers it */
     if (tls != 0) {
         if (tls < 0)
-            up_failed(u, 502, "upstream TLS setup failed", 1, tls);
+            up_failed(u, 502, "upstream TLS setup failed", 1, MG_RETRY_ON_CONNECT, tls);
         return;
     }
     u->connected = 1;
@@ -966,8 +1119,19 @@ mg_upconn_t *mg_upconn_new(mg_pool_t *p)
 
 static void connect_target(mg_request_t *r, int ti)
 {
-    mg_pool_t *p = &r->g->ups[mg_request_upstream(r)].pools[ti];
+    int ui = mg_request_upstream(r);
+    mg_pool_t *p = &r->g->ups[ui].pools[ti];
     r->target = ti;
+    if (r->retry) {
+        uint64_t now = uv_now(&r->w->loop);
+        r->retry->tries++;
+        if (r->retry->deadline && mg_retry_left(r, now) == 0) {
+            log_failure(r, 504, "request deadline passed (route timeouts.total)", 0, NULL);
+            mg_pipeline_upstream_failed(r, 504, "request deadline passed (route timeouts.total)");
+            return;
+        }
+        mg_outlier_attempt(&r->g->gen->outlier[ui], (size_t)ti, now);
+    }
     mg_upconn_t *u = mg_pool_take_idle(p);
     if (u) {
         up_bind(u, r);
@@ -990,11 +1154,11 @@ static void connect_target(mg_request_t *r, int ti)
     u->connect_req.data = u;
     int rc = uv_tcp_connect(&u->connect_req, &u->tcp, (struct sockaddr *)&p->addr, on_connect);
     if (rc < 0) {
-        mg_pool_failed(p);
-        up_failed(u, 502, "upstream connect failed", 1, rc);
+        target_failed(u, 1);
+        up_failed(u, 502, "upstream connect failed", 1, MG_RETRY_ON_CONNECT, rc);
         return;
     }
-    up_deadline(u, p->u->connect_timeout);
+    up_wait(u, WAIT_CONNECT);
 }
 
 
@@ -1287,7 +1451,7 @@ static long build_request_head(mg_upconn_t *u)
     head_t h = { .w = u->w };
     const char *why = write_request_head(&h, u);
     if (why) {
-        up_failed(u, 502, why, 0, 0);
+        up_failed(u, 502, why, 0, 0, 0);
         return -1;
     }
     return (long)h.len;
@@ -1361,18 +1525,55 @@ static void send_head(mg_upconn_t *u)
     mg_request_t *r = u->r;
     r->upstream_start_ns = uv_hrtime();
     if (mg_upconn_write(u, &b, 1) < 0) {
-        up_failed(u, 502, "upstream write failed", u->requests > 0, 0);
+        up_failed(u, 502, "upstream write failed", u->requests > 0, MG_RETRY_ON_RESET, 0);
         return;
     }
     /* read_timeout once the body is out too (mg_proxy_request_sent) */
-    up_deadline(u, u->pool->u->send_timeout);
+    up_wait(u, WAIT_SEND);
     up_start_reading(u);
     r->proto->resume_body(r);
+}
+
+/* The route's retries (else the upstream's) and deadline: the retry state
+ * (retry.h), and a body read whole first when a retry may replay it.
+ * Returns 0 to go on, 1 when r waits for its body, -1 when answered. */
+static int retry_begin(mg_request_t *r, int ui)
+{
+    const mg_upstream_t *up = &r->g->cfg->upstreams[ui];
+    const mg_retry_policy_t *pol = r->route && r->route->retries ? r->route->retries : up->retries;
+    uint64_t total = r->route ? r->route->timeouts.total : 0;
+    if (!mg_retry_begin(r, pol, &r->g->gen->outlier[ui], total)) {
+        mg_pipeline_upstream_failed(r, 503, "out of memory");
+        return -1;
+    }
+    if (!mg_retry_buffer_body(r))
+        return 0;
+    r->retry->buffering = 1;
+    r->state = MG_RS_BUFFER; /* mg_pipeline_body_read starts r again */
+    if (r->proto->read_body(r) < 0) {
+        r->retry->buffering = 0;
+        r->state = MG_RS_UPSTREAM; /* streamed instead, and not replayed */
+        return 0;
+    }
+    return 1;
+}
+
+/* Does r keep a retry state (retries, timeouts, outlier detection)? Its
+ * route says, unless a hook sent it to another upstream. */
+static int wants_retry_state(const mg_request_t *r, int ui)
+{
+    const mg_route_t *rt = r->route;
+    if (rt && r->upstream_override < 0)
+        return rt->retry_state;
+    const mg_upstream_t *up = &r->g->cfg->upstreams[ui];
+    return up->retries || up->outlier || (rt && rt->retry_state);
 }
 
 void mg_proxy_start(mg_request_t *r)
 {
     int ui = mg_request_upstream(r);
+    if (__builtin_expect(wants_retry_state(r, ui), 0) && !r->retry && retry_begin(r, ui) != 0)
+        return;
     int ti = r->target_override >= 0 ? r->target_override : mg_balancer_pick(r->g, ui, r, -1);
     connect_target(r, ti);
 }

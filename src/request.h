@@ -274,6 +274,8 @@ struct mg_request_s {
     uint8_t xff_trusted;       /* the connection's client is a trusted proxy:
                                   its X-Forwarded-For list goes on upstream */
     uint8_t xff_drop;          /* it is not: its X-Forwarded-For is dropped */
+    /* retries and the deadline (retry.h), NULL without either */
+    struct mg_retry_s *retry;
 
     /* Not cleared between requests (mg_request_init zeroes up to here). */
     mg_edit_t req_edits[MG_MAX_EDITS];

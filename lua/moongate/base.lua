@@ -267,6 +267,13 @@ function _M.value_check(f, K)
             end
             return nil, expected
         end
+    elseif kind == K.FIELD_NUMBER then
+        return function(v)
+            if type(v) == "number" and v >= lo and v <= hi then
+                return v
+            end
+            return nil, expected
+        end
     elseif kind == K.FIELD_INT then
         return function(v)
             if is_int(v) and v >= lo and v <= hi then

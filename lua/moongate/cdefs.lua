@@ -160,6 +160,7 @@ typedef struct mg_ffi_config_field_s {
     int flags;
 } mg_ffi_config_field_t;
 const mg_ffi_config_field_t *mg_ffi_config_fields(const char *object, size_t *n);
+int mg_ffi_retry_on_parse(const char *name);
 int mg_ffi_host_kind(const char *s, size_t len);
 ]]
 
@@ -182,7 +183,7 @@ _M.KIT_CHECKS, _M.KIT_ROUTED = 1, 2
 _M.EDIT_SET, _M.EDIT_ADD, _M.EDIT_REMOVE = 1, 2, 3
 _M.FIELD_SIZE, _M.FIELD_TIME, _M.FIELD_INT, _M.FIELD_BOOL = 1, 2, 3, 4
 _M.FIELD_OTHER, _M.FIELD_SECONDS, _M.FIELD_ENUM, _M.FIELD_STRING = 5, 6, 7, 8
-_M.FIELD_OBJECT, _M.FIELD_LIST = 9, 10
+_M.FIELD_OBJECT, _M.FIELD_LIST, _M.FIELD_NUMBER = 9, 10, 11
 _M.FIELD_REQUIRED, _M.FIELD_UNIQUE, _M.FIELD_ALLOC, _M.FIELD_INTERNAL = 1, 2, 4, 8
 _M.STR_BAD, _M.STR_VALUE, _M.STR_FILE = -1, 0, 1
 _M.HOST_BAD, _M.HOST_IPV4, _M.HOST_IPV6, _M.HOST_NAME = 0, 1, 2, 3

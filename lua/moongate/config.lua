@@ -476,6 +476,8 @@ local UPSTREAM, TARGET, HEALTH = schema("upstream"), schema("target"),
 local UPSTREAM_TLS = schema("upstream_tls")
 local SHARED_DICT, CACHE = schema("shared_dict"), schema("cache")
 local ADMIN, LISTEN, ROUTE = schema("admin"), schema("listen"), schema("route")
+local RETRIES, BACKOFF = schema("retries"), schema("backoff")
+local OUTLIER, ROUTE_TIMEOUTS = schema("outlier"), schema("route_timeouts")
 local TLS = schema("tls")
 -- a header name (also an Upgrade token): src/header_names.c's rule, lower-cased
 local HEADER_NAME = CACHE.item_checks.vary
@@ -680,6 +682,78 @@ function decl.listen(d, t)
     end
 end
 
+-- A table option `v` of `what` checked against schema `sc`: its fields
+-- (defaults filled in), or nil after an error.
+local function object_option(d, v, sc, what, example)
+    if type(v) ~= "table" then
+        err(d, "%s must be a table like %s, got %s", what, example, describe(v))
+        return nil
+    end
+    check_keys(d, v, sc.keys, what)
+    local out = copy(sc.defaults)
+    fields(d, v, out, sc, what)
+    return out
+end
+
+local RETRY_ON = 'must be a list of "connect", "reset", "timeout", ' ..
+    '"502", "503", "504"'
+
+-- retries = { attempts, on, per_try_timeout, backoff = { base, max, jitter },
+-- budget, min_retries, non_idempotent, body } of a route or an upstream;
+-- src/retry.c applies it, the names of `on` are config.c's.
+local function retries_option(d, v, what)
+    local r = object_option(d, v, RETRIES, what, "{ attempts = 3 }")
+    if not r then
+        return nil
+    end
+    r.on = { "connect", "reset", "502", "503" }
+    if v.on ~= nil then
+        local on, ok = v.on, type(v.on) == "table" and v.on[1] ~= nil
+        for k, name in pairs(ok and on or {}) do
+            if not (is_int(k) and k >= 1 and k <= #on) or type(name) ~= "string"
+                or find(name, "%z") or C.mg_ffi_retry_on_parse(name) < 0 then
+                ok = false
+            end
+        end
+        if ok then
+            r.on = copy(on)
+        else
+            err(d, "%s.on %s, got %s", what, RETRY_ON, describe(on))
+        end
+    end
+    r.backoff = copy(BACKOFF.defaults)
+    if v.backoff ~= nil then
+        r.backoff = object_option(d, v.backoff, BACKOFF, what .. ".backoff",
+                                  "{ base = 0.025, max = 0.25 }") or r.backoff
+    end
+    if r.backoff.max < r.backoff.base then
+        err(d, "%s.backoff.max must be at least backoff.base (%g s), got %g s",
+            what, r.backoff.base / 1000, r.backoff.max / 1000)
+    end
+    return r
+end
+
+-- outlier = { consecutive_5xx, consecutive_gateway_failures,
+-- latency_factor, base_ejection_time, max_ejection_time,
+-- max_ejection_percent } of an upstream (src/outlier.c).
+local function outlier_option(d, v)
+    local o = object_option(d, v, OUTLIER, "upstream.outlier",
+                            "{ consecutive_5xx = 5 }")
+    if not o then
+        return nil
+    end
+    if o.latency_factor ~= 0 and o.latency_factor <= 1 then
+        err(d, "upstream.outlier.latency_factor must be 0 (off) or above 1 " ..
+            "(e.g. 5: five times the others' latency), got %s",
+            describe(v.latency_factor))
+    end
+    if o.max_ejection_time < o.base_ejection_time then
+        err(d, "upstream.outlier.max_ejection_time must be at least " ..
+            "base_ejection_time (%g s)", o.base_ejection_time / 1000)
+    end
+    return o
+end
+
 -- upstream.tls: true (the defaults: verify against the system bundle,
 -- SNI and the checked name from each target's host) or { verify, ca, sni,
 -- cert, key, min_version, ciphers }. The files are read (and checked)
@@ -873,6 +947,12 @@ function decl.upstream(d, name, targets, opts, ...)
             -- upstream.health: active checks, { path = "/health", interval
             -- = 5, timeout = 2, fall = 3, rise = 2 }; src/health.c runs them
             u.health = field(d, opts, "health", "upstream", UPSTREAM.checks.health)
+            if opts.retries ~= nil then
+                u.retries = retries_option(d, opts.retries, "upstream.retries")
+            end
+            if opts.outlier ~= nil then
+                u.outlier = outlier_option(d, opts.outlier)
+            end
             if opts.tls ~= nil then
                 u.tls = upstream_tls(d, opts.tls)
             end
@@ -1243,6 +1323,17 @@ function decl.route(d, t)
             "(rewrite already gives the whole upstream path)")
     end
     r.max_body = field(d, t, "max_body", "route", ROUTE.checks.max_body)
+    if t.retries ~= nil then
+        r.retries = retries_option(d, t.retries, "route.retries")
+    end
+    if t.timeouts ~= nil then
+        r.timeouts = object_option(d, t.timeouts, ROUTE_TIMEOUTS,
+                                   "route.timeouts", "{ total = 10 }")
+    end
+    if (t.retries ~= nil or t.timeouts ~= nil) and r.handler then
+        err(d, "route.retries and route.timeouts need an upstream: a " ..
+            "handler route's answers are made by Lua")
+    end
     if t.cache ~= nil then
         r.cache = route_cache(d, t.cache)
         if r.cache and r.handler then

@@ -40,6 +40,12 @@ gw.upstream("svc", { "{{A}}", "{{B}}" })
 gw.upstream("gone", { "{{DEAD}}" })
 gw.route { path = "/svc/**", upstream = "svc" }
 gw.route { path = "/gone/**", upstream = "gone" }
+-- retries and outlier detection: their series are in the promtool check too
+gw.upstream("tried", { "{{A}}", "{{DEAD}}" }, {
+    retries = { attempts = 2, on = { "connect" } },
+    outlier = { consecutive_gateway_failures = 3 },
+})
+gw.route { path = "/tried/**", upstream = "tried" }
 ]]):format(admin), { vars = { A = ups.a, B = ups.b, DEAD = dead }, workers = 1 })
     end)
 
@@ -123,7 +129,12 @@ scrape_configs:
     end)
 
     it("passes promtool check metrics", function()
-        local f = h.tmpfile("metrics.txt", metrics())
+        for _ = 1, 4 do assert.equal(200, h.http(gw.port, { path = "/tried/x" }).status) end
+        local text = metrics()
+        assert.truthy(text:find("moongate_upstream_retries_total", 1, true))
+        -- a try refused by the dead target is retried on a: all four end there
+        assert.equal(4, value(text, R .. labels("tried", ups.a.addr, ',code_class="2xx"')))
+        local f = h.tmpfile("metrics.txt", text)
         local out = h.sh("promtool check metrics < " .. h.shq(f) .. " 2>&1; echo rc=$?")
         assert.equal("rc=0\n", out)
     end)

@@ -326,6 +326,7 @@ local function spawn_upstream(opts)
     local name = opts.name or "up"
     local cmd = fmt("exec %s -u %s --port %d --name %s --delay %g", shq(python_bin()),
         shq(_M.UPSTREAM_PY), port, shq(name), opts.delay or 0)
+    if opts.ids then cmd = cmd .. " --ids " .. shq(opts.ids) end
     local control
     if opts.tls then -- HTTPS: { cert =, key =, client_ca = }; stats on a plain port
         control = _M.free_port()
@@ -1223,7 +1224,8 @@ local LOAD_PY = (debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or ".") .. 
 local nloads = 0
 
 -- Starts load.py in the background with o = { ports, paths, headers, rate,
--- duration, conns, count_header, timeline }; returns a function that waits
+-- duration, conns, count_header, timeline, method, body_size, timeout };
+-- returns a function that waits
 -- for it and returns its decoded report.
 function _M.load_start(o)
     nloads = nloads + 1
@@ -1236,6 +1238,9 @@ function _M.load_start(o)
                           o.duration or 5, o.conns or 20)
     if o.count_header then args[#args + 1] = "--count-header " .. shq(o.count_header) end
     if o.timeline then args[#args + 1] = "--timeline" end
+    if o.method then args[#args + 1] = "--method " .. shq(o.method) end
+    if o.timeout then args[#args + 1] = fmt("--timeout %g", o.timeout) end
+    if o.body_size then args[#args + 1] = fmt("--body-size %d", o.body_size) end
     local started = now()
     os.execute(fmt("%s %s >%s 2>&1 &", shq(python_bin()), concat(args, " "), shq(out)))
     return function()

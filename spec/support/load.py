@@ -9,6 +9,8 @@ request (t from the start, seconds).
 Request k is due at start + k / rate; a connection takes the next due
 request when it is free, so the offered rate holds as long as answers come
 back within conns / rate seconds. Paths in --path rotate per request.
+--method and --body-size N send that method with an N-byte body
+(Content-Length).
 """
 import argparse
 import asyncio
@@ -27,6 +29,8 @@ def parse_args():
     p.add_argument("--count-header", default=None)
     p.add_argument("--timeout", type=float, default=5)
     p.add_argument("--timeline", action="store_true")
+    p.add_argument("--method", default="GET")
+    p.add_argument("--body-size", type=int, default=0)
     return p.parse_args()
 
 
@@ -64,8 +68,11 @@ async def main():
     paths = a.path or ["/"]
     count_header = a.count_header.lower() if a.count_header else None
     extra = "".join(h + "\r\n" for h in a.header)
-    reqs = [("GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n" % (p, extra))
-            .encode() for p in paths]
+    if a.body_size:
+        extra += "Content-Length: %d\r\n" % a.body_size
+    body = b"x" * a.body_size
+    reqs = [("%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n" % (a.method, p, extra))
+            .encode() + body for p in paths]
     total = int(a.rate * a.duration)
     loop = asyncio.get_running_loop()
     start = loop.time() + 0.05

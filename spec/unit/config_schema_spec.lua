@@ -296,3 +296,31 @@ describe("config schema: positional values (MG_FIELD_INTERNAL)", function()
         assert.truthy(tostring(e):find("dict must be a shared dict name", 1, true), e)
     end)
 end)
+
+describe("config schema: retries, outlier and route timeouts", function()
+    it("fills in the defaults of config.c's tables, times in ms", function()
+        local cfg = assert(load_text('gw.listen { port = 8080 }\n' ..
+            'gw.upstream("u", { "127.0.0.1:1" }, { retries = {}, outlier = {} })\n' ..
+            'gw.route { path = "/a", upstream = "u", timeouts = { total = 1.5 } }\n'))
+        local u = cfg.upstreams[1]
+        assert.same({ attempts = 2, on = { "connect", "reset", "502", "503" },
+                      per_try_timeout = 0, backoff = { base = 25, max = 250, jitter = true },
+                      budget = 0.2, min_retries = 3, non_idempotent = false, body = 65536 },
+                    u.retries)
+        assert.same({ consecutive_5xx = 5, consecutive_gateway_failures = 3, latency_factor = 0,
+                      base_ejection_time = 10000, max_ejection_time = 300000,
+                      max_ejection_percent = 50 }, u.outlier)
+        assert.same({ connect = 0, first_byte = 0, idle = 0, total = 1500 }, cfg.routes[1].timeouts)
+    end)
+
+    it("knows retries.on's names from C (mg_ffi_retry_on_parse)", function()
+        for i, name in ipairs { "connect", "reset", "timeout", "502", "503", "504" } do
+            assert.equal(2 ^ (i - 1), cdefs.C.mg_ffi_retry_on_parse(name))
+        end
+        assert.equal(-1, cdefs.C.mg_ffi_retry_on_parse("500"))
+        local _, errs = load_text('gw.listen { port = 8080 }\n' ..
+            'gw.upstream("u", { "127.0.0.1:1" }, { retries = { on = { "connect", "5xx" } } })\n')
+        assert.truthy(errs[1]:find(':3: upstream.retries.on must be a list of "connect"', 1, true),
+                      errs[1])
+    end)
+end)

@@ -40,7 +40,7 @@ end
 
 local ROUTE_KEYS = "(valid: name, path, upstream, handler, methods, host, " ..
     "headers, listen, strip_prefix, rewrite, max_body, policies, cache, " ..
-    "upgrades, escaped_slashes)"
+    "upgrades, escaped_slashes, retries, timeouts)"
 
 
 describe("config normalisation", function()
@@ -251,7 +251,7 @@ describe("config errors", function()
             ":4: unknown key 'keepalve' in gw.upstream options (did you " ..
                 "mean 'keepalive'? valid: keepalive, keepalive_timeout, " ..
                 "connect_timeout, send_timeout, read_timeout, fail_timeout, forwarded, " ..
-                "request_id, override_headers, health, max_fails, balancer, hash, tls)",
+                "request_id, override_headers, health, max_fails, balancer, hash, tls, retries, outlier)",
             ":5: unknown key 'pth' in gw.route (did you mean 'path'? " ..
                 ROUTE_KEYS:sub(2),
             ':5: route.path is required (a pattern like "/orders/**")',

@@ -25,6 +25,14 @@ typedef struct mg_route_header_s {
     char *value;
 } mg_route_header_t;]] },
     { "config.h", "typedef struct mg_route_cache_s mg_route_cache_t;" },
+    { "config.h", "typedef struct mg_retry_policy_s mg_retry_policy_t;" },
+    { "config.h", [[
+typedef struct mg_route_timeouts_s {
+    uint64_t connect;
+    uint64_t first_byte;
+    uint64_t idle;
+    uint64_t total;
+} mg_route_timeouts_t;]] },
     { "config.h", [[
 typedef struct mg_route_s {
     char *name;
@@ -47,6 +55,9 @@ typedef struct mg_route_s {
     int index;
     int line;
     int escaped_slashes;
+    mg_retry_policy_t *retries;
+    mg_route_timeouts_t timeouts;
+    int retry_state;
 } mg_route_t;]] },
     { "router.h", "typedef struct mg_router_s mg_router_t;" },
     { "router.h", [[
