@@ -1237,8 +1237,11 @@ static void conv_upstreams(conv_t *cv, int cfg_t, mg_config_t *cfg)
             continue;
         conv_fields(cv, t, what, "upstream", u); /* name, targets, health, ... */
         for (size_t j = 0; j < u->ntargets; j++)
-            if (u->targets[j].host != NULL)
+            if (u->targets[j].host != NULL) {
                 u->targets[j].name = target_name(cv, u->targets[j].host, u->targets[j].port);
+                if (u->name && u->targets[j].name)
+                    u->targets[j].metric_id = mg_metrics_target_id(u->name, u->targets[j].name);
+            }
         conv_hash(cv, t, what, u);
         lua_getfield(cv->L, t, "tls");
         int has_tls = lua_istable(cv->L, -1);

@@ -20,6 +20,7 @@ typedef struct mg_target_s {
     uint16_t port;
     int weight;          /* >= 1 */
     char *name;          /* "host:port", for logs */
+    uint32_t metric_id;  /* metrics.h target id of (upstream, name) */
 } mg_target_t;
 
 /* What a failed try may be retried on (retries.on; names: config.c). */

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include "errlog.h"
@@ -29,6 +30,7 @@
 #include "header_names.h"
 #include "lua_route.h"
 #include "lua_state.h"
+#include "metrics.h"
 #include "worker.h"
 
 struct mg_hook_co_s {
@@ -47,6 +49,8 @@ struct mg_hook_co_s {
     uint8_t dropped;        /* no request will resume it again */
     uint8_t over_budget;    /* abandoned by the budget hook (it yielded) */
     int budget_ref;         /* then: its message and traceback (registry) */
+    uint64_t wait_since;    /* uv_hrtime when it began its current wait */
+    uint64_t waited_ns;     /* all its waits so far: mg_ffi_hook_clock leaves them out */
 };
 
 static _Thread_local mg_worker_t *current_worker;
@@ -193,6 +197,7 @@ static void co_put(mg_hook_co_t *hc)
     mg_lua_worker_t *lw = hc->lw;
     hc->r = NULL;
     hc->waiting = 0;
+    hc->wait_since = 0; /* a wait that was cancelled */
     lua_settop(hc->co, 0);
     hc->next_free = lw->free_cos;
     lw->free_cos = hc;
@@ -287,6 +292,8 @@ static int co_resume(mg_hook_co_t *hc, int nargs)
     }
     int code = (int)lua_tointeger(hc->co, 1);
     hc->waiting = code == MG_HOOK_WAIT;
+    if (hc->waiting) /* a clock read only on the wait path */
+        hc->wait_since = uv_hrtime();
     return code;
 }
 
@@ -418,6 +425,10 @@ int mg_hooks_run(mg_request_t *r, int phase)
 static void wake(mg_hook_co_t *hc, int nargs)
 {
     mg_request_t *r = hc->r;
+    if (hc->wait_since) {
+        hc->waited_ns += uv_hrtime() - hc->wait_since;
+        hc->wait_since = 0;
+    }
     /* the answer a hook gives may end r (and close its connection) */
     const mg_proto_t *p = r ? r->proto : NULL;
     void *conn = r ? r->conn : NULL;
@@ -541,6 +552,36 @@ void mg_ffi_log(int level, const char *msg, size_t len)
 void mg_ffi_hook_error_count(void)
 {
     atomic_fetch_add(&hook_errors, 1);
+}
+
+/* ---- FFI: hook metrics (moongate_hook_seconds_total) --------------------
+ * The clock is the running coroutine's own: uv_hrtime() less the time it
+ * spent waiting (gw.sleep, gw.http, ...), so that a hook's cost is its Lua
+ * run's wall time, not the I/O it waited on. A double of nanoseconds: no
+ * boxed 64-bit cdata for the JIT to allocate. */
+static inline double hook_clock(void)
+{
+    /* CLOCK_MONOTONIC, as uv_hrtime (waited_ns) reads it, without its
+     * wrapper: this runs twice per hook */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    mg_hook_co_t *hc = current_lw ? current_lw->running : NULL;
+    return (double)((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec -
+                    (hc ? hc->waited_ns : 0));
+}
+
+double mg_ffi_hook_clock(void) { return hook_clock(); }
+
+void mg_ffi_hook_spent(uint32_t hook_id, double since)
+{
+    double ns = hook_clock() - since;
+    if (current_worker)
+        mg_metrics_hook(current_worker->id, hook_id, ns > 0 ? (uint64_t)ns : 0);
+}
+
+uint32_t mg_ffi_hook_metric_id(const char *phase, const char *policy)
+{
+    return mg_metrics_hook_id(phase, policy);
 }
 
 unsigned long long mg_hooks_error_total(void)

@@ -31,6 +31,18 @@
  * shard cannot lose a count. Statuses outside 100..999 are counted as "0".
  * A route that sees more than STATUS_SLOTS distinct statuses in one worker
  * counts the further ones by class: label "4xx", "5xx", ...
+ *
+ * Targets. Each (upstream name, target "host:port") pair of a config gets a
+ * target id at config load (mg_metrics_target_id, under the mutex, like
+ * route ids; they survive reloads). Id 0 is the "(other)" pair that every
+ * pair beyond MAX_TARGETS-1 shares. A target's stats (a latency histogram
+ * and counts by status class) live in chunks of CHUNK_TARGETS ids per
+ * shard, allocated and published like the route chunks, so that
+ * mg_metrics_upstream takes no lock and never allocates either.
+ *
+ * Hooks. (phase, policy) pairs get hook ids the same way (at most
+ * MAX_HOOKS, id 0 "(other)"); each shard holds a fixed array of their
+ * call and time counters, added to by mg_metrics_hook.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -54,6 +66,10 @@
 #define CACHE_LINE 64
 #define CACHE_RESULTS 7 /* cache.h's MG_CACHE_HIT..REVALIDATED, [0] stored */
 #define COUNT_MASK ((UINT64_C(1) << 48) - 1)
+#define MAX_TARGETS 1024
+#define CHUNK_TARGETS 32
+#define NTCHUNKS (MAX_TARGETS / CHUNK_TARGETS)
+#define MAX_HOOKS 256
 
 /* Upper bounds (le) of the histogram buckets, in microseconds and as the
  * label text. The last bucket (+Inf) has no bound. */
@@ -80,6 +96,24 @@ typedef struct hist_s {
     _Atomic uint64_t sum_us;
 } hist_t;
 
+/* One target's upstream attempts: the latency of those that got a whole
+ * answer, and every attempt by class: [1..9] the answer's status / 100,
+ * [0] no answer ("error": connect, TLS, timeout, reset, malformed). */
+typedef struct target_stats_s {
+    hist_t latency;
+    _Atomic uint64_t cls[NCLASSES];
+} target_stats_t;
+
+typedef struct tchunk_s {
+    target_stats_t t[CHUNK_TARGETS];
+} tchunk_t;
+
+/* One (phase, policy) pair's hook runs: calls that returned, and the
+ * nanoseconds they ran (hooks.c's clock: waits left out). */
+typedef struct hook_stats_s {
+    _Atomic uint64_t calls, ns;
+} hook_stats_t;
+
 /* One worker's counters. Allocated with aligned_alloc(CACHE_LINE) and a
  * size rounded up to whole lines: no line is shared with another shard. */
 typedef struct shard_s {
@@ -88,6 +122,8 @@ typedef struct shard_s {
     hist_t total;
     hist_t upstream;
     _Atomic(chunk_t *) chunks[NCHUNKS]; /* written under `lock` only */
+    _Atomic(tchunk_t *) tchunks[NTCHUNKS]; /* likewise */
+    hook_stats_t hooks[MAX_HOOKS];         /* by hook id (4 KiB) */
 } shard_t;
 
 /* Process-wide state. `names`, `nnames`, the name hash and `shards`
@@ -101,6 +137,13 @@ static shard_t **shards;
 static int nshards;
 static _Atomic uint64_t reloads_ok, reloads_failed;
 static _Atomic uint64_t tls_ok, tls_failed;
+/* By target id: upstream and target names (strdup'd, but for id 0's),
+ * under `lock`. */
+static const char *tnames[MAX_TARGETS][2] = { [0] = { OTHER_NAME, OTHER_NAME } };
+static uint32_t ntnames = 1; /* next target id to hand out */
+/* By hook id: phase and policy names, like tnames. */
+static const char *hnames[MAX_HOOKS][2] = { [0] = { OTHER_NAME, OTHER_NAME } };
+static uint32_t nhnames = 1;
 
 /* Upstream TLS handshakes by (upstream, failed, what): few distinct ones,
  * counted under `lock` (once per new connection, never per request); past
@@ -149,6 +192,76 @@ static int ensure_chunk(uint32_t id)
     return 0;
 }
 
+/* ensure_chunk for the chunk of target id `id`. */
+static int ensure_tchunk(uint32_t id)
+{
+    uint32_t k = id / CHUNK_TARGETS;
+    for (int w = 0; w < nshards; w++) {
+        if (atomic_load_explicit(&shards[w]->tchunks[k], memory_order_relaxed))
+            continue;
+        tchunk_t *c = alloc_lines(sizeof(tchunk_t));
+        if (!c)
+            return -ENOMEM;
+        atomic_store_explicit(&shards[w]->tchunks[k], c, memory_order_release);
+    }
+    return 0;
+}
+
+/* Interns the pair (a, b) into `tab` (pairs of strdup'd names, `*n` in
+ * use, `max` slots, slot 0 the shared "(other)"). Under `lock`. A config
+ * has a few hundred pairs at most, interned once per load: a linear search
+ * is enough. Returns the id; 0 when the table is full or out of memory. */
+static uint32_t intern_pair(const char *(*tab)[2], uint32_t *n, uint32_t max, const char *a,
+                            const char *b)
+{
+    for (uint32_t i = 1; i < *n; i++)
+        if (!strcmp(tab[i][0], a) && !strcmp(tab[i][1], b))
+            return i;
+    if (*n >= max)
+        return 0;
+    char *ca = strdup(a), *cb = strdup(b);
+    if (!ca || !cb) {
+        free(ca);
+        free(cb);
+        return 0;
+    }
+    tab[*n][0] = ca;
+    tab[*n][1] = cb;
+    return (*n)++;
+}
+
+static void forget_pairs(const char *(*tab)[2], uint32_t *n)
+{
+    for (uint32_t i = 1; i < *n; i++) {
+        free((char *)tab[i][0]);
+        free((char *)tab[i][1]);
+        tab[i][0] = tab[i][1] = NULL;
+    }
+    *n = 1;
+}
+
+uint32_t mg_metrics_target_id(const char *upstream, const char *target)
+{
+    if (!upstream || !target)
+        return 0;
+    pthread_mutex_lock(&lock);
+    uint32_t id = intern_pair(tnames, &ntnames, MAX_TARGETS, upstream, target);
+    if (id)
+        (void)ensure_tchunk(id); /* out of memory: counted under "(other)" */
+    pthread_mutex_unlock(&lock);
+    return id;
+}
+
+uint32_t mg_metrics_hook_id(const char *phase, const char *policy)
+{
+    if (!phase || !policy)
+        return 0;
+    pthread_mutex_lock(&lock);
+    uint32_t id = intern_pair(hnames, &nhnames, MAX_HOOKS, phase, policy);
+    pthread_mutex_unlock(&lock);
+    return id;
+}
+
 uint32_t mg_metrics_route_id(const char *name)
 {
     if (!name || !*name)
@@ -189,6 +302,8 @@ static void free_shards(void)
     for (int w = 0; w < nshards; w++) {
         for (int k = 0; k < NCHUNKS; k++)
             free(atomic_load_explicit(&shards[w]->chunks[k], memory_order_relaxed));
+        for (int k = 0; k < NTCHUNKS; k++)
+            free(atomic_load_explicit(&shards[w]->tchunks[k], memory_order_relaxed));
         free(shards[w]);
     }
     free(shards);
@@ -226,6 +341,8 @@ int mg_metrics_init(int nworkers)
     for (uint32_t k = 0; k * CHUNK_ROUTES < nnames; k++)
         rc = rc ? rc : ensure_chunk(k * CHUNK_ROUTES);
     rc = rc ? rc : ensure_chunk(OTHER_ID);
+    for (uint32_t k = 0; k * CHUNK_TARGETS < ntnames; k++) /* with id 0, "(other)" */
+        rc = rc ? rc : ensure_tchunk(k * CHUNK_TARGETS);
     if (rc)
         free_shards();
 out:
@@ -245,6 +362,8 @@ void mg_metrics_free(void)
     }
     memset(hash, 0, sizeof(hash));
     nnames = 1;
+    forget_pairs(tnames, &ntnames);
+    forget_pairs(hnames, &nhnames);
     atomic_store(&reloads_ok, 0);
     atomic_store(&reloads_failed, 0);
     atomic_store(&tls_ok, 0);
@@ -307,6 +426,36 @@ void mg_metrics_request(int w, uint32_t route_id, int status, uint64_t total_us,
     observe(&s->total, total_us);
     if (upstream_us > 0)
         observe(&s->upstream, upstream_us);
+}
+
+void mg_metrics_upstream(int w, uint32_t target_id, int status, uint64_t us)
+{
+    if (w < 0 || w >= nshards)
+        return;
+    shard_t *s = shards[w];
+    if (target_id >= MAX_TARGETS)
+        target_id = 0;
+    tchunk_t *c = atomic_load_explicit(&s->tchunks[target_id / CHUNK_TARGETS], memory_order_acquire);
+    if (!c) {
+        target_id = 0;
+        c = atomic_load_explicit(&s->tchunks[0], memory_order_acquire);
+    }
+    target_stats_t *ts = &c->t[target_id % CHUNK_TARGETS];
+    int timed = status > 0;
+    status = status < 0 ? -status : status;
+    atomic_fetch_add_explicit(&ts->cls[status >= 100 && status <= 999 ? status / 100 : 0], 1,
+                              memory_order_relaxed);
+    if (timed && status >= 100 && status <= 999)
+        observe(&ts->latency, us);
+}
+
+void mg_metrics_hook(int w, uint32_t hook_id, uint64_t ns)
+{
+    if (w < 0 || w >= nshards)
+        return;
+    hook_stats_t *hs = &shards[w]->hooks[hook_id < MAX_HOOKS ? hook_id : 0];
+    atomic_fetch_add_explicit(&hs->calls, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&hs->ns, ns, memory_order_relaxed);
 }
 
 void mg_metrics_connections(int w, int delta)
@@ -458,23 +607,119 @@ static void put_label(sbuf_t *b, const char *s)
     free(big);
 }
 
-static void put_hist(sbuf_t *b, const char *name, const char *help, size_t off)
+/* Sums histogram `off` (its offset from a shard's start) over shards. */
+static void sum_hist(size_t off, uint64_t *bucket, uint64_t *sum_us)
 {
-    uint64_t bucket[NBUCKETS] = { 0 }, sum_us = 0, cum = 0;
     for (int w = 0; w < nshards; w++) {
-        hist_t *h = (hist_t *)((char *)shards[w] + off);
+        const hist_t *h = (const hist_t *)((const char *)shards[w] + off);
         for (int i = 0; i < NBUCKETS; i++)
             bucket[i] += atomic_load_explicit(&h->bucket[i], memory_order_relaxed);
-        sum_us += atomic_load_explicit(&h->sum_us, memory_order_relaxed);
+        *sum_us += atomic_load_explicit(&h->sum_us, memory_order_relaxed);
     }
-    putf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+}
+
+/* `name` then `{upstream="..",target=".."` for target id `id` (escaped),
+ * the brace left open. */
+static void put_target_series(sbuf_t *b, const char *name, uint32_t id)
+{
+    puts_(b, name);
+    puts_(b, "{upstream=\"");
+    put_label(b, tnames[id][0]);
+    puts_(b, "\",target=\"");
+    put_label(b, tnames[id][1]);
+    puts_(b, "\"");
+}
+
+/* The sample lines of one histogram (bucket counts not cumulative); with
+ * `id` >= 0, labelled with that target. */
+static void put_hist_lines(sbuf_t *b, const char *name, long id, const uint64_t *bucket,
+                           uint64_t sum_us)
+{
+    char series[128];
+    uint64_t cum = 0;
     for (int i = 0; i < NBUCKETS; i++) {
         cum += bucket[i];
-        putf(b, "%s_bucket{le=\"%s\"} %llu\n", name, bucket_le[i], (unsigned long long)cum);
+        snprintf(series, sizeof(series), "%s_bucket", name);
+        if (id >= 0) {
+            put_target_series(b, series, (uint32_t)id);
+            putf(b, ",le=\"%s\"} %llu\n", bucket_le[i], (unsigned long long)cum);
+        } else {
+            putf(b, "%s{le=\"%s\"} %llu\n", series, bucket_le[i], (unsigned long long)cum);
+        }
     }
     /* exact decimal seconds from integer microseconds */
-    putf(b, "%s_sum %llu.%06llu\n%s_count %llu\n", name, (unsigned long long)(sum_us / 1000000),
-         (unsigned long long)(sum_us % 1000000), name, (unsigned long long)cum);
+    const char *part[2] = { "_sum", "_count" };
+    for (int k = 0; k < 2; k++) {
+        snprintf(series, sizeof(series), "%s%s", name, part[k]);
+        if (id >= 0) {
+            put_target_series(b, series, (uint32_t)id);
+            puts_(b, "} ");
+        } else {
+            putf(b, "%s ", series);
+        }
+        if (k == 0)
+            putf(b, "%llu.%06llu\n", (unsigned long long)(sum_us / 1000000),
+                 (unsigned long long)(sum_us % 1000000));
+        else
+            putf(b, "%llu\n", (unsigned long long)cum);
+    }
+}
+
+static void put_hist(sbuf_t *b, const char *name, const char *help, size_t off)
+{
+    uint64_t bucket[NBUCKETS] = { 0 }, sum_us = 0;
+    sum_hist(off, bucket, &sum_us);
+    putf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    put_hist_lines(b, name, -1, bucket, sum_us);
+}
+
+/* Per target, in target id order (config order): the latency histogram
+ * and the attempts by status class, for the targets that had any. Under
+ * `lock`. */
+static void put_targets(sbuf_t *b)
+{
+    static const char *const hist = "moongate_upstream_request_duration_seconds";
+    static const char *const resp = "moongate_upstream_responses_total";
+    putf(b, "# HELP %s Time from sending a request to a target to the end of its answer.\n"
+            "# TYPE %s histogram\n", hist, hist);
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1)
+            putf(b, "# HELP %s Attempts on a target, by the answer's status class "
+                    "(error: no answer).\n# TYPE %s counter\n", resp, resp);
+        for (uint32_t id = 0; id < ntnames; id++) {
+            uint64_t bucket[NBUCKETS] = { 0 }, sum_us = 0, cls[NCLASSES] = { 0 }, any = 0;
+            size_t off = offsetof(tchunk_t, t) + (id % CHUNK_TARGETS) * sizeof(target_stats_t);
+            for (int w = 0; w < nshards; w++) {
+                const char *c = (const char *)atomic_load_explicit(
+                    &shards[w]->tchunks[id / CHUNK_TARGETS], memory_order_acquire);
+                if (!c)
+                    continue;
+                const target_stats_t *ts = (const target_stats_t *)(c + off);
+                for (int i = 0; i < NBUCKETS; i++)
+                    bucket[i] += atomic_load_explicit(&ts->latency.bucket[i], memory_order_relaxed);
+                sum_us += atomic_load_explicit(&ts->latency.sum_us, memory_order_relaxed);
+                for (int i = 0; i < NCLASSES; i++) {
+                    cls[i] += atomic_load_explicit(&ts->cls[i], memory_order_relaxed);
+                    any |= cls[i];
+                }
+            }
+            if (!any)
+                continue;
+            if (pass == 0) {
+                put_hist_lines(b, hist, id, bucket, sum_us);
+                continue;
+            }
+            for (int i = 1; i <= NCLASSES; i++) { /* 1xx..9xx, then error */
+                if (!cls[i % NCLASSES])
+                    continue;
+                put_target_series(b, resp, id);
+                if (i < NCLASSES)
+                    putf(b, ",code_class=\"%dxx\"} %llu\n", i, (unsigned long long)cls[i]);
+                else
+                    putf(b, ",code_class=\"error\"} %llu\n", (unsigned long long)cls[0]);
+            }
+        }
+    }
 }
 
 /* Under `lock`. */
@@ -556,6 +801,40 @@ static void put_requests(sbuf_t *b, uint32_t *ids, uint64_t *counts)
     }
 }
 
+/* moongate_hook_calls_total and moongate_hook_seconds_total, per hook id
+ * that ran (in id order). Under `lock`. */
+static void put_hooks(sbuf_t *b)
+{
+    static const char *const names_[2] = { "moongate_hook_calls_total",
+                                            "moongate_hook_seconds_total" };
+    static const char *const help[2] = {
+        "Hook calls that returned, by phase and policy.",
+        "Time hooks ran (wall clock of the Lua run, waits left out), by phase and policy.",
+    };
+    for (int k = 0; k < 2; k++) {
+        putf(b, "# HELP %s %s\n# TYPE %s counter\n", names_[k], help[k], names_[k]);
+        for (uint32_t id = 0; id < nhnames; id++) {
+            uint64_t calls = 0, ns = 0;
+            for (int w = 0; w < nshards; w++) {
+                calls += atomic_load_explicit(&shards[w]->hooks[id].calls, memory_order_relaxed);
+                ns += atomic_load_explicit(&shards[w]->hooks[id].ns, memory_order_relaxed);
+            }
+            if (!calls)
+                continue;
+            puts_(b, names_[k]);
+            puts_(b, "{phase=\"");
+            put_label(b, hnames[id][0]);
+            puts_(b, "\",policy=\"");
+            put_label(b, hnames[id][1]);
+            if (k == 0)
+                putf(b, "\"} %llu\n", (unsigned long long)calls);
+            else
+                putf(b, "\"} %llu.%09llu\n", (unsigned long long)(ns / 1000000000),
+                     (unsigned long long)(ns % 1000000000));
+        }
+    }
+}
+
 char *mg_metrics_render(const char *extra, size_t *len)
 {
     sbuf_t b = { 0 };
@@ -575,6 +854,8 @@ char *mg_metrics_render(const char *extra, size_t *len)
     put_hist(&b, "moongate_upstream_duration_seconds",
              "Time spent waiting for upstreams, for requests that reached one.",
              offsetof(shard_t, upstream));
+    put_targets(&b);
+    put_hooks(&b);
     int64_t conns = 0;
     uint64_t cache[CACHE_RESULTS] = { 0 };
     for (int w = 0; w < nshards; w++) {

@@ -19,9 +19,25 @@ void mg_metrics_free(void);
  * 0 is "no route". */
 uint32_t mg_metrics_route_id(const char *name);
 
+/* Id of an (upstream name, target "host:port") pair, like a route id
+ * (takes the lock: config load only). 0 is the shared "(other)" pair. */
+uint32_t mg_metrics_target_id(const char *upstream, const char *target);
+
+/* Id of a (phase, policy) pair of hooks, likewise (0: "(other)"). */
+uint32_t mg_metrics_hook_id(const char *phase, const char *policy);
+
 /* From worker `w` (0-based): one finished request. */
 void mg_metrics_request(int w, uint32_t route_id, int status, uint64_t total_us,
                         uint64_t upstream_us);
+/* From worker `w`: an attempt on target `target_id` ended, with a whole
+ * answer of `status` after `us` microseconds from sending its head, or
+ * with none (status 0: connect, TLS, timeout, reset, malformed answer).
+ * A negative status counts an answer of -status by class only, untimed
+ * (the gateway dropped it: an on_response hook failed). */
+void mg_metrics_upstream(int w, uint32_t target_id, int status, uint64_t us);
+/* From worker `w`: a hook of hook id `hook_id` returned after running
+ * `ns` nanoseconds. */
+void mg_metrics_hook(int w, uint32_t hook_id, uint64_t ns);
 /* From worker `w`: client connections opened (+1) / closed (-1). */
 void mg_metrics_connections(int w, int delta);
 /* From the control thread: a reload ended. */

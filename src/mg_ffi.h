@@ -320,6 +320,13 @@ int mg_ffi_worker_id(void);
 int mg_ffi_sleep(double seconds);
 void mg_ffi_log(int level, const char *msg, size_t len);
 void mg_ffi_hook_error_count(void);
+/* Hook metrics (metrics.h): the running coroutine's clock in nanoseconds
+ * (monotonic, less the time it waited); a hook of hook id `hook_id` that
+ * began at `since` returned (one call and its time, into this worker's
+ * shard); the hook id of (phase, policy), at init. */
+double mg_ffi_hook_clock(void);
+void mg_ffi_hook_spent(uint32_t hook_id, double since);
+uint32_t mg_ffi_hook_metric_id(const char *phase, const char *policy);
 /* 1 when the Lua running on this thread is a worker's hook or handler past
  * its time budget (moongate.budget's xpcall then skips the user's handler),
  * else 0. */

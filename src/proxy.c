@@ -27,6 +27,7 @@
 #include "hooks.h"
 #include "errlog.h"
 #include "upgrade.h"
+#include "metrics.h"
 #include "mg_ffi.h"
 #include "outlier.h"
 #include "retry.h"
@@ -533,6 +534,10 @@ static void on_resp_complete(mg_upconn_t *u)
     if (mg_cache_capturing(r))
         mg_cache_capture_end(r);
     u->got_response_bytes = 2; /* 2: the whole response arrived */
+    /* timed and counted before its last bytes go to the client (the
+     * caller's out_flush): whoever saw the answer end sees it counted */
+    r->upstream_ns = uv_hrtime() - r->upstream_start_ns;
+    mg_metrics_upstream(r->w->id, u->pool->t->metric_id, u->h1.status, r->upstream_ns / 1000);
 }
 
 /* ---- the connection ----------------------------------------------------- */
@@ -624,7 +629,6 @@ void mg_upconn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
 static void up_finish_response(mg_upconn_t *u, int extra_bytes)
 {
     mg_request_t *r = u->r;
-    r->upstream_ns = uv_hrtime() - r->upstream_start_ns;
     int reusable = mg_h1_response_reusable(&u->h1, extra_bytes, r->state == MG_RS_WAIT);
     int revalidated = u->revalidated;
     u->requests++;
@@ -736,6 +740,8 @@ static void up_parse(mg_upconn_t *u)
     case PARSE_TUNNEL: start_tunnel(u); return;
     case PARSE_RETRY: {
         int status = u->h1.status;
+        /* an answer, though retried: counted by its class, untimed */
+        mg_metrics_upstream(r->w->id, u->pool->t->metric_id, -status, 0);
         /* the answer retried is not read on: its connection goes */
         up_close(u);
         log_retry(r, status == 502   ? "upstream answered 502"
@@ -1020,6 +1026,9 @@ static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable
     int sent = u->connected;
     /* the parser's reason goes before the connection does */
     const char *detail = u->h1.err;
+    /* an attempt without a whole answer; a hook's error (500) on one the
+     * target did give counts by the answer's status, with no latency */
+    mg_metrics_upstream(r->w->id, u->pool->t->metric_id, status == 500 ? -u->h1.status : 0, 0);
     up_close(u);
     int ui = mg_request_upstream(r);
     const mg_upstream_t *up = &r->g->cfg->upstreams[ui];
@@ -1131,6 +1140,7 @@ static void connect_target(mg_request_t *r, int ti)
         return;
     }
     if (!p->addr_ok) {
+        mg_metrics_upstream(r->w->id, p->t->metric_id, 0, 0);
         log_failure(r, 502, "upstream address does not resolve", 0, NULL);
         mg_pipeline_upstream_failed(r, 502, "upstream address does not resolve");
         return;

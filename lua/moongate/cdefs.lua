@@ -111,6 +111,9 @@ int mg_ffi_worker_id(void);
 int mg_ffi_sleep(double seconds);
 void mg_ffi_log(int level, const char *msg, size_t len);
 void mg_ffi_hook_error_count(void);
+double mg_ffi_hook_clock(void);
+void mg_ffi_hook_spent(uint32_t hook_id, double since);
+uint32_t mg_ffi_hook_metric_id(const char *phase, const char *policy);
 int mg_ffi_budget_over(void);
 int mg_ffi_timer_start(int id, double after, double every);
 int mg_ffi_http_request(const char *method, size_t mlen, const char *url, size_t ulen,

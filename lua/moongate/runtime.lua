@@ -943,14 +943,22 @@ local route_access = {}    -- [route index] = { policy, ... } with on_request
 local route_response = {}  -- [route index] = { policy, ... } with on_response
 local route_log = {}       -- [route index] = { policy, ... } with on_log
 local route_info = {}      -- [route index] = { name=, path=, upstream= }
+-- Hook ids for moongate_hook_seconds_total / _calls_total (src/metrics.c),
+-- parallel to the above: global_id[name], route_*_id[route index][i].
+local global_id, route_access_id, route_response_id, route_log_id = {}, {}, {}, {}
 
 local function bad_return(fname, v)
     error(fmt("%s returned %s: a hook returns nothing or gw.respond(...)",
               fname, type(v) == "string" and fmt("%q", v) or type(v)), 0)
 end
 
-local function call(req, fname, fn, a, b, c)
+-- Calls hook fn, timed under hook id `id` (moongate_hook_seconds_total):
+-- the coroutine's clock (waits left out) around it; a hook that raises is
+-- not counted (its error is). Returns whether the hook answered.
+local function timed(req, fname, fn, id, a, b, c)
+    local t0 = C.mg_ffi_hook_clock()
     local v = fn(a, b, c)
+    C.mg_ffi_hook_spent(id, t0)
     if v ~= nil and v ~= RESPONDED_MARK then bad_return(fname, v) end
     return rawget(req, "_responded")
 end
@@ -961,38 +969,39 @@ end
 -- chain of five policies (cors, ip, key_auth, jwt, limit) passed it, so
 -- its trace aborted on every request ("loop unroll limit reached") and
 -- the chain ran in the interpreter.
-local function policy_call(req, p, key, fname, res)
+local function policy_call(req, p, id, key, fname, res)
     local answered
     if res then
-        answered = call(req, fname, p[key], req, res, p)
+        answered = timed(req, fname, p[key], id, req, res, p)
     else
-        answered = call(req, fname, p[key], req, p)
+        answered = timed(req, fname, p[key], id, req, p)
     end
     return answered
 end
 
--- Runs the hooks KEY of a route's policies (LIST, never empty) in order;
--- with STOP, returns true as soon as one answered. The first six are
--- called without a loop: a loop here becomes a trace of its own, and where
--- it lands in the trace tree (so what a request costs) varied from process
--- to process; a chain of bundled policies (cors, ip, key_auth, jwt, limit:
--- the bench's W6) is five long, and with three unrolled its loop was
--- blacklisted and run by the interpreter (~2,500 instructions a request).
-local function run_policies(req, list, key, fname, res, stop)
+-- Runs the hooks KEY of a route's policies (LIST, never empty; IDS their
+-- hook ids) in order; with STOP, returns true as soon as one answered. The
+-- first six are called without a loop: a loop here becomes a trace of its
+-- own, and where it lands in the trace tree (so what a request costs)
+-- varied from process to process; a chain of bundled policies (cors, ip,
+-- key_auth, jwt, limit: the bench's W6) is five long, and with three
+-- unrolled its loop was blacklisted and run by the interpreter (~2,500
+-- instructions a request).
+local function run_policies(req, list, ids, key, fname, res, stop)
     local n = #list
-    if policy_call(req, list[1], key, fname, res) and stop then return true end
+    if policy_call(req, list[1], ids[1], key, fname, res) and stop then return true end
     if n < 2 then return false end
-    if policy_call(req, list[2], key, fname, res) and stop then return true end
+    if policy_call(req, list[2], ids[2], key, fname, res) and stop then return true end
     if n < 3 then return false end
-    if policy_call(req, list[3], key, fname, res) and stop then return true end
+    if policy_call(req, list[3], ids[3], key, fname, res) and stop then return true end
     if n < 4 then return false end
-    if policy_call(req, list[4], key, fname, res) and stop then return true end
+    if policy_call(req, list[4], ids[4], key, fname, res) and stop then return true end
     if n < 5 then return false end
-    if policy_call(req, list[5], key, fname, res) and stop then return true end
+    if policy_call(req, list[5], ids[5], key, fname, res) and stop then return true end
     if n < 6 then return false end
-    if policy_call(req, list[6], key, fname, res) and stop then return true end
+    if policy_call(req, list[6], ids[6], key, fname, res) and stop then return true end
     for i = 7, n do
-        if policy_call(req, list[i], key, fname, res) and stop then return true end
+        if policy_call(req, list[i], ids[i], key, fname, res) and stop then return true end
     end
     return false
 end
@@ -1002,23 +1011,29 @@ end
 local function run_phase(req, res, phase, ri)
     if phase == P_REQUEST then
         local fn = global.on_request
-        return fn and call(req, "on_request", fn, req)
+        return fn and timed(req, "on_request", fn, global_id.on_request, req)
     elseif phase == P_ROUTE then
         local fn = global.on_route
-        return fn and call(req, "on_route", fn, req, ri and route_info[ri] or nil)
+        return fn and timed(req, "on_route", fn, global_id.on_route, req,
+                            ri and route_info[ri] or nil)
     elseif phase == P_ACCESS then
         local list = ri and route_access[ri]
-        return list and run_policies(req, list, "on_request", "policy on_request", nil, true)
+        return list and run_policies(req, list, route_access_id[ri], "on_request",
+                                     "policy on_request", nil, true)
             or false
     elseif phase == P_TIMER then
         return timer_phase(ri)
     elseif phase == P_RESPONSE or phase == P_LOG then
         local key = phase == P_RESPONSE and "on_response" or "on_log"
         local pname = phase == P_RESPONSE and "policy on_response" or "policy on_log"
-        local list = ri and (phase == P_RESPONSE and route_response or route_log)[ri]
-        if list then run_policies(req, list, key, pname, res, false) end
+        local resp = phase == P_RESPONSE
+        local list = ri and (resp and route_response or route_log)[ri]
+        if list then
+            run_policies(req, list, (resp and route_response_id or route_log_id)[ri], key,
+                         pname, res, false)
+        end
         local fn = global[key]
-        if fn then call(req, key, fn, req, res) end
+        if fn then timed(req, key, fn, global_id[key], req, res) end
         return false
     end
     error("unknown phase " .. tostring(phase))
@@ -1137,8 +1152,9 @@ function _M.init(cfg, worker_id)
         C.mg_ffi_timer_start(t[1], t[2], t[3])
     end
     pending = {}
-    global = {}
+    global, global_id = {}, {}
     route_access, route_response, route_log, route_info = {}, {}, {}, {}
+    route_access_id, route_response_id, route_log_id = {}, {}, {}
     local gmask = 0
     local hooks = cfg.hooks or {}
     local phases = { on_request = P_REQUEST, on_route = P_ROUTE,
@@ -1146,6 +1162,7 @@ function _M.init(cfg, worker_id)
     for name, phase in pairs(phases) do
         if type(hooks[name]) == "function" then
             global[name] = hooks[name]
+            global_id[name] = C.mg_ffi_hook_metric_id(name, "(global)")
             gmask = gmask + bit(phase)
         end
     end
@@ -1157,15 +1174,23 @@ function _M.init(cfg, worker_id)
                            upstream = up and up.name or nil }
         local m = 0
         local acc, resp, log = {}, {}, {}
+        local acc_id, resp_id, log_id = {}, {}, {}
         for _, p in ipairs(r.policies or {}) do
             if type(p) == "function" then p = { on_request = p } end
-            if type(p.on_request) == "function" then acc[#acc + 1] = p end
-            if type(p.on_response) == "function" then resp[#resp + 1] = p end
-            if type(p.on_log) == "function" then log[#log + 1] = p end
+            -- the metrics' policy label: its name (bounded: from the config)
+            local pname = type(p.name) == "string" and p.name or "(unnamed)"
+            local function add(list, ids, key)
+                if type(p[key]) ~= "function" then return end
+                list[#list + 1] = p
+                ids[#ids + 1] = C.mg_ffi_hook_metric_id(key, pname)
+            end
+            add(acc, acc_id, "on_request")
+            add(resp, resp_id, "on_response")
+            add(log, log_id, "on_log")
         end
-        if #acc > 0 then route_access[ri] = acc; m = m + bit(P_ACCESS) end
-        if #resp > 0 then route_response[ri] = resp; m = m + bit(P_RESPONSE) end
-        if #log > 0 then route_log[ri] = log; m = m + bit(P_LOG) end
+        if #acc > 0 then route_access[ri] = acc; route_access_id[ri] = acc_id; m = m + bit(P_ACCESS) end
+        if #resp > 0 then route_response[ri] = resp; route_response_id[ri] = resp_id; m = m + bit(P_RESPONSE) end
+        if #log > 0 then route_log[ri] = log; route_log_id[ri] = log_id; m = m + bit(P_LOG) end
         masks[i] = m
     end
     return gmask, masks

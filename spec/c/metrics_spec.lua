@@ -10,6 +10,10 @@ uint32_t mg_metrics_route_id(const char *name);
 void mg_metrics_request(int w, uint32_t route_id, int status, uint64_t total_us,
                         uint64_t upstream_us);
 void mg_metrics_connections(int w, int delta);
+uint32_t mg_metrics_target_id(const char *upstream, const char *target);
+void mg_metrics_upstream(int w, uint32_t target_id, int status, uint64_t us);
+uint32_t mg_metrics_hook_id(const char *phase, const char *policy);
+void mg_metrics_hook(int w, uint32_t hook_id, uint64_t ns);
 void mg_metrics_reload(int ok);
 char *mg_metrics_render(const char *extra, size_t *len);
 size_t mg_metrics_escape_label(char *out, size_t cap, const char *s);
@@ -250,6 +254,120 @@ describe("metrics", function()
             assert.same({ 0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2 },
                 buckets(t, U))
             assert.truthy(t:find("\n" .. U .. "_sum 0.252000\n", 1, true))
+        end)
+    end)
+
+    describe("per target", function()
+        local H = "moongate_upstream_request_duration_seconds"
+        local R = "moongate_upstream_responses_total"
+        local LE = { "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025",
+                     "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf" }
+        local function labels(u, t) return ('{upstream="%s",target="%s"'):format(u, t) end
+        local function buckets(t, u, target)
+            local out = {}
+            for i, le in ipairs(LE) do
+                out[i] = value(t, H .. "_bucket" .. labels(u, target) .. ',le="' .. le .. '"}')
+            end
+            return out
+        end
+
+        it("gives each (upstream, target) pair its own stable id", function()
+            local a = lib.mg_metrics_target_id("svc", "10.0.0.1:80")
+            local b = lib.mg_metrics_target_id("svc", "10.0.0.2:80")
+            local c = lib.mg_metrics_target_id("other", "10.0.0.1:80")
+            assert.is_true(a > 0 and b > 0 and c > 0 and a ~= b and b ~= c and a ~= c)
+            assert.equal(a, lib.mg_metrics_target_id("svc", "10.0.0.1:80"))
+            assert.equal(0, lib.mg_metrics_target_id(nil, "x:1"))
+        end)
+
+        it("has HELP and TYPE lines and no series before any attempt", function()
+            lib.mg_metrics_target_id("svc", "10.0.0.1:80")
+            local t = render()
+            assert.truthy(t:find("# TYPE " .. H .. " histogram\n", 1, true))
+            assert.truthy(t:find("# TYPE " .. R .. " counter\n", 1, true))
+            assert.same({}, samples(t, H .. "_bucket{"))
+            assert.same({}, samples(t, R .. "{"))
+        end)
+
+        it("sums workers into buckets and status classes per target", function()
+            local a = lib.mg_metrics_target_id("svc", "10.0.0.1:80")
+            local b = lib.mg_metrics_target_id("svc", "10.0.0.2:80")
+            lib.mg_metrics_upstream(0, a, 200, 400)      -- le 0.0005
+            lib.mg_metrics_upstream(1, a, 204, 3000)     -- le 0.005
+            lib.mg_metrics_upstream(1, a, 503, 20000000) -- +Inf
+            lib.mg_metrics_upstream(0, a, 0, 0)          -- no answer: error, untimed
+            lib.mg_metrics_upstream(0, b, 404, 1000)     -- le 0.001
+            lib.mg_metrics_upstream(1, b, -200, 0)       -- dropped answer: class, untimed
+            local t = render()
+            assert.same({ 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 3 },
+                buckets(t, "svc", "10.0.0.1:80"))
+            assert.equal(3, value(t, H .. "_count" .. labels("svc", "10.0.0.1:80") .. "}"))
+            assert.truthy(t:find("\n" .. H .. "_sum" .. labels("svc", "10.0.0.1:80") ..
+                "} 20.003400\n", 1, true))
+            assert.same({ 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1 },
+                buckets(t, "svc", "10.0.0.2:80"))
+            assert.same({
+                R .. labels("svc", "10.0.0.1:80") .. ',code_class="2xx"} 2',
+                R .. labels("svc", "10.0.0.1:80") .. ',code_class="5xx"} 1',
+                R .. labels("svc", "10.0.0.1:80") .. ',code_class="error"} 1',
+                R .. labels("svc", "10.0.0.2:80") .. ',code_class="2xx"} 1',
+                R .. labels("svc", "10.0.0.2:80") .. ',code_class="4xx"} 1',
+            }, samples(t, R .. "{"))
+        end)
+
+        it("escapes upstream names and counts unknown ids under (other)", function()
+            local id = lib.mg_metrics_target_id('a"b', "h:1")
+            lib.mg_metrics_upstream(0, id, 200, 10)
+            lib.mg_metrics_upstream(1, 5000, 200, 10) -- out of range
+            local t = render()
+            assert.equal(1, value(t, R .. labels('a\\"b', "h:1") .. ',code_class="2xx"}'))
+            assert.equal(1, value(t, R .. labels("(other)", "(other)") .. ',code_class="2xx"}'))
+        end)
+
+        it("puts pairs beyond the table into (other)", function()
+            local ids = {}
+            for i = 1, 1030 do ids[i] = lib.mg_metrics_target_id("u", "t" .. i) end
+            assert.is_true(ids[1023] > 0)
+            assert.equal(0, ids[1024])
+            lib.mg_metrics_upstream(0, ids[1030], 200, 10)
+            lib.mg_metrics_upstream(1, ids[1023], 200, 10)
+            local t = render()
+            assert.equal(1, value(t, R .. labels("(other)", "(other)") .. ',code_class="2xx"}'))
+            assert.equal(1, value(t, R .. labels("u", "t1023") .. ',code_class="2xx"}'))
+        end)
+    end)
+
+    describe("hooks", function()
+        local C = "moongate_hook_calls_total"
+        local S = "moongate_hook_seconds_total"
+        local function hl(phase, policy) return ('{phase="%s",policy="%s"}'):format(phase, policy) end
+
+        it("sums calls and exact seconds over workers per (phase, policy)", function()
+            local jwt = lib.mg_metrics_hook_id("on_request", "jwt")
+            local glob = lib.mg_metrics_hook_id("on_log", "(global)")
+            assert.is_true(jwt > 0 and glob > 0 and jwt ~= glob)
+            assert.equal(jwt, lib.mg_metrics_hook_id("on_request", "jwt"))
+            assert.is_true(lib.mg_metrics_hook_id("on_response", "jwt") ~= jwt)
+            lib.mg_metrics_hook(0, jwt, 1500)
+            lib.mg_metrics_hook(1, jwt, 1000000000)
+            lib.mg_metrics_hook(1, glob, 7)
+            local t = render()
+            assert.truthy(t:find("# TYPE " .. C .. " counter\n", 1, true))
+            assert.truthy(t:find("# TYPE " .. S .. " counter\n", 1, true))
+            assert.equal(2, value(t, C .. hl("on_request", "jwt")))
+            assert.truthy(t:find("\n" .. S .. hl("on_request", "jwt") .. " 1.000001500\n", 1, true))
+            assert.equal(1, value(t, C .. hl("on_log", "(global)")))
+            assert.is_nil(value(t, C .. hl("on_response", "jwt"))) -- never ran
+        end)
+
+        it("puts pairs beyond the table and bad ids into (other)", function()
+            local ids = {}
+            for i = 1, 260 do ids[i] = lib.mg_metrics_hook_id("on_request", "p" .. i) end
+            assert.is_true(ids[255] > 0)
+            assert.equal(0, ids[256])
+            lib.mg_metrics_hook(0, ids[260], 10)
+            lib.mg_metrics_hook(0, 9999, 10)
+            assert.equal(2, value(render(), C .. hl("(other)", "(other)")))
         end)
     end)
 
