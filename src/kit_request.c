@@ -40,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "compress.h"
 #include "request.h"
 #include "upstream.h"
 #include "worker.h"
@@ -317,6 +318,7 @@ void mg_ffi_kit_request_free(mg_request_t *r)
         free(k->w->scratch);
     free(k->w);
     free(k->send);
+    mg_compress_release(r);
     mg_request_arena_reset(r);
     free(r->headers);
     free(r->scratch);

@@ -118,6 +118,27 @@ int mg_ffi_lb_pick(mg_lb_t *lb, int exclude, int has_key, uint64_t key);
 void mg_ffi_lb_acquire(mg_lb_t *lb, int i);
 void mg_ffi_lb_release(mg_lb_t *lb, int i);
 void mg_ffi_lb_observe(mg_lb_t *lb, int i, uint64_t ns);
+/* ==== moongate.compression (compress.c) ====
+ * A policy's options, made at load and freed with its Lua state:
+ * gzip_level 1-9 (0: no gzip), brotli_quality 0-11 (-1: no brotli),
+ * brotli_window its lgwin 10-24, min_size a known length below which an
+ * answer goes as it is, types a comma-separated list of lower-case media
+ * types (a subtype "*" for a whole type); the policy checked them. NULL: out
+ * of memory. */
+typedef struct mg_compress_conf_s mg_compress_conf_t;
+mg_compress_conf_t *mg_ffi_compress_conf_new(int gzip_level, int brotli_quality,
+                                             int brotli_window, uint64_t min_size,
+                                             const char *types, size_t types_len);
+void mg_ffi_compress_conf_free(mg_compress_conf_t *c);
+/* r's answer is compressed with c's options, in the encoding its
+ * Accept-Encoding asks for, if the final head allows (compress.h).
+ * Returns the encoding picked (MG_ENC_*: 0 identity, 1 gzip, 2 br) or
+ * MG_FFI_EPHASE once the response has started. */
+int mg_ffi_req_set_compression(mg_request_t *r, const mg_compress_conf_t *c);
+/* The encoding an Accept-Encoding value picks among `allowed` (bits
+ * 1 << MG_ENC_*), for the testing kit and the specs. */
+int mg_compress_negotiate(const char *v, size_t len, unsigned allowed);
+
 /* May a hook make this header edit (op MG_EDIT_*, the value unread for a
  * REMOVE)? 0, or MG_FFI_EINVAL: a bad name or value, or a framing or
  * hop-by-hop header, which the core owns (ffi_request.c). */
