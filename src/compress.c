@@ -344,6 +344,10 @@ static const char *const enc_name[] = { [MG_ENC_GZIP] = "gzip", [MG_ENC_BR] = "b
 const mg_resp_t *mg_compress_head(mg_request_t *r, const mg_resp_t *res, mg_resp_t *out)
 {
     const mg_compress_conf_t *c = r->compress_conf;
+    if (r->compress) { /* the testing kit asks again */
+        stream_free(r->compress);
+        r->compress = NULL;
+    }
     if (!c || !compressible(r, c, res))
         return res;
     int enc = r->compress_enc;
@@ -498,4 +502,17 @@ char *mg_compress_whole(const mg_compress_conf_t *c, int enc, const char *in, si
     stream_free(z);
     *out_len = got;
     return buf;
+}
+
+long mg_ffi_kit_compress_body(mg_request_t *r, const char *in, size_t len, const char **out)
+{
+    size_t n;
+    char *whole = r->compress ? mg_compress_whole(r->compress_conf, r->compress_enc, in, len, &n)
+                              : NULL;
+    char *kept = whole ? mg_request_alloc(r, n ? n : 1) : NULL;
+    if (kept)
+        memcpy(kept, whole, n);
+    free(whole);
+    *out = kept;
+    return kept ? (long)n : -1;
 }

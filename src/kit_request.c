@@ -503,6 +503,11 @@ long mg_kit_request_run(mg_request_t *r, const mg_ffi_kit_head_t *m,
     mg_request_t saved = *r; /* the model's fields are the call's only */
     apply_model(k, m);
     long n = fn(u);
+    /* what the call made that outlives it: its arena allocations, a
+     * compression stream (mg_ffi_kit_compress_body) */
+    saved.arena_chunks = r->arena_chunks;
+    saved.arena_used = r->arena_used;
+    saved.compress = r->compress;
     *r = saved;
     *scratch = k->w->scratch;
     return n;

@@ -254,9 +254,13 @@ long mg_ffi_kit_upstream_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const
  * makes it: proxy.c's response (status and fields, as emit_head hands it
  * to the protocol) written by the HTTP/1 writer the client connections use
  * (h1_writer.c): as mg_ffi_kit_upstream_head, and *body what follows it: 0
- * nothing, 1 the upstream's body, 2 the hook's (res_body). */
+ * nothing, 1 the upstream's body, 2 the hook's (res_body), 3 and 4 the
+ * same compressed (moongate.compression: mg_ffi_kit_compress_body). */
 long mg_ffi_kit_response_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out,
                               int *body);
+/* A kit answer's body as the compression the head chose makes it: its
+ * length, the bytes at *out (r's arena, until r is freed), or -1. */
+long mg_ffi_kit_compress_body(mg_request_t *r, const char *in, size_t len, const char **out);
 /* The hash balancer's key of r as the model m says it is (balancer_key.c
  * mg_lb_key): `on` a key source ("header", "cookie", "query", "client",
  * "path", "lua"), name its header, cookie or argument name (or NULL).

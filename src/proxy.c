@@ -1492,16 +1492,20 @@ static long kit_response(mg_upconn_t *u)
 {
     mg_hfield_t fields[RESP_FIELDS];
     char line[96];
-    mg_resp_t res;
+    mg_resp_t res, coded;
     resp_frame_t f;
     mg_h1w_frame_t fr;
     response_head(u, &res, fields, line, &f);
-    long n = mg_h1w_response_head(u->r, 0, &res, &u->w->scratch, &u->w->scratch_cap, &fr);
+    mg_request_t *r = u->r;
+    const mg_resp_t *out = r->compress_conf && !f.upgrade ? mg_compress_head(r, &res, &coded) : &res;
+    long n = mg_h1w_response_head(r, 0, out, &u->w->scratch, &u->w->scratch_cap, &fr);
     if (n < 0) {
         kit_why = "response head too large";
         return -1;
     }
     kit_body = fr.no_body ? 0 : f.replaced ? 2 : f.no_body ? 0 : 1;
+    if (kit_body && r->compress)
+        kit_body += 2; /* compressed (mg_ffi_kit_compress_body) */
     return n;
 }
 

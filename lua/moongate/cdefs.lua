@@ -95,6 +95,7 @@ typedef struct mg_ffi_kit_head_s {
 long mg_ffi_kit_upstream_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out);
 long mg_ffi_kit_response_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out,
                               int *body);
+long mg_ffi_kit_compress_body(mg_request_t *r, const char *in, size_t len, const char **out);
 int mg_ffi_kit_lb_key(mg_request_t *r, const mg_ffi_kit_head_t *m, const char *on,
                       const char *name, uint64_t *key);
 typedef struct mg_lb_s mg_lb_t;
