@@ -5,7 +5,8 @@ python3-brotli).
     compress_tool.py serve --port P
         prints "ready"; GET /t?size=N[&ctype=T][&chunked=1][&status=S]
         [&hdr=Name:Value ...] answers N bytes of text (body(N)), written in
-        64 KiB pieces as they are made (a 50 MiB answer is never in memory),
+        64 KiB pieces as they are made (a 50 MiB answer is never in memory;
+        &rand=1: bytes that do not compress),
         with Content-Type T (default text/plain) and Content-Length unless
         chunked; /__count answers how many /t requests came.
 
@@ -14,12 +15,20 @@ python3-brotli).
         (lower-case name -> list), wire_len (body bytes received), body_len,
         body_sha256 (after decoding its Content-Encoding: gzip with Python's
         gzip/zlib, br with python3-brotli), expect_sha256 (of body(size=) of
-        PATH, when it has one)}, decoding as it reads (streamed).
+        PATH, when it has one)}, decoding as it reads (streamed); with
+        CT_PAUSE_AT=N and CT_PAUSE_FILE=F it stops reading after N bytes,
+        says "paused" on stderr and reads on once F exists.
+
+    compress_tool.py sha N
+        prints the sha256 of body(N).
 """
 import hashlib
 import http.client
 import json
+import os
+import random
 import sys
+import time
 import threading
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,9 +37,18 @@ from urllib.parse import parse_qs, urlsplit
 LINE = b"moongate compresses this line of text, %08d, as it streams by.\n"
 
 
-def body_pieces(n, piece=65536):
-    """body(n): deterministic text, in pieces."""
-    i, made, buf = 0, 0, []
+def body_pieces(n, piece=65536, rand=False):
+    """body(n): deterministic text, in pieces; with rand, bytes that do not
+    compress (a seeded generator's)."""
+    if rand:
+        g = random.Random(17)
+        made = 0
+        while made < n:
+            take = min(piece, n - made)
+            made += take
+            yield g.randbytes(take)
+        return
+    i, made = 0, 0
     out = bytearray()
     while made < n:
         line = LINE % i
@@ -44,9 +62,9 @@ def body_pieces(n, piece=65536):
     return
 
 
-def body_sha(n):
+def body_sha(n, rand=False):
     h = hashlib.sha256()
-    for p in body_pieces(n):
+    for p in body_pieces(n, rand=rand):
         h.update(p)
     return h.hexdigest()
 
@@ -95,7 +113,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if head or nobody:
             return
-        for p in body_pieces(size):
+        for p in body_pieces(size, rand=q.get("rand", ["0"])[0] == "1"):
             if chunked:
                 self.wfile.write(b"%x\r\n" % len(p) + p + b"\r\n")
             else:
@@ -132,7 +150,16 @@ def get(port, path, ae=None, method="GET"):
         dec = brotli.Decompressor()
     h = hashlib.sha256()
     wire = n = 0
+    # CT_PAUSE_AT=N CT_PAUSE_FILE=F: stop reading after N wire bytes, say
+    # "paused" on stderr, go on once F exists (the gateway's memory is
+    # measured while its client does not read)
+    pause_at = int(os.environ.get("CT_PAUSE_AT", "-1"))
     while True:
+        if 0 <= pause_at <= wire:
+            pause_at = -1
+            print("paused", file=sys.stderr, flush=True)
+            while not os.path.exists(os.environ["CT_PAUSE_FILE"]):
+                time.sleep(0.02)
         b = r.read(65536)
         if not b:
             break
@@ -153,7 +180,7 @@ def get(port, path, ae=None, method="GET"):
            "body_sha256": h.hexdigest()}
     q = parse_qs(urlsplit(path).query)
     if "size" in q:
-        out["expect_sha256"] = body_sha(int(q["size"][0]))
+        out["expect_sha256"] = body_sha(int(q["size"][0]), q.get("rand", ["0"])[0] == "1")
     print(json.dumps(out))
 
 
