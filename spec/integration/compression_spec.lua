@@ -155,6 +155,23 @@ describe("compression through the gateway", function()
         assert.equal(1, count() - before) -- one fetch for the three
     end)
 
+    it("a client gone in the middle of a compressed answer costs nothing after (its stream freed)", function()
+        for _, ae in ipairs({ "gzip", "br" }) do
+            local flag = h.tmpfile("never-" .. ae)
+            os.remove(flag)
+            local client = h.spawn(fmt("env CT_PAUSE_AT=65536 CT_PAUSE_FILE=%s %s %s get %d %q %s",
+                                       flag, PY, TOOL, gw.port, "/c/t?size=20000000&rand=1", ae),
+                                   "compress-gone")
+            h.eventually(60, function() return client:log():find("paused", 1, true) end,
+                         "the client paused")
+            client:kill("KILL")
+            local d = get("/c/t?size=5000", ae)
+            assert.equal(ae, hdr(d, "content-encoding"))
+            assert.equal(d.expect_sha256, d.body_sha256)
+        end
+        gw:assert_alive()
+    end)
+
     it("streams a 50 MiB answer with the gateway's memory flat, its client paused", function()
         -- text (25 times smaller on the wire: the socket buffers take much
         -- of it while the client pauses) and bytes that do not compress
