@@ -807,17 +807,18 @@ end
 
 --- For clients made while a config loads (moongate.redis's `tls`): the
 -- TLS options `v` checked and normalised as upstream.tls's are (paths from
--- the config's directory; verify = false is a warning at the user's line).
+-- the config's directory; verify = false is a warning at the user's line,
+-- beginning with `who`, the client's name).
 -- Returns the options, or nil and the list of what is wrong. Outside a
 -- load, paths stay as given and nothing warns.
-function _M.client_tls(v, what)
+function _M.client_tls(v, what, who)
     local c = current or { file = "./", warnings = {} }
     local d = { c = { file = c.file, errors = {}, warnings = c.warnings },
                 source = nil, line = 0 }
     if current then
         d.source, d.line = where()
     end
-    local out = client_tls(d, v, what)
+    local out = client_tls(d, v, what, who)
     if #d.c.errors > 0 then
         local msgs = {}
         for i, e in ipairs(d.c.errors) do msgs[i] = e.msg end
