@@ -179,18 +179,8 @@ describe("Redis over TLS", function()
         local restarted = h.now()
         rd = rd:restart()
         local r = done()
-        local function window(from, to)
-            local c = {}
-            for _, e in ipairs(r.timeline) do
-                local t = e[1] - (restarted - r.t0)
-                if t >= from and t < to then
-                    c[tostring(e[3])] = (c[tostring(e[3])] or 0) + 1
-                end
-            end
-            return c
-        end
-        local before, after = window(killed - restarted - 1.4, killed - restarted),
-            window(1.5, 2.5)
+        local before = h.load_window(r, 0, killed, -1.4, -0.3)
+        local after = h.load_window(r, 0, restarted, 1.5, 2.5)
         print(fmt("\n  redis restarted: statuses %s; before the kill %s, 1.5-2.5 s after " ..
                   "the restart %s", cjson.encode(r.status), cjson.encode(before),
                   cjson.encode(after)))
@@ -208,11 +198,17 @@ end)
 describe("moongate check and Redis TLS options", function()
     teardown(h.cleanup)
 
-    it("warns about tls.verify = false", function()
-        local code, out = h.check_config([[
+    -- moongate check on a config whose routes (line 4 on) are `routes`
+    local function check(routes)
+        return h.check_config([[
 local gw = require "moongate"
 local limit = require "moongate.ratelimit"
 gw.listen { port = 8080 }
+]] .. routes)
+    end
+
+    it("warns about tls.verify = false", function()
+        local code, out = check([[
 gw.route { path = "/", handler = function() return 200 end, policies = {
     limit.policy { rate = 1, redis = { url = "rediss://redis.example.com:6380",
                                        tls = { verify = false } } } } }
@@ -223,10 +219,7 @@ gw.route { path = "/", handler = function() return 200 end, policies = {
     end)
 
     it("refuses a missing CA file at the user's line", function()
-        local code, out = h.check_config([[
-local gw = require "moongate"
-local limit = require "moongate.ratelimit"
-gw.listen { port = 8080 }
+        local code, out = check([[
 gw.route { path = "/", handler = function() return 200 end, policies = {
     limit.policy { rate = 1, redis = { url = "rediss://127.0.0.1:6380",
                                        tls = { ca = "no-such-ca.pem" } } } } }
@@ -237,11 +230,8 @@ gw.route { path = "/", handler = function() return 200 end, policies = {
         assert.truthy(out:find("no-such-ca.pem", 1, true), out)
     end)
 
-    it("refuses tls with a redis:// url, and a url beside host", function()
-        local _, out = h.check_config([[
-local gw = require "moongate"
-local limit = require "moongate.ratelimit"
-gw.listen { port = 8080 }
+    it("refuses tls with a redis:// url, a url beside host, a broken url", function()
+        local _, out = check([[
 gw.route { path = "/", handler = function() return 200 end, policies = {
     limit.policy { rate = 1, redis = { url = "redis://127.0.0.1", tls = true } } } }
 gw.route { path = "/b", handler = function() return 200 end, policies = {
@@ -259,9 +249,7 @@ gw.route { path = "/c", handler = function() return 200 end, policies = {
     end)
 
     it("route.cache.redis takes a rediss:// url", function()
-        local code, out = h.check_config([[
-local gw = require "moongate"
-gw.listen { port = 8080 }
+        local code, out = check([[
 gw.upstream("up", { "127.0.0.1:9" })
 gw.route { path = "/", upstream = "up",
            cache = { redis = "rediss://u:p@127.0.0.1:6380/2" } }
@@ -269,7 +257,7 @@ gw.route { path = "/x", upstream = "up",
            cache = { redis = { url = "rediss://127.0.0.1:6380", tls = { verify = false } } } }
 ]])
         assert.equal(0, code, out)
-        assert.truthy(out:find("check.lua:6: warning: route.cache.redis: tls.verify = false", 1,
+        assert.truthy(out:find("check.lua:7: warning: route.cache.redis: tls.verify = false", 1,
                                true), out)
     end)
 end)
