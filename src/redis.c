@@ -383,7 +383,8 @@ static void conn_drop(conn_t *c, const char *why)
     conn_failed(c, why); /* before the link goes: why may be its text */
     snprintf(reason, sizeof(reason), "%s", c->rs->why);
     transport_close(c);
-    redisReaderFree(c->reader);
+    if (c->reader) /* hiredis 0.14's free does not take NULL */
+        redisReaderFree(c->reader);
     c->reader = NULL;
     free(c->out);
     c->out = NULL;
