@@ -419,14 +419,23 @@ static int conn_read_start(conn_t *c)
     return uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
 
-/* Why reading failed, in words. */
-static const char *read_error(const conn_t *c, ssize_t nread)
+/* Why reading or writing failed, in words (into buf, WHY_MAX bytes). A
+ * TLS 1.3 server judges the client's certificate after the client's
+ * handshake ended: its refusal is an alert, or, when the commands written
+ * behind the handshake reach it first, a reset that loses the alert. */
+static const char *io_error(const conn_t *c, int code, char *buf)
 {
-    if (nread == UV_EOF)
-        return "closed by the server";
-    if (nread == UV_EPROTO && c->tls)
+    const char *why = code == UV_EOF ? "closed by the server" : uv_strerror(code);
+
+    if (code == UV_EPROTO && c->tls)
         return mg_tls_link_error(c->tls);
-    return uv_strerror((int)nread);
+    if (c->tls && c->state == C_CONNECTING &&
+        (code == UV_EOF || code == UV_ECONNRESET || code == UV_EPIPE)) {
+        snprintf(buf, WHY_MAX, "%s right after the TLS handshake (does the server want a "
+                 "client certificate? tls.cert and tls.key)", why);
+        return buf;
+    }
+    return why;
 }
 
 /* ---- writing ------------------------------------------------------------ */
@@ -447,8 +456,11 @@ static void conn_flush(conn_t *c)
         c->out = NULL;
         c->out_cap = 0;
     }
-    if (rc < 0)
-        conn_drop(c, c->tls && rc == UV_EPROTO ? mg_tls_link_error(c->tls) : uv_strerror(rc));
+    if (rc < 0) {
+        char why[WHY_MAX];
+
+        conn_drop(c, io_error(c, rc, why));
+    }
 }
 
 static void on_flush(uv_prepare_t *p)
@@ -642,11 +654,12 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 {
     conn_t *c = s->data;
+    char why[WHY_MAX];
 
     if (nread > 0)
         conn_take(c, b->base, (size_t)nread);
     else if (nread < 0)
-        conn_drop(c, read_error(c, nread));
+        conn_drop(c, io_error(c, (int)nread, why));
 }
 
 /* ---- connecting --------------------------------------------------------- */
@@ -685,8 +698,9 @@ static void on_raw_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 static void on_wq_error(mg_wq_t *q, int status)
 {
     conn_t *c = (conn_t *)((char *)q - offsetof(conn_t, wq));
+    char why[WHY_MAX];
 
-    conn_drop(c, uv_strerror(status));
+    conn_drop(c, io_error(c, status, why));
 }
 
 static void on_connected(uv_connect_t *req, int status)

@@ -26,7 +26,7 @@ gw.route { path = "/limited", handler = served, policies = {
                    redis = { url = URL, tls = TLS, timeout = 1 } } } }
 gw.route { path = "/load", handler = served, policies = {
     limit.policy { rate = 1000000, per = 60, key = key, on_redis_error = "deny",
-                   redis = { url = URL, tls = TLS, timeout = 0.3, connect_timeout = 0.5 } } } }
+                   redis = { url = URL, tls = TLS, timeout = 1, connect_timeout = 2 } } } }
 gw.route { path = "/cached/**", upstream = "up",
            cache = { ttl = 30, redis = { url = URL, tls = TLS, timeout = 1 } } }
 -- the same server and user, but TLS that must fail
@@ -153,7 +153,12 @@ describe("Redis over TLS", function()
     it("without a client certificate the server refuses it; the limit fails open", function()
         assert.equal(200, get(gw2, "/nocert", "n").status)
         assert.truthy(log_has(gw2, fmt("redis 127.0.0.1:%d unavailable (", rd.port)))
-        assert.truthy(log_has(gw2, "certificate required"), gw2:log())
+        -- the server's alert, or the reset that lost it (when AUTH, written
+        -- behind the handshake, reached the server first)
+        local log = gw2:log()
+        assert.truthy(log:find("alert certificate required", 1, true) or
+                      log:find("right after the TLS handshake (does the server want a " ..
+                               "client certificate? tls.cert and tls.key)", 1, true), log)
     end)
 
     it("new connections to the same server resume the TLS session", function()
@@ -170,25 +175,30 @@ describe("Redis over TLS", function()
     it("reconnects when Redis restarts under load", function()
         local k = "restart-" .. h.now()
         local done = h.load_start { ports = { gw1.port, gw2.port }, paths = { "/load" },
-                                    headers = { "X-Key: " .. k }, rate = 200, duration = 5,
+                                    headers = { "X-Key: " .. k }, rate = 200, duration = 6,
                                     conns = 8, timeline = true }
-        h.sleep(1.5)
+        -- the load runs (load.py may take a while to start on a busy box)
+        h.eventually(10, function()
+            return rd:cli("--scan", "--pattern", "*" .. k .. "*"):find(k, 1, true) ~= nil
+        end, "the load did not start")
+        h.sleep(0.5)
         local killed = h.now()
         rd:kill()
         h.sleep(1)
         local restarted = h.now()
         rd = rd:restart()
         local r = done()
-        local before = h.load_window(r, 0, killed, -1.4, -0.3)
-        local after = h.load_window(r, 0, restarted, 1.5, 2.5)
-        print(fmt("\n  redis restarted: statuses %s; before the kill %s, 1.5-2.5 s after " ..
-                  "the restart %s", cjson.encode(r.status), cjson.encode(before),
-                  cjson.encode(after)))
+        local before = h.load_window(r, 0, killed, -0.5, -0.1)
+        local after = h.load_window(r, 0, restarted, 2, 3)
+        local report = fmt("statuses %s; 0.5 s before the kill %s, 2-3 s after the restart %s",
+                           cjson.encode(r.status), cjson.encode(before), cjson.encode(after))
+        print("\n  redis restarted: " .. report)
         assert.equal(0, r.errors)
-        assert.is_nil(before["429"])
+        assert.is_nil(before["429"], report)
+        assert.truthy((before["200"] or 0) > 40, report)
         assert.truthy((r.status["429"] or 0) > 0, "the outage was not seen")
-        assert.is_nil(after["429"], "not reconnected")
-        assert.truthy((after["200"] or 0) > 100)
+        assert.is_nil(after["429"], report .. "\n" .. gw1:log_tail(10) .. gw2:log_tail(10))
+        assert.truthy((after["200"] or 0) > 100, report)
         -- counted in the new server
         assert.truthy(rd:cli("--scan", "--pattern", "*" .. k .. "*"):find(k, 1, true))
         assert.truthy(log_has(gw1, fmt("redis 127.0.0.1:%d answers again", rd.port)))
