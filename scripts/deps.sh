@@ -7,7 +7,9 @@
 # clang and libclang-rt-14-dev: the libFuzzer targets, spec/fuzz; haproxy and
 # nginx: the proxies in front of the gateway in spec/integration/real_ip_spec.lua, and
 # an HTTPS upstream in spec/integration/upstream_tls_spec.lua; prometheus: promtool and a
-# prometheus server, which check /metrics in spec/integration/metrics_spec.lua.)
+# prometheus server, which check /metrics in spec/integration/metrics_spec.lua;
+# redis-server (Debian's is built with TLS): rate limits and the cache, over TLS in
+# spec/integration/redis_tls_spec.lua.)
 set -euo pipefail
 if [ $# -gt 0 ]; then
     pkgs=("$@") # another list (scripts/bench/deps.sh)
