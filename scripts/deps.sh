@@ -9,7 +9,8 @@
 # an HTTPS upstream in spec/integration/upstream_tls_spec.lua; prometheus: promtool and a
 # prometheus server, which check /metrics in spec/integration/metrics_spec.lua;
 # zlib1g-dev and libbrotli-dev: the compression policy, src/compress.c; python3-brotli:
-# decoding its answers in spec/integration/compression_spec.lua.)
+# decoding its answers in spec/integration/compression_spec.lua; redis-server (Debian's
+# is built with TLS): rate limits and the cache, over TLS in spec/integration/redis_tls_spec.lua.)
 set -euo pipefail
 if [ $# -gt 0 ]; then
     pkgs=("$@") # another list (scripts/bench/deps.sh)

@@ -596,17 +596,22 @@ enum {
 };
 typedef struct mg_redis_s mg_redis_t;
 
+typedef struct mg_tls_client_s mg_tls_client_t;
+
 /* The calling worker's client for HOST:PORT with these settings (the same
  * settings give the same client): AUTH [USERNAME] PASSWORD when PASSWORD is
  * not NULL (USERNAME, a Redis 6 ACL user, needs a password), SELECT
- * DB when not 0, POOL connections (1-64), timeouts in seconds. Connects on
- * first use. NULL with *ERR outside a worker, on bad settings, or out of
- * memory. HOST is resolved when connecting, on the worker's thread: use an
- * address or a name from /etc/hosts. */
+ * DB when not 0, POOL connections (1-64), timeouts in seconds, TLS with
+ * configuration TLS when not NULL (mg_ffi_tls_client_new; the client takes
+ * a reference of its own; a later call with the same settings but another
+ * TLS object hands it over: new connections use the newer one). Connects
+ * on first use. NULL with *ERR outside a worker, on bad settings, or out of
+ * memory. HOST is resolved (off the worker's thread) each time a
+ * connection is made. */
 mg_redis_t *mg_ffi_redis_client(const char *host, size_t host_len, int port, const char *username,
                                 size_t username_len, const char *password, size_t password_len,
                                 int db, int pool, double connect_timeout, double timeout,
-                                const char **err);
+                                mg_tls_client_t *tls, const char **err);
 
 /* Registers a Lua script (its source, copied) with the worker of RS;
  * returns its number (the same source gives the same number), or
@@ -625,6 +630,24 @@ int mg_ffi_redis_eval(mg_redis_t *rs, int script, int nkeys, int argc, const cha
 /* 1 while a connection is ready or the client has not failed since it last
  * worked, 0 while it is down (commands fail at once with MG_REDIS_EDOWN). */
 int mg_ffi_redis_up(mg_redis_t *rs);
+
+/* ==== TLS client configurations (tls_client.c) ==== */
+/* (lua/moongate/redis.lua declares the same)
+ *
+ * A TLS client configuration (tls_client.h) made from Lua: moongate.redis's
+ * `tls`. VERIFY the chain against CA (NULL: the system bundle) and the name
+ * (SNI, NULL: each server's host); CERT and KEY a client certificate (NULL:
+ * none); MIN_VERSION "TLSv1.2" / "TLSv1.3" (NULL: 1.2); CIPHERS (NULL:
+ * OpenSSL's); SESSION_REUSE 0: every connection does a full handshake;
+ * LABEL: its handshakes' metrics label. Reads the files now. Returns one
+ * reference (mg_ffi_tls_client_release), or NULL with the reason and its
+ * fix in ERR (ERRLEN bytes). Any thread. */
+mg_tls_client_t *mg_ffi_tls_client_new(int verify, const char *ca, const char *sni,
+                                       const char *cert, const char *key,
+                                       const char *min_version, const char *ciphers,
+                                       int session_reuse, const char *label, char *err,
+                                       size_t errlen);
+void mg_ffi_tls_client_release(mg_tls_client_t *c);
 
 /* ==== the real client address (client_addr.c) ==== */
 
