@@ -26,13 +26,19 @@ struct mg_compress_conf_s {
 
 typedef struct mg_compress_s mg_compress_t;
 
+/* What a run is asked for: consume input; consume it and give out all it
+ * holds so far (a flush: the client can decode every byte sent up to here);
+ * or end the stream. */
+enum { OP_PROCESS, OP_FLUSH, OP_FINISH };
+
 /* One encoder: run consumes what it can of *in / *in_len into *out /
- * *out_len (both moved on) and returns 1 once a finishing call has given
- * its last byte, 0 for more, -1 on failure. */
+ * *out_len (both moved on) and returns 1 once an OP_FINISH has given its
+ * last byte or an OP_FLUSH has given all it held, 0 for more (call again
+ * with more room), -1 on failure. */
 typedef struct {
     int (*init)(mg_compress_t *z, const mg_compress_conf_t *c);
     int (*run)(mg_compress_t *z, const uint8_t **in, size_t *in_len, uint8_t **out,
-               size_t *out_len, int finish);
+               size_t *out_len, int op);
     void (*end)(mg_compress_t *z);
 } encoder_t;
 
@@ -55,7 +61,7 @@ static int gz_init(mg_compress_t *z, const mg_compress_conf_t *c)
 }
 
 static int gz_run(mg_compress_t *z, const uint8_t **in, size_t *in_len, uint8_t **out,
-                  size_t *out_len, int finish)
+                  size_t *out_len, int op)
 {
     z_stream *s = &z->s.gz;
     /* zlib counts in uInt: at most 1 GiB at a time (bufs are far smaller) */
@@ -64,7 +70,10 @@ static int gz_run(mg_compress_t *z, const uint8_t **in, size_t *in_len, uint8_t 
     s->avail_in = give;
     s->next_out = *out;
     s->avail_out = (uInt)*out_len;
-    int rc = deflate(s, finish && give == *in_len ? Z_FINISH : Z_NO_FLUSH);
+    int whole = give == *in_len;
+    int flush = op == OP_FINISH && whole ? Z_FINISH : op == OP_FLUSH && whole ? Z_SYNC_FLUSH
+                                                                          : Z_NO_FLUSH;
+    int rc = deflate(s, flush);
     size_t used = give - s->avail_in, made = *out_len - s->avail_out;
     *in += used;
     *in_len -= used;
@@ -72,7 +81,10 @@ static int gz_run(mg_compress_t *z, const uint8_t **in, size_t *in_len, uint8_t 
     *out_len -= made;
     if (rc == Z_STREAM_END)
         return 1;
-    return rc == Z_OK || rc == Z_BUF_ERROR ? 0 : -1;
+    if (rc != Z_OK && rc != Z_BUF_ERROR)
+        return -1;
+    /* a sync flush is complete when it left room unused (zlib's rule) */
+    return flush == Z_SYNC_FLUSH && s->avail_out > 0 ? 1 : 0;
 }
 
 static void gz_end(mg_compress_t *z) { deflateEnd(&z->s.gz); }
@@ -90,14 +102,17 @@ static int br_init(mg_compress_t *z, const mg_compress_conf_t *c)
 }
 
 static int br_run(mg_compress_t *z, const uint8_t **in, size_t *in_len, uint8_t **out,
-                  size_t *out_len, int finish)
+                  size_t *out_len, int op)
 {
     BrotliEncoderState *s = z->s.br;
-    if (!BrotliEncoderCompressStream(s, finish ? BROTLI_OPERATION_FINISH
-                                               : BROTLI_OPERATION_PROCESS,
-                                     in_len, in, out_len, out, NULL))
+    BrotliEncoderOperation bop = op == OP_FINISH ? BROTLI_OPERATION_FINISH
+                                 : op == OP_FLUSH ? BROTLI_OPERATION_FLUSH
+                                                  : BROTLI_OPERATION_PROCESS;
+    if (!BrotliEncoderCompressStream(s, bop, in_len, in, out_len, out, NULL))
         return -1;
-    return finish && BrotliEncoderIsFinished(s) ? 1 : 0;
+    if (op == OP_FINISH)
+        return BrotliEncoderIsFinished(s) ? 1 : 0;
+    return op == OP_FLUSH && *in_len == 0 && !BrotliEncoderHasMoreOutput(s) ? 1 : 0;
 }
 
 static void br_end(mg_compress_t *z) { BrotliEncoderDestroyInstance(z->s.br); }
@@ -430,29 +445,34 @@ static int out_send(mg_request_t *r, mg_compress_t *z, int last)
 int mg_compress_send(mg_request_t *r, const uv_buf_t *bufs, unsigned n, int last)
 {
     mg_compress_t *z = r->compress;
+    /* every buf, then a flush (or the end): what the upstream gave in one
+     * read reaches the client now, so a stream of events (SSE, NDJSON,
+     * gRPC-web) is not held back until the encoder's buffer fills; on a
+     * bulk body it is one flush per read, a few bytes each */
     for (unsigned i = 0; i <= n; i++) {
-        int finish = i == n;
-        if (finish && !last)
-            break;
-        const uint8_t *in = finish ? NULL : (const uint8_t *)bufs[i].base;
-        size_t in_len = finish ? 0 : bufs[i].len;
+        int tail = i == n;
+        int op = !tail ? OP_PROCESS : last ? OP_FINISH : OP_FLUSH;
+        const uint8_t *in = tail ? NULL : (const uint8_t *)bufs[i].base;
+        size_t in_len = tail ? 0 : bufs[i].len;
+        if (!tail && in_len == 0)
+            continue;
         for (;;) {
             uint8_t *o = z->out + z->out_len;
             size_t room = sizeof(z->out) - z->out_len;
-            int rc = z->enc->run(z, &in, &in_len, &o, &room, finish);
+            int rc = z->enc->run(z, &in, &in_len, &o, &room, op);
             z->out_len = sizeof(z->out) - room;
             if (rc < 0) {
                 r->proto->abort(r); /* the encoder failed: a cut answer */
                 return -1;
             }
             if (rc == 1)
-                break; /* finished: the last bytes are in out */
+                break; /* flushed or finished: all it holds is in out */
             if (room == 0) {
                 if (out_send(r, z, 0) < 0)
                     return -1;
                 continue;
             }
-            if (in_len == 0 && !finish)
+            if (op == OP_PROCESS && in_len == 0)
                 break;
         }
     }
@@ -492,7 +512,7 @@ char *mg_compress_whole(const mg_compress_conf_t *c, int enc, const char *in, si
         }
         uint8_t *o = (uint8_t *)buf + got;
         size_t room = cap - got;
-        rc = z->enc->run(z, &p, &left, &o, &room, 1);
+        rc = z->enc->run(z, &p, &left, &o, &room, OP_FINISH);
         got = cap - room;
         if (rc < 0) {
             free(buf);

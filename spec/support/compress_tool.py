@@ -71,6 +71,7 @@ def body_sha(n, rand=False):
 
 COUNT = [0]
 LOCK = threading.Lock()
+ACKED = threading.Event()  # /__ack: the events client decoded the last event
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -95,6 +96,13 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b)
             return
+        if u.path == "/__ack":
+            ACKED.set()
+            self.send_response(204)
+            self.end_headers()
+            return
+        if u.path.endswith("/events"):
+            return self.events(int(q.get("n", ["3"])[0]))
         with LOCK:
             COUNT[0] += 1
         size = int(q.get("size", ["0"])[0])
@@ -120,6 +128,54 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(p)
         if chunked:
             self.wfile.write(b"0\r\n\r\n")
+
+
+    def events(self, n):
+        # text/event-stream, one event at a time: the next one leaves only
+        # once the client said (GET /__ack, straight to us) it decoded this
+        # one, so an event held back by the gateway stops the stream
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for i in range(n):
+            ACKED.clear()
+            ev = b"id: %d\ndata: %s\n\n" % (i, b"event %d " % i * 40)
+            self.wfile.write(b"%x\r\n" % len(ev) + ev + b"\r\n")
+            self.wfile.flush()
+            if not ACKED.wait(10):
+                return  # cut: the client sees the stream end unfinished
+        self.wfile.write(b"0\r\n\r\n")
+
+
+def events(port, up_port, path, ae):
+    """Reads the event stream decoding as it goes; after each whole event
+    acknowledges it to the upstream. Prints how many came whole and the
+    stream's encoding."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    c.request("GET", path, headers={"Accept-Encoding": ae})
+    r = c.getresponse()
+    enc = r.getheader("Content-Encoding")
+    dec = zlib.decompressobj(16 + zlib.MAX_WBITS) if enc == "gzip" else None
+    if enc == "br":
+        import brotli
+        dec = brotli.Decompressor()
+    text, got = b"", 0
+    while True:
+        b = r.read1(65536)
+        if not b:
+            break
+        if dec is not None:
+            b = dec.decompress(b) if enc == "gzip" else dec.process(b)
+        text += b
+        whole = text.count(b"\n\n")
+        while got < whole:
+            got += 1
+            a = http.client.HTTPConnection("127.0.0.1", up_port, timeout=10)
+            a.request("GET", "/__ack")
+            a.getresponse().read()
+            a.close()
+    print(json.dumps({"status": r.status, "encoding": enc, "events": got}))
 
 
 def serve(port):
@@ -187,6 +243,8 @@ def get(port, path, ae=None, method="GET"):
 if __name__ == "__main__":
     if sys.argv[1] == "serve":
         serve(int(sys.argv[3]))
+    elif sys.argv[1] == "events":
+        events(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])
     elif sys.argv[1] == "sha":
         print(body_sha(int(sys.argv[2])))
     else:
