@@ -18,6 +18,8 @@ struct mg_compress_conf_s {
     int brotli_window;     /* lgwin, 10-24 */
     unsigned allowed;      /* 1 << MG_ENC_* */
     uint64_t min_size;
+    unsigned max_streams;  /* encoders at once, of this policy in this worker */
+    unsigned live;         /* encoders now (the conf is its worker's) */
     size_t ntypes;
     char **types;          /* lower case; "text/" + "*" matches the whole type */
 };
@@ -44,6 +46,7 @@ typedef struct {
 
 struct mg_compress_s {
     const encoder_t *enc;
+    mg_compress_conf_t *conf; /* counts this stream in live */
     union {
         z_stream gz;
         BrotliEncoderState *br;
@@ -122,22 +125,29 @@ static const encoder_t encoders[] = {
     [MG_ENC_BR] = { br_init, br_run, br_end },
 };
 
-static mg_compress_t *stream_new(const mg_compress_conf_t *c, int enc)
+/* A stream with c's options; counted in c->live when `counted` is given
+ * (an answer's stream, not the kit's whole-body one). */
+static mg_compress_t *stream_new(const mg_compress_conf_t *c, int enc, mg_compress_conf_t *counted)
 {
     mg_compress_t *z = malloc(sizeof(*z));
     if (!z)
         return NULL;
     z->enc = &encoders[enc];
+    z->conf = counted;
     z->out_len = 0;
     if (z->enc->init(z, c) < 0) {
         free(z);
         return NULL;
     }
+    if (counted)
+        counted->live++;
     return z;
 }
 
 static void stream_free(mg_compress_t *z)
 {
+    if (z->conf)
+        z->conf->live--;
     z->enc->end(z);
     free(z);
 }
@@ -156,7 +166,8 @@ void mg_ffi_compress_conf_free(mg_compress_conf_t *c)
 
 mg_compress_conf_t *mg_ffi_compress_conf_new(int gzip_level, int brotli_quality,
                                              int brotli_window, uint64_t min_size,
-                                             const char *types, size_t types_len)
+                                             unsigned max_streams, const char *types,
+                                             size_t types_len)
 {
     mg_compress_conf_t *c = calloc(1, sizeof(*c));
     if (!c)
@@ -167,6 +178,7 @@ mg_compress_conf_t *mg_ffi_compress_conf_new(int gzip_level, int brotli_quality,
     c->allowed = (gzip_level > 0 ? 1u << MG_ENC_GZIP : 0) |
                  (brotli_quality >= 0 ? 1u << MG_ENC_BR : 0);
     c->min_size = min_size;
+    c->max_streams = max_streams;
     /* types: a comma-separated list the policy checked */
     size_t at = 0, l;
     const char *t;
@@ -279,7 +291,7 @@ int mg_compress_negotiate(const char *v, size_t len, unsigned allowed)
     return best;
 }
 
-int mg_ffi_req_set_compression(mg_request_t *r, const mg_compress_conf_t *c)
+int mg_ffi_req_set_compression(mg_request_t *r, mg_compress_conf_t *c)
 {
     if (r->response_started)
         return MG_FFI_EPHASE;
@@ -358,7 +370,7 @@ static const char *const enc_name[] = { [MG_ENC_GZIP] = "gzip", [MG_ENC_BR] = "b
 
 const mg_resp_t *mg_compress_head(mg_request_t *r, const mg_resp_t *res, mg_resp_t *out)
 {
-    const mg_compress_conf_t *c = r->compress_conf;
+    mg_compress_conf_t *c = r->compress_conf;
     if (r->compress) { /* the testing kit asks again */
         stream_free(r->compress);
         r->compress = NULL;
@@ -371,8 +383,10 @@ const mg_resp_t *mg_compress_head(mg_request_t *r, const mg_resp_t *res, mg_resp
     if (!f)
         return res; /* sent as it is */
     mg_compress_t *z = NULL;
-    if (enc != MG_ENC_IDENTITY && !(z = stream_new(c, enc)))
-        enc = MG_ENC_IDENTITY; /* out of memory: sent as it is (with Vary) */
+    /* past max_streams, or out of memory: sent as it is (with Vary), so
+     * many slow readers cannot make the encoders' memory unbounded */
+    if (enc != MG_ENC_IDENTITY && (c->live >= c->max_streams || !(z = stream_new(c, enc, c))))
+        enc = MG_ENC_IDENTITY;
     size_t n = 0;
     int vary_seen = 0;
     for (size_t i = 0; i < res->nheaders; i++) {
@@ -492,7 +506,7 @@ void mg_compress_release(mg_request_t *r)
 char *mg_compress_whole(const mg_compress_conf_t *c, int enc, const char *in, size_t len,
                         size_t *out_len)
 {
-    mg_compress_t *z = (enc == MG_ENC_GZIP || enc == MG_ENC_BR) ? stream_new(c, enc) : NULL;
+    mg_compress_t *z = (enc == MG_ENC_GZIP || enc == MG_ENC_BR) ? stream_new(c, enc, NULL) : NULL;
     if (!z)
         return NULL;
     size_t cap = len / 2 + 64, got = 0;

@@ -122,19 +122,21 @@ void mg_ffi_lb_observe(mg_lb_t *lb, int i, uint64_t ns);
  * A policy's options, made at load and freed with its Lua state:
  * gzip_level 1-9 (0: no gzip), brotli_quality 0-11 (-1: no brotli),
  * brotli_window its lgwin 10-24, min_size a known length below which an
- * answer goes as it is, types a comma-separated list of lower-case media
+ * answer goes as it is, max_streams the answers of this policy a worker
+ * compresses at once (beyond: sent as they are), types a comma-separated list of lower-case media
  * types (a subtype "*" for a whole type); the policy checked them. NULL: out
  * of memory. */
 typedef struct mg_compress_conf_s mg_compress_conf_t;
 mg_compress_conf_t *mg_ffi_compress_conf_new(int gzip_level, int brotli_quality,
                                              int brotli_window, uint64_t min_size,
-                                             const char *types, size_t types_len);
+                                             unsigned max_streams, const char *types,
+                                             size_t types_len);
 void mg_ffi_compress_conf_free(mg_compress_conf_t *c);
 /* r's answer is compressed with c's options, in the encoding its
  * Accept-Encoding asks for, if the final head allows (compress.h).
  * Returns the encoding picked (MG_ENC_*: 0 identity, 1 gzip, 2 br) or
  * MG_FFI_EPHASE once the response has started. */
-int mg_ffi_req_set_compression(mg_request_t *r, const mg_compress_conf_t *c);
+int mg_ffi_req_set_compression(mg_request_t *r, mg_compress_conf_t *c);
 /* The encoding an Accept-Encoding value picks among `allowed` (bits
  * 1 << MG_ENC_*), for the testing kit and the specs. */
 int mg_compress_negotiate(const char *v, size_t len, unsigned allowed);

@@ -281,7 +281,7 @@ struct mg_request_s {
     struct mg_retry_s *retry;
     /* moongate.compression (compress.h): its conf, set by the policy with
      * the encoding the client asked for, and the stream once compressing */
-    const struct mg_compress_conf_s *compress_conf;
+    struct mg_compress_conf_s *compress_conf; /* counts its live streams */
     uint8_t compress_enc;       /* MG_ENC_* */
     struct mg_compress_s *compress;
 

@@ -30,9 +30,10 @@ int mg_ffi_req_set_hash_key(mg_request_t *r, const char *key, size_t len);
 typedef struct mg_compress_conf_s mg_compress_conf_t;
 mg_compress_conf_t *mg_ffi_compress_conf_new(int gzip_level, int brotli_quality,
                                              int brotli_window, uint64_t min_size,
-                                             const char *types, size_t types_len);
+                                             unsigned max_streams, const char *types,
+                                             size_t types_len);
 void mg_ffi_compress_conf_free(mg_compress_conf_t *c);
-int mg_ffi_req_set_compression(mg_request_t *r, const mg_compress_conf_t *c);
+int mg_ffi_req_set_compression(mg_request_t *r, mg_compress_conf_t *c);
 int mg_compress_negotiate(const char *v, size_t len, unsigned allowed);
 int mg_ffi_req_read_body(mg_request_t *r, const char **p, size_t *len);
 int mg_ffi_res_status(mg_request_t *r);

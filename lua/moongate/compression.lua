@@ -28,7 +28,7 @@ local type, ipairs, concat, lower = type, ipairs, table.concat, string.lower
 
 local _M = {}
 
-local KEYS = { "types", "min_size", "gzip", "brotli" }
+local KEYS = { "types", "min_size", "max_streams", "gzip", "brotli" }
 
 -- what is worth compressing and is text, by default
 _M.TYPES = { "text/html", "text/plain", "text/css", "text/javascript",
@@ -62,7 +62,7 @@ local function brotli_opts(c, v)
     return q, w
 end
 
---- compression.policy { types = { ... }, min_size = 256,
+--- compression.policy { types = { ... }, min_size = 256, max_streams = 256,
 -- gzip = { level = 1 } | false, brotli = { quality = 4, window = 18 } |
 -- false } -> a route policy.
 function _M.policy(opts)
@@ -76,6 +76,8 @@ function _M.policy(opts)
         end
     end
     local min_size = c:integer(o, "min_size", 0, 2 ^ 40, 256)
+    -- per worker: ~270 KiB a gzip stream, ~1 MiB a brotli one at the defaults
+    local max_streams = c:integer(o, "max_streams", 1, 2 ^ 20, 256)
     local level = gzip_opts(c, o.gzip)
     local quality, window = brotli_opts(c, o.brotli)
     if c:ok() and level == 0 and quality < 0 then
@@ -88,7 +90,7 @@ function _M.policy(opts)
     for i, t in ipairs(types) do list[i] = lower(t) end
     local s = concat(list, ",")
     local conf = cdefs.C.mg_ffi_compress_conf_new(level, quality, window,
-                                                  min_size, s, #s)
+                                                  min_size, max_streams, s, #s)
     if conf == nil then base.raise("compression.policy: out of memory") end
     conf = ffi.gc(conf, cdefs.C.mg_ffi_compress_conf_free)
 

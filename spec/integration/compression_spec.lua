@@ -19,6 +19,8 @@ local comp = compression.policy { min_size = 1000, types = { "text/*", "applicat
 gw.route { path = "/c/**", upstream = "up", policies = { comp } }
 gw.route { path = "/cache/**", upstream = "up", policies = { comp }, cache = { ttl = 30 } }
 gw.route { path = "/plain/**", upstream = "up" }
+gw.route { path = "/one/**", upstream = "up", policies = {
+    compression.policy { types = { "text/*" }, max_streams = 1 } } }
 ]]
 
 local function sh(cmd)
@@ -187,6 +189,34 @@ describe("compression through the gateway", function()
             assert.equal(d.expect_sha256, d.body_sha256)
         end
         gw:assert_alive()
+    end)
+
+    it("compresses at most max_streams answers at once; the others go as they are", function()
+        -- a client paused in the middle of a gzip answer holds the one
+        -- stream /one/** may have
+        local flag = h.tmpfile("go-one")
+        os.remove(flag)
+        local size = 20 * 1024 * 1024
+        local client = h.spawn(fmt("env CT_PAUSE_AT=65536 CT_PAUSE_FILE=%s %s %s get %d %q gzip",
+                                   flag, PY, TOOL, gw.port, "/one/t?size=" .. size .. "&chunked=1"),
+                               "compress-client")
+        h.eventually(60, function() return client:log():find("paused", 1, true) end,
+                     "the client paused")
+        local d = get("/one/t?size=300000", "gzip")
+        assert.is_nil(hdr(d, "content-encoding"))
+        assert.equal("Accept-Encoding", hdr(d, "vary"))
+        assert.equal(d.expect_sha256, d.body_sha256)
+        -- another policy's streams are its own
+        assert.equal("gzip", hdr(get("/c/t?size=300000", "gzip"), "content-encoding"))
+        h.write_file(flag, "go")
+        assert.equal(0, client:wait_exit(60 * h.SLOW), client:log())
+        local first = h.json(client:log():match("(%b{})%s*$"))
+        assert.equal("gzip", hdr(first, "content-encoding"))
+        assert.equal(first.expect_sha256, first.body_sha256)
+        -- the stream is given back when its answer ends
+        h.eventually(10, function()
+            return hdr(get("/one/t?size=300000", "gzip"), "content-encoding") == "gzip"
+        end, "a stream free again")
     end)
 
     it("streams a 50 MiB answer with the gateway's memory flat, its client paused", function()

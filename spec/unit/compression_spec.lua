@@ -165,24 +165,25 @@ describe("compression's options at load", function()
 gw.route { path = "/a", upstream = "up", policies = {
     compression.policy { gzip = { level = 10 }, brotli = { quality = 12, window = 30 } } } }
 gw.route { path = "/b", upstream = "up", policies = {
-    compression.policy { types = { "text/html", "json" }, min_size = -1 } } }
+    compression.policy { types = { "text/html", "json" }, min_size = -1, max_streams = 0 } } }
 gw.route { path = "/c", upstream = "up", policies = {
     compression.policy { gzip = false, brotli = false } } }
 gw.route { path = "/d", upstream = "up", policies = {
     compression.policy { level = 1, gzip = { levl = 1 } } } }
 gw.route { path = "/e", upstream = "up", policies = { compression.policy "gzip" } }
 ]])
-        assert.equal(9, #errs)
+        assert.equal(10, #errs)
         assert.equal("2: compression.policy.gzip.level must be an integer 1-9, got number 10", errs[1])
         assert.equal("2: compression.policy.brotli.quality must be an integer 0-11, got number 12", errs[2])
         assert.equal("2: compression.policy.brotli.window must be an integer 10-24, got number 30", errs[3])
         assert.equal('4: compression.policy.types[2] "json" is not a media type like "text/html" ' ..
                      'or "text/*"', errs[4])
         assert.matches("^4: compression.policy.min_size must be an integer 0%-", errs[5])
+        assert.matches("^4: compression.policy.max_streams must be an integer 1%-", errs[6])
         assert.equal("6: compression.policy.gzip and brotli are both false: nothing to compress with",
-                     errs[6])
-        assert.matches("^8: unknown key 'level' in compression.policy", errs[7])
-        assert.matches("^8: unknown key 'levl' in compression.policy.gzip", errs[8])
-        assert.matches("^9: compression.policy takes a table like ", errs[9])
+                     errs[7])
+        assert.matches("^8: unknown key 'level' in compression.policy", errs[8])
+        assert.matches("^8: unknown key 'levl' in compression.policy.gzip", errs[9])
+        assert.matches("^9: compression.policy takes a table like ", errs[10])
     end)
 end)
