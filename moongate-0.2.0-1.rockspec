@@ -5,7 +5,7 @@
 -- Needs LuaJIT 2.1 (the modules use `ffi`): install with
 --   luarocks --lua-version 5.1 make --tree TREE moongate-VERSION-1.rockspec
 -- (Debian: luarocks, luajit, libluajit2-5.1-dev, libuv1-dev, libssl-dev,
--- libhiredis-dev, libedit-dev, node-llhttp). spec/unit/package_spec.lua
+-- libhiredis-dev, libedit-dev, libnghttp2-dev, node-llhttp). spec/unit/package_spec.lua
 -- checks that every module under lua/moongate/ and every C source is listed.
 rockspec_format = "3.0"
 package = "moongate"
@@ -87,8 +87,10 @@ build = {
             "src/errlog.c",
             "src/ffi_request.c",
             "src/generation.c",
+            "src/grpc.c",
             "src/h1_response.c",
             "src/h1_writer.c",
+            "src/h2_upstream.c",
             "src/header_names.c",
             "src/health.c",
             "src/hooks.c",
@@ -128,7 +130,7 @@ build = {
          defines = { "_GNU_SOURCE", "LLHTTP_STRICT_MODE=1", "_FILE_OFFSET_BITS=64" },
          incdirs = { "src", "/usr/share/include/llhttp", "/usr/include/luajit-2.1",
                      "/usr/include/hiredis", "/usr/include/editline" },
-         libraries = { "luajit-5.1", "uv", "ssl", "crypto", "hiredis", "edit",
+         libraries = { "luajit-5.1", "uv", "ssl", "crypto", "hiredis", "edit", "nghttp2",
                        "pthread", "m", "dl", "crypt" },
       },
    },

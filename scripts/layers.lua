@@ -11,7 +11,7 @@ return {
     { name = "base", files = {
         "errlog", "wq", "uri", "trace", "http", "usage", "crypto", "shdict",
         "tls", "tls_client", "watch", "metrics", "lua_state", "admin", "admin_client", "buf",
-        "header_names", "h1_response", "h1_writer",
+        "header_names", "h1_response", "h1_writer", "grpc",
         "cidr", "proxy_protocol", "real_ip", "maglev", "cert_info",
         -- the balancers (balancer.h): pure picks over a target set
         "balancer", "balancer_rr", "balancer_least_conn", "balancer_hash",
@@ -28,7 +28,9 @@ return {
     -- through w->upstream (the proxy's table); an upstream connection's
     -- transport, plain or TLS
     { name = "pool", files = { "pool", "upconn_io" } },
-    { name = "upstream", files = { "proxy", "health" } },
+    -- an HTTP/2 stream is an upstream connection whose events its session
+    -- (h2_upstream) brings: the two call each other
+    { name = "upstream", files = { "proxy", "health", "h2_upstream" }, cycles = true },
     -- gw.http over the proxy's connections; told of a lost one through
     -- u->client_lost
     { name = "client", files = { "http_client" } },

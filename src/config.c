@@ -54,6 +54,8 @@
 #include "uri.h"
 #include "header_names.h"
 #include "router.h"
+#include "grpc.h"
+#include "http.h"
 
 #define MAX_DOUBLE_INT 9007199254740992.0 /* 2^53: larger doubles skip integers */
 
@@ -565,6 +567,8 @@ static const mg_ffi_config_field_t upstream_fields[] = {
          balancer),
     OTHER("hash"), /* config.lua normalises it to { on = ..., name = ... } */
     OTHER("tls"), OTHER("retries"), OTHER("outlier"),
+    ENUM("protocol", mg_upstream_protocol_parse, mg_upstream_protocol_name, MG_UP_H1,
+         "must be \"h1\", \"h2\" or \"grpc\"", mg_upstream_t, protocol),
 };
 
 /* upstream.tls (`tls = true`: these defaults); read into a
@@ -766,6 +770,18 @@ static const mg_ffi_config_field_t route_fields[] = {
          "lists %d protocols (at most %d)", mg_route_t, upgrades, nupgrades),
     SLASHES(NONE, mg_route_t, escaped_slashes), /* absent: the listener's (INHERIT) */
     OTHER("retries"), OTHER("timeouts"),
+    TABLE_HERE("grpc", "route_grpc", 0,
+               "must be a table like { service = \"pkg.Service\", method = \"Method\" }"),
+};
+
+/* route.grpc: config.lua makes the route's path of them (grpc.c checks
+ * the names) */
+static const mg_ffi_config_field_t route_grpc_fields[] = {
+    CHECKED("service", mg_grpc_service_check, MG_FIELD_REQUIRED, NULL,
+            "must be a gRPC service name like \"helloworld.Greeter\"", mg_route_t,
+            grpc_service),
+    CHECKED("method", mg_grpc_method_check, 0, NULL,
+            "must be a gRPC method name like \"SayHello\"", mg_route_t, grpc_method),
 };
 
 /* smaller dictionaries hold next to nothing; the size is required */
@@ -793,6 +809,7 @@ static const struct {
     OBJECT("route_header", route_header_fields),
     OBJECT("retries", retries_fields),   OBJECT("backoff", backoff_fields),
     OBJECT("outlier", outlier_fields),   OBJECT("route_timeouts", route_timeouts_fields),
+    OBJECT("route_grpc", route_grpc_fields),
 };
 
 const mg_ffi_config_field_t *mg_ffi_config_fields(const char *object, size_t *n)
@@ -1200,7 +1217,8 @@ static void conv_upstream_tls(conv_t *cv, int u_t, const char *what, mg_upstream
     mg_tls_client_opts_t o = { .verify = conf.verify, .ca = conf.ca, .sni = conf.sni,
                                .cert = conf.cert, .key = conf.key,
                                .min_version = conf.min_version, .ciphers = conf.ciphers,
-                               .no_resumption = !conf.session_reuse, .label = u->name };
+                               .no_resumption = !conf.session_reuse, .label = u->name,
+                               .h2 = u->protocol != MG_UP_H1 };
     if (cv->errs->len == 0 && mg_tls_client_new(&o, &u->tls, err, sizeof(err)) != 0)
         errs_add(cv->errs, "%s:%d: upstream %s: tls: %s", source ? source : cv->file, line,
                  u->name ? u->name : "?", err);
@@ -1500,6 +1518,8 @@ void mg_config_free(mg_config_t *cfg)
             free(r->headers[j].value);
         }
         free(r->strip_prefix);
+        free(r->grpc_service);
+        free(r->grpc_method);
         free(r->rewrite);
         free(r->retries);
         if (r->cache) {

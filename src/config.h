@@ -98,6 +98,7 @@ typedef struct mg_upstream_s {
     struct mg_tls_client_s *tls; /* HTTPS to the targets (tls_client.h); NULL: plain */
     mg_retry_policy_t *retries; /* NULL: one retry of what never went out */
     mg_outlier_policy_t *outlier; /* NULL: no outlier detection */
+    int protocol;               /* MG_UP_H1, MG_UP_H2 or MG_UP_GRPC (h2_upstream.h) */
 } mg_upstream_t;
 
 typedef struct mg_route_header_s {
@@ -162,6 +163,9 @@ typedef struct mg_route_s {
     mg_route_timeouts_t timeouts; /* zeros: the upstream's */
     int retry_state;       /* its requests keep a retry state (retry.h): it or
                               its upstream has retries, timeouts or outlier */
+    char *grpc_service;    /* route.grpc: gRPC requests only (grpc.h), for this
+                              service (its path is "/service/" ...) */
+    char *grpc_method;     /* ... or this method ("/service/method"); NULL: any */
 } mg_route_t;
 
 struct mg_tls_ctx_s;

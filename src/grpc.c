@@ -2,6 +2,7 @@
 #include <string.h>
 #include <strings.h>
 #include "grpc.h"
+#include "mg_ffi.h"
 
 int mg_grpc_content_type(const char *v, size_t len)
 {
@@ -113,4 +114,46 @@ size_t mg_grpc_message_encode(const char *msg, size_t len, char *out, size_t cap
         }
     }
     return o;
+}
+
+/* letters, digits and '_' in parts separated by single dots (dots: 0 none
+ * allowed), no part starting with a digit */
+static int ident(const char *s, size_t len, int dots, char *out, size_t cap)
+{
+    if (len == 0 || len >= cap)
+        return MG_STR_BAD;
+    int start = 1;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        int alpha = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '_';
+        int digit = ch >= '0' && ch <= '9';
+        if (ch == '.' && dots && !start && i + 1 < len) {
+            start = 1;
+            continue;
+        }
+        if (!(alpha || (digit && !start)))
+            return MG_STR_BAD;
+        start = 0;
+    }
+    memcpy(out, s, len);
+    out[len] = '\0';
+    return MG_STR_VALUE;
+}
+
+int mg_grpc_service_check(const char *s, size_t len, char *out, size_t cap)
+{
+    return ident(s, len, 1, out, cap);
+}
+
+int mg_grpc_method_check(const char *s, size_t len, char *out, size_t cap)
+{
+    return ident(s, len, 0, out, cap);
+}
+
+int mg_ffi_grpc_split(const char *ctype, size_t ctype_len, const char *path, size_t path_len,
+                      const char **service, size_t *service_len, const char **method,
+                      size_t *method_len)
+{
+    return mg_grpc_content_type(ctype, ctype_len) &&
+           mg_grpc_path_split(path, path_len, service, service_len, method, method_len);
 }

@@ -63,4 +63,11 @@ const char *mg_grpc_status_name(int code);
  * of msg (never cutting an escape); returns the length written. */
 size_t mg_grpc_message_encode(const char *msg, size_t len, char *out, size_t cap);
 
+/* The config's checks (mg_ffi_str_check_fn, mg_ffi.h) of route.grpc's
+ * names, the grammar of a proto file's identifiers: a service is dotted
+ * ("helloworld.Greeter": letters, digits, '_', parts not starting with a
+ * digit), a method one identifier. */
+int mg_grpc_service_check(const char *s, size_t len, char *out, size_t cap);
+int mg_grpc_method_check(const char *s, size_t len, char *out, size_t cap);
+
 #endif

@@ -38,4 +38,10 @@ static inline char *mg_put_header(char *o, const char *n, size_t nl, const char 
     return o;
 }
 
+/* What an upstream speaks (mg_upstream_t.protocol, upstream `protocol`):
+ * HTTP/1.1, or HTTP/2 (h2_upstream.h) for "h2" and "grpc". */
+enum { MG_UP_H1 = 0, MG_UP_H2 = 1, MG_UP_GRPC = 2 };
+int mg_upstream_protocol_parse(const char *name);
+const char *mg_upstream_protocol_name(int protocol);
+
 #endif

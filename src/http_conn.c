@@ -748,18 +748,10 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     }
     if (r->state != MG_RS_BODY || !r->up)
         return 0; /* answered locally: the body is read and dropped */
-    char pre[24];
-    uv_buf_t bufs[3];
-    unsigned n = 0;
-    if (r->chunked) {
-        int k = snprintf(pre, sizeof(pre), "%zx\r\n", len);
-        bufs[n++] = uv_buf_init(pre, (unsigned)k);
-    }
-    bufs[n++] = uv_buf_init((char *)at, (unsigned)len);
-    if (r->chunked)
-        bufs[n++] = uv_buf_init("\r\n", 2);
+    /* the bytes as they are: the upstream's framing is the proxy's */
+    uv_buf_t b = uv_buf_init((char *)at, (unsigned)len);
     r->body_started = 1;
-    if (mg_proxy_send_body(r->up, bufs, n) < 0)
+    if (mg_proxy_send_body(r->up, &b, 1) < 0)
         return fail(p, 502, "upstream write failed");
     return 0;
 }
@@ -789,11 +781,6 @@ static int on_message_complete(llhttp_t *p)
     mg_conn_t *c = p->data;
     mg_request_t *r = c->r;
     if (r->state == MG_RS_BODY && r->up) {
-        if (r->chunked) {
-            uv_buf_t end = uv_buf_init("0\r\n\r\n", 5);
-            if (mg_proxy_send_body(r->up, &end, 1) < 0)
-                return fail(p, 502, "upstream write failed");
-        }
         r->state = MG_RS_WAIT;
         set_deadline(c, UINT64_MAX);
         mg_proxy_request_sent(r->up);

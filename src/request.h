@@ -203,6 +203,7 @@ struct mg_request_s {
     uint8_t head_method;       /* HEAD: response has no body */
     uint8_t idempotent;
     uint8_t retries;
+    uint8_t h2_refused;        /* streams an HTTP/2 upstream refused (not processed) */
     uint8_t body_started;      /* a body byte went upstream: no retry */
     uint8_t response_started;  /* response head sent to the client */
     uint8_t response_close;    /* close the client connection after it (set
@@ -367,6 +368,10 @@ void mg_request_respond(mg_request_t *r, int status, const char *ctype, const ch
  * res; returns the body length that goes (0 for 204 and 304). */
 size_t mg_request_answer(const mg_request_t *r, int status, const char *ctype, size_t body_len,
                          const mg_hfield_t *extra, size_t nextra, mg_hfield_t *f, mg_resp_t *res);
+/* Is r a gRPC request (its Content-Type, grpc.h)? Then the answers the
+ * gateway makes for it (mg_request_respond, _error) are gRPC answers: 200,
+ * no body, grpc-status and grpc-message. */
+int mg_request_grpc(const mg_request_t *r);
 /* The gateway's own JSON error answer, with extra fields (may be NULL).
  * May end r. */
 void mg_request_respond_error(mg_request_t *r, int status, const char *message);

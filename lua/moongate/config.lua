@@ -478,6 +478,7 @@ local SHARED_DICT, CACHE = schema("shared_dict"), schema("cache")
 local ADMIN, LISTEN, ROUTE = schema("admin"), schema("listen"), schema("route")
 local RETRIES, BACKOFF = schema("retries"), schema("backoff")
 local OUTLIER, ROUTE_TIMEOUTS = schema("outlier"), schema("route_timeouts")
+local ROUTE_GRPC = schema("route_grpc")
 local TLS = schema("tls")
 -- a header name (also an Upgrade token): src/header_names.c's rule, lower-cased
 local HEADER_NAME = CACHE.item_checks.vary
@@ -1262,8 +1263,32 @@ function decl.route(d, t)
                 listen = ROUTE.defaults.listen }
     local pinfo
     local path = t.path
+    -- route.grpc: gRPC requests to a service (its path "/service/", any
+    -- method) or one method ("/service/method"), POST only; the router
+    -- also wants a gRPC content type (src/grpc.c)
+    if t.grpc ~= nil then
+        r.grpc = object_option(d, t.grpc, ROUTE_GRPC, "route.grpc",
+                               '{ service = "helloworld.Greeter", method = "SayHello" }')
+        if path ~= nil then
+            err(d, "route.grpc gives the route its path (/service/method): " ..
+                "remove route.path")
+        end
+        if t.methods ~= nil then
+            err(d, "route.grpc routes take POST only (gRPC's method): " ..
+                "remove route.methods")
+        end
+        path = nil
+        if r.grpc and r.grpc.service then
+            path = "/" .. r.grpc.service .. "/" .. (r.grpc.method or "")
+            r.methods = { "POST" }
+        else
+            r.path = "/"
+        end
+    end
     if path == nil then
-        err(d, 'route.path is required (a pattern like "/orders/**")')
+        if t.grpc == nil then
+            err(d, 'route.path is required (a pattern like "/orders/**")')
+        end
     elseif field(d, t, "path", "route", ROUTE.checks.path) then
         local why
         pinfo, why = parse_pattern(path)
@@ -1294,7 +1319,7 @@ function decl.route(d, t)
     end
     route_policies(d, r, t.policies)
 
-    if t.methods ~= nil then
+    if t.methods ~= nil and t.grpc == nil then
         r.methods = route_methods(d, t.methods)
     end
     if t.upgrades ~= nil then
@@ -1364,7 +1389,8 @@ local function route_key(r)
         headers[i] = h.name .. "=" .. h.value
     end
     return concat({ r.path or "", r.host or "", concat(methods, ","),
-                    concat(headers, "\0"), tostring(r.listen) }, "\1")
+                    concat(headers, "\0"), tostring(r.listen),
+                    r.grpc and "grpc" or "" }, "\1")
 end
 
 local function host_port(host, port)

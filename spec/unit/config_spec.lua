@@ -40,7 +40,7 @@ end
 
 local ROUTE_KEYS = "(valid: name, path, upstream, handler, methods, host, " ..
     "headers, listen, strip_prefix, rewrite, max_body, policies, cache, " ..
-    "upgrades, escaped_slashes, retries, timeouts)"
+    "upgrades, escaped_slashes, retries, timeouts, grpc)"
 
 
 describe("config normalisation", function()
@@ -107,7 +107,7 @@ describe("config normalisation", function()
               connect_timeout = 500, send_timeout = 20000,
               read_timeout = 15000, fail_timeout = 7000, max_fails = 1,
               forwarded = true, request_id = true, override_headers = false,
-              balancer = "round_robin" },
+              balancer = "round_robin", protocol = "h1" },
             { name = "users", line = 36, source = file,
               targets = { { host = "::1", port = 9000, weight = 1 },
                           { host = "users.internal", port = 9001,
@@ -116,7 +116,7 @@ describe("config normalisation", function()
               connect_timeout = 5000, send_timeout = 60000,
               read_timeout = 60000, fail_timeout = 10000, max_fails = 1,
               forwarded = true, request_id = true, override_headers = false,
-              balancer = "round_robin" },
+              balancer = "round_robin", protocol = "h1" },
         }, cfg.upstreams)
     end)
 
@@ -251,7 +251,7 @@ describe("config errors", function()
             ":4: unknown key 'keepalve' in gw.upstream options (did you " ..
                 "mean 'keepalive'? valid: keepalive, keepalive_timeout, " ..
                 "connect_timeout, send_timeout, read_timeout, fail_timeout, forwarded, " ..
-                "request_id, override_headers, health, max_fails, balancer, hash, tls, retries, outlier)",
+                "request_id, override_headers, health, max_fails, balancer, hash, tls, retries, outlier, protocol)",
             ":5: unknown key 'pth' in gw.route (did you mean 'path'? " ..
                 ROUTE_KEYS:sub(2),
             ':5: route.path is required (a pattern like "/orders/**")',
