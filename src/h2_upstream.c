@@ -504,6 +504,7 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
     if (u->nheaders == MG_UP_MAX_HEADERS)
         return refuse_block(s, "too many response header fields");
     uint32_t i = u->nheaders++;
+    u->h1.nheaders = u->nheaders; /* on_head takes it from there */
     u->headers[i].name = (mg_span_t){ (uint32_t)at, (uint32_t)namelen };
     u->headers[i].value = (mg_span_t){ (uint32_t)(at + (long)namelen + 2), (uint32_t)valuelen };
     int tok = mg_hname_lookup((const char *)name, namelen);

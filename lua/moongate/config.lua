@@ -958,6 +958,11 @@ function decl.upstream(d, name, targets, opts, ...)
                 u.tls = upstream_tls(d, opts.tls)
             end
             upstream_balancer(d, u, opts)
+            -- "h1" (default), "h2" or "grpc": HTTP/2 (src/h2_upstream.c)
+            if opts.protocol ~= nil then
+                u.protocol = field(d, opts, "protocol", "upstream",
+                                   UPSTREAM.checks.protocol) or u.protocol
+            end
         end
     end
     local schemes = u.schemes or {}
