@@ -969,3 +969,92 @@ void mg_h2up_pool_close(mg_pool_t *p)
         conn_close(mg_container_of(p->h2.next, h2conn_t, link), MG_STREAM_LOST, 0,
                    "the gateway is closing");
 }
+
+/* ---- health checks ------------------------------------------------------------ */
+
+struct mg_h2up_probe_s {
+    nghttp2_session *ng;
+    int status;       /* the answer's :status, once its HEADERS came */
+    int seen;
+};
+
+static int probe_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name,
+                        size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                        void *ud)
+{
+    mg_h2up_probe_t *p = ud;
+    if (f->hd.type == NGHTTP2_HEADERS && namelen == 7 && memcmp(name, ":status", 7) == 0)
+        p->status = (value[0] - '0') * 100 + (value[1] - '0') * 10 + (value[2] - '0');
+    return 0;
+}
+
+static int probe_frame(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
+{
+    mg_h2up_probe_t *p = ud;
+    if (f->hd.type == NGHTTP2_HEADERS && p->status >= 200)
+        p->seen = 1; /* a final head (1xx ones are skipped) */
+    return 0;
+}
+
+static nghttp2_session_callbacks *probe_callbacks;
+static uv_once_t probe_once = UV_ONCE_INIT;
+
+static void make_probe_callbacks(void)
+{
+    nghttp2_session_callbacks_new(&probe_callbacks);
+    nghttp2_session_callbacks_set_on_header_callback(probe_callbacks, probe_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(probe_callbacks, probe_frame);
+}
+
+mg_h2up_probe_t *mg_h2up_probe_new(const char *host, const char *path, int tls)
+{
+    uv_once(&probe_once, make_probe_callbacks);
+    mg_h2up_probe_t *p = calloc(1, sizeof(*p));
+    if (!p || nghttp2_session_client_new(&p->ng, probe_callbacks, p) != 0) {
+        free(p);
+        return NULL;
+    }
+    nghttp2_settings_entry iv[] = { { NGHTTP2_SETTINGS_ENABLE_PUSH, 0 } };
+    nghttp2_submit_settings(p->ng, NGHTTP2_FLAG_NONE, iv, 1);
+    nghttp2_nv hs[] = {
+        nv(":method", 7, "GET", 3),
+        nv(":scheme", 7, tls ? "https" : "http", tls ? 5 : 4),
+        nv(":authority", 10, host, strlen(host)),
+        nv(":path", 5, path, strlen(path)),
+        nv("user-agent", 10, "moongate-health-check", 21),
+    };
+    if (nghttp2_submit_request(p->ng, NULL, hs, sizeof(hs) / sizeof(hs[0]), NULL, NULL) < 0) {
+        mg_h2up_probe_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+long mg_h2up_probe_request(mg_h2up_probe_t *p, char *o, size_t cap)
+{
+    size_t n = 0;
+    const uint8_t *d;
+    ssize_t k;
+    while ((k = nghttp2_session_mem_send(p->ng, &d)) > 0) {
+        if (n + (size_t)k > cap)
+            return -1;
+        memcpy(o + n, d, (size_t)k);
+        n += (size_t)k;
+    }
+    return k < 0 ? -1 : (long)n;
+}
+
+int mg_h2up_probe_status(mg_h2up_probe_t *p, const char *data, size_t len)
+{
+    if (nghttp2_session_mem_recv(p->ng, (const uint8_t *)data, len) < 0)
+        return -1;
+    return p->seen ? p->status : 0;
+}
+
+void mg_h2up_probe_free(mg_h2up_probe_t *p)
+{
+    if (!p)
+        return;
+    nghttp2_session_del(p->ng);
+    free(p);
+}

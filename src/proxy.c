@@ -1620,6 +1620,10 @@ static void send_head(mg_upconn_t *u)
  * the stream's session instead of up_parse: the head (built as for HTTP/1,
  * translated by mg_h2up_submit), the answer's head, body and end. */
 
+/* Streams of one request an upstream may refuse before the gateway gives
+ * up (503): a server that refuses every stream is not waited for forever. */
+#define MAX_REFUSED 10
+
 /* Does r send a body upstream? */
 static int request_has_body(const mg_request_t *r)
 {
@@ -1744,7 +1748,7 @@ void mg_proxy_stream_failed(mg_upconn_t *u, int kind, int err, const char *detai
         /* the upstream did not process it (RFC 9113 8.7): another stream,
          * on another connection, is no retry and no failure, as long as
          * what the client sent can go again */
-        if (r->h2_refused < 3 && (!r->body_started || r->body_buffered) && !r->response_started) {
+        if (r->h2_refused < MAX_REFUSED && (!r->body_started || r->body_buffered) && !r->response_started) {
             mg_pool_t *p = u->pool;
             r->h2_refused++;
             up_close(u);

@@ -7,7 +7,7 @@ honoured both ways.
 Paths:
   /echo            200, JSON: method, path, authority, scheme, headers
                    (lower-case name -> list of values), body_len, sha256
-  /big?n=N         200, N bytes of the pattern (i % 251), sent as the
+  /big?n=N         200, N bytes of the specs' pattern, sent as the
                    gateway's window allows; &slow=1: 16 KiB at a time
                    every 20 ms
   /slow?ms=M       200 after M ms ("slow")
@@ -15,6 +15,7 @@ Paths:
                    grpc-message: all%20good, x-checksum: abc
   /status?code=C   C, body "status C"
   /reset           the stream reset (INTERNAL_ERROR) before any answer
+  /health          200 "ok" (503 with --unhealthy)
 
 --max-streams N    SETTINGS_MAX_CONCURRENT_STREAMS (default 100)
 --goaway-after N   on each connection, at its N-th request: GOAWAY with
@@ -50,11 +51,10 @@ STATS = {"connections": 0, "requests": 0, "max_concurrent": 0, "refused": 0, "te
 LOCK = threading.Lock()
 
 
-def pattern(n, start=0):
-    return bytes((i % 251) for i in range(start, start + n))
-
-
-PATTERN = pattern(251 * 1024)
+# the specs' pattern (spec/support/helpers.lua block()): 65536 bytes of
+# i % 251, repeated
+BLOCK = bytes(i % 251 for i in range(65536))
+PATTERN = BLOCK * 3
 
 
 class Stream:
@@ -203,6 +203,10 @@ class Conn:
                           ("x-checksum", "abc")]
             s.out_end = True
             return
+        if u.path == "/health":
+            bad = self.server.args.unhealthy
+            self.send_simple(s, 503 if bad else 200, b"sick" if bad else b"ok")
+            return
         if u.path == "/status":
             code = int(q.get("code", "200"))
             self.send_simple(s, code, b"status %d" % code)
@@ -234,8 +238,8 @@ class Conn:
         # /big: keep about a window's worth generated ahead
         while s.big_left > 0 and len(s.out) < 262144:
             n = min(s.big_left, 65536)
-            off = s.big_sent % 251
-            s.out += PATTERN[off:off + n] if off + n <= len(PATTERN) else pattern(n, off)
+            off = s.big_sent % 65536
+            s.out += PATTERN[off:off + n]
             s.big_sent += n
             s.big_left -= n
             if s.slow:
@@ -381,6 +385,7 @@ def main():
     p.add_argument("--name", default="h2")
     p.add_argument("--max-streams", type=int, default=100)
     p.add_argument("--goaway-after", type=int, default=0)
+    p.add_argument("--unhealthy", action="store_true")  # /health answers 503
     p.add_argument("--tls-cert")
     p.add_argument("--tls-key")
     args = p.parse_args()
