@@ -110,8 +110,10 @@ describe("HTTP/2 upstreams", function()
     end)
 
     it("retries the streams a GOAWAY left unprocessed: no client fails", function()
-        local r = h.load_start { ports = { gw.port }, paths = { "/goaway/slow?ms=20" },
-                                 rate = 300, duration = 2, conns = 20 }()
+        -- 20 in flight at 200 ms each: when a connection's 10th stream
+        -- comes, the next ones are on it too, and are refused by the GOAWAY
+        local r = h.load_start { ports = { gw.port }, paths = { "/goaway/slow?ms=200" },
+                                 rate = 100, duration = 2, conns = 20 }()
         assert.equal(0, r.errors)
         assert.same({ ["200"] = r.sent }, r.status)
         local st = goaway.stats()
