@@ -1282,18 +1282,13 @@ function decl.route(d, t)
             err(d, "route.grpc routes take POST only (gRPC's method): " ..
                 "remove route.methods")
         end
-        path = nil
-        if r.grpc and r.grpc.service then
-            path = "/" .. r.grpc.service .. "/" .. (r.grpc.method or "")
-            r.methods = { "POST" }
-        else
-            r.path = "/"
-        end
-    end
-    if path == nil then
-        if t.grpc == nil then
-            err(d, 'route.path is required (a pattern like "/orders/**")')
-        end
+        -- its names are grpc.c's identifiers: the path is a valid pattern
+        r.path = r.grpc and r.grpc.service and
+            "/" .. r.grpc.service .. "/" .. (r.grpc.method or "") or "/"
+        pinfo = parse_pattern(r.path)
+        r.methods = { "POST" }
+    elseif path == nil then
+        err(d, 'route.path is required (a pattern like "/orders/**")')
     elseif field(d, t, "path", "route", ROUTE.checks.path) then
         local why
         pinfo, why = parse_pattern(path)
