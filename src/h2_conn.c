@@ -394,7 +394,7 @@ static void send_frames(mg_h2_t *h)
     int rv = nghttp2_session_send(h->s);
     gather_write(h);
     if (rv < 0 && !h->write_failed) {
-        mg_log(MG_LOG_WARN, "worker %d: HTTP/2 client %s: %s", h->w->id, h->peer->client_ip,
+        mg_log(MG_LOG_WARN, "worker %d: HTTP/2 client %s: %s\n", h->w->id, h->peer->client_ip,
                nghttp2_strerror(rv));
         h->write_failed = 1;
     }
@@ -1242,7 +1242,7 @@ void mg_h2_input(mg_h2_t *h, const char *data, size_t n)
         code = NGHTTP2_INTERNAL_ERROR;
     }
     mg_log(code == NGHTTP2_ENHANCE_YOUR_CALM ? MG_LOG_WARN : MG_LOG_INFO,
-           "worker %d: HTTP/2 client %s: %s: GOAWAY %s", h->w->id, h->peer->client_ip, why,
+           "worker %d: HTTP/2 client %s: %s: GOAWAY %s\n", h->w->id, h->peer->client_ip, why,
            nghttp2_http2_strerror(code));
     h->failed = 1;
     unmark(h);

@@ -1552,6 +1552,8 @@ void mg_conn_close_if_idle(mg_conn_t *c)
         mg_h2_shutdown(c->h2); /* GOAWAY: its streams finish */
         return;
     }
+    if (c->h2c && c->buf.len > 0)
+        return; /* part of an HTTP/2 preface: a client, not an idle socket */
     if (!c->r || (c->r->state == MG_RS_HEAD && c->r->head_bytes == 0))
         conn_close(c);
 }

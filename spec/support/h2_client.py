@@ -79,7 +79,8 @@ def main():
             print("error: ALPN chose %r" % sock.selected_alpn_protocol(), flush=True)
             return 1
     conn = h2.connection.H2Connection(h2.config.H2Configuration(
-        client_side=True, header_encoding=None, validate_inbound_headers=False))
+        client_side=True, header_encoding=None, validate_inbound_headers=False,
+        validate_outbound_headers=False, normalize_outbound_headers=False))
     conn.local_settings = h2.settings.Settings(client=True, initial_values={
         h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: a.window,
         h2.settings.SettingCodes.ENABLE_PUSH: 0})
@@ -104,6 +105,7 @@ def main():
         except h2.exceptions.ProtocolError as e:
             state["closed"] = True
             state["error"] = str(e)
+            print("protocol error: %s" % e, file=sys.stderr, flush=True)
             return
         for e in events:
             sid = getattr(e, "stream_id", None)

@@ -1338,7 +1338,7 @@ function H2:start(req)
     local cmd = { op = "request", method = req.method or "GET", path = req.path or "/",
                   headers = h2_headers(req), scheme = req.scheme,
                   ["end"] = req["end"] ~= false }
-    if req.host ~= false then cmd.authority = req.host or "localhost" end
+    cmd.authority = req.host == false and require("cjson").null or req.host or "localhost"
     if req.body then cmd.body_b64 = require("mime").b64(req.body) end
     return self:call(cmd).id
 end
