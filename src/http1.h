@@ -58,6 +58,7 @@ struct mg_conn_s {
     struct mg_conn_tls_s *tls; /* NULL on plain listeners (http_conn.c) */
     struct mg_h2_s *h2;        /* its HTTP/2 session (h2_conn.h), once it speaks it */
     uint8_t h2c;               /* its first bytes may be the HTTP/2 preface */
+    uint8_t lingering;         /* half-closed, dropping input until it closes */
 };
 
 void mg_conn_accept(mg_worker_t *w, uv_stream_t *listener, uint16_t port);

@@ -61,6 +61,7 @@ static int conn_write(mg_conn_t *c, const uv_buf_t *bufs, unsigned n);
 static void tls_schedule_pump(mg_conn_t *c);
 static int h2_start(mg_conn_t *c);
 static void h2_deliver(mg_conn_t *c);
+static void linger(mg_conn_t *c);
 
 /* TLS state of a connection on a TLS listener (see the top of the file). */
 struct mg_conn_tls_s {
@@ -126,7 +127,10 @@ static void on_timer(uv_timer_t *t)
         return;
     if (c->h2) {
         c->deadline = UINT64_MAX; /* the session sets its next one */
-        mg_h2_timeout(c->h2);
+        if (c->lingering)
+            conn_close(c);
+        else
+            mg_h2_timeout(c->h2);
         return;
     }
     mg_request_t *r = c->r;
@@ -1134,7 +1138,10 @@ static void on_drain(mg_wq_t *q)
 {
     mg_conn_t *c = mg_container_of(q, mg_conn_t, wq);
     if (c->closing_after_write) {
-        conn_close(c);
+        if (c->h2 && !c->lingering)
+            linger(c);
+        else if (!c->lingering)
+            conn_close(c);
         return;
     }
     if (c->h2) {
@@ -1367,12 +1374,12 @@ static void h2_set_deadline(void *conn, uint64_t ms) { set_deadline(conn, ms); }
 static void h2_close_after_write(void *conn)
 {
     mg_conn_t *c = conn;
-    if (c->state == MG_CS_CLOSING)
+    if (c->state == MG_CS_CLOSING || c->lingering)
         return;
     stop_reading(c);
     c->closing_after_write = 1;
     if (c->wq.pending == 0)
-        conn_close(c);
+        linger(c);
 }
 
 static void h2_close(void *conn) { conn_close(conn); }
@@ -1391,6 +1398,49 @@ static const mg_h2_io_t h2_io = {
     .close = h2_close,
     .tls = h2_tls,
 };
+
+/* An HTTP/2 connection that ends (after its last GOAWAY): closing a socket
+ * with unread input makes the kernel reset the connection, and the reset
+ * can overtake the GOAWAY before the client read it. So it half-closes
+ * and reads (and drops) what the client still sends, until its EOF or for
+ * LINGER_MS at most (nginx's lingering close), then closes. Its own read
+ * callbacks: the HTTP/1 path pays nothing for it. */
+#define LINGER_MS 2000
+
+static void on_shutdown_done(uv_shutdown_t *req, int status) { free(req); }
+
+static void linger_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+    *b = uv_buf_init(tls_in, sizeof(tls_in));
+}
+
+static void linger_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    if (nread < 0)
+        conn_close((mg_conn_t *)s);
+}
+
+static void linger(mg_conn_t *c)
+{
+    if (c->h2)
+        mg_h2_close(c->h2);
+    if (c->tls && c->tls->t && c->tls->handshaken) {
+        uv_idle_stop(&c->tls->pump); /* what TLS still holds is not read */
+        mg_tls_shutdown(c->tls->t); /* close_notify before the FIN */
+        tls_flush(c);
+    }
+    uv_shutdown_t *req = c->wq.sink ? NULL : malloc(sizeof(*req));
+    stop_reading(c);
+    if (!req || uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown_done) < 0 ||
+        uv_read_start((uv_stream_t *)&c->tcp, linger_alloc, linger_read) < 0) {
+        free(req);
+        conn_close(c);
+        return;
+    }
+    c->lingering = 1;
+    c->reading = 1;
+    set_deadline(c, LINGER_MS);
+}
 
 /* The connection speaks HTTP/2 from now on (no HTTP/1 request began). */
 static int h2_start(mg_conn_t *c)
@@ -1414,7 +1464,7 @@ static void h2_deliver(mg_conn_t *c)
 
 void mg_conn_reload(mg_conn_t *c)
 {
-    if (c->h2 && c->state == MG_CS_OPEN)
+    if (c->h2 && c->state == MG_CS_OPEN && !c->lingering)
         mg_h2_reload(c->h2);
 }
 
@@ -1549,7 +1599,8 @@ void mg_conn_close_if_idle(mg_conn_t *c)
     if (c->state == MG_CS_CLOSING)
         return;
     if (c->h2) {
-        mg_h2_shutdown(c->h2); /* GOAWAY: its streams finish */
+        if (!c->lingering)
+            mg_h2_shutdown(c->h2); /* GOAWAY: its streams finish */
         return;
     }
     if (c->h2c && c->buf.len > 0)

@@ -7,6 +7,8 @@
 local h = require "spec.support.helpers"
 local pki = require "spec.support.pki"
 local cjson = require "cjson"
+-- ASan keeps freed memory in quarantine: RSS says little there
+local SANITIZED = os.getenv("MG_SANITIZED") == "1" or h.MG_BIN:find("asan", 1, true) ~= nil
 
 local CONFIG = [[
 local gw = require "moongate"
@@ -315,7 +317,7 @@ describe("HTTP/2 from clients", function()
             local id = c:start({ path = "/slow?size=60000000" })
             h.sleep(1.5 * h.SLOW)
             local grew = gw:rss() - before
-            assert.is_true(grew < 8 * 1024, "RSS grew by " .. grew .. " KiB")
+            assert.is_true(SANITIZED or grew < 8 * 1024, "RSS grew by " .. grew .. " KiB")
             -- timeouts.send later, the stream is reset (CANCEL); the
             -- gateway serves on (this client never opens its window again)
             local res = c:wait(id, 10)
@@ -339,7 +341,7 @@ describe("HTTP/2 from clients", function()
             h.sleep(1.5 * h.SLOW)
             local grew = gw:rss() - before
             -- a window (64 KiB) and the sockets' buffers, not 20 MiB
-            assert.is_true(grew < 8 * 1024, "RSS grew by " .. grew .. " KiB")
+            assert.is_true(SANITIZED or grew < 8 * 1024, "RSS grew by " .. grew .. " KiB")
             c:reset(id, 8)
             assert.equal(200, c:request({ path = "/local" }).status)
             c:close()
