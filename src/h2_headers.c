@@ -249,10 +249,24 @@ static int content_length(const char *v, size_t vl, uint64_t *out)
     return 0;
 }
 
-static int method_is(const mg_request_t *r, mg_span_t m, const char *lit)
+/* The method's number in llhttp's table (HTTP_*), or -1: over HTTP/2 the
+ * gateway takes the methods an HTTP/1.1 client can send it, no others (an
+ * HTTP/1.1 upstream would get what no HTTP/1.1 client could give it). */
+static int method_number(const char *m, size_t len)
 {
-    size_t l = strlen(lit);
-    return m.len == l && memcmp(*r->data + m.off, lit, l) == 0;
+    static const struct {
+        const char *name;
+        uint8_t len;
+        uint8_t num;
+    } known[] = {
+#define XX(num, name, string) { #string, sizeof(#string) - 1, num },
+        HTTP_METHOD_MAP(XX)
+#undef XX
+    };
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+        if (known[i].len == len && memcmp(known[i].name, m, len) == 0)
+            return known[i].num;
+    return -1;
 }
 
 int mg_h2_head_end(mg_h2_head_t *h, int end_stream)
@@ -262,7 +276,10 @@ int mg_h2_head_end(mg_h2_head_t *h, int end_stream)
         return h->status;
     if (!(h->pseudo_seen & MG_H2P_METHOD))
         return refuse(h, 400, "missing :method");
-    if (method_is(r, h->method, "CONNECT"))
+    int method = method_number(*r->data + h->method.off, h->method.len);
+    if (method < 0)
+        return refuse(h, 400, "unknown method");
+    if (method == HTTP_CONNECT)
         return refuse(h, 405, "CONNECT is not supported"); /* as over HTTP/1.1 */
     if (!(h->pseudo_seen & MG_H2P_SCHEME) || !(h->pseudo_seen & MG_H2P_PATH))
         return refuse(h, 400, !(h->pseudo_seen & MG_H2P_PATH) ? "missing :path"
@@ -318,10 +335,8 @@ int mg_h2_head_end(mg_h2_head_t *h, int end_stream)
         r->has_body = !end_stream;
         r->chunked = r->has_body;
     }
-    r->head_method = method_is(r, h->method, "HEAD");
-    r->idempotent = r->head_method || method_is(r, h->method, "GET") ||
-                    method_is(r, h->method, "PUT") || method_is(r, h->method, "DELETE") ||
-                    method_is(r, h->method, "OPTIONS") || method_is(r, h->method, "TRACE");
+    r->head_method = method == HTTP_HEAD;
+    r->idempotent = (uint8_t)mg_method_idempotent(method);
     r->head_end = h->buf->len;
     r->state = MG_RS_UPSTREAM;
     return 0;

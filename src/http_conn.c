@@ -665,14 +665,7 @@ static int on_headers_complete(llhttp_t *p)
         p->upgrade = 0;
     r->is_upgrade = p->upgrade ? 1 : 0;
     r->head_method = p->method == HTTP_HEAD;
-    switch (p->method) {
-    case HTTP_GET: case HTTP_HEAD: case HTTP_PUT: case HTTP_DELETE:
-    case HTTP_OPTIONS: case HTTP_TRACE:
-        r->idempotent = 1;
-        break;
-    default:
-        break;
-    }
+    r->idempotent = (uint8_t)mg_method_idempotent(p->method);
     r->state = MG_RS_UPSTREAM;
     /* Handled in conn_parse once llhttp returns: routing may need to wait
      * for an upstream connection before the body is read. */
