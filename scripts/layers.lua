@@ -18,7 +18,8 @@ return {
         "balancer_p2c" } },
     { name = "config", files = { "config", "router" } },
     { name = "generation", files = { "generation", "outlier" } },
-    { name = "request", files = { "request" } },
+    -- HTTP/2 header blocks to and from the request (h2_headers)
+    { name = "request", files = { "request", "h2_headers" } },
     { name = "core", files = {
         "hooks", "upgrade", "lua_route", "redis", "cache", "ffi_request",
         "accesslog", "kit_request", "client_addr",
@@ -34,6 +35,9 @@ return {
     -- gw.http over the proxy's connections; told of a lost one through
     -- u->client_lost
     { name = "client", files = { "http_client" } },
-    { name = "protocol", files = { "http_conn" } },
+    -- HTTP/1 (http_conn, which also keeps every client socket) and the
+    -- HTTP/2 session it hands a connection to (h2_conn, which reaches the
+    -- socket back through mg_h2_io_t)
+    { name = "protocol", files = { "http_conn", "h2_conn" } },
     { name = "process", files = { "worker", "control", "repl", "main" } },
 }

@@ -428,6 +428,8 @@ static const mg_ffi_config_field_t settings_fields[] = {
           mg_config_t, limits),
     TABLE("timeouts", "timeouts", MG_FIELD_REQUIRED, "must be a table like { header = 10 }",
           mg_config_t, timeouts),
+    TABLE("http2", "http2", MG_FIELD_REQUIRED,
+          "must be a table like { max_concurrent_streams = 100 }", mg_config_t, http2),
     /* false is also allowed (config.lua) */
     TABLE_HERE("admin", "admin", MG_FIELD_REQUIRED,
                "must be false or a table like { host = \"127.0.0.1\", port = 9901, "
@@ -463,6 +465,8 @@ static const mg_ffi_config_field_t listen_fields[] = {
            "must be a table like { cert = \"certs/site.pem\", key = \"certs/site.key\" }"),
     SLASHES(MG_SLASHES_REJECT, mg_listener_t, escaped_slashes),
     F("proxy_protocol", MG_FIELD_BOOL, 0, 1, 0, NULL, mg_listener_t, proxy_protocol, CT_BOOL),
+    /* default: on with tls, off without (config.lua always sets it) */
+    F("http2", MG_FIELD_BOOL, 0, 1, NONE, NULL, mg_listener_t, http2, CT_BOOL),
 };
 
 #define PEM_EXPECTED "must be the path of a PEM file"
@@ -510,6 +514,24 @@ static const mg_ffi_config_field_t limits_fields[] = {
     SIZE("body", 0, 10 * 1024 * 1024, mg_limits_t, body),
     SIZE("min_body_rate", 0, 1024, mg_limits_t, min_body_rate), /* bytes/s, 0: off */
     SIZE("lua_memory", 16 * 1024 * 1024, 1024.0 * 1024 * 1024, mg_limits_t, lua_memory),
+};
+
+/* settings.http2: nginx's http2_max_concurrent_streams is 128, HAProxy's 100;
+ * 64 KiB of body ahead of the upstream per stream (nginx's preread), 1 MiB
+ * per connection; nghttp2's own reset bound is 1000 at once, 33/s */
+#define H2_WINDOW_MAX 2147483647.0
+static const mg_ffi_config_field_t http2_fields[] = {
+    F("max_concurrent_streams", MG_FIELD_INT, 1, 1000000, 100,
+      "must be an integer 1-1000000", mg_http2_t, max_concurrent_streams, CT_U64),
+    F("initial_window", MG_FIELD_SIZE, 1024, H2_WINDOW_MAX, 65535,
+      "must be a size of 1k-2147483647 bytes", mg_http2_t, initial_window, CT_U64),
+    F("connection_window", MG_FIELD_SIZE, 65535, H2_WINDOW_MAX, 1048576,
+      "must be a size of 65535-2147483647 bytes", mg_http2_t, connection_window, CT_U64),
+    F("max_resets", MG_FIELD_INT, 1, INT32_MAX, 200, "must be an integer >= 1", mg_http2_t,
+      max_resets, CT_U64),
+    F("max_control_frames", MG_FIELD_INT, 1, INT32_MAX, 1000, "must be an integer >= 1",
+      mg_http2_t, max_control_frames, CT_U64),
+    TIME("rate_window", 10000, mg_http2_t, rate_window),
 };
 
 static const mg_ffi_config_field_t timeouts_fields[] = {
@@ -799,7 +821,8 @@ static const struct {
     size_t n;
 } objects[] = {
     OBJECT("settings", settings_fields), OBJECT("limits", limits_fields),
-    OBJECT("timeouts", timeouts_fields), OBJECT("upstream", upstream_fields),
+    OBJECT("timeouts", timeouts_fields), OBJECT("http2", http2_fields),
+    OBJECT("upstream", upstream_fields),
     OBJECT("target", target_fields),     OBJECT("health", health_fields),
     OBJECT("upstream_tls", upstream_tls_fields),
     OBJECT("shared_dict", shared_dict_fields), OBJECT("cache", cache_fields),
@@ -1080,6 +1103,8 @@ static void conv_listener_tls(conv_t *cv, int l_t, const char *what, mg_listener
                                                 o.client_auth == MG_TLS_CLIENT_REQUIRE },
                        &l->tls, err, sizeof(err)) != 0)
         errs_add(cv->errs, "%s:%d: listen.tls: %s", source ? source : cv->file, line, err);
+    else if (l->tls)
+        mg_tls_ctx_offer_h2(l->tls, l->http2);
     for (i = 0; i < o.ncerts; i++) {
         free(o.certs[i].cert);
         free(o.certs[i].key);

@@ -80,11 +80,13 @@ mg_request_t *mg_request_new(mg_worker_t *w)
     r->scratch = scratch;
     r->scratch_cap = cap;
     r->slot = slot;
+    r->serial = ++w->request_serial;
     r->g = mg_wgen_hold(w->g);
     r->w = w;
     r->target = -1;
     r->upstream_override = -1;
     r->target_override = -1;
+    r->http_major = 1;
     r->http_minor = 1; /* until the request line says otherwise */
     r->state = MG_RS_HEAD;
     r->start_ns = uv_hrtime();
@@ -116,6 +118,16 @@ void mg_request_arena_reset(mg_request_t *r)
     }
     r->arena_used = 0;
 }
+
+const char *const mg_request_dup_reason[MG_H__COUNT] = {
+    [MG_H_HOST] = "duplicate Host header",
+    [MG_H_REQUEST_ID] = "duplicate X-Request-Id header",
+    [MG_H_TRANSFER_ENCODING] = "duplicate Transfer-Encoding header",
+    [MG_H_CONTENT_LENGTH] = "duplicate Content-Length header",
+    [MG_H_AUTHORIZATION] = "duplicate Authorization header",
+    [MG_H_PROXY_AUTHORIZATION] = "duplicate Proxy-Authorization header",
+    [MG_H_CONTENT_TYPE] = "duplicate Content-Type header",
+};
 
 /* ---- headers as hooks see them ------------------------------------------ */
 

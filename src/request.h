@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <uv.h>
 #include "cidr.h"
+#include "header_names.h"
 #include "config.h"
 #include "router.h"
 #include "response.h"
@@ -175,6 +176,9 @@ struct mg_request_s {
     char *const *data;         /* the buffer its spans point into */
     const mg_pipe_t *pipe;     /* set by the pipeline */
     mg_worker_t *w;
+    uint32_t serial;           /* which request this struct holds now: the
+                                  struct is reused, so a pointer kept across
+                                  a wait cannot tell on its own (mg_request_still) */
     mg_req_state_t state;
     uint64_t start_ns;         /* uv_hrtime() at the first byte */
     uint64_t upstream_start_ns;
@@ -194,6 +198,7 @@ struct mg_request_s {
     uint8_t chunk_line;        /* a chunk-size line starts at buf.parsed */
     uint8_t last_chunk;        /* the "0" chunk was seen: trailers follow */
     const char *error_reason;  /* set with status by a parser callback (static) */
+    uint8_t http_major;        /* 1, or 2 for a stream of an HTTP/2 connection */
     uint8_t http_minor;
     uint8_t keep_alive;        /* client wants the connection kept */
     uint8_t chunked;           /* request body is chunked */
@@ -283,6 +288,47 @@ struct mg_request_s {
     mg_edit_t res_edits[MG_MAX_EDITS];
     char arena[MG_ARENA_INLINE];
 };
+
+/* Is r still the request it was when `serial` was read from it, and still
+ * the current request of its connection? A hook's answer or an error can end
+ * r, and its connection may then start the next request in the same struct. */
+static inline int mg_request_still(const mg_request_t *r, uint32_t serial,
+                                   const mg_proto_t *p, void *conn)
+{
+    return r->serial == serial && p->current(conn) == r;
+}
+
+/* Fields that must not appear twice (request.c): which copy counts would
+ * differ between the gateway (its checks, hooks, routing) and the
+ * upstream. RFC 9110 5.3: none of them is a list. Indexed by MG_H_*. */
+extern const char *const mg_request_dup_reason[MG_H__COUNT];
+
+/* Remembers the header r->headers[i] (spans into data) if the core acts on
+ * it: its name's token in r->htok[i] (looked up once here for every later
+ * decision, e.g. the head sent upstream) and, for the names the request
+ * keeps an index of, r->known. Returns NULL, or why the request is refused
+ * (400). For every protocol's heads; inline: once per header of every
+ * request. */
+static inline const char *mg_request_classify_header(mg_request_t *r, const char *data,
+                                                     uint32_t i)
+{
+    mg_span_t n = r->headers[i].name;
+    const char *s = data + n.off;
+    if (n.len == 0)
+        return "empty header field name"; /* ": v": llhttp lets it by */
+    int tok = mg_hname_lookup(s, n.len);
+    r->htok[i] = (uint8_t)tok;
+    int k = mg_hnames[tok].known;
+    if (k < 0)
+        return NULL;
+    if (r->known[k] && mg_request_dup_reason[k])
+        return mg_request_dup_reason[k]; /* a second Host is ambiguous: which one routes? */
+    if (r->known[k] && k == MG_H_TRACEPARENT)
+        r->trace_bad = 1; /* W3C: two of them are no trace to continue */
+    if (!r->known[k])
+        r->known[k] = (uint16_t)(i + 1);
+    return NULL;
+}
 
 /* The request's real client address (text): the one its trusted headers
  * name, else its connection's client. */

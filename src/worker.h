@@ -60,6 +60,7 @@ struct mg_worker_s {
     size_t nconns;
     mg_request_t *free_requests;
     uint32_t nrequests;         /* request structs ever made (slots) */
+    uint32_t request_serial;    /* requests ever begun (mg_request_t.serial) */
     mg_bufs_t bufs;             /* read buffers to reuse (buf.h) */
     void (*conn_closed)(mg_worker_t *w); /* a client connection closed: set
                                             by worker.c, called by the protocol */
@@ -71,6 +72,7 @@ struct mg_worker_s {
     mg_link_t cache_waiters;     /* requests waiting for another's fetch */
     uv_timer_t cache_timer;      /* polls for them (cache.c) */
     mg_accesslog_t *log;
+    struct mg_h2_worker_s *h2;   /* what its HTTP/2 sessions share (h2_conn.c), or NULL */
     const struct mg_upstream_ops_s *upstream; /* the proxy (upstream.h), for the pipeline */
     uv_timer_t shutdown_timer;
     _Atomic uint64_t hook_since; /* ms (monotonic) a hook started running, 0 = none */

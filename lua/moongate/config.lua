@@ -471,6 +471,7 @@ end
 
 local SETTINGS, LIMITS, TIMEOUTS = schema("settings"), schema("limits"),
     schema("timeouts")
+local HTTP2 = schema("http2")
 local UPSTREAM, TARGET, HEALTH = schema("upstream"), schema("target"),
     schema("health")
 local UPSTREAM_TLS = schema("upstream_tls")
@@ -523,6 +524,7 @@ end
 local function default_settings()
     local s = copy(SETTINGS.defaults)
     s.limits, s.timeouts = copy(LIMITS.defaults), copy(TIMEOUTS.defaults)
+    s.http2 = copy(HTTP2.defaults)
     s.admin = copy(ADMIN.defaults)
     s.admin.enabled = true
     return s
@@ -554,6 +556,7 @@ function decl.settings(d, t)
     s.limits = field(d, t, "limits", "settings", SETTINGS.checks.limits) or s.limits
     s.timeouts = field(d, t, "timeouts", "settings", SETTINGS.checks.timeouts)
         or s.timeouts
+    s.http2 = field(d, t, "http2", "settings", SETTINGS.checks.http2) or s.http2
     if c.budget then
         -- the rest of this file's run has the budget it sets
         c.budget.seconds = s.timeouts.load / 1000
@@ -676,6 +679,12 @@ function decl.listen(d, t)
         or LISTEN.defaults.escaped_slashes
     if t.tls ~= nil then
         l.tls = listen_tls(d, t.tls)
+    end
+    -- HTTP/2: by ALPN on a TLS listener unless turned off; h2c (prior
+    -- knowledge) only when asked for
+    l.http2 = field(d, t, "http2", "listen", LISTEN.checks.http2)
+    if l.http2 == nil then
+        l.http2 = t.tls ~= nil
     end
     if l.port then
         local listeners = d.c.listeners
@@ -1409,7 +1418,7 @@ local function finish(c)
     -- where gw.settings is (nil without one): for errors about them
     cfg.settings_line, cfg.settings_source = s.line, s.source
     cfg.tests = c.tests
-    cfg.limits, cfg.timeouts = s.limits, s.timeouts
+    cfg.limits, cfg.timeouts, cfg.http2 = s.limits, s.timeouts, s.http2
     if s.trusted_proxies and s.trusted_proxies[1] then
         -- none: nothing is believed, and the header does not matter
         cfg.trusted_proxies, cfg.real_ip_header = s.trusted_proxies, s.real_ip_header
