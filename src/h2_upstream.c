@@ -550,6 +550,13 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
     if (f->hd.type == NGHTTP2_HEADERS && !s->in_trailers) {
         if (!u->got_response_bytes)
             u->got_response_bytes = 1;
+        if (end && !u->h1.has_length) {
+            /* a head that ends the stream has no body: a gRPC
+             * "trailers-only" answer stays one (its grpc-status in the
+             * head an HTTP/2 client reads as the trailers) */
+            u->h1.has_length = 1;
+            u->h1.content_length = 0;
+        }
         int rc = mg_proxy_stream_head(u);
         if (rc < 0)
             return 0; /* u ended (and left this session) */

@@ -13,7 +13,8 @@ Service demo.Echo:
   Chat(stream) -> stream             each message back, upper-cased
   Hang(bytes) -> bytes               sleeps until cancelled; counts the
                                       cancellations it saw
-Also demo.Echo/Stats (unary): JSON {cancelled, calls, peers}.
+Also demo.Echo/Stats (unary): JSON {cancelled, calls}; Secret and Limited
+are Unary under other names (for routes with their own policies).
 Prints "ready" once serving on --port.
 """
 import argparse
@@ -102,6 +103,8 @@ def main():
         "Chat": grpc.stream_stream_rpc_method_handler(chat, ident, ident),
         "Hang": grpc.unary_unary_rpc_method_handler(hang, ident, ident),
         "Stats": grpc.unary_unary_rpc_method_handler(stats, ident, ident),
+        "Secret": grpc.unary_unary_rpc_method_handler(unary, ident, ident),
+        "Limited": grpc.unary_unary_rpc_method_handler(unary, ident, ident),
     })
     opts = [("grpc.max_receive_message_length", 64 << 20),
             ("grpc.max_send_message_length", 64 << 20)]
