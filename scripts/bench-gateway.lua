@@ -136,3 +136,13 @@ if w6 then
                                           keys = { key_auth.hash(key) } } } },
     })
 end
+
+-- G1 (scripts/bench-grpc.sh): gRPC unary calls, HTTP/2 both ways: an h2c
+-- listener, an upstream with protocol = "grpc", the service's route
+local g1, grpc_backend = port("GW_G1_PORT"), os.getenv("BENCH_GRPC_UPSTREAM")
+if g1 and grpc_backend then
+    gw.listen { port = g1, host = "127.0.0.1", http2 = true }
+    gw.upstream("grpc", { grpc_backend }, { protocol = "grpc", forwarded = false,
+                                            request_id = false })
+    gw.route { name = "g1", grpc = { service = "demo.Echo" }, upstream = "grpc", listen = g1 }
+end

@@ -3,8 +3,9 @@
 # workloads W0-W6 (scripts/bench/peers.sh: req/s, p99, CPU us per request,
 # ratios), then the counted cost per request (scripts/bench/counts.sh:
 # syscalls and user-space instructions), then throughput while reloading
-# every 100 ms, response cache hits beside nginx's proxy_cache and the memory
-# of idle keep-alive connections. Everything it needs is in this repository;
+# every 100 ms, response cache hits beside nginx's proxy_cache, gRPC unary
+# calls beside nginx grpc_pass (G1) and the memory of idle keep-alive
+# connections. Everything it needs is in this repository;
 # the peers are installed by scripts/bench/deps.sh (`make bench-deps`).
 # A benchmark owns the machine: run nothing else meanwhile.
 #   QUICK=1 make bench                      one short rep, smaller count windows
@@ -37,6 +38,9 @@ bash scripts/bench-reload.sh || rc=1
 echo
 echo "bench: response cache hits beside nginx proxy_cache"
 bash scripts/bench-cache.sh || rc=1
+echo
+echo "bench: gRPC unary calls beside nginx grpc_pass (G1)"
+bash scripts/bench-grpc.sh || rc=1
 echo
 echo "bench: idle keep-alive connections (memory)"
 python3 scripts/bench-idle.py --bin build/moongate --conns "${IDLE_CONNS:-10000}" || rc=1
