@@ -1592,19 +1592,30 @@ long mg_ffi_kit_response_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const
     return n;
 }
 
-/* Sends the head and starts waiting for the answer. */
-static void send_head(mg_upconn_t *u)
+/* A try begins on u: its request head in the worker's scratch (its length,
+ * or -1 when the request was failed), the answer's state reset, the clock
+ * started. For HTTP/1 connections and HTTP/2 streams alike. */
+static long begin_try(mg_upconn_t *u)
 {
     long len = build_request_head(u);
     if (len < 0)
-        return;
+        return -1;
     mg_h1r_init(&u->h1);
     u->got_response_bytes = 0;
     u->tunnel = 0;
     u->revalidated = 0;
+    u->r->upstream_start_ns = uv_hrtime();
+    return len;
+}
+
+/* Sends the head and starts waiting for the answer. */
+static void send_head(mg_upconn_t *u)
+{
+    long len = begin_try(u);
+    if (len < 0)
+        return;
     uv_buf_t b = uv_buf_init(u->w->scratch, (unsigned)len);
     mg_request_t *r = u->r;
-    r->upstream_start_ns = uv_hrtime();
     if (mg_upconn_write(u, &b, 1) < 0) {
         up_failed(u, 502, "upstream write failed", u->requests > 0, MG_RETRY_ON_RESET, 0);
         return;
@@ -1633,13 +1644,9 @@ static int request_has_body(const mg_request_t *r)
 void mg_proxy_stream_go(mg_upconn_t *u)
 {
     mg_request_t *r = u->r;
-    long len = build_request_head(u);
+    long len = begin_try(u);
     if (len < 0)
         return;
-    mg_h1r_init(&u->h1);
-    u->got_response_bytes = 0;
-    u->revalidated = 0;
-    r->upstream_start_ns = uv_hrtime();
     const char *why = mg_h2up_submit(u, u->w->scratch, (size_t)len, request_has_body(r));
     if (why) {
         up_failed(u, 502, why, 0, 0, 0);
