@@ -15,7 +15,8 @@ local H2PY = "spec/support/h2_upstream.py"
 
 local CONFIG = [[
 local gw = require "moongate"
-gw.settings { limits = { body = "64m" }, timeouts = { shutdown = 2 } }
+gw.settings { limits = { body = "64m" }, timeouts = { shutdown = 2 },
+              admin = { port = {{ADMIN}} } }
 gw.listen { port = {{PORT}}, host = "127.0.0.1" }
 gw.upstream("h2", { "127.0.0.1:{{H2}}" }, { protocol = "h2" })
 gw.upstream("two", { "127.0.0.1:{{TWO}}" }, { protocol = "h2" })
@@ -26,6 +27,11 @@ gw.upstream("h1tls", { "localhost:{{H1TLS}}" },
 gw.upstream("checked", { "127.0.0.1:{{GOOD}}", "127.0.0.1:{{SICK}}" }, { protocol = "h2",
     health = { path = "/health", interval = 0.2, fall = 1, rise = 1 } })
 gw.upstream("down", { "{{DEAD}}" }, { protocol = "h2", max_fails = 0 })
+-- retries and route timeouts over HTTP/2: a dead target beside a live one
+gw.upstream("pair", { "{{DEAD}}", "127.0.0.1:{{PAIR}}" }, { protocol = "h2",
+    retries = { attempts = 2, on = { "connect" } } })
+gw.route { path = "/pair/**", upstream = "pair", strip_prefix = "/pair",
+           timeouts = { first_byte = 0.4 } }
 for _, name in ipairs { "h2", "two", "goaway", "tls", "h1tls", "checked", "down" } do
     gw.route { path = "/" .. name .. "/**", upstream = name, strip_prefix = "/" .. name }
 end
@@ -51,7 +57,7 @@ local function start_h2(opts)
 end
 
 describe("HTTP/2 upstreams", function()
-    local gw, up, two, goaway, tls, h1tls, good, sick
+    local gw, up, two, goaway, tls, h1tls, good, sick, pair, admin, dead
 
     setup(function()
         local ca = pki.ca("h2")
@@ -61,11 +67,14 @@ describe("HTTP/2 upstreams", function()
         goaway = start_h2 { name = "goaway", goaway_after = 10 }
         tls = start_h2 { name = "tls", tls = { cert = crt, key = key } }
         good = start_h2 { name = "good" }
+        pair = start_h2 { name = "pair" }
+        admin, dead = h.free_port(), h.dead_addr()
         sick = start_h2 { name = "sick", unhealthy = true }
         h1tls = h.start_upstream { name = "h1tls", tls = { cert = crt, key = key } }
         gw = h.start_gateway(CONFIG, { workers = 1, vars = {
             H2 = up.port, TWO = two.port, GOAWAY = goaway.port, TLS = tls.port,
-            H1TLS = h1tls.port, GOOD = good.port, SICK = sick.port, CA = ca.crt, DEAD = h.dead_addr() } })
+            H1TLS = h1tls.port, GOOD = good.port, SICK = sick.port, CA = ca.crt, DEAD = dead,
+            PAIR = pair.port, ADMIN = admin } })
     end)
 
     teardown(h.cleanup)
@@ -238,6 +247,30 @@ describe("HTTP/2 upstreams", function()
         local res = h.http(gw.port, { path = "/hooked/echo" })
         assert.equal(200, res.status)
         assert.equal("200", res.headers["x-seen-status"])
+    end)
+
+    it("retries a dead target on the live one, times out per route, counts per target", function()
+        for _ = 1, 10 do
+            local res = h.http(gw.port, { path = "/pair/echo" })
+            assert.equal(200, res.status)
+            assert.equal("pair", h.json(res.body).name)
+        end
+        local t0 = h.now()
+        local res = h.http(gw.port, { path = "/pair/slow?ms=3000" })
+        assert.equal(504, res.status) -- timeouts.first_byte = 0.4
+        assert.is_true(h.now() - t0 < 2.5 * h.SLOW)
+        local m = h.admin(admin, { path = "/metrics" }).body
+        local function series(target, class)
+            return tonumber(m:match(('moongate_upstream_responses_total{upstream="pair",target="%s",' ..
+                                     'code_class="%s"} (%%d+)'):format(target:gsub("%p", "%%%0"), class)))
+        end
+        assert.equal(10, series("127.0.0.1:" .. pair.port, "2xx"))
+        assert.is_true((series(dead, "error") or 0) >= 1)
+        -- and /upstreams says which protocol each upstream speaks
+        local ups = h.json(h.admin(admin, { path = "/upstreams" }).body)
+        local protocols = {}
+        for _, u in ipairs(ups.upstreams or ups) do protocols[u.name] = u.protocol end
+        assert.equal("h2", protocols.pair)
     end)
 
     it("checks the health of h2 targets over HTTP/2", function()
