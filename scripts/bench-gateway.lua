@@ -42,6 +42,14 @@ if w1 then
                listen = w1 }
 end
 
+-- H2 (scripts/bench-h2.sh): W1 over HTTP/2 from the client, h2c with prior
+-- knowledge (h2load), proxied over HTTP/1.1 to A through the same pool
+local h2 = port("GW_H2_PORT")
+if h2 then
+    gw.listen { port = h2, host = "127.0.0.1", http2 = true }
+    gw.route { name = "h2", path = "/**", upstream = "a", listen = h2 }
+end
+
 -- W4: two hooks; the request hook reads X-Tenant and X-Client, sets
 -- X-Tenant-Checked upstream and keeps "tenant/client" in req.ctx; the
 -- response hook adds X-Gateway-Ctx from it

@@ -41,6 +41,7 @@
  * slow readers and stalled writers by timeouts.send, slow bodies by
  * timeouts.body, an unfinished header block by timeouts.header.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +61,11 @@
 #define OUT_MAX (16u << 20)       /* ... and beyond which something is wrong: reset */
 #define GATHER_CAP (96 * 1024)    /* frames gathered for one write */
 #define FREE_STREAMS 256          /* stream structs a worker keeps for reuse */
+#define HEAD_BUF 1024             /* a request head's first buffer (most fit) */
+#define FREE_HEADS 256            /* ... and how many a worker keeps */
+#define MEM_STEP 64               /* nghttp2's small allocations: size classes of */
+#define MEM_CLASSES 16            /* 64 bytes, up to 1 KiB, */
+#define MEM_KEEP 1024             /* each with up to this many free blocks kept */
 #define MAX_FIELDS_STACK 64
 
 typedef struct mg_h2_stream_s mg_h2_stream_t;
@@ -127,12 +133,18 @@ struct mg_h2_s {
 /* What a worker's sessions share: the flush, free stream structs, the
  * buffer frames are gathered in and the one response heads are translated
  * in. Made with its first session (its loop's thread only). */
+typedef struct mem_block_s mem_block_t;
 typedef struct mg_h2_worker_s {
     uv_prepare_t flush;
     int flushing;           /* the prepare handle is started */
     mg_link_t dirty;
     mg_h2_stream_t *free_streams;
     unsigned nfree;
+    char **free_heads;      /* HEAD_BUF buffers for request heads */
+    unsigned nheads;
+    mem_block_t *mem[MEM_CLASSES + 1]; /* nghttp2's free blocks by class */
+    unsigned nmem[MEM_CLASSES + 1];
+    nghttp2_mem nmem_funcs;
     char *gather;
     size_t glen;
     nghttp2_session_callbacks *cbs;
@@ -148,6 +160,109 @@ static void stream_reset(mg_h2_stream_t *st, uint32_t code);
 static uint64_t now_ms(const mg_h2_t *h) { return uv_now(&h->w->loop); }
 
 static mg_h2_worker_t *hw_of(mg_worker_t *w) { return w->h2; }
+
+/* ---- memory: nghttp2's allocations and request heads --------------------------
+ * nghttp2 allocates a few small blocks per stream (the stream, each frame
+ * queued, the copy of a head's fields) and frees them when it is done:
+ * malloc and free were a twentieth of a request's instructions. They come
+ * from per-worker free lists by size class instead (a session is only
+ * ever used on its worker's thread); a block says its class in a header
+ * in front of it. */
+
+struct mem_block_s {
+    union {
+        struct {
+            uint32_t cls;   /* 1..MEM_CLASSES, or 0: a large one of `cap` bytes */
+            uint32_t cap;
+        } h;
+        max_align_t align;
+        mem_block_t *next;  /* while free */
+    } u;
+};
+
+static void *mem_malloc(size_t size, void *ud)
+{
+    mg_h2_worker_t *hw = ud;
+    size_t cls = size ? (size + MEM_STEP - 1) / MEM_STEP : 1;
+    mem_block_t *m;
+    if (cls <= MEM_CLASSES && hw->mem[cls]) {
+        m = hw->mem[cls];
+        hw->mem[cls] = m->u.next;
+        hw->nmem[cls]--;
+    } else if (cls <= MEM_CLASSES) {
+        m = malloc(sizeof(*m) + cls * MEM_STEP);
+    } else if (size <= UINT32_MAX) {
+        m = malloc(sizeof(*m) + size);
+        cls = 0;
+    } else {
+        return NULL;
+    }
+    if (!m)
+        return NULL;
+    m->u.h.cls = (uint32_t)cls;
+    m->u.h.cap = cls ? (uint32_t)(cls * MEM_STEP) : (uint32_t)size;
+    return m + 1;
+}
+
+static void mem_free(void *p, void *ud)
+{
+    mg_h2_worker_t *hw = ud;
+    if (!p)
+        return;
+    mem_block_t *m = (mem_block_t *)p - 1;
+    uint32_t cls = m->u.h.cls;
+    if (cls && hw->nmem[cls] < MEM_KEEP) {
+        m->u.next = hw->mem[cls];
+        hw->mem[cls] = m;
+        hw->nmem[cls]++;
+        return;
+    }
+    free(m);
+}
+
+static void *mem_calloc(size_t n, size_t size, void *ud)
+{
+    if (size && n > SIZE_MAX / size)
+        return NULL;
+    void *p = mem_malloc(n * size, ud);
+    if (p)
+        memset(p, 0, n * size);
+    return p;
+}
+
+static void *mem_realloc(void *p, size_t size, void *ud)
+{
+    if (!p)
+        return mem_malloc(size, ud);
+    mem_block_t *m = (mem_block_t *)p - 1;
+    size_t cap = m->u.h.cap;
+    if (size <= cap && m->u.h.cls)
+        return p;
+    void *n = mem_malloc(size, ud);
+    if (!n)
+        return NULL;
+    memcpy(n, p, cap < size ? cap : size);
+    mem_free(p, ud);
+    return n;
+}
+
+/* A request head's first buffer (h2_headers.c grows it by realloc). */
+static void head_buf_get(mg_h2_worker_t *hw, mg_buf_t *b)
+{
+    b->data = hw->nheads ? hw->free_heads[--hw->nheads] : malloc(HEAD_BUF);
+    b->cap = b->data ? HEAD_BUF : 0;
+    b->len = b->parsed = 0;
+}
+
+static void head_buf_put(mg_h2_worker_t *hw, mg_buf_t *b)
+{
+    if (b->data && b->cap == HEAD_BUF && hw->nheads < FREE_HEADS)
+        hw->free_heads[hw->nheads++] = b->data;
+    else
+        free(b->data);
+    b->data = NULL;
+    b->cap = b->len = b->parsed = 0;
+}
 
 /* ---- marking sessions to flush ------------------------------------------------ */
 
@@ -247,7 +362,7 @@ static void stream_closed(mg_h2_stream_t *st)
         st->r->status = 499; /* the client went away (or was reset) unanswered */
     end_request(st);
     release_windows(st);
-    mg_buf_put(&h->w->bufs, &st->head);
+    head_buf_put(hw_of(h->w), &st->head);
     mg_buf_put(&h->w->bufs, &st->out);
     mg_list_remove(&st->link);
     h->nstreams--;
@@ -532,7 +647,8 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
     r->proto = &h2_proto;
     r->conn = st;
     r->peer = h->peer;
-    mg_h2_head_begin(&st->hb, r, &st->head, &h->w->bufs, &r->g->cfg->limits);
+    head_buf_get(hw_of(h->w), &st->head);
+    mg_h2_head_begin(&st->hb, r, &st->head, NULL, &r->g->cfg->limits);
     nghttp2_session_set_stream_user_data(s, f->hd.stream_id, st);
     return 0;
 }
@@ -1099,12 +1215,16 @@ static mg_h2_worker_t *worker_state(mg_worker_t *w)
         return w->h2;
     mg_h2_worker_t *hw = calloc(1, sizeof(*hw));
     if (!hw || !(hw->gather = malloc(GATHER_CAP)) ||
+        !(hw->free_heads = malloc(FREE_HEADS * sizeof(char *))) ||
         nghttp2_session_callbacks_new(&hw->cbs) != 0) {
-        if (hw)
+        if (hw) {
             free(hw->gather);
+            free(hw->free_heads);
+        }
         free(hw);
         return NULL;
     }
+    hw->nmem_funcs = (nghttp2_mem){ hw, mem_malloc, mem_free, mem_calloc, mem_realloc };
     nghttp2_session_callbacks *cb = hw->cbs;
     nghttp2_session_callbacks_set_send_callback(cb, on_send);
     nghttp2_session_callbacks_set_send_data_callback(cb, on_send_data);
@@ -1132,6 +1252,15 @@ void mg_h2_worker_free(mg_worker_t *w)
         hw->free_streams = st->next_dead;
         free(st);
     }
+    while (hw->nheads)
+        free(hw->free_heads[--hw->nheads]);
+    free(hw->free_heads);
+    for (int c = 1; c <= MEM_CLASSES; c++)
+        while (hw->mem[c]) {
+            mem_block_t *m = hw->mem[c];
+            hw->mem[c] = m->u.next;
+            free(m);
+        }
     nghttp2_session_callbacks_del(hw->cbs);
     free(hw->gather);
     free(hw->names);
@@ -1162,10 +1291,13 @@ mg_h2_t *mg_h2_new(mg_worker_t *w, void *conn, const mg_h2_io_t *io, const mg_pe
      * backstop behind max_resets */
     nghttp2_option_set_no_auto_window_update(opt, 1);
     nghttp2_option_set_no_closed_streams(opt, 1);
+    /* responses go without the HPACK dynamic table (as nginx sends them):
+     * no search of it per field, no entries kept per connection */
+    nghttp2_option_set_max_deflate_dynamic_table_size(opt, 0);
     nghttp2_option_set_stream_reset_rate_limit(
         opt, 2 * h->set.max_resets + 100,
         2 * h->set.max_resets * 1000 / (h->set.rate_window ? h->set.rate_window : 1) + 33);
-    int rv = nghttp2_session_server_new2(&h->s, hw->cbs, h, opt);
+    int rv = nghttp2_session_server_new3(&h->s, hw->cbs, h, opt, &hw->nmem_funcs);
     nghttp2_option_del(opt);
     if (rv != 0) {
         free(h);

@@ -1,11 +1,15 @@
 /* h2_headers.c: HTTP/2 header blocks <-> the core's request and response
- * (h2_headers.h), RFC 9113 8.2 (fields), 8.2.2 (connection-specific
- * fields), 8.2.3 (cookie crumbs), 8.3 (control data).
+ * (h2_headers.h), RFC 9113 8.2.2 (connection-specific fields), 8.2.3
+ * (cookie crumbs), 8.3 (control data).
  *
- * nghttp2 checks a header block too (its HTTP messaging rules); these are
- * the rules the gateway itself relies on, kept whatever the library lets
- * through, and the translation to what an HTTP/1.1 upstream reads.
+ * The syntax of each field (8.2.1: a name of lower-case token characters,
+ * a value without NUL, CR, LF or blanks at its ends) is nghttp2's to check
+ * (its HTTP messaging, which the session runs: nghttp2_check_header_name,
+ * nghttp2_check_header_value_rfc9113) before a field reaches this file, so
+ * it is not scanned twice. What follows are the rules of a request as the
+ * gateway uses it, and the translation to what an HTTP/1.1 upstream reads.
  */
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include "h2_headers.h"
@@ -40,7 +44,7 @@ static int refuse(mg_h2_head_t *h, int status, const char *reason)
 static int put(mg_h2_head_t *h, const char *p, size_t n, mg_span_t *out)
 {
     mg_buf_t *b = h->buf;
-    if (!b->data)
+    if (!b->data && h->pool)
         mg_buf_get(h->pool, b);
     if (!b->data)
         return refuse(h, 503, "out of memory");
@@ -55,39 +59,22 @@ static int put(mg_h2_head_t *h, const char *p, size_t n, mg_span_t *out)
             return refuse(h, 431, "request header fields too large");
         if (cap > max)
             cap = max;
-        if (mg_buf_grow(h->pool, b, cap) < 0)
-            return refuse(h, 503, "out of memory");
+        if (h->pool) {
+            if (mg_buf_grow(h->pool, b, cap) < 0)
+                return refuse(h, 503, "out of memory");
+        } else {
+            char *nd = realloc(b->data, cap);
+            if (!nd)
+                return refuse(h, 503, "out of memory");
+            b->data = nd;
+            b->cap = (uint32_t)cap;
+        }
     }
     memcpy(b->data + b->len, p, n);
     out->off = b->len;
     out->len = (uint32_t)n;
     b->len += (uint32_t)n;
     return 0;
-}
-
-/* RFC 9113 8.2.1: a name is lower-case token characters (a pseudo-header
- * field starts with ':'); a value holds no NUL, CR or LF, and no blank at
- * either end. */
-static int valid_name(const char *n, size_t nl)
-{
-    if (nl == 0)
-        return 0;
-    for (size_t i = n[0] == ':'; i < nl; i++) {
-        unsigned char c = (unsigned char)n[i];
-        if (!mg_hname_tchar[c] || (c >= 'A' && c <= 'Z'))
-            return 0;
-    }
-    return nl > (n[0] == ':');
-}
-
-static int valid_value(const char *v, size_t vl)
-{
-    if (vl && (v[0] == ' ' || v[0] == '\t' || v[vl - 1] == ' ' || v[vl - 1] == '\t'))
-        return 0;
-    for (size_t i = 0; i < vl; i++)
-        if (v[i] == '\0' || v[i] == '\r' || v[i] == '\n')
-            return 0;
-    return 1;
 }
 
 static int is(const char *n, size_t nl, const char *lit)
@@ -136,10 +123,8 @@ int mg_h2_head_field(mg_h2_head_t *h, const char *n, size_t nl, const char *v, s
     mg_request_t *r = h->r;
     if (h->status)
         return h->status;
-    if (!valid_name(n, nl))
-        return refuse(h, 400, "invalid header field name");
-    if (!valid_value(v, vl))
-        return refuse(h, 400, "invalid header field value");
+    if (nl == 0)
+        return refuse(h, 400, "empty header field name");
     if (n[0] == ':')
         return pseudo_field(h, n, nl, v, vl);
     h->regular_seen = 1;
@@ -367,6 +352,10 @@ static size_t fields(const mg_hfield_t *t, size_t n, mg_h2_field_t *out, size_t 
             v++, vl--;
         while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
             vl--;
+        if (f->tok) { /* the table's name is lower case */
+            out[k++] = (mg_h2_field_t){ mg_hnames[f->tok].name, v, f->name_len, vl };
+            continue;
+        }
         for (size_t j = 0; j < f->name_len; j++) {
             char c = f->name[j];
             lower[j] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);

@@ -23,7 +23,9 @@
 
 /* A request head being built from the fields of one header block. The
  * field bytes are copied into `buf` (the request's spans point into it:
- * r->data = &buf->data), which grows within the limits. */
+ * r->data = &buf->data), which grows within the limits: from `pool` when
+ * there is one (buf may start empty), else by realloc (buf starts with a
+ * buffer of the caller's, which may be replaced by a larger one). */
 typedef struct mg_h2_head_s {
     mg_request_t *r;
     mg_buf_t *buf;
@@ -37,12 +39,13 @@ typedef struct mg_h2_head_s {
     const char *reason;      /* ... and why (static) */
 } mg_h2_head_t;
 
-/* Starts building r's head from a HEADERS block into buf (empty, owned by
- * the caller, grown from pool) within limits l. */
+/* Starts building r's head from a HEADERS block into buf (owned by the
+ * caller, len 0) within limits l. */
 void mg_h2_head_begin(mg_h2_head_t *h, mg_request_t *r, mg_buf_t *buf, mg_bufs_t *pool,
                       const mg_limits_t *l);
-/* One decoded field. Returns 0, or the refusal status once the head is
- * refused (then the later fields are only counted, not kept). */
+/* One decoded field, its syntax already checked (RFC 9113 8.2.1: nghttp2
+ * does, see h2_headers.c). Returns 0, or the refusal status once the head
+ * is refused (then the later fields are not kept). */
 int mg_h2_head_field(mg_h2_head_t *h, const char *name, size_t nl, const char *value, size_t vl);
 /* The block is complete; end_stream: no body follows (END_STREAM on the
  * HEADERS). Checks what a whole head must hold and fills the request (its
