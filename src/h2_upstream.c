@@ -91,10 +91,13 @@ static void dispatch_waiting(h2conn_t *c);
 
 static h2conn_t *conn_of(mg_upconn_t *t) { return mg_container_of(t, h2conn_t, t); }
 
+/* The streams c takes: what the server's SETTINGS said, or before they
+ * came what the target's last ones said (the pool learned it), else
+ * ASSUMED_STREAMS. */
 static uint32_t stream_limit(h2conn_t *c)
 {
     if (!c->ready)
-        return ASSUMED_STREAMS;
+        return c->t.pool->h2_limit ? c->t.pool->h2_limit : ASSUMED_STREAMS;
     return nghttp2_session_get_remote_settings(c->ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
 }
 
@@ -873,14 +876,22 @@ static void dispatch_waiting(h2conn_t *c)
 {
     uint32_t limit = stream_limit(c);
     uint32_t submitted = 0;
+    c->t.pool->h2_limit = limit ? limit : 1; /* new sessions of the target assume it */
     for (mg_link_t *l = c->streams.next; l != &c->streams; l = l->next)
         submitted++;
     /* oldest first: the list is pushed at its head */
     while (!mg_list_empty(&c->waiting) && !c->closing) {
         stream_t *s = mg_container_of(c->waiting.prev, stream_t, link);
         mg_upconn_t *u = s->u;
-        if (submitted >= limit || c->goaway) {
+        if (limit == 0) {
+            /* a server taking no streams refuses them all: tried again
+             * elsewhere a bounded number of times (proxy.c) */
             stream_detach(s);
+            mg_proxy_stream_failed(u, MG_STREAM_REFUSED, 0, NULL);
+            continue;
+        }
+        if (submitted >= limit || c->goaway) {
+            stream_detach(s); /* another session, now that the limit is known */
             if (mg_h2up_attach(u) < 0)
                 mg_proxy_stream_failed(u, MG_STREAM_CONNECT, UV_ENOMEM, NULL);
             continue;

@@ -81,6 +81,8 @@ struct mg_pool_s {
     int index;                  /* of its target in the upstream */
     mg_lb_t *lb;                /* its upstream's balancer (rt->lb) */
     mg_link_t h2;               /* its HTTP/2 sessions (h2_upstream.c) */
+    uint32_t h2_limit;          /* the streams the target's last SETTINGS allowed per
+                                   session (0: none seen): what a new session assumes */
 };
 
 /* Per upstream, per worker: its target pools and its balancer (this
