@@ -1820,7 +1820,8 @@ static int64_t grpc_deadline(const mg_request_t *r)
 {
     const char *v;
     size_t vl;
-    if (!mg_request_grpc(r) || !mg_request_header(r, "grpc-timeout", 12, 0, &v, &vl))
+    if (!r->known[MG_H_CONTENT_TYPE] || /* (most requests: no call) */
+        !mg_request_grpc(r) || !mg_request_header(r, "grpc-timeout", 12, 0, &v, &vl))
         return -1;
     int64_t ms = mg_grpc_timeout_ms(v, vl);
     if (ms < 0)
