@@ -55,6 +55,32 @@ describe("config schema: named modes", function()
         assert.truthy(errs[1]:find('listen.escaped_slashes must be "reject", "decode", ' ..
             '"redirect" or "keep", got', 1, true))
     end)
+
+    it("keeps an upstream's protocol (h1 by default; src/http.c's names)", function()
+        local cfg = assert(load_text('gw.listen { port = 8080 }\n' .. UP ..
+            'gw.upstream("g", { "127.0.0.1:2" }, { protocol = "grpc" })\n' ..
+            'gw.upstream("h", { "127.0.0.1:3" }, { protocol = "h2" })\n'))
+        assert.same({ "h1", "grpc", "h2" }, { cfg.upstreams[1].protocol,
+            cfg.upstreams[2].protocol, cfg.upstreams[3].protocol })
+        local _, errs = load_text('gw.listen { port = 8080 }\n' ..
+            'gw.upstream("g", { "127.0.0.1:2" }, { protocol = "http2" })\n')
+        assert.truthy(errs[1]:find(':3: upstream.protocol must be "h1", "h2" or "grpc", ' ..
+            'got string "http2"', 1, true), errs[1])
+    end)
+
+    it("makes route.grpc the route's path and method (src/grpc.c checks the names)", function()
+        local cfg = assert(load_text('gw.listen { port = 8080 }\n' .. UP ..
+            'gw.route { grpc = { service = "pkg.v1.Svc", method = "Get" }, upstream = "u" }\n' ..
+            'gw.route { grpc = { service = "pkg.v1.Svc" }, upstream = "u" }\n'))
+        local a, b = cfg.routes[1], cfg.routes[2]
+        assert.same({ "/pkg.v1.Svc/Get", { "POST" }, { service = "pkg.v1.Svc", method = "Get" } },
+                    { a.path, a.methods, a.grpc })
+        assert.same({ "/pkg.v1.Svc/", { "POST" } }, { b.path, b.methods })
+        local _, errs = load_text('gw.listen { port = 8080 }\n' .. UP ..
+            'gw.route { grpc = { service = "pkg..Svc" }, upstream = "u" }\n')
+        assert.truthy(errs[1]:find("route.grpc.service must be a gRPC service name", 1, true),
+                      errs[1])
+    end)
 end)
 
 describe("config schema: route fields", function()
