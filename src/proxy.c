@@ -468,7 +468,9 @@ enum { HEAD_BODY, HEAD_INTERIM, HEAD_PAUSED, HEAD_TUNNEL, HEAD_FAILED, HEAD_RETR
 /* The whole upstream head is in: act on it (interim answers, upgrades,
  * the cache's revalidation, on_response hooks), then write the client's
  * head. Returns HEAD_*; for HEAD_FAILED u->h1.err says why. */
-static int on_head(mg_upconn_t *u)
+/* (inlined into both its callers, up_parse's loop and the HTTP/2
+ * stream's head: W1's path keeps it without a call) */
+static inline __attribute__((always_inline)) int on_head(mg_upconn_t *u)
 {
     mg_request_t *r = u->r;
     int status = u->h1.status;
@@ -520,7 +522,8 @@ static int on_head(mg_upconn_t *u)
     return rc < 0 ? HEAD_FAILED : rc == 2 ? HEAD_TUNNEL : HEAD_BODY;
 }
 
-static void on_resp_body(mg_upconn_t *u, const char *at, size_t len)
+static inline __attribute__((always_inline)) void on_resp_body(mg_upconn_t *u, const char *at,
+                                                                size_t len)
 {
     mg_request_t *r = u->r;
     if (mg_cache_capturing(r))
@@ -905,7 +908,7 @@ void mg_proxy_request_sent(mg_upconn_t *u)
 {
     if (!u)
         return;
-    if (u->h2s) {
+    if (__builtin_expect(u->h2s != NULL, 0)) {
         if (mg_h2up_body_end(u) < 0)
             return; /* the stream is failing: its session tells */
         up_wait(u, WAIT_FIRST_BYTE);
@@ -913,7 +916,7 @@ void mg_proxy_request_sent(mg_upconn_t *u)
     }
     /* a streamed chunked body ends with the last chunk (a body read whole
      * went with a Content-Length) */
-    if (u->r && u->r->chunked && !u->r->body_buffered) {
+    if (__builtin_expect(u->r && u->r->chunked && !u->r->body_buffered, 0)) {
         uv_buf_t end = uv_buf_init("0\r\n\r\n", 5);
         if (mg_upconn_write(u, &end, 1) < 0) {
             up_failed(u, 502, "upstream write failed", 0, MG_RETRY_ON_RESET, 0);
@@ -1209,7 +1212,7 @@ static void connect_target(mg_request_t *r, int ti)
         }
         mg_outlier_attempt(&r->g->gen->outlier[ui], (size_t)ti, now);
     }
-    if (p->u->protocol != MG_UP_H1) {
+    if (__builtin_expect(p->u->protocol != MG_UP_H1, 0)) {
         connect_stream(r, p);
         return;
     }
@@ -1595,7 +1598,7 @@ long mg_ffi_kit_response_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const
 /* A try begins on u: its request head in the worker's scratch (its length,
  * or -1 when the request was failed), the answer's state reset, the clock
  * started. For HTTP/1 connections and HTTP/2 streams alike. */
-static long begin_try(mg_upconn_t *u)
+static inline __attribute__((always_inline)) long begin_try(mg_upconn_t *u)
 {
     long len = build_request_head(u);
     if (len < 0)
