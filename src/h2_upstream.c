@@ -779,7 +779,8 @@ static void session_start(h2conn_t *c)
     c->t.connected = 1;
     nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
     nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW);
-    if (mg_upconn_read_start(&c->t, mg_upconn_alloc, on_read) < 0) {
+    /* (a session without a socket, spec/fuzz, is fed by mg_h2up_feed) */
+    if (!c->t.wq.sink && mg_upconn_read_start(&c->t, mg_upconn_alloc, on_read) < 0) {
         conn_close(c, MG_STREAM_CONNECT, 0, "cannot read the upstream connection");
         return;
     }
@@ -819,14 +820,14 @@ static void on_connect(uv_connect_t *req, int status)
         session_start(c);
 }
 
-static h2conn_t *conn_new(mg_pool_t *p, int *err)
+/* A session of pool p, in its list, its handles open, not connected
+ * (NULL: out of memory). */
+static h2conn_t *conn_alloc(mg_pool_t *p)
 {
     uv_once(&callbacks_once, make_callbacks);
     h2conn_t *c = calloc(1, sizeof(*c));
-    if (!c) {
-        *err = UV_ENOMEM;
+    if (!c)
         return NULL;
-    }
     mg_upconn_t *t = &c->t;
     t->w = p->w;
     t->pool = p;
@@ -835,7 +836,6 @@ static h2conn_t *conn_new(mg_pool_t *p, int *err)
     mg_list_init(&c->waiting);
     if (nghttp2_session_client_new2(&c->ng, callbacks, c, options) != 0) {
         free(c);
-        *err = UV_ENOMEM;
         return NULL;
     }
     uv_tcp_init(&p->w->loop, &t->tcp);
@@ -846,6 +846,17 @@ static h2conn_t *conn_new(mg_pool_t *p, int *err)
     mg_wq_init(&t->wq, (uv_stream_t *)&t->tcp, on_drained, on_write_error);
     mg_list_push(&p->h2, &c->link);
     c->in_pool = 1;
+    return c;
+}
+
+static h2conn_t *conn_new(mg_pool_t *p, int *err)
+{
+    h2conn_t *c = conn_alloc(p);
+    if (!c) {
+        *err = UV_ENOMEM;
+        return NULL;
+    }
+    mg_upconn_t *t = &c->t;
     t->connect_req.data = c;
     int rc = uv_tcp_connect(&t->connect_req, &t->tcp, (struct sockaddr *)&p->addr, on_connect);
     if (rc < 0) {
@@ -859,6 +870,36 @@ static h2conn_t *conn_new(mg_pool_t *p, int *err)
     }
     uv_timer_start(&t->timer, on_timer, p->u->connect_timeout, 0);
     return c;
+}
+
+void *mg_h2up_session_memory(mg_pool_t *p, mg_wq_sink_fn sink)
+{
+    h2conn_t *c = conn_alloc(p);
+    if (!c)
+        return NULL;
+    c->t.wq.sink = sink;
+    session_start(c); /* the preface and SETTINGS go to the sink */
+    return c;
+}
+
+int mg_h2up_feed(void *session, const char *data, size_t n)
+{
+    h2conn_t *c = session;
+    uv_buf_t b = uv_buf_init(NULL, 0);
+    if (!data) {
+        on_read((uv_stream_t *)&c->t.tcp, UV_EOF, &b);
+        return -1;
+    }
+    for (size_t done = 0; done < n && !c->closing;) {
+        mg_upconn_alloc((uv_handle_t *)&c->t.tcp, n - done, &b);
+        if (b.len == 0)
+            return -1;
+        size_t k = n - done < b.len ? n - done : b.len;
+        memcpy(b.base, data + done, k);
+        done += k;
+        on_read((uv_stream_t *)&c->t.tcp, (ssize_t)k, &b);
+    }
+    return c->closing ? -1 : 0;
 }
 
 /* ---- streams joining a session ---------------------------------------------- */

@@ -28,6 +28,7 @@
 #include <stddef.h>
 #include <uv.h>
 #include "http.h"
+#include "wq.h"
 #include "response.h"
 
 typedef struct mg_upconn_s mg_upconn_t;
@@ -66,6 +67,14 @@ void mg_h2up_stream_close(mg_upconn_t *u);
  * (closed). */
 void mg_h2up_pool_adopt(mg_pool_t *old, mg_pool_t *p);
 void mg_h2up_pool_close(mg_pool_t *p);
+
+/* spec/fuzz: a session of pool p without a socket, in p's list like any
+ * other (requests take streams on it): what it sends goes to sink, what
+ * the upstream sends comes by mg_h2up_feed (data NULL: the upstream
+ * closed). Returns it (opaque), NULL when out of memory. Feeding returns 0,
+ * or -1 once the session is closing (it is freed by the loop later). */
+void *mg_h2up_session_memory(mg_pool_t *p, mg_wq_sink_fn sink);
+int mg_h2up_feed(void *session, const char *data, size_t n);
 
 /* Health checks (health.c) of an h2 target: the bytes of a GET of path
  * (the connection preface, SETTINGS, one HEADERS) into out (cap bytes);

@@ -156,8 +156,10 @@ static void close_idle(mg_wgen_t *g)
             mg_pool_t *p = &g->ups[i].pools[t];
             while (!mg_list_empty(&p->idle))
                 mg_upconn_close(mg_container_of(p->idle.next, mg_upconn_t, link));
+            g->w->upstream->sessions_close(p); /* HTTP/2 sessions (h2_upstream.c) */
             p->fails = 0;
             p->down_until = 0;
+            p->h2_limit = 0;
         }
 }
 
