@@ -224,9 +224,20 @@ static void *mem_calloc(size_t n, size_t size, void *ud)
 {
     if (size && n > SIZE_MAX / size)
         return NULL;
-    void *p = mem_malloc(n * size, ud);
+    size_t total = n * size;
+    if (total > MEM_CLASSES * MEM_STEP && total <= UINT32_MAX) {
+        /* calloc's own: pages fresh from the system are not written (an
+         * idle session's stream map stays untouched) */
+        mem_block_t *m = calloc(1, sizeof(*m) + total);
+        if (!m)
+            return NULL;
+        m->u.h.cls = 0;
+        m->u.h.cap = (uint32_t)total;
+        return m + 1;
+    }
+    void *p = mem_malloc(total, ud);
     if (p)
-        memset(p, 0, n * size);
+        memset(p, 0, total);
     return p;
 }
 

@@ -1333,14 +1333,17 @@ end
 -- Sends a request (req as _M.http's: method, path, headers, body; host as
 -- :authority; scheme; end = false leaves the stream open for :data); returns
 -- its stream id.
-function H2:start(req)
-    req = req or {}
-    local cmd = { op = "request", method = req.method or "GET", path = req.path or "/",
+local function h2_command(op, req)
+    local cmd = { op = op, method = req.method or "GET", path = req.path or "/",
                   headers = h2_headers(req), scheme = req.scheme,
                   ["end"] = req["end"] ~= false }
     cmd.authority = req.host == false and require("cjson").null or req.host or "localhost"
     if req.body then cmd.body_b64 = require("mime").b64(req.body) end
-    return self:call(cmd).id
+    return cmd
+end
+
+function H2:start(req)
+    return self:call(h2_command("request", req or {})).id
 end
 
 function H2:data(id, body, last)
@@ -1356,8 +1359,7 @@ end
 -- headers (lower-case name -> value, repeats joined with ", "), all_headers,
 -- header_list, body, body_len, trailers (name -> value), reset (the
 -- RST_STREAM code, or nil), interim (1xx statuses) } or nil, err.
-function H2:wait(id, timeout)
-    local r = self:call({ op = "wait", id = id, timeout = (timeout or 10) * _M.SLOW }, timeout)
+local function h2_result(r)
     if r.error then return nil, r.error end
     local res = { version = "HTTP/2", status = r.status, headers = {}, all_headers = {},
                   header_list = {}, trailers = {}, interim = r.interim,
@@ -1377,12 +1379,34 @@ function H2:wait(id, timeout)
     return res
 end
 
--- One request and its answer; raises when none comes.
+function H2:wait(id, timeout)
+    return h2_result(self:call({ op = "wait", id = id, timeout = (timeout or 10) * _M.SLOW },
+                               timeout))
+end
+
+-- One request and its answer (in one round trip to the helper); raises
+-- when none comes.
 function H2:request(req)
-    local res, err = self:wait(self:start(req), req and req.timeout)
+    req = req or {}
+    local cmd = h2_command("fetch", req)
+    cmd.timeout = (req.timeout or 10) * _M.SLOW
+    local res, err = h2_result(self:call(cmd, req.timeout))
     if not res then error(fmt("HTTP/2 %s %s: %s", req.method or "GET", req.path or "/",
                               tostring(err)), 2) end
     return res
+end
+
+-- Every request of the list on a stream of its own, all sent at once;
+-- returns their answers in order once all ended (raises otherwise).
+function H2:batch(reqs, timeout)
+    local cmds = {}
+    for i, req in ipairs(reqs) do cmds[i] = h2_command("request", req) end
+    local r = self:call({ op = "batch", requests = cmds, timeout = (timeout or 10) * _M.SLOW },
+                        timeout)
+    if r.error then error("HTTP/2 batch: " .. r.error, 2) end
+    local out = {}
+    for i, x in ipairs(r.results) do out[i] = assert(h2_result(x)) end
+    return out
 end
 
 -- { goaway = code or nil, last_stream_id, closed, settings }
