@@ -16,9 +16,10 @@ commands, one per line, and gets one JSON line back for each:
       -> {"id": stream id}: sent; the answer is collected meanwhile
   {"op": "fetch", ... as "request", "timeout": s}
       -> what "wait" answers: the request and the wait for its answer
-  {"op": "batch", "requests": [request, ...], "timeout": s}
-      -> {"results": [what "wait" answers, ...]}: all sent at once (one
-         stream each), answered once every one ended
+  {"op": "batch", "requests": [request, ...], "timeout": s, "max": n}
+      -> {"results": [what "wait" answers, ...]}: a stream each, at most
+         n (default: as many as the server allows) open at once; answered
+         once every one ended
   {"op": "data", "id", "body" | "body_b64", "end": bool}
       -> {"ok": true}: more request body on a stream
   {"op": "reset", "id", "code"}           -> {"ok": true}: RST_STREAM
@@ -186,8 +187,9 @@ def main():
         """Opens the batch's next streams, as many as the server allows."""
         if not batch:
             return
-        ids, todo, _ = batch
-        while todo and conn.open_outbound_streams < conn.remote_settings.max_concurrent_streams:
+        ids, todo, _, most = batch
+        most = min(most, conn.remote_settings.max_concurrent_streams)
+        while todo and conn.open_outbound_streams < most:
             ids.append(open_stream(todo.pop(0)))
         flush()
 
@@ -195,7 +197,8 @@ def main():
         nonlocal waiting, batch
         op = cmd.get("op")
         if op == "batch":
-            batch = ([], list(cmd["requests"]), time.time() + cmd.get("timeout", 10))
+            batch = ([], list(cmd["requests"]), time.time() + cmd.get("timeout", 10),
+                     cmd.get("max", 1 << 30))
             fill_batch()
         elif op in ("request", "fetch"):
             sid = open_stream(cmd)
@@ -247,7 +250,7 @@ def main():
     running = True
     while running:
         if batch:
-            ids, todo, deadline = batch
+            ids, todo, deadline, _ = batch
             fill_batch()
             if not todo and all(streams[i].ended for i in ids):
                 answer({"results": [result(i) for i in ids]})

@@ -1396,13 +1396,14 @@ function H2:request(req)
     return res
 end
 
--- Every request of the list on a stream of its own, all sent at once;
--- returns their answers in order once all ended (raises otherwise).
-function H2:batch(reqs, timeout)
+-- Every request of the list on a stream of its own, at most `most` at once
+-- (default: what the server allows); returns their answers in order once
+-- all ended (raises otherwise).
+function H2:batch(reqs, timeout, most)
     local cmds = {}
     for i, req in ipairs(reqs) do cmds[i] = h2_command("request", req) end
-    local r = self:call({ op = "batch", requests = cmds, timeout = (timeout or 10) * _M.SLOW },
-                        timeout)
+    local r = self:call({ op = "batch", requests = cmds, timeout = (timeout or 10) * _M.SLOW,
+                          max = most }, timeout)
     if r.error then error("HTTP/2 batch: " .. r.error, 2) end
     local out = {}
     for i, x in ipairs(r.results) do out[i] = assert(h2_result(x)) end
