@@ -768,23 +768,11 @@ static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t 
     }
     if (r->state == MG_RS_BUFFER) {
         /* req:body(): kept whole (bounded by max above) */
-        if (r->body_len + len > r->body_cap) {
-            size_t cap = r->body_cap ? r->body_cap : 16384;
-            while (cap < r->body_len + len)
-                cap *= 2;
-            char *nb = realloc(r->body_buf, cap);
-            if (!nb) {
-                nghttp2_session_consume(s, id, len);
-                r->state = MG_RS_LOCAL;
-                mg_request_respond_error(r, 503, "out of memory");
-                return 0;
-            }
-            r->body_buf = nb;
-            r->body_cap = cap;
-        }
-        memcpy(r->body_buf + r->body_len, data, len);
-        r->body_len += len;
         nghttp2_session_consume(s, id, len);
+        if (mg_request_body_append(r, (const char *)data, len) < 0) {
+            r->state = MG_RS_LOCAL;
+            mg_request_respond_error(r, 503, "out of memory");
+        }
         return 0;
     }
     if (r->state == MG_RS_BODY && r->up) {
@@ -1150,18 +1138,8 @@ static int read_body(mg_request_t *r)
     mg_buf_t *b = &st->in;
     size_t n = b->len - b->parsed;
     if (n) {
-        if (r->body_len + n > r->body_cap) {
-            size_t cap = r->body_cap ? r->body_cap : 16384;
-            while (cap < r->body_len + n)
-                cap *= 2;
-            char *nb = realloc(r->body_buf, cap);
-            if (!nb)
-                return -1;
-            r->body_buf = nb;
-            r->body_cap = cap;
-        }
-        memcpy(r->body_buf + r->body_len, b->data + b->parsed, n);
-        r->body_len += n;
+        if (mg_request_body_append(r, b->data + b->parsed, n) < 0)
+            return -1;
         nghttp2_session_consume(h->s, st->id, n);
     }
     if (b->data) {

@@ -973,14 +973,9 @@ end
 ---------------------------------------------------------------------------
 -- requests
 
--- Builds a raw request. req: method (GET), path (/), version ("HTTP/1.1"),
--- headers (map or list of {name, value}; Host defaults to "localhost",
--- host = false omits it), body (adds Content-Length unless framing given).
-function _M.request_text(req)
-    req = req or {}
-    local lines = { fmt("%s %s %s", req.method or "GET", req.path or "/",
-        req.version or "HTTP/1.1") }
-    local have = {}
+-- A request's headers as a list of { name, value } in order: req.headers is
+-- a list of pairs, or a map (sorted by name).
+local function header_list(req)
     local list = {}
     if req.headers then
         if req.headers[1] then
@@ -992,6 +987,18 @@ function _M.request_text(req)
             for _, k in ipairs(names) do list[#list + 1] = { k, req.headers[k] } end
         end
     end
+    return list
+end
+
+-- Builds a raw request. req: method (GET), path (/), version ("HTTP/1.1"),
+-- headers (map or list of {name, value}; Host defaults to "localhost",
+-- host = false omits it), body (adds Content-Length unless framing given).
+function _M.request_text(req)
+    req = req or {}
+    local lines = { fmt("%s %s %s", req.method or "GET", req.path or "/",
+        req.version or "HTTP/1.1") }
+    local have = {}
+    local list = header_list(req)
     for _, kv in ipairs(list) do have[kv[1]:lower()] = true end
     if not have.host and req.host ~= false then
         lines[#lines + 1] = "Host: " .. (req.host or "localhost")
@@ -1267,23 +1274,11 @@ _M.H2_CLIENT_PY = here .. "/h2_client.py"
 local H2 = {}
 H2.__index = H2
 
--- The headers of a request as a list of { name, value } (a map is sorted
--- by name, as request_text does); host: req.host or "localhost" as the
--- :authority (false: none).
+-- The headers of a request for HTTP/2 (as header_list; false values left
+-- out, the others as strings); the host goes as :authority (h2_command).
 local function h2_headers(req)
-    local list = {}
-    if req.headers then
-        if req.headers[1] then
-            for _, kv in ipairs(req.headers) do list[#list + 1] = kv end
-        else
-            local names = {}
-            for k in pairs(req.headers) do names[#names + 1] = k end
-            table.sort(names)
-            for _, k in ipairs(names) do list[#list + 1] = { k, req.headers[k] } end
-        end
-    end
     local out = {}
-    for _, kv in ipairs(list) do
+    for _, kv in ipairs(header_list(req)) do
         if kv[2] ~= false then out[#out + 1] = { kv[1], tostring(kv[2]) } end
     end
     return out
