@@ -51,7 +51,11 @@ def h2_request(s):
                 s.sendall(frame(4, 1, 0) + H2_GET)
                 acked = True
             elif ftype == 1 and sid == 1:
-                ok = 1 if payload[:1] == bytes([0x88]) else 0
+                # a dynamic table size update (001xxxxx) may come first
+                i = 0
+                while i < len(payload) and payload[i] & 0xE0 == 0x20:
+                    i += 1
+                ok = 1 if payload[i:i + 1] == bytes([0x88]) else 0
                 if flags & 1:
                     return ok
             elif ftype == 0 and sid == 1 and flags & 1:

@@ -224,9 +224,20 @@ static void *mem_calloc(size_t n, size_t size, void *ud)
 {
     if (size && n > SIZE_MAX / size)
         return NULL;
-    void *p = mem_malloc(n * size, ud);
+    size_t total = n * size;
+    if (total > MEM_CLASSES * MEM_STEP && total <= UINT32_MAX) {
+        /* calloc's own: pages fresh from the system are not written (an
+         * idle session's stream map stays untouched) */
+        mem_block_t *m = calloc(1, sizeof(*m) + total);
+        if (!m)
+            return NULL;
+        m->u.h.cls = 0;
+        m->u.h.cap = (uint32_t)total;
+        return m + 1;
+    }
+    void *p = mem_malloc(total, ud);
     if (p)
-        memset(p, 0, n * size);
+        memset(p, 0, total);
     return p;
 }
 
@@ -757,23 +768,11 @@ static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t 
     }
     if (r->state == MG_RS_BUFFER) {
         /* req:body(): kept whole (bounded by max above) */
-        if (r->body_len + len > r->body_cap) {
-            size_t cap = r->body_cap ? r->body_cap : 16384;
-            while (cap < r->body_len + len)
-                cap *= 2;
-            char *nb = realloc(r->body_buf, cap);
-            if (!nb) {
-                nghttp2_session_consume(s, id, len);
-                r->state = MG_RS_LOCAL;
-                mg_request_respond_error(r, 503, "out of memory");
-                return 0;
-            }
-            r->body_buf = nb;
-            r->body_cap = cap;
-        }
-        memcpy(r->body_buf + r->body_len, data, len);
-        r->body_len += len;
         nghttp2_session_consume(s, id, len);
+        if (mg_request_body_append(r, (const char *)data, len) < 0) {
+            r->state = MG_RS_LOCAL;
+            mg_request_respond_error(r, 503, "out of memory");
+        }
         return 0;
     }
     if (r->state == MG_RS_BODY && r->up) {
@@ -1126,18 +1125,8 @@ static int read_body(mg_request_t *r)
     mg_buf_t *b = &st->in;
     size_t n = b->len - b->parsed;
     if (n) {
-        if (r->body_len + n > r->body_cap) {
-            size_t cap = r->body_cap ? r->body_cap : 16384;
-            while (cap < r->body_len + n)
-                cap *= 2;
-            char *nb = realloc(r->body_buf, cap);
-            if (!nb)
-                return -1;
-            r->body_buf = nb;
-            r->body_cap = cap;
-        }
-        memcpy(r->body_buf + r->body_len, b->data + b->parsed, n);
-        r->body_len += n;
+        if (mg_request_body_append(r, b->data + b->parsed, n) < 0)
+            return -1;
         nghttp2_session_consume(h->s, st->id, n);
     }
     if (b->data) {

@@ -721,19 +721,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
         return fail(p, 408, "request body too slow");
     if (r->state == MG_RS_BUFFER) {
         /* req:body(): keep it all (bounded by max above) */
-        if (r->body_len + len > r->body_cap) {
-            size_t cap = r->body_cap ? r->body_cap : 16384;
-            while (cap < r->body_len + len)
-                cap *= 2;
-            char *nb = realloc(r->body_buf, cap);
-            if (!nb)
-                return fail(p, 503, "out of memory");
-            r->body_buf = nb;
-            r->body_cap = cap;
-        }
-        memcpy(r->body_buf + r->body_len, at, len);
-        r->body_len += len;
-        return 0;
+        return mg_request_body_append(r, at, len) < 0 ? fail(p, 503, "out of memory") : 0;
     }
     if (r->state != MG_RS_BODY || !r->up)
         return 0; /* answered locally: the body is read and dropped */

@@ -93,6 +93,23 @@ mg_request_t *mg_request_new(mg_worker_t *w)
     return r;
 }
 
+int mg_request_body_append(mg_request_t *r, const char *p, size_t n)
+{
+    if (r->body_len + n > r->body_cap) {
+        size_t cap = r->body_cap ? r->body_cap : 16384;
+        while (cap < r->body_len + n)
+            cap *= 2;
+        char *nb = realloc(r->body_buf, cap);
+        if (!nb)
+            return -1;
+        r->body_buf = nb;
+        r->body_cap = cap;
+    }
+    memcpy(r->body_buf + r->body_len, p, n);
+    r->body_len += n;
+    return 0;
+}
+
 void *mg_request_alloc(mg_request_t *r, size_t n)
 {
     n = (n + 7) & ~(size_t)7;

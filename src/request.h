@@ -358,6 +358,11 @@ mg_request_t *mg_request_new(mg_worker_t *w);
  * out of memory. (mg_request_new does it; so does the testing kit.) */
 int mg_request_fit(mg_request_t *r, const mg_limits_t *l);
 
+/* req:body(): n more bytes of the whole body into r->body_buf (grown by
+ * doubling; the caller bounds the body by max_body first). 0, or -1 when
+ * out of memory. */
+int mg_request_body_append(mg_request_t *r, const char *p, size_t n);
+
 /* The request's arena: memory that lives until the request ends (8-byte
  * aligned). NULL when out of memory. */
 void *mg_request_alloc(mg_request_t *r, size_t n);

@@ -68,22 +68,8 @@ static struct {
 
 static int up_sink(mg_wq_t *q, const uv_buf_t *bufs, unsigned n)
 {
-    mg_fuzz_out_t *o = &ups[ups[0].q == q ? 0 : 1].out;
-    for (unsigned k = 0; k < n; k++) {
-        if (o->len + bufs[k].len > o->cap) {
-            size_t cap = o->cap ? o->cap : 65536;
-            while (cap < o->len + bufs[k].len)
-                cap *= 2;
-            char *p = realloc(o->data, cap);
-            if (!p)
-                return UV_ENOMEM;
-            o->data = p;
-            o->cap = cap;
-        }
-        memcpy(o->data + o->len, bufs[k].base, bufs[k].len);
-        o->len += bufs[k].len;
-    }
-    return mg_fuzz_upstream_sink(q, bufs, n);
+    int rc = mg_fuzz_out_add(&ups[ups[0].q == q ? 0 : 1].out, bufs, n);
+    return rc ? rc : mg_fuzz_upstream_sink(q, bufs, n);
 }
 
 static int upstream_parses(void)

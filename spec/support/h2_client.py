@@ -14,6 +14,12 @@ commands, one per line, and gets one JSON line back for each:
    [[name, value], ...], "body": text or "body_b64": base64, "end": bool
    (default true: END_STREAM after the body)}
       -> {"id": stream id}: sent; the answer is collected meanwhile
+  {"op": "fetch", ... as "request", "timeout": s}
+      -> what "wait" answers: the request and the wait for its answer
+  {"op": "batch", "requests": [request, ...], "timeout": s, "max": n}
+      -> {"results": [what "wait" answers, ...]}: a stream each, at most
+         n (default: as many as the server allows) open at once; answered
+         once every one ended
   {"op": "data", "id", "body" | "body_b64", "end": bool}
       -> {"ok": true}: more request body on a stream
   {"op": "reset", "id", "code"}           -> {"ok": true}: RST_STREAM
@@ -98,6 +104,7 @@ def main():
     state = {"goaway": None, "last_stream_id": None, "closed": False, "settings": {}}
     cbuf = b""
     waiting = None  # (stream id, deadline)
+    batch = None    # ([stream ids], deadline)
 
     def pump(data):
         try:
@@ -160,25 +167,46 @@ def main():
                 "body_b64": base64.b64encode(bytes(st.body)).decode(), "body_len": len(st.body),
                 "trailers": st.trailers, "reset": st.reset, "interim": st.interim}
 
+    def open_stream(cmd):
+        sid = conn.get_next_available_stream_id()
+        streams[sid] = Stream()
+        hdrs = [(":method", cmd.get("method", "GET")), (":path", cmd.get("path", "/")),
+                (":scheme", cmd.get("scheme") or ("https" if a.tls else "http"))]
+        if cmd.get("authority", "localhost") is not None:
+            hdrs.append((":authority", cmd.get("authority", "localhost")))
+        hdrs += [(n.lower(), v) for n, v in cmd.get("headers", [])]
+        body = body_of(cmd)
+        end = cmd.get("end", True)
+        conn.send_headers(sid, [(n.encode("latin-1"), v.encode("latin-1")) for n, v in hdrs],
+                          end_stream=end and not body)
+        if body:
+            send_data(sid, body, end)
+        return sid
+
+    def fill_batch():
+        """Opens the batch's next streams, as many as the server allows."""
+        if not batch:
+            return
+        ids, todo, _, most = batch
+        most = min(most, conn.remote_settings.max_concurrent_streams)
+        while todo and conn.open_outbound_streams < most:
+            ids.append(open_stream(todo.pop(0)))
+        flush()
+
     def handle(cmd):
-        nonlocal waiting
+        nonlocal waiting, batch
         op = cmd.get("op")
-        if op == "request":
-            sid = conn.get_next_available_stream_id()
-            streams[sid] = Stream()
-            hdrs = [(":method", cmd.get("method", "GET")), (":path", cmd.get("path", "/")),
-                    (":scheme", cmd.get("scheme", "https" if a.tls else "http"))]
-            if cmd.get("authority", "localhost") is not None:
-                hdrs.append((":authority", cmd.get("authority", "localhost")))
-            hdrs += [(n.lower(), v) for n, v in cmd.get("headers", [])]
-            body = body_of(cmd)
-            end = cmd.get("end", True)
-            conn.send_headers(sid, [(n.encode("latin-1"), v.encode("latin-1")) for n, v in hdrs],
-                              end_stream=end and not body)
-            if body:
-                send_data(sid, body, end)
+        if op == "batch":
+            batch = ([], list(cmd["requests"]), time.time() + cmd.get("timeout", 10),
+                     cmd.get("max", 1 << 30))
+            fill_batch()
+        elif op in ("request", "fetch"):
+            sid = open_stream(cmd)
             flush()
-            answer({"id": sid})
+            if op == "fetch":
+                waiting = (sid, time.time() + cmd.get("timeout", 10))
+            else:
+                answer({"id": sid})
         elif op == "data":
             send_data(cmd["id"], body_of(cmd), cmd.get("end", True))
             flush()
@@ -221,6 +249,15 @@ def main():
 
     running = True
     while running:
+        if batch:
+            ids, todo, deadline, _ = batch
+            fill_batch()
+            if not todo and all(streams[i].ended for i in ids):
+                answer({"results": [result(i) for i in ids]})
+                batch = None
+            elif time.time() > deadline or state["closed"]:
+                answer({"error": "closed" if state["closed"] else "timeout"})
+                batch = None
         if waiting:
             sid, deadline = waiting
             if streams[sid].ended:

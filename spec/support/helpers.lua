@@ -973,14 +973,9 @@ end
 ---------------------------------------------------------------------------
 -- requests
 
--- Builds a raw request. req: method (GET), path (/), version ("HTTP/1.1"),
--- headers (map or list of {name, value}; Host defaults to "localhost",
--- host = false omits it), body (adds Content-Length unless framing given).
-function _M.request_text(req)
-    req = req or {}
-    local lines = { fmt("%s %s %s", req.method or "GET", req.path or "/",
-        req.version or "HTTP/1.1") }
-    local have = {}
+-- A request's headers as a list of { name, value } in order: req.headers is
+-- a list of pairs, or a map (sorted by name).
+local function header_list(req)
     local list = {}
     if req.headers then
         if req.headers[1] then
@@ -992,6 +987,18 @@ function _M.request_text(req)
             for _, k in ipairs(names) do list[#list + 1] = { k, req.headers[k] } end
         end
     end
+    return list
+end
+
+-- Builds a raw request. req: method (GET), path (/), version ("HTTP/1.1"),
+-- headers (map or list of {name, value}; Host defaults to "localhost",
+-- host = false omits it), body (adds Content-Length unless framing given).
+function _M.request_text(req)
+    req = req or {}
+    local lines = { fmt("%s %s %s", req.method or "GET", req.path or "/",
+        req.version or "HTTP/1.1") }
+    local have = {}
+    local list = header_list(req)
     for _, kv in ipairs(list) do have[kv[1]:lower()] = true end
     if not have.host and req.host ~= false then
         lines[#lines + 1] = "Host: " .. (req.host or "localhost")
@@ -1283,23 +1290,11 @@ _M.H2_CLIENT_PY = here .. "/h2_client.py"
 local H2 = {}
 H2.__index = H2
 
--- The headers of a request as a list of { name, value } (a map is sorted
--- by name, as request_text does); host: req.host or "localhost" as the
--- :authority (false: none).
+-- The headers of a request for HTTP/2 (as header_list; false values left
+-- out, the others as strings); the host goes as :authority (h2_command).
 local function h2_headers(req)
-    local list = {}
-    if req.headers then
-        if req.headers[1] then
-            for _, kv in ipairs(req.headers) do list[#list + 1] = kv end
-        else
-            local names = {}
-            for k in pairs(req.headers) do names[#names + 1] = k end
-            table.sort(names)
-            for _, k in ipairs(names) do list[#list + 1] = { k, req.headers[k] } end
-        end
-    end
     local out = {}
-    for _, kv in ipairs(list) do
+    for _, kv in ipairs(header_list(req)) do
         if kv[2] ~= false then out[#out + 1] = { kv[1], tostring(kv[2]) } end
     end
     return out
@@ -1349,14 +1344,17 @@ end
 -- Sends a request (req as _M.http's: method, path, headers, body; host as
 -- :authority; scheme; end = false leaves the stream open for :data); returns
 -- its stream id.
-function H2:start(req)
-    req = req or {}
-    local cmd = { op = "request", method = req.method or "GET", path = req.path or "/",
+local function h2_command(op, req)
+    local cmd = { op = op, method = req.method or "GET", path = req.path or "/",
                   headers = h2_headers(req), scheme = req.scheme,
                   ["end"] = req["end"] ~= false }
     cmd.authority = req.host == false and require("cjson").null or req.host or "localhost"
     if req.body then cmd.body_b64 = require("mime").b64(req.body) end
-    return self:call(cmd).id
+    return cmd
+end
+
+function H2:start(req)
+    return self:call(h2_command("request", req or {})).id
 end
 
 function H2:data(id, body, last)
@@ -1372,8 +1370,7 @@ end
 -- headers (lower-case name -> value, repeats joined with ", "), all_headers,
 -- header_list, body, body_len, trailers (name -> value), reset (the
 -- RST_STREAM code, or nil), interim (1xx statuses) } or nil, err.
-function H2:wait(id, timeout)
-    local r = self:call({ op = "wait", id = id, timeout = (timeout or 10) * _M.SLOW }, timeout)
+local function h2_result(r)
     if r.error then return nil, r.error end
     local res = { version = "HTTP/2", status = r.status, headers = {}, all_headers = {},
                   header_list = {}, trailers = {}, interim = r.interim,
@@ -1393,12 +1390,35 @@ function H2:wait(id, timeout)
     return res
 end
 
--- One request and its answer; raises when none comes.
+function H2:wait(id, timeout)
+    return h2_result(self:call({ op = "wait", id = id, timeout = (timeout or 10) * _M.SLOW },
+                               timeout))
+end
+
+-- One request and its answer (in one round trip to the helper); raises
+-- when none comes.
 function H2:request(req)
-    local res, err = self:wait(self:start(req), req and req.timeout)
+    req = req or {}
+    local cmd = h2_command("fetch", req)
+    cmd.timeout = (req.timeout or 10) * _M.SLOW
+    local res, err = h2_result(self:call(cmd, req.timeout))
     if not res then error(fmt("HTTP/2 %s %s: %s", req.method or "GET", req.path or "/",
                               tostring(err)), 2) end
     return res
+end
+
+-- Every request of the list on a stream of its own, at most `most` at once
+-- (default: what the server allows); returns their answers in order once
+-- all ended (raises otherwise).
+function H2:batch(reqs, timeout, most)
+    local cmds = {}
+    for i, req in ipairs(reqs) do cmds[i] = h2_command("request", req) end
+    local r = self:call({ op = "batch", requests = cmds, timeout = (timeout or 10) * _M.SLOW,
+                          max = most }, timeout)
+    if r.error then error("HTTP/2 batch: " .. r.error, 2) end
+    local out = {}
+    for i, x in ipairs(r.results) do out[i] = assert(h2_result(x)) end
+    return out
 end
 
 -- { goaway = code or nil, last_stream_id, closed, settings }

@@ -350,3 +350,38 @@ describe("config schema: retries, outlier and route timeouts", function()
                       errs[1])
     end)
 end)
+
+describe("config schema: HTTP/2", function()
+    it("gives listen.http2 on to TLS listeners, off to plain ones, and keeps what is written", function()
+        local cfg = assert(load_text('gw.listen { port = 8080 }\n' ..
+            'gw.listen { port = 8081, http2 = true }\n'))
+        assert.is_false(cfg.listeners[1].http2)
+        assert.is_true(cfg.listeners[2].http2)
+        local _, errs = load_text('gw.listen { port = 8080, http2 = "yes" }\n')
+        assert.truthy(errs[1]:find('listen.http2 must be true or false, got string "yes"', 1, true),
+                      errs[1])
+    end)
+
+    it("takes settings.http2 sizes, counts and times with their defaults", function()
+        local cfg = assert(load_text('gw.settings { http2 = { initial_window = "32k", ' ..
+            'max_resets = 50, rate_window = 2.5 } }\ngw.listen { port = 8080 }\n'))
+        assert.same({ max_concurrent_streams = 100, initial_window = 32768,
+                      connection_window = 1048576, max_resets = 50, max_control_frames = 1000,
+                      rate_window = 2500 }, cfg.http2)
+    end)
+
+    it("refuses what no SETTINGS frame can say", function()
+        local _, errs = load_text('gw.settings { http2 = { initial_window = "4g", ' ..
+            'max_concurrent_streams = 0, connection_window = 100 } }\ngw.listen { port = 8080 }\n')
+        local all = table.concat(errs, "\n")
+        assert.truthy(all:find("settings.http2.max_concurrent_streams must be an integer " ..
+                               "1-1000000, got number 0", 1, true), all)
+        assert.truthy(all:find("settings.http2.initial_window must be at most 2147483647 bytes",
+                               1, true), all)
+        assert.truthy(all:find("settings.http2.connection_window must be at least 65535 bytes",
+                               1, true), all)
+        _, errs = load_text('gw.settings { http2 = { max_reset = 1 } }\ngw.listen { port = 8080 }\n')
+        assert.truthy(errs[1]:find("unknown key 'max_reset' in settings.http2 (did you mean " ..
+                                   "'max_resets'?", 1, true), errs[1])
+    end)
+end)
