@@ -86,6 +86,15 @@ struct h2conn_s {
 };
 
 static void conn_close(h2conn_t *c, int kind, int err, const char *detail);
+static void on_timer(uv_timer_t *tm);
+
+/* c is to close, but not under whoever called (nghttp2, or a request in
+ * the middle of handing over its body): its timer closes it from the loop. */
+static void close_soon(h2conn_t *c)
+{
+    c->close_later = 1;
+    uv_timer_start(&c->t.timer, on_timer, 0, 0);
+}
 static void flush(h2conn_t *c);
 static void dispatch_waiting(h2conn_t *c);
 
@@ -373,7 +382,7 @@ static _Thread_local char out[65536];
 /* Writes what nghttp2 has to send, in pieces of up to sizeof(out). */
 static void flush(h2conn_t *c)
 {
-    if (c->closing || c->busy || !c->t.connected)
+    if (c->closing || c->busy || c->close_later || !c->t.connected)
         return;
     size_t have = 0;
     int throttled = 0;
@@ -382,9 +391,8 @@ static void flush(h2conn_t *c)
         const uint8_t *p;
         ssize_t n = nghttp2_session_mem_send(c->ng, &p);
         if (n < 0) {
-            c->busy = 0;
-            conn_close(c, MG_STREAM_LOST, 0, nghttp2_strerror((int)n));
-            return;
+            c->close_later = 1; /* closed from the loop, not under the caller */
+            break;
         }
         if (n > 0 && have + (size_t)n <= sizeof(out)) {
             memcpy(out + have, p, (size_t)n);
@@ -394,22 +402,27 @@ static void flush(h2conn_t *c)
         if (have) {
             uv_buf_t b = uv_buf_init(out, (unsigned)have);
             have = 0;
-            if (mg_upconn_write(&c->t, &b, 1) < 0)
+            if (mg_upconn_write(&c->t, &b, 1) < 0) {
+                c->close_later = 1; /* frames nghttp2 counts as sent are lost */
                 break;
+            }
         }
         if (n == 0)
             break;
         uv_buf_t b = uv_buf_init((char *)p, (unsigned)n); /* larger than out */
-        if (mg_upconn_write(&c->t, &b, 1) < 0)
+        if (mg_upconn_write(&c->t, &b, 1) < 0) {
+            c->close_later = 1;
             break;
+        }
     }
     if (have) {
         uv_buf_t b = uv_buf_init(out, (unsigned)have);
-        mg_upconn_write(&c->t, &b, 1);
+        if (mg_upconn_write(&c->t, &b, 1) < 0)
+            c->close_later = 1;
     }
     c->busy = 0;
     if (c->close_later) {
-        conn_close(c, MG_STREAM_LOST, 0, NULL);
+        close_soon(c);
         return;
     }
     for (mg_link_t *l = c->streams.next; l != &c->streams && !throttled; l = l->next)
@@ -697,7 +710,7 @@ static void conn_close(h2conn_t *c, int kind, int err, const char *detail)
     if (c->closing)
         return;
     if (c->busy) {
-        c->close_later = 1;
+        close_soon(c);
         return;
     }
     c->closing = 1;
@@ -745,6 +758,8 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
         return;
     }
     flush(c);
+    if (c->close_later) /* asked for by a callback: a loop callback may close */
+        conn_close(c, MG_STREAM_LOST, 0, NULL);
 }
 
 /* The timer: the connect's limit, then the idle limit. */
@@ -754,6 +769,10 @@ static void on_timer(uv_timer_t *tm)
     uint64_t now = uv_now(&c->t.w->loop);
     if (c->closing)
         return;
+    if (c->close_later) {
+        conn_close(c, MG_STREAM_LOST, 0, NULL);
+        return;
+    }
     if (!c->ready) {
         conn_close(c, MG_STREAM_TIMEOUT, 0, NULL);
         return;
@@ -964,7 +983,7 @@ int mg_h2up_attach(mg_upconn_t *u)
     h2conn_t *c = NULL;
     for (mg_link_t *l = p->h2.next; l != &p->h2; l = l->next) {
         h2conn_t *x = mg_container_of(l, h2conn_t, link);
-        if (!x->goaway && !x->closing && x->nstreams < stream_limit(x)) {
+        if (!x->goaway && !x->closing && !x->close_later && x->nstreams < stream_limit(x)) {
             c = x;
             break;
         }

@@ -50,7 +50,11 @@ int mg_h2up_attach(mg_upconn_t *u);
  * translated here (RFC 9113 8.2.2, 8.3.1). has_body: DATA frames follow
  * (mg_h2up_send_body, mg_h2up_body_end). Returns 0, or a static reason. */
 const char *mg_h2up_submit(mg_upconn_t *u, char *head, size_t len, int has_body);
-/* Request body bytes (copied), then its end. 0, or -1 (the stream is gone). */
+/* Request body bytes (copied), then its end. 0, or -1 (the stream is gone).
+ * Each of these (and mg_h2up_submit) writes what nghttp2 has to send; a
+ * session failing meanwhile (nghttp2 or the socket refusing) is closed from
+ * the loop, never under the caller, which still checks u->closing and u->r
+ * after the call (the client's unthrottle runs inside it). */
 int mg_h2up_send_body(mg_upconn_t *u, const uv_buf_t *bufs, unsigned n);
 int mg_h2up_body_end(mg_upconn_t *u);
 /* The client connection took what was pending: the stream's window opens. */

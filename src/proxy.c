@@ -909,8 +909,8 @@ void mg_proxy_request_sent(mg_upconn_t *u)
     if (!u)
         return;
     if (__builtin_expect(u->h2s != NULL, 0)) {
-        if (mg_h2up_body_end(u) < 0)
-            return; /* the stream is failing: its session tells */
+        if (mg_h2up_body_end(u) < 0 || u->closing || !u->r)
+            return; /* the stream failed (its session told the request) */
         up_wait(u, WAIT_FIRST_BYTE);
         return;
     }
@@ -1655,6 +1655,8 @@ void mg_proxy_stream_go(mg_upconn_t *u)
         up_failed(u, 502, why, 0, 0, 0);
         return;
     }
+    if (u->closing || !u->r)
+        return; /* its session failed while sending it: the try is over */
     u->connected = 1;
     up_wait(u, WAIT_SEND);
     r->proto->resume_body(r);
