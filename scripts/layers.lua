@@ -18,8 +18,10 @@ return {
         "balancer_p2c" } },
     { name = "config", files = { "config", "router" } },
     { name = "generation", files = { "generation", "outlier" } },
-    -- HTTP/2 header blocks to and from the request (h2_headers)
-    { name = "request", files = { "request", "h2_headers" } },
+    -- HTTP/2 header blocks to and from the request (h2_headers); a request's
+    -- answers go out through the compression filter when a policy asked for
+    -- it (mg_request_send_whole), which reads the request
+    { name = "request", files = { "request", "h2_headers", "compress" }, cycles = true },
     { name = "core", files = {
         "hooks", "upgrade", "lua_route", "redis", "cache", "ffi_request",
         "accesslog", "kit_request", "client_addr",
