@@ -101,7 +101,7 @@ gw.route { path = "/**", upstream = "up" }
         local done = attack("ping-noread", 100000)
         others_served()
         local r = done()
-        assert.equal(ENHANCE_YOUR_CALM, r.goaway)
+        assert.equal(ENHANCE_YOUR_CALM, r.goaway, require("cjson").encode(r))
         assert.is_true(r.closed)
     end)
 

@@ -66,6 +66,7 @@ class Client:
         self.last_stream_id = None
         self.debug = ""
         self.closed = False
+        self.send_failed = False
         self.resets = {}
         self.statuses = {}
         self.sid = 1
@@ -75,13 +76,15 @@ class Client:
 
     def send(self, data):
         """Writes all of data; False once the server no longer takes it."""
-        if self.closed:
+        if self.closed or self.send_failed:
             return False
         try:
             self.sock.sendall(data)
             return True
         except OSError:
-            self.closed = True
+            # what the server sent before it closed (its GOAWAY) is still
+            # to be read: read() says when the connection is over
+            self.send_failed = True
             return False
 
     def headers(self, path="/", method="GET", extra=(), end_stream=True, end_headers=True,
@@ -159,7 +162,7 @@ def frames(make, count, c, batch=64, read=True):
     """Sends count units made by make(i) (bytes) in batches; returns how
     many the server took before it stopped."""
     sent = 0
-    while sent < count and not c.closed:
+    while sent < count and not c.closed and not c.send_failed:
         chunk = b"".join(make(i) for i in range(sent, min(count, sent + batch)))
         if not c.send(chunk):
             break
