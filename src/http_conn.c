@@ -226,23 +226,29 @@ static void release_buf_if_empty(mg_conn_t *c)
  * else to the parser. A connection on an `http2` plain listener speaks
  * HTTP/2 when its first bytes are the client preface (h2c with prior
  * knowledge), HTTP/1.1 otherwise. */
-static void deliver(mg_conn_t *c)
+/* deliver's HTTP/2 part, out of line so that the HTTP/1 path stays inlined
+ * into its callers. Returns 1 when the bytes were the session's (or wait
+ * for the rest of the preface), 0 when they are HTTP/1's. */
+static __attribute__((noinline)) int deliver_h2(mg_conn_t *c)
 {
-    if (c->h2) {
-        h2_deliver(c);
-        return;
-    }
-    if (c->h2c) {
+    if (!c->h2) {
         int p = mg_h2_preface(c->buf.data + c->buf.parsed, c->buf.len - c->buf.parsed);
         if (p == 0)
-            return; /* a prefix of it so far (the header timeout runs) */
+            return 1; /* a prefix of it so far (the header timeout runs) */
         c->h2c = 0;
-        if (p > 0) {
-            if (h2_start(c) == 0)
-                h2_deliver(c);
-            return;
-        }
+        if (p < 0)
+            return 0;
+        if (h2_start(c) != 0)
+            return 1;
     }
+    h2_deliver(c);
+    return 1;
+}
+
+static inline void deliver(mg_conn_t *c)
+{
+    if (__builtin_expect(c->h2 != NULL || c->h2c, 0) && deliver_h2(c))
+        return;
     if (c->state == MG_CS_TUNNEL) {
         mg_request_t *r = c->r;
         int rc = r && r->up ? mg_proxy_tunnel_write(r->up, c->buf.data, c->buf.len) : -1;

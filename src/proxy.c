@@ -1535,8 +1535,9 @@ static inline const char *write_request_head(head_t *h, mg_upconn_t *u)
 }
 
 /* Writes the request head for u's request into the worker's scratch;
- * returns its length, or -1 (then the request was failed). */
-static long build_request_head(mg_upconn_t *u)
+ * returns its length, or -1 (then the request was failed). (Inlined into
+ * begin_try, as it was into send_head before HTTP/2 streams shared it.) */
+static inline __attribute__((always_inline)) long build_request_head(mg_upconn_t *u)
 {
     head_t h = { .w = u->w };
     const char *why = write_request_head(&h, u);
@@ -1835,8 +1836,7 @@ static int64_t grpc_deadline(const mg_request_t *r)
 {
     const char *v;
     size_t vl;
-    if (!r->known[MG_H_CONTENT_TYPE] || /* (most requests: no call) */
-        !mg_request_grpc(r) || !mg_request_header(r, "grpc-timeout", 12, 0, &v, &vl))
+    if (!mg_request_grpc(r) || !mg_request_header(r, "grpc-timeout", 12, 0, &v, &vl))
         return -1;
     int64_t ms = mg_grpc_timeout_ms(v, vl);
     if (ms < 0)
@@ -1849,8 +1849,10 @@ void mg_proxy_start(mg_request_t *r)
 {
     int ui = mg_request_upstream(r);
     if (!r->retry) {
-        int64_t grpc_ms = grpc_deadline(r);
-        if ((__builtin_expect(wants_retry_state(r, ui), 0) || grpc_ms >= 0) &&
+        /* a request without Content-Type (W1's) asks nothing of gRPC */
+        int64_t grpc_ms = __builtin_expect(r->known[MG_H_CONTENT_TYPE] != 0, 0)
+                              ? grpc_deadline(r) : -1;
+        if (__builtin_expect(wants_retry_state(r, ui) || grpc_ms >= 0, 0) &&
             retry_begin(r, ui, grpc_ms) != 0)
             return;
     }
