@@ -119,8 +119,9 @@ describe("HTTP/2 upstreams", function()
     end)
 
     it("retries the streams a GOAWAY left unprocessed: no client fails", function()
-        -- 20 in flight at 200 ms each: when a connection's 10th stream
-        -- comes, the next ones are on it too, and are refused by the GOAWAY
+        -- 20 in flight at 200 ms each: each connection's 10th stream is
+        -- above the GOAWAY it gets (and those sent after it, when the
+        -- gateway is slow to read it)
         local r = h.load_start { ports = { gw.port }, paths = { "/goaway/slow?ms=200" },
                                  rate = 100, duration = 2, conns = 20 }()
         assert.equal(0, r.errors)

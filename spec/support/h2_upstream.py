@@ -19,9 +19,9 @@ Paths:
 
 --max-streams N    SETTINGS_MAX_CONCURRENT_STREAMS (default 100)
 --goaway-after N   on each connection, at its N-th request: GOAWAY with
-                   that stream as the last one processed; later streams
-                   are never answered, the connection closes once the
-                   ones it kept are done
+                   the one before as the last stream processed; that
+                   stream and later ones are never answered, the
+                   connection closes once the ones it kept are done
 A plain HTTP/1.1 control port (--control-port) answers GET /stats with
 JSON: connections (accepted), requests (answered), max_concurrent (most
 streams open at once on one connection), refused (streams dropped by a
@@ -82,6 +82,7 @@ class Conn:
         self.streams = {}
         self.requests = 0
         self.last_kept = None   # GOAWAY sent: streams above it are dropped
+        self.last_id = 0        # the last stream taken (for the GOAWAY)
         self.closed = False
         self.h2.local_settings = h2.settings.Settings(
             client=False, initial_values={
@@ -135,25 +136,31 @@ class Conn:
                 with LOCK:
                     STATS["refused"] += 1
                 return  # not processed: the client retries it
+            ga = self.server.args.goaway_after
+            if ga and self.requests + 1 == ga:
+                # the N-th request is the first one not processed (however
+                # fast the client reads the GOAWAY, one stream is above it)
+                self.last_kept = self.last_id
+                with LOCK:
+                    STATS["refused"] += 1
+                # h2's close_connection() stops every stream: a graceful
+                # GOAWAY goes as a raw frame, after what h2 has queued
+                self.flush()
+                try:
+                    self.sock.sendall(hyperframe.frame.GoAwayFrame(
+                        stream_id=0, last_stream_id=self.last_kept, error_code=0).serialize())
+                except (OSError, ssl.SSLError):
+                    self.close()
+                return
             s = Stream(ev.stream_id, ev.headers)
             self.streams[ev.stream_id] = s
+            self.last_id = ev.stream_id
             with LOCK:
                 STATS["max_concurrent"] = max(STATS["max_concurrent"], len(self.streams))
                 for n, v in ev.headers:
                     if n == "te":
                         STATS["te"].append(v)
             self.requests += 1
-            ga = self.server.args.goaway_after
-            if ga and self.requests == ga:
-                self.last_kept = ev.stream_id
-                # h2's close_connection() stops every stream: a graceful
-                # GOAWAY goes as a raw frame, after what h2 has queued
-                self.flush()
-                try:
-                    self.sock.sendall(hyperframe.frame.GoAwayFrame(
-                        stream_id=0, last_stream_id=ev.stream_id, error_code=0).serialize())
-                except (OSError, ssl.SSLError):
-                    self.close()
             # (the answer goes at StreamEnded, which h2 reports for this
             # HEADERS too when it ended the stream)
         elif isinstance(ev, h2.events.DataReceived):
