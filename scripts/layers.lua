@@ -22,7 +22,7 @@ return {
     { name = "core", files = {
         "hooks", "upgrade", "lua_route", "redis", "cache", "ffi_request",
         "accesslog", "kit_request", "client_addr",
-        "balancer_key", "retry" } },
+        "balancer_key", "retry", "split" } },
     { name = "pipeline", files = { "pipeline" } },
     -- the keep-alive pools and the balancer; an idle connection is closed
     -- through w->upstream (the proxy's table); an upstream connection's
@@ -30,8 +30,9 @@ return {
     { name = "pool", files = { "pool", "upconn_io" } },
     { name = "upstream", files = { "proxy", "health" } },
     -- gw.http over the proxy's connections; told of a lost one through
-    -- u->client_lost
-    { name = "client", files = { "http_client" } },
+    -- u->client_lost. Route mirrors' copies go out through it; the proxy
+    -- reaches the mirror through w->mirror
+    { name = "client", files = { "http_client", "mirror" } },
     { name = "protocol", files = { "http_conn" } },
     { name = "process", files = { "worker", "control", "repl", "main" } },
 }

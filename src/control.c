@@ -561,7 +561,7 @@ static int upstream_tracked(const mg_config_t *cfg, size_t i)
     if (u->outlier || u->retries)
         return 1;
     for (size_t r = 0; r < cfg->nroutes; r++)
-        if (cfg->routes[r].upstream == (int)i &&
+        if (mg_route_goes_to(&cfg->routes[r], (int)i) &&
             (cfg->routes[r].retries || cfg->routes[r].timeouts.total))
             return 1;
     return 0;

@@ -33,6 +33,10 @@ struct mg_wgen_s {
     const mg_router_t *router;
     void *lua;                  /* mg_lua_worker_t */
     mg_upstream_rt_t *ups;      /* cfg->nupstreams of them */
+    int *split_cw;              /* cfg->split_weights: the routes' split
+                                   rotations' current weights (split.c) */
+    uint32_t *mirror_inflight;  /* cfg->nroutes: each route's mirror copies
+                                   in flight on this worker (mirror.c) */
     uint32_t refs;
 };
 
@@ -72,6 +76,9 @@ struct mg_worker_s {
     uv_timer_t cache_timer;      /* polls for them (cache.c) */
     mg_accesslog_t *log;
     const struct mg_upstream_ops_s *upstream; /* the proxy (upstream.h), for the pipeline */
+    /* the route mirrors (mirror.h mg_mirror_request), for the proxy, a
+     * layer below them */
+    int (*mirror)(mg_request_t *r);
     uv_timer_t shutdown_timer;
     _Atomic uint64_t hook_since; /* ms (monotonic) a hook started running, 0 = none */
     _Atomic int quarantined;     /* stuck in a hook: no longer accepting */
