@@ -121,14 +121,3 @@ int mg_mirror_request(mg_request_t *r)
     send_copy(r, m);
     return 0;
 }
-
-const char *mg_mirror_result_name(int what)
-{
-    switch (what) {
-    case MG_MIRROR_SENT: return "sent";
-    case MG_MIRROR_DROPPED: return "dropped";
-    case MG_MIRROR_BODY: return "body_too_large";
-    case MG_MIRROR_SKIPPED: return "skipped";
-    default: return NULL;
-    }
-}

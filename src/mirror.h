@@ -41,7 +41,17 @@ enum {
  * copy. Never fails or answers r. */
 int mg_mirror_request(mg_request_t *r);
 
-/* "sent", "dropped", "body_too_large", "skipped"; NULL for the others. */
-const char *mg_mirror_result_name(int result);
+/* "sent", "dropped", "body_too_large", "skipped"; NULL for the others.
+ * (Inline: the access log, a layer below, names them too.) */
+static inline const char *mg_mirror_result_name(int what)
+{
+    switch (what) {
+    case MG_MIRROR_SENT: return "sent";
+    case MG_MIRROR_DROPPED: return "dropped";
+    case MG_MIRROR_BODY: return "body_too_large";
+    case MG_MIRROR_SKIPPED: return "skipped";
+    default: return NULL;
+    }
+}
 
 #endif
