@@ -164,9 +164,7 @@ static void op_finish(mg_http_op_t *op, const char *err)
     if (u) {
         u->client = NULL;
         if (!err && op->complete && mg_h1_response_reusable(&op->h1, op->extra, 1)) {
-            mg_upconn_read_stop(u);
-            u->reading = 0;
-            mg_proxy_detach(u, 1);
+            mg_proxy_detach(u, 1); /* still read by the proxy's reader: idle */
         } else {
             mg_upconn_close(u);
         }
@@ -346,15 +344,15 @@ static void op_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         op_finish(op, op->err ? op->err : "invalid response");
 }
 
+/* Writes op's request on u (connected or pooled); what u reads goes to
+ * op_read through the proxy's reader, which a pooled connection keeps on
+ * (no read stop and start, so no epoll change, per request). */
 static void send_request(mg_http_op_t *op)
 {
     mg_upconn_t *u = op->u;
     u->client = op;
     u->client_lost = conn_lost;
-    if (u->reading) {
-        mg_upconn_read_stop(u);
-        u->reading = 0;
-    }
+    u->client_read = op_read;
     mg_h1r_init(&op->h1);
     u->buf.len = u->buf.parsed = 0;
     uv_buf_t b = uv_buf_init(op->req, (unsigned)op->req_len);
@@ -362,8 +360,7 @@ static void send_request(mg_http_op_t *op)
         op_finish(op, "write failed");
         return;
     }
-    if (mg_upconn_read_start(u, mg_upconn_alloc, op_read) == 0)
-        u->reading = 1;
+    mg_proxy_read_for_client(u);
 }
 
 static void on_tls_ready(mg_upconn_t *u, const char *err)

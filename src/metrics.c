@@ -82,7 +82,7 @@ static const char *const bucket_le[NBUCKETS] = {
     "0.25",   "0.5",   "1",      "2.5",   "5",    "10",   "+Inf",
 };
 
-#define MIRROR_RESULTS 3 /* mirror.h's MG_MIRROR_SENT..BODY */
+#define MIRROR_RESULTS 4 /* mirror.h's MG_MIRROR_SENT..DOWN */
 
 typedef struct route_stats_s {
     _Atomic uint64_t slot[STATUS_SLOTS]; /* (status + 1) << 48 | count */
@@ -836,7 +836,8 @@ static void put_requests(sbuf_t *b, uint32_t *ids, uint64_t *counts)
  * mirror made or dropped a copy (in route id order). Under `lock`. */
 static void put_mirrors(sbuf_t *b)
 {
-    static const char *const results[MIRROR_RESULTS] = { "sent", "dropped", "body_too_large" };
+    static const char *const results[MIRROR_RESULTS] = { "sent", "dropped", "body_too_large",
+                                                         "shadow_down" };
     static const char *const req = "moongate_mirror_requests_total";
     static const char *const resp = "moongate_mirror_responses_total";
     for (int pass = 0; pass < 2; pass++) {

@@ -37,7 +37,8 @@ void mg_metrics_request(int w, uint32_t route_id, int status, uint64_t total_us,
 void mg_metrics_upstream(int w, uint32_t target_id, int status, uint64_t us);
 /* From worker `w`: what became of a copy of a request on route `route_id`
  * for the route's mirror (mirror.h: 1 sent, 2 dropped at the concurrency
- * bound, 3 left out for its body), and a sent copy's end: an answer of
+ * bound, 3 left out for its body, 4 the shadow down), and a sent copy's
+ * end: an answer of
  * `status`, or none (0: connect, timeout, reset, ...). */
 void mg_metrics_mirror(int w, uint32_t route_id, int result);
 void mg_metrics_mirror_answer(int w, uint32_t route_id, int status);

@@ -13,8 +13,12 @@
  * on it. At most mirror.concurrency copies per route are in flight per
  * worker: one more is dropped (counted), never queued.
  *
+ * A shadow known to be down (every target refused lately, down by health
+ * checks or ejected) gets no copy: nothing is tried until one is back.
+ *
  * Counts (metrics.h mg_metrics_mirror): copies sent, dropped, left out for
- * their body; the copies' answers by class (error: none came). The shadow's
+ * their body or a shadow down; the copies' answers by class (error: none
+ * came). The shadow's
  * targets count their attempts as any target's (moongate_upstream_*).
  */
 #ifndef MG_MIRROR_H
@@ -29,9 +33,12 @@ enum {
     MG_MIRROR_SENT = 1,    /* on its way to the shadow */
     MG_MIRROR_DROPPED = 2, /* mirror.concurrency copies were in flight */
     MG_MIRROR_BODY = 3,    /* the body was over mirror.body, or chunked */
-    MG_MIRROR_SKIPPED = 4, /* not in the sampled share, or an upgrade */
-    MG_MIRROR_WAITING = 5, /* its body is being read whole */
-    MG_MIRROR__RESULTS = 4 /* the results counted: SENT..SKIPPED */
+    MG_MIRROR_DOWN = 4,    /* no target of the shadow is live: refused lately
+                              (max_fails, for fail_timeout), down by its
+                              health checks or ejected */
+    MG_MIRROR_SKIPPED = 5, /* not in the sampled share, or an upgrade */
+    MG_MIRROR_WAITING = 6, /* its body is being read whole */
+    MG_MIRROR__RESULTS = 4 /* the results counted: SENT..DOWN */
 };
 
 /* r's first try on a route with a mirror (r->route->mirror): decides on the
@@ -41,7 +48,8 @@ enum {
  * copy. Never fails or answers r. */
 int mg_mirror_request(mg_request_t *r);
 
-/* "sent", "dropped", "body_too_large", "skipped"; NULL for the others.
+/* "sent", "dropped", "body_too_large", "shadow_down", "skipped"; NULL for
+ * the others.
  * (Inline: the access log, a layer below, names them too.) */
 static inline const char *mg_mirror_result_name(int what)
 {
@@ -49,6 +57,7 @@ static inline const char *mg_mirror_result_name(int what)
     case MG_MIRROR_SENT: return "sent";
     case MG_MIRROR_DROPPED: return "dropped";
     case MG_MIRROR_BODY: return "body_too_large";
+    case MG_MIRROR_DOWN: return "shadow_down";
     case MG_MIRROR_SKIPPED: return "skipped";
     default: return NULL;
     }

@@ -817,7 +817,10 @@ static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     if (nread == 0)
         return;
     if (!u->r) {
-        up_close(u); /* idle: data or EOF from the server means it is gone */
+        if (u->client) /* a gw.http operation's (http_client.c) */
+            u->client_read(s, nread, b);
+        else
+            up_close(u); /* idle: data or EOF from the server means it is gone */
         return;
     }
     mg_request_t *r = u->r;
@@ -883,6 +886,8 @@ void mg_proxy_client_drained(mg_upconn_t *u)
     if (u->r)
         up_start_reading(u);
 }
+
+void mg_proxy_read_for_client(mg_upconn_t *u) { up_start_reading(u); }
 
 /* Has the whole request been handed to the upstream connection? Until
  * then the wait for the answer has not begun: a long upload is timed by the

@@ -52,6 +52,8 @@ struct mg_upconn_s {
     uint32_t nheaders;
     void *client;              /* gw.http operation using it (http_client.c) */
     void (*client_lost)(void *client); /* ... told when u closes under it */
+    uv_read_cb client_read;    /* ... handed what u reads meanwhile (the
+                                  proxy's reader stays on: no epoll change) */
     uint8_t hook_paused;       /* parser paused while on_response waits */
     uint8_t hook_failed;       /* on_response failed: answer 500 */
     uint8_t revalidated;       /* a 304 to the cache's conditional request */
@@ -111,6 +113,9 @@ long mg_proxy_request_head(mg_request_t *r, const mg_pool_t *p, const char **why
 int mg_proxy_send_body(mg_upconn_t *u, uv_buf_t *bufs, unsigned n);
 void mg_proxy_detach(mg_upconn_t *u, int reusable);
 void mg_proxy_client_drained(mg_upconn_t *u);
+/* u reads on with the proxy's reader, which hands a gw.http operation's
+ * bytes (u->client) to u->client_read; already reading: nothing changes. */
+void mg_proxy_read_for_client(mg_upconn_t *u);
 int mg_proxy_tunnel_write(mg_upconn_t *u, const char *data, size_t len);
 /* The whole request (head and body) is written or queued: the wait for the
  * answer, timed by read_timeout, starts once it has all gone out. */
@@ -160,6 +165,9 @@ void mg_pools_free(mg_wgen_t *g);
  * in its table, the same one every time. r (NULL for gw.http) gives the
  * hash balancer its key. Returns the target index. */
 int mg_balancer_pick(mg_wgen_t *g, int ui, const mg_request_t *r, int exclude);
+/* The same among live targets only: -1 when none is (a mirror copy then
+ * goes nowhere rather than to a target known to be down). */
+int mg_balancer_pick_live(mg_wgen_t *g, int ui, const mg_request_t *r);
 /* The hash balancer's key of r for upstream u (balancer_key.c): 1 and its
  * hash in *key, or 0 when r has none (no such header, cookie, argument). */
 int mg_lb_key(const mg_request_t *r, const mg_upstream_t *u, uint64_t *key);
