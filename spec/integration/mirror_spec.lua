@@ -130,6 +130,15 @@ describe("route mirror", function()
                      "120 answers to copies counted")
     end)
 
+    it("names the mirror in the admin API's /routes", function()
+        local routes = {}
+        for _, r in ipairs(h.json(h.admin(admin, { path = "/routes" }).body).routes) do
+            routes[r.name] = r
+        end
+        assert.same({ "main", "shadow" }, { routes.copy.upstream, routes.copy.mirror })
+        assert.is_nil(routes.plain.mirror)
+    end)
+
     it("copies no body over mirror.body, nor a chunked one, and counts them", function()
         local big = h.http(gw.port, { method = "POST", path = "/copy/big",
                                       body = string.rep("b", 2048) })

@@ -23,7 +23,7 @@ local KEYS_PY = here .. "/../support/keys.py"
 
 local CONFIG = [[
 local gw = require "moongate"
-gw.settings { access_log = "{{LOG}}" }
+gw.settings { access_log = "{{LOG}}", admin = { port = {{PORT2}} } }
 gw.listen { port = {{PORT}}, host = "127.0.0.1" }
 gw.upstream("v1", { "{{V1}}" })
 gw.upstream("v2", { "{{V2}}" })
@@ -57,7 +57,7 @@ describe("route split and canary", function()
         local ups = h.start_upstreams { "v1", "v2" }
         v1, v2 = ups.v1, ups.v2
         log = h.tmpfile("access.log")
-        gw = h.start_gateway(CONFIG, { vars = { V1 = v1, V2 = v2, LOG = log } })
+        gw = h.start_gateway(CONFIG, { vars = { V1 = v1, V2 = v2, LOG = log }, ports = 2 })
     end)
 
     local function served(req)
@@ -156,6 +156,20 @@ describe("route split and canary", function()
             assert.equal("v2", name)
             assert.is_not_nil(echo(res).headers["x-seen-upstream"])
         end
+    end)
+
+    it("lists the split and the canary in the admin API's /routes", function()
+        local routes = {}
+        for _, r in ipairs(h.json(h.admin(gw.ports[2], { path = "/routes" }).body).routes) do
+            routes[r.name] = r
+        end
+        assert.same({ { upstream = "v1", weight = 90 }, { upstream = "v2", weight = 10 } },
+                    routes.split.split)
+        assert.equal(cjson.null, routes.split.upstream)
+        assert.same({ header = "x-canary", upstream = "v2" }, routes.split.canary)
+        assert.same({ cookie = "beta", upstream = "v2" }, routes.beta.canary)
+        assert.equal("v1", routes.beta.upstream)
+        assert.is_nil(routes.beta.split)
     end)
 
     it("chooses in the testing kit as in the gateway (the same C)", function()
