@@ -1473,6 +1473,7 @@ static void conv_route(conv_t *cv, int t, const char *what, mg_config_t *cfg, mg
     if ((r->upstream >= 0) == (r->has_handler != 0))
         internal(cv, what, "upstream", "set exactly when there is no handler");
     conv_canary_mirror(cv, t, what, cfg, r);
+    r->chooses = r->split || r->canary;
     if (r->has_handler && (r->canary || r->mirror))
         internal(cv, what, "canary", "absent on a handler route");
 

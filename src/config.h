@@ -206,6 +206,8 @@ typedef struct mg_route_s {
     int retry_state;       /* its requests keep a retry state (retry.h): it or
                               one of its upstreams has retries, timeouts or
                               outlier */
+    int chooses;           /* it has a split or a canary (one test on the
+                              request path) */
     mg_split_t *split;     /* NULL: `upstream` (or the canary's) */
     mg_canary_t *canary;   /* NULL: none */
     mg_mirror_t *mirror;   /* NULL: no copies */

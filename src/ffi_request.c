@@ -314,6 +314,7 @@ int mg_ffi_req_set_upstream(mg_request_t *r, const char *name, size_t len)
             memcmp(cfg->upstreams[i].name, name, len) == 0) {
             r->upstream_override = (int)i;
             r->target_override = -1;
+            r->split_how = 0; /* not the route's split's choice any more */
             return 0;
         }
     }

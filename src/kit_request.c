@@ -292,7 +292,6 @@ mg_request_t *mg_ffi_kit_request_new(mg_kit_config_t *kc, const char *buf, size_
     k->r.g = &kc->g;
     k->r.target = -1;
     k->r.upstream_override = -1;
-    k->r.split_upstream = -1;
     k->r.target_override = -1;
     return &k->r;
 }
@@ -682,7 +681,7 @@ int mg_ffi_kit_split(mg_request_t *r, const mg_ffi_kit_head_t *m, int route, int
     apply_model(k, m);
     int ui = mg_split_choose(r, rt, cw, how);
     *r = saved;
-    r->split_upstream = ui; /* req.upstream, req:set_target read it */
+    r->split_upstream = ui + 1; /* req.upstream, req:set_target read it */
     r->split_how = (uint8_t)*how;
     return ui;
 }

@@ -417,7 +417,7 @@ static void count_status(route_stats_t *rs, int status)
 
 /* Shard s's counts of route id `route_id` ("(other)"'s when its chunk is
  * missing). */
-static route_stats_t *route_stats(shard_t *s, uint32_t route_id)
+static inline route_stats_t *route_stats(shard_t *s, uint32_t route_id)
 {
     if (route_id >= MAX_ROUTES)
         route_id = OTHER_ID;

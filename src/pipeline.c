@@ -214,7 +214,7 @@ static void continue_request(mg_request_t *r, int done)
         r->route_rc = mg_router_match(r->g->router, r->peer->local_port, method, mlen, host, host_len,
                                       r->path, r->path_len, header_get, r, &r->match);
         r->route = r->route_rc == MG_ROUTE_OK ? r->match.route : NULL;
-        if (r->route && __builtin_expect(r->route->split || r->route->canary, 0))
+        if (r->route && __builtin_expect(r->route->chooses, 0))
             mg_split_route(r); /* before on_route: hooks see the choice */
         if (mg_hooks_has(r->g, NULL, MG_PHASE_ROUTE) && run_phase(r, MG_PHASE_ROUTE))
             return;

@@ -84,7 +84,6 @@ mg_request_t *mg_request_new(mg_worker_t *w)
     r->w = w;
     r->target = -1;
     r->upstream_override = -1;
-    r->split_upstream = -1;
     r->target_override = -1;
     r->http_minor = 1; /* until the request line says otherwise */
     r->state = MG_RS_HEAD;
@@ -176,8 +175,8 @@ int mg_request_upstream(const mg_request_t *r)
 {
     if (r->upstream_override >= 0)
         return r->upstream_override;
-    if (r->split_upstream >= 0)
-        return r->split_upstream;
+    if (r->split_upstream)
+        return r->split_upstream - 1;
     return r->route ? r->route->upstream : -1;
 }
 

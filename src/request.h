@@ -248,7 +248,8 @@ struct mg_request_s {
     uint8_t path_rewritten;    /* r->path was replaced: send it as is */
     int upstream_override;     /* -1 none, else upstream index */
     int split_upstream;        /* the route's canary or split chose this
-                                  upstream (split.h); -1: none, the route's */
+                                  upstream (split.h): its index + 1; 0: none,
+                                  the route's (no store per request) */
     uint8_t split_how;         /* how (MG_SPLIT_*) */
     uint8_t mirror;            /* what became of the route's mirror copy
                                   (MG_MIRROR_*, mirror.h); 0: none yet */

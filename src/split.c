@@ -74,7 +74,7 @@ void mg_split_route(mg_request_t *r)
     const mg_route_t *rt = r->route;
     int how;
     int *cw = rt->split ? r->g->split_cw + rt->split->cw_at : NULL;
-    r->split_upstream = mg_split_choose(r, rt, cw, &how);
+    r->split_upstream = mg_split_choose(r, rt, cw, &how) + 1;
     r->split_how = (uint8_t)how;
 }
 

@@ -525,6 +525,9 @@ local function proxy(R)
     st.up = true
     local ureq = fake.upstream_request(st)
     d.upstream, d.target, d.upstream_request = ureq.upstream, ureq.target, ureq
+    if st.upstream_override then
+        d.split = nil -- a hook's req:set_upstream chose, not the split
+    end
     local m = st.route and st.route.mirror
     if m then
         -- a copy goes to the shadow (src/mirror.c); the kit sends none

@@ -151,11 +151,27 @@ describe("route split and canary", function()
             local name, res = served { path = "/hk/x" }
             assert.equal(name, echo(res).headers["x-seen-upstream"])
         end
+        local forced = {}
         for _ = 1, 6 do
             local name, res = served { path = "/hk/x", headers = { ["X-Force"] = "v2" } }
             assert.equal("v2", name)
             assert.is_not_nil(echo(res).headers["x-seen-upstream"])
+            forced[res.headers["x-request-id"]] = true
         end
+        -- the access log: the hook chose, not the split
+        local n = 0
+        h.eventually(3, function()
+            n = 0
+            for l in (h.read_file(log) or ""):gmatch("[^\n]+") do
+                local e = cjson.decode(l)
+                if forced[e.request_id] then
+                    assert.equal("v2", e.upstream)
+                    assert.is_nil(e.split)
+                    n = n + 1
+                end
+            end
+            return n == 6
+        end, "the six forced requests' log lines")
     end)
 
     it("lists the split and the canary in the admin API's /routes", function()

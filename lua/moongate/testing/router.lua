@@ -61,6 +61,7 @@ typedef struct mg_route_s {
     mg_retry_policy_t *retries;
     mg_route_timeouts_t timeouts;
     int retry_state;
+    int chooses;
     mg_split_t *split;
     mg_canary_t *canary;
     mg_mirror_t *mirror;
