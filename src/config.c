@@ -1368,7 +1368,7 @@ static void conv_split(conv_t *cv, int t, const char *what, mg_config_t *cfg, mg
     /* the weights and the live flags of the rotation (split.c), in one block */
     if (sp->n && !(sp->weights = malloc(sp->n * (sizeof(int) + 1)))) {
         cv->errs->oom = 1;
-    } else {
+    } else if (sp->n) {
         for (size_t i = 0; i < sp->n; i++)
             sp->weights[i] = sp->entries[i].weight;
         memset(sp->weights + sp->n, 1, sp->n);

@@ -129,6 +129,24 @@ describe("route mirror", function()
                      "120 answers to copies counted")
     end)
 
+    it("copies a body sent after Expect: 100-continue", function()
+        local body = string.rep("e", 700)
+        local c = h.connect(gw.port)
+        c:send("POST /copy/expect HTTP/1.1\r\nHost: x\r\nContent-Length: 700\r\n" ..
+               "Expect: 100-continue\r\n\r\n")
+        assert.equal(100, assert(c:read_head()).status) -- asked for before any body
+        c:send(body)
+        local res = assert(c:read_response())
+        c:close()
+        assert.equal(200, res.status)
+        assert.equal(700, cjson.decode(res.body).body_len)
+        local id = res.headers["x-request-id"]
+        h.eventually(3, function()
+            return (h.read_file(shadow_bodies) or ""):find(id .. " POST /copy/expect 700 ", 1,
+                                                          true) ~= nil
+        end, "the copy with its 700 bytes")
+    end)
+
     it("names the mirror in the admin API's /routes", function()
         local routes = {}
         for _, r in ipairs(h.json(h.admin(admin, { path = "/routes" }).body).routes) do
