@@ -54,6 +54,7 @@
 #include <string.h>
 #include "cache.h"
 #include "metrics.h"
+#include "mirror.h"
 
 #define MAX_ROUTES 4096
 #define OTHER_ID (MAX_ROUTES - 1)
@@ -82,7 +83,7 @@ static const char *const bucket_le[NBUCKETS] = {
     "0.25",   "0.5",   "1",      "2.5",   "5",    "10",   "+Inf",
 };
 
-#define MIRROR_RESULTS 4 /* mirror.h's MG_MIRROR_SENT..DOWN */
+#define MIRROR_RESULTS MG_MIRROR__RESULTS /* mirror.h: SENT..DOWN */
 
 typedef struct route_stats_s {
     _Atomic uint64_t slot[STATUS_SLOTS]; /* (status + 1) << 48 | count */
@@ -836,8 +837,6 @@ static void put_requests(sbuf_t *b, uint32_t *ids, uint64_t *counts)
  * mirror made or dropped a copy (in route id order). Under `lock`. */
 static void put_mirrors(sbuf_t *b)
 {
-    static const char *const results[MIRROR_RESULTS] = { "sent", "dropped", "body_too_large",
-                                                         "shadow_down" };
     static const char *const req = "moongate_mirror_requests_total";
     static const char *const resp = "moongate_mirror_responses_total";
     for (int pass = 0; pass < 2; pass++) {
@@ -871,7 +870,8 @@ static void put_mirrors(sbuf_t *b)
                 putf(b, "%s{route=\"", pass == 0 ? req : resp);
                 put_label(b, names[id]);
                 if (pass == 0)
-                    putf(b, "\",result=\"%s\"} %llu\n", results[k], (unsigned long long)v[k]);
+                    putf(b, "\",result=\"%s\"} %llu\n", mg_mirror_result_name(k + 1),
+                         (unsigned long long)v[k]);
                 else if (k)
                     putf(b, "\",code_class=\"%dxx\"} %llu\n", k, (unsigned long long)v[k]);
                 else

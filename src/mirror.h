@@ -24,7 +24,8 @@
 #ifndef MG_MIRROR_H
 #define MG_MIRROR_H
 
-#include "request.h"
+/* (no request.h: metrics.c, in the base layer, names the results too) */
+typedef struct mg_request_s mg_request_t;
 
 /* What became of a request's copy (r->mirror; the access log's "mirror",
  * metrics.h's results). */
@@ -49,8 +50,8 @@ enum {
 int mg_mirror_request(mg_request_t *r);
 
 /* "sent", "dropped", "body_too_large", "shadow_down", "skipped"; NULL for
- * the others.
- * (Inline: the access log, a layer below, names them too.) */
+ * the others. (Inline: the access log and the metrics, layers below, name
+ * them too.) */
 static inline const char *mg_mirror_result_name(int what)
 {
     switch (what) {

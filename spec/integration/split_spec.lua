@@ -188,6 +188,40 @@ describe("route split and canary", function()
         assert.is_nil(routes.beta.split)
     end)
 
+    it("refuses a reload with a bad split at its line; the running split serves on", function()
+        local good = h.read_file(gw.config_path)
+        local bad, n = good:gsub('{ upstream = "v2", weight = 10 } },',
+                                 '{ upstream = "v2", weight = 10 }, { upstream = "v3" } },', 1)
+        assert.equal(1, n)
+        local line = 0
+        for l in good:gmatch("([^\n]*)\n") do
+            line = line + 1
+            if l:find('name = "split"', 1, true) then break end
+        end
+        local f = assert(io.open(gw.config_path, "w"))
+        f:write(bad)
+        f:close()
+        local rc, out = h.run_bin("reload --admin 127.0.0.1:" .. gw.ports[2])
+        assert.equal(1, rc, out)
+        local reason = fmt('%s:%d: route.split[3].upstream "v3" is not declared',
+                           gw.config_path, line)
+        assert.truthy(out:find(reason, 1, true), out)
+        -- the running generation's split and canary, as before
+        assert.equal("v2", served { path = "/s/r", headers = { ["X-Canary"] = "1" } })
+        local c = {}
+        for _ = 1, 20 do
+            local name = served { path = "/s/r" }
+            c[name] = (c[name] or 0) + 1
+        end
+        assert.is_nil(c.v3)
+        assert.is_true((c.v1 or 0) >= 14, "v1 " .. tostring(c.v1))
+        f = assert(io.open(gw.config_path, "w"))
+        f:write(good)
+        f:close()
+        rc, out = h.run_bin("reload --admin 127.0.0.1:" .. gw.ports[2])
+        assert.equal(0, rc, out)
+    end)
+
     it("chooses in the testing kit as in the gateway (the same C)", function()
         local gwt = assert(t.load(gw.config_path))
         for i = 1, 200 do
