@@ -179,8 +179,10 @@ void mg_pool_failed(mg_pool_t *p)
 
 void mg_pool_answered(mg_pool_t *p) { p->fails = 0; }
 
-/* mg_balancer_pick's passes: the live targets, then (passes 2) any. */
-static int pick(mg_wgen_t *g, int ui, const mg_request_t *r, int exclude, int passes)
+/* mg_balancer_pick's passes: the live targets, then (passes 2) any.
+ * Inlined into both callers, so that each has its constant passes (the
+ * proxy's pick costs what it did before mg_balancer_pick_live). */
+static inline __attribute__((always_inline)) int pick(mg_wgen_t *g, int ui, const mg_request_t *r, int exclude, int passes)
 {
     mg_upstream_rt_t *rt = &g->ups[ui];
     mg_lb_t *lb = &rt->lb;
