@@ -51,10 +51,13 @@ struct mg_hook_co_s {
     int budget_ref;         /* then: its message and traceback (registry) */
     uint64_t wait_since;    /* uv_hrtime when it began its current wait */
     uint64_t waited_ns;     /* all its waits so far: mg_ffi_hook_clock leaves them out */
+    uint64_t waited_mark;   /* waited_ns when the running hook began (its wall start) */
 };
 
 static _Thread_local mg_worker_t *current_worker;
 static _Thread_local mg_lua_worker_t *current_lw; /* running or initialising */
+static _Thread_local uint32_t last_hook_id; /* the hook that returned last: one that
+                                               answered, when its answer is sent */
 static void free_user_timers(mg_lua_worker_t *lw);
 static void budget_disarm(mg_worker_t *w, lua_State *L);
 static atomic_ullong hook_errors;
@@ -331,6 +334,8 @@ static void send_hook_answer(mg_request_t *r, lua_State *co)
     const char *body = lua_tolstring(co, 3, &blen);
     mg_hfield_t *f = mg_hooks_answer_fields(co, 4, r, &nf);
     const char *ctype = lua_tostring(co, 5);
+    if (r->trace_sampled) /* a policy's decision: an event of the request's span */
+        mg_tracing_answered(r, last_hook_id, status, body, blen);
     mg_request_respond(r, status, ctype ? ctype : "text/plain", body ? body : "", blen, f, nf);
 }
 
@@ -570,13 +575,27 @@ static inline double hook_clock(void)
                     (hc ? hc->waited_ns : 0));
 }
 
-double mg_ffi_hook_clock(void) { return hook_clock(); }
+double mg_ffi_hook_clock(void)
+{
+    mg_hook_co_t *hc = current_lw ? current_lw->running : NULL;
+    if (hc)
+        hc->waited_mark = hc->waited_ns;
+    return hook_clock();
+}
 
 void mg_ffi_hook_spent(uint32_t hook_id, double since)
 {
-    double ns = hook_clock() - since;
+    double now = hook_clock(), ns = now - since;
+    last_hook_id = hook_id;
     if (current_worker)
         mg_metrics_hook(current_worker->id, hook_id, ns > 0 ? (uint64_t)ns : 0);
+    mg_hook_co_t *hc = current_lw ? current_lw->running : NULL;
+    mg_request_t *r = hc ? hc->r : NULL;
+    if (r && r->trace_sampled && r->g->cfg->tracing->policy_spans) {
+        /* the hook's wall time: its waits back in */
+        mg_tracing_policy(r, hook_id, (uint64_t)since + hc->waited_mark,
+                          (uint64_t)now + hc->waited_ns);
+    }
 }
 
 uint32_t mg_ffi_hook_metric_id(const char *phase, const char *policy)

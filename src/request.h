@@ -21,6 +21,7 @@
 #include "router.h"
 #include "response.h"
 #include "span.h"
+#include "tracing.h"
 
 typedef struct mg_worker_s mg_worker_t;
 typedef struct mg_request_s mg_request_t;
@@ -263,6 +264,7 @@ struct mg_request_s {
     uint8_t traced;            /* trace_id, span_id, trace_flags are set */
     uint8_t trace_continued;   /* from the client's valid traceparent */
     uint8_t trace_bad;         /* a second traceparent: start a new trace */
+    uint8_t trace_sampled;     /* recorded as spans (tracing.h): `tspan` is set */
     char trace_id[32];         /* hex, not NUL-terminated */
     char span_id[16];          /* the gateway's own span */
     char trace_flags[2];
@@ -278,6 +280,7 @@ struct mg_request_s {
     struct mg_retry_s *retry;
 
     /* Not cleared between requests (mg_request_init zeroes up to here). */
+    mg_trace_req_t tspan;      /* tracing.h: set when trace_sampled is */
     mg_edit_t req_edits[MG_MAX_EDITS];
     mg_edit_t res_edits[MG_MAX_EDITS];
     char arena[MG_ARENA_INLINE];
