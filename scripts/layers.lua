@@ -11,14 +11,15 @@ return {
     { name = "base", files = {
         "errlog", "wq", "uri", "trace", "http", "usage", "crypto", "shdict",
         "tls", "tls_client", "watch", "metrics", "lua_state", "admin", "admin_client", "buf",
-        "header_names", "h1_response", "h1_writer",
+        "header_names", "h1_response", "h1_writer", "oneshot",
         "cidr", "proxy_protocol", "real_ip", "maglev", "cert_info",
         -- the balancers (balancer.h): pure picks over a target set
         "balancer", "balancer_rr", "balancer_least_conn", "balancer_hash",
         "balancer_p2c" } },
     { name = "config", files = { "config", "router" } },
     { name = "generation", files = { "generation", "outlier" } },
-    { name = "request", files = { "request" } },
+    -- a request, and the spans it records (tracing.h: request.c samples)
+    { name = "request", files = { "request", "tracing" } },
     { name = "core", files = {
         "hooks", "upgrade", "lua_route", "redis", "cache", "ffi_request",
         "accesslog", "kit_request", "client_addr",
@@ -28,7 +29,8 @@ return {
     -- through w->upstream (the proxy's table); an upstream connection's
     -- transport, plain or TLS
     { name = "pool", files = { "pool", "upconn_io" } },
-    { name = "upstream", files = { "proxy", "health" } },
+    -- and the gateway's own requests off the workers: health checks, spans
+    { name = "upstream", files = { "proxy", "health", "otlp" } },
     -- gw.http over the proxy's connections; told of a lost one through
     -- u->client_lost
     { name = "client", files = { "http_client" } },

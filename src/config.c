@@ -37,7 +37,6 @@
 #include "mg_ffi.h"
 #include "tls.h"
 #include "tls_client.h"
-#include "otlp.h"
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -482,7 +481,7 @@ static const mg_ffi_config_field_t kv_item =
       .expected = "must be a name and a value" };
 
 static const mg_ffi_config_field_t tracing_fields[] = {
-    CHECKED("endpoint", mg_otlp_endpoint_check, MG_FIELD_REQUIRED, NULL,
+    CHECKED("endpoint", mg_uri_base_url_check, MG_FIELD_REQUIRED, NULL,
             "must be a collector URL like \"http://127.0.0.1:4318\" (spans go to "
             "<endpoint>/v1/traces)", mg_tracing_cfg_t, endpoint),
     F("sample", MG_FIELD_NUMBER, 0, 1, 1, "must be a number 0-1 (the share of traces recorded)",

@@ -69,26 +69,6 @@ static struct {
 static uv_once_t lock_once = UV_ONCE_INIT;
 static void make_lock(void) { uv_mutex_init(&X.lock); }
 
-int mg_otlp_endpoint_check(const char *s, size_t len, char *out, size_t cap)
-{
-    mg_url_t u;
-    const char *why;
-    while (len > 0 && s[len - 1] == '/')
-        len--;
-    if (mg_uri_url_parse(s, len, &u, &why) < 0 || memchr(s, '?', len) || len >= cap)
-        return MG_STR_BAD;
-    char host[256];
-    if (u.host_len >= sizeof(host))
-        return MG_STR_BAD;
-    memcpy(host, u.host, u.host_len);
-    host[u.host_len] = '\0';
-    if (mg_ffi_host_kind(host, u.host_len) == MG_HOST_BAD)
-        return MG_STR_BAD;
-    memcpy(out, s, len);
-    out[len] = '\0';
-    return MG_STR_VALUE;
-}
-
 /* ---- JSON ------------------------------------------------------------------ */
 
 static void jput(jbuf_t *b, const char *s, size_t n)

@@ -19,11 +19,6 @@
 
 typedef struct mg_gen_s mg_gen_t;
 
-/* The config's check of settings.tracing.endpoint (mg_ffi_str_check_fn):
- * an http or https URL without query, user info or fragment; a trailing
- * '/' is dropped. */
-int mg_otlp_endpoint_check(const char *s, size_t len, char *out, size_t cap);
-
 /* Control thread: generation gen is live (its workers run it). With
  * tracing, the exporter (started on the first one) exports with its
  * settings from now on; without, it sends what is still queued with the

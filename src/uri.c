@@ -416,3 +416,22 @@ int mg_uri_url_parse(const char *url, size_t len, mg_url_t *u, const char **err)
     u->path_len = slash ? (size_t)(end - slash) : 1;
     return 0;
 }
+
+int mg_uri_base_url_check(const char *s, size_t len, char *out, size_t cap)
+{
+    mg_url_t u;
+    const char *why;
+    char host[256];
+    while (len > 0 && s[len - 1] == '/')
+        len--;
+    if (mg_uri_url_parse(s, len, &u, &why) < 0 || memchr(s, '?', len) || len >= cap ||
+        u.host_len >= sizeof(host))
+        return MG_STR_BAD;
+    memcpy(host, u.host, u.host_len);
+    host[u.host_len] = '\0';
+    if (mg_ffi_host_kind(host, u.host_len) == MG_HOST_BAD)
+        return MG_STR_BAD;
+    memcpy(out, s, len);
+    out[len] = '\0';
+    return MG_STR_VALUE;
+}

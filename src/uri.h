@@ -90,5 +90,9 @@ typedef struct mg_url_s {
  * space or control byte). Returns 0, or -1 with a static reason in *err
  * ("url must start with http:// or https://", "bad port in url", ...). */
 int mg_uri_url_parse(const char *url, size_t len, mg_url_t *u, const char **err);
+/* The config's check of a URL paths are appended to (settings.tracing's
+ * endpoint; a mg_ffi_str_check_fn): mg_uri_url_parse's form with a host
+ * of mg_ffi_host_kind's and no query; a trailing '/' is dropped. */
+int mg_uri_base_url_check(const char *s, size_t len, char *out, size_t cap);
 
 #endif

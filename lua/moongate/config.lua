@@ -548,7 +548,7 @@ end
 -- settings.tracing: its fields by the schema (src/config.c); `resource`
 -- (attribute names to strings) and `headers` (sent with each export) are
 -- maps, handed over as lists of { name, value }.
-local TRACING = schema("tracing")
+local TRACING, TRACING_BATCH = schema("tracing"), schema("tracing_batch")
 
 local function tracing(d, v)
     if type(v) ~= "table" then
@@ -561,6 +561,7 @@ local function tracing(d, v)
     end
     local t = field(d, { tracing = rest }, "tracing", "settings", SETTINGS.checks.tracing)
     if not t then return nil end
+    t.batch = t.batch or copy(TRACING_BATCH.defaults)
     t.headers = v.headers ~= nil and
         header_map(d, v.headers, "settings.tracing.headers", TRACING.field.headers) or {}
     local f = TRACING.field.resource
