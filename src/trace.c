@@ -138,3 +138,17 @@ uint64_t mg_trace_seed(void)
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ULL ^ (uint64_t)ts.tv_sec;
 }
+
+int mg_trace_decide(const char trace_id[MG_TRACE_ID_HEX], int continued, const char flags[2],
+                    double sample, int parent_based)
+{
+    if (continued && parent_based)
+        return flags[1] == '1';
+    return mg_trace_ratio_sampled(trace_id, mg_trace_ratio_threshold(sample));
+}
+
+int mg_ffi_trace_decide(const char *trace_id, int continued, const char *flags, double sample,
+                        int parent_based)
+{
+    return mg_trace_decide(trace_id, continued, flags, sample, parent_based);
+}

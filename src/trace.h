@@ -28,6 +28,11 @@ int mg_trace_parse(const char *v, size_t n, char trace_id[MG_TRACE_ID_HEX],
  * random part) takes the same decision for the same trace. */
 uint64_t mg_trace_ratio_threshold(double p);
 int mg_trace_ratio_sampled(const char trace_id[MG_TRACE_ID_HEX], uint64_t threshold);
+/* The sampler: a request continuing a client's trace (`continued`, its
+ * traceparent's flags) follows the sampled flag when parent_based; any
+ * other is sampled by ratio `sample`. 1 or 0. */
+int mg_trace_decide(const char trace_id[MG_TRACE_ID_HEX], int continued, const char flags[2],
+                    double sample, int parent_based);
 
 /* x as 16 lower-case hex digits, most significant first ("%016llx"), no NUL. */
 void mg_hex16(uint64_t x, char out[16]);

@@ -129,9 +129,8 @@ static void put_str(char *out, size_t outsz, const char *s, size_t n)
 void mg_tracing_sample(mg_request_t *r)
 {
     const mg_tracing_cfg_t *tc = r->g->cfg->tracing;
-    int sampled = r->trace_continued && tc->parent_based
-                      ? r->trace_flags[1] == '1'
-                      : mg_trace_ratio_sampled(r->trace_id, mg_trace_ratio_threshold(tc->sample));
+    int sampled = mg_trace_decide(r->trace_id, r->trace_continued, r->trace_flags, tc->sample,
+                                  tc->parent_based);
     r->trace_flags[0] = '0';
     r->trace_flags[1] = sampled ? '1' : '0';
     r->trace_sampled = (uint8_t)sampled;
