@@ -394,7 +394,9 @@ int mg_control_reload(mg_control_t *ctl, char **why)
     mg_outlier_carry(ctl->gen, gen); /* before any worker runs gen */
     const char *terr = NULL;
     if (mg_tracing_prepare(gen->cfg, &terr) != 0) {
-        err = mg_strf("%s: %s", ctl->file, terr);
+        err = mg_strf("%s:%d: %s", gen->cfg->settings_source ? gen->cfg->settings_source
+                                                              : ctl->file,
+                      gen->cfg->settings_line, terr);
         mg_gen_release(gen);
         lua_close(L);
         goto refused;

@@ -16,22 +16,27 @@ local TID = "4bf92f3577b34da6a3ce929d0e0e4736"
 local PID = "00f067aa0ba902b7"
 local SECRET = "tracing-spec-secret-0123456789abcdef"
 
-local function start_collector(delay)
+local function start_collector(delay, tls)
     local port = h.free_port()
-    local p = h.spawn(fmt("exec /usr/bin/python3 -u %s --port %d --delay %g", h.shq(COLLECTOR),
-                          port, delay or 0), "collector")
+    local p = h.spawn(fmt("exec /usr/bin/python3 -u %s --port %d --delay %g%s", h.shq(COLLECTOR),
+                          port, delay or 0, tls and fmt(" --tls-cert %s --tls-key %s",
+                          h.shq(tls.cert), h.shq(tls.key)) or ""), "collector")
     h.eventually(10, function() return p:log():find("ready", 1, true) end, "collector ready")
     p.port = port
     return p
 end
 
-local function received(c)
-    return h.json(h.http(c.port, { path = "/__received" }).body).posts
+-- what the collector holds: over plain HTTP, or over HTTPS with curl
+local function ask(c, path)
+    if c.tls then
+        return h.json(h.sh(fmt("curl -s --cacert %s https://127.0.0.1:%d%s", h.shq(c.tls.ca),
+                               c.port, path)))
+    end
+    return h.json(h.http(c.port, { path = path }).body)
 end
 
-local function count(c)
-    return h.json(h.http(c.port, { path = "/__count" }).body)
-end
+local function received(c) return ask(c, "/__received").posts end
+local function count(c) return ask(c, "/__count") end
 
 -- every span of every export, with its resource and scope
 local function all_spans(c)
@@ -411,6 +416,103 @@ scrape_configs:
         local res = h.http(web, { path = "/api/v1/query?query=moongate_trace_spans_exported_total" })
         local r = h.json(res.body).data.result
         assert.truthy(r[1] and tonumber(r[1].value[2]) > 0, res.body)
+    end)
+end)
+
+describe("tracing over https", function()
+    local pki = require "spec.support.pki"
+    local up, col
+
+    setup(function()
+        up = h.start_upstream { name = "up" }
+        local ca = pki.ca("otlp")
+        local crt, key = ca:issue("collector", { "127.0.0.1" })
+        col = start_collector(0, { cert = crt, key = key })
+        col.tls = { ca = ca.crt }
+        h.start_gateway(fmt([[
+local gw = require "moongate"
+gw.settings { tracing = { endpoint = "https://127.0.0.1:%d", ca = %q, batch = { interval = 0.05 } } }
+gw.listen { port = {{PORT}}, host = "127.0.0.1" }
+gw.upstream("up", { "{{UP}}" })
+gw.route { path = "/**", upstream = "up" }
+]], col.port, ca.crt), { vars = { UP = up.addr } })
+    end)
+
+    teardown(h.cleanup)
+
+    it("exports to an https collector checked against the configured CA", function()
+        local gw = h.procs[#h.procs]
+        local res = h.http(gw.port, { path = "/tls",
+                                      headers = { traceparent = "00-" .. TID .. "-" .. PID .. "-01" } })
+        assert.equal(200, res.status)
+        local spans = trace_spans(col, TID, 2)
+        assert.equal(PID, by_kind(spans, 2)[1].parentSpanId)
+        for _, post in ipairs(received(col)) do check_export(post) end
+    end)
+
+    it("refuses a config whose CA file cannot be read, with its line", function()
+        local code, out = h.check_config([[
+local gw = require "moongate"
+gw.settings { tracing = { endpoint = "https://127.0.0.1:4318", ca = "/nonexistent/ca.pem" } }
+gw.listen { port = 8080 }
+]])
+        assert.equal(1, code)
+        assert.truthy(out:find(":2: settings.tracing", 1, true), out)
+    end)
+end)
+
+describe("tracing across reloads", function()
+    local gw, up, a, b, admin
+
+    local function config(tracing)
+        return fmt([[
+local gw = require "moongate"
+gw.settings { admin = { port = %d }%s }
+gw.listen { port = %d, host = "127.0.0.1" }
+gw.upstream("up", { %q })
+gw.route { path = "/**", upstream = "up" }
+]], admin, tracing and (", tracing = " .. tracing) or "", gw and gw.port or 0, up.addr)
+    end
+
+    local function reload(text)
+        h.write_file(gw.config_path, text)
+        return h.run_bin("reload --admin 127.0.0.1:" .. admin, 30)
+    end
+
+    local function trace_of(res)
+        return (h.json(res.body).headers.traceparent:match("^00%-(%x+)"))
+    end
+
+    setup(function()
+        up = h.start_upstream { name = "up" }
+        a, b = start_collector(), start_collector()
+        admin = h.free_port()
+        gw = h.start_gateway(config(nil):gsub("port = 0,", "port = {{PORT}},"), { workers = 1 })
+    end)
+
+    teardown(h.cleanup)
+
+    it("starts with a reload that turns it on, follows a new endpoint, refuses a new queue size", function()
+        local first = trace_of(h.http(gw.port, { path = "/off" }))
+        local rc, out = reload(config(fmt('{ endpoint = "http://127.0.0.1:%d", batch = { interval = 0.05 } }', a.port)))
+        assert.equal(0, rc, out)
+        local on = trace_of(h.http(gw.port, { path = "/on" }))
+        trace_spans(a, on, 2)
+        rc, out = reload(config(fmt('{ endpoint = "http://127.0.0.1:%d", batch = { interval = 0.05 } }', b.port)))
+        assert.equal(0, rc, out)
+        local moved = trace_of(h.http(gw.port, { path = "/moved" }))
+        trace_spans(b, moved, 2)
+        -- the queues keep their size until a restart: said with the file and line
+        rc, out = reload(config(fmt('{ endpoint = "http://127.0.0.1:%d", queue = 4096 }', b.port)))
+        assert.equal(1, rc, out)
+        assert.truthy(out:find(":2: settings.tracing.queue changed", 1, true), out)
+        local still = trace_of(h.http(gw.port, { path = "/still" }))
+        trace_spans(b, still, 2)
+        -- nothing of the first request (no tracing then), nothing of b's at a
+        for _, s in ipairs(all_spans(a)) do
+            assert.is_true(s.traceId ~= first and s.traceId ~= moved and s.traceId ~= still)
+        end
+        for _, s in ipairs(all_spans(b)) do assert.are_not.equal(first, s.traceId) end
     end)
 end)
 

@@ -6,6 +6,7 @@ exports (POST /v1/traces) and keeps them.
   --delay S     sleep S seconds before answering each export (a slow
                 collector)
   --status N    answer exports with status N (default 200)
+  --tls-cert F --tls-key F   speak HTTPS (the bodies are kept the same)
 
 GET /__received answers {"posts": [{"path", "content_type", "headers",
 "body"}, ...]} with every export so far, the body decoded (or null when it
@@ -14,6 +15,7 @@ m}. Prints "ready" once listening.
 """
 import argparse
 import json
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -76,8 +78,14 @@ if __name__ == "__main__":
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--delay", type=float, default=0)
     p.add_argument("--status", type=int, default=200)
+    p.add_argument("--tls-cert")
+    p.add_argument("--tls-key")
     ARGS = p.parse_args()
     server = ThreadingHTTPServer(("127.0.0.1", ARGS.port), Handler)
     server.daemon_threads = True
+    if ARGS.tls_cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(ARGS.tls_cert, ARGS.tls_key)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
     print("ready", flush=True)
     server.serve_forever()
