@@ -11,7 +11,6 @@
  * the exporter thread's own. Counters are atomics (read by /metrics).
  */
 #include <stdatomic.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,53 +68,62 @@ static struct {
 static uv_once_t lock_once = UV_ONCE_INIT;
 static void make_lock(void) { uv_mutex_init(&X.lock); }
 
-/* ---- JSON ------------------------------------------------------------------ */
+/* ---- JSON ------------------------------------------------------------------
+ * The exporter's own cost is most of what tracing costs (every thread is
+ * counted: scripts/bench/counts.sh), so the writer avoids printf: keys
+ * are literals written whole, numbers are converted by hand, strings are
+ * copied in runs between the bytes that need escaping. */
 
-static void jput(jbuf_t *b, const char *s, size_t n)
+static __attribute__((noinline)) int jgrow(jbuf_t *b, size_t n)
 {
-    if (b->failed)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t c = b->cap ? b->cap : 64 * 1024;
-        while (c < b->len + n + 1)
-            c *= 2;
-        char *p = realloc(b->p, c);
-        if (!p) {
-            b->failed = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = c;
+    size_t c = b->cap ? b->cap : 64 * 1024;
+    while (c < b->len + n + 1)
+        c *= 2;
+    char *p = realloc(b->p, c);
+    if (!p) {
+        b->failed = 1;
+        return -1;
     }
+    b->p = p;
+    b->cap = c;
+    return 0;
+}
+
+static inline void jput(jbuf_t *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap && (b->failed || jgrow(b, n) < 0))
+        return;
     memcpy(b->p + b->len, s, n);
     b->len += n;
 }
 
 #define JLIT(b, lit) jput((b), (lit), sizeof(lit) - 1)
 
-static void jputf(jbuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void jputf(jbuf_t *b, const char *fmt, ...)
+/* v in decimal (a uint64's 20 digits at most). */
+static void jnum(jbuf_t *b, uint64_t v)
 {
-    char tmp[128];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        jput(b, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
+    char d[20], *o = d + sizeof(d);
+    do
+        *--o = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    jput(b, o, (size_t)(d + sizeof(d) - o));
 }
 
-/* s as a JSON string, quotes included: '"', '\' and control bytes
+/* Bytes a JSON string holds as they are: printable ASCII but '"' and '\'. */
+static const uint8_t plain[256] = {
+    [' '] = 1, ['!'] = 1, ['#' ... '['] = 1, [']' ... '~'] = 1,
+};
+
+/* s escaped for the inside of a JSON string: '"', '\' and control bytes
  * escaped, bytes outside ASCII as \u00XX (each byte a character: valid
  * JSON whatever the request held). */
-static void jstr(jbuf_t *b, const char *s, size_t n)
+static void jesc(jbuf_t *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    JLIT(b, "\"");
     size_t run = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
-        if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\')
+        if (plain[ch])
             continue;
         jput(b, s + run, i - run);
         run = i + 1;
@@ -128,40 +136,68 @@ static void jstr(jbuf_t *b, const char *s, size_t n)
         }
     }
     jput(b, s + run, n - run);
+}
+
+static void jstrz(jbuf_t *b, const char *s)
+{
+    JLIT(b, "\"");
+    jesc(b, s, strlen(s));
     JLIT(b, "\"");
 }
 
-static void jstrz(jbuf_t *b, const char *s) { jstr(b, s, strlen(s)); }
+/* Attribute list members, the key a literal (KEY) or any string (attr_kv);
+ * `*first` says whether a comma goes before. */
+#define ATTR_HEAD(b, first, key)                                                    \
+    do {                                                                            \
+        if (*(first))                                                               \
+            JLIT(b, "{\"key\":\"" key "\",\"value\":{");                            \
+        else                                                                        \
+            JLIT(b, ",{\"key\":\"" key "\",\"value\":{");                           \
+        *(first) = 0;                                                               \
+    } while (0)
 
-/* Attribute list members: `first` says whether a comma goes before. */
-static void attr_str(jbuf_t *b, int *first, const char *key, const char *v, size_t n)
+static void str_value(jbuf_t *b, const char *v)
 {
-    jput(b, *first ? "{\"key\":" : ",{\"key\":", *first ? 7 : 8);
+    JLIT(b, "\"stringValue\":\"");
+    jesc(b, v, strlen(v));
+    JLIT(b, "\"}}");
+}
+
+#define ATTR_STR(b, first, key, v)                                                  \
+    do {                                                                            \
+        const char *v_ = (v);                                                       \
+        if (v_ && *v_) {                                                            \
+            ATTR_HEAD(b, first, key);                                               \
+            str_value(b, v_);                                                       \
+        }                                                                           \
+    } while (0)
+
+#define ATTR_INT(b, first, key, n)                                                  \
+    do {                                                                            \
+        ATTR_HEAD(b, first, key);                                                   \
+        JLIT(b, "\"intValue\":\"");                                                 \
+        jnum(b, (n));                                                               \
+        JLIT(b, "\"}}");                                                            \
+    } while (0)
+
+static void attr_kv(jbuf_t *b, int *first, const char *key, const char *v)
+{
+    if (!*first)
+        JLIT(b, ",");
     *first = 0;
+    JLIT(b, "{\"key\":");
     jstrz(b, key);
-    JLIT(b, ",\"value\":{\"stringValue\":");
-    jstr(b, v, n);
-    JLIT(b, "}}");
+    JLIT(b, ",\"value\":{");
+    str_value(b, v);
 }
 
-static void attr_strz(jbuf_t *b, int *first, const char *key, const char *v)
-{
-    if (v && *v)
-        attr_str(b, first, key, v, strlen(v));
-}
-
-static void attr_int(jbuf_t *b, int *first, const char *key, long long v)
-{
-    jput(b, *first ? "{\"key\":" : ",{\"key\":", *first ? 7 : 8);
-    *first = 0;
-    jstrz(b, key);
-    jputf(b, ",\"value\":{\"intValue\":\"%lld\"}}", v);
-}
-
-static void put_time(jbuf_t *b, const char *key, uint64_t mono_ns)
-{
-    jputf(b, ",\"%s\":\"%lld\"", key, (long long)((int64_t)mono_ns + X.unix_offset));
-}
+/* ,"KEY":"<Unix ns>" */
+#define TIME(b, key, mono_ns)                                                       \
+    do {                                                                            \
+        JLIT(b, ",\"" key "\":\"");                                                 \
+        jnum(b, (uint64_t)((int64_t)(mono_ns) + X.unix_offset));                    \
+        JLIT(b, "\"");                                                              \
+    } while (0)
 
 /* The user's resource attributes, then the built-in ones the user did
  * not give. */
@@ -178,7 +214,7 @@ static void put_resource(jbuf_t *b, const mg_tracing_cfg_t *tc)
     int first = 1;
     JLIT(b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[");
     for (size_t i = 0; i < tc->nresource; i++)
-        attr_strz(b, &first, tc->resource[i].name, tc->resource[i].value);
+        attr_kv(b, &first, tc->resource[i].name, tc->resource[i].value);
     const char *builtin[][2] = {
         { "service.name", tc->service_name },   { "service.instance.id", X.instance_id },
         { "host.name", X.host_name },           { "telemetry.sdk.name", "moongate" },
@@ -186,7 +222,7 @@ static void put_resource(jbuf_t *b, const mg_tracing_cfg_t *tc)
     };
     for (size_t i = 0; i < sizeof(builtin) / sizeof(builtin[0]); i++)
         if (!has_resource(tc, builtin[i][0]))
-            attr_strz(b, &first, builtin[i][0], builtin[i][1]);
+            attr_kv(b, &first, builtin[i][0], builtin[i][1]);
     JLIT(b, "]},\"scopeSpans\":[{\"scope\":{\"name\":\"moongate\",\"version\":\"" MG_VERSION
             "\"},\"spans\":[");
 }
@@ -211,58 +247,63 @@ static void put_span(const mg_span_rec_t *s, void *arg)
         JLIT(b, "\",\"parentSpanId\":\"");
         jput(b, s->parent_id, sizeof(s->parent_id));
     }
-    JLIT(b, "\",\"name\":");
     const char *phase = NULL, *policy = NULL;
     if (s->kind == MG_SPAN_INTERNAL || s->has_event)
         mg_metrics_hook_names(s->hook_id, &phase, &policy);
-    char name[160];
-    if (s->kind == MG_SPAN_SERVER && s->route[0])
-        snprintf(name, sizeof(name), "%s %s", s->method, s->route);
-    else if (s->kind == MG_SPAN_INTERNAL)
-        snprintf(name, sizeof(name), "%s %s", policy ? policy : "?", phase ? phase : "?");
-    else
-        snprintf(name, sizeof(name), "%s", s->method);
-    jstrz(b, name);
-    jputf(b, ",\"kind\":%d", s->kind);
-    put_time(b, "startTimeUnixNano", s->start_ns);
-    put_time(b, "endTimeUnixNano", s->end_ns);
+    /* the name: "GET <route pattern>", "jwt on_request" or "GET" */
+    JLIT(b, "\",\"name\":\"");
+    if (s->kind == MG_SPAN_INTERNAL) {
+        jesc(b, policy, strlen(policy));
+        JLIT(b, " ");
+        jesc(b, phase, strlen(phase));
+    } else {
+        jesc(b, s->method, strlen(s->method));
+        if (s->kind == MG_SPAN_SERVER && s->route[0]) {
+            JLIT(b, " ");
+            jesc(b, s->route, strlen(s->route));
+        }
+    }
+    JLIT(b, "\",\"kind\":");
+    jnum(b, s->kind);
+    TIME(b, "startTimeUnixNano", s->start_ns);
+    TIME(b, "endTimeUnixNano", s->end_ns);
     JLIT(b, ",\"attributes\":[");
     int first = 1;
     if (s->kind == MG_SPAN_INTERNAL) {
-        attr_strz(b, &first, "moongate.policy", policy);
-        attr_strz(b, &first, "moongate.phase", phase);
+        ATTR_STR(b, &first, "moongate.policy", policy);
+        ATTR_STR(b, &first, "moongate.phase", phase);
     } else {
-        attr_strz(b, &first, "http.request.method", s->method);
-        attr_strz(b, &first, "server.address", s->host);
+        ATTR_STR(b, &first, "http.request.method", s->method);
+        ATTR_STR(b, &first, "server.address", s->host);
         if (s->port)
-            attr_int(b, &first, "server.port", s->port);
+            ATTR_INT(b, &first, "server.port", s->port);
         if (s->status)
-            attr_int(b, &first, "http.response.status_code", s->status);
-        attr_strz(b, &first, "error.type", s->error_type);
+            ATTR_INT(b, &first, "http.response.status_code", s->status);
+        ATTR_STR(b, &first, "error.type", s->error_type);
     }
     if (s->kind == MG_SPAN_SERVER) {
-        attr_strz(b, &first, "url.path", s->path);
-        attr_strz(b, &first, "url.scheme", s->https ? "https" : "http");
-        attr_strz(b, &first, "http.route", s->route);
-        attr_strz(b, &first, "client.address", s->client);
-        attr_strz(b, &first, "network.protocol.version", s->http_minor ? "1.1" : "1.0");
-        attr_strz(b, &first, "moongate.route", s->route_name);
-        attr_strz(b, &first, "moongate.request_id", s->request_id);
+        ATTR_STR(b, &first, "url.path", s->path);
+        ATTR_STR(b, &first, "url.scheme", s->https ? "https" : "http");
+        ATTR_STR(b, &first, "http.route", s->route);
+        ATTR_STR(b, &first, "client.address", s->client);
+        ATTR_STR(b, &first, "network.protocol.version", s->http_minor ? "1.1" : "1.0");
+        ATTR_STR(b, &first, "moongate.route", s->route_name);
+        ATTR_STR(b, &first, "moongate.request_id", s->request_id);
     } else if (s->kind == MG_SPAN_CLIENT) {
         if (s->resend)
-            attr_int(b, &first, "http.resend_count", s->resend);
-        attr_strz(b, &first, "moongate.upstream", s->upstream);
+            ATTR_INT(b, &first, "http.resend_count", s->resend);
+        ATTR_STR(b, &first, "moongate.upstream", s->upstream);
     }
     JLIT(b, "]");
     if (s->has_event) {
         JLIT(b, ",\"events\":[{\"name\":\"moongate.policy.answered\"");
-        put_time(b, "timeUnixNano", s->event_ns);
+        TIME(b, "timeUnixNano", s->event_ns);
         JLIT(b, ",\"attributes\":[");
         first = 1;
-        attr_strz(b, &first, "moongate.policy", policy);
-        attr_strz(b, &first, "moongate.phase", phase);
-        attr_int(b, &first, "http.response.status_code", s->event_status);
-        attr_strz(b, &first, "moongate.reason", s->event_reason);
+        ATTR_STR(b, &first, "moongate.policy", policy);
+        ATTR_STR(b, &first, "moongate.phase", phase);
+        ATTR_INT(b, &first, "http.response.status_code", s->event_status);
+        ATTR_STR(b, &first, "moongate.reason", s->event_reason);
         JLIT(b, "]}]");
     }
     if (s->error)
