@@ -1508,6 +1508,15 @@ int mg_config_convert(lua_State *L, int t, const char *file, mg_config_t **out, 
     return 0;
 }
 
+static void free_kvs(mg_kv_t *kv, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(kv[i].name);
+        free(kv[i].value);
+    }
+    free(kv);
+}
+
 void mg_config_free(mg_config_t *cfg)
 {
     size_t i, j;
@@ -1537,16 +1546,8 @@ void mg_config_free(mg_config_t *cfg)
         free(tc->service_name);
         free(tc->ca);
         mg_tls_client_release(tc->tls);
-        for (i = 0; i < tc->nresource; i++) {
-            free(tc->resource[i].name);
-            free(tc->resource[i].value);
-        }
-        free(tc->resource);
-        for (i = 0; i < tc->nheaders; i++) {
-            free(tc->headers[i].name);
-            free(tc->headers[i].value);
-        }
-        free(tc->headers);
+        free_kvs(tc->resource, tc->nresource);
+        free_kvs(tc->headers, tc->nheaders);
         free(tc);
     }
     for (i = 0; i < cfg->nupstreams; i++) {

@@ -85,12 +85,7 @@ local function attrs(list)
     return out
 end
 
-local function metric(text, series)
-    for line in text:gmatch("[^\n]+") do
-        local s, v = line:match("^(.-) (%S+)$")
-        if s == series then return tonumber(v) end
-    end
-end
+local metric = h.metric
 
 -- The OTLP/HTTP JSON mapping of ExportTraceServiceRequest
 -- (opentelemetry-proto's JSON Protobuf Encoding): lowerCamelCase field
@@ -380,19 +375,7 @@ gw.route { path = "/flaky/**", upstream = "flaky" }
     end)
 
     it("has exemplars a real prometheus stores and answers for", function()
-        local web = h.free_port()
-        local dir = h.tmpdir()
-        local conf = h.tmpfile("prometheus.yml", fmt([[
-global:
-  scrape_interval: 1s
-scrape_configs:
-  - job_name: moongate
-    static_configs:
-      - targets: ["127.0.0.1:%d"]
-]], admin))
-        h.spawn(fmt("exec prometheus --config.file=%s --storage.tsdb.path=%s/tsdb "
-            .. "--enable-feature=exemplar-storage --web.listen-address=127.0.0.1:%d",
-            h.shq(conf), h.shq(dir), web), "prometheus")
+        local web = h.start_prometheus(admin, "--enable-feature=exemplar-storage")
         local ids = {}
         local found
         local deadline = h.now() + 40 * h.SLOW
