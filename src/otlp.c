@@ -39,8 +39,9 @@ typedef struct jbuf_s {
 } jbuf_t;
 
 static struct {
-    uv_mutex_t lock;           /* pending, stop */
+    uv_mutex_t lock;           /* pending, turned_off, stop */
     mg_gen_t *pending;         /* the latest generation with tracing, one reference */
+    int turned_off;            /* the latest generation has no tracing */
     int stop;
     int started;
     uv_thread_t thread;
@@ -50,6 +51,7 @@ static struct {
     /* the thread's own */
     mg_gen_t *gen;             /* settings in use (one reference) */
     int stopping;              /* 1: flushing what is queued; 2: time is up */
+    int off;                   /* tracing is off: what is still queued goes at once */
     int busy;                  /* a POST in flight (o's handles open) */
     size_t in_flight;          /* its spans */
     int ok;                    /* its result */
@@ -289,7 +291,26 @@ static void put_span(const mg_span_rec_t *s, void *arg)
         ATTR_STR(b, &first, "network.protocol.version", s->http_minor ? "1.1" : "1.0");
         ATTR_STR(b, &first, "moongate.route", s->route_name);
         ATTR_STR(b, &first, "moongate.request_id", s->request_id);
+        ATTR_STR(b, &first, "user_agent.original", s->user_agent);
     } else if (s->kind == MG_SPAN_CLIENT) {
+        /* url.full: the target and the path it was sent (no query: it may
+         * hold an API key, key_auth's `query`) */
+        ATTR_HEAD(b, &first, "url.full");
+        JLIT(b, "\"stringValue\":\"");
+        if (s->https)
+            JLIT(b, "https://");
+        else
+            JLIT(b, "http://");
+        int v6 = strchr(s->host, ':') != NULL;
+        if (v6)
+            JLIT(b, "[");
+        jesc(b, s->host, strlen(s->host));
+        if (v6)
+            JLIT(b, "]");
+        JLIT(b, ":");
+        jnum(b, s->port);
+        jesc(b, s->path, strlen(s->path));
+        JLIT(b, "\"}}");
         if (s->resend)
             ATTR_INT(b, &first, "http.resend_count", s->resend);
         ATTR_STR(b, &first, "moongate.upstream", s->upstream);
@@ -323,7 +344,7 @@ static void on_export_closed(mg_oneshot_t *o)
     /* more than a batch waiting (or shutting down): the next goes at once */
     const mg_tracing_cfg_t *tc = X.gen->cfg->tracing;
     uint64_t q = mg_tracing_queued();
-    if (q && X.stopping != 2 && (X.stopping || q >= (uint64_t)tc->batch_size))
+    if (q && X.stopping != 2 && (X.stopping || X.off || q >= (uint64_t)tc->batch_size))
         export_batch();
     if (X.stopping && !X.busy)
         uv_stop(&X.loop);
@@ -429,7 +450,7 @@ static void on_tick(uv_timer_t *t)
     if (q == 0)
         return;
     if (q >= (uint64_t)tc->batch_size || uv_now(&X.loop) - X.last_export_ms >= tc->batch_interval ||
-        X.stopping)
+        X.stopping || X.off)
         export_batch();
 }
 
@@ -449,15 +470,22 @@ static void on_wake(uv_async_t *a)
     uv_mutex_lock(&X.lock);
     mg_gen_t *g = X.pending;
     X.pending = NULL;
-    int stop = X.stop;
+    int off = X.turned_off, stop = X.stop;
     uv_mutex_unlock(&X.lock);
     if (g) {
+        if (!X.gen) /* the first batch waits its interval too */
+            X.last_export_ms = uv_now(&X.loop);
         mg_gen_release(X.gen);
         X.gen = g;
         uint64_t ms = g->cfg->tracing->batch_interval;
         ms = ms < TICK_MAX_MS ? ms : TICK_MAX_MS;
         uv_timer_start(&X.tick, on_tick, ms, ms);
     }
+    /* turned off: the spans of requests that ran with tracing leave now,
+     * and those still running go at the next tick, with the last settings */
+    X.off = off;
+    if (off && !X.busy && X.gen && mg_tracing_queued())
+        export_batch();
     if (stop && !X.stopping) {
         X.stopping = 1;
         uv_timer_start(&X.stop_timer, on_stop_deadline, STOP_FLUSH_MS, 0);
@@ -522,8 +550,16 @@ static int start_thread(void)
 void mg_otlp_apply(mg_gen_t *gen)
 {
     uv_once(&lock_once, make_lock);
-    if (!gen->cfg->tracing)
-        return; /* the last settings stay, for what is still queued */
+    if (!gen->cfg->tracing) {
+        if (!X.started)
+            return;
+        /* the last settings stay, for what is still queued */
+        uv_mutex_lock(&X.lock);
+        X.turned_off = 1;
+        uv_mutex_unlock(&X.lock);
+        uv_async_send(&X.wake);
+        return;
+    }
     if (!X.started && start_thread() != 0) {
         mg_log(MG_LOG_ERROR, "tracing: cannot start the exporter thread; no span is sent\n");
         return;
@@ -532,6 +568,7 @@ void mg_otlp_apply(mg_gen_t *gen)
     uv_mutex_lock(&X.lock);
     mg_gen_t *old = X.pending;
     X.pending = gen;
+    X.turned_off = 0;
     uv_mutex_unlock(&X.lock);
     mg_gen_release(old);
     uv_async_send(&X.wake);
@@ -553,6 +590,8 @@ void mg_otlp_stop(void)
     X.pending = NULL;
     X.stop = 0;
     X.stopping = 0;
+    X.turned_off = 0;
+    X.off = 0;
     uv_mutex_unlock(&X.lock);
 }
 

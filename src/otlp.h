@@ -21,8 +21,9 @@ typedef struct mg_gen_s mg_gen_t;
 
 /* Control thread: generation gen is live (its workers run it). With
  * tracing, the exporter (started on the first one) exports with its
- * settings from now on; without, it sends what is still queued with the
- * settings it had. Holds gen while it uses it. */
+ * settings from now on; without, it sends what is still queued at once
+ * (no batch interval) with the settings it had, keeping them. Holds the
+ * generation whose settings it uses. */
 void mg_otlp_apply(mg_gen_t *gen);
 /* After the workers stopped: sends what is queued (one second at most),
  * stops the thread and lets go of its generation. */

@@ -1256,21 +1256,16 @@ static int head_request_line(head_t *h, mg_upconn_t *u)
     else
         head_put(h, mg_request_data(r, r->method), r->method.len);
     HEAD_PUTS(h, " ");
-    if (r->path_rewritten || !r->route) {
-        head_put(h, r->path, r->path_len);
-    } else {
-        /* the rewrite's length is known once written: try the room there
-         * is, grow and try again while it does not fit */
-        long pl;
-        size_t want = r->path_len + 1;
-        char *o;
-        while ((o = head_room(h, want)) &&
-               (pl = mg_router_upstream_path(&r->match, r->path, r->path_len, o, want)) < 0)
-            want *= 2;
-        if (!o)
-            return -1;
-        h->len += (size_t)pl;
-    }
+    /* a rewrite's length is known once written: try the room there is,
+     * grow and try again while it does not fit */
+    long pl;
+    size_t want = r->path_len + 1;
+    char *o;
+    while ((o = head_room(h, want)) && (pl = mg_request_upstream_path(r, o, want)) < 0)
+        want *= 2;
+    if (!o)
+        return -1;
+    h->len += (size_t)pl;
     if (r->new_query) {
         if (r->new_query_len) {
             HEAD_PUTS(h, "?");

@@ -14,6 +14,7 @@
 
 #include <stdint.h>
 #include <strings.h>
+#include <string.h>
 #include <stddef.h>
 #include <uv.h>
 #include "cidr.h"
@@ -364,6 +365,22 @@ static inline int mg_edits_replace(const mg_edit_t *edits, int nedits, int tok,
 }
 /* The upstream index a request goes to (hook override, else its route's). */
 int mg_request_upstream(const mg_request_t *r);
+
+/* The path r sends upstream (its route's rewrite or strip_prefix, or a
+ * hook's new path as is; no query) into out (capacity cap),
+ * NUL-terminated. Returns its length, or -1 when cap is too small. For
+ * the request line (proxy.c) and the client span's url.full (tracing.c). */
+static inline long mg_request_upstream_path(const mg_request_t *r, char *out, size_t cap)
+{
+    if (r->path_rewritten || !r->route) {
+        if (r->path_len + 1 > cap)
+            return -1;
+        memcpy(out, r->path, r->path_len);
+        out[r->path_len] = '\0';
+        return (long)r->path_len;
+    }
+    return mg_router_upstream_path(&r->match, r->path, r->path_len, out, cap);
+}
 
 /* Gives r its request id (the client's X-Request-Id when valid, else a new
  * one) and its trace context; once, before anything is logged. */

@@ -192,6 +192,9 @@ void mg_tracing_attempt_end(mg_request_t *r, int status, const char *why)
     const mg_target_t *t = &up->targets[ts->attempt_ti];
     PUTZ(s->host, t->host);
     s->port = t->port;
+    s->https = up->tls != NULL;
+    if (mg_request_upstream_path(r, s->path, sizeof(s->path)) < 0) /* longer: cut */
+        PUT(s->path, r->path, r->path_len);
     PUTZ(s->upstream, up->name);
     s->resend = (uint16_t)(ts->attempts - 1);
     s->status = (uint16_t)(status > 0 && status < 1000 ? status : 0);
@@ -314,6 +317,14 @@ void mg_tracing_request_end(mg_request_t *r)
     }
     put_host(s, r);
     PUTZ(s->client, mg_request_client(r));
+    for (uint32_t i = 0; i < r->nheaders; i++) { /* not a known header: looked for here */
+        const mg_header_t *hd = &r->headers[i];
+        if (hd->name.len == 10 &&
+            strncasecmp(mg_request_data(r, hd->name), "user-agent", 10) == 0) {
+            PUT(s->user_agent, mg_request_data(r, hd->value), hd->value.len);
+            break;
+        }
+    }
     PUT(s->request_id, r->request_id, r->request_id_len);
     s->http_minor = r->http_minor;
     s->https = r->proto->tls && r->proto->tls(r) != NULL;

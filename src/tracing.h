@@ -39,7 +39,7 @@ typedef struct mg_span_rec_s {
     uint8_t has_event;             /* a policy answered the request (server span) */
     uint8_t error;                 /* span status ERROR */
     uint8_t http_minor;            /* server: network.protocol.version 1.x */
-    uint8_t https;                 /* server: url.scheme */
+    uint8_t https;                 /* url.scheme (server), url.full's (client) */
     uint16_t status;               /* http.response.status_code; 0: none */
     uint16_t port;                 /* server.port (the Host's, or the target's) */
     uint16_t resend;               /* client: http.resend_count */
@@ -54,7 +54,9 @@ typedef struct mg_span_rec_s {
     char client[46];               /* server: client.address */
     char upstream[48];             /* client: moongate.upstream */
     char request_id[64];           /* server: moongate.request_id */
-    char path[192];                /* server: url.path */
+    char path[192];                /* server: url.path; client: the path sent
+                                      upstream (url.full), both without query */
+    char user_agent[128];          /* server: user_agent.original */
     char event_reason[64];         /* the answer's "error" (or "message") */
 } mg_span_rec_t;
 

@@ -192,7 +192,8 @@ gw.route { path = "/flaky/**", upstream = "flaky" }
 
     it("sends a server span and a client span, linked as the traceparents say", function()
         local res = h.http(gw.port, { path = "/api/x?q=1",
-                                      headers = { traceparent = "00-" .. TID .. "-" .. PID .. "-01" } })
+                                      headers = { traceparent = "00-" .. TID .. "-" .. PID .. "-01",
+                                                  ["User-Agent"] = "spec/1.0 \"quoted\"" } })
         assert.equal(200, res.status)
         local tid, parent, flags = upstream_parent(res)
         assert.equal(TID, tid)
@@ -214,10 +215,13 @@ gw.route { path = "/flaky/**", upstream = "flaky" }
                       -- the Host the client sent (the harness says localhost:PORT)
                       ["server.address"] = "localhost", ["server.port"] = tostring(gw.port),
                       ["client.address"] = "127.0.0.1", ["network.protocol.version"] = "1.1",
-                      ["moongate.route"] = "/api/**", ["moongate.request_id"] = res.headers["x-request-id"] },
+                      ["moongate.route"] = "/api/**", ["moongate.request_id"] = res.headers["x-request-id"],
+                      ["user_agent.original"] = 'spec/1.0 "quoted"' },
                     attrs(server.attributes))
+        -- url.full: the target and the path sent, without the query (it may hold a key)
         assert.same({ ["http.request.method"] = "GET", ["server.address"] = "127.0.0.1",
                       ["server.port"] = tostring(up.port), ["http.response.status_code"] = "200",
+                      ["url.full"] = fmt("http://127.0.0.1:%d/api/x", up.port),
                       ["moongate.upstream"] = "up" }, attrs(client.attributes))
         assert.is_nil(server.status)
         assert.is_nil(client.status)
@@ -336,6 +340,7 @@ gw.route { path = "/flaky/**", upstream = "flaky" }
                 assert.same({ ["http.request.method"] = "GET", ["server.address"] = "127.0.0.1",
                               ["server.port"] = tostring(up.port),
                               ["http.response.status_code"] = "200", ["http.resend_count"] = "1",
+                              ["url.full"] = fmt("http://127.0.0.1:%d/flaky/x", up.port),
                               ["moongate.upstream"] = "flaky" }, attrs(cs[2].attributes))
                 break
             end
@@ -496,6 +501,100 @@ gw.route { path = "/**", upstream = "up" }
             assert.is_true(s.traceId ~= first and s.traceId ~= moved and s.traceId ~= still)
         end
         for _, s in ipairs(all_spans(b)) do assert.are_not.equal(first, s.traceId) end
+    end)
+
+    -- all of moongate_requests_total's samples
+    local function requests(m)
+        local n = 0
+        for v in m:gmatch("\nmoongate_requests_total{[^}]*} (%d+)") do n = n + tonumber(v) end
+        return n
+    end
+
+    it("turned off by a reload: what is queued leaves at once, nothing after is recorded", function()
+        -- a long interval: the request's spans wait in the queue
+        local rc, out = reload(config(fmt('{ endpoint = "http://127.0.0.1:%d", batch = { interval = 60 } }', b.port)))
+        assert.equal(0, rc, out)
+        local queued = trace_of(h.http(gw.port, { path = "/queued" }))
+        local function metrics() return h.admin(admin, { path = "/metrics" }).body end
+        h.eventually(10, function() return metric(metrics(), "moongate_trace_spans_queued") == 2 end,
+                     "two spans queued")
+        for _, s in ipairs(all_spans(b)) do assert.are_not.equal(queued, s.traceId) end
+        local t0 = h.now()
+        rc, out = reload(config(nil))
+        assert.equal(0, rc, out)
+        trace_spans(b, queued, 2) -- not 60 s later
+        print(fmt("\nqueued spans at the collector %.2f s after the reload that turned tracing off",
+                  h.now() - t0))
+        -- without tracing a new trace is sent on sampled, as before it existed; no span of it
+        local m0 = requests(metrics())
+        local res = h.http(gw.port, { path = "/after-off" })
+        assert.truthy(h.json(res.body).headers.traceparent:find("%-01$"))
+        local after = trace_of(res)
+        local m
+        h.eventually(10, function()
+            m = metrics()
+            return requests(m) > m0 and metric(m, "moongate_trace_spans_queued") == 0
+        end, "the request logged, the queue empty")
+        local sent = count(a).spans + count(b).spans
+        assert.equal(sent, metric(m, "moongate_trace_spans_exported_total"))
+        for _, c in ipairs { a, b } do
+            for _, s in ipairs(all_spans(c)) do assert.are_not.equal(after, s.traceId) end
+        end
+    end)
+end)
+
+describe("tracing at shutdown", function()
+    teardown(h.cleanup)
+
+    local function gateway(col_port, admin)
+        local up = h.start_upstream { name = "up" }
+        return h.start_gateway(fmt([[
+local gw = require "moongate"
+gw.settings { admin = { port = %d }, tracing = {
+    endpoint = "http://127.0.0.1:%d", batch = { interval = 60 }, timeout = 60 } }
+gw.listen { port = {{PORT}}, host = "127.0.0.1" }
+gw.upstream("up", { "{{UP}}" })
+gw.route { path = "/**", upstream = "up" }
+]], admin, col_port), { vars = { UP = up.addr }, workers = 2 })
+    end
+
+    -- n requests whose spans wait in the queues (a 60 s batch interval)
+    local function queue_spans(gw, admin, n)
+        local tids = {}
+        for i = 1, n do
+            local res = h.http(gw.port, { path = "/bye" .. i })
+            tids[i] = h.json(res.body).headers.traceparent:match("^00%-(%x+)")
+        end
+        h.eventually(10, function()
+            return metric(h.admin(admin, { path = "/metrics" }).body,
+                          "moongate_trace_spans_queued") == 2 * n
+        end, "the spans queued")
+        return tids
+    end
+
+    it("sends what is queued when the gateway stops", function()
+        local col, admin = start_collector(), h.free_port()
+        local gw = gateway(col.port, admin)
+        local tids = queue_spans(gw, admin, 6)
+        assert.equal(0, count(col).spans)
+        local t0 = h.now()
+        assert.equal(0, gw:stop("TERM"))
+        print(fmt("\nstop with 12 spans queued: %.2f s, the collector had %d spans",
+                  h.now() - t0, count(col).spans))
+        assert.equal(12, count(col).spans)
+        for _, tid in ipairs(tids) do trace_spans(col, tid, 2) end
+    end)
+
+    it("gives a collector that does not answer one second, then stops", function()
+        local col, admin = start_collector(30), h.free_port()
+        local gw = gateway(col.port, admin)
+        queue_spans(gw, admin, 4)
+        local t0 = h.now()
+        assert.equal(0, gw:stop("TERM"))
+        local took = h.now() - t0
+        print(fmt("\nstop with a collector that takes 30 s: %.2f s", took))
+        assert.truthy(took >= 0.9 and took < 1 + 3 * h.SLOW, took)
+        assert.equal(1, count(col).started) -- it got the batch, and gave no answer in time
     end)
 end)
 

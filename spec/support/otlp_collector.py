@@ -11,7 +11,8 @@ exports (POST /v1/traces) and keeps them.
 GET /__received answers {"posts": [{"path", "content_type", "headers",
 "body"}, ...]} with every export so far, the body decoded (or null when it
 was not JSON, with "raw" then); GET /__count answers {"posts": n, "spans":
-m}. Prints "ready" once listening.
+m, "started": k} (k: exports read, answered or not yet). Prints "ready"
+once listening.
 """
 import argparse
 import json
@@ -23,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 lock = threading.Lock()
 posts = []
 nspans = 0
+started = 0
 
 
 def count_spans(body):
@@ -52,13 +54,16 @@ class Handler(BaseHTTPRequestHandler):
             if self.path == "/__received":
                 return self.answer(200, {"posts": posts})
             if self.path == "/__count":
-                return self.answer(200, {"posts": len(posts), "spans": nspans})
+                return self.answer(200, {"posts": len(posts), "spans": nspans,
+                                         "started": started})
         self.answer(404, {})
 
     def do_POST(self):
-        global nspans
+        global nspans, started
         length = int(self.headers.get("Content-Length", "0"))
         raw = self.rfile.read(length)
+        with lock:
+            started += 1
         if ARGS.delay:
             time.sleep(ARGS.delay)
         entry = {"path": self.path, "content_type": self.headers.get("Content-Type"),
