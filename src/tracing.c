@@ -375,9 +375,13 @@ size_t mg_tracing_drain(void (*each)(const mg_span_rec_t *rec, void *arg), void 
 uint64_t mg_tracing_queued(void)
 {
     uint64_t n = 0;
-    for (int w = 0; w < nrings; w++)
-        n += atomic_load_explicit(&rings[w].head, memory_order_acquire) -
-             atomic_load_explicit(&rings[w].tail, memory_order_relaxed);
+    for (int w = 0; w < nrings; w++) {
+        /* tail first: read from /metrics, head read before it could be
+         * behind a tail the exporter moved since (and the difference wrap) */
+        uint64_t t = atomic_load_explicit(&rings[w].tail, memory_order_acquire);
+        uint64_t h = atomic_load_explicit(&rings[w].head, memory_order_acquire);
+        n += h - t;
+    }
     return n;
 }
 
