@@ -18,8 +18,10 @@ return {
         "balancer_p2c" } },
     { name = "config", files = { "config", "router" } },
     { name = "generation", files = { "generation", "outlier" } },
-    -- a request, and the spans it records (tracing.h: request.c samples)
-    { name = "request", files = { "request", "tracing" } },
+    -- a request, and the spans it records (tracing.h: request.c samples);
+    -- its answers go out through the compression filter when a policy
+    -- asked for it (mg_request_send_whole), which reads the request
+    { name = "request", files = { "request", "tracing", "compress" }, cycles = true },
     { name = "core", files = {
         "hooks", "upgrade", "lua_route", "redis", "cache", "ffi_request",
         "accesslog", "kit_request", "client_addr",
