@@ -5,8 +5,8 @@
 -- Needs LuaJIT 2.1 (the modules use `ffi`): install with
 --   luarocks --lua-version 5.1 make --tree TREE moongate-VERSION-1.rockspec
 -- (Debian: luarocks, luajit, libluajit2-5.1-dev, libuv1-dev, libssl-dev,
--- libhiredis-dev, libedit-dev, node-llhttp, zlib1g-dev, libbrotli-dev). spec/unit/package_spec.lua
--- checks that every module under lua/moongate/ and every C source is listed.
+-- libhiredis-dev, libedit-dev, libnghttp2-dev, node-llhttp, zlib1g-dev,
+-- libbrotli-dev). spec/unit/package_spec.lua checks that every module under lua/moongate/ and every C source is listed.
 rockspec_format = "3.0"
 package = "moongate"
 version = "0.2.0-1"
@@ -88,8 +88,12 @@ build = {
             "src/errlog.c",
             "src/ffi_request.c",
             "src/generation.c",
+            "src/grpc.c",
             "src/h1_response.c",
             "src/h1_writer.c",
+            "src/h2_conn.c",
+            "src/h2_headers.c",
+            "src/h2_upstream.c",
             "src/header_names.c",
             "src/health.c",
             "src/hooks.c",
@@ -131,7 +135,7 @@ build = {
          incdirs = { "src", "/usr/share/include/llhttp", "/usr/include/luajit-2.1",
                      "/usr/include/hiredis", "/usr/include/editline" },
          libraries = { "luajit-5.1", "uv", "ssl", "crypto", "hiredis", "edit",
-                       "pthread", "m", "dl", "crypt", "z", "brotlienc" },
+                       "nghttp2", "pthread", "m", "dl", "crypt", "z", "brotlienc" },
       },
    },
    copy_directories = { "docs", "examples" },

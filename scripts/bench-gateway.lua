@@ -42,6 +42,14 @@ if w1 then
                listen = w1 }
 end
 
+-- H2 (scripts/bench-h2.sh): W1 over HTTP/2 from the client, h2c with prior
+-- knowledge (h2load), proxied over HTTP/1.1 to A through the same pool
+local h2 = port("GW_H2_PORT")
+if h2 then
+    gw.listen { port = h2, host = "127.0.0.1", http2 = true }
+    gw.route { name = "h2", path = "/**", upstream = "a", listen = h2 }
+end
+
 -- W4: two hooks; the request hook reads X-Tenant and X-Client, sets
 -- X-Tenant-Checked upstream and keeps "tenant/client" in req.ctx; the
 -- response hook adds X-Gateway-Ctx from it
@@ -135,6 +143,16 @@ if w6 then
         key_auth.policy { consumers = { { name = "bench", groups = { "bench" },
                                           keys = { key_auth.hash(key) } } } },
     })
+end
+
+-- G1 (scripts/bench-grpc.sh): gRPC unary calls, HTTP/2 both ways: an h2c
+-- listener, an upstream with protocol = "grpc", the service's route
+local g1, grpc_backend = port("GW_G1_PORT"), os.getenv("BENCH_GRPC_UPSTREAM")
+if g1 and grpc_backend then
+    gw.listen { port = g1, host = "127.0.0.1", http2 = true }
+    gw.upstream("grpc", { grpc_backend }, { protocol = "grpc", forwarded = false,
+                                            request_id = false })
+    gw.route { name = "g1", grpc = { service = "demo.Echo" }, upstream = "grpc", listen = g1 }
 end
 
 -- W7: W1 for 8 KiB of JSON, compressed with gzip level 1 (as nginx's gzip

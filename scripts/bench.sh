@@ -3,8 +3,11 @@
 # workloads W0-W6 (scripts/bench/peers.sh: req/s, p99, CPU us per request,
 # ratios), then the counted cost per request (scripts/bench/counts.sh:
 # syscalls and user-space instructions), then throughput while reloading
-# every 100 ms, response cache hits beside nginx's proxy_cache and the memory
-# of idle keep-alive connections. Everything it needs is in this repository;
+# every 100 ms, response cache hits beside nginx's proxy_cache, HTTP/2 from
+# clients beside nginx and HAProxy (scripts/bench-h2.sh: h2load), gRPC unary
+# calls beside nginx grpc_pass (G1, scripts/bench-grpc.sh) and the memory of
+# idle keep-alive connections, HTTP/1.1 and HTTP/2. Everything it needs is in
+# this repository;
 # the peers are installed by scripts/bench/deps.sh (`make bench-deps`).
 # A benchmark owns the machine: run nothing else meanwhile.
 #   QUICK=1 make bench                      one short rep, smaller count windows
@@ -38,6 +41,15 @@ echo
 echo "bench: response cache hits beside nginx proxy_cache"
 bash scripts/bench-cache.sh || rc=1
 echo
+echo "bench: HTTP/2 from clients (h2load, 8 connections x 100 streams) beside nginx and HAProxy"
+bash scripts/bench-h2.sh || rc=1
+echo
+echo "bench: gRPC unary calls beside nginx grpc_pass (G1)"
+bash scripts/bench-grpc.sh || rc=1
+echo
 echo "bench: idle keep-alive connections (memory)"
 python3 scripts/bench-idle.py --bin build/moongate --conns "${IDLE_CONNS:-10000}" || rc=1
+echo
+echo "bench: idle HTTP/2 connections (memory)"
+python3 scripts/bench-idle.py --bin build/moongate --conns "${IDLE_CONNS:-10000}" --http2 || rc=1
 exit $rc

@@ -8,6 +8,10 @@
 # nginx: the proxies in front of the gateway in spec/integration/real_ip_spec.lua, and
 # an HTTPS upstream in spec/integration/upstream_tls_spec.lua; prometheus: promtool and a
 # prometheus server, which check /metrics in spec/integration/metrics_spec.lua;
+# libnghttp2-dev: HTTP/2 (src/h2_conn.c, src/h2_upstream.c); nghttp2-client (nghttp, h2load)
+# and python3-h2: the HTTP/2 clients, attackers and upstreams of spec/integration/h2_spec.lua,
+# h2_attacks_spec.lua and h2_upstream_spec.lua; python3-grpcio and python3-protobuf: the gRPC
+# server and client of spec/integration/grpc_spec.lua;
 # zlib1g-dev and libbrotli-dev: the compression policy, src/compress.c; python3-brotli:
 # decoding its answers in spec/integration/compression_spec.lua; redis-server (Debian's
 # is built with TLS): rate limits and the cache, over TLS in spec/integration/redis_tls_spec.lua.)
@@ -19,6 +23,7 @@ else
           libssl-dev libcrypt-dev lua-cjson lua-busted lua-socket libhiredis-dev redis-server
           libedit-dev python3 curl openssl ca-certificates luarocks liblua5.1-0-dev
           dpkg-dev lintian systemd strace clang libclang-rt-14-dev haproxy nginx prometheus
+          libnghttp2-dev nghttp2-client python3-h2 python3-grpcio python3-protobuf
           zlib1g-dev libbrotli-dev python3-brotli)
 fi
 missing=()

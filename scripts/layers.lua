@@ -11,16 +11,17 @@ return {
     { name = "base", files = {
         "errlog", "wq", "uri", "trace", "http", "usage", "crypto", "shdict",
         "tls", "tls_client", "watch", "metrics", "lua_state", "admin", "admin_client", "buf",
-        "header_names", "h1_response", "h1_writer",
+        "header_names", "h1_response", "h1_writer", "grpc",
         "cidr", "proxy_protocol", "real_ip", "maglev", "cert_info",
         -- the balancers (balancer.h): pure picks over a target set
         "balancer", "balancer_rr", "balancer_least_conn", "balancer_hash",
         "balancer_p2c" } },
     { name = "config", files = { "config", "router" } },
     { name = "generation", files = { "generation", "outlier" } },
-    -- a request's answers go out through the compression filter when a
-    -- policy asked for it (mg_request_send_whole), which reads the request
-    { name = "request", files = { "request", "compress" }, cycles = true },
+    -- HTTP/2 header blocks to and from the request (h2_headers); a request's
+    -- answers go out through the compression filter when a policy asked for
+    -- it (mg_request_send_whole), which reads the request
+    { name = "request", files = { "request", "h2_headers", "compress" }, cycles = true },
     { name = "core", files = {
         "hooks", "upgrade", "lua_route", "redis", "cache", "ffi_request",
         "accesslog", "kit_request", "client_addr",
@@ -30,10 +31,15 @@ return {
     -- through w->upstream (the proxy's table); an upstream connection's
     -- transport, plain or TLS
     { name = "pool", files = { "pool", "upconn_io" } },
-    { name = "upstream", files = { "proxy", "health" } },
+    -- an HTTP/2 stream is an upstream connection whose events its session
+    -- (h2_upstream) brings: the two call each other
+    { name = "upstream", files = { "proxy", "health", "h2_upstream" }, cycles = true },
     -- gw.http over the proxy's connections; told of a lost one through
     -- u->client_lost
     { name = "client", files = { "http_client" } },
-    { name = "protocol", files = { "http_conn" } },
+    -- HTTP/1 (http_conn, which also keeps every client socket) and the
+    -- HTTP/2 session it hands a connection to (h2_conn, which reaches the
+    -- socket back through mg_h2_io_t)
+    { name = "protocol", files = { "http_conn", "h2_conn" } },
     { name = "process", files = { "worker", "control", "repl", "main" } },
 }

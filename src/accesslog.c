@@ -350,6 +350,13 @@ static void write_line(mg_accesslog_t *l, const mg_request_t *r, const line_fiel
     field_str(b, "method", f->method, f->method_len);
     field_str(b, "path", f->path, f->path_len);
     field_str(b, "query", f->query, f->query_len);
+    /* the client's protocol: "HTTP/2" for a stream of an HTTP/2 connection */
+    if (r->http_major == 2)
+        PUT_LIT(b, ",\"proto\":\"HTTP/2\"");
+    else if (r->http_minor == 0)
+        PUT_LIT(b, ",\"proto\":\"HTTP/1.0\"");
+    else
+        PUT_LIT(b, ",\"proto\":\"HTTP/1.1\"");
     putf(b, ",\"status\":%d,\"bytes\":%llu", r->status, (unsigned long long)r->bytes_sent);
     field_str(b, "route", f->route, f->route_len);
     field_str(b, "upstream", f->upstream, f->upstream_len);

@@ -54,6 +54,8 @@
 #include "uri.h"
 #include "header_names.h"
 #include "router.h"
+#include "grpc.h"
+#include "http.h"
 
 #define MAX_DOUBLE_INT 9007199254740992.0 /* 2^53: larger doubles skip integers */
 
@@ -426,6 +428,8 @@ static const mg_ffi_config_field_t settings_fields[] = {
           mg_config_t, limits),
     TABLE("timeouts", "timeouts", MG_FIELD_REQUIRED, "must be a table like { header = 10 }",
           mg_config_t, timeouts),
+    TABLE("http2", "http2", MG_FIELD_REQUIRED,
+          "must be a table like { max_concurrent_streams = 100 }", mg_config_t, http2),
     /* false is also allowed (config.lua) */
     TABLE_HERE("admin", "admin", MG_FIELD_REQUIRED,
                "must be false or a table like { host = \"127.0.0.1\", port = 9901, "
@@ -461,6 +465,8 @@ static const mg_ffi_config_field_t listen_fields[] = {
            "must be a table like { cert = \"certs/site.pem\", key = \"certs/site.key\" }"),
     SLASHES(MG_SLASHES_REJECT, mg_listener_t, escaped_slashes),
     F("proxy_protocol", MG_FIELD_BOOL, 0, 1, 0, NULL, mg_listener_t, proxy_protocol, CT_BOOL),
+    /* default: on with tls, off without (config.lua always sets it) */
+    F("http2", MG_FIELD_BOOL, 0, 1, NONE, NULL, mg_listener_t, http2, CT_BOOL),
 };
 
 #define PEM_EXPECTED "must be the path of a PEM file"
@@ -508,6 +514,24 @@ static const mg_ffi_config_field_t limits_fields[] = {
     SIZE("body", 0, 10 * 1024 * 1024, mg_limits_t, body),
     SIZE("min_body_rate", 0, 1024, mg_limits_t, min_body_rate), /* bytes/s, 0: off */
     SIZE("lua_memory", 16 * 1024 * 1024, 1024.0 * 1024 * 1024, mg_limits_t, lua_memory),
+};
+
+/* settings.http2: nginx's http2_max_concurrent_streams is 128, HAProxy's 100;
+ * 64 KiB of body ahead of the upstream per stream (nginx's preread), 1 MiB
+ * per connection; nghttp2's own reset bound is 1000 at once, 33/s */
+#define H2_WINDOW_MAX 2147483647.0
+static const mg_ffi_config_field_t http2_fields[] = {
+    F("max_concurrent_streams", MG_FIELD_INT, 1, 1000000, 100,
+      "must be an integer 1-1000000", mg_http2_t, max_concurrent_streams, CT_U64),
+    F("initial_window", MG_FIELD_SIZE, 1024, H2_WINDOW_MAX, 65535,
+      "must be a size of 1k-2147483647 bytes", mg_http2_t, initial_window, CT_U64),
+    F("connection_window", MG_FIELD_SIZE, 65535, H2_WINDOW_MAX, 1048576,
+      "must be a size of 65535-2147483647 bytes", mg_http2_t, connection_window, CT_U64),
+    F("max_resets", MG_FIELD_INT, 1, INT32_MAX, 200, "must be an integer >= 1", mg_http2_t,
+      max_resets, CT_U64),
+    F("max_control_frames", MG_FIELD_INT, 1, INT32_MAX, 1000, "must be an integer >= 1",
+      mg_http2_t, max_control_frames, CT_U64),
+    TIME("rate_window", 10000, mg_http2_t, rate_window),
 };
 
 static const mg_ffi_config_field_t timeouts_fields[] = {
@@ -565,6 +589,8 @@ static const mg_ffi_config_field_t upstream_fields[] = {
          balancer),
     OTHER("hash"), /* config.lua normalises it to { on = ..., name = ... } */
     OTHER("tls"), OTHER("retries"), OTHER("outlier"),
+    ENUM("protocol", mg_upstream_protocol_parse, mg_upstream_protocol_name, MG_UP_H1,
+         "must be \"h1\", \"h2\" or \"grpc\"", mg_upstream_t, protocol),
 };
 
 /* upstream.tls and route.cache.redis.tls, and moongate.redis's `tls`
@@ -771,6 +797,18 @@ static const mg_ffi_config_field_t route_fields[] = {
          "lists %d protocols (at most %d)", mg_route_t, upgrades, nupgrades),
     SLASHES(NONE, mg_route_t, escaped_slashes), /* absent: the listener's (INHERIT) */
     OTHER("retries"), OTHER("timeouts"),
+    TABLE_HERE("grpc", "route_grpc", 0,
+               "must be a table like { service = \"pkg.Service\", method = \"Method\" }"),
+};
+
+/* route.grpc: config.lua makes the route's path of them (grpc.c checks
+ * the names) */
+static const mg_ffi_config_field_t route_grpc_fields[] = {
+    CHECKED("service", mg_grpc_service_check, MG_FIELD_REQUIRED, NULL,
+            "must be a gRPC service name like \"helloworld.Greeter\"", mg_route_t,
+            grpc_service),
+    CHECKED("method", mg_grpc_method_check, 0, NULL,
+            "must be a gRPC method name like \"SayHello\"", mg_route_t, grpc_method),
 };
 
 /* smaller dictionaries hold next to nothing; the size is required */
@@ -788,7 +826,8 @@ static const struct {
     size_t n;
 } objects[] = {
     OBJECT("settings", settings_fields), OBJECT("limits", limits_fields),
-    OBJECT("timeouts", timeouts_fields), OBJECT("upstream", upstream_fields),
+    OBJECT("timeouts", timeouts_fields), OBJECT("http2", http2_fields),
+    OBJECT("upstream", upstream_fields),
     OBJECT("target", target_fields),     OBJECT("health", health_fields),
     OBJECT("upstream_tls", upstream_tls_fields),
     OBJECT("shared_dict", shared_dict_fields), OBJECT("cache", cache_fields),
@@ -798,6 +837,7 @@ static const struct {
     OBJECT("route_header", route_header_fields),
     OBJECT("retries", retries_fields),   OBJECT("backoff", backoff_fields),
     OBJECT("outlier", outlier_fields),   OBJECT("route_timeouts", route_timeouts_fields),
+    OBJECT("route_grpc", route_grpc_fields),
 };
 
 const mg_ffi_config_field_t *mg_ffi_config_fields(const char *object, size_t *n)
@@ -1068,6 +1108,8 @@ static void conv_listener_tls(conv_t *cv, int l_t, const char *what, mg_listener
                                                 o.client_auth == MG_TLS_CLIENT_REQUIRE },
                        &l->tls, err, sizeof(err)) != 0)
         errs_add(cv->errs, "%s:%d: listen.tls: %s", source ? source : cv->file, line, err);
+    else if (l->tls)
+        mg_tls_ctx_offer_h2(l->tls, l->http2);
     for (i = 0; i < o.ncerts; i++) {
         free(o.certs[i].cert);
         free(o.certs[i].key);
@@ -1189,9 +1231,10 @@ static void conv_hash(conv_t *cv, int u_t, const char *what, mg_upstream_t *u)
 /* A TLS client's options at index t (upstream.tls, route.cache.redis.tls;
  * checked in Lua, where verify = false warns): the configuration is built
  * now, so a missing CA file or a broken client certificate refuses the
- * config at the declaration's line, `who` naming it. */
+ * config at the declaration's line, `who` naming it. h2: ALPN offers h2
+ * only (an HTTP/2 upstream). */
 static void conv_client_tls(conv_t *cv, int t, const char *what, const char *who,
-                            const char *source, int line, const char *label,
+                            const char *source, int line, const char *label, int h2,
                             mg_tls_client_t **out)
 {
     upstream_tls_t conf = { 0 };
@@ -1201,7 +1244,8 @@ static void conv_client_tls(conv_t *cv, int t, const char *what, const char *who
     mg_tls_client_opts_t o = { .verify = conf.verify, .ca = conf.ca, .sni = conf.sni,
                                .cert = conf.cert, .key = conf.key,
                                .min_version = conf.min_version, .ciphers = conf.ciphers,
-                               .no_resumption = !conf.session_reuse, .label = label };
+                               .no_resumption = !conf.session_reuse, .label = label,
+                               .h2 = h2 };
     if (cv->errs->len == 0 && mg_tls_client_new(&o, out, err, sizeof(err)) != 0)
         errs_add(cv->errs, "%s:%d: %s: tls: %s", source ? source : cv->file, line, who, err);
     free(conf.ca);
@@ -1223,7 +1267,8 @@ static void conv_upstream_tls(conv_t *cv, int u_t, const char *what, mg_upstream
     get_int(cv, u_t, what, "line", 0, INT32_MAX, &line);
     snprintf(twhat, sizeof(twhat), "%s.tls", what);
     snprintf(who, sizeof(who), "upstream %s", u->name ? u->name : "?");
-    conv_client_tls(cv, t, twhat, who, source, line, u->name, &u->tls);
+    conv_client_tls(cv, t, twhat, who, source, line, u->name, u->protocol != MG_UP_H1,
+                    &u->tls);
     lua_pop(cv->L, 1);
     free(source);
 }
@@ -1246,7 +1291,7 @@ static void conv_cache_redis_tls(conv_t *cv, int r_t, const char *what, mg_route
         get_str(cv, r_t, what, "source", 1, &source);
         snprintf(twhat, sizeof(twhat), "%s.cache.redis.tls", what);
         snprintf(label, sizeof(label), "redis %s:%d", rc->redis_host, rc->redis_port);
-        conv_client_tls(cv, t, twhat, "route.cache.redis", source, r->line, label,
+        conv_client_tls(cv, t, twhat, "route.cache.redis", source, r->line, label, 0,
                         &rc->redis_tls);
         free(source);
     }
@@ -1554,6 +1599,8 @@ void mg_config_free(mg_config_t *cfg)
             free(r->headers[j].value);
         }
         free(r->strip_prefix);
+        free(r->grpc_service);
+        free(r->grpc_method);
         free(r->rewrite);
         free(r->retries);
         if (r->cache) {

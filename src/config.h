@@ -98,6 +98,7 @@ typedef struct mg_upstream_s {
     struct mg_tls_client_s *tls; /* HTTPS to the targets (tls_client.h); NULL: plain */
     mg_retry_policy_t *retries; /* NULL: one retry of what never went out */
     mg_outlier_policy_t *outlier; /* NULL: no outlier detection */
+    int protocol;               /* MG_UP_H1, MG_UP_H2 or MG_UP_GRPC (h2_upstream.h) */
 } mg_upstream_t;
 
 typedef struct mg_route_header_s {
@@ -163,6 +164,9 @@ typedef struct mg_route_s {
     mg_route_timeouts_t timeouts; /* zeros: the upstream's */
     int retry_state;       /* its requests keep a retry state (retry.h): it or
                               its upstream has retries, timeouts or outlier */
+    char *grpc_service;    /* route.grpc: gRPC requests only (grpc.h), for this
+                              service (its path is "/service/" ...) */
+    char *grpc_method;     /* ... or this method ("/service/method"); NULL: any */
 } mg_route_t;
 
 struct mg_tls_ctx_s;
@@ -175,6 +179,8 @@ typedef struct mg_listener_s {
     struct mg_tls_ctx_s *tls; /* NULL: plain HTTP; else one reference (tls.h) */
     int escaped_slashes;      /* mg_slashes_t (uri.h), never INHERIT */
     int proxy_protocol;       /* a PROXY header (v1 or v2) starts each connection */
+    int http2;                /* HTTP/2: offered by ALPN (TLS; the default there) or
+                                 taken with prior knowledge (h2c, plain listeners) */
 } mg_listener_t;
 
 typedef struct mg_limits_s {
@@ -196,6 +202,21 @@ typedef struct mg_timeouts_s {
     uint64_t shutdown;   /* graceful shutdown deadline */
     uint64_t hook;       /* a hook running longer without waiting is stopped */
 } mg_timeouts_t;
+
+/* settings.http2: the HTTP/2 sessions' bounds (h2_conn.c, docs/http2.md).
+ * Each flood counter counts over a fixed window of rate_window; past its
+ * bound the connection gets GOAWAY ENHANCE_YOUR_CALM. */
+typedef struct mg_http2_s {
+    uint64_t max_concurrent_streams; /* SETTINGS_MAX_CONCURRENT_STREAMS */
+    uint64_t initial_window;     /* bytes a stream's body may run ahead of the upstream */
+    uint64_t connection_window;  /* ... and all of a connection's streams together */
+    uint64_t max_resets;         /* streams the client resets (Rapid Reset), or whose
+                                    head is refused, per rate_window */
+    uint64_t max_control_frames; /* SETTINGS, PING, PRIORITY, WINDOW_UPDATE and empty
+                                    DATA frames per rate_window (beyond one PRIORITY per
+                                    stream and two WINDOW_UPDATEs per DATA frame sent) */
+    uint64_t rate_window;        /* ms */
+} mg_http2_t;
 
 /* gw.shared_dict: the process creates the dictionary (src/shdict.h) before
  * the workers start; one that already exists keeps its size. */
@@ -222,6 +243,7 @@ typedef struct mg_config_s {
     size_t ntests;          /* gw.test declarations (run in Lua) */
     mg_limits_t limits;
     mg_timeouts_t timeouts;
+    mg_http2_t http2;
     mg_listener_t *listeners;
     size_t nlisteners;
     mg_upstream_t *upstreams;

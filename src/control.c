@@ -22,6 +22,7 @@
 #include "cache.h"
 #include "health.h"
 #include "control.h"
+#include "http.h"
 #include "hooks.h"
 #include "lua_state.h"
 #include "metrics.h"
@@ -600,7 +601,8 @@ static void upstreams_json(mg_control_t *ctl, sbuf_t *b)
         const mg_lb_shared_t *lb = ctl->gen->lb ? &ctl->gen->lb[i] : NULL;
         sb_printf(b, "%s{\"name\":", i ? "," : "");
         sb_json(b, u->name);
-        sb_printf(b, ",\"balancer\":\"%s\",\"targets\":[", mg_balancer_name(u->balancer));
+        sb_printf(b, ",\"balancer\":\"%s\",\"protocol\":\"%s\",\"targets\":[",
+                  mg_balancer_name(u->balancer), mg_upstream_protocol_name(u->protocol));
         for (size_t t = 0; t < u->ntargets; t++) {
             /* passive health as the workers see it: a racy read of their
              * pools' down_until, fine for a status page */

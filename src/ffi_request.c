@@ -135,7 +135,7 @@ void *mg_ffi_req_client_cert(mg_request_t *r, int *verified)
 
 int mg_ffi_req_client_port(mg_request_t *r) { return r->peer->client_port; }
 
-int mg_ffi_req_http_version(mg_request_t *r) { return 10 + r->http_minor; }
+int mg_ffi_req_http_version(mg_request_t *r) { return 10 * r->http_major + r->http_minor; }
 
 
 /* A request header's value by name (case-insensitive), as changed so far

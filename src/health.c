@@ -18,6 +18,7 @@
 #include "errlog.h"
 #include "h1_response.h"
 #include "health.h"
+#include "h2_upstream.h"
 #include "tls_client.h"
 #include "worker.h"
 
@@ -48,6 +49,8 @@ typedef struct probe_s {
     int handles;                /* open libuv handles */
     int done;
     size_t len;
+    mg_h2up_probe_t *h2;        /* an HTTP/2 upstream's probe (h2_upstream.h) */
+    size_t req_len;
     char req[512];
     char buf[256];
 } probe_t;
@@ -109,6 +112,8 @@ static void on_probe_closed(uv_handle_t *hd)
 static void finish(probe_t *p, int ok, const char *why)
 {
     verdict(p, ok, why);
+    mg_h2up_probe_free(p->h2);
+    p->h2 = NULL;
     mg_tls_link_close(p->tls); /* its close_notify first */
     p->tls = NULL;
     p->wq.closed = 1; /* (TLS) a write the close cancels is no news */
@@ -132,6 +137,18 @@ static void on_alloc(uv_handle_t *hd, size_t hint, uv_buf_t *b)
     *b = uv_buf_init(p->buf + p->len, (unsigned)(sizeof(p->buf) - 1 - p->len));
 }
 
+/* 2xx and 3xx are healthy. */
+static void status_verdict(probe_t *p, int status)
+{
+    if (status >= 200 && status < 400) {
+        finish(p, 1, NULL);
+        return;
+    }
+    char why[48];
+    snprintf(why, sizeof(why), "status %d", status);
+    finish(p, 0, why);
+}
+
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
     probe_t *p = s->data;
@@ -143,6 +160,17 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         return;
     }
     p->len += (size_t)n;
+    if (p->h2) { /* the frames are read as they come: nothing is kept */
+        int status = mg_h2up_probe_status(p->h2, p->buf, p->len);
+        p->len = 0;
+        if (status == 0)
+            return;
+        if (status < 0)
+            finish(p, 0, "not an HTTP/2 answer");
+        else
+            status_verdict(p, status);
+        return;
+    }
     p->buf[p->len] = '\0';
     char *eol = memchr(p->buf, '\n', p->len);
     if (!eol && p->len < sizeof(p->buf) - 1)
@@ -157,13 +185,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         finish(p, 0, "not an HTTP answer");
         return;
     }
-    if (status >= 200 && status < 400) {
-        finish(p, 1, NULL);
-        return;
-    }
-    char why[48];
-    snprintf(why, sizeof(why), "status %d", status);
-    finish(p, 0, why);
+    status_verdict(p, status);
 }
 
 static void on_written(uv_write_t *w, int status)
@@ -197,7 +219,7 @@ static void tls_ready(void *arg, const char *err)
         finish(p, 0, p->why);
         return;
     }
-    uv_buf_t b = uv_buf_init(p->req, (unsigned)strlen(p->req));
+    uv_buf_t b = uv_buf_init(p->req, (unsigned)p->req_len);
     if (mg_tls_link_write(p->tls, &b, 1) < 0 ||
         mg_tls_link_read_start(p->tls, on_alloc, on_read) < 0)
         finish(p, 0, "cannot send the health check");
@@ -225,7 +247,7 @@ static void on_connect(uv_connect_t *c, int status)
         tls_start(p, u->tls, &u->targets[p->ti]);
         return;
     }
-    uv_buf_t b = uv_buf_init(p->req, (unsigned)strlen(p->req));
+    uv_buf_t b = uv_buf_init(p->req, (unsigned)p->req_len);
     p->write.data = p;
     if (uv_write(&p->write, (uv_stream_t *)&p->tcp, &b, 1, on_written) < 0 ||
         uv_read_start((uv_stream_t *)&p->tcp, on_alloc, on_read) < 0)
@@ -273,6 +295,13 @@ static void probe_start(mg_health_t *h, size_t ui, size_t ti)
              "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: moongate-health-check\r\n"
              "Connection: close\r\n\r\n",
              u->health_path, t->name);
+    p->req_len = strlen(p->req);
+    if (u->protocol != MG_UP_H1) { /* an HTTP/2 GET, prior knowledge or ALPN h2 */
+        long n = (p->h2 = mg_h2up_probe_new(t->name, u->health_path, u->tls != NULL))
+                     ? mg_h2up_probe_request(p->h2, p->req, sizeof(p->req))
+                     : -1;
+        p->req_len = n > 0 ? (size_t)n : 0;
+    }
     uv_tcp_init(h->loop, &p->tcp);
     uv_timer_init(h->loop, &p->timer);
     p->tcp.data = p->timer.data = p->connect.data = p;

@@ -67,3 +67,19 @@ int mg_token_listed(const char *v, size_t vl, const char *tok, size_t tl)
     return 0;
 }
 
+
+/* mg_upstream_t.protocol's names (http.h) */
+static const char *const protocol_names[] = { "h1", "h2", "grpc" };
+
+int mg_upstream_protocol_parse(const char *name)
+{
+    for (int i = 0; i < 3; i++)
+        if (strcmp(name, protocol_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+const char *mg_upstream_protocol_name(int protocol)
+{
+    return protocol >= 0 && protocol < 3 ? protocol_names[protocol] : "?";
+}

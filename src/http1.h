@@ -56,6 +56,9 @@ struct mg_conn_s {
     mg_peer_t peer;            /* its addresses, as its requests see them */
     uint8_t handles_open;
     struct mg_conn_tls_s *tls; /* NULL on plain listeners (http_conn.c) */
+    struct mg_h2_s *h2;        /* its HTTP/2 session (h2_conn.h), once it speaks it */
+    uint8_t h2c;               /* its first bytes may be the HTTP/2 preface */
+    uint8_t lingering;         /* half-closed, dropping input until it closes */
 };
 
 void mg_conn_accept(mg_worker_t *w, uv_stream_t *listener, uint16_t port);
@@ -67,6 +70,8 @@ void mg_conn_accept(mg_worker_t *w, uv_stream_t *listener, uint16_t port);
 mg_conn_t *mg_conn_open_memory(mg_worker_t *w, uint16_t port, mg_wq_sink_fn sink);
 size_t mg_conn_feed(mg_conn_t *c, const char *p, size_t n);
 void mg_conn_close_if_idle(mg_conn_t *c);
+/* The worker switched to a new generation (HTTP/2: GOAWAY, h2_conn.h). */
+void mg_conn_reload(mg_conn_t *c);
 void mg_conn_abort(mg_conn_t *c);
 
 #endif

@@ -36,6 +36,7 @@
 #include "header_names.h"
 #include "http1.h"
 #include "h1_writer.h"
+#include "h2_conn.h"
 #include "metrics.h"
 #include "mg_ffi.h"
 #include "pipeline.h"
@@ -58,6 +59,9 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b);
 static int conn_write(mg_conn_t *c, const uv_buf_t *bufs, unsigned n);
 static void tls_schedule_pump(mg_conn_t *c);
+static int h2_start(mg_conn_t *c);
+static void h2_deliver(mg_conn_t *c);
+static void linger(mg_conn_t *c);
 
 /* TLS state of a connection on a TLS listener (see the top of the file). */
 struct mg_conn_tls_s {
@@ -121,6 +125,14 @@ static void on_timer(uv_timer_t *t)
     }
     if (c->deadline == UINT64_MAX)
         return;
+    if (c->h2) {
+        c->deadline = UINT64_MAX; /* the session sets its next one */
+        if (c->lingering)
+            conn_close(c);
+        else
+            mg_h2_timeout(c->h2);
+        return;
+    }
     mg_request_t *r = c->r;
     if (c->wq.pending > 0 || c->state == MG_CS_TUNNEL || !r) {
         conn_close(c); /* stalled writer, idle tunnel or idle keep-alive */
@@ -210,9 +222,27 @@ static void release_buf_if_empty(mg_conn_t *c)
     }
 }
 
-/* New bytes in c->buf: to the upstream of a tunnel, else to the parser. */
+/* New bytes in c->buf: to the upstream of a tunnel, to the HTTP/2 session,
+ * else to the parser. A connection on an `http2` plain listener speaks
+ * HTTP/2 when its first bytes are the client preface (h2c with prior
+ * knowledge), HTTP/1.1 otherwise. */
 static void deliver(mg_conn_t *c)
 {
+    if (c->h2) {
+        h2_deliver(c);
+        return;
+    }
+    if (c->h2c) {
+        int p = mg_h2_preface(c->buf.data + c->buf.parsed, c->buf.len - c->buf.parsed);
+        if (p == 0)
+            return; /* a prefix of it so far (the header timeout runs) */
+        c->h2c = 0;
+        if (p > 0) {
+            if (h2_start(c) == 0)
+                h2_deliver(c);
+            return;
+        }
+    }
     if (c->state == MG_CS_TUNNEL) {
         mg_request_t *r = c->r;
         int rc = r && r->up ? mg_proxy_tunnel_write(r->up, c->buf.data, c->buf.len) : -1;
@@ -260,6 +290,10 @@ static void tls_pump(mg_conn_t *c)
             if (!c->tls->handshaken && mg_tls_handshake_done(t)) {
                 c->tls->handshaken = 1;
                 mg_metrics_tls_handshake(1);
+                size_t al;
+                const char *a = mg_tls_alpn(t, &al);
+                if (a && al == 2 && memcmp(a, "h2", 2) == 0 && h2_start(c) < 0)
+                    return;
             }
             if (rc <= 0)
                 break;
@@ -563,44 +597,6 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
-/* Fields that must not appear twice: which copy counts would differ between
- * the gateway (its checks, hooks, routing) and the upstream. RFC 9110 5.3:
- * none of them is a list. (Two Content-Length fields llhttp refuses itself.) */
-static const char *const dup_reason[MG_H__COUNT] = {
-    [MG_H_HOST] = "duplicate Host header",
-    [MG_H_REQUEST_ID] = "duplicate X-Request-Id header",
-    [MG_H_TRANSFER_ENCODING] = "duplicate Transfer-Encoding header",
-    [MG_H_CONTENT_LENGTH] = "duplicate Content-Length header",
-    [MG_H_AUTHORIZATION] = "duplicate Authorization header",
-    [MG_H_PROXY_AUTHORIZATION] = "duplicate Proxy-Authorization header",
-    [MG_H_CONTENT_TYPE] = "duplicate Content-Type header",
-};
-
-/* Remembers the headers the core itself acts on (spans into data).
- * Returns NULL, or why the request is refused (400). */
-static const char *classify_header(mg_request_t *r, const char *data, uint32_t i)
-{
-    mg_span_t n = r->headers[i].name;
-    const char *s = data + n.off;
-    if (n.len == 0)
-        return "empty header field name"; /* ": v": llhttp lets it by */
-    /* the name's token, looked up once here for every later decision (the
-     * head sent upstream, proxy.c); the header-name table (header_names.c)
-     * says which names the request keeps an index of */
-    int tok = mg_hname_lookup(s, n.len);
-    r->htok[i] = (uint8_t)tok;
-    int k = mg_hnames[tok].known;
-    if (k < 0)
-        return NULL;
-    if (r->known[k] && dup_reason[k])
-        return dup_reason[k]; /* a second Host is ambiguous: which one routes? */
-    if (r->known[k] && k == MG_H_TRACEPARENT)
-        r->trace_bad = 1; /* W3C: two of them are no trace to continue */
-    if (!r->known[k])
-        r->known[k] = (uint16_t)(i + 1);
-    return NULL;
-}
-
 /* The checks of a complete head whose spans point into data, for the
  * gateway (on_headers_complete) and the testing kit (mg_ffi_head_check):
  * the version, each header (trimmed, classified) and the framing. Returns
@@ -619,7 +615,7 @@ static const char *head_verdict(const llhttp_t *p, mg_request_t *r, const char *
         while (v->len > 0 &&
                (data[v->off + v->len - 1] == ' ' || data[v->off + v->len - 1] == '\t'))
             v->len--;
-        const char *why = classify_header(r, data, i);
+        const char *why = mg_request_classify_header(r, data, i);
         if (why)
             return why;
     }
@@ -669,14 +665,7 @@ static int on_headers_complete(llhttp_t *p)
         p->upgrade = 0;
     r->is_upgrade = p->upgrade ? 1 : 0;
     r->head_method = p->method == HTTP_HEAD;
-    switch (p->method) {
-    case HTTP_GET: case HTTP_HEAD: case HTTP_PUT: case HTTP_DELETE:
-    case HTTP_OPTIONS: case HTTP_TRACE:
-        r->idempotent = 1;
-        break;
-    default:
-        break;
-    }
+    r->idempotent = (uint8_t)mg_method_idempotent(p->method);
     r->state = MG_RS_UPSTREAM;
     /* Handled in conn_parse once llhttp returns: routing may need to wait
      * for an upstream connection before the body is read. */
@@ -732,34 +721,14 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
         return fail(p, 408, "request body too slow");
     if (r->state == MG_RS_BUFFER) {
         /* req:body(): keep it all (bounded by max above) */
-        if (r->body_len + len > r->body_cap) {
-            size_t cap = r->body_cap ? r->body_cap : 16384;
-            while (cap < r->body_len + len)
-                cap *= 2;
-            char *nb = realloc(r->body_buf, cap);
-            if (!nb)
-                return fail(p, 503, "out of memory");
-            r->body_buf = nb;
-            r->body_cap = cap;
-        }
-        memcpy(r->body_buf + r->body_len, at, len);
-        r->body_len += len;
-        return 0;
+        return mg_request_body_append(r, at, len) < 0 ? fail(p, 503, "out of memory") : 0;
     }
     if (r->state != MG_RS_BODY || !r->up)
         return 0; /* answered locally: the body is read and dropped */
-    char pre[24];
-    uv_buf_t bufs[3];
-    unsigned n = 0;
-    if (r->chunked) {
-        int k = snprintf(pre, sizeof(pre), "%zx\r\n", len);
-        bufs[n++] = uv_buf_init(pre, (unsigned)k);
-    }
-    bufs[n++] = uv_buf_init((char *)at, (unsigned)len);
-    if (r->chunked)
-        bufs[n++] = uv_buf_init("\r\n", 2);
+    /* the bytes as they are: the upstream's framing is the proxy's */
+    uv_buf_t b = uv_buf_init((char *)at, (unsigned)len);
     r->body_started = 1;
-    if (mg_proxy_send_body(r->up, bufs, n) < 0)
+    if (mg_proxy_send_body(r->up, &b, 1) < 0)
         return fail(p, 502, "upstream write failed");
     return 0;
 }
@@ -789,11 +758,6 @@ static int on_message_complete(llhttp_t *p)
     mg_conn_t *c = p->data;
     mg_request_t *r = c->r;
     if (r->state == MG_RS_BODY && r->up) {
-        if (r->chunked) {
-            uv_buf_t end = uv_buf_init("0\r\n\r\n", 5);
-            if (mg_proxy_send_body(r->up, &end, 1) < 0)
-                return fail(p, 502, "upstream write failed");
-        }
         r->state = MG_RS_WAIT;
         set_deadline(c, UINT64_MAX);
         mg_proxy_request_sent(r->up);
@@ -1142,7 +1106,14 @@ static void on_drain(mg_wq_t *q)
 {
     mg_conn_t *c = mg_container_of(q, mg_conn_t, wq);
     if (c->closing_after_write) {
-        conn_close(c);
+        if (c->h2 && !c->lingering)
+            linger(c);
+        else if (!c->lingering)
+            conn_close(c);
+        return;
+    }
+    if (c->h2) {
+        mg_h2_drained(c->h2);
         return;
     }
     mg_request_t *r = c->r;
@@ -1352,6 +1323,119 @@ static void start_tunnel(mg_request_t *r)
     start_reading(c);
 }
 
+/* ---- HTTP/2 (h2_conn.c) --------------------------------------------------------
+ * A connection that speaks HTTP/2 keeps its socket, TLS, timer and write
+ * queue here; its session gets every byte read (then the read buffer goes
+ * back to the pool: an idle HTTP/2 connection holds none) and reaches the
+ * connection through this table. */
+
+static int h2_write(void *conn, const uv_buf_t *bufs, unsigned n)
+{
+    mg_conn_t *c = conn;
+    return c->state == MG_CS_CLOSING ? UV_EPIPE : conn_write(c, bufs, n);
+}
+
+static size_t h2_pending(const void *conn) { return ((const mg_conn_t *)conn)->wq.pending; }
+
+static void h2_set_deadline(void *conn, uint64_t ms) { set_deadline(conn, ms); }
+
+static void h2_close_after_write(void *conn)
+{
+    mg_conn_t *c = conn;
+    if (c->state == MG_CS_CLOSING || c->lingering)
+        return;
+    stop_reading(c);
+    c->closing_after_write = 1;
+    if (c->wq.pending == 0)
+        linger(c);
+}
+
+static void h2_close(void *conn) { conn_close(conn); }
+
+static struct mg_tls_conn_s *h2_tls(const void *conn)
+{
+    const mg_conn_t *c = conn;
+    return c->tls ? c->tls->t : NULL;
+}
+
+static const mg_h2_io_t h2_io = {
+    .write = h2_write,
+    .pending = h2_pending,
+    .set_deadline = h2_set_deadline,
+    .close_after_write = h2_close_after_write,
+    .close = h2_close,
+    .tls = h2_tls,
+};
+
+/* An HTTP/2 connection that ends (after its last GOAWAY): closing a socket
+ * with unread input makes the kernel reset the connection, and the reset
+ * can overtake the GOAWAY before the client read it. So it half-closes
+ * and reads (and drops) what the client still sends, until its EOF or for
+ * LINGER_MS at most (nginx's lingering close), then closes. Its own read
+ * callbacks: the HTTP/1 path pays nothing for it. */
+#define LINGER_MS 2000
+
+static void on_shutdown_done(uv_shutdown_t *req, int status) { free(req); }
+
+static void linger_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+    *b = uv_buf_init(tls_in, sizeof(tls_in));
+}
+
+static void linger_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    if (nread < 0)
+        conn_close((mg_conn_t *)s);
+}
+
+static void linger(mg_conn_t *c)
+{
+    if (c->h2)
+        mg_h2_close(c->h2);
+    if (c->tls && c->tls->t && c->tls->handshaken) {
+        uv_idle_stop(&c->tls->pump); /* what TLS still holds is not read */
+        mg_tls_shutdown(c->tls->t); /* close_notify before the FIN */
+        tls_flush(c);
+    }
+    uv_shutdown_t *req = c->wq.sink ? NULL : malloc(sizeof(*req));
+    stop_reading(c);
+    if (!req || uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown_done) < 0 ||
+        uv_read_start((uv_stream_t *)&c->tcp, linger_alloc, linger_read) < 0) {
+        free(req);
+        conn_close(c);
+        return;
+    }
+    c->lingering = 1;
+    c->reading = 1;
+    set_deadline(c, LINGER_MS);
+}
+
+/* The connection speaks HTTP/2 from now on (no HTTP/1 request began). */
+static int h2_start(mg_conn_t *c)
+{
+    c->h2c = 0;
+    c->h2 = mg_h2_new(c->w, c, &h2_io, &c->peer);
+    if (!c->h2) {
+        conn_close(c);
+        return -1;
+    }
+    return 0;
+}
+
+static void h2_deliver(mg_conn_t *c)
+{
+    mg_h2_input(c->h2, c->buf.data + c->buf.parsed, c->buf.len - c->buf.parsed);
+    c->buf.len = c->buf.parsed = 0;
+    if (c->state != MG_CS_CLOSING)
+        mg_buf_put(&c->w->bufs, &c->buf);
+}
+
+void mg_conn_reload(mg_conn_t *c)
+{
+    if (c->h2 && c->state == MG_CS_OPEN && !c->lingering)
+        mg_h2_reload(c->h2);
+}
+
 void mg_conn_abort(mg_conn_t *c) { conn_close(c); }
 
 /* ---- the protocol table the core calls (request.h) ---------------------- */
@@ -1436,6 +1520,7 @@ static void on_handle_closed(uv_handle_t *h)
         mg_tls_conn_free(c->tls->t);
         free(c->tls);
     }
+    mg_h2_free(c->h2);
     mg_list_remove(&c->link);
     w->nconns--;
     mg_metrics_connections(w->id, -1);
@@ -1455,6 +1540,8 @@ static void conn_close(mg_conn_t *c)
             mg_pipeline_log(c->r);
     }
     request_free(c);
+    if (c->h2)
+        mg_h2_close(c->h2); /* its streams' requests end */
     if (c->tls && c->tls->t && c->wq.pending == 0) {
         /* close_notify, best effort: the socket closes right after */
         const char *p;
@@ -1479,6 +1566,13 @@ void mg_conn_close_if_idle(mg_conn_t *c)
 {
     if (c->state == MG_CS_CLOSING)
         return;
+    if (c->h2) {
+        if (!c->lingering)
+            mg_h2_shutdown(c->h2); /* GOAWAY: its streams finish */
+        return;
+    }
+    if (c->h2c && c->buf.len > 0)
+        return; /* part of an HTTP/2 preface: a client, not an idle socket */
     if (!c->r || (c->r->state == MG_RS_HEAD && c->r->head_bytes == 0))
         conn_close(c);
 }
@@ -1513,9 +1607,11 @@ static void conn_link(mg_conn_t *c)
 /* Starts reading requests (c->wq is set up). */
 static void conn_open(mg_conn_t *c)
 {
+    const mg_config_t *cfg = c->w->g->cfg;
     llhttp_init(&c->parser, HTTP_REQUEST, &req_settings);
     c->parser.data = c;
     c->state = MG_CS_OPEN;
+    c->h2c = !c->tls && c->peer.listener < cfg->nlisteners && cfg->listeners[c->peer.listener].http2;
     set_deadline(c, c->w->g->cfg->timeouts.header);
     start_reading(c);
 }

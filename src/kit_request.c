@@ -454,6 +454,7 @@ static void apply_model(kit_req_t *k, const mg_ffi_kit_head_t *m)
     r->res_status = m->res_status;
     r->res_body_set = m->res_body_set ? 1 : 0;
     r->res_body_len = m->res_body_len;
+    r->http_major = 1;
     r->http_minor = (uint8_t)m->http_minor;
     r->keep_alive = 1; /* the kit has no client connection to close */
 }

@@ -55,6 +55,11 @@ int mg_ffi_req_tls_resumed(mg_request_t *r);
  * the listener is plain; *verified 1 when it chained to client_ca. */
 void *mg_ffi_req_client_cert(mg_request_t *r, int *verified);
 int mg_ffi_req_http_version(mg_request_t *r);
+/* req.grpc (grpc.c's rules): 1 when a request with this Content-Type and
+ * path is gRPC, with the service and method (pointing into path), else 0. */
+int mg_ffi_grpc_split(const char *ctype, size_t ctype_len, const char *path, size_t path_len,
+                      const char **service, size_t *service_len, const char **method,
+                      size_t *method_len);
 int mg_ffi_req_header(mg_request_t *r, const char *name, size_t nlen, int nth,
                       const char **p, size_t *len);
 int mg_ffi_req_header_count(mg_request_t *r);

@@ -273,7 +273,7 @@ int mg_pipeline_checks(mg_request_t *r)
 {
     if (r->g->cfg->trusted_proxies)
         mg_client_addr_resolve(r); /* the real client, before any hook reads it */
-    if (r->http_minor == 1 && !r->known[MG_H_HOST]) {
+    if ((r->http_minor == 1 || r->http_major == 2) && !r->known[MG_H_HOST]) {
         r->response_close = 1;
         mg_request_respond_error(r, 400, "missing Host header");
         return 1;

@@ -44,6 +44,7 @@ int mg_pools_init(mg_wgen_t *g)
             p->index = (int)t;
             p->lb = &rt->lb;
             mg_list_init(&p->idle);
+            mg_list_init(&p->h2);
             /* resolved with the generation (generation.c) */
             const mg_target_addr_t *a = &g->gen->addrs[i][t];
             p->addr = a->ss;
@@ -76,6 +77,7 @@ void mg_pools_adopt(mg_wgen_t *g, mg_wgen_t *old)
                     if (same_target(op, &g->ups[j].pools[k]))
                         np = &g->ups[j].pools[k];
             op->successor = np;
+            g->w->upstream->sessions_adopt(op, np); /* HTTP/2 sessions, busy or not */
             if (!np) {
                 /* the target is gone: drain, do not cut (in-use ones finish) */
                 while (!mg_list_empty(&op->idle))
@@ -108,6 +110,7 @@ void mg_pools_close(mg_wgen_t *g)
         mg_upstream_rt_t *rt = &g->ups[i];
         for (size_t t = 0; rt->pools && t < rt->u->ntargets; t++) {
             mg_pool_t *p = &rt->pools[t];
+            g->w->upstream->sessions_close(p);
             while (!mg_list_empty(&p->idle)) {
                 mg_upconn_t *u = mg_container_of(p->idle.next, mg_upconn_t, link);
                 g->w->upstream->detach(u, 0); /* closes it; close forgets it */

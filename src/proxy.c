@@ -32,6 +32,8 @@
 #include "mg_ffi.h"
 #include "outlier.h"
 #include "retry.h"
+#include "h2_upstream.h"
+#include "grpc.h"
 
 
 static void up_close(mg_upconn_t *u);
@@ -365,7 +367,7 @@ static void response_head(mg_upconn_t *u, mg_resp_t *res, mg_hfield_t *fields, c
     int out_no_body = !f->upgrade && !mg_status_has_body(out_status);
     f->replaced = (r->res_body_set || (out_no_body && !f->no_body)) && !f->upgrade;
     res->status = out_status;
-    res->reason = own ? NULL : up_data(u, u->status_text);
+    res->reason = own || u->h2s ? NULL : up_data(u, u->status_text); /* HTTP/2 has none */
     res->reason_len = own ? 0 : u->status_text.len;
     if (f->replaced)
         res->body_len = r->res_body_set ? r->res_body_len : 0;
@@ -472,7 +474,9 @@ enum { HEAD_BODY, HEAD_INTERIM, HEAD_PAUSED, HEAD_TUNNEL, HEAD_FAILED, HEAD_RETR
 /* The whole upstream head is in: act on it (interim answers, upgrades,
  * the cache's revalidation, on_response hooks), then write the client's
  * head. Returns HEAD_*; for HEAD_FAILED u->h1.err says why. */
-static int on_head(mg_upconn_t *u)
+/* (inlined into both its callers, up_parse's loop and the HTTP/2
+ * stream's head: W1's path keeps it without a call) */
+static inline __attribute__((always_inline)) int on_head(mg_upconn_t *u)
 {
     mg_request_t *r = u->r;
     int status = u->h1.status;
@@ -524,7 +528,8 @@ static int on_head(mg_upconn_t *u)
     return rc < 0 ? HEAD_FAILED : rc == 2 ? HEAD_TUNNEL : HEAD_BODY;
 }
 
-static void on_resp_body(mg_upconn_t *u, const char *at, size_t len)
+static inline __attribute__((always_inline)) void on_resp_body(mg_upconn_t *u, const char *at,
+                                                                size_t len)
 {
     mg_request_t *r = u->r;
     if (mg_cache_capturing(r))
@@ -585,6 +590,7 @@ static void up_close(mg_upconn_t *u)
     if (u->closing)
         return;
     u->closing = 1;
+    mg_h2up_stream_close(u); /* a stream: reset if still open, off its session */
     mg_upconn_io_close(u); /* close_notify while the queue still takes it */
     u->wq.closed = 1;
     if (u->idle)
@@ -603,7 +609,7 @@ static void up_close(mg_upconn_t *u)
 void mg_proxy_detach(mg_upconn_t *u, int reusable)
 {
     up_unbind(u);
-    if (!reusable || u->closing || u->wq.pending > 0 || u->tunnel) {
+    if (!reusable || u->closing || u->wq.pending > 0 || u->tunnel || u->h2s) {
         up_close(u);
         return;
     }
@@ -782,6 +788,10 @@ void mg_proxy_hook_resumed(mg_upconn_t *u, int result)
         up_failed(u, 502, "invalid upstream response", 0, 0, 0);
         return;
     }
+    if (u->h2s) {
+        mg_h2up_hook_resumed(u); /* what the stream held meanwhile */
+        return;
+    }
     up_parse(u); /* the body, or the end of a message without one */
     if (u->r)
         up_start_reading(u);
@@ -854,7 +864,7 @@ static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 
 static void up_start_reading(mg_upconn_t *u)
 {
-    if (!u->reading && !u->closing) {
+    if (!u->reading && !u->closing && !u->h2s) { /* a stream's session reads */
         /* a connection without a socket (mg_upconn_feed) only notes it */
         if (u->wq.sink || mg_upconn_read_start(u, mg_upconn_alloc, up_read) == 0)
             u->reading = 1;
@@ -886,7 +896,9 @@ size_t mg_upconn_feed(mg_upconn_t *u, const char *p, size_t n)
 
 void mg_proxy_client_drained(mg_upconn_t *u)
 {
-    if (u->r)
+    if (u->h2s)
+        mg_h2up_client_drained(u); /* the stream's window opens */
+    else if (u->r)
         up_start_reading(u);
 }
 
@@ -900,7 +912,24 @@ static int request_out(const mg_request_t *r)
 
 void mg_proxy_request_sent(mg_upconn_t *u)
 {
-    if (u && u->wq.pending == 0)
+    if (!u)
+        return;
+    if (__builtin_expect(u->h2s != NULL, 0)) {
+        if (mg_h2up_body_end(u) < 0 || u->closing || !u->r)
+            return; /* the stream failed (its session told the request) */
+        up_wait(u, WAIT_FIRST_BYTE);
+        return;
+    }
+    /* a streamed chunked body ends with the last chunk (a body read whole
+     * went with a Content-Length) */
+    if (__builtin_expect(u->r && u->r->chunked && !u->r->body_buffered, 0)) {
+        uv_buf_t end = uv_buf_init("0\r\n\r\n", 5);
+        if (mg_upconn_write(u, &end, 1) < 0) {
+            up_failed(u, 502, "upstream write failed", 0, MG_RETRY_ON_RESET, 0);
+            return;
+        }
+    }
+    if (u->wq.pending == 0)
         up_wait(u, WAIT_FIRST_BYTE);
     /* else up_drained starts it once the last bytes are out */
 }
@@ -930,11 +959,38 @@ static void up_write_error(mg_wq_t *q, int status)
               status);
 }
 
+/* Body bytes as HTTP/1.1 frames them for the upstream: a chunk each time
+ * when the client's body is chunked (and not read whole first). */
+static int write_body(mg_upconn_t *u, uv_buf_t *bufs, unsigned n)
+{
+    const mg_request_t *r = u->r;
+    if (!r || !r->chunked || r->body_buffered || u->tunnel)
+        return mg_upconn_write(u, bufs, n);
+    uv_buf_t iov[8];
+    char pre[24];
+    size_t total = 0;
+    if (n > 6)
+        return -1; /* (the protocols hand one or two pieces) */
+    for (unsigned i = 0; i < n; i++) {
+        total += bufs[i].len;
+        iov[i + 1] = bufs[i];
+    }
+    if (total == 0)
+        return 0; /* an empty chunk would end the body */
+    iov[0] = uv_buf_init(pre, (unsigned)snprintf(pre, sizeof(pre), "%zx\r\n", total));
+    iov[n + 1] = uv_buf_init("\r\n", 2);
+    return mg_upconn_write(u, iov, n + 2);
+}
+
 int mg_proxy_send_body(mg_upconn_t *u, uv_buf_t *bufs, unsigned n)
 {
+    if (u->h2s) {
+        up_deadline(u, u->pool->u->send_timeout);
+        return mg_h2up_send_body(u, bufs, n); /* throttles the client itself */
+    }
     if (!u->tunnel)
         up_deadline(u, u->pool->u->send_timeout); /* only stored: see up_deadline */
-    if (mg_upconn_write(u, bufs, n) < 0)
+    if (write_body(u, bufs, n) < 0)
         return -1;
     if (u->wq.pending > 0 && u->r) {
         /* the upstream is not reading: send_timeout until it does */
@@ -1123,6 +1179,30 @@ mg_upconn_t *mg_upconn_new(mg_pool_t *p)
     return u;
 }
 
+/* A request to an HTTP/2 upstream: a new stream on one of the pool's
+ * sessions (h2_upstream.c), which calls mg_proxy_stream_go when it can. */
+static void connect_stream(mg_request_t *r, mg_pool_t *p)
+{
+    if (!p->addr_ok) {
+        mg_metrics_upstream(r->w->id, p->t->metric_id, 0, 0);
+        log_failure(r, 502, "upstream address does not resolve", 0, NULL);
+        mg_pipeline_upstream_failed(r, 502, "upstream address does not resolve");
+        return;
+    }
+    mg_upconn_t *u = mg_upconn_new(p);
+    if (!u) {
+        mg_pipeline_upstream_failed(r, 503, "out of memory");
+        return;
+    }
+    up_bind(u, r);
+    up_wait(u, WAIT_CONNECT);
+    int rc = mg_h2up_attach(u);
+    if (rc < 0 && !u->closing) {
+        target_failed(u, 1);
+        up_failed(u, 502, "upstream connect failed", 1, MG_RETRY_ON_CONNECT, rc);
+    }
+}
+
 static void connect_target(mg_request_t *r, int ti)
 {
     int ui = mg_request_upstream(r);
@@ -1137,6 +1217,10 @@ static void connect_target(mg_request_t *r, int ti)
             return;
         }
         mg_outlier_attempt(&r->g->gen->outlier[ui], (size_t)ti, now);
+    }
+    if (__builtin_expect(p->u->protocol != MG_UP_H1, 0)) {
+        connect_stream(r, p);
+        return;
     }
     mg_upconn_t *u = mg_pool_take_idle(p);
     if (u) {
@@ -1521,19 +1605,30 @@ long mg_ffi_kit_response_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const
     return n;
 }
 
-/* Sends the head and starts waiting for the answer. */
-static void send_head(mg_upconn_t *u)
+/* A try begins on u: its request head in the worker's scratch (its length,
+ * or -1 when the request was failed), the answer's state reset, the clock
+ * started. For HTTP/1 connections and HTTP/2 streams alike. */
+static inline __attribute__((always_inline)) long begin_try(mg_upconn_t *u)
 {
     long len = build_request_head(u);
     if (len < 0)
-        return;
+        return -1;
     mg_h1r_init(&u->h1);
     u->got_response_bytes = 0;
     u->tunnel = 0;
     u->revalidated = 0;
+    u->r->upstream_start_ns = uv_hrtime();
+    return len;
+}
+
+/* Sends the head and starts waiting for the answer. */
+static void send_head(mg_upconn_t *u)
+{
+    long len = begin_try(u);
+    if (len < 0)
+        return;
     uv_buf_t b = uv_buf_init(u->w->scratch, (unsigned)len);
     mg_request_t *r = u->r;
-    r->upstream_start_ns = uv_hrtime();
     if (mg_upconn_write(u, &b, 1) < 0) {
         up_failed(u, 502, "upstream write failed", u->requests > 0, MG_RETRY_ON_RESET, 0);
         return;
@@ -1544,14 +1639,169 @@ static void send_head(mg_upconn_t *u)
     r->proto->resume_body(r);
 }
 
+/* ---- HTTP/2 streams (h2_upstream.c drives them) ---------------------------
+ * The same exchange as an HTTP/1 connection's, with the events coming from
+ * the stream's session instead of up_parse: the head (built as for HTTP/1,
+ * translated by mg_h2up_submit), the answer's head, body and end. */
+
+/* Streams of one request an upstream may refuse before the gateway gives
+ * up (503): a server that refuses every stream is not waited for forever. */
+#define MAX_REFUSED 10
+
+/* Does r send a body upstream? */
+static int request_has_body(const mg_request_t *r)
+{
+    return r->body_buffered ? r->body_len > 0 : r->has_body;
+}
+
+void mg_proxy_stream_go(mg_upconn_t *u)
+{
+    mg_request_t *r = u->r;
+    long len = begin_try(u);
+    if (len < 0)
+        return;
+    const char *why = mg_h2up_submit(u, u->w->scratch, (size_t)len, request_has_body(r));
+    if (why) {
+        up_failed(u, 502, why, 0, 0, 0);
+        return;
+    }
+    if (u->closing || !u->r)
+        return; /* its session failed while sending it: the try is over */
+    u->connected = 1;
+    up_wait(u, WAIT_SEND);
+    r->proto->resume_body(r);
+}
+
+int mg_proxy_stream_head(mg_upconn_t *u)
+{
+    mg_request_t *r = u->r;
+    out_t out;
+    OUT_INIT(out);
+    cur_out = &out;
+    up_wait(u, WAIT_IDLE);
+    int rc = on_head(u);
+    if (rc == HEAD_BODY)
+        out_flush(u);
+    cur_out = NULL;
+    switch (rc) {
+    case HEAD_BODY: return u->r ? 0 : -1;
+    case HEAD_INTERIM: return 1;
+    case HEAD_PAUSED: return 2;
+    case HEAD_RETRY: {
+        int status = u->h1.status;
+        mg_metrics_upstream(r->w->id, u->pool->t->metric_id, -status, 0);
+        up_close(u); /* the stream is reset */
+        log_retry(r, status == 502   ? "upstream answered 502"
+                     : status == 503 ? "upstream answered 503"
+                                     : "upstream answered 504", 0);
+        retry_later(r);
+        return -1;
+    }
+    default:
+        if (u->hook_failed)
+            up_failed(u, 500, "hook error", 0, 0, 0);
+        else
+            up_failed(u, 502, "invalid upstream response", 0, 0, 0);
+        return -1;
+    }
+}
+
+int mg_proxy_stream_data(mg_upconn_t *u, const char *p, size_t n)
+{
+    mg_request_t *r = u->r;
+    out_t out;
+    OUT_INIT(out);
+    cur_out = &out;
+    up_wait(u, WAIT_IDLE);
+    on_resp_body(u, p, n);
+    out_flush(u);
+    cur_out = NULL;
+    if (u->closing || !u->r)
+        return -1; /* the client went */
+    return r->proto->pending(r) == 0;
+}
+
+void mg_proxy_stream_end(mg_upconn_t *u, const mg_hfield_t *trailers, size_t n)
+{
+    mg_request_t *r = u->r;
+    out_t out;
+    OUT_INIT(out);
+    cur_out = &out;
+    on_resp_complete(u);
+    if (n && !r->res_dropping) {
+        out.last = 0;
+        out_flush(u);
+        cur_out = NULL;
+        if (r->proto->send_trailers(r, trailers, n) < 0)
+            return; /* the client went (r ended, u with it) */
+    } else {
+        out_flush(u);
+        cur_out = NULL;
+    }
+    if (u->r)
+        up_finish_response(u, 0);
+}
+
+void mg_proxy_stream_failed(mg_upconn_t *u, int kind, int err, const char *detail)
+{
+    mg_request_t *r = u->r;
+    if (!r || u->closing)
+        return;
+    if (detail)
+        u->h1.err = detail;
+    switch (kind) {
+    case MG_STREAM_CONNECT:
+        target_failed(u, 1);
+        up_failed(u, 502, err == UV_ECONNREFUSED ? "upstream refused the connection"
+                                                 : "upstream connect failed",
+                  1, MG_RETRY_ON_CONNECT, err);
+        return;
+    case MG_STREAM_TLS:
+        target_failed(u, 1);
+        up_failed(u, 502, "upstream TLS handshake failed", 1, MG_RETRY_ON_CONNECT, err);
+        return;
+    case MG_STREAM_TIMEOUT:
+        target_failed(u, 1);
+        up_failed(u, 504, u->pool->u->tls ? "upstream TLS handshake timed out"
+                                          : "upstream connect timed out", 0,
+                  MG_RETRY_ON_CONNECT, 0);
+        return;
+    case MG_STREAM_REFUSED:
+        /* the upstream did not process it (RFC 9113 8.7): another stream,
+         * on another connection, is no retry and no failure, as long as
+         * what the client sent can go again */
+        if (r->h2_refused < MAX_REFUSED && (!r->body_started || r->body_buffered) && !r->response_started) {
+            mg_pool_t *p = u->pool;
+            r->h2_refused++;
+            up_close(u);
+            connect_stream(r, p);
+            return;
+        }
+        up_failed(u, 503, "upstream refused the stream", 0, 0, 0);
+        return;
+    case MG_STREAM_LOST:
+    case MG_STREAM_RESET:
+        if (!u->got_response_bytes)
+            target_failed(u, 0);
+        up_failed(u, 502, kind == MG_STREAM_RESET ? "upstream reset the stream"
+                                                  : "upstream closed the connection",
+                  !u->got_response_bytes, u->got_response_bytes ? 0 : MG_RETRY_ON_RESET, err);
+        return;
+    default:
+        up_failed(u, 502, "invalid upstream response", 0, 0, 0);
+    }
+}
+
 /* The route's retries (else the upstream's) and deadline: the retry state
  * (retry.h), and a body read whole first when a retry may replay it.
  * Returns 0 to go on, 1 when r waits for its body, -1 when answered. */
-static int retry_begin(mg_request_t *r, int ui)
+static int retry_begin(mg_request_t *r, int ui, int64_t grpc_ms)
 {
     const mg_upstream_t *up = &r->g->cfg->upstreams[ui];
     const mg_retry_policy_t *pol = r->route && r->route->retries ? r->route->retries : up->retries;
     uint64_t total = r->route ? r->route->timeouts.total : 0;
+    if (grpc_ms >= 0 && (total == 0 || (uint64_t)grpc_ms < total))
+        total = (uint64_t)grpc_ms; /* the client's deadline is sooner */
     if (!mg_retry_begin(r, pol, &r->g->gen->outlier[ui], total)) {
         mg_pipeline_upstream_failed(r, 503, "out of memory");
         return -1;
@@ -1579,11 +1829,31 @@ static int wants_retry_state(const mg_request_t *r, int ui)
     return up->retries || up->outlier || (rt && rt->retry_state);
 }
 
+/* A gRPC request's grpc-timeout (grpc.h) as the ms it leaves from now
+ * (at least 1: the deadline may not vanish), or -1 without one. */
+static int64_t grpc_deadline(const mg_request_t *r)
+{
+    const char *v;
+    size_t vl;
+    if (!r->known[MG_H_CONTENT_TYPE] || /* (most requests: no call) */
+        !mg_request_grpc(r) || !mg_request_header(r, "grpc-timeout", 12, 0, &v, &vl))
+        return -1;
+    int64_t ms = mg_grpc_timeout_ms(v, vl);
+    if (ms < 0)
+        return -1; /* not of gRPC's form: ignored, as gRPC servers do */
+    int64_t spent = (int64_t)((uv_hrtime() - r->start_ns) / 1000000);
+    return ms > spent ? ms - spent : 1;
+}
+
 void mg_proxy_start(mg_request_t *r)
 {
     int ui = mg_request_upstream(r);
-    if (__builtin_expect(wants_retry_state(r, ui), 0) && !r->retry && retry_begin(r, ui) != 0)
-        return;
+    if (!r->retry) {
+        int64_t grpc_ms = grpc_deadline(r);
+        if ((__builtin_expect(wants_retry_state(r, ui), 0) || grpc_ms >= 0) &&
+            retry_begin(r, ui, grpc_ms) != 0)
+            return;
+    }
     int ti = r->target_override >= 0 ? r->target_override : mg_balancer_pick(r->g, ui, r, -1);
     connect_target(r, ti);
 }
@@ -1592,4 +1862,6 @@ const mg_upstream_ops_t mg_proxy_ops = {
     .start = mg_proxy_start,
     .hook_resumed = mg_proxy_hook_resumed,
     .detach = mg_proxy_detach,
+    .sessions_adopt = mg_h2up_pool_adopt,
+    .sessions_close = mg_h2up_pool_close,
 };

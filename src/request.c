@@ -13,6 +13,7 @@
 #include <strings.h>
 #include "compress.h"
 #include "errlog.h"
+#include "grpc.h"
 #include "header_names.h"
 #include "http.h"
 #include "mg_ffi.h"
@@ -86,10 +87,28 @@ mg_request_t *mg_request_new(mg_worker_t *w)
     r->target = -1;
     r->upstream_override = -1;
     r->target_override = -1;
+    r->http_major = 1;
     r->http_minor = 1; /* until the request line says otherwise */
     r->state = MG_RS_HEAD;
     r->start_ns = uv_hrtime();
     return r;
+}
+
+int mg_request_body_append(mg_request_t *r, const char *p, size_t n)
+{
+    if (r->body_len + n > r->body_cap) {
+        size_t cap = r->body_cap ? r->body_cap : 16384;
+        while (cap < r->body_len + n)
+            cap *= 2;
+        char *nb = realloc(r->body_buf, cap);
+        if (!nb)
+            return -1;
+        r->body_buf = nb;
+        r->body_cap = cap;
+    }
+    memcpy(r->body_buf + r->body_len, p, n);
+    r->body_len += n;
+    return 0;
 }
 
 void *mg_request_alloc(mg_request_t *r, size_t n)
@@ -117,6 +136,16 @@ void mg_request_arena_reset(mg_request_t *r)
     }
     r->arena_used = 0;
 }
+
+const char *const mg_request_dup_reason[MG_H__COUNT] = {
+    [MG_H_HOST] = "duplicate Host header",
+    [MG_H_REQUEST_ID] = "duplicate X-Request-Id header",
+    [MG_H_TRANSFER_ENCODING] = "duplicate Transfer-Encoding header",
+    [MG_H_CONTENT_LENGTH] = "duplicate Content-Length header",
+    [MG_H_AUTHORIZATION] = "duplicate Authorization header",
+    [MG_H_PROXY_AUTHORIZATION] = "duplicate Proxy-Authorization header",
+    [MG_H_CONTENT_TYPE] = "duplicate Content-Type header",
+};
 
 /* ---- headers as hooks see them ------------------------------------------ */
 
@@ -253,6 +282,9 @@ int mg_request_send_whole(mg_request_t *r, const mg_resp_t *res, const char *bod
 
 #define RESPOND_FIELDS 16 /* on the stack; more come from the arena */
 
+static void respond(mg_request_t *r, int status, const char *ctype, const char *body,
+                    size_t body_len, const mg_hfield_t *extra, size_t nextra);
+
 size_t mg_request_answer(const mg_request_t *r, int status, const char *ctype, size_t body_len,
                          const mg_hfield_t *extra, size_t nextra, mg_hfield_t *f, mg_resp_t *res)
 {
@@ -271,8 +303,51 @@ size_t mg_request_answer(const mg_request_t *r, int status, const char *ctype, s
     return body_len;
 }
 
+int mg_request_grpc(const mg_request_t *r)
+{
+    if (!r->known[MG_H_CONTENT_TYPE])
+        return 0;
+    mg_span_t v = r->headers[r->known[MG_H_CONTENT_TYPE] - 1].value;
+    return mg_grpc_content_type(mg_request_data(r, v), v.len);
+}
+
+/* A gateway-made answer to a gRPC request is a gRPC answer: 200 and no
+ * body, grpc-status (grpc.c's one table) and grpc-message in the head
+ * (HTTP/2 sends that as trailers-only), the answer's extra fields
+ * (WWW-Authenticate, Retry-After, ...) kept. */
+static void respond_grpc(mg_request_t *r, int status, const char *message,
+                         const mg_hfield_t *extra, size_t nextra)
+{
+    char code[4], msg[256];
+    int code_len = snprintf(code, sizeof(code), "%d", mg_grpc_status_of_http(status));
+    if (!message)
+        message = mg_status_text(status);
+    size_t msg_len = mg_grpc_message_encode(message, strlen(message), msg, sizeof(msg));
+    mg_hfield_t local[RESPOND_FIELDS], *f = local;
+    size_t n = nextra + 2;
+    if (n > RESPOND_FIELDS && !(f = mg_request_alloc(r, n * sizeof(*f)))) {
+        f = local; /* out of memory: the answer goes without its extras */
+        n = 2;
+    }
+    f[0] = mg_hfield("grpc-status", 11, code, (size_t)code_len, MG_HN_OTHER);
+    f[1] = mg_hfield("grpc-message", 12, msg, msg_len, MG_HN_OTHER);
+    for (size_t i = 2; i < n; i++)
+        f[i] = extra[i - 2];
+    respond(r, 200, "application/grpc", "", 0, f, n);
+}
+
 void mg_request_respond(mg_request_t *r, int status, const char *ctype, const char *body,
                         size_t body_len, const mg_hfield_t *extra, size_t nextra)
+{
+    if (status >= 300 && status <= 599 && !r->response_started && mg_request_grpc(r)) {
+        respond_grpc(r, status, NULL, extra, nextra);
+        return;
+    }
+    respond(r, status, ctype, body, body_len, extra, nextra);
+}
+
+static void respond(mg_request_t *r, int status, const char *ctype, const char *body,
+                    size_t body_len, const mg_hfield_t *extra, size_t nextra)
 {
     mg_worker_t *w = r->w;
     if (r->response_started) {
@@ -317,6 +392,10 @@ void mg_request_respond_error_with(mg_request_t *r, int status, const char *mess
 {
     if (r->request_id_len == 0)
         mg_request_assign_id(r);
+    if (status >= 300 && status <= 599 && !r->response_started && mg_request_grpc(r)) {
+        respond_grpc(r, status, message, extra, nextra);
+        return;
+    }
     char body[256];
     int n = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"status\":%d,\"request_id\":\"%s\"}\n",
                      message, status, r->request_id);

@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <uv.h>
 #include "cidr.h"
+#include "header_names.h"
 #include "config.h"
 #include "router.h"
 #include "response.h"
@@ -197,6 +198,7 @@ struct mg_request_s {
     uint8_t chunk_line;        /* a chunk-size line starts at buf.parsed */
     uint8_t last_chunk;        /* the "0" chunk was seen: trailers follow */
     const char *error_reason;  /* set with status by a parser callback (static) */
+    uint8_t http_major;        /* 1, or 2 for a stream of an HTTP/2 connection */
     uint8_t http_minor;
     uint8_t keep_alive;        /* client wants the connection kept */
     uint8_t chunked;           /* request body is chunked */
@@ -206,6 +208,7 @@ struct mg_request_s {
     uint8_t head_method;       /* HEAD: response has no body */
     uint8_t idempotent;
     uint8_t retries;
+    uint8_t h2_refused;        /* streams an HTTP/2 upstream refused (not processed) */
     uint8_t body_started;      /* a body byte went upstream: no retry */
     uint8_t response_started;  /* response head sent to the client */
     uint8_t response_close;    /* close the client connection after it (set
@@ -300,6 +303,38 @@ static inline int mg_request_still(const mg_request_t *r, uint32_t serial,
     return r->serial == serial && p->current(conn) == r;
 }
 
+/* Fields that must not appear twice (request.c): which copy counts would
+ * differ between the gateway (its checks, hooks, routing) and the
+ * upstream. RFC 9110 5.3: none of them is a list. Indexed by MG_H_*. */
+extern const char *const mg_request_dup_reason[MG_H__COUNT];
+
+/* Remembers the header r->headers[i] (spans into data) if the core acts on
+ * it: its name's token in r->htok[i] (looked up once here for every later
+ * decision, e.g. the head sent upstream) and, for the names the request
+ * keeps an index of, r->known. Returns NULL, or why the request is refused
+ * (400). For every protocol's heads; inline: once per header of every
+ * request. */
+static inline const char *mg_request_classify_header(mg_request_t *r, const char *data,
+                                                     uint32_t i)
+{
+    mg_span_t n = r->headers[i].name;
+    const char *s = data + n.off;
+    if (n.len == 0)
+        return "empty header field name"; /* ": v": llhttp lets it by */
+    int tok = mg_hname_lookup(s, n.len);
+    r->htok[i] = (uint8_t)tok;
+    int k = mg_hnames[tok].known;
+    if (k < 0)
+        return NULL;
+    if (r->known[k] && mg_request_dup_reason[k])
+        return mg_request_dup_reason[k]; /* a second Host is ambiguous: which one routes? */
+    if (r->known[k] && k == MG_H_TRACEPARENT)
+        r->trace_bad = 1; /* W3C: two of them are no trace to continue */
+    if (!r->known[k])
+        r->known[k] = (uint16_t)(i + 1);
+    return NULL;
+}
+
 /* The request's real client address (text): the one its trusted headers
  * name, else its connection's client. */
 static inline const char *mg_request_client(const mg_request_t *r)
@@ -327,6 +362,11 @@ mg_request_t *mg_request_new(mg_worker_t *w);
 /* Gives r room (its header array and scratch) for limits l: 0, or -1 when
  * out of memory. (mg_request_new does it; so does the testing kit.) */
 int mg_request_fit(mg_request_t *r, const mg_limits_t *l);
+
+/* req:body(): n more bytes of the whole body into r->body_buf (grown by
+ * doubling; the caller bounds the body by max_body first). 0, or -1 when
+ * out of memory. */
+int mg_request_body_append(mg_request_t *r, const char *p, size_t n);
 
 /* The request's arena: memory that lives until the request ends (8-byte
  * aligned). NULL when out of memory. */
@@ -384,6 +424,10 @@ void mg_request_respond(mg_request_t *r, int status, const char *ctype, const ch
  * res; returns the body length that goes (0 for 204 and 304). */
 size_t mg_request_answer(const mg_request_t *r, int status, const char *ctype, size_t body_len,
                          const mg_hfield_t *extra, size_t nextra, mg_hfield_t *f, mg_resp_t *res);
+/* Is r a gRPC request (its Content-Type, grpc.h)? Then the answers the
+ * gateway makes for it (mg_request_respond, _error) are gRPC answers: 200,
+ * no body, grpc-status and grpc-message. */
+int mg_request_grpc(const mg_request_t *r);
 /* The gateway's own JSON error answer, with extra fields (may be NULL).
  * May end r. */
 void mg_request_respond_error(mg_request_t *r, int status, const char *message);

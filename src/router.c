@@ -20,6 +20,7 @@
  * paths (constraint_score).
  */
 #include "router.h"
+#include "grpc.h"
 #include "mg_ffi.h"
 
 #include <stdio.h>
@@ -273,6 +274,7 @@ static int constraint_score(const mg_route_t *r)
     score += (int)r->nheaders * 2;
     score += r->nmethods > 0;
     score += r->listen_port != 0;
+    score += r->grpc_service != NULL; /* gRPC requests only */
     return score;
 }
 
@@ -488,6 +490,10 @@ static int headers_match(const entry_t *e, mg_header_get_fn get, void *ctx)
         v = get(ctx, hd->name, e->hname_len[i], &vlen);
         if (v == NULL || vlen != e->hvalue_len[i] || memcmp(v, hd->value, vlen) != 0)
             return 0;
+    }
+    if (e->route->grpc_service) { /* route.grpc: gRPC's content types only */
+        const char *v = get ? get(ctx, "content-type", 12, &vlen) : NULL;
+        return v && mg_grpc_content_type(v, vlen);
     }
     return 1;
 }

@@ -28,6 +28,7 @@
 
 struct mg_tls_ctx_s {
     _Atomic int refs;
+    int h2;                    /* ALPN may choose "h2" (mg_tls_ctx_offer_h2) */
     size_t n;
     SSL_CTX *ctx[MAX_CERTS];   /* [0] is the default */
     X509 *leaf[MAX_CERTS];     /* borrowed from ctx[i], for SNI matching */
@@ -49,24 +50,35 @@ static const char *ssl_reason(void)
     return s ? s : "unknown OpenSSL error";
 }
 
-/* ALPN: this gateway speaks HTTP/1.1 to clients; a client that offers only
- * other protocols gets no ALPN answer rather than a failed handshake. */
-static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
-                       const unsigned char *in, unsigned int inlen, void *arg)
+/* ALPN: HTTP/2 first when the listener speaks it (the server's preference,
+ * as nginx and HAProxy choose), else HTTP/1.1; a client that offers only
+ * other protocols gets no ALPN answer rather than a failed handshake.
+ * arg: the listener's mg_tls_ctx_t. */
+static int alpn_offered(const unsigned char *in, unsigned inlen, const char *proto, size_t plen,
+                        const unsigned char **out, unsigned char *outlen)
 {
-    (void)ssl;
-    (void)arg;
     for (unsigned i = 0; i < inlen;) {
         unsigned len = in[i];
         if (i + 1 + len > inlen)
             break;
-        if (len == 8 && memcmp(in + i + 1, "http/1.1", 8) == 0) {
+        if (len == plen && memcmp(in + i + 1, proto, plen) == 0) {
             *out = in + i + 1;
             *outlen = (unsigned char)len;
-            return SSL_TLSEXT_ERR_OK;
+            return 1;
         }
         i += 1 + len;
     }
+    return 0;
+}
+
+static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                       const unsigned char *in, unsigned int inlen, void *arg)
+{
+    (void)ssl;
+    const mg_tls_ctx_t *c = arg;
+    if ((c && c->h2 && alpn_offered(in, inlen, "h2", 2, out, outlen)) ||
+        alpn_offered(in, inlen, "http/1.1", 8, out, outlen))
+        return SSL_TLSEXT_ERR_OK;
     return SSL_TLSEXT_ERR_NOACK;
 }
 
@@ -147,7 +159,6 @@ static SSL_CTX *ctx_for(const mg_tls_cert_t *cert, int min_version, const char *
                                SSL_OP_CIPHER_SERVER_PREFERENCE);
     /* idle keep-alive connections give their record buffers back */
     SSL_CTX_set_mode(x, SSL_MODE_RELEASE_BUFFERS);
-    SSL_CTX_set_alpn_select_cb(x, select_alpn, NULL);
     if (ciphers && SSL_CTX_set_cipher_list(x, ciphers) != 1) {
         snprintf(err, errlen, "no usable cipher in \"%s\" (an OpenSSL cipher list, "
                  "e.g. \"ECDHE+AESGCM:ECDHE+CHACHA20\")", ciphers);
@@ -238,12 +249,19 @@ int mg_tls_ctx_new(const mg_tls_cert_t *certs, size_t ncerts, const char *min_ve
             return -1;
         }
         c->leaf[i] = SSL_CTX_get0_certificate(c->ctx[i]);
+        /* every certificate's context: SNI may switch the connection to any */
+        SSL_CTX_set_alpn_select_cb(c->ctx[i], select_alpn, c);
         c->n = i + 1;
     }
     SSL_CTX_set_tlsext_servername_callback(c->ctx[0], select_cert);
     SSL_CTX_set_tlsext_servername_arg(c->ctx[0], c);
     *out = c;
     return 0;
+}
+
+void mg_tls_ctx_offer_h2(mg_tls_ctx_t *c, int on)
+{
+    c->h2 = on ? 1 : 0;
 }
 
 void mg_tls_ctx_release(mg_tls_ctx_t *c)

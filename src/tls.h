@@ -54,6 +54,9 @@ int mg_tls_ctx_new(const mg_tls_cert_t *certs, size_t ncerts, const char *min_ve
                    const char *ciphers, const mg_tls_client_auth_t *client, mg_tls_ctx_t **out,
                    char *err, size_t errlen);
 void mg_tls_ctx_release(mg_tls_ctx_t *ctx);
+/* ALPN offers "h2" before "http/1.1" (on: the listener's http2); call it
+ * before the context serves a connection. */
+void mg_tls_ctx_offer_h2(mg_tls_ctx_t *ctx, int on);
 
 /* The config's checks (mg_ffi_str_check_fn, mg_ffi.h): a PEM file path (not
  * empty, reported as MG_STR_FILE); a min_version mg_tls_ctx_new takes. */

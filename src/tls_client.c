@@ -115,13 +115,13 @@ static int new_session(SSL *ssl, SSL_SESSION *sess)
 static char *settings_of(const mg_tls_client_opts_t *o)
 {
     const char *f[] = { o->ca, o->sni, o->cert, o->key, o->min_version, o->ciphers };
-    size_t len = 8;
+    size_t len = 9;
     for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
         len += (f[i] ? strlen(f[i]) : 0) + 2;
     char *s = malloc(len);
     if (!s)
         return NULL;
-    size_t at = (size_t)snprintf(s, len, "%d%d", o->verify, o->no_resumption);
+    size_t at = (size_t)snprintf(s, len, "%d%d%d", o->verify, o->no_resumption, o->h2);
     for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
         at += (size_t)snprintf(s + at, len - at, "\x1f%s", f[i] ? f[i] : "\x1e");
     return s;
@@ -163,9 +163,12 @@ int mg_tls_client_new(const mg_tls_client_opts_t *o, mg_tls_client_t **out, char
     SSL_CTX_set_options(c->ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
     /* idle pooled connections give their record buffers back */
     SSL_CTX_set_mode(c->ctx, SSL_MODE_RELEASE_BUFFERS);
-    /* HTTP/2 will add "h2" here */
-    static const unsigned char alpn[] = "\x08http/1.1";
-    SSL_CTX_set_alpn_protos(c->ctx, alpn, sizeof(alpn) - 1);
+    /* one protocol offered: the one the upstream is declared to speak */
+    static const unsigned char alpn_h1[] = "\x08http/1.1", alpn_h2[] = "\x02h2";
+    if (o->h2)
+        SSL_CTX_set_alpn_protos(c->ctx, alpn_h2, sizeof(alpn_h2) - 1);
+    else
+        SSL_CTX_set_alpn_protos(c->ctx, alpn_h1, sizeof(alpn_h1) - 1);
     if (o->no_resumption) {
         SSL_CTX_set_session_cache_mode(c->ctx, SSL_SESS_CACHE_OFF);
         SSL_CTX_set_options(c->ctx, SSL_OP_NO_TICKET);
@@ -573,3 +576,5 @@ const char *mg_tls_link_failure(const mg_tls_link_t *l) { return l->failure ? l-
 const char *mg_tls_link_error(const mg_tls_link_t *l) { return l->err ? l->err : "TLS error"; }
 
 int mg_tls_link_resumed(const mg_tls_link_t *l) { return SSL_session_reused(mg_tls_conn_ssl(l->t)); }
+
+const char *mg_tls_link_alpn(const mg_tls_link_t *l, size_t *len) { return mg_tls_alpn(l->t, len); }

@@ -47,6 +47,7 @@ typedef struct mg_tls_client_opts_s {
     const char *ciphers;     /* TLS 1.2 cipher list; NULL: OpenSSL's */
     int no_resumption;       /* every new connection does a full handshake */
     const char *label;       /* metrics' upstream label (copied) */
+    int h2;                  /* ALPN offers "h2" only (HTTP/2 upstreams), not "http/1.1" */
 } mg_tls_client_opts_t;
 
 /* Builds a client configuration: 0 and *out (one reference, the caller's),
@@ -93,6 +94,9 @@ void mg_tls_link_close(mg_tls_link_t *l);
  * "hostname", "handshake", ...), and the reason of a UV_EPROTO read. */
 const char *mg_tls_link_failure(const mg_tls_link_t *l);
 const char *mg_tls_link_error(const mg_tls_link_t *l);
+/* After the handshake: the protocol ALPN selected (not NUL-terminated;
+ * *len 0 when the server selected none). */
+const char *mg_tls_link_alpn(const mg_tls_link_t *l, size_t *len);
 /* After the handshake: was the session resumed? */
 int mg_tls_link_resumed(const mg_tls_link_t *l);
 

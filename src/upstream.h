@@ -57,6 +57,8 @@ struct mg_upconn_s {
     uint8_t revalidated;       /* a 304 to the cache's conditional request */
     struct mg_tls_link_s *tls; /* TLS upstreams: the connection's TLS (upconn_io.c) */
     void (*tls_done)(mg_upconn_t *u, const char *err); /* its handshake ended */
+    struct mg_h2up_stream_s *h2s; /* an HTTP/2 stream (h2_upstream.h): no socket of
+                                     its own; NULL for an HTTP/1 connection */
 };
 
 #define MG_UP_MAX_HEADERS 128
@@ -78,6 +80,9 @@ struct mg_pool_s {
     int fails;                  /* failed attempts in a row (max_fails) */
     int index;                  /* of its target in the upstream */
     mg_lb_t *lb;                /* its upstream's balancer (rt->lb) */
+    mg_link_t h2;               /* its HTTP/2 sessions (h2_upstream.c) */
+    uint32_t h2_limit;          /* the streams the target's last SETTINGS allowed per
+                                   session (0: none seen): what a new session assumes */
 };
 
 /* Per upstream, per worker: its target pools and its balancer (this
@@ -100,6 +105,10 @@ typedef struct mg_upstream_ops_s {
     void (*hook_resumed)(mg_upconn_t *u, int result);
     /* The request lets go of u (reusable: back into its pool). */
     void (*detach)(mg_upconn_t *u, int reusable);
+    /* A pool's HTTP/2 sessions go to its successor (NULL: the target is
+     * gone, they drain), or close with its generation (h2_upstream.h). */
+    void (*sessions_adopt)(mg_pool_t *old, mg_pool_t *successor);
+    void (*sessions_close)(mg_pool_t *p);
 } mg_upstream_ops_t;
 extern const mg_upstream_ops_t mg_proxy_ops;
 
@@ -127,6 +136,35 @@ void mg_upconn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b);
 /* Is response header i of u end-to-end (not hop-by-hop, not named in a
  * Connection header)? */
 int mg_upconn_header_forwarded(mg_upconn_t *u, uint32_t i);
+
+/* For h2_upstream.c: the exchange of a request on an HTTP/2 stream u
+ * (u->h2s), as its events come. The session is ready: the head goes
+ * (built as for HTTP/1, translated by mg_h2up_submit). */
+void mg_proxy_stream_go(mg_upconn_t *u);
+/* The response head is in u->h1.status, u->headers, u->htok over u->buf:
+ * returns 0 (the body may follow), 1 (a 1xx: the next head will come), 2
+ * (an on_response hook waits: mg_h2up_hook_resumed follows) or -1 (u was
+ * ended: the try failed or is retried). */
+int mg_proxy_stream_head(mg_upconn_t *u);
+/* Body bytes: 1 when the client has taken everything so far, 0 when some
+ * is pending there (mg_proxy_client_drained follows), -1 when u ended. */
+int mg_proxy_stream_data(mg_upconn_t *u, const char *p, size_t n);
+/* The answer is complete, with its trailer fields (n may be 0); u ends. */
+void mg_proxy_stream_end(mg_upconn_t *u, const mg_hfield_t *trailers, size_t n);
+/* The stream failed: how (MG_STREAM_*), a libuv error or 0, and the
+ * detail the log line shows (may be NULL); u ends, the request may be
+ * retried. */
+enum {
+    MG_STREAM_CONNECT,  /* the session could not connect */
+    MG_STREAM_TLS,      /* its TLS handshake (or ALPN) failed */
+    MG_STREAM_TIMEOUT,  /* its connect timed out */
+    MG_STREAM_LOST,     /* the session closed under the stream */
+    MG_STREAM_RESET,    /* the upstream reset the stream */
+    MG_STREAM_REFUSED,  /* not processed (REFUSED_STREAM, above a GOAWAY's
+                           last stream): tried again, not a failure */
+    MG_STREAM_BAD,      /* a malformed answer */
+};
+void mg_proxy_stream_failed(mg_upconn_t *u, int kind, int err, const char *detail);
 
 /* upconn_io.c: u's transport, plain or TLS (the upstream's `tls`). Every
  * read and write of an upstream connection goes through these. */

@@ -21,6 +21,7 @@
 #include "trace.h"
 #include "tls_client.h"
 #include "http1.h"
+#include "h2_conn.h"
 #include "upstream.h"
 #include "worker.h"
 
@@ -309,9 +310,13 @@ static void on_wakeup(uv_async_t *a)
         begin_stop(w);
         return; /* nobody waits for a stop */
     case MG_CTL_COMMIT:
-        if (w->prepared && !w->stopping)
+        if (w->prepared && !w->stopping) {
             wgen_switch(w, w->prepared);
-        else if (w->prepared)
+            /* HTTP/2 connections keep the settings they began with: their
+             * clients are asked to open a new one (GOAWAY) */
+            for (mg_link_t *l = w->conns.next; l != &w->conns; l = l->next)
+                mg_conn_reload(mg_container_of(l, mg_conn_t, link));
+        } else if (w->prepared)
             wgen_free(w->prepared);
         w->prepared = NULL;
         break;
@@ -429,6 +434,7 @@ void mg_worker_teardown(mg_worker_t *w)
     /* close whatever is left (also after a failed start) */
     uv_walk(&w->loop, close_walk, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
+    mg_h2_worker_free(w);
     mg_accesslog_free(w);
     while (w->retired) {
         mg_wgen_t *g = w->retired;

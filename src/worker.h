@@ -72,6 +72,7 @@ struct mg_worker_s {
     mg_link_t cache_waiters;     /* requests waiting for another's fetch */
     uv_timer_t cache_timer;      /* polls for them (cache.c) */
     mg_accesslog_t *log;
+    struct mg_h2_worker_s *h2;   /* what its HTTP/2 sessions share (h2_conn.c), or NULL */
     const struct mg_upstream_ops_s *upstream; /* the proxy (upstream.h), for the pipeline */
     uv_timer_t shutdown_timer;
     _Atomic uint64_t hook_since; /* ms (monotonic) a hook started running, 0 = none */

@@ -255,6 +255,9 @@ function _M.value_check(f, K)
             if n and n < lo then
                 return nil, fmt("must be at least %d bytes", lo)
             end
+            if n and n > hi then
+                return nil, fmt("must be at most %d bytes", hi)
+            end
             return n, why
         end
     elseif kind == K.FIELD_TIME then

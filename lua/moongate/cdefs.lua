@@ -14,6 +14,9 @@ int mg_ffi_cert_field(const void *x509, int what, int idx, char *buf, size_t cap
 void *mg_ffi_cert_from_pem(const char *pem, size_t len);
 void mg_ffi_cert_free(void *x509);
 int mg_ffi_req_http_version(mg_request_t *r);
+int mg_ffi_grpc_split(const char *ctype, size_t ctype_len, const char *path, size_t path_len,
+                      const char **service, size_t *service_len, const char **method,
+                      size_t *method_len);
 int mg_ffi_req_header(mg_request_t *r, const char *name, size_t nlen, int nth,
                       const char **p, size_t *len);
 int mg_ffi_req_header_count(mg_request_t *r);

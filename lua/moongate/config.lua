@@ -472,6 +472,7 @@ end
 
 local SETTINGS, LIMITS, TIMEOUTS = schema("settings"), schema("limits"),
     schema("timeouts")
+local HTTP2 = schema("http2")
 local UPSTREAM, TARGET, HEALTH = schema("upstream"), schema("target"),
     schema("health")
 local UPSTREAM_TLS = schema("upstream_tls")
@@ -479,6 +480,7 @@ local SHARED_DICT, CACHE = schema("shared_dict"), schema("cache")
 local ADMIN, LISTEN, ROUTE = schema("admin"), schema("listen"), schema("route")
 local RETRIES, BACKOFF = schema("retries"), schema("backoff")
 local OUTLIER, ROUTE_TIMEOUTS = schema("outlier"), schema("route_timeouts")
+local ROUTE_GRPC = schema("route_grpc")
 local TLS = schema("tls")
 -- a header name (also an Upgrade token): src/header_names.c's rule, lower-cased
 local HEADER_NAME = CACHE.item_checks.vary
@@ -523,6 +525,7 @@ end
 local function default_settings()
     local s = copy(SETTINGS.defaults)
     s.limits, s.timeouts = copy(LIMITS.defaults), copy(TIMEOUTS.defaults)
+    s.http2 = copy(HTTP2.defaults)
     s.admin = copy(ADMIN.defaults)
     s.admin.enabled = true
     return s
@@ -554,6 +557,7 @@ function decl.settings(d, t)
     s.limits = field(d, t, "limits", "settings", SETTINGS.checks.limits) or s.limits
     s.timeouts = field(d, t, "timeouts", "settings", SETTINGS.checks.timeouts)
         or s.timeouts
+    s.http2 = field(d, t, "http2", "settings", SETTINGS.checks.http2) or s.http2
     if c.budget then
         -- the rest of this file's run has the budget it sets
         c.budget.seconds = s.timeouts.load / 1000
@@ -676,6 +680,12 @@ function decl.listen(d, t)
         or LISTEN.defaults.escaped_slashes
     if t.tls ~= nil then
         l.tls = listen_tls(d, t.tls)
+    end
+    -- HTTP/2: by ALPN on a TLS listener unless turned off; h2c (prior
+    -- knowledge) only when asked for
+    l.http2 = field(d, t, "http2", "listen", LISTEN.checks.http2)
+    if l.http2 == nil then
+        l.http2 = t.tls ~= nil
     end
     if l.port then
         local listeners = d.c.listeners
@@ -995,6 +1005,11 @@ function decl.upstream(d, name, targets, opts, ...)
                 u.tls = client_tls(d, opts.tls, "upstream.tls", "upstream " .. tostring(name))
             end
             upstream_balancer(d, u, opts)
+            -- "h1" (default), "h2" or "grpc": HTTP/2 (src/h2_upstream.c)
+            if opts.protocol ~= nil then
+                u.protocol = field(d, opts, "protocol", "upstream",
+                                   UPSTREAM.checks.protocol) or u.protocol
+            end
         end
     end
     local schemes = u.schemes or {}
@@ -1301,7 +1316,26 @@ function decl.route(d, t)
                 listen = ROUTE.defaults.listen }
     local pinfo
     local path = t.path
-    if path == nil then
+    -- route.grpc: gRPC requests to a service (its path "/service/", any
+    -- method) or one method ("/service/method"), POST only; the router
+    -- also wants a gRPC content type (src/grpc.c)
+    if t.grpc ~= nil then
+        r.grpc = object_option(d, t.grpc, ROUTE_GRPC, "route.grpc",
+                               '{ service = "helloworld.Greeter", method = "SayHello" }')
+        if path ~= nil then
+            err(d, "route.grpc gives the route its path (/service/method): " ..
+                "remove route.path")
+        end
+        if t.methods ~= nil then
+            err(d, "route.grpc routes take POST only (gRPC's method): " ..
+                "remove route.methods")
+        end
+        -- its names are grpc.c's identifiers: the path is a valid pattern
+        r.path = r.grpc and r.grpc.service and
+            "/" .. r.grpc.service .. "/" .. (r.grpc.method or "") or "/"
+        pinfo = parse_pattern(r.path)
+        r.methods = { "POST" }
+    elseif path == nil then
         err(d, 'route.path is required (a pattern like "/orders/**")')
     elseif field(d, t, "path", "route", ROUTE.checks.path) then
         local why
@@ -1333,7 +1367,7 @@ function decl.route(d, t)
     end
     route_policies(d, r, t.policies)
 
-    if t.methods ~= nil then
+    if t.methods ~= nil and t.grpc == nil then
         r.methods = route_methods(d, t.methods)
     end
     if t.upgrades ~= nil then
@@ -1403,7 +1437,8 @@ local function route_key(r)
         headers[i] = h.name .. "=" .. h.value
     end
     return concat({ r.path or "", r.host or "", concat(methods, ","),
-                    concat(headers, "\0"), tostring(r.listen) }, "\1")
+                    concat(headers, "\0"), tostring(r.listen),
+                    r.grpc and "grpc" or "" }, "\1")
 end
 
 local function host_port(host, port)
@@ -1422,7 +1457,7 @@ local function finish(c)
     -- where gw.settings is (nil without one): for errors about them
     cfg.settings_line, cfg.settings_source = s.line, s.source
     cfg.tests = c.tests
-    cfg.limits, cfg.timeouts = s.limits, s.timeouts
+    cfg.limits, cfg.timeouts, cfg.http2 = s.limits, s.timeouts, s.http2
     if s.trusted_proxies and s.trusted_proxies[1] then
         -- none: nothing is believed, and the header does not matter
         cfg.trusted_proxies, cfg.real_ip_header = s.trusted_proxies, s.real_ip_header

@@ -121,6 +121,20 @@ function getters.http_version(self)
     return C.mg_ffi_req_http_version(rptr(self)) / 10
 end
 
+-- grpc: { service, method } of a gRPC request (its content type and
+-- "/package.Service/Method" path, src/grpc.c), nil for others
+function getters.grpc(self)
+    local ct, path = self:header("content-type"), self.path
+    if not ct or not path or C.mg_ffi_grpc_split(ct, #ct, path, #path, out_p, out_n,
+                                                 out_p2, out_n2) ~= 1 then
+        return nil
+    end
+    local g = { service = ffi_string(out_p[0], out_n[0]),
+                method = ffi_string(out_p2[0], out_n2[0]) }
+    rawset(self, "grpc", g)
+    return g
+end
+
 function getters.ctx(self)
     local t = rawget(self, "_ctx_spare")
     if t then
@@ -1059,7 +1073,7 @@ _M.run_phase = run_phase
 local function new_request()
     local req = setmetatable({ _r = false, _phase = false, _res = false,
         _ctx_spare = false, ctx = false, params = false, headers = false,
-        tls = false, _responded = false, _resp_status = false,
+        tls = false, grpc = false, _responded = false, _resp_status = false,
         _resp_body = false, _resp_headers = false, _resp_ctype = false },
         req_mt)
     rawset(req, "_r", nil)
@@ -1067,6 +1081,7 @@ local function new_request()
     rawset(req, "params", nil)
     rawset(req, "headers", nil)
     rawset(req, "tls", nil)
+    rawset(req, "grpc", nil)
     return req
 end
 
@@ -1080,6 +1095,7 @@ local function reset(req)
     rawset(req, "params", nil)
     rawset(req, "headers", nil)
     rawset(req, "tls", nil)
+    rawset(req, "grpc", nil)
     rawset(req, "_responded", false)
     rawset(req, "_resp_body", false)
     rawset(req, "_resp_headers", false)

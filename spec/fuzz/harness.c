@@ -88,7 +88,7 @@ mg_worker_t *mg_fuzz_start(const char *config)
     return &worker;
 }
 
-static int out_add(mg_fuzz_out_t *o, const uv_buf_t *bufs, unsigned n)
+int mg_fuzz_out_add(mg_fuzz_out_t *o, const uv_buf_t *bufs, unsigned n)
 {
     for (unsigned i = 0; i < n; i++) {
         if (o->len + bufs[i].len > o->cap) {
@@ -110,13 +110,13 @@ static int out_add(mg_fuzz_out_t *o, const uv_buf_t *bufs, unsigned n)
 int mg_fuzz_client_sink(mg_wq_t *q, const uv_buf_t *bufs, unsigned n)
 {
     (void)q;
-    return out_add(&mg_fuzz_client_out, bufs, n);
+    return mg_fuzz_out_add(&mg_fuzz_client_out, bufs, n);
 }
 
 int mg_fuzz_upstream_sink(mg_wq_t *q, const uv_buf_t *bufs, unsigned n)
 {
     (void)q;
-    return out_add(&mg_fuzz_upstream_out, bufs, n);
+    return mg_fuzz_out_add(&mg_fuzz_upstream_out, bufs, n);
 }
 
 void mg_fuzz_reset(void)
@@ -156,8 +156,10 @@ static void close_idle(mg_wgen_t *g)
             mg_pool_t *p = &g->ups[i].pools[t];
             while (!mg_list_empty(&p->idle))
                 mg_upconn_close(mg_container_of(p->idle.next, mg_upconn_t, link));
+            g->w->upstream->sessions_close(p); /* HTTP/2 sessions (h2_upstream.c) */
             p->fails = 0;
             p->down_until = 0;
+            p->h2_limit = 0;
         }
 }
 

@@ -28,6 +28,8 @@ typedef struct mg_fuzz_out_s {
     size_t len, cap;
 } mg_fuzz_out_t;
 extern mg_fuzz_out_t mg_fuzz_client_out, mg_fuzz_upstream_out;
+/* Appends bufs to o (grown as needed): 0, or UV_ENOMEM. */
+int mg_fuzz_out_add(mg_fuzz_out_t *o, const uv_buf_t *bufs, unsigned n);
 int mg_fuzz_client_sink(mg_wq_t *q, const uv_buf_t *bufs, unsigned n);
 int mg_fuzz_upstream_sink(mg_wq_t *q, const uv_buf_t *bufs, unsigned n);
 void mg_fuzz_reset(void);

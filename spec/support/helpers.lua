@@ -973,14 +973,9 @@ end
 ---------------------------------------------------------------------------
 -- requests
 
--- Builds a raw request. req: method (GET), path (/), version ("HTTP/1.1"),
--- headers (map or list of {name, value}; Host defaults to "localhost",
--- host = false omits it), body (adds Content-Length unless framing given).
-function _M.request_text(req)
-    req = req or {}
-    local lines = { fmt("%s %s %s", req.method or "GET", req.path or "/",
-        req.version or "HTTP/1.1") }
-    local have = {}
+-- A request's headers as a list of { name, value } in order: req.headers is
+-- a list of pairs, or a map (sorted by name).
+local function header_list(req)
     local list = {}
     if req.headers then
         if req.headers[1] then
@@ -992,6 +987,18 @@ function _M.request_text(req)
             for _, k in ipairs(names) do list[#list + 1] = { k, req.headers[k] } end
         end
     end
+    return list
+end
+
+-- Builds a raw request. req: method (GET), path (/), version ("HTTP/1.1"),
+-- headers (map or list of {name, value}; Host defaults to "localhost",
+-- host = false omits it), body (adds Content-Length unless framing given).
+function _M.request_text(req)
+    req = req or {}
+    local lines = { fmt("%s %s %s", req.method or "GET", req.path or "/",
+        req.version or "HTTP/1.1") }
+    local have = {}
+    local list = header_list(req)
     for _, kv in ipairs(list) do have[kv[1]:lower()] = true end
     if not have.host and req.host ~= false then
         lines[#lines + 1] = "Host: " .. (req.host or "localhost")
@@ -1223,6 +1230,22 @@ end
 local LOAD_PY = (debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or ".") .. "/load.py"
 local nloads = 0
 
+-- An HS256 JWT for sub signed with secret, valid for ttl seconds (300),
+-- minted by python3 (the spec process loads none of moongate's C).
+local HS256 = [[
+import base64, hashlib, hmac, json, sys
+secret, sub, exp = sys.argv[1], sys.argv[2], int(sys.argv[3])
+e = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+head = e(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+body = e(json.dumps({"sub": sub, "exp": exp}).encode())
+sig = e(hmac.new(secret.encode(), (head + "." + body).encode(), hashlib.sha256).digest())
+print(head + "." + body + "." + sig)
+]]
+function _M.hs256(secret, sub, ttl)
+    return (sh_output(fmt("python3 -c %s %s %s %d", shq(HS256), shq(secret), shq(sub),
+                          os.time() + (ttl or 300))):gsub("%s+$", ""))
+end
+
 -- Starts load.py in the background with o = { ports, paths, headers, rate,
 -- duration, conns, count_header, timeline, method, body_size, timeout };
 -- returns a function that waits
@@ -1256,6 +1279,169 @@ function _M.load_start(o)
             socket.sleep(0.05)
         end
     end
+end
+
+---------------------------------------------------------------------------
+-- HTTP/2 client: spec/support/h2_client.py (Debian's python3-h2) on one
+-- connection, driven over a control socket
+
+_M.H2_CLIENT_PY = here .. "/h2_client.py"
+
+local H2 = {}
+H2.__index = H2
+
+-- The headers of a request for HTTP/2 (as header_list; false values left
+-- out, the others as strings); the host goes as :authority (h2_command).
+local function h2_headers(req)
+    local out = {}
+    for _, kv in ipairs(header_list(req)) do
+        if kv[2] ~= false then out[#out + 1] = { kv[1], tostring(kv[2]) } end
+    end
+    return out
+end
+
+-- Opens an HTTP/2 connection to 127.0.0.1:port: h2c with prior knowledge,
+-- or h2 by ALPN with opts.tls (opts.ca: verify against it; opts.sni).
+-- opts.window: the client's stream window; opts.no_read_body: never give
+-- the window back (a zero-window reader). Returns the client; raises if it
+-- cannot connect.
+function _M.h2_connect(port, opts)
+    opts = opts or {}
+    local args = { "--port", tostring(port) }
+    if opts.tls then args[#args + 1] = "--tls" end
+    if opts.ca then args[#args + 1] = "--ca " .. shq(opts.ca) end
+    if opts.sni then args[#args + 1] = "--sni " .. shq(opts.sni) end
+    if opts.window then args[#args + 1] = "--window " .. opts.window end
+    if opts.no_read_body then args[#args + 1] = "--no-read-body" end
+    local p = spawn(fmt("exec /usr/bin/python3 -u %s %s", shq(_M.H2_CLIENT_PY),
+                        concat(args, " ")), "h2-client")
+    local deadline, ctl = now() + 10 * _M.SLOW
+    while now() < deadline do
+        ctl = p:log():match("ready (%d+)")
+        if ctl or not p:alive() then break end
+        socket.sleep(0.01)
+    end
+    if not ctl then
+        local log = p:log()
+        p:kill("KILL")
+        error("h2_client.py did not start: " .. log, 2)
+    end
+    local s = socket.tcp()
+    s:settimeout(10 * _M.SLOW)
+    assert(s:connect("127.0.0.1", tonumber(ctl)))
+    return setmetatable({ proc = p, sock = s }, H2)
+end
+
+function H2:call(cmd, timeout)
+    local cjson = require "cjson"
+    self.sock:settimeout((timeout or 10) * _M.SLOW + 5)
+    assert(self.sock:send(cjson.encode(cmd) .. "\n"))
+    local line, err = self.sock:receive("*l")
+    if not line then error("h2_client.py: " .. tostring(err) .. "\n" .. self.proc:log(), 2) end
+    return cjson.decode(line)
+end
+
+-- Sends a request (req as _M.http's: method, path, headers, body; host as
+-- :authority; scheme; end = false leaves the stream open for :data); returns
+-- its stream id.
+local function h2_command(op, req)
+    local cmd = { op = op, method = req.method or "GET", path = req.path or "/",
+                  headers = h2_headers(req), scheme = req.scheme,
+                  ["end"] = req["end"] ~= false }
+    cmd.authority = req.host == false and require("cjson").null or req.host or "localhost"
+    if req.body then cmd.body_b64 = require("mime").b64(req.body) end
+    return cmd
+end
+
+function H2:start(req)
+    return self:call(h2_command("request", req or {})).id
+end
+
+function H2:data(id, body, last)
+    return self:call({ op = "data", id = id, body_b64 = require("mime").b64(body),
+                       ["end"] = last ~= false })
+end
+
+function H2:reset(id, code)
+    return self:call({ op = "reset", id = id, code = code or 8 })
+end
+
+-- Waits for the stream's end; returns res = { status, version = "HTTP/2",
+-- headers (lower-case name -> value, repeats joined with ", "), all_headers,
+-- header_list, body, body_len, trailers (name -> value), reset (the
+-- RST_STREAM code, or nil), interim (1xx statuses) } or nil, err.
+local function h2_result(r)
+    if r.error then return nil, r.error end
+    local res = { version = "HTTP/2", status = r.status, headers = {}, all_headers = {},
+                  header_list = {}, trailers = {}, interim = r.interim,
+                  reset = r.reset ~= require("cjson").null and r.reset or nil,
+                  body = require("mime").unb64(r.body_b64) or "", body_len = r.body_len }
+    for _, kv in ipairs(r.headers) do
+        local n, v = kv[1], kv[2]
+        if n:sub(1, 1) ~= ":" then
+            res.header_list[#res.header_list + 1] = { n, v }
+            res.all_headers[n] = res.all_headers[n] or {}
+            local all = res.all_headers[n]
+            all[#all + 1] = v
+            res.headers[n] = res.headers[n] and (res.headers[n] .. ", " .. v) or v
+        end
+    end
+    for _, kv in ipairs(r.trailers) do res.trailers[kv[1]] = kv[2] end
+    return res
+end
+
+function H2:wait(id, timeout)
+    return h2_result(self:call({ op = "wait", id = id, timeout = (timeout or 10) * _M.SLOW },
+                               timeout))
+end
+
+-- One request and its answer (in one round trip to the helper); raises
+-- when none comes.
+function H2:request(req)
+    req = req or {}
+    local cmd = h2_command("fetch", req)
+    cmd.timeout = (req.timeout or 10) * _M.SLOW
+    local res, err = h2_result(self:call(cmd, req.timeout))
+    if not res then error(fmt("HTTP/2 %s %s: %s", req.method or "GET", req.path or "/",
+                              tostring(err)), 2) end
+    return res
+end
+
+-- Every request of the list on a stream of its own, at most `most` at once
+-- (default: what the server allows); returns their answers in order once
+-- all ended (raises otherwise).
+function H2:batch(reqs, timeout, most)
+    local cmds = {}
+    for i, req in ipairs(reqs) do cmds[i] = h2_command("request", req) end
+    local r = self:call({ op = "batch", requests = cmds, timeout = (timeout or 10) * _M.SLOW,
+                          max = most }, timeout)
+    if r.error then error("HTTP/2 batch: " .. r.error, 2) end
+    local out = {}
+    for i, x in ipairs(r.results) do out[i] = assert(h2_result(x)) end
+    return out
+end
+
+-- { goaway = code or nil, last_stream_id, closed, settings }
+function H2:state()
+    local st = self:call({ op = "state" })
+    if st.goaway == require("cjson").null then st.goaway = nil end
+    return st
+end
+
+function H2:close()
+    pcall(self.call, self, { op = "close" })
+    self.sock:close()
+    self.proc:kill("TERM", 3)
+end
+
+-- One request on a new HTTP/2 connection (as _M.http is over HTTP/1.1);
+-- opts as h2_connect's.
+function _M.http2(port, req, opts)
+    local c = _M.h2_connect(port, opts)
+    local ok, res = pcall(c.request, c, req or {})
+    c:close()
+    if not ok then error(res, 2) end
+    return res
 end
 
 -- Counts the answers of load report r (load_start with timeline = true)

@@ -55,6 +55,32 @@ describe("config schema: named modes", function()
         assert.truthy(errs[1]:find('listen.escaped_slashes must be "reject", "decode", ' ..
             '"redirect" or "keep", got', 1, true))
     end)
+
+    it("keeps an upstream's protocol (h1 by default; src/http.c's names)", function()
+        local cfg = assert(load_text('gw.listen { port = 8080 }\n' .. UP ..
+            'gw.upstream("g", { "127.0.0.1:2" }, { protocol = "grpc" })\n' ..
+            'gw.upstream("h", { "127.0.0.1:3" }, { protocol = "h2" })\n'))
+        assert.same({ "h1", "grpc", "h2" }, { cfg.upstreams[1].protocol,
+            cfg.upstreams[2].protocol, cfg.upstreams[3].protocol })
+        local _, errs = load_text('gw.listen { port = 8080 }\n' ..
+            'gw.upstream("g", { "127.0.0.1:2" }, { protocol = "http2" })\n')
+        assert.truthy(errs[1]:find(':3: upstream.protocol must be "h1", "h2" or "grpc", ' ..
+            'got string "http2"', 1, true), errs[1])
+    end)
+
+    it("makes route.grpc the route's path and method (src/grpc.c checks the names)", function()
+        local cfg = assert(load_text('gw.listen { port = 8080 }\n' .. UP ..
+            'gw.route { grpc = { service = "pkg.v1.Svc", method = "Get" }, upstream = "u" }\n' ..
+            'gw.route { grpc = { service = "pkg.v1.Svc" }, upstream = "u" }\n'))
+        local a, b = cfg.routes[1], cfg.routes[2]
+        assert.same({ "/pkg.v1.Svc/Get", { "POST" }, { service = "pkg.v1.Svc", method = "Get" } },
+                    { a.path, a.methods, a.grpc })
+        assert.same({ "/pkg.v1.Svc/", { "POST" } }, { b.path, b.methods })
+        local _, errs = load_text('gw.listen { port = 8080 }\n' .. UP ..
+            'gw.route { grpc = { service = "pkg..Svc" }, upstream = "u" }\n')
+        assert.truthy(errs[1]:find("route.grpc.service must be a gRPC service name", 1, true),
+                      errs[1])
+    end)
 end)
 
 describe("config schema: route fields", function()
@@ -322,5 +348,40 @@ describe("config schema: retries, outlier and route timeouts", function()
             'gw.upstream("u", { "127.0.0.1:1" }, { retries = { on = { "connect", "5xx" } } })\n')
         assert.truthy(errs[1]:find(':3: upstream.retries.on must be a list of "connect"', 1, true),
                       errs[1])
+    end)
+end)
+
+describe("config schema: HTTP/2", function()
+    it("gives listen.http2 on to TLS listeners, off to plain ones, and keeps what is written", function()
+        local cfg = assert(load_text('gw.listen { port = 8080 }\n' ..
+            'gw.listen { port = 8081, http2 = true }\n'))
+        assert.is_false(cfg.listeners[1].http2)
+        assert.is_true(cfg.listeners[2].http2)
+        local _, errs = load_text('gw.listen { port = 8080, http2 = "yes" }\n')
+        assert.truthy(errs[1]:find('listen.http2 must be true or false, got string "yes"', 1, true),
+                      errs[1])
+    end)
+
+    it("takes settings.http2 sizes, counts and times with their defaults", function()
+        local cfg = assert(load_text('gw.settings { http2 = { initial_window = "32k", ' ..
+            'max_resets = 50, rate_window = 2.5 } }\ngw.listen { port = 8080 }\n'))
+        assert.same({ max_concurrent_streams = 100, initial_window = 32768,
+                      connection_window = 1048576, max_resets = 50, max_control_frames = 1000,
+                      rate_window = 2500 }, cfg.http2)
+    end)
+
+    it("refuses what no SETTINGS frame can say", function()
+        local _, errs = load_text('gw.settings { http2 = { initial_window = "4g", ' ..
+            'max_concurrent_streams = 0, connection_window = 100 } }\ngw.listen { port = 8080 }\n')
+        local all = table.concat(errs, "\n")
+        assert.truthy(all:find("settings.http2.max_concurrent_streams must be an integer " ..
+                               "1-1000000, got number 0", 1, true), all)
+        assert.truthy(all:find("settings.http2.initial_window must be at most 2147483647 bytes",
+                               1, true), all)
+        assert.truthy(all:find("settings.http2.connection_window must be at least 65535 bytes",
+                               1, true), all)
+        _, errs = load_text('gw.settings { http2 = { max_reset = 1 } }\ngw.listen { port = 8080 }\n')
+        assert.truthy(errs[1]:find("unknown key 'max_reset' in settings.http2 (did you mean " ..
+                                   "'max_resets'?", 1, true), errs[1])
     end)
 end)

@@ -40,7 +40,7 @@ end
 
 local ROUTE_KEYS = "(valid: name, path, upstream, handler, methods, host, " ..
     "headers, listen, strip_prefix, rewrite, max_body, policies, cache, " ..
-    "upgrades, escaped_slashes, retries, timeouts)"
+    "upgrades, escaped_slashes, retries, timeouts, grpc)"
 
 
 describe("config normalisation", function()
@@ -60,8 +60,12 @@ describe("config normalisation", function()
                          body_grace = 5000, body_rate_window = 5000,
                          send = 60000, shutdown = 10000, hook = 100,
                          load = 2000 },
+            http2 = { max_concurrent_streams = 100, initial_window = 65535,
+                      connection_window = 1048576, max_resets = 200,
+                      max_control_frames = 1000, rate_window = 10000 },
             listeners = { { host = "0.0.0.0", port = 8080, line = 2,
-                            source = file, escaped_slashes = "reject" } },
+                            source = file, escaped_slashes = "reject",
+                            http2 = false } },
             upstreams = {},
             routes = { { name = "/", path = "/", headers = {}, listen = 0,
                          max_body = 10485760, line = 3, source = file } },
@@ -90,9 +94,9 @@ describe("config normalisation", function()
         local file = DIR .. "full.lua"
         assert.same({
             { host = "0.0.0.0", port = 8080, line = 22, source = file,
-              escaped_slashes = "reject" },
+              escaped_slashes = "reject", http2 = false },
             { host = "127.0.0.1", port = 8443, line = 23, source = file,
-              escaped_slashes = "reject" },
+              escaped_slashes = "reject", http2 = false },
         }, cfg.listeners)
     end)
 
@@ -107,7 +111,7 @@ describe("config normalisation", function()
               connect_timeout = 500, send_timeout = 20000,
               read_timeout = 15000, fail_timeout = 7000, max_fails = 1,
               forwarded = true, request_id = true, override_headers = false,
-              balancer = "round_robin" },
+              balancer = "round_robin", protocol = "h1" },
             { name = "users", line = 36, source = file,
               targets = { { host = "::1", port = 9000, weight = 1 },
                           { host = "users.internal", port = 9001,
@@ -116,7 +120,7 @@ describe("config normalisation", function()
               connect_timeout = 5000, send_timeout = 60000,
               read_timeout = 60000, fail_timeout = 10000, max_fails = 1,
               forwarded = true, request_id = true, override_headers = false,
-              balancer = "round_robin" },
+              balancer = "round_robin", protocol = "h1" },
         }, cfg.upstreams)
     end)
 
@@ -237,7 +241,7 @@ describe("config errors", function()
         assert.same({
             ":2: unknown key 'wokers' in gw.settings (did you mean " ..
                 "'workers'? valid: workers, access_log, error_log, log_level, limits, " ..
-                "timeouts, admin, trusted_proxies, real_ip_header)",
+                "timeouts, http2, admin, trusted_proxies, real_ip_header)",
             ":2: unknown key 'bdy' in settings.limits (did you mean 'body'? " ..
                 "valid: request_line, header_size, header_count, body, " ..
                 "min_body_rate, lua_memory)",
@@ -245,13 +249,13 @@ describe("config errors", function()
                 "'send'? valid: header, keepalive, body, body_grace, " ..
                 "body_rate_window, send, shutdown, hook, load)",
             ":3: unknown key 'hots' in gw.listen (did you mean 'host'? " ..
-                "valid: port, host, tls, escaped_slashes, proxy_protocol)",
+                "valid: port, host, tls, escaped_slashes, proxy_protocol, http2)",
             ":4: unknown key 'wieght' in upstream.targets[1] (did you mean " ..
                 "'weight'? valid: a \"host:port\" first, then weight)",
             ":4: unknown key 'keepalve' in gw.upstream options (did you " ..
                 "mean 'keepalive'? valid: keepalive, keepalive_timeout, " ..
                 "connect_timeout, send_timeout, read_timeout, fail_timeout, forwarded, " ..
-                "request_id, override_headers, health, max_fails, balancer, hash, tls, retries, outlier)",
+                "request_id, override_headers, health, max_fails, balancer, hash, tls, retries, outlier, protocol)",
             ":5: unknown key 'pth' in gw.route (did you mean 'path'? " ..
                 ROUTE_KEYS:sub(2),
             ':5: route.path is required (a pattern like "/orders/**")',
@@ -598,7 +602,7 @@ describe("the config schema", function()
 
     it("declares every object's keys once, in the order errors list them",
        function()
-        for _, object in ipairs { "settings", "limits", "timeouts", "admin",
+        for _, object in ipairs { "settings", "limits", "timeouts", "http2", "admin",
                                   "listen", "upstream", "target", "health",
                                   "shared_dict", "cache", "redis" } do
             local seen = {}
@@ -609,7 +613,7 @@ describe("the config schema", function()
                 seen[f.name] = true
             end
         end
-        assert.same({ "port", "host", "tls", "escaped_slashes", "proxy_protocol" },
+        assert.same({ "port", "host", "tls", "escaped_slashes", "proxy_protocol", "http2" },
                     (function()
                         local out = {}
                         for i, f in ipairs(cdefs.config_fields("listen")) do
@@ -622,7 +626,7 @@ describe("the config schema", function()
     it("gives a config without gw.settings the declared defaults", function()
         local cfg = assert(load("minimal"))
         for object, got in pairs { limits = cfg.limits,
-                                   timeouts = cfg.timeouts } do
+                                   timeouts = cfg.timeouts, http2 = cfg.http2 } do
             for _, f in ipairs(cdefs.config_fields(object)) do
                 assert.equal(f.def, got[f.name], object .. "." .. f.name)
             end

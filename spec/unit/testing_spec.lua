@@ -67,6 +67,18 @@ describe("the gateway's own C checks with the config's limits", function()
         assert.equal(200, res.status)
     end)
 
+    it("gives a fake gRPC request req.grpc by the gateway's rule (src/grpc.c)", function()
+        local req = t.fake_request { method = "POST", path = "/helloworld.Greeter/SayHello",
+                                     headers = { ["content-type"] = "application/grpc+proto" } }
+        assert.same({ service = "helloworld.Greeter", method = "SayHello" }, req.grpc)
+        req = t.fake_request { method = "POST", path = "/helloworld.Greeter/SayHello",
+                               headers = { ["content-type"] = "application/json" } }
+        assert.is_nil(req.grpc)
+        req = t.fake_request { method = "POST", path = "/not/a/grpc/path",
+                               headers = { ["content-type"] = "application/grpc" } }
+        assert.is_nil(req.grpc)
+    end)
+
     it("refuses a fake request the gateway answers before any hook", function()
         assert.has_error(function() t.fake_request { path = "/a%2Fb" } end,
             "moongate.testing: the gateway answers this request 400 " ..

@@ -278,6 +278,18 @@ function getters.http_version(self)
     return (10 + state(self).http_minor) / 10
 end
 
+-- req.grpc by the gateway's own rule (src/grpc.c)
+local g_sp, g_sn = ffi.new("const char *[1]"), ffi.new("size_t[1]")
+local g_mp, g_mn = ffi.new("const char *[1]"), ffi.new("size_t[1]")
+function getters.grpc(self)
+    local ct, path = self:header("content-type"), self.path
+    if not ct or not path or C().mg_ffi_grpc_split(ct, #ct, path, #path, g_sp, g_sn,
+                                                   g_mp, g_mn) ~= 1 then
+        return nil
+    end
+    return { service = ffi.string(g_sp[0], g_sn[0]), method = ffi.string(g_mp[0], g_mn[0]) }
+end
+
 function getters.ctx(self)
     local t = {}
     rawset(self, "ctx", t)

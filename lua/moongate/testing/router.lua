@@ -58,6 +58,8 @@ typedef struct mg_route_s {
     mg_retry_policy_t *retries;
     mg_route_timeouts_t timeouts;
     int retry_state;
+    char *grpc_service;
+    char *grpc_method;
 } mg_route_t;]] },
     { "router.h", "typedef struct mg_router_s mg_router_t;" },
     { "router.h", [[
