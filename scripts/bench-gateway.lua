@@ -35,11 +35,39 @@ if balancer and balancer ~= "" then
                                   balancer = balancer,
                                   hash = balancer == "hash" and "path" or nil })
 end
+-- BENCH_TRAFFIC (docs/traffic.md): "route" adds a second route beside
+-- W1's, which W1's requests do not take, and "other" the same route with a
+-- split, a canary and a mirror: the two cost W1 the same (split and mirror
+-- cost a route without them nothing; the second route costs the router a
+-- little); "split" sends W1 through a 50/50 split over A and B (against
+-- mg-rr2, the round robin over both); "mirror" copies each W1 request to B
+-- (its answer read and dropped).
+local traffic = os.getenv("BENCH_TRAFFIC") or ""
+if traffic ~= "" then
+    gw.upstream("w1a", { a }, { keepalive = 256, forwarded = false, request_id = false })
+    gw.upstream("w1b", { b }, { keepalive = 256, forwarded = false, request_id = false })
+end
 local w1 = port("GW_W1_PORT") or port("GW_PORT")
 if w1 then
     gw.listen { port = w1, host = "127.0.0.1" }
-    gw.route { name = "w1", path = "/**", upstream = balancer and balancer ~= "" and "w1" or "a",
-               listen = w1 }
+    local up = balancer and balancer ~= "" and "w1" or "a"
+    if traffic == "split" then
+        gw.route { name = "w1", path = "/**", listen = w1,
+                   split = { { upstream = "w1a", weight = 1 }, { upstream = "w1b", weight = 1 } } }
+    elseif traffic == "mirror" then
+        gw.route { name = "w1", path = "/**", upstream = up, listen = w1,
+                   mirror = { upstream = "w1b", concurrency = 64 } }
+    else
+        gw.route { name = "w1", path = "/**", upstream = up, listen = w1 }
+    end
+    if traffic == "route" then
+        gw.route { name = "w1-other", path = "/other/**", listen = w1, upstream = "w1a" }
+    elseif traffic == "other" then
+        gw.route { name = "w1-other", path = "/other/**", listen = w1,
+                   split = { { upstream = "w1a", weight = 90 }, { upstream = "w1b", weight = 10 } },
+                   canary = { header = "x-canary", upstream = "w1b" },
+                   mirror = "ab" }
+    end
 end
 
 -- H2 (scripts/bench-h2.sh): W1 over HTTP/2 from the client, h2c with prior

@@ -13,7 +13,7 @@
 #   QUICK=1 make bench                      one short rep, smaller count windows
 #   PEERS="nginx nginx-lua" make bench      fewer peers
 #   SKIP_COUNTS=1 make bench                no counts (they need valgrind, ~3 min)
-#   GW_VARIANTS="" make bench               without the W1 balancer variants
+#   GW_VARIANTS="" make bench               without the W1 variants
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PEERS=${PEERS-"nginx nginx-lua haproxy"}
@@ -21,11 +21,24 @@ export GW_NAME=moongate
 export GW_CMD="exec $PWD/build/moongate run -c $PWD/scripts/bench-gateway.lua"
 # W1 again with each balancer over two targets (A and B): mg-rr2 round
 # robin, mg-lc least_conn, mg-hash hash by path (scripts/bench-gateway.lua);
-# the plain moongate row's W1 has one target, which no balancer is asked about
-export GW_VARIANTS=${GW_VARIANTS-"mg-rr2:BENCH_BALANCER=round_robin mg-lc:BENCH_BALANCER=least_conn mg-hash:BENCH_BALANCER=hash"}
+# the plain moongate row's W1 has one target, which no balancer is asked
+# about. The counts add W1 beside a second route, plain (mg-2route) and
+# with a split, a canary and a mirror (mg-2split): the two must count the
+# same instructions (SAME_IR), what split and mirror cost a route without
+# them being nothing.
+BALANCERS="mg-rr2:BENCH_BALANCER=round_robin mg-lc:BENCH_BALANCER=least_conn mg-hash:BENCH_BALANCER=hash"
+GW_VARIANTS=${GW_VARIANTS-"$BALANCERS mg-2route:BENCH_TRAFFIC=route mg-2split:BENCH_TRAFFIC=other"}
+export SAME_IR=${SAME_IR-"mg-2split=mg-2route"}
 rc=0
 echo "bench: moongate beside peers ($PEERS), scripts/bench/peers.sh"
-GW_WORKLOADS=${GW_WORKLOADS:-"W1 W2 W3 W4 W5 W6"} bash scripts/bench/peers.sh || rc=1
+# timed: the balancers only (the traffic variants are for the counts)
+peer_variants=""
+for v in $GW_VARIANTS; do
+    case "$v" in mg-2route:* | mg-2split:*) ;; *) peer_variants+="$v " ;; esac
+done
+GW_VARIANTS="$peer_variants" GW_WORKLOADS=${GW_WORKLOADS:-"W1 W2 W3 W4 W5 W6"} \
+    bash scripts/bench/peers.sh || rc=1
+export GW_VARIANTS
 if [ "${SKIP_COUNTS:-0}" != 1 ]; then
     echo
     echo "bench: counted cost per request, scripts/bench/counts.sh"

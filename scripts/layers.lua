@@ -25,7 +25,7 @@ return {
     { name = "core", files = {
         "hooks", "upgrade", "lua_route", "redis", "cache", "ffi_request",
         "accesslog", "kit_request", "client_addr",
-        "balancer_key", "retry" } },
+        "balancer_key", "retry", "split" } },
     { name = "pipeline", files = { "pipeline" } },
     -- the keep-alive pools and the balancer; an idle connection is closed
     -- through w->upstream (the proxy's table); an upstream connection's
@@ -35,8 +35,9 @@ return {
     -- (h2_upstream) brings: the two call each other
     { name = "upstream", files = { "proxy", "health", "h2_upstream" }, cycles = true },
     -- gw.http over the proxy's connections; told of a lost one through
-    -- u->client_lost
-    { name = "client", files = { "http_client" } },
+    -- u->client_lost. Route mirrors' copies go out through it; the proxy
+    -- reaches the mirror through w->mirror
+    { name = "client", files = { "http_client", "mirror" } },
     -- HTTP/1 (http_conn, which also keeps every client socket) and the
     -- HTTP/2 session it hands a connection to (h2_conn, which reaches the
     -- socket back through mg_h2_io_t)

@@ -9,6 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 #include "accesslog.h"
+#include "mirror.h"
+#include "split.h"
 #include "cache.h"
 #include "errlog.h"
 
@@ -328,6 +330,7 @@ static size_t line_bound(const mg_request_t *r, const line_fields_t *f)
            json_bound(f->path_len) + json_bound(f->query_len) + json_bound(f->route_len) +
            json_bound(f->upstream_len) + json_bound(f->target_len) +
            json_bound(sizeof("revalidated")) + /* the longest cache state */
+           2 * json_bound(sizeof("body_too_large")) + /* split, mirror */
            json_bound(sizeof(r->peer->socket_ip)); /* the peer, with trusted_proxies */
 }
 
@@ -365,6 +368,14 @@ static void write_line(mg_accesslog_t *l, const mg_request_t *r, const line_fiel
         putf(b, ",\"upstream_time\":%.6f", (double)r->upstream_ns / 1e9);
     else
         PUT_LIT(b, ",\"upstream_time\":null");
+    /* how a route's canary or split chose the upstream, what became of
+     * its mirror copy: only on routes that have them */
+    const char *split = mg_split_how_name(r->split_how);
+    if (split)
+        field_str(b, "split", split, strlen(split));
+    const char *mirror = mg_mirror_result_name(r->mirror);
+    if (mirror)
+        field_str(b, "mirror", mirror, strlen(mirror));
     /* what the route's cache did; null on a route without one */
     const char *cache = mg_cache_state_name(mg_cache_state(r));
     field_str(b, "cache", cache, cache ? strlen(cache) : 0);

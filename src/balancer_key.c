@@ -4,7 +4,9 @@
  * client address (request.h mg_request_client: behind trusted proxies),
  * the normalised path, or the string a Lua function returned
  * (req:set_hash_key, ffi_request.c). Reads the request, writes nothing,
- * allocates nothing; the key is hashed with mg_maglev_hash.
+ * allocates nothing; the key is hashed with mg_maglev_hash. The same
+ * reader gives a route's split its sticky key and its canary the header or
+ * cookie it looks for (split.c).
  *
  * Cookies and query arguments are compared and hashed raw, as the client
  * sent them (no percent-decoding): one client's key stays one key. */
@@ -57,34 +59,41 @@ static int query_arg(const mg_request_t *r, const char *name, const char **v, si
     return find_pair(q, ql, '&', name, strlen(name), v, vl);
 }
 
-int mg_lb_key(const mg_request_t *r, const mg_upstream_t *u, uint64_t *key)
+int mg_lb_key_value(const mg_request_t *r, int on, const char *name, const char **v,
+                    size_t *vl)
 {
-    const char *v = NULL;
-    size_t vl = 0;
-    int found = 0;
-    switch (u->hash_on) {
-    case MG_HASH_HEADER:
-        found = mg_request_header(r, u->hash_name, strlen(u->hash_name), 0, &v, &vl);
-        break;
-    case MG_HASH_COOKIE: found = cookie(r, u->hash_name, &v, &vl); break;
-    case MG_HASH_QUERY: found = query_arg(r, u->hash_name, &v, &vl); break;
+    switch (on) {
+    case MG_HASH_HEADER: return mg_request_header(r, name, strlen(name), 0, v, vl);
+    case MG_HASH_COOKIE: return cookie(r, name, v, vl);
+    case MG_HASH_QUERY: return query_arg(r, name, v, vl);
     case MG_HASH_CLIENT: /* the real client, behind trusted proxies too */
-        v = mg_request_client(r);
-        vl = strlen(v);
-        found = 1;
-        break;
+        *v = mg_request_client(r);
+        *vl = strlen(*v);
+        return 1;
     case MG_HASH_PATH:
-        v = r->path;
-        vl = r->path_len;
-        found = v != NULL;
-        break;
-    case MG_HASH_LUA:
+        *v = r->path;
+        *vl = r->path_len;
+        return *v != NULL;
+    default: return 0;
+    }
+}
+
+int mg_lb_key_of(const mg_request_t *r, int on, const char *name, uint64_t *key)
+{
+    if (on == MG_HASH_LUA) {
         if (r->hash_key_set)
             *key = r->hash_key;
         return r->hash_key_set;
-    default: return 0;
     }
-    if (found)
-        *key = hash_of(v, vl);
-    return found;
+    const char *v = NULL;
+    size_t vl = 0;
+    if (!mg_lb_key_value(r, on, name, &v, &vl))
+        return 0;
+    *key = hash_of(v, vl);
+    return 1;
+}
+
+int mg_lb_key(const mg_request_t *r, const mg_upstream_t *u, uint64_t *key)
+{
+    return mg_lb_key_of(r, u->hash_on, u->hash_name, key);
 }

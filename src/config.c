@@ -799,6 +799,9 @@ static const mg_ffi_config_field_t route_fields[] = {
     OTHER("retries"), OTHER("timeouts"),
     TABLE_HERE("grpc", "route_grpc", 0,
                "must be a table like { service = \"pkg.Service\", method = \"Method\" }"),
+    /* traffic split, canary and mirror (docs/traffic.md): checked in
+     * config.lua, their upstream names resolved there to indices */
+    OTHER("split"), OTHER("canary"), OTHER("mirror"),
 };
 
 /* route.grpc: config.lua makes the route's path of them (grpc.c checks
@@ -809,6 +812,32 @@ static const mg_ffi_config_field_t route_grpc_fields[] = {
             grpc_service),
     CHECKED("method", mg_grpc_method_check, 0, NULL,
             "must be a gRPC method name like \"SayHello\"", mg_route_t, grpc_method),
+};
+
+/* route.split's entries (the list; its `key` is upstream.hash's form) */
+static const mg_ffi_config_field_t split_item_fields[] = {
+    OTHER("upstream"),
+    F("weight", MG_FIELD_INT, 0, 1000000, 1, "must be an integer 0-1000000", mg_split_entry_t,
+      weight, CT_INT),
+};
+
+/* route.canary: exactly one of header and cookie (config.lua) */
+static const mg_ffi_config_field_t canary_fields[] = {
+    CHECKED("header", mg_hname_check, 0, NULL, "must be a header name", mg_canary_t, header),
+    STRING("cookie", 1, NULL, "must be a cookie name", mg_canary_t, cookie),
+    STRING("value", 0, NULL, "must be a string", mg_canary_t, value),
+    OTHER("upstream"),
+};
+
+/* route.mirror (`mirror = "name"`: these defaults) */
+static const mg_ffi_config_field_t mirror_fields[] = {
+    OTHER("upstream"),
+    SIZE("body", 0, 64 * 1024, mg_mirror_t, body),
+    F("concurrency", MG_FIELD_INT, 1, 1000000, 32, "must be an integer 1-1000000",
+      mg_mirror_t, concurrency, CT_INT),
+    TIME("timeout", 10000, mg_mirror_t, timeout),
+    F("percent", MG_FIELD_NUMBER, 0, 100, 100, "must be a number 0-100", mg_mirror_t, percent,
+      CT_DOUBLE),
 };
 
 /* smaller dictionaries hold next to nothing; the size is required */
@@ -838,6 +867,8 @@ static const struct {
     OBJECT("retries", retries_fields),   OBJECT("backoff", backoff_fields),
     OBJECT("outlier", outlier_fields),   OBJECT("route_timeouts", route_timeouts_fields),
     OBJECT("route_grpc", route_grpc_fields),
+    OBJECT("split_item", split_item_fields), OBJECT("canary", canary_fields),
+    OBJECT("mirror", mirror_fields),
 };
 
 const mg_ffi_config_field_t *mg_ffi_config_fields(const char *object, size_t *n)
@@ -1212,20 +1243,28 @@ static mg_retry_policy_t *conv_retries(conv_t *cv, int t, const char *what)
     return p;
 }
 
+/* A request key (balancer_key.c) as config.lua leaves it, t[key] = { on =
+ * "header", name = "x-user" }, into *on (MG_HASH_*) and *name; nothing
+ * when absent. upstream.hash, route.split.key. */
+static void conv_key(conv_t *cv, int t, const char *what, const char *key, int *on, char **name)
+{
+    char hwhat[80], *src = NULL;
+    lua_getfield(cv->L, t, key);
+    if (lua_istable(cv->L, -1)) {
+        int h = lua_gettop(cv->L);
+        snprintf(hwhat, sizeof(hwhat), "%s.%s", what, key);
+        if (get_str(cv, h, hwhat, "on", 0, &src) == 0 && (*on = mg_hash_on_parse(src)) < 0)
+            internal(cv, hwhat, "on", "a key source balancer.c knows");
+        free(src);
+        get_str(cv, h, hwhat, "name", 1, name);
+    }
+    lua_pop(cv->L, 1);
+}
+
 /* upstream.hash as config.lua leaves it: { on = "header", name = "x-user" } */
 static void conv_hash(conv_t *cv, int u_t, const char *what, mg_upstream_t *u)
 {
-    char hwhat[64], *on = NULL;
-    lua_getfield(cv->L, u_t, "hash");
-    if (lua_istable(cv->L, -1)) {
-        int h = lua_gettop(cv->L);
-        snprintf(hwhat, sizeof(hwhat), "%s.hash", what);
-        if (get_str(cv, h, hwhat, "on", 0, &on) == 0 && (u->hash_on = mg_hash_on_parse(on)) < 0)
-            internal(cv, hwhat, "on", "a key source balancer.c knows");
-        free(on);
-        get_str(cv, h, hwhat, "name", 1, &u->hash_name);
-    }
-    lua_pop(cv->L, 1);
+    conv_key(cv, u_t, what, "hash", &u->hash_on, &u->hash_name);
 }
 
 /* A TLS client's options at index t (upstream.tls, route.cache.redis.tls;
@@ -1380,6 +1419,112 @@ static void open_cache_dict(conv_t *cv, int r_t, const char *what, mg_route_cach
     lua_pop(cv->L, 1);
 }
 
+/* t.upstream: the 1-based index config.lua resolved the name to, as an
+ * index into cfg->upstreams (-1 when malformed: reported). */
+static int conv_upstream_ref(conv_t *cv, int t, const char *what, const mg_config_t *cfg)
+{
+    int up = 0;
+    if (get_int(cv, t, what, "upstream", 1, (int)cfg->nupstreams, &up) != 0)
+        return -1;
+    return up - 1;
+}
+
+/* route.split = { { upstream = i, weight = n }, ..., key = nil|{ on, name } }:
+ * the entries and the sticky key; the entries' current weights get their
+ * place in a worker's array. */
+static void conv_split(conv_t *cv, int t, const char *what, mg_config_t *cfg, mg_route_t *r)
+{
+    lua_State *L = cv->L;
+    char swhat[80], iwhat[112];
+    int st = push_table(cv, t, what, "split");
+    if (!st)
+        return;
+    snprintf(swhat, sizeof(swhat), "%s.split", what);
+    mg_split_t *sp = r->split = calloc(1, sizeof(*sp));
+    size_t n = list_len(cv, st, swhat);
+    if (sp)
+        sp->entries = alloc_list(cv, n, sizeof(*sp->entries), &sp->n);
+    if (!sp || (n && !sp->entries)) {
+        cv->errs->oom = 1;
+        lua_pop(L, 1);
+        return;
+    }
+    long total = 0;
+    for (size_t i = 0; i < sp->n; i++) {
+        int it = push_item(cv, st, i + 1, swhat);
+        if (!it)
+            continue;
+        snprintf(iwhat, sizeof(iwhat), "%s[%zu]", swhat, i + 1);
+        conv_fields(cv, it, iwhat, "split_item", &sp->entries[i]);
+        sp->entries[i].upstream = conv_upstream_ref(cv, it, iwhat, cfg);
+        total += sp->entries[i].weight;
+        lua_pop(L, 1);
+    }
+    if (sp->n < 2 || sp->n > MG_MAX_SPLIT || total < 1)
+        internal(cv, swhat, "entries", "2-64 with some weight");
+    /* the weights and the live flags of the rotation (split.c), in one block */
+    if (sp->n && !(sp->weights = malloc(sp->n * (sizeof(int) + 1)))) {
+        cv->errs->oom = 1;
+    } else if (sp->n) {
+        for (size_t i = 0; i < sp->n; i++)
+            sp->weights[i] = sp->entries[i].weight;
+        memset(sp->weights + sp->n, 1, sp->n);
+    }
+    conv_key(cv, st, swhat, "key", &sp->key_on, &sp->key_name);
+    if (sp->key_on == MG_HASH_LUA)
+        internal(cv, swhat, "key", "a key the router can read");
+    sp->cw_at = cfg->split_weights;
+    cfg->split_weights += sp->n;
+    if (sp->n > 0)
+        r->upstream = sp->entries[0].upstream;
+    lua_pop(L, 1);
+}
+
+/* t[key], a table (route.canary, route.mirror), into a calloc'd struct of
+ * `size` bytes by schema `object`, with its upstream (t[key].upstream, as
+ * resolved) in the int at up_off. NULL when absent (or out of memory). */
+static void *conv_routed(conv_t *cv, int t, const char *what, const char *key,
+                         const char *object, size_t size, size_t up_off, const mg_config_t *cfg)
+{
+    lua_State *L = cv->L;
+    char owhat[80];
+    void *p = NULL;
+    lua_getfield(L, t, key);
+    if (lua_istable(L, -1)) {
+        snprintf(owhat, sizeof(owhat), "%s.%s", what, key);
+        if ((p = calloc(1, size))) {
+            conv_fields(cv, lua_gettop(L), owhat, object, p);
+            *(int *)((char *)p + up_off) = conv_upstream_ref(cv, lua_gettop(L), owhat, cfg);
+        } else {
+            cv->errs->oom = 1;
+        }
+    }
+    lua_pop(L, 1);
+    return p;
+}
+
+/* route.canary and route.mirror: their fields and upstream. */
+static void conv_canary_mirror(conv_t *cv, int t, const char *what, mg_config_t *cfg,
+                               mg_route_t *r)
+{
+    r->canary = conv_routed(cv, t, what, "canary", "canary", sizeof(mg_canary_t),
+                            offsetof(mg_canary_t, upstream), cfg);
+    if (r->canary && !r->canary->header == !r->canary->cookie)
+        internal(cv, what, "canary", "a table with a header or a cookie");
+    r->mirror = conv_routed(cv, t, what, "mirror", "mirror", sizeof(mg_mirror_t),
+                            offsetof(mg_mirror_t, upstream), cfg);
+}
+
+int mg_route_goes_to(const mg_route_t *r, int ui)
+{
+    if (r->upstream == ui || (r->canary && r->canary->upstream == ui))
+        return 1;
+    for (size_t i = 0; r->split && i < r->split->n; i++)
+        if (r->split->entries[i].upstream == ui)
+            return 1;
+    return 0;
+}
+
 static void conv_route(conv_t *cv, int t, const char *what, mg_config_t *cfg, mg_route_t *r)
 {
     lua_State *L = cv->L;
@@ -1416,8 +1561,19 @@ static void conv_route(conv_t *cv, int t, const char *what, mg_config_t *cfg, mg
     lua_pop(L, 1);
     if (!up && get_int(cv, t, what, "upstream", 1, (int)cfg->nupstreams, &up) == 0)
         r->upstream = up - 1; /* 1-based in Lua */
+    lua_getfield(L, t, "split");
+    int split = lua_istable(L, -1);
+    lua_pop(L, 1);
+    if (split && r->upstream >= 0)
+        internal(cv, what, "split", "absent when there is an upstream");
+    if (split)
+        conv_split(cv, t, what, cfg, r);
     if ((r->upstream >= 0) == (r->has_handler != 0))
         internal(cv, what, "upstream", "set exactly when there is no handler");
+    conv_canary_mirror(cv, t, what, cfg, r);
+    r->chooses = r->split || r->canary;
+    if (r->has_handler && (r->canary || r->mirror))
+        internal(cv, what, "canary", "absent on a handler route");
 
 }
 
@@ -1519,10 +1675,11 @@ int mg_config_convert(lua_State *L, int t, const char *file, mg_config_t **out, 
         conv_routes(&cv, t, cfg);
         for (size_t i = 0; i < cfg->nroutes; i++) {
             mg_route_t *r = &cfg->routes[i];
-            const mg_upstream_t *u = r->upstream >= 0 ? &cfg->upstreams[r->upstream] : NULL;
             const mg_route_timeouts_t *to = &r->timeouts;
-            r->retry_state = r->retries || to->connect || to->first_byte || to->idle ||
-                             to->total || (u && (u->retries || u->outlier));
+            r->retry_state = r->retries || to->connect || to->first_byte || to->idle || to->total;
+            for (size_t u = 0; u < cfg->nupstreams && !r->retry_state; u++)
+                r->retry_state = mg_route_goes_to(r, (int)u) &&
+                                 (cfg->upstreams[u].retries || cfg->upstreams[u].outlier);
         }
         conv_shared_dicts(&cv, t, cfg);
         conv_admin(&cv, t, cfg);
@@ -1603,6 +1760,19 @@ void mg_config_free(mg_config_t *cfg)
         free(r->grpc_method);
         free(r->rewrite);
         free(r->retries);
+        if (r->split) {
+            free(r->split->entries);
+            free(r->split->weights);
+            free(r->split->key_name);
+            free(r->split);
+        }
+        if (r->canary) {
+            free(r->canary->header);
+            free(r->canary->cookie);
+            free(r->canary->value);
+            free(r->canary);
+        }
+        free(r->mirror);
         if (r->cache) {
             free(r->cache->dict_name);
             free(r->cache->redis_host);

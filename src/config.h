@@ -101,6 +101,48 @@ typedef struct mg_upstream_s {
     int protocol;               /* MG_UP_H1, MG_UP_H2 or MG_UP_GRPC (h2_upstream.h) */
 } mg_upstream_t;
 
+/* route.split (src/split.c): the upstreams a route's requests are shared
+ * out over, by weight. */
+typedef struct mg_split_entry_s {
+    int upstream;        /* index into mg_config_t.upstreams */
+    int weight;          /* >= 0; the entries' sum is >= 1 */
+} mg_split_entry_t;
+
+#define MG_MAX_SPLIT 64
+
+typedef struct mg_split_s {
+    mg_split_entry_t *entries;
+    size_t n;            /* 2 .. MG_MAX_SPLIT */
+    int *weights;        /* n: the entries' weights, and n live flags (all
+                            set) after them: the rotation's arguments */
+    int key_on;          /* MG_HASH_* (balancer.h) of split.key: the same key
+                            always goes to the same upstream; 0: the smooth
+                            weighted rotation, per worker */
+    char *key_name;      /* the header, cookie or argument name, or NULL */
+    size_t cw_at;        /* its current weights' place in a worker's array
+                            (mg_config_t.split_weights long) */
+} mg_split_t;
+
+/* route.canary: a request with this header or cookie (of this value) goes
+ * to `upstream` rather than the route's upstream or split. */
+typedef struct mg_canary_s {
+    char *header;        /* lower case, or NULL: then `cookie` */
+    char *cookie;
+    char *value;         /* NULL: any value */
+    int upstream;
+} mg_canary_t;
+
+/* route.mirror (src/mirror.c): a copy of each request the route sends
+ * upstream goes to a shadow upstream too, whose answer is read and dropped. */
+typedef struct mg_mirror_s {
+    int upstream;
+    uint64_t body;       /* bodies up to this are copied (read whole first);
+                            a larger or chunked one: no copy */
+    int concurrency;     /* copies in flight per worker; beyond: dropped */
+    uint64_t timeout;    /* a copy's whole exchange, connect to last byte */
+    double percent;      /* share of the requests copied, 0-100 */
+} mg_mirror_t;
+
 typedef struct mg_route_header_s {
     char *name;   /* lower case */
     char *value;  /* exact match, case-sensitive */
@@ -149,7 +191,8 @@ typedef struct mg_route_s {
     size_t nupgrades;
     mg_route_header_t headers[MG_MAX_ROUTE_HEADERS];
     size_t nheaders;
-    int upstream;          /* index into mg_config_t.upstreams, -1 when handled in Lua */
+    int upstream;          /* index into mg_config_t.upstreams, -1 when handled in Lua;
+                              a split route's first entry's (split.c chooses) */
     int has_handler;       /* route answered by a Lua function (route index in Lua) */
     char *strip_prefix;    /* literal prefix removed before proxying, or NULL */
     char *rewrite;         /* path template (":name", "**"), or NULL */
@@ -163,11 +206,21 @@ typedef struct mg_route_s {
     mg_retry_policy_t *retries;   /* NULL: the upstream's */
     mg_route_timeouts_t timeouts; /* zeros: the upstream's */
     int retry_state;       /* its requests keep a retry state (retry.h): it or
-                              its upstream has retries, timeouts or outlier */
+                              one of its upstreams has retries, timeouts or
+                              outlier */
     char *grpc_service;    /* route.grpc: gRPC requests only (grpc.h), for this
                               service (its path is "/service/" ...) */
     char *grpc_method;     /* ... or this method ("/service/method"); NULL: any */
+    int chooses;           /* it has a split or a canary (one test on the
+                              request path) */
+    mg_split_t *split;     /* NULL: `upstream` (or the canary's) */
+    mg_canary_t *canary;   /* NULL: none */
+    mg_mirror_t *mirror;   /* NULL: no copies */
 } mg_route_t;
+
+/* Can route r send a request to upstream ui (its upstream, a split entry,
+ * the canary's)? */
+int mg_route_goes_to(const mg_route_t *r, int ui);
 
 struct mg_tls_ctx_s;
 
@@ -256,6 +309,8 @@ typedef struct mg_config_s {
      * and then no request header or PROXY header is believed */
     struct mg_cidr_set_s *trusted_proxies;
     int real_ip_header;     /* MG_REAL_IP_* (real_ip.h) */
+    size_t split_weights;   /* the routes' split entries in all: the current
+                               weights each worker keeps (split.c) */
 } mg_config_t;
 
 struct lua_State;

@@ -543,10 +543,28 @@ static int h_routes(char **body, size_t *len, const char **ctype)
             sb_json(&b, r->methods[m]);
         }
         sb_printf(&b, "],\"upstream\":");
-        if (r->upstream >= 0)
+        if (r->upstream >= 0 && !r->split)
             sb_json(&b, cfg->upstreams[r->upstream].name);
         else
             sb_printf(&b, "null");
+        /* split, canary and mirror only on the routes that have them */
+        for (size_t e = 0; r->split && e < r->split->n; e++) {
+            sb_printf(&b, "%s{\"upstream\":", e ? "," : ",\"split\":[");
+            sb_json(&b, cfg->upstreams[r->split->entries[e].upstream].name);
+            sb_printf(&b, ",\"weight\":%d}%s", r->split->entries[e].weight,
+                      e + 1 == r->split->n ? "]" : "");
+        }
+        if (r->canary) {
+            sb_printf(&b, ",\"canary\":{\"%s\":", r->canary->header ? "header" : "cookie");
+            sb_json(&b, r->canary->header ? r->canary->header : r->canary->cookie);
+            sb_printf(&b, ",\"upstream\":");
+            sb_json(&b, cfg->upstreams[r->canary->upstream].name);
+            sb_printf(&b, "}");
+        }
+        if (r->mirror) {
+            sb_printf(&b, ",\"mirror\":");
+            sb_json(&b, cfg->upstreams[r->mirror->upstream].name);
+        }
         sb_printf(&b, ",\"handler\":%s,\"listen\":%u,\"line\":%d}",
                   r->has_handler ? "true" : "false", r->listen_port, r->line);
     }
@@ -562,7 +580,7 @@ static int upstream_tracked(const mg_config_t *cfg, size_t i)
     if (u->outlier || u->retries)
         return 1;
     for (size_t r = 0; r < cfg->nroutes; r++)
-        if (cfg->routes[r].upstream == (int)i &&
+        if (mg_route_goes_to(&cfg->routes[r], (int)i) &&
             (cfg->routes[r].retries || cfg->routes[r].timeouts.total))
             return 1;
     return 0;

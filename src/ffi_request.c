@@ -90,15 +90,13 @@ int mg_ffi_req_str(mg_request_t *r, int what, const char **p, size_t *len)
     case MG_FFI_ROUTE:
         return r->route ? give(r->route->name, strlen(r->route->name), p, len) : -1;
     case MG_FFI_UPSTREAM: {
-        int ui = r->upstream_override >= 0 ? r->upstream_override
-                 : r->route ? r->route->upstream : -1;
+        int ui = mg_request_upstream(r);
         if (ui < 0)
             return -1;
         return give(cfg->upstreams[ui].name, strlen(cfg->upstreams[ui].name), p, len);
     }
     case MG_FFI_TARGET: {
-        int ui = r->upstream_override >= 0 ? r->upstream_override
-                 : r->route ? r->route->upstream : -1;
+        int ui = mg_request_upstream(r);
         if (ui < 0 || r->target < 0)
             return -1;
         const char *n = cfg->upstreams[ui].targets[r->target].name;
@@ -316,6 +314,7 @@ int mg_ffi_req_set_upstream(mg_request_t *r, const char *name, size_t len)
             memcmp(cfg->upstreams[i].name, name, len) == 0) {
             r->upstream_override = (int)i;
             r->target_override = -1;
+            r->split_how = 0; /* not the route's split's choice any more */
             return 0;
         }
     }
@@ -339,8 +338,7 @@ int mg_ffi_req_set_target(mg_request_t *r, const char *name, size_t len)
     if (r->response_started || r->hook_phase >= MG_PHASE_RESPONSE || r->up)
         return MG_FFI_EPHASE;
     const mg_config_t *cfg = r->g->cfg;
-    int ui = r->upstream_override >= 0 ? r->upstream_override
-             : r->route ? r->route->upstream : -1;
+    int ui = mg_request_upstream(r);
     if (ui < 0)
         return MG_FFI_ENOTFOUND;
     const mg_upstream_t *u = &cfg->upstreams[ui];

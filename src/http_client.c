@@ -1,5 +1,7 @@
 /* http_client.c: gw.http.request, a non-blocking HTTP/1.1 client for hooks
- * and timers (forward auth, JWKS fetches, webhooks).
+ * and timers (forward auth, JWKS fetches, webhooks), and the gateway's own
+ * detached requests (mg_http_send_detached: route mirrors, mirror.c),
+ * which nobody waits for and whose answers are read and dropped.
  *
  * It borrows the core's keep-alive pools: a URL whose host is the name of
  * a configured upstream is balanced over that upstream's targets; a
@@ -7,9 +9,10 @@
  * any other address gets a small pool of its own (per worker, kept until
  * the worker stops). The response body is read whole, up to max_body.
  *
- * Ownership: an mg_http_op_t belongs to the waiting coroutine's operation;
- * it is freed when its timer handle is closed, after the result was handed
- * to Lua or the wait was cancelled. The connection goes back to its pool
+ * Ownership: an mg_http_op_t belongs to the waiting coroutine's operation
+ * (a detached one: to this file, in its worker's list until it ends); it
+ * is freed when its timer handle is closed, after the result was handed
+ * to Lua (or to the detached one's callback) or the wait was cancelled. The connection goes back to its pool
  * only after a complete response that allows keep-alive.
  */
 #include <stdio.h>
@@ -76,10 +79,17 @@ struct mg_http_op_s {
     const char *err;
     const char *deferred_err;
     char tls_err[320];      /* why the TLS handshake failed */
+    /* detached (mg_http_send_detached): nothing is kept of the answer,
+     * done is told how it ended, and the op is in the worker's list */
+    uint8_t discard;
+    void (*done)(void *arg, int status, const char *err);
+    void *done_arg;
+    mg_link_t link;
 };
 
 static _Thread_local adhoc_pool_t *adhoc_pools;
 static _Thread_local http_tls_t *http_tls;
+static _Thread_local mg_link_t detached_ops; /* zeroed: not yet initialised */
 
 static void op_start(mg_http_op_t *op);
 static void dns_forget(mg_http_op_t *op);
@@ -154,9 +164,7 @@ static void op_finish(mg_http_op_t *op, const char *err)
     if (u) {
         u->client = NULL;
         if (!err && op->complete && mg_h1_response_reusable(&op->h1, op->extra, 1)) {
-            mg_upconn_read_stop(u);
-            u->reading = 0;
-            mg_proxy_detach(u, 1);
+            mg_proxy_detach(u, 1); /* still read by the proxy's reader: idle */
         } else {
             mg_upconn_close(u);
         }
@@ -165,6 +173,11 @@ static void op_finish(mg_http_op_t *op, const char *err)
     op->hc = NULL;
     if (hc)
         mg_hook_wait_end(hc, push_result, op);
+    if (op->done) {
+        mg_list_remove(&op->link);
+        op->done(op->done_arg, op->status, err);
+        op->done = NULL;
+    }
     uv_close((uv_handle_t *)&op->timer, op_free_cb);
 }
 
@@ -222,6 +235,8 @@ static int grow(char **buf, size_t *cap, size_t need, size_t max)
 static int keep_headers(mg_http_op_t *op, mg_upconn_t *u)
 {
     op->hdrs_len = 0;
+    if (op->discard)
+        return 0;
     for (uint32_t i = 0; i < op->h1.nheaders; i++) {
         mg_span_t n = u->headers[i].name, v = u->headers[i].value;
         if (grow(&op->hdrs, &op->hdrs_cap, op->hdrs_len + n.len + v.len + 2, 65536) < 0)
@@ -267,7 +282,7 @@ static int parse_response(mg_http_op_t *op, mg_upconn_t *u)
         int rc = mg_h1r_body(&op->h1, b->data + b->parsed, b->len - b->parsed, &used, &data, &dlen);
         if (rc < 0)
             return -1;
-        if (dlen) {
+        if (dlen && !op->discard) {
             if (grow(&op->body, &op->body_cap, op->body_len + dlen, op->max_body) < 0) {
                 op->err = "response body too large";
                 return -1;
@@ -329,15 +344,15 @@ static void op_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         op_finish(op, op->err ? op->err : "invalid response");
 }
 
+/* Writes op's request on u (connected or pooled); what u reads goes to
+ * op_read through the proxy's reader, which a pooled connection keeps on
+ * (no read stop and start, so no epoll change, per request). */
 static void send_request(mg_http_op_t *op)
 {
     mg_upconn_t *u = op->u;
     u->client = op;
     u->client_lost = conn_lost;
-    if (u->reading) {
-        mg_upconn_read_stop(u);
-        u->reading = 0;
-    }
+    u->client_read = op_read;
     mg_h1r_init(&op->h1);
     u->buf.len = u->buf.parsed = 0;
     uv_buf_t b = uv_buf_init(op->req, (unsigned)op->req_len);
@@ -345,8 +360,7 @@ static void send_request(mg_http_op_t *op)
         op_finish(op, "write failed");
         return;
     }
-    if (mg_upconn_read_start(u, mg_upconn_alloc, op_read) == 0)
-        u->reading = 1;
+    mg_proxy_read_for_client(u);
 }
 
 static void on_tls_ready(mg_upconn_t *u, const char *err)
@@ -579,6 +593,13 @@ static mg_pool_t *pool_for(mg_worker_t *w, const char *host, size_t hlen, uint16
 
 void mg_http_client_close(mg_worker_t *w)
 {
+    /* detached requests end now: their connections close (one that
+     * failed as it started ends on the next loop turn, as it would) */
+    for (mg_link_t *l = detached_ops.next; l && l != &detached_ops;) {
+        mg_link_t *next = l->next;
+        op_finish(mg_container_of(l, mg_http_op_t, link), "shutting down");
+        l = next;
+    }
     for (adhoc_pool_t *a = adhoc_pools; a; a = a->next) {
         if (a->resolving)
             uv_cancel((uv_req_t *)&a->gai); /* its waiters end "shutting down" */
@@ -696,6 +717,39 @@ int mg_ffi_http_request(const char *method, size_t mlen, const char *url, size_t
     if (!op->deferred) {
         op->starting = 0;
         uv_timer_start(&op->timer, on_timeout, (uint64_t)(timeout * 1000.0 + 0.5), 0);
+    }
+    return 0;
+}
+
+/* ---- detached requests ---------------------------------------------------- */
+
+int mg_http_send_detached(mg_worker_t *w, mg_pool_t *pool, char *req, size_t len,
+                          int head_method, uint64_t timeout_ms,
+                          void (*done)(void *arg, int status, const char *err), void *arg)
+{
+    mg_http_op_t *op = calloc(1, sizeof(*op));
+    if (!op) {
+        free(req);
+        return MG_FFI_ENOMEM;
+    }
+    if (!detached_ops.next)
+        mg_list_init(&detached_ops);
+    op->w = w;
+    op->pool = pool;
+    op->req = req;
+    op->req_len = len;
+    op->head_method = head_method ? 1 : 0;
+    op->discard = 1;
+    op->done = done;
+    op->done_arg = arg;
+    mg_list_push(&detached_ops, &op->link);
+    uv_timer_init(&w->loop, &op->timer);
+    op->timer.data = op;
+    op->starting = 1; /* a failure now is reported on the next loop turn */
+    op_start(op);
+    if (!op->deferred) {
+        op->starting = 0;
+        uv_timer_start(&op->timer, on_timeout, timeout_ms, 0);
     }
     return 0;
 }

@@ -45,6 +45,7 @@
 #include "upstream.h"
 #include "worker.h"
 #include "router.h"
+#include "split.h"
 #include "header_names.h"
 #include "h1_writer.h"
 #include "config.h"
@@ -672,4 +673,23 @@ int mg_ffi_kit_lb_key(mg_request_t *r, const mg_ffi_kit_head_t *m, const char *o
     int found = mg_lb_key(r, &u, key);
     *r = saved;
     return found;
+}
+
+int mg_ffi_kit_split(mg_request_t *r, const mg_ffi_kit_head_t *m, int route, int *cw, int *how)
+{
+    kit_req_t *k = (kit_req_t *)r;
+    const mg_config_t *cfg = r->g->cfg;
+    *how = MG_SPLIT_NONE;
+    if (route < 0 || (size_t)route >= cfg->nroutes)
+        return -1;
+    const mg_route_t *rt = &cfg->routes[route];
+    if (!rt->split && !rt->canary)
+        return -1;
+    mg_request_t saved = *r; /* the model's fields are the call's only */
+    apply_model(k, m);
+    int ui = mg_split_choose(r, rt, cw, how);
+    *r = saved;
+    r->split_upstream = ui + 1; /* req.upstream, req:set_target read it */
+    r->split_how = (uint8_t)*how;
+    return ui;
 }

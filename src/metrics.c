@@ -54,6 +54,7 @@
 #include <string.h>
 #include "cache.h"
 #include "metrics.h"
+#include "mirror.h"
 
 #define MAX_ROUTES 4096
 #define OTHER_ID (MAX_ROUTES - 1)
@@ -82,9 +83,15 @@ static const char *const bucket_le[NBUCKETS] = {
     "0.25",   "0.5",   "1",      "2.5",   "5",    "10",   "+Inf",
 };
 
+#define MIRROR_RESULTS MG_MIRROR__RESULTS /* mirror.h: SENT..DOWN */
+
 typedef struct route_stats_s {
     _Atomic uint64_t slot[STATUS_SLOTS]; /* (status + 1) << 48 | count */
     _Atomic uint64_t cls[NCLASSES];      /* overflow by status / 100 */
+    /* the route's mirror copies (mirror.h), by result, then their answers
+     * by status class ([0]: none came) */
+    _Atomic uint64_t mirror[MIRROR_RESULTS];
+    _Atomic uint64_t mirror_cls[NCLASSES];
 } route_stats_t;
 
 typedef struct chunk_s {
@@ -409,12 +416,10 @@ static void count_status(route_stats_t *rs, int status)
     atomic_fetch_add_explicit(&rs->cls[status / 100], 1, memory_order_relaxed);
 }
 
-void mg_metrics_request(int w, uint32_t route_id, int status, uint64_t total_us,
-                        uint64_t upstream_us)
+/* Shard s's counts of route id `route_id` ("(other)"'s when its chunk is
+ * missing). */
+static inline route_stats_t *route_stats(shard_t *s, uint32_t route_id)
 {
-    if (w < 0 || w >= nshards)
-        return; /* not initialised (e.g. `moongate check`) or a bad index */
-    shard_t *s = shards[w];
     if (route_id >= MAX_ROUTES)
         route_id = OTHER_ID;
     chunk_t *c = atomic_load_explicit(&s->chunks[route_id / CHUNK_ROUTES], memory_order_acquire);
@@ -422,7 +427,16 @@ void mg_metrics_request(int w, uint32_t route_id, int status, uint64_t total_us,
         route_id = OTHER_ID;
         c = atomic_load_explicit(&s->chunks[OTHER_ID / CHUNK_ROUTES], memory_order_acquire);
     }
-    count_status(&c->r[route_id % CHUNK_ROUTES], status);
+    return &c->r[route_id % CHUNK_ROUTES];
+}
+
+void mg_metrics_request(int w, uint32_t route_id, int status, uint64_t total_us,
+                        uint64_t upstream_us)
+{
+    if (w < 0 || w >= nshards)
+        return; /* not initialised (e.g. `moongate check`) or a bad index */
+    shard_t *s = shards[w];
+    count_status(route_stats(s, route_id), status);
     observe(&s->total, total_us);
     if (upstream_us > 0)
         observe(&s->upstream, upstream_us);
@@ -447,6 +461,23 @@ void mg_metrics_upstream(int w, uint32_t target_id, int status, uint64_t us)
                               memory_order_relaxed);
     if (timed && status >= 100 && status <= 999)
         observe(&ts->latency, us);
+}
+
+void mg_metrics_mirror(int w, uint32_t route_id, int result)
+{
+    if (w < 0 || w >= nshards || result < 1 || result > MIRROR_RESULTS)
+        return;
+    route_stats_t *rs = route_stats(shards[w], route_id);
+    atomic_fetch_add_explicit(&rs->mirror[result - 1], 1, memory_order_relaxed);
+}
+
+void mg_metrics_mirror_answer(int w, uint32_t route_id, int status)
+{
+    if (w < 0 || w >= nshards)
+        return;
+    route_stats_t *rs = route_stats(shards[w], route_id);
+    atomic_fetch_add_explicit(&rs->mirror_cls[status >= 100 && status <= 999 ? status / 100 : 0],
+                              1, memory_order_relaxed);
 }
 
 void mg_metrics_hook(int w, uint32_t hook_id, uint64_t ns)
@@ -801,6 +832,55 @@ static void put_requests(sbuf_t *b, uint32_t *ids, uint64_t *counts)
     }
 }
 
+/* moongate_mirror_requests_total{route,result} and
+ * moongate_mirror_responses_total{route,code_class}, for the routes whose
+ * mirror made or dropped a copy (in route id order). Under `lock`. */
+static void put_mirrors(sbuf_t *b)
+{
+    static const char *const req = "moongate_mirror_requests_total";
+    static const char *const resp = "moongate_mirror_responses_total";
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 0)
+            putf(b, "# HELP %s Copies of requests to a route's mirror, by what became of "
+                    "them.\n# TYPE %s counter\n", req, req);
+        else
+            putf(b, "# HELP %s Answers to mirror copies, by status class (error: none "
+                    "came).\n# TYPE %s counter\n", resp, resp);
+        for (uint32_t id = 0; id < MAX_ROUTES; id++) {
+            if (id == nnames)
+                id = OTHER_ID;
+            uint64_t v[NCLASSES] = { 0 }, any = 0;
+            int n = pass == 0 ? MIRROR_RESULTS : NCLASSES;
+            for (int w = 0; w < nshards; w++) {
+                chunk_t *c = atomic_load_explicit(&shards[w]->chunks[id / CHUNK_ROUTES],
+                                                  memory_order_acquire);
+                if (!c)
+                    continue;
+                const route_stats_t *rs = &c->r[id % CHUNK_ROUTES];
+                for (int i = 0; i < n; i++) {
+                    v[i] += atomic_load_explicit(pass == 0 ? &rs->mirror[i] : &rs->mirror_cls[i],
+                                                 memory_order_relaxed);
+                    any |= v[i];
+                }
+            }
+            for (int i = 0; any && i < n; i++) {
+                int k = pass == 0 ? i : (i + 1) % NCLASSES; /* 1xx..9xx, then error */
+                if (!v[k])
+                    continue;
+                putf(b, "%s{route=\"", pass == 0 ? req : resp);
+                put_label(b, names[id]);
+                if (pass == 0)
+                    putf(b, "\",result=\"%s\"} %llu\n", mg_mirror_result_name(k + 1),
+                         (unsigned long long)v[k]);
+                else if (k)
+                    putf(b, "\",code_class=\"%dxx\"} %llu\n", k, (unsigned long long)v[k]);
+                else
+                    putf(b, "\",code_class=\"error\"} %llu\n", (unsigned long long)v[k]);
+            }
+        }
+    }
+}
+
 /* moongate_hook_calls_total and moongate_hook_seconds_total, per hook id
  * that ran (in id order). Under `lock`. */
 static void put_hooks(sbuf_t *b)
@@ -855,6 +935,7 @@ char *mg_metrics_render(const char *extra, size_t *len)
              "Time spent waiting for upstreams, for requests that reached one.",
              offsetof(shard_t, upstream));
     put_targets(&b);
+    put_mirrors(&b);
     put_hooks(&b);
     int64_t conns = 0;
     uint64_t cache[CACHE_RESULTS] = { 0 };

@@ -35,6 +35,13 @@ void mg_metrics_request(int w, uint32_t route_id, int status, uint64_t total_us,
  * A negative status counts an answer of -status by class only, untimed
  * (the gateway dropped it: an on_response hook failed). */
 void mg_metrics_upstream(int w, uint32_t target_id, int status, uint64_t us);
+/* From worker `w`: what became of a copy of a request on route `route_id`
+ * for the route's mirror (mirror.h: 1 sent, 2 dropped at the concurrency
+ * bound, 3 left out for its body, 4 the shadow down), and a sent copy's
+ * end: an answer of
+ * `status`, or none (0: connect, timeout, reset, ...). */
+void mg_metrics_mirror(int w, uint32_t route_id, int result);
+void mg_metrics_mirror_answer(int w, uint32_t route_id, int status);
 /* From worker `w`: a hook of hook id `hook_id` returned after running
  * `ns` nanoseconds. */
 void mg_metrics_hook(int w, uint32_t hook_id, uint64_t ns);

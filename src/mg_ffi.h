@@ -274,6 +274,13 @@ long mg_ffi_kit_compress_body(mg_request_t *r, const char *in, size_t len, const
  * 1 and *key, or 0 when r has no such key. */
 int mg_ffi_kit_lb_key(mg_request_t *r, const mg_ffi_kit_head_t *m, const char *on,
                       const char *name, uint64_t *key);
+/* The canary and split choice of route `route` (0-based, of r's kit
+ * config) for r as the model m says it is (split.c mg_split_choose), with
+ * `cw` the route's split current weights (the kit keeps one array per
+ * route, of its split's length): the upstream index, kept as r's
+ * (mg_request_upstream), and how (split.h MG_SPLIT_*) in *how; -1 when
+ * the route has neither. */
+int mg_ffi_kit_split(mg_request_t *r, const mg_ffi_kit_head_t *m, int route, int *cw, int *how);
 /* For proxy.c only: runs fn on an upstream connection of r's (res: the
  * one holding the upstream's answer, else one to send on) set up as m
  * says (a worker scratch, pool, upstream, target, peer and protocol owned

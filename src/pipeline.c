@@ -25,6 +25,7 @@
 #include "client_addr.h"
 #include "header_names.h"
 #include "retry.h"
+#include "split.h"
 #include "upgrade.h"
 #include "upstream.h"
 #include "uri.h"
@@ -214,6 +215,8 @@ static void continue_request(mg_request_t *r, int done)
         r->route_rc = mg_router_match(r->g->router, r->peer->local_port, method, mlen, host, host_len,
                                       r->path, r->path_len, header_get, r, &r->match);
         r->route = r->route_rc == MG_ROUTE_OK ? r->match.route : NULL;
+        if (r->route && __builtin_expect(r->route->chooses, 0))
+            mg_split_route(r); /* before on_route: hooks see the choice */
         if (mg_hooks_has(r->g, NULL, MG_PHASE_ROUTE) && run_phase(r, MG_PHASE_ROUTE))
             return;
     }
@@ -415,9 +418,10 @@ void mg_pipeline_body_read(mg_request_t *r)
     if (r->body_hc) {
         mg_hook_wake_later(r->body_hc, push_body, r);
         r->body_hc = NULL;
-    } else if (r->retry && r->retry->buffering) {
-        /* read whole so that a retry can send it again (retry.h) */
-        r->retry->buffering = 0;
+    } else if (r->buffering) {
+        /* read whole so that a retry can send it again (retry.h) or a
+         * mirror copy carry it (mirror.h) */
+        r->buffering = 0;
         r->w->upstream->start(r);
     }
 }

@@ -182,19 +182,20 @@ void mg_pool_failed(mg_pool_t *p)
 
 void mg_pool_answered(mg_pool_t *p) { p->fails = 0; }
 
-int mg_balancer_pick(mg_wgen_t *g, int ui, const mg_request_t *r, int exclude)
+/* mg_balancer_pick's passes: the live targets, then (passes 2) any. */
+static int pick(mg_wgen_t *g, int ui, const mg_request_t *r, int exclude, int passes)
 {
     mg_upstream_rt_t *rt = &g->ups[ui];
     mg_lb_t *lb = &rt->lb;
     size_t n = rt->u->ntargets;
-    if (n == 1)
+    if (n == 1 && passes == 2)
         return 0;
     uint64_t key = 0;
     int has_key = r && rt->u->balancer == MG_LB_HASH && mg_lb_key(r, rt->u, &key);
     uint64_t now = uv_now(&g->w->loop);
     const mg_target_health_t *hs = g->gen->health ? g->gen->health[ui] : NULL;
     const mg_outlier_t *os = rt->u->outlier ? &g->gen->outlier[ui] : NULL;
-    for (int pass = 0; pass < 2; pass++) {
+    for (int pass = 0; pass < passes; pass++) {
         for (size_t i = 0; i < n; i++) {
             const mg_pool_t *p = &rt->pools[i];
             /* first pass: live targets only (not refused lately, not taken
@@ -210,5 +211,15 @@ int mg_balancer_pick(mg_wgen_t *g, int ui, const mg_request_t *r, int exclude)
         if (best >= 0)
             return best;
     }
-    return exclude >= 0 ? exclude : 0;
+    return passes == 1 ? -1 : exclude >= 0 ? exclude : 0;
+}
+
+int mg_balancer_pick(mg_wgen_t *g, int ui, const mg_request_t *r, int exclude)
+{
+    return pick(g, ui, r, exclude, 2);
+}
+
+int mg_balancer_pick_live(mg_wgen_t *g, int ui, const mg_request_t *r)
+{
+    return pick(g, ui, r, -1, 1);
 }

@@ -833,7 +833,10 @@ static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     if (nread == 0)
         return;
     if (!u->r) {
-        up_close(u); /* idle: data or EOF from the server means it is gone */
+        if (u->client) /* a gw.http operation's (http_client.c) */
+            u->client_read(s, nread, b);
+        else
+            up_close(u); /* idle: data or EOF from the server means it is gone */
         return;
     }
     mg_request_t *r = u->r;
@@ -901,6 +904,8 @@ void mg_proxy_client_drained(mg_upconn_t *u)
     else if (u->r)
         up_start_reading(u);
 }
+
+void mg_proxy_read_for_client(mg_upconn_t *u) { up_start_reading(u); }
 
 /* Has the whole request been handed to the upstream connection? Until
  * then the wait for the answer has not begun: a long upload is timed by the
@@ -1324,9 +1329,8 @@ static int in_connection_tokens(const mg_request_t *r, mg_span_t name)
 
 /* "METHOD target HTTP/1.1": the hook's method, the route's rewrite and the
  * hook's query when there are. Returns -1 for a rewrite too long. */
-static int head_request_line(head_t *h, mg_upconn_t *u)
+static int head_request_line(head_t *h, mg_request_t *r)
 {
-    mg_request_t *r = u->r;
     if (r->new_method)
         head_put(h, r->new_method, r->new_method_len);
     else
@@ -1359,11 +1363,9 @@ static int head_request_line(head_t *h, mg_upconn_t *u)
     return 0;
 }
 
-/* The client's headers the upstream gets, as they came. */
-static void head_client_headers(head_t *h, mg_upconn_t *u)
+/* The client's headers upstream `up` gets, as they came. */
+static void head_client_headers(head_t *h, mg_request_t *r, const mg_upstream_t *up)
 {
-    mg_request_t *r = u->r;
-    const mg_upstream_t *up = u->pool->u;
     int lists = request_connection_lists(r);
     for (uint32_t i = 0; i < r->nheaders; i++) {
         mg_header_t *hd = &r->headers[i];
@@ -1462,14 +1464,14 @@ static void head_forwarding(head_t *h, mg_request_t *r)
         head_forwarded(h, r, host);
 }
 
-/* The headers the gateway adds: Host when the client sent none, the
- * forwarding headers, the cache's validators, traceparent, X-Request-Id. */
-static void head_gateway_request(head_t *h, mg_upconn_t *u)
+/* The headers the gateway adds for a target of pool p: Host when the
+ * client sent none, the forwarding headers, the cache's validators,
+ * traceparent, X-Request-Id. */
+static void head_gateway_request(head_t *h, mg_request_t *r, const mg_pool_t *p)
 {
-    mg_request_t *r = u->r;
-    const mg_upstream_t *up = u->pool->u;
+    const mg_upstream_t *up = p->u;
     if (!r->known[MG_H_HOST] && !EDITED(r, MG_HN_HOST, "host"))
-        head_header(h, "Host", 4, u->pool->t->name, strlen(u->pool->t->name));
+        head_header(h, "Host", 4, p->t->name, strlen(p->t->name));
     if (up->forwarded)
         head_forwarding(h, r);
     if (mg_cache_revalidating(r)) {
@@ -1520,15 +1522,14 @@ static void head_body_framing(head_t *h, mg_request_t *r)
     HEAD_PUTS(h, "\r\n");
 }
 
-/* Writes the request head for u's request into the worker's scratch (h
- * starts empty); returns NULL, or why it cannot be sent. */
-static inline const char *write_request_head(head_t *h, mg_upconn_t *u)
+/* Writes r's request head for a target of pool p into the worker's
+ * scratch (h starts empty); returns NULL, or why it cannot be sent. */
+static inline const char *write_request_head(head_t *h, mg_request_t *r, const mg_pool_t *p)
 {
-    mg_request_t *r = u->r;
-    if (head_request_line(h, u) < 0 && !h->failed)
+    if (head_request_line(h, r) < 0 && !h->failed)
         return "rewritten path too long";
-    head_client_headers(h, u);
-    head_gateway_request(h, u);
+    head_client_headers(h, r, p->u);
+    head_gateway_request(h, r, p);
     head_edits(h, r->req_edits, r->nreq_edits);
     head_body_framing(h, r);
     return h->failed ? "request head too large to forward" : NULL;
@@ -1539,12 +1540,19 @@ static inline const char *write_request_head(head_t *h, mg_upconn_t *u)
 static long build_request_head(mg_upconn_t *u)
 {
     head_t h = { .w = u->w };
-    const char *why = write_request_head(&h, u);
+    const char *why = write_request_head(&h, u->r, u->pool);
     if (why) {
         up_failed(u, 502, why, 0, 0, 0);
         return -1;
     }
     return (long)h.len;
+}
+
+long mg_proxy_request_head(mg_request_t *r, const mg_pool_t *p, const char **why)
+{
+    head_t h = { .w = r->w };
+    *why = write_request_head(&h, r, p);
+    return *why ? -1 : (long)h.len;
 }
 
 /* ---- the testing kit (mg_ffi.h; not used by the gateway) -------------------- */
@@ -1554,7 +1562,7 @@ static _Thread_local const char *kit_why; /* the kit's last refusal */
 static long kit_head(mg_upconn_t *u)
 {
     head_t h = { .w = u->w };
-    kit_why = write_request_head(&h, u);
+    kit_why = write_request_head(&h, u->r, u->pool);
     return kit_why ? -1 : (long)h.len;
 }
 
@@ -1792,6 +1800,22 @@ void mg_proxy_stream_failed(mg_upconn_t *u, int kind, int err, const char *detai
     }
 }
 
+/* Reads r's body whole before the first try (a retry may replay it, a
+ * mirror copy carry it). Returns 1 when r now waits for it
+ * (mg_pipeline_body_read starts r again), 0 when it cannot be: it streams
+ * instead, and is neither replayed nor copied. */
+static int buffer_body(mg_request_t *r)
+{
+    r->buffering = 1;
+    r->state = MG_RS_BUFFER;
+    if (r->proto->read_body(r) < 0) {
+        r->buffering = 0;
+        r->state = MG_RS_UPSTREAM;
+        return 0;
+    }
+    return 1;
+}
+
 /* The route's retries (else the upstream's) and deadline: the retry state
  * (retry.h), and a body read whole first when a retry may replay it.
  * Returns 0 to go on, 1 when r waits for its body, -1 when answered. */
@@ -1806,16 +1830,20 @@ static int retry_begin(mg_request_t *r, int ui, int64_t grpc_ms)
         mg_pipeline_upstream_failed(r, 503, "out of memory");
         return -1;
     }
-    if (!mg_retry_buffer_body(r))
+    return mg_retry_buffer_body(r) ? buffer_body(r) : 0;
+}
+
+/* The route's mirror copy, before the first try: sent (or dropped, or not
+ * made), the body read whole first when the copy is to carry it. Returns
+ * 1 when r waits for its body. */
+static __attribute__((noinline)) int mirror_begin(mg_request_t *r)
+{
+    if (!r->w->mirror(r))
         return 0;
-    r->retry->buffering = 1;
-    r->state = MG_RS_BUFFER; /* mg_pipeline_body_read starts r again */
-    if (r->proto->read_body(r) < 0) {
-        r->retry->buffering = 0;
-        r->state = MG_RS_UPSTREAM; /* streamed instead, and not replayed */
-        return 0;
-    }
-    return 1;
+    if (buffer_body(r))
+        return 1;
+    r->w->mirror(r); /* it cannot be read whole: no copy (counted) */
+    return 0;
 }
 
 /* Does r keep a retry state (retries, timeouts, outlier detection)? Its
@@ -1854,6 +1882,8 @@ void mg_proxy_start(mg_request_t *r)
             retry_begin(r, ui, grpc_ms) != 0)
             return;
     }
+    if (__builtin_expect(r->route && r->route->mirror != NULL, 0) && mirror_begin(r))
+        return;
     int ti = r->target_override >= 0 ? r->target_override : mg_balancer_pick(r->g, ui, r, -1);
     connect_target(r, ti);
 }

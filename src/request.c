@@ -205,6 +205,8 @@ int mg_request_upstream(const mg_request_t *r)
 {
     if (r->upstream_override >= 0)
         return r->upstream_override;
+    if (r->split_upstream)
+        return r->split_upstream - 1;
     return r->route ? r->route->upstream : -1;
 }
 

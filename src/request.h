@@ -250,6 +250,16 @@ struct mg_request_s {
     size_t new_query_len;
     uint8_t path_rewritten;    /* r->path was replaced: send it as is */
     int upstream_override;     /* -1 none, else upstream index */
+    int split_upstream;        /* the route's canary or split chose this
+                                  upstream (split.h): its index + 1; 0: none,
+                                  the route's (no store per request) */
+    uint8_t split_how;         /* how (MG_SPLIT_*) */
+    uint8_t mirror;            /* what became of the route's mirror copy
+                                  (MG_MIRROR_*, mirror.h); 0: none yet */
+    uint8_t buffering;         /* the body is read whole before the first
+                                  try (a retry may replay it, a mirror
+                                  copy carries it): mg_pipeline_body_read
+                                  starts r upstream once it is in */
     int target_override;       /* -1 none */
     uint8_t hash_key_set;      /* req:set_hash_key: the hash balancer's key ... */
     uint64_t hash_key;         /* ... as its hash (balancer_key.c) */
@@ -404,7 +414,8 @@ static inline int mg_edits_replace(const mg_edit_t *edits, int nedits, int tok,
     }
     return 0;
 }
-/* The upstream index a request goes to (hook override, else its route's). */
+/* The upstream index a request goes to (hook override, else what its
+ * route's canary or split chose, else its route's). */
 int mg_request_upstream(const mg_request_t *r);
 
 /* Gives r its request id (the client's X-Request-Id when valid, else a new

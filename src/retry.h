@@ -44,7 +44,6 @@ typedef struct mg_retry_s {
     uint16_t tries;               /* tries begun */
     uint8_t counted;              /* in shared->active */
     uint8_t retrying;             /* in shared->retrying */
-    uint8_t buffering;            /* the body is being read for replay */
     mg_retry_wait_t *wait;        /* the backoff timer, while waiting */
 } mg_retry_t;
 

@@ -52,6 +52,8 @@ struct mg_upconn_s {
     uint32_t nheaders;
     void *client;              /* gw.http operation using it (http_client.c) */
     void (*client_lost)(void *client); /* ... told when u closes under it */
+    uv_read_cb client_read;    /* ... handed what u reads meanwhile (the
+                                  proxy's reader stays on: no epoll change) */
     uint8_t hook_paused;       /* parser paused while on_response waits */
     uint8_t hook_failed;       /* on_response failed: answer 500 */
     uint8_t revalidated;       /* a 304 to the cache's conditional request */
@@ -113,9 +115,16 @@ typedef struct mg_upstream_ops_s {
 extern const mg_upstream_ops_t mg_proxy_ops;
 
 void mg_proxy_start(mg_request_t *r);
+/* r's request head as a target of pool p would get it (the one the proxy
+ * sends, with p's upstream's options), written into r's worker's scratch:
+ * its length, or -1 with *why (static). For a copy of r (mirror.c). */
+long mg_proxy_request_head(mg_request_t *r, const mg_pool_t *p, const char **why);
 int mg_proxy_send_body(mg_upconn_t *u, uv_buf_t *bufs, unsigned n);
 void mg_proxy_detach(mg_upconn_t *u, int reusable);
 void mg_proxy_client_drained(mg_upconn_t *u);
+/* u reads on with the proxy's reader, which hands a gw.http operation's
+ * bytes (u->client) to u->client_read; already reading: nothing changes. */
+void mg_proxy_read_for_client(mg_upconn_t *u);
 int mg_proxy_tunnel_write(mg_upconn_t *u, const char *data, size_t len);
 /* The whole request (head and body) is written or queued: the wait for the
  * answer, timed by read_timeout, starts once it has all gone out. */
@@ -194,9 +203,19 @@ void mg_pools_free(mg_wgen_t *g);
  * in its table, the same one every time. r (NULL for gw.http) gives the
  * hash balancer its key. Returns the target index. */
 int mg_balancer_pick(mg_wgen_t *g, int ui, const mg_request_t *r, int exclude);
+/* The same among live targets only: -1 when none is (a mirror copy then
+ * goes nowhere rather than to a target known to be down). */
+int mg_balancer_pick_live(mg_wgen_t *g, int ui, const mg_request_t *r);
 /* The hash balancer's key of r for upstream u (balancer_key.c): 1 and its
  * hash in *key, or 0 when r has none (no such header, cookie, argument). */
 int mg_lb_key(const mg_request_t *r, const mg_upstream_t *u, uint64_t *key);
+/* The same for a key source `on` (MG_HASH_*, balancer.h) and its header,
+ * cookie or argument `name` (NULL for client and path). */
+int mg_lb_key_of(const mg_request_t *r, int on, const char *name, uint64_t *key);
+/* The key's value itself, not hashed (MG_HASH_LUA has none): 1 with *v,
+ * *vl pointing into r (valid while r's head and edits are), or 0. */
+int mg_lb_key_value(const mg_request_t *r, int on, const char *name, const char **v,
+                    size_t *vl);
 /* A request starts or stops using p's target (in-flight counts for the
  * balancers that keep them: proxy.c up_bind, up_unbind), and its answer's
  * head came now, the request having been sent at sent_ns (uv_hrtime; the
@@ -225,6 +244,17 @@ void mg_pool_put_idle(mg_pool_t *p, mg_upconn_t *u);
 void mg_pool_forget(mg_upconn_t *u);
 
 /* http_client.c */
+/* Sends request `req` (len bytes: head and body; malloc'd, owned by the
+ * call from here on, also when it fails) to pool p's target on w, reusing
+ * its keep-alive connections, and reads the answer, keeping nothing of it.
+ * done(arg, status, err) is called once, never from inside this call,
+ * when the exchange ends: status the answer's (0: none came), err NULL
+ * for a whole answer, else why it failed ("timeout" past timeout_ms for
+ * the whole exchange, "shutting down", ...). p must outlive it (the caller
+ * holds its generation). Returns 0, or MG_FFI_ENOMEM (done never called). */
+int mg_http_send_detached(mg_worker_t *w, mg_pool_t *p, char *req, size_t len,
+                          int head_method, uint64_t timeout_ms,
+                          void (*done)(void *arg, int status, const char *err), void *arg);
 void mg_http_client_close(mg_worker_t *w);
 void mg_http_client_free(mg_worker_t *w);
 

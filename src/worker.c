@@ -24,6 +24,7 @@
 #include "h2_conn.h"
 #include "upstream.h"
 #include "worker.h"
+#include "mirror.h"
 
 #define MAX_FREE_BUFS 256
 
@@ -171,11 +172,15 @@ static mg_wgen_t *wgen_new(mg_worker_t *w, mg_gen_t *gen, char **err)
     g->cfg = gen->cfg;
     g->router = gen->router;
     atomic_fetch_add(&gen->refs, 1);
-    if (mg_pools_init(g) < 0) {
+    g->split_cw = calloc(g->cfg->split_weights + 1, sizeof(*g->split_cw));
+    g->mirror_inflight = calloc(g->cfg->nroutes + 1, sizeof(*g->mirror_inflight));
+    if (!g->split_cw || !g->mirror_inflight || mg_pools_init(g) < 0) {
         *err = strdup("out of memory");
     } else if (mg_lua_gen_init(g, err) == 0) {
         return g;
     }
+    free(g->split_cw);
+    free(g->mirror_inflight);
     mg_pools_free(g);
     mg_gen_release(gen);
     free(g);
@@ -188,6 +193,8 @@ static void wgen_free(mg_wgen_t *g)
     mg_pools_close(g);
     mg_lua_gen_close(g);
     mg_pools_free(g);
+    free(g->split_cw);
+    free(g->mirror_inflight);
     mg_gen_release(g->gen);
     free(g);
 }
@@ -358,6 +365,7 @@ char *mg_worker_setup(mg_worker_t *w, mg_gen_t *gen)
     w->loop.data = w;
     mg_list_init(&w->conns);
     w->upstream = &mg_proxy_ops; /* the pipeline reaches the proxy through it */
+    w->mirror = mg_mirror_request; /* ... the proxy the mirrors */
     make_reqid_prefix(w);
     w->trace_rng = mg_trace_seed();
     w->conn_closed = conn_closed;

@@ -33,6 +33,10 @@ struct mg_wgen_s {
     const mg_router_t *router;
     void *lua;                  /* mg_lua_worker_t */
     mg_upstream_rt_t *ups;      /* cfg->nupstreams of them */
+    int *split_cw;              /* cfg->split_weights: the routes' split
+                                   rotations' current weights (split.c) */
+    uint32_t *mirror_inflight;  /* cfg->nroutes: each route's mirror copies
+                                   in flight on this worker (mirror.c) */
     uint32_t refs;
 };
 
@@ -74,6 +78,9 @@ struct mg_worker_s {
     mg_accesslog_t *log;
     struct mg_h2_worker_s *h2;   /* what its HTTP/2 sessions share (h2_conn.c), or NULL */
     const struct mg_upstream_ops_s *upstream; /* the proxy (upstream.h), for the pipeline */
+    /* the route mirrors (mirror.h mg_mirror_request), for the proxy, a
+     * layer below them */
+    int (*mirror)(mg_request_t *r);
     uv_timer_t shutdown_timer;
     _Atomic uint64_t hook_since; /* ms (monotonic) a hook started running, 0 = none */
     _Atomic int quarantined;     /* stuck in a hook: no longer accepting */

@@ -102,6 +102,7 @@ long mg_ffi_kit_response_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const
 long mg_ffi_kit_compress_body(mg_request_t *r, const char *in, size_t len, const char **out);
 int mg_ffi_kit_lb_key(mg_request_t *r, const mg_ffi_kit_head_t *m, const char *on,
                       const char *name, uint64_t *key);
+int mg_ffi_kit_split(mg_request_t *r, const mg_ffi_kit_head_t *m, int route, int *cw, int *how);
 typedef struct mg_lb_s mg_lb_t;
 mg_lb_t *mg_ffi_lb_new(const char *kind, const char *const *names, const int *weights, size_t n,
                        uint64_t seed);

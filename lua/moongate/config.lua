@@ -481,6 +481,8 @@ local ADMIN, LISTEN, ROUTE = schema("admin"), schema("listen"), schema("route")
 local RETRIES, BACKOFF = schema("retries"), schema("backoff")
 local OUTLIER, ROUTE_TIMEOUTS = schema("outlier"), schema("route_timeouts")
 local ROUTE_GRPC = schema("route_grpc")
+local SPLIT_ITEM, CANARY, MIRROR = schema("split_item"), schema("canary"),
+    schema("mirror")
 local TLS = schema("tls")
 -- a header name (also an Upgrade token): src/header_names.c's rule, lower-cased
 local HEADER_NAME = CACHE.item_checks.vary
@@ -900,42 +902,67 @@ end
 -- { query = NAME } or a function(req) returning a string (or nil: no key).
 -- Left for C as u.hash = { on = ..., name = ... }; a function stays in
 -- u.hash_fn (route_hash_key runs it).
+local KEY_EXPECTED = 'must be "client", "path", { header = NAME }, ' ..
+    '{ cookie = NAME } or { query = NAME }'
 local HASH_EXPECTED = 'must be "client", "path", { header = NAME }, ' ..
     '{ cookie = NAME }, { query = NAME } or a function(req) returning a string'
 local HASH_NAMED = { header = true, cookie = true, query = true }
 
-local function upstream_hash(d, v)
+-- Is `name` a header (a token, RFC 9110 5.1), cookie or query argument name
+-- the key reader (src/balancer_key.c) can look for?
+local function key_name_ok(on, name)
+    local ok = type(name) == "string" and name ~= ""
+        and not find(name, "[%z%s;=]")
+    if ok and on == "header" then
+        ok = not find(name, "[^%w!#$%%&'*+%-.^_`|~]")
+    end
+    return ok
+end
+
+-- A request key read by src/balancer_key.c, named `what` in messages:
+-- "client", "path", { header = NAME }, { cookie = NAME }, { query = NAME },
+-- or (fn_ok) a function. Returns { on = ..., name = ... } (and the
+-- function), or nil after an error.
+local function request_key(d, v, what, expected, fn_ok)
     if v == "client" or v == "path" then
         return { on = v }
-    elseif type(v) == "function" then
+    elseif fn_ok and type(v) == "function" then
         return { on = "lua" }, v
     elseif type(v) == "table" then
         local on, name = next(v)
         if HASH_NAMED[on] and next(v, on) == nil then
-            local ok = type(name) == "string" and name ~= ""
-                and not find(name, "[%z%s;=]")
-            if ok and on == "header" then -- a token (RFC 9110 5.1)
-                ok = not find(name, "[^%w!#$%%&'*+%-.^_`|~]")
-            end
-            if ok then
+            if key_name_ok(on, name) then
                 return { on = on,
                          name = on == "header" and lower(name) or name }
             end
-            err(d, "upstream.hash.%s must be a %s name, got %s", on,
+            err(d, "%s.%s must be a %s name, got %s", what, on,
                 on == "query" and "query argument" or on, describe(name))
             return nil
         end
     end
-    err(d, "upstream.hash %s, got %s", HASH_EXPECTED, describe(v))
+    err(d, "%s %s, got %s", what, expected, describe(v))
+end
+
+local function upstream_hash(d, v)
+    return request_key(d, v, "upstream.hash", HASH_EXPECTED, true)
 end
 
 -- A hash upstream's key function runs as the last policy of each route
 -- declared with that upstream: after the others, which may set what it
 -- reads. Its string goes to the balancer (req:set_hash_key); nil: no key
--- (round robin for that request).
+-- (round robin for that request). `fn`: the function, or (a route with a
+-- split or canary) a map of upstream name -> function, of which the one
+-- of the upstream the request goes to runs.
 local function route_hash_key(r, fn)
     local ps = r.policies or {}
+    local by_upstream = type(fn) == "table" and fn
     ps[#ps + 1] = { on_request = function(req)
+        if by_upstream then
+            fn = by_upstream[req.upstream]
+            if not fn then
+                return
+            end
+        end
         local k = fn(req)
         if k ~= nil then
             if type(k) ~= "string" then
@@ -1305,6 +1332,114 @@ local function route_policies(d, r, ps)
     r.policies = out
 end
 
+-- route.split: a list of { upstream = NAME, weight = N } (2 to
+-- MG_MAX_SPLIT of them, weights 0-1000000 adding up to 1 or more) and an
+-- optional key = (upstream.hash's forms but a function): the same key, the
+-- same upstream. The names are resolved in finish() (upstream_name).
+-- t.upstream, an upstream name that finish() resolves, into o.upstream_name
+-- (`what`: t's name in messages). Returns true, or false after an error.
+local function upstream_ref(d, t, what, o)
+    if type(t.upstream) ~= "string" then
+        err(d, "%s.upstream must be an upstream name (string), got %s", what,
+            describe(t.upstream))
+        return false
+    end
+    o.upstream_name = t.upstream
+    return true
+end
+
+local SPLIT_EXPECTED = 'must be a list like { { upstream = "v1", weight = 90 }, ' ..
+    '{ upstream = "v2", weight = 10 } }'
+local MAX_SPLIT = 64 -- src/config.h MG_MAX_SPLIT
+
+local function route_split(d, v)
+    if type(v) ~= "table" or v[1] == nil then
+        err(d, "route.split %s, got %s", SPLIT_EXPECTED, describe(v))
+        return nil
+    end
+    local n = #v
+    for _, k in ipairs(sorted_keys(v)) do
+        if k ~= "key" and not (is_int(k) and k >= 1 and k <= n) then
+            err(d, "unknown key %s in route.split (it lists { upstream = NAME, " ..
+                "weight = N } entries, then key = { cookie = NAME } or another " ..
+                "request key)", key_str(k))
+        end
+    end
+    if n < 2 or n > MAX_SPLIT then
+        err(d, "route.split lists %d upstream%s: it takes 2-%d (one alone: " ..
+            "route.upstream)", n, n == 1 and "" or "s", MAX_SPLIT)
+    end
+    local out, total, seen = {}, 0, {}
+    for i = 1, n do
+        local what, e = fmt("route.split[%d]", i), v[i]
+        if type(e) ~= "table" then
+            err(d, '%s must be a table like { upstream = "v1", weight = 90 }, got %s',
+                what, describe(e))
+        else
+            check_keys(d, e, SPLIT_ITEM.keys, what)
+            local o = copy(SPLIT_ITEM.defaults)
+            fields(d, e, o, SPLIT_ITEM, what)
+            if upstream_ref(d, e, what, o) then
+                if seen[e.upstream] then
+                    err(d, "%s.upstream %s is listed twice (give it one entry, the " ..
+                        "weights added up)", what, quote(e.upstream))
+                end
+                seen[e.upstream] = true
+            end
+            total = total + (o.weight or 0)
+            out[#out + 1] = o
+        end
+    end
+    if #out == n and total < 1 then
+        err(d, "route.split's weights add up to 0: give at least one entry a weight")
+    end
+    if v.key ~= nil then
+        out.key = request_key(d, v.key, "route.split.key", KEY_EXPECTED, false)
+    end
+    return out
+end
+
+-- route.canary = { header = NAME | cookie = NAME, value = nil|STRING,
+-- upstream = NAME }: requests so marked go to that upstream.
+local CANARY_EXAMPLE = '{ header = "x-canary", value = "1", upstream = "v2" }'
+
+local function route_canary(d, v)
+    if type(v) ~= "table" then
+        err(d, "route.canary must be a table like %s, got %s", CANARY_EXAMPLE,
+            describe(v))
+        return nil
+    end
+    check_keys(d, v, CANARY.keys, "route.canary")
+    local o = {}
+    if (v.header == nil) == (v.cookie == nil) then
+        err(d, "route.canary needs exactly one of header or cookie (what marks a " ..
+            "canary request), got %s", v.header ~= nil and "both" or "neither")
+    elseif v.header ~= nil then
+        o.header = field(d, v, "header", "route.canary", CANARY.checks.header)
+    elseif key_name_ok("cookie", v.cookie) then
+        o.cookie = v.cookie
+    else
+        err(d, "route.canary.cookie must be a cookie name, got %s", describe(v.cookie))
+    end
+    o.value = field(d, v, "value", "route.canary", CANARY.checks.value)
+    upstream_ref(d, v, "route.canary", o)
+    return o
+end
+
+-- route.mirror = NAME or { upstream = NAME, body, concurrency, timeout,
+-- percent } (src/mirror.c).
+local function route_mirror(d, v)
+    if type(v) == "string" then
+        v = { upstream = v }
+    end
+    local o = object_option(d, v, MIRROR, "route.mirror",
+                            '"shadow" or { upstream = "shadow", body = "64k" }')
+    if o then
+        upstream_ref(d, v, "route.mirror", o)
+    end
+    return o
+end
+
 function decl.route(d, t)
     if not table_arg(d, t, "gw.route",
                      '{ path = "/orders/**", upstream = "orders" }') then
@@ -1347,12 +1482,17 @@ function decl.route(d, t)
     end
     r.name = field(d, t, "name", "route", ROUTE.checks.name) or r.path
 
-    local up, handler = t.upstream, t.handler
-    if up == nil and handler == nil then
-        err(d, "route needs one of upstream (an upstream name) or handler " ..
-            "(a function), got neither")
-    elseif up ~= nil and handler ~= nil then
+    local up, handler, split = t.upstream, t.handler, t.split
+    if up == nil and handler == nil and split == nil then
+        err(d, "route needs one of upstream (an upstream name), split (upstreams " ..
+            "by weight) or handler (a function), got neither")
+    elseif up ~= nil and handler ~= nil and split == nil then
         err(d, "route needs exactly one of upstream or handler, got both")
+    elseif split ~= nil and (up ~= nil or handler ~= nil) then
+        err(d, "route needs exactly one of upstream, split or handler, got " ..
+            "split and %s", up ~= nil and "upstream" or "handler")
+    elseif split ~= nil then
+        r.split = route_split(d, split)
     elseif up ~= nil then
         if type(up) ~= "string" then
             err(d, "route.upstream must be an upstream name (string), got %s",
@@ -1406,6 +1546,16 @@ function decl.route(d, t)
     if (t.retries ~= nil or t.timeouts ~= nil) and r.handler then
         err(d, "route.retries and route.timeouts need an upstream: a " ..
             "handler route's answers are made by Lua")
+    end
+    if t.canary ~= nil then
+        r.canary = route_canary(d, t.canary)
+    end
+    if t.mirror ~= nil then
+        r.mirror = route_mirror(d, t.mirror)
+    end
+    if (t.canary ~= nil or t.mirror ~= nil) and r.handler then
+        err(d, "route.canary and route.mirror need an upstream: a handler " ..
+            "route's answers are made by Lua")
     end
     if t.cache ~= nil then
         r.cache = route_cache(d, t.cache)
@@ -1522,21 +1672,62 @@ local function finish(c)
     -- routes
     cfg.routes = {}
     local seen = {}
+    -- an upstream named by a route (`what`): its index, or nil
+    local function resolve(d, t, what)
+        local name = t.upstream_name
+        t.upstream_name = nil
+        local i = index[name]
+        if not i then
+            local declared = #names == 0 and "none declared" or
+                "declared: " .. concat(names, ", ")
+            err(d, "%s %s is not declared (%s%s)", what, quote(name),
+                did_you_mean(name, names), declared)
+        end
+        return i
+    end
     for i, e in ipairs(c.routes) do
         local r, d = e.value, e.d
         if r.upstream_name then
-            r.upstream = index[r.upstream_name]
-            if not r.upstream then
-                local declared = #names == 0 and "none declared" or
-                    "declared: " .. concat(names, ", ")
-                err(d, "route.upstream %s is not declared (%s%s)",
-                    quote(r.upstream_name),
-                    did_you_mean(r.upstream_name, names), declared)
-            end
-            r.upstream_name = nil
+            r.upstream = resolve(d, r, "route.upstream")
             local up = cfg.upstreams[r.upstream]
-            if up and up.hash_fn then
+            if up and up.hash_fn and not r.canary then
                 route_hash_key(r, up.hash_fn)
+            end
+        end
+        -- where the route sends requests: its upstream, split, canary
+        local goes = {}
+        if r.upstream then
+            goes[r.upstream] = true
+        end
+        for j, sp in ipairs(r.split or {}) do
+            if sp.upstream_name then
+                sp.upstream = resolve(d, sp, fmt("route.split[%d].upstream", j))
+                goes[sp.upstream or 0] = true
+            end
+        end
+        if r.canary and r.canary.upstream_name then
+            r.canary.upstream = resolve(d, r.canary, "route.canary.upstream")
+            goes[r.canary.upstream or 0] = true
+        end
+        if r.split or r.canary then
+            local fns, any = {}, false
+            for ui in pairs(goes) do
+                local up = cfg.upstreams[ui]
+                if up and up.hash_fn then
+                    fns[up.name], any = up.hash_fn, true
+                end
+            end
+            if any then
+                route_hash_key(r, fns)
+            end
+        end
+        if r.mirror and r.mirror.upstream_name then
+            local name = r.mirror.upstream_name
+            r.mirror.upstream = resolve(d, r.mirror, "route.mirror.upstream")
+            if goes[r.mirror.upstream] then
+                err(d, "route.mirror.upstream %s is an upstream the route sends its " ..
+                    "requests to: each would reach it twice (mirror to another one)",
+                    quote(name))
             end
         end
         if r.listen ~= 0 and #port_list > 0 and not ports[r.listen] then

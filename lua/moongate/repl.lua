@@ -602,8 +602,20 @@ local function routes(self)
         local to
         if r.handler then
             to = "handler"
+        elseif r.split then
+            local parts = {}
+            for i, e in ipairs(r.split) do
+                parts[i] = fmt("%s %d", tostring(cfg.upstreams[e.upstream].name), e.weight)
+            end
+            to = "-> " .. concat(parts, ", ") .. (r.split.key and " by key" or "")
         else
             to = "-> " .. tostring(cfg.upstreams[r.upstream].name)
+        end
+        if r.canary then
+            to = to .. " canary " .. tostring(cfg.upstreams[r.canary.upstream].name)
+        end
+        if r.mirror then
+            to = to .. " mirror " .. tostring(cfg.upstreams[r.mirror.upstream].name)
         end
         if r.rewrite then
             to = to .. " rewrite " .. r.rewrite

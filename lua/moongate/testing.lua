@@ -427,6 +427,11 @@ local function route_request(g, d, st)
         for _, p in ipairs(st.params) do
             d.params[p[1]] = p[2]
         end
+        -- the route's canary or split (src/split.c): before on_route
+        local ui, how = fake.choose_split(st)
+        if ui then
+            d.split, d.upstream = how, g.env.upstreams[ui].name
+        end
     end
 end
 
@@ -520,6 +525,14 @@ local function proxy(R)
     st.up = true
     local ureq = fake.upstream_request(st)
     d.upstream, d.target, d.upstream_request = ureq.upstream, ureq.target, ureq
+    if st.upstream_override then
+        d.split = nil -- a hook's req:set_upstream chose, not the split
+    end
+    local m = st.route and st.route.mirror
+    if m then
+        -- a copy goes to the shadow (src/mirror.c); the kit sends none
+        d.mirror = R.g.env.upstreams[m.upstream].name
+    end
     local up = ask_upstream(R, ureq)
     st.up_res = up
     d.upstream_response = up

@@ -24,13 +24,20 @@
 #   MODES=strace bash scripts/bench/counts.sh    syscalls only (seconds)
 #   PEERS="nginx" WORKLOADS="W1" ...             less of it
 #   GW_VARIANTS="NAME:VAR=VALUE ..."             GW_CMD again per variant, with
-#                                                that environment (lib.sh)
+#                                                that environment (lib.sh); each
+#                                                is shown against GW_NAME too
+#   SAME_IR="A=B ..."                            variants whose Ir/req must agree
+#                                                within SAME_IR_TOL % (0.5), else
+#                                                FAILED (make bench: split and
+#                                                mirror on another route cost W1
+#                                                nothing)
 # Knobs: REPS (1) WORKLOADS ("W1 W2 W4 W6") MODES ("strace callgrind") N_SYS
 #   (20000) N_CG (10000) WARM (2000) CONNS (16) PEERS GW_NAME GW_CMD GW_CPU
 #   LOAD_CPU KEEP_RUN=1 (keep the run directory: strace tables, callgrind
 #   dumps for callgrind_annotate) OUT=file (a copy of the table)
-# Exit: 0, or 1 if a gateway did not start, failed its smoke test or
-# answered a counted request with other than 2xx/3xx (listed as FAILED).
+# Exit: 0, or 1 if a gateway did not start, failed its smoke test,
+# answered a counted request with other than 2xx/3xx, or a SAME_IR pair
+# disagreed (listed as FAILED).
 set -uo pipefail
 set +m
 source "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
@@ -38,7 +45,7 @@ source "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 : "${REPS:=1}" "${WORKLOADS:=W1 W2 W4 W6}" "${MODES:=strace callgrind}"
 : "${N_SYS:=20000}" "${N_CG:=10000}" "${WARM:=2000}" "${CONNS:=16}"
 : "${W2_LIMIT:=1000000000}" "${W3_LIMIT:=100}" "${GW_CPU:=0}" "${LOAD_CPU:=1}"
-: "${PEERS=nginx nginx-lua haproxy}"
+: "${PEERS=nginx nginx-lua haproxy}" "${SAME_IR=}" "${SAME_IR_TOL:=0.5}"
 : "${GW_NAME:=moongate}" "${GW_WORKLOADS:=W1 W2 W4 W6}"
 : "${GW_CMD=exec ./build/moongate run -c scripts/bench-gateway.lua}"
 
@@ -206,9 +213,54 @@ report() {
                 if (reps > 1 && ir >= 0) printf "%-14s Ir/req per rep:%s\n", "", each[gw, wl]
             }
         }' "$RAW"
+    variants_table
+    cat "$RUN/same.txt"
     local p
     for p in "${PROBLEMS[@]}"; do echo "FAILED: $p"; done
 }
+
+# Ir/req of GW on WL (mean over reps), or nothing
+ir_of() {
+    awk -F'\t' -v g="$1" -v w="$2" '$1 == g && $2 == w && $4 == "ir" { s += $5; n++ }
+        END { if (n) printf "%.1f", s / n }' "$RAW"
+}
+
+# Each variant beside GW_NAME on its workloads.
+variants_table() {
+    local v wl ia ib
+    [ -n "$(gw_variants)" ] || return 0
+    echo "== variants beside $GW_NAME (Ir/req; difference)"
+    for v in $(gw_variants); do
+        for wl in $GW_VARIANT_WORKLOADS; do
+            ia=$(ir_of "$v" "$wl") ib=$(ir_of "$GW_NAME" "$wl")
+            [ -n "$ia" ] && [ -n "$ib" ] || continue
+            awk -v v="$v" -v w="$wl" -v a="$ia" -v b="$ib" -v g="$GW_NAME" 'BEGIN {
+                printf "%-10s %-3s %9.0f  %+7.0f (%+.1f %%) against %s\n", v, w, a, a - b,
+                    100 * (a - b) / b, g }'
+        done
+    done
+}
+
+# The SAME_IR checks: a line each; a failed one joins PROBLEMS (so: not in
+# a subshell).
+same_checks() {
+    local a b wl ia ib pair
+    for pair in $SAME_IR; do
+        a=${pair%%=*} b=${pair#*=}
+        for wl in $GW_VARIANT_WORKLOADS; do
+            ia=$(ir_of "$a" "$wl") ib=$(ir_of "$b" "$wl")
+            [ -n "$ia" ] && [ -n "$ib" ] || continue
+            if awk -v a="$ia" -v b="$ib" -v t="$SAME_IR_TOL" 'BEGIN {
+                d = a - b; if (d < 0) d = -d; exit !(100 * d / b <= t) }'; then
+                echo "== same Ir/req: $a $wl $ia = $b $wl $ib within $SAME_IR_TOL %: ok"
+            else
+                echo "== same Ir/req: $a $wl $ia, $b $wl $ib: more than $SAME_IR_TOL % apart"
+                PROBLEMS+=("$a $wl: Ir/req $ia, not within $SAME_IR_TOL % of $b's $ib")
+            fi
+        done
+    done
+}
+same_checks >"$RUN/same.txt"
 report | tee "$RUN/report.txt"
 [ -n "${OUT:-}" ] && cp "$RUN/report.txt" "$OUT"
 [ ${#PROBLEMS[@]} -eq 0 ]

@@ -79,6 +79,40 @@ describe("moongate check", function()
         assert.truthy(by_line[11]:find('route.upstream "uu" is not declared', 1, true), out)
     end)
 
+    it("reports every split, canary and mirror mistake at its line", function()
+        local file = "spec/fixtures/config/split_errors.lua"
+        local code, out = h.run_bin("check -c " .. file)
+        assert.equal(1, code, out)
+        local by_line, n = reports(out, file)
+        local want = {
+            [5] = "route.split[1].weight must be an integer 0-1000000, got number 1.5",
+            [6] = 'route.split[2].upstream "v3" is not declared (did you mean',
+            [7] = "route.split's weights add up to 0: give at least one entry a weight",
+            [8] = "unknown key 'wieght' in route.split[1] (did you mean 'weight'?",
+            [9] = 'route.split must be a list like { { upstream = "v1", weight = 90 }, ' ..
+                  '{ upstream = "v2", weight = 10 } }, got string "v1"',
+            [10] = 'route.split.key.header must be a header name, got string "X User"',
+            [11] = "route.canary needs exactly one of header or cookie (what marks a canary " ..
+                   "request), got both",
+            [12] = 'route.canary.upstream "v9" is not declared',
+            [13] = "route.canary.value must be a string, got number 1",
+            [14] = "route.mirror.body must be a size",
+            [15] = "route.mirror.timeout must be",
+            [16] = "route.mirror.upstream must be an upstream name (string), got nil",
+            [17] = "route.canary and route.mirror need an upstream: a handler route's " ..
+                   "answers are made by Lua",
+            [18] = "route needs exactly one of upstream, split or handler, got split and handler",
+            [19] = 'route.mirror.upstream "v1" is an upstream the route sends its requests to',
+            [20] = "route.split[1].weight must be an integer 0-1000000, got number 1000001",
+        }
+        for line, reason in pairs(want) do
+            assert.truthy(by_line[line], "line " .. line .. " not reported:\n" .. out)
+            assert.truthy(by_line[line]:find(reason, 1, true),
+                          "line " .. line .. ": " .. by_line[line])
+        end
+        assert.equal(16, n, out) -- one reason each, nothing else
+    end)
+
     it("returns at once instead of serving", function()
         local code = h.run_bin("check -c " .. FIX .. "good.lua", 5)
         assert.are_not.equal(124, code, "still running after 5 s")

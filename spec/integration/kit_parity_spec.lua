@@ -137,6 +137,13 @@ gw.route { name = "hq", path = "/hq/**", upstream = "qab" }
 gw.route { name = "hc", path = "/hc/**", upstream = "cab" }
 gw.route { name = "hf", path = "/hf/**", upstream = "fab" }
 gw.route { name = "lc", path = "/lc/**", upstream = "lab" }
+gw.route { name = "split", path = "/split/**",
+           split = { { upstream = "a", weight = 2 }, { upstream = "b", weight = 1 } },
+           canary = { header = "x-canary", value = "1", upstream = "b" } }
+gw.route { name = "sticky", path = "/sticky/**",
+           split = { { upstream = "a" }, { upstream = "b" }, key = { cookie = "sid" } } }
+gw.route { name = "beta", path = "/beta/**", upstream = "a",
+           canary = { cookie = "beta", upstream = "b" } }
 ]]
 
 -- The requests. Each: method, path, headers (a list, sent in this order),
@@ -187,6 +194,19 @@ local REQUESTS = {
     { path = "/hf/1", headers = { { "X-User", "u3" } } },
     { path = "/hf/2", headers = { { "X-User", "u4" } } },
     { path = "/lc/1" }, { path = "/lc/2" }, { path = "/lc/3" }, { path = "/lc/4" },
+    -- route split 2:1 (the worker's rotation), its canary, a sticky key and
+    -- a cookie canary (src/split.c in both)
+    { path = "/split/1" }, { path = "/split/2" }, { path = "/split/3" },
+    { path = "/split/4", headers = { { "X-Canary", "1" } } },
+    { path = "/split/5", headers = { { "X-Canary", "2" } } },
+    { path = "/split/6" }, { path = "/split/7" },
+    { path = "/sticky/1", headers = { { "Cookie", "sid=u1" } } },
+    { path = "/sticky/2", headers = { { "Cookie", "theme=dark; sid=u2" } } },
+    { path = "/sticky/3", headers = { { "Cookie", "sid=u3" } } },
+    { path = "/sticky/4", headers = { { "Cookie", "sid=u4" } } },
+    { path = "/sticky/5" },
+    { path = "/beta/1", headers = { { "Cookie", "beta=yes" } } },
+    { path = "/beta/2" },
     -- hooks editing the request and the answer
     { path = "/api/users/1", headers = { { "X-Hook-Add", "yes" } } },
     { path = "/api/users/2", headers = { { "X-Hook-Remove", "1" },

@@ -191,6 +191,21 @@ describe("moongate repl -c FILE (stdin)", function()
         assert.truthy(out:find("orders%s+127%.0%.0%.1:9%s+keepalive 64"), out)
     end)
 
+    it("lists split routes and shows the split's choice in try", function()
+        local code, out = repl("-c spec/fixtures/testing/split.lua", {
+            "routes()", 'try { path = "/s/x", headers = { ["X-Canary"] = "1" } }',
+            'try "/s/x"', 'last.upstream, last.split',
+        })
+        assert.equal(0, code, out)
+        has(out, "-> v1 3, v2 1 canary v2 mirror shadow")
+        has(out, "-> v1 1, v2 1 by key")
+        has(out, "-> v1 canary v2")
+        has(out, "  canary -> v2\n")
+        has(out, "  mirror: a copy to shadow (its answer dropped)\n")
+        has(out, "  split -> v1 (by weight)\n")
+        has(out, '"v1"\t"weight"\n')
+    end)
+
     it("has the moongate API and require", function()
         local _, out = repl("-c " .. cfg, {
             "type(gw.route), type(gw.respond)",

@@ -324,9 +324,11 @@ Upstream.__index = Upstream
 local function spawn_upstream(opts)
     local port = opts.port or _M.free_port()
     local name = opts.name or "up"
-    local cmd = fmt("exec %s -u %s --port %d --name %s --delay %g", shq(python_bin()),
-        shq(_M.UPSTREAM_PY), port, shq(name), opts.delay or 0)
+    local cmd = fmt("exec %s%s -u %s --port %d --name %s --delay %g",
+        opts.nice and "nice -n 19 " or "", shq(python_bin()), shq(_M.UPSTREAM_PY), port,
+        shq(name), opts.delay or 0)
     if opts.ids then cmd = cmd .. " --ids " .. shq(opts.ids) end
+    if opts.bodies then cmd = cmd .. " --bodies " .. shq(opts.bodies) end
     local control
     if opts.tls then -- HTTPS: { cert =, key =, client_ca = }; stats on a plain port
         control = _M.free_port()
@@ -356,7 +358,9 @@ local function wait_ready(p)
 end
 
 -- opts: name, port, delay (seconds before every answer), tls ({ cert =, key =, client_ca = }: HTTPS, see
--- upstream.py). Returns { port, pid, addr = "127.0.0.1:PORT", name,
+-- upstream.py), ids / bodies (files: each request's id / id, method, path and
+-- body digest, upstream.py --ids / --bodies), nice (run at the lowest CPU
+-- priority: a server whose own CPU is not what a spec measures). Returns { port, pid, addr = "127.0.0.1:PORT", name,
 -- stop(), stats() } once the server is ready.
 function _M.start_upstream(opts)
     return wait_ready(spawn_upstream(opts or {}))

@@ -10,7 +10,10 @@ Request k is due at start + k / rate; a connection takes the next due
 request when it is free, so the offered rate holds as long as answers come
 back within conns / rate seconds. Paths in --path rotate per request.
 --method and --body-size N send that method with an N-byte body
-(Content-Length).
+(Content-Length). With several ports, "ports" has each one's latency (p50,
+p99, max) and count: connections spread over the ports round robin, so
+every port sees the same moments of the run (the specs compare gateways
+under the same load of the machine).
 """
 import argparse
 import asyncio
@@ -80,6 +83,7 @@ async def main():
     state = {"next": 0}
     by_status, by_path, by_header = {}, [{} for _ in paths], {}
     lat, timeline = [], []
+    lat_by_port = {p: [] for p in a.port}
     errors = {"count": 0, "kinds": {}}
 
     def take():
@@ -122,6 +126,7 @@ async def main():
                 continue
             dt = loop.time() - t0
             lat.append(dt)
+            lat_by_port[port].append(dt)
             s = str(status)
             by_status[s] = by_status.get(s, 0) + 1
             by_path[pi][s] = by_path[pi].get(s, 0) + 1
@@ -141,8 +146,12 @@ async def main():
     elapsed = time.time() - t_begin
     lat.sort()
 
-    def pct(q):
-        return lat[min(len(lat) - 1, int(q * len(lat)))] if lat else 0
+    def pct(q, lst=None):
+        lst = lat if lst is None else lst
+        return lst[min(len(lst) - 1, int(q * len(lst)))] if lst else 0
+
+    for v in lat_by_port.values():
+        v.sort()
 
     out = {
         "sent": total, "elapsed": elapsed, "t0": start_wall, "status": by_status,
@@ -151,6 +160,10 @@ async def main():
         "max_latency": lat[-1] if lat else 0, "p50": pct(0.5),
         "p99": pct(0.99),
     }
+    if len(a.port) > 1:
+        out["ports"] = {str(p): {"count": len(v), "p50": pct(0.5, v), "p99": pct(0.99, v),
+                                 "max": v[-1] if v else 0}
+                        for p, v in lat_by_port.items()}
     if count_header:
         out["header"] = by_header
     if a.timeline:

@@ -56,7 +56,9 @@ and "tls_resumed" (over connections that carried a proxied request).
 With --ids FILE, the X-Request-Id of every request (not the control and
 health ones) is appended to FILE, one per line, as its head arrives: a
 write(2) per request, so a SIGKILL loses none (the retry specs check that
-no request reached the upstreams twice).
+no request reached the upstreams twice). With --bodies FILE, each request
+whose body was read whole appends "ID METHOD PATH BODY_LEN BODY_SHA256"
+(the mirror specs compare the shadow's copies with the originals).
 
     python3 spec/support/upstream.py --sha256 N
 
@@ -135,6 +137,7 @@ class Stats:
 STATS = Stats()
 NAME = "up"
 IDS_FD = None
+BODIES_FD = None
 BASE_DELAY = 0.0
 
 
@@ -617,6 +620,10 @@ async def handle(reader, writer):
                 await send_error(writer, 400, str(e))
                 return
             STATS.complete += 1
+            if BODIES_FD is not None:
+                os.write(BODIES_FD, ("%s %s %s %d %s\n" % (
+                    hmap.get("x-request-id", "-"), method, target, body_len,
+                    h.hexdigest())).encode())
             info = {
                 "name": NAME, "method": method, "path": target,
                 "version": version, "headers": hmap,
@@ -649,6 +656,7 @@ async def main():
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--name", default="up")
     ap.add_argument("--ids", default=None)
+    ap.add_argument("--bodies", default=None)
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
     ap.add_argument("--tls-client-ca")
@@ -664,9 +672,11 @@ async def main():
         if args.tls_client_ca:
             ctx.load_verify_locations(args.tls_client_ca)
             ctx.verify_mode = ssl.CERT_REQUIRED
-    global IDS_FD
+    global IDS_FD, BODIES_FD
     if args.ids:
         IDS_FD = os.open(args.ids, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    if args.bodies:
+        BODIES_FD = os.open(args.bodies, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     server = await asyncio.start_server(handle, args.host, args.port,
                                         limit=256 * 1024, reuse_address=True,
                                         backlog=512, ssl=ctx)

@@ -385,3 +385,79 @@ describe("config schema: HTTP/2", function()
                                    "'max_resets'?", 1, true), errs[1])
     end)
 end)
+
+describe("config schema: route split, canary and mirror", function()
+    local UPS = 'gw.listen { port = 8080 }\n' ..
+        'gw.upstream("v1", { "127.0.0.1:1" })\ngw.upstream("v2", { "127.0.0.1:2" })\n' ..
+        'gw.upstream("shadow", { "127.0.0.1:3" })\n'
+
+    it("normalises them with config.c's defaults, upstreams as indices", function()
+        local cfg = assert(load_text(UPS ..
+            'gw.route { path = "/a", split = { { upstream = "v1", weight = 9 }, ' ..
+            '{ upstream = "v2" }, key = { header = "X-User" } },\n' ..
+            '  canary = { header = "X-Canary", value = "1", upstream = "v2" }, mirror = "shadow" }\n' ..
+            'gw.route { path = "/b", upstream = "v1", canary = { cookie = "beta", upstream = "v2" },\n' ..
+            '  mirror = { upstream = "shadow", body = "1k", concurrency = 4, timeout = 0.5, percent = 12.5 } }\n'))
+        local a, b = cfg.routes[1], cfg.routes[2]
+        assert.is_nil(a.upstream)
+        assert.same({ { upstream = 1, weight = 9 }, { upstream = 2, weight = 1 },
+                      key = { on = "header", name = "x-user" } }, a.split)
+        assert.same({ header = "x-canary", value = "1", upstream = 2 }, a.canary)
+        assert.same({ upstream = 3, body = 65536, concurrency = 32, timeout = 10000, percent = 100 },
+                    a.mirror)
+        assert.same({ cookie = "beta", upstream = 2 }, b.canary)
+        assert.same({ upstream = 3, body = 1024, concurrency = 4, timeout = 500, percent = 12.5 },
+                    b.mirror)
+    end)
+
+    it("says what is wrong with each, at its line", function()
+        local cases = {
+            { 'split = { { upstream = "v1" } }', "route.split lists 1 upstream: it takes 2-64" },
+            { 'split = { { upstream = "v1" }, { upstream = "v9" } }',
+              'route.split[2].upstream "v9" is not declared (did you mean \'v1\'?' },
+            { 'split = { { upstream = "v1", weight = 0 }, { upstream = "v2", weight = 0 } }',
+              "route.split's weights add up to 0" },
+            { 'split = { { upstream = "v1", weight = -1 }, { upstream = "v2" } }',
+              "route.split[1].weight must be an integer 0-1000000, got number -1" },
+            { 'split = { { upstream = "v1" }, { upstream = "v1" } }',
+              'route.split[2].upstream "v1" is listed twice' },
+            { 'split = { { upstream = "v1" }, { upstream = "v2" }, key = function() end }',
+              'route.split.key must be "client", "path", { header = NAME }, { cookie = NAME } ' ..
+              "or { query = NAME }, got function" },
+            { 'split = { { upstream = "v1" }, { upstream = "v2" }, by = "x" }',
+              "unknown key 'by' in route.split" },
+            { 'upstream = "v1", split = { { upstream = "v1" }, { upstream = "v2" } }',
+              "route needs exactly one of upstream, split or handler, got split and upstream" },
+            { 'upstream = "v1", canary = { upstream = "v2" }',
+              "route.canary needs exactly one of header or cookie (what marks a canary " ..
+              "request), got neither" },
+            { 'upstream = "v1", canary = { header = "x c", upstream = "v2" }',
+              'route.canary.header must be a header name, got string "x c"' },
+            { 'upstream = "v1", canary = { cookie = "a;b", upstream = "v2" }',
+              'route.canary.cookie must be a cookie name, got string "a;b"' },
+            { 'upstream = "v1", canary = { header = "x", upstream = 2 }',
+              "route.canary.upstream must be an upstream name (string), got number 2" },
+            { 'upstream = "v1", mirror = "nope"',
+              'route.mirror.upstream "nope" is not declared' },
+            { 'upstream = "v1", mirror = "v1"',
+              'route.mirror.upstream "v1" is an upstream the route sends its requests to' },
+            { 'upstream = "v1", canary = { header = "x", upstream = "v2" }, mirror = "v2"',
+              'route.mirror.upstream "v2" is an upstream the route sends its requests to' },
+            { 'upstream = "v1", mirror = { upstream = "shadow", concurrency = 0 }',
+              "route.mirror.concurrency must be an integer 1-1000000, got number 0" },
+            { 'upstream = "v1", mirror = { upstream = "shadow", percent = 101 }',
+              "route.mirror.percent must be a number 0-100, got number 101" },
+            { 'upstream = "v1", mirror = { upstream = "shadow", bodies = "1k" }',
+              "unknown key 'bodies' in route.mirror (valid: upstream, body, concurrency, timeout, " ..
+              "percent)" },
+            { 'handler = function() end, mirror = "shadow"',
+              "route.canary and route.mirror need an upstream" },
+        }
+        for _, c in ipairs(cases) do
+            local cfg, errs = load_text(UPS .. 'gw.route { path = "/a", ' .. c[1] .. ' }\n')
+            assert.is_nil(cfg, c[1])
+            local all = table.concat(errs, "\n")
+            assert.truthy(all:find(":6: " .. c[2], 1, true), c[1] .. " -> " .. all)
+        end
+    end)
+end)

@@ -40,7 +40,7 @@ end
 
 local ROUTE_KEYS = "(valid: name, path, upstream, handler, methods, host, " ..
     "headers, listen, strip_prefix, rewrite, max_body, policies, cache, " ..
-    "upgrades, escaped_slashes, retries, timeouts, grpc)"
+    "upgrades, escaped_slashes, retries, timeouts, grpc, split, canary, mirror)"
 
 
 describe("config normalisation", function()
@@ -339,8 +339,8 @@ describe("config errors", function()
     it("reports route mistakes: upstream/handler, pattern, rewrite",
        function()
         assert.same({
-            ":4: route needs one of upstream (an upstream name) or handler " ..
-                "(a function), got neither",
+            ":4: route needs one of upstream (an upstream name), split " ..
+                "(upstreams by weight) or handler (a function), got neither",
             ":5: route needs exactly one of upstream or handler, got both",
             ':6: route.path "/a/**/b" is not a valid pattern: \'**\' must ' ..
                 "be the last segment",

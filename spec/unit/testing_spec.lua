@@ -960,6 +960,61 @@ describe("round robin", function()
     end)
 end)
 
+describe("route split and canary (src/split.c through mg_ffi_kit_split)", function()
+    it("rotates 3:1 as a worker does, smoothly", function()
+        local g = load("split")
+        local seen = {}
+        for i = 1, 8 do
+            local d = g:request { path = "/s/x" }
+            assert.equal("weight", d.split)
+            seen[i] = d.upstream
+        end
+        assert.same({ "v1", "v1", "v2", "v1", "v1", "v1", "v2", "v1" }, seen)
+    end)
+
+    it("sends the canary's header value and cookie to v2, else the split or upstream", function()
+        local g = load("split")
+        local d = g:request { path = "/s/x", headers = { ["X-Canary"] = "1" } }
+        assert.same({ "v2", "canary", "10.0.0.2:80" }, { d.upstream, d.split, d.target })
+        assert.equal("weight", g:request { path = "/s/x", headers = { ["X-Canary"] = "0" } }.split)
+        d = g:request { path = "/b/x", headers = { Cookie = "a=1; beta=on" } }
+        assert.same({ "v2", "canary" }, { d.upstream, d.split })
+        d = g:request { path = "/b/x" }
+        assert.same({ "v1" }, { d.upstream, d.split })
+    end)
+
+    it("keeps one key on one upstream", function()
+        local g = load("split")
+        for i = 1, 20 do
+            local user = "user-" .. i
+            local first = g:request { path = "/k/x", headers = { ["X-User"] = user } }
+            assert.equal("key", first.split)
+            for _ = 1, 3 do
+                assert.equal(first.upstream,
+                             g:request({ path = "/k/x", headers = { ["X-User"] = user } }).upstream)
+            end
+        end
+    end)
+
+    it("shows the choice to on_route as req.upstream", function()
+        local g = load("split")
+        local d = g:request { path = "/s/x", headers = { ["X-Canary"] = "1", ["X-Seen"] = "1" } }
+        assert.equal("v2", d.upstream_request.headers["x-seen-upstream"])
+    end)
+
+    it("names the mirror, and the trace shows both", function()
+        local g = load("split")
+        local d = g:request { path = "/s/x", headers = { ["X-Canary"] = "1" } }
+        assert.equal("shadow", d.mirror)
+        local text = t.format_trace(d)
+        assert.truthy(text:find("  canary -> v2\n", 1, true), text)
+        assert.truthy(text:find("  mirror: a copy to shadow (its answer dropped)\n", 1, true), text)
+        text = t.format_trace(g:request { path = "/k/x", headers = { ["X-User"] = "u" } })
+        assert.truthy(text:find("  split %-> v%d %(by key%)\n"), text)
+        assert.is_nil(g:request({ path = "/b/x" }).mirror)
+    end)
+end)
+
 describe("t.request", function()
     it("runs one request against a config file", function()
         local d = t.request(DIR .. "routing.lua", { path = "/orders/1" })

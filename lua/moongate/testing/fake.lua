@@ -208,6 +208,9 @@ local function upstream_index(st)
     if st.upstream_override then
         return st.upstream_override
     end
+    if st.split_upstream then
+        return st.split_upstream
+    end
     return st.route and st.route.upstream or nil
 end
 _M.upstream_index = upstream_index
@@ -1091,6 +1094,34 @@ function _M.pick_target(st)
                                   u.hash.name, kit_key)
     end
     return c.mg_ffi_lb_pick(b, -1, has, kit_key[0]) + 1
+end
+
+--- mg_split_choose: the upstream (1-based) the route's canary or split
+-- gives st, by the gateway's own code (mg_ffi_kit_split) on st's C
+-- request, and how ("canary", "weight", "key"); nil when the route has
+-- neither. The rotation's current weights are the kit gateway's, one
+-- array per route (env.split_cw), as a worker keeps them.
+local kit_how = ffi.new("int[1]")
+local SPLIT_HOW = { [1] = "canary", [2] = "weight", [3] = "key" }
+function _M.choose_split(st)
+    local route = st.route
+    if not (route.split or route.canary) then
+        return nil
+    end
+    local env = st.env
+    env.split_cw = env.split_cw or {}
+    local cw = env.split_cw[st.route_i]
+    if not cw then
+        cw = ffi.new("int[?]", route.split and #route.split or 1)
+        env.split_cw[st.route_i] = cw
+    end
+    local ui = C().mg_ffi_kit_split(sync(st), head_model(st, ""), st.route_i - 1, cw,
+                                    kit_how)
+    if ui < 0 then
+        return nil
+    end
+    st.split_upstream, st.split_how = ui + 1, SPLIT_HOW[kit_how[0]]
+    return st.split_upstream, st.split_how
 end
 
 function _M.upstream_request(st)

@@ -26,6 +26,9 @@ typedef struct mg_route_header_s {
 } mg_route_header_t;]] },
     { "config.h", "typedef struct mg_route_cache_s mg_route_cache_t;" },
     { "config.h", "typedef struct mg_retry_policy_s mg_retry_policy_t;" },
+    { "config.h", "typedef struct mg_split_s mg_split_t;" },
+    { "config.h", "typedef struct mg_canary_s mg_canary_t;" },
+    { "config.h", "typedef struct mg_mirror_s mg_mirror_t;" },
     { "config.h", [[
 typedef struct mg_route_timeouts_s {
     uint64_t connect;
@@ -60,6 +63,10 @@ typedef struct mg_route_s {
     int retry_state;
     char *grpc_service;
     char *grpc_method;
+    int chooses;
+    mg_split_t *split;
+    mg_canary_t *canary;
+    mg_mirror_t *mirror;
 } mg_route_t;]] },
     { "router.h", "typedef struct mg_router_s mg_router_t;" },
     { "router.h", [[

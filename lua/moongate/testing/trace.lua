@@ -57,6 +57,11 @@ local function route_line(out, d)
         out[#out + 1] = fmt("  route: %s%s", d.route,
                             #params > 0 and "  params " .. concat(params, " ")
                             or "")
+        if d.split then
+            out[#out + 1] = d.split == "canary"
+                and fmt("  canary -> %s", tostring(d.upstream))
+                or fmt("  split -> %s (by %s)", tostring(d.upstream), d.split)
+        end
     else
         out[#out + 1] = "  route: none"
     end
@@ -74,6 +79,9 @@ local function upstream_lines(out, d)
     local r = d.upstream_response
     if r then
         out[#out + 1] = fmt("    < %d (%d bytes)", r.status, #r.body)
+    end
+    if d.mirror then
+        out[#out + 1] = fmt("  mirror: a copy to %s (its answer dropped)", d.mirror)
     end
 end
 
