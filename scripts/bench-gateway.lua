@@ -14,8 +14,12 @@ end
 -- traces, run ~50x slower and would overrun the 100 ms hook budget (500);
 -- the budget's value does not change what a request costs afterwards.
 local slow = os.getenv("BENCH_UNDER_VALGRIND") == "1"
+-- BENCH_TRACING=URL (a GW_VARIANTS variant): every request traced (ratio 1)
+-- and exported to the collector at URL (docs/tracing.md)
+local tracing = os.getenv("BENCH_TRACING")
 gw.settings { workers = 1, access_log = "off", admin = false,
-              timeouts = slow and { hook = 10 } or nil }
+              timeouts = slow and { hook = 10 } or nil,
+              tracing = tracing and tracing ~= "" and { endpoint = tracing, sample = 1 } or nil }
 
 local a = os.getenv("BENCH_UPSTREAM_A") or "127.0.0.1:1"
 local b = os.getenv("BENCH_UPSTREAM_B") or "127.0.0.1:2"

@@ -11,17 +11,18 @@ return {
     { name = "base", files = {
         "errlog", "wq", "uri", "trace", "http", "usage", "crypto", "shdict",
         "tls", "tls_client", "watch", "metrics", "lua_state", "admin", "admin_client", "buf",
-        "header_names", "h1_response", "h1_writer", "grpc",
+        "header_names", "h1_response", "h1_writer", "grpc", "oneshot",
         "cidr", "proxy_protocol", "real_ip", "maglev", "cert_info",
         -- the balancers (balancer.h): pure picks over a target set
         "balancer", "balancer_rr", "balancer_least_conn", "balancer_hash",
         "balancer_p2c" } },
     { name = "config", files = { "config", "router" } },
     { name = "generation", files = { "generation", "outlier" } },
-    -- HTTP/2 header blocks to and from the request (h2_headers); a request's
-    -- answers go out through the compression filter when a policy asked for
-    -- it (mg_request_send_whole), which reads the request
-    { name = "request", files = { "request", "h2_headers", "compress" }, cycles = true },
+    -- HTTP/2 header blocks to and from the request (h2_headers); the spans
+    -- a request records (tracing.h: request.c samples); its answers go out
+    -- through the compression filter when a policy asked for it
+    -- (mg_request_send_whole), which reads the request
+    { name = "request", files = { "request", "h2_headers", "tracing", "compress" }, cycles = true },
     { name = "core", files = {
         "hooks", "upgrade", "lua_route", "redis", "cache", "ffi_request",
         "accesslog", "kit_request", "client_addr",
@@ -32,8 +33,9 @@ return {
     -- transport, plain or TLS
     { name = "pool", files = { "pool", "upconn_io" } },
     -- an HTTP/2 stream is an upstream connection whose events its session
-    -- (h2_upstream) brings: the two call each other
-    { name = "upstream", files = { "proxy", "health", "h2_upstream" }, cycles = true },
+    -- (h2_upstream) brings: the two call each other; and the gateway's own
+    -- requests off the workers: health checks, spans
+    { name = "upstream", files = { "proxy", "health", "h2_upstream", "otlp" }, cycles = true },
     -- gw.http over the proxy's connections; told of a lost one through
     -- u->client_lost. Route mirrors' copies go out through it; the proxy
     -- reaches the mirror through w->mirror

@@ -73,9 +73,9 @@ struct mg_admin_s {
 typedef enum { CS_OPEN, CS_LINGER, CS_CLOSING } conn_state_t;
 
 /* The request headers we judge, kept whole (a longer value is wrong). */
-enum { H_AUTH, H_HOST, H_ORIGIN, H_FETCH_SITE, H_CTYPE, NKEPT };
+enum { H_AUTH, H_HOST, H_ORIGIN, H_FETCH_SITE, H_CTYPE, H_ACCEPT, NKEPT };
 static const char *const kept_names[NKEPT] = { "authorization", "host", "origin",
-                                               "sec-fetch-site", "content-type" };
+                                               "sec-fetch-site", "content-type", "accept" };
 typedef struct {
     char v[MAX_KEPT];
     size_t len;
@@ -263,9 +263,55 @@ typedef int (*endpoint_fn)(const mg_admin_handlers_t *h, admin_conn_t *c, char *
 PLAIN(status)
 PLAIN(routes)
 PLAIN(upstreams)
-PLAIN(metrics)
 PLAIN(logs_reopen)
 #undef PLAIN
+
+/* The q-value of media type `type` in an Accept value (a list of
+ * "type/sub;params" with an optional q=), -1 when it is not listed. */
+static double accept_q(const char *v, const char *type)
+{
+    double best = -1;
+    size_t tl = strlen(type);
+    while (*v) {
+        size_t n = strcspn(v, ",");
+        const char *e = v, *end = v + n;
+        while (e < end && (*e == ' ' || *e == '\t'))
+            e++;
+        size_t ml = strcspn(e, ";,");
+        while (ml > 0 && (e[ml - 1] == ' ' || e[ml - 1] == '\t'))
+            ml--;
+        if (ml == tl && strncasecmp(e, type, tl) == 0) {
+            double q = 1;
+            for (const char *p = e + ml; p < end; p++) {
+                if (*p != ';')
+                    continue;
+                p++;
+                while (p < end && (*p == ' ' || *p == '\t'))
+                    p++;
+                if (end - p >= 2 && (p[0] == 'q' || p[0] == 'Q') && p[1] == '=')
+                    q = strtod(p + 2, NULL);
+            }
+            best = q > best ? q : best;
+        }
+        v = *end ? end + 1 : end;
+    }
+    return best;
+}
+
+/* GET /metrics: OpenMetrics when the scraper prefers it (Prometheus asks
+ * for it first), else the Prometheus text format. */
+static int call_metrics(const mg_admin_handlers_t *h, admin_conn_t *c, char **body, size_t *len,
+                        const char **ctype)
+{
+    const kept_t *k = &c->kept[H_ACCEPT];
+    int om = 0;
+    if (k->n >= 1 && !k->too_long) {
+        double omq = accept_q(k->v, "application/openmetrics-text");
+        double text = accept_q(k->v, "text/plain");
+        om = omq > 0 && omq >= text;
+    }
+    return h->metrics ? h->metrics(om, body, len, ctype) : 0;
+}
 
 /* The query string of the request's URL, without '?' ("" when none). */
 static const char *url_query(const admin_conn_t *c, size_t *len)

@@ -17,7 +17,8 @@
  *   GET  /status      JSON: version, generation, last reload, workers, ...
  *   GET  /routes      JSON: the routes of the newest generation
  *   GET  /upstreams   JSON: upstreams, targets, health
- *   GET  /metrics     Prometheus text
+ *   GET  /metrics     Prometheus text, or OpenMetrics when Accept prefers
+ *                     application/openmetrics-text
  *   POST /reload      reload the config; 200 with the result, 409/422 when refused
  *                     (Content-Type: application/json)
  *   POST /repl        body: Lua source for the live REPL; answer: its output
@@ -40,7 +41,7 @@ typedef struct mg_admin_handlers_s {
     int (*status)(char **body, size_t *len, const char **ctype);
     int (*routes)(char **body, size_t *len, const char **ctype);
     int (*upstreams)(char **body, size_t *len, const char **ctype);
-    int (*metrics)(char **body, size_t *len, const char **ctype);
+    int (*metrics)(int openmetrics, char **body, size_t *len, const char **ctype);
     /* `query`: the request's query string, without '?' (?file=PATH: only
      * when this gateway runs PATH) */
     int (*reload)(const char *query, size_t query_len, char **body, size_t *len,

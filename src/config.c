@@ -439,6 +439,9 @@ static const mg_ffi_config_field_t settings_fields[] = {
     ENUM("real_ip_header", mg_real_ip_header_parse, mg_real_ip_header_name, NONE,
          "must be \"X-Forwarded-For\", \"Forwarded\" or \"X-Real-IP\"", mg_config_t,
          real_ip_header),
+    TABLE_ALLOC("tracing", "tracing", 0,
+                "must be a table like { endpoint = \"http://127.0.0.1:4318\" }", mg_config_t,
+                tracing),
 };
 
 #define PORT_EXPECTED "must be an integer 1-65535"
@@ -470,6 +473,48 @@ static const mg_ffi_config_field_t listen_fields[] = {
 };
 
 #define PEM_EXPECTED "must be the path of a PEM file"
+
+/* settings.tracing (docs/tracing.md). `resource` and `headers` are maps in
+ * the user's file; config.lua checks them and hands over lists of
+ * { name, value } (header names in lower case). */
+static const mg_ffi_config_field_t kv_fields[] = {
+    REQUIRED_STRING("name", 1, "must be a non-empty string", mg_kv_t, name),
+    REQUIRED_STRING("value", 0, "must be a string", mg_kv_t, value),
+};
+
+static const mg_ffi_config_field_t kv_item =
+    { .name = "", .kind = MG_FIELD_OBJECT, .def = NONE, .ctype = CT_OBJECT, .object = "kv",
+      .expected = "must be a name and a value" };
+
+static const mg_ffi_config_field_t tracing_fields[] = {
+    CHECKED("endpoint", mg_uri_base_url_check, MG_FIELD_REQUIRED, NULL,
+            "must be a collector URL like \"http://127.0.0.1:4318\" (spans go to "
+            "<endpoint>/v1/traces)", mg_tracing_cfg_t, endpoint),
+    F("sample", MG_FIELD_NUMBER, 0, 1, 1, "must be a number 0-1 (the share of traces recorded)",
+      mg_tracing_cfg_t, sample, CT_DOUBLE),
+    F("parent_based", MG_FIELD_BOOL, 0, 1, 1, NULL, mg_tracing_cfg_t, parent_based, CT_BOOL),
+    STRING("service_name", 1, "moongate", "must be a non-empty string", mg_tracing_cfg_t,
+           service_name),
+    LIST("resource", &kv_item, 0, 64, MG_FIELD_ALLOC,
+         "must be a table of strings like { [\"deployment.environment\"] = \"prod\" }",
+         "has %d attributes (at most %d)", mg_tracing_cfg_t, resource, nresource),
+    LIST("headers", &kv_item, 0, 32, MG_FIELD_ALLOC,
+         "must be a table like { [\"x-api-key\"] = \"...\" }", "has %d headers (at most %d)",
+         mg_tracing_cfg_t, headers, nheaders),
+    TABLE_HERE("batch", "tracing_batch", 0, "must be a table like { size = 512, interval = 1 }"),
+    F("queue", MG_FIELD_INT, 16, 1048576, 2048,
+      "must be an integer 16-1048576 (spans each worker keeps for the exporter)",
+      mg_tracing_cfg_t, queue, CT_INT),
+    TIME("timeout", 10000, mg_tracing_cfg_t, timeout),
+    F("policy_spans", MG_FIELD_BOOL, 0, 1, 0, NULL, mg_tracing_cfg_t, policy_spans, CT_BOOL),
+    CHECKED("ca", mg_tls_pem_path_check, 0, NULL, PEM_EXPECTED, mg_tracing_cfg_t, ca),
+};
+
+static const mg_ffi_config_field_t tracing_batch_fields[] = {
+    F("size", MG_FIELD_INT, 1, 65536, 512, "must be an integer 1-65536 (spans per export)",
+      mg_tracing_cfg_t, batch_size, CT_INT),
+    TIME("interval", 1000, mg_tracing_cfg_t, batch_interval),
+};
 
 /* listen.tls: one cert and key, or several chosen by SNI (certs, the first
  * the default); config.lua turns the first form into the second */
@@ -869,6 +914,8 @@ static const struct {
     OBJECT("route_grpc", route_grpc_fields),
     OBJECT("split_item", split_item_fields), OBJECT("canary", canary_fields),
     OBJECT("mirror", mirror_fields),
+    OBJECT("tracing", tracing_fields),   OBJECT("tracing_batch", tracing_batch_fields),
+    OBJECT("kv", kv_fields),
 };
 
 const mg_ffi_config_field_t *mg_ffi_config_fields(const char *object, size_t *n)
@@ -1265,6 +1312,20 @@ static void conv_key(conv_t *cv, int t, const char *what, const char *key, int *
 static void conv_hash(conv_t *cv, int u_t, const char *what, mg_upstream_t *u)
 {
     conv_key(cv, u_t, what, "hash", &u->hash_on, &u->hash_name);
+}
+
+/* settings.tracing with an https endpoint: its client context is built
+ * now, so a CA file that cannot be read refuses the config. */
+static void conv_tracing_tls(conv_t *cv, mg_config_t *cfg)
+{
+    mg_tracing_cfg_t *tc = cfg->tracing;
+    char err[512];
+    if (!tc || !tc->endpoint || strncmp(tc->endpoint, "https://", 8) != 0 || cv->errs->len)
+        return;
+    mg_tls_client_opts_t o = { .verify = 1, .ca = tc->ca, .label = "tracing" };
+    if (mg_tls_client_new(&o, &tc->tls, err, sizeof(err)) != 0)
+        errs_add(cv->errs, "%s:%d: settings.tracing: %s",
+                 cfg->settings_source ? cfg->settings_source : cv->file, cfg->settings_line, err);
 }
 
 /* A TLS client's options at index t (upstream.tls, route.cache.redis.tls;
@@ -1671,6 +1732,7 @@ int mg_config_convert(lua_State *L, int t, const char *file, mg_config_t **out, 
         lua_pop(L, 1);
         conv_listeners(&cv, t, cfg);
         conv_trusted_proxies(&cv, t, cfg);
+        conv_tracing_tls(&cv, cfg);
         conv_upstreams(&cv, t, cfg);
         conv_routes(&cv, t, cfg);
         for (size_t i = 0; i < cfg->nroutes; i++) {
@@ -1702,6 +1764,15 @@ int mg_config_convert(lua_State *L, int t, const char *file, mg_config_t **out, 
     return 0;
 }
 
+static void free_kvs(mg_kv_t *kv, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(kv[i].name);
+        free(kv[i].value);
+    }
+    free(kv);
+}
+
 void mg_config_free(mg_config_t *cfg)
 {
     size_t i, j;
@@ -1725,6 +1796,16 @@ void mg_config_free(mg_config_t *cfg)
     }
     free(cfg->listeners);
     mg_cidr_set_free(cfg->trusted_proxies);
+    if (cfg->tracing) {
+        mg_tracing_cfg_t *tc = cfg->tracing;
+        free(tc->endpoint);
+        free(tc->service_name);
+        free(tc->ca);
+        mg_tls_client_release(tc->tls);
+        free_kvs(tc->resource, tc->nresource);
+        free_kvs(tc->headers, tc->nheaders);
+        free(tc);
+    }
     for (i = 0; i < cfg->nupstreams; i++) {
         mg_upstream_t *u = &cfg->upstreams[i];
 

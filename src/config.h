@@ -278,6 +278,35 @@ typedef struct mg_shared_dict_decl_s {
     uint64_t size;       /* cap in bytes, >= 8192 */
 } mg_shared_dict_decl_t;
 
+/* A name and a value (settings.tracing's resource attributes and export
+ * headers). */
+typedef struct mg_kv_s {
+    char *name;
+    char *value;
+} mg_kv_t;
+
+/* settings.tracing: spans recorded on the request path (src/tracing.c)
+ * and sent to an OpenTelemetry collector over OTLP/HTTP (src/otlp.c). */
+typedef struct mg_tracing_cfg_s {
+    char *endpoint;          /* "http[s]://host[:port][/prefix]", no trailing '/':
+                                spans are POSTed to <endpoint>/v1/traces */
+    double sample;           /* share of new traces recorded, by trace id (0-1) */
+    int parent_based;        /* a client's valid traceparent decides by its
+                                sampled flag (else the ratio does) */
+    char *service_name;      /* resource service.name */
+    mg_kv_t *resource;       /* more resource attributes (malloc'd) */
+    size_t nresource;
+    mg_kv_t *headers;        /* sent with every export, names in lower case */
+    size_t nheaders;
+    int batch_size;          /* spans per POST at most */
+    uint64_t batch_interval; /* queued spans leave at least this often */
+    int queue;               /* span records per worker; more are dropped */
+    uint64_t timeout;        /* one export (connect + answer) */
+    int policy_spans;        /* a span per policy hook too */
+    char *ca;                /* https endpoint: CA bundle; NULL: the system's */
+    struct mg_tls_client_s *tls; /* https endpoint (one reference); NULL: http */
+} mg_tracing_cfg_t;
+
 typedef struct mg_config_s {
     char *file;
     char *warnings;         /* lines `moongate check` prints (NULL: none) */
@@ -311,6 +340,7 @@ typedef struct mg_config_s {
     int real_ip_header;     /* MG_REAL_IP_* (real_ip.h) */
     size_t split_weights;   /* the routes' split entries in all: the current
                                weights each worker keeps (split.c) */
+    mg_tracing_cfg_t *tracing; /* settings.tracing; NULL: no spans */
 } mg_config_t;
 
 struct lua_State;

@@ -26,6 +26,8 @@
 #include "hooks.h"
 #include "lua_state.h"
 #include "metrics.h"
+#include "otlp.h"
+#include "tracing.h"
 #include "outlier.h"
 #include "watch.h"
 
@@ -391,6 +393,15 @@ int mg_control_reload(mg_control_t *ctl, char **why)
         goto refused;
     }
     mg_outlier_carry(ctl->gen, gen); /* before any worker runs gen */
+    const char *terr = NULL;
+    if (mg_tracing_prepare(gen->cfg, &terr) != 0) {
+        err = mg_strf("%s:%d: %s", gen->cfg->settings_source ? gen->cfg->settings_source
+                                                              : ctl->file,
+                      gen->cfg->settings_line, terr);
+        mg_gen_release(gen);
+        lua_close(L);
+        goto refused;
+    }
     if (mg_workers_reload(ctl->workers, gen, &err) != 0) {
         mg_gen_release(gen);
         lua_close(L);
@@ -398,6 +409,7 @@ int mg_control_reload(mg_control_t *ctl, char **why)
     }
     ctl->next_number++;
     mg_health_switch(ctl->health, gen);
+    mg_otlp_apply(gen);
     mg_gen_release(ctl->gen);
     ctl->gen = gen;
     if (ctl->watchdog.loop && uv_is_active((uv_handle_t *)&ctl->watchdog))
@@ -780,7 +792,32 @@ static void outlier_metrics(mg_control_t *ctl, sbuf_t *b)
     }
 }
 
-static char *metrics_text(mg_control_t *ctl, size_t *len)
+/* The span queues and the exporter (tracing.h, otlp.h). */
+static void tracing_metrics(sbuf_t *b)
+{
+    mg_otlp_counts_t c;
+    mg_otlp_counts(&c);
+    sb_printf(b, "# HELP moongate_trace_spans_dropped_total Spans lost: their worker's queue "
+                 "was full, or the collector refused or lost their batch.\n"
+                 "# TYPE moongate_trace_spans_dropped_total counter\n"
+                 "moongate_trace_spans_dropped_total{reason=\"queue_full\"} %llu\n"
+                 "moongate_trace_spans_dropped_total{reason=\"export_failed\"} %llu\n"
+                 "# HELP moongate_trace_spans_exported_total Spans the collector took.\n"
+                 "# TYPE moongate_trace_spans_exported_total counter\n"
+                 "moongate_trace_spans_exported_total %llu\n"
+                 "# HELP moongate_trace_exports_total Batches of spans sent, by result.\n"
+                 "# TYPE moongate_trace_exports_total counter\n"
+                 "moongate_trace_exports_total{result=\"ok\"} %llu\n"
+                 "moongate_trace_exports_total{result=\"failed\"} %llu\n"
+                 "# HELP moongate_trace_spans_queued Spans waiting for the exporter.\n"
+                 "# TYPE moongate_trace_spans_queued gauge\n"
+                 "moongate_trace_spans_queued %llu\n",
+              (unsigned long long)mg_tracing_dropped(), (unsigned long long)c.spans_failed,
+              (unsigned long long)c.spans_exported, (unsigned long long)c.exports_ok,
+              (unsigned long long)c.exports_failed, (unsigned long long)mg_tracing_queued());
+}
+
+static char *metrics_text(mg_control_t *ctl, int om, size_t *len)
 {
     sbuf_t b = { 0 };
     sb_printf(&b, "# HELP moongate_generation Number of the config generation serving.\n"
@@ -796,15 +833,17 @@ static char *metrics_text(mg_control_t *ctl, size_t *len)
               mg_accesslog_dropped_total());
     upstream_health_metrics(ctl, &b);
     outlier_metrics(ctl, &b);
-    char *text = mg_metrics_render(b.p, len);
+    tracing_metrics(&b);
+    char *text = om ? mg_metrics_render_openmetrics(b.p, len) : mg_metrics_render(b.p, len);
     free(b.p);
     return text;
 }
 
-static int h_metrics(char **body, size_t *len, const char **ctype)
+static int h_metrics(int om, char **body, size_t *len, const char **ctype)
 {
-    *body = metrics_text(the_ctl, len);
-    *ctype = "text/plain; version=0.0.4";
+    *body = metrics_text(the_ctl, om, len);
+    *ctype = om ? "application/openmetrics-text; version=1.0.0; charset=utf-8"
+                : "text/plain; version=0.0.4";
     return *body ? 200 : 500;
 }
 
@@ -977,7 +1016,7 @@ static int l_upstreams(lua_State *L) { return push_json(L, upstreams_json); }
 static int l_metrics(lua_State *L)
 {
     size_t len = 0;
-    char *text = metrics_text(lua_touserdata(L, lua_upvalueindex(1)), &len);
+    char *text = metrics_text(lua_touserdata(L, lua_upvalueindex(1)), 0, &len);
     lua_pushlstring(L, text ? text : "", len);
     free(text);
     return 1;

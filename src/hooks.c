@@ -51,6 +51,9 @@ struct mg_hook_co_s {
     int budget_ref;         /* then: its message and traceback (registry) */
     uint64_t wait_since;    /* uv_hrtime when it began its current wait */
     uint64_t waited_ns;     /* all its waits so far: mg_ffi_hook_clock leaves them out */
+    uint64_t waited_mark;   /* waited_ns when the running hook began (its wall start) */
+    uint32_t last_hook;     /* the hook id that returned last: the one that
+                               answered, when its answer is sent */
 };
 
 static _Thread_local mg_worker_t *current_worker;
@@ -324,13 +327,16 @@ mg_hfield_t *mg_hooks_answer_fields(lua_State *L, int idx, mg_request_t *r, size
 }
 
 /* Sends the answer a hook gave (on hc's stack) as the request's response. */
-static void send_hook_answer(mg_request_t *r, lua_State *co)
+static void send_hook_answer(mg_request_t *r, const mg_hook_co_t *hc)
 {
+    lua_State *co = hc->co;
     int status = (int)lua_tointeger(co, 2);
     size_t blen = 0, nf;
     const char *body = lua_tolstring(co, 3, &blen);
     mg_hfield_t *f = mg_hooks_answer_fields(co, 4, r, &nf);
     const char *ctype = lua_tostring(co, 5);
+    if (r->trace_sampled) /* a policy's decision: an event of the request's span */
+        mg_tracing_answered(r, hc->last_hook, status, body, blen);
     mg_request_respond(r, status, ctype ? ctype : "text/plain", body ? body : "", blen, f, nf);
 }
 
@@ -352,7 +358,7 @@ static int settle(mg_request_t *r, mg_hook_co_t *hc, int code)
     r->hook_waiting = 0;
     if (code == MG_HOOK_RESPONDED && r->hook_phase < MG_PHASE_RESPONSE) {
         /* the strings stay on co's stack while they are written */
-        send_hook_answer(r, co);
+        send_hook_answer(r, hc);
         lua_settop(co, 0);
         return code;
     }
@@ -560,24 +566,39 @@ void mg_ffi_hook_error_count(void)
  * spent waiting (gw.sleep, gw.http, ...), so that a hook's cost is its Lua
  * run's wall time, not the I/O it waited on. A double of nanoseconds: no
  * boxed 64-bit cdata for the JIT to allocate. */
-static inline double hook_clock(void)
+static inline double hook_clock(const mg_hook_co_t *hc)
 {
     /* CLOCK_MONOTONIC, as uv_hrtime (waited_ns) reads it, without its
      * wrapper: this runs twice per hook */
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    mg_hook_co_t *hc = current_lw ? current_lw->running : NULL;
     return (double)((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec -
                     (hc ? hc->waited_ns : 0));
 }
 
-double mg_ffi_hook_clock(void) { return hook_clock(); }
+double mg_ffi_hook_clock(void)
+{
+    mg_hook_co_t *hc = current_lw ? current_lw->running : NULL;
+    if (hc)
+        hc->waited_mark = hc->waited_ns;
+    return hook_clock(hc);
+}
 
 void mg_ffi_hook_spent(uint32_t hook_id, double since)
 {
-    double ns = hook_clock() - since;
+    mg_hook_co_t *hc = current_lw ? current_lw->running : NULL;
+    double now = hook_clock(hc), ns = now - since;
     if (current_worker)
         mg_metrics_hook(current_worker->id, hook_id, ns > 0 ? (uint64_t)ns : 0);
+    if (!hc)
+        return;
+    hc->last_hook = hook_id;
+    mg_request_t *r = hc->r;
+    if (r && r->trace_sampled && r->g->cfg->tracing->policy_spans) {
+        /* the hook's wall time: its waits back in */
+        mg_tracing_policy(r, hook_id, (uint64_t)since + hc->waited_mark,
+                          (uint64_t)now + hc->waited_ns);
+    }
 }
 
 uint32_t mg_ffi_hook_metric_id(const char *phase, const char *policy)

@@ -24,6 +24,7 @@
 #include "hooks.h"
 #include "mg_ffi.h"
 #include "tls_client.h"
+#include "uri.h"
 
 typedef struct mg_http_op_s mg_http_op_t;
 
@@ -641,53 +642,23 @@ int mg_ffi_http_request(const char *method, size_t mlen, const char *url, size_t
         *err = "gw.http.request can only be used inside hooks and timers";
         return MG_FFI_EPHASE;
     }
-    int https = ulen >= 8 && strncmp(url, "https://", 8) == 0;
-    if (!https && (ulen < 7 || strncmp(url, "http://", 7) != 0)) {
-        *err = "url must start with http:// or https://";
+    mg_url_t url_parts;
+    if (mg_uri_url_parse(url, ulen, &url_parts, err) < 0)
         return MG_FFI_EINVAL;
-    }
-    const char *h = url + (https ? 8 : 7), *end = url + ulen;
-    const char *slash = memchr(h, '/', (size_t)(end - h));
-    const char *hend = slash ? slash : end;
-    const char *colon = memchr(h, ':', (size_t)(hend - h));
-    size_t host_len = (size_t)((colon ? colon : hend) - h);
-    uint16_t port = https ? 443 : 80;
-    if (colon) {
-        long pv = 0;
-        for (const char *q = colon + 1; q < hend; q++) {
-            if (*q < '0' || *q > '9' || pv > 65535) {
-                *err = "bad port in url";
-                return MG_FFI_EINVAL;
-            }
-            pv = pv * 10 + (*q - '0');
-        }
-        if (pv < 1 || pv > 65535) {
-            *err = "bad port in url";
-            return MG_FFI_EINVAL;
-        }
-        port = (uint16_t)pv;
-    }
-    if (host_len == 0) {
-        *err = "url has no host";
-        return MG_FFI_EINVAL;
-    }
-    const char *path = slash ? slash : "/";
-    size_t path_len = slash ? (size_t)(end - slash) : 1;
-    for (size_t i = 0; i < path_len; i++)
-        if ((unsigned char)path[i] <= 32 || path[i] == 127) {
-            *err = "url has spaces or control characters";
-            return MG_FFI_EINVAL;
-        }
+    int https = url_parts.https;
+    const char *path = url_parts.path;
+    size_t path_len = url_parts.path_len, host_len = url_parts.host_len;
     mg_tls_client_t *tls = NULL;
     if (https && !(tls = tls_for(ca, verify, err)))
         return MG_FFI_EINVAL;
-    mg_pool_t *pool = pool_for(w, h, host_len, port, colon != NULL, tls);
+    mg_pool_t *pool = pool_for(w, url_parts.host, host_len, url_parts.port, url_parts.port_given,
+                               tls);
     if (!pool) {
         *err = "out of memory";
         return MG_FFI_ENOMEM;
     }
     mg_http_op_t *op = calloc(1, sizeof(*op));
-    size_t cap = mlen + path_len + host_len + hlen + 128;
+    size_t cap = mlen + path_len + url_parts.authority_len + hlen + 128;
     if (op)
         op->req = malloc(cap + blen);
     if (!op || !op->req) {
@@ -698,7 +669,7 @@ int mg_ffi_http_request(const char *method, size_t mlen, const char *url, size_t
     }
     int n = snprintf(op->req, cap, "%.*s %.*s HTTP/1.1\r\nHost: %.*s\r\n%.*s",
                      (int)mlen, method, (int)path_len, path,
-                     (int)(hend - h), h, (int)hlen, headers);
+                     (int)url_parts.authority_len, url_parts.authority, (int)hlen, headers);
     if (blen > 0 || (mlen == 4 && memcmp(method, "POST", 4) == 0) ||
         (mlen == 3 && memcmp(method, "PUT", 3) == 0))
         n += snprintf(op->req + n, cap - (size_t)n, "Content-Length: %zu\r\n", blen);

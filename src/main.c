@@ -28,6 +28,8 @@
 #include "control.h"
 #include "hooks.h"
 #include "metrics.h"
+#include "otlp.h"
+#include "tracing.h"
 #include "repl.h"
 #include "lua_state.h"
 #include "shdict.h"
@@ -117,6 +119,15 @@ static int cmd_run(const char *file, int nworkers, const char *admin)
     }
     cfg = gen->cfg;
     mg_metrics_init(n);
+    const char *terr = NULL;
+    if (mg_tracing_init(n) != 0 || mg_tracing_prepare(cfg, &terr) != 0) {
+        fprintf(stderr, "moongate: %s\n", terr ? terr : "out of memory");
+        mg_gen_release(gen);
+        mg_tracing_free();
+        mg_shdict_close_all();
+        mg_metrics_free();
+        return 1;
+    }
     uv_loop_t *loop = uv_default_loop();
     uv_signal_t sigterm, sigint;
     uv_signal_init(loop, &sigterm);
@@ -132,6 +143,7 @@ static int cmd_run(const char *file, int nworkers, const char *admin)
         uv_run(loop, UV_RUN_NOWAIT); /* close callbacks of a half-started admin API */
         mg_control_free(&control);   /* releases gen */
         mg_shdict_close_all();
+        mg_tracing_free();
         mg_metrics_free();
         return 1;
     }
@@ -142,10 +154,12 @@ static int cmd_run(const char *file, int nworkers, const char *admin)
         uv_run(loop, UV_RUN_NOWAIT);
         mg_control_free(&control);
         mg_shdict_close_all();
+        mg_tracing_free();
         mg_metrics_free();
         return 1;
     }
     mg_control_watch_hooks(&control);
+    mg_otlp_apply(gen);
     for (size_t i = 0; i < cfg->nlisteners; i++)
         mg_log(MG_LOG_INFO, "listening on %s:%u (%d workers)\n", cfg->listeners[i].host,
                 cfg->listeners[i].port, n);
@@ -157,6 +171,8 @@ static int cmd_run(const char *file, int nworkers, const char *admin)
         mg_log(MG_LOG_WARN, "a worker did not stop (stuck in a hook); exiting anyway\n");
         _exit(1);
     }
+    mg_otlp_stop(); /* the last spans go (a second at most) */
+    mg_tracing_free();
     mg_control_free(&control);
     mg_shdict_close_all(); /* no worker is left to use them */
     uv_close((uv_handle_t *)&sigterm, NULL);

@@ -52,6 +52,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <uv.h>
 #include "cache.h"
 #include "metrics.h"
 #include "mirror.h"
@@ -121,6 +123,15 @@ typedef struct hook_stats_s {
     _Atomic uint64_t calls, ns;
 } hook_stats_t;
 
+/* The last sampled request (tracing.h) seen in a bucket: its trace id for
+ * OpenMetrics exemplars. A seqlock (seq odd while written) lets the
+ * renderer read it whole without making the worker wait. */
+typedef struct exemplar_s {
+    _Atomic uint32_t seq;
+    _Atomic uint64_t id[4];   /* the trace id's 32 hex digits */
+    _Atomic uint64_t us, at;  /* the observed value; uv_hrtime() of it */
+} exemplar_t;
+
 /* One worker's counters. Allocated with aligned_alloc(CACHE_LINE) and a
  * size rounded up to whole lines: no line is shared with another shard. */
 typedef struct shard_s {
@@ -131,6 +142,7 @@ typedef struct shard_s {
     _Atomic(chunk_t *) chunks[NCHUNKS]; /* written under `lock` only */
     _Atomic(tchunk_t *) tchunks[NTCHUNKS]; /* likewise */
     hook_stats_t hooks[MAX_HOOKS];         /* by hook id (4 KiB) */
+    exemplar_t ex_total[NBUCKETS], ex_upstream[NBUCKETS]; /* by bucket */
 } shard_t;
 
 /* Process-wide state. `names`, `nnames`, the name hash and `shards`
@@ -259,6 +271,16 @@ uint32_t mg_metrics_target_id(const char *upstream, const char *target)
     return id;
 }
 
+void mg_metrics_hook_names(uint32_t id, const char **phase, const char **policy)
+{
+    pthread_mutex_lock(&lock);
+    if (id >= nhnames)
+        id = 0;
+    *phase = hnames[id][0];
+    *policy = hnames[id][1];
+    pthread_mutex_unlock(&lock);
+}
+
 uint32_t mg_metrics_hook_id(const char *phase, const char *policy)
 {
     if (!phase || !policy)
@@ -384,11 +406,17 @@ void mg_metrics_free(void)
 
 /* ---- the request path ----------------------------------------------------- */
 
-static void observe(hist_t *h, uint64_t us)
+static inline int bucket_of(uint64_t us)
 {
     int b = 0;
     while (b < NBUCKETS - 1 && us > bucket_us[b])
         b++;
+    return b;
+}
+
+static void observe(hist_t *h, uint64_t us)
+{
+    int b = bucket_of(us);
     atomic_fetch_add_explicit(&h->bucket[b], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&h->sum_us, us, memory_order_relaxed);
 }
@@ -478,6 +506,32 @@ void mg_metrics_mirror_answer(int w, uint32_t route_id, int status)
     route_stats_t *rs = route_stats(shards[w], route_id);
     atomic_fetch_add_explicit(&rs->mirror_cls[status >= 100 && status <= 999 ? status / 100 : 0],
                               1, memory_order_relaxed);
+}
+
+static void exemplar_put(exemplar_t *e, uint64_t us, const char *trace_id, uint64_t at)
+{
+    uint32_t seq = atomic_load_explicit(&e->seq, memory_order_relaxed);
+    atomic_store_explicit(&e->seq, seq + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    for (int i = 0; i < 4; i++) {
+        uint64_t v;
+        memcpy(&v, trace_id + 8 * i, 8);
+        atomic_store_explicit(&e->id[i], v, memory_order_relaxed);
+    }
+    atomic_store_explicit(&e->us, us, memory_order_relaxed);
+    atomic_store_explicit(&e->at, at, memory_order_relaxed);
+    atomic_store_explicit(&e->seq, seq + 2, memory_order_release);
+}
+
+void mg_metrics_exemplar(int w, uint64_t total_us, uint64_t upstream_us, const char *trace_id,
+                         uint64_t at_ns)
+{
+    if (w < 0 || w >= nshards)
+        return;
+    shard_t *s = shards[w];
+    exemplar_put(&s->ex_total[bucket_of(total_us)], total_us, trace_id, at_ns);
+    if (upstream_us > 0)
+        exemplar_put(&s->ex_upstream[bucket_of(upstream_us)], upstream_us, trace_id, at_ns);
 }
 
 void mg_metrics_hook(int w, uint32_t hook_id, uint64_t ns)
@@ -661,10 +715,67 @@ static void put_target_series(sbuf_t *b, const char *name, uint32_t id)
     puts_(b, "\"");
 }
 
+/* A bucket's exemplar as rendered: the newest over the shards. */
+typedef struct ex_view_s {
+    int has;
+    char id[33];
+    uint64_t us, at;
+} ex_view_t;
+
+/* Reads e whole (0), or finds it being written or empty (-1). */
+static int exemplar_get(const exemplar_t *e, ex_view_t *v)
+{
+    for (int tries = 0; tries < 4; tries++) {
+        uint32_t s1 = atomic_load_explicit(&e->seq, memory_order_acquire);
+        if (s1 == 0)
+            return -1;
+        if (s1 & 1)
+            continue;
+        uint64_t id[4];
+        for (int i = 0; i < 4; i++)
+            id[i] = atomic_load_explicit(&e->id[i], memory_order_relaxed);
+        uint64_t us = atomic_load_explicit(&e->us, memory_order_relaxed);
+        uint64_t at = atomic_load_explicit(&e->at, memory_order_relaxed);
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&e->seq, memory_order_relaxed) != s1)
+            continue;
+        memcpy(v->id, id, 32);
+        v->id[32] = '\0';
+        v->us = us;
+        v->at = at;
+        v->has = 1;
+        return 0;
+    }
+    return -1;
+}
+
+/* The newest exemplar of each bucket of the exemplar array at `off` (its
+ * offset from a shard's start) over shards. */
+static void sum_exemplars(size_t off, ex_view_t *out)
+{
+    memset(out, 0, sizeof(*out) * NBUCKETS);
+    for (int w = 0; w < nshards; w++) {
+        const exemplar_t *e = (const exemplar_t *)((const char *)shards[w] + off);
+        for (int i = 0; i < NBUCKETS; i++) {
+            ex_view_t v;
+            if (exemplar_get(&e[i], &v) == 0 && (!out[i].has || v.at > out[i].at))
+                out[i] = v;
+        }
+    }
+}
+
+/* What a rendering is for: OpenMetrics (exemplars, `# EOF`) or the
+ * Prometheus text format, and Unix ns - uv_hrtime() ns for exemplar times. */
+typedef struct render_s {
+    int om;
+    int64_t unix_offset;
+} render_t;
+
 /* The sample lines of one histogram (bucket counts not cumulative); with
- * `id` >= 0, labelled with that target. */
+ * `id` >= 0, labelled with that target; with `ex` (OpenMetrics only), a
+ * bucket's exemplar after its count. */
 static void put_hist_lines(sbuf_t *b, const char *name, long id, const uint64_t *bucket,
-                           uint64_t sum_us)
+                           uint64_t sum_us, const ex_view_t *ex, const render_t *how)
 {
     char series[128];
     uint64_t cum = 0;
@@ -673,10 +784,18 @@ static void put_hist_lines(sbuf_t *b, const char *name, long id, const uint64_t 
         snprintf(series, sizeof(series), "%s_bucket", name);
         if (id >= 0) {
             put_target_series(b, series, (uint32_t)id);
-            putf(b, ",le=\"%s\"} %llu\n", bucket_le[i], (unsigned long long)cum);
+            putf(b, ",le=\"%s\"} %llu", bucket_le[i], (unsigned long long)cum);
         } else {
-            putf(b, "%s{le=\"%s\"} %llu\n", series, bucket_le[i], (unsigned long long)cum);
+            putf(b, "%s{le=\"%s\"} %llu", series, bucket_le[i], (unsigned long long)cum);
         }
+        if (ex && how->om && ex[i].has) {
+            int64_t at = (int64_t)ex[i].at + how->unix_offset;
+            putf(b, " # {trace_id=\"%s\"} %llu.%06llu %lld.%09lld", ex[i].id,
+                 (unsigned long long)(ex[i].us / 1000000),
+                 (unsigned long long)(ex[i].us % 1000000), (long long)(at / 1000000000),
+                 (long long)(at % 1000000000));
+        }
+        puts_(b, "\n");
     }
     /* exact decimal seconds from integer microseconds */
     const char *part[2] = { "_sum", "_count" };
@@ -696,12 +815,16 @@ static void put_hist_lines(sbuf_t *b, const char *name, long id, const uint64_t 
     }
 }
 
-static void put_hist(sbuf_t *b, const char *name, const char *help, size_t off)
+static void put_hist(sbuf_t *b, const char *name, const char *help, size_t off, size_t ex_off,
+                     const render_t *how)
 {
     uint64_t bucket[NBUCKETS] = { 0 }, sum_us = 0;
+    ex_view_t ex[NBUCKETS];
     sum_hist(off, bucket, &sum_us);
+    if (how->om)
+        sum_exemplars(ex_off, ex);
     putf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
-    put_hist_lines(b, name, -1, bucket, sum_us);
+    put_hist_lines(b, name, -1, bucket, sum_us, how->om ? ex : NULL, how);
 }
 
 /* Per target, in target id order (config order): the latency histogram
@@ -737,7 +860,7 @@ static void put_targets(sbuf_t *b)
             if (!any)
                 continue;
             if (pass == 0) {
-                put_hist_lines(b, hist, id, bucket, sum_us);
+                put_hist_lines(b, hist, id, bucket, sum_us, NULL, &(render_t){ 0 });
                 continue;
             }
             for (int i = 1; i <= NCLASSES; i++) { /* 1xx..9xx, then error */
@@ -915,7 +1038,59 @@ static void put_hooks(sbuf_t *b)
     }
 }
 
+/* OpenMetrics names a counter's family without the `_total` its samples
+ * carry: the HELP and TYPE lines of such counters in the text format are
+ * rewritten, the rest is the same. In place (lines only get shorter). */
+static void counters_to_openmetrics(sbuf_t *b)
+{
+    static const char help[] = "# HELP ", type[] = "# TYPE ";
+    char *in = b->p, *end = b->p + b->len, *out = b->p;
+    while (in < end) {
+        char *eol = memchr(in, '\n', (size_t)(end - in));
+        size_t n = eol ? (size_t)(eol - in) + 1 : (size_t)(end - in);
+        int is_help = n > 7 && memcmp(in, help, 7) == 0, is_type = n > 7 && !memcmp(in, type, 7);
+        char *name = in + 7, *sp = (is_help || is_type) ? memchr(name, ' ', n - 7) : NULL;
+        int cut = 0;
+        if (sp && sp - name > 6 && memcmp(sp - 6, "_total", 6) == 0) {
+            size_t nl = (size_t)(sp - name);
+            /* the TYPE line (this one, or the one after a HELP) says counter */
+            const char *t = is_type ? in : eol ? eol + 1 : end;
+            cut = t + 7 + nl + 8 <= end && memcmp(t, type, 7) == 0 &&
+                  memcmp(t + 7, name, nl) == 0 && memcmp(t + 7 + nl, " counter", 8) == 0;
+        }
+        if (cut) {
+            size_t head = (size_t)(sp - 6 - in);
+            memmove(out, in, head);
+            memmove(out + head, sp, n - (size_t)(sp - in));
+            out += n - 6;
+        } else {
+            memmove(out, in, n);
+            out += n;
+        }
+        in += n;
+    }
+    b->len = (size_t)(out - b->p);
+    if (b->p)
+        b->p[b->len] = '\0';
+}
+
+static char *render(const char *extra, size_t *len, const render_t *how);
+
 char *mg_metrics_render(const char *extra, size_t *len)
+{
+    return render(extra, len, &(render_t){ 0 });
+}
+
+char *mg_metrics_render_openmetrics(const char *extra, size_t *len)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    render_t how = { .om = 1, .unix_offset = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec -
+                                              (int64_t)uv_hrtime() };
+    return render(extra, len, &how);
+}
+
+static char *render(const char *extra, size_t *len, const render_t *how)
 {
     sbuf_t b = { 0 };
     uint32_t *ids = malloc(sizeof(*ids) * MAX_ROUTES);
@@ -930,10 +1105,10 @@ char *mg_metrics_render(const char *extra, size_t *len)
     put_upstream_tls(&b);
     put_hist(&b, "moongate_request_duration_seconds",
              "Time from the start of a request to the end of its response.",
-             offsetof(shard_t, total));
+             offsetof(shard_t, total), offsetof(shard_t, ex_total), how);
     put_hist(&b, "moongate_upstream_duration_seconds",
              "Time spent waiting for upstreams, for requests that reached one.",
-             offsetof(shard_t, upstream));
+             offsetof(shard_t, upstream), offsetof(shard_t, ex_upstream), how);
     put_targets(&b);
     put_mirrors(&b);
     put_hooks(&b);
@@ -966,6 +1141,10 @@ char *mg_metrics_render(const char *extra, size_t *len)
                 "TLS handshakes on client connections, by result.", &tls_ok, &tls_failed);
     if (extra)
         puts_(&b, extra);
+    if (how->om) {
+        counters_to_openmetrics(&b);
+        puts_(&b, "# EOF\n");
+    }
 out:
     free(ids);
     free(counts);

@@ -42,6 +42,14 @@ void mg_metrics_upstream(int w, uint32_t target_id, int status, uint64_t us);
  * `status`, or none (0: connect, timeout, reset, ...). */
 void mg_metrics_mirror(int w, uint32_t route_id, int result);
 void mg_metrics_mirror_answer(int w, uint32_t route_id, int status);
+/* From worker `w`: a sampled request (tracing.h) of trace `trace_id` (32
+ * hex digits) ended at uv_hrtime() `at_ns`: it becomes the exemplar of its
+ * buckets of the request and upstream duration histograms (OpenMetrics). */
+void mg_metrics_exemplar(int w, uint64_t total_us, uint64_t upstream_us, const char *trace_id,
+                         uint64_t at_ns);
+/* The phase and policy names of a hook id (static or kept until
+ * mg_metrics_free; an unknown id gives "(other)"). Takes the lock. */
+void mg_metrics_hook_names(uint32_t id, const char **phase, const char **policy);
 /* From worker `w`: a hook of hook id `hook_id` returned after running
  * `ns` nanoseconds. */
 void mg_metrics_hook(int w, uint32_t hook_id, uint64_t ns);
@@ -67,5 +75,9 @@ void mg_metrics_upstream_tls(const char *upstream, int failed, const char *what)
  * caller's own gauges), may be NULL. Returns a malloc'd string (caller
  * frees), its length in *len. */
 char *mg_metrics_render(const char *extra, size_t *len);
+/* The same in the OpenMetrics text format (application/openmetrics-text
+ * 1.0.0): counter families named without `_total`, exemplars with trace
+ * ids on the duration histograms' buckets, `# EOF` at the end. */
+char *mg_metrics_render_openmetrics(const char *extra, size_t *len);
 
 #endif

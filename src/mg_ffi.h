@@ -100,6 +100,11 @@ double mg_ffi_monotonic(void);
 /* mg_trace_parse (trace.c): 0 and the 32 hex digits of the trace id and
  * the 2 flag digits to send on, or -1 when v is no traceparent to continue. */
 int mg_ffi_trace_parse(const char *v, size_t n, char *trace_id, char *flags);
+/* settings.tracing's sampler (trace.c mg_trace_decide): 1 when a request of
+ * trace trace_id (32 hex digits; `continued`: from a client's traceparent
+ * with `flags`) is sampled at ratio `sample`, parent-based or not; else 0. */
+int mg_ffi_trace_decide(const char *trace_id, int continued, const char *flags, double sample,
+                        int parent_based);
 /* Smooth weighted round robin (balancer_rr.c): one pick among the n targets whose
  * live[i] is non-zero, cw[i] their current weights (updated). Returns the
  * index picked, or -1 when none is live. */

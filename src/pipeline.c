@@ -22,6 +22,7 @@
 #include "metrics.h"
 #include "mg_ffi.h"
 #include "pipeline.h"
+#include "tracing.h"
 #include "client_addr.h"
 #include "header_names.h"
 #include "retry.h"
@@ -363,6 +364,8 @@ void mg_pipeline_log(mg_request_t *r)
     mg_accesslog_request(r->w, r);
     mg_metrics_request(r->w->id, r->route ? r->route->metric_id : 0, r->status,
                        r->total_ns / 1000, r->upstream_ns / 1000);
+    if (r->trace_sampled)
+        mg_tracing_request_end(r);
     if (!r->hook_waiting && mg_hooks_has(r->g, r->route, MG_PHASE_LOG))
         mg_hooks_run(r, MG_PHASE_LOG);
 }

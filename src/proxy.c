@@ -549,6 +549,8 @@ static void on_resp_complete(mg_upconn_t *u)
      * caller's out_flush): whoever saw the answer end sees it counted */
     r->upstream_ns = uv_hrtime() - r->upstream_start_ns;
     mg_metrics_upstream(r->w->id, u->pool->t->metric_id, u->h1.status, r->upstream_ns / 1000);
+    if (r->trace_sampled)
+        mg_tracing_attempt_end(r, u->h1.status, NULL);
 }
 
 /* ---- the connection ----------------------------------------------------- */
@@ -749,11 +751,17 @@ static void up_parse(mg_upconn_t *u)
         return;
     case PARSE_PAUSED: stop_reading(u); return; /* until the hook is done */
     case PARSE_DONE: up_finish_response(u, u->buf.parsed < u->buf.len); return;
-    case PARSE_TUNNEL: start_tunnel(u); return;
+    case PARSE_TUNNEL:
+        if (r->trace_sampled) /* the exchange ends with the 101; the tunnel is no attempt */
+            mg_tracing_attempt_end(r, 101, NULL);
+        start_tunnel(u);
+        return;
     case PARSE_RETRY: {
         int status = u->h1.status;
         /* an answer, though retried: counted by its class, untimed */
         mg_metrics_upstream(r->w->id, u->pool->t->metric_id, -status, 0);
+        if (r->trace_sampled)
+            mg_tracing_attempt_end(r, status, NULL);
         /* the answer retried is not read on: its connection goes */
         up_close(u);
         log_retry(r, status == 502   ? "upstream answered 502"
@@ -1096,6 +1104,8 @@ static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable
     /* an attempt without a whole answer; a hook's error (500) on one the
      * target did give counts by the answer's status, with no latency */
     mg_metrics_upstream(r->w->id, u->pool->t->metric_id, status == 500 ? -u->h1.status : 0, 0);
+    if (r->trace_sampled)
+        mg_tracing_attempt_end(r, status == 500 ? u->h1.status : 0, why);
     up_close(u);
     int ui = mg_request_upstream(r);
     const mg_upstream_t *up = &r->g->cfg->upstreams[ui];
@@ -1223,6 +1233,8 @@ static void connect_target(mg_request_t *r, int ti)
         }
         mg_outlier_attempt(&r->g->gen->outlier[ui], (size_t)ti, now);
     }
+    if (r->trace_sampled)
+        mg_tracing_attempt_start(r, ui, ti);
     if (__builtin_expect(p->u->protocol != MG_UP_H1, 0)) {
         connect_stream(r, p);
         return;
@@ -1236,6 +1248,8 @@ static void connect_target(mg_request_t *r, int ti)
     }
     if (!p->addr_ok) {
         mg_metrics_upstream(r->w->id, p->t->metric_id, 0, 0);
+        if (r->trace_sampled)
+            mg_tracing_attempt_end(r, 0, "upstream address does not resolve");
         log_failure(r, 502, "upstream address does not resolve", 0, NULL);
         mg_pipeline_upstream_failed(r, 502, "upstream address does not resolve");
         return;
@@ -1336,21 +1350,16 @@ static int head_request_line(head_t *h, mg_request_t *r)
     else
         head_put(h, mg_request_data(r, r->method), r->method.len);
     HEAD_PUTS(h, " ");
-    if (r->path_rewritten || !r->route) {
-        head_put(h, r->path, r->path_len);
-    } else {
-        /* the rewrite's length is known once written: try the room there
-         * is, grow and try again while it does not fit */
-        long pl;
-        size_t want = r->path_len + 1;
-        char *o;
-        while ((o = head_room(h, want)) &&
-               (pl = mg_router_upstream_path(&r->match, r->path, r->path_len, o, want)) < 0)
-            want *= 2;
-        if (!o)
-            return -1;
-        h->len += (size_t)pl;
-    }
+    /* a rewrite's length is known once written: try the room there is,
+     * grow and try again while it does not fit */
+    long pl;
+    size_t want = r->path_len + 1;
+    char *o;
+    while ((o = head_room(h, want)) && (pl = mg_request_upstream_path(r, o, want)) < 0)
+        want *= 2;
+    if (!o)
+        return -1;
+    h->len += (size_t)pl;
     if (r->new_query) {
         if (r->new_query_len) {
             HEAD_PUTS(h, "?");
@@ -1488,7 +1497,8 @@ static void head_gateway_request(head_t *h, mg_request_t *r, const mg_pool_t *p)
             memcpy(o, r->trace_id, sizeof(r->trace_id));
             o += sizeof(r->trace_id);
             *o++ = '-';
-            memcpy(o, r->span_id, sizeof(r->span_id));
+            /* a sampled request's parent there is this attempt's client span */
+            memcpy(o, r->trace_sampled ? r->tspan.client_id : r->span_id, sizeof(r->span_id));
             o += sizeof(r->span_id);
             *o++ = '-';
             memcpy(o, r->trace_flags, 2);

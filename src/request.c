@@ -73,8 +73,9 @@ mg_request_t *mg_request_new(mg_worker_t *w)
     char *scratch = r->scratch;
     size_t cap = r->scratch_cap;
     uint32_t slot = r->slot;
-    /* the edit arrays and the inline arena after it need no clearing */
-    memset(r, 0, offsetof(mg_request_t, req_edits));
+    /* the tracing state, the edit arrays and the inline arena after them
+     * need no clearing */
+    memset(r, 0, offsetof(mg_request_t, tspan));
     r->headers = headers;
     r->htok = htok;
     r->headers_cap = headers_cap;
@@ -233,14 +234,16 @@ static void assign_trace(mg_request_t *r)
     r->traced = 1;
     if (r->known[MG_H_TRACEPARENT] && !r->trace_bad) {
         mg_span_t v = r->headers[r->known[MG_H_TRACEPARENT] - 1].value;
-        r->trace_continued =
-            mg_trace_parse(mg_request_data(r, v), v.len, r->trace_id, r->trace_flags) == 0;
+        r->trace_continued = mg_trace_parse(mg_request_data(r, v), v.len, r->trace_id,
+                                            r->tspan.parent_id, r->trace_flags) == 0;
     }
     if (!r->trace_continued) {
         mg_trace_random_hex(&w->trace_rng, r->trace_id, sizeof(r->trace_id));
         memcpy(r->trace_flags, "01", 2); /* a new trace is recorded (sampled) */
     }
     mg_trace_random_hex(&w->trace_rng, r->span_id, sizeof(r->span_id));
+    if (r->g->cfg->tracing) /* spans leave: the sampler decides the flag */
+        mg_tracing_sample(r);
 }
 
 void mg_request_assign_id(mg_request_t *r)

@@ -14,6 +14,7 @@
 
 #include <stdint.h>
 #include <strings.h>
+#include <string.h>
 #include <stddef.h>
 #include <uv.h>
 #include "cidr.h"
@@ -22,6 +23,7 @@
 #include "router.h"
 #include "response.h"
 #include "span.h"
+#include "tracing.h"
 
 typedef struct mg_worker_s mg_worker_t;
 typedef struct mg_request_s mg_request_t;
@@ -279,6 +281,7 @@ struct mg_request_s {
     uint8_t traced;            /* trace_id, span_id, trace_flags are set */
     uint8_t trace_continued;   /* from the client's valid traceparent */
     uint8_t trace_bad;         /* a second traceparent: start a new trace */
+    uint8_t trace_sampled;     /* recorded as spans (tracing.h): `tspan` is set */
     char trace_id[32];         /* hex, not NUL-terminated */
     char span_id[16];          /* the gateway's own span */
     char trace_flags[2];
@@ -299,6 +302,7 @@ struct mg_request_s {
     struct mg_compress_s *compress;
 
     /* Not cleared between requests (mg_request_init zeroes up to here). */
+    mg_trace_req_t tspan;      /* tracing.h: set when trace_sampled is */
     mg_edit_t req_edits[MG_MAX_EDITS];
     mg_edit_t res_edits[MG_MAX_EDITS];
     char arena[MG_ARENA_INLINE];
@@ -417,6 +421,22 @@ static inline int mg_edits_replace(const mg_edit_t *edits, int nedits, int tok,
 /* The upstream index a request goes to (hook override, else what its
  * route's canary or split chose, else its route's). */
 int mg_request_upstream(const mg_request_t *r);
+
+/* The path r sends upstream (its route's rewrite or strip_prefix, or a
+ * hook's new path as is; no query) into out (capacity cap),
+ * NUL-terminated. Returns its length, or -1 when cap is too small. For
+ * the request line (proxy.c) and the client span's url.full (tracing.c). */
+static inline long mg_request_upstream_path(const mg_request_t *r, char *out, size_t cap)
+{
+    if (r->path_rewritten || !r->route) {
+        if (r->path_len + 1 > cap)
+            return -1;
+        memcpy(out, r->path, r->path_len);
+        out[r->path_len] = '\0';
+        return (long)r->path_len;
+    }
+    return mg_router_upstream_path(&r->match, r->path, r->path_len, out, cap);
+}
 
 /* Gives r its request id (the client's X-Request-Id when valid, else a new
  * one) and its trace context; once, before anything is logged. */

@@ -30,7 +30,8 @@ static int hex_value(char c) { return c <= '9' ? c - '0' : c - 'a' + 10; }
 
 /* "vv-<32 trace id>-<16 parent id>-ff": version 00 is exactly that; a
  * later version may add fields after a '-' (W3C 4.3, future versions). */
-int mg_trace_parse(const char *v, size_t n, char trace_id[MG_TRACE_ID_HEX], char flags[2])
+int mg_trace_parse(const char *v, size_t n, char trace_id[MG_TRACE_ID_HEX],
+                   char parent_id[MG_SPAN_ID_HEX], char flags[2])
 {
     while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
         n--;
@@ -45,6 +46,8 @@ int mg_trace_parse(const char *v, size_t n, char trace_id[MG_TRACE_ID_HEX], char
         all_zero(v + 36, 16) || !lower_hex(v + 53, 2))
         return -1;
     memcpy(trace_id, v + 3, MG_TRACE_ID_HEX);
+    if (parent_id)
+        memcpy(parent_id, v + 36, MG_SPAN_ID_HEX);
     /* only the sampled bit is defined; others are not passed on */
     flags[0] = '0';
     flags[1] = (hex_value(v[54]) & 1) ? '1' : '0';
@@ -54,7 +57,27 @@ int mg_trace_parse(const char *v, size_t n, char trace_id[MG_TRACE_ID_HEX], char
 /* The same parser under its FFI name, for the testing kit. */
 int mg_ffi_trace_parse(const char *v, size_t n, char *trace_id, char *flags)
 {
-    return mg_trace_parse(v, n, trace_id, flags);
+    return mg_trace_parse(v, n, trace_id, NULL, flags);
+}
+
+#define RANDOM_BITS 56
+#define RANDOM_SPAN (UINT64_C(1) << RANDOM_BITS)
+
+uint64_t mg_trace_ratio_threshold(double p)
+{
+    if (!(p > 0))
+        return RANDOM_SPAN; /* never: no 56-bit value reaches it */
+    if (p >= 1)
+        return 0;
+    return (uint64_t)((1.0 - p) * (double)RANDOM_SPAN);
+}
+
+int mg_trace_ratio_sampled(const char trace_id[MG_TRACE_ID_HEX], uint64_t threshold)
+{
+    uint64_t r = 0; /* the last 14 hex digits: 56 bits */
+    for (int i = MG_TRACE_ID_HEX - RANDOM_BITS / 4; i < MG_TRACE_ID_HEX; i++)
+        r = r << 4 | (uint64_t)hex_value(trace_id[i]);
+    return r >= threshold;
 }
 
 static uint64_t splitmix64(uint64_t *s)
@@ -114,4 +137,18 @@ uint64_t mg_trace_seed(void)
     struct timespec ts; /* no entropy yet: the clock still differs per process */
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ULL ^ (uint64_t)ts.tv_sec;
+}
+
+int mg_trace_decide(const char trace_id[MG_TRACE_ID_HEX], int continued, const char flags[2],
+                    double sample, int parent_based)
+{
+    if (continued && parent_based)
+        return flags[1] == '1';
+    return mg_trace_ratio_sampled(trace_id, mg_trace_ratio_threshold(sample));
+}
+
+int mg_ffi_trace_decide(const char *trace_id, int continued, const char *flags, double sample,
+                        int parent_based)
+{
+    return mg_trace_decide(trace_id, continued, flags, sample, parent_based);
 }

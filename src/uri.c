@@ -353,3 +353,85 @@ int mg_uri_path_check(const char *s, size_t len, char *out, size_t cap)
     out[len] = '\0';
     return MG_STR_VALUE;
 }
+
+int mg_uri_url_parse(const char *url, size_t len, mg_url_t *u, const char **err)
+{
+    memset(u, 0, sizeof(*u));
+    u->https = len >= 8 && strncmp(url, "https://", 8) == 0;
+    if (!u->https && (len < 7 || strncmp(url, "http://", 7) != 0)) {
+        *err = "url must start with http:// or https://";
+        return -1;
+    }
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)url[i] <= ' ' || url[i] == 0x7f) {
+            *err = "url has spaces or control characters";
+            return -1;
+        }
+    const char *h = url + (u->https ? 8 : 7), *end = url + len;
+    const char *slash = memchr(h, '/', (size_t)(end - h));
+    const char *hend = slash ? slash : end;
+    u->authority = h;
+    u->authority_len = (size_t)(hend - h);
+    const char *colon;
+    if (h < hend && *h == '[') { /* an IPv6 address: its colons are not the port's */
+        const char *close = memchr(h, ']', (size_t)(hend - h));
+        if (!close || (close + 1 < hend && close[1] != ':')) {
+            *err = "url has a bad [IPv6] host";
+            return -1;
+        }
+        u->host = h + 1;
+        u->host_len = (size_t)(close - h - 1);
+        colon = close + 1 < hend ? close + 1 : NULL;
+    } else {
+        colon = memchr(h, ':', (size_t)(hend - h));
+        u->host = h;
+        u->host_len = (size_t)((colon ? colon : hend) - h);
+    }
+    if (memchr(h, '@', (size_t)(hend - h)) || memchr(url, '#', len)) {
+        *err = "url has user info or a fragment";
+        return -1;
+    }
+    u->port = u->https ? 443 : 80;
+    if (colon) {
+        long pv = 0;
+        for (const char *q = colon + 1; q < hend; q++) {
+            if (*q < '0' || *q > '9' || pv > 65535) {
+                *err = "bad port in url";
+                return -1;
+            }
+            pv = pv * 10 + (*q - '0');
+        }
+        if (pv < 1 || pv > 65535) {
+            *err = "bad port in url";
+            return -1;
+        }
+        u->port = (uint16_t)pv;
+        u->port_given = 1;
+    }
+    if (u->host_len == 0) {
+        *err = "url has no host";
+        return -1;
+    }
+    u->path = slash ? slash : "/";
+    u->path_len = slash ? (size_t)(end - slash) : 1;
+    return 0;
+}
+
+int mg_uri_base_url_check(const char *s, size_t len, char *out, size_t cap)
+{
+    mg_url_t u;
+    const char *why;
+    char host[256];
+    while (len > 0 && s[len - 1] == '/')
+        len--;
+    if (mg_uri_url_parse(s, len, &u, &why) < 0 || memchr(s, '?', len) || len >= cap ||
+        u.host_len >= sizeof(host))
+        return MG_STR_BAD;
+    memcpy(host, u.host, u.host_len);
+    host[u.host_len] = '\0';
+    if (mg_ffi_host_kind(host, u.host_len) == MG_HOST_BAD)
+        return MG_STR_BAD;
+    memcpy(out, s, len);
+    out[len] = '\0';
+    return MG_STR_VALUE;
+}

@@ -5,6 +5,7 @@
 #define MG_URI_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Flags of mg_uri_normalize_path. */
 enum {
@@ -70,5 +71,28 @@ int mg_uri_host_check(const char *s, size_t len, char *out, size_t cap);
 /* The same for a path the gateway requests itself (a health check): it
  * starts with '/' and holds no space or control byte. */
 int mg_uri_path_check(const char *s, size_t len, char *out, size_t cap);
+
+/* An absolute http or https URL, as the gateway requests one (gw.http, the
+ * tracing exporter): pieces point into the URL, nothing is copied. */
+typedef struct mg_url_s {
+    int https;
+    const char *host;      /* without brackets for IPv6 */
+    size_t host_len;
+    const char *authority; /* host[:port] as written, for the Host header */
+    size_t authority_len;
+    uint16_t port;         /* the scheme's when none is written */
+    int port_given;
+    const char *path;      /* from the first '/' on (query included); "/" when none */
+    size_t path_len;
+} mg_url_t;
+
+/* Splits "http[s]://host[:port][/path]" (no user info, no fragment, no
+ * space or control byte). Returns 0, or -1 with a static reason in *err
+ * ("url must start with http:// or https://", "bad port in url", ...). */
+int mg_uri_url_parse(const char *url, size_t len, mg_url_t *u, const char **err);
+/* The config's check of a URL paths are appended to (settings.tracing's
+ * endpoint; a mg_ffi_str_check_fn): mg_uri_url_parse's form with a host
+ * of mg_ffi_host_kind's and no query; a trailing '/' is dropped. */
+int mg_uri_base_url_check(const char *s, size_t len, char *out, size_t cap);
 
 #endif

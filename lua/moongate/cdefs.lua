@@ -55,6 +55,8 @@ int mg_ffi_req_cache_state(mg_request_t *r);
 double mg_ffi_now(void);
 double mg_ffi_monotonic(void);
 int mg_ffi_trace_parse(const char *v, size_t n, char *trace_id, char *flags);
+int mg_ffi_trace_decide(const char *trace_id, int continued, const char *flags, double sample,
+                        int parent_based);
 int mg_ffi_balancer_swrr(int *cw, const int *weight, const unsigned char *live, size_t n);
 int mg_ffi_header_edit_check(int op, const char *name, size_t nlen, const char *value,
                              size_t vlen);

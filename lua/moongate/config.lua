@@ -516,6 +516,84 @@ local function trusted_proxies(d, v)
     return out
 end
 
+-- A map of header names to values (route.headers, settings.tracing.headers),
+-- as a list of { name = lower-case name, value = value } sorted by name;
+-- `f` is its LIST row (its words, its maximum).
+local function header_map(d, headers, what, f)
+    if type(headers) ~= "table" then
+        err(d, "%s %s, got %s", what, f.expected, describe(headers))
+        return nil
+    end
+    local out, seen = {}, {}
+    for _, k in ipairs(sorted_keys(headers)) do
+        local v = headers[k]
+        if type(k) ~= "string" or not HEADER_NAME(k) then
+            err(d, "%s key %s must be a header name", what, key_str(k))
+        elseif type(v) ~= "string" or find(v, "[%z\r\n]") then
+            err(d, "%s[%s] must be a string (no CR, LF or NUL), " ..
+                "got %s", what, quote(k), describe(v))
+        else
+            local lk = lower(k)
+            if seen[lk] then
+                err(d, "%s names %s twice (names are " ..
+                    "case-insensitive)", what, quote(lk))
+            else
+                seen[lk] = true
+                out[#out + 1] = { name = lk, value = v }
+            end
+        end
+    end
+    sort(out, function(a, b) return a.name < b.name end)
+    if #out > f.max then
+        err(d, "%s " .. f.too_many, what, #out, f.max)
+    end
+    return out
+end
+
+-- settings.tracing: its fields by the schema (src/config.c); `resource`
+-- (attribute names to strings) and `headers` (sent with each export) are
+-- maps, handed over as lists of { name, value }.
+local TRACING, TRACING_BATCH = schema("tracing"), schema("tracing_batch")
+
+local function tracing(d, v)
+    if type(v) ~= "table" then
+        err(d, "settings.tracing %s, got %s", SETTINGS.expected.tracing, describe(v))
+        return nil
+    end
+    local rest = {}
+    for k, x in pairs(v) do
+        if k ~= "resource" and k ~= "headers" then rest[k] = x end
+    end
+    local t = field(d, { tracing = rest }, "tracing", "settings", SETTINGS.checks.tracing)
+    if not t then return nil end
+    t.batch = t.batch or copy(TRACING_BATCH.defaults)
+    t.headers = v.headers ~= nil and
+        header_map(d, v.headers, "settings.tracing.headers", TRACING.field.headers) or {}
+    local f = TRACING.field.resource
+    local res = v.resource
+    t.resource = {}
+    if res ~= nil and type(res) ~= "table" then
+        err(d, "settings.tracing.resource %s, got %s", f.expected, describe(res))
+    elseif res ~= nil then
+        for _, k in ipairs(sorted_keys(res)) do
+            local x = res[k]
+            if type(k) ~= "string" or k == "" then
+                err(d, "settings.tracing.resource key %s must be a non-empty string " ..
+                    "(an attribute name like \"deployment.environment\")", key_str(k))
+            elseif type(x) ~= "string" then
+                err(d, "settings.tracing.resource[%s] must be a string, got %s", quote(k),
+                    describe(x))
+            else
+                t.resource[#t.resource + 1] = { name = k, value = x }
+            end
+        end
+        if #t.resource > f.max then
+            err(d, "settings.tracing.resource " .. f.too_many, #t.resource, f.max)
+        end
+    end
+    return t
+end
+
 local function table_arg(d, v, what, example)
     if type(v) == "table" then
         return true
@@ -555,6 +633,9 @@ function decl.settings(d, t)
                              SETTINGS.checks.real_ip_header) or s.real_ip_header
     if t.trusted_proxies ~= nil then
         s.trusted_proxies = trusted_proxies(d, t.trusted_proxies)
+    end
+    if t.tracing ~= nil then
+        s.tracing = tracing(d, t.tracing)
     end
     s.limits = field(d, t, "limits", "settings", SETTINGS.checks.limits) or s.limits
     s.timeouts = field(d, t, "timeouts", "settings", SETTINGS.checks.timeouts)
@@ -1181,35 +1262,7 @@ local function route_upgrades(d, list)
 end
 
 local function route_headers(d, headers)
-    if type(headers) ~= "table" then
-        err(d, "route.headers %s, got %s", ROUTE.expected.headers, describe(headers))
-        return nil
-    end
-    local f = ROUTE.field.headers
-    local out, seen = {}, {}
-    for _, k in ipairs(sorted_keys(headers)) do
-        local v = headers[k]
-        if type(k) ~= "string" or not HEADER_NAME(k) then
-            err(d, "route.headers key %s must be a header name", key_str(k))
-        elseif type(v) ~= "string" or find(v, "[%z\r\n]") then
-            err(d, "route.headers[%s] must be a string (no CR, LF or NUL), " ..
-                "got %s", quote(k), describe(v))
-        else
-            local lk = lower(k)
-            if seen[lk] then
-                err(d, "route.headers names %s twice (names are " ..
-                    "case-insensitive)", quote(lk))
-            else
-                seen[lk] = true
-                out[#out + 1] = { name = lk, value = v }
-            end
-        end
-    end
-    sort(out, function(a, b) return a.name < b.name end)
-    if #out > f.max then
-        err(d, "route.headers " .. f.too_many, #out, f.max)
-    end
-    return out
+    return header_map(d, headers, "route.headers", ROUTE.field.headers)
 end
 
 -- route.cache: true, or a table of CACHE.keys. The dictionary is resolved
@@ -1608,6 +1661,7 @@ local function finish(c)
     cfg.settings_line, cfg.settings_source = s.line, s.source
     cfg.tests = c.tests
     cfg.limits, cfg.timeouts, cfg.http2 = s.limits, s.timeouts, s.http2
+    cfg.tracing = s.tracing
     if s.trusted_proxies and s.trusted_proxies[1] then
         -- none: nothing is believed, and the header does not matter
         cfg.trusted_proxies, cfg.real_ip_header = s.trusted_proxies, s.real_ip_header

@@ -715,6 +715,7 @@ function _M.load(file, opts)
         end,
     }
     fake.trusted_set(env, cfg.trusted_proxies, cfg.real_ip_header)
+    env.tracing = cfg.tracing
     for i, u in ipairs(cfg.upstreams) do
         local targets = {}
         for j, t in ipairs(u.targets) do

@@ -79,10 +79,12 @@ static int h_upstreams(char **body, size_t *len, const char **ctype)
     return 200;
 }
 
-static int h_metrics(char **body, size_t *len, const char **ctype)
+/* says which format admin.c chose from the Accept header */
+static int h_metrics(int openmetrics, char **body, size_t *len, const char **ctype)
 {
-    *ctype = "text/plain; version=0.0.4";
-    *body = dup_body("up 1\n", len);
+    *ctype = openmetrics ? "application/openmetrics-text; version=1.0.0; charset=utf-8"
+                         : "text/plain; version=0.0.4";
+    *body = dup_body(openmetrics ? "up 1\n# EOF\n" : "up 1\n", len);
     return 200;
 }
 

@@ -5,7 +5,10 @@ local ffi = require "ffi"
 local fake = require "moongate.testing.fake"
 
 ffi.cdef [[
-int mg_trace_parse(const char *v, size_t n, char trace_id[32], char flags[2]);
+int mg_trace_parse(const char *v, size_t n, char trace_id[32], char parent_id[16],
+                   char flags[2]);
+uint64_t mg_trace_ratio_threshold(double p);
+int mg_trace_ratio_sampled(const char trace_id[32], uint64_t threshold);
 void mg_trace_random_hex(uint64_t *rng, char *out, size_t n);
 void mg_hex16(uint64_t x, char out[16]);
 ]]
@@ -16,9 +19,9 @@ local TID = "4bf92f3577b34da6a3ce929d0e0e4736"
 local PID = "00f067aa0ba902b7"
 
 local function parse(v)
-    local tid, flags = ffi.new("char[32]"), ffi.new("char[2]")
-    if lib.mg_trace_parse(v, #v, tid, flags) ~= 0 then return nil end
-    return ffi.string(tid, 32), ffi.string(flags, 2)
+    local tid, pid, flags = ffi.new("char[32]"), ffi.new("char[16]"), ffi.new("char[2]")
+    if lib.mg_trace_parse(v, #v, tid, pid, flags) ~= 0 then return nil end
+    return ffi.string(tid, 32), ffi.string(flags, 2), ffi.string(pid, 16)
 end
 
 describe("traceparent", function()
@@ -45,9 +48,10 @@ describe("traceparent", function()
 
     it("continues a valid one: its trace id, only the sampled flag", function()
         for _, c in ipairs(good) do
-            local tid, flags = parse(c[1])
+            local tid, flags, pid = parse(c[1])
             assert.equal(TID, tid, c[1])
             assert.equal(c[2], flags, c[1])
+            assert.equal(PID, pid, c[1]) -- the parent's span id (tracing: parentSpanId)
             local ftid, fflags = fake.parse_traceparent((c[1]:gsub("%s+$", "")))
             assert.equal(TID, ftid, "fake: " .. c[1])
             assert.equal(c[2], fflags, "fake: " .. c[1])
@@ -74,6 +78,40 @@ describe("traceparent", function()
         end
         lib.mg_trace_random_hex(rng, out, 16)
         assert.truthy(ffi.string(out, 16):match("^[0-9a-f]+$"))
+    end)
+end)
+
+describe("ratio sampling by trace id", function()
+    -- the 56 low bits (14 last hex digits) against (1 - p) * 2^56
+    local function sampled(tid, p)
+        return lib.mg_trace_ratio_sampled(tid, lib.mg_trace_ratio_threshold(p)) == 1
+    end
+
+    it("keeps all at 1, none at 0, and decides by the id's random part only", function()
+        local low = string.rep("f", 18) .. string.rep("0", 13) .. "1"
+        local high = string.rep("0", 18) .. string.rep("f", 14)
+        assert.is_true(sampled(low, 1))
+        assert.is_false(sampled(high, 0))
+        assert.is_false(sampled(low, 0.5))  -- its first 18 digits do not count
+        assert.is_true(sampled(high, 0.5))
+        assert.is_true(sampled(string.rep("0", 18) .. "80000000000000", 0.5)) -- at the bound
+        assert.is_false(sampled(string.rep("0", 18) .. "7fffffffffffff", 0.5))
+    end)
+
+    it("keeps about p of random ids", function()
+        local rng = ffi.new("uint64_t[1]", 12345)
+        local out = ffi.new("char[32]")
+        for _, p in ipairs({ 0.01, 0.1, 0.5, 0.9 }) do
+            local n, kept = 20000, 0
+            local th = lib.mg_trace_ratio_threshold(p)
+            for _ = 1, n do
+                lib.mg_trace_random_hex(rng, out, 32)
+                if lib.mg_trace_ratio_sampled(out, th) == 1 then kept = kept + 1 end
+            end
+            -- binomial: 5 standard deviations
+            local sd = math.sqrt(n * p * (1 - p))
+            assert.is_true(math.abs(kept - n * p) < 5 * sd, p .. ": " .. kept)
+        end
     end)
 end)
 

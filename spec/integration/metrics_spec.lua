@@ -98,18 +98,7 @@ gw.route { path = "/tried/**", upstream = "tried" }
     end)
 
     it("is scraped by a real prometheus server, which answers a query for a new series", function()
-        local web = h.free_port()
-        local dir = h.tmpdir()
-        local conf = h.tmpfile("prometheus.yml", ([[
-global:
-  scrape_interval: 1s
-scrape_configs:
-  - job_name: moongate
-    static_configs:
-      - targets: ["127.0.0.1:%d"]
-]]):format(admin))
-        h.spawn(("exec prometheus --config.file=%s --storage.tsdb.path=%s/tsdb "
-            .. "--web.listen-address=127.0.0.1:%d"):format(h.shq(conf), h.shq(dir), web), "prometheus")
+        local web = h.start_prometheus(admin)
         local series = R .. labels("svc", ups.a.addr, ',code_class="2xx"')
         local want = value(metrics(), series)
         assert.truthy(want and want > 0)

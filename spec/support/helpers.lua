@@ -1448,6 +1448,33 @@ function _M.http2(port, req, opts)
     return res
 end
 
+-- Starts a real prometheus (Debian's) scraping 127.0.0.1:admin_port every
+-- second, with `flags` added to its command line; returns its web port.
+function _M.start_prometheus(admin_port, flags)
+    local web = _M.free_port()
+    local dir = _M.tmpdir()
+    local conf = _M.tmpfile("prometheus.yml", fmt([[
+global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: moongate
+    static_configs:
+      - targets: ["127.0.0.1:%d"]
+]], admin_port))
+    spawn(fmt("exec prometheus --config.file=%s --storage.tsdb.path=%s/tsdb %s"
+        .. "--web.listen-address=127.0.0.1:%d", shq(conf), shq(dir),
+        flags and (flags .. " ") or "", web), "prometheus")
+    return web
+end
+
+-- The value of one exact series ("name{labels}") in a /metrics text, or nil.
+function _M.metric(text, series)
+    for line in text:gmatch("[^\n]+") do
+        local s, v = line:match("^(.-) (%S+)$")
+        if s == series then return tonumber(v) end
+    end
+end
+
 -- Counts the answers of load report r (load_start with timeline = true)
 -- for path index pi (0-based) sent in [from, to) seconds after `at` (a
 -- wall clock time), by status: { ["200"] = n, ... }.

@@ -461,3 +461,49 @@ describe("config schema: route split, canary and mirror", function()
         end
     end)
 end)
+
+describe("config schema: settings.tracing", function()
+    it("fills in the defaults of config.c's table, times in ms", function()
+        local cfg = assert(load_text('gw.settings { tracing = { endpoint = "http://c:4318/" } }\n'
+            .. 'gw.listen { port = 8080 }\n'))
+        assert.same({ endpoint = "http://c:4318", sample = 1, parent_based = true,
+                      service_name = "moongate", resource = {}, headers = {},
+                      batch = { size = 512, interval = 1000 }, queue = 2048, timeout = 10000,
+                      policy_spans = false }, cfg.tracing)
+        assert.is_nil(assert(load_text('gw.listen { port = 8080 }\n')).tracing)
+    end)
+
+    it("keeps resource and headers maps as sorted lists, header names in lower case", function()
+        local cfg = assert(load_text('gw.settings { tracing = { endpoint = "https://c/p", ' ..
+            'resource = { ["b.x"] = "2", ["a.x"] = "1" }, headers = { ["X-Key"] = "k" } } }\n' ..
+            'gw.listen { port = 8080 }\n'))
+        assert.same({ { name = "a.x", value = "1" }, { name = "b.x", value = "2" } },
+                    cfg.tracing.resource)
+        assert.same({ { name = "x-key", value = "k" } }, cfg.tracing.headers)
+        assert.equal("https://c/p", cfg.tracing.endpoint)
+    end)
+
+    it("refuses a bad endpoint, ratio, queue and maps with the key's words", function()
+        local _, errs = load_text('gw.settings { tracing = { endpoint = "http://c:4318?x=1", ' ..
+            'sample = 1.5, queue = 8, resource = { a = 1 }, headers = { ["a b"] = "x" }, ' ..
+            'batch = { size = 0 } } }\n')
+        local all = table.concat(errs, "\n")
+        for _, want in ipairs {
+            'settings.tracing.endpoint must be a collector URL like "http://127.0.0.1:4318"',
+            "settings.tracing.sample must be a number 0-1",
+            "settings.tracing.queue must be an integer 16-1048576",
+            'settings.tracing.resource["a"] must be a string, got number 1',
+            "settings.tracing.headers key 'a b' must be a header name",
+            "settings.tracing.batch.size must be an integer 1-65536" } do
+            assert.truthy(all:find(want, 1, true), want .. "\nin:\n" .. all)
+        end
+        for _, bad in ipairs { "ftp://c", "http://", "http://a b", "http://u@c", "c:4318" } do
+            local _, e = load_text(('gw.settings { tracing = { endpoint = %q } }\n'):format(bad))
+            assert.truthy(e and table.concat(e, "\n"):find("settings.tracing.endpoint must be",
+                                                           1, true), bad)
+        end
+        local _, e = load_text('gw.settings { tracing = {} }\n')
+        assert.truthy(table.concat(e, "\n"):find("settings.tracing.endpoint must be a " ..
+                                                 "collector URL", 1, true))
+    end)
+end)

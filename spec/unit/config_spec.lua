@@ -241,7 +241,7 @@ describe("config errors", function()
         assert.same({
             ":2: unknown key 'wokers' in gw.settings (did you mean " ..
                 "'workers'? valid: workers, access_log, error_log, log_level, limits, " ..
-                "timeouts, http2, admin, trusted_proxies, real_ip_header)",
+                "timeouts, http2, admin, trusted_proxies, real_ip_header, tracing)",
             ":2: unknown key 'bdy' in settings.limits (did you mean 'body'? " ..
                 "valid: request_line, header_size, header_count, body, " ..
                 "min_body_rate, lua_memory)",

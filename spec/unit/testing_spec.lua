@@ -1221,3 +1221,30 @@ describe("t.format_trace", function()
         assert.truthy(s:find("(+2500 ms virtual wait)", 1, true))
     end)
 end)
+
+describe("testing kit: settings.tracing", function()
+    local g = load("tracing")
+    local PID = "00f067aa0ba902b7"
+
+    local function flags_of(d)
+        return d.upstream_request.headers.traceparent:match("%-(%x%x)$")
+    end
+
+    it("sends upstream the flag the gateway's sampler gives", function()
+        -- the trace id's 19th hex digit decides at 0.25 (src/trace.c): c-f kept
+        local keep, drop = ("1"):rep(18) .. ("c"):rep(14), ("1"):rep(18) .. ("b"):rep(14)
+        local function with(tid, f)
+            return flags_of(g:request { path = "/x",
+                headers = { traceparent = "00-" .. tid .. "-" .. PID .. "-" .. f } })
+        end
+        -- parent-based: the client's flag wins over the ratio
+        assert.equal("01", with(drop, "01"))
+        assert.equal("00", with(keep, "00"))
+        -- new traces: the ratio, by the id the kit gave (its ids count up)
+        for _ = 1, 20 do
+            local tp = g:request { path = "/x" }.upstream_request.headers.traceparent
+            local tid, f = tp:match("^00%-(%x+)%-%x+%-(%x%x)$")
+            assert.equal(tid:sub(19, 19):match("[c-f]") and "01" or "00", f)
+        end
+    end)
+end)

@@ -902,11 +902,17 @@ function _M.new_state(spec, env)
 
     -- assign_trace (src/trace.c mg_trace_parse; ids from env.next_hex)
     local tp = known.traceparent and not st.trace_bad and hs[known.traceparent][2]
-    local tid, flags = tp and _M.parse_traceparent(tp)
+    local tid, flags -- (not `tp and parse(tp)`: that keeps one of its two results)
+    if tp then tid, flags = _M.parse_traceparent(tp) end
     st.trace_continued = tid ~= nil
     st.trace_id = tid or env.next_hex(32)
     st.trace_flags = flags or "01"
     st.span_id = env.next_hex(16)
+    if env.tracing then -- settings.tracing: the sampler says the flag (src/trace.c)
+        st.trace_flags = C().mg_ffi_trace_decide(st.trace_id, st.trace_continued and 1 or 0,
+            st.trace_flags, env.tracing.sample, env.tracing.parent_based and 1 or 0) == 1
+            and "01" or "00"
+    end
 
     -- assign_request_id
     local rid = rid_i and hs[rid_i][2]
