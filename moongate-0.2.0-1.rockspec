@@ -96,6 +96,7 @@ build = {
             "src/http_client.c",
             "src/http_conn.c",
             "src/kit_request.c",
+            "src/logfields.c",
             "src/lua_route.c",
             "src/lua_state.c",
             "src/maglev.c",

@@ -53,6 +53,7 @@
 #include "shdict.h"
 #include "uri.h"
 #include "header_names.h"
+#include "logfields.h"
 #include "router.h"
 
 #define MAX_DOUBLE_INT 9007199254740992.0 /* 2^53: larger doubles skip integers */
@@ -416,8 +417,10 @@ typedef struct tls_opts_s {
 static const mg_ffi_config_field_t settings_fields[] = {
     F("workers", MG_FIELD_INT, 0, 1024, 0, "must be an integer 0-1024 (0 = one per CPU)",
       mg_config_t, workers, CT_INT),
-    CHECKED("access_log", mg_log_access_target_check, 0, "stdout",
-            "must be \"off\", \"stdout\", \"stderr\" or a file path", mg_config_t, access_log),
+    /* a string is its path (config.lua) */
+    TABLE_HERE("access_log", "access_log", MG_FIELD_REQUIRED,
+               "must be \"off\", \"stdout\", \"stderr\", a file path or a table like "
+               "{ path = \"logs/access.log\", fields = { \"time\", \"status\" } }"),
     CHECKED("error_log", mg_log_error_target_check, 0, "stderr",
             "must be \"stderr\" or a file path", mg_config_t, error_log),
     ENUM("log_level", mg_log_level_parse, mg_log_level_name, MG_LOG_INFO,
@@ -435,6 +438,26 @@ static const mg_ffi_config_field_t settings_fields[] = {
     ENUM("real_ip_header", mg_real_ip_header_parse, mg_real_ip_header_name, NONE,
          "must be \"X-Forwarded-For\", \"Forwarded\" or \"X-Real-IP\"", mg_config_t,
          real_ip_header),
+};
+
+/* settings.access_log's fields, each a name logfields.c knows */
+static const mg_ffi_config_field_t log_field_item =
+    { .name = "", .kind = MG_FIELD_STRING, .def = NONE, .ctype = CT_STR,
+      .check = mg_logfield_check,
+      .expected = "must be a field: a built-in one (time, request_id, trace_id, span_id, "
+                  "client, peer, method, path, query, status, bytes, route, upstream, target, "
+                  "upstream_time, cache, total_time, upstream_attempts, "
+                  "upstream_connect_time, upstream_tls_time, upstream_first_byte_time), "
+                  "\"req.header.NAME\", \"res.header.NAME\" or \"req.ctx.KEY\", optionally "
+                  "written under another key as \"KEY=...\" (a key: printable ASCII but "
+                  "spaces, quotes, backslashes and '=', 64 bytes at most)" };
+
+static const mg_ffi_config_field_t access_log_fields[] = {
+    CHECKED("path", mg_log_access_target_check, 0, "stdout",
+            "must be \"off\", \"stdout\", \"stderr\" or a file path", mg_config_t, access_log),
+    LIST("fields", &log_field_item, 1, MG_LOG_MAX_FIELDS, MG_FIELD_ALLOC,
+         "must be a list of fields like { \"time\", \"status\", \"req.header.user-agent\" }",
+         "lists %d fields (at most %d)", mg_config_t, access_log_fields, access_log_nfields),
 };
 
 #define PORT_EXPECTED "must be an integer 1-65535"
@@ -782,7 +805,8 @@ static const struct {
     const mg_ffi_config_field_t *fields;
     size_t n;
 } objects[] = {
-    OBJECT("settings", settings_fields), OBJECT("limits", limits_fields),
+    OBJECT("settings", settings_fields), OBJECT("access_log", access_log_fields),
+    OBJECT("limits", limits_fields),
     OBJECT("timeouts", timeouts_fields), OBJECT("upstream", upstream_fields),
     OBJECT("target", target_fields),     OBJECT("health", health_fields),
     OBJECT("upstream_tls", upstream_tls_fields),
@@ -969,6 +993,24 @@ static void conv_fields(conv_t *cv, int t, const char *what, const char *object,
             lua_pop(L, 1);
         }
     }
+}
+
+/* settings.access_log.fields compiled (after trusted_proxies: the
+ * default line has the peer only with them). */
+static void conv_log_format(conv_t *cv, mg_config_t *cfg)
+{
+    for (size_t i = 0; i < cfg->access_log_nfields; i++)
+        if (!cfg->access_log_fields[i])
+            return; /* out of memory, reported */
+    char *err = NULL;
+    cfg->log_format = mg_logformat_new(cfg->access_log_fields, cfg->access_log_nfields,
+                                       cfg->trusted_proxies != NULL, &err);
+    if (!cfg->log_format && !err)
+        cv->errs->oom = 1;
+    else if (!cfg->log_format)
+        errs_add(cv->errs, "%s:%d: settings.access_log.%s",
+                 cfg->settings_source ? cfg->settings_source : cv->file, cfg->settings_line, err);
+    free(err);
 }
 
 static void conv_admin(conv_t *cv, int cfg_t, mg_config_t *cfg)
@@ -1417,6 +1459,7 @@ int mg_config_convert(lua_State *L, int t, const char *file, mg_config_t **out, 
         lua_pop(L, 1);
         conv_listeners(&cv, t, cfg);
         conv_trusted_proxies(&cv, t, cfg);
+        conv_log_format(&cv, cfg);
         conv_upstreams(&cv, t, cfg);
         conv_routes(&cv, t, cfg);
         for (size_t i = 0; i < cfg->nroutes; i++) {
@@ -1455,6 +1498,10 @@ void mg_config_free(mg_config_t *cfg)
     free(cfg->file);
     free(cfg->warnings);
     free(cfg->access_log);
+    for (i = 0; i < cfg->access_log_nfields; i++)
+        free(cfg->access_log_fields[i]);
+    free(cfg->access_log_fields);
+    mg_logformat_free(cfg->log_format);
     free(cfg->error_log);
     free(cfg->admin_host);
     free(cfg->admin_token);

@@ -208,6 +208,10 @@ typedef struct mg_config_s {
     char *warnings;         /* lines `moongate check` prints (NULL: none) */
     int workers;            /* 0 = one per CPU */
     char *access_log;       /* "off", "stdout", "stderr" or a file path */
+    char **access_log_fields; /* settings.access_log.fields as given; NULL: */
+    size_t access_log_nfields; /* the default line */
+    struct mg_logformat_s *log_format; /* the line's fields, compiled
+                               (logfields.h); set in every converted config */
     char *error_log;        /* "stderr" or a file path (errlog.h) */
     int log_level;          /* MG_LOG_*: lines below it are dropped */
     int admin_enabled;      /* settings.admin ~= false */

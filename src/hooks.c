@@ -84,6 +84,19 @@ int mg_hooks_init(mg_wgen_t *g, char **err)
     lw->detach_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_getfield(L, -1, "report_error");
     lw->report_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "co_req");
+    lw->co_req_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    /* the access log's req.ctx keys, as Lua strings made once */
+    const mg_logformat_t *fmt = g->cfg->log_format;
+    lw->log_keys_ref = LUA_NOREF;
+    if (fmt && fmt->nctx) {
+        lua_createtable(L, (int)fmt->nctx, 0);
+        for (size_t i = 0; i < fmt->nctx; i++) {
+            lua_pushlstring(L, fmt->ctx[i]->arg, fmt->ctx[i]->arg_len);
+            lua_rawseti(L, -2, (int)i + 1);
+        }
+        lw->log_keys_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
     lua_getfield(L, -1, "init");
     lua_pushvalue(L, -3); /* cfg */
     lua_pushinteger(L, w->id);
@@ -524,6 +537,59 @@ void mg_hooks_release(mg_request_t *r)
         cancel(hc->cancel_arg);
     }
     co_destroy(hc);
+}
+
+/* ---- req.ctx for the access log ------------------------------------------ */
+
+int mg_hooks_ctx_begin(mg_request_t *r, const mg_logformat_t *fmt, mg_ctx_value_t *vals)
+{
+    for (size_t i = 0; i < fmt->nctx; i++)
+        vals[i] = (mg_ctx_value_t){ .type = LUA_TNIL };
+    mg_hook_co_t *hc = r->co;
+    if (!hc)
+        return -1; /* no hook ran: no req.ctx */
+    mg_lua_worker_t *lw = hc->lw;
+    lua_State *L = lw->L;
+    int mark = lua_gettop(L);
+    if (lw->log_keys_ref == LUA_NOREF || !lua_checkstack(L, (int)fmt->nctx + 8))
+        return -1;
+    /* raw reads only: no metamethod runs, nothing can raise */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lw->co_req_ref);
+    lua_pushthread(hc->co);
+    lua_xmove(hc->co, L, 1);
+    lua_rawget(L, -2); /* the request object, or nil */
+    if (lua_istable(L, -1)) {
+        lua_pushliteral(L, "ctx"); /* interned: a key of every request object */
+        lua_rawget(L, -2);
+    }
+    if (!lua_istable(L, -1)) {
+        lua_settop(L, mark);
+        return -1; /* no hook asked for req.ctx */
+    }
+    int ctx = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lw->log_keys_ref);
+    int keys = lua_gettop(L);
+    for (size_t i = 0; i < fmt->nctx; i++) {
+        mg_ctx_value_t *v = &vals[i];
+        lua_rawgeti(L, keys, (int)i + 1);
+        lua_rawget(L, ctx); /* stays on the stack: its string with it */
+        v->type = lua_type(L, -1);
+        if (v->type == LUA_TSTRING)
+            v->s = lua_tolstring(L, -1, &v->len);
+        else if (v->type == LUA_TNUMBER)
+            v->num = lua_tonumber(L, -1);
+        else if (v->type == LUA_TBOOLEAN)
+            v->num = lua_toboolean(L, -1);
+        else if (v->type != LUA_TNIL)
+            v->s = lua_typename(L, v->type), v->len = strlen(v->s);
+    }
+    return mark;
+}
+
+void mg_hooks_ctx_end(mg_request_t *r, int mark)
+{
+    if (mark >= 0)
+        lua_settop(r->co->lw->L, mark);
 }
 
 /* ---- FFI: waiting, logging ---------------------------------------------- */

@@ -740,7 +740,7 @@ typedef struct mg_ffi_config_field_s {
     int flags;                   /* MG_FIELD_REQUIRED | ... */
 } mg_ffi_config_field_t;
 
-/* The fields of config object OBJECT ("settings", "limits", "timeouts",
+/* The fields of config object OBJECT ("settings", "access_log", "limits", "timeouts",
  * "admin", "listen", "tls", "tls_cert", "upstream", "target", "health",
  * "shared_dict", "cache", "redis", "route", "route_header", "retries", "backoff", "outlier",
  * "route_timeouts"), in the order

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include "accesslog.h"
 #include "errlog.h"
 #include "header_names.h"
 #include "http.h"
@@ -235,6 +236,7 @@ void mg_request_assign_id(mg_request_t *r)
 int mg_request_send_whole(mg_request_t *r, const mg_resp_t *res, const char *body,
                           size_t body_len)
 {
+    mg_accesslog_capture(r, res);
     if (r->proto->start_response(r, res) < 0)
         return -1;
     uv_buf_t b = uv_buf_init((char *)body, (unsigned)body_len);

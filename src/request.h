@@ -31,6 +31,9 @@ struct mg_tls_conn_s;
 
 #define MG_REQID_MAX 128
 
+/* mg_request_t.up_phases */
+enum { MG_UP_CONNECTED = 1, MG_UP_TLS_DONE = 2, MG_UP_FIRST_BYTE = 4 };
+
 /* Where a request is in its life. */
 typedef enum {
     MG_RS_HEAD,      /* reading the request head */
@@ -276,6 +279,16 @@ struct mg_request_s {
     uint8_t xff_drop;          /* it is not: its X-Forwarded-For is dropped */
     /* retries and the deadline (retry.h), NULL without either */
     struct mg_retry_s *retry;
+    /* for the access log (logfields.h), set by proxy.c: the attempts made
+     * on targets, and the last one's phases (ns), up_phases saying which
+     * it went through (a pooled connection has no connect or handshake) */
+    uint8_t up_attempts;
+    uint8_t up_phases;         /* MG_UP_CONNECTED | MG_UP_TLS_DONE | MG_UP_FIRST_BYTE */
+    uint64_t up_phase_start_ns; /* when the connect, then the handshake, began */
+    uint64_t up_connect_ns, up_tls_ns, up_first_byte_ns;
+    /* the res.header fields' values as the client got them (arena, by
+     * slot; accesslog.c), NULL when the format has none or no answer went */
+    struct mg_logcap_s *log_res;
 
     /* Not cleared between requests (mg_request_init zeroes up to here). */
     mg_edit_t req_edits[MG_MAX_EDITS];

@@ -471,6 +471,7 @@ end
 
 local SETTINGS, LIMITS, TIMEOUTS = schema("settings"), schema("limits"),
     schema("timeouts")
+local ACCESS_LOG = schema("access_log")
 local UPSTREAM, TARGET, HEALTH = schema("upstream"), schema("target"),
     schema("health")
 local UPSTREAM_TLS = schema("upstream_tls")
@@ -522,6 +523,7 @@ end
 local function default_settings()
     local s = copy(SETTINGS.defaults)
     s.limits, s.timeouts = copy(LIMITS.defaults), copy(TIMEOUTS.defaults)
+    s.access_log = copy(ACCESS_LOG.defaults)
     s.admin = copy(ADMIN.defaults)
     s.admin.enabled = true
     return s
@@ -542,7 +544,17 @@ function decl.settings(d, t)
     c.settings = d
     check_keys(d, t, SETTINGS.keys, "gw.settings")
     local s = default_settings()
-    fields(d, t, s, SETTINGS, "settings") -- workers, access_log, error_log
+    fields(d, t, s, SETTINGS, "settings", { error_log = true }) -- workers
+    -- access_log: a path, or { path =, fields = } (the names: logfields.c)
+    if type(t.access_log) == "string" then
+        s.access_log.path = check_value(d, t.access_log, "settings.access_log",
+                                        ACCESS_LOG.checks.path) or s.access_log.path
+    else
+        s.access_log = field(d, t, "access_log", "settings",
+                             SETTINGS.checks.access_log) or s.access_log
+    end
+    s.error_log = field(d, t, "error_log", "settings", SETTINGS.checks.error_log)
+        or s.error_log
     s.log_level = field(d, t, "log_level", "settings", SETTINGS.checks.log_level)
         or s.log_level
     s.real_ip_header = field(d, t, "real_ip_header", "settings",
