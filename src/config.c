@@ -54,6 +54,7 @@
 #include "uri.h"
 #include "header_names.h"
 #include "logfields.h"
+#include "metrics_user.h"
 #include "router.h"
 
 #define MAX_DOUBLE_INT 9007199254740992.0 /* 2^53: larger doubles skip integers */
@@ -1043,6 +1044,74 @@ static void conv_admin(conv_t *cv, int cfg_t, mg_config_t *cfg)
 
 /* settings.trusted_proxies, each entry already checked by config.lua with
  * cidr.c's own parser (mg_ffi_cidr_check): built into one set here. */
+/* cfg.metrics: { { name, help, kind, labels, buckets, max_series }, ... }
+ * (config.lua checked them with metrics_user.c's rules: checked again). */
+static void conv_metric(conv_t *cv, int t, const char *what, mg_umetric_decl_t *m)
+{
+    lua_State *L = cv->L;
+    char *kind = NULL;
+    uint64_t max_series = 1;
+    if (get_str(cv, t, what, "name", 0, &m->name) || get_str(cv, t, what, "help", 0, &m->help) ||
+        get_str(cv, t, what, "kind", 0, &kind) ||
+        get_uint(cv, t, what, "max_series", 1, MG_UMETRIC_SERIES_MAX, &max_series)) {
+        free(kind);
+        return;
+    }
+    m->kind = mg_umetric_kind_parse(kind);
+    m->max_series = (uint32_t)max_series;
+    free(kind);
+    int list = push_table(cv, t, what, "labels");
+    if (!list)
+        return;
+    m->labels = alloc_list(cv, list_len(cv, list, what), sizeof(char *), &m->nlabels);
+    for (size_t i = 0; i < m->nlabels; i++) {
+        lua_rawgeti(L, list, (int)i + 1);
+        if (top_str(cv, what, "labels[i]", 0, &m->labels[i]) != 0)
+            break;
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, t, "buckets");
+    if (lua_istable(L, -1)) {
+        list = lua_gettop(L);
+        m->buckets = alloc_list(cv, list_len(cv, list, what), sizeof(double), &m->nbuckets);
+        for (size_t i = 0; i < m->nbuckets; i++) {
+            lua_rawgeti(L, list, (int)i + 1);
+            m->buckets[i] = lua_tonumber(L, -1);
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+    for (size_t i = 0; i < m->nlabels; i++)
+        if (!m->labels[i])
+            return; /* reported */
+    if (mg_ffi_umetric_check(mg_umetric_kind_name(m->kind), m->name,
+                             (const char *const *)m->labels, m->nlabels,
+                             m->buckets, m->nbuckets, (double)m->max_series, NULL, 0) != 0)
+        internal(cv, what, "name", "a declaration metrics_user.c accepts");
+}
+
+static void conv_metrics(conv_t *cv, int cfg_t, mg_config_t *cfg)
+{
+    lua_getfield(cv->L, cfg_t, "metrics");
+    int absent = lua_isnil(cv->L, -1);
+    lua_pop(cv->L, 1);
+    int list = absent ? 0 : push_table(cv, cfg_t, "", "metrics");
+    if (!list)
+        return;
+    size_t n = list_len(cv, list, ".metrics");
+    cfg->metrics = alloc_list(cv, n, sizeof(mg_umetric_decl_t), &cfg->nmetrics);
+    for (size_t i = 0; i < cfg->nmetrics; i++) {
+        char what[48];
+        int t;
+        snprintf(what, sizeof(what), ".metrics[%zu]", i + 1);
+        if (!(t = push_item(cv, list, i + 1, ".metrics")))
+            continue;
+        conv_metric(cv, t, what, &cfg->metrics[i]);
+        lua_pop(cv->L, 1);
+    }
+    lua_pop(cv->L, 1);
+}
+
 static void conv_trusted_proxies(conv_t *cv, int cfg_t, mg_config_t *cfg)
 {
     lua_State *L = cv->L;
@@ -1470,6 +1539,7 @@ int mg_config_convert(lua_State *L, int t, const char *file, mg_config_t **out, 
                              to->total || (u && (u->retries || u->outlier));
         }
         conv_shared_dicts(&cv, t, cfg);
+        conv_metrics(&cv, t, cfg);
         conv_admin(&cv, t, cfg);
         conv_tests(&cv, t, cfg);
     } else {
@@ -1563,5 +1633,15 @@ void mg_config_free(mg_config_t *cfg)
     for (i = 0; i < cfg->nshared_dicts; i++)
         free(cfg->shared_dicts[i].name);
     free(cfg->shared_dicts);
+    for (i = 0; i < cfg->nmetrics; i++) {
+        mg_umetric_decl_t *m = &cfg->metrics[i];
+        free(m->name);
+        free(m->help);
+        for (j = 0; j < m->nlabels; j++)
+            free(m->labels[j]);
+        free(m->labels);
+        free(m->buckets);
+    }
+    free(cfg->metrics);
     free(cfg);
 }

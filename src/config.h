@@ -203,6 +203,18 @@ typedef struct mg_shared_dict_decl_s {
     uint64_t size;       /* cap in bytes, >= 8192 */
 } mg_shared_dict_decl_t;
 
+/* gw.metrics.counter / gauge / histogram (metrics_user.h): each generation
+ * acquires the metric of each declaration when it is made. */
+typedef struct mg_umetric_decl_s {
+    char *name, *help;
+    int kind;                /* MG_UMETRIC_* */
+    char **labels;
+    size_t nlabels;
+    double *buckets;         /* a histogram's upper bounds, increasing (+Inf implied) */
+    size_t nbuckets;
+    uint32_t max_series;     /* label sets before the overflow series */
+} mg_umetric_decl_t;
+
 typedef struct mg_config_s {
     char *file;
     char *warnings;         /* lines `moongate check` prints (NULL: none) */
@@ -233,6 +245,8 @@ typedef struct mg_config_s {
     size_t nroutes;
     mg_shared_dict_decl_t *shared_dicts;
     size_t nshared_dicts;
+    mg_umetric_decl_t *metrics;
+    size_t nmetrics;
     /* settings.trusted_proxies, built (cidr.h); NULL: none, the default,
      * and then no request header or PROXY header is believed */
     struct mg_cidr_set_s *trusted_proxies;

@@ -25,6 +25,7 @@
 #include "hooks.h"
 #include "lua_state.h"
 #include "metrics.h"
+#include "metrics_user.h"
 #include "outlier.h"
 #include "watch.h"
 
@@ -776,6 +777,18 @@ static char *metrics_text(mg_control_t *ctl, size_t *len)
               mg_accesslog_dropped_total());
     upstream_health_metrics(ctl, &b);
     outlier_metrics(ctl, &b);
+    /* the config's own metrics (metrics_user.c), the live generation's */
+    size_t ulen = 0;
+    char *user = mg_umetrics_render(ctl->gen->umetrics, ctl->gen->cfg->nmetrics, &ulen);
+    if (!user)
+        b.oom = 1;
+    else if (ulen)
+        sb_printf(&b, "%s", user);
+    free(user);
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
     char *text = mg_metrics_render(b.p, len);
     free(b.p);
     return text;

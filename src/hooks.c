@@ -31,6 +31,7 @@
 #include "lua_route.h"
 #include "lua_state.h"
 #include "metrics.h"
+#include "metrics_user.h"
 #include "worker.h"
 
 struct mg_hook_co_s {
@@ -100,7 +101,14 @@ int mg_hooks_init(mg_wgen_t *g, char **err)
     lua_getfield(L, -1, "init");
     lua_pushvalue(L, -3); /* cfg */
     lua_pushinteger(L, w->id);
-    if (lua_pcall(L, 2, 2, 0) != 0) {
+    /* the user metrics this worker counts into: name -> its handle */
+    const mg_config_t *cfg = g->cfg;
+    lua_createtable(L, 0, (int)cfg->nmetrics);
+    for (size_t i = 0; i < cfg->nmetrics; i++) {
+        lua_pushlightuserdata(L, mg_umetric_handle(g->gen->umetrics[i], w->id));
+        lua_setfield(L, -2, cfg->metrics[i].name);
+    }
+    if (lua_pcall(L, 3, 2, 0) != 0) {
         *err = strdup(lua_tostring(L, -1));
         lua_pop(L, 2);
         return -1;

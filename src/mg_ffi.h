@@ -784,6 +784,47 @@ void mg_ffi_sha256(const char *in, size_t len, unsigned char *out);
 int mg_ffi_equal(const unsigned char *a, const unsigned char *b, size_t n);
 int mg_ffi_crypt_verify(const char *password, size_t plen, const char *hash);
 
+/* ==== user metrics (metrics_user.c) ==== */
+/* (section owned by metrics_user.c; lua/moongate/metrics.lua declares the same)
+ *
+ * gw.metrics.counter / gauge / histogram (docs/metrics.md). check: the
+ * rules of a declaration of KIND ("counter", "gauge", "histogram"): its name
+ * (lower-case snake_case, not moongate_*, a counter's ending in _total,
+ * none of the words promtool refuses), its label names, a histogram's
+ * buckets (1-64 increasing finite bounds) and max_series (1-100000); 0, or
+ * -1 with the reason in WHY (NUL-terminated, when cap > 0). clash: 1 when
+ * two metrics write a series line of the same name (a histogram x writes
+ * x_bucket, x_sum and x_count).
+ *
+ * update: op ADD (a counter's inc, a gauge's inc and dec), SET (a gauge),
+ * OBSERVE (a histogram), with as many label values as the metric has
+ * labels: a..d for up to four, updatev the arrays (NULL: ""). Never fails
+ * and allocates nothing but a series' key the first time it is seen: past
+ * max_series label sets, the update counts in the overflow series. read:
+ * a series' value summed over the shards (out[0]: the value, a
+ * histogram's count; out[1]: a histogram's sum); 0, or -1 when the series
+ * has none yet. private: a metric of its own, not shared with any
+ * generation (the testing kit's, the REPL's), freed by private_free; NULL
+ * when the declaration is refused or out of memory. */
+typedef struct mg_umetric_handle_s mg_umetric_handle_t;
+enum { MG_FFI_UMETRIC_ADD = 1, MG_FFI_UMETRIC_SET = 2, MG_FFI_UMETRIC_OBSERVE = 3 };
+int mg_ffi_umetric_check(const char *kind, const char *name, const char *const *labels,
+                         size_t nlabels, const double *buckets, size_t nbuckets,
+                         double max_series, char *why, size_t cap);
+int mg_ffi_umetric_clash(const char *akind, const char *a, const char *bkind, const char *b);
+void mg_ffi_umetric_update(mg_umetric_handle_t *h, int op, double v, const char *a, size_t al,
+                           const char *b, size_t bl, const char *c, size_t cl, const char *d,
+                           size_t dl);
+void mg_ffi_umetric_updatev(mg_umetric_handle_t *h, int op, double v, const char *const *vals,
+                            const size_t *lens);
+int mg_ffi_umetric_read(mg_umetric_handle_t *h, const char *const *vals, const size_t *lens,
+                        double *out);
+mg_umetric_handle_t *mg_ffi_umetric_private(const char *kind, const char *name,
+                                            const char *help, const char *const *labels,
+                                            size_t nlabels, const double *buckets,
+                                            size_t nbuckets, uint32_t max_series);
+void mg_ffi_umetric_private_free(mg_umetric_handle_t *h);
+
 /* ==== end ==== */
 
 #endif

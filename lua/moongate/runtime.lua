@@ -1146,8 +1146,10 @@ local function bit(phase) return 2 ^ phase end
 
 --- Takes the worker's config table; returns the global phase mask and the
 -- list of per-route masks (bit `phase` set when a hook runs in it).
-function _M.init(cfg, worker_id)
+function _M.init(cfg, worker_id, metric_handles)
     started = true
+    -- the config's metrics count into this worker's shard of each
+    require("moongate.metrics").bind(cfg, metric_handles or {})
     for _, t in ipairs(pending) do
         C.mg_ffi_timer_start(t[1], t[2], t[3])
     end

@@ -715,6 +715,10 @@ function _M.load(file, opts)
         env.upstream_by_name[u.name] = i
     end
 
+    -- the config's gw.metrics count into metrics of the kit's own (C's,
+    -- not a running gateway's): read them with metric:value(...)
+    require("moongate.metrics").bind_private(cfg)
+
     -- runtime.init: the hooks in the form the phases run them
     local hooks = {}
     for _, k in ipairs { "on_request", "on_route", "on_response", "on_log" } do
