@@ -140,6 +140,11 @@ static int failf(char *why, size_t cap, const char *fmt, ...)
     return -1;
 }
 
+/* Besides what Prometheus and promtool ask, the suffix rules keep the
+ * series lines of two metrics of other names apart: a counter's end in
+ * _total, which no gauge's or histogram's may; a histogram's in _bucket,
+ * _sum or _count, which no gauge's may; two histograms' meet only when
+ * their names do. */
 static int check_name(int kind, const char *name, char *why, size_t cap)
 {
     size_t n = strlen(name);
@@ -232,33 +237,6 @@ int mg_ffi_umetric_check(const char *kind_name, const char *name, const char *co
     if (!(max_series >= 1 && max_series <= MG_UMETRIC_SERIES_MAX) ||
         max_series != floor(max_series))
         return failf(why, cap, "max_series must be an integer 1-%d", MG_UMETRIC_SERIES_MAX);
-    return 0;
-}
-
-/* The names of the series lines a metric writes (a histogram's three). */
-static int sample_names(int kind, const char *name, char out[3][160])
-{
-    if (kind != MG_UMETRIC_HISTOGRAM) {
-        snprintf(out[0], 160, "%s", name);
-        return 1;
-    }
-    snprintf(out[0], 160, "%s_bucket", name);
-    snprintf(out[1], 160, "%s_sum", name);
-    snprintf(out[2], 160, "%s_count", name);
-    return 3;
-}
-
-int mg_ffi_umetric_clash(const char *akind, const char *a, const char *bkind, const char *b)
-{
-    char na[3][160], nb[3][160];
-    int ka = sample_names(mg_umetric_kind_parse(akind), a, na);
-    int kb = sample_names(mg_umetric_kind_parse(bkind), b, nb);
-    if (strcmp(a, b) == 0)
-        return 1;
-    for (int i = 0; i < ka; i++)
-        for (int j = 0; j < kb; j++)
-            if (strcmp(na[i], nb[j]) == 0)
-                return 1;
     return 0;
 }
 

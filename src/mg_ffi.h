@@ -792,9 +792,9 @@ int mg_ffi_crypt_verify(const char *password, size_t plen, const char *hash);
  * (lower-case snake_case, not moongate_*, a counter's ending in _total,
  * none of the words promtool refuses), its label names, a histogram's
  * buckets (1-64 increasing finite bounds) and max_series (1-100000); 0, or
- * -1 with the reason in WHY (NUL-terminated, when cap > 0). clash: 1 when
- * two metrics write a series line of the same name (a histogram x writes
- * x_bucket, x_sum and x_count).
+ * -1 with the reason in WHY (NUL-terminated, when cap > 0). Two metrics
+ * of other names never write series lines of one name (the rules see to
+ * it: metrics_user.c).
  *
  * update: op ADD (a counter's inc, a gauge's inc and dec), SET (a gauge),
  * OBSERVE (a histogram), with as many label values as the metric has
@@ -811,7 +811,6 @@ enum { MG_FFI_UMETRIC_ADD = 1, MG_FFI_UMETRIC_SET = 2, MG_FFI_UMETRIC_OBSERVE = 
 int mg_ffi_umetric_check(const char *kind, const char *name, const char *const *labels,
                          size_t nlabels, const double *buckets, size_t nbuckets,
                          double max_series, char *why, size_t cap);
-int mg_ffi_umetric_clash(const char *akind, const char *a, const char *bkind, const char *b);
 void mg_ffi_umetric_update(mg_umetric_handle_t *h, int op, double v, const char *a, size_t al,
                            const char *b, size_t bl, const char *c, size_t cl, const char *d,
                            size_t dl);

@@ -1145,15 +1145,6 @@ local function metric_decl(kind)
                 what, quote(name), at(d, first.d))
             return metrics.unbound(kind, name)
         end
-        for _, e in ipairs(c.metrics) do
-            local o = e.value
-            if metrics.clash(kind, name, o.kind, o.name) then
-                err(d, "%s %s writes series of the same names as the %s %s at %s " ..
-                    "(a histogram x writes x_bucket, x_sum and x_count)", what,
-                    quote(name), o.kind, quote(o.name), at(d, e.d))
-                return metrics.unbound(kind, name)
-            end
-        end
         m.object = metrics.object(m)
         local entry = { value = m, d = d }
         c.metric_by_name[name] = entry

@@ -25,7 +25,6 @@ typedef struct mg_umetric_handle_s mg_umetric_handle_t;
 int mg_ffi_umetric_check(const char *kind, const char *name, const char *const *labels,
                          size_t nlabels, const double *buckets, size_t nbuckets,
                          double max_series, char *why, size_t cap);
-int mg_ffi_umetric_clash(const char *akind, const char *a, const char *bkind, const char *b);
 void mg_ffi_umetric_update(mg_umetric_handle_t *h, int op, double v, const char *a, size_t al,
                            const char *b, size_t bl, const char *c, size_t cl, const char *d,
                            size_t dl);
@@ -66,11 +65,6 @@ function _M.check(kind, name, labels, buckets, max_series)
         return ffi.string(why)
     end
     return nil
-end
-
---- Do the two metrics write series lines of the same name?
-function _M.clash(akind, a, bkind, b)
-    return C.mg_ffi_umetric_clash(akind, a, bkind, b) == 1
 end
 
 -- Misuse is raised at the hook's line (the levels count from the hook's

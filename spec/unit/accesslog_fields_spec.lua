@@ -7,29 +7,10 @@ package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
 local config = require "moongate.config"
 local t = require "moongate.testing"
 
-local function write(text)
-    local path = os.tmpname()
-    local f = assert(io.open(path, "w"))
-    f:write('local gw = require "moongate"\n', text, 'gw.listen { port = 8080 }\n')
-    f:close()
-    return path
-end
+local cf = require "spec.support.config_file"
 
--- What loader(path) made of text: its result, or nil and its errors
--- without the file name. config.load runs Lua's checks; t.load the C
--- loader too.
-local function loaded(loader, text)
-    local path = write(text)
-    local v, errs = loader(path)
-    os.remove(path)
-    if v then return v end
-    local out = {}
-    for i, e in ipairs(errs) do out[i] = e:sub(#path + 2) end
-    return nil, out
-end
-
-local function lua_errors(text) return loaded(config.load, text) end
-local function c_errors(text) return loaded(t.load, text) end
+local function lua_errors(text) return cf.load(config.load, text) end
+local function c_errors(text) return cf.load(t.load, text) end
 
 local FIELD = "must be a field: a built-in one (time, request_id, trace_id, span_id, " ..
     "client, peer, method, path, query, status, bytes, route, upstream, target, " ..
@@ -55,7 +36,7 @@ describe("access log fields at load", function()
 
     it("refuses an unknown name, saying what is valid", function()
         local _, errs = lua_errors('gw.settings { access_log = { fields = { "time", "statsu" } } }\n')
-        assert.same({ '2: settings.access_log.fields[2] ' .. FIELD .. ', got string "statsu"' },
+        assert.same({ '3: settings.access_log.fields[2] ' .. FIELD .. ', got string "statsu"' },
                     errs)
     end)
 
@@ -83,7 +64,7 @@ describe("access log fields at load", function()
         for i = 1, 65 do many[i] = ("%q"):format("k" .. i .. "=status") end
         _, errs = lua_errors('gw.settings { access_log = { fields = { ' ..
             table.concat(many, ", ") .. ' } } }\n')
-        assert.same({ "2: settings.access_log.fields lists 65 fields (at most 64)" }, errs)
+        assert.same({ "3: settings.access_log.fields lists 65 fields (at most 64)" }, errs)
     end)
 
     it("refuses an unknown key and a bad path in the table", function()
@@ -91,14 +72,14 @@ describe("access log fields at load", function()
         assert.truthy(errs[1]:find("unknown key 'feilds' in settings.access_log (did you mean " ..
                                    "'fields'?", 1, true), errs[1])
         _, errs = lua_errors('gw.settings { access_log = { path = 5 } }\n')
-        assert.same({ '2: settings.access_log.path must be "off", "stdout", "stderr" or a ' ..
+        assert.same({ '3: settings.access_log.path must be "off", "stdout", "stderr" or a ' ..
                       'file path, got number 5' }, errs)
     end)
 
     it("refuses two fields under one key, in the C loader", function()
         local _, errs = c_errors('gw.settings { access_log = { fields = { "status", ' ..
             '"req.header.x-a", "status=req.header.x-status" } } }\n')
-        assert.same({ '2: settings.access_log.fields[3]: the key "status" is fields[1]\'s ' ..
+        assert.same({ '3: settings.access_log.fields[3]: the key "status" is fields[1]\'s ' ..
                       'too (give one of them another: "other_key=req.header.x-status")' }, errs)
         -- the same name twice is two fields under one key too
         _, errs = c_errors('gw.settings { access_log = { fields = { "time", "time" } } }\n')

@@ -66,6 +66,7 @@ describe("config normalisation", function()
             routes = { { name = "/", path = "/", headers = {}, listen = 0,
                          max_body = 10485760, line = 3, source = file } },
             shared_dicts = {},
+            metrics = {},
             hooks = {},
             admin = { enabled = true, host = "127.0.0.1", port = 9901 },
             tests = {},
