@@ -851,6 +851,15 @@ function Gateway.now(self)
     return router.now() + self.env.clock.offset
 end
 
+--- The object of the config's gw.metrics declaration `name` (the kit's
+-- own metric: read it with :value(labelvalues...)), or nil.
+function Gateway.metric(self, name)
+    for _, m in ipairs(self.cfg.metrics or {}) do
+        if m.name == name then return m.object end
+    end
+    return nil
+end
+
 local function apply_phase(st, req, spec)
     local phase = spec.phase or "access"
     local p = fake.PHASES[phase]

@@ -159,11 +159,7 @@ gw.route { path = "/bad/count", handler = function(req) orders:inc(1) end }
 gw.route { path = "/bad/label", handler = function(req) orders:inc(1, {}) end }
 gw.route { path = "/bad/value", handler = function(req) orders:inc(-1, "a") end }
 ]])
-    local m = g.cfg.metrics
-
-    local function obj(name)
-        for _, x in ipairs(m) do if x.name == name then return x.object end end
-    end
+    local function obj(name) return assert(g:metric(name)) end
 
     it("counts through C and reads the values back", function()
         for _, tenant in ipairs { "a", "b", "a" } do
@@ -177,6 +173,7 @@ gw.route { path = "/bad/value", handler = function(req) orders:inc(-1, "a") end 
         assert.equal(6, count)
         assert.equal(3 * 1.25, sum)
         assert.equal(6, obj("wide_total"):value("1", "2", "3", "4", "5", "6"))
+        assert.is_nil(g:metric("nope_total"))
     end)
 
     it("counts label sets past max_series in the overflow series", function()
