@@ -7,7 +7,10 @@
 # clang and libclang-rt-14-dev: the libFuzzer targets, spec/fuzz; haproxy and
 # nginx: the proxies in front of the gateway in spec/integration/real_ip_spec.lua, and
 # an HTTPS upstream in spec/integration/upstream_tls_spec.lua; prometheus: promtool and a
-# prometheus server, which check /metrics in spec/integration/metrics_spec.lua.)
+# prometheus server, which check /metrics in spec/integration/metrics_spec.lua;
+# zlib1g-dev and libbrotli-dev: the compression policy, src/compress.c; python3-brotli:
+# decoding its answers in spec/integration/compression_spec.lua; redis-server (Debian's
+# is built with TLS): rate limits and the cache, over TLS in spec/integration/redis_tls_spec.lua.)
 set -euo pipefail
 if [ $# -gt 0 ]; then
     pkgs=("$@") # another list (scripts/bench/deps.sh)
@@ -15,7 +18,8 @@ else
     pkgs=(build-essential pkg-config libluajit2-5.1-dev luajit2 libuv1-dev node-llhttp
           libssl-dev libcrypt-dev lua-cjson lua-busted lua-socket libhiredis-dev redis-server
           libedit-dev python3 curl openssl ca-certificates luarocks liblua5.1-0-dev
-          dpkg-dev lintian systemd strace clang libclang-rt-14-dev haproxy nginx prometheus)
+          dpkg-dev lintian systemd strace clang libclang-rt-14-dev haproxy nginx prometheus
+          zlib1g-dev libbrotli-dev python3-brotli)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

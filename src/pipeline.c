@@ -16,6 +16,7 @@
 #include <lua.h>
 #include "accesslog.h"
 #include "cache.h"
+#include "compress.h"
 #include "hooks.h"
 #include "lua_route.h"
 #include "metrics.h"
@@ -163,10 +164,11 @@ static int run_phase(mg_request_t *r, int phase)
 {
     const mg_proto_t *p = r->proto;
     void *conn = r->conn;
+    uint32_t serial = r->serial;
     int rc = mg_hooks_run(r, phase);
     if (rc == MG_HOOK_DONE)
         return 0;
-    if (rc == MG_HOOK_ERROR && p->current(conn) == r)
+    if (rc == MG_HOOK_ERROR && mg_request_still(r, serial, p, conn))
         mg_request_respond_error(r, 500, "hook error");
     return 1;
 }
@@ -431,6 +433,7 @@ void mg_pipeline_free(mg_request_t *r)
         mg_retry_end(r);
     mg_hooks_release(r);
     mg_cache_release(r);
+    mg_compress_release(r);
     mg_request_arena_reset(r);
     free(r->body_buf);
     r->body_buf = NULL;
