@@ -189,7 +189,7 @@ int mg_accesslog_open(mg_worker_t *w)
  * a line whose values would pass LOG_LINE_MAX cuts its later values to fit
  * (every field keeps at least its key and a short value: logfields.c). */
 
-#define FIELD_MAX 4096
+#define FIELD_MAX MG_LOG_VALUE_MAX
 #define LOG_LINE_MAX (32 * 1024)
 #define VALUE_ROOM 32 /* a number, null, a boolean or the time (logfields.c's VALUE_MIN) */
 
@@ -541,46 +541,6 @@ void mg_accesslog_request(mg_worker_t *w, const mg_request_t *r)
 out:
     if (mark >= 0)
         mg_hooks_ctx_end((mg_request_t *)r, mark);
-}
-
-/* The values of the res.header fields in res, into r's arena. */
-void mg__accesslog_capture(mg_request_t *r, const mg_resp_t *res)
-{
-    const mg_logformat_t *fmt = r->g->cfg->log_format;
-    if (!r->log_res && !(r->log_res = mg_request_alloc(r, fmt->nres * sizeof(mg_logcap_t))))
-        return;
-    for (size_t k = 0; k < fmt->nres; k++) {
-        const mg_logfield_t *f = fmt->res[k];
-        mg_logcap_t *c = &r->log_res[k];
-        size_t total = 0, nvals = 0;
-        *c = (mg_logcap_t){ 0 };
-        for (size_t i = 0; i < res->nheaders; i++) {
-            const mg_hfield_t *h = &res->headers[i];
-            if (h->name_len == f->arg_len && strncasecmp(h->name, f->arg, f->arg_len) == 0)
-                total += h->value_len + (nvals++ ? 2 : 0);
-        }
-        if (!nvals)
-            continue;
-        size_t keep = total < FIELD_MAX ? total : FIELD_MAX;
-        char *p = mg_request_alloc(r, keep ? keep : 1);
-        if (!p)
-            continue;
-        size_t at = 0;
-        for (size_t i = 0, seen = 0; i < res->nheaders && at < keep; i++) {
-            const mg_hfield_t *h = &res->headers[i];
-            if (h->name_len != f->arg_len || strncasecmp(h->name, f->arg, f->arg_len) != 0)
-                continue;
-            if (seen++) {
-                size_t n = keep - at < 2 ? keep - at : 2;
-                memcpy(p + at, ", ", n);
-                at += n;
-            }
-            size_t n = keep - at < h->value_len ? keep - at : h->value_len;
-            memcpy(p + at, h->value, n);
-            at += n;
-        }
-        *c = (mg_logcap_t){ .p = p, .len = (uint32_t)at, .cut = total > keep };
-    }
 }
 
 void mg_accesslog_close(mg_worker_t *w)

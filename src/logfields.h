@@ -31,6 +31,7 @@ typedef enum {
 
 #define MG_LOG_MAX_FIELDS 64
 #define MG_LOG_KEY_MAX 64    /* bytes of a JSON key, and of a req.ctx key */
+#define MG_LOG_VALUE_MAX 4096 /* bytes of one value (escaped), longer ones are cut */
 
 typedef struct mg_logfield_s {
     mg_lf_kind_t kind;

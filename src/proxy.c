@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "accesslog.h"
 #include "cache.h"
 #include "compress.h"
 #include "http.h"
@@ -433,7 +432,7 @@ static int emit_head(mg_upconn_t *u)
     response_head(u, &res, fields, line, &f);
     /* moongate.compression: the head of the answer it compresses */
     const mg_resp_t *out = r->compress_conf && !f.upgrade ? mg_compress_head(r, &res, &coded) : &res;
-    mg_accesslog_capture(r, out); /* as the client gets it */
+    mg_request_log_capture(r, out); /* as the client gets it */
     if (r->proto->start_response(r, out) < 0)
         return -1; /* response head beyond what the protocol takes */
     cur_out->head = 1;

@@ -346,6 +346,21 @@ int mg_request_fit(mg_request_t *r, const mg_limits_t *l);
 void *mg_request_alloc(mg_request_t *r, size_t n);
 void mg_request_arena_reset(mg_request_t *r);
 
+/* A response header value kept for the access log (res.header.NAME
+ * fields, logfields.h): its bytes in the request's arena, at most
+ * MG_LOG_VALUE_MAX; cut when the header had more. */
+typedef struct mg_logcap_s {
+    const char *p;
+    uint32_t len;
+    uint8_t cut;
+} mg_logcap_t;
+
+/* The response head res is about to go to r's client: keeps the values of
+ * the access log's res.header fields in r->log_res (the line has none:
+ * nothing to do). Called by everything that hands a protocol a response
+ * head (proxy.c, mg_request_send_whole); accesslog.c writes them. */
+void mg_request_log_capture(mg_request_t *r, const mg_resp_t *res);
+
 /* The nth value (from 0) of header `name` as hooks see it: the last SET or
  * REMOVE of that name among `edits` replaces every value before it, ADDs
  * come after. `orig` (may be NULL) holds the received headers, spans into
