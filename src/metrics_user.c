@@ -481,7 +481,7 @@ static uint32_t series_of(mg_umetric_t *m, const char *const *v, const size_t *n
     pthread_mutex_lock(&lock);
     s = key_find(m, &k, &ins); /* another thread may have added it meanwhile */
     uint32_t count = atomic_load_explicit(&m->nseries, memory_order_relaxed);
-    char *key = s < 0 && count < m->max_series ? malloc(k.len) : NULL;
+    char *key = s < 0 && count < m->max_series ? malloc(k.len + 1) : NULL; /* "" too */
     if (key) {
         char *p = key;
         for (size_t i = 0; i < m->nlabels; i++) {

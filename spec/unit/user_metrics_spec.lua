@@ -145,6 +145,7 @@ local orders = gw.metrics.counter("orders_total", "Orders.", { "tenant", max_ser
 local busy = gw.metrics.gauge("busy", "Busy.")
 local work = gw.metrics.histogram("work_seconds", "Work.", { "kind" }, { 0.5, 2 })
 local wide = gw.metrics.counter("wide_total", "Six labels.", { "a", "b", "c", "d", "e", "f" })
+gw.metrics.counter("empty_total", "An empty label value.", { "v" })
 gw.route { path = "/o/:t", handler = function(req)
     orders:inc(1, req.params.t)
     busy:set(7)
@@ -174,6 +175,11 @@ gw.route { path = "/bad/value", handler = function(req) orders:inc(-1, "a") end 
         assert.equal(3 * 1.25, sum)
         assert.equal(6, obj("wide_total"):value("1", "2", "3", "4", "5", "6"))
         assert.is_nil(g:metric("nope_total"))
+        -- an empty value is a value like another
+        obj("empty_total"):inc(1, "")
+        obj("empty_total"):inc(2, "")
+        assert.equal(3, obj("empty_total"):value(""))
+        assert.equal(0, obj("empty_total"):value("(other)"))
     end)
 
     it("counts label sets past max_series in the overflow series", function()
