@@ -647,11 +647,12 @@ static inline double hook_clock(void)
 
 double mg_ffi_hook_clock(void) { return hook_clock(); }
 
-void mg_ffi_hook_spent(uint32_t hook_id, double since)
+double mg_ffi_hook_spent(uint32_t hook_id, double since)
 {
-    double ns = hook_clock() - since;
+    double now = hook_clock(), ns = now - since;
     if (current_worker)
         mg_metrics_hook(current_worker->id, hook_id, ns > 0 ? (uint64_t)ns : 0);
+    return now;
 }
 
 uint32_t mg_ffi_hook_metric_id(const char *phase, const char *policy)

@@ -348,9 +348,10 @@ void mg_ffi_hook_error_count(void);
 /* Hook metrics (metrics.h): the running coroutine's clock in nanoseconds
  * (monotonic, less the time it waited); a hook of hook id `hook_id` that
  * began at `since` returned (one call and its time, into this worker's
- * shard); the hook id of (phase, policy), at init. */
+ * shard): returns the clock it read, the start of the next hook of a
+ * chain; the hook id of (phase, policy), at init. */
 double mg_ffi_hook_clock(void);
-void mg_ffi_hook_spent(uint32_t hook_id, double since);
+double mg_ffi_hook_spent(uint32_t hook_id, double since);
 uint32_t mg_ffi_hook_metric_id(const char *phase, const char *policy);
 /* 1 when the Lua running on this thread is a worker's hook or handler past
  * its time budget (moongate.budget's xpcall then skips the user's handler),

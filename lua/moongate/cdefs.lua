@@ -120,7 +120,7 @@ int mg_ffi_sleep(double seconds);
 void mg_ffi_log(int level, const char *msg, size_t len);
 void mg_ffi_hook_error_count(void);
 double mg_ffi_hook_clock(void);
-void mg_ffi_hook_spent(uint32_t hook_id, double since);
+double mg_ffi_hook_spent(uint32_t hook_id, double since);
 uint32_t mg_ffi_hook_metric_id(const char *phase, const char *policy);
 int mg_ffi_budget_over(void);
 int mg_ffi_timer_start(int id, double after, double every);
