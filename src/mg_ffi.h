@@ -48,6 +48,11 @@ enum {
 /* ==== request and response (ffi_request.c) ==== */
 int mg_ffi_req_str(mg_request_t *r, int what, const char **p, size_t *len);
 int mg_ffi_req_client_port(mg_request_t *r);
+/* Is the request's real client (mg_request_client) in CIDR set s (cidr.h,
+ * the ip policy's)? 1, 0, or -1 when it is no address. The connection's
+ * client as the address it already holds: no string made or parsed. */
+struct mg_cidr_set_s;
+int mg_ffi_req_client_in(mg_request_t *r, const struct mg_cidr_set_s *s);
 /* 1 when the TLS session was resumed, 0 when not, -1 on plain HTTP. */
 int mg_ffi_req_tls_resumed(mg_request_t *r);
 /* The TLS client's certificate (an X509 *, borrowed from the connection:

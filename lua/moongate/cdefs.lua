@@ -8,6 +8,8 @@ ffi.cdef [[
 typedef struct mg_request_s mg_request_t;
 int mg_ffi_req_str(mg_request_t *r, int what, const char **p, size_t *len);
 int mg_ffi_req_client_port(mg_request_t *r);
+struct mg_cidr_set_s;
+int mg_ffi_req_client_in(mg_request_t *r, const struct mg_cidr_set_s *s);
 int mg_ffi_req_tls_resumed(mg_request_t *r);
 void *mg_ffi_req_client_cert(mg_request_t *r, int *verified);
 int mg_ffi_cert_field(const void *x509, int what, int idx, char *buf, size_t cap);

@@ -398,6 +398,29 @@ function Request.remove_header(self, name)
                                       "", 0), "req:remove_header")
 end
 
+--- req:set_response_header(name, value), req:add_response_header(name,
+-- value): a header of the answer this request will get (the upstream's or
+-- the cache's; not an answer the gateway makes itself), decided before it
+-- comes: a policy that knows them from the request needs no on_response.
+function Request.set_response_header(self, name, value)
+    value = tostring(value)
+    errcheck(C.mg_ffi_res_edit_header(rptr(self), EDIT_SET, name, #name,
+                                      value, #value), "req:set_response_header")
+end
+
+function Request.add_response_header(self, name, value)
+    value = tostring(value)
+    errcheck(C.mg_ffi_res_edit_header(rptr(self), EDIT_ADD, name, #name,
+                                      value, #value), "req:add_response_header")
+end
+
+-- req:_client_in(set): is the real client in CIDR set `set` (moongate.ip)?
+-- 1, 0, or -1 (no address): C compares the address it holds, with no
+-- string made or parsed (the ip policy's path on every request).
+function Request._client_in(self, set)
+    return C.mg_ffi_req_client_in(rptr(self), set)
+end
+
 function Request.set_path(self, path)
     errcheck(C.mg_ffi_req_set_str(rptr(self), cdefs.PATH, path, #path),
              "req:set_path")

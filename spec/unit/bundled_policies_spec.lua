@@ -333,13 +333,17 @@ gw.route { path = "/any/**", upstream = "up", policies = {
         d = g:request { path = "/c/x" }
         assert.is_nil(d.headers["access-control-allow-origin"])
         assert.equal("Origin", d.headers.vary)
-        -- the upstream's own Vary is kept, Origin added once
+        -- the upstream's own Vary is kept, Origin added beside it (named
+        -- twice when it is there already: a list, the same meaning)
         d = g:request { path = "/c/x", headers = { Origin = "https://app.example.com" },
                         upstream_response = { status = 200, headers = { Vary = "Accept-Encoding" } } }
         assert.same({ "Accept-Encoding", "Origin" }, d.headers.vary)
         d = g:request { path = "/c/x", headers = { Origin = "https://app.example.com" },
                         upstream_response = { status = 200, headers = { Vary = "accept, origin" } } }
-        assert.equal("accept, origin", d.headers.vary)
+        assert.same({ "accept, origin", "Origin" }, d.headers.vary)
+        -- decided in on_request: the policy runs no response phase
+        assert.is_nil(require("moongate.cors").policy {
+            origins = { "https://app.example.com" } }.on_response)
     end)
 
     it("never echoes a malformed Origin", function()
