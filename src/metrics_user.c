@@ -802,8 +802,10 @@ char *mg_umetrics_render(mg_umetric_t *const *ms, size_t n, size_t *len)
             put_series(&o, m, m->max_series, NULL, 0);
     }
     if (labelled) {
+        /* no '"' in the help: OpenMetrics wants it escaped, the text format
+         * refuses the escape (the page is the same text for both) */
         puts_(&o, "# HELP moongate_user_metric_overflow_total Updates of a user metric counted "
-                  "in its overflow series (labels \"(other)\"): its max_series label sets "
+                  "in its overflow series (its labels all (other)): its max_series label sets "
                   "were in use.\n# TYPE moongate_user_metric_overflow_total counter\n");
         for (size_t i = 0; i < n; i++) {
             const mg_umetric_t *m = ms[i];

@@ -856,14 +856,8 @@ static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
             up_eof(u, nread);
         return;
     }
-    if (!u->got_response_bytes) {
-        u->got_response_bytes = 1;
-        const mg_logformat_t *lf = r->g->cfg->log_format;
-        if (lf && lf->first_byte) { /* a clock read only when it is logged */
-            r->up_first_byte_ns = uv_hrtime() - r->upstream_start_ns;
-            r->up_phases |= MG_UP_FIRST_BYTE;
-        }
-    }
+    if (!u->got_response_bytes)
+        mg_proxy_answer_began(u);
     u->buf.len += (uint32_t)nread;
     if (u->tunnel) {
         up_deadline(u, u->pool->u->read_timeout); /* a tunnel's idle time */
@@ -1709,6 +1703,17 @@ void mg_proxy_stream_go(mg_upconn_t *u)
     u->connected = 1;
     up_wait(u, WAIT_SEND);
     r->proto->resume_body(r);
+}
+
+void mg_proxy_answer_began(mg_upconn_t *u)
+{
+    mg_request_t *r = u->r;
+    u->got_response_bytes = 1;
+    const mg_logformat_t *lf = r->g->cfg->log_format;
+    if (lf && lf->first_byte) { /* a clock read only when it is logged */
+        r->up_first_byte_ns = uv_hrtime() - r->upstream_start_ns;
+        r->up_phases |= MG_UP_FIRST_BYTE;
+    }
 }
 
 int mg_proxy_stream_head(mg_upconn_t *u)

@@ -289,6 +289,54 @@ describe("access log fields", function()
     end)
 end)
 
+describe("access log fields of the client's protocol, splits and mirrors", function()
+    local gw, log
+
+    setup(function()
+        local up = h.start_upstream { name = "up" }
+        log = h.tmpfile("access-proto.log")
+        gw = h.start_gateway([[
+local gw = require "moongate"
+gw.settings { access_log = { path = "{{LOG}}", fields = {
+    "request_id", "proto", "how=split", "mirror", "upstream", "status" } } }
+gw.listen { port = {{PORT}}, host = "127.0.0.1", http2 = true }
+gw.upstream("a", { "{{UP}}" })
+gw.upstream("shadow", { "{{UP}}" })
+gw.route { path = "/split/**", split = { { upstream = "a", weight = 1 } } }
+gw.route { path = "/mirrored/**", upstream = "a", mirror = { upstream = "shadow" } }
+gw.route { path = "/plain/**", upstream = "a" }
+]], { vars = { UP = up.addr, LOG = log } })
+    end)
+
+    teardown(h.cleanup)
+
+    local function entry(id)
+        local found
+        h.eventually(5, function()
+            for _, e in ipairs(strict_lines(log)) do
+                if e.request_id == id then found = e end
+            end
+            return found ~= nil
+        end, "an access log line for request " .. id)
+        return found
+    end
+
+    it("writes proto, split and mirror when listed; null where a route has none", function()
+        local res = h.http(gw.port, { path = "/split/x" })
+        assert.equal(200, res.status)
+        local e = entry(res.headers["x-request-id"])
+        assert.same({ "HTTP/1.1", "weight", cjson.null, "a", 200 },
+                    { e.proto, e.how, e.mirror, e.upstream, e.status })
+        res = h.http(gw.port, { path = "/mirrored/x" })
+        e = entry(res.headers["x-request-id"])
+        assert.same({ "HTTP/1.1", cjson.null, "sent", "a" }, { e.proto, e.how, e.mirror, e.upstream })
+        res = h.http2(gw.port, { path = "/plain/x" })
+        assert.equal(200, res.status)
+        e = entry(res.headers["x-request-id"])
+        assert.same({ "HTTP/2", cjson.null, cjson.null, "a" }, { e.proto, e.how, e.mirror, e.upstream })
+    end)
+end)
+
 describe("access log fields at load", function()
     teardown(h.cleanup)
 
