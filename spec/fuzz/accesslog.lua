@@ -11,8 +11,9 @@ local C = ffi.C
 local n = ffi.new("size_t[1]")
 
 gw.settings { access_log = { path = "/dev/null", fields = {
-    "time", "request_id", "trace_id", "span_id", "client", "peer", "method", "path", "query",
-    "status", "bytes", "route", "upstream", "target", "upstream_time", "cache", "total_time",
+    "time", "request_id", "trace_id", "span_id", "client", "peer", "method", "path", "query", "proto",
+    "status", "bytes", "route", "upstream", "target", "upstream_time", "split", "mirror", "cache",
+    "total_time",
     "upstream_attempts", "upstream_connect_time", "upstream_tls_time",
     "upstream_first_byte_time", "req.header.x-fuzz", "h2=req.header.x-fuzz",
     "res.header.x-fuzz", "req.ctx.s", "req.ctx.n", "req.ctx.t", "req.ctx.s2", "req.ctx.s3",

@@ -79,6 +79,19 @@ local function strict_lines(path)
     return lines
 end
 
+-- The strictly decoded line of request `id` in the log at `path` (waits
+-- for the writer).
+local function entry_in(path, id)
+    local found
+    h.eventually(5, function()
+        for _, e in ipairs(strict_lines(path)) do
+            if e.request_id == id then found = e end
+        end
+        return found ~= nil
+    end, "an access log line for request " .. id)
+    return found
+end
+
 describe("access log fields", function()
     local gw, up, log, ca
 
@@ -94,17 +107,7 @@ describe("access log fields", function()
 
     teardown(h.cleanup)
 
-    -- the strictly decoded line of request `id` (waits for the writer)
-    local function entry(id)
-        local found
-        h.eventually(5, function()
-            for _, e in ipairs(strict_lines(log)) do
-                if e.request_id == id then found = e end
-            end
-            return found ~= nil
-        end, "an access log line for request " .. id)
-        return found
-    end
+    local function entry(id) return entry_in(log, id) end
 
     local function get(path, headers)
         local res = h.http(gw.port, { path = path, headers = headers or {} })
@@ -310,16 +313,7 @@ gw.route { path = "/plain/**", upstream = "a" }
 
     teardown(h.cleanup)
 
-    local function entry(id)
-        local found
-        h.eventually(5, function()
-            for _, e in ipairs(strict_lines(log)) do
-                if e.request_id == id then found = e end
-            end
-            return found ~= nil
-        end, "an access log line for request " .. id)
-        return found
-    end
+    local function entry(id) return entry_in(log, id) end
 
     it("writes proto, split and mirror when listed; null where a route has none", function()
         local res = h.http(gw.port, { path = "/split/x" })
