@@ -169,12 +169,31 @@ if w6 then
         ranges[#ranges + 1] = "127.0.0.0/8"
     end
     local key = os.getenv("BENCH_API_KEY") or "moongate-bench-api-key-0123456789"
-    policy_routes(w6, tonumber(os.getenv("BENCH_W2_LIMIT") or "") or 1e9, "w6", false, {
+    local before = {
         cors.policy { origins = { "https://app.example.com" }, credentials = true },
         ip.policy { allow = ranges },
         key_auth.policy { consumers = { { name = "bench", groups = { "bench" },
                                           keys = { key_auth.hash(key) } } } },
-    })
+    }
+    -- BENCH_W6_ONLY="cors,ip" (a GW_VARIANTS knob): only those of the three,
+    -- to see what each costs ("none": W2's chain on W6's requests)
+    local only = os.getenv("BENCH_W6_ONLY")
+    if only and only ~= "" then
+        local kept = {}
+        for _, p in ipairs(before) do
+            if (("," .. only .. ","):find("," .. p.name .. ",", 1, true)) then
+                kept[#kept + 1] = p
+            end
+        end
+        before = kept
+    end
+    -- BENCH_JIT_LOG=file: jit.v's log of the worker (a timer starts it:
+    -- timers run in workers only), to see which traces of the chain abort
+    local jit_log = os.getenv("BENCH_JIT_LOG")
+    if jit_log and jit_log ~= "" then
+        gw.timer.after(0, function() require("jit.v").start(jit_log) end)
+    end
+    policy_routes(w6, tonumber(os.getenv("BENCH_W2_LIMIT") or "") or 1e9, "w6", false, before)
 end
 
 -- G1 (scripts/bench-grpc.sh): gRPC unary calls, HTTP/2 both ways: an h2c

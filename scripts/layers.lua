@@ -10,7 +10,8 @@
 return {
     { name = "base", files = {
         "errlog", "wq", "uri", "trace", "http", "usage", "crypto", "shdict",
-        "tls", "tls_client", "watch", "metrics", "lua_state", "admin", "admin_client", "buf",
+        "tls", "tls_client", "watch", "metrics", "metrics_user", "lua_state", "admin",
+        "admin_client", "buf", "logfields",
         "header_names", "h1_response", "h1_writer", "grpc", "oneshot",
         "cidr", "proxy_protocol", "real_ip", "maglev", "cert_info",
         -- the balancers (balancer.h): pure picks over a target set

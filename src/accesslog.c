@@ -8,11 +8,16 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <lua.h>
+#include <math.h>
+#include <strings.h>
 #include "accesslog.h"
 #include "mirror.h"
 #include "split.h"
 #include "cache.h"
 #include "errlog.h"
+#include "hooks.h"
+#include "utf8.h"
 
 /* Writes start at LOG_FLUSH_AT (or every LOG_FLUSH_MS); the rest of a
  * buffer absorbs a disk that stalls (256 KiB: ~250 ms at 1 MB/s of lines)
@@ -178,11 +183,17 @@ int mg_accesslog_open(mg_worker_t *w)
 /* ---- one line ------------------------------------------------------------
  * A line is built by a writer that never passes its end: every field is
  * bounded by what is actually written into it, whoever set the value (the
- * client, or a hook that rewrote the path or set a header). A value whose
- * escaped form is longer than FIELD_MAX is cut and ends with "...". */
+ * client, a hook that rewrote the path, set a header or a req.ctx value,
+ * the upstream's answer). Strings are written as JSON strings of valid
+ * UTF-8: control characters, quotes and backslashes escaped, each byte
+ * that does not belong to a well-formed UTF-8 sequence as \ufffd. A value
+ * whose escaped form is longer than FIELD_MAX is cut and ends with "...";
+ * a line whose values would pass LOG_LINE_MAX cuts its later values to fit
+ * (every field keeps at least its key and a short value: logfields.c). */
 
-#define FIELD_MAX 4096
-#define LINE_FIXED 640 /* keys, numbers, ids and punctuation of one line */
+#define FIELD_MAX MG_LOG_VALUE_MAX
+#define LOG_LINE_MAX (32 * 1024)
+#define VALUE_ROOM 32 /* a number, null, a boolean or the time (logfields.c's VALUE_MIN) */
 
 typedef struct line_s {
     char *o, *end;
@@ -198,65 +209,87 @@ static void put(line_t *b, const char *s, size_t n)
 
 #define PUT_LIT(b, lit) put((b), (lit), sizeof(lit) - 1)
 
+/* A number or the time: at most VALUE_ROOM bytes. */
 static void putf(line_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void putf(line_t *b, const char *fmt, ...)
 {
-    size_t room = (size_t)(b->end - b->o);
+    char tmp[VALUE_ROOM + 1];
     va_list ap;
     va_start(ap, fmt);
-    int n = room ? vsnprintf(b->o, room, fmt, ap) : 0;
+    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
     va_end(ap);
     if (n > 0)
-        b->o += (size_t)n < room ? (size_t)n : room - 1;
+        put(b, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
 }
 
-/* The most bytes json_value writes for n input bytes. */
+/* The most bytes a JSON string of n input bytes takes (quotes, "..."). */
 static size_t json_bound(size_t n)
 {
     return (n > FIELD_MAX / 6 + 1 ? FIELD_MAX : n * 6) + 8;
 }
 
-/* Writes s as a JSON string, quotes included, cut at FIELD_MAX bytes. */
-static void json_value(line_t *b, const char *s, size_t n)
+/* A JSON string written in pieces: open, put..., close. It stops at
+ * `stop`, which leaves room for "..." and the closing quote. */
+typedef struct jstr_s {
+    char *o, *stop;
+    int cut;
+} jstr_t;
+
+static void js_open(line_t *b, size_t tail, jstr_t *j)
+{
+    char *stop = b->o + 1 + FIELD_MAX;
+    char *limit = b->end - tail - 4; /* "...", '"' */
+    j->o = b->o;
+    j->stop = stop < limit ? stop : limit;
+    j->cut = 0;
+    *j->o++ = '"';
+}
+
+static void js_put(jstr_t *j, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    char *o = b->o, *stop = b->o + FIELD_MAX;
-    if (stop > b->end - 8)
-        stop = b->end - 8;
-    if (o >= stop)
-        return;
-    *o++ = '"';
-    size_t i = 0;
-    for (; i < n && o + 6 <= stop; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (ch == '"' || ch == '\\') {
-            *o++ = '\\';
-            *o++ = (char)ch;
-        } else if (ch < 0x20 || ch >= 0x7f) {
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    char *o = j->o;
+    while (!j->cut && p < end) {
+        unsigned ch = *p;
+        /* a short escape, a \u00XX one, U+FFFD for a byte outside UTF-8,
+         * or the bytes as they are */
+        char esc = ch == '"' ? '"' : ch == '\\' ? '\\' : ch == '\n' ? 'n' : ch == '\t' ? 't'
+                 : ch == '\r' ? 'r' : 0;
+        size_t len = ch < 0x80 ? 1 : mg_utf8_seq(p, (size_t)(end - p));
+        int uesc = !esc && (ch < 0x20 || ch == 0x7f);
+        size_t need = esc ? 2 : uesc || len == 0 ? 6 : len;
+        if (o + need > j->stop) {
+            j->cut = 1;
+            break;
+        }
+        if (esc) {
+            o[0] = '\\';
+            o[1] = esc;
+        } else if (uesc) {
             memcpy(o, "\\u00", 4);
             o[4] = hex[ch >> 4];
             o[5] = hex[ch & 15];
-            o += 6;
+        } else if (len == 0) {
+            memcpy(o, "\\ufffd", 6);
+            len = 1;
         } else {
-            *o++ = (char)ch;
+            memcpy(o, p, len);
         }
+        o += need;
+        p += len;
     }
-    if (i < n) {
-        memcpy(o, "...", 3);
-        o += 3;
-    }
-    *o++ = '"';
-    b->o = o;
+    j->o = o;
 }
 
-/* ,"key":"value" (or null when s is NULL). */
-static void field_str(line_t *b, const char *key, const char *s, size_t n)
+static void js_close(line_t *b, jstr_t *j)
 {
-    putf(b, ",\"%s\":", key);
-    if (s)
-        json_value(b, s, n);
-    else
-        PUT_LIT(b, "null");
+    if (j->cut) {
+        memcpy(j->o, "...", 3);
+        j->o += 3;
+    }
+    *j->o++ = '"';
+    b->o = j->o;
 }
 
 static const char *now_text(mg_accesslog_t *l, int *ms)
@@ -273,113 +306,208 @@ static const char *now_text(mg_accesslog_t *l, int *ms)
     return l->cached_time;
 }
 
-/* The values of one line's text fields, so that its size is known before
- * it is written. */
-typedef struct line_fields_s {
-    const char *method, *path, *query, *route, *upstream, *target;
-    size_t method_len, path_len, query_len, route_len, upstream_len, target_len;
-} line_fields_t;
+/* One field's value, found before anything is written so that the line's
+ * size is known. */
+enum {
+    V_OMIT,    /* an optional field without a value: left out */
+    V_NULL,
+    V_STR,     /* s/n; cut: the source had more than s/n */
+    V_HEADERS, /* the request header `arg`: its n values (total bytes u),
+                  joined by ", " */
+    V_INT,     /* u */
+    V_NUM,     /* d, finite */
+    V_SECONDS, /* u nanoseconds */
+    V_BOOL,    /* u */
+    V_TIME,
+};
 
-static void collect(const mg_request_t *r, line_fields_t *f)
+typedef struct value_s {
+    uint8_t type, cut;
+    const char *s;
+    size_t n;
+    uint64_t u;
+    double d;
+} value_t;
+
+#define STR(p, len) ((value_t){ .type = V_STR, .s = (p), .n = (len) })
+#define NUL ((value_t){ .type = V_NULL })
+#define OMIT ((value_t){ .type = V_OMIT })
+#define SECONDS(ns) ((value_t){ .type = V_SECONDS, .u = (ns) })
+
+/* The path as sent upstream (after hooks), like nginx's $uri. */
+static value_t path_value(const mg_request_t *r)
 {
-    memset(f, 0, sizeof(*f));
-    if (*r->data) {
-        f->method = mg_request_data(r, r->method);
-        f->method_len = r->method.len;
-    } else {
-        f->method = "";
-    }
-    if (r->path) {
-        f->path = r->path;
-        f->path_len = r->path_len;
-    } else if (*r->data) {
-        f->path = mg_request_data(r, r->url);
-        f->path_len = r->url.len;
-    } else {
-        f->path = "";
-    }
-    /* path and query as sent upstream (after hooks), like nginx's $uri */
-    if (r->new_query) {
-        f->query = r->new_query;
-        f->query_len = r->new_query_len;
-    } else {
-        f->query = r->query_len ? r->query + 1 : "";
-        f->query_len = r->query_len ? r->query_len - 1 : 0;
-    }
-    if (r->route) {
-        f->route = r->route->name;
-        f->route_len = strlen(f->route);
-    }
-    /* upstream: its name (also for an answer from the cache); target: the
-     * instance contacted, NULL when none was */
+    if (r->path)
+        return STR(r->path, r->path_len);
+    if (*r->data)
+        return STR(mg_request_data(r, r->url), r->url.len);
+    return STR("", 0);
+}
+
+static value_t query_value(const mg_request_t *r)
+{
+    if (r->new_query)
+        return STR(r->new_query, r->new_query_len);
+    return r->query_len ? STR(r->query + 1, r->query_len - 1) : STR("", 0);
+}
+
+/* upstream: its name (also for an answer from the cache); target: the
+ * instance contacted, null when none was */
+static const mg_upstream_t *upstream_of(const mg_request_t *r)
+{
     int ui = r->g ? mg_request_upstream(r) : -1;
-    if (ui >= 0) {
-        const mg_upstream_t *up = &r->g->cfg->upstreams[ui];
-        f->upstream = up->name;
-        f->upstream_len = strlen(up->name);
-        if (r->target >= 0) {
-            f->target = up->targets[r->target].name;
-            f->target_len = strlen(f->target);
-        }
+    return ui >= 0 ? &r->g->cfg->upstreams[ui] : NULL;
+}
+
+static value_t request_headers(const mg_request_t *r, const mg_logfield_t *f)
+{
+    value_t v = { .type = V_HEADERS };
+    const char *p;
+    size_t len;
+    while (mg_request_header(r, f->arg, f->arg_len, (int)v.n, &p, &len) == 1) {
+        v.u += len + (v.n ? 2 : 0);
+        v.n++;
+    }
+    return v.n ? v : NUL;
+}
+
+static value_t ctx_value(const mg_ctx_value_t *c)
+{
+    switch (c->type) {
+    case LUA_TNIL: return NUL;
+    case LUA_TBOOLEAN: return (value_t){ .type = V_BOOL, .u = c->num != 0 };
+    case LUA_TNUMBER:
+        /* JSON has no NaN or infinities */
+        return isfinite(c->num) ? (value_t){ .type = V_NUM, .d = c->num } : NUL;
+    case LUA_TSTRING: return STR(c->s, c->len);
+    default: return STR(c->s, c->len); /* the type's name: "table", "function", ... */
     }
 }
 
-static size_t line_bound(const mg_request_t *r, const line_fields_t *f)
+/* A value that only some requests have (a route's split, its mirror):
+ * left out of the default line without one, null when asked for. */
+static value_t optional_str(const mg_logfield_t *f, const char *s)
 {
-    return LINE_FIXED + json_bound(r->request_id_len) + json_bound(f->method_len) +
-           json_bound(f->path_len) + json_bound(f->query_len) + json_bound(f->route_len) +
-           json_bound(f->upstream_len) + json_bound(f->target_len) +
-           json_bound(sizeof("revalidated")) + /* the longest cache state */
-           2 * json_bound(sizeof("body_too_large")) + /* split, mirror */
-           json_bound(sizeof(r->peer->socket_ip)); /* the peer, with trusted_proxies */
+    if (s)
+        return STR(s, strlen(s));
+    return f->optional ? OMIT : NUL;
 }
 
-static void write_line(mg_accesslog_t *l, const mg_request_t *r, const line_fields_t *f,
-                       line_t *b)
+static value_t field_value(const mg_request_t *r, const mg_logfield_t *f,
+                           const mg_ctx_value_t *ctx)
 {
+    const mg_upstream_t *up;
+    switch (f->kind) {
+    case MG_LF_TIME: return (value_t){ .type = V_TIME };
+    case MG_LF_REQUEST_ID: return STR(r->request_id, r->request_id_len);
+    case MG_LF_TRACE_ID:
+        return r->traced ? STR(r->trace_id, 32) : f->optional ? OMIT : NUL;
+    case MG_LF_SPAN_ID:
+        return r->traced ? STR(r->span_id, 16) : f->optional ? OMIT : NUL;
+    case MG_LF_CLIENT: {
+        const char *c = mg_request_client(r);
+        return STR(c, strlen(c));
+    }
+    case MG_LF_PEER: {
+        const char *p = mg_request_peer(r);
+        return STR(p, strlen(p));
+    }
+    case MG_LF_METHOD:
+        if (r->new_method)
+            return STR(r->new_method, r->new_method_len);
+        return *r->data ? STR(mg_request_data(r, r->method), r->method.len) : STR("", 0);
+    case MG_LF_PATH: return path_value(r);
+    case MG_LF_QUERY: return query_value(r);
+    case MG_LF_PROTO: /* the client's: "HTTP/2" for a stream of an HTTP/2 connection */
+        return r->http_major == 2 ? STR("HTTP/2", 6)
+               : r->http_minor == 0 ? STR("HTTP/1.0", 8) : STR("HTTP/1.1", 8);
+    case MG_LF_STATUS: return (value_t){ .type = V_INT, .u = (uint64_t)r->status };
+    case MG_LF_BYTES: return (value_t){ .type = V_INT, .u = r->bytes_sent };
+    case MG_LF_ROUTE: return r->route ? STR(r->route->name, strlen(r->route->name)) : NUL;
+    case MG_LF_UPSTREAM:
+        up = upstream_of(r);
+        return up ? STR(up->name, strlen(up->name)) : NUL;
+    case MG_LF_TARGET:
+        up = upstream_of(r);
+        if (!up || r->target < 0)
+            return NUL;
+        return STR(up->targets[r->target].name, strlen(up->targets[r->target].name));
+    case MG_LF_UPSTREAM_TIME:
+        up = upstream_of(r);
+        return up && r->target >= 0 ? SECONDS(r->upstream_ns) : NUL;
+    case MG_LF_SPLIT: /* how a route's canary or split chose the upstream */
+        return optional_str(f, mg_split_how_name(r->split_how));
+    case MG_LF_MIRROR: /* what became of the route's mirror copy */
+        return optional_str(f, mg_mirror_result_name(r->mirror));
+    case MG_LF_CACHE: {
+        const char *c = mg_cache_state_name(mg_cache_state(r));
+        return c ? STR(c, strlen(c)) : NUL;
+    }
+    case MG_LF_TOTAL_TIME: return SECONDS(r->total_ns);
+    case MG_LF_UP_ATTEMPTS: return (value_t){ .type = V_INT, .u = r->up_attempts };
+    case MG_LF_UP_CONNECT:
+        return r->up_phases & MG_UP_CONNECTED ? SECONDS(r->up_connect_ns) : NUL;
+    case MG_LF_UP_TLS: return r->up_phases & MG_UP_TLS_DONE ? SECONDS(r->up_tls_ns) : NUL;
+    case MG_LF_UP_FIRST_BYTE:
+        return r->up_phases & MG_UP_FIRST_BYTE ? SECONDS(r->up_first_byte_ns) : NUL;
+    case MG_LF_REQ_HEADER: return request_headers(r, f);
+    case MG_LF_RES_HEADER: {
+        const mg_logcap_t *c = r->log_res ? &r->log_res[f->slot] : NULL;
+        if (!c || !c->p)
+            return NUL;
+        value_t v = STR(c->p, c->len);
+        v.cut = c->cut;
+        return v;
+    }
+    case MG_LF_CTX: return ctx_value(&ctx[f->slot]);
+    default: return NUL;
+    }
+}
+
+/* The room value v takes in the line, key included. */
+static size_t value_room(const mg_logfield_t *f, const value_t *v)
+{
+    size_t n = v->type == V_STR ? json_bound(v->n) : v->type == V_HEADERS ? json_bound(v->u) : 0;
+    return v->type == V_OMIT ? 0 : f->key_len + 4 + (n > VALUE_ROOM ? n : VALUE_ROOM);
+}
+
+static void write_value(mg_accesslog_t *l, const mg_request_t *r, const mg_logfield_t *f,
+                        const value_t *v, line_t *b)
+{
+    jstr_t j;
     int ms;
-    const char *t = now_text(l, &ms);
-    putf(b, "{\"time\":\"%s.%03dZ\"", t, ms);
-    field_str(b, "request_id", r->request_id, r->request_id_len);
-    if (r->traced)
-        putf(b, ",\"trace_id\":\"%.32s\",\"span_id\":\"%.16s\"", r->trace_id, r->span_id);
-    const char *client = mg_request_client(r);
-    field_str(b, "client", client, strlen(client));
-    if (r->g->cfg->trusted_proxies) {
-        /* it can differ from the client only then */
-        const char *peer = mg_request_peer(r);
-        field_str(b, "peer", peer, strlen(peer));
+    const char *t;
+    switch (v->type) {
+    case V_NULL: PUT_LIT(b, "null"); break;
+    case V_STR:
+        js_open(b, f->tail_min, &j);
+        js_put(&j, v->s, v->n);
+        j.cut |= v->cut;
+        js_close(b, &j);
+        break;
+    case V_HEADERS:
+        js_open(b, f->tail_min, &j);
+        for (uint64_t i = 0; i < v->n; i++) {
+            const char *p;
+            size_t len;
+            if (mg_request_header(r, f->arg, f->arg_len, (int)i, &p, &len) != 1)
+                break;
+            if (i)
+                js_put(&j, ", ", 2);
+            js_put(&j, p, len);
+        }
+        js_close(b, &j);
+        break;
+    case V_INT: putf(b, "%llu", (unsigned long long)v->u); break;
+    case V_NUM: putf(b, "%.14g", v->d); break; /* as Lua's tostring writes it */
+    case V_SECONDS: putf(b, "%.6f", (double)v->u / 1e9); break;
+    case V_BOOL: v->u ? PUT_LIT(b, "true") : PUT_LIT(b, "false"); break;
+    case V_TIME:
+        t = now_text(l, &ms);
+        putf(b, "\"%s.%03dZ\"", t, ms);
+        break;
+    default: break;
     }
-    field_str(b, "method", f->method, f->method_len);
-    field_str(b, "path", f->path, f->path_len);
-    field_str(b, "query", f->query, f->query_len);
-    /* the client's protocol: "HTTP/2" for a stream of an HTTP/2 connection */
-    if (r->http_major == 2)
-        PUT_LIT(b, ",\"proto\":\"HTTP/2\"");
-    else if (r->http_minor == 0)
-        PUT_LIT(b, ",\"proto\":\"HTTP/1.0\"");
-    else
-        PUT_LIT(b, ",\"proto\":\"HTTP/1.1\"");
-    putf(b, ",\"status\":%d,\"bytes\":%llu", r->status, (unsigned long long)r->bytes_sent);
-    field_str(b, "route", f->route, f->route_len);
-    field_str(b, "upstream", f->upstream, f->upstream_len);
-    field_str(b, "target", f->target, f->target_len);
-    if (f->target)
-        putf(b, ",\"upstream_time\":%.6f", (double)r->upstream_ns / 1e9);
-    else
-        PUT_LIT(b, ",\"upstream_time\":null");
-    /* how a route's canary or split chose the upstream, what became of
-     * its mirror copy: only on routes that have them */
-    const char *split = mg_split_how_name(r->split_how);
-    if (split)
-        field_str(b, "split", split, strlen(split));
-    const char *mirror = mg_mirror_result_name(r->mirror);
-    if (mirror)
-        field_str(b, "mirror", mirror, strlen(mirror));
-    /* what the route's cache did; null on a route without one */
-    const char *cache = mg_cache_state_name(mg_cache_state(r));
-    field_str(b, "cache", cache, cache ? strlen(cache) : 0);
-    putf(b, ",\"total_time\":%.6f}\n", (double)r->total_ns / 1e9);
 }
 
 void mg_accesslog_request(mg_worker_t *w, const mg_request_t *r)
@@ -387,26 +515,51 @@ void mg_accesslog_request(mg_worker_t *w, const mg_request_t *r)
     mg_accesslog_t *l = w->log;
     if (!l || !r)
         return;
-    line_fields_t f;
-    collect(r, &f);
-    size_t need = line_bound(r, &f);
+    const mg_logformat_t *fmt = r->g->cfg->log_format;
+    value_t vals[MG_LOG_MAX_FIELDS];
+    mg_ctx_value_t ctx[MG_LOG_MAX_FIELDS];
+    int mark = fmt->nctx ? mg_hooks_ctx_begin((mg_request_t *)r, fmt, ctx) : -1;
+    size_t need = 3; /* "}\n", or "{}\n" */
+    for (size_t i = 0; i < fmt->n; i++) {
+        vals[i] = field_value(r, &fmt->f[i], ctx);
+        need += value_room(&fmt->f[i], &vals[i]);
+    }
+    if (need > LOG_LINE_MAX)
+        need = LOG_LINE_MAX; /* later values are cut to fit */
     if (l->len[l->active] + need > LOG_BUF) {
         start_write(w);
         if (l->len[l->active] + need > LOG_BUF) {
             drop_line(w);
-            return;
+            goto out;
         }
     }
     char *base = l->buf[l->active] + l->len[l->active];
     line_t b = { base, base + need };
-    write_line(l, r, &f, &b);
-    if (b.o == b.end || b.o[-1] != '\n') {
+    int first = 1;
+    for (size_t i = 0; i < fmt->n; i++) {
+        const mg_logfield_t *f = &fmt->f[i];
+        if (vals[i].type == V_OMIT)
+            continue;
+        put(&b, first ? "{\"" : ",\"", 2);
+        put(&b, f->key, f->key_len);
+        PUT_LIT(&b, "\":");
+        first = 0;
+        write_value(l, r, f, &vals[i], &b);
+    }
+    if (first)
+        PUT_LIT(&b, "{}\n");
+    else
+        PUT_LIT(&b, "}\n");
+    if (b.o[-1] != '\n') {
         drop_line(w); /* cut short: never write half a JSON object */
-        return;
+        goto out;
     }
     l->len[l->active] += (size_t)(b.o - base);
     if (l->len[l->active] >= LOG_FLUSH_AT)
         start_write(w);
+out:
+    if (mark >= 0)
+        mg_hooks_ctx_end((mg_request_t *)r, mark);
 }
 
 void mg_accesslog_close(mg_worker_t *w)

@@ -5,6 +5,7 @@
 #ifndef MG_ACCESSLOG_H
 #define MG_ACCESSLOG_H
 
+#include "logfields.h"
 #include "request.h"
 #include "worker.h"
 

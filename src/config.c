@@ -53,6 +53,8 @@
 #include "shdict.h"
 #include "uri.h"
 #include "header_names.h"
+#include "logfields.h"
+#include "metrics_user.h"
 #include "router.h"
 #include "grpc.h"
 #include "http.h"
@@ -418,8 +420,10 @@ typedef struct tls_opts_s {
 static const mg_ffi_config_field_t settings_fields[] = {
     F("workers", MG_FIELD_INT, 0, 1024, 0, "must be an integer 0-1024 (0 = one per CPU)",
       mg_config_t, workers, CT_INT),
-    CHECKED("access_log", mg_log_access_target_check, 0, "stdout",
-            "must be \"off\", \"stdout\", \"stderr\" or a file path", mg_config_t, access_log),
+    /* a string is its path (config.lua) */
+    TABLE_HERE("access_log", "access_log", MG_FIELD_REQUIRED,
+               "must be \"off\", \"stdout\", \"stderr\", a file path or a table like "
+               "{ path = \"logs/access.log\", fields = { \"time\", \"status\" } }"),
     CHECKED("error_log", mg_log_error_target_check, 0, "stderr",
             "must be \"stderr\" or a file path", mg_config_t, error_log),
     ENUM("log_level", mg_log_level_parse, mg_log_level_name, MG_LOG_INFO,
@@ -442,6 +446,26 @@ static const mg_ffi_config_field_t settings_fields[] = {
     TABLE_ALLOC("tracing", "tracing", 0,
                 "must be a table like { endpoint = \"http://127.0.0.1:4318\" }", mg_config_t,
                 tracing),
+};
+
+/* settings.access_log's fields, each a name logfields.c knows */
+static const mg_ffi_config_field_t log_field_item =
+    { .name = "", .kind = MG_FIELD_STRING, .def = NONE, .ctype = CT_STR,
+      .check = mg_logfield_check,
+      .expected = "must be a field: a built-in one (time, request_id, trace_id, span_id, "
+                  "client, peer, method, path, query, proto, status, bytes, route, upstream, "
+                  "target, upstream_time, split, mirror, cache, total_time, upstream_attempts, "
+                  "upstream_connect_time, upstream_tls_time, upstream_first_byte_time), "
+                  "\"req.header.NAME\", \"res.header.NAME\" or \"req.ctx.KEY\", optionally "
+                  "written under another key as \"KEY=...\" (a key: printable ASCII but "
+                  "spaces, quotes, backslashes and '=', 64 bytes at most)" };
+
+static const mg_ffi_config_field_t access_log_fields[] = {
+    CHECKED("path", mg_log_access_target_check, 0, "stdout",
+            "must be \"off\", \"stdout\", \"stderr\" or a file path", mg_config_t, access_log),
+    LIST("fields", &log_field_item, 1, MG_LOG_MAX_FIELDS, MG_FIELD_ALLOC,
+         "must be a list of fields like { \"time\", \"status\", \"req.header.user-agent\" }",
+         "lists %d fields (at most %d)", mg_config_t, access_log_fields, access_log_nfields),
 };
 
 #define PORT_EXPECTED "must be an integer 1-65535"
@@ -899,7 +923,8 @@ static const struct {
     const mg_ffi_config_field_t *fields;
     size_t n;
 } objects[] = {
-    OBJECT("settings", settings_fields), OBJECT("limits", limits_fields),
+    OBJECT("settings", settings_fields), OBJECT("access_log", access_log_fields),
+    OBJECT("limits", limits_fields),
     OBJECT("timeouts", timeouts_fields), OBJECT("http2", http2_fields),
     OBJECT("upstream", upstream_fields),
     OBJECT("target", target_fields),     OBJECT("health", health_fields),
@@ -1094,6 +1119,24 @@ static void conv_fields(conv_t *cv, int t, const char *what, const char *object,
     }
 }
 
+/* settings.access_log.fields compiled (after trusted_proxies: the
+ * default line has the peer only with them). */
+static void conv_log_format(conv_t *cv, mg_config_t *cfg)
+{
+    for (size_t i = 0; i < cfg->access_log_nfields; i++)
+        if (!cfg->access_log_fields[i])
+            return; /* out of memory, reported */
+    char *err = NULL;
+    cfg->log_format = mg_logformat_new(cfg->access_log_fields, cfg->access_log_nfields,
+                                       cfg->trusted_proxies != NULL, &err);
+    if (!cfg->log_format && !err)
+        cv->errs->oom = 1;
+    else if (!cfg->log_format)
+        errs_add(cv->errs, "%s:%d: settings.access_log.%s",
+                 cfg->settings_source ? cfg->settings_source : cv->file, cfg->settings_line, err);
+    free(err);
+}
+
 static void conv_admin(conv_t *cv, int cfg_t, mg_config_t *cfg)
 {
     int t = push_table(cv, cfg_t, "", "admin");
@@ -1124,6 +1167,74 @@ static void conv_admin(conv_t *cv, int cfg_t, mg_config_t *cfg)
 
 /* settings.trusted_proxies, each entry already checked by config.lua with
  * cidr.c's own parser (mg_ffi_cidr_check): built into one set here. */
+/* cfg.metrics: { { name, help, kind, labels, buckets, max_series }, ... }
+ * (config.lua checked them with metrics_user.c's rules: checked again). */
+static void conv_metric(conv_t *cv, int t, const char *what, mg_umetric_decl_t *m)
+{
+    lua_State *L = cv->L;
+    char *kind = NULL;
+    uint64_t max_series = 1;
+    if (get_str(cv, t, what, "name", 0, &m->name) || get_str(cv, t, what, "help", 0, &m->help) ||
+        get_str(cv, t, what, "kind", 0, &kind) ||
+        get_uint(cv, t, what, "max_series", 1, MG_UMETRIC_SERIES_MAX, &max_series)) {
+        free(kind);
+        return;
+    }
+    m->kind = mg_umetric_kind_parse(kind);
+    m->max_series = (uint32_t)max_series;
+    free(kind);
+    int list = push_table(cv, t, what, "labels");
+    if (!list)
+        return;
+    m->labels = alloc_list(cv, list_len(cv, list, what), sizeof(char *), &m->nlabels);
+    for (size_t i = 0; i < m->nlabels; i++) {
+        lua_rawgeti(L, list, (int)i + 1);
+        if (top_str(cv, what, "labels[i]", 0, &m->labels[i]) != 0)
+            break;
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, t, "buckets");
+    if (lua_istable(L, -1)) {
+        list = lua_gettop(L);
+        m->buckets = alloc_list(cv, list_len(cv, list, what), sizeof(double), &m->nbuckets);
+        for (size_t i = 0; i < m->nbuckets; i++) {
+            lua_rawgeti(L, list, (int)i + 1);
+            m->buckets[i] = lua_tonumber(L, -1);
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+    for (size_t i = 0; i < m->nlabels; i++)
+        if (!m->labels[i])
+            return; /* reported */
+    if (mg_ffi_umetric_check(mg_umetric_kind_name(m->kind), m->name,
+                             (const char *const *)m->labels, m->nlabels,
+                             m->buckets, m->nbuckets, (double)m->max_series, NULL, 0) != 0)
+        internal(cv, what, "name", "a declaration metrics_user.c accepts");
+}
+
+static void conv_metrics(conv_t *cv, int cfg_t, mg_config_t *cfg)
+{
+    lua_getfield(cv->L, cfg_t, "metrics");
+    int absent = lua_isnil(cv->L, -1);
+    lua_pop(cv->L, 1);
+    int list = absent ? 0 : push_table(cv, cfg_t, "", "metrics");
+    if (!list)
+        return;
+    size_t n = list_len(cv, list, ".metrics");
+    cfg->metrics = alloc_list(cv, n, sizeof(mg_umetric_decl_t), &cfg->nmetrics);
+    for (size_t i = 0; i < cfg->nmetrics; i++) {
+        char what[48];
+        int t;
+        snprintf(what, sizeof(what), ".metrics[%zu]", i + 1);
+        if (!(t = push_item(cv, list, i + 1, ".metrics")))
+            continue;
+        conv_metric(cv, t, what, &cfg->metrics[i]);
+        lua_pop(cv->L, 1);
+    }
+    lua_pop(cv->L, 1);
+}
+
 static void conv_trusted_proxies(conv_t *cv, int cfg_t, mg_config_t *cfg)
 {
     lua_State *L = cv->L;
@@ -1733,6 +1844,7 @@ int mg_config_convert(lua_State *L, int t, const char *file, mg_config_t **out, 
         conv_listeners(&cv, t, cfg);
         conv_trusted_proxies(&cv, t, cfg);
         conv_tracing_tls(&cv, cfg);
+        conv_log_format(&cv, cfg);
         conv_upstreams(&cv, t, cfg);
         conv_routes(&cv, t, cfg);
         for (size_t i = 0; i < cfg->nroutes; i++) {
@@ -1744,6 +1856,7 @@ int mg_config_convert(lua_State *L, int t, const char *file, mg_config_t **out, 
                                  (cfg->upstreams[u].retries || cfg->upstreams[u].outlier);
         }
         conv_shared_dicts(&cv, t, cfg);
+        conv_metrics(&cv, t, cfg);
         conv_admin(&cv, t, cfg);
         conv_tests(&cv, t, cfg);
         conv_warnings(&cv, t);
@@ -1782,6 +1895,10 @@ void mg_config_free(mg_config_t *cfg)
     free(cfg->file);
     free(cfg->warnings);
     free(cfg->access_log);
+    for (i = 0; i < cfg->access_log_nfields; i++)
+        free(cfg->access_log_fields[i]);
+    free(cfg->access_log_fields);
+    mg_logformat_free(cfg->log_format);
     free(cfg->error_log);
     free(cfg->admin_host);
     free(cfg->admin_token);
@@ -1869,5 +1986,15 @@ void mg_config_free(mg_config_t *cfg)
     for (i = 0; i < cfg->nshared_dicts; i++)
         free(cfg->shared_dicts[i].name);
     free(cfg->shared_dicts);
+    for (i = 0; i < cfg->nmetrics; i++) {
+        mg_umetric_decl_t *m = &cfg->metrics[i];
+        free(m->name);
+        free(m->help);
+        for (j = 0; j < m->nlabels; j++)
+            free(m->labels[j]);
+        free(m->labels);
+        free(m->buckets);
+    }
+    free(cfg->metrics);
     free(cfg);
 }

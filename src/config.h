@@ -307,11 +307,27 @@ typedef struct mg_tracing_cfg_s {
     struct mg_tls_client_s *tls; /* https endpoint (one reference); NULL: http */
 } mg_tracing_cfg_t;
 
+/* gw.metrics.counter / gauge / histogram (metrics_user.h): each generation
+ * acquires the metric of each declaration when it is made. */
+typedef struct mg_umetric_decl_s {
+    char *name, *help;
+    int kind;                /* MG_UMETRIC_* */
+    char **labels;
+    size_t nlabels;
+    double *buckets;         /* a histogram's upper bounds, increasing (+Inf implied) */
+    size_t nbuckets;
+    uint32_t max_series;     /* label sets before the overflow series */
+} mg_umetric_decl_t;
+
 typedef struct mg_config_s {
     char *file;
     char *warnings;         /* lines `moongate check` prints (NULL: none) */
     int workers;            /* 0 = one per CPU */
     char *access_log;       /* "off", "stdout", "stderr" or a file path */
+    char **access_log_fields; /* settings.access_log.fields as given; NULL: */
+    size_t access_log_nfields; /* the default line */
+    struct mg_logformat_s *log_format; /* the line's fields, compiled
+                               (logfields.h); set in every converted config */
     char *error_log;        /* "stderr" or a file path (errlog.h) */
     int log_level;          /* MG_LOG_*: lines below it are dropped */
     int admin_enabled;      /* settings.admin ~= false */
@@ -334,6 +350,8 @@ typedef struct mg_config_s {
     size_t nroutes;
     mg_shared_dict_decl_t *shared_dicts;
     size_t nshared_dicts;
+    mg_umetric_decl_t *metrics;
+    size_t nmetrics;
     /* settings.trusted_proxies, built (cidr.h); NULL: none, the default,
      * and then no request header or PROXY header is believed */
     struct mg_cidr_set_s *trusted_proxies;

@@ -28,6 +28,7 @@
 #include "metrics.h"
 #include "otlp.h"
 #include "tracing.h"
+#include "metrics_user.h"
 #include "outlier.h"
 #include "watch.h"
 
@@ -834,6 +835,18 @@ static char *metrics_text(mg_control_t *ctl, int om, size_t *len)
     upstream_health_metrics(ctl, &b);
     outlier_metrics(ctl, &b);
     tracing_metrics(&b);
+    /* the config's own metrics (metrics_user.c), the live generation's */
+    size_t ulen = 0;
+    char *user = mg_umetrics_render(ctl->gen->umetrics, ctl->gen->cfg->nmetrics, &ulen);
+    if (!user)
+        b.oom = 1;
+    else if (ulen)
+        sb_printf(&b, "%s", user);
+    free(user);
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
     char *text = om ? mg_metrics_render_openmetrics(b.p, len) : mg_metrics_render(b.p, len);
     free(b.p);
     return text;

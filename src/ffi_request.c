@@ -133,6 +133,15 @@ void *mg_ffi_req_client_cert(mg_request_t *r, int *verified)
 
 int mg_ffi_req_client_port(mg_request_t *r) { return r->peer->client_port; }
 
+int mg_ffi_req_client_in(mg_request_t *r, const mg_cidr_set_t *s)
+{
+    if (r->client_ip) /* from a trusted proxy's header: kept as text */
+        return mg_cidr_set_contains_text(s, r->client_ip, strlen(r->client_ip));
+    if (r->peer->client_ip[0] == '\0')
+        return -1; /* the socket had no IP address: peer->addr holds none */
+    return mg_cidr_set_contains(s, &r->peer->addr, NULL) ? 1 : 0;
+}
+
 int mg_ffi_req_http_version(mg_request_t *r) { return 10 * r->http_major + r->http_minor; }
 
 
@@ -193,29 +202,29 @@ static int valid_value(const char *s, size_t n)
     return 1;
 }
 
-/* Framing and hop-by-hop headers belong to the core: a hook that could set
- * them could desynchronise the connections (request smuggling). n holds
- * token characters (checked first). */
-static int core_owned(const char *n, size_t l)
+/* The token of a header name a hook may change (header_names.h, 0 for
+ * another name), or -1: not a name, or one that belongs to the core
+ * (framing and hop-by-hop headers: a hook that could set them could
+ * desynchronise the connections, request smuggling), or a bad value. */
+static int edit_token(int op, const char *name, size_t nlen, const char *value, size_t vlen)
 {
-    return (mg_hname_flags(mg_hname_lookup(n, l)) & (MG_HNF_HOP | MG_HNF_FRAMING)) != 0;
+    if (!valid_token(name, nlen) || (op != MG_EDIT_REMOVE && !valid_value(value, vlen)))
+        return -1;
+    int tok = mg_hname_lookup(name, nlen);
+    return mg_hname_flags(tok) & (MG_HNF_HOP | MG_HNF_FRAMING) ? -1 : tok;
 }
 
 int mg_ffi_header_edit_check(int op, const char *name, size_t nlen, const char *value,
                              size_t vlen)
 {
-    if (!valid_token(name, nlen) || core_owned(name, nlen) ||
-        (op != MG_EDIT_REMOVE && !valid_value(value, vlen)))
-        return MG_FFI_EINVAL;
-    return 0;
+    return edit_token(op, name, nlen, value, vlen) < 0 ? MG_FFI_EINVAL : 0;
 }
 
-/* Appends an edit that mg_ffi_header_edit_check accepted. */
-static int add_edit(mg_request_t *r, mg_edit_t *edits, uint8_t *n, int op, const char *name,
-                    size_t nlen, const char *value, size_t vlen)
+/* Appends an edit that edit_token accepted (tok: what it gave). */
+static int add_edit(mg_request_t *r, mg_edit_t *edits, uint8_t *n, int op, int tok,
+                    const char *name, size_t nlen, const char *value, size_t vlen)
 {
     /* a SET or REMOVE replaces every earlier edit of the same name */
-    int tok = mg_hname_lookup(name, nlen);
     if (op != MG_EDIT_ADD) {
         uint8_t k = 0;
         for (uint8_t i = 0; i < *n; i++) {
@@ -247,9 +256,10 @@ int mg_ffi_req_edit_header(mg_request_t *r, int op, const char *name, size_t nle
 {
     if (r->response_started || r->hook_phase >= MG_PHASE_RESPONSE)
         return MG_FFI_EPHASE;
-    if (mg_ffi_header_edit_check(op, name, nlen, value, vlen) != 0)
+    int tok = edit_token(op, name, nlen, value, vlen);
+    if (tok < 0)
         return MG_FFI_EINVAL;
-    return add_edit(r, r->req_edits, &r->nreq_edits, op, name, nlen, value, vlen);
+    return add_edit(r, r->req_edits, &r->nreq_edits, op, tok, name, nlen, value, vlen);
 }
 
 int mg_ffi_req_str_check(int what, const char *s, size_t len)
@@ -429,9 +439,10 @@ int mg_ffi_res_edit_header(mg_request_t *r, int op, const char *name, size_t nle
 {
     if (r->response_started)
         return MG_FFI_EPHASE;
-    if (mg_ffi_header_edit_check(op, name, nlen, value, vlen) != 0)
+    int tok = edit_token(op, name, nlen, value, vlen);
+    if (tok < 0)
         return MG_FFI_EINVAL;
-    return add_edit(r, r->res_edits, &r->nres_edits, op, name, nlen, value, vlen);
+    return add_edit(r, r->res_edits, &r->nres_edits, op, tok, name, nlen, value, vlen);
 }
 
 int mg_ffi_res_set_body(mg_request_t *r, const char *body, size_t len)

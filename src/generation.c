@@ -8,6 +8,7 @@
 #include <uv.h>
 #include "errlog.h"
 #include "generation.h"
+#include "metrics_user.h"
 #include "outlier.h"
 
 /* host:port to an address: numeric at once, a name with getaddrinfo (which
@@ -119,6 +120,20 @@ static int resolve_targets(mg_gen_t *g)
     return 0;
 }
 
+/* The user metric of each declaration: the same as the live generation's
+ * when declared the same (its values kept), else a new one. */
+static int umetrics_acquire(mg_gen_t *g)
+{
+    const mg_config_t *cfg = g->cfg;
+    g->umetrics = calloc(cfg->nmetrics ? cfg->nmetrics : 1, sizeof(*g->umetrics));
+    if (!g->umetrics)
+        return -1;
+    for (size_t i = 0; i < cfg->nmetrics; i++)
+        if (!(g->umetrics[i] = mg_umetric_acquire(&cfg->metrics[i])))
+            return -1;
+    return 0;
+}
+
 mg_gen_t *mg_gen_new(mg_config_t *cfg, uint64_t number, const char **err)
 {
     mg_gen_t *g = calloc(1, sizeof(*g));
@@ -138,7 +153,8 @@ mg_gen_t *mg_gen_new(mg_config_t *cfg, uint64_t number, const char **err)
     g->cfg = cfg;
     g->number = number;
     atomic_store(&g->refs, 1);
-    if (health_alloc(g) < 0 || resolve_targets(g) < 0 || mg_outlier_alloc(g) < 0) {
+    if (health_alloc(g) < 0 || resolve_targets(g) < 0 || mg_outlier_alloc(g) < 0 ||
+        umetrics_acquire(g) < 0) {
         *err = "out of memory";
         mg_gen_release(g);
         return NULL;
@@ -159,6 +175,9 @@ void mg_gen_release(mg_gen_t *g)
         mg_lb_shared_free(&g->lb[i]);
     free(g->lb);
     mg_outlier_free(g);
+    for (size_t i = 0; g->umetrics && i < g->cfg->nmetrics; i++)
+        mg_umetric_release(g->umetrics[i]);
+    free(g->umetrics);
     for (size_t i = 0; g->addrs && i < g->cfg->nupstreams; i++)
         free(g->addrs[i]);
     free(g->addrs);

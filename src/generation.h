@@ -45,6 +45,9 @@ struct mg_gen_s {
     /* [upstream]: what all workers share of each upstream at run time:
      * outlier ejections, the retry budget's counts (outlier.h) */
     struct mg_outlier_s *outlier;
+    /* [metric declaration]: the user metrics it counts into (metrics_user.h),
+     * each held until it is freed */
+    struct mg_umetric_s **umetrics;
 };
 
 typedef struct mg_target_addr_s {

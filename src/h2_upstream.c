@@ -565,7 +565,7 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
     int end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
     if (f->hd.type == NGHTTP2_HEADERS && !s->in_trailers) {
         if (!u->got_response_bytes)
-            u->got_response_bytes = 1;
+            mg_proxy_answer_began(u);
         if (end && !u->h1.has_length) {
             /* a head that ends the stream has no body: a gRPC
              * "trailers-only" answer stays one (its grpc-status in the

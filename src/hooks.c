@@ -31,6 +31,7 @@
 #include "lua_route.h"
 #include "lua_state.h"
 #include "metrics.h"
+#include "metrics_user.h"
 #include "worker.h"
 
 struct mg_hook_co_s {
@@ -87,10 +88,30 @@ int mg_hooks_init(mg_wgen_t *g, char **err)
     lw->detach_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_getfield(L, -1, "report_error");
     lw->report_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "co_req");
+    lw->co_req_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    /* the access log's req.ctx keys, as Lua strings made once */
+    const mg_logformat_t *fmt = g->cfg->log_format;
+    lw->log_keys_ref = LUA_NOREF;
+    if (fmt && fmt->nctx) {
+        lua_createtable(L, (int)fmt->nctx, 0);
+        for (size_t i = 0; i < fmt->nctx; i++) {
+            lua_pushlstring(L, fmt->ctx[i]->arg, fmt->ctx[i]->arg_len);
+            lua_rawseti(L, -2, (int)i + 1);
+        }
+        lw->log_keys_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
     lua_getfield(L, -1, "init");
     lua_pushvalue(L, -3); /* cfg */
     lua_pushinteger(L, w->id);
-    if (lua_pcall(L, 2, 2, 0) != 0) {
+    /* the user metrics this worker counts into: name -> its handle */
+    const mg_config_t *cfg = g->cfg;
+    lua_createtable(L, 0, (int)cfg->nmetrics);
+    for (size_t i = 0; i < cfg->nmetrics; i++) {
+        lua_pushlightuserdata(L, mg_umetric_handle(g->gen->umetrics[i], w->id));
+        lua_setfield(L, -2, cfg->metrics[i].name);
+    }
+    if (lua_pcall(L, 3, 2, 0) != 0) {
         *err = strdup(lua_tostring(L, -1));
         lua_pop(L, 2);
         return -1;
@@ -533,6 +554,59 @@ void mg_hooks_release(mg_request_t *r)
     co_destroy(hc);
 }
 
+/* ---- req.ctx for the access log ------------------------------------------ */
+
+int mg_hooks_ctx_begin(mg_request_t *r, const mg_logformat_t *fmt, mg_ctx_value_t *vals)
+{
+    for (size_t i = 0; i < fmt->nctx; i++)
+        vals[i] = (mg_ctx_value_t){ .type = LUA_TNIL };
+    mg_hook_co_t *hc = r->co;
+    if (!hc)
+        return -1; /* no hook ran: no req.ctx */
+    mg_lua_worker_t *lw = hc->lw;
+    lua_State *L = lw->L;
+    int mark = lua_gettop(L);
+    if (lw->log_keys_ref == LUA_NOREF || !lua_checkstack(L, (int)fmt->nctx + 8))
+        return -1;
+    /* raw reads only: no metamethod runs, nothing can raise */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lw->co_req_ref);
+    lua_pushthread(hc->co);
+    lua_xmove(hc->co, L, 1);
+    lua_rawget(L, -2); /* the request object, or nil */
+    if (lua_istable(L, -1)) {
+        lua_pushliteral(L, "ctx"); /* interned: a key of every request object */
+        lua_rawget(L, -2);
+    }
+    if (!lua_istable(L, -1)) {
+        lua_settop(L, mark);
+        return -1; /* no hook asked for req.ctx */
+    }
+    int ctx = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lw->log_keys_ref);
+    int keys = lua_gettop(L);
+    for (size_t i = 0; i < fmt->nctx; i++) {
+        mg_ctx_value_t *v = &vals[i];
+        lua_rawgeti(L, keys, (int)i + 1);
+        lua_rawget(L, ctx); /* stays on the stack: its string with it */
+        v->type = lua_type(L, -1);
+        if (v->type == LUA_TSTRING)
+            v->s = lua_tolstring(L, -1, &v->len);
+        else if (v->type == LUA_TNUMBER)
+            v->num = lua_tonumber(L, -1);
+        else if (v->type == LUA_TBOOLEAN)
+            v->num = lua_toboolean(L, -1);
+        else if (v->type != LUA_TNIL)
+            v->s = lua_typename(L, v->type), v->len = strlen(v->s);
+    }
+    return mark;
+}
+
+void mg_hooks_ctx_end(mg_request_t *r, int mark)
+{
+    if (mark >= 0)
+        lua_settop(r->co->lw->L, mark);
+}
+
 /* ---- FFI: waiting, logging ---------------------------------------------- */
 
 int mg_ffi_worker_id(void)
@@ -569,7 +643,7 @@ void mg_ffi_hook_error_count(void)
 static inline double hook_clock(const mg_hook_co_t *hc)
 {
     /* CLOCK_MONOTONIC, as uv_hrtime (waited_ns) reads it, without its
-     * wrapper: this runs twice per hook */
+     * wrapper: this runs once per policy of a chain, twice per other hook */
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec -
@@ -584,14 +658,14 @@ double mg_ffi_hook_clock(void)
     return hook_clock(hc);
 }
 
-void mg_ffi_hook_spent(uint32_t hook_id, double since)
+double mg_ffi_hook_spent(uint32_t hook_id, double since)
 {
     mg_hook_co_t *hc = current_lw ? current_lw->running : NULL;
     double now = hook_clock(hc), ns = now - since;
     if (current_worker)
         mg_metrics_hook(current_worker->id, hook_id, ns > 0 ? (uint64_t)ns : 0);
     if (!hc)
-        return;
+        return now;
     hc->last_hook = hook_id;
     mg_request_t *r = hc->r;
     if (r && r->trace_sampled && r->g->cfg->tracing->policy_spans) {
@@ -599,6 +673,10 @@ void mg_ffi_hook_spent(uint32_t hook_id, double since)
         mg_tracing_policy(r, hook_id, (uint64_t)since + hc->waited_mark,
                           (uint64_t)now + hc->waited_ns);
     }
+    /* `now` is the next policy's start (run_policies reads no clock of its
+     * own): that policy's wall start adds back the waits up to here */
+    hc->waited_mark = hc->waited_ns;
+    return now;
 }
 
 uint32_t mg_ffi_hook_metric_id(const char *phase, const char *policy)

@@ -13,6 +13,7 @@
 #ifndef MG_HOOKS_H
 #define MG_HOOKS_H
 
+#include "logfields.h"
 #include "request.h"
 #include "worker.h"
 #include "mg_ffi.h"
@@ -38,6 +39,22 @@ int mg_hooks_run(mg_request_t *r, int phase);
  * or nil when none did: a route handler then gets the hooks' request object
  * (same req.ctx). */
 void mg_hooks_push_thread(struct lua_State *L, mg_request_t *r);
+/* A value a hook kept in req.ctx, as the access log writes it: type is
+ * a LUA_T* (nil when absent); s/len a string's bytes, or another type's
+ * name (table, function, ...); num a number, or a boolean's 0/1. */
+typedef struct mg_ctx_value_s {
+    int type;
+    const char *s;
+    size_t len;
+    double num;
+} mg_ctx_value_t;
+/* Reads req.ctx[KEY] of r's hooks for each of fmt's ctx fields into
+ * vals[0..fmt->nctx) (all nil when no hook ran or none used req.ctx).
+ * The strings stay valid until mg_hooks_ctx_end(r, mark) with what it
+ * returns. Runs no Lua code: raw table reads on r's generation's state,
+ * between hook runs (not from inside a Lua call). */
+int mg_hooks_ctx_begin(mg_request_t *r, const mg_logformat_t *fmt, mg_ctx_value_t *vals);
+void mg_hooks_ctx_end(mg_request_t *r, int mark);
 /* The request ends: its coroutine goes back to the pool, or, while a hook
  * still waits, the wait is cancelled (phases before the log) or left to
  * finish on its own (on_log). */

@@ -1629,6 +1629,7 @@ mg_conn_t *mg_conn_open_memory(mg_worker_t *w, uint16_t port, mg_wq_sink_fn sink
         return NULL;
     conn_link(c);
     strcpy(c->peer.client_ip, "127.0.0.1");
+    mg_addr_from_v4((const uint8_t[]){ 127, 0, 0, 1 }, &c->peer.addr); /* the same, as a key */
     mg_wq_init(&c->wq, (uv_stream_t *)&c->tcp, on_drain, on_write_error);
     c->wq.sink = sink;
     conn_open(c);

@@ -19,6 +19,8 @@ typedef struct mg_lua_worker_s {
     int driver_ref;         /* moongate.runtime.driver */
     int detach_ref;         /* moongate.runtime.detach */
     int report_ref;         /* moongate.runtime.report_error */
+    int co_req_ref;         /* moongate.runtime.co_req: coroutine -> request object */
+    int log_keys_ref;       /* the access log's req.ctx keys (a list), or LUA_NOREF */
     uint8_t global_mask;    /* 1 << phase for each global hook */
     uint8_t *route_mask;    /* per route: 1 << phase for its policies */
     uint8_t *slot_seen;     /* per request slot: the driver has its pointer */

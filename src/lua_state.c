@@ -102,6 +102,22 @@ static int setup(lua_State *L)
     const char *dir = lua_touserdata(L, 1);
 
     luaL_openlibs(L);
+    /* A route's chain of policies runs as one trace, from the hook driver
+     * through every policy: five bundled ones (cors, ip, key_auth, jwt,
+     * limit) pass LuaJIT's defaults of 4000 recorded IR instructions and
+     * 500 constants in one trace ("trace too long"), and an aborted trace
+     * leaves the chain to the interpreter on every request. Twice the
+     * defaults hold them. */
+    lua_getglobal(L, "jit");
+    if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, "opt");
+        lua_getfield(L, -1, "start");
+        lua_pushliteral(L, "maxrecord=8000");
+        lua_pushliteral(L, "maxirconst=1000");
+        lua_call(L, 2, 0);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
     if (dir[0] == '\0')
         return 0; /* found nowhere: maybe on the system Lua path */
     lua_getglobal(L, "package");

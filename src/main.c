@@ -30,6 +30,7 @@
 #include "metrics.h"
 #include "otlp.h"
 #include "tracing.h"
+#include "metrics_user.h"
 #include "repl.h"
 #include "lua_state.h"
 #include "shdict.h"
@@ -111,6 +112,7 @@ static int cmd_run(const char *file, int nworkers, const char *admin)
         }
     }
     const char *why = NULL;
+    mg_umetrics_init(n); /* before the first generation acquires its metrics */
     mg_gen_t *gen = mg_gen_new(cfg, 1, &why); /* owns cfg from here */
     if (!gen) {
         fprintf(stderr, "moongate: %s: %s\n", file, why ? why : "cannot build the routes");

@@ -48,6 +48,11 @@ enum {
 /* ==== request and response (ffi_request.c) ==== */
 int mg_ffi_req_str(mg_request_t *r, int what, const char **p, size_t *len);
 int mg_ffi_req_client_port(mg_request_t *r);
+/* Is the request's real client (mg_request_client) in CIDR set s (cidr.h,
+ * the ip policy's)? 1, 0, or -1 when it is no address. The connection's
+ * client as the address it already holds: no string made or parsed. */
+struct mg_cidr_set_s;
+int mg_ffi_req_client_in(mg_request_t *r, const struct mg_cidr_set_s *s);
 /* 1 when the TLS session was resumed, 0 when not, -1 on plain HTTP. */
 int mg_ffi_req_tls_resumed(mg_request_t *r);
 /* The TLS client's certificate (an X509 *, borrowed from the connection:
@@ -367,9 +372,10 @@ void mg_ffi_hook_error_count(void);
 /* Hook metrics (metrics.h): the running coroutine's clock in nanoseconds
  * (monotonic, less the time it waited); a hook of hook id `hook_id` that
  * began at `since` returned (one call and its time, into this worker's
- * shard); the hook id of (phase, policy), at init. */
+ * shard): returns the clock it read, the start of the next hook of a
+ * chain; the hook id of (phase, policy), at init. */
 double mg_ffi_hook_clock(void);
-void mg_ffi_hook_spent(uint32_t hook_id, double since);
+double mg_ffi_hook_spent(uint32_t hook_id, double since);
 uint32_t mg_ffi_hook_metric_id(const char *phase, const char *policy);
 /* 1 when the Lua running on this thread is a worker's hook or handler past
  * its time budget (moongate.budget's xpcall then skips the user's handler),
@@ -807,7 +813,7 @@ typedef struct mg_ffi_config_field_s {
     int flags;                   /* MG_FIELD_REQUIRED | ... */
 } mg_ffi_config_field_t;
 
-/* The fields of config object OBJECT ("settings", "limits", "timeouts",
+/* The fields of config object OBJECT ("settings", "access_log", "limits", "timeouts",
  * "admin", "listen", "tls", "tls_cert", "upstream", "target", "health",
  * "shared_dict", "cache", "redis", "route", "route_header", "retries", "backoff", "outlier",
  * "route_timeouts"), in the order
@@ -850,6 +856,46 @@ void mg_ffi_cidr_set_free(mg_cidr_set_t *s);
 void mg_ffi_sha256(const char *in, size_t len, unsigned char *out);
 int mg_ffi_equal(const unsigned char *a, const unsigned char *b, size_t n);
 int mg_ffi_crypt_verify(const char *password, size_t plen, const char *hash);
+
+/* ==== user metrics (metrics_user.c) ==== */
+/* (section owned by metrics_user.c; lua/moongate/metrics.lua declares the same)
+ *
+ * gw.metrics.counter / gauge / histogram (docs/metrics.md). check: the
+ * rules of a declaration of KIND ("counter", "gauge", "histogram"): its name
+ * (lower-case snake_case, not moongate_*, a counter's ending in _total,
+ * none of the words promtool refuses), its label names, a histogram's
+ * buckets (1-64 increasing finite bounds) and max_series (1-100000); 0, or
+ * -1 with the reason in WHY (NUL-terminated, when cap > 0). Two metrics
+ * of other names never write series lines of one name (the rules see to
+ * it: metrics_user.c).
+ *
+ * update: op ADD (a counter's inc, a gauge's inc and dec), SET (a gauge),
+ * OBSERVE (a histogram), with as many label values as the metric has
+ * labels: a..d for up to four, updatev the arrays (NULL: ""). Never fails
+ * and allocates nothing but a series' key the first time it is seen: past
+ * max_series label sets, the update counts in the overflow series. read:
+ * a series' value summed over the shards (out[0]: the value, a
+ * histogram's count; out[1]: a histogram's sum); 0, or -1 when the series
+ * has none yet. private: a metric of its own, not shared with any
+ * generation (the testing kit's, the REPL's), freed by private_free; NULL
+ * when the declaration is refused or out of memory. */
+typedef struct mg_umetric_handle_s mg_umetric_handle_t;
+enum { MG_FFI_UMETRIC_ADD = 1, MG_FFI_UMETRIC_SET = 2, MG_FFI_UMETRIC_OBSERVE = 3 };
+int mg_ffi_umetric_check(const char *kind, const char *name, const char *const *labels,
+                         size_t nlabels, const double *buckets, size_t nbuckets,
+                         double max_series, char *why, size_t cap);
+void mg_ffi_umetric_update(mg_umetric_handle_t *h, int op, double v, const char *a, size_t al,
+                           const char *b, size_t bl, const char *c, size_t cl, const char *d,
+                           size_t dl);
+void mg_ffi_umetric_updatev(mg_umetric_handle_t *h, int op, double v, const char *const *vals,
+                            const size_t *lens);
+int mg_ffi_umetric_read(mg_umetric_handle_t *h, const char *const *vals, const size_t *lens,
+                        double *out);
+mg_umetric_handle_t *mg_ffi_umetric_private(const char *kind, const char *name,
+                                            const char *help, const char *const *labels,
+                                            size_t nlabels, const double *buckets,
+                                            size_t nbuckets, uint32_t max_series);
+void mg_ffi_umetric_private_free(mg_umetric_handle_t *h);
 
 /* ==== end ==== */
 

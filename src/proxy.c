@@ -434,6 +434,7 @@ static int emit_head(mg_upconn_t *u)
     response_head(u, &res, fields, line, &f);
     /* moongate.compression: the head of the answer it compresses */
     const mg_resp_t *out = r->compress_conf && !f.upgrade ? mg_compress_head(r, &res, &coded) : &res;
+    mg_request_log_capture(r, out); /* as the client gets it */
     if (r->proto->start_response(r, out) < 0)
         return -1; /* response head beyond what the protocol takes */
     cur_out->head = 1;
@@ -855,7 +856,8 @@ static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
             up_eof(u, nread);
         return;
     }
-    u->got_response_bytes = u->got_response_bytes ? u->got_response_bytes : 1;
+    if (!u->got_response_bytes)
+        mg_proxy_answer_began(u);
     u->buf.len += (uint32_t)nread;
     if (u->tunnel) {
         up_deadline(u, u->pool->u->read_timeout); /* a tunnel's idle time */
@@ -1141,6 +1143,9 @@ static void on_tls_ready(mg_upconn_t *u, const char *err)
         up_failed(u, 502, "upstream TLS handshake failed", 1, MG_RETRY_ON_CONNECT, 0);
         return;
     }
+    mg_request_t *r = u->r;
+    r->up_tls_ns = uv_hrtime() - r->up_phase_start_ns;
+    r->up_phases |= MG_UP_TLS_DONE;
     u->connected = 1;
     send_head(u);
 }
@@ -1159,6 +1164,12 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     }
     uv_tcp_nodelay(&u->tcp, 1);
+    /* the access log's phases: a clock read per new connection only */
+    mg_request_t *r = u->r;
+    uint64_t now = uv_hrtime();
+    r->up_connect_ns = now - r->up_phase_start_ns;
+    r->up_phase_start_ns = now;
+    r->up_phases |= MG_UP_CONNECTED;
     int tls = mg_upconn_tls_start(u, on_tls_ready); /* the connect timeout covers it */
     if (tls != 0) {
         if (tls < 0)
@@ -1223,6 +1234,9 @@ static void connect_target(mg_request_t *r, int ti)
     int ui = mg_request_upstream(r);
     mg_pool_t *p = &r->g->ups[ui].pools[ti];
     r->target = ti;
+    r->up_phases = 0; /* the phases logged are the last attempt's */
+    if (r->up_attempts < UINT8_MAX)
+        r->up_attempts++;
     if (r->retry) {
         uint64_t now = uv_now(&r->w->loop);
         r->retry->tries++;
@@ -1261,6 +1275,7 @@ static void connect_target(mg_request_t *r, int ti)
     }
     up_bind(u, r);
     u->connect_req.data = u;
+    r->up_phase_start_ns = uv_hrtime();
     int rc = uv_tcp_connect(&u->connect_req, &u->tcp, (struct sockaddr *)&p->addr, on_connect);
     if (rc < 0) {
         target_failed(u, 1);
@@ -1689,6 +1704,17 @@ void mg_proxy_stream_go(mg_upconn_t *u)
     u->connected = 1;
     up_wait(u, WAIT_SEND);
     r->proto->resume_body(r);
+}
+
+void mg_proxy_answer_began(mg_upconn_t *u)
+{
+    mg_request_t *r = u->r;
+    u->got_response_bytes = 1;
+    const mg_logformat_t *lf = r->g->cfg->log_format;
+    if (lf && lf->first_byte) { /* a clock read only when it is logged */
+        r->up_first_byte_ns = uv_hrtime() - r->upstream_start_ns;
+        r->up_phases |= MG_UP_FIRST_BYTE;
+    }
 }
 
 int mg_proxy_stream_head(mg_upconn_t *u)

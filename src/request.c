@@ -16,6 +16,7 @@
 #include "grpc.h"
 #include "header_names.h"
 #include "http.h"
+#include "logfields.h"
 #include "mg_ffi.h"
 #include "request.h"
 #include "trace.h"
@@ -266,6 +267,49 @@ void mg_request_assign_id(mg_request_t *r)
     r->request_id[28] = 0;
 }
 
+/* ---- the access log's res.header fields ----------------------------------- */
+
+void mg_request_log_capture(mg_request_t *r, const mg_resp_t *res)
+{
+    const mg_logformat_t *fmt = r->g->cfg->log_format;
+    if (!fmt || !fmt->nres)
+        return;
+    if (!r->log_res && !(r->log_res = mg_request_alloc(r, fmt->nres * sizeof(mg_logcap_t))))
+        return;
+    for (size_t k = 0; k < fmt->nres; k++) {
+        const mg_logfield_t *f = fmt->res[k];
+        mg_logcap_t *c = &r->log_res[k];
+        size_t total = 0, nvals = 0;
+        *c = (mg_logcap_t){ 0 };
+        for (size_t i = 0; i < res->nheaders; i++) {
+            const mg_hfield_t *h = &res->headers[i];
+            if (h->name_len == f->arg_len && strncasecmp(h->name, f->arg, f->arg_len) == 0)
+                total += h->value_len + (nvals++ ? 2 : 0);
+        }
+        if (!nvals)
+            continue;
+        size_t keep = total < MG_LOG_VALUE_MAX ? total : MG_LOG_VALUE_MAX;
+        char *p = mg_request_alloc(r, keep ? keep : 1);
+        if (!p)
+            continue;
+        size_t at = 0;
+        for (size_t i = 0, seen = 0; i < res->nheaders && at < keep; i++) {
+            const mg_hfield_t *h = &res->headers[i];
+            if (h->name_len != f->arg_len || strncasecmp(h->name, f->arg, f->arg_len) != 0)
+                continue;
+            if (seen++) {
+                size_t n = keep - at < 2 ? keep - at : 2;
+                memcpy(p + at, ", ", n);
+                at += n;
+            }
+            size_t n = keep - at < h->value_len ? keep - at : h->value_len;
+            memcpy(p + at, h->value, n);
+            at += n;
+        }
+        *c = (mg_logcap_t){ .p = p, .len = (uint32_t)at, .cut = total > keep };
+    }
+}
+
 /* ---- the gateway's own answers ------------------------------------------ */
 
 int mg_request_send_whole(mg_request_t *r, const mg_resp_t *res, const char *body,
@@ -275,6 +319,7 @@ int mg_request_send_whole(mg_request_t *r, const mg_resp_t *res, const char *bod
     /* moongate.compression (a cached answer: the cache keeps the identity) */
     if (r->compress_conf)
         res = mg_compress_head(r, res, &coded);
+    mg_request_log_capture(r, res); /* as the client gets it */
     if (r->proto->start_response(r, res) < 0)
         return -1;
     uv_buf_t b = uv_buf_init((char *)body, (unsigned)body_len);

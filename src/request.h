@@ -34,6 +34,9 @@ struct mg_tls_conn_s;
 
 #define MG_REQID_MAX 128
 
+/* mg_request_t.up_phases */
+enum { MG_UP_CONNECTED = 1, MG_UP_TLS_DONE = 2, MG_UP_FIRST_BYTE = 4 };
+
 /* Where a request is in its life. */
 typedef enum {
     MG_RS_HEAD,      /* reading the request head */
@@ -295,6 +298,16 @@ struct mg_request_s {
     uint8_t xff_drop;          /* it is not: its X-Forwarded-For is dropped */
     /* retries and the deadline (retry.h), NULL without either */
     struct mg_retry_s *retry;
+    /* for the access log (logfields.h), set by proxy.c: the attempts made
+     * on targets, and the last one's phases (ns), up_phases saying which
+     * it went through (a pooled connection has no connect or handshake) */
+    uint8_t up_attempts;
+    uint8_t up_phases;         /* MG_UP_CONNECTED | MG_UP_TLS_DONE | MG_UP_FIRST_BYTE */
+    uint64_t up_phase_start_ns; /* when the connect, then the handshake, began */
+    uint64_t up_connect_ns, up_tls_ns, up_first_byte_ns;
+    /* the res.header fields' values as the client got them (arena, by
+     * slot; accesslog.c), NULL when the format has none or no answer went */
+    struct mg_logcap_s *log_res;
     /* moongate.compression (compress.h): its conf, set by the policy with
      * the encoding the client asked for, and the stream once compressing */
     struct mg_compress_conf_s *compress_conf; /* counts its live streams */
@@ -386,6 +399,21 @@ int mg_request_body_append(mg_request_t *r, const char *p, size_t n);
  * aligned). NULL when out of memory. */
 void *mg_request_alloc(mg_request_t *r, size_t n);
 void mg_request_arena_reset(mg_request_t *r);
+
+/* A response header value kept for the access log (res.header.NAME
+ * fields, logfields.h): its bytes in the request's arena, at most
+ * MG_LOG_VALUE_MAX; cut when the header had more. */
+typedef struct mg_logcap_s {
+    const char *p;
+    uint32_t len;
+    uint8_t cut;
+} mg_logcap_t;
+
+/* The response head res is about to go to r's client: keeps the values of
+ * the access log's res.header fields in r->log_res (the line has none:
+ * nothing to do). Called by everything that hands a protocol a response
+ * head (proxy.c, mg_request_send_whole); accesslog.c writes them. */
+void mg_request_log_capture(mg_request_t *r, const mg_resp_t *res);
 
 /* The nth value (from 0) of header `name` as hooks see it: the last SET or
  * REMOVE of that name among `edits` replaces every value before it, ADDs

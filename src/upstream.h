@@ -150,6 +150,9 @@ int mg_upconn_header_forwarded(mg_upconn_t *u, uint32_t i);
  * (u->h2s), as its events come. The session is ready: the head goes
  * (built as for HTTP/1, translated by mg_h2up_submit). */
 void mg_proxy_stream_go(mg_upconn_t *u);
+/* The try's first answer bytes came (an HTTP/1 read, an HTTP/2 HEADERS
+ * frame): u->got_response_bytes, and the access log's first-byte time. */
+void mg_proxy_answer_began(mg_upconn_t *u);
 /* The response head is in u->h1.status, u->headers, u->htok over u->buf:
  * returns 0 (the body may follow), 1 (a 1xx: the next head will come), 2
  * (an on_response hook waits: mg_h2up_hook_resumed follows) or -1 (u was

@@ -8,6 +8,8 @@ ffi.cdef [[
 typedef struct mg_request_s mg_request_t;
 int mg_ffi_req_str(mg_request_t *r, int what, const char **p, size_t *len);
 int mg_ffi_req_client_port(mg_request_t *r);
+struct mg_cidr_set_s;
+int mg_ffi_req_client_in(mg_request_t *r, const struct mg_cidr_set_s *s);
 int mg_ffi_req_tls_resumed(mg_request_t *r);
 void *mg_ffi_req_client_cert(mg_request_t *r, int *verified);
 int mg_ffi_cert_field(const void *x509, int what, int idx, char *buf, size_t cap);
@@ -127,7 +129,7 @@ int mg_ffi_sleep(double seconds);
 void mg_ffi_log(int level, const char *msg, size_t len);
 void mg_ffi_hook_error_count(void);
 double mg_ffi_hook_clock(void);
-void mg_ffi_hook_spent(uint32_t hook_id, double since);
+double mg_ffi_hook_spent(uint32_t hook_id, double since);
 uint32_t mg_ffi_hook_metric_id(const char *phase, const char *policy);
 int mg_ffi_budget_over(void);
 int mg_ffi_timer_start(int id, double after, double every);

@@ -97,6 +97,8 @@ local function new_collector(file)
         routes = {},
         shared_dicts = {},
         shared_dict_by_name = {},
+        metrics = {},           -- gw.metrics.* declarations: { value =, d = }
+        metric_by_name = {},
         hooks = {},             -- "on_request" = function, ...
         tests = {},             -- gw.test declarations
         extra = {},             -- other fields assigned to gw
@@ -473,6 +475,7 @@ end
 local SETTINGS, LIMITS, TIMEOUTS = schema("settings"), schema("limits"),
     schema("timeouts")
 local HTTP2 = schema("http2")
+local ACCESS_LOG = schema("access_log")
 local UPSTREAM, TARGET, HEALTH = schema("upstream"), schema("target"),
     schema("health")
 local UPSTREAM_TLS = schema("upstream_tls")
@@ -606,6 +609,7 @@ local function default_settings()
     local s = copy(SETTINGS.defaults)
     s.limits, s.timeouts = copy(LIMITS.defaults), copy(TIMEOUTS.defaults)
     s.http2 = copy(HTTP2.defaults)
+    s.access_log = copy(ACCESS_LOG.defaults)
     s.admin = copy(ADMIN.defaults)
     s.admin.enabled = true
     return s
@@ -626,7 +630,17 @@ function decl.settings(d, t)
     c.settings = d
     check_keys(d, t, SETTINGS.keys, "gw.settings")
     local s = default_settings()
-    fields(d, t, s, SETTINGS, "settings") -- workers, access_log, error_log
+    fields(d, t, s, SETTINGS, "settings", { error_log = true }) -- workers
+    -- access_log: a path, or { path =, fields = } (the names: logfields.c)
+    if type(t.access_log) == "string" then
+        s.access_log.path = check_value(d, t.access_log, "settings.access_log",
+                                        ACCESS_LOG.checks.path) or s.access_log.path
+    else
+        s.access_log = field(d, t, "access_log", "settings",
+                             SETTINGS.checks.access_log) or s.access_log
+    end
+    s.error_log = field(d, t, "error_log", "settings", SETTINGS.checks.error_log)
+        or s.error_log
     s.log_level = field(d, t, "log_level", "settings", SETTINGS.checks.log_level)
         or s.log_level
     s.real_ip_header = field(d, t, "real_ip_header", "settings",
@@ -1183,6 +1197,125 @@ function decl.shared_dict(d, name, opts, ...)
     c.shared_dict_by_name[name] = entry
     c.shared_dicts[#c.shared_dicts + 1] = entry
 end
+
+-- gw.metrics.counter(name, help, labels) / gauge(...) / histogram(name,
+-- help, labels, buckets): checked by src/metrics_user.c's rules
+-- (mg_ffi_umetric_check); the object hooks count through
+-- (moongate.metrics) is returned, the same one for a declaration made
+-- again the same way (a policy's constructor called twice).
+local DEFAULT_BUCKETS = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 }
+local DEFAULT_MAX_SERIES = 1000
+
+local function same_metric(a, b)
+    if a.kind ~= b.kind or a.help ~= b.help or a.max_series ~= b.max_series
+        or #a.labels ~= #b.labels or #(a.buckets or {}) ~= #(b.buckets or {}) then
+        return false
+    end
+    for i, l in ipairs(a.labels) do
+        if b.labels[i] ~= l then return false end
+    end
+    for i, x in ipairs(a.buckets or {}) do
+        if b.buckets[i] ~= x then return false end
+    end
+    return true
+end
+
+-- labels: nil, or a list of label names with max_series = N beside them
+local function metric_labels(d, what, labels)
+    if labels == nil then return {}, DEFAULT_MAX_SERIES end
+    if type(labels) ~= "table" then
+        err(d, '%s: labels must be a list of label names like { "route", ' ..
+            'max_series = 100 }, got %s', what, describe(labels))
+        return nil
+    end
+    local list, n = {}, #labels
+    for k, v in pairs(labels) do
+        if k == "max_series" then
+            -- checked with the rest in C
+        elseif not (is_int(k) and k >= 1 and k <= n) then
+            err(d, "%s: unknown key %s in the labels (a list of names, and " ..
+                "max_series)", what, key_str(k))
+            return nil
+        elseif type(v) ~= "string" then
+            err(d, "%s: labels[%d] must be a label name (a string), got %s", what,
+                k, describe(v))
+            return nil
+        end
+    end
+    for i = 1, n do list[i] = labels[i] end
+    local max = labels.max_series
+    if max ~= nil and type(max) ~= "number" then
+        err(d, "%s: max_series must be an integer 1-100000, got %s", what,
+            describe(max))
+        return nil
+    end
+    return list, max or DEFAULT_MAX_SERIES
+end
+
+local function metric_decl(kind)
+    return function(d, name, help, labels, buckets, ...)
+        local c = d.c
+        local what = "gw.metrics." .. kind
+        local metrics = require "moongate.metrics"
+        if select("#", ...) > 0 or (kind ~= "histogram" and buckets ~= nil) then
+            err(d, "%s takes (name, help, labels%s)", what,
+                kind == "histogram" and ", buckets" or "")
+            return metrics.unbound(kind, name)
+        end
+        if type(name) ~= "string" then
+            err(d, "%s: the name must be a string, got %s", what, describe(name))
+            return metrics.unbound(kind, name)
+        end
+        if type(help) ~= "string" or help == "" then
+            err(d, "%s(%s, help): help must be a non-empty string saying what it " ..
+                "counts (Prometheus shows it), got %s", what, quote(name), describe(help))
+            return metrics.unbound(kind, name)
+        end
+        local list, max_series = metric_labels(d, what, labels)
+        if not list then return metrics.unbound(kind, name) end
+        if kind == "histogram" then
+            if buckets == nil then
+                buckets = DEFAULT_BUCKETS
+            elseif type(buckets) ~= "table" then
+                err(d, "%s: buckets must be a list of upper bounds like { 0.1, 1, " ..
+                    "10 }, got %s", what, describe(buckets))
+                return metrics.unbound(kind, name)
+            end
+            for i, b in ipairs(buckets) do
+                if type(b) ~= "number" then
+                    err(d, "%s: buckets[%d] must be a number, got %s", what, i, describe(b))
+                    return metrics.unbound(kind, name)
+                end
+            end
+        else
+            buckets = nil
+        end
+        local m = { name = name, help = help, kind = kind, labels = list,
+                    buckets = buckets and { unpack(buckets) }, max_series = max_series,
+                    line = d.line, source = source_name(c, d.source) }
+        local why = metrics.check(kind, name, list, buckets, max_series)
+        if why then
+            err(d, "%s: %s", what, why)
+            return metrics.unbound(kind, name)
+        end
+        local first = c.metric_by_name[name]
+        if first then
+            if same_metric(first.value, m) then return first.value.object end
+            err(d, "%s %s is declared at %s otherwise (another type, help, labels, " ..
+                "buckets or max_series): declare it once, or give it another name",
+                what, quote(name), at(d, first.d))
+            return metrics.unbound(kind, name)
+        end
+        m.object = metrics.object(m)
+        local entry = { value = m, d = d }
+        c.metric_by_name[name] = entry
+        c.metrics[#c.metrics + 1] = entry
+        return m.object
+    end
+end
+decl["metrics.counter"] = metric_decl("counter")
+decl["metrics.gauge"] = metric_decl("gauge")
+decl["metrics.histogram"] = metric_decl("histogram")
 
 local function route_methods(d, methods)
     if type(methods) ~= "table" then
@@ -1821,6 +1954,10 @@ local function finish(c)
     for i, e in ipairs(c.shared_dicts) do
         cfg.shared_dicts[i] = e.value
     end
+    cfg.metrics = {}
+    for i, e in ipairs(c.metrics) do
+        cfg.metrics[i] = e.value
+    end
     cfg.hooks = c.hooks
     -- in the order they were made: "file:line: warning: ..."
     for i, w in ipairs(c.warnings) do
@@ -1846,7 +1983,7 @@ end
 function _M.declare(kind, ...)
     local c = collector_for("gw." .. kind)
     local d = site(c)
-    decl[kind](d, ...)
+    return decl[kind](d, ...)
 end
 
 local function is_hook_name(k)

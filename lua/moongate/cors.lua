@@ -27,8 +27,10 @@
 -- matches nothing, and is never echoed.
 --
 -- Vary: unless the answer is the same for every origin ("*" without
--- credentials), every answer of the route says Vary: Origin (added to the
--- upstream's Vary, once), so that caches keep one copy per origin.
+-- credentials), every answer of the route says Vary: Origin (one more
+-- Vary line beside the upstream's), so that caches keep one copy per
+-- origin. All of it is decided in on_request (req:set_response_header):
+-- the policy has no on_response, and costs no response phase.
 
 local policy = require "moongate.policy"
 
@@ -181,57 +183,34 @@ function _M.policy(opts)
         return respond(204, "", h)
     end
 
+    -- Everything is decided from the request, in on_request: the answer's
+    -- CORS headers go with req:set_response_header (no on_response, so no
+    -- response phase runs for them). Vary: Origin goes on every answer
+    -- whose headers depend on the origin; when the upstream's own Vary
+    -- lists Origin too it is there twice, which means the same (a list of
+    -- field names, RFC 9110 12.5.5).
     local function on_request(req)
-        if req.method ~= "OPTIONS" then return end
-        local method = req:header("access-control-request-method")
-        if method == nil then return end
         local origin = req:header("origin")
-        if origin == nil then return end
-        return preflight(req, origin, method)
-    end
-
-    -- Adds "Origin" to the answer's Vary unless it is there (or "*").
-    local function vary_others(res, v)
-        local n = 1
-        while v ~= nil do
-            if v == "*" or find(lower(v), "origin", 1, true) then
-                for w in gmatch(lower(v), "[^,%s]+") do
-                    if w == "origin" or w == "*" then return end
-                end
-            end
-            n = n + 1
-            v = res:header("vary", n)
+        if origin ~= nil and req.method == "OPTIONS" then
+            local method = req:header("access-control-request-method")
+            if method ~= nil then return preflight(req, origin, method) end
         end
-        res:add_header("Vary", "Origin")
-    end
-    -- (the usual answer has no Vary: no loop then)
-    local function vary_origin(res)
-        local v = res:header("vary")
-        if v == nil then
-            res:add_header("Vary", "Origin")
-        else
-            vary_others(res, v)
-        end
-    end
-
-    local function on_response(req, res)
-        local origin = req:header("origin")
-        if not same_for_all then vary_origin(res) end
+        if not same_for_all then req:add_response_header("Vary", "Origin") end
         if origin == nil or req:header("origin", 2) ~= nil
             or not allowed(origin) then
             return
         end
-        res:set_header("Access-Control-Allow-Origin",
-                       same_for_all and "*" or origin)
+        req:set_response_header("Access-Control-Allow-Origin",
+                                same_for_all and "*" or origin)
         if credentials then
-            res:set_header("Access-Control-Allow-Credentials", "true")
+            req:set_response_header("Access-Control-Allow-Credentials", "true")
         end
         if s_expose then
-            res:set_header("Access-Control-Expose-Headers", s_expose)
+            req:set_response_header("Access-Control-Expose-Headers", s_expose)
         end
     end
 
-    return { name = "cors", on_request = on_request, on_response = on_response }
+    return { name = "cors", on_request = on_request }
 end
 
 setmetatable(_M, { __call = function(_, opts) return _M.policy(opts) end })

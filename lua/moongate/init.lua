@@ -78,6 +78,9 @@ _M.log = runtime.log
 _M.worker_id = runtime.worker_id
 _M.timer = { every = runtime.timer_every, after = runtime.timer_after }
 _M.http = { request = runtime.http_request }
+-- gw.metrics.counter / gauge / histogram: the config's own metrics
+-- (declared while it loads, counted from hooks; docs/metrics.md)
+_M.metrics = require "moongate.metrics"
 
 
 -- Fields that are not functions of this module: `gw.on_<event> = f` sets a

@@ -96,15 +96,13 @@ function _M.policy(opts)
     if refused then return refused end
 
     local respond = require("moongate.runtime").respond
-    local contains = C.mg_ffi_cidr_set_contains
     local b = body or { error = "forbidden", status = status }
 
+    -- req:_client_in: the address C already holds, not req.client's text
+    -- (no address, -1: a test request without one is refused, not let in)
     local function on_request(req)
-        local addr = req.client
-        local n = #addr
-        -- (no address: a test request without one is refused, not let in)
-        if (deny and contains(deny, addr, n) ~= 0)
-            or (allow and contains(allow, addr, n) ~= 1) then
+        if (deny and req:_client_in(deny) ~= 0)
+            or (allow and req:_client_in(allow) ~= 1) then
             return respond(status, b)
         end
     end

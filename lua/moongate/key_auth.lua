@@ -311,8 +311,22 @@ function _M.policy(opts)
         return nil
     end
 
+    -- Keys found in the config or file, by the key itself: a request with
+    -- a key seen before costs a table lookup, not SHA-256 and the
+    -- constant-time compare. It adds no compare of key bytes: LuaJIT made
+    -- the key an interned string when the header was read (comparing it to
+    -- the strings of its hash then), and the table is looked up by that
+    -- string's identity; only keys that were valid are in it, and a valid
+    -- key is no secret from the client that sent it. An unknown key takes
+    -- the digest path every time. At most SEEN_MAX keys, then it starts
+    -- over (memory stays bounded whatever the clients send).
+    local SEEN_MAX = 1024
+    local seen_keys, nseen = {}, 0
+
     -- The consumer of KEY, false when unknown, nil and why when Redis failed.
     local function lookup(key)
+        local known = seen_keys[key]
+        if known then return known end
         mg_sha256(key, #key, digest)
         local list = index[digest_u32[0]]
         if list then
@@ -320,10 +334,12 @@ function _M.policy(opts)
             -- loop on the usual path (a loop here would start traces of
             -- its own on every request)
             local e = list[1]
-            if mg_equal(digest, e.d, 32) == 1 then return e.consumer end
-            if list[2] then
-                local cons = bucket_rest(list)
-                if cons then return cons end
+            local cons = mg_equal(digest, e.d, 32) == 1 and e.consumer
+            if not cons and list[2] then cons = bucket_rest(list) end
+            if cons then
+                if nseen >= SEEN_MAX then seen_keys, nseen = {}, 0 end
+                seen_keys[key], nseen = cons, nseen + 1
+                return cons
             end
         end
         if rclient then return redis_lookup(hex_of(digest)) end

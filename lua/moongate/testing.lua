@@ -729,6 +729,10 @@ function _M.load(file, opts)
         env.upstream_by_name[u.name] = i
     end
 
+    -- the config's gw.metrics count into metrics of the kit's own (C's,
+    -- not a running gateway's): read them with metric:value(...)
+    require("moongate.metrics").bind_private(cfg)
+
     -- runtime.init: the hooks in the form the phases run them
     local hooks = {}
     for _, k in ipairs { "on_request", "on_route", "on_response", "on_log" } do
@@ -859,6 +863,15 @@ end
 --- The gateway's virtual time (seconds since the epoch).
 function Gateway.now(self)
     return router.now() + self.env.clock.offset
+end
+
+--- The object of the config's gw.metrics declaration `name` (the kit's
+-- own metric: read it with :value(labelvalues...)), or nil.
+function Gateway.metric(self, name)
+    for _, m in ipairs(self.cfg.metrics or {}) do
+        if m.name == name then return m.object end
+    end
+    return nil
 end
 
 local function apply_phase(st, req, spec)

@@ -11,9 +11,12 @@
  * completes at the end of the input, as if the file had taken it.
  *
  * Input: see accesslog.lua. Checks: each request adds exactly one line, a
- * strict JSON object (crypto.c's tokeniser: RFC 8259) ending with '\n',
- * or none (dropped and counted).
+ * strict JSON object (crypto.c's tokeniser: RFC 8259) ending with '\n'
+ * of at most LOG_LINE_MAX bytes, all of it UTF-8 (as libc's C.UTF-8
+ * locale reads it: mbrtowc), or none (dropped and counted).
  */
+#include <locale.h>
+#include <wchar.h>
 #include <uv.h>
 
 static int fuzz_fs_write(uv_loop_t *loop, uv_fs_t *req, uv_file fd, const uv_buf_t bufs[],
@@ -63,7 +66,28 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         exit(1);
     }
     uv_timer_stop(&w->log->timer); /* the lines stay in the buffer for us */
+    if (!setlocale(LC_CTYPE, "C.UTF-8")) {
+        fprintf(stderr, "accesslog: no C.UTF-8 locale\n");
+        exit(1);
+    }
     return 0;
+}
+
+/* Is the line well-formed UTF-8? (libc's decoder, not the writer's.) */
+static int utf8_ok(const char *s, size_t n)
+{
+    mbstate_t st = { 0 };
+    while (n > 0) {
+        wchar_t wc;
+        size_t k = mbrtowc(&wc, s, n, &st);
+        if (k == (size_t)-1 || k == (size_t)-2)
+            return 0;
+        if (k == 0)
+            k = 1; /* a NUL: the JSON check refuses it */
+        s += k;
+        n -= k;
+    }
+    return 1;
 }
 
 static void check(int ok, const char *what, const char *line, size_t len)
@@ -119,11 +143,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check(line.data[line.len - 1] == '\n' &&
                   memchr(line.data, '\n', line.len) == line.data + line.len - 1,
               "not one line", line.data, line.len);
-        mg_json_tok_t toks[32];
+        check(line.len <= LOG_LINE_MAX, "longer than a line's cap", line.data, line.len);
+        check(utf8_ok(line.data, line.len), "not UTF-8", line.data, line.len);
+        mg_json_tok_t toks[64];
         char *sbuf = malloc(line.len);
         if (!sbuf)
             abort();
-        int n = mg_ffi_json_flat_object(line.data, line.len, toks, 32, sbuf, line.len);
+        int n = mg_ffi_json_flat_object(line.data, line.len, toks, 64, sbuf, line.len);
         free(sbuf);
         check(n > 0, "not one flat JSON object", line.data, line.len);
     }

@@ -8,12 +8,7 @@ local H = "moongate_upstream_request_duration_seconds"
 local R = "moongate_upstream_responses_total"
 
 -- The value of one exact series ("name{labels}") in the text, or nil.
-local function value(text, series)
-    for line in text:gmatch("[^\n]+") do
-        local s, v = line:match("^(.-) (%S+)$")
-        if s == series then return tonumber(v) end
-    end
-end
+local value = h.metric
 
 local function labels(up, target, extra)
     return ('{upstream="%s",target="%s"%s}'):format(up, target, extra or "")
@@ -102,19 +97,9 @@ gw.route { path = "/tried/**", upstream = "tried" }
         local series = R .. labels("svc", ups.a.addr, ',code_class="2xx"')
         local want = value(metrics(), series)
         assert.truthy(want and want > 0)
-        local query = ('/api/v1/query?query=moongate_upstream_responses_total%%7Bupstream%%3D%%22svc'
+        local query = ('moongate_upstream_responses_total%%7Bupstream%%3D%%22svc'
             .. '%%22%%2Ctarget%%3D%%22%s%%22%%2Ccode_class%%3D%%222xx%%22%%7D'):format(ups.a.addr)
-        local got
-        local deadline = h.now() + 30 * h.SLOW
-        while h.now() < deadline do
-            local ok, res = pcall(h.http, web, { path = query })
-            if ok and res.status == 200 then
-                local r = h.json(res.body).data.result
-                if r[1] then got = tonumber(r[1].value[2]) break end
-            end
-            h.sleep(0.2)
-        end
-        assert.equal(want, got)
+        assert.equal(want, h.prometheus_value(web, query))
     end)
 
     it("passes promtool check metrics", function()
@@ -180,5 +165,172 @@ function gw.on_log() end
         assert.truthy(value(t, S .. hl("on_response", "nap")) < 0.3, t)
         local f = h.tmpfile("metrics.txt", t)
         assert.equal("rc=0\n", h.sh("promtool check metrics < " .. h.shq(f) .. " 2>&1; echo rc=$?"))
+    end)
+end)
+
+describe("user metrics (gw.metrics)", function()
+    local gw, admin, path
+
+    local CONFIG = [[
+local gw = require "moongate"
+gw.settings { admin = { port = {{ADMIN}} }, access_log = "off", timeouts = { shutdown = 2 } }
+gw.listen { port = {{PORT}}, host = "127.0.0.1" }
+-- {{NOTE}}
+local orders = gw.metrics.counter("shop_orders_total", "Orders placed, by tenant.",
+                                  { "tenant", max_series = {{MAX}} })
+local plain = gw.metrics.counter("shop_requests_total", "Requests seen.")
+local busy = gw.metrics.gauge("shop_busy", "Requests being handled, by tenant.", { "tenant" })
+local temp = gw.metrics.gauge("shop_temperature_celsius", "The last temperature set.")
+local work = gw.metrics.histogram("shop_work_seconds", "Time of the work, by kind.",
+                                  { "kind" }, { 0.1, 1 })
+local odd = gw.metrics.counter("shop_odd_total", "Label values of any bytes.", { "v" })
+local counted = { name = "counted",
+    on_request = function(req)
+        plain:inc()
+        busy:inc(2, "t")
+    end,
+    on_log = function(req)
+        busy:dec(1, "t")
+    end }
+gw.route { path = "/order/:tenant", policies = { counted }, handler = function(req)
+    orders:inc(1, req.params.tenant)
+    -- exact binary fractions: the sums add up exactly in any order
+    local kind = req:arg("kind") or "fast"
+    work:observe(kind == "fast" and 0.0625 or kind == "mid" and 0.5 or 4, kind)
+    if req:arg("temp") then temp:set(tonumber(req:arg("temp"))) end
+    return 200, { worker = gw.worker_id() }
+end }
+gw.route { path = "/odd", handler = function(req)
+    odd:inc(1, req:arg("v"))
+    return 200, "ok"
+end }
+]]
+
+    local function config(vars)
+        local text = CONFIG
+        for k, v in pairs(vars) do text = text:gsub("{{" .. k .. "}}", v) end
+        return text
+    end
+
+    local function metrics()
+        local res = h.admin(admin, { path = "/metrics" })
+        assert.equal(200, res.status)
+        return res.body
+    end
+
+    local function promtool(text)
+        local f = h.tmpfile("metrics.txt", text)
+        return h.sh("promtool check metrics < " .. h.shq(f) .. " 2>&1; echo rc=$?")
+    end
+
+    setup(function()
+        admin = h.free_port()
+        gw = h.start_gateway(config { ADMIN = admin, MAX = 4, NOTE = "first" },
+                             { workers = 2 })
+        path = gw.config_path
+    end)
+
+    teardown(h.cleanup)
+
+    it("adds up exactly what two workers counted", function()
+        -- one connection per request: the kernel spreads them over both workers
+        local workers = {}
+        for i = 1, 60 do
+            local kind = ({ "fast", "mid", "slow" })[i % 3 + 1]
+            local res = h.http(gw.port, { path = "/order/" .. (i % 2 == 0 and "a" or "b") ..
+                                          "?kind=" .. kind })
+            assert.equal(200, res.status)
+            workers[h.json(res.body).worker] = true
+        end
+        assert.truthy(workers[0] and workers[1], "both workers answered")
+        local t
+        h.eventually(5, function() -- on_log runs after the answer
+            t = metrics()
+            return value(t, 'shop_busy{tenant="t"}') == 60
+        end, "every on_log ran")
+        assert.equal(30, value(t, 'shop_orders_total{tenant="a"}'))
+        assert.equal(30, value(t, 'shop_orders_total{tenant="b"}'))
+        assert.equal(60, value(t, "shop_requests_total"))
+        -- 20 of each kind: 0.0625, 0.5 and 4 seconds
+        assert.equal(20, value(t, 'shop_work_seconds_bucket{kind="fast",le="0.1"}'))
+        assert.equal(20, value(t, 'shop_work_seconds_bucket{kind="fast",le="+Inf"}'))
+        assert.equal(20, value(t, 'shop_work_seconds_bucket{kind="mid",le="1"}'))
+        assert.equal(0, value(t, 'shop_work_seconds_bucket{kind="slow",le="1"}'))
+        assert.equal(20, value(t, 'shop_work_seconds_count{kind="slow"}'))
+        assert.equal(20 * 4, value(t, 'shop_work_seconds_sum{kind="slow"}'))
+        assert.equal(20 * 0.0625, value(t, 'shop_work_seconds_sum{kind="fast"}'))
+        assert.equal(0, value(t, "shop_temperature_celsius"))
+        h.http(gw.port, { path = "/order/a?temp=-3.25" })
+        assert.equal(-3.25, value(metrics(), "shop_temperature_celsius"))
+        assert.equal("rc=0\n", promtool(metrics()))
+    end)
+
+    it("bounds the label sets: past max_series one overflow series, counted", function()
+        -- a and b exist; c and d fill max_series = 4; e, f, g overflow
+        for _, t in ipairs { "c", "d", "e", "f", "g", "e" } do
+            assert.equal(200, h.http(gw.port, { path = "/order/" .. t }).status)
+        end
+        local t = metrics()
+        assert.equal(1, value(t, 'shop_orders_total{tenant="c"}'))
+        assert.equal(1, value(t, 'shop_orders_total{tenant="d"}'))
+        assert.is_nil(value(t, 'shop_orders_total{tenant="e"}'))
+        assert.equal(4, value(t, 'shop_orders_total{tenant="(other)"}'))
+        assert.equal(4, value(t, 'moongate_user_metric_overflow_total{metric="shop_orders_total"}'))
+        local n = 0
+        for _ in t:gmatch("\nshop_orders_total{") do n = n + 1 end
+        assert.equal(5, n) -- four label sets and the overflow
+        assert.equal("rc=0\n", promtool(t))
+    end)
+
+    it("writes label values of any bytes as valid, escaped, cut UTF-8", function()
+        local function odd(v)
+            local pct = v:gsub(".", function(c) return ("%%%02X"):format(c:byte()) end)
+            assert.equal(200, h.http(gw.port, { path = "/odd?v=" .. pct }).status)
+        end
+        odd('a "quoted" \\ value')
+        odd("line\nbreak\1")
+        odd("\255\254 caf\195\169")
+        odd(("x"):rep(300))
+        local t = metrics()
+        assert.equal(1, value(t, 'shop_odd_total{v="a \\"quoted\\" \\\\ value"}'))
+        local R = "\239\191\189" -- U+FFFD
+        assert.equal(1, value(t, 'shop_odd_total{v="line' .. R .. "break" .. R .. '"}'))
+        assert.equal(1, value(t, 'shop_odd_total{v="' .. R .. R .. ' caf\195\169"}'))
+        assert.equal(1, value(t, 'shop_odd_total{v="' .. ("x"):rep(128) .. '"}'))
+        assert.equal("rc=0\n", promtool(t))
+    end)
+
+    it("is scraped by a real prometheus server, which answers a query for a user series", function()
+        local web = h.start_prometheus(admin)
+        local want = value(metrics(), 'shop_orders_total{tenant="a"}')
+        assert.truthy(want and want > 0)
+        assert.equal(want, h.prometheus_value(web, "shop_orders_total%7Btenant%3D%22a%22%7D"))
+    end)
+
+    it("keeps the values across a reload that declares them the same, resets a changed one",
+       function()
+        local before = metrics()
+        local a = value(before, 'shop_orders_total{tenant="a"}')
+        local plain = value(before, "shop_requests_total")
+        assert.truthy(a and a > 0)
+        -- the same declarations (another comment): every value stays
+        h.write_file(path, config { ADMIN = admin, PORT = gw.port, MAX = 4, NOTE = "second" })
+        local rc, out = h.run_bin("reload --admin 127.0.0.1:" .. admin)
+        assert.equal(0, rc, out)
+        local t = metrics()
+        assert.equal(a, value(t, 'shop_orders_total{tenant="a"}'))
+        assert.equal(plain, value(t, "shop_requests_total"))
+        assert.equal(200, h.http(gw.port, { path = "/order/a" }).status)
+        assert.equal(a + 1, value(metrics(), 'shop_orders_total{tenant="a"}'))
+        -- another max_series: another metric, from zero; the others stay
+        h.write_file(path, config { ADMIN = admin, PORT = gw.port, MAX = 10, NOTE = "third" })
+        rc, out = h.run_bin("reload --admin 127.0.0.1:" .. admin)
+        assert.equal(0, rc, out)
+        t = metrics()
+        assert.is_nil(value(t, 'shop_orders_total{tenant="a"}'))
+        assert.equal(plain + 1, value(t, "shop_requests_total"))
+        assert.equal(200, h.http(gw.port, { path = "/order/a" }).status)
+        assert.equal(1, value(metrics(), 'shop_orders_total{tenant="a"}'))
+        assert.equal("rc=0\n", promtool(metrics()))
     end)
 end)

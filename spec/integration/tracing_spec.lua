@@ -179,6 +179,12 @@ gw.route { path = "/limit/**", upstream = "up", policies = {
     limit.policy { rate = 1, per = 60, key = limit.key.route } } }
 gw.route { path = "/gone/**", upstream = "gone" }
 gw.route { path = "/flaky/**", upstream = "flaky" }
+-- a chain whose first policy waits (its wait is in its span, not in the next ones')
+local function pol(name, wait)
+    return { name = name, on_request = function() if wait then gw.sleep(0.2) end end }
+end
+gw.route { path = "/chain/**", upstream = "up", policies = { pol("waits", true), pol("after"),
+                                                              pol("last") } }
 ]], admin, SECRET), { vars = { UP = up.addr, COL = col.port, DEAD = dead }, workers = 2 })
     end)
 
@@ -299,6 +305,28 @@ gw.route { path = "/flaky/**", upstream = "flaky" }
                       ["http.response.status_code"] = "429",
                       ["moongate.reason"] = "too many requests" },
                     attrs(limited.events[1].attributes))
+    end)
+
+    it("gives each policy of a chain its wall time: the one after a wait starts when it ended",
+       function()
+        local res = h.http(gw.port, { path = "/chain/x" })
+        assert.equal(200, res.status)
+        local spans = trace_spans(col, (upstream_parent(res)), 5)
+        local inner = by_kind(spans, 1) -- sorted by start
+        local names = {}
+        for i, s in ipairs(inner) do names[i] = s.name end
+        assert.same({ "waits on_request", "after on_request", "last on_request" }, names)
+        local function t(s, key) return tonumber(s[key]) end
+        -- the wait is the first one's (its wall time), and no later one starts inside it
+        assert.truthy(t(inner[1], "endTimeUnixNano") - t(inner[1], "startTimeUnixNano") >= 0.2e9)
+        for i = 2, 3 do
+            assert.truthy(t(inner[i], "startTimeUnixNano") >= t(inner[i - 1], "endTimeUnixNano"),
+                          names[i] .. " starts before " .. names[i - 1] .. " ended")
+            assert.truthy(t(inner[i], "endTimeUnixNano") - t(inner[i], "startTimeUnixNano") < 0.2e9)
+        end
+        local server = by_kind(spans, 2)[1]
+        assert.truthy(t(inner[1], "startTimeUnixNano") >= t(server, "startTimeUnixNano"))
+        assert.truthy(t(inner[3], "endTimeUnixNano") <= t(server, "endTimeUnixNano"))
     end)
 
     it("makes a client span per attempt and marks a 5xx request's span as an error", function()

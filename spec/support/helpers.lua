@@ -1450,9 +1450,11 @@ end
 
 -- Starts a real prometheus (Debian's) scraping 127.0.0.1:admin_port every
 -- second, with `flags` added to its command line; returns its web port.
+-- Each one has a storage of its own (two in a file would share a lock).
 function _M.start_prometheus(admin_port, flags)
     local web = _M.free_port()
-    local dir = _M.tmpdir()
+    local dir = _M.tmpfile("prometheus")
+    _M.sh("mkdir -p " .. shq(dir))
     local conf = _M.tmpfile("prometheus.yml", fmt([[
 global:
   scrape_interval: 1s
@@ -1465,6 +1467,20 @@ scrape_configs:
         .. "--web.listen-address=127.0.0.1:%d", shq(conf), shq(dir),
         flags and (flags .. " ") or "", web), "prometheus")
     return web
+end
+
+-- Asks the prometheus on port `web` the instant query `query` (URL-encoded)
+-- until it has a result: the first one's value, or nil after 30 s.
+function _M.prometheus_value(web, query)
+    local deadline = _M.now() + 30 * _M.SLOW
+    while _M.now() < deadline do
+        local ok, res = pcall(_M.http, web, { path = "/api/v1/query?query=" .. query })
+        if ok and res.status == 200 then
+            local r = _M.json(res.body).data.result
+            if r[1] then return tonumber(r[1].value[2]) end
+        end
+        _M.sleep(0.2)
+    end
 end
 
 -- The value of one exact series ("name{labels}") in a /metrics text, or nil.

@@ -110,6 +110,30 @@ gw.route { path = "/keep/**", upstream = "up", policies = {
         assert.equal(401, d.status)
     end)
 
+    it("names each key's consumer again and again, past the keys it keeps (1024)", function()
+        -- key_auth keeps keys it found valid by the key string; with more
+        -- keys than it keeps it starts over: every key still finds its own
+        -- consumer, an unknown one still none
+        local many = load([[
+local list = {}
+for i = 1, 1100 do
+    list[i] = { name = "c" .. i, keys = { key_auth.hash("k-" .. i) } }
+end
+gw.route { path = "/m/**", upstream = "up", policies = {
+    key_auth.policy { consumers = list },
+    function(req) req:set_header("X-Consumer", req.ctx.consumer.name) end } }
+]])
+        for round = 1, 2 do
+            for i = 1, 1100, round == 1 and 1 or 7 do
+                local d = many:request { path = "/m/1", headers = { ["X-Api-Key"] = "k-" .. i } }
+                assert.equal(200, d.status)
+                assert.equal("c" .. i, d.upstream_request.headers["x-consumer"])
+            end
+            assert.equal(401, many:request { path = "/m/1",
+                                             headers = { ["X-Api-Key"] = "k-1101" } }.status)
+        end
+    end)
+
     it("refuses a key given twice, in any two places, and says how to send it", function()
         for _, spec in ipairs {
             { path = "/k/1?apikey=k-blog", headers = { ["X-Api-Key"] = "k-blog" } },
@@ -333,13 +357,17 @@ gw.route { path = "/any/**", upstream = "up", policies = {
         d = g:request { path = "/c/x" }
         assert.is_nil(d.headers["access-control-allow-origin"])
         assert.equal("Origin", d.headers.vary)
-        -- the upstream's own Vary is kept, Origin added once
+        -- the upstream's own Vary is kept, Origin added beside it (named
+        -- twice when it is there already: a list, the same meaning)
         d = g:request { path = "/c/x", headers = { Origin = "https://app.example.com" },
                         upstream_response = { status = 200, headers = { Vary = "Accept-Encoding" } } }
         assert.same({ "Accept-Encoding", "Origin" }, d.headers.vary)
         d = g:request { path = "/c/x", headers = { Origin = "https://app.example.com" },
                         upstream_response = { status = 200, headers = { Vary = "accept, origin" } } }
-        assert.equal("accept, origin", d.headers.vary)
+        assert.same({ "accept, origin", "Origin" }, d.headers.vary)
+        -- decided in on_request: the policy runs no response phase
+        assert.is_nil(require("moongate.cors").policy {
+            origins = { "https://app.example.com" } }.on_response)
     end)
 
     it("never echoes a malformed Origin", function()

@@ -174,7 +174,7 @@ describe("config schema: strings checked by their module", function()
         assert.equal(cdefs.FIELD_STRING, field_of("listen", "host").kind)
         assert.is_function(field_of("listen", "host").check)
         assert.equal("0.0.0.0", field_of("listen", "host").def)
-        assert.equal("stdout", field_of("settings", "access_log").def)
+        assert.equal("stdout", field_of("access_log", "path").def)
         assert.equal("stderr", field_of("settings", "error_log").def)
     end)
 
@@ -183,12 +183,12 @@ describe("config schema: strings checked by their module", function()
         local cfg = assert(load_text('gw.settings { access_log = "logs/a.log", ' ..
             'error_log = "/var/log/e.log" }\ngw.listen { port = 8080 }\n'))
         local dir = cfg.file:match("^(.*/)")
-        assert.equal(dir .. "logs/a.log", cfg.access_log)
+        assert.equal(dir .. "logs/a.log", cfg.access_log.path)
         assert.equal("/var/log/e.log", cfg.error_log)
         for _, name in ipairs({ "off", "stdout", "stderr" }) do
             cfg = assert(load_text(('gw.settings { access_log = %q }\n'):format(name) ..
                 'gw.listen { port = 8080 }\n'))
-            assert.equal(name, cfg.access_log)
+            assert.equal(name, cfg.access_log.path)
         end
         local _, errs = load_text('gw.settings { error_log = "off", access_log = "a\\0b" }\n' ..
             'gw.listen { port = 8080 }\n')

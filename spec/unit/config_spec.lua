@@ -50,7 +50,7 @@ describe("config normalisation", function()
         assert.same({
             file = file,
             workers = 0,
-            access_log = "stdout",
+            access_log = { path = "stdout" },
             error_log = "stderr",
             log_level = "info",
             limits = { request_line = 8192, header_size = 32768,
@@ -70,6 +70,7 @@ describe("config normalisation", function()
             routes = { { name = "/", path = "/", headers = {}, listen = 0,
                          max_body = 10485760, line = 3, source = file } },
             shared_dicts = {},
+            metrics = {},
             hooks = {},
             admin = { enabled = true, host = "127.0.0.1", port = 9901 },
             tests = {},
@@ -79,7 +80,7 @@ describe("config normalisation", function()
     it("parses settings: sizes in bytes, times in integer ms", function()
         local cfg = assert(load("full"))
         assert.equal(2, cfg.workers)
-        assert.equal("stderr", cfg.access_log)
+        assert.same({ path = "stderr" }, cfg.access_log)
         assert.same({ request_line = 4096, header_size = 16384,
                       header_count = 50, body = 2097152,
                       min_body_rate = 1024, lua_memory = 1073741824 }, cfg.limits)
@@ -271,8 +272,9 @@ describe("config errors", function()
         assert.same({
             ":2: settings.workers must be an integer 0-1024 (0 = one per " ..
                 "CPU), got number 1.5",
-            ':2: settings.access_log must be "off", "stdout", "stderr" or ' ..
-                "a file path, got number 1",
+            ':2: settings.access_log must be "off", "stdout", "stderr", ' ..
+                'a file path or a table like { path = "logs/access.log", ' ..
+                'fields = { "time", "status" } }, got number 1',
             ":2: settings.limits.header_size " .. size ..
                 ', got string "32kb"',
             ":2: settings.limits.header_count must be an integer >= 1, " ..

@@ -418,6 +418,30 @@ function Request.remove_header(self, name)
     note(st, "remove header " .. name)
 end
 
+-- req:set_response_header / add_response_header: the response's edits,
+-- made early (runtime.lua)
+function Request.set_response_header(self, name, value)
+    value = tostring(value)
+    local st = state(self)
+    errcheck(C().mg_ffi_res_edit_header(sync(st), EDIT_SET, name, #name, value, #value),
+             "req:set_response_header")
+    note(st, "set response header " .. name .. ": " .. value)
+end
+
+function Request.add_response_header(self, name, value)
+    value = tostring(value)
+    local st = state(self)
+    errcheck(C().mg_ffi_res_edit_header(sync(st), EDIT_ADD, name, #name, value, #value),
+             "req:add_response_header")
+    note(st, "add response header " .. name .. ": " .. value)
+end
+
+-- req:_client_in(set): the real client (text here) in the CIDR set, by C
+function Request._client_in(self, set)
+    local client = self.client
+    return C().mg_ffi_cidr_set_contains(set, client, #client)
+end
+
 -- mg_ffi_req_set_str on the C request: the phase and the value checked
 -- there, the new value kept in the model
 local function str_check(st, what, s)
