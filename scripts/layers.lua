@@ -12,12 +12,15 @@ return {
         "errlog", "wq", "uri", "trace", "http", "usage", "crypto", "shdict",
         "tls", "tls_client", "watch", "metrics", "lua_state", "admin", "admin_client", "buf",
         "header_names", "h1_response", "h1_writer",
-        "cidr", "proxy_protocol", "real_ip", "maglev", "cert_info",
+        "cidr", "proxy_protocol", "real_ip", "maglev", "cert_info", "sbuf",
+        -- the DNS stub resolver (wire format, a client on a given loop)
+        "dns",
         -- the balancers (balancer.h): pure picks over a target set
         "balancer", "balancer_rr", "balancer_least_conn", "balancer_hash",
         "balancer_p2c" } },
     { name = "config", files = { "config", "router" } },
-    { name = "generation", files = { "generation", "outlier" } },
+    -- a generation, its targets at run time (slots, views), outlier state
+    { name = "generation", files = { "generation", "outlier", "targets" } },
     { name = "request", files = { "request" } },
     { name = "core", files = {
         "hooks", "upgrade", "lua_route", "redis", "cache", "ffi_request",
@@ -33,5 +36,7 @@ return {
     -- u->client_lost
     { name = "client", files = { "http_client" } },
     { name = "protocol", files = { "http_conn" } },
-    { name = "process", files = { "worker", "control", "repl", "main" } },
+    -- discovery: the control thread's lookups and admin target changes,
+    -- published to the workers
+    { name = "process", files = { "worker", "discovery", "control", "repl", "main" } },
 }

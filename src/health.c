@@ -10,7 +10,6 @@
  * A TLS upstream is checked over TLS with its own settings (tls_client.h):
  * a certificate that fails verification fails the check.
  */
-#include <netdb.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +17,7 @@
 #include "errlog.h"
 #include "h1_response.h"
 #include "health.h"
+#include "targets.h"
 #include "tls_client.h"
 #include "worker.h"
 
@@ -44,7 +44,8 @@ typedef struct probe_s {
     char why[160];              /* a TLS failure's reason */
     mg_health_t *h;
     mg_gen_t *gen;              /* one reference */
-    size_t ui, ti;
+    size_t ui, ti;              /* upstream, slot (targets.h) ... */
+    uint32_t serial;            /* ... and the slot's filling it checks */
     int handles;                /* open libuv handles */
     int done;
     size_t len;
@@ -62,7 +63,10 @@ static void verdict(probe_t *p, int ok, const char *why)
         return;
     p->done = 1;
     const mg_upstream_t *u = &p->gen->cfg->upstreams[p->ui];
-    const mg_target_t *t = &u->targets[p->ti];
+    const mg_slot_t *sl = &p->gen->tsets[p->ui].slot[p->ti];
+    if (sl->serial != p->serial)
+        return; /* the slot holds another target now: not its verdict */
+    const mg_target_t *t = &sl->t;
     mg_target_health_t *st = &p->gen->health[p->ui][p->ti];
     int down = atomic_load(&st->down);
     st->in_flight = 0;
@@ -222,7 +226,7 @@ static void on_connect(uv_connect_t *c, int status)
     }
     const mg_upstream_t *u = &p->gen->cfg->upstreams[p->ui];
     if (u->tls) {
-        tls_start(p, u->tls, &u->targets[p->ti]);
+        tls_start(p, u->tls, &p->gen->tsets[p->ui].slot[p->ti].t);
         return;
     }
     uv_buf_t b = uv_buf_init(p->req, (unsigned)strlen(p->req));
@@ -232,27 +236,11 @@ static void on_connect(uv_connect_t *c, int status)
         finish(p, 0, "cannot send the health check");
 }
 
-/* The target's address. Names are looked up here, on the control thread
- * (a blocking lookup; the workers never wait for it). */
-static int target_addr(const mg_target_t *t, struct sockaddr_storage *sa)
-{
-    if (uv_ip4_addr(t->host, t->port, (struct sockaddr_in *)sa) == 0 ||
-        uv_ip6_addr(t->host, t->port, (struct sockaddr_in6 *)sa) == 0)
-        return 0;
-    struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res = NULL;
-    char port[8];
-    snprintf(port, sizeof(port), "%u", t->port);
-    if (getaddrinfo(t->host, port, &hints, &res) != 0 || !res)
-        return -1;
-    memcpy(sa, res->ai_addr, res->ai_addrlen);
-    freeaddrinfo(res);
-    return 0;
-}
-
 static void probe_start(mg_health_t *h, size_t ui, size_t ti)
 {
     const mg_upstream_t *u = &h->gen->cfg->upstreams[ui];
-    const mg_target_t *t = &u->targets[ti];
+    const mg_slot_t *sl = &h->gen->tsets[ui].slot[ti];
+    const mg_target_t *t = &sl->t;
     mg_target_health_t *st = &h->gen->health[ui][ti];
     probe_t *p = calloc(1, sizeof(*p));
     if (!p)
@@ -262,6 +250,7 @@ static void probe_start(mg_health_t *h, size_t ui, size_t ti)
     gen_hold(p->gen);
     p->ui = ui;
     p->ti = ti;
+    p->serial = sl->serial;
     st->in_flight = 1;
     h->probes++;
     p->next = h->list;
@@ -272,18 +261,13 @@ static void probe_start(mg_health_t *h, size_t ui, size_t ti)
     snprintf(p->req, sizeof(p->req),
              "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: moongate-health-check\r\n"
              "Connection: close\r\n\r\n",
-             u->health_path, t->name);
+             u->health_path, t->authority ? t->authority : t->name);
     uv_tcp_init(h->loop, &p->tcp);
     uv_timer_init(h->loop, &p->timer);
     p->tcp.data = p->timer.data = p->connect.data = p;
     p->handles = 2;
     uv_timer_start(&p->timer, on_timeout, u->health_timeout, 0);
-    struct sockaddr_storage sa;
-    if (target_addr(t, &sa) < 0) {
-        finish(p, 0, "cannot resolve the target's host");
-        return;
-    }
-    if (uv_tcp_connect(&p->connect, &p->tcp, (struct sockaddr *)&sa, on_connect) < 0)
+    if (uv_tcp_connect(&p->connect, &p->tcp, (const struct sockaddr *)&sl->addr, on_connect) < 0)
         finish(p, 0, "cannot connect");
 }
 
@@ -298,9 +282,11 @@ static void on_tick(uv_timer_t *t)
         const mg_upstream_t *u = &cfg->upstreams[ui];
         if (!u->health_path)
             continue;
-        for (size_t ti = 0; ti < u->ntargets; ti++) {
+        /* the targets of the published view (the control thread's own) */
+        const mg_tview_t *v = h->gen->tsets[ui].view;
+        for (size_t ti = 0; ti < v->n; ti++) {
             mg_target_health_t *st = &h->gen->health[ui][ti];
-            if (!st->in_flight && now >= st->next_at)
+            if (v->e[ti].serial && !st->in_flight && now >= st->next_at)
                 probe_start(h, ui, ti);
         }
     }
@@ -332,9 +318,11 @@ void mg_health_switch(mg_health_t *h, mg_gen_t *gen)
             const mg_upstream_t *ou = &old->upstreams[oi];
             if (strcmp(ou->name, u->name) != 0 || !ou->health_path || !u->health_path)
                 continue;
-            for (size_t ti = 0; ti < u->ntargets; ti++)
-                for (size_t oti = 0; oti < ou->ntargets; oti++) {
-                    if (strcmp(ou->targets[oti].name, u->targets[ti].name) != 0)
+            const mg_tview_t *v = gen->tsets[ui].view, *ov = h->gen->tsets[oi].view;
+            for (size_t ti = 0; ti < v->n; ti++)
+                for (size_t oti = 0; v->e[ti].serial && oti < ov->n; oti++) {
+                    if (!ov->e[oti].serial || strcmp(h->gen->tsets[oi].slot[oti].t.name,
+                                                     gen->tsets[ui].slot[ti].t.name) != 0)
                         continue;
                     mg_target_health_t *from = &h->gen->health[oi][oti];
                     mg_target_health_t *to = &gen->health[ui][ti];

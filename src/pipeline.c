@@ -427,6 +427,8 @@ void mg_pipeline_free(mg_request_t *r)
         w->upstream->detach(r->up, 0);
         r->up = NULL;
     }
+    if (r->tpool)
+        w->upstream->release(r);
     if (r->retry)
         mg_retry_end(r);
     mg_hooks_release(r);
