@@ -324,8 +324,9 @@ Upstream.__index = Upstream
 local function spawn_upstream(opts)
     local port = opts.port or _M.free_port()
     local name = opts.name or "up"
-    local cmd = fmt("exec %s -u %s --port %d --name %s --delay %g", shq(python_bin()),
-        shq(_M.UPSTREAM_PY), port, shq(name), opts.delay or 0)
+    local host = opts.host or "127.0.0.1"
+    local cmd = fmt("exec %s -u %s --host %s --port %d --name %s --delay %g", shq(python_bin()),
+        shq(_M.UPSTREAM_PY), host, port, shq(name), opts.delay or 0)
     if opts.ids then cmd = cmd .. " --ids " .. shq(opts.ids) end
     local control
     if opts.tls then -- HTTPS: { cert =, key =, client_ca = }; stats on a plain port
@@ -338,7 +339,7 @@ local function spawn_upstream(opts)
     end
     local p = spawn(cmd, "upstream-" .. name)
     setmetatable(p, Upstream)
-    p.port, p.name, p.addr = port, name, "127.0.0.1:" .. port
+    p.port, p.name, p.host, p.addr = port, name, host, host .. ":" .. port
     p.control_port = control
     return p
 end
@@ -355,7 +356,8 @@ local function wait_ready(p)
     error(fmt("upstream %s did not start on port %d:\n%s", p.name, p.port, log), 3)
 end
 
--- opts: name, port, delay (seconds before every answer), tls ({ cert =, key =, client_ca = }: HTTPS, see
+-- opts: name, port, host (an address of lo, 127.0.0.1 by default), delay
+-- (seconds before every answer), tls ({ cert =, key =, client_ca = }: HTTPS, see
 -- upstream.py). Returns { port, pid, addr = "127.0.0.1:PORT", name,
 -- stop(), stats() } once the server is ready.
 function _M.start_upstream(opts)
@@ -1051,7 +1053,7 @@ end
 -- send the latter without a preflight (README, "Admin API").
 function _M.admin_headers(port, method, path)
     local hdrs = { Host = "127.0.0.1:" .. port }
-    if method == "POST" or method == "DELETE" then
+    if method == "POST" or method == "PUT" or method == "DELETE" then
         hdrs["Content-Type"] = (path or ""):match("^/repl") and "text/x-lua"
             or "application/json"
     end
@@ -1067,7 +1069,7 @@ function _M.admin(port, req)
     local r2 = {}
     for k, v in pairs(req) do r2[k] = v end
     r2.headers = hdrs
-    if (req.method == "POST" or req.method == "DELETE") and not r2.body then
+    if (req.method == "POST" or req.method == "PUT" or req.method == "DELETE") and not r2.body then
         r2.body = ""
     end
     return _M.http(port, r2)
