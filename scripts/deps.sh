@@ -7,7 +7,8 @@
 # clang and libclang-rt-14-dev: the libFuzzer targets, spec/fuzz; haproxy and
 # nginx: the proxies in front of the gateway in spec/integration/real_ip_spec.lua, and
 # an HTTPS upstream in spec/integration/upstream_tls_spec.lua; prometheus: promtool and a
-# prometheus server, which check /metrics in spec/integration/metrics_spec.lua.)
+# prometheus server, which check /metrics in spec/integration/metrics_spec.lua;
+# dnsmasq-base: the DNS server (/usr/sbin/dnsmasq) of spec/integration/discovery_spec.lua.)
 set -euo pipefail
 if [ $# -gt 0 ]; then
     pkgs=("$@") # another list (scripts/bench/deps.sh)
@@ -15,7 +16,8 @@ else
     pkgs=(build-essential pkg-config libluajit2-5.1-dev luajit2 libuv1-dev node-llhttp
           libssl-dev libcrypt-dev lua-cjson lua-busted lua-socket libhiredis-dev redis-server
           libedit-dev python3 curl openssl ca-certificates luarocks liblua5.1-0-dev
-          dpkg-dev lintian systemd strace clang libclang-rt-14-dev haproxy nginx prometheus)
+          dpkg-dev lintian systemd strace clang libclang-rt-14-dev haproxy nginx prometheus
+          dnsmasq-base)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

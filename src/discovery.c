@@ -1445,23 +1445,22 @@ void mg_discovery_metrics(mg_discovery_t *d, mg_sbuf_t *b)
                 mg_sb_printf(b, "moongate_dns_lookups_total{name=\"%s\",result=\"%s\"} %llu\n",
                              nm, result_names[r], (unsigned long long)n->counts[r]);
             }
-        mg_sb_printf(b, "# HELP moongate_dns_addresses Addresses (SRV: records) a target "
-                        "name has now.\n# TYPE moongate_dns_addresses gauge\n");
-        for (const name_t *n = d->names; n; n = n->next)
-            if (n->used) {
-                char nm[MG_DNS_NAME_MAX * 2];
-                mg_metrics_escape_label(nm, sizeof(nm), n->name);
-                mg_sb_printf(b, "moongate_dns_addresses{name=\"%s\"} %zu\n", nm,
-                             name_addresses(n));
-            }
-        mg_sb_printf(b, "# HELP moongate_dns_failing 1 while a target name's lookups fail "
-                        "(its last answer is kept).\n# TYPE moongate_dns_failing gauge\n");
-        for (const name_t *n = d->names; n; n = n->next)
-            if (n->used) {
-                char nm[MG_DNS_NAME_MAX * 2];
-                mg_metrics_escape_label(nm, sizeof(nm), n->name);
-                mg_sb_printf(b, "moongate_dns_failing{name=\"%s\"} %d\n", nm, n->failing);
-            }
+        static const char *const gauges[2][2] = {
+            { "moongate_dns_addresses", "Addresses (SRV: records) a target name has now." },
+            { "moongate_dns_failing", "1 while a target name's lookups fail (its last answer "
+                                      "is kept)." },
+        };
+        for (int g = 0; g < 2; g++) {
+            mg_sb_printf(b, "# HELP %s %s\n# TYPE %s gauge\n", gauges[g][0], gauges[g][1],
+                         gauges[g][0]);
+            for (const name_t *n = d->names; n; n = n->next)
+                if (n->used) {
+                    char nm[MG_DNS_NAME_MAX * 2];
+                    mg_metrics_escape_label(nm, sizeof(nm), n->name);
+                    mg_sb_printf(b, "%s{name=\"%s\"} %zu\n", gauges[g][0], nm,
+                                 g == 0 ? name_addresses(n) : (size_t)n->failing);
+                }
+        }
     }
     if (!d->gen)
         return;

@@ -1605,11 +1605,8 @@ void mg_proxy_start(mg_request_t *r)
     connect_target(r, ti);
 }
 
-static void proxy_release(mg_request_t *r) { mg_pool_use(r, NULL); }
-
 const mg_upstream_ops_t mg_proxy_ops = {
     .start = mg_proxy_start,
     .hook_resumed = mg_proxy_hook_resumed,
     .detach = mg_proxy_detach,
-    .release = proxy_release,
 };

@@ -110,8 +110,6 @@ typedef struct mg_upstream_ops_s {
     void (*hook_resumed)(mg_upconn_t *u, int result);
     /* The request lets go of u (reusable: back into its pool). */
     void (*detach)(mg_upconn_t *u, int reusable);
-    /* The request ends: it no longer uses its target (r->tpool). */
-    void (*release)(mg_request_t *r);
 } mg_upstream_ops_t;
 extern const mg_upstream_ops_t mg_proxy_ops;
 

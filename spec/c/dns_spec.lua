@@ -270,12 +270,17 @@ describe("dns: servers and the hosts file", function()
         end
     end)
 
-    it("take resolv.conf's first usable nameserver", function()
+    local function file_of(text)
         local path = os.tmpname()
         local f = assert(io.open(path, "w"))
-        f:write("# comment\nsearch example\nnameserver fe80::1%eth0\nnameserver 10.9.8.7\n" ..
-                "nameserver 10.9.8.8\n")
+        f:write(text)
         f:close()
+        return path
+    end
+
+    it("take resolv.conf's first usable nameserver", function()
+        local path = file_of("# comment\nsearch example\nnameserver fe80::1%eth0\n" ..
+                             "nameserver 10.9.8.7\nnameserver 10.9.8.8\n")
         assert.equal(0, lib.mg_dns_system_server(path, ss))
         assert.equal("10.9.8.7:53", where())
         os.remove(path)
@@ -283,11 +288,8 @@ describe("dns: servers and the hosts file", function()
     end)
 
     it("look names up in a hosts file, every address in order, case-insensitive", function()
-        local path = os.tmpname()
-        local f = assert(io.open(path, "w"))
-        f:write("127.0.0.1 localhost\n# 10.0.0.9 svc\n10.0.0.1 other svc.local # note\n" ..
-                "::1 svc.local\n10.0.0.2\tSVC.local\n")
-        f:close()
+        local path = file_of("127.0.0.1 localhost\n# 10.0.0.9 svc\n10.0.0.1 other svc.local " ..
+                             "# note\n::1 svc.local\n10.0.0.2\tSVC.local\n")
         local out = ffi.new("struct sockaddr_storage[4]")
         assert.equal(3, tonumber(lib.mg_dns_hosts_lookup(path, "svc.LOCAL", 8080, out, 4)))
         ffi.copy(ss, out[0], ffi.sizeof(ss))

@@ -27,22 +27,7 @@ local function upstreams(admin)
     return cjson.decode(res.body)
 end
 
-local function targets_of(admin, name)
-    for _, u in ipairs(upstreams(admin).upstreams) do
-        if u.name == name then
-            local out = {}
-            for _, t in ipairs(u.targets) do out[t.target] = t end
-            return out, u
-        end
-    end
-end
-
-local function sorted_keys(t)
-    local out = {}
-    for k in pairs(t) do out[#out + 1] = k end
-    table.sort(out)
-    return out
-end
+local targets_of, sorted_keys = h.upstream_targets, h.sorted_keys
 
 local function log_count(gw, text)
     return select(2, gw:log():gsub(text:gsub("%p", "%%%0"), ""))
@@ -95,7 +80,8 @@ gw.upstream("svc", { "api.test:%d" }, { outlier = { consecutive_5xx = 100 } })]]
         local wait = h.load_start { ports = { gw.port }, paths = { "/x" }, rate = RATE,
                                     duration = duration, conns = 20, timeline = true,
                                     count_header = "x-upstream-name", timeout = 10 }
-        h.sleep(2)
+        h.eventually(10, function() return ups["3"]:stats().requests > 0 end, "the load starts")
+        h.sleep(1)
         local mid = targets_of(admin, "svc")["127.0.0.3:" .. port].outlier.attempts
         -- 127.0.0.2 goes, 127.0.0.4 comes, 127.0.0.3 stays
         local changed_at = dns:set_hosts { ["api.test"] = { "127.0.0.3", "127.0.0.4" } }
@@ -184,7 +170,7 @@ gw.upstream("svc", { "srv://_http._tcp.svc.test" }, { retries = { attempts = 3 }
 gw.upstream("svc", { "api.test:%d" })]]):format(port))
         local wait = h.load_start { ports = { gw.port }, paths = { "/x" }, rate = RATE,
                                     duration = 5, conns = 10, count_header = "x-upstream-name" }
-        h.sleep(1)
+        h.eventually(10, function() return u2:stats().requests > 0 end, "the load starts")
         dns:kill()
         -- lookups fail (each try 0.2 s, 2 tries, again after 0.5 s)
         h.eventually(5, function()

@@ -396,7 +396,7 @@ end
 -- {requests=, connections=, bad=, last={...}} asked directly (not through
 -- the gateway); control requests are not counted
 function Upstream:stats()
-    local res = _M.http(self.control_port or self.port, { path = "/__stats" })
+    local res = _M.http(self.control_port or self.port, { path = "/__stats", host_addr = self.host })
     return _M.json(res.body)
 end
 
@@ -1008,10 +1008,11 @@ function _M.request_text(req)
 end
 
 -- One request on a new connection (Connection: close unless the request
--- says otherwise); returns res, raises if no response arrives.
+-- says otherwise) to 127.0.0.1:port (req.host_addr: another address);
+-- returns res, raises if no response arrives.
 function _M.http(port, req)
     req = req or {}
-    local c = _M.connect(port, { timeout = req.timeout })
+    local c = _M.connect(port, { timeout = req.timeout, host = req.host_addr })
     local headers = req.headers or {}
     local has_conn = false
     if headers[1] then
@@ -1073,6 +1074,29 @@ function _M.admin(port, req)
         r2.body = ""
     end
     return _M.http(port, r2)
+end
+
+-- GET /upstreams on the admin API at port: upstream `name`'s targets as
+-- { ["10.0.0.1:80"] = target }, and the upstream itself (docs/discovery.md).
+function _M.upstream_targets(port, name)
+    local res = _M.admin(port, { path = "/upstreams" })
+    assert(res.status == 200, "GET /upstreams: " .. res.status)
+    for _, u in ipairs(_M.json(res.body).upstreams) do
+        if u.name == name then
+            local out = {}
+            for _, t in ipairs(u.targets) do out[t.target] = t end
+            return out, u
+        end
+    end
+    error("no upstream " .. name .. " in /upstreams", 2)
+end
+
+-- The keys of t, sorted.
+function _M.sorted_keys(t)
+    local out = {}
+    for k in pairs(t) do out[#out + 1] = k end
+    table.sort(out)
+    return out
 end
 
 -- Same as http() but on an existing connection (keep-alive).
