@@ -432,6 +432,7 @@ static void wake(mg_hook_co_t *hc, int nargs)
     /* the answer a hook gives may end r (and close its connection) */
     const mg_proto_t *p = r ? r->proto : NULL;
     void *conn = r ? r->conn : NULL;
+    uint32_t serial = r ? r->serial : 0;
     int code = co_resume(hc, nargs);
     if (!r) {
         /* detached: an on_log hook still running after its request */
@@ -446,7 +447,7 @@ static void wake(mg_hook_co_t *hc, int nargs)
     }
     int phase = r->hook_phase;
     code = settle(r, hc, code);
-    if (code == MG_HOOK_WAIT || p->current(conn) != r)
+    if (code == MG_HOOK_WAIT || !mg_request_still(r, serial, p, conn))
         return;
     r->pipe->hook_resumed(r, phase, code);
 }

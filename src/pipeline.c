@@ -163,10 +163,11 @@ static int run_phase(mg_request_t *r, int phase)
 {
     const mg_proto_t *p = r->proto;
     void *conn = r->conn;
+    uint32_t serial = r->serial;
     int rc = mg_hooks_run(r, phase);
     if (rc == MG_HOOK_DONE)
         return 0;
-    if (rc == MG_HOOK_ERROR && p->current(conn) == r)
+    if (rc == MG_HOOK_ERROR && mg_request_still(r, serial, p, conn))
         mg_request_respond_error(r, 500, "hook error");
     return 1;
 }

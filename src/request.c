@@ -80,6 +80,7 @@ mg_request_t *mg_request_new(mg_worker_t *w)
     r->scratch = scratch;
     r->scratch_cap = cap;
     r->slot = slot;
+    r->serial = ++w->request_serial;
     r->g = mg_wgen_hold(w->g);
     r->w = w;
     r->target = -1;

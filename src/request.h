@@ -175,6 +175,9 @@ struct mg_request_s {
     char *const *data;         /* the buffer its spans point into */
     const mg_pipe_t *pipe;     /* set by the pipeline */
     mg_worker_t *w;
+    uint32_t serial;           /* which request this struct holds now: the
+                                  struct is reused, so a pointer kept across
+                                  a wait cannot tell on its own (mg_request_still) */
     mg_req_state_t state;
     uint64_t start_ns;         /* uv_hrtime() at the first byte */
     uint64_t upstream_start_ns;
@@ -284,6 +287,15 @@ struct mg_request_s {
     mg_edit_t res_edits[MG_MAX_EDITS];
     char arena[MG_ARENA_INLINE];
 };
+
+/* Is r still the request it was when `serial` was read from it, and still
+ * the current request of its connection? A hook's answer or an error can end
+ * r, and its connection may then start the next request in the same struct. */
+static inline int mg_request_still(const mg_request_t *r, uint32_t serial,
+                                   const mg_proto_t *p, void *conn)
+{
+    return r->serial == serial && p->current(conn) == r;
+}
 
 /* The request's real client address (text): the one its trusted headers
  * name, else its connection's client. */

@@ -61,6 +61,7 @@ struct mg_worker_s {
     size_t nconns;
     mg_request_t *free_requests;
     uint32_t nrequests;         /* request structs ever made (slots) */
+    uint32_t request_serial;    /* requests ever begun (mg_request_t.serial) */
     mg_bufs_t bufs;             /* read buffers to reuse (buf.h) */
     void (*conn_closed)(mg_worker_t *w); /* a client connection closed: set
                                             by worker.c, called by the protocol */

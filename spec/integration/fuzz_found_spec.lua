@@ -99,4 +99,31 @@ return n]]
         assert.equal("moongate; fwd=uri-miss; stored", res.headers["cache-status"])
         assert.equal("up", res.headers["x-seen"])
     end)
+
+    -- spec/fuzz/corpus/http_conn/body-hook-answer-pipelined
+    it("a policy that waited for the body and answered leaves the next pipelined request alone",
+       function()
+        local gw = h.start_gateway([[
+local gw = require "moongate"
+gw.listen { port = {{PORT}}, host = "127.0.0.1" }
+gw.route { path = "/echo", handler = function() return 204 end, policies = {
+    function(req) return gw.respond(200, { len = #req:body() }) end,
+} }
+gw.route { path = "/hello", handler = function() return 200, "hello\n" end }
+]], { workers = 1 })
+        local c = h.connect(gw.port)
+        -- the body and the start of the next request in one write: the body
+        -- wakes the policy after the next request's struct was reused
+        c:send("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc" ..
+               "GET /hello HTTP/1.1\r\nHo")
+        local first = c:read_response()
+        assert.equal(200, first.status)
+        assert.equal(3, h.json(first.body).len)
+        c:send("st: a\r\n\r\n")
+        local second = c:read_response()
+        assert.equal(200, second.status)
+        assert.equal("hello\n", second.body)
+        c:close()
+        gw:assert_alive()
+    end)
 end)
