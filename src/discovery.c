@@ -24,7 +24,10 @@
 #include "targets.h"
 #include "worker.h"
 
-enum { RES_OK, RES_NODATA, RES_NXDOMAIN, RES_SERVFAIL, RES_REFUSED, RES_TIMEOUT, RES_ERROR, NRESULTS };
+enum {
+    RES_OK, RES_NODATA, RES_NXDOMAIN, RES_SERVFAIL, RES_REFUSED, RES_TIMEOUT, RES_ERROR,
+    NRESULTS
+};
 static const char *const result_names[NRESULTS] = { "ok",      "nodata",  "nxdomain", "servfail",
                                                     "refused", "timeout", "error" };
 
@@ -975,8 +978,8 @@ static int parse_body(const char *text, size_t len, body_t *b, char *why, size_t
             double lo = wr ? wr->min : 1, hi = wr ? wr->max : INT32_MAX;
             if (t->type != MG_JSON_NUMBER || t->num != (double)(long)t->num || t->num < lo ||
                 t->num > hi) {
-                snprintf(why, cap, "\"weight\" %s", wr && wr->expected ? wr->expected
-                                                                        : "must be an integer >= 1");
+                snprintf(why, cap, "\"weight\" %s",
+                         wr && wr->expected ? wr->expected : "must be an integer >= 1");
                 rc = -1;
             } else {
                 b->weight = (long)t->num;
@@ -1353,7 +1356,8 @@ int mg_discovery_admin(mg_discovery_t *d, const char *method, const char *path, 
                                                 "/upstreams/NAME/targets/TARGET");
         return fail(405, why, out, len);
     }
-    return post ? admin_add(d, ui, &b, out, len) : admin_change(d, ui, method, target, &b, out, len);
+    return post ? admin_add(d, ui, &b, out, len)
+                : admin_change(d, ui, method, target, &b, out, len);
 }
 
 /* ---- status and metrics ------------------------------------------------------------------ */

@@ -208,13 +208,13 @@ int mg_dns_parse(const uint8_t *msg, size_t len, uint16_t id, const char *name, 
         size_t p = answers;
         for (uint16_t i = 0; i < an; i++) {
             if (read_rr(msg, len, &p, &rr, owner) < 0)
-                return 0; /* out->status stays EFORMAT */
+                goto malformed;
             if (rr.type != MG_DNS_CNAME || rr.class_ != CLASS_IN || !same_name(owner, cur))
                 continue;
             size_t r = rr.rdata;
             char target[MG_DNS_NAME_MAX];
             if (read_name(msg, rr.rdata + rr.rdlen, &r, target) < 0 || r != rr.rdata + rr.rdlen)
-                return 0;
+                goto malformed;
             snprintf(cur, sizeof(cur), "%s", target);
             if (rr.ttl < chain_ttl)
                 chain_ttl = rr.ttl;
@@ -224,12 +224,12 @@ int mg_dns_parse(const uint8_t *msg, size_t len, uint16_t id, const char *name, 
         if (!moved)
             break;
         if (hop == MAX_CNAME_HOPS)
-            return 0; /* a longer chain (or a loop) */
+            goto malformed; /* a longer chain (or a loop) */
     }
     size_t p = answers;
     for (uint16_t i = 0; i < an; i++) {
         if (read_rr(msg, len, &p, &rr, owner) < 0)
-            return 0;
+            goto malformed;
         if (rr.type != qtype || rr.class_ != CLASS_IN || !same_name(owner, cur))
             continue;
         if (out->n == MG_DNS_MAX_RECORDS)
@@ -241,18 +241,18 @@ int mg_dns_parse(const uint8_t *msg, size_t len, uint16_t id, const char *name, 
         if (qtype == MG_DNS_A || qtype == MG_DNS_AAAA) {
             size_t want = qtype == MG_DNS_A ? 4 : 16;
             if (rr.rdlen != want)
-                return 0;
+                goto malformed;
             memcpy(o->addr, msg + rr.rdata, want);
         } else if (qtype == MG_DNS_SRV) {
             if (rr.rdlen < 7)
-                return 0;
+                goto malformed;
             o->priority = get16(msg + rr.rdata);
             o->weight = get16(msg + rr.rdata + 2);
             o->port = get16(msg + rr.rdata + 4);
             size_t r = rr.rdata + 6;
             if (read_name(msg, rr.rdata + rr.rdlen, &r, o->target) < 0 ||
                 r != rr.rdata + rr.rdlen)
-                return 0;
+                goto malformed;
             if (o->target[0] == '\0')
                 continue; /* "." : the service is decidedly not offered */
         } else {
@@ -264,7 +264,7 @@ int mg_dns_parse(const uint8_t *msg, size_t len, uint16_t id, const char *name, 
      * (RFC 2308 5) */
     for (uint16_t i = 0; i < ns; i++) {
         if (read_rr(msg, len, &p, &rr, owner) < 0)
-            return 0;
+            goto malformed;
         if (rr.type == 6 && rr.rdlen >= 22) {
             uint32_t min = get32(msg + rr.rdata + rr.rdlen - 4);
             out->ttl = min < rr.ttl ? min : rr.ttl;
@@ -273,7 +273,7 @@ int mg_dns_parse(const uint8_t *msg, size_t len, uint16_t id, const char *name, 
     /* the additional section: SRV targets' addresses */
     for (uint16_t i = 0; i < ar; i++) {
         if (read_rr(msg, len, &p, &rr, owner) < 0)
-            return 0;
+            goto malformed;
         if (qtype != MG_DNS_SRV || rr.class_ != CLASS_IN || out->nextra == MG_DNS_MAX_RECORDS)
             continue;
         if (!((rr.type == MG_DNS_A && rr.rdlen == 4) || (rr.type == MG_DNS_AAAA && rr.rdlen == 16)))
@@ -287,6 +287,12 @@ int mg_dns_parse(const uint8_t *msg, size_t len, uint16_t id, const char *name, 
     out->status = status;
     if (status != MG_DNS_OK)
         out->n = out->nextra = 0;
+    return 0;
+
+malformed:
+    /* the answer to our question, but not one to use: nothing of it */
+    out->status = MG_DNS_EFORMAT;
+    out->n = out->nextra = 0;
     return 0;
 }
 

@@ -74,15 +74,14 @@ static int sync_one(mg_wgen_t *g, size_t ui, mg_tview_t *v)
                 p->down_until = 0;
                 lb->cw[s] = 0;
             }
-            p->gone = 0;
-            p->draining = e->draining;
+            p->state = e->draining ? MG_POOL_DRAINING : MG_POOL_LIVE;
             lb->weight[s] = e->weight;
         } else {
-            p->gone = 1;
+            p->state = MG_POOL_GONE;
             lb->weight[s] = 0;
             lb->cw[s] = 0;
         }
-        if (p->gone || p->draining)
+        if (p->state != MG_POOL_LIVE)
             close_idle(g, p);
     }
     lb->n = v->n;
@@ -170,7 +169,7 @@ void mg_pools_adopt(mg_wgen_t *g, mg_wgen_t *old)
             mg_pool_t *op = ort->pools[t];
             if (!op)
                 continue;
-            mg_pool_t *np = op->gone ? NULL : successor_of(g, op);
+            mg_pool_t *np = op->state == MG_POOL_GONE ? NULL : successor_of(g, op);
             op->successor = np;
             if (!np) {
                 /* the target is gone: drain, do not cut (in-use ones finish) */
@@ -222,16 +221,6 @@ void mg_pools_free(mg_wgen_t *g)
     g->ups = NULL;
 }
 
-void mg_pool_move(mg_upconn_t *u, mg_pool_t *np)
-{
-    if (u->pool == np)
-        return;
-    if (u->pool)
-        atomic_fetch_sub_explicit(&u->pool->nconns, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&np->nconns, 1, memory_order_relaxed);
-    u->pool = np;
-}
-
 void mg_pool_closing(mg_upconn_t *u)
 {
     if (u->pool && atomic_load_explicit(&u->pool->nconns, memory_order_relaxed))
@@ -258,7 +247,7 @@ void mg_pool_put_idle(mg_pool_t *p, mg_upconn_t *u)
         p = p->successor;
     mg_pool_move(u, p);
     /* a target that left or drains keeps no idle connection */
-    if (p->nidle >= p->u->keepalive || p->w->stopping || p->gone || p->draining)
+    if (p->nidle >= p->u->keepalive || p->w->stopping || p->state != MG_POOL_LIVE)
         return;
     mg_list_push(&p->idle, &u->link);
     p->nidle++;

@@ -7,6 +7,7 @@
 #ifndef MG_UPSTREAM_H
 #define MG_UPSTREAM_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <uv.h>
 #include "balancer.h"
@@ -61,6 +62,9 @@ struct mg_upconn_s {
 
 #define MG_UP_MAX_HEADERS 128
 
+/* mg_pool_t.state: draining and gone pools keep no idle connection */
+enum { MG_POOL_LIVE = 0, MG_POOL_DRAINING = 1, MG_POOL_GONE = 2 };
+
 /* Keep-alive pool and health of one target (one slot, targets.h) of one
  * upstream, per worker and generation; made when its slot first appears
  * in the worker's view, freed with the worker's generation. After a reload
@@ -80,8 +84,8 @@ struct mg_pool_s {
     int fails;                  /* failed attempts in a row (max_fails) */
     int index;                  /* its slot in the upstream */
     uint32_t serial;            /* the slot's filling it serves (targets.h) */
-    uint8_t gone;               /* its target left the worker's view */
-    uint8_t draining;           /* ... or drains: no new requests, no idle kept */
+    uint8_t state;              /* MG_POOL_*: its target is in the worker's view
+                                   and live, drains, or left it */
     _Atomic uint32_t nconns;    /* its open connections, idle or in use, and */
     _Atomic uint32_t users;     /* requests whose target it is (the worker
                                    writes both, the control thread reads) */
@@ -219,8 +223,17 @@ static inline void mg_pool_use(mg_request_t *r, mg_pool_t *p)
     r->tpool = p;
 }
 
-/* u moves to pool np (a successor after a reload), counts and all. */
-void mg_pool_move(mg_upconn_t *u, mg_pool_t *np);
+/* u moves to pool np (a new one, a successor after a reload), counts
+ * and all. */
+static inline void mg_pool_move(mg_upconn_t *u, mg_pool_t *np)
+{
+    if (u->pool == np)
+        return;
+    if (u->pool)
+        atomic_fetch_sub_explicit(&u->pool->nconns, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&np->nconns, 1, memory_order_relaxed);
+    u->pool = np;
+}
 /* u is closing: its pool's count of connections goes down. */
 void mg_pool_closing(mg_upconn_t *u);
 mg_upconn_t *mg_pool_take_idle(mg_pool_t *p);

@@ -235,6 +235,14 @@ describe("dns: answers", function()
             TO_QUESTION .. u16(A) .. u16(1) .. u32(1) .. u16(40) .. "\1\2\3\4"
         assert.equal(0, parse(cut, 2, "a.example", A))
         assert.equal(EFORMAT, ans.status)
+        -- a good record, then a bad one: nothing of the answer is kept
+        -- (found by the fuzz target: corpus/dns/srv-bad-second-record)
+        local srv = header(2, 0x8180, 1, 2, 0, 0) .. question("_http._tcp.a.example", SRV) ..
+            rr(TO_QUESTION, SRV, 1, u16(1) .. u16(1) .. u16(80) .. wire("api.example")) ..
+            rr(TO_QUESTION, SRV, 1, u16(1) .. u16(1) .. u16(80) .. "\5short")
+        assert.equal(0, parse(srv, 2, "_http._tcp.a.example", SRV))
+        assert.equal(EFORMAT, ans.status)
+        assert.equal(0, tonumber(ans.n))
     end)
 
     it("keep at most 64 records", function()

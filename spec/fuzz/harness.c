@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include "metrics.h"
 #include "shdict.h"
+#include "targets.h"
 #include "worker.h"
 
 mg_fuzz_out_t mg_fuzz_client_out, mg_fuzz_upstream_out;
