@@ -111,6 +111,7 @@ struct mg_discovery_s {
     mg_dns_settings_t dns;
     name_t *names;
     changes_t *changes;
+    mg_dns_hosts_memo_t hosts;  /* /etc/hosts, read once per load */
     uv_timer_t timer;
     int timer_open;
     int stopping;
@@ -282,7 +283,7 @@ static void expand(mg_discovery_t *d, set_t *s, const mg_target_t *t, int source
 {
     mg_tdesc_t one = { .name = t->name, .host = t->host, .port = t->port, .weight = t->weight,
                        .source = (uint8_t)source };
-    if (mg_target_static_addr(t, &one.addr)) {
+    if (mg_target_static_addr(t, &d->hosts, &one.addr)) {
         set_add(s, &one);
         return;
     }
@@ -314,7 +315,7 @@ static void expand(mg_discovery_t *d, set_t *s, const mg_target_t *t, int source
         mg_tdesc_t fixed = { .host = host, .authority = authority, .from = t->name,
                              .port = rec->port, .weight = w, .priority = rec->prio,
                              .source = (uint8_t)src };
-        if (mg_target_static_addr(&tt, &fixed.addr)) {
+        if (mg_target_static_addr(&tt, &d->hosts, &fixed.addr)) {
             fixed.name = authority;
             set_add(s, &fixed);
             continue;
@@ -691,7 +692,7 @@ static void schedule(mg_discovery_t *d)
 static void need(mg_discovery_t *d, const mg_target_t *t)
 {
     struct sockaddr_storage ss;
-    if (mg_target_static_addr(t, &ss))
+    if (mg_target_static_addr(t, &d->hosts, &ss))
         return;
     name_t *n = name_get(d, t->host, t->srv);
     if (!n)
@@ -862,6 +863,7 @@ int mg_discovery_load(mg_discovery_t *d, mg_gen_t *gen)
     d->conf.timeout = d->dns.timeout;
     d->conf.attempts = d->dns.attempts;
     drop_stale_changes(d, gen);
+    mg_dns_hosts_forget(&d->hosts); /* read the hosts file again */
     d->loading = gen;
     mark_names(d, gen);
     resolve_unknown(d, gen);
@@ -907,6 +909,7 @@ void mg_discovery_stop(mg_discovery_t *d)
     }
     mg_gen_release(d->gen);
     d->gen = NULL;
+    mg_dns_hosts_forget(&d->hosts);
     d->timer_open = 0;
     uv_close((uv_handle_t *)&d->timer, on_timer_closed);
 }
@@ -1192,7 +1195,7 @@ static int admin_add(mg_discovery_t *d, size_t ui, const body_t *b, char **out, 
     struct sockaddr_storage ss;
     int pending = 0;
     mg_target_t probe = { .host = pt.host, .port = pt.port, .srv = pt.scheme == MG_TARGET_SRV };
-    if (!mg_target_static_addr(&probe, &ss)) {
+    if (!mg_target_static_addr(&probe, &d->hosts, &ss)) {
         mark_names(d, d->gen);
         name_t *n = name_find(d, pt.host, probe.srv);
         if (n && !name_known(n) && !n->pending)
@@ -1390,7 +1393,7 @@ void mg_discovery_upstream_json(mg_discovery_t *d, size_t ui, mg_sbuf_t *b)
     struct sockaddr_storage ss;
     for (size_t i = 0; i < u->ntargets + (c ? c->nadded : 0); i++) {
         const mg_target_t *t = i < u->ntargets ? &u->targets[i] : &c->added[i - u->ntargets];
-        if (mg_target_static_addr(t, &ss))
+        if (mg_target_static_addr(t, &d->hosts, &ss))
             continue;
         const name_t *n = name_find(d, t->host, t->srv);
         if (!n)

@@ -592,3 +592,56 @@ size_t mg_dns_hosts_lookup(const char *path, const char *name, uint16_t port,
     fclose(f);
     return n;
 }
+
+struct mg_dns_hosts_seen_s {
+    char *name;
+    int found;
+    struct sockaddr_storage addr; /* port 0 */
+};
+
+static void set_port(struct sockaddr_storage *ss, uint16_t port)
+{
+    if (ss->ss_family == AF_INET)
+        ((struct sockaddr_in *)ss)->sin_port = htons(port);
+    else if (ss->ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)ss)->sin6_port = htons(port);
+}
+
+int mg_dns_hosts_first(mg_dns_hosts_memo_t *memo, const char *name, uint16_t port,
+                       struct sockaddr_storage *out)
+{
+    for (size_t i = 0; memo && i < memo->n; i++) {
+        if (strcasecmp(memo->seen[i].name, name) != 0)
+            continue;
+        *out = memo->seen[i].addr;
+        set_port(out, port);
+        return memo->seen[i].found;
+    }
+    int found = mg_dns_hosts_lookup(NULL, name, port, out, 1) == 1;
+    if (!memo)
+        return found;
+    if (memo->n == memo->cap) {
+        size_t cap = memo->cap ? memo->cap * 2 : 8;
+        struct mg_dns_hosts_seen_s *p = realloc(memo->seen, cap * sizeof(*p));
+        if (!p)
+            return found; /* not remembered: read again next time */
+        memo->seen = p;
+        memo->cap = cap;
+    }
+    struct mg_dns_hosts_seen_s *e = &memo->seen[memo->n];
+    if (!(e->name = strdup(name)))
+        return found;
+    e->found = found;
+    e->addr = *out;
+    memo->n++;
+    return found;
+}
+
+void mg_dns_hosts_forget(mg_dns_hosts_memo_t *memo)
+{
+    for (size_t i = 0; i < memo->n; i++)
+        free(memo->seen[i].name);
+    free(memo->seen);
+    memo->seen = NULL;
+    memo->n = memo->cap = 0;
+}

@@ -137,4 +137,15 @@ int mg_dns_server_check(const char *s, size_t len, char *out, size_t cap);
 size_t mg_dns_hosts_lookup(const char *path, const char *name, uint16_t port,
                            struct sockaddr_storage *out, size_t max);
 
+/* The first address /etc/hosts gives `name` (with `port`), remembered in
+ * memo so that the file is read once per name until mg_dns_hosts_forget
+ * (memo NULL: read it now). 1 with *out, or 0. One thread's memo. */
+typedef struct mg_dns_hosts_memo_s {
+    struct mg_dns_hosts_seen_s *seen;
+    size_t n, cap;
+} mg_dns_hosts_memo_t;
+int mg_dns_hosts_first(mg_dns_hosts_memo_t *memo, const char *name, uint16_t port,
+                       struct sockaddr_storage *out);
+void mg_dns_hosts_forget(mg_dns_hosts_memo_t *memo);
+
 #endif

@@ -304,7 +304,8 @@ int mg_tset_publish(mg_gen_t *g, size_t ui, const mg_tdesc_t *want, size_t n,
 /* The declared target's address when it needs no DNS: numeric, or the
  * first address /etc/hosts lists for the name (as the system's resolver
  * would answer from it). 1 with *out, 0 when it is a name for DNS. */
-int mg_target_static_addr(const mg_target_t *t, struct sockaddr_storage *out)
+int mg_target_static_addr(const mg_target_t *t, mg_dns_hosts_memo_t *memo,
+                          struct sockaddr_storage *out)
 {
     memset(out, 0, sizeof(*out));
     if (t->srv)
@@ -312,7 +313,7 @@ int mg_target_static_addr(const mg_target_t *t, struct sockaddr_storage *out)
     if (uv_ip4_addr(t->host, t->port, (struct sockaddr_in *)out) == 0 ||
         uv_ip6_addr(t->host, t->port, (struct sockaddr_in6 *)out) == 0)
         return 1;
-    return mg_dns_hosts_lookup(NULL, t->host, t->port, out, 1) == 1;
+    return mg_dns_hosts_first(memo, t->host, t->port, out);
 }
 
 int mg_tsets_init(mg_gen_t *g)
@@ -351,7 +352,7 @@ int mg_tsets_static(mg_gen_t *g)
         for (size_t t = 0; t < u->ntargets; t++) {
             const mg_target_t *dt = &u->targets[t];
             mg_tdesc_t *d = &want[n];
-            if (!mg_target_static_addr(dt, &d->addr))
+            if (!mg_target_static_addr(dt, NULL, &d->addr))
                 continue;
             d->name = dt->name;
             d->host = dt->host;

@@ -24,9 +24,12 @@
  *
  * Freeing a slot. A slot that left the set is free again once every worker
  * running the generation holds a view without it (the version each worker
- * synced, mg_upstream_rt_t.synced) and has no connection of its target
- * left (mg_pool_t.nconns, atomic: the worker counts, the control thread
- * reads). Until then a new target takes another slot.
+ * synced, mg_upstream_rt_t.synced) and has neither a connection of its
+ * target left (mg_pool_t.nconns) nor a request whose target it is
+ * (mg_pool_t.users: a request still logging reads the target's name).
+ * The worker writes those counts, the control thread reads them. Until
+ * then a new target takes another slot; the same target coming back
+ * before its slot is free takes its old slot again, state and all.
  *
  * Threads. Slots are written by the control thread only, and only while no
  * worker can read them (not in a view a worker may hold, no connection
@@ -124,9 +127,12 @@ void mg_tsets_free(mg_gen_t *g);
 
 /* A declared target's address when it needs no DNS: numeric, or the first
  * address /etc/hosts lists for its host (as the system's resolver would
- * answer from it; the file has no TTL, so it is read at each load only).
- * 1 with *out, 0 when the host is a name for DNS (or an SRV name). */
-int mg_target_static_addr(const mg_target_t *t, struct sockaddr_storage *out);
+ * answer from it; the file has no TTL, so it is read at each load only:
+ * memo, dns.h, remembers it until the next; NULL reads the file). 1 with
+ * *out, 0 when the host is a name for DNS (or an SRV name). */
+struct mg_dns_hosts_memo_s;
+int mg_target_static_addr(const mg_target_t *t, struct mg_dns_hosts_memo_s *memo,
+                          struct sockaddr_storage *out);
 
 /* Replaces upstream ui's set with want[0..n): targets already in it (same
  * name and address) keep their slot and state, others take a free slot
@@ -144,7 +150,7 @@ int mg_tset_publish(mg_gen_t *g, size_t ui, const mg_tdesc_t *want, size_t n,
 mg_tview_t *mg_tset_acquire(mg_gen_t *g, size_t ui);
 void mg_tview_release(mg_tview_t *v);
 
-/* Is slot s in view v, and live (not draining)? */
+/* Is slot s in view v (live or draining)? */
 static inline int mg_tview_has(const mg_tview_t *v, size_t s)
 {
     return s < v->n && v->e[s].serial != 0;
