@@ -569,11 +569,15 @@ static void upstreams_json(mg_control_t *ctl, mg_sbuf_t *b)
                 continue;
             const mg_slot_t *sl = &ts->slot[t];
             /* passive health and connections as the workers see them: a
-             * racy read of their pools, fine for a status page */
+             * racy read of their pools, fine for a status page; only of a
+             * worker that synced a view with this filling of the slot (its
+             * pool exists then, and the acquire of `synced` makes it
+             * visible here) */
             int down = 0, idle = 0, busy = 0;
             for (int k = 0; k < ctl->workers->n; k++) {
                 mg_wgen_t *g = ctl->workers->w[k].g;
-                if (!g || g->gen != ctl->gen || !g->ups)
+                if (!g || g->gen != ctl->gen || !g->ups ||
+                    atomic_load(&g->ups[i].synced) < sl->filled_in)
                     continue;
                 const mg_pool_t *p = g->ups[i].pools[t];
                 if (!p || p->serial != sl->serial)

@@ -410,11 +410,16 @@ static int publish_one(mg_discovery_t *d, mg_gen_t *gen, size_t ui, const mg_wor
             *missing = m > 0 ? m : 0;
         }
     }
-    if (*missing)
-        mg_log(MG_LOG_WARN,
-               "upstream %s: %d of its %zu targets do not fit in max_targets (%zu); raise it "
-               "(slots of targets that left free up once their connections close)\n",
-               gen->cfg->upstreams[ui].name, *missing, s.n, gen->tsets[ui].cap);
+    /* said when it starts or its count changes, not at every lookup */
+    mg_tset_t *ts = &gen->tsets[ui];
+    if (rc >= 0 && *missing != ts->missing) {
+        ts->missing = *missing;
+        if (*missing)
+            mg_log(MG_LOG_WARN,
+                   "upstream %s: %d of its %zu targets do not fit in max_targets (%zu); raise it "
+                   "(slots of targets that left free up once their connections close)\n",
+                   gen->cfg->upstreams[ui].name, *missing, s.n, ts->cap);
+    }
     set_free(&s);
     return rc;
 }

@@ -171,6 +171,7 @@ void mg_pools_adopt(mg_wgen_t *g, mg_wgen_t *old)
                 continue;
             mg_pool_t *np = op->state == MG_POOL_GONE ? NULL : successor_of(g, op);
             op->successor = np;
+            op->successor_serial = np ? np->serial : 0;
             if (!np) {
                 /* the target is gone: drain, do not cut (in-use ones finish) */
                 close_idle(g, op);
@@ -243,8 +244,14 @@ mg_upconn_t *mg_pool_take_idle(mg_pool_t *p)
 
 void mg_pool_put_idle(mg_pool_t *p, mg_upconn_t *u)
 {
-    while (p->successor) /* its generation was replaced: go to the new one */
+    /* its generation was replaced: go to the new one, unless the target
+     * has left that one's set and its slot serves another since (the
+     * caller closes u) */
+    while (p->successor) {
+        if (p->successor->serial != p->successor_serial)
+            return;
         p = p->successor;
+    }
     mg_pool_move(u, p);
     /* a target that left or drains keeps no idle connection */
     if (p->nidle >= p->u->keepalive || p->w->stopping || p->state != MG_POOL_LIVE)

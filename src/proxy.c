@@ -1595,12 +1595,19 @@ void mg_proxy_start(mg_request_t *r)
     int ti = r->target_override;
     if (ti < 0) {
         ti = mg_balancer_pick(r->g, ui, r, -1);
-    } else if (!mg_tview_has(r->g->ups[ui].view, (size_t)ti) ||
-               r->g->ups[ui].view->e[ti].serial != r->target_serial) {
-        /* req:set_target named a target that left the set since */
-        log_failure(r, 502, "the target set_target chose has left the upstream", 0, NULL);
-        mg_pipeline_upstream_failed(r, 502, "the target set_target chose has left the upstream");
-        return;
+    } else {
+        /* req:set_target named a target that may have left the set, or
+         * drains (no new request) since */
+        const mg_tview_t *v = r->g->ups[ui].view;
+        int left = !mg_tview_has(v, (size_t)ti) || v->e[ti].serial != r->target_serial;
+        if (left || v->e[ti].draining) {
+            int status = left ? 502 : 503;
+            const char *why = left ? "the target set_target chose has left the upstream"
+                                   : "the target set_target chose is draining";
+            log_failure(r, status, why, 0, NULL);
+            mg_pipeline_upstream_failed(r, status, why);
+            return;
+        }
     }
     connect_target(r, ti);
 }

@@ -267,6 +267,7 @@ int mg_tset_publish(mg_gen_t *g, size_t ui, const mg_tdesc_t *want, size_t n,
             missing++;
             continue;
         }
+        ts->slot[next_free].filled_in = next_version;
         kept[next_free] = 1;
         at[i] = (int)next_free;
     }

@@ -29,7 +29,11 @@
  * (mg_pool_t.users: a request still logging reads the target's name).
  * The worker writes those counts, the control thread reads them. Until
  * then a new target takes another slot; the same target coming back
- * before its slot is free takes its old slot again, state and all.
+ * before its slot is free takes its old slot again, state and all. A
+ * connection of a request of an older generation is not counted (its pool
+ * is the older one's); when it ends, it joins the slot's pool only while
+ * the slot serves the same filling it did at the reload (pool.c,
+ * mg_pool_put_idle; mg_pool_t.successor_serial), else it closes.
  *
  * Threads. Slots are written by the control thread only, and only while no
  * worker can read them (not in a view a worker may hold, no connection
@@ -66,6 +70,7 @@ typedef struct mg_slot_s {
     uint8_t source;            /* MG_TSRC_* */
     char *from;                /* the declared target it came from (NULL: itself) */
     /* control thread only */
+    uint64_t filled_in;        /* the view version that first has this filling */
     uint8_t used;              /* in the published view, or not yet free */
     uint64_t left_in;          /* the view version it left in (0: in the view) */
 } mg_slot_t;
@@ -95,6 +100,7 @@ typedef struct mg_tset_s {
     mg_slot_t *slot;           /* cap */
     mg_tview_t *view;          /* the published one (swapped under gen->tlock) */
     uint32_t next_serial;      /* control thread */
+    int missing;               /* control thread: targets that did not fit last time */
 } mg_tset_t;
 
 /* A target as the control thread wants it in a set (mg_tset_publish).

@@ -74,6 +74,9 @@ enum { MG_POOL_LIVE = 0, MG_POOL_DRAINING = 1, MG_POOL_GONE = 2 };
 struct mg_pool_s {
     mg_worker_t *w;
     mg_pool_t *successor;
+    uint32_t successor_serial;  /* successor->serial when it became that: a
+                                   slot filled again since serves another
+                                   target (targets.h) */
     const mg_upstream_t *u;
     const mg_target_t *t;       /* its slot's (targets.h) */
     struct sockaddr_storage addr;

@@ -110,6 +110,58 @@ gw.upstream("svc", { "api.test:%d" }, { outlier = { consecutive_5xx = 100 } })]]
         assert.truthy(metrics(admin)['moongate_dns_lookups_total{name="api.test",result="ok"}'] >= 4)
     end)
 
+    it("makes every A and AAAA record a target", function()
+        local port = h.free_port()
+        local v4 = h.start_upstream { name = "v4", host = "127.0.0.2", port = port }
+        local v6 = h.start_upstream { name = "v6", host = "::1", port = port }
+        local dns = dnsmasq.start { hosts = { ["dual.test"] = { "127.0.0.2", "::1" } } }
+        local admin = h.free_port()
+        local gw = gateway(dns.addr, admin, ([[
+gw.upstream("svc", { { "dual.test:%d", weight = 2 } })]]):format(port))
+        local t, u = targets_of(admin, "svc")
+        local a4, a6 = "127.0.0.2:" .. port, "[::1]:" .. port
+        assert.same(sorted_keys { [a4] = 1, [a6] = 1 }, sorted_keys(t))
+        assert.same({ 2, 2 }, { t[a4].weight, t[a6].weight })
+        assert.equal("dual.test:" .. port, t[a6].from)
+        assert.equal(2, u.dns[1].addresses)
+        local got = {}
+        for _ = 1, 20 do
+            local res = h.http(gw.port, { path = "/x" })
+            assert.equal(200, res.status)
+            -- the declared name, not the address, is the Host a request without one gets
+            got[res.headers["x-upstream-name"]] = true
+        end
+        assert.same({ "v4", "v6" }, sorted_keys(got))
+        local c = h.connect(gw.port)
+        c:send("GET /x HTTP/1.0\r\n\r\n")
+        local res = c:read_response()
+        c:close()
+        assert.equal("dual.test:" .. port, cjson.decode(res.body).headers.host)
+        assert.truthy(v4:alive() and v6:alive())
+    end)
+
+    it("takes what fits in max_targets and says so once, not at every lookup", function()
+        local port = h.free_port()
+        for _, n in ipairs { "2", "3", "4" } do
+            h.start_upstream { name = "u" .. n, host = "127.0.0." .. n, port = port }
+        end
+        local dns = dnsmasq.start { hosts = { ["many.test"] = { "127.0.0.2", "127.0.0.3",
+                                                               "127.0.0.4" } } }
+        local admin = h.free_port()
+        local gw = gateway(dns.addr, admin, ([[
+gw.upstream("svc", { "many.test:%d" }, { max_targets = 2 })]]):format(port))
+        assert.equal(2, #sorted_keys(targets_of(admin, "svc")))
+        -- several lookups later (TTL 1 s), still two and one line
+        h.eventually(10, function()
+            return (metrics(admin)['moongate_dns_lookups_total{name="many.test",result="ok"}']
+                    or 0) >= 4
+        end, "more lookups")
+        assert.equal(2, #sorted_keys(targets_of(admin, "svc")))
+        assert.equal(1, log_count(gw, "upstream svc: 1 of its 3 targets do not fit in " ..
+                                      "max_targets (2)"))
+        for _ = 1, 10 do assert.equal(200, h.http(gw.port, { path = "/x" }).status) end
+    end)
+
     it("balances over SRV records by their ports and weights, the best priority first", function()
         local a = h.start_upstream { name = "a", host = "127.0.0.2" }
         local b = h.start_upstream { name = "b", host = "127.0.0.3" }
@@ -156,6 +208,29 @@ gw.upstream("svc", { "srv://_http._tcp.svc.test" }, { retries = { attempts = 3 }
             assert.equal(200, res.status)
             assert.equal("c", res.headers["x-upstream-name"])
         end
+
+        -- the records change (a new port and weights, priority 1 again):
+        -- followed without a reload
+        local d = h.start_upstream { name = "d", host = "127.0.0.2" }
+        dns = dns:restart {
+            host_records = { "a.test,127.0.0.2", "c.test,127.0.0.4" },
+            srv = { { "_http._tcp.svc.test", "a.test", d.port, 1, 5 },
+                    { "_http._tcp.svc.test", "c.test", c.port, 1, 15 } } }
+        h.eventually(5, function()
+            local now = targets_of(admin, "svc")
+            return now[d.addr] and now[d.addr].weight == 5 and now[c.addr].weight == 15
+                   and now[c.addr].priority == 1 and not now[a.addr]
+        end, "the gateway follows the new SRV records")
+        got = {}
+        for _ = 1, 200 do
+            res = h.http(gw.port, { path = "/s" })
+            assert.equal(200, res.status)
+            local who = res.headers["x-upstream-name"]
+            got[who] = (got[who] or 0) + 1
+        end
+        print(("SRV records changed to weights 5:15: d %d, c %d"):format(got.d or 0, got.c or 0))
+        assert.truthy(math.abs((got.d or 0) - 200 / 4) <= 200 * 0.1, "d: " .. tostring(got.d))
+        assert.equal(1, upstreams(admin).generation)
         gw:assert_alive()
     end)
 

@@ -159,44 +159,133 @@ describe("admin API target changes", function()
     end)
 
     it("keeps admin changes across a reload until the file changes the upstream", function()
-        local u1 = h.start_upstream { name = "u1" }
-        local u2 = h.start_upstream { name = "u2" }
-        local u3 = h.start_upstream { name = "u3" }
+        local ups = h.start_upstreams { "u1", "u2", "u3", "u4", "u5" }
+        local u1, u2, u3, u4, u5 = ups.u1, ups.u2, ups.u3, ups.u4, ups.u5
         local admin = h.free_port()
-        local gw = h.start_gateway(config(admin, ('"%s"'):format(u1.addr)))
+        local gw = h.start_gateway(config(admin, ('"%s", "%s", "%s"'):format(u1.addr, u4.addr,
+                                                                           u5.addr)))
+        -- one change of each kind: added, weighed, drained, removed
         assert.equal(201, (call(admin, "POST", "/upstreams/svc/targets", { target = u2.addr,
                                                                            weight = 2 })))
         assert.equal(200, (call(admin, "PUT", "/upstreams/svc/targets/" .. u1.addr,
                                 { weight = 3 })))
+        assert.equal(200, (call(admin, "PUT", "/upstreams/svc/targets/" .. u4.addr,
+                                { drain = true })))
+        assert.equal(200, (call(admin, "DELETE", "/upstreams/svc/targets/" .. u5.addr)))
+        local function kept(when)
+            local t = targets_of(admin, "svc")
+            assert.same(sorted { u1.addr, u2.addr, u4.addr }, sorted_keys(t), when)
+            assert.equal(2, t[u2.addr].weight, when)
+            assert.equal(3, t[u1.addr].weight, when)
+            assert.equal("admin", t[u2.addr].source, when)
+            assert.equal("draining", t[u4.addr].state, when)
+            assert.equal("active", t[u1.addr].state, when)
+            -- requests follow them: u1 and u2 (3:2), never the drained or removed one
+            local got = {}
+            for _ = 1, 50 do
+                local res = h.http(gw.port, { path = "/x" })
+                assert.equal(200, res.status)
+                local n = res.headers["x-upstream-name"]
+                got[n] = (got[n] or 0) + 1
+            end
+            assert.same({ "u1", "u2" }, sorted_keys(got), when)
+            assert.truthy(got.u1 > got.u2, when .. ": " .. cjson.encode(got))
+        end
+        kept("before a reload")
         -- the same file again: the changes stay
         local code, j = call(admin, "POST", "/reload")
         assert.equal(200, code, cjson.encode(j))
-        local t = targets_of(admin, "svc")
-        assert.same(sorted { u1.addr, u2.addr }, sorted_keys(t))
-        assert.equal(2, t[u2.addr].weight)
-        assert.equal(3, t[u1.addr].weight)
-        assert.equal("admin", t[u2.addr].source)
-        local got = {}
-        for _ = 1, 10 do
-            local n = h.http(gw.port, { path = "/x" }).headers["x-upstream-name"]
-            got[n] = true
-        end
-        assert.truthy(got.u2)
+        kept("after reloading the same file")
         -- a reload that changes another upstream keeps them too
         local text = h.read_file(gw.config_path)
         h.write_file(gw.config_path, text:gsub('"127.0.0.1:9"', '"127.0.0.1:10"'))
         assert.equal(200, (call(admin, "POST", "/reload")))
-        assert.same(sorted { u1.addr, u2.addr }, sorted_keys(targets_of(admin, "svc")))
+        kept("after a reload that changed another upstream")
+        assert.equal(0, select(2, gw:log():gsub("admin API target change", "")))
         -- the file changes svc's targets: the file wins, the changes go
         h.write_file(gw.config_path, h.read_file(gw.config_path):gsub(
             '"' .. u1.addr:gsub("%p", "%%%0") .. '"', ('"%s", "%s"'):format(u1.addr, u3.addr)))
         assert.equal(200, (call(admin, "POST", "/reload")))
-        t = targets_of(admin, "svc")
-        assert.same(sorted { u1.addr, u3.addr }, sorted_keys(t))
+        local t = targets_of(admin, "svc")
+        assert.same(sorted { u1.addr, u3.addr, u4.addr, u5.addr }, sorted_keys(t))
         assert.equal(1, t[u1.addr].weight)
         assert.equal("config", t[u3.addr].source)
-        assert.truthy(gw:log():find("upstream svc: the config file changed its targets; its 2 " ..
+        assert.equal("active", t[u4.addr].state)
+        assert.truthy(gw:log():find("upstream svc: the config file changed its targets; its 4 " ..
                                     "admin API target changes dropped (the file wins)", 1, true))
+        local got = {}
+        for _ = 1, 40 do
+            local n = h.http(gw.port, { path = "/x" }).headers["x-upstream-name"]
+            got[n] = true
+        end
+        assert.same({ "u1", "u3", "u4", "u5" }, sorted_keys(got))
+    end)
+
+    it("closes a connection of a request from before a reload when its target has left, even if another took its slot", function()
+        -- one worker (the connection comes back to its pool), one slot (the
+        -- new target takes the old one's)
+        local old = h.start_upstream { name = "old" }
+        local new = h.start_upstream { name = "new" }
+        local admin = h.free_port()
+        local gw = h.start_gateway(([[
+local gw = require "moongate"
+gw.settings { admin = { port = %d }, access_log = "off" }
+gw.listen { port = {{PORT}}, host = "127.0.0.1" }
+gw.upstream("svc", { "%s" }, { max_targets = 1 })
+gw.route { path = "/**", upstream = "svc" }
+]]):format(admin, old.addr), { workers = 1 })
+        local c = h.connect(gw.port)
+        c:send("GET /x?delay=" .. 1.5 * h.SLOW .. " HTTP/1.1\r\nHost: x\r\n\r\n")
+        h.eventually(5, function()
+            return (targets_of(admin, "svc")[old.addr].busy_connections or 0) == 1
+        end, "the slow request is in flight")
+        -- a new generation while it is in flight; then its target leaves
+        -- and the new one takes the slot (once nothing of the new
+        -- generation uses it)
+        assert.equal(200, (call(admin, "POST", "/reload")))
+        assert.equal(200, (call(admin, "DELETE", "/upstreams/svc/targets/" .. old.addr)))
+        h.eventually(5, function()
+            return call(admin, "POST", "/upstreams/svc/targets", { target = new.addr }) == 201
+        end, "the new target takes the slot")
+        local res = assert(c:read_response { timeout = 10 * h.SLOW })
+        assert.equal(200, res.status)
+        assert.equal("old", res.headers["x-upstream-name"])
+        c:close()
+        -- the old target's connection did not join the new one's pool
+        for _ = 1, 10 do
+            res = h.http(gw.port, { path = "/y" })
+            assert.equal(200, res.status)
+            assert.equal("new", res.headers["x-upstream-name"])
+        end
+        assert.equal(1, old:stats().requests)
+        gw:assert_alive()
+    end)
+
+    it("answers 503 to a request set_target pins to a draining target", function()
+        local u1 = h.start_upstream { name = "u1" }
+        local u2 = h.start_upstream { name = "u2" }
+        local admin = h.free_port()
+        local gw = h.start_gateway(([[
+local gw = require "moongate"
+gw.settings { admin = { port = %d }, access_log = "off" }
+gw.listen { port = {{PORT}}, host = "127.0.0.1" }
+gw.upstream("svc", { "%s", "%s" })
+gw.route { path = "/pin", upstream = "svc", policies = { function(req)
+    req:set_target("%s") end } }
+gw.route { path = "/**", upstream = "svc" }
+]]):format(admin, u1.addr, u2.addr, u1.addr))
+        assert.equal("u1", h.http(gw.port, { path = "/pin" }).headers["x-upstream-name"])
+        assert.equal(200, (call(admin, "PUT", "/upstreams/svc/targets/" .. u1.addr,
+                                { drain = true })))
+        -- every worker takes the view at its next loop turn
+        h.eventually(2, function() return h.http(gw.port, { path = "/pin" }).status == 503 end,
+                     "the pinned request is refused")
+        for _ = 1, 10 do
+            h.assert_error(h.http(gw.port, { path = "/pin" }), 503)
+            assert.equal("u2", h.http(gw.port, { path = "/any" }).headers["x-upstream-name"])
+        end
+        assert.truthy(gw:log():find("the target set_target chose is draining", 1, true))
+        gw:assert_alive()
     end)
 
     it("answers bad requests with 4xx and a reason, and changes nothing", function()
