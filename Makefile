@@ -2,7 +2,7 @@
 # Both install missing Debian packages first (scripts/deps.sh).
 
 CC       ?= cc
-PKGS     := luajit libuv openssl hiredis libedit
+PKGS     := luajit libuv openssl hiredis libedit zlib libbrotlienc
 CFLAGS   ?= -O2 -g
 WARN     := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 LLHTTP   := /usr/share/llhttp

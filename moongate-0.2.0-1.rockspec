@@ -5,7 +5,7 @@
 -- Needs LuaJIT 2.1 (the modules use `ffi`): install with
 --   luarocks --lua-version 5.1 make --tree TREE moongate-VERSION-1.rockspec
 -- (Debian: luarocks, luajit, libluajit2-5.1-dev, libuv1-dev, libssl-dev,
--- libhiredis-dev, libedit-dev, node-llhttp). spec/unit/package_spec.lua
+-- libhiredis-dev, libedit-dev, node-llhttp, zlib1g-dev, libbrotli-dev). spec/unit/package_spec.lua
 -- checks that every module under lua/moongate/ and every C source is listed.
 rockspec_format = "3.0"
 package = "moongate"
@@ -51,6 +51,7 @@ build = {
       ["moongate.jwt"] = "lua/moongate/jwt.lua",
       ["moongate.key_auth"] = "lua/moongate/key_auth.lua",
       ["moongate.maintenance"] = "lua/moongate/maintenance.lua",
+      ["moongate.compression"] = "lua/moongate/compression.lua",
       ["moongate.mtls"] = "lua/moongate/mtls.lua",
       ["moongate.policy"] = "lua/moongate/policy.lua",
       ["moongate.ratelimit"] = "lua/moongate/ratelimit.lua",
@@ -113,6 +114,7 @@ build = {
             "src/request.c",
             "src/retry.c",
             "src/sbuf.c",
+            "src/compress.c",
             "src/router.c",
             "src/shdict.c",
             "src/targets.c",
@@ -133,7 +135,7 @@ build = {
          incdirs = { "src", "/usr/share/include/llhttp", "/usr/include/luajit-2.1",
                      "/usr/include/hiredis", "/usr/include/editline" },
          libraries = { "luajit-5.1", "uv", "ssl", "crypto", "hiredis", "edit",
-                       "pthread", "m", "dl", "crypt" },
+                       "pthread", "m", "dl", "crypt", "z", "brotlienc" },
       },
    },
    copy_directories = { "docs", "examples" },

@@ -136,3 +136,14 @@ if w6 then
                                           keys = { key_auth.hash(key) } } } },
     })
 end
+
+-- W7: W1 for 8 KiB of JSON, compressed with gzip level 1 (as nginx's gzip
+-- on; gzip_comp_level 1; gzip_min_length 20)
+local w7 = port("GW_W7_PORT")
+if w7 then
+    local compression = require "moongate.compression"
+    gw.listen { port = w7, host = "127.0.0.1" }
+    gw.route { name = "w7", path = "/**", upstream = "a", listen = w7, policies = {
+        compression.policy { types = { "application/json" }, min_size = 20,
+                             gzip = { level = 1 }, brotli = false } } }
+end

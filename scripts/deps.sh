@@ -8,6 +8,9 @@
 # nginx: the proxies in front of the gateway in spec/integration/real_ip_spec.lua, and
 # an HTTPS upstream in spec/integration/upstream_tls_spec.lua; prometheus: promtool and a
 # prometheus server, which check /metrics in spec/integration/metrics_spec.lua;
+# zlib1g-dev and libbrotli-dev: the compression policy, src/compress.c; python3-brotli:
+# decoding its answers in spec/integration/compression_spec.lua; redis-server (Debian's
+# is built with TLS): rate limits and the cache, over TLS in spec/integration/redis_tls_spec.lua;
 # dnsmasq-base: the DNS server (/usr/sbin/dnsmasq) of spec/integration/discovery_spec.lua.)
 set -euo pipefail
 if [ $# -gt 0 ]; then
@@ -17,6 +20,7 @@ else
           libssl-dev libcrypt-dev lua-cjson lua-busted lua-socket libhiredis-dev redis-server
           libedit-dev python3 curl openssl ca-certificates luarocks liblua5.1-0-dev
           dpkg-dev lintian systemd strace clang libclang-rt-14-dev haproxy nginx prometheus
+          zlib1g-dev libbrotli-dev python3-brotli
           dnsmasq-base)
 fi
 missing=()

@@ -21,7 +21,9 @@ return {
     { name = "config", files = { "config", "router" } },
     -- a generation, its targets at run time (slots, views), outlier state
     { name = "generation", files = { "generation", "outlier", "targets" } },
-    { name = "request", files = { "request" } },
+    -- a request's answers go out through the compression filter when a
+    -- policy asked for it (mg_request_send_whole), which reads the request
+    { name = "request", files = { "request", "compress" }, cycles = true },
     { name = "core", files = {
         "hooks", "upgrade", "lua_route", "redis", "cache", "ffi_request",
         "accesslog", "kit_request", "client_addr",

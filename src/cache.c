@@ -461,7 +461,8 @@ static mg_redis_t *redis_client(const mg_route_cache_t *rc)
     size_t ul = rc->redis_username ? strlen(rc->redis_username) : 0;
     return mg_ffi_redis_client(rc->redis_host, strlen(rc->redis_host), rc->redis_port,
                                rc->redis_username, ul, rc->redis_password, pl, rc->redis_db, rc->redis_pool,
-                               rc->redis_connect_timeout, rc->redis_timeout, &err);
+                               rc->redis_connect_timeout, rc->redis_timeout, rc->redis_tls,
+                               &err);
 }
 
 /* Sends `cmd` <prefixed key> [value [PX ms]]; returns the op or NULL. */

@@ -590,7 +590,8 @@ static const mg_ffi_config_field_t upstream_fields[] = {
     OTHER("tls"), OTHER("retries"), OTHER("outlier"),
 };
 
-/* upstream.tls (`tls = true`: these defaults); read into a
+/* upstream.tls and route.cache.redis.tls, and moongate.redis's `tls`
+ * (`tls = true`: these defaults); read into a
  * mg_tls_client_opts_t while the config converts, the strings not kept
  * (the SSL_CTX holds what it needs). Paths are made absolute in Lua. */
 typedef struct upstream_tls_s {
@@ -731,6 +732,10 @@ static const mg_ffi_config_field_t redis_fields[] = {
       CT_DOUBLE), /* per command */
     F("connect_timeout", MG_FIELD_SECONDS, 0, HUGE_VAL, 1, NULL, mg_route_cache_t,
       redis_connect_timeout, CT_DOUBLE),
+    /* redis.lua: "redis[s]://[user[:password]@]host[:port][/db]" instead of
+     * host ... db, and rediss's TLS (true or upstream_tls's fields; C reads
+     * route.cache.redis.tls with those, conv_cache_redis_tls) */
+    OTHER("url"), OTHER("tls"),
 };
 
 /* route.methods (upper case; config.lua knows the names) and
@@ -1208,41 +1213,88 @@ static void conv_hash(conv_t *cv, int u_t, const char *what, mg_upstream_t *u)
     lua_pop(cv->L, 1);
 }
 
-/* upstream.tls (checked in Lua): the client context is built now, so a
- * missing CA file or a broken client certificate refuses the config with
- * the upstream's line; verify = false is accepted with a warning. */
-static void conv_upstream_tls(conv_t *cv, int u_t, const char *what, mg_upstream_t *u)
+/* A TLS client's options at index t (upstream.tls, route.cache.redis.tls;
+ * checked in Lua, where verify = false warns): the configuration is built
+ * now, so a missing CA file or a broken client certificate refuses the
+ * config at the declaration's line, `who` naming it. */
+static void conv_client_tls(conv_t *cv, int t, const char *what, const char *who,
+                            const char *source, int line, const char *label,
+                            mg_tls_client_t **out)
 {
     upstream_tls_t conf = { 0 };
-    char *source = NULL, twhat[64], err[512];
-    int line = 0;
-    int t = push_table(cv, u_t, what, "tls");
-    if (!t)
-        return;
-    snprintf(twhat, sizeof(twhat), "%s.tls", what);
-    conv_fields(cv, t, twhat, "upstream_tls", &conf);
-    lua_pop(cv->L, 1);
-    get_str(cv, u_t, what, "source", 1, &source);
-    get_int(cv, u_t, what, "line", 0, INT32_MAX, &line);
+    char err[512];
+
+    conv_fields(cv, t, what, "upstream_tls", &conf);
     mg_tls_client_opts_t o = { .verify = conf.verify, .ca = conf.ca, .sni = conf.sni,
                                .cert = conf.cert, .key = conf.key,
                                .min_version = conf.min_version, .ciphers = conf.ciphers,
-                               .no_resumption = !conf.session_reuse, .label = u->name };
-    if (cv->errs->len == 0 && mg_tls_client_new(&o, &u->tls, err, sizeof(err)) != 0)
-        errs_add(cv->errs, "%s:%d: upstream %s: tls: %s", source ? source : cv->file, line,
-                 u->name ? u->name : "?", err);
-    if (!conf.verify)
-        errs_add(&cv->warnings, "%s:%d: warning: upstream %s: tls.verify = false: its "
-                 "certificates are not checked, so anyone on the path can pose as it (give "
-                 "tls.ca the CA that signed them instead)", source ? source : cv->file, line,
-                 u->name ? u->name : "?");
-    free(source);
+                               .no_resumption = !conf.session_reuse, .label = label };
+    if (cv->errs->len == 0 && mg_tls_client_new(&o, out, err, sizeof(err)) != 0)
+        errs_add(cv->errs, "%s:%d: %s: tls: %s", source ? source : cv->file, line, who, err);
     free(conf.ca);
     free(conf.sni);
     free(conf.cert);
     free(conf.key);
     free(conf.min_version);
     free(conf.ciphers);
+}
+
+static void conv_upstream_tls(conv_t *cv, int u_t, const char *what, mg_upstream_t *u)
+{
+    char *source = NULL, twhat[64], who[300];
+    int line = 0;
+    int t = push_table(cv, u_t, what, "tls");
+    if (!t)
+        return;
+    get_str(cv, u_t, what, "source", 1, &source);
+    get_int(cv, u_t, what, "line", 0, INT32_MAX, &line);
+    snprintf(twhat, sizeof(twhat), "%s.tls", what);
+    snprintf(who, sizeof(who), "upstream %s", u->name ? u->name : "?");
+    conv_client_tls(cv, t, twhat, who, source, line, u->name, &u->tls);
+    lua_pop(cv->L, 1);
+    free(source);
+}
+
+/* route.cache.redis.tls (rediss): its own configuration, counted in the
+ * metrics as "redis HOST:PORT". */
+static void conv_cache_redis_tls(conv_t *cv, int r_t, const char *what, mg_route_t *r)
+{
+    mg_route_cache_t *rc = r->cache;
+    char *source = NULL, twhat[96], label[300];
+    int t;
+
+    if (!rc || !rc->redis_host)
+        return;
+    lua_getfield(cv->L, r_t, "cache");
+    lua_getfield(cv->L, -1, "redis");
+    lua_getfield(cv->L, -1, "tls");
+    t = lua_istable(cv->L, -1) ? lua_gettop(cv->L) : 0;
+    if (t) {
+        get_str(cv, r_t, what, "source", 1, &source);
+        snprintf(twhat, sizeof(twhat), "%s.cache.redis.tls", what);
+        snprintf(label, sizeof(label), "redis %s:%d", rc->redis_host, rc->redis_port);
+        conv_client_tls(cv, t, twhat, "route.cache.redis", source, r->line, label,
+                        &rc->redis_tls);
+        free(source);
+    }
+    lua_pop(cv->L, 3);
+}
+
+/* The warnings config.lua made ("file:line: warning: ..."), for `moongate
+ * check` and the reload's log. */
+static void conv_warnings(conv_t *cv, int cfg_t)
+{
+    lua_getfield(cv->L, cfg_t, "warnings");
+    if (lua_istable(cv->L, -1)) {
+        size_t n = list_len(cv, lua_gettop(cv->L), ".warnings");
+        for (size_t i = 1; i <= n; i++) {
+            lua_rawgeti(cv->L, -1, (int)i);
+            if (lua_type(cv->L, -1) == LUA_TSTRING)
+                errs_add(&cv->warnings, "%s", lua_tostring(cv->L, -1));
+            lua_pop(cv->L, 1);
+        }
+    }
+    lua_pop(cv->L, 1);
 }
 
 static void conv_upstreams(conv_t *cv, int cfg_t, mg_config_t *cfg)
@@ -1325,6 +1377,7 @@ static void conv_route(conv_t *cv, int t, const char *what, mg_config_t *cfg, mg
     lua_pop(L, 1);
     if (r->cache)
         open_cache_dict(cv, t, what, r->cache);
+    conv_cache_redis_tls(cv, t, what, r);
     r->retries = conv_retries(cv, t, what);
     lua_getfield(L, t, "timeouts");
     if (lua_istable(L, -1)) {
@@ -1454,6 +1507,7 @@ int mg_config_convert(lua_State *L, int t, const char *file, mg_config_t **out, 
         conv_shared_dicts(&cv, t, cfg);
         conv_admin(&cv, t, cfg);
         conv_tests(&cv, t, cfg);
+        conv_warnings(&cv, t);
     } else {
         e.oom = 1;
     }
@@ -1534,6 +1588,7 @@ void mg_config_free(mg_config_t *cfg)
             free(r->cache->redis_host);
             free(r->cache->redis_password);
             free(r->cache->redis_username);
+            mg_tls_client_release(r->cache->redis_tls);
             for (j = 0; j < r->cache->nvary; j++)
                 free(r->cache->vary[j]);
             free(r->cache);

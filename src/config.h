@@ -141,6 +141,7 @@ struct mg_route_cache_s {
     char *redis_username;      /* NULL: the default user */
     int redis_port, redis_db, redis_pool;
     double redis_timeout, redis_connect_timeout; /* seconds */
+    struct mg_tls_client_s *redis_tls; /* rediss (tls_client.h; one reference); NULL: plain */
 };
 
 typedef struct mg_route_s {

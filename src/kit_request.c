@@ -40,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "compress.h"
 #include "request.h"
 #include "upstream.h"
 #include "worker.h"
@@ -317,6 +318,7 @@ void mg_ffi_kit_request_free(mg_request_t *r)
         free(k->w->scratch);
     free(k->w);
     free(k->send);
+    mg_compress_release(r);
     mg_request_arena_reset(r);
     free(r->headers);
     free(r->scratch);
@@ -501,6 +503,11 @@ long mg_kit_request_run(mg_request_t *r, const mg_ffi_kit_head_t *m,
     mg_request_t saved = *r; /* the model's fields are the call's only */
     apply_model(k, m);
     long n = fn(u);
+    /* what the call made that outlives it: its arena allocations, a
+     * compression stream (mg_ffi_kit_compress_body) */
+    saved.arena_chunks = r->arena_chunks;
+    saved.arena_used = r->arena_used;
+    saved.compress = r->compress;
     *r = saved;
     *scratch = k->w->scratch;
     return n;

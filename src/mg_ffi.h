@@ -118,6 +118,27 @@ int mg_ffi_lb_pick(mg_lb_t *lb, int exclude, int has_key, uint64_t key);
 void mg_ffi_lb_acquire(mg_lb_t *lb, int i);
 void mg_ffi_lb_release(mg_lb_t *lb, int i);
 void mg_ffi_lb_observe(mg_lb_t *lb, int i, uint64_t ns);
+/* ==== moongate.compression (compress.c) ====
+ * A policy's options, made at load and freed with its Lua state:
+ * gzip_level 1-9 (0: no gzip), brotli_quality 0-11 (-1: no brotli),
+ * brotli_window its lgwin 10-24, min_size a known length below which an
+ * answer goes as it is, types a comma-separated list of lower-case media
+ * types (a subtype "*" for a whole type); the policy checked them. NULL: out
+ * of memory. */
+typedef struct mg_compress_conf_s mg_compress_conf_t;
+mg_compress_conf_t *mg_ffi_compress_conf_new(int gzip_level, int brotli_quality,
+                                             int brotli_window, uint64_t min_size,
+                                             const char *types, size_t types_len);
+void mg_ffi_compress_conf_free(mg_compress_conf_t *c);
+/* r's answer is compressed with c's options, in the encoding its
+ * Accept-Encoding asks for, if the final head allows (compress.h).
+ * Returns the encoding picked (MG_ENC_*: 0 identity, 1 gzip, 2 br) or
+ * MG_FFI_EPHASE once the response has started. */
+int mg_ffi_req_set_compression(mg_request_t *r, const mg_compress_conf_t *c);
+/* The encoding an Accept-Encoding value picks among `allowed` (bits
+ * 1 << MG_ENC_*), for the testing kit and the specs. */
+int mg_compress_negotiate(const char *v, size_t len, unsigned allowed);
+
 /* May a hook make this header edit (op MG_EDIT_*, the value unread for a
  * REMOVE)? 0, or MG_FFI_EINVAL: a bad name or value, or a framing or
  * hop-by-hop header, which the core owns (ffi_request.c). */
@@ -233,9 +254,13 @@ long mg_ffi_kit_upstream_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const
  * makes it: proxy.c's response (status and fields, as emit_head hands it
  * to the protocol) written by the HTTP/1 writer the client connections use
  * (h1_writer.c): as mg_ffi_kit_upstream_head, and *body what follows it: 0
- * nothing, 1 the upstream's body, 2 the hook's (res_body). */
+ * nothing, 1 the upstream's body, 2 the hook's (res_body), 3 and 4 the
+ * same compressed (moongate.compression: mg_ffi_kit_compress_body). */
 long mg_ffi_kit_response_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out,
                               int *body);
+/* A kit answer's body as the compression the head chose makes it: its
+ * length, the bytes at *out (r's arena, until r is freed), or -1. */
+long mg_ffi_kit_compress_body(mg_request_t *r, const char *in, size_t len, const char **out);
 /* The hash balancer's key of r as the model m says it is (balancer_key.c
  * mg_lb_key): `on` a key source ("header", "cookie", "query", "client",
  * "path", "lua"), name its header, cookie or argument name (or NULL).
@@ -571,17 +596,22 @@ enum {
 };
 typedef struct mg_redis_s mg_redis_t;
 
+typedef struct mg_tls_client_s mg_tls_client_t;
+
 /* The calling worker's client for HOST:PORT with these settings (the same
  * settings give the same client): AUTH [USERNAME] PASSWORD when PASSWORD is
  * not NULL (USERNAME, a Redis 6 ACL user, needs a password), SELECT
- * DB when not 0, POOL connections (1-64), timeouts in seconds. Connects on
- * first use. NULL with *ERR outside a worker, on bad settings, or out of
- * memory. HOST is resolved when connecting, on the worker's thread: use an
- * address or a name from /etc/hosts. */
+ * DB when not 0, POOL connections (1-64), timeouts in seconds, TLS with
+ * configuration TLS when not NULL (mg_ffi_tls_client_new; the client takes
+ * a reference of its own; a later call with the same settings but another
+ * TLS object hands it over: new connections use the newer one). Connects
+ * on first use. NULL with *ERR outside a worker, on bad settings, or out of
+ * memory. HOST is resolved (off the worker's thread) each time a
+ * connection is made. */
 mg_redis_t *mg_ffi_redis_client(const char *host, size_t host_len, int port, const char *username,
                                 size_t username_len, const char *password, size_t password_len,
                                 int db, int pool, double connect_timeout, double timeout,
-                                const char **err);
+                                mg_tls_client_t *tls, const char **err);
 
 /* Registers a Lua script (its source, copied) with the worker of RS;
  * returns its number (the same source gives the same number), or
@@ -600,6 +630,24 @@ int mg_ffi_redis_eval(mg_redis_t *rs, int script, int nkeys, int argc, const cha
 /* 1 while a connection is ready or the client has not failed since it last
  * worked, 0 while it is down (commands fail at once with MG_REDIS_EDOWN). */
 int mg_ffi_redis_up(mg_redis_t *rs);
+
+/* ==== TLS client configurations (tls_client.c) ==== */
+/* (lua/moongate/redis.lua declares the same)
+ *
+ * A TLS client configuration (tls_client.h) made from Lua: moongate.redis's
+ * `tls`. VERIFY the chain against CA (NULL: the system bundle) and the name
+ * (SNI, NULL: each server's host); CERT and KEY a client certificate (NULL:
+ * none); MIN_VERSION "TLSv1.2" / "TLSv1.3" (NULL: 1.2); CIPHERS (NULL:
+ * OpenSSL's); SESSION_REUSE 0: every connection does a full handshake;
+ * LABEL: its handshakes' metrics label. Reads the files now. Returns one
+ * reference (mg_ffi_tls_client_release), or NULL with the reason and its
+ * fix in ERR (ERRLEN bytes). Any thread. */
+mg_tls_client_t *mg_ffi_tls_client_new(int verify, const char *ca, const char *sni,
+                                       const char *cert, const char *key,
+                                       const char *min_version, const char *ciphers,
+                                       int session_reuse, const char *label, char *err,
+                                       size_t errlen);
+void mg_ffi_tls_client_release(mg_tls_client_t *c);
 
 /* ==== the real client address (client_addr.c) ==== */
 

@@ -16,6 +16,7 @@
 #include <lua.h>
 #include "accesslog.h"
 #include "cache.h"
+#include "compress.h"
 #include "hooks.h"
 #include "lua_route.h"
 #include "metrics.h"
@@ -434,6 +435,7 @@ void mg_pipeline_free(mg_request_t *r)
         mg_retry_end(r);
     mg_hooks_release(r);
     mg_cache_release(r);
+    mg_compress_release(r);
     mg_request_arena_reset(r);
     free(r->body_buf);
     r->body_buf = NULL;

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "cache.h"
+#include "compress.h"
 #include "http.h"
 #include "pipeline.h"
 #include "upstream.h"
@@ -178,7 +179,10 @@ static void out_flush(mg_upconn_t *u)
     unsigned n = o->n;
     int last = o->last;
     o->n = o->head = o->last = 0;
-    u->r->proto->send_body(u->r, o->iov, n, last);
+    if (u->r->compress)
+        mg_compress_send(u->r, o->iov, n, last);
+    else
+        u->r->proto->send_body(u->r, o->iov, n, last);
 }
 
 static void out_add(mg_upconn_t *u, const char *p, size_t len)
@@ -424,10 +428,12 @@ static int emit_head(mg_upconn_t *u)
     mg_request_t *r = u->r;
     mg_hfield_t fields[RESP_FIELDS];
     char line[96];
-    mg_resp_t res;
+    mg_resp_t res, coded;
     resp_frame_t f;
     response_head(u, &res, fields, line, &f);
-    if (r->proto->start_response(r, &res) < 0)
+    /* moongate.compression: the head of the answer it compresses */
+    const mg_resp_t *out = r->compress_conf && !f.upgrade ? mg_compress_head(r, &res, &coded) : &res;
+    if (r->proto->start_response(r, out) < 0)
         return -1; /* response head beyond what the protocol takes */
     cur_out->head = 1;
     if (f.replaced) {
@@ -1504,16 +1510,20 @@ static long kit_response(mg_upconn_t *u)
 {
     mg_hfield_t fields[RESP_FIELDS];
     char line[96];
-    mg_resp_t res;
+    mg_resp_t res, coded;
     resp_frame_t f;
     mg_h1w_frame_t fr;
     response_head(u, &res, fields, line, &f);
-    long n = mg_h1w_response_head(u->r, 0, &res, &u->w->scratch, &u->w->scratch_cap, &fr);
+    mg_request_t *r = u->r;
+    const mg_resp_t *out = r->compress_conf && !f.upgrade ? mg_compress_head(r, &res, &coded) : &res;
+    long n = mg_h1w_response_head(r, 0, out, &u->w->scratch, &u->w->scratch_cap, &fr);
     if (n < 0) {
         kit_why = "response head too large";
         return -1;
     }
     kit_body = fr.no_body ? 0 : f.replaced ? 2 : f.no_body ? 0 : 1;
+    if (kit_body && r->compress)
+        kit_body += 2; /* compressed (mg_ffi_kit_compress_body) */
     return n;
 }
 

@@ -1,26 +1,42 @@
 /* redis.c: per-worker asynchronous Redis clients (see redis.h and the redis
  * section of mg_ffi.h).
  *
- * hiredis does the protocol; this file gives it the worker's libuv loop
- * through its event hooks (ev.addRead ... ev.cleanup). hiredis ships an
- * adapter for that (adapters/libuv.h), but its poll handle is malloc'd
- * and freed in a close callback of its own, and it keeps the loop alive:
- * worker.c's last walk closes every handle without callbacks, so the
- * handle would leak or be closed twice, and an idle connection would keep
- * a stopping worker running. Here the handles are embedded in the
- * connection, unref'd, and freed with it in mg_redis_worker_free.
+ * hiredis does the protocol only: its reader (redisReader) parses replies
+ * and redisFormatCommandArgv formats commands. The transport is this
+ * file's, on the worker's libuv loop: a uv_tcp_t, with TLS over it for
+ * rediss (tls_client.h, the upstreams' TLS client: verification, CA, SNI,
+ * client certificate, session resumption). Plain and TLS connections take
+ * the same path; conn_write and conn_read_start are the only places that
+ * ask which. (Debian 12's hiredis 0.14 has no TLS, and its async context
+ * would own the socket.) Handles are embedded in the connection and
+ * unref'd: an idle connection never keeps a stopping worker running.
  *
- * A command is an op_t. Once hiredis has accepted it, hiredis owns it: the
- * reply callback runs exactly once (with the reply, or NULL when the
- * connection goes) and frees it. Until then the op may be answered early
- * (never: a timeout drops the whole connection, which runs the callbacks)
- * or cancelled: when the waiting request dies, hooks.c calls op_cancel and
- * the op forgets its hook, so the reply is dropped when it comes.
+ * Connecting: a host name is resolved with uv_getaddrinfo (off the loop's
+ * thread; an address is used as it is), TCP connects, TLS shakes hands,
+ * then AUTH / SELECT / PING, written ahead, are answered: the connection is
+ * ready. connect_timeout covers all of it.
  *
- * Replies come in the order commands were sent, so each connection keeps
- * its ops in a FIFO; its timer watches the oldest one (and the connect
- * deadline). When the oldest is late the server is deemed stuck and the
- * connection is dropped: every command on it fails with "timeout".
+ * Writing: a command is formatted into its connection's output buffer; the
+ * worker's prepare handle writes the buffers that hold bytes once per loop
+ * turn, before the loop waits: the commands of one turn (requests read
+ * together) leave in one write, one TLS record. Until the transport is up
+ * the buffer only grows. So a command call never fails later than its
+ * return, and never answers before it.
+ *
+ * A command is an op_t, in its connection's FIFO from the moment it is
+ * buffered: replies come in the order commands were sent. The connection's
+ * timer watches the oldest op (and the connect deadline). When the oldest
+ * is late the server is deemed stuck and the connection is dropped: every
+ * op on it fails ("timeout"). An op is answered exactly once (its reply, or
+ * a failure when its connection goes) unless cancelled: when the waiting
+ * request dies, hooks.c calls op_cancel and the op forgets its hook; the
+ * reply is dropped when it comes.
+ *
+ * Limits: what a server sends is input like any other. A reply holds at
+ * most MAX_REPLY_ELEMENTS array elements in all and MAX_REPLY_BYTES bytes
+ * not parsed yet; beyond either the connection is dropped ("reply too
+ * large"). hiredis 0.14 has no element limit of its own (a reply that
+ * announces 2^31 elements is an allocation of that many pointers).
  *
  * Scripts: EVALSHA with the script's SHA-1; on NOSCRIPT (a restarted or
  * flushed server) the same op is sent again once as EVAL, which also loads
@@ -28,17 +44,20 @@
  */
 #include "redis.h"
 
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <lua.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "hooks.h"
 #include "mg_ffi.h"
+#include "tls_client.h"
+#include "wq.h"
 
 #define MAX_POOL 64
 #define MAX_ARGS 32      /* arguments of one command or script call */
@@ -46,7 +65,11 @@
 #define MAX_FREE_OPS 256 /* idle ops kept per worker */
 #define BACKOFF_MIN 50   /* ms before the first new connection attempt */
 #define BACKOFF_MAX 1000 /* ms, the longest wait between attempts */
-#define WHY_MAX 128
+#define WHY_MAX 256
+#define OUT_KEEP 65536   /* an output buffer larger than this is freed once written */
+#define MAX_REPLY_ELEMENTS (1u << 20)          /* array elements in one reply, nested ones too */
+#define MAX_REPLY_BYTES ((size_t)64 << 20)     /* bytes of one reply not parsed yet */
+#define KEEPALIVE_S 60   /* TCP keep-alive of idle connections (NAT, load balancers) */
 
 enum { C_DOWN, C_CONNECTING, C_READY };
 
@@ -78,16 +101,30 @@ struct mg_redis_op_s {
     char inl[OP_INLINE];
 };
 
+/* One connection of a client's pool, reused attempt after attempt. An
+ * attempt owns tcp (tcp_open from uv_tcp_init to its close callback), the
+ * getaddrinfo request while `resolving`, tls (rediss), reader and out; a
+ * new attempt starts only once the last one's tcp and request are over. */
 struct conn_s {
     mg_redis_t *rs;
-    redisAsyncContext *ac;  /* NULL while down */
-    redisAsyncContext *pac; /* the context the poll handle serves */
-    uv_poll_t poll;         /* initialised per connection */
-    uv_timer_t timer;       /* connect deadline, oldest command's deadline */
-    int events;
+    conn_t *next_dirty; /* in the worker's list of buffers to write */
+    uv_tcp_t tcp;
+    uv_connect_t connect_req;
+    uv_getaddrinfo_t gai;
+    mg_wq_t wq;             /* the socket's queue (ciphertext with TLS) */
+    mg_tls_link_t *tls;     /* NULL: plain TCP */
+    redisReader *reader;    /* NULL while down */
+    uv_timer_t timer;       /* connect deadline, oldest command's deadline, next attempt */
     uint8_t state;
-    uint8_t poll_open; /* poll initialised and its close callback not run */
-    op_t *head, *tail; /* commands sent, oldest first */
+    uint8_t tcp_open, resolving, dirty;
+    uint8_t wired;          /* connected (TLS done): out may be written */
+    uint8_t hello;          /* AUTH / SELECT / PING replies still to come */
+    uint8_t too_large;      /* the reader failed on our limit, not on memory */
+    unsigned gen;           /* drops so far: a caller sees whether it dropped c */
+    size_t reply_elements;  /* array elements of the reply being parsed */
+    char *out;              /* formatted commands not written yet */
+    size_t out_len, out_cap;
+    op_t *head, *tail;      /* commands sent, oldest first */
     unsigned pending;
     uint64_t connect_deadline;
 };
@@ -103,6 +140,7 @@ struct mg_redis_s {
     int db;
     int npool;
     uint64_t connect_timeout, timeout; /* ms */
+    mg_tls_client_t *tls;              /* rediss: one reference; NULL: plain */
     int up;                            /* no failure since the last success */
     int failed_once;                   /* a failure was logged: log the recovery */
     uint64_t retry_at;                 /* loop ms: no new connection before */
@@ -118,6 +156,8 @@ struct rworker_s {
     int nscripts, cap_scripts;
     op_t *free_ops;
     int nfree_ops;
+    uv_prepare_t flusher; /* writes the dirty connections' buffers */
+    conn_t *dirty;
     int closed;  /* no new commands */
     int freeing; /* never resume a hook again */
 };
@@ -190,39 +230,6 @@ static void op_cancel(void *arg)
     op_t *op = arg;
 
     op->hc = NULL;
-}
-
-static void fifo_push(conn_t *c, op_t *op)
-{
-    op->next = NULL;
-    if (c->tail)
-        c->tail->next = op;
-    else
-        c->head = op;
-    c->tail = op;
-    c->pending++;
-}
-
-/* Replies come in order: the op answered is the oldest. */
-static void fifo_pop(conn_t *c, op_t *op)
-{
-    if (c->head != op) { /* cannot happen; keep the list sound anyway */
-        op_t **p = &c->head, *prev = NULL;
-
-        while (*p && *p != op)
-            prev = *p, p = &(*p)->next;
-        if (!*p)
-            return;
-        *p = op->next;
-        if (c->tail == op)
-            c->tail = prev;
-    } else {
-        c->head = op->next;
-        if (c->tail == op)
-            c->tail = NULL;
-    }
-    c->pending--;
-    op->next = NULL;
 }
 
 /* ---- replies to Lua --------------------------------------------------- */
@@ -309,16 +316,15 @@ static void on_timer(uv_timer_t *t);
 static int conn_connect(conn_t *c);
 
 /* A connection attempt failed or an established connection is gone: the
- * connection is down and forgets its context (hiredis frees it, or the
- * caller does). Backs the client off, says so in the log once, and
- * schedules the next attempt. */
+ * connection is down. Keeps why (copied: it may be the TLS link's text),
+ * backs the client off, says so in the log once, and schedules the next
+ * attempt. */
 static void conn_failed(conn_t *c, const char *why)
 {
     mg_redis_t *rs = c->rs;
     int any_ready = 0;
 
     c->state = C_DOWN;
-    c->ac = NULL;
     uv_timer_stop(&c->timer);
     snprintf(rs->why, sizeof(rs->why), "%s", why && *why ? why : "connection lost");
     for (int i = 0; i < rs->npool; i++)
@@ -340,135 +346,503 @@ static void conn_failed(conn_t *c, const char *why)
         uv_timer_start(&c->timer, on_timer, rs->backoff, 0);
 }
 
-/* Drops the connection ourselves (timeout, refused handshake, shutdown):
- * its pending commands fail with `why` (now, or right after the hiredis
- * callback that called this returns). */
+static void on_tcp_closed(uv_handle_t *h)
+{
+    conn_t *c = h->data;
+
+    c->tcp_open = 0;
+}
+
+/* Ends the attempt's transport: TLS (close_notify when it can), the
+ * socket, a resolution under way (its callback still comes). */
+static void transport_close(conn_t *c)
+{
+    mg_tls_link_close(c->tls);
+    c->tls = NULL;
+    c->wq.closed = 1; /* queued writes now only free their memory */
+    c->wired = 0;
+    if (c->resolving)
+        uv_cancel((uv_req_t *)&c->gai);
+    if (c->tcp_open && !uv_is_closing((uv_handle_t *)&c->tcp))
+        uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
+}
+
+/* The connection goes (a failure, a timeout, a refused handshake,
+ * shutdown): down, its transport closed, every command on it answered with
+ * why. Hooks may run (and send commands elsewhere) before it returns;
+ * callers that go on with c compare c->gen. */
 static void conn_drop(conn_t *c, const char *why)
 {
-    redisAsyncContext *ac = c->ac;
+    rworker_t *rw = c->rs->rw;
+    char reason[WHY_MAX];
+    op_t *op;
 
-    if (ac == NULL)
+    if (c->state == C_DOWN)
         return;
-    conn_failed(c, why);
-    redisAsyncFree(ac);
-}
+    c->gen++;
+    conn_failed(c, why); /* before the link goes: why may be its text */
+    snprintf(reason, sizeof(reason), "%s", c->rs->why);
+    transport_close(c);
+    if (c->reader) /* hiredis 0.14's free does not take NULL */
+        redisReaderFree(c->reader);
+    c->reader = NULL;
+    free(c->out);
+    c->out = NULL;
+    c->out_len = c->out_cap = 0;
+    c->hello = 0;
+    op = c->head;
+    c->head = c->tail = NULL;
+    c->pending = 0;
+    while (op) {
+        op_t *next = op->next;
 
-/* hiredis event hooks (privdata = the connection) */
-static void on_poll(uv_poll_t *h, int status, int events)
-{
-    conn_t *c = h->data;
-
-    if (status < 0)
-        events = UV_READABLE | UV_WRITABLE; /* let hiredis find the error */
-    if (c->pac && (events & UV_READABLE))
-        redisAsyncHandleRead(c->pac);
-    if (c->pac && (events & UV_WRITABLE))
-        redisAsyncHandleWrite(c->pac);
-    if (status < 0 && c->pac && c->pac == c->ac) /* libuv stopped polling it */
-        conn_drop(c, uv_strerror(status));
-}
-
-static void ev_update(conn_t *c, int events)
-{
-    if (!c->poll_open || uv_is_closing((uv_handle_t *)&c->poll) || events == c->events)
-        return;
-    c->events = events;
-    if (events)
-        uv_poll_start(&c->poll, events, on_poll);
-    else
-        uv_poll_stop(&c->poll);
-}
-
-static void ev_add_read(void *p)
-{
-    conn_t *c = p;
-    ev_update(c, c->events | UV_READABLE);
-}
-
-static void ev_del_read(void *p)
-{
-    conn_t *c = p;
-    ev_update(c, c->events & ~UV_READABLE);
-}
-
-static void ev_add_write(void *p)
-{
-    conn_t *c = p;
-    ev_update(c, c->events | UV_WRITABLE);
-}
-
-static void ev_del_write(void *p)
-{
-    conn_t *c = p;
-    ev_update(c, c->events & ~UV_WRITABLE);
-}
-
-static void on_poll_closed(uv_handle_t *h)
-{
-    conn_t *c = h->data;
-
-    c->poll_open = 0;
-}
-
-/* hiredis is freeing the context: the poll handle goes (its fd is closed
- * by hiredis right after). */
-static void ev_cleanup(void *p)
-{
-    conn_t *c = p;
-
-    c->pac = NULL;
-    c->events = 0;
-    if (c->poll_open && !uv_is_closing((uv_handle_t *)&c->poll))
-        uv_close((uv_handle_t *)&c->poll, on_poll_closed);
-}
-
-static void on_connect(const redisAsyncContext *ac, int status)
-{
-    conn_t *c = ac->data;
-
-    if (status != REDIS_OK && c->ac == ac)
-        conn_failed(c, ac->errstr); /* hiredis frees ac next */
-}
-
-static void on_disconnect(const redisAsyncContext *ac, int status)
-{
-    conn_t *c = ac->data;
-
-    if (c->ac == ac)
-        conn_failed(c, status == REDIS_OK ? "closed" : ac->errstr);
-}
-
-static void on_handshake(redisAsyncContext *ac, void *r, void *privdata)
-{
-    conn_t *c = privdata;
-    redisReply *reply = r;
-    char why[WHY_MAX];
-
-    if (reply == NULL || c->ac != ac || reply->type != REDIS_REPLY_ERROR)
-        return;
-    snprintf(why, sizeof(why), "refused: %.*s", (int)reply->len, reply->str);
-    conn_drop(c, why);
-}
-
-/* PING answered: the connection serves commands. */
-static void on_ready(redisAsyncContext *ac, void *r, void *privdata)
-{
-    conn_t *c = privdata;
-    mg_redis_t *rs = c->rs;
-    redisReply *reply = r;
-
-    if (reply == NULL || c->ac != ac)
-        return;
-    if (reply->type == REDIS_REPLY_ERROR) {
-        on_handshake(ac, r, privdata);
-        return;
+        op->next = NULL;
+        op_finish(rw, op, NULL, reason);
+        op = next;
     }
+}
+
+/* ---- transport: the only place that asks whether TLS carries it --------- */
+
+static int conn_write(conn_t *c, const uv_buf_t *b, unsigned n)
+{
+    return c->tls ? mg_tls_link_write(c->tls, b, n) : mg_wq_write(&c->wq, b, n);
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b);
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b);
+
+static int conn_read_start(conn_t *c)
+{
+    if (c->tls)
+        return mg_tls_link_read_start(c->tls, on_alloc, on_read);
+    return uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+/* Why reading or writing failed, in words (into buf, WHY_MAX bytes). A
+ * TLS 1.3 server judges the client's certificate after the client's
+ * handshake ended: its refusal is an alert, or, when the commands written
+ * behind the handshake reach it first, a reset that loses the alert. */
+static const char *io_error(const conn_t *c, int code, char *buf)
+{
+    const char *why = code == UV_EOF ? "closed by the server" : uv_strerror(code);
+
+    if (code == UV_EPROTO && c->tls)
+        return mg_tls_link_error(c->tls);
+    if (c->tls && c->state == C_CONNECTING &&
+        (code == UV_EOF || code == UV_ECONNRESET || code == UV_EPIPE)) {
+        snprintf(buf, WHY_MAX, "%s right after the TLS handshake (does the server want a "
+                 "client certificate? tls.cert and tls.key)", why);
+        return buf;
+    }
+    return why;
+}
+
+/* ---- writing ------------------------------------------------------------ */
+
+/* Writes what c's buffer holds, once the transport is up. */
+static void conn_flush(conn_t *c)
+{
+    uv_buf_t b;
+    int rc;
+
+    if (!c->wired || c->out_len == 0)
+        return;
+    b = uv_buf_init(c->out, (unsigned)c->out_len);
+    rc = conn_write(c, &b, 1); /* copies what the socket does not take now */
+    c->out_len = 0;
+    if (c->out_cap > OUT_KEEP) { /* a big SET: do not keep its buffer */
+        free(c->out);
+        c->out = NULL;
+        c->out_cap = 0;
+    }
+    if (rc < 0) {
+        char why[WHY_MAX];
+
+        conn_drop(c, io_error(c, rc, why));
+    }
+}
+
+static void on_flush(uv_prepare_t *p)
+{
+    rworker_t *rw = p->data;
+    conn_t *c;
+
+    while ((c = rw->dirty) != NULL) {
+        rw->dirty = c->next_dirty;
+        c->next_dirty = NULL;
+        c->dirty = 0;
+        conn_flush(c); /* a drop runs hooks, which may add to the list */
+    }
+    uv_prepare_stop(p);
+}
+
+/* Formats the command into c's buffer, to be written before the loop next
+ * waits. 0, or -1 (out of memory: nothing was added). */
+static int conn_send(conn_t *c, int argc, const char **argv, const size_t *argvlen)
+{
+    rworker_t *rw = c->rs->rw;
+    char *cmd = NULL;
+    int len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
+
+    if (len < 0)
+        return -1;
+    if (c->out_len + (size_t)len > c->out_cap) {
+        size_t cap = c->out_cap ? c->out_cap : 512;
+        char *n;
+
+        while (cap < c->out_len + (size_t)len)
+            cap *= 2;
+        if ((n = realloc(c->out, cap)) == NULL) {
+            redisFreeCommand(cmd);
+            return -1;
+        }
+        c->out = n;
+        c->out_cap = cap;
+    }
+    memcpy(c->out + c->out_len, cmd, (size_t)len);
+    c->out_len += (size_t)len;
+    redisFreeCommand(cmd);
+    if (c->wired && !c->dirty && !rw->closed) {
+        c->dirty = 1;
+        c->next_dirty = rw->dirty;
+        rw->dirty = c;
+        uv_prepare_start(&rw->flusher, on_flush);
+    }
+    return 0;
+}
+
+/* ---- reading ------------------------------------------------------------ */
+
+/* hiredis's reply functions, but arrays are counted against the limit of
+ * the connection being read (the reader's privdata). */
+static redisReplyObjectFunctions reply_fns;
+static void *(*hiredis_create_array)(const redisReadTask *task, int elements);
+static pthread_once_t reply_fns_once = PTHREAD_ONCE_INIT;
+
+static void *create_array(const redisReadTask *task, int elements)
+{
+    conn_t *c = task->privdata;
+
+    if (elements < 0 || (size_t)elements > MAX_REPLY_ELEMENTS - c->reply_elements) {
+        c->too_large = 1;
+        return NULL; /* hiredis: an out-of-memory error, the connection goes */
+    }
+    c->reply_elements += (size_t)elements;
+    return hiredis_create_array(task, elements);
+}
+
+static void reply_fns_init(void)
+{
+    redisReader *r = redisReaderCreate();
+
+    if (r == NULL)
+        return;
+    reply_fns = *r->fn;
+    hiredis_create_array = reply_fns.createArray;
+    reply_fns.createArray = create_array;
+    redisReaderFree(r);
+}
+
+static redisReader *reader_new(conn_t *c)
+{
+    redisReader *r;
+
+    pthread_once(&reply_fns_once, reply_fns_init);
+    if (hiredis_create_array == NULL || (r = redisReaderCreate()) == NULL)
+        return NULL;
+    r->fn = &reply_fns;
+    r->privdata = c;
+    return r;
+}
+
+static void conn_ready(conn_t *c)
+{
+    mg_redis_t *rs = c->rs;
+
     c->state = C_READY;
     if (!rs->up && rs->failed_once)
         say(2, "redis %s:%d answers again", rs->host, rs->port);
     rs->up = 1;
     rs->backoff = BACKOFF_MIN;
     conn_arm(c);
+}
+
+static int send_script(conn_t *c, op_t *op, int as_eval);
+static void track(conn_t *c, op_t *op);
+
+/* One reply (ours to free): the handshake's, or the oldest command's. */
+static void conn_reply(conn_t *c, redisReply *reply)
+{
+    op_t *op = c->head;
+    char why[WHY_MAX];
+
+    if (c->hello > 0) { /* AUTH, SELECT, PING */
+        if (reply->type == REDIS_REPLY_ERROR) {
+            snprintf(why, sizeof(why), "refused: %.*s", (int)reply->len, reply->str);
+            freeReplyObject(reply);
+            conn_drop(c, why);
+            return;
+        }
+        freeReplyObject(reply);
+        if (--c->hello == 0)
+            conn_ready(c);
+        return;
+    }
+    if (op == NULL) { /* RESP2 sends nothing unasked */
+        freeReplyObject(reply);
+        conn_drop(c, "a reply to no command");
+        return;
+    }
+    c->head = op->next;
+    if (c->head == NULL)
+        c->tail = NULL;
+    c->pending--;
+    op->next = NULL;
+    if (reply->type == REDIS_REPLY_ERROR && op->script >= 0 && !op->retried && reply->len >= 8 &&
+        memcmp(reply->str, "NOSCRIPT", 8) == 0 && send_script(c, op, 1) == 0) {
+        freeReplyObject(reply);
+        track(c, op); /* the same op, now an EVAL */
+        return;
+    }
+    op_finish(c->rs->rw, op, reply, NULL);
+    freeReplyObject(reply);
+}
+
+/* Bytes from the server (plaintext): every reply they complete is
+ * answered. Drops c on a protocol error or a reply over the limits. */
+static void conn_take(conn_t *c, const char *p, size_t n)
+{
+    unsigned gen = c->gen;
+
+    if (redisReaderFeed(c->reader, p, n) != REDIS_OK) {
+        conn_drop(c, "out of memory");
+        return;
+    }
+    for (;;) {
+        void *reply = NULL;
+
+        if (redisReaderGetReply(c->reader, &reply) != REDIS_OK) {
+            char why[WHY_MAX];
+
+            snprintf(why, sizeof(why), "%s", c->too_large ? "reply too large"
+                                                           : c->reader->errstr);
+            conn_drop(c, why);
+            return;
+        }
+        if (reply == NULL)
+            break;
+        c->reply_elements = 0;
+        conn_reply(c, reply);
+        if (c->gen != gen) /* dropped (by the reply, or by a hook it resumed) */
+            return;
+    }
+    if (c->reader->len - c->reader->pos > MAX_REPLY_BYTES)
+        conn_drop(c, "reply too large");
+}
+
+static _Thread_local char read_buf[16384]; /* on_alloc and on_read run back to back */
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+    (void)h;
+    (void)hint;
+    *b = uv_buf_init(read_buf, sizeof(read_buf));
+}
+
+/* The socket's bytes, or with TLS the link's plaintext (s->data is c). */
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    conn_t *c = s->data;
+    char why[WHY_MAX];
+
+    if (nread > 0)
+        conn_take(c, b->base, (size_t)nread);
+    else if (nread < 0)
+        conn_drop(c, io_error(c, (int)nread, why));
+}
+
+/* ---- connecting --------------------------------------------------------- */
+
+/* The transport is up: reading starts and what was buffered goes. */
+static void conn_wire(conn_t *c)
+{
+    int rc = conn_read_start(c);
+
+    if (rc < 0) {
+        conn_drop(c, uv_strerror(rc));
+        return;
+    }
+    c->wired = 1;
+    conn_flush(c);
+}
+
+static void on_tls_ready(void *owner, const char *err)
+{
+    conn_t *c = owner;
+
+    if (err)
+        conn_drop(c, err); /* "TLS certificate verify failed: ..." */
+    else
+        conn_wire(c);
+}
+
+/* TLS: the socket's ciphertext, to the link. */
+static void on_raw_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    conn_t *c = s->data;
+
+    mg_tls_link_on_read(c->tls, nread, b);
+}
+
+static void on_wq_error(mg_wq_t *q, int status)
+{
+    conn_t *c = (conn_t *)((char *)q - offsetof(conn_t, wq));
+    char why[WHY_MAX];
+
+    conn_drop(c, io_error(c, status, why));
+}
+
+static void on_connected(uv_connect_t *req, int status)
+{
+    conn_t *c = req->data;
+    mg_redis_t *rs = c->rs;
+    int rc;
+
+    if (status == UV_ECANCELED || uv_is_closing((uv_handle_t *)&c->tcp))
+        return; /* the attempt was dropped */
+    if (status < 0) {
+        conn_drop(c, uv_strerror(status));
+        return;
+    }
+    uv_tcp_keepalive(&c->tcp, 1, KEEPALIVE_S);
+    if (rs->tls == NULL) {
+        conn_wire(c);
+        return;
+    }
+    c->tls = mg_tls_link_new(rs->tls, rs->host, (uint16_t)rs->port, (uv_stream_t *)&c->tcp, &c->wq,
+                             on_raw_read);
+    if (c->tls == NULL) {
+        conn_drop(c, "out of memory");
+        return;
+    }
+    if ((rc = mg_tls_link_handshake(c->tls, on_tls_ready, c)) < 0)
+        conn_drop(c, uv_strerror(rc));
+}
+
+/* Connects the attempt's socket to addr. */
+static void conn_dial(conn_t *c, const struct sockaddr *addr)
+{
+    int rc = uv_tcp_init(loop_of(c->rs), &c->tcp);
+
+    if (rc < 0) {
+        conn_drop(c, uv_strerror(rc));
+        return;
+    }
+    c->tcp_open = 1;
+    c->tcp.data = c;
+    uv_unref((uv_handle_t *)&c->tcp);
+    mg_wq_init(&c->wq, (uv_stream_t *)&c->tcp, NULL, on_wq_error);
+    uv_tcp_nodelay(&c->tcp, 1); /* commands are small and wait for their reply */
+    c->connect_req.data = c;
+    if ((rc = uv_tcp_connect(&c->connect_req, &c->tcp, addr, on_connected)) < 0)
+        conn_drop(c, uv_strerror(rc));
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    conn_t *c = req->data;
+    char why[WHY_MAX];
+
+    c->resolving = 0;
+    if (c->state != C_CONNECTING) { /* dropped meanwhile (cancelled, or too late) */
+        uv_freeaddrinfo(res);
+        return;
+    }
+    if (status < 0 || res == NULL) {
+        snprintf(why, sizeof(why), "cannot resolve %s: %s", c->rs->host,
+                 status < 0 ? uv_strerror(status) : "no address");
+        uv_freeaddrinfo(res);
+        conn_drop(c, why);
+        return;
+    }
+    conn_dial(c, res->ai_addr);
+    uv_freeaddrinfo(res);
+}
+
+/* AUTH [username] password, SELECT db, PING: buffered first, answered
+ * first (conn_reply counts them in c->hello). */
+static int send_hello(conn_t *c)
+{
+    mg_redis_t *rs = c->rs;
+    const char *av[3];
+    size_t al[3];
+    char db[16];
+    int n = 0;
+
+    if (rs->password) {
+        av[n] = "AUTH", al[n++] = 4;
+        if (rs->username) /* a Redis 6 ACL user */
+            av[n] = rs->username, al[n++] = rs->username_len;
+        av[n] = rs->password, al[n++] = rs->password_len;
+        if (conn_send(c, n, av, al) != 0)
+            return -1;
+        c->hello++;
+    }
+    if (rs->db) {
+        av[0] = "SELECT", al[0] = 6;
+        av[1] = db, al[1] = (size_t)snprintf(db, sizeof(db), "%d", rs->db);
+        if (conn_send(c, 2, av, al) != 0)
+            return -1;
+        c->hello++;
+    }
+    av[0] = "PING", al[0] = 4;
+    if (conn_send(c, 1, av, al) != 0)
+        return -1;
+    c->hello++;
+    return 0;
+}
+
+/* Starts an attempt. Returns 0, or -1 when it failed at once (then the
+ * client backs off). */
+static int conn_connect(conn_t *c)
+{
+    mg_redis_t *rs = c->rs;
+    uv_loop_t *loop = loop_of(rs);
+    unsigned gen = c->gen;
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+    } addr;
+
+    c->state = C_CONNECTING;
+    c->hello = 0;
+    c->too_large = 0;
+    c->reply_elements = 0;
+    c->connect_deadline = uv_now(loop) + rs->connect_timeout;
+    if ((c->reader = reader_new(c)) == NULL || send_hello(c) != 0) {
+        conn_drop(c, "out of memory");
+        return -1;
+    }
+    conn_arm(c);
+    if (uv_ip4_addr(rs->host, rs->port, &addr.in) == 0 ||
+        uv_ip6_addr(rs->host, rs->port, &addr.in6) == 0) {
+        conn_dial(c, &addr.sa);
+    } else {
+        struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                                  .ai_flags = AI_NUMERICSERV };
+        char port[8];
+        int rc;
+
+        snprintf(port, sizeof(port), "%d", rs->port);
+        c->gai.data = c;
+        if ((rc = uv_getaddrinfo(loop, &c->gai, on_resolved, rs->host, port, &hints)) < 0)
+            conn_drop(c, uv_strerror(rc));
+        else
+            c->resolving = 1;
+    }
+    return c->gen == gen ? 0 : -1;
 }
 
 /* The connection's deadlines (connecting, oldest command) and, while it is
@@ -481,7 +855,7 @@ static void on_timer(uv_timer_t *t)
     if (c->state == C_DOWN) {
         if (c->rs->rw->closed)
             return;
-        if (c->poll_open || c->head != NULL) /* the old connection is still going */
+        if (c->tcp_open || c->resolving) /* the last attempt is still going */
             uv_timer_start(&c->timer, on_timer, 10, 0);
         else
             conn_connect(c);
@@ -514,61 +888,6 @@ static void conn_arm(conn_t *c)
     uv_timer_start(&c->timer, on_timer, next > now ? next - now : 0, 0);
 }
 
-/* Starts connecting. Returns 0, or -1 when the attempt failed at once
- * (then the client backs off). */
-static int conn_connect(conn_t *c)
-{
-    mg_redis_t *rs = c->rs;
-    uv_loop_t *loop = loop_of(rs);
-    redisAsyncContext *ac = redisAsyncConnect(rs->host, rs->port);
-
-    if (ac == NULL) {
-        conn_failed(c, "out of memory");
-        return -1;
-    }
-    if (ac->err) {
-        char why[WHY_MAX];
-
-        snprintf(why, sizeof(why), "%s", ac->errstr);
-        redisAsyncFree(ac);
-        conn_failed(c, why);
-        return -1;
-    }
-    if (uv_poll_init(loop, &c->poll, ac->c.fd) != 0) {
-        redisAsyncFree(ac);
-        conn_failed(c, "cannot poll the socket");
-        return -1;
-    }
-    uv_unref((uv_handle_t *)&c->poll);
-    c->poll.data = c;
-    c->poll_open = 1;
-    c->events = 0;
-    c->pac = ac;
-    c->ac = ac;
-    ac->data = c;
-    ac->ev.data = c;
-    ac->ev.addRead = ev_add_read;
-    ac->ev.delRead = ev_del_read;
-    ac->ev.addWrite = ev_add_write;
-    ac->ev.delWrite = ev_del_write;
-    ac->ev.cleanup = ev_cleanup;
-    c->state = C_CONNECTING;
-    redisAsyncSetConnectCallback(ac, on_connect);
-    redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    /* pipelined behind the connect: the first replies on this connection */
-    if (rs->password && rs->username) /* a Redis 6 ACL user */
-        redisAsyncCommand(ac, on_handshake, c, "AUTH %b %b", rs->username, rs->username_len,
-                          rs->password, rs->password_len);
-    else if (rs->password)
-        redisAsyncCommand(ac, on_handshake, c, "AUTH %b", rs->password, rs->password_len);
-    if (rs->db)
-        redisAsyncCommand(ac, on_handshake, c, "SELECT %d", rs->db);
-    redisAsyncCommand(ac, on_ready, c, "PING");
-    c->connect_deadline = uv_now(loop) + rs->connect_timeout;
-    conn_arm(c);
-    return 0;
-}
-
 /* The connection a new command goes to: the ready one with the fewest
  * commands in flight; while none is ready, a connecting one if the client
  * has not failed since its last success (at start), else none (fail fast).
@@ -581,7 +900,7 @@ static conn_t *pick(mg_redis_t *rs)
     for (int i = 0; i < rs->npool; i++) {
         conn_t *c = &rs->conns[i];
 
-        if (c->state == C_DOWN && now >= rs->retry_at && !c->poll_open && c->head == NULL)
+        if (c->state == C_DOWN && now >= rs->retry_at && !c->tcp_open && !c->resolving)
             conn_connect(c);
         if (c->state == C_READY) {
             if (!best || c->pending < best->pending)
@@ -596,10 +915,8 @@ static conn_t *pick(mg_redis_t *rs)
     return rs->up ? wait : NULL;
 }
 
-static void on_reply(redisAsyncContext *ac, void *r, void *privdata);
-
 /* Sends script op as EVALSHA, or as EVAL with its source. Returns 0 once
- * hiredis owns the op. */
+ * the command is buffered (the caller tracks op). */
 static int send_script(conn_t *c, op_t *op, int as_eval)
 {
     rworker_t *rw = c->rs->rw;
@@ -620,39 +937,26 @@ static int send_script(conn_t *c, op_t *op, int as_eval)
         al[3 + i] = op->lens[i];
         p += op->lens[i];
     }
-    if (redisAsyncCommandArgv(c->ac, on_reply, op, op->argc + 3, av, al) != REDIS_OK)
+    if (conn_send(c, op->argc + 3, av, al) != 0)
         return -1;
     op->retried |= as_eval;
     return 0;
 }
 
-/* Queues op (accepted by hiredis) on c and watches its deadline. */
+/* Queues op (its command buffered) on c and watches its deadline. */
 static void track(conn_t *c, op_t *op)
 {
     op->conn = c;
     op->deadline = uv_now(loop_of(c->rs)) + c->rs->timeout;
-    fifo_push(c, op);
+    op->next = NULL;
+    if (c->tail)
+        c->tail->next = op;
+    else
+        c->head = op;
+    c->tail = op;
+    c->pending++;
     if (c->head == op || !uv_is_active((uv_handle_t *)&c->timer))
         conn_arm(c); /* its deadline may come before the connect deadline */
-}
-
-static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
-{
-    op_t *op = privdata;
-    conn_t *c = op->conn;
-    rworker_t *rw = c->rs->rw;
-    redisReply *reply = r;
-
-    fifo_pop(c, op);
-    if (reply && reply->type == REDIS_REPLY_ERROR && op->script >= 0 && !op->retried &&
-        c->ac == ac && reply->len >= 8 && memcmp(reply->str, "NOSCRIPT", 8) == 0 &&
-        send_script(c, op, 1) == 0) {
-        track(c, op); /* same op, now an EVAL */
-        return;
-    }
-    if (reply == NULL && c->ac == ac)
-        conn_failed(c, ac->errstr); /* hiredis is freeing ac after an error */
-    op_finish(rw, op, reply, c->rs->why);
 }
 
 /* ---- FFI ---------------------------------------------------------------- */
@@ -668,6 +972,9 @@ static rworker_t *worker_state(int create)
     if (!create || (tls_rw = calloc(1, sizeof(*tls_rw))) == NULL)
         return NULL;
     tls_rw->w = w;
+    uv_prepare_init(&w->loop, &tls_rw->flusher);
+    uv_unref((uv_handle_t *)&tls_rw->flusher);
+    tls_rw->flusher.data = tls_rw;
     return tls_rw;
 }
 
@@ -681,7 +988,7 @@ static uint64_t to_ms(double s)
 mg_redis_t *mg_ffi_redis_client(const char *host, size_t host_len, int port, const char *username,
                                 size_t username_len, const char *password, size_t password_len,
                                 int db, int pool, double connect_timeout, double timeout,
-                                const char **err)
+                                mg_tls_client_t *tls, const char **err)
 {
     rworker_t *rw = worker_state(1);
     uint64_t cto, to;
@@ -713,8 +1020,15 @@ mg_redis_t *mg_ffi_redis_client(const char *host, size_t host_len, int port, con
                            memcmp(rs->password, password, password_len) == 0)) &&
             (rs->username != NULL) == (username != NULL) &&
             (!username || (rs->username_len == username_len &&
-                           memcmp(rs->username, username, username_len) == 0)))
+                           memcmp(rs->username, username, username_len) == 0)) &&
+            mg_tls_client_same(rs->tls, tls)) {
+            if (tls && rs->tls != tls) { /* a reload's: its files may be newer */
+                mg_tls_client_ref(tls);
+                mg_tls_client_release(rs->tls);
+                rs->tls = tls;
+            }
             return rs;
+        }
     rs = calloc(1, sizeof(*rs));
     if (rs == NULL || (rs->host = strndup(host, host_len)) == NULL ||
         (password && (rs->password = strndup(password, password_len)) == NULL) ||
@@ -723,7 +1037,6 @@ mg_redis_t *mg_ffi_redis_client(const char *host, size_t host_len, int port, con
         if (rs) {
             free(rs->host);
             free(rs->password);
-        free(rs->username);
             free(rs->username);
             free(rs);
         }
@@ -740,6 +1053,9 @@ mg_redis_t *mg_ffi_redis_client(const char *host, size_t host_len, int port, con
     rs->timeout = to;
     rs->up = 1;
     rs->backoff = BACKOFF_MIN;
+    if (tls)
+        mg_tls_client_ref(tls);
+    rs->tls = tls;
     for (int i = 0; i < pool; i++) {
         conn_t *c = &rs->conns[i];
 
@@ -818,7 +1134,7 @@ static conn_t *start_check(mg_redis_t *rs, int argc, const size_t *argvlen, size
     return c;
 }
 
-/* The op is with hiredis: its hook now waits for it. */
+/* The op's command is buffered: its hook now waits for it. */
 static int wait_for(rworker_t *rw, conn_t *c, op_t *op, const char **err)
 {
     mg_hook_co_t *hc;
@@ -852,10 +1168,10 @@ int mg_ffi_redis_command(mg_redis_t *rs, int argc, const char **argv, const size
         *err = "out of memory";
         return MG_FFI_ENOMEM;
     }
-    if (redisAsyncCommandArgv(c->ac, on_reply, op, argc, argv, argvlen) != REDIS_OK) {
+    if (conn_send(c, argc, argv, argvlen) != 0) {
         op_put(rw, op);
-        *err = "cannot send";
-        return MG_REDIS_EDOWN;
+        *err = "out of memory";
+        return MG_FFI_ENOMEM;
     }
     return wait_for(rw, c, op, err);
 }
@@ -884,9 +1200,9 @@ mg_redis_op_t *mg_redis_command_c(mg_redis_t *rs, int argc, const char **argv,
         *err = "out of memory";
         return NULL;
     }
-    if (redisAsyncCommandArgv(c->ac, on_reply, op, argc, argv, argvlen) != REDIS_OK) {
+    if (conn_send(c, argc, argv, argvlen) != 0) {
         op_put(rw, op);
-        *err = "cannot send";
+        *err = "out of memory";
         return NULL;
     }
     track(c, op);
@@ -932,8 +1248,8 @@ int mg_ffi_redis_eval(mg_redis_t *rs, int script, int nkeys, int argc, const cha
     }
     if (send_script(c, op, 0) != 0) {
         op_put(rw, op);
-        *err = "cannot send";
-        return MG_REDIS_EDOWN;
+        *err = "out of memory";
+        return MG_FFI_ENOMEM;
     }
     return wait_for(rw, c, op, err);
 }
@@ -963,6 +1279,17 @@ void mg_redis_worker_close(mg_worker_t *w)
             if (!uv_is_closing((uv_handle_t *)&c->timer))
                 uv_close((uv_handle_t *)&c->timer, NULL);
         }
+    if (!uv_is_closing((uv_handle_t *)&rw->flusher))
+        uv_close((uv_handle_t *)&rw->flusher, NULL);
+}
+
+/* Closes h unless it is closing already; says whether it did. */
+static int close_handle(uv_handle_t *h)
+{
+    if (uv_is_closing(h))
+        return 0;
+    uv_close(h, NULL);
+    return 1;
 }
 
 void mg_redis_worker_free(mg_worker_t *w)
@@ -977,18 +1304,12 @@ void mg_redis_worker_free(mg_worker_t *w)
         for (int i = 0; i < rs->npool; i++) {
             conn_t *c = &rs->conns[i];
 
-            if (c->poll_open && !uv_is_closing((uv_handle_t *)&c->poll))
-                closing = 1;               /* the drop below closes it */
+            if (c->state != C_DOWN)
+                closing = 1;               /* the drop closes its socket and TLS */
             conn_drop(c, "shutting down"); /* its hooks are not resumed */
-            if (!uv_is_closing((uv_handle_t *)&c->timer)) {
-                uv_close((uv_handle_t *)&c->timer, NULL);
-                closing = 1;
-            }
-            if (c->poll_open && !uv_is_closing((uv_handle_t *)&c->poll)) {
-                uv_close((uv_handle_t *)&c->poll, NULL);
-                closing = 1;
-            }
+            closing |= close_handle((uv_handle_t *)&c->timer);
         }
+    closing |= close_handle((uv_handle_t *)&rw->flusher);
     if (closing) /* called while handles were open: let libuv finish with them */
         uv_run(&w->loop, UV_RUN_NOWAIT);
     while (rw->clients) {
@@ -999,6 +1320,7 @@ void mg_redis_worker_free(mg_worker_t *w)
         free(rs->host);
         free(rs->password);
         free(rs->username);
+        mg_tls_client_release(rs->tls);
         free(rs);
     }
     for (int i = 0; i < rw->nscripts; i++)

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include "compress.h"
 #include "errlog.h"
 #include "header_names.h"
 #include "http.h"
@@ -237,10 +238,15 @@ void mg_request_assign_id(mg_request_t *r)
 int mg_request_send_whole(mg_request_t *r, const mg_resp_t *res, const char *body,
                           size_t body_len)
 {
+    mg_resp_t coded;
+    /* moongate.compression (a cached answer: the cache keeps the identity) */
+    if (r->compress_conf)
+        res = mg_compress_head(r, res, &coded);
     if (r->proto->start_response(r, res) < 0)
         return -1;
     uv_buf_t b = uv_buf_init((char *)body, (unsigned)body_len);
-    if (r->proto->send_body(r, &b, body_len ? 1 : 0, 1) < 0)
+    if ((r->compress ? mg_compress_send(r, &b, body_len ? 1 : 0, 1)
+                     : r->proto->send_body(r, &b, body_len ? 1 : 0, 1)) < 0)
         return 0; /* the connection closed: r ended */
     r->proto->answered(r);
     return 0;

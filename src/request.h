@@ -281,6 +281,11 @@ struct mg_request_s {
     uint8_t xff_drop;          /* it is not: its X-Forwarded-For is dropped */
     /* retries and the deadline (retry.h), NULL without either */
     struct mg_retry_s *retry;
+    /* moongate.compression (compress.h): its conf, set by the policy with
+     * the encoding the client asked for, and the stream once compressing */
+    const struct mg_compress_conf_s *compress_conf;
+    uint8_t compress_enc;       /* MG_ENC_* */
+    struct mg_compress_s *compress;
 
     /* Not cleared between requests (mg_request_init zeroes up to here). */
     mg_edit_t req_edits[MG_MAX_EDITS];

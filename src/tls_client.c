@@ -27,6 +27,7 @@
 #include <openssl/x509v3.h>
 
 #include "metrics.h"
+#include "mg_ffi.h"
 #include "tls.h"
 #include "tls_client.h"
 
@@ -220,6 +221,8 @@ fail:
     return -1;
 }
 
+void mg_tls_client_ref(mg_tls_client_t *c) { atomic_fetch_add(&c->refs, 1); }
+
 void mg_tls_client_release(mg_tls_client_t *c)
 {
     if (!c || atomic_fetch_sub(&c->refs, 1) != 1)
@@ -233,6 +236,22 @@ void mg_tls_client_release(mg_tls_client_t *c)
     free(c->settings);
     free(c);
 }
+
+mg_tls_client_t *mg_ffi_tls_client_new(int verify, const char *ca, const char *sni,
+                                       const char *cert, const char *key,
+                                       const char *min_version, const char *ciphers,
+                                       int session_reuse, const char *label, char *err,
+                                       size_t errlen)
+{
+    mg_tls_client_opts_t o = { .verify = verify, .ca = ca, .sni = sni, .cert = cert, .key = key,
+                               .min_version = min_version, .ciphers = ciphers,
+                               .no_resumption = !session_reuse, .label = label };
+    mg_tls_client_t *c = NULL;
+
+    return mg_tls_client_new(&o, &c, err, errlen) == 0 ? c : NULL;
+}
+
+void mg_ffi_tls_client_release(mg_tls_client_t *c) { mg_tls_client_release(c); }
 
 int mg_tls_client_same(const mg_tls_client_t *a, const mg_tls_client_t *b)
 {

@@ -53,6 +53,8 @@ typedef struct mg_tls_client_opts_s {
  * or -1 and a reason with its fix in err. */
 int mg_tls_client_new(const mg_tls_client_opts_t *o, mg_tls_client_t **out, char *err,
                       size_t errlen);
+/* One more reference (for a client that keeps c: moongate.redis's). */
+void mg_tls_client_ref(mg_tls_client_t *c);
 void mg_tls_client_release(mg_tls_client_t *c);
 /* Do a and b (either may be NULL: plain) have the same settings? A pooled
  * connection may move from one to the other across a reload only then. */

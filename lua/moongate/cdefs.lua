@@ -27,6 +27,13 @@ int mg_ffi_req_set_str(mg_request_t *r, int what, const char *s, size_t len);
 int mg_ffi_req_set_upstream(mg_request_t *r, const char *name, size_t len);
 int mg_ffi_req_set_target(mg_request_t *r, const char *name, size_t len);
 int mg_ffi_req_set_hash_key(mg_request_t *r, const char *key, size_t len);
+typedef struct mg_compress_conf_s mg_compress_conf_t;
+mg_compress_conf_t *mg_ffi_compress_conf_new(int gzip_level, int brotli_quality,
+                                             int brotli_window, uint64_t min_size,
+                                             const char *types, size_t types_len);
+void mg_ffi_compress_conf_free(mg_compress_conf_t *c);
+int mg_ffi_req_set_compression(mg_request_t *r, const mg_compress_conf_t *c);
+int mg_compress_negotiate(const char *v, size_t len, unsigned allowed);
 int mg_ffi_req_read_body(mg_request_t *r, const char **p, size_t *len);
 int mg_ffi_res_status(mg_request_t *r);
 int mg_ffi_res_set_status(mg_request_t *r, int status);
@@ -88,6 +95,7 @@ typedef struct mg_ffi_kit_head_s {
 long mg_ffi_kit_upstream_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out);
 long mg_ffi_kit_response_head(mg_request_t *r, const mg_ffi_kit_head_t *m, const char **out,
                               int *body);
+long mg_ffi_kit_compress_body(mg_request_t *r, const char *in, size_t len, const char **out);
 int mg_ffi_kit_lb_key(mg_request_t *r, const mg_ffi_kit_head_t *m, const char *on,
                       const char *name, uint64_t *key);
 typedef struct mg_lb_s mg_lb_t;

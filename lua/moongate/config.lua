@@ -87,6 +87,7 @@ local function new_collector(file)
     return {
         file = file,
         errors = {},
+        warnings = {},          -- { source, line, msg }: accepted, but said
         settings = nil,         -- site of the gw.settings call
         settings_value = nil,   -- its normalised settings
         listeners = {},
@@ -747,37 +748,74 @@ local function outlier_option(d, v)
     return o
 end
 
--- upstream.tls: true (the defaults: verify against the system bundle,
--- SNI and the checked name from each target's host) or { verify, ca, sni,
--- cert, key, min_version, ciphers }. The files are read (and checked)
--- when the config is converted for C (src/tls_client.c).
-local function upstream_tls(d, v)
+-- The warning `msg` at d's line (`moongate check` prints it, a reload logs
+-- it; the config loads).
+local function warn(d, msg)
+    local w = d.c.warnings
+    w[#w + 1] = { source = d.source, line = d.line, msg = msg }
+end
+
+-- A TLS client's options (`what` = "upstream.tls", "<policy>.redis.tls"):
+-- true (the defaults: verify against the system bundle, SNI and the
+-- checked name from each server's host) or { verify, ca, sni, cert, key,
+-- min_version, ciphers, session_reuse }. The files are read (and checked)
+-- when C builds the configuration (src/tls_client.c); verify = false is
+-- accepted with a warning, that begins with `who` (the client's name).
+local function client_tls(d, v, what, who)
     if v == true then
         v = {}
     end
     if type(v) ~= "table" then
-        err(d, 'upstream.tls must be true or a table like { ca = "certs/ca.pem" }, got %s',
+        err(d, '%s must be true or a table like { ca = "certs/ca.pem" }, got %s', what,
             describe(v))
         return nil
     end
-    check_keys(d, v, UPSTREAM_TLS.keys, "upstream.tls")
+    check_keys(d, v, UPSTREAM_TLS.keys, what)
     local out = copy(UPSTREAM_TLS.defaults)
-    fields(d, v, out, UPSTREAM_TLS, "upstream.tls")
+    fields(d, v, out, UPSTREAM_TLS, what)
     for _, k in ipairs({ "ca", "cert", "key" }) do
         if out[k] then
             out[k] = config_relative(d.c, out[k])
         end
     end
     if (out.cert == nil) ~= (out.key == nil) then
-        err(d, "upstream.tls.%s is missing: a client certificate needs both cert and key",
+        err(d, "%s.%s is missing: a client certificate needs both cert and key", what,
             out.cert and "key" or "cert")
     end
     if out.min_version and out.min_version ~= "TLSv1.2" and out.min_version ~= "TLSv1.3" then
-        err(d, 'upstream.tls.min_version must be "TLSv1.2" or "TLSv1.3", got %s',
+        err(d, '%s.min_version must be "TLSv1.2" or "TLSv1.3", got %s', what,
             describe(out.min_version))
     end
     if out.sni and host_kind(out.sni) == cdefs.HOST_BAD then
-        err(d, "upstream.tls.sni must be a host name, got %s", describe(out.sni))
+        err(d, "%s.sni must be a host name, got %s", what, describe(out.sni))
+    end
+    if out.verify == false then
+        local key = who and "tls" or what
+        warn(d, fmt("%s%s.verify = false: its certificates are not checked, so anyone on " ..
+                    "the path can pose as it (give %s.ca the CA that signed them instead)",
+                    who and who .. ": " or "", key, key))
+    end
+    return out
+end
+
+--- For clients made while a config loads (moongate.redis's `tls`): the
+-- TLS options `v` checked and normalised as upstream.tls's are (paths from
+-- the config's directory; verify = false is a warning at the user's line,
+-- beginning with `who`, the client's name).
+-- Returns the options, or nil and the list of what is wrong. Outside a
+-- load, paths stay as given and nothing warns.
+function _M.client_tls(v, what, who)
+    local c = current or { file = "./", warnings = {} }
+    local d = { c = { file = c.file, errors = {}, warnings = c.warnings },
+                source = nil, line = 0 }
+    if current then
+        d.source, d.line = where()
+    end
+    local out = client_tls(d, v, what, who)
+    if #d.c.errors > 0 then
+        local msgs = {}
+        for i, e in ipairs(d.c.errors) do msgs[i] = e.msg end
+        return nil, msgs
     end
     return out
 end
@@ -947,7 +985,7 @@ function decl.upstream(d, name, targets, opts, ...)
                 u.outlier = outlier_option(d, opts.outlier)
             end
             if opts.tls ~= nil then
-                u.tls = upstream_tls(d, opts.tls)
+                u.tls = client_tls(d, opts.tls, "upstream.tls", "upstream " .. tostring(name))
             end
             upstream_balancer(d, u, opts)
         end
@@ -958,7 +996,7 @@ function decl.upstream(d, name, targets, opts, ...)
         err(d, "upstream %s mixes https:// targets with plain ones (one upstream speaks " ..
             "one protocol: declare two upstreams)", quote(tostring(name)))
     elseif schemes.https and not u.tls then
-        u.tls = upstream_tls(d, true)
+        u.tls = client_tls(d, true, "upstream.tls", "upstream " .. tostring(name))
     elseif schemes.http and u.tls then
         err(d, "upstream %s has http:// targets and tls (write the targets " ..
             'as "https://host:port" or "host:port")', quote(tostring(name)))
@@ -1159,7 +1197,8 @@ local function route_cache(d, v)
                           password = client.password, username = client.username,
                           db = client.db,
                           pool = client.pool, timeout = client.timeout,
-                          connect_timeout = client.connect_timeout }
+                          connect_timeout = client.connect_timeout,
+                          tls = client.tls }
         end
     end
     out.dict = field(d, v, "dict", "route.cache", CACHE.checks.dict) or out.dict
@@ -1497,6 +1536,11 @@ local function finish(c)
         cfg.shared_dicts[i] = e.value
     end
     cfg.hooks = c.hooks
+    -- in the order they were made: "file:line: warning: ..."
+    for i, w in ipairs(c.warnings) do
+        cfg.warnings = cfg.warnings or {}
+        cfg.warnings[i] = fmt("%s:%d: warning: %s", source_name(c, w.source), w.line, w.msg)
+    end
     return cfg
 end
 

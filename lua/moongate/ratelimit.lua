@@ -174,8 +174,9 @@ for _, k in ipairs(LIMIT_KEYS) do POLICY_KEYS[#POLICY_KEYS + 1] = k end
 local POLICY_NAMES = {}
 for i, k in ipairs(POLICY_KEYS) do POLICY_NAMES[i] = k end
 sort(POLICY_NAMES)
-local REDIS_KEYS = { "host", "port", "password", "username", "db", "pool", "timeout",
-                     "connect_timeout", "prefix" }
+local REDIS_KEYS = {}
+for i, k in ipairs(redis.KEYS) do REDIS_KEYS[i] = k end
+REDIS_KEYS[#REDIS_KEYS + 1] = "prefix"
 
 local function positive(v, what, default, hint)
     if v == nil then return default end

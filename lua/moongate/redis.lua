@@ -1,5 +1,6 @@
 -- moongate.redis: Redis commands from hooks, on the worker's own loop
--- (src/redis.c: hiredis, a small pool of connections per worker, timeouts,
+-- (src/redis.c: hiredis's reader and formatter over a transport of our own,
+-- plain TCP or TLS; a small pool of connections per worker, timeouts,
 -- reconnection with backoff).
 --
 --   local redis = require "moongate.redis"
@@ -10,8 +11,12 @@
 --       if not ok then gw.log("warn", n) end      -- worker does not
 --   end
 --
+--   local r = redis.new "rediss://limiter:secret@redis.example.com:6380/0"
+--   local r = redis.new { url = "rediss://...", tls = { ca = "ca.pem" } }
+--
 -- A client is made once, while the config loads (its settings are checked
--- there); each worker connects on first use. Commands return true and the
+-- there, and a TLS client's CA and certificate files read); each worker
+-- connects on first use. Commands return true and the
 -- reply (an array reply as one value per element, integers as numbers, a
 -- nil reply as nil), or nil and a reason ("timeout", "connect timeout",
 -- "redis unavailable: <why>", an error reply's text). While the server is
@@ -21,18 +26,26 @@
 
 local ffi = require "ffi"
 
-local type, tostring, error, select, setmetatable, pcall, ipairs =
-    type, tostring, error, select, setmetatable, pcall, ipairs
+local type, tostring, error, select, setmetatable, pcall, ipairs, pairs, tonumber =
+    type, tostring, error, select, setmetatable, pcall, ipairs, pairs, tonumber
 local ffi_string = ffi.string
-local fmt, match, find = string.format, string.match, string.find
+local fmt, match, find, gsub, char = string.format, string.match, string.find,
+    string.gsub, string.char
 local yield = coroutine.yield
 
 ffi.cdef [[
 typedef struct mg_redis_s mg_redis_t;
+typedef struct mg_tls_client_s mg_tls_client_t;
 mg_redis_t *mg_ffi_redis_client(const char *host, size_t host_len, int port, const char *username,
                                 size_t username_len, const char *password, size_t password_len,
                                 int db, int pool, double connect_timeout, double timeout,
-                                const char **err);
+                                mg_tls_client_t *tls, const char **err);
+mg_tls_client_t *mg_ffi_tls_client_new(int verify, const char *ca, const char *sni,
+                                       const char *cert, const char *key,
+                                       const char *min_version, const char *ciphers,
+                                       int session_reuse, const char *label, char *err,
+                                       size_t errlen);
+void mg_ffi_tls_client_release(mg_tls_client_t *c);
 int mg_ffi_redis_script(mg_redis_t *rs, const char *src, size_t len);
 int mg_ffi_redis_command(mg_redis_t *rs, int argc, const char **argv, const size_t *argvlen,
                          const char **err);
@@ -60,6 +73,7 @@ local keep = {}     -- strings made from numbers: alive during the call
 -- Option errors are blamed on the user's line and read like the config's.
 local base = require "moongate.base"
 local raise, describe, check_keys = base.raise, base.describe, base.check_keys
+local config = require "moongate.config" -- client_tls: upstream.tls's checks
 
 -- The options, their ranges and defaults: src/config.c's "redis" schema,
 -- which also copies route.cache.redis into C.
@@ -97,28 +111,133 @@ local function numbers(opts, what, out)
     return out
 end
 
+--- The options a client takes (policies that wrap one add their own).
+_M.KEYS = KEYS
+
+local URL_EXAMPLE = '"rediss://user:password@host:6380/0"'
+local URL_KEYS = { "host", "port", "username", "password", "db" }
+
+-- A URL as messages show it: the password never (its length neither).
+local function shown_url(url)
+    return describe((gsub(url, "^(%a+://[^:@/]*:)[^@/]*@", "%1***@")))
+end
+
+local function unescape(s)
+    return (gsub(s, "%%(%x%x)", function(h) return char(tonumber(h, 16)) end))
+end
+
+-- opts with its url ("redis[s]://[[user]:password@]host[:port][/db]")
+-- read into host, port, username, password and db (a copy; tls = true
+-- for rediss:// unless opts.tls says more), raising when it is not one.
+local function from_url(opts, what)
+    local url = opts.url
+    if type(url) ~= "string" then
+        raise(fmt("%s.url must be a string like %s, got %s", what, URL_EXAMPLE,
+                  describe(url)))
+    end
+    for _, k in ipairs(URL_KEYS) do
+        if opts[k] ~= nil then
+            raise(fmt("%s: give url or %s, not both (the url holds host, port, " ..
+                      "username, password and db)", what, k))
+        end
+    end
+    local scheme, rest = match(url, "^(rediss?)://(.*)$")
+    local userinfo, hostport, db = nil, rest, nil
+    if rest then
+        local at = find(rest, "@[^@]*$")
+        if at then
+            userinfo, hostport = rest:sub(1, at - 1), rest:sub(at + 1)
+        end
+        local path
+        hostport, path = match(hostport, "^([^/?#]*)(.*)$")
+        db = match(path, "^/?(%d*)$")
+    end
+    local host, port = nil, "6379"
+    if db and hostport ~= "" then
+        host, port = match(hostport, "^(%[[^%]]+%]):?(%d*)$")
+        if not host then
+            host, port = match(hostport, "^([^:%[%]]+):?(%d*)$")
+        end
+        port = port ~= "" and port or "6379"
+    end
+    if not host then
+        raise(fmt("%s.url must be a URL like %s (db, port and user optional), got %s",
+                  what, URL_EXAMPLE, shown_url(url)))
+    end
+    local out = {}
+    for k, v in pairs(opts) do
+        if k ~= "url" then out[k] = v end
+    end
+    out.host, out.port = unescape(host), tonumber(port)
+    if db ~= "" then out.db = tonumber(db) end
+    if userinfo then
+        local user, pass = match(userinfo, "^([^:]*):(.*)$")
+        if not user then
+            raise(fmt("%s.url has a user and no password (write %s, or " ..
+                      '":password@" for the default user)', what, URL_EXAMPLE))
+        end
+        out.username = user ~= "" and unescape(user) or nil
+        out.password = unescape(pass)
+    end
+    if scheme == "rediss" then
+        if out.tls == nil then out.tls = true end
+    elseif out.tls ~= nil then
+        raise(fmt("%s.tls needs a rediss:// url (redis:// is plain TCP)", what))
+    end
+    return out
+end
+
+-- The TLS configuration of `opts.tls` (checked like upstream.tls): the
+-- normalised options and the C configuration (nil without the library).
+local function tls_config(opts, what, host, port)
+    local out, msgs = config.client_tls(opts.tls, what .. ".tls", what)
+    if not out then
+        raise(msgs[1])
+    end
+    if not C then return out, nil end
+    local errbuf = ffi.new("char[512]")
+    local ctx = C.mg_ffi_tls_client_new(out.verify and 1 or 0, out.ca, out.sni, out.cert,
+                                        out.key, out.min_version, out.ciphers,
+                                        out.session_reuse and 1 or 0,
+                                        fmt("redis %s:%d", host, port), errbuf, 512)
+    if ctx == nil then
+        raise(fmt("%s.tls: %s", what, ffi_string(errbuf)))
+    end
+    return out, ffi.gc(ctx, C.mg_ffi_tls_client_release)
+end
+
 local Client = {}
 Client.__index = Client
 
 --- redis.new(opts [, what]) -> client. opts: a table { host = "127.0.0.1",
 -- port = 6379, password = nil, username = nil (a Redis 6 ACL user: AUTH
 -- username password), db = 0, pool = 2 (connections per worker),
--- timeout = 0.2 (s, per command), connect_timeout = 1 (s) }, or a string
--- "host:port". Bad options raise an error at the caller's line.
+-- timeout = 0.2 (s, per command), connect_timeout = 1 (s), tls = nil
+-- (true or upstream.tls's table: TLS, as managed services want) }, url
+-- ("redis[s]://[[user]:password@]host[:port][/db]", rediss:// is TLS) in
+-- place of host to db, or a string: such a URL, or "host:port". Bad
+-- options raise an error at the caller's line.
 function _M.new(opts, what)
     what = what or "redis.new"
     if type(opts) == "string" then
-        local host, port = match(opts, "^%[?([^%[%]]+)%]?:(%d+)$")
-        if not host then
-            raise(fmt('%s must be "host:port" or a table, got %s', what,
-                      describe(opts)))
+        if find(opts, "^%a+://") then
+            opts = { url = opts }
+        else
+            local host, port = match(opts, "^%[?([^%[%]]+)%]?:(%d+)$")
+            if not host then
+                raise(fmt('%s must be "host:port", a URL like %s or a table, got %s', what,
+                          URL_EXAMPLE, describe(opts)))
+            end
+            opts = { host = host, port = tonumber(port) }
         end
-        opts = { host = host, port = tonumber(port) }
     elseif type(opts) ~= "table" then
         raise(fmt('%s takes a table like { host = "127.0.0.1", port = 6379 }' ..
                   ", got %s", what, describe(opts)))
     end
     check_keys(opts, KEYS, what)
+    if opts.url ~= nil then
+        opts = from_url(opts, what)
+    end
     local host = option(opts, what, "host")
     local username = option(opts, what, "username")
     if username ~= nil and opts.password == nil then
@@ -131,13 +250,19 @@ function _M.new(opts, what)
         raise(fmt("%s.password must be a non-empty string, got %s", what,
                   type(password)))
     end
-    return setmetatable(numbers(opts, what, {
+    local self = numbers(opts, what, {
         host = host,
         password = password,
         username = username,
+        tls = nil,              -- the TLS options, normalised (nil: plain)
+        _tls = nil,             -- their C configuration
         _rs = false,            -- this worker's C client, made on first use
         _scripts = {},          -- script source -> number in this worker
-    }), Client)
+    })
+    if opts.tls ~= nil then
+        self.tls, self._tls = tls_config(opts, what, host, self.port)
+    end
+    return setmetatable(self, Client)
 end
 
 -- This worker's C client, or nil and a reason.
@@ -148,7 +273,7 @@ local function handle(self)
     local pw, user = self.password, self.username
     rs = C.mg_ffi_redis_client(self.host, #self.host, self.port, user,
                                user and #user or 0, pw, pw and #pw or 0, self.db, self.pool,
-                               self.connect_timeout, self.timeout, errp)
+                               self.connect_timeout, self.timeout, self._tls, errp)
     if rs == nil then
         return nil, ffi_string(errp[0])
     end

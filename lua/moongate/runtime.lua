@@ -447,6 +447,13 @@ function Request.set_hash_key(self, key)
              "req:set_hash_key")
 end
 
+-- moongate.compression's way in (conf: what its policy made): the answer
+-- is compressed as the core decides on its head (src/compress.h)
+function Request.compress(self, conf)
+    local rc = C.mg_ffi_req_set_compression(rptr(self), conf)
+    if rc < 0 then errcheck(rc, "req:compress") end
+end
+
 function Request.set_target(self, name)
     errcheck(C.mg_ffi_req_set_target(rptr(self), name, #name), "req:set_target")
 end

@@ -45,10 +45,10 @@ gw_variants() { [ -n "${GW_CMD:-}" ] && for v in $GW_VARIANTS; do echo "${v%%:*}
 peer_workloads() {
     variant_env "$1" >/dev/null && { echo "$GW_VARIANT_WORKLOADS"; return; }
     case "$1" in
-        nginx) echo "W1 W4 W5" ;;
+        nginx) echo "W1 W4 W5 W7" ;;
         nginx-lua) echo "W1 W2 W3 W4 W6" ;;
         haproxy) echo "W1 W2 W3 W4" ;;
-        *) echo "W1 W2 W3 W4 W5" ;;
+        *) echo "W1 W2 W3 W4 W5 W7" ;;
     esac
 }
 
@@ -189,6 +189,8 @@ bench_setup() {
     # W6's allow-list, the same 10,000 ranges for every gateway
     export BENCH_W6_CIDRS=$RUN/w6-cidrs.txt
     tool cidrs "$BENCH_W6_CIDRS" "$RUN/w6-geo.conf" || die "cannot write the W6 allow-list"
+    # W7's origin answer (upstream.conf serves $RUN/w7 as its root)
+    tool w7body "$RUN/w7/text/orders" || die "cannot write the W7 answer"
     NGX_MODULES=$(nginx -V 2>&1 | tr ' ' '\n' | sed -n 's/^--modules-path=//p' | head -1)
     : "${NGX_MODULES:=/usr/lib/nginx/modules}"
     local name port admin tls
@@ -223,7 +225,7 @@ upstream_accepts() {
 
 # start_gateway NAME MODE WORKLOADS [WRAPPER...] : starts a peer or the
 # gateway under test (GW_CMD) serving WORKLOADS, on GW_CPU; sets GWPG (its
-# process group) and PORT_W1..PORT_W6 (empty when not served).
+# process group) and PORT_W1..PORT_W7 (empty when not served).
 # MODE "timing" runs nginx with its usual master; "count" runs it as one
 # process (master_process off) so that strace and callgrind see one pid.
 # WRAPPER (e.g. valgrind ...) goes in front of the gateway's command.
@@ -235,7 +237,7 @@ start_gateway() {
     # a peer's config listens for all its workloads (the ones not asked for
     # get a port too and stay idle); the gateway under test only for WORKLOADS
     local ports=() spare
-    for w in W1 W2 W3 W4 W5 W6; do
+    for w in W1 W2 W3 W4 W5 W6 W7; do
         case "$wls" in *" $w "*) free_port "PORT_$w" ;; *) printf -v "PORT_$w" '' ;; esac
         local v=PORT_$w
         if [ -n "${!v}" ]; then ports+=("$w=${!v}"); else free_port spare; ports+=("$w=$spare"); fi
@@ -256,12 +258,12 @@ start_gateway() {
         [ -n "${GW_CMD:-}" ] || { log "$gw: unknown peer and no GW_CMD"; return 1; }
         mkdir -p "$RUN/$gw"
         GW_PORT=$PORT_W1 GW_W1_PORT=$PORT_W1 GW_W2_PORT=$PORT_W2 GW_W3_PORT=$PORT_W3 \
-        GW_W4_PORT=$PORT_W4 GW_W5_PORT=$PORT_W5 GW_W6_PORT=$PORT_W6 BENCH_TMP="$RUN/$gw" BENCH_W2_LIMIT=$W2_LIMIT BENCH_W3_LIMIT=$W3_LIMIT \
+        GW_W4_PORT=$PORT_W4 GW_W5_PORT=$PORT_W5 GW_W6_PORT=$PORT_W6 GW_W7_PORT=$PORT_W7 BENCH_TMP="$RUN/$gw" BENCH_W2_LIMIT=$W2_LIMIT BENCH_W3_LIMIT=$W3_LIMIT \
         BENCH_UNDER_VALGRIND=$([ ${#wrap[@]} -gt 0 ] && echo 1) \
             SPAWN_LOG=$gw spawn GWPG "$GW_CPU" "$BENCH_ROOT" env $(variant_env "$gw") \
             "${wrap[@]}" bash -c "$GW_CMD" ;;
     esac
-    for w in W1 W2 W3 W4 W5 W6; do
+    for w in W1 W2 W3 W4 W5 W6 W7; do
         local p=PORT_$w
         [ -n "${!p}" ] || continue
         wait_listen "${!p}" "$GWPG" "$wait_s" ||

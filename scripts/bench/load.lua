@@ -6,6 +6,7 @@
 --           Authorization: Bearer $BENCH_JWT
 --   W6      as W2, plus X-Api-Key: $BENCH_API_KEY and Origin:
 --           https://app.example.com
+--   W7      GET /text/orders with Accept-Encoding: gzip
 --   W3      GET /orders/123 with the token; each connection waits
 --           BENCH_DELAY_MS after every answer; counts 200 / 429 / other
 -- At the end one line for the harness:
@@ -13,7 +14,9 @@
 local wl = os.getenv("BENCH_WL") or "W1"
 local token = os.getenv("BENCH_JWT")
 
-if wl == "W4" then
+if wl == "W7" then
+    wrk.headers["Accept-Encoding"] = "gzip"
+elseif wl == "W4" then
     wrk.headers["X-Tenant"] = "acme"
     wrk.headers["X-Client"] = "bench"
 elseif wl == "W2" or wl == "W6" then

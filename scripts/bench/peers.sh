@@ -22,6 +22,8 @@
 #      ratios are to plain nginx with proxy_ssl (nginx-lua does not serve it)
 #   W6 the W2 chain behind CORS, an allow-list of 10,000 CIDR ranges and an
 #      API key (moongate: cors, ip and key_auth policies)
+#   W7 W1 for 8 KiB of JSON, compressed with gzip level 1 (moongate's
+#      compression policy; nginx gzip on, gzip_comp_level 1); ratios to nginx
 # Layout: each gateway has one worker on CPU GW_CPU (0); wrk and both origins
 # on LOAD_CPU (1). Cells (gateway x workload) are visited in a rotated order
 # every rep, so a slow drift of the machine spreads over all of them; the
@@ -42,7 +44,7 @@ fi
 : "${CONNS:=64}" "${W3_RPS:=1000}" "${W3_CONNS:=10}"
 : "${W2_LIMIT:=1000000000}" "${W3_LIMIT:=100}" "${GW_CPU:=0}" "${LOAD_CPU:=1}"
 : "${PEERS=nginx nginx-lua haproxy}"
-: "${GW_NAME:=moongate}" "${GW_WORKLOADS:=W1 W2 W3 W4 W5 W6}"
+: "${GW_NAME:=moongate}" "${GW_WORKLOADS:=W1 W2 W3 W4 W5 W6 W7}"
 : "${GW_CMD=exec ./build/moongate run -c scripts/bench-gateway.lua}"
 
 bench_need nginx haproxy wrk curl python3 taskset setsid ss
@@ -84,7 +86,8 @@ wrk_run() { # SECONDS CONNS URL [env...] -> the RESULT line
 
 cell() { # rep gw wl port pgid
     local rep=$1 gw=$2 wl=$3 port=$4 pg=$5 tok="" url="http://127.0.0.1:$4/orders/123"
-    case $wl in W2|W6) tok=$(tool jwt "consumer-$rep" 3600); url="http://127.0.0.1:$port" ;; esac
+    case $wl in W2|W6) tok=$(tool jwt "consumer-$rep" 3600); url="http://127.0.0.1:$port" ;;
+                W7) url="http://127.0.0.1:$port/text/orders" ;; esac
     [ "$WARMUP" -gt 0 ] && wrk_run "$WARMUP" "$CONNS" "$url" BENCH_WL="$wl" BENCH_JWT="$tok" >/dev/null
     local a0 t0 c0 w0 a1 t1 c1 w1 line
     a0=$(upstream_accepts); t0=$(group_ticks "$pg"); c0=$(cpu_busy_ticks "$GW_CPU"); w0=$(date +%s%N)
@@ -146,10 +149,10 @@ report() {
             for (i = 1; i <= nk; i++) { k = key[i]; rps[k] = med(R[k]); us[k] = med(U[k]) }
             printf "%-10s %-3s %9s %7s %7s %6s %7s %9s %9s %6s %6s %6s\n", "gateway", "wl", "req/s",
                 "p50ms", "p99ms", "cpu%", "us/req", "rps-ratio", "cpu-ratio", "upconn", "other%", "errors"
-            nw = split("W0 W1 W2 W4 W5 W6", W, " ")
+            nw = split("W0 W1 W2 W4 W5 W6 W7", W, " ")
             for (w = 1; w <= nw; w++) for (i = 1; i <= nk; i++) {
                 k = key[i]; split(k, g, SUBSEP); if (g[2] != W[w]) continue
-                b = (g[2] == "W5" ? "nginx" : "nginx-lua") SUBSEP g[2]
+                b = (g[2] == "W5" || g[2] == "W7" ? "nginx" : "nginx-lua") SUBSEP g[2]
                 rr = (g[2] != "W0" && rps[b] > 0) ? sprintf("%.2fx", rps[k] / rps[b]) : "-"
                 cr = (g[2] != "W0" && us[b] > 0 && us[k] > 0) ? sprintf("%.2fx", us[b] / us[k]) : "-"
                 printf "%-10s %-3s %9.0f %7.3f %7.3f %6.1f %7s %9s %9s %6d %6.1f %6d\n", g[1], g[2], rps[k],

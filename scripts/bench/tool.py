@@ -7,7 +7,7 @@
       signature is always HMAC-SHA256), so "HS512" tests the alg check.
   tool.py smoke WL PORT
       checks that the gateway on 127.0.0.1:PORT keeps the contract of
-      workload WL (W1..W6, see scripts/bench/README.md); prints one line per
+      workload WL (W1..W7, see scripts/bench/README.md); prints one line per
       broken rule and exits 1, or prints nothing and exits 0.
   tool.py client PORT CONNS WL
       the fixed-count client of counts.sh: opens CONNS keep-alive
@@ -21,6 +21,10 @@
       one workload's pair of dumps A, B; with a second pair, both columns
       and their difference, largest first (e.g. W4 against W1: what the
       hooks cost, function by function). Needs callgrind_annotate.
+
+  tool.py w7body FILE
+      writes W7's origin answer: 8 KiB of JSON orders (text that gzip
+      level 1 makes ~5 times smaller).
 
   tool.py cidrs FILE GEO
       writes W6's allow-list: 10,000 IPv4 ranges that do not merge
@@ -165,10 +169,42 @@ def smoke_w6(port):
             st, h.get("access-control-allow-origin"), ORIGIN)
 
 
+W7_PATH = "/text/orders"
+
+
+def w7body():
+    orders = [{"order": i, "state": "shipped", "lines": [{"sku": "A-%03d" % (i % 97), "qty": i % 5 + 1}],
+               "cents": 1000 + i * 37, "note": "left at the door"} for i in range(80)]
+    return json.dumps(orders, separators=(",", ":")).encode()[:8192]
+
+
+def smoke_w7(port):
+    import gzip as gz
+    want = w7body()
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    c.request("GET", W7_PATH, headers={"Accept-Encoding": "gzip"})
+    r = c.getresponse()
+    raw = r.read()
+    enc = r.getheader("Content-Encoding")
+    c.close()
+    if r.status != 200 or enc != "gzip":
+        yield "GET %s (Accept-Encoding: gzip) -> %d, Content-Encoding %r, want 200 gzip" % (
+            W7_PATH, r.status, enc)
+        return
+    if gz.decompress(raw) != want:
+        yield "the gzip answer does not decode to the origin's %d bytes" % len(want)
+    if len(raw) * 3 > len(want):
+        yield "the gzip answer is %d bytes for %d: not compressed" % (len(raw), len(want))
+    st, h, body = get(port, W7_PATH)
+    if st != 200 or h.get("content-encoding") or body.encode("latin-1") != want:
+        yield "without Accept-Encoding -> %d, Content-Encoding %r, want the identity" % (
+            st, h.get("content-encoding"))
+
+
 def smoke(wl, port):
     # W5 is W1 over a TLS upstream: the same answer
     fn = {"W1": smoke_w1, "W2": smoke_w2, "W3": smoke_w3, "W4": smoke_w4, "W5": smoke_w1,
-          "W6": smoke_w6}[wl]
+          "W6": smoke_w6, "W7": smoke_w7}[wl]
     try:
         bad = list(fn(port))
     except (OSError, http.client.HTTPException) as e:
@@ -331,6 +367,10 @@ def cidrs(path, geo):
 def main(a):
     if a[:1] == ["cidrs"] and len(a) == 3:
         cidrs(a[1], a[2])
+    elif a[:1] == ["w7body"] and len(a) == 2:
+        os.makedirs(os.path.dirname(a[1]), exist_ok=True)
+        with open(a[1], "wb") as f:
+            f.write(w7body())
     elif a[:1] == ["jwt"] and len(a) >= 3:
         print(jwt(a[1], int(a[2]), *a[3:5]))
     elif a[:1] == ["smoke"] and len(a) == 3:

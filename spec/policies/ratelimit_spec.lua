@@ -18,20 +18,7 @@ local function load(o)
     return load_start(o)()
 end
 
--- Counts the timeline's answers for path index pi (0-based) sent in
--- [from, to) seconds after `at` (a wall clock time) by status.
-local function window(r, pi, at, from, to)
-    local counts = {}
-    local offset = at - r.t0
-    for _, e in ipairs(r.timeline) do
-        local t = e[1] - offset
-        if e[2] == pi and t >= from and t < to then
-            local s = tostring(e[3])
-            counts[s] = (counts[s] or 0) + 1
-        end
-    end
-    return counts
-end
+local window = h.load_window
 
 local function within(n, ideal, pct)
     return math.abs(n - ideal) <= ideal * pct / 100

@@ -1284,4 +1284,20 @@ function _M.load_start(o)
     end
 end
 
+-- Counts the answers of load report r (load_start with timeline = true)
+-- for path index pi (0-based) sent in [from, to) seconds after `at` (a
+-- wall clock time), by status: { ["200"] = n, ... }.
+function _M.load_window(r, pi, at, from, to)
+    local counts = {}
+    local offset = at - r.t0
+    for _, e in ipairs(r.timeline) do
+        local t = e[1] - offset
+        if e[2] == pi and t >= from and t < to then
+            local s = tostring(e[3])
+            counts[s] = (counts[s] or 0) + 1
+        end
+    end
+    return counts
+end
+
 return _M

@@ -79,7 +79,8 @@ describe("limit.new options", function()
         assert.matches("unknown key 'hots' in limit.new.redis",
                        load_error(function()
                            limit.new { rate = 1, redis = { hots = "x" } } end))
-        assert.matches('limit.new.redis must be "host:port" or a table',
+        assert.matches('limit.new.redis must be "host:port", a URL like "rediss://' ..
+                       'user:password@host:6380/0" or a table',
                        load_error(function() limit.new { rate = 1, redis = "x" } end))
         assert.matches("unknown key 'redis' in limit.new.fallback",
                        load_error(function()

@@ -475,6 +475,16 @@ function Request.set_target(self, name)
     note(st, "set target " .. name)
 end
 
+-- moongate.compression's way in: the gateway's own choice on the C
+-- request (Accept-Encoding), applied to the head client_response makes
+local ENC_NAMES = { [0] = "identity", "gzip", "br" }
+function Request.compress(self, conf)
+    local st = state(self)
+    local rc = C().mg_ffi_req_set_compression(sync(st), conf)
+    if rc < 0 then errcheck(rc, "req:compress") end
+    note(st, "compress " .. ENC_NAMES[rc])
+end
+
 -- the gateway's own setter on the C request (its phase checks, the key's
 -- hash), read by pick_target
 function Request.set_hash_key(self, key)
@@ -1100,7 +1110,13 @@ function _M.client_response(st, commit)
                                                          kit_body))
     local status, out = client_head(head)
     local b = kit_body[0]
-    local body = b == 2 and st.res_body or b == 1 and st.up_res.body or ""
+    local body = (b == 2 or b == 4) and st.res_body or (b == 1 or b == 3) and st.up_res.body
+                 or ""
+    if b >= 3 then -- moongate.compression's encoding of it
+        local n = C().mg_ffi_kit_compress_body(r, body, #body, kit_out)
+        if n < 0 then error("moongate.testing: out of memory", 0) end
+        body = ffi.string(kit_out[0], n)
+    end
     if commit ~= false then
         st.status = status
         st.response_started = true
