@@ -394,9 +394,10 @@ static int same_as_view(const mg_gen_t *gen, size_t ui, const set_t *s)
 
 /* Builds upstream ui's set in gen and publishes it if it differs (workers:
  * those running gen, NULL before any does). Returns 1 when published, 0
- * when unchanged, -1 out of memory. *missing: targets that did not fit. */
+ * when unchanged, -1 out of memory. *missing: targets that did not fit,
+ * logged unless `quiet` (an admin change answers it instead). */
 static int publish_one(mg_discovery_t *d, mg_gen_t *gen, size_t ui, const mg_workers_t *ws,
-                       int *missing)
+                       int *missing, int quiet)
 {
     set_t s = { 0 };
     build_set(d, gen, ui, &s);
@@ -412,7 +413,7 @@ static int publish_one(mg_discovery_t *d, mg_gen_t *gen, size_t ui, const mg_wor
     }
     /* said when it starts or its count changes, not at every lookup */
     mg_tset_t *ts = &gen->tsets[ui];
-    if (rc >= 0 && *missing != ts->missing) {
+    if (rc >= 0 && !quiet && *missing != ts->missing) {
         ts->missing = *missing;
         if (*missing)
             mg_log(MG_LOG_WARN,
@@ -432,7 +433,7 @@ static void republish(mg_discovery_t *d)
         return;
     int any = 0, missing;
     for (size_t i = 0; i < d->gen->cfg->nupstreams; i++) {
-        int rc = publish_one(d, d->gen, i, d->ws, &missing);
+        int rc = publish_one(d, d->gen, i, d->ws, &missing, 0);
         if (rc < 0)
             mg_log(MG_LOG_ERROR, "upstream %s: out of memory publishing its targets\n",
                    d->gen->cfg->upstreams[i].name);
@@ -468,30 +469,46 @@ static uint64_t clamp_ttl(const mg_discovery_t *d, uint32_t ttl_s)
     return ms;
 }
 
-static int same_fam(const fam_t *a, const fam_t *b)
+/* The same addresses, in any order (servers rotate them). */
+static int same_addrs(const addr_t *a, size_t na, const addr_t *b, size_t nb)
 {
-    if (a->n != b->n)
+    if (na != nb)
         return 0;
-    for (size_t i = 0; i < a->n; i++) {
+    for (size_t i = 0; i < na; i++) {
         size_t j;
-        for (j = 0; j < b->n; j++)
-            if (!memcmp(&a->a[i], &b->a[j], sizeof(addr_t)))
+        for (j = 0; j < nb; j++)
+            if (!memcmp(&a[i], &b[j], sizeof(addr_t)))
                 break;
-        if (j == b->n)
+        if (j == nb)
             return 0;
     }
     return 1;
 }
 
+static int same_fam(const fam_t *a, const fam_t *b)
+{
+    return same_addrs(a->a, a->n, b->a, b->n);
+}
+
+static int same_rec(const srvrec_t *a, const srvrec_t *b)
+{
+    return a->prio == b->prio && a->weight == b->weight && a->port == b->port &&
+           strcmp(a->target, b->target) == 0 && same_addrs(a->a, a->na, b->a, b->na);
+}
+
+/* The same SRV records, in any order (servers rotate them too). */
 static int same_recs(const srvrec_t *a, size_t na, const srvrec_t *b, size_t nb)
 {
     if (na != nb)
         return 0;
-    for (size_t i = 0; i < na; i++)
-        if (a[i].prio != b[i].prio || a[i].weight != b[i].weight || a[i].port != b[i].port ||
-            a[i].na != b[i].na || strcmp(a[i].target, b[i].target) != 0 ||
-            memcmp(a[i].a, b[i].a, a[i].na * sizeof(addr_t)) != 0)
+    for (size_t i = 0; i < na; i++) {
+        size_t j;
+        for (j = 0; j < nb; j++)
+            if (same_rec(&a[i], &b[j]))
+                break;
+        if (j == nb)
             return 0;
+    }
     return 1;
 }
 
@@ -874,7 +891,7 @@ int mg_discovery_load(mg_discovery_t *d, mg_gen_t *gen)
     resolve_unknown(d, gen);
     int rc = 0, missing;
     for (size_t i = 0; i < cfg->nupstreams; i++)
-        if (publish_one(d, gen, i, NULL, &missing) < 0)
+        if (publish_one(d, gen, i, NULL, &missing, 0) < 0)
             rc = -1;
     d->loading = NULL;
     return rc;
@@ -1208,7 +1225,7 @@ static int admin_add(mg_discovery_t *d, size_t ui, const body_t *b, char **out, 
         pending = n && !name_known(n);
     }
     int missing = 0;
-    int rc = publish_one(d, d->gen, ui, d->ws, &missing);
+    int rc = publish_one(d, d->gen, ui, d->ws, &missing, 1);
     if (rc > 0)
         mg_workers_targets_changed(d->ws);
     if (missing) {
@@ -1219,7 +1236,7 @@ static int admin_add(mg_discovery_t *d, size_t ui, const body_t *b, char **out, 
             free(c->added[c->nadded].host);
             free(c->added[c->nadded].name);
         }
-        publish_one(d, d->gen, ui, d->ws, &missing);
+        publish_one(d, d->gen, ui, d->ws, &missing, 1);
         snprintf(why, sizeof(why), "upstream %s has no free target slot (max_targets = %zu; "
                                    "slots of removed targets free up once their connections "
                                    "close)", u->name, d->gen->tsets[ui].cap);
@@ -1304,7 +1321,7 @@ static int admin_change(mg_discovery_t *d, size_t ui, const char *method, const 
     if (oom)
         return fail(500, "out of memory", out, len);
     int missing;
-    if (publish_one(d, d->gen, ui, d->ws, &missing) > 0)
+    if (publish_one(d, d->gen, ui, d->ws, &missing, 0) > 0)
         mg_workers_targets_changed(d->ws);
     mg_log(MG_LOG_NOTICE, "upstream %s: target %s %s through the admin API\n", u->name, target,
            del ? "removed" : b->has_drain && b->drain ? "draining" : "changed");
