@@ -128,10 +128,10 @@ gw.upstream("svc", { { "dual.test:%d", weight = 2 } })]]):format(port))
         for _ = 1, 20 do
             local res = h.http(gw.port, { path = "/x" })
             assert.equal(200, res.status)
-            -- the declared name, not the address, is the Host a request without one gets
             got[res.headers["x-upstream-name"]] = true
         end
         assert.same({ "v4", "v6" }, sorted_keys(got))
+        -- the declared name, not the address, is the Host a request without one gets
         local c = h.connect(gw.port)
         c:send("GET /x HTTP/1.0\r\n\r\n")
         local res = c:read_response()

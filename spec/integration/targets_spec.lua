@@ -38,15 +38,18 @@ local function window(r, since, t0, t1)
     return out
 end
 
-local function config(admin, targets)
+-- svc's targets (Lua text), its options (text, or none) and routes before
+-- the catch-all one (text, or none)
+local function config(admin, targets, options, routes)
     return ([[
 local gw = require "moongate"
 gw.settings { admin = { port = %d }, access_log = "off" }
 gw.listen { port = {{PORT}}, host = "127.0.0.1" }
-gw.upstream("svc", { %s })
+gw.upstream("svc", { %s }%s)
 gw.upstream("small", { "127.0.0.1:9" }, { max_targets = 1 })
+%s
 gw.route { path = "/**", upstream = "svc" }
-]]):format(admin, targets)
+]]):format(admin, targets, options and ", " .. options or "", routes or "")
 end
 
 describe("admin API target changes", function()
@@ -227,13 +230,8 @@ describe("admin API target changes", function()
         local old = h.start_upstream { name = "old" }
         local new = h.start_upstream { name = "new" }
         local admin = h.free_port()
-        local gw = h.start_gateway(([[
-local gw = require "moongate"
-gw.settings { admin = { port = %d }, access_log = "off" }
-gw.listen { port = {{PORT}}, host = "127.0.0.1" }
-gw.upstream("svc", { "%s" }, { max_targets = 1 })
-gw.route { path = "/**", upstream = "svc" }
-]]):format(admin, old.addr), { workers = 1 })
+        local gw = h.start_gateway(config(admin, ('"%s"'):format(old.addr), "{ max_targets = 1 }"),
+                                   { workers = 1 })
         local c = h.connect(gw.port)
         c:send("GET /x?delay=" .. 1.5 * h.SLOW .. " HTTP/1.1\r\nHost: x\r\n\r\n")
         h.eventually(5, function()
@@ -265,15 +263,9 @@ gw.route { path = "/**", upstream = "svc" }
         local u1 = h.start_upstream { name = "u1" }
         local u2 = h.start_upstream { name = "u2" }
         local admin = h.free_port()
-        local gw = h.start_gateway(([[
-local gw = require "moongate"
-gw.settings { admin = { port = %d }, access_log = "off" }
-gw.listen { port = {{PORT}}, host = "127.0.0.1" }
-gw.upstream("svc", { "%s", "%s" })
-gw.route { path = "/pin", upstream = "svc", policies = { function(req)
-    req:set_target("%s") end } }
-gw.route { path = "/**", upstream = "svc" }
-]]):format(admin, u1.addr, u2.addr, u1.addr))
+        local gw = h.start_gateway(config(admin, ('"%s", "%s"'):format(u1.addr, u2.addr), nil,
+            ('gw.route { path = "/pin", upstream = "svc", policies = { function(req)\n' ..
+             '    req:set_target("%s") end } }'):format(u1.addr)))
         assert.equal("u1", h.http(gw.port, { path = "/pin" }).headers["x-upstream-name"])
         assert.equal(200, (call(admin, "PUT", "/upstreams/svc/targets/" .. u1.addr,
                                 { drain = true })))
