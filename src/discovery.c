@@ -844,6 +844,19 @@ static size_t changes_count(const changes_t *c)
     return c->nadded + c->nremoved + c->ndrained + c->nweights;
 }
 
+/* c, once its last change was undone, goes (nothing to keep or show). */
+static void changes_drop_if_empty(mg_discovery_t *d, changes_t *c)
+{
+    if (!c || changes_count(c) > 0)
+        return;
+    for (changes_t **pp = &d->changes; *pp; pp = &(*pp)->next)
+        if (*pp == c) {
+            *pp = c->next;
+            changes_free(c);
+            return;
+        }
+}
+
 /* A reload whose file changed an upstream's declared targets (or dropped
  * the upstream) drops its admin changes: the file wins. */
 static void drop_stale_changes(mg_discovery_t *d, const mg_gen_t *gen)
@@ -1236,12 +1249,14 @@ static int admin_add(mg_discovery_t *d, size_t ui, const body_t *b, char **out, 
             free(c->added[c->nadded].host);
             free(c->added[c->nadded].name);
         }
+        changes_drop_if_empty(d, c);
         publish_one(d, d->gen, ui, d->ws, &missing, 1);
         snprintf(why, sizeof(why), "upstream %s has no free target slot (max_targets = %zu; "
                                    "slots of removed targets free up once their connections "
                                    "close)", u->name, d->gen->tsets[ui].cap);
         return fail(409, why, out, len);
     }
+    changes_drop_if_empty(d, changes_of(d, u->name)); /* a removed one came back */
     mg_log(MG_LOG_NOTICE, "upstream %s: target %s added (weight %ld) through the admin API\n",
            u->name, name, b->has_weight ? b->weight : 1L);
     mg_sbuf_t ob = { 0 };
@@ -1320,6 +1335,7 @@ static int admin_change(mg_discovery_t *d, size_t ui, const char *method, const 
     }
     if (oom)
         return fail(500, "out of memory", out, len);
+    changes_drop_if_empty(d, c); /* e.g. an added target removed again */
     int missing;
     if (publish_one(d, d->gen, ui, d->ws, &missing, 0) > 0)
         mg_workers_targets_changed(d->ws);

@@ -334,5 +334,13 @@ describe("admin API target changes", function()
         -- nothing changed; the 409 for the full upstream said it, the log does not
         assert.same({ u1.addr }, sorted_keys(targets_of(admin, "svc")))
         assert.is_nil(gw:log():find("do not fit", 1, true))
+        -- and the refused add left no (empty) change to keep
+        assert.is_nil(select(2, targets_of(admin, "small")).admin_changes)
+        -- a change undone leaves none either: removed, then added back
+        assert.equal(200, (call(admin, "DELETE", "/upstreams/svc/targets/" .. u1.addr)))
+        assert.same({ u1.addr }, select(2, targets_of(admin, "svc")).admin_changes.removed)
+        assert.equal(201, (call(admin, "POST", "/upstreams/svc/targets", { target = u1.addr })))
+        assert.is_nil(select(2, targets_of(admin, "svc")).admin_changes)
+        assert.same({ u1.addr }, sorted_keys(targets_of(admin, "svc")))
     end)
 end)
