@@ -11,6 +11,7 @@
 #include "accesslog.h"
 #include "mirror.h"
 #include "split.h"
+#include "targets.h"
 #include "cache.h"
 #include "errlog.h"
 
@@ -318,7 +319,7 @@ static void collect(const mg_request_t *r, line_fields_t *f)
         f->upstream = up->name;
         f->upstream_len = strlen(up->name);
         if (r->target >= 0) {
-            f->target = up->targets[r->target].name;
+            f->target = mg_request_target_name(r);
             f->target_len = strlen(f->target);
         }
     }

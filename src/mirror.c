@@ -80,7 +80,7 @@ static void send_copy(mg_request_t *r, const mg_mirror_t *m)
         result(r, MG_MIRROR_DOWN); /* tried again once it is back */
         return;
     }
-    mg_pool_t *p = &g->ups[m->upstream].pools[ti];
+    mg_pool_t *p = g->ups[m->upstream].pools[ti];
     const char *why;
     long hl = mg_proxy_request_head(r, p, &why);
     size_t bl = r->has_body ? r->body_len : 0;

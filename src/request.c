@@ -18,6 +18,7 @@
 #include "http.h"
 #include "mg_ffi.h"
 #include "request.h"
+#include "targets.h"
 #include "trace.h"
 #include "worker.h"
 
@@ -410,4 +411,15 @@ void mg_request_respond_error_with(mg_request_t *r, int status, const char *mess
 void mg_request_respond_error(mg_request_t *r, int status, const char *message)
 {
     mg_request_respond_error_with(r, status, message, NULL, 0);
+}
+
+const char *mg_request_target_name(const mg_request_t *r)
+{
+    int ui = mg_request_upstream(r);
+    if (ui < 0 || r->target < 0)
+        return "-";
+    if (!r->g->gen) /* the testing kit: the declared targets */
+        return r->g->cfg->upstreams[ui].targets[r->target].name;
+    const char *n = r->g->gen->tsets[ui].slot[r->target].t.name;
+    return n ? n : "-";
 }
