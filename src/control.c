@@ -784,7 +784,7 @@ static void outlier_metrics(mg_control_t *ctl, mg_sbuf_t *b)
 }
 
 /* The span queues and the exporter (tracing.h, otlp.h). */
-static void tracing_metrics(sbuf_t *b)
+static void tracing_metrics(mg_sbuf_t *b)
 {
     mg_otlp_counts_t c;
     mg_otlp_counts(&c);
