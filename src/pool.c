@@ -36,11 +36,14 @@ static mg_pool_t *pool_of(mg_wgen_t *g, size_t ui, size_t s)
     return p;
 }
 
-/* Closes p's idle connections (its target left or drains). */
+/* Closes p's idle connections (its target left or drains): HTTP/1 ones,
+ * and HTTP/2 sessions without a stream; those with streams take no new
+ * one and close once their streams end (h2_upstream.h). */
 static void close_idle(mg_wgen_t *g, mg_pool_t *p)
 {
     while (!mg_list_empty(&p->idle))
         g->w->upstream->detach(mg_container_of(p->idle.next, mg_upconn_t, link), 0);
+    g->w->upstream->sessions_retire(p);
 }
 
 /* Upstream ui runs by view v from now on (the caller's reference passes
@@ -73,6 +76,7 @@ static int sync_one(mg_wgen_t *g, size_t ui, mg_tview_t *v)
                 p->serial = e->serial;
                 p->fails = 0;
                 p->down_until = 0;
+                p->h2_limit = 0; /* the new target's SETTINGS will say */
                 lb->cw[s] = 0;
             }
             p->state = e->draining ? MG_POOL_DRAINING : MG_POOL_LIVE;

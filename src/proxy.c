@@ -1937,5 +1937,6 @@ const mg_upstream_ops_t mg_proxy_ops = {
     .hook_resumed = mg_proxy_hook_resumed,
     .detach = mg_proxy_detach,
     .sessions_adopt = mg_h2up_pool_adopt,
+    .sessions_retire = mg_h2up_pool_retire,
     .sessions_close = mg_h2up_pool_close,
 };

@@ -125,8 +125,10 @@ typedef struct mg_upstream_ops_s {
     /* The request lets go of u (reusable: back into its pool). */
     void (*detach)(mg_upconn_t *u, int reusable);
     /* A pool's HTTP/2 sessions go to its successor (NULL: the target is
-     * gone, they drain), or close with its generation (h2_upstream.h). */
+     * gone, they drain), take no new streams (its target left or drains),
+     * or close with its generation (h2_upstream.h). */
     void (*sessions_adopt)(mg_pool_t *old, mg_pool_t *successor);
+    void (*sessions_retire)(mg_pool_t *p);
     void (*sessions_close)(mg_pool_t *p);
 } mg_upstream_ops_t;
 extern const mg_upstream_ops_t mg_proxy_ops;
