@@ -29,6 +29,14 @@ typedef struct mg_target_s {
     uint32_t metric_id;  /* metrics.h target id of (upstream, name) */
 } mg_target_t;
 
+/* The Host (HTTP/2: :authority) a request without one is sent with, and a
+ * health check's: the declared host of a name that resolved to this
+ * address or of an SRV record, else the target itself. */
+static inline const char *mg_target_authority(const mg_target_t *t)
+{
+    return t->authority ? t->authority : t->name;
+}
+
 /* What a failed try may be retried on (retries.on; names: config.c). */
 enum {
     MG_RETRY_ON_CONNECT = 1, /* connect refused, failed or timed out: nothing was sent */

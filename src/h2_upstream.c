@@ -283,7 +283,7 @@ const char *mg_h2up_submit(mg_upconn_t *u, char *head, size_t len, int has_body)
         line = nl + 1;
     }
     if (!authority) {
-        authority = u->pool->t->name;
+        authority = mg_target_authority(u->pool->t);
         authority_len = strlen(authority);
     }
     if (wants_trailers(r))

@@ -145,10 +145,10 @@ static void probe_start(mg_health_t *h, size_t ui, size_t ti)
     int n = snprintf(p->req, sizeof(p->req),
                      "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: moongate-health-check\r\n"
                      "Connection: close\r\n\r\n",
-                     u->health_path, t->authority ? t->authority : t->name);
+                     u->health_path, mg_target_authority(t));
     uv_buf_t b = uv_buf_init(p->req, (unsigned)(n < (int)sizeof(p->req) ? n : 0));
     if (u->protocol != MG_UP_H1) { /* an HTTP/2 GET, prior knowledge or ALPN h2 */
-        long hn = (p->h2 = mg_h2up_probe_new(t->name, u->health_path, u->tls != NULL))
+        long hn = (p->h2 = mg_h2up_probe_new(mg_target_authority(t), u->health_path, u->tls != NULL))
                       ? mg_h2up_probe_request(p->h2, p->req, sizeof(p->req))
                       : -1;
         b.len = hn > 0 ? (size_t)hn : 0;

@@ -1494,9 +1494,7 @@ static void head_gateway_request(head_t *h, mg_request_t *r, const mg_pool_t *p)
 {
     const mg_upstream_t *up = p->u;
     if (!r->known[MG_H_HOST] && !EDITED(r, MG_HN_HOST, "host")) {
-        /* the declared host (a name that resolved to this address, an SRV
-         * target), else the target itself */
-        const char *auth = p->t->authority ? p->t->authority : p->t->name;
+        const char *auth = mg_target_authority(p->t);
         head_header(h, "Host", 4, auth, strlen(auth));
     }
     if (up->forwarded)
