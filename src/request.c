@@ -413,13 +413,18 @@ void mg_request_respond_error(mg_request_t *r, int status, const char *message)
     mg_request_respond_error_with(r, status, message, NULL, 0);
 }
 
+const mg_target_t *mg_request_target_of(const mg_request_t *r, int ui, int ti)
+{
+    if (!r->g->gen) /* the testing kit: the declared targets */
+        return &r->g->cfg->upstreams[ui].targets[ti];
+    return &r->g->gen->tsets[ui].slot[ti].t;
+}
+
 const char *mg_request_target_name(const mg_request_t *r)
 {
     int ui = mg_request_upstream(r);
     if (ui < 0 || r->target < 0)
         return "-";
-    if (!r->g->gen) /* the testing kit: the declared targets */
-        return r->g->cfg->upstreams[ui].targets[r->target].name;
-    const char *n = r->g->gen->tsets[ui].slot[r->target].t.name;
+    const char *n = mg_request_target_of(r, ui, r->target)->name;
     return n ? n : "-";
 }

@@ -423,9 +423,11 @@ static inline int mg_edits_replace(const mg_edit_t *edits, int nedits, int tok,
 /* The upstream index a request goes to (hook override, else what its
  * route's canary or split chose, else its route's). */
 int mg_request_upstream(const mg_request_t *r);
-/* The name of r's target ("-" when it has none yet): its slot's in the
- * gateway (targets.h), the declared one's in the testing kit (which has
- * no generation). */
+/* Target ti of upstream ui as r's generation has it: slot ti's in the
+ * gateway (targets.h; r uses it, so the slot keeps it), the declared one's
+ * in the testing kit (which has no generation). */
+const mg_target_t *mg_request_target_of(const mg_request_t *r, int ui, int ti);
+/* The name of r's target ("-" when it has none yet), by the rule above. */
 const char *mg_request_target_name(const mg_request_t *r);
 
 /* The path r sends upstream (its route's rewrite or strip_prefix, or a
