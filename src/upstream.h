@@ -266,22 +266,25 @@ static inline void mg_pool_observe(mg_pool_t *p, uint64_t sent_ns)
  * answer from it (resets the count). See pool.c. */
 void mg_pool_failed(mg_pool_t *p);
 void mg_pool_answered(mg_pool_t *p);
-/* r's target is p's from now on (NULL: none): p counts it as a user
- * (targets.h: a slot is free once nothing uses it). Single writer: the
- * worker; plain loads and stores, read by the control thread. */
+/* p's count of users (targets.h: a slot is free once nothing uses it)
+ * goes up or down by one. Single writer: the worker; plain loads and
+ * stores, read by the control thread. */
+static inline void mg_pool_users_add(mg_pool_t *p, int by)
+{
+    atomic_store_explicit(&p->users,
+                          atomic_load_explicit(&p->users, memory_order_relaxed) + (uint32_t)by,
+                          memory_order_relaxed);
+}
+/* r's target is p's from now on (NULL: none): p counts it as a user. */
 static inline void mg_pool_use(mg_request_t *r, mg_pool_t *p)
 {
     mg_pool_t *old = r->tpool;
     if (old == p)
         return;
     if (old)
-        atomic_store_explicit(&old->users,
-                              atomic_load_explicit(&old->users, memory_order_relaxed) - 1,
-                              memory_order_relaxed);
+        mg_pool_users_add(old, -1);
     if (p)
-        atomic_store_explicit(&p->users,
-                              atomic_load_explicit(&p->users, memory_order_relaxed) + 1,
-                              memory_order_relaxed);
+        mg_pool_users_add(p, 1);
     r->tpool = p;
 }
 
