@@ -14,7 +14,8 @@
 # server and client of spec/integration/grpc_spec.lua;
 # zlib1g-dev and libbrotli-dev: the compression policy, src/compress.c; python3-brotli:
 # decoding its answers in spec/integration/compression_spec.lua; redis-server (Debian's
-# is built with TLS): rate limits and the cache, over TLS in spec/integration/redis_tls_spec.lua.)
+# is built with TLS): rate limits and the cache, over TLS in spec/integration/redis_tls_spec.lua;
+# dnsmasq-base: the DNS server (/usr/sbin/dnsmasq) of spec/integration/discovery_spec.lua.)
 set -euo pipefail
 if [ $# -gt 0 ]; then
     pkgs=("$@") # another list (scripts/bench/deps.sh)
@@ -24,7 +25,8 @@ else
           libedit-dev python3 curl openssl ca-certificates luarocks liblua5.1-0-dev
           dpkg-dev lintian systemd strace clang libclang-rt-14-dev haproxy nginx prometheus
           libnghttp2-dev nghttp2-client python3-h2 python3-grpcio python3-protobuf
-          zlib1g-dev libbrotli-dev python3-brotli)
+          zlib1g-dev libbrotli-dev python3-brotli
+          dnsmasq-base)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -13,12 +13,15 @@ return {
         "tls", "tls_client", "watch", "metrics", "metrics_user", "lua_state", "admin",
         "admin_client", "buf", "logfields",
         "header_names", "h1_response", "h1_writer", "grpc", "oneshot",
-        "cidr", "proxy_protocol", "real_ip", "maglev", "cert_info",
+        "cidr", "proxy_protocol", "real_ip", "maglev", "cert_info", "sbuf",
+        -- the DNS stub resolver (wire format, a client on a given loop)
+        "dns",
         -- the balancers (balancer.h): pure picks over a target set
         "balancer", "balancer_rr", "balancer_least_conn", "balancer_hash",
         "balancer_p2c" } },
     { name = "config", files = { "config", "router" } },
-    { name = "generation", files = { "generation", "outlier" } },
+    -- a generation, its targets at run time (slots, views), outlier state
+    { name = "generation", files = { "generation", "outlier", "targets" } },
     -- HTTP/2 header blocks to and from the request (h2_headers); the spans
     -- a request records (tracing.h: request.c samples); its answers go out
     -- through the compression filter when a policy asked for it
@@ -45,5 +48,7 @@ return {
     -- HTTP/2 session it hands a connection to (h2_conn, which reaches the
     -- socket back through mg_h2_io_t)
     { name = "protocol", files = { "http_conn", "h2_conn" } },
-    { name = "process", files = { "worker", "control", "repl", "main" } },
+    -- discovery: the control thread's lookups and admin target changes,
+    -- published to the workers
+    { name = "process", files = { "worker", "discovery", "control", "repl", "main" } },
 }

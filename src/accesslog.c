@@ -14,6 +14,7 @@
 #include "accesslog.h"
 #include "mirror.h"
 #include "split.h"
+#include "targets.h"
 #include "cache.h"
 #include "errlog.h"
 #include "hooks.h"
@@ -431,7 +432,7 @@ static value_t field_value(const mg_request_t *r, const mg_logfield_t *f,
         up = upstream_of(r);
         if (!up || r->target < 0)
             return NUL;
-        return STR(up->targets[r->target].name, strlen(up->targets[r->target].name));
+        return STR(mg_request_target_name(r), strlen(mg_request_target_name(r)));
     case MG_LF_UPSTREAM_TIME:
         up = upstream_of(r);
         return up && r->target >= 0 ? SECONDS(r->upstream_ns) : NUL;

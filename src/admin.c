@@ -343,6 +343,17 @@ static int call_cache_purge(const mg_admin_handlers_t *h, admin_conn_t *c, char 
     return h->cache_purge ? h->cache_purge(q, ql, body, len, ctype) : 0;
 }
 
+static int call_targets(const mg_admin_handlers_t *h, admin_conn_t *c, char **body, size_t *len,
+                        const char **ctype)
+{
+    const char *q = memchr(c->url, '?', c->url_len);
+    size_t plen = q ? (size_t)(q - c->url) : c->url_len;
+    const char *method = llhttp_method_name((llhttp_method_t)c->parser.method);
+    return h->targets ? h->targets(method, c->url, plen, c->body ? c->body : "", c->body_len,
+                                   body, len, ctype)
+                      : 0;
+}
+
 /* `ctype`: what a state-changing endpoint's request must say it carries
  * when no token is configured. None of them is CORS-safelisted (text/plain,
  * multipart/form-data, application/x-www-form-urlencoded), so a page can
@@ -353,15 +364,19 @@ static const struct endpoint {
     const char *method;
     endpoint_fn call;
     const char *ctype;
+    int prefix;           /* path is a prefix: the handler reads the rest */
 } endpoints[] = {
-    { "/status", "GET", call_status, NULL },
-    { "/routes", "GET", call_routes, NULL },
-    { "/upstreams", "GET", call_upstreams, NULL },
-    { "/metrics", "GET", call_metrics, NULL },
-    { "/reload", "POST", call_reload, "application/json" },
-    { "/repl", "POST", call_repl, "text/x-lua" },
-    { "/cache", "DELETE", call_cache_purge, "application/json" },
-    { "/logs/reopen", "POST", call_logs_reopen, "application/json" },
+    { "/status", "GET", call_status, NULL, 0 },
+    { "/routes", "GET", call_routes, NULL, 0 },
+    { "/upstreams", "GET", call_upstreams, NULL, 0 },
+    { "/metrics", "GET", call_metrics, NULL, 0 },
+    { "/reload", "POST", call_reload, "application/json", 0 },
+    { "/repl", "POST", call_repl, "text/x-lua", 0 },
+    { "/cache", "DELETE", call_cache_purge, "application/json", 0 },
+    { "/logs/reopen", "POST", call_logs_reopen, "application/json", 0 },
+    { "/upstreams/", "POST", call_targets, "application/json", 1 },
+    { "/upstreams/", "PUT", call_targets, "application/json", 1 },
+    { "/upstreams/", "DELETE", call_targets, "application/json", 1 },
 };
 #define NENDPOINTS (sizeof(endpoints) / sizeof(endpoints[0]))
 
@@ -371,7 +386,9 @@ static const struct endpoint *find_endpoint(const char *method, const char *path
     const struct endpoint *e = NULL;
     *path_known = 0;
     for (size_t i = 0; i < NENDPOINTS; i++) {
-        if (strlen(endpoints[i].path) != plen || memcmp(endpoints[i].path, path, plen))
+        size_t el = strlen(endpoints[i].path);
+        if (endpoints[i].prefix ? plen <= el || memcmp(endpoints[i].path, path, el)
+                                : el != plen || memcmp(endpoints[i].path, path, plen))
             continue;
         *path_known = 1;
         if (!strcmp(endpoints[i].method, method))
@@ -419,10 +436,13 @@ static void dispatch(admin_conn_t *c)
         return;
     }
     if (!e) {
-        char allow[64];
+        char allow[64] = "Allow: ";
+        int known;
         for (size_t i = 0; i < NENDPOINTS; i++)
-            if (strlen(endpoints[i].path) == plen && !memcmp(endpoints[i].path, c->url, plen))
-                snprintf(allow, sizeof(allow), "Allow: %s\r\n", endpoints[i].method);
+            if (find_endpoint(endpoints[i].method, c->url, plen, &known) == &endpoints[i])
+                snprintf(allow + strlen(allow), sizeof(allow) - strlen(allow), "%s%s",
+                         allow[7] ? ", " : "", endpoints[i].method);
+        snprintf(allow + strlen(allow), sizeof(allow) - strlen(allow), "\r\n");
         respond_error(c, 405, "method not allowed", allow);
         return;
     }

@@ -25,6 +25,10 @@
  *                     (Content-Type: text/x-lua)
  *   DELETE /cache     removes the response cache's answers (?route=NAME: that
  *                     route's only; Content-Type: application/json)
+ *   POST   /upstreams/NAME/targets          adds a target (discovery.h)
+ *   PUT    /upstreams/NAME/targets/TARGET   sets its weight, drains it
+ *   DELETE /upstreams/NAME/targets/TARGET   removes it
+ *                     (a JSON body; Content-Type: application/json)
  *
  * The answers come from the handlers the caller provides, which run on the
  * control thread and return a malloc'd body.
@@ -52,6 +56,10 @@ typedef struct mg_admin_handlers_s {
     int (*cache_purge)(const char *query, size_t query_len, char **body, size_t *len,
                        const char **ctype);
     int (*logs_reopen)(char **body, size_t *len, const char **ctype);
+    /* /upstreams/NAME/targets[/TARGET]: `path` as the URL has it (without
+     * the query), `req_body` the JSON body */
+    int (*targets)(const char *method, const char *path, size_t plen, const char *req_body,
+                   size_t req_len, char **body, size_t *len, const char **ctype);
 } mg_admin_handlers_t;
 
 typedef struct mg_admin_s mg_admin_t;

@@ -63,7 +63,9 @@ int mg_lb_shared_init(mg_lb_shared_t *sh, int kind, const char *const *names,
             atomic_init(&sh->t[i].ewma_ns, 0);
         }
     }
-    if (b->build && b->build(sh, names, weights, n, err) < 0) {
+    /* without names (the gateway's generations) the table is each view's
+     * (targets.c) */
+    if (b->build && names && b->build(sh, names, weights, n, err) < 0) {
         mg_lb_shared_free(sh);
         return -1;
     }
@@ -91,10 +93,11 @@ int mg_lb_init(mg_lb_t *lb, mg_lb_shared_t *sh, int kind, const int *weights, si
         return -1;
     lb->cw = lb->weight + n;
     lb->live = (unsigned char *)(lb->cw + n);
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; weights && i < n; i++) {
         lb->weight[i] = weights[i];
         lb->live[i] = 1;
     }
+    lb->maglev = sh->maglev;
     /* splitmix64 of the seed: a non-zero, well-mixed start */
     uint64_t z = seed + 0x9e3779b97f4a7c15ULL;
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;

@@ -67,7 +67,7 @@ typedef struct mg_lb_target_s {
 typedef struct mg_lb_shared_s {
     size_t n;
     mg_lb_target_t *t; /* n, or NULL when the balancer counts nothing */
-    mg_maglev_t *maglev; /* hash only: built over every target */
+    mg_maglev_t *maglev; /* hash, the testing kit's: built over every target */
 } mg_lb_shared_t;
 
 typedef struct mg_balancer_s mg_balancer_t;
@@ -80,6 +80,7 @@ typedef struct mg_lb_s {
     int *weight;          /* n, the targets' weights */
     int *cw;              /* n, round robin's current weights */
     unsigned char *live;  /* n, may target i be picked now (set by the caller) */
+    const mg_maglev_t *maglev; /* hash: the table of the worker's view (targets.h) */
     uint64_t rng;         /* xorshift state (p2c's choices, least_conn's ties) */
 } mg_lb_t;
 
@@ -112,11 +113,18 @@ const char *mg_balancer_name(int kind);
 int mg_hash_on_parse(const char *name);
 const char *mg_hash_on_name(int on);
 
+/* names NULL: the counts only (the gateway, whose views hold the hash
+ * table: targets.h). */
 int mg_lb_shared_init(mg_lb_shared_t *sh, int kind, const char *const *names,
                       const int *weights, size_t n, const char **err);
+/* The hash balancer's Maglev table over names[0..n) and weights (a weight
+ * of 0: no share); NULL with *err (static). Owned by the caller. */
+mg_maglev_t *mg_lb_hash_table(const char *const *names, const int *weights, size_t n,
+                              const char **err);
 void mg_lb_shared_free(mg_lb_shared_t *sh);
-/* seed: anything that differs between workers (their id). -1 when out of
- * memory. */
+/* seed: anything that differs between workers (their id). weights NULL:
+ * all 0 and none live (the gateway sets them from its view). -1 when out
+ * of memory. */
 int mg_lb_init(mg_lb_t *lb, mg_lb_shared_t *sh, int kind, const int *weights, size_t n,
                uint64_t seed);
 void mg_lb_free(mg_lb_t *lb);

@@ -2,9 +2,10 @@
  * query argument, client address, path or a Lua function: pool.c's
  * mg_lb_key reads it) over a Maglev table (maglev.h).
  *
- * The table is built once per generation over every target of the
- * upstream, with their weights, and shared read-only by all workers
- * (balancer.h). A reload that removes or adds a target builds a new table:
+ * The table is built with each view of the upstream's targets (targets.h:
+ * on a reload, a DNS change, an admin change), over the targets in it with
+ * their weights (a draining one has none), and shared read-only by all
+ * workers. A change that removes or adds a target builds a new table:
  * Maglev moves that target's keys and only a few others (spec/c/
  * maglev_spec.lua: at most 1.15 x 1/N).
  *
@@ -27,18 +28,25 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int hash_build(mg_lb_shared_t *sh, const char *const *names, const int *weights,
-                      size_t n, const char **err)
+mg_maglev_t *mg_lb_hash_table(const char *const *names, const int *weights, size_t n,
+                              const char **err)
 {
     mg_maglev_target_t *t = calloc(n ? n : 1, sizeof(*t));
     if (!t) {
         *err = "out of memory";
-        return -1;
+        return NULL;
     }
     for (size_t i = 0; i < n; i++)
         t[i] = (mg_maglev_target_t){ names[i], strlen(names[i]), (uint32_t)weights[i] };
-    sh->maglev = mg_maglev_build(t, n, 0, err);
+    mg_maglev_t *m = mg_maglev_build(t, n, 0, err);
     free(t);
+    return m;
+}
+
+static int hash_build(mg_lb_shared_t *sh, const char *const *names, const int *weights,
+                      size_t n, const char **err)
+{
+    sh->maglev = mg_lb_hash_table(names, weights, n, err);
     return sh->maglev ? 0 : -1;
 }
 
@@ -51,7 +59,9 @@ static int hash_pick(mg_lb_t *lb, uint64_t key, int has_key)
         return -1; /* the walk below ends only at a live target */
     if (!has_key)
         return mg_ffi_balancer_swrr(lb->cw, lb->weight, lb->live, lb->n);
-    const mg_maglev_t *m = lb->sh->maglev;
+    const mg_maglev_t *m = lb->maglev;
+    if (!m)
+        return mg_ffi_balancer_swrr(lb->cw, lb->weight, lb->live, lb->n);
     uint32_t size = mg_maglev_size(m), s = (uint32_t)(key % size);
     for (;;) {
         uint32_t t = mg_maglev_slot(m, s);

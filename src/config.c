@@ -30,6 +30,7 @@
  * string cannot be allocated is *errors left NULL.
  */
 #include "config.h"
+#include "dns.h"
 #include "errlog.h"
 #include "admin.h"
 #include "balancer.h"
@@ -446,6 +447,22 @@ static const mg_ffi_config_field_t settings_fields[] = {
     TABLE_ALLOC("tracing", "tracing", 0,
                 "must be a table like { endpoint = \"http://127.0.0.1:4318\" }", mg_config_t,
                 tracing),
+    /* target host names: discovery.h */
+    CHECKED("resolver", mg_dns_server_check, 0, NULL,
+            "must be a DNS server's numeric address, \"ADDR\" or \"ADDR:PORT\" (port 53 "
+            "by default; IPv6 as \"[ADDR]:PORT\")",
+            mg_config_t, resolver),
+    TABLE("dns", "dns", MG_FIELD_REQUIRED, "must be a table like { min_ttl = 1, max_ttl = 300 }",
+          mg_config_t, dns),
+};
+
+static const mg_ffi_config_field_t dns_fields[] = {
+    TIME("min_ttl", 1000, mg_dns_settings_t, min_ttl),
+    TIME("max_ttl", 300000, mg_dns_settings_t, max_ttl),
+    TIME("timeout", 1000, mg_dns_settings_t, timeout),
+    F("attempts", MG_FIELD_INT, 1, 10, 3, "must be an integer 1-10", mg_dns_settings_t, attempts,
+      CT_INT),
+    TIME("retry", 5000, mg_dns_settings_t, retry),
 };
 
 /* settings.access_log's fields, each a name logfields.c knows */
@@ -620,11 +637,14 @@ static const mg_ffi_config_field_t timeouts_fields[] = {
 static const mg_ffi_config_field_t target_fields[] = {
     STRING_F("host", 1, mg_uri_host_check, MG_FIELD_REQUIRED | MG_FIELD_INTERNAL,
              "must be an IP address or a host name", mg_target_t, host),
-    { .name = "port", .kind = MG_FIELD_INT, .min = 1, .max = 65535, .def = NONE,
+    /* 0: an SRV name's (its records give the ports) */
+    { .name = "port", .kind = MG_FIELD_INT, .min = 0, .max = 65535, .def = NONE,
       .expected = PORT_EXPECTED, .offset = offsetof(mg_target_t, port), .ctype = CT_U16,
       .flags = MG_FIELD_REQUIRED | MG_FIELD_INTERNAL },
     F("weight", MG_FIELD_INT, 1, INT32_MAX, 1, "must be an integer >= 1", mg_target_t, weight,
       CT_INT),
+    { .name = "srv", .kind = MG_FIELD_BOOL, .min = 0, .max = 1, .def = 0,
+      .offset = offsetof(mg_target_t, srv), .ctype = CT_BOOL, .flags = MG_FIELD_INTERNAL },
 };
 
 static const mg_ffi_config_field_t target_item =
@@ -641,6 +661,9 @@ static const mg_ffi_config_field_t upstream_fields[] = {
          ntargets),
     F("keepalive", MG_FIELD_INT, 0, INT32_MAX, 64, "must be an integer >= 0", mg_upstream_t,
       keepalive, CT_INT),
+    /* targets at run time (targets.h): addresses of names, admin additions */
+    F("max_targets", MG_FIELD_INT, 1, 4096, 64, "must be an integer 1-4096", mg_upstream_t,
+      max_targets, CT_INT),
     TIME("keepalive_timeout", 60000, mg_upstream_t, keepalive_timeout),
     TIME("connect_timeout", 5000, mg_upstream_t, connect_timeout),
     TIME("send_timeout", 60000, mg_upstream_t, send_timeout),
@@ -941,6 +964,7 @@ static const struct {
     OBJECT("mirror", mirror_fields),
     OBJECT("tracing", tracing_fields),   OBJECT("tracing_batch", tracing_batch_fields),
     OBJECT("kv", kv_fields),
+    OBJECT("dns", dns_fields),
 };
 
 const mg_ffi_config_field_t *mg_ffi_config_fields(const char *object, size_t *n)
@@ -1340,18 +1364,21 @@ static void conv_listeners(conv_t *cv, int cfg_t, mg_config_t *cfg)
     lua_pop(cv->L, 1);
 }
 
-/* "host:port", or "[host]:port" for an IPv6 address. */
-static char *target_name(conv_t *cv, const char *host, unsigned port)
+/* "host:port", "[host]:port" for an IPv6 address, "srv://host" for SRV. */
+static char *target_name(conv_t *cv, const mg_target_t *t)
 {
-    int v6 = strchr(host, ':') != NULL;
-    size_t cap = strlen(host) + 16;
+    int v6 = strchr(t->host, ':') != NULL;
+    size_t cap = strlen(t->host) + 16;
     char *s = malloc(cap);
 
     if (s == NULL) {
         cv->errs->oom = 1;
         return NULL;
     }
-    snprintf(s, cap, v6 ? "[%s]:%u" : "%s:%u", host, port);
+    if (t->srv)
+        snprintf(s, cap, "srv://%s", t->host);
+    else
+        snprintf(s, cap, v6 ? "[%s]:%u" : "%s:%u", t->host, t->port);
     return s;
 }
 
@@ -1546,9 +1573,7 @@ static void conv_upstreams(conv_t *cv, int cfg_t, mg_config_t *cfg)
         conv_fields(cv, t, what, "upstream", u); /* name, targets, health, ... */
         for (size_t j = 0; j < u->ntargets; j++)
             if (u->targets[j].host != NULL) {
-                u->targets[j].name = target_name(cv, u->targets[j].host, u->targets[j].port);
-                if (u->name && u->targets[j].name)
-                    u->targets[j].metric_id = mg_metrics_target_id(u->name, u->targets[j].name);
+                u->targets[j].name = target_name(cv, &u->targets[j]);
             }
         conv_hash(cv, t, what, u);
         lua_getfield(cv->L, t, "tls");
@@ -1900,6 +1925,7 @@ void mg_config_free(mg_config_t *cfg)
     free(cfg->access_log_fields);
     mg_logformat_free(cfg->log_format);
     free(cfg->error_log);
+    free(cfg->resolver);
     free(cfg->admin_host);
     free(cfg->admin_token);
     for (i = 0; i < cfg->admin_nnames; i++)
@@ -1935,6 +1961,7 @@ void mg_config_free(mg_config_t *cfg)
         for (j = 0; j < u->ntargets; j++) {
             free(u->targets[j].host);
             free(u->targets[j].name);
+            free(u->targets[j].authority);
         }
         free(u->targets);
     }

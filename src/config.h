@@ -15,13 +15,27 @@
 #define MG_MAX_METHODS 16
 #define MG_MAX_UPGRADES 8
 
+/* A target as declared (mg_upstream_t.targets), or as resolved at run
+ * time (a slot's, targets.h). */
 typedef struct mg_target_s {
-    char *host;          /* numeric IPv4/IPv6 address or host name */
-    uint16_t port;
+    char *host;          /* numeric IPv4/IPv6 address or host name (srv: the
+                            SRV name, "_http._tcp.example") */
+    uint16_t port;       /* 0 for srv */
     int weight;          /* >= 1 */
-    char *name;          /* "host:port", for logs */
+    int srv;             /* "srv://NAME": the targets are its SRV records' */
+    char *name;          /* "host:port" (or "srv://NAME"), for logs */
+    char *authority;     /* the Host header a request without one gets
+                            (NULL: name) */
     uint32_t metric_id;  /* metrics.h target id of (upstream, name) */
 } mg_target_t;
+
+/* The Host (HTTP/2: :authority) a request without one is sent with, and a
+ * health check's: the declared host of a name that resolved to this
+ * address or of an SRV record, else the target itself. */
+static inline const char *mg_target_authority(const mg_target_t *t)
+{
+    return t->authority ? t->authority : t->name;
+}
 
 /* What a failed try may be retried on (retries.on; names: config.c). */
 enum {
@@ -71,8 +85,9 @@ typedef struct mg_route_timeouts_s {
 
 typedef struct mg_upstream_s {
     char *name;
-    mg_target_t *targets;
+    mg_target_t *targets;       /* as declared; at run time, the slots (targets.h) */
     size_t ntargets;
+    int max_targets;            /* slots for targets at run time (targets.h) */
     int keepalive;              /* max idle connections per target per worker */
     uint64_t keepalive_timeout; /* idle pooled connection lifetime */
     uint64_t connect_timeout;
@@ -270,6 +285,14 @@ typedef struct mg_http2_s {
                                     stream and two WINDOW_UPDATEs per DATA frame sent) */
     uint64_t rate_window;        /* ms */
 } mg_http2_t;
+/* settings.dns: how target host names are looked up (discovery.h). */
+typedef struct mg_dns_settings_s {
+    uint64_t min_ttl;    /* a record is asked again no sooner than this ... */
+    uint64_t max_ttl;    /* ... and no later */
+    uint64_t timeout;    /* one try's wait for an answer */
+    int attempts;        /* tries per lookup */
+    uint64_t retry;      /* after a failed lookup, the next one */
+} mg_dns_settings_t;
 
 /* gw.shared_dict: the process creates the dictionary (src/shdict.h) before
  * the workers start; one that already exists keeps its size. */
@@ -359,6 +382,8 @@ typedef struct mg_config_s {
     size_t split_weights;   /* the routes' split entries in all: the current
                                weights each worker keeps (split.c) */
     mg_tracing_cfg_t *tracing; /* settings.tracing; NULL: no spans */
+    char *resolver;         /* settings.resolver "ADDR[:PORT]"; NULL: resolv.conf's */
+    mg_dns_settings_t dns;
 } mg_config_t;
 
 struct lua_State;

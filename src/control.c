@@ -21,6 +21,9 @@
 #include "admin_client.h"
 #include "cache.h"
 #include "health.h"
+#include "discovery.h"
+#include "sbuf.h"
+#include "targets.h"
 #include "control.h"
 #include "http.h"
 #include "hooks.h"
@@ -40,59 +43,6 @@ int mg_repl_server_eval(struct lua_State *L, const char *code, size_t len, char 
 
 unsigned long long mg_hooks_error_total(void);
 static void on_watchdog(uv_timer_t *t);
-
-/* ---- a growable string -------------------------------------------------- */
-
-typedef struct {
-    char *p;
-    size_t len, cap;
-    int oom;
-} sbuf_t;
-
-static void sb_printf(sbuf_t *b, const char *fmt, ...)
-{
-    va_list ap;
-    for (;;) {
-        size_t room = b->cap - b->len;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->p ? b->p + b->len : NULL, room, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            b->oom = 1;
-            return;
-        }
-        if ((size_t)n < room) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = b->cap ? b->cap * 2 : 1024;
-        while (cap < b->len + (size_t)n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-}
-
-/* JSON string (with quotes). */
-static void sb_json(sbuf_t *b, const char *s)
-{
-    sb_printf(b, "\"");
-    for (; s && *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\')
-            sb_printf(b, "\\%c", ch);
-        else if (ch < 0x20)
-            sb_printf(b, "\\u%04x", ch);
-        else
-            sb_printf(b, "%c", ch);
-    }
-    sb_printf(b, "\"");
-}
 
 static double now_s(void)
 {
@@ -162,11 +112,11 @@ static lua_State *load_and_test(mg_control_t *ctl, const char *file, mg_config_t
     /* (n, failures, cfg) or (nil, load errors) */
     int failed = lua_isnil(L, -3) || lua_objlen(L, -2) > 0;
     if (failed) {
-        sbuf_t b = { 0 };
+        mg_sbuf_t b = { 0 };
         size_t n = lua_objlen(L, -2);
         for (size_t i = 1; i <= n; i++) {
             lua_rawgeti(L, -2, (int)i);
-            sb_printf(&b, "%s%s", i > 1 ? "\n" : "", lua_tostring(L, -1));
+            mg_sb_printf(&b, "%s%s", i > 1 ? "\n" : "", lua_tostring(L, -1));
             lua_pop(L, 1);
         }
         *err = b.p ? b.p : strdup("config tests failed");
@@ -235,7 +185,7 @@ static long find_listener(const mg_listener_t *in, size_t n, const mg_listener_t
  * each: a changed host on a kept port, a new one, a removed one, and only
  * when the set is the same, a new order (workers find a listener's TLS
  * context by its position). */
-static void listener_changes(sbuf_t *b, const mg_config_t *old, const mg_config_t *cfg)
+static void listener_changes(mg_sbuf_t *b, const mg_config_t *old, const mg_config_t *cfg)
 {
     char was[300], now[300];
     const char *file = cfg->file;
@@ -263,10 +213,10 @@ static void listener_changes(sbuf_t *b, const mg_config_t *old, const mg_config_
             }
         if (o) {
             listener_name(was, sizeof(was), o);
-            sb_printf(b, "%s:%d: listener %s was %s; %s\n", l->source ? l->source : file,
+            mg_sb_printf(b, "%s:%d: listener %s was %s; %s\n", l->source ? l->source : file,
                       l->line, now, was, RESTART "change a listener's address");
         } else {
-            sb_printf(b, "%s:%d: listener %s is new; %s\n", l->source ? l->source : file,
+            mg_sb_printf(b, "%s:%d: listener %s is new; %s\n", l->source ? l->source : file,
                       l->line, now, RESTART "add a listener");
         }
     }
@@ -278,14 +228,14 @@ static void listener_changes(sbuf_t *b, const mg_config_t *old, const mg_config_
             continue;
         removed = 1;
         listener_name(was, sizeof(was), &old->listeners[k]);
-        sb_printf(b, "%s: listener %s (line %d of the running version) is gone; %s\n", file,
+        mg_sb_printf(b, "%s: listener %s (line %d of the running version) is gone; %s\n", file,
                   was, old->listeners[k].line, RESTART "remove a listener");
     }
     if (moved && !removed && b->len == 0) {
         for (size_t i = 0; i < cfg->nlisteners; i++)
             if (!same_listener(&cfg->listeners[i], &old->listeners[i])) {
                 listener_name(now, sizeof(now), &cfg->listeners[i]);
-                sb_printf(b, "%s:%d: listener %s moved (listeners keep their order); %s\n",
+                mg_sb_printf(b, "%s:%d: listener %s moved (listeners keep their order); %s\n",
                           cfg->listeners[i].source ? cfg->listeners[i].source : file,
                           cfg->listeners[i].line, now, RESTART "reorder listeners");
                 break;
@@ -308,7 +258,7 @@ static int same_names(const mg_config_t *a, const mg_config_t *b)
  * "file:line: reason" line each, in a malloc'd string; NULL when none. */
 static char *fixed_changes(const mg_config_t *old, const mg_config_t *cfg, int nworkers)
 {
-    sbuf_t b = { 0 };
+    mg_sbuf_t b = { 0 };
     char at[600];
     listener_changes(&b, old, cfg);
     /* the settings' own line, or the file when gw.settings is gone */
@@ -318,30 +268,30 @@ static char *fixed_changes(const mg_config_t *old, const mg_config_t *cfg, int n
     else
         snprintf(at, sizeof(at), "%s", cfg->file);
     if (cfg->workers && cfg->workers != nworkers)
-        sb_printf(&b, "%s: settings.workers changed from %d to %d; %s\n", at, nworkers,
+        mg_sb_printf(&b, "%s: settings.workers changed from %d to %d; %s\n", at, nworkers,
                   cfg->workers, RESTART "change the number of workers");
     if (!same_str(old->access_log, cfg->access_log))
-        sb_printf(&b, "%s: settings.access_log changed from \"%s\" to \"%s\"; %s\n", at,
+        mg_sb_printf(&b, "%s: settings.access_log changed from \"%s\" to \"%s\"; %s\n", at,
                   old->access_log ? old->access_log : "", cfg->access_log ? cfg->access_log : "",
                   RESTART "move the access log");
     if (!same_str(old->error_log, cfg->error_log))
-        sb_printf(&b, "%s: settings.error_log changed from \"%s\" to \"%s\"; %s\n", at,
+        mg_sb_printf(&b, "%s: settings.error_log changed from \"%s\" to \"%s\"; %s\n", at,
                   old->error_log ? old->error_log : "", cfg->error_log ? cfg->error_log : "",
                   RESTART "move the error log");
     if (old->admin_enabled != cfg->admin_enabled)
-        sb_printf(&b, "%s: settings.admin %s; %s\n", at,
+        mg_sb_printf(&b, "%s: settings.admin %s; %s\n", at,
                   cfg->admin_enabled ? "turns the admin API on" : "turns the admin API off",
                   RESTART "apply it");
     else if (cfg->admin_enabled) {
         if (old->admin_port != cfg->admin_port || !same_str(old->admin_host, cfg->admin_host))
-            sb_printf(&b, "%s: settings.admin moves the admin API from %s:%u to %s:%u; %s\n",
+            mg_sb_printf(&b, "%s: settings.admin moves the admin API from %s:%u to %s:%u; %s\n",
                       at, old->admin_host, old->admin_port, cfg->admin_host, cfg->admin_port,
                       RESTART "move the admin API");
         if (!same_str(old->admin_token, cfg->admin_token))
-            sb_printf(&b, "%s: settings.admin.token changed; %s\n", at,
+            mg_sb_printf(&b, "%s: settings.admin.token changed; %s\n", at,
                       RESTART "change the admin token");
         if (!same_names(old, cfg))
-            sb_printf(&b, "%s: settings.admin.names changed; %s\n", at,
+            mg_sb_printf(&b, "%s: settings.admin.names changed; %s\n", at,
                       RESTART "change the admin API's names");
     }
     if (b.oom) {
@@ -393,7 +343,6 @@ int mg_control_reload(mg_control_t *ctl, char **why)
         lua_close(L);
         goto refused;
     }
-    mg_outlier_carry(ctl->gen, gen); /* before any worker runs gen */
     const char *terr = NULL;
     if (mg_tracing_prepare(gen->cfg, &terr) != 0) {
         err = mg_strf("%s:%d: %s", gen->cfg->settings_source ? gen->cfg->settings_source
@@ -403,12 +352,22 @@ int mg_control_reload(mg_control_t *ctl, char **why)
         lua_close(L);
         goto refused;
     }
+    /* its names' addresses and the admin changes, then the state of the
+     * targets it keeps: before any worker runs gen */
+    if (mg_discovery_load(ctl->discovery, gen) != 0) {
+        err = strdup("out of memory publishing the upstreams' targets");
+        mg_gen_release(gen);
+        lua_close(L);
+        goto refused;
+    }
+    mg_outlier_carry(ctl->gen, gen);
     if (mg_workers_reload(ctl->workers, gen, &err) != 0) {
         mg_gen_release(gen);
         lua_close(L);
         goto refused;
     }
     ctl->next_number++;
+    mg_discovery_switch(ctl->discovery, gen);
     mg_health_switch(ctl->health, gen);
     mg_otlp_apply(gen);
     mg_gen_release(ctl->gen);
@@ -483,7 +442,7 @@ const char *mg_control_reopen_logs(mg_control_t *ctl)
 
 static mg_control_t *the_ctl; /* admin handlers have no user data */
 
-static int reply(sbuf_t *b, int status, char **body, size_t *len, const char **ctype,
+static int reply(mg_sbuf_t *b, int status, char **body, size_t *len, const char **ctype,
                  const char *type)
 {
     if (b->oom) {
@@ -496,40 +455,40 @@ static int reply(sbuf_t *b, int status, char **body, size_t *len, const char **c
     return status;
 }
 
-static void status_json(mg_control_t *ctl, sbuf_t *b)
+static void status_json(mg_control_t *ctl, mg_sbuf_t *b)
 {
     size_t conns = 0;
     for (int i = 0; i < ctl->workers->n; i++)
         conns += ctl->workers->w[i].nconns;
-    sb_printf(b, "{\"version\":\"%s\",\"file\":", MG_VERSION);
-    sb_json(b, ctl->file_abs);
-    sb_printf(b, ",\"generation\":{\"number\":%llu,\"loaded_at\":%.3f,\"tests\":%d}",
+    mg_sb_printf(b, "{\"version\":\"%s\",\"file\":", MG_VERSION);
+    mg_sb_json(b, ctl->file_abs);
+    mg_sb_printf(b, ",\"generation\":{\"number\":%llu,\"loaded_at\":%.3f,\"tests\":%d}",
               (unsigned long long)ctl->gen->number, ctl->gen->loaded_at, ctl->ntests);
-    sb_printf(b, ",\"last_reload\":");
+    mg_sb_printf(b, ",\"last_reload\":");
     if (ctl->last_time == 0) {
-        sb_printf(b, "null");
+        mg_sb_printf(b, "null");
     } else {
-        sb_printf(b, "{\"ok\":%s,\"at\":%.3f,\"message\":", ctl->last_ok ? "true" : "false",
+        mg_sb_printf(b, "{\"ok\":%s,\"at\":%.3f,\"message\":", ctl->last_ok ? "true" : "false",
                   ctl->last_time);
-        sb_json(b, ctl->last_msg);
-        sb_printf(b, "}");
+        mg_sb_json(b, ctl->last_msg);
+        mg_sb_printf(b, "}");
     }
-    sb_printf(b, ",\"reloads\":{\"ok\":%llu,\"failed\":%llu}",
+    mg_sb_printf(b, ",\"reloads\":{\"ok\":%llu,\"failed\":%llu}",
               (unsigned long long)ctl->reloads_ok, (unsigned long long)ctl->reloads_failed);
-    sb_printf(b, ",\"workers\":%d,\"workers_stuck\":[", ctl->workers->n);
+    mg_sb_printf(b, ",\"workers\":%d,\"workers_stuck\":[", ctl->workers->n);
     int first = 1;
     for (int i = 0; i < ctl->workers->n; i++)
         if (atomic_load(&ctl->workers->w[i].quarantined)) {
-            sb_printf(b, "%s%d", first ? "" : ",", i);
+            mg_sb_printf(b, "%s%d", first ? "" : ",", i);
             first = 0;
         }
-    sb_printf(b, "],\"connections\":%zu,\"uptime\":%.3f,\"hook_errors\":%llu}\n", conns,
+    mg_sb_printf(b, "],\"connections\":%zu,\"uptime\":%.3f,\"hook_errors\":%llu}\n", conns,
               now_s() - ctl->started, mg_hooks_error_total());
 }
 
 static int h_status(char **body, size_t *len, const char **ctype)
 {
-    sbuf_t b = { 0 };
+    mg_sbuf_t b = { 0 };
     status_json(the_ctl, &b);
     return reply(&b, 200, body, len, ctype, "application/json");
 }
@@ -537,51 +496,51 @@ static int h_status(char **body, size_t *len, const char **ctype)
 static int h_routes(char **body, size_t *len, const char **ctype)
 {
     const mg_config_t *cfg = the_ctl->gen->cfg;
-    sbuf_t b = { 0 };
-    sb_printf(&b, "{\"generation\":%llu,\"routes\":[", (unsigned long long)the_ctl->gen->number);
+    mg_sbuf_t b = { 0 };
+    mg_sb_printf(&b, "{\"generation\":%llu,\"routes\":[", (unsigned long long)the_ctl->gen->number);
     for (size_t i = 0; i < cfg->nroutes; i++) {
         const mg_route_t *r = &cfg->routes[i];
-        sb_printf(&b, "%s{\"name\":", i ? "," : "");
-        sb_json(&b, r->name);
-        sb_printf(&b, ",\"path\":");
-        sb_json(&b, r->path);
-        sb_printf(&b, ",\"host\":");
+        mg_sb_printf(&b, "%s{\"name\":", i ? "," : "");
+        mg_sb_json(&b, r->name);
+        mg_sb_printf(&b, ",\"path\":");
+        mg_sb_json(&b, r->path);
+        mg_sb_printf(&b, ",\"host\":");
         if (r->host)
-            sb_json(&b, r->host);
+            mg_sb_json(&b, r->host);
         else
-            sb_printf(&b, "null");
-        sb_printf(&b, ",\"methods\":[");
+            mg_sb_printf(&b, "null");
+        mg_sb_printf(&b, ",\"methods\":[");
         for (size_t m = 0; m < r->nmethods; m++) {
-            sb_printf(&b, m ? "," : "");
-            sb_json(&b, r->methods[m]);
+            mg_sb_printf(&b, m ? "," : "");
+            mg_sb_json(&b, r->methods[m]);
         }
-        sb_printf(&b, "],\"upstream\":");
+        mg_sb_printf(&b, "],\"upstream\":");
         if (r->upstream >= 0 && !r->split)
-            sb_json(&b, cfg->upstreams[r->upstream].name);
+            mg_sb_json(&b, cfg->upstreams[r->upstream].name);
         else
-            sb_printf(&b, "null");
+            mg_sb_printf(&b, "null");
         /* split, canary and mirror only on the routes that have them */
         for (size_t e = 0; r->split && e < r->split->n; e++) {
-            sb_printf(&b, "%s{\"upstream\":", e ? "," : ",\"split\":[");
-            sb_json(&b, cfg->upstreams[r->split->entries[e].upstream].name);
-            sb_printf(&b, ",\"weight\":%d}%s", r->split->entries[e].weight,
-                      e + 1 == r->split->n ? "]" : "");
+            mg_sb_printf(&b, "%s{\"upstream\":", e ? "," : ",\"split\":[");
+            mg_sb_json(&b, cfg->upstreams[r->split->entries[e].upstream].name);
+            mg_sb_printf(&b, ",\"weight\":%d}%s", r->split->entries[e].weight,
+                         e + 1 == r->split->n ? "]" : "");
         }
         if (r->canary) {
-            sb_printf(&b, ",\"canary\":{\"%s\":", r->canary->header ? "header" : "cookie");
-            sb_json(&b, r->canary->header ? r->canary->header : r->canary->cookie);
-            sb_printf(&b, ",\"upstream\":");
-            sb_json(&b, cfg->upstreams[r->canary->upstream].name);
-            sb_printf(&b, "}");
+            mg_sb_printf(&b, ",\"canary\":{\"%s\":", r->canary->header ? "header" : "cookie");
+            mg_sb_json(&b, r->canary->header ? r->canary->header : r->canary->cookie);
+            mg_sb_printf(&b, ",\"upstream\":");
+            mg_sb_json(&b, cfg->upstreams[r->canary->upstream].name);
+            mg_sb_printf(&b, "}");
         }
         if (r->mirror) {
-            sb_printf(&b, ",\"mirror\":");
-            sb_json(&b, cfg->upstreams[r->mirror->upstream].name);
+            mg_sb_printf(&b, ",\"mirror\":");
+            mg_sb_json(&b, cfg->upstreams[r->mirror->upstream].name);
         }
-        sb_printf(&b, ",\"handler\":%s,\"listen\":%u,\"line\":%d}",
+        mg_sb_printf(&b, ",\"handler\":%s,\"listen\":%u,\"line\":%d}",
                   r->has_handler ? "true" : "false", r->listen_port, r->line);
     }
-    sb_printf(&b, "]}\n");
+    mg_sb_printf(&b, "]}\n");
     return reply(&b, 200, body, len, ctype, "application/json");
 }
 
@@ -600,10 +559,10 @@ static int upstream_tracked(const mg_config_t *cfg, size_t i)
 }
 
 /* A target's outlier state and counts, for /upstreams. */
-static void target_outlier_json(sbuf_t *b, const mg_outlier_target_t *ot, uint64_t now)
+static void target_outlier_json(mg_sbuf_t *b, const mg_outlier_target_t *ot, uint64_t now)
 {
     uint64_t until = atomic_load(&ot->ejected_until);
-    sb_printf(b, ",\"outlier\":{\"ejected\":%s,\"ejected_for\":%.3f,\"ejections\":%u,"
+    mg_sb_printf(b, ",\"outlier\":{\"ejected\":%s,\"ejected_for\":%.3f,\"ejections\":%u,"
                  "\"ejected_total\":%llu,\"attempts\":%llu,\"attempts_while_ejected\":%llu,"
                  "\"failures\":%llu,\"reason\":",
               until > now ? "true" : "false", until > now ? (double)(until - now) / 1000 : 0.0,
@@ -615,92 +574,118 @@ static void target_outlier_json(sbuf_t *b, const mg_outlier_target_t *ot, uint64
         char why[sizeof(ot->reason)];
         memcpy(why, ot->reason, sizeof(why)); /* a racy copy, NUL-ended here */
         why[sizeof(why) - 1] = '\0';
-        sb_json(b, why);
+        mg_sb_json(b, why);
     } else {
-        sb_printf(b, "null");
+        mg_sb_printf(b, "null");
     }
-    sb_printf(b, "}");
+    mg_sb_printf(b, "}");
 }
 
-static void upstreams_json(mg_control_t *ctl, sbuf_t *b)
+static void upstreams_json(mg_control_t *ctl, mg_sbuf_t *b)
 {
     const mg_config_t *cfg = ctl->gen->cfg;
     uint64_t now = uv_hrtime() / 1000000;
-    sb_printf(b, "{\"generation\":%llu,\"upstreams\":[", (unsigned long long)ctl->gen->number);
+    mg_sb_printf(b, "{\"generation\":%llu,\"upstreams\":[", (unsigned long long)ctl->gen->number);
     for (size_t i = 0; i < cfg->nupstreams; i++) {
         const mg_upstream_t *u = &cfg->upstreams[i];
         const mg_lb_shared_t *lb = ctl->gen->lb ? &ctl->gen->lb[i] : NULL;
-        sb_printf(b, "%s{\"name\":", i ? "," : "");
-        sb_json(b, u->name);
-        sb_printf(b, ",\"balancer\":\"%s\",\"protocol\":\"%s\",\"targets\":[",
-                  mg_balancer_name(u->balancer), mg_upstream_protocol_name(u->protocol));
-        for (size_t t = 0; t < u->ntargets; t++) {
-            /* passive health as the workers see it: a racy read of their
-             * pools' down_until, fine for a status page */
-            int down = 0, idle = 0;
+        const mg_tset_t *ts = &ctl->gen->tsets[i];
+        const mg_tview_t *v = ts->view; /* the published one: the control thread's own */
+        mg_sb_printf(b, "%s{\"name\":", i ? "," : "");
+        mg_sb_json(b, u->name);
+        mg_sb_printf(b, ",\"balancer\":\"%s\",\"protocol\":\"%s\",\"max_targets\":%zu,"
+                        "\"targets\":[",
+                     mg_balancer_name(u->balancer), mg_upstream_protocol_name(u->protocol),
+                     ts->cap);
+        int first = 1;
+        for (size_t t = 0; t < v->n; t++) {
+            if (!v->e[t].serial)
+                continue;
+            const mg_slot_t *sl = &ts->slot[t];
+            /* passive health and connections as the workers see them: a
+             * racy read of their pools, fine for a status page; only of a
+             * worker that synced a view with this filling of the slot (its
+             * pool exists then, and the acquire of `synced` makes it
+             * visible here) */
+            int down = 0, idle = 0, busy = 0;
             for (int k = 0; k < ctl->workers->n; k++) {
                 mg_wgen_t *g = ctl->workers->w[k].g;
-                if (!g || g->gen != ctl->gen || !g->ups)
+                if (!g || g->gen != ctl->gen || !g->ups ||
+                    atomic_load(&g->ups[i].synced) < sl->filled_in)
                     continue;
-                const mg_pool_t *p = &g->ups[i].pools[t];
+                const mg_pool_t *p = g->ups[i].pools[t];
+                if (!p || p->serial != sl->serial)
+                    continue;
                 if (p->down_until > now)
                     down++;
                 idle += p->nidle;
+                busy += (int)atomic_load(&p->nconns) - p->nidle;
             }
             const mg_target_health_t *hs = ctl->gen->health ? &ctl->gen->health[i][t] : NULL;
             int out = hs && atomic_load(&hs->down);
-            sb_printf(b, "%s{\"target\":", t ? "," : "");
-            sb_json(b, u->targets[t].name);
-            sb_printf(b, ",\"weight\":%d,\"health\":\"%s\",\"workers_marking_down\":%d,"
-                         "\"idle_connections\":%d",
-                      u->targets[t].weight, down || out ? "down" : "up", down, idle);
+            mg_sb_printf(b, "%s{\"target\":", first ? "" : ",");
+            first = 0;
+            mg_sb_json(b, sl->t.name);
+            mg_sb_printf(b, ",\"source\":\"%s\"", mg_tsrc_name(sl->source));
+            if (sl->from) {
+                mg_sb_printf(b, ",\"from\":");
+                mg_sb_json(b, sl->from);
+            }
+            if (v->tiers || sl->source == MG_TSRC_SRV)
+                mg_sb_printf(b, ",\"priority\":%u", v->e[t].priority);
+            mg_sb_printf(b, ",\"weight\":%d,\"state\":\"%s\",\"health\":\"%s\","
+                         "\"workers_marking_down\":%d,\"idle_connections\":%d,"
+                         "\"busy_connections\":%d",
+                      v->e[t].weight, v->e[t].draining ? "draining" : "active",
+                      down || out ? "down" : "up", down, idle, busy > 0 ? busy : 0);
             if (lb && lb->t) /* the balancer's counts, shared by the workers */
-                sb_printf(b, ",\"in_flight\":%u",
+                mg_sb_printf(b, ",\"in_flight\":%u",
                           (unsigned)atomic_load_explicit(&lb->t[t].inflight, memory_order_relaxed));
             if (lb && lb->t && mg_balancer_of(u->balancer)->observe)
-                sb_printf(b, ",\"latency_ms\":%.3f",
+                mg_sb_printf(b, ",\"latency_ms\":%.3f",
                           (double)atomic_load_explicit(&lb->t[t].ewma_ns, memory_order_relaxed) /
                               1e6);
             if (upstream_tracked(cfg, i))
                 target_outlier_json(b, &ctl->gen->outlier[i].targets[t], now);
             if (u->health_path && hs) {
                 /* the control thread's own state: no race here */
-                sb_printf(b, ",\"checks\":{\"state\":\"%s\",\"failed_in_a_row\":%d,"
+                mg_sb_printf(b, ",\"checks\":{\"state\":\"%s\",\"failed_in_a_row\":%d,"
                              "\"ok_in_a_row\":%d,\"last_error\":",
                           out ? "down" : hs->checked ? "up" : "unchecked", hs->fail_streak,
                           hs->ok_streak);
                 if (hs->last_error[0])
-                    sb_json(b, hs->last_error);
+                    mg_sb_json(b, hs->last_error);
                 else
-                    sb_printf(b, "null");
-                sb_printf(b, "}");
+                    mg_sb_printf(b, "null");
+                mg_sb_printf(b, "}");
             }
-            sb_printf(b, "}");
+            mg_sb_printf(b, "}");
         }
-        sb_printf(b, "]");
+        mg_sb_printf(b, "]");
         if (upstream_tracked(cfg, i)) {
             const mg_outlier_t *o = &ctl->gen->outlier[i];
-            sb_printf(b, ",\"retries\":{\"requests_active\":%lld,\"retrying\":%lld,"
+            mg_sb_printf(b, ",\"retries\":{\"requests_active\":%lld,\"retrying\":%lld,"
                          "\"retries\":%llu,\"budget_refused\":%llu}",
                       (long long)atomic_load(&o->active), (long long)atomic_load(&o->retrying),
                       (unsigned long long)atomic_load(&o->retries),
                       (unsigned long long)atomic_load(&o->budget_refused));
         }
-        sb_printf(b, "}");
+        mg_discovery_upstream_json(ctl->discovery, i, b);
+        mg_sb_printf(b, "}");
     }
-    sb_printf(b, "]}\n");
+    mg_sb_printf(b, "]}\n");
 }
 
 static int h_upstreams(char **body, size_t *len, const char **ctype)
 {
-    sbuf_t b = { 0 };
+    mg_sbuf_t b = { 0 };
     upstreams_json(the_ctl, &b);
     return reply(&b, 200, body, len, ctype, "application/json");
 }
 
 /* moongate_upstream_target_up: 1 or 0 per target of the upstreams with
  * active health checks (the control thread's own state). */
-static void upstream_health_metrics(mg_control_t *ctl, sbuf_t *b)
+static void upstream_health_metrics(mg_control_t *ctl, mg_sbuf_t *b)
 {
     const mg_config_t *cfg = ctl->gen->cfg;
     int header = 0;
@@ -709,7 +694,7 @@ static void upstream_health_metrics(mg_control_t *ctl, sbuf_t *b)
         if (!u->health_path)
             continue;
         if (!header) {
-            sb_printf(b, "# HELP moongate_upstream_target_up Target in balancing (active health "
+            mg_sb_printf(b, "# HELP moongate_upstream_target_up Target in balancing (active health "
                          "checks): 1 up, 0 taken out.\n"
                          "# TYPE moongate_upstream_target_up gauge\n");
             header = 1;
@@ -719,10 +704,13 @@ static void upstream_health_metrics(mg_control_t *ctl, sbuf_t *b)
         if (!un)
             continue;
         mg_metrics_escape_label(un, n + 1, u->name);
-        for (size_t t = 0; t < u->ntargets; t++) {
+        const mg_tview_t *v = ctl->gen->tsets[i].view;
+        for (size_t t = 0; t < v->n; t++) {
+            if (!v->e[t].serial)
+                continue;
             char tn[300]; /* "host:port", a checked host name: nothing to escape */
-            mg_metrics_escape_label(tn, sizeof(tn), u->targets[t].name);
-            sb_printf(b, "moongate_upstream_target_up{upstream=\"%s\",target=\"%s\"} %d\n", un,
+            mg_metrics_escape_label(tn, sizeof(tn), ctl->gen->tsets[i].slot[t].t.name);
+            mg_sb_printf(b, "moongate_upstream_target_up{upstream=\"%s\",target=\"%s\"} %d\n", un,
                       tn, atomic_load(&ctl->gen->health[i][t].down) ? 0 : 1);
         }
         free(un);
@@ -749,7 +737,7 @@ static const char *const upstream_families[][3] = {
     { "moongate_upstream_retries_active", "gauge", "Of them, requests being retried." },
 };
 
-static void outlier_metrics(mg_control_t *ctl, sbuf_t *b)
+static void outlier_metrics(mg_control_t *ctl, mg_sbuf_t *b)
 {
     const mg_config_t *cfg = ctl->gen->cfg;
     uint64_t now = uv_hrtime() / 1000000;
@@ -761,7 +749,7 @@ static void outlier_metrics(mg_control_t *ctl, sbuf_t *b)
             const char *const *fam = f < OM_TARGET_FAMILIES ? target_families[f]
                                                              : upstream_families[f - OM_TARGET_FAMILIES];
             if (!header)
-                sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", fam[0], fam[2], fam[0], fam[1]);
+                mg_sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", fam[0], fam[2], fam[0], fam[1]);
             header = 1;
             const mg_outlier_t *o = &ctl->gen->outlier[i];
             size_t n = mg_metrics_escape_label(NULL, 0, cfg->upstreams[i].name);
@@ -774,19 +762,22 @@ static void outlier_metrics(mg_control_t *ctl, sbuf_t *b)
                               : f == OM_TARGET_FAMILIES + 1 ? (long long)atomic_load(&o->budget_refused)
                               : f == OM_TARGET_FAMILIES + 2 ? (long long)atomic_load(&o->active)
                                                             : (long long)atomic_load(&o->retrying);
-                sb_printf(b, "%s{upstream=\"%s\"} %lld\n", fam[0], un, v);
+                mg_sb_printf(b, "%s{upstream=\"%s\"} %lld\n", fam[0], un, v);
             }
-            for (size_t t = 0; f < OM_TARGET_FAMILIES && t < cfg->upstreams[i].ntargets; t++) {
+            const mg_tview_t *tv = ctl->gen->tsets[i].view;
+            for (size_t t = 0; f < OM_TARGET_FAMILIES && t < tv->n; t++) {
+                if (!tv->e[t].serial)
+                    continue;
                 const mg_outlier_target_t *ot = &o->targets[t];
                 char tn[300];
-                mg_metrics_escape_label(tn, sizeof(tn), cfg->upstreams[i].targets[t].name);
+                mg_metrics_escape_label(tn, sizeof(tn), ctl->gen->tsets[i].slot[t].t.name);
                 unsigned long long v =
                     f == OM_EJECTED      ? (unsigned long long)(atomic_load(&ot->ejected_until) > now)
                     : f == OM_EJECTIONS  ? (unsigned long long)atomic_load(&ot->ejected_total)
                     : f == OM_ATTEMPTS   ? (unsigned long long)atomic_load(&ot->attempts)
                     : f == OM_FAILURES   ? (unsigned long long)atomic_load(&ot->failures)
                                          : (unsigned long long)atomic_load(&ot->attempts_ejected);
-                sb_printf(b, "%s{upstream=\"%s\",target=\"%s\"} %llu\n", fam[0], un, tn, v);
+                mg_sb_printf(b, "%s{upstream=\"%s\",target=\"%s\"} %llu\n", fam[0], un, tn, v);
             }
             free(un);
         }
@@ -794,11 +785,11 @@ static void outlier_metrics(mg_control_t *ctl, sbuf_t *b)
 }
 
 /* The span queues and the exporter (tracing.h, otlp.h). */
-static void tracing_metrics(sbuf_t *b)
+static void tracing_metrics(mg_sbuf_t *b)
 {
     mg_otlp_counts_t c;
     mg_otlp_counts(&c);
-    sb_printf(b, "# HELP moongate_trace_spans_dropped_total Spans lost: their worker's queue "
+    mg_sb_printf(b, "# HELP moongate_trace_spans_dropped_total Spans lost: their worker's queue "
                  "was full, or the collector refused or lost their batch.\n"
                  "# TYPE moongate_trace_spans_dropped_total counter\n"
                  "moongate_trace_spans_dropped_total{reason=\"queue_full\"} %llu\n"
@@ -820,8 +811,8 @@ static void tracing_metrics(sbuf_t *b)
 
 static char *metrics_text(mg_control_t *ctl, int om, size_t *len)
 {
-    sbuf_t b = { 0 };
-    sb_printf(&b, "# HELP moongate_generation Number of the config generation serving.\n"
+    mg_sbuf_t b = { 0 };
+    mg_sb_printf(&b, "# HELP moongate_generation Number of the config generation serving.\n"
                   "# TYPE moongate_generation gauge\nmoongate_generation %llu\n"
                   "# HELP moongate_hook_errors_total Lua hook errors.\n"
                   "# TYPE moongate_hook_errors_total counter\nmoongate_hook_errors_total %llu\n"
@@ -835,13 +826,14 @@ static char *metrics_text(mg_control_t *ctl, int om, size_t *len)
     upstream_health_metrics(ctl, &b);
     outlier_metrics(ctl, &b);
     tracing_metrics(&b);
+    mg_discovery_metrics(ctl->discovery, &b);
     /* the config's own metrics (metrics_user.c), the live generation's */
     size_t ulen = 0;
     char *user = mg_umetrics_render(ctl->gen->umetrics, ctl->gen->cfg->nmetrics, &ulen);
     if (!user)
         b.oom = 1;
     else if (ulen)
-        sb_printf(&b, "%s", user);
+        mg_sb_printf(&b, "%s", user);
     free(user);
     if (b.oom) {
         free(b.p);
@@ -869,51 +861,51 @@ static int h_reload(const char *q, size_t ql, char **body, size_t *len, const ch
 {
     mg_control_t *ctl = the_ctl;
     char *why = NULL;
-    sbuf_t b = { 0 };
+    mg_sbuf_t b = { 0 };
     char want[4096];
     long wl = query_arg(q, ql, "file", want, sizeof(want));
     if (wl >= 0 && strcmp(want, ctl->file_abs) != 0) {
         char msg[8400];
         snprintf(msg, sizeof(msg), "this gateway runs %s, not %s", ctl->file_abs, want);
-        sb_printf(&b, "{\"ok\":false,\"file\":");
-        sb_json(&b, ctl->file_abs);
-        sb_printf(&b, ",\"error\":");
-        sb_json(&b, msg);
-        sb_printf(&b, "}\n");
+        mg_sb_printf(&b, "{\"ok\":false,\"file\":");
+        mg_sb_json(&b, ctl->file_abs);
+        mg_sb_printf(&b, ",\"error\":");
+        mg_sb_json(&b, msg);
+        mg_sb_printf(&b, "}\n");
         return reply(&b, 409, body, len, ctype, "application/json");
     }
     int rc = mg_control_reload(ctl, &why);
     const mg_config_t *cfg = ctl->gen->cfg;
-    sb_printf(&b, "{\"ok\":%s,\"file\":", rc == 0 ? "true" : "false");
-    sb_json(&b, ctl->file_abs);
-    sb_printf(&b, ",\"generation\":%llu,\"routes\":%zu,\"upstreams\":%zu,",
+    mg_sb_printf(&b, "{\"ok\":%s,\"file\":", rc == 0 ? "true" : "false");
+    mg_sb_json(&b, ctl->file_abs);
+    mg_sb_printf(&b, ",\"generation\":%llu,\"routes\":%zu,\"upstreams\":%zu,",
               (unsigned long long)ctl->gen->number, cfg->nroutes, cfg->nupstreams);
     if (rc == 0) {
         char msg[4400];
         snprintf(msg, sizeof(msg), "reloaded %s: generation %llu (%zu route%s, %zu upstream%s)",
                  ctl->file_abs, (unsigned long long)ctl->gen->number, cfg->nroutes,
                  cfg->nroutes == 1 ? "" : "s", cfg->nupstreams, cfg->nupstreams == 1 ? "" : "s");
-        sb_printf(&b, "\"message\":");
-        sb_json(&b, msg);
+        mg_sb_printf(&b, "\"message\":");
+        mg_sb_json(&b, msg);
     } else {
-        sb_printf(&b, "\"error\":");
-        sb_json(&b, why);
+        mg_sb_printf(&b, "\"error\":");
+        mg_sb_json(&b, why);
     }
-    sb_printf(&b, "}\n");
+    mg_sb_printf(&b, "}\n");
     free(why);
     return reply(&b, rc == 0 ? 200 : 422, body, len, ctype, "application/json");
 }
 
 static int h_logs_reopen(char **body, size_t *len, const char **ctype)
 {
-    sbuf_t b = { 0 };
+    mg_sbuf_t b = { 0 };
     const char *why = mg_control_reopen_logs(the_ctl);
     if (why) {
-        sb_printf(&b, "{\"ok\":false,\"error\":");
-        sb_json(&b, why);
-        sb_printf(&b, "}\n");
+        mg_sb_printf(&b, "{\"ok\":false,\"error\":");
+        mg_sb_json(&b, why);
+        mg_sb_printf(&b, "}\n");
     } else {
-        sb_printf(&b, "{\"ok\":true}\n");
+        mg_sb_printf(&b, "{\"ok\":true}\n");
     }
     return reply(&b, why ? 500 : 200, body, len, ctype, "application/json");
 }
@@ -957,7 +949,7 @@ static int h_cache_purge(const char *q, size_t ql, char **body, size_t *len, con
     const mg_config_t *cfg = the_ctl->gen->cfg;
     char route[512];
     long rl = query_arg(q, ql, "route", route, sizeof(route));
-    sbuf_t b = { 0 };
+    mg_sbuf_t b = { 0 };
     if (rl >= 0) {
         size_t i;
         for (i = 0; i < cfg->nroutes; i++)
@@ -966,14 +958,14 @@ static int h_cache_purge(const char *q, size_t ql, char **body, size_t *len, con
         if (i == cfg->nroutes) {
             char why[600];
             snprintf(why, sizeof(why), "no route with a cache is called %s", route);
-            sb_printf(&b, "{\"ok\":false,\"error\":");
-            sb_json(&b, why);
-            sb_printf(&b, "}\n");
+            mg_sb_printf(&b, "{\"ok\":false,\"error\":");
+            mg_sb_json(&b, why);
+            mg_sb_printf(&b, "}\n");
             return reply(&b, 404, body, len, ctype, "application/json");
         }
     }
     long removed = 0;
-    sb_printf(&b, "{\"ok\":true,\"dicts\":[");
+    mg_sb_printf(&b, "{\"ok\":true,\"dicts\":[");
     for (size_t i = 0; i < cfg->nroutes; i++) {
         const mg_route_cache_t *rc = cfg->routes[i].cache;
         size_t j;
@@ -990,10 +982,10 @@ static int h_cache_purge(const char *q, size_t ql, char **body, size_t *len, con
             b.oom = 1;
         removed += n > 0 ? n : 0;
         if (b.len > 0 && b.p[b.len - 1] != '[')
-            sb_printf(&b, ",");
-        sb_json(&b, rc->dict_name);
+            mg_sb_printf(&b, ",");
+        mg_sb_json(&b, rc->dict_name);
     }
-    sb_printf(&b, "],\"removed\":%ld}\n", removed);
+    mg_sb_printf(&b, "],\"removed\":%ld}\n", removed);
     return reply(&b, 200, body, len, ctype, "application/json");
 }
 
@@ -1013,9 +1005,9 @@ static int h_repl(const char *req, size_t req_len, char **body, size_t *len, con
 /* ---- Lua side of the live REPL -------------------------------------------- */
 
 /* Pushes what json(ctl) writes, ctl being the closure's upvalue. */
-static int push_json(lua_State *L, void (*json)(mg_control_t *, sbuf_t *))
+static int push_json(lua_State *L, void (*json)(mg_control_t *, mg_sbuf_t *))
 {
-    sbuf_t b = { 0 };
+    mg_sbuf_t b = { 0 };
     json(lua_touserdata(L, lua_upvalueindex(1)), &b);
     lua_pushlstring(L, b.p ? b.p : "", b.len);
     free(b.p);
@@ -1037,6 +1029,14 @@ static int l_metrics(lua_State *L)
 
 /* ---- start / stop ------------------------------------------------------------ */
 
+/* POST, PUT, DELETE /upstreams/NAME/targets[/TARGET] (discovery.h) */
+static int h_targets(const char *method, const char *path, size_t plen, const char *req,
+                     size_t req_len, char **body, size_t *len, const char **ctype)
+{
+    *ctype = "application/json";
+    return mg_discovery_admin(the_ctl->discovery, method, path, plen, req, req_len, body, len);
+}
+
 static const mg_admin_handlers_t handlers = {
     .status = h_status,
     .routes = h_routes,
@@ -1046,6 +1046,7 @@ static const mg_admin_handlers_t handlers = {
     .repl = h_repl,
     .cache_purge = h_cache_purge,
     .logs_reopen = h_logs_reopen,
+    .targets = h_targets,
 };
 
 int mg_control_start(mg_control_t *ctl, uv_loop_t *loop, const char *file, mg_gen_t *gen,
@@ -1109,6 +1110,13 @@ int mg_control_start(mg_control_t *ctl, uv_loop_t *loop, const char *file, mg_ge
         mg_log(MG_LOG_INFO, "admin API on %s%s%s:%d\n", v6 ? "[" : "", ahost, v6 ? "]" : "",
                aport);
     }
+    /* the names' addresses before anything reads the targets */
+    ctl->discovery = mg_discovery_new(loop, workers);
+    if (!ctl->discovery || mg_discovery_load(ctl->discovery, gen) != 0) {
+        *err = strdup("out of memory publishing the upstreams' targets");
+        return -1;
+    }
+    mg_discovery_switch(ctl->discovery, gen);
     ctl->health = mg_health_start(loop, gen);
     uv_signal_init(loop, &ctl->sighup);
     ctl->sighup.data = ctl;
@@ -1163,6 +1171,8 @@ void mg_control_stop(mg_control_t *ctl)
     ctl->admin = NULL;
     mg_health_stop(ctl->health);
     ctl->health = NULL;
+    mg_discovery_stop(ctl->discovery);
+    ctl->discovery = NULL;
     mg_watch_close(ctl->watch);
     ctl->watch = NULL;
     if (!uv_is_closing((uv_handle_t *)&ctl->debounce))

@@ -33,6 +33,7 @@ typedef struct mg_control_s {
     uv_signal_t sigusr1;        /* reopen the log files */
     struct mg_admin_s *admin;
     struct mg_health_s *health;  /* active health checks (health.h) */
+    struct mg_discovery_s *discovery; /* DNS and admin target changes (discovery.h) */
 } mg_control_t;
 
 /* Sets up reload triggers and the admin API for the workers (called before

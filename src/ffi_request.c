@@ -19,6 +19,7 @@
 #include "header_names.h"
 #include "maglev.h"
 #include "mg_ffi.h"
+#include "targets.h"
 
 
 static const char *arena_copy(mg_request_t *r, const char *p, size_t len)
@@ -96,10 +97,9 @@ int mg_ffi_req_str(mg_request_t *r, int what, const char **p, size_t *len)
         return give(cfg->upstreams[ui].name, strlen(cfg->upstreams[ui].name), p, len);
     }
     case MG_FFI_TARGET: {
-        int ui = mg_request_upstream(r);
-        if (ui < 0 || r->target < 0)
+        if (mg_request_upstream(r) < 0 || r->target < 0)
             return -1;
-        const char *n = cfg->upstreams[ui].targets[r->target].name;
+        const char *n = mg_request_target_name(r);
         return give(n, strlen(n), p, len);
     }
     case MG_FFI_TRACE_ID:
@@ -351,7 +351,17 @@ int mg_ffi_req_set_target(mg_request_t *r, const char *name, size_t len)
     int ui = mg_request_upstream(r);
     if (ui < 0)
         return MG_FFI_ENOTFOUND;
-    const mg_upstream_t *u = &cfg->upstreams[ui];
+    if (r->g->gen) {
+        /* a target of the worker's view, by the name /upstreams shows */
+        const mg_tview_t *v = r->g->ups[ui].view;
+        int s = mg_tview_find(r->g->gen, (size_t)ui, v, name, len);
+        if (s < 0)
+            return MG_FFI_ENOTFOUND;
+        r->target_override = s;
+        r->target_serial = v->e[s].serial;
+        return 0;
+    }
+    const mg_upstream_t *u = &cfg->upstreams[ui]; /* the testing kit's */
     for (size_t i = 0; i < u->ntargets; i++) {
         if (strlen(u->targets[i].name) == len && memcmp(u->targets[i].name, name, len) == 0) {
             r->target_override = (int)i;

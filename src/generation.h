@@ -1,6 +1,7 @@
 /* generation.h: config generations (generation.c). A generation is the
- * validated config, its router, the resolved addresses and the active
- * health of its targets; every worker runs it as an mg_wgen_t (worker.h).
+ * validated config, its router, its upstreams' targets at run time
+ * (targets.h) and their active health; every worker runs it as an
+ * mg_wgen_t (worker.h).
  */
 #ifndef MG_GENERATION_H
 #define MG_GENERATION_H
@@ -11,6 +12,7 @@
 #include "balancer.h"
 #include "config.h"
 #include "router.h"
+#include <uv.h>
 
 typedef struct mg_gen_s mg_gen_t;
 
@@ -35,12 +37,14 @@ struct mg_gen_s {
     double loaded_at;           /* wall clock, seconds */
     mg_config_t *cfg;
     mg_router_t *router;
-    mg_target_health_t **health; /* [upstream][target] (health.h) */
-    /* [upstream][target]: each target's address, resolved when the
-     * generation is made (off the workers, which never wait on DNS) */
-    struct mg_target_addr_s **addrs;
+    mg_target_health_t **health; /* [upstream][slot] (health.h) */
+    /* [upstream]: its targets at run time, slots and views (targets.h);
+     * tlock guards taking a reference to a published view */
+    struct mg_tset_s *tsets;
+    uv_mutex_t tlock;
+    int tlock_ok;
     /* [upstream]: what its balancer's workers share (balancer.h: the
-     * in-flight counts, latency averages, the Maglev table) */
+     * in-flight counts and latency averages, per slot) */
     mg_lb_shared_t *lb;
     /* [upstream]: what all workers share of each upstream at run time:
      * outlier ejections, the retry budget's counts (outlier.h) */
@@ -49,11 +53,6 @@ struct mg_gen_s {
      * each held until it is freed */
     struct mg_umetric_s **umetrics;
 };
-
-typedef struct mg_target_addr_s {
-    struct sockaddr_storage ss;
-    int ok; /* resolved */
-} mg_target_addr_t;
 
 /* Builds a generation from a loaded config (takes ownership of cfg, also
  * on failure). Returns NULL with *err (static) when the router cannot be

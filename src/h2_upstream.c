@@ -82,6 +82,10 @@ struct h2conn_s {
     uint8_t close_later;
     uint8_t handles;
     uint8_t in_pool;
+    uint8_t retired;           /* its pool's target left, drains, or this session
+                                  serves one stream of an older generation's
+                                  request: takes no new stream, closes once it
+                                  has none (h2_upstream.h) */
     uint32_t served;           /* streams that got an answer on it */
 };
 
@@ -123,6 +127,10 @@ static void stream_detach(stream_t *s)
     s->c = NULL;
     c->nstreams--;
     if (c->nstreams == 0 && !c->closing) {
+        if (c->retired) {
+            close_soon(c); /* maybe under nghttp2 or a loop over its streams */
+            return;
+        }
         /* idle: kept for keepalive_timeout */
         mg_upconn_t *t = &c->t;
         t->deadline = uv_now(&t->w->loop) + t->pool->u->keepalive_timeout;
@@ -275,7 +283,7 @@ const char *mg_h2up_submit(mg_upconn_t *u, char *head, size_t len, int has_body)
         line = nl + 1;
     }
     if (!authority) {
-        authority = u->pool->t->name;
+        authority = mg_target_authority(u->pool->t);
         authority_len = strlen(authority);
     }
     if (wants_trailers(r))
@@ -718,6 +726,7 @@ static void conn_close(h2conn_t *c, int kind, int err, const char *detail)
         mg_list_remove(&c->link);
         c->in_pool = 0;
     }
+    mg_pool_closing(&c->t);
     mg_link_t *lists[2] = { &c->waiting, &c->streams };
     for (int i = 0; i < 2; i++)
         while (!mg_list_empty(lists[i])) {
@@ -849,11 +858,12 @@ static h2conn_t *conn_alloc(mg_pool_t *p)
         return NULL;
     mg_upconn_t *t = &c->t;
     t->w = p->w;
-    t->pool = p;
+    mg_pool_move(t, p); /* counted in p while open (h2_upstream.h) */
     mg_list_init(&t->link);
     mg_list_init(&c->streams);
     mg_list_init(&c->waiting);
     if (nghttp2_session_client_new2(&c->ng, callbacks, c, options) != 0) {
+        mg_pool_closing(t);
         free(c);
         return NULL;
     }
@@ -883,6 +893,7 @@ static h2conn_t *conn_new(mg_pool_t *p, int *err)
         c->closing = 1; /* nothing on it yet: close quietly */
         mg_list_remove(&c->link);
         c->in_pool = 0;
+        mg_pool_closing(t);
         uv_close((uv_handle_t *)&t->timer, on_closed);
         uv_close((uv_handle_t *)&t->tcp, on_closed);
         return NULL;
@@ -978,19 +989,28 @@ int mg_h2up_attach(mg_upconn_t *u)
         mg_list_init(&s->link);
         u->h2s = s;
     }
-    while (p->successor)
+    /* a request from before a reload: its target's pool in the running
+     * generation, unless the slot serves another target since (targets.h) */
+    while (p->successor && p->successor->serial == p->successor_serial)
         p = p->successor;
     h2conn_t *c = NULL;
     for (mg_link_t *l = p->h2.next; l != &p->h2; l = l->next) {
         h2conn_t *x = mg_container_of(l, h2conn_t, link);
-        if (!x->goaway && !x->closing && !x->close_later && x->nstreams < stream_limit(x)) {
+        if (!x->goaway && !x->closing && !x->close_later && !x->retired &&
+            x->nstreams < stream_limit(x)) {
             c = x;
             break;
         }
     }
     int err = 0;
-    if (!c && !(c = conn_new(p, &err)))
-        return err;
+    if (!c) {
+        if (!(c = conn_new(p, &err)))
+            return err;
+        /* a stream for a target that drains or left (a request that chose
+         * it before), or of an older generation's pool: a session of its
+         * own, closed after it */
+        c->retired = p->state != MG_POOL_LIVE || p->successor;
+    }
     stream_join(c, s);
     if (c->ready) {
         mg_proxy_stream_go(u);
@@ -1023,22 +1043,31 @@ void mg_h2up_hook_resumed(mg_upconn_t *u)
 
 /* ---- pools -------------------------------------------------------------------- */
 
-void mg_h2up_pool_adopt(mg_pool_t *old, mg_pool_t *p)
+void mg_h2up_pool_retire(mg_pool_t *p)
 {
-    while (!mg_list_empty(&old->h2)) {
-        h2conn_t *c = mg_container_of(old->h2.next, h2conn_t, link);
-        mg_list_remove(&c->link);
-        if (p) {
-            c->t.pool = p; /* same target, same TLS (pool.c same_target) */
-            mg_list_push(&p->h2, &c->link);
-            continue;
-        }
-        /* the target is gone: its streams finish, no new ones come */
-        c->in_pool = 0;
-        c->goaway = 1;
+    for (mg_link_t *l = p->h2.next; l != &p->h2;) {
+        h2conn_t *c = mg_container_of(l, h2conn_t, link);
+        l = l->next; /* closing takes c off the list */
+        c->retired = 1;
         if (c->nstreams == 0)
             conn_close(c, MG_STREAM_LOST, 0, NULL);
     }
+}
+
+void mg_h2up_pool_adopt(mg_pool_t *old, mg_pool_t *p)
+{
+    if (!p) { /* the target is gone: its streams finish, no new ones come */
+        mg_h2up_pool_retire(old);
+        return;
+    }
+    while (!mg_list_empty(&old->h2)) {
+        h2conn_t *c = mg_container_of(old->h2.next, h2conn_t, link);
+        mg_list_remove(&c->link);
+        mg_pool_move(&c->t, p); /* same target, same TLS (pool.c same_target) */
+        mg_list_push(&p->h2, &c->link);
+    }
+    if (p->state != MG_POOL_LIVE) /* it drains in the new generation */
+        mg_h2up_pool_retire(p);
 }
 
 void mg_h2up_pool_close(mg_pool_t *p)

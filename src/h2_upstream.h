@@ -67,9 +67,14 @@ void mg_h2up_hook_resumed(mg_upconn_t *u);
 void mg_h2up_stream_close(mg_upconn_t *u);
 
 /* pool.c: a pool's sessions at a reload (to the successor pool p, or
- * drained when the target is gone: p NULL) and when its generation ends
- * (closed). */
+ * retired when the target is gone: p NULL), when its target leaves the
+ * set or drains (retired: no new streams; those without a stream close at
+ * once, the others when their last stream ends) and when its generation
+ * ends (closed). A session counts in its pool's nconns while it is open
+ * (targets.h: the slot is not filled again under it), and stays in its
+ * pool's list until it closes, so that the pool outlives it. */
 void mg_h2up_pool_adopt(mg_pool_t *old, mg_pool_t *p);
+void mg_h2up_pool_retire(mg_pool_t *p);
 void mg_h2up_pool_close(mg_pool_t *p);
 
 /* spec/fuzz: a session of pool p without a socket, in p's list like any

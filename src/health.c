@@ -19,6 +19,7 @@
 #include "health.h"
 #include "h2_upstream.h"
 #include "oneshot.h"
+#include "targets.h"
 #include "worker.h"
 
 #define TICK_MS 100
@@ -38,7 +39,8 @@ typedef struct probe_s {
     mg_oneshot_t o;             /* the check's request (oneshot.h) */
     mg_health_t *h;
     mg_gen_t *gen;              /* one reference */
-    size_t ui, ti;
+    size_t ui, ti;              /* upstream, slot (targets.h) ... */
+    uint32_t serial;            /* ... and the slot's filling it checks */
     mg_h2up_probe_t *h2;        /* an HTTP/2 upstream's probe (h2_upstream.h) */
     char req[512];
 } probe_t;
@@ -47,11 +49,17 @@ static void gen_hold(mg_gen_t *g) { atomic_fetch_add(&g->refs, 1); }
 
 /* ---- verdicts ------------------------------------------------------------ */
 
-/* The check of target ti of upstream ui in generation gen ended. */
-static void verdict(mg_health_t *h, mg_gen_t *gen, size_t ui, size_t ti, int ok, const char *why)
+/* The check of slot ti of upstream ui in generation gen, filled with the
+ * target of that serial, ended. A slot filled again since was reset
+ * (targets.c): the verdict is not the new target's. */
+static void verdict(mg_health_t *h, mg_gen_t *gen, size_t ui, size_t ti, uint32_t serial, int ok,
+                    const char *why)
 {
     const mg_upstream_t *u = &gen->cfg->upstreams[ui];
-    const mg_target_t *t = &u->targets[ti];
+    const mg_slot_t *sl = &gen->tsets[ui].slot[ti];
+    if (sl->serial != serial)
+        return;
+    const mg_target_t *t = &sl->t;
     mg_target_health_t *st = &gen->health[ui][ti];
     int down = atomic_load(&st->down);
     st->in_flight = 0;
@@ -109,21 +117,15 @@ static void on_probe_done(mg_oneshot_t *o, int status, const char *why)
         snprintf(bad, sizeof(bad), "status %d", status);
         why = bad;
     }
-    verdict(p->h, p->gen, p->ui, p->ti, status >= 200 && status < 400, why);
+    verdict(p->h, p->gen, p->ui, p->ti, p->serial, status >= 200 && status < 400, why);
 }
 
 static void probe_start(mg_health_t *h, size_t ui, size_t ti)
 {
     const mg_upstream_t *u = &h->gen->cfg->upstreams[ui];
-    const mg_target_t *t = &u->targets[ti];
+    const mg_slot_t *sl = &h->gen->tsets[ui].slot[ti];
+    const mg_target_t *t = &sl->t; /* its address found already (discovery.h) */
     mg_target_health_t *st = &h->gen->health[ui][ti];
-    struct sockaddr_storage sa;
-    /* names are looked up here, on the control thread (a blocking lookup;
-     * the workers never wait for it) */
-    if (mg_oneshot_resolve(t->host, t->port, &sa) < 0) {
-        verdict(h, h->gen, ui, ti, 0, "cannot resolve the target's host");
-        return;
-    }
     probe_t *p = calloc(1, sizeof(*p));
     if (!p)
         return;
@@ -132,6 +134,7 @@ static void probe_start(mg_health_t *h, size_t ui, size_t ti)
     gen_hold(p->gen);
     p->ui = ui;
     p->ti = ti;
+    p->serial = sl->serial;
     st->in_flight = 1;
     h->probes++;
     p->next = h->list;
@@ -142,10 +145,10 @@ static void probe_start(mg_health_t *h, size_t ui, size_t ti)
     int n = snprintf(p->req, sizeof(p->req),
                      "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: moongate-health-check\r\n"
                      "Connection: close\r\n\r\n",
-                     u->health_path, t->name);
+                     u->health_path, mg_target_authority(t));
     uv_buf_t b = uv_buf_init(p->req, (unsigned)(n < (int)sizeof(p->req) ? n : 0));
     if (u->protocol != MG_UP_H1) { /* an HTTP/2 GET, prior knowledge or ALPN h2 */
-        long hn = (p->h2 = mg_h2up_probe_new(t->name, u->health_path, u->tls != NULL))
+        long hn = (p->h2 = mg_h2up_probe_new(mg_target_authority(t), u->health_path, u->tls != NULL))
                       ? mg_h2up_probe_request(p->h2, p->req, sizeof(p->req))
                       : -1;
         b.len = hn > 0 ? (size_t)hn : 0;
@@ -156,7 +159,7 @@ static void probe_start(mg_health_t *h, size_t ui, size_t ti)
     p->o.done = on_probe_done;
     p->o.closed = on_probe_closed;
     p->o.timeout_why = "no answer within the health timeout";
-    mg_oneshot_start(&p->o, h->loop, (struct sockaddr *)&sa, u->tls, t->host, t->port, &b, 1,
+    mg_oneshot_start(&p->o, h->loop, (const struct sockaddr *)&sl->addr, u->tls, t->host, t->port, &b, 1,
                      u->health_timeout);
 }
 
@@ -171,9 +174,11 @@ static void on_tick(uv_timer_t *t)
         const mg_upstream_t *u = &cfg->upstreams[ui];
         if (!u->health_path)
             continue;
-        for (size_t ti = 0; ti < u->ntargets; ti++) {
+        /* the targets of the published view (the control thread's own) */
+        const mg_tview_t *v = h->gen->tsets[ui].view;
+        for (size_t ti = 0; ti < v->n; ti++) {
             mg_target_health_t *st = &h->gen->health[ui][ti];
-            if (!st->in_flight && now >= st->next_at)
+            if (v->e[ti].serial && !st->in_flight && now >= st->next_at)
                 probe_start(h, ui, ti);
         }
     }
@@ -205,9 +210,11 @@ void mg_health_switch(mg_health_t *h, mg_gen_t *gen)
             const mg_upstream_t *ou = &old->upstreams[oi];
             if (strcmp(ou->name, u->name) != 0 || !ou->health_path || !u->health_path)
                 continue;
-            for (size_t ti = 0; ti < u->ntargets; ti++)
-                for (size_t oti = 0; oti < ou->ntargets; oti++) {
-                    if (strcmp(ou->targets[oti].name, u->targets[ti].name) != 0)
+            const mg_tview_t *v = gen->tsets[ui].view, *ov = h->gen->tsets[oi].view;
+            for (size_t ti = 0; ti < v->n; ti++)
+                for (size_t oti = 0; v->e[ti].serial && oti < ov->n; oti++) {
+                    if (!ov->e[oti].serial || strcmp(h->gen->tsets[oi].slot[oti].t.name,
+                                                     gen->tsets[ui].slot[ti].t.name) != 0)
                         continue;
                     mg_target_health_t *from = &h->gen->health[oi][oti];
                     mg_target_health_t *to = &gen->health[ui][ti];

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <lua.h>
 #include "upstream.h"
+#include "targets.h"
 #include "h1_response.h"
 #include "hooks.h"
 #include "mg_ffi.h"
@@ -544,16 +545,23 @@ static mg_pool_t *pool_for(mg_worker_t *w, const char *host, size_t hlen, uint16
     if (!port_given) {
         for (size_t i = 0; i < cfg->nupstreams; i++) {
             if (!cfg->upstreams[i].tls == !tls && strlen(cfg->upstreams[i].name) == hlen &&
-                memcmp(cfg->upstreams[i].name, host, hlen) == 0)
-                return &g->ups[i].pools[mg_balancer_pick(g, (int)i, NULL, -1)];
+                memcmp(cfg->upstreams[i].name, host, hlen) == 0) {
+                int t = mg_balancer_pick(g, (int)i, NULL, -1);
+                if (t >= 0)
+                    return g->ups[i].pools[t];
+            }
         }
     }
+    /* a target of an upstream's view (targets.h) by its host and port */
     for (size_t i = 0; i < cfg->nupstreams; i++) {
         const mg_upstream_t *up = &cfg->upstreams[i];
-        for (size_t t = 0; t < up->ntargets && !up->tls == !tls; t++)
-            if (up->targets[t].port == port && strlen(up->targets[t].host) == hlen &&
-                memcmp(up->targets[t].host, host, hlen) == 0)
-                return &g->ups[i].pools[t];
+        const mg_tview_t *v = g->ups[i].view;
+        for (size_t t = 0; t < v->n && !up->tls == !tls; t++) {
+            const mg_pool_t *p = g->ups[i].pools[t];
+            if (v->e[t].serial && !v->e[t].draining && p->t->port == port &&
+                strlen(p->t->host) == hlen && memcmp(p->t->host, host, hlen) == 0)
+                return g->ups[i].pools[t];
+        }
     }
     for (adhoc_pool_t *a = adhoc_pools; a; a = a->next)
         if (a->up.tls == tls && a->target.port == port && strlen(a->target.host) == hlen &&

@@ -731,6 +731,22 @@ int mg_ffi_route_pattern(const char *pattern, size_t len, mg_ffi_pattern_t *info
 enum { MG_HOST_BAD = 0, MG_HOST_IPV4 = 1, MG_HOST_IPV6 = 2, MG_HOST_NAME = 3 };
 int mg_ffi_host_kind(const char *s, size_t len);
 
+/* An upstream target as the config and the admin API write it (one
+ * grammar for both): "host:port", "[ipv6]:port", "http://host[:port]",
+ * "https://host[:port]" (ports 80 and 443 by default), or
+ * "srv://_service._proto.name" (DNS SRV: the records give ports and
+ * weights). Fills *out (host without brackets, NUL-ended) and returns 0,
+ * or -1 with *why (static: what is wrong, after the words
+ * MG_TARGET_EXPECTED). */
+enum { MG_TARGET_PLAIN = 0, MG_TARGET_HTTP = 1, MG_TARGET_HTTPS = 2, MG_TARGET_SRV = 3 };
+#define MG_TARGET_EXPECTED "must be \"host:port\", \"[ipv6]:port\" or \"srv://_service._proto.name\""
+typedef struct mg_ffi_target_s {
+    char host[256];
+    uint16_t port;          /* 0 for srv */
+    uint8_t scheme;         /* MG_TARGET_* */
+} mg_ffi_target_t;
+int mg_ffi_target_parse(const char *s, size_t len, mg_ffi_target_t *out, const char **why);
+
 /* ==== config schema (config.c) ==== */
 /* (lua/moongate/cdefs.lua declares the same)
  *

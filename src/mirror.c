@@ -51,6 +51,7 @@ static void copy_done(void *arg, int status, const char *err)
     mg_metrics_upstream(w->id, c->pool->t->metric_id, answered, us);
     mg_metrics_mirror_answer(w->id, c->route_metric, answered);
     mg_pool_release(c->pool);
+    mg_pool_users_add(c->pool, -1);
     c->g->mirror_inflight[c->route_index]--;
     mg_wgen_release(c->g);
     free(c);
@@ -80,7 +81,7 @@ static void send_copy(mg_request_t *r, const mg_mirror_t *m)
         result(r, MG_MIRROR_DOWN); /* tried again once it is back */
         return;
     }
-    mg_pool_t *p = &g->ups[m->upstream].pools[ti];
+    mg_pool_t *p = g->ups[m->upstream].pools[ti];
     const char *why;
     long hl = mg_proxy_request_head(r, p, &why);
     size_t bl = r->has_body ? r->body_len : 0;
@@ -105,6 +106,7 @@ static void send_copy(mg_request_t *r, const mg_mirror_t *m)
     }
     g->mirror_inflight[rt->index]++;
     mg_pool_acquire(p);
+    mg_pool_users_add(p, 1); /* its slot keeps the target until copy_done */
     result(r, MG_MIRROR_SENT);
 }
 

@@ -11,6 +11,7 @@
 #include "errlog.h"
 #include "generation.h"
 #include "outlier.h"
+#include "targets.h"
 
 /* the latency rule needs this many answers of a target, and of each of
  * the others it is compared with */
@@ -25,7 +26,7 @@ int mg_outlier_alloc(mg_gen_t *gen)
     for (size_t i = 0; i < cfg->nupstreams; i++) {
         mg_outlier_t *o = &gen->outlier[i];
         o->u = &cfg->upstreams[i];
-        o->targets = calloc(o->u->ntargets ? o->u->ntargets : 1, sizeof(*o->targets));
+        o->targets = calloc(mg_upstream_cap(o->u), sizeof(*o->targets));
         if (!o->targets)
             return -1;
     }
@@ -69,12 +70,21 @@ void mg_outlier_carry(const mg_gen_t *from, mg_gen_t *to)
                 continue;
             atomic_store(&o->retries, atomic_load(&fo->retries));
             atomic_store(&o->budget_refused, atomic_load(&fo->budget_refused));
-            for (size_t t = 0; t < o->u->ntargets; t++)
-                for (size_t ft = 0; ft < fo->u->ntargets; ft++)
-                    if (strcmp(fo->u->targets[ft].name, o->u->targets[t].name) == 0)
+            const mg_tview_t *v = to->tsets[i].view, *fv = from->tsets[j].view;
+            for (size_t t = 0; t < v->n; t++)
+                for (size_t ft = 0; v->e[t].serial && ft < fv->n; ft++)
+                    if (fv->e[ft].serial && strcmp(from->tsets[j].slot[ft].t.name,
+                                                   to->tsets[i].slot[t].t.name) == 0)
                         carry_target(&fo->targets[ft], &o->targets[t]);
         }
     }
+}
+
+void mg_outlier_reset(mg_outlier_t *o, size_t s)
+{
+    static const mg_outlier_target_t zero;
+    carry_target(&zero, &o->targets[s]);
+    o->targets[s].reason[0] = '\0';
 }
 
 void mg_outlier_attempt(mg_outlier_t *o, size_t ti, uint64_t now)
@@ -90,8 +100,8 @@ void mg_outlier_attempt(mg_outlier_t *o, size_t ti, uint64_t now)
  * count that reached its threshold (NULL: none), starts again. One worker at a time:
  * another that is deciding makes this one give up, its streak kept (the
  * next failure tries again). */
-static void eject(mg_outlier_t *o, size_t ti, uint64_t now, const char *why,
-                  _Atomic uint32_t *streak)
+static void eject(mg_outlier_t *o, const mg_tview_t *v, size_t ti, uint64_t now,
+                  const char *why, _Atomic uint32_t *streak)
 {
     const mg_outlier_policy_t *pol = o->u->outlier;
     if (atomic_exchange(&o->deciding, 1))
@@ -99,9 +109,12 @@ static void eject(mg_outlier_t *o, size_t ti, uint64_t now, const char *why,
     if (streak)
         atomic_store(streak, 0);
     mg_outlier_target_t *t = &o->targets[ti];
-    size_t out = 0, n = o->u->ntargets;
-    for (size_t i = 0; i < n; i++)
-        out += mg_outlier_ejected(o, i, now);
+    size_t out = 0, n = 0;
+    for (size_t i = 0; i < v->n; i++)
+        if (v->e[i].serial) {
+            n++;
+            out += mg_outlier_ejected(o, i, now);
+        }
     if (!mg_outlier_ejected(o, ti, now) && (out + 1) * 100 <= (size_t)pol->max_ejection_percent * n) {
         uint32_t k = atomic_load(&t->ejections) + 1;
         uint64_t ms = pol->base_ejection * k;
@@ -115,19 +128,20 @@ static void eject(mg_outlier_t *o, size_t ti, uint64_t now, const char *why,
         atomic_store(&t->ewma_us, 0);
         snprintf(t->reason, sizeof(t->reason), "%s", why);
         mg_log(MG_LOG_WARN, "upstream %s: target %s ejected for %.1f s: %s (ejection %u)\n",
-               o->u->name, o->u->targets[ti].name, (double)ms / 1000, why, k);
+               o->u->name, o->ts->slot[ti].t.name, (double)ms / 1000, why, k);
     }
     atomic_store(&o->deciding, 0);
 }
 
 /* Is ti's latency latency_factor times the mean of the other targets'
  * (those in balancing with enough answers)? */
-static int latency_outlier(mg_outlier_t *o, size_t ti, uint64_t ewma, uint64_t now)
+static int latency_outlier(mg_outlier_t *o, const mg_tview_t *v, size_t ti, uint64_t ewma,
+                           uint64_t now)
 {
     uint64_t sum = 0, n = 0;
-    for (size_t i = 0; i < o->u->ntargets; i++) {
+    for (size_t i = 0; i < v->n; i++) {
         const mg_outlier_target_t *t = &o->targets[i];
-        if (i == ti || mg_outlier_ejected(o, i, now) ||
+        if (i == ti || !v->e[i].serial || mg_outlier_ejected(o, i, now) ||
             atomic_load_explicit(&t->answers, memory_order_relaxed) < LATENCY_MIN_ANSWERS)
             continue;
         sum += atomic_load_explicit(&t->ewma_us, memory_order_relaxed);
@@ -136,7 +150,8 @@ static int latency_outlier(mg_outlier_t *o, size_t ti, uint64_t ewma, uint64_t n
     return n > 0 && (double)ewma > o->u->outlier->latency_factor * ((double)sum / (double)n);
 }
 
-void mg_outlier_answer(mg_outlier_t *o, size_t ti, int status, uint64_t latency_us, uint64_t now)
+void mg_outlier_answer(mg_outlier_t *o, const mg_tview_t *v, size_t ti, int status,
+                       uint64_t latency_us, uint64_t now)
 {
     const mg_outlier_policy_t *pol = o->u->outlier;
     mg_outlier_target_t *t = &o->targets[ti];
@@ -148,7 +163,7 @@ void mg_outlier_answer(mg_outlier_t *o, size_t ti, int status, uint64_t latency_
         if (pol->consecutive_5xx && n >= (uint32_t)pol->consecutive_5xx) {
             char why[48];
             snprintf(why, sizeof(why), "%u 5xx answers in a row", n);
-            eject(o, ti, now, why, &t->fails_5xx);
+            eject(o, v, ti, now, why, &t->fails_5xx);
         }
     } else if (atomic_load_explicit(&t->fails_5xx, memory_order_relaxed)) {
         atomic_store(&t->fails_5xx, 0);
@@ -168,15 +183,15 @@ void mg_outlier_answer(mg_outlier_t *o, size_t ti, int status, uint64_t latency_
     e = e ? e - e / 8 + latency_us / 8 : latency_us;
     atomic_store_explicit(&t->ewma_us, e, memory_order_relaxed);
     uint64_t n = atomic_fetch_add_explicit(&t->answers, 1, memory_order_relaxed) + 1;
-    if (n >= LATENCY_MIN_ANSWERS && n % 8 == 0 && latency_outlier(o, ti, e, now)) {
+    if (n >= LATENCY_MIN_ANSWERS && n % 8 == 0 && latency_outlier(o, v, ti, e, now)) {
         char why[48];
         snprintf(why, sizeof(why), "latency %.1f ms, %gx the others'", (double)e / 1000,
                  pol->latency_factor);
-        eject(o, ti, now, why, NULL);
+        eject(o, v, ti, now, why, NULL);
     }
 }
 
-void mg_outlier_gateway_failure(mg_outlier_t *o, size_t ti, uint64_t now)
+void mg_outlier_gateway_failure(mg_outlier_t *o, const mg_tview_t *v, size_t ti, uint64_t now)
 {
     const mg_outlier_policy_t *pol = o->u->outlier;
     mg_outlier_target_t *t = &o->targets[ti];
@@ -187,6 +202,6 @@ void mg_outlier_gateway_failure(mg_outlier_t *o, size_t ti, uint64_t now)
     if (n >= (uint32_t)pol->consecutive_gateway) {
         char why[48];
         snprintf(why, sizeof(why), "%u failures in a row without an answer", n);
-        eject(o, ti, now, why, &t->fails_gateway);
+        eject(o, v, ti, now, why, &t->fails_gateway);
     }
 }

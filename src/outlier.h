@@ -33,6 +33,8 @@
 #include "config.h"
 
 typedef struct mg_gen_s mg_gen_t;
+struct mg_tset_s;
+struct mg_tview_s;
 
 typedef struct mg_outlier_target_s {
     _Atomic uint32_t fails_5xx;      /* 5xx answers in a row */
@@ -57,15 +59,20 @@ typedef struct mg_outlier_s {
     _Atomic int64_t retrying;        /* ... of them retried at least once */
     _Atomic uint64_t retries;        /* retries sent */
     _Atomic uint64_t budget_refused; /* retries the budget refused */
-    mg_outlier_target_t *targets;    /* u->ntargets */
+    mg_outlier_target_t *targets;    /* one per slot (targets.h) */
+    const struct mg_tset_s *ts;      /* the slots, for their names */
 } mg_outlier_t;
 
 /* One mg_outlier_t per upstream of gen (gen->outlier); 0 or -1. */
 int mg_outlier_alloc(mg_gen_t *gen);
 void mg_outlier_free(mg_gen_t *gen);
 /* A reload: `to` takes over `from`'s state of the targets it keeps (same
- * upstream and target names). Control thread, before the workers switch. */
+ * upstream and target names, in the published views). Control thread,
+ * before the workers switch. */
 void mg_outlier_carry(const mg_gen_t *from, mg_gen_t *to);
+/* Slot s takes a new target: its state starts again (control thread,
+ * while no worker uses the slot: targets.h). */
+void mg_outlier_reset(mg_outlier_t *o, size_t s);
 
 /* Is target ti ejected at loop time now? */
 static inline int mg_outlier_ejected(const mg_outlier_t *o, size_t ti, uint64_t now)
@@ -76,10 +83,13 @@ static inline int mg_outlier_ejected(const mg_outlier_t *o, size_t ti, uint64_t 
 /* A try goes to target ti (counted; also whether it was ejected). */
 void mg_outlier_attempt(mg_outlier_t *o, size_t ti, uint64_t now);
 /* Target ti answered `status` after latency_us (request sent to head).
- * Runs the detection when the upstream has an outlier policy. */
-void mg_outlier_answer(mg_outlier_t *o, size_t ti, int status, uint64_t latency_us,
-                       uint64_t now);
+ * Runs the detection when the upstream has an outlier policy; v is the
+ * caller's view of the targets (the others it is compared with, the share
+ * ejected). */
+void mg_outlier_answer(mg_outlier_t *o, const struct mg_tview_s *v, size_t ti, int status,
+                       uint64_t latency_us, uint64_t now);
 /* A try on target ti got no answer (connect, reset, timeout). */
-void mg_outlier_gateway_failure(mg_outlier_t *o, size_t ti, uint64_t now);
+void mg_outlier_gateway_failure(mg_outlier_t *o, const struct mg_tview_s *v, size_t ti,
+                                uint64_t now);
 
 #endif

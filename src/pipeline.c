@@ -436,6 +436,8 @@ void mg_pipeline_free(mg_request_t *r)
         w->upstream->detach(r->up, 0);
         r->up = NULL;
     }
+    if (r->tpool) /* its target's count of users (targets.h), a store: inline */
+        mg_pool_use(r, NULL);
     if (r->retry)
         mg_retry_end(r);
     mg_hooks_release(r);

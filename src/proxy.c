@@ -34,6 +34,7 @@
 #include "retry.h"
 #include "h2_upstream.h"
 #include "grpc.h"
+#include "targets.h"
 
 
 static void up_close(mg_upconn_t *u);
@@ -492,7 +493,8 @@ static inline __attribute__((always_inline)) int on_head(mg_upconn_t *u)
     mg_pool_observe(u->pool, r->upstream_start_ns);
     if (r->retry) {
         uint64_t us = (uv_hrtime() - r->upstream_start_ns) / 1000;
-        mg_outlier_answer(&r->g->gen->outlier[mg_request_upstream(r)], (size_t)r->target, status,
+        int ui = mg_request_upstream(r);
+        mg_outlier_answer(&r->g->gen->outlier[ui], r->g->ups[ui].view, (size_t)r->target, status,
                           us, uv_now(&u->w->loop));
         unsigned on = status == 502 ? MG_RETRY_ON_502 : status == 503 ? MG_RETRY_ON_503
                     : status == 504 ? MG_RETRY_ON_504 : 0;
@@ -598,6 +600,7 @@ static void up_close(mg_upconn_t *u)
     u->wq.closed = 1;
     if (u->idle)
         mg_pool_forget(u);
+    mg_pool_closing(u);
     if (u->client) {
         void *client = u->client;
         u->client = NULL;
@@ -1038,7 +1041,7 @@ static void log_failure(const mg_request_t *r, int status, const char *why, int 
     mg_log(MG_LOG_ERROR,
            "worker %d: %d: route %s, upstream %s, target %s: %s%s%s%s%s%s (request %s)%s\n",
            r->w->id, status, r->route ? r->route->name : "-", up ? up->name : "-",
-           up && r->target >= 0 ? up->targets[r->target].name : "-", why, err ? " (" : "",
+           up ? mg_request_target_name(r) : "-", why, err ? " (" : "",
            err ? uv_err_name(err) : "", err ? ")" : "", detail ? ": " : "", detail ? detail : "",
            r->request_id, mg_cache_can_serve_stale(r) ? "; answered with the stale cached copy" : "");
 }
@@ -1052,17 +1055,17 @@ static void target_failed(mg_upconn_t *u, int max_fails)
     if (max_fails)
         mg_pool_failed(u->pool);
     mg_request_t *r = u->r;
-    if (r && r->retry)
-        mg_outlier_gateway_failure(&r->g->gen->outlier[mg_request_upstream(r)], (size_t)r->target,
+    if (r && r->retry) {
+        int ui = mg_request_upstream(r);
+        mg_outlier_gateway_failure(&r->g->gen->outlier[ui], r->g->ups[ui].view, (size_t)r->target,
                                    uv_now(&u->w->loop));
+    }
 }
 
 /* The next try: another target than the last when one is up. */
 static void retry_go(mg_request_t *r)
 {
-    int ui = mg_request_upstream(r);
-    const mg_upstream_t *up = &r->g->cfg->upstreams[ui];
-    connect_target(r, up->ntargets > 1 ? mg_balancer_pick(r->g, ui, r, r->target) : r->target);
+    connect_target(r, mg_balancer_pick(r->g, mg_request_upstream(r), r, r->target));
 }
 
 /* A retry allowed by retry.c: after its backoff (a timer), or at once. */
@@ -1083,7 +1086,7 @@ static void log_retry(const mg_request_t *r, const char *why, int err)
            "worker %d: retrying after try %u of %d: route %s, upstream %s, target %s: %s%s%s%s "
            "(request %s)\n",
            r->w->id, r->retry->tries, r->retry->pol->attempts, r->route ? r->route->name : "-",
-           up->name, r->target >= 0 ? up->targets[r->target].name : "-", why, err ? " (" : "",
+           up->name, mg_request_target_name(r), why, err ? " (" : "",
            err ? uv_err_name(err) : "", err ? ")" : "", r->request_id);
 }
 
@@ -1110,7 +1113,6 @@ static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable
         mg_tracing_attempt_end(r, status == 500 ? u->h1.status : 0, why);
     up_close(u);
     int ui = mg_request_upstream(r);
-    const mg_upstream_t *up = &r->g->cfg->upstreams[ui];
     if (r->retry && r->retry->pol) {
         if (on && mg_retry_allowed(r, on, sent)) {
             log_retry(r, why, err);
@@ -1120,8 +1122,7 @@ static void up_failed(mg_upconn_t *u, int status, const char *why, int retryable
     } else if (retryable && r->retries < 1 && !r->body_started && !r->response_started &&
                r->target_override < 0 && (r->idempotent || !sent)) {
         r->retries++;
-        int ti = up->ntargets > 1 ? mg_balancer_pick(r->g, ui, r, prev) : prev;
-        connect_target(r, ti);
+        connect_target(r, mg_balancer_pick(r->g, ui, r, prev));
         return;
     }
     if (status == 502 || status == 504)
@@ -1194,7 +1195,8 @@ mg_upconn_t *mg_upconn_new(mg_pool_t *p)
     }
     u->htok = (uint8_t *)(u->headers + MG_UP_MAX_HEADERS);
     u->w = w;
-    u->pool = p;
+    mg_pool_move(u, p); /* counted in p (targets.h: a slot is free once no
+                           connection of it is left) */
     mg_list_init(&u->link);
     uv_tcp_init(&w->loop, &u->tcp);
     uv_timer_init(&w->loop, &u->timer);
@@ -1232,11 +1234,23 @@ static void connect_stream(mg_request_t *r, mg_pool_t *p)
 static void connect_target(mg_request_t *r, int ti)
 {
     int ui = mg_request_upstream(r);
-    mg_pool_t *p = &r->g->ups[ui].pools[ti];
+    if (ti < 0) {
+        /* the view has no target to pick: names not resolved (yet), or
+         * every target removed or draining (targets.h) */
+        const char *why = r->g->ups[ui].view->n ? "upstream has no target to take the request "
+                                                  "(all draining)"
+                                                : "upstream has no target (its names do not "
+                                                  "resolve, or all were removed)";
+        log_failure(r, 503, why, 0, NULL);
+        mg_pipeline_upstream_failed(r, 503, why);
+        return;
+    }
+    mg_pool_t *p = r->g->ups[ui].pools[ti];
     r->target = ti;
     r->up_phases = 0; /* the phases logged are the last attempt's */
     if (r->up_attempts < UINT8_MAX)
         r->up_attempts++;
+    mg_pool_use(r, p);
     if (r->retry) {
         uint64_t now = uv_now(&r->w->loop);
         r->retry->tries++;
@@ -1494,8 +1508,10 @@ static void head_forwarding(head_t *h, mg_request_t *r)
 static void head_gateway_request(head_t *h, mg_request_t *r, const mg_pool_t *p)
 {
     const mg_upstream_t *up = p->u;
-    if (!r->known[MG_H_HOST] && !EDITED(r, MG_HN_HOST, "host"))
-        head_header(h, "Host", 4, p->t->name, strlen(p->t->name));
+    if (!r->known[MG_H_HOST] && !EDITED(r, MG_HN_HOST, "host")) {
+        const char *auth = mg_target_authority(p->t);
+        head_header(h, "Host", 4, auth, strlen(auth));
+    }
     if (up->forwarded)
         head_forwarding(h, r);
     if (mg_cache_revalidating(r)) {
@@ -1922,7 +1938,23 @@ void mg_proxy_start(mg_request_t *r)
     }
     if (__builtin_expect(r->route && r->route->mirror != NULL, 0) && mirror_begin(r))
         return;
-    int ti = r->target_override >= 0 ? r->target_override : mg_balancer_pick(r->g, ui, r, -1);
+    int ti = r->target_override;
+    if (ti < 0) {
+        ti = mg_balancer_pick(r->g, ui, r, -1);
+    } else {
+        /* req:set_target named a target that may have left the set, or
+         * drains (no new request) since */
+        const mg_tview_t *v = r->g->ups[ui].view;
+        int left = !mg_tview_has(v, (size_t)ti) || v->e[ti].serial != r->target_serial;
+        if (left || v->e[ti].draining) {
+            int status = left ? 502 : 503;
+            const char *why = left ? "the target set_target chose has left the upstream"
+                                   : "the target set_target chose is draining";
+            log_failure(r, status, why, 0, NULL);
+            mg_pipeline_upstream_failed(r, status, why);
+            return;
+        }
+    }
     connect_target(r, ti);
 }
 
@@ -1931,5 +1963,6 @@ const mg_upstream_ops_t mg_proxy_ops = {
     .hook_resumed = mg_proxy_hook_resumed,
     .detach = mg_proxy_detach,
     .sessions_adopt = mg_h2up_pool_adopt,
+    .sessions_retire = mg_h2up_pool_retire,
     .sessions_close = mg_h2up_pool_close,
 };

@@ -19,6 +19,7 @@
 #include "logfields.h"
 #include "mg_ffi.h"
 #include "request.h"
+#include "targets.h"
 #include "trace.h"
 #include "worker.h"
 
@@ -455,4 +456,20 @@ void mg_request_respond_error_with(mg_request_t *r, int status, const char *mess
 void mg_request_respond_error(mg_request_t *r, int status, const char *message)
 {
     mg_request_respond_error_with(r, status, message, NULL, 0);
+}
+
+const mg_target_t *mg_request_target_of(const mg_request_t *r, int ui, int ti)
+{
+    if (!r->g->gen) /* the testing kit: the declared targets */
+        return &r->g->cfg->upstreams[ui].targets[ti];
+    return &r->g->gen->tsets[ui].slot[ti].t;
+}
+
+const char *mg_request_target_name(const mg_request_t *r)
+{
+    int ui = mg_request_upstream(r);
+    if (ui < 0 || r->target < 0)
+        return "-";
+    const char *n = mg_request_target_of(r, ui, r->target)->name;
+    return n ? n : "-";
 }

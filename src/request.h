@@ -235,7 +235,8 @@ struct mg_request_s {
     const mg_route_t *route;   /* NULL: no route (a hook may still pick an upstream) */
     int route_rc;              /* what the router said (router.h codes) */
     mg_route_match_t match;
-    int target;                /* chosen target index, -1 none */
+    int target;                /* chosen target (a slot, targets.h), -1 none */
+    struct mg_pool_s *tpool;   /* ... its pool, which counts r as a user */
     mg_upconn_t *up;
     int status;                /* sent to the client */
     uint64_t bytes_sent;
@@ -266,6 +267,7 @@ struct mg_request_s {
                                   copy carries it): mg_pipeline_body_read
                                   starts r upstream once it is in */
     int target_override;       /* -1 none */
+    uint32_t target_serial;    /* ... its slot's filling (targets.h) */
     uint8_t hash_key_set;      /* req:set_hash_key: the hash balancer's key ... */
     uint64_t hash_key;         /* ... as its hash (balancer_key.c) */
     int res_status;            /* on_response: status to send (0 = upstream's) */
@@ -449,6 +451,12 @@ static inline int mg_edits_replace(const mg_edit_t *edits, int nedits, int tok,
 /* The upstream index a request goes to (hook override, else what its
  * route's canary or split chose, else its route's). */
 int mg_request_upstream(const mg_request_t *r);
+/* Target ti of upstream ui as r's generation has it: slot ti's in the
+ * gateway (targets.h; r uses it, so the slot keeps it), the declared one's
+ * in the testing kit (which has no generation). */
+const mg_target_t *mg_request_target_of(const mg_request_t *r, int ui, int ti);
+/* The name of r's target ("-" when it has none yet), by the rule above. */
+const char *mg_request_target_name(const mg_request_t *r);
 
 /* The path r sends upstream (its route's rewrite or strip_prefix, or a
  * hook's new path as is; no query) into out (capacity cap),

@@ -189,7 +189,7 @@ void mg_tracing_attempt_end(mg_request_t *r, int status, const char *why)
     s->end_ns = uv_hrtime();
     put_method(s, r);
     const mg_upstream_t *up = &r->g->cfg->upstreams[ts->attempt_ui];
-    const mg_target_t *t = &up->targets[ts->attempt_ti];
+    const mg_target_t *t = mg_request_target_of(r, ts->attempt_ui, ts->attempt_ti);
     PUTZ(s->host, t->host);
     s->port = t->port;
     s->https = up->tls != NULL;

@@ -68,7 +68,7 @@ typedef struct mg_trace_req_s {
     uint8_t attempt_open;
     uint8_t has_event;
     uint16_t attempts;             /* attempts started */
-    int attempt_ui, attempt_ti;    /* its upstream and target (r->g's config) */
+    int attempt_ui, attempt_ti;    /* its upstream and target (slot, targets.h) */
     uint64_t attempt_start_ns;
     uint64_t event_ns;
     uint32_t event_hook;

@@ -7,6 +7,7 @@
 #ifndef MG_UPSTREAM_H
 #define MG_UPSTREAM_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <uv.h>
 #include "balancer.h"
@@ -65,35 +66,51 @@ struct mg_upconn_s {
 
 #define MG_UP_MAX_HEADERS 128
 
-/* Keep-alive pool and health of one target of one upstream, per worker
- * and generation. After a reload the pool of the same upstream name and
- * target in the new generation is its successor: idle connections move
- * there, and connections in use go there when their request ends. */
+/* mg_pool_t.state: draining and gone pools keep no idle connection */
+enum { MG_POOL_LIVE = 0, MG_POOL_DRAINING = 1, MG_POOL_GONE = 2 };
+
+/* Keep-alive pool and health of one target (one slot, targets.h) of one
+ * upstream, per worker and generation; made when its slot first appears
+ * in the worker's view, freed with the worker's generation. After a reload
+ * the pool of the same upstream name and target in the new generation is
+ * its successor: idle connections move there, and connections in use go
+ * there when their request ends. */
 struct mg_pool_s {
     mg_worker_t *w;
     mg_pool_t *successor;
+    uint32_t successor_serial;  /* successor->serial when it became that: a
+                                   slot filled again since serves another
+                                   target (targets.h) */
     const mg_upstream_t *u;
-    const mg_target_t *t;
+    const mg_target_t *t;       /* its slot's (targets.h) */
     struct sockaddr_storage addr;
     int addr_ok;
     mg_link_t idle;
     int nidle;
     uint64_t down_until;        /* loop time before which the target is skipped */
     int fails;                  /* failed attempts in a row (max_fails) */
-    int index;                  /* of its target in the upstream */
+    int index;                  /* its slot in the upstream */
+    uint32_t serial;            /* the slot's filling it serves (targets.h) */
+    uint8_t state;              /* MG_POOL_*: its target is in the worker's view
+                                   and live, drains, or left it */
+    _Atomic uint32_t nconns;    /* its open connections, idle or in use, and */
+    _Atomic uint32_t users;     /* requests whose target it is (the worker
+                                   writes both, the control thread reads) */
     mg_lb_t *lb;                /* its upstream's balancer (rt->lb) */
     mg_link_t h2;               /* its HTTP/2 sessions (h2_upstream.c) */
     uint32_t h2_limit;          /* the streams the target's last SETTINGS allowed per
                                    session (0: none seen): what a new session assumes */
 };
 
-/* Per upstream, per worker: its target pools and its balancer (this
- * worker's part; the part all workers share is the generation's,
- * mg_gen_t.lb, which lb.sh points to). */
+/* Per upstream, per worker: its target pools, its balancer (this worker's
+ * part; the part all workers share is the generation's, mg_gen_t.lb,
+ * which lb.sh points to) and the view of its targets it runs by. */
 typedef struct mg_upstream_rt_s {
     const mg_upstream_t *u;
-    mg_pool_t *pools;           /* u->ntargets */
+    mg_pool_t **pools;          /* one per slot, NULL until first in a view */
     mg_lb_t lb;
+    struct mg_tview_s *view;    /* held (targets.h) */
+    _Atomic uint64_t synced;    /* view->version, for the control thread */
 } mg_upstream_rt_t;
 
 /* proxy.c */
@@ -108,8 +125,10 @@ typedef struct mg_upstream_ops_s {
     /* The request lets go of u (reusable: back into its pool). */
     void (*detach)(mg_upconn_t *u, int reusable);
     /* A pool's HTTP/2 sessions go to its successor (NULL: the target is
-     * gone, they drain), or close with its generation (h2_upstream.h). */
+     * gone, they drain), take no new streams (its target left or drains),
+     * or close with its generation (h2_upstream.h). */
     void (*sessions_adopt)(mg_pool_t *old, mg_pool_t *successor);
+    void (*sessions_retire)(mg_pool_t *p);
     void (*sessions_close)(mg_pool_t *p);
 } mg_upstream_ops_t;
 extern const mg_upstream_ops_t mg_proxy_ops;
@@ -194,17 +213,25 @@ void mg_upconn_io_close(mg_upconn_t *u);
 
 /* pool.c */
 int mg_pools_init(mg_wgen_t *g);
+/* Takes the published view of every upstream of g whose view changed
+ * (targets.h): pools for new targets, idle connections of targets that
+ * left or drain closed, the balancer's weights. On g's worker. 0, or -1
+ * when out of memory (that upstream keeps its old view). */
+int mg_pools_sync(mg_wgen_t *g);
 /* Hands idle connections of `old`'s pools to the same pools of `g`. */
 void mg_pools_adopt(mg_wgen_t *g, mg_wgen_t *old);
 void mg_pools_close(mg_wgen_t *g);
 void mg_pools_free(mg_wgen_t *g);
-/* Picks a target of upstream `ui` with its balancer (balancer.h), skipping
- * targets that are down (unresolved, refused lately, out by the health
- * checks) unless all are. `exclude` is a target not to pick when another
+/* Picks a target (a slot) of upstream `ui` with its balancer
+ * (balancer.h), among the targets of the worker's view that do not drain,
+ * skipping those that are down (refused lately, out by the health checks,
+ * ejected) unless all are; with SRV priorities, only the best priority
+ * that has a target up. `exclude` is a target not to pick when another
  * can be (-1: none): a retry passes the target its failed attempt used, to
  * get a different one; the hash balancer then gives the key's next target
  * in its table, the same one every time. r (NULL for gw.http) gives the
- * hash balancer its key. Returns the target index. */
+ * hash balancer its key. Returns the slot, or -1 when the view has no
+ * target to pick (none, or all draining). */
 int mg_balancer_pick(mg_wgen_t *g, int ui, const mg_request_t *r, int exclude);
 /* The same among live targets only: -1 when none is (a mirror copy then
  * goes nowhere rather than to a target known to be down). */
@@ -242,6 +269,41 @@ static inline void mg_pool_observe(mg_pool_t *p, uint64_t sent_ns)
  * answer from it (resets the count). See pool.c. */
 void mg_pool_failed(mg_pool_t *p);
 void mg_pool_answered(mg_pool_t *p);
+/* p's count of users (targets.h: a slot is free once nothing uses it)
+ * goes up or down by one. Single writer: the worker; plain loads and
+ * stores, read by the control thread. */
+static inline void mg_pool_users_add(mg_pool_t *p, int by)
+{
+    atomic_store_explicit(&p->users,
+                          atomic_load_explicit(&p->users, memory_order_relaxed) + (uint32_t)by,
+                          memory_order_relaxed);
+}
+/* r's target is p's from now on (NULL: none): p counts it as a user. */
+static inline void mg_pool_use(mg_request_t *r, mg_pool_t *p)
+{
+    mg_pool_t *old = r->tpool;
+    if (old == p)
+        return;
+    if (old)
+        mg_pool_users_add(old, -1);
+    if (p)
+        mg_pool_users_add(p, 1);
+    r->tpool = p;
+}
+
+/* u moves to pool np (a new one, a successor after a reload), counts
+ * and all. */
+static inline void mg_pool_move(mg_upconn_t *u, mg_pool_t *np)
+{
+    if (u->pool == np)
+        return;
+    if (u->pool)
+        atomic_fetch_sub_explicit(&u->pool->nconns, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&np->nconns, 1, memory_order_relaxed);
+    u->pool = np;
+}
+/* u is closing: its pool's count of connections goes down. */
+void mg_pool_closing(mg_upconn_t *u);
 mg_upconn_t *mg_pool_take_idle(mg_pool_t *p);
 void mg_pool_put_idle(mg_pool_t *p, mg_upconn_t *u);
 void mg_pool_forget(mg_upconn_t *u);

@@ -324,6 +324,108 @@ int mg_ffi_host_kind(const char *s, size_t n)
     return host_name(s, n) ? MG_HOST_NAME : MG_HOST_BAD;
 }
 
+int mg_ffi_target_parse(const char *s, size_t len, mg_ffi_target_t *out, const char **why)
+{
+    static const struct { const char *prefix; uint8_t scheme; uint16_t port; } schemes[] = {
+        { "http://", MG_TARGET_HTTP, 80 },
+        { "https://", MG_TARGET_HTTPS, 443 },
+        { "srv://", MG_TARGET_SRV, 0 },
+    };
+    uint16_t default_port = 0;
+    memset(out, 0, sizeof(*out));
+    *why = "";
+    for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
+        size_t pl = strlen(schemes[i].prefix);
+        if (len >= pl && memcmp(s, schemes[i].prefix, pl) == 0) {
+            out->scheme = schemes[i].scheme;
+            default_port = schemes[i].port;
+            s += pl;
+            len -= pl;
+            break;
+        }
+    }
+    if (out->scheme == MG_TARGET_SRV) {
+        /* a name only: the records say the ports */
+        if (len == 0 || len >= sizeof(out->host) || mg_ffi_host_kind(s, len) != MG_HOST_NAME) {
+            *why = " (srv:// needs a DNS name, e.g. srv://_http._tcp.example.internal)";
+            return -1;
+        }
+        memcpy(out->host, s, len);
+        return 0;
+    }
+    const char *host = s, *port = NULL;
+    size_t hl = len, pl = 0;
+    if (len && s[0] == '[') {
+        const char *close = memchr(s, ']', len);
+        if (!close || ((size_t)(close - s) + 1 < len && close[1] != ':')) {
+            *why = " (bad IPv6 address)";
+            return -1;
+        }
+        host = s + 1;
+        hl = (size_t)(close - s) - 1;
+        if ((size_t)(close - s) + 1 < len) {
+            port = close + 2;
+            pl = len - (size_t)(port - s);
+        }
+        if (mg_ffi_host_kind(host, hl) != MG_HOST_IPV6) {
+            *why = " (bad IPv6 address)";
+            return -1;
+        }
+    } else {
+        const char *colon = NULL;
+        for (size_t i = len; i > 0; i--)
+            if (s[i - 1] == ':') {
+                colon = s + i - 1;
+                break;
+            }
+        if (colon) {
+            hl = (size_t)(colon - s);
+            port = colon + 1;
+            pl = len - hl - 1;
+        }
+        if (memchr(host, ':', hl)) {
+            *why = " (IPv6 addresses need [brackets])";
+            return -1;
+        }
+        if (hl == 0) {
+            *why = " (missing host)";
+            return -1;
+        }
+        if (mg_ffi_host_kind(host, hl) == MG_HOST_BAD) {
+            *why = " (bad host)";
+            return -1;
+        }
+    }
+    if (!port && !default_port) {
+        *why = " (missing \":port\")";
+        return -1;
+    }
+    unsigned long pv = default_port;
+    if (port) {
+        pv = 0;
+        for (size_t i = 0; i < pl && pv <= 65535; i++) {
+            if (port[i] < '0' || port[i] > '9') {
+                pv = 0;
+                break;
+            }
+            pv = pv * 10 + (unsigned long)(port[i] - '0');
+        }
+        if (pl == 0)
+            pv = 0;
+    }
+    if (pv < 1 || pv > 65535) {
+        *why = " (port 1-65535)";
+        return -1;
+    }
+    if (hl >= sizeof(out->host)) {
+        *why = " (bad host)";
+        return -1;
+    }
+    memcpy(out->host, host, hl);
+    out->port = (uint16_t)pv;
+    return 0;
+}
+
 int mg_uri_host_check(const char *s, size_t len, char *out, size_t cap)
 {
     /* "[::1]": the brackets of a URL, around an IPv6 address only */

@@ -311,6 +311,9 @@ static void begin_stop(mg_worker_t *w)
 static void on_wakeup(uv_async_t *a)
 {
     mg_worker_t *w = a->data;
+    if (atomic_exchange(&w->targets_changed, 0) && w->g && !w->stopping &&
+        mg_pools_sync(w->g) < 0)
+        mg_log(MG_LOG_ERROR, "worker %d: out of memory taking the new upstream targets\n", w->id);
     int cmd = atomic_exchange(&w->ctl_cmd, MG_CTL_NONE);
     switch (cmd) {
     case MG_CTL_STOP:
@@ -551,6 +554,14 @@ static void command_all(mg_workers_t *ws, int cmd, mg_gen_t *gen)
     for (int i = 0; i < sent; i++)
         uv_sem_wait(&done);
     uv_sem_destroy(&done);
+}
+
+void mg_workers_targets_changed(mg_workers_t *ws)
+{
+    for (int i = 0; i < ws->n; i++) {
+        atomic_store(&ws->w[i].targets_changed, 1);
+        uv_async_send(&ws->w[i].wakeup);
+    }
 }
 
 int mg_workers_reload(mg_workers_t *ws, mg_gen_t *gen, char **err)

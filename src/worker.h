@@ -53,6 +53,7 @@ struct mg_worker_s {
     mg_wgen_t *prepared;        /* built by PREPARE, switched to by COMMIT */
     uv_check_t reaper;          /* frees retired generations nobody holds */
     _Atomic int ctl_cmd;
+    _Atomic int targets_changed; /* a target set was published (targets.h) */
     mg_gen_t *ctl_gen;          /* PREPARE: the generation to build */
     char *ctl_err;              /* PREPARE: why it failed (malloc'd) */
     uv_sem_t *ctl_done;         /* posted when a command is handled */
@@ -132,6 +133,11 @@ char *mg_worker_setup(mg_worker_t *w, mg_gen_t *gen);
 /* After the loop ended: closes what is left, frees the worker's state and
  * closes the loop. */
 void mg_worker_teardown(mg_worker_t *w);
+
+/* Tells every worker that target sets of the current generation changed
+ * (targets.h): each takes the new views at its next loop turn. Control
+ * thread. */
+void mg_workers_targets_changed(mg_workers_t *ws);
 
 /* Asks every worker to stop: stop accepting, finish in-flight requests up
  * to the shutdown deadline, exit. Thread-safe. */

@@ -179,6 +179,12 @@ typedef struct mg_ffi_config_field_s {
 const mg_ffi_config_field_t *mg_ffi_config_fields(const char *object, size_t *n);
 int mg_ffi_retry_on_parse(const char *name);
 int mg_ffi_host_kind(const char *s, size_t len);
+typedef struct mg_ffi_target_s {
+    char host[256];
+    uint16_t port;
+    uint8_t scheme;
+} mg_ffi_target_t;
+int mg_ffi_target_parse(const char *s, size_t len, mg_ffi_target_t *out, const char **why);
 ]]
 
 local _M = {}
@@ -204,6 +210,7 @@ _M.FIELD_OBJECT, _M.FIELD_LIST, _M.FIELD_NUMBER = 9, 10, 11
 _M.FIELD_REQUIRED, _M.FIELD_UNIQUE, _M.FIELD_ALLOC, _M.FIELD_INTERNAL = 1, 2, 4, 8
 _M.STR_BAD, _M.STR_VALUE, _M.STR_FILE = -1, 0, 1
 _M.HOST_BAD, _M.HOST_IPV4, _M.HOST_IPV6, _M.HOST_NAME = 0, 1, 2, 3
+_M.TARGET_PLAIN, _M.TARGET_HTTP, _M.TARGET_HTTPS, _M.TARGET_SRV = 0, 1, 2, 3
 
 local function cstr(p)
     return p ~= nil and ffi.string(p) or nil

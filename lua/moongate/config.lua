@@ -256,38 +256,23 @@ local function host_kind(s)
     return C.mg_ffi_host_kind(s, #s)
 end
 
-local ADDR_EXPECTED = 'must be "host:port" or "[ipv6]:port"'
+local ADDR_EXPECTED = 'must be "host:port", "[ipv6]:port" or ' ..
+    '"srv://_service._proto.name"'
 
--- Parses "host:port" / "[v6]:port" into host, port.
-local function parse_addr(v)
+-- A target as written ("host:port", "[v6]:port", "http(s)://host[:port]",
+-- "srv://NAME"): src/uri.c's grammar (mg_ffi_target_parse), which the
+-- admin API reads too. Returns host, port, scheme (cdefs.TARGET_*), or
+-- nil and the reason.
+local target_buf = ffi.new("mg_ffi_target_t")
+local target_why = ffi.new("const char *[1]")
+local function parse_target(v)
     if type(v) ~= "string" then
         return nil, ADDR_EXPECTED
     end
-    local host, port = match(v, "^%[([^%]]*)%]:(.*)$")
-    if host then
-        if host_kind(host) ~= cdefs.HOST_IPV6 then
-            return nil, ADDR_EXPECTED .. " (bad IPv6 address)"
-        end
-    else
-        host, port = match(v, "^(.*):([^:]*)$")
-        if not host then
-            return nil, ADDR_EXPECTED .. ' (missing ":port")'
-        end
-        if find(host, ":", 1, true) then
-            return nil, ADDR_EXPECTED .. " (IPv6 addresses need [brackets])"
-        end
-        if host == "" then
-            return nil, ADDR_EXPECTED .. " (missing host)"
-        end
-        if host_kind(host) == cdefs.HOST_BAD then
-            return nil, ADDR_EXPECTED .. " (bad host)"
-        end
+    if C.mg_ffi_target_parse(v, #v, target_buf, target_why) ~= 0 then
+        return nil, ADDR_EXPECTED .. ffi.string(target_why[0])
     end
-    local p = match(port, "^%d+$") and tonumber(port)
-    if not p or p < 1 or p > 65535 then
-        return nil, ADDR_EXPECTED .. " (port 1-65535)"
-    end
-    return host, p
+    return ffi.string(target_buf.host), target_buf.port, target_buf.scheme
 end
 
 local HTTP_METHODS = {
@@ -487,6 +472,7 @@ local ROUTE_GRPC = schema("route_grpc")
 local SPLIT_ITEM, CANARY, MIRROR = schema("split_item"), schema("canary"),
     schema("mirror")
 local TLS = schema("tls")
+local DNS = schema("dns")
 -- a header name (also an Upgrade token): src/header_names.c's rule, lower-cased
 local HEADER_NAME = CACHE.item_checks.vary
 
@@ -610,6 +596,7 @@ local function default_settings()
     s.limits, s.timeouts = copy(LIMITS.defaults), copy(TIMEOUTS.defaults)
     s.http2 = copy(HTTP2.defaults)
     s.access_log = copy(ACCESS_LOG.defaults)
+    s.dns = copy(DNS.defaults)
     s.admin = copy(ADMIN.defaults)
     s.admin.enabled = true
     return s
@@ -655,6 +642,12 @@ function decl.settings(d, t)
     s.timeouts = field(d, t, "timeouts", "settings", SETTINGS.checks.timeouts)
         or s.timeouts
     s.http2 = field(d, t, "http2", "settings", SETTINGS.checks.http2) or s.http2
+    s.dns = field(d, t, "dns", "settings", SETTINGS.checks.dns) or s.dns
+    if s.dns.min_ttl > s.dns.max_ttl then
+        err(d, "settings.dns.min_ttl (%g s) is above max_ttl (%g s): a record " ..
+            "cannot be asked again both sooner and later", s.dns.min_ttl / 1000,
+            s.dns.max_ttl / 1000)
+    end
     if c.budget then
         -- the rest of this file's run has the budget it sets
         c.budget.seconds = s.timeouts.load / 1000
@@ -965,29 +958,29 @@ local function upstream_targets(d, u, targets)
             weight = field(d, t, "weight", what, TARGET.checks.weight)
                 or weight
         end
-        -- "https://host[:port]" makes the upstream a TLS one (port 443)
-        local scheme, rest = match(type(addr) == "string" and addr or "", "^(https?)://(.*)$")
-        if scheme then
-            addr = find(rest, ":%d+$") and rest
-                or rest .. (scheme == "https" and ":443" or ":80")
+        -- "https://host[:port]" makes the upstream a TLS one (port 443);
+        -- "srv://NAME": its SRV records are the targets (weights, ports)
+        local host, port, scheme = parse_target(addr)
+        if host then
             u.schemes = u.schemes or {}
-            u.schemes[scheme] = true
-        elseif type(addr) == "string" then
-            u.schemes = u.schemes or {}
-            u.schemes.plain = true
+            u.schemes[scheme == cdefs.TARGET_HTTPS and "https"
+                or scheme == cdefs.TARGET_HTTP and "http" or "plain"] = true
         end
-        local host, port = parse_addr(addr)
         if not host then
             err(d, "%s %s, got %s", what, port, describe(addr))
+        elseif scheme == cdefs.TARGET_SRV and type(t) == "table" and t.weight ~= nil then
+            err(d, "%s %s: an SRV name's records give the weights (remove weight)",
+                what, quote(addr))
         else
-            local key = host .. "|" .. port
+            local srv = scheme == cdefs.TARGET_SRV or nil
+            local key = host .. "|" .. port .. (srv and "|srv" or "")
             if seen[key] then
                 err(d, "%s %s is listed twice (use weight instead)", what,
                     quote(addr))
             end
             seen[key] = true
             u.targets[#u.targets + 1] = { host = host, port = port,
-                                          weight = weight }
+                                          weight = weight, srv = srv }
         end
     end
 end
@@ -1795,6 +1788,7 @@ local function finish(c)
     cfg.tests = c.tests
     cfg.limits, cfg.timeouts, cfg.http2 = s.limits, s.timeouts, s.http2
     cfg.tracing = s.tracing
+    cfg.resolver, cfg.dns = s.resolver, s.dns
     if s.trusted_proxies and s.trusted_proxies[1] then
         -- none: nothing is believed, and the header does not matter
         cfg.trusted_proxies, cfg.real_ip_header = s.trusted_proxies, s.real_ip_header

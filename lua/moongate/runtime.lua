@@ -1017,11 +1017,12 @@ end
 -- its trace aborted on every request ("loop unroll limit reached") and
 -- the chain ran in the interpreter.
 local function policy_call(req, p, id, key, fname, res, t0)
-    local v
+    -- `fn` by name: _M.hook_error finds a tail-calling hook's line by it
+    local fn, v = p[key], nil
     if res then
-        v = p[key](req, res, p)
+        v = fn(req, res, p)
     else
-        v = p[key](req, p)
+        v = fn(req, p)
     end
     local t1 = C.mg_ffi_hook_spent(id, t0)
     if v ~= nil and v ~= RESPONDED_MARK then bad_return(fname, v) end

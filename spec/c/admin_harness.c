@@ -134,7 +134,7 @@ static void *run(void *arg)
     sigaddset(&pipe, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &pipe, NULL);
     mg_admin_handlers_t h = { h_status, h_routes, h_upstreams, h_metrics, h_reload,
-                              (t->flags & MG_TEST_NO_REPL) ? NULL : h_repl, NULL, NULL };
+                              (t->flags & MG_TEST_NO_REPL) ? NULL : h_repl, NULL, NULL, NULL };
     uv_loop_init(&t->loop);
     char *err = NULL;
     mg_admin_opts_t o = { .host = t->host, .port = t->port, .token = t->token,

@@ -93,7 +93,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1)
         return 0;
     mg_fuzz_reset();
-    mg_pool_t *pool = &w->g->ups[0].pools[0];
+    mg_pool_t *pool = w->g->ups[0].pools[0];
     for (int i = 0; i < 2; i++) {
         ups[i].q = &mg_fuzz_upstream_ready(pool)->wq;
         ups[i].q->sink = up_sink;

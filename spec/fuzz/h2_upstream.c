@@ -54,7 +54,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 2)
         return 0;
     mg_fuzz_reset();
-    mg_pool_t *pool = &w->g->ups[0].pools[0];
+    mg_pool_t *pool = w->g->ups[0].pools[0];
     void *session = mg_h2up_session_memory(pool, mg_fuzz_upstream_sink);
     if (!session)
         abort();

@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include "metrics.h"
 #include "shdict.h"
+#include "targets.h"
 #include "worker.h"
 
 mg_fuzz_out_t mg_fuzz_client_out, mg_fuzz_upstream_out;
@@ -152,8 +153,10 @@ void mg_fuzz_feed(mg_worker_t *w, mg_conn_t *c, const uint8_t *data, size_t n, s
 static void close_idle(mg_wgen_t *g)
 {
     for (size_t i = 0; g && i < g->cfg->nupstreams; i++)
-        for (size_t t = 0; t < g->cfg->upstreams[i].ntargets; t++) {
-            mg_pool_t *p = &g->ups[i].pools[t];
+        for (size_t t = 0; t < g->ups[i].view->n; t++) {
+            mg_pool_t *p = g->ups[i].pools[t];
+            if (!p)
+                continue;
             while (!mg_list_empty(&p->idle))
                 mg_upconn_close(mg_container_of(p->idle.next, mg_upconn_t, link));
             g->w->upstream->sessions_close(p); /* HTTP/2 sessions (h2_upstream.c) */

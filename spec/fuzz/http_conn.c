@@ -56,7 +56,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1)
         return 0;
     mg_fuzz_reset();
-    mg_pool_t *pool = &w->g->ups[0].pools[0];
+    mg_pool_t *pool = w->g->ups[0].pools[0];
     mg_fuzz_upstream_ready(pool);
     mg_fuzz_upstream_ready(pool);
     mg_conn_t *c = mg_conn_open_memory(w, 18080, mg_fuzz_client_sink);

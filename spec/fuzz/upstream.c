@@ -63,7 +63,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 2)
         return 0;
     mg_fuzz_reset();
-    mg_pool_t *pool = &w->g->ups[0].pools[0];
+    mg_pool_t *pool = w->g->ups[0].pools[0];
     mg_upconn_t *u = mg_fuzz_upstream_ready(pool);
     mg_conn_t *c = mg_conn_open_memory(w, 18081, mg_fuzz_client_sink);
     if (!c)

@@ -5,7 +5,8 @@
 -- SETTINGS_MAX_CONCURRENT_STREAMS honoured, a GOAWAY every few requests
 -- under load with no client failing, trailers to a chunked HTTP/1.1 client
 -- (curl), 4 MiB both ways and a slow reader at flat gateway memory, health
--- checks over HTTP/2.
+-- checks over HTTP/2; targets changed by the admin API under a stream in
+-- flight (docs/discovery.md): removed and its slot taken by another, drained.
 local h = require "spec.support.helpers"
 local pki = require "spec.support.pki"
 
@@ -27,12 +28,14 @@ gw.upstream("h1tls", { "localhost:{{H1TLS}}" },
 gw.upstream("checked", { "127.0.0.1:{{GOOD}}", "127.0.0.1:{{SICK}}" }, { protocol = "h2",
     health = { path = "/health", interval = 0.2, fall = 1, rise = 1 } })
 gw.upstream("down", { "{{DEAD}}" }, { protocol = "h2", max_fails = 0 })
+-- one slot: a target added after a removal takes the removed one's
+gw.upstream("single", { "127.0.0.1:{{MA}}" }, { protocol = "h2", max_targets = 1 })
 -- retries and route timeouts over HTTP/2: a dead target beside a live one
 gw.upstream("pair", { "{{DEAD}}", "127.0.0.1:{{PAIR}}" }, { protocol = "h2",
     retries = { attempts = 2, on = { "connect" } } })
 gw.route { path = "/pair/**", upstream = "pair", strip_prefix = "/pair",
            timeouts = { first_byte = 0.4 } }
-for _, name in ipairs { "h2", "two", "goaway", "tls", "h1tls", "checked", "down" } do
+for _, name in ipairs { "h2", "two", "goaway", "tls", "h1tls", "checked", "down", "single" } do
     gw.route { path = "/" .. name .. "/**", upstream = name, strip_prefix = "/" .. name }
 end
 gw.route { path = "/hooked/**", upstream = "h2", strip_prefix = "/hooked", policies = {
@@ -57,7 +60,7 @@ local function start_h2(opts)
 end
 
 describe("HTTP/2 upstreams", function()
-    local gw, up, two, goaway, tls, h1tls, good, sick, pair, admin, dead
+    local gw, up, two, goaway, tls, h1tls, good, sick, pair, admin, dead, ma, mb
 
     setup(function()
         local ca = pki.ca("h2")
@@ -68,13 +71,15 @@ describe("HTTP/2 upstreams", function()
         tls = start_h2 { name = "tls", tls = { cert = crt, key = key } }
         good = start_h2 { name = "good" }
         pair = start_h2 { name = "pair" }
+        ma = start_h2 { name = "ma" }
+        mb = start_h2 { name = "mb" }
         admin, dead = h.free_port(), h.dead_addr()
         sick = start_h2 { name = "sick", unhealthy = true }
         h1tls = h.start_upstream { name = "h1tls", tls = { cert = crt, key = key } }
         gw = h.start_gateway(CONFIG, { workers = 1, vars = {
             H2 = up.port, TWO = two.port, GOAWAY = goaway.port, TLS = tls.port,
             H1TLS = h1tls.port, GOOD = good.port, SICK = sick.port, CA = ca.crt, DEAD = dead,
-            PAIR = pair.port, ADMIN = admin } })
+            PAIR = pair.port, ADMIN = admin, MA = ma.port, MB = mb.port } })
     end)
 
     teardown(h.cleanup)
@@ -272,6 +277,76 @@ describe("HTTP/2 upstreams", function()
         local protocols = {}
         for _, u in ipairs(ups.upstreams or ups) do protocols[u.name] = u.protocol end
         assert.equal("h2", protocols.pair)
+    end)
+
+    it("finishes a stream on a target the admin API removed; its session closes, and " ..
+       "the target that takes its slot gets the next requests", function()
+        local function call(method, path, body)
+            return h.admin(admin, { method = method, path = path, body = body }).status
+        end
+        local a, b = "127.0.0.1:" .. ma.port, "127.0.0.1:" .. mb.port
+        local function in_flight(p)
+            local st = p.stats()
+            return st.received - st.requests
+        end
+        assert.equal("ma", h.json(h.http(gw.port, { path = "/single/echo" }).body).name)
+        -- a stream in flight on ma, then ma removed
+        local c = h.connect(gw.port)
+        c:send(fmt("GET /single/slow?ms=%d HTTP/1.1\r\nHost: x\r\n\r\n",
+                   math.floor(1500 * h.SLOW)))
+        h.eventually(5, function() return in_flight(ma) == 1 end, "the stream is at ma")
+        assert.equal(200, call("DELETE", "/upstreams/single/targets/" .. a))
+        -- its slot is not free while the stream (and its session) lives
+        assert.equal(409, call("POST", "/upstreams/single/targets",
+                               fmt('{"target":"%s"}', b)))
+        h.eventually(5, function()
+            return h.http(gw.port, { path = "/single/echo" }).status == 503
+        end, "no target left")
+        local res = assert(c:read_response { timeout = 10 * h.SLOW })
+        assert.equal(200, res.status)
+        assert.equal("slow", res.body)
+        c:close()
+        -- the removed target's session closes after its last stream: no
+        -- idle session is kept for a target that left
+        h.eventually(5, function() return ma.stats().open == 0 end, "ma's session closed")
+        -- then the slot takes mb: every request goes to mb, none to ma
+        h.eventually(5, function()
+            return call("POST", "/upstreams/single/targets", fmt('{"target":"%s"}', b)) == 201
+        end, "the slot is free again")
+        local received = ma.stats().received
+        h.eventually(5, function()
+            return h.http(gw.port, { path = "/single/echo" }).status == 200
+        end, "mb takes requests")
+        for _ = 1, 10 do
+            res = h.http(gw.port, { path = "/single/echo" })
+            assert.equal(200, res.status)
+            assert.equal("mb", h.json(res.body).name)
+        end
+        assert.equal(received, ma.stats().received)
+        -- a drain: the stream in flight finishes, no new stream, the
+        -- session closes; undrained, a new session takes requests
+        c = h.connect(gw.port)
+        c:send(fmt("GET /single/slow?ms=%d HTTP/1.1\r\nHost: x\r\n\r\n",
+                   math.floor(1500 * h.SLOW)))
+        h.eventually(5, function() return in_flight(mb) == 1 end, "the stream is at mb")
+        local conns = mb.stats().connections
+        assert.equal(200, call("PUT", "/upstreams/single/targets/" .. b, '{"drain":true}'))
+        h.eventually(5, function()
+            return h.http(gw.port, { path = "/single/echo" }).status == 503
+        end, "mb drains")
+        local got = mb.stats().received
+        res = assert(c:read_response { timeout = 10 * h.SLOW })
+        assert.equal(200, res.status)
+        assert.equal("slow", res.body)
+        c:close()
+        h.eventually(5, function() return mb.stats().open == 0 end, "mb's session closed")
+        assert.equal(got, mb.stats().received)
+        assert.equal(200, call("PUT", "/upstreams/single/targets/" .. b, '{"drain":false}'))
+        h.eventually(5, function()
+            return h.http(gw.port, { path = "/single/echo" }).status == 200
+        end, "mb undrained")
+        assert.equal(conns + 1, mb.stats().connections)
+        gw:assert_alive()
     end)
 
     it("checks the health of h2 targets over HTTP/2", function()

@@ -23,7 +23,8 @@ Paths:
                    stream and later ones are never answered, the
                    connection closes once the ones it kept are done
 A plain HTTP/1.1 control port (--control-port) answers GET /stats with
-JSON: connections (accepted), requests (answered), max_concurrent (most
+JSON: connections (accepted), open (connections open now), received
+(requests whose HEADERS came), requests (answered), max_concurrent (most
 streams open at once on one connection), refused (streams dropped by a
 GOAWAY), te (the te values seen).
 Prints "ready" once listening.
@@ -47,7 +48,7 @@ import h2.errors
 import h2.settings
 import hyperframe.frame
 
-STATS = {"connections": 0, "requests": 0, "max_concurrent": 0, "refused": 0, "te": []}
+STATS = {"connections": 0, "open": 0, "received": 0, "requests": 0, "max_concurrent": 0, "refused": 0, "te": []}
 LOCK = threading.Lock()
 
 
@@ -102,6 +103,8 @@ class Conn:
         if self.closed:
             return
         self.closed = True
+        with LOCK:
+            STATS["open"] -= 1
         try:
             self.server.sel.unregister(self.sock)
         except (KeyError, ValueError):
@@ -156,6 +159,7 @@ class Conn:
             self.streams[ev.stream_id] = s
             self.last_id = ev.stream_id
             with LOCK:
+                STATS["received"] += 1
                 STATS["max_concurrent"] = max(STATS["max_concurrent"], len(self.streams))
                 for n, v in ev.headers:
                     if n == "te":
@@ -346,6 +350,7 @@ class Server:
         sock.settimeout(10)
         with LOCK:
             STATS["connections"] += 1
+            STATS["open"] += 1
         c = Conn(self, sock)
         if not c.closed:
             self.sel.register(sock, selectors.EVENT_READ, c)

@@ -324,8 +324,9 @@ Upstream.__index = Upstream
 local function spawn_upstream(opts)
     local port = opts.port or _M.free_port()
     local name = opts.name or "up"
-    local cmd = fmt("exec %s%s -u %s --port %d --name %s --delay %g",
-        opts.nice and "nice -n 19 " or "", shq(python_bin()), shq(_M.UPSTREAM_PY), port,
+    local host = opts.host or "127.0.0.1"
+    local cmd = fmt("exec %s%s -u %s --host %s --port %d --name %s --delay %g",
+        opts.nice and "nice -n 19 " or "", shq(python_bin()), shq(_M.UPSTREAM_PY), host, port,
         shq(name), opts.delay or 0)
     if opts.ids then cmd = cmd .. " --ids " .. shq(opts.ids) end
     if opts.bodies then cmd = cmd .. " --bodies " .. shq(opts.bodies) end
@@ -340,7 +341,7 @@ local function spawn_upstream(opts)
     end
     local p = spawn(cmd, "upstream-" .. name)
     setmetatable(p, Upstream)
-    p.port, p.name, p.addr = port, name, "127.0.0.1:" .. port
+    p.port, p.name, p.host, p.addr = port, name, host, host .. ":" .. port
     p.control_port = control
     return p
 end
@@ -357,7 +358,8 @@ local function wait_ready(p)
     error(fmt("upstream %s did not start on port %d:\n%s", p.name, p.port, log), 3)
 end
 
--- opts: name, port, delay (seconds before every answer), tls ({ cert =, key =, client_ca = }: HTTPS, see
+-- opts: name, port, host (an address of lo, 127.0.0.1 by default), delay
+-- (seconds before every answer), tls ({ cert =, key =, client_ca = }: HTTPS, see
 -- upstream.py), ids / bodies (files: each request's id / id, method, path and
 -- body digest, upstream.py --ids / --bodies), nice (run at the lowest CPU
 -- priority: a server whose own CPU is not what a spec measures). Returns { port, pid, addr = "127.0.0.1:PORT", name,
@@ -398,7 +400,7 @@ end
 -- {requests=, connections=, bad=, last={...}} asked directly (not through
 -- the gateway); control requests are not counted
 function Upstream:stats()
-    local res = _M.http(self.control_port or self.port, { path = "/__stats" })
+    local res = _M.http(self.control_port or self.port, { path = "/__stats", host_addr = self.host })
     return _M.json(res.body)
 end
 
@@ -1017,10 +1019,11 @@ function _M.request_text(req)
 end
 
 -- One request on a new connection (Connection: close unless the request
--- says otherwise); returns res, raises if no response arrives.
+-- says otherwise) to 127.0.0.1:port (req.host_addr: another address);
+-- returns res, raises if no response arrives.
 function _M.http(port, req)
     req = req or {}
-    local c = _M.connect(port, { timeout = req.timeout })
+    local c = _M.connect(port, { timeout = req.timeout, host = req.host_addr })
     local headers = req.headers or {}
     local has_conn = false
     if headers[1] then
@@ -1062,7 +1065,7 @@ end
 -- send the latter without a preflight (README, "Admin API").
 function _M.admin_headers(port, method, path)
     local hdrs = { Host = "127.0.0.1:" .. port }
-    if method == "POST" or method == "DELETE" then
+    if method == "POST" or method == "PUT" or method == "DELETE" then
         hdrs["Content-Type"] = (path or ""):match("^/repl") and "text/x-lua"
             or "application/json"
     end
@@ -1078,10 +1081,33 @@ function _M.admin(port, req)
     local r2 = {}
     for k, v in pairs(req) do r2[k] = v end
     r2.headers = hdrs
-    if (req.method == "POST" or req.method == "DELETE") and not r2.body then
+    if (req.method == "POST" or req.method == "PUT" or req.method == "DELETE") and not r2.body then
         r2.body = ""
     end
     return _M.http(port, r2)
+end
+
+-- GET /upstreams on the admin API at port: upstream `name`'s targets as
+-- { ["10.0.0.1:80"] = target }, and the upstream itself (docs/discovery.md).
+function _M.upstream_targets(port, name)
+    local res = _M.admin(port, { path = "/upstreams" })
+    assert(res.status == 200, "GET /upstreams: " .. res.status)
+    for _, u in ipairs(_M.json(res.body).upstreams) do
+        if u.name == name then
+            local out = {}
+            for _, t in ipairs(u.targets) do out[t.target] = t end
+            return out, u
+        end
+    end
+    error("no upstream " .. name .. " in /upstreams", 2)
+end
+
+-- The keys of t, sorted.
+function _M.sorted_keys(t)
+    local out = {}
+    for k in pairs(t) do out[#out + 1] = k end
+    table.sort(out)
+    return out
 end
 
 -- Same as http() but on an existing connection (keep-alive).

@@ -3,8 +3,9 @@
 --duration seconds over --conns keep-alive connections (spread over the
 --port list, round robin) and prints one JSON object: counts by status, by
 path and status, by the value of --count-header, socket errors, latency
-(max, p50, p99) and, with --timeline, [t, path index, status, latency] per
-request (t from the start, seconds).
+(max, p50, p99) and, with --timeline, [t, path index, status, latency,
+--count-header's value or "-"] per request (t from the start, seconds; "t0"
+is the start's wall clock).
 
 Request k is due at start + k / rate; a connection takes the next due
 request when it is free, so the offered rate holds as long as answers come
@@ -134,7 +135,8 @@ async def main():
                 key = counted or "-"
                 by_header[key] = by_header.get(key, 0) + 1
             if a.timeline:
-                timeline.append([round(t0 - start, 4), pi, status, round(dt, 4)])
+                timeline.append([round(t0 - start, 4), pi, status, round(dt, 4),
+                                 counted or "-"])
             if close:
                 writer.close()
                 reader = writer = None

@@ -63,6 +63,8 @@ describe("config normalisation", function()
             http2 = { max_concurrent_streams = 100, initial_window = 65535,
                       connection_window = 1048576, max_resets = 200,
                       max_control_frames = 1000, rate_window = 10000 },
+            dns = { min_ttl = 1000, max_ttl = 300000, timeout = 1000,
+                    attempts = 3, retry = 5000 },
             listeners = { { host = "0.0.0.0", port = 8080, line = 2,
                             source = file, escaped_slashes = "reject",
                             http2 = false } },
@@ -108,7 +110,7 @@ describe("config normalisation", function()
             { name = "orders", line = 25, source = file,
               targets = { { host = "127.0.0.1", port = 8081, weight = 1 },
                           { host = "127.0.0.1", port = 8091, weight = 2 } },
-              keepalive = 16, keepalive_timeout = 30000,
+              keepalive = 16, max_targets = 64, keepalive_timeout = 30000,
               connect_timeout = 500, send_timeout = 20000,
               read_timeout = 15000, fail_timeout = 7000, max_fails = 1,
               forwarded = true, request_id = true, override_headers = false,
@@ -117,7 +119,7 @@ describe("config normalisation", function()
               targets = { { host = "::1", port = 9000, weight = 1 },
                           { host = "users.internal", port = 9001,
                             weight = 1 } },
-              keepalive = 64, keepalive_timeout = 60000,
+              keepalive = 64, max_targets = 64, keepalive_timeout = 60000,
               connect_timeout = 5000, send_timeout = 60000,
               read_timeout = 60000, fail_timeout = 10000, max_fails = 1,
               forwarded = true, request_id = true, override_headers = false,
@@ -242,7 +244,7 @@ describe("config errors", function()
         assert.same({
             ":2: unknown key 'wokers' in gw.settings (did you mean " ..
                 "'workers'? valid: workers, access_log, error_log, log_level, limits, " ..
-                "timeouts, http2, admin, trusted_proxies, real_ip_header, tracing)",
+                "timeouts, http2, admin, trusted_proxies, real_ip_header, tracing, resolver, dns)",
             ":2: unknown key 'bdy' in settings.limits (did you mean 'body'? " ..
                 "valid: request_line, header_size, header_count, body, " ..
                 "min_body_rate, lua_memory)",
@@ -254,7 +256,7 @@ describe("config errors", function()
             ":4: unknown key 'wieght' in upstream.targets[1] (did you mean " ..
                 "'weight'? valid: a \"host:port\" first, then weight)",
             ":4: unknown key 'keepalve' in gw.upstream options (did you " ..
-                "mean 'keepalive'? valid: keepalive, keepalive_timeout, " ..
+                "mean 'keepalive'? valid: keepalive, max_targets, keepalive_timeout, " ..
                 "connect_timeout, send_timeout, read_timeout, fail_timeout, forwarded, " ..
                 "request_id, override_headers, health, max_fails, balancer, hash, tls, retries, outlier, protocol)",
             ":5: unknown key 'pth' in gw.route (did you mean 'path'? " ..
@@ -301,8 +303,8 @@ describe("config errors", function()
     end)
 
     it("reports bad addresses", function()
-        local addr = 'upstream.targets[%d] must be "host:port" or ' ..
-            '"[ipv6]:port" (%s), got string %s'
+        local addr = 'upstream.targets[%d] must be "host:port", ' ..
+            '"[ipv6]:port" or "srv://_service._proto.name" (%s), got string %s'
         assert.same({
             ":3: " .. addr:format(1, "port 1-65535", '"127.0.0.1:99999"'),
             ":4: " .. addr:format(1, 'missing ":port"', '"nohost"'),
